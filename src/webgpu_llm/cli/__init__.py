@@ -1,0 +1,1 @@
+"""The `webgpu-llm` command line."""

@@ -1,0 +1,79 @@
+"""`webgpu-llm info`: the adapters of each backend, their features and limits."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import UserError, WebGpuLlmError
+from ..runtime.gpu import BACKENDS, list_adapters
+from .common import print_json
+
+_SHOWN_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
+                 "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
+                 "max-storage-buffers-per-shader-stage", "max-compute-workgroups-per-dimension")
+_ML_FEATURES = ("shader-f16", "subgroup", "subgroups", "timestamp-query")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("info", help="list WebGPU adapters, features and limits of each backend",
+                       description="List the WebGPU adapters each backend sees, with the features "
+                                   "and limits that matter for LLM inference.")
+    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="which backend (default: all)")
+    p.add_argument("--all-features", action="store_true", help="list every feature, not only the ML ones")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    p.set_defaults(run=run)
+
+
+def describe(backend: str) -> dict[str, Any]:
+    try:
+        adapters = list_adapters(backend)
+    except UserError as e:
+        return {"backend": backend, "error": str(e), "adapters": []}
+    except Exception as e:
+        return {"backend": backend, "error": f"{type(e).__name__}: {e}", "adapters": []}
+    out = []
+    for i, a in enumerate(adapters):
+        info = dict(a.info)
+        out.append({
+            "index": i,
+            "device": info.get("device", ""),
+            "vendor": info.get("vendor", ""),
+            "adapter_type": info.get("adapter_type", ""),
+            "backend_type": info.get("backend_type", ""),
+            "description": info.get("description", ""),
+            "features": sorted(a.features),
+            "limits": {k: a.limits[k] for k in _SHOWN_LIMITS if k in a.limits},
+        })
+    return {"backend": backend, "adapters": out}
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list(BACKENDS) if args.backend == "all" else [args.backend]
+    report = [describe(b) for b in names]
+    if args.json:
+        print_json({"backends": report})
+    else:
+        for r in report:
+            print(f"backend {r['backend']}:")
+            if r.get("error"):
+                print(f"  unavailable: {r['error']}")
+            if not r["adapters"] and not r.get("error"):
+                print("  no adapters (install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers`)")
+            for a in r["adapters"]:
+                feats = a["features"] if args.all_features else [f for f in a["features"] if f in _ML_FEATURES]
+                print(f"  [{a['index']}] {a['device']} ({a['adapter_type']}, {a['backend_type']}) {a['description']}")
+                print(f"      features: {', '.join(feats) or '-'}")
+                for k, v in a["limits"].items():
+                    print(f"      {k}: {v}")
+    if not any(r["adapters"] for r in report):
+        raise _NoAdapters()
+    return 0
+
+
+class _NoAdapters(WebGpuLlmError):
+    exit_code = 1
+
+    def __str__(self) -> str:
+        return "no WebGPU adapter found: install a Vulkan driver (e.g. `apt-get install mesa-vulkan-drivers`)"

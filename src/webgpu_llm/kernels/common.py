@@ -1,0 +1,97 @@
+"""Pieces every kernel shares: the binding signature and the per-step state struct.
+
+The state buffer holds the few scalars that change between steps (position, token count,
+sampling settings). Kernels read it; only the sampler writes it (it advances `pos`), so a
+decode step needs no CPU write at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..runtime.program import Kernel
+
+# (name, WGSL type) in buffer order; all 4-byte fields.
+STATE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("pos", "u32"),  # position of the first token of the current batch
+    ("n", "u32"),  # tokens in the current batch
+    ("seed", "u32"),
+    ("temperature", "f32"),  # 0 = greedy
+    ("top_k", "u32"),  # 0 = off
+    ("top_p", "f32"),  # 1 = off
+    ("min_p", "f32"),  # 0 = off
+    ("repeat_penalty", "f32"),  # 1 = off
+    ("repeat_last_n", "u32"),
+    ("n_gen", "u32"),  # tokens sampled so far (counter for the random stream)
+)
+STATE_WORDS = 16
+
+
+def state_struct() -> str:
+    body = "\n".join(f"  {n}: {t}," for n, t in STATE_FIELDS)
+    return f"struct State {{\n{body}\n}}\n"
+
+
+def pack_state(**values: float) -> np.ndarray:
+    words = np.zeros(STATE_WORDS, np.uint32)
+    for i, (name, typ) in enumerate(STATE_FIELDS):
+        if name in values:
+            v = values[name]
+            words[i] = np.float32(v).view(np.uint32) if typ == "f32" else np.uint32(int(v))
+    return words
+
+
+def state_index(name: str) -> int:
+    return [n for n, _ in STATE_FIELDS].index(name)
+
+
+@dataclass
+class Signature:
+    """Builds the `@group(0) @binding(i)` declarations of a kernel, in a known order."""
+
+    names: list[str] = field(default_factory=list)
+    decls: list[str] = field(default_factory=list)
+
+    def storage(self, name: str, wgsl_type: str, write: bool = False) -> Signature:
+        access = "read_write" if write else "read"
+        self.decls.append(
+            f"@group(0) @binding({len(self.names)}) var<storage, {access}> {name}: {wgsl_type};"
+        )
+        self.names.append(name)
+        return self
+
+    def state(self, write: bool = False) -> Signature:
+        return self.storage("st", "State", write)
+
+    def kernel(self, name: str, body: str) -> Kernel:
+        """The kernel; the state binding is dropped when the body never reads `st.`
+        (auto layouts omit unused bindings, and a bind group must match them exactly)."""
+        names, decls = self.names, self.decls
+        if "st" in names and "st." not in body:
+            i = names.index("st")
+            names, decls = names[:i] + names[i + 1:], decls[:i] + decls[i + 1:]
+            decls = [d.replace(f"@binding({j + 1})", f"@binding({j})") if j >= i else d
+                     for j, d in enumerate(decls)]
+        head = state_struct() if "st" in names else ""
+        return Kernel(name, head + "\n".join(decls) + "\n" + body, tuple(names))
+
+
+def wgsl_reduce(name: str, op: str, wg: int, typ: str = "f32") -> str:
+    """`fn name(v, lid) -> typ`: workgroup-wide reduction through `{name}_buf` (all threads)."""
+    expr = {"sum": "a + b", "max": "max(a, b)"}[op]
+    return f"""
+var<workgroup> {name}_buf: array<{typ}, {wg}>;
+fn {name}(v: {typ}, lid: u32) -> {typ} {{
+  {name}_buf[lid] = v;
+  workgroupBarrier();
+  for (var s = {wg // 2}u; s > 0u; s = s >> 1u) {{
+    if (lid < s) {{ let a = {name}_buf[lid]; let b = {name}_buf[lid + s]; {name}_buf[lid] = {expr}; }}
+    workgroupBarrier();
+  }}
+  let r = {name}_buf[0];
+  workgroupBarrier();
+  return r;
+}}
+"""

@@ -1,0 +1,294 @@
+"""Weight formats: how each GGUF/safetensors type lies in GPU memory and how WGSL reads it.
+
+A weight matrix has `rows` output rows of `k` inputs. Every format is read in *units* of 32
+consecutive inputs of one row (a Q4_0/Q8_0 block, a K-quant sub-block, 32 floats), by a WGSL
+function `fn NAME(r: u32, u: u32) -> array<vec4<f32>, 8>` that returns the unit dequantized.
+The matrix kernels are written once against that function.
+
+On the GPU the quantized bits are kept as they are, only regrouped so that WGSL, which reads
+aligned 32-bit words, can load them with 16-byte vector loads: the 2-byte block headers of
+Q8_0/Q4_x/Q5_x/Q6_K move to a section of their own after the quants ("structure of arrays").
+Q4_K and Q5_K blocks are already 4-byte aligned and stay as they are. Float rows are padded
+with zeros to a multiple of 32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UNIT = 32  # inputs per unit
+QK_K = 256
+
+
+def _words(a: np.ndarray) -> np.ndarray:
+    """Bytes (any shape) to a flat u32 array padded to a whole number of vec4s."""
+    b = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+    pad = (-len(b)) % 16
+    if pad:
+        b = np.concatenate([b, np.zeros(pad, np.uint8)])
+    return b.view(np.uint32)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    block: int  # inputs per block in the file
+    block_bytes: int  # bytes per block in the file (floats: bytes per value)
+    quantized: bool
+
+    # -- sizes ---------------------------------------------------------------------------
+    def padded_k(self, k: int) -> int:
+        return k if self.quantized else -(-k // UNIT) * UNIT
+
+    def units(self, k: int) -> int:
+        return self.padded_k(k) // UNIT
+
+    def row_bytes(self, k: int) -> int:
+        """Bytes of one row in the file."""
+        return k // self.block * self.block_bytes
+
+    def check_k(self, k: int, what: str = "weight") -> str | None:
+        if self.quantized and k % self.block:
+            return f"{what}: {self.name} needs rows of a multiple of {self.block} values, got {k}"
+        if k % 4:
+            return f"{what}: rows of {k} values are not supported (need a multiple of 4)"
+        return None
+
+    # -- packing -------------------------------------------------------------------------
+    def pack(self, data: np.ndarray, k: int) -> np.ndarray:
+        """File data of whole rows -> the u32 words of the GPU layout.
+
+        `data` is (rows, k) floats for float formats (bf16 as uint16), or (rows, row_bytes)
+        uint8 for quantized ones.
+        """
+        rows = data.shape[0]
+        if not self.quantized:
+            kp = self.padded_k(k)
+            dt = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}[self.name]
+            out = np.zeros((rows, kp), dt)
+            out[:, :k] = data.astype(dt, copy=False) if self.name != "bf16" else data.view(np.uint16)
+            return _words(out)
+        blocks = np.ascontiguousarray(data, dtype=np.uint8).reshape(rows * (k // self.block), self.block_bytes)
+        return _PACKERS[self.name](blocks)
+
+    def nbytes(self, rows: int, k: int) -> int:
+        """Bytes of the GPU layout of `rows` rows (for memory planning and splitting)."""
+        if not self.quantized:
+            return -(-rows * self.padded_k(k) * {"f32": 4, "f16": 2, "bf16": 2}[self.name] // 16) * 16
+        nb = rows * (k // self.block)
+        return sum(-(-nb * s // 16) * 16 for s in _SECTION_BYTES[self.name])
+
+    # -- WGSL ----------------------------------------------------------------------------
+    def wgsl_unit(self, fn: str, buf: str, rows: int, k: int) -> str:
+        """WGSL for `fn(r, u) -> array<vec4<f32>, 8>` over binding `buf: array<vec4<u32>>`."""
+        nb = rows * (k // self.block) if self.quantized else 0
+        sec = [-(-nb * s // 16) * 4 for s in _SECTION_BYTES.get(self.name, ())]  # words/section
+        off = [sum(sec[:i]) for i in range(len(sec))]
+        body = _WGSL[self.name].format(
+            B=buf, KP=self.padded_k(k), KV4=self.padded_k(k) // 8, NU=k // UNIT,
+            NSB=k // QK_K, OFF1=off[1] if len(off) > 1 else 0, OFF2=off[2] if len(off) > 2 else 0,
+        )
+        return f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n"
+
+
+# --- packers: (n_blocks, block_bytes) uint8 -> u32 words --------------------------------
+
+
+def _split(blocks: np.ndarray, *cuts: int) -> list[np.ndarray]:
+    return np.split(blocks, list(cuts), axis=1)
+
+
+def _pack_q8_0(b: np.ndarray) -> np.ndarray:
+    d, qs = _split(b, 2)
+    return np.concatenate([_words(qs), _words(d)])
+
+
+def _pack_q4_0(b: np.ndarray) -> np.ndarray:
+    d, qs = _split(b, 2)
+    return np.concatenate([_words(qs), _words(d)])
+
+
+def _pack_q4_1(b: np.ndarray) -> np.ndarray:
+    dm, qs = _split(b, 4)
+    return np.concatenate([_words(qs), _words(dm)])
+
+
+def _pack_q5_0(b: np.ndarray) -> np.ndarray:
+    d, qh, qs = _split(b, 2, 6)
+    return np.concatenate([_words(qs), _words(qh), _words(d)])
+
+
+def _pack_q5_1(b: np.ndarray) -> np.ndarray:
+    dm, qh, qs = _split(b, 4, 8)
+    return np.concatenate([_words(qs), _words(qh), _words(dm)])
+
+
+def _pack_raw(b: np.ndarray) -> np.ndarray:
+    return _words(b)
+
+
+def _pack_q6_k(b: np.ndarray) -> np.ndarray:
+    body, d = _split(b, 208)
+    return np.concatenate([_words(body), _words(d)])
+
+
+_PACKERS = {
+    "q8_0": _pack_q8_0, "q4_0": _pack_q4_0, "q4_1": _pack_q4_1, "q5_0": _pack_q5_0,
+    "q5_1": _pack_q5_1, "q4_k": _pack_raw, "q5_k": _pack_raw, "q6_k": _pack_q6_k,
+}
+# bytes per block of each section, in the order the packers write them
+_SECTION_BYTES = {
+    "q8_0": (32, 2), "q4_0": (16, 2), "q4_1": (16, 4), "q5_0": (16, 4, 2), "q5_1": (16, 4, 4),
+    "q4_k": (144,), "q5_k": (176,), "q6_k": (208, 2),
+}
+
+# --- WGSL bodies -------------------------------------------------------------------------
+# Helpers used here are defined once in WGSL_HELPERS. `{B}` is the binding, `g` the block.
+
+WGSL_HELPERS = """
+fn wrd_at(v: vec4<u32>, i: u32) -> u32 { return v[i & 3u]; }
+fn nib_lo(w: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u)) & vec4<u32>(15u)); }
+fn nib_hi(w: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w >> 4u, w >> 12u, w >> 20u, w >> 28u)) & vec4<u32>(15u)); }
+fn bits4(w: u32, s: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w >> s, w >> (s + 1u), w >> (s + 2u), w >> (s + 3u))) & vec4<u32>(1u)); }
+fn i8x4(w: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u));
+}
+fn u8x4(w: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u)) & vec4<u32>(255u)); }
+fn bf16x2(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
+"""
+
+_W = "{B}[({i}) >> 2u][({i}) & 3u]"  # word i of binding B
+
+
+def _half(off: str) -> str:
+    # f16 number g of a section starting at word `off`
+    return f"unpack2x16float({_W.format(B='{B}', i=off + ' + (g >> 1u)')})[g & 1u]"
+
+
+_WGSL = {
+    "f32": """  let base = (r * {KP}u + u * 32u) >> 2u;
+  for (var i = 0u; i < 8u; i++) {{ o[i] = bitcast<vec4<f32>>({B}[base + i]); }}""",
+    "f16": """  let base = r * ({KP}u >> 3u) + u * 4u;
+  for (var i = 0u; i < 4u; i++) {{
+    let v = {B}[base + i];
+    o[2u * i] = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+    o[2u * i + 1u] = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
+  }}""",
+    "bf16": """  let base = r * ({KP}u >> 3u) + u * 4u;
+  for (var i = 0u; i < 4u; i++) {{
+    let v = {B}[base + i];
+    o[2u * i] = vec4<f32>(bf16x2(v.x), bf16x2(v.y));
+    o[2u * i + 1u] = vec4<f32>(bf16x2(v.z), bf16x2(v.w));
+  }}""",
+    "q8_0": """  let g = r * {NU}u + u;
+  let d = """ + _half("{OFF1}u") + """;
+  let a = {B}[2u * g];
+  let b = {B}[2u * g + 1u];
+  for (var i = 0u; i < 4u; i++) {{ o[i] = d * i8x4(a[i]); o[4u + i] = d * i8x4(b[i]); }}""",
+    "q4_0": """  let g = r * {NU}u + u;
+  let d = """ + _half("{OFF1}u") + """;
+  let q = {B}[g];
+  for (var i = 0u; i < 4u; i++) {{ o[i] = d * (nib_lo(q[i]) - 8.0); o[4u + i] = d * (nib_hi(q[i]) - 8.0); }}""",
+    "q4_1": """  let g = r * {NU}u + u;
+  let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF1}u + g") + """);
+  let q = {B}[g];
+  for (var i = 0u; i < 4u; i++) {{ o[i] = dm.x * nib_lo(q[i]) + dm.y; o[4u + i] = dm.x * nib_hi(q[i]) + dm.y; }}""",
+    "q5_0": """  let g = r * {NU}u + u;
+  let d = """ + _half("{OFF2}u") + """;
+  let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
+  let q = {B}[g];
+  for (var i = 0u; i < 4u; i++) {{
+    o[i] = d * (nib_lo(q[i]) + 16.0 * bits4(qh, 4u * i) - 16.0);
+    o[4u + i] = d * (nib_hi(q[i]) + 16.0 * bits4(qh, 16u + 4u * i) - 16.0);
+  }}""",
+    "q5_1": """  let g = r * {NU}u + u;
+  let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF2}u + g") + """);
+  let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
+  let q = {B}[g];
+  for (var i = 0u; i < 4u; i++) {{
+    o[i] = dm.x * (nib_lo(q[i]) + 16.0 * bits4(qh, 4u * i)) + dm.y;
+    o[4u + i] = dm.x * (nib_hi(q[i]) + 16.0 * bits4(qh, 16u + 4u * i)) + dm.y;
+  }}""",
+    # K-quants: unit u is sub-block j = u % 8 of super-block s.
+    "q4_k": """  let s = r * {NSB}u + (u >> 3u);
+  let j = u & 7u;
+  let h = {B}[s * 9u];
+  let dd = unpack2x16float(h.x);
+  let sm = q4k_scale_min(h, j);
+  let d = dd.x * sm.x;
+  let m = dd.y * sm.y;
+  let sh = 4u * (j & 1u);
+  let qa = {B}[s * 9u + 1u + 2u * (j >> 1u)];
+  let qb = {B}[s * 9u + 2u + 2u * (j >> 1u)];
+  for (var i = 0u; i < 4u; i++) {{
+    o[i] = d * vec4<f32>((vec4<u32>(qa[i]) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u)) - m;
+    o[4u + i] = d * vec4<f32>((vec4<u32>(qb[i]) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u)) - m;
+  }}""",
+    "q5_k": """  let s = r * {NSB}u + (u >> 3u);
+  let j = u & 7u;
+  let h = {B}[s * 11u];
+  let dd = unpack2x16float(h.x);
+  let sm = q4k_scale_min(h, j);
+  let d = dd.x * sm.x;
+  let m = dd.y * sm.y;
+  let sh = 4u * (j & 1u);
+  for (var i = 0u; i < 8u; i++) {{
+    let ql = {B}[s * 11u + 3u + 2u * (j >> 1u) + (i >> 2u)][i & 3u];
+    let qh = {B}[s * 11u + 1u + (i >> 2u)][i & 3u];
+    let lo = (vec4<u32>(ql) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u);
+    let hi = (vec4<u32>(qh) >> vec4<u32>(j, j + 8u, j + 16u, j + 24u)) & vec4<u32>(1u);
+    o[i] = d * vec4<f32>(lo | (hi << vec4<u32>(4u))) - m;
+  }}""",
+    "q6_k": """  let s = r * {NSB}u + (u >> 3u);
+  let j = u & 7u;
+  let hf = j >> 2u;
+  let qq = j & 3u;
+  let g = s;
+  let d = """ + _half("{OFF1}u") + """;
+  let scw = {B}[s * 13u + 12u];
+  let shl = 4u * (qq >> 1u);
+  let shh = 2u * qq;
+  for (var i = 0u; i < 8u; i++) {{
+    let wl = 16u * hf + 8u * (qq & 1u) + i;
+    let ql = {B}[s * 13u + (wl >> 2u)][wl & 3u];
+    let wh = 32u + 8u * hf + i;
+    let qh = {B}[s * 13u + (wh >> 2u)][wh & 3u];
+    let sb = 8u * hf + 2u * qq + (i >> 2u);
+    let sc = f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
+    let lo = (vec4<u32>(ql) >> vec4<u32>(shl, shl + 8u, shl + 16u, shl + 24u)) & vec4<u32>(15u);
+    let hi = (vec4<u32>(qh) >> vec4<u32>(shh, shh + 8u, shh + 16u, shh + 24u)) & vec4<u32>(3u);
+    o[i] = (d * sc) * (vec4<f32>(lo | (hi << vec4<u32>(4u))) - 32.0);
+  }}""",
+}
+
+WGSL_HELPERS += """
+// 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block whose first 16 bytes are h.
+fn q4k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
+  let b = array<u32, 12>(h.y & 255u, (h.y >> 8u) & 255u, (h.y >> 16u) & 255u, h.y >> 24u,
+                         h.z & 255u, (h.z >> 8u) & 255u, (h.z >> 16u) & 255u, h.z >> 24u,
+                         h.w & 255u, (h.w >> 8u) & 255u, (h.w >> 16u) & 255u, h.w >> 24u);
+  if (j < 4u) { return vec2<f32>(f32(b[j] & 63u), f32(b[j + 4u] & 63u)); }
+  return vec2<f32>(f32((b[j + 4u] & 15u) | ((b[j - 4u] >> 6u) << 4u)),
+                   f32((b[j + 4u] >> 4u) | ((b[j] >> 6u) << 4u)));
+}
+"""
+
+FORMATS: dict[str, Format] = {
+    "f32": Format("f32", 1, 4, False),
+    "f16": Format("f16", 1, 2, False),
+    "bf16": Format("bf16", 1, 2, False),
+    "q8_0": Format("q8_0", 32, 34, True),
+    "q4_0": Format("q4_0", 32, 18, True),
+    "q4_1": Format("q4_1", 32, 20, True),
+    "q5_0": Format("q5_0", 32, 22, True),
+    "q5_1": Format("q5_1", 32, 24, True),
+    "q4_k": Format("q4_k", 256, 144, True),
+    "q5_k": Format("q5_k", 256, 176, True),
+    "q6_k": Format("q6_k", 256, 210, True),
+}
+
+# GGML type ids (ggml.h) of the formats above
+GGML_TYPES = {0: "f32", 1: "f16", 30: "bf16", 8: "q8_0", 2: "q4_0", 3: "q4_1", 6: "q5_0",
+              7: "q5_1", 12: "q4_k", 13: "q5_k", 14: "q6_k"}

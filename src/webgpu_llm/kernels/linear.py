@@ -1,0 +1,387 @@
+"""Linear layers: a mat-vec for decode and a tiled matmul for prompts, with fused ends.
+
+Both kernels compute y = W x over a *virtual* weight matrix that is the concatenation of one or
+more segments (Q, K and V; gate and up; a vocabulary split to respect the binding limit), each
+in its own format. Outputs are produced in *pairs of rows*, which is what the fused epilogues
+need: RoPE rotates adjacent pairs (Q/K rows are permuted at load so that RoPE partners sit side
+by side) and SiLU·mul pairs row p of `gate` with row p of `up`.
+
+Prologues (how x is read):  plain | rmsnorm (fused RMSNorm) | attn (fused split-K combine)
+Epilogues (what is done with y):  store | add (residual) | silu_mul | qkv (bias, RoPE, KV append)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..runtime.program import Kernel
+from .common import Signature, wgsl_reduce
+from .formats import FORMATS, UNIT, WGSL_HELPERS
+
+
+@dataclass(frozen=True)
+class Segment:
+    fmt: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class QkvShape:
+    """Where the rows of a fused QKV projection go."""
+
+    q_rows: int  # n_heads * head_dim
+    kv_rows: int  # n_kv_heads * head_dim
+    head_dim: int
+    ctx: int  # KV cache length
+
+
+@dataclass(frozen=True)
+class AttnShape:
+    """Layout of split-K attention partials, for the `attn` prologue."""
+
+    n_heads: int
+    head_dim: int
+    chunk: int  # keys per split
+    max_splits: int
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    k: int
+    segments: tuple[Segment, ...]
+    epilogue: str = "store"  # store | add | silu_mul | qkv
+    prologue: str = "plain"  # plain | rmsnorm | attn
+    bias: bool = False
+    eps: float = 1e-6
+    last_row: bool = False  # read x row st.n-1 instead of row 0 (prompt -> first token)
+    qkv: QkvShape | None = None
+    attn: AttnShape | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.segments)
+
+    @property
+    def split_pairs(self) -> bool:
+        return self.epilogue == "silu_mul"
+
+    @property
+    def pairs(self) -> int:
+        return self.rows // 2 if self.split_pairs else (self.rows + 1) // 2
+
+    @property
+    def out_features(self) -> int:
+        return self.rows // 2 if self.split_pairs else self.rows
+
+    @property
+    def kp(self) -> int:
+        return -(-self.k // UNIT) * UNIT
+
+
+def _rows_wgsl(spec: LinearSpec) -> str:
+    n, half = spec.rows, spec.rows // 2
+    if spec.split_pairs:
+        r = f"fn row0(p: u32) -> u32 {{ return p; }}\nfn row1(p: u32) -> u32 {{ return {half}u + p; }}\n"
+    else:
+        r = "fn row0(p: u32) -> u32 { return 2u * p; }\nfn row1(p: u32) -> u32 { return 2u * p + 1u; }\n"
+    return r + f"const N: u32 = {n}u;\nconst NP: u32 = {spec.pairs}u;\n"
+
+
+def _loaders_wgsl(spec: LinearSpec, sig: Signature) -> str:
+    out = [WGSL_HELPERS]
+    branches = []
+    start = 0
+    for i, seg in enumerate(spec.segments):
+        fmt = FORMATS[seg.fmt]
+        sig.storage(f"w{i}", "array<vec4<u32>>")
+        out.append(fmt.wgsl_unit(f"unit_w{i}", f"w{i}", seg.rows, spec.k))
+        end = start + seg.rows
+        branches.append(f"  if (r < {end}u) {{ return unit_w{i}(r - {start}u, u); }}")
+        start = end
+    # the last branch is unconditional (r is always < N where it is called)
+    branches[-1] = f"  return unit_w{len(spec.segments) - 1}(r - {start - spec.segments[-1].rows}u, u);"
+    out.append("fn load_row(r: u32, u: u32) -> array<vec4<f32>, 8> {\n" + "\n".join(branches) + "\n}\n")
+    return "\n".join(out)
+
+
+def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
+    """`fn epi(t, p, v0, v1)`: token t of the batch, row pair p."""
+    n = spec.rows
+    bias = ""
+    if spec.bias:
+        sig.storage("bias", "array<f32>")
+        bias = "  let b0 = v0 + bias[row0(p)];\n  let b1 = select(0.0, v1 + bias[min(row1(p), N - 1u)], row1(p) < N);\n"
+    else:
+        bias = "  let b0 = v0;\n  let b1 = v1;\n"
+    e = spec.epilogue
+    if e == "store":
+        sig.storage("y", "array<f32>", write=True)
+        body = f"  y[t * {n}u + row0(p)] = b0;\n  if (row1(p) < N) {{ y[t * {n}u + row1(p)] = b1; }}\n"
+    elif e == "add":
+        sig.storage("y", "array<f32>", write=True)
+        body = (f"  let i0 = t * {n}u + row0(p);\n  y[i0] = y[i0] + b0;\n"
+                f"  if (row1(p) < N) {{ let i1 = t * {n}u + row1(p); y[i1] = y[i1] + b1; }}\n")
+    elif e == "silu_mul":
+        sig.storage("y", "array<f32>", write=True)
+        body = f"  y[t * {n // 2}u + p] = b0 / (1.0 + exp(-b0)) * b1;\n"
+    elif e == "qkv":
+        q = spec.qkv
+        assert q is not None
+        sig.storage("q", "array<f32>", write=True)
+        sig.storage("kc", "array<f32>", write=True)
+        sig.storage("vc", "array<f32>", write=True)
+        sig.storage("rope", "array<f32>")  # inverse frequency per pair index
+        d, ctx = q.head_dim, q.ctx
+        body = f"""  let r = row0(p);
+  let pos = st.pos + t;
+  if (r < {q.q_rows + q.kv_rows}u) {{
+    // Q or K: rotate the adjacent pair (rows are permuted at load so partners are adjacent)
+    let ang = f32(pos) * rope[(r % {d}u) / 2u];
+    let c = cos(ang);
+    let s = sin(ang);
+    let o0 = b0 * c - b1 * s;
+    let o1 = b0 * s + b1 * c;
+    if (r < {q.q_rows}u) {{
+      q[t * {q.q_rows}u + r] = o0;
+      q[t * {q.q_rows}u + r + 1u] = o1;
+    }} else {{
+      let kr = r - {q.q_rows}u;
+      let i = ((kr / {d}u) * {ctx}u + pos) * {d}u + kr % {d}u;
+      kc[i] = o0;
+      kc[i + 1u] = o1;
+    }}
+  }} else {{
+    let vr = r - {q.q_rows + q.kv_rows}u;
+    let i = ((vr / {d}u) * {ctx}u + pos) * {d}u + vr % {d}u;
+    vc[i] = b0;
+    vc[i + 1u] = b1;
+  }}
+"""
+    else:
+        raise ValueError(f"unknown epilogue {e!r}")
+    return f"fn epi(t: u32, p: u32, v0: f32, v1: f32) {{\n{bias}{body}}}\n"
+
+
+def _combine_wgsl(a: AttnShape) -> str:
+    """`fn combine4(h, d4) -> vec4`: merge the split-K partials of head h (decode, one token)."""
+    d4 = a.head_dim // 4
+    return f"""
+fn combine4(h: u32, d4: u32) -> vec4<f32> {{
+  let ns = (st.pos + {a.chunk}u) / {a.chunk}u;  // splits that hold keys 0..pos
+  var mx = -3.0e38;
+  for (var s = 0u; s < ns; s++) {{ mx = max(mx, ml[h * {a.max_splits}u + s].x); }}
+  var z = 0.0;
+  var o = vec4<f32>(0.0);
+  for (var s = 0u; s < ns; s++) {{
+    let e = exp(ml[h * {a.max_splits}u + s].x - mx);
+    z += e * ml[h * {a.max_splits}u + s].y;
+    o += e * acc[(h * {a.max_splits}u + s) * {d4}u + d4];
+  }}
+  return o / z;
+}}
+"""
+
+
+def _prologue_wgsl(spec: LinearSpec, sig: Signature, wg: int, shared_limit: int) -> str:
+    """`fn prologue(lid)` (run by every thread) and `fn X(i) -> vec4` (x[4i..4i+4])."""
+    k4, kp4 = spec.k // 4, spec.kp // 4
+    ragged = spec.k % UNIT != 0
+    xb = "(st.n - 1u) * K4" if spec.last_row else "0u"
+    head = f"const K4: u32 = {k4}u;\nconst KP4: u32 = {kp4}u;\nvar<private> xb: u32;\n"
+    fits = spec.kp * 4 + wg * 8 + wg * 4 <= shared_limit
+    if spec.prologue == "plain":
+        sig.storage("x", "array<vec4<f32>>")
+        get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
+        return head + f"fn prologue(lid: u32) {{ xb = {xb}; }}\nfn X(i: u32) -> vec4<f32> {{ return {get}; }}\n"
+    if spec.prologue == "rmsnorm":
+        sig.storage("x", "array<vec4<f32>>")
+        sig.storage("nw", "array<vec4<f32>>")
+        red = wgsl_reduce("red_sum", "sum", wg)
+        if fits:
+            return head + red + f"""
+var<workgroup> xs: array<vec4<f32>, KP4>;
+fn prologue(lid: u32) {{
+  xb = {xb};
+  var ss = 0.0;
+  for (var i = lid; i < KP4; i += {wg}u) {{
+    var v = vec4<f32>(0.0);
+    if (i < K4) {{ v = x[xb + i]; }}
+    xs[i] = v;
+    ss += dot(v, v);
+  }}
+  let sc = inverseSqrt(red_sum(ss, lid) / {float(spec.k)} + {spec.eps!r});
+  for (var i = lid; i < K4; i += {wg}u) {{ xs[i] = xs[i] * sc * nw[i]; }}
+  workgroupBarrier();
+}}
+fn X(i: u32) -> vec4<f32> {{ return xs[i]; }}
+"""
+        get = "x[xb + i] * nw[i] * xscale"
+        if ragged:
+            get = f"select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)] * nw[min(i, K4 - 1u)] * xscale, i < K4)"
+        return head + red + f"""
+var<private> xscale: f32;
+fn prologue(lid: u32) {{
+  xb = {xb};
+  var ss = 0.0;
+  for (var i = lid; i < K4; i += {wg}u) {{ let v = x[xb + i]; ss += dot(v, v); }}
+  xscale = inverseSqrt(red_sum(ss, lid) / {float(spec.k)} + {spec.eps!r});
+}}
+fn X(i: u32) -> vec4<f32> {{ return {get}; }}
+"""
+    if spec.prologue == "attn":
+        a = spec.attn
+        assert a is not None and fits, "attention output too large for workgroup memory"
+        sig.storage("ml", "array<vec2<f32>>")
+        sig.storage("acc", "array<vec4<f32>>")
+        d4 = a.head_dim // 4
+        return head + _combine_wgsl(a) + f"""
+var<workgroup> xs: array<vec4<f32>, KP4>;
+fn prologue(lid: u32) {{
+  for (var i = lid; i < KP4; i += {wg}u) {{
+    var v = vec4<f32>(0.0);
+    if (i < K4) {{ v = combine4(i / {d4}u, i % {d4}u); }}
+    xs[i] = v;
+  }}
+  workgroupBarrier();
+}}
+fn X(i: u32) -> vec4<f32> {{ return xs[i]; }}
+"""
+    raise ValueError(f"unknown prologue {spec.prologue!r}")
+
+
+def attn_fits(k: int, wg: int, shared_limit: int) -> bool:
+    kp = -(-k // UNIT) * UNIT
+    return kp * 4 + wg * 12 <= shared_limit
+
+
+def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, shared_limit: int = 16384) -> Kernel:
+    """One token: each group of `tpr` threads computes one row pair; grid = (ceil(pairs / (wg/tpr)),)."""
+    sig = Signature().state()
+    for s in spec.segments:
+        if (err := FORMATS[s.fmt].check_k(spec.k)):
+            raise ValueError(err)
+    body = "\n".join([
+        _rows_wgsl(spec),
+        _loaders_wgsl(spec, sig),
+        _prologue_wgsl(spec, sig, wg, shared_limit),
+        _epilogue_wgsl(spec, sig),
+    ])
+    body += f"""
+const WG: u32 = {wg}u;
+const TPR: u32 = {tpr}u;
+const NU: u32 = {spec.kp // UNIT}u;
+var<workgroup> red2: array<vec2<f32>, WG>;
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  prologue(lid);
+  let p = wid.x * (WG / TPR) + lid / TPR;
+  let lane = lid % TPR;
+  var a = vec2<f32>(0.0);
+  if (p < NP) {{
+    let r0 = row0(p);
+    let r1 = row1(p);
+    let two = r1 < N;
+    for (var u = lane; u < NU; u += TPR) {{
+      var xv: array<vec4<f32>, 8>;
+      for (var i = 0u; i < 8u; i++) {{ xv[i] = X(u * 8u + i); }}
+      let w0 = load_row(r0, u);
+      var s0 = 0.0;
+      for (var i = 0u; i < 8u; i++) {{ s0 += dot(w0[i], xv[i]); }}
+      a.x += s0;
+      if (two) {{
+        let w1 = load_row(r1, u);
+        var s1 = 0.0;
+        for (var i = 0u; i < 8u; i++) {{ s1 += dot(w1[i], xv[i]); }}
+        a.y += s1;
+      }}
+    }}
+  }}
+  red2[lid] = a;
+  workgroupBarrier();
+  for (var s = TPR / 2u; s > 0u; s = s >> 1u) {{
+    if (lane < s) {{ red2[lid] = red2[lid] + red2[lid + s]; }}
+    workgroupBarrier();
+  }}
+  if (lane == 0u && p < NP) {{ epi(0u, p, red2[lid].x, red2[lid].y); }}
+}}
+"""
+    return sig.kernel(f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}", body)
+
+
+def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32) -> tuple[int, int, int]:
+    return (-(-spec.pairs // (wg // tpr)), 1, 1)
+
+
+# --- prompt processing ---------------------------------------------------------------------
+BM, BN = 64, 64  # tokens x rows per tile; 16x16 threads, 4x4 outputs each
+
+
+def matmul_kernel(spec: LinearSpec) -> Kernel:
+    """Many tokens (st.n of them, x rows of k values): grid = matmul_grid(spec)(n)."""
+    assert spec.prologue == "plain" and not spec.last_row
+    sig = Signature().state()
+    for s in spec.segments:
+        if (err := FORMATS[s.fmt].check_k(spec.k)):
+            raise ValueError(err)
+    sig.storage("x", "array<vec4<f32>>")
+    body = "\n".join([_rows_wgsl(spec), _loaders_wgsl(spec, sig), _epilogue_wgsl(spec, sig)])
+    body += f"""
+const K4: u32 = {spec.k // 4}u;
+const NU: u32 = {spec.kp // UNIT}u;
+var<workgroup> xs: array<vec4<f32>, {32 * BM // 4}>;  // [k][m/4]
+var<workgroup> ws: array<vec4<f32>, {32 * BN // 4}>;  // [k][n/4]
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {{
+  let nt = st.n;
+  let m0 = wid.y * {BM}u;
+  let p0 = wid.x * {BN // 2}u;
+  let tx = lid3.x;
+  let ty = lid3.y;
+  var acc: array<vec4<f32>, 4>;
+  for (var u = 0u; u < NU; u++) {{
+    if (lid < {BN}u) {{
+      let p = p0 + lid / 2u;
+      var w: array<vec4<f32>, 8>;
+      if (p < NP) {{
+        let r = select(row0(p), row1(p), (lid & 1u) == 1u);
+        if (r < N) {{ w = load_row(r, u); }}
+      }}
+      for (var i = 0u; i < 8u; i++) {{
+        for (var c = 0u; c < 4u; c++) {{ ws[(4u * i + c) * {BN // 4}u + lid / 4u][lid % 4u] = w[i][c]; }}
+      }}
+    }}
+    for (var e = lid; e < {BM * 8}u; e += 256u) {{
+      let m = e / 8u;
+      let i = e % 8u;
+      var v = vec4<f32>(0.0);
+      if (m0 + m < nt && u * 8u + i < K4) {{ v = x[(m0 + m) * K4 + u * 8u + i]; }}
+      for (var c = 0u; c < 4u; c++) {{ xs[(4u * i + c) * {BM // 4}u + m / 4u][m % 4u] = v[c]; }}
+    }}
+    workgroupBarrier();
+    for (var k = 0u; k < 32u; k++) {{
+      let a = xs[k * {BM // 4}u + ty];
+      let b = ws[k * {BN // 4}u + tx];
+      acc[0] += a.x * b;
+      acc[1] += a.y * b;
+      acc[2] += a.z * b;
+      acc[3] += a.w * b;
+    }}
+    workgroupBarrier();
+  }}
+  for (var i = 0u; i < 4u; i++) {{
+    let t = m0 + ty * 4u + i;
+    if (t < nt) {{
+      let pa = p0 + tx * 2u;
+      if (pa < NP) {{ epi(t, pa, acc[i].x, acc[i].y); }}
+      if (pa + 1u < NP) {{ epi(t, pa + 1u, acc[i].z, acc[i].w); }}
+    }}
+  }}
+}}
+"""
+    return sig.kernel(f"matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}", body)
+
+
+def matmul_grid(spec: LinearSpec):  # noqa: ANN201 - returns a grid function of n
+    gx = -(-spec.pairs // (BN // 2))
+    return lambda n: (gx, -(-n // BM), 1)

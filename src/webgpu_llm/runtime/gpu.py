@@ -1,0 +1,304 @@
+"""Adapter and device selection, feature detection, buffers and the pipeline cache.
+
+Two backends speak the same Python API: `wgpu` (wgpu-native, the default) and `dawn`
+(the `wgpudawn` package). Everything above this module sees only `Gpu`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import GpuError, UserError
+
+BACKENDS = {"wgpu": "wgpu", "dawn": "wgpudawn"}
+NO_ADAPTER_HELP = (
+    "install a Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` for the "
+    "CPU driver llvmpipe, or your GPU vendor's driver)"
+)
+
+# Limits we ask for at their adapter maximum: big weights, big workgroups, many bindings.
+_WANTED_LIMITS = (
+    "max-storage-buffer-binding-size",
+    "max-buffer-size",
+    "max-compute-workgroup-storage-size",
+    "max-compute-invocations-per-workgroup",
+    "max-compute-workgroup-size-x",
+    "max-compute-workgroup-size-y",
+    "max-compute-workgroups-per-dimension",
+    "max-storage-buffers-per-shader-stage",
+    "max-bind-groups",
+)
+
+
+def backend_module(name: str) -> Any:
+    """Import the Python package behind a backend name, with a clear error if absent."""
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    try:
+        with _quiet_native_output():
+            return importlib.import_module(BACKENDS[name])
+    except ImportError as e:
+        raise UserError(
+            f"backend {name!r} needs the Python package {BACKENDS[name]!r}: "
+            f"pip install {BACKENDS[name]} ({e})"
+        ) from e
+
+
+@contextlib.contextmanager
+def _quiet_native_output():
+    """Dawn prints limit warnings at adapter creation; keep them off the terminal.
+
+    Only adapter and device creation run inside this (set WEBGPU_LLM_VERBOSE=1 to see them).
+    """
+    if os.environ.get("WEBGPU_LLM_VERBOSE"):
+        yield
+        return
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no real stdout/stderr (e.g. captured): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def _flush_stdout() -> None:
+    import sys
+
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            f.flush()
+
+
+def list_adapters(backend: str) -> list[Any]:
+    mod = backend_module(backend)
+    _flush_stdout()
+    with _quiet_native_output():
+        return list(mod.gpu.enumerate_adapters_sync())
+
+
+def _pick_adapter(mod: Any, backend: str, adapter: str | None) -> Any:
+    _flush_stdout()
+    with _quiet_native_output():
+        if adapter is None:
+            found = mod.gpu.request_adapter_sync(power_preference="high-performance")
+            if found is None:
+                raise GpuError(f"no WebGPU adapter found for backend {backend!r}: {NO_ADAPTER_HELP}")
+            return found
+        adapters = list(mod.gpu.enumerate_adapters_sync())
+    if not adapters:
+        raise GpuError(f"no WebGPU adapter found for backend {backend!r}: {NO_ADAPTER_HELP}")
+    if adapter.isdigit():
+        i = int(adapter)
+        if i >= len(adapters):
+            raise UserError(
+                f"--adapter {i}: only {len(adapters)} adapter(s) on backend {backend!r} "
+                "(see `webgpu-llm info`)"
+            )
+        return adapters[i]
+    for a in adapters:
+        if adapter.lower() in a.info.get("device", "").lower():
+            return a
+    names = "; ".join(a.info.get("device", "?") for a in adapters)
+    raise UserError(f"--adapter {adapter!r} matches no adapter on backend {backend!r} ({names})")
+
+
+@dataclass
+class Gpu:
+    """One WebGPU device with what the kernels need to know about it."""
+
+    backend: str
+    mod: Any
+    adapter: Any
+    device: Any
+    features: frozenset[str]
+    limits: dict[str, int]
+    max_binding: int
+    _pipelines: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -- capabilities --------------------------------------------------------------------
+    @property
+    def has_f16(self) -> bool:
+        return "shader-f16" in self.features
+
+    @property
+    def has_subgroups(self) -> bool:
+        return bool({"subgroup", "subgroups"} & self.features)
+
+    @property
+    def has_timestamps(self) -> bool:
+        return "timestamp-query" in self.features
+
+    @property
+    def queue(self) -> Any:
+        return self.device.queue
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(self.adapter.info)
+
+    @property
+    def name(self) -> str:
+        i = self.adapter.info
+        return f"{i.get('device', '?')} ({i.get('backend_type', '?')}, {self.backend})"
+
+    # -- buffers -------------------------------------------------------------------------
+    @property
+    def usage(self) -> Any:
+        return self.mod.BufferUsage
+
+    def buffer(self, nbytes: int, label: str = "", usage: int | None = None) -> Any:
+        """A zero-filled storage buffer (WebGPU guarantees zero initialisation)."""
+        u = self.usage
+        nbytes = max(16, _align(int(nbytes), 16))
+        if nbytes > self.limits["max-buffer-size"]:
+            raise GpuError(
+                f"buffer {label or '?'} needs {nbytes / 2**20:.1f} MiB, over this adapter's "
+                f"max buffer size of {self.limits['max-buffer-size'] / 2**20:.0f} MiB"
+            )
+        usage = u.STORAGE | u.COPY_SRC | u.COPY_DST if usage is None else usage
+        try:
+            return self.device.create_buffer(size=nbytes, usage=usage, label=label)
+        except Exception as e:  # wgpu raises its own error types
+            raise GpuError(
+                f"could not allocate {nbytes / 2**20:.1f} MiB on the GPU for {label or 'a buffer'}: "
+                f"{_first_line(e)}; free GPU memory or use a smaller model / --ctx"
+            ) from e
+
+    def upload(self, data: np.ndarray | bytes | memoryview, label: str = "") -> Any:
+        raw = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data
+        buf = self.buffer(len(raw), label)
+        self.write(buf, raw)
+        return buf
+
+    def write(self, buf: Any, data: Any, offset: int = 0) -> None:
+        raw = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data
+        n = len(raw)
+        if n % 4:  # queue writes must be a multiple of 4 bytes
+            raw = bytes(raw) + b"\0" * (4 - n % 4)
+        self.queue.write_buffer(buf, offset, raw)
+
+    def read(self, buf: Any, offset: int = 0, nbytes: int | None = None) -> memoryview:
+        """Synchronous read-back (waits for all submitted work)."""
+        size = buf.size - offset if nbytes is None else nbytes
+        pad = (-size) % 4
+        data = self.queue.read_buffer(buf, offset, size + pad)
+        return memoryview(data)[:size]
+
+    def read_array(self, buf: Any, dtype: Any, count: int, offset: int = 0) -> np.ndarray:
+        dt = np.dtype(dtype)
+        return np.frombuffer(self.read(buf, offset, count * dt.itemsize), dtype=dt).copy()
+
+    # -- pipelines -----------------------------------------------------------------------
+    def pipeline(self, wgsl: str, label: str = "") -> Any:
+        """Compile (once per source text) a compute pipeline with entry point `main`."""
+        key = hashlib.sha1(wgsl.encode()).hexdigest()
+        pipe = self._pipelines.get(key)
+        if pipe is None:
+            try:
+                module = self.device.create_shader_module(code=wgsl, label=label)
+                pipe = self.device.create_compute_pipeline(
+                    layout="auto", compute={"module": module, "entry_point": "main"}, label=label
+                )
+            except Exception as e:
+                raise GpuError(f"kernel {label or '?'} failed to compile on {self.name}: {e}") from e
+            self._pipelines[key] = pipe
+        return pipe
+
+    def bind_group(self, pipeline: Any, bindings: list[Any], label: str = "") -> Any:
+        entries = []
+        for i, b in enumerate(bindings):
+            if isinstance(b, tuple):
+                buf, off, size = b
+                res = {"buffer": buf, "offset": off, "size": size}
+            else:
+                res = {"buffer": b, "offset": 0, "size": b.size}
+            entries.append({"binding": i, "resource": res})
+        return self.device.create_bind_group(
+            layout=pipeline.get_bind_group_layout(0), entries=entries, label=label
+        )
+
+    def submit(self, command_buffers: list[Any]) -> None:
+        self.queue.submit(command_buffers)
+
+    def sync(self) -> None:
+        """Wait until the GPU has finished all submitted work."""
+        self.queue.on_submitted_work_done_sync()
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0] if s else type(e).__name__
+
+
+def open_gpu(
+    backend: str = "wgpu", adapter: str | None = None, max_binding: int | None = None
+) -> Gpu:
+    """Open a device on `backend` with every useful feature and the adapter's largest limits.
+
+    `max_binding` lowers the storage-binding size the kernels assume (tests use it to
+    exercise the split path that Mesa's 128 MiB limit needs).
+    """
+    mod = backend_module(backend)
+    try:
+        ad = _pick_adapter(mod, backend, adapter)
+    except (GpuError, UserError):
+        raise
+    except Exception as e:
+        raise GpuError(f"could not open a WebGPU adapter on backend {backend!r}: "
+                       f"{_first_line(e)}; {NO_ADAPTER_HELP}") from e
+    feats = set(ad.features)
+    want = {"shader-f16", "timestamp-query", "subgroup", "subgroups"} & feats
+    if os.environ.get("WEBGPU_LLM_NO_F16"):
+        want.discard("shader-f16")
+    if os.environ.get("WEBGPU_LLM_NO_SUBGROUPS"):
+        want -= {"subgroup", "subgroups"}
+    limits = {k: ad.limits[k] for k in _WANTED_LIMITS if k in ad.limits}
+    try:
+        with _quiet_native_output():
+            dev = ad.request_device_sync(required_features=sorted(want), required_limits=limits)
+    except Exception as e:
+        raise GpuError(f"could not open a WebGPU device on {ad.info.get('device', '?')}: "
+                       f"{_first_line(e)}") from e
+    got = dict(dev.limits)
+    binding = int(got["max-storage-buffer-binding-size"])
+    binding = min(binding, int(got["max-buffer-size"]))
+    env_binding = os.environ.get("WEBGPU_LLM_MAX_BINDING")
+    if env_binding:
+        binding = min(binding, int(env_binding))
+    if max_binding:
+        binding = min(binding, int(max_binding))
+    binding -= binding % 256
+    return Gpu(backend, mod, ad, dev, frozenset(dev.features), got, binding)
+
+
+_DEFAULT: dict[tuple[str, str | None], Gpu] = {}
+
+
+def default_gpu(backend: str = "wgpu", adapter: str | None = None) -> Gpu:
+    """A process-wide shared device per (backend, adapter)."""
+    key = (backend, adapter)
+    if key not in _DEFAULT:
+        _DEFAULT[key] = open_gpu(backend, adapter)
+    return _DEFAULT[key]

@@ -1,0 +1,155 @@
+"""Program: an ordered list of kernel dispatches over GPU buffers, bound once, replayed cheaply.
+
+Pipelines and bind groups are created when a dispatch is added; replaying the Program is one
+command encoder, one compute pass and one submit, with the per-dispatch work reduced to three
+native calls. Grids are fixed tuples or functions of `n` (the number of tokens of a prefill),
+so one Program serves every prompt length up to its buffers' capacity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+
+from .gpu import Gpu
+from .native import PassEncoder
+
+Grid = Union[tuple[int, int, int], Callable[[int], tuple[int, int, int]]]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A specialised WGSL compute shader (entry point `main`, bind group 0)."""
+
+    name: str
+    wgsl: str
+    bindings: tuple[str, ...] = ()
+
+
+@dataclass
+class Dispatch:
+    label: str
+    pipeline: Any
+    bind_group: Any
+    grid: Grid
+
+    def size(self, n: int) -> tuple[int, int, int]:
+        g = self.grid(n) if callable(self.grid) else self.grid
+        return (int(g[0]), int(g[1]), int(g[2]))
+
+
+class Program:
+    def __init__(self, gpu: Gpu, label: str = "program") -> None:
+        self.gpu = gpu
+        self.label = label
+        self.dispatches: list[Dispatch] = []
+        self._encoder = PassEncoder(gpu.backend)
+        self._items: dict[int, list[tuple[Any, Any, int, int, int]]] = {}
+
+    def add(self, kernel: Kernel, bindings: dict[str, Any] | Sequence[Any], grid: Grid,
+            label: str = "") -> None:
+        """Bind `kernel` to buffers (by binding name, or in order) and append its dispatch."""
+        if isinstance(bindings, dict):
+            missing = set(kernel.bindings) - set(bindings)
+            if missing:
+                raise ValueError(f"{kernel.name}: no buffer for binding(s) {sorted(missing)}")
+            bindings = [bindings[n] for n in kernel.bindings]
+        pipe = self.gpu.pipeline(kernel.wgsl, kernel.name)
+        bg = self.gpu.bind_group(pipe, list(bindings), label or kernel.name)
+        self.dispatches.append(Dispatch(label or kernel.name, pipe, bg, grid))
+        self._items.clear()
+
+    def extend(self, other: Program) -> None:
+        self.dispatches.extend(other.dispatches)
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self.dispatches)
+
+    def _items_for(self, n: int) -> list[tuple[Any, Any, int, int, int]]:
+        items = self._items.get(n)
+        if items is None:
+            items = []
+            for d in self.dispatches:
+                x, y, z = d.size(n)
+                if x and y and z:  # an empty grid (e.g. no rows left) is skipped
+                    items.append((d.pipeline._internal, d.bind_group._internal, x, y, z))
+            if len(self._items) > 64:
+                self._items.clear()
+            self._items[n] = items
+        return items
+
+    # -- replay --------------------------------------------------------------------------
+    def encode(self, cpass: Any, n: int = 1) -> None:
+        self._encoder.encode(cpass, self._items_for(n))
+
+    def run(self, n: int = 1, before: Callable[[Any], None] | None = None,
+            after: Callable[[Any], None] | None = None) -> None:
+        """One encoder, one pass, one submit. `before`/`after` may add copies around the pass."""
+        enc = self.gpu.device.create_command_encoder()
+        if before:
+            before(enc)
+        cpass = enc.begin_compute_pass()
+        self.encode(cpass, n)
+        cpass.end()
+        if after:
+            after(enc)
+        self.gpu.submit([enc.finish()])
+
+    def run_per_dispatch(self, n: int = 1) -> None:
+        """The 'sequential' pattern of the literature: each dispatch its own encoder and submit."""
+        dev, enc_fn = self.gpu.device, self._encoder.encode
+        for item in self._items_for(n):
+            enc = dev.create_command_encoder()
+            cpass = enc.begin_compute_pass()
+            enc_fn(cpass, [item])
+            cpass.end()
+            self.gpu.submit([enc.finish()])
+
+    # -- profiling -----------------------------------------------------------------------
+    def profile(self, n: int = 1) -> list[tuple[str, float]]:
+        """GPU time of each dispatch in seconds, one timestamped pass per dispatch.
+
+        Needs the `timestamp-query` feature. Splitting into passes adds a little time per
+        dispatch, so the sum is an upper bound of the replayed Program's GPU time.
+        """
+        gpu = self.gpu
+        if not gpu.has_timestamps:
+            raise RuntimeError("profiling needs the timestamp-query feature")
+        disp = [d for d in self.dispatches if all(d.size(n))]
+        count = 2 * len(disp)
+        qs = gpu.device.create_query_set(type="timestamp", count=count)
+        resolve = gpu.buffer(8 * count, "timestamps", gpu.usage.QUERY_RESOLVE | gpu.usage.COPY_SRC)
+        enc = gpu.device.create_command_encoder()
+        for i, d in enumerate(disp):
+            cpass = enc.begin_compute_pass(timestamp_writes={
+                "query_set": qs,
+                "beginning_of_pass_write_index": 2 * i,
+                "end_of_pass_write_index": 2 * i + 1,
+            })
+            x, y, z = d.size(n)
+            self._encoder.encode(cpass, [(d.pipeline._internal, d.bind_group._internal, x, y, z)])
+            cpass.end()
+        enc.resolve_query_set(qs, 0, count, resolve, 0)
+        gpu.submit([enc.finish()])
+        ts = np.frombuffer(gpu.read(resolve), dtype=np.uint64).astype(np.float64)
+        # WebGPU timestamps are nanoseconds.
+        return [(d.label, (ts[2 * i + 1] - ts[2 * i]) * 1e-9) for i, d in enumerate(disp)]
+
+    def time_encode(self, n: int = 1, reps: int = 20) -> float:
+        """CPU seconds to encode this Program into a pass (median), without submitting."""
+        dev = self.gpu.device
+        samples = []
+        for _ in range(reps):
+            enc = dev.create_command_encoder()
+            cpass = enc.begin_compute_pass()
+            t0 = time.perf_counter()
+            self.encode(cpass, n)
+            samples.append(time.perf_counter() - t0)
+            cpass.end()
+            enc.finish()  # dropped unsubmitted
+        return float(np.median(samples))
