@@ -15,6 +15,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="adapter to use: an index from `webgpu-llm info` or part of its name "
                         "(default: the high-performance adapter)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or statistics on stderr")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
 
 
@@ -48,3 +49,32 @@ def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=None if not sys.stdout.isatty() else 2)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def read_text(value: str | None, path: str | None, what: str) -> str:
+    """The text of an argument, of --file PATH, or of stdin for `-`."""
+    from pathlib import Path
+
+    from ..errors import UserError
+
+    if path is not None and value is not None:
+        raise UserError(f"give the {what} either as an argument or with --file, not both")
+    if path is None and value != "-":
+        return value or ""
+    if path in (None, "-"):
+        return sys.stdin.read()
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def load_llm(args: Any, ctx: int | None = None) -> Any:
+    from ..api import LLM
+
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    return LLM.load(args.model, backend=args.backend, adapter=args.adapter,
+                    ctx=ctx if ctx is not None else args.ctx, progress=not quiet)

@@ -1,9 +1,54 @@
-"""`webgpu-llm generate` (placeholder until implemented)."""
+"""`webgpu-llm generate PROMPT`: answer one prompt, streaming tokens to the terminal."""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any
+
+from ..errors import UserError
+from .common import add_common, add_model, add_sampling, load_llm, print_json, read_text
 
 
 def add_parser(sub: Any) -> None:
-    pass
+    p = sub.add_parser(
+        "generate", help="generate an answer to a prompt",
+        description="Generate text for PROMPT. When the model has a chat template the prompt is "
+                    "answered as one chat turn (like `ollama run MODEL PROMPT`); --raw feeds it as-is.")
+    p.add_argument("prompt", nargs="?", default=None, help="the prompt (or use --file, or - for stdin)")
+    p.add_argument("--file", "-f", default=None, metavar="PATH", help="read the prompt from a file")
+    p.add_argument("--raw", action="store_true", help="no chat template: continue the text as-is")
+    p.add_argument("--system", default=None, metavar="TEXT", help="system message for the chat template")
+    p.add_argument("--truncate", action="store_true",
+                   help="if the prompt is longer than the context, keep its end instead of failing")
+    add_model(p)
+    add_sampling(p)
+    add_common(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    text = read_text(args.prompt, args.file, what="prompt")
+    if not text:
+        raise UserError("the prompt is empty: give PROMPT, --file PATH, or - to read stdin")
+    llm = load_llm(args)
+    prompt: Any = text
+    if args.system and not args.raw:
+        prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": text}]
+    pieces = llm.generate(prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                          seed=args.seed, stop=args.stop, raw=args.raw, truncate=args.truncate)
+    if args.json:
+        out = "".join(pieces)
+        print_json({"text": out, "model": str(llm.source.path), "backend": llm.gpu.backend,
+                    "adapter": llm.gpu.info.get("device", ""), **llm.stats.as_dict()})
+        return 0
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    s = llm.stats
+    if not args.quiet:
+        print(f"[{s.prompt_tokens} prompt tokens at {s.prefill_tok_s:.1f} tok/s, "
+              f"{s.generated_tokens} generated at {s.decode_tok_s:.1f} tok/s]", file=sys.stderr)
+    return 0

@@ -25,6 +25,7 @@ STATE_FIELDS: tuple[tuple[str, str], ...] = (
     ("repeat_penalty", "f32"),  # 1 = off
     ("repeat_last_n", "u32"),
     ("n_gen", "u32"),  # tokens sampled so far (counter for the random stream)
+    ("limit", "u32"),  # scoring: tokens[0..limit) are known, so positions < limit-1 have a target
 )
 STATE_WORDS = 16
 

@@ -56,6 +56,14 @@ class LinearSpec:
     last_row: bool = False  # read x row st.n-1 instead of row 0 (prompt -> first token)
     qkv: QkvShape | None = None
     attn: AttnShape | None = None
+    # Small per-layer parameters (norm weight, bias, RoPE frequencies) live in one f32 buffer
+    # `pv` at these offsets (in floats, multiples of 4): one binding instead of three.
+    nw_off: int = 0
+    bias_off: int = 0
+    rope_off: int = 0
+    # matmul only: handle tokens t0 .. t0+tmax of the batch (0 = all), output rows from 0
+    t0: int = 0
+    tmax: int = 0
 
     @property
     def rows(self) -> int:
@@ -76,6 +84,15 @@ class LinearSpec:
     @property
     def kp(self) -> int:
         return -(-self.k // UNIT) * UNIT
+
+
+def _pv(sig: Signature) -> None:
+    """Declare the per-layer parameter buffer once (several parts of a kernel read it)."""
+    if "pv" not in sig.names:
+        sig.storage("pv", "array<vec4<f32>>")
+
+
+PV_HELPER = "fn pvf(i: u32) -> f32 { return pv[i >> 2u][i & 3u]; }\n"
 
 
 def _rows_wgsl(spec: LinearSpec) -> str:
@@ -109,8 +126,9 @@ def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     n = spec.rows
     bias = ""
     if spec.bias:
-        sig.storage("bias", "array<f32>")
-        bias = "  let b0 = v0 + bias[row0(p)];\n  let b1 = select(0.0, v1 + bias[min(row1(p), N - 1u)], row1(p) < N);\n"
+        _pv(sig)
+        bias = (f"  let b0 = v0 + pvf({spec.bias_off}u + row0(p));\n"
+                f"  let b1 = select(0.0, v1 + pvf({spec.bias_off}u + min(row1(p), N - 1u)), row1(p) < N);\n")
     else:
         bias = "  let b0 = v0;\n  let b1 = v1;\n"
     e = spec.epilogue
@@ -128,15 +146,15 @@ def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         q = spec.qkv
         assert q is not None
         sig.storage("q", "array<f32>", write=True)
-        sig.storage("kc", "array<f32>", write=True)
-        sig.storage("vc", "array<f32>", write=True)
-        sig.storage("rope", "array<f32>")  # inverse frequency per pair index
+        sig.storage("kv", "array<f32>", write=True)  # K cache then V cache of this layer
+        _pv(sig)
         d, ctx = q.head_dim, q.ctx
+        voff = q.kv_rows * ctx
         body = f"""  let r = row0(p);
   let pos = st.pos + t;
   if (r < {q.q_rows + q.kv_rows}u) {{
     // Q or K: rotate the adjacent pair (rows are permuted at load so partners are adjacent)
-    let ang = f32(pos) * rope[(r % {d}u) / 2u];
+    let ang = f32(pos) * pvf({spec.rope_off}u + (r % {d}u) / 2u);
     let c = cos(ang);
     let s = sin(ang);
     let o0 = b0 * c - b1 * s;
@@ -147,19 +165,20 @@ def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     }} else {{
       let kr = r - {q.q_rows}u;
       let i = ((kr / {d}u) * {ctx}u + pos) * {d}u + kr % {d}u;
-      kc[i] = o0;
-      kc[i + 1u] = o1;
+      kv[i] = o0;
+      kv[i + 1u] = o1;
     }}
   }} else {{
     let vr = r - {q.q_rows + q.kv_rows}u;
     let i = ((vr / {d}u) * {ctx}u + pos) * {d}u + vr % {d}u;
-    vc[i] = b0;
-    vc[i + 1u] = b1;
+    kv[{voff}u + i] = b0;
+    kv[{voff}u + i + 1u] = b1;
   }}
 """
     else:
         raise ValueError(f"unknown epilogue {e!r}")
-    return f"fn epi(t: u32, p: u32, v0: f32, v1: f32) {{\n{bias}{body}}}\n"
+    helper = PV_HELPER if "pvf(" in bias + body else ""
+    return helper + f"fn epi(t: u32, p: u32, v0: f32, v1: f32) {{\n{bias}{body}}}\n"
 
 
 def _combine_wgsl(a: AttnShape) -> str:
@@ -195,7 +214,8 @@ def _prologue_wgsl(spec: LinearSpec, sig: Signature, wg: int, shared_limit: int)
         return head + f"fn prologue(lid: u32) {{ xb = {xb}; }}\nfn X(i: u32) -> vec4<f32> {{ return {get}; }}\n"
     if spec.prologue == "rmsnorm":
         sig.storage("x", "array<vec4<f32>>")
-        sig.storage("nw", "array<vec4<f32>>")
+        _pv(sig)
+        nw = f"pv[{spec.nw_off // 4}u + i]"
         red = wgsl_reduce("red_sum", "sum", wg)
         if fits:
             return head + red + f"""
@@ -210,14 +230,14 @@ fn prologue(lid: u32) {{
     ss += dot(v, v);
   }}
   let sc = inverseSqrt(red_sum(ss, lid) / {float(spec.k)} + {spec.eps!r});
-  for (var i = lid; i < K4; i += {wg}u) {{ xs[i] = xs[i] * sc * nw[i]; }}
+  for (var i = lid; i < K4; i += {wg}u) {{ xs[i] = xs[i] * sc * {nw}; }}
   workgroupBarrier();
 }}
 fn X(i: u32) -> vec4<f32> {{ return xs[i]; }}
 """
-        get = "x[xb + i] * nw[i] * xscale"
+        get = f"x[xb + i] * {nw} * xscale"
         if ragged:
-            get = f"select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)] * nw[min(i, K4 - 1u)] * xscale, i < K4)"
+            get = f"select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)] * {nw.replace('+ i]', '+ min(i, K4 - 1u)]')} * xscale, i < K4)"
         return head + red + f"""
 var<private> xscale: f32;
 fn prologue(lid: u32) {{
@@ -325,6 +345,9 @@ def matmul_kernel(spec: LinearSpec) -> Kernel:
             raise ValueError(err)
     sig.storage("x", "array<vec4<f32>>")
     body = "\n".join([_rows_wgsl(spec), _loaders_wgsl(spec, sig), _epilogue_wgsl(spec, sig)])
+    nt = "st.n"
+    if spec.t0 or spec.tmax:
+        nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
     body += f"""
 const K4: u32 = {spec.k // 4}u;
 const NU: u32 = {spec.kp // UNIT}u;
@@ -333,7 +356,7 @@ var<workgroup> ws: array<vec4<f32>, {32 * BN // 4}>;  // [k][n/4]
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {{
-  let nt = st.n;
+  let nt = {nt};
   let m0 = wid.y * {BM}u;
   let p0 = wid.x * {BN // 2}u;
   let tx = lid3.x;
@@ -355,7 +378,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let m = e / 8u;
       let i = e % 8u;
       var v = vec4<f32>(0.0);
-      if (m0 + m < nt && u * 8u + i < K4) {{ v = x[(m0 + m) * K4 + u * 8u + i]; }}
+      if (m0 + m < nt && u * 8u + i < K4) {{ v = x[({spec.t0}u + m0 + m) * K4 + u * 8u + i]; }}
       for (var c = 0u; c < 4u; c++) {{ xs[(4u * i + c) * {BM // 4}u + m / 4u][m % 4u] = v[c]; }}
     }}
     workgroupBarrier();
@@ -382,6 +405,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     return sig.kernel(f"matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}", body)
 
 
-def matmul_grid(spec: LinearSpec):  # noqa: ANN201 - returns a grid function of n
+def matmul_grid(spec: LinearSpec):
     gx = -(-spec.pairs // (BN // 2))
     return lambda n: (gx, -(-n // BM), 1)

@@ -147,6 +147,11 @@ class Gpu:
         return "timestamp-query" in self.features
 
     @property
+    def is_cpu(self) -> bool:
+        """A software adapter (llvmpipe): kernels pick shapes that suit SIMD lanes, not warps."""
+        return str(self.adapter.info.get("adapter_type", "")).upper() == "CPU"
+
+    @property
     def queue(self) -> Any:
         return self.device.queue
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from .gpu import Gpu
 from .native import PassEncoder
 
-Grid = Union[tuple[int, int, int], Callable[[int], tuple[int, int, int]]]
+Grid = tuple[int, int, int] | Callable[[int], tuple[int, int, int]]
 
 
 @dataclass(frozen=True)
@@ -153,3 +153,24 @@ class Program:
             cpass.end()
             enc.finish()  # dropped unsubmitted
         return float(np.median(samples))
+
+
+def run_programs(gpu: Gpu, programs: Sequence[tuple[Program, int]],
+                 after: Callable[[Any], None] | None = None) -> None:
+    """Several Programs (each with its token count) in one encoder, one pass, one submit."""
+    enc = gpu.device.create_command_encoder()
+    cpass = enc.begin_compute_pass()
+    for prog, n in programs:
+        prog.encode(cpass, n)
+    cpass.end()
+    if after:
+        after(enc)
+    gpu.submit([enc.finish()])
+
+
+def concat(gpu: Gpu, label: str, *programs: Program) -> Program:
+    """One Program replaying the dispatches of several (bind groups are shared, not copied)."""
+    out = Program(gpu, label)
+    for p in programs:
+        out.extend(p)
+    return out

@@ -1,0 +1,290 @@
+"""The Python API: load a model, generate (streaming or whole), chat, score, get logits.
+
+    import webgpu_llm as wl
+    llm = wl.load()                       # the bundled SmolLM2-135M-Instruct
+    print(llm.generate_text("Why is the sky blue?", max_tokens=64))
+    for piece in llm.generate("Tell me a story", temperature=0.8, seed=1):
+        print(piece, end="", flush=True)
+    logits = llm.logits(llm.tokenizer.encode("Hello"))   # numpy (tokens, vocab)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .generation.engine import Engine, GenStats
+from .generation.sampling import SamplingParams
+from .models.source import ModelSource, open_model
+from .models.transformer import Transformer
+from .runtime.gpu import Gpu, open_gpu
+from .runtime.program import run_programs
+
+
+def _progress_bar(total: int, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="uploading weights",
+               file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+    return bar.update, bar.close
+
+
+@dataclass
+class LLM:
+    source: ModelSource
+    gpu: Gpu
+    model: Transformer
+    tokenizer: Any
+    engine: Engine = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.model)
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: str | Path | None = None, *, backend: str = "wgpu", adapter: str | None = None,
+             ctx: int | None = 4096, batch: int = 512, fused: bool = True, progress: bool = True,
+             gpu: Gpu | None = None) -> LLM:
+        src = open_model(model)
+        try:
+            tok = src.tokenizer()
+            g = gpu or open_gpu(backend, adapter)
+            n_ctx = min(ctx or src.config.max_ctx, src.config.max_ctx)
+            if n_ctx < 2:
+                raise UserError(f"--ctx {ctx}: must be at least 2")
+            total = sum(int(getattr(t, "nbytes", 0)) for t in src.tensors.values())
+            update, close = _progress_bar(total, progress)
+            try:
+                tf = Transformer(g, src.config, src.tensors.get, n_ctx, batch=batch, fused=fused, progress=update)
+            finally:
+                close()
+        except BaseException:
+            src.close()
+            raise
+        return cls(src, g, tf, tok)
+
+    @property
+    def config(self) -> Any:
+        return self.source.config
+
+    @property
+    def stats(self) -> GenStats:
+        return self.engine.stats
+
+    # -- prompts ---------------------------------------------------------------------------
+    def prompt_ids(self, prompt: str | Sequence[int] | list[dict[str, str]], raw: bool = False) -> list[int]:
+        """Token ids for a prompt: ids as given, a chat turn (when the model has a chat
+        template and `raw` is false), or the text as-is."""
+        if isinstance(prompt, str):
+            if not raw and self.tokenizer.has_chat_template:
+                prompt = [{"role": "user", "content": prompt}]
+            else:
+                return self.tokenizer.encode(prompt)
+        if prompt and isinstance(prompt[0], dict):
+            text = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True)
+            return self.tokenizer.encode(text, add_bos=self.tokenizer.add_bos and not _starts_with_bos(text, self.tokenizer))
+        return [int(t) for t in prompt]  # type: ignore[union-attr]
+
+    def _fit(self, ids: list[int], max_tokens: int, truncate: bool) -> list[int]:
+        room = self.model.ctx - 1
+        if len(ids) > room:
+            if not truncate:
+                raise UserError(f"the prompt has {len(ids)} tokens but the context holds {self.model.ctx}: "
+                                "use a larger --ctx, a shorter prompt, or --truncate to keep its end")
+            ids = ids[-room:]
+        return ids
+
+    # -- generation ------------------------------------------------------------------------
+    def generate_ids(self, ids: list[int], max_tokens: int = 256, params: SamplingParams | None = None,
+                     start: int = 0, stop_ids: frozenset[int] | None = None) -> Iterator[int]:
+        """New token ids, ending at a stop token (not yielded) or after max_tokens."""
+        stops = self.tokenizer.stop_ids if stop_ids is None else stop_ids
+        for tok in self.engine.stream(ids, start, params or SamplingParams(), max_tokens):
+            if tok in stops:
+                return
+            yield tok
+
+    def generate(self, prompt: str | Sequence[int] | list[dict[str, str]], *, max_tokens: int = 256,
+                 temperature: float = 0.0, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 repeat_penalty: float = 1.0, seed: int | None = None, stop: Sequence[str] = (),
+                 raw: bool = False, truncate: bool = False) -> Iterator[str]:
+        """Stream the answer as text pieces."""
+        from .tokenizer import StreamDecoder
+
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
+        params.check()
+        if max_tokens < 1:
+            raise UserError(f"--max-tokens {max_tokens}: must be at least 1")
+        ids = self._fit(self.prompt_ids(prompt, raw), max_tokens, truncate)
+        dec = StreamDecoder(self.tokenizer, ids)
+        yield from _stop_strings(
+            (dec.push(t) for t in self.generate_ids(ids, max_tokens, params)), list(stop), dec.flush)
+
+    def generate_text(self, prompt: str | Sequence[int] | list[dict[str, str]], **kw: Any) -> str:
+        return "".join(self.generate(prompt, **kw))
+
+    def chat_session(self, system: str | None = None) -> ChatSession:
+        return ChatSession(self, [{"role": "system", "content": system}] if system else [])
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _score_batches(self, ids: list[int], want_logits: bool) -> Iterator[tuple[int, int, Any]]:
+        m, g = self.model, self.gpu
+        if len(ids) > m.ctx:
+            raise UserError(f"{len(ids)} tokens do not fit the context of {m.ctx}")
+        self.engine.write_tokens(0, ids)
+        for b0 in range(0, len(ids), m.batch):
+            n = min(m.batch, len(ids) - b0)
+            g.write(m.st, SamplingParams().state(b0, n, 0, limit=len(ids)))
+            chunks = [c for i, c in enumerate(m.score_chunks) if i * m.score_rows < n]
+            if not want_logits:
+                run_programs(g, [(m.embed, n), (m.prefill, n), (m.score_norm, n)] + [(c, n) for c in chunks])
+                yield b0, n, None
+                continue
+            run_programs(g, [(m.embed, n), (m.prefill, n), (m.score_norm, n)])
+            for i, c in enumerate(chunks):
+                run_programs(g, [(c, n)])
+                rows = min(m.score_rows, n - i * m.score_rows)
+                yield b0 + i * m.score_rows, rows, g.read_array(m.logits, np.float32, rows * self.config.vocab)
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits (len(ids), vocab) of a token sequence, from an empty cache."""
+        ids = [int(t) for t in ids]
+        out = np.empty((len(ids), self.config.vocab), np.float32)
+        for t0, rows, block in self._score_batches(ids, True):
+            out[t0:t0 + rows] = block.reshape(rows, -1)
+        return out
+
+    def nll(self, ids: Sequence[int]) -> np.ndarray:
+        """Negative log-likelihood of ids[1:] given the prefix, from an empty cache (float64)."""
+        ids = [int(t) for t in ids]
+        out = np.zeros(max(0, len(ids) - 1), np.float64)
+        m = self.model
+        for b0, n, _ in self._score_batches(ids, False):
+            got = self.gpu.read_array(m.nll, np.float32, n)
+            k = min(n, len(ids) - 1 - b0)
+            out[b0:b0 + k] = got[:k]
+        return out
+
+    def perplexity(self, ids: Sequence[int], ctx: int = 512,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Non-overlapping chunks of `ctx` tokens, each from an empty cache; the NLL averaged
+        over every predicted position (2nd..last token of each chunk)."""
+        ids = [int(t) for t in ids]
+        if ctx < 2:
+            raise UserError(f"--ctx {ctx}: perplexity needs at least 2 tokens per chunk")
+        if ctx > self.model.ctx:
+            raise UserError(f"--ctx {ctx} exceeds the model context loaded ({self.model.ctx})")
+        if len(ids) < 2:
+            raise UserError("the text has fewer than 2 tokens: nothing to score")
+        chunks, total, count = [], 0.0, 0
+        t = time.perf_counter()
+        starts = range(0, len(ids), ctx)
+        for i, c0 in enumerate(starts):
+            chunk = ids[c0:c0 + ctx]
+            if len(chunk) < 2:
+                continue
+            nll = self.nll(chunk)
+            chunks.append(float(np.exp(nll.mean())))
+            total += float(nll.sum())
+            count += len(nll)
+            if progress:
+                progress(i + 1, len(starts))
+        return {"ppl": float(np.exp(total / count)), "tokens": len(ids), "predicted": count,
+                "ctx": ctx, "chunks": chunks, "seconds": time.perf_counter() - t}
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _starts_with_bos(text: str, tok: Any) -> bool:
+    bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else None
+    return bool(bos) and text.startswith(bos)
+
+
+def _stop_strings(pieces: Iterator[str], stops: list[str], flush: Callable[[], str]) -> Iterator[str]:
+    """Pass text through until a stop string appears; hold back a tail that could start one."""
+    if not stops:
+        for p in pieces:
+            if p:
+                yield p
+        tail = flush()
+        if tail:
+            yield tail
+        return
+    hold = max(len(s) for s in stops) - 1
+    buf = ""
+    for p in pieces:
+        buf += p
+        cut = min((i for i in (buf.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            if buf[:cut]:
+                yield buf[:cut]
+            pieces.close()  # type: ignore[attr-defined]
+            return
+        if len(buf) > hold:
+            yield buf[: len(buf) - hold]
+            buf = buf[len(buf) - hold:]
+    buf += flush()
+    cut = min((i for i in (buf.find(s) for s in stops) if i >= 0), default=-1)
+    if buf[: cut if cut >= 0 else None]:
+        yield buf[: cut if cut >= 0 else None]
+
+
+@dataclass
+class ChatSession:
+    """A conversation that keeps its KV cache: each turn prefills only the new tokens."""
+
+    llm: LLM
+    messages: list[dict[str, str]]
+    cached: list[int] = field(default_factory=list)  # ids whose K/V are in the cache
+
+    def send(self, text: str, max_tokens: int = 512, **kw: Any) -> Iterator[str]:
+        from .tokenizer import StreamDecoder
+
+        llm = self.llm
+        self.messages.append({"role": "user", "content": text})
+        ids = llm.prompt_ids(self.messages)
+        if len(ids) >= llm.model.ctx:
+            self.messages.pop()
+            raise UserError(f"the conversation has {len(ids)} tokens, the context holds {llm.model.ctx}: "
+                            "start a new chat (/reset) or use a larger --ctx")
+        common = 0
+        for a, b in zip(self.cached, ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(ids) - 1)
+        stop = list(kw.pop("stop", ()))
+        params = SamplingParams(**kw)
+        dec = StreamDecoder(llm.tokenizer, ids)
+        out_ids: list[int] = []
+        reply: list[str] = []
+
+        def pieces() -> Iterator[str]:
+            for t in llm.generate_ids(ids[common:], max_tokens, params, start=common):
+                out_ids.append(t)
+                yield dec.push(t)
+
+        for piece in _stop_strings(pieces(), stop, dec.flush):
+            reply.append(piece)
+            yield piece
+        self.cached = ids + out_ids[:-1]
+        self.messages.append({"role": "assistant", "content": "".join(reply)})
+
+    def reset(self) -> None:
+        self.messages = [m for m in self.messages if m["role"] == "system"]
+        self.cached = []
+
+
+def load(model: str | Path | None = None, **kw: Any) -> LLM:
+    """Load a GGUF file or a Hugging Face directory (default: the bundled SmolLM2)."""
+    return LLM.load(model, **kw)

