@@ -1,0 +1,20 @@
+"""The `webgpu` PyTorch device and the `torch.compile(backend="webgpu")` backend.
+
+`import webgpu_llm.torch` registers the device; tensors then move with `.to("webgpu")`.
+Ops without a WebGPU kernel run on the CPU (see `fallback_report()`).
+"""
+
+from __future__ import annotations
+
+from . import device as _device
+
+_device.register()
+
+from . import ops as _ops  # noqa: E402  (kernels register after the device exists)
+from .context import set_backend  # noqa: E402
+from .device import device_count, is_available, synchronize  # noqa: E402
+from .fallback import FallbackWarning, fallback_report, reset_fallback_report  # noqa: E402
+
+__all__ = ["FallbackWarning", "device_count", "fallback_report", "is_available", "reset_fallback_report",
+           "set_backend", "synchronize"]
+del _ops

@@ -1,0 +1,96 @@
+"""Data-dependent addressing as map kernels: index_select / embedding, index_copy, tril."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..dtypes import dtype_of
+from . import mapping
+from .common import pack, strided_offset
+from .elementwise import collapse
+
+
+def _around(shape: Sequence[int], strides: list[list[int]], dim: int) -> tuple[list[int], list[list[int]], int]:
+    """Collapse the dimensions before and after `dim` separately; returns the new `dim`."""
+    pre_s, pre_st = collapse(shape[:dim], [s[:dim] for s in strides]) if dim else ([], [[] for _ in strides])
+    post_s, post_st = collapse(shape[dim + 1:], [s[dim + 1:] for s in strides]) \
+        if dim + 1 < len(shape) else ([], [[] for _ in strides])
+    new_shape = [*pre_s, shape[dim], *post_s]
+    new_strides = [[*a, s[dim], *b] for a, b, s in zip(pre_st, post_st, strides)]
+    return new_shape, new_strides, len(pre_s)
+
+
+def _index_body(d: int, scatter: bool) -> Callable[[int], str]:
+    """Element body for a gather (read at index[c_d]) or a scatter (write at index[c_d]).
+
+    Extra parameters: source offset, source strides[rank] (0 at d for a gather), the stride
+    that the index multiplies (source's for a gather, output's for a scatter), index offset,
+    index stride, size of the indexed dimension (for negative indices).
+    """
+
+    def body(rank: int) -> str:
+        b = mapping.extra_base(rank)
+        src = strided_offset(b, rank)
+        step, io, ist, size = b + 1 + rank, b + 2 + rank, b + 3 + rank, b + 4 + rank
+        lines = [f"  let j = ld1(P[{io}u] + c{d} * P[{ist}u]);",
+                 f"  let jj = u32(select(j, j + i32(P[{size}u]), j < 0i));"]
+        if scatter:
+            lines.append(f"  return Out(oy + jj * P[{step}u], ld0({src}));")
+        else:
+            lines.append(f"  return Out(oy, ld0({src} + jj * P[{step}u]));")
+        return "\n".join(lines)
+
+    return body
+
+
+def _run_index(name: str, out: torch.Tensor, space: torch.Tensor, out_st: list[int], src: torch.Tensor,
+               src_st: list[int], dim: int, index: torch.Tensor, step: int, size: int, scatter: bool) -> None:
+    if index.dim() != 1:
+        raise ValueError(f"{name} needs a 1-d index")
+    shape, (ost, sst), d = _around(list(space.shape), [out_st, src_st], dim)
+    kind = dtype_of(out.dtype).kind
+    words = [src.storage_offset(), *sst, step, index.storage_offset(), index.stride(0), size]
+    mapping.launch((name, d), name, out, shape, ost, [src, index], [kind, "i32"], _index_body(d, scatter),
+                   pack(words), scatter=scatter)
+
+
+def index_select(out: torch.Tensor, src: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """out = src.index_select(dim, index) for a 1-d index (out: src's shape, len(index) at dim)."""
+    sst = list(src.stride())
+    sst[dim] = 0
+    _run_index("index_select", out, out, list(out.stride()), src, sst, dim, index, src.stride(dim),
+               src.shape[dim], False)
+    return out
+
+
+def index_copy(out: torch.Tensor, dim: int, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """out.index_copy_(dim, index, src): src's slice j goes to out's slice index[j] along dim."""
+    ost = list(out.stride())
+    ost[dim] = 0
+    _run_index("index_copy", out, src, ost, src, list(src.stride()), dim, index, out.stride(dim),
+               out.shape[dim], True)
+    return out
+
+
+def triangle(out: torch.Tensor, x: torch.Tensor, k: int, upper: bool) -> torch.Tensor:
+    """out = x.triu(k) if upper else x.tril(k) (the last two dimensions)."""
+    lead = list(x.shape[:-2])
+    lead_s, (lo, lx) = collapse(lead, [list(out.stride()[:-2]), list(x.stride()[:-2])]) if lead else ([], [[], []])
+    shape = [*lead_s, *x.shape[-2:]]
+    ost = [*lo, *out.stride()[-2:]]
+    xst = [*lx, *x.stride()[-2:]]
+    kind = dtype_of(out.dtype).kind
+    zero = "0.0" if kind == "f32" else "0i"
+    cmp = ">=" if upper else "<="
+
+    def body(rank: int) -> str:
+        b = mapping.extra_base(rank)
+        off = strided_offset(b, rank)
+        keep = f"i32(c{rank - 1}) - i32(c{rank - 2}) {cmp} bitcast<i32>(P[{b + 1 + rank}u])"
+        return f"  return Out(oy, select({zero}, ld0({off}), {keep}));"
+
+    mapping.launch(("triangle", upper), "triangle", out, shape, ost, [x], [kind], body,
+                   pack([x.storage_offset(), *xst, k]))
+    return out

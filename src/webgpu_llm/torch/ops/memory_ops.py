@@ -1,0 +1,109 @@
+"""Allocation, views, copies and host transfers: the ops every other op stands on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..kernels import elementwise as ew
+from ..tensors import META, contiguous_strides, empty, set_geometry, storage_nbytes
+from ..transfer import download, upload_into
+from .registry import impl, register
+
+aten = torch.ops.aten
+
+
+def _dtype(dtype: torch.dtype | None) -> torch.dtype:
+    return dtype if dtype is not None else torch.get_default_dtype()
+
+
+@impl("empty.memory_format")
+def _empty(size: list[int], dtype: torch.dtype | None = None, layout: Any = None, device: Any = None,
+           pin_memory: bool | None = None, memory_format: Any = None) -> torch.Tensor:
+    return empty(size, _dtype(dtype))
+
+
+@impl("empty_strided")
+def _empty_strided(size: list[int], stride: list[int], dtype: torch.dtype | None = None, layout: Any = None,
+                   device: Any = None, pin_memory: bool | None = None) -> torch.Tensor:
+    return empty(size, _dtype(dtype), stride)
+
+
+# Views only change metadata: the Meta kernels build them over the same storage.
+def _meta_view(op: Any) -> Any:
+    def view(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return op.redispatch(META, *args, **kwargs)
+
+    return view
+
+
+for _name, _op in [("view", aten.view.default), ("as_strided", aten.as_strided.default),
+                   ("_reshape_alias", aten._reshape_alias.default), ("unfold", aten.unfold.default),
+                   ("view.dtype", aten.view.dtype)]:
+    register(_name, _meta_view(_op))
+
+
+@impl("resize_")
+def _resize(self: torch.Tensor, size: list[int], memory_format: Any = None) -> torch.Tensor:
+    stride = contiguous_strides(size)
+    need = storage_nbytes(size, stride, self.element_size(), self.storage_offset())
+    if need <= self.untyped_storage().nbytes():
+        set_geometry(self, self.untyped_storage(), size, stride, self.storage_offset())
+    else:  # a bigger storage: the old contents are not kept (out= results overwrite them)
+        fresh = empty(size, self.dtype)
+        set_geometry(self, fresh.untyped_storage(), size, stride)
+    return self
+
+
+@impl("_copy_from")
+def _copy_from(src: torch.Tensor, dst: torch.Tensor, non_blocking: bool = False) -> torch.Tensor:
+    if src.device.type == "webgpu" and dst.device.type == "webgpu":
+        ew.copy_into(dst, src)
+    elif dst.device.type == "webgpu":
+        upload_into(dst, src)
+    else:
+        dst.copy_(download(src))
+    return dst
+
+
+@impl("_copy_from_and_resize")
+def _copy_from_and_resize(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    if tuple(dst.shape) != tuple(src.shape):
+        dst.resize_(src.shape)
+    return _copy_from(src, dst)
+
+
+@impl("_local_scalar_dense")
+def _local_scalar_dense(self: torch.Tensor) -> bool | int | float:
+    return download(self).item()
+
+
+_FILL_F = ew.Pointwise("fill", "s0", "f32", "f32")
+_FILL_I = ew.Pointwise("fill", "s0", "i32", "i32")
+
+
+def fill(t: torch.Tensor, value: float) -> torch.Tensor:
+    if t.dtype.is_floating_point:
+        ew.run(_FILL_F, t, [], [float(value)])
+    else:
+        ew.run(_FILL_I, t, [], [int(value)])
+    return t
+
+
+@impl("fill_.Scalar")
+def _fill_scalar(self: torch.Tensor, value: Any) -> torch.Tensor:
+    return fill(self, value)
+
+
+@impl("fill_.Tensor")
+def _fill_tensor(self: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    if value.device.type == "webgpu":
+        ew.copy_into(self, value)
+        return self
+    return fill(self, value.item())
+
+
+@impl("zero_")
+def _zero(self: torch.Tensor) -> torch.Tensor:
+    return fill(self, 0)
