@@ -1,10 +1,12 @@
-"""Item 4: what each API call of a dispatch costs on the CPU, one call at a time.
+"""Item 4: what each API call of a dispatch costs on the CPU.
 
-Only the call itself sits inside the `perf_counter_ns` bracket; whatever it needs (an open
-encoder, a recorded command buffer) is made outside it, and results are kept alive until the
-sample ends so that releasing them is not timed either. The median cost of an empty bracket
-is subtracted. The three per-dispatch pass calls are also timed through the native C entry
-points that `Program` uses (rows `*_native`).
+The calls of a dispatch are timed in place, inside the real patterns: a `sequential` run (each
+dispatch its own encoder, pass and submit; one wait at the end) with a timestamp between every
+two calls, and a batched pass whose per-dispatch calls go through the native C entry points
+that `Program` uses (rows `*_native`). Their sum per dispatch can thus be set against the
+measured cost of the whole pattern. The other calls (wait, write_buffer, bind-group creation,
+read-back) are timed alone, with whatever they need made outside the bracket. The median cost
+of one `perf_counter_ns()` is subtracted from every interval.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import numpy as np
 
 from ..runtime.native import _ffi_module
 from .harness import Bench, no_gc
-from .stats import median, summarize, timer_overhead_ns
+from .stats import summarize, timer_overhead_ns
 
-# (row, what it times); the order is the order of the calls in one sequential dispatch.
+# (row, what it times); the first eight are one sequential dispatch, in order.
 CALLS: tuple[tuple[str, str], ...] = (
     ("create_encoder", "device.create_command_encoder()"),
     ("begin_pass", "encoder.begin_compute_pass()"),
@@ -28,11 +30,11 @@ CALLS: tuple[tuple[str, str], ...] = (
     ("dispatch", "pass.dispatch_workgroups(1, 1, 1)"),
     ("end_pass", "pass.end()"),
     ("finish", "encoder.finish()"),
-    ("submit", "queue.submit([one command buffer with one dispatch])"),
+    ("submit", "queue.submit([command buffer])"),
+    ("set_pipeline_native", "wgpuComputePassEncoderSetPipeline (native fast path, in a batched pass)"),
+    ("set_bind_group_native", "wgpuComputePassEncoderSetBindGroup (native fast path, in a batched pass)"),
+    ("dispatch_native", "wgpuComputePassEncoderDispatchWorkgroups (native fast path, in a batched pass)"),
     ("wait", "wait for the GPU after one submitted dispatch"),
-    ("set_pipeline_native", "wgpuComputePassEncoderSetPipeline (native fast path)"),
-    ("set_bind_group_native", "wgpuComputePassEncoderSetBindGroup (native fast path)"),
-    ("dispatch_native", "wgpuComputePassEncoderDispatchWorkgroups (native fast path)"),
     ("write_buffer", "queue.write_buffer(64 bytes)"),
     ("create_bind_group", "device.create_bind_group(1 storage binding)"),
     ("readback_round_trip", "dispatch + copy 4 B to a mapped buffer + submit + map_sync + read + unmap"),
@@ -42,18 +44,21 @@ SEQUENTIAL_PARTS = ("create_encoder", "begin_pass", "set_pipeline", "set_bind_gr
                     "end_pass", "finish", "submit")
 BATCHED_PARTS = ("set_pipeline", "set_bind_group", "dispatch")
 BATCHED_NATIVE_PARTS = ("set_pipeline_native", "set_bind_group_native", "dispatch_native")
+_SLOW = ("wait", "readback_round_trip", "read_buffer")
 
-Timer = Callable[[int], tuple[int, list[Any]]]  # m calls -> (total ns, objects to keep alive)
+# m calls (or dispatches) -> total ns per row
+Timer = Callable[[int], dict[str, int]]
 
 
 def _timers(b: Bench) -> dict[str, Timer]:
+    """Each timer covers one or more rows: the sequential run covers eight at once."""
     g, wait = b.gpu, b.wait
     dev, queue = g.device, g.queue
     pc = time.perf_counter_ns
     pool = b.pool
-    pipes = [d.pipeline for d in pool[:2]]
-    bgs = [d.bind_group for d in pool]
-    cb_one = _recorder(b)
+    disp = [(d.pipeline, d.bind_group) for d in pool]
+    raw = [(d.pipeline._internal, d.bind_group._internal) for d in pool]
+    record = _recorder(b)
     ffi_mod = _ffi_module(g.backend)
     lib, null = ffi_mod.lib, ffi_mod.ffi.NULL
     n_set_pipe, n_set_bg, n_disp = (lib.wgpuComputePassEncoderSetPipeline,
@@ -61,125 +66,97 @@ def _timers(b: Bench) -> dict[str, Timer]:
                                     lib.wgpuComputePassEncoderDispatchWorkgroups)
     scratch = g.buffer(256, "scratch")
     payload = np.arange(16, dtype=np.uint32).tobytes()
-    layout = pipes[0].get_bind_group_layout(0)
+    layout = pool[0].pipeline.get_bind_group_layout(0)
     entries = [{"binding": 0, "resource": {"buffer": b.counter, "offset": 0, "size": 4}}]
     u = g.usage
     mapbuf = dev.create_buffer(size=256, usage=u.MAP_READ | u.COPY_DST, label="readback")
     read_mode = g.mod.MapMode.READ
 
-    def open_pass() -> tuple[Any, Any]:
-        enc = dev.create_command_encoder()
-        return enc, enc.begin_compute_pass()
-
-    def create_encoder(m: int) -> tuple[int, list[Any]]:
-        keep, tot, f = [], 0, dev.create_command_encoder
-        for _ in range(m):
+    def sequential(m: int) -> dict[str, int]:
+        t = [0] * 8
+        cce, sub = dev.create_command_encoder, queue.submit
+        for i in range(m):
+            pipe, bg = disp[i % len(disp)]
             t0 = pc()
-            e = f()
-            tot += pc() - t0
-            keep.append(e)
-        return tot, keep
-
-    def begin_pass(m: int) -> tuple[int, list[Any]]:
-        keep, tot = [], 0
-        for _ in range(m):
-            enc = dev.create_command_encoder()
-            t0 = pc()
+            enc = cce()
+            t1 = pc()
             cp = enc.begin_compute_pass()
-            tot += pc() - t0
+            t2 = pc()
+            cp.set_pipeline(pipe)
+            t3 = pc()
+            cp.set_bind_group(0, bg)
+            t4 = pc()
+            cp.dispatch_workgroups(1, 1, 1)
+            t5 = pc()
             cp.end()
-            keep.append(enc.finish())
-        return tot, keep
-
-    extra = _lambda_overhead_ns()
-
-    def in_pass(call: Callable[[Any, int], None], prepare: Callable[[Any], None] | None = None) -> Timer:
-        """Times `call(pass, i)` inside one open pass; the cost of calling a lambda is removed."""
-        def timer(m: int) -> tuple[int, list[Any]]:
-            enc, cp = open_pass()
-            if prepare:
-                prepare(cp)
-            tot = 0
-            for i in range(m):
-                t0 = pc()
-                call(cp, i)
-                tot += pc() - t0
-            cp.end()
-            return round(tot - m * extra), [enc.finish()]  # never submitted
-        return timer
-
-    def bound(cp: Any) -> None:
-        cp.set_pipeline(pipes[0])
-        cp.set_bind_group(0, bgs[0])
-
-    def end_pass(m: int) -> tuple[int, list[Any]]:
-        keep, tot = [], 0
-        for _ in range(m):
-            enc, cp = open_pass()
-            t0 = pc()
-            cp.end()
-            tot += pc() - t0
-            keep.append(enc.finish())
-        return tot, keep
-
-    def finish(m: int) -> tuple[int, list[Any]]:
-        keep, tot = [], 0
-        for _ in range(m):
-            enc, cp = open_pass()
-            cp.end()
-            t0 = pc()
+            t6 = pc()
             cb = enc.finish()
-            tot += pc() - t0
-            keep.append(cb)
-        return tot, keep
-
-    def submit(m: int) -> tuple[int, list[Any]]:
-        cbs = [cb_one(i) for i in range(m)]
-        tot, sub = 0, queue.submit
-        for cb in cbs:
-            t0 = pc()
+            t7 = pc()
             sub([cb])
-            tot += pc() - t0
+            t8 = pc()
+            for k, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6, t8 - t7)):
+                t[k] += d
         wait()
         b.expected += m
-        return tot, []
+        return dict(zip(SEQUENTIAL_PARTS, t))
 
-    def wait_one(m: int) -> tuple[int, list[Any]]:
+    def batched_native(m: int) -> dict[str, int]:
+        enc = dev.create_command_encoder()
+        cp = enc.begin_compute_pass()
+        p = cp._internal
+        a = c = d = 0
+        for i in range(m):
+            pipe, bg = raw[i % len(raw)]
+            t0 = pc()
+            n_set_pipe(p, pipe)
+            t1 = pc()
+            n_set_bg(p, 0, bg, 0, null)
+            t2 = pc()
+            n_disp(p, 1, 1, 1)
+            t3 = pc()
+            a, c, d = a + t1 - t0, c + t2 - t1, d + t3 - t2
+        cp.end()
+        queue.submit([enc.finish()])
+        wait()
+        b.expected += m
+        return dict(zip(BATCHED_NATIVE_PARTS, (a, c, d)))
+
+    def wait_one(m: int) -> dict[str, int]:
         tot = 0
         for i in range(m):
-            queue.submit([cb_one(i)])
+            queue.submit([record(i)])
             t0 = pc()
             wait()
             tot += pc() - t0
         b.expected += m
-        return tot, []
+        return {"wait": tot}
 
-    def write_buffer(m: int) -> tuple[int, list[Any]]:
+    def write_buffer(m: int) -> dict[str, int]:
         tot, wb = 0, queue.write_buffer
         for _ in range(m):
             t0 = pc()
             wb(scratch, 0, payload)
             tot += pc() - t0
-        return tot, []
+        return {"write_buffer": tot}
 
-    def create_bind_group(m: int) -> tuple[int, list[Any]]:
+    def create_bind_group(m: int) -> dict[str, int]:
         keep, tot, f = [], 0, dev.create_bind_group
         for _ in range(m):
             t0 = pc()
             bg = f(layout=layout, entries=entries)
             tot += pc() - t0
-            keep.append(bg)
-        return tot, keep
+            keep.append(bg)  # released after the loop, outside the brackets
+        return {"create_bind_group": tot}
 
-    def readback(m: int) -> tuple[int, list[Any]]:
+    def readback(m: int) -> dict[str, int]:
         tot = 0
         for i in range(m):
-            d = pool[i % len(pool)]
+            pipe, bg = disp[i % len(disp)]
             t0 = pc()
             enc = dev.create_command_encoder()
             cp = enc.begin_compute_pass()
-            cp.set_pipeline(d.pipeline)
-            cp.set_bind_group(0, d.bind_group)
+            cp.set_pipeline(pipe)
+            cp.set_bind_group(0, bg)
             cp.dispatch_workgroups(1, 1, 1)
             cp.end()
             enc.copy_buffer_to_buffer(b.counter, 0, mapbuf, 0, 4)
@@ -189,53 +166,25 @@ def _timers(b: Bench) -> dict[str, Timer]:
             mapbuf.unmap()
             tot += pc() - t0
         b.expected += m
-        return tot, []
+        return {"readback_round_trip": tot}
 
-    def read_buffer(m: int) -> tuple[int, list[Any]]:
+    def read_buffer(m: int) -> dict[str, int]:
         tot, rb = 0, queue.read_buffer
         for _ in range(m):
             t0 = pc()
             rb(scratch, 0, 4)
             tot += pc() - t0
-        return tot, []
-
-    # Raw handles for the native rows, fetched outside the brackets.
-    raw_pipes = [p._internal for p in pipes]
-    raw_bgs = [x._internal for x in bgs]
+        return {"read_buffer": tot}
 
     return {
-        "create_encoder": create_encoder,
-        "begin_pass": begin_pass,
-        "set_pipeline": in_pass(lambda cp, i: cp.set_pipeline(pipes[i & 1])),
-        "set_bind_group": in_pass(lambda cp, i: cp.set_bind_group(0, bgs[2 * (i % (len(bgs) // 2))]),
-                                  lambda cp: cp.set_pipeline(pipes[0])),
-        "dispatch": in_pass(lambda cp, i: cp.dispatch_workgroups(1, 1, 1), bound),
-        "end_pass": end_pass,
-        "finish": finish,
-        "submit": submit,
+        "sequential": sequential,
+        "batched_native": batched_native,
         "wait": wait_one,
-        "set_pipeline_native": in_pass(lambda cp, i: n_set_pipe(cp._internal, raw_pipes[i & 1])),
-        "set_bind_group_native": in_pass(
-            lambda cp, i: n_set_bg(cp._internal, 0, raw_bgs[2 * (i % (len(raw_bgs) // 2))], 0, null),
-            lambda cp: cp.set_pipeline(pipes[0])),
-        "dispatch_native": in_pass(lambda cp, i: n_disp(cp._internal, 1, 1, 1), bound),
         "write_buffer": write_buffer,
         "create_bind_group": create_bind_group,
         "readback_round_trip": readback,
         "read_buffer": read_buffer,
     }
-
-
-def _lambda_overhead_ns(reps: int = 2001) -> float:
-    """What a bracketed `call(cp, i)` of a lambda adds over an empty bracket."""
-    pc = time.perf_counter_ns
-    noop: Callable[[Any, int], None] = lambda cp, i: None  # noqa: E731
-    d = []
-    for i in range(reps):
-        t0 = pc()
-        noop(None, i)
-        d.append(pc() - t0)
-    return max(0.0, median(d) - timer_overhead_ns())
 
 
 def _recorder(b: Bench) -> Callable[[int], Any]:
@@ -259,19 +208,18 @@ def measure_breakdown(b: Bench) -> dict[str, Any]:
     cfg = b.cfg
     timers = _timers(b)
     overhead = timer_overhead_ns()
-    slow = {"readback_round_trip", "read_buffer", "wait"}
     samples: dict[str, list[float]] = {k: [] for k, _ in CALLS}
     b.reset_counters()
     b.progress(f"{b.gpu.backend}: per-call breakdown ({len(CALLS)} calls, "
                f"{cfg.warmup} warm-up + {cfg.reps} rounds)")
     with no_gc():
         for r in range(cfg.warmup + cfg.reps):
-            for name, _ in CALLS:
-                m = cfg.readback_block if name in slow else cfg.call_block
-                tot, keep = timers[name](m)
-                del keep  # released outside the brackets
+            for name, timer in timers.items():
+                m = cfg.readback_block if name in _SLOW else cfg.call_block
+                totals = timer(m)
                 if r >= cfg.warmup:
-                    samples[name].append(max(0.0, (tot - m * overhead) / m) * 1e-9)
+                    for row, tot in totals.items():
+                        samples[row].append(max(0.0, (tot - m * overhead) / m) * 1e-9)
     verified = b.check_counters("breakdown")
     out: dict[str, Any] = {}
     for name, what in CALLS:

@@ -114,9 +114,9 @@ def measure_methods(b: Bench) -> dict[str, Any]:
     samples: dict[str, list[float]] = {m: [] for m in METHODS}
     b.reset_counters()
     b.progress(f"{b.gpu.backend}: methods {', '.join(METHODS)} "
-               f"({cfg.warmup} warm-up + {cfg.reps} rounds, N={cfg.dispatches})")
+               f"({cfg.warmup} warm-up + {cfg.method_reps} rounds, N={cfg.dispatches})")
     with no_gc():
-        for r in range(cfg.warmup + cfg.reps):
+        for r in range(cfg.warmup + cfg.method_reps):
             for m in METHODS:
                 fn, count = samplers[m]
                 dt = fn()

@@ -10,6 +10,7 @@ from .ablations import variant_label
 from .breakdown import CALLS
 from .derive import med
 from .methods import METHODS
+from .sweep import _fmt_bytes
 
 
 def draw_all(doc: dict[str, Any], out: Path) -> tuple[list[Path], str | None]:
@@ -89,6 +90,7 @@ def breakdown_plot(bs: dict[str, Any], path: Path) -> Path:
 
 def sweep_plot(bs: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(9, 5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -113,6 +115,7 @@ def sweep_plot(bs: dict[str, Any], path: Path) -> Path:
             ax.annotate(f"{b} sequential {seq:.3g} µs", (x[0], seq), color=c, fontsize=7,
                         va="bottom")
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _fmt_bytes(int(v))))
     ax.set_yscale("log")
     ax.set_xlabel("bytes read per dispatch (streaming reduction)")
     ax.set_ylabel("µs (median, 95 % CI)")

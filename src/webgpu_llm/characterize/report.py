@@ -29,9 +29,10 @@ HOW_TO_READ = """\
   instead of the `wgpu` Python wrapper; the gap is the wrapper's cost.
 - naive / sequential says how much a single-op benchmark overstates the cost of a dispatch in a
   stream; sequential / batched is what one submit per dispatch costs against one per step.
-- The per-call table times one API call at a time on the CPU. The sum of the calls of one
-  sequential dispatch should come close to the measured sequential cost; what remains is GPU
-  and driver work that runs beside the calls.
+- The per-call table times each call in place: the eight calls of a sequential dispatch inside
+  a real sequential run, the `_native` pass calls inside a batched pass, the rest alone. Their
+  sum per dispatch should come close to the method's measured cost; what remains is work that
+  runs beside the calls (the GPU, driver threads) or between them (the loop itself).
 - The size sweep runs a streaming reduction of growing size. GPU time comes from timestamp
   queries; where it overtakes a method's per-dispatch cost (the crossover), kernels of that
   size are no longer dominated by dispatch overhead in that method.
