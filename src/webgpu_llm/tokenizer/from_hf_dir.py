@@ -1,0 +1,181 @@
+"""Build a Tokenizer from a Hugging Face model directory (tokenizer.json and its configs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from tokenizers import Tokenizer as HfTokenizer
+
+from webgpu_llm.errors import ModelFileError, UserError
+from webgpu_llm.tokenizer.byte_level import byte_level_to_bytes
+from webgpu_llm.tokenizer.encoders import HfEncoder
+from webgpu_llm.tokenizer.gguf_vocab import EOG_TEXTS
+from webgpu_llm.tokenizer.tokenizer import Tokenizer
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def load_tokenizer_from_dir(path: str | os.PathLike) -> Tokenizer:
+    """A Tokenizer for tokenizer.json in `path`, with tokenizer_config.json (chat template,
+    BOS/EOS, add_bos_token) and generation_config.json (extra EOS ids) when present."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(
+            f"{root} is not a directory; give a Hugging Face model directory with a tokenizer.json"
+        )
+    file = root / "tokenizer.json"
+    if not file.is_file():
+        raise ModelFileError(
+            f"{root} has no tokenizer.json; use a model directory that includes its tokenizer"
+        )
+    try:
+        tok = HfTokenizer.from_file(str(file))
+    except Exception as e:
+        raise ModelFileError(f"cannot read {file}: {' '.join(str(e).split())}") from None
+    config = _read_json(root / "tokenizer_config.json")
+    generation = _read_json(root / "generation_config.json")
+
+    vocab = tok.get_vocab(with_added_tokens=True)
+    tokens = [""] * (max(vocab.values(), default=-1) + 1)
+    for text, tid in vocab.items():
+        tokens[tid] = text
+    added = tok.get_added_tokens_decoder()
+    bos_text = _token_content(config.get("bos_token"))
+    eos_text = _token_content(config.get("eos_token"))
+    bos_id = tok.token_to_id(bos_text) if bos_text else None
+    eos_id = tok.token_to_id(eos_text) if eos_text else None
+    stop = {eos_id} | set(_int_list(generation.get("eos_token_id")))
+    stop |= {tid for tid, t in added.items() if t.special and t.content in EOG_TEXTS}
+    add_bos = config.get("add_bos_token")
+    if not isinstance(add_bos, bool):
+        add_bos = _post_processor_adds(tok, bos_id)
+    rules = _DecodeRules.of(tok)
+    return Tokenizer(
+        encoder=HfEncoder(tok),
+        tokens=tokens,
+        build_pieces=lambda: rules.pieces(tok, tokens),
+        hidden_ids=frozenset(tid for tid, t in added.items() if t.special),
+        strip_first_space=rules.strip_first_space,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        stop_ids=frozenset(i for i in stop if i is not None and 0 <= i < len(tokens)),
+        add_bos=add_bos and bos_id is not None,
+        chat_template=_chat_template(root, config),
+        bos_text=bos_text or "",
+        eos_text=eos_text or "",
+    )
+
+
+class _DecodeRules:
+    """How the tokenizer.json decoder turns one token into bytes, for the decoders LLMs use."""
+
+    def __init__(
+        self, byte_level: bool, metaspace: bool, byte_fallback: bool, strip_first_space: bool, known: bool
+    ):
+        self.byte_level = byte_level
+        self.metaspace = metaspace
+        self.byte_fallback = byte_fallback
+        self.strip_first_space = strip_first_space
+        self.known = known
+
+    @classmethod
+    def of(cls, tok: HfTokenizer) -> _DecodeRules:
+        state = json.loads(tok.decoder.__getstate__()) if tok.decoder is not None else None
+        steps = (
+            []
+            if state is None
+            else state.get("decoders", [state])
+            if state["type"] == "Sequence"
+            else [state]
+        )
+        kinds = {s["type"] for s in steps}
+        metaspace = any(
+            s["type"] == "Metaspace"
+            or (
+                s["type"] == "Replace"
+                and s.get("pattern", {}).get("String") == "▁"
+                and s.get("content") == " "
+            )
+            for s in steps
+        )
+        strip = any(
+            (s["type"] == "Strip" and s.get("content") == " " and s.get("start", 0) >= 1)
+            or (
+                s["type"] == "Metaspace"
+                and s.get("prepend_scheme", "always") != "never"
+                and s.get("add_prefix_space", True)
+            )
+            for s in steps
+        )
+        known = not (kinds - {"ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Strip"})
+        return cls("ByteLevel" in kinds, metaspace, "ByteFallback" in kinds, strip, known)
+
+    def pieces(self, tok: HfTokenizer, tokens: list[str]) -> list[bytes]:
+        if not self.known:
+            # An unusual decoder: ask tokenizers for each token on its own.
+            texts = tok.decode_batch([[i] for i in range(len(tokens))], skip_special_tokens=False)
+            return [t.encode("utf-8") for t in texts]
+        # tokenizers runs added tokens through the decoder too, so one rule fits all.
+        return [self._piece(text) for text in tokens]
+
+    def _piece(self, text: str) -> bytes:
+        if self.byte_level:
+            as_bytes = byte_level_to_bytes(text)
+            if as_bytes is not None:
+                return as_bytes
+        if self.byte_fallback and (m := _BYTE_TOKEN.fullmatch(text)):
+            return bytes([int(m.group(1), 16)])
+        if self.metaspace:
+            text = text.replace("▁", " ")
+        return text.encode("utf-8")
+
+
+def _post_processor_adds(tok: HfTokenizer, bos_id: int | None) -> bool:
+    # What the post-processor does is easiest to see by running it.
+    if bos_id is None:
+        return False
+    with_special = tok.encode("a", add_special_tokens=True).ids
+    return (
+        bool(with_special)
+        and with_special[0] == bos_id
+        and tok.encode("a", add_special_tokens=False).ids[:1] != [bos_id]
+    )
+
+
+def _chat_template(root: Path, config: dict) -> str | None:
+    # transformers' order: chat_template.jinja, chat_template.json, then tokenizer_config.json.
+    jinja_file = root / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text(encoding="utf-8")
+    template = _read_json(root / "chat_template.json").get("chat_template", config.get("chat_template"))
+    if isinstance(template, list):  # named templates: [{"name": "default", "template": "..."}, ...]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default", next(iter(named.values()), None))
+    return template if isinstance(template, str) and template.strip() else None
+
+
+def _read_json(file: Path) -> dict:
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"cannot read {file}: {' '.join(str(e).split())}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _token_content(value: object) -> str | None:
+    if isinstance(value, dict):  # an AddedToken written out: {"content": "<s>", ...}
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def _int_list(value: object) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+    return []

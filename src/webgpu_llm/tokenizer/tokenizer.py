@@ -1,0 +1,146 @@
+"""The Tokenizer the rest of webgpu-llm uses, whatever file the vocabulary came from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from webgpu_llm.errors import UserError
+from webgpu_llm.tokenizer.chat_template import ChatTemplate
+
+
+class TextEncoder(Protocol):
+    def encode(self, text: str, parse_special: bool) -> list[int]:
+        """Token ids for `text`, without BOS."""
+        ...
+
+
+class Tokenizer:
+    """Text <-> token ids, plus the model's chat template.
+
+    Decoding concatenates the bytes of each token (special tokens as their text, byte tokens
+    as their byte), then reads them as UTF-8. The one space SentencePiece vocabularies put in
+    front of the first word is dropped, as Hugging Face and llama-cpp-python do. No other
+    clean-up is applied, so decode() equals what a StreamDecoder emits token by token.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: TextEncoder,
+        tokens: Sequence[str],
+        build_pieces: Callable[[], list[bytes]],
+        hidden_ids: frozenset[int],
+        strip_first_space: bool,
+        bos_id: int | None,
+        eos_id: int | None,
+        stop_ids: frozenset[int],
+        add_bos: bool,
+        chat_template: str | None,
+        bos_text: str = "",
+        eos_text: str = "",
+    ) -> None:
+        self._encoder = encoder
+        self._tokens = tokens
+        self._build_pieces = build_pieces
+        self._pieces: list[bytes] | None = None  # built on first decode: loading stays fast
+        self._hidden = hidden_ids
+        self.strip_first_space = strip_first_space
+        self.vocab_size = len(tokens)
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self.stop_ids = stop_ids
+        self.add_bos = add_bos
+        self.chat_template = chat_template
+        self._template = ChatTemplate(chat_template, bos_text, eos_text) if chat_template else None
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def encode(self, text: str, add_bos: bool | None = None, parse_special: bool = True) -> list[int]:
+        """Token ids for `text`. Special tokens written in the text (e.g. <|im_start|>) become
+        their ids when parse_special is set; BOS is prepended when add_bos (default: the
+        model's add_bos) is set."""
+        if not isinstance(text, str):
+            raise UserError(f"encode() takes a str, not {type(text).__name__}")
+        ids = self._encoder.encode(_valid_unicode(text), parse_special)
+        if self.add_bos if add_bos is None else add_bos:
+            if self.bos_id is None:
+                raise UserError("this vocabulary has no BOS token; encode with add_bos=False")
+            ids.insert(0, self.bos_id)
+        return ids
+
+    # -- decoding -------------------------------------------------------------------------
+
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        """The text of `ids`; control tokens (BOS, EOS, <|im_end|>, ...) are left out when
+        skip_special is set. Invalid UTF-8 becomes U+FFFD."""
+        out = bytearray()
+        at_start = True
+        for tid in ids:
+            piece = self.piece(tid, skip_special)
+            if at_start and piece:
+                piece = self.strip_leading_space(piece)
+                at_start = False
+            out += piece
+        return out.decode("utf-8", errors="replace")
+
+    def piece(self, tid: int, skip_special: bool = True) -> bytes:
+        """The bytes token `tid` contributes to decoded text (b'' for hidden special tokens)."""
+        pieces = self._pieces if self._pieces is not None else self._load_pieces()
+        if not 0 <= tid < len(pieces):
+            raise UserError(f"token id {tid} is outside the vocabulary (0..{len(pieces) - 1})")
+        if skip_special and tid in self._hidden:
+            return b""
+        return pieces[tid]
+
+    def strip_leading_space(self, first_piece: bytes) -> bytes:
+        """Drop the space SentencePiece prepends to the first word of a text."""
+        if self.strip_first_space and first_piece.startswith(b" "):
+            return first_piece[1:]
+        return first_piece
+
+    def token_text(self, id: int) -> str:
+        """The vocabulary entry for `id` as stored (e.g. 'Ġhello', '▁hello', '<|im_end|>')."""
+        if not 0 <= id < self.vocab_size:
+            raise UserError(f"token id {id} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return self._tokens[id]
+
+    def is_special(self, id: int) -> bool:
+        """Whether decode(skip_special=True) leaves token `id` out."""
+        return id in self._hidden
+
+    def _load_pieces(self) -> list[bytes]:
+        self._pieces = self._build_pieces()
+        return self._pieces
+
+    # -- chat -----------------------------------------------------------------------------
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._template is not None
+
+    def apply_chat_template(
+        self, messages: list[dict], add_generation_prompt: bool = True, **extra: object
+    ) -> str:
+        """Render `messages` with the model's chat template (Hugging Face semantics; `extra`
+        becomes template variables, e.g. tools=[...]).
+
+        When encode() adds BOS by default, a BOS the template writes itself is removed from
+        the front (as llama.cpp does), so encode(apply_chat_template(messages)) has one BOS.
+        """
+        if self._template is None:
+            raise UserError("this model has no chat template; give a plain prompt instead of chat messages")
+        text = self._template.render(messages, add_generation_prompt, **extra)
+        bos = self._template.bos_token
+        if self.add_bos and bos and text.startswith(bos):
+            text = text[len(bos) :]
+        return text
+
+
+def _valid_unicode(text: str) -> str:
+    # Lone surrogates cannot cross into the Rust tokenizer; read them as invalid UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
+    return text
