@@ -10,6 +10,7 @@ from . import device as _device
 
 _device.register()
 
+from . import compile as _compile  # noqa: E402
 from . import ops as _ops  # noqa: E402  (kernels register after the device exists)
 from .context import set_backend  # noqa: E402
 from .device import device_count, is_available, synchronize  # noqa: E402
@@ -17,4 +18,4 @@ from .fallback import FallbackWarning, fallback_report, reset_fallback_report  #
 
 __all__ = ["FallbackWarning", "device_count", "fallback_report", "is_available", "reset_fallback_report",
            "set_backend", "synchronize"]
-del _ops
+del _ops, _compile

@@ -29,7 +29,7 @@ def size_class(nbytes: int) -> int:
 class Block:
     """One WebGPU buffer and what the stream needs to know about it."""
 
-    __slots__ = ("buf", "epoch", "handle", "owner", "size")
+    __slots__ = ("buf", "epoch", "handle", "in_use", "owner", "size")
 
     def __init__(self, buf: Any, size: int) -> None:
         self.buf = buf
@@ -37,6 +37,7 @@ class Block:
         self.size = size
         self.epoch = -1  # stream batch that last bound it (see Stream)
         self.owner: Capture | None = None
+        self.in_use = False  # held by a live Allocation
 
 
 class Allocation:
@@ -77,11 +78,13 @@ class Capture:
             self.free.setdefault(block.size, []).append(block)
 
     def release(self, pool: Pool) -> None:
-        """Give every block back to the pool (the recording is gone)."""
+        """Give the blocks back to the pool (the recording is gone); blocks still held by a
+        tensor go back when that tensor dies."""
         self.recording = False
         for b in self.blocks:
             b.owner = None
-            pool.put(b)
+            if not b.in_use:
+                pool.put(b)
         self.blocks.clear()
         self.free.clear()
 
@@ -108,9 +111,11 @@ class Pool:
                 self.allocated += cls
             if cap is not None:
                 cap.adopt(block)
+        block.in_use = True
         return Allocation(block, nbytes, self)
 
     def free(self, block: Block) -> None:
+        block.in_use = False
         if block.owner is not None:
             block.owner.on_free(block)
         else:

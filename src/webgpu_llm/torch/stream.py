@@ -5,8 +5,11 @@ pass costs a few µs. So launches only queue (pipeline, bind group, grid) triple
 submitted when the CPU needs data back, before a queue write into a buffer the batch still
 uses, or when it grows large. WebGPU orders dispatches in a pass, so no barriers are needed.
 
-Each launch passes its shapes, strides and scalars in a small parameter block. Blocks are
-appended to a host-side arena that is written to the GPU with one queue write per submit.
+Each launch passes its shapes, strides and scalars in a small parameter block. Creating a bind
+group costs 10-60 µs, more than the rest of a launch, so in eager mode parameter blocks are
+interned (each distinct block is written to the GPU once) and bind groups are cached by
+(kernel, buffers, parameter block): a decode step that repeats the previous one's shapes and
+gets the same buffers back from the pool creates no bind group at all.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from .native_calls import BindGroup, NativeCalls
 
 MAX_PENDING = 2048  # launches per submit in eager mode
 CHUNK = 1 << 16  # bytes per parameter arena chunk
+MAX_INTERNED = 64  # chunks of interned parameter blocks before the caches start over
+MAX_BIND_GROUPS = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -32,50 +37,40 @@ class GpuKernel:
 
 
 class ParamArena:
-    """Parameter blocks of many launches, packed into a few GPU buffers."""
+    """Parameter blocks packed into GPU buffers, appended to and written at each submit."""
 
     def __init__(self, gpu: Any, align: int) -> None:
         self.gpu = gpu
         self.align = align
         self.chunks: list[tuple[Any, bytearray]] = []  # (buffer, host copy)
-        self.cur = 0  # chunk in use
-        self.dirty: set[int] = set()
+        self.written: list[int] = []  # bytes of each chunk already on the GPU
 
     def put(self, data: bytes) -> tuple[Any, int, int]:
         n = len(data)
-        if not self.chunks:
-            self._grow()
-        buf, host = self.chunks[self.cur]
+        if not self.chunks or -(-len(self.chunks[-1][1]) // self.align) * self.align + n > CHUNK:
+            self.chunks.append((self.gpu.buffer(CHUNK, "params"), bytearray()))
+            self.written.append(0)
+        buf, host = self.chunks[-1]
         off = -(-len(host) // self.align) * self.align
-        if off + n > CHUNK:
-            self.cur += 1
-            if self.cur == len(self.chunks):
-                self._grow()
-            buf, host = self.chunks[self.cur]
-            off = 0
-        host.extend(b"\0" * (off - len(host)))
+        host.extend(bytes(off - len(host)))
         host.extend(data)
-        self.dirty.add(self.cur)
         return buf._internal, off, n
 
-    def _grow(self) -> None:
-        self.chunks.append((self.gpu.buffer(CHUNK, "params"), bytearray()))
-
     def upload(self, native: NativeCalls) -> None:
-        for i in sorted(self.dirty):
-            buf, host = self.chunks[i]
-            pad = (-len(host)) % 4
-            native.write(buf._internal, 0, bytes(host) + b"\0" * pad if pad else host)
-        self.dirty.clear()
+        for i, (buf, host) in enumerate(self.chunks):
+            start = self.written[i] - self.written[i] % 4
+            if start < len(host):
+                end = -(-len(host) // 4) * 4
+                host.extend(bytes(end - len(host)))
+                native.write(buf._internal, start, memoryview(host)[start:end])
+                self.written[i] = end
 
-    def reset(self) -> None:
+    def clear(self) -> None:
         for _, host in self.chunks:
             host.clear()
-        self.cur = 0
-
-    @property
-    def pending(self) -> int:
-        return self.cur
+        self.written = [0] * len(self.chunks)
+        self.chunks = self.chunks[:1]
+        self.written = self.written[:1]
 
 
 @dataclass
@@ -84,6 +79,9 @@ class Recording:
 
     arena: ParamArena
     dispatches: list[tuple[str, GpuKernel, BindGroup, tuple[int, int, int]]] = field(default_factory=list)
+    # False once the graph moved data through the host (a read-back, a queue write, a CPU
+    # fallback): replaying only the launches would not reproduce that.
+    replayable: bool = True
 
 
 class Stream:
@@ -93,7 +91,9 @@ class Stream:
         self.native = NativeCalls(gpu)
         self.align = int(gpu.limits.get("min-storage-buffer-offset-alignment", 256))
         self._encoder = PassEncoder(gpu.backend)
-        self.arena = ParamArena(gpu, self.align)
+        self.params = ParamArena(gpu, self.align)  # interned parameter blocks
+        self._interned: dict[bytes, tuple[Any, int, int]] = {}
+        self._bind_groups: dict[Any, BindGroup] = {}
         self.items: list[tuple[Any, Any, int, int, int]] = []
         self.keep: list[Any] = []  # bind groups alive until the submit
         self.batch = 0  # id of the batch being filled; blocks record the last batch using them
@@ -122,23 +122,42 @@ class Stream:
         """Queue one dispatch. `bindings`: (block, byte offset, byte size) per storage binding."""
         if len(bindings) != kernel.n_bindings:
             raise RuntimeError(f"{kernel.name}: {len(bindings)} buffers for {kernel.n_bindings} bindings")
-        rec = self.recording
-        arena = rec.arena if rec is not None else self.arena
-        entries = []
         batch = self.batch
+        entries = []
         for blk, off, size in bindings:
             blk.epoch = batch
             entries.append((blk.handle, off, size))
-        entries.append(arena.put(params))
-        bg = self.native.bind_group(kernel.layout, entries)
+        rec = self.recording
+        if rec is not None:  # a recording owns its parameters and bind groups
+            entries.append(rec.arena.put(params))
+            bg = self.native.bind_group(kernel.layout, entries)
+            rec.dispatches.append((kernel.name, kernel, bg, grid))
+        else:
+            slot = self._interned.get(params)
+            if slot is None:
+                slot = self._intern(params)
+            entries.append(slot)
+            key = (kernel.layout, *entries)
+            bg = self._bind_groups.get(key)
+            if bg is None:
+                if len(self._bind_groups) >= MAX_BIND_GROUPS:
+                    self._bind_groups.clear()
+                bg = self._bind_groups[key] = self.native.bind_group(kernel.layout, entries)
         x, y, z = grid
         self.items.append((kernel.pipeline._internal, bg._internal, x, y, z))
         self.keep.append(bg)
         self.launches += 1
-        if rec is not None:
-            rec.dispatches.append((kernel.name, kernel, bg, grid))
-        elif len(self.items) >= MAX_PENDING or self.arena.pending > 64:
+        if len(self.items) >= MAX_PENDING and rec is None:
             self.flush()
+
+    def _intern(self, params: bytes) -> tuple[Any, int, int]:
+        if len(self.params.chunks) >= MAX_INTERNED:  # start over: nothing pending may use them
+            self.flush()
+            self.params.clear()
+            self._interned.clear()
+            self._bind_groups.clear()
+        slot = self._interned[params] = self.params.put(params)
+        return slot
 
     # -- submission ----------------------------------------------------------------------
     def flush(self, after: Callable[[Any], None] | None = None) -> None:
@@ -147,7 +166,7 @@ class Stream:
             return
         if self.recording is not None:
             self.recording.arena.upload(self.native)
-        self.arena.upload(self.native)
+        self.params.upload(self.native)
         enc = self.gpu.device.create_command_encoder()
         if self.items:
             cpass = enc.begin_compute_pass()
@@ -159,11 +178,12 @@ class Stream:
         self.submits += 1
         self.items = []
         self.keep = []
-        self.arena.reset()
         self.batch += 1
 
     def write(self, block: Block, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Queue-write bytes into a block, after every launch queued so far that uses it."""
+        if self.recording is not None:
+            self.recording.replayable = False
         if block.epoch == self.batch and self.items:
             self.flush()
         n = len(data)
@@ -176,6 +196,8 @@ class Stream:
 
     def read(self, block: Block, offset: int, nbytes: int) -> bytes:
         """Synchronous read-back of bytes [offset, offset + nbytes) after all queued work."""
+        if self.recording is not None:
+            self.recording.replayable = False
         self.flush()
         lo, hi = offset - offset % 4, -(-(offset + nbytes) // 4) * 4
         raw = self.gpu.queue.read_buffer(block.buf, lo, hi - lo)
@@ -190,5 +212,7 @@ class Stream:
 
     def copy(self, src: Block, src_off: int, dst: Block, dst_off: int, nbytes: int) -> None:
         """Buffer-to-buffer copy (offsets and size whole words), ordered after pending launches."""
+        if self.recording is not None:
+            self.recording.replayable = False
         src.epoch = dst.epoch = self.batch
         self.flush(after=lambda enc: enc.copy_buffer_to_buffer(src.buf, src_off, dst.buf, dst_off, nbytes))

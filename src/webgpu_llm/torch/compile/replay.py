@@ -1,0 +1,193 @@
+"""Record a graph's kernel launches once; replay them as a `Program`, one submit per call.
+
+Every op of a compiled graph is one of the device's own kernels, so running the graph once
+with the stream in recording mode yields the exact list of (pipeline, bind group, grid) it
+needs. Replaying that list is what the native model engine does with its Programs: one
+encoder, one compute pass, one submit, no Python per op.
+
+For the launches to stay valid, a recording owns the memory they touch: the intermediates
+(allocated from a capture, see memory.Capture), and private copies of the inputs that change
+from call to call (input ids, positions, masks), which each replay refreshes with buffer
+copies. Inputs that keep their address (parameters, static KV caches) are bound in place.
+Outputs are copied into fresh tensors, since the next replay overwrites the recorded ones.
+
+A graph is recorded the second time it is called with the same shapes (a prefill of a new
+length runs eagerly, through the same kernels), and graphs that move data through the host
+(CPU fallbacks, read-backs) are never replayed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...runtime.program import Dispatch, Program
+from ..context import ctx
+from ..kernels.elementwise import copy_into
+from ..memory import Block, Capture
+from ..stream import ParamArena, Recording
+from ..tensors import block, empty
+from ..transfer import upload_into
+
+MAX_RECORDINGS = 8  # per graph
+
+
+def is_static(t: torch.Tensor) -> bool:
+    """Inputs whose memory stays put between calls: parameters and marked static addresses."""
+    return isinstance(t, torch.nn.Parameter) or hasattr(t, "_dynamo_static_input_type")
+
+
+def _key(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append((a.dtype, tuple(a.shape), a.stride(), a.device.type))
+        else:
+            out.append(a)
+    return tuple(out)
+
+
+def _copyable(t: torch.Tensor) -> bool:
+    """Can a whole-word buffer copy move this tensor's bytes?"""
+    n = t.numel() * t.element_size()
+    return t.is_contiguous() and n % 4 == 0 and (t.storage_offset() * t.element_size()) % 4 == 0 and n > 0
+
+
+@dataclass
+class Recorded:
+    program: Program
+    capture: Capture
+    recording: Recording
+    static: list[tuple[int, Block, int]]  # (arg index, block, storage offset)
+    staged: list[tuple[int, torch.Tensor]]  # (arg index, private copy)
+    outputs: list[Any]  # capture-owned tensors, or constants
+    keep: list[Any] = field(default_factory=list)
+
+    def matches(self, args: tuple[Any, ...]) -> bool:
+        return all(block(args[i]) is b and args[i].storage_offset() == off for i, b, off in self.static)
+
+    def run(self, args: tuple[Any, ...]) -> list[Any]:
+        stream = ctx().stream
+        copies: list[tuple[Block, int, Block, int, int]] = []
+        for i, dst in self.staged:
+            src = args[i]
+            if src.device.type != "webgpu":
+                upload_into(dst, src)
+            elif _copyable(src):
+                size = src.element_size()
+                copies.append((block(src), src.storage_offset() * size, block(dst), 0, src.numel() * size))
+            else:
+                copy_into(dst, src)
+        results: list[Any] = []
+        after: list[tuple[Block, int, Block, int, int]] = []
+        late: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for o in self.outputs:
+            if not isinstance(o, torch.Tensor):
+                results.append(o)
+                continue
+            fresh = empty(o.shape, o.dtype)
+            results.append(fresh)
+            if _copyable(o):
+                size = o.element_size()
+                after.append((block(o), o.storage_offset() * size, block(fresh), 0, o.numel() * size))
+            else:
+                late.append((fresh, o))
+        stream.flush()
+
+        def copy_in(enc: Any) -> None:
+            for s, so, d, do, n in copies:
+                enc.copy_buffer_to_buffer(s.buf, so, d.buf, do, n)
+
+        def copy_out(enc: Any) -> None:
+            for s, so, d, do, n in after:
+                enc.copy_buffer_to_buffer(s.buf, so, d.buf, do, n)
+
+        self.program.run(before=copy_in if copies else None, after=copy_out if after else None)
+        for fresh, o in late:
+            copy_into(fresh, o)
+        return results
+
+    def release(self) -> None:
+        self.capture.release(ctx().pool)
+
+
+class GraphRunner:
+    """The callable a compiled FX graph becomes."""
+
+    def __init__(self, fn: Callable[..., Any], name: str = "graph", mutated: frozenset[int] = frozenset()) -> None:
+        self.fn = fn
+        self.name = name
+        self.mutated = mutated  # inputs the graph writes: bound in place, never copied
+        self.seen: dict[Any, int] = {}
+        self.recorded: OrderedDict[Any, Recorded] = OrderedDict()
+        self.unreplayable: set[Any] = set()
+        self.replays = 0
+
+    def __call__(self, *args: Any) -> Any:
+        key = _key(args)
+        rec = self.recorded.get(key)
+        if rec is not None:
+            if rec.matches(args):
+                self.recorded.move_to_end(key)
+                self.replays += 1
+                return rec.run(args)
+            rec.release()
+            del self.recorded[key]
+        self.seen[key] = self.seen.get(key, 0) + 1
+        if self.seen[key] < 2 or key in self.unreplayable:
+            return self.fn(*args)
+        return self._record(key, args)
+
+    def _record(self, key: Any, args: tuple[Any, ...]) -> Any:
+        c = ctx()
+        stream, pool = c.stream, c.pool
+        stream.flush()
+        capture = Capture()
+        pool.capture = capture
+        recording = Recording(ParamArena(c.gpu, stream.align))
+        try:
+            call_args = list(args)
+            static: list[tuple[int, Block, int]] = []
+            staged: list[tuple[int, torch.Tensor]] = []
+            for i, a in enumerate(args):
+                if not isinstance(a, torch.Tensor):
+                    continue
+                if a.device.type == "webgpu" and (is_static(a) or i in self.mutated):
+                    static.append((i, block(a), a.storage_offset()))
+                    continue
+                priv = empty(a.shape, a.dtype)
+                if a.device.type == "webgpu":
+                    copy_into(priv, a)
+                else:
+                    upload_into(priv, a)
+                staged.append((i, priv))
+                call_args[i] = priv
+            stream.flush()
+            stream.recording = recording
+            try:
+                out = self.fn(*call_args)
+                stream.flush()  # runs this first call (and uploads the recording's parameters)
+            finally:
+                stream.recording = None
+        finally:
+            pool.capture = None
+            capture.recording = False
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        # the caller gets copies: the recorded outputs are overwritten by every replay
+        fresh = [o.clone() if isinstance(o, torch.Tensor) else o for o in outs]
+        if recording.replayable:
+            program = Program(c.gpu, self.name)
+            for name, kernel, bg, grid in recording.dispatches:
+                program.dispatches.append(Dispatch(name, kernel.pipeline, bg, grid))
+            self.recorded[key] = Recorded(program, capture, recording, static, staged, outs)
+            if len(self.recorded) > MAX_RECORDINGS:
+                _, old = self.recorded.popitem(last=False)
+                old.release()
+        else:
+            self.unreplayable.add(key)
+            capture.release(pool)
+        return type(out)(fresh) if isinstance(out, (list, tuple)) else fresh[0]
