@@ -14,6 +14,7 @@ from webgpu_llm.tokenizer.gguf_vocab import (
     USER_DEFINED,
     GgufVocab,
     read_gguf_vocab,
+    scalar,
 )
 from webgpu_llm.tokenizer.pretokenizers import pre_tokenizer_for
 from webgpu_llm.tokenizer.special_split import SpecialSplitter, SpecialToken
@@ -102,5 +103,5 @@ def _byte_token(text: str) -> bytes:
 
 
 def _get_bool(md: dict[str, object], key: str, default: bool) -> bool:
-    value = md.get(key)
+    value = scalar(md.get(key))
     return bool(value) if isinstance(value, (bool, int)) else default

@@ -174,7 +174,7 @@ def _find_special_ids(vocab: GgufVocab, md: dict[str, object]) -> None:
         if tid is not None and tid >= n:
             tid = None
         for key in keys:  # later keys (deprecated names) win, as in llama.cpp
-            value = md.get(key)
+            value = scalar(md.get(key))
             if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n:
                 tid = value
         vocab.special[name] = tid
@@ -239,6 +239,11 @@ def _make_control(vocab: GgufVocab, tid: int) -> None:
     vocab.types[tid] = CONTROL
 
 
+def scalar(value: object) -> object:
+    """A plain Python value for a numpy scalar a GGUF reader may hand over."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, tuple)) else value
+
+
 def _get_str(md: dict[str, object], key: str, required: bool = False) -> str:
     value = md.get(key)
     if value is None:
@@ -270,5 +275,12 @@ def _get_list(md: dict[str, object], key: str, kind: type, required: bool = Fals
     # set(map(type, ...)) runs in C: checking 50k-entry arrays stays in the milliseconds.
     allowed = {int, float} if kind is float else {kind}
     if not set(map(type, items)) <= allowed:
-        raise ModelFileError(f"GGUF key {key} should hold {kind.__name__} values; the file is corrupt")
+        try:  # numbers of another type (numpy scalars) are fine once converted
+            if kind is str or any(isinstance(x, (str, bytes, bool)) for x in items):
+                raise TypeError
+            items = [kind(x) for x in items]
+        except (TypeError, ValueError):
+            raise ModelFileError(
+                f"GGUF key {key} should hold {kind.__name__} values; the file is corrupt"
+            ) from None
     return items

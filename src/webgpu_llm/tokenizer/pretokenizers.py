@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from webgpu_llm.errors import ModelFileError
 
 _CONTRACTIONS = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
-_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# llama.cpp lists GPT-2's regex without the final "|\s+" but runs it with hand-written code
+# that behaves as if it were there; the families that use it through std::regex really lack it.
+_GPT2_NO_TRAILING_SPACE = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+_GPT2 = _GPT2_NO_TRAILING_SPACE + r"|\s+"
 _LLAMA3 = (
     _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -50,7 +53,6 @@ _DEEPSEEK_LLM_LETTERS = (
     "ℂℇℊ-ℓℕℙ-ℝℤ\u2126ℨ\u212a-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ"
     "𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃"
 )
-_STARCODER = (r"\p{N}", _GPT2)
 # llama.cpp runs regexes without \p{..} on text where every non-ASCII space is replaced by
 # \v, so literal ranges such as U+0800-U+4E00 never match U+2028 or U+3000 there: "&&\S".
 _CJK_RUNS = "[一-龥ࠀ-一가-퟿&&\\S]+"
@@ -58,134 +60,71 @@ _CJK_RUNS = "[一-龥ࠀ-一가-퟿&&\\S]+"
 
 @dataclass(frozen=True)
 class PreTokenizer:
-    """How llama.cpp pre-tokenizes and detokenizes one `tokenizer.ggml.pre` family."""
+    """How llama.cpp pre-tokenizes one `tokenizer.ggml.pre` family."""
 
     regexes: tuple[str, ...]
-    clean_spaces: bool = True  # llama.cpp's clean_up_tokenization_spaces default for BPE
     ignore_merges: bool = False  # a word that is a whole token skips the merges
     add_bos: bool = False  # default when the GGUF has no tokenizer.ggml.add_bos_token
-    no_bos: bool = False  # the family has no BOS token at all
 
 
-_DEFAULT = PreTokenizer(
-    (
-        r"[\p{P}\$\+<=>\^~\|]+",
-        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
-        r"\p{N}+",
-        "[0-9][0-9][0-9]",
-    )
-)
-_GPT2_FAMILY = PreTokenizer((_GPT2,))
-_LLAMA3_FAMILY = PreTokenizer((_LLAMA3,), ignore_merges=True, add_bos=True)
-_QWEN2_FAMILY = PreTokenizer((_QWEN2,), clean_spaces=False)
-_GPT4O_FAMILY = PreTokenizer((_GPT4O,), clean_spaces=False)
+def _family(names: str, *regexes: str, ignore_merges: bool = False, add_bos: bool = False) -> dict:
+    spec = PreTokenizer(regexes, ignore_merges=ignore_merges, add_bos=add_bos)
+    return dict.fromkeys(names.split(), spec)
+
 
 PRE_TOKENIZERS: dict[str, PreTokenizer] = {
-    "default": _DEFAULT,
-    **dict.fromkeys(
-        ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"),
-        _LLAMA3_FAMILY,
-    ),
-    "dbrx": PreTokenizer((_LLAMA3,)),
-    "smaug-bpe": PreTokenizer((_LLAMA3,)),
-    "glm4": PreTokenizer((_LLAMA3,), no_bos=True),
-    "chatglm-bpe": PreTokenizer((_LLAMA3,), no_bos=True),
-    "deepseek-llm": PreTokenizer(
-        (
-            "[\r\n]",
-            rf"\s?[{_DEEPSEEK_LLM_LETTERS}]+",
-            r"\s?[!-/:-~！-／：-～‘-‟　-。&&\S]+",
-            r"\s+\z",  # llama.cpp's `$` means end of the piece (std::regex, no multiline)
-            _CJK_RUNS,
-            r"\p{N}+",
-        ),
-        clean_spaces=False,
-    ),
-    "deepseek-coder": PreTokenizer(
-        ("[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", _CJK_RUNS, r"\p{N}"),
-        clean_spaces=False,
-    ),
-    "deepseek-v3": PreTokenizer((r"\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", _DEEPSEEK3_WORDS), clean_spaces=False),
-    "hunyuan-dense": PreTokenizer((r"\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", _DEEPSEEK3_WORDS), clean_spaces=False),
-    "falcon": PreTokenizer(
-        (
-            r"[\p{P}\$\+<=>\^~\|`]+",
-            r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
-            "[0-9][0-9][0-9]",
-        )
-    ),
-    **dict.fromkeys(
-        (
-            "gpt-2",
-            "phi-2",
-            "jina-es",
-            "jina-de",
-            "gigachat",
-            "jina-v2-es",
-            "jina-v2-de",
-            "a.x-4.0",
-            "mellum",
-            "modern-bert",
-            "jina-v1-en",
-            "jina-v2-code",
-            "roberta-bpe",
-            "mpt",
-            "olmo",
-            "jais",
-            "exaone4",
-        ),
-        _GPT2_FAMILY,
-    ),
-    "trillion": PreTokenizer((_GPT2,), clean_spaces=False),
-    "granite-docling": PreTokenizer((_GPT2,), clean_spaces=False),
-    **dict.fromkeys(
-        ("starcoder", "refact", "codeshell", "exaone", "minerva-7b", "mellum2"), PreTokenizer(_STARCODER)
-    ),
-    "command-r": PreTokenizer(_STARCODER, clean_spaces=False),
-    "smollm": PreTokenizer(_STARCODER, clean_spaces=False),
-    **dict.fromkeys(
-        ("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "hunyuan", "solar-open"), _QWEN2_FAMILY
-    ),
-    "qwen35": PreTokenizer((_QWEN35,), clean_spaces=False),
-    "stablelm2": PreTokenizer((_QWEN2,)),
-    "megrez": PreTokenizer((_QWEN2,)),
-    "poro-chat": PreTokenizer((_PORO,), clean_spaces=False),
-    "bloom": PreTokenizer((_PORO,)),
-    "gpt3-finnish": PreTokenizer((_PORO,)),
-    "viking": PreTokenizer((_PORO, r"\p{N}"), clean_spaces=False),
-    "tekken": PreTokenizer((_TEKKEN,), clean_spaces=False, ignore_merges=True, add_bos=True),
-    "chameleon": PreTokenizer(
-        (
-            "<sentinel:[0-9]+>",
-            "(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z",
-            "([\\t\\n]|    |  )",
-            r"\p{N}",
-            r"[\p{P}!-/:-@\[-`{-~]",
-            r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
-        ),
-        clean_spaces=False,
+    **_family("default", r"[\p{P}\$\+<=>\^~\|]+", _GPT2_NO_TRAILING_SPACE, r"\p{N}+", "[0-9][0-9][0-9]"),
+    **_family(
+        "llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2",
+        _LLAMA3,
+        ignore_merges=True,
         add_bos=True,
     ),
-    **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "minimax-m2"), _GPT4O_FAMILY),
-    "superbpe": PreTokenizer((r"\p{N}+", "(?=([0-9]{3})+(?![0-9]))"), clean_spaces=False),
-    **dict.fromkeys(
-        ("bailingmoe", "bailingmoe2", "llada-moe"),
-        PreTokenizer(
-            (
-                "'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
-                "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+",
-            ),
-            clean_spaces=False,
-        ),
+    **_family("dbrx smaug-bpe glm4 chatglm-bpe", _LLAMA3),
+    **_family(
+        "deepseek-llm",
+        "[\r\n]",
+        rf"\s?[{_DEEPSEEK_LLM_LETTERS}]+",
+        r"\s?[!-/:-~！-／：-～‘-‟　-。&&\S]+",
+        r"\s+\z",  # llama.cpp's `$` means end of the piece (std::regex, no multiline)
+        _CJK_RUNS,
+        r"\p{N}+",
     ),
-    "seed-coder": PreTokenizer(
-        (
-            _CONTRACTIONS
-            + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+",
-        ),
-        clean_spaces=False,
+    **_family("deepseek-coder", "[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", _CJK_RUNS, r"\p{N}"),
+    **_family("deepseek-v3 hunyuan-dense", r"\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", _DEEPSEEK3_WORDS),
+    **_family("falcon", r"[\p{P}\$\+<=>\^~\|`]+", _GPT2_NO_TRAILING_SPACE, "[0-9][0-9][0-9]"),
+    **_family(
+        "gpt-2 phi-2 jina-es jina-de gigachat jina-v2-es jina-v2-de a.x-4.0 mellum modern-bert jina-v1-en "
+        "jina-v2-code roberta-bpe mpt olmo jais exaone4 trillion granite-docling",
+        _GPT2,
     ),
-    "grok-2": PreTokenizer((_QWEN2,), clean_spaces=False),
+    **_family("starcoder refact codeshell exaone minerva-7b mellum2 command-r smollm", r"\p{N}", _GPT2),
+    **_family("qwen2 deepseek-r1-qwen kormo f2llmv2 hunyuan solar-open stablelm2 megrez grok-2", _QWEN2),
+    **_family("qwen35", _QWEN35),
+    **_family("poro-chat bloom gpt3-finnish", _PORO),
+    **_family("viking", _PORO, r"\p{N}"),
+    **_family("tekken", _TEKKEN, ignore_merges=True, add_bos=True),
+    **_family(
+        "chameleon",
+        "<sentinel:[0-9]+>",
+        "(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z",
+        "([\\t\\n]|    |  )",
+        r"\p{N}",
+        r"[\p{P}!-/:-@\[-`{-~]",
+        _GPT2_NO_TRAILING_SPACE,
+        add_bos=True,
+    ),
+    **_family("gpt-4o llama4 kanana2 minimax-m2", _GPT4O),
+    **_family("superbpe", r"\p{N}+", "(?=([0-9]{3})+(?![0-9]))"),
+    **_family(
+        "bailingmoe bailingmoe2 llada-moe",
+        r"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+",
+    ),
+    **_family(
+        "seed-coder",
+        _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+",
+    ),
 }
 
 

@@ -54,6 +54,12 @@ class Tokenizer:
         self.chat_template = chat_template
         self._template = ChatTemplate(chat_template, bos_text, eos_text) if chat_template else None
 
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(vocab_size={self.vocab_size}, bos_id={self.bos_id}, eos_id={self.eos_id}, "
+            f"add_bos={self.add_bos}, stop_ids={sorted(self.stop_ids)})"
+        )
+
     # -- encoding -------------------------------------------------------------------------
 
     def encode(self, text: str, add_bos: bool | None = None, parse_special: bool = True) -> list[int]:
