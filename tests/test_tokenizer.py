@@ -386,6 +386,16 @@ def test_tokenizer_json_specials_and_stops(tmp_path: Path) -> None:
     assert tok.decode([im_start, im_end]) == ""
 
 
+def test_tokenizer_json_bos_eos_fallbacks(tmp_path: Path) -> None:
+    hf = _byte_level_bpe()
+    path = _write_dir(tmp_path / "d", hf, {}, {"eos_token_id": hf.token_to_id("<|im_end|>")})
+    (path / "special_tokens_map.json").write_text(json.dumps({"bos_token": {"content": "<s>"}}))
+    tok = load_tokenizer_from_dir(path)
+    assert tok.bos_id == hf.token_to_id("<s>")
+    assert tok.eos_id == hf.token_to_id("<|im_end|>")
+    assert not tok.has_chat_template
+
+
 def test_tokenizer_json_chat_template_file_wins(tmp_path: Path) -> None:
     path = _write_dir(tmp_path / "d", _byte_level_bpe(), {"chat_template": "config"})
     (path / "chat_template.jinja").write_text("file")

@@ -37,17 +37,22 @@ def load_tokenizer_from_dir(path: str | os.PathLike) -> Tokenizer:
         raise ModelFileError(f"cannot read {file}: {' '.join(str(e).split())}") from None
     config = _read_json(root / "tokenizer_config.json")
     generation = _read_json(root / "generation_config.json")
+    special_map = _read_json(root / "special_tokens_map.json")  # older repositories keep BOS/EOS here
 
     vocab = tok.get_vocab(with_added_tokens=True)
     tokens = [""] * (max(vocab.values(), default=-1) + 1)
     for text, tid in vocab.items():
         tokens[tid] = text
     added = tok.get_added_tokens_decoder()
-    bos_text = _token_content(config.get("bos_token"))
-    eos_text = _token_content(config.get("eos_token"))
+    bos_text = _token_content(config.get("bos_token", special_map.get("bos_token")))
+    eos_text = _token_content(config.get("eos_token", special_map.get("eos_token")))
     bos_id = tok.token_to_id(bos_text) if bos_text else None
     eos_id = tok.token_to_id(eos_text) if eos_text else None
-    stop = {eos_id} | set(_int_list(generation.get("eos_token_id")))
+    generation_eos = _int_list(generation.get("eos_token_id"))
+    if eos_id is None and generation_eos and 0 <= generation_eos[0] < len(tokens):
+        eos_id = generation_eos[0]
+        eos_text = tokens[eos_id]
+    stop = {eos_id, *generation_eos}
     stop |= {tid for tid, t in added.items() if t.special and t.content in EOG_TEXTS}
     add_bos = config.get("add_bos_token")
     if not isinstance(add_bos, bool):

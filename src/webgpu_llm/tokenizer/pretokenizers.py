@@ -67,7 +67,10 @@ class PreTokenizer:
     add_bos: bool = False  # default when the GGUF has no tokenizer.ggml.add_bos_token
 
 
-def _family(names: str, *regexes: str, ignore_merges: bool = False, add_bos: bool = False) -> dict:
+def _family(
+    names: str, *regexes: str, ignore_merges: bool = False, add_bos: bool = False
+) -> dict[str, PreTokenizer]:
+    """One PreTokenizer under each of the space-separated `names`."""
     spec = PreTokenizer(regexes, ignore_merges=ignore_merges, add_bos=add_bos)
     return dict.fromkeys(names.split(), spec)
 
