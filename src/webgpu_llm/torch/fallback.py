@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_map
 from .ops.registry import is_device
 
 _counts: Counter[str] = Counter()
+_warned: set[str] = set()
 _LIB = torch.library.Library("_", "IMPL")
 
 
@@ -38,7 +39,8 @@ def _to_cpu(x: Any) -> Any:
 
 def run_on_cpu(op: torch._ops.OpOverload, *args: Any, **kwargs: Any) -> Any:
     name = str(op).removeprefix("aten.")
-    if name not in _counts:
+    if name not in _warned:
+        _warned.add(name)
         warnings.warn(f"webgpu: {name} has no WebGPU kernel and runs on the CPU", FallbackWarning,
                       stacklevel=3)
     _counts[name] += 1

@@ -94,3 +94,22 @@ def triangle(out: torch.Tensor, x: torch.Tensor, k: int, upper: bool) -> torch.T
     mapping.launch(("triangle", upper), "triangle", out, shape, ost, [x], [kind], body,
                    pack([x.storage_offset(), *xst, k]))
     return out
+
+
+def isin(out: torch.Tensor, x: torch.Tensor, test: torch.Tensor, invert: bool) -> torch.Tensor:
+    """out = torch.isin(x, test) (test is 1-d; each element scans it)."""
+    shape, (ost, xst) = collapse(list(x.shape), [list(out.stride()), list(x.stride())])
+    kind = "f32" if torch.promote_types(x.dtype, test.dtype).is_floating_point else "i32"
+    found, other = ("0i", "1i") if invert else ("1i", "0i")
+
+    def body(rank: int) -> str:
+        b = mapping.extra_base(rank)
+        t = b + 1 + rank
+        return (f"  let v = ld0({strided_offset(b, rank)});\n"
+                f"  for (var j = 0u; j < P[{t + 2}u]; j++) {{\n"
+                f"    if (ld1(P[{t}u] + j * P[{t + 1}u]) == v) {{ return Out(oy, {found}); }}\n"
+                f"  }}\n  return Out(oy, {other});")
+
+    words = [x.storage_offset(), *xst, test.storage_offset(), test.stride(0), test.numel()]
+    mapping.launch(("isin", invert), "isin", out, shape, ost, [x, test], [kind, kind], body, pack(words))
+    return out

@@ -155,3 +155,23 @@ def _cumsum_out(self: torch.Tensor, dim: int, *, dtype: torch.dtype | None = Non
     if out.shape != self.shape:
         out.resize_(self.shape)
     return rk.cumsum(self, dim % max(self.dim(), 1), out)
+
+
+def _isin(x: torch.Tensor, test: torch.Tensor, invert: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    if out is None:
+        out = empty(x.shape, torch.bool)
+    elif out.shape != x.shape:
+        out.resize_(x.shape)
+    return ik.isin(out, x, test.reshape(-1), invert)
+
+
+@impl("isin.Tensor_Tensor")
+def _isin_tt(elements: torch.Tensor, test_elements: torch.Tensor, *, assume_unique: bool = False,
+             invert: bool = False) -> torch.Tensor:
+    return _isin(elements, test_elements, invert)
+
+
+@impl("isin.Tensor_Tensor_out")
+def _isin_tt_out(elements: torch.Tensor, test_elements: torch.Tensor, *, assume_unique: bool = False,
+                 invert: bool = False, out: torch.Tensor) -> torch.Tensor:
+    return _isin(elements, test_elements, invert, out)

@@ -1,0 +1,113 @@
+"""The torch `webgpu` device itself: registration, transfers, dtypes, views, printing."""
+
+from __future__ import annotations
+
+import pytest
+
+from torch_helpers import DEV, require_device, torch, wt
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _device() -> None:
+    require_device()
+
+
+def test_registration_helpers() -> None:
+    assert torch.webgpu.is_available()
+    assert torch.webgpu.device_count() == 1
+    assert torch.device(DEV).type == DEV
+    assert torch.empty(3, device=DEV).device == torch.device("webgpu:0")
+    torch.webgpu.synchronize()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+                                   torch.bool, torch.uint8, torch.int8])
+def test_round_trip_every_dtype(dtype: torch.dtype) -> None:
+    x = (torch.randn(5, 7) * 50).to(dtype)
+    y = x.to(DEV)
+    assert y.device.type == DEV and y.dtype == dtype and y.shape == x.shape
+    assert torch.equal(y.cpu(), x)
+
+
+@pytest.mark.parametrize("src,dst", [(torch.float32, torch.float16), (torch.float16, torch.float32),
+                                     (torch.float32, torch.bfloat16), (torch.bfloat16, torch.float16),
+                                     (torch.float32, torch.int64), (torch.int64, torch.float32),
+                                     (torch.bool, torch.float32), (torch.float32, torch.bool),
+                                     (torch.int64, torch.bool), (torch.int32, torch.int64)])
+def test_dtype_conversion_on_device(src: torch.dtype, dst: torch.dtype) -> None:
+    x = (torch.randn(3, 11) * 20).to(src)
+    assert torch.equal(x.to(DEV).to(dst).cpu(), x.to(dst))
+
+
+def test_views_and_strides() -> None:
+    x = torch.arange(2 * 3 * 5, dtype=torch.float32).reshape(2, 3, 5)
+    d = x.to(DEV)
+    for f in (lambda t: t.transpose(0, 2), lambda t: t[:, 1:, ::2], lambda t: t.permute(2, 0, 1),
+              lambda t: t[1], lambda t: t.unsqueeze(1).expand(2, 4, 3, 5), lambda t: t.view(6, 5)[2:5],
+              lambda t: t.transpose(1, 2).reshape(10, 3), lambda t: t.narrow(2, 1, 3).contiguous()):
+        got, want = f(d), f(x)
+        assert got.shape == want.shape and got.stride() == want.stride()
+        assert torch.equal(got.cpu(), want)
+
+
+def test_views_share_memory() -> None:
+    d = torch.zeros(4, 6, device=DEV)
+    d[:, 2] = 5.0
+    d.t()[1].fill_(-1.0)
+    want = torch.zeros(4, 6)
+    want[:, 2] = 5.0
+    want.t()[1].fill_(-1.0)
+    assert torch.equal(d.cpu(), want)
+
+
+def test_half_writes_to_strided_views() -> None:
+    for dtype in (torch.float16, torch.bfloat16, torch.bool, torch.uint8):
+        x = torch.zeros(5, 7, dtype=dtype)
+        d = x.to(DEV)
+        d[1:4, ::3] = 1
+        d[:, 5] = 1
+        x[1:4, ::3] = 1
+        x[:, 5] = 1
+        assert torch.equal(d.cpu(), x), dtype
+
+
+def test_item_and_printing() -> None:
+    x = torch.tensor([[1.5, -2.0], [3.25, 4.0]])
+    d = x.to(DEV)
+    assert d[1, 0].item() == 3.25
+    assert torch.tensor(7, device=DEV).item() == 7
+    assert bool(torch.tensor(True, device=DEV))
+    text = repr(d)
+    assert "device='webgpu:0'" in text and "3.2500" in text
+
+
+def test_factories() -> None:
+    assert torch.equal(torch.zeros(3, 4, device=DEV).cpu(), torch.zeros(3, 4))
+    assert torch.equal(torch.ones(5, dtype=torch.int64, device=DEV).cpu(), torch.ones(5, dtype=torch.int64))
+    assert torch.equal(torch.full((2, 3), 2.5, device=DEV).cpu(), torch.full((2, 3), 2.5))
+    assert torch.equal(torch.arange(3, 17, 2, device=DEV).cpu(), torch.arange(3, 17, 2))
+    assert torch.allclose(torch.arange(0, 1, 0.125, device=DEV).cpu(), torch.arange(0, 1, 0.125))
+    assert torch.equal(torch.tensor([1, 2, 3], device=DEV).cpu(), torch.tensor([1, 2, 3]))
+    assert torch.equal(torch.ones(4, 4, device=DEV).tril(-1).cpu(), torch.ones(4, 4).tril(-1))
+
+
+def test_module_to_device() -> None:
+    lin = torch.nn.Linear(13, 7)
+    x = torch.randn(3, 13)
+    want = lin(x)
+    lin.to(DEV)
+    assert lin.weight.device.type == DEV
+    with torch.no_grad():
+        got = lin(x.to(DEV))
+    assert torch.allclose(got.cpu(), want.detach(), atol=1e-5)
+
+
+def test_synchronize_and_stream_counters() -> None:
+    stream = wt.context.ctx().stream
+    before = stream.launches
+    x = torch.randn(64, device="cpu").to(DEV)
+    (x * 2 + 1).sum()
+    wt.synchronize()
+    assert stream.launches > before

@@ -1,0 +1,222 @@
+"""Each WebGPU kernel of the torch device against torch on the CPU, on odd random shapes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from torch_helpers import TOL, assert_close, require_device, to_dev, torch, wt
+
+pytestmark = pytest.mark.gpu
+F = torch.nn.functional
+FLOATS = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def _device() -> None:
+    require_device()
+    wt.reset_fallback_report()
+    yield
+    assert wt.fallback_report() == {}, "an op fell back to the CPU"
+
+
+def check(fn: Callable[..., Any], *args: object, tol: float) -> None:
+    want = fn(*args)
+    got = fn(*[to_dev(a) for a in args])
+    if isinstance(want, tuple):
+        for g, w in zip(got, want):
+            assert_close(g, w, tol)
+    else:
+        assert_close(got, want, tol)
+
+
+def rnd(*shape: int, dtype: torch.dtype = torch.float32, lo: float = -2.0, hi: float = 2.0) -> torch.Tensor:
+    return (torch.rand(*shape) * (hi - lo) + lo).to(dtype)
+
+
+UNARY = {
+    "neg": torch.neg, "abs": torch.abs, "exp": torch.exp, "sin": torch.sin, "cos": torch.cos, "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid, "silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu, "square": lambda x: x.pow(2), "pow3": lambda x: x.pow(3), "floor": torch.floor,
+    "rsqrt": lambda x: torch.rsqrt(x.abs() + 0.5), "sqrt": lambda x: (x.abs() + 0.1).sqrt(),
+    "log": lambda x: (x.abs() + 0.1).log(), "reciprocal": lambda x: 1 / (x.abs() + 0.5),
+    "big_angle_cos": lambda x: torch.cos(x * 300), "erf": torch.erf, "clamp": lambda x: x.clamp(-0.5, 0.7),
+}
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary(name: str, dtype: torch.dtype) -> None:
+    x = rnd(3, 37, dtype=dtype)
+    tol = 1e-5 if dtype == torch.float32 else TOL[dtype]
+    check(UNARY[name], x, tol=tol)
+
+
+BINARY = {
+    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "maximum": torch.maximum,
+    "add_alpha": lambda a, b: torch.add(a, b, alpha=-0.5), "pow": lambda a, b: a.abs().pow(b),
+    "where": lambda a, b: torch.where(a > b, a, b), "masked_fill": lambda a, b: a.masked_fill(b > 0.3, -7.0),
+    "lt": torch.lt, "ge": torch.ge, "eq_self": lambda a, b: torch.eq(a, a), "scalar_add": lambda a, b: a + 3.5,
+    "rsub_scalar": lambda a, b: 1 - a, "scalar_div": lambda a, b: a / 7,
+}
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", sorted(BINARY))
+def test_binary_broadcast(name: str, dtype: torch.dtype) -> None:
+    a, b = rnd(5, 1, 19, dtype=dtype), rnd(3, 19, dtype=dtype)
+    check(BINARY[name], a, b, tol=TOL[dtype])
+
+
+def test_integer_and_bool_ops() -> None:
+    a = torch.randint(-20, 20, (4, 9))
+    b = torch.randint(1, 7, (9,))
+    for fn in (torch.add, torch.mul, torch.floor_divide, torch.remainder, lambda x, y: x // 3 - y,
+               lambda x, y: (x > 0) & (y > 3), lambda x, y: ~(x > 0) | (y == 2), lambda x, y: (x > 0).logical_not(),
+               lambda x, y: x * 0.5, lambda x, y: torch.where(x > y, x, y), lambda x, y: x.clamp(min=-3)):
+        check(fn, a, b, tol=0)
+
+
+def test_type_promotion_and_cpu_scalars() -> None:
+    a = rnd(6, 5, dtype=torch.float16)
+    i = torch.randint(0, 9, (6, 5))
+    check(lambda x, y: x + y, a, i, tol=2e-3)
+    check(lambda x, y: x * torch.tensor(2.5), a, i, tol=2e-3)
+    check(lambda x, y: y / 4, a, i, tol=1e-6)
+    check(lambda x, y: x.float() + y, a, i, tol=1e-6)
+
+
+def test_inplace_on_views() -> None:
+    def f(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[:, 1:3].mul_(2)
+        x.t()[0].add_(1)
+        return x
+
+    for dtype in FLOATS:
+        check(f, rnd(7, 5, dtype=dtype), tol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_reductions(dtype: torch.dtype) -> None:
+    x = rnd(3, 29, 7, dtype=dtype)
+    tol = 2e-6 if dtype == torch.float32 else TOL[dtype]
+    for fn in (lambda t: t.sum(1), lambda t: t.sum(), lambda t: t.mean(-1, keepdim=True), lambda t: t.mean((0, 2)),
+               lambda t: t.amax(1), lambda t: t.max(), lambda t: t.min(0).values, lambda t: t.transpose(0, 2).sum(0),
+               lambda t: t.pow(2).mean(-1, keepdim=True)):
+        check(fn, x, tol=tol)
+
+
+def test_arg_and_logical_reductions() -> None:
+    x = rnd(4, 151, 3)
+    for fn in (lambda t: t.argmax(1), lambda t: t.argmax(), lambda t: t.argmin(-1), lambda t: t.max(1).indices,
+               lambda t: (t > 0).all(1), lambda t: (t > 1.9).any(), lambda t: (t > 0).sum(-1),
+               lambda t: (t > 0).long().cumsum(1), lambda t: t.cumsum(0)):
+        check(fn, x, tol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax(dtype: torch.dtype) -> None:
+    x = rnd(3, 5, 41, dtype=dtype, lo=-6, hi=6)
+    tol = 2e-6 if dtype == torch.float32 else TOL[dtype]
+    check(lambda t: t.softmax(-1), x, tol=tol)
+    check(lambda t: t.softmax(1), x, tol=tol)
+    check(lambda t: torch.log_softmax(t, -1), x, tol=tol)
+    check(lambda t: t.softmax(-1, dtype=torch.float32), x, tol=tol)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("m,k,n", [(1, 37, 29), (3, 40, 21), (8, 64, 72), (70, 33, 130), (1, 896, 23)])
+def test_linear(m: int, k: int, n: int, dtype: torch.dtype) -> None:
+    x, w, b = rnd(m, k, dtype=dtype), rnd(n, k, dtype=dtype), rnd(n, dtype=dtype)
+    want = F.linear(x.float(), w.float(), b.float()).to(dtype)
+    got = F.linear(x.to("webgpu"), w.to("webgpu"), b.to("webgpu"))
+    assert_close(got, want, 2e-6 if dtype == torch.float32 else TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batched_and_strided_matmul(dtype: torch.dtype) -> None:
+    a, b = rnd(4, 7, 9, dtype=dtype), rnd(4, 9, 11, dtype=dtype)
+    tol = 2e-6 if dtype == torch.float32 else TOL[dtype]
+
+    def ref(fn: Callable[..., Any]) -> Callable[..., Any]:  # CPU: in f32, then rounded, as the GPU does
+        return lambda *xs: fn(*[x.float() for x in xs]).to(dtype) if xs[0].device.type == "cpu" else fn(*xs)
+
+    check(ref(torch.bmm), a, b, tol=tol)
+    check(ref(lambda x, y: x.view(2, 2, 7, 9) @ y.view(2, 2, 9, 11)), a, b, tol=tol)
+    check(ref(lambda x, y: x[0].t() @ x[1]), a, b, tol=tol)
+    check(ref(lambda x, y: torch.addmm(y[0, 0], x[1], y[2], beta=0.5, alpha=2.0)), a, b, tol=tol)
+
+
+def test_embedding_and_indexing() -> None:
+    w = rnd(31, 13)
+    ids = torch.randint(0, 31, (2, 5))
+    check(lambda t, i: F.embedding(i, t), w, ids, tol=0)
+    check(lambda t, i: t[i[0]], w, ids, tol=0)
+    check(lambda t, i: t[:, i[1, :3] % 13], w, ids, tol=0)
+    check(lambda t, i: t.index_select(1, i[0] % 13), w, ids, tol=0)
+    check(lambda t, i: t[-1:, :], w, ids, tol=0)
+    for dtype in (torch.float16, torch.bfloat16):
+        check(lambda t, i: F.embedding(i, t), w.to(dtype), ids, tol=0)
+
+
+def test_index_copy_and_put() -> None:
+    cache = rnd(1, 3, 11, 5)
+    new = rnd(1, 3, 2, 5)
+    pos = torch.tensor([4, 7])
+    check(lambda c, n, p: c.clone().index_copy_(2, p, n), cache, new, pos, tol=0)
+
+    def put(c: torch.Tensor, n: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        c = c.clone()
+        c[:, :, p] = n
+        return c
+
+    check(put, cache, new, pos, tol=0)
+    check(lambda c, n, p: c.to(torch.float16).index_copy(2, p, n.to(torch.float16)), cache, new, pos, tol=0)
+
+
+def test_cat_and_shape_ops() -> None:
+    a, b = rnd(2, 3, 5), rnd(2, 4, 5)
+    check(lambda x, y: torch.cat([x, y], 1), a, b, tol=0)
+    check(lambda x, y: torch.cat([x, -x], -1), a, b, tol=0)
+    check(lambda x, y: torch.cat([x.to(torch.float16), y.to(torch.float16)], 1), a, b, tol=0)
+    check(lambda x, y: torch.stack([x, x * 2]), a, b, tol=0)
+    check(lambda x, y: y.transpose(1, 2).contiguous().view(2, -1), a, b, tol=0)
+    check(lambda x, y: x.unsqueeze(2).expand(2, 3, 4, 5).reshape(2, 12, 5), a, b, tol=0)
+    check(lambda x, y: torch.triu(y[0], 1), a, b, tol=0)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", ["plain", "causal", "bool_mask", "float_mask", "gqa", "decode"])
+def test_scaled_dot_product_attention(case: str, dtype: torch.dtype) -> None:
+    b, h, hk, lq, lk, d = 2, 6, 6, 7, 7, 24
+    if case == "gqa":
+        hk = 2
+    if case == "decode":
+        lq, lk = 1, 13
+    q, k, v = rnd(b, h, lq, d, dtype=dtype), rnd(b, hk, lk, d, dtype=dtype), rnd(b, hk, lk, d, dtype=dtype)
+    kwargs: dict[str, object] = {}
+    mask = None
+    if case == "causal":
+        kwargs["is_causal"] = True
+    if case == "bool_mask":
+        mask = torch.rand(b, 1, lq, lk) > 0.3
+        mask[..., 0] = True
+    if case == "float_mask":
+        mask = torch.where(torch.rand(1, h, lq, lk) > 0.3, 0.0, -math.inf).to(dtype)
+        mask[..., 0] = 0.0
+    if case == "gqa":
+        kwargs["enable_gqa"] = True
+    tol = 5e-6 if dtype == torch.float32 else TOL[dtype] * 2
+
+    def attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        if q.device.type == "cpu":  # reference in f32
+            r = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                               m.float() if m is not None and m.dtype != torch.bool else m, **kwargs)
+            return r.to(dtype)
+        return F.scaled_dot_product_attention(q, k, v, m, **kwargs)
+
+    check(attn, q, k, v, mask, tol=tol)
