@@ -1,9 +1,98 @@
-"""`webgpu-llm bench` (placeholder until implemented)."""
+"""`webgpu-llm bench`: tg128 / pp512 of the engine (and PyTorch CUDA peers) on a model."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
+
+from ..errors import UserError
+from ..models.presets import DTYPES, PRESETS, preset_model
+from ..runtime.gpu import open_gpu
+from .common import print_json
 
 
 def add_parser(sub: Any) -> None:
-    pass
+    p = sub.add_parser(
+        "bench", help="measure decode (tg128) and prompt (pp512) speed",
+        description="Decode: 128 greedy tokens after a 16-token prompt (tg128); prefill: a 512-token "
+                    "prompt (pp512); one warm-up, median of --reps runs. Use --preset for real model "
+                    "shapes with seeded random weights, or --model for a file.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=sorted(PRESETS), default=None, help="model shape with random weights")
+    src.add_argument("--model", "-m", default=None, metavar="PATH", help="a GGUF file or model directory")
+    p.add_argument("--dtype", default="f16", help=f"weight type for --preset, or a comma list ({', '.join(DTYPES)})")
+    p.add_argument("--backend", default="wgpu", help="wgpu, dawn, or a comma list (e.g. wgpu,dawn)")
+    p.add_argument("--adapter", default=None, metavar="NAME|INDEX", help="adapter (see `webgpu-llm info`)")
+    p.add_argument("--n-prompt", type=int, default=16, help="prompt tokens before decode (default 16)")
+    p.add_argument("--n-gen", type=int, default=128, help="decoded tokens (default 128)")
+    p.add_argument("--n-pp", type=int, default=512, help="prompt length for prefill speed; 0 skips it (default 512)")
+    p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default 5)")
+    p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
+    p.add_argument("--submit-per-dispatch", action="store_true",
+                   help="submit every dispatch separately (the eager pattern) instead of one per token")
+    p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step")
+    p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON results here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.engine_bench import bench_engine, markdown, profile_markdown
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    if args.preset is None and args.model is None:
+        args.preset = "qwen2.5-0.5b"
+    rows: list[dict[str, Any]] = []
+    peers: list[dict[str, Any]] = []
+    for backend in backends:
+        gpu = open_gpu(backend, args.adapter)
+        for dtype in dtypes if args.preset else ["file"]:
+            if args.preset:
+                cfg, tensors = preset_model(args.preset, dtype)
+            else:
+                from ..models.source import open_model
+
+                src = open_model(args.model)
+                cfg, tensors = src.config, src.tensors
+            r = bench_engine(gpu, cfg, tensors, n_prompt=args.n_prompt, n_gen=args.n_gen, n_pp=args.n_pp,
+                             reps=args.reps, fused=not args.no_fusion, per_dispatch=args.submit_per_dispatch,
+                             profile=args.profile, log=log)
+            r["dtype"] = dtype
+            rows.append(r)
+    if args.peers:
+        for peer in args.peers.split(","):
+            if peer.strip() != "torch":
+                raise UserError(f"unknown peer {peer!r} (known: torch)")
+            from ..bench.peers import bench_torch, torch_available
+
+            if not torch_available():
+                log("torch peer skipped: no CUDA device visible to torch")
+                continue
+            for dtype in dtypes:
+                cfg, _ = preset_model(args.preset or "qwen2.5-0.5b", dtype) if args.preset else (src.config, None)
+                peers += bench_torch(cfg, dtype, args.n_prompt, args.n_gen, args.n_pp, log=log)
+    result = {"engine": rows, "peers": peers}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json:
+        print_json(result)
+        return 0
+    print(markdown(rows))
+    for r in rows:
+        if "profile" in r:
+            print(f"profile {r['model']} on {r['backend']}: " + profile_markdown(r["profile"]))
+    if peers:
+        print("| peer | dtype | tg tok/s | pp tok/s |\n| --- | --- | --- | --- |")
+        for p in peers:
+            print(f"| {p['peer']} | {p['dtype']} | {p.get('tg_tok_s', float('nan')):.1f} | "
+                  f"{p.get('pp_tok_s', float('nan')):.0f} |")
+    return 0

@@ -95,6 +95,36 @@ class Engine:
             run_programs(self.gpu, progs, after=after_last if last else None)
             pos += n
 
+    def time_prefill(self, ids: list[int], params: SamplingParams | None = None) -> float:
+        """Wall seconds to process a prompt and sample the first token (synchronised)."""
+        params = params or SamplingParams()
+        self.gpu.sync()
+        t = time.perf_counter()
+        self.prefill(ids, 0, params, 0)
+        self.gpu.read(self.m.st, 0, 4)
+        return time.perf_counter() - t
+
+    def time_decode(self, ids: list[int], n_gen: int, params: SamplingParams | None = None,
+                    per_dispatch: bool = False) -> float:
+        """Wall seconds for n_gen decode steps after the prompt, one submit per step (or, with
+        `per_dispatch`, one submit per dispatch as in the eager pattern); the prompt is
+        processed and synchronised first, so only the steps are timed."""
+        params = params or SamplingParams()
+        m = self.m
+        if len(ids) + n_gen + 1 > m.ctx:
+            raise UserError(f"{len(ids)} + {n_gen} tokens do not fit the context of {m.ctx}")
+        self.prefill(ids, 0, params, 0)
+        step = self.step_program(params)
+        self.gpu.read(m.st, 0, 4)
+        t = time.perf_counter()
+        for _ in range(n_gen):
+            if per_dispatch:
+                step.run_per_dispatch(1)
+            else:
+                run_programs(self.gpu, [(step, 1)])
+        self.gpu.read(m.st, 0, 4)
+        return time.perf_counter() - t
+
     # -- generation ------------------------------------------------------------------------
     def stream(self, ids: list[int], start: int, params: SamplingParams, max_new: int) -> Iterator[int]:
         """Yield up to `max_new` new token ids after prompt `ids` placed at `start`.

@@ -86,10 +86,10 @@ class Format:
         nb = rows * (k // self.block) if self.quantized else 0
         sec = [-(-nb * s // 16) * 4 for s in _SECTION_BYTES.get(self.name, ())]  # words/section
         off = [sum(sec[:i]) for i in range(len(sec))]
-        body = _WGSL[self.name].format(
+        body = unroll(_WGSL[self.name].format(
             B=buf, KP=self.padded_k(k), KV4=self.padded_k(k) // 8, NU=k // UNIT,
             NSB=k // QK_K, OFF1=off[1] if len(off) > 1 else 0, OFF2=off[2] if len(off) > 2 else 0,
-        )
+        ))
         return f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n"
 
 
@@ -167,50 +167,39 @@ def _half(off: str) -> str:
     return f"unpack2x16float({_W.format(B='{B}', i=off + ' + (g >> 1u)')})[g & 1u]"
 
 
+# Bodies of the unit loaders. A line starting with `%N` is unrolled N times in WGSL with `$i`
+# replaced by 0..N-1 (each copy in its own block): every array and vector index is then a
+# constant, which both shader compilers keep in registers.
 _WGSL = {
     "f32": """  let base = (r * {KP}u + u * 32u) >> 2u;
-  for (var i = 0u; i < 8u; i++) {{ o[i] = bitcast<vec4<f32>>({B}[base + i]); }}""",
+%8  o[$i] = bitcast<vec4<f32>>({B}[base + $i]);""",
     "f16": """  let base = r * ({KP}u >> 3u) + u * 4u;
-  for (var i = 0u; i < 4u; i++) {{
-    let v = {B}[base + i];
-    o[2u * i] = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
-    o[2u * i + 1u] = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
-  }}""",
+%4  let v = {B}[base + $i]; o[2 * $i] = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); o[2 * $i + 1] = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));""",
     "bf16": """  let base = r * ({KP}u >> 3u) + u * 4u;
-  for (var i = 0u; i < 4u; i++) {{
-    let v = {B}[base + i];
-    o[2u * i] = vec4<f32>(bf16x2(v.x), bf16x2(v.y));
-    o[2u * i + 1u] = vec4<f32>(bf16x2(v.z), bf16x2(v.w));
-  }}""",
+%4  let v = {B}[base + $i]; o[2 * $i] = vec4<f32>(bf16x2(v.x), bf16x2(v.y)); o[2 * $i + 1] = vec4<f32>(bf16x2(v.z), bf16x2(v.w));""",
     "q8_0": """  let g = r * {NU}u + u;
   let d = """ + _half("{OFF1}u") + """;
   let a = {B}[2u * g];
   let b = {B}[2u * g + 1u];
-  for (var i = 0u; i < 4u; i++) {{ o[i] = d * i8x4(a[i]); o[4u + i] = d * i8x4(b[i]); }}""",
+%4  o[$i] = d * i8x4(a[$i]); o[4 + $i] = d * i8x4(b[$i]);""",
     "q4_0": """  let g = r * {NU}u + u;
   let d = """ + _half("{OFF1}u") + """;
   let q = {B}[g];
-  for (var i = 0u; i < 4u; i++) {{ o[i] = d * (nib_lo(q[i]) - 8.0); o[4u + i] = d * (nib_hi(q[i]) - 8.0); }}""",
+%4  o[$i] = d * (nib_lo(q[$i]) - 8.0); o[4 + $i] = d * (nib_hi(q[$i]) - 8.0);""",
     "q4_1": """  let g = r * {NU}u + u;
   let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF1}u + g") + """);
   let q = {B}[g];
-  for (var i = 0u; i < 4u; i++) {{ o[i] = dm.x * nib_lo(q[i]) + dm.y; o[4u + i] = dm.x * nib_hi(q[i]) + dm.y; }}""",
+%4  o[$i] = dm.x * nib_lo(q[$i]) + dm.y; o[4 + $i] = dm.x * nib_hi(q[$i]) + dm.y;""",
     "q5_0": """  let g = r * {NU}u + u;
   let d = """ + _half("{OFF2}u") + """;
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
   let q = {B}[g];
-  for (var i = 0u; i < 4u; i++) {{
-    o[i] = d * (nib_lo(q[i]) + 16.0 * bits4(qh, 4u * i) - 16.0);
-    o[4u + i] = d * (nib_hi(q[i]) + 16.0 * bits4(qh, 16u + 4u * i) - 16.0);
-  }}""",
+%4  o[$i] = d * (nib_lo(q[$i]) + 16.0 * bits4(qh, 4u * $i) - 16.0); o[4 + $i] = d * (nib_hi(q[$i]) + 16.0 * bits4(qh, 16u + 4u * $i) - 16.0);""",
     "q5_1": """  let g = r * {NU}u + u;
   let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF2}u + g") + """);
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
   let q = {B}[g];
-  for (var i = 0u; i < 4u; i++) {{
-    o[i] = dm.x * (nib_lo(q[i]) + 16.0 * bits4(qh, 4u * i)) + dm.y;
-    o[4u + i] = dm.x * (nib_hi(q[i]) + 16.0 * bits4(qh, 16u + 4u * i)) + dm.y;
-  }}""",
+%4  o[$i] = dm.x * (nib_lo(q[$i]) + 16.0 * bits4(qh, 4u * $i)) + dm.y; o[4 + $i] = dm.x * (nib_hi(q[$i]) + 16.0 * bits4(qh, 16u + 4u * $i)) + dm.y;""",
     # K-quants: unit u is sub-block j = u % 8 of super-block s.
     "q4_k": """  let s = r * {NSB}u + (u >> 3u);
   let j = u & 7u;
@@ -219,13 +208,10 @@ _WGSL = {
   let sm = q4k_scale_min(h, j);
   let d = dd.x * sm.x;
   let m = dd.y * sm.y;
-  let sh = 4u * (j & 1u);
+  let sh = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (j & 1u);
   let qa = {B}[s * 9u + 1u + 2u * (j >> 1u)];
   let qb = {B}[s * 9u + 2u + 2u * (j >> 1u)];
-  for (var i = 0u; i < 4u; i++) {{
-    o[i] = d * vec4<f32>((vec4<u32>(qa[i]) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u)) - m;
-    o[4u + i] = d * vec4<f32>((vec4<u32>(qb[i]) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u)) - m;
-  }}""",
+%4  o[$i] = d * vec4<f32>((vec4<u32>(qa[$i]) >> sh) & vec4<u32>(15u)) - m; o[4 + $i] = d * vec4<f32>((vec4<u32>(qb[$i]) >> sh) & vec4<u32>(15u)) - m;""",
     "q5_k": """  let s = r * {NSB}u + (u >> 3u);
   let j = u & 7u;
   let h = {B}[s * 11u];
@@ -233,14 +219,13 @@ _WGSL = {
   let sm = q4k_scale_min(h, j);
   let d = dd.x * sm.x;
   let m = dd.y * sm.y;
-  let sh = 4u * (j & 1u);
-  for (var i = 0u; i < 8u; i++) {{
-    let ql = {B}[s * 11u + 3u + 2u * (j >> 1u) + (i >> 2u)][i & 3u];
-    let qh = {B}[s * 11u + 1u + (i >> 2u)][i & 3u];
-    let lo = (vec4<u32>(ql) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u);
-    let hi = (vec4<u32>(qh) >> vec4<u32>(j, j + 8u, j + 16u, j + 24u)) & vec4<u32>(1u);
-    o[i] = d * vec4<f32>(lo | (hi << vec4<u32>(4u))) - m;
-  }}""",
+  let sh = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (j & 1u);
+  let shh = vec4<u32>(0u, 8u, 16u, 24u) + j;
+  let qa = {B}[s * 11u + 3u + 2u * (j >> 1u)];
+  let qb = {B}[s * 11u + 4u + 2u * (j >> 1u)];
+  let ha = {B}[s * 11u + 1u];
+  let hb = {B}[s * 11u + 2u];
+%4  o[$i] = d * vec4<f32>(((vec4<u32>(qa[$i]) >> sh) & vec4<u32>(15u)) | (((vec4<u32>(ha[$i]) >> shh) & vec4<u32>(1u)) << vec4<u32>(4u))) - m; o[4 + $i] = d * vec4<f32>(((vec4<u32>(qb[$i]) >> sh) & vec4<u32>(15u)) | (((vec4<u32>(hb[$i]) >> shh) & vec4<u32>(1u)) << vec4<u32>(4u))) - m;""",
     "q6_k": """  let s = r * {NSB}u + (u >> 3u);
   let j = u & 7u;
   let hf = j >> 2u;
@@ -248,20 +233,32 @@ _WGSL = {
   let g = s;
   let d = """ + _half("{OFF1}u") + """;
   let scw = {B}[s * 13u + 12u];
-  let shl = 4u * (qq >> 1u);
-  let shh = 2u * qq;
-  for (var i = 0u; i < 8u; i++) {{
-    let wl = 16u * hf + 8u * (qq & 1u) + i;
-    let ql = {B}[s * 13u + (wl >> 2u)][wl & 3u];
-    let wh = 32u + 8u * hf + i;
-    let qh = {B}[s * 13u + (wh >> 2u)][wh & 3u];
-    let sb = 8u * hf + 2u * qq + (i >> 2u);
-    let sc = f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
-    let lo = (vec4<u32>(ql) >> vec4<u32>(shl, shl + 8u, shl + 16u, shl + 24u)) & vec4<u32>(15u);
-    let hi = (vec4<u32>(qh) >> vec4<u32>(shh, shh + 8u, shh + 16u, shh + 24u)) & vec4<u32>(3u);
-    o[i] = (d * sc) * (vec4<f32>(lo | (hi << vec4<u32>(4u))) - 32.0);
-  }}""",
+  let shl = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (qq >> 1u);
+  let shh = vec4<u32>(0u, 8u, 16u, 24u) + 2u * qq;
+  let la = {B}[s * 13u + 4u * hf + 2u * (qq & 1u)];
+  let lb = {B}[s * 13u + 4u * hf + 2u * (qq & 1u) + 1u];
+  let ha = {B}[s * 13u + 8u + 2u * hf];
+  let hb = {B}[s * 13u + 9u + 2u * hf];
+  let sb = 8u * hf + 2u * qq;
+  let sc0 = d * f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
+  let sc1 = d * f32(bitcast<i32>(scw[(sb + 1u) >> 2u] << (24u - 8u * ((sb + 1u) & 3u))) >> 24u);
+%4  o[$i] = sc0 * (vec4<f32>(((vec4<u32>(la[$i]) >> shl) & vec4<u32>(15u)) | (((vec4<u32>(ha[$i]) >> shh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0); o[4 + $i] = sc1 * (vec4<f32>(((vec4<u32>(lb[$i]) >> shl) & vec4<u32>(15u)) | (((vec4<u32>(hb[$i]) >> shh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0);""",
 }
+
+
+def unroll(code: str) -> str:
+    """Expand `%N` lines: N copies, `$i` -> 0..N-1, each in its own block."""
+    out = []
+    for line in code.split("\n"):
+        stripped = line.lstrip()
+        if stripped.startswith("%"):
+            n, _, body = stripped[1:].partition(" ")
+            indent = line[: len(line) - len(stripped)]
+            out += [f"{indent}{{ {body.strip().replace('$i', str(i))} }}" for i in range(int(n))]
+        else:
+            out.append(line)
+    return "\n".join(out)
+
 
 WGSL_HELPERS += """
 // 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block whose first 16 bytes are h.

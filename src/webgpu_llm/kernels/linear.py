@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .common import Signature, wgsl_reduce
-from .formats import FORMATS, UNIT, WGSL_HELPERS
+from .formats import FORMATS, UNIT, WGSL_HELPERS, unroll
 
 
 @dataclass(frozen=True)
@@ -286,15 +286,16 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, shared_limit: 
         _prologue_wgsl(spec, sig, wg, shared_limit),
         _epilogue_wgsl(spec, sig),
     ])
-    body += f"""
+    body += unroll(f"""
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
 const NU: u32 = {spec.kp // UNIT}u;
 var<workgroup> red2: array<vec2<f32>, WG>;
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {{
   prologue(lid);
-  let p = wid.x * (WG / TPR) + lid / TPR;
+  let p = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
   let lane = lid % TPR;
   var a = vec2<f32>(0.0);
   if (p < NP) {{
@@ -303,41 +304,57 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let two = r1 < N;
     for (var u = lane; u < NU; u += TPR) {{
       var xv: array<vec4<f32>, 8>;
-      for (var i = 0u; i < 8u; i++) {{ xv[i] = X(u * 8u + i); }}
+%8    xv[$i] = X(u * 8u + $i);
       let w0 = load_row(r0, u);
-      var s0 = 0.0;
-      for (var i = 0u; i < 8u; i++) {{ s0 += dot(w0[i], xv[i]); }}
-      a.x += s0;
+      a.x += dot(w0[0], xv[0]) + dot(w0[1], xv[1]) + dot(w0[2], xv[2]) + dot(w0[3], xv[3])
+           + dot(w0[4], xv[4]) + dot(w0[5], xv[5]) + dot(w0[6], xv[6]) + dot(w0[7], xv[7]);
       if (two) {{
         let w1 = load_row(r1, u);
-        var s1 = 0.0;
-        for (var i = 0u; i < 8u; i++) {{ s1 += dot(w1[i], xv[i]); }}
-        a.y += s1;
+        a.y += dot(w1[0], xv[0]) + dot(w1[1], xv[1]) + dot(w1[2], xv[2]) + dot(w1[3], xv[3])
+             + dot(w1[4], xv[4]) + dot(w1[5], xv[5]) + dot(w1[6], xv[6]) + dot(w1[7], xv[7]);
       }}
     }}
   }}
-  red2[lid] = a;
-  workgroupBarrier();
-  for (var s = TPR / 2u; s > 0u; s = s >> 1u) {{
-    if (lane < s) {{ red2[lid] = red2[lid] + red2[lid + s]; }}
+  if (TPR > 1u) {{
+    red2[lid] = a;
     workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s = s >> 1u) {{
+      if (lane < s) {{ red2[lid] = red2[lid] + red2[lid + s]; }}
+      workgroupBarrier();
+    }}
+    a = red2[lid];
   }}
-  if (lane == 0u && p < NP) {{ epi(0u, p, red2[lid].x, red2[lid].y); }}
+  if (lane == 0u && p < NP) {{ epi(0u, p, a.x, a.y); }}
 }}
-"""
+""")
     return sig.kernel(f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}", body)
 
 
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32) -> tuple[int, int, int]:
-    return (-(-spec.pairs // (wg // tpr)), 1, 1)
+    return grid_2d(-(-spec.pairs // (wg // tpr)))
+
+
+def grid_2d(n: int, limit: int = 65535) -> tuple[int, int, int]:
+    """n workgroups as (x, y, 1) within the per-dimension limit; kernels flatten with
+    `wid.y * num_workgroups.x + wid.x` and skip the few past n."""
+    if n <= limit:
+        return (n, 1, 1)
+    y = -(-n // limit)
+    return (-(-n // y), y, 1)
 
 
 # --- prompt processing ---------------------------------------------------------------------
-BM, BN = 64, 64  # tokens x rows per tile; 16x16 threads, 4x4 outputs each
+BM, BN = 64, 64  # tokens x rows per tile; 16x16 threads, 4 tokens x 4 rows (2 pairs) each
+XS = 9  # vec4 stride of a tile row in workgroup memory (8 used + 1 against bank conflicts)
 
 
 def matmul_kernel(spec: LinearSpec) -> Kernel:
-    """Many tokens (st.n of them, x rows of k values): grid = matmul_grid(spec)(n)."""
+    """Many tokens (st.n of them, x rows of k values): grid = matmul_grid(spec)(n).
+
+    Each step stages one 32-input unit of BM tokens and BN weight rows in workgroup memory
+    (rows dequantized once per tile, whatever the format), then every thread accumulates a
+    4x4 block with dot products over the unit.
+    """
     assert spec.prologue == "plain" and not spec.last_row
     sig = Signature().state()
     for s in spec.segments:
@@ -348,11 +365,24 @@ def matmul_kernel(spec: LinearSpec) -> Kernel:
     nt = "st.n"
     if spec.t0 or spec.tmax:
         nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
-    body += f"""
+    ragged = spec.k % UNIT != 0
+    xload = "x[xi]" if not ragged else "select(vec4<f32>(0.0), x[xi], u * 8u + c < K4)"
+    lines = []
+    for kk in range(8):
+        lines.append("    {")
+        for i in range(4):
+            lines.append(f"      let a{i} = xs[(ty * 4u + {i}u) * {XS}u + {kk}u];")
+        for j in range(4):
+            lines.append(f"      let b{j} = ws[(tx * 4u + {j}u) * {XS}u + {kk}u];")
+        for i in range(4):
+            lines.append(f"      acc{i} += vec4<f32>(dot(a{i}, b0), dot(a{i}, b1), dot(a{i}, b2), dot(a{i}, b3));")
+        lines.append("    }")
+    inner = "\n".join(lines)
+    body += unroll(f"""
 const K4: u32 = {spec.k // 4}u;
 const NU: u32 = {spec.kp // UNIT}u;
-var<workgroup> xs: array<vec4<f32>, {32 * BM // 4}>;  // [k][m/4]
-var<workgroup> ws: array<vec4<f32>, {32 * BN // 4}>;  // [k][n/4]
+var<workgroup> xs: array<vec4<f32>, {BM * XS}>;  // [token][k/4]
+var<workgroup> ws: array<vec4<f32>, {BN * XS}>;  // [row][k/4]
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {{
@@ -361,47 +391,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let p0 = wid.x * {BN // 2}u;
   let tx = lid3.x;
   let ty = lid3.y;
-  var acc: array<vec4<f32>, 4>;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var u = 0u; u < NU; u++) {{
     if (lid < {BN}u) {{
+      // tile row lid = member (lid & 1) of pair p0 + lid / 2
       let p = p0 + lid / 2u;
       var w: array<vec4<f32>, 8>;
       if (p < NP) {{
         let r = select(row0(p), row1(p), (lid & 1u) == 1u);
         if (r < N) {{ w = load_row(r, u); }}
       }}
-      for (var i = 0u; i < 8u; i++) {{
-        for (var c = 0u; c < 4u; c++) {{ ws[(4u * i + c) * {BN // 4}u + lid / 4u][lid % 4u] = w[i][c]; }}
-      }}
+%8    ws[lid * {XS}u + $i] = w[$i];
     }}
     for (var e = lid; e < {BM * 8}u; e += 256u) {{
       let m = e / 8u;
-      let i = e % 8u;
+      let c = e % 8u;
       var v = vec4<f32>(0.0);
-      if (m0 + m < nt && u * 8u + i < K4) {{ v = x[({spec.t0}u + m0 + m) * K4 + u * 8u + i]; }}
-      for (var c = 0u; c < 4u; c++) {{ xs[(4u * i + c) * {BM // 4}u + m / 4u][m % 4u] = v[c]; }}
+      let xi = ({spec.t0}u + m0 + m) * K4 + u * 8u + c;
+      if (m0 + m < nt) {{ v = {xload}; }}
+      xs[m * {XS}u + c] = v;
     }}
     workgroupBarrier();
-    for (var k = 0u; k < 32u; k++) {{
-      let a = xs[k * {BM // 4}u + ty];
-      let b = ws[k * {BN // 4}u + tx];
-      acc[0] += a.x * b;
-      acc[1] += a.y * b;
-      acc[2] += a.z * b;
-      acc[3] += a.w * b;
-    }}
+{inner}
     workgroupBarrier();
   }}
-  for (var i = 0u; i < 4u; i++) {{
-    let t = m0 + ty * 4u + i;
-    if (t < nt) {{
-      let pa = p0 + tx * 2u;
-      if (pa < NP) {{ epi(t, pa, acc[i].x, acc[i].y); }}
-      if (pa + 1u < NP) {{ epi(t, pa + 1u, acc[i].z, acc[i].w); }}
-    }}
-  }}
+  let pa = p0 + tx * 2u;
+%4  {{ let t = m0 + ty * 4u + $i; if (t < nt) {{ if (pa < NP) {{ epi(t, pa, acc$i.x, acc$i.y); }} if (pa + 1u < NP) {{ epi(t, pa + 1u, acc$i.z, acc$i.w); }} }} }}
 }}
-"""
+""")
     return sig.kernel(f"matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}", body)
 
 

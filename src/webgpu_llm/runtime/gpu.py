@@ -94,6 +94,17 @@ def list_adapters(backend: str) -> list[Any]:
         return list(mod.gpu.enumerate_adapters_sync())
 
 
+def _prepare_backend(backend: str) -> None:
+    """Dawn quantizes timestamps to 16 µs by default (a browser defence against timing
+    attacks); native profiling wants them exact. Only settable before Dawn's instance exists."""
+    if backend != "dawn":
+        return
+    with contextlib.suppress(Exception):  # the instance may already exist in this process
+        from wgpudawn.backends.dawn import extras
+
+        extras.set_instance_extras(disable_toggles=["timestamp_quantization"])
+
+
 def _pick_adapter(mod: Any, backend: str, adapter: str | None) -> Any:
     _flush_stdout()
     with _quiet_native_output():
@@ -244,8 +255,17 @@ class Gpu:
         self.queue.submit(command_buffers)
 
     def sync(self) -> None:
-        """Wait until the GPU has finished all submitted work."""
-        self.queue.on_submitted_work_done_sync()
+        """Wait until the GPU has finished all submitted work.
+
+        wgpu 0.32's `on_submitted_work_done_sync` fails inside cffi on wgpu-native, so there
+        the wait is the native `wgpuDevicePoll(wait=true)`, which is what it would do anyway.
+        """
+        if self.backend == "wgpu":
+            from wgpu.backends.wgpu_native import _ffi
+
+            _ffi.lib.wgpuDevicePoll(self.device._internal, 1, _ffi.ffi.NULL)
+        else:
+            self.queue.on_submitted_work_done_sync()
 
 
 def _align(n: int, a: int) -> int:
@@ -266,6 +286,7 @@ def open_gpu(
     exercise the split path that Mesa's 128 MiB limit needs).
     """
     mod = backend_module(backend)
+    _prepare_backend(backend)
     try:
         ad = _pick_adapter(mod, backend, adapter)
     except (GpuError, UserError):

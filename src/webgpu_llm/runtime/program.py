@@ -140,6 +140,25 @@ class Program:
         # WebGPU timestamps are nanoseconds.
         return [(d.label, (ts[2 * i + 1] - ts[2 * i]) * 1e-9) for i, d in enumerate(disp)]
 
+    def time_gpu(self, n: int = 1, reps: int = 10) -> float:
+        """GPU seconds of one replay (median), from timestamps around a single pass."""
+        gpu = self.gpu
+        if not gpu.has_timestamps:
+            raise RuntimeError("GPU timing needs the timestamp-query feature")
+        qs = gpu.device.create_query_set(type="timestamp", count=2 * reps)
+        resolve = gpu.buffer(16 * reps, "timestamps", gpu.usage.QUERY_RESOLVE | gpu.usage.COPY_SRC)
+        for r in range(reps):
+            enc = gpu.device.create_command_encoder()
+            cpass = enc.begin_compute_pass(timestamp_writes={
+                "query_set": qs, "beginning_of_pass_write_index": 2 * r, "end_of_pass_write_index": 2 * r + 1})
+            self.encode(cpass, n)
+            cpass.end()
+            if r == reps - 1:
+                enc.resolve_query_set(qs, 0, 2 * reps, resolve, 0)
+            gpu.submit([enc.finish()])
+        ts = np.frombuffer(gpu.read(resolve), dtype=np.uint64).astype(np.float64).reshape(reps, 2)
+        return float(np.median(ts[:, 1] - ts[:, 0]) * 1e-9)
+
     def time_encode(self, n: int = 1, reps: int = 20) -> float:
         """CPU seconds to encode this Program into a pass (median), without submitting."""
         dev = self.gpu.device

@@ -1,0 +1,97 @@
+"""tg128 and pp512 of the engine on one model, with an optional per-kernel profile.
+
+Protocol (DESIGN.md): decode = 128 greedy tokens after a 16-token prompt, batch 1, one
+warm-up excluded, median of the runs; prefill = a 512-token prompt.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+from typing import Any
+
+import numpy as np
+
+from ..generation.engine import Engine
+from ..generation.sampling import SamplingParams
+from ..models.config import ModelConfig
+from ..models.presets import weight_bytes_per_token
+from ..models.transformer import Transformer
+from ..runtime.gpu import Gpu
+
+
+def _ids(n: int, vocab: int, seed: int) -> list[int]:
+    return np.random.default_rng(seed).integers(0, vocab, n).tolist()
+
+
+def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_prompt: int = 16, n_gen: int = 128,
+                 n_pp: int = 512, reps: int = 5, fused: bool = True, per_dispatch: bool = False,
+                 profile: bool = False, log: Any = None) -> dict[str, Any]:
+    ctx = max(n_prompt + n_gen + 8, n_pp + 8)
+    say = log or (lambda *_: None)
+    say(f"building {cfg.name} on {gpu.name} (fused={fused})")
+    model = Transformer(gpu, cfg, tensors.get, ctx=ctx, batch=max(n_pp, 16), fused=fused)
+    eng = Engine(model)
+    greedy = SamplingParams()
+    prompt = _ids(n_prompt, cfg.vocab, 1)
+    step = eng.step_program(greedy)
+    out: dict[str, Any] = {"model": cfg.name, "backend": gpu.backend, "adapter": gpu.info.get("device", ""),
+                           "fused": fused, "per_dispatch_submit": per_dispatch,
+                           "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen}
+    eng.time_decode(prompt, 8, greedy, per_dispatch)  # warm-up
+    tg = [n_gen / eng.time_decode(prompt, n_gen, greedy, per_dispatch) for _ in range(reps)]
+    out["tg_tok_s"] = statistics.median(tg)
+    out["tg_runs"] = tg
+    say(f"  tg{n_gen}: {out['tg_tok_s']:.1f} tok/s")
+    if n_pp:
+        pp_ids = _ids(n_pp, cfg.vocab, 2)
+        eng.time_prefill(pp_ids)
+        pp = [n_pp / eng.time_prefill(pp_ids) for _ in range(reps)]
+        out["pp_tok_s"] = statistics.median(pp)
+        out["pp_runs"] = pp
+        out["n_pp"] = n_pp
+        say(f"  pp{n_pp}: {out['pp_tok_s']:.1f} tok/s")
+    if profile:
+        out["profile"] = profile_step(eng, prompt, cfg, tensors)
+    return out
+
+
+def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict[str, Any]) -> dict[str, Any]:
+    """Where a decode step's time goes: CPU encode, GPU total, GPU per kernel, bandwidth."""
+    gpu = eng.gpu
+    step = eng.step_program(SamplingParams())
+    eng.prefill(prompt, 0, SamplingParams(), 0)
+    res: dict[str, Any] = {"dispatches": len(step), "cpu_encode_us": step.time_encode(1) * 1e6}
+    if gpu.has_timestamps:
+        gpu_s = step.time_gpu(1, reps=10)
+        per = collections.defaultdict(lambda: [0.0, 0])
+        for label, sec in step.profile(1):
+            per[label][0] += sec
+            per[label][1] += 1
+        wb = weight_bytes_per_token(tensors, cfg.tie_embeddings)
+        res.update({
+            "gpu_us": gpu_s * 1e6,
+            "weight_bytes": wb,
+            "bandwidth_gb_s": wb / gpu_s / 1e9,
+            "kernels": sorted(({"kernel": k, "us": v[0] * 1e6, "count": v[1]} for k, v in per.items()),
+                              key=lambda r: -r["us"]),
+        })
+    return res
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| model | backend | fused | dispatches/token | tg tok/s | pp tok/s |\n| --- | --- | --- | --- | --- | --- |\n"
+    lines = [f"| {r['model']} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
+             f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | {r['dispatches_per_token']} | "
+             f"{r['tg_tok_s']:.1f} | {r.get('pp_tok_s', float('nan')):.0f} |" for r in rows]
+    return head + "\n".join(lines) + "\n"
+
+
+def profile_markdown(p: dict[str, Any]) -> str:
+    s = [f"dispatches/token {p['dispatches']}, CPU encode {p['cpu_encode_us']:.0f} µs/token"]
+    if "gpu_us" in p:
+        s.append(f", GPU {p['gpu_us']:.0f} µs/token, weights {p['weight_bytes'] / 1e6:.0f} MB/token → "
+                 f"{p['bandwidth_gb_s']:.0f} GB/s\n\n| kernel | count | GPU µs/token | share |\n| --- | --- | --- | --- |\n")
+        tot = sum(k["us"] for k in p["kernels"]) or 1.0
+        s += [f"| {k['kernel']} | {k['count']} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n" for k in p["kernels"]]
+    return "".join(s)

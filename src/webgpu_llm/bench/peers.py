@@ -1,0 +1,82 @@
+"""PyTorch CUDA peers through transformers, on the same shapes with random weights."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from ..models.config import ModelConfig
+
+
+def torch_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _hf_model(cfg: ModelConfig, dtype: str) -> Any:
+    import torch
+    import transformers as tf
+
+    kw = dict(vocab_size=cfg.vocab, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+              num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+              num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=4096, rms_norm_eps=cfg.rms_eps,
+              rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings)
+    conf = tf.Qwen2Config(**kw) if cfg.arch == "qwen2" else tf.LlamaConfig(head_dim=cfg.head_dim, **kw)
+    torch.manual_seed(0)
+    td = {"f16": torch.float16, "f32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    with torch.device("cuda"):
+        model = tf.AutoModelForCausalLM.from_config(conf, torch_dtype=td)
+    return model.eval()
+
+
+def bench_torch(cfg: ModelConfig, dtype: str, n_prompt: int = 16, n_gen: int = 128, n_pp: int = 512,
+                reps: int = 3, compiled: bool = True, log: Any = None) -> list[dict[str, Any]]:
+    import torch
+
+    say = log or (lambda *_: None)
+    if dtype not in ("f16", "f32", "bf16"):
+        return []
+    model = _hf_model(cfg, dtype)
+    ids = torch.randint(0, cfg.vocab, (1, n_prompt), device="cuda")
+    rows = []
+
+    def tg(m: Any, **kw: Any) -> float:
+        def once() -> float:
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            m.generate(ids, max_new_tokens=n_gen, min_new_tokens=n_gen, do_sample=False, **kw)
+            torch.cuda.synchronize()
+            return time.perf_counter() - t
+        once()
+        once()
+        return statistics.median(n_gen / once() for _ in range(reps))
+
+    with torch.inference_mode():
+        rate = tg(model)
+        pp_ids = torch.randint(0, cfg.vocab, (1, n_pp), device="cuda")
+        model(pp_ids)
+        torch.cuda.synchronize()
+        pps = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            model(pp_ids)
+            torch.cuda.synchronize()
+            pps.append(n_pp / (time.perf_counter() - t))
+        rows.append({"peer": "torch-cuda eager", "dtype": dtype, "tg_tok_s": rate, "pp_tok_s": statistics.median(pps)})
+        say(f"  torch eager {dtype}: tg {rate:.1f} tok/s, pp {rows[-1]['pp_tok_s']:.0f} tok/s")
+        if compiled:
+            try:
+                model.generation_config.cache_implementation = "static"
+                model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+                rate = tg(model)
+                rows.append({"peer": "torch-cuda static+compile", "dtype": dtype, "tg_tok_s": rate})
+                say(f"  torch compiled {dtype}: tg {rate:.1f} tok/s")
+            except Exception as e:  # a peer failing must not end the run
+                rows.append({"peer": "torch-cuda static+compile", "dtype": dtype, "error": str(e)[:300]})
+    del model
+    torch.cuda.empty_cache()
+    return rows

@@ -1,0 +1,120 @@
+"""Real model shapes with seeded random weights, for benchmarks (speed does not depend on
+the values). Weights are generated on the machine that runs them: nothing to download."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..kernels.formats import FORMATS
+from ..kernels.reference import random_weight
+from .config import ModelConfig
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "qwen2.5-0.5b": dict(arch="qwen2", n_layers=24, hidden=896, intermediate=4864, n_heads=14, n_kv_heads=2,
+                         head_dim=64, vocab=151936, max_ctx=32768, rms_eps=1e-6, rope_theta=1e6,
+                         tie_embeddings=True, qkv_bias=True),
+    "qwen2.5-1.5b": dict(arch="qwen2", n_layers=28, hidden=1536, intermediate=8960, n_heads=12, n_kv_heads=2,
+                         head_dim=128, vocab=151936, max_ctx=32768, rms_eps=1e-6, rope_theta=1e6,
+                         tie_embeddings=True, qkv_bias=True),
+    "llama-3.2-1b": dict(arch="llama", n_layers=16, hidden=2048, intermediate=8192, n_heads=32, n_kv_heads=8,
+                         head_dim=64, vocab=128256, max_ctx=131072, rms_eps=1e-5, rope_theta=5e5,
+                         tie_embeddings=True, qkv_bias=False),
+    "smollm2-135m": dict(arch="llama", n_layers=30, hidden=576, intermediate=1536, n_heads=9, n_kv_heads=3,
+                         head_dim=64, vocab=49152, max_ctx=8192, rms_eps=1e-5, rope_theta=1e5,
+                         tie_embeddings=True, qkv_bias=False),
+}
+DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
+
+
+@dataclass
+class RandomTensor:
+    """Quacks like a file tensor (name, fmt, type_name, shape, nbytes, data())."""
+
+    name: str
+    fmt: str
+    shape: tuple[int, ...]
+    make: Callable[[], np.ndarray]
+
+    @property
+    def type_name(self) -> str:
+        return self.fmt.upper()
+
+    @property
+    def nbytes(self) -> int:
+        if len(self.shape) == 1:
+            return self.shape[0] * 4
+        return FORMATS[self.fmt].nbytes(self.shape[0], self.shape[1])
+
+    def data(self) -> np.ndarray:
+        return self.make()
+
+
+def _tiled_weight(fmt: str, rows: int, k: int, seed: int) -> np.ndarray:
+    """A (rows, k) weight built by tiling a random block of rows: fast for 100M+ values."""
+    rng = np.random.default_rng(seed)
+    block = random_weight(fmt, min(rows, 64), k, rng, scale=0.02)
+    reps = -(-rows // block.shape[0])
+    return np.tile(block, (reps, 1))[:rows]
+
+
+def preset_model(name: str, dtype: str, seed: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    if dtype not in DTYPES:
+        raise UserError(f"unknown weight type {dtype!r}: choose one of {', '.join(DTYPES)}")
+    p = dict(PRESETS[name])
+    cfg = ModelConfig(name=f"{name} ({dtype}, random)", rope_neox=False, **p)
+    c = cfg
+    tensors: dict[str, RandomTensor] = {}
+    counter = iter(range(1 << 30))
+
+    def mat(tname: str, rows: int, k: int) -> None:
+        s = seed * 1000 + next(counter)
+        tensors[tname] = RandomTensor(tname, dtype, (rows, k), lambda: _tiled_weight(dtype, rows, k, s))
+
+    def vec(tname: str, n: int, value: float | None = None) -> None:
+        s = seed * 1000 + next(counter)
+
+        def make() -> np.ndarray:
+            if value is not None:
+                return np.full(n, value, np.float32)
+            return (np.random.default_rng(s).standard_normal(n) * 0.02).astype(np.float32)
+
+        tensors[tname] = RandomTensor(tname, "f32", (n,), make)
+
+    mat("token_embd.weight", c.vocab, c.hidden)
+    vec("output_norm.weight", c.hidden, 1.0)
+    if not c.tie_embeddings:
+        mat("output.weight", c.vocab, c.hidden)
+    for i in range(c.n_layers):
+        b = f"blk.{i}."
+        vec(b + "attn_norm.weight", c.hidden, 1.0)
+        vec(b + "ffn_norm.weight", c.hidden, 1.0)
+        mat(b + "attn_q.weight", c.q_dim, c.hidden)
+        mat(b + "attn_k.weight", c.kv_dim, c.hidden)
+        mat(b + "attn_v.weight", c.kv_dim, c.hidden)
+        if c.qkv_bias:
+            vec(b + "attn_q.bias", c.q_dim)
+            vec(b + "attn_k.bias", c.kv_dim)
+            vec(b + "attn_v.bias", c.kv_dim)
+        mat(b + "attn_output.weight", c.hidden, c.q_dim)
+        mat(b + "ffn_gate.weight", c.intermediate, c.hidden)
+        mat(b + "ffn_up.weight", c.intermediate, c.hidden)
+        mat(b + "ffn_down.weight", c.hidden, c.intermediate)
+    return cfg, tensors
+
+
+def weight_bytes_per_token(tensors: dict[str, Any], tied: bool) -> int:
+    """Bytes of weights one decode step reads: every matrix once (the embedding is only one
+    row unless it doubles as the LM head)."""
+    total = 0
+    for name, t in tensors.items():
+        if name == "token_embd.weight" and not tied:
+            continue
+        total += int(t.nbytes)
+    return total

@@ -1,0 +1,42 @@
+"""Shared fixtures: one GPU device per backend for the whole session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from webgpu_llm.errors import GpuError, UserError
+from webgpu_llm.runtime.gpu import Gpu, open_gpu
+
+_GPUS: dict[str, Gpu | None] = {}
+
+
+def backend_names() -> list[str]:
+    env = os.environ.get("WEBGPU_LLM_TEST_BACKENDS")
+    return env.split(",") if env else ["wgpu", "dawn"]
+
+
+def get_gpu(backend: str) -> Gpu:
+    if backend not in _GPUS:
+        try:
+            _GPUS[backend] = open_gpu(backend)
+        except (GpuError, UserError) as e:
+            _GPUS[backend] = None
+            print(f"backend {backend} unavailable: {e}")
+    g = _GPUS[backend]
+    if g is None:
+        pytest.skip(f"no WebGPU adapter on backend {backend}")
+    return g
+
+
+@pytest.fixture(params=backend_names())
+def gpu(request: pytest.FixtureRequest) -> Gpu:
+    """Each test that takes `gpu` runs once per backend."""
+    return get_gpu(request.param)
+
+
+@pytest.fixture
+def wgpu_gpu() -> Gpu:
+    """The default backend only (for the slower model-level tests)."""
+    return get_gpu(backend_names()[0])

@@ -1,0 +1,27 @@
+"""Helpers for kernel tests: run one kernel on buffers and read results back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from webgpu_llm.kernels.common import pack_state
+from webgpu_llm.runtime.gpu import Gpu
+from webgpu_llm.runtime.program import Kernel, Program
+
+
+def run_kernel(gpu: Gpu, kernel: Kernel, buffers: dict[str, Any], grid: Any, n: int = 1, **state: Any) -> None:
+    st = gpu.upload(pack_state(**{"n": n, **state}))
+    prog = Program(gpu, kernel.name)
+    prog.add(kernel, {"st": st, **buffers}, grid)
+    prog.run(n)
+
+
+def read(gpu: Gpu, buf: Any, shape: tuple[int, ...] | int, dtype: Any = np.float32) -> np.ndarray:
+    shape = (shape,) if isinstance(shape, int) else shape
+    return gpu.read_array(buf, dtype, int(np.prod(shape))).reshape(shape)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))

@@ -1,0 +1,134 @@
+"""The linear kernels (mat-vec and matmul) against numpy, for every weight format and epilogue,
+on random inputs whose sizes are not multiples of the workgroup or block sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernel_harness import read, rel_err, run_kernel
+from webgpu_llm.kernels.formats import FORMATS
+from webgpu_llm.kernels.linear import (
+    AttnShape,
+    LinearSpec,
+    QkvShape,
+    Segment,
+    matmul_grid,
+    matmul_kernel,
+    matvec_grid,
+    matvec_kernel,
+)
+from webgpu_llm.kernels.reference import dequantize, random_weight, rms_norm, rope_pairs, silu
+
+ALL = list(FORMATS)
+
+
+def _weight(gpu, fmt, rows, k, rng):
+    raw = random_weight(fmt, rows, k, rng)
+    return dequantize(fmt, raw, k), gpu.upload(FORMATS[fmt].pack(raw, k))
+
+
+def _k(fmt: str) -> int:
+    # K-quants need multiples of 256, the 32-blocks multiples of 32; floats take a ragged 72
+    return {256: 512, 32: 96}.get(FORMATS[fmt].block, 72)
+
+
+@pytest.mark.parametrize("fmt", ALL)
+def test_matvec_and_matmul_every_format(gpu, fmt):
+    rng = np.random.default_rng(1)
+    k, rows, t = _k(fmt), 37, 5
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xb, yb = gpu.upload(x), gpu.buffer(rows * t * 4)
+    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
+    lim = gpu.limits["max-compute-workgroup-storage-size"]
+    for wg, tpr in ((128, 32), (64, 1)):
+        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr, shared_limit=lim), {"w0": wb, "x": xb, "y": yb},
+                   matvec_grid(spec, wg, tpr))
+        assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr)
+    run_kernel(gpu, matmul_kernel(spec), {"w0": wb, "x": xb, "y": yb}, matmul_grid(spec)(t), n=t)
+    assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5
+
+
+def test_segments_of_mixed_formats_and_split_pairs(gpu):
+    """Gate/up as two segments of different formats, SiLU·mul pairing row p with row F + p."""
+    rng = np.random.default_rng(2)
+    k, f, t = 256, 45, 3
+    wg_, gb = _weight(gpu, "q4_k", f, k, rng)
+    wu, ub = _weight(gpu, "q8_0", f, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xb, yb = gpu.upload(x), gpu.buffer(f * t * 4)
+    spec = LinearSpec(k=k, segments=(Segment("q4_k", f), Segment("q8_0", f)), epilogue="silu_mul")
+    ref = silu(x @ wg_.T) * (x @ wu.T)
+    run_kernel(gpu, matvec_kernel(spec), {"w0": gb, "w1": ub, "x": xb, "y": yb}, matvec_grid(spec))
+    assert rel_err(read(gpu, yb, f), ref[0]) < 1e-5
+    run_kernel(gpu, matmul_kernel(spec), {"w0": gb, "w1": ub, "x": xb, "y": yb}, matmul_grid(spec)(t), n=t)
+    assert rel_err(read(gpu, yb, (t, f)), ref) < 1e-5
+
+
+def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
+    rng = np.random.default_rng(3)
+    k, rows, t = 72, 29, 4
+    w, wb = _weight(gpu, "f16", rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    nw = rng.standard_normal(k).astype(np.float32)
+    pv = np.concatenate([np.zeros(8, np.float32), nw])  # norm weight at float offset 8
+    y0 = rng.standard_normal(rows).astype(np.float32)
+    xb, pvb, yb = gpu.upload(x), gpu.upload(pv), gpu.upload(y0)
+    for shared in (32768, 64):  # x in workgroup memory, and the fallback that re-reads it
+        gpu.write(yb, y0)
+        spec = LinearSpec(k=k, segments=(Segment("f16", rows),), prologue="rmsnorm", epilogue="add",
+                          eps=1e-5, nw_off=8, last_row=True)
+        run_kernel(gpu, matvec_kernel(spec, shared_limit=shared), {"w0": wb, "x": xb, "pv": pvb, "y": yb},
+                   matvec_grid(spec), n=t)
+        ref = y0 + w @ rms_norm(x[t - 1], nw, 1e-5)
+        assert rel_err(read(gpu, yb, rows), ref) < 1e-5
+
+
+def test_qkv_epilogue_bias_rope_and_cache(gpu):
+    """Q/K/V rows with bias; Q and K rotated in adjacent pairs; K/V written at their position."""
+    rng = np.random.default_rng(4)
+    hq, hkv, d, ctx, k, t, pos0 = 3, 1, 12, 16, 64, 3, 5
+    qd, kvd = hq * d, hkv * d
+    rows = qd + 2 * kvd
+    w, wb = _weight(gpu, "f32", rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    inv = (1.0 / 10000 ** (np.arange(0, d, 2) / d)).astype(np.float32)
+    pv = np.concatenate([bias, np.zeros(-rows % 4, np.float32), inv])
+    rope_off = rows + (-rows % 4)
+    qshape = QkvShape(qd, kvd, d, ctx)
+    spec = LinearSpec(k=k, segments=(Segment("f32", rows),), epilogue="qkv", bias=True, qkv=qshape,
+                      bias_off=0, rope_off=rope_off)
+    y = x @ w.T + bias
+    pos = np.arange(pos0, pos0 + t)
+    q_ref = rope_pairs(y[:, :qd].reshape(t, hq, d), pos, inv).reshape(t, qd)
+    k_ref = rope_pairs(y[:, qd:qd + kvd].reshape(t, hkv, d), pos, inv)
+    v_ref = y[:, qd + kvd:].reshape(t, hkv, d)
+    for kernel, grid, n in ((matmul_kernel(spec), matmul_grid(spec)(t), t), (matvec_kernel(spec), matvec_grid(spec), 1)):
+        xb, pvb = gpu.upload(x), gpu.upload(pv)
+        qb, kvb = gpu.buffer(t * qd * 4), gpu.buffer(2 * kvd * ctx * 4)
+        run_kernel(gpu, kernel, {"w0": wb, "x": xb, "pv": pvb, "q": qb, "kv": kvb}, grid, n=n, pos=pos0)
+        kv = read(gpu, kvb, (2, hkv, ctx, d))
+        assert rel_err(read(gpu, qb, (t, qd))[:n], q_ref[:n]) < 1e-5
+        assert rel_err(kv[0][:, pos0:pos0 + n].transpose(1, 0, 2), k_ref[:n]) < 1e-5
+        assert rel_err(kv[1][:, pos0:pos0 + n].transpose(1, 0, 2), v_ref[:n]) < 1e-5
+        assert not kv[:, :, :pos0].any() and not kv[:, :, pos0 + n:].any()
+
+
+def test_attn_prologue_merges_split_partials(gpu):
+    rng = np.random.default_rng(5)
+    h, d, chunk, splits, pos = 3, 8, 4, 5, 13  # 14 keys -> 4 splits used
+    used = -(-(pos + 1) // chunk)
+    m = rng.standard_normal((h, splits)).astype(np.float32)
+    l_ = rng.uniform(0.5, 2, (h, splits)).astype(np.float32)
+    acc = rng.standard_normal((h, splits, d)).astype(np.float32)
+    wgt = np.exp(m[:, :used] - m[:, :used].max(1, keepdims=True))
+    o = (wgt[..., None] * acc[:, :used]).sum(1) / (wgt * l_[:, :used]).sum(1)[:, None]
+    rows, k = 11, h * d
+    w, wb = _weight(gpu, "f32", rows, k, rng)
+    spec = LinearSpec(k=k, segments=(Segment("f32", rows),), prologue="attn",
+                      attn=AttnShape(h, d, chunk, splits))
+    mlb, accb, yb = gpu.upload(np.stack([m, l_], -1)), gpu.upload(acc), gpu.buffer(rows * 4)
+    run_kernel(gpu, matvec_kernel(spec), {"w0": wb, "ml": mlb, "acc": accb, "y": yb}, matvec_grid(spec), pos=pos)
+    assert rel_err(read(gpu, yb, rows), w @ o.reshape(-1)) < 1e-5
