@@ -71,6 +71,14 @@ class DType:
             return f"(bitcast<u32>({v}) & 0xffffu)"
         raise TypeError(f"no GPU store for {self.name}")
 
+    def round(self, v: str) -> str:
+        """WGSL f32 `v` rounded to this floating type's precision (what storing it would do)."""
+        if self.name == "f16":
+            return f"unpack2x16float(pack2x16float(vec2<f32>({v}, 0.0))).x"
+        if self.name == "bf16":
+            return f"bitcast<f32>(bf16_bits({v}) << 16u)"
+        return v
+
     def convert(self, v: str, src_kind: str) -> str:
         """Convert a compute value of `src_kind` to `self.kind` (bool: nonzero test)."""
         if self.name == "b8":

@@ -36,8 +36,10 @@ def mutated_inputs(gm: torch.fx.GraphModule) -> frozenset[int]:
 def compile_graph(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> GraphRunner:
     global _count
     _count += 1
-    fuse(gm)
-    return GraphRunner(gm, f"graph{_count}", mutated_inputs(gm))
+    fired = fuse(gm)
+    runner = GraphRunner(gm, f"graph{_count}", mutated_inputs(gm))
+    runner.fusions = fired
+    return runner
 
 
 _aot = aot_autograd(fw_compiler=compile_graph, bw_compiler=compile_graph, keep_inference_input_mutations=True)

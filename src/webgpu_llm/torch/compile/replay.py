@@ -126,6 +126,7 @@ class GraphRunner:
         self.recorded: OrderedDict[Any, Recorded] = OrderedDict()
         self.unreplayable: set[Any] = set()
         self.replays = 0
+        self.fusions: dict[str, int] = {}  # what the fusion passes did to this graph
 
     def __call__(self, *args: Any) -> Any:
         key = _key(args)

@@ -42,8 +42,8 @@ def grid_rows(rows: int) -> tuple[int, int, int]:
 
 
 # WGSL: the flat id of a thread / workgroup in a grid made by grid_1d / grid_rows.
-THREAD_ID = "gid.x + gid.y * nwg.x * {wg}u"
-GROUP_ID = "wid.x + wid.y * nwg.x"
+THREAD_ID = "(gid.x + gid.y * nwg.x * {wg}u)"
+GROUP_ID = "(wid.x + wid.y * nwg.x)"
 MAIN_ARGS = ("@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, "
              "@builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>")
 

@@ -1,0 +1,151 @@
+"""tok/s of transformers' generate on the torch `webgpu` device, eager and compiled, f32 and f16.
+
+The model has Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate
+4864, vocab 151936, tied embeddings) with seeded random weights: timing does not depend on
+the values. Protocol (tg, as in DESIGN.md): a 16-token prompt, greedy, N new tokens, warm-up
+excluded, median of R runs. Decode tok/s excludes the prompt: (N - 1) / (t(N) - t(1)).
+
+    python bench/torch_generate.py --out torch_generate.json            # everything (~3 min on an H200)
+    python bench/torch_generate.py --backend dawn --dtypes f16 --modes compiled --out r.json
+    python bench/torch_generate.py --tiny --new-tokens 8 --runs 1 --out /tmp/t.json   # smoke test
+
+Eager runs use the default dynamic cache (as PyTorch's eager peer); compiled runs use
+`torch.compile(model.forward, backend="webgpu")` with a static cache (as PyTorch's compiled
+peer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from typing import Any
+
+try:
+    import webgpu_llm  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+import torch
+import transformers
+
+import webgpu_llm.torch as wt
+
+QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                  num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                  rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
+TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def build(config: dict[str, Any], dtype: torch.dtype, seed: int = 0) -> torch.nn.Module:
+    """The model with transformers' seeded random initialisation, on the webgpu device."""
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**config))
+    return model.to(dtype).eval().to("webgpu")
+
+
+def timed_generate(model: torch.nn.Module, prompt: torch.Tensor, n: int, **kwargs: Any) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
+    out.cpu()  # the tokens are on the host: everything has run
+    assert out.shape[1] == prompt.shape[1] + n, out.shape
+    return time.perf_counter() - t0
+
+
+def measure(model: torch.nn.Module, prompt: torch.Tensor, n: int, runs: int, **kwargs: Any) -> dict[str, Any]:
+    stream = wt.context.ctx().stream
+    timed_generate(model, prompt, n, **kwargs)  # warm-up (and compilation)
+    timed_generate(model, prompt, 1, **kwargs)
+    full, first = [], []
+    launches0, submits0 = stream.launches, stream.submits
+    for _ in range(runs):
+        full.append(timed_generate(model, prompt, n, **kwargs))
+        first.append(timed_generate(model, prompt, 1, **kwargs))
+    t_full, t_first = statistics.median(full), statistics.median(first)
+    return {
+        "new_tokens": n,
+        "runs": runs,
+        "seconds": full,
+        "tok_s": n / t_full,
+        "decode_tok_s": (n - 1) / max(t_full - t_first, 1e-9),
+        "first_token_s": t_first,
+        "launches_per_run": (stream.launches - launches0) / runs,
+        "eager_submits_per_run": (stream.submits - submits0) / runs,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="JSON results path")
+    ap.add_argument("--backend", default="wgpu", choices=["wgpu", "dawn"])
+    ap.add_argument("--dtypes", default="f32,f16")
+    ap.add_argument("--modes", default="eager,compiled")
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--prompt-tokens", type=int, default=16)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--eager-new-tokens", type=int, default=32, help="eager is slow: fewer tokens")
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer model (smoke test)")
+    args = ap.parse_args()
+
+    warnings.simplefilter("ignore")
+    wt.set_backend(args.backend)
+    if not wt.is_available():
+        sys.exit("no WebGPU adapter")
+    config = TINY if args.tiny else QWEN25_05B
+    gen = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, config["vocab_size"], (1, args.prompt_tokens), generator=gen).to("webgpu")
+    results = []
+    for dname in args.dtypes.split(","):
+        model = build(config, DTYPES[dname])
+        for mode in args.modes.split(","):
+            torch._dynamo.reset()
+            wt.reset_fallback_report()
+            kwargs: dict[str, Any] = {}
+            n = args.new_tokens
+            if mode == "compiled":
+                model.forward = torch.compile(model.__class__.forward.__get__(model), backend="webgpu")
+                kwargs["cache_implementation"] = "static"
+            else:
+                model.forward = model.__class__.forward.__get__(model)
+                n = min(n, args.eager_new_tokens)
+            t0 = time.perf_counter()
+            r = measure(model, prompt, n, args.runs, **kwargs)
+            r.update(dtype=dname, mode=mode, wall_s=time.perf_counter() - t0, fallback_report=wt.fallback_report())
+            results.append(r)
+            print(f"{dname:4s} {mode:8s} {r['tok_s']:8.1f} tok/s  decode {r['decode_tok_s']:8.1f} tok/s  "
+                  f"first token {r['first_token_s'] * 1e3:7.1f} ms  fallbacks {sum(r['fallback_report'].values())}",
+                  flush=True)
+        del model
+
+    gpu = wt.context.ctx().gpu
+    doc = {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "model": "Qwen2.5-0.5B shape, random weights" if not args.tiny else "tiny",
+        "config": config,
+        "device": gpu.name,
+        "backend": args.backend,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "prompt_tokens": args.prompt_tokens,
+        "results": results,
+    }
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=2)
+    print()
+    print(f"| dtype | mode | tok/s | decode tok/s | first token ms |  ({gpu.name})")
+    print("| --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['dtype']} | {r['mode']} | {r['tok_s']:.1f} | {r['decode_tok_s']:.1f} | {r['first_token_s'] * 1e3:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
