@@ -11,8 +11,12 @@ from typing import Any
 
 import torch
 
+from .kernels.attention import attention as attention_kernel
+from .kernels.fused_linear import Norm
 from .kernels.fused_linear import gated_linear as gated_linear_kernel
 from .kernels.fused_linear import linear as linear_kernel
+from .kernels.fused_linear import linear_group as linear_group_kernel
+from .kernels.kv_cache import kv_append as kv_append_kernel
 from .kernels.rms_norm import rms_norm as rms_norm_kernel
 from .kernels.rope import rope as rope_kernel
 from .tensors import empty
@@ -22,8 +26,15 @@ SCHEMAS = {
     "rms_norm": "rms_norm(Tensor x, Tensor w, float eps) -> Tensor",
     "add_rms_norm": "add_rms_norm(Tensor x, Tensor residual, Tensor w, float eps) -> (Tensor, Tensor)",
     "rope": "rope(Tensor x, Tensor cos, Tensor sin) -> Tensor",
-    "linear": "linear(Tensor x, Tensor w, Tensor? bias=None, Tensor? residual=None) -> Tensor",
-    "gated_linear": "gated_linear(Tensor x, Tensor w_gate, Tensor w_up) -> Tensor",
+    "linear": "linear(Tensor x, Tensor w, Tensor? bias=None, Tensor? residual=None, Tensor? norm_w=None, "
+              "float eps=0.0) -> Tensor",
+    "linear_group": "linear_group(Tensor x, Tensor[] ws, Tensor?[] biases, Tensor? norm_w=None, float eps=0.0) "
+                    "-> Tensor[]",
+    "gated_linear": "gated_linear(Tensor x, Tensor w_gate, Tensor w_up, Tensor? norm_w=None, float eps=0.0) -> Tensor",
+    "attention": "attention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, bool causal, Tensor? cos=None, "
+                 "Tensor? sin=None) -> Tensor",
+    "kv_append": "kv_append(Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor k, Tensor v, Tensor index, bool start, "
+                 "Tensor? cos=None, Tensor? sin=None) -> ()",
 }
 for _schema in SCHEMAS.values():
     _LIB.define(_schema)
@@ -62,18 +73,51 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return y if x.device.type == "meta" else rope_kernel(y, x, cos, sin)
 
 
-# -- linear layers ----------------------------------------------------------------------------
+# -- linear layers (x may be RMS-normalised first) --------------------------------------------
+def _norm(norm_w: torch.Tensor | None, eps: float) -> Norm | None:
+    return Norm(norm_w, eps) if norm_w is not None else None
+
+
+def _in_dtype(x: torch.Tensor, norm_w: torch.Tensor | None) -> torch.dtype:
+    return torch.promote_types(x.dtype, norm_w.dtype) if norm_w is not None else x.dtype
+
+
 def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
-            residual: torch.Tensor | None = None) -> torch.Tensor:
-    y = _like([*x.shape[:-1], w.shape[0]], x.dtype, x.device)
-    return y if x.device.type == "meta" else linear_kernel(y, x, w, bias, residual)
+            residual: torch.Tensor | None = None, norm_w: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+    y = _like([*x.shape[:-1], w.shape[0]], _in_dtype(x, norm_w), x.device)
+    return y if x.device.type == "meta" else linear_kernel(y, x, w, bias, residual, _norm(norm_w, eps))
 
 
-def _gated_linear(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:
-    y = _like([*x.shape[:-1], w_gate.shape[0]], x.dtype, x.device)
-    return y if x.device.type == "meta" else gated_linear_kernel(y, x, w_gate, w_up)
+def _linear_group(x: torch.Tensor, ws: list[torch.Tensor], biases: list[torch.Tensor | None],
+                  norm_w: torch.Tensor | None = None, eps: float = 0.0) -> list[torch.Tensor]:
+    ys = [_like([*x.shape[:-1], w.shape[0]], _in_dtype(x, norm_w), x.device) for w in ws]
+    if x.device.type != "meta":
+        linear_group_kernel(ys, x, ws, biases, _norm(norm_w, eps))
+    return ys
 
 
-for _name, _fn in [("rms_norm", _rms_norm), ("add_rms_norm", _add_rms_norm), ("rope", _rope),
-                   ("linear", _linear), ("gated_linear", _gated_linear)]:
+def _gated_linear(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, norm_w: torch.Tensor | None = None,
+                  eps: float = 0.0) -> torch.Tensor:
+    y = _like([*x.shape[:-1], w_gate.shape[0]], _in_dtype(x, norm_w), x.device)
+    return y if x.device.type == "meta" else gated_linear_kernel(y, x, w_gate, w_up, _norm(norm_w, eps))
+
+
+# -- attention and the KV cache --------------------------------------------------------------
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
+               causal: bool, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None) -> torch.Tensor:
+    """Grouped-query attention (k and v have Hk heads, Hk dividing q's H) of a rotated q."""
+    y = _like([*q.shape[:-1], v.shape[-1]], q.dtype, q.device)
+    if q.device.type == "meta":
+        return y
+    return attention_kernel(y, q, k, v, mask, causal, scale, cos, sin)
+
+
+def _kv_append(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor,
+               start: bool, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None) -> None:
+    if k.device.type != "meta":
+        kv_append_kernel(k_cache, v_cache, k, v, index, start, cos, sin)
+
+
+for _name, _fn in [("attention", _attention), ("kv_append", _kv_append), ("rms_norm", _rms_norm), ("add_rms_norm", _add_rms_norm), ("rope", _rope),
+                   ("linear", _linear), ("linear_group", _linear_group), ("gated_linear", _gated_linear)]:
     _register(_name, _fn, _fn)

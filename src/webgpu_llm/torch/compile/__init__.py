@@ -1,5 +1,5 @@
 """The `webgpu` torch.compile backend (registered on import)."""
 
-from .backend import webgpu_backend
+from .backend import graph_report, webgpu_backend
 
-__all__ = ["webgpu_backend"]
+__all__ = ["graph_report", "webgpu_backend"]

@@ -7,6 +7,7 @@ known patterns into fused device ops, and the graph runs through a GraphRunner.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from .passes import fuse
 from .replay import GraphRunner
 
 _count = 0
+RUNNERS: weakref.WeakSet[GraphRunner] = weakref.WeakSet()  # every live compiled graph (for reports)
 
 
 def mutated_inputs(gm: torch.fx.GraphModule) -> frozenset[int]:
@@ -39,7 +41,18 @@ def compile_graph(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> GraphR
     fired = fuse(gm)
     runner = GraphRunner(gm, f"graph{_count}", mutated_inputs(gm))
     runner.fusions = fired
+    RUNNERS.add(runner)
     return runner
+
+
+def graph_report() -> list[dict[str, Any]]:
+    """Per compiled graph: fusions applied, replays so far, and launches of each recording."""
+    out = []
+    for r in sorted(RUNNERS, key=lambda r: r.name):
+        out.append({"graph": r.name, "fusions": dict(r.fusions), "replays": r.replays,
+                    "recorded_launches": [len(rec.program.dispatches) for rec in r.recorded.values()],
+                    "eager_shapes": len(r.seen) - len(r.recorded)})
+    return out
 
 
 _aot = aot_autograd(fw_compiler=compile_graph, bw_compiler=compile_graph, keep_inference_input_mutations=True)

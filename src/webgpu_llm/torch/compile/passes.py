@@ -9,12 +9,18 @@ stays correct, only slower.
     residual linear  add(r, linear(x, W, b))                   -> linear(x, W, b, residual=r)
     SwiGLU           mul(silu(linear(x, Wg)), linear(x, Wu))   -> gated_linear(x, Wg, Wu)
     RoPE             x * cos + cat(-x2, x1) * sin              -> rope(x, cos, sin)
+    QKV              linear(x, Wq, bq), linear(x, Wk, bk), ... -> linear_group(x, [Wq, Wk, ...], [bq, bk, ...])
+    norm + linear    linear-like(rms_norm(x, w))               -> linear-like(x, ..., norm_w=w)
     KV cache update  copy_(cache, index_copy(cache, ...))      -> index_copy_(cache, ...)
+    counter update   copy_(n, add(n, k))                       -> add_(n, k)
+    KV append        index_copy_(kc, 2, p, rope(k)), index_copy_(vc, 2, p, v) -> kv_append(kc, vc, k, v, p, cos, sin)
+    attention        sdpa(rope(q), repeat_kv(kc), repeat_kv(vc), mask) -> attention(q, kc, vc, mask, cos, sin)
     no-op scaling    mul(x, 1.0)                               -> x
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -153,6 +159,58 @@ def fuse_gated_linear(gm: GraphModule) -> int:
     return count
 
 
+def fuse_linear_group(gm: GraphModule) -> int:
+    """Projections of one input (Q, K, V) become one launch."""
+    count = 0
+    by_input: dict[Node, list[Node]] = {}
+    for n in gm.graph.nodes:
+        parts = _linear_args(n)
+        if parts is not None and isinstance(parts[0], Node) and val(parts[1]) is not None:
+            by_input.setdefault(parts[0], []).append(n)
+    for lins in by_input.values():
+        lins = [n for n in lins if val(n.args[1]).dtype == val(lins[0].args[1]).dtype][:3]
+        if len(lins) < 2:
+            continue
+        x = lins[0].args[0]
+        ws = [n.args[1] for n in lins]
+        bs = [_linear_args(n)[2] for n in lins]
+        with gm.graph.inserting_before(lins[0]):
+            group = gm.graph.call_function(webgpu.linear_group.default, (x, ws, bs))
+            group.meta["val"] = [val(n) for n in lins]
+            for i, n in enumerate(lins):
+                item = gm.graph.call_function(operator.getitem, (group, i))
+                item.meta.update(n.meta)
+                n.replace_all_uses_with(item)
+        for n in lins:
+            gm.graph.erase_node(n)
+        count += 1
+    return count
+
+
+_LINEAR_LIKE = {webgpu.linear.default: 4, webgpu.linear_group.default: 3, webgpu.gated_linear.default: 3}
+
+
+def fuse_norm_into_linear(gm: GraphModule) -> int:
+    """An RMSNorm read only by linear layers is computed inside each of them."""
+    count = 0
+    for n in list(gm.graph.nodes):
+        if not is_op(n, webgpu.rms_norm.default) or not n.users:
+            continue
+        users = list(n.users)
+        if not all(is_op(u, *_LINEAR_LIKE) and u.args[0] is n and n not in u.args[1:] for u in users):
+            continue
+        if val(n).dtype != val(n.args[0]).dtype:  # the kernels round the normalised row to x's dtype
+            continue
+        x, w, eps = n.args
+        for u in users:
+            slot = _LINEAR_LIKE[u.target]
+            args = list(u.args) + [None] * (slot - len(u.args))
+            u.args = (x, *args[1:slot], w, eps)
+        gm.graph.erase_node(n)
+        count += 1
+    return count
+
+
 # -- RoPE -------------------------------------------------------------------------------------
 def _rotate_half_of(n: Any) -> Any:
     """x if n is cat([-x[..., h:], x[..., :h]], -1) (transformers' rotate_half)."""
@@ -228,6 +286,97 @@ def fuse_inplace_index_copy(gm: GraphModule) -> int:
     return count
 
 
+def fuse_inplace_counter(gm: GraphModule) -> int:
+    """copy_(n, add(n, k)) at the end of a graph (a cache's length counter) -> n.add_(k)."""
+    count = 0
+    for c in list(gm.graph.nodes):
+        if not is_op(c, aten.copy_.default):
+            continue
+        dst, a = c.args[0], c.args[1]
+        if not (is_op(a, aten.add.Tensor) and a.args[0] is dst and single_use(a) and len(a.args) == 2):
+            continue
+        if val(a) is None or val(dst) is None or val(a).dtype != val(dst).dtype or val(a).shape != val(dst).shape:
+            continue
+        replace(gm.graph, c, aten.add_.Tensor, (dst, a.args[1]))
+        gm.graph.erase_node(c)
+        gm.graph.erase_node(a)
+        count += 1
+    return count
+
+
+def fuse_kv_append(gm: GraphModule) -> int:
+    """Both cache writes of a layer (and the RoPE of its keys, and its positions) in one launch."""
+    count = 0
+    nodes = list(gm.graph.nodes)
+    order = {n: i for i, n in enumerate(nodes)}
+    writes = [n for n in nodes if is_op(n, aten.index_copy_.default) and n.args[1] == 2]
+    for kw in writes:
+        vw = next((w for w in writes if w is not kw and w.args[2] is kw.args[2] and order[w] > order[kw]), None)
+        if vw is None or kw.target is None:
+            continue
+        kc, _, idx, k = kw.args
+        vc, v = vw.args[0], vw.args[3]
+        cos = sin = None
+        if is_op(k, webgpu.rope.default) and single_use(k):
+            k, cos, sin = k.args
+        kv, vv = val(k), val(v)
+        if kv is None or vv is None or kv.dim() != 4 or kv.shape != vv.shape:
+            continue
+        start = False
+        if is_op(idx, aten.add.Tensor) and is_op(idx.args[0], aten.arange.default) and len(idx.args[0].args) == 1:
+            cum = idx.args[1]
+            if isinstance(cum, Node) and val(cum) is not None and val(cum).dim() == 0:
+                idx, start = cum, True
+        if any(isinstance(a, Node) and order.get(a, -1) >= order[kw] for a in (k, v, idx, cos, sin)):
+            continue
+        with gm.graph.inserting_before(kw):
+            gm.graph.call_function(webgpu.kv_append.default, (kc, vc, k, v, idx, start, cos, sin))
+        kw.replace_all_uses_with(kc)
+        vw.replace_all_uses_with(vc)
+        gm.graph.erase_node(kw)
+        gm.graph.erase_node(vw)
+        writes = [w for w in writes if w not in (kw, vw)]
+        count += 1
+    return count
+
+
+def _unrepeat_kv(n: Any) -> Any:
+    """The cache behind transformers' repeat_kv (unsqueeze -> expand -> [clone] -> view), or n."""
+    m = n
+    if is_op(m, aten.view.default, aten._unsafe_view.default, aten.reshape.default):
+        m = m.args[0]
+        if is_op(m, aten.clone.default):
+            m = m.args[0]
+        if is_op(m, aten.expand.default) and is_op(m.args[0], aten.unsqueeze.default) and m.args[0].args[1] == 2:
+            kv = m.args[0].args[0]
+            if val(kv) is not None and val(kv).dim() == 4:
+                return kv
+    return n
+
+
+def fuse_attention(gm: GraphModule) -> int:
+    count = 0
+    for n in list(gm.graph.nodes):
+        if not is_op(n, aten.scaled_dot_product_attention.default):
+            continue
+        names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"]
+        a = dict(zip(names, [None, None, None, None, 0.0, False, None, False]))
+        a.update(zip(names, n.args))
+        a.update(n.kwargs)
+        q, k, v = a["query"], _unrepeat_kv(a["key"]), _unrepeat_kv(a["value"])
+        qv, kv = val(q), val(k)
+        if a["dropout_p"] or qv is None or kv is None or qv.dim() != 4 or qv.shape[1] % kv.shape[1]:
+            continue
+        scale = a["scale"] if a["scale"] is not None else qv.shape[-1] ** -0.5
+        cos = sin = None
+        if is_op(q, webgpu.rope.default) and single_use(q) and val(q.args[0]).dtype == qv.dtype:
+            q, cos, sin = q.args
+        replace(gm.graph, n, webgpu.attention.default, (q, k, v, a["attn_mask"], float(scale), bool(a["is_causal"]),
+                                                        cos, sin))
+        count += 1
+    return count
+
+
 def drop_identity_scaling(gm: GraphModule) -> int:
     count = 0
     for n in list(gm.graph.nodes):
@@ -241,8 +390,9 @@ def drop_identity_scaling(gm: GraphModule) -> int:
 
 
 PASSES: list[Callable[[GraphModule], int]] = [
-    drop_identity_scaling, fuse_inplace_index_copy, fuse_rms_norm, fuse_rope, fuse_gated_linear,
-    fuse_residual_linear,
+    drop_identity_scaling, fuse_inplace_index_copy, fuse_inplace_counter, fuse_rms_norm, fuse_rope,
+    fuse_gated_linear, fuse_residual_linear, fuse_linear_group, fuse_norm_into_linear, fuse_attention,
+    fuse_kv_append,
 ]
 
 

@@ -3,6 +3,7 @@
 Threads take one key each for the scores and one output dimension each for the weighted sum
 of values, so a row needs no score buffer beyond one chunk. Grouped-query attention reads
 the key/value head h * Hk / H; masks (additive or boolean) broadcast through zero strides.
+The query may be rotated (RoPE) as it is loaded, which saves the compiler a launch.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ MAX_D = 512
 
 # Parameter words: 0 B, 1 H, 2 Lq, 3 Lk, 4 D, 5 Dv, 6 Hk, 7 causal,
 # 8.. q (off, sb, sh, si, sd), 13.. k (off, sb, sh, sj, sd), 18.. v, 23.. y, 28.. mask (off, sb, sh, si, sj),
-# 33 scale (f32)
-_Q, _K, _V, _Y, _M = 8, 13, 18, 23, 28
+# 33 scale (f32), 34.. cos (off, sb, sh, si, sd), 39.. sin
+_Q, _K, _V, _Y, _M, _COS, _SIN = 8, 13, 18, 23, 28, 34, 39
 
 
-def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None) -> tuple[str, int]:
+def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str | None = None) -> tuple[str, int]:
     y = dtype_of(ydt)
     atomic, store = element_store(y)
     decls = [storage_decl(0, "Y", write=True, atomic=atomic), storage_decl(1, "Q"), storage_decl(2, "K"),
@@ -40,6 +41,16 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None) -> tuple[str,
         at = "P[28] + b * P[29] + h * P[30] + i * P[31] + j * P[32]"
         mask = (f"      if (ld_M({at}) == 0.0) {{ s = NEG; }}" if md.name == "b8"
                 else f"      s = s + ld_M({at});")
+    qload = "ld_Q(qb + d * P[12])"
+    if rope_dt is not None:  # q * cos + rotate_half(q) * sin, rotate_half pairs d with d +- D/2
+        decls += [storage_decl(nb, "COS"), storage_decl(nb + 1, "SIN")]
+        loads += loader(dtype_of(rope_dt), "COS", "f32") + loader(dtype_of(rope_dt), "SIN", "f32")
+        nb += 2
+        at = "P[{o}] + b * P[{o1}] + h * P[{o2}] + i * P[{o3}] + d * P[{o4}]"
+        cs = at.format(o=_COS, o1=_COS + 1, o2=_COS + 2, o3=_COS + 3, o4=_COS + 4)
+        sn = at.format(o=_SIN, o1=_SIN + 1, o2=_SIN + 2, o3=_SIN + 3, o4=_SIN + 4)
+        qload = (f"(ld_Q(qb + d * P[12]) * ld_COS({cs}) + select(1.0, -1.0, d < D / 2u) * "
+                 f"ld_Q(qb + select(d - D / 2u, d + D / 2u, d < D / 2u) * P[12]) * ld_SIN({sn}))")
     decls.append(storage_decl(nb, "P"))
     dpt = MAX_D // WG
     src = "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + store + f"""
@@ -80,7 +91,7 @@ fn main({MAIN_ARGS}) {{
   let kh = h * P[6] / H;
   let scale = bitcast<f32>(P[33]);
   let qb = P[8] + b * P[9] + h * P[10] + i * P[11];
-  for (var d = lid; d < D; d += {WG}u) {{ qs[d] = ld_Q(qb + d * P[12]) * scale; }}
+  for (var d = lid; d < D; d += {WG}u) {{ qs[d] = {qload} * scale; }}
   workgroupBarrier();
   var n = Lk;
   if (P[7] != 0u) {{ n = min(Lk, i + 1u); }}
@@ -132,8 +143,10 @@ def _geom(t: torch.Tensor) -> list[int]:
 
 
 def attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              causal: bool, scale: float) -> torch.Tensor:
-    """y[b,h,i] = softmax(scale * q[b,h,i] . k[b,kh]^T + mask) @ v[b,kh] for 4-d operands."""
+              causal: bool, scale: float, cos: torch.Tensor | None = None,
+              sin: torch.Tensor | None = None) -> torch.Tensor:
+    """y[b,h,i] = softmax(scale * q[b,h,i] . k[b,kh]^T + mask) @ v[b,kh] for 4-d operands, with
+    kh = h * Hk / H; q is first rotated by cos/sin (broadcasting to q's shape) if given."""
     b, h, lq, d = q.shape
     hk, lk, dv = k.shape[1], k.shape[2], v.shape[3]
     if d > MAX_D or dv > MAX_D:
@@ -142,11 +155,17 @@ def attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         return y
     words = [b, h, lq, lk, d, dv, hk, int(causal), *_geom(q), *_geom(k), *_geom(v), *_geom(y)]
     words += _geom(mask.expand(b, h, lq, lk)) if mask is not None else [0] * 5
-    key = ("sdpa", q.dtype, k.dtype, v.dtype, y.dtype, mask.dtype if mask is not None else None)
+    rope_dt = cos.dtype if cos is not None else None
+    mdt = mask.dtype if mask is not None else None
+    key = ("sdpa", q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt)
     stream = ctx().stream
-    kernel = stream.kernel(key, lambda: ("sdpa", *_wgsl(q.dtype, k.dtype, v.dtype, y.dtype,
-                                                         mask.dtype if mask is not None else None)))
+    kernel = stream.kernel(key, lambda: ("sdpa", *_wgsl(q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt)))
     binds = [binding(y), binding(q), binding(k), binding(v)] + ([binding(mask)] if mask is not None else [])
+    rope_words: list[int] = []
+    if cos is not None and sin is not None:
+        binds += [binding(cos), binding(sin)]
+        rope_words = _geom(cos.expand(b, h, lq, d)) + _geom(sin.expand(b, h, lq, d))
     params = struct.pack(f"<{len(words)}I", *words) + struct.pack("<f", scale)
+    params += struct.pack(f"<{len(rope_words)}I", *rope_words)
     stream.launch(kernel, binds, params, grid_rows(b * h * lq))
     return y

@@ -1,156 +1,251 @@
-"""Linear layers with fused ends, for the compiler: y = x W^T (+ bias) (+ residual), and the
-gated form y = silu(x Wg^T) * (x Wu^T) of SwiGLU MLPs.
+"""Linear layers with fused ends, for the compiler.
 
-For one row of x (decode) a dedicated mat-vec streams the weights: x is staged once in
+    y_s = norm(x) W_s^T (+ b_s)    for up to three weights sharing x (Q, K and V)
+    y   = norm(x) W^T (+ b) (+ r)  (a residual connection)
+    y   = silu(norm(x) Wg^T) * (norm(x) Wu^T)   (SwiGLU)
+
+where norm is an optional RMSNorm of x (as the transformers module computes it). For one row
+of x (decode), a dedicated mat-vec streams the weights: x is staged (and normalised) once in
 workgroup memory, LANES threads share an output column and read its weight row 16 bytes at a
-time, and the bias, residual and gate are applied before the single store, so a Qwen2 MLP is
-two launches instead of five. Other shapes go through the general matmul kernel.
+time, and bias, residual and gate are applied before the single store. A Qwen2 layer's
+linear algebra is then four launches. Other shapes go through the general matmul kernel.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from ..context import ctx
-from ..dtypes import WGSL_DTYPE_HELPERS, DType, dtype_of
+from ..dtypes import WGSL_DTYPE_HELPERS, dtype_of
 from ..tensors import empty
 from . import elementwise as ew
 from .common import GROUP_ID, MAIN_ARGS, binding, element_store, grid_rows, loader, storage_decl
 from .matmul import _unit, _unpack, matmul
+from .rms_norm import rms_norm
 
 _ADD = ew.Pointwise("add", "a0 + a1", "f32", "f32")
 _SILU_MUL = ew.Pointwise("silu_mul", "a0 / (1.0 + exp(-a0)) * a1", "f32", "f32")
 LANES = 32  # threads per output column
 COLS = 8  # output columns per workgroup
+WG = LANES * COLS
 MAX_K = 7168  # x staged in workgroup memory as f32 (28 KiB of the 32 KiB WebGPU guarantees)
+SEG = 5  # parameter words per weight: first column, weight offset and row stride (16-byte units),
+#          bias offset, output offset
 
-# P: 0 K, 1 N, 2 x offset, 3 y offset, 4 w offset (16-byte units), 5 w row stride (units),
-#    6 second weight offset, 7 its row stride, 8 bias offset, 9 residual offset
+
+@dataclass(frozen=True)
+class Norm:
+    """An RMSNorm applied to x before the product: rms_norm(x) * w."""
+
+    w: torch.Tensor
+    eps: float
 
 
-def _wgsl(xdt: DType, wdt: DType, ydt: DType, bdt: DType | None, rdt: DType | None, gated: bool) -> tuple[str, int]:
-    atomic, store = element_store(ydt)
-    decls = [storage_decl(0, "Y", write=True, atomic=atomic), storage_decl(1, "X"),
-             "@group(0) @binding(2) var<storage, read> W4: array<vec4<u32>>;"]
-    nb = 3
-    loads = loader(xdt, "X", "f32")
-    if gated:
-        decls.append(f"@group(0) @binding({nb}) var<storage, read> G4: array<vec4<u32>>;")
+@dataclass(frozen=True)
+class _Spec:
+    """Everything the WGSL depends on: dtypes of the operands and which ends are fused."""
+
+    x: torch.dtype
+    w: torch.dtype
+    ys: tuple[torch.dtype, ...]
+    biases: tuple[torch.dtype | None, ...]
+    residual: torch.dtype | None
+    gated: bool
+    norm: torch.dtype | None  # dtype of the norm weight
+    norm_round: torch.dtype | None  # dtype the normalised row is rounded to before the weight
+
+    @property
+    def segments(self) -> int:
+        return len(self.ys)
+
+
+def _wgsl(s: _Spec) -> tuple[str, int]:
+    xdt, wdt = dtype_of(s.x), dtype_of(s.w)
+    decls, loads, stores = [], loader(xdt, "X", "f32"), ""
+    nb = 0
+
+    def add(name: str, vec4: bool = False, write: bool = False, atomic: bool = False) -> None:
+        nonlocal nb
+        if vec4:  # weights: read 16 bytes at a time
+            decls.append(f"@group(0) @binding({nb}) var<storage, read> {name}: array<vec4<u32>>;")
+        else:
+            decls.append(storage_decl(nb, name, write, atomic))
         nb += 1
-    if bdt is not None:
-        decls.append(storage_decl(nb, "B"))
-        loads += loader(bdt, "B", "f32")
-        nb += 1
-    if rdt is not None:
-        decls.append(storage_decl(nb, "R"))
-        loads += loader(rdt, "R", "f32")
-        nb += 1
-    decls.append(storage_decl(nb, "P"))
+
+    for i, y in enumerate(s.ys):
+        atomic, st = element_store(dtype_of(y), f"Y{i}")
+        add(f"Y{i}", write=True, atomic=atomic)
+        stores += st
+    add("X")
+    for i in range(s.segments):
+        add(f"W{i}", vec4=True)
+    if s.gated:
+        add("G", vec4=True)
+    for i, b in enumerate(s.biases):
+        if b is not None:
+            add(f"B{i}")
+            loads += loader(dtype_of(b), f"B{i}", "f32")
+    if s.residual is not None:
+        add("R")
+        loads += loader(dtype_of(s.residual), "R", "f32")
+    if s.norm is not None:
+        add("NW")
+        loads += loader(dtype_of(s.norm), "NW", "f32")
+    add("P")
     u = _unit(wdt)
-    unpack = _unpack(wdt) + _unpack(wdt).replace("fn wunit", "fn gunit").replace("W4[i]", "G4[i]") if gated \
-        else _unpack(wdt)
-    dot = f"""
-      let w = wunit(wb + k4);
-      var s = 0.0;
-      for (var j = 0u; j < {u}u; j++) {{ s += w[j] * xs[k4 * {u}u + j]; }}
-      acc += s;"""
-    if gated:
-        dot += f"""
-      let g = gunit(gb + k4);
-      var t = 0.0;
-      for (var j = 0u; j < {u}u; j++) {{ t += g[j] * xs[k4 * {u}u + j]; }}
-      acc2 += t;"""
-    epi = "let g = red2[lid];\n      v = g / (1.0 + exp(-g)) * v;" if gated else ""
-    if bdt is not None:
-        epi += "\n      v += ld_B(P[8] + n);"
-    if rdt is not None:
-        epi += "\n      v += ld_R(P[9] + n);"
-    src = "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + store + unpack + f"""
+    unpack = "".join(_unpack(wdt).replace("fn wunit", f"fn unit_W{i}").replace("W4[i]", f"W{i}[i]")
+                     for i in range(s.segments))
+    if s.gated:
+        unpack += _unpack(wdt).replace("fn wunit", "fn unit_G").replace("W4[i]", "G[i]")
+
+    # which weight a column reads, and where its result goes (P[5 + SEG * i] ...)
+    def seg(i: int, k: int) -> str:
+        return f"P[{5 + SEG * i + k}u]"
+
+    pick = "".join(f"  if (n >= {seg(i, 0)}) {{ si = {i}u; }}\n" for i in range(1, s.segments))
+    dot_cases = []
+    for i in range(s.segments):
+        dot_cases.append(f"""      if (si == {i}u) {{
+        let w = unit_W{i}(wb + k4);
+        for (var j = 0u; j < {u}u; j++) {{ acc += w[j] * xs[k4 * {u}u + j]; }}
+      }}""")
+    gate = f"""
+      let g = unit_G(gb + k4);
+      for (var j = 0u; j < {u}u; j++) {{ acc2 += g[j] * xs[k4 * {u}u + j]; }}""" if s.gated else ""
+    store_cases = []
+    for i, (y, b) in enumerate(zip(s.ys, s.biases)):
+        v = "red[lid]"
+        if s.gated:
+            v = "red2[lid] / (1.0 + exp(-red2[lid])) * red[lid]"
+        lines = [f"    var v = {v};"]
+        if b is not None:
+            lines.append(f"    v += ld_B{i}({seg(i, 3)} + c);")
+        if s.residual is not None:
+            lines.append(f"    v += ld_R(P[{5 + SEG * s.segments}u] + c);")
+        lines.append(f"    st_Y{i}({seg(i, 4)} + c, {dtype_of(y).convert('v', 'f32')});")
+        store_cases.append(f"  if (si == {i}u) {{\n" + "\n".join(lines) + "\n  }")
+    if s.norm is not None:
+        rnd = dtype_of(s.norm_round or s.x)
+        stage = f"""  var ss = 0.0;
+  for (var k = lid; k < K; k += {WG}u) {{ let v = ld_X(P[2] + k); xs[k] = v; ss += v * v; }}
+  red[lid] = ss;
+  workgroupBarrier();
+  for (var t = {WG // 2}u; t > 0u; t = t >> 1u) {{
+    if (lid < t) {{ red[lid] = red[lid] + red[lid + t]; }}
+    workgroupBarrier();
+  }}
+  let r = inverseSqrt(red[0] / f32(K) + bitcast<f32>(P[4]));
+  workgroupBarrier();
+  for (var k = lid; k < K; k += {WG}u) {{
+    xs[k] = {xdt.round(f"ld_NW(P[3] + k) * {rnd.round('xs[k] * r')}")};
+  }}"""
+    else:
+        stage = f"  for (var k = lid; k < K; k += {WG}u) {{ xs[k] = ld_X(P[2] + k); }}"
+    src = "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + stores + unpack + f"""
 var<workgroup> xs: array<f32, {MAX_K}>;
-var<workgroup> red: array<f32, {LANES * COLS}>;
-var<workgroup> red2: array<f32, {LANES * COLS}>;
-@compute @workgroup_size({LANES * COLS})
+var<workgroup> red: array<f32, {WG}>;
+var<workgroup> red2: array<f32, {WG}>;
+@compute @workgroup_size({WG})
 fn main({MAIN_ARGS}) {{
   let K = P[0];
-  for (var k = lid; k < K; k += {LANES * COLS}u) {{ xs[k] = ld_X(P[2] + k); }}
+{stage}
   workgroupBarrier();
-  let col = lid / {LANES}u;
   let lane = lid % {LANES}u;
-  let n = {GROUP_ID} * {COLS}u + col;
+  let n = {GROUP_ID} * {COLS}u + lid / {LANES}u;
+  var si = 0u;
+{pick}  let c = n - P[5u + {SEG}u * si];
   var acc = 0.0;
   var acc2 = 0.0;
   if (n < P[1]) {{
-    let wb = P[4] + n * P[5];
-    let gb = P[6] + n * P[7];
-    for (var k4 = lane; k4 < K / {u}u; k4 += {LANES}u) {{{dot}
+    let wb = P[{5 + 1}u + {SEG}u * si] + c * P[{5 + 2}u + {SEG}u * si];
+    let gb = P[{5 + SEG * s.segments + 1}u] + c * P[{5 + SEG * s.segments + 2}u];
+    for (var k4 = lane; k4 < K / {u}u; k4 += {LANES}u) {{
+{chr(10).join(dot_cases)}{gate}
     }}
   }}
+  workgroupBarrier();
   red[lid] = acc;
   red2[lid] = acc2;
   workgroupBarrier();
-  for (var s = {LANES // 2}u; s > 0u; s = s >> 1u) {{
-    if (lane < s) {{
-      red[lid] = red[lid] + red[lid + s];
-      red2[lid] = red2[lid] + red2[lid + s];
+  for (var t = {LANES // 2}u; t > 0u; t = t >> 1u) {{
+    if (lane < t) {{
+      red[lid] = red[lid] + red[lid + t];
+      red2[lid] = red2[lid] + red2[lid + t];
     }}
     workgroupBarrier();
   }}
-  if (lane == 0u && n < P[1]) {{
-      var v = red[lid];
-      {epi}
-      st_Y(P[3] + n, {ydt.convert("v", "f32")});
-  }}
+  if (lane != 0u || n >= P[1]) {{ return; }}
+{chr(10).join(store_cases)}
 }}
 """
-    return src, nb
+    return src, nb - 1  # storage bindings, without the parameter block
 
 
-def _fast(x: torch.Tensor, *weights: torch.Tensor) -> bool:
-    """One contiguous row of x, and k-contiguous weights that 16-byte loads can read."""
+def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> bool:
+    """One contiguous row of x, and k-contiguous weights of one dtype that 16-byte loads can read."""
     k = x.shape[-1]
-    if x.numel() != k or not x.is_contiguous() or k > MAX_K:
+    if x.numel() != k or not x.is_contiguous() or k > MAX_K or not x.dtype.is_floating_point:
         return False
     for w in weights:
         u = _unit(dtype_of(w.dtype))
-        if w.stride(1) != 1 or k % u or w.stride(0) % u or w.storage_offset() % u or w.dtype != weights[0].dtype:
+        if (w.dim() != 2 or w.stride(1) != 1 or k % u or w.stride(0) % u or w.storage_offset() % u
+                or w.dtype != weights[0].dtype):
             return False
     return True
 
 
-def _matvec(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, gate: torch.Tensor | None,
-            bias: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
-    k, n = x.shape[-1], w.shape[0]
-    xdt, wdt, ydt = dtype_of(x.dtype), dtype_of(w.dtype), dtype_of(y.dtype)
-    bdt = dtype_of(bias.dtype) if bias is not None else None
-    rdt = dtype_of(residual.dtype) if residual is not None else None
-    u = _unit(wdt)
-    key = ("matvec", xdt.name, wdt.name, ydt.name, bdt and bdt.name, rdt and rdt.name, gate is not None)
+def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tensor],
+            biases: Sequence[torch.Tensor | None], gate: torch.Tensor | None = None,
+            residual: torch.Tensor | None = None, norm: Norm | None = None) -> None:
+    k = x.shape[-1]
+    u = _unit(dtype_of(ws[0].dtype))
+    spec = _Spec(x.dtype, ws[0].dtype, tuple(y.dtype for y in ys), tuple(b.dtype if b is not None else None
+                                                                        for b in biases),
+                 residual.dtype if residual is not None else None, gate is not None,
+                 norm.w.dtype if norm is not None else None, x.dtype if norm is not None else None)
     stream = ctx().stream
-    kernel = stream.kernel(key, lambda: ("matvec", *_wgsl(xdt, wdt, ydt, bdt, rdt, gate is not None)))
-    # for a gated layer, W is the up projection and G the gate
-    up = w
-    words = [k, n, x.storage_offset(), y.storage_offset(), up.storage_offset() // u, up.stride(0) // u,
-             gate.storage_offset() // u if gate is not None else 0, gate.stride(0) // u if gate is not None else 0,
-             bias.storage_offset() if bias is not None else 0, residual.storage_offset() if residual is not None else 0]
-    binds = [binding(y), binding(x), binding(up)]
-    binds += [binding(t) for t in (gate, bias, residual) if t is not None]
-    stream.launch(kernel, binds, struct.pack(f"<{len(words)}I", *words), grid_rows(-(-n // COLS)))
-    return y
+    kernel = stream.kernel(("matvec", spec), lambda: ("matvec", *_wgsl(spec)))
+    n_total = sum(w.shape[0] for w in ws)
+    eps = struct.unpack("<I", struct.pack("<f", norm.eps if norm is not None else 0.0))[0]
+    words = [k, n_total, x.storage_offset(), norm.w.storage_offset() if norm is not None else 0, eps]
+    first = 0
+    for w, b, y in zip(ws, biases, ys):
+        words += [first, w.storage_offset() // u, w.stride(0) // u, b.storage_offset() if b is not None else 0,
+                  y.storage_offset()]
+        first += w.shape[0]
+    words += [residual.storage_offset() if residual is not None else 0,
+              gate.storage_offset() // u if gate is not None else 0, gate.stride(0) // u if gate is not None else 0]
+    binds = [binding(y) for y in ys] + [binding(x)] + [binding(w) for w in ws]
+    binds += [binding(t) for t in (gate, *biases, residual, norm.w if norm is not None else None) if t is not None]
+    stream.launch(kernel, binds, struct.pack(f"<{len(words)}I", *words), grid_rows(-(-n_total // COLS)))
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1])
 
 
+def _normed(x: torch.Tensor, norm: Norm | None) -> torch.Tensor:
+    if norm is None:
+        return x
+    return rms_norm(empty(x.shape, torch.promote_types(x.dtype, norm.w.dtype)), x, norm.w, norm.eps)
+
+
+def _vector(t: torch.Tensor | None) -> bool:
+    return t is None or (t.dim() == 1 and t.stride(0) == 1)
+
+
 def linear(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
-           residual: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x @ w.T (+ bias) (+ residual); y has x's leading shape and w.shape[0] columns."""
+           residual: torch.Tensor | None = None, norm: Norm | None = None) -> torch.Tensor:
+    """y = norm(x) @ w.T (+ bias) (+ residual); y has x's leading shape and w.shape[0] columns."""
     res_ok = residual is None or (residual.is_contiguous() and residual.shape == y.shape)
-    bias_ok = bias is None or (bias.dim() == 1 and bias.stride(0) == 1)
-    if _fast(x, w) and res_ok and bias_ok and y.is_contiguous():
-        return _matvec(y, x, w, None, bias, residual)
+    if _fast(x, [w]) and res_ok and _vector(bias) and y.is_contiguous():
+        _matvec([y], x, [w], [bias], residual=residual, norm=norm)
+        return y
+    x = _normed(x, norm)
     y3 = _rows(y).unsqueeze(0)
     c = None
     if bias is not None:
@@ -163,10 +258,24 @@ def linear(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor
     return y
 
 
-def gated_linear(y: torch.Tensor, x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:
-    """y = silu(x @ w_gate.T) * (x @ w_up.T)."""
-    if _fast(x, w_up, w_gate) and y.is_contiguous():
-        return _matvec(y, x, w_up, w_gate, None, None)
+def linear_group(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tensor],
+                 biases: Sequence[torch.Tensor | None], norm: Norm | None = None) -> None:
+    """ys[i] = norm(x) @ ws[i].T (+ biases[i]): several projections of one input, one launch."""
+    if _fast(x, ws) and all(_vector(b) for b in biases) and all(y.is_contiguous() for y in ys):
+        _matvec(ys, x, ws, biases, norm=norm)
+        return
+    xn = _normed(x, norm)
+    for y, w, b in zip(ys, ws, biases):
+        linear(y, xn, w, b)
+
+
+def gated_linear(y: torch.Tensor, x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+                 norm: Norm | None = None) -> torch.Tensor:
+    """y = silu(norm(x) @ w_gate.T) * (norm(x) @ w_up.T)."""
+    if _fast(x, [w_up, w_gate]) and y.is_contiguous():
+        _matvec([y], x, [w_up], [None], gate=w_gate, norm=norm)
+        return y
+    x = _normed(x, norm)
     g = empty(y.shape, y.dtype)
     linear(g, x, w_gate)
     linear(y, x, w_up)
