@@ -1,0 +1,431 @@
+"""Tiny random Hugging Face models, and their GGUF twins, as references for engine tests.
+
+``make_tiny_llama`` / ``make_tiny_llama3`` / ``make_tiny_qwen2`` write a complete model directory
+(config.json, model.safetensors, tokenizer.json, tokenizer_config.json with a chat template) with
+seeded random weights in deliberately odd sizes (hidden 72, head_dim 24, GQA 3:1, vocab 1001), so
+that kernels whose sizes are not multiples of a workgroup or block are exercised.
+``hf_logits`` runs transformers on the CPU in float32 over such a directory. ``make_tiny_gguf``
+writes the same weights as a GGUF file laid out the way llama.cpp's converter lays them out
+(tensor names, Q/K row permutation for the llama architecture, rope_freqs for llama3 rope), so
+the GGUF loading path can be checked against transformers too.
+
+Needs torch and transformers for the builders and ``hf_logits``; ``make_tiny_gguf`` needs only
+numpy and gguf.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+# Odd sizes on purpose: nothing here is a multiple of 32 or 64 except where the model forces it.
+TINY_SHAPE: dict[str, Any] = {
+    "vocab_size": 1001,
+    "hidden_size": 72,
+    "intermediate_size": 100,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 3,
+    "num_key_value_heads": 1,
+    "head_dim": 24,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 256,
+}
+
+LLAMA3_ROPE_SCALING: dict[str, Any] = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    # small, so that the smooth band of the llama3 ramp falls inside head_dim 24's frequencies
+    "original_max_position_embeddings": 64,
+}
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # ids of SPECIAL_TOKENS, given first to the BPE trainer
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "A tiny model with random weights still has to compute exactly the same numbers everywhere.",
+    "Numbers like 3.14159, 42 and 1,000,000 appear in text too!",
+    "def add(a, b):\n    return a + b\n",
+    "WebGPU runs compute shaders written in WGSL on many kinds of GPU.",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def tiny_tokenizer_json(vocab_size: int = TINY_SHAPE["vocab_size"]) -> str:
+    """A byte-level BPE with exactly ``vocab_size`` ids, as tokenizer.json text.
+
+    Exactly: the model's embedding has that many rows and llama.cpp refuses a GGUF whose token
+    list and embedding disagree. The trainer may stop short when merges run out, so the rest is
+    padded with unused special tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = list(_SENTENCES)
+    eval_txt = DATA_DIR / "eval.txt"
+    if eval_txt.exists():  # more text gives real merges instead of padding
+        corpus += eval_txt.read_text(encoding="utf-8").split("\n")
+    tok.train_from_iterator(corpus, trainer)
+    n = tok.get_vocab_size()
+    if n < vocab_size:
+        tok.add_special_tokens([f"<|extra_{i}|>" for i in range(vocab_size - n)])
+    if tok.get_vocab_size() != vocab_size:
+        raise RuntimeError(f"tokenizer has {tok.get_vocab_size()} ids, wanted {vocab_size}")
+    return tok.to_str()
+
+
+def _write_tokenizer(out: Path, vocab_size: int) -> None:
+    (out / "tokenizer.json").write_text(tiny_tokenizer_json(vocab_size), encoding="utf-8")
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": SPECIAL_TOKENS[EOS_ID],
+        "pad_token": SPECIAL_TOKENS[PAD_ID],
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "model_max_length": TINY_SHAPE["max_position_embeddings"],
+        "chat_template": CHAT_TEMPLATE,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face models
+# --------------------------------------------------------------------------------------------
+
+
+def _torch_dtype(dtype: str) -> Any:
+    import torch
+
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    table.update({"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16})
+    if dtype not in table:
+        raise ValueError(f"dtype {dtype!r}: use float32, float16 or bfloat16")
+    return table[dtype]
+
+
+def _randomize(model: Any, seed: int) -> None:
+    """Seeded weights with O(1) activations; norms and biases random too, so a kernel that
+    ignores a norm weight or a bias cannot pass (HF would initialise them to 1 and 0)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if name.endswith("norm.weight"):
+                value = 1.0 + 0.2 * noise
+            elif name.endswith(".bias"):
+                value = 0.5 * noise
+            elif "embed_tokens" in name or name.startswith("lm_head"):
+                # logits std ~2 (also through a tied head): a clear argmax, no overflow in f16
+                value = noise * (2.0 / math.sqrt(p.shape[1]))
+            else:
+                value = noise / math.sqrt(p.shape[1])
+            p.copy_(value.to(p.dtype))
+
+
+def _save(model: Any, out: Path, dtype: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(_torch_dtype(dtype)).save_pretrained(out, safe_serialization=True)
+    _write_tokenizer(out, model.config.vocab_size)
+    return out
+
+
+def _common_config(**overrides: Any) -> dict[str, Any]:
+    cfg = dict(TINY_SHAPE)
+    cfg.update(bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, hidden_act="silu")
+    cfg.update(overrides)
+    return cfg
+
+
+def make_tiny_llama(
+    tmp_dir: str | Path,
+    seed: int = 0,
+    dtype: str = "float32",
+    *,
+    rope_scaling: dict[str, Any] | None = None,
+    tie_word_embeddings: bool = False,
+) -> Path:
+    """Random LlamaForCausalLM (untied LM head by default) saved in ``tmp_dir``; returns the dir."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        **_common_config(
+            tie_word_embeddings=tie_word_embeddings,
+            rope_scaling=rope_scaling,
+            attention_bias=False,
+            mlp_bias=False,
+        )
+    )
+    model = LlamaForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+def make_tiny_llama3(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """make_tiny_llama with llama3 rope scaling (rope_type llama3, factor 8, original ctx 64)."""
+    return make_tiny_llama(tmp_dir, seed, dtype, rope_scaling=dict(LLAMA3_ROPE_SCALING))
+
+
+def make_tiny_qwen2(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random Qwen2ForCausalLM: Q/K/V biases, tied embeddings; returns the dir."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(**_common_config(tie_word_embeddings=True, use_sliding_window=False))
+    model = Qwen2ForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_hf(model_dir: str, mtime: float) -> Any:
+    del mtime  # part of the cache key only: a rewritten directory is loaded again
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, **dtype_kwarg(torch.float32)).eval()
+
+
+def dtype_kwarg(dtype: Any) -> dict[str, Any]:
+    """from_pretrained's dtype keyword: ``dtype`` since transformers 5, ``torch_dtype`` before."""
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    return {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
+
+
+def _hf_model(model_dir: str | Path) -> Any:
+    path = Path(model_dir).resolve()
+    return _load_hf(str(path), (path / "model.safetensors").stat().st_mtime)
+
+
+def hf_logits(model_dir: str | Path, token_ids: Sequence[int]) -> np.ndarray:
+    """transformers' logits, CPU float32, one sequence from position 0: ``[T, vocab]`` float32."""
+    import torch
+
+    model = _hf_model(model_dir)
+    with torch.no_grad():
+        out = model(torch.tensor([list(token_ids)], dtype=torch.long), use_cache=False).logits
+    return out[0].float().numpy()
+
+
+def hf_greedy(model_dir: str | Path, prompt_ids: Sequence[int], n: int) -> list[int]:
+    """``n`` greedy tokens (argmax, no stop at EOS), recomputing the whole sequence each step:
+    slow but free of any KV-cache logic, which is what the engine's cache is tested against."""
+    ids = list(prompt_ids)
+    for _ in range(n):
+        ids.append(int(hf_logits(model_dir, ids)[-1].argmax()))
+    return ids[len(prompt_ids) :]
+
+
+# --------------------------------------------------------------------------------------------
+# GGUF
+# --------------------------------------------------------------------------------------------
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Minimal reader that also handles bf16, which numpy (and so safetensors.numpy) cannot."""
+    raw = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + header_len])
+    base = 8 + header_len
+    tensors: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        buf = raw[base + begin : base + end]
+        dt = info["dtype"]
+        if dt == "BF16":
+            arr = (np.frombuffer(buf, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            arr = np.frombuffer(buf, dtype={"F32": np.float32, "F16": np.float16}[dt])
+        tensors[name] = arr.reshape(info["shape"])
+    return tensors
+
+
+def _permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF keeps each head's rotary pairs as (i, i + d/2) (rotate_half); llama.cpp's llama arch
+    rotates adjacent pairs (2i, 2i+1). Reorder each head's rows from [half0 | half1] to
+    interleaved [h0[0], h1[0], h0[1], h1[1], ...]. Works for weights [rows, in] and biases [rows]."""
+    rows = w.shape[0]
+    half = rows // n_head // 2
+    return w.reshape(n_head, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama3_rope_freq_factors(head_dim: int, theta: float, scaling: dict[str, Any]) -> np.ndarray:
+    """Per-frequency divisors that llama.cpp applies to rope frequencies (tensor rope_freqs.weight),
+    matching transformers' llama3 inv_freq: 1 for high frequencies, ``factor`` for low ones, a
+    smooth blend between."""
+    factor = float(scaling["factor"])
+    lo, hi = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_ctx = float(scaling["original_max_position_embeddings"])
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2.0 * math.pi / inv_freq
+    smooth = (old_ctx / wavelen - lo) / (hi - lo)
+    out = 1.0 / ((1.0 - smooth) / factor + smooth)
+    out = np.where(wavelen < old_ctx / hi, 1.0, out)
+    out = np.where(wavelen > old_ctx / lo, factor, out)
+    return out.astype(np.float32)
+
+
+_LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def _gguf_name(hf_name: str) -> str:
+    top = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    if hf_name in top:
+        return top[hf_name]
+    parts = hf_name.split(".")
+    if parts[:2] == ["model", "layers"]:
+        suffix = ".".join(parts[3:])
+        if suffix in _LAYER_NAMES:
+            return f"blk.{parts[2]}.{_LAYER_NAMES[suffix]}"
+    raise KeyError(f"no GGUF name for {hf_name}")
+
+
+def _tokenizer_for_gguf(hf_dir: Path) -> tuple[list[str], list[int], list[str]]:
+    data = json.loads((hf_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    by_id: dict[int, str] = {i: t for t, i in data["model"]["vocab"].items()}
+    special: set[int] = set()
+    for added in data.get("added_tokens", []):
+        by_id[added["id"]] = added["content"]
+        if added.get("special"):
+            special.add(added["id"])
+    tokens = [by_id[i] for i in range(len(by_id))]
+    import gguf
+
+    types = [
+        int(gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL) for i in range(len(tokens))
+    ]
+    # tokenizers >= 0.20 stores merges as pairs; GGUF wants "a b" strings
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    return tokens, types, merges
+
+
+def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = None) -> Path:
+    """Write the model in ``hf_dir`` (from a make_tiny_* builder) as a GGUF file at ``path``.
+
+    ``ftype``: "f32" or "f16" for the 2-D weights (norms, biases and rope factors stay f32, as in
+    llama.cpp's converter); default: f16 if the safetensors hold f16, else f32 (bf16 is written as
+    f32, which is exact). Architecture "llama" for Llama models (Q/K rows permuted), "qwen2" for
+    Qwen2 (no permutation: llama.cpp uses NeoX-style rope there). The tokenizer goes in as a
+    "gpt2" BPE with the GPT-2 pre-tokenizer, no BOS added, and the chat template.
+    """
+    import gguf
+
+    hf_dir, path = Path(hf_dir), Path(path)
+    cfg = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    tensors = _read_safetensors(hf_dir / "model.safetensors")
+    if ftype is None:
+        ftype = "f16" if any(t.dtype == np.float16 for t in tensors.values()) else "f32"
+    if ftype not in ("f32", "f16"):
+        raise ValueError(f"ftype {ftype!r}: use f32 or f16")
+    arch = {"llama": "llama", "qwen2": "qwen2"}[cfg["model_type"]]
+
+    n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    theta = float(cfg.get("rope_theta") or rope.get("rope_theta", 10000.0))  # v4 and v5 configs
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(hf_dir.name)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(theta)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_vocab_size(cfg["vocab_size"])
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if ftype == "f16" else gguf.LlamaFileType.ALL_F32)
+
+    tokens, types, merges = _tokenizer_for_gguf(hf_dir)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(cfg.get("bos_token_id", BOS_ID))
+    w.add_eos_token_id(cfg.get("eos_token_id", EOS_ID))
+    w.add_pad_token_id(cfg.get("pad_token_id", PAD_ID))
+    w.add_add_bos_token(False)
+    tok_cfg = json.loads((hf_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    if tok_cfg.get("chat_template"):
+        w.add_chat_template(tok_cfg["chat_template"])
+
+    if rope.get("rope_type") == "llama3":
+        # llama.cpp has no llama3 rope type: the converter bakes the scaling into this tensor
+        w.add_tensor("rope_freqs.weight", llama3_rope_freq_factors(head_dim, theta, rope))
+
+    for name in sorted(tensors):
+        data = tensors[name].astype(np.float32)
+        if arch == "llama" and ".self_attn.q_proj." in name:
+            data = _permute_qk(data, n_head)
+        elif arch == "llama" and ".self_attn.k_proj." in name:
+            data = _permute_qk(data, n_kv)
+        if data.ndim == 2 and ftype == "f16":
+            data = data.astype(np.float16)
+        w.add_tensor(_gguf_name(name), np.ascontiguousarray(data))
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
