@@ -1,0 +1,128 @@
+"""The compiler's fused ops against compositions of torch ops, and the passes on real graphs."""
+
+from __future__ import annotations
+
+import pytest
+
+from torch_helpers import TOL, assert_close, require_device, torch, wt
+
+transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.gpu
+F = torch.nn.functional
+ops = torch.ops.webgpu
+FLOATS = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def _device() -> None:
+    require_device()
+    wt.reset_fallback_report()
+    yield
+    assert wt.fallback_report() == {}
+
+
+def rnd(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(*shape).to(dtype)
+
+
+def dev(*ts: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [t.to("webgpu") if t is not None else None for t in ts]
+
+
+def rms(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """transformers' RMSNorm (Llama, Qwen2)."""
+    h = x.float()
+    return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def rot(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., h:], x[..., :h]), -1) * sin
+
+
+def tol(dtype: torch.dtype) -> float:
+    return 3e-6 if dtype == torch.float32 else 2 * TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_rms_norm_and_rope(dtype: torch.dtype) -> None:
+    x, r, w = rnd(2, 3, 44, dtype=dtype), rnd(2, 3, 44, dtype=dtype), (1 + 0.1 * rnd(44)).to(dtype)
+    assert_close(ops.rms_norm(*dev(x, w), 1e-6), rms(x, w), tol(dtype))
+    y, h = ops.add_rms_norm(*dev(x, r, w), 1e-6)
+    assert_close(h, x + r, tol(dtype))
+    assert_close(y, rms(x + r, w), tol(dtype))
+    q, cos, sin = rnd(1, 5, 7, 12, dtype=dtype), rnd(1, 1, 7, 12, dtype=dtype), rnd(1, 1, 7, 12, dtype=dtype)
+    assert_close(ops.rope(*dev(q, cos, sin)), rot(q.float(), cos.float(), sin.float()).to(dtype), tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_fused_linear(dtype: torch.dtype, rows: int) -> None:
+    k = 44
+    x, nw = rnd(1, rows, k, dtype=dtype), (1 + 0.1 * rnd(k)).to(dtype)
+    ws = [rnd(n, k, dtype=dtype) for n in (20, 12, 12)]
+    bs = [rnd(n, dtype=dtype) for n in (20, 12, 12)]
+    res = rnd(1, rows, 20, dtype=dtype)
+    xn = rms(x, nw).float()
+
+    def lin(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(a.float(), w.float(), None if b is None else b.float())
+
+    t = tol(dtype) * 2
+    assert_close(ops.linear(*dev(x, ws[0], bs[0])), lin(x, ws[0], bs[0]).to(dtype), t)
+    assert_close(ops.linear(*dev(x, ws[0], None, res, nw), 1e-6), (lin(xn, ws[0]) + res.float()).to(dtype), t)
+    for y, w, b in zip(ops.linear_group(*dev(x), dev(*ws), dev(*bs), *dev(nw), 1e-6), ws, bs):
+        assert_close(y, lin(xn, w, b).to(dtype), t)
+    gate, up = lin(xn, ws[1]).to(dtype).float(), lin(xn, ws[2]).to(dtype).float()
+    assert_close(ops.gated_linear(*dev(x, ws[1], ws[2], nw), 1e-6), (F.silu(gate) * up).to(dtype), t)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_attention_and_kv_append(dtype: torch.dtype) -> None:
+    b, h, hk, d, ctx, n = 1, 6, 2, 12, 11, 2
+    kc, vc = torch.zeros(b, hk, ctx, d, dtype=dtype), torch.zeros(b, hk, ctx, d, dtype=dtype)
+    k, v = rnd(b, hk, n, d, dtype=dtype), rnd(b, hk, n, d, dtype=dtype)
+    cos, sin = rnd(b, 1, n, d, dtype=dtype), rnd(b, 1, n, d, dtype=dtype)
+    start = torch.tensor(4)
+    dkc, dvc = dev(kc, vc)
+    ops.kv_append(dkc, dvc, *dev(k, v, start), True, *dev(cos, sin))
+    kc[:, :, 4:6], vc[:, :, 4:6] = rot(k.float(), cos.float(), sin.float()).to(dtype), v
+    assert_close(dkc, kc, tol(dtype))
+    assert_close(dvc, vc, 0)
+
+    q = rnd(b, h, n, d, dtype=dtype)
+    mask = torch.ones(b, 1, n, ctx, dtype=torch.bool)
+    mask[..., 6:] = False
+    want = F.scaled_dot_product_attention(rot(q.float(), cos.float(), sin.float()), kc.float(), vc.float(),
+                                          mask, enable_gqa=True).to(dtype)
+    got = ops.attention(*dev(q, kc, vc, mask), d**-0.5, False, *dev(cos, sin))
+    assert_close(got, want, tol(dtype) * 2)
+
+
+def tiny_llama() -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=97, hidden_size=48, intermediate_size=88, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.3)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def test_decode_graph_is_fused() -> None:
+    """A static-cache decode step of a Llama layer is 7 launches, replayed with one submit."""
+    torch._dynamo.reset()
+    model = tiny_llama()
+    ids = torch.tensor([[5, 17, 42, 3, 88]])
+    want = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
+    dev_model = tiny_llama().to("webgpu")
+    dev_model.forward = torch.compile(dev_model.forward, backend="webgpu")
+    with torch.no_grad():
+        got = dev_model.generate(ids.to("webgpu"), max_new_tokens=6, do_sample=False, cache_implementation="static")
+    assert torch.equal(got.cpu(), want)
+    decode = [g for g in wt.graph_report() if g["replays"]]
+    assert decode, wt.graph_report()
+    g = decode[-1]
+    for name in ("fuse_linear_group", "fuse_gated_linear", "fuse_residual_linear", "fuse_attention",
+                 "fuse_kv_append", "fuse_norm_into_linear"):
+        assert g["fusions"][name] >= 2, (name, g["fusions"])
+    layers = 2
+    assert g["recorded_launches"][0] <= 7 * layers + 12, g
