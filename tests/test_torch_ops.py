@@ -220,3 +220,21 @@ def test_scaled_dot_product_attention(case: str, dtype: torch.dtype) -> None:
         return F.scaled_dot_product_attention(q, k, v, m, **kwargs)
 
     check(attn, q, k, v, mask, tol=tol)
+
+
+def test_repeated_calls_replay_launch_plans() -> None:
+    """The second call of an op with the same signature replays its plan on the new buffers."""
+    for _ in range(3):
+        a, b = rnd(3, 17), rnd(17)
+        check(lambda x, y: torch.where(x > 0, x * y + 1, -y), a, b, tol=1e-6)
+        check(lambda x, y: F.linear(x, y.expand(5, 17)), a, b, tol=2e-6)
+        check(lambda x, y: torch.cat([x, x[:, :1] * 2], 1).softmax(-1), a, b, tol=2e-6)
+
+        def inplace(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            x = x.clone()
+            x.add_(y).mul_(x)  # in place, reading the output's own buffer
+            return x
+
+        check(inplace, a, b, tol=2e-6)
+    assert torch.equal(torch.arange(7, device="webgpu").cpu(), torch.arange(7))  # out= resizes: never planned
+    assert torch.equal(torch.arange(9, device="webgpu").cpu(), torch.arange(9))

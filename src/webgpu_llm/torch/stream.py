@@ -103,6 +103,8 @@ class Stream:
         self._kernels: dict[Any, GpuKernel] = {}
         self._layouts: list[Any] = []
         self._sentinel: Any = None
+        # told about every launch, and about data moving through the host (ops/plans.py)
+        self.observers: list[Any] = []
 
     # -- kernels -------------------------------------------------------------------------
     def kernel(self, key: Any, make: Callable[[], tuple[str, str, int]]) -> GpuKernel:
@@ -117,16 +119,15 @@ class Stream:
             self._kernels[key] = k
         return k
 
-    def launch(self, kernel: GpuKernel, bindings: list[tuple[Block, int, int]], params: bytes,
-               grid: tuple[int, int, int]) -> None:
-        """Queue one dispatch. `bindings`: (block, byte offset, byte size) per storage binding."""
-        if len(bindings) != kernel.n_bindings:
-            raise RuntimeError(f"{kernel.name}: {len(bindings)} buffers for {kernel.n_bindings} bindings")
+    def launch(self, kernel: GpuKernel, blocks: list[Block], params: bytes, grid: tuple[int, int, int]) -> None:
+        """Queue one dispatch binding the given blocks (whole) and a parameter block."""
+        if len(blocks) != kernel.n_bindings:
+            raise RuntimeError(f"{kernel.name}: {len(blocks)} buffers for {kernel.n_bindings} bindings")
         batch = self.batch
         entries = []
-        for blk, off, size in bindings:
-            blk.epoch = batch
-            entries.append((blk.handle, off, size))
+        for b in blocks:
+            b.epoch = batch
+            entries.append((b.handle, 0, b.size))
         rec = self.recording
         if rec is not None:  # a recording owns its parameters and bind groups
             entries.append(rec.arena.put(params))
@@ -143,8 +144,10 @@ class Stream:
                 if len(self._bind_groups) >= MAX_BIND_GROUPS:
                     self._bind_groups.clear()
                 bg = self._bind_groups[key] = self.native.bind_group(kernel.layout, entries)
-        x, y, z = grid
-        self.items.append((kernel.pipeline._internal, bg._internal, x, y, z))
+        if self.observers:
+            for obs in self.observers:
+                obs.on_launch(kernel, blocks, params, grid)
+        self.items.append((kernel.pipeline._internal, bg._internal, *grid))
         self.keep.append(bg)
         self.launches += 1
         if len(self.items) >= MAX_PENDING and rec is None:
@@ -182,8 +185,7 @@ class Stream:
 
     def write(self, block: Block, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Queue-write bytes into a block, after every launch queued so far that uses it."""
-        if self.recording is not None:
-            self.recording.replayable = False
+        self._host_transfer()
         if block.epoch == self.batch and self.items:
             self.flush()
         n = len(data)
@@ -196,12 +198,18 @@ class Stream:
 
     def read(self, block: Block, offset: int, nbytes: int) -> bytes:
         """Synchronous read-back of bytes [offset, offset + nbytes) after all queued work."""
-        if self.recording is not None:
-            self.recording.replayable = False
+        self._host_transfer()
         self.flush()
         lo, hi = offset - offset % 4, -(-(offset + nbytes) // 4) * 4
         raw = self.gpu.queue.read_buffer(block.buf, lo, hi - lo)
         return bytes(memoryview(raw)[offset - lo:offset - lo + nbytes])
+
+    def _host_transfer(self) -> None:
+        """Data moves between host and device outside the launches: no replay can repeat it."""
+        if self.recording is not None:
+            self.recording.replayable = False
+        for obs in self.observers:
+            obs.on_host_transfer()
 
     def wait(self) -> None:
         """Submit everything and block until the GPU has done it (a read-back waits for all)."""
@@ -212,7 +220,6 @@ class Stream:
 
     def copy(self, src: Block, src_off: int, dst: Block, dst_off: int, nbytes: int) -> None:
         """Buffer-to-buffer copy (offsets and size whole words), ordered after pending launches."""
-        if self.recording is not None:
-            self.recording.replayable = False
+        self._host_transfer()
         src.epoch = dst.epoch = self.batch
         self.flush(after=lambda enc: enc.copy_buffer_to_buffer(src.buf, src_off, dst.buf, dst_off, nbytes))

@@ -16,16 +16,15 @@ WG = 256  # threads per workgroup of the simple kernels
 MAX_GROUPS = 65535  # per grid dimension
 
 
-def binding(t: torch.Tensor) -> tuple[Block, int, int]:
-    """(block, byte offset, byte size) that binds the whole buffer of `t`."""
+def binding(t: torch.Tensor) -> Block:
+    """The block of `t`, bound whole (kernels add the tensor's offset themselves)."""
     b = block(t)
-    size = b.size
-    if size > ctx().gpu.max_binding:
+    if b.size > ctx().gpu.max_binding:
         raise NotImplementedError(
-            f"a tensor of {size / 2**20:.0f} MiB is over this adapter's binding limit of "
+            f"a tensor of {b.size / 2**20:.0f} MiB is over this adapter's binding limit of "
             f"{ctx().gpu.max_binding / 2**20:.0f} MiB"
         )
-    return (b, 0, size)
+    return b
 
 
 def grid_1d(threads: int, wg: int = WG) -> tuple[int, int, int]:

@@ -18,13 +18,13 @@ def _dtype(dtype: torch.dtype | None) -> torch.dtype:
     return dtype if dtype is not None else torch.get_default_dtype()
 
 
-@impl("empty.memory_format")
+@impl("empty.memory_format", plan=False)
 def _empty(size: list[int], dtype: torch.dtype | None = None, layout: Any = None, device: Any = None,
            pin_memory: bool | None = None, memory_format: Any = None) -> torch.Tensor:
     return empty(size, _dtype(dtype))
 
 
-@impl("empty_strided")
+@impl("empty_strided", plan=False)
 def _empty_strided(size: list[int], stride: list[int], dtype: torch.dtype | None = None, layout: Any = None,
                    device: Any = None, pin_memory: bool | None = None) -> torch.Tensor:
     return empty(size, _dtype(dtype), stride)
@@ -41,10 +41,10 @@ def _meta_view(op: Any) -> Any:
 for _name, _op in [("view", aten.view.default), ("as_strided", aten.as_strided.default),
                    ("_reshape_alias", aten._reshape_alias.default), ("unfold", aten.unfold.default),
                    ("view.dtype", aten.view.dtype)]:
-    register(_name, _meta_view(_op))
+    register(_name, _meta_view(_op), plan=False)
 
 
-@impl("resize_")
+@impl("resize_", plan=False)
 def _resize(self: torch.Tensor, size: list[int], memory_format: Any = None) -> torch.Tensor:
     stride = contiguous_strides(size)
     need = storage_nbytes(size, stride, self.element_size(), self.storage_offset())
@@ -74,7 +74,7 @@ def _copy_from_and_resize(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return _copy_from(src, dst)
 
 
-@impl("_local_scalar_dense")
+@impl("_local_scalar_dense", plan=False)
 def _local_scalar_dense(self: torch.Tensor) -> bool | int | float:
     return download(self).item()
 

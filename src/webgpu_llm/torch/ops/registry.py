@@ -7,27 +7,33 @@ from typing import Any, TypeVar
 
 import torch
 
+from .plans import planned
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _LIB = torch.library.Library("aten", "IMPL")
 IMPLEMENTED: set[str] = set()
 
 
-def impl(*names: str) -> Callable[[F], F]:
-    """Register the decorated function for the ATen ops `names` ("add.Tensor", "relu", ...)."""
+def register(name: str, fn: Callable[..., Any], plan: bool = True) -> None:
+    """Register `fn` as the webgpu kernel of ATen op `name` ("add.Tensor", "relu", ...).
+
+    `plan`: repeat calls with the same signature through launch plans (see plans.py); off for
+    ops that only make views or allocate.
+    """
+    _LIB.impl(name, planned(fn) if plan else fn, "PrivateUse1")
+    IMPLEMENTED.add(name)
+
+
+def impl(*names: str, plan: bool = True) -> Callable[[F], F]:
+    """Decorator form of `register`."""
 
     def deco(fn: F) -> F:
         for name in names:
-            _LIB.impl(name, fn, "PrivateUse1")
-            IMPLEMENTED.add(name)
+            register(name, fn, plan)
         return fn
 
     return deco
-
-
-def register(name: str, fn: Callable[..., Any]) -> None:
-    _LIB.impl(name, fn, "PrivateUse1")
-    IMPLEMENTED.add(name)
 
 
 def is_device(x: Any) -> bool:
