@@ -42,7 +42,35 @@ from ..runtime.program import Program
 from .config import ModelConfig
 from .weights import GpuMatrix, Part, Tensor, rope_pair_perm, upload_matrix, vector
 
-DECODE_CHUNK = 64  # keys per split-K attention workgroup in decode
+ROLES = ("qkv", "o", "gate_up", "down", "head")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Kernel shapes per device kind; bench/sweep_decode.py measures the alternatives.
+
+    `mv` maps a matrix role to (workgroup size, threads per row pair) of its mat-vec;
+    `attn_chunk` is the number of keys per split-K decode attention workgroup.
+    """
+
+    mv: tuple[tuple[str, int, int], ...]
+    attn_chunk: int = 64
+
+    def shape(self, role: str) -> dict[str, int]:
+        for r, wg, tpr in self.mv:
+            if r == role:
+                return {"wg": wg, "tpr": tpr}
+        raise KeyError(role)
+
+    @staticmethod
+    def default(gpu: Gpu) -> Tuning:
+        if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
+            return Tuning(tuple((r, 64, 1) for r in ROLES), attn_chunk=64)
+        return Tuning(tuple((r, 128, 32) for r in ROLES), attn_chunk=64)
+
+    @staticmethod
+    def uniform(wg: int, tpr: int, attn_chunk: int = 64) -> Tuning:
+        return Tuning(tuple((r, wg, tpr) for r in ROLES), attn_chunk)
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 
 
@@ -62,9 +90,10 @@ class Layer:
 
 class Transformer:
     def __init__(self, gpu: Gpu, cfg: ModelConfig, get: Callable[[str], Tensor | None], ctx: int,
-                 batch: int = 512, fused: bool = True,
+                 batch: int = 512, fused: bool = True, tuning: Tuning | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
         self.gpu, self.cfg, self.ctx, self.fused = gpu, cfg, ctx, fused
+        self.tuning = tuning or Tuning.default(gpu)
         self.batch = max(1, min(batch, ctx))
         c = cfg
         self.off_ffn = _a4(c.hidden)
@@ -133,7 +162,6 @@ class Transformer:
     # -- buffers ---------------------------------------------------------------------------
     def _alloc(self) -> None:
         g, c, T = self.gpu, self.cfg, self.batch
-        self.max_splits = -(-self.ctx // DECODE_CHUNK)
         self.st = g.buffer(STATE_WORDS * 4, "state")
         self.tokens = g.buffer((self.ctx + 8) * 4, "tokens")
         self.h = g.buffer(T * c.hidden * 4, "residual")
@@ -143,8 +171,10 @@ class Transformer:
         self.act = g.buffer(T * c.intermediate * 4, "ffn_act")
         self.score_rows = min(SCORE_ROWS, T)
         self.logits = g.buffer(self.score_rows * c.vocab * 4, "logits")
-        self.ml = g.buffer(c.n_heads * self.max_splits * 8, "attn_ml")
-        self.acc = g.buffer(c.n_heads * self.max_splits * c.head_dim * 4, "attn_acc")
+        # split-K partials sized for the smallest chunk any tuning may use
+        most_splits = -(-self.ctx // 16)
+        self.ml = g.buffer(c.n_heads * most_splits * 8, "attn_ml")
+        self.acc = g.buffer(c.n_heads * most_splits * c.head_dim * 4, "attn_acc")
         nwg = sampling.scan_workgroups(c.vocab)
         self.part = g.buffer(nwg * 8, "sample_part")
         self.cand = g.buffer(nwg * sampling.CAND * 8, "sample_cand")
@@ -156,19 +186,21 @@ class Transformer:
     def _spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
 
-    def _mv(self, spec: LinearSpec) -> Any:
-        return matvec_kernel(spec, shared_limit=self.shared_limit, **self.mv)
+    def _mv(self, spec: LinearSpec, role: str) -> Any:
+        return matvec_kernel(spec, shared_limit=self.shared_limit, **self.tuning.shape(role))
 
-    def _mvg(self, spec: LinearSpec) -> tuple[int, int, int]:
-        return matvec_grid(spec, **self.mv)
+    def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
+        return matvec_grid(spec, **self.tuning.shape(role))
+
+    def retune(self, tuning: Tuning) -> None:
+        """Rebuild the Programs with other kernel shapes (weights and caches stay)."""
+        self.tuning = tuning
+        self._build()
 
     def _build(self) -> None:
         g, c = self.gpu, self.cfg
         shared = g.limits["max-compute-workgroup-storage-size"]
         self.shared_limit = shared
-        # mat-vec shape: on a GPU a warp-sized group of threads shares a row pair; on a CPU
-        # adapter each SIMD lane takes a whole row pair (no cross-lane reduction)
-        self.mv = {"wg": 64, "tpr": 1} if g.is_cpu else {"wg": 128, "tpr": 32}
         qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
         base = {"st": self.st, "tokens": self.tokens}
 
@@ -203,9 +235,10 @@ class Transformer:
         # decode (one token)
         self.decode = Program(g, "decode")
         self.decode.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": self.h}, (1, 1, 1))
-        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, DECODE_CHUNK, split=True)
-        ashape = AttnShape(c.n_heads, c.head_dim, DECODE_CHUNK, self.max_splits)
-        use_fused = self.fused and attn_fits(c.q_dim, self.mv["wg"], shared)
+        chunk = self.tuning.attn_chunk
+        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, split=True)
+        ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
+        use_fused = self.fused and attn_fits(c.q_dim, self.tuning.shape("o")["wg"], shared)
         for L in self.layers:
             p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
             if use_fused:
@@ -216,9 +249,9 @@ class Transformer:
         # head: final norm + LM head on the batch's last token
         self.head = Program(g, "head")
         s_head = self._spec(self.lm_head, prologue="rmsnorm", last_row=True)
-        self.head.add(self._mv(s_head),
+        self.head.add(self._mv(s_head, "head"),
                       {**base, **self.lm_head.bindings(), "x": self.h, "pv": self.pv_out, "y": self.logits},
-                      self._mvg(s_head))
+                      self._mvg(s_head, "head"))
 
         # samplers
         self.samplers: dict[tuple[bool, bool], Program] = {}
@@ -251,17 +284,17 @@ class Transformer:
         c, d = self.cfg, self.decode
         s_qkv = self._spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
                            nw_off=0, bias_off=self.off_bias, rope_off=self.off_rope)
-        d.add(self._mv(s_qkv), {**p, **L.qkv.bindings(), "x": self.h, "q": self.q},
-              self._mvg(s_qkv))
+        d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.h, "q": self.q},
+              self._mvg(s_qkv, "qkv"))
         d.add(att.attention_kernel(split), {**p, "q": self.q}, att.attention_grid(split))
         s_o = self._spec(L.o, epilogue="add", prologue="attn", attn=ashape)
-        d.add(self._mv(s_o), {**p, **L.o.bindings(), "y": self.h}, self._mvg(s_o))
+        d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": self.h}, self._mvg(s_o, "o"))
         s_gu = self._spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=self.off_ffn)
-        d.add(self._mv(s_gu), {**p, **L.gate_up.bindings(), "x": self.h, "y": self.act},
-              self._mvg(s_gu))
+        d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": self.h, "y": self.act},
+              self._mvg(s_gu, "gate_up"))
         s_dn = self._spec(L.down, epilogue="add")
-        d.add(self._mv(s_dn), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
-              self._mvg(s_dn))
+        d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
+              self._mvg(s_dn, "down"))
 
     def _decode_layer_unfused(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
                               split: att.AttentionSpec, ashape: AttnShape) -> None:
@@ -270,21 +303,21 @@ class Transformer:
         one = (1, 1, 1)
         tmp = self.tmp
 
-        def linear(m: GpuMatrix, x: Any, y: Any) -> None:
+        def linear(m: GpuMatrix, x: Any, y: Any, role: str) -> None:
             s = self._spec(m)
-            d.add(self._mv(s), {**p, **m.bindings(), "x": x, "y": y}, self._mvg(s))
+            d.add(self._mv(s, role), {**p, **m.bindings(), "x": x, "y": y}, self._mvg(s, role))
 
         d.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0), {**p, "x": self.h, "y": self.xn}, one)
-        linear(L.qkv, self.xn, tmp)
+        linear(L.qkv, self.xn, tmp, "qkv")
         rows = c.q_dim + 2 * c.kv_dim
         d.add(ew.rope_append_kernel(qkv_shape, self.off_rope, self.off_bias, c.qkv_bias),
               {**p, "x": tmp, "q": self.q}, ew.grid(rows // 2))
         d.add(att.attention_kernel(split), {**p, "q": self.q}, att.attention_grid(split))
         d.add(ew.combine_kernel(ashape), {**p, "y": self.att}, ew.grid(c.q_dim // 4))
-        linear(L.o, self.att, self.xn)
+        linear(L.o, self.att, self.xn, "o")
         d.add(ew.residual_kernel(c.hidden), {**p, "x": self.xn, "y": self.h}, ew.grid(c.hidden // 2))
         d.add(rmsnorm_kernel(c.hidden, c.rms_eps, self.off_ffn), {**p, "x": self.h, "y": self.xn}, one)
-        linear(L.gate_up, self.xn, tmp)
+        linear(L.gate_up, self.xn, tmp, "gate_up")
         d.add(ew.silu_mul_kernel(c.intermediate), {**p, "x": tmp, "y": self.act}, ew.grid(c.intermediate))
-        linear(L.down, self.act, self.xn)
+        linear(L.down, self.act, self.xn, "down")
         d.add(ew.residual_kernel(c.hidden), {**p, "x": self.xn, "y": self.h}, ew.grid(c.hidden // 2))

@@ -1,0 +1,82 @@
+"""Coordinate-descent sweep of the decode kernel shapes on a preset: for each matrix role the
+mat-vec (workgroup size, threads per row pair), then the attention chunk, keeping whatever
+lowers the GPU time of a whole decode step (timestamps around one pass).
+
+    python bench/sweep_decode.py --preset qwen2.5-0.5b --dtype f16 --backend dawn --out sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from webgpu_llm.generation.engine import Engine
+from webgpu_llm.generation.sampling import SamplingParams
+from webgpu_llm.models.presets import preset_model
+from webgpu_llm.models.transformer import ROLES, Transformer, Tuning
+from webgpu_llm.runtime.gpu import open_gpu
+
+SHAPES = [(64, 16), (128, 16), (256, 16), (128, 32), (256, 32), (256, 64), (128, 8), (256, 8), (64, 32)]
+CHUNKS = [32, 64, 128]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="qwen2.5-0.5b")
+    ap.add_argument("--dtype", default="f16")
+    ap.add_argument("--backend", default="dawn")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    results = []
+    for backend in a.backend.split(","):
+        gpu = open_gpu(backend)
+        for dtype in a.dtype.split(","):
+            cfg, tensors = preset_model(a.preset, dtype)
+            tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
+            eng = Engine(tf)
+            prompt = list(range(100, 116))
+
+            def measure(t: Tuning) -> float:
+                tf.retune(t)
+                eng._steps.clear()
+                eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)  # 116 keys in the cache
+                return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
+
+            cur = {r: (128, 32) for r in ROLES}
+            chunk = 64
+            mk = lambda: Tuning(tuple((r, *cur[r]) for r in ROLES), chunk)  # noqa: E731
+            best = measure(mk())
+            t0 = time.time()
+            for role in ROLES:
+                for shape in SHAPES:
+                    old = cur[role]
+                    cur[role] = shape
+                    us = measure(mk())
+                    if us < best:
+                        best = us
+                    else:
+                        cur[role] = old
+                print(f"{backend} {dtype} {role:8s} -> {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
+            for c in CHUNKS:
+                old, chunk = chunk, c
+                us = measure(mk())
+                if us < best:
+                    best = us
+                else:
+                    chunk = old
+            tf.retune(mk())
+            eng._steps.clear()
+            tok_s = 64 / eng.time_decode(prompt, 64)
+            row = {"backend": backend, "dtype": dtype, "preset": a.preset, "tuning": {r: cur[r] for r in ROLES},
+                   "attn_chunk": chunk, "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
