@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from webgpu_llm.generation.engine import Engine
 from webgpu_llm.generation.sampling import SamplingParams
@@ -20,6 +21,49 @@ from webgpu_llm.runtime.gpu import open_gpu
 
 SHAPES = [(64, 16), (128, 16), (256, 16), (128, 32), (256, 32), (256, 64), (128, 8), (256, 8), (64, 32)]
 CHUNKS = [32, 64, 128]
+
+
+def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
+    cfg, tensors = preset_model(preset, dtype)
+    tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
+    eng = Engine(tf)
+    prompt = list(range(100, 116))
+    cur = {r: (128, 32) for r in ROLES}
+    chunk = 64
+
+    def measure() -> float:
+        tf.retune(Tuning(tuple((r, *cur[r]) for r in ROLES), chunk))
+        eng._steps.clear()
+        eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)  # 116 keys in the cache
+        return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
+
+    best = measure()
+    t0 = time.time()
+    for role in ROLES:
+        for shape in SHAPES:
+            old = cur[role]
+            cur[role] = shape
+            us = measure()
+            if us < best:
+                best = us
+            else:
+                cur[role] = old
+        print(f"{gpu.backend} {dtype} {role:8s} -> {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
+    for c in CHUNKS:
+        old, chunk = chunk, c
+        us = measure()
+        if us < best:
+            best = us
+        else:
+            chunk = old
+    measure()
+    per: dict[str, float] = {}
+    for label, sec in eng.step_program(SamplingParams()).profile(1):
+        per[label] = per.get(label, 0.0) + sec * 1e6
+    tok_s = 64 / eng.time_decode(prompt, 64)
+    return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "tuning": {r: cur[r] for r in ROLES},
+            "attn_chunk": chunk, "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0,
+            "profile_us": per}
 
 
 def main() -> None:
@@ -33,44 +77,7 @@ def main() -> None:
     for backend in a.backend.split(","):
         gpu = open_gpu(backend)
         for dtype in a.dtype.split(","):
-            cfg, tensors = preset_model(a.preset, dtype)
-            tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
-            eng = Engine(tf)
-            prompt = list(range(100, 116))
-
-            def measure(t: Tuning) -> float:
-                tf.retune(t)
-                eng._steps.clear()
-                eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)  # 116 keys in the cache
-                return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
-
-            cur = {r: (128, 32) for r in ROLES}
-            chunk = 64
-            mk = lambda: Tuning(tuple((r, *cur[r]) for r in ROLES), chunk)  # noqa: E731
-            best = measure(mk())
-            t0 = time.time()
-            for role in ROLES:
-                for shape in SHAPES:
-                    old = cur[role]
-                    cur[role] = shape
-                    us = measure(mk())
-                    if us < best:
-                        best = us
-                    else:
-                        cur[role] = old
-                print(f"{backend} {dtype} {role:8s} -> {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
-            for c in CHUNKS:
-                old, chunk = chunk, c
-                us = measure(mk())
-                if us < best:
-                    best = us
-                else:
-                    chunk = old
-            tf.retune(mk())
-            eng._steps.clear()
-            tok_s = 64 / eng.time_decode(prompt, 64)
-            row = {"backend": backend, "dtype": dtype, "preset": a.preset, "tuning": {r: cur[r] for r in ROLES},
-                   "attn_chunk": chunk, "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0}
+            row = sweep(gpu, a.preset, dtype)
             results.append(row)
             print(json.dumps(row), flush=True)
     if a.out:

@@ -37,7 +37,6 @@ def main() -> None:
     rows_out = []
     for backend in a.backend.split(","):
         gpu = open_gpu(backend)
-        lim = gpu.limits["max-compute-workgroup-storage-size"]
         st = gpu.upload(pack_state(n=1))
         for dtype in a.dtype.split(","):
             for name, (rows, k) in mats.items():
@@ -50,7 +49,7 @@ def main() -> None:
                 for wg, tpr in SHAPES:
                     spec = LinearSpec(k=k, segments=(Segment(dtype, rows),))
                     prog = Program(gpu)
-                    kern = matvec_kernel(spec, wg=wg, tpr=tpr, shared_limit=lim)
+                    kern = matvec_kernel(spec, wg=wg, tpr=tpr, subgroups=gpu.subgroups_wgsl())
                     for _ in range(20):
                         prog.add(kern, {"st": st, "w0": wb, "x": xb, "y": yb}, matvec_grid(spec, wg, tpr))
                     s = prog.time_gpu(1, reps=5) / 20

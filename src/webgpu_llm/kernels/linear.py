@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature, wgsl_reduce
+from .common import Signature
 from .formats import FORMATS, UNIT, WGSL_HELPERS, unroll
 
 
@@ -201,110 +201,86 @@ fn combine4(h: u32, d4: u32) -> vec4<f32> {{
 """
 
 
-def _prologue_wgsl(spec: LinearSpec, sig: Signature, wg: int, shared_limit: int) -> str:
-    """`fn prologue(lid)` (run by every thread) and `fn X(i) -> vec4` (x[4i..4i+4])."""
-    k4, kp4 = spec.k // 4, spec.kp // 4
+def _input_wgsl(spec: LinearSpec, sig: Signature) -> str:
+    """`fn X(i) -> vec4`: x[4i..4i+4] as the mat-vec consumes it, computed where it is used.
+
+    Nothing is staged in workgroup memory (no barrier before the weight loads start):
+      plain    the input row
+      rmsnorm  the input row times the norm weight; the 1/rms factor is a scalar, applied to
+               the finished dot products (each row group sees all of x, so it also sums x²)
+      attn     the split-K attention partials merged on the fly (flash-decoding's reduce)
+    """
+    k4 = spec.k // 4
     ragged = spec.k % UNIT != 0
     xb = "(st.n - 1u) * K4" if spec.last_row else "0u"
-    head = f"const K4: u32 = {k4}u;\nconst KP4: u32 = {kp4}u;\nvar<private> xb: u32;\n"
-    fits = spec.kp * 4 + wg * 8 + wg * 4 <= shared_limit
+    head = f"const K4: u32 = {k4}u;\nfn xbase() -> u32 {{ return {xb}; }}\n"
+
+    get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
     if spec.prologue == "plain":
         sig.storage("x", "array<vec4<f32>>")
-        get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
-        return head + f"fn prologue(lid: u32) {{ xb = {xb}; }}\nfn X(i: u32) -> vec4<f32> {{ return {get}; }}\n"
+        return head + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\n"
     if spec.prologue == "rmsnorm":
         sig.storage("x", "array<vec4<f32>>")
         _pv(sig)
-        nw = f"pv[{spec.nw_off // 4}u + i]"
-        red = wgsl_reduce("red_sum", "sum", wg)
-        if fits:
-            return head + red + f"""
-var<workgroup> xs: array<vec4<f32>, KP4>;
-fn prologue(lid: u32) {{
-  xb = {xb};
-  var ss = 0.0;
-  for (var i = lid; i < KP4; i += {wg}u) {{
-    var v = vec4<f32>(0.0);
-    if (i < K4) {{ v = x[xb + i]; }}
-    xs[i] = v;
-    ss += dot(v, v);
-  }}
-  let sc = inverseSqrt(red_sum(ss, lid) / {float(spec.k)} + {spec.eps!r});
-  for (var i = lid; i < K4; i += {wg}u) {{ xs[i] = xs[i] * sc * {nw}; }}
-  workgroupBarrier();
-}}
-fn X(i: u32) -> vec4<f32> {{ return xs[i]; }}
-"""
-        get = f"x[xb + i] * {nw} * xscale"
-        if ragged:
-            get = f"select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)] * {nw.replace('+ i]', '+ min(i, K4 - 1u)]')} * xscale, i < K4)"
-        return head + red + f"""
-var<private> xscale: f32;
-fn prologue(lid: u32) {{
-  xb = {xb};
-  var ss = 0.0;
-  for (var i = lid; i < K4; i += {wg}u) {{ let v = x[xb + i]; ss += dot(v, v); }}
-  xscale = inverseSqrt(red_sum(ss, lid) / {float(spec.k)} + {spec.eps!r});
-}}
-fn X(i: u32) -> vec4<f32> {{ return {get}; }}
-"""
+        w = f"pv[{spec.nw_off // 4}u + {'min(i, K4 - 1u)' if ragged else 'i'}]"
+        return head + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn NW(i: u32) -> vec4<f32> {{ return {w}; }}\n"
     if spec.prologue == "attn":
         a = spec.attn
-        assert a is not None and fits, "attention output too large for workgroup memory"
+        assert a is not None
         sig.storage("ml", "array<vec2<f32>>")
         sig.storage("acc", "array<vec4<f32>>")
         d4 = a.head_dim // 4
-        return head + _combine_wgsl(a) + f"""
-var<workgroup> xs: array<vec4<f32>, KP4>;
-fn prologue(lid: u32) {{
-  for (var i = lid; i < KP4; i += {wg}u) {{
-    var v = vec4<f32>(0.0);
-    if (i < K4) {{ v = combine4(i / {d4}u, i % {d4}u); }}
-    xs[i] = v;
-  }}
-  workgroupBarrier();
-}}
-fn X(i: u32) -> vec4<f32> {{ return xs[i]; }}
-"""
+        get = f"combine4(i / {d4}u, i % {d4}u)"
+        if ragged:
+            get = f"select(vec4<f32>(0.0), combine4(min(i, K4 - 1u) / {d4}u, min(i, K4 - 1u) % {d4}u), i < K4)"
+        return head + _combine_wgsl(a) + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\n"
     raise ValueError(f"unknown prologue {spec.prologue!r}")
 
 
-def attn_fits(k: int, wg: int, shared_limit: int) -> bool:
-    kp = -(-k // UNIT) * UNIT
-    return kp * 4 + wg * 12 <= shared_limit
+def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None) -> Kernel:
+    """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
-
-def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, shared_limit: int = 16384) -> Kernel:
-    """One token: each group of `tpr` threads computes one row pair; grid = (ceil(pairs / (wg/tpr)),)."""
+    `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
+    subgroup operations on this backend ("" where none is needed): the row group's sum is
+    then one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide.
+    """
     sig = Signature().state()
     for s in spec.segments:
         if (err := FORMATS[s.fmt].check_k(spec.k)):
             raise ValueError(err)
+    norm = spec.prologue == "rmsnorm"
     body = "\n".join([
         _rows_wgsl(spec),
         _loaders_wgsl(spec, sig),
-        _prologue_wgsl(spec, sig, wg, shared_limit),
+        _input_wgsl(spec, sig),
         _epilogue_wgsl(spec, sig),
     ])
+    xw = "let xr = X(xb, u * 8u + $i); xv[$i] = xr * NW(u * 8u + $i); ss += dot(xr, xr);" if norm \
+        else "xv[$i] = X(xb, u * 8u + $i);"
+    use_sg = subgroups is not None and tpr > 1
+    sg_arg = ", @builtin(subgroup_size) sgs: u32" if use_sg else ""
+    sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg else "{"
+    scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
     body += unroll(f"""
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
 const NU: u32 = {spec.kp // UNIT}u;
-var<workgroup> red2: array<vec2<f32>, WG>;
+var<workgroup> red: array<vec4<f32>, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {{
-  prologue(lid);
+        @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   let p = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
   let lane = lid % TPR;
-  var a = vec2<f32>(0.0);
+  let xb = xbase();
+  var a = vec4<f32>(0.0);  // row0 . x, row1 . x, sum of x² (RMSNorm)
+  var ss = 0.0;
   if (p < NP) {{
     let r0 = row0(p);
     let r1 = row1(p);
     let two = r1 < N;
     for (var u = lane; u < NU; u += TPR) {{
       var xv: array<vec4<f32>, 8>;
-%8    xv[$i] = X(u * 8u + $i);
+%8    {xw}
       let w0 = load_row(r0, u);
       a.x += dot(w0[0], xv[0]) + dot(w0[1], xv[1]) + dot(w0[2], xv[2]) + dot(w0[3], xv[3])
            + dot(w0[4], xv[4]) + dot(w0[5], xv[5]) + dot(w0[6], xv[6]) + dot(w0[7], xv[7]);
@@ -315,19 +291,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }}
     }}
   }}
+  a.z = ss;
   if (TPR > 1u) {{
-    red2[lid] = a;
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s >> 1u) {{
-      if (lane < s) {{ red2[lid] = red2[lid] + red2[lid + s]; }}
+    {sg_reduce}
+      red[lid] = a;
       workgroupBarrier();
+      for (var s = TPR / 2u; s > 0u; s = s >> 1u) {{
+        if (lane < s) {{ red[lid] = red[lid] + red[lid + s]; }}
+        workgroupBarrier();
+      }}
+      a = red[lid];
     }}
-    a = red2[lid];
   }}
-  if (lane == 0u && p < NP) {{ epi(0u, p, a.x, a.y); }}
+  if (lane == 0u && p < NP) {{
+    {scale}
+    epi(0u, p, a.x * sc, a.y * sc);
+  }}
 }}
 """)
-    return sig.kernel(f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}", body)
+    name = f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}"
+    k = sig.kernel(name, body)
+    if use_sg and subgroups:
+        k = Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings)
+    return k
 
 
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32) -> tuple[int, int, int]:

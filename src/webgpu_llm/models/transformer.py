@@ -29,7 +29,6 @@ from ..kernels.linear import (
     AttnShape,
     LinearSpec,
     QkvShape,
-    attn_fits,
     matmul_grid,
     matmul_kernel,
     matvec_grid,
@@ -187,7 +186,7 @@ class Transformer:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
 
     def _mv(self, spec: LinearSpec, role: str) -> Any:
-        return matvec_kernel(spec, shared_limit=self.shared_limit, **self.tuning.shape(role))
+        return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), **self.tuning.shape(role))
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         return matvec_grid(spec, **self.tuning.shape(role))
@@ -199,8 +198,6 @@ class Transformer:
 
     def _build(self) -> None:
         g, c = self.gpu, self.cfg
-        shared = g.limits["max-compute-workgroup-storage-size"]
-        self.shared_limit = shared
         qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
         base = {"st": self.st, "tokens": self.tokens}
 
@@ -238,10 +235,9 @@ class Transformer:
         chunk = self.tuning.attn_chunk
         split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, split=True)
         ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
-        use_fused = self.fused and attn_fits(c.q_dim, self.tuning.shape("o")["wg"], shared)
         for L in self.layers:
             p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
-            if use_fused:
+            if self.fused:
                 self._decode_layer_fused(L, p, qkv_shape, split, ashape)
             else:
                 self._decode_layer_unfused(L, p, qkv_shape, split, ashape)

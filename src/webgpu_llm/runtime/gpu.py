@@ -153,6 +153,14 @@ class Gpu:
     def has_subgroups(self) -> bool:
         return bool({"subgroup", "subgroups"} & self.features)
 
+    def subgroups_wgsl(self, on_cpu: bool = False) -> str | None:
+        """What a WGSL kernel needs to use subgroup operations here: None where there are
+        none (or on CPU adapters, where they do not pay, unless `on_cpu`), else the enable
+        line (Dawn wants `enable subgroups;`, wgpu-native's naga rejects it, needs nothing)."""
+        if not self.has_subgroups or (self.is_cpu and not on_cpu):
+            return None
+        return "enable subgroups;" if self.backend == "dawn" else ""
+
     @property
     def has_timestamps(self) -> bool:
         return "timestamp-query" in self.features
