@@ -113,8 +113,12 @@ def supported(t: torch.dtype) -> bool:
     return t in DTYPES
 
 
-# WGSL helpers the load/store expressions above rely on.
+# WGSL helpers the load/store expressions above rely on. inf() and nan() read a private
+# variable: WGSL rejects constant expressions whose value is not finite.
 WGSL_DTYPE_HELPERS = """
+var<private> inf_bits: u32 = 0x7f800000u;
+fn inf() -> f32 { return bitcast<f32>(inf_bits); }
+fn nan() -> f32 { return bitcast<f32>(inf_bits | 0x400000u); }
 fn bf16_bits(v: f32) -> u32 {
   let b = bitcast<u32>(v);
   if ((b & 0x7fffffffu) > 0x7f800000u) { return (b >> 16u) | 0x40u; }  // NaN stays NaN

@@ -33,8 +33,8 @@ WG = 256
 # op: (init for f32, init for i32, combine of acc and v)
 _OPS = {
     "sum": ("0.0", "0i", "acc + v"),
-    "max": ("-bitcast<f32>(0x7f800000u)", "-2147483647i - 1i", "max(acc, v)"),
-    "min": ("bitcast<f32>(0x7f800000u)", "2147483647i", "min(acc, v)"),
+    "max": ("-inf()", "-2147483647i - 1i", "max(acc, v)"),
+    "min": ("inf()", "2147483647i", "min(acc, v)"),
     "all": ("1.0", "1i", "select(0{z}, 1{z}, acc != 0{z} && v != 0{z})"),
     "any": ("0.0", "0i", "select(0{z}, 1{z}, acc != 0{z} || v != 0{z})"),
 }
@@ -176,7 +176,7 @@ fn main({MAIN_ARGS}) {{
   let n = P[{ln}u];
   let sx = P[{ln + 1}u];
   let sy = P[{ln + 2}u];
-  var m = -bitcast<f32>(0x7f800000u);
+  var m = -inf();
   for (var j = lid; j < n; j += {WG}u) {{ m = max(m, ld_X(base + j * sx)); }}
   let mx = reduce_max(m, lid);
   var s = 0.0;

@@ -44,7 +44,7 @@ fn m_pow(a: f32, e: f32) -> f32 {
   if (e == 2.0) { return a * a; }
   let r = pow(abs(a), e);
   if (a >= 0.0) { return r; }
-  if (e != floor(e)) { return bitcast<f32>(0x7fc00000u); }
+  if (e != floor(e)) { return nan(); }
   return select(r, -r, (i32(e) & 1) == 1);
 }
 """,

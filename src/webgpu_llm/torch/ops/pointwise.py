@@ -207,9 +207,9 @@ define("bitwise_not", Expr(None), ["default"], _bitwise_not)
 define("where", Expr("select({2}, {1}, {0} != {Z})", "select({2}, {1}, {0} != {Z})"), ["self", "ScalarSelf", "ScalarOther", "Scalar"])
 define("masked_fill", Expr("select({0}, {2}, {1} != {Z})", "select({0}, {2}, {1} != {Z})"), ["Scalar", "Tensor"])
 define("isnan", Expr("select(0i, 1i, {0} != {0})", "0i", compare=True), ["default"])
-define("isneginf", Expr("select(0i, 1i, {0} == -bitcast<f32>(0x7f800000u))", "0i", compare=True), ["default"])
-define("isposinf", Expr("select(0i, 1i, {0} == bitcast<f32>(0x7f800000u))", "0i", compare=True), ["default"])
-define("isinf", Expr("select(0i, 1i, abs({0}) == bitcast<f32>(0x7f800000u))", "0i", compare=True), ["default"])
+define("isneginf", Expr("select(0i, 1i, {0} == -inf())", "0i", compare=True), ["default"])
+define("isposinf", Expr("select(0i, 1i, {0} == inf())", "0i", compare=True), ["default"])
+define("isinf", Expr("select(0i, 1i, abs({0}) == inf())", "0i", compare=True), ["default"])
 
 # -- unary math ------------------------------------------------------------------------------
 _UNARY_F = {
