@@ -75,12 +75,14 @@ def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
     y0 = rng.standard_normal(rows).astype(np.float32)
     xb, pvb, yb = gpu.upload(x), gpu.upload(pv), gpu.upload(y0)
     # subgroup reduction where the backend has it (on llvmpipe the subgroup is 8 lanes wide)
-    for tpr, sg in ((8, gpu.subgroups_wgsl(on_cpu=True)), (32, None), (1, None)):
+    # staged in workgroup memory or not, with subgroup reductions where the backend has them
+    for tpr, sg, shared in ((8, gpu.subgroups_wgsl(on_cpu=True), 32768), (8, gpu.subgroups_wgsl(on_cpu=True), 0),
+                            (32, None, 32768), (1, None, 0)):
         gpu.write(yb, y0)
         spec = LinearSpec(k=k, segments=(Segment("f16", rows),), prologue="rmsnorm", epilogue="add",
                           eps=1e-5, nw_off=8, last_row=True)
-        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg), {"w0": wb, "x": xb, "pv": pvb, "y": yb},
-                   matvec_grid(spec, 64, tpr), n=t)
+        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared),
+                   {"w0": wb, "x": xb, "pv": pvb, "y": yb}, matvec_grid(spec, 64, tpr), n=t)
         ref = y0 + w @ rms_norm(x[t - 1], nw, 1e-5)
         assert rel_err(read(gpu, yb, rows), ref) < 1e-5, tpr
 
@@ -130,5 +132,7 @@ def test_attn_prologue_merges_split_partials(gpu):
     spec = LinearSpec(k=k, segments=(Segment("f32", rows),), prologue="attn",
                       attn=AttnShape(h, d, chunk, splits))
     mlb, accb, yb = gpu.upload(np.stack([m, l_], -1)), gpu.upload(acc), gpu.buffer(rows * 4)
-    run_kernel(gpu, matvec_kernel(spec), {"w0": wb, "ml": mlb, "acc": accb, "y": yb}, matvec_grid(spec), pos=pos)
-    assert rel_err(read(gpu, yb, rows), w @ o.reshape(-1)) < 1e-5
+    for shared in (32768, 0):
+        run_kernel(gpu, matvec_kernel(spec, shared_bytes=shared), {"w0": wb, "ml": mlb, "acc": accb, "y": yb},
+                   matvec_grid(spec), pos=pos)
+        assert rel_err(read(gpu, yb, rows), w @ o.reshape(-1)) < 1e-5

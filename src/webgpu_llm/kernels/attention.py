@@ -28,7 +28,8 @@ class AttentionSpec:
         return -(-self.ctx // self.chunk)
 
 
-def attention_kernel(a: AttentionSpec) -> Kernel:
+def attention_kernel(a: AttentionSpec, subgroups: str | None = None) -> Kernel:
+    """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu)."""
     d4 = a.head_dim // 4
     wg = a.chunk
     groups = wg // d4  # threads (g, d4) share the weighted sum over keys
@@ -53,22 +54,24 @@ def attention_kernel(a: AttentionSpec) -> Kernel:
   let k0 = 0u;
   let k1 = st.pos + t + 1u;"""
         store = f"    out[(t * {a.n_heads}u + h) * D4 + d4] = o / l;"
-    body = wgsl_reduce("red_max", "max", wg) + wgsl_reduce("red_sum", "sum", wg) + f"""
+    sg = subgroups is not None
+    sg_arg = ", @builtin(subgroup_size) sgs: u32" if sg else ""
+    sg_val = "" if sg else "let sgs = 1u;"
+    body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + f"""
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
 const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
 const G: u32 = {groups}u;
-var<workgroup> qs: array<vec4<f32>, D4>;
 var<workgroup> ps: array<f32, CH>;
 var<workgroup> part: array<vec4<f32>, {wg}>;
 @compute @workgroup_size({wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_arg}) {{
+  {sg_val}
   let h = wid.x;
 {head}
   let kvh = h / {a.n_heads // a.n_kv_heads}u;
   let kvbase = kvh * {a.ctx}u;
-  if (lid < D4) {{ qs[lid] = q[(t * {a.n_heads}u + h) * D4 + lid] * {1.0 / a.head_dim ** 0.5!r}; }}
-  workgroupBarrier();
+  let qb = (t * {a.n_heads}u + h) * D4;
   let g = lid / D4;
   let d4 = lid % D4;
   var m = -3.0e38;
@@ -79,14 +82,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var sc = -3.0e38;
     if (j < k1) {{
       var acc4 = vec4<f32>(0.0);
-      for (var i = 0u; i < D4; i++) {{ acc4 += qs[i] * kv[(kvbase + j) * D4 + i]; }}
-      sc = acc4.x + acc4.y + acc4.z + acc4.w;
+      for (var i = 0u; i < D4; i++) {{ acc4 += q[qb + i] * kv[(kvbase + j) * D4 + i]; }}
+      sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {1.0 / a.head_dim ** 0.5!r};
     }}
-    let mn = max(m, red_max(sc, lid));
+    let mn = max(m, red_max(sc, lid, sgs));
     let p = select(0.0, exp(sc - mn), j < k1);
     ps[lid] = p;
     let alpha = exp(m - mn);
-    l = l * alpha + red_sum(p, lid);
+    l = l * alpha + red_sum(p, lid, sgs);
     m = mn;
     o = o * alpha;
     if (g < G) {{
@@ -103,7 +106,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
 }}
 """
-    return sig.kernel("attention_split" if a.split else "attention", body)
+    k = sig.kernel("attention_split" if a.split else "attention", body)
+    return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
 
 
 def attention_grid(a: AttentionSpec):

@@ -79,12 +79,30 @@ class Signature:
         return Kernel(name, head + "\n".join(decls) + "\n" + body, tuple(names))
 
 
-def wgsl_reduce(name: str, op: str, wg: int, typ: str = "f32") -> str:
-    """`fn name(v, lid) -> typ`: workgroup-wide reduction through `{name}_buf` (all threads)."""
+def wgsl_reduce(name: str, op: str, wg: int, typ: str = "f32", subgroups: bool = False) -> str:
+    """`fn name(v, lid, sgs) -> typ`: workgroup-wide reduction (every thread must call it).
+
+    With subgroups: one subgroup operation, one barrier, and a short loop over the
+    per-subgroup results; without: a tree through workgroup memory (log2(wg) barriers).
+    """
     expr = {"sum": "a + b", "max": "max(a, b)"}[op]
+    if subgroups:
+        sg_op = {"sum": "subgroupAdd", "max": "subgroupMax"}[op]
+        return f"""
+var<workgroup> {name}_buf: array<{typ}, {wg}>;
+fn {name}(v: {typ}, lid: u32, sgs: u32) -> {typ} {{
+  let t = {sg_op}(v);
+  if (lid % sgs == 0u) {{ {name}_buf[lid / sgs] = t; }}
+  workgroupBarrier();
+  var a = {name}_buf[0];
+  for (var j = 1u; j < {wg}u / sgs; j++) {{ let b = {name}_buf[j]; a = {expr}; }}
+  workgroupBarrier();
+  return a;
+}}
+"""
     return f"""
 var<workgroup> {name}_buf: array<{typ}, {wg}>;
-fn {name}(v: {typ}, lid: u32) -> {typ} {{
+fn {name}(v: {typ}, lid: u32, sgs: u32) -> {typ} {{
   {name}_buf[lid] = v;
   workgroupBarrier();
   for (var s = {wg // 2}u; s > 0u; s = s >> 1u) {{

@@ -201,29 +201,53 @@ fn combine4(h: u32, d4: u32) -> vec4<f32> {{
 """
 
 
-def _input_wgsl(spec: LinearSpec, sig: Signature) -> str:
-    """`fn X(i) -> vec4`: x[4i..4i+4] as the mat-vec consumes it, computed where it is used.
+def _input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool) -> str:
+    """`fn X(xb, i) -> vec4`: x[4i..4i+4] as the mat-vec consumes it, and `fn prologue(lid)`.
 
-    Nothing is staged in workgroup memory (no barrier before the weight loads start):
-      plain    the input row
-      rmsnorm  the input row times the norm weight; the 1/rms factor is a scalar, applied to
-               the finished dot products (each row group sees all of x, so it also sums x²)
-      attn     the split-K attention partials merged on the fly (flash-decoding's reduce)
+      plain    the input row, read where it is used
+      rmsnorm  the input row times the norm weight; the 1/rms factor is a scalar applied to the
+               finished dot products. Staged: the workgroup writes x·w to workgroup memory and
+               sums x² on the way (one barrier); unstaged: each row group sums x² itself.
+      attn     the split-K attention partials merged (flash-decoding's reduce), staged once
+               per workgroup or merged where used
     """
-    k4 = spec.k // 4
+    k4, kp4 = spec.k // 4, spec.kp // 4
     ragged = spec.k % UNIT != 0
     xb = "(st.n - 1u) * K4" if spec.last_row else "0u"
-    head = f"const K4: u32 = {k4}u;\nfn xbase() -> u32 {{ return {xb}; }}\n"
-
+    head = f"const K4: u32 = {k4}u;\nconst KP4: u32 = {kp4}u;\nfn xbase() -> u32 {{ return {xb}; }}\n"
     get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
     if spec.prologue == "plain":
         sig.storage("x", "array<vec4<f32>>")
-        return head + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\n"
+        return head + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
     if spec.prologue == "rmsnorm":
         sig.storage("x", "array<vec4<f32>>")
         _pv(sig)
         w = f"pv[{spec.nw_off // 4}u + {'min(i, K4 - 1u)' if ragged else 'i'}]"
-        return head + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn NW(i: u32) -> vec4<f32> {{ return {w}; }}\n"
+        raw = f"fn XR(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn NW(i: u32) -> vec4<f32> {{ return {w}; }}\n"
+        if not stage:
+            return head + raw + "fn X(xb: u32, i: u32) -> vec4<f32> { return XR(xb, i) * NW(i); }\nfn prologue(lid: u32, xb: u32, sgs: u32) {}\n"
+        # the sum of x² of the whole row: per subgroup (or per thread), merged after the barrier
+        if sg:
+            part = "let t = subgroupAdd(ss); if (lid % sgs == 0u) { ssp[lid / sgs] = t; }"
+            total = "for (var j = 0u; j < WG / sgs; j++) { tot += ssp[j]; }"
+        else:
+            part = "ssp[lid] = ss;"
+            total = "for (var j = 0u; j < WG; j++) { tot += ssp[j]; }"
+        return head + raw + f"""
+var<workgroup> xs: array<vec4<f32>, KP4>;
+var<workgroup> ssp: array<f32, {wg}>;
+var<private> ss_all: f32;
+fn prologue(lid: u32, xb: u32, sgs: u32) {{
+  var ss = 0.0;
+  for (var i = lid; i < KP4; i += {wg}u) {{ let v = XR(xb, i); ss += dot(v, v); xs[i] = v * NW(i); }}
+  {part}
+  workgroupBarrier();
+  var tot = 0.0;
+  {total}
+  ss_all = tot;
+}}
+fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
+"""
     if spec.prologue == "attn":
         a = spec.attn
         assert a is not None
@@ -233,34 +257,50 @@ def _input_wgsl(spec: LinearSpec, sig: Signature) -> str:
         get = f"combine4(i / {d4}u, i % {d4}u)"
         if ragged:
             get = f"select(vec4<f32>(0.0), combine4(min(i, K4 - 1u) / {d4}u, min(i, K4 - 1u) % {d4}u), i < K4)"
-        return head + _combine_wgsl(a) + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\n"
+        if not stage:
+            return head + _combine_wgsl(a) + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
+        return head + _combine_wgsl(a) + f"""
+var<workgroup> xs: array<vec4<f32>, KP4>;
+fn prologue(lid: u32, xb: u32, sgs: u32) {{
+  for (var i = lid; i < KP4; i += {wg}u) {{ xs[i] = {get}; }}
+  workgroupBarrier();
+}}
+fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
+"""
     raise ValueError(f"unknown prologue {spec.prologue!r}")
 
 
-def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None) -> Kernel:
+def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
+                  shared_bytes: int = 16384) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
-    subgroup operations on this backend ("" where none is needed): the row group's sum is
-    then one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide.
+    subgroup operations on this backend ("" where none is needed): a row group's sum is then
+    one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide. The input is
+    staged in workgroup memory when it fits in `shared_bytes`.
     """
     sig = Signature().state()
     for s in spec.segments:
         if (err := FORMATS[s.fmt].check_k(spec.k)):
             raise ValueError(err)
+    use_sg = subgroups is not None
+    stage = spec.prologue != "plain" and spec.kp * 4 + wg * 20 <= shared_bytes
     norm = spec.prologue == "rmsnorm"
     body = "\n".join([
         _rows_wgsl(spec),
         _loaders_wgsl(spec, sig),
-        _input_wgsl(spec, sig),
+        _input_wgsl(spec, sig, wg, stage, use_sg),
         _epilogue_wgsl(spec, sig),
     ])
-    xw = "let xr = X(xb, u * 8u + $i); xv[$i] = xr * NW(u * 8u + $i); ss += dot(xr, xr);" if norm \
-        else "xv[$i] = X(xb, u * 8u + $i);"
-    use_sg = subgroups is not None and tpr > 1
+    if norm and not stage:  # each row group sums x² over the x it reads
+        xw = "let xr = XR(xb, u * 8u + $i); xv[$i] = xr * NW(u * 8u + $i); ss += dot(xr, xr);"
+        scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
+    else:
+        xw = "xv[$i] = X(xb, u * 8u + $i);"
+        scale = f"let sc = inverseSqrt(ss_all / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if use_sg else ""
-    sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg else "{"
-    scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
+    sg_val = "" if use_sg else "let sgs = 1u;"
+    sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg and tpr > 1 else "{"
     body += unroll(f"""
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
@@ -269,10 +309,12 @@ var<workgroup> red: array<vec4<f32>, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{sg_arg}) {{
+  {sg_val}
   let p = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
   let lane = lid % TPR;
   let xb = xbase();
-  var a = vec4<f32>(0.0);  // row0 . x, row1 . x, sum of x² (RMSNorm)
+  prologue(lid, xb, sgs);
+  var a = vec4<f32>(0.0);  // row0 . x, row1 . x, sum of x² (unstaged RMSNorm)
   var ss = 0.0;
   if (p < NP) {{
     let r0 = row0(p);

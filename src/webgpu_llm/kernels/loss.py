@@ -23,10 +23,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = t * {vocab}u;
   var mx = -3.4e38;
   for (var i = lid; i < {vocab}u; i += 256u) {{ mx = max(mx, logits[base + i]); }}
-  mx = red_max(mx, lid);
+  mx = red_max(mx, lid, 1u);
   var s = 0.0;
   for (var i = lid; i < {vocab}u; i += 256u) {{ s += exp(logits[base + i] - mx); }}
-  s = red_sum(s, lid);
+  s = red_sum(s, lid, 1u);
   if (lid == 0u) {{
     let tgt = min(tokens[st.pos + {t0}u + t + 1u], {vocab - 1}u);
     nll[{t0}u + t] = mx + log(s) - logits[base + tgt];

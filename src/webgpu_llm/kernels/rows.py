@@ -53,7 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (t >= st.n) {{ return; }}
   var ss = 0.0;
   for (var i = lid; i < {k4}u; i += 256u) {{ let v = x[t * {k4}u + i]; ss += dot(v, v); }}
-  let sc = inverseSqrt(red_sum(ss, lid) / {float(k)} + {eps!r});
+  let sc = inverseSqrt(red_sum(ss, lid, 1u) / {float(k)} + {eps!r});
   for (var i = lid; i < {k4}u; i += 256u) {{ y[t * {k4}u + i] = x[t * {k4}u + i] * sc * pv[{nw_off // 4}u + i]; }}
 }}
 """

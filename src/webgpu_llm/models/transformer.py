@@ -186,7 +186,8 @@ class Transformer:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
 
     def _mv(self, spec: LinearSpec, role: str) -> Any:
-        return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), **self.tuning.shape(role))
+        return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
+                             **self.tuning.shape(role))
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         return matvec_grid(spec, **self.tuning.shape(role))
@@ -198,6 +199,7 @@ class Transformer:
 
     def _build(self) -> None:
         g, c = self.gpu, self.cfg
+        self.shared_bytes = g.limits["max-compute-workgroup-storage-size"]
         qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
         base = {"st": self.st, "tokens": self.tokens}
 
@@ -221,7 +223,7 @@ class Transformer:
             self.prefill.add(norm_attn, {**p, "x": self.h, "y": self.xn}, rows)
             self.prefill.add(matmul_kernel(s_qkv), {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q},
                              matmul_grid(s_qkv))
-            self.prefill.add(att.attention_kernel(full), {**p, "q": self.q, "out": self.att}, att.attention_grid(full))
+            self.prefill.add(att.attention_kernel(full, self.gpu.subgroups_wgsl()), {**p, "q": self.q, "out": self.att}, att.attention_grid(full))
             self.prefill.add(matmul_kernel(s_o), {**p, **L.o.bindings(), "x": self.att, "y": self.h}, matmul_grid(s_o))
             self.prefill.add(norm_ffn, {**p, "x": self.h, "y": self.xn}, rows)
             self.prefill.add(matmul_kernel(s_gu), {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act},
@@ -282,7 +284,7 @@ class Transformer:
                            nw_off=0, bias_off=self.off_bias, rope_off=self.off_rope)
         d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.h, "q": self.q},
               self._mvg(s_qkv, "qkv"))
-        d.add(att.attention_kernel(split), {**p, "q": self.q}, att.attention_grid(split))
+        d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": self.q}, att.attention_grid(split))
         s_o = self._spec(L.o, epilogue="add", prologue="attn", attn=ashape)
         d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": self.h}, self._mvg(s_o, "o"))
         s_gu = self._spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=self.off_ffn)
@@ -308,7 +310,7 @@ class Transformer:
         rows = c.q_dim + 2 * c.kv_dim
         d.add(ew.rope_append_kernel(qkv_shape, self.off_rope, self.off_bias, c.qkv_bias),
               {**p, "x": tmp, "q": self.q}, ew.grid(rows // 2))
-        d.add(att.attention_kernel(split), {**p, "q": self.q}, att.attention_grid(split))
+        d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": self.q}, att.attention_grid(split))
         d.add(ew.combine_kernel(ashape), {**p, "y": self.att}, ew.grid(c.q_dim // 4))
         linear(L.o, self.att, self.xn, "o")
         d.add(ew.residual_kernel(c.hidden), {**p, "x": self.xn, "y": self.h}, ew.grid(c.hidden // 2))

@@ -1,0 +1,181 @@
+"""Attention, embedding, RMSNorm, NLL and the sampler against numpy, on odd sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernel_harness import read, rel_err, run_kernel
+from webgpu_llm.generation.sampling import SamplingParams, reference_distribution
+from webgpu_llm.kernels import attention as att
+from webgpu_llm.kernels import sampling
+from webgpu_llm.kernels.common import pack_state
+from webgpu_llm.kernels.elementwise import combine_kernel
+from webgpu_llm.kernels.elementwise import grid as ew_grid
+from webgpu_llm.kernels.formats import FORMATS
+from webgpu_llm.kernels.linear import AttnShape, LinearSpec, Segment
+from webgpu_llm.kernels.loss import nll_kernel
+from webgpu_llm.kernels.reference import attention, dequantize, random_weight, rms_norm
+from webgpu_llm.kernels.rows import embed_kernel, rmsnorm_kernel
+from webgpu_llm.runtime.program import Program
+
+
+def _kv(rng, hkv, ctx, d, filled):
+    kv = np.zeros((2, hkv, ctx, d), np.float32)
+    kv[:, :, :filled] = rng.standard_normal((2, hkv, filled, d))
+    return kv
+
+
+@pytest.mark.parametrize("chunk", [16, 64])
+def test_prefill_attention_causal_gqa(gpu, chunk):
+    rng = np.random.default_rng(10)
+    hq, hkv, d, ctx, t, pos0 = 6, 2, 24, 90, 7, 70  # keys 0..76, chunks straddle the end
+    kv = _kv(rng, hkv, ctx, d, pos0 + t)
+    q = rng.standard_normal((t, hq, d)).astype(np.float32)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk)
+    out = gpu.buffer(t * hq * d * 4)
+    run_kernel(gpu, att.attention_kernel(spec, gpu.subgroups_wgsl(on_cpu=True)),
+               {"q": gpu.upload(q), "kv": gpu.upload(kv), "out": out}, att.attention_grid(spec)(t), n=t, pos=pos0)
+    k = kv[0].transpose(1, 0, 2)[: pos0 + t]
+    v = kv[1].transpose(1, 0, 2)[: pos0 + t]
+    assert rel_err(read(gpu, out, (t, hq, d)), attention(q, k, v, pos0)) < 1e-5
+
+
+@pytest.mark.parametrize("sub", [False, True])
+def test_decode_split_attention_and_combine(gpu, sub):
+    rng = np.random.default_rng(11)
+    hq, hkv, d, ctx, chunk, pos = 4, 2, 16, 100, 16, 52  # 53 keys -> 4 splits, the last partial
+    kv = _kv(rng, hkv, ctx, d, pos + 1)
+    q = rng.standard_normal((1, hq, d)).astype(np.float32)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, split=True)
+    ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
+    bufs = {"q": gpu.upload(q), "kv": gpu.upload(kv), "ml": ml, "acc": acc}
+    sg = gpu.subgroups_wgsl(on_cpu=True) if sub else None
+    st = gpu.upload(pack_state(pos=pos, n=1))
+    prog = Program(gpu)
+    prog.add(att.attention_kernel(spec, sg), {"st": st, **bufs}, att.attention_grid(spec))
+    y = gpu.buffer(hq * d * 4)
+    prog.add(combine_kernel(AttnShape(hq, d, chunk, spec.max_splits)), {"st": st, **bufs, "y": y},
+             ew_grid(hq * d // 4))
+    prog.run()
+    k = kv[0].transpose(1, 0, 2)[: pos + 1]
+    v = kv[1].transpose(1, 0, 2)[: pos + 1]
+    assert rel_err(read(gpu, y, (1, hq, d)), attention(q, k, v, pos)) < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "f16"])
+def test_embedding_lookup(gpu, fmt):
+    rng = np.random.default_rng(12)
+    vocab, k, t = 53, 96 if fmt == "q8_0" else 72, 5
+    raw = random_weight(fmt, vocab, k, rng)
+    table = dequantize(fmt, raw, k)
+    toks = np.array([0, 0, 0, 7, 52, 3, 11, 9], np.uint32)  # batch starts at position 3
+    x = gpu.buffer(t * k * 4)
+    spec = LinearSpec(k=k, segments=(Segment(fmt, vocab),))
+    run_kernel(gpu, embed_kernel(spec), {"w0": gpu.upload(FORMATS[fmt].pack(raw, k)), "tokens": gpu.upload(toks),
+                                         "x": x}, (t, 1, 1), n=t, pos=3)
+    assert rel_err(read(gpu, x, (t, k)), table[toks[3:8]]) < 1e-6
+
+
+def test_rmsnorm_rows(gpu):
+    rng = np.random.default_rng(13)
+    k, t = 76, 3
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    w = rng.standard_normal(k).astype(np.float32)
+    y = gpu.buffer(t * k * 4)
+    run_kernel(gpu, rmsnorm_kernel(k, 1e-5, 4), {"x": gpu.upload(x), "pv": gpu.upload(np.r_[np.zeros(4), w].astype(np.float32)),
+                                                 "y": y}, (t, 1, 1), n=t)
+    assert rel_err(read(gpu, y, (t, k)), rms_norm(x, w, 1e-5)) < 1e-5
+
+
+def test_nll_of_next_tokens(gpu):
+    rng = np.random.default_rng(14)
+    vocab, rows, t0 = 1001, 6, 4
+    logits = (rng.standard_normal((rows, vocab)) * 3).astype(np.float32)
+    toks = rng.integers(0, vocab, 16).astype(np.uint32)
+    nll = gpu.buffer(64 * 4)
+    # batch of 9 tokens at position 2; the scored text ends at 11, so the last row has no target
+    run_kernel(gpu, nll_kernel(vocab, t0), {"logits": gpu.upload(logits), "tokens": gpu.upload(toks), "nll": nll},
+               (rows, 1, 1), n=9, pos=2, limit=11)
+    got = read(gpu, nll, 64)
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(1))
+    for r in range(rows):
+        tgt = toks[2 + t0 + r + 1] if 2 + t0 + r + 1 < 11 else None
+        if tgt is None or t0 + r >= 9:
+            assert got[t0 + r] == 0.0
+        else:
+            assert got[t0 + r] == pytest.approx(lse[r] - logits[r, tgt], rel=1e-5, abs=1e-5)
+
+
+def _sample_program(gpu, logits, params, n_hist_tokens):
+    vocab = logits.shape[0]
+    filt = params.filtered
+    nwg = sampling.scan_workgroups(vocab)
+    bufs = {"logits": gpu.upload(logits), "part": gpu.buffer(nwg * 8), "cand": gpu.buffer(nwg * sampling.CAND * 8),
+            "stats": gpu.buffer(nwg * 8), "tokens": gpu.upload(np.arange(n_hist_tokens + 4, dtype=np.uint32) % vocab),
+            "st": gpu.buffer(64)}
+    prog = Program(gpu)
+    if params.penalised:
+        prog.add(sampling.penalty_kernel(vocab), bufs, (1, 1, 1))
+    prog.add(sampling.scan_kernel(vocab, filt), bufs, (nwg, 1, 1))
+    prog.add(sampling.pick_kernel(vocab, filt), bufs, (1, 1, 1))
+    return prog, bufs
+
+
+def test_greedy_sampler_picks_argmax_and_advances(gpu):
+    rng = np.random.default_rng(15)
+    logits = rng.standard_normal(5003).astype(np.float32)
+    logits[4321] = 9.0
+    prog, b = _sample_program(gpu, logits, SamplingParams(), 3)
+    gpu.write(b["st"], SamplingParams().state(pos=1, n=2, seed=0))
+    prog.run()
+    assert int(read(gpu, b["tokens"], 4, np.uint32)[3]) == 4321
+    st = read(gpu, b["st"], 16, np.uint32)
+    assert (st[0], st[1]) == (3, 1)  # pos advanced by the batch, next batch is one token
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(temperature=0.8, top_k=0, top_p=1.0, min_p=0.0),  # Gumbel fast path
+    SamplingParams(temperature=0.7, top_k=20, top_p=0.9, min_p=0.02),
+    SamplingParams(temperature=1.3, top_k=0, top_p=0.8, min_p=0.0),
+    SamplingParams(temperature=1.0, top_k=8, top_p=1.0, min_p=0.0, repeat_penalty=1.5, repeat_last_n=16),
+])
+def test_sampler_distribution_matches_numpy(wgpu_gpu, params):
+    """Many seeded draws on fixed logits: the empirical distribution matches the reference
+    chain's exact probabilities. Compared over bins (the 30 most likely tokens, one each, and
+    the rest together) so that sampling noise on thousands of rare tokens does not dominate:
+    the total variation must stay below a bound that 3000 draws meet."""
+    gpu = wgpu_gpu
+    rng = np.random.default_rng(16)
+    vocab = 2500
+    logits = (rng.standard_normal(vocab) * 1.5).astype(np.float32)
+    logits[:12] += np.linspace(4, 2, 12).astype(np.float32)  # a head of likely tokens
+    hist = 20
+    draws = 3000
+    counts = np.zeros(vocab)
+    if params.penalised:  # each draw from the same history: one submit per draw
+        prog, b = _sample_program(gpu, logits, params, hist)
+        toks = []
+        for i in range(draws):
+            gpu.write(b["st"], params.state(pos=hist - 1, n=1, seed=1234, n_gen=i))
+            gpu.write(b["logits"], logits)
+            prog.run()
+            toks.append(int(read(gpu, b["tokens"], hist + 1, np.uint32)[hist]))
+    else:  # the sampler advances the position and the draw counter itself: 100 draws a submit
+        prog, b = _sample_program(gpu, logits, params, hist + draws)
+        rep = Program(gpu)
+        for _ in range(100):
+            rep.extend(prog)
+        gpu.write(b["st"], params.state(pos=hist - 1, n=1, seed=1234))
+        for _ in range(draws // 100):
+            rep.run()
+        toks = read(gpu, b["tokens"], hist + draws + 4, np.uint32)[hist:hist + draws].astype(np.int64)
+    np.add.at(counts, toks, 1)
+    ref = reference_distribution(logits, params, history=list(np.arange(hist) % vocab))
+    top = np.argsort(-ref)[:30]
+    rest = np.setdiff1d(np.arange(vocab), top)
+    emp = np.r_[counts[top], counts[rest].sum()] / draws
+    exp = np.r_[ref[top], ref[rest].sum()]
+    tv = 0.5 * np.abs(emp - exp).sum()
+    assert tv < 0.05, (tv, emp[:5], exp[:5])
+    assert counts[ref == 0].sum() == 0  # never a filtered-out token
