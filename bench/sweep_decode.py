@@ -28,7 +28,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
     eng = Engine(tf)
     prompt = list(range(100, 116))
-    cur = {r: (128, 32) for r in ROLES}
+    cur = {r: (128, 32, 1) for r in ROLES}
     chunk = 64
 
     def measure() -> float:
@@ -40,7 +40,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     best = measure()
     t0 = time.time()
     for role in ROLES:
-        for shape in SHAPES:
+        for shape in [(*sh, 1) for sh in SHAPES] + [(*sh, 2) for sh in SHAPES[:6]]:
             old = cur[role]
             cur[role] = shape
             us = measure()

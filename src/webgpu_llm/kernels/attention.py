@@ -57,6 +57,14 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None) -> Kernel:
     sg = subgroups is not None
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if sg else ""
     sg_val = "" if sg else "let sgs = 1u;"
+    # Every loop with a load in it is unrolled: the loads of a chunk issue together instead of
+    # one latency after another (decode attention is latency-bound, not bandwidth-bound).
+    score = " + ".join(f"q[qb + {i}u] * kv[kr + {i}u]" for i in range(d4))
+    per_g = -(-a.chunk // groups)
+    vsum = "\n".join(
+        f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
+        f"o += pj * kv[VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4]; }}"
+        for i in range(per_g))
     body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + f"""
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
@@ -81,8 +89,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let j = c0 + lid;
     var sc = -3.0e38;
     if (j < k1) {{
-      var acc4 = vec4<f32>(0.0);
-      for (var i = 0u; i < D4; i++) {{ acc4 += q[qb + i] * kv[(kvbase + j) * D4 + i]; }}
+      let kr = (kvbase + j) * D4;
+      let acc4 = {score};
       sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {1.0 / a.head_dim ** 0.5!r};
     }}
     let mn = max(m, red_max(sc, lid, sgs));
@@ -94,7 +102,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     o = o * alpha;
     if (g < G) {{
       let n = min(CH, k1 - c0);
-      for (var jj = g; jj < n; jj += G) {{ o += ps[jj] * kv[VOFF + (kvbase + c0 + jj) * D4 + d4]; }}
+{vsum}
     }}
     workgroupBarrier();
   }}

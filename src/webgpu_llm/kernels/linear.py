@@ -271,13 +271,15 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
-                  shared_bytes: int = 16384) -> Kernel:
+                  shared_bytes: int = 16384, unroll_units: int = 1) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
     one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide. The input is
-    staged in workgroup memory when it fits in `shared_bytes`.
+    staged in workgroup memory when it fits in `shared_bytes`. `unroll_units` > 1 lets each
+    thread load that many units at once (branch-free: a unit past the end is loaded again
+    and its product dropped), so more loads are in flight per thread.
     """
     sig = Signature().state()
     for s in spec.segments:
@@ -293,13 +295,32 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         _epilogue_wgsl(spec, sig),
     ])
     if norm and not stage:  # each row group sums x² over the x it reads
-        xw = "let xr = XR(xb, u * 8u + $i); xv[$i] = xr * NW(u * 8u + $i); ss += dot(xr, xr);"
+        xw = "let xr = XR(xb, u * 8u + $i); xv[$i] = xr * NW(u * 8u + $i); ss += keep * dot(xr, xr);"
         scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
     else:
         xw = "xv[$i] = X(xb, u * 8u + $i);"
         scale = f"let sc = inverseSqrt(ss_all / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if use_sg else ""
     sg_val = "" if use_sg else "let sgs = 1u;"
+    unit_code = []
+    for k in range(unroll_units):
+        keep = "1.0" if k == 0 else f"select(0.0, 1.0, u0 + {k * tpr}u < NU)"
+        u = "u0" if k == 0 else f"min(u0 + {k * tpr}u, NU - 1u)"
+        unit_code.append(f"""      {{
+        let u = {u};
+        let keep = {keep};
+        var xv: array<vec4<f32>, 8>;
+%8      {xw}
+        let w0 = load_row(r0, u);
+        a.x += keep * (dot(w0[0], xv[0]) + dot(w0[1], xv[1]) + dot(w0[2], xv[2]) + dot(w0[3], xv[3])
+             + dot(w0[4], xv[4]) + dot(w0[5], xv[5]) + dot(w0[6], xv[6]) + dot(w0[7], xv[7]));
+        if (two) {{
+          let w1 = load_row(r1, u);
+          a.y += keep * (dot(w1[0], xv[0]) + dot(w1[1], xv[1]) + dot(w1[2], xv[2]) + dot(w1[3], xv[3])
+               + dot(w1[4], xv[4]) + dot(w1[5], xv[5]) + dot(w1[6], xv[6]) + dot(w1[7], xv[7]));
+        }}
+      }}""")
+    units = "\n".join(unit_code)
     sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg and tpr > 1 else "{"
     body += unroll(f"""
 const WG: u32 = {wg}u;
@@ -320,17 +341,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let r0 = row0(p);
     let r1 = row1(p);
     let two = r1 < N;
-    for (var u = lane; u < NU; u += TPR) {{
-      var xv: array<vec4<f32>, 8>;
-%8    {xw}
-      let w0 = load_row(r0, u);
-      a.x += dot(w0[0], xv[0]) + dot(w0[1], xv[1]) + dot(w0[2], xv[2]) + dot(w0[3], xv[3])
-           + dot(w0[4], xv[4]) + dot(w0[5], xv[5]) + dot(w0[6], xv[6]) + dot(w0[7], xv[7]);
-      if (two) {{
-        let w1 = load_row(r1, u);
-        a.y += dot(w1[0], xv[0]) + dot(w1[1], xv[1]) + dot(w1[2], xv[2]) + dot(w1[3], xv[3])
-             + dot(w1[4], xv[4]) + dot(w1[5], xv[5]) + dot(w1[6], xv[6]) + dot(w1[7], xv[7]);
-      }}
+    for (var u0 = lane; u0 < NU; u0 += TPR * {unroll_units}u) {{
+{units}
     }}
   }}
   a.z = ss;

@@ -48,28 +48,25 @@ ROLES = ("qkv", "o", "gate_up", "down", "head")
 class Tuning:
     """Kernel shapes per device kind; bench/sweep_decode.py measures the alternatives.
 
-    `mv` maps a matrix role to (workgroup size, threads per row pair) of its mat-vec;
-    `attn_chunk` is the number of keys per split-K decode attention workgroup.
+    `mv` maps a matrix role to (workgroup size, threads per row pair, units in flight per
+    thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
+    workgroup.
     """
 
-    mv: tuple[tuple[str, int, int], ...]
+    mv: tuple[tuple[str, int, int, int], ...]
     attn_chunk: int = 64
 
     def shape(self, role: str) -> dict[str, int]:
-        for r, wg, tpr in self.mv:
+        for r, wg, tpr, un in self.mv:
             if r == role:
-                return {"wg": wg, "tpr": tpr}
+                return {"wg": wg, "tpr": tpr, "unroll_units": un}
         raise KeyError(role)
 
     @staticmethod
     def default(gpu: Gpu) -> Tuning:
         if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
-            return Tuning(tuple((r, 64, 1) for r in ROLES), attn_chunk=64)
-        return Tuning(tuple((r, 128, 32) for r in ROLES), attn_chunk=64)
-
-    @staticmethod
-    def uniform(wg: int, tpr: int, attn_chunk: int = 64) -> Tuning:
-        return Tuning(tuple((r, wg, tpr) for r in ROLES), attn_chunk)
+            return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64)
+        return Tuning(tuple((r, 128, 32, 1) for r in ROLES), attn_chunk=64)
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 
 
@@ -190,7 +187,8 @@ class Transformer:
                              **self.tuning.shape(role))
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
-        return matvec_grid(spec, **self.tuning.shape(role))
+        sh = self.tuning.shape(role)
+        return matvec_grid(spec, sh["wg"], sh["tpr"])
 
     def retune(self, tuning: Tuning) -> None:
         """Rebuild the Programs with other kernel shapes (weights and caches stay)."""
