@@ -28,8 +28,10 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
     eng = Engine(tf)
     prompt = list(range(100, 116))
-    cur = {r: (128, 32, 1) for r in ROLES}
-    chunk = 64
+    start = Tuning.default(gpu)
+    cur = {r: tuple(start.shape(r).values()) for r in ROLES}
+    cur = {r: (v[0], v[1], int(v[2])) for r, v in cur.items()}
+    chunk = start.attn_chunk
 
     def measure() -> float:
         tf.retune(Tuning(tuple((r, *cur[r]) for r in ROLES), chunk))
@@ -40,7 +42,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     best = measure()
     t0 = time.time()
     for role in ROLES:
-        for shape in [(*sh, 1) for sh in SHAPES] + [(*sh, 2) for sh in SHAPES[:6]]:
+        for shape in [(*sh, 1) for sh in SHAPES] + [(*sh, 0) for sh in SHAPES[:6]]:
             old = cur[role]
             cur[role] = shape
             us = measure()

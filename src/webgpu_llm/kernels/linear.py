@@ -271,15 +271,14 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
-                  shared_bytes: int = 16384, unroll_units: int = 1) -> Kernel:
+                  shared_bytes: int = 16384, prefetch: bool = True) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
     one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide. The input is
-    staged in workgroup memory when it fits in `shared_bytes`. `unroll_units` > 1 lets each
-    thread load that many units at once (branch-free: a unit past the end is loaded again
-    and its product dropped), so more loads are in flight per thread.
+    staged in workgroup memory when it fits in `shared_bytes`. `prefetch` keeps the next
+    unit's weight loads in flight while the current unit is used.
     """
     sig = Signature().state()
     for s in spec.segments:
@@ -295,32 +294,45 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         _epilogue_wgsl(spec, sig),
     ])
     if norm and not stage:  # each row group sums x² over the x it reads
-        xw = "let xr = XR(xb, u * 8u + $i); xv[$i] = xr * NW(u * 8u + $i); ss += keep * dot(xr, xr);"
+        xw = "let xr = XR(xb, u * 8u + $i); xv[$i] = xr * NW(u * 8u + $i); ss += dot(xr, xr);"
         scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
     else:
         xw = "xv[$i] = X(xb, u * 8u + $i);"
         scale = f"let sc = inverseSqrt(ss_all / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if use_sg else ""
     sg_val = "" if use_sg else "let sgs = 1u;"
-    unit_code = []
-    for k in range(unroll_units):
-        keep = "1.0" if k == 0 else f"select(0.0, 1.0, u0 + {k * tpr}u < NU)"
-        u = "u0" if k == 0 else f"min(u0 + {k * tpr}u, NU - 1u)"
-        unit_code.append(f"""      {{
-        let u = {u};
-        let keep = {keep};
-        var xv: array<vec4<f32>, 8>;
-%8      {xw}
-        let w0 = load_row(r0, u);
-        a.x += keep * (dot(w0[0], xv[0]) + dot(w0[1], xv[1]) + dot(w0[2], xv[2]) + dot(w0[3], xv[3])
-             + dot(w0[4], xv[4]) + dot(w0[5], xv[5]) + dot(w0[6], xv[6]) + dot(w0[7], xv[7]));
-        if (two) {{
-          let w1 = load_row(r1, u);
-          a.y += keep * (dot(w1[0], xv[0]) + dot(w1[1], xv[1]) + dot(w1[2], xv[2]) + dot(w1[3], xv[3])
-               + dot(w1[4], xv[4]) + dot(w1[5], xv[5]) + dot(w1[6], xv[6]) + dot(w1[7], xv[7]));
-        }}
-      }}""")
-    units = "\n".join(unit_code)
+    dots = lambda w, acc: (f"{acc} += dot({w}[0], xv[0]) + dot({w}[1], xv[1]) + dot({w}[2], xv[2]) + dot({w}[3], xv[3])"  # noqa: E731
+                           f" + dot({w}[4], xv[4]) + dot({w}[5], xv[5]) + dot({w}[6], xv[6]) + dot({w}[7], xv[7]);")
+    if prefetch:
+        # software pipeline: the first unit's weights are requested before the prologue's
+        # barrier, and each iteration requests the next unit's before using the current one
+        first = """    if (p < NP) {
+      w0 = load_row(r0, lane);
+      if (two) { w1 = load_row(r1, lane); }
+    }"""
+        loop = f"""    for (var u = lane; u < NU; u += TPR) {{
+      var n0: array<vec4<f32>, 8>;
+      var n1: array<vec4<f32>, 8>;
+      if (u + TPR < NU) {{
+        n0 = load_row(r0, u + TPR);
+        if (two) {{ n1 = load_row(r1, u + TPR); }}
+      }}
+      var xv: array<vec4<f32>, 8>;
+%8    {xw}
+      {dots("w0", "a.x")}
+      if (two) {{ {dots("w1", "a.y")} }}
+      w0 = n0;
+      w1 = n1;
+    }}"""
+    else:
+        first = ""
+        loop = f"""    for (var u = lane; u < NU; u += TPR) {{
+      var xv: array<vec4<f32>, 8>;
+%8    {xw}
+      w0 = load_row(r0, u);
+      {dots("w0", "a.x")}
+      if (two) {{ w1 = load_row(r1, u); {dots("w1", "a.y")} }}
+    }}"""
     sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg and tpr > 1 else "{"
     body += unroll(f"""
 const WG: u32 = {wg}u;
@@ -334,16 +346,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let p = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
   let lane = lid % TPR;
   let xb = xbase();
+  let pc = min(p, NP - 1u);
+  let r0 = row0(pc);
+  let r1 = row1(pc);
+  let two = r1 < N;
+  var w0: array<vec4<f32>, 8>;
+  var w1: array<vec4<f32>, 8>;
+{first}
   prologue(lid, xb, sgs);
   var a = vec4<f32>(0.0);  // row0 . x, row1 . x, sum of x² (unstaged RMSNorm)
   var ss = 0.0;
   if (p < NP) {{
-    let r0 = row0(p);
-    let r1 = row1(p);
-    let two = r1 < N;
-    for (var u0 = lane; u0 < NU; u0 += TPR * {unroll_units}u) {{
-{units}
-    }}
+{loop}
   }}
   a.z = ss;
   if (TPR > 1u) {{
