@@ -29,8 +29,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     eng = Engine(tf)
     prompt = list(range(100, 116))
     start = Tuning.default(gpu)
-    cur = {r: tuple(start.shape(r).values()) for r in ROLES}
-    cur = {r: (v[0], v[1], int(v[2])) for r, v in cur.items()}
+    cur = {r: (start.shape(r)["wg"], start.shape(r)["tpr"]) for r in ROLES}
     chunk = start.attn_chunk
 
     def measure() -> float:
@@ -42,7 +41,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     best = measure()
     t0 = time.time()
     for role in ROLES:
-        for shape in [(*sh, 1) for sh in SHAPES] + [(*sh, 0) for sh in SHAPES[:6]]:
+        for shape in SHAPES:
             old = cur[role]
             cur[role] = shape
             us = measure()

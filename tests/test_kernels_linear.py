@@ -41,8 +41,8 @@ def test_matvec_and_matmul_every_format(gpu, fmt):
     x = rng.standard_normal((t, k)).astype(np.float32)
     xb, yb = gpu.upload(x), gpu.buffer(rows * t * 4)
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
-    for wg, tpr, pre in ((128, 32, True), (64, 1, False), (64, 2, True)):
-        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr, prefetch=pre), {"w0": wb, "x": xb, "y": yb},
+    for wg, tpr in ((128, 32), (64, 1), (64, 2)):
+        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr), {"w0": wb, "x": xb, "y": yb},
                    matvec_grid(spec, wg, tpr))
         assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr)
     run_kernel(gpu, matmul_kernel(spec), {"w0": wb, "x": xb, "y": yb}, matmul_grid(spec)(t), n=t)
@@ -81,7 +81,7 @@ def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
         gpu.write(yb, y0)
         spec = LinearSpec(k=k, segments=(Segment("f16", rows),), prologue="rmsnorm", epilogue="add",
                           eps=1e-5, nw_off=8, last_row=True)
-        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, prefetch=tpr != 1),
+        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared),
                    {"w0": wb, "x": xb, "pv": pvb, "y": yb}, matvec_grid(spec, 64, tpr), n=t)
         ref = y0 + w @ rms_norm(x[t - 1], nw, 1e-5)
         assert rel_err(read(gpu, yb, rows), ref) < 1e-5, tpr

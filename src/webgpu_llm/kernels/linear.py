@@ -271,14 +271,13 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
-                  shared_bytes: int = 16384, prefetch: bool = True) -> Kernel:
+                  shared_bytes: int = 16384) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
     one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide. The input is
-    staged in workgroup memory when it fits in `shared_bytes`. `prefetch` keeps the next
-    unit's weight loads in flight while the current unit is used.
+    staged in workgroup memory when it fits in `shared_bytes`.
     """
     sig = Signature().state()
     for s in spec.segments:
@@ -303,35 +302,12 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     sg_val = "" if use_sg else "let sgs = 1u;"
     dots = lambda w, acc: (f"{acc} += dot({w}[0], xv[0]) + dot({w}[1], xv[1]) + dot({w}[2], xv[2]) + dot({w}[3], xv[3])"  # noqa: E731
                            f" + dot({w}[4], xv[4]) + dot({w}[5], xv[5]) + dot({w}[6], xv[6]) + dot({w}[7], xv[7]);")
-    if prefetch:
-        # software pipeline: the first unit's weights are requested before the prologue's
-        # barrier, and each iteration requests the next unit's before using the current one
-        first = """    if (p < NP) {
-      w0 = load_row(r0, lane);
-      if (two) { w1 = load_row(r1, lane); }
-    }"""
-        loop = f"""    for (var u = lane; u < NU; u += TPR) {{
-      var n0: array<vec4<f32>, 8>;
-      var n1: array<vec4<f32>, 8>;
-      if (u + TPR < NU) {{
-        n0 = load_row(r0, u + TPR);
-        if (two) {{ n1 = load_row(r1, u + TPR); }}
-      }}
+    loop = f"""    for (var u = lane; u < NU; u += TPR) {{
       var xv: array<vec4<f32>, 8>;
 %8    {xw}
+      let w0 = load_row(r0, u);
       {dots("w0", "a.x")}
-      if (two) {{ {dots("w1", "a.y")} }}
-      w0 = n0;
-      w1 = n1;
-    }}"""
-    else:
-        first = ""
-        loop = f"""    for (var u = lane; u < NU; u += TPR) {{
-      var xv: array<vec4<f32>, 8>;
-%8    {xw}
-      w0 = load_row(r0, u);
-      {dots("w0", "a.x")}
-      if (two) {{ w1 = load_row(r1, u); {dots("w1", "a.y")} }}
+      if (two) {{ let w1 = load_row(r1, u); {dots("w1", "a.y")} }}
     }}"""
     sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg and tpr > 1 else "{"
     body += unroll(f"""
@@ -350,9 +326,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let r0 = row0(pc);
   let r1 = row1(pc);
   let two = r1 < N;
-  var w0: array<vec4<f32>, 8>;
-  var w1: array<vec4<f32>, 8>;
-{first}
   prologue(lid, xb, sgs);
   var a = vec4<f32>(0.0);  // row0 . x, row1 . x, sum of x² (unstaged RMSNorm)
   var ss = 0.0;

@@ -48,28 +48,27 @@ ROLES = ("qkv", "o", "gate_up", "down", "head")
 class Tuning:
     """Kernel shapes per device kind; bench/sweep_decode.py measures the alternatives.
 
-    `mv` maps a matrix role to (workgroup size, threads per row pair, prefetch 0/1) of its
-    mat-vec; `attn_chunk` is the number of keys per split-K decode attention
+    `mv` maps a matrix role to (workgroup size, threads per row pair) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
     workgroup.
     """
 
-    mv: tuple[tuple[str, int, int, int], ...]
+    mv: tuple[tuple[str, int, int], ...]
     attn_chunk: int = 64
 
     def shape(self, role: str) -> dict[str, int]:
-        for r, wg, tpr, un in self.mv:
+        for r, wg, tpr in self.mv:
             if r == role:
-                return {"wg": wg, "tpr": tpr, "prefetch": bool(un)}
+                return {"wg": wg, "tpr": tpr}
         raise KeyError(role)
 
     @staticmethod
     def default(gpu: Gpu) -> Tuning:
         if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
-            return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64)
+            return Tuning(tuple((r, 64, 1) for r in ROLES), attn_chunk=64)
         # from bench/sweep_decode.py on an H200 (Qwen2.5-0.5B shapes, both backends, f16 and
         # q4_0; bench/NOTES.md): wide workgroups, row groups sized to the input length
-        return Tuning((("qkv", 256, 32, 1), ("o", 256, 32, 1), ("gate_up", 128, 16, 1),
-                       ("down", 256, 64, 1), ("head", 128, 8, 1)), attn_chunk=32)
+        return Tuning((("qkv", 256, 32), ("o", 256, 32), ("gate_up", 128, 16), ("down", 256, 64),
+                       ("head", 128, 16)), attn_chunk=32)
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 
 
@@ -190,8 +189,7 @@ class Transformer:
                              **self.tuning.shape(role))
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
-        sh = self.tuning.shape(role)
-        return matvec_grid(spec, sh["wg"], sh["tpr"])
+        return matvec_grid(spec, **self.tuning.shape(role))
 
     def retune(self, tuning: Tuning) -> None:
         """Rebuild the Programs with other kernel shapes (weights and caches stay)."""
