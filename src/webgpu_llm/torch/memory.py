@@ -12,6 +12,7 @@ else while the recording lives.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 _MIN = 256
@@ -26,14 +27,19 @@ def size_class(nbytes: int) -> int:
     return -(-n // step) * step
 
 
+_serials = itertools.count()
+
+
 class Block:
     """One WebGPU buffer and what the stream needs to know about it."""
 
-    __slots__ = ("buf", "epoch", "handle", "in_use", "owner", "size")
+    __slots__ = ("buf", "epoch", "handle", "in_use", "owner", "serial", "size")
 
     def __init__(self, buf: Any, size: int) -> None:
         self.buf = buf
         self.handle = buf._internal
+        # Caches key on this, not on the native handle: a freed buffer's address can come back.
+        self.serial = next(_serials)
         self.size = size
         self.epoch = -1  # stream batch that last bound it (see Stream)
         self.owner: Capture | None = None

@@ -125,9 +125,11 @@ class Stream:
             raise RuntimeError(f"{kernel.name}: {len(blocks)} buffers for {kernel.n_bindings} bindings")
         batch = self.batch
         entries = []
+        serials = []
         for b in blocks:
             b.epoch = batch
             entries.append((b.handle, 0, b.size))
+            serials.append(b.serial)
         rec = self.recording
         if rec is not None:  # a recording owns its parameters and bind groups
             entries.append(rec.arena.put(params))
@@ -138,7 +140,7 @@ class Stream:
             if slot is None:
                 slot = self._intern(params)
             entries.append(slot)
-            key = (kernel.layout, *entries)
+            key = (kernel.layout, slot, *serials)
             bg = self._bind_groups.get(key)
             if bg is None:
                 if len(self._bind_groups) >= MAX_BIND_GROUPS:

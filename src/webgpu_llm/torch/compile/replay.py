@@ -112,7 +112,15 @@ class Recorded:
         return results
 
     def release(self) -> None:
-        self.capture.release(ctx().pool)
+        """Give the recording's memory back to the pool (it is never replayed again)."""
+        if self.capture.blocks:
+            self.capture.release(ctx().pool)
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown
+            pass
 
 
 class GraphRunner:
