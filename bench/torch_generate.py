@@ -119,10 +119,14 @@ def main() -> None:
             t0 = time.perf_counter()
             r = measure(model, prompt, n, args.runs, **kwargs)
             r.update(dtype=dname, mode=mode, wall_s=time.perf_counter() - t0, fallback_report=wt.fallback_report())
+            if mode == "compiled":  # launches per replayed graph (the decode step is the one replayed most)
+                graphs = sorted(wt.graph_report(), key=lambda g: -g["replays"])
+                r["graphs"] = graphs
+                r["decode_step_launches"] = graphs[0]["recorded_launches"] if graphs else None
             results.append(r)
             print(f"{dname:4s} {mode:8s} {r['tok_s']:8.1f} tok/s  decode {r['decode_tok_s']:8.1f} tok/s  "
-                  f"first token {r['first_token_s'] * 1e3:7.1f} ms  fallbacks {sum(r['fallback_report'].values())}",
-                  flush=True)
+                  f"first token {r['first_token_s'] * 1e3:7.1f} ms  fallbacks {sum(r['fallback_report'].values())}  "
+                  f"launches/run {r['launches_per_run']:.0f}", flush=True)
         del model
 
     gpu = wt.context.ctx().gpu

@@ -184,6 +184,8 @@ def test_cat_and_shape_ops() -> None:
     check(lambda x, y: torch.cat([x, -x], -1), a, b, tol=0)
     check(lambda x, y: torch.cat([x.to(torch.float16), y.to(torch.float16)], 1), a, b, tol=0)
     check(lambda x, y: torch.stack([x, x * 2]), a, b, tol=0)
+    check(lambda x, y: torch.cat([x, y, x, y[:, :1], x, y], 1), a, b, tol=0)  # more inputs than one launch takes
+    check(lambda x, y: torch.cat([x.to(torch.float16), y], 1), a, b, tol=1e-3)
     check(lambda x, y: y.transpose(1, 2).contiguous().view(2, -1), a, b, tol=0)
     check(lambda x, y: x.unsqueeze(2).expand(2, 3, 4, 5).reshape(2, 12, 5), a, b, tol=0)
     check(lambda x, y: torch.triu(y[0], 1), a, b, tol=0)

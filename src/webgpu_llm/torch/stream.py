@@ -26,6 +26,7 @@ MAX_PENDING = 2048  # launches per submit in eager mode
 CHUNK = 1 << 16  # bytes per parameter arena chunk
 MAX_INTERNED = 64  # chunks of interned parameter blocks before the caches start over
 MAX_BIND_GROUPS = 1 << 15
+READ_STAGING = 1 << 16  # bytes of the reusable read-back buffer
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Stream:
         self._kernels: dict[Any, GpuKernel] = {}
         self._layouts: list[Any] = []
         self._sentinel: Any = None
+        self._staging: Any = None
         # told about every launch, and about data moving through the host (ops/plans.py)
         self.observers: list[Any] = []
 
@@ -199,11 +201,27 @@ class Stream:
         self.native.write(block.handle, offset, data)
 
     def read(self, block: Block, offset: int, nbytes: int) -> bytes:
-        """Synchronous read-back of bytes [offset, offset + nbytes) after all queued work."""
+        """Synchronous read-back of bytes [offset, offset + nbytes) after all queued work.
+
+        Small reads (the per-token ones: a finished flag, a token) go through a persistent
+        mappable buffer, copied into by the same submit that runs the pending launches.
+        """
         self._host_transfer()
-        self.flush()
         lo, hi = offset - offset % 4, -(-(offset + nbytes) // 4) * 4
-        raw = self.gpu.queue.read_buffer(block.buf, lo, hi - lo)
+        if hi - lo > READ_STAGING:
+            self.flush()
+            raw = self.gpu.queue.read_buffer(block.buf, lo, hi - lo)
+            return bytes(memoryview(raw)[offset - lo:offset - lo + nbytes])
+        if self._staging is None:
+            u = self.gpu.usage
+            self._staging = self.gpu.buffer(READ_STAGING, "read-back", u.MAP_READ | u.COPY_DST)
+        staging = self._staging
+        self.flush(after=lambda enc: enc.copy_buffer_to_buffer(block.buf, lo, staging, 0, hi - lo))
+        staging.map_sync("READ_NOSYNC", 0, hi - lo)  # NOSYNC: the copy was just submitted
+        try:
+            raw = staging.read_mapped(0, hi - lo)
+        finally:
+            staging.unmap()
         return bytes(memoryview(raw)[offset - lo:offset - lo + nbytes])
 
     def _host_transfer(self) -> None:

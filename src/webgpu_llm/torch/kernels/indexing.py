@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..dtypes import dtype_of
+from ..tensors import restride
 from . import mapping
 from .common import pack, strided_offset
 from .elementwise import collapse
@@ -112,4 +113,52 @@ def isin(out: torch.Tensor, x: torch.Tensor, test: torch.Tensor, invert: bool) -
 
     words = [x.storage_offset(), *xst, test.storage_offset(), test.stride(0), test.numel()]
     mapping.launch(("isin", invert), "isin", out, shape, ost, [x, test], [kind, kind], body, pack(words))
+    return out
+
+
+CAT_INPUTS = 4  # inputs per launch
+
+
+def _cat_body(n: int, d: int) -> Callable[[int], str]:
+    """Element body: the input whose range along d holds c_d (range ends follow the geometries)."""
+
+    def body(rank: int) -> str:
+        b = mapping.extra_base(rank)
+        ends = b + n * (rank + 1)
+        lines = []
+        for k in range(n):
+            base = b + k * (rank + 1)
+            lo = f"P[{ends + k - 1}u]" if k else "0u"
+            coord = [f"(c{q} - {lo})" if q == d else f"c{q}" for q in range(rank)]
+            idx = " + ".join([f"P[{base}u]"] + [f"{c} * P[{base + 1 + q}u]" for q, c in enumerate(coord)])
+            if k < n - 1:
+                lines.append(f"  if (c{d} < P[{ends + k}u]) {{ return Out(oy, ld{k}({idx})); }}")
+            else:
+                lines.append(f"  return Out(oy, ld{k}({idx}));")
+        return "\n".join(lines)
+
+    return body
+
+
+def cat(out: torch.Tensor, parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """out = torch.cat(parts, dim), one launch per CAT_INPUTS parts."""
+    kind = dtype_of(out.dtype).kind
+    start = 0
+    for g in range(0, len(parts), CAT_INPUTS):
+        group = list(parts[g:g + CAT_INPUTS])
+        size = sum(p.shape[dim] for p in group)
+        shape = list(out.shape)
+        shape[dim] = size
+        region = restride(out, shape, out.stride(), out.storage_offset() + start * out.stride(dim))
+        cshape, cstrides, d = _around(shape, [list(region.stride())] + [list(p.stride()) for p in group], dim)
+        words: list[int] = []
+        for p, st in zip(group, cstrides[1:]):
+            words += [p.storage_offset(), *st]
+        end = 0
+        for p in group:
+            end += p.shape[dim]
+            words.append(end)
+        mapping.launch(("cat", len(group), d), "cat", region, cshape, cstrides[0], group, [kind] * len(group),
+                       _cat_body(len(group), d), pack(words))
+        start += size
     return out

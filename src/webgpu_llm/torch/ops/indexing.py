@@ -11,7 +11,7 @@ from ..fallback import run_on_cpu
 from ..kernels import elementwise as ew
 from ..kernels import indexing as ik
 from ..kernels import reduction as rk
-from ..tensors import empty, restride
+from ..tensors import empty
 from .registry import impl, is_device
 
 aten = torch.ops.aten
@@ -91,15 +91,7 @@ def _cat(tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
         dtype = torch.promote_types(dtype, t.dtype)
     shape = list(parts[0].shape)
     shape[dim] = sum(t.shape[dim] for t in parts)
-    out = empty(shape, dtype)
-    off = 0
-    stride = out.stride()
-    for t in parts:
-        piece = list(shape)
-        piece[dim] = t.shape[dim]
-        ew.copy_into(restride(out, piece, stride, off * stride[dim]), t)
-        off += t.shape[dim]
-    return out
+    return ik.cat(empty(shape, dtype), [t for t in parts if t.shape[dim]], dim)
 
 
 @impl("cat.out")
