@@ -159,6 +159,8 @@ def test_embedding_and_indexing() -> None:
     check(lambda t, i: t[:, i[1, :3] % 13], w, ids, tol=0)
     check(lambda t, i: t.index_select(1, i[0] % 13), w, ids, tol=0)
     check(lambda t, i: t[-1:, :], w, ids, tol=0)
+    check(lambda t, i: t[i[:, :1] % 13, i[1] % 13], w, ids, tol=0)  # broadcast index tensors
+    check(lambda t, i: (t > 0)[torch.arange(2, device=t.device)[:, None], -1 - i % 13], w, ids, tol=0)
     for dtype in (torch.float16, torch.bfloat16):
         check(lambda t, i: F.embedding(i, t), w.to(dtype), ids, tol=0)
 

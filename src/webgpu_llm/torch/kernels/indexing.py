@@ -162,3 +162,38 @@ def cat(out: torch.Tensor, parts: Sequence[torch.Tensor], dim: int) -> torch.Ten
                        _cat_body(len(group), d), pack(words))
         start += size
     return out
+
+
+def advanced_index(out: torch.Tensor, src: torch.Tensor, first: int, indices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """out = src[..., i0, i1, ...] with integer index tensors on the adjacent dimensions
+    first, first + 1, ... (they broadcast together; their shape replaces those dimensions)."""
+    n = len(indices)
+    bshape = list(torch.broadcast_shapes(*[t.shape for t in indices]))
+    nb = len(bshape)
+    shape = list(out.shape)
+    pre, post = list(range(first)), list(range(first + n, src.dim()))
+    # source strides over the output's dimensions (0 on the broadcast index dimensions)
+    sst = [src.stride(q) for q in pre] + [0] * nb + [src.stride(q) for q in post]
+    words = [src.storage_offset(), *sst]
+    for t in indices:
+        ist = [0] * (nb - t.dim()) + [0 if s == 1 else st for s, st in zip(t.shape, t.stride())]
+        words += [t.storage_offset(), *ist]
+    words += [src.stride(first + k) for k in range(n)] + [src.shape[first + k] for k in range(n)]
+    kind = dtype_of(out.dtype).kind
+
+    def body(r: int) -> str:
+        b = mapping.extra_base(r)
+        lines = [f"  var e = {strided_offset(b, r)};"]
+        tail = b + (r + 1) + n * (nb + 1)  # index strides into the source, then sizes
+        for k in range(n):
+            ib = b + (r + 1) + k * (nb + 1)
+            at = " + ".join([f"P[{ib}u]"] + [f"c{first + j} * P[{ib + 1 + j}u]" for j in range(nb)])
+            step, size = tail + k, tail + n + k
+            lines.append(f"  let j{k} = ld{k + 1}({at});")
+            lines.append(f"  e += u32(select(j{k}, j{k} + i32(P[{size}u]), j{k} < 0i)) * P[{step}u];")
+        lines.append("  return Out(oy, ld0(e));")
+        return "\n".join(lines)
+
+    mapping.launch(("advanced_index", first, n, nb), "advanced_index", out, shape, list(out.stride()),
+                   [src, *indices], [kind] + ["i32"] * n, body, pack(words))
+    return out

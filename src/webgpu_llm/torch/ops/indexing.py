@@ -47,12 +47,29 @@ def _single_index(indices: list[Any]) -> tuple[int, torch.Tensor] | None:
     return d, t
 
 
+def _adjacent_indices(indices: list[Any]) -> tuple[int, list[torch.Tensor]] | None:
+    """(first dim, index tensors) when integer device tensors index adjacent dimensions."""
+    dims = [d for d, t in enumerate(indices) if t is not None]
+    if not dims or dims != list(range(dims[0], dims[-1] + 1)):
+        return None
+    ts = [indices[d] for d in dims]
+    if any(t.dtype in (torch.bool, torch.uint8) or t.dtype.is_floating_point or not is_device(t) for t in ts):
+        return None
+    return dims[0], ts
+
+
 @impl("index.Tensor")
 def _index(self: torch.Tensor, indices: list[torch.Tensor | None]) -> torch.Tensor:
     one = _single_index(indices)
-    if one is None:
+    if one is not None:
+        return _select(self, one[0], one[1])
+    adj = _adjacent_indices(indices)
+    if adj is None:  # boolean masks (data-dependent shapes), scattered index dimensions
         return run_on_cpu(aten.index.Tensor, self, indices)
-    return _select(self, one[0], one[1])
+    first, ts = adj
+    bshape = list(torch.broadcast_shapes(*[t.shape for t in ts]))
+    out = empty([*self.shape[:first], *bshape, *self.shape[first + len(ts):]], self.dtype)
+    return ik.advanced_index(out, self, first, ts)
 
 
 @impl("index_put_")
