@@ -111,3 +111,16 @@ def test_synchronize_and_stream_counters() -> None:
     (x * 2 + 1).sum()
     wt.synchronize()
     assert stream.launches > before
+
+
+def test_memory_is_reused_and_released() -> None:
+    torch.webgpu.empty_cache()
+    base = torch.webgpu.memory_allocated()
+    for _ in range(5):
+        x = torch.ones(1000, device=DEV) * 2  # same sizes each time: the pool hands buffers back
+    assert x.sum().item() == 2000
+    grown = torch.webgpu.memory_allocated() - base
+    assert 0 < grown < 5 * 4096 * 2
+    del x
+    torch.webgpu.empty_cache()
+    assert torch.webgpu.memory_allocated() <= base + 4096

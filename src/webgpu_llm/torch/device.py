@@ -35,11 +35,27 @@ def synchronize(device: object = None) -> None:
         context.ctx().stream.wait()
 
 
+def empty_cache() -> None:
+    """Give the device's cached, unused buffers back to WebGPU."""
+    if context.opened():
+        c = context.ctx()
+        c.stream.release_caches()
+        c.stream.wait()
+        c.pool.empty_cache()
+
+
+def memory_allocated() -> int:
+    """Bytes of WebGPU buffers the device holds (in use or cached for reuse)."""
+    return context.ctx().pool.allocated if context.opened() else 0
+
+
 def _module() -> types.ModuleType:
     m = types.ModuleType("torch.webgpu", "The webgpu device (webgpu_llm.torch)")
     m.is_available = is_available  # type: ignore[attr-defined]
     m.device_count = device_count  # type: ignore[attr-defined]
     m.synchronize = synchronize  # type: ignore[attr-defined]
+    m.empty_cache = empty_cache  # type: ignore[attr-defined]
+    m.memory_allocated = memory_allocated  # type: ignore[attr-defined]
     m.current_device = lambda: 0  # type: ignore[attr-defined]
     m.set_device = lambda device: None  # type: ignore[attr-defined]
     m.is_initialized = context.opened  # type: ignore[attr-defined]

@@ -231,15 +231,14 @@ class Stream:
         for obs in self.observers:
             obs.on_host_transfer()
 
+    def release_caches(self) -> None:
+        """Drop cached bind groups (they keep freed buffers alive)."""
+        self.flush()
+        self._bind_groups.clear()
+
     def wait(self) -> None:
         """Submit everything and block until the GPU has done it (a read-back waits for all)."""
         self.flush()
         if self._sentinel is None:
             self._sentinel = self.gpu.buffer(16, "sentinel")
         self.gpu.queue.read_buffer(self._sentinel, 0, 4)
-
-    def copy(self, src: Block, src_off: int, dst: Block, dst_off: int, nbytes: int) -> None:
-        """Buffer-to-buffer copy (offsets and size whole words), ordered after pending launches."""
-        self._host_transfer()
-        src.epoch = dst.epoch = self.batch
-        self.flush(after=lambda enc: enc.copy_buffer_to_buffer(src.buf, src_off, dst.buf, dst_off, nbytes))

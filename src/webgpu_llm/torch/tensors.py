@@ -62,10 +62,6 @@ def empty(size: Sequence[int], dtype: torch.dtype, stride: Sequence[int] | None 
     return t
 
 
-def empty_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return empty(t.shape, dtype or t.dtype)
-
-
 def set_geometry(t: torch.Tensor, storage: torch.UntypedStorage, size: Sequence[int],
                  stride: Sequence[int], offset: int = 0) -> torch.Tensor:
     """Point `t` at `storage` with the given geometry (metadata only; grows the byte count)."""
@@ -88,7 +84,3 @@ def allocation(t: torch.Tensor) -> Allocation:
 def block(t: torch.Tensor) -> Block:
     return allocation(t).block
 
-
-def is_dense(t: torch.Tensor) -> bool:
-    """Row-major contiguous (what byte copies and word-wise writes need)."""
-    return t.is_contiguous()
