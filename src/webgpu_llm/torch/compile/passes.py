@@ -11,6 +11,7 @@ stays correct, only slower.
     RoPE             x * cos + cat(-x2, x1) * sin              -> rope(x, cos, sin)
     QKV              linear(x, Wq, bq), linear(x, Wk, bk), ... -> linear_group(x, [Wq, Wk, ...], [bq, bk, ...])
     norm + linear    linear-like(rms_norm(x, w))               -> linear-like(x, ..., norm_w=w)
+    last token       slice(rms_norm(x), seq, -1:)             -> rms_norm(slice(x, seq, -1:))
     KV cache update  copy_(cache, index_copy(cache, ...))      -> index_copy_(cache, ...)
     counter update   copy_(n, add(n, k))                       -> add_(n, k)
     KV append        index_copy_(kc, 2, p, rope(k)), index_copy_(vc, 2, p, v) -> kv_append(kc, vc, k, v, p, cos, sin)
@@ -187,7 +188,32 @@ def fuse_linear_group(gm: GraphModule) -> int:
     return count
 
 
-_LINEAR_LIKE = {webgpu.linear.default: 4, webgpu.linear_group.default: 3, webgpu.gated_linear.default: 3}
+_LINEAR_LIKE = {webgpu.linear.default: 4, webgpu.linear_group.default: 3, webgpu.gated_linear.default: 3,
+                aten.linear.default: 4}
+
+
+def slice_before_norm(gm: GraphModule) -> int:
+    """Normalise only the rows that are kept (the LM head reads the last token's row)."""
+    count = 0
+    for n in list(gm.graph.nodes):
+        if not is_op(n, aten.slice.Tensor) or not is_op(n.args[0], webgpu.rms_norm.default):
+            continue
+        norm = n.args[0]
+        if not single_use(norm) or val(n) is None or n.args[1] % val(n).dim() == val(n).dim() - 1:
+            continue
+        x, w, eps = norm.args
+        if val(x) is None or val(x).dtype != val(n).dtype:
+            continue
+        with gm.graph.inserting_before(n):
+            sl = gm.graph.call_function(aten.slice.Tensor, (x, *n.args[1:]))
+            sl.meta["val"] = val(n)  # same shape and dtype as the sliced norm
+            new = gm.graph.call_function(webgpu.rms_norm.default, (sl, w, eps))
+        new.meta.update(n.meta)
+        n.replace_all_uses_with(new)
+        gm.graph.erase_node(n)
+        gm.graph.erase_node(norm)
+        count += 1
+    return count
 
 
 def fuse_norm_into_linear(gm: GraphModule) -> int:
@@ -205,6 +231,8 @@ def fuse_norm_into_linear(gm: GraphModule) -> int:
         for u in users:
             slot = _LINEAR_LIKE[u.target]
             args = list(u.args) + [None] * (slot - len(u.args))
+            if u.target is aten.linear.default:  # (x, w, bias) -> webgpu.linear(x, w, bias, residual)
+                u.target = webgpu.linear.default
             u.args = (x, *args[1:slot], w, eps)
         gm.graph.erase_node(n)
         count += 1
@@ -391,7 +419,7 @@ def drop_identity_scaling(gm: GraphModule) -> int:
 
 PASSES: list[Callable[[GraphModule], int]] = [
     drop_identity_scaling, fuse_inplace_index_copy, fuse_inplace_counter, fuse_rms_norm, fuse_rope,
-    fuse_gated_linear, fuse_residual_linear, fuse_linear_group, fuse_norm_into_linear, fuse_attention,
+    fuse_gated_linear, fuse_residual_linear, fuse_linear_group, slice_before_norm, fuse_norm_into_linear, fuse_attention,
     fuse_kv_append,
 ]
 

@@ -114,3 +114,22 @@ def coords(var: str, index: str, shape_base: int, rank: int, prefix: str = "c") 
         lines.append(f"  let {prefix}{d} = {var} % P[{shape_base + d}u]; {var} = {var} / P[{shape_base + d}u];")
     lines.append(f"  let {prefix}0 = {var};")
     return "\n".join(lines)
+
+
+def vec4_elems(dt: DType) -> int:
+    """Elements of a float type in one 16-byte load."""
+    return 16 // dt.size
+
+
+def vec4_reader(dt: DType, fn: str = "wunit", buf: str = "W4") -> str:
+    """WGSL `fn fn(i) -> array<f32, n>`: the 16 bytes at vec4 index i of binding `buf` as f32."""
+    n = vec4_elems(dt)
+    if dt.name == "f32":
+        vals = ", ".join(f"bitcast<f32>(v.{c})" for c in "xyzw")
+    elif dt.name == "f16":
+        vals = ", ".join(f"unpack2x16float(v.{c}).{h}" for c in "xyzw" for h in "xy")
+    elif dt.name == "bf16":
+        vals = ", ".join(f"bitcast<f32>(v.{c} << 16u), bitcast<f32>(v.{c} & 0xffff0000u)" for c in "xyzw")
+    else:
+        raise TypeError(f"no 16-byte reader for {dt.name}")
+    return f"fn {fn}(i: u32) -> array<f32, {n}> {{\n  let v = {buf}[i];\n  return array<f32, {n}>({vals});\n}}\n"

@@ -23,8 +23,18 @@ from ..context import ctx
 from ..dtypes import WGSL_DTYPE_HELPERS, dtype_of
 from ..tensors import empty
 from . import elementwise as ew
-from .common import GROUP_ID, MAIN_ARGS, binding, element_store, grid_rows, loader, storage_decl
-from .matmul import _unit, _unpack, matmul
+from .common import (
+    GROUP_ID,
+    MAIN_ARGS,
+    binding,
+    element_store,
+    grid_rows,
+    loader,
+    storage_decl,
+    vec4_elems,
+    vec4_reader,
+)
+from .matmul import matmul
 from .rms_norm import rms_norm
 
 _ADD = ew.Pointwise("add", "a0 + a1", "f32", "f32")
@@ -96,11 +106,10 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
         add("NW")
         loads += loader(dtype_of(s.norm), "NW", "f32")
     add("P")
-    u = _unit(wdt)
-    unpack = "".join(_unpack(wdt).replace("fn wunit", f"fn unit_W{i}").replace("W4[i]", f"W{i}[i]")
-                     for i in range(s.segments))
+    u = vec4_elems(wdt)
+    unpack = "".join(vec4_reader(wdt, f"unit_W{i}", f"W{i}") for i in range(s.segments))
     if s.gated:
-        unpack += _unpack(wdt).replace("fn wunit", "fn unit_G").replace("W4[i]", "G[i]")
+        unpack += vec4_reader(wdt, "unit_G", "G")
 
     # which weight a column reads, and where its result goes (P[5 + SEG * i] ...)
     def seg(i: int, k: int) -> str:
@@ -191,7 +200,7 @@ def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> bool:
     if x.numel() != k or not x.is_contiguous() or k > MAX_K or not x.dtype.is_floating_point:
         return False
     for w in weights:
-        u = _unit(dtype_of(w.dtype))
+        u = vec4_elems(dtype_of(w.dtype))
         if (w.dim() != 2 or w.stride(1) != 1 or k % u or w.stride(0) % u or w.storage_offset() % u
                 or w.dtype != weights[0].dtype):
             return False
@@ -202,7 +211,7 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tens
             biases: Sequence[torch.Tensor | None], gate: torch.Tensor | None = None,
             residual: torch.Tensor | None = None, norm: Norm | None = None) -> None:
     k = x.shape[-1]
-    u = _unit(dtype_of(ws[0].dtype))
+    u = vec4_elems(dtype_of(ws[0].dtype))
     spec = _Spec(x.dtype, ws[0].dtype, tuple(y.dtype for y in ys), tuple(b.dtype if b is not None else None
                                                                         for b in biases),
                  residual.dtype if residual is not None else None, gate is not None,

@@ -13,7 +13,17 @@ import torch
 
 from ..context import ctx
 from ..dtypes import WGSL_DTYPE_HELPERS, DType, dtype_of
-from .common import GROUP_ID, MAIN_ARGS, binding, element_store, grid_rows, loader, storage_decl
+from .common import (
+    GROUP_ID,
+    MAIN_ARGS,
+    binding,
+    element_store,
+    grid_rows,
+    loader,
+    storage_decl,
+    vec4_elems,
+    vec4_reader,
+)
 
 GEMV_ROWS = 8  # up to this many rows use the mat-vec kernel
 LANES = 32  # threads that share one output column in the mat-vec
@@ -51,33 +61,12 @@ def _decls(adt: DType, wdt: DType, ydt: DType, cdt: DType | None, wvec: bool) ->
     return src + store, nb
 
 
-def _unit(wdt: DType) -> int:
-    """Elements of w in one 16-byte load."""
-    return 16 // wdt.size
-
-
-def _unpack(wdt: DType) -> str:
-    """WGSL: fn wunit(i) -> array<f32, U> reading the 16 bytes at vec4 index i of W4."""
-    u = _unit(wdt)
-    if wdt.name == "f32":
-        body = "  let v = W4[i];\n  return array<f32, 4>(bitcast<f32>(v.x), bitcast<f32>(v.y), bitcast<f32>(v.z), bitcast<f32>(v.w));"
-    elif wdt.name == "f16":
-        body = ("  let v = W4[i];\n  let a = unpack2x16float(v.x); let b = unpack2x16float(v.y);\n"
-                "  let c = unpack2x16float(v.z); let d = unpack2x16float(v.w);\n"
-                "  return array<f32, 8>(a.x, a.y, b.x, b.y, c.x, c.y, d.x, d.y);")
-    else:  # bf16
-        body = ("  let v = W4[i];\n  return array<f32, 8>(bitcast<f32>(v.x << 16u), bitcast<f32>(v.x & 0xffff0000u),"
-                " bitcast<f32>(v.y << 16u), bitcast<f32>(v.y & 0xffff0000u), bitcast<f32>(v.z << 16u),"
-                " bitcast<f32>(v.z & 0xffff0000u), bitcast<f32>(v.w << 16u), bitcast<f32>(v.w & 0xffff0000u));")
-    return f"fn wunit(i: u32) -> array<f32, {u}> {{\n{body}\n}}\n"
-
-
 def _gemv_wgsl(adt: DType, wdt: DType, ydt: DType, cdt: DType | None, wvec: bool, rows: int) -> tuple[str, int]:
     src, nb = _decls(adt, wdt, ydt, cdt, wvec)
     wg = LANES * COLS
     if wvec:
-        u = _unit(wdt)
-        src += _unpack(wdt)
+        u = vec4_elems(wdt)
+        src += vec4_reader(wdt)
         inner = f"""  let wbase = (P[8] + b * P[9] + n * P[11]) / {u}u;
     for (var k4 = lane; k4 < K / {u}u; k4 += {LANES}u) {{
       let w = wunit(wbase + k4);
@@ -202,7 +191,7 @@ def matmul(y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, c: torch.Tensor | 
     stream = ctx().stream
     binds = [binding(y), binding(a), binding(w)]
     if m <= GEMV_ROWS:
-        u = _unit(wdt)
+        u = vec4_elems(wdt)
         wvec = (sw[1] == 1 and k % u == 0 and w.storage_offset() % u == 0 and sw[2] % u == 0
                 and (w.shape[0] == 1 or sw[0] % u == 0))
         rows = 1 if m == 1 else GEMV_ROWS
