@@ -126,3 +126,10 @@ def test_decode_graph_is_fused() -> None:
         assert g["fusions"][name] >= 2, (name, g["fusions"])
     layers = 2
     assert g["recorded_launches"][0] <= 7 * layers + 12, g
+
+
+@pytest.mark.parametrize("n", [8200, 4100, 300])  # 8, 4 and 2 output columns per workgroup
+def test_wide_matvec(n: int) -> None:
+    x, w, nw = rnd(1, 1, 96, dtype=torch.float16), rnd(n, 96, dtype=torch.float16), (1 + 0.1 * rnd(96)).half()
+    want = F.linear(rms(x, nw).float(), w.float()).half()
+    assert_close(ops.linear(*dev(x, w, None, None, nw), 1e-6), want, 4e-3)

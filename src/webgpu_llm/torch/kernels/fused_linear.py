@@ -6,8 +6,9 @@
 
 where norm is an optional RMSNorm of x (as the transformers module computes it). For one row
 of x (decode), a dedicated mat-vec streams the weights: x is staged (and normalised) once in
-workgroup memory, LANES threads share an output column and read its weight row 16 bytes at a
-time, and bias, residual and gate are applied before the single store. A Qwen2 layer's
+workgroup memory, the threads that share an output column read its weight row 16 bytes at a
+time, and bias, residual and gate are applied before the single store. A workgroup takes
+fewer columns (more threads each) when there are few columns, to keep enough loads in flight. A Qwen2 layer's
 linear algebra is then four launches. Other shapes go through the general matmul kernel.
 """
 
@@ -39,9 +40,7 @@ from .rms_norm import rms_norm
 
 _ADD = ew.Pointwise("add", "a0 + a1", "f32", "f32")
 _SILU_MUL = ew.Pointwise("silu_mul", "a0 / (1.0 + exp(-a0)) * a1", "f32", "f32")
-LANES = 32  # threads per output column
-COLS = 8  # output columns per workgroup
-WG = LANES * COLS
+WG = 256  # threads per workgroup, shared by 2, 4 or 8 output columns (see columns_per_group)
 MAX_K = 7168  # x staged in workgroup memory as f32 (28 KiB of the 32 KiB WebGPU guarantees)
 SEG = 5  # parameter words per weight: first column, weight offset and row stride (16-byte units),
 #          bias offset, output offset
@@ -67,14 +66,24 @@ class _Spec:
     gated: bool
     norm: torch.dtype | None  # dtype of the norm weight
     norm_round: torch.dtype | None  # dtype the normalised row is rounded to before the weight
+    cols: int  # output columns per workgroup
 
     @property
     def segments(self) -> int:
         return len(self.ys)
 
 
+def columns_per_group(n: int) -> int:
+    """8 columns per workgroup for wide layers (the LM head), down to 2 for narrow ones."""
+    for cols in (8, 4):
+        if n // cols >= 1024:
+            return cols
+    return 2
+
+
 def _wgsl(s: _Spec) -> tuple[str, int]:
     xdt, wdt = dtype_of(s.x), dtype_of(s.w)
+    cols, lanes = s.cols, WG // s.cols
     decls, loads, stores = [], loader(xdt, "X", "f32"), ""
     nb = 0
 
@@ -163,8 +172,8 @@ fn main({MAIN_ARGS}) {{
   let K = P[0];
 {stage}
   workgroupBarrier();
-  let lane = lid % {LANES}u;
-  let n = {GROUP_ID} * {COLS}u + lid / {LANES}u;
+  let lane = lid % {lanes}u;
+  let n = {GROUP_ID} * {cols}u + lid / {lanes}u;
   var si = 0u;
 {pick}  let c = n - P[5u + {SEG}u * si];
   var acc = 0.0;
@@ -172,7 +181,7 @@ fn main({MAIN_ARGS}) {{
   if (n < P[1]) {{
     let wb = P[{5 + 1}u + {SEG}u * si] + c * P[{5 + 2}u + {SEG}u * si];
     let gb = P[{5 + SEG * s.segments + 1}u] + c * P[{5 + SEG * s.segments + 2}u];
-    for (var k4 = lane; k4 < K / {u}u; k4 += {LANES}u) {{
+    for (var k4 = lane; k4 < K / {u}u; k4 += {lanes}u) {{
 {chr(10).join(dot_cases)}{gate}
     }}
   }}
@@ -180,7 +189,7 @@ fn main({MAIN_ARGS}) {{
   red[lid] = acc;
   red2[lid] = acc2;
   workgroupBarrier();
-  for (var t = {LANES // 2}u; t > 0u; t = t >> 1u) {{
+  for (var t = {lanes // 2}u; t > 0u; t = t >> 1u) {{
     if (lane < t) {{
       red[lid] = red[lid] + red[lid + t];
       red2[lid] = red2[lid] + red2[lid + t];
@@ -215,7 +224,8 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tens
     spec = _Spec(x.dtype, ws[0].dtype, tuple(y.dtype for y in ys), tuple(b.dtype if b is not None else None
                                                                         for b in biases),
                  residual.dtype if residual is not None else None, gate is not None,
-                 norm.w.dtype if norm is not None else None, x.dtype if norm is not None else None)
+                 norm.w.dtype if norm is not None else None, x.dtype if norm is not None else None,
+                 columns_per_group(sum(w.shape[0] for w in ws)))
     stream = ctx().stream
     kernel = stream.kernel(("matvec", spec), lambda: ("matvec", *_wgsl(spec)))
     n_total = sum(w.shape[0] for w in ws)
@@ -230,7 +240,7 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tens
               gate.storage_offset() // u if gate is not None else 0, gate.stride(0) // u if gate is not None else 0]
     binds = [binding(y) for y in ys] + [binding(x)] + [binding(w) for w in ws]
     binds += [binding(t) for t in (gate, *biases, residual, norm.w if norm is not None else None) if t is not None]
-    stream.launch(kernel, binds, struct.pack(f"<{len(words)}I", *words), grid_rows(-(-n_total // COLS)))
+    stream.launch(kernel, binds, struct.pack(f"<{len(words)}I", *words), grid_rows(-(-n_total // spec.cols)))
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
