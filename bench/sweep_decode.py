@@ -33,7 +33,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     chunk = start.attn_chunk
 
     def measure() -> float:
-        tf.retune(Tuning(tuple((r, *cur[r]) for r in ROLES), chunk))
+        tf.rebuild(Tuning(tuple((r, *cur[r]) for r in ROLES), chunk))
         eng._steps.clear()
         eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)  # 116 keys in the cache
         return eng.step_program(SamplingParams()).time_gpu(1, reps=15)

@@ -3,7 +3,8 @@
 `run_ablations(args)` returns one dict per (backend, dtype, variant) measured; the runner puts
 them under `ablations.results` of characterize.json, tabulates them in report.md, draws
 `ablations.png`, and fills the fusion line of the comparison with the study. Until the engine
-exists it raises NotImplementedError, and the report says the section was skipped.
+`--quick` runs them on a tiny random preset (CI's software adapter); otherwise on the bundled
+SmolLM2 and on its shape with random weights in f32, f16, q8_0 and q4_0 (or `--model`/`--preset`).
 
 What `args` carries (the argparse namespace of `webgpu-llm characterize`):
   args.backends: list[str]  — the backends that opened (resolved from --backend)
@@ -37,15 +38,69 @@ REQUIRED = ("backend", "model", "dtype", "fused", "submit", "dispatches_per_toke
 SUBMIT_MODES = ("per_token", "per_dispatch")
 
 
-def run_ablations(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Decode-step ablations: fused vs unfused, per-token vs per-dispatch submit, dtypes.
+QUICK = {"preset": "tiny", "dtypes": ("q4_0",), "n_gen": 8, "reps": 3}
+FULL_DTYPES = ("f32", "f16", "q8_0", "q4_0")
+# (fused, submit) variants: ours, fusion off, and the study's pattern
+VARIANTS = ((True, "per_token"), (False, "per_token"), (False, "per_dispatch"), (True, "per_dispatch"))
 
-    To be written on the model engine's decode Program: time `program.run()` (one submit per
-    token) against `program.run_per_dispatch()`, with fused kernels and with the engine's
-    unfused switch, for f32 / f16 / q8_0 / q4_0 on the `--preset` shape (default the bundled
-    SmolLM2), each through `stats.summarize` over `args.reps` runs after warm-ups.
-    """
-    raise NotImplementedError("the model engine is not available yet")
+
+def _models(args: argparse.Namespace) -> list[tuple[str, str, Any, dict[str, Any]]]:
+    """(label, dtype, config, tensors) of each model the ablations run on."""
+    from ..models.presets import preset_model
+    from ..models.source import open_model
+
+    if args.model or (args.preset is None and not args.quick):
+        src = open_model(args.model)  # default: the bundled SmolLM2
+        kinds = sorted({t.fmt for n, t in src.tensors.items() if n.endswith("attn_q.weight")})
+        out = [(f"{src.path.name}", "+".join(kinds), src.config, src.tensors)]
+        if args.model is None:  # the same shape in each weight type (random weights)
+            out += [("smollm2-135m (random)", d, *preset_model("smollm2-135m", d)) for d in FULL_DTYPES]
+        return out
+    preset = args.preset or QUICK["preset"]
+    dtypes = QUICK["dtypes"] if args.quick else FULL_DTYPES
+    return [(f"{preset} (random)", d, *preset_model(preset, d)) for d in dtypes]
+
+
+def run_ablations(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Decode-step ablations on the engine: fused vs unfused kernels, one submit per token vs
+    one per dispatch, per weight type; tokens/s over `reps` runs, GPU time of a step from
+    timestamps, and the share of the step's wall time that is not kernel time."""
+    from ..generation.engine import Engine
+    from ..generation.sampling import SamplingParams
+    from ..models.transformer import Transformer
+    from ..runtime.gpu import open_gpu
+    from .stats import summarize
+
+    n_gen = QUICK["n_gen"] if args.quick else 64
+    reps = QUICK["reps"] if args.quick else max(5, min(args.reps, 10))
+    results: list[dict[str, Any]] = []
+    for backend in args.backends:
+        gpu = open_gpu(backend, args.adapter)
+        for label, dtype, cfg, tensors in _models(args):
+            args.progress(f"ablations: {label} {dtype} on {backend}")
+            tf = Transformer(gpu, cfg, tensors.get, ctx=n_gen + 40, batch=32)
+            prompt = list(range(10, 26))
+            for fused, submit in VARIANTS:
+                tf.rebuild(fused=fused)
+                eng = Engine(tf)
+                per = submit == "per_dispatch"
+                eng.time_decode(prompt, 4, per_dispatch=per)  # warm-up
+                secs = [eng.time_decode(prompt, n_gen, per_dispatch=per) / n_gen for _ in range(reps)]
+                step = eng.step_program(SamplingParams())
+                r: dict[str, Any] = {
+                    "backend": backend, "model": label, "dtype": dtype, "fused": fused, "submit": submit,
+                    "dispatches_per_token": len(step),
+                    "tok_s": summarize([1.0 / x for x in secs], digits=2),
+                    "ms_per_token": summarize(secs, scale=1e3, digits=4),
+                    "gpu_ms_per_token": None, "overhead_share": None,
+                }
+                if gpu.has_timestamps:
+                    eng.prefill(prompt, 0, SamplingParams(), 0)
+                    g = step.time_gpu(1, reps=5) * 1e3
+                    r["gpu_ms_per_token"] = round(g, 4)
+                    r["overhead_share"] = round(max(0.0, 1 - g / r["ms_per_token"]["median"]), 4)
+                results.append(r)
+    return results
 
 
 def validate_result(r: dict[str, Any]) -> list[str]:

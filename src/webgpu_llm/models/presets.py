@@ -15,6 +15,10 @@ from ..kernels.reference import random_weight
 from .config import ModelConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # a small model for quick runs on software adapters (CI's llvmpipe)
+    "tiny": dict(arch="llama", n_layers=4, hidden=256, intermediate=512, n_heads=4, n_kv_heads=2,
+                 head_dim=64, vocab=4096, max_ctx=2048, rms_eps=1e-5, rope_theta=1e4,
+                 tie_embeddings=True, qkv_bias=False),
     "qwen2.5-0.5b": dict(arch="qwen2", n_layers=24, hidden=896, intermediate=4864, n_heads=14, n_kv_heads=2,
                          head_dim=64, vocab=151936, max_ctx=32768, rms_eps=1e-6, rope_theta=1e6,
                          tie_embeddings=True, qkv_bias=True),

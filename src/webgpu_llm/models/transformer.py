@@ -191,9 +191,10 @@ class Transformer:
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         return matvec_grid(spec, **self.tuning.shape(role))
 
-    def retune(self, tuning: Tuning) -> None:
-        """Rebuild the Programs with other kernel shapes (weights and caches stay)."""
-        self.tuning = tuning
+    def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:
+        """Rebuild the Programs with other kernel shapes or fusion (weights and caches stay)."""
+        self.tuning = tuning or self.tuning
+        self.fused = self.fused if fused is None else fused
         self._build()
 
     def _build(self) -> None:

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs a Vulkan driver for WebGPU on Debian 12 when the machine has no GPU driver: Mesa's
+# software rasterizer llvmpipe, from bookworm-backports (Mesa 25), which serves both backends
+# (Debian 12's own Mesa 22.3 serves wgpu-native only; Dawn rejects it). Reuses the archive URI
+# of the machine's own Debian sources. Needs root (uses sudo when not root).
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+else
+  uri=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list)
+fi
+uri=${uri:-http://deb.debian.org/debian}
+echo "deb $uri bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+$SUDO apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+echo "Vulkan driver installed: $(ls /usr/share/vulkan/icd.d/ | tr '\n' ' ')"

