@@ -15,7 +15,7 @@ import pytest
 from webgpu_llm.cli.main import main
 
 pytest.importorskip("transformers")
-from reference_models import hf_logits, make_tiny_llama  # noqa: E402
+from reference_models import hf_logits, make_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_bench_json_on_a_file(capsys, tiny):
 
 
 def _fails(capsys, code_expected: int, *args: str) -> str:
-    code, out, err = run_cli(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert code == code_expected, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err

@@ -69,5 +69,5 @@ def test_greedy_32_tokens_equal_transformers(smol, i):
 
 def test_chat_prompt_renders_like_llama_cpp(smol):
     """`generate PROMPT` answers one chat turn: the ids fed equal the reference's."""
-    chat = [p for p in REF["prompts"] if p["kind"] == "chat"][0]
+    chat = next(p for p in REF["prompts"] if p["kind"] == "chat")
     assert smol.prompt_ids(chat["prompt"]) == chat["prompt_ids"]
