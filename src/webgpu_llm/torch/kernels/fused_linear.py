@@ -67,6 +67,7 @@ class _Spec:
     norm: torch.dtype | None  # dtype of the norm weight
     norm_round: torch.dtype | None  # dtype the normalised row is rounded to before the weight
     cols: int  # output columns per workgroup
+    k: int  # staged inputs: workgroup memory is sized (and zeroed by WebGPU) per layer width
 
     @property
     def segments(self) -> int:
@@ -164,7 +165,7 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     else:
         stage = f"  for (var k = lid; k < K; k += {WG}u) {{ xs[k] = ld_X(P[2] + k); }}"
     src = "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + stores + unpack + f"""
-var<workgroup> xs: array<f32, {MAX_K}>;
+var<workgroup> xs: array<f32, {s.k}>;
 var<workgroup> red: array<f32, {WG}>;
 var<workgroup> red2: array<f32, {WG}>;
 @compute @workgroup_size({WG})
@@ -225,7 +226,7 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tens
                                                                         for b in biases),
                  residual.dtype if residual is not None else None, gate is not None,
                  norm.w.dtype if norm is not None else None, x.dtype if norm is not None else None,
-                 columns_per_group(sum(w.shape[0] for w in ws)))
+                 columns_per_group(sum(w.shape[0] for w in ws)), k)
     stream = ctx().stream
     kernel = stream.kernel(("matvec", spec), lambda: ("matvec", *_wgsl(spec)))
     n_total = sum(w.shape[0] for w in ws)
