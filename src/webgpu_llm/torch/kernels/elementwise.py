@@ -83,7 +83,7 @@ def run(op: Pointwise, out: torch.Tensor, inputs: Sequence[torch.Tensor], scalar
         words.extend(st)
     value = dtype_of(out.dtype).convert(f"({op.expr})", op.result)
     n_in, n_sc = len(inputs), len(scalars)
-    mapping.launch(("pw", op.expr, op.kind, op.result, n_sc), f"pw_{op.name}", out, cshape, cstrides[0], inputs,
+    mapping.launch(("pw", op.expr, op.kind, op.result, n_sc), op.name, out, cshape, cstrides[0], inputs,
                    [op.kind] * n_in, lambda r: _body(op, n_in, n_sc, value, r), pack(words, scalars, op.kind))
 
 

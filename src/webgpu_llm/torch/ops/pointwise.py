@@ -50,8 +50,8 @@ def _scalar(x: Any) -> Any:
     return x
 
 
-def compute(expr: Expr, operands: list[Any], out: torch.Tensor) -> torch.Tensor:
-    """out = expr(operands)."""
+def compute(expr: Expr, operands: list[Any], out: torch.Tensor, name: str = "pw") -> torch.Tensor:
+    """out = expr(operands); `name` labels the kernel (profiles)."""
     if expr.compare:  # computed in the type the two inputs promote to
         common = torch.result_type(*operands[:2]) if len(operands) > 1 else operands[0].dtype
         floating = common.is_floating_point
@@ -74,7 +74,7 @@ def compute(expr: Expr, operands: list[Any], out: torch.Tensor) -> torch.Tensor:
             names.append(f"s{len(scalars)}")
             scalars.append(float(x) if kind == "f32" else int(x))
     code = template.format(*names, Z="0.0" if kind == "f32" else "0i")
-    ew.run(ew.Pointwise("pw", code, kind, "i32" if expr.compare else kind), out, tensors, scalars)
+    ew.run(ew.Pointwise(name, code, kind, "i32" if expr.compare else kind), out, tensors, scalars)
     return out
 
 
@@ -114,7 +114,7 @@ def define(name: str, expr: Expr, overloads: Sequence[str], pick: Pick | None = 
         def fn(*args: Any, _op: Any = functional, **kwargs: Any) -> torch.Tensor:
             vals = bind(_op, args, kwargs)
             e, ops = operands_of(vals)
-            return compute(e, ops, empty(_shape_of(ops), result_dtype(_op, vals)))
+            return compute(e, ops, empty(_shape_of(ops), result_dtype(_op, vals)), name)
 
         register(qualified(name, ov), fn)
 
@@ -125,7 +125,7 @@ def define(name: str, expr: Expr, overloads: Sequence[str], pick: Pick | None = 
             def fn_(*args: Any, _op: Any = inplace_op, **kwargs: Any) -> torch.Tensor:
                 vals = bind(_op, args, kwargs)
                 e, ops = operands_of(vals)
-                return compute(e, ops, vals[0])
+                return compute(e, ops, vals[0], name)
 
             register(qualified(name + "_", ov), fn_)
 
@@ -139,7 +139,7 @@ def define(name: str, expr: Expr, overloads: Sequence[str], pick: Pick | None = 
                 shape = _shape_of(ops)
                 if list(out.shape) != shape:
                     out.resize_(shape)
-                return compute(e, ops, out)
+                return compute(e, ops, out, name)
 
             register(f"{name}.{out_op._overloadname}", fn_out)
 
