@@ -30,13 +30,13 @@ def get_gpu(backend: str) -> Gpu:
     return g
 
 
-@pytest.fixture(params=backend_names())
+@pytest.fixture(scope="session", params=backend_names())
 def gpu(request: pytest.FixtureRequest) -> Gpu:
     """Each test that takes `gpu` runs once per backend."""
     return get_gpu(request.param)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def wgpu_gpu() -> Gpu:
     """The default backend only (for the slower model-level tests)."""
     return get_gpu(backend_names()[0])

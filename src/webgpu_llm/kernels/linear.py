@@ -400,7 +400,10 @@ def matmul_kernel(spec: LinearSpec) -> Kernel:
         for i in range(4):
             lines.append(f"      let a{i} = xs[(ty * 4u + {i}u) * {XS}u + {kk}u];")
         for j in range(4):
-            lines.append(f"      let b{j} = ws[(tx * 4u + {j}u) * {XS}u + {kk}u];")
+            # thread tx owns pairs tx and tx + 16: tile rows 2tx, 2tx+1, 2tx+32, 2tx+33 (rows
+            # of neighbouring threads are 2 apart: 2-way bank conflicts instead of 8-way)
+            row = f"2u * tx + {j % 2 + 32 * (j // 2)}u"
+            lines.append(f"      let b{j} = ws[({row}) * {XS}u + {kk}u];")
         for i in range(4):
             lines.append(f"      acc{i} += vec4<f32>(dot(a{i}, b0), dot(a{i}, b1), dot(a{i}, b2), dot(a{i}, b3));")
         lines.append("    }")
@@ -445,8 +448,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 {inner}
     workgroupBarrier();
   }}
-  let pa = p0 + tx * 2u;
-%4  {{ let t = m0 + ty * 4u + $i; if (t < nt) {{ if (pa < NP) {{ epi(t, pa, acc$i.x, acc$i.y); }} if (pa + 1u < NP) {{ epi(t, pa + 1u, acc$i.z, acc$i.w); }} }} }}
+  let pa = p0 + tx;
+  let pb = p0 + tx + {BN // 4}u;
+%4  {{ let t = m0 + ty * 4u + $i; if (t < nt) {{ if (pa < NP) {{ epi(t, pa, acc$i.x, acc$i.y); }} if (pb < NP) {{ epi(t, pb, acc$i.z, acc$i.w); }} }} }}
 }}
 """)
     return sig.kernel(f"matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}", body)
