@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,14 +41,10 @@ def is_static(t: torch.Tensor) -> bool:
     return isinstance(t, torch.nn.Parameter) or hasattr(t, "_dynamo_static_input_type")
 
 
-def _key(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    out = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            out.append((a.dtype, tuple(a.shape), a.stride(), a.device.type))
-        else:
-            out.append(a)
-    return tuple(out)
+def _meta(a: Any) -> Any:
+    if isinstance(a, torch.Tensor):
+        return (a.dtype, tuple(a.shape), a.stride(), a.device.type)
+    return a
 
 
 def _copyable(t: torch.Tensor) -> bool:
@@ -62,13 +58,13 @@ class Recorded:
     program: Program
     capture: Capture
     recording: Recording
-    static: list[tuple[int, Block, int]]  # (arg index, block, storage offset)
+    static: list[tuple[int, torch.Tensor]]  # (arg index, the tensor bound in place)
     staged: list[tuple[int, torch.Tensor]]  # (arg index, private copy)
     outputs: list[Any]  # capture-owned tensors, or constants
-    keep: list[Any] = field(default_factory=list)
 
     def matches(self, args: tuple[Any, ...]) -> bool:
-        return all(block(args[i]) is b and args[i].storage_offset() == off for i, b, off in self.static)
+        """Are the in-place inputs the same tensors? (Holding them keeps their buffers alive.)"""
+        return all(args[i] is t for i, t in self.static)
 
     def run(self, args: tuple[Any, ...]) -> list[Any]:
         stream = ctx().stream
@@ -135,9 +131,19 @@ class GraphRunner:
         self.unreplayable: set[Any] = set()
         self.replays = 0
         self.fusions: dict[str, int] = {}  # what the fusion passes did to this graph
+        self._keyed: list[int] | None = None  # the arguments a recording depends on (see _key)
+
+    def _key(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Shapes of the inputs that change between calls, and the scalar arguments (sizes of
+        dynamic dimensions). Parameters and caches are left out: dynamo guards their shapes,
+        and `Recorded.matches` checks they are the same tensors."""
+        if self._keyed is None:
+            self._keyed = [i for i, a in enumerate(args)
+                           if not (isinstance(a, torch.Tensor) and (is_static(a) or i in self.mutated))]
+        return tuple(_meta(args[i]) for i in self._keyed)
 
     def __call__(self, *args: Any) -> Any:
-        key = _key(args)
+        key = self._key(args)
         rec = self.recorded.get(key)
         if rec is not None:
             if rec.matches(args):
@@ -160,13 +166,13 @@ class GraphRunner:
         recording = Recording(ParamArena(c.gpu, stream.align))
         try:
             call_args = list(args)
-            static: list[tuple[int, Block, int]] = []
+            static: list[tuple[int, torch.Tensor]] = []
             staged: list[tuple[int, torch.Tensor]] = []
             for i, a in enumerate(args):
                 if not isinstance(a, torch.Tensor):
                     continue
                 if a.device.type == "webgpu" and (is_static(a) or i in self.mutated):
-                    static.append((i, block(a), a.storage_offset()))
+                    static.append((i, a))
                     continue
                 priv = empty(a.shape, a.dtype)
                 if a.device.type == "webgpu":
