@@ -1,7 +1,16 @@
 """The `webgpu` PyTorch device and the `torch.compile(backend="webgpu")` backend.
 
-`import webgpu_llm.torch` registers the device; tensors then move with `.to("webgpu")`.
-Ops without a WebGPU kernel run on the CPU (see `fallback_report()`).
+    import torch, webgpu_llm.torch as wt
+    model = AutoModelForCausalLM.from_pretrained(...).to("webgpu")      # eager: one kernel per op
+    model.forward = torch.compile(model.forward, backend="webgpu")      # fused, replayed graphs
+    model.generate(ids.to("webgpu"), cache_implementation="static")
+    wt.fallback_report()  # ops that ran on the CPU (none for Llama/Qwen2)
+
+`import webgpu_llm.torch` registers PrivateUse1 as `webgpu` (pure Python, torch >= 2.6).
+The GPU opens on first use, on wgpu-native, or Dawn with `set_backend("dawn")` or
+WEBGPU_LLM_TORCH_BACKEND=dawn. Layout: tensors.py/memory.py (storage), stream.py (launch
+batching), kernels/ (WGSL generators), ops/ (ATen registrations, launch plans), fallback.py,
+fused_ops.py and compile/ (FX passes, record and replay).
 """
 
 from __future__ import annotations
