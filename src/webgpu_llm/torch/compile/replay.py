@@ -12,13 +12,12 @@ copies. Inputs that keep their address (parameters, static KV caches) are bound 
 Outputs are copied into fresh tensors, since the next replay overwrites the recorded ones.
 
 A graph is recorded the second time it is called with the same shapes (a prefill of a new
-length runs eagerly, through the same kernels), and graphs that move data through the host
-(CPU fallbacks, read-backs) are never replayed.
+length runs eagerly, through the same kernels), at most MAX_RECORDINGS shapes per graph, and
+graphs that move data through the host (CPU fallbacks, read-backs) are never replayed.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +126,7 @@ class GraphRunner:
         self.name = name
         self.mutated = mutated  # inputs the graph writes: bound in place, never copied
         self.seen: dict[Any, int] = {}
-        self.recorded: OrderedDict[Any, Recorded] = OrderedDict()
+        self.recorded: dict[Any, Recorded] = {}
         self.unreplayable: set[Any] = set()
         self.replays = 0
         self.fusions: dict[str, int] = {}  # what the fusion passes did to this graph
@@ -147,13 +146,16 @@ class GraphRunner:
         rec = self.recorded.get(key)
         if rec is not None:
             if rec.matches(args):
-                self.recorded.move_to_end(key)
                 self.replays += 1
                 return rec.run(args)
             rec.release()
             del self.recorded[key]
+        if len(self.seen) > 4096:  # shapes that never came back
+            self.seen.clear()
         self.seen[key] = self.seen.get(key, 0) + 1
-        if self.seen[key] < 2 or key in self.unreplayable:
+        # Record on second sight, and only while there is room: a graph whose shapes keep
+        # changing (a growing dynamic cache) would otherwise record and evict on every call.
+        if self.seen[key] < 2 or key in self.unreplayable or len(self.recorded) >= MAX_RECORDINGS:
             return self.fn(*args)
         return self._record(key, args)
 
@@ -199,9 +201,6 @@ class GraphRunner:
             for name, kernel, bg, grid in recording.dispatches:
                 program.dispatches.append(Dispatch(name, kernel.pipeline, bg, grid))
             self.recorded[key] = Recorded(program, capture, recording, static, staged, outs)
-            if len(self.recorded) > MAX_RECORDINGS:
-                _, old = self.recorded.popitem(last=False)
-                old.release()
         else:
             self.unreplayable.add(key)
             capture.release(pool)
