@@ -72,7 +72,7 @@ def run_ablations(args: argparse.Namespace) -> list[dict[str, Any]]:
     from .stats import summarize
 
     n_gen = QUICK["n_gen"] if args.quick else 64
-    reps = QUICK["reps"] if args.quick else max(5, min(args.reps, 10))
+    reps = QUICK["reps"] if args.quick else max(5, min(args.reps or 5, 10))
     results: list[dict[str, Any]] = []
     for backend in args.backends:
         gpu = open_gpu(backend, args.adapter)
