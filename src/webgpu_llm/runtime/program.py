@@ -63,6 +63,11 @@ class Program:
         self.dispatches.append(Dispatch(label or kernel.name, pipe, bg, grid))
         self._items.clear()
 
+    def add_bound(self, label: str, pipeline: Any, bind_group: Any, grid: Grid) -> None:
+        """Append a dispatch whose pipeline and bind group already exist (e.g. recorded)."""
+        self.dispatches.append(Dispatch(label, pipeline, bind_group, grid))
+        self._items.clear()
+
     def extend(self, other: Program) -> None:
         self.dispatches.extend(other.dispatches)
         self._items.clear()

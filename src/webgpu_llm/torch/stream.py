@@ -103,7 +103,6 @@ class Stream:
         self.submits = 0
         self._kernels: dict[Any, GpuKernel] = {}
         self._layouts: list[Any] = []
-        self._sentinel: Any = None
         self._staging: Any = None
         # told about every launch, and about data moving through the host (ops/plans.py)
         self.observers: list[Any] = []
@@ -237,8 +236,6 @@ class Stream:
         self._bind_groups.clear()
 
     def wait(self) -> None:
-        """Submit everything and block until the GPU has done it (a read-back waits for all)."""
+        """Submit everything and block until the GPU has done it."""
         self.flush()
-        if self._sentinel is None:
-            self._sentinel = self.gpu.buffer(16, "sentinel")
-        self.gpu.queue.read_buffer(self._sentinel, 0, 4)
+        self.gpu.sync()

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ...runtime.program import Dispatch, Program
+from ...runtime.program import Program
 from ..context import ctx
 from ..kernels.elementwise import copy_into
 from ..memory import Block, Capture
@@ -199,7 +199,7 @@ class GraphRunner:
         if recording.replayable:
             program = Program(c.gpu, self.name)
             for name, kernel, bg, grid in recording.dispatches:
-                program.dispatches.append(Dispatch(name, kernel.pipeline, bg, grid))
+                program.add_bound(name, kernel.pipeline, bg, grid)
             self.recorded[key] = Recorded(program, capture, recording, static, staged, outs)
         else:
             self.unreplayable.add(key)
