@@ -79,7 +79,7 @@ def test_split_bindings_give_the_same_logits(tiny_dirs):
     d = tiny_dirs["qwen2", "float32"]
     small = open_gpu("wgpu", max_binding=200 * 1024)
     llm = _load(d, small)
-    assert len(llm.model.embedding.segments) > 2
+    assert len(llm.model.embedding.segments) >= 2
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
     assert list(llm.engine.stream(IDS[:9], 0, SamplingParams(), 6)) == hf_greedy(d, IDS[:9], 6)
 
