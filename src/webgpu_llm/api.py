@@ -94,7 +94,7 @@ class LLM:
             return self.tokenizer.encode(text, add_bos=self.tokenizer.add_bos and not _starts_with_bos(text, self.tokenizer))
         return [int(t) for t in prompt]  # type: ignore[union-attr]
 
-    def _fit(self, ids: list[int], max_tokens: int, truncate: bool) -> list[int]:
+    def _fit(self, ids: list[int], truncate: bool) -> list[int]:
         room = self.model.ctx - 1
         if len(ids) > room:
             if not truncate:
@@ -124,7 +124,7 @@ class LLM:
         params.check()
         if max_tokens < 1:
             raise UserError(f"--max-tokens {max_tokens}: must be at least 1")
-        ids = self._fit(self.prompt_ids(prompt, raw), max_tokens, truncate)
+        ids = self._fit(self.prompt_ids(prompt, raw), truncate)
         dec = StreamDecoder(self.tokenizer, ids)
         yield from _stop_strings(
             (dec.push(t) for t in self.generate_ids(ids, max_tokens, params)), list(stop), dec.flush)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,6 @@ class GenStats:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     overshoot: int = 0  # steps the GPU ran past the stop (discarded)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def decode_tok_s(self) -> float:

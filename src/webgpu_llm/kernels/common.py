@@ -44,10 +44,6 @@ def pack_state(**values: float) -> np.ndarray:
     return words
 
 
-def state_index(name: str) -> int:
-    return [n for n, _ in STATE_FIELDS].index(name)
-
-
 @dataclass
 class Signature:
     """Builds the `@group(0) @binding(i)` declarations of a kernel, in a known order."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats import FORMATS, QK_K
+from .formats import FORMATS
 
 _GGML_QTYPE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
                "q4_k": "Q4_K", "q5_k": "Q5_K", "q6_k": "Q6_K", "f16": "F16", "bf16": "BF16", "f32": "F32"}
@@ -95,4 +95,4 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int) -> np.ndar
     return out
 
 
-__all__ = ["QK_K", "attention", "dequantize", "random_weight", "rms_norm", "rope_pairs", "silu"]
+__all__ = ["attention", "dequantize", "random_weight", "rms_norm", "rope_pairs", "silu"]

@@ -61,10 +61,6 @@ def check_format(t: Tensor) -> str:
     return t.fmt
 
 
-def matrix_bytes(parts: Sequence[Part], gpu_binding: int) -> int:
-    return sum(FORMATS[check_format(p.tensor)].nbytes(p.tensor.shape[0], p.tensor.shape[-1]) for p in parts)
-
-
 def upload_matrix(gpu: Gpu, parts: Sequence[Part], label: str,
                   progress: Callable[[int], None] | None = None) -> GpuMatrix:
     k = parts[0].tensor.shape[-1]
