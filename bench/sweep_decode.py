@@ -1,8 +1,11 @@
 """Coordinate-descent sweep of the decode kernel shapes on a preset: for each matrix role the
-mat-vec (workgroup size, threads per row pair), then the attention chunk, keeping whatever
+mat-vec (workgroup size, threads per row pair, units in flight per thread), then the attention chunk, keeping whatever
 lowers the GPU time of a whole decode step (timestamps around one pass).
 
     python bench/sweep_decode.py --preset qwen2.5-0.5b --dtype f16 --backend dawn --out sweep.json
+
+With --prefill it sweeps the prompt matmul's tokens per thread per role instead, on the GPU
+time of a 512-token prompt through the layers.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from webgpu_llm.models.presets import preset_model
 from webgpu_llm.models.transformer import ROLES, Transformer, Tuning
 from webgpu_llm.runtime.gpu import open_gpu
 
-SHAPES = [(64, 16), (128, 16), (256, 16), (128, 32), (256, 32), (256, 64), (128, 8), (256, 8), (64, 32)]
+SHAPES = [(wg, tpr, ilp) for wg in (128, 256) for tpr in (8, 16, 32, 64) for ilp in (1, 2, 4)]
 CHUNKS = [32, 64, 128]
 
 
@@ -29,7 +32,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     eng = Engine(tf)
     prompt = list(range(100, 116))
     start = Tuning.default(gpu)
-    cur = {r: (start.shape(r)["wg"], start.shape(r)["tpr"]) for r in ROLES}
+    cur = {r: tuple(start.shape(r).values()) for r in ROLES}
     chunk = start.attn_chunk
 
     def measure() -> float:
@@ -67,18 +70,47 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
             "profile_us": per}
 
 
+def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, Any]:
+    cfg, tensors = preset_model(preset, dtype)
+    tf = Transformer(gpu, cfg, tensors.get, ctx=n + 8, batch=n)
+    base = tf.tuning
+    cur = {r: 4 for r in ("qkv", "o", "gate_up", "down")}
+
+    def measure() -> float:
+        tf.rebuild(Tuning(base.mv, base.attn_chunk, tuple(cur.items())))
+        gpu.write(tf.st, SamplingParams().state(0, n, 0))
+        return tf.prefill.time_gpu(n, reps=5)
+
+    best = measure()
+    tried = {}
+    for role in cur:
+        for tm in (2, 8):
+            old = cur[role]
+            cur[role] = tm
+            us = measure()
+            tried[f"{role}={tm}"] = us * 1e6
+            if us < best:
+                best = us
+            else:
+                cur[role] = old
+        print(f"{gpu.backend} {dtype} prefill {role:8s} -> tm {cur[role]}  {best * 1e6:.0f} us", file=sys.stderr, flush=True)
+    return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "mm": cur, "layers_us": best * 1e6,
+            "layers_tok_s": n / best, "tried_us": tried}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="qwen2.5-0.5b")
     ap.add_argument("--dtype", default="f16")
     ap.add_argument("--backend", default="dawn")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--prefill", action="store_true", help="sweep the prompt matmul instead")
     a = ap.parse_args()
     results = []
     for backend in a.backend.split(","):
         gpu = open_gpu(backend)
         for dtype in a.dtype.split(","):
-            row = sweep(gpu, a.preset, dtype)
+            row = (sweep_prefill if a.prefill else sweep)(gpu, a.preset, dtype)
             results.append(row)
             print(json.dumps(row), flush=True)
     if a.out:

@@ -1,4 +1,4 @@
-"""Sweep the mat-vec shape (workgroup size x threads per row pair) on the decode shapes of a
+"""Sweep the mat-vec shape (workgroup size x threads per row pair x units in flight) on the decode shapes of a
 preset, per weight type: GPU time from timestamps around a pass of 20 back-to-back dispatches.
 
     python bench/tune_matvec.py --preset qwen2.5-0.5b --dtype f16,q8_0,q4_0 --backend dawn
@@ -19,7 +19,7 @@ from webgpu_llm.models.presets import PRESETS
 from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Program
 
-SHAPES = [(64, 32), (128, 32), (256, 32), (64, 16), (128, 16), (256, 16), (128, 8), (256, 64), (64, 64)]
+SHAPES = [(wg, tpr, ilp) for wg in (128, 256) for tpr in (8, 16, 32, 64) for ilp in (1, 2, 4)]
 
 
 def main() -> None:
@@ -46,21 +46,21 @@ def main() -> None:
                 xb, yb = gpu.upload(np.ones(k, np.float32)), gpu.buffer(rows * 4)
                 nbytes = FORMATS[dtype].nbytes(rows, k)
                 best = None
-                for wg, tpr in SHAPES:
+                for wg, tpr, ilp in SHAPES:
                     spec = LinearSpec(k=k, segments=(Segment(dtype, rows),))
                     prog = Program(gpu)
-                    kern = matvec_kernel(spec, wg=wg, tpr=tpr, subgroups=gpu.subgroups_wgsl())
+                    kern = matvec_kernel(spec, wg=wg, tpr=tpr, subgroups=gpu.subgroups_wgsl(), ilp=ilp)
                     for _ in range(20):
                         prog.add(kern, {"st": st, "w0": wb, "x": xb, "y": yb}, matvec_grid(spec, wg, tpr))
                     s = prog.time_gpu(1, reps=5) / 20
                     r = {"backend": backend, "dtype": dtype, "matrix": name, "rows": rows, "k": k, "wg": wg,
-                         "tpr": tpr, "us": s * 1e6, "gb_s": nbytes / s / 1e9}
+                         "tpr": tpr, "ilp": ilp, "us": s * 1e6, "gb_s": nbytes / s / 1e9}
                     rows_out.append(r)
                     if best is None or r["us"] < best["us"]:
                         best = r
                 print(f"{backend:5s} {dtype:5s} {name:8s} {rows:6d}x{k:<5d} best wg={best['wg']:3d} "
-                      f"tpr={best['tpr']:2d} {best['us']:7.1f} us {best['gb_s']:6.0f} GB/s | " +
-                      " ".join(f"{r['wg']}/{r['tpr']}:{r['gb_s']:.0f}" for r in rows_out
+                      f"tpr={best['tpr']:2d} ilp={best['ilp']} {best['us']:7.1f} us {best['gb_s']:6.0f} GB/s | " +
+                      " ".join(f"{r['wg']}/{r['tpr']}/{r['ilp']}:{r['gb_s']:.0f}" for r in rows_out
                                if r['matrix'] == name and r['dtype'] == dtype and r['backend'] == backend), flush=True)
     if a.out:
         with open(a.out, "w") as fh:

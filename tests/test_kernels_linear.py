@@ -41,12 +41,30 @@ def test_matvec_and_matmul_every_format(gpu, fmt):
     x = rng.standard_normal((t, k)).astype(np.float32)
     xb, yb = gpu.upload(x), gpu.buffer(rows * t * 4)
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
-    for wg, tpr in ((128, 32), (64, 1), (64, 2)):
-        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr), {"w0": wb, "x": xb, "y": yb},
+    for wg, tpr, ilp in ((128, 32, 1), (64, 1, 1), (64, 2, 2)):
+        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr, ilp=ilp), {"w0": wb, "x": xb, "y": yb},
                    matvec_grid(spec, wg, tpr))
-        assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr)
+        assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr, ilp)
     run_kernel(gpu, matmul_kernel(spec), {"w0": wb, "x": xb, "y": yb}, matmul_grid(spec)(t), n=t)
     assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5
+
+
+def test_tile_shapes(gpu):
+    """Mat-vec units in flight (a unit past a row's end is clamped and meets a zero x) and
+    matmul tokens per thread (37 tokens cross tile edges of every size)."""
+    rng = np.random.default_rng(5)
+    fmt, k, rows, t = "q5_k", 768, 69, 37
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xb, yb = gpu.upload(x), gpu.buffer(rows * t * 4)
+    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
+    for wg, tpr, ilp in ((64, 2, 2), (64, 1, 4), (128, 8, 3)):
+        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr, ilp=ilp), {"w0": wb, "x": xb, "y": yb},
+                   matvec_grid(spec, wg, tpr))
+        assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr, ilp)
+    for tm in (2, 8):  # 4 is the default, tested above
+        run_kernel(gpu, matmul_kernel(spec, tm), {"w0": wb, "x": xb, "y": yb}, matmul_grid(spec, tm)(t), n=t)
+        assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5, tm
 
 
 def test_segments_of_mixed_formats_and_split_pairs(gpu):
@@ -76,12 +94,14 @@ def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
     xb, pvb, yb = gpu.upload(x), gpu.upload(pv), gpu.upload(y0)
     # subgroup reduction where the backend has it (on llvmpipe the subgroup is 8 lanes wide)
     # staged in workgroup memory or not, with subgroup reductions where the backend has them
-    for tpr, sg, shared in ((8, gpu.subgroups_wgsl(on_cpu=True), 32768), (8, gpu.subgroups_wgsl(on_cpu=True), 0),
-                            (32, None, 32768), (1, None, 0), (2, None, 0)):
+    for tpr, sg, shared, ilp in ((8, gpu.subgroups_wgsl(on_cpu=True), 32768, 1),
+                                 (8, gpu.subgroups_wgsl(on_cpu=True), 0, 1),
+                                 (32, None, 32768, 1), (1, None, 0, 1), (2, None, 0, 1), (1, None, 0, 2),
+                                 (1, None, 32768, 3)):
         gpu.write(yb, y0)
         spec = LinearSpec(k=k, segments=(Segment("f16", rows),), prologue="rmsnorm", epilogue="add",
                           eps=1e-5, nw_off=8, last_row=True)
-        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared),
+        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp),
                    {"w0": wb, "x": xb, "pv": pvb, "y": yb}, matvec_grid(spec, 64, tpr), n=t)
         ref = y0 + w @ rms_norm(x[t - 1], nw, 1e-5)
         assert rel_err(read(gpu, yb, rows), ref) < 1e-5, tpr

@@ -38,7 +38,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_promp
     out: dict[str, Any] = {"model": cfg.name, "backend": gpu.backend, "adapter": gpu.info.get("device", ""),
                            "fused": fused, "per_dispatch_submit": per_dispatch,
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen}
-    eng.time_decode(prompt, 8, greedy, per_dispatch)  # warm-up
+    eng.time_decode(prompt, n_gen, greedy, per_dispatch)  # warm-up (clocks ramp up after a model build)
     tg = [n_gen / eng.time_decode(prompt, n_gen, greedy, per_dispatch) for _ in range(reps)]
     out["tg_tok_s"] = statistics.median(tg)
     out["tg_runs"] = tg
@@ -53,7 +53,25 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_promp
         say(f"  pp{n_pp}: {out['pp_tok_s']:.1f} tok/s")
     if profile:
         out["profile"] = profile_step(eng, prompt, cfg, tensors)
+        if n_pp and gpu.has_timestamps:
+            out["profile_prefill"] = profile_prefill(eng, n_pp)
     return out
+
+
+def _per_kernel(prog: Any, n: int) -> list[dict[str, Any]]:
+    per = collections.defaultdict(lambda: [0.0, 0])
+    for label, sec in prog.profile(n):
+        per[label][0] += sec
+        per[label][1] += 1
+    return sorted(({"kernel": k, "us": v[0] * 1e6, "count": v[1]} for k, v in per.items()), key=lambda r: -r["us"])
+
+
+def profile_prefill(eng: Engine, n: int) -> dict[str, Any]:
+    """Where the layers of an n-token prompt spend their GPU time (embedding, head excluded)."""
+    m = eng.m
+    eng.gpu.write(m.st, SamplingParams().state(0, n, 0))
+    gpu_s = m.prefill.time_gpu(n, reps=5)
+    return {"tokens": n, "gpu_us": gpu_s * 1e6, "layers_tok_s": n / gpu_s, "kernels": _per_kernel(m.prefill, n)}
 
 
 def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -64,17 +82,12 @@ def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict
     res: dict[str, Any] = {"dispatches": len(step), "cpu_encode_us": step.time_encode(1) * 1e6}
     if gpu.has_timestamps:
         gpu_s = step.time_gpu(1, reps=10)
-        per = collections.defaultdict(lambda: [0.0, 0])
-        for label, sec in step.profile(1):
-            per[label][0] += sec
-            per[label][1] += 1
         wb = weight_bytes_per_token(tensors, cfg.tie_embeddings)
         res.update({
             "gpu_us": gpu_s * 1e6,
             "weight_bytes": wb,
             "bandwidth_gb_s": wb / gpu_s / 1e9,
-            "kernels": sorted(({"kernel": k, "us": v[0] * 1e6, "count": v[1]} for k, v in per.items()),
-                              key=lambda r: -r["us"]),
+            "kernels": _per_kernel(step, 1),
         })
     return res
 
@@ -94,4 +107,12 @@ def profile_markdown(p: dict[str, Any]) -> str:
                  f"{p['bandwidth_gb_s']:.0f} GB/s\n\n| kernel | count | GPU µs/token | share |\n| --- | --- | --- | --- |\n")
         tot = sum(k["us"] for k in p["kernels"]) or 1.0
         s += [f"| {k['kernel']} | {k['count']} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n" for k in p["kernels"]]
+    return "".join(s)
+
+
+def prefill_markdown(p: dict[str, Any]) -> str:
+    tot = sum(k["us"] for k in p["kernels"]) or 1.0
+    s = [f"{p['tokens']} tokens, GPU {p['gpu_us']:.0f} µs through the layers ({p['layers_tok_s']:.0f} tok/s)\n\n"
+         "| kernel | count | GPU µs | share |\n| --- | --- | --- | --- |\n"]
+    s += [f"| {k['kernel']} | {k['count']} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n" for k in p["kernels"]]
     return "".join(s)

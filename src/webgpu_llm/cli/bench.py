@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
                    help="submit every dispatch separately (the eager pattern) instead of one per token")
-    p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step")
+    p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON results here")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.engine_bench import bench_engine, markdown, profile_markdown
+    from ..bench.engine_bench import bench_engine, markdown, prefill_markdown, profile_markdown
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         if "profile" in r:
             print(f"profile {r['model']} on {r['backend']}: " + profile_markdown(r["profile"]))
+        if "profile_prefill" in r:
+            print(f"prompt profile {r['model']} on {r['backend']}: " + prefill_markdown(r["profile_prefill"]))
     if peers:
         print("| peer | dtype | tg tok/s | pp tok/s |\n| --- | --- | --- | --- |")
         for p in peers:

@@ -271,8 +271,11 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
-                  shared_bytes: int = 16384) -> Kernel:
+                  shared_bytes: int = 16384, ilp: int = 1) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
+
+    Each loop iteration of a thread issues the loads of `ilp` units of both rows before it
+    uses any (decode is latency-bound: more bytes in flight per thread, fewer round trips).
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
@@ -293,22 +296,30 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         _epilogue_wgsl(spec, sig),
     ])
     if norm and not stage:  # each row group sums x² over the x it reads
-        xw = "let xr = XR(xb, u * 8u + $i); xv[$i] = xr * NW(u * 8u + $i); ss += dot(xr, xr);"
+        xw = "let xr = select(vec4<f32>(0.0), XR(xb, @u * 8u + $i), @ok); xv@j[$i] = xr * NW(@u * 8u + $i); ss += dot(xr, xr);"
         scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
     else:
-        xw = "xv[$i] = X(xb, u * 8u + $i);"
+        xw = "xv@j[$i] = select(vec4<f32>(0.0), X(xb, @u * 8u + $i), @ok);"
         scale = f"let sc = inverseSqrt(ss_all / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if use_sg else ""
     sg_val = "" if use_sg else "let sgs = 1u;"
-    dots = lambda w, acc: (f"{acc} += dot({w}[0], xv[0]) + dot({w}[1], xv[1]) + dot({w}[2], xv[2]) + dot({w}[3], xv[3])"  # noqa: E731
-                           f" + dot({w}[4], xv[4]) + dot({w}[5], xv[5]) + dot({w}[6], xv[6]) + dot({w}[7], xv[7]);")
-    loop = f"""    for (var u = lane; u < NU; u += TPR) {{
-      var xv: array<vec4<f32>, 8>;
-%8    {xw}
-      let w0 = load_row(r0, u);
-      {dots("w0", "a.x")}
-      if (two) {{ let w1 = load_row(r1, u); {dots("w1", "a.y")} }}
-    }}"""
+
+    def dots(w: str, x: str) -> str:
+        return " + ".join(f"dot({w}[{i}], {x}[{i}])" for i in range(8))
+
+    # units u + j*TPR, j < ilp; a unit past the row's end re-reads the last one (clamped) and
+    # meets a zero x, so every load is unconditional and the compiler can issue them together
+    units, loads, xs, acc0, acc1 = [], [], [], [], []
+    for j in range(ilp):
+        uj, ok = ("u", "true") if j == 0 else (f"u{j}", f"ok{j}")
+        if j:
+            units.append(f"      let ok{j} = u + {j}u * TPR < NU;\n      let u{j} = min(u + {j}u * TPR, NU - 1u);")
+        loads.append(f"      let wa{j} = load_row(r0, {uj});\n      let wb{j} = load_row(r1c, {uj});")
+        xs.append(f"      var xv{j}: array<vec4<f32>, 8>;\n%8    " + xw.replace("@j", str(j)).replace("@u", uj).replace("@ok", ok))
+        acc0.append(dots(f"wa{j}", f"xv{j}"))
+        acc1.append(dots(f"wb{j}", f"xv{j}"))
+    loop = "\n".join([f"    for (var u = lane; u < NU; u += TPR * {ilp}u) {{", *units, *loads, *xs,
+                      f"      a.x += {' + '.join(acc0)};", f"      a.y += {' + '.join(acc1)};", "    }"])
     sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg and tpr > 1 else "{"
     body += unroll(f"""
 const WG: u32 = {wg}u;
@@ -324,8 +335,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let xb = xbase();
   let pc = min(p, NP - 1u);
   let r0 = row0(pc);
-  let r1 = row1(pc);
-  let two = r1 < N;
+  let r1c = select(r0, row1(pc), row1(pc) < N);  // an odd last row re-reads row0
   prologue(lid, xb, sgs);
   var a = vec4<f32>(0.0);  // row0 . x, row1 . x, sum of x² (unstaged RMSNorm)
   var ss = 0.0;
@@ -371,17 +381,21 @@ def grid_2d(n: int, limit: int = 65535) -> tuple[int, int, int]:
 
 
 # --- prompt processing ---------------------------------------------------------------------
-BM, BN = 64, 64  # tokens x rows per tile; 16x16 threads, 4 tokens x 4 rows (2 pairs) each
-XS = 9  # vec4 stride of a tile row in workgroup memory (8 used + 1 against bank conflicts)
+BN = 64  # rows per tile; 16x16 threads, each `tm` tokens x 4 rows (2 pairs): 16 tm tokens per tile
+XS = 9  # vec4 stride of an x tile row in workgroup memory (8 used + 1 against bank conflicts)
 
 
-def matmul_kernel(spec: LinearSpec) -> Kernel:
-    """Many tokens (st.n of them, x rows of k values): grid = matmul_grid(spec)(n).
+def matmul_kernel(spec: LinearSpec, tm: int = 4) -> Kernel:
+    """Many tokens (st.n of them, x rows of k values): grid = matmul_grid(spec, tm)(n).
 
-    Each step stages one 32-input unit of BM tokens and BN weight rows in workgroup memory
+    Each step stages one 32-input unit of 16*tm tokens and BN weight rows in workgroup memory
     (rows dequantized once per tile, whatever the format), then every thread accumulates a
-    4x4 block with dot products over the unit.
+    tm x 4 block with dot products over the unit while the next unit's loads are in flight.
+    A larger `tm` does more multiplies per workgroup-memory load; a smaller one makes more
+    workgroups for matrices with few rows.
     """
+    assert tm in (2, 4, 8)
+    bm = 16 * tm
     assert spec.prologue == "plain" and not spec.last_row
     sig = Signature().state()
     for s in spec.segments:
@@ -397,65 +411,71 @@ def matmul_kernel(spec: LinearSpec) -> Kernel:
     lines = []
     for kk in range(8):
         lines.append("    {")
-        for i in range(4):
-            lines.append(f"      let a{i} = xs[(ty * 4u + {i}u) * {XS}u + {kk}u];")
+        for i in range(tm):
+            lines.append(f"      let a{i} = xs[(ty * {tm}u + {i}u) * {XS}u + {kk}u];")
         for j in range(4):
-            # thread tx owns pairs tx and tx + 16: tile rows 2tx, 2tx+1, 2tx+32, 2tx+33 (rows
-            # of neighbouring threads are 2 apart: 2-way bank conflicts instead of 8-way)
-            row = f"2u * tx + {j % 2 + 32 * (j // 2)}u"
-            lines.append(f"      let b{j} = ws[({row}) * {XS}u + {kk}u];")
-        for i in range(4):
+            # thread tx owns pairs tx and tx + 16 (tile rows 2tx, 2tx+1, 2tx+32, 2tx+33), stored
+            # k-major at slots tx + 16j: a warp's loads of b_j are 16 consecutive vec4s
+            lines.append(f"      let b{j} = ws[{kk * BN}u + tx + {16 * j}u];")
+        for i in range(tm):
             lines.append(f"      acc{i} += vec4<f32>(dot(a{i}, b0), dot(a{i}, b1), dot(a{i}, b2), dot(a{i}, b3));")
         lines.append("    }")
     inner = "\n".join(lines)
+    accs = "\n".join(f"  var acc{i} = vec4<f32>(0.0);" for i in range(tm))
+    per_thread = bm * 8 // 256  # vec4s of the x tile each thread stages
+
+    def fetch(u: str) -> str:
+        """Global loads of unit `u` into registers: a weight row (threads < BN), x vec4s."""
+        xs_ = "\n".join(f"""    {{ let e = lid + {256 * j}u; let m = e / 8u; let c = e % 8u;
+      let xi = ({spec.t0}u + m0 + m) * K4 + {u} * 8u + c;
+      xr[{j}] = select(vec4<f32>(0.0), {xload.replace("u * 8u", f"{u} * 8u")}, m0 + m < nt); }}""" for j in range(per_thread))
+        return f"""    if (lid < {BN}u && p < NP) {{ w = load_row(r, {u}); }}
+{xs_}"""
+
     body += unroll(f"""
 const K4: u32 = {spec.k // 4}u;
 const NU: u32 = {spec.kp // UNIT}u;
-var<workgroup> xs: array<vec4<f32>, {BM * XS}>;  // [token][k/4]
-var<workgroup> ws: array<vec4<f32>, {BN * XS}>;  // [row][k/4]
+var<workgroup> xs: array<vec4<f32>, {bm * XS}>;  // [token][k/4]
+var<workgroup> ws: array<vec4<f32>, {BN * 8}>;  // [k/4][slot of the row]
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {{
   let nt = {nt};
-  let m0 = wid.y * {BM}u;
+  let m0 = wid.y * {bm}u;
   let p0 = wid.x * {BN // 2}u;
   let tx = lid3.x;
   let ty = lid3.y;
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
+{accs}
+  // tile row lid = member (lid & 1) of pair p0 + lid / 2 (rows past N stay zero)
+  let p = p0 + lid / 2u;
+  let r = min(select(row0(p), row1(p), (lid & 1u) == 1u), N - 1u);
+  // tile row 2q + member (q = pair within the tile) sits at slot q % 16 + 16 member + 32 (q / 16)
+  let slot = (lid / 2u) % 16u + 16u * (lid & 1u) + 32u * (lid / 32u);
+  var w: array<vec4<f32>, 8>;
+  var xr: array<vec4<f32>, {per_thread}>;
+{fetch("0u")}
   for (var u = 0u; u < NU; u++) {{
     if (lid < {BN}u) {{
-      // tile row lid = member (lid & 1) of pair p0 + lid / 2
-      let p = p0 + lid / 2u;
-      var w: array<vec4<f32>, 8>;
-      if (p < NP) {{
-        let r = select(row0(p), row1(p), (lid & 1u) == 1u);
-        if (r < N) {{ w = load_row(r, u); }}
-      }}
-%8    ws[lid * {XS}u + $i] = w[$i];
+%8    ws[$i * {BN}u + slot] = w[$i];
     }}
-    for (var e = lid; e < {BM * 8}u; e += 256u) {{
-      let m = e / 8u;
-      let c = e % 8u;
-      var v = vec4<f32>(0.0);
-      let xi = ({spec.t0}u + m0 + m) * K4 + u * 8u + c;
-      if (m0 + m < nt) {{ v = {xload}; }}
-      xs[m * {XS}u + c] = v;
-    }}
+%{per_thread}    let e = lid + $i * 256u; xs[(e / 8u) * {XS}u + e % 8u] = xr[$i];
     workgroupBarrier();
+    // the next unit's loads are in flight while this one is multiplied
+    if (u + 1u < NU) {{
+      let un = u + 1u;
+{fetch("un")}
+    }}
 {inner}
     workgroupBarrier();
   }}
   let pa = p0 + tx;
   let pb = p0 + tx + {BN // 4}u;
-%4  {{ let t = m0 + ty * 4u + $i; if (t < nt) {{ if (pa < NP) {{ epi(t, pa, acc$i.x, acc$i.y); }} if (pb < NP) {{ epi(t, pb, acc$i.z, acc$i.w); }} }} }}
+%{tm}  {{ let t = m0 + ty * {tm}u + $i; if (t < nt) {{ if (pa < NP) {{ epi(t, pa, acc$i.x, acc$i.y); }} if (pb < NP) {{ epi(t, pb, acc$i.z, acc$i.w); }} }} }}
 }}
 """)
     return sig.kernel(f"matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}", body)
 
 
-def matmul_grid(spec: LinearSpec):
+def matmul_grid(spec: LinearSpec, tm: int = 4):
     gx = -(-spec.pairs // (BN // 2))
-    return lambda n: (gx, -(-n // BM), 1)
+    return lambda n: (gx, -(-n // (16 * tm)), 1)

@@ -48,27 +48,36 @@ ROLES = ("qkv", "o", "gate_up", "down", "head")
 class Tuning:
     """Kernel shapes per device kind; bench/sweep_decode.py measures the alternatives.
 
-    `mv` maps a matrix role to (workgroup size, threads per row pair) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
-    workgroup.
+    `mv` maps a matrix role to (workgroup size, threads per row pair, units in flight per
+    thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
+    workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4).
     """
 
-    mv: tuple[tuple[str, int, int], ...]
+    mv: tuple[tuple[str, int, int, int], ...]
     attn_chunk: int = 64
+    mm: tuple[tuple[str, int], ...] = ()
+
+    def tm(self, role: str) -> int:
+        return dict(self.mm).get(role, 4)
 
     def shape(self, role: str) -> dict[str, int]:
-        for r, wg, tpr in self.mv:
+        for r, wg, tpr, ilp in self.mv:
             if r == role:
-                return {"wg": wg, "tpr": tpr}
+                return {"wg": wg, "tpr": tpr, "ilp": ilp}
         raise KeyError(role)
 
     @staticmethod
     def default(gpu: Gpu) -> Tuning:
         if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
-            return Tuning(tuple((r, 64, 1) for r in ROLES), attn_chunk=64)
+            return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64)
         # from bench/sweep_decode.py on an H200 (Qwen2.5-0.5B shapes, both backends, f16 and
         # q4_0; bench/NOTES.md): wide workgroups, row groups sized to the input length
-        return Tuning((("qkv", 256, 32), ("o", 256, 32), ("gate_up", 128, 16), ("down", 256, 64),
-                       ("head", 128, 16)), attn_chunk=32)
+        # (round 8: loads issued 2-4 units at a time moved nothing; the prompt matmul's tm=8
+        # is 3 % faster for gate/up only; rounds 8 and 11 in bench/NOTES.md)
+        return Tuning((("qkv", 256, 32, 1), ("o", 256, 32, 1), ("gate_up", 128, 16, 1), ("down", 256, 64, 1),
+                       ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),))
+
+
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 
 
@@ -189,7 +198,14 @@ class Transformer:
                              **self.tuning.shape(role))
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
-        return matvec_grid(spec, **self.tuning.shape(role))
+        shape = self.tuning.shape(role)
+        return matvec_grid(spec, shape["wg"], shape["tpr"])
+
+    def _mm(self, spec: LinearSpec, role: str) -> Any:
+        return matmul_kernel(spec, self.tuning.tm(role))
+
+    def _mmg(self, spec: LinearSpec, role: str) -> Any:
+        return matmul_grid(spec, self.tuning.tm(role))
 
     def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:
         """Rebuild the Programs with other kernel shapes or fusion (weights and caches stay)."""
@@ -221,15 +237,15 @@ class Transformer:
             s_gu = self._spec(L.gate_up, epilogue="silu_mul")
             s_dn = self._spec(L.down, epilogue="add")
             self.prefill.add(norm_attn, {**p, "x": self.h, "y": self.xn}, rows)
-            self.prefill.add(matmul_kernel(s_qkv), {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q},
-                             matmul_grid(s_qkv))
+            self.prefill.add(self._mm(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q},
+                             self._mmg(s_qkv, "qkv"))
             self.prefill.add(att.attention_kernel(full, self.gpu.subgroups_wgsl()), {**p, "q": self.q, "out": self.att}, att.attention_grid(full))
-            self.prefill.add(matmul_kernel(s_o), {**p, **L.o.bindings(), "x": self.att, "y": self.h}, matmul_grid(s_o))
+            self.prefill.add(self._mm(s_o, "o"), {**p, **L.o.bindings(), "x": self.att, "y": self.h}, self._mmg(s_o, "o"))
             self.prefill.add(norm_ffn, {**p, "x": self.h, "y": self.xn}, rows)
-            self.prefill.add(matmul_kernel(s_gu), {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act},
-                             matmul_grid(s_gu))
-            self.prefill.add(matmul_kernel(s_dn), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
-                             matmul_grid(s_dn))
+            self.prefill.add(self._mm(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act},
+                             self._mmg(s_gu, "gate_up"))
+            self.prefill.add(self._mm(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
+                             self._mmg(s_dn, "down"))
 
         # decode (one token)
         self.decode = Program(g, "decode")
