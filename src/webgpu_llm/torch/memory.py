@@ -104,7 +104,10 @@ class Pool:
         self.cached = 0  # bytes of them sitting in the free lists
 
     def alloc(self, nbytes: int) -> Allocation:
-        cls = size_class(nbytes)
+        return self.alloc_class(size_class(nbytes), nbytes)
+
+    def alloc_class(self, cls: int, nbytes: int) -> Allocation:
+        """`alloc` with the size class already worked out (`size_class(nbytes)`)."""
         cap = self.capture
         block = cap.take(cls) if cap is not None else None
         if block is None:

@@ -37,6 +37,20 @@ class GpuKernel:
     n_bindings: int  # storage bindings, without the parameter block
 
 
+class FastLaunch:
+    """One launch of a launch plan (ops/plans.py), with what `Stream.launch_planned` caches."""
+
+    __slots__ = ("gen", "grid", "idx", "kernel", "params", "slot")
+
+    def __init__(self, kernel: GpuKernel, idx: tuple[int, ...], params: bytes, grid: tuple[int, int, int]) -> None:
+        self.kernel = kernel
+        self.idx = idx  # the blocks to bind, as indices into the plan's inputs + allocations
+        self.params = params
+        self.grid = grid
+        self.slot: Any = None  # the interned parameter block, valid while `gen` is the stream's
+        self.gen = -1
+
+
 class ParamArena:
     """Parameter blocks packed into GPU buffers, appended to and written at each submit."""
 
@@ -80,6 +94,8 @@ class Recording:
 
     arena: ParamArena
     dispatches: list[tuple[str, GpuKernel, BindGroup, tuple[int, int, int]]] = field(default_factory=list)
+    # per dispatch: the blocks bound and the parameter block's entry (to bind them again)
+    bindings: list[tuple[list[Block], tuple[Any, int, int]]] = field(default_factory=list)
     # False once the graph moved data through the host (a read-back, a queue write, a CPU
     # fallback): replaying only the launches would not reproduce that.
     replayable: bool = True
@@ -94,6 +110,7 @@ class Stream:
         self._encoder = PassEncoder(gpu.backend)
         self.params = ParamArena(gpu, self.align)  # interned parameter blocks
         self._interned: dict[bytes, tuple[Any, int, int]] = {}
+        self._intern_gen = 0  # bumped whenever the interned parameter blocks start over
         self._bind_groups: dict[Any, BindGroup] = {}
         self.items: list[tuple[Any, Any, int, int, int]] = []
         self.keep: list[Any] = []  # bind groups alive until the submit
@@ -133,9 +150,11 @@ class Stream:
             serials.append(b.serial)
         rec = self.recording
         if rec is not None:  # a recording owns its parameters and bind groups
-            entries.append(rec.arena.put(params))
+            slot = rec.arena.put(params)
+            entries.append(slot)
             bg = self.native.bind_group(kernel.layout, entries)
             rec.dispatches.append((kernel.name, kernel, bg, grid))
+            rec.bindings.append((list(blocks), slot))
         else:
             slot = self._interned.get(params)
             if slot is None:
@@ -145,7 +164,7 @@ class Stream:
             bg = self._bind_groups.get(key)
             if bg is None:
                 if len(self._bind_groups) >= MAX_BIND_GROUPS:
-                    self._bind_groups.clear()
+                    self._drop_bind_groups()
                 bg = self._bind_groups[key] = self.native.bind_group(kernel.layout, entries)
         if self.observers:
             for obs in self.observers:
@@ -162,8 +181,48 @@ class Stream:
             self.params.clear()
             self._interned.clear()
             self._bind_groups.clear()
+            self._intern_gen += 1
         slot = self._interned[params] = self.params.put(params)
         return slot
+
+    def _drop_bind_groups(self) -> None:
+        """Start the bind-group cache over; pending launches may still use the old ones."""
+        self.keep.append(self._bind_groups)
+        self._bind_groups = {}
+
+    def launch_planned(self, launches: list[FastLaunch], blocks: list[Block]) -> None:
+        """`launch` for each of a plan's launches, without recording or observers.
+
+        Same bind-group cache as `launch`; the parameter block's slot is looked up once per
+        interning generation, and nothing is kept per launch beyond the cached bind group.
+        """
+        for f in launches:
+            bl = [blocks[i] for i in f.idx]
+            kernel = f.kernel
+            if len(bl) != kernel.n_bindings:
+                raise RuntimeError(f"{kernel.name}: {len(bl)} buffers for {kernel.n_bindings} bindings")
+            if f.gen != self._intern_gen:
+                slot = self._interned.get(f.params)
+                if slot is None:
+                    slot = self._intern(f.params)  # may flush and start the caches over
+                f.slot, f.gen = slot, self._intern_gen
+            slot = f.slot
+            batch = self.batch
+            key = (kernel.layout, slot, *[b.serial for b in bl])
+            bg = self._bind_groups.get(key)
+            if bg is None:
+                if len(self._bind_groups) >= MAX_BIND_GROUPS:
+                    self._drop_bind_groups()
+                entries = [(b.handle, 0, b.size) for b in bl]
+                entries.append(slot)
+                bg = self._bind_groups[key] = self.native.bind_group(kernel.layout, entries)
+                self.keep.append(bg)
+            for b in bl:
+                b.epoch = batch
+            self.items.append((kernel.pipeline._internal, bg._internal, *f.grid))
+            self.launches += 1
+            if len(self.items) >= MAX_PENDING:
+                self.flush()
 
     # -- submission ----------------------------------------------------------------------
     def flush(self, after: Callable[[Any], None] | None = None) -> None:

@@ -19,55 +19,59 @@ from typing import Any
 
 import torch
 
+from .. import context
 from ..context import ctx
 from ..kernels.common import binding
-from ..memory import Block
+from ..memory import Block, size_class
+from ..stream import FastLaunch
 from ..tensors import ALLOC_OBSERVERS, _create, block
+
+Tensor = torch.Tensor
+_CTX: list[Any] = []  # the context, once opened (saves a call per op)
+
+
+def _context() -> Any:
+    c = context.ctx()
+    _CTX.append(c)
+    return c
 
 _NOT_PLANNABLE = object()
 MAX_PLANS = 4096  # per op; the table starts over when full
 
 
-def signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], list[Block]] | None:
+def signature(args: tuple[Any, ...], kwargs: dict[str, Any]
+              ) -> tuple[tuple[Any, ...], list[Block], list[torch.Tensor]] | None:
     """What an op's launches may depend on (tensor metadata, buffer sharing, scalar values),
-    and the blocks of the tensor arguments, in order. None for host tensors and the like."""
+    the blocks of the tensor arguments and the tensors themselves, in order. None for host
+    tensors and the like."""
     key: list[Any] = []
     blocks: list[Block] = []
+    tensors: list[torch.Tensor] = []
     for a in (args if not kwargs else (*args, *kwargs.values())):
-        if isinstance(a, torch.Tensor):
+        if isinstance(a, Tensor):
             try:
                 b = a.untyped_storage()._wg.block
             except AttributeError:  # not a webgpu tensor
                 return None
-            share = -1
-            for i, o in enumerate(blocks):
-                if o is b:
-                    share = i
-                    break
+            share = blocks.index(b) if b in blocks else -1
             blocks.append(b)
+            tensors.append(a)
             key.append((a.dtype, a.shape, a.stride(), a.storage_offset(), share))
         elif isinstance(a, (list, tuple)):
             sub = signature(tuple(a), {})
             if sub is None:
                 return None
             key.append(sub[0])
+            # a block shared with an earlier argument shows in the nested key only relative to
+            # the list: record the sharing with the outer arguments too
+            key.append(tuple(blocks.index(o) if o in blocks else -1 for o in sub[1]))
             blocks.extend(sub[1])
+            tensors.extend(sub[2])
         else:
             key.append(a)
     if kwargs:
         key.append(tuple(kwargs))
-    return tuple(key), blocks
-
-
-def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
-    """The tensor arguments in the order `signature` lists their blocks."""
-    out: list[torch.Tensor] = []
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, torch.Tensor):
-            out.append(a)
-        elif isinstance(a, (list, tuple)):
-            out.extend(_tensors(tuple(a), {}))
-    return out
+    return tuple(key), blocks, tensors
 
 
 class _Watcher:
@@ -93,33 +97,44 @@ class Plan:
 
     def __init__(self, allocs: list[tuple[list[int], torch.dtype, int]],
                  launches: list[tuple[Any, list[tuple[bool, int]], bytes, tuple[int, int, int]]],
-                 results: list[tuple[bool, int]], single: bool) -> None:
-        self.allocs = allocs
+                 results: list[tuple[bool, int]], single: bool, n_inputs: int) -> None:
+        # allocations with their pool size class worked out once
+        self.allocs = [(shape, dtype, nbytes, size_class(nbytes)) for shape, dtype, nbytes in allocs]
         self.launches = launches
+        # the same launches with their buffers as indices into inputs + allocations
+        self.fast = [FastLaunch(kernel, tuple(i if is_input else n_inputs + i for is_input, i in refs), params, grid)
+                     for kernel, refs, params, grid in launches]
         self.results = results  # (is an input, index)
         self.single = single
 
     def run(self, tensors: list[torch.Tensor], blocks: list[Block]) -> Any:
-        c = ctx()
-        pool, limit = c.pool, c.gpu.max_binding
+        c = _CTX[0] if _CTX else _context()
+        pool = c.pool
         made = []
-        made_blocks = []
-        for shape, dtype, nbytes in self.allocs:
+        all_blocks = list(blocks)
+        for shape, dtype, nbytes, cls in self.allocs:
             t = _create(shape, dtype)
-            a = t.untyped_storage()._wg = pool.alloc(nbytes)
+            a = t.untyped_storage()._wg = pool.alloc_class(cls, nbytes)
             if ALLOC_OBSERVERS:  # an enclosing op being planned sees these too
                 for obs in ALLOC_OBSERVERS:
                     obs(t)
             made.append(t)
-            made_blocks.append(a.block)
+            all_blocks.append(a.block)
+        limit = c.gpu.max_binding
         for b in blocks:
             if b.size > limit:
                 binding(tensors[blocks.index(b)])  # raises the explanatory error
-        launch = c.stream.launch
-        for kernel, refs, params, grid in self.launches:
-            launch(kernel, [blocks[i] if is_input else made_blocks[i] for is_input, i in refs], params, grid)
-        out = [tensors[i] if is_input else made[i] for is_input, i in self.results]
-        return out[0] if self.single else tuple(out)
+        stream = c.stream
+        if stream.recording is None and not stream.observers:
+            stream.launch_planned(self.fast, all_blocks)
+        else:
+            launch = stream.launch
+            for kernel, idx, params, grid in ((f.kernel, f.idx, f.params, f.grid) for f in self.fast):
+                launch(kernel, [all_blocks[i] for i in idx], params, grid)
+        if self.single:
+            is_input, i = self.results[0]
+            return tensors[i] if is_input else made[i]
+        return tuple(tensors[i] if is_input else made[i] for is_input, i in self.results)
 
 
 def _build(w: _Watcher, tensors: list[torch.Tensor], result: Any) -> Plan | None:
@@ -161,7 +176,7 @@ def _build(w: _Watcher, tensors: list[torch.Tensor], result: Any) -> Plan | None
         if r.dtype != w.allocs[j].dtype:
             return None
         res_refs.append((False, j))
-    return Plan(allocs, launches, res_refs, isinstance(result, torch.Tensor))
+    return Plan(allocs, launches, res_refs, isinstance(result, torch.Tensor), len(tensors))
 
 
 def planned(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -172,13 +187,12 @@ def planned(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = signature(args, kwargs)
         if sig is None:
             return fn(*args, **kwargs)
-        key, blocks = sig
+        key, blocks, tensors = sig
         plan = plans.get(key)
         if plan is not None:
             if plan is _NOT_PLANNABLE:
                 return fn(*args, **kwargs)
-            return plan.run(_tensors(args, kwargs), blocks)
-        tensors = _tensors(args, kwargs)
+            return plan.run(tensors, blocks)
         before = [(t.shape, t.stride(), t.storage_offset()) for t in tensors]
         stream = ctx().stream
         w = _Watcher()
