@@ -133,3 +133,27 @@ def test_wide_matvec(n: int) -> None:
     x, w, nw = rnd(1, 1, 96, dtype=torch.float16), rnd(n, 96, dtype=torch.float16), (1 + 0.1 * rnd(96)).half()
     want = F.linear(rms(x, nw).float(), w.float()).half()
     assert_close(ops.linear(*dev(x, w, None, None, nw), 1e-6), want, 4e-3)
+
+
+def test_replay_rebinds_new_static_inputs() -> None:
+    """A graph called with a new in-place input of the same shape (a new static cache, as each
+    `generate` call makes) replays its recording bound to the new buffer, without recording again."""
+    torch._dynamo.reset()
+
+    def step(cache: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        cache.add_(x)
+        return cache * 2 + x
+
+    f = torch.compile(step, backend="webgpu")
+    x = rnd(4, 8)
+    caches = [rnd(4, 8) for _ in range(2)]
+    want = [c.clone() for c in caches]
+    got = [c.to("webgpu") for c in caches]
+    for k in (0, 0, 0, 1, 1, 0):  # record on the second call, then replay; switch caches twice
+        out = f(got[k], x.to("webgpu"))
+        want[k].add_(x)
+        assert_close(out, want[k] * 2 + x, 1e-6)
+        for c, w in zip(got, want):
+            assert_close(c, w, 1e-6)
+    graphs = [g for g in wt.graph_report() if g["replays"]]
+    assert len(graphs) == 1 and graphs[0]["replays"] == 4 and len(graphs[0]["recorded_launches"]) == 1, graphs

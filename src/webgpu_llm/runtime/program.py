@@ -68,6 +68,10 @@ class Program:
         self.dispatches.append(Dispatch(label, pipeline, bind_group, grid))
         self._items.clear()
 
+    def invalidate(self) -> None:
+        """Forget the encoded dispatch lists (after a dispatch's bind group was replaced)."""
+        self._items.clear()
+
     def extend(self, other: Program) -> None:
         self.dispatches.extend(other.dispatches)
         self._items.clear()
