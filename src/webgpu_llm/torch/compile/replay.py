@@ -130,17 +130,20 @@ class Recorded:
                 after.append((block(o), o.storage_offset() * size, block(fresh), 0, o.numel() * size))
             else:
                 late.append((fresh, o))
-        stream.flush()
+        program = self.program
 
-        def copy_in(enc: Any) -> None:
+        def replay(enc: Any) -> None:
             for s, so, d, do, n in copies:
                 enc.copy_buffer_to_buffer(s.buf, so, d.buf, do, n)
-
-        def copy_out(enc: Any) -> None:
+            cpass = enc.begin_compute_pass()
+            program.encode(cpass, 1)
+            cpass.end()
             for s, so, d, do, n in after:
                 enc.copy_buffer_to_buffer(s.buf, so, d.buf, do, n)
 
-        self.program.run(before=copy_in if copies else None, after=copy_out if after else None)
+        # one command buffer: the launches queued so far (they may produce the inputs), then the
+        # input copies, the recorded pass and the output copies
+        stream.flush(after=replay)
         for fresh, o in late:
             copy_into(fresh, o)
         return results
