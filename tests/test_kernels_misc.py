@@ -26,16 +26,18 @@ def _kv(rng, hkv, ctx, d, filled):
     return kv
 
 
-@pytest.mark.parametrize("chunk", [16, 64])
-def test_prefill_attention_causal_gqa(gpu, chunk):
+@pytest.mark.parametrize("d, t, pos0", [(24, 7, 70), (36, 37, 5), (128, 17, 20)])
+def test_prompt_attention_causal_gqa(gpu, d, t, pos0):
+    """Query blocks of 16 tokens; key chunks straddling the end; head dims that are not a
+    multiple of the 8 lanes per query, and a wide one (chunks of 16 keys)."""
     rng = np.random.default_rng(10)
-    hq, hkv, d, ctx, t, pos0 = 6, 2, 24, 90, 7, 70  # keys 0..76, chunks straddle the end
+    hq, hkv, ctx = 6, 2, 90
     kv = _kv(rng, hkv, ctx, d, pos0 + t)
     q = rng.standard_normal((t, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk)
+    spec = att.AttentionSpec(hq, hkv, d, ctx)
     out = gpu.buffer(t * hq * d * 4)
-    run_kernel(gpu, att.attention_kernel(spec, gpu.subgroups_wgsl(on_cpu=True)),
-               {"q": gpu.upload(q), "kv": gpu.upload(kv), "out": out}, att.attention_grid(spec)(t), n=t, pos=pos0)
+    run_kernel(gpu, att.prompt_attention_kernel(spec), {"q": gpu.upload(q), "kv": gpu.upload(kv), "out": out},
+               att.prompt_attention_grid(spec)(t), n=t, pos=pos0)
     k = kv[0].transpose(1, 0, 2)[: pos0 + t]
     v = kv[1].transpose(1, 0, 2)[: pos0 + t]
     assert rel_err(read(gpu, out, (t, hq, d)), attention(q, k, v, pos0)) < 1e-5
@@ -47,7 +49,7 @@ def test_decode_split_attention_and_combine(gpu, sub):
     hq, hkv, d, ctx, chunk, pos = 4, 2, 16, 100, 16, 52  # 53 keys -> 4 splits, the last partial
     kv = _kv(rng, hkv, ctx, d, pos + 1)
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, split=True)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(kv), "ml": ml, "acc": acc}
     sg = gpu.subgroups_wgsl(on_cpu=True) if sub else None

@@ -1,9 +1,13 @@
 """Causal grouped-query attention over the KV cache, with an online softmax.
 
-One workgroup per (query head, query token) walks its keys in chunks of `chunk`. For decode
-the keys are split over workgroups as well (flash-decoding): each writes a partial
-(max, sum, weighted values) that the output projection's prologue merges (linear.py,
-`attn` prologue), so the merge costs no dispatch of its own.
+Decode (`attention_kernel`, one query token): the keys are split over workgroups
+(flash-decoding); each workgroup walks its `chunk` keys and writes a partial (max, sum,
+weighted values) that the output projection's prologue merges (linear.py, `attn` prologue),
+so the merge costs no dispatch of its own.
+
+Prompts (`prompt_attention_kernel`): one workgroup per (query head, block of 16 query
+tokens) stages each chunk of keys and values in workgroup memory once for the whole block,
+instead of every query token re-reading the cache.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ class AttentionSpec:
     n_kv_heads: int
     head_dim: int
     ctx: int
-    chunk: int = 64  # keys per step (and per split in decode); also the workgroup size
-    split: bool = False  # decode: grid (heads, max_splits) writing partials
+    chunk: int = 64  # decode: keys per split, also the workgroup size
 
     @property
     def max_splits(self) -> int:
@@ -37,23 +40,15 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None) -> Kernel:
     sig = Signature().state()
     sig.storage("q", "array<vec4<f32>>")
     sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
-    if a.split:
-        sig.storage("ml", "array<vec2<f32>>", write=True)
-        sig.storage("acc", "array<vec4<f32>>", write=True)
-        head = """  let s = wid.y;
+    sig.storage("ml", "array<vec2<f32>>", write=True)
+    sig.storage("acc", "array<vec4<f32>>", write=True)
+    head = """  let s = wid.y;
   let t = 0u;
   let k0 = s * CH;
   let k1 = min(k0 + CH, st.pos + 1u);
   if (k0 >= k1) { return; }"""
-        store = f"""    acc[(h * {a.max_splits}u + s) * D4 + d4] = o;
+    store = f"""    acc[(h * {a.max_splits}u + s) * D4 + d4] = o;
     if (d4 == 0u) {{ ml[h * {a.max_splits}u + s] = vec2<f32>(m, l); }}"""
-    else:
-        sig.storage("out", "array<vec4<f32>>", write=True)
-        head = """  let t = wid.y;
-  if (t >= st.n) { return; }
-  let k0 = 0u;
-  let k1 = st.pos + t + 1u;"""
-        store = f"    out[(t * {a.n_heads}u + h) * D4 + d4] = o / l;"
     sg = subgroups is not None
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if sg else ""
     sg_val = "" if sg else "let sgs = 1u;"
@@ -114,11 +109,102 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
 }}
 """
-    k = sig.kernel("attention_split" if a.split else "attention", body)
+    k = sig.kernel("attention_split", body)
     return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
 
 
-def attention_grid(a: AttentionSpec):
-    if a.split:
-        return (a.n_heads, a.max_splits, 1)
-    return lambda n: (a.n_heads, n, 1)
+def attention_grid(a: AttentionSpec) -> tuple[int, int, int]:
+    return (a.n_heads, a.max_splits, 1)
+
+
+BQ, LQ = 16, 8  # query tokens per workgroup, threads per query token
+
+
+def prompt_attention_kernel(a: AttentionSpec) -> Kernel:
+    """st.n query tokens at positions st.pos.. (q rows t * n_heads + h); grid = prompt_attention_grid.
+
+    Thread (query qi, lane l) scores keys l, l+8, .. of each chunk, then every lane of a query
+    reads the chunk's scores and accumulates its share (vec4s l, l+8, ..) of the output.
+    """
+    d4 = a.head_dim // 4
+    ch = 32 if d4 <= 16 else 16  # keys per chunk: K and V chunks of 8 KiB each
+    no = -(-d4 // LQ)  # output vec4s per lane
+    sig = Signature().state()
+    sig.storage("q", "array<vec4<f32>>")
+    sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
+    sig.storage("out", "array<vec4<f32>>", write=True)
+    scores = []
+    for r in range(ch // LQ):
+        dots = " + ".join(f"qs[qi * D4 + {d}u] * ks[j * KS + {d}u]" for d in range(d4))
+        scores.append(f"""    {{ let j = l + {LQ * r}u;
+      let s4 = {dots};
+      ps[qi * CH + j] = select(-3.0e38, (s4.x + s4.y + s4.z + s4.w) * SCALE, c0 + j <= last); }}""")
+    o_decl = "\n".join(f"  var o{n} = vec4<f32>(0.0);" for n in range(no))
+    o_scale = " ".join(f"o{n} *= alpha;" for n in range(no))
+    o_add = " ".join(f"o{n} += p * vs[j * D4 + min(l + {LQ * n}u, D4 - 1u)];" for n in range(no))
+    o_store = "\n".join(f"    if (l + {LQ * n}u < D4) {{ out[(t * {a.n_heads}u + h) * D4 + l + {LQ * n}u] = o{n} / lsum; }}"
+                         for n in range(no))
+    nl = "\n"
+    body = f"""
+const BQ: u32 = {BQ}u;
+const LQ: u32 = {LQ}u;
+const CH: u32 = {ch}u;
+const D4: u32 = {d4}u;
+const KS: u32 = {d4 + 1}u;  // padded row: the lanes of a query read different keys
+const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
+const SCALE: f32 = {1.0 / a.head_dim ** 0.5!r};
+var<workgroup> qs: array<vec4<f32>, {BQ * d4}>;
+var<workgroup> ks: array<vec4<f32>, {ch * (d4 + 1)}>;
+var<workgroup> vs: array<vec4<f32>, {ch * d4}>;
+var<workgroup> ps: array<f32, {BQ * ch}>;
+@compute @workgroup_size({BQ * LQ})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let h = wid.x;
+  let t0 = wid.y * BQ;
+  let qi = lid / LQ;
+  let l = lid % LQ;
+  let t = t0 + qi;
+  let nq = min(BQ, st.n - t0);
+  let kvbase = (h / {a.n_heads // a.n_kv_heads}u) * {a.ctx}u;
+  for (var i = lid; i < BQ * D4; i += {BQ * LQ}u) {{
+    let r = i / D4;
+    qs[i] = select(vec4<f32>(0.0), q[((t0 + min(r, nq - 1u)) * {a.n_heads}u + h) * D4 + i % D4], r < nq);
+  }}
+  let kend = st.pos + t0 + nq;  // keys the block needs
+  let last = st.pos + t;  // the last key this query sees
+  var m = -3.0e38;
+  var lsum = 0.0;
+{o_decl}
+  for (var c0 = 0u; c0 < kend; c0 += CH) {{
+    workgroupBarrier();  // the previous chunk is consumed
+    for (var i = lid; i < CH * D4; i += {BQ * LQ}u) {{
+      let j = i / D4;
+      let row = (kvbase + min(c0 + j, kend - 1u)) * D4 + i % D4;
+      ks[j * KS + i % D4] = kv[row];
+      vs[i] = kv[VOFF + row];
+    }}
+    workgroupBarrier();
+{nl.join(scores)}
+    workgroupBarrier();
+    var cm = m;
+    for (var j = 0u; j < CH; j++) {{ cm = max(cm, ps[qi * CH + j]); }}
+    let alpha = exp(m - cm);
+    lsum *= alpha;
+    {o_scale}
+    for (var j = 0u; j < CH; j++) {{
+      let p = select(0.0, exp(ps[qi * CH + j] - cm), c0 + j <= last);
+      lsum += p;
+      {o_add}
+    }}
+    m = cm;
+  }}
+  if (qi < nq) {{
+{o_store}
+  }}
+}}
+"""
+    return sig.kernel("attention_prompt", body)
+
+
+def prompt_attention_grid(a: AttentionSpec):
+    return lambda n: (a.n_heads, -(-n // BQ), 1)

@@ -239,7 +239,8 @@ class Transformer:
             self.prefill.add(norm_attn, {**p, "x": self.h, "y": self.xn}, rows)
             self.prefill.add(self._mm(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q},
                              self._mmg(s_qkv, "qkv"))
-            self.prefill.add(att.attention_kernel(full, self.gpu.subgroups_wgsl()), {**p, "q": self.q, "out": self.att}, att.attention_grid(full))
+            self.prefill.add(att.prompt_attention_kernel(full), {**p, "q": self.q, "out": self.att},
+                             att.prompt_attention_grid(full))
             self.prefill.add(self._mm(s_o, "o"), {**p, **L.o.bindings(), "x": self.att, "y": self.h}, self._mmg(s_o, "o"))
             self.prefill.add(norm_ffn, {**p, "x": self.h, "y": self.xn}, rows)
             self.prefill.add(self._mm(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act},
@@ -251,7 +252,7 @@ class Transformer:
         self.decode = Program(g, "decode")
         self.decode.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": self.h}, (1, 1, 1))
         chunk = self.tuning.attn_chunk
-        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, split=True)
+        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk)
         ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
         for L in self.layers:
             p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
