@@ -11,6 +11,7 @@ time of a 512-token prompt through the layers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -98,6 +99,27 @@ def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, 
             "layers_tok_s": n / best, "tried_us": tried}
 
 
+def int8_ab(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
+    """Decode with float activations vs int8 activations (dot4I8Packed), same kernel shapes."""
+    cfg, tensors = preset_model(preset, dtype)
+    tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
+    eng = Engine(tf)
+    prompt = list(range(100, 116))
+    out: dict[str, Any] = {"backend": gpu.backend, "dtype": dtype, "preset": preset}
+    base = Tuning.default(gpu)
+    for int8 in (False, True, False, True):
+        tf.rebuild(dataclasses.replace(base, int8=int8))
+        eng._steps.clear()
+        eng.time_decode(prompt, 64)
+        eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)
+        key = "int8" if int8 else "float"
+        out[f"{key}_step_gpu_us"] = eng.step_program(SamplingParams()).time_gpu(1, reps=15) * 1e6
+        out[f"{key}_tg64_tok_s"] = 64 / eng.time_decode(prompt, 64)
+    print(f"{gpu.backend} {preset} {dtype}: float {out['float_step_gpu_us']:.0f} us {out['float_tg64_tok_s']:.0f} tok/s"
+          f" | int8 {out['int8_step_gpu_us']:.0f} us {out['int8_tg64_tok_s']:.0f} tok/s", file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="qwen2.5-0.5b")
@@ -105,12 +127,13 @@ def main() -> None:
     ap.add_argument("--backend", default="dawn")
     ap.add_argument("--out", default=None)
     ap.add_argument("--prefill", action="store_true", help="sweep the prompt matmul instead")
+    ap.add_argument("--int8", action="store_true", help="compare float and int8 activations instead")
     a = ap.parse_args()
     results = []
     for backend in a.backend.split(","):
         gpu = open_gpu(backend)
         for dtype in a.dtype.split(","):
-            row = (sweep_prefill if a.prefill else sweep)(gpu, a.preset, dtype)
+            row = (int8_ab if a.int8 else sweep_prefill if a.prefill else sweep)(gpu, a.preset, dtype)
             results.append(row)
             print(json.dumps(row), flush=True)
     if a.out:

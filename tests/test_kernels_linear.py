@@ -67,6 +67,42 @@ def test_tile_shapes(gpu):
         assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5, tm
 
 
+def _int8_x(x: np.ndarray) -> np.ndarray:
+    """x as the int8 path sees it: per 32 values, round(x / d) * d with d = max|x| / 127."""
+    b = x.reshape(-1, 32)
+    d = np.abs(b).max(1, keepdims=True).astype(np.float32) / np.float32(127)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    return (np.round(b * inv) * d).reshape(x.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("prologue", ["plain", "rmsnorm"])
+def test_matvec_int8_activations(gpu, prologue):
+    """dot4I8Packed path: q4_0 gate and q8_0 up segments (SiLU·mul) or a q4_0 matrix with a
+    fused RMSNorm, against numpy on the int8-rounded input (and loosely on the exact one)."""
+    rng = np.random.default_rng(6)
+    k, f = 160, 45
+    wq4, bq4 = _weight(gpu, "q4_0", f, k, rng)
+    wq8, bq8 = _weight(gpu, "q8_0", f, k, rng)
+    x = rng.standard_normal((2, k)).astype(np.float32)
+    x[0, :32] = 0.0  # an all-zero unit: scale 0
+    if prologue == "plain":
+        spec = LinearSpec(k=k, segments=(Segment("q4_0", f), Segment("q8_0", f)), epilogue="silu_mul")
+        binds, n, xin = {"w0": bq4, "w1": bq8}, 1, x[0]
+        ref = lambda v: silu(wq4 @ v) * (wq8 @ v)  # noqa: E731
+    else:
+        nw = rng.standard_normal(k).astype(np.float32)
+        spec = LinearSpec(k=k, segments=(Segment("q4_0", f),), prologue="rmsnorm", eps=1e-5, last_row=True)
+        binds, n, xin = {"w0": bq4, "pv": gpu.upload(nw)}, 2, x[1] * nw
+        rms = 1.0 / np.sqrt(np.mean(x[1] ** 2) + 1e-5)
+        ref = lambda v: (wq4 @ v) * rms  # noqa: E731
+    yb = gpu.buffer(f * 4)
+    run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True),
+               {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4), n=n)
+    y = read(gpu, yb, f)
+    assert rel_err(y, ref(_int8_x(xin))) < 1e-4
+    assert rel_err(y, ref(xin)) < 3e-2
+
+
 def test_segments_of_mixed_formats_and_split_pairs(gpu):
     """Gate/up as two segments of different formats, SiLU·mul pairing row p with row F + p."""
     rng = np.random.default_rng(2)

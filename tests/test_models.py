@@ -113,3 +113,28 @@ def test_seeded_sampling_is_reproducible(wgpu_gpu, tiny_dirs):
     c = list(llm.generate_ids(IDS[:5], 10, SamplingParams(0.9, 20, 0.9, 0.0, seed=8)))
     assert a == b and a != c
     assert llm.generate_text("abc", **kw) == llm.generate_text("abc", **kw)
+
+
+def test_int8_activations_stay_close_to_float(wgpu_gpu):
+    """The dot4I8Packed decode path (every q8_0 mat-vec, incl. the fused RMSNorm and attention
+    prologues) against the float path on the same weights: one decode step's logits."""
+    import dataclasses
+
+    from webgpu_llm.generation.engine import Engine
+    from webgpu_llm.models.presets import preset_model
+    from webgpu_llm.models.transformer import Transformer
+
+    cfg, tensors = preset_model("tiny", "q8_0")
+    model = Transformer(wgpu_gpu, cfg, tensors.get, ctx=64, batch=16)
+    eng = Engine(model)
+
+    def step_logits() -> np.ndarray:
+        eng._steps.clear()
+        eng.prefill(IDS[:9], 0, SamplingParams(), 0)
+        eng.step_program(SamplingParams()).run(1)
+        return wgpu_gpu.read_array(model.logits, np.float32, cfg.vocab)
+
+    base = step_logits()
+    model.rebuild(dataclasses.replace(model.tuning, int8=True))
+    got = step_logits()
+    assert 0 < _rel(got, base) < 3e-2

@@ -93,6 +93,20 @@ class Format:
         return f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n"
 
 
+    def wgsl_unit_i8(self, fn: str, buf: str, rows: int, k: int) -> str:
+        """WGSL for `fn(r, u, x0, x1, xd) -> f32`: row r's unit u times an int8 activation unit.
+
+        The activation unit is 32 int8 values packed four to a word (x0: values 0..15, x1:
+        16..31) with xd = (scale, scale * sum of the values); the dot product runs on
+        `dot4I8Packed`. Only the formats whose blocks are one 32-value unit with a single
+        scale have this path (INT8_FORMATS).
+        """
+        nb = rows * (k // self.block)
+        off1 = -(-nb * _SECTION_BYTES[self.name][0] // 16) * 4
+        body = _WGSL_I8[self.name].format(B=buf, NU=k // UNIT, OFF1=off1)
+        return f"fn {fn}(r: u32, u: u32, x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>) -> f32 {{\n{body}\n}}\n"
+
+
 # --- packers: (n_blocks, block_bytes) uint8 -> u32 words --------------------------------
 
 
@@ -165,6 +179,26 @@ _W = "{B}[({i}) >> 2u][({i}) & 3u]"  # word i of binding B
 def _half(off: str) -> str:
     # f16 number g of a section starting at word `off`
     return f"unpack2x16float({_W.format(B='{B}', i=off + ' + (g >> 1u)')})[g & 1u]"
+
+
+# int8 activations: q8_0 weights are int8 already; q4_0 nibbles (0..15) are non-negative
+# int8s whose offset of 8 is taken out with the activation sum: sum((q - 8) x) = q.x - 8 sum(x)
+INT8_FORMATS = ("q8_0", "q4_0")
+_WGSL_I8 = {
+    "q8_0": """  let g = r * {NU}u + u;
+  let a = {B}[2u * g];
+  let b = {B}[2u * g + 1u];
+  let s = dot4I8Packed(a.x, x0.x) + dot4I8Packed(a.y, x0.y) + dot4I8Packed(a.z, x0.z) + dot4I8Packed(a.w, x0.w)
+        + dot4I8Packed(b.x, x1.x) + dot4I8Packed(b.y, x1.y) + dot4I8Packed(b.z, x1.z) + dot4I8Packed(b.w, x1.w);
+  return """ + _half("{OFF1}u") + """ * xd.x * f32(s);""",
+    "q4_0": """  let g = r * {NU}u + u;
+  let q = {B}[g];
+  let lo = q & vec4<u32>(0x0f0f0f0fu);
+  let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
+  let s = dot4I8Packed(lo.x, x0.x) + dot4I8Packed(lo.y, x0.y) + dot4I8Packed(lo.z, x0.z) + dot4I8Packed(lo.w, x0.w)
+        + dot4I8Packed(hi.x, x1.x) + dot4I8Packed(hi.y, x1.y) + dot4I8Packed(hi.z, x1.z) + dot4I8Packed(hi.w, x1.w);
+  return """ + _half("{OFF1}u") + """ * (xd.x * f32(s) - 8.0 * xd.y);""",
+}
 
 
 # Bodies of the unit loaders. A line starting with `%N` is unrolled N times in WGSL with `$i`

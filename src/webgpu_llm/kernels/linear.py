@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .common import Signature
-from .formats import FORMATS, UNIT, WGSL_HELPERS, unroll
+from .formats import FORMATS, INT8_FORMATS, UNIT, WGSL_HELPERS, unroll
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,43 @@ def _loaders_wgsl(spec: LinearSpec, sig: Signature) -> str:
     return "\n".join(out)
 
 
+def _loaders_i8_wgsl(spec: LinearSpec, sig: Signature) -> str:
+    """`fn dot_row(r, u, x0, x1, xd) -> f32` over the segments (int8 activations)."""
+    out, branches, start = [], [], 0
+    for i, seg in enumerate(spec.segments):
+        sig.storage(f"w{i}", "array<vec4<u32>>")
+        out.append(FORMATS[seg.fmt].wgsl_unit_i8(f"dot_w{i}", f"w{i}", seg.rows, spec.k))
+        branches.append(f"  if (r < {start + seg.rows}u) {{ return dot_w{i}(r - {start}u, u, x0, x1, xd); }}")
+        start += seg.rows
+    branches[-1] = f"  return dot_w{len(spec.segments) - 1}(r - {start - spec.segments[-1].rows}u, u, x0, x1, xd);"
+    return "\n".join(out) + ("fn dot_row(r: u32, u: u32, x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>) -> f32 {\n"
+                             + "\n".join(branches) + "\n}\n")
+
+
+QUANTIZE_X = """
+// int8 activations: each 32-value unit of the staged x as int8s (four to a word) and its
+// (scale, scale * sum of the int8s)
+var<workgroup> xq: array<vec4<u32>, 2u * NU>;
+var<workgroup> xd: array<vec2<f32>, NU>;
+fn quantize_x(lid: u32) {
+  for (var u = lid; u < NU; u += WG) {
+    var v: array<vec4<f32>, 8>;
+    var mx = vec4<f32>(0.0);
+%8  v[$i] = xs[u * 8u + $i]; mx = max(mx, abs(v[$i]));
+    let d = max(max(mx.x, mx.y), max(mx.z, mx.w)) / 127.0;
+    let inv = select(0.0, 1.0 / d, d > 0.0);
+    var q: array<u32, 8>;
+    var sum = vec4<i32>(0);
+%8  let qi = vec4<i32>(round(v[$i] * inv)); q[$i] = pack4xI8(qi); sum += qi;
+    xq[2u * u] = vec4<u32>(q[0], q[1], q[2], q[3]);
+    xq[2u * u + 1u] = vec4<u32>(q[4], q[5], q[6], q[7]);
+    xd[u] = vec2<f32>(d, d * f32(sum.x + sum.y + sum.z + sum.w));
+  }
+  workgroupBarrier();
+}
+"""
+
+
 def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     """`fn epi(t, p, v0, v1)`: token t of the batch, row pair p."""
     n = spec.rows
@@ -218,7 +255,16 @@ def _input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool
     get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
     if spec.prologue == "plain":
         sig.storage("x", "array<vec4<f32>>")
-        return head + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
+        if not stage:
+            return head + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
+        return head + f"""fn XR(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}
+var<workgroup> xs: array<vec4<f32>, KP4>;
+fn prologue(lid: u32, xb: u32, sgs: u32) {{
+  for (var i = lid; i < KP4; i += {wg}u) {{ xs[i] = XR(xb, i); }}
+  workgroupBarrier();
+}}
+fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
+"""
     if spec.prologue == "rmsnorm":
         sig.storage("x", "array<vec4<f32>>")
         _pv(sig)
@@ -271,11 +317,14 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
-                  shared_bytes: int = 16384, ilp: int = 1) -> Kernel:
+                  shared_bytes: int = 16384, ilp: int = 1, int8: bool = False) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     Each loop iteration of a thread issues the loads of `ilp` units of both rows before it
     uses any (decode is latency-bound: more bytes in flight per thread, fewer round trips).
+
+    `int8` (q8_0/q4_0 segments only, see `int8_ok`): the staged input is quantized to int8 per
+    32-value unit and the dot products run on `dot4I8Packed`.
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
@@ -287,11 +336,13 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         if (err := FORMATS[s.fmt].check_k(spec.k)):
             raise ValueError(err)
     use_sg = subgroups is not None
-    stage = spec.prologue != "plain" and spec.kp * 4 + wg * 20 <= shared_bytes
+    if int8 and not int8_ok(spec, wg, shared_bytes):
+        raise ValueError("int8 activations need q8_0/q4_0 weights and room to stage x")
+    stage = (spec.prologue != "plain" or int8) and spec.kp * 4 + wg * 20 <= shared_bytes
     norm = spec.prologue == "rmsnorm"
     body = "\n".join([
         _rows_wgsl(spec),
-        _loaders_wgsl(spec, sig),
+        _loaders_i8_wgsl(spec, sig) if int8 else _loaders_wgsl(spec, sig),
         _input_wgsl(spec, sig, wg, stage, use_sg),
         _epilogue_wgsl(spec, sig),
     ])
@@ -320,12 +371,21 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         acc1.append(dots(f"wb{j}", f"xv{j}"))
     loop = "\n".join([f"    for (var u = lane; u < NU; u += TPR * {ilp}u) {{", *units, *loads, *xs,
                       f"      a.x += {' + '.join(acc0)};", f"      a.y += {' + '.join(acc1)};", "    }"])
+    if int8:
+        loop = """    for (var u = lane; u < NU; u += TPR) {
+      let x0 = xq[2u * u];
+      let x1 = xq[2u * u + 1u];
+      let d = xd[u];
+      a.x += dot_row(r0, u, x0, x1, d);
+      a.y += dot_row(r1c, u, x0, x1, d);
+    }"""
     sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg and tpr > 1 else "{"
     body += unroll(f"""
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
 const NU: u32 = {spec.kp // UNIT}u;
 var<workgroup> red: array<vec4<f32>, WG>;
+{QUANTIZE_X if int8 else ""}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{sg_arg}) {{
@@ -337,6 +397,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let r0 = row0(pc);
   let r1c = select(r0, row1(pc), row1(pc) < N);  // an odd last row re-reads row0
   prologue(lid, xb, sgs);
+  {"quantize_x(lid);" if int8 else ""}
   var a = vec4<f32>(0.0);  // row0 . x, row1 . x, sum of x² (unstaged RMSNorm)
   var ss = 0.0;
   if (p < NP) {{
@@ -365,6 +426,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if use_sg and subgroups:
         k = Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings)
     return k
+
+
+def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int) -> bool:
+    """Can this mat-vec take int8 activations (formats, and x staged beside its int8 copy)?"""
+    return (all(s.fmt in INT8_FORMATS for s in spec.segments)
+            and spec.kp * 4 + spec.kp + spec.kp // 4 + wg * 20 <= shared_bytes)
 
 
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32) -> tuple[int, int, int]:

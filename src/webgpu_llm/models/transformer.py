@@ -29,6 +29,7 @@ from ..kernels.linear import (
     AttnShape,
     LinearSpec,
     QkvShape,
+    int8_ok,
     matmul_grid,
     matmul_kernel,
     matvec_grid,
@@ -50,12 +51,14 @@ class Tuning:
 
     `mv` maps a matrix role to (workgroup size, threads per row pair, units in flight per
     thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
-    workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4).
+    workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
+    `int8` quantizes the activations of q8_0/q4_0 mat-vecs to int8 for `dot4I8Packed`.
     """
 
     mv: tuple[tuple[str, int, int, int], ...]
     attn_chunk: int = 64
     mm: tuple[tuple[str, int], ...] = ()
+    int8: bool = False
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -73,9 +76,10 @@ class Tuning:
         # from bench/sweep_decode.py on an H200 (Qwen2.5-0.5B shapes, both backends, f16 and
         # q4_0; bench/NOTES.md): wide workgroups, row groups sized to the input length
         # (round 8: loads issued 2-4 units at a time moved nothing; the prompt matmul's tm=8
-        # is 3 % faster for gate/up only; rounds 8 and 11 in bench/NOTES.md)
+        # is 3 % faster for gate/up only; int8 activations decode q8_0/q4_0 13-17 % faster;
+        # rounds 8, 11 and 13 in bench/NOTES.md)
         return Tuning((("qkv", 256, 32, 1), ("o", 256, 32, 1), ("gate_up", 128, 16, 1), ("down", 256, 64, 1),
-                       ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),))
+                       ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True)
 
 
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
@@ -194,8 +198,10 @@ class Transformer:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
 
     def _mv(self, spec: LinearSpec, role: str) -> Any:
+        shape = self.tuning.shape(role)
+        int8 = self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes)
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
-                             **self.tuning.shape(role))
+                             int8=int8, **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         shape = self.tuning.shape(role)
