@@ -23,7 +23,7 @@ from webgpu_llm.models.presets import preset_model
 from webgpu_llm.models.transformer import ROLES, Transformer, Tuning
 from webgpu_llm.runtime.gpu import open_gpu
 
-SHAPES = [(wg, tpr, ilp) for wg in (128, 256) for tpr in (8, 16, 32, 64) for ilp in (1, 2, 4)]
+SHAPES = [(wg, tpr, ilp) for wg in (64, 128, 256) for tpr in (8, 16, 32, 64) for ilp in (1, 2)]
 CHUNKS = [32, 64, 128]
 
 
@@ -37,7 +37,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     chunk = start.attn_chunk
 
     def measure() -> float:
-        tf.rebuild(Tuning(tuple((r, *cur[r]) for r in ROLES), chunk))
+        tf.rebuild(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), attn_chunk=chunk))
         eng._steps.clear()
         eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)  # 116 keys in the cache
         return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
@@ -78,7 +78,7 @@ def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, 
     cur = {r: 4 for r in ("qkv", "o", "gate_up", "down")}
 
     def measure() -> float:
-        tf.rebuild(Tuning(base.mv, base.attn_chunk, tuple(cur.items())))
+        tf.rebuild(dataclasses.replace(base, mm=tuple(cur.items())))
         gpu.write(tf.st, SamplingParams().state(0, n, 0))
         return tf.prefill.time_gpu(n, reps=5)
 
