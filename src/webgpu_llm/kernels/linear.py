@@ -104,34 +104,30 @@ def _rows_wgsl(spec: LinearSpec) -> str:
     return r + f"const N: u32 = {n}u;\nconst NP: u32 = {spec.pairs}u;\n"
 
 
-def _loaders_wgsl(spec: LinearSpec, sig: Signature) -> str:
+def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False) -> str:
+    """Per-segment unit functions and one function over the whole virtual matrix that picks
+    the segment of row r: `load_row(r, u) -> array<vec4<f32>, 8>` (the unit's weights), or
+    with `int8`, `dot_row(r, u, x0, x1, xd) -> f32` (the unit times an int8 activation unit)."""
+    if int8:
+        head, ret, args, call = "dot", "f32", ", x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>", ", x0, x1, xd"
+    else:
+        head, ret, args, call = "unit", "array<vec4<f32>, 8>", "", ""
     out = [WGSL_HELPERS]
     branches = []
     start = 0
     for i, seg in enumerate(spec.segments):
         fmt = FORMATS[seg.fmt]
         sig.storage(f"w{i}", "array<vec4<u32>>")
-        out.append(fmt.wgsl_unit(f"unit_w{i}", f"w{i}", seg.rows, spec.k))
-        end = start + seg.rows
-        branches.append(f"  if (r < {end}u) {{ return unit_w{i}(r - {start}u, u); }}")
-        start = end
-    # the last branch is unconditional (r is always < N where it is called)
-    branches[-1] = f"  return unit_w{len(spec.segments) - 1}(r - {start - spec.segments[-1].rows}u, u);"
-    out.append("fn load_row(r: u32, u: u32) -> array<vec4<f32>, 8> {\n" + "\n".join(branches) + "\n}\n")
-    return "\n".join(out)
-
-
-def _loaders_i8_wgsl(spec: LinearSpec, sig: Signature) -> str:
-    """`fn dot_row(r, u, x0, x1, xd) -> f32` over the segments (int8 activations)."""
-    out, branches, start = [], [], 0
-    for i, seg in enumerate(spec.segments):
-        sig.storage(f"w{i}", "array<vec4<u32>>")
-        out.append(FORMATS[seg.fmt].wgsl_unit_i8(f"dot_w{i}", f"w{i}", seg.rows, spec.k))
-        branches.append(f"  if (r < {start + seg.rows}u) {{ return dot_w{i}(r - {start}u, u, x0, x1, xd); }}")
+        unit = fmt.wgsl_unit_i8 if int8 else fmt.wgsl_unit
+        out.append(unit(f"{head}_w{i}", f"w{i}", seg.rows, spec.k))
+        branches.append(f"  if (r < {start + seg.rows}u) {{ return {head}_w{i}(r - {start}u, u{call}); }}")
         start += seg.rows
-    branches[-1] = f"  return dot_w{len(spec.segments) - 1}(r - {start - spec.segments[-1].rows}u, u, x0, x1, xd);"
-    return "\n".join(out) + ("fn dot_row(r: u32, u: u32, x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>) -> f32 {\n"
-                             + "\n".join(branches) + "\n}\n")
+    # the last branch is unconditional (r is always < N where it is called)
+    last = spec.segments[-1].rows
+    branches[-1] = f"  return {head}_w{len(spec.segments) - 1}(r - {start - last}u, u{call});"
+    name = "dot_row" if int8 else "load_row"
+    out.append(f"fn {name}(r: u32, u: u32{args}) -> {ret} {{\n" + "\n".join(branches) + "\n}\n")
+    return "\n".join(out)
 
 
 QUANTIZE_X = """
@@ -342,7 +338,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     norm = spec.prologue == "rmsnorm"
     body = "\n".join([
         _rows_wgsl(spec),
-        _loaders_i8_wgsl(spec, sig) if int8 else _loaders_wgsl(spec, sig),
+        _loaders_wgsl(spec, sig, int8),
         _input_wgsl(spec, sig, wg, stage, use_sg),
         _epilogue_wgsl(spec, sig),
     ])
