@@ -33,20 +33,28 @@ def _k(fmt: str) -> int:
     return {256: 512, 32: 96}.get(FORMATS[fmt].block, 72)
 
 
+def _check_shapes(gpu, spec, w, wb, x, mv_shapes, tms) -> None:
+    """The mat-vec at each (workgroup, threads per row pair, units in flight) on x[0], and the
+    matmul at each tokens-per-thread on all of x, against w."""
+    t, rows = x.shape[0], spec.rows
+    xb, yb = gpu.upload(x), gpu.buffer(rows * t * 4)
+    for wg, tpr, ilp in mv_shapes:
+        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr, ilp=ilp), {"w0": wb, "x": xb, "y": yb},
+                   matvec_grid(spec, wg, tpr))
+        assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr, ilp)
+    for tm in tms:
+        run_kernel(gpu, matmul_kernel(spec, tm), {"w0": wb, "x": xb, "y": yb}, matmul_grid(spec, tm)(t), n=t)
+        assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5, tm
+
+
 @pytest.mark.parametrize("fmt", ALL)
 def test_matvec_and_matmul_every_format(gpu, fmt):
     rng = np.random.default_rng(1)
     k, rows, t = _k(fmt), 37, 5
     w, wb = _weight(gpu, fmt, rows, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
-    xb, yb = gpu.upload(x), gpu.buffer(rows * t * 4)
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
-    for wg, tpr, ilp in ((128, 32, 1), (64, 1, 1), (64, 2, 2)):
-        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr, ilp=ilp), {"w0": wb, "x": xb, "y": yb},
-                   matvec_grid(spec, wg, tpr))
-        assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr, ilp)
-    run_kernel(gpu, matmul_kernel(spec), {"w0": wb, "x": xb, "y": yb}, matmul_grid(spec)(t), n=t)
-    assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5
+    _check_shapes(gpu, spec, w, wb, x, ((128, 32, 1), (64, 1, 1), (64, 2, 2)), (4,))
 
 
 def test_tile_shapes(gpu):
@@ -56,15 +64,8 @@ def test_tile_shapes(gpu):
     fmt, k, rows, t = "q5_k", 768, 69, 37
     w, wb = _weight(gpu, fmt, rows, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
-    xb, yb = gpu.upload(x), gpu.buffer(rows * t * 4)
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
-    for wg, tpr, ilp in ((64, 2, 2), (64, 1, 4), (128, 8, 3)):
-        run_kernel(gpu, matvec_kernel(spec, wg=wg, tpr=tpr, ilp=ilp), {"w0": wb, "x": xb, "y": yb},
-                   matvec_grid(spec, wg, tpr))
-        assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr, ilp)
-    for tm in (2, 8):  # 4 is the default, tested above
-        run_kernel(gpu, matmul_kernel(spec, tm), {"w0": wb, "x": xb, "y": yb}, matmul_grid(spec, tm)(t), n=t)
-        assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5, tm
+    _check_shapes(gpu, spec, w, wb, x, ((64, 2, 2), (64, 1, 4), (128, 8, 3)), (2, 8))  # tm 4: above
 
 
 def _int8_x(x: np.ndarray) -> np.ndarray:

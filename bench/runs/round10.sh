@@ -1,17 +1,4 @@
 #!/usr/bin/env bash
 # Round 10: round 9 plus the weight tile stored k-major in slots that make a warp's
 # loads of one operand 16 consecutive vec4s (fewer shared-memory wavefronts per FMA).
-set -u
-B="timeout 250 python3 -m webgpu_llm.cli.main bench --reps 3 --n-gen 32 --profile"
-$B --preset qwen2.5-0.5b --dtype f16,f32,q4_0 --backend dawn,wgpu --json --out $OUT/r10_05b.json > /dev/null 2>&1
-$B --preset qwen2.5-1.5b --dtype f16,f32 --backend dawn --json --out $OUT/r10_15b.json > /dev/null 2>&1
-python3 - <<'PY'
-import json, os, glob
-for f in sorted(glob.glob(os.environ["OUT"] + "/r10_*.json")):
-    d = json.load(open(f))
-    for r in d["engine"]:
-        print(r["model"], r["backend"], "tg", round(r["tg_tok_s"]), "pp", round(r.get("pp_tok_s", 0)))
-        p = r.get("profile_prefill")
-        if p:
-            print("   prompt layers", round(p["gpu_us"]), "us", {k["kernel"]: round(k["us"]) for k in p["kernels"]})
-PY
+bash "$(dirname "$0")/prompt_round.sh" r10 f16,f32,q4_0 f16,f32
