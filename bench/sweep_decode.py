@@ -4,8 +4,8 @@ lowers the GPU time of a whole decode step (timestamps around one pass).
 
     python bench/sweep_decode.py --preset qwen2.5-0.5b --dtype f16 --backend dawn --out sweep.json
 
-With --prefill it sweeps the prompt matmul's tokens per thread per role instead, on the GPU
-time of a 512-token prompt through the layers.
+With --prefill it sweeps the prompt matmul's tokens per thread per role and the K splits of
+the O and down projections instead, on the GPU time of a 512-token prompt through the layers.
 """
 
 from __future__ import annotations
@@ -75,28 +75,45 @@ def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, 
     cfg, tensors = preset_model(preset, dtype)
     tf = Transformer(gpu, cfg, tensors.get, ctx=n + 8, batch=n)
     base = tf.tuning
-    cur = {r: 4 for r in ("qkv", "o", "gate_up", "down")}
+    cur = {r: base.tm(r) for r in ("qkv", "o", "gate_up", "down")}
+    splits = {r: base.split(r) for r in ("o", "down")}
 
     def measure() -> float:
-        tf.rebuild(dataclasses.replace(base, mm=tuple(cur.items())))
+        tf.rebuild(dataclasses.replace(base, mm=tuple(cur.items()), splits=tuple(splits.items())))
         gpu.write(tf.st, SamplingParams().state(0, n, 0))
         return tf.prefill.time_gpu(n, reps=5)
 
     best = measure()
-    tried = {}
+    tried = {"start": best * 1e6}
     for role in cur:
-        for tm in (2, 8):
+        for tm in (2, 4, 8):
             old = cur[role]
+            if tm == old:
+                continue
             cur[role] = tm
             us = measure()
-            tried[f"{role}={tm}"] = us * 1e6
+            tried[f"{role} tm={tm}"] = us * 1e6
             if us < best:
                 best = us
             else:
                 cur[role] = old
         print(f"{gpu.backend} {dtype} prefill {role:8s} -> tm {cur[role]}  {best * 1e6:.0f} us", file=sys.stderr, flush=True)
-    return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "mm": cur, "layers_us": best * 1e6,
-            "layers_tok_s": n / best, "tried_us": tried}
+    for role in splits:
+        for sp in (1, 2, 3, 4):
+            old = splits[role]
+            if sp == old:
+                continue
+            splits[role] = sp
+            us = measure()
+            tried[f"{role} splits={sp}"] = us * 1e6
+            if us < best:
+                best = us
+            else:
+                splits[role] = old
+        print(f"{gpu.backend} {dtype} prefill {role:8s} -> splits {splits[role]}  {best * 1e6:.0f} us", file=sys.stderr,
+              flush=True)
+    return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "mm": cur, "splits": splits,
+            "layers_us": best * 1e6, "layers_tok_s": n / best, "tried_us": tried}
 
 
 def int8_ab(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:

@@ -68,6 +68,21 @@ def test_tile_shapes(gpu):
     _check_shapes(gpu, spec, w, wb, x, ((64, 2, 2), (64, 1, 4), (128, 8, 3)), (2, 8))  # tm 4: above
 
 
+def test_matmul_split_k_partials(gpu):
+    """K split over grid z: each split's sums land in its own row of the partial buffer
+    (3 splits of 5 units: the last split is short)."""
+    rng = np.random.default_rng(7)
+    fmt, k, rows, t, splits = "q8_0", 160, 69, 37, 3
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),), epilogue="partial", splits=splits)
+    yb = gpu.buffer(t * splits * rows * 4)
+    run_kernel(gpu, matmul_kernel(spec), {"w0": wb, "x": gpu.upload(x), "y": yb}, matmul_grid(spec)(t), n=t)
+    part = read(gpu, yb, (t, splits, rows))
+    assert rel_err(part.sum(1), x @ w.T) < 1e-5
+    assert rel_err(part[:, 2], x[:, 128:] @ w[:, 128:].T) < 1e-5  # units 4..4 of 0..4
+
+
 def _int8_x(x: np.ndarray) -> np.ndarray:
     """x as the int8 path sees it: per 32 values, round(x / d) * d with d = max|x| / 127."""
     b = x.reshape(-1, 32)

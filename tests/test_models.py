@@ -63,6 +63,17 @@ def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, fty
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
 
 
+def test_split_k_prompt_matmuls_match_transformers(gpu, tiny_dirs):
+    """O and down projections with K split over workgroups: their residual add moves into
+    the next RMSNorm (and a last add after the final layer)."""
+    import dataclasses
+
+    d = tiny_dirs["qwen2", "float32"]
+    llm = _load(d, gpu, batch=16)
+    llm.model.rebuild(dataclasses.replace(llm.model.tuning, splits=(("o", 2), ("down", 3))))
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, arch):
     d = tiny_dirs[arch, "float32"]

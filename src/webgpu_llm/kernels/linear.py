@@ -49,7 +49,7 @@ class AttnShape:
 class LinearSpec:
     k: int
     segments: tuple[Segment, ...]
-    epilogue: str = "store"  # store | add | silu_mul | qkv
+    epilogue: str = "store"  # store | add | silu_mul | qkv | partial (matmul with splits)
     prologue: str = "plain"  # plain | rmsnorm | attn
     bias: bool = False
     eps: float = 1e-6
@@ -64,6 +64,9 @@ class LinearSpec:
     # matmul only: handle tokens t0 .. t0+tmax of the batch (0 = all), output rows from 0
     t0: int = 0
     tmax: int = 0
+    # matmul only: split K over this many workgroups (grid z); epilogue "partial" writes each
+    # split's sums to y[(t * splits + s) * rows + row] for a row kernel to add up
+    splits: int = 1
 
     @property
     def rows(self) -> int:
@@ -172,6 +175,10 @@ def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         sig.storage("y", "array<f32>", write=True)
         body = (f"  let i0 = t * {n}u + row0(p);\n  y[i0] = y[i0] + b0;\n"
                 f"  if (row1(p) < N) {{ let i1 = t * {n}u + row1(p); y[i1] = y[i1] + b1; }}\n")
+    elif e == "partial":
+        sig.storage("y", "array<f32>", write=True)
+        body = (f"  let i0 = (t * {spec.splits}u + split) * {n}u + row0(p);\n  y[i0] = b0;\n"
+                f"  if (row1(p) < N) {{ y[i0 - row0(p) + row1(p)] = b1; }}\n")
     elif e == "silu_mul":
         sig.storage("y", "array<f32>", write=True)
         body = f"  y[t * {n // 2}u + p] = b0 / (1.0 + exp(-b0)) * b1;\n"
@@ -455,8 +462,10 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4) -> Kernel:
     (rows dequantized once per tile, whatever the format), then every thread accumulates a
     tm x 4 block with dot products over the unit while the next unit's loads are in flight.
     A larger `tm` does more multiplies per workgroup-memory load; a smaller one makes more
-    workgroups for matrices with few rows.
+    workgroups for matrices with few rows, as do `spec.splits` > 1 (K split over grid z,
+    epilogue "partial").
     """
+    assert (spec.splits > 1) == (spec.epilogue == "partial")
     assert tm in (2, 4, 8)
     bm = 16 * tm
     assert spec.prologue == "plain" and not spec.last_row
@@ -499,6 +508,7 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4) -> Kernel:
 const K4: u32 = {spec.k // 4}u;
 const NU: u32 = {spec.kp // UNIT}u;
 var<workgroup> xs: array<vec4<f32>, {bm * XS}>;  // [token][k/4]
+var<private> split: u32;
 var<workgroup> ws: array<vec4<f32>, {BN * 8}>;  // [k/4][slot of the row]
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
@@ -516,15 +526,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let slot = (lid / 2u) % 16u + 16u * (lid & 1u) + 32u * (lid / 32u);
   var w: array<vec4<f32>, 8>;
   var xr: array<vec4<f32>, {per_thread}>;
-{fetch("0u")}
-  for (var u = 0u; u < NU; u++) {{
+  // this workgroup's units: all of K, or split wid.z of spec.splits
+  split = wid.z;  // for the epilogue; the loop bounds use wid.z (uniform, for the barriers)
+  let u0 = wid.z * {-(-(spec.kp // UNIT) // spec.splits)}u;
+  let u1 = min(NU, u0 + {-(-(spec.kp // UNIT) // spec.splits)}u);
+{fetch("u0")}
+  for (var u = u0; u < u1; u++) {{
     if (lid < {BN}u) {{
 %8    ws[$i * {BN}u + slot] = w[$i];
     }}
 %{per_thread}    let e = lid + $i * 256u; xs[(e / 8u) * {XS}u + e % 8u] = xr[$i];
     workgroupBarrier();
     // the next unit's loads are in flight while this one is multiplied
-    if (u + 1u < NU) {{
+    if (u + 1u < u1) {{
       let un = u + 1u;
 {fetch("un")}
     }}
@@ -541,4 +555,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
 def matmul_grid(spec: LinearSpec, tm: int = 4):
     gx = -(-spec.pairs // (BN // 2))
-    return lambda n: (gx, -(-n // (16 * tm)), 1)
+    return lambda n: (gx, -(-n // (16 * tm)), spec.splits)

@@ -38,23 +38,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return sig.kernel("embed_" + "+".join(s.fmt for s in spec.segments), body)
 
 
-def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0) -> Kernel:
+def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0) -> Kernel:
     """y[t] = x[t] / rms(x[t]) * w for t < st.n, w at float offset `nw_off` of the parameter
-    buffer `pv`; grid = (n,)."""
+    buffer `pv`; grid = (n,).
+
+    With `partials` > 0 the split-K sums of the previous matmul (`part`, rows t * partials ..)
+    are first added to x (the residual add that matmul left out), and x is written back.
+    With eps < 0 only that addition is done (after the last layer).
+    """
     sig = Signature().state()
-    sig.storage("x", "array<vec4<f32>>")
-    sig.storage("pv", "array<vec4<f32>>")
-    sig.storage("y", "array<vec4<f32>>", write=True)
+    sig.storage("x", "array<vec4<f32>>", write=partials > 0)
+    if partials:
+        sig.storage("part", "array<vec4<f32>>")
+    norm = eps >= 0
+    if norm:
+        sig.storage("pv", "array<vec4<f32>>")
+        sig.storage("y", "array<vec4<f32>>", write=True)
     k4 = k // 4
+    add = " ".join(f"v += part[(t * {partials}u + {s}u) * {k4}u + i];" for s in range(partials))
+    read = f"var v = x[t * {k4}u + i]; {add} x[t * {k4}u + i] = v;" if partials else f"let v = x[t * {k4}u + i];"
+    scale = f"""  let sc = inverseSqrt(red_sum(ss, lid, 1u) / {float(k)} + {eps!r});
+  for (var i = lid; i < {k4}u; i += 256u) {{ y[t * {k4}u + i] = x[t * {k4}u + i] * sc * pv[{nw_off // 4}u + i]; }}""" if norm else ""
     body = wgsl_reduce("red_sum", "sum", 256) + f"""
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
   let t = wid.x;
   if (t >= st.n) {{ return; }}
   var ss = 0.0;
-  for (var i = lid; i < {k4}u; i += 256u) {{ let v = x[t * {k4}u + i]; ss += dot(v, v); }}
-  let sc = inverseSqrt(red_sum(ss, lid, 1u) / {float(k)} + {eps!r});
-  for (var i = lid; i < {k4}u; i += 256u) {{ y[t * {k4}u + i] = x[t * {k4}u + i] * sc * pv[{nw_off // 4}u + i]; }}
+  for (var i = lid; i < {k4}u; i += 256u) {{ {read} ss += dot(v, v); }}
+{scale}
 }}
 """
-    return sig.kernel("rmsnorm", body)
+    return sig.kernel("rmsnorm" if norm else "add_partials", body)

@@ -52,16 +52,21 @@ class Tuning:
     `mv` maps a matrix role to (workgroup size, threads per row pair, units in flight per
     thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
     workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
-    `int8` quantizes the activations of q8_0/q4_0 mat-vecs to int8 for `dot4I8Packed`.
+    `int8` quantizes the activations of q8_0/q4_0 mat-vecs to int8 for `dot4I8Packed`;
+    `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1).
     """
 
     mv: tuple[tuple[str, int, int, int], ...]
     attn_chunk: int = 64
     mm: tuple[tuple[str, int], ...] = ()
     int8: bool = False
+    splits: tuple[tuple[str, int], ...] = ()
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
+
+    def split(self, role: str) -> int:
+        return dict(self.splits).get(role, 1)
 
     def shape(self, role: str) -> dict[str, int]:
         for r, wg, tpr, ilp in self.mv:
@@ -77,11 +82,14 @@ class Tuning:
         # q4_0; bench/NOTES.md): wide workgroups, row groups sized to the input length
         # (round 8: loads issued 2-4 units at a time moved nothing; the prompt matmul's tm=8
         # is 3 % faster for gate/up only; int8 activations decode q8_0/q4_0 13-17 % faster;
-        # rounds 8, 11 and 13 in bench/NOTES.md)
+        # K split 2 / 4 ways for the prompt's O / down saves 7-8 %; rounds 8, 11, 13, 15 in
+        # bench/NOTES.md)
         return Tuning((("qkv", 256, 32, 1), ("o", 256, 32, 1), ("gate_up", 128, 16, 1), ("down", 256, 64, 1),
-                       ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True)
+                       ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True,
+                      splits=(("o", 2), ("down", 4)))
 
 
+SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 
 
@@ -191,6 +199,7 @@ class Transformer:
         self.cand = g.buffer(nwg * sampling.CAND * 8, "sample_cand")
         self.stats = g.buffer(nwg * 8, "sample_stats")
         self.nll = g.buffer(T * 4, "nll")
+        self.kpart = g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials")
         self.tmp = g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp")
 
     # -- programs --------------------------------------------------------------------------
@@ -232,27 +241,38 @@ class Transformer:
         self.embed.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": self.h}, lambda n: (n, 1, 1))
         self.prefill = Program(g, "prefill")
         full = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx)
-        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
-        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, self.off_ffn)
+        # O and down may split K over workgroups (Tuning.splits): their residual add then
+        # moves into the next row kernel, which sums the partials into h before its RMSNorm
+        so, sd = self.tuning.split("o"), self.tuning.split("down")
+        if max(so, sd) > SPLIT_MAX:
+            raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = lambda n: (n, 1, 1)  # noqa: E731
-        for L in self.layers:
+
+        for i, L in enumerate(self.layers):
             p = {**base, "pv": L.pv, "kv": L.kv}
             s_qkv = self._spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape,
                                bias_off=self.off_bias, rope_off=self.off_rope)
-            s_o = self._spec(L.o, epilogue="add")
+            s_o = self._spec(L.o, **({"epilogue": "partial", "splits": so} if so > 1 else {"epilogue": "add"}))
             s_gu = self._spec(L.gate_up, epilogue="silu_mul")
-            s_dn = self._spec(L.down, epilogue="add")
-            self.prefill.add(norm_attn, {**p, "x": self.h, "y": self.xn}, rows)
+            s_dn = self._spec(L.down, **({"epilogue": "partial", "splits": sd} if sd > 1 else {"epilogue": "add"}))
+            pa = sd if i > 0 and sd > 1 else 0  # the previous layer's down partials
+            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=pa),
+                             {**p, "x": self.h, "part": self.kpart, "y": self.xn}, rows)
             self.prefill.add(self._mm(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q},
                              self._mmg(s_qkv, "qkv"))
             self.prefill.add(att.prompt_attention_kernel(full), {**p, "q": self.q, "out": self.att},
                              att.prompt_attention_grid(full))
-            self.prefill.add(self._mm(s_o, "o"), {**p, **L.o.bindings(), "x": self.att, "y": self.h}, self._mmg(s_o, "o"))
-            self.prefill.add(norm_ffn, {**p, "x": self.h, "y": self.xn}, rows)
+            self.prefill.add(self._mm(s_o, "o"), {**p, **L.o.bindings(), "x": self.att,
+                                                  "y": self.kpart if so > 1 else self.h}, self._mmg(s_o, "o"))
+            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, self.off_ffn, partials=so if so > 1 else 0),
+                             {**p, "x": self.h, "part": self.kpart, "y": self.xn}, rows)
             self.prefill.add(self._mm(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act},
                              self._mmg(s_gu, "gate_up"))
-            self.prefill.add(self._mm(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
-                             self._mmg(s_dn, "down"))
+            self.prefill.add(self._mm(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act,
+                                                      "y": self.kpart if sd > 1 else self.h}, self._mmg(s_dn, "down"))
+        if sd > 1:  # the last layer's down partials
+            self.prefill.add(rmsnorm_kernel(c.hidden, -1.0, partials=sd), {**base, "x": self.h, "part": self.kpart},
+                             rows)
 
         # decode (one token)
         self.decode = Program(g, "decode")
