@@ -126,6 +126,7 @@ def test_seeded_sampling_is_reproducible(wgpu_gpu, tiny_dirs):
     assert llm.generate_text("abc", **kw) == llm.generate_text("abc", **kw)
 
 
+@pytest.mark.slow
 def test_int8_activations_stay_close_to_float(wgpu_gpu):
     """The dot4I8Packed decode path (every q8_0 mat-vec, incl. the fused RMSNorm and attention
     prologues) against the float path on the same weights: one decode step's logits."""
