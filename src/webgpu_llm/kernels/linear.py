@@ -324,10 +324,11 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     Each loop iteration of a thread issues the loads of `ilp` units of both rows before it
-    uses any (decode is latency-bound: more bytes in flight per thread, fewer round trips).
+    uses any (more bytes in flight per thread; within 1 % on the H200, bench/NOTES.md round 8).
 
     `int8` (q8_0/q4_0 segments only, see `int8_ok`): the staged input is quantized to int8 per
-    32-value unit and the dot products run on `dot4I8Packed`.
+    32-value unit and the dot products run on `dot4I8Packed` (one unit per iteration; `ilp`
+    does not apply).
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
