@@ -43,8 +43,10 @@ def _check_shapes(gpu, spec, w, wb, x, mv_shapes, tms) -> None:
                    matvec_grid(spec, wg, tpr))
         assert rel_err(read(gpu, yb, rows), w @ x[0]) < 1e-5, (wg, tpr, ilp)
     for tm in tms:
-        run_kernel(gpu, matmul_kernel(spec, tm), {"w0": wb, "x": xb, "y": yb}, matmul_grid(spec, tm)(t), n=t)
-        assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5, tm
+        for prefetch in (True, False):
+            run_kernel(gpu, matmul_kernel(spec, tm, prefetch), {"w0": wb, "x": xb, "y": yb},
+                       matmul_grid(spec, tm)(t), n=t)
+            assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5, (tm, prefetch)
 
 
 @pytest.mark.parametrize("fmt", ALL)

@@ -363,18 +363,18 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         return " + ".join(f"dot({w}[{i}], {x}[{i}])" for i in range(8))
 
     # units u + j*TPR, j < ilp; a unit past the row's end re-reads the last one (clamped) and
-    # meets a zero x, so every load is unconditional and the compiler can issue them together
-    units, loads, xs, acc0, acc1 = [], [], [], [], []
+    # meets a zero x, so every load is unconditional. Each row's unit is used right after its
+    # load: only one unit of weights is live at a time (a CPU adapter spills otherwise), and
+    # GPU compilers hoist the loads of an iteration themselves.
+    units, xs, uses = [], [], []
     for j in range(ilp):
         uj, ok = ("u", "true") if j == 0 else (f"u{j}", f"ok{j}")
         if j:
             units.append(f"      let ok{j} = u + {j}u * TPR < NU;\n      let u{j} = min(u + {j}u * TPR, NU - 1u);")
-        loads.append(f"      let wa{j} = load_row(r0, {uj});\n      let wb{j} = load_row(r1c, {uj});")
         xs.append(f"      var xv{j}: array<vec4<f32>, 8>;\n%8    " + xw.replace("@j", str(j)).replace("@u", uj).replace("@ok", ok))
-        acc0.append(dots(f"wa{j}", f"xv{j}"))
-        acc1.append(dots(f"wb{j}", f"xv{j}"))
-    loop = "\n".join([f"    for (var u = lane; u < NU; u += TPR * {ilp}u) {{", *units, *loads, *xs,
-                      f"      a.x += {' + '.join(acc0)};", f"      a.y += {' + '.join(acc1)};", "    }"])
+        uses.append(f"      {{ let w = load_row(r0, {uj}); a.x += {dots('w', f'xv{j}')}; }}\n"
+                    f"      {{ let w = load_row(r1c, {uj}); a.y += {dots('w', f'xv{j}')}; }}")
+    loop = "\n".join([f"    for (var u = lane; u < NU; u += TPR * {ilp}u) {{", *units, *xs, *uses, "    }"])
     if int8:
         loop = """    for (var u = lane; u < NU; u += TPR) {
       let x0 = xq[2u * u];
@@ -456,12 +456,13 @@ BN = 64  # rows per tile; 16x16 threads, each `tm` tokens x 4 rows (2 pairs): 16
 XS = 9  # vec4 stride of an x tile row in workgroup memory (8 used + 1 against bank conflicts)
 
 
-def matmul_kernel(spec: LinearSpec, tm: int = 4) -> Kernel:
+def matmul_kernel(spec: LinearSpec, tm: int = 4, prefetch: bool = True) -> Kernel:
     """Many tokens (st.n of them, x rows of k values): grid = matmul_grid(spec, tm)(n).
 
     Each step stages one 32-input unit of 16*tm tokens and BN weight rows in workgroup memory
     (rows dequantized once per tile, whatever the format), then every thread accumulates a
-    tm x 4 block with dot products over the unit while the next unit's loads are in flight.
+    tm x 4 block with dot products over the unit while (with `prefetch`) the next unit's loads
+    are in flight; without it the registers that holds are free (faster on a CPU adapter).
     A larger `tm` does more multiplies per workgroup-memory load; a smaller one makes more
     workgroups for matrices with few rows, as do `spec.splits` > 1 (K split over grid z,
     epilogue "partial").
@@ -505,6 +506,9 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4) -> Kernel:
         return f"""    if (lid < {BN}u && p < NP) {{ w = load_row(r, {u}); }}
 {xs_}"""
 
+    next_fetch = ""
+    if prefetch:  # the next unit's loads are in flight while this one is multiplied
+        next_fetch = f"    if (u + 1u < u1) {{\n      let un = u + 1u;\n{fetch('un')}\n    }}"
     body += unroll(f"""
 const K4: u32 = {spec.k // 4}u;
 const NU: u32 = {spec.kp // UNIT}u;
@@ -531,18 +535,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   split = wid.z;  // for the epilogue; the loop bounds use wid.z (uniform, for the barriers)
   let u0 = wid.z * {-(-(spec.kp // UNIT) // spec.splits)}u;
   let u1 = min(NU, u0 + {-(-(spec.kp // UNIT) // spec.splits)}u);
-{fetch("u0")}
+{fetch("u0") if prefetch else ""}
   for (var u = u0; u < u1; u++) {{
+{"" if prefetch else fetch("u")}
     if (lid < {BN}u) {{
 %8    ws[$i * {BN}u + slot] = w[$i];
     }}
 %{per_thread}    let e = lid + $i * 256u; xs[(e / 8u) * {XS}u + e % 8u] = xr[$i];
     workgroupBarrier();
-    // the next unit's loads are in flight while this one is multiplied
-    if (u + 1u < u1) {{
-      let un = u + 1u;
-{fetch("un")}
-    }}
+{next_fetch}
 {inner}
     workgroupBarrier();
   }}

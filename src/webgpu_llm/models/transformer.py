@@ -53,7 +53,8 @@ class Tuning:
     thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
     workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
     `int8` quantizes the activations of q8_0/q4_0 mat-vecs to int8 for `dot4I8Packed`;
-    `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1).
+    `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1); `prefetch`
+    keeps the prompt matmul's next loads in flight during the multiply.
     """
 
     mv: tuple[tuple[str, int, int, int], ...]
@@ -61,6 +62,7 @@ class Tuning:
     mm: tuple[tuple[str, int], ...] = ()
     int8: bool = False
     splits: tuple[tuple[str, int], ...] = ()
+    prefetch: bool = True
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -77,7 +79,8 @@ class Tuning:
     @staticmethod
     def default(gpu: Gpu) -> Tuning:
         if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
-            return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64)
+            # (no prefetch in the prompt matmul: pp64 of SmolLM2 on llvmpipe 9 -> 13 tok/s)
+            return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefetch=False)
         # from bench/sweep_decode.py on an H200 (Qwen2.5-0.5B shapes, both backends, f16 and
         # q4_0; bench/NOTES.md): wide workgroups, row groups sized to the input length
         # (round 8: loads issued 2-4 units at a time moved nothing; the prompt matmul's tm=8
@@ -217,7 +220,7 @@ class Transformer:
         return matvec_grid(spec, shape["wg"], shape["tpr"])
 
     def _mm(self, spec: LinearSpec, role: str) -> Any:
-        return matmul_kernel(spec, self.tuning.tm(role))
+        return matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch)
 
     def _mmg(self, spec: LinearSpec, role: str) -> Any:
         return matmul_grid(spec, self.tuning.tm(role))
