@@ -27,6 +27,25 @@ SHAPES = [(wg, tpr, ilp) for wg in (64, 128, 256) for tpr in (8, 16, 32, 64) for
 CHUNKS = [32, 64, 128]
 
 
+def descend(values: dict[str, Any], key: str, candidates: Any, measure: Any, best: float,
+            tried: dict[str, float] | None = None, label: str = "") -> float:
+    """One coordinate of the descent: try each candidate for values[key], keep the fastest;
+    returns the best time so far."""
+    for c in candidates:
+        old = values[key]
+        if c == old:
+            continue
+        values[key] = c
+        t = measure()
+        if tried is not None:
+            tried[f"{key} {label}={c}"] = t * 1e6
+        if t < best:
+            best = t
+        else:
+            values[key] = old
+    return best
+
+
 def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     cfg, tensors = preset_model(preset, dtype)
     tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
@@ -34,10 +53,10 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     prompt = list(range(100, 116))
     start = Tuning.default(gpu)
     cur = {r: tuple(start.shape(r).values()) for r in ROLES}
-    chunk = start.attn_chunk
+    attn = {"chunk": start.attn_chunk}
 
     def measure() -> float:
-        tf.rebuild(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), attn_chunk=chunk))
+        tf.rebuild(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), attn_chunk=attn["chunk"]))
         eng._steps.clear()
         eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)  # 116 keys in the cache
         return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
@@ -45,29 +64,16 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     best = measure()
     t0 = time.time()
     for role in ROLES:
-        for shape in SHAPES:
-            old = cur[role]
-            cur[role] = shape
-            us = measure()
-            if us < best:
-                best = us
-            else:
-                cur[role] = old
+        best = descend(cur, role, SHAPES, measure, best)
         print(f"{gpu.backend} {dtype} {role:8s} -> {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
-    for c in CHUNKS:
-        old, chunk = chunk, c
-        us = measure()
-        if us < best:
-            best = us
-        else:
-            chunk = old
+    best = descend(attn, "chunk", CHUNKS, measure, best)
     measure()
     per: dict[str, float] = {}
     for label, sec in eng.step_program(SamplingParams()).profile(1):
         per[label] = per.get(label, 0.0) + sec * 1e6
     tok_s = 64 / eng.time_decode(prompt, 64)
     return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "tuning": {r: cur[r] for r in ROLES},
-            "attn_chunk": chunk, "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0,
+            "attn_chunk": attn["chunk"], "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0,
             "profile_us": per}
 
 
@@ -86,30 +92,10 @@ def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, 
     best = measure()
     tried = {"start": best * 1e6}
     for role in cur:
-        for tm in (2, 4, 8):
-            old = cur[role]
-            if tm == old:
-                continue
-            cur[role] = tm
-            us = measure()
-            tried[f"{role} tm={tm}"] = us * 1e6
-            if us < best:
-                best = us
-            else:
-                cur[role] = old
+        best = descend(cur, role, (2, 4, 8), measure, best, tried, "tm")
         print(f"{gpu.backend} {dtype} prefill {role:8s} -> tm {cur[role]}  {best * 1e6:.0f} us", file=sys.stderr, flush=True)
     for role in splits:
-        for sp in (1, 2, 3, 4):
-            old = splits[role]
-            if sp == old:
-                continue
-            splits[role] = sp
-            us = measure()
-            tried[f"{role} splits={sp}"] = us * 1e6
-            if us < best:
-                best = us
-            else:
-                splits[role] = old
+        best = descend(splits, role, (1, 2, 3, 4), measure, best, tried, "splits")
         print(f"{gpu.backend} {dtype} prefill {role:8s} -> splits {splits[role]}  {best * 1e6:.0f} us", file=sys.stderr,
               flush=True)
     return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "mm": cur, "splits": splits,

@@ -256,18 +256,23 @@ def _input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool
     xb = "(st.n - 1u) * K4" if spec.last_row else "0u"
     head = f"const K4: u32 = {k4}u;\nconst KP4: u32 = {kp4}u;\nfn xbase() -> u32 {{ return {xb}; }}\n"
     get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
-    if spec.prologue == "plain":
-        sig.storage("x", "array<vec4<f32>>")
+
+    def read_or_stage(value: str) -> str:
+        """X(xb, i) = `value`, computed where it is used or once into workgroup memory."""
         if not stage:
-            return head + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
-        return head + f"""fn XR(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}
+            return f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {value}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
+        return f"""
 var<workgroup> xs: array<vec4<f32>, KP4>;
 fn prologue(lid: u32, xb: u32, sgs: u32) {{
-  for (var i = lid; i < KP4; i += {wg}u) {{ xs[i] = XR(xb, i); }}
+  for (var i = lid; i < KP4; i += {wg}u) {{ xs[i] = {value}; }}
   workgroupBarrier();
 }}
 fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 """
+
+    if spec.prologue == "plain":
+        sig.storage("x", "array<vec4<f32>>")
+        return head + read_or_stage(get)
     if spec.prologue == "rmsnorm":
         sig.storage("x", "array<vec4<f32>>")
         _pv(sig)
@@ -306,16 +311,7 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
         get = f"combine4(i / {d4}u, i % {d4}u)"
         if ragged:
             get = f"select(vec4<f32>(0.0), combine4(min(i, K4 - 1u) / {d4}u, min(i, K4 - 1u) % {d4}u), i < K4)"
-        if not stage:
-            return head + _combine_wgsl(a) + f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
-        return head + _combine_wgsl(a) + f"""
-var<workgroup> xs: array<vec4<f32>, KP4>;
-fn prologue(lid: u32, xb: u32, sgs: u32) {{
-  for (var i = lid; i < KP4; i += {wg}u) {{ xs[i] = {get}; }}
-  workgroupBarrier();
-}}
-fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
-"""
+        return head + _combine_wgsl(a) + read_or_stage(get)
     raise ValueError(f"unknown prologue {spec.prologue!r}")
 
 

@@ -38,19 +38,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return sig.kernel("embed_" + "+".join(s.fmt for s in spec.segments), body)
 
 
-def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0) -> Kernel:
+def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm: bool = True) -> Kernel:
     """y[t] = x[t] / rms(x[t]) * w for t < st.n, w at float offset `nw_off` of the parameter
     buffer `pv`; grid = (n,).
 
     With `partials` > 0 the split-K sums of the previous matmul (`part`, rows t * partials ..)
     are first added to x (the residual add that matmul left out), and x is written back.
-    With eps < 0 only that addition is done (after the last layer).
+    With `norm` False only that addition is done (after the last layer).
     """
     sig = Signature().state()
     sig.storage("x", "array<vec4<f32>>", write=partials > 0)
     if partials:
         sig.storage("part", "array<vec4<f32>>")
-    norm = eps >= 0
     if norm:
         sig.storage("pv", "array<vec4<f32>>")
         sig.storage("y", "array<vec4<f32>>", write=True)

@@ -274,7 +274,7 @@ class Transformer:
             self.prefill.add(self._mm(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act,
                                                       "y": self.kpart if sd > 1 else self.h}, self._mmg(s_dn, "down"))
         if sd > 1:  # the last layer's down partials
-            self.prefill.add(rmsnorm_kernel(c.hidden, -1.0, partials=sd), {**base, "x": self.h, "part": self.kpart},
+            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False), {**base, "x": self.h, "part": self.kpart},
                              rows)
 
         # decode (one token)
