@@ -82,6 +82,45 @@ def measure(model: torch.nn.Module, prompt: torch.Tensor, n: int, runs: int, **k
     }
 
 
+def decode_step_gpu() -> dict[str, Any] | None:
+    """GPU time of the most replayed recording (the decode step) replayed alone, and its
+    kernels' time by name (each dispatch in its own timestamped pass: an upper bound)."""
+    from webgpu_llm.torch.compile.backend import RUNNERS
+
+    runners = [r for r in RUNNERS if r.recorded]
+    gpu = wt.context.ctx().gpu
+    if not runners or not gpu.has_timestamps:
+        return None
+    rec = max(runners, key=lambda r: r.replays).recorded
+    prog = max(rec.values(), key=lambda x: len(x.program.dispatches)).program
+    by_kernel: dict[str, float] = {}
+    for label, sec in prog.profile(1):
+        by_kernel[label] = by_kernel.get(label, 0.0) + sec * 1e6
+    top = dict(sorted(by_kernel.items(), key=lambda kv: -kv[1])[:15])
+    return {"dispatches": len(prog.dispatches), "gpu_us": prog.time_gpu(1, reps=20) * 1e6,
+            "profile_sum_us": sum(by_kernel.values()), "top_kernels_us": top}
+
+
+def write_profile(path: str, model: torch.nn.Module, prompt: torch.Tensor, n: int, **kwargs: Any) -> str:
+    """One generate under cProfile: the host's time per token, by function."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    timed_generate(model, prompt, n, **kwargs)
+    prof.disable()
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf)
+    buf.write(f"# one generate of {n} new tokens\n")
+    st.sort_stats("tottime").print_stats(40)
+    st.sort_stats("cumulative").print_stats(60)
+    with open(path, "w") as f:
+        f.write(buf.getvalue())
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="JSON results path")
@@ -93,6 +132,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--eager-new-tokens", type=int, default=32, help="eager is slow: fewer tokens")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model (smoke test)")
+    ap.add_argument("--max-pending", default=None,
+                    help="comma-separated eager submit sizes (launches queued before a submit) to compare")
+    ap.add_argument("--profile", default=None, metavar="PREFIX",
+                    help="after timing, run one generate per cell under cProfile and write "
+                         "PREFIX_<dtype>_<mode>.txt (functions by own time and by cumulative time)")
     args = ap.parse_args()
 
     warnings.simplefilter("ignore")
@@ -116,14 +160,22 @@ def main() -> None:
             else:
                 model.forward = model.__class__.forward.__get__(model)
                 n = min(n, args.eager_new_tokens)
-            t0 = time.perf_counter()
-            r = measure(model, prompt, n, args.runs, **kwargs)
-            r.update(dtype=dname, mode=mode, wall_s=time.perf_counter() - t0, fallback_report=wt.fallback_report())
+            stream = wt.context.ctx().stream
+            for pending in [int(p) for p in args.max_pending.split(",")] if args.max_pending else [stream.max_pending]:
+                stream.max_pending = pending
+                t0 = time.perf_counter()
+                r = measure(model, prompt, n, args.runs, **kwargs)
+                r.update(dtype=dname, mode=mode, max_pending=pending, wall_s=time.perf_counter() - t0,
+                         fallback_report=wt.fallback_report())
+                print(f"  max_pending {pending}: decode {r['decode_tok_s']:.1f} tok/s", flush=True)
+                results.append(r)
             if mode == "compiled":  # launches per replayed graph (the decode step is the one replayed most)
                 graphs = sorted(wt.graph_report(), key=lambda g: -g["replays"])
                 r["graphs"] = graphs
                 r["decode_step_launches"] = graphs[0]["recorded_launches"] if graphs else None
-            results.append(r)
+                r["decode_step_gpu"] = decode_step_gpu()
+            if args.profile:
+                r["profile"] = write_profile(f"{args.profile}_{dname}_{mode}.txt", model, prompt, n, **kwargs)
             print(f"{dname:4s} {mode:8s} {r['tok_s']:8.1f} tok/s  decode {r['decode_tok_s']:8.1f} tok/s  "
                   f"first token {r['first_token_s'] * 1e3:7.1f} ms  fallbacks {sum(r['fallback_report'].values())}  "
                   f"launches/run {r['launches_per_run']:.0f}", flush=True)
@@ -145,10 +197,11 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=2)
     print()
-    print(f"| dtype | mode | tok/s | decode tok/s | first token ms |  ({gpu.name})")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"| dtype | mode | launches per submit | tok/s | decode tok/s | first token ms |  ({gpu.name})")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['dtype']} | {r['mode']} | {r['tok_s']:.1f} | {r['decode_tok_s']:.1f} | {r['first_token_s'] * 1e3:.1f} |")
+        print(f"| {r['dtype']} | {r['mode']} | {r['max_pending']} | {r['tok_s']:.1f} | {r['decode_tok_s']:.1f} | "
+              f"{r['first_token_s'] * 1e3:.1f} |")
 
 
 if __name__ == "__main__":

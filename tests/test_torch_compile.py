@@ -57,8 +57,8 @@ def test_rms_norm_and_rope(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("rows", [1, 3])
-def test_fused_linear(dtype: torch.dtype, rows: int) -> None:
-    k = 44
+@pytest.mark.parametrize("k", [44, 1096])  # 1096: each thread takes several 16-byte units, the last ragged
+def test_fused_linear(dtype: torch.dtype, rows: int, k: int) -> None:
     x, nw = rnd(1, rows, k, dtype=dtype), (1 + 0.1 * rnd(k)).to(dtype)
     ws = [rnd(n, k, dtype=dtype) for n in (20, 12, 12)]
     bs = [rnd(n, dtype=dtype) for n in (20, 12, 12)]

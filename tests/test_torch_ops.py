@@ -194,21 +194,33 @@ def test_cat_and_shape_ops() -> None:
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", ["plain", "causal", "bool_mask", "float_mask", "gqa", "decode"])
+@pytest.mark.parametrize("case", ["plain", "causal", "bool_mask", "float_mask", "gqa", "decode",
+                                  "decode_split", "decode_split_wide", "long_causal"])
 def test_scaled_dot_product_attention(case: str, dtype: torch.dtype) -> None:
     b, h, hk, lq, lk, d = 2, 6, 6, 7, 7, 24
-    if case == "gqa":
+    if case in ("gqa", "decode_split_wide"):
         hk = 2
     if case == "decode":
         lq, lk = 1, 13
+    if case.startswith("decode_split"):  # keys split over workgroups, ragged last chunk, masked tail
+        lq, lk = 1, 150
+    if case == "decode_split_wide":  # 80-wide heads: 128 threads per value row
+        d = 80
+    if case == "long_causal":  # one workgroup per row looping over several key chunks, odd head size
+        lq, lk, h, hk, d = 150, 150, 2, 1, 26
     q, k, v = rnd(b, h, lq, d, dtype=dtype), rnd(b, hk, lk, d, dtype=dtype), rnd(b, hk, lk, d, dtype=dtype)
     kwargs: dict[str, object] = {}
     mask = None
     if case == "causal":
         kwargs["is_causal"] = True
-    if case == "bool_mask":
+    if case in ("bool_mask", "decode_split"):
         mask = torch.rand(b, 1, lq, lk) > 0.3
         mask[..., 0] = True
+        mask[..., 100:] = False  # a whole split with no key to attend to
+    if case == "long_causal":
+        kwargs["is_causal"] = True
+    if case == "decode_split_wide":
+        kwargs["enable_gqa"] = True
     if case == "float_mask":
         mask = torch.where(torch.rand(1, h, lq, lk) > 0.3, 0.0, -math.inf).to(dtype)
         mask[..., 0] = 0.0
@@ -224,6 +236,15 @@ def test_scaled_dot_product_attention(case: str, dtype: torch.dtype) -> None:
         return F.scaled_dot_product_attention(q, k, v, m, **kwargs)
 
     check(attn, q, k, v, mask, tol=tol)
+
+
+def test_attention_splits_keys_only_for_few_rows() -> None:
+    from webgpu_llm.torch.kernels.attention import KC, splits
+
+    assert splits(14, 144) == (5, KC)  # decode: one chunk per workgroup
+    assert splits(14 * 512, 512) == (1, 512)  # a prompt: enough rows already
+    ns, span = splits(14, 4096)
+    assert ns * span >= 4096 and (ns - 1) * span < 4096 and 14 * ns <= 1100
 
 
 def test_repeated_calls_replay_launch_plans() -> None:

@@ -118,6 +118,7 @@ class Stream:
         self.recording: Recording | None = None
         self.launches = 0
         self.submits = 0
+        self.max_pending = MAX_PENDING  # launches queued before a submit (see MAX_PENDING)
         self._kernels: dict[Any, GpuKernel] = {}
         self._layouts: list[Any] = []
         self._staging: Any = None
@@ -172,7 +173,7 @@ class Stream:
         self.items.append((kernel.pipeline._internal, bg._internal, *grid))
         self.keep.append(bg)
         self.launches += 1
-        if len(self.items) >= MAX_PENDING and rec is None:
+        if len(self.items) >= self.max_pending and rec is None:
             self.flush()
 
     def _intern(self, params: bytes) -> tuple[Any, int, int]:
@@ -221,7 +222,7 @@ class Stream:
                 b.epoch = batch
             self.items.append((kernel.pipeline._internal, bg._internal, *f.grid))
             self.launches += 1
-            if len(self.items) >= MAX_PENDING:
+            if len(self.items) >= self.max_pending:
                 self.flush()
 
     # -- submission ----------------------------------------------------------------------

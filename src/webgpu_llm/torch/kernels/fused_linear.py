@@ -126,15 +126,24 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
         return f"P[{5 + SEG * i + k}u]"
 
     pick = "".join(f"  if (n >= {seg(i, 0)}) {{ si = {i}u; }}\n" for i in range(1, s.segments))
+    # a constant trip count (units past the row's end read clamped and weighed 0) lets the
+    # driver unroll the loop and issue a thread's weight loads together
+    ku = s.k // u
+    iters = -(-ku // lanes)
+    ok = "k4 < KU" if ku % lanes else "true"
     dot_cases = []
     for i in range(s.segments):
         dot_cases.append(f"""      if (si == {i}u) {{
-        let w = unit_W{i}(wb + k4);
-        for (var j = 0u; j < {u}u; j++) {{ acc += w[j] * xs[k4 * {u}u + j]; }}
+        let w = unit_W{i}(wb + kc);
+        var part = 0.0;
+        for (var j = 0u; j < {u}u; j++) {{ part += w[j] * xs[kc * {u}u + j]; }}
+        acc += select(0.0, part, {ok});
       }}""")
     gate = f"""
-      let g = unit_G(gb + k4);
-      for (var j = 0u; j < {u}u; j++) {{ acc2 += g[j] * xs[k4 * {u}u + j]; }}""" if s.gated else ""
+      let g = unit_G(gb + kc);
+      var part2 = 0.0;
+      for (var j = 0u; j < {u}u; j++) {{ part2 += g[j] * xs[kc * {u}u + j]; }}
+      acc2 += select(0.0, part2, {ok});""" if s.gated else ""
     store_cases = []
     for i, (y, b) in enumerate(zip(s.ys, s.biases)):
         v = "red[lid]"
@@ -165,6 +174,7 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     else:
         stage = f"  for (var k = lid; k < K; k += {WG}u) {{ xs[k] = ld_X(P[2] + k); }}"
     src = "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + stores + unpack + f"""
+const KU: u32 = {ku}u;
 var<workgroup> xs: array<f32, {s.k}>;
 var<workgroup> red: array<f32, {WG}>;
 var<workgroup> red2: array<f32, {WG}>;
@@ -182,7 +192,9 @@ fn main({MAIN_ARGS}) {{
   if (n < P[1]) {{
     let wb = P[{5 + 1}u + {SEG}u * si] + c * P[{5 + 2}u + {SEG}u * si];
     let gb = P[{5 + SEG * s.segments + 1}u] + c * P[{5 + SEG * s.segments + 2}u];
-    for (var k4 = lane; k4 < K / {u}u; k4 += {lanes}u) {{
+    for (var t = 0u; t < {iters}u; t++) {{
+      let k4 = lane + t * {lanes}u;
+      let kc = min(k4, KU - 1u);
 {chr(10).join(dot_cases)}{gate}
     }}
   }}
