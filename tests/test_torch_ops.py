@@ -261,5 +261,15 @@ def test_repeated_calls_replay_launch_plans() -> None:
             return x
 
         check(inplace, a, b, tol=2e-6)
-    assert torch.equal(torch.arange(7, device="webgpu").cpu(), torch.arange(7))  # out= resizes: never planned
-    assert torch.equal(torch.arange(9, device="webgpu").cpu(), torch.arange(9))
+    for _ in range(2):  # the factory forms are planned: the second round replays each
+        assert torch.equal(torch.arange(7, device="webgpu").cpu(), torch.arange(7))
+        assert torch.equal(torch.arange(9, device="webgpu").cpu(), torch.arange(9))
+        assert torch.equal(torch.arange(3, 11, 3, device="webgpu").cpu(), torch.arange(3, 11, 3))
+        assert torch.equal(torch.arange(-2, 5, dtype=torch.int32, device="webgpu").cpu(), torch.arange(-2, 5, dtype=torch.int32))
+        assert torch.allclose(torch.arange(0.5, 2.0, 0.25, device="webgpu").cpu(), torch.arange(0.5, 2.0, 0.25))
+        assert torch.arange(4, device="webgpu").dtype == torch.int64
+        assert torch.arange(4.0, device="webgpu").dtype == torch.get_default_dtype()
+    n = torch.arange(4, device="webgpu")
+    assert (n + 1).dtype == torch.int64 and (n + 1.0).dtype == torch.get_default_dtype()  # 1 == 1.0: keyed by type
+    out = torch.empty(0, dtype=torch.int64, device="webgpu")
+    assert torch.equal(torch.arange(5, out=out).cpu(), torch.arange(5))  # out= resizes: never planned

@@ -124,15 +124,32 @@ _ARANGE_F = ew.Pointwise("arange", "s0 + s1 * f32(i)", "f32", "f32")
 _ARANGE_I = ew.Pointwise("arange", "s0 + s1 * i32(i)", "i32", "i32")
 
 
+def _arange_len(start: Any, end: Any, step: Any) -> int:
+    if all(isinstance(v, int) for v in (start, end, step)):
+        return max(0, -(-(end - start) // step))
+    return max(0, int(torch.ceil(torch.tensor((end - start) / step)).item()))
+
+
 @impl("arange.start_out")
 def _arange_out(start: Any, end: Any, step: Any = 1, *, out: torch.Tensor) -> torch.Tensor:
-    n = max(0, -(-(end - start) // step)) if all(isinstance(v, int) for v in (start, end, step)) \
-        else max(0, int(torch.ceil(torch.tensor((end - start) / step)).item()))
+    n = _arange_len(start, end, step)
     if out.numel() != n:
         out.resize_([n])
     op = _ARANGE_F if out.dtype.is_floating_point else _ARANGE_I
     ew.run(op, out, [], [start, step])
     return out
+
+
+@impl("arange", "arange.start", "arange.start_step")
+def _arange(*bounds: Any, dtype: torch.dtype | None = None, layout: Any = None, device: Any = None,
+            pin_memory: bool | None = None) -> torch.Tensor:
+    """The factory form, registered itself: the composite one goes through resize_ and an out=
+    call, which launch plans cannot repeat (transformers' masks call it several times a token)."""
+    start, end, step = (0, bounds[0], 1) if len(bounds) == 1 else (*bounds, 1)[:3]
+    if dtype is None:
+        ints = all(isinstance(v, int) for v in (start, end, step))
+        dtype = torch.int64 if ints else torch.get_default_dtype()
+    return _arange_out(start, end, step, out=empty([_arange_len(start, end, step)], dtype))
 
 
 for _name, _upper in (("tril", False), ("triu", True)):

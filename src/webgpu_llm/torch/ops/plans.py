@@ -67,8 +67,8 @@ def signature(args: tuple[Any, ...], kwargs: dict[str, Any]
             key.append(tuple(blocks.index(o) if o in blocks else -1 for o in sub[1]))
             blocks.extend(sub[1])
             tensors.extend(sub[2])
-        else:
-            key.append(a)
+        else:  # with its type: 1, 1.0 and True are equal keys but give different dtypes
+            key.append((a.__class__, a))
     if kwargs:
         key.append(tuple(kwargs))
     return tuple(key), blocks, tensors
