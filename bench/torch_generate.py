@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--eager-new-tokens", type=int, default=32, help="eager is slow: fewer tokens")
+    ap.add_argument("--eager-new-tokens", type=int, default=64, help="eager is slow: fewer tokens")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model (smoke test)")
     ap.add_argument("--max-pending", default=None,
                     help="comma-separated eager submit sizes (launches queued before a submit) to compare")
@@ -161,8 +161,10 @@ def main() -> None:
                 model.forward = model.__class__.forward.__get__(model)
                 n = min(n, args.eager_new_tokens)
             stream = wt.context.ctx().stream
-            for pending in [int(p) for p in args.max_pending.split(",")] if args.max_pending else [stream.max_pending]:
-                stream.max_pending = pending
+            for pending in [int(p) for p in args.max_pending.split(",")] if args.max_pending else [None]:
+                if pending is not None:
+                    stream.max_pending = pending
+                pending = getattr(stream, "max_pending", None)
                 t0 = time.perf_counter()
                 r = measure(model, prompt, n, args.runs, **kwargs)
                 r.update(dtype=dname, mode=mode, max_pending=pending, wall_s=time.perf_counter() - t0,

@@ -77,6 +77,18 @@ def test_fused_linear(dtype: torch.dtype, rows: int, k: int) -> None:
     assert_close(ops.gated_linear(*dev(x, ws[1], ws[2], nw), 1e-6), (F.silu(gate) * up).to(dtype), t)
 
 
+def test_fused_linear_with_subgroup_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subgroup reduction (off on CPU adapters by default) against the CPU, where the
+    adapter has subgroups."""
+    gpu = wt.context.ctx().gpu
+    if not gpu.has_subgroups:
+        pytest.skip("no subgroups on this adapter")
+    real = gpu.subgroups_wgsl
+    monkeypatch.setattr(gpu, "subgroups_wgsl", lambda on_cpu=False: real(on_cpu=True))
+    for dtype in FLOATS:
+        test_fused_linear(dtype, 1, 1096)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_attention_and_kv_append(dtype: torch.dtype) -> None:
     b, h, hk, d, ctx, n = 1, 6, 2, 12, 11, 2

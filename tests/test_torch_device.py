@@ -39,6 +39,10 @@ def test_round_trip_every_dtype(dtype: torch.dtype) -> None:
 def test_dtype_conversion_on_device(src: torch.dtype, dst: torch.dtype) -> None:
     x = (torch.randn(3, 11) * 20).to(src)
     assert torch.equal(x.to(DEV).to(dst).cpu(), x.to(dst))
+    assert torch.equal(x.to(DEV, dst).cpu(), x.to(dst))  # converted on the way up
+    t = x.to(DEV).t()  # a transposed view keeps its layout, as on the CPU
+    assert t.to(dst).stride() == x.t().to(dst).stride() and torch.equal(t.to(dst).cpu(), x.t().to(dst))
+    assert x.t().to(DEV).stride() == x.t().stride()
 
 
 def test_views_and_strides() -> None:

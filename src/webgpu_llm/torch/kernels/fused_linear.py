@@ -68,6 +68,7 @@ class _Spec:
     norm_round: torch.dtype | None  # dtype the normalised row is rounded to before the weight
     cols: int  # output columns per workgroup
     k: int  # staged inputs: workgroup memory is sized (and zeroed by WebGPU) per layer width
+    subgroups: str | None = None  # the WGSL enable line where subgroup reductions are used
 
     @property
     def segments(self) -> int:
@@ -146,9 +147,9 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
       acc2 += select(0.0, part2, {ok});""" if s.gated else ""
     store_cases = []
     for i, (y, b) in enumerate(zip(s.ys, s.biases)):
-        v = "red[lid]"
+        v = "ra"
         if s.gated:
-            v = "red2[lid] / (1.0 + exp(-red2[lid])) * red[lid]"
+            v = "rb / (1.0 + exp(-rb)) * ra"
         lines = [f"    var v = {v};"]
         if b is not None:
             lines.append(f"    v += ld_B{i}({seg(i, 3)} + c);")
@@ -173,13 +174,45 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
   }}"""
     else:
         stage = f"  for (var k = lid; k < K; k += {WG}u) {{ xs[k] = ld_X(P[2] + k); }}"
-    src = "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + stores + unpack + f"""
+    # a column's sum: a tree through workgroup memory (log2(lanes) barriers), or with subgroups
+    # one subgroupAdd per subgroup and the lane-0 thread adding the column's subgroup sums
+    tree = f"""    red[lid] = acc;
+    red2[lid] = acc2;
+    workgroupBarrier();
+    for (var t = {lanes // 2}u; t > 0u; t = t >> 1u) {{
+      if (lane < t) {{
+        red[lid] = red[lid] + red[lid + t];
+        red2[lid] = red2[lid] + red2[lid + t];
+      }}
+      workgroupBarrier();
+    }}
+    ra = red[lid];
+    rb = red2[lid];"""
+    reduce = f"  var ra = 0.0;\n  var rb = 0.0;\n  {{\n{tree}\n  }}"
+    main_args = MAIN_ARGS
+    if s.subgroups is not None:
+        main_args += ", @builtin(subgroup_size) sgs: u32"
+        reduce = f"""  var ra = 0.0;
+  var rb = 0.0;
+  if (sgs <= {lanes}u && {lanes}u % sgs == 0u) {{
+    let sa = subgroupAdd(acc);
+    {"let sb = subgroupAdd(acc2);" if s.gated else ""}
+    if (lid % sgs == 0u) {{ red[lid / sgs] = sa; {"red2[lid / sgs] = sb;" if s.gated else ""} }}
+    workgroupBarrier();
+    for (var t = 0u; t < {lanes}u / sgs; t++) {{
+      ra += red[lid / sgs + t];
+      {"rb += red2[lid / sgs + t];" if s.gated else ""}
+    }}
+  }} else {{
+{tree}
+  }}"""
+    src = ((s.subgroups + "\n") if s.subgroups else "") + "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + stores + unpack + f"""
 const KU: u32 = {ku}u;
 var<workgroup> xs: array<f32, {s.k}>;
 var<workgroup> red: array<f32, {WG}>;
 var<workgroup> red2: array<f32, {WG}>;
 @compute @workgroup_size({WG})
-fn main({MAIN_ARGS}) {{
+fn main({main_args}) {{
   let K = P[0];
 {stage}
   workgroupBarrier();
@@ -199,16 +232,7 @@ fn main({MAIN_ARGS}) {{
     }}
   }}
   workgroupBarrier();
-  red[lid] = acc;
-  red2[lid] = acc2;
-  workgroupBarrier();
-  for (var t = {lanes // 2}u; t > 0u; t = t >> 1u) {{
-    if (lane < t) {{
-      red[lid] = red[lid] + red[lid + t];
-      red2[lid] = red2[lid] + red2[lid + t];
-    }}
-    workgroupBarrier();
-  }}
+{reduce}
   if (lane != 0u || n >= P[1]) {{ return; }}
 {chr(10).join(store_cases)}
 }}
@@ -238,7 +262,7 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tens
                                                                         for b in biases),
                  residual.dtype if residual is not None else None, gate is not None,
                  norm.w.dtype if norm is not None else None, x.dtype if norm is not None else None,
-                 columns_per_group(sum(w.shape[0] for w in ws)), k)
+                 columns_per_group(sum(w.shape[0] for w in ws)), k, ctx().gpu.subgroups_wgsl())
     stream = ctx().stream
     kernel = stream.kernel(("matvec", spec), lambda: ("matvec", *_wgsl(spec)))
     n_total = sum(w.shape[0] for w in ws)

@@ -67,6 +67,25 @@ def _copy_from(src: torch.Tensor, dst: torch.Tensor, non_blocking: bool = False)
     return dst
 
 
+@impl("_to_copy")
+def _to_copy(self: torch.Tensor, *, dtype: torch.dtype | None = None, layout: Any = None, device: Any = None,
+             pin_memory: bool | None = None, non_blocking: bool = False, memory_format: Any = None) -> torch.Tensor:
+    """`.to(dtype)` / `.to("cpu")` in one op: the composite form is an empty_strided plus a copy_,
+    two trips through the dispatcher (RMSNorm in f16 models converts twice per norm)."""
+    dt = dtype if dtype is not None else self.dtype
+    if device is not None and torch.device(device).type != "webgpu":
+        return download(self).to(device=device, dtype=dt)
+    if self.is_contiguous() or memory_format == torch.contiguous_format:
+        out = empty(self.shape, dt)
+    else:  # keep the layout as the composite would (preserve_format)
+        out = torch.empty_like(self, dtype=dt, device="webgpu")
+    if self.device.type != "webgpu":  # host to device (dispatched here by the device argument)
+        upload_into(out, self)
+    else:
+        ew.copy_into(out, self)
+    return out
+
+
 @impl("_copy_from_and_resize")
 def _copy_from_and_resize(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     if tuple(dst.shape) != tuple(src.shape):
