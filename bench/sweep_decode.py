@@ -23,7 +23,7 @@ from webgpu_llm.models.presets import preset_model
 from webgpu_llm.models.transformer import ROLES, Transformer, Tuning
 from webgpu_llm.runtime.gpu import open_gpu
 
-SHAPES = [(wg, tpr, ilp) for wg in (64, 128, 256) for tpr in (8, 16, 32, 64) for ilp in (1, 2)]
+SHAPES = [(wg, tpr, ilp) for wg in (64, 128, 256) for tpr in (8, 16, 32, 64, 128, 256) for ilp in (1, 2) if tpr <= wg]
 CHUNKS = [32, 64, 128]
 
 
@@ -52,11 +52,13 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     eng = Engine(tf)
     prompt = list(range(100, 116))
     start = Tuning.default(gpu)
-    cur = {r: tuple(start.shape(r).values()) for r in ROLES}
+    int8 = start.int8 and dtype in ("q8_0", "q4_0")  # the shapes this weight type decodes with
+    cur = {r: tuple(start.shape(r, int8).values()) for r in ROLES}
     attn = {"chunk": start.attn_chunk}
 
     def measure() -> float:
-        tf.rebuild(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), attn_chunk=attn["chunk"]))
+        tf.rebuild(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), mv_int8=(),
+                                       attn_chunk=attn["chunk"]))
         eng._steps.clear()
         eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)  # 116 keys in the cache
         return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
@@ -102,6 +104,37 @@ def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, 
             "layers_us": best * 1e6, "layers_tok_s": n / best, "tried_us": tried}
 
 
+def sweep_blocks(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
+    """Row blocks per mat-vec workgroup, per role, from the default shapes (one prologue for
+    more rows against fewer, longer-lived workgroups)."""
+    cfg, tensors = preset_model(preset, dtype)
+    tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
+    eng = Engine(tf)
+    prompt = list(range(100, 116))
+    base = Tuning.default(gpu)
+    cur = {r: base.row_blocks(r) for r in ROLES}
+
+    def measure() -> float:
+        tf.rebuild(dataclasses.replace(base, blocks=tuple(cur.items())))
+        eng._steps.clear()
+        eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)
+        return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
+
+    start = best = measure()
+    tried = {"start": best * 1e6}
+    for role in ROLES:
+        best = descend(cur, role, (1, 2, 4, 8), measure, best, tried, "blocks")
+        print(f"{gpu.backend} {dtype} {role:8s} -> blocks {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr,
+              flush=True)
+    measure()
+    tok_s = 64 / eng.time_decode(prompt, 64)
+    tf.rebuild(base)
+    eng._steps.clear()
+    tok_s0 = 64 / eng.time_decode(prompt, 64)
+    return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "blocks": cur, "start_step_gpu_us": start * 1e6,
+            "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "tg64_tok_s_default": tok_s0, "tried_us": tried}
+
+
 def int8_ab(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     """Decode with float activations vs int8 activations (dot4I8Packed), same kernel shapes."""
     cfg, tensors = preset_model(preset, dtype)
@@ -131,12 +164,14 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--prefill", action="store_true", help="sweep the prompt matmul instead")
     ap.add_argument("--int8", action="store_true", help="compare float and int8 activations instead")
+    ap.add_argument("--blocks", action="store_true", help="sweep row blocks per mat-vec workgroup instead")
     a = ap.parse_args()
     results = []
     for backend in a.backend.split(","):
         gpu = open_gpu(backend)
         for dtype in a.dtype.split(","):
-            row = (int8_ab if a.int8 else sweep_prefill if a.prefill else sweep)(gpu, a.preset, dtype)
+            fn = int8_ab if a.int8 else sweep_prefill if a.prefill else sweep_blocks if a.blocks else sweep
+            row = fn(gpu, a.preset, dtype)
             results.append(row)
             print(json.dumps(row), flush=True)
     if a.out:

@@ -113,12 +113,13 @@ def test_matvec_int8_activations(gpu, prologue):
         binds, n, xin = {"w0": bq4, "pv": gpu.upload(nw)}, 2, x[1] * nw
         rms = 1.0 / np.sqrt(np.mean(x[1] ** 2) + 1e-5)
         ref = lambda v: (wq4 @ v) * rms  # noqa: E731
-    yb = gpu.buffer(f * 4)
-    run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True),
-               {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4), n=n)
-    y = read(gpu, yb, f)
-    assert rel_err(y, ref(_int8_x(xin))) < 1e-4
-    assert rel_err(y, ref(xin)) < 3e-2
+    for blocks in (1, 3):  # one quantized input serving several row blocks
+        yb = gpu.buffer(f * 4)
+        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, blocks=blocks),
+                   {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4, blocks), n=n)
+        y = read(gpu, yb, f)
+        assert rel_err(y, ref(_int8_x(xin))) < 1e-4, blocks
+        assert rel_err(y, ref(xin)) < 3e-2
 
 
 def test_segments_of_mixed_formats_and_split_pairs(gpu):
@@ -148,17 +149,20 @@ def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
     xb, pvb, yb = gpu.upload(x), gpu.upload(pv), gpu.upload(y0)
     # subgroup reduction where the backend has it (on llvmpipe the subgroup is 8 lanes wide)
     # staged in workgroup memory or not, with subgroup reductions where the backend has them
-    for tpr, sg, shared, ilp in ((8, gpu.subgroups_wgsl(on_cpu=True), 32768, 1),
-                                 (8, gpu.subgroups_wgsl(on_cpu=True), 0, 1),
-                                 (32, None, 32768, 1), (1, None, 0, 1), (2, None, 0, 1), (1, None, 0, 2),
-                                 (1, None, 32768, 3)):
+    # and several row blocks per workgroup (the last one ragged); with subgroups, row groups of
+    # one subgroup (tpr 8 on llvmpipe's 8 lanes) and of several (tpr 32, 64)
+    sgs = gpu.subgroups_wgsl(on_cpu=True)
+    for tpr, sg, shared, ilp, blocks in ((8, sgs, 32768, 1, 1), (8, sgs, 0, 1, 1), (32, None, 32768, 1, 1),
+                                         (1, None, 0, 1, 1), (2, None, 0, 1, 1), (1, None, 0, 2, 1),
+                                         (1, None, 32768, 3, 1), (8, sgs, 32768, 1, 3), (32, None, 32768, 1, 2),
+                                         (2, None, 0, 2, 4), (32, sgs, 32768, 1, 1), (64, sgs, 0, 1, 2)):
         gpu.write(yb, y0)
         spec = LinearSpec(k=k, segments=(Segment("f16", rows),), prologue="rmsnorm", epilogue="add",
                           eps=1e-5, nw_off=8, last_row=True)
-        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp),
-                   {"w0": wb, "x": xb, "pv": pvb, "y": yb}, matvec_grid(spec, 64, tpr), n=t)
+        kernel = matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp, blocks=blocks)
+        run_kernel(gpu, kernel, {"w0": wb, "x": xb, "pv": pvb, "y": yb}, matvec_grid(spec, 64, tpr, blocks), n=t)
         ref = y0 + w @ rms_norm(x[t - 1], nw, 1e-5)
-        assert rel_err(read(gpu, yb, rows), ref) < 1e-5, tpr
+        assert rel_err(read(gpu, yb, rows), ref) < 1e-5, (tpr, blocks)
 
 
 def test_qkv_epilogue_bias_rope_and_cache(gpu):

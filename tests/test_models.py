@@ -150,3 +150,8 @@ def test_int8_activations_stay_close_to_float(wgpu_gpu):
     model.rebuild(dataclasses.replace(model.tuning, int8=True))
     got = step_logits()
     assert 0 < _rel(got, base) < 3e-2
+    # other shapes on the int8 path only (as the GPU default has for O and down): same math
+    model.rebuild(dataclasses.replace(model.tuning, int8=True, mv_int8=(("o", 64, 4, 1), ("down", 128, 32, 1))))
+    down = model._spec(model.layers[0].down, epilogue="add")
+    assert model._mv_shape(down, "down") == ({"wg": 128, "tpr": 32, "ilp": 1}, True)
+    assert _rel(step_logits(), got) < 1e-5

@@ -316,8 +316,11 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
-                  shared_bytes: int = 16384, ilp: int = 1, int8: bool = False) -> Kernel:
+                  shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
+
+    A workgroup takes `blocks` consecutive blocks of wg/tpr row pairs, one after the other,
+    so that its prologue (x staged, normalised, quantized) serves more rows.
 
     Each loop iteration of a thread issues the loads of `ilp` units of both rows before it
     uses any (more bytes in flight per thread; within 1 % on the H200, bench/NOTES.md round 8).
@@ -379,7 +382,20 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
       a.x += dot_row(r0, u, x0, x1, d);
       a.y += dot_row(r1c, u, x0, x1, d);
     }"""
-    sg_reduce = "if (sgs == TPR) { a = subgroupAdd(a); } else {" if use_sg and tpr > 1 else "{"
+    # a row group's sum: one subgroupAdd when the group is one hardware subgroup; when it spans
+    # several, one subgroupAdd each and the group's subgroup sums added through workgroup
+    # memory (one barrier); otherwise a tree through workgroup memory (log2(tpr) barriers)
+    sg_reduce = "{"
+    if use_sg and tpr > 1:
+        again = "\n      workgroupBarrier();  // the next row block writes red again" if blocks > 1 else ""
+        sg_reduce = f"""if (sgs == TPR) {{ a = subgroupAdd(a); }} else if (TPR > sgs && TPR % sgs == 0u) {{
+      let t = subgroupAdd(a);
+      if (lid % sgs == 0u) {{ red[lid / sgs] = t; }}
+      workgroupBarrier();
+      let first = (lid / TPR) * (TPR / sgs);
+      a = vec4<f32>(0.0);
+      for (var j = 0u; j < TPR / sgs; j++) {{ a += red[first + j]; }}{again}
+    }} else {{"""
     body += unroll(f"""
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
@@ -390,14 +406,16 @@ var<workgroup> red: array<vec4<f32>, WG>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   {sg_val}
-  let p = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
+  let g = wid.y * nwg.x + wid.x;
   let lane = lid % TPR;
   let xb = xbase();
+  prologue(lid, xb, sgs);
+  {"quantize_x(lid);" if int8 else ""}
+  for (var blk = 0u; blk < {blocks}u; blk++) {{
+  let p = (g * {blocks}u + blk) * (WG / TPR) + lid / TPR;
   let pc = min(p, NP - 1u);
   let r0 = row0(pc);
   let r1c = select(r0, row1(pc), row1(pc) < N);  // an odd last row re-reads row0
-  prologue(lid, xb, sgs);
-  {"quantize_x(lid);" if int8 else ""}
   var a = vec4<f32>(0.0);  // row0 . x, row1 . x, sum of x² (unstaged RMSNorm)
   var ss = 0.0;
   if (p < NP) {{
@@ -419,6 +437,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     {scale}
     epi(0u, p, a.x * sc, a.y * sc);
   }}
+  }}
 }}
 """)
     name = f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}"
@@ -434,8 +453,8 @@ def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int) -> bool:
             and spec.kp * 4 + spec.kp + spec.kp // 4 + wg * 20 <= shared_bytes)
 
 
-def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32) -> tuple[int, int, int]:
-    return grid_2d(-(-spec.pairs // (wg // tpr)))
+def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> tuple[int, int, int]:
+    return grid_2d(-(-spec.pairs // (wg // tpr * blocks)))
 
 
 def grid_2d(n: int, limit: int = 65535) -> tuple[int, int, int]:

@@ -54,7 +54,8 @@ class Tuning:
     workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
     `int8` quantizes the activations of q8_0/q4_0 mat-vecs to int8 for `dot4I8Packed`;
     `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1); `prefetch`
-    keeps the prompt matmul's next loads in flight during the multiply.
+    keeps the prompt matmul's next loads in flight during the multiply; `blocks` maps a role
+    to the row blocks each mat-vec workgroup takes (default 1; one prologue serves them all).
     """
 
     mv: tuple[tuple[str, int, int, int], ...]
@@ -63,6 +64,8 @@ class Tuning:
     int8: bool = False
     splits: tuple[tuple[str, int], ...] = ()
     prefetch: bool = True
+    blocks: tuple[tuple[str, int], ...] = ()
+    mv_int8: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs on the int8 path
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -70,8 +73,11 @@ class Tuning:
     def split(self, role: str) -> int:
         return dict(self.splits).get(role, 1)
 
-    def shape(self, role: str) -> dict[str, int]:
-        for r, wg, tpr, ilp in self.mv:
+    def row_blocks(self, role: str) -> int:
+        return dict(self.blocks).get(role, 1)
+
+    def shape(self, role: str, int8: bool = False) -> dict[str, int]:
+        for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *self.mv):
             if r == role:
                 return {"wg": wg, "tpr": tpr, "ilp": ilp}
         raise KeyError(role)
@@ -87,9 +93,12 @@ class Tuning:
         # is 3 % faster for gate/up only; int8 activations decode q8_0/q4_0 13-17 % faster;
         # K split 2 / 4 ways for the prompt's O / down saves 7-8 %; rounds 8, 11, 13, 15 in
         # bench/NOTES.md)
-        return Tuning((("qkv", 256, 32, 1), ("o", 256, 32, 1), ("gate_up", 128, 16, 1), ("down", 256, 64, 1),
+        # (round 27: row groups wider than a subgroup reduce in one barrier, which made 64 and
+        # 128 threads per row pair the fastest for the O and down projections -- but not on the
+        # int8 path, whose prologue quantizes x per workgroup: fewer, wider workgroups there)
+        return Tuning((("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
                        ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True,
-                      splits=(("o", 2), ("down", 4)))
+                      splits=(("o", 2), ("down", 4)), mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1)))
 
 
 SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
@@ -209,15 +218,21 @@ class Transformer:
     def _spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
 
+    def _mv_shape(self, spec: LinearSpec, role: str) -> tuple[dict[str, int], bool]:
+        """The mat-vec's shape for `role`, and whether it takes the int8 path."""
+        shape = self.tuning.shape(role, int8=True)
+        if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes):
+            return shape, True
+        return self.tuning.shape(role), False
+
     def _mv(self, spec: LinearSpec, role: str) -> Any:
-        shape = self.tuning.shape(role)
-        int8 = self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes)
+        shape, int8 = self._mv_shape(spec, role)
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
-                             int8=int8, **shape)
+                             int8=int8, blocks=self.tuning.row_blocks(role), **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
-        shape = self.tuning.shape(role)
-        return matvec_grid(spec, shape["wg"], shape["tpr"])
+        shape, _ = self._mv_shape(spec, role)
+        return matvec_grid(spec, shape["wg"], shape["tpr"], self.tuning.row_blocks(role))
 
     def _mm(self, spec: LinearSpec, role: str) -> Any:
         return matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch)
