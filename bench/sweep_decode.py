@@ -5,7 +5,9 @@ lowers the GPU time of a whole decode step (timestamps around one pass).
     python bench/sweep_decode.py --preset qwen2.5-0.5b --dtype f16 --backend dawn --out sweep.json
 
 With --prefill it sweeps the prompt matmul's tokens per thread per role and the K splits of
-the O and down projections instead, on the GPU time of a 512-token prompt through the layers.
+the O and down projections instead, on the GPU time of a 512-token prompt through the layers;
+with --blocks the row blocks each mat-vec workgroup takes; with --int8 it compares float and
+int8 activations for q8_0/q4_0.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ excluded, median of R runs. Decode tok/s excludes the prompt: (N - 1) / (t(N) - 
 
 Eager runs use the default dynamic cache (as PyTorch's eager peer); compiled runs use
 `torch.compile(model.forward, backend="webgpu")` with a static cache (as PyTorch's compiled
-peer).
+peer). Compiled rows also record the decode step's GPU time and its kernels' share
+(`decode_step_gpu`); `--profile PREFIX` adds a cProfile of one generate per cell, and
+`--max-pending` compares eager submit sizes. The host's CPU sets much of these figures:
+compare runs made in one call on one machine.
 """
 
 from __future__ import annotations
