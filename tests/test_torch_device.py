@@ -43,6 +43,10 @@ def test_dtype_conversion_on_device(src: torch.dtype, dst: torch.dtype) -> None:
     t = x.to(DEV).t()  # a transposed view keeps its layout, as on the CPU
     assert t.to(dst).stride() == x.t().to(dst).stride() and torch.equal(t.to(dst).cpu(), x.t().to(dst))
     assert x.t().to(DEV).stride() == x.t().stride()
+    img = x.reshape(1, 3, 1, 11).to(DEV)  # an explicit memory format is honoured
+    cl = img.to(dst, memory_format=torch.channels_last)
+    assert cl.stride() == x.reshape(1, 3, 1, 11).to(dst, memory_format=torch.channels_last).stride()
+    assert torch.equal(cl.cpu(), x.reshape(1, 3, 1, 11).to(dst))
 
 
 def test_views_and_strides() -> None:

@@ -21,7 +21,10 @@ def _dtype(dtype: torch.dtype | None) -> torch.dtype:
 @impl("empty.memory_format", plan=False)
 def _empty(size: list[int], dtype: torch.dtype | None = None, layout: Any = None, device: Any = None,
            pin_memory: bool | None = None, memory_format: Any = None) -> torch.Tensor:
-    return empty(size, _dtype(dtype))
+    if memory_format in (None, torch.contiguous_format, torch.preserve_format):
+        return empty(size, _dtype(dtype))
+    # channels_last and the like: the strides the format means, worked out on the meta device
+    return empty(size, _dtype(dtype), torch.empty(size, device="meta", memory_format=memory_format).stride())
 
 
 @impl("empty_strided", plan=False)
@@ -75,7 +78,9 @@ def _to_copy(self: torch.Tensor, *, dtype: torch.dtype | None = None, layout: An
     dt = dtype if dtype is not None else self.dtype
     if device is not None and torch.device(device).type != "webgpu":
         return download(self).to(device=device, dtype=dt)
-    if self.is_contiguous() or memory_format == torch.contiguous_format:
+    if memory_format not in (None, torch.preserve_format, torch.contiguous_format):  # e.g. channels_last
+        out = torch.empty_like(self, dtype=dt, device="webgpu", memory_format=memory_format)
+    elif self.is_contiguous() or memory_format == torch.contiguous_format:
         out = empty(self.shape, dt)
     else:  # keep the layout as the composite would (preserve_format)
         out = torch.empty_like(self, dtype=dt, device="webgpu")
