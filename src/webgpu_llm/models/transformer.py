@@ -268,6 +268,11 @@ class Transformer:
         if max(so, sd) > SPLIT_MAX:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = lambda n: (n, 1, 1)  # noqa: E731
+        # the row kernels before attention (the first layer's has no partials to add) and FFN
+        norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
+        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0)
+        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, self.off_ffn, partials=so if so > 1 else 0)
+        prompt_attn = att.prompt_attention_kernel(full)
 
         for i, L in enumerate(self.layers):
             p = {**base, "pv": L.pv, "kv": L.kv}
@@ -276,24 +281,21 @@ class Transformer:
             s_o = self._spec(L.o, **({"epilogue": "partial", "splits": so} if so > 1 else {"epilogue": "add"}))
             s_gu = self._spec(L.gate_up, epilogue="silu_mul")
             s_dn = self._spec(L.down, **({"epilogue": "partial", "splits": sd} if sd > 1 else {"epilogue": "add"}))
-            pa = sd if i > 0 and sd > 1 else 0  # the previous layer's down partials
-            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=pa),
+            self.prefill.add(norm_attn if i > 0 else norm_first,  # adds the previous layer's down partials
                              {**p, "x": self.h, "part": self.kpart, "y": self.xn}, rows)
             self.prefill.add(self._mm(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q},
                              self._mmg(s_qkv, "qkv"))
-            self.prefill.add(att.prompt_attention_kernel(full), {**p, "q": self.q, "out": self.att},
-                             att.prompt_attention_grid(full))
+            self.prefill.add(prompt_attn, {**p, "q": self.q, "out": self.att}, att.prompt_attention_grid(full))
             self.prefill.add(self._mm(s_o, "o"), {**p, **L.o.bindings(), "x": self.att,
                                                   "y": self.kpart if so > 1 else self.h}, self._mmg(s_o, "o"))
-            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, self.off_ffn, partials=so if so > 1 else 0),
-                             {**p, "x": self.h, "part": self.kpart, "y": self.xn}, rows)
+            self.prefill.add(norm_ffn, {**p, "x": self.h, "part": self.kpart, "y": self.xn}, rows)
             self.prefill.add(self._mm(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act},
                              self._mmg(s_gu, "gate_up"))
             self.prefill.add(self._mm(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act,
                                                       "y": self.kpart if sd > 1 else self.h}, self._mmg(s_dn, "down"))
         if sd > 1:  # the last layer's down partials
-            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False), {**base, "x": self.h, "part": self.kpart},
-                             rows)
+            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
+                             {**base, "x": self.h, "part": self.kpart}, rows)
 
         # decode (one token)
         self.decode = Program(g, "decode")
@@ -329,14 +331,13 @@ class Transformer:
 
         # scoring: final norm of every token, then LM head + NLL per chunk of SCORE_ROWS tokens
         self.score_norm = Program(g, "score_norm")
-        self.score_norm.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0), {**base, "pv": self.pv_out, "x": self.h,
-                                                                      "y": self.xn}, rows)
+        self.score_norm.add(norm_first, {**base, "pv": self.pv_out, "x": self.h, "y": self.xn}, rows)
         self.score_chunks: list[Program] = []
         for t0 in range(0, self.batch, self.score_rows):
             pr = Program(g, f"score_{t0}")
             s = self._spec(self.lm_head, t0=t0, tmax=self.score_rows)
-            pr.add(matmul_kernel(s), {**base, **self.lm_head.bindings(), "x": self.xn, "y": self.logits},
-                   matmul_grid(s))
+            pr.add(self._mm(s, "head"), {**base, **self.lm_head.bindings(), "x": self.xn, "y": self.logits},
+                   self._mmg(s, "head"))
             pr.add(nll_kernel(c.vocab, t0), {**base, "logits": self.logits, "nll": self.nll},
                    (self.score_rows, 1, 1))
             self.score_chunks.append(pr)
