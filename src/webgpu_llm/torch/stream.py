@@ -3,7 +3,8 @@
 A submit costs 30-60 µs and a read-back round trip far more, while a dispatch inside an open
 pass costs a few µs. So launches only queue (pipeline, bind group, grid) triples; the batch is
 submitted when the CPU needs data back, before a queue write into a buffer the batch still
-uses, or every MAX_PENDING launches (so the GPU works while the CPU queues). WebGPU orders dispatches in a pass, so no barriers are needed.
+uses, or every MAX_PENDING launches (so the GPU works while the CPU queues). WebGPU orders
+dispatches in a pass, so no barriers are needed.
 
 Each launch passes its shapes, strides and scalars in a small parameter block. Creating a bind
 group costs 10-60 µs, more than the rest of a launch, so in eager mode parameter blocks are
@@ -146,30 +147,16 @@ class Stream:
         if len(blocks) != kernel.n_bindings:
             raise RuntimeError(f"{kernel.name}: {len(blocks)} buffers for {kernel.n_bindings} bindings")
         batch = self.batch
-        entries = []
-        serials = []
         for b in blocks:
             b.epoch = batch
-            entries.append((b.handle, 0, b.size))
-            serials.append(b.serial)
         rec = self.recording
         if rec is not None:  # a recording owns its parameters and bind groups
             slot = rec.arena.put(params)
-            entries.append(slot)
-            bg = self.native.bind_group(kernel.layout, entries)
+            bg = self.new_bind_group(kernel, blocks, slot)
             rec.dispatches.append((kernel.name, kernel, bg, grid))
             rec.bindings.append((list(blocks), slot))
         else:
-            slot = self._interned.get(params)
-            if slot is None:
-                slot = self._intern(params)
-            entries.append(slot)
-            key = (kernel.layout, slot, *serials)
-            bg = self._bind_groups.get(key)
-            if bg is None:
-                if len(self._bind_groups) >= MAX_BIND_GROUPS:
-                    self._drop_bind_groups()
-                bg = self._bind_groups[key] = self.native.bind_group(kernel.layout, entries)
+            bg = self._cached_bind_group(kernel, blocks, self._param_slot(params))
         if self.observers:
             for obs in self.observers:
                 obs.on_launch(kernel, blocks, params, grid)
@@ -179,7 +166,12 @@ class Stream:
         if len(self.items) >= self.max_pending and rec is None:
             self.flush()
 
-    def _intern(self, params: bytes) -> tuple[Any, int, int]:
+    def _param_slot(self, params: bytes) -> tuple[Any, int, int]:
+        """The interned parameter block with these bytes, written to the GPU once (may flush
+        and start the caches over)."""
+        slot = self._interned.get(params)
+        if slot is not None:
+            return slot
         if len(self.params.chunks) >= MAX_INTERNED:  # start over: nothing pending may use them
             self.flush()
             self.params.clear()
@@ -188,6 +180,20 @@ class Stream:
             self._intern_gen += 1
         slot = self._interned[params] = self.params.put(params)
         return slot
+
+    def new_bind_group(self, kernel: GpuKernel, blocks: list[Block], slot: tuple[Any, int, int]) -> BindGroup:
+        """A bind group of `blocks` (bound whole) and the parameter block `slot`."""
+        return self.native.bind_group(kernel.layout, [*[(b.handle, 0, b.size) for b in blocks], slot])
+
+    def _cached_bind_group(self, kernel: GpuKernel, blocks: list[Block], slot: tuple[Any, int, int]) -> BindGroup:
+        """Eager mode's bind group for (kernel, buffers, parameter block), made on first use."""
+        key = (kernel.layout, slot, *[b.serial for b in blocks])
+        bg = self._bind_groups.get(key)
+        if bg is None:
+            if len(self._bind_groups) >= MAX_BIND_GROUPS:
+                self._drop_bind_groups()
+            bg = self._bind_groups[key] = self.new_bind_group(kernel, blocks, slot)
+        return bg
 
     def _drop_bind_groups(self) -> None:
         """Start the bind-group cache over; pending launches may still use the old ones."""
@@ -206,21 +212,10 @@ class Stream:
             if len(bl) != kernel.n_bindings:
                 raise RuntimeError(f"{kernel.name}: {len(bl)} buffers for {kernel.n_bindings} bindings")
             if f.gen != self._intern_gen:
-                slot = self._interned.get(f.params)
-                if slot is None:
-                    slot = self._intern(f.params)  # may flush and start the caches over
+                slot = self._param_slot(f.params)  # may start the caches over: read the generation after
                 f.slot, f.gen = slot, self._intern_gen
-            slot = f.slot
+            bg = self._cached_bind_group(kernel, bl, f.slot)  # held by the cache (or, dropped, by keep)
             batch = self.batch
-            key = (kernel.layout, slot, *[b.serial for b in bl])
-            bg = self._bind_groups.get(key)
-            if bg is None:
-                if len(self._bind_groups) >= MAX_BIND_GROUPS:
-                    self._drop_bind_groups()
-                entries = [(b.handle, 0, b.size) for b in bl]
-                entries.append(slot)
-                bg = self._bind_groups[key] = self.native.bind_group(kernel.layout, entries)
-                self.keep.append(bg)
             for b in bl:
                 b.epoch = batch
             self.items.append((kernel.pipeline._internal, bg._internal, *f.grid))

@@ -89,14 +89,13 @@ class Recorded:
             if isinstance(o, torch.Tensor) and block(o) in moved:
                 return False
         stream = ctx().stream
-        native = stream.native
         rec = self.recording
         for j, (blocks, slot) in enumerate(rec.bindings):
             if not any(b in moved for b in blocks):
                 continue
             blocks = [moved.get(b, b) for b in blocks]
             name, kernel, _, grid = rec.dispatches[j]
-            bg = native.bind_group(kernel.layout, [*[(b.handle, 0, b.size) for b in blocks], slot])
+            bg = stream.new_bind_group(kernel, blocks, slot)
             rec.dispatches[j] = (name, kernel, bg, grid)
             rec.bindings[j] = (blocks, slot)
             self.program.dispatches[j].bind_group = bg
