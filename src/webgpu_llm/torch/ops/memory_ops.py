@@ -78,17 +78,12 @@ def _to_copy(self: torch.Tensor, *, dtype: torch.dtype | None = None, layout: An
     dt = dtype if dtype is not None else self.dtype
     if device is not None and torch.device(device).type != "webgpu":
         return download(self).to(device=device, dtype=dt)
-    if memory_format not in (None, torch.preserve_format, torch.contiguous_format):  # e.g. channels_last
-        out = torch.empty_like(self, dtype=dt, device="webgpu", memory_format=memory_format)
-    elif self.is_contiguous() or memory_format == torch.contiguous_format:
+    fmt = memory_format or torch.preserve_format
+    if fmt == torch.contiguous_format or (fmt == torch.preserve_format and self.is_contiguous()):
         out = empty(self.shape, dt)
-    else:  # keep the layout as the composite would (preserve_format)
-        out = torch.empty_like(self, dtype=dt, device="webgpu")
-    if self.device.type != "webgpu":  # host to device (dispatched here by the device argument)
-        upload_into(out, self)
-    else:
-        ew.copy_into(out, self)
-    return out
+    else:  # the layout the format asks for, as the composite would (preserve keeps the strides)
+        out = torch.empty_like(self, dtype=dt, device="webgpu", memory_format=fmt)
+    return _copy_from(self, out)  # self may be a host tensor (dispatched here by the device argument)
 
 
 @impl("_copy_from_and_resize")
