@@ -188,13 +188,11 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     }}
     ra = red[lid];
     rb = red2[lid];"""
-    reduce = f"  var ra = 0.0;\n  var rb = 0.0;\n  {{\n{tree}\n  }}"
+    reduce = f"  {{\n{tree}\n  }}"
     main_args = MAIN_ARGS
     if s.subgroups is not None:
         main_args += ", @builtin(subgroup_size) sgs: u32"
-        reduce = f"""  var ra = 0.0;
-  var rb = 0.0;
-  if (sgs <= {lanes}u && {lanes}u % sgs == 0u) {{
+        reduce = f"""  if (sgs <= {lanes}u && {lanes}u % sgs == 0u) {{
     let sa = subgroupAdd(acc);
     {"let sb = subgroupAdd(acc2);" if s.gated else ""}
     if (lid % sgs == 0u) {{ red[lid / sgs] = sa; {"red2[lid / sgs] = sb;" if s.gated else ""} }}
@@ -232,6 +230,8 @@ fn main({main_args}) {{
     }}
   }}
   workgroupBarrier();
+  var ra = 0.0;  // the column's sums (of the gate's products in rb)
+  var rb = 0.0;
 {reduce}
   if (lane != 0u || n >= P[1]) {{ return; }}
 {chr(10).join(store_cases)}
