@@ -48,22 +48,40 @@ def descend(values: dict[str, Any], key: str, candidates: Any, measure: Any, bes
     return best
 
 
+class DecodeBench:
+    """A preset's model set up for timing decode steps under different Tunings."""
+
+    def __init__(self, gpu: Any, preset: str, dtype: str) -> None:
+        cfg, tensors = preset_model(preset, dtype)
+        self.tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
+        self.eng = Engine(self.tf)
+        self.prompt = list(range(100, 116))
+
+    def use(self, tuning: Tuning) -> None:
+        self.tf.rebuild(tuning)
+        self.eng._steps.clear()
+
+    def step_gpu(self, tuning: Tuning | None = None) -> float:
+        """GPU seconds of one decode step with 116 keys in the cache (under `tuning` if given)."""
+        if tuning is not None:
+            self.use(tuning)
+        self.eng.prefill(self.prompt + [0] * 100, 0, SamplingParams(), 0)
+        return self.eng.step_program(SamplingParams()).time_gpu(1, reps=15)
+
+    def tok_s(self, n: int = 64) -> float:
+        return n / self.eng.time_decode(self.prompt, n)
+
+
 def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
-    cfg, tensors = preset_model(preset, dtype)
-    tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
-    eng = Engine(tf)
-    prompt = list(range(100, 116))
+    b = DecodeBench(gpu, preset, dtype)
     start = Tuning.default(gpu)
     int8 = start.int8 and dtype in ("q8_0", "q4_0")  # the shapes this weight type decodes with
     cur = {r: tuple(start.shape(r, int8).values()) for r in ROLES}
     attn = {"chunk": start.attn_chunk}
 
     def measure() -> float:
-        tf.rebuild(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), mv_int8=(),
-                                       attn_chunk=attn["chunk"]))
-        eng._steps.clear()
-        eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)  # 116 keys in the cache
-        return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
+        return b.step_gpu(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), mv_int8=(),
+                                              attn_chunk=attn["chunk"]))
 
     best = measure()
     t0 = time.time()
@@ -73,9 +91,9 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     best = descend(attn, "chunk", CHUNKS, measure, best)
     measure()
     per: dict[str, float] = {}
-    for label, sec in eng.step_program(SamplingParams()).profile(1):
+    for label, sec in b.eng.step_program(SamplingParams()).profile(1):
         per[label] = per.get(label, 0.0) + sec * 1e6
-    tok_s = 64 / eng.time_decode(prompt, 64)
+    tok_s = b.tok_s()
     return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "tuning": {r: cur[r] for r in ROLES},
             "attn_chunk": attn["chunk"], "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0,
             "profile_us": per}
@@ -109,18 +127,12 @@ def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, 
 def sweep_blocks(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     """Row blocks per mat-vec workgroup, per role, from the default shapes (one prologue for
     more rows against fewer, longer-lived workgroups)."""
-    cfg, tensors = preset_model(preset, dtype)
-    tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
-    eng = Engine(tf)
-    prompt = list(range(100, 116))
+    b = DecodeBench(gpu, preset, dtype)
     base = Tuning.default(gpu)
     cur = {r: base.row_blocks(r) for r in ROLES}
 
     def measure() -> float:
-        tf.rebuild(dataclasses.replace(base, blocks=tuple(cur.items())))
-        eng._steps.clear()
-        eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)
-        return eng.step_program(SamplingParams()).time_gpu(1, reps=15)
+        return b.step_gpu(dataclasses.replace(base, blocks=tuple(cur.items())))
 
     start = best = measure()
     tried = {"start": best * 1e6}
@@ -129,30 +141,24 @@ def sweep_blocks(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
         print(f"{gpu.backend} {dtype} {role:8s} -> blocks {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr,
               flush=True)
     measure()
-    tok_s = 64 / eng.time_decode(prompt, 64)
-    tf.rebuild(base)
-    eng._steps.clear()
-    tok_s0 = 64 / eng.time_decode(prompt, 64)
+    tok_s = b.tok_s()
+    b.use(base)
+    tok_s0 = b.tok_s()
     return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "blocks": cur, "start_step_gpu_us": start * 1e6,
             "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "tg64_tok_s_default": tok_s0, "tried_us": tried}
 
 
 def int8_ab(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
     """Decode with float activations vs int8 activations (dot4I8Packed), same kernel shapes."""
-    cfg, tensors = preset_model(preset, dtype)
-    tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
-    eng = Engine(tf)
-    prompt = list(range(100, 116))
+    b = DecodeBench(gpu, preset, dtype)
     out: dict[str, Any] = {"backend": gpu.backend, "dtype": dtype, "preset": preset}
     base = Tuning.default(gpu)
     for int8 in (False, True, False, True):
-        tf.rebuild(dataclasses.replace(base, int8=int8))
-        eng._steps.clear()
-        eng.time_decode(prompt, 64)
-        eng.prefill(prompt + [0] * 100, 0, SamplingParams(), 0)
+        b.use(dataclasses.replace(base, int8=int8))
+        b.tok_s()  # warm-up
         key = "int8" if int8 else "float"
-        out[f"{key}_step_gpu_us"] = eng.step_program(SamplingParams()).time_gpu(1, reps=15) * 1e6
-        out[f"{key}_tg64_tok_s"] = 64 / eng.time_decode(prompt, 64)
+        out[f"{key}_step_gpu_us"] = b.step_gpu() * 1e6
+        out[f"{key}_tg64_tok_s"] = b.tok_s()
     print(f"{gpu.backend} {preset} {dtype}: float {out['float_step_gpu_us']:.0f} us {out['float_tg64_tok_s']:.0f} tok/s"
           f" | int8 {out['int8_step_gpu_us']:.0f} us {out['int8_tg64_tok_s']:.0f} tok/s", file=sys.stderr, flush=True)
     return out
