@@ -90,9 +90,7 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
         print(f"{gpu.backend} {dtype} {role:8s} -> {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
     best = descend(attn, "chunk", CHUNKS, measure, best)
     measure()
-    per: dict[str, float] = {}
-    for label, sec in b.eng.step_program(SamplingParams()).profile(1):
-        per[label] = per.get(label, 0.0) + sec * 1e6
+    per = {k["kernel"]: k["us"] for k in b.eng.step_program(SamplingParams()).profile_by_label(1)}
     tok_s = b.tok_s()
     return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "tuning": {r: cur[r] for r in ROLES},
             "attn_chunk": attn["chunk"], "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0,

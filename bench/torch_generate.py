@@ -96,12 +96,9 @@ def decode_step_gpu() -> dict[str, Any] | None:
         return None
     rec = max(runners, key=lambda r: r.replays).recorded
     prog = max(rec.values(), key=lambda x: len(x.program.dispatches)).program
-    by_kernel: dict[str, float] = {}
-    for label, sec in prog.profile(1):
-        by_kernel[label] = by_kernel.get(label, 0.0) + sec * 1e6
-    top = dict(sorted(by_kernel.items(), key=lambda kv: -kv[1])[:15])
+    kernels = prog.profile_by_label(1)
     return {"dispatches": len(prog.dispatches), "gpu_us": prog.time_gpu(1, reps=20) * 1e6,
-            "profile_sum_us": sum(by_kernel.values()), "top_kernels_us": top}
+            "profile_sum_us": sum(k["us"] for k in kernels), "top_kernels_us": {k["kernel"]: k["us"] for k in kernels[:15]}}
 
 
 def write_profile(path: str, model: torch.nn.Module, prompt: torch.Tensor, n: int, **kwargs: Any) -> str:

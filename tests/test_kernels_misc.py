@@ -90,6 +90,22 @@ def test_rmsnorm_rows(gpu):
     assert rel_err(read(gpu, y, (t, k)), rms_norm(x, w, 1e-5)) < 1e-5
 
 
+def test_profile_by_label_sums_dispatches_of_a_kernel(gpu):
+    if not gpu.has_timestamps:
+        pytest.skip("no timestamp queries on this adapter")
+    k, t = 76, 3
+    st = gpu.upload(pack_state(n=t))
+    bufs = {"st": st, "x": gpu.upload(np.ones((t, k), np.float32)), "pv": gpu.upload(np.ones(k + 4, np.float32)),
+            "y": gpu.buffer(t * k * 4)}
+    prog = Program(gpu)
+    for label in ("a", "b", "a"):
+        prog.add(rmsnorm_kernel(k, 1e-5, 4), bufs, (t, 1, 1), label=label)
+    rows = prog.profile_by_label(t)
+    assert sorted(r["kernel"] for r in rows) == ["a", "b"]
+    assert {r["kernel"]: r["count"] for r in rows} == {"a": 2, "b": 1}
+    assert all(r["us"] > 0 for r in rows) and rows == sorted(rows, key=lambda r: -r["us"])
+
+
 def test_rmsnorm_adds_split_partials_first(gpu):
     """The residual add a split-K matmul leaves to the next row kernel: x += sum of partials,
     written back, then normalized (or, with norm=False, only added)."""

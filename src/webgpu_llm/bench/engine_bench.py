@@ -6,7 +6,6 @@ warm-up excluded, median of the runs; prefill = a 512-token prompt.
 
 from __future__ import annotations
 
-import collections
 import statistics
 from typing import Any
 
@@ -58,20 +57,12 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_promp
     return out
 
 
-def _per_kernel(prog: Any, n: int) -> list[dict[str, Any]]:
-    per = collections.defaultdict(lambda: [0.0, 0])
-    for label, sec in prog.profile(n):
-        per[label][0] += sec
-        per[label][1] += 1
-    return sorted(({"kernel": k, "us": v[0] * 1e6, "count": v[1]} for k, v in per.items()), key=lambda r: -r["us"])
-
-
 def profile_prefill(eng: Engine, n: int) -> dict[str, Any]:
     """Where the layers of an n-token prompt spend their GPU time (embedding, head excluded)."""
     m = eng.m
     eng.gpu.write(m.st, SamplingParams().state(0, n, 0))
     gpu_s = m.prefill.time_gpu(n, reps=5)
-    return {"tokens": n, "gpu_us": gpu_s * 1e6, "layers_tok_s": n / gpu_s, "kernels": _per_kernel(m.prefill, n)}
+    return {"tokens": n, "gpu_us": gpu_s * 1e6, "layers_tok_s": n / gpu_s, "kernels": m.prefill.profile_by_label(n)}
 
 
 def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +78,7 @@ def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict
             "gpu_us": gpu_s * 1e6,
             "weight_bytes": wb,
             "bandwidth_gb_s": wb / gpu_s / 1e9,
-            "kernels": _per_kernel(step, 1),
+            "kernels": step.profile_by_label(1),
         })
     return res
 
@@ -100,19 +91,20 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _kernel_table(kernels: list[dict[str, Any]], unit: str) -> str:
+    tot = sum(k["us"] for k in kernels) or 1.0
+    rows = [f"| {k['kernel']} | {k['count']} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n" for k in kernels]
+    return f"| kernel | count | {unit} | share |\n| --- | --- | --- | --- |\n" + "".join(rows)
+
+
 def profile_markdown(p: dict[str, Any]) -> str:
-    s = [f"dispatches/token {p['dispatches']}, CPU encode {p['cpu_encode_us']:.0f} µs/token"]
+    s = f"dispatches/token {p['dispatches']}, CPU encode {p['cpu_encode_us']:.0f} µs/token"
     if "gpu_us" in p:
-        s.append(f", GPU {p['gpu_us']:.0f} µs/token, weights {p['weight_bytes'] / 1e6:.0f} MB/token → "
-                 f"{p['bandwidth_gb_s']:.0f} GB/s\n\n| kernel | count | GPU µs/token | share |\n| --- | --- | --- | --- |\n")
-        tot = sum(k["us"] for k in p["kernels"]) or 1.0
-        s += [f"| {k['kernel']} | {k['count']} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n" for k in p["kernels"]]
-    return "".join(s)
+        s += (f", GPU {p['gpu_us']:.0f} µs/token, weights {p['weight_bytes'] / 1e6:.0f} MB/token → "
+              f"{p['bandwidth_gb_s']:.0f} GB/s\n\n" + _kernel_table(p["kernels"], "GPU µs/token"))
+    return s
 
 
 def prefill_markdown(p: dict[str, Any]) -> str:
-    tot = sum(k["us"] for k in p["kernels"]) or 1.0
-    s = [f"{p['tokens']} tokens, GPU {p['gpu_us']:.0f} µs through the layers ({p['layers_tok_s']:.0f} tok/s)\n\n"
-         "| kernel | count | GPU µs | share |\n| --- | --- | --- | --- |\n"]
-    s += [f"| {k['kernel']} | {k['count']} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n" for k in p["kernels"]]
-    return "".join(s)
+    return (f"{p['tokens']} tokens, GPU {p['gpu_us']:.0f} µs through the layers ({p['layers_tok_s']:.0f} tok/s)\n\n"
+            + _kernel_table(p["kernels"], "GPU µs"))

@@ -149,6 +149,16 @@ class Program:
         # WebGPU timestamps are nanoseconds.
         return [(d.label, (ts[2 * i + 1] - ts[2 * i]) * 1e-9) for i, d in enumerate(disp)]
 
+    def profile_by_label(self, n: int = 1) -> list[dict[str, Any]]:
+        """`profile` summed per dispatch label: {"kernel", "us", "count"}, longest first."""
+        per: dict[str, list[float]] = {}
+        for label, sec in self.profile(n):
+            acc = per.setdefault(label, [0.0, 0])
+            acc[0] += sec
+            acc[1] += 1
+        return sorted(({"kernel": k, "us": v[0] * 1e6, "count": int(v[1])} for k, v in per.items()),
+                      key=lambda r: -r["us"])
+
     def time_gpu(self, n: int = 1, reps: int = 10) -> float:
         """GPU seconds of one replay (median), from timestamps around a single pass."""
         gpu = self.gpu
