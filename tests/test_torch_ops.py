@@ -100,6 +100,30 @@ def test_inplace_on_views() -> None:
         check(f, rnd(7, 5, dtype=dtype), tol=TOL[dtype])
 
 
+def test_foreach_add_and_inplace_casts() -> None:
+    """_foreach_add_ launches once per dtype group; tensors it cannot batch (16-bit, strided,
+    sharing a buffer) take add_; an in-place result the tensor's dtype cannot hold is an error."""
+    base = rnd(11)
+    xs = [rnd(1)[0], rnd(5), torch.tensor(7), torch.arange(3, dtype=torch.int32), rnd(4, dtype=torch.float16),
+          base[2:9:2], torch.tensor(-3), rnd(300)]
+    for k in (3, 1.5):
+        cpu = [x.clone() for x in xs if k == 3 or x.is_floating_point()]
+        gpu = [x.to("webgpu") for x in cpu]
+        alias = gpu[1][1:3]  # a view into a tensor already in the list: added twice, as on the CPU
+        cpu.append(cpu[1][1:3])
+        gpu.append(alias)
+        torch._foreach_add_(cpu, k)
+        torch._foreach_add_(gpu, k)
+        for c, g in zip(cpu, gpu):
+            assert g.dtype == c.dtype
+            assert_close(g, c, TOL.get(c.dtype, 1e-6) if c.is_floating_point() else 0)
+    i = torch.tensor(7).to("webgpu")
+    for bad in (lambda: i.add_(2.5), lambda: torch._foreach_add_([i], 2.5)):
+        with pytest.raises(RuntimeError, match="can't be cast"):
+            bad()
+    assert i.item() == 7
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_reductions(dtype: torch.dtype) -> None:
     x = rnd(3, 29, 7, dtype=dtype)

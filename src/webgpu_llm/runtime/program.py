@@ -93,8 +93,10 @@ class Program:
         return items
 
     # -- replay --------------------------------------------------------------------------
-    def encode(self, cpass: Any, n: int = 1) -> None:
-        self._encoder.encode(cpass, self._items_for(n))
+    def encode(self, cpass: Any, n: int = 1, lo: int = 0, hi: int | None = None) -> None:
+        """Encode dispatches [lo, hi) (all by default) into an open compute pass."""
+        items = self._items_for(n)
+        self._encoder.encode(cpass, items if lo == 0 and hi is None else items[lo:hi])
 
     def run(self, n: int = 1, before: Callable[[Any], None] | None = None,
             after: Callable[[Any], None] | None = None) -> None:

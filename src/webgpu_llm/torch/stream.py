@@ -27,6 +27,10 @@ from .native_calls import BindGroup, NativeCalls
 # launches while the CPU still queues the rest, large enough that submits stay few (a decode
 # token is ~1000 launches; 256 vs 2048: eager decode +10-15 % on an H200, bench/NOTES.md round 25).
 MAX_PENDING = 256
+# Dispatches of a compiled graph's replay per submit: the GPU starts on the first part while
+# the CPU still encodes and submits the rest (Dawn records the Vulkan commands at submit,
+# ~2 µs a dispatch): compiled decode +15-25 % against one submit, bench/NOTES.md round 30.
+REPLAY_CHUNK = 32
 CHUNK = 1 << 16  # bytes per parameter arena chunk
 MAX_INTERNED = 64  # chunks of interned parameter blocks before the caches start over
 MAX_BIND_GROUPS = 1 << 15
@@ -123,6 +127,7 @@ class Stream:
         self.launches = 0
         self.submits = 0
         self.max_pending = MAX_PENDING  # launches queued before a submit (see MAX_PENDING)
+        self.replay_chunk = REPLAY_CHUNK  # a replay's dispatches per submit (see REPLAY_CHUNK)
         self._kernels: dict[Any, GpuKernel] = {}
         self._layouts: list[Any] = []
         self._staging: Any = None

@@ -30,8 +30,10 @@ def mutated_inputs(gm: torch.fx.GraphModule) -> frozenset[int]:
         if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
             continue
         for a, arg in zip(n.target._schema.arguments, n.args):
-            if a.alias_info is not None and a.alias_info.is_write and arg in index:
-                out.add(index[arg])
+            if a.alias_info is not None and a.alias_info.is_write:
+                for x in (arg if isinstance(arg, (list, tuple)) else [arg]):  # Tensor(a!)[] too
+                    if isinstance(x, torch.fx.Node) and x in index:
+                        out.add(index[x])
     return frozenset(out)
 
 

@@ -107,6 +107,34 @@ def fuse_inplace_counter(gm: GraphModule) -> int:
     return count
 
 
+def batch_inplace_adds(gm: GraphModule) -> int:
+    """Scalar add_s into tensors no later node reads (a static cache's per-layer length counters,
+    at the end of a decode graph) -> one _foreach_add_, which launches once for all of them."""
+    nodes = list(gm.graph.nodes)
+    order = {n: i for i, n in enumerate(nodes)}
+    groups: dict[Any, list[Node]] = {}
+    for n in nodes:
+        if not (is_op(n, aten.add_.Scalar, aten.add_.Tensor) and len(n.args) == 2 and not n.kwargs and not n.users):
+            continue
+        x, k = n.args
+        if not isinstance(x, Node) or isinstance(k, (Node, bool)) or not isinstance(k, (int, float)):
+            continue
+        if any(order[u] > order[n] for u in x.users if u is not n):
+            continue
+        groups.setdefault((type(k), k), []).append(n)
+    count = 0
+    for (_, k), adds in groups.items():
+        targets = [n.args[0] for n in adds]
+        if len(adds) < 2 or len(set(targets)) != len(targets):
+            continue
+        with gm.graph.inserting_after(adds[-1]):
+            gm.graph.call_function(aten._foreach_add_.Scalar, (targets, k))
+        for n in adds:
+            gm.graph.erase_node(n)
+        count += 1
+    return count
+
+
 def fuse_kv_append(gm: GraphModule) -> int:
     """Both cache writes of a layer (and the RoPE of its keys, and its positions) in one launch."""
     count = 0

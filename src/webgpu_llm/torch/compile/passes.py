@@ -14,6 +14,7 @@ stays correct, only slower.
     last token       slice(rms_norm(x), seq, -1:)             -> rms_norm(slice(x, seq, -1:))
     KV cache update  copy_(cache, index_copy(cache, ...))      -> index_copy_(cache, ...)
     counter update   copy_(n, add(n, k))                       -> add_(n, k)
+    counter batch    add_(n1, k), add_(n2, k), ... (graph end)  -> _foreach_add_([n1, n2, ...], k)
     KV append        index_copy_(kc, 2, p, rope(k)), index_copy_(vc, 2, p, v) -> kv_append(kc, vc, k, v, p, cos, sin)
     attention        sdpa(rope(q), repeat_kv(kc), repeat_kv(vc), mask) -> attention(q, kc, vc, mask, cos, sin)
     no-op scaling    mul(x, 1.0)                               -> x
@@ -27,6 +28,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from .fuse_attention import (
+    batch_inplace_adds,
     fuse_attention,
     fuse_inplace_counter,
     fuse_inplace_index_copy,
@@ -61,7 +63,7 @@ def drop_identity_scaling(gm: GraphModule) -> int:
 PASSES: list[Callable[[GraphModule], int]] = [
     drop_identity_scaling, fuse_inplace_index_copy, fuse_inplace_counter, fuse_rms_norm, fuse_rope,
     fuse_gated_linear, fuse_residual_linear, fuse_linear_group, slice_before_norm, fuse_norm_into_linear, fuse_attention,
-    fuse_kv_append,
+    fuse_kv_append, batch_inplace_adds,
 ]
 
 

@@ -1,9 +1,10 @@
-"""Record a graph's kernel launches once; replay them as a `Program`, one submit per call.
+"""Record a graph's kernel launches once; replay them as a `Program`, with no Python per op.
 
 Every op of a compiled graph is one of the device's own kernels, so running the graph once
 with the stream in recording mode yields the exact list of (pipeline, bind group, grid) it
-needs. Replaying that list is what the native model engine does with its Programs: one
-encoder, one compute pass, one submit, no Python per op.
+needs. Replaying that list is what the native model engine does with its Programs: the
+dispatches go straight to the native encoder, in a few submits of `Stream.replay_chunk`
+dispatches each (0: one submit), so the GPU starts while the CPU encodes the rest.
 
 For the launches to stay valid, a recording owns the memory they touch: the intermediates
 (allocated from a capture, see memory.Capture), and private copies of the inputs that change
@@ -130,19 +131,32 @@ class Recorded:
             else:
                 late.append((fresh, o))
         program = self.program
+        n = len(program)
+        step = stream.replay_chunk if stream.replay_chunk > 0 else max(n, 1)
+        bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)] or [(0, 0)]
+        # the last part carries less than `step` when n is not a multiple: fold a small
+        # remainder into the part before it, a submit costs more than a few dispatches
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < step // 2:
+            bounds[-2:] = [(bounds[-2][0], n)]
 
-        def replay(enc: Any) -> None:
-            for s, so, d, do, n in copies:
-                enc.copy_buffer_to_buffer(s.buf, so, d.buf, do, n)
-            cpass = enc.begin_compute_pass()
-            program.encode(cpass, 1)
-            cpass.end()
-            for s, so, d, do, n in after:
-                enc.copy_buffer_to_buffer(s.buf, so, d.buf, do, n)
+        def part(lo: int, hi: int, first: bool, last: bool) -> Callable[[Any], None]:
+            def encode(enc: Any) -> None:
+                if first:
+                    for s, so, d, do, size in copies:
+                        enc.copy_buffer_to_buffer(s.buf, so, d.buf, do, size)
+                cpass = enc.begin_compute_pass()
+                program.encode(cpass, 1, lo, hi)
+                cpass.end()
+                if last:
+                    for s, so, d, do, size in after:
+                        enc.copy_buffer_to_buffer(s.buf, so, d.buf, do, size)
+            return encode
 
-        # one command buffer: the launches queued so far (they may produce the inputs), then the
-        # input copies, the recorded pass and the output copies
-        stream.flush(after=replay)
+        # The first submit carries the launches queued so far (they may produce the inputs)
+        # and the input copies; the last one the output copies. Several submits, so the GPU
+        # starts before the CPU has encoded the whole graph.
+        for j, (lo, hi) in enumerate(bounds):
+            stream.flush(after=part(lo, hi, j == 0, j == len(bounds) - 1))
         for fresh, o in late:
             copy_into(fresh, o)
         return results

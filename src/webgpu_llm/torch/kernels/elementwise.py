@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..dtypes import dtype_of
+from ..context import ctx
+from ..dtypes import WGSL_DTYPE_HELPERS, dtype_of
 from . import mapping
-from .common import pack
+from .common import MAIN_ARGS, THREAD_ID, WG, binding, element_store, grid_1d, loader, pack, storage_decl
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,45 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor) -> None:
     """dst[...] = src (broadcast), converting dtypes on the GPU."""
     floats = "f32" in (dtype_of(src.dtype).kind, dtype_of(dst.dtype).kind)
     run(COPY if floats else COPY_INT, dst, [src])
+
+
+MAX_ADD_MANY = 32  # tensors per launch at most (one kernel per count: keep the variants few)
+
+
+def _add_many_wgsl(dt: torch.dtype, n: int) -> str:
+    d = dtype_of(dt)
+    decls = [storage_decl(j, f"X{j}", True) for j in range(n)] + [storage_decl(n, "P")]
+    body = []
+    for j in range(n):
+        body.append(loader(d, f"X{j}") + element_store(d, f"X{j}")[1])
+    apply = "\n".join(f"  if (t < P[{2 * j + 1}u]) {{ st_X{j}(P[{2 * j}u] + t, ld_X{j}(P[{2 * j}u] + t) + s); }}"
+                      for j in range(n))
+    return "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + "".join(body) + f"""
+@compute @workgroup_size({WG})
+fn main({MAIN_ARGS}) {{
+  let t = {THREAD_ID.format(wg=WG)};
+  let s = bitcast<{d.kind}>(P[{2 * n}u]);
+{apply}
+}}
+"""
+
+
+def add_many_(tensors: Sequence[torch.Tensor], value: float) -> None:
+    """t += value for every tensor, as many per launch as the adapter has storage bindings for
+    (the length counters of a static KV cache, one per layer, advance in one launch, not one each).
+
+    The tensors must be contiguous webgpu tensors of one 32- or 64-bit dtype.
+    """
+    dt = tensors[0].dtype
+    d = dtype_of(dt)
+    c = ctx()
+    stream = c.stream
+    per = max(1, min(MAX_ADD_MANY, int(c.gpu.limits.get("max-storage-buffers-per-shader-stage", 8)) - 1))
+    for lo in range(0, len(tensors), per):
+        group = tensors[lo:lo + per]
+        n = len(group)
+        kernel = stream.kernel(("add_many", dt, n), lambda n=n: (f"add_many{n}", _add_many_wgsl(dt, n), n))
+        words = [w for t in group for w in (t.storage_offset(), t.numel())]
+        stream.launch(kernel, [binding(t) for t in group], pack(words, [value], d.kind),
+                      grid_1d(max(t.numel() for t in group)))
+

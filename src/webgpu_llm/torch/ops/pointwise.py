@@ -93,6 +93,9 @@ def _out_overload(name: str, ov: str) -> Any:
 
 
 Pick = Callable[[list[Any]], tuple[Expr, list[Any]]]
+_NAMES = {torch.float32: "Float", torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float64: "Double",
+          torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
+          torch.bool: "Bool"}
 
 
 def define(name: str, expr: Expr, overloads: Sequence[str], pick: Pick | None = None) -> None:
@@ -122,8 +125,12 @@ def define(name: str, expr: Expr, overloads: Sequence[str], pick: Pick | None = 
         if inplace is not None and ov in inplace.overloads():
             inplace_op = getattr(inplace, ov)
 
-            def fn_(*args: Any, _op: Any = inplace_op, **kwargs: Any) -> torch.Tensor:
+            def fn_(*args: Any, _op: Any = inplace_op, _f: Any = functional, **kwargs: Any) -> torch.Tensor:
                 vals = bind(_op, args, kwargs)
+                res = result_dtype(_f, vals)
+                if not torch.can_cast(res, vals[0].dtype):  # as torch: int_tensor.add_(2.5) is an error
+                    raise RuntimeError(f"result type {_NAMES.get(res, res)} can't be cast to the desired "
+                                       f"output type {_NAMES.get(vals[0].dtype, vals[0].dtype)}")
                 e, ops = operands_of(vals)
                 return compute(e, ops, vals[0], name)
 
@@ -231,3 +238,31 @@ define("relu", Expr("max({0}, 0.0)", "max({0}, 0i)"), ["default"])
 _GELU = {"none": Expr("0.5 * {0} * (1.0 + m_erf({0} * 0.7071067811865476))"),
          "tanh": Expr("0.5 * {0} * (1.0 + m_tanh(0.7978845608028654 * ({0} + 0.044715 * {0} * {0} * {0})))")}
 define("gelu", _GELU["none"], ["default"], lambda a: (_GELU[a[1]], a[:1]))
+
+
+# -- foreach -----------------------------------------------------------------------------------
+def _foreach_add_scalar_(tensors: list[torch.Tensor], scalar: Any) -> None:
+    """torch._foreach_add_(tensors, scalar): one launch for the tensors that allow it (contiguous,
+    32/64-bit, each in its own buffer; one dtype per launch), a plain add_ for the rest."""
+    from ..tensors import block
+
+    for t in tensors:  # as torch: check every cast before changing anything
+        if not torch.can_cast(torch.result_type(t, scalar), t.dtype):
+            raise RuntimeError(f"result type {_NAMES.get(torch.result_type(t, scalar))} can't be cast to the "
+                               f"desired output type {_NAMES.get(t.dtype, t.dtype)}")
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    seen: set[Any] = set()
+    for t in tensors:
+        if not is_device(t):
+            raise RuntimeError("webgpu: _foreach_add_ expects webgpu tensors")
+        b = block(t) if t.numel() else None
+        if b is None or b in seen or not t.is_contiguous() or t.element_size() < 4 or isinstance(scalar, bool):
+            t.add_(scalar)
+            continue
+        seen.add(b)
+        groups.setdefault(t.dtype, []).append(t)
+    for group in groups.values():
+        ew.add_many_(group, scalar)
+
+
+register("_foreach_add_.Scalar", _foreach_add_scalar_, plan=False)
