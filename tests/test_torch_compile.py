@@ -70,6 +70,10 @@ def test_fused_linear(dtype: torch.dtype, rows: int, k: int) -> None:
 
     t = tol(dtype) * 2
     assert_close(ops.linear(*dev(x, ws[0], bs[0])), lin(x, ws[0], bs[0]).to(dtype), t)
+    # x at an offset in its buffer: read in 16-byte units beside the weights where aligned (k = 1096),
+    # staged where not (k = 44 in 16-bit types)
+    x_off = torch.cat([rnd(1, rows, k, dtype=dtype), x]).to("webgpu")[1:]
+    assert_close(ops.linear(x_off, *dev(ws[0], bs[0])), lin(x, ws[0], bs[0]).to(dtype), t)
     assert_close(ops.linear(*dev(x, ws[0], None, res, nw), 1e-6), (lin(xn, ws[0]) + res.float()).to(dtype), t)
     for y, w, b in zip(ops.linear_group(*dev(x), dev(*ws), dev(*bs), *dev(nw), 1e-6), ws, bs):
         assert_close(y, lin(xn, w, b).to(dtype), t)

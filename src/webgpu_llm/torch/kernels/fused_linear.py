@@ -5,9 +5,9 @@
     y   = silu(norm(x) Wg^T) * (norm(x) Wu^T)   (SwiGLU)
 
 where norm is an optional RMSNorm of x (as the transformers module computes it). For one row
-of x (decode), a dedicated mat-vec streams the weights: x is staged (and normalised) once in
-workgroup memory, the threads that share an output column read its weight row 16 bytes at a
-time, and bias, residual and gate are applied before the single store. A workgroup takes
+of x (decode), a dedicated mat-vec streams the weights: the threads that share an output
+column read its weight row 16 bytes at a time, and x's matching 16 bytes beside it (or, where x
+is normalised first, from workgroup memory, where x is staged and normalised once), and bias, residual and gate are applied before the single store. A workgroup takes
 fewer columns (more threads each) when there are few columns, to keep enough loads in flight. A Qwen2 layer's
 linear algebra is then four launches. Other shapes go through the general matmul kernel.
 """
@@ -69,6 +69,11 @@ class _Spec:
     cols: int  # output columns per workgroup
     k: int  # staged inputs: workgroup memory is sized (and zeroed by WebGPU) per layer width
     subgroups: str | None = None  # the WGSL enable line where subgroup reductions are used
+    direct: bool = False  # read x's 16-byte units from memory beside the weights, not staged
+
+    @property
+    def staged(self) -> bool:
+        return not self.direct
 
     @property
     def segments(self) -> int:
@@ -86,7 +91,7 @@ def columns_per_group(n: int) -> int:
 def _wgsl(s: _Spec) -> tuple[str, int]:
     xdt, wdt = dtype_of(s.x), dtype_of(s.w)
     cols, lanes = s.cols, WG // s.cols
-    decls, loads, stores = [], loader(xdt, "X", "f32"), ""
+    decls, loads, stores = [], "" if s.direct else loader(xdt, "X", "f32"), ""
     nb = 0
 
     def add(name: str, vec4: bool = False, write: bool = False, atomic: bool = False) -> None:
@@ -101,7 +106,7 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
         atomic, st = element_store(dtype_of(y), f"Y{i}")
         add(f"Y{i}", write=True, atomic=atomic)
         stores += st
-    add("X")
+    add("X4" if s.direct else "X", vec4=s.direct)
     for i in range(s.segments):
         add(f"W{i}", vec4=True)
     if s.gated:
@@ -121,6 +126,9 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     unpack = "".join(vec4_reader(wdt, f"unit_W{i}", f"W{i}") for i in range(s.segments))
     if s.gated:
         unpack += vec4_reader(wdt, "unit_G", "G")
+    if s.direct:
+        unpack += vec4_reader(xdt, "unit_X", "X4")
+    xv = "xv[j]" if s.direct else f"xs[kc * {u}u + j]"
 
     # which weight a column reads, and where its result goes (P[5 + SEG * i] ...)
     def seg(i: int, k: int) -> str:
@@ -137,13 +145,13 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
         dot_cases.append(f"""      if (si == {i}u) {{
         let w = unit_W{i}(wb + kc);
         var part = 0.0;
-        for (var j = 0u; j < {u}u; j++) {{ part += w[j] * xs[kc * {u}u + j]; }}
+        for (var j = 0u; j < {u}u; j++) {{ part += w[j] * {xv}; }}
         acc += select(0.0, part, {ok});
       }}""")
     gate = f"""
       let g = unit_G(gb + kc);
       var part2 = 0.0;
-      for (var j = 0u; j < {u}u; j++) {{ part2 += g[j] * xs[kc * {u}u + j]; }}
+      for (var j = 0u; j < {u}u; j++) {{ part2 += g[j] * {xv}; }}
       acc2 += select(0.0, part2, {ok});""" if s.gated else ""
     store_cases = []
     for i, (y, b) in enumerate(zip(s.ys, s.biases)):
@@ -157,23 +165,35 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
             lines.append(f"    v += ld_R(P[{5 + SEG * s.segments}u] + c);")
         lines.append(f"    st_Y{i}({seg(i, 4)} + c, {dtype_of(y).convert('v', 'f32')});")
         store_cases.append(f"  if (si == {i}u) {{\n" + "\n".join(lines) + "\n  }")
+    # x's length is a constant of the kernel: the staging loops unroll, their loads go out together
     if s.norm is not None:
         rnd = dtype_of(s.norm_round or s.x)
-        stage = f"""  var ss = 0.0;
-  for (var k = lid; k < K; k += {WG}u) {{ let v = ld_X(P[2] + k); xs[k] = v; ss += v * v; }}
-  red[lid] = ss;
+        if s.subgroups is not None:  # one subgroupAdd, one barrier (not log2(WG) of them)
+            total = f"""  let sss = subgroupAdd(ss);
+  if (lid % sgs == 0u) {{ red[lid / sgs] = sss; }}
+  workgroupBarrier();
+  var tot = 0.0;
+  for (var t = 0u; t < {WG}u / sgs; t++) {{ tot += red[t]; }}"""
+        else:
+            total = f"""  red[lid] = ss;
   workgroupBarrier();
   for (var t = {WG // 2}u; t > 0u; t = t >> 1u) {{
     if (lid < t) {{ red[lid] = red[lid] + red[lid + t]; }}
     workgroupBarrier();
   }}
-  let r = inverseSqrt(red[0] / f32(K) + bitcast<f32>(P[4]));
+  let tot = red[0];"""
+        stage = f"""  var ss = 0.0;
+  for (var k = lid; k < {s.k}u; k += {WG}u) {{ let v = ld_X(P[2] + k); xs[k] = v; ss += v * v; }}
+{total}
+  let r = inverseSqrt(tot / f32(K) + bitcast<f32>(P[4]));
   workgroupBarrier();
-  for (var k = lid; k < K; k += {WG}u) {{
+  for (var k = lid; k < {s.k}u; k += {WG}u) {{
     xs[k] = {xdt.round(f"ld_NW(P[3] + k) * {rnd.round('xs[k] * r')}")};
   }}"""
+    elif s.direct:  # no staging: x's loads go out with the weights' (and no barrier waits on them)
+        stage = ""
     else:
-        stage = f"  for (var k = lid; k < K; k += {WG}u) {{ xs[k] = ld_X(P[2] + k); }}"
+        stage = f"  for (var k = lid; k < {s.k}u; k += {WG}u) {{ xs[k] = ld_X(P[2] + k); }}"
     # a column's sum: a tree through workgroup memory (log2(lanes) barriers), or with subgroups
     # one subgroupAdd per subgroup and the lane-0 thread adding the column's subgroup sums
     tree = f"""    red[lid] = acc;
@@ -206,14 +226,14 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
   }}"""
     src = ((s.subgroups + "\n") if s.subgroups else "") + "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + stores + unpack + f"""
 const KU: u32 = {ku}u;
-var<workgroup> xs: array<f32, {s.k}>;
+{"" if s.direct else f"var<workgroup> xs: array<f32, {s.k}>;"}
 var<workgroup> red: array<f32, {WG}>;
 var<workgroup> red2: array<f32, {WG}>;
 @compute @workgroup_size({WG})
 fn main({main_args}) {{
   let K = P[0];
 {stage}
-  workgroupBarrier();
+  {"" if s.direct else "workgroupBarrier();"}
   let lane = lid % {lanes}u;
   let n = {GROUP_ID} * {cols}u + lid / {lanes}u;
   var si = 0u;
@@ -226,6 +246,7 @@ fn main({main_args}) {{
     for (var t = 0u; t < {iters}u; t++) {{
       let k4 = lane + t * {lanes}u;
       let kc = min(k4, KU - 1u);
+{"      let xv = unit_X(P[2] + kc);" if s.direct else ""}
 {chr(10).join(dot_cases)}{gate}
     }}
   }}
@@ -262,12 +283,14 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tens
                                                                         for b in biases),
                  residual.dtype if residual is not None else None, gate is not None,
                  norm.w.dtype if norm is not None else None, x.dtype if norm is not None else None,
-                 columns_per_group(sum(w.shape[0] for w in ws)), k, ctx().gpu.subgroups_wgsl())
+                 columns_per_group(sum(w.shape[0] for w in ws)), k, ctx().gpu.subgroups_wgsl(),
+                 direct=norm is None and x.dtype == ws[0].dtype and x.storage_offset() % u == 0)
     stream = ctx().stream
     kernel = stream.kernel(("matvec", spec), lambda: ("matvec", *_wgsl(spec)))
     n_total = sum(w.shape[0] for w in ws)
     eps = struct.unpack("<I", struct.pack("<f", norm.eps if norm is not None else 0.0))[0]
-    words = [k, n_total, x.storage_offset(), norm.w.storage_offset() if norm is not None else 0, eps]
+    words = [k, n_total, x.storage_offset() // u if spec.direct else x.storage_offset(),
+             norm.w.storage_offset() if norm is not None else 0, eps]
     first = 0
     for w, b, y in zip(ws, biases, ys):
         words += [first, w.storage_offset() // u, w.stride(0) // u, b.storage_offset() if b is not None else 0,
