@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .kernels.attention import attention as attention_kernel
+from .kernels.attention import can_append
 from .kernels.fused_linear import Norm
 from .kernels.fused_linear import gated_linear as gated_linear_kernel
 from .kernels.fused_linear import linear as linear_kernel
@@ -35,6 +36,8 @@ SCHEMAS = {
                  "Tensor? sin=None) -> Tensor",
     "kv_append": "kv_append(Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor k, Tensor v, Tensor index, bool start, "
                  "Tensor? cos=None, Tensor? sin=None) -> ()",
+    "attention_append": "attention_append(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? mask, float scale, "
+                        "bool causal, Tensor? cos, Tensor? sin, Tensor k, Tensor v, Tensor index, bool start) -> Tensor",
 }
 for _schema in SCHEMAS.values():
     _LIB.define(_schema)
@@ -118,6 +121,20 @@ def _kv_append(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v:
         kv_append_kernel(k_cache, v_cache, k, v, index, start, cos, sin)
 
 
-for _name, _fn in [("attention", _attention), ("kv_append", _kv_append), ("rms_norm", _rms_norm), ("add_rms_norm", _add_rms_norm), ("rope", _rope),
+def _attention_append(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, mask: torch.Tensor | None,
+                      scale: float, causal: bool, cos: torch.Tensor | None, sin: torch.Tensor | None, k: torch.Tensor,
+                      v: torch.Tensor, index: torch.Tensor, start: bool) -> torch.Tensor:
+    """kv_append(k_cache, v_cache, k, v, index, start, cos, sin), then attention(q, k_cache, v_cache, ...):
+    one launch fewer where the attention kernel can write the new token (decode)."""
+    y = _like([*q.shape[:-1], v_cache.shape[-1]], q.dtype, q.device)
+    if q.device.type == "meta":
+        return y
+    if can_append(q, k_cache, v_cache, k, v, index):
+        return attention_kernel(y, q, k_cache, v_cache, mask, causal, scale, cos, sin, append=(k, v, index))
+    kv_append_kernel(k_cache, v_cache, k, v, index, start, cos, sin)
+    return attention_kernel(y, q, k_cache, v_cache, mask, causal, scale, cos, sin)
+
+
+for _name, _fn in [("attention", _attention), ("kv_append", _kv_append), ("attention_append", _attention_append), ("rms_norm", _rms_norm), ("add_rms_norm", _add_rms_norm), ("rope", _rope),
                    ("linear", _linear), ("linear_group", _linear_group), ("gated_linear", _gated_linear)]:
     _register(_name, _fn, _fn)

@@ -206,3 +206,22 @@ def fuse_attention(gm: GraphModule) -> int:
                                                         cos, sin))
         count += 1
     return count
+
+
+def fuse_append_into_attention(gm: GraphModule) -> int:
+    """kv_append(kc, vc, k, v, p, ..., cos, sin) followed by attention(q, kc, vc, ..., cos, sin) of
+    one query row and one new token -> attention_append: the attention kernel writes the token."""
+    count = 0
+    for kv in [n for n in gm.graph.nodes if is_op(n, webgpu.kv_append.default)]:
+        kc, vc, k, v, idx, start, kcos, ksin = kv.args
+        at = next((u for u in kc.users if is_op(u, webgpu.attention.default) and u.args[1] is kc and u.args[2] is vc), None)
+        if at is None or any(u is not kv and u is not at for u in (*kc.users, *vc.users)):
+            continue  # something else reads or writes the cache
+        q, _, _, mask, scale, causal, cos, sin = at.args
+        if (kcos, ksin) != (cos, sin) or val(q) is None or val(k) is None or val(q).shape[2] != 1 or val(k).shape[2] != 1:
+            continue
+        replace(gm.graph, at, webgpu.attention_append.default, (q, kc, vc, mask, scale, causal, cos, sin, k, v, idx, start))
+        gm.graph.erase_node(at)
+        gm.graph.erase_node(kv)
+        count += 1
+    return count

@@ -17,6 +17,7 @@ stays correct, only slower.
     counter batch    add_(n1, k), add_(n2, k), ... (graph end)  -> _foreach_add_([n1, n2, ...], k)
     KV append        index_copy_(kc, 2, p, rope(k)), index_copy_(vc, 2, p, v) -> kv_append(kc, vc, k, v, p, cos, sin)
     attention        sdpa(rope(q), repeat_kv(kc), repeat_kv(vc), mask) -> attention(q, kc, vc, mask, cos, sin)
+    append + attend  kv_append(kc, vc, k, v, p), attention(q, kc, vc, ...) (one token) -> attention_append(...)
     no-op scaling    mul(x, 1.0)                               -> x
 """
 
@@ -29,6 +30,7 @@ from torch.fx import GraphModule, Node
 
 from .fuse_attention import (
     batch_inplace_adds,
+    fuse_append_into_attention,
     fuse_attention,
     fuse_inplace_counter,
     fuse_inplace_index_copy,
@@ -63,7 +65,7 @@ def drop_identity_scaling(gm: GraphModule) -> int:
 PASSES: list[Callable[[GraphModule], int]] = [
     drop_identity_scaling, fuse_inplace_index_copy, fuse_inplace_counter, fuse_rms_norm, fuse_rope,
     fuse_gated_linear, fuse_residual_linear, fuse_linear_group, slice_before_norm, fuse_norm_into_linear, fuse_attention,
-    fuse_kv_append, batch_inplace_adds,
+    fuse_kv_append, fuse_append_into_attention, batch_inplace_adds,
 ]
 
 

@@ -8,6 +8,12 @@ over several workgroups so that the GPU is busy; each writes its (max, sum, weig
 and a second launch merges them (flash-decoding). Grouped-query attention reads the key/value
 head h * Hk / H; masks (additive or boolean) broadcast through zero strides. The query may be
 rotated (RoPE) as it is loaded, which saves the compiler a launch.
+
+For one new token (decode) with split keys, the two launches can also append that token's key
+(rotated) and value to a static cache (`append`), so the cache write needs no launch of its
+own: the split that holds the new position takes that key and value from the new token rather
+than from the cache, and the merge writes them into the cache. (Writing from the attention
+launch itself measured slower: a cache bound writable loses the read-only load path, round 33.)
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import struct
 import torch
 
 from ..context import ctx
-from ..dtypes import WGSL_DTYPE_HELPERS, dtype_of
+from ..dtypes import WGSL_DTYPE_HELPERS, DType, dtype_of
 from ..tensors import empty
 from .common import GROUP_ID, MAIN_ARGS, binding, element_store, grid_rows, loader, storage_decl
 
@@ -29,8 +35,9 @@ TARGET_GROUPS = 1024  # split keys until about this many workgroups run (or one 
 
 # Parameter words: 0 B, 1 H, 2 Lq, 3 Lk, 4 D, 5 Dv, 6 Hk, 7 causal,
 # 8.. q (off, sb, sh, si, sd), 13.. k (off, sb, sh, sj, sd), 18.. v, 23.. y, 28.. mask (off, sb, sh, si, sj),
-# 33 scale (f32), 34 splits, 35 keys per split, 36.. cos (off, sb, sh, si, sd), 41.. sin
-_Q, _K, _V, _Y, _M, _NS, _SPAN, _COS, _SIN = 8, 13, 18, 23, 28, 34, 35, 36, 41
+# 33 scale (f32), 34 splits, 35 keys per split, 36.. cos (off, sb, sh, si, sd), 41.. sin,
+# 46.. new key (off, sb, sh, si, sd), 51.. new value, 56 offset of the new position
+_Q, _K, _V, _Y, _M, _NS, _SPAN, _COS, _SIN, _KN, _VN, _IX = 8, 13, 18, 23, 28, 34, 35, 36, 41, 46, 51, 56
 
 
 def _dim_lanes(dv: int) -> int:
@@ -39,8 +46,10 @@ def _dim_lanes(dv: int) -> int:
 
 
 def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str | None, d: int, dv: int,
-          split: bool) -> tuple[str, int]:
-    """The attention kernel for head sizes d, dv; `split` writes per-split partials instead of y.
+          split: bool, append: tuple[str, str, str] | None = None) -> tuple[str, int]:
+    """The attention kernel for head sizes d, dv; `split` writes per-split partials instead of y;
+    `append` (dtypes of the new key, value and position): the key and value at the new position
+    come from the new token, not from the cache (which the merge launch writes).
 
     The head sizes are constants so that the driver's compiler unrolls the per-thread loops
     and issues their loads together (with runtime bounds each load waited for the last)."""
@@ -73,9 +82,28 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         sn = at.format(o=_SIN, o1=_SIN + 1, o2=_SIN + 2, o3=_SIN + 3, o4=_SIN + 4)
         qload = (f"(ld_Q(qb + d * P[12]) * ld_COS({cs}) + select(1.0, -1.0, d < D / 2u) * "
                  f"ld_Q(qb + select(d - D / 2u, d + D / 2u, d < D / 2u) * P[12]) * ld_SIN({sn}))")
+    kt = -(-d // TPK)  # dims per thread in a key's dot product
+    new_pos, new_key, not_new, new_value = "", "", "", ""
+    if append is not None:
+        decls += [storage_decl(nb + i, name) for i, name in enumerate(("KN", "VN", "IX"))]
+        nb += 3
+        loads += _new_token_wgsl(append, rope_dt is not None)
+        new_pos = f"  let p = u32(ld_IX(P[{_IX}u]));  // the new token's position: its key and value come from it\n"
+        new_key = f"""
+        if (j == p) {{
+          s = 0.0;
+          for (var t = 0u; t < {kt}u; t++) {{
+            let d = lid % {TPK}u + t * {TPK}u;
+            {"if (d < D) " if d % TPK else ""}{{ s += qs[d] * new_key(d, b, kh); }}
+          }}
+        }}"""
+        # the cache's (stale) value at p is left out of the loop, and the new one added after
+        # it by the thread whose key group holds p: no load or select in the loop itself
+        not_new = " && j0 + jj != p"
+        new_value = """
+        if (p >= j0 && p < j0 + cnt && (p - j0) % KG == kg) { a += ps[p - j0] * new_value(d, b, kh); }"""
     decls.append(storage_decl(nb, "P"))
     kg, dpt = WG // dw, -(-dv // dw)
-    kt = -(-d // TPK)  # dims per thread in a key's dot product
     kguard = "if (d < D) " if d % TPK else ""
     if split:  # (weighted values, max, sum) of this split, Dv + 2 floats
         out = """  let ob = (g * (Dv + 2u));
@@ -123,7 +151,7 @@ fn main({MAIN_ARGS}) {{
   let j_end = min(n, j_begin + P[{_SPAN}]);
   let kb = P[13] + b * P[14] + kh * P[15];
   let vb = P[18] + b * P[19] + kh * P[20];
-  let d0 = lid % DW;
+{new_pos}  let d0 = lid % DW;
   let kg = lid / DW;
   var m = NEG;
   var l = 0.0;
@@ -137,7 +165,7 @@ fn main({MAIN_ARGS}) {{
         for (var t = 0u; t < {kt}u; t++) {{
           let d = lid % {TPK}u + t * {TPK}u;
           {kguard}{{ s += qs[d] * ld_K(kr + d * P[17]); }}
-        }}
+        }}{new_key}
       }}
       sp[lid] = s;
     }}
@@ -171,8 +199,8 @@ fn main({MAIN_ARGS}) {{
         for (var t2 = 0u; t2 < {KC // kg}u; t2++) {{  // a key past the chunk's end is read clamped, weighed 0
           let jj = kg + t2 * KG;
           let vj = ld_V(vb + min(j0 + jj, Lk - 1u) * P[21] + d * P[22]);
-          a += select(0.0, ps[jj] * vj, jj < cnt);
-        }}
+          a += select(0.0, ps[jj] * vj, jj < cnt{not_new});
+        }}{new_value}
         acc[t] = a;
       }}
     }}
@@ -197,13 +225,62 @@ fn main({MAIN_ARGS}) {{
     return src, nb
 
 
-def _merge_wgsl(ydt: str, dv: int) -> str:
-    """y = the splits' weighted value sums, rescaled to the common max, over their total weight."""
+def _new_token_wgsl(dts: tuple[str, str, str], rope: bool) -> str:
+    """Loaders of the new token, and `new_key(e, b, kh)` (rotated) and `new_value(e, b, kh)`."""
+    out = (loader(dtype_of(dts[0]), "KN", "f32") + loader(dtype_of(dts[1]), "VN", "f32")
+           + loader(dtype_of(dts[2]), "IX", "i32"))
+    key = f"ld_KN(base + e * P[{_KN + 4}u])"
+    if rope:  # as the query: k * cos + rotate_half(k) * sin, at the token's (only) row
+        at = "P[{o}u] + b * P[{o}u + 1u] + kh * P[{o}u + 2u] + e * P[{o}u + 4u]"
+        key = (f"{key} * ld_COS({at.format(o=_COS)}) + select(1.0, -1.0, e < D / 2u) * "
+               f"ld_KN(base + select(e - D / 2u, e + D / 2u, e < D / 2u) * P[{_KN + 4}u]) * ld_SIN({at.format(o=_SIN)})")
+    return out + f"""fn new_key(e: u32, b: u32, kh: u32) -> f32 {{
+  let base = P[{_KN}u] + b * P[{_KN + 1}u] + kh * P[{_KN + 2}u];
+  return {key};
+}}
+fn new_value(e: u32, b: u32, kh: u32) -> f32 {{
+  return ld_VN(P[{_VN}u] + b * P[{_VN + 1}u] + kh * P[{_VN + 2}u] + e * P[{_VN + 4}u]);
+}}
+"""
+
+
+def _write_row(c: DType, buf: str, n: str, value: str, base: str) -> str:
+    """WGSL: the workgroup writes elements 0..n of a cache row starting at element `base`, whole
+    32-bit words at a time (two 16-bit elements each, `base` even), so no atomics are needed.
+    `value` is a WGSL function of (element, b, kh)."""
+    if c.per_word == 1:
+        return f"    for (var e = lid; e < {n}; e += {WG}u) {{ {buf}[{base} + e] = {c.bits(f'{value}(e, b, kh)')}; }}\n"
+    lo, hi = c.bits(f"{value}(2u * w, b, kh)"), c.bits(f"{value}(2u * w + 1u, b, kh)")
+    return f"    for (var w = lid; w < {n} / 2u; w += {WG}u) {{ {buf}[({base}) / 2u + w] = {lo} | ({hi} << 16u); }}\n"
+
+
+def _merge_wgsl(ydt: str, dv: int, append: tuple[str, str, str, str, str, str | None] | None = None,
+                d: int = 0) -> tuple[str, int]:
+    """y = the splits' weighted value sums, rescaled to the common max, over their total weight.
+
+    `append` (dtypes of the key cache, value cache, new key, new value, position and cos/sin):
+    the first query head of each key/value head also writes the new token into the caches."""
     y = dtype_of(ydt)
     atomic, store = element_store(y)
-    return "\n".join([storage_decl(0, "Y", write=True, atomic=atomic),
-                      "@group(0) @binding(1) var<storage, read> S: array<f32>;", storage_decl(2, "P")]) + \
-        "\n" + WGSL_DTYPE_HELPERS + store + f"""
+    decls = [storage_decl(0, "Y", write=True, atomic=atomic), "@group(0) @binding(1) var<storage, read> S: array<f32>;"]
+    extra, write = "", ""
+    if append is not None:
+        kcd, vcd, *new, rope_dt = append
+        names = ["K", "V", "KN", "VN", "IX"] + (["COS", "SIN"] if rope_dt is not None else [])
+        decls += [storage_decl(2 + i, n, write=n in ("K", "V")) for i, n in enumerate(names)]
+        extra = _new_token_wgsl(tuple(new), rope_dt is not None)  # type: ignore[arg-type]
+        if rope_dt is not None:
+            extra = loader(dtype_of(rope_dt), "COS", "f32") + loader(dtype_of(rope_dt), "SIN", "f32") + extra
+        extra = f"const D: u32 = {d}u;\n" + extra
+        write = f"""
+  let kh = h * P[6] / H;
+  let p = u32(ld_IX(P[{_IX}u]));
+  if (h % (H / P[6]) == 0u && i == 0u && p < P[3]) {{  // the new token, into the caches
+    let kb = P[13] + b * P[14] + kh * P[15];
+    let vb = P[18] + b * P[19] + kh * P[20];
+{_write_row(dtype_of(kcd), "K", "D", "new_key", "kb + p * P[16]")}{_write_row(dtype_of(vcd), "V", "Dv", "new_value", "vb + p * P[21]")}  }}"""
+    decls.append(storage_decl(len(decls), "P"))
+    return "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + store + extra + f"""
 const NEG: f32 = -3.4028234663852886e38;
 @compute @workgroup_size({WG})
 fn main({MAIN_ARGS}) {{
@@ -213,7 +290,7 @@ fn main({MAIN_ARGS}) {{
   if (row >= P[0] * H * Lq) {{ return; }}
   let i = row % Lq;
   let h = (row / Lq) % H;
-  let b = row / (Lq * H);
+  let b = row / (Lq * H);{write}
   let base = row * NS * (Dv + 2u);
   var mx = NEG;
   for (var s = 0u; s < NS; s++) {{ mx = max(mx, S[base + s * (Dv + 2u) + Dv]); }}
@@ -232,7 +309,7 @@ fn main({MAIN_ARGS}) {{
     st_Y(yb + d * P[27], {y.convert("select(a / tot, 0.0, tot == 0.0)", "f32")});
   }}
 }}
-"""
+""", len(decls) - 1
 
 
 def splits(rows: int, lk: int) -> tuple[int, int]:
@@ -248,11 +325,32 @@ def _geom(t: torch.Tensor) -> list[int]:
     return [t.storage_offset(), *[0 if t.shape[d] == 1 else t.stride(d) for d in range(4)]]
 
 
+def can_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+               index: torch.Tensor) -> bool:
+    """Can `attention(..., append=(k_new, v_new, index))` write the new token itself? One query
+    row and one new token per head, keys split over workgroups (the merge writes the caches),
+    caches whose rows start on a word (16-bit elements are written in pairs) with unit element
+    strides, and a 32-bit or 64-bit position."""
+    if q.shape[2] != 1 or k_new.shape[2] != 1 or v_new.shape[2] != 1 or index.numel() != 1:
+        return False
+    if splits(q.shape[0] * q.shape[1], k.shape[2])[0] < 2:  # the merge launch writes the cache
+        return False
+    for c in (k, v):
+        per = dtype_of(c.dtype).per_word
+        if c.stride(3) != 1 or per > 2 or c.shape[3] % per or any(x % per for x in (c.storage_offset(), *c.stride()[:3])):
+            return False
+    return index.dtype in (torch.int32, torch.int64) and k_new.shape[:2] == k.shape[:2] == v.shape[:2]
+
+
 def attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
               causal: bool, scale: float, cos: torch.Tensor | None = None,
-              sin: torch.Tensor | None = None) -> torch.Tensor:
+              sin: torch.Tensor | None = None,
+              append: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """y[b,h,i] = softmax(scale * q[b,h,i] . k[b,kh]^T + mask) @ v[b,kh] for 4-d operands, with
-    kh = h * Hk / H; q is first rotated by cos/sin (broadcasting to q's shape) if given."""
+    kh = h * Hk / H; q is first rotated by cos/sin (broadcasting to q's shape) if given.
+
+    `append` = (k_new, v_new, index): first k[:, :, p] = rope(k_new), v[:, :, p] = v_new with
+    p = index (one token; see can_append), k_new rotated by the same cos/sin as q."""
     b, h, lq, d = q.shape
     hk, lk, dv = k.shape[1], k.shape[2], v.shape[3]
     if d > MAX_D or dv > MAX_D:
@@ -266,9 +364,11 @@ def attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     rope_dt = cos.dtype if cos is not None else None
     mdt = mask.dtype if mask is not None else None
     split = ns > 1
-    key = ("sdpa", q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split)
+    new_dts = (append[0].dtype, append[1].dtype, append[2].dtype) if append is not None else None
+    key = ("sdpa", q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split, new_dts)
     stream = ctx().stream
-    kernel = stream.kernel(key, lambda: ("sdpa", *_wgsl(q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split)))
+    kernel = stream.kernel(key, lambda: ("sdpa", *_wgsl(q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split,
+                                                        new_dts)))
     part = empty([rows * ns * (dv + 2)], torch.float32) if split else None
     binds = [binding(part if part is not None else y), binding(q), binding(k), binding(v)]
     binds += [binding(mask)] if mask is not None else []
@@ -276,10 +376,21 @@ def attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     if cos is not None and sin is not None:
         binds += [binding(cos), binding(sin)]
         rope_words = _geom(cos.expand(b, h, lq, d)) + _geom(sin.expand(b, h, lq, d))
+    if append is not None:
+        k_new, v_new, index = append
+        binds += [binding(k_new), binding(v_new), binding(index)]
+        if not split:
+            raise ValueError("attention: appending a token needs split keys (see can_append)")
+        rope_words = (rope_words or [0] * 10) + _geom(k_new) + _geom(v_new) + [index.storage_offset()]
     params = struct.pack(f"<{len(words)}I", *words) + struct.pack("<f", scale) + struct.pack("<2I", ns, span)
     params += struct.pack(f"<{len(rope_words)}I", *rope_words)
     stream.launch(kernel, binds, params, grid_rows(rows * ns))
     if part is not None:
-        merge = stream.kernel(("sdpa_merge", y.dtype, dv), lambda: ("sdpa_merge", _merge_wgsl(y.dtype, dv), 2))
-        stream.launch(merge, [binding(y), binding(part)], params, grid_rows(rows))
+        merge_binds = [binding(y), binding(part)]
+        app = None
+        if append is not None:
+            app = (k.dtype, v.dtype, *new_dts, rope_dt)
+            merge_binds += [binding(t) for t in (k, v, *append, cos, sin) if t is not None]
+        merge = stream.kernel(("sdpa_merge", y.dtype, dv, app, d), lambda: ("sdpa_merge", *_merge_wgsl(y.dtype, dv, app, d)))
+        stream.launch(merge, merge_binds, params, grid_rows(rows))
     return y
