@@ -6,10 +6,11 @@
 
 where norm is an optional RMSNorm of x (as the transformers module computes it). For one row
 of x (decode), a dedicated mat-vec streams the weights: the threads that share an output
-column read its weight row 16 bytes at a time, and x's matching 16 bytes beside it (or, where x
-is normalised first, from workgroup memory, where x is staged and normalised once), and bias, residual and gate are applied before the single store. A workgroup takes
-fewer columns (more threads each) when there are few columns, to keep enough loads in flight. A Qwen2 layer's
-linear algebra is then four launches. Other shapes go through the general matmul kernel.
+column read its weight row 16 bytes at a time and x's matching 16 bytes beside it (where x is
+normalised first, x is staged and normalised once in workgroup memory instead); bias, residual
+and gate are applied before the single store. A workgroup takes fewer columns (more threads
+each) when there are few columns, to keep enough loads in flight. A Qwen2 layer's linear
+algebra is then four launches. Other shapes go through the general matmul kernel.
 """
 
 from __future__ import annotations
@@ -70,10 +71,6 @@ class _Spec:
     k: int  # staged inputs: workgroup memory is sized (and zeroed by WebGPU) per layer width
     subgroups: str | None = None  # the WGSL enable line where subgroup reductions are used
     direct: bool = False  # read x's 16-byte units from memory beside the weights, not staged
-
-    @property
-    def staged(self) -> bool:
-        return not self.direct
 
     @property
     def segments(self) -> int:
