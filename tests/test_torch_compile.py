@@ -212,7 +212,7 @@ def test_replay_in_several_submits(chunk: int) -> None:
         stream.replay_chunk = old
 
 
-@pytest.mark.parametrize("n", [8200, 4100, 300])  # 8, 4 and 2 output columns per workgroup
+@pytest.mark.parametrize("n", [33000, 16500, 8200, 4100, 300])  # 32, 16, 8, 4 and 2 output columns per workgroup
 def test_wide_matvec(n: int) -> None:
     x, w, nw = rnd(1, 1, 96, dtype=torch.float16), rnd(n, 96, dtype=torch.float16), (1 + 0.1 * rnd(96)).half()
     want = F.linear(rms(x, nw).float(), w.float()).half()

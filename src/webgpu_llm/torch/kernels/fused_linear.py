@@ -41,7 +41,7 @@ from .rms_norm import rms_norm
 
 _ADD = ew.Pointwise("add", "a0 + a1", "f32", "f32")
 _SILU_MUL = ew.Pointwise("silu_mul", "a0 / (1.0 + exp(-a0)) * a1", "f32", "f32")
-WG = 256  # threads per workgroup, shared by 2, 4 or 8 output columns (see columns_per_group)
+WG = 256  # threads per workgroup, shared by 2 to 32 output columns (see columns_per_group)
 MAX_K = 7168  # x staged in workgroup memory as f32 (28 KiB of the 32 KiB WebGPU guarantees)
 SEG = 5  # parameter words per weight: first column, weight offset and row stride (16-byte units),
 #          bias offset, output offset
@@ -78,8 +78,10 @@ class _Spec:
 
 
 def columns_per_group(n: int) -> int:
-    """8 columns per workgroup for wide layers (the LM head), down to 2 for narrow ones."""
-    for cols in (8, 4):
+    """Up to 32 columns per workgroup for wide layers (the LM head: each workgroup stages and
+    normalises x once for all its columns; 8 -> 32 took a 0.5B head from 128 to 89 µs on an
+    H200, bench/NOTES.md round 37), down to 2 for narrow ones (enough workgroups to fill the GPU)."""
+    for cols in (32, 16, 8, 4):
         if n // cols >= 1024:
             return cols
     return 2
