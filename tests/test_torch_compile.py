@@ -149,8 +149,9 @@ def tiny_llama() -> torch.nn.Module:
 
 
 def test_decode_graph_is_fused() -> None:
-    """A static-cache decode step of a Llama layer is 6 launches (QKV, attention writing the new
-    token, its merge, O, gate/up, down) once the cache is long enough to split its keys."""
+    """A static-cache decode step of a Llama layer is 6 launches (QKV, attention taking the new
+    token, its merge writing it into the cache, O, gate/up, down) once the cache is long enough
+    to split its keys."""
     torch._dynamo.reset()
     model = tiny_llama()
     ids = torch.tensor([[5, 17, 42, 3, 88] * 12])

@@ -125,7 +125,8 @@ def _attention_append(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
                       scale: float, causal: bool, cos: torch.Tensor | None, sin: torch.Tensor | None, k: torch.Tensor,
                       v: torch.Tensor, index: torch.Tensor, start: bool) -> torch.Tensor:
     """kv_append(k_cache, v_cache, k, v, index, start, cos, sin), then attention(q, k_cache, v_cache, ...):
-    one launch fewer where the attention kernel can write the new token (decode)."""
+    one launch fewer where the attention can take the new token from k, v and its merge launch
+    write it into the caches (decode with split keys, see can_append)."""
     y = _like([*q.shape[:-1], v_cache.shape[-1]], q.dtype, q.device)
     if q.device.type == "meta":
         return y

@@ -40,6 +40,14 @@ TARGET_GROUPS = 1024  # split keys until about this many workgroups run (or one 
 _Q, _K, _V, _Y, _M, _NS, _SPAN, _COS, _SIN, _KN, _VN, _IX = 8, 13, 18, 23, 28, 34, 35, 36, 41, 46, 51, 56
 
 
+def _rotated(load: str, e: str, cos: str, sin: str) -> str:
+    """WGSL: element e of x * cos + rotate_half(x) * sin (transformers' RoPE), where `load` is a
+    WGSL expression of x's element `{}` and rotate_half pairs e with e +- D/2."""
+    partner = f"select({e} - D / 2u, {e} + D / 2u, {e} < D / 2u)"
+    return (f"({load.format(e)} * ld_COS({cos}) + select(1.0, -1.0, {e} < D / 2u) * "
+            f"{load.format(partner)} * ld_SIN({sin}))")
+
+
 def _dim_lanes(dv: int) -> int:
     """Threads per output row in the value sum: 64 or 128 (the rest take other keys)."""
     return 64 if dv <= 64 else 128
@@ -80,9 +88,17 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         at = "P[{o}] + b * P[{o1}] + h * P[{o2}] + i * P[{o3}] + d * P[{o4}]"
         cs = at.format(o=_COS, o1=_COS + 1, o2=_COS + 2, o3=_COS + 3, o4=_COS + 4)
         sn = at.format(o=_SIN, o1=_SIN + 1, o2=_SIN + 2, o3=_SIN + 3, o4=_SIN + 4)
-        qload = (f"(ld_Q(qb + d * P[12]) * ld_COS({cs}) + select(1.0, -1.0, d < D / 2u) * "
-                 f"ld_Q(qb + select(d - D / 2u, d + D / 2u, d < D / 2u) * P[12]) * ld_SIN({sn}))")
+        qload = _rotated("ld_Q(qb + ({}) * P[12])", "d", cs, sn)
     kt = -(-d // TPK)  # dims per thread in a key's dot product
+    kguard = "if (d < D) " if d % TPK else ""
+
+    def key_dot(key: str) -> str:
+        """This thread's share of q . key, `key` a WGSL expression of the dimension d."""
+        return f"""for (var t = 0u; t < {kt}u; t++) {{
+          let d = lid % {TPK}u + t * {TPK}u;
+          {kguard}{{ s += qs[d] * {key}; }}
+        }}"""
+
     new_pos, new_key, not_new, new_value = "", "", "", ""
     if append is not None:
         decls += [storage_decl(nb + i, name) for i, name in enumerate(("KN", "VN", "IX"))]
@@ -92,10 +108,7 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         new_key = f"""
         if (j == p) {{
           s = 0.0;
-          for (var t = 0u; t < {kt}u; t++) {{
-            let d = lid % {TPK}u + t * {TPK}u;
-            {"if (d < D) " if d % TPK else ""}{{ s += qs[d] * new_key(d, b, kh); }}
-          }}
+          {key_dot("new_key(d, b, kh)")}
         }}"""
         # the cache's (stale) value at p is left out of the loop, and the new one added after
         # it by the thread whose key group holds p: no load or select in the loop itself
@@ -104,7 +117,6 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         if (p >= j0 && p < j0 + cnt && (p - j0) % KG == kg) { a += ps[p - j0] * new_value(d, b, kh); }"""
     decls.append(storage_decl(nb, "P"))
     kg, dpt = WG // dw, -(-dv // dw)
-    kguard = "if (d < D) " if d % TPK else ""
     if split:  # (weighted values, max, sum) of this split, Dv + 2 floats
         out = """  let ob = (g * (Dv + 2u));
   for (var t = 0u; t < DPT; t++) {
@@ -162,10 +174,7 @@ fn main({MAIN_ARGS}) {{
       var s = 0.0;
       if (j < j_end) {{
         let kr = kb + j * P[16];
-        for (var t = 0u; t < {kt}u; t++) {{
-          let d = lid % {TPK}u + t * {TPK}u;
-          {kguard}{{ s += qs[d] * ld_K(kr + d * P[17]); }}
-        }}{new_key}
+        {key_dot("ld_K(kr + d * P[17])")}{new_key}
       }}
       sp[lid] = s;
     }}
@@ -229,11 +238,11 @@ def _new_token_wgsl(dts: tuple[str, str, str], rope: bool) -> str:
     """Loaders of the new token, and `new_key(e, b, kh)` (rotated) and `new_value(e, b, kh)`."""
     out = (loader(dtype_of(dts[0]), "KN", "f32") + loader(dtype_of(dts[1]), "VN", "f32")
            + loader(dtype_of(dts[2]), "IX", "i32"))
-    key = f"ld_KN(base + e * P[{_KN + 4}u])"
-    if rope:  # as the query: k * cos + rotate_half(k) * sin, at the token's (only) row
+    load = f"ld_KN(base + ({{}}) * P[{_KN + 4}u])"
+    key = load.format("e")
+    if rope:  # as the query, at the token's (only) row
         at = "P[{o}u] + b * P[{o}u + 1u] + kh * P[{o}u + 2u] + e * P[{o}u + 4u]"
-        key = (f"{key} * ld_COS({at.format(o=_COS)}) + select(1.0, -1.0, e < D / 2u) * "
-               f"ld_KN(base + select(e - D / 2u, e + D / 2u, e < D / 2u) * P[{_KN + 4}u]) * ld_SIN({at.format(o=_SIN)})")
+        key = _rotated(load, "e", at.format(o=_COS), at.format(o=_SIN))
     return out + f"""fn new_key(e: u32, b: u32, kh: u32) -> f32 {{
   let base = P[{_KN}u] + b * P[{_KN + 1}u] + kh * P[{_KN + 2}u];
   return {key};
