@@ -137,4 +137,3 @@ def add_many_(tensors: Sequence[torch.Tensor], value: float) -> None:
         words = [w for t in group for w in (t.storage_offset(), t.numel())]
         stream.launch(kernel, [binding(t) for t in group], pack(words, [value], d.kind),
                       grid_1d(max(t.numel() for t in group)))
-

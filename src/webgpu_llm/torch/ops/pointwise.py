@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..kernels import elementwise as ew
-from ..tensors import empty
+from ..tensors import block, empty
 from .registry import is_device, register
 from .schema import bind, result_dtype
 
@@ -98,6 +98,13 @@ _NAMES = {torch.float32: "Float", torch.float16: "Half", torch.bfloat16: "BFloat
           torch.bool: "Bool"}
 
 
+def _check_cast(result: torch.dtype, out: torch.dtype) -> None:
+    """As torch: an in-place result its tensor's dtype cannot hold (int_tensor.add_(2.5)) is an error."""
+    if not torch.can_cast(result, out):
+        raise RuntimeError(f"result type {_NAMES.get(result, result)} can't be cast to the desired "
+                           f"output type {_NAMES.get(out, out)}")
+
+
 def define(name: str, expr: Expr, overloads: Sequence[str], pick: Pick | None = None) -> None:
     """Register `name.<overload>`, `name_.<overload>` and the out= overloads of one expression.
 
@@ -127,10 +134,7 @@ def define(name: str, expr: Expr, overloads: Sequence[str], pick: Pick | None = 
 
             def fn_(*args: Any, _op: Any = inplace_op, _f: Any = functional, **kwargs: Any) -> torch.Tensor:
                 vals = bind(_op, args, kwargs)
-                res = result_dtype(_f, vals)
-                if not torch.can_cast(res, vals[0].dtype):  # as torch: int_tensor.add_(2.5) is an error
-                    raise RuntimeError(f"result type {_NAMES.get(res, res)} can't be cast to the desired "
-                                       f"output type {_NAMES.get(vals[0].dtype, vals[0].dtype)}")
+                _check_cast(result_dtype(_f, vals), vals[0].dtype)
                 e, ops = operands_of(vals)
                 return compute(e, ops, vals[0], name)
 
@@ -244,12 +248,8 @@ define("gelu", _GELU["none"], ["default"], lambda a: (_GELU[a[1]], a[:1]))
 def _foreach_add_scalar_(tensors: list[torch.Tensor], scalar: Any) -> None:
     """torch._foreach_add_(tensors, scalar): one launch for the tensors that allow it (contiguous,
     32/64-bit, each in its own buffer; one dtype per launch), a plain add_ for the rest."""
-    from ..tensors import block
-
     for t in tensors:  # as torch: check every cast before changing anything
-        if not torch.can_cast(torch.result_type(t, scalar), t.dtype):
-            raise RuntimeError(f"result type {_NAMES.get(torch.result_type(t, scalar))} can't be cast to the "
-                               f"desired output type {_NAMES.get(t.dtype, t.dtype)}")
+        _check_cast(torch.result_type(t, scalar), t.dtype)
     groups: dict[torch.dtype, list[torch.Tensor]] = {}
     seen: set[Any] = set()
     for t in tensors:
