@@ -6,8 +6,10 @@ lowers the GPU time of a whole decode step (timestamps around one pass).
 
 With --prefill it sweeps the prompt matmul's tokens per thread per role and the K splits of
 the O and down projections instead, on the GPU time of a 512-token prompt through the layers;
-with --blocks the row blocks each mat-vec workgroup takes; with --int8 it compares float and
-int8 activations for q8_0/q4_0.
+with --blocks the row blocks each mat-vec workgroup takes; with --ab FIELD it compares a
+Tuning switch off and on (--int8: `--ab int8`, float and int8 activations for q8_0/q4_0;
+`--ab spread`: 16-bit weights read by adjacent words); --with FIELD turns a switch on in the
+Tuning every mode starts from.
 """
 
 from __future__ import annotations
@@ -72,15 +74,21 @@ class DecodeBench:
         return n / self.eng.time_decode(self.prompt, n)
 
 
-def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
+def start_tuning(gpu: Any, switches: tuple[str, ...] = ()) -> Tuning:
+    """The default Tuning with the --with switches on."""
+    return dataclasses.replace(Tuning.default(gpu), **{f: True for f in switches})
+
+
+def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
     b = DecodeBench(gpu, preset, dtype)
-    start = Tuning.default(gpu)
+    start = start_tuning(gpu, switches)
     int8 = start.int8 and dtype in ("q8_0", "q4_0")  # the shapes this weight type decodes with
-    cur = {r: tuple(start.shape(r, int8).values()) for r in ROLES}
+    spread = start.spread and dtype in ("f32", "f16", "bf16")
+    cur = {r: tuple(start.shape(r, int8, spread).values()) for r in ROLES}
     attn = {"chunk": start.attn_chunk}
 
     def measure() -> float:
-        return b.step_gpu(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), mv_int8=(),
+        return b.step_gpu(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), mv_int8=(), mv_spread=(),
                                               attn_chunk=attn["chunk"]))
 
     best = measure()
@@ -97,10 +105,10 @@ def sweep(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
             "profile_us": per}
 
 
-def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, Any]:
+def sweep_prefill(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = (), n: int = 512) -> dict[str, Any]:
     cfg, tensors = preset_model(preset, dtype)
     tf = Transformer(gpu, cfg, tensors.get, ctx=n + 8, batch=n)
-    base = tf.tuning
+    base = start_tuning(gpu, switches)
     cur = {r: base.tm(r) for r in ("qkv", "o", "gate_up", "down")}
     splits = {r: base.split(r) for r in ("o", "down")}
 
@@ -122,11 +130,11 @@ def sweep_prefill(gpu: Any, preset: str, dtype: str, n: int = 512) -> dict[str, 
             "layers_us": best * 1e6, "layers_tok_s": n / best, "tried_us": tried}
 
 
-def sweep_blocks(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
+def sweep_blocks(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
     """Row blocks per mat-vec workgroup, per role, from the default shapes (one prologue for
     more rows against fewer, longer-lived workgroups)."""
     b = DecodeBench(gpu, preset, dtype)
-    base = Tuning.default(gpu)
+    base = start_tuning(gpu, switches)
     cur = {r: base.row_blocks(r) for r in ROLES}
 
     def measure() -> float:
@@ -146,19 +154,22 @@ def sweep_blocks(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
             "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "tg64_tok_s_default": tok_s0, "tried_us": tried}
 
 
-def int8_ab(gpu: Any, preset: str, dtype: str) -> dict[str, Any]:
-    """Decode with float activations vs int8 activations (dot4I8Packed), same kernel shapes."""
+def switch_ab(gpu: Any, preset: str, dtype: str, field: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Decode with a Tuning switch off and on (alternated twice), same kernel shapes: the step's
+    GPU time and tg64."""
     b = DecodeBench(gpu, preset, dtype)
-    out: dict[str, Any] = {"backend": gpu.backend, "dtype": dtype, "preset": preset}
-    base = Tuning.default(gpu)
-    for int8 in (False, True, False, True):
-        b.use(dataclasses.replace(base, int8=int8))
+    out: dict[str, Any] = {"backend": gpu.backend, "dtype": dtype, "preset": preset, "switch": field}
+    base = start_tuning(gpu, switches)
+    for on in (False, True, False, True):
+        b.use(dataclasses.replace(base, **{field: on}))
         b.tok_s()  # warm-up
-        key = "int8" if int8 else "float"
-        out[f"{key}_step_gpu_us"] = b.step_gpu() * 1e6
-        out[f"{key}_tg64_tok_s"] = b.tok_s()
-    print(f"{gpu.backend} {preset} {dtype}: float {out['float_step_gpu_us']:.0f} us {out['float_tg64_tok_s']:.0f} tok/s"
-          f" | int8 {out['int8_step_gpu_us']:.0f} us {out['int8_tg64_tok_s']:.0f} tok/s", file=sys.stderr, flush=True)
+        key = "on" if on else "off"
+        out.setdefault(f"{key}_step_gpu_us", []).append(b.step_gpu() * 1e6)
+        out.setdefault(f"{key}_tg64_tok_s", []).append(b.tok_s())
+    print(f"{gpu.backend} {preset} {dtype} {field}: off " + " / ".join(
+        f"{t:.0f} us {r:.0f} tok/s" for t, r in zip(out["off_step_gpu_us"], out["off_tg64_tok_s"])) + " | on " + " / ".join(
+        f"{t:.0f} us {r:.0f} tok/s" for t, r in zip(out["on_step_gpu_us"], out["on_tg64_tok_s"])),
+        file=sys.stderr, flush=True)
     return out
 
 
@@ -169,15 +180,22 @@ def main() -> None:
     ap.add_argument("--backend", default="dawn")
     ap.add_argument("--out", default=None)
     ap.add_argument("--prefill", action="store_true", help="sweep the prompt matmul instead")
-    ap.add_argument("--int8", action="store_true", help="compare float and int8 activations instead")
+    ap.add_argument("--int8", action="store_true", help="compare float and int8 activations instead (--ab int8)")
+    ap.add_argument("--ab", default=None, help="compare this Tuning switch off and on instead (int8, spread)")
+    ap.add_argument("--with", dest="switches", default="", help="comma list of Tuning switches to turn on first")
     ap.add_argument("--blocks", action="store_true", help="sweep row blocks per mat-vec workgroup instead")
     a = ap.parse_args()
+    switches = tuple(f for f in a.switches.split(",") if f)
+    ab = "int8" if a.int8 else a.ab
     results = []
     for backend in a.backend.split(","):
         gpu = open_gpu(backend)
         for dtype in a.dtype.split(","):
-            fn = int8_ab if a.int8 else sweep_prefill if a.prefill else sweep_blocks if a.blocks else sweep
-            row = fn(gpu, a.preset, dtype)
+            if ab:
+                row = switch_ab(gpu, a.preset, dtype, ab, switches)
+            else:
+                fn = sweep_prefill if a.prefill else sweep_blocks if a.blocks else sweep
+                row = fn(gpu, a.preset, dtype, switches)
             results.append(row)
             print(json.dumps(row), flush=True)
     if a.out:

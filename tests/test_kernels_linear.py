@@ -19,6 +19,7 @@ from webgpu_llm.kernels.linear import (
     matvec_kernel,
 )
 from webgpu_llm.kernels.reference import dequantize, random_weight, rms_norm, rope_pairs, silu
+from webgpu_llm.runtime.program import Kernel
 
 ALL = list(FORMATS)
 
@@ -136,6 +137,38 @@ def test_segments_of_mixed_formats_and_split_pairs(gpu):
     assert rel_err(read(gpu, yb, f), ref[0]) < 1e-5
     run_kernel(gpu, matmul_kernel(spec), {"w0": gb, "w1": ub, "x": xb, "y": yb}, matmul_grid(spec)(t), n=t)
     assert rel_err(read(gpu, yb, (t, f)), ref) < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["f16", "bf16", "f32", "q8_0"])
+def test_matvec_spread_units(gpu, fmt):
+    """Float weights read with a row group's threads on adjacent words (`spread`): the last
+    block of units shorter than the row group (k = 200: 7 units of 32 for 4 or 8 threads),
+    plain and RMSNorm inputs (staged or read where used), several units in flight; q8_0
+    ignores the switch."""
+    rng = np.random.default_rng(11)
+    k, rows = (200 if fmt != "q8_0" else 224), 45
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    x = rng.standard_normal(k).astype(np.float32)
+    nw = rng.standard_normal(k).astype(np.float32)
+    xb, pvb, yb = gpu.upload(x), gpu.upload(nw), gpu.buffer(rows * 4)
+    sgs = gpu.subgroups_wgsl(on_cpu=True)
+    inputs = (("plain", 0), ("rmsnorm", 32768), ("rmsnorm", 0))
+    shapes = ((4, 1, None), (8, 2, sgs), (1, 1, None), (16, 1, None))
+    if fmt != "f16":  # fewer cases (each kernel takes seconds to build on llvmpipe)
+        inputs, shapes = inputs[:1 if fmt == "q8_0" else 2], shapes[1:2] + shapes[3:]
+    for prologue, shared in inputs:
+        spec = LinearSpec(k=k, segments=(Segment(fmt, rows),), prologue=prologue, eps=1e-5)
+        ref = w @ (rms_norm(x, nw, 1e-5) if prologue == "rmsnorm" else x)
+        for tpr, ilp, sg in shapes:
+            kernel = matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp, spread=True)
+            assert ("upos" in kernel.wgsl) == (fmt != "q8_0")
+            binds = {"w0": wb, "x": xb, "y": yb} | ({"pv": pvb} if prologue == "rmsnorm" else {})
+            run_kernel(gpu, kernel, binds, matvec_grid(spec, 64, tpr))
+            assert rel_err(read(gpu, yb, rows), ref) < 1e-5, (prologue, shared, tpr, ilp)
+        break_words = kernel.wgsl.replace("i * c + (u - b * TPR)", "i + (u - b * TPR)") if fmt != "q8_0" else ""
+        if break_words:  # the test sees a wrong placement of the words
+            run_kernel(gpu, Kernel(kernel.name, break_words, kernel.bindings), binds, matvec_grid(spec, 64, 16))
+            assert rel_err(read(gpu, yb, rows), ref) > 1e-3
 
 
 def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):

@@ -43,13 +43,15 @@ def test_prompt_attention_causal_gqa(gpu, d, t, pos0):
     assert rel_err(read(gpu, out, (t, hq, d)), attention(q, k, v, pos0)) < 1e-5
 
 
-@pytest.mark.parametrize("sub", [False, True])
-def test_decode_split_attention_and_combine(gpu, sub):
+@pytest.mark.parametrize("sub,spread,d", [(False, False, 16), (True, False, 16), (False, True, 16),
+                                          (True, True, 16), (True, True, 8)])
+def test_decode_split_attention_and_combine(gpu, sub, spread, d):
+    """Split-K decode attention (keys read whole per thread, or by adjacent words) and its merge."""
     rng = np.random.default_rng(11)
-    hq, hkv, d, ctx, chunk, pos = 4, 2, 16, 100, 16, 52  # 53 keys -> 4 splits, the last partial
+    hq, hkv, ctx, chunk, pos = 4, 2, 100, 16, 52  # 53 keys -> 4 splits, the last partial
     kv = _kv(rng, hkv, ctx, d, pos + 1)
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, spread)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(kv), "ml": ml, "acc": acc}
     sg = gpu.subgroups_wgsl(on_cpu=True) if sub else None

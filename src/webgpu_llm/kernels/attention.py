@@ -25,6 +25,10 @@ class AttentionSpec:
     head_dim: int
     ctx: int
     chunk: int = 64  # decode: keys per split, also the workgroup size
+    # decode: the chunk's keys are read by adjacent 16-byte words (each thread one word of
+    # each of head_dim/4 keys, partial dot products summed through workgroup memory), not
+    # each thread one whole key (a warp's load then spans head_dim * 4 * 32 bytes)
+    spread: bool = False
 
     @property
     def max_splits(self) -> int:
@@ -55,6 +59,26 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None) -> Kernel:
     # Every loop with a load in it is unrolled: the loads of a chunk issue together instead of
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
     score = " + ".join(f"q[qb + {i}u] * kv[kr + {i}u]" for i in range(d4))
+    if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
+        parts = "\n".join(
+            f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
+            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], kv[(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd]), "
+            f"c0 + kk < k1); }}" for i in range(d4))
+        score_phase = f"""{parts}
+    workgroupBarrier();
+    let j = c0 + lid;
+    var sc = -3.0e38;
+    if (j < k1) {{
+      sc = ({" + ".join(f"sp[lid * (D4 + 1u) + {i}u]" for i in range(d4))}) * {1.0 / a.head_dim ** 0.5!r};
+    }}"""
+    else:
+        score_phase = f"""    let j = c0 + lid;
+    var sc = -3.0e38;
+    if (j < k1) {{
+      let kr = (kvbase + j) * D4;
+      let acc4 = {score};
+      sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {1.0 / a.head_dim ** 0.5!r};
+    }}"""
     per_g = -(-a.chunk // groups)
     vsum = "\n".join(
         f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
@@ -67,6 +91,7 @@ const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
 const G: u32 = {groups}u;
 var<workgroup> ps: array<f32, CH>;
 var<workgroup> part: array<vec4<f32>, {wg}>;
+{f"var<workgroup> sp: array<f32, {a.chunk * (d4 + 1)}>;" if a.spread else ""}
 @compute @workgroup_size({wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   {sg_val}
@@ -81,13 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var l = 0.0;
   var o = vec4<f32>(0.0);
   for (var c0 = k0; c0 < k1; c0 += CH) {{
-    let j = c0 + lid;
-    var sc = -3.0e38;
-    if (j < k1) {{
-      let kr = (kvbase + j) * D4;
-      let acc4 = {score};
-      sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {1.0 / a.head_dim ** 0.5!r};
-    }}
+{score_phase}
     let mn = max(m, red_max(sc, lid, sgs));
     let p = select(0.0, exp(sc - mn), j < k1);
     ps[lid] = p;

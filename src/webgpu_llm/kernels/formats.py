@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 UNIT = 32  # inputs per unit
+# Float formats: 16-byte words per unit. A mat-vec may take a unit's words from anywhere in the
+# row (`Format.wgsl_unit(spread=True)`).
+SPREAD_FORMATS = {"f32": 8, "f16": 4, "bf16": 4}
 QK_K = 256
 
 
@@ -81,14 +84,18 @@ class Format:
         return sum(-(-nb * s // 16) * 16 for s in _SECTION_BYTES[self.name])
 
     # -- WGSL ----------------------------------------------------------------------------
-    def wgsl_unit(self, fn: str, buf: str, rows: int, k: int) -> str:
-        """WGSL for `fn(r, u) -> array<vec4<f32>, 8>` over binding `buf: array<vec4<u32>>`."""
+    def wgsl_unit(self, fn: str, buf: str, rows: int, k: int, spread: bool = False) -> str:
+        """WGSL for `fn(r, u) -> array<vec4<f32>, 8>` over binding `buf: array<vec4<u32>>`.
+
+        `spread` (float formats only, see SPREAD_FORMATS): the unit's 16-byte words are the
+        ones `upos(u, i)` names, not adjacent ones (the caller defines `upos`)."""
         nb = rows * (k // self.block) if self.quantized else 0
         sec = [-(-nb * s // 16) * 4 for s in _SECTION_BYTES.get(self.name, ())]  # words/section
         off = [sum(sec[:i]) for i in range(len(sec))]
         body = unroll(_WGSL[self.name].format(
             B=buf, KP=self.padded_k(k), KV4=self.padded_k(k) // 8, NU=k // UNIT,
             NSB=k // QK_K, OFF1=off[1] if len(off) > 1 else 0, OFF2=off[2] if len(off) > 2 else 0,
+            POS="upos(u, $i)" if spread else f"u * {SPREAD_FORMATS.get(self.name, 0)}u + $i",
         ))
         return f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n"
 
@@ -205,12 +212,12 @@ _WGSL_I8 = {
 # replaced by 0..N-1 (each copy in its own block): every array and vector index is then a
 # constant, which both shader compilers keep in registers.
 _WGSL = {
-    "f32": """  let base = (r * {KP}u + u * 32u) >> 2u;
-%8  o[$i] = bitcast<vec4<f32>>({B}[base + $i]);""",
-    "f16": """  let base = r * ({KP}u >> 3u) + u * 4u;
-%4  let v = {B}[base + $i]; o[2 * $i] = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); o[2 * $i + 1] = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));""",
-    "bf16": """  let base = r * ({KP}u >> 3u) + u * 4u;
-%4  let v = {B}[base + $i]; o[2 * $i] = vec4<f32>(bf16x2(v.x), bf16x2(v.y)); o[2 * $i + 1] = vec4<f32>(bf16x2(v.z), bf16x2(v.w));""",
+    "f32": """  let base = (r * {KP}u) >> 2u;
+%8  o[$i] = bitcast<vec4<f32>>({B}[base + {POS}]);""",
+    "f16": """  let base = r * ({KP}u >> 3u);
+%4  let v = {B}[base + {POS}]; o[2 * $i] = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); o[2 * $i + 1] = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));""",
+    "bf16": """  let base = r * ({KP}u >> 3u);
+%4  let v = {B}[base + {POS}]; o[2 * $i] = vec4<f32>(bf16x2(v.x), bf16x2(v.y)); o[2 * $i + 1] = vec4<f32>(bf16x2(v.z), bf16x2(v.w));""",
     "q8_0": """  let g = r * {NU}u + u;
   let d = """ + _half("{OFF1}u") + """;
   let a = {B}[2u * g];

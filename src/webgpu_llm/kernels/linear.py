@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .common import Signature
-from .formats import FORMATS, INT8_FORMATS, UNIT, WGSL_HELPERS, unroll
+from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _rows_wgsl(spec: LinearSpec) -> str:
     return r + f"const N: u32 = {n}u;\nconst NP: u32 = {spec.pairs}u;\n"
 
 
-def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False) -> str:
+def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: bool = False) -> str:
     """Per-segment unit functions and one function over the whole virtual matrix that picks
     the segment of row r: `load_row(r, u) -> array<vec4<f32>, 8>` (the unit's weights), or
     with `int8`, `dot_row(r, u, x0, x1, xd) -> f32` (the unit times an int8 activation unit)."""
@@ -121,8 +121,10 @@ def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False) -> str:
     for i, seg in enumerate(spec.segments):
         fmt = FORMATS[seg.fmt]
         sig.storage(f"w{i}", "array<vec4<u32>>")
-        unit = fmt.wgsl_unit_i8 if int8 else fmt.wgsl_unit
-        out.append(unit(f"{head}_w{i}", f"w{i}", seg.rows, spec.k))
+        if int8:
+            out.append(fmt.wgsl_unit_i8(f"{head}_w{i}", f"w{i}", seg.rows, spec.k))
+        else:
+            out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows, spec.k, spread))
         branches.append(f"  if (r < {start + seg.rows}u) {{ return {head}_w{i}(r - {start}u, u{call}); }}")
         start += seg.rows
     # the last branch is unconditional (r is always < N where it is called)
@@ -155,6 +157,16 @@ fn quantize_x(lid: u32) {
   workgroupBarrier();
 }
 """
+
+
+# Word i (of WPU) of unit u when units are spread: units come in blocks of TPR (the last block
+# may be shorter, c units); word i of the block's l-th unit is the block's word i * c + l, so
+# the TPR threads of a row group read TPR adjacent words with each load.
+SPREAD_POS = """fn upos(u: u32, i: u32) -> u32 {
+  let b = u / TPR;
+  let c = min(TPR, NU - b * TPR);
+  return b * WPU * TPR + i * c + (u - b * TPR);
+}"""
 
 
 def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
@@ -316,7 +328,8 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
-                  shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1) -> Kernel:
+                  shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1,
+                  spread: bool = False) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     A workgroup takes `blocks` consecutive blocks of wg/tpr row pairs, one after the other,
@@ -328,6 +341,13 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     `int8` (q8_0/q4_0 segments only, see `int8_ok`): the staged input is quantized to int8 per
     32-value unit and the dot products run on `dot4I8Packed` (one unit per iteration; `ilp`
     does not apply).
+
+    `spread` (float weights, SPREAD_FORMATS; ignored otherwise): a row group's threads read
+    adjacent 16-byte words -- in each block of `tpr` units, the words of a thread's unit sit
+    `tpr` words apart -- instead of each thread reading its unit's 64 (f16) or 128 (f32)
+    contiguous bytes, which takes a warp's load 4-8 times the cache lines; x is read at the
+    same positions. Same sums, other order. 0.5B f16 decode step 1019 -> 914 µs, 1.5B 2145 ->
+    1672 µs on an H200 (bench/NOTES.md round 38).
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
@@ -343,18 +363,23 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         raise ValueError("int8 activations need q8_0/q4_0 weights and room to stage x")
     stage = (spec.prologue != "plain" or int8) and spec.kp * 4 + wg * 20 <= shared_bytes
     norm = spec.prologue == "rmsnorm"
+    spread = spread and not int8 and spread_ok(spec)
+    # x's vec4 $i of unit @u (8 per unit): 8 / words per weight word
+    xpw = 8 // SPREAD_FORMATS[spec.segments[0].fmt] if spread else 0
+    xi = f"{xpw}u * upos(@u, $i / {xpw}) + $i % {xpw}" if spread else "@u * 8u + $i"
     body = "\n".join([
         _rows_wgsl(spec),
-        _loaders_wgsl(spec, sig, int8),
+        _loaders_wgsl(spec, sig, int8, spread),
         _input_wgsl(spec, sig, wg, stage, use_sg),
         _epilogue_wgsl(spec, sig),
     ])
     if norm and not stage:  # each row group sums x² over the x it reads
-        xw = "let xr = select(vec4<f32>(0.0), XR(xb, @u * 8u + $i), @ok); xv@j[$i] = xr * NW(@u * 8u + $i); ss += dot(xr, xr);"
+        xw = "let xr = select(vec4<f32>(0.0), XR(xb, @x), @ok); xv@j[$i] = xr * NW(@x); ss += dot(xr, xr);"
         scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
     else:
-        xw = "xv@j[$i] = select(vec4<f32>(0.0), X(xb, @u * 8u + $i), @ok);"
+        xw = "xv@j[$i] = select(vec4<f32>(0.0), X(xb, @x), @ok);"
         scale = f"let sc = inverseSqrt(ss_all / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
+    xw = xw.replace("@x", xi)
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if use_sg else ""
     sg_val = "" if use_sg else "let sgs = 1u;"
 
@@ -400,6 +425,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
 const NU: u32 = {spec.kp // UNIT}u;
+{SPREAD_POS.replace("WPU", f"{8 // xpw}u") if spread else ""}
 var<workgroup> red: array<vec4<f32>, WG>;
 {QUANTIZE_X if int8 else ""}
 @compute @workgroup_size(WG)
@@ -445,6 +471,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if use_sg and subgroups:
         k = Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings)
     return k
+
+
+def spread_ok(spec: LinearSpec) -> bool:
+    """Can this mat-vec spread its units' words (float weights, one word count per unit)?"""
+    return len({SPREAD_FORMATS.get(s.fmt, 0) for s in spec.segments} - {0}) == 1 and all(
+        s.fmt in SPREAD_FORMATS for s in spec.segments)
 
 
 def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int) -> bool:

@@ -34,6 +34,7 @@ from ..kernels.linear import (
     matmul_kernel,
     matvec_grid,
     matvec_kernel,
+    spread_ok,
 )
 from ..kernels.loss import nll_kernel
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
@@ -66,6 +67,9 @@ class Tuning:
     prefetch: bool = True
     blocks: tuple[tuple[str, int], ...] = ()
     mv_int8: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs on the int8 path
+    spread: bool = False  # float weights: a row group's threads read adjacent words (matvec_kernel)
+    mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
+    attn_spread: bool = False  # decode attention reads its keys by adjacent words (AttentionSpec.spread)
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -76,8 +80,8 @@ class Tuning:
     def row_blocks(self, role: str) -> int:
         return dict(self.blocks).get(role, 1)
 
-    def shape(self, role: str, int8: bool = False) -> dict[str, int]:
-        for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *self.mv):
+    def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
+        for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
             if r == role:
                 return {"wg": wg, "tpr": tpr, "ilp": ilp}
         raise KeyError(role)
@@ -98,10 +102,15 @@ class Tuning:
         # int8 path, whose prologue quantizes x per workgroup: fewer, wider workgroups there)
         # (round 28: the int8 LM head is 1-2 % faster at 256 threads, 8 per row pair; the float
         # one 1 % slower there)
+        # (round 38: float weights read by adjacent words, `spread`: step -10 to -22 %; the
+        # down projection then takes 256 threads per row pair on both models and backends --
+        # only where it spreads: the 1.5B q8_0/q4_0 down (float path) lost 3-5 % at 256;
+        # round 39: the decode attention's keys read the same way, step -3 to -4 %)
         return Tuning((("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
                        ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True,
                       splits=(("o", 2), ("down", 4)),
-                      mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)))
+                      mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
+                      mv_spread=(("down", 256, 256, 1),), attn_spread=True)
 
 
 SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
@@ -226,12 +235,12 @@ class Transformer:
         shape = self.tuning.shape(role, int8=True)
         if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes):
             return shape, True
-        return self.tuning.shape(role), False
+        return self.tuning.shape(role, spread=self.tuning.spread and spread_ok(spec)), False
 
     def _mv(self, spec: LinearSpec, role: str) -> Any:
         shape, int8 = self._mv_shape(spec, role)
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
-                             int8=int8, blocks=self.tuning.row_blocks(role), **shape)
+                             int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread, **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         shape, _ = self._mv_shape(spec, role)
@@ -301,7 +310,7 @@ class Transformer:
         self.decode = Program(g, "decode")
         self.decode.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": self.h}, (1, 1, 1))
         chunk = self.tuning.attn_chunk
-        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk)
+        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, self.tuning.attn_spread)
         ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
         for L in self.layers:
             p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
