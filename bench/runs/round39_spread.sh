@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Round 38 (engine): 16-bit weights read by adjacent words (Tuning.spread): A/B with the
+# Round 39 (engine): 16-bit weights read by adjacent words (Tuning.spread): A/B with the
 # default shapes on both backends and both model sizes, then the shape sweep with it on.
 set -u
 timeout 150 python3 bench/sweep_decode.py --ab spread --backend dawn,wgpu --dtype f16 --out $OUT/spread_ab_05b.json 2>&1 | grep -v "^{"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Round 39 (engine): the decode attention reads its keys by adjacent words (Tuning.attn_spread):
+# Round 40 (engine): the decode attention reads its keys by adjacent words (Tuning.attn_spread):
 # A/B on both backends and models, then the shape sweep (attention chunk included) with it on.
 set -u
 timeout 150 python3 bench/sweep_decode.py --ab attn_spread --backend dawn,wgpu --dtype f16 --out $OUT/attn_spread_ab_05b.json 2>&1 | grep -v "^{"
