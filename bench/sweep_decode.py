@@ -74,14 +74,15 @@ class DecodeBench:
         return n / self.eng.time_decode(self.prompt, n)
 
 
-def start_tuning(gpu: Any, switches: tuple[str, ...] = ()) -> Tuning:
-    """The default Tuning with the --with switches on."""
-    return dataclasses.replace(Tuning.default(gpu), **{f: True for f in switches})
+def start_tuning(gpu: Any, preset: str, switches: tuple[str, ...] = ()) -> Tuning:
+    """The preset's default Tuning with the --with switches on."""
+    cfg, _ = preset_model(preset, "f16")
+    return dataclasses.replace(Tuning.default(gpu, cfg.hidden), **{f: True for f in switches})
 
 
 def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
     b = DecodeBench(gpu, preset, dtype)
-    start = start_tuning(gpu, switches)
+    start = start_tuning(gpu, preset, switches)
     int8 = start.int8 and dtype in ("q8_0", "q4_0")  # the shapes this weight type decodes with
     spread = start.spread and dtype in ("f32", "f16", "bf16")
     cur = {r: tuple(start.shape(r, int8, spread).values()) for r in ROLES}
@@ -108,7 +109,7 @@ def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> 
 def sweep_prefill(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = (), n: int = 512) -> dict[str, Any]:
     cfg, tensors = preset_model(preset, dtype)
     tf = Transformer(gpu, cfg, tensors.get, ctx=n + 8, batch=n)
-    base = start_tuning(gpu, switches)
+    base = start_tuning(gpu, preset, switches)
     cur = {r: base.tm(r) for r in ("qkv", "o", "gate_up", "down")}
     splits = {r: base.split(r) for r in ("o", "down")}
 
@@ -134,7 +135,7 @@ def sweep_blocks(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = 
     """Row blocks per mat-vec workgroup, per role, from the default shapes (one prologue for
     more rows against fewer, longer-lived workgroups)."""
     b = DecodeBench(gpu, preset, dtype)
-    base = start_tuning(gpu, switches)
+    base = start_tuning(gpu, preset, switches)
     cur = {r: base.row_blocks(r) for r in ROLES}
 
     def measure() -> float:
@@ -159,7 +160,7 @@ def switch_ab(gpu: Any, preset: str, dtype: str, field: str, switches: tuple[str
     GPU time and tg64."""
     b = DecodeBench(gpu, preset, dtype)
     out: dict[str, Any] = {"backend": gpu.backend, "dtype": dtype, "preset": preset, "switch": field}
-    base = start_tuning(gpu, switches)
+    base = start_tuning(gpu, preset, switches)
     for on in (False, True, False, True):
         b.use(dataclasses.replace(base, **{field: on}))
         b.tok_s()  # warm-up

@@ -87,7 +87,9 @@ class Tuning:
         raise KeyError(role)
 
     @staticmethod
-    def default(gpu: Gpu) -> Tuning:
+    def default(gpu: Gpu, hidden: int = 0) -> Tuning:
+        """The measured shapes for this adapter kind; `hidden` (the model width) picks the
+        wide-model variant at 1536 and up."""
         if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
             # (no prefetch in the prompt matmul: pp64 of SmolLM2 on llvmpipe 9 -> 13 tok/s)
             return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefetch=False)
@@ -106,10 +108,16 @@ class Tuning:
         # down projection then takes 256 threads per row pair on both models and backends --
         # only where it spreads: the 1.5B q8_0/q4_0 down (float path) lost 3-5 % at 256;
         # round 39: the decode attention's keys read the same way, step -3 to -4 %)
-        return Tuning((("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
+        # (round 42: swept on the 1.5B, a wider model's gate/up wants 8 threads per row pair
+        # with 2 units in flight on every weight type, and its int8 QKV and O 64 threads:
+        # 1.5B q8_0 step -12 %, q4_0 -15 %, f16 -2 %; the 0.5B keeps its shapes)
+        wide = hidden >= 1536
+        gate_up = ("gate_up", 256, 8, 2) if wide else ("gate_up", 128, 16, 1)
+        wide_int8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2)) if wide else (("o", 256, 32, 1),)
+        return Tuning((("qkv", 256, 32, 1), ("o", 256, 64, 1), gate_up, ("down", 128, 128, 1),
                        ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True,
                       splits=(("o", 2), ("down", 4)),
-                      mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
+                      mv_int8=(*wide_int8, ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
                       mv_spread=(("down", 256, 256, 1),), attn_spread=True)
 
 
@@ -136,7 +144,7 @@ class Transformer:
                  batch: int = 512, fused: bool = True, tuning: Tuning | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
         self.gpu, self.cfg, self.ctx, self.fused = gpu, cfg, ctx, fused
-        self.tuning = tuning or Tuning.default(gpu)
+        self.tuning = tuning or Tuning.default(gpu, cfg.hidden)
         self.batch = max(1, min(batch, ctx))
         c = cfg
         self.off_ffn = _a4(c.hidden)
