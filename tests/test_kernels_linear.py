@@ -94,6 +94,16 @@ def _int8_x(x: np.ndarray) -> np.ndarray:
     return (np.round(b * inv) * d).reshape(x.shape).astype(np.float32)
 
 
+def test_int8_room_for_wide_inputs():
+    """Quantizing a plain x straight from memory leaves room for the 1.5B's down (k = 8960)."""
+    from webgpu_llm.kernels.linear import int8_ok
+
+    down = LinearSpec(k=8960, segments=(Segment("q8_0", 1536),), epilogue="add")
+    assert not int8_ok(down, 256, 49152) and int8_ok(down, 256, 49152, direct=True)
+    normed = LinearSpec(k=8960, segments=(Segment("q8_0", 1536),), prologue="rmsnorm")
+    assert not int8_ok(normed, 256, 49152, direct=True)  # a normalised x is staged regardless
+
+
 @pytest.mark.parametrize("prologue", ["plain", "rmsnorm"])
 def test_matvec_int8_activations(gpu, prologue):
     """dot4I8Packed path: q4_0 gate and q8_0 up segments (SiLU·mul) or a q4_0 matrix with a
@@ -114,12 +124,14 @@ def test_matvec_int8_activations(gpu, prologue):
         binds, n, xin = {"w0": bq4, "pv": gpu.upload(nw)}, 2, x[1] * nw
         rms = 1.0 / np.sqrt(np.mean(x[1] ** 2) + 1e-5)
         ref = lambda v: (wq4 @ v) * rms  # noqa: E731
-    for blocks in (1, 3):  # one quantized input serving several row blocks
+    # one quantized input serving several row blocks; a plain x quantized straight from memory
+    for blocks, direct in ((1, False), (3, False), (1, True), (3, True)):
         yb = gpu.buffer(f * 4)
-        run_kernel(gpu, matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, blocks=blocks),
-                   {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4, blocks), n=n)
+        kernel = matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, blocks=blocks, int8_direct=direct)
+        assert ("xs[i] = " in kernel.wgsl) == (prologue != "plain" or not direct)  # staged or not
+        run_kernel(gpu, kernel, {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4, blocks), n=n)
         y = read(gpu, yb, f)
-        assert rel_err(y, ref(_int8_x(xin))) < 1e-4, blocks
+        assert rel_err(y, ref(_int8_x(xin))) < 1e-4, (blocks, direct)
         assert rel_err(y, ref(xin)) < 3e-2
 
 

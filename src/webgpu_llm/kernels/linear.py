@@ -136,15 +136,15 @@ def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: 
 
 
 QUANTIZE_X = """
-// int8 activations: each 32-value unit of the staged x as int8s (four to a word) and its
+// int8 activations: each 32-value unit of x (staged, or read from memory) as int8s (four to a word) and its
 // (scale, scale * sum of the int8s)
 var<workgroup> xq: array<vec4<u32>, 2u * NU>;
 var<workgroup> xd: array<vec2<f32>, NU>;
-fn quantize_x(lid: u32) {
+fn quantize_x(lid: u32, xb: u32) {
   for (var u = lid; u < NU; u += WG) {
     var v: array<vec4<f32>, 8>;
     var mx = vec4<f32>(0.0);
-%8  v[$i] = xs[u * 8u + $i]; mx = max(mx, abs(v[$i]));
+%8  v[$i] = X(xb, u * 8u + $i); mx = max(mx, abs(v[$i]));
     let d = max(max(mx.x, mx.y), max(mx.z, mx.w)) / 127.0;
     let inv = select(0.0, 1.0 / d, d > 0.0);
     var q: array<u32, 8>;
@@ -329,7 +329,7 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
                   shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1,
-                  spread: bool = False) -> Kernel:
+                  spread: bool = False, int8_direct: bool = False) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     A workgroup takes `blocks` consecutive blocks of wg/tpr row pairs, one after the other,
@@ -349,6 +349,9 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     same positions. Same sums, other order. 0.5B f16 decode step 1019 -> 914 µs, 1.5B 2145 ->
     1672 µs on an H200 (bench/NOTES.md round 38).
 
+    `int8_direct`: with a plain input, the int8 path quantizes x from memory instead of
+    staging it in workgroup memory first (room for the widest inputs: the 1.5B's down).
+
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
     one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide. The input is
@@ -359,9 +362,10 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         if (err := FORMATS[s.fmt].check_k(spec.k)):
             raise ValueError(err)
     use_sg = subgroups is not None
-    if int8 and not int8_ok(spec, wg, shared_bytes):
+    if int8 and not int8_ok(spec, wg, shared_bytes, int8_direct):
         raise ValueError("int8 activations need q8_0/q4_0 weights and room to stage x")
-    stage = (spec.prologue != "plain" or int8) and spec.kp * 4 + wg * 20 <= shared_bytes
+    # int8: x is quantized from workgroup memory, or (plain input, `int8_direct`) from memory
+    stage = (spec.prologue != "plain" or (int8 and not int8_direct)) and spec.kp * 4 + wg * 20 <= shared_bytes
     norm = spec.prologue == "rmsnorm"
     spread = spread and not int8 and spread_ok(spec)
     # x's vec4 $i of unit @u (8 per unit): 8 / words per weight word
@@ -436,7 +440,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let lane = lid % TPR;
   let xb = xbase();
   prologue(lid, xb, sgs);
-  {"quantize_x(lid);" if int8 else ""}
+  {"quantize_x(lid, xb);" if int8 else ""}
   for (var blk = 0u; blk < {blocks}u; blk++) {{
   let p = (g * {blocks}u + blk) * (WG / TPR) + lid / TPR;
   let pc = min(p, NP - 1u);
@@ -479,10 +483,12 @@ def spread_ok(spec: LinearSpec) -> bool:
         s.fmt in SPREAD_FORMATS for s in spec.segments)
 
 
-def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int) -> bool:
-    """Can this mat-vec take int8 activations (formats, and x staged beside its int8 copy)?"""
+def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int, direct: bool = False) -> bool:
+    """Can this mat-vec take int8 activations (formats, and room for the int8 copy of x, beside
+    x itself unless a plain input is quantized straight from memory: `direct`)?"""
+    staged = 0 if direct and spec.prologue == "plain" else spec.kp * 4
     return (all(s.fmt in INT8_FORMATS for s in spec.segments)
-            and spec.kp * 4 + spec.kp + spec.kp // 4 + wg * 20 <= shared_bytes)
+            and staged + spec.kp + spec.kp // 4 + wg * 20 <= shared_bytes)
 
 
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> tuple[int, int, int]:

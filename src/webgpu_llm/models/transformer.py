@@ -70,6 +70,7 @@ class Tuning:
     spread: bool = False  # float weights: a row group's threads read adjacent words (matvec_kernel)
     mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
     attn_spread: bool = False  # decode attention reads its keys by adjacent words (AttentionSpec.spread)
+    int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -108,6 +109,8 @@ class Tuning:
         # down projection then takes 256 threads per row pair on both models and backends --
         # only where it spreads: the 1.5B q8_0/q4_0 down (float path) lost 3-5 % at 256;
         # round 39: the decode attention's keys read the same way, step -3 to -4 %)
+        # (round 45: int8 mat-vecs with a plain input quantize x from memory, unstaged: the
+        # 1.5B's down then fits the int8 path: 1.5B q8_0/q4_0 -6 %, 0.5B -2 % a step)
         # (round 42: swept on the 1.5B, a wider model's gate/up wants 8 threads per row pair
         # with 2 units in flight on every weight type, and its int8 QKV and O 64 threads:
         # 1.5B q8_0 step -12 %, q4_0 -15 %, f16 -2 %; the 0.5B keeps its shapes)
@@ -118,7 +121,7 @@ class Tuning:
                        ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True,
                       splits=(("o", 2), ("down", 4)),
                       mv_int8=(*wide_int8, ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
-                      mv_spread=(("down", 256, 256, 1),), attn_spread=True)
+                      mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True)
 
 
 SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
@@ -241,14 +244,15 @@ class Transformer:
     def _mv_shape(self, spec: LinearSpec, role: str) -> tuple[dict[str, int], bool]:
         """The mat-vec's shape for `role`, and whether it takes the int8 path."""
         shape = self.tuning.shape(role, int8=True)
-        if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes):
+        if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes, self.tuning.int8_direct):
             return shape, True
         return self.tuning.shape(role, spread=self.tuning.spread and spread_ok(spec)), False
 
     def _mv(self, spec: LinearSpec, role: str) -> Any:
         shape, int8 = self._mv_shape(spec, role)
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
-                             int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread, **shape)
+                             int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
+                             int8_direct=self.tuning.int8_direct, **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         shape, _ = self._mv_shape(spec, role)
