@@ -23,6 +23,7 @@ from typing import Any
 
 from webgpu_llm.generation.engine import Engine
 from webgpu_llm.generation.sampling import SamplingParams
+from webgpu_llm.kernels.formats import INT8_FORMATS
 from webgpu_llm.models.presets import preset_model
 from webgpu_llm.models.transformer import ROLES, Transformer, Tuning
 from webgpu_llm.runtime.gpu import open_gpu
@@ -83,7 +84,7 @@ def start_tuning(gpu: Any, preset: str, switches: tuple[str, ...] = ()) -> Tunin
 def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
     b = DecodeBench(gpu, preset, dtype)
     start = start_tuning(gpu, preset, switches)
-    int8 = start.int8 and dtype in ("q8_0", "q4_0")  # the shapes this weight type decodes with
+    int8 = start.int8 and dtype in INT8_FORMATS  # the shapes this weight type decodes with
     spread = start.spread and dtype in ("f32", "f16", "bf16")
     cur = {r: tuple(start.shape(r, int8, spread).values()) for r in ROLES}
     attn = {"chunk": start.attn_chunk}

@@ -94,6 +94,26 @@ def _int8_x(x: np.ndarray) -> np.ndarray:
     return (np.round(b * inv) * d).reshape(x.shape).astype(np.float32)
 
 
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k"])
+def test_matvec_int8_every_format(gpu, fmt):
+    """Each format with an int8 path (INT8_FORMATS) against numpy on the int8-rounded input:
+    offsets (q4_0, q5_0), minimums (q4_1, q5_1, q4_k) and 5th bits through the activation sum."""
+    from webgpu_llm.kernels.formats import INT8_FORMATS
+
+    assert fmt in INT8_FORMATS
+    rng = np.random.default_rng(8)
+    k, f = 512, 37
+    w, wb = _weight(gpu, fmt, f, k, rng)
+    x = rng.standard_normal(k).astype(np.float32)
+    spec = LinearSpec(k=k, segments=(Segment(fmt, f),))
+    yb = gpu.buffer(f * 4)
+    kernel = matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, int8_direct=True)
+    run_kernel(gpu, kernel, {"w0": wb, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4))
+    y = read(gpu, yb, f)
+    assert rel_err(y, w @ _int8_x(x)) < 1e-4
+    assert rel_err(y, w @ x) < 3e-2
+
+
 def test_int8_room_for_wide_inputs():
     """Quantizing a plain x straight from memory leaves room for the 1.5B's down (k = 8960)."""
     from webgpu_llm.kernels.linear import int8_ok

@@ -89,28 +89,29 @@ class Format:
 
         `spread` (float formats only, see SPREAD_FORMATS): the unit's 16-byte words are the
         ones `upos(u, i)` names, not adjacent ones (the caller defines `upos`)."""
-        nb = rows * (k // self.block) if self.quantized else 0
-        sec = [-(-nb * s // 16) * 4 for s in _SECTION_BYTES.get(self.name, ())]  # words/section
-        off = [sum(sec[:i]) for i in range(len(sec))]
         body = unroll(_WGSL[self.name].format(
-            B=buf, KP=self.padded_k(k), KV4=self.padded_k(k) // 8, NU=k // UNIT,
-            NSB=k // QK_K, OFF1=off[1] if len(off) > 1 else 0, OFF2=off[2] if len(off) > 2 else 0,
-            POS="upos(u, $i)" if spread else f"u * {SPREAD_FORMATS.get(self.name, 0)}u + $i",
+            B=buf, KP=self.padded_k(k), KV4=self.padded_k(k) // 8, NU=k // UNIT, NSB=k // QK_K,
+            **self._offsets(rows, k), POS="upos(u, $i)" if spread else f"u * {SPREAD_FORMATS.get(self.name, 0)}u + $i",
         ))
         return f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n"
 
+
+    def _offsets(self, rows: int, k: int) -> dict[str, int]:
+        """Word offsets of the second and third sections of a packed quantized matrix."""
+        nb = rows * (k // self.block) if self.quantized else 0
+        sec = [-(-nb * s // 16) * 4 for s in _SECTION_BYTES.get(self.name, ())]  # words/section
+        off = [sum(sec[:i]) for i in range(len(sec))]
+        return {"OFF1": off[1] if len(off) > 1 else 0, "OFF2": off[2] if len(off) > 2 else 0}
 
     def wgsl_unit_i8(self, fn: str, buf: str, rows: int, k: int) -> str:
         """WGSL for `fn(r, u, x0, x1, xd) -> f32`: row r's unit u times an int8 activation unit.
 
         The activation unit is 32 int8 values packed four to a word (x0: values 0..15, x1:
         16..31) with xd = (scale, scale * sum of the values); the dot product runs on
-        `dot4I8Packed`. Only the formats whose blocks are one 32-value unit with a single
-        scale have this path (INT8_FORMATS).
+        `dot4I8Packed`. Only the formats whose units have a single scale (and minimum) have
+        this path (INT8_FORMATS).
         """
-        nb = rows * (k // self.block)
-        off1 = -(-nb * _SECTION_BYTES[self.name][0] // 16) * 4
-        body = _WGSL_I8[self.name].format(B=buf, NU=k // UNIT, OFF1=off1)
+        body = _WGSL_I8[self.name].format(B=buf, NU=k // UNIT, NSB=k // QK_K, **self._offsets(rows, k))
         return f"fn {fn}(r: u32, u: u32, x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>) -> f32 {{\n{body}\n}}\n"
 
 
@@ -173,6 +174,8 @@ fn wrd_at(v: vec4<u32>, i: u32) -> u32 { return v[i & 3u]; }
 fn nib_lo(w: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u)) & vec4<u32>(15u)); }
 fn nib_hi(w: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w >> 4u, w >> 12u, w >> 20u, w >> 28u)) & vec4<u32>(15u)); }
 fn bits4(w: u32, s: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w >> s, w >> (s + 1u), w >> (s + 2u), w >> (s + 3u))) & vec4<u32>(1u)); }
+// bits s..s+3 of w as bit 4 of each byte of a word (the 5th bit of four packed 5-bit values)
+fn hi5(w: u32, s: u32) -> u32 { let t = (w >> s) & 15u; return ((t & 1u) << 4u) | ((t & 2u) << 11u) | ((t & 4u) << 18u) | ((t & 8u) << 25u); }
 fn i8x4(w: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u));
 }
@@ -189,22 +192,46 @@ def _half(off: str) -> str:
 
 
 # int8 activations: q8_0 weights are int8 already; q4_0 nibbles (0..15) are non-negative
-# int8s whose offset of 8 is taken out with the activation sum: sum((q - 8) x) = q.x - 8 sum(x)
-INT8_FORMATS = ("q8_0", "q4_0")
+# int8s whose offset of 8 is taken out with the activation sum: sum((q - 8) x) = q.x - 8 sum(x);
+# the 5-bit formats add their high bit as bit 4 of each byte (0..31); a unit's minimum (q4_1,
+# q5_1, q4_k) multiplies the activation sum the same way: sum((d q + m) x) = d q.x + m sum(x)
+INT8_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k")
+_NIBBLES = """  let lo = q & vec4<u32>(0x0f0f0f0fu);
+  let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);"""
+_HI5 = """  let lo = (q & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 0u), hi5(qh, 4u), hi5(qh, 8u), hi5(qh, 12u));
+  let hi = ((q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 16u), hi5(qh, 20u), hi5(qh, 24u), hi5(qh, 28u));"""
+# the unit's 32 packed int8 weights (lo: values 0..15, hi: 16..31) times the activation unit
+_DOT = ("\n  let t = " + " + ".join(f"dot4I8Packed(lo.{c}, x0.{c})" for c in "xyzw") + "\n        + "
+        + " + ".join(f"dot4I8Packed(hi.{c}, x1.{c})" for c in "xyzw") + ";\n")
 _WGSL_I8 = {
     "q8_0": """  let g = r * {NU}u + u;
-  let a = {B}[2u * g];
-  let b = {B}[2u * g + 1u];
-  let s = dot4I8Packed(a.x, x0.x) + dot4I8Packed(a.y, x0.y) + dot4I8Packed(a.z, x0.z) + dot4I8Packed(a.w, x0.w)
-        + dot4I8Packed(b.x, x1.x) + dot4I8Packed(b.y, x1.y) + dot4I8Packed(b.z, x1.z) + dot4I8Packed(b.w, x1.w);
-  return """ + _half("{OFF1}u") + """ * xd.x * f32(s);""",
+  let lo = {B}[2u * g];
+  let hi = {B}[2u * g + 1u];""" + _DOT + """  return """ + _half("{OFF1}u") + """ * xd.x * f32(t);""",
     "q4_0": """  let g = r * {NU}u + u;
   let q = {B}[g];
-  let lo = q & vec4<u32>(0x0f0f0f0fu);
-  let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);
-  let s = dot4I8Packed(lo.x, x0.x) + dot4I8Packed(lo.y, x0.y) + dot4I8Packed(lo.z, x0.z) + dot4I8Packed(lo.w, x0.w)
-        + dot4I8Packed(hi.x, x1.x) + dot4I8Packed(hi.y, x1.y) + dot4I8Packed(hi.z, x1.z) + dot4I8Packed(hi.w, x1.w);
-  return """ + _half("{OFF1}u") + """ * (xd.x * f32(s) - 8.0 * xd.y);""",
+""" + _NIBBLES + _DOT + """  return """ + _half("{OFF1}u") + """ * (xd.x * f32(t) - 8.0 * xd.y);""",
+    "q4_1": """  let g = r * {NU}u + u;
+  let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF1}u + g") + """);
+  let q = {B}[g];
+""" + _NIBBLES + _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
+    "q5_0": """  let g = r * {NU}u + u;
+  let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
+  let q = {B}[g];
+""" + _HI5 + _DOT + """  return """ + _half("{OFF2}u") + """ * (xd.x * f32(t) - 16.0 * xd.y);""",
+    "q5_1": """  let g = r * {NU}u + u;
+  let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF2}u + g") + """);
+  let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
+  let q = {B}[g];
+""" + _HI5 + _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
+    # unit u is sub-block j = u % 8 of super-block s: 4-bit values in the low or high nibbles
+    "q4_k": """  let s = r * {NSB}u + (u >> 3u);
+  let j = u & 7u;
+  let h = {B}[s * 9u];
+  let dd = unpack2x16float(h.x);
+  let sm = q4k_scale_min(h, j);
+  let sh = vec4<u32>(4u * (j & 1u));
+  let lo = ({B}[s * 9u + 1u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);
+  let hi = ({B}[s * 9u + 2u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);""" + _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
 }
 
 
