@@ -94,10 +94,11 @@ def _int8_x(x: np.ndarray) -> np.ndarray:
     return (np.round(b * inv) * d).reshape(x.shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k"])
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"])
 def test_matvec_int8_every_format(gpu, fmt):
     """Each format with an int8 path (INT8_FORMATS) against numpy on the int8-rounded input:
-    offsets (q4_0, q5_0), minimums (q4_1, q5_1, q4_k) and 5th bits through the activation sum."""
+    offsets (q4_0, q5_0, q6_k), minimums (q4_1, q5_1, q4_k, q5_k) through the activation sum,
+    5th and 6th bits, q6_k's two scales per unit."""
     from webgpu_llm.kernels.formats import INT8_FORMATS
 
     assert fmt in INT8_FORMATS

@@ -194,15 +194,25 @@ def _half(off: str) -> str:
 # int8 activations: q8_0 weights are int8 already; q4_0 nibbles (0..15) are non-negative
 # int8s whose offset of 8 is taken out with the activation sum: sum((q - 8) x) = q.x - 8 sum(x);
 # the 5-bit formats add their high bit as bit 4 of each byte (0..31); a unit's minimum (q4_1,
-# q5_1, q4_k) multiplies the activation sum the same way: sum((d q + m) x) = d q.x + m sum(x)
-INT8_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k")
+# q5_1, q4_k, q5_k) multiplies the activation sum the same way: sum((d q + m) x) = d q.x + m sum(x);
+# q6_k's two scales per unit take the sums of the unit's halves instead
+INT8_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
 _NIBBLES = """  let lo = q & vec4<u32>(0x0f0f0f0fu);
   let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);"""
 _HI5 = """  let lo = (q & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 0u), hi5(qh, 4u), hi5(qh, 8u), hi5(qh, 12u));
   let hi = ((q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 16u), hi5(qh, 20u), hi5(qh, 24u), hi5(qh, 28u));"""
+
+
+def _dot4(w: str, x: str) -> str:
+    """WGSL: the dot product of 16 packed int8s (vec4<u32> w) with 16 others (x)."""
+    return " + ".join(f"dot4I8Packed({w}.{c}, {x}.{c})" for c in "xyzw")
+
+
 # the unit's 32 packed int8 weights (lo: values 0..15, hi: 16..31) times the activation unit
-_DOT = ("\n  let t = " + " + ".join(f"dot4I8Packed(lo.{c}, x0.{c})" for c in "xyzw") + "\n        + "
-        + " + ".join(f"dot4I8Packed(hi.{c}, x1.{c})" for c in "xyzw") + ";\n")
+_DOT = f"\n  let t = {_dot4('lo', 'x0')}\n        + {_dot4('hi', 'x1')};\n"
+# the k-quants' 5th and 6th bits: bits j (or 2qq, 2qq+1) of each byte of a word, to bit 4 (5)
+_K_HEAD = """  let s = r * {NSB}u + (u >> 3u);
+  let j = u & 7u;"""
 _WGSL_I8 = {
     "q8_0": """  let g = r * {NU}u + u;
   let lo = {B}[2u * g];
@@ -224,14 +234,41 @@ _WGSL_I8 = {
   let q = {B}[g];
 """ + _HI5 + _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
     # unit u is sub-block j = u % 8 of super-block s: 4-bit values in the low or high nibbles
-    "q4_k": """  let s = r * {NSB}u + (u >> 3u);
-  let j = u & 7u;
+    "q4_k": _K_HEAD + """
   let h = {B}[s * 9u];
   let dd = unpack2x16float(h.x);
   let sm = q4k_scale_min(h, j);
   let sh = vec4<u32>(4u * (j & 1u));
   let lo = ({B}[s * 9u + 1u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);
   let hi = ({B}[s * 9u + 2u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);""" + _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
+    # q4_k's nibbles plus a 5th bit: bit j of each byte of the high-bit words
+    "q5_k": _K_HEAD + """
+  let h = {B}[s * 11u];
+  let dd = unpack2x16float(h.x);
+  let sm = q4k_scale_min(h, j);
+  let sh = vec4<u32>(4u * (j & 1u));
+  let shh = vec4<u32>(j);
+  let lo = (({B}[s * 11u + 3u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 11u + 1u] >> shh) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));
+  let hi = (({B}[s * 11u + 4u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 11u + 2u] >> shh) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));""" + _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
+    # 6-bit values less 32, with one scale per 16 values: each half's product and the sum of
+    # its activations (a dot product with ones) apart
+    "q6_k": _K_HEAD + """
+  let hf = j >> 2u;
+  let qq = j & 3u;
+  let g = s;
+  let d = """ + _half("{OFF1}u") + """;
+  let scw = {B}[s * 13u + 12u];
+  let sb = 8u * hf + 2u * qq;
+  let sc0 = d * f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
+  let sc1 = d * f32(bitcast<i32>(scw[(sb + 1u) >> 2u] << (24u - 8u * ((sb + 1u) & 3u))) >> 24u);
+  let shl = vec4<u32>(4u * (qq >> 1u));
+  let shh = vec4<u32>(2u * qq);
+  let lo = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u)] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 8u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
+  let hi = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u) + 1u] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 9u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
+  let ones = vec4<u32>(0x01010101u);
+  let t0 = """ + _dot4("lo", "x0") + " - 32 * (" + _dot4("ones", "x0") + """);
+  let t1 = """ + _dot4("hi", "x1") + " - 32 * (" + _dot4("ones", "x1") + """);
+  return xd.x * (sc0 * f32(t0) + sc1 * f32(t1));""",
 }
 
 
