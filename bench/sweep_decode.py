@@ -54,9 +54,9 @@ def descend(values: dict[str, Any], key: str, candidates: Any, measure: Any, bes
 class DecodeBench:
     """A preset's model set up for timing decode steps under different Tunings."""
 
-    def __init__(self, gpu: Any, preset: str, dtype: str) -> None:
+    def __init__(self, gpu: Any, preset: str, dtype: str, ctx: int = 160, batch: int = 16) -> None:
         cfg, tensors = preset_model(preset, dtype)
-        self.tf = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
+        self.tf = Transformer(gpu, cfg, tensors.get, ctx=ctx, batch=batch)
         self.eng = Engine(self.tf)
         self.prompt = list(range(100, 116))
 
@@ -73,6 +73,16 @@ class DecodeBench:
 
     def tok_s(self, n: int = 64) -> float:
         return n / self.eng.time_decode(self.prompt, n)
+
+    def prefill_gpu(self, n: int = 512) -> float:
+        """GPU seconds of an n-token prompt through the layers."""
+        self.tf.gpu.write(self.tf.st, SamplingParams().state(0, n, 0))
+        return self.tf.prefill.time_gpu(n, reps=5)
+
+    def pp_tok_s(self, n: int = 512) -> float:
+        ids = list(range(n))
+        self.eng.time_prefill(ids)
+        return n / self.eng.time_prefill(ids)
 
 
 def start_tuning(gpu: Any, preset: str, switches: tuple[str, ...] = ()) -> Tuning:
@@ -156,16 +166,22 @@ def sweep_blocks(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = 
             "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "tg64_tok_s_default": tok_s0, "tried_us": tried}
 
 
-def switch_ab(gpu: Any, preset: str, dtype: str, field: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
+def switch_ab(gpu: Any, preset: str, dtype: str, field: str, switches: tuple[str, ...] = (),
+              prefill: bool = False) -> dict[str, Any]:
     """Decode with a Tuning switch off and on (alternated twice), same kernel shapes: the step's
-    GPU time and tg64."""
-    b = DecodeBench(gpu, preset, dtype)
+    GPU time and tg64; with `prefill`, a 512-token prompt's GPU time through the layers and
+    pp512 instead."""
+    b = DecodeBench(gpu, preset, dtype, ctx=520 if prefill else 160, batch=512 if prefill else 16)
     out: dict[str, Any] = {"backend": gpu.backend, "dtype": dtype, "preset": preset, "switch": field}
     base = start_tuning(gpu, preset, switches)
     for on in (False, True, False, True):
         b.use(dataclasses.replace(base, **{field: on}))
-        b.tok_s()  # warm-up
         key = "on" if on else "off"
+        if prefill:
+            out.setdefault(f"{key}_step_gpu_us", []).append(b.prefill_gpu() * 1e6)
+            out.setdefault(f"{key}_tg64_tok_s", []).append(b.pp_tok_s())  # (pp512 here)
+            continue
+        b.tok_s()  # warm-up
         out.setdefault(f"{key}_step_gpu_us", []).append(b.step_gpu() * 1e6)
         out.setdefault(f"{key}_tg64_tok_s", []).append(b.tok_s())
     print(f"{gpu.backend} {preset} {dtype} {field}: off " + " / ".join(
@@ -181,7 +197,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="f16")
     ap.add_argument("--backend", default="dawn")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--prefill", action="store_true", help="sweep the prompt matmul instead")
+    ap.add_argument("--prefill", action="store_true", help="sweep the prompt matmul instead (with --ab: time prompts)")
     ap.add_argument("--int8", action="store_true", help="compare float and int8 activations instead (--ab int8)")
     ap.add_argument("--ab", default=None, help="compare this Tuning switch off and on instead (int8, spread)")
     ap.add_argument("--with", dest="switches", default="", help="comma list of Tuning switches to turn on first")
@@ -194,7 +210,7 @@ def main() -> None:
         gpu = open_gpu(backend)
         for dtype in a.dtype.split(","):
             if ab:
-                row = switch_ab(gpu, a.preset, dtype, ab, switches)
+                row = switch_ab(gpu, a.preset, dtype, ab, switches, a.prefill)
             else:
                 fn = sweep_prefill if a.prefill else sweep_blocks if a.blocks else sweep
                 row = fn(gpu, a.preset, dtype, switches)
