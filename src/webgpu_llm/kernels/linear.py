@@ -347,7 +347,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     `tpr` words apart -- instead of each thread reading its unit's 64 (f16) or 128 (f32)
     contiguous bytes, which takes a warp's load 4-8 times the cache lines; x is read at the
     same positions. Same sums, other order. 0.5B f16 decode step 1019 -> 914 µs, 1.5B 2145 ->
-    1672 µs on an H200 (bench/NOTES.md round 38).
+    1672 µs on an H200 (bench/NOTES.md round 39).
 
     `int8_direct`: with a plain input, the int8 path quantizes x from memory instead of
     staging it in workgroup memory first (room for the widest inputs: the 1.5B's down).

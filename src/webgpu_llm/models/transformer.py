@@ -105,15 +105,16 @@ class Tuning:
         # int8 path, whose prologue quantizes x per workgroup: fewer, wider workgroups there)
         # (round 28: the int8 LM head is 1-2 % faster at 256 threads, 8 per row pair; the float
         # one 1 % slower there)
-        # (round 38: float weights read by adjacent words, `spread`: step -10 to -22 %; the
+        # (round 39: float weights read by adjacent words, `spread`: step -10 to -22 %; the
         # down projection then takes 256 threads per row pair on both models and backends --
         # only where it spreads: the 1.5B q8_0/q4_0 down (float path) lost 3-5 % at 256;
-        # round 39: the decode attention's keys read the same way, step -3 to -4 %)
-        # (round 45: int8 mat-vecs with a plain input quantize x from memory, unstaged: the
-        # 1.5B's down then fits the int8 path: 1.5B q8_0/q4_0 -6 %, 0.5B -2 % a step)
+        # round 40: the decode attention's keys read the same way, step -3 to -4 %)
         # (round 42: swept on the 1.5B, a wider model's gate/up wants 8 threads per row pair
         # with 2 units in flight on every weight type, and its int8 QKV and O 64 threads:
         # 1.5B q8_0 step -12 %, q4_0 -15 %, f16 -2 %; the 0.5B keeps its shapes)
+        # (round 45: int8 mat-vecs with a plain input quantize x from memory, unstaged: the
+        # 1.5B's down then fits the int8 path: 1.5B q8_0/q4_0 -6 %, 0.5B -2 % a step; rounds
+        # 46-47: every quantized format has the int8 path)
         wide = hidden >= 1536
         gate_up = ("gate_up", 256, 8, 2) if wide else ("gate_up", 128, 16, 1)
         wide_int8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2)) if wide else (("o", 256, 32, 1),)
