@@ -338,9 +338,9 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     Each loop iteration of a thread issues the loads of `ilp` units of both rows before it
     uses any (more bytes in flight per thread; within 1 % on the H200, bench/NOTES.md round 8).
 
-    `int8` (q8_0/q4_0 segments only, see `int8_ok`): the staged input is quantized to int8 per
-    32-value unit and the dot products run on `dot4I8Packed` (one unit per iteration; `ilp`
-    does not apply).
+    `int8` (quantized segments, INT8_FORMATS; see `int8_ok`): the input is quantized to int8
+    per 32-value unit and the dot products run on `dot4I8Packed` (one unit per iteration;
+    `ilp` does not apply).
 
     `spread` (float weights, SPREAD_FORMATS; ignored otherwise): a row group's threads read
     adjacent 16-byte words -- in each block of `tpr` units, the words of a thread's unit sit
@@ -363,7 +363,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
             raise ValueError(err)
     use_sg = subgroups is not None
     if int8 and not int8_ok(spec, wg, shared_bytes, int8_direct):
-        raise ValueError("int8 activations need q8_0/q4_0 weights and room to stage x")
+        raise ValueError(f"int8 activations need weights of {', '.join(INT8_FORMATS)} and room to stage x")
     # int8: x is quantized from workgroup memory, or (plain input, `int8_direct`) from memory
     stage = (spec.prologue != "plain" or (int8 and not int8_direct)) and spec.kp * 4 + wg * 20 <= shared_bytes
     norm = spec.prologue == "rmsnorm"

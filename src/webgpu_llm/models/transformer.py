@@ -53,7 +53,7 @@ class Tuning:
     `mv` maps a matrix role to (workgroup size, threads per row pair, units in flight per
     thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
     workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
-    `int8` quantizes the activations of q8_0/q4_0 mat-vecs to int8 for `dot4I8Packed`;
+    `int8` quantizes the activations of mat-vecs with quantized weights to int8 for `dot4I8Packed`;
     `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1); `prefetch`
     keeps the prompt matmul's next loads in flight during the multiply; `blocks` maps a role
     to the row blocks each mat-vec workgroup takes (default 1; one prologue serves them all).
