@@ -59,25 +59,22 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None) -> Kernel:
     # Every loop with a load in it is unrolled: the loads of a chunk issue together instead of
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
     score = " + ".join(f"q[qb + {i}u] * kv[kr + {i}u]" for i in range(d4))
+    scale = f"{1.0 / a.head_dim ** 0.5!r}"
     if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
-        parts = "\n".join(
+        before = "\n".join(
             f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
             f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], kv[(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd]), "
-            f"c0 + kk < k1); }}" for i in range(d4))
-        score_phase = f"""{parts}
-    workgroupBarrier();
-    let j = c0 + lid;
-    var sc = -3.0e38;
-    if (j < k1) {{
-      sc = ({" + ".join(f"sp[lid * (D4 + 1u) + {i}u]" for i in range(d4))}) * {1.0 / a.head_dim ** 0.5!r};
-    }}"""
-    else:
-        score_phase = f"""    let j = c0 + lid;
-    var sc = -3.0e38;
-    if (j < k1) {{
-      let kr = (kvbase + j) * D4;
+            f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
+        key_score = f"      sc = ({' + '.join(f'sp[lid * (D4 + 1u) + {i}u]' for i in range(d4))}) * {scale};"
+    else:  # this thread's key, whole
+        before = ""
+        key_score = f"""      let kr = (kvbase + j) * D4;
       let acc4 = {score};
-      sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {1.0 / a.head_dim ** 0.5!r};
+      sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {scale};"""
+    score_phase = f"""{before}    let j = c0 + lid;
+    var sc = -3.0e38;
+    if (j < k1) {{
+{key_score}
     }}"""
     per_g = -(-a.chunk // groups)
     vsum = "\n".join(

@@ -95,7 +95,6 @@ class Format:
         ))
         return f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n"
 
-
     def _offsets(self, rows: int, k: int) -> dict[str, int]:
         """Word offsets of the second and third sections of a packed quantized matrix."""
         nb = rows * (k // self.block) if self.quantized else 0
@@ -210,9 +209,31 @@ def _dot4(w: str, x: str) -> str:
 
 # the unit's 32 packed int8 weights (lo: values 0..15, hi: 16..31) times the activation unit
 _DOT = f"\n  let t = {_dot4('lo', 'x0')}\n        + {_dot4('hi', 'x1')};\n"
-# the k-quants' 5th and 6th bits: bits j (or 2qq, 2qq+1) of each byte of a word, to bit 4 (5)
+# K-quants: unit u is sub-block j = u % 8 of super-block s
 _K_HEAD = """  let s = r * {NSB}u + (u >> 3u);
-  let j = u & 7u;"""
+  let j = u & 7u;
+"""
+
+
+def _k_scale_min(words: int) -> str:
+    """q4_k/q5_k (super-blocks of `words` 16-byte words): the super-block's (d, dmin) and the
+    sub-block's 6-bit (scale, min)."""
+    return _K_HEAD + f"""  let h = {{B}}[s * {words}u];
+  let dd = unpack2x16float(h.x);
+  let sm = q4k_scale_min(h, j);
+"""
+
+
+# q6_k: the super-block's d times the sub-block's two signed 8-bit scales (16 values each)
+_Q6K_SCALES = _K_HEAD + """  let hf = j >> 2u;
+  let qq = j & 3u;
+  let g = s;
+  let d = """ + _half("{OFF1}u") + """;
+  let scw = {B}[s * 13u + 12u];
+  let sb = 8u * hf + 2u * qq;
+  let sc0 = d * f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
+  let sc1 = d * f32(bitcast<i32>(scw[(sb + 1u) >> 2u] << (24u - 8u * ((sb + 1u) & 3u))) >> 24u);
+"""
 _WGSL_I8 = {
     "q8_0": """  let g = r * {NU}u + u;
   let lo = {B}[2u * g];
@@ -233,35 +254,18 @@ _WGSL_I8 = {
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
   let q = {B}[g];
 """ + _HI5 + _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
-    # unit u is sub-block j = u % 8 of super-block s: 4-bit values in the low or high nibbles
-    "q4_k": _K_HEAD + """
-  let h = {B}[s * 9u];
-  let dd = unpack2x16float(h.x);
-  let sm = q4k_scale_min(h, j);
-  let sh = vec4<u32>(4u * (j & 1u));
+    # 4-bit values in the low or high nibbles of the sub-block pair's words
+    "q4_k": _k_scale_min(9) + """  let sh = vec4<u32>(4u * (j & 1u));
   let lo = ({B}[s * 9u + 1u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);
   let hi = ({B}[s * 9u + 2u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);""" + _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
     # q4_k's nibbles plus a 5th bit: bit j of each byte of the high-bit words
-    "q5_k": _K_HEAD + """
-  let h = {B}[s * 11u];
-  let dd = unpack2x16float(h.x);
-  let sm = q4k_scale_min(h, j);
-  let sh = vec4<u32>(4u * (j & 1u));
+    "q5_k": _k_scale_min(11) + """  let sh = vec4<u32>(4u * (j & 1u));
   let shh = vec4<u32>(j);
   let lo = (({B}[s * 11u + 3u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 11u + 1u] >> shh) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));
   let hi = (({B}[s * 11u + 4u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 11u + 2u] >> shh) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));""" + _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
     # 6-bit values less 32, with one scale per 16 values: each half's product and the sum of
     # its activations (a dot product with ones) apart
-    "q6_k": _K_HEAD + """
-  let hf = j >> 2u;
-  let qq = j & 3u;
-  let g = s;
-  let d = """ + _half("{OFF1}u") + """;
-  let scw = {B}[s * 13u + 12u];
-  let sb = 8u * hf + 2u * qq;
-  let sc0 = d * f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
-  let sc1 = d * f32(bitcast<i32>(scw[(sb + 1u) >> 2u] << (24u - 8u * ((sb + 1u) & 3u))) >> 24u);
-  let shl = vec4<u32>(4u * (qq >> 1u));
+    "q6_k": _Q6K_SCALES + """  let shl = vec4<u32>(4u * (qq >> 1u));
   let shh = vec4<u32>(2u * qq);
   let lo = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u)] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 8u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
   let hi = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u) + 1u] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 9u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
@@ -305,24 +309,13 @@ _WGSL = {
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
   let q = {B}[g];
 %4  o[$i] = dm.x * (nib_lo(q[$i]) + 16.0 * bits4(qh, 4u * $i)) + dm.y; o[4 + $i] = dm.x * (nib_hi(q[$i]) + 16.0 * bits4(qh, 16u + 4u * $i)) + dm.y;""",
-    # K-quants: unit u is sub-block j = u % 8 of super-block s.
-    "q4_k": """  let s = r * {NSB}u + (u >> 3u);
-  let j = u & 7u;
-  let h = {B}[s * 9u];
-  let dd = unpack2x16float(h.x);
-  let sm = q4k_scale_min(h, j);
-  let d = dd.x * sm.x;
+    "q4_k": _k_scale_min(9) + """  let d = dd.x * sm.x;
   let m = dd.y * sm.y;
   let sh = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (j & 1u);
   let qa = {B}[s * 9u + 1u + 2u * (j >> 1u)];
   let qb = {B}[s * 9u + 2u + 2u * (j >> 1u)];
 %4  o[$i] = d * vec4<f32>((vec4<u32>(qa[$i]) >> sh) & vec4<u32>(15u)) - m; o[4 + $i] = d * vec4<f32>((vec4<u32>(qb[$i]) >> sh) & vec4<u32>(15u)) - m;""",
-    "q5_k": """  let s = r * {NSB}u + (u >> 3u);
-  let j = u & 7u;
-  let h = {B}[s * 11u];
-  let dd = unpack2x16float(h.x);
-  let sm = q4k_scale_min(h, j);
-  let d = dd.x * sm.x;
+    "q5_k": _k_scale_min(11) + """  let d = dd.x * sm.x;
   let m = dd.y * sm.y;
   let sh = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (j & 1u);
   let shh = vec4<u32>(0u, 8u, 16u, 24u) + j;
@@ -331,22 +324,12 @@ _WGSL = {
   let ha = {B}[s * 11u + 1u];
   let hb = {B}[s * 11u + 2u];
 %4  o[$i] = d * vec4<f32>(((vec4<u32>(qa[$i]) >> sh) & vec4<u32>(15u)) | (((vec4<u32>(ha[$i]) >> shh) & vec4<u32>(1u)) << vec4<u32>(4u))) - m; o[4 + $i] = d * vec4<f32>(((vec4<u32>(qb[$i]) >> sh) & vec4<u32>(15u)) | (((vec4<u32>(hb[$i]) >> shh) & vec4<u32>(1u)) << vec4<u32>(4u))) - m;""",
-    "q6_k": """  let s = r * {NSB}u + (u >> 3u);
-  let j = u & 7u;
-  let hf = j >> 2u;
-  let qq = j & 3u;
-  let g = s;
-  let d = """ + _half("{OFF1}u") + """;
-  let scw = {B}[s * 13u + 12u];
-  let shl = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (qq >> 1u);
+    "q6_k": _Q6K_SCALES + """  let shl = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (qq >> 1u);
   let shh = vec4<u32>(0u, 8u, 16u, 24u) + 2u * qq;
   let la = {B}[s * 13u + 4u * hf + 2u * (qq & 1u)];
   let lb = {B}[s * 13u + 4u * hf + 2u * (qq & 1u) + 1u];
   let ha = {B}[s * 13u + 8u + 2u * hf];
   let hb = {B}[s * 13u + 9u + 2u * hf];
-  let sb = 8u * hf + 2u * qq;
-  let sc0 = d * f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
-  let sc1 = d * f32(bitcast<i32>(scw[(sb + 1u) >> 2u] << (24u - 8u * ((sb + 1u) & 3u))) >> 24u);
 %4  o[$i] = sc0 * (vec4<f32>(((vec4<u32>(la[$i]) >> shl) & vec4<u32>(15u)) | (((vec4<u32>(ha[$i]) >> shh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0); o[4 + $i] = sc1 * (vec4<f32>(((vec4<u32>(lb[$i]) >> shl) & vec4<u32>(15u)) | (((vec4<u32>(hb[$i]) >> shh) & vec4<u32>(3u)) << vec4<u32>(4u))) - 32.0);""",
 }
 

@@ -368,8 +368,9 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     stage = (spec.prologue != "plain" or (int8 and not int8_direct)) and spec.kp * 4 + wg * 20 <= shared_bytes
     norm = spec.prologue == "rmsnorm"
     spread = spread and not int8 and spread_ok(spec)
-    # x's vec4 $i of unit @u (8 per unit): 8 / words per weight word
-    xpw = 8 // SPREAD_FORMATS[spec.segments[0].fmt] if spread else 0
+    words = SPREAD_FORMATS[spec.segments[0].fmt] if spread else 0  # 16-byte words per unit
+    # x's vec4 $i of unit @u (8 per unit): 8 / words of them per weight word
+    xpw = 8 // words if spread else 0
     xi = f"{xpw}u * upos(@u, $i / {xpw}) + $i % {xpw}" if spread else "@u * 8u + $i"
     body = "\n".join([
         _rows_wgsl(spec),
@@ -429,7 +430,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
 const NU: u32 = {spec.kp // UNIT}u;
-{SPREAD_POS.replace("WPU", f"{8 // xpw}u") if spread else ""}
+{SPREAD_POS.replace("WPU", f"{words}u") if spread else ""}
 var<workgroup> red: array<vec4<f32>, WG>;
 {QUANTIZE_X if int8 else ""}
 @compute @workgroup_size(WG)
@@ -479,8 +480,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 def spread_ok(spec: LinearSpec) -> bool:
     """Can this mat-vec spread its units' words (float weights, one word count per unit)?"""
-    return len({SPREAD_FORMATS.get(s.fmt, 0) for s in spec.segments} - {0}) == 1 and all(
-        s.fmt in SPREAD_FORMATS for s in spec.segments)
+    return (all(s.fmt in SPREAD_FORMATS for s in spec.segments)
+            and len({SPREAD_FORMATS[s.fmt] for s in spec.segments}) == 1)
 
 
 def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int, direct: bool = False) -> bool:
