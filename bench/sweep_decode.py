@@ -7,9 +7,10 @@ lowers the GPU time of a whole decode step (timestamps around one pass).
 With --prefill it sweeps the prompt matmul's tokens per thread per role and the K splits of
 the O and down projections instead, on the GPU time of a 512-token prompt through the layers;
 with --blocks the row blocks each mat-vec workgroup takes; with --ab FIELD it compares a
-Tuning switch off and on (--int8: `--ab int8`, float and int8 activations for q8_0/q4_0;
-`--ab spread`: 16-bit weights read by adjacent words); --with FIELD turns a switch on in the
-Tuning every mode starts from.
+Tuning switch off and on (--int8: `--ab int8`, float and int8 activations for quantized
+weights; `--ab spread`: float weights read by adjacent words; with --prefill, the prompt's
+time instead of the decode step's); --with FIELD turns a switch on in the Tuning every mode
+starts from.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any
 
 from webgpu_llm.generation.engine import Engine
 from webgpu_llm.generation.sampling import SamplingParams
-from webgpu_llm.kernels.formats import INT8_FORMATS
-from webgpu_llm.models.presets import preset_model
+from webgpu_llm.kernels.formats import INT8_FORMATS, SPREAD_FORMATS
+from webgpu_llm.models.presets import PRESETS, preset_model
 from webgpu_llm.models.transformer import ROLES, Transformer, Tuning
 from webgpu_llm.runtime.gpu import open_gpu
 
@@ -87,15 +88,14 @@ class DecodeBench:
 
 def start_tuning(gpu: Any, preset: str, switches: tuple[str, ...] = ()) -> Tuning:
     """The preset's default Tuning with the --with switches on."""
-    cfg, _ = preset_model(preset, "f16")
-    return dataclasses.replace(Tuning.default(gpu, cfg.hidden), **{f: True for f in switches})
+    return dataclasses.replace(Tuning.default(gpu, PRESETS[preset]["hidden"]), **{f: True for f in switches})
 
 
 def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
     b = DecodeBench(gpu, preset, dtype)
     start = start_tuning(gpu, preset, switches)
     int8 = start.int8 and dtype in INT8_FORMATS  # the shapes this weight type decodes with
-    spread = start.spread and dtype in ("f32", "f16", "bf16")
+    spread = start.spread and dtype in SPREAD_FORMATS
     cur = {r: tuple(start.shape(r, int8, spread).values()) for r in ROLES}
     attn = {"chunk": start.attn_chunk}
 
