@@ -88,11 +88,21 @@ class Format:
         """WGSL for `fn(r, u) -> array<vec4<f32>, 8>` over binding `buf: array<vec4<u32>>`.
 
         `spread` (float formats only, see SPREAD_FORMATS): the unit's 16-byte words are the
-        ones `upos(u, i)` names, not adjacent ones (the caller defines `upos`)."""
+        ones `upos(u, i)` names, not adjacent ones (the caller defines `upos`).
+
+        Float formats read a unit in two steps, also defined: `fn_raw(r, u)` returns its
+        words, `fn_dec(words)` their values (a mat-vec may request the words early)."""
+        if not self.quantized:
+            words = SPREAD_FORMATS[self.name]
+            pos = "upos(u, $i)" if spread else f"u * {words}u + $i"
+            raw = unroll(f"  let base = r * {self.units(k) * words}u;\n%{words}  o[$i] = {buf}[base + {pos}];")
+            wt = f"array<vec4<u32>, {words}>"
+            return (f"fn {fn}_raw(r: u32, u: u32) -> {wt} {{\n  var o: {wt};\n{raw}\n  return o;\n}}\n"
+                    f"fn {fn}_dec(w: {wt}) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n"
+                    f"{unroll(_FLOAT_DEC[self.name])}\n  return o;\n}}\n"
+                    f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{ return {fn}_dec({fn}_raw(r, u)); }}\n")
         body = unroll(_WGSL[self.name].format(
-            B=buf, KP=self.padded_k(k), KV4=self.padded_k(k) // 8, NU=k // UNIT, NSB=k // QK_K,
-            **self._offsets(rows, k), POS="upos(u, $i)" if spread else f"u * {SPREAD_FORMATS.get(self.name, 0)}u + $i",
-        ))
+            B=buf, NU=k // UNIT, NSB=k // QK_K, **self._offsets(rows, k)))
         return f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n"
 
     def _offsets(self, rows: int, k: int) -> dict[str, int]:
@@ -279,13 +289,15 @@ _WGSL_I8 = {
 # Bodies of the unit loaders. A line starting with `%N` is unrolled N times in WGSL with `$i`
 # replaced by 0..N-1 (each copy in its own block): every array and vector index is then a
 # constant, which both shader compilers keep in registers.
+# A float unit's values from its 16-byte words `w` (f32: 8 words, f16/bf16: 4).
+_FLOAT_DEC = {
+    "f32": "%8  o[$i] = bitcast<vec4<f32>>(w[$i]);",
+    "f16": "%4  o[2 * $i] = vec4<f32>(unpack2x16float(w[$i].x), unpack2x16float(w[$i].y)); "
+           "o[2 * $i + 1] = vec4<f32>(unpack2x16float(w[$i].z), unpack2x16float(w[$i].w));",
+    "bf16": "%4  o[2 * $i] = vec4<f32>(bf16x2(w[$i].x), bf16x2(w[$i].y)); o[2 * $i + 1] = vec4<f32>(bf16x2(w[$i].z), bf16x2(w[$i].w));",
+}
+
 _WGSL = {
-    "f32": """  let base = (r * {KP}u) >> 2u;
-%8  o[$i] = bitcast<vec4<f32>>({B}[base + {POS}]);""",
-    "f16": """  let base = r * ({KP}u >> 3u);
-%4  let v = {B}[base + {POS}]; o[2 * $i] = vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); o[2 * $i + 1] = vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));""",
-    "bf16": """  let base = r * ({KP}u >> 3u);
-%4  let v = {B}[base + {POS}]; o[2 * $i] = vec4<f32>(bf16x2(v.x), bf16x2(v.y)); o[2 * $i + 1] = vec4<f32>(bf16x2(v.z), bf16x2(v.w));""",
     "q8_0": """  let g = r * {NU}u + u;
   let d = """ + _half("{OFF1}u") + """;
   let a = {B}[2u * g];

@@ -107,17 +107,18 @@ def _rows_wgsl(spec: LinearSpec) -> str:
     return r + f"const N: u32 = {n}u;\nconst NP: u32 = {spec.pairs}u;\n"
 
 
-def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: bool = False) -> str:
+def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: bool = False,
+                  early: bool = False) -> str:
     """Per-segment unit functions and one function over the whole virtual matrix that picks
     the segment of row r: `load_row(r, u) -> array<vec4<f32>, 8>` (the unit's weights), or
-    with `int8`, `dot_row(r, u, x0, x1, xd) -> f32` (the unit times an int8 activation unit)."""
+    with `int8`, `dot_row(r, u, x0, x1, xd) -> f32` (the unit times an int8 activation unit).
+    `early` (float weights) adds the two steps of `load_row`: `raw_row(r, u)` (the unit's
+    16-byte words) and `dec_row(r, words)` (their values)."""
     if int8:
         head, ret, args, call = "dot", "f32", ", x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>", ", x0, x1, xd"
     else:
         head, ret, args, call = "unit", "array<vec4<f32>, 8>", "", ""
     out = [WGSL_HELPERS]
-    branches = []
-    start = 0
     for i, seg in enumerate(spec.segments):
         fmt = FORMATS[seg.fmt]
         sig.storage(f"w{i}", "array<vec4<u32>>")
@@ -125,14 +126,25 @@ def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: 
             out.append(fmt.wgsl_unit_i8(f"{head}_w{i}", f"w{i}", seg.rows, spec.k))
         else:
             out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows, spec.k, spread))
-        branches.append(f"  if (r < {start + seg.rows}u) {{ return {head}_w{i}(r - {start}u, u{call}); }}")
-        start += seg.rows
-    # the last branch is unconditional (r is always < N where it is called)
-    last = spec.segments[-1].rows
-    branches[-1] = f"  return {head}_w{len(spec.segments) - 1}(r - {start - last}u, u{call});"
     name = "dot_row" if int8 else "load_row"
-    out.append(f"fn {name}(r: u32, u: u32{args}) -> {ret} {{\n" + "\n".join(branches) + "\n}\n")
+    out.append(_by_segment(spec, name, f", u: u32{args}", ret, head + "_w{i}", "{r}, u" + call))
+    if early:
+        wt = f"array<vec4<u32>, {SPREAD_FORMATS[spec.segments[0].fmt]}>"
+        out.append(_by_segment(spec, "raw_row", ", u: u32", wt, "unit_w{i}_raw", "{r}, u"))
+        out.append(_by_segment(spec, "dec_row", f", w: {wt}", "array<vec4<f32>, 8>", "unit_w{i}_dec", "w"))
     return "\n".join(out)
+
+
+def _by_segment(spec: LinearSpec, name: str, params: str, ret: str, callee: str, args: str) -> str:
+    """`fn name(r, ...) -> ret`: `callee` of the segment that holds row r of the virtual
+    matrix (`{i}`: the segment), with `args` (`{r}`: the row within the segment)."""
+    lines, start = [], 0
+    for i, seg in enumerate(spec.segments):
+        call = f"return {callee.format(i=i)}({args.format(r=f'r - {start}u')});"
+        # the last one unconditional (r is always < N where these are called)
+        lines.append(f"  {call}" if i == len(spec.segments) - 1 else f"  if (r < {start + seg.rows}u) {{ {call} }}")
+        start += seg.rows
+    return f"fn {name}(r: u32{params}) -> {ret} {{\n" + "\n".join(lines) + "\n}\n"
 
 
 QUANTIZE_X = """
@@ -329,7 +341,7 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
                   shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1,
-                  spread: bool = False, int8_direct: bool = False) -> Kernel:
+                  spread: bool = False, int8_direct: bool = False, early: bool = False) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     A workgroup takes `blocks` consecutive blocks of wg/tpr row pairs, one after the other,
@@ -352,6 +364,10 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     `int8_direct`: with a plain input, the int8 path quantizes x from memory instead of
     staging it in workgroup memory first (room for the widest inputs: the 1.5B's down).
 
+    `early` (float weights, one unit in flight, one row block): each thread requests its first
+    unit's weight words before the prologue, so that their memory latency overlaps the
+    staging of x, and decodes them after it.
+
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
     one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide. The input is
@@ -367,6 +383,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     # int8: x is quantized from workgroup memory, or (plain input, `int8_direct`) from memory
     stage = (spec.prologue != "plain" or (int8 and not int8_direct)) and spec.kp * 4 + wg * 20 <= shared_bytes
     norm = spec.prologue == "rmsnorm"
+    early = early and not int8 and spread_ok(spec) and ilp == 1 and blocks == 1
     spread = spread and not int8 and spread_ok(spec)
     words = SPREAD_FORMATS[spec.segments[0].fmt] if spread else 0  # 16-byte words per unit
     # x's vec4 $i of unit @u (8 per unit): 8 / words of them per weight word
@@ -374,7 +391,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     xi = f"{xpw}u * upos(@u, $i / {xpw}) + $i % {xpw}" if spread else "@u * 8u + $i"
     body = "\n".join([
         _rows_wgsl(spec),
-        _loaders_wgsl(spec, sig, int8, spread),
+        _loaders_wgsl(spec, sig, int8, spread, early),
         _input_wgsl(spec, sig, wg, stage, use_sg),
         _epilogue_wgsl(spec, sig),
     ])
@@ -404,6 +421,17 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         uses.append(f"      {{ let w = load_row(r0, {uj}); a.x += {dots('w', f'xv{j}')}; }}\n"
                     f"      {{ let w = load_row(r1c, {uj}); a.y += {dots('w', f'xv{j}')}; }}")
     loop = "\n".join([f"    for (var u = lane; u < NU; u += TPR * {ilp}u) {{", *units, *xs, *uses, "    }"])
+    pre = ""
+    if early:  # the first unit (its words requested before the prologue: ew0, ew1), then the rest
+        pre = """  let ep = min(g * (WG / TPR) + lid / TPR, NP - 1u);
+  let eu = min(lane, NU - 1u);
+  let ew0 = raw_row(row0(ep), eu);
+  let ew1 = raw_row(select(row0(ep), row1(ep), row1(ep) < N), eu);"""
+        first = ("      let eok = lane < NU;\n      var xv0: array<vec4<f32>, 8>;\n%8    "
+                 + xw.replace("@j", "0").replace("@u", "eu").replace("@ok", "eok"))
+        loop = "\n".join(["    {", first, f"      {{ let w = dec_row(r0, ew0); a.x += {dots('w', 'xv0')}; }}",
+                          f"      {{ let w = dec_row(r1c, ew1); a.y += {dots('w', 'xv0')}; }}", "    }",
+                          loop.replace("var u = lane;", "var u = lane + TPR;", 1)])
     if int8:
         loop = """    for (var u = lane; u < NU; u += TPR) {
       let x0 = xq[2u * u];
@@ -440,6 +468,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = wid.y * nwg.x + wid.x;
   let lane = lid % TPR;
   let xb = xbase();
+{pre}
   prologue(lid, xb, sgs);
   {"quantize_x(lid, xb);" if int8 else ""}
   for (var blk = 0u; blk < {blocks}u; blk++) {{

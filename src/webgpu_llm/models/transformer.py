@@ -71,6 +71,7 @@ class Tuning:
     mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
     attn_spread: bool = False  # decode attention reads its keys by adjacent words (AttentionSpec.spread)
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
+    early: bool = False  # float mat-vecs request their first unit's weights before the prologue
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -115,6 +116,9 @@ class Tuning:
         # (round 45: int8 mat-vecs with a plain input quantize x from memory, unstaged: the
         # 1.5B's down then fits the int8 path: 1.5B q8_0/q4_0 -6 %, 0.5B -2 % a step; rounds
         # 46-47: every quantized format has the int8 path)
+        # (round 51: float mat-vecs that request their first unit's weights before the
+        # prologue, `early`: 0.5B step -2 % f16, -6 % f32 on Dawn, but +4 % on wgpu-native and
+        # +7 % on the 1.5B f16: Dawn and narrow models only)
         wide = hidden >= 1536
         gate_up = ("gate_up", 256, 8, 2) if wide else ("gate_up", 128, 16, 1)
         wide_int8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2)) if wide else (("o", 256, 32, 1),)
@@ -122,7 +126,8 @@ class Tuning:
                        ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True,
                       splits=(("o", 2), ("down", 4)),
                       mv_int8=(*wide_int8, ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
-                      mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True)
+                      mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True,
+                      early=gpu.backend == "dawn" and not wide)
 
 
 SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
@@ -253,7 +258,7 @@ class Transformer:
         shape, int8 = self._mv_shape(spec, role)
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
                              int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
-                             int8_direct=self.tuning.int8_direct, **shape)
+                             int8_direct=self.tuning.int8_direct, early=self.tuning.early, **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         shape, _ = self._mv_shape(spec, role)
