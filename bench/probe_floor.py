@@ -29,14 +29,9 @@ import argparse
 import json
 from typing import Any
 
-import numpy as np
+from step_probe import StepProbe
 
-from webgpu_llm.generation.engine import Engine
-from webgpu_llm.generation.sampling import SamplingParams
 from webgpu_llm.kernels.formats import FORMATS
-from webgpu_llm.models.presets import preset_model
-from webgpu_llm.models.transformer import Transformer
-from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
 # cut to one workgroup: the kernels whose grid grows with the model (the sampler and the
@@ -103,21 +98,8 @@ def main() -> None:
             report(json.load(f))
         return
     bw = (a.bw or (3.6 if a.backend == "dawn" else 3.2)) * 1e12
-    gpu = open_gpu(a.backend)
-    cfg, tensors = preset_model(a.preset, a.dtype)
-    model = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
-    eng = Engine(model)
-    step = eng.step_program(SamplingParams())
-    prompt = np.random.default_rng(1).integers(0, cfg.vocab, 16).tolist()
-
-    def t(p: Program) -> float:
-        """Best of 3 medians, each from the same position (the step advances it)."""
-        best = float("inf")
-        for _ in range(3):
-            eng.prefill(prompt, 0, SamplingParams(), 0)
-            best = min(best, p.time_gpu(1, reps=a.reps))
-        return best * 1e6
-
+    probe = StepProbe(a.backend, a.preset, a.dtype, a.reps)
+    gpu, cfg, step, t = probe.gpu, probe.cfg, probe.step, probe.time_us
     def one_wg(leave_out: str | None = None) -> Program:
         p = Program(gpu, "one-wg")
         for d in step.dispatches:

@@ -18,13 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
+from step_probe import StepProbe
 
-from webgpu_llm.generation.engine import Engine
-from webgpu_llm.generation.sampling import SamplingParams
-from webgpu_llm.models.presets import preset_model
-from webgpu_llm.models.transformer import Transformer
-from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Program
 
 # The sampler advances the position each step: run twice, it would lengthen the attention.
@@ -50,21 +45,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    gpu = open_gpu(a.backend)
-    cfg, tensors = preset_model(a.preset, a.dtype)
-    model = Transformer(gpu, cfg, tensors.get, ctx=160, batch=16)
-    eng = Engine(model)
-    step = eng.step_program(SamplingParams())
-    prompt = np.random.default_rng(1).integers(0, cfg.vocab, 16).tolist()
-
-    def t(p: Program) -> float:
-        """Best of 3 medians, each from the same position (the step advances it)."""
-        best = float("inf")
-        for _ in range(3):
-            eng.prefill(prompt, 0, SamplingParams(), 0)
-            best = min(best, p.time_gpu(1, reps=a.reps))
-        return best * 1e6
-
+    probe = StepProbe(a.backend, a.preset, a.dtype, a.reps)
+    gpu, step, t = probe.gpu, probe.step, probe.time_us
     base = t(step)
     kinds: dict[str, int] = {}
     for d in step.dispatches:
