@@ -132,3 +132,45 @@ def test_memory_is_reused_and_released() -> None:
     del x
     torch.webgpu.empty_cache()
     assert torch.webgpu.memory_allocated() <= base + 4096
+
+
+
+def test_pool_hands_out_the_first_made_free_block() -> None:
+    """Within a size class the pool gives the free block created first, whatever order the
+    blocks came free in: the same demand then gets the same blocks, step after step."""
+    from webgpu_llm.torch.memory import Pool
+
+    pool = Pool(wt.context.ctx().gpu)
+    a, b, c = (pool.alloc(100) for _ in range(3))
+    serials = [x.block.serial for x in (a, b, c)]
+    del b, a, c  # freed in another order than made
+    again = [pool.alloc(200) for _ in range(3)]  # same class (256 bytes)
+    assert [x.block.serial for x in again] == sorted(serials)
+    big = pool.alloc(1000)  # another class: a new block
+    assert big.block.serial not in serials
+    del again, big
+    pool.empty_cache()
+    assert pool.allocated == 0
+
+
+def test_a_decode_like_loop_settles_on_the_same_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Activations made and dropped each step, the last output kept into the next, a cache
+    growing by a row a step: once the cache's size class stops changing, the only bind group
+    a step creates is the one of the launch that writes the new cache."""
+    stream = wt.context.ctx().stream
+    made: list[str] = []
+    new_bind_group = stream.new_bind_group
+    monkeypatch.setattr(stream, "new_bind_group", lambda k, b, s: made.append(k.name) or new_bind_group(k, b, s))
+    cache = torch.zeros(1, 8, device=DEV)
+    h = torch.ones(1, 8, device=DEV)
+    per_step = []
+    for _ in range(16):  # the cache: 256 bytes after 7 steps, then in the 512-byte class
+        n = len(made)
+        a = h * 0.5
+        b = a + 1.0
+        h = torch.tanh(b) * a - 0.25  # lives into the next step
+        cache = torch.cat([cache, h])
+        per_step.append(made[n:])
+    wt.synchronize()
+    assert all(step == ["cat"] for step in per_step[-4:]), per_step
+    assert torch.allclose(cache[-1].cpu(), h.cpu())

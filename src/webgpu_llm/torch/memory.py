@@ -5,6 +5,13 @@ storage object, which torch keeps alive exactly as long as the storage). When th
 dies, its block goes back to the pool. Creating a WebGPU buffer costs ~25 µs and eager mode
 allocates a few tensors per op, so blocks are reused by size class.
 
+Within a class, a request takes the free block created first (lowest serial), not the one
+freed last: the blocks a decode step gets then depend only on which are free, so step after
+step the same ops get the same blocks and the stream's cached bind groups hit. Freed last
+first, the tensors that live from one token into the next (the KV caches growing a row a
+token, the ids, the sampled token) rotated every class's blocks through new combinations,
+and a bind group was created for ~1 launch in 4 (bench/NOTES.md, torch round 39).
+
 While a graph is being recorded (compiled mode), every block it allocates belongs to that
 recording: its bind groups keep pointing at them, so they must never be handed to anyone
 else while the recording lives.
@@ -12,6 +19,7 @@ else while the recording lives.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from typing import Any
 
@@ -98,7 +106,7 @@ class Capture:
 class Pool:
     def __init__(self, gpu: Any) -> None:
         self.gpu = gpu
-        self.free_lists: dict[int, list[Block]] = {}
+        self.free_lists: dict[int, list[tuple[int, Block]]] = {}  # per size class, a heap by serial
         self.capture: Capture | None = None
         self.allocated = 0  # bytes of WebGPU buffers created
         self.cached = 0  # bytes of them sitting in the free lists
@@ -111,9 +119,9 @@ class Pool:
         cap = self.capture
         block = cap.take(cls) if cap is not None else None
         if block is None:
-            lst = self.free_lists.get(cls)
-            if lst:
-                block = lst.pop()
+            heap = self.free_lists.get(cls)
+            if heap:
+                block = heapq.heappop(heap)[1]
                 self.cached -= cls
             else:
                 block = Block(self.gpu.buffer(cls, "tensor"), cls)
@@ -131,12 +139,12 @@ class Pool:
             self.put(block)
 
     def put(self, block: Block) -> None:
-        self.free_lists.setdefault(block.size, []).append(block)
+        heapq.heappush(self.free_lists.setdefault(block.size, []), (block.serial, block))
         self.cached += block.size
 
     def empty_cache(self) -> None:
-        for lst in self.free_lists.values():
-            for b in lst:
+        for heap in self.free_lists.values():
+            for _, b in heap:
                 b.buf.destroy()
                 self.allocated -= b.size
         self.free_lists.clear()

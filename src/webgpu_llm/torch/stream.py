@@ -126,6 +126,7 @@ class Stream:
         self.recording: Recording | None = None
         self.launches = 0
         self.submits = 0
+        self.bind_groups_made = 0  # (a cache miss each, in eager mode: bench/torch_generate.py reports them)
         self.max_pending = MAX_PENDING  # launches queued before a submit (see MAX_PENDING)
         self.replay_chunk = REPLAY_CHUNK  # a replay's dispatches per submit (see REPLAY_CHUNK)
         self._kernels: dict[Any, GpuKernel] = {}
@@ -188,6 +189,7 @@ class Stream:
 
     def new_bind_group(self, kernel: GpuKernel, blocks: list[Block], slot: tuple[Any, int, int]) -> BindGroup:
         """A bind group of `blocks` (bound whole) and the parameter block `slot`."""
+        self.bind_groups_made += 1
         return self.native.bind_group(kernel.layout, [*[(b.handle, 0, b.size) for b in blocks], slot])
 
     def _cached_bind_group(self, kernel: GpuKernel, blocks: list[Block], slot: tuple[Any, int, int]) -> BindGroup:
