@@ -286,10 +286,11 @@ _WGSL_I8 = {
 }
 
 
-# Bodies of the unit loaders. A line starting with `%N` is unrolled N times in WGSL with `$i`
+# Bodies of the unit loaders: `_FLOAT_DEC`, a float unit's values from its 16-byte words `w`
+# (f32: 8 words, f16/bf16: 4; `Format.wgsl_unit` reads the words), and `_WGSL`, the quantized
+# formats' whole loaders. A line starting with `%N` is unrolled N times in WGSL with `$i`
 # replaced by 0..N-1 (each copy in its own block): every array and vector index is then a
 # constant, which both shader compilers keep in registers.
-# A float unit's values from its 16-byte words `w` (f32: 8 words, f16/bf16: 4).
 _FLOAT_DEC = {
     "f32": "%8  o[$i] = bitcast<vec4<f32>>(w[$i]);",
     "f16": "%4  o[2 * $i] = vec4<f32>(unpack2x16float(w[$i].x), unpack2x16float(w[$i].y)); "
