@@ -100,6 +100,7 @@ def main() -> None:
     bw = (a.bw or (3.6 if a.backend == "dawn" else 3.2)) * 1e12
     probe = StepProbe(a.backend, a.preset, a.dtype, a.reps)
     gpu, cfg, step, t = probe.gpu, probe.cfg, probe.step, probe.time_us
+
     def one_wg(leave_out: str | None = None) -> Program:
         p = Program(gpu, "one-wg")
         for d in step.dispatches:
@@ -115,11 +116,8 @@ def main() -> None:
     full, t_one, t_empty = t(step), t(one_wg()), t(empty)
     boundary = t_empty / n
     sizes = kind_bytes(cfg, a.dtype)
-    counts: dict[str, int] = {}
-    for d in step.dispatches:
-        counts[d.label] = counts.get(d.label, 0) + 1
     rows = []
-    for kind, c in counts.items():
+    for kind, c in probe.kinds().items():
         role, nbytes = next((v for pre, v in sizes.items() if kind.startswith(pre)), (kind, 0))
         # boundary + critical path of one dispatch (by leaving the kind out)
         one = (t_one - t(one_wg(kind))) / c if kind.startswith(CUT) else float("nan")

@@ -48,9 +48,7 @@ def main() -> None:
     probe = StepProbe(a.backend, a.preset, a.dtype, a.reps)
     gpu, step, t = probe.gpu, probe.step, probe.time_us
     base = t(step)
-    kinds: dict[str, int] = {}
-    for d in step.dispatches:
-        kinds[d.label] = kinds.get(d.label, 0) + 1
+    kinds = probe.kinds()
     rows = []
     for kind, n in kinds.items():
         cold = base - t(variant(gpu, step, kind, "omit"))

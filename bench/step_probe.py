@@ -3,6 +3,8 @@ it: what bench/probe_l2_warm.py and bench/probe_floor.py both stand on."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from webgpu_llm.generation.engine import Engine
@@ -21,6 +23,10 @@ class StepProbe:
         self.step = self.engine.step_program(SamplingParams())
         self.prompt = np.random.default_rng(1).integers(0, self.cfg.vocab, 16).tolist()
         self.reps = reps
+
+    def kinds(self) -> dict[str, int]:
+        """The step's dispatches counted by label (kernel kind), in the step's order."""
+        return dict(Counter(d.label for d in self.step.dispatches))
 
     def time_us(self, p: Program) -> float:
         """GPU µs of one replay of `p`: the best of 3 medians, each from the same position

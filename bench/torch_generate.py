@@ -80,12 +80,16 @@ def measure(model: torch.nn.Module, prompt: torch.Tensor, n: int, runs: int, **k
     full, first = [], []
     launches0, submits0 = stream.launches, stream.submits
     host, made = [], []  # per decoded token: this thread's CPU ms, bind groups created
+
+    def mark() -> tuple[float, int]:
+        return time.thread_time(), getattr(stream, "bind_groups_made", 0)  # (0: an older package)
+
     for _ in range(runs):
-        c0, b0 = time.thread_time(), getattr(stream, "bind_groups_made", 0)  # (0: an older package)
+        c0, b0 = mark()
         full.append(timed_generate(model, prompt, n, **kwargs))
-        c1, b1 = time.thread_time(), getattr(stream, "bind_groups_made", 0)
+        c1, b1 = mark()
         first.append(timed_generate(model, prompt, 1, **kwargs))
-        c2, b2 = time.thread_time(), getattr(stream, "bind_groups_made", 0)
+        c2, b2 = mark()
         host.append(((c1 - c0) - (c2 - c1)) / max(n - 1, 1) * 1e3)
         made.append(((b1 - b0) - (b2 - b1)) / max(n - 1, 1))
     t_full, t_first = statistics.median(full), statistics.median(first)

@@ -204,7 +204,6 @@ def test_matvec_spread_units(gpu, fmt):
             assert rel_err(read(gpu, yb, rows), ref) > 1e-3
 
 
-
 def test_matvec_early_first_unit(gpu):
     """`early`: the first unit's weight words requested before the prologue and decoded after
     it. Two segments of float formats (f16 and bf16, 4 words a unit), rows split between them
@@ -237,6 +236,7 @@ def test_matvec_early_first_unit(gpu):
     assert "raw_row" not in matvec_kernel(spec, wg=64, tpr=8, ilp=2, early=True).wgsl
     q = LinearSpec(k=224, segments=(Segment("q8_0", 5),))
     assert "raw_row" not in matvec_kernel(q, wg=64, tpr=8, early=True).wgsl
+
 
 def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
     rng = np.random.default_rng(3)

@@ -74,7 +74,6 @@ def test_split_k_prompt_matmuls_match_transformers(gpu, tiny_dirs):
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
 
-
 def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
     """The float decode path a GPU's tuning takes (weights read by adjacent words, keys read
     the same way, first units requested before the prologue) with row groups of 8 threads:
@@ -90,6 +89,7 @@ def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
                                           attn_spread=True, early=True))
     assert list(llm.engine.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, arch):

@@ -134,7 +134,6 @@ def test_memory_is_reused_and_released() -> None:
     assert torch.webgpu.memory_allocated() <= base + 4096
 
 
-
 def test_pool_hands_out_the_first_made_free_block() -> None:
     """Within a size class the pool gives the free block created first, whatever order the
     blocks came free in: the same demand then gets the same blocks, step after step."""

@@ -420,7 +420,9 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         xs.append(f"      var xv{j}: array<vec4<f32>, 8>;\n%8    " + xw.replace("@j", str(j)).replace("@u", uj).replace("@ok", ok))
         uses.append(f"      {{ let w = load_row(r0, {uj}); a.x += {dots('w', f'xv{j}')}; }}\n"
                     f"      {{ let w = load_row(r1c, {uj}); a.y += {dots('w', f'xv{j}')}; }}")
-    loop = "\n".join([f"    for (var u = lane; u < NU; u += TPR * {ilp}u) {{", *units, *xs, *uses, "    }"])
+    # with `early` the first unit is taken before the loop (below)
+    loop = "\n".join([f"    for (var u = lane{' + TPR' if early else ''}; u < NU; u += TPR * {ilp}u) {{",
+                      *units, *xs, *uses, "    }"])
     pre = ""
     if early:  # the first unit (its words requested before the prologue: ew0, ew1), then the rest
         pre = """  let ep = min(g * (WG / TPR) + lid / TPR, NP - 1u);
@@ -430,8 +432,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         first = ("      let eok = lane < NU;\n      var xv0: array<vec4<f32>, 8>;\n%8    "
                  + xw.replace("@j", "0").replace("@u", "eu").replace("@ok", "eok"))
         loop = "\n".join(["    {", first, f"      {{ let w = dec_row(r0, ew0); a.x += {dots('w', 'xv0')}; }}",
-                          f"      {{ let w = dec_row(r1c, ew1); a.y += {dots('w', 'xv0')}; }}", "    }",
-                          loop.replace("var u = lane;", "var u = lane + TPR;", 1)])
+                          f"      {{ let w = dec_row(r1c, ew1); a.y += {dots('w', 'xv0')}; }}", "    }", loop])
     if int8:
         loop = """    for (var u = lane; u < NU; u += TPR) {
       let x0 = xq[2u * u];
