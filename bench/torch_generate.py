@@ -9,7 +9,8 @@ excluded, median of R runs. Decode tok/s excludes the prompt: (N - 1) / (t(N) - 
     python bench/torch_generate.py --backend dawn --dtypes f16 --modes compiled --out r.json
     python bench/torch_generate.py --tiny --new-tokens 8 --runs 1 --out /tmp/t.json   # smoke test
 
-Eager runs use the default dynamic cache (as PyTorch's eager peer); compiled runs use
+Eager runs use the default dynamic cache (as PyTorch's eager peer), "fused" runs the same after
+`webgpu_llm.torch.fuse_layers(model)` (RMSNorm, SwiGLU and RoPE as one op each); compiled runs use
 `torch.compile(model.forward, backend="webgpu")` with a static cache (as PyTorch's compiled
 peer). Compiled rows also record the decode step's GPU time and its kernels' share
 (`decode_step_gpu`); `--profile PREFIX` adds a cProfile of one generate per cell, and
@@ -163,7 +164,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON results path")
     ap.add_argument("--backend", default="wgpu", choices=["wgpu", "dawn"])
     ap.add_argument("--dtypes", default="f32,f16")
-    ap.add_argument("--modes", default="eager,compiled")
+    ap.add_argument("--modes", default="eager,compiled",
+                    help="comma-separated: eager, fused (eager after webgpu_llm.torch.fuse_layers), compiled")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--runs", type=int, default=5)
@@ -203,12 +205,16 @@ def main() -> None:
             wt.reset_fallback_report()
             kwargs: dict[str, Any] = {}
             n = args.new_tokens
+            wt.unfuse_layers(model)
             if mode == "compiled":
                 model.forward = torch.compile(model.__class__.forward.__get__(model), backend="webgpu")
                 kwargs["cache_implementation"] = "static"
             else:
                 model.forward = model.__class__.forward.__get__(model)
                 n = min(n, args.eager_new_tokens)
+                if mode == "fused":
+                    r_fused = wt.fuse_layers(model)
+                    print(f"  fused layers: {r_fused}", flush=True)
             stream = wt.context.ctx().stream
             for setting in settings * args.repeat:
                 for k, v in setting.items():

@@ -2,6 +2,7 @@
 
     import torch, webgpu_llm.torch as wt
     model = AutoModelForCausalLM.from_pretrained(...).to("webgpu")      # eager: one kernel per op
+    wt.fuse_layers(model)               # eager with fused RMSNorm, SwiGLU and RoPE (fewer ops)
     model.forward = torch.compile(model.forward, backend="webgpu")      # fused, replayed graphs
     model.generate(ids.to("webgpu"), cache_implementation="static")
     wt.fallback_report()  # ops that ran on the CPU (none for Llama/Qwen2)
@@ -10,7 +11,7 @@
 The GPU opens on first use, on wgpu-native, or Dawn with `set_backend("dawn")` or
 WEBGPU_LLM_TORCH_BACKEND=dawn. Layout: tensors.py/memory.py (storage), stream.py (launch
 batching), kernels/ (WGSL generators), ops/ (ATen registrations, launch plans), fallback.py,
-fused_ops.py and compile/ (FX passes, record and replay).
+fused_ops.py, fuse_layers.py (eager) and compile/ (FX passes, record and replay).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .compile import graph_report  # noqa: E402
 from .context import set_backend  # noqa: E402
 from .device import device_count, empty_cache, is_available, memory_allocated, synchronize  # noqa: E402
 from .fallback import FallbackWarning, fallback_report, reset_fallback_report  # noqa: E402
+from .fuse_layers import fuse_layers, unfuse_layers  # noqa: E402
 
-__all__ = ["FallbackWarning", "device_count", "empty_cache", "fallback_report", "graph_report", "is_available",
-           "memory_allocated", "reset_fallback_report", "set_backend", "synchronize"]
+__all__ = ["FallbackWarning", "device_count", "empty_cache", "fallback_report", "fuse_layers", "graph_report",
+           "is_available", "memory_allocated", "reset_fallback_report", "set_backend", "synchronize", "unfuse_layers"]
 del _ops, _compile

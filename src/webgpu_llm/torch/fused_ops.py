@@ -20,6 +20,7 @@ from .kernels.fused_linear import linear_group as linear_group_kernel
 from .kernels.kv_cache import kv_append as kv_append_kernel
 from .kernels.rms_norm import rms_norm as rms_norm_kernel
 from .kernels.rope import rope as rope_kernel
+from .ops.plans import planned
 from .tensors import empty
 
 _LIB = torch.library.Library("webgpu", "DEF")
@@ -47,7 +48,8 @@ ops = torch.ops.webgpu
 
 def _register(name: str, meta: Callable[..., Any], device: Callable[..., Any]) -> None:
     _LIB.impl(name, meta, "Meta")
-    _LIB.impl(name, device, "PrivateUse1")
+    # through launch plans as the ATen ops: eager mode calls these once per layer (fuse_layers.py)
+    _LIB.impl(name, planned(device), "PrivateUse1")
 
 
 def _like(shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
