@@ -170,12 +170,16 @@ def switch_ab(gpu: Any, preset: str, dtype: str, field: str, switches: tuple[str
               prefill: bool = False) -> dict[str, Any]:
     """Decode with a Tuning switch off and on (alternated twice), same kernel shapes: the step's
     GPU time and tg64; with `prefill`, a 512-token prompt's GPU time through the layers and
-    pp512 instead."""
+    pp512 instead. `field` may name the two values to compare: "early=1,2" ("off" is the
+    first, "on" the second)."""
     b = DecodeBench(gpu, preset, dtype, ctx=520 if prefill else 160, batch=512 if prefill else 16)
-    out: dict[str, Any] = {"backend": gpu.backend, "dtype": dtype, "preset": preset, "switch": field}
+    field, _, given = field.partition("=")
+    values: tuple[Any, Any] = tuple(int(v) for v in given.split(",")) if given else (False, True)  # type: ignore[assignment]
+    out: dict[str, Any] = {"backend": gpu.backend, "dtype": dtype, "preset": preset, "switch": field,
+                           "values": list(values)}
     base = start_tuning(gpu, preset, switches)
     for on in (False, True, False, True):
-        b.use(dataclasses.replace(base, **{field: on}))
+        b.use(dataclasses.replace(base, **{field: values[on]}))
         key = "on" if on else "off"
         if prefill:
             out.setdefault(f"{key}_step_gpu_us", []).append(b.prefill_gpu() * 1e6)
@@ -184,7 +188,7 @@ def switch_ab(gpu: Any, preset: str, dtype: str, field: str, switches: tuple[str
         b.tok_s()  # warm-up
         out.setdefault(f"{key}_step_gpu_us", []).append(b.step_gpu() * 1e6)
         out.setdefault(f"{key}_tg64_tok_s", []).append(b.tok_s())
-    print(f"{gpu.backend} {preset} {dtype} {field}: off " + " / ".join(
+    print(f"{gpu.backend} {preset} {dtype} {field} {values[0]} | {values[1]}: off " + " / ".join(
         f"{t:.0f} us {r:.0f} tok/s" for t, r in zip(out["off_step_gpu_us"], out["off_tg64_tok_s"])) + " | on " + " / ".join(
         f"{t:.0f} us {r:.0f} tok/s" for t, r in zip(out["on_step_gpu_us"], out["on_tg64_tok_s"])),
         file=sys.stderr, flush=True)
@@ -199,7 +203,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--prefill", action="store_true", help="sweep the prompt matmul instead (with --ab: time prompts)")
     ap.add_argument("--int8", action="store_true", help="compare float and int8 activations instead (--ab int8)")
-    ap.add_argument("--ab", default=None, help="compare this Tuning switch off and on instead (int8, spread)")
+    ap.add_argument("--ab", default=None,
+                    help="compare this Tuning switch off and on instead (int8, spread), or two of its values: early=1,2")
     ap.add_argument("--with", dest="switches", default="", help="comma list of Tuning switches to turn on first")
     ap.add_argument("--blocks", action="store_true", help="sweep row blocks per mat-vec workgroup instead")
     a = ap.parse_args()

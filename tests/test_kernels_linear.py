@@ -204,12 +204,13 @@ def test_matvec_spread_units(gpu, fmt):
             assert rel_err(read(gpu, yb, rows), ref) > 1e-3
 
 
-def test_matvec_early_first_unit(gpu):
-    """`early`: the first unit's weight words requested before the prologue and decoded after
+def test_matvec_early_first_units(gpu):
+    """`early`: the first units' weight words requested before the prologue and decoded after
     it. Two segments of float formats (f16 and bf16, 4 words a unit), rows split between them
     inside a row pair; row groups wider than the row's units (lanes with none) and narrower
-    (the loop goes on after the first unit); plain and RMSNorm inputs, staged or not; spread
-    and not. A kernel that decodes the wrong row's words must fail."""
+    (the loop goes on after the first units), 1 to 3 early units, more than a lane has; plain
+    and RMSNorm inputs, staged or not; spread and not. A kernel that decodes the wrong row's
+    or the wrong unit's words must fail."""
     rng = np.random.default_rng(12)
     k, r0, r1 = 200, 23, 22
     w0, b0 = _weight(gpu, "f16", r0, k, rng)
@@ -220,22 +221,24 @@ def test_matvec_early_first_unit(gpu):
     xb, pvb, yb = gpu.upload(x), gpu.upload(nw), gpu.buffer((r0 + r1) * 4)
     sgs = gpu.subgroups_wgsl(on_cpu=True)
     segs = (Segment("f16", r0), Segment("bf16", r1))
-    for prologue, shared, tpr, spread, sg in (("rmsnorm", 32768, 16, True, None), ("rmsnorm", 0, 2, False, None),
-                                              ("plain", 0, 8, True, sgs)):
+    for prologue, shared, tpr, spread, sg, early in (
+            ("rmsnorm", 32768, 16, True, None, 1), ("rmsnorm", 0, 2, False, None, 1), ("plain", 0, 8, True, sgs, 1),
+            ("rmsnorm", 32768, 2, True, None, 3), ("rmsnorm", 0, 8, True, sgs, 2), ("plain", 0, 2, False, None, 2)):
         spec = LinearSpec(k=k, segments=segs, prologue=prologue, eps=1e-5)
         ref = w @ (rms_norm(x, nw, 1e-5) if prologue == "rmsnorm" else x)
-        kernel = matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, spread=spread, early=True)
-        assert "raw_row" in kernel.wgsl
+        kernel = matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, spread=spread, early=early)
+        assert kernel.wgsl.count("raw_row(er0") == early
         binds = {"w0": b0, "w1": b1, "x": xb, "y": yb} | ({"pv": pvb} if prologue == "rmsnorm" else {})
         run_kernel(gpu, kernel, binds, matvec_grid(spec, 64, tpr))
-        assert rel_err(read(gpu, yb, r0 + r1), ref) < 1e-5, (prologue, shared, tpr, spread)
-    wrong = kernel.wgsl.replace("dec_row(r1c, ew1)", "dec_row(r1c, ew0)")
-    run_kernel(gpu, Kernel(kernel.name, wrong, kernel.bindings), binds, matvec_grid(spec, 64, tpr))
-    assert rel_err(read(gpu, yb, r0 + r1), ref) > 1e-3
+        assert rel_err(read(gpu, yb, r0 + r1), ref) < 1e-5, (prologue, shared, tpr, spread, early)
+    for a, b in (("dec_row(r1c, ew1_0)", "dec_row(r1c, ew0_0)"), ("dec_row(r0, ew0_1)", "dec_row(r0, ew0_0)")):
+        wrong = kernel.wgsl.replace(a, b)
+        run_kernel(gpu, Kernel(kernel.name, wrong, kernel.bindings), binds, matvec_grid(spec, 64, tpr))
+        assert rel_err(read(gpu, yb, r0 + r1), ref) > 1e-3, b
     # the switch is ignored where it does not apply (several units in flight, quantized weights)
-    assert "raw_row" not in matvec_kernel(spec, wg=64, tpr=8, ilp=2, early=True).wgsl
+    assert "raw_row" not in matvec_kernel(spec, wg=64, tpr=8, ilp=2, early=2).wgsl
     q = LinearSpec(k=224, segments=(Segment("q8_0", 5),))
-    assert "raw_row" not in matvec_kernel(q, wg=64, tpr=8, early=True).wgsl
+    assert "raw_row" not in matvec_kernel(q, wg=64, tpr=8, early=2).wgsl
 
 
 def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):

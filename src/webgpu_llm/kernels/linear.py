@@ -341,7 +341,7 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
                   shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1,
-                  spread: bool = False, int8_direct: bool = False, early: bool = False) -> Kernel:
+                  spread: bool = False, int8_direct: bool = False, early: int = 0) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     A workgroup takes `blocks` consecutive blocks of wg/tpr row pairs, one after the other,
@@ -364,9 +364,9 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     `int8_direct`: with a plain input, the int8 path quantizes x from memory instead of
     staging it in workgroup memory first (room for the widest inputs: the 1.5B's down).
 
-    `early` (float weights, one unit in flight, one row block): each thread requests its first
-    unit's weight words before the prologue, so that their memory latency overlaps the
-    staging of x, and decodes them after it.
+    `early` (float weights, one unit in flight, one row block): each thread requests the
+    weight words of its first `early` units (0: none) before the prologue, so that their
+    memory latency overlaps the staging of x, and decodes them after it.
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
@@ -383,7 +383,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     # int8: x is quantized from workgroup memory, or (plain input, `int8_direct`) from memory
     stage = (spec.prologue != "plain" or (int8 and not int8_direct)) and spec.kp * 4 + wg * 20 <= shared_bytes
     norm = spec.prologue == "rmsnorm"
-    early = early and not int8 and spread_ok(spec) and ilp == 1 and blocks == 1
+    early = int(early) if not int8 and spread_ok(spec) and ilp == 1 and blocks == 1 else 0
     spread = spread and not int8 and spread_ok(spec)
     words = SPREAD_FORMATS[spec.segments[0].fmt] if spread else 0  # 16-byte words per unit
     # x's vec4 $i of unit @u (8 per unit): 8 / words of them per weight word
@@ -420,19 +420,25 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         xs.append(f"      var xv{j}: array<vec4<f32>, 8>;\n%8    " + xw.replace("@j", str(j)).replace("@u", uj).replace("@ok", ok))
         uses.append(f"      {{ let w = load_row(r0, {uj}); a.x += {dots('w', f'xv{j}')}; }}\n"
                     f"      {{ let w = load_row(r1c, {uj}); a.y += {dots('w', f'xv{j}')}; }}")
-    # with `early` the first unit is taken before the loop (below)
-    loop = "\n".join([f"    for (var u = lane{' + TPR' if early else ''}; u < NU; u += TPR * {ilp}u) {{",
+    # with `early` the first units are taken before the loop (below)
+    loop = "\n".join([f"    for (var u = lane{f' + {early}u * TPR' if early else ''}; u < NU; u += TPR * {ilp}u) {{",
                       *units, *xs, *uses, "    }"])
     pre = ""
-    if early:  # the first unit (its words requested before the prologue: ew0, ew1), then the rest
+    if early:  # the first units (their words requested before the prologue: ew0_e, ew1_e), then the rest
         pre = """  let ep = min(g * (WG / TPR) + lid / TPR, NP - 1u);
-  let eu = min(lane, NU - 1u);
-  let ew0 = raw_row(row0(ep), eu);
-  let ew1 = raw_row(select(row0(ep), row1(ep), row1(ep) < N), eu);"""
-        first = ("      let eok = lane < NU;\n      var xv0: array<vec4<f32>, 8>;\n%8    "
-                 + xw.replace("@j", "0").replace("@u", "eu").replace("@ok", "eok"))
-        loop = "\n".join(["    {", first, f"      {{ let w = dec_row(r0, ew0); a.x += {dots('w', 'xv0')}; }}",
-                          f"      {{ let w = dec_row(r1c, ew1); a.y += {dots('w', 'xv0')}; }}", "    }", loop])
+  let er0 = row0(ep);
+  let er1 = select(er0, row1(ep), row1(ep) < N);"""
+        firsts = []
+        for e in range(early):
+            pre += f"""
+  let eu{e} = min(lane + {e}u * TPR, NU - 1u);
+  let ew0_{e} = raw_row(er0, eu{e});
+  let ew1_{e} = raw_row(er1, eu{e});"""
+            firsts += ["    {", f"      let eok = lane + {e}u * TPR < NU;\n      var xv0: array<vec4<f32>, 8>;\n%8    "
+                       + xw.replace("@j", "0").replace("@u", f"eu{e}").replace("@ok", "eok"),
+                       f"      {{ let w = dec_row(r0, ew0_{e}); a.x += {dots('w', 'xv0')}; }}",
+                       f"      {{ let w = dec_row(r1c, ew1_{e}); a.y += {dots('w', 'xv0')}; }}", "    }"]
+        loop = "\n".join([*firsts, loop])
     if int8:
         loop = """    for (var u = lane; u < NU; u += TPR) {
       let x0 = xq[2u * u];

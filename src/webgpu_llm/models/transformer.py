@@ -71,7 +71,7 @@ class Tuning:
     mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
     attn_spread: bool = False  # decode attention reads its keys by adjacent words (AttentionSpec.spread)
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
-    early: bool = False  # float mat-vecs request their first unit's weights before the prologue
+    early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -127,7 +127,7 @@ class Tuning:
                       splits=(("o", 2), ("down", 4)),
                       mv_int8=(*wide_int8, ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
                       mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True,
-                      early=gpu.backend == "dawn" and not wide)
+                      early=int(gpu.backend == "dawn" and not wide))
 
 
 SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
