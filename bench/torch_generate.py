@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON results path")
     ap.add_argument("--backend", default="wgpu", choices=["wgpu", "dawn"])
     ap.add_argument("--dtypes", default="f32,f16")
-    ap.add_argument("--modes", default="eager,compiled",
+    ap.add_argument("--modes", default="eager,fused,compiled",
                     help="comma-separated: eager, fused (eager after webgpu_llm.torch.fuse_layers), compiled")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prompt-tokens", type=int, default=16)
