@@ -109,6 +109,8 @@ def test_fused_layers_take_fewer_ops_and_come_undone() -> None:
     cpu_ops, cpu_logits = ops_and_logits(dev.to("cpu"), "cpu")  # fused modules, host tensors: their own forward
     assert rel_err(cpu_logits, want) < 1e-4 and cpu_ops["rsqrt"] == 5
     wt.unfuse_layers(dev)
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
+        wt.fuse_layers("Qwen/Qwen2.5-0.5B")  # type: ignore[arg-type]
     assert ops_and_logits(dev.to("webgpu"), "webgpu")[0] == plain
 
 

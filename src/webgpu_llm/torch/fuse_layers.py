@@ -129,6 +129,8 @@ def fuse_layers(model: nn.Module) -> dict[str, int]:
     Only this model's modules change (their `forward`, on the instance; `unfuse_layers` undoes
     it); a fused module given tensors that are not on the device runs its own forward.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fuse_layers takes a torch.nn.Module (a transformers model), not {type(model).__name__}")
     counts = {"rms_norm": 0, "mlp": 0, "rope": 0}
     for m in model.modules():
         if not type(m).__name__.startswith(FAMILIES):
