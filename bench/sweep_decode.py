@@ -88,7 +88,8 @@ class DecodeBench:
 
 def start_tuning(gpu: Any, preset: str, switches: tuple[str, ...] = ()) -> Tuning:
     """The preset's default Tuning with the --with switches on."""
-    return dataclasses.replace(Tuning.default(gpu, PRESETS[preset]["hidden"]), **{f: True for f in switches})
+    shape = PRESETS[preset]
+    return dataclasses.replace(Tuning.default(gpu, shape["hidden"], shape["head_dim"]), **{f: True for f in switches})
 
 
 def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:

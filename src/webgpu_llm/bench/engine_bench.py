@@ -85,9 +85,13 @@ def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = "| model | backend | fused | dispatches/token | tg tok/s | pp tok/s |\n| --- | --- | --- | --- | --- | --- |\n"
+
+    def pp(r: dict[str, Any]) -> str:  # "—" where the prompt was not timed (--n-pp 0)
+        return f"{r['pp_tok_s']:.0f}" if "pp_tok_s" in r else "—"
+
     lines = [f"| {r['model']} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
              f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | {r['dispatches_per_token']} | "
-             f"{r['tg_tok_s']:.1f} | {r.get('pp_tok_s', float('nan')):.0f} |" for r in rows]
+             f"{r['tg_tok_s']:.1f} | {pp(r)} |" for r in rows]
     return head + "\n".join(lines) + "\n"
 
 

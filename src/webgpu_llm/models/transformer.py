@@ -89,9 +89,9 @@ class Tuning:
         raise KeyError(role)
 
     @staticmethod
-    def default(gpu: Gpu, hidden: int = 0) -> Tuning:
+    def default(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
         """The measured shapes for this adapter kind; `hidden` (the model width) picks the
-        wide-model variant at 1536 and up."""
+        wide-model variant at 1536 and up, `head_dim` the decode attention's keys per split."""
         if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
             # (no prefetch in the prompt matmul: pp64 of SmolLM2 on llvmpipe 9 -> 13 tok/s)
             return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefetch=False)
@@ -119,11 +119,13 @@ class Tuning:
         # (round 51: float mat-vecs that request their first unit's weights before the
         # prologue, `early`: 0.5B step -2 % f16, -6 % f32 on Dawn, but +4 % on wgpu-native and
         # +7 % on the 1.5B f16: Dawn and narrow models only)
+        # (round 53: heads of 128 dimensions take 64 keys per split: 1.5B step -2 to -3 % on
+        # both backends; 64-dimension heads keep 32)
         wide = hidden >= 1536
         gate_up = ("gate_up", 256, 8, 2) if wide else ("gate_up", 128, 16, 1)
         wide_int8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2)) if wide else (("o", 256, 32, 1),)
         return Tuning((("qkv", 256, 32, 1), ("o", 256, 64, 1), gate_up, ("down", 128, 128, 1),
-                       ("head", 128, 16, 1)), attn_chunk=32, mm=(("gate_up", 8),), int8=True,
+                       ("head", 128, 16, 1)), attn_chunk=64 if head_dim >= 128 else 32, mm=(("gate_up", 8),), int8=True,
                       splits=(("o", 2), ("down", 4)),
                       mv_int8=(*wide_int8, ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
                       mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True,
@@ -153,7 +155,7 @@ class Transformer:
                  batch: int = 512, fused: bool = True, tuning: Tuning | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
         self.gpu, self.cfg, self.ctx, self.fused = gpu, cfg, ctx, fused
-        self.tuning = tuning or Tuning.default(gpu, cfg.hidden)
+        self.tuning = tuning or Tuning.default(gpu, cfg.hidden, cfg.head_dim)
         self.batch = max(1, min(batch, ctx))
         c = cfg
         self.off_ffn = _a4(c.hidden)
