@@ -183,6 +183,9 @@ def main() -> None:
                     help="after timing, run one generate per cell under cProfile and write "
                          "PREFIX_<dtype>_<mode>.txt (functions by own time and by cumulative time)")
     args = ap.parse_args()
+    unknown = set(args.modes.split(",")) - {"eager", "fused", "compiled"}
+    if unknown:
+        sys.exit(f"unknown mode(s) {', '.join(sorted(unknown))}: choose from eager, fused, compiled")
 
     warnings.simplefilter("ignore")
     wt.set_backend(args.backend)

@@ -2,7 +2,7 @@
 
     import torch, webgpu_llm.torch as wt
     model = AutoModelForCausalLM.from_pretrained(...).to("webgpu")      # eager: one kernel per op
-    wt.fuse_layers(model)               # eager with fused RMSNorm, SwiGLU and RoPE (fewer ops)
+    wt.fuse_layers(model)               # eager, fewer ops: RMSNorm, SwiGLU gate, RoPE fused
     model.forward = torch.compile(model.forward, backend="webgpu")      # fused, replayed graphs
     model.generate(ids.to("webgpu"), cache_implementation="static")
     wt.fallback_report()  # ops that ran on the CPU (none for Llama/Qwen2)
