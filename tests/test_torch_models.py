@@ -75,6 +75,34 @@ def test_eager_generate_matches_cpu(kind: str, fused: bool) -> None:
     assert wt.fallback_report() == {}
 
 
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_compiled_generate_matches_cpu(kind: str, cache: str) -> None:
+    torch._dynamo.reset()
+    model = tiny(kind)
+    kwargs = {"cache_implementation": "static"} if cache == "static" else {}
+    want = generate(model, "cpu", **kwargs)
+    dev = on_device(model, torch.float32, True)
+    assert generate(dev, "webgpu", **kwargs) == want
+    # a second run replays the recorded decode graph
+    assert generate(dev, "webgpu", **kwargs) == want
+    assert wt.fallback_report() == {}
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 1e-2)])
+def test_compiled_logits(dtype: torch.dtype, tol: float) -> None:
+    torch._dynamo.reset()
+    model = tiny("qwen2")
+    ids = torch.tensor(PROMPT)
+    with torch.no_grad():
+        want = model.to(dtype)(ids).logits.float()
+        dev = on_device(model, dtype, True)
+        for _ in range(3):  # eager run, recording, replay
+            got = dev(ids.to("webgpu")).logits
+            assert rel_err(got.float(), want) < tol
+    assert wt.fallback_report() == {}
+
+
 def test_fused_layers_take_fewer_ops_and_come_undone() -> None:
     """fuse_layers replaces each RMSNorm, SwiGLU gate and rotary of q or k by one op (same
     logits); the fused modules still run on the CPU, and unfuse_layers restores the model's
