@@ -48,6 +48,7 @@ QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, nu
 TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+MODES = ("eager", "fused", "compiled")  # fused: eager after webgpu_llm.torch.fuse_layers
 
 
 def build(config: dict[str, Any], dtype: torch.dtype, seed: int = 0) -> torch.nn.Module:
@@ -164,7 +165,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON results path")
     ap.add_argument("--backend", default="wgpu", choices=["wgpu", "dawn"])
     ap.add_argument("--dtypes", default="f32,f16")
-    ap.add_argument("--modes", default="eager,fused,compiled",
+    ap.add_argument("--modes", default=",".join(MODES),
                     help="comma-separated: eager, fused (eager after webgpu_llm.torch.fuse_layers), compiled")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prompt-tokens", type=int, default=16)
@@ -183,9 +184,9 @@ def main() -> None:
                     help="after timing, run one generate per cell under cProfile and write "
                          "PREFIX_<dtype>_<mode>.txt (functions by own time and by cumulative time)")
     args = ap.parse_args()
-    unknown = set(args.modes.split(",")) - {"eager", "fused", "compiled"}
+    unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
-        sys.exit(f"unknown mode(s) {', '.join(sorted(unknown))}: choose from eager, fused, compiled")
+        sys.exit(f"unknown mode(s) {', '.join(sorted(unknown))}: choose from {', '.join(MODES)}")
 
     warnings.simplefilter("ignore")
     wt.set_backend(args.backend)

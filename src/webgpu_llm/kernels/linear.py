@@ -391,7 +391,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     xi = f"{xpw}u * upos(@u, $i / {xpw}) + $i % {xpw}" if spread else "@u * 8u + $i"
     body = "\n".join([
         _rows_wgsl(spec),
-        _loaders_wgsl(spec, sig, int8, spread, early),
+        _loaders_wgsl(spec, sig, int8, spread, early > 0),
         _input_wgsl(spec, sig, wg, stage, use_sg),
         _epilogue_wgsl(spec, sig),
     ])

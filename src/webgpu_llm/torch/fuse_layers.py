@@ -39,9 +39,8 @@ def _on_device(x: torch.Tensor) -> bool:
 
 
 # -- RMSNorm ----------------------------------------------------------------------------------
-def _is_rms_norm(m: nn.Module) -> bool:
-    name = type(m).__name__
-    return (name.endswith("RMSNorm") and name.startswith(FAMILIES) and hasattr(m, "variance_epsilon")
+def _is_rms_norm(m: nn.Module) -> bool:  # (of the FAMILIES: fuse_layers looks at no other module)
+    return (type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")
             and isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() == 1)
 
 
