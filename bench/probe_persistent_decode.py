@@ -1,0 +1,545 @@
+"""Probe a persistent decode step (one dispatch, grid barriers) against one dispatch per stage.
+
+Round 50 put the decode step at 1.24-1.46x the floor of its kernels, because each dispatch
+costs its critical path (boundary, loads of x, weight round trip, reductions) *plus* its
+bytes: a dispatch cannot start streaming its weights before the previous one has finished.
+Inside one persistent dispatch, a workgroup can request the next stage's first weights before
+it waits at the grid barrier, so the weight stream could overlap the barrier and the
+hand-off. Round 17 measured a bare barrier at 0.9-1.4 us; this probe measures a whole step.
+
+The step is the Qwen2.5-0.5B decode's dependency chain with its real matrix shapes (f16
+weights, random): per layer QKV (with the RMSNorm folded in), an attention placeholder (a
+copy of q: the hand-off without the attention's own work), O, gate/up, down (SiLU*mul of
+gate/up as its input), then the LM head; every mat-vec normalises its input (RMS) so values
+stay in range through ~120 stages. The same generated stage code runs three ways:
+
+- `multi`: one dispatch per stage, each with as many workgroups as its rows need (the engine's
+  structure, without its tuning);
+- `persistent`: one dispatch of G workgroups looping over all stages with a barrier made of
+  storage atomics between stages; the vectors handed between stages are read with atomic
+  loads (plain loads may hit stale L1 lines: round 17), or with plain loads from a fresh region
+  per stage (`--plain`), which the memory model does not promise;
+- `persistent+prefetch`: the same, each workgroup loading its first rows of the next stage
+  into registers between arriving at the barrier and waiting on it.
+
+Every variant's LM-head output is checked against numpy before it is timed; a barrier that
+cannot complete (workgroups not all resident) gives up after a spin limit and is reported.
+
+    python bench/probe_persistent_decode.py --backend dawn --out probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from webgpu_llm.runtime.gpu import Gpu, open_gpu
+from webgpu_llm.runtime.program import Kernel, Program
+
+WG = 256  # threads per workgroup
+LANES = 32  # threads per row (one subgroup on NVIDIA)
+GROUPS_PER_WG = WG // LANES
+MAX_ROWS = 4  # rows a thread group has in flight (one vec4 of sums)
+SPIN_CAP = 1 << 18
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int = 896
+    qkv: int = 1152
+    inter: int = 4864
+    vocab: int = 151936
+    layers: int = 24
+
+
+QWEN05 = Shape()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One mat-vec (or the copy that stands for attention): n outputs from k inputs."""
+
+    kind: str  # qkv, attn, o, gateup, down, lm
+    n: int
+    k: int
+    rows: int  # rows per thread group per round (several loads in flight)
+    w_off: int  # first weight word (vec4<u32>: 8 halves) of layer 0
+    in_off: int  # first input float of layer 0
+    out_off: int  # first output float of layer 0
+    silu_in: bool = False  # input = silu(v[:k]) * v[k:2k]
+
+
+def plan(s: Shape) -> tuple[list[Stage], int, int]:
+    """The per-layer stages (offsets of layer 0), the weight words and floats of a layer."""
+    h, q, f = s.hidden, s.qkv, s.inter
+    wq, wo, wgu, wd = q * h // 8, h * h // 8, 2 * f * h // 8, h * f // 8
+    layer_words = wq + wo + wgu + wd
+    v0 = 0  # layer input (hidden)
+    vq = v0 + _pad(h)
+    va = vq + _pad(q)
+    vo = va + _pad(h)
+    vg = vo + _pad(h)
+    layer_floats = vg + _pad(2 * f) - v0  # the next layer's input follows
+    stages = [
+        Stage("qkv", q, h, 2, 0, v0, vq),
+        Stage("attn", h, q, 1, 0, vq, va),
+        Stage("o", h, h, 1, wq, va, vo),
+        Stage("gateup", 2 * f, h, 4, wq + wo, vo, vg),
+        Stage("down", h, f, 1, wq + wo + wgu, vg, layer_floats, silu_in=True),
+    ]
+    return stages, layer_words, layer_floats
+
+
+def _pad(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+def lm_stage(s: Shape, layer_floats: int) -> Stage:
+    x = s.layers * layer_floats
+    return Stage("lm", s.vocab, s.hidden, 4, 0, x, x + _pad(s.hidden))
+
+
+# -- WGSL ---------------------------------------------------------------------------------
+
+def _header(subgroups: str | None, atomic_vec: bool, kmax: int, names: tuple[str, ...]) -> str:
+    """Declarations of the bindings `names` (numbered in that order: "auto" layouts drop
+    unused ones, so a kernel declares only what it uses)."""
+    vec = "array<atomic<u32>>" if atomic_vec else "array<f32>"
+    types = {"w": "read> w: array<vec4<u32>>", "wlm": "read> wlm: array<vec4<u32>>",
+             "v": f"read_write> v: {vec}", "sync": "read_write> sync: array<atomic<u32>>"}
+    decl = "\n".join(f"@group(0) @binding({i}) var<uniform> lay: vec4<u32>;" if n == "lay" else
+                     f"@group(0) @binding({i}) var<storage, {types[n]};" for i, n in enumerate(names))
+    return f"""{subgroups or ''}
+{decl}
+var<workgroup> xs: array<vec4<f32>, {kmax // 4}>;
+var<workgroup> red: array<f32, {WG * MAX_ROWS}>;
+var<workgroup> scale_wg: f32;
+"""
+
+
+def _vload(atomic_vec: bool, idx: str) -> str:
+    return f"bitcast<f32>(atomicLoad(&v[{idx}]))" if atomic_vec else f"v[{idx}]"
+
+
+def _vstore(atomic_vec: bool, idx: str, val: str) -> str:
+    return f"atomicStore(&v[{idx}], bitcast<u32>({val}));" if atomic_vec else f"v[{idx}] = {val};"
+
+
+def _helpers(subgroups: str | None) -> str:
+    # row sums: a subgroup sum each, or (without subgroups) all of a round's rows through
+    # workgroup memory at once. Few barriers matter on llvmpipe, whose compile time grows
+    # with them (each is a coroutine suspension point there).
+    if subgroups is not None:
+        row_sum = "fn row_sum(p: vec4<f32>, lid: u32) -> vec4<f32> { return subgroupAdd(p); }"
+    else:
+        row_sum = f"""
+fn row_sum(p: vec4<f32>, lid: u32) -> vec4<f32> {{
+  workgroupBarrier();
+  for (var r = 0u; r < 4u; r++) {{ red[r * {WG}u + lid] = p[r]; }}
+  workgroupBarrier();
+  let base = lid - lid % {LANES}u;
+  var s = vec4<f32>();
+  for (var i = 0u; i < {LANES}u; i++) {{
+    s += vec4<f32>(red[base + i], red[{WG}u + base + i], red[{2 * WG}u + base + i], red[{3 * WG}u + base + i]);
+  }}
+  return s;
+}}"""
+    if subgroups is not None:  # one subgroup sum, then the 8 partials: 2 barriers, not 10
+        wg_sum = f"""
+fn wg_sum(p: f32, lid: u32) -> f32 {{
+  let s = subgroupAdd(p);
+  workgroupBarrier();
+  if (lid % {LANES}u == 0u) {{ red[lid / {LANES}u] = s; }}
+  workgroupBarrier();
+  var r = 0.0;
+  for (var i = 0u; i < {GROUPS_PER_WG}u; i++) {{ r += red[i]; }}
+  return r;
+}}"""
+    else:  # every thread adds all partials: 256 adds, but two barriers, not ten
+        wg_sum = f"""
+fn wg_sum(p: f32, lid: u32) -> f32 {{
+  workgroupBarrier();
+  red[lid] = p;
+  workgroupBarrier();
+  var r = 0.0;
+  for (var i = 0u; i < {WG}u; i++) {{ r += red[i]; }}
+  return r;
+}}"""
+    return row_sum + wg_sum + """
+fn dot8(word: vec4<u32>, i: u32) -> f32 {
+  let a = xs[2u * i];
+  let b = xs[2u * i + 1u];
+  let w0 = unpack2x16float(word.x);
+  let w1 = unpack2x16float(word.y);
+  let w2 = unpack2x16float(word.z);
+  let w3 = unpack2x16float(word.w);
+  return dot(vec4<f32>(w0, w1), a) + dot(vec4<f32>(w2, w3), b);
+}
+"""
+
+
+def _words(st: Stage) -> tuple[int, int]:
+    """Weight words per row, words per lane."""
+    wpr = st.k // 8
+    return wpr, -(-wpr // LANES)
+
+
+PREFETCH_WORDS = 4  # words per row a lane prefetches (registers held across the barrier)
+
+
+def _prefetch_names(st: Stage) -> list[tuple[int, int]]:
+    _, per_lane = _words(st)
+    return [(r, i) for r in range(st.rows) for i in range(min(per_lane, PREFETCH_WORDS))]
+
+
+def _row_expr(st: Stage, r: int, j: str, groups: str) -> str:
+    return f"(gs * {st.rows}u + {r}u + ({j}) * {groups} * {GROUPS_PER_WG * st.rows}u)"
+
+
+def _weights_ref(st: Stage, row: str, word: str, layer: str = "l") -> str:
+    arr = "wlm" if st.kind == "lm" else "w"
+    base = f"{st.w_off}u" if st.kind == "lm" else f"({layer} * LAYER_WORDS + {st.w_off}u)"
+    return f"{arr}[{base} + min({row}, {st.n - 1}u) * {st.k // 8}u + min({word}, {st.k // 8 - 1}u)]"
+
+
+def prefetch_code(st: Stage, groups: str, layer: str) -> str:
+    """Load the first round of stage `st` of layer `layer` into the pf_ registers."""
+    if st.kind == "attn":
+        return ""
+    return "\n  ".join(f"pf_{r}_{i} = {_weights_ref(st, _row_expr(st, r, '0u', groups), f'lane + {i * LANES}u', layer)};"
+                       for r, i in _prefetch_names(st))
+
+
+def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
+    """One stage for workgroup `wid` (of `groups` * 8 thread groups); `l` is the layer."""
+    in_base = f"(l * LAYER_FLOATS + {st.in_off}u)" if st.kind != "lm" else f"{st.in_off}u"
+    out_base = f"(l * LAYER_FLOATS + {st.out_off}u)" if st.kind != "lm" else f"{st.out_off}u"
+    if st.kind == "attn":  # the copy of q that stands for attention
+        return f"""{{
+    for (var i = wid * {WG}u + lid; i < {st.n}u; i += {groups} * {GROUPS_PER_WG}u * {LANES}u) {{
+      {_vstore(atomic_vec, f'{out_base} + i', _vload(atomic_vec, f'{in_base} + i'))}
+    }}
+  }}"""
+    wpr, per_lane = _words(st)
+    k4 = st.k // 4
+    if st.silu_in:
+        x_load = (f"let g = {_vload(atomic_vec, f'{in_base} + i')};\n"
+                  f"          let u = {_vload(atomic_vec, f'{in_base} + {st.k}u + i')};\n"
+                  f"          xv[e] = g / (1.0 + exp(-g)) * u;")
+    else:
+        x_load = f"xv[e] = {_vload(atomic_vec, f'{in_base} + i')};"
+
+    def one_round(j: str, pf: bool) -> str:
+        lines = []
+        for r in range(st.rows):
+            row = _row_expr(st, r, j, groups)
+            lines.append(f"let row{r} = {row};")
+            for i in range(per_lane):
+                word = f"lane + {i * LANES}u"
+                src = f"pf_{r}_{i}" if pf and i < PREFETCH_WORDS else _weights_ref(st, f"row{r}", word)
+                lines.append(f"let w{r}_{i} = {src};")
+        for r in range(st.rows):
+            terms = []
+            for i in range(per_lane):
+                word = f"lane + {i * LANES}u"
+                d = f"dot8(w{r}_{i}, min({word}, {wpr - 1}u))"
+                if (i + 1) * LANES > wpr:  # the last words: lanes past the row add nothing
+                    d = f"select(0.0, {d}, {word} < {wpr}u)"
+                terms.append(d)
+            lines.append(f"let p{r} = {' + '.join(terms)};")
+        parts = ", ".join(f"p{r}" if r < st.rows else "0.0" for r in range(MAX_ROWS))
+        lines.append(f"let sums = row_sum(vec4<f32>({parts}), lid) * scale;")
+        for r in range(st.rows):
+            lines.append(f"if (lane == 0u && row{r} < {st.n}u) {{ "
+                         f"{_vstore(atomic_vec, f'{out_base} + row{r}', f'sums[{r}]')} }}")
+        return "\n      ".join(lines)
+
+    first = one_round("0u", use_pf)
+    rest = one_round("j", False)
+    return f"""{{
+    // the input into workgroup memory, and its RMS
+    var ss = 0.0;
+    for (var c0 = 0u; c0 < {-(-k4 // WG)}u; c0++) {{
+      let c = c0 * {WG}u + lid;
+      if (c < {k4}u) {{
+        var xv: vec4<f32>;
+        for (var e = 0u; e < 4u; e++) {{
+          let i = c * 4u + e;
+          {x_load}
+        }}
+        xs[c] = xv;
+        ss += dot(xv, xv);
+      }}
+    }}
+    let scale = inverseSqrt(wg_sum(ss, lid) / {float(st.k)} + {EPS});
+    {{
+      {first}
+    }}
+    for (var j = 1u; j * {groups} * {GROUPS_PER_WG * st.rows}u < {st.n}u; j++) {{
+      {rest}
+    }}
+    workgroupBarrier();  // xs is refilled by the next stage
+  }}"""
+
+
+def barrier_code(groups: str, prefetch: str) -> str:
+    """Arrive, (prefetch the next stage's weights), wait for every workgroup: barrier `b`."""
+    return f"""
+  storageBarrier();
+  workgroupBarrier();
+  if (lid == 0u) {{ atomicAdd(&sync[0], 1u); }}
+  {prefetch}
+  if (lid == 0u) {{
+    let goal = (b + 1u) * {groups};
+    var spins = 0u;
+    loop {{
+      if (atomicLoad(&sync[0]) >= goal || atomicLoad(&sync[1]) != 0u) {{ break; }}
+      spins++;
+      if (spins > {SPIN_CAP}u) {{ atomicStore(&sync[1], 1u); break; }}
+    }}
+  }}
+  workgroupBarrier();
+  storageBarrier();
+  b++;"""
+
+
+def _consts(layer_words: int, layer_floats: int) -> str:
+    return f"const LAYER_WORDS: u32 = {layer_words}u;\nconst LAYER_FLOATS: u32 = {layer_floats}u;\n"
+
+
+def _entry(body: str, pf_decl: str) -> str:
+    return f"""
+@compute @workgroup_size({WG})
+fn main(@builtin(workgroup_id) wg3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let wid = wg3.x;
+  let lane = lid % {LANES}u;
+  let gs = wid * {GROUPS_PER_WG}u + lid / {LANES}u;
+  {pf_decl}
+  {body}
+}}"""
+
+
+def persistent_kernel(shape: Shape, groups: int, atomic_vec: bool, prefetch: bool, subgroups: str | None) -> str:
+    stages, lw, lf = plan(shape)
+    lm = lm_stage(shape, lf)
+    g = f"{groups}u"
+    kmax = max(s.k for s in [*stages, lm])
+
+    def pf(st: Stage, layer: str) -> str:
+        return prefetch_code(st, g, layer) if prefetch else ""
+
+    decl = ""
+    if prefetch:
+        names = sorted({n for s in [*stages, lm] for n in _prefetch_names(s)})
+        decl = "\n  ".join(f"var pf_{r}_{i}: vec4<u32>;" for r, i in names)
+    layer = []
+    for idx, st in enumerate(stages):
+        layer.append(stage_code(st, atomic_vec, g, prefetch))
+        if idx + 1 < len(stages):
+            layer.append(barrier_code(g, pf(stages[idx + 1], "l")))
+    # after a layer's last stage: the next layer's first, or the LM head
+    body = f"""var b = 0u;
+  {pf(stages[0], "0u")}
+  for (var l = 0u; l < {shape.layers}u; l++) {{
+  {"".join(layer)}
+  if (l + 1u < {shape.layers}u) {{
+    {barrier_code(g, pf(stages[0], "(l + 1u)"))}
+  }} else {{
+    {barrier_code(g, pf(lm, "0u"))}
+  }}
+  }}
+  {stage_code(lm, atomic_vec, g, prefetch)}"""
+    return (_header(subgroups, atomic_vec, kmax, ("w", "wlm", "v", "sync")) + _consts(lw, lf)
+            + _helpers(subgroups) + _entry(body, decl))
+
+
+STAGE_BINDINGS = {"attn": ("v", "lay"), "lm": ("wlm", "v")}  # the rest: ("w", "v", "lay")
+LAYER_ALIGN = 256  # uniform offsets' alignment
+
+
+def stage_kernel(shape: Shape, st: Stage, subgroups: str | None, groups: int | None = None) -> tuple[str, int]:
+    """One stage as its own dispatch, with as many workgroups as its rows need (or `groups`,
+    looping over the rows as the persistent kernel does). The layer comes from a uniform, so
+    the layers share one pipeline per stage, as the engine's do."""
+    _, lw, lf = plan(shape)
+    per_wg = GROUPS_PER_WG * st.rows if st.kind != "attn" else WG
+    groups = groups or -(-st.n // per_wg)
+    g = f"{groups}u"
+    body = f"let l = {'lay.x' if st.kind != 'lm' else '0u'};\n  {stage_code(st, False, g, False)}"
+    names = STAGE_BINDINGS.get(st.kind, ("w", "v", "lay"))
+    return (_header(subgroups, False, st.k, names) + _consts(lw, lf) + _helpers(subgroups)
+            + _entry(body, "")), groups
+
+
+RESET = """
+@group(0) @binding(0) var<storage, read_write> sync: array<atomic<u32>>;
+@compute @workgroup_size(1)
+fn main() { atomicStore(&sync[0], 0u); atomicStore(&sync[1], 0u); }"""
+
+
+# -- host side ----------------------------------------------------------------------------
+
+class Step:
+    """Seeded random f16 weights of `shape` on the GPU, and the numpy reference of one step."""
+
+    def __init__(self, gpu: Gpu, shape: Shape, seed: int = 0) -> None:
+        self.gpu, self.shape = gpu, shape
+        stages, lw, lf = plan(shape)
+        self.stages, self.layer_words, self.layer_floats = stages, lw, lf
+        self.lm = lm_stage(shape, lf)
+        if shape.layers * lw * 16 > gpu.max_binding:
+            raise SystemExit(f"the layers' weights ({shape.layers * lw * 16 / 2**20:.0f} MiB) exceed this "
+                             f"adapter's largest binding ({gpu.max_binding / 2**20:.0f} MiB): use fewer --layers")
+        rng = np.random.default_rng(seed)
+        self.wbuf = gpu.buffer(shape.layers * lw * 16, "weights")
+        self.mats: list[dict[str, np.ndarray]] = []
+        for layer in range(shape.layers):
+            m = {}
+            words = []
+            for st in stages:
+                if st.kind == "attn":
+                    continue
+                a = rng.standard_normal((st.n, st.k), dtype=np.float32).astype(np.float16)
+                m[st.kind] = a
+                words.append(a.reshape(-1))
+            self.gpu.write(self.wbuf, np.concatenate(words), layer * lw * 16)
+            self.mats.append(m)
+        self.wlm = rng.standard_normal((shape.vocab, shape.hidden), dtype=np.float32).astype(np.float16)
+        self.lmbuf = gpu.upload(self.wlm, "lm_head")
+        self.vec_floats = self.lm.out_off + _pad(shape.vocab)
+        self.vbuf = gpu.buffer(self.vec_floats * 4, "vectors")
+        self.x0 = rng.standard_normal(shape.hidden).astype(np.float32)
+        self.sync = gpu.buffer(16, "sync")
+
+    def reset_input(self) -> None:
+        self.gpu.write(self.vbuf, np.zeros(self.vec_floats, np.float32))
+        self.gpu.write(self.vbuf, self.x0)
+
+    def reference(self) -> np.ndarray:
+        def mv(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+            return (w.astype(np.float32) @ x) / np.sqrt(np.mean(x * x) + EPS)
+
+        x = self.x0
+        f = self.shape.inter
+        for m in self.mats:
+            q = mv(m["qkv"], x)
+            a = q[: self.shape.hidden]
+            o = mv(m["o"], a)
+            gu = mv(m["gateup"], o)
+            h = gu[:f] / (1 + np.exp(-gu[:f])) * gu[f:]
+            x = mv(m["down"], h)
+        return mv(self.wlm, x)
+
+    def logits(self) -> np.ndarray:
+        return self.gpu.read_array(self.vbuf, np.float32, self.shape.vocab, self.lm.out_off * 4)
+
+    def multi(self, subgroups: str | None, groups: int | None = None) -> Program:
+        prog = Program(self.gpu, "multi")
+        u = self.gpu.usage
+        lay = self.gpu.buffer(self.shape.layers * LAYER_ALIGN, "layer", u.UNIFORM | u.COPY_DST)
+        self.gpu.write(lay, np.repeat(np.arange(self.shape.layers, dtype=np.uint32), LAYER_ALIGN // 4)
+                       * (np.arange(self.shape.layers * LAYER_ALIGN // 4) % (LAYER_ALIGN // 4) == 0))
+        for layer, st in [(la, st) for la in range(self.shape.layers) for st in self.stages] + [(0, self.lm)]:
+            src, g = stage_kernel(self.shape, st, subgroups, groups)
+            bufs = {"w": self.wbuf, "wlm": self.lmbuf, "v": self.vbuf, "lay": (lay, layer * LAYER_ALIGN, 16)}
+            names = STAGE_BINDINGS.get(st.kind, ("w", "v", "lay"))
+            prog.add(Kernel(st.kind, src), [bufs[n] for n in names], (g, 1, 1))
+        return prog
+
+    def persistent(self, groups: int, atomic_vec: bool, prefetch: bool, subgroups: str | None) -> Program:
+        prog = Program(self.gpu, "persistent")
+        prog.add(Kernel("reset", RESET), [self.sync], (1, 1, 1))
+        src = persistent_kernel(self.shape, groups, atomic_vec, prefetch, subgroups)
+        prog.add(Kernel("persistent", src), [self.wbuf, self.lmbuf, self.vbuf, self.sync], (groups, 1, 1))
+        return prog
+
+
+def check(step: Step, prog: Program, ref: np.ndarray) -> dict:
+    step.reset_input()
+    prog.run()
+    got = step.logits()
+    gave_up = int(step.gpu.read_array(step.sync, np.uint32, 2)[1])
+    err = float(np.max(np.abs(got - ref)) / (np.max(np.abs(ref)) + 1e-30))
+    return {"rel_err": err, "argmax_ok": bool(np.argmax(got) == np.argmax(ref)), "gave_up": gave_up}
+
+
+def warm_up(gpu: Gpu, prog: Program, seconds: float = 0.5) -> None:
+    """Keep the GPU busy with `prog` for a while. While the host made the weights and compiled
+    the kernels, the GPU idled and clocked down: the first calls of this probe timed their
+    first variants (in the first second or two of work) 2-4x slow, whatever they were."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            prog.run()
+        gpu.sync()
+
+
+def probe(backend: str, shape: Shape, groups_list: list[int], reps: int, plain: bool,
+          profile: bool = False) -> list[dict]:
+    gpu = open_gpu(backend)
+    sub = gpu.subgroups_wgsl()
+    print(f"# {gpu.name}; subgroups {'on' if sub is not None else 'off'}", flush=True)
+    t0 = time.perf_counter()
+    step = Step(gpu, shape)
+    ref = step.reference()
+    print(f"# weights and reference in {time.perf_counter() - t0:.1f} s", flush=True)
+    variants: list[tuple[str, Program]] = [("multi", step.multi(sub))]
+    for g in groups_list:
+        variants.append((f"multi G={g}", step.multi(sub, g)))
+        for atomic_vec in ([True, False] if plain else [True]):
+            for pf in (False, True):
+                name = f"persistent G={g} {'atomic' if atomic_vec else 'plain'}{' +prefetch' if pf else ''}"
+                variants.append((name, step.persistent(g, atomic_vec, pf, sub)))
+    rows = []
+    for name, prog in variants:
+        row = {"backend": backend, "variant": name, "dispatches": len(prog), **check(step, prog, ref)}
+        row["ok"] = row["rel_err"] < 2e-2 and not row["gave_up"]
+        rows.append(row)
+        print(f"{backend:5s} {name:40s} err {row['rel_err']:.1e}  argmax {'ok' if row['argmax_ok'] else 'WRONG'}  "
+              f"gave up {row['gave_up']}", flush=True)
+    if not gpu.has_timestamps:
+        return rows
+    warm_up(gpu, variants[0][1], 3.0)
+    for rnd in range(2):  # all variants, then all again: a clock change shows as a disagreement
+        for row, (name, prog) in zip(rows, variants):
+            if not row["ok"]:
+                row.setdefault("step_us", []).append(math.nan)
+                continue
+            warm_up(gpu, prog)
+            row.setdefault("step_us", []).append(prog.time_gpu(1, reps=reps) * 1e6)
+            if profile and rnd == 0 and name.startswith("multi"):
+                row["per_kernel"] = prog.profile_by_label()
+                print("      " + ", ".join(f"{r['kernel']} {r['us']:.0f} us/{r['count']}" for r in row["per_kernel"]))
+    for row in rows:
+        print(f"{backend:5s} {row['variant']:40s} step " + " / ".join(f"{t:7.1f}" for t in row["step_us"]) + " us",
+              flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--backend", default="dawn,wgpu")
+    ap.add_argument("--groups", default="132,264", help="comma-separated workgroup counts of the persistent kernel")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--plain", action="store_true", help="also hand vectors over with plain loads")
+    ap.add_argument("--layers", type=int, default=QWEN05.layers)
+    ap.add_argument("--profile", action="store_true", help="per-kernel GPU time of the multi-dispatch variants")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    shape = Shape(layers=a.layers)
+    rows = []
+    for b in a.backend.split(","):
+        rows += probe(b, shape, [int(g) for g in a.groups.split(",")], a.reps, a.plain, a.profile)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""bench/probe_persistent_decode.py: every way it runs the stage chain computes the numpy step.
+
+The probe's timings only mean something if its kernels compute the step; on llvmpipe a single
+workgroup runs the persistent kernel (more would spin on workgroups that a CPU adapter runs
+one after another), which still exercises the stage loop, the barrier's counting, the layer
+offsets, the prefetch registers and both hand-offs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from webgpu_llm.runtime.gpu import Gpu
+
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "probe_persistent_decode.py"
+_spec = importlib.util.spec_from_file_location("probe_persistent_decode", _PATH)
+assert _spec and _spec.loader
+probe = importlib.util.module_from_spec(_spec)
+sys.modules["probe_persistent_decode"] = probe
+_spec.loader.exec_module(probe)
+
+# odd multiples of 8 (a weight word holds 8 halves) and row counts that leave lanes idle
+TINY = probe.Shape(hidden=72, qkv=104, inter=168, vocab=1001, layers=2)
+
+
+@pytest.fixture(scope="module")
+def step(wgpu_gpu: Gpu) -> tuple:
+    s = probe.Step(wgpu_gpu, TINY, seed=3)
+    return s, s.reference()
+
+
+def _sub(gpu: Gpu) -> str | None:
+    return gpu.subgroups_wgsl()
+
+
+@pytest.mark.parametrize("groups", [None, 1, 3])
+def test_dispatch_per_stage_matches_numpy(step: tuple, groups: int | None) -> None:
+    s, ref = step
+    got = probe.check(s, s.multi(_sub(s.gpu), groups), ref)
+    assert got["rel_err"] < 1e-4 and got["argmax_ok"]
+
+
+# both hand-offs and both prefetch states in two kernels (each takes llvmpipe ~10 s to compile)
+@pytest.mark.slow
+@pytest.mark.parametrize(("atomic_vec", "prefetch"), [(True, False), (False, True)])
+def test_persistent_matches_numpy(step: tuple, atomic_vec: bool, prefetch: bool) -> None:
+    s, ref = step
+    got = probe.check(s, s.persistent(1, atomic_vec, prefetch, _sub(s.gpu)), ref)
+    assert got["gave_up"] == 0
+    assert got["rel_err"] < 1e-4 and got["argmax_ok"]
+
+
+def test_reference_is_the_chain(step: tuple) -> None:
+    """The numpy step itself: one layer by hand (a wrong reference would pass the tests above)."""
+    s, _ = step
+    one = probe.Step(s.gpu, probe.Shape(hidden=72, qkv=104, inter=168, vocab=1001, layers=1), seed=3)
+    m, f = one.mats[0], TINY.inter
+
+    def mv(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return (w.astype(np.float64) @ x) / np.sqrt(np.mean(x * x) + probe.EPS)
+
+    q = mv(m["qkv"], one.x0.astype(np.float64))
+    o = mv(m["o"], q[:72])
+    gu = mv(m["gateup"], o)
+    x = mv(m["down"], gu[:f] / (1 + np.exp(-gu[:f])) * gu[f:])
+    assert np.allclose(one.reference(), mv(one.wlm, x), rtol=1e-3, atol=1e-3 * np.abs(x).max())
