@@ -24,6 +24,8 @@ stay in range through ~120 stages. The same generated stage code runs three ways
 
 Every variant's LM-head output is checked against numpy before it is timed; a barrier that
 cannot complete (workgroups not all resident) gives up after a spin limit and is reported.
+The subgroup path assumes 32-lane subgroups (NVIDIA); elsewhere the check fails and nothing
+is timed.
 
     python bench/probe_persistent_decode.py --backend dawn --out probe.json
 """
@@ -41,9 +43,15 @@ import numpy as np
 from webgpu_llm.runtime.gpu import Gpu, open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
-WG = 256  # threads per workgroup
+WG = 256  # threads per workgroup (--wg changes it: one persistent workgroup per SM can be larger)
 LANES = 32  # threads per row (one subgroup on NVIDIA)
 GROUPS_PER_WG = WG // LANES
+
+
+def set_workgroup_size(n: int) -> None:
+    """The kernels are generated from these module constants; the probe sets them once."""
+    global WG, GROUPS_PER_WG
+    WG, GROUPS_PER_WG = n, n // LANES
 MAX_ROWS = 4  # rows a thread group has in flight (one vec4 of sums)
 SPIN_CAP = 1 << 18
 EPS = 1e-6
@@ -58,7 +66,7 @@ class Shape:
     layers: int = 24
 
 
-QWEN05 = Shape()
+SHAPES = {"qwen2.5-0.5b": Shape(), "qwen2.5-1.5b": Shape(1536, 2048, 8960, 151936, 28)}
 
 
 @dataclass(frozen=True)
@@ -528,11 +536,15 @@ def main() -> None:
     ap.add_argument("--groups", default="132,264", help="comma-separated workgroup counts of the persistent kernel")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--plain", action="store_true", help="also hand vectors over with plain loads")
-    ap.add_argument("--layers", type=int, default=QWEN05.layers)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
+    ap.add_argument("--wg", type=int, default=WG, help="threads per workgroup (a multiple of 32, at most 1024)")
+    ap.add_argument("--layers", type=int, default=None, help="fewer layers than the shape has")
     ap.add_argument("--profile", action="store_true", help="per-kernel GPU time of the multi-dispatch variants")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    shape = Shape(layers=a.layers)
+    set_workgroup_size(a.wg)
+    base = SHAPES[a.shape]
+    shape = Shape(base.hidden, base.qkv, base.inter, base.vocab, a.layers or base.layers)
     rows = []
     for b in a.backend.split(","):
         rows += probe(b, shape, [int(g) for g in a.groups.split(",")], a.reps, a.plain, a.profile)
