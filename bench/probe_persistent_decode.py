@@ -296,18 +296,27 @@ def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
   }}"""
 
 
-def barrier_code(groups: str, prefetch: str) -> str:
-    """Arrive, (prefetch the next stage's weights), wait for every workgroup: barrier `b`."""
+def barrier_code(groups: str, prefetch: str, flag: bool = False) -> str:
+    """Arrive, (prefetch the next stage's weights), wait for every workgroup: barrier `b`.
+    The waiters spin on the arrival counter itself, or (`flag`) on a flag that the last
+    arriver raises, so that spinning does not contend with the arrivals' increments."""
+    if flag:
+        arrive = f"""if (lid == 0u) {{
+    if (atomicAdd(&sync[0], 1u) + 1u == (b + 1u) * {groups}) {{ atomicStore(&sync[2], b + 1u); }}
+  }}"""
+        done = "atomicLoad(&sync[2]) > b"
+    else:
+        arrive = "if (lid == 0u) { atomicAdd(&sync[0], 1u); }"
+        done = f"atomicLoad(&sync[0]) >= (b + 1u) * {groups}"
     return f"""
   storageBarrier();
   workgroupBarrier();
-  if (lid == 0u) {{ atomicAdd(&sync[0], 1u); }}
+  {arrive}
   {prefetch}
   if (lid == 0u) {{
-    let goal = (b + 1u) * {groups};
     var spins = 0u;
     loop {{
-      if (atomicLoad(&sync[0]) >= goal || atomicLoad(&sync[1]) != 0u) {{ break; }}
+      if ({done} || atomicLoad(&sync[1]) != 0u) {{ break; }}
       spins++;
       if (spins > {SPIN_CAP}u) {{ atomicStore(&sync[1], 1u); break; }}
     }}
@@ -333,7 +342,8 @@ fn main(@builtin(workgroup_id) wg3: vec3<u32>, @builtin(local_invocation_index) 
 }}"""
 
 
-def persistent_kernel(shape: Shape, groups: int, atomic_vec: bool, prefetch: bool, subgroups: str | None) -> str:
+def persistent_kernel(shape: Shape, groups: int, atomic_vec: bool, prefetch: bool, subgroups: str | None,
+                      flag: bool = False) -> str:
     stages, lw, lf = plan(shape)
     lm = lm_stage(shape, lf)
     g = f"{groups}u"
@@ -350,16 +360,16 @@ def persistent_kernel(shape: Shape, groups: int, atomic_vec: bool, prefetch: boo
     for idx, st in enumerate(stages):
         layer.append(stage_code(st, atomic_vec, g, prefetch))
         if idx + 1 < len(stages):
-            layer.append(barrier_code(g, pf(stages[idx + 1], "l")))
+            layer.append(barrier_code(g, pf(stages[idx + 1], "l"), flag))
     # after a layer's last stage: the next layer's first, or the LM head
     body = f"""var b = 0u;
   {pf(stages[0], "0u")}
   for (var l = 0u; l < {shape.layers}u; l++) {{
   {"".join(layer)}
   if (l + 1u < {shape.layers}u) {{
-    {barrier_code(g, pf(stages[0], "(l + 1u)"))}
+    {barrier_code(g, pf(stages[0], "(l + 1u)"), flag)}
   }} else {{
-    {barrier_code(g, pf(lm, "0u"))}
+    {barrier_code(g, pf(lm, "0u"), flag)}
   }}
   }}
   {stage_code(lm, atomic_vec, g, prefetch)}"""
@@ -388,7 +398,7 @@ def stage_kernel(shape: Shape, st: Stage, subgroups: str | None, groups: int | N
 RESET = """
 @group(0) @binding(0) var<storage, read_write> sync: array<atomic<u32>>;
 @compute @workgroup_size(1)
-fn main() { atomicStore(&sync[0], 0u); atomicStore(&sync[1], 0u); }"""
+fn main() { atomicStore(&sync[0], 0u); atomicStore(&sync[1], 0u); atomicStore(&sync[2], 0u); }"""
 
 
 # -- host side ----------------------------------------------------------------------------
@@ -460,10 +470,11 @@ class Step:
             prog.add(Kernel(st.kind, src), [bufs[n] for n in names], (g, 1, 1))
         return prog
 
-    def persistent(self, groups: int, atomic_vec: bool, prefetch: bool, subgroups: str | None) -> Program:
+    def persistent(self, groups: int, atomic_vec: bool, prefetch: bool, subgroups: str | None,
+                   flag: bool = False) -> Program:
         prog = Program(self.gpu, "persistent")
         prog.add(Kernel("reset", RESET), [self.sync], (1, 1, 1))
-        src = persistent_kernel(self.shape, groups, atomic_vec, prefetch, subgroups)
+        src = persistent_kernel(self.shape, groups, atomic_vec, prefetch, subgroups, flag)
         prog.add(Kernel("persistent", src), [self.wbuf, self.lmbuf, self.vbuf, self.sync], (groups, 1, 1))
         return prog
 
@@ -489,7 +500,7 @@ def warm_up(gpu: Gpu, prog: Program, seconds: float = 0.5) -> None:
 
 
 def probe(backend: str, shape: Shape, groups_list: list[int], reps: int, plain: bool,
-          profile: bool = False) -> list[dict]:
+          profile: bool = False, flag: bool = False) -> list[dict]:
     gpu = open_gpu(backend)
     sub = gpu.subgroups_wgsl()
     print(f"# {gpu.name}; subgroups {'on' if sub is not None else 'off'}", flush=True)
@@ -501,9 +512,11 @@ def probe(backend: str, shape: Shape, groups_list: list[int], reps: int, plain: 
     for g in groups_list:
         variants.append((f"multi G={g}", step.multi(sub, g)))
         for atomic_vec in ([True, False] if plain else [True]):
-            for pf in (False, True):
-                name = f"persistent G={g} {'atomic' if atomic_vec else 'plain'}{' +prefetch' if pf else ''}"
-                variants.append((name, step.persistent(g, atomic_vec, pf, sub)))
+            for fl in ([False, True] if flag else [False]):
+                for pf in (False, True):
+                    name = (f"persistent G={g} {'atomic' if atomic_vec else 'plain'}{' +prefetch' if pf else ''}"
+                            f"{' +flag' if fl else ''}")
+                    variants.append((name, step.persistent(g, atomic_vec, pf, sub, fl)))
     rows = []
     for name, prog in variants:
         row = {"backend": backend, "variant": name, "dispatches": len(prog), **check(step, prog, ref)}
@@ -540,6 +553,8 @@ def main() -> None:
     ap.add_argument("--wg", type=int, default=WG, help="threads per workgroup (a multiple of 32, at most 1024)")
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the shape has")
     ap.add_argument("--profile", action="store_true", help="per-kernel GPU time of the multi-dispatch variants")
+    ap.add_argument("--flag", action="store_true",
+                    help="also barriers whose waiters spin on a flag the last arriver raises")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     set_workgroup_size(a.wg)
@@ -547,7 +562,7 @@ def main() -> None:
     shape = Shape(base.hidden, base.qkv, base.inter, base.vocab, a.layers or base.layers)
     rows = []
     for b in a.backend.split(","):
-        rows += probe(b, shape, [int(g) for g in a.groups.split(",")], a.reps, a.plain, a.profile)
+        rows += probe(b, shape, [int(g) for g in a.groups.split(",")], a.reps, a.plain, a.profile, a.flag)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=2)

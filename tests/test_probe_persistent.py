@@ -45,12 +45,13 @@ def test_dispatch_per_stage_matches_numpy(step: tuple, groups: int | None) -> No
     assert got["rel_err"] < 1e-4 and got["argmax_ok"]
 
 
-# both hand-offs and both prefetch states in two kernels (each takes llvmpipe ~10 s to compile)
+# both hand-offs, both prefetch states and both barriers in two kernels (each takes llvmpipe
+# ~10 s to compile)
 @pytest.mark.slow
-@pytest.mark.parametrize(("atomic_vec", "prefetch"), [(True, False), (False, True)])
-def test_persistent_matches_numpy(step: tuple, atomic_vec: bool, prefetch: bool) -> None:
+@pytest.mark.parametrize(("atomic_vec", "prefetch", "flag"), [(True, False, False), (False, True, True)])
+def test_persistent_matches_numpy(step: tuple, atomic_vec: bool, prefetch: bool, flag: bool) -> None:
     s, ref = step
-    got = probe.check(s, s.persistent(1, atomic_vec, prefetch, _sub(s.gpu)), ref)
+    got = probe.check(s, s.persistent(1, atomic_vec, prefetch, _sub(s.gpu), flag), ref)
     assert got["gave_up"] == 0
     assert got["rel_err"] < 1e-4 and got["argmax_ok"]
 
