@@ -54,6 +54,7 @@ def set_workgroup_size(n: int) -> None:
     WG, GROUPS_PER_WG = n, n // LANES
 MAX_ROWS = 4  # rows a thread group has in flight (one vec4 of sums)
 SPIN_CAP = 1 << 18
+KEYS = 32  # keys per attention split
 EPS = 1e-6
 
 
@@ -64,9 +65,31 @@ class Shape:
     inter: int = 4864
     vocab: int = 151936
     layers: int = 24
+    heads: int = 14
+    kv_heads: int = 2
+    # 0: attention is a copy of q (the hand-off alone), RMS before every mat-vec, no residual;
+    # n: the model's step: attention over n cached positions and the new one (split in 32
+    # keys, merged in O's input), residual adds, RMS before QKV, gate/up and the LM head only
+    past: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def kv_width(self) -> int:  # floats a position holds in the cache: k, then v
+        return 2 * self.kv_heads * self.head_dim
+
+    @property
+    def splits(self) -> int:
+        return -(-(self.past + 1) // KEYS)
+
+    @property
+    def part_width(self) -> int:  # an attention partial: max, sum, pad, pad, head_dim values
+        return self.head_dim + 4
 
 
-SHAPES = {"qwen2.5-0.5b": Shape(), "qwen2.5-1.5b": Shape(1536, 2048, 8960, 151936, 28)}
+SHAPES = {"qwen2.5-0.5b": Shape(), "qwen2.5-1.5b": Shape(1536, 2048, 8960, 151936, 28, 12, 2)}
 
 
 @dataclass(frozen=True)
@@ -81,6 +104,10 @@ class Stage:
     in_off: int  # first input float of layer 0
     out_off: int  # first output float of layer 0
     silu_in: bool = False  # input = silu(v[:k]) * v[k:2k]
+    norm: bool = True  # the input RMS-normalised
+    res_off: int | None = None  # a residual added to the output (float offset in layer 0)
+    merge: bool = False  # the input merged from attention partials
+    kv_append: bool = False  # the k and v rows also written to the cache at position `past`
 
 
 def plan(s: Shape) -> tuple[list[Stage], int, int]:
@@ -94,6 +121,18 @@ def plan(s: Shape) -> tuple[list[Stage], int, int]:
     vo = va + _pad(h)
     vg = vo + _pad(h)
     layer_floats = vg + _pad(2 * f) - v0  # the next layer's input follows
+    if s.past:  # the model's step
+        vp = vq + _pad(q)
+        vo = vp + _pad(s.heads * s.splits * s.part_width)
+        vg = vo + _pad(h)
+        layer_floats = vg + _pad(2 * f)
+        return [
+            Stage("qkv", q, h, 2, 0, v0, vq, kv_append=True),
+            Stage("attn", s.heads * s.splits, 0, 1, 0, vq, vp),
+            Stage("o", h, h, 1, wq, vp, vo, norm=False, res_off=v0, merge=True),
+            Stage("gateup", 2 * f, h, 4, wq + wo, vo, vg),
+            Stage("down", h, f, 1, wq + wo + wgu, vg, layer_floats, silu_in=True, norm=False, res_off=vo),
+        ], layer_words, layer_floats
     stages = [
         Stage("qkv", q, h, 2, 0, v0, vq),
         Stage("attn", h, q, 1, 0, vq, va),
@@ -120,7 +159,8 @@ def _header(subgroups: str | None, atomic_vec: bool, kmax: int, names: tuple[str
     unused ones, so a kernel declares only what it uses)."""
     vec = "array<atomic<u32>>" if atomic_vec else "array<f32>"
     types = {"w": "read> w: array<vec4<u32>>", "wlm": "read> wlm: array<vec4<u32>>",
-             "v": f"read_write> v: {vec}", "sync": "read_write> sync: array<atomic<u32>>"}
+             "v": f"read_write> v: {vec}", "sync": "read_write> sync: array<atomic<u32>>",
+             "kv": "read_write> kv: array<f32>"}
     decl = "\n".join(f"@group(0) @binding({i}) var<uniform> lay: vec4<u32>;" if n == "lay" else
                      f"@group(0) @binding({i}) var<storage, {types[n]};" for i, n in enumerate(names))
     return f"""{subgroups or ''}
@@ -228,6 +268,8 @@ def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
     """One stage for workgroup `wid` (of `groups` * 8 thread groups); `l` is the layer."""
     in_base = f"(l * LAYER_FLOATS + {st.in_off}u)" if st.kind != "lm" else f"{st.in_off}u"
     out_base = f"(l * LAYER_FLOATS + {st.out_off}u)" if st.kind != "lm" else f"{st.out_off}u"
+    if st.kind == "attn" and st.k == 0:
+        return attention_code(st, atomic_vec, groups, in_base, out_base)
     if st.kind == "attn":  # the copy of q that stands for attention
         return f"""{{
     for (var i = wid * {WG}u + lid; i < {st.n}u; i += {groups} * {GROUPS_PER_WG}u * {LANES}u) {{
@@ -240,8 +282,21 @@ def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
         x_load = (f"let g = {_vload(atomic_vec, f'{in_base} + i')};\n"
                   f"          let u = {_vload(atomic_vec, f'{in_base} + {st.k}u + i')};\n"
                   f"          xv[e] = g / (1.0 + exp(-g)) * u;")
+    elif st.merge:  # head i / HD's partials, rescaled to their common max
+        part = f"{in_base} + (i / HD * SPLITS + sp) * PW"
+        x_load = f"""var mx = -1e30;
+          for (var sp = 0u; sp < SPLITS; sp++) {{ mx = max(mx, {_vload(atomic_vec, part)}); }}
+          var num = 0.0;
+          var den = 0.0;
+          for (var sp = 0u; sp < SPLITS; sp++) {{
+            let cw = exp({_vload(atomic_vec, part)} - mx);
+            den += cw * {_vload(atomic_vec, f'{part} + 1u')};
+            num += cw * {_vload(atomic_vec, f'{part} + 4u + i % HD')};
+          }}
+          xv[e] = num / den;"""
     else:
         x_load = f"xv[e] = {_vload(atomic_vec, f'{in_base} + i')};"
+    res_base = f"(l * LAYER_FLOATS + {st.res_off}u)" if st.res_off is not None else ""
 
     def one_round(j: str, pf: bool) -> str:
         lines = []
@@ -264,8 +319,14 @@ def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
         parts = ", ".join(f"p{r}" if r < st.rows else "0.0" for r in range(MAX_ROWS))
         lines.append(f"let sums = row_sum(vec4<f32>({parts}), lid) * scale;")
         for r in range(st.rows):
+            val = f"sums[{r}]"
+            if res_base:
+                val = f"({val} + {_vload(atomic_vec, f'{res_base} + row{r}')})"
             lines.append(f"if (lane == 0u && row{r} < {st.n}u) {{ "
-                         f"{_vstore(atomic_vec, f'{out_base} + row{r}', f'sums[{r}]')} }}")
+                         f"{_vstore(atomic_vec, f'{out_base} + row{r}', val)} }}")
+            if st.kv_append:
+                lines.append(f"if (lane == 0u && row{r} < {st.n}u && row{r} >= QROWS) {{ "
+                             f"kv[(l * CTX + PAST) * KVW + row{r} - QROWS] = sums[{r}]; }}")
         return "\n      ".join(lines)
 
     first = one_round("0u", use_pf)
@@ -285,7 +346,7 @@ def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
         ss += dot(xv, xv);
       }}
     }}
-    let scale = inverseSqrt(wg_sum(ss, lid) / {float(st.k)} + {EPS});
+    {f"let scale = inverseSqrt(wg_sum(ss, lid) / {float(st.k)} + {EPS});" if st.norm else "workgroupBarrier();  let scale = 1.0;  // xs written"}
     {{
       {first}
     }}
@@ -293,6 +354,51 @@ def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
       {rest}
     }}
     workgroupBarrier();  // xs is refilled by the next stage
+  }}"""
+
+
+def attention_code(st: Stage, atomic_vec: bool, groups: str, in_base: str, out_base: str) -> str:
+    """One workgroup per (head, split of KEYS keys): a thread per key scores it, the softmax
+    over the split through workgroup memory, a thread per dimension sums the values; the
+    partial (max, sum, values) goes to O's input, which merges the splits."""
+    return f"""{{
+    for (var it = wid; it < {st.n}u; it += {groups}) {{
+      let h = it / SPLITS;
+      let sp = it % SPLITS;
+      let kvh = h / GQA;
+      let key = sp * {KEYS}u + lid;
+      var score = -1e30;
+      if (lid < {KEYS}u && key < CTX) {{
+        var acc = 0.0;
+        for (var d = 0u; d < HD; d++) {{
+          acc += {_vload(atomic_vec, f'{in_base} + h * HD + d')} * kv[(l * CTX + key) * KVW + kvh * HD + d];
+        }}
+        score = acc / sqrt(f32(HD));
+      }}
+      workgroupBarrier();
+      if (lid < {KEYS}u) {{ red[lid] = score; }}
+      workgroupBarrier();
+      var mx = -1e30;
+      for (var j = 0u; j < {KEYS}u; j++) {{ mx = max(mx, red[j]); }}
+      workgroupBarrier();
+      if (lid < {KEYS}u) {{ red[lid] = select(0.0, exp(score - mx), key < CTX); }}
+      workgroupBarrier();
+      var den = 0.0;
+      for (var j = 0u; j < {KEYS}u; j++) {{ den += red[j]; }}
+      let pbase = {out_base} + it * PW;
+      if (lid < HD) {{
+        var num = 0.0;
+        for (var j = 0u; j < {KEYS}u; j++) {{
+          let kj = min(sp * {KEYS}u + j, CTX - 1u);
+          num += red[j] * kv[(l * CTX + kj) * KVW + KVW / 2u + kvh * HD + lid];
+        }}
+        {_vstore(atomic_vec, 'pbase + 4u + lid', 'num')}
+      }}
+      if (lid == 0u) {{
+        {_vstore(atomic_vec, 'pbase', 'mx')}
+        {_vstore(atomic_vec, 'pbase + 1u', 'den')}
+      }}
+    }}
   }}"""
 
 
@@ -326,8 +432,12 @@ def barrier_code(groups: str, prefetch: str, flag: bool = False) -> str:
   b++;"""
 
 
-def _consts(layer_words: int, layer_floats: int) -> str:
-    return f"const LAYER_WORDS: u32 = {layer_words}u;\nconst LAYER_FLOATS: u32 = {layer_floats}u;\n"
+def _consts(shape: Shape, layer_words: int, layer_floats: int) -> str:
+    return (f"const LAYER_WORDS: u32 = {layer_words}u;\nconst LAYER_FLOATS: u32 = {layer_floats}u;\n"
+            f"const PAST: u32 = {shape.past}u;\nconst CTX: u32 = {shape.past + 1}u;\n"
+            f"const KVW: u32 = {shape.kv_width}u;\nconst HD: u32 = {shape.head_dim}u;\n"
+            f"const SPLITS: u32 = {shape.splits}u;\nconst PW: u32 = {shape.part_width}u;\n"
+            f"const GQA: u32 = {shape.heads // shape.kv_heads}u;\nconst QROWS: u32 = {shape.hidden}u;\n")
 
 
 def _entry(body: str, pf_decl: str) -> str:
@@ -373,11 +483,21 @@ def persistent_kernel(shape: Shape, groups: int, atomic_vec: bool, prefetch: boo
   }}
   }}
   {stage_code(lm, atomic_vec, g, prefetch)}"""
-    return (_header(subgroups, atomic_vec, kmax, ("w", "wlm", "v", "sync")) + _consts(lw, lf)
+    names = ("w", "wlm", "v", "sync", "kv") if shape.past else ("w", "wlm", "v", "sync")
+    return (_header(subgroups, atomic_vec, kmax, names) + _consts(shape, lw, lf)
             + _helpers(subgroups) + _entry(body, decl))
 
 
-STAGE_BINDINGS = {"attn": ("v", "lay"), "lm": ("wlm", "v")}  # the rest: ("w", "v", "lay")
+def stage_bindings(st: Stage) -> tuple[str, ...]:
+    """What a stage's own dispatch binds, in binding order."""
+    if st.kind == "lm":
+        return ("wlm", "v")
+    if st.kind == "attn":
+        return ("v", "lay", "kv") if st.k == 0 else ("v", "lay")
+    return ("w", "v", "lay", "kv") if st.kv_append else ("w", "v", "lay")
+
+
+
 LAYER_ALIGN = 256  # uniform offsets' alignment
 
 
@@ -386,12 +506,12 @@ def stage_kernel(shape: Shape, st: Stage, subgroups: str | None, groups: int | N
     looping over the rows as the persistent kernel does). The layer comes from a uniform, so
     the layers share one pipeline per stage, as the engine's do."""
     _, lw, lf = plan(shape)
-    per_wg = GROUPS_PER_WG * st.rows if st.kind != "attn" else WG
+    per_wg = GROUPS_PER_WG * st.rows if st.kind != "attn" else WG if st.k else 1
     groups = groups or -(-st.n // per_wg)
     g = f"{groups}u"
     body = f"let l = {'lay.x' if st.kind != 'lm' else '0u'};\n  {stage_code(st, False, g, False)}"
-    names = STAGE_BINDINGS.get(st.kind, ("w", "v", "lay"))
-    return (_header(subgroups, False, st.k, names) + _consts(lw, lf) + _helpers(subgroups)
+    names = stage_bindings(st)
+    return (_header(subgroups, False, max(st.k, 4), names) + _consts(shape, lw, lf) + _helpers(subgroups)
             + _entry(body, "")), groups
 
 
@@ -423,7 +543,10 @@ class Step:
             for st in stages:
                 if st.kind == "attn":
                     continue
-                a = rng.standard_normal((st.n, st.k), dtype=np.float32).astype(np.float16)
+                a = rng.standard_normal((st.n, st.k), dtype=np.float32)
+                if shape.past:  # outputs as large as inputs: the residual stream stays in range
+                    a /= np.sqrt(st.k)
+                a = a.astype(np.float16)
                 m[st.kind] = a
                 words.append(a.reshape(-1))
             self.gpu.write(self.wbuf, np.concatenate(words), layer * lw * 16)
@@ -434,15 +557,22 @@ class Step:
         self.vbuf = gpu.buffer(self.vec_floats * 4, "vectors")
         self.x0 = rng.standard_normal(shape.hidden).astype(np.float32)
         self.sync = gpu.buffer(16, "sync")
+        # the cache: `past` positions of random keys and values, the new one written by QKV
+        self.kv = rng.standard_normal((shape.layers, shape.past + 1, shape.kv_width), dtype=np.float32)
+        self.kv[:, shape.past] = 0.0
+        self.kvbuf = gpu.upload(self.kv, "kv")
 
     def reset_input(self) -> None:
         self.gpu.write(self.vbuf, np.zeros(self.vec_floats, np.float32))
         self.gpu.write(self.vbuf, self.x0)
+        self.gpu.write(self.kvbuf, self.kv)  # the new position zero again: QKV must write it
 
     def reference(self) -> np.ndarray:
         def mv(w: np.ndarray, x: np.ndarray) -> np.ndarray:
             return (w.astype(np.float32) @ x) / np.sqrt(np.mean(x * x) + EPS)
 
+        if self.shape.past:
+            return self.model_reference()
         x = self.x0
         f = self.shape.inter
         for m in self.mats:
@@ -453,6 +583,33 @@ class Step:
             h = gu[:f] / (1 + np.exp(-gu[:f])) * gu[f:]
             x = mv(m["down"], h)
         return mv(self.wlm, x)
+
+    def model_reference(self) -> np.ndarray:
+        """The model's step (`past` > 0): float64 numpy."""
+        s = self.shape
+        h, f, hd, kvh = s.hidden, s.inter, s.head_dim, s.kv_heads
+
+        def rms(x: np.ndarray) -> np.ndarray:
+            return x / np.sqrt(np.mean(x * x) + EPS)
+
+        x = self.x0.astype(np.float64)
+        for layer, m in enumerate(self.mats):
+            qkv = m["qkv"].astype(np.float64) @ rms(x)
+            q = qkv[:h].reshape(s.heads, hd)
+            cache = self.kv[layer].astype(np.float64).copy()
+            cache[s.past] = qkv[h:]
+            keys = cache[:, : kvh * hd].reshape(-1, kvh, hd)
+            vals = cache[:, kvh * hd:].reshape(-1, kvh, hd)
+            att = np.empty((s.heads, hd))
+            for head in range(s.heads):
+                g = head // (s.heads // kvh)
+                sc = keys[:, g] @ q[head] / np.sqrt(hd)
+                p = np.exp(sc - sc.max())
+                att[head] = (p / p.sum()) @ vals[:, g]
+            x2 = m["o"].astype(np.float64) @ att.reshape(-1) + x
+            gu = m["gateup"].astype(np.float64) @ rms(x2)
+            x = m["down"].astype(np.float64) @ (gu[:f] / (1 + np.exp(-gu[:f])) * gu[f:]) + x2
+        return (self.wlm.astype(np.float64) @ rms(x)).astype(np.float32)
 
     def logits(self) -> np.ndarray:
         return self.gpu.read_array(self.vbuf, np.float32, self.shape.vocab, self.lm.out_off * 4)
@@ -466,7 +623,8 @@ class Step:
         for layer, st in [(la, st) for la in range(self.shape.layers) for st in self.stages] + [(0, self.lm)]:
             src, g = stage_kernel(self.shape, st, subgroups, groups)
             bufs = {"w": self.wbuf, "wlm": self.lmbuf, "v": self.vbuf, "lay": (lay, layer * LAYER_ALIGN, 16)}
-            names = STAGE_BINDINGS.get(st.kind, ("w", "v", "lay"))
+            bufs["kv"] = self.kvbuf
+            names = stage_bindings(st)
             prog.add(Kernel(st.kind, src), [bufs[n] for n in names], (g, 1, 1))
         return prog
 
@@ -475,7 +633,8 @@ class Step:
         prog = Program(self.gpu, "persistent")
         prog.add(Kernel("reset", RESET), [self.sync], (1, 1, 1))
         src = persistent_kernel(self.shape, groups, atomic_vec, prefetch, subgroups, flag)
-        prog.add(Kernel("persistent", src), [self.wbuf, self.lmbuf, self.vbuf, self.sync], (groups, 1, 1))
+        binds = [self.wbuf, self.lmbuf, self.vbuf, self.sync] + ([self.kvbuf] if self.shape.past else [])
+        prog.add(Kernel("persistent", src), binds, (groups, 1, 1))
         return prog
 
 
@@ -552,6 +711,8 @@ def main() -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
     ap.add_argument("--wg", type=int, default=WG, help="threads per workgroup (a multiple of 32, at most 1024)")
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the shape has")
+    ap.add_argument("--past", type=int, default=0,
+                    help="0: attention stands in as a copy of q; N: the model's step with N cached positions")
     ap.add_argument("--profile", action="store_true", help="per-kernel GPU time of the multi-dispatch variants")
     ap.add_argument("--flag", action="store_true",
                     help="also barriers whose waiters spin on a flag the last arriver raises")
@@ -559,7 +720,8 @@ def main() -> None:
     a = ap.parse_args()
     set_workgroup_size(a.wg)
     base = SHAPES[a.shape]
-    shape = Shape(base.hidden, base.qkv, base.inter, base.vocab, a.layers or base.layers)
+    shape = Shape(base.hidden, base.qkv, base.inter, base.vocab, a.layers or base.layers, base.heads,
+                  base.kv_heads, a.past)
     rows = []
     for b in a.backend.split(","):
         rows += probe(b, shape, [int(g) for g in a.groups.split(",")], a.reps, a.plain, a.profile, a.flag)

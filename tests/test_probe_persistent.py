@@ -70,3 +70,26 @@ def test_reference_is_the_chain(step: tuple) -> None:
     gu = mv(m["gateup"], o)
     x = mv(m["down"], gu[:f] / (1 + np.exp(-gu[:f])) * gu[f:])
     assert np.allclose(one.reference(), mv(one.wlm, x), rtol=1e-3, atol=1e-3 * np.abs(x).max())
+
+
+# the model's step: attention over 40 cached positions (two splits of 32 keys), GQA 2,
+# residuals, RMS only where the model has it
+MODEL = probe.Shape(hidden=64, qkv=128, inter=40, vocab=67, layers=2, heads=4, kv_heads=2, past=40)
+
+
+@pytest.fixture(scope="module")
+def model_step(wgpu_gpu: Gpu) -> tuple:
+    s = probe.Step(wgpu_gpu, MODEL, seed=5)
+    return s, s.reference()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["per stage", "per stage, 3 workgroups", "persistent"])
+def test_model_step_matches_numpy(model_step: tuple, variant: str) -> None:
+    s, ref = model_step
+    sub = _sub(s.gpu)
+    prog = {"per stage": lambda: s.multi(sub), "per stage, 3 workgroups": lambda: s.multi(sub, 3),
+            "persistent": lambda: s.persistent(1, False, True, sub)}[variant]()
+    got = probe.check(s, prog, ref)
+    assert got["gave_up"] == 0
+    assert got["rel_err"] < 1e-4 and got["argmax_ok"]
