@@ -2,32 +2,33 @@
 
 Round 50 put the decode step at 1.24-1.46x the floor of its kernels, because each dispatch
 costs its critical path (boundary, loads of x, weight round trip, reductions) *plus* its
-bytes: a dispatch cannot start streaming its weights before the previous one has finished.
-Inside one persistent dispatch, a workgroup can request the next stage's first weights before
-it waits at the grid barrier, so the weight stream could overlap the barrier and the
-hand-off. Round 17 measured a bare barrier at 0.9-1.4 us; this probe measures a whole step.
+bytes. Round 17 measured a bare grid barrier at 0.9-1.4 us; this probe measures whole steps
+(bench/NOTES.md, rounds 54-57).
 
-The step is the Qwen2.5-0.5B decode's dependency chain with its real matrix shapes (f16
-weights, random): per layer QKV (with the RMSNorm folded in), an attention placeholder (a
-copy of q: the hand-off without the attention's own work), O, gate/up, down (SiLU*mul of
-gate/up as its input), then the LM head; every mat-vec normalises its input (RMS) so values
-stay in range through ~120 stages. The same generated stage code runs three ways:
+The step is a Qwen2 decode's dependency chain with real matrix shapes (`--shape`; f16 random
+weights): per layer QKV, attention, O, gate/up, down (SiLU * mul of gate/up as its input),
+then the LM head. With `--past 0` attention stands in as a copy of q (the hand-off without
+attention's work) and every mat-vec RMS-normalises its input, so values stay in range; with
+`--past N` it is the model's step: QKV appends k and v to a cache of N positions, attention
+runs per (head, split of 32 keys) and O merges the splits in its input, residuals are added,
+and RMS comes only before QKV, gate/up and the LM head. The same generated stage code runs:
 
-- `multi`: one dispatch per stage, each with as many workgroups as its rows need (the engine's
-  structure, without its tuning);
-- `persistent`: one dispatch of G workgroups looping over all stages with a barrier made of
+- `multi`: one dispatch per stage, as many workgroups as its rows need (the engine's
+  structure, without its tuning), or `multi G=g`: g workgroups looping over the rows;
+- `persistent G=g`: one dispatch of g workgroups looping over all stages, a barrier of
   storage atomics between stages; the vectors handed between stages are read with atomic
-  loads (plain loads may hit stale L1 lines: round 17), or with plain loads from a fresh region
-  per stage (`--plain`), which the memory model does not promise;
-- `persistent+prefetch`: the same, each workgroup loading its first rows of the next stage
-  into registers between arriving at the barrier and waiting on it.
+  loads (plain loads may hit stale L1 lines: round 17), or (`--plain`) with plain loads from
+  a region that only its stage writes, which the memory model does not promise;
+- `+prefetch`: each workgroup loads its first rows of the next stage into registers between
+  arriving at the barrier and waiting on it; `+flag` (`--flag`): waiters spin on a flag the
+  last arriver raises instead of on the arrival counter.
 
 Every variant's LM-head output is checked against numpy before it is timed; a barrier that
 cannot complete (workgroups not all resident) gives up after a spin limit and is reported.
 The subgroup path assumes 32-lane subgroups (NVIDIA); elsewhere the check fails and nothing
-is timed.
+is timed. Timings come after a warm-up, twice over (the GPU clocks down while the host works).
 
-    python bench/probe_persistent_decode.py --backend dawn --out probe.json
+    python bench/probe_persistent_decode.py --backend dawn --plain --past 80 --out probe.json
 """
 
 from __future__ import annotations
