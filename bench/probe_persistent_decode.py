@@ -3,10 +3,10 @@
 Round 50 put the decode step at 1.24-1.46x the floor of its kernels, because each dispatch
 costs its critical path (boundary, loads of x, weight round trip, reductions) *plus* its
 bytes. Round 17 measured a bare grid barrier at 0.9-1.4 us; this probe measures whole steps
-(bench/NOTES.md, rounds 54-57).
+(bench/NOTES.md, rounds 54-58).
 
-The step is a Qwen2 decode's dependency chain with real matrix shapes (`--shape`; f16 random
-weights): per layer QKV, attention, O, gate/up, down (SiLU * mul of gate/up as its input),
+The step is a Qwen2 decode's dependency chain with real matrix shapes (`--shape`; random
+weights, f16 or `--dtype q8`: int8 with an f32 scale per 32): per layer QKV, attention, O, gate/up, down (SiLU * mul of gate/up as its input),
 then the LM head. With `--past 0` attention stands in as a copy of q (the hand-off without
 attention's work) and every mat-vec RMS-normalises its input, so values stay in range; with
 `--past N` it is the model's step: QKV appends k and v to a cache of N positions, attention
@@ -37,7 +37,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -72,6 +72,11 @@ class Shape:
     # n: the model's step: attention over n cached positions and the new one (split in 32
     # keys, merged in O's input), residual adds, RMS before QKV, gate/up and the LM head only
     past: int = 0
+    dtype: str = "f16"  # or "q8": int8 weights, an f32 scale per 32 (q8_0's bytes, near enough)
+
+    def matrix_words(self, n: int, k: int) -> int:
+        """16-byte words of an n x k matrix: f16 values, or int8 values then the scales."""
+        return n * k // 8 if self.dtype == "f16" else n * k // 16 + -(-n * k // 32 // 4)
 
     @property
     def head_dim(self) -> int:
@@ -109,12 +114,14 @@ class Stage:
     res_off: int | None = None  # a residual added to the output (float offset in layer 0)
     merge: bool = False  # the input merged from attention partials
     kv_append: bool = False  # the k and v rows also written to the cache at position `past`
+    q8: bool = False  # int8 weights (16 a word), then an f32 scale per 32 (4 a word)
 
 
 def plan(s: Shape) -> tuple[list[Stage], int, int]:
     """The per-layer stages (offsets of layer 0), the weight words and floats of a layer."""
     h, q, f = s.hidden, s.qkv, s.inter
-    wq, wo, wgu, wd = q * h // 8, h * h // 8, 2 * f * h // 8, h * f // 8
+    mw = s.matrix_words
+    wq, wo, wgu, wd = mw(q, h), mw(h, h), mw(2 * f, h), mw(h, f)
     layer_words = wq + wo + wgu + wd
     v0 = 0  # layer input (hidden)
     vq = v0 + _pad(h)
@@ -127,13 +134,13 @@ def plan(s: Shape) -> tuple[list[Stage], int, int]:
         vo = vp + _pad(s.heads * s.splits * s.part_width)
         vg = vo + _pad(h)
         layer_floats = vg + _pad(2 * f)
-        return [
+        return _dtype(s, [
             Stage("qkv", q, h, 2, 0, v0, vq, kv_append=True),
             Stage("attn", s.heads * s.splits, 0, 1, 0, vq, vp),
             Stage("o", h, h, 1, wq, vp, vo, norm=False, res_off=v0, merge=True),
             Stage("gateup", 2 * f, h, 4, wq + wo, vo, vg),
             Stage("down", h, f, 1, wq + wo + wgu, vg, layer_floats, silu_in=True, norm=False, res_off=vo),
-        ], layer_words, layer_floats
+        ]), layer_words, layer_floats
     stages = [
         Stage("qkv", q, h, 2, 0, v0, vq),
         Stage("attn", h, q, 1, 0, vq, va),
@@ -141,7 +148,11 @@ def plan(s: Shape) -> tuple[list[Stage], int, int]:
         Stage("gateup", 2 * f, h, 4, wq + wo, vo, vg),
         Stage("down", h, f, 1, wq + wo + wgu, vg, layer_floats, silu_in=True),
     ]
-    return stages, layer_words, layer_floats
+    return _dtype(s, stages), layer_words, layer_floats
+
+
+def _dtype(s: Shape, stages: list[Stage]) -> list[Stage]:
+    return [replace(st, q8=s.dtype == "q8" and st.kind != "attn") for st in stages]
 
 
 def _pad(n: int) -> int:
@@ -150,7 +161,7 @@ def _pad(n: int) -> int:
 
 def lm_stage(s: Shape, layer_floats: int) -> Stage:
     x = s.layers * layer_floats
-    return Stage("lm", s.vocab, s.hidden, 4, 0, x, x + _pad(s.hidden))
+    return Stage("lm", s.vocab, s.hidden, 4, 0, x, x + _pad(s.hidden), q8=s.dtype == "q8")
 
 
 # -- WGSL ---------------------------------------------------------------------------------
@@ -230,12 +241,20 @@ fn dot8(word: vec4<u32>, i: u32) -> f32 {
   let w3 = unpack2x16float(word.w);
   return dot(vec4<f32>(w0, w1), a) + dot(vec4<f32>(w2, w3), b);
 }
+fn sx8(u: u32) -> vec4<f32> {  // four int8, sign-extended
+  let i = bitcast<i32>(u);
+  return vec4<f32>(vec4<i32>((i << 24u) >> 24u, (i << 16u) >> 24u, (i << 8u) >> 24u, i >> 24u));
+}
+fn dot16(word: vec4<u32>, i: u32) -> f32 {
+  return dot(sx8(word.x), xs[4u * i]) + dot(sx8(word.y), xs[4u * i + 1u])
+       + dot(sx8(word.z), xs[4u * i + 2u]) + dot(sx8(word.w), xs[4u * i + 3u]);
+}
 """
 
 
 def _words(st: Stage) -> tuple[int, int]:
     """Weight words per row, words per lane."""
-    wpr = st.k // 8
+    wpr = st.k // (16 if st.q8 else 8)
     return wpr, -(-wpr // LANES)
 
 
@@ -254,7 +273,16 @@ def _row_expr(st: Stage, r: int, j: str, groups: str) -> str:
 def _weights_ref(st: Stage, row: str, word: str, layer: str = "l") -> str:
     arr = "wlm" if st.kind == "lm" else "w"
     base = f"{st.w_off}u" if st.kind == "lm" else f"({layer} * LAYER_WORDS + {st.w_off}u)"
-    return f"{arr}[{base} + min({row}, {st.n - 1}u) * {st.k // 8}u + min({word}, {st.k // 8 - 1}u)]"
+    wpr, _ = _words(st)
+    return f"{arr}[{base} + min({row}, {st.n - 1}u) * {wpr}u + min({word}, {wpr - 1}u)]"
+
+
+def _scale_ref(st: Stage, row: str, word: str) -> str:
+    """The f32 scale of a q8 row's word (two words a block of 32), after the matrix's values."""
+    arr = "wlm" if st.kind == "lm" else "w"
+    base = f"{st.w_off + st.n * st.k // 16}u" if st.kind == "lm" else f"(l * LAYER_WORDS + {st.w_off + st.n * st.k // 16}u)"
+    idx = f"(min({row}, {st.n - 1}u) * {st.k // 32}u + min({word}, {st.k // 16 - 1}u) / 2u)"
+    return f"bitcast<f32>({arr}[{base} + {idx} / 4u][{idx} % 4u])"
 
 
 def prefetch_code(st: Stage, groups: str, layer: str) -> str:
@@ -312,7 +340,8 @@ def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
             terms = []
             for i in range(per_lane):
                 word = f"lane + {i * LANES}u"
-                d = f"dot8(w{r}_{i}, min({word}, {wpr - 1}u))"
+                d = (f"dot16(w{r}_{i}, min({word}, {wpr - 1}u)) * {_scale_ref(st, f'row{r}', word)}" if st.q8
+                     else f"dot8(w{r}_{i}, min({word}, {wpr - 1}u))")
                 if (i + 1) * LANES > wpr:  # the last words: lanes past the row add nothing
                     d = f"select(0.0, {d}, {word} < {wpr}u)"
                 terms.append(d)
@@ -524,6 +553,20 @@ fn main() { atomicStore(&sync[0], 0u); atomicStore(&sync[1], 0u); atomicStore(&s
 
 # -- host side ----------------------------------------------------------------------------
 
+def encode(a: np.ndarray, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+    """A matrix as the GPU holds it (bytes, padded to whole words) and as numpy sees it."""
+    n, k = a.shape
+    if shape.dtype == "f16":
+        h = a.astype(np.float16)
+        return h, h.tobytes()
+    blocks = a.reshape(n, k // 32, 32)
+    sc = np.maximum(np.abs(blocks).max(-1, keepdims=True), 1e-12) / 127.0
+    q = np.clip(np.rint(blocks / sc), -127, 127).astype(np.int8)
+    data = q.tobytes() + sc.astype(np.float32).tobytes()
+    data += bytes(shape.matrix_words(n, k) * 16 - len(data))
+    return (q * sc).reshape(n, k).astype(np.float32), data
+
+
 class Step:
     """Seeded random f16 weights of `shape` on the GPU, and the numpy reference of one step."""
 
@@ -540,20 +583,19 @@ class Step:
         self.mats: list[dict[str, np.ndarray]] = []
         for layer in range(shape.layers):
             m = {}
-            words = []
+            raw = []
             for st in stages:
                 if st.kind == "attn":
                     continue
                 a = rng.standard_normal((st.n, st.k), dtype=np.float32)
                 if shape.past:  # outputs as large as inputs: the residual stream stays in range
                     a /= np.sqrt(st.k)
-                a = a.astype(np.float16)
-                m[st.kind] = a
-                words.append(a.reshape(-1))
-            self.gpu.write(self.wbuf, np.concatenate(words), layer * lw * 16)
+                m[st.kind], data = encode(a, shape)
+                raw.append(data)
+            self.gpu.write(self.wbuf, np.frombuffer(b"".join(raw), np.uint8), layer * lw * 16)
             self.mats.append(m)
-        self.wlm = rng.standard_normal((shape.vocab, shape.hidden), dtype=np.float32).astype(np.float16)
-        self.lmbuf = gpu.upload(self.wlm, "lm_head")
+        self.wlm, data = encode(rng.standard_normal((shape.vocab, shape.hidden), dtype=np.float32), shape)
+        self.lmbuf = gpu.upload(np.frombuffer(data, np.uint8), "lm_head")
         self.vec_floats = self.lm.out_off + _pad(shape.vocab)
         self.vbuf = gpu.buffer(self.vec_floats * 4, "vectors")
         self.x0 = rng.standard_normal(shape.hidden).astype(np.float32)
@@ -712,6 +754,7 @@ def main() -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
     ap.add_argument("--wg", type=int, default=WG, help="threads per workgroup (a multiple of 32, at most 1024)")
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the shape has")
+    ap.add_argument("--dtype", choices=["f16", "q8"], default="f16")
     ap.add_argument("--past", type=int, default=0,
                     help="0: attention stands in as a copy of q; N: the model's step with N cached positions")
     ap.add_argument("--profile", action="store_true", help="per-kernel GPU time of the multi-dispatch variants")
@@ -722,7 +765,7 @@ def main() -> None:
     set_workgroup_size(a.wg)
     base = SHAPES[a.shape]
     shape = Shape(base.hidden, base.qkv, base.inter, base.vocab, a.layers or base.layers, base.heads,
-                  base.kv_heads, a.past)
+                  base.kv_heads, a.past, a.dtype)
     rows = []
     for b in a.backend.split(","):
         rows += probe(b, shape, [int(g) for g in a.groups.split(",")], a.reps, a.plain, a.profile, a.flag)

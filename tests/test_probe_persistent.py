@@ -93,3 +93,14 @@ def test_model_step_matches_numpy(model_step: tuple, variant: str) -> None:
     got = probe.check(s, prog, ref)
     assert got["gave_up"] == 0
     assert got["rel_err"] < 1e-4 and got["argmax_ok"]
+
+
+@pytest.mark.parametrize("past", [0, 40])
+def test_int8_weights_match_numpy(wgpu_gpu: Gpu, past: int) -> None:
+    """q8 rows (int8 words and a scale per 32) against numpy's dequantised matrices."""
+    shape = probe.Shape(hidden=64, qkv=128, inter=64, vocab=67, layers=2, heads=4, kv_heads=2,
+                        past=past, dtype="q8")
+    s = probe.Step(wgpu_gpu, shape, seed=7)
+    got = probe.check(s, s.multi(_sub(s.gpu)), s.reference())
+    assert got["rel_err"] < 1e-4 and got["argmax_ok"]
+    assert not np.allclose(s.mats[0]["qkv"], s.mats[0]["qkv"].astype(np.float16))  # int8 steps, not halves
