@@ -47,16 +47,17 @@ from webgpu_llm.runtime.program import Kernel, Program
 WG = 256  # threads per workgroup (--wg changes it: one persistent workgroup per SM can be larger)
 LANES = 32  # threads per row (one subgroup on NVIDIA)
 GROUPS_PER_WG = WG // LANES
+MAX_ROWS = 4  # rows a thread group has in flight (one vec4 of sums)
+SPIN_CAP = 1 << 18
+KEYS = 32  # keys per attention split
+EPS = 1e-6
+LAYER_ALIGN = 256  # uniform offsets' alignment
 
 
 def set_workgroup_size(n: int) -> None:
     """The kernels are generated from these module constants; the probe sets them once."""
     global WG, GROUPS_PER_WG
     WG, GROUPS_PER_WG = n, n // LANES
-MAX_ROWS = 4  # rows a thread group has in flight (one vec4 of sums)
-SPIN_CAP = 1 << 18
-KEYS = 32  # keys per attention split
-EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Stage:
     n: int
     k: int
     rows: int  # rows per thread group per round (several loads in flight)
-    w_off: int  # first weight word (vec4<u32>: 8 halves) of layer 0
+    w_off: int  # first weight word (vec4<u32>: 8 halves, or 16 int8) of layer 0
     in_off: int  # first input float of layer 0
     out_off: int  # first output float of layer 0
     silu_in: bool = False  # input = silu(v[:k]) * v[k:2k]
@@ -116,6 +117,11 @@ class Stage:
     kv_append: bool = False  # the k and v rows also written to the cache at position `past`
     q8: bool = False  # int8 weights (16 a word), then an f32 scale per 32 (4 a word)
 
+    @property
+    def attention(self) -> bool:
+        """The model's attention (its n counts (head, split) items; the stand-in copy has k)."""
+        return self.kind == "attn" and self.k == 0
+
 
 def plan(s: Shape) -> tuple[list[Stage], int, int]:
     """The per-layer stages (offsets of layer 0), the weight words and floats of a layer."""
@@ -123,12 +129,8 @@ def plan(s: Shape) -> tuple[list[Stage], int, int]:
     mw = s.matrix_words
     wq, wo, wgu, wd = mw(q, h), mw(h, h), mw(2 * f, h), mw(h, f)
     layer_words = wq + wo + wgu + wd
-    v0 = 0  # layer input (hidden)
+    v0 = 0  # layer input (hidden); each layer's floats end where the next layer's input starts
     vq = v0 + _pad(h)
-    va = vq + _pad(q)
-    vo = va + _pad(h)
-    vg = vo + _pad(h)
-    layer_floats = vg + _pad(2 * f) - v0  # the next layer's input follows
     if s.past:  # the model's step
         vp = vq + _pad(q)
         vo = vp + _pad(s.heads * s.splits * s.part_width)
@@ -141,6 +143,10 @@ def plan(s: Shape) -> tuple[list[Stage], int, int]:
             Stage("gateup", 2 * f, h, 4, wq + wo, vo, vg),
             Stage("down", h, f, 1, wq + wo + wgu, vg, layer_floats, silu_in=True, norm=False, res_off=vo),
         ]), layer_words, layer_floats
+    va = vq + _pad(q)
+    vo = va + _pad(h)
+    vg = vo + _pad(h)
+    layer_floats = vg + _pad(2 * f)
     stages = [
         Stage("qkv", q, h, 2, 0, v0, vq),
         Stage("attn", h, q, 1, 0, vq, va),
@@ -179,7 +185,6 @@ def _header(subgroups: str | None, atomic_vec: bool, kmax: int, names: tuple[str
 {decl}
 var<workgroup> xs: array<vec4<f32>, {kmax // 4}>;
 var<workgroup> red: array<f32, {WG * MAX_ROWS}>;
-var<workgroup> scale_wg: f32;
 """
 
 
@@ -270,17 +275,22 @@ def _row_expr(st: Stage, r: int, j: str, groups: str) -> str:
     return f"(gs * {st.rows}u + {r}u + ({j}) * {groups} * {GROUPS_PER_WG * st.rows}u)"
 
 
+def _matrix(st: Stage, layer: str, skip: int = 0) -> tuple[str, str]:
+    """The array holding the stage's matrix and its word `skip` words in, in layer `layer`."""
+    if st.kind == "lm":
+        return "wlm", f"{st.w_off + skip}u"
+    return "w", f"({layer} * LAYER_WORDS + {st.w_off + skip}u)"
+
+
 def _weights_ref(st: Stage, row: str, word: str, layer: str = "l") -> str:
-    arr = "wlm" if st.kind == "lm" else "w"
-    base = f"{st.w_off}u" if st.kind == "lm" else f"({layer} * LAYER_WORDS + {st.w_off}u)"
+    arr, base = _matrix(st, layer)
     wpr, _ = _words(st)
     return f"{arr}[{base} + min({row}, {st.n - 1}u) * {wpr}u + min({word}, {wpr - 1}u)]"
 
 
 def _scale_ref(st: Stage, row: str, word: str) -> str:
     """The f32 scale of a q8 row's word (two words a block of 32), after the matrix's values."""
-    arr = "wlm" if st.kind == "lm" else "w"
-    base = f"{st.w_off + st.n * st.k // 16}u" if st.kind == "lm" else f"(l * LAYER_WORDS + {st.w_off + st.n * st.k // 16}u)"
+    arr, base = _matrix(st, "l", st.n * st.k // 16)
     idx = f"(min({row}, {st.n - 1}u) * {st.k // 32}u + min({word}, {st.k // 16 - 1}u) / 2u)"
     return f"bitcast<f32>({arr}[{base} + {idx} / 4u][{idx} % 4u])"
 
@@ -297,7 +307,7 @@ def stage_code(st: Stage, atomic_vec: bool, groups: str, use_pf: bool) -> str:
     """One stage for workgroup `wid` (of `groups` * 8 thread groups); `l` is the layer."""
     in_base = f"(l * LAYER_FLOATS + {st.in_off}u)" if st.kind != "lm" else f"{st.in_off}u"
     out_base = f"(l * LAYER_FLOATS + {st.out_off}u)" if st.kind != "lm" else f"{st.out_off}u"
-    if st.kind == "attn" and st.k == 0:
+    if st.attention:
         return attention_code(st, atomic_vec, groups, in_base, out_base)
     if st.kind == "attn":  # the copy of q that stands for attention
         return f"""{{
@@ -523,12 +533,8 @@ def stage_bindings(st: Stage) -> tuple[str, ...]:
     if st.kind == "lm":
         return ("wlm", "v")
     if st.kind == "attn":
-        return ("v", "lay", "kv") if st.k == 0 else ("v", "lay")
+        return ("v", "lay", "kv") if st.attention else ("v", "lay")
     return ("w", "v", "lay", "kv") if st.kv_append else ("w", "v", "lay")
-
-
-
-LAYER_ALIGN = 256  # uniform offsets' alignment
 
 
 def stage_kernel(shape: Shape, st: Stage, subgroups: str | None, groups: int | None = None) -> tuple[str, int]:
@@ -536,7 +542,7 @@ def stage_kernel(shape: Shape, st: Stage, subgroups: str | None, groups: int | N
     looping over the rows as the persistent kernel does). The layer comes from a uniform, so
     the layers share one pipeline per stage, as the engine's do."""
     _, lw, lf = plan(shape)
-    per_wg = GROUPS_PER_WG * st.rows if st.kind != "attn" else WG if st.k else 1
+    per_wg = 1 if st.attention else WG if st.kind == "attn" else GROUPS_PER_WG * st.rows
     groups = groups or -(-st.n // per_wg)
     g = f"{groups}u"
     body = f"let l = {'lay.x' if st.kind != 'lm' else '0u'};\n  {stage_code(st, False, g, False)}"
@@ -553,7 +559,7 @@ fn main() { atomicStore(&sync[0], 0u); atomicStore(&sync[1], 0u); atomicStore(&s
 
 # -- host side ----------------------------------------------------------------------------
 
-def encode(a: np.ndarray, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+def encode(a: np.ndarray, shape: Shape) -> tuple[np.ndarray, bytes]:
     """A matrix as the GPU holds it (bytes, padded to whole words) and as numpy sees it."""
     n, k = a.shape
     if shape.dtype == "f16":
@@ -568,7 +574,7 @@ def encode(a: np.ndarray, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Step:
-    """Seeded random f16 weights of `shape` on the GPU, and the numpy reference of one step."""
+    """Seeded random weights of `shape` on the GPU (f16 or q8), and the numpy reference of one step."""
 
     def __init__(self, gpu: Gpu, shape: Shape, seed: int = 0) -> None:
         self.gpu, self.shape = gpu, shape
@@ -611,11 +617,12 @@ class Step:
         self.gpu.write(self.kvbuf, self.kv)  # the new position zero again: QKV must write it
 
     def reference(self) -> np.ndarray:
+        if self.shape.past:
+            return self.model_reference()
+
         def mv(w: np.ndarray, x: np.ndarray) -> np.ndarray:
             return (w.astype(np.float32) @ x) / np.sqrt(np.mean(x * x) + EPS)
 
-        if self.shape.past:
-            return self.model_reference()
         x = self.x0
         f = self.shape.inter
         for m in self.mats:
@@ -661,12 +668,13 @@ class Step:
         prog = Program(self.gpu, "multi")
         u = self.gpu.usage
         lay = self.gpu.buffer(self.shape.layers * LAYER_ALIGN, "layer", u.UNIFORM | u.COPY_DST)
-        self.gpu.write(lay, np.repeat(np.arange(self.shape.layers, dtype=np.uint32), LAYER_ALIGN // 4)
-                       * (np.arange(self.shape.layers * LAYER_ALIGN // 4) % (LAYER_ALIGN // 4) == 0))
+        slots = np.zeros((self.shape.layers, LAYER_ALIGN // 4), np.uint32)
+        slots[:, 0] = np.arange(self.shape.layers)  # lay.x of each layer's slot
+        self.gpu.write(lay, slots)
         for layer, st in [(la, st) for la in range(self.shape.layers) for st in self.stages] + [(0, self.lm)]:
             src, g = stage_kernel(self.shape, st, subgroups, groups)
-            bufs = {"w": self.wbuf, "wlm": self.lmbuf, "v": self.vbuf, "lay": (lay, layer * LAYER_ALIGN, 16)}
-            bufs["kv"] = self.kvbuf
+            bufs = {"w": self.wbuf, "wlm": self.lmbuf, "v": self.vbuf, "kv": self.kvbuf,
+                    "lay": (lay, layer * LAYER_ALIGN, 16)}
             names = stage_bindings(st)
             prog.add(Kernel(st.kind, src), [bufs[n] for n in names], (g, 1, 1))
         return prog

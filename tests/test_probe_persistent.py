@@ -34,14 +34,10 @@ def step(wgpu_gpu: Gpu) -> tuple:
     return s, s.reference()
 
 
-def _sub(gpu: Gpu) -> str | None:
-    return gpu.subgroups_wgsl()
-
-
 @pytest.mark.parametrize("groups", [None, 1, 3])
 def test_dispatch_per_stage_matches_numpy(step: tuple, groups: int | None) -> None:
     s, ref = step
-    got = probe.check(s, s.multi(_sub(s.gpu), groups), ref)
+    got = probe.check(s, s.multi(s.gpu.subgroups_wgsl(), groups), ref)
     assert got["rel_err"] < 1e-4 and got["argmax_ok"]
 
 
@@ -51,7 +47,7 @@ def test_dispatch_per_stage_matches_numpy(step: tuple, groups: int | None) -> No
 @pytest.mark.parametrize(("atomic_vec", "prefetch", "flag"), [(True, False, False), (False, True, True)])
 def test_persistent_matches_numpy(step: tuple, atomic_vec: bool, prefetch: bool, flag: bool) -> None:
     s, ref = step
-    got = probe.check(s, s.persistent(1, atomic_vec, prefetch, _sub(s.gpu), flag), ref)
+    got = probe.check(s, s.persistent(1, atomic_vec, prefetch, s.gpu.subgroups_wgsl(), flag), ref)
     assert got["gave_up"] == 0
     assert got["rel_err"] < 1e-4 and got["argmax_ok"]
 
@@ -87,7 +83,7 @@ def model_step(wgpu_gpu: Gpu) -> tuple:
 @pytest.mark.parametrize("variant", ["per stage", "per stage, 3 workgroups", "persistent"])
 def test_model_step_matches_numpy(model_step: tuple, variant: str) -> None:
     s, ref = model_step
-    sub = _sub(s.gpu)
+    sub = s.gpu.subgroups_wgsl()
     prog = {"per stage": lambda: s.multi(sub), "per stage, 3 workgroups": lambda: s.multi(sub, 3),
             "persistent": lambda: s.persistent(1, False, True, sub)}[variant]()
     got = probe.check(s, prog, ref)
@@ -101,6 +97,6 @@ def test_int8_weights_match_numpy(wgpu_gpu: Gpu, past: int) -> None:
     shape = probe.Shape(hidden=64, qkv=128, inter=64, vocab=67, layers=2, heads=4, kv_heads=2,
                         past=past, dtype="q8")
     s = probe.Step(wgpu_gpu, shape, seed=7)
-    got = probe.check(s, s.multi(_sub(s.gpu)), s.reference())
+    got = probe.check(s, s.multi(s.gpu.subgroups_wgsl()), s.reference())
     assert got["rel_err"] < 1e-4 and got["argmax_ok"]
     assert not np.allclose(s.mats[0]["qkv"], s.mats[0]["qkv"].astype(np.float16))  # int8 steps, not halves
