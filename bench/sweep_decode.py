@@ -26,7 +26,7 @@ from webgpu_llm.generation.engine import Engine
 from webgpu_llm.generation.sampling import SamplingParams
 from webgpu_llm.kernels.formats import INT8_FORMATS, SPREAD_FORMATS
 from webgpu_llm.models.presets import PRESETS, preset_model
-from webgpu_llm.models.transformer import ROLES, Transformer, Tuning
+from webgpu_llm.models.transformer import PERSIST_WG, ROLES, Transformer, Tuning
 from webgpu_llm.runtime.gpu import open_gpu
 
 SHAPES = [(wg, tpr, ilp) for wg in (64, 128, 256) for tpr in (8, 16, 32, 64, 128, 256) for ilp in (1, 2) if tpr <= wg]
@@ -87,9 +87,10 @@ class DecodeBench:
 
 
 def start_tuning(gpu: Any, preset: str, switches: tuple[str, ...] = ()) -> Tuning:
-    """The preset's default Tuning with the --with switches on."""
+    """The preset's default Tuning with the --with switches on ("field", or "field=N")."""
     shape = PRESETS[preset]
-    return dataclasses.replace(Tuning.default(gpu, shape["hidden"], shape["head_dim"]), **{f: True for f in switches})
+    values = {f.partition("=")[0]: int(f.partition("=")[2]) if "=" in f else True for f in switches}
+    return dataclasses.replace(Tuning.default(gpu, shape["hidden"], shape["head_dim"]), **values)
 
 
 def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -99,6 +100,10 @@ def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> 
     spread = start.spread and dtype in SPREAD_FORMATS
     cur = {r: tuple(start.shape(r, int8, spread).values()) for r in ROLES}
     attn = {"chunk": start.attn_chunk}
+    shapes = SHAPES
+    if start.persist:  # the layers' mat-vecs take PERSIST_WG threads (the head keeps its own)
+        shapes = [(PERSIST_WG, tpr, ilp) for tpr in (8, 16, 32, 64, 128, 256) for ilp in (1, 2, 4)]
+        cur = {r: (PERSIST_WG, *cur[r][1:]) if r != "head" else cur[r] for r in ROLES}
 
     def measure() -> float:
         return b.step_gpu(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), mv_int8=(), mv_spread=(),
@@ -107,7 +112,7 @@ def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> 
     best = measure()
     t0 = time.time()
     for role in ROLES:
-        best = descend(cur, role, SHAPES, measure, best)
+        best = descend(cur, role, SHAPES if role == "head" else shapes, measure, best)
         print(f"{gpu.backend} {dtype} {role:8s} -> {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
     best = descend(attn, "chunk", CHUNKS, measure, best)
     measure()
@@ -206,7 +211,8 @@ def main() -> None:
     ap.add_argument("--int8", action="store_true", help="compare float and int8 activations instead (--ab int8)")
     ap.add_argument("--ab", default=None,
                     help="compare this Tuning switch off and on instead (int8, spread), or two of its values: early=1,2")
-    ap.add_argument("--with", dest="switches", default="", help="comma list of Tuning switches to turn on first")
+    ap.add_argument("--with", dest="switches", default="",
+                    help="comma list of Tuning switches to turn on first, or fields to set: persist=264")
     ap.add_argument("--blocks", action="store_true", help="sweep row blocks per mat-vec workgroup instead")
     a = ap.parse_args()
     switches = tuple(f for f in a.switches.split(",") if f)

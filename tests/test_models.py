@@ -173,3 +173,25 @@ def test_int8_activations_stay_close_to_float(wgpu_gpu):
     down = model._spec(model.layers[0].down, epilogue="add")
     assert model._mv_shape(down, "down") == ({"wg": 128, "tpr": 32, "ilp": 1}, True)
     assert _rel(step_logits(), got) < 1e-5
+
+
+@pytest.mark.slow
+def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
+    """The decode layers as persistent dispatches (kernels/persistent.py; one workgroup on a
+    CPU adapter): transformers' greedy tokens, and the step logits of one dispatch per kernel."""
+    import dataclasses
+
+    d = tiny_dirs["qwen2", "float32"]
+    llm = _load(d, wgpu_gpu)
+    m, eng = llm.model, llm.engine
+
+    def step_logits() -> np.ndarray:
+        eng.prefill(IDS[:9], 0, SamplingParams(), 0)
+        eng.step_program(SamplingParams()).run(1)
+        return wgpu_gpu.read_array(m.logits, np.float32, m.cfg.vocab)
+
+    base = step_logits()
+    m.rebuild(dataclasses.replace(m.tuning, persist=1))
+    assert m.persist_note == "" and len(m.decode) == 1 + m.cfg.n_layers  # embed, then a dispatch per layer
+    assert _rel(step_logits(), base) < 1e-5
+    assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)

@@ -7,6 +7,7 @@ warm-up excluded, median of the runs; prefill = a 512-token prompt.
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from ..generation.engine import Engine
 from ..generation.sampling import SamplingParams
 from ..models.config import ModelConfig
 from ..models.presets import weight_bytes_per_token
-from ..models.transformer import Transformer
+from ..models.transformer import Transformer, Tuning
 from ..runtime.gpu import Gpu
 
 
@@ -25,18 +26,31 @@ def _ids(n: int, vocab: int, seed: int) -> list[int]:
 
 def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_prompt: int = 16, n_gen: int = 128,
                  n_pp: int = 512, reps: int = 5, fused: bool = True, per_dispatch: bool = False,
-                 profile: bool = False, log: Any = None) -> dict[str, Any]:
+                 profile: bool = False, persist: int | None = None, log: Any = None) -> dict[str, Any]:
+    """`persist`: resident workgroups of the persistent decode layers (0: off; None: the
+    device's default). When it is on, the greedy tokens are also decoded with it off and
+    the number of positions where they agree is reported (`persist_agree`)."""
     ctx = max(n_prompt + n_gen + 8, n_pp + 8)
     say = log or (lambda *_: None)
-    say(f"building {cfg.name} on {gpu.name} (fused={fused})")
-    model = Transformer(gpu, cfg, tensors.get, ctx=ctx, batch=max(n_pp, 16), fused=fused)
+    tuning = Tuning.default(gpu, cfg.hidden, cfg.head_dim)
+    if persist is not None:
+        tuning = replace(tuning, persist=persist)
+    say(f"building {cfg.name} on {gpu.name} (fused={fused}, persist={tuning.persist})")
+    model = Transformer(gpu, cfg, tensors.get, ctx=ctx, batch=max(n_pp, 16), fused=fused, tuning=tuning)
     eng = Engine(model)
     greedy = SamplingParams()
     prompt = _ids(n_prompt, cfg.vocab, 1)
     step = eng.step_program(greedy)
     out: dict[str, Any] = {"model": cfg.name, "backend": gpu.backend, "adapter": gpu.info.get("device", ""),
                            "fused": fused, "per_dispatch_submit": per_dispatch,
+                           "persist": model.tuning.persist if fused else 0,
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen}
+    if model.persist_note:
+        out["persist_note"] = model.persist_note
+        say("  " + model.persist_note)
+    if out["persist"]:
+        out["persist_agree"] = _persist_agreement(eng, prompt, n_gen)
+        say(f"  greedy tokens equal to the per-dispatch decode's: {out['persist_agree']}/{n_gen}")
     eng.time_decode(prompt, n_gen, greedy, per_dispatch)  # warm-up (clocks ramp up after a model build)
     tg = [n_gen / eng.time_decode(prompt, n_gen, greedy, per_dispatch) for _ in range(reps)]
     out["tg_tok_s"] = statistics.median(tg)
@@ -55,6 +69,19 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_promp
         if n_pp and gpu.has_timestamps:
             out["profile_prefill"] = profile_prefill(eng, n_pp)
     return out
+
+
+def _persist_agreement(eng: Engine, prompt: list[int], n: int) -> int:
+    """Leading greedy tokens that the persistent decode shares with the per-dispatch one."""
+    m = eng.m
+    got = list(eng.stream(prompt, 0, SamplingParams(), n))
+    g = m.tuning.persist
+    m.rebuild(replace(m.tuning, persist=0))
+    eng._steps.clear()
+    want = list(eng.stream(prompt, 0, SamplingParams(), n))
+    m.rebuild(replace(m.tuning, persist=g))
+    eng._steps.clear()
+    return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
 
 
 def profile_prefill(eng: Engine, n: int) -> dict[str, Any]:
@@ -84,13 +111,15 @@ def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| model | backend | fused | dispatches/token | tg tok/s | pp tok/s |\n| --- | --- | --- | --- | --- | --- |\n"
+    head = ("| model | backend | fused | persistent | dispatches/token | tg tok/s | pp tok/s |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n")
 
     def pp(r: dict[str, Any]) -> str:  # "—" where the prompt was not timed (--n-pp 0)
         return f"{r['pp_tok_s']:.0f}" if "pp_tok_s" in r else "—"
 
     lines = [f"| {r['model']} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
-             f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | {r['dispatches_per_token']} | "
+             f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | "
+             f"{r['persist'] or 'no' if 'persist' in r else 'no'} | {r['dispatches_per_token']} | "
              f"{r['tg_tok_s']:.1f} | {pp(r)} |" for r in rows]
     return head + "\n".join(lines) + "\n"
 

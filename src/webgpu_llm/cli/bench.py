@@ -33,6 +33,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
                    help="submit every dispatch separately (the eager pattern) instead of one per token")
+    p.add_argument("--persist", default=None, metavar="G[,G...]",
+                   help="decode each layer as one persistent dispatch on G resident workgroups (about one per "
+                        "SM; 0 = one dispatch per kernel; default: the device's tuning); a comma list compares")
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON results here")
@@ -49,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
 
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    try:
+        persists: list[int | None] = [int(g) for g in args.persist.split(",")] if args.persist else [None]
+    except ValueError:
+        raise UserError(f"--persist takes workgroup counts such as 132 or 0,132, not {args.persist!r}") from None
+    if any(g is not None and g < 0 for g in persists):
+        raise UserError("--persist counts must be 0 (off) or more")
     if args.preset is None and args.model is None:
         args.preset = "qwen2.5-0.5b"
     rows: list[dict[str, Any]] = []
@@ -63,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
                 src = open_model(args.model)
                 cfg, tensors = src.config, src.tensors
-            r = bench_engine(gpu, cfg, tensors, n_prompt=args.n_prompt, n_gen=args.n_gen, n_pp=args.n_pp,
-                             reps=args.reps, fused=not args.no_fusion, per_dispatch=args.submit_per_dispatch,
-                             profile=args.profile, log=log)
-            r["dtype"] = dtype
-            rows.append(r)
+            for persist in persists:
+                r = bench_engine(gpu, cfg, tensors, n_prompt=args.n_prompt, n_gen=args.n_gen, n_pp=args.n_pp,
+                                 reps=args.reps, fused=not args.no_fusion, per_dispatch=args.submit_per_dispatch,
+                                 profile=args.profile, persist=persist, log=log)
+                r["dtype"] = dtype
+                rows.append(r)
     if args.peers:
         for peer in args.peers.split(","):
             if peer.strip() != "torch":

@@ -59,11 +59,12 @@ class Engine:
 
     # -- helpers ---------------------------------------------------------------------------
     def step_program(self, params: SamplingParams) -> Program:
+        m = self.m
         key = (params.filtered, params.penalised)
-        if key not in self._steps:
-            m = self.m
-            self._steps[key] = concat(self.gpu, "step", m.decode, m.head, m.samplers[key])
-        return self._steps[key]
+        step = self._steps.get(key)
+        if step is None or step.dispatches[0] is not m.decode.dispatches[0]:  # (built anew by rebuild)
+            step = self._steps[key] = concat(self.gpu, "step", m.decode, m.head, m.samplers[key])
+        return step
 
     def _staging_buffer(self) -> Any:
         if self._staging:

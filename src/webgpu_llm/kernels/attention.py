@@ -35,11 +35,27 @@ class AttentionSpec:
         return -(-self.ctx // self.chunk)
 
 
-def attention_kernel(a: AttentionSpec, subgroups: str | None = None) -> Kernel:
-    """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu)."""
+def _batched(stmt: str, n: int, k: int) -> str:
+    """`stmt` for @I = 0..n-1: unrolled, or (0 < k < n) a loop over batches of k unrolled
+    statements, which bounds the loads in flight (and the registers they hold)."""
+    if not k or n <= k:
+        return "\n".join(stmt.replace("@I", f"{i}u") for i in range(n))
+    assert n % k == 0
+    inner = "\n".join(stmt.replace("@I", f"(ib + {i}u)") for i in range(k))
+    return f"    for (var ib = 0u; ib < {n}u; ib += {k}u) {{\n{inner}\n    }}"
+
+
+def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0, inflight: int = 0) -> Kernel:
+    """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu).
+
+    `wg` > chunk: a wider workgroup whose threads past the chunk take no key and add the
+    identity to the reductions (a persistent kernel's stages share one workgroup size).
+    `inflight` > 0 caps the key and value loads issued together (0: a whole chunk's)."""
     d4 = a.head_dim // 4
-    wg = a.chunk
-    groups = wg // d4  # threads (g, d4) share the weighted sum over keys
+    wg = wg or a.chunk
+    wide = wg > a.chunk
+    assert wg >= a.chunk
+    groups = a.chunk // d4  # threads (g, d4) share the weighted sum over keys
     assert groups >= 1, "head_dim/4 must not exceed the chunk size"
     sig = Signature().state()
     sig.storage("q", "array<vec4<f32>>")
@@ -61,10 +77,11 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None) -> Kernel:
     score = " + ".join(f"q[qb + {i}u] * kv[kr + {i}u]" for i in range(d4))
     scale = f"{1.0 / a.head_dim ** 0.5!r}"
     if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
-        before = "\n".join(
-            f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
-            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], kv[(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd]), "
-            f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
+        before = _batched("    { let f = @I * CH + lid; let kk = f / D4; let dd = f % D4; "
+                          "sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], kv[(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd]), "
+                          "c0 + kk < k1); }", d4, inflight) + "\n    workgroupBarrier();\n"
+        if wide:
+            before = f"    if (lid < CH) {{\n{before.replace(chr(10) + '    workgroupBarrier();', '')}    }}\n    workgroupBarrier();\n"
         key_score = f"      sc = ({' + '.join(f'sp[lid * (D4 + 1u) + {i}u]' for i in range(d4))}) * {scale};"
     else:  # this thread's key, whole
         before = ""
@@ -73,14 +90,12 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None) -> Kernel:
       sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {scale};"""
     score_phase = f"""{before}    let j = c0 + lid;
     var sc = -3.0e38;
-    if (j < k1) {{
+    if ({"lid < CH && " if wide else ""}j < k1) {{
 {key_score}
     }}"""
     per_g = -(-a.chunk // groups)
-    vsum = "\n".join(
-        f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
-        f"o += pj * kv[VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4]; }}"
-        for i in range(per_g))
+    vsum = _batched(f"      {{ let jj = g + {groups}u * @I; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
+                    "o += pj * kv[VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4]; }", per_g, inflight)
     body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + f"""
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
@@ -105,8 +120,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var c0 = k0; c0 < k1; c0 += CH) {{
 {score_phase}
     let mn = max(m, red_max(sc, lid, sgs));
-    let p = select(0.0, exp(sc - mn), j < k1);
-    ps[lid] = p;
+    let p = select(0.0, exp(sc - mn), {"lid < CH && " if wide else ""}j < k1);
+    {"if (lid < CH) { ps[lid] = p; }" if wide else "ps[lid] = p;"}
     let alpha = exp(m - mn);
     l = l * alpha + red_sum(p, lid, sgs);
     m = mn;

@@ -206,10 +206,10 @@ def _half(off: str) -> str:
 # q5_1, q4_k, q5_k) multiplies the activation sum the same way: sum((d q + m) x) = d q.x + m sum(x);
 # q6_k's two scales per unit take the sums of the unit's halves instead
 INT8_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
-_NIBBLES = """  let lo = q & vec4<u32>(0x0f0f0f0fu);
-  let hi = (q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);"""
-_HI5 = """  let lo = (q & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 0u), hi5(qh, 4u), hi5(qh, 8u), hi5(qh, 12u));
-  let hi = ((q >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 16u), hi5(qh, 20u), hi5(qh, 24u), hi5(qh, 28u));"""
+_NIBBLES = """  let lo = qb & vec4<u32>(0x0f0f0f0fu);
+  let hi = (qb >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);"""
+_HI5 = """  let lo = (qb & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 0u), hi5(qh, 4u), hi5(qh, 8u), hi5(qh, 12u));
+  let hi = ((qb >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 16u), hi5(qh, 20u), hi5(qh, 24u), hi5(qh, 28u));"""
 
 
 def _dot4(w: str, x: str) -> str:
@@ -249,20 +249,20 @@ _WGSL_I8 = {
   let lo = {B}[2u * g];
   let hi = {B}[2u * g + 1u];""" + _DOT + """  return """ + _half("{OFF1}u") + """ * xd.x * f32(t);""",
     "q4_0": """  let g = r * {NU}u + u;
-  let q = {B}[g];
+  let qb = {B}[g];
 """ + _NIBBLES + _DOT + """  return """ + _half("{OFF1}u") + """ * (xd.x * f32(t) - 8.0 * xd.y);""",
     "q4_1": """  let g = r * {NU}u + u;
   let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF1}u + g") + """);
-  let q = {B}[g];
+  let qb = {B}[g];
 """ + _NIBBLES + _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
     "q5_0": """  let g = r * {NU}u + u;
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
-  let q = {B}[g];
+  let qb = {B}[g];
 """ + _HI5 + _DOT + """  return """ + _half("{OFF2}u") + """ * (xd.x * f32(t) - 16.0 * xd.y);""",
     "q5_1": """  let g = r * {NU}u + u;
   let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF2}u + g") + """);
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
-  let q = {B}[g];
+  let qb = {B}[g];
 """ + _HI5 + _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
     # 4-bit values in the low or high nibbles of the sub-block pair's words
     "q4_k": _k_scale_min(9) + """  let sh = vec4<u32>(4u * (j & 1u));
@@ -306,22 +306,22 @@ _WGSL = {
 %4  o[$i] = d * i8x4(a[$i]); o[4 + $i] = d * i8x4(b[$i]);""",
     "q4_0": """  let g = r * {NU}u + u;
   let d = """ + _half("{OFF1}u") + """;
-  let q = {B}[g];
-%4  o[$i] = d * (nib_lo(q[$i]) - 8.0); o[4 + $i] = d * (nib_hi(q[$i]) - 8.0);""",
+  let qb = {B}[g];
+%4  o[$i] = d * (nib_lo(qb[$i]) - 8.0); o[4 + $i] = d * (nib_hi(qb[$i]) - 8.0);""",
     "q4_1": """  let g = r * {NU}u + u;
   let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF1}u + g") + """);
-  let q = {B}[g];
-%4  o[$i] = dm.x * nib_lo(q[$i]) + dm.y; o[4 + $i] = dm.x * nib_hi(q[$i]) + dm.y;""",
+  let qb = {B}[g];
+%4  o[$i] = dm.x * nib_lo(qb[$i]) + dm.y; o[4 + $i] = dm.x * nib_hi(qb[$i]) + dm.y;""",
     "q5_0": """  let g = r * {NU}u + u;
   let d = """ + _half("{OFF2}u") + """;
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
-  let q = {B}[g];
-%4  o[$i] = d * (nib_lo(q[$i]) + 16.0 * bits4(qh, 4u * $i) - 16.0); o[4 + $i] = d * (nib_hi(q[$i]) + 16.0 * bits4(qh, 16u + 4u * $i) - 16.0);""",
+  let qb = {B}[g];
+%4  o[$i] = d * (nib_lo(qb[$i]) + 16.0 * bits4(qh, 4u * $i) - 16.0); o[4 + $i] = d * (nib_hi(qb[$i]) + 16.0 * bits4(qh, 16u + 4u * $i) - 16.0);""",
     "q5_1": """  let g = r * {NU}u + u;
   let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF2}u + g") + """);
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
-  let q = {B}[g];
-%4  o[$i] = dm.x * (nib_lo(q[$i]) + 16.0 * bits4(qh, 4u * $i)) + dm.y; o[4 + $i] = dm.x * (nib_hi(q[$i]) + 16.0 * bits4(qh, 16u + 4u * $i)) + dm.y;""",
+  let qb = {B}[g];
+%4  o[$i] = dm.x * (nib_lo(qb[$i]) + 16.0 * bits4(qh, 4u * $i)) + dm.y; o[4 + $i] = dm.x * (nib_hi(qb[$i]) + 16.0 * bits4(qh, 16u + 4u * $i)) + dm.y;""",
     "q4_k": _k_scale_min(9) + """  let d = dd.x * sm.x;
   let m = dd.y * sm.y;
   let sh = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (j & 1u);

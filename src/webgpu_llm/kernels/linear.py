@@ -67,6 +67,9 @@ class LinearSpec:
     # matmul only: split K over this many workgroups (grid z); epilogue "partial" writes each
     # split's sums to y[(t * splits + s) * rows + row] for a row kernel to add up
     splits: int = 1
+    # epilogue "add": y = res + W x with res its own binding (a persistent kernel's hand-off,
+    # kernels/persistent.py), instead of y += W x
+    residual: bool = False
 
     @property
     def rows(self) -> int:
@@ -159,11 +162,11 @@ fn quantize_x(lid: u32, xb: u32) {
 %8  v[$i] = X(xb, u * 8u + $i); mx = max(mx, abs(v[$i]));
     let d = max(max(mx.x, mx.y), max(mx.z, mx.w)) / 127.0;
     let inv = select(0.0, 1.0 / d, d > 0.0);
-    var q: array<u32, 8>;
+    var qw: array<u32, 8>;
     var sum = vec4<i32>(0);
-%8  let qi = vec4<i32>(round(v[$i] * inv)); q[$i] = pack4xI8(qi); sum += qi;
-    xq[2u * u] = vec4<u32>(q[0], q[1], q[2], q[3]);
-    xq[2u * u + 1u] = vec4<u32>(q[4], q[5], q[6], q[7]);
+%8  let qi = vec4<i32>(round(v[$i] * inv)); qw[$i] = pack4xI8(qi); sum += qi;
+    xq[2u * u] = vec4<u32>(qw[0], qw[1], qw[2], qw[3]);
+    xq[2u * u + 1u] = vec4<u32>(qw[4], qw[5], qw[6], qw[7]);
     xd[u] = vec2<f32>(d, d * f32(sum.x + sum.y + sum.z + sum.w));
   }
   workgroupBarrier();
@@ -197,8 +200,12 @@ def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         body = f"  y[t * {n}u + row0(p)] = b0;\n  if (row1(p) < N) {{ y[t * {n}u + row1(p)] = b1; }}\n"
     elif e == "add":
         sig.storage("y", "array<f32>", write=True)
-        body = (f"  let i0 = t * {n}u + row0(p);\n  y[i0] = y[i0] + b0;\n"
-                f"  if (row1(p) < N) {{ let i1 = t * {n}u + row1(p); y[i1] = y[i1] + b1; }}\n")
+        r = "y"
+        if spec.residual:  # y = res + W x: the sum lands in a region nothing has read yet
+            sig.storage("res", "array<f32>")
+            r = "res"
+        body = (f"  let i0 = t * {n}u + row0(p);\n  y[i0] = {r}[i0] + b0;\n"
+                f"  if (row1(p) < N) {{ let i1 = t * {n}u + row1(p); y[i1] = {r}[i1] + b1; }}\n")
     elif e == "partial":
         sig.storage("y", "array<f32>", write=True)
         body = (f"  let i0 = (t * {spec.splits}u + split) * {n}u + row0(p);\n  y[i0] = b0;\n"
@@ -461,6 +468,17 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
       a = vec4<f32>(0.0);
       for (var j = 0u; j < TPR / sgs; j++) {{ a += red[first + j]; }}{again}
     }} else {{"""
+    reduce = f"""  {{
+    {sg_reduce}
+      red[lid] = a;
+      workgroupBarrier();
+      for (var s = TPR / 2u; s > 0u; s = s >> 1u) {{
+        if (lane < s) {{ red[lid] = red[lid] + red[lid + s]; }}
+        workgroupBarrier();
+      }}
+      a = red[lid];
+    }}
+  }}""" if tpr > 1 else ""  # (a CPU adapter's one thread per row pair: no code, no barriers to compile)
     body += unroll(f"""
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
@@ -489,17 +507,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {loop}
   }}
   a.z = ss;
-  if (TPR > 1u) {{
-    {sg_reduce}
-      red[lid] = a;
-      workgroupBarrier();
-      for (var s = TPR / 2u; s > 0u; s = s >> 1u) {{
-        if (lane < s) {{ red[lid] = red[lid] + red[lid + s]; }}
-        workgroupBarrier();
-      }}
-      a = red[lid];
-    }}
-  }}
+{reduce}
   if (lane == 0u && p < NP) {{
     {scale}
     epi(0u, p, a.x * sc, a.y * sc);
@@ -528,8 +536,13 @@ def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int, direct: bool = False) 
             and staged + spec.kp + spec.kp // 4 + wg * 20 <= shared_bytes)
 
 
+def matvec_groups(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> int:
+    """Workgroups of a mat-vec: each takes `blocks` blocks of wg/tpr row pairs."""
+    return -(-spec.pairs // (wg // tpr * blocks))
+
+
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> tuple[int, int, int]:
-    return grid_2d(-(-spec.pairs // (wg // tpr * blocks)))
+    return grid_2d(matvec_groups(spec, wg, tpr, blocks))
 
 
 def grid_2d(n: int, limit: int = 65535) -> tuple[int, int, int]:

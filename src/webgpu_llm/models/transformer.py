@@ -6,7 +6,9 @@ Programs built here (each bound once, replayed with one submit):
            a function of the token count n (grids scale with n)
   decode   per layer, 5 fused dispatches: RMSNorm+QKV mat-vec(+bias, RoPE, KV append),
            split-K attention, combine+O mat-vec+residual, RMSNorm+gate/up mat-vec+SiLU·mul,
-           down mat-vec+residual; with `fused=False` the same math in 13 plain dispatches
+           down mat-vec+residual; with `Tuning.persist` the same 5 kernels as the stages of
+           one persistent dispatch per layer (kernels/persistent.py); with `fused=False` the
+           same math in 13 plain dispatches
   head     final RMSNorm + LM head mat-vec on the batch's last token
   sampler  see kernels/sampling.py
   score    final RMSNorm of every token + LM head matmul + NLL, in chunks of the vocabulary rows
@@ -15,12 +17,12 @@ Programs built here (each bound once, replayed with one submit):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFileError
+from ..errors import GpuError, ModelFileError
 from ..kernels import attention as att
 from ..kernels import elementwise as ew
 from ..kernels import sampling
@@ -33,10 +35,12 @@ from ..kernels.linear import (
     matmul_grid,
     matmul_kernel,
     matvec_grid,
+    matvec_groups,
     matvec_kernel,
     spread_ok,
 )
 from ..kernels.loss import nll_kernel
+from ..kernels.persistent import GIVE_UP, SYNC_WORDS, Stage, persistent_kernel
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
@@ -72,6 +76,10 @@ class Tuning:
     attn_spread: bool = False  # decode attention reads its keys by adjacent words (AttentionSpec.spread)
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
     early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
+    # decode layers as one persistent dispatch each on this many resident workgroups of
+    # PERSIST_WG threads (one per SM), 0: one dispatch per kernel
+    persist: int = 0
+    persist_attn_inflight: int = 0  # the persistent attention stage's loads in flight (0: a chunk's)
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -121,7 +129,13 @@ class Tuning:
         # +7 % on the 1.5B f16: Dawn and narrow models only)
         # (round 53: heads of 128 dimensions take 64 keys per split: 1.5B step -2 to -3 % on
         # both backends; 64-dimension heads keep 32)
+        # (round 60: the decode layers as persistent dispatches on two workgroups per SM, Dawn:
+        # 0.5B f16 +11 %, q8_0 +5 %, q4_0 +6 % tok/s; wgpu-native +4 / 0 / -2 %; one per SM
+        # is slower than none; round 62: a 1.5B layer fits only one per SM: off there)
         wide = hidden >= 1536
+        device = str(gpu.info.get("device", ""))
+        persist = next((n for name, n in PERSIST_GROUPS.items() if name in device), 0)
+        persist = persist if gpu.backend == "dawn" and not wide else 0
         gate_up = ("gate_up", 256, 8, 2) if wide else ("gate_up", 128, 16, 1)
         wide_int8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2)) if wide else (("o", 256, 32, 1),)
         return Tuning((("qkv", 256, 32, 1), ("o", 256, 64, 1), gate_up, ("down", 128, 128, 1),
@@ -129,9 +143,13 @@ class Tuning:
                       splits=(("o", 2), ("down", 4)),
                       mv_int8=(*wide_int8, ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
                       mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True,
-                      early=int(gpu.backend == "dawn" and not wide))
+                      early=int(gpu.backend == "dawn" and not wide), persist=persist)
 
 
+PERSIST_WG = 256  # threads of a persistent workgroup (512 and 1024 were slower: NOTES round 55)
+# resident workgroups of a persistent decode layer by adapter name, as measured: two per SM
+# (three do not fit; bench/NOTES.md rounds 60-62)
+PERSIST_GROUPS = {"H200": 264}
 SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 
@@ -227,6 +245,8 @@ class Transformer:
         self.st = g.buffer(STATE_WORDS * 4, "state")
         self.tokens = g.buffer((self.ctx + 8) * 4, "tokens")
         self.h = g.buffer(T * c.hidden * 4, "residual")
+        self.h2 = g.buffer(c.hidden * 4, "residual_mid")  # a persistent layer's residual after O
+        self.sync = g.buffer(SYNC_WORDS * 4, "persistent_sync")
         self.xn = g.buffer(T * max(c.hidden, c.q_dim) * 4, "normed")
         self.q = g.buffer(T * c.q_dim * 4, "q")
         self.att = g.buffer(T * c.q_dim * 4, "attn_out")
@@ -249,15 +269,16 @@ class Transformer:
     def _spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
 
-    def _mv_shape(self, spec: LinearSpec, role: str) -> tuple[dict[str, int], bool]:
-        """The mat-vec's shape for `role`, and whether it takes the int8 path."""
-        shape = self.tuning.shape(role, int8=True)
+    def _mv_shape(self, spec: LinearSpec, role: str, wg: int = 0) -> tuple[dict[str, int], bool]:
+        """The mat-vec's shape for `role` (with `wg` threads a workgroup if given), and whether
+        it takes the int8 path."""
+        shape = {**self.tuning.shape(role, int8=True), **({"wg": wg} if wg else {})}
         if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes, self.tuning.int8_direct):
             return shape, True
-        return self.tuning.shape(role, spread=self.tuning.spread and spread_ok(spec)), False
+        return {**self.tuning.shape(role, spread=self.tuning.spread and spread_ok(spec)), **({"wg": wg} if wg else {})}, False
 
-    def _mv(self, spec: LinearSpec, role: str) -> Any:
-        shape, int8 = self._mv_shape(spec, role)
+    def _mv(self, spec: LinearSpec, role: str, wg: int = 0) -> Any:
+        shape, int8 = self._mv_shape(spec, role, wg)
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
                              int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
                              int8_direct=self.tuning.int8_direct, early=self.tuning.early, **shape)
@@ -332,12 +353,24 @@ class Transformer:
         chunk = self.tuning.attn_chunk
         split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, self.tuning.attn_spread)
         ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
+        self.persist_note = ""
+        persist = self.tuning.persist if self.fused else 0
         for L in self.layers:
             p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
-            if self.fused:
+            if persist:
+                try:
+                    self._decode_layer_persistent(L, p, qkv_shape, split, ashape)
+                except GpuError as e:  # e.g. the stages' workgroup memory over the limit
+                    self._persist_off(f"the persistent decode kernel did not build ({str(e).splitlines()[0]})")
+                    return
+            elif self.fused:
                 self._decode_layer_fused(L, p, qkv_shape, split, ashape)
             else:
                 self._decode_layer_unfused(L, p, qkv_shape, split, ashape)
+
+        if persist and not self._persistent_ok():
+            self._persist_off(f"the persistent decode's barrier gave up with {persist} workgroups (not all resident)")
+            return
 
         # head: final norm + LM head on the batch's last token
         self.head = Program(g, "head")
@@ -387,6 +420,50 @@ class Transformer:
         s_dn = self._spec(L.down, epilogue="add")
         d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
               self._mvg(s_dn, "down"))
+
+    def _decode_layer_persistent(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
+                                 split: att.AttentionSpec, ashape: AttnShape) -> None:
+        """The fused layer's 5 kernels as the stages of one dispatch (kernels/persistent.py).
+
+        Every hand-off goes to memory that no workgroup reads earlier in the dispatch: the
+        residual after O goes to `h2` (not added into `h`, which QKV read), the one after
+        down back to `h` (read again only by the next layer's dispatch)."""
+        c, wg = self.cfg, PERSIST_WG
+
+        def mv(spec: LinearSpec, role: str, bufs: dict[str, Any]) -> Stage:
+            shape, _ = self._mv_shape(spec, role, wg)
+            n = matvec_groups(spec, wg, shape["tpr"], self.tuning.row_blocks(role))
+            return Stage(self._mv(spec, role, wg), bufs, f"{n}u")
+
+        s_qkv = self._spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
+                           nw_off=0, bias_off=self.off_bias, rope_off=self.off_rope)
+        s_o = self._spec(L.o, epilogue="add", prologue="attn", attn=ashape, residual=True)
+        s_gu = self._spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=self.off_ffn)
+        s_dn = self._spec(L.down, epilogue="add", residual=True)
+        ch = split.chunk
+        stages = [
+            mv(s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": self.h, "q": self.q}),
+            Stage(att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg, self.tuning.persist_attn_inflight),
+                  {**p, "q": self.q},
+                  f"{c.n_heads}u * ((st.pos + {ch}u) / {ch}u)", width=c.n_heads),
+            mv(s_o, "o", {**p, **L.o.bindings(), "res": self.h, "y": self.h2}),
+            mv(s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": self.h2, "y": self.act}),
+            mv(s_dn, "down", {**p, **L.down.bindings(), "x": self.act, "res": self.h2, "y": self.h}),
+        ]
+        kernel, bufs = persistent_kernel("decode_layer", stages, self.tuning.persist, wg,
+                                         self.gpu.subgroups_wgsl())
+        self.decode.add(kernel, [*bufs, self.sync], (self.tuning.persist, 1, 1))
+
+    def _persist_off(self, why: str) -> None:
+        """Rebuild with one dispatch per kernel, and say why in `persist_note`."""
+        self.tuning = replace(self.tuning, persist=0)
+        self._build()
+        self.persist_note = why + ": one dispatch per kernel instead"
+
+    def _persistent_ok(self) -> bool:
+        """Run the decode layers once: did every barrier complete (all workgroups resident)?"""
+        self.decode.run()
+        return int(self.gpu.read_array(self.sync, np.uint32, 1, GIVE_UP * 4)[0]) == 0
 
     def _decode_layer_unfused(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
                               split: att.AttentionSpec, ashape: AttnShape) -> None:
