@@ -1,7 +1,8 @@
 """Persistent kernels: a chain of kernels run as one dispatch, stages parted by a grid barrier.
 
 A dispatch boundary costs ~1.4 µs of GPU time per stage on the H200 (bench/NOTES.md, rounds
-54-59: a decode step as one dispatch was 20-23 % shorter than one dispatch per stage). Here
+54-59: a probe's decode step as one dispatch was 20-23 % shorter than one dispatch per stage;
+rounds 60-64: the engine's layers as one dispatch each, 5-12 % more tokens/s on Dawn). Here
 `G` workgroups stay resident and walk the stages in order: in stage s each takes the virtual
 workgroups g, g+G, g+2G, ... of that kernel's grid and calls the kernel's `main` as a function,
 then all G meet at a barrier made of a storage atomic before stage s+1 reads what s wrote.
@@ -18,7 +19,8 @@ an atomic hand-off. What holds in practice (the probe's rounds 17 and 54): a loa
 no workgroup of the dispatch has read that memory earlier, so a caller gives every hand-off a
 region that nothing reads before it is written, within the dispatch. A barrier that cannot
 complete (not all G workgroups resident) gives up after SPIN_CAP polls and raises the sticky
-flag `sync[0]`, which the host reads to fall back to one dispatch per kernel.
+flag `sync[0]`; the host checks it, and the result against one dispatch per kernel, before it
+uses a persistent kernel (models/transformer.py, `_persistent_check`).
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ class Tuning:
     # PERSIST_WG threads (one per SM), 0: one dispatch per kernel
     persist: int = 0
     persist_attn_inflight: int = 0  # the persistent attention stage's loads in flight (0: a chunk's)
+    persist_from: int = 0  # 2: QKV and attention stay ordinary dispatches, the rest is persistent
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -348,28 +349,15 @@ class Transformer:
                              {**base, "x": self.h, "part": self.kpart}, rows)
 
         # decode (one token)
-        self.decode = Program(g, "decode")
-        self.decode.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": self.h}, (1, 1, 1))
-        chunk = self.tuning.attn_chunk
-        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, self.tuning.attn_spread)
-        ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
         self.persist_note = ""
         persist = self.tuning.persist if self.fused else 0
-        for L in self.layers:
-            p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
-            if persist:
-                try:
-                    self._decode_layer_persistent(L, p, qkv_shape, split, ashape)
-                except GpuError as e:  # e.g. the stages' workgroup memory over the limit
-                    self._persist_off(f"the persistent decode kernel did not build ({str(e).splitlines()[0]})")
-                    return
-            elif self.fused:
-                self._decode_layer_fused(L, p, qkv_shape, split, ashape)
-            else:
-                self._decode_layer_unfused(L, p, qkv_shape, split, ashape)
-
-        if persist and not self._persistent_ok():
-            self._persist_off(f"the persistent decode's barrier gave up with {persist} workgroups (not all resident)")
+        try:
+            self.decode = self._decode_program(persist=persist > 0)
+        except GpuError as e:  # e.g. the persistent stages' workgroup memory over the limit
+            self._persist_off(f"the persistent decode kernel did not build ({str(e).splitlines()[0]})")
+            return
+        if persist and (why := self._persistent_check()):
+            self._persist_off(why)
             return
 
         # head: final norm + LM head on the batch's last token
@@ -404,14 +392,42 @@ class Transformer:
                    (self.score_rows, 1, 1))
             self.score_chunks.append(pr)
 
-    def _decode_layer_fused(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
-                            split: att.AttentionSpec, ashape: AttnShape) -> None:
-        c, d = self.cfg, self.decode
+    def _decode_program(self, persist: bool) -> Program:
+        """Embedding, then the layers: fused (persistent with `persist`) or one op a kernel."""
+        g, c = self.gpu, self.cfg
+        base = {"st": self.st, "tokens": self.tokens}
+        d = Program(g, "decode")
+        emb = self.embedding
+        d.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments)), {**base, **emb.bindings(), "x": self.h},
+              (1, 1, 1))
+        chunk = self.tuning.attn_chunk
+        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, self.tuning.attn_spread)
+        ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
+        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
+        for L in self.layers:
+            p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
+            if persist:
+                self._decode_layer_persistent(d, L, p, qkv_shape, split, ashape)
+            elif self.fused:
+                self._decode_layer_fused(d, L, p, qkv_shape, split, ashape)
+            else:
+                self._decode_layer_unfused(d, L, p, qkv_shape, split, ashape)
+        return d
+
+    def _decode_layer_fused(self, d: Program, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
+                            split: att.AttentionSpec, ashape: AttnShape, first: int = 5) -> None:
+        """The layer's 5 fused dispatches (only the `first` of them if fewer)."""
+        c = self.cfg
         s_qkv = self._spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
                            nw_off=0, bias_off=self.off_bias, rope_off=self.off_rope)
         d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.h, "q": self.q},
               self._mvg(s_qkv, "qkv"))
+        if first < 2:
+            return
         d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": self.q}, att.attention_grid(split))
+        assert first in (2, 5), "the layer's dispatches after attention are the persistent part's"
+        if first == 2:
+            return
         s_o = self._spec(L.o, epilogue="add", prologue="attn", attn=ashape)
         d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": self.h}, self._mvg(s_o, "o"))
         s_gu = self._spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=self.off_ffn)
@@ -421,7 +437,7 @@ class Transformer:
         d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
               self._mvg(s_dn, "down"))
 
-    def _decode_layer_persistent(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
+    def _decode_layer_persistent(self, d: Program, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
                                  split: att.AttentionSpec, ashape: AttnShape) -> None:
         """The fused layer's 5 kernels as the stages of one dispatch (kernels/persistent.py).
 
@@ -450,9 +466,12 @@ class Transformer:
             mv(s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": self.h2, "y": self.act}),
             mv(s_dn, "down", {**p, **L.down.bindings(), "x": self.act, "res": self.h2, "y": self.h}),
         ]
-        kernel, bufs = persistent_kernel("decode_layer", stages, self.tuning.persist, wg,
+        k = self.tuning.persist_from
+        if k:  # the first k as ordinary dispatches (the fused layer's kernels)
+            self._decode_layer_fused(d, L, p, qkv_shape, split, ashape, first=k)
+        kernel, bufs = persistent_kernel("decode_layer", stages[k:], self.tuning.persist, wg,
                                          self.gpu.subgroups_wgsl())
-        self.decode.add(kernel, [*bufs, self.sync], (self.tuning.persist, 1, 1))
+        d.add(kernel, [*bufs, self.sync], (self.tuning.persist, 1, 1))
 
     def _persist_off(self, why: str) -> None:
         """Rebuild with one dispatch per kernel, and say why in `persist_note`."""
@@ -460,15 +479,27 @@ class Transformer:
         self._build()
         self.persist_note = why + ": one dispatch per kernel instead"
 
-    def _persistent_ok(self) -> bool:
-        """Run the decode layers once: did every barrier complete (all workgroups resident)?"""
+    def _persistent_check(self) -> str:
+        """Run the decode layers persistent and per kernel from the same state: why the
+        persistent ones cannot be used here ("" if they can). Their barriers must all complete
+        (every workgroup resident), and their residual must be the per-kernel one: the
+        hand-offs between workgroups rely on behaviour that WGSL does not promise."""
+        g, n = self.gpu, self.cfg.hidden
         self.decode.run()
-        return int(self.gpu.read_array(self.sync, np.uint32, 1, GIVE_UP * 4)[0]) == 0
+        if int(g.read_array(self.sync, np.uint32, 1, GIVE_UP * 4)[0]):
+            return f"the persistent decode's barrier gave up with {self.tuning.persist} workgroups (not all resident)"
+        got = g.read_array(self.h, np.float32, n)
+        self._decode_program(persist=False).run()
+        want = g.read_array(self.h, np.float32, n)
+        err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
+        if not err < 1e-3:  # (NaN included)
+            return f"the persistent decode's layers differ from the per-kernel ones (relative error {err:.1e})"
+        return ""
 
-    def _decode_layer_unfused(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
+    def _decode_layer_unfused(self, d: Program, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
                               split: att.AttentionSpec, ashape: AttnShape) -> None:
         """The same layer as one kernel per operation (the pattern of eager frameworks)."""
-        c, d = self.cfg, self.decode
+        c = self.cfg
         one = (1, 1, 1)
         tmp = self.tmp
 
