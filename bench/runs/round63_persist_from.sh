@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Round 63: QKV and attention as ordinary dispatches, O + gate/up + down persistent
+# Round 63: QKV and attention as ordinary dispatches, O + gate/up + down persistent (the switch,
+# Tuning.persist_from, was removed after this round: see NOTES)
 # (Tuning.persist_from=2): does the 1.5B's persistent part then fit two workgroups per SM,
 # and what does the 0.5B lose or gain against all five stages persistent?
 set -u

@@ -53,13 +53,15 @@ class Stage:
     """One kernel of the chain: its buffers by binding name and its grid.
 
     `count` is a WGSL expression (u32) of the stage's workgroups, which may read the state
-    (`st.pos`); `width` is the grid's x size when the kernel reads a 2-D workgroup id (0: 1-D).
+    (`st.pos`); `width` is the grid's x size when the kernel reads a 2-D workgroup id (0: 1-D);
+    `grid` is the kernel's grid when it is dispatched on its own.
     """
 
     kernel: Kernel
     buffers: dict[str, Any]
     count: str
     width: int = 0
+    grid: tuple[int, int, int] = (1, 1, 1)
 
 
 @dataclass

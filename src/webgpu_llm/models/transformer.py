@@ -26,11 +26,12 @@ from ..errors import GpuError, ModelFileError
 from ..kernels import attention as att
 from ..kernels import elementwise as ew
 from ..kernels import sampling
-from ..kernels.common import STATE_WORDS
+from ..kernels.common import STATE_FIELDS, STATE_WORDS
 from ..kernels.linear import (
     AttnShape,
     LinearSpec,
     QkvShape,
+    grid_2d,
     int8_ok,
     matmul_grid,
     matmul_kernel,
@@ -80,7 +81,6 @@ class Tuning:
     # PERSIST_WG threads (one per SM), 0: one dispatch per kernel
     persist: int = 0
     persist_attn_inflight: int = 0  # the persistent attention stage's loads in flight (0: a chunk's)
-    persist_from: int = 0  # 2: QKV and attention stay ordinary dispatches, the rest is persistent
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -351,8 +351,10 @@ class Transformer:
         # decode (one token)
         self.persist_note = ""
         persist = self.tuning.persist if self.fused else 0
+        layer = self._decode_layer_persistent if persist else (
+            self._decode_layer_fused if self.fused else self._decode_layer_unfused)
         try:
-            self.decode = self._decode_program(persist=persist > 0)
+            self.decode = self._decode_program(layer)
         except GpuError as e:  # e.g. the persistent stages' workgroup memory over the limit
             self._persist_off(f"the persistent decode kernel did not build ({str(e).splitlines()[0]})")
             return
@@ -392,8 +394,8 @@ class Transformer:
                    (self.score_rows, 1, 1))
             self.score_chunks.append(pr)
 
-    def _decode_program(self, persist: bool) -> Program:
-        """Embedding, then the layers: fused (persistent with `persist`) or one op a kernel."""
+    def _decode_program(self, layer: Callable[..., None]) -> Program:
+        """Embedding, then each layer as `layer` adds it (one of the `_decode_layer_*`)."""
         g, c = self.gpu, self.cfg
         base = {"st": self.st, "tokens": self.tokens}
         d = Program(g, "decode")
@@ -405,29 +407,17 @@ class Transformer:
         ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
         qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
         for L in self.layers:
-            p = {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}
-            if persist:
-                self._decode_layer_persistent(d, L, p, qkv_shape, split, ashape)
-            elif self.fused:
-                self._decode_layer_fused(d, L, p, qkv_shape, split, ashape)
-            else:
-                self._decode_layer_unfused(d, L, p, qkv_shape, split, ashape)
+            layer(d, L, {**base, "pv": L.pv, "kv": L.kv, "ml": self.ml, "acc": self.acc}, qkv_shape, split, ashape)
         return d
 
     def _decode_layer_fused(self, d: Program, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
-                            split: att.AttentionSpec, ashape: AttnShape, first: int = 5) -> None:
-        """The layer's 5 fused dispatches (only the `first` of them if fewer)."""
+                            split: att.AttentionSpec, ashape: AttnShape) -> None:
         c = self.cfg
         s_qkv = self._spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
                            nw_off=0, bias_off=self.off_bias, rope_off=self.off_rope)
         d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.h, "q": self.q},
               self._mvg(s_qkv, "qkv"))
-        if first < 2:
-            return
         d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": self.q}, att.attention_grid(split))
-        assert first in (2, 5), "the layer's dispatches after attention are the persistent part's"
-        if first == 2:
-            return
         s_o = self._spec(L.o, epilogue="add", prologue="attn", attn=ashape)
         d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": self.h}, self._mvg(s_o, "o"))
         s_gu = self._spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=self.off_ffn)
@@ -437,9 +427,9 @@ class Transformer:
         d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act, "y": self.h},
               self._mvg(s_dn, "down"))
 
-    def _decode_layer_persistent(self, d: Program, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
-                                 split: att.AttentionSpec, ashape: AttnShape) -> None:
-        """The fused layer's 5 kernels as the stages of one dispatch (kernels/persistent.py).
+    def _layer_stages(self, L: Layer, p: dict[str, Any], qkv_shape: QkvShape, split: att.AttentionSpec,
+                      ashape: AttnShape) -> list[Stage]:
+        """The fused layer's 5 kernels at PERSIST_WG threads, as the stages of a persistent kernel.
 
         Every hand-off goes to memory that no workgroup reads earlier in the dispatch: the
         residual after O goes to `h2` (not added into `h`, which QKV read), the one after
@@ -449,7 +439,7 @@ class Transformer:
         def mv(spec: LinearSpec, role: str, bufs: dict[str, Any]) -> Stage:
             shape, _ = self._mv_shape(spec, role, wg)
             n = matvec_groups(spec, wg, shape["tpr"], self.tuning.row_blocks(role))
-            return Stage(self._mv(spec, role, wg), bufs, f"{n}u")
+            return Stage(self._mv(spec, role, wg), bufs, f"{n}u", grid=grid_2d(n))
 
         s_qkv = self._spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
                            nw_off=0, bias_off=self.off_bias, rope_off=self.off_rope)
@@ -457,21 +447,28 @@ class Transformer:
         s_gu = self._spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=self.off_ffn)
         s_dn = self._spec(L.down, epilogue="add", residual=True)
         ch = split.chunk
-        stages = [
+        attention = att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg, self.tuning.persist_attn_inflight)
+        return [
             mv(s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": self.h, "q": self.q}),
-            Stage(att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg, self.tuning.persist_attn_inflight),
-                  {**p, "q": self.q},
-                  f"{c.n_heads}u * ((st.pos + {ch}u) / {ch}u)", width=c.n_heads),
+            Stage(attention, {**p, "q": self.q}, f"{c.n_heads}u * ((st.pos + {ch}u) / {ch}u)", width=c.n_heads,
+                  grid=att.attention_grid(split)),
             mv(s_o, "o", {**p, **L.o.bindings(), "res": self.h, "y": self.h2}),
             mv(s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": self.h2, "y": self.act}),
             mv(s_dn, "down", {**p, **L.down.bindings(), "x": self.act, "res": self.h2, "y": self.h}),
         ]
-        k = self.tuning.persist_from
-        if k:  # the first k as ordinary dispatches (the fused layer's kernels)
-            self._decode_layer_fused(d, L, p, qkv_shape, split, ashape, first=k)
-        kernel, bufs = persistent_kernel("decode_layer", stages[k:], self.tuning.persist, wg,
-                                         self.gpu.subgroups_wgsl())
+
+    def _decode_layer_persistent(self, d: Program, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
+                                 split: att.AttentionSpec, ashape: AttnShape) -> None:
+        """The layer as one dispatch (kernels/persistent.py)."""
+        kernel, bufs = persistent_kernel("decode_layer", self._layer_stages(L, p, qkv_shape, split, ashape),
+                                         self.tuning.persist, PERSIST_WG, self.gpu.subgroups_wgsl())
         d.add(kernel, [*bufs, self.sync], (self.tuning.persist, 1, 1))
+
+    def _decode_layer_stages(self, d: Program, L: Layer, p: dict[str, Any], qkv_shape: QkvShape,
+                             split: att.AttentionSpec, ashape: AttnShape) -> None:
+        """The persistent layer's stages, a dispatch each: what it must compute, bit for bit."""
+        for stg in self._layer_stages(L, p, qkv_shape, split, ashape):
+            d.add(stg.kernel, stg.buffers, stg.grid)
 
     def _persist_off(self, why: str) -> None:
         """Rebuild with one dispatch per kernel, and say why in `persist_note`."""
@@ -480,19 +477,29 @@ class Transformer:
         self.persist_note = why + ": one dispatch per kernel instead"
 
     def _persistent_check(self) -> str:
-        """Run the decode layers persistent and per kernel from the same state: why the
-        persistent ones cannot be used here ("" if they can). Their barriers must all complete
-        (every workgroup resident), and their residual must be the per-kernel one: the
-        hand-offs between workgroups rely on behaviour that WGSL does not promise."""
+        """Run the decode layers persistent and as their stages one dispatch each, from the
+        same state: why the persistent ones cannot be used here ("" if they can). Their
+        barriers must all complete (every workgroup resident), and their residual must be the
+        stages' own: the hand-offs between workgroups rely on behaviour that WGSL does not
+        promise."""
         g, n = self.gpu, self.cfg.hidden
-        self.decode.run()
-        if int(g.read_array(self.sync, np.uint32, 1, GIVE_UP * 4)[0]):
-            return f"the persistent decode's barrier gave up with {self.tuning.persist} workgroups (not all resident)"
-        got = g.read_array(self.h, np.float32, n)
-        self._decode_program(persist=False).run()
-        want = g.read_array(self.h, np.float32, n)
+        # one token at the next position (its KV row is the next to be written anyway); the
+        # state is put back after
+        saved = g.read_array(self.st, np.uint32, STATE_WORDS)
+        one = saved.copy()
+        one[[f for f, _ in STATE_FIELDS].index("n")] = 1
+        g.write(self.st, one)
+        try:
+            self.decode.run()
+            if int(g.read_array(self.sync, np.uint32, 1, GIVE_UP * 4)[0]):
+                return f"the persistent decode's barrier gave up with {self.tuning.persist} workgroups (not all resident)"
+            got = g.read_array(self.h, np.float32, n)
+            self._decode_program(self._decode_layer_stages).run()
+            want = g.read_array(self.h, np.float32, n)
+        finally:
+            g.write(self.st, saved)
         err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
-        if not err < 1e-3:  # (NaN included)
+        if not err < 1e-5:  # the same arithmetic: only a stale hand-off differs (NaN included)
             return f"the persistent decode's layers differ from the per-kernel ones (relative error {err:.1e})"
         return ""
 
