@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from webgpu_llm.kernels import persistent
 from webgpu_llm.kernels.common import Signature, pack_state
 from webgpu_llm.kernels.persistent import GIVE_UP, SYNC_WORDS, Stage, persistent_kernel
 from webgpu_llm.runtime.gpu import Gpu
@@ -87,9 +86,7 @@ def _chain(gpu: Gpu, groups: int, pos: int = 5) -> tuple[Program, dict[str, obje
     return prog, bufs, want
 
 
-@pytest.mark.parametrize("counters", [1, 3])
-def test_chain_matches_numpy(gpu: Gpu, counters: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(persistent, "BARRIER_COUNTERS", counters)
+def test_chain_matches_numpy(gpu: Gpu) -> None:
     prog, bufs, want = _chain(gpu, 1)
     for _ in range(2):  # the counters are back at zero for the next dispatch
         prog.run()
@@ -115,12 +112,9 @@ def _persistent_wgsl(gpu: Gpu) -> str:
     return kernel.wgsl
 
 
-@pytest.mark.parametrize("counters", [1, 3])
-def test_barrier_gives_up_when_workgroups_are_not_resident(wgpu_gpu: Gpu, counters: int,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_barrier_gives_up_when_workgroups_are_not_resident(wgpu_gpu: Gpu) -> None:
     """A CPU adapter runs a few workgroups at a time: 64 cannot meet at a barrier. The waiting
     ones give up, raise the flag, and the kernel still ends with its counters at zero."""
-    monkeypatch.setattr(persistent, "BARRIER_COUNTERS", counters)
     prog, bufs, _ = _chain(wgpu_gpu, 64)
     prog.run()
     sync = wgpu_gpu.read_array(bufs["sync"], np.uint32, SYNC_WORDS)

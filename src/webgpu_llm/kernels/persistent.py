@@ -33,12 +33,10 @@ from ..runtime.program import Kernel
 from .common import state_struct
 
 SPIN_CAP = 1 << 20  # polls of a barrier's counter before it gives up (~0.1-1 s)
-# `sync`: the give-up flag (sticky) and the departures in its first 128 bytes, then the
-# barriers' arrival counters, 128 bytes apart (their atomics then queue at different places)
-GIVE_UP, DEPARTED, LINE = 0, 1, 32
-BARRIER_COUNTERS = 1  # a workgroup arrives on counter (its id % BARRIER_COUNTERS); waiters sum them
-MAX_COUNTERS = 8
-SYNC_WORDS = LINE * (1 + MAX_COUNTERS)
+# words of `sync`: the give-up flag (sticky), the departures and the barriers' arrivals (one
+# counter: spreading the arrivals over 2-8 counters was slower, bench/NOTES.md round 66)
+GIVE_UP, DEPARTED, ARRIVED = 0, 1, 2
+SYNC_WORDS = 4
 
 _BINDING = re.compile(r"@group\(0\) @binding\(\d+\) var<storage, (read|read_write)> (\w+): ([^;]+);\n?")
 _MODULE_NAME = re.compile(r"^(?:fn|const|override|var(?:<[^>]*>)?|alias|struct)\s+(\w+)", re.M)
@@ -164,7 +162,7 @@ fn main(@builtin(workgroup_id) pw: vec3<u32>, @builtin(local_invocation_index) p
 {nl.join(body)}
   // the last workgroup out zeroes the counters for the next chain (all have passed every wait)
   if (plid == 0u && atomicAdd(&sync[{DEPARTED}u], 1u) == {groups - 1}u) {{
-    for (var j = 1u; j <= {BARRIER_COUNTERS}u; j++) {{ atomicStore(&sync[{LINE}u * j], 0u); }}
+    atomicStore(&sync[{ARRIVED}u], 0u);
     atomicStore(&sync[{DEPARTED}u], 0u);
   }}
 }}
@@ -229,17 +227,13 @@ def _stage(si: int, stg: Stage, bindings: dict[int, _Binding], shared: dict[tupl
 
 def _barrier(target: str) -> str:
     """Arrive, then wait until `target` arrivals (or a give-up) are seen."""
-    k = BARRIER_COUNTERS
-    assert 1 <= k <= MAX_COUNTERS
     return f"""  storageBarrier();
   workgroupBarrier();
   if (plid == 0u) {{
-    atomicAdd(&sync[{LINE}u * (1u + pw.x % {k}u)], 1u);
+    atomicAdd(&sync[{ARRIVED}u], 1u);
     var spins = 0u;
     loop {{
-      var n = 0u;
-      for (var j = 1u; j <= {k}u; j++) {{ n += atomicLoad(&sync[{LINE}u * j]); }}
-      if (n >= {target} || atomicLoad(&sync[{GIVE_UP}u]) != 0u) {{ break; }}
+      if (atomicLoad(&sync[{ARRIVED}u]) >= {target} || atomicLoad(&sync[{GIVE_UP}u]) != 0u) {{ break; }}
       spins++;
       if (spins > {SPIN_CAP}u) {{ atomicStore(&sync[{GIVE_UP}u], 1u); break; }}
     }}
