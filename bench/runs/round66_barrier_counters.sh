@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Round 66: the persistent barrier's arrivals spread over 1, 2, 4 or 8 counters on separate
-# 128-byte lines (kernels/persistent.py BARRIER_COUNTERS), 0.5B f16 and q4_0 on Dawn.
+# 128-byte lines (kernels/persistent.py BARRIER_COUNTERS at commit bd6ee06, removed after this
+# round), 0.5B f16 and q4_0 on Dawn.
 set -u
 timeout 400 python3 - <<'PY' 2>&1 | grep -v Warning
 import json, os, sys
