@@ -108,6 +108,12 @@ def test_bad_input_gives_one_line_and_exit_2(capsys, tiny, tmp_path):
     for f in ("config.json", "model.safetensors"):
         (notok / f).write_bytes((tiny / f).read_bytes())
     _fails(capsys, 2, "generate", "-m", str(notok), "hi")  # no tokenizer
+    assert "--persist" in _fails(capsys, 2, "bench", "-m", str(tiny), "--persist", "many")
+
+
+def test_bad_persist_setting_is_one_line(capsys, tiny, monkeypatch):
+    monkeypatch.setenv("WEBGPU_LLM_PERSIST", "lots")
+    assert "WEBGPU_LLM_PERSIST" in _fails(capsys, 2, "generate", "-m", str(tiny), "--raw", "hi")
 
 
 def test_truncated_gguf_and_unsupported_architecture(capsys, tmp_path):

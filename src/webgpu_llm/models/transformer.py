@@ -16,13 +16,14 @@ Programs built here (each bound once, replayed with one submit):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import GpuError, ModelFileError
+from ..errors import GpuError, ModelFileError, UserError
 from ..kernels import attention as att
 from ..kernels import elementwise as ew
 from ..kernels import sampling
@@ -103,7 +104,8 @@ class Tuning:
         wide-model variant at 1536 and up, `head_dim` the decode attention's keys per split."""
         if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
             # (no prefetch in the prompt matmul: pp64 of SmolLM2 on llvmpipe 9 -> 13 tok/s)
-            return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefetch=False)
+            return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefetch=False,
+                          persist=_persist_setting(0))
         # from bench/sweep_decode.py on an H200 (Qwen2.5-0.5B shapes, both backends, f16 and
         # q4_0; bench/NOTES.md): wide workgroups, row groups sized to the input length
         # (round 8: loads issued 2-4 units at a time moved nothing; the prompt matmul's tm=8
@@ -144,13 +146,24 @@ class Tuning:
                       splits=(("o", 2), ("down", 4)),
                       mv_int8=(*wide_int8, ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
                       mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True,
-                      early=int(gpu.backend == "dawn" and not wide), persist=persist)
+                      early=int(gpu.backend == "dawn" and not wide), persist=_persist_setting(persist))
 
 
 PERSIST_WG = 256  # threads of a persistent workgroup (512 and 1024 were slower: NOTES round 55)
 # resident workgroups of a persistent decode layer by adapter name, as measured: two per SM
 # (three do not fit; bench/NOTES.md rounds 60-62)
 PERSIST_GROUPS = {"H200": 264}
+def _persist_setting(default: int) -> int:
+    """`WEBGPU_LLM_PERSIST` (workgroups of the persistent decode layers, 0 = off) if set; the
+    build checks whatever is asked for and falls back."""
+    env = os.environ.get("WEBGPU_LLM_PERSIST", "").strip()
+    if not env:
+        return default
+    if not env.isdigit():
+        raise UserError(f"WEBGPU_LLM_PERSIST must be a number of workgroups (0 = off), not {env!r}")
+    return int(env)
+
+
 SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 
