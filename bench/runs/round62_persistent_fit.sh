@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# (The second call's variants set `persist_attn_inflight`, in Tuning at commit b83a49a and removed
+# after this round found no use; this third call's variants need nothing removed.)
 # Round 62 (third call): other G, and the 0.5B's kernel shapes on the 1.5B. Second call: attention
 # loads in flight capped, gate_up one unit in flight. First call (int8 off, attention chunk 32, spread off): which 1.5B decode kernel keeps two persistent workgroups per SM from fitting?
 # Each variant of the 1.5B Tuning is built with persist=264; the calibration says whether all

@@ -35,22 +35,11 @@ class AttentionSpec:
         return -(-self.ctx // self.chunk)
 
 
-def _batched(stmt: str, n: int, k: int) -> str:
-    """`stmt` for @I = 0..n-1: unrolled, or (0 < k < n) a loop over batches of k unrolled
-    statements, which bounds the loads in flight (and the registers they hold)."""
-    if not k or n <= k:
-        return "\n".join(stmt.replace("@I", f"{i}u") for i in range(n))
-    assert n % k == 0
-    inner = "\n".join(stmt.replace("@I", f"(ib + {i}u)") for i in range(k))
-    return f"    for (var ib = 0u; ib < {n}u; ib += {k}u) {{\n{inner}\n    }}"
-
-
-def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0, inflight: int = 0) -> Kernel:
+def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0) -> Kernel:
     """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu).
 
     `wg` > chunk: a wider workgroup whose threads past the chunk take no key and add the
-    identity to the reductions (a persistent kernel's stages share one workgroup size).
-    `inflight` > 0 caps the key and value loads issued together (0: a whole chunk's)."""
+    identity to the reductions (a persistent kernel's stages share one workgroup size)."""
     d4 = a.head_dim // 4
     wg = wg or a.chunk
     wide = wg > a.chunk
@@ -77,9 +66,10 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     score = " + ".join(f"q[qb + {i}u] * kv[kr + {i}u]" for i in range(d4))
     scale = f"{1.0 / a.head_dim ** 0.5!r}"
     if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
-        before = _batched("    { let f = @I * CH + lid; let kk = f / D4; let dd = f % D4; "
-                          "sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], kv[(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd]), "
-                          "c0 + kk < k1); }", d4, inflight) + "\n    workgroupBarrier();\n"
+        before = "\n".join(
+            f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
+            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], kv[(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd]), "
+            f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
         if wide:
             before = f"    if (lid < CH) {{\n{before.replace(chr(10) + '    workgroupBarrier();', '')}    }}\n    workgroupBarrier();\n"
         key_score = f"      sc = ({' + '.join(f'sp[lid * (D4 + 1u) + {i}u]' for i in range(d4))}) * {scale};"
@@ -94,8 +84,10 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
 {key_score}
     }}"""
     per_g = -(-a.chunk // groups)
-    vsum = _batched(f"      {{ let jj = g + {groups}u * @I; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
-                    "o += pj * kv[VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4]; }", per_g, inflight)
+    vsum = "\n".join(
+        f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
+        f"o += pj * kv[VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4]; }}"
+        for i in range(per_g))
     body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + f"""
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;

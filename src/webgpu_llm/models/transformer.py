@@ -79,9 +79,8 @@ class Tuning:
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
     early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
     # decode layers as one persistent dispatch each on this many resident workgroups of
-    # PERSIST_WG threads (one per SM), 0: one dispatch per kernel
+    # PERSIST_WG threads (all must fit on the GPU at once), 0: one dispatch per kernel
     persist: int = 0
-    persist_attn_inflight: int = 0  # the persistent attention stage's loads in flight (0: a chunk's)
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -153,6 +152,8 @@ PERSIST_WG = 256  # threads of a persistent workgroup (512 and 1024 were slower:
 # resident workgroups of a persistent decode layer by adapter name, as measured: two per SM
 # (three do not fit; bench/NOTES.md rounds 60-62)
 PERSIST_GROUPS = {"H200": 264}
+
+
 def _persist_setting(default: int) -> int:
     """`WEBGPU_LLM_PERSIST` (workgroups of the persistent decode layers, 0 = off) if set; the
     build checks whatever is asked for and falls back."""
@@ -286,10 +287,13 @@ class Transformer:
     def _mv_shape(self, spec: LinearSpec, role: str, wg: int = 0) -> tuple[dict[str, int], bool]:
         """The mat-vec's shape for `role` (with `wg` threads a workgroup if given), and whether
         it takes the int8 path."""
-        shape = {**self.tuning.shape(role, int8=True), **({"wg": wg} if wg else {})}
+        def sized(shape: dict[str, int]) -> dict[str, int]:
+            return {**shape, "wg": wg} if wg else shape
+
+        shape = sized(self.tuning.shape(role, int8=True))
         if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes, self.tuning.int8_direct):
             return shape, True
-        return {**self.tuning.shape(role, spread=self.tuning.spread and spread_ok(spec)), **({"wg": wg} if wg else {})}, False
+        return sized(self.tuning.shape(role, spread=self.tuning.spread and spread_ok(spec))), False
 
     def _mv(self, spec: LinearSpec, role: str, wg: int = 0) -> Any:
         shape, int8 = self._mv_shape(spec, role, wg)
@@ -460,7 +464,7 @@ class Transformer:
         s_gu = self._spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=self.off_ffn)
         s_dn = self._spec(L.down, epilogue="add", residual=True)
         ch = split.chunk
-        attention = att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg, self.tuning.persist_attn_inflight)
+        attention = att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg)
         return [
             mv(s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": self.h, "q": self.q}),
             Stage(attention, {**p, "q": self.q}, f"{c.n_heads}u * ((st.pos + {ch}u) / {ch}u)", width=c.n_heads,
