@@ -133,7 +133,8 @@ class Tuning:
         # both backends; 64-dimension heads keep 32)
         # (round 60: the decode layers as persistent dispatches on two workgroups per SM, Dawn:
         # 0.5B f16 +11 %, q8_0 +5 %, q4_0 +6 % tok/s; wgpu-native +4 / 0 / -2 %; one per SM
-        # is slower than none; round 62: a 1.5B layer fits only one per SM: off there)
+        # is slower than none; round 62: a 1.5B layer fits only one per SM: off there; round
+        # 68: an H100 +13 / +10 / +9 % at 228)
         wide = hidden >= 1536
         device = str(gpu.info.get("device", ""))
         persist = next((n for name, n in PERSIST_GROUPS.items() if name in device), 0)
@@ -149,9 +150,9 @@ class Tuning:
 
 
 PERSIST_WG = 256  # threads of a persistent workgroup (512 and 1024 were slower: NOTES round 55)
-# resident workgroups of a persistent decode layer by adapter name, as measured: two per SM
-# (three do not fit; bench/NOTES.md rounds 60-62)
-PERSIST_GROUPS = {"H200": 264}
+# resident workgroups of a persistent decode layer by adapter name, as measured (bench/NOTES.md
+# rounds 60-62, 68): about two per SM (three do not fit); an H100 likes 228 a little better
+PERSIST_GROUPS = {"H200": 264, "H100": 228}
 
 
 def _persist_setting(default: int) -> int:
