@@ -133,12 +133,13 @@ class Tuning:
         # both backends; 64-dimension heads keep 32)
         # (round 60: the decode layers as persistent dispatches on two workgroups per SM, Dawn:
         # 0.5B f16 +11 %, q8_0 +5 %, q4_0 +6 % tok/s; wgpu-native +4 / 0 / -2 %; one per SM
-        # is slower than none; round 62: a 1.5B layer fits only one per SM: off there; round
-        # 68: an H100 +13 / +10 / +9 % at 228)
+        # is slower than none; round 62: a 1.5B layer fits only one per SM, so the build's check
+        # falls back there; round 68: an H100 +13 / +10 / +9 % at 228; round 69: SmolLM2's
+        # shape +14 / +24 % (f16 / q4_1), Llama-3.2-1B's f16 +11 %, its q4_1 falls back)
         wide = hidden >= 1536
         device = str(gpu.info.get("device", ""))
         persist = next((n for name, n in PERSIST_GROUPS.items() if name in device), 0)
-        persist = persist if gpu.backend == "dawn" and not wide else 0
+        persist = persist if gpu.backend == "dawn" else 0
         gate_up = ("gate_up", 256, 8, 2) if wide else ("gate_up", 128, 16, 1)
         wide_int8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2)) if wide else (("o", 256, 32, 1),)
         return Tuning((("qkv", 256, 32, 1), ("o", 256, 64, 1), gate_up, ("down", 128, 128, 1),
