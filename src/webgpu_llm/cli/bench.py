@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--submit-per-dispatch", action="store_true",
                    help="submit every dispatch separately (the eager pattern) instead of one per token")
     p.add_argument("--persist", default=None, metavar="G[,G...]",
-                   help="decode each layer as one persistent dispatch on G resident workgroups (about one per "
+                   help="decode each layer as one persistent dispatch on G resident workgroups (about two per "
                         "SM; 0 = one dispatch per kernel; default: the device's tuning); a comma list compares")
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch")
