@@ -152,8 +152,9 @@ class Tuning:
 
 PERSIST_WG = 256  # threads of a persistent workgroup (512 and 1024 were slower: NOTES round 55)
 # resident workgroups of a persistent decode layer by adapter name, as measured (bench/NOTES.md
-# rounds 60-62, 68): about two per SM (three do not fit); an H100 likes 228 a little better
-PERSIST_GROUPS = {"H200": 264, "H100": 228}
+# rounds 60-62, 68, 71): up to two per SM fit (three do not); 228 of the 132 SMs' 264 places
+# are 0.5-2 % faster than all 264 on both
+PERSIST_GROUPS = {"H200": 228, "H100": 228}
 
 
 def _persist_setting(default: int) -> int:
