@@ -178,7 +178,9 @@ def test_int8_activations_stay_close_to_float(wgpu_gpu):
 @pytest.mark.slow
 def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
     """The decode layers as persistent dispatches (kernels/persistent.py; one workgroup on a
-    CPU adapter): transformers' greedy tokens, and the step logits of one dispatch per kernel."""
+    CPU adapter), with the mat-vecs' early weight requests on, so that O, gate/up and down
+    wait for their stage inside (attention before its call): transformers' greedy tokens, and
+    the step logits of one dispatch per kernel."""
     import dataclasses
 
     d = tiny_dirs["qwen2", "float32"]
@@ -191,7 +193,8 @@ def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
         return wgpu_gpu.read_array(m.logits, np.float32, m.cfg.vocab)
 
     base = step_logits()
-    m.rebuild(dataclasses.replace(m.tuning, persist=1))
+    m.rebuild(dataclasses.replace(m.tuning, persist=1, early=1))
     assert m.persist_note == "" and len(m.decode) == 1 + m.cfg.n_layers  # embed, then a dispatch per layer
     assert _rel(step_logits(), base) < 1e-5
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from webgpu_llm.kernels.common import Signature, pack_state
+from webgpu_llm.kernels.formats import FORMATS
+from webgpu_llm.kernels.linear import LinearSpec, Segment, matvec_groups, matvec_kernel
 from webgpu_llm.kernels.persistent import GIVE_UP, SYNC_WORDS, Stage, persistent_kernel
 from webgpu_llm.runtime.gpu import Gpu
 from webgpu_llm.runtime.program import Kernel, Program
@@ -133,3 +135,30 @@ fn main(@builtin(local_invocation_index) lid: u32) { y[lid] = g(x[lid]); }""")
         persistent_kernel("k", [Stage(shadow, bufs, "1u")], 1, 64)
     with pytest.raises(ValueError, match="workgroup size 64"):
         persistent_kernel("k", [Stage(_scale(), {**bufs}, "1u")], 1, 128)
+
+
+def test_stage_waits_after_its_early_weight_requests(gpu: Gpu) -> None:
+    """Two real mat-vecs, the second with early weight requests (kernels/linear.py): its wait
+    for the first moves into its first turn, after the requests, and the chain still computes
+    W2 (W1 x) (f32 weights; odd sizes)."""
+    rng = np.random.default_rng(5)
+    k1, n1, n2 = 96, 76, 59  # n1, the second's input, is ragged in 32-value units; n2 rows odd
+    w1 = rng.standard_normal((n1, k1)).astype(np.float32)
+    w2 = rng.standard_normal((n2, n1)).astype(np.float32)
+    x = rng.standard_normal(k1).astype(np.float32)
+    s1 = LinearSpec(k=k1, segments=(Segment("f32", n1),))
+    s2 = LinearSpec(k=n1, segments=(Segment("f32", n2),))
+    h = gpu.buffer(n1 * 4)
+    bufs1 = {"w0": gpu.upload(FORMATS["f32"].pack(w1, k1)), "x": gpu.upload(x), "y": h}
+    bufs2 = {"w0": gpu.upload(FORMATS["f32"].pack(w2, n1)), "x": h, "y": gpu.buffer(n2 * 4)}
+    kern = [matvec_kernel(s, wg=WG, tpr=8, early=e) for s, e in ((s1, 0), (s2, 1))]
+    assert "early_requested();" in kern[1].wgsl
+    stages = [Stage(kern[0], bufs1, f"{matvec_groups(s1, WG, 8)}u"), Stage(kern[1], bufs2, f"{matvec_groups(s2, WG, 8)}u")]
+    kernel, order = persistent_kernel("chain", stages, 1, WG)
+    assert "if (first) { p_wait(" in kernel.wgsl
+    sync = gpu.buffer(SYNC_WORDS * 4)
+    prog = Program(gpu, "chain")
+    prog.add(kernel, [*order, sync], (1, 1, 1))
+    prog.run()
+    got = gpu.read_array(bufs2["y"], np.float32, n2)
+    np.testing.assert_allclose(got, w2 @ (w1 @ x), rtol=1e-4, atol=1e-3)

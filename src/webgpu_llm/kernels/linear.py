@@ -346,6 +346,12 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
     raise ValueError(f"unknown prologue {spec.prologue!r}")
 
 
+# Called between the early weight requests and the prologue, which reads x: a persistent
+# kernel (kernels/persistent.py) waits there for the stage before it, so that those requests
+# overlap the wait; on its own the kernel does nothing there.
+EARLY_HOOK = "fn early_requested() {}"
+
+
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
                   shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1,
                   spread: bool = False, int8_direct: bool = False, early: int = 0) -> Kernel:
@@ -486,6 +492,7 @@ const NU: u32 = {spec.kp // UNIT}u;
 {SPREAD_POS.replace("WPU", f"{words}u") if spread else ""}
 var<workgroup> red: array<vec4<f32>, WG>;
 {QUANTIZE_X if int8 else ""}
+{EARLY_HOOK if early else ""}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{sg_arg}) {{
@@ -494,6 +501,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let lane = lid % TPR;
   let xb = xbase();
 {pre}
+  {"early_requested();" if early else ""}
   prologue(lid, xb, sgs);
   {"quantize_x(lid, xb);" if int8 else ""}
   for (var blk = 0u; blk < {blocks}u; blk++) {{

@@ -48,6 +48,10 @@ _WG_VAR = re.compile(r"^var<workgroup>\s+(\w+)\s*:\s*([^;]+);\n?", re.M)
 _ENABLE = re.compile(r"^enable [\w, ]+;\n?", re.M)
 
 F32, VEC4 = "array<f32>", "array<vec4<f32>>"
+# a buffer that one stage writes as f32s and another reads as vec4s is declared as f32s, its
+# vec4 reads made of four loads: as vec4s, the f32 stores become component stores, which a
+# compiler may do as load-modify-store of the whole vec4 (a race between threads)
+MIXED_AS = F32
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class _Binding:
         if len(self.types) == 1:
             return next(iter(self.types))
         if self.types == {F32, VEC4}:
-            return VEC4
+            return MIXED_AS
         raise ValueError(f"binding {self.name} is viewed as {sorted(self.types)}: no common type")
 
 
@@ -93,6 +97,18 @@ def _matching(text: str, open_at: int) -> int:
             if depth == 0:
                 return i
     raise ValueError("unbalanced brackets in a kernel")
+
+
+def _rewrite_index(text: str, name: str, form: str) -> str:
+    """Every `name[e]` -> `form` with `@` the index expression (rewritten too)."""
+    out, i = [], 0
+    pat = re.compile(rf"(?<![\w.]){name}\[")
+    while (m := pat.search(text, i)) is not None:
+        close = _matching(text, m.end() - 1)
+        e = _rewrite_index(text[m.end():close], name, form)
+        out.append(text[i:m.start()] + form.replace("@", f"({e})"))
+        i = close + 1
+    return "".join(out) + text[i:]
 
 
 def _as_vec4_components(text: str, name: str) -> str:
@@ -147,15 +163,12 @@ def persistent_kernel(name: str, stages: list[Stage], groups: int, wg: int,
     decls = [f"@group(0) @binding({i}) var<storage, {'read_write' if b.write else 'read'}> "
              f"{b.name}: {'State' if b.name == 'st' else b.wgsl_type};" for i, b in enumerate(ordered)]
     decls.append(f"@group(0) @binding({len(ordered)}) var<storage, read_write> sync: array<atomic<u32>>;")
-    body = []
-    for i, c in enumerate(calls):
-        body.append(c)
-        if i < len(calls) - 1:
-            body.append(_barrier(f"{i + 1}u * {groups}u"))
+    body = calls
     sg_param = ", @builtin(subgroup_size) psgs: u32" if uses_sg else ""
     head = (subgroups + "\n" if uses_sg and subgroups else "") + (state_struct() if "st" in {b.name for b in ordered} else "")
     nl = "\n"
     wgsl = f"""{head}{nl.join(decls)}
+{_BARRIER}
 {nl.join(codes)}
 @compute @workgroup_size({wg})
 fn main(@builtin(workgroup_id) pw: vec3<u32>, @builtin(local_invocation_index) plid: u32{sg_param}) {{
@@ -178,11 +191,16 @@ def _stage(si: int, stg: Stage, bindings: dict[int, _Binding], shared: dict[tupl
     text = _ENABLE.sub("", stg.kernel.wgsl).replace(state_struct(), "")
     local: dict[str, str] = {}
     floats = []  # this stage's f32 views of buffers declared as vec4s
-    for _, bname, btype in _BINDING.findall(text):
+    vecs = []  # its vec4 views of buffers declared as f32s
+    for access, bname, btype in _BINDING.findall(text):
         b = bindings[id(stg.buffers[bname])]
         local[bname] = b.name
         if btype.strip() == F32 and b.wgsl_type == VEC4:
             floats.append(b.name)
+        if btype.strip() == VEC4 and b.wgsl_type == F32:
+            if access == "read_write":  # (a vec4 store would have to become four)
+                raise ValueError(f"{stg.kernel.name}: {bname} is written as vec4s and read elsewhere as f32s")
+            vecs.append(b.name)
     text = _BINDING.sub("", text)
     shadowed = [n for n in local if re.search(rf"(?:\b(?:let|var)\s+|[(,]\s*){n}\s*[:=]", text)]
     if shadowed:  # the renaming cannot tell such a local from the binding
@@ -198,6 +216,14 @@ def _stage(si: int, stg: Stage, bindings: dict[int, _Binding], shared: dict[tupl
     text = _IDENT.sub(lambda m: local.get(m.group(1)) or renames.get(m.group(1), m.group(1)), text)
     for f in floats:
         text = _as_vec4_components(text, f)
+    for v in vecs:
+        text = _rewrite_index(text, v, f"vec4<f32>({v}[4u * @], {v}[4u * @ + 1u], {v}[4u * @ + 2u], {v}[4u * @ + 3u])")
+    # a kernel with the hook `early_requested` (linear.py) waits for the stage before it there,
+    # on its first turn, so that its early weight requests overlap the wait
+    hook = f"fn {prefix}early_requested() {{}}"
+    waits = si > 0 and hook in text
+    text = text.replace(hook, "")
+    text = text.replace(f"{prefix}early_requested();", f"if (first) {{ p_wait(lid_p, {si}u * {groups}u); }}" if waits else "")
     entry = _ENTRY.search(text)
     if entry is None or entry.group(2) != prefix + "main":
         raise ValueError(f"{stg.kernel.name}: no compute entry point `main`")
@@ -213,30 +239,45 @@ def _stage(si: int, stg: Stage, bindings: dict[int, _Binding], shared: dict[tupl
     unknown = [b for b, _, _ in params if b not in value]
     if unknown:
         raise ValueError(f"{stg.kernel.name}: builtin {unknown[0]} has no persistent equivalent")
-    args = ", ".join(value[b] for b, _, _ in params)
-    signature = ", ".join(f"{p}: {t}" for _, p, t in params)
-    text = text[:entry.start()] + f"fn {prefix}main({signature})" + text[entry.end():]
-    call = f"""  {{
-    let n = {stg.count};
-    for (var v = pw.x; v < n; v += {groups}u) {{
-      {prefix}main({args});
+    args = [value[b] for b, _, _ in params]
+    signature = [f"{p}: {t}" for _, p, t in params]
+    if waits:
+        signature += ["first: bool", "lid_p: u32"]
+        args += ["v == pw.x", "plid"]
+    text = text[:entry.start()] + f"fn {prefix}main({', '.join(signature)})" + text[entry.end():]
+    loop = f"""for (var v = pw.x; v < n; v += {groups}u) {{
+      {prefix}main({", ".join(args)});
       workgroupBarrier();  // the next turn rewrites workgroup memory
-    }}
+    }}"""
+    if waits:  # a workgroup without a turn in this stage waits all the same
+        loop = f"if (pw.x < n) {{\n    {loop}\n    }} else {{ p_wait(plid, {si}u * {groups}u); }}"
+    elif si > 0:
+        loop = f"p_wait(plid, {si}u * {groups}u);\n    {loop}"
+    arrive = "  p_arrive(plid);\n" if si > 0 else ""
+    call = f"""{arrive}  {{
+    let n = {stg.count};
+    {loop}
   }}"""
     return f"// ---- stage {si}: {stg.kernel.name}\n{text}", call, any(b == "subgroup_size" for b, _, _ in params)
 
-def _barrier(target: str) -> str:
-    """Arrive, then wait until `target` arrivals (or a give-up) are seen."""
-    return f"""  storageBarrier();
+# The grid barrier in two halves: stage s arrives when its turns are done; stage s+1 waits
+# before it reads what s wrote (right away, or after its early weight requests)
+_BARRIER = f"""
+fn p_arrive(plid: u32) {{
+  storageBarrier();
   workgroupBarrier();
+  if (plid == 0u) {{ atomicAdd(&sync[{ARRIVED}u], 1u); }}
+}}
+fn p_wait(plid: u32, arrivals: u32) {{
   if (plid == 0u) {{
-    atomicAdd(&sync[{ARRIVED}u], 1u);
     var spins = 0u;
     loop {{
-      if (atomicLoad(&sync[{ARRIVED}u]) >= {target} || atomicLoad(&sync[{GIVE_UP}u]) != 0u) {{ break; }}
+      if (atomicLoad(&sync[{ARRIVED}u]) >= arrivals || atomicLoad(&sync[{GIVE_UP}u]) != 0u) {{ break; }}
       spins++;
       if (spins > {SPIN_CAP}u) {{ atomicStore(&sync[{GIVE_UP}u], 1u); break; }}
     }}
   }}
   workgroupBarrier();
-  storageBarrier();"""
+  storageBarrier();
+}}
+"""
