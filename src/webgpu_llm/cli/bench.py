@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
                    help="submit every dispatch separately (the eager pattern) instead of one per token")
     p.add_argument("--persist", default=None, metavar="G[,G...]",
                    help="decode each layer as one persistent dispatch on G resident workgroups (about two per "
-                        "SM; 0 = one dispatch per kernel; default: the device's tuning); a comma list compares")
+                        "SM; 0 = one dispatch per kernel, the default; experimental: see the README); a comma list compares")
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON results here")

@@ -2,7 +2,7 @@
 
 A dispatch boundary costs ~1.4 µs of GPU time per stage on the H200 (bench/NOTES.md, rounds
 54-59: a probe's decode step as one dispatch was 20-23 % shorter than one dispatch per stage;
-rounds 60-64: the engine's layers as one dispatch each, 5-12 % more tokens/s on Dawn). Here
+rounds 60-71: the engine's layers as one dispatch each, 5-24 % more tokens/s on Dawn). Here
 `G` workgroups stay resident and walk the stages in order: in stage s each takes the virtual
 workgroups g, g+G, g+2G, ... of that kernel's grid and calls the kernel's `main` as a function,
 then all G meet at a barrier made of a storage atomic before stage s+1 reads what s wrote.
@@ -20,7 +20,11 @@ no workgroup of the dispatch has read that memory earlier, so a caller gives eve
 region that nothing reads before it is written, within the dispatch. A barrier that cannot
 complete (not all G workgroups resident) gives up after SPIN_CAP polls and raises the sticky
 flag `sync[0]`; the host checks it, and the result against one dispatch per kernel, before it
-uses a persistent kernel (models/transformer.py, `_persistent_check`).
+uses a persistent kernel (models/transformer.py, `_persistent_check`). That is not enough for
+a guarantee: `storageBarrier` orders memory within a workgroup only and the atomics are
+relaxed, so a workgroup may see another's arrival before that one's stores. Round 73 saw it
+in about 1 of 100 checks under stress, which is why the engine leaves these kernels off
+unless asked (WEBGPU_LLM_PERSIST).
 """
 
 from __future__ import annotations
@@ -48,10 +52,6 @@ _WG_VAR = re.compile(r"^var<workgroup>\s+(\w+)\s*:\s*([^;]+);\n?", re.M)
 _ENABLE = re.compile(r"^enable [\w, ]+;\n?", re.M)
 
 F32, VEC4 = "array<f32>", "array<vec4<f32>>"
-# a buffer that one stage writes as f32s and another reads as vec4s is declared as f32s, its
-# vec4 reads made of four loads: as vec4s, the f32 stores become component stores, which a
-# compiler may do as load-modify-store of the whole vec4 (a race between threads)
-MIXED_AS = F32
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class _Binding:
         if len(self.types) == 1:
             return next(iter(self.types))
         if self.types == {F32, VEC4}:
-            return MIXED_AS
+            return VEC4
         raise ValueError(f"binding {self.name} is viewed as {sorted(self.types)}: no common type")
 
 
@@ -97,18 +97,6 @@ def _matching(text: str, open_at: int) -> int:
             if depth == 0:
                 return i
     raise ValueError("unbalanced brackets in a kernel")
-
-
-def _rewrite_index(text: str, name: str, form: str) -> str:
-    """Every `name[e]` -> `form` with `@` the index expression (rewritten too)."""
-    out, i = [], 0
-    pat = re.compile(rf"(?<![\w.]){name}\[")
-    while (m := pat.search(text, i)) is not None:
-        close = _matching(text, m.end() - 1)
-        e = _rewrite_index(text[m.end():close], name, form)
-        out.append(text[i:m.start()] + form.replace("@", f"({e})"))
-        i = close + 1
-    return "".join(out) + text[i:]
 
 
 def _as_vec4_components(text: str, name: str) -> str:
@@ -191,16 +179,11 @@ def _stage(si: int, stg: Stage, bindings: dict[int, _Binding], shared: dict[tupl
     text = _ENABLE.sub("", stg.kernel.wgsl).replace(state_struct(), "")
     local: dict[str, str] = {}
     floats = []  # this stage's f32 views of buffers declared as vec4s
-    vecs = []  # its vec4 views of buffers declared as f32s
-    for access, bname, btype in _BINDING.findall(text):
+    for _, bname, btype in _BINDING.findall(text):
         b = bindings[id(stg.buffers[bname])]
         local[bname] = b.name
         if btype.strip() == F32 and b.wgsl_type == VEC4:
             floats.append(b.name)
-        if btype.strip() == VEC4 and b.wgsl_type == F32:
-            if access == "read_write":  # (a vec4 store would have to become four)
-                raise ValueError(f"{stg.kernel.name}: {bname} is written as vec4s and read elsewhere as f32s")
-            vecs.append(b.name)
     text = _BINDING.sub("", text)
     shadowed = [n for n in local if re.search(rf"(?:\b(?:let|var)\s+|[(,]\s*){n}\s*[:=]", text)]
     if shadowed:  # the renaming cannot tell such a local from the binding
@@ -216,8 +199,6 @@ def _stage(si: int, stg: Stage, bindings: dict[int, _Binding], shared: dict[tupl
     text = _IDENT.sub(lambda m: local.get(m.group(1)) or renames.get(m.group(1), m.group(1)), text)
     for f in floats:
         text = _as_vec4_components(text, f)
-    for v in vecs:
-        text = _rewrite_index(text, v, f"vec4<f32>({v}[4u * @], {v}[4u * @ + 1u], {v}[4u * @ + 2u], {v}[4u * @ + 3u])")
     # a kernel with the hook `early_requested` (linear.py) waits for the stage before it there,
     # on its first turn, so that its early weight requests overlap the wait
     hook = f"fn {prefix}early_requested() {{}}"

@@ -104,7 +104,7 @@ class Tuning:
         if gpu.is_cpu:  # one SIMD lane per row pair: no cross-lane reduction
             # (no prefetch in the prompt matmul: pp64 of SmolLM2 on llvmpipe 9 -> 13 tok/s)
             return Tuning(tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefetch=False,
-                          persist=_persist_setting(0))
+                          persist=_persist_setting(gpu))
         # from bench/sweep_decode.py on an H200 (Qwen2.5-0.5B shapes, both backends, f16 and
         # q4_0; bench/NOTES.md): wide workgroups, row groups sized to the input length
         # (round 8: loads issued 2-4 units at a time moved nothing; the prompt matmul's tm=8
@@ -136,10 +136,10 @@ class Tuning:
         # is slower than none; round 62: a 1.5B layer fits only one per SM, so the build's check
         # falls back there; round 68: an H100 +13 / +10 / +9 % at 228; round 69: SmolLM2's
         # shape +14 / +24 % (f16 / q4_1), Llama-3.2-1B's f16 +11 %, its q4_1 falls back)
+        # Off by default all the same: rounds 72-73 caught rare wrong steps (about 1 in 100 of
+        # the load check's runs under stress), a race that WGSL cannot close (no device-scope
+        # fence). WEBGPU_LLM_PERSIST=N or =auto (PERSIST_GROUPS) turns it on.
         wide = hidden >= 1536
-        device = str(gpu.info.get("device", ""))
-        persist = next((n for name, n in PERSIST_GROUPS.items() if name in device), 0)
-        persist = persist if gpu.backend == "dawn" else 0
         gate_up = ("gate_up", 256, 8, 2) if wide else ("gate_up", 128, 16, 1)
         wide_int8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2)) if wide else (("o", 256, 32, 1),)
         return Tuning((("qkv", 256, 32, 1), ("o", 256, 64, 1), gate_up, ("down", 128, 128, 1),
@@ -147,24 +147,28 @@ class Tuning:
                       splits=(("o", 2), ("down", 4)),
                       mv_int8=(*wide_int8, ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
                       mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True,
-                      early=int(gpu.backend == "dawn" and not wide), persist=_persist_setting(persist))
+                      early=int(gpu.backend == "dawn" and not wide), persist=_persist_setting(gpu))
 
 
 PERSIST_WG = 256  # threads of a persistent workgroup (512 and 1024 were slower: NOTES round 55)
-# resident workgroups of a persistent decode layer by adapter name, as measured (bench/NOTES.md
-# rounds 60-62, 68, 71): up to two per SM fit (three do not); 228 of the 132 SMs' 264 places
-# are 0.5-2 % faster than all 264 on both
+# WEBGPU_LLM_PERSIST=auto by adapter, as measured (bench/NOTES.md rounds 60-62, 68, 71):
+# up to two workgroups per SM fit (three do not); 228 of the 132 SMs' 264 places are 0.5-2 %
+# faster than all 264 on both
 PERSIST_GROUPS = {"H200": 228, "H100": 228}
 
 
-def _persist_setting(default: int) -> int:
-    """`WEBGPU_LLM_PERSIST` (workgroups of the persistent decode layers, 0 = off) if set; the
-    build checks whatever is asked for and falls back."""
+def _persist_setting(gpu: Gpu) -> int:
+    """`WEBGPU_LLM_PERSIST`: workgroups of the persistent decode layers (unset or 0: off;
+    `auto`: PERSIST_GROUPS' figure for this adapter, off if it has none). The build checks
+    whatever is asked for and falls back."""
     env = os.environ.get("WEBGPU_LLM_PERSIST", "").strip()
     if not env:
-        return default
+        return 0
+    if env == "auto":
+        device = str(gpu.info.get("device", ""))
+        return next((n for name, n in PERSIST_GROUPS.items() if name in device), 0)
     if not env.isdigit():
-        raise UserError(f"WEBGPU_LLM_PERSIST must be a number of workgroups (0 = off), not {env!r}")
+        raise UserError(f"WEBGPU_LLM_PERSIST must be a number of workgroups (0 = off) or auto, not {env!r}")
     return int(env)
 
 
