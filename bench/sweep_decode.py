@@ -62,8 +62,7 @@ class DecodeBench:
         self.prompt = list(range(100, 116))
 
     def use(self, tuning: Tuning) -> None:
-        self.tf.rebuild(tuning)
-        self.eng._steps.clear()
+        self.tf.rebuild(tuning)  # (the engine's step Programs follow a rebuild)
 
     def step_gpu(self, tuning: Tuning | None = None) -> float:
         """GPU seconds of one decode step with 116 keys in the cache (under `tuning` if given)."""

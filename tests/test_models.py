@@ -40,6 +40,13 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def _step_logits(eng) -> np.ndarray:
+    """The logits of one decode step after the prompt IDS[:9] (the engine's current Programs)."""
+    eng.prefill(IDS[:9], 0, SamplingParams(), 0)
+    eng.step_program(SamplingParams()).run(1)
+    return eng.gpu.read_array(eng.m.logits, np.float32, eng.m.cfg.vocab)
+
+
 def _load(path, gpu, **kw):
     return LLM.load(path, gpu=gpu, ctx=kw.pop("ctx", 64), progress=False, **kw)
 
@@ -157,22 +164,16 @@ def test_int8_activations_stay_close_to_float(wgpu_gpu):
     model = Transformer(wgpu_gpu, cfg, tensors.get, ctx=64, batch=16)
     eng = Engine(model)
 
-    def step_logits() -> np.ndarray:
-        eng._steps.clear()
-        eng.prefill(IDS[:9], 0, SamplingParams(), 0)
-        eng.step_program(SamplingParams()).run(1)
-        return wgpu_gpu.read_array(model.logits, np.float32, cfg.vocab)
-
     model.rebuild(dataclasses.replace(model.tuning, int8=False))  # a GPU's default takes the int8 path
-    base = step_logits()
+    base = _step_logits(eng)
     model.rebuild(dataclasses.replace(model.tuning, int8=True))
-    got = step_logits()
+    got = _step_logits(eng)
     assert 0 < _rel(got, base) < 3e-2
     # other shapes on the int8 path only (as the GPU default has for O and down): same math
     model.rebuild(dataclasses.replace(model.tuning, int8=True, mv_int8=(("o", 64, 4, 1), ("down", 128, 32, 1))))
     down = model._spec(model.layers[0].down, epilogue="add")
     assert model._mv_shape(down, "down") == ({"wg": 128, "tpr": 32, "ilp": 1}, True)
-    assert _rel(step_logits(), got) < 1e-5
+    assert _rel(_step_logits(eng), got) < 1e-5
 
 
 @pytest.mark.slow
@@ -187,14 +188,9 @@ def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
     llm = _load(d, wgpu_gpu)
     m, eng = llm.model, llm.engine
 
-    def step_logits() -> np.ndarray:
-        eng.prefill(IDS[:9], 0, SamplingParams(), 0)
-        eng.step_program(SamplingParams()).run(1)
-        return wgpu_gpu.read_array(m.logits, np.float32, m.cfg.vocab)
-
-    base = step_logits()
+    base = _step_logits(eng)
     m.rebuild(dataclasses.replace(m.tuning, persist=1, early=1))
     assert m.persist_note == "" and len(m.decode) == 1 + m.cfg.n_layers  # embed, then a dispatch per layer
-    assert _rel(step_logits(), base) < 1e-5
+    assert _rel(_step_logits(eng), base) < 1e-5
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 

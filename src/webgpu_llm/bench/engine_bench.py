@@ -79,11 +79,9 @@ def _persist_agreement(eng: Engine, prompt: list[int], n: int) -> int:
     m = eng.m
     got = list(eng.stream(prompt, 0, SamplingParams(), n))
     g = m.tuning.persist
-    m.rebuild(replace(m.tuning, persist=0))
-    eng._steps.clear()
+    m.rebuild(replace(m.tuning, persist=0))  # (the engine's step Programs follow a rebuild)
     want = list(eng.stream(prompt, 0, SamplingParams(), n))
     m.rebuild(replace(m.tuning, persist=g))
-    eng._steps.clear()
     return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
 
 
@@ -122,7 +120,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
     lines = [f"| {r['model']} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
              f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | "
-             f"{r['persist'] or 'no' if 'persist' in r else 'no'} | {r['dispatches_per_token']} | "
+             f"{r.get('persist') or 'no'} | {r['dispatches_per_token']} | "
              f"{r['tg_tok_s']:.1f} | {pp(r)} |" for r in rows]
     return head + "\n".join(lines) + "\n"
 

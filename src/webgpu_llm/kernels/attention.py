@@ -44,6 +44,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     wg = wg or a.chunk
     wide = wg > a.chunk
     assert wg >= a.chunk
+    mine = "lid < CH && " if wide else ""  # (a thread with a key of the chunk, wide workgroups)
     groups = a.chunk // d4  # threads (g, d4) share the weighted sum over keys
     assert groups >= 1, "head_dim/4 must not exceed the chunk size"
     sig = Signature().state()
@@ -80,7 +81,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
       sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {scale};"""
     score_phase = f"""{before}    let j = c0 + lid;
     var sc = -3.0e38;
-    if ({"lid < CH && " if wide else ""}j < k1) {{
+    if ({mine}j < k1) {{
 {key_score}
     }}"""
     per_g = -(-a.chunk // groups)
@@ -112,7 +113,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var c0 = k0; c0 < k1; c0 += CH) {{
 {score_phase}
     let mn = max(m, red_max(sc, lid, sgs));
-    let p = select(0.0, exp(sc - mn), {"lid < CH && " if wide else ""}j < k1);
+    let p = select(0.0, exp(sc - mn), {mine}j < k1);
     {"if (lid < CH) { ps[lid] = p; }" if wide else "ps[lid] = p;"}
     let alpha = exp(m - mn);
     l = l * alpha + red_sum(p, lid, sgs);

@@ -374,17 +374,18 @@ class Transformer:
 
         # decode (one token)
         self.persist_note = ""
-        persist = self.tuning.persist if self.fused else 0
-        layer = self._decode_layer_persistent if persist else (
-            self._decode_layer_fused if self.fused else self._decode_layer_unfused)
-        try:
-            self.decode = self._decode_program(layer)
-        except GpuError as e:  # e.g. the persistent stages' workgroup memory over the limit
-            self._persist_off(f"the persistent decode kernel did not build ({str(e).splitlines()[0]})")
-            return
-        if persist and (why := self._persistent_check()):
-            self._persist_off(why)
-            return
+        if self.fused and self.tuning.persist:
+            try:
+                self.decode = self._decode_program(self._decode_layer_persistent)
+            except GpuError as e:  # e.g. the persistent stages' workgroup memory over the limit
+                why = f"the persistent decode kernel did not build ({str(e).splitlines()[0]})"
+            else:
+                why = self._persistent_check()
+            if why:  # one dispatch per kernel (the rest of the Programs do not depend on it)
+                self.tuning = replace(self.tuning, persist=0)
+                self.persist_note = why + ": one dispatch per kernel instead"
+        if not (self.fused and self.tuning.persist):
+            self.decode = self._decode_program(self._decode_layer_fused if self.fused else self._decode_layer_unfused)
 
         # head: final norm + LM head on the batch's last token
         self.head = Program(g, "head")
@@ -493,12 +494,6 @@ class Transformer:
         """The persistent layer's stages, a dispatch each: what it must compute, bit for bit."""
         for stg in self._layer_stages(L, p, qkv_shape, split, ashape):
             d.add(stg.kernel, stg.buffers, stg.grid)
-
-    def _persist_off(self, why: str) -> None:
-        """Rebuild with one dispatch per kernel, and say why in `persist_note`."""
-        self.tuning = replace(self.tuning, persist=0)
-        self._build()
-        self.persist_note = why + ": one dispatch per kernel instead"
 
     def _persistent_check(self) -> str:
         """Run the decode layers persistent and as their stages one dispatch each, from the
