@@ -52,14 +52,15 @@ def main() -> None:
             f = out / f"{label}_{i}.json"
             run(f"{label} {i}", path, f, gen, a.timeout)
             runs.append((f"{label}_{i}", f))
-    print("\n| run | dtype | mode | decode tok/s | best run | step GPU µs | dispatches |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| run | dtype | mode | decode tok/s | best run | host CPU ms/token | step GPU µs | dispatches |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, f in runs:
         for r in json.loads(f.read_text())["results"]:
             g = r.get("decode_step_gpu") or {}
             step = f"{g['gpu_us']:.0f}" if g else "—"
             print(f"| {name} | {r['dtype']} | {r['mode']} | {r['decode_tok_s']:.1f} | "
-                  f"{r.get('decode_tok_s_best', float('nan')):.1f} | {step} | {g.get('dispatches', '—')} |")
+                  f"{r.get('decode_tok_s_best', float('nan')):.1f} | {r.get('host_cpu_ms_per_token', float('nan')):.1f} | "
+                  f"{step} | {g.get('dispatches', '—')} |")
 
 
 if __name__ == "__main__":

@@ -148,3 +148,22 @@ def test_no_vulkan_driver_is_a_runtime_error(tiny):
                         "hi"], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr and "mesa-vulkan-drivers" in p.stderr
+
+
+def test_dawn_skips_command_validation_by_default_with_the_same_tokens(capsys, tiny):
+    """Users' Dawn devices skip command validation (the tests keep it, see conftest.py): the
+    toggle is on in a default process, and greedy tokens equal the validated run's."""
+    code, out, _ = run_cli(capsys, "generate", "-m", str(tiny), "--backend", "dawn", "--raw", "--max-tokens", "6",
+                           "--json", "hello")
+    assert code == 0
+    validated = json.loads(out)["text"]
+    env = {k: v for k, v in os.environ.items() if k != "WEBGPU_LLM_VALIDATE"}
+    check = ("from webgpu_llm.runtime.gpu import open_gpu; from wgpudawn.backends.dawn import extras; "
+             "print('skip_validation' in extras.get_toggles(open_gpu('dawn').device))")
+    p = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=120)
+    assert p.stdout.strip().splitlines()[-1] == "True", p.stderr
+    p = subprocess.run([sys.executable, "-m", "webgpu_llm.cli.main", "generate", "-m", str(tiny), "--backend", "dawn",
+                        "--raw", "--max-tokens", "6", "--json", "hello"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["text"] == validated

@@ -173,3 +173,40 @@ def test_a_decode_like_loop_settles_on_the_same_buffers(monkeypatch: pytest.Monk
     wt.synchronize()
     assert all(step == ["cat"] for step in per_step[-4:]), per_step
     assert torch.allclose(cache[-1].cpu(), h.cpu())
+
+
+def test_a_planned_op_still_refuses_a_block_over_the_binding_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plans skip the binding-limit check while no block is over the limit: a view of a big
+    block with a planned signature must still get the explanatory error."""
+    c = wt.context.ctx()
+    c.stream.wait()
+    monkeypatch.setattr(c.gpu, "max_binding", 8192)
+    monkeypatch.setattr(c.pool, "max_binding", 8192)
+    small = torch.ones(16, device=DEV)
+    assert torch.equal((small + small).cpu(), torch.full((16,), 2.0))  # the plan for (16,) f32
+    big = torch.empty(4096, device=DEV)  # 16 KiB: over the (patched) limit (no kernel may touch it)
+    assert c.pool.big == 1
+    with pytest.raises(NotImplementedError, match="binding limit"):
+        big[:16] + small
+    del big
+    torch.webgpu.empty_cache()
+    assert c.pool.big == 0
+
+
+def test_planned_launches_follow_the_parameter_caches_starting_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A planned launch reuses its last bind group while it binds the same blocks; when the
+    interned parameter blocks start over (their buffer is rewritten), it must not."""
+    from webgpu_llm.torch import stream as stream_mod
+
+    s = wt.context.ctx().stream
+    s.wait()
+    monkeypatch.setattr(stream_mod, "MAX_INTERNED", 1)  # every new parameter block starts over
+    gen0 = s._intern_gen
+    x = torch.arange(7, dtype=torch.float32).to(DEV)
+    y = torch.full((7,), 10.0).to(DEV)
+    for n in range(1, 40):  # other shapes, other parameter blocks, between repeats of x + y
+        z = torch.ones(n, device=DEV) * float(n)
+        assert torch.equal((x + y).cpu(), torch.arange(7, dtype=torch.float32) + 10)
+        assert torch.equal(z.cpu(), torch.full((n,), float(n)))
+    assert s._intern_gen > gen0  # the caches did start over
+    s.release_caches()

@@ -94,15 +94,28 @@ def list_adapters(backend: str) -> list[Any]:
         return list(mod.gpu.enumerate_adapters_sync())
 
 
+# Dawn validates every command it records, ~4 µs a dispatch of CPU at submit (bench/NOTES.md,
+# round 78): a fifth of an eager torch token. The engine's own commands are validated by the
+# test suite, which sets this variable; users may set it to debug.
+VALIDATE_ENV = "WEBGPU_LLM_VALIDATE"
+
+
+def dawn_validates() -> bool:
+    """Whether Dawn devices opened by this process validate their commands."""
+    return os.environ.get(VALIDATE_ENV, "0") not in ("", "0")
+
+
 def _prepare_backend(backend: str) -> None:
     """Dawn quantizes timestamps to 16 µs by default (a browser defence against timing
-    attacks); native profiling wants them exact. Only settable before Dawn's instance exists."""
+    attacks); native profiling wants them exact. Dawn also skips command validation unless
+    WEBGPU_LLM_VALIDATE=1. Only settable before Dawn's instance exists."""
     if backend != "dawn":
         return
     with contextlib.suppress(Exception):  # the instance may already exist in this process
         from wgpudawn.backends.dawn import extras
 
-        extras.set_instance_extras(disable_toggles=["timestamp_quantization"])
+        extras.set_instance_extras(enable_toggles=[] if dawn_validates() else ["skip_validation"],
+                                   disable_toggles=["timestamp_quantization"])
 
 
 def _pick_adapter(mod: Any, backend: str, adapter: str | None) -> Any:

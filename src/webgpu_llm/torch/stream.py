@@ -15,7 +15,7 @@ gets the same buffers back from the pool creates no bind group at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ REPLAY_CHUNK = 32
 CHUNK = 1 << 16  # bytes per parameter arena chunk
 MAX_INTERNED = 64  # chunks of interned parameter blocks before the caches start over
 MAX_BIND_GROUPS = 1 << 15
+MAX_LAUNCH_BIND_GROUPS = 256  # per planned launch (one op of one shape may run at every layer)
 READ_STAGING = 1 << 16  # bytes of the reusable read-back buffer
 
 
@@ -48,7 +49,7 @@ class GpuKernel:
 class FastLaunch:
     """One launch of a launch plan (ops/plans.py), with what `Stream.launch_planned` caches."""
 
-    __slots__ = ("gen", "grid", "idx", "kernel", "params", "slot")
+    __slots__ = ("bg_gen", "bgs", "gen", "grid", "idx", "kernel", "params", "slot")
 
     def __init__(self, kernel: GpuKernel, idx: tuple[int, ...], params: bytes, grid: tuple[int, int, int]) -> None:
         self.kernel = kernel
@@ -57,6 +58,10 @@ class FastLaunch:
         self.grid = grid
         self.slot: Any = None  # the interned parameter block, valid while `gen` is the stream's
         self.gen = -1
+        # this launch's bind groups by the blocks they bind (a decode step gets the same blocks
+        # back token after token), valid while `bg_gen` is the stream's
+        self.bgs: dict[tuple[Block, ...], BindGroup] = {}
+        self.bg_gen = -1
 
 
 class ParamArena:
@@ -65,22 +70,23 @@ class ParamArena:
     def __init__(self, gpu: Any, align: int) -> None:
         self.gpu = gpu
         self.align = align
-        self.chunks: list[tuple[Any, bytearray]] = []  # (buffer, host copy)
+        self.chunks: list[tuple[Any, bytearray, int]] = []  # (buffer, host copy, capacity in bytes)
         self.written: list[int] = []  # bytes of each chunk already on the GPU
 
     def put(self, data: bytes) -> tuple[Any, int, int]:
         n = len(data)
-        if not self.chunks or -(-len(self.chunks[-1][1]) // self.align) * self.align + n > CHUNK:
-            self.chunks.append((self.gpu.buffer(CHUNK, "params"), bytearray()))
+        if not self.chunks or -(-len(self.chunks[-1][1]) // self.align) * self.align + n > self.chunks[-1][2]:
+            size = max(CHUNK, n)
+            self.chunks.append((self.gpu.buffer(size, "params"), bytearray(), size))
             self.written.append(0)
-        buf, host = self.chunks[-1]
+        buf, host, _ = self.chunks[-1]
         off = -(-len(host) // self.align) * self.align
         host.extend(bytes(off - len(host)))
         host.extend(data)
         return buf._internal, off, n
 
     def upload(self, native: NativeCalls) -> None:
-        for i, (buf, host) in enumerate(self.chunks):
+        for i, (buf, host, _) in enumerate(self.chunks):
             start = self.written[i] - self.written[i] % 4
             if start < len(host):
                 end = -(-len(host) // 4) * 4
@@ -89,11 +95,10 @@ class ParamArena:
                 self.written[i] = end
 
     def clear(self) -> None:
-        for _, host in self.chunks:
+        for _, host, _ in self.chunks:
             host.clear()
-        self.written = [0] * len(self.chunks)
         self.chunks = self.chunks[:1]
-        self.written = self.written[:1]
+        self.written = [0] * len(self.chunks)
 
 
 @dataclass
@@ -120,6 +125,7 @@ class Stream:
         self._interned: dict[bytes, tuple[Any, int, int]] = {}
         self._intern_gen = 0  # bumped whenever the interned parameter blocks start over
         self._bind_groups: dict[Any, BindGroup] = {}
+        self._bg_gen = 0  # bumped whenever the bind-group cache starts over
         self.items: list[tuple[Any, Any, int, int, int]] = []
         self.keep: list[Any] = []  # bind groups alive until the submit
         self.batch = 0  # id of the batch being filled; blocks record the last batch using them
@@ -183,16 +189,17 @@ class Stream:
             self.params.clear()
             self._interned.clear()
             self._bind_groups.clear()
+            self._bg_gen += 1
             self._intern_gen += 1
         slot = self._interned[params] = self.params.put(params)
         return slot
 
-    def new_bind_group(self, kernel: GpuKernel, blocks: list[Block], slot: tuple[Any, int, int]) -> BindGroup:
+    def new_bind_group(self, kernel: GpuKernel, blocks: Sequence[Block], slot: tuple[Any, int, int]) -> BindGroup:
         """A bind group of `blocks` (bound whole) and the parameter block `slot`."""
         self.bind_groups_made += 1
         return self.native.bind_group(kernel.layout, [*[(b.handle, 0, b.size) for b in blocks], slot])
 
-    def _cached_bind_group(self, kernel: GpuKernel, blocks: list[Block], slot: tuple[Any, int, int]) -> BindGroup:
+    def _cached_bind_group(self, kernel: GpuKernel, blocks: Sequence[Block], slot: tuple[Any, int, int]) -> BindGroup:
         """Eager mode's bind group for (kernel, buffers, parameter block), made on first use."""
         key = (kernel.layout, slot, *[b.serial for b in blocks])
         bg = self._bind_groups.get(key)
@@ -206,29 +213,39 @@ class Stream:
         """Start the bind-group cache over; pending launches may still use the old ones."""
         self.keep.append(self._bind_groups)
         self._bind_groups = {}
+        self._bg_gen += 1
 
     def launch_planned(self, launches: list[FastLaunch], blocks: list[Block]) -> None:
         """`launch` for each of a plan's launches, without recording or observers.
 
-        Same bind-group cache as `launch`; the parameter block's slot is looked up once per
-        interning generation, and nothing is kept per launch beyond the cached bind group.
+        The plan was built from checked launches. Each launch keeps its own bind groups by the
+        blocks they bind (a lookup on the blocks alone; they are in the stream's cache too),
+        and the parameter block's slot is looked up once per interning generation.
         """
+        items = self.items
+        batch = self.batch
         for f in launches:
-            bl = [blocks[i] for i in f.idx]
-            kernel = f.kernel
-            if len(bl) != kernel.n_bindings:
-                raise RuntimeError(f"{kernel.name}: {len(bl)} buffers for {kernel.n_bindings} bindings")
-            if f.gen != self._intern_gen:
-                slot = self._param_slot(f.params)  # may start the caches over: read the generation after
-                f.slot, f.gen = slot, self._intern_gen
-            bg = self._cached_bind_group(kernel, bl, f.slot)  # held by the cache (or, dropped, by keep)
-            batch = self.batch
+            bl = tuple([blocks[i] for i in f.idx])
+            if f.bg_gen != self._bg_gen:
+                f.bgs, f.bg_gen = {}, self._bg_gen
+            bg = f.bgs.get(bl)
+            if bg is None:
+                if f.gen != self._intern_gen:
+                    slot = self._param_slot(f.params)  # may start the caches over: read the generations after
+                    f.slot, f.gen = slot, self._intern_gen
+                bg = self._cached_bind_group(f.kernel, bl, f.slot)  # held by the cache (or, dropped, by keep)
+                if f.bg_gen != self._bg_gen or len(f.bgs) >= MAX_LAUNCH_BIND_GROUPS:
+                    f.bgs, f.bg_gen = {}, self._bg_gen
+                f.bgs[bl] = bg
+                items, batch = self.items, self.batch  # a start-over flushed
             for b in bl:
                 b.epoch = batch
-            self.items.append((kernel.pipeline._internal, bg._internal, *f.grid))
+            items.append((f.kernel.pipeline._internal, bg._internal, *f.grid))
             self.launches += 1
-            if len(self.items) >= self.max_pending:
+            if len(items) >= self.max_pending:
                 self.flush()
+                items = self.items
+                batch = self.batch
 
     # -- submission ----------------------------------------------------------------------
     def flush(self, after: Callable[[Any], None] | None = None) -> None:
@@ -299,6 +316,7 @@ class Stream:
         """Drop cached bind groups (they keep freed buffers alive)."""
         self.flush()
         self._bind_groups.clear()
+        self._bg_gen += 1
 
     def wait(self) -> None:
         """Submit everything and block until the GPU has done it."""

@@ -110,27 +110,29 @@ class Plan:
     def run(self, tensors: list[torch.Tensor], blocks: list[Block]) -> Any:
         c = _CTX[0] if _CTX else _context()
         pool = c.pool
+        alloc = pool.alloc_class
         made = []
-        all_blocks = list(blocks)
+        all_blocks = blocks  # the signature's list, ours to extend
         for shape, dtype, nbytes, cls in self.allocs:
             t = _create(shape, dtype)
-            a = t.untyped_storage()._wg = pool.alloc_class(cls, nbytes)
+            a = t.untyped_storage()._wg = alloc(cls, nbytes)
             if ALLOC_OBSERVERS:  # an enclosing op being planned sees these too
                 for obs in ALLOC_OBSERVERS:
                     obs(t)
             made.append(t)
             all_blocks.append(a.block)
-        limit = c.gpu.max_binding
-        for b in blocks:
-            if b.size > limit:
-                binding(tensors[blocks.index(b)])  # raises the explanatory error
+        if pool.big:  # some block is over the binding limit: is it one of ours?
+            limit = c.gpu.max_binding
+            for i, t in enumerate(tensors):
+                if blocks[i].size > limit:
+                    binding(t)  # raises the explanatory error
         stream = c.stream
         if stream.recording is None and not stream.observers:
             stream.launch_planned(self.fast, all_blocks)
         else:
             launch = stream.launch
-            for kernel, idx, params, grid in ((f.kernel, f.idx, f.params, f.grid) for f in self.fast):
-                launch(kernel, [all_blocks[i] for i in idx], params, grid)
+            for f in self.fast:
+                launch(f.kernel, [all_blocks[i] for i in f.idx], f.params, f.grid)
         if self.single:
             is_input, i = self.results[0]
             return tensors[i] if is_input else made[i]

@@ -1,0 +1,176 @@
+"""The torch device's host cost per eager decode token, with the GPU taken out.
+
+On the 2-core correctness machine llvmpipe runs the kernels on the same cores as Python, and
+the per-token stop check spins while it does, so `torch_generate.py`'s host figure mixes
+both. Here the stream's submits are dropped and the per-token stop read is answered on the
+host with what a real run read, so what is timed is only what the host does for a
+token: transformers' Python, the dispatcher, and our op path. The model is a 24-layer Qwen2
+of Qwen2.5-0.5B's structure but width 64: the same ops a token, tiny tensors.
+
+    python bench/torch_host_cost.py                      # f16 and f32, plain eager
+    python bench/torch_host_cost.py --dtypes f16 --repeat 5 --json out.json
+
+Only relative figures mean anything (this measures the host, not the GPU): compare runs made
+in one process, or alternate builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import webgpu_llm  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+import torch
+import torch_generate as tg
+
+import webgpu_llm.torch as wt
+
+WIDTH64 = dict(tg.QWEN25_05B, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=1000)
+
+
+class HostOnly:
+    """Drops the stream's submits and answers its reads with what a real run read, in order.
+
+    `record(fn)` runs `fn` for real and keeps the bytes of each read (transformers reads a few
+    flags a token: "all finished?", "is the mask all ones?"); inside `with`, the same reads are
+    answered from that log, so the host takes the same path without the GPU.
+    """
+
+    def __init__(self, stream: Any, submit: bool = False) -> None:
+        self.stream = stream
+        self.submit = submit  # keep the encoding and submits (only the reads are answered)
+        self.log: list[bytes] = []
+        self.at = 0
+
+    def record(self, fn: Any) -> None:
+        s, log = self.stream, []
+        real = s.read
+
+        def read(block: Any, offset: int, nbytes: int) -> bytes:
+            log.append(real(block, offset, nbytes))
+            return log[-1]
+
+        s.read = read
+        try:
+            fn()
+        finally:
+            del s.read
+        self.log, self.at = log, 0
+
+    def __enter__(self) -> HostOnly:
+        s = self.stream
+        s.wait()
+
+        def flush(after: Any = None) -> None:
+            s.items, s.keep = [], []
+            s.batch += 1
+
+        def read(block: Any, offset: int, nbytes: int) -> bytes:
+            s.flush()  # (the real one with `submit`: the work goes to the GPU, nobody waits for it)
+            data = self.log[self.at]
+            if len(data) != nbytes:
+                raise RuntimeError("the host-only run left the recorded run's path")
+            self.at += 1
+            return data
+
+        if not self.submit:
+            s.flush = flush
+        s.read = read
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        s = self.stream
+        s.__dict__.pop("flush", None)  # back to the class's methods
+        del s.read
+        s.wait()
+
+
+def generate(model: torch.nn.Module, prompt: torch.Tensor, n: int) -> float:
+    """Seconds of one greedy generate of n new tokens (the collector off, as timeit does)."""
+    gc.collect()
+    gc.disable()
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    finally:
+        gc.enable()
+    return time.perf_counter() - t0
+
+
+def token_ms(model: torch.nn.Module, prompt: torch.Tensor, stream: Any, n: int, repeat: int,
+             submit: bool = False) -> list[float]:
+    """Host ms per decoded token, (t(n) - t(1)) / (n - 1), `repeat` times, the GPU taken out
+    (`submit`: its work still encoded and submitted, but never waited for)."""
+    runs: dict[int, HostOnly] = {}
+    for k in (n, 1):
+        runs[k] = HostOnly(stream, submit)
+        runs[k].record(lambda k=k: generate(model, prompt, k))
+    out = []
+    for _ in range(repeat):
+        t = {}
+        for k, host in runs.items():
+            host.at = 0
+            with host:
+                t[k] = generate(model, prompt, k)
+        out.append((t[n] - t[1]) / (n - 1) * 1e3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--backend", default="dawn", choices=["wgpu", "dawn"])
+    ap.add_argument("--dtypes", default="f16,f32")
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=5, help="timed generates per dtype (the median is reported)")
+    ap.add_argument("--fused", action="store_true", help="after webgpu_llm.torch.fuse_layers(model)")
+    ap.add_argument("--submit", action="store_true",
+                    help="also time the encoding and submits (the reads are still answered: nothing waits for the GPU)")
+    ap.add_argument("--dawn-toggles", default="", help="comma-separated Dawn device toggles to enable (e.g. skip_validation)")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    if args.dawn_toggles:  # before the device opens (the instance takes them once)
+        from wgpudawn.backends.dawn import extras
+
+        extras.set_instance_extras(enable_toggles=args.dawn_toggles.split(","), disable_toggles=["timestamp_quantization"])
+    wt.set_backend(args.backend)
+    if not wt.is_available():
+        sys.exit("no WebGPU adapter")
+    stream = wt.context.ctx().stream
+    prompt = torch.randint(0, WIDTH64["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(1)).to("webgpu")
+    results = []
+    for dname in args.dtypes.split(","):
+        model = tg.build(WIDTH64, tg.DTYPES[dname])
+        if args.fused:
+            wt.fuse_layers(model)
+        generate(model, prompt, args.tokens)  # warm-up: plans, bind groups, kernels
+        launches = stream.launches
+        generate(model, prompt, args.tokens)
+        per_token = (stream.launches - launches) / args.tokens
+        ms = token_ms(model, prompt, stream, args.tokens, args.repeat, args.submit)
+        r = {"dtype": dname, "fused": args.fused, "submit": args.submit, "dawn_toggles": args.dawn_toggles, "host_ms_per_token": statistics.median(ms),
+             "best_ms": min(ms), "runs_ms": ms, "launches_per_token": per_token}
+        results.append(r)
+        print(f"{dname}{' +submit' if args.submit else ''}: host {r['host_ms_per_token']:.2f} ms/token, best {min(ms):.2f} (runs {', '.join(f'{m:.2f}' for m in ms)}), "
+              f"~{per_token:.0f} launches/token", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
