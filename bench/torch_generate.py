@@ -140,6 +140,42 @@ def decode_step_gpu() -> dict[str, Any] | None:
             "marginal_us": marginal, "dispatch_us": [[label, sec * 1e6] for label, sec in prog.profile(1)]}
 
 
+def eager_step_gpu(model: torch.nn.Module, prompt: torch.Tensor) -> dict[str, Any] | None:
+    """GPU time of one eager decode forward (dynamic cache, one new token): its launches are
+    recorded as compiled graphs' are, then timed as one pass, and by kernel name (each
+    dispatch in its own timestamped pass: an upper bound)."""
+    from webgpu_llm.runtime.program import Program
+    from webgpu_llm.torch.memory import Capture
+    from webgpu_llm.torch.stream import ParamArena, Recording
+
+    c = wt.context.ctx()
+    if not c.gpu.has_timestamps:
+        return None
+    stream, pool = c.stream, c.pool
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        nxt = out.logits[:, -1:].argmax(-1)
+        past = out.past_key_values
+        model(nxt, past_key_values=past)  # the launch plans of a decode step
+        stream.flush()
+        capture, rec = Capture(), Recording(ParamArena(c.gpu, stream.align))
+        pool.capture, stream.recording = capture, rec
+        try:
+            model(nxt, past_key_values=past)
+            stream.flush()
+        finally:
+            stream.recording, pool.capture = None, None
+            capture.recording = False
+    prog = Program(c.gpu, "eager step")
+    for name, kernel, bg, grid in rec.dispatches:
+        prog.add_bound(name, kernel.pipeline, bg, grid)
+    kernels = prog.profile_by_label(1)
+    result = {"dispatches": len(prog.dispatches), "gpu_us": prog.time_gpu(1, reps=10) * 1e6,
+              "profile_sum_us": sum(k["us"] for k in kernels), "kernels": kernels}
+    capture.release(pool)
+    return result
+
+
 def write_profile(path: str, model: torch.nn.Module, prompt: torch.Tensor, n: int, **kwargs: Any) -> str:
     """One generate under cProfile: the host's time per token, by function."""
     import cProfile
@@ -180,6 +216,8 @@ def main() -> None:
     ap.add_argument("--replay-chunk", default=None,
                     help="comma-separated dispatches per submit of a compiled replay to compare (0: one submit)")
     ap.add_argument("--repeat", type=int, default=1, help="go through the settings this many times (A B A B ...)")
+    ap.add_argument("--eager-step-gpu", action="store_true",
+                    help="eager and fused rows: also time one eager decode forward's launches on the GPU, by kernel")
     ap.add_argument("--profile", default=None, metavar="PREFIX",
                     help="after timing, run one generate per cell under cProfile and write "
                          "PREFIX_<dtype>_<mode>.txt (functions by own time and by cumulative time)")
@@ -236,6 +274,11 @@ def main() -> None:
                 r["graphs"] = graphs
                 r["decode_step_launches"] = graphs[0]["recorded_launches"] if graphs else None
                 r["decode_step_gpu"] = decode_step_gpu()
+            elif args.eager_step_gpu:
+                r["eager_step_gpu"] = g = eager_step_gpu(model, prompt)
+                if g:
+                    top = ", ".join(f"{k['kernel']} {k['us']:.0f} ({k['count']})" for k in g["kernels"][:8])
+                    print(f"  eager step GPU {g['gpu_us']:.0f} µs, {g['dispatches']} dispatches: {top}", flush=True)
             if args.profile:
                 r["profile"] = write_profile(f"{args.profile}_{dname}_{mode}.txt", model, prompt, n, **kwargs)
             print(f"{dname:4s} {mode:8s} {r['tok_s']:8.1f} tok/s  decode {r['decode_tok_s']:8.1f} tok/s  "

@@ -297,3 +297,18 @@ def test_repeated_calls_replay_launch_plans() -> None:
     assert (n + 1).dtype == torch.int64 and (n + 1.0).dtype == torch.get_default_dtype()  # 1 == 1.0: keyed by type
     out = torch.empty(0, dtype=torch.int64, device="webgpu")
     assert torch.equal(torch.arange(5, out=out).cpu(), torch.arange(5))  # out= resizes: never planned
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_linear_of_a_decode_row(dtype: torch.dtype) -> None:
+    """[1, 1, k] @ w.T, as a decode step's nn.Linear: the mat-vec path, with and without bias,
+    and from a transposed (not k-contiguous) weight, which takes the general path."""
+    x, w, b = rnd(1, 1, 96, dtype=dtype), rnd(45, 96, dtype=dtype), rnd(45, dtype=dtype)
+    tol = 2e-6 if dtype == torch.float32 else TOL[dtype]
+    for bias in (b, None):
+        want = F.linear(x.float(), w.float(), None if bias is None else bias.float()).to(dtype)
+        got = F.linear(x.to("webgpu"), w.to("webgpu"), None if bias is None else bias.to("webgpu"))
+        assert got.shape == (1, 1, 45)
+        assert_close(got, want, tol)
+    wt_ = rnd(96, 45, dtype=dtype)
+    assert_close(F.linear(x.to("webgpu"), wt_.to("webgpu").t()), F.linear(x.float(), wt_.float().t()).to(dtype), tol)

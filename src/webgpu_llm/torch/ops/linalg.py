@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels import fused_linear
 from ..kernels.matmul import matmul
 from ..tensors import empty
 from .registry import impl
@@ -70,9 +71,6 @@ def _baddbmm(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta: float =
 
 @impl("linear")
 def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ w.T + bias over any leading dimensions of x (nn.Linear)."""
-    k = x.shape[-1]
-    lead = list(x.shape[:-1])
-    x2 = x.reshape(-1, k) if x.dim() != 2 else x
-    out = _product(x2, w.t(), bias)
-    return out.view([*lead, w.shape[0]]) if x.dim() != 2 else out
+    """x @ w.T + bias over any leading dimensions of x (nn.Linear): one row (decode) goes to the
+    mat-vec that compiled graphs use, several to the tiled matmul."""
+    return fused_linear.linear(empty([*x.shape[:-1], w.shape[0]], x.dtype), x, w, bias)
