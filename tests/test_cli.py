@@ -35,6 +35,8 @@ def test_info_json(capsys):
     report = json.loads(out)
     assert {b["backend"] for b in report["backends"]} == {"wgpu", "dawn"}
     assert any(a["limits"]["max-storage-buffer-binding-size"] > 0 for b in report["backends"] for a in b["adapters"])
+    dawn = next(b for b in report["backends"] if b["backend"] == "dawn")
+    assert dawn["command_validation"] is True  # the tests run with WEBGPU_LLM_VALIDATE=1 (conftest.py)
 
 
 def test_generate_json_and_stream(capsys, tiny):
@@ -150,6 +152,7 @@ def test_no_vulkan_driver_is_a_runtime_error(tiny):
     assert "Traceback" not in p.stderr and "mesa-vulkan-drivers" in p.stderr
 
 
+@pytest.mark.slow
 def test_dawn_skips_command_validation_by_default_with_the_same_tokens(capsys, tiny):
     """Users' Dawn devices skip command validation (the tests keep it, see conftest.py): the
     toggle is on in a default process, and greedy tokens equal the validated run's."""

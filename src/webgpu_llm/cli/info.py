@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import UserError, WebGpuLlmError
-from ..runtime.gpu import BACKENDS, list_adapters
+from ..runtime.gpu import BACKENDS, VALIDATE_ENV, dawn_validates, list_adapters
 from .common import print_json
 
 _SHOWN_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
@@ -46,7 +46,10 @@ def describe(backend: str) -> dict[str, Any]:
             "features": sorted(a.features),
             "limits": {k: a.limits[k] for k in _SHOWN_LIMITS if k in a.limits},
         })
-    return {"backend": backend, "adapters": out}
+    r: dict[str, Any] = {"backend": backend, "adapters": out}
+    if backend == "dawn":  # skipped for speed unless asked for (runtime/gpu.py)
+        r["command_validation"] = dawn_validates()
+    return r
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print_json({"backends": report})
     else:
         for r in report:
-            print(f"backend {r['backend']}:")
+            validation = "" if "command_validation" not in r else (
+                "  (command validation on)" if r["command_validation"]
+                else f"  (command validation off; {VALIDATE_ENV}=1 turns it on)")
+            print(f"backend {r['backend']}:{validation}")
             if r.get("error"):
                 print(f"  unavailable: {r['error']}")
             if not r["adapters"] and not r.get("error"):
