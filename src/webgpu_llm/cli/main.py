@@ -16,7 +16,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webgpu-llm",
         description="Run LLMs on the GPU through WebGPU (wgpu-native or Dawn).",
-        epilog="Run `webgpu-llm COMMAND --help` for the options of a command.",
+        epilog="Run `webgpu-llm COMMAND --help` for the options of a command.\n\n"
+               "environment:\n"
+               "  WEBGPU_LLM_VALIDATE=1        keep Dawn's command validation (off by default: it\n"
+               "                               costs CPU per dispatch; on to debug a shader or an op)\n"
+               "  WEBGPU_LLM_PERSIST=auto|N    experimental persistent decode layers (see the README)\n"
+               "  WEBGPU_LLM_DEBUG=1           show Python tracebacks on errors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
