@@ -139,7 +139,9 @@ def main() -> None:
     ap.add_argument("--fused", action="store_true", help="after webgpu_llm.torch.fuse_layers(model)")
     ap.add_argument("--submit", action="store_true",
                     help="also time the encoding and submits (the reads are still answered: nothing waits for the GPU)")
-    ap.add_argument("--dawn-toggles", default="", help="comma-separated Dawn device toggles to enable (e.g. skip_validation)")
+    ap.add_argument("--dawn-toggles", default="",
+                    help="comma-separated Dawn device toggles to enable instead of the engine's own choice "
+                         "(skip_validation unless WEBGPU_LLM_VALIDATE=1; round 78 compared them this way)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -162,11 +164,13 @@ def main() -> None:
         generate(model, prompt, args.tokens)
         per_token = (stream.launches - launches) / args.tokens
         ms = token_ms(model, prompt, stream, args.tokens, args.repeat, args.submit)
-        r = {"dtype": dname, "fused": args.fused, "submit": args.submit, "dawn_toggles": args.dawn_toggles, "host_ms_per_token": statistics.median(ms),
-             "best_ms": min(ms), "runs_ms": ms, "launches_per_token": per_token}
+        r = {"dtype": dname, "fused": args.fused, "submit": args.submit, "dawn_toggles": args.dawn_toggles,
+             "host_ms_per_token": statistics.median(ms), "best_ms": min(ms), "runs_ms": ms,
+             "launches_per_token": per_token}
         results.append(r)
-        print(f"{dname}{' +submit' if args.submit else ''}: host {r['host_ms_per_token']:.2f} ms/token, best {min(ms):.2f} (runs {', '.join(f'{m:.2f}' for m in ms)}), "
-              f"~{per_token:.0f} launches/token", flush=True)
+        runs = ", ".join(f"{m:.2f}" for m in ms)
+        print(f"{dname}{' +submit' if args.submit else ''}: host {r['host_ms_per_token']:.2f} ms/token, "
+              f"best {min(ms):.2f} (runs {runs}), ~{per_token:.0f} launches/token", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
