@@ -141,9 +141,10 @@ def decode_step_gpu() -> dict[str, Any] | None:
 
 
 def eager_step_gpu(model: torch.nn.Module, prompt: torch.Tensor) -> dict[str, Any] | None:
-    """GPU time of one eager decode forward (dynamic cache, one new token): its launches are
-    recorded as compiled graphs' are, then timed as one pass, and by kernel name (each
-    dispatch in its own timestamped pass: an upper bound)."""
+    """GPU time of one eager decode forward inside `generate` (its third forward: a decode step
+    with generate's own mask and cache): its launches are recorded as compiled graphs' are, then
+    timed as one pass, and by kernel name (each dispatch in its own timestamped pass: an upper
+    bound)."""
     from webgpu_llm.runtime.program import Program
     from webgpu_llm.torch.memory import Capture
     from webgpu_llm.torch.stream import ParamArena, Recording
@@ -152,20 +153,29 @@ def eager_step_gpu(model: torch.nn.Module, prompt: torch.Tensor) -> dict[str, An
     if not c.gpu.has_timestamps:
         return None
     stream, pool = c.stream, c.pool
-    with torch.no_grad():
-        out = model(prompt, use_cache=True)
-        nxt = out.logits[:, -1:].argmax(-1)
-        past = out.past_key_values
-        model(nxt, past_key_values=past)  # the launch plans of a decode step
-        stream.flush()
-        capture, rec = Capture(), Recording(ParamArena(c.gpu, stream.align))
-        pool.capture, stream.recording = capture, rec
-        try:
-            model(nxt, past_key_values=past)
+    capture, rec = Capture(), Recording(ParamArena(c.gpu, stream.align))
+    calls = [0]
+
+    def start(module: Any, args: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
             stream.flush()
-        finally:
+            pool.capture, stream.recording = capture, rec
+
+    def stop(module: Any, args: Any, out: Any) -> None:
+        if stream.recording is rec:
+            stream.flush()
             stream.recording, pool.capture = None, None
             capture.recording = False
+
+    hooks = [model.register_forward_pre_hook(start), model.register_forward_hook(stop)]
+    try:
+        with torch.no_grad():
+            model.generate(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
+    finally:
+        for h in hooks:
+            h.remove()
+        stream.recording, pool.capture = None, None
     prog = Program(c.gpu, "eager step")
     for name, kernel, bg, grid in rec.dispatches:
         prog.add_bound(name, kernel.pipeline, bg, grid)
@@ -217,7 +227,8 @@ def main() -> None:
                     help="comma-separated dispatches per submit of a compiled replay to compare (0: one submit)")
     ap.add_argument("--repeat", type=int, default=1, help="go through the settings this many times (A B A B ...)")
     ap.add_argument("--eager-step-gpu", action="store_true",
-                    help="eager and fused rows: also time one eager decode forward's launches on the GPU, by kernel")
+                    help="eager and fused rows: also time one eager decode forward's launches (inside generate) "
+                         "on the GPU, by kernel")
     ap.add_argument("--profile", default=None, metavar="PREFIX",
                     help="after timing, run one generate per cell under cProfile and write "
                          "PREFIX_<dtype>_<mode>.txt (functions by own time and by cumulative time)")
