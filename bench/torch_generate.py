@@ -145,7 +145,6 @@ def eager_step_gpu(model: torch.nn.Module, prompt: torch.Tensor) -> dict[str, An
     with generate's own mask and cache): its launches are recorded as compiled graphs' are, then
     timed as one pass, and by kernel name (each dispatch in its own timestamped pass: an upper
     bound)."""
-    from webgpu_llm.runtime.program import Program
     from webgpu_llm.torch.memory import Capture
     from webgpu_llm.torch.stream import ParamArena, Recording
 
@@ -176,9 +175,7 @@ def eager_step_gpu(model: torch.nn.Module, prompt: torch.Tensor) -> dict[str, An
         for h in hooks:
             h.remove()
         stream.recording, pool.capture = None, None
-    prog = Program(c.gpu, "eager step")
-    for name, kernel, bg, grid in rec.dispatches:
-        prog.add_bound(name, kernel.pipeline, bg, grid)
+    prog = rec.program(c.gpu, "eager step")
     kernels = prog.profile_by_label(1)
     result = {"dispatches": len(prog.dispatches), "gpu_us": prog.time_gpu(1, reps=10) * 1e6,
               "profile_sum_us": sum(k["us"] for k in kernels), "kernels": kernels}

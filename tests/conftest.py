@@ -10,7 +10,7 @@ from webgpu_llm.errors import GpuError, UserError
 from webgpu_llm.runtime.gpu import VALIDATE_ENV, Gpu, open_gpu
 
 # Tests keep Dawn's command validation (users' runs skip it): our commands' mistakes show here.
-# test_gpu.py checks the unvalidated default in a process of its own.
+# test_cli.py checks the unvalidated default in a process of its own.
 os.environ.setdefault(VALIDATE_ENV, "1")
 
 _GPUS: dict[str, Gpu | None] = {}

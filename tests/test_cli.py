@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from webgpu_llm.cli.main import main
+from webgpu_llm.runtime.gpu import VALIDATE_ENV
 
 pytest.importorskip("transformers")
 from reference_models import hf_logits, make_tiny_llama
@@ -160,7 +161,7 @@ def test_dawn_skips_command_validation_by_default_with_the_same_tokens(capsys, t
                            "--json", "hello")
     assert code == 0
     validated = json.loads(out)["text"]
-    env = {k: v for k, v in os.environ.items() if k != "WEBGPU_LLM_VALIDATE"}
+    env = {k: v for k, v in os.environ.items() if k != VALIDATE_ENV}
     check = ("from webgpu_llm.runtime.gpu import open_gpu; from wgpudawn.backends.dawn import extras; "
              "print('skip_validation' in extras.get_toggles(open_gpu('dawn').device))")
     p = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=120)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runtime.native import PassEncoder
+from ..runtime.program import Program
 from .memory import Block, Pool
 from .native_calls import BindGroup, NativeCalls
 
@@ -112,6 +113,13 @@ class Recording:
     # False once the graph moved data through the host (a read-back, a queue write, a CPU
     # fallback): replaying only the launches would not reproduce that.
     replayable: bool = True
+
+    def program(self, gpu: Any, name: str) -> Program:
+        """The recorded dispatches as a `Program` (bound once; replayed or timed as a whole)."""
+        program = Program(gpu, name)
+        for label, kernel, bg, grid in self.dispatches:
+            program.add_bound(label, kernel.pipeline, bg, grid)
+        return program
 
 
 class Stream:

@@ -252,10 +252,7 @@ class GraphRunner:
         # the caller gets copies: the recorded outputs are overwritten by every replay
         fresh = [o.clone() if isinstance(o, torch.Tensor) else o for o in outs]
         if recording.replayable:
-            program = Program(c.gpu, self.name)
-            for name, kernel, bg, grid in recording.dispatches:
-                program.add_bound(name, kernel.pipeline, bg, grid)
-            self.recorded[key] = Recorded(program, capture, recording, static, staged, outs)
+            self.recorded[key] = Recorded(recording.program(c.gpu, self.name), capture, recording, static, staged, outs)
         else:
             self.unreplayable.add(key)
             capture.release(pool)
