@@ -75,9 +75,37 @@ def timed_generate(model: torch.nn.Module, prompt: torch.Tensor, n: int, **kwarg
     return time.perf_counter() - t0
 
 
-def measure(model: torch.nn.Module, prompt: torch.Tensor, n: int, runs: int, **kwargs: Any) -> dict[str, Any]:
+def decode_step_program() -> Any:
+    """The compiled decode step's Program (the most replayed graph's longest recording), or None."""
+    from webgpu_llm.torch.compile.backend import RUNNERS
+
+    runners = [r for r in RUNNERS if r.recorded]
+    if not runners:
+        return None
+    rec = max(runners, key=lambda r: r.replays).recorded
+    return max(rec.values(), key=lambda x: len(x.program.dispatches)).program
+
+
+def pad_step(extra: int) -> None:
+    """Make the compiled decode step's GPU work longer by `extra` more runs of its widest
+    dispatch (the LM head: it writes the same logits again) at its end, or take them off (0):
+    how much of a µs of GPU step reaches the token time."""
+    prog = decode_step_program()
+    if prog is None:
+        return
+    base = getattr(prog, "_unpadded", len(prog.dispatches))
+    del prog.dispatches[base:]
+    prog._unpadded = base
+    widest = max(prog.dispatches[:base], key=lambda d: d.size(1)[0] * d.size(1)[1])
+    prog.dispatches += [widest] * extra
+    prog.invalidate()
+
+
+def measure(model: torch.nn.Module, prompt: torch.Tensor, n: int, runs: int, pad: int = 0,
+            **kwargs: Any) -> dict[str, Any]:
     stream = wt.context.ctx().stream
     timed_generate(model, prompt, n, **kwargs)  # warm-up (and compilation)
+    pad_step(pad)
     timed_generate(model, prompt, 1, **kwargs)
     full, first = [], []
     launches0, submits0 = stream.launches, stream.submits
@@ -116,14 +144,11 @@ def decode_step_gpu() -> dict[str, Any] | None:
     kernels' time by name (each dispatch in its own timestamped pass: an upper bound) and by
     omission (`marginal_us`: the step without that kernel's dispatches), and each dispatch's time."""
     from webgpu_llm.runtime.program import Program
-    from webgpu_llm.torch.compile.backend import RUNNERS
 
-    runners = [r for r in RUNNERS if r.recorded]
+    prog = decode_step_program()
     gpu = wt.context.ctx().gpu
-    if not runners or not gpu.has_timestamps:
+    if prog is None or not gpu.has_timestamps:
         return None
-    rec = max(runners, key=lambda r: r.replays).recorded
-    prog = max(rec.values(), key=lambda x: len(x.program.dispatches)).program
     kernels = prog.profile_by_label(1)
     full = prog.time_gpu(1, reps=20) * 1e6
     # what each kernel really costs in the step: the step's time without its dispatches (the
@@ -222,6 +247,9 @@ def main() -> None:
                     help="comma-separated eager submit sizes (launches queued before a submit) to compare")
     ap.add_argument("--replay-chunk", default=None,
                     help="comma-separated dispatches per submit of a compiled replay to compare (0: one submit)")
+    ap.add_argument("--pad-step", default=None,
+                    help="compiled: comma-separated numbers of extra LM-head dispatches at the end of the decode "
+                         "step to compare (how much added GPU time reaches tok/s)")
     ap.add_argument("--repeat", type=int, default=1, help="go through the settings this many times (A B A B ...)")
     ap.add_argument("--eager-step-gpu", action="store_true",
                     help="eager and fused rows: also time one eager decode forward's launches (inside generate) "
@@ -244,7 +272,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, config["vocab_size"], (1, args.prompt_tokens), generator=gen).to("webgpu")
     settings: list[dict[str, int]] = [{}]
-    for name, opt in (("max_pending", args.max_pending), ("replay_chunk", args.replay_chunk)):
+    for name, opt in (("max_pending", args.max_pending), ("replay_chunk", args.replay_chunk),
+                      ("pad", args.pad_step)):
         if opt:
             settings = [{**s, name: int(v)} for s in settings for v in opt.split(",")]
     results = []
@@ -268,16 +297,22 @@ def main() -> None:
             stream = wt.context.ctx().stream
             for setting in settings * args.repeat:
                 for k, v in setting.items():
-                    setattr(stream, k, v)
+                    if k != "pad":
+                        setattr(stream, k, v)
                 t0 = time.perf_counter()
-                r = measure(model, prompt, n, args.runs, **kwargs)
-                r.update(dtype=dname, mode=mode, max_pending=stream.max_pending, replay_chunk=getattr(stream, "replay_chunk", None),
+                r = measure(model, prompt, n, args.runs, pad=setting.get("pad", 0) if mode == "compiled" else 0,
+                            **kwargs)
+                if setting.get("pad") and mode == "compiled":
+                    r["padded_step_gpu_us"] = decode_step_program().time_gpu(1, reps=20) * 1e6
+                    print(f"  padded step GPU {r['padded_step_gpu_us']:.0f} µs", flush=True)
+                r.update(dtype=dname, mode=mode, pad_step=setting.get("pad", 0), max_pending=stream.max_pending, replay_chunk=getattr(stream, "replay_chunk", None),
                          wall_s=time.perf_counter() - t0, fallback_report=wt.fallback_report())
                 if setting:
                     print(f"  {setting}: decode {r['decode_tok_s']:.1f} tok/s (best {r['decode_tok_s_best']:.1f})",
                           flush=True)
                 results.append(r)
             if mode == "compiled":  # launches per replayed graph (the decode step is the one replayed most)
+                pad_step(0)
                 graphs = sorted(wt.graph_report(), key=lambda g: -g["replays"])
                 r["graphs"] = graphs
                 r["decode_step_launches"] = graphs[0]["recorded_launches"] if graphs else None

@@ -98,36 +98,55 @@ class HostOnly:
         s.wait()
 
 
-def generate(model: torch.nn.Module, prompt: torch.Tensor, n: int) -> float:
+def generate(model: torch.nn.Module, prompt: torch.Tensor, n: int, **kwargs: Any) -> float:
     """Seconds of one greedy generate of n new tokens (the collector off, as timeit does)."""
     gc.collect()
     gc.disable()
     t0 = time.perf_counter()
     try:
         with torch.no_grad():
-            model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+            model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
     finally:
         gc.enable()
     return time.perf_counter() - t0
 
 
 def token_ms(model: torch.nn.Module, prompt: torch.Tensor, stream: Any, n: int, repeat: int,
-             submit: bool = False) -> list[float]:
+             submit: bool = False, **kwargs: Any) -> list[float]:
     """Host ms per decoded token, (t(n) - t(1)) / (n - 1), `repeat` times, the GPU taken out
     (`submit`: its work still encoded and submitted, but never waited for)."""
     runs: dict[int, HostOnly] = {}
     for k in (n, 1):
         runs[k] = HostOnly(stream, submit)
-        runs[k].record(lambda k=k: generate(model, prompt, k))
+        runs[k].record(lambda k=k: generate(model, prompt, k, **kwargs))
     out = []
     for _ in range(repeat):
         t = {}
         for k, host in runs.items():
             host.at = 0
             with host:
-                t[k] = generate(model, prompt, k)
+                t[k] = generate(model, prompt, k, **kwargs)
         out.append((t[n] - t[1]) / (n - 1) * 1e3)
     return out
+
+
+def profile(model: torch.nn.Module, prompt: torch.Tensor, stream: Any, n: int, submit: bool, path: str,
+            **kwargs: Any) -> None:
+    """One host-only generate of n tokens under cProfile: functions by own and cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    host = HostOnly(stream, submit)
+    host.record(lambda: generate(model, prompt, n, **kwargs))
+    prof = cProfile.Profile()
+    with host:
+        prof.runcall(generate, model, prompt, n, **kwargs)
+    out = io.StringIO()
+    for key in ("tottime", "cumulative"):
+        pstats.Stats(prof, stream=out).sort_stats(key).print_stats(40)
+    with open(path, "w") as f:
+        f.write(out.getvalue())
 
 
 def main() -> None:
@@ -137,6 +156,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=5, help="timed generates per dtype (the median is reported)")
     ap.add_argument("--fused", action="store_true", help="after webgpu_llm.torch.fuse_layers(model)")
+    ap.add_argument("--compiled", action="store_true",
+                    help="torch.compile(backend='webgpu') with the static cache, as torch_generate.py's compiled rows")
+    ap.add_argument("--profile", default=None, metavar="FILE",
+                    help="also run one host-only generate per dtype under cProfile and write the top functions here")
     ap.add_argument("--submit", action="store_true",
                     help="also time the encoding and submits (the reads are still answered: nothing waits for the GPU)")
     ap.add_argument("--dawn-toggles", default="",
@@ -157,14 +180,22 @@ def main() -> None:
     results = []
     for dname in args.dtypes.split(","):
         model = tg.build(WIDTH64, tg.DTYPES[dname])
+        kwargs: dict[str, Any] = {}
         if args.fused:
             wt.fuse_layers(model)
-        generate(model, prompt, args.tokens)  # warm-up: plans, bind groups, kernels
+        if args.compiled:
+            torch._dynamo.reset()
+            model.forward = torch.compile(model.__class__.forward.__get__(model), backend="webgpu")
+            kwargs["cache_implementation"] = "static"
+        for _ in range(2):  # warm-up: plans, bind groups, kernels (compiled: traced, then recorded)
+            generate(model, prompt, args.tokens, **kwargs)
         launches = stream.launches
-        generate(model, prompt, args.tokens)
+        generate(model, prompt, args.tokens, **kwargs)
         per_token = (stream.launches - launches) / args.tokens
-        ms = token_ms(model, prompt, stream, args.tokens, args.repeat, args.submit)
-        r = {"dtype": dname, "fused": args.fused, "submit": args.submit, "dawn_toggles": args.dawn_toggles,
+        ms = token_ms(model, prompt, stream, args.tokens, args.repeat, args.submit, **kwargs)
+        if args.profile:
+            profile(model, prompt, stream, args.tokens, args.submit, f"{args.profile}_{dname}.txt", **kwargs)
+        r = {"dtype": dname, "fused": args.fused, "compiled": args.compiled, "submit": args.submit, "dawn_toggles": args.dawn_toggles,
              "host_ms_per_token": statistics.median(ms), "best_ms": min(ms), "runs_ms": ms,
              "launches_per_token": per_token}
         results.append(r)

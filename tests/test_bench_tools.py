@@ -39,3 +39,34 @@ def test_torch_generate_times_an_eager_step_on_the_gpu(tmp_path: Path) -> None:
     g = r["eager_step_gpu"]
     assert g["dispatches"] == sum(k["count"] for k in g["kernels"]) > 10
     assert g["gpu_us"] > 0 and any(k["kernel"] == "matvec" for k in g["kernels"])  # nn.Linear's mat-vec
+
+
+def test_torch_generate_pads_the_compiled_step(tmp_path: Path) -> None:
+    """--pad-step lengthens the compiled decode step's GPU work (round 84) and takes it off again."""
+    out = tmp_path / "pad.json"
+    _run("torch_generate.py", "--tiny", "--modes", "compiled", "--dtypes", "f32", "--new-tokens", "4", "--runs", "1",
+         "--pad-step", "0,3", "--out", str(out))
+    plain, padded = json.loads(out.read_text())["results"]
+    assert (plain["pad_step"], padded["pad_step"]) == (0, 3)
+    step = padded["decode_step_gpu"]  # profiled after the pads are taken off
+    assert padded["padded_step_gpu_us"] > step["gpu_us"] > 0
+    assert step["dispatches"] == padded["decode_step_launches"][0]
+
+
+def test_torch_step_sweep_remakes_the_step_per_shape(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    _run("torch_step_sweep.py", "--tiny", "--dtypes", "f32", "--roles", "o", "--reps", "2", "--out", str(out))
+    rows = json.loads(out.read_text())["results"]
+    tried = [r for r in rows if r["role"] == "o"]
+    assert len(tried) > 5 and all(r["step_us"] > 0 for r in rows)
+    assert {(r["wg"], r["cols"]) for r in tried} >= {(256, 2), (64, 1)}
+
+
+def test_torch_host_cost_of_a_compiled_token(tmp_path: Path) -> None:
+    out = tmp_path / "host.json"
+    _run("torch_host_cost.py", "--compiled", "--dtypes", "f16", "--tokens", "3", "--repeat", "1", "--json", str(out),
+         "--profile", str(tmp_path / "prof"))
+    (r,) = json.loads(out.read_text())
+    assert r["compiled"] and r["host_ms_per_token"] > 0
+    assert r["launches_per_token"] < 100  # the graph is replayed: only the eager ops around it launch
+    assert "generate" in (tmp_path / "prof_f16.txt").read_text()

@@ -93,6 +93,17 @@ def test_fused_linear_with_subgroup_sums(monkeypatch: pytest.MonkeyPatch) -> Non
         test_fused_linear(dtype, 1, 1096)
 
 
+@pytest.mark.parametrize("wg, cols", [(64, 1), (128, 8), (64, 4), (256, 32)])  # 64 down to 2 threads a column
+def test_fused_linear_other_shapes(monkeypatch: pytest.MonkeyPatch, wg: int, cols: int) -> None:
+    """The mat-vec under the shapes a sweep tries (bench/torch_step_sweep.py), every fused end."""
+    from webgpu_llm.torch.kernels import fused_linear
+
+    k = 1096
+    monkeypatch.setattr(fused_linear, "SHAPES", {(n, k): (wg, cols) for n in (20, 44, 12)})
+    for dtype in (torch.float32, torch.float16):
+        test_fused_linear(dtype, 1, k)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_attention_and_kv_append(dtype: torch.dtype) -> None:
     b, h, hk, d, ctx, n = 1, 6, 2, 12, 11, 2
@@ -140,6 +151,41 @@ def test_attention_append(dtype: torch.dtype, case: str) -> None:
     assert_close(got, want, tol(dtype) * 2)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", ["split", "one_split", "rope_off", "two_rows", "bias"])
+def test_attention_linear(dtype: torch.dtype, case: str) -> None:
+    """attention_linear = attention_append, heads side by side, then the output projection with a
+    residual. One query row with split keys: the projection merges the splits as it stages its
+    input and writes the new token into the caches (no merge launch); otherwise the parts run."""
+    b, h, hk, d, n_out = 1, 6, 2, 12, 20
+    ctx, p, n = {"split": (150, 77, 1), "one_split": (11, 4, 1), "rope_off": (150, 140, 1), "two_rows": (40, 30, 2),
+                 "bias": (90, 3, 1)}[case]
+    kc, vc = rnd(b, hk, ctx, d, dtype=dtype), rnd(b, hk, ctx, d, dtype=dtype)
+    k, v, q = rnd(b, hk, n, d, dtype=dtype), rnd(b, hk, n, d, dtype=dtype), rnd(b, h, n, d, dtype=dtype)
+    cos, sin = (rnd(b, 1, n, d, dtype=dtype), rnd(b, 1, n, d, dtype=dtype)) if case != "rope_off" else (None, None)
+    w, res = rnd(n_out, h * d, dtype=dtype), rnd(b, n, n_out, dtype=dtype)
+    bias = rnd(n_out, dtype=dtype) if case == "bias" else None
+    mask = torch.ones(b, 1, n, ctx, dtype=torch.bool)
+    mask[..., p + n:] = False
+    dkc, dvc = dev(kc, vc)
+    stream = wt.context.ctx().stream
+    before = stream.launches
+    got = ops.attention_linear(*dev(q), dkc, dvc, *dev(mask), d**-0.5, False, *dev(cos, sin), *dev(k, v),
+                               *dev(torch.tensor(p)), True, *dev(w, bias, res))
+    launches = stream.launches - before
+    kr, qr = (k.float(), q.float()) if cos is None else (rot(k.float(), cos.float(), sin.float()),
+                                                         rot(q.float(), cos.float(), sin.float()))
+    kc[:, :, p:p + n], vc[:, :, p:p + n] = kr.to(dtype), v
+    assert_close(dkc, kc, tol(dtype))
+    assert_close(dvc, vc, 0)
+    att = F.scaled_dot_product_attention(qr, kc.float(), vc.float(), mask, enable_gqa=True).to(dtype)
+    want = F.linear(att.transpose(1, 2).reshape(b, n, h * d).float(), w.float(),
+                    None if bias is None else bias.float()) + res.float()
+    assert_close(got, want.to(dtype), tol(dtype) * 4)
+    if case in ("split", "rope_off", "bias"):
+        assert launches == 2, launches  # the attention's partials, then the merging projection
+
+
 def tiny_llama() -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
@@ -149,9 +195,9 @@ def tiny_llama() -> torch.nn.Module:
 
 
 def test_decode_graph_is_fused() -> None:
-    """A static-cache decode step of a Llama layer is 6 launches (QKV, attention taking the new
-    token, its merge writing it into the cache, O, gate/up, down) once the cache is long enough
-    to split its keys."""
+    """A static-cache decode step of a Llama layer is 5 launches (QKV, attention taking the new
+    token, O merging the attention's key splits and writing the token into the cache, gate/up,
+    down) once the cache is long enough to split its keys."""
     torch._dynamo.reset()
     model = tiny_llama()
     ids = torch.tensor([[5, 17, 42, 3, 88] * 12])
@@ -169,8 +215,9 @@ def test_decode_graph_is_fused() -> None:
         assert g["fusions"][name] >= 2, (name, g["fusions"])
     assert g["fusions"]["batch_inplace_adds"] == 1, g["fusions"]  # both layers' length counters, one launch
     assert g["fusions"]["fuse_append_into_attention"] == 2, g["fusions"]
+    assert g["fusions"]["fuse_attention_into_linear"] == 2, g["fusions"]
     layers = 2
-    assert g["recorded_launches"][0] <= 6 * layers + 8, g  # + embedding, RoPE tables, LM head, counters
+    assert g["recorded_launches"][0] <= 5 * layers + 8, g  # + embedding, RoPE tables, LM head, counters
 
 
 def test_mutated_inputs_sees_tensor_lists() -> None:

@@ -13,7 +13,8 @@ import torch
 
 from .kernels.attention import attention as attention_kernel
 from .kernels.attention import can_append
-from .kernels.fused_linear import Norm
+from .kernels.attention import partials as attention_partials
+from .kernels.fused_linear import Merged, Norm, merged_linear, merged_linear_ok
 from .kernels.fused_linear import gated_linear as gated_linear_kernel
 from .kernels.fused_linear import linear as linear_kernel
 from .kernels.fused_linear import linear_group as linear_group_kernel
@@ -39,6 +40,9 @@ SCHEMAS = {
                  "Tensor? cos=None, Tensor? sin=None) -> ()",
     "attention_append": "attention_append(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? mask, float scale, "
                         "bool causal, Tensor? cos, Tensor? sin, Tensor k, Tensor v, Tensor index, bool start) -> Tensor",
+    "attention_linear": "attention_linear(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor? mask, float scale, "
+                        "bool causal, Tensor? cos, Tensor? sin, Tensor k, Tensor v, Tensor index, bool start, Tensor w, "
+                        "Tensor? bias=None, Tensor? residual=None) -> Tensor",
 }
 for _schema in SCHEMAS.values():
     _LIB.define(_schema)
@@ -138,6 +142,30 @@ def _attention_append(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     return attention_kernel(y, q, k_cache, v_cache, mask, causal, scale, cos, sin)
 
 
-for _name, _fn in [("attention", _attention), ("kv_append", _kv_append), ("attention_append", _attention_append), ("rms_norm", _rms_norm), ("add_rms_norm", _add_rms_norm), ("rope", _rope),
+def _attention_linear(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, mask: torch.Tensor | None,
+                      scale: float, causal: bool, cos: torch.Tensor | None, sin: torch.Tensor | None, k: torch.Tensor,
+                      v: torch.Tensor, index: torch.Tensor, start: bool, w: torch.Tensor, bias: torch.Tensor | None = None,
+                      residual: torch.Tensor | None = None) -> torch.Tensor:
+    """attention_append(...) with its heads side by side ([B, Lq, H * Dv]), then linear(., w, bias,
+    residual): the attention's output projection. For one query row with split keys, the
+    projection merges the splits as it reads its input and writes the new token into the
+    caches (kernels/fused_linear.py, `Merged`): the attention's merge launch is saved."""
+    b, h, lq, d = q.shape
+    dv = v_cache.shape[-1]
+    y = _like([b, lq, w.shape[0]], q.dtype, q.device)
+    if q.device.type == "meta":
+        return y
+    if b == 1 and lq == 1 and can_append(q, k_cache, v_cache, k, v, index) and merged_linear_ok(h * dv, w, bias,
+                                                                                                 residual, y):
+        att = torch.empty([b, h, lq, dv], dtype=q.dtype, device="meta")  # (its strides only: not written)
+        part, params = attention_partials(att, q, k_cache, v_cache, mask, causal, scale, cos, sin, (k, v, index))
+        tensors = tuple(t for t in (k_cache, v_cache, k, v, index, cos, sin) if t is not None)
+        return merged_linear(y, Merged(part, params, part.numel() // (h * (dv + 2)), h, dv, d, q.dtype, tensors), w,
+                             bias, residual)
+    att = _attention_append(q, k_cache, v_cache, mask, scale, causal, cos, sin, k, v, index, start)
+    return linear_kernel(y, att.transpose(1, 2).reshape(b, lq, h * dv), w, bias, residual)
+
+
+for _name, _fn in [("attention", _attention), ("attention_linear", _attention_linear), ("kv_append", _kv_append), ("attention_append", _attention_append), ("rms_norm", _rms_norm), ("add_rms_norm", _add_rms_norm), ("rope", _rope),
                    ("linear", _linear), ("linear_group", _linear_group), ("gated_linear", _gated_linear)]:
     _register(_name, _fn, _fn)

@@ -226,3 +226,53 @@ def fuse_append_into_attention(gm: GraphModule) -> int:
         gm.graph.erase_node(kv)
         count += 1
     return count
+
+
+_RESHAPES = (aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.clone.default,
+             aten.transpose.int, aten.permute.default)
+
+
+def _keeps_order(n: Node) -> bool:
+    """Does this reshaping node keep its input's elements in the same (row-major) order? Views,
+    reshapes and clones do; a transpose or permute does when the dimensions it moves past each
+    other are all but one of size 1."""
+    if is_op(n, aten.transpose.int, aten.permute.default):
+        shape = val(n.args[0]).shape
+        perm = list(range(len(shape)))
+        if is_op(n, aten.transpose.int):
+            a, b = n.args[1] % len(shape), n.args[2] % len(shape)
+            perm[a], perm[b] = perm[b], perm[a]
+        else:
+            perm = [d % len(shape) for d in n.args[1]]
+        big = [d for d in perm if shape[d] != 1]
+        return big == sorted(big)
+    return True
+
+
+def fuse_attention_into_linear(gm: GraphModule) -> int:
+    """attention_append of one query row, its heads put side by side (transpose, view), then the
+    output projection: linear(view(attention_append(...)), w, b, r) -> attention_linear(..., w, b, r),
+    whose projection merges the attention's key splits itself (one launch fewer a layer)."""
+    count = 0
+    for lin in [n for n in gm.graph.nodes if is_op(n, webgpu.linear.default)]:
+        if len(lin.args) > 4 and lin.args[4] is not None:
+            continue  # the input is normalised first
+        chain, x = [], lin.args[0]
+        while is_op(x, *_RESHAPES) and single_use(x) and val(x.args[0]) is not None and _keeps_order(x):
+            chain.append(x)
+            x = x.args[0]
+        if not (is_op(x, webgpu.attention_append.default) and single_use(x)):
+            continue
+        av, lv = val(x), val(lin)
+        if av is None or lv is None or av.shape[0] != 1 or av.shape[2] != 1 or av.dtype != lv.dtype:
+            continue
+        if list(lv.shape) != [1, 1, lv.shape[-1]] or val(lin.args[0]).shape[-1] != av.shape[1] * av.shape[3]:
+            continue
+        w, bias, res = (*lin.args[1:4], None, None)[:3]
+        replace(gm.graph, lin, webgpu.attention_linear.default, (*x.args, w, bias, res))
+        gm.graph.erase_node(lin)
+        for n in chain:
+            gm.graph.erase_node(n)
+        gm.graph.erase_node(x)
+        count += 1
+    return count

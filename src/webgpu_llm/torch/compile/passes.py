@@ -18,6 +18,7 @@ stays correct, only slower.
     KV append        index_copy_(kc, 2, p, rope(k)), index_copy_(vc, 2, p, v) -> kv_append(kc, vc, k, v, p, cos, sin)
     attention        sdpa(rope(q), repeat_kv(kc), repeat_kv(vc), mask) -> attention(q, kc, vc, mask, cos, sin)
     append + attend  kv_append(kc, vc, k, v, p), attention(q, kc, vc, ...) (one token) -> attention_append(...)
+    attend + O       linear(view(attention_append(...)), Wo, b, r) (one query row) -> attention_linear(..., Wo, b, r)
     no-op scaling    mul(x, 1.0)                               -> x
 """
 
@@ -32,6 +33,7 @@ from .fuse_attention import (
     batch_inplace_adds,
     fuse_append_into_attention,
     fuse_attention,
+    fuse_attention_into_linear,
     fuse_inplace_counter,
     fuse_inplace_index_copy,
     fuse_kv_append,
@@ -65,7 +67,7 @@ def drop_identity_scaling(gm: GraphModule) -> int:
 PASSES: list[Callable[[GraphModule], int]] = [
     drop_identity_scaling, fuse_inplace_index_copy, fuse_inplace_counter, fuse_rms_norm, fuse_rope,
     fuse_gated_linear, fuse_residual_linear, fuse_linear_group, slice_before_norm, fuse_norm_into_linear, fuse_attention,
-    fuse_kv_append, fuse_append_into_attention, batch_inplace_adds,
+    fuse_kv_append, fuse_append_into_attention, fuse_attention_into_linear, batch_inplace_adds,
 ]
 
 

@@ -234,33 +234,120 @@ fn main({MAIN_ARGS}) {{
     return src, nb
 
 
-def _new_token_wgsl(dts: tuple[str, str, str], rope: bool) -> str:
-    """Loaders of the new token, and `new_key(e, b, kh)` (rotated) and `new_value(e, b, kh)`."""
+def _new_token_wgsl(dts: tuple[str, str, str], rope: bool, at: int = 0) -> str:
+    """Loaders of the new token, and `new_key(e, b, kh)` (rotated) and `new_value(e, b, kh)`;
+    the attention's parameter words start at P[at] (another kernel's block may come first)."""
     out = (loader(dtype_of(dts[0]), "KN", "f32") + loader(dtype_of(dts[1]), "VN", "f32")
            + loader(dtype_of(dts[2]), "IX", "i32"))
-    load = f"ld_KN(base + ({{}}) * P[{_KN + 4}u])"
+    kn, vn, cs, sn = _KN + at, _VN + at, _COS + at, _SIN + at
+    load = f"ld_KN(base + ({{}}) * P[{kn + 4}u])"
     key = load.format("e")
     if rope:  # as the query, at the token's (only) row
-        at = "P[{o}u] + b * P[{o}u + 1u] + kh * P[{o}u + 2u] + e * P[{o}u + 4u]"
-        key = _rotated(load, "e", at.format(o=_COS), at.format(o=_SIN))
+        at_ = "P[{o}u] + b * P[{o}u + 1u] + kh * P[{o}u + 2u] + e * P[{o}u + 4u]"
+        key = _rotated(load, "e", at_.format(o=cs), at_.format(o=sn))
     return out + f"""fn new_key(e: u32, b: u32, kh: u32) -> f32 {{
-  let base = P[{_KN}u] + b * P[{_KN + 1}u] + kh * P[{_KN + 2}u];
+  let base = P[{kn}u] + b * P[{kn + 1}u] + kh * P[{kn + 2}u];
   return {key};
 }}
 fn new_value(e: u32, b: u32, kh: u32) -> f32 {{
-  return ld_VN(P[{_VN}u] + b * P[{_VN + 1}u] + kh * P[{_VN + 2}u] + e * P[{_VN + 4}u]);
+  return ld_VN(P[{vn}u] + b * P[{vn + 1}u] + kh * P[{vn + 2}u] + e * P[{vn + 4}u]);
 }}
 """
 
 
-def _write_row(c: DType, buf: str, n: str, value: str, base: str) -> str:
-    """WGSL: the workgroup writes elements 0..n of a cache row starting at element `base`, whole
-    32-bit words at a time (two 16-bit elements each, `base` even), so no atomics are needed.
-    `value` is a WGSL function of (element, b, kh)."""
+def _write_row(c: DType, buf: str, n: str, value: str, base: str, wg: int = WG) -> str:
+    """WGSL: the workgroup (`wg` threads) writes elements 0..n of a cache row starting at element
+    `base`, whole 32-bit words at a time (two 16-bit elements each, `base` even), so no atomics
+    are needed. `value` is a WGSL function of (element, b, kh)."""
     if c.per_word == 1:
-        return f"    for (var e = lid; e < {n}; e += {WG}u) {{ {buf}[{base} + e] = {c.bits(f'{value}(e, b, kh)')}; }}\n"
+        return f"    for (var e = lid; e < {n}; e += {wg}u) {{ {buf}[{base} + e] = {c.bits(f'{value}(e, b, kh)')}; }}\n"
     lo, hi = c.bits(f"{value}(2u * w, b, kh)"), c.bits(f"{value}(2u * w + 1u, b, kh)")
-    return f"    for (var w = lid; w < {n} / 2u; w += {WG}u) {{ {buf}[({base}) / 2u + w] = {lo} | ({hi} << 16u); }}\n"
+    return f"    for (var w = lid; w < {n} / 2u; w += {wg}u) {{ {buf}[({base}) / 2u + w] = {lo} | ({hi} << 16u); }}\n"
+
+
+def append_wgsl(append: tuple[str, str, str, str, str, str | None], d: int, dv: int, at: int = 0,
+                wg: int = WG) -> tuple[list[str], str, str]:
+    """What a kernel needs to write the new token into the caches (`append`: dtypes of the key
+    cache, value cache, new key, new value, position, and cos/sin or None), the attention's
+    parameter words at P[at]: (binding names in order, helper functions, `fn write_new(b, kh)`
+    storing key/value head kh of batch b at the token's position, by a workgroup of `wg`)."""
+    kcd, vcd, *new, rope_dt = append
+    names = ["K", "V", "KN", "VN", "IX"] + (["COS", "SIN"] if rope_dt is not None else [])
+    helpers = _new_token_wgsl(tuple(new), rope_dt is not None, at)  # type: ignore[arg-type]
+    if rope_dt is not None:
+        helpers = loader(dtype_of(rope_dt), "COS", "f32") + loader(dtype_of(rope_dt), "SIN", "f32") + helpers
+    helpers = f"const D: u32 = {d}u;\nconst Dv: u32 = {dv}u;\n" + helpers
+
+    def p(i: int) -> str:
+        return f"P[{i + at}u]"
+
+    write = f"""fn write_new(b: u32, kh: u32, lid: u32) {{
+  let p = u32(ld_IX({p(_IX)}));
+  if (p >= {p(3)}) {{ return; }}
+  let kb = {p(13)} + b * {p(14)} + kh * {p(15)};
+  let vb = {p(18)} + b * {p(19)} + kh * {p(20)};
+{_write_row(dtype_of(kcd), "K", "D", "new_key", f"kb + p * {p(16)}", wg)}{_write_row(dtype_of(vcd), "V", "Dv", "new_value", f"vb + p * {p(21)}", wg)}}}
+"""
+    return names, helpers, write
+
+
+def merged_wgsl() -> str:
+    """WGSL `fn merged(row, d, ns) -> f32`: element d of query row `row`'s attention output from
+    its `ns` splits' partials in binding S (each Dv weighted sums, then the split's max and sum),
+    rescaled to their common max over their total weight (Dv a constant of the kernel)."""
+    return """fn merged(row: u32, d: u32, ns: u32) -> f32 {
+  let base = row * ns * (Dv + 2u);
+  var mx = NEG;
+  for (var s = 0u; s < ns; s++) { mx = max(mx, S[base + s * (Dv + 2u) + Dv]); }
+  var tot = 0.0;
+  var a = 0.0;
+  for (var s = 0u; s < ns; s++) {
+    let o = base + s * (Dv + 2u);
+    let e = exp(S[o + Dv] - mx);
+    tot += S[o + Dv + 1u] * e;
+    a += S[o + d] * e;
+  }
+  return select(a / tot, 0.0, tot == 0.0);
+}
+"""
+
+
+def staged_merge_wgsl(heads: int, ns: int, dv: int, wg: int, store: str) -> tuple[str, str]:
+    """(workgroup declarations, statements) staging one query row's whole attention output,
+    `heads` heads of `dv` values merged from `ns` key splits (the partials in binding S, as
+    for `merged`): element k goes to `store.format(k, value)`. The same sums as `merged`, in
+    the same order, laid out for a latency-bound prologue: each thread first requests the
+    values it merges, the first `heads` threads compute each head's split weights meanwhile,
+    and one barrier later every thread adds its values up."""
+    k, ept = heads * dv, -(-heads * dv // wg)
+    decl = f"var<workgroup> mw: array<f32, {heads * ns}>;  // exp(split max - head max)\nvar<workgroup> mt: array<f32, {heads}>;\n"
+    loads = "\n".join(
+        f"    {{ let k = min(lid + {e * wg}u, {k - 1}u); let o = (k / Dv) * {ns * (dv + 2)}u + k % Dv;\n"
+        + "".join(f"      mv[{e * ns + s}] = S[o + {s * (dv + 2)}u];\n" for s in range(ns)) + "    }"
+        for e in range(ept))
+    sums = "\n".join(
+        f"  if (lid + {e * wg}u < {k}u) {{ let k = lid + {e * wg}u; let h = k / Dv; var a = 0.0;\n"
+        + "".join(f"    a += mv[{e * ns + s}] * mw[h * {ns}u + {s}u];\n" for s in range(ns))
+        + f"    {store.format('k', 'select(a / mt[h], 0.0, mt[h] == 0.0)')}\n  }}"
+        for e in range(ept))
+    body = f"""  var mv: array<f32, {ept * ns}>;
+{loads}
+  if (lid < {heads}u) {{
+    let base = lid * {ns * (dv + 2)}u;
+    var mx = NEG;
+    for (var s = 0u; s < {ns}u; s++) {{ mx = max(mx, S[base + s * (Dv + 2u) + Dv]); }}
+    var tot = 0.0;
+    for (var s = 0u; s < {ns}u; s++) {{
+      let o = base + s * (Dv + 2u);
+      let e = exp(S[o + Dv] - mx);
+      tot += S[o + Dv + 1u] * e;
+      mw[lid * {ns}u + s] = e;
+    }}
+    mt[lid] = tot;
+  }}
+  workgroupBarrier();
+{sums}"""
+    return decl, body
 
 
 def _merge_wgsl(ydt: str, dv: int, append: tuple[str, str, str, str, str, str | None] | None = None,
@@ -272,50 +359,28 @@ def _merge_wgsl(ydt: str, dv: int, append: tuple[str, str, str, str, str, str | 
     y = dtype_of(ydt)
     atomic, store = element_store(y)
     decls = [storage_decl(0, "Y", write=True, atomic=atomic), "@group(0) @binding(1) var<storage, read> S: array<f32>;"]
-    extra, write = "", ""
+    extra, write = f"const Dv: u32 = {dv}u;\n", ""
     if append is not None:
-        kcd, vcd, *new, rope_dt = append
-        names = ["K", "V", "KN", "VN", "IX"] + (["COS", "SIN"] if rope_dt is not None else [])
+        names, helpers, write_fn = append_wgsl(append, d, dv)
         decls += [storage_decl(2 + i, n, write=n in ("K", "V")) for i, n in enumerate(names)]
-        extra = _new_token_wgsl(tuple(new), rope_dt is not None)  # type: ignore[arg-type]
-        if rope_dt is not None:
-            extra = loader(dtype_of(rope_dt), "COS", "f32") + loader(dtype_of(rope_dt), "SIN", "f32") + extra
-        extra = f"const D: u32 = {d}u;\n" + extra
-        write = f"""
-  let kh = h * P[6] / H;
-  let p = u32(ld_IX(P[{_IX}u]));
-  if (h % (H / P[6]) == 0u && i == 0u && p < P[3]) {{  // the new token, into the caches
-    let kb = P[13] + b * P[14] + kh * P[15];
-    let vb = P[18] + b * P[19] + kh * P[20];
-{_write_row(dtype_of(kcd), "K", "D", "new_key", "kb + p * P[16]")}{_write_row(dtype_of(vcd), "V", "Dv", "new_value", "vb + p * P[21]")}  }}"""
+        extra = helpers + write_fn
+        write = """
+  if (h % (H / P[6]) == 0u && i == 0u) { write_new(b, h * P[6] / H, lid); }  // the new token, into the caches"""
     decls.append(storage_decl(len(decls), "P"))
     return "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + store + extra + f"""
 const NEG: f32 = -3.4028234663852886e38;
+{merged_wgsl()}
 @compute @workgroup_size({WG})
 fn main({MAIN_ARGS}) {{
   let row = {GROUP_ID};
   let H = P[1]; let Lq = P[2]; let NS = P[{_NS}];
-  let Dv = {dv}u;
   if (row >= P[0] * H * Lq) {{ return; }}
   let i = row % Lq;
   let h = (row / Lq) % H;
   let b = row / (Lq * H);{write}
-  let base = row * NS * (Dv + 2u);
-  var mx = NEG;
-  for (var s = 0u; s < NS; s++) {{ mx = max(mx, S[base + s * (Dv + 2u) + Dv]); }}
-  var tot = 0.0;
-  for (var s = 0u; s < NS; s++) {{
-    let o = base + s * (Dv + 2u);
-    tot += S[o + Dv + 1u] * exp(S[o + Dv] - mx);
-  }}
   let yb = P[23] + b * P[24] + h * P[25] + i * P[26];
   for (var d = lid; d < Dv; d += {WG}u) {{
-    var a = 0.0;
-    for (var s = 0u; s < NS; s++) {{
-      let o = base + s * (Dv + 2u);
-      a += S[o + d] * exp(S[o + Dv] - mx);
-    }}
-    st_Y(yb + d * P[27], {y.convert("select(a / tot, 0.0, tot == 0.0)", "f32")});
+    st_Y(yb + d * P[27], {y.convert("merged(row, d, NS)", "f32")});
   }}
 }}
 """, len(decls) - 1
@@ -360,12 +425,34 @@ def attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 
     `append` = (k_new, v_new, index): first k[:, :, p] = rope(k_new), v[:, :, p] = v_new with
     p = index (one token; see can_append), k_new rotated by the same cos/sin as q."""
+    if y.numel() == 0:
+        return y
+    split = partials(y, q, k, v, mask, causal, scale, cos, sin, append)
+    if split is not None:
+        part, params = split
+        d, dv = q.shape[3], v.shape[3]
+        merge_binds = [binding(y), binding(part)]
+        app = None
+        if append is not None:
+            app = (k.dtype, v.dtype, *(t.dtype for t in append), cos.dtype if cos is not None else None)
+            merge_binds += [binding(t) for t in (k, v, *append, cos, sin) if t is not None]
+        stream = ctx().stream
+        merge = stream.kernel(("sdpa_merge", y.dtype, dv, app, d), lambda: ("sdpa_merge", *_merge_wgsl(y.dtype, dv, app, d)))
+        stream.launch(merge, merge_binds, params, grid_rows(q.shape[0] * q.shape[1] * q.shape[2]))
+    return y
+
+
+def partials(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+             causal: bool, scale: float, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None,
+             append: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+             ) -> tuple[torch.Tensor, bytes] | None:
+    """The attention launch of `attention`: where the keys are split, it writes each split's
+    partials (for `merged_wgsl`) and returns them with the launch's parameter block (which the
+    merging launch reads too); otherwise it writes y and returns None."""
     b, h, lq, d = q.shape
     hk, lk, dv = k.shape[1], k.shape[2], v.shape[3]
     if d > MAX_D or dv > MAX_D:
         raise NotImplementedError(f"attention head size {max(d, dv)} over {MAX_D}")
-    if y.numel() == 0:
-        return y
     rows = b * h * lq
     ns, span = splits(rows, lk)
     words = [b, h, lq, lk, d, dv, hk, int(causal), *_geom(q), *_geom(k), *_geom(v), *_geom(y)]
@@ -394,12 +481,4 @@ def attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     params = struct.pack(f"<{len(words)}I", *words) + struct.pack("<f", scale) + struct.pack("<2I", ns, span)
     params += struct.pack(f"<{len(rope_words)}I", *rope_words)
     stream.launch(kernel, binds, params, grid_rows(rows * ns))
-    if part is not None:
-        merge_binds = [binding(y), binding(part)]
-        app = None
-        if append is not None:
-            app = (k.dtype, v.dtype, *new_dts, rope_dt)
-            merge_binds += [binding(t) for t in (k, v, *append, cos, sin) if t is not None]
-        merge = stream.kernel(("sdpa_merge", y.dtype, dv, app, d), lambda: ("sdpa_merge", *_merge_wgsl(y.dtype, dv, app, d)))
-        stream.launch(merge, merge_binds, params, grid_rows(rows))
-    return y
+    return (part, params) if part is not None else None

@@ -25,6 +25,7 @@ from ..context import ctx
 from ..dtypes import WGSL_DTYPE_HELPERS, dtype_of
 from ..tensors import empty
 from . import elementwise as ew
+from .attention import append_wgsl, staged_merge_wgsl
 from .common import (
     GROUP_ID,
     MAIN_ARGS,
@@ -42,6 +43,9 @@ from .rms_norm import rms_norm
 _ADD = ew.Pointwise("add", "a0 + a1", "f32", "f32")
 _SILU_MUL = ew.Pointwise("silu_mul", "a0 / (1.0 + exp(-a0)) * a1", "f32", "f32")
 WG = 256  # threads per workgroup, shared by 2 to 32 output columns (see columns_per_group)
+# (threads per workgroup, output columns per workgroup) for a mat-vec of (columns, input
+# length), in place of the defaults above: the benchmark's sweeps set these
+SHAPES: dict[tuple[int, int], tuple[int, int]] = {}
 MAX_K = 7168  # x staged in workgroup memory as f32 (28 KiB of the 32 KiB WebGPU guarantees)
 SEG = 5  # parameter words per weight: first column, weight offset and row stride (16-byte units),
 #          bias offset, output offset
@@ -53,6 +57,26 @@ class Norm:
 
     w: torch.Tensor
     eps: float
+
+
+@dataclass(frozen=True)
+class Merged:
+    """x given as one query row's attention partials (attention.partials, keys split in `ns`)
+    and the new token to write into the caches: `tensors` = (k cache, v cache, new key, new
+    value, position[, cos, sin]), `params` the attention launch's parameter block."""
+
+    part: torch.Tensor
+    params: bytes
+    ns: int
+    heads: int
+    dv: int
+    d: int
+    dtype: torch.dtype  # the attention output's (x is rounded to it)
+    tensors: tuple[torch.Tensor, ...]
+
+    @property
+    def k(self) -> int:
+        return self.heads * self.dv
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,11 @@ class _Spec:
     k: int  # staged inputs: workgroup memory is sized (and zeroed by WebGPU) per layer width
     subgroups: str | None = None  # the WGSL enable line where subgroup reductions are used
     direct: bool = False  # read x's 16-byte units from memory beside the weights, not staged
+    wg: int = WG  # threads per workgroup
+    # x is one query row's attention output, merged from its key splits' partials as it is
+    # staged (attention.merged_wgsl): (splits, head size of the values, of the keys, and the
+    # dtypes of the new token's write into the caches: attention.append_wgsl)
+    merge: tuple[int, int, int, tuple[torch.dtype, ...]] | None = None
 
     @property
     def segments(self) -> int:
@@ -87,10 +116,16 @@ def columns_per_group(n: int) -> int:
     return 2
 
 
+def matvec_shape(n: int, k: int) -> tuple[int, int]:
+    """(threads per workgroup, output columns per workgroup) of a mat-vec with n columns."""
+    return SHAPES.get((n, k)) or (WG, columns_per_group(n))
+
+
 def _wgsl(s: _Spec) -> tuple[str, int]:
     xdt, wdt = dtype_of(s.x), dtype_of(s.w)
+    WG = s.wg  # (the WGSL below names it so)
     cols, lanes = s.cols, WG // s.cols
-    decls, loads, stores = [], "" if s.direct else loader(xdt, "X", "f32"), ""
+    decls, loads, stores = [], "" if s.direct or s.merge else loader(xdt, "X", "f32"), ""
     nb = 0
 
     def add(name: str, vec4: bool = False, write: bool = False, atomic: bool = False) -> None:
@@ -105,7 +140,11 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
         atomic, st = element_store(dtype_of(y), f"Y{i}")
         add(f"Y{i}", write=True, atomic=atomic)
         stores += st
-    add("X4" if s.direct else "X", vec4=s.direct)
+    if s.merge:
+        decls.append(f"@group(0) @binding({nb}) var<storage, read> S: array<f32>;")
+        nb += 1
+    else:
+        add("X4" if s.direct else "X", vec4=s.direct)
     for i in range(s.segments):
         add(f"W{i}", vec4=True)
     if s.gated:
@@ -120,6 +159,14 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     if s.norm is not None:
         add("NW")
         loads += loader(dtype_of(s.norm), "NW", "f32")
+    at = 5 + SEG * s.segments + 3  # where the attention's parameter words start (merge)
+    mdecl = ""
+    if s.merge:
+        _, dv, d, app = s.merge
+        names, helpers, write_new = append_wgsl(app, d, dv, at, WG)
+        for name in names:
+            add(name, write=name in ("K", "V"))
+        loads += f"const NEG: f32 = -3.4028234663852886e38;\n{helpers}{write_new}"
     add("P")
     u = vec4_elems(wdt)
     unpack = "".join(vec4_reader(wdt, f"unit_W{i}", f"W{i}") for i in range(s.segments))
@@ -189,6 +236,13 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
   for (var k = lid; k < {s.k}u; k += {WG}u) {{
     xs[k] = {xdt.round(f"ld_NW(P[3] + k) * {rnd.round('xs[k] * r')}")};
   }}"""
+    elif s.merge:  # x merged from the attention's partials (and the new token written by one workgroup)
+        ns, dv = s.merge[0], s.merge[1]
+        mdecl, mstage = staged_merge_wgsl(s.k // dv, ns, dv, WG, "xs[{}] = " + xdt.round("{}") + ";")
+        stage = f"""{mstage}
+  if ({GROUP_ID} == 0u) {{
+    for (var kh = 0u; kh < P[{at + 6}u]; kh++) {{ write_new(0u, kh, lid); }}
+  }}"""
     elif s.direct:  # no staging: x's loads go out with the weights' (and no barrier waits on them)
         stage = ""
     else:
@@ -226,6 +280,7 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     src = ((s.subgroups + "\n") if s.subgroups else "") + "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + stores + unpack + f"""
 const KU: u32 = {ku}u;
 {"" if s.direct else f"var<workgroup> xs: array<f32, {s.k}>;"}
+{mdecl}
 var<workgroup> red: array<f32, {WG}>;
 var<workgroup> red2: array<f32, {WG}>;
 @compute @workgroup_size({WG})
@@ -273,23 +328,29 @@ def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> bool:
     return True
 
 
-def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tensor],
+def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor | Merged, ws: Sequence[torch.Tensor],
             biases: Sequence[torch.Tensor | None], gate: torch.Tensor | None = None,
             residual: torch.Tensor | None = None, norm: Norm | None = None) -> None:
-    k = x.shape[-1]
+    merged = x if isinstance(x, Merged) else None
+    k = merged.k if merged else x.shape[-1]
     u = vec4_elems(dtype_of(ws[0].dtype))
+    n_total = sum(w.shape[0] for w in ws)
+    wg, cols = matvec_shape(n_total, k)
+    direct = not merged and norm is None and x.dtype == ws[0].dtype and x.storage_offset() % u == 0
+    merge = None
+    if merged:
+        dts = tuple(t.dtype for t in merged.tensors[:5])
+        merge = (merged.ns, merged.dv, merged.d, (*dts, merged.tensors[5].dtype if len(merged.tensors) > 5 else None))
     spec = _Spec(x.dtype, ws[0].dtype, tuple(y.dtype for y in ys), tuple(b.dtype if b is not None else None
                                                                         for b in biases),
                  residual.dtype if residual is not None else None, gate is not None,
                  norm.w.dtype if norm is not None else None, x.dtype if norm is not None else None,
-                 columns_per_group(sum(w.shape[0] for w in ws)), k, ctx().gpu.subgroups_wgsl(),
-                 direct=norm is None and x.dtype == ws[0].dtype and x.storage_offset() % u == 0)
+                 cols, k, ctx().gpu.subgroups_wgsl(), direct=direct, wg=wg, merge=merge)
     stream = ctx().stream
     kernel = stream.kernel(("matvec", spec), lambda: ("matvec", *_wgsl(spec)))
-    n_total = sum(w.shape[0] for w in ws)
     eps = struct.unpack("<I", struct.pack("<f", norm.eps if norm is not None else 0.0))[0]
-    words = [k, n_total, x.storage_offset() // u if spec.direct else x.storage_offset(),
-             norm.w.storage_offset() if norm is not None else 0, eps]
+    x_at = 0 if merged else x.storage_offset() // u if direct else x.storage_offset()
+    words = [k, n_total, x_at, norm.w.storage_offset() if norm is not None else 0, eps]
     first = 0
     for w, b, y in zip(ws, biases, ys):
         words += [first, w.storage_offset() // u, w.stride(0) // u, b.storage_offset() if b is not None else 0,
@@ -297,9 +358,30 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tens
         first += w.shape[0]
     words += [residual.storage_offset() if residual is not None else 0,
               gate.storage_offset() // u if gate is not None else 0, gate.stride(0) // u if gate is not None else 0]
-    binds = [binding(y) for y in ys] + [binding(x)] + [binding(w) for w in ws]
+    binds = [binding(y) for y in ys] + [binding(merged.part if merged else x)] + [binding(w) for w in ws]
     binds += [binding(t) for t in (gate, *biases, residual, norm.w if norm is not None else None) if t is not None]
-    stream.launch(kernel, binds, struct.pack(f"<{len(words)}I", *words), grid_rows(-(-n_total // spec.cols)))
+    params = struct.pack(f"<{len(words)}I", *words)
+    if merged:
+        binds += [binding(t) for t in merged.tensors]
+        params += merged.params
+    stream.launch(kernel, binds, params, grid_rows(-(-n_total // spec.cols)))
+
+
+def merged_linear_ok(k: int, w: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
+                     y: torch.Tensor) -> bool:
+    """Can `merged_linear` run this (one row of k inputs, weights that 16-byte loads read)?"""
+    u = vec4_elems(dtype_of(w.dtype))
+    return (k <= MAX_K and w.dim() == 2 and w.shape[1] == k and w.stride(1) == 1 and k % u == 0
+            and w.stride(0) % u == 0 and w.storage_offset() % u == 0 and _vector(bias) and y.is_contiguous()
+            and y.numel() == w.shape[0] and (residual is None or (residual.is_contiguous() and residual.shape == y.shape)))
+
+
+def merged_linear(y: torch.Tensor, x: Merged, w: torch.Tensor, bias: torch.Tensor | None = None,
+                  residual: torch.Tensor | None = None) -> torch.Tensor:
+    """y = merge(x) @ w.T (+ bias) (+ residual), merge(x) the attention output whose partials x
+    holds, and the new token written into the caches (see merged_linear_ok)."""
+    _matvec([y], x, [w], [bias], residual=residual)
+    return y
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

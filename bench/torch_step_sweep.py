@@ -1,0 +1,112 @@
+"""GPU time of the compiled decode step under other mat-vec shapes, one role at a time.
+
+The step is `torch_generate.py`'s compiled decode step (Qwen2.5-0.5B shape, random weights,
+static cache): compiled once per dtype, then, for each shape to try, its recording is made
+again with `fused_linear.SHAPES` set for that role's (columns, input length) and the whole
+step is timed on the GPU (timestamps, median of `--reps`). Only GPU time is measured, which
+the host does not move: one process can compare every setting.
+
+    python bench/torch_step_sweep.py --backend dawn --out sweep.json
+    python bench/torch_step_sweep.py --tiny --out /tmp/s.json      # smoke test (llvmpipe)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import webgpu_llm  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+import torch
+import torch_generate as tg
+
+import webgpu_llm.torch as wt
+from webgpu_llm.torch.compile.backend import RUNNERS
+from webgpu_llm.torch.kernels import fused_linear
+
+# (threads per workgroup, columns per workgroup) to try for every role
+CANDIDATES = [(256, 2), (256, 4), (256, 8), (256, 16), (256, 32), (128, 1), (128, 2), (128, 4), (128, 8), (64, 1),
+              (64, 2), (512, 4), (512, 8)]
+
+
+def roles(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(columns, input length) of each mat-vec of a decoder layer, and the LM head's."""
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    d = h // cfg["num_attention_heads"]
+    return {"qkv": (h + 2 * cfg["num_key_value_heads"] * d, h), "o": (h, h), "gate_up": (i, h), "down": (h, i),
+            "head": (cfg["vocab_size"], h)}
+
+
+def step_us(model: torch.nn.Module, prompt: torch.Tensor, reps: int) -> tuple[float, int]:
+    """Record the decode step again (with the shapes now set) and time it on the GPU."""
+    for r in RUNNERS:
+        for rec in r.recorded.values():
+            rec.release()
+        r.recorded.clear()
+    tg.timed_generate(model, prompt, 4, cache_implementation="static")  # records on this sight
+    prog = tg.decode_step_program()
+    return prog.time_gpu(1, reps=reps) * 1e6, len(prog.dispatches)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="JSON results path")
+    ap.add_argument("--backend", default="dawn", choices=["wgpu", "dawn"])
+    ap.add_argument("--dtypes", default="f16,f32")
+    ap.add_argument("--roles", default="qkv,o,gate_up,down,head")
+    ap.add_argument("--reps", type=int, default=30, help="timed replays of the step per setting")
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer model (smoke test)")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    wt.set_backend(args.backend)
+    if not wt.is_available() or not wt.context.ctx().gpu.has_timestamps:
+        sys.exit("no WebGPU adapter with timestamp queries")
+    cfg = dict(tg.TINY if args.tiny else tg.QWEN25_05B)
+    prompt = torch.randint(0, cfg["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(1)).to("webgpu")
+    shapes = roles(cfg)
+    results: list[dict[str, Any]] = []
+    for dname in args.dtypes.split(","):
+        model = tg.build(cfg, tg.DTYPES[dname])
+        torch._dynamo.reset()
+        model.forward = torch.compile(model.__class__.forward.__get__(model), backend="webgpu")
+        for _ in range(2):  # traced, then recorded
+            tg.timed_generate(model, prompt, 4, cache_implementation="static")
+        fused_linear.SHAPES.clear()
+        base, n = step_us(model, prompt, args.reps)
+        print(f"{dname}: default step {base:.1f} µs, {n} dispatches", flush=True)
+        for role in args.roles.split(","):
+            key = shapes[role]
+            for wg, cols in CANDIDATES:
+                fused_linear.SHAPES.clear()
+                fused_linear.SHAPES[key] = (wg, cols)
+                us, _ = step_us(model, prompt, args.reps)
+                results.append({"dtype": dname, "role": role, "n_k": key, "wg": wg, "cols": cols, "step_us": us,
+                                "default_us": base})
+                print(f"  {role:8s} wg {wg:3d} cols {cols:2d}: {us:8.1f} µs ({us - base:+.1f})", flush=True)
+        fused_linear.SHAPES.clear()
+        again, _ = step_us(model, prompt, args.reps)
+        results.append({"dtype": dname, "role": "default again", "step_us": again, "default_us": base})
+        print(f"{dname}: default again {again:.1f} µs", flush=True)
+        del model
+    with open(args.out, "w") as f:
+        json.dump({"command": " ".join([sys.executable, *sys.argv]), "device": wt.context.ctx().gpu.info,
+                   "results": results}, f, indent=1)
+    print("\n| dtype | role | best (wg, cols) | step µs | default µs |\n| --- | --- | --- | --- | --- |")
+    for dname in args.dtypes.split(","):
+        for role in args.roles.split(","):
+            rows = [r for r in results if r["dtype"] == dname and r["role"] == role]
+            if rows:
+                b = min(rows, key=lambda r: r["step_us"])
+                print(f"| {dname} | {role} | ({b['wg']}, {b['cols']}) | {b['step_us']:.1f} | {b['default_us']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
