@@ -186,6 +186,21 @@ def test_attention_linear(dtype: torch.dtype, case: str) -> None:
         assert launches == 2, launches  # the attention's partials, then the merging projection
 
 
+def test_attention_with_subgroups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attention kernels built with subgroup operations (off on CPU adapters by default):
+    where a subgroup spans a chunk's keys their max and sum are subgroup reductions, elsewhere
+    (narrow subgroups) the same kernel walks the scores."""
+    gpu = wt.context.ctx().gpu
+    if not gpu.has_subgroups:
+        pytest.skip("no subgroups on this adapter")
+    real = gpu.subgroups_wgsl
+    monkeypatch.setattr(gpu, "subgroups_wgsl", lambda on_cpu=False: real(on_cpu=True))
+    for dtype in (torch.float32, torch.float16):
+        for case in ("split", "two_rows"):
+            test_attention_linear(dtype, case)
+        test_attention_and_kv_append(dtype)
+
+
 def tiny_llama() -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(

@@ -54,13 +54,18 @@ def _dim_lanes(dv: int) -> int:
 
 
 def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str | None, d: int, dv: int,
-          split: bool, append: tuple[str, str, str] | None = None) -> tuple[str, int]:
+          split: bool, append: tuple[str, str, str] | None = None, subgroups: str | None = None) -> tuple[str, int]:
     """The attention kernel for head sizes d, dv; `split` writes per-split partials instead of y;
     `append` (dtypes of the new key, value and position): the key and value at the new position
     come from the new token, not from the cache (which the merge launch writes).
 
     The head sizes are constants so that the driver's compiler unrolls the per-thread loops
-    and issues their loads together (with runtime bounds each load waited for the last)."""
+    and issues their loads together (with runtime bounds each load waited for the last).
+    Decode attention is latency-bound: what a thread will need from memory (its values of the
+    chunk, its key's mask, the new token's key and value) is requested before the first
+    barrier, so that one round of loads serves the chunk. `subgroups` (the WGSL enable line,
+    or None): where a subgroup spans the chunk's keys, their max and sum are one subgroupMax
+    and one subgroupAdd instead of every thread walking the chunk's scores."""
     dw = _dim_lanes(dv)
     y = dtype_of(ydt)
     atomic, store = element_store(y)
@@ -71,15 +76,14 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         store = ""
     loads = loader(dtype_of(qdt), "Q", "f32") + loader(dtype_of(kdt), "K", "f32") + loader(dtype_of(vdt), "V", "f32")
     nb = 4
-    mask = ""
+    mask, mask_load = "", ""
     if mdt is not None:
         decls.append(storage_decl(4, "M"))
         md = dtype_of(mdt)
         loads += loader(md, "M", "f32")
         nb = 5
-        at = "P[28] + b * P[29] + h * P[30] + i * P[31] + j * P[32]"
-        mask = (f"        if (ld_M({at}) == 0.0) {{ s = NEG; }}" if md.name == "b8"
-                else f"        s = s + ld_M({at});")
+        mask_load = "    let mval = ld_M(P[28] + b * P[29] + h * P[30] + i * P[31] + min(j0 + lid, Lk - 1u) * P[32]);\n"
+        mask = "        if (mval == 0.0) { s = NEG; }" if md.name == "b8" else "        s = s + mval;"
     qload = "ld_Q(qb + d * P[12])"
     if rope_dt is not None:  # q * cos + rotate_half(q) * sin, rotate_half pairs d with d +- D/2
         decls += [storage_decl(nb, "COS"), storage_decl(nb + 1, "SIN")]
@@ -104,19 +108,92 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         decls += [storage_decl(nb + i, name) for i, name in enumerate(("KN", "VN", "IX"))]
         nb += 3
         loads += _new_token_wgsl(append, rope_dt is not None)
-        new_pos = f"  let p = u32(ld_IX(P[{_IX}u]));  // the new token's position: its key and value come from it\n"
+        # the new token's position; the split that holds it requests the token's key (this
+        # thread's dimensions of it) and value at once, with its other loads
+        new_pos = f"""  let p = u32(ld_IX(P[{_IX}u]));
+  var nk: array<f32, {kt}>;
+  var nv: array<f32, DPT>;
+  if (p >= j_begin && p < j_end) {{
+    for (var t = 0u; t < {kt}u; t++) {{ nk[t] = new_key(min(lid % {TPK}u + t * {TPK}u, D - 1u), b, kh); }}
+    for (var t = 0u; t < DPT; t++) {{ nv[t] = new_value(min(d0 + t * DW, Dv - 1u), b, kh); }}
+  }}
+"""
         new_key = f"""
         if (j == p) {{
           s = 0.0;
-          {key_dot("new_key(d, b, kh)")}
+          for (var t = 0u; t < {kt}u; t++) {{
+            let d = lid % {TPK}u + t * {TPK}u;
+            {kguard}{{ s += qs[d] * nk[t]; }}
+          }}
         }}"""
         # the cache's (stale) value at p is left out of the loop, and the new one added after
         # it by the thread whose key group holds p: no load or select in the loop itself
         not_new = " && j0 + jj != p"
         new_value = """
-        if (p >= j0 && p < j0 + cnt && (p - j0) % KG == kg) { a += ps[p - j0] * new_value(d, b, kh); }"""
+        if (p >= j0 && p < j0 + cnt && (p - j0) % KG == kg) { a += ps[p - j0] * nv[t]; }"""
     decls.append(storage_decl(nb, "P"))
     kg, dpt = WG // dw, -(-dv // dw)
+    vk = KC // kg  # keys of the chunk a thread weighs into each of its value dimensions
+    vpre = dpt * vk <= 32  # this thread's values of the chunk fit in registers: requested first
+    vload = "ld_V(vb + min(j0 + jj, Lk - 1u) * P[21] + d * P[22])"
+    if vpre:
+        v_first = f"""    for (var t = 0u; t < DPT; t++) {{
+      let d = min(d0 + t * DW, Dv - 1u);
+      for (var t2 = 0u; t2 < {vk}u; t2++) {{ let jj = kg + t2 * KG; vv[t * {vk}u + t2] = {vload}; }}
+    }}
+"""
+        vload = f"vv[t * {vk}u + t2]"
+        v_decl = f"    var vv: array<f32, {dpt * vk}>;  // (requested after the key's loads)\n"
+    else:
+        v_first = v_decl = ""
+    sg = subgroups is not None
+    # the chunk's max and sum: with subgroups one subgroupMax and one subgroupAdd where a
+    # subgroup spans the chunk's keys (lanes past them add the identities), else every
+    # thread walks the scores in workgroup memory
+    walk = f"""      var cm = NEG;
+      for (var t = 0u; t < {KC}u; t++) {{ cm = max(cm, ps[t]); }}
+      mn = max(m, cm);"""
+    walk_sum = f"""      for (var t = 0u; t < {KC}u; t++) {{ cs += ps[t]; }}"""
+    if sg:
+        softmax = f"""    var mn = NEG;
+    var cs = 0.0;
+    let by_sg = sgs >= {KC}u;
+    if (by_sg) {{
+      mn = max(m, subgroupMax(sv));
+      let pv = select(0.0, exp(sv - mn), sv > NEG);
+      cs = subgroupAdd(pv);
+      if (lid < {KC}u) {{ ps[lid] = pv; }}
+      if (lid == 0u) {{ stat[0] = mn; stat[1] = cs; }}
+    }} else if (lid < {KC}u) {{
+      ps[lid] = sv;
+    }}
+    workgroupBarrier();
+    if (by_sg) {{
+      mn = stat[0];
+      cs = stat[1];
+    }} else {{
+{walk}
+    }}
+    workgroupBarrier();
+    if (!by_sg) {{
+      if (lid < {KC}u) {{ let s = ps[lid]; ps[lid] = select(0.0, exp(s - mn), s > NEG); }}
+    }}
+    workgroupBarrier();
+    if (!by_sg) {{
+{walk_sum}
+    }}"""
+    else:
+        softmax = f"""    if (lid < {KC}u) {{ ps[lid] = sv; }}
+    workgroupBarrier();
+    var mn = NEG;
+    {{
+{walk}
+    }}
+    workgroupBarrier();
+    if (lid < {KC}u) {{ let s = ps[lid]; ps[lid] = select(0.0, exp(s - mn), s > NEG); }}
+    workgroupBarrier();
+    var cs = 0.0;
+{walk_sum}"""
     if split:  # (weighted values, max, sum) of this split, Dv + 2 floats
         out = """  let ob = (g * (Dv + 2u));
   for (var t = 0u; t < DPT; t++) {
@@ -130,7 +207,8 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
     let d = d0 + t * DW;
     if (kg == 0u && d < Dv) {{ st_Y(yb + d * P[27], {y.convert("select(acc[t] / l, 0.0, l == 0.0)", "f32")}); }}
   }}"""
-    src = "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + store + f"""
+    head = (subgroups + "\n") if subgroups else ""
+    src = head + "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + store + f"""
 const NEG: f32 = -3.4028234663852886e38;
 const DW: u32 = {dw}u;   // threads per output row in the value sum
 const KG: u32 = {kg}u;   // key groups in the value sum
@@ -141,8 +219,9 @@ var<workgroup> qs: array<f32, {d}>;
 var<workgroup> sp: array<f32, {WG}>;
 var<workgroup> ps: array<f32, {KC}>;
 var<workgroup> accs: array<f32, {dpt * dw * max(kg - 1, 1)}>;
+var<workgroup> stat: array<f32, 2>;
 @compute @workgroup_size({WG})
-fn main({MAIN_ARGS}) {{
+fn main({MAIN_ARGS}{", @builtin(subgroup_size) sgs: u32" if sg else ""}) {{
   let g = {GROUP_ID};
   let H = P[1]; let Lq = P[2]; let Lk = P[3];
   let NS = P[{_NS}];
@@ -163,22 +242,23 @@ fn main({MAIN_ARGS}) {{
   let j_end = min(n, j_begin + P[{_SPAN}]);
   let kb = P[13] + b * P[14] + kh * P[15];
   let vb = P[18] + b * P[19] + kh * P[20];
-{new_pos}  let d0 = lid % DW;
+  let d0 = lid % DW;
   let kg = lid / DW;
-  var m = NEG;
+{new_pos}  var m = NEG;
   var l = 0.0;
   var acc: array<f32, DPT>;
   for (var j0 = j_begin; j0 < j_end; j0 += {KC}u) {{
-    {{  // this thread's share of a key's dot product
+{v_decl}{mask_load}    {{  // this thread's share of a key's dot product
       let j = j0 + lid / {TPK}u;
       var s = 0.0;
       if (j < j_end) {{
         let kr = kb + j * P[16];
         {key_dot("ld_K(kr + d * P[17])")}{new_key}
       }}
-      sp[lid] = s;
+{v_first}      sp[lid] = s;
     }}
     workgroupBarrier();
+    var sv = NEG;  // this thread's key's score (threads of the chunk's keys)
     if (lid < {KC}u) {{
       let j = j0 + lid;
       var s = NEG;
@@ -186,18 +266,10 @@ fn main({MAIN_ARGS}) {{
         s = {" + ".join(f"sp[{TPK}u * lid + {t}u]" for t in range(TPK))};
 {mask}
       }}
-      ps[lid] = s;
+      sv = s;
     }}
-    workgroupBarrier();
-    var cm = NEG;
-    for (var t = 0u; t < {KC}u; t++) {{ cm = max(cm, ps[t]); }}
-    let mn = max(m, cm);
+{softmax}
     let corr = select(exp(m - mn), 0.0, m <= NEG);
-    workgroupBarrier();
-    if (lid < {KC}u) {{ let s = ps[lid]; ps[lid] = select(0.0, exp(s - mn), s > NEG); }}
-    workgroupBarrier();
-    var cs = 0.0;
-    for (var t = 0u; t < {KC}u; t++) {{ cs += ps[t]; }}
     l = l * corr + cs;
     m = mn;
     let cnt = min({KC}u, j_end - j0);
@@ -205,9 +277,9 @@ fn main({MAIN_ARGS}) {{
       let d = d0 + t * DW;
       if (d < Dv) {{
         var a = acc[t] * corr;
-        for (var t2 = 0u; t2 < {KC // kg}u; t2++) {{  // a key past the chunk's end is read clamped, weighed 0
+        for (var t2 = 0u; t2 < {vk}u; t2++) {{  // a key past the chunk's end is read clamped, weighed 0
           let jj = kg + t2 * KG;
-          let vj = ld_V(vb + min(j0 + jj, Lk - 1u) * P[21] + d * P[22]);
+          let vj = {vload};
           a += select(0.0, ps[jj] * vj, jj < cnt{not_new});
         }}{new_value}
         acc[t] = a;
@@ -461,10 +533,11 @@ def partials(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     mdt = mask.dtype if mask is not None else None
     split = ns > 1
     new_dts = (append[0].dtype, append[1].dtype, append[2].dtype) if append is not None else None
-    key = ("sdpa", q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split, new_dts)
+    sg = ctx().gpu.subgroups_wgsl()
+    key = ("sdpa", q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split, new_dts, sg)
     stream = ctx().stream
     kernel = stream.kernel(key, lambda: ("sdpa", *_wgsl(q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split,
-                                                        new_dts)))
+                                                        new_dts, sg)))
     part = empty([rows * ns * (dv + 2)], torch.float32) if split else None
     binds = [binding(part if part is not None else y), binding(q), binding(k), binding(v)]
     binds += [binding(mask)] if mask is not None else []
