@@ -121,8 +121,8 @@ def vec4_elems(dt: DType) -> int:
     return 16 // dt.size
 
 
-def vec4_reader(dt: DType, fn: str = "wunit", buf: str = "W4") -> str:
-    """WGSL `fn fn(i) -> array<f32, n>`: the 16 bytes at vec4 index i of binding `buf` as f32."""
+def vec4_decoder(dt: DType, fn: str = "wdec") -> str:
+    """WGSL `fn fn(v: vec4<u32>) -> array<f32, n>`: 16 bytes of a float type as f32."""
     n = vec4_elems(dt)
     if dt.name == "f32":
         vals = ", ".join(f"bitcast<f32>(v.{c})" for c in "xyzw")
@@ -132,4 +132,10 @@ def vec4_reader(dt: DType, fn: str = "wunit", buf: str = "W4") -> str:
         vals = ", ".join(f"bitcast<f32>(v.{c} << 16u), bitcast<f32>(v.{c} & 0xffff0000u)" for c in "xyzw")
     else:
         raise TypeError(f"no 16-byte reader for {dt.name}")
-    return f"fn {fn}(i: u32) -> array<f32, {n}> {{\n  let v = {buf}[i];\n  return array<f32, {n}>({vals});\n}}\n"
+    return f"fn {fn}(v: vec4<u32>) -> array<f32, {n}> {{\n  return array<f32, {n}>({vals});\n}}\n"
+
+
+def vec4_reader(dt: DType, fn: str = "wunit", buf: str = "W4") -> str:
+    """WGSL `fn fn(i) -> array<f32, n>`: the 16 bytes at vec4 index i of binding `buf` as f32."""
+    return (vec4_decoder(dt, f"{fn}_dec")
+            + f"fn {fn}(i: u32) -> array<f32, {vec4_elems(dt)}> {{ return {fn}_dec({buf}[i]); }}\n")

@@ -43,6 +43,10 @@ from .rms_norm import rms_norm
 _ADD = ew.Pointwise("add", "a0 + a1", "f32", "f32")
 _SILU_MUL = ew.Pointwise("silu_mul", "a0 / (1.0 + exp(-a0)) * a1", "f32", "f32")
 WG = 256  # threads per workgroup, shared by 2 to 32 output columns (see columns_per_group)
+# Where x is staged (normalised, or merged from attention partials), each thread requests all
+# its weight units before the staging when they are at most this many: their memory latency
+# then overlaps the staging's instead of following it (0: never)
+EARLY = 4
 # (threads per workgroup, output columns per workgroup) for a mat-vec of (columns, input
 # length), in place of the defaults above: the benchmark's sweeps set these
 SHAPES: dict[tuple[int, int], tuple[int, int]] = {}
@@ -100,6 +104,7 @@ class _Spec:
     # staged (attention.merged_wgsl): (splits, head size of the values, of the keys, and the
     # dtypes of the new token's write into the caches: attention.append_wgsl)
     merge: tuple[int, int, int, tuple[torch.dtype, ...]] | None = None
+    early: bool = False  # a staged x: each thread requests its weights before the staging (see EARLY)
 
     @property
     def segments(self) -> int:
@@ -186,16 +191,17 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     ku = s.k // u
     iters = -(-ku // lanes)
     ok = "k4 < KU" if ku % lanes else "true"
+    early = s.early and iters <= EARLY
     dot_cases = []
     for i in range(s.segments):
         dot_cases.append(f"""      if (si == {i}u) {{
-        let w = unit_W{i}(wb + kc);
+        let w = {"unit_W0_dec(rw[t])" if early else f"unit_W{i}(wb + kc)"};
         var part = 0.0;
         for (var j = 0u; j < {u}u; j++) {{ part += w[j] * {xv}; }}
         acc += select(0.0, part, {ok});
       }}""")
     gate = f"""
-      let g = unit_G(gb + kc);
+      let g = {"unit_G_dec(rg[t])" if early else "unit_G(gb + kc)"};
       var part2 = 0.0;
       for (var j = 0u; j < {u}u; j++) {{ part2 += g[j] * {xv}; }}
       acc2 += select(0.0, part2, {ok});""" if s.gated else ""
@@ -261,6 +267,19 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     }}
     ra = red[lid];
     rb = red2[lid];"""
+    early_loads = ""
+    if early:  # this thread's weight units (and gate units), raw, before the staging
+        seg_loads = " else ".join(f"if (si == {i}u) {{ rw[t] = W{i}[wb + kc]; }}" for i in range(s.segments))
+        early_loads = f"""  var rw: array<vec4<u32>, {iters}>;
+  {f"var rg: array<vec4<u32>, {iters}>;" if s.gated else ""}
+  if (n < P[1]) {{
+    for (var t = 0u; t < {iters}u; t++) {{
+      let kc = min(lane + t * {lanes}u, KU - 1u);
+      {seg_loads}
+      {"rg[t] = G[gb + kc];" if s.gated else ""}
+    }}
+  }}
+"""
     reduce = f"  {{\n{tree}\n  }}"
     main_args = MAIN_ARGS
     if s.subgroups is not None:
@@ -286,17 +305,17 @@ var<workgroup> red2: array<f32, {WG}>;
 @compute @workgroup_size({WG})
 fn main({main_args}) {{
   let K = P[0];
-{stage}
-  {"" if s.direct else "workgroupBarrier();"}
   let lane = lid % {lanes}u;
   let n = {GROUP_ID} * {cols}u + lid / {lanes}u;
   var si = 0u;
 {pick}  let c = n - P[5u + {SEG}u * si];
+  let wb = P[{5 + 1}u + {SEG}u * si] + c * P[{5 + 2}u + {SEG}u * si];
+  let gb = P[{5 + SEG * s.segments + 1}u] + c * P[{5 + SEG * s.segments + 2}u];
+{early_loads}{stage}
+  {"" if s.direct else "workgroupBarrier();"}
   var acc = 0.0;
   var acc2 = 0.0;
   if (n < P[1]) {{
-    let wb = P[{5 + 1}u + {SEG}u * si] + c * P[{5 + 2}u + {SEG}u * si];
-    let gb = P[{5 + SEG * s.segments + 1}u] + c * P[{5 + SEG * s.segments + 2}u];
     for (var t = 0u; t < {iters}u; t++) {{
       let k4 = lane + t * {lanes}u;
       let kc = min(k4, KU - 1u);
@@ -345,7 +364,8 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor | Merged, ws: Sequence[t
                                                                         for b in biases),
                  residual.dtype if residual is not None else None, gate is not None,
                  norm.w.dtype if norm is not None else None, x.dtype if norm is not None else None,
-                 cols, k, ctx().gpu.subgroups_wgsl(), direct=direct, wg=wg, merge=merge)
+                 cols, k, ctx().gpu.subgroups_wgsl(), direct=direct, wg=wg, merge=merge,
+                 early=EARLY > 0 and not direct and (norm is not None or merged is not None))
     stream = ctx().stream
     kernel = stream.kernel(("matvec", spec), lambda: ("matvec", *_wgsl(spec)))
     eps = struct.unpack("<I", struct.pack("<f", norm.eps if norm is not None else 0.0))[0]
