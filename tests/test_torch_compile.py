@@ -186,6 +186,21 @@ def test_attention_linear(dtype: torch.dtype, case: str) -> None:
         assert launches == 2, launches  # the attention's partials, then the merging projection
 
 
+def test_attention_into_linear_only_where_heads_keep_their_order() -> None:
+    """The O projection may merge the attention's output itself only where the reshapes in
+    between leave its elements in order (heads side by side): a transpose that moves only a
+    size-1 dimension does, one that swaps heads and head dimensions does not."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from webgpu_llm.torch.compile.fuse_attention import _keeps_order
+
+    x = torch.randn(1, 6, 1, 4)
+    gm = make_fx(lambda t: (t.transpose(1, 2), t.transpose(1, 3), t.permute(0, 2, 1, 3), t.permute(0, 3, 2, 1),
+                            t.view(6, 4)), tracing_mode="fake")(x)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert [_keeps_order(n) for n in nodes] == [True, False, True, False, True]
+
+
 def test_attention_with_subgroups(monkeypatch: pytest.MonkeyPatch) -> None:
     """The attention kernels built with subgroup operations (off on CPU adapters by default):
     where a subgroup spans a chunk's keys their max and sum are subgroup reductions, elsewhere
