@@ -5,7 +5,8 @@ share each key's dot product (short load chains), the chunk's scores go through 
 memory, and the weighted sum of values has each thread own one output dimension for a share
 of the chunk's keys. When there are few query rows (decode: one per head) the keys are split
 over several workgroups so that the GPU is busy; each writes its (max, sum, weighted values)
-and a second launch merges them (flash-decoding). Grouped-query attention reads the key/value
+and a second launch merges them (flash-decoding), or the output projection does as it reads
+its input (`partials`, `staged_merge_wgsl`; fused_linear.Merged). Grouped-query attention reads the key/value
 head h * Hk / H; masks (additive or boolean) broadcast through zero strides. The query may be
 rotated (RoPE) as it is loaded, which saves the compiler a launch.
 

@@ -11,6 +11,11 @@ normalised first, x is staged and normalised once in workgroup memory instead); 
 and gate are applied before the single store. A workgroup takes fewer columns (more threads
 each) when there are few columns, to keep enough loads in flight. A Qwen2 layer's linear
 algebra is then four launches. Other shapes go through the general matmul kernel.
+
+The output projection after a split-key attention can take x as the attention's partials
+(`Merged`): it merges them as it stages x, and writes the new token into the KV caches, so
+the attention's own merge launch is not needed. Where x is staged, each thread requests its
+weights before the staging (`EARLY`).
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ class _Spec:
     direct: bool = False  # read x's 16-byte units from memory beside the weights, not staged
     wg: int = WG  # threads per workgroup
     # x is one query row's attention output, merged from its key splits' partials as it is
-    # staged (attention.merged_wgsl): (splits, head size of the values, of the keys, and the
+    # staged (attention.staged_merge_wgsl): (splits, head size of the values, of the keys, and the
     # dtypes of the new token's write into the caches: attention.append_wgsl)
     merge: tuple[int, int, int, tuple[torch.dtype, ...]] | None = None
     early: bool = False  # a staged x: each thread requests its weights before the staging (see EARLY)
