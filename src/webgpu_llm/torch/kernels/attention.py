@@ -6,15 +6,16 @@ memory, and the weighted sum of values has each thread own one output dimension 
 of the chunk's keys. When there are few query rows (decode: one per head) the keys are split
 over several workgroups so that the GPU is busy; each writes its (max, sum, weighted values)
 and a second launch merges them (flash-decoding), or the output projection does as it reads
-its input (`partials`, `staged_merge_wgsl`; fused_linear.Merged). Grouped-query attention reads the key/value
-head h * Hk / H; masks (additive or boolean) broadcast through zero strides. The query may be
-rotated (RoPE) as it is loaded, which saves the compiler a launch.
+its input (`partials`, `staged_merge_wgsl`; fused_linear.Merged). Grouped-query attention
+reads the key/value head h * Hk / H; masks (additive or boolean) broadcast through zero
+strides. The query may be rotated (RoPE) as it is loaded, which saves the compiler a launch.
 
 For one new token (decode) with split keys, the two launches can also append that token's key
 (rotated) and value to a static cache (`append`), so the cache write needs no launch of its
 own: the split that holds the new position takes that key and value from the new token rather
-than from the cache, and the merge writes them into the cache. (Writing from the attention
-launch itself measured slower: a cache bound writable loses the read-only load path, round 33.)
+than from the cache, and the merge (or the projection merging) writes them into the cache.
+(Writing from the attention launch itself measured slower: a cache bound writable loses the
+read-only load path, round 33.)
 """
 
 from __future__ import annotations
