@@ -70,3 +70,10 @@ def test_torch_host_cost_of_a_compiled_token(tmp_path: Path) -> None:
     assert r["compiled"] and r["host_ms_per_token"] > 0
     assert r["launches_per_token"] < 100  # the graph is replayed: only the eager ops around it launch
     assert "generate" in (tmp_path / "prof_f16.txt").read_text()
+
+
+def test_torch_greedy_check_agrees_with_the_cpu() -> None:
+    p = subprocess.run([sys.executable, str(BENCH / "torch_greedy_check.py"), "--backend", "dawn", "--dtypes", "f32"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    assert "same as the CPU" in p.stdout and "[0, 2]" in p.stdout  # both layers' attention merged into O

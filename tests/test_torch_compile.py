@@ -126,59 +126,69 @@ def test_attention_and_kv_append(dtype: torch.dtype) -> None:
     assert_close(got, want, tol(dtype) * 2)
 
 
+# (cache length, new position, new tokens) of the append cases
+APPEND_CASES = {"split": (150, 77, 1), "one_split": (11, 4, 1), "rope_off": (150, 140, 1), "two_rows": (40, 30, 2),
+                "bias": (90, 3, 1)}
+
+
+class AppendCase:
+    """Caches, a new token to append at position p, queries and a mask for one case (heads 6,
+    key/value heads 2, head size 12); `check` compares the device caches with the appended
+    ones and returns the CPU's attention over them."""
+
+    def __init__(self, dtype: torch.dtype, case: str) -> None:
+        b, h, hk, d = 1, 6, 2, 12
+        ctx, self.p, n = APPEND_CASES[case]
+        self.dtype, self.d = dtype, d
+        self.kc, self.vc = rnd(b, hk, ctx, d, dtype=dtype), rnd(b, hk, ctx, d, dtype=dtype)
+        self.k, self.v, self.q = rnd(b, hk, n, d, dtype=dtype), rnd(b, hk, n, d, dtype=dtype), rnd(b, h, n, d, dtype=dtype)
+        rope = case != "rope_off"
+        self.cos, self.sin = (rnd(b, 1, n, d, dtype=dtype), rnd(b, 1, n, d, dtype=dtype)) if rope else (None, None)
+        self.mask = torch.ones(b, 1, n, ctx, dtype=torch.bool)
+        self.mask[..., self.p + n:] = False
+        self.dkc, self.dvc = dev(self.kc, self.vc)
+
+    def args(self) -> list:
+        """The op's arguments from q to `start`."""
+        return [*dev(self.q), self.dkc, self.dvc, *dev(self.mask), self.d**-0.5, False, *dev(self.cos, self.sin),
+                *dev(self.k, self.v), *dev(torch.tensor(self.p)), True]
+
+    def check(self) -> torch.Tensor:
+        k, q, p, n = self.k.float(), self.q.float(), self.p, self.k.shape[2]
+        if self.cos is not None:
+            k, q = rot(k, self.cos.float(), self.sin.float()), rot(q, self.cos.float(), self.sin.float())
+        self.kc[:, :, p:p + n], self.vc[:, :, p:p + n] = k.to(self.dtype), self.v
+        assert_close(self.dkc, self.kc, tol(self.dtype))
+        assert_close(self.dvc, self.vc, 0)
+        return F.scaled_dot_product_attention(q, self.kc.float(), self.vc.float(), self.mask, enable_gqa=True)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("case", ["split", "one_split", "rope_off", "two_rows"])
 def test_attention_append(dtype: torch.dtype, case: str) -> None:
     """attention_append = kv_append then attention. One query row, one new token and split keys:
     the split holding the new position (here the third of five) takes the token's key and value
     from it, and the merge writes them into the caches; one split or two rows: separate launches."""
-    b, h, hk, d = 1, 6, 2, 12
-    ctx, p, n = {"split": (150, 77, 1), "one_split": (11, 4, 1), "rope_off": (150, 140, 1), "two_rows": (40, 30, 2)}[case]
-    kc, vc = rnd(b, hk, ctx, d, dtype=dtype), rnd(b, hk, ctx, d, dtype=dtype)
-    k, v, q = rnd(b, hk, n, d, dtype=dtype), rnd(b, hk, n, d, dtype=dtype), rnd(b, h, n, d, dtype=dtype)
-    cos, sin = (rnd(b, 1, n, d, dtype=dtype), rnd(b, 1, n, d, dtype=dtype)) if case != "rope_off" else (None, None)
-    mask = torch.ones(b, 1, n, ctx, dtype=torch.bool)
-    mask[..., p + n:] = False
-    dkc, dvc = dev(kc, vc)
-    got = ops.attention_append(*dev(q), dkc, dvc, *dev(mask), d**-0.5, False, *dev(cos, sin), *dev(k, v),
-                               *dev(torch.tensor(p)), True)
-    kr, qr = (k.float(), q.float()) if cos is None else (rot(k.float(), cos.float(), sin.float()),
-                                                         rot(q.float(), cos.float(), sin.float()))
-    kc[:, :, p:p + n], vc[:, :, p:p + n] = kr.to(dtype), v
-    assert_close(dkc, kc, tol(dtype))
-    assert_close(dvc, vc, 0)
-    want = F.scaled_dot_product_attention(qr, kc.float(), vc.float(), mask, enable_gqa=True).to(dtype)
-    assert_close(got, want, tol(dtype) * 2)
+    c = AppendCase(dtype, case)
+    got = ops.attention_append(*c.args())
+    assert_close(got, c.check().to(dtype), tol(dtype) * 2)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", ["split", "one_split", "rope_off", "two_rows", "bias"])
+@pytest.mark.parametrize("case", list(APPEND_CASES))
 def test_attention_linear(dtype: torch.dtype, case: str) -> None:
     """attention_linear = attention_append, heads side by side, then the output projection with a
     residual. One query row with split keys: the projection merges the splits as it stages its
     input and writes the new token into the caches (no merge launch); otherwise the parts run."""
-    b, h, hk, d, n_out = 1, 6, 2, 12, 20
-    ctx, p, n = {"split": (150, 77, 1), "one_split": (11, 4, 1), "rope_off": (150, 140, 1), "two_rows": (40, 30, 2),
-                 "bias": (90, 3, 1)}[case]
-    kc, vc = rnd(b, hk, ctx, d, dtype=dtype), rnd(b, hk, ctx, d, dtype=dtype)
-    k, v, q = rnd(b, hk, n, d, dtype=dtype), rnd(b, hk, n, d, dtype=dtype), rnd(b, h, n, d, dtype=dtype)
-    cos, sin = (rnd(b, 1, n, d, dtype=dtype), rnd(b, 1, n, d, dtype=dtype)) if case != "rope_off" else (None, None)
-    w, res = rnd(n_out, h * d, dtype=dtype), rnd(b, n, n_out, dtype=dtype)
-    bias = rnd(n_out, dtype=dtype) if case == "bias" else None
-    mask = torch.ones(b, 1, n, ctx, dtype=torch.bool)
-    mask[..., p + n:] = False
-    dkc, dvc = dev(kc, vc)
+    c = AppendCase(dtype, case)
+    b, h, n, d = c.q.shape
+    w, res = rnd(20, h * d, dtype=dtype), rnd(b, n, 20, dtype=dtype)
+    bias = rnd(20, dtype=dtype) if case == "bias" else None
     stream = wt.context.ctx().stream
     before = stream.launches
-    got = ops.attention_linear(*dev(q), dkc, dvc, *dev(mask), d**-0.5, False, *dev(cos, sin), *dev(k, v),
-                               *dev(torch.tensor(p)), True, *dev(w, bias, res))
+    got = ops.attention_linear(*c.args(), *dev(w, bias, res))
     launches = stream.launches - before
-    kr, qr = (k.float(), q.float()) if cos is None else (rot(k.float(), cos.float(), sin.float()),
-                                                         rot(q.float(), cos.float(), sin.float()))
-    kc[:, :, p:p + n], vc[:, :, p:p + n] = kr.to(dtype), v
-    assert_close(dkc, kc, tol(dtype))
-    assert_close(dvc, vc, 0)
-    att = F.scaled_dot_product_attention(qr, kc.float(), vc.float(), mask, enable_gqa=True).to(dtype)
+    att = c.check().to(dtype)
     want = F.linear(att.transpose(1, 2).reshape(b, n, h * d).float(), w.float(),
                     None if bias is None else bias.float()) + res.float()
     assert_close(got, want.to(dtype), tol(dtype) * 4)
