@@ -239,13 +239,20 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     workgroupBarrier();
   }}
   let tot = red[0];"""
+        # the norm's weights are requested with x (one round of loads, not two)
+        ni = -(-s.k // WG)
         stage = f"""  var ss = 0.0;
-  for (var k = lid; k < {s.k}u; k += {WG}u) {{ let v = ld_X(P[2] + k); xs[k] = v; ss += v * v; }}
+  var nwv: array<f32, {ni}>;
+  for (var i = 0u; i < {ni}u; i++) {{
+    let k = lid + i * {WG}u;
+    if (k < {s.k}u) {{ let v = ld_X(P[2] + k); xs[k] = v; ss += v * v; nwv[i] = ld_NW(P[3] + k); }}
+  }}
 {total}
   let r = inverseSqrt(tot / f32(K) + bitcast<f32>(P[4]));
   workgroupBarrier();
-  for (var k = lid; k < {s.k}u; k += {WG}u) {{
-    xs[k] = {xdt.round(f"ld_NW(P[3] + k) * {rnd.round('xs[k] * r')}")};
+  for (var i = 0u; i < {ni}u; i++) {{
+    let k = lid + i * {WG}u;
+    if (k < {s.k}u) {{ xs[k] = {xdt.round(f"nwv[i] * {rnd.round('xs[k] * r')}")}; }}
   }}"""
     elif s.merge:  # x merged from the attention's partials (and the new token written by one workgroup)
         ns, dv = s.merge[0], s.merge[1]
