@@ -196,6 +196,17 @@ def test_attention_linear(dtype: torch.dtype, case: str) -> None:
         assert launches == 2, launches  # the attention's partials, then the merging projection
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_walks_several_chunks(causal: bool) -> None:
+    """Enough query rows that the keys are not split: each workgroup walks all its chunks, the
+    next chunk's keys, values and mask requested while the current one is weighed."""
+    q, k, v = rnd(1, 8, 130, 16), rnd(1, 2, 100, 16), rnd(1, 2, 100, 16)
+    mask = None if causal else torch.rand(1, 1, 130, 100) > 0.3
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+    got = F.scaled_dot_product_attention(*dev(q, k, v), attn_mask=dev(mask)[0], is_causal=causal, enable_gqa=True)
+    assert_close(got, want, 1e-5)
+
+
 def test_attention_into_linear_only_where_heads_keep_their_order() -> None:
     """The O projection may merge the attention's output itself only where the reshapes in
     between leave its elements in order (heads side by side): a transpose that moves only a

@@ -84,7 +84,7 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         md = dtype_of(mdt)
         loads += loader(md, "M", "f32")
         nb = 5
-        mask_load = "    let mval = ld_M(P[28] + b * P[29] + h * P[30] + i * P[31] + min(j0 + lid, Lk - 1u) * P[32]);\n"
+        mask_load = "      mval = ld_M(P[28] + b * P[29] + h * P[30] + i * P[31] + min(jn + lid, Lk - 1u) * P[32]);\n"
         mask = "        if (mval == 0.0) { s = NEG; }" if md.name == "b8" else "        s = s + mval;"
     qload = "ld_Q(qb + d * P[12])"
     if rope_dt is not None:  # q * cos + rotate_half(q) * sin, rotate_half pairs d with d +- D/2
@@ -139,15 +139,28 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
     vpre = dpt * vk <= 32  # this thread's values of the chunk fit in registers: requested first
     vload = "ld_V(vb + min(j0 + jj, Lk - 1u) * P[21] + d * P[22])"
     if vpre:
-        v_first = f"""    for (var t = 0u; t < DPT; t++) {{
-      let d = min(d0 + t * DW, Dv - 1u);
-      for (var t2 = 0u; t2 < {vk}u; t2++) {{ let jj = kg + t2 * KG; vv[t * {vk}u + t2] = {vload}; }}
-    }}
+        v_first = f"""      for (var t = 0u; t < DPT; t++) {{
+        let d = min(d0 + t * DW, Dv - 1u);
+        for (var t2 = 0u; t2 < {vk}u; t2++) {{ let jj = kg + t2 * KG; vv[t * {vk}u + t2] = {vload.replace("j0", "jn")}; }}
+      }}
 """
         vload = f"vv[t * {vk}u + t2]"
-        v_decl = f"    var vv: array<f32, {dpt * vk}>;  // (requested after the key's loads)\n"
     else:
-        v_first = v_decl = ""
+        v_first = ""
+    # What a thread reads of the chunk starting at key jn, into registers: its key's share of
+    # dimensions, then its values (where they fit) and its key's mask. The first chunk's go out
+    # before q is staged (their latency overlaps q's), each next one's at the end of the chunk
+    # before it.
+    chunk_loads = f"""    {{
+      let j = jn + lid / {TPK}u;
+      if (j < j_end) {{
+        let kr = kb + j * P[16];
+        for (var t = 0u; t < {kt}u; t++) {{ kreg[t] = ld_K(kr + min(lid % {TPK}u + t * {TPK}u, D - 1u) * P[17]); }}
+      }}
+{v_first}{mask_load}    }}
+"""
+    chunk_regs = (f"  var kreg: array<f32, {kt}>;\n" + (f"  var vv: array<f32, {dpt * vk}>;\n" if vpre else "")
+                  + ("  var mval = 0.0;\n" if mdt is not None else ""))
     sg = subgroups is not None
     # the chunk's max and sum: with subgroups one subgroupMax and one subgroupAdd where a
     # subgroup spans the chunk's keys (lanes past them add the identities), else every
@@ -236,8 +249,6 @@ fn main({MAIN_ARGS}{", @builtin(subgroup_size) sgs: u32" if sg else ""}) {{
   let kh = h * P[6] / H;
   let scale = bitcast<f32>(P[33]);
   let qb = P[8] + b * P[9] + h * P[10] + i * P[11];
-  for (var d = lid; d < D; d += {WG}u) {{ qs[d] = {qload} * scale; }}
-  workgroupBarrier();
   var n = Lk;
   if (P[7] != 0u) {{ n = min(Lk, i + 1u); }}
   let j_begin = split * P[{_SPAN}];
@@ -246,18 +257,22 @@ fn main({MAIN_ARGS}{", @builtin(subgroup_size) sgs: u32" if sg else ""}) {{
   let vb = P[18] + b * P[19] + kh * P[20];
   let d0 = lid % DW;
   let kg = lid / DW;
-{new_pos}  var m = NEG;
+{new_pos}{chunk_regs}  {{
+    let jn = j_begin;
+{chunk_loads}  }}
+  for (var d = lid; d < D; d += {WG}u) {{ qs[d] = {qload} * scale; }}
+  workgroupBarrier();
+  var m = NEG;
   var l = 0.0;
   var acc: array<f32, DPT>;
   for (var j0 = j_begin; j0 < j_end; j0 += {KC}u) {{
-{v_decl}{mask_load}    {{  // this thread's share of a key's dot product
+    {{  // this thread's share of a key's dot product
       let j = j0 + lid / {TPK}u;
       var s = 0.0;
       if (j < j_end) {{
-        let kr = kb + j * P[16];
-        {key_dot("ld_K(kr + d * P[17])")}{new_key}
+        {key_dot("kreg[t]")}{new_key}
       }}
-{v_first}      sp[lid] = s;
+      sp[lid] = s;
     }}
     workgroupBarrier();
     var sv = NEG;  // this thread's key's score (threads of the chunk's keys)
@@ -287,6 +302,9 @@ fn main({MAIN_ARGS}{", @builtin(subgroup_size) sgs: u32" if sg else ""}) {{
         acc[t] = a;
       }}
     }}
+    if (j0 + {KC}u < j_end) {{  // the next chunk's loads
+      let jn = j0 + {KC}u;
+{chunk_loads}    }}
     workgroupBarrier();
   }}
   if (KG > 1u) {{  // add up the key groups' sums
