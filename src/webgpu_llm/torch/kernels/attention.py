@@ -63,9 +63,10 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
 
     The head sizes are constants so that the driver's compiler unrolls the per-thread loops
     and issues their loads together (with runtime bounds each load waited for the last).
-    Decode attention is latency-bound: what a thread will need from memory (its values of the
-    chunk, its key's mask, the new token's key and value) is requested before the first
-    barrier, so that one round of loads serves the chunk. `subgroups` (the WGSL enable line,
+    Decode attention is latency-bound: what a thread will need of a chunk (its share of a
+    key's dimensions, its values, its key's mask, and the new token's key and value) is
+    requested into registers before the chunk's first barrier, the first chunk's even before
+    q is staged, so that one round of loads serves the chunk. `subgroups` (the WGSL enable line,
     or None): where a subgroup spans the chunk's keys, their max and sum are one subgroupMax
     and one subgroupAdd instead of every thread walking the chunk's scores."""
     dw = _dim_lanes(dv)
@@ -99,7 +100,8 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
     kguard = "if (d < D) " if d % TPK else ""
 
     def key_dot(key: str) -> str:
-        """This thread's share of q . key, `key` a WGSL expression of the dimension d."""
+        """This thread's share of q . key, `key` a WGSL expression of the dimension d (or of
+        t, its index among this thread's dimensions)."""
         return f"""for (var t = 0u; t < {kt}u; t++) {{
           let d = lid % {TPK}u + t * {TPK}u;
           {kguard}{{ s += qs[d] * {key}; }}
@@ -123,10 +125,7 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         new_key = f"""
         if (j == p) {{
           s = 0.0;
-          for (var t = 0u; t < {kt}u; t++) {{
-            let d = lid % {TPK}u + t * {TPK}u;
-            {kguard}{{ s += qs[d] * nk[t]; }}
-          }}
+          {key_dot("nk[t]")}
         }}"""
         # the cache's (stale) value at p is left out of the loop, and the new one added after
         # it by the thread whose key group holds p: no load or select in the loop itself
