@@ -131,28 +131,24 @@ def matvec_shape(n: int, k: int) -> tuple[int, int]:
     return SHAPES.get((n, k)) or (WG, columns_per_group(n))
 
 
-def _wgsl(s: _Spec) -> tuple[str, int]:
-    xdt, wdt = dtype_of(s.x), dtype_of(s.w)
-    WG = s.wg  # (the WGSL below names it so)
-    cols, lanes = s.cols, WG // s.cols
+def _bindings(s: _Spec) -> tuple[list[str], str, str, int]:
+    """(binding declarations, loader and attention helpers, store helpers, storage bindings
+    without the parameter block)."""
+    xdt = dtype_of(s.x)
     decls, loads, stores = [], "" if s.direct or s.merge else loader(xdt, "X", "f32"), ""
-    nb = 0
 
     def add(name: str, vec4: bool = False, write: bool = False, atomic: bool = False) -> None:
-        nonlocal nb
         if vec4:  # weights: read 16 bytes at a time
-            decls.append(f"@group(0) @binding({nb}) var<storage, read> {name}: array<vec4<u32>>;")
+            decls.append(f"@group(0) @binding({len(decls)}) var<storage, read> {name}: array<vec4<u32>>;")
         else:
-            decls.append(storage_decl(nb, name, write, atomic))
-        nb += 1
+            decls.append(storage_decl(len(decls), name, write, atomic))
 
     for i, y in enumerate(s.ys):
         atomic, st = element_store(dtype_of(y), f"Y{i}")
         add(f"Y{i}", write=True, atomic=atomic)
         stores += st
     if s.merge:
-        decls.append(f"@group(0) @binding({nb}) var<storage, read> S: array<f32>;")
-        nb += 1
+        decls.append(f"@group(0) @binding({len(decls)}) var<storage, read> S: array<f32>;")
     else:
         add("X4" if s.direct else "X", vec4=s.direct)
     for i in range(s.segments):
@@ -169,15 +165,108 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     if s.norm is not None:
         add("NW")
         loads += loader(dtype_of(s.norm), "NW", "f32")
-    at = 5 + SEG * s.segments + 3  # where the attention's parameter words start (merge)
-    mdecl = ""
     if s.merge:
         _, dv, d, app = s.merge
-        names, helpers, write_new = append_wgsl(app, d, dv, at, WG)
+        names, helpers, write_new = append_wgsl(app, d, dv, _attention_words(s), s.wg)
         for name in names:
             add(name, write=name in ("K", "V"))
         loads += f"const NEG: f32 = -3.4028234663852886e38;\n{helpers}{write_new}"
     add("P")
+    return decls, loads, stores, len(decls) - 1
+
+
+def _attention_words(s: _Spec) -> int:
+    """Where the attention's parameter words start in the block (after this kernel's own)."""
+    return 5 + SEG * s.segments + 3
+
+
+def _stage(s: _Spec) -> tuple[str, str]:
+    """(workgroup declarations, statements) putting x into workgroup memory `xs` as the dot
+    products read it: normalised, merged from attention partials, copied, or (direct) not at
+    all. x's length is a constant of the kernel: the staging loops unroll, their loads go out
+    together."""
+    xdt, WG = dtype_of(s.x), s.wg  # (the WGSL names it so)
+    if s.norm is not None:
+        rnd = dtype_of(s.norm_round or s.x)
+        if s.subgroups is not None:  # one subgroupAdd, one barrier (not log2(WG) of them)
+            total = f"""  let sss = subgroupAdd(ss);
+  if (lid % sgs == 0u) {{ red[lid / sgs] = sss; }}
+  workgroupBarrier();
+  var tot = 0.0;
+  for (var t = 0u; t < {WG}u / sgs; t++) {{ tot += red[t]; }}"""
+        else:
+            total = f"""  red[lid] = ss;
+  workgroupBarrier();
+  for (var t = {WG // 2}u; t > 0u; t = t >> 1u) {{
+    if (lid < t) {{ red[lid] = red[lid] + red[lid + t]; }}
+    workgroupBarrier();
+  }}
+  let tot = red[0];"""
+        # the norm's weights are requested with x (one round of loads, not two)
+        ni = -(-s.k // WG)
+        return "", f"""  var ss = 0.0;
+  var nwv: array<f32, {ni}>;
+  for (var i = 0u; i < {ni}u; i++) {{
+    let k = lid + i * {WG}u;
+    if (k < {s.k}u) {{ let v = ld_X(P[2] + k); xs[k] = v; ss += v * v; nwv[i] = ld_NW(P[3] + k); }}
+  }}
+{total}
+  let r = inverseSqrt(tot / f32(K) + bitcast<f32>(P[4]));
+  workgroupBarrier();
+  for (var i = 0u; i < {ni}u; i++) {{
+    let k = lid + i * {WG}u;
+    if (k < {s.k}u) {{ xs[k] = {xdt.round(f"nwv[i] * {rnd.round('xs[k] * r')}")}; }}
+  }}"""
+    if s.merge:  # x merged from the attention's partials (and the new token written by one workgroup)
+        ns, dv = s.merge[0], s.merge[1]
+        mdecl, mstage = staged_merge_wgsl(s.k // dv, ns, dv, WG, "xs[{}] = " + xdt.round("{}") + ";")
+        return mdecl, f"""{mstage}
+  if ({GROUP_ID} == 0u) {{
+    for (var kh = 0u; kh < P[{_attention_words(s) + 6}u]; kh++) {{ write_new(0u, kh, lid); }}
+  }}"""
+    if s.direct:  # no staging: x's loads go out with the weights' (and no barrier waits on them)
+        return "", ""
+    return "", f"  for (var k = lid; k < {s.k}u; k += {WG}u) {{ xs[k] = ld_X(P[2] + k); }}"
+
+
+def _column_sums(s: _Spec, lanes: int) -> str:
+    """Statements adding up each column's `acc` (and `acc2`) over its `lanes` threads into ra
+    (rb): a tree through workgroup memory (log2(lanes) barriers), or with subgroups one
+    subgroupAdd per subgroup and the lane-0 thread adding the column's subgroup sums."""
+    tree = f"""    red[lid] = acc;
+    red2[lid] = acc2;
+    workgroupBarrier();
+    for (var t = {lanes // 2}u; t > 0u; t = t >> 1u) {{
+      if (lane < t) {{
+        red[lid] = red[lid] + red[lid + t];
+        red2[lid] = red2[lid] + red2[lid + t];
+      }}
+      workgroupBarrier();
+    }}
+    ra = red[lid];
+    rb = red2[lid];"""
+    if s.subgroups is None:
+        return f"  {{\n{tree}\n  }}"
+    return f"""  if (sgs <= {lanes}u && {lanes}u % sgs == 0u) {{
+    let sa = subgroupAdd(acc);
+    {"let sb = subgroupAdd(acc2);" if s.gated else ""}
+    if (lid % sgs == 0u) {{ red[lid / sgs] = sa; {"red2[lid / sgs] = sb;" if s.gated else ""} }}
+    workgroupBarrier();
+    for (var t = 0u; t < {lanes}u / sgs; t++) {{
+      ra += red[lid / sgs + t];
+      {"rb += red2[lid / sgs + t];" if s.gated else ""}
+    }}
+  }} else {{
+{tree}
+  }}"""
+
+
+def _wgsl(s: _Spec) -> tuple[str, int]:
+    xdt, wdt = dtype_of(s.x), dtype_of(s.w)
+    WG = s.wg  # (the WGSL below names it so)
+    cols, lanes = s.cols, WG // s.cols
+    decls, loads, stores, nb = _bindings(s)
+    mdecl, stage = _stage(s)
     u = vec4_elems(wdt)
     unpack = "".join(vec4_reader(wdt, f"unit_W{i}", f"W{i}") for i in range(s.segments))
     if s.gated:
@@ -222,63 +311,6 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
             lines.append(f"    v += ld_R(P[{5 + SEG * s.segments}u] + c);")
         lines.append(f"    st_Y{i}({seg(i, 4)} + c, {dtype_of(y).convert('v', 'f32')});")
         store_cases.append(f"  if (si == {i}u) {{\n" + "\n".join(lines) + "\n  }")
-    # x's length is a constant of the kernel: the staging loops unroll, their loads go out together
-    if s.norm is not None:
-        rnd = dtype_of(s.norm_round or s.x)
-        if s.subgroups is not None:  # one subgroupAdd, one barrier (not log2(WG) of them)
-            total = f"""  let sss = subgroupAdd(ss);
-  if (lid % sgs == 0u) {{ red[lid / sgs] = sss; }}
-  workgroupBarrier();
-  var tot = 0.0;
-  for (var t = 0u; t < {WG}u / sgs; t++) {{ tot += red[t]; }}"""
-        else:
-            total = f"""  red[lid] = ss;
-  workgroupBarrier();
-  for (var t = {WG // 2}u; t > 0u; t = t >> 1u) {{
-    if (lid < t) {{ red[lid] = red[lid] + red[lid + t]; }}
-    workgroupBarrier();
-  }}
-  let tot = red[0];"""
-        # the norm's weights are requested with x (one round of loads, not two)
-        ni = -(-s.k // WG)
-        stage = f"""  var ss = 0.0;
-  var nwv: array<f32, {ni}>;
-  for (var i = 0u; i < {ni}u; i++) {{
-    let k = lid + i * {WG}u;
-    if (k < {s.k}u) {{ let v = ld_X(P[2] + k); xs[k] = v; ss += v * v; nwv[i] = ld_NW(P[3] + k); }}
-  }}
-{total}
-  let r = inverseSqrt(tot / f32(K) + bitcast<f32>(P[4]));
-  workgroupBarrier();
-  for (var i = 0u; i < {ni}u; i++) {{
-    let k = lid + i * {WG}u;
-    if (k < {s.k}u) {{ xs[k] = {xdt.round(f"nwv[i] * {rnd.round('xs[k] * r')}")}; }}
-  }}"""
-    elif s.merge:  # x merged from the attention's partials (and the new token written by one workgroup)
-        ns, dv = s.merge[0], s.merge[1]
-        mdecl, mstage = staged_merge_wgsl(s.k // dv, ns, dv, WG, "xs[{}] = " + xdt.round("{}") + ";")
-        stage = f"""{mstage}
-  if ({GROUP_ID} == 0u) {{
-    for (var kh = 0u; kh < P[{at + 6}u]; kh++) {{ write_new(0u, kh, lid); }}
-  }}"""
-    elif s.direct:  # no staging: x's loads go out with the weights' (and no barrier waits on them)
-        stage = ""
-    else:
-        stage = f"  for (var k = lid; k < {s.k}u; k += {WG}u) {{ xs[k] = ld_X(P[2] + k); }}"
-    # a column's sum: a tree through workgroup memory (log2(lanes) barriers), or with subgroups
-    # one subgroupAdd per subgroup and the lane-0 thread adding the column's subgroup sums
-    tree = f"""    red[lid] = acc;
-    red2[lid] = acc2;
-    workgroupBarrier();
-    for (var t = {lanes // 2}u; t > 0u; t = t >> 1u) {{
-      if (lane < t) {{
-        red[lid] = red[lid] + red[lid + t];
-        red2[lid] = red2[lid] + red2[lid + t];
-      }}
-      workgroupBarrier();
-    }}
-    ra = red[lid];
-    rb = red2[lid];"""
     early_loads = ""
     if early:  # this thread's weight units (and gate units), raw, before the staging
         seg_loads = " else ".join(f"if (si == {i}u) {{ rw[t] = W{i}[wb + kc]; }}" for i in range(s.segments))
@@ -292,22 +324,8 @@ def _wgsl(s: _Spec) -> tuple[str, int]:
     }}
   }}
 """
-    reduce = f"  {{\n{tree}\n  }}"
-    main_args = MAIN_ARGS
-    if s.subgroups is not None:
-        main_args += ", @builtin(subgroup_size) sgs: u32"
-        reduce = f"""  if (sgs <= {lanes}u && {lanes}u % sgs == 0u) {{
-    let sa = subgroupAdd(acc);
-    {"let sb = subgroupAdd(acc2);" if s.gated else ""}
-    if (lid % sgs == 0u) {{ red[lid / sgs] = sa; {"red2[lid / sgs] = sb;" if s.gated else ""} }}
-    workgroupBarrier();
-    for (var t = 0u; t < {lanes}u / sgs; t++) {{
-      ra += red[lid / sgs + t];
-      {"rb += red2[lid / sgs + t];" if s.gated else ""}
-    }}
-  }} else {{
-{tree}
-  }}"""
+    reduce = _column_sums(s, lanes)
+    main_args = MAIN_ARGS + (", @builtin(subgroup_size) sgs: u32" if s.subgroups is not None else "")
     src = ((s.subgroups + "\n") if s.subgroups else "") + "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + stores + unpack + f"""
 const KU: u32 = {ku}u;
 {"" if s.direct else f"var<workgroup> xs: array<f32, {s.k}>;"}
@@ -343,7 +361,7 @@ fn main({main_args}) {{
 {chr(10).join(store_cases)}
 }}
 """
-    return src, nb - 1  # storage bindings, without the parameter block
+    return src, nb
 
 
 def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> bool:
