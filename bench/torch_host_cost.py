@@ -154,6 +154,8 @@ def main() -> None:
     ap.add_argument("--backend", default="dawn", choices=["wgpu", "dawn"])
     ap.add_argument("--dtypes", default="f16,f32")
     ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--layers", type=int, default=WIDTH64["num_hidden_layers"],
+                    help="decoder layers (24, the 0.5B's; fewer for a quick check)")
     ap.add_argument("--repeat", type=int, default=5, help="timed generates per dtype (the median is reported)")
     ap.add_argument("--fused", action="store_true", help="after webgpu_llm.torch.fuse_layers(model)")
     ap.add_argument("--compiled", action="store_true",
@@ -179,7 +181,7 @@ def main() -> None:
     prompt = torch.randint(0, WIDTH64["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(1)).to("webgpu")
     results = []
     for dname in args.dtypes.split(","):
-        model = tg.build(WIDTH64, tg.DTYPES[dname])
+        model = tg.build(dict(WIDTH64, num_hidden_layers=args.layers), tg.DTYPES[dname])
         kwargs: dict[str, Any] = {}
         if args.fused:
             wt.fuse_layers(model)
@@ -195,7 +197,7 @@ def main() -> None:
         ms = token_ms(model, prompt, stream, args.tokens, args.repeat, args.submit, **kwargs)
         if args.profile:
             profile(model, prompt, stream, args.tokens, args.submit, f"{args.profile}_{dname}.txt", **kwargs)
-        r = {"dtype": dname, "fused": args.fused, "compiled": args.compiled, "submit": args.submit, "dawn_toggles": args.dawn_toggles,
+        r = {"dtype": dname, "layers": args.layers, "fused": args.fused, "compiled": args.compiled, "submit": args.submit, "dawn_toggles": args.dawn_toggles,
              "host_ms_per_token": statistics.median(ms), "best_ms": min(ms), "runs_ms": ms,
              "launches_per_token": per_token}
         results.append(r)

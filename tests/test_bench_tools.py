@@ -64,8 +64,8 @@ def test_torch_step_sweep_remakes_the_step_per_shape(tmp_path: Path) -> None:
 
 def test_torch_host_cost_of_a_compiled_token(tmp_path: Path) -> None:
     out = tmp_path / "host.json"
-    _run("torch_host_cost.py", "--compiled", "--dtypes", "f16", "--tokens", "3", "--repeat", "1", "--json", str(out),
-         "--profile", str(tmp_path / "prof"))
+    _run("torch_host_cost.py", "--compiled", "--dtypes", "f16", "--tokens", "3", "--repeat", "1", "--layers", "4",
+         "--json", str(out), "--profile", str(tmp_path / "prof"))
     (r,) = json.loads(out.read_text())
     assert r["compiled"] and r["host_ms_per_token"] > 0
     assert r["launches_per_token"] < 100  # the graph is replayed: only the eager ops around it launch
