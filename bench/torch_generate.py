@@ -58,6 +58,11 @@ def build(config: dict[str, Any], dtype: torch.dtype, seed: int = 0) -> torch.nn
     return model.to(dtype).eval().to("webgpu")
 
 
+def compile_forward(model: torch.nn.Module) -> None:
+    """model.forward through torch.compile(backend="webgpu"), as the compiled rows run it."""
+    model.forward = torch.compile(model.__class__.forward.__get__(model), backend="webgpu")
+
+
 def timed_generate(model: torch.nn.Module, prompt: torch.Tensor, n: int, **kwargs: Any) -> float:
     """Seconds of one generate, with the garbage collector off while it runs (as timeit does:
     a full collection of torch's and dynamo's objects otherwise lands in some runs, not others)."""
@@ -286,7 +291,7 @@ def main() -> None:
             n = args.new_tokens
             wt.unfuse_layers(model)
             if mode == "compiled":
-                model.forward = torch.compile(model.__class__.forward.__get__(model), backend="webgpu")
+                compile_forward(model)
                 kwargs["cache_implementation"] = "static"
             else:
                 model.forward = model.__class__.forward.__get__(model)

@@ -17,12 +17,10 @@ in one process, or alternate builds.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
 import sys
-import time
 import warnings
 from typing import Any
 
@@ -98,19 +96,6 @@ class HostOnly:
         s.wait()
 
 
-def generate(model: torch.nn.Module, prompt: torch.Tensor, n: int, **kwargs: Any) -> float:
-    """Seconds of one greedy generate of n new tokens (the collector off, as timeit does)."""
-    gc.collect()
-    gc.disable()
-    t0 = time.perf_counter()
-    try:
-        with torch.no_grad():
-            model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
-    finally:
-        gc.enable()
-    return time.perf_counter() - t0
-
-
 def token_ms(model: torch.nn.Module, prompt: torch.Tensor, stream: Any, n: int, repeat: int,
              submit: bool = False, **kwargs: Any) -> list[float]:
     """Host ms per decoded token, (t(n) - t(1)) / (n - 1), `repeat` times, the GPU taken out
@@ -118,14 +103,14 @@ def token_ms(model: torch.nn.Module, prompt: torch.Tensor, stream: Any, n: int, 
     runs: dict[int, HostOnly] = {}
     for k in (n, 1):
         runs[k] = HostOnly(stream, submit)
-        runs[k].record(lambda k=k: generate(model, prompt, k, **kwargs))
+        runs[k].record(lambda k=k: tg.timed_generate(model, prompt, k, **kwargs))
     out = []
     for _ in range(repeat):
         t = {}
         for k, host in runs.items():
             host.at = 0
             with host:
-                t[k] = generate(model, prompt, k, **kwargs)
+                t[k] = tg.timed_generate(model, prompt, k, **kwargs)
         out.append((t[n] - t[1]) / (n - 1) * 1e3)
     return out
 
@@ -138,10 +123,10 @@ def profile(model: torch.nn.Module, prompt: torch.Tensor, stream: Any, n: int, s
     import pstats
 
     host = HostOnly(stream, submit)
-    host.record(lambda: generate(model, prompt, n, **kwargs))
+    host.record(lambda: tg.timed_generate(model, prompt, n, **kwargs))
     prof = cProfile.Profile()
     with host:
-        prof.runcall(generate, model, prompt, n, **kwargs)
+        prof.runcall(tg.timed_generate, model, prompt, n, **kwargs)
     out = io.StringIO()
     for key in ("tottime", "cumulative"):
         pstats.Stats(prof, stream=out).sort_stats(key).print_stats(40)
@@ -187,12 +172,12 @@ def main() -> None:
             wt.fuse_layers(model)
         if args.compiled:
             torch._dynamo.reset()
-            model.forward = torch.compile(model.__class__.forward.__get__(model), backend="webgpu")
+            tg.compile_forward(model)
             kwargs["cache_implementation"] = "static"
         for _ in range(2):  # warm-up: plans, bind groups, kernels (compiled: traced, then recorded)
-            generate(model, prompt, args.tokens, **kwargs)
+            tg.timed_generate(model, prompt, args.tokens, **kwargs)
         launches = stream.launches
-        generate(model, prompt, args.tokens, **kwargs)
+        tg.timed_generate(model, prompt, args.tokens, **kwargs)
         per_token = (stream.launches - launches) / args.tokens
         ms = token_ms(model, prompt, stream, args.tokens, args.repeat, args.submit, **kwargs)
         if args.profile:

@@ -76,7 +76,7 @@ def main() -> None:
     for dname in args.dtypes.split(","):
         model = tg.build(cfg, tg.DTYPES[dname])
         torch._dynamo.reset()
-        model.forward = torch.compile(model.__class__.forward.__get__(model), backend="webgpu")
+        tg.compile_forward(model)
         for _ in range(2):  # traced, then recorded
             tg.timed_generate(model, prompt, 4, cache_implementation="static")
         fused_linear.SHAPES.clear()

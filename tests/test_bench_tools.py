@@ -16,10 +16,12 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def _run(script: str, *args: str) -> None:
+def _run(script: str, *args: str) -> str:
+    """Run a bench script on Dawn; its standard output."""
     p = subprocess.run([sys.executable, str(BENCH / script), "--backend", "dawn", *args], capture_output=True,
                        text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return p.stdout
 
 
 def test_torch_host_cost_replays_a_real_run_without_the_gpu(tmp_path: Path) -> None:
@@ -73,7 +75,5 @@ def test_torch_host_cost_of_a_compiled_token(tmp_path: Path) -> None:
 
 
 def test_torch_greedy_check_agrees_with_the_cpu() -> None:
-    p = subprocess.run([sys.executable, str(BENCH / "torch_greedy_check.py"), "--backend", "dawn", "--dtypes", "f32"],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
-    assert "same as the CPU" in p.stdout and "[0, 2]" in p.stdout  # both layers' attention merged into O
+    out = _run("torch_greedy_check.py", "--dtypes", "f32")
+    assert "same as the CPU" in out and "[0, 2]" in out  # both layers' attention merged into O

@@ -110,7 +110,6 @@ class Pool:
         self.capture: Capture | None = None
         self.allocated = 0  # bytes of WebGPU buffers created
         self.cached = 0  # bytes of them sitting in the free lists
-        self.max_binding = gpu.max_binding
         self.big = 0  # blocks over the binding limit (planned ops check their inputs while any exist)
 
     def alloc(self, nbytes: int) -> Allocation:
@@ -128,7 +127,7 @@ class Pool:
             else:
                 block = Block(self.gpu.buffer(cls, "tensor"), cls)
                 self.allocated += cls
-                self.big += cls > self.max_binding
+                self.big += cls > self.gpu.max_binding
             if cap is not None:
                 cap.adopt(block)
         block.in_use = True
@@ -150,6 +149,6 @@ class Pool:
             for _, b in heap:
                 b.buf.destroy()
                 self.allocated -= b.size
-                self.big -= b.size > self.max_binding
+                self.big -= b.size > self.gpu.max_binding
         self.free_lists.clear()
         self.cached = 0

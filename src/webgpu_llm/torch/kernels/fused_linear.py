@@ -364,10 +364,10 @@ fn main({main_args}) {{
     return src, nb
 
 
-def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> bool:
-    """One contiguous row of x, and k-contiguous weights of one dtype that 16-byte loads can read."""
-    k = x.shape[-1]
-    if x.numel() != k or not x.is_contiguous() or k > MAX_K or not x.dtype.is_floating_point:
+def _weights_fit(k: int, weights: Sequence[torch.Tensor]) -> bool:
+    """k-contiguous weights of one dtype that 16-byte loads can read, for an x of k values
+    (which fits in workgroup memory)."""
+    if k > MAX_K:
         return False
     for w in weights:
         u = vec4_elems(dtype_of(w.dtype))
@@ -375,6 +375,18 @@ def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> bool:
                 or w.dtype != weights[0].dtype):
             return False
     return True
+
+
+def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> bool:
+    """One contiguous row of x, and weights the mat-vec reads (`_weights_fit`)."""
+    k = x.shape[-1]
+    return x.numel() == k and x.is_contiguous() and x.dtype.is_floating_point and _weights_fit(k, weights)
+
+
+def _ends_fit(y: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None) -> bool:
+    """A contiguous output, and a bias and a residual the mat-vec's store adds."""
+    res_ok = residual is None or (residual.is_contiguous() and residual.shape == y.shape)
+    return res_ok and _vector(bias) and y.is_contiguous()
 
 
 def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor | Merged, ws: Sequence[torch.Tensor],
@@ -420,10 +432,7 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor | Merged, ws: Sequence[t
 def merged_linear_ok(k: int, w: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
                      y: torch.Tensor) -> bool:
     """Can `merged_linear` run this (one row of k inputs, weights that 16-byte loads read)?"""
-    u = vec4_elems(dtype_of(w.dtype))
-    return (k <= MAX_K and w.dim() == 2 and w.shape[1] == k and w.stride(1) == 1 and k % u == 0
-            and w.stride(0) % u == 0 and w.storage_offset() % u == 0 and _vector(bias) and y.is_contiguous()
-            and y.numel() == w.shape[0] and (residual is None or (residual.is_contiguous() and residual.shape == y.shape)))
+    return _weights_fit(k, [w]) and w.shape[1] == k and y.numel() == w.shape[0] and _ends_fit(y, bias, residual)
 
 
 def merged_linear(y: torch.Tensor, x: Merged, w: torch.Tensor, bias: torch.Tensor | None = None,
@@ -451,8 +460,7 @@ def _vector(t: torch.Tensor | None) -> bool:
 def linear(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
            residual: torch.Tensor | None = None, norm: Norm | None = None) -> torch.Tensor:
     """y = norm(x) @ w.T (+ bias) (+ residual); y has x's leading shape and w.shape[0] columns."""
-    res_ok = residual is None or (residual.is_contiguous() and residual.shape == y.shape)
-    if _fast(x, [w]) and res_ok and _vector(bias) and y.is_contiguous():
+    if _fast(x, [w]) and _ends_fit(y, bias, residual):
         _matvec([y], x, [w], [bias], residual=residual, norm=norm)
         return y
     x = _normed(x, norm)
