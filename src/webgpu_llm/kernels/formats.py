@@ -120,8 +120,18 @@ class Format:
         `dot4I8Packed`. Only the formats whose units have a single scale (and minimum) have
         this path (INT8_FORMATS).
         """
-        body = _WGSL_I8[self.name].format(B=buf, NU=k // UNIT, NSB=k // QK_K, **self._offsets(rows, k))
+        body = self._i8(_I8_QUANTS[self.name] + _I8_TAIL[self.name], buf, rows, k)
         return f"fn {fn}(r: u32, u: u32, x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>) -> f32 {{\n{body}\n}}\n"
+
+    def wgsl_unit_q(self, fn: str, buf: str, rows: int, k: int) -> str:
+        """WGSL for `fn(r, u) -> QUnit`: row r's unit u as 32 packed int8s (lo: values 0..15,
+        hi: 16..31) and dm = (d, m), the weights being d * q + m (MMA_FORMATS; the caller
+        declares `struct QUnit { lo: vec4<u32>, hi: vec4<u32>, dm: vec2<f32> }`)."""
+        body = self._i8(_I8_QUANTS[self.name] + f"\n  return QUnit(lo, hi, {_I8_DM[self.name]});", buf, rows, k)
+        return f"fn {fn}(r: u32, u: u32) -> QUnit {{\n{body}\n}}\n"
+
+    def _i8(self, code: str, buf: str, rows: int, k: int) -> str:
+        return code.format(B=buf, NU=k // UNIT, NSB=k // QK_K, **self._offsets(rows, k))
 
 
 # --- packers: (n_blocks, block_bytes) uint8 -> u32 words --------------------------------
@@ -244,46 +254,71 @@ _Q6K_SCALES = _K_HEAD + """  let hf = j >> 2u;
   let sc0 = d * f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
   let sc1 = d * f32(bitcast<i32>(scw[(sb + 1u) >> 2u] << (24u - 8u * ((sb + 1u) & 3u))) >> 24u);
 """
-_WGSL_I8 = {
+# Each int8 unit in parts: `_I8_QUANTS`, WGSL that leaves its 32 weights as packed int8s in
+# `lo` (values 0..15) and `hi` (16..31); `_I8_TAIL`, the rest of `Format.wgsl_unit_i8` (the
+# dot product with an activation unit and its scaling); `_I8_DM`, the unit's (d, m) with
+# weight = d * q + m, for the formats with one scale a unit (the subgroup-matrix matmul,
+# kernels/mma.py, multiplies the int8s and scales after)
+_I8_QUANTS = {
     "q8_0": """  let g = r * {NU}u + u;
   let lo = {B}[2u * g];
-  let hi = {B}[2u * g + 1u];""" + _DOT + """  return """ + _half("{OFF1}u") + """ * xd.x * f32(t);""",
+  let hi = {B}[2u * g + 1u];""",
     "q4_0": """  let g = r * {NU}u + u;
   let qb = {B}[g];
-""" + _NIBBLES + _DOT + """  return """ + _half("{OFF1}u") + """ * (xd.x * f32(t) - 8.0 * xd.y);""",
+""" + _NIBBLES,
     "q4_1": """  let g = r * {NU}u + u;
   let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF1}u + g") + """);
   let qb = {B}[g];
-""" + _NIBBLES + _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
+""" + _NIBBLES,
     "q5_0": """  let g = r * {NU}u + u;
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
   let qb = {B}[g];
-""" + _HI5 + _DOT + """  return """ + _half("{OFF2}u") + """ * (xd.x * f32(t) - 16.0 * xd.y);""",
+""" + _HI5,
     "q5_1": """  let g = r * {NU}u + u;
   let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF2}u + g") + """);
   let qh = """ + _W.format(B="{B}", i="{OFF1}u + g") + """;
   let qb = {B}[g];
-""" + _HI5 + _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
+""" + _HI5,
     # 4-bit values in the low or high nibbles of the sub-block pair's words
     "q4_k": _k_scale_min(9) + """  let sh = vec4<u32>(4u * (j & 1u));
   let lo = ({B}[s * 9u + 1u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);
-  let hi = ({B}[s * 9u + 2u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);""" + _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
+  let hi = ({B}[s * 9u + 2u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu);""",
     # q4_k's nibbles plus a 5th bit: bit j of each byte of the high-bit words
     "q5_k": _k_scale_min(11) + """  let sh = vec4<u32>(4u * (j & 1u));
   let shh = vec4<u32>(j);
   let lo = (({B}[s * 11u + 3u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 11u + 1u] >> shh) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));
-  let hi = (({B}[s * 11u + 4u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 11u + 2u] >> shh) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));""" + _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
-    # 6-bit values less 32, with one scale per 16 values: each half's product and the sum of
-    # its activations (a dot product with ones) apart
+  let hi = (({B}[s * 11u + 4u + 2u * (j >> 1u)] >> sh) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 11u + 2u] >> shh) & vec4<u32>(0x01010101u)) << vec4<u32>(4u));""",
+    # 6-bit values less 32, with one scale per 16 values
     "q6_k": _Q6K_SCALES + """  let shl = vec4<u32>(4u * (qq >> 1u));
   let shh = vec4<u32>(2u * qq);
   let lo = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u)] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 8u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
-  let hi = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u) + 1u] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 9u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
+  let hi = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u) + 1u] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 9u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));""",
+}
+_I8_TAIL = {
+    "q8_0": _DOT + """  return """ + _half("{OFF1}u") + """ * xd.x * f32(t);""",
+    "q4_0": _DOT + """  return """ + _half("{OFF1}u") + """ * (xd.x * f32(t) - 8.0 * xd.y);""",
+    "q4_1": _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
+    "q5_0": _DOT + """  return """ + _half("{OFF2}u") + """ * (xd.x * f32(t) - 16.0 * xd.y);""",
+    "q5_1": _DOT + """  return dm.x * xd.x * f32(t) + dm.y * xd.y;""",
+    "q4_k": _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
+    "q5_k": _DOT + """  return dd.x * sm.x * xd.x * f32(t) - dd.y * sm.y * xd.y;""",
+    # each half's product and the sum of its activations (a dot product with ones) apart
+    "q6_k": """
   let ones = vec4<u32>(0x01010101u);
   let t0 = """ + _dot4("lo", "x0") + " - 32 * (" + _dot4("ones", "x0") + """);
   let t1 = """ + _dot4("hi", "x1") + " - 32 * (" + _dot4("ones", "x1") + """);
   return xd.x * (sc0 * f32(t0) + sc1 * f32(t1));""",
 }
+_I8_DM = {
+    "q8_0": "vec2<f32>(" + _half("{OFF1}u") + ", 0.0)",
+    "q4_0": "vec2<f32>(1.0, -8.0) * " + _half("{OFF1}u"),
+    "q4_1": "dm",
+    "q5_0": "vec2<f32>(1.0, -16.0) * " + _half("{OFF2}u"),
+    "q5_1": "dm",
+    "q4_k": "vec2<f32>(dd.x * sm.x, -dd.y * sm.y)",
+    "q5_k": "vec2<f32>(dd.x * sm.x, -dd.y * sm.y)",
+}
+MMA_FORMATS = tuple(_I8_DM)  # one scale (and minimum) a unit: q6_k has two
 
 
 # Bodies of the unit loaders: `_FLOAT_DEC`, a float unit's values from its 16-byte words `w`

@@ -150,7 +150,24 @@ def _by_segment(spec: LinearSpec, name: str, params: str, ret: str, callee: str,
     return f"fn {name}(r: u32{params}) -> {ret} {{\n" + "\n".join(lines) + "\n}\n"
 
 
-QUANTIZE_X = """
+# 32 values of x (one unit) as int8s, four to a word, with (scale, scale * sum of the int8s):
+# scale = max |x| / 127 (the int8 mat-vec and the subgroup-matrix matmul, kernels/mma.py)
+QUANT_UNIT = """
+struct QX { w: array<u32, 8>, d: vec2<f32> }
+fn quant_unit(v: array<vec4<f32>, 8>) -> QX {
+  var mx = vec4<f32>(0.0);
+%8  mx = max(mx, abs(v[$i]));
+  let d = max(max(mx.x, mx.y), max(mx.z, mx.w)) / 127.0;
+  let inv = select(0.0, 1.0 / d, d > 0.0);
+  var o: QX;
+  var sum = vec4<i32>(0);
+%8  let qi = vec4<i32>(round(v[$i] * inv)); o.w[$i] = pack4xI8(qi); sum += qi;
+  o.d = vec2<f32>(d, d * f32(sum.x + sum.y + sum.z + sum.w));
+  return o;
+}
+"""
+
+QUANTIZE_X = QUANT_UNIT + """
 // int8 activations: each 32-value unit of x (staged, or read from memory) as int8s (four to a word) and its
 // (scale, scale * sum of the int8s)
 var<workgroup> xq: array<vec4<u32>, 2u * NU>;
@@ -158,16 +175,11 @@ var<workgroup> xd: array<vec2<f32>, NU>;
 fn quantize_x(lid: u32, xb: u32) {
   for (var u = lid; u < NU; u += WG) {
     var v: array<vec4<f32>, 8>;
-    var mx = vec4<f32>(0.0);
-%8  v[$i] = X(xb, u * 8u + $i); mx = max(mx, abs(v[$i]));
-    let d = max(max(mx.x, mx.y), max(mx.z, mx.w)) / 127.0;
-    let inv = select(0.0, 1.0 / d, d > 0.0);
-    var qw: array<u32, 8>;
-    var sum = vec4<i32>(0);
-%8  let qi = vec4<i32>(round(v[$i] * inv)); qw[$i] = pack4xI8(qi); sum += qi;
-    xq[2u * u] = vec4<u32>(qw[0], qw[1], qw[2], qw[3]);
-    xq[2u * u + 1u] = vec4<u32>(qw[4], qw[5], qw[6], qw[7]);
-    xd[u] = vec2<f32>(d, d * f32(sum.x + sum.y + sum.z + sum.w));
+%8  v[$i] = X(xb, u * 8u + $i);
+    let q = quant_unit(v);
+    xq[2u * u] = vec4<u32>(q.w[0], q.w[1], q.w[2], q.w[3]);
+    xq[2u * u + 1u] = vec4<u32>(q.w[4], q.w[5], q.w[6], q.w[7]);
+    xd[u] = q.d;
   }
   workgroupBarrier();
 }

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import GpuError, ModelFileError, UserError
 from ..kernels import attention as att
 from ..kernels import elementwise as ew
-from ..kernels import sampling
+from ..kernels import mma, sampling
 from ..kernels.common import STATE_FIELDS, STATE_WORDS
 from ..kernels.linear import (
     AttnShape,
@@ -81,6 +81,9 @@ class Tuning:
     # decode layers as one persistent dispatch each on this many resident workgroups of
     # PERSIST_WG threads (all must fit on the GPU at once), 0: one dispatch per kernel
     persist: int = 0
+    # prompt matmuls whose weights have int8 units (formats.MMA_FORMATS) on the GPU's matrix
+    # units where the device has int8 subgroup matrices (kernels/mma.py)
+    mma: bool = True
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -286,6 +289,12 @@ class Transformer:
         self.nll = g.buffer(T * 4, "nll")
         self.kpart = g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials")
         self.tmp = g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp")
+        # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py)
+        self.mma_usable = mma.usable(g)
+        if self.mma_usable:
+            widest = max(c.hidden, c.q_dim, c.intermediate)
+            self.xq8 = g.buffer(T * widest, "int8_units")
+            self.xs8 = g.buffer(T * (widest // 32) * 8, "int8_unit_scales")
 
     # -- programs --------------------------------------------------------------------------
     def _spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
@@ -312,11 +321,18 @@ class Transformer:
         shape, _ = self._mv_shape(spec, role)
         return matvec_grid(spec, shape["wg"], shape["tpr"], self.tuning.row_blocks(role))
 
-    def _mm(self, spec: LinearSpec, role: str) -> Any:
-        return matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch)
+    def _on_mma(self, spec: LinearSpec) -> bool:
+        return self.tuning.mma and self.mma_usable and mma.mma_ok(spec)
 
-    def _mmg(self, spec: LinearSpec, role: str) -> Any:
-        return matmul_grid(spec, self.tuning.tm(role))
+    def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any]) -> None:
+        """A prompt matmul on bindings["x"]; on the matrix units, after x is quantized."""
+        if not self._on_mma(spec):
+            prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
+                     matmul_grid(spec, self.tuning.tm(role)))
+            return
+        q = {"xq": self.xq8, "xs": self.xs8}
+        prog.add(mma.quantize_kernel(spec.k), {"st": self.st, "x": bindings["x"], **q}, mma.quantize_grid(spec.k))
+        prog.add(mma.mma_matmul_kernel(spec), {**bindings, **q}, mma.mma_matmul_grid(spec))
 
     def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:
         """Rebuild the Programs with other kernel shapes or fusion (weights and caches stay)."""
@@ -358,16 +374,14 @@ class Transformer:
             s_dn = self._spec(L.down, **({"epilogue": "partial", "splits": sd} if sd > 1 else {"epilogue": "add"}))
             self.prefill.add(norm_attn if i > 0 else norm_first,  # adds the previous layer's down partials
                              {**p, "x": self.h, "part": self.kpart, "y": self.xn}, rows)
-            self.prefill.add(self._mm(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q},
-                             self._mmg(s_qkv, "qkv"))
+            self._add_mm(self.prefill, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": self.xn, "q": self.q})
             self.prefill.add(prompt_attn, {**p, "q": self.q, "out": self.att}, att.prompt_attention_grid(full))
-            self.prefill.add(self._mm(s_o, "o"), {**p, **L.o.bindings(), "x": self.att,
-                                                  "y": self.kpart if so > 1 else self.h}, self._mmg(s_o, "o"))
+            self._add_mm(self.prefill, s_o, "o", {**p, **L.o.bindings(), "x": self.att,
+                                                 "y": self.kpart if so > 1 else self.h})
             self.prefill.add(norm_ffn, {**p, "x": self.h, "part": self.kpart, "y": self.xn}, rows)
-            self.prefill.add(self._mm(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act},
-                             self._mmg(s_gu, "gate_up"))
-            self.prefill.add(self._mm(s_dn, "down"), {**p, **L.down.bindings(), "x": self.act,
-                                                      "y": self.kpart if sd > 1 else self.h}, self._mmg(s_dn, "down"))
+            self._add_mm(self.prefill, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": self.xn, "y": self.act})
+            self._add_mm(self.prefill, s_dn, "down", {**p, **L.down.bindings(), "x": self.act,
+                                                      "y": self.kpart if sd > 1 else self.h})
         if sd > 1:  # the last layer's down partials
             self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                              {**base, "x": self.h, "part": self.kpart}, rows)
@@ -413,8 +427,7 @@ class Transformer:
         for t0 in range(0, self.batch, self.score_rows):
             pr = Program(g, f"score_{t0}")
             s = self._spec(self.lm_head, t0=t0, tmax=self.score_rows)
-            pr.add(self._mm(s, "head"), {**base, **self.lm_head.bindings(), "x": self.xn, "y": self.logits},
-                   self._mmg(s, "head"))
+            self._add_mm(pr, s, "head", {**base, **self.lm_head.bindings(), "x": self.xn, "y": self.logits})
             pr.add(nll_kernel(c.vocab, t0), {**base, "logits": self.logits, "nll": self.nll},
                    (self.score_rows, 1, 1))
             self.score_chunks.append(pr)

@@ -98,6 +98,9 @@ def list_adapters(backend: str) -> list[Any]:
 # round 78): a fifth of an eager torch token. The engine's own commands are validated by the
 # test suite, which sets this variable; users may set it to debug.
 VALIDATE_ENV = "WEBGPU_LLM_VALIDATE"
+# Dawn's int8 (and other) matrix tiles on the GPU's matrix units: asked for where listed
+# (WEBGPU_LLM_NO_MMA=1 leaves it off), used by the prompt matmul (kernels/mma.py)
+MMA_FEATURE = "chromium-experimental-subgroup-matrix"
 
 
 def dawn_validates() -> bool:
@@ -114,7 +117,8 @@ def _prepare_backend(backend: str) -> None:
     with contextlib.suppress(Exception):  # the instance may already exist in this process
         from wgpudawn.backends.dawn import extras
 
-        extras.set_instance_extras(enable_toggles=[] if dawn_validates() else ["skip_validation"],
+        # allow_unsafe_apis: Dawn lists its experimental features (the subgroup matrices) only then
+        extras.set_instance_extras(enable_toggles=["allow_unsafe_apis"] + ([] if dawn_validates() else ["skip_validation"]),
                                    disable_toggles=["timestamp_quantization"])
 
 
@@ -173,6 +177,16 @@ class Gpu:
         if not self.has_subgroups or (self.is_cpu and not on_cpu):
             return None
         return "enable subgroups;" if self.backend == "dawn" else ""
+
+    @property
+    def subgroup_matrix_configs(self) -> list[dict[str, Any]]:
+        """The subgroup-matrix shapes and types this device takes (Dawn's experimental
+        `chromium-experimental-subgroup-matrix`, where enabled; else none)."""
+        if MMA_FEATURE not in self.features:
+            return []
+        from wgpudawn.backends.dawn import extras
+
+        return list(extras.get_adapter_properties(self.adapter).get("subgroup_matrix_configs", []))
 
     @property
     def has_timestamps(self) -> bool:
@@ -299,12 +313,14 @@ def _first_line(e: BaseException) -> str:
 
 
 def open_gpu(
-    backend: str = "wgpu", adapter: str | None = None, max_binding: int | None = None
+    backend: str = "wgpu", adapter: str | None = None, max_binding: int | None = None,
+    features: tuple[str, ...] = (),
 ) -> Gpu:
     """Open a device on `backend` with every useful feature and the adapter's largest limits.
 
     `max_binding` lowers the storage-binding size the kernels assume (tests use it to
-    exercise the split path that Mesa's 128 MiB limit needs).
+    exercise the split path that Mesa's 128 MiB limit needs); `features` are more features to
+    ask for where the adapter lists them.
     """
     mod = backend_module(backend)
     _prepare_backend(backend)
@@ -316,11 +332,13 @@ def open_gpu(
         raise GpuError(f"could not open a WebGPU adapter on backend {backend!r}: "
                        f"{_first_line(e)}; {NO_ADAPTER_HELP}") from e
     feats = set(ad.features)
-    want = {"shader-f16", "timestamp-query", "subgroup", "subgroups"} & feats
+    want = ({"shader-f16", "timestamp-query", "subgroup", "subgroups", MMA_FEATURE} | set(features)) & feats
     if os.environ.get("WEBGPU_LLM_NO_F16"):
         want.discard("shader-f16")
     if os.environ.get("WEBGPU_LLM_NO_SUBGROUPS"):
-        want -= {"subgroup", "subgroups"}
+        want -= {"subgroup", "subgroups", MMA_FEATURE}
+    if os.environ.get("WEBGPU_LLM_NO_MMA"):
+        want.discard(MMA_FEATURE)
     limits = {k: ad.limits[k] for k in _WANTED_LIMITS if k in ad.limits}
     try:
         with _quiet_native_output():

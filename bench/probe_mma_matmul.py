@@ -1,0 +1,74 @@
+"""Time the int8 subgroup-matrix prompt matmul (kernels/mma.py) against the SIMT tiled matmul
+on one prompt shape, with parts of the MMA kernel cut out (WGSL edited here, not in the
+kernel): where does its time go?
+
+    python bench/probe_mma_matmul.py --rows 9728 --k 896 --tokens 512 --epilogue silu_mul
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from webgpu_llm.kernels.common import pack_state
+from webgpu_llm.kernels.formats import FORMATS
+from webgpu_llm.kernels.linear import LinearSpec, Segment, matmul_grid, matmul_kernel
+from webgpu_llm.kernels.mma import mma_matmul_grid, mma_matmul_kernel, quantize_grid, quantize_kernel
+from webgpu_llm.kernels.reference import random_weight
+from webgpu_llm.runtime.gpu import open_gpu
+from webgpu_llm.runtime.program import Kernel, Program
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=9728)
+    ap.add_argument("--k", type=int, default=896)
+    ap.add_argument("--tokens", type=int, default=512)
+    ap.add_argument("--fmt", default="q8_0")
+    ap.add_argument("--epilogue", default="silu_mul")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    gpu = open_gpu("dawn")
+    rng = np.random.default_rng(0)
+    raw = random_weight(a.fmt, a.rows, a.k, rng)
+    wb = gpu.upload(FORMATS[a.fmt].pack(raw, a.k))
+    x = gpu.upload(rng.standard_normal((a.tokens, a.k)).astype(np.float32))
+    y = gpu.buffer(a.tokens * a.rows * 4)
+    nu = a.k // 32
+    xq, xs = gpu.buffer(a.tokens * nu * 32), gpu.buffer(a.tokens * nu * 8)
+    st = gpu.upload(pack_state(n=a.tokens))
+    spec = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),), epilogue=a.epilogue)
+    flop = 2.0 * a.tokens * a.rows * a.k
+    mma = mma_matmul_kernel(spec)
+    cuts = {
+        "mma": mma.wgsl,
+        "mma, no scaling": "\n".join(ln for ln in mma.wgsl.split("\n") if "acc[" not in ln or "bitcast" in ln),
+        "mma, no tile products": mma.wgsl.replace("    tile_products(sgid, lane);", ""),
+    }
+    rows = []
+
+    def time(name: str, kernel: Kernel, grid: tuple[int, int, int]) -> None:
+        prog = Program(gpu)
+        for _ in range(10):
+            prog.add(kernel, {"st": st, "w0": wb, "x": x, "xq": xq, "xs": xs, "y": y}, grid)
+        s = prog.time_gpu(1, reps=5) / 10
+        rows.append({"kernel": name, "us": s * 1e6, "tflops": flop / s / 1e12})
+        print(f"{name:28s} {s * 1e6:9.1f} us {flop / s / 1e12:7.2f} TFLOP/s", flush=True)
+
+    time("quantize x", quantize_kernel(a.k), quantize_grid(a.k)(a.tokens))
+    for tm in (4, 8):
+        time(f"simt tm={tm}", matmul_kernel(spec, tm), matmul_grid(spec, tm)(a.tokens))
+    for name, src in cuts.items():
+        try:
+            time(name, Kernel(name, src, mma.bindings), mma_matmul_grid(spec)(a.tokens))
+        except Exception as e:  # a probe: report and go on
+            print(f"{name:28s} FAILED {' '.join(str(e).split())[:300]}")
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump({"args": vars(a), "rows": rows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""The prompt matmul on the GPU's matrix units: int8 subgroup matrices (Dawn's
+`chromium-experimental-subgroup-matrix`, tensor cores on NVIDIA through Vulkan's cooperative
+matrices), for weights of one scale a unit (formats.MMA_FORMATS).
+
+Per 32-input unit, x is quantized to int8 with one scale per token (as the int8 mat-vec does)
+and the weights stay the int8s of their format, so a unit of y is
+    sum_k w x = d_w d_x (q_w . q_x) + m_w d_x sum(q_x)
+and the matrix units compute the integer products q_w . q_x for a 16 x 16 tile at a time
+(16 tokens x 16 weight rows x 32 inputs, i8 x i8 -> i32). Each unit's scales differ, so the
+integer tile goes through workgroup memory after every unit and each thread scales its share
+into f32 accumulators.
+
+x is quantized once, by `quantize_kernel` (bench/NOTES.md round 94: quantized by every
+workgroup it cost a third of the matmul). A workgroup takes 64 tokens x 64 weight rows (32 row
+pairs, the epilogues' unit) with 128 threads, four 32-thread slices of 32 tokens x 32 rows
+(2 x 2 tiles each). Per unit: threads 0-63 copy one token's int8s, threads 64-127 unpack one
+weight row, into workgroup memory; each slice multiplies its tiles and stores them; each
+thread then scales one weight row of its slice for 32 tokens. The next unit's loads are in
+flight meanwhile. At the end the accumulators go through workgroup memory once more so that
+each epilogue call gets a row pair.
+
+`emulate=True` computes the tiles with `dot4I8Packed` instead of the matrix units (same
+workgroup memory, same everything else): the kernel's logic is tested on adapters without
+subgroup matrices (llvmpipe), the matrix units on the GPUs that have them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..runtime.gpu import Gpu
+from ..runtime.program import Kernel
+from .common import Signature
+from .formats import FORMATS, MMA_FORMATS, UNIT, WGSL_HELPERS, unroll
+from .linear import QUANT_UNIT, LinearSpec, _by_segment, _epilogue_wgsl, _rows_wgsl
+
+TILE = 16  # tile rows and columns (tokens, weight rows) of the i8 16 x 16 x 32 configuration
+BM = 64  # tokens per workgroup
+BN = 64  # weight rows per workgroup (32 pairs)
+WG = 128  # threads: four slices of 32
+
+
+def mma_ok(spec: LinearSpec) -> bool:
+    """Can this prompt matmul run on the int8 matrix units (formats, plain input)?"""
+    return (spec.prologue == "plain" and not spec.last_row
+            and all(s.fmt in MMA_FORMATS for s in spec.segments))
+
+
+def usable(gpu: Gpu) -> bool:
+    """Does this device run these kernels on its matrix units?"""
+    return has_int8_mma(gpu.subgroup_matrix_configs)
+
+
+def has_int8_mma(configs: list[dict[str, Any]]) -> bool:
+    """Does the adapter list the configuration these kernels use (i8 x i8 -> i32, 16 x 16 x
+    32, 32-wide subgroups)?"""
+    return any(c.get("component_type") == "i8" and c.get("result_component_type") == "i32"
+               and (c.get("m"), c.get("n"), c.get("k")) == (TILE, TILE, UNIT)
+               and c.get("min_subgroup_size") == c.get("max_subgroup_size") == 32 for c in configs)
+
+
+def _tiles_wgsl(emulate: bool) -> str:
+    """`fn tile_products(s, lane)`: slice s's four integer tiles into cs[s]. Slice s = (token
+    half s / 2, row half s % 2) of the workgroup's tile; tile (a, b) of a slice: its tokens
+    16a.., rows 16b.., stored row-major (token, row) at cs[(4 s + 2 a + b) * 256]."""
+    if not emulate:
+        return """
+fn tile_products(s: u32, lane: u32) {
+  let t0 = (s / 2u) * 32u;
+  let r0 = (s % 2u) * 32u;
+  let a0 = subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>(&xq8, t0 * 32u, false, 32u);
+  let a1 = subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>(&xq8, (t0 + 16u) * 32u, false, 32u);
+  let b0 = subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>(&wq, r0 * 32u, true, 32u);
+  let b1 = subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>(&wq, (r0 + 16u) * 32u, true, 32u);
+  subgroupMatrixStore(&cs, (4u * s) * 256u, subgroupMatrixMultiply<i32>(a0, b0), false, 16u);
+  subgroupMatrixStore(&cs, (4u * s + 1u) * 256u, subgroupMatrixMultiply<i32>(a0, b1), false, 16u);
+  subgroupMatrixStore(&cs, (4u * s + 2u) * 256u, subgroupMatrixMultiply<i32>(a1, b0), false, 16u);
+  subgroupMatrixStore(&cs, (4u * s + 3u) * 256u, subgroupMatrixMultiply<i32>(a1, b1), false, 16u);
+}
+"""
+    return """
+fn tile_products(s: u32, lane: u32) {
+  let t0 = (s / 2u) * 32u;
+  let r0 = (s % 2u) * 32u;
+  for (var e = lane; e < 1024u; e += 32u) {
+    let tile = e / 256u;
+    let tr = (e % 256u) / 16u;
+    let tc = e % 16u;
+    let t = t0 + (tile / 2u) * 16u + tr;
+    let r = r0 + (tile % 2u) * 16u + tc;
+    var acc = 0;
+    for (var w = 0u; w < 8u; w++) {
+      acc += dot4I8Packed(bitcast<u32>(xq8[t * 8u + w]), bitcast<u32>(wq[r * 8u + w]));
+    }
+    cs[(4u * s + tile) * 256u + tr * 16u + tc] = acc;
+  }
+}
+"""
+
+
+def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
+    """Many tokens (st.n of them) through the int8 matrix units: grid = mma_matmul_grid(spec)(n).
+    Same bindings and epilogues as linear.matmul_kernel (K split over grid z included)."""
+    assert mma_ok(spec), spec
+    assert (spec.splits > 1) == (spec.epilogue == "partial")
+    sig = Signature().state()
+    loaders = [WGSL_HELPERS, "struct QUnit { lo: vec4<u32>, hi: vec4<u32>, dm: vec2<f32> }"]
+    for i, seg in enumerate(spec.segments):
+        if (err := FORMATS[seg.fmt].check_k(spec.k)):
+            raise ValueError(err)
+        sig.storage(f"w{i}", "array<vec4<u32>>")
+        loaders.append(FORMATS[seg.fmt].wgsl_unit_q(f"q_w{i}", f"w{i}", seg.rows, spec.k))
+    loaders.append(_by_segment(spec, "q_row", ", u: u32", "QUnit", "q_w{i}", "{r}, u"))
+    sig.storage("xq", "array<vec4<u32>>")
+    sig.storage("xs", "array<vec2<f32>>")
+    body = "\n".join([_rows_wgsl(spec), *loaders, _epilogue_wgsl(spec, sig), _tiles_wgsl(emulate)])
+    nt = "st.n"
+    if spec.t0 or spec.tmax:
+        nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
+    per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
+    slice_id = "lid / 32u" if emulate else "sgid"
+    sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
+    body = unroll(body + f"""
+const NU: u32 = {spec.kp // UNIT}u;
+var<workgroup> xq8: array<i32, {BM * 8}>;  // [token][8 words]: a unit of int8s
+var<workgroup> wq: array<i32, {BN * 8}>;  // [tile row][8 words]
+// per token: (scale, scale * sum of its int8s); per tile row: (d, m). Two of each, by the
+// unit's parity: the next unit's are written while this one's are still being read
+var<workgroup> xd: array<vec2<f32>, {2 * BM}>;
+var<workgroup> wd: array<vec2<f32>, {2 * BN}>;
+var<workgroup> cs: array<i32, {BM * BN}>;  // the slices' integer tiles; at the end, y's f32 bits
+var<private> split: u32;
+@compute @workgroup_size({WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{
+  let nt = {nt};
+  let m0 = wid.y * {BM}u;
+  let p0 = wid.x * {BN // 2}u;
+  split = wid.z;
+  let u0 = wid.z * {per}u;
+  let u1 = min(NU, u0 + {per}u);
+  // what this thread stages: token m0 + lid's x (lid < 64), or tile row lid - 64's weights
+  let xt = m0 + lid;
+  let xrow = ({spec.t0}u + xt) * NU;
+  let c = lid - {BM}u;  // tile row 2q + member of pair p0 + q
+  let p = p0 + c / 2u;
+  let r = min(select(row0(p), row1(p), (c & 1u) == 1u), N - 1u);
+  var xr: array<vec4<u32>, 2>;  // (tokens past the batch's stay zero)
+  var xsr = vec2<f32>(0.0);
+  var wr: QUnit;
+  if (lid < {BM}u) {{
+    if (xt < nt) {{
+      xr[0] = xq[2u * (xrow + u0)]; xr[1] = xq[2u * (xrow + u0) + 1u]; xsr = xs[xrow + u0];
+    }}
+  }} else {{
+    wr = q_row(r, u0);
+  }}
+  // what this thread scales: tile row (lid % 64) of its slice's rows, for the slice's 32 tokens
+  let s = lid / 32u;
+  let lane = lid % 32u;
+  let col = (s % 2u) * 32u + lane;
+  let tb = (s / 2u) * 32u;
+  var acc: array<f32, 32>;
+  for (var u = u0; u < u1; u++) {{
+    if (lid < {BM}u) {{
+%4      xq8[lid * 8u + $i] = bitcast<i32>(xr[0][$i]); xq8[lid * 8u + 4u + $i] = bitcast<i32>(xr[1][$i]);
+      xd[(u & 1u) * {BM}u + lid] = xsr;
+    }} else {{
+%4      wq[c * 8u + $i] = bitcast<i32>(wr.lo[$i]); wq[c * 8u + 4u + $i] = bitcast<i32>(wr.hi[$i]);
+      wd[(u & 1u) * {BN}u + c] = wr.dm;
+    }}
+    workgroupBarrier();
+    if (u + 1u < u1) {{  // the next unit's loads, in flight while this one is multiplied
+      if (lid < {BM}u) {{
+        if (xt < nt) {{
+          xr[0] = xq[2u * (xrow + u + 1u)]; xr[1] = xq[2u * (xrow + u + 1u) + 1u]; xsr = xs[xrow + u + 1u];
+        }}
+      }} else {{
+        wr = q_row(r, u + 1u);
+      }}
+    }}
+    tile_products({slice_id}, lane);
+    workgroupBarrier();
+    let dm = wd[(u & 1u) * {BN}u + col];
+%32    {{ let xs = xd[(u & 1u) * {BM}u + tb + $i]; acc[$i] += dm.x * xs.x * f32(cs[(4u * s + ($i / 16u) * 2u + lane / 16u) * 256u + ($i % 16u) * 16u + lane % 16u]) + dm.y * xs.y; }}
+  }}
+  // the accumulators by (token, tile row), so that each epilogue call gets a row pair
+  workgroupBarrier();
+%32  cs[(tb + $i) * {BN}u + col] = bitcast<i32>(acc[$i]);
+  workgroupBarrier();
+  let q = lid % 32u;
+%16  {{ let tt = lid / 32u + 4u * $i; let t = m0 + tt; if (t < nt && p0 + q < NP) {{ epi(t, p0 + q, bitcast<f32>(cs[tt * {BN}u + 2u * q]), bitcast<f32>(cs[tt * {BN}u + 2u * q + 1u])); }} }}
+}}
+""")
+    name = f"mma_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}{'_emulated' if emulate else ''}"
+    k = sig.kernel(name, body)
+    if emulate:
+        return k
+    # directives go before every declaration; the slice a subgroup takes is its subgroup_id,
+    # which the uniformity analysis does not see as uniform over the subgroup
+    head = ("enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n"
+            "diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n")
+    return Kernel(k.name, head + k.wgsl, k.bindings)
+
+
+def quantize_kernel(k: int) -> Kernel:
+    """x (st.n rows of k values, k a multiple of 32) as int8 units: xq[2 (t NU + u) ..] the
+    unit's int8s four to a word, xs[t NU + u] its (scale, scale * sum of the int8s); one
+    thread a unit. The matmul's input, quantized once instead of by each of its workgroups."""
+    sig = Signature().state()
+    sig.storage("x", "array<vec4<f32>>")
+    sig.storage("xq", "array<vec4<u32>>", write=True)
+    sig.storage("xs", "array<vec2<f32>>", write=True)
+    nu = k // UNIT
+    body = unroll(QUANT_UNIT + f"""
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
+  let i = gid.x;
+  if (i >= st.n * {nu}u) {{ return; }}
+  let t = i / {nu}u;
+  let u = i % {nu}u;
+  var v: array<vec4<f32>, 8>;
+%8  v[$i] = x[t * {k // 4}u + u * 8u + $i];
+  let q = quant_unit(v);
+  xq[2u * i] = vec4<u32>(q.w[0], q.w[1], q.w[2], q.w[3]);
+  xq[2u * i + 1u] = vec4<u32>(q.w[4], q.w[5], q.w[6], q.w[7]);
+  xs[i] = q.d;
+}}
+""")
+    return sig.kernel(f"quantize_units_{k}", body)
+
+
+def quantize_grid(k: int):
+    return lambda n: (-(-n * (k // UNIT) // 64), 1, 1)
+
+
+def mma_matmul_grid(spec: LinearSpec):
+    gx = -(-spec.pairs // (BN // 2))
+    return lambda n: (gx, -(-n // BM), spec.splits)

@@ -1,0 +1,123 @@
+"""The int8 subgroup-matrix prompt matmul (kernels/mma.py) against numpy: its logic everywhere
+(tiles computed with dot4I8Packed, `emulate`), the matrix units where the adapter has them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernel_harness import read, rel_err, run_kernel
+from test_kernels_linear import _int8_x, _weight
+from webgpu_llm.kernels.formats import MMA_FORMATS
+from webgpu_llm.kernels.linear import LinearSpec, QkvShape, Segment
+from webgpu_llm.kernels.mma import (
+    has_int8_mma,
+    mma_matmul_grid,
+    mma_matmul_kernel,
+    mma_ok,
+    quantize_grid,
+    quantize_kernel,
+    usable,
+)
+from webgpu_llm.kernels.reference import rope_pairs, silu
+
+
+def _modes(gpu) -> list[bool]:
+    """emulate=True everywhere; the matrix units too where this device has them."""
+    return [True, False] if usable(gpu) else [True]
+
+
+def _run(gpu, spec, bufs, t, emulate, **state):
+    """bufs["x"] quantized (quantize_kernel), then the matmul on its int8 units."""
+    nu = spec.k // 32
+    q = {"xq": gpu.buffer(t * nu * 32), "xs": gpu.buffer(t * nu * 8)}
+    run_kernel(gpu, quantize_kernel(spec.k), {"x": bufs["x"], **q}, quantize_grid(spec.k)(t), n=t)
+    run_kernel(gpu, mma_matmul_kernel(spec, emulate), {**bufs, **q}, mma_matmul_grid(spec)(t), n=t, **state)
+
+
+@pytest.mark.parametrize("fmt", MMA_FORMATS)
+def test_mma_matmul_every_format(gpu, fmt):
+    """Each format's int8s and (d, m) against numpy on the int8-rounded x: 70 tokens and 75
+    rows cross the 64 x 64 workgroup tile (a ragged last pair too)."""
+    rng = np.random.default_rng(11)
+    k = 512 if fmt.endswith("_k") else 160
+    rows, t = 75, 70
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
+    for emulate in _modes(gpu):
+        yb = gpu.buffer(rows * t * 4)
+        _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "y": yb}, t, emulate)
+        y = read(gpu, yb, (t, rows))
+        assert rel_err(y, _int8_x(x) @ w.T) < 1e-4, emulate
+        assert rel_err(y, x @ w.T) < 3e-2, emulate
+
+
+def test_mma_matmul_epilogues(gpu):
+    """SiLU·mul over two segments of different formats, the residual add, K split over grid
+    z with partial sums, and a window of the batch's tokens (t0, tmax)."""
+    rng = np.random.default_rng(12)
+    k, f, t = 256, 45, 67
+    wg_, gb = _weight(gpu, "q4_0", f, k, rng)
+    wu, ub = _weight(gpu, "q8_0", f, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xq = _int8_x(x)
+    res = rng.standard_normal((t, f)).astype(np.float32)
+    for emulate in _modes(gpu):
+        spec = LinearSpec(k=k, segments=(Segment("q4_0", f), Segment("q8_0", f)), epilogue="silu_mul")
+        yb = gpu.buffer(f * t * 4)
+        _run(gpu, spec, {"w0": gb, "w1": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
+        assert rel_err(read(gpu, yb, (t, f)), silu(xq @ wg_.T) * (xq @ wu.T)) < 1e-4
+        spec = LinearSpec(k=k, segments=(Segment("q8_0", f),), epilogue="add")
+        yb = gpu.upload(res)
+        _run(gpu, spec, {"w0": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
+        assert rel_err(read(gpu, yb, (t, f)), res + xq @ wu.T) < 1e-4
+        spec = LinearSpec(k=k, segments=(Segment("q8_0", f),), epilogue="partial", splits=3)
+        yb = gpu.buffer(t * 3 * f * 4)
+        _run(gpu, spec, {"w0": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
+        part = read(gpu, yb, (t, 3, f))
+        assert rel_err(part.sum(1), xq @ wu.T) < 1e-4
+        assert rel_err(part[:, 2], xq[:, 192:] @ wu[:, 192:].T) < 1e-4  # units 6..7 of 0..7
+        spec = LinearSpec(k=k, segments=(Segment("q8_0", f),), t0=64, tmax=64)
+        yb = gpu.buffer(t * f * 4)
+        _run(gpu, spec, {"w0": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
+        y = read(gpu, yb, (t, f))
+        assert rel_err(y[:3], xq[64:] @ wu.T) < 1e-4 and not y[3:].any()
+
+
+def test_mma_matmul_qkv_epilogue(gpu):
+    """Bias, RoPE on adjacent pairs and the KV-cache write, as the prompt's QKV runs them."""
+    rng = np.random.default_rng(13)
+    hq, hkv, d, ctx, k, t, pos0 = 3, 1, 32, 80, 128, 69, 5
+    qd, kvd = hq * d, hkv * d
+    rows = qd + 2 * kvd
+    w, wb = _weight(gpu, "q8_0", rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    inv = (1.0 / 10000 ** (np.arange(0, d, 2) / d)).astype(np.float32)
+    pv = np.concatenate([bias, np.zeros(-rows % 4, np.float32), inv])
+    spec = LinearSpec(k=k, segments=(Segment("q8_0", rows),), epilogue="qkv", bias=True,
+                      qkv=QkvShape(qd, kvd, d, ctx), bias_off=0, rope_off=rows + (-rows % 4))
+    y = _int8_x(x) @ w.T + bias
+    pos = np.arange(pos0, pos0 + t)
+    q_ref = rope_pairs(y[:, :qd].reshape(t, hq, d), pos, inv).reshape(t, qd)
+    k_ref = rope_pairs(y[:, qd:qd + kvd].reshape(t, hkv, d), pos, inv)
+    for emulate in _modes(gpu):
+        qb, kvb = gpu.buffer(t * qd * 4), gpu.buffer(2 * kvd * ctx * 4)
+        _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "pv": gpu.upload(pv), "q": qb, "kv": kvb}, t, emulate,
+             pos=pos0)
+        kv = read(gpu, kvb, (2, hkv, ctx, d))
+        assert rel_err(read(gpu, qb, (t, qd)), q_ref) < 1e-4
+        assert rel_err(kv[0][:, pos0:pos0 + t].transpose(1, 0, 2), k_ref) < 1e-4
+        assert rel_err(kv[1][:, pos0:pos0 + t].transpose(1, 0, 2), y[:, qd + kvd:].reshape(t, hkv, d)) < 1e-4
+
+
+def test_mma_eligibility():
+    """Formats with one scale a unit and a plain input; the adapter's configuration list."""
+    assert mma_ok(LinearSpec(k=64, segments=(Segment("q4_k", 8), Segment("q8_0", 8))))
+    assert not mma_ok(LinearSpec(k=256, segments=(Segment("q6_k", 8),)))
+    assert not mma_ok(LinearSpec(k=64, segments=(Segment("f16", 8),)))
+    assert not mma_ok(LinearSpec(k=64, segments=(Segment("q8_0", 8),), prologue="rmsnorm"))
+    cfg = {"component_type": "i8", "result_component_type": "i32", "m": 16, "n": 16, "k": 32,
+           "min_subgroup_size": 32, "max_subgroup_size": 32}
+    assert has_int8_mma([cfg]) and not has_int8_mma([{**cfg, "n": 8}]) and not has_int8_mma([])
