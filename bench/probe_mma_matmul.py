@@ -28,8 +28,14 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--fmt", default="q8_0")
     ap.add_argument("--epilogue", default="silu_mul")
+    ap.add_argument("--toggles", default="", help="comma list of Dawn toggles to enable as well")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    if a.toggles:  # before the instance exists (open_gpu's own setting is then ignored)
+        from wgpudawn.backends.dawn import extras
+
+        extras.set_instance_extras(enable_toggles=["allow_unsafe_apis", "skip_validation", *a.toggles.split(",")],
+                                   disable_toggles=["timestamp_quantization"])
     gpu = open_gpu("dawn")
     rng = np.random.default_rng(0)
     raw = random_weight(a.fmt, a.rows, a.k, rng)
@@ -46,6 +52,8 @@ def main() -> None:
         "mma": mma.wgsl,
         "mma, no scaling": "\n".join(ln for ln in mma.wgsl.split("\n") if "acc[" not in ln or "bitcast" in ln),
         "mma, no tile products": mma.wgsl.replace("    tile_products(sgid, lane);", ""),
+        "mma, neither": "\n".join(ln for ln in mma.wgsl.replace("    tile_products(sgid, lane);", "").split("\n")
+                                   if "acc[" not in ln or "bitcast" in ln),
     }
     rows = []
 

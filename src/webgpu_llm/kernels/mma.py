@@ -119,6 +119,8 @@ def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
         nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
     slice_id = "lid / 32u" if emulate else "sgid"
+    # a weight minimum (or offset) adds m * (x's sum); q8_0 has none: one multiply-add less
+    m_term = " + dm.y * xs.y" if any(s.fmt != "q8_0" for s in spec.segments) else ""
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
@@ -181,7 +183,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     tile_products({slice_id}, lane);
     workgroupBarrier();
     let dm = wd[(u & 1u) * {BN}u + col];
-%32    {{ let xs = xd[(u & 1u) * {BM}u + tb + $i]; acc[$i] += dm.x * xs.x * f32(cs[(4u * s + ($i / 16u) * 2u + lane / 16u) * 256u + ($i % 16u) * 16u + lane % 16u]) + dm.y * xs.y; }}
+%32    {{ let xs = xd[(u & 1u) * {BM}u + tb + $i]; acc[$i] += dm.x * xs.x * f32(cs[(4u * s + ($i / 16u) * 2u + lane / 16u) * 256u + ($i % 16u) * 16u + lane % 16u]){m_term}; }}
   }}
   // the accumulators by (token, tile row), so that each epilogue call gets a row pair
   workgroupBarrier();
