@@ -194,3 +194,31 @@ def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
     assert _rel(_step_logits(eng), base) < 1e-5
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
+
+
+@pytest.mark.slow
+def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
+    """The prompt matmuls of a q8_0 model through kernels/mma.py (its dot4I8Packed tiles here;
+    the matrix units too where the device has them) against the SIMT matmul: the prompt's KV
+    cache feeds the next step's logits."""
+    import dataclasses
+
+    from webgpu_llm.generation.engine import Engine
+    from webgpu_llm.kernels.mma import usable
+    from webgpu_llm.models.presets import preset_model
+    from webgpu_llm.models.transformer import Transformer
+
+    cfg, tensors = preset_model("tiny", "q8_0")
+    model = Transformer(wgpu_gpu, cfg, tensors.get, ctx=64, batch=16)
+    eng = Engine(model)
+    model.rebuild(dataclasses.replace(model.tuning, mma="off"))
+    base = _step_logits(eng)
+    model.rebuild(dataclasses.replace(model.tuning, mma="emulate"))
+    assert any(d.label.startswith("mma_matmul") for d in model.prefill.dispatches)
+    got = _step_logits(eng)
+    assert 0 < _rel(got, base) < 3e-2
+    if usable(wgpu_gpu):
+        model.rebuild(dataclasses.replace(model.tuning, mma="auto"))
+        assert _rel(_step_logits(eng), got) < 1e-5
+    with pytest.raises(ValueError, match="Tuning.mma"):
+        model.rebuild(dataclasses.replace(model.tuning, mma="yes"))

@@ -82,8 +82,9 @@ class Tuning:
     # PERSIST_WG threads (all must fit on the GPU at once), 0: one dispatch per kernel
     persist: int = 0
     # prompt matmuls whose weights have int8 units (formats.MMA_FORMATS) on the GPU's matrix
-    # units where the device has int8 subgroup matrices (kernels/mma.py)
-    mma: bool = True
+    # units (kernels/mma.py): "auto" where the device has int8 subgroup matrices, "off", or
+    # "emulate" (the same kernel with dot4I8Packed tiles, on any device: for tests)
+    mma: str = "auto"
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -289,12 +290,10 @@ class Transformer:
         self.nll = g.buffer(T * 4, "nll")
         self.kpart = g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials")
         self.tmp = g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp")
-        # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py)
+        # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py; `_add_mm`)
         self.mma_usable = mma.usable(g)
-        if self.mma_usable:
-            widest = max(c.hidden, c.q_dim, c.intermediate)
-            self.xq8 = g.buffer(T * widest, "int8_units")
-            self.xs8 = g.buffer(T * (widest // 32) * 8, "int8_unit_scales")
+        self.xq8: Any = None
+        self.xs8: Any = None
 
     # -- programs --------------------------------------------------------------------------
     def _spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
@@ -322,7 +321,10 @@ class Transformer:
         return matvec_grid(spec, shape["wg"], shape["tpr"], self.tuning.row_blocks(role))
 
     def _on_mma(self, spec: LinearSpec) -> bool:
-        return self.tuning.mma and self.mma_usable and mma.mma_ok(spec)
+        mode = self.tuning.mma
+        if mode not in ("auto", "off", "emulate"):
+            raise ValueError(f"Tuning.mma must be auto, off or emulate, not {mode!r}")
+        return mode != "off" and (self.mma_usable or mode == "emulate") and mma.mma_ok(spec)
 
     def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any]) -> None:
         """A prompt matmul on bindings["x"]; on the matrix units, after x is quantized."""
@@ -330,9 +332,15 @@ class Transformer:
             prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
                      matmul_grid(spec, self.tuning.tm(role)))
             return
+        if self.xq8 is None:  # the input as int8 units, made on first use
+            c, T = self.cfg, self.batch
+            widest = max(c.hidden, c.q_dim, c.intermediate)
+            self.xq8 = self.gpu.buffer(T * widest, "int8_units")
+            self.xs8 = self.gpu.buffer(T * (widest // 32) * 8, "int8_unit_scales")
         q = {"xq": self.xq8, "xs": self.xs8}
         prog.add(mma.quantize_kernel(spec.k), {"st": self.st, "x": bindings["x"], **q}, mma.quantize_grid(spec.k))
-        prog.add(mma.mma_matmul_kernel(spec), {**bindings, **q}, mma.mma_matmul_grid(spec))
+        prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable), {**bindings, **q},
+                 mma.mma_matmul_grid(spec))
 
     def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:
         """Rebuild the Programs with other kernel shapes or fusion (weights and caches stay)."""
