@@ -220,5 +220,5 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
     if usable(wgpu_gpu):
         model.rebuild(dataclasses.replace(model.tuning, mma="auto"))
         assert _rel(_step_logits(eng), got) < 1e-5
-    with pytest.raises(ValueError, match="Tuning.mma"):
+    with pytest.raises(ValueError, match=r"Tuning\.mma"):
         model.rebuild(dataclasses.replace(model.tuning, mma="yes"))
