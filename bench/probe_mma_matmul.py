@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--fmt", default="q8_0")
     ap.add_argument("--epilogue", default="silu_mul")
+    ap.add_argument("--splits", default="1", help="comma list of K splits to time (> 1: epilogue partial)")
     ap.add_argument("--toggles", default="", help="comma list of Dawn toggles to enable as well")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -41,7 +42,8 @@ def main() -> None:
     raw = random_weight(a.fmt, a.rows, a.k, rng)
     wb = gpu.upload(FORMATS[a.fmt].pack(raw, a.k))
     x = gpu.upload(rng.standard_normal((a.tokens, a.k)).astype(np.float32))
-    y = gpu.buffer(a.tokens * a.rows * 4)
+    splits = [int(v) for v in a.splits.split(",")]
+    y = gpu.buffer(a.tokens * a.rows * 4 * max(splits))
     nu = a.k // 32
     xq, xs = gpu.buffer(a.tokens * nu * 32), gpu.buffer(a.tokens * nu * 8)
     st = gpu.upload(pack_state(n=a.tokens))
@@ -55,6 +57,12 @@ def main() -> None:
         "mma, neither": "\n".join(ln for ln in mma.wgsl.replace("    tile_products(sgid, lane);", "").split("\n")
                                    if "acc[" not in ln or "bitcast" in ln),
     }
+    # less occupancy: workgroup memory the kernel touches but does not need
+    for kb in (8, 20):
+        pad = f"var<workgroup> pad: array<i32, {kb * 256}>;\n"
+        cuts[f"mma, +{kb} KB workgroup memory"] = (mma.wgsl.replace("var<private> split: u32;", pad + "var<private> split: u32;")
+                                                   .replace("  split = wid.z;", "  pad[lid] = i32(lid);\n  workgroupBarrier();\n"
+                                                            "  split = select(wid.z, 99u, pad[(lid + 7u) % 128u] < 0);"))
     rows = []
 
     def time(name: str, kernel: Kernel, grid: tuple[int, int, int]) -> None:
@@ -68,6 +76,11 @@ def main() -> None:
     time("quantize x", quantize_kernel(a.k), quantize_grid(a.k)(a.tokens))
     for tm in (4, 8):
         time(f"simt tm={tm}", matmul_kernel(spec, tm), matmul_grid(spec, tm)(a.tokens))
+    for sp in splits:
+        if sp > 1:
+            ss = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),), epilogue="partial", splits=sp)
+            time(f"mma, {sp} K splits", mma_matmul_kernel(ss), mma_matmul_grid(ss)(a.tokens))
+            time(f"simt tm=4, {sp} K splits", matmul_kernel(ss, 4), matmul_grid(ss, 4)(a.tokens))
     for name, src in cuts.items():
         try:
             time(name, Kernel(name, src, mma.bindings), mma_matmul_grid(spec)(a.tokens))

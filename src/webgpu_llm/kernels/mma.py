@@ -68,14 +68,14 @@ def _tiles_wgsl(emulate: bool) -> str:
 fn tile_products(s: u32, lane: u32) {
   let t0 = (s / 2u) * 32u;
   let r0 = (s % 2u) * 32u;
-  let a0 = subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>(&xq8, t0 * 32u, false, 32u);
-  let a1 = subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>(&xq8, (t0 + 16u) * 32u, false, 32u);
-  let b0 = subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>(&wq, r0 * 32u, true, 32u);
-  let b1 = subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>(&wq, (r0 + 16u) * 32u, true, 32u);
-  subgroupMatrixStore(&cs, (4u * s) * 256u, subgroupMatrixMultiply<i32>(a0, b0), false, 16u);
-  subgroupMatrixStore(&cs, (4u * s + 1u) * 256u, subgroupMatrixMultiply<i32>(a0, b1), false, 16u);
-  subgroupMatrixStore(&cs, (4u * s + 2u) * 256u, subgroupMatrixMultiply<i32>(a1, b0), false, 16u);
-  subgroupMatrixStore(&cs, (4u * s + 3u) * 256u, subgroupMatrixMultiply<i32>(a1, b1), false, 16u);
+  let a0 = subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>(&xq8, t0 * XW * 4u, false, XW * 4u);
+  let a1 = subgroupMatrixLoad<subgroup_matrix_left<i8, 32, 16>>(&xq8, (t0 + 16u) * XW * 4u, false, XW * 4u);
+  let b0 = subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>(&wq, r0 * XW * 4u, true, XW * 4u);
+  let b1 = subgroupMatrixLoad<subgroup_matrix_right<i8, 16, 32>>(&wq, (r0 + 16u) * XW * 4u, true, XW * 4u);
+  subgroupMatrixStore(&cs, (4u * s) * TS, subgroupMatrixMultiply<i32>(a0, b0), false, CW);
+  subgroupMatrixStore(&cs, (4u * s + 1u) * TS, subgroupMatrixMultiply<i32>(a0, b1), false, CW);
+  subgroupMatrixStore(&cs, (4u * s + 2u) * TS, subgroupMatrixMultiply<i32>(a1, b0), false, CW);
+  subgroupMatrixStore(&cs, (4u * s + 3u) * TS, subgroupMatrixMultiply<i32>(a1, b1), false, CW);
 }
 """
     return """
@@ -90,12 +90,19 @@ fn tile_products(s: u32, lane: u32) {
     let r = r0 + (tile % 2u) * 16u + tc;
     var acc = 0;
     for (var w = 0u; w < 8u; w++) {
-      acc += dot4I8Packed(bitcast<u32>(xq8[t * 8u + w]), bitcast<u32>(wq[r * 8u + w]));
+      acc += dot4I8Packed(bitcast<u32>(xq8[t * XW + w]), bitcast<u32>(wq[r * XW + w]));
     }
-    cs[(4u * s + tile) * 256u + tr * 16u + tc] = acc;
+    cs[(4u * s + tile) * TS + tr * CW + tc] = acc;
   }
 }
 """
+
+
+# Staged rows of 12 words (8 hold a unit of int8s): the tile loads' bank conflicts fewer,
+# gate/up -5 %, QKV -6 %; padding the integer tiles' rows was slower (more workgroup memory,
+# fewer workgroups a SM): bench/NOTES.md round 98
+XW = 12
+CW = 16  # i32s a row of an integer tile takes in workgroup memory
 
 
 def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
@@ -124,13 +131,16 @@ def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
-var<workgroup> xq8: array<i32, {BM * 8}>;  // [token][8 words]: a unit of int8s
-var<workgroup> wq: array<i32, {BN * 8}>;  // [tile row][8 words]
+const XW: u32 = {XW}u;
+const CW: u32 = {CW}u;
+const TS: u32 = {16 * CW}u;  // i32s a tile takes
+var<workgroup> xq8: array<i32, {BM * XW}>;  // [token][XW words]: a unit of int8s
+var<workgroup> wq: array<i32, {BN * XW}>;  // [tile row][XW words]
 // per token: (scale, scale * sum of its int8s); per tile row: (d, m). Two of each, by the
 // unit's parity: the next unit's are written while this one's are still being read
 var<workgroup> xd: array<vec2<f32>, {2 * BM}>;
 var<workgroup> wd: array<vec2<f32>, {2 * BN}>;
-var<workgroup> cs: array<i32, {BM * BN}>;  // the slices' integer tiles; at the end, y's f32 bits
+var<workgroup> cs: array<i32, {max(BM * BN, 16 * 16 * CW)}>;  // the slices' integer tiles; at the end, y's f32 bits
 var<private> split: u32;
 @compute @workgroup_size({WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{
@@ -164,10 +174,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var acc: array<f32, 32>;
   for (var u = u0; u < u1; u++) {{
     if (lid < {BM}u) {{
-%4      xq8[lid * 8u + $i] = bitcast<i32>(xr[0][$i]); xq8[lid * 8u + 4u + $i] = bitcast<i32>(xr[1][$i]);
+%4      xq8[lid * XW + $i] = bitcast<i32>(xr[0][$i]); xq8[lid * XW + 4u + $i] = bitcast<i32>(xr[1][$i]);
       xd[(u & 1u) * {BM}u + lid] = xsr;
     }} else {{
-%4      wq[c * 8u + $i] = bitcast<i32>(wr.lo[$i]); wq[c * 8u + 4u + $i] = bitcast<i32>(wr.hi[$i]);
+%4      wq[c * XW + $i] = bitcast<i32>(wr.lo[$i]); wq[c * XW + 4u + $i] = bitcast<i32>(wr.hi[$i]);
       wd[(u & 1u) * {BN}u + c] = wr.dm;
     }}
     workgroupBarrier();
@@ -183,7 +193,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     tile_products({slice_id}, lane);
     workgroupBarrier();
     let dm = wd[(u & 1u) * {BN}u + col];
-%32    {{ let xs = xd[(u & 1u) * {BM}u + tb + $i]; acc[$i] += dm.x * xs.x * f32(cs[(4u * s + ($i / 16u) * 2u + lane / 16u) * 256u + ($i % 16u) * 16u + lane % 16u]){m_term}; }}
+%32    {{ let xs = xd[(u & 1u) * {BM}u + tb + $i]; acc[$i] += dm.x * xs.x * f32(cs[(4u * s + ($i / 16u) * 2u + lane / 16u) * TS + ($i % 16u) * CW + lane % 16u]){m_term}; }}
   }}
   // the accumulators by (token, tile row), so that each epilogue call gets a row pair
   workgroupBarrier();
