@@ -268,35 +268,46 @@ def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
         assert rel_err(read(gpu, yb, rows), ref) < 1e-5, (tpr, blocks)
 
 
-def test_qkv_epilogue_bias_rope_and_cache(gpu):
-    """Q/K/V rows with bias; Q and K rotated in adjacent pairs; K/V written at their position."""
-    rng = np.random.default_rng(4)
-    hq, hkv, d, ctx, k, t, pos0 = 3, 1, 12, 16, 64, 3, 5
+def qkv_case(gpu, fmt, d, ctx, k, t, pos0, seed, x_seen=lambda x: x):
+    """A fused QKV projection (3 query heads, 1 KV head of d dimensions) with bias and RoPE:
+    its spec, and `check(run, n, tol)`, which makes the buffers, has `run(buffers)` launch a
+    kernel on them, and compares q and the KV cache of the first n tokens with numpy (on x as
+    `x_seen` rounds it; nothing written outside positions pos0..pos0+n)."""
+    rng = np.random.default_rng(seed)
+    hq, hkv = 3, 1
     qd, kvd = hq * d, hkv * d
     rows = qd + 2 * kvd
-    w, wb = _weight(gpu, "f32", rows, k, rng)
+    w, wb = _weight(gpu, fmt, rows, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
     inv = (1.0 / 10000 ** (np.arange(0, d, 2) / d)).astype(np.float32)
     pv = np.concatenate([bias, np.zeros(-rows % 4, np.float32), inv])
-    rope_off = rows + (-rows % 4)
-    qshape = QkvShape(qd, kvd, d, ctx)
-    spec = LinearSpec(k=k, segments=(Segment("f32", rows),), epilogue="qkv", bias=True, qkv=qshape,
-                      bias_off=0, rope_off=rope_off)
-    y = x @ w.T + bias
+    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),), epilogue="qkv", bias=True, qkv=QkvShape(qd, kvd, d, ctx),
+                      bias_off=0, rope_off=rows + (-rows % 4))
+    y = x_seen(x) @ w.T + bias
     pos = np.arange(pos0, pos0 + t)
     q_ref = rope_pairs(y[:, :qd].reshape(t, hq, d), pos, inv).reshape(t, qd)
     k_ref = rope_pairs(y[:, qd:qd + kvd].reshape(t, hkv, d), pos, inv)
     v_ref = y[:, qd + kvd:].reshape(t, hkv, d)
-    for kernel, grid, n in ((matmul_kernel(spec), matmul_grid(spec)(t), t), (matvec_kernel(spec), matvec_grid(spec), 1)):
-        xb, pvb = gpu.upload(x), gpu.upload(pv)
+
+    def check(run, n, tol):
         qb, kvb = gpu.buffer(t * qd * 4), gpu.buffer(2 * kvd * ctx * 4)
-        run_kernel(gpu, kernel, {"w0": wb, "x": xb, "pv": pvb, "q": qb, "kv": kvb}, grid, n=n, pos=pos0)
+        run({"w0": wb, "x": gpu.upload(x), "pv": gpu.upload(pv), "q": qb, "kv": kvb})
         kv = read(gpu, kvb, (2, hkv, ctx, d))
-        assert rel_err(read(gpu, qb, (t, qd))[:n], q_ref[:n]) < 1e-5
-        assert rel_err(kv[0][:, pos0:pos0 + n].transpose(1, 0, 2), k_ref[:n]) < 1e-5
-        assert rel_err(kv[1][:, pos0:pos0 + n].transpose(1, 0, 2), v_ref[:n]) < 1e-5
+        assert rel_err(read(gpu, qb, (t, qd))[:n], q_ref[:n]) < tol
+        assert rel_err(kv[0][:, pos0:pos0 + n].transpose(1, 0, 2), k_ref[:n]) < tol
+        assert rel_err(kv[1][:, pos0:pos0 + n].transpose(1, 0, 2), v_ref[:n]) < tol
         assert not kv[:, :, :pos0].any() and not kv[:, :, pos0 + n:].any()
+
+    return spec, check
+
+
+def test_qkv_epilogue_bias_rope_and_cache(gpu):
+    """Q/K/V rows with bias; Q and K rotated in adjacent pairs; K/V written at their position."""
+    t, pos0 = 3, 5
+    spec, check = qkv_case(gpu, "f32", 12, 16, 64, t, pos0, seed=4)
+    for kernel, grid, n in ((matmul_kernel(spec), matmul_grid(spec)(t), t), (matvec_kernel(spec), matvec_grid(spec), 1)):
+        check(lambda b, kernel=kernel, grid=grid, n=n: run_kernel(gpu, kernel, b, grid, n=n, pos=pos0), n, 1e-5)
 
 
 def test_attn_prologue_merges_split_partials(gpu):

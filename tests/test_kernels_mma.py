@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from kernel_harness import read, rel_err, run_kernel
-from test_kernels_linear import _int8_x, _weight
+from test_kernels_linear import _int8_x, _weight, qkv_case
 from webgpu_llm.kernels.formats import MMA_FORMATS
-from webgpu_llm.kernels.linear import LinearSpec, QkvShape, Segment
+from webgpu_llm.kernels.linear import LinearSpec, Segment
 from webgpu_llm.kernels.mma import (
     has_int8_mma,
     mma_matmul_grid,
@@ -19,7 +19,7 @@ from webgpu_llm.kernels.mma import (
     quantize_kernel,
     usable,
 )
-from webgpu_llm.kernels.reference import rope_pairs, silu
+from webgpu_llm.kernels.reference import silu
 
 
 def _modes(gpu) -> list[bool]:
@@ -87,29 +87,10 @@ def test_mma_matmul_epilogues(gpu):
 
 def test_mma_matmul_qkv_epilogue(gpu):
     """Bias, RoPE on adjacent pairs and the KV-cache write, as the prompt's QKV runs them."""
-    rng = np.random.default_rng(13)
-    hq, hkv, d, ctx, k, t, pos0 = 3, 1, 32, 80, 128, 69, 5
-    qd, kvd = hq * d, hkv * d
-    rows = qd + 2 * kvd
-    w, wb = _weight(gpu, "q8_0", rows, k, rng)
-    x = rng.standard_normal((t, k)).astype(np.float32)
-    bias = rng.standard_normal(rows).astype(np.float32)
-    inv = (1.0 / 10000 ** (np.arange(0, d, 2) / d)).astype(np.float32)
-    pv = np.concatenate([bias, np.zeros(-rows % 4, np.float32), inv])
-    spec = LinearSpec(k=k, segments=(Segment("q8_0", rows),), epilogue="qkv", bias=True,
-                      qkv=QkvShape(qd, kvd, d, ctx), bias_off=0, rope_off=rows + (-rows % 4))
-    y = _int8_x(x) @ w.T + bias
-    pos = np.arange(pos0, pos0 + t)
-    q_ref = rope_pairs(y[:, :qd].reshape(t, hq, d), pos, inv).reshape(t, qd)
-    k_ref = rope_pairs(y[:, qd:qd + kvd].reshape(t, hkv, d), pos, inv)
+    t, pos0 = 69, 5
+    spec, check = qkv_case(gpu, "q8_0", 32, 80, 128, t, pos0, seed=13, x_seen=_int8_x)
     for emulate in _modes(gpu):
-        qb, kvb = gpu.buffer(t * qd * 4), gpu.buffer(2 * kvd * ctx * 4)
-        _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "pv": gpu.upload(pv), "q": qb, "kv": kvb}, t, emulate,
-             pos=pos0)
-        kv = read(gpu, kvb, (2, hkv, ctx, d))
-        assert rel_err(read(gpu, qb, (t, qd)), q_ref) < 1e-4
-        assert rel_err(kv[0][:, pos0:pos0 + t].transpose(1, 0, 2), k_ref) < 1e-4
-        assert rel_err(kv[1][:, pos0:pos0 + t].transpose(1, 0, 2), y[:, qd + kvd:].reshape(t, hkv, d)) < 1e-4
+        check(lambda b, emulate=emulate: _run(gpu, spec, b, t, emulate, pos=pos0), t, 1e-4)
 
 
 def test_mma_eligibility():
