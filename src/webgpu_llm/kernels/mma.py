@@ -2,8 +2,8 @@
 `chromium-experimental-subgroup-matrix`, tensor cores on NVIDIA through Vulkan's cooperative
 matrices), for weights of one scale a unit (formats.MMA_FORMATS).
 
-Per 32-input unit, x is quantized to int8 with one scale per token (as the int8 mat-vec does)
-and the weights stay the int8s of their format, so a unit of y is
+Per 32-input unit, x is quantized to int8 with a scale per token and unit (as the int8 mat-vec
+does), and the weights stay the int8s of their format, so a unit of y is
     sum_k w x = d_w d_x (q_w . q_x) + m_w d_x sum(q_x)
 and the matrix units compute the integer products q_w . q_x for a 16 x 16 tile at a time
 (16 tokens x 16 weight rows x 32 inputs, i8 x i8 -> i32). Each unit's scales differ, so the
