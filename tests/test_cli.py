@@ -39,6 +39,18 @@ def test_info_json(capsys):
     assert any(a["limits"]["max-storage-buffer-binding-size"] > 0 for b in report["backends"] for a in b["adapters"])
     dawn = next(b for b in report["backends"] if b["backend"] == "dawn")
     assert dawn["command_validation"] is True  # the tests run with WEBGPU_LLM_VALIDATE=1 (conftest.py)
+    assert all(isinstance(a["subgroup_matrix_configs"], list) for b in report["backends"] for a in b["adapters"])
+
+
+def test_info_matrix_line():
+    """What `info` says of an adapter's matrix tiles (an H200 on Dawn lists these four)."""
+    from webgpu_llm.cli.info import matrix_line
+
+    cfg = [{"component_type": t, "result_component_type": r, "m": 16, "n": n, "k": 32, "min_subgroup_size": 32,
+            "max_subgroup_size": 32} for t, r in (("u8", "u32"), ("i8", "i32")) for n in (16, 8)]
+    assert matrix_line(cfg) == ("matrix tiles: u8->u32 16x16x32, u8->u32 16x8x32, i8->i32 16x16x32, i8->i32 16x8x32; "
+                                "quantized prompts run on them")
+    assert matrix_line(cfg[1:2]).endswith("not used (no i8 16x16x32 tile)")
 
 
 def test_generate_json_and_stream(capsys, tiny):

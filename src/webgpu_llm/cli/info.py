@@ -6,13 +6,31 @@ import argparse
 from typing import Any
 
 from ..errors import UserError, WebGpuLlmError
-from ..runtime.gpu import BACKENDS, VALIDATE_ENV, dawn_validates, list_adapters
+from ..kernels.mma import has_int8_mma
+from ..runtime.gpu import BACKENDS, MMA_FEATURE, VALIDATE_ENV, dawn_validates, list_adapters
 from .common import print_json
 
 _SHOWN_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
                  "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
                  "max-storage-buffers-per-shader-stage", "max-compute-workgroups-per-dimension")
-_ML_FEATURES = ("shader-f16", "subgroup", "subgroups", "timestamp-query")
+_ML_FEATURES = ("shader-f16", "subgroup", "subgroups", "timestamp-query", MMA_FEATURE)
+
+
+def _matrix_configs(adapter: Any) -> list[dict[str, Any]]:
+    """The subgroup-matrix shapes a Dawn adapter lists (none elsewhere)."""
+    if MMA_FEATURE not in adapter.features:
+        return []
+    from wgpudawn.backends.dawn import extras
+
+    return list(extras.get_adapter_properties(adapter).get("subgroup_matrix_configs", []))
+
+
+def matrix_line(configs: list[dict[str, Any]]) -> str:
+    """One line on an adapter's matrix tiles and whether the prompt matmul uses them."""
+    shapes = ", ".join(f"{c['component_type']}->{c['result_component_type']} {c['m']}x{c['n']}x{c['k']}"
+                       for c in configs)
+    use = "quantized prompts run on them" if has_int8_mma(configs) else "not used (no i8 16x16x32 tile)"
+    return f"matrix tiles: {shapes}; {use}"
 
 
 def add_parser(sub: Any) -> None:
@@ -45,6 +63,7 @@ def describe(backend: str) -> dict[str, Any]:
             "description": info.get("description", ""),
             "features": sorted(a.features),
             "limits": {k: a.limits[k] for k in _SHOWN_LIMITS if k in a.limits},
+            "subgroup_matrix_configs": _matrix_configs(a),
         })
     r: dict[str, Any] = {"backend": backend, "adapters": out}
     if backend == "dawn":  # skipped for speed unless asked for (runtime/gpu.py)
@@ -71,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                 feats = a["features"] if args.all_features else [f for f in a["features"] if f in _ML_FEATURES]
                 print(f"  [{a['index']}] {a['device']} ({a['adapter_type']}, {a['backend_type']}) {a['description']}")
                 print(f"      features: {', '.join(feats) or '-'}")
+                if a["subgroup_matrix_configs"]:
+                    print(f"      {matrix_line(a['subgroup_matrix_configs'])}")
                 for k, v in a["limits"].items():
                     print(f"      {k}: {v}")
     if not any(r["adapters"] for r in report):

@@ -89,6 +89,7 @@ def _flush_stdout() -> None:
 
 def list_adapters(backend: str) -> list[Any]:
     mod = backend_module(backend)
+    _prepare_backend(backend)  # the instance's toggles decide what adapters list (unsafe APIs)
     _flush_stdout()
     with _quiet_native_output():
         return list(mod.gpu.enumerate_adapters_sync())
