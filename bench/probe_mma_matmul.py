@@ -16,7 +16,7 @@ from webgpu_llm.kernels.common import pack_state
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment, matmul_grid, matmul_kernel
 from webgpu_llm.kernels.mma import mma_matmul_grid, mma_matmul_kernel, quantize_grid, quantize_kernel
-from webgpu_llm.kernels.reference import random_weight
+from webgpu_llm.kernels.reference import dequantize, random_weight
 from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
@@ -41,7 +41,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     raw = random_weight(a.fmt, a.rows, a.k, rng)
     wb = gpu.upload(FORMATS[a.fmt].pack(raw, a.k))
-    x = gpu.upload(rng.standard_normal((a.tokens, a.k)).astype(np.float32))
+    xh = rng.standard_normal((a.tokens, a.k)).astype(np.float32)
+    x = gpu.upload(xh)
     splits = [int(v) for v in a.splits.split(",")]
     y = gpu.buffer(a.tokens * a.rows * 4 * max(splits))
     nu = a.k // 32
@@ -74,6 +75,20 @@ def main() -> None:
         print(f"{name:28s} {s * 1e6:9.1f} us {flop / s / 1e12:7.2f} TFLOP/s", flush=True)
 
     time("quantize x", quantize_kernel(a.k), quantize_grid(a.k)(a.tokens))
+    # correctness at this size: the matrix units' y against numpy on the int8-rounded x
+    plain = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),))
+    prog = Program(gpu)
+    prog.add(mma_matmul_kernel(plain), {"st": st, "w0": wb, "xq": xq, "xs": xs, "y": y}, mma_matmul_grid(plain)(a.tokens))
+    prog.run(1)
+    got = gpu.read_array(y, np.float32, a.tokens * a.rows).reshape(a.tokens, a.rows)
+    b = xh.reshape(-1, 32)
+    d = np.abs(b).max(1, keepdims=True) / np.float32(127)
+    xr = (np.round(b / np.where(d > 0, d, 1)) * d).reshape(xh.shape)
+    w = dequantize(a.fmt, raw, a.k).astype(np.float64)
+    for name, ref in (("int8-rounded x", xr @ w.T), ("float x", xh @ w.T)):
+        err = float(np.abs(got - ref).max() / np.abs(ref).max())
+        rows.append({"kernel": f"check against numpy, {name}", "rel_err": err})
+        print(f"mma y against numpy ({name}): max rel err {err:.2e}", flush=True)
     for tm in (4, 8):
         time(f"simt tm={tm}", matmul_kernel(spec, tm), matmul_grid(spec, tm)(a.tokens))
     for sp in splits:
