@@ -99,6 +99,21 @@ def test_bench_json_on_a_file(capsys, tiny):
     assert code == 0
     row = json.loads(out)["engine"][0]
     assert row["tg_tok_s"] > 0 and row["pp_tok_s"] > 0 and row["dispatches_per_token"] > 0
+    assert row["prompt_matmul"] == "SIMT"  # float weights: never the int8 tiles
+
+
+def test_bench_compares_prompt_matmuls(capsys):
+    """`--mma auto,off`: a row each; a q8_0 model's prompt takes the int8 tiles where the adapter
+    has them."""
+    from webgpu_llm.kernels.mma import usable
+    from webgpu_llm.runtime.gpu import open_gpu
+
+    code, out, _ = run_cli(capsys, "bench", "--preset", "tiny", "--dtype", "q8_0", "--backend", "dawn", "--n-gen", "4",
+                           "--n-pp", "8", "--reps", "1", "--mma", "auto,off", "--json")
+    assert code == 0
+    rows = json.loads(out)["engine"]
+    on = "int8 tiles" if usable(open_gpu("dawn")) else "SIMT"
+    assert [r["prompt_matmul"] for r in rows] == [on, "SIMT"]
 
 
 def _fails(capsys, code_expected: int, *args: str) -> str:
@@ -125,6 +140,7 @@ def test_bad_input_gives_one_line_and_exit_2(capsys, tiny, tmp_path):
         (notok / f).write_bytes((tiny / f).read_bytes())
     _fails(capsys, 2, "generate", "-m", str(notok), "hi")  # no tokenizer
     assert "--persist" in _fails(capsys, 2, "bench", "-m", str(tiny), "--persist", "many")
+    assert "--mma" in _fails(capsys, 2, "bench", "-m", str(tiny), "--mma", "on")
 
 
 def test_bad_persist_setting_is_one_line(capsys, tiny, monkeypatch):

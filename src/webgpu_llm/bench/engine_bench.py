@@ -26,15 +26,19 @@ def _ids(n: int, vocab: int, seed: int) -> list[int]:
 
 def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_prompt: int = 16, n_gen: int = 128,
                  n_pp: int = 512, reps: int = 5, fused: bool = True, per_dispatch: bool = False,
-                 profile: bool = False, persist: int | None = None, log: Any = None) -> dict[str, Any]:
+                 profile: bool = False, persist: int | None = None, mma: str = "auto",
+                 log: Any = None) -> dict[str, Any]:
     """`persist`: resident workgroups of the persistent decode layers (0: off; None: the
     device's default). When it is on, the greedy tokens are also decoded with it off and
-    the number of positions where they agree is reported (`persist_agree`)."""
+    the number of positions where they agree is reported (`persist_agree`). `mma`: the
+    prompt matmuls on the int8 matrix units where the adapter has them ("auto") or not
+    ("off"); `prompt_matmul` says which ran."""
     ctx = max(n_prompt + n_gen + 8, n_pp + 8)
     say = log or (lambda *_: None)
     tuning = Tuning.default(gpu, cfg.hidden, cfg.head_dim)
     if persist is not None:
         tuning = replace(tuning, persist=persist)
+    tuning = replace(tuning, mma=mma)
     say(f"building {cfg.name} on {gpu.name} (fused={fused}, persist={tuning.persist})")
     model = Transformer(gpu, cfg, tensors.get, ctx=ctx, batch=max(n_pp, 16), fused=fused, tuning=tuning)
     eng = Engine(model)
@@ -44,7 +48,9 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_promp
     out: dict[str, Any] = {"model": cfg.name, "backend": gpu.backend, "adapter": gpu.info.get("device", ""),
                            "fused": fused, "per_dispatch_submit": per_dispatch,
                            "persist": model.tuning.persist if fused else 0,
-                           "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen}
+                           "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
+                           "prompt_matmul": "int8 tiles" if any(d.label.startswith("mma_matmul")
+                                                                for d in model.prefill.dispatches) else "SIMT"}
     if model.persist_note:
         out["persist_note"] = model.persist_note
         say("  " + model.persist_note)
@@ -112,8 +118,8 @@ def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | backend | fused | persistent | dispatches/token | tg tok/s | pp tok/s |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |\n")
+    head = ("| model | backend | fused | persistent | dispatches/token | tg tok/s | prompt matmul | pp tok/s |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
 
     def pp(r: dict[str, Any]) -> str:  # "—" where the prompt was not timed (--n-pp 0)
         return f"{r['pp_tok_s']:.0f}" if "pp_tok_s" in r else "—"
@@ -121,7 +127,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [f"| {r['model']} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
              f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | "
              f"{r.get('persist') or 'no'} | {r['dispatches_per_token']} | "
-             f"{r['tg_tok_s']:.1f} | {pp(r)} |" for r in rows]
+             f"{r['tg_tok_s']:.1f} | {r.get('prompt_matmul', '—')} | {pp(r)} |" for r in rows]
     return head + "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--persist", default=None, metavar="G[,G...]",
                    help="decode each layer as one persistent dispatch on G resident workgroups (about two per "
                         "SM; 0 = one dispatch per kernel, the default; experimental: see the README); a comma list compares")
+    p.add_argument("--mma", default="auto", metavar="MODE[,MODE]",
+                   help="prompt matmuls of quantized weights on the GPU's int8 matrix units: auto (where the "
+                        "adapter has them: Dawn's subgroup matrices, the default) or off; a comma list compares")
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON results here")
@@ -58,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--persist takes workgroup counts such as 132 or 0,132, not {args.persist!r}") from None
     if any(g is not None and g < 0 for g in persists):
         raise UserError("--persist counts must be 0 (off) or more")
+    mmas = [m.strip() for m in args.mma.split(",") if m.strip()]
+    if not mmas or any(m not in ("auto", "off") for m in mmas):
+        raise UserError(f"--mma takes auto, off or a comma list of them, not {args.mma!r}")
     if args.preset is None and args.model is None:
         args.preset = "qwen2.5-0.5b"
     rows: list[dict[str, Any]] = []
@@ -73,11 +79,12 @@ def run(args: argparse.Namespace) -> int:
                 src = open_model(args.model)
                 cfg, tensors = src.config, src.tensors
             for persist in persists:
-                r = bench_engine(gpu, cfg, tensors, n_prompt=args.n_prompt, n_gen=args.n_gen, n_pp=args.n_pp,
-                                 reps=args.reps, fused=not args.no_fusion, per_dispatch=args.submit_per_dispatch,
-                                 profile=args.profile, persist=persist, log=log)
-                r["dtype"] = dtype
-                rows.append(r)
+                for mma in mmas:
+                    r = bench_engine(gpu, cfg, tensors, n_prompt=args.n_prompt, n_gen=args.n_gen, n_pp=args.n_pp,
+                                     reps=args.reps, fused=not args.no_fusion, per_dispatch=args.submit_per_dispatch,
+                                     profile=args.profile, persist=persist, mma=mma, log=log)
+                    r["dtype"] = dtype
+                    rows.append(r)
     if args.peers:
         for peer in args.peers.split(","):
             if peer.strip() != "torch":
