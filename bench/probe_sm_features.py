@@ -11,16 +11,9 @@ import argparse
 import json
 
 import numpy as np
-from wgpudawn.backends.dawn import extras
 
-# experimental features are listed only with unsafe APIs allowed (before the instance exists)
-extras.set_instance_extras(enable_toggles=["allow_unsafe_apis", "skip_validation"],
-                           disable_toggles=["timestamp_quantization"])
-
-from wgpudawn.backends.dawn import _extras_adapter  # noqa: E402
-
-from webgpu_llm.runtime.gpu import open_gpu  # noqa: E402
-from webgpu_llm.runtime.program import Program  # noqa: E402
+from webgpu_llm.runtime.gpu import MMA_FEATURE, open_gpu, subgroup_matrix_configs
+from webgpu_llm.runtime.program import Program
 
 
 def kernel(comp: str, res: str, m: int, n: int, k: int, reps: int) -> str:
@@ -45,9 +38,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    gpu = open_gpu("dawn", features=("chromium-experimental-subgroup-matrix",))
-    configs = _extras_adapter.get_adapter_properties(gpu.adapter).get("subgroup_matrix_configs", [])
-    print("device features with subgroup matrices:", "chromium-experimental-subgroup-matrix" in gpu.features)
+    gpu = open_gpu("dawn")  # (asks for the subgroup matrices where the adapter lists them)
+    configs = subgroup_matrix_configs(gpu.adapter)
+    print("device features with subgroup matrices:", MMA_FEATURE in gpu.features)
     results: list[dict] = [{"configs": configs}]
     rng = np.random.default_rng(0)
     for cfg in configs:

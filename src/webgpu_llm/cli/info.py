@@ -7,22 +7,20 @@ from typing import Any
 
 from ..errors import UserError, WebGpuLlmError
 from ..kernels.mma import has_int8_mma
-from ..runtime.gpu import BACKENDS, MMA_FEATURE, VALIDATE_ENV, dawn_validates, list_adapters
+from ..runtime.gpu import (
+    BACKENDS,
+    MMA_FEATURE,
+    VALIDATE_ENV,
+    dawn_validates,
+    list_adapters,
+    subgroup_matrix_configs,
+)
 from .common import print_json
 
 _SHOWN_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
                  "max-compute-workgroup-storage-size", "max-compute-invocations-per-workgroup",
                  "max-storage-buffers-per-shader-stage", "max-compute-workgroups-per-dimension")
 _ML_FEATURES = ("shader-f16", "subgroup", "subgroups", "timestamp-query", MMA_FEATURE)
-
-
-def _matrix_configs(adapter: Any) -> list[dict[str, Any]]:
-    """The subgroup-matrix shapes a Dawn adapter lists (none elsewhere)."""
-    if MMA_FEATURE not in adapter.features:
-        return []
-    from wgpudawn.backends.dawn import extras
-
-    return list(extras.get_adapter_properties(adapter).get("subgroup_matrix_configs", []))
 
 
 def matrix_line(configs: list[dict[str, Any]]) -> str:
@@ -63,7 +61,7 @@ def describe(backend: str) -> dict[str, Any]:
             "description": info.get("description", ""),
             "features": sorted(a.features),
             "limits": {k: a.limits[k] for k in _SHOWN_LIMITS if k in a.limits},
-            "subgroup_matrix_configs": _matrix_configs(a),
+            "subgroup_matrix_configs": subgroup_matrix_configs(a),
         })
     r: dict[str, Any] = {"backend": backend, "adapters": out}
     if backend == "dawn":  # skipped for speed unless asked for (runtime/gpu.py)

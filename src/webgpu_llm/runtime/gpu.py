@@ -104,6 +104,16 @@ VALIDATE_ENV = "WEBGPU_LLM_VALIDATE"
 MMA_FEATURE = "chromium-experimental-subgroup-matrix"
 
 
+def subgroup_matrix_configs(adapter: Any) -> list[dict[str, Any]]:
+    """The subgroup-matrix shapes and types a Dawn adapter lists (none where it lacks the
+    feature, e.g. every wgpu-native adapter)."""
+    if MMA_FEATURE not in adapter.features:
+        return []
+    from wgpudawn.backends.dawn import extras
+
+    return list(extras.get_adapter_properties(adapter).get("subgroup_matrix_configs", []))
+
+
 def dawn_validates() -> bool:
     """Whether Dawn devices opened by this process validate their commands."""
     return os.environ.get(VALIDATE_ENV, "0") not in ("", "0")
@@ -183,11 +193,7 @@ class Gpu:
     def subgroup_matrix_configs(self) -> list[dict[str, Any]]:
         """The subgroup-matrix shapes and types this device takes (Dawn's experimental
         `chromium-experimental-subgroup-matrix`, where enabled; else none)."""
-        if MMA_FEATURE not in self.features:
-            return []
-        from wgpudawn.backends.dawn import extras
-
-        return list(extras.get_adapter_properties(self.adapter).get("subgroup_matrix_configs", []))
+        return subgroup_matrix_configs(self.adapter) if MMA_FEATURE in self.features else []
 
     @property
     def has_timestamps(self) -> bool:
@@ -314,14 +320,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def open_gpu(
-    backend: str = "wgpu", adapter: str | None = None, max_binding: int | None = None,
-    features: tuple[str, ...] = (),
+    backend: str = "wgpu", adapter: str | None = None, max_binding: int | None = None
 ) -> Gpu:
     """Open a device on `backend` with every useful feature and the adapter's largest limits.
 
     `max_binding` lowers the storage-binding size the kernels assume (tests use it to
-    exercise the split path that Mesa's 128 MiB limit needs); `features` are more features to
-    ask for where the adapter lists them.
+    exercise the split path that Mesa's 128 MiB limit needs).
     """
     mod = backend_module(backend)
     _prepare_backend(backend)
@@ -333,7 +337,7 @@ def open_gpu(
         raise GpuError(f"could not open a WebGPU adapter on backend {backend!r}: "
                        f"{_first_line(e)}; {NO_ADAPTER_HELP}") from e
     feats = set(ad.features)
-    want = ({"shader-f16", "timestamp-query", "subgroup", "subgroups", MMA_FEATURE} | set(features)) & feats
+    want = {"shader-f16", "timestamp-query", "subgroup", "subgroups", MMA_FEATURE} & feats
     if os.environ.get("WEBGPU_LLM_NO_F16"):
         want.discard("shader-f16")
     if os.environ.get("WEBGPU_LLM_NO_SUBGROUPS"):
