@@ -16,7 +16,7 @@ from webgpu_llm.kernels.common import pack_state
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment, matmul_grid, matmul_kernel
 from webgpu_llm.kernels.mma import mma_matmul_grid, mma_matmul_kernel, quantize_grid, quantize_kernel
-from webgpu_llm.kernels.reference import dequantize, random_weight
+from webgpu_llm.kernels.reference import dequantize, int8_rounded, random_weight
 from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
@@ -81,9 +81,7 @@ def main() -> None:
     prog.add(mma_matmul_kernel(plain), {"st": st, "w0": wb, "xq": xq, "xs": xs, "y": y}, mma_matmul_grid(plain)(a.tokens))
     prog.run(1)
     got = gpu.read_array(y, np.float32, a.tokens * a.rows).reshape(a.tokens, a.rows)
-    b = xh.reshape(-1, 32)
-    d = np.abs(b).max(1, keepdims=True) / np.float32(127)
-    xr = (np.round(b / np.where(d > 0, d, 1)) * d).reshape(xh.shape)
+    xr = int8_rounded(xh)
     w = dequantize(a.fmt, raw, a.k).astype(np.float64)
     for name, ref in (("int8-rounded x", xr @ w.T), ("float x", xh @ w.T)):
         err = float(np.abs(got - ref).max() / np.abs(ref).max())

@@ -18,7 +18,7 @@ from webgpu_llm.kernels.linear import (
     matvec_grid,
     matvec_kernel,
 )
-from webgpu_llm.kernels.reference import dequantize, random_weight, rms_norm, rope_pairs, silu
+from webgpu_llm.kernels.reference import dequantize, int8_rounded, random_weight, rms_norm, rope_pairs, silu
 from webgpu_llm.runtime.program import Kernel
 
 ALL = list(FORMATS)
@@ -86,14 +86,6 @@ def test_matmul_split_k_partials(gpu):
     assert rel_err(part[:, 2], x[:, 128:] @ w[:, 128:].T) < 1e-5  # units 4..4 of 0..4
 
 
-def _int8_x(x: np.ndarray) -> np.ndarray:
-    """x as the int8 path sees it: per 32 values, round(x / d) * d with d = max|x| / 127."""
-    b = x.reshape(-1, 32)
-    d = np.abs(b).max(1, keepdims=True).astype(np.float32) / np.float32(127)
-    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
-    return (np.round(b * inv) * d).reshape(x.shape).astype(np.float32)
-
-
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"])
 def test_matvec_int8_every_format(gpu, fmt):
     """Each format with an int8 path (INT8_FORMATS) against numpy on the int8-rounded input:
@@ -111,7 +103,7 @@ def test_matvec_int8_every_format(gpu, fmt):
     kernel = matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, int8_direct=True)
     run_kernel(gpu, kernel, {"w0": wb, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4))
     y = read(gpu, yb, f)
-    assert rel_err(y, w @ _int8_x(x)) < 1e-4
+    assert rel_err(y, w @ int8_rounded(x)) < 1e-4
     assert rel_err(y, w @ x) < 3e-2
 
 
@@ -152,7 +144,7 @@ def test_matvec_int8_activations(gpu, prologue):
         assert ("xs[i] = " in kernel.wgsl) == (prologue != "plain" or not direct)  # staged or not
         run_kernel(gpu, kernel, {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4, blocks), n=n)
         y = read(gpu, yb, f)
-        assert rel_err(y, ref(_int8_x(xin))) < 1e-4, (blocks, direct)
+        assert rel_err(y, ref(int8_rounded(xin))) < 1e-4, (blocks, direct)
         assert rel_err(y, ref(xin)) < 3e-2
 
 

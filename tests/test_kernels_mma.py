@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kernel_harness import read, rel_err, run_kernel
-from test_kernels_linear import _int8_x, _weight, qkv_case
+from test_kernels_linear import _weight, qkv_case
 from webgpu_llm.kernels.formats import MMA_FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment
 from webgpu_llm.kernels.mma import (
@@ -19,7 +19,7 @@ from webgpu_llm.kernels.mma import (
     quantize_kernel,
     usable,
 )
-from webgpu_llm.kernels.reference import silu
+from webgpu_llm.kernels.reference import int8_rounded, silu
 
 
 def _modes(gpu) -> list[bool]:
@@ -49,7 +49,7 @@ def test_mma_matmul_every_format(gpu, fmt):
         yb = gpu.buffer(rows * t * 4)
         _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "y": yb}, t, emulate)
         y = read(gpu, yb, (t, rows))
-        assert rel_err(y, _int8_x(x) @ w.T) < 1e-4, emulate
+        assert rel_err(y, int8_rounded(x) @ w.T) < 1e-4, emulate
         assert rel_err(y, x @ w.T) < 3e-2, emulate
 
 
@@ -61,7 +61,7 @@ def test_mma_matmul_epilogues(gpu):
     wg_, gb = _weight(gpu, "q4_0", f, k, rng)
     wu, ub = _weight(gpu, "q8_0", f, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
-    xq = _int8_x(x)
+    xq = int8_rounded(x)
     res = rng.standard_normal((t, f)).astype(np.float32)
     for emulate in _modes(gpu):
         spec = LinearSpec(k=k, segments=(Segment("q4_0", f), Segment("q8_0", f)), epilogue="silu_mul")
@@ -88,7 +88,7 @@ def test_mma_matmul_epilogues(gpu):
 def test_mma_matmul_qkv_epilogue(gpu):
     """Bias, RoPE on adjacent pairs and the KV-cache write, as the prompt's QKV runs them."""
     t, pos0 = 69, 5
-    spec, check = qkv_case(gpu, "q8_0", 32, 80, 128, t, pos0, seed=13, x_seen=_int8_x)
+    spec, check = qkv_case(gpu, "q8_0", 32, 80, 128, t, pos0, seed=13, x_seen=int8_rounded)
     for emulate in _modes(gpu):
         check(lambda b, emulate=emulate: _run(gpu, spec, b, t, emulate, pos=pos0), t, 1e-4)
 

@@ -10,6 +10,15 @@ _GGML_QTYPE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "
                "q4_k": "Q4_K", "q5_k": "Q5_K", "q6_k": "Q6_K", "f16": "F16", "bf16": "BF16", "f32": "F32"}
 
 
+def int8_rounded(x: np.ndarray) -> np.ndarray:
+    """x as the int8 paths see it (the int8 mat-vec, the subgroup-matrix matmul): per 32
+    values, round(x / d) * d with d = max|x| / 127, computed as the kernels do (x * (1 / d))."""
+    b = x.reshape(-1, 32)
+    d = np.abs(b).max(1, keepdims=True).astype(np.float32) / np.float32(127)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    return (np.round(b * inv) * d).reshape(x.shape).astype(np.float32)
+
+
 def random_weight(fmt: str, rows: int, k: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
     """Random file data of a (rows, k) weight in `fmt`: floats, or the rows' raw block bytes.
 
@@ -95,4 +104,4 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int) -> np.ndar
     return out
 
 
-__all__ = ["attention", "dequantize", "random_weight", "rms_norm", "rope_pairs", "silu"]
+__all__ = ["attention", "dequantize", "int8_rounded", "random_weight", "rms_norm", "rope_pairs", "silu"]
