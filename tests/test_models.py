@@ -206,16 +206,30 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
     from webgpu_llm.kernels.mma import usable
     from webgpu_llm.models.presets import preset_model
     from webgpu_llm.models.transformer import Transformer
+    from webgpu_llm.runtime.program import run_programs
 
     cfg, tensors = preset_model("tiny", "q8_0")
     model = Transformer(wgpu_gpu, cfg, tensors.get, ctx=64, batch=16)
     eng = Engine(model)
+
+    def scored() -> np.ndarray:
+        """The scoring path's logits of IDS[:9] (prompt, final norm, one chunk's LM head)."""
+        n = 9
+        eng.write_tokens(0, IDS[:n])
+        wgpu_gpu.write(model.st, SamplingParams().state(0, n, 0, limit=n))
+        run_programs(wgpu_gpu, [(model.embed, n), (model.prefill, n), (model.score_norm, n), (model.score_chunks[0], n)])
+        return wgpu_gpu.read_array(model.logits, np.float32, n * cfg.vocab)
+
     model.rebuild(dataclasses.replace(model.tuning, mma="off"))
-    base = _step_logits(eng)
+    base, base_scored = _step_logits(eng), scored()
     model.rebuild(dataclasses.replace(model.tuning, mma="emulate"))
     assert any(d.label.startswith("mma_matmul") for d in model.prefill.dispatches)
+    # the LM head's int8 units are made once, by the final norm's program, for every chunk
+    assert [d.label.startswith("quantize") for d in model.score_norm.dispatches] == [False, True]
+    assert not any(d.label.startswith("quantize") for c in model.score_chunks for d in c.dispatches)
     got = _step_logits(eng)
     assert 0 < _rel(got, base) < 3e-2
+    assert 0 < _rel(scored(), base_scored) < 3e-2
     if usable(wgpu_gpu):
         model.rebuild(dataclasses.replace(model.tuning, mma="auto"))
         assert _rel(_step_logits(eng), got) < 1e-5

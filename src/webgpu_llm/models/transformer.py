@@ -326,20 +326,30 @@ class Transformer:
             raise ValueError(f"Tuning.mma must be auto, off or emulate, not {mode!r}")
         return mode != "off" and (self.mma_usable or mode == "emulate") and mma.mma_ok(spec)
 
-    def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any]) -> None:
-        """A prompt matmul on bindings["x"]; on the matrix units, after x is quantized."""
-        if not self._on_mma(spec):
-            prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
-                     matmul_grid(spec, self.tuning.tm(role)))
-            return
-        if self.xq8 is None:  # the input as int8 units, made on first use
+    def _int8_units(self) -> dict[str, Any]:
+        """The buffers of a matrix-unit matmul's input as int8 units, made on first use."""
+        if self.xq8 is None:
             c, T = self.cfg, self.batch
             widest = max(c.hidden, c.q_dim, c.intermediate)
             self.xq8 = self.gpu.buffer(T * widest, "int8_units")
             self.xs8 = self.gpu.buffer(T * (widest // 32) * 8, "int8_unit_scales")
-        q = {"xq": self.xq8, "xs": self.xs8}
-        prog.add(mma.quantize_kernel(spec.k), {"st": self.st, "x": bindings["x"], **q}, mma.quantize_grid(spec.k))
-        prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable), {**bindings, **q},
+        return {"xq": self.xq8, "xs": self.xs8}
+
+    def _quantize(self, prog: Program, k: int, x: Any) -> None:
+        """x (the batch's rows of k values) as int8 units, for the matmuls on the matrix units."""
+        prog.add(mma.quantize_kernel(k), {"st": self.st, "x": x, **self._int8_units()}, mma.quantize_grid(k))
+
+    def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any],
+                quantized: bool = False) -> None:
+        """A prompt matmul on bindings["x"]; on the matrix units, after x is quantized (unless
+        `quantized`: an earlier dispatch did it)."""
+        if not self._on_mma(spec):
+            prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
+                     matmul_grid(spec, self.tuning.tm(role)))
+            return
+        if not quantized:
+            self._quantize(prog, spec.k, bindings["x"])
+        prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable), {**bindings, **self._int8_units()},
                  mma.mma_matmul_grid(spec))
 
     def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:
@@ -431,11 +441,15 @@ class Transformer:
         # scoring: final norm of every token, then LM head + NLL per chunk of SCORE_ROWS tokens
         self.score_norm = Program(g, "score_norm")
         self.score_norm.add(norm_first, {**base, "pv": self.pv_out, "x": self.h, "y": self.xn}, rows)
+        head_on_mma = self._on_mma(self._spec(self.lm_head))
+        if head_on_mma:  # every chunk's LM head reads the same int8 units: made once, here
+            self._quantize(self.score_norm, c.hidden, self.xn)
         self.score_chunks: list[Program] = []
         for t0 in range(0, self.batch, self.score_rows):
             pr = Program(g, f"score_{t0}")
             s = self._spec(self.lm_head, t0=t0, tmax=self.score_rows)
-            self._add_mm(pr, s, "head", {**base, **self.lm_head.bindings(), "x": self.xn, "y": self.logits})
+            self._add_mm(pr, s, "head", {**base, **self.lm_head.bindings(), "x": self.xn, "y": self.logits},
+                         quantized=head_on_mma)
             pr.add(nll_kernel(c.vocab, t0), {**base, "logits": self.logits, "nll": self.nll},
                    (self.score_rows, 1, 1))
             self.score_chunks.append(pr)
