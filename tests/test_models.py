@@ -227,11 +227,12 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
     # the LM head's int8 units are made once, by the final norm's program, for every chunk
     assert [d.label.startswith("quantize") for d in model.score_norm.dispatches] == [False, True]
     assert not any(d.label.startswith("quantize") for c in model.score_chunks for d in c.dispatches)
-    got = _step_logits(eng)
+    got, got_scored = _step_logits(eng), scored()
     assert 0 < _rel(got, base) < 3e-2
-    assert 0 < _rel(scored(), base_scored) < 3e-2
+    assert 0 < _rel(got_scored, base_scored) < 3e-2
     if usable(wgpu_gpu):
         model.rebuild(dataclasses.replace(model.tuning, mma="auto"))
         assert _rel(_step_logits(eng), got) < 1e-5
+        assert _rel(scored(), got_scored) < 1e-5
     with pytest.raises(ValueError, match=r"Tuning\.mma"):
         model.rebuild(dataclasses.replace(model.tuning, mma="yes"))
