@@ -255,9 +255,6 @@ def main() -> None:
     ap.add_argument("--pad-step", default=None,
                     help="compiled: comma-separated numbers of extra LM-head dispatches at the end of the decode "
                          "step to compare (how much added GPU time reaches tok/s)")
-    ap.add_argument("--submit-thread", default=None,
-                    help="compare submits from the main thread (0) and from a worker thread (1), e.g. 0,1 "
-                         "(run with WEBGPU_LLM_SUBMIT_THREAD=1 so that Dawn's device allows two threads)")
     ap.add_argument("--repeat", type=int, default=1, help="go through the settings this many times (A B A B ...)")
     ap.add_argument("--eager-step-gpu", action="store_true",
                     help="eager and fused rows: also time one eager decode forward's launches (inside generate) "
@@ -281,7 +278,7 @@ def main() -> None:
     prompt = torch.randint(0, config["vocab_size"], (1, args.prompt_tokens), generator=gen).to("webgpu")
     settings: list[dict[str, int]] = [{}]
     for name, opt in (("max_pending", args.max_pending), ("replay_chunk", args.replay_chunk),
-                      ("pad", args.pad_step), ("submit_thread", args.submit_thread)):
+                      ("pad", args.pad_step)):
         if opt:
             settings = [{**s, name: int(v)} for s in settings for v in opt.split(",")]
     results = []
@@ -305,9 +302,7 @@ def main() -> None:
             stream = wt.context.ctx().stream
             for setting in settings * args.repeat:
                 for k, v in setting.items():
-                    if k == "submit_thread":
-                        stream.start_submit_thread() if v else stream.stop_submit_thread()
-                    elif k != "pad":
+                    if k != "pad":
                         setattr(stream, k, v)
                 t0 = time.perf_counter()
                 r = measure(model, prompt, n, args.runs, pad=setting.get("pad", 0) if mode == "compiled" else 0,
@@ -315,7 +310,7 @@ def main() -> None:
                 if setting.get("pad") and mode == "compiled":
                     r["padded_step_gpu_us"] = decode_step_program().time_gpu(1, reps=20) * 1e6
                     print(f"  padded step GPU {r['padded_step_gpu_us']:.0f} µs", flush=True)
-                r.update(dtype=dname, mode=mode, pad_step=setting.get("pad", 0), max_pending=stream.max_pending, submit_thread=stream.submitter is not None, replay_chunk=getattr(stream, "replay_chunk", None),
+                r.update(dtype=dname, mode=mode, pad_step=setting.get("pad", 0), max_pending=stream.max_pending, replay_chunk=getattr(stream, "replay_chunk", None),
                          wall_s=time.perf_counter() - t0, fallback_report=wt.fallback_report())
                 if setting:
                     print(f"  {setting}: decode {r['decode_tok_s']:.1f} tok/s (best {r['decode_tok_s_best']:.1f})",
@@ -355,12 +350,11 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=2)
     print()
-    print(f"| dtype | mode | launches per submit (eager / replay) | submit thread | tok/s | decode tok/s (median / best) | "
+    print(f"| dtype | mode | launches per submit (eager / replay) | tok/s | decode tok/s (median / best) | "
           f"first token ms | host CPU ms / token | bind groups made / token |  ({gpu.name})")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['dtype']} | {r['mode']} | {r['max_pending']} / {r['replay_chunk']} | "
-              f"{'yes' if r['submit_thread'] else 'no'} | {r['tok_s']:.1f} | "
+        print(f"| {r['dtype']} | {r['mode']} | {r['max_pending']} / {r['replay_chunk']} | {r['tok_s']:.1f} | "
               f"{r['decode_tok_s']:.1f} / {r['decode_tok_s_best']:.1f} | {r['first_token_s'] * 1e3:.1f} | "
               f"{r['host_cpu_ms_per_token']:.2f} | {r['bind_groups_per_token']:.1f} |")
 

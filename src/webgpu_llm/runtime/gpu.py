@@ -344,8 +344,6 @@ def open_gpu(
         want -= {"subgroup", "subgroups", MMA_FEATURE}
     if os.environ.get("WEBGPU_LLM_NO_MMA"):
         want.discard(MMA_FEATURE)
-    if os.environ.get("WEBGPU_LLM_SUBMIT_THREAD", "0") != "0":
-        want |= {"implicit-device-synchronization"} & feats
     limits = {k: ad.limits[k] for k in _WANTED_LIMITS if k in ad.limits}
     try:
         with _quiet_native_output():

@@ -41,9 +41,6 @@ def ctx() -> Context:
         gpu = default_gpu(backend_name())
         pool = Pool(gpu)
         _CTX = Context(gpu, pool, Stream(gpu, pool))
-        if os.environ.get("WEBGPU_LLM_SUBMIT_THREAD", "0") != "0" and (
-                gpu.backend == "wgpu" or "implicit-device-synchronization" in gpu.features):
-            _CTX.stream.start_submit_thread()
     return _CTX
 
 

@@ -23,7 +23,6 @@ from ..runtime.native import PassEncoder
 from ..runtime.program import Program
 from .memory import Block, Pool
 from .native_calls import BindGroup, NativeCalls
-from .submitter import Submitter
 
 # Launches per submit in eager mode: small enough that the GPU starts on a token's first
 # launches while the CPU still queues the rest, large enough that submits stay few (a decode
@@ -149,25 +148,6 @@ class Stream:
         self._staging: Any = None
         # told about every launch, and about data moving through the host (ops/plans.py)
         self.observers: list[Any] = []
-        self.submitter: Submitter | None = None  # submits on a worker thread (submitter.py)
-
-    def start_submit_thread(self) -> None:
-        """Submit from a worker thread from now on (the device must allow calls from two threads)."""
-        if self.submitter is None:
-            self.flush()
-            self.submitter = Submitter(self.native.lib, self.native.ffi, self.native._queue)
-
-    def stop_submit_thread(self) -> None:
-        """Submit from the calling thread again."""
-        if self.submitter is not None:
-            self.flush()
-            self.submitter.close()
-            self.submitter = None
-
-    def drain(self) -> None:
-        """Every flushed batch is on the queue (before anything else goes to the queue)."""
-        if self.submitter is not None:
-            self.submitter.drain()
 
     # -- kernels -------------------------------------------------------------------------
     def kernel(self, key: Any, make: Callable[[], tuple[str, str, int]]) -> GpuKernel:
@@ -214,7 +194,6 @@ class Stream:
             return slot
         if len(self.params.chunks) >= MAX_INTERNED:  # start over: nothing pending may use them
             self.flush()
-            self.drain()  # the arena's bytes are rewritten from the start
             self.params.clear()
             self._interned.clear()
             self._bind_groups.clear()
@@ -291,10 +270,7 @@ class Stream:
             cpass.end()
         if after is not None:
             after(enc)
-        if self.submitter is not None:
-            self.submitter.submit(enc.finish())
-        else:
-            self.gpu.submit([enc.finish()])
+        self.gpu.submit([enc.finish()])
         self.submits += 1
         self.items = []
         self.keep = []
@@ -305,7 +281,6 @@ class Stream:
         self._host_transfer()
         if block.epoch == self.batch and self.items:
             self.flush()
-        self.drain()
         n = len(data)
         if offset % 4 or n % 4:  # queue writes need whole words: merge with the bytes around
             lo, hi = offset - offset % 4, -(-(offset + n) // 4) * 4
@@ -324,7 +299,6 @@ class Stream:
         lo, hi = offset - offset % 4, -(-(offset + nbytes) // 4) * 4
         if hi - lo > READ_STAGING:
             self.flush()
-            self.drain()
             raw = self.gpu.queue.read_buffer(block.buf, lo, hi - lo)
             return bytes(memoryview(raw)[offset - lo:offset - lo + nbytes])
         if self._staging is None:
@@ -332,7 +306,6 @@ class Stream:
             self._staging = self.gpu.buffer(READ_STAGING, "read-back", u.MAP_READ | u.COPY_DST)
         staging = self._staging
         self.flush(after=lambda enc: enc.copy_buffer_to_buffer(block.buf, lo, staging, 0, hi - lo))
-        self.drain()
         staging.map_sync("READ_NOSYNC", 0, hi - lo)  # NOSYNC: the copy was just submitted
         try:
             raw = staging.read_mapped(0, hi - lo)
@@ -356,5 +329,4 @@ class Stream:
     def wait(self) -> None:
         """Submit everything and block until the GPU has done it."""
         self.flush()
-        self.drain()
         self.gpu.sync()
