@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from torch_helpers import DEV, require_device, torch, wt
@@ -20,6 +23,15 @@ def test_registration_helpers() -> None:
     assert torch.device(DEV).type == DEV
     assert torch.empty(3, device=DEV).device == torch.device("webgpu:0")
     torch.webgpu.synchronize()
+
+
+def test_a_torch_without_python_device_hooks_is_refused_by_name() -> None:
+    """torch before 2.10 has no torch._C._acc: the import says which torch to install."""
+    code = "import torch; del torch._C._acc; import webgpu_llm.torch"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert f"webgpu_llm.torch needs torch {wt.MIN_TORCH} or newer" in r.stderr
+    assert f"pip install 'torch>={wt.MIN_TORCH}'" in r.stderr
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,

@@ -7,7 +7,7 @@
     model.generate(ids.to("webgpu"), cache_implementation="static")
     wt.fallback_report()  # ops that ran on the CPU (none for Llama/Qwen2)
 
-`import webgpu_llm.torch` registers PrivateUse1 as `webgpu` (pure Python, torch >= 2.6).
+`import webgpu_llm.torch` registers PrivateUse1 as `webgpu` (pure Python, torch >= 2.10).
 The GPU opens on first use, on wgpu-native, or Dawn with `set_backend("dawn")` or
 WEBGPU_LLM_TORCH_BACKEND=dawn. Layout: tensors.py/memory.py (storage), stream.py (launch
 batching), kernels/ (WGSL generators), ops/ (ATen registrations, launch plans), fallback.py,
@@ -16,7 +16,16 @@ fused_ops.py, fuse_layers.py (eager) and compile/ (FX passes, record and replay)
 
 from __future__ import annotations
 
-from . import device as _device
+import torch as _torch
+
+# torch 2.10 added the hooks a device registers through from Python (torch._C._acc); tested with
+# 2.10 to 2.14 (scripts/test-torch-versions.sh)
+MIN_TORCH = "2.10"
+if not hasattr(_torch._C, "_acc"):
+    raise ImportError(f"webgpu_llm.torch needs torch {MIN_TORCH} or newer, which can register a device from "
+                      f"Python (this is torch {_torch.__version__}): pip install 'torch>={MIN_TORCH}'")
+
+from . import device as _device  # noqa: E402
 
 _device.register()
 
