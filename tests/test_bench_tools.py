@@ -33,6 +33,14 @@ def test_torch_host_cost_replays_a_real_run_without_the_gpu(tmp_path: Path) -> N
     assert 0 < r["host_ms_per_token"] == r["best_ms"]
 
 
+def test_torch_op_cost_times_each_op_on_the_device_and_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "ops.json"
+    table = _run("torch_op_cost.py", "--dtype", "f32", "--n", "50", "--json", str(out))
+    ops = json.loads(out.read_text())["ops"]
+    assert {"add", "linear", "view", "slice"} <= set(ops) and "| add |" in table
+    assert all(r["webgpu_us"] > 0 and r["cpu_us"] > 0 for r in ops.values())
+
+
 def test_torch_generate_times_an_eager_step_on_the_gpu(tmp_path: Path) -> None:
     out = tmp_path / "gen.json"
     _run("torch_generate.py", "--tiny", "--modes", "eager", "--dtypes", "f32", "--new-tokens", "3", "--runs", "1",
