@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import webgpu_llm  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
 import torch
 import torch.nn.functional as F
+from torch_host_cost import drop_submits
 
 import webgpu_llm.torch as wt
 
@@ -68,15 +76,10 @@ def main() -> None:
     if not wt.is_available():
         sys.exit("no WebGPU adapter")
     stream = wt.context.ctx().stream
-
-    def drop(after: Any = None) -> None:  # queued launches are forgotten, never submitted
-        stream.items, stream.keep = [], []
-        stream.batch += 1
-
     dtype = {"f16": torch.float16, "f32": torch.float32}[args.dtype]
     rows = {}
     cpu = calls("cpu", dtype)
-    stream.flush = drop
+    drop_submits(stream)  # queued launches are forgotten, never submitted
     try:
         dev = calls("webgpu", dtype)
         for name in cpu:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The torch device's tests under torch releases other than the suite's own (2.13.0): the
 # device needs torch 2.10 or newer (webgpu_llm.torch.MIN_TORCH) and must work on 2.11 to 2.13.
-# Each release gets a virtual environment that sees
-# this machine's packages (webgpu_llm, transformers, wgpu, wgpudawn) but has its own torch
-# (PyPI's build: a few GB with its CUDA libraries, which the CPU-only tests do not use).
+# Each release gets a virtual environment that sees this machine's packages (webgpu_llm,
+# transformers, wgpu, wgpudawn) but has its own torch (PyPI's build: a few GB with its CUDA
+# libraries, which the CPU-only tests do not use).
 #   scripts/test-torch-versions.sh                  # 2.10.0, the oldest supported
 #   scripts/test-torch-versions.sh 2.10.0 2.11.0    # several (what CI runs)
 set -euo pipefail
