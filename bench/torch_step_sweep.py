@@ -2,7 +2,7 @@
 
 The step is `torch_generate.py`'s compiled decode step (Qwen2.5-0.5B shape, random weights,
 static cache): compiled once per dtype, then, for each shape to try, its recording is made
-again with `fused_linear.SHAPES` set for that role's (columns, input length) and the whole
+again with `fused_linear.set_shapes` given that role's (columns, input length) and the whole
 step is timed on the GPU (timestamps, median of `--reps`). Only GPU time is measured, which
 the host does not move: one process can compare every setting.
 
@@ -79,19 +79,18 @@ def main() -> None:
         tg.compile_forward(model)
         for _ in range(2):  # traced, then recorded
             tg.timed_generate(model, prompt, 4, cache_implementation="static")
-        fused_linear.SHAPES.clear()
+        fused_linear.set_shapes({})
         base, n = step_us(model, prompt, args.reps)
         print(f"{dname}: default step {base:.1f} µs, {n} dispatches", flush=True)
         for role in args.roles.split(","):
             key = shapes[role]
             for wg, cols in CANDIDATES:
-                fused_linear.SHAPES.clear()
-                fused_linear.SHAPES[key] = (wg, cols)
+                fused_linear.set_shapes({key: (wg, cols)})
                 us, _ = step_us(model, prompt, args.reps)
                 results.append({"dtype": dname, "role": role, "n_k": key, "wg": wg, "cols": cols, "step_us": us,
                                 "default_us": base})
                 print(f"  {role:8s} wg {wg:3d} cols {cols:2d}: {us:8.1f} µs ({us - base:+.1f})", flush=True)
-        fused_linear.SHAPES.clear()
+        fused_linear.set_shapes({})
         again, _ = step_us(model, prompt, args.reps)
         results.append({"dtype": dname, "role": "default again", "step_us": again, "default_us": base})
         print(f"{dname}: default again {again:.1f} µs", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from torch_helpers import TOL, assert_close, require_device, torch, wt
+from webgpu_llm.torch.ops import plans
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.gpu
@@ -30,8 +31,8 @@ def dev(*ts: torch.Tensor | None) -> list[torch.Tensor | None]:
 
 
 def rms(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """transformers' RMSNorm (Llama, Qwen2)."""
-    h = x.float()
+    """transformers' RMSNorm (Llama, Qwen2); in float64 for a float64 x."""
+    h = x.to(torch.promote_types(x.dtype, torch.float32))
     return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
@@ -63,10 +64,13 @@ def test_fused_linear(dtype: torch.dtype, rows: int, k: int) -> None:
     ws = [rnd(n, k, dtype=dtype) for n in (20, 12, 12)]
     bs = [rnd(n, dtype=dtype) for n in (20, 12, 12)]
     res = rnd(1, rows, 20, dtype=dtype)
-    xn = rms(x, nw).float()
+    # f32 against float64: a CPU sum of 1096 f32 products carries as much rounding as the
+    # kernel's (4.5x the error budget, from the reference alone, in 200 draws of the gated case)
+    ref = torch.float64 if dtype == torch.float32 else torch.float32
+    xn = rms(x.to(ref), nw.to(ref)) if dtype == torch.float32 else rms(x, nw).float()
 
     def lin(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        return F.linear(a.float(), w.float(), None if b is None else b.float())
+        return F.linear(a.to(ref), w.to(ref), None if b is None else b.to(ref))
 
     t = tol(dtype) * 2
     assert_close(ops.linear(*dev(x, ws[0], bs[0])), lin(x, ws[0], bs[0]).to(dtype), t)
@@ -74,14 +78,33 @@ def test_fused_linear(dtype: torch.dtype, rows: int, k: int) -> None:
     # staged where not (k = 44 in 16-bit types)
     x_off = torch.cat([rnd(1, rows, k, dtype=dtype), x]).to("webgpu")[1:]
     assert_close(ops.linear(x_off, *dev(ws[0], bs[0])), lin(x, ws[0], bs[0]).to(dtype), t)
-    assert_close(ops.linear(*dev(x, ws[0], None, res, nw), 1e-6), (lin(xn, ws[0]) + res.float()).to(dtype), t)
+    assert_close(ops.linear(*dev(x, ws[0], None, res, nw), 1e-6), (lin(xn, ws[0]) + res.to(ref)).to(dtype), t)
     for y, w, b in zip(ops.linear_group(*dev(x), dev(*ws), dev(*bs), *dev(nw), 1e-6), ws, bs):
         assert_close(y, lin(xn, w, b).to(dtype), t)
-    gate, up = lin(xn, ws[1]).to(dtype).float(), lin(xn, ws[2]).to(dtype).float()
+    gate, up = lin(xn, ws[1]).to(dtype).to(ref), lin(xn, ws[2]).to(dtype).to(ref)
     assert_close(ops.gated_linear(*dev(x, ws[1], ws[2], nw), 1e-6), (F.silu(gate) * up).to(dtype), t)
 
 
-def test_fused_linear_with_subgroup_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def matvec_specs(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The specs of the mat-vec kernels launched during a test that changes their tuning:
+    launch plans are cleared before and after it, so that its calls (and the next tests')
+    choose their kernels afresh instead of repeating earlier ones."""
+    stream, seen = wt.context.ctx().stream, []
+    kernel = stream.kernel
+
+    def spy(key: object, make: object) -> object:
+        if isinstance(key, tuple) and key[0] == "matvec":
+            seen.append(key[1])
+        return kernel(key, make)
+
+    monkeypatch.setattr(stream, "kernel", spy)
+    plans.clear()
+    yield seen
+    plans.clear()
+
+
+def test_fused_linear_with_subgroup_sums(monkeypatch: pytest.MonkeyPatch, matvec_specs: list) -> None:
     """The subgroup reduction (off on CPU adapters by default) against the CPU, where the
     adapter has subgroups."""
     gpu = wt.context.ctx().gpu
@@ -91,17 +114,22 @@ def test_fused_linear_with_subgroup_sums(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(gpu, "subgroups_wgsl", lambda on_cpu=False: real(on_cpu=True))
     for dtype in FLOATS:
         test_fused_linear(dtype, 1, 1096)
+    assert matvec_specs and all(s.subgroups is not None for s in matvec_specs)
 
 
 @pytest.mark.parametrize("wg, cols", [(64, 1), (128, 8), (64, 4), (256, 32)])  # 64 down to 2 threads a column
-def test_fused_linear_other_shapes(monkeypatch: pytest.MonkeyPatch, wg: int, cols: int) -> None:
+def test_fused_linear_other_shapes(matvec_specs: list, wg: int, cols: int) -> None:
     """The mat-vec under the shapes a sweep tries (bench/torch_step_sweep.py), every fused end."""
     from webgpu_llm.torch.kernels import fused_linear
 
     k = 1096
-    monkeypatch.setattr(fused_linear, "SHAPES", {(n, k): (wg, cols) for n in (20, 44, 12)})
-    for dtype in (torch.float32, torch.float16):
-        test_fused_linear(dtype, 1, k)
+    fused_linear.set_shapes({(n, k): (wg, cols) for n in (20, 44, 12)})
+    try:
+        for dtype in (torch.float32, torch.float16):
+            test_fused_linear(dtype, 1, k)
+    finally:
+        fused_linear.set_shapes({})
+    assert matvec_specs and all((s.wg, s.cols) == (wg, cols) for s in matvec_specs)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -53,7 +53,7 @@ WG = 256  # threads per workgroup, shared by 2 to 32 output columns (see columns
 # then overlaps the staging's instead of following it (0: never)
 EARLY = 4
 # (threads per workgroup, output columns per workgroup) for a mat-vec of (columns, input
-# length), in place of the defaults above: the benchmark's sweeps set these
+# length), in place of the defaults above: the benchmark's sweeps set these (set_shapes)
 SHAPES: dict[tuple[int, int], tuple[int, int]] = {}
 MAX_K = 7168  # x staged in workgroup memory as f32 (28 KiB of the 32 KiB WebGPU guarantees)
 SEG = 5  # parameter words per weight: first column, weight offset and row stride (16-byte units),
@@ -124,6 +124,17 @@ def columns_per_group(n: int) -> int:
         if n // cols >= 1024:
             return cols
     return 2
+
+
+def set_shapes(shapes: dict[tuple[int, int], tuple[int, int]]) -> None:
+    """From now on, mat-vecs of (columns, input length) in `shapes` take its (threads per
+    workgroup, columns per workgroup), the others the defaults ({}: all of them). The launch
+    plans are cleared: they would repeat the kernels chosen before."""
+    from ..ops import plans  # (the ops import this module)
+
+    SHAPES.clear()
+    SHAPES.update(shapes)
+    plans.clear()
 
 
 def matvec_shape(n: int, k: int) -> tuple[int, int]:

@@ -35,8 +35,18 @@ def _context() -> Any:
     _CTX.append(c)
     return c
 
+
 _NOT_PLANNABLE = object()
 MAX_PLANS = 4096  # per op; the table starts over when full
+_TABLES: list[dict[Any, Any]] = []  # every planned op's table (see clear)
+
+
+def clear() -> None:
+    """Forget every op's plans. A plan repeats the kernels its first call chose, so whoever
+    changes that choice (a kernel's tuning, such as `fused_linear.SHAPES`) clears them: the
+    next calls plan again under the new setting."""
+    for plans in _TABLES:
+        plans.clear()
 
 
 def signature(args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -184,6 +194,7 @@ def _build(w: _Watcher, tensors: list[torch.Tensor], result: Any) -> Plan | None
 def planned(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap an op implementation with per-signature launch plans."""
     plans: dict[Any, Any] = {}
+    _TABLES.append(plans)
 
     def run(*args: Any, **kwargs: Any) -> Any:
         sig = signature(args, kwargs)
