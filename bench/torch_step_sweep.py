@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import warnings
 from typing import Any
@@ -56,15 +57,27 @@ def step_us(model: torch.nn.Module, prompt: torch.Tensor, reps: int) -> tuple[fl
     return prog.time_gpu(1, reps=reps) * 1e6, len(prog.dispatches)
 
 
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """"256x2,128x8" -> [(256, 2), (128, 8)]."""
+    try:
+        return [(int(w), int(c)) for w, c in (item.split("x") for item in text.split(","))]
+    except ValueError:
+        raise SystemExit(f"--shapes: expected WGxCOLS,... (such as 256x2,128x8), got {text!r}") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="JSON results path")
     ap.add_argument("--backend", default="dawn", choices=["wgpu", "dawn"])
     ap.add_argument("--dtypes", default="f16,f32")
     ap.add_argument("--roles", default="qkv,o,gate_up,down,head")
+    ap.add_argument("--shapes", default=",".join(f"{w}x{c}" for w, c in CANDIDATES),
+                    help="(threads per workgroup)x(columns per workgroup) settings to try, comma-separated")
+    ap.add_argument("--rounds", type=int, default=1, help="passes over every setting (the table gives medians)")
     ap.add_argument("--reps", type=int, default=30, help="timed replays of the step per setting")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model (smoke test)")
     args = ap.parse_args()
+    candidates = parse_shapes(args.shapes)
     warnings.simplefilter("ignore")
     wt.set_backend(args.backend)
     if not wt.is_available() or not wt.context.ctx().gpu.has_timestamps:
@@ -79,32 +92,40 @@ def main() -> None:
         tg.compile_forward(model)
         for _ in range(2):  # traced, then recorded
             tg.timed_generate(model, prompt, 4, cache_implementation="static")
-        fused_linear.set_shapes({})
-        base, n = step_us(model, prompt, args.reps)
-        print(f"{dname}: default step {base:.1f} µs, {n} dispatches", flush=True)
-        for role in args.roles.split(","):
-            key = shapes[role]
-            for wg, cols in CANDIDATES:
-                fused_linear.set_shapes({key: (wg, cols)})
-                us, _ = step_us(model, prompt, args.reps)
-                results.append({"dtype": dname, "role": role, "n_k": key, "wg": wg, "cols": cols, "step_us": us,
-                                "default_us": base})
-                print(f"  {role:8s} wg {wg:3d} cols {cols:2d}: {us:8.1f} µs ({us - base:+.1f})", flush=True)
+        for rnd in range(args.rounds):
+            fused_linear.set_shapes({})
+            base, n = step_us(model, prompt, args.reps)
+            results.append({"dtype": dname, "round": rnd, "role": "default", "step_us": base, "default_us": base})
+            print(f"{dname} round {rnd}: default step {base:.1f} µs, {n} dispatches", flush=True)
+            for role in args.roles.split(","):
+                key = shapes[role]
+                for wg, cols in candidates:
+                    fused_linear.set_shapes({key: (wg, cols)})
+                    us, _ = step_us(model, prompt, args.reps)
+                    results.append({"dtype": dname, "round": rnd, "role": role, "n_k": key, "wg": wg, "cols": cols,
+                                    "default_shape": fused_linear.default_shape(*key), "step_us": us,
+                                    "default_us": base})
+                    print(f"  {role:8s} wg {wg:3d} cols {cols:2d}: {us:8.1f} µs ({us - base:+.1f})", flush=True)
         fused_linear.set_shapes({})
         again, _ = step_us(model, prompt, args.reps)
-        results.append({"dtype": dname, "role": "default again", "step_us": again, "default_us": base})
+        results.append({"dtype": dname, "role": "default again", "step_us": again, "default_us": again})
         print(f"{dname}: default again {again:.1f} µs", flush=True)
         del model
     with open(args.out, "w") as f:
         json.dump({"command": " ".join([sys.executable, *sys.argv]), "device": wt.context.ctx().gpu.info,
                    "results": results}, f, indent=1)
-    print("\n| dtype | role | best (wg, cols) | step µs | default µs |\n| --- | --- | --- | --- | --- |")
+    print("\n| dtype | role | default (wg, cols) | default µs | best (wg, cols) | step µs |\n"
+          "| --- | --- | --- | --- | --- | --- |")
     for dname in args.dtypes.split(","):
+        base = statistics.median(r["step_us"] for r in results if r["dtype"] == dname and r["role"] == "default")
         for role in args.roles.split(","):
             rows = [r for r in results if r["dtype"] == dname and r["role"] == role]
-            if rows:
-                b = min(rows, key=lambda r: r["step_us"])
-                print(f"| {dname} | {role} | ({b['wg']}, {b['cols']}) | {b['step_us']:.1f} | {b['default_us']:.1f} |")
+            if not rows:
+                continue
+            med = {s: statistics.median(r["step_us"] for r in rows if (r["wg"], r["cols"]) == s)
+                   for s in {(r["wg"], r["cols"]) for r in rows}}
+            best = min(med, key=med.__getitem__)
+            print(f"| {dname} | {role} | {rows[0]['default_shape']} | {base:.1f} | {best} | {med[best]:.1f} |")
 
 
 if __name__ == "__main__":

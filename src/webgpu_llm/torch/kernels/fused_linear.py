@@ -137,9 +137,15 @@ def set_shapes(shapes: dict[tuple[int, int], tuple[int, int]]) -> None:
     plans.clear()
 
 
+def default_shape(n: int, k: int) -> tuple[int, int]:
+    """(threads per workgroup, output columns per workgroup) of a mat-vec with n columns of k
+    inputs, unless SHAPES says otherwise."""
+    return WG, columns_per_group(n)
+
+
 def matvec_shape(n: int, k: int) -> tuple[int, int]:
     """(threads per workgroup, output columns per workgroup) of a mat-vec with n columns."""
-    return SHAPES.get((n, k)) or (WG, columns_per_group(n))
+    return SHAPES.get((n, k)) or default_shape(n, k)
 
 
 def _bindings(s: _Spec) -> tuple[list[str], str, str, int]:
