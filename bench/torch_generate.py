@@ -45,6 +45,8 @@ import webgpu_llm.torch as wt
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
                   rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
+QWEN25_15B = dict(QWEN25_05B, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12)
+MODELS = {"qwen2.5-0.5b": QWEN25_05B, "qwen2.5-1.5b": QWEN25_15B}  # shapes of the real models
 TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
@@ -233,6 +235,16 @@ def write_profile(path: str, model: torch.nn.Module, prompt: torch.Tensor, n: in
     return path
 
 
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", default="qwen2.5-0.5b", choices=sorted(MODELS),
+                    help="the shape of the random-weight model")
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer model instead (smoke test)")
+
+
+def model_config(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(TINY if args.tiny else MODELS[args.model])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="JSON results path")
@@ -244,7 +256,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--eager-new-tokens", type=int, default=64, help="eager is slow: fewer tokens")
-    ap.add_argument("--tiny", action="store_true", help="a 2-layer model (smoke test)")
+    add_model_args(ap)
     ap.add_argument("--vocab", type=int, default=0,
                     help="another vocabulary size (the host's cost per token barely depends on it; "
                          "llvmpipe's 128 MiB binding limit needs <= 32768 for the 0.5B shape)")
@@ -271,7 +283,7 @@ def main() -> None:
     wt.set_backend(args.backend)
     if not wt.is_available():
         sys.exit("no WebGPU adapter")
-    config = dict(TINY if args.tiny else QWEN25_05B)
+    config = model_config(args)
     if args.vocab:
         config["vocab_size"] = args.vocab
     gen = torch.Generator().manual_seed(1)
@@ -337,7 +349,7 @@ def main() -> None:
     gpu = wt.context.ctx().gpu
     doc = {
         "command": " ".join([sys.executable, *sys.argv]),
-        "model": "Qwen2.5-0.5B shape, random weights" if not args.tiny else "tiny",
+        "model": "tiny" if args.tiny else f"{args.model} shape, random weights",
         "config": config,
         "device": gpu.name,
         "backend": args.backend,

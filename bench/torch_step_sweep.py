@@ -1,7 +1,7 @@
 """GPU time of the compiled decode step under other mat-vec shapes, one role at a time.
 
-The step is `torch_generate.py`'s compiled decode step (Qwen2.5-0.5B shape, random weights,
-static cache): compiled once per dtype, then, for each shape to try, its recording is made
+The step is `torch_generate.py`'s compiled decode step (Qwen2.5-0.5B shape by default, random
+weights, static cache): compiled once per dtype, then, for each shape to try, its recording is made
 again with `fused_linear.set_shapes` given that role's (columns, input length) and the whole
 step is timed on the GPU (timestamps, median of `--reps`). Only GPU time is measured, which
 the host does not move: one process can compare every setting.
@@ -75,14 +75,14 @@ def main() -> None:
                     help="(threads per workgroup)x(columns per workgroup) settings to try, comma-separated")
     ap.add_argument("--rounds", type=int, default=1, help="passes over every setting (the table gives medians)")
     ap.add_argument("--reps", type=int, default=30, help="timed replays of the step per setting")
-    ap.add_argument("--tiny", action="store_true", help="a 2-layer model (smoke test)")
+    tg.add_model_args(ap)
     args = ap.parse_args()
     candidates = parse_shapes(args.shapes)
     warnings.simplefilter("ignore")
     wt.set_backend(args.backend)
     if not wt.is_available() or not wt.context.ctx().gpu.has_timestamps:
         sys.exit("no WebGPU adapter with timestamp queries")
-    cfg = dict(tg.TINY if args.tiny else tg.QWEN25_05B)
+    cfg = tg.model_config(args)
     prompt = torch.randint(0, cfg["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(1)).to("webgpu")
     shapes = roles(cfg)
     results: list[dict[str, Any]] = []
