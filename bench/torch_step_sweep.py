@@ -103,7 +103,7 @@ def main() -> None:
                     fused_linear.set_shapes({key: (wg, cols)})
                     us, _ = step_us(model, prompt, args.reps)
                     results.append({"dtype": dname, "round": rnd, "role": role, "n_k": key, "wg": wg, "cols": cols,
-                                    "default_shape": fused_linear.default_shape(*key), "step_us": us,
+                                    "default_shape": fused_linear.default_shape(*key, role == "gate_up"), "step_us": us,
                                     "default_us": base})
                     print(f"  {role:8s} wg {wg:3d} cols {cols:2d}: {us:8.1f} µs ({us - base:+.1f})", flush=True)
         fused_linear.set_shapes({})

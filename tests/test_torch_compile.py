@@ -117,7 +117,7 @@ def test_fused_linear_with_subgroup_sums(monkeypatch: pytest.MonkeyPatch, matvec
     assert matvec_specs and all(s.subgroups is not None for s in matvec_specs)
 
 
-@pytest.mark.parametrize("wg, cols", [(64, 1), (128, 8), (64, 4), (256, 32)])  # 64 down to 2 threads a column
+@pytest.mark.parametrize("wg, cols", [(64, 1), (128, 8), (64, 4), (256, 2), (256, 32)])  # 128 down to 2 threads a column
 def test_fused_linear_other_shapes(matvec_specs: list, wg: int, cols: int) -> None:
     """The mat-vec under the shapes a sweep tries (bench/torch_step_sweep.py), every fused end."""
     from webgpu_llm.torch.kernels import fused_linear

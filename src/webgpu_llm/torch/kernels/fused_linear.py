@@ -116,14 +116,20 @@ class _Spec:
         return len(self.ys)
 
 
-def columns_per_group(n: int) -> int:
+def columns_per_group(n: int, gated: bool = False) -> int:
     """Up to 32 columns per workgroup for wide layers (the LM head: each workgroup stages and
     normalises x once for all its columns; 8 -> 32 took a 0.5B head from 128 to 89 µs on an
-    H200, bench/NOTES.md round 37), down to 2 for narrow ones (enough workgroups to fill the GPU)."""
-    for cols in (32, 16, 8, 4):
+    H200, bench/NOTES.md round 37), down to 4 while that leaves 256 workgroups and 2 below
+    (enough workgroups to fill the GPU). A gated mat-vec reads two weight rows a column and
+    takes at least 16 columns (16 threads a column): rounds 104-106 measured both on H200
+    compiled steps, QKV of the 0.5B and 1.5B shapes 10-65 µs faster at 4 than at 2, gate/up
+    25-170 µs at 16 than at 4 or 8."""
+    for cols in (32, 16, 8):
         if n // cols >= 1024:
-            return cols
-    return 2
+            return max(cols, 16) if gated else cols
+    if gated:
+        return 16
+    return 4 if n // 4 >= 256 else 2
 
 
 def set_shapes(shapes: dict[tuple[int, int], tuple[int, int]]) -> None:
@@ -137,15 +143,15 @@ def set_shapes(shapes: dict[tuple[int, int], tuple[int, int]]) -> None:
     plans.clear()
 
 
-def default_shape(n: int, k: int) -> tuple[int, int]:
+def default_shape(n: int, k: int, gated: bool = False) -> tuple[int, int]:
     """(threads per workgroup, output columns per workgroup) of a mat-vec with n columns of k
     inputs, unless SHAPES says otherwise."""
-    return WG, columns_per_group(n)
+    return WG, columns_per_group(n, gated)
 
 
-def matvec_shape(n: int, k: int) -> tuple[int, int]:
+def matvec_shape(n: int, k: int, gated: bool = False) -> tuple[int, int]:
     """(threads per workgroup, output columns per workgroup) of a mat-vec with n columns."""
-    return SHAPES.get((n, k)) or default_shape(n, k)
+    return SHAPES.get((n, k)) or default_shape(n, k, gated)
 
 
 def _bindings(s: _Spec) -> tuple[list[str], str, str, int]:
@@ -413,7 +419,7 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor | Merged, ws: Sequence[t
     k = merged.k if merged else x.shape[-1]
     u = vec4_elems(dtype_of(ws[0].dtype))
     n_total = sum(w.shape[0] for w in ws)
-    wg, cols = matvec_shape(n_total, k)
+    wg, cols = matvec_shape(n_total, k, gate is not None)
     direct = not merged and norm is None and x.dtype == ws[0].dtype and x.storage_offset() % u == 0
     merge = None
     if merged:
