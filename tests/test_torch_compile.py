@@ -132,6 +132,21 @@ def test_fused_linear_other_shapes(matvec_specs: list, wg: int, cols: int) -> No
     assert matvec_specs and all((s.wg, s.cols) == (wg, cols) for s in matvec_specs)
 
 
+def test_direct_matvec_past_the_staging_limit(matvec_specs: list) -> None:
+    """An x read beside the weights (no norm, the weights' dtype) takes no workgroup memory: a
+    mat-vec with more inputs than can be staged (the 1.5B's down projection) stays a mat-vec."""
+    from webgpu_llm.torch.kernels.fused_linear import MAX_K
+
+    k = MAX_K + 8 * 37
+    for dtype in FLOATS:
+        x, w, b, res = rnd(1, 1, k, dtype=dtype), rnd(20, k, dtype=dtype), rnd(20, dtype=dtype), rnd(1, 1, 20, dtype=dtype)
+        ref = torch.float64 if dtype == torch.float32 else torch.float32
+        want = F.linear(x.to(ref), w.to(ref), b.to(ref))
+        assert_close(ops.linear(*dev(x, w, b)), want.to(dtype), tol(dtype) * 2)
+        assert_close(ops.linear(*dev(x, w, None, res)), (want - b.to(ref) + res.to(ref)).to(dtype), tol(dtype) * 2)
+    assert len(matvec_specs) == 2 * len(FLOATS) and all(s.k == k and s.direct for s in matvec_specs)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_attention_and_kv_append(dtype: torch.dtype) -> None:
     b, h, hk, d, ctx, n = 1, 6, 2, 12, 11, 2

@@ -387,10 +387,10 @@ fn main({main_args}) {{
     return src, nb
 
 
-def _weights_fit(k: int, weights: Sequence[torch.Tensor]) -> bool:
+def _weights_fit(k: int, weights: Sequence[torch.Tensor], staged: bool = True) -> bool:
     """k-contiguous weights of one dtype that 16-byte loads can read, for an x of k values
-    (which fits in workgroup memory)."""
-    if k > MAX_K:
+    (which fits in workgroup memory where it is staged)."""
+    if staged and k > MAX_K:
         return False
     for w in weights:
         u = vec4_elems(dtype_of(w.dtype))
@@ -400,10 +400,16 @@ def _weights_fit(k: int, weights: Sequence[torch.Tensor]) -> bool:
     return True
 
 
-def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> bool:
+def _direct(x: torch.Tensor, w: torch.Tensor, norm: Norm | None) -> bool:
+    """Does the mat-vec read x in 16-byte units beside the weights (not staged: any length)?"""
+    return norm is None and x.dtype == w.dtype and x.storage_offset() % vec4_elems(dtype_of(w.dtype)) == 0
+
+
+def _fast(x: torch.Tensor, weights: Sequence[torch.Tensor], norm: Norm | None) -> bool:
     """One contiguous row of x, and weights the mat-vec reads (`_weights_fit`)."""
     k = x.shape[-1]
-    return x.numel() == k and x.is_contiguous() and x.dtype.is_floating_point and _weights_fit(k, weights)
+    return (x.numel() == k and x.is_contiguous() and x.dtype.is_floating_point
+            and _weights_fit(k, weights, not _direct(x, weights[0], norm)))
 
 
 def _ends_fit(y: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None) -> bool:
@@ -420,7 +426,7 @@ def _matvec(ys: Sequence[torch.Tensor], x: torch.Tensor | Merged, ws: Sequence[t
     u = vec4_elems(dtype_of(ws[0].dtype))
     n_total = sum(w.shape[0] for w in ws)
     wg, cols = matvec_shape(n_total, k, gate is not None)
-    direct = not merged and norm is None and x.dtype == ws[0].dtype and x.storage_offset() % u == 0
+    direct = not merged and _direct(x, ws[0], norm)
     merge = None
     if merged:
         dts = tuple(t.dtype for t in merged.tensors[:5])
@@ -483,7 +489,7 @@ def _vector(t: torch.Tensor | None) -> bool:
 def linear(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
            residual: torch.Tensor | None = None, norm: Norm | None = None) -> torch.Tensor:
     """y = norm(x) @ w.T (+ bias) (+ residual); y has x's leading shape and w.shape[0] columns."""
-    if _fast(x, [w]) and _ends_fit(y, bias, residual):
+    if _fast(x, [w], norm) and _ends_fit(y, bias, residual):
         _matvec([y], x, [w], [bias], residual=residual, norm=norm)
         return y
     x = _normed(x, norm)
@@ -502,7 +508,7 @@ def linear(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor
 def linear_group(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch.Tensor],
                  biases: Sequence[torch.Tensor | None], norm: Norm | None = None) -> None:
     """ys[i] = norm(x) @ ws[i].T (+ biases[i]): several projections of one input, one launch."""
-    if _fast(x, ws) and all(_vector(b) for b in biases) and all(y.is_contiguous() for y in ys):
+    if _fast(x, ws, norm) and all(_vector(b) for b in biases) and all(y.is_contiguous() for y in ys):
         _matvec(ys, x, ws, biases, norm=norm)
         return
     xn = _normed(x, norm)
@@ -513,7 +519,7 @@ def linear_group(ys: Sequence[torch.Tensor], x: torch.Tensor, ws: Sequence[torch
 def gated_linear(y: torch.Tensor, x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
                  norm: Norm | None = None) -> torch.Tensor:
     """y = silu(norm(x) @ w_gate.T) * (norm(x) @ w_up.T)."""
-    if _fast(x, [w_up, w_gate]) and y.is_contiguous():
+    if _fast(x, [w_up, w_gate], norm) and y.is_contiguous():
         _matvec([y], x, [w_up], [None], gate=w_gate, norm=norm)
         return y
     x = _normed(x, norm)
