@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +33,7 @@ import torch_generate as tg
 import webgpu_llm.torch as wt
 from webgpu_llm.torch.compile.backend import RUNNERS
 from webgpu_llm.torch.kernels import fused_linear
+from webgpu_llm.torch.ops import plans
 
 # (threads per workgroup, columns per workgroup) to try for every role
 CANDIDATES = [(256, 2), (256, 4), (256, 8), (256, 16), (256, 32), (128, 1), (128, 2), (128, 4), (128, 8), (64, 1),
@@ -55,6 +57,42 @@ def step_us(model: torch.nn.Module, prompt: torch.Tensor, reps: int) -> tuple[fl
     tg.timed_generate(model, prompt, 4, cache_implementation="static")  # records on this sight
     prog = tg.decode_step_program()
     return prog.time_gpu(1, reps=reps) * 1e6, len(prog.dispatches)
+
+
+def compiled_model(cfg: dict[str, Any], dname: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A random-weight model of `cfg` in dtype `dname`, compiled, its decode step traced and
+    recorded, and the 16-token prompt its step_us generates from."""
+    prompt = torch.randint(0, cfg["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(1)).to("webgpu")
+    model = tg.build(cfg, tg.DTYPES[dname])
+    torch._dynamo.reset()
+    tg.compile_forward(model)
+    for _ in range(2):  # traced, then recorded
+        tg.timed_generate(model, prompt, 4, cache_implementation="static")
+    return model, prompt
+
+
+def alternate(model: torch.nn.Module, prompt: torch.Tensor, setups: dict[str, Callable[[], None]], rounds: int = 3,
+              reps: int = 30) -> dict[str, list[float]]:
+    """An A/B inside one process: each setup (a callable that switches the code one way) in
+    turn, `rounds` times, the launch plans cleared and the step recorded and timed after it."""
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(rounds):
+        for name, setup in setups.items():
+            setup()
+            plans.clear()
+            times[name].append(step_us(model, prompt, reps)[0])
+    return times
+
+
+def ab_table(rows: list[dict[str, Any]], label: str, out: str) -> None:
+    """Write the A/B rows (each with its `label` column and "old_us" / "new_us" lists) to `out`
+    and print their medians as a table."""
+    with open(out, "w") as f:
+        json.dump(rows, f, indent=1)
+    print(f"\n| {label} | old step µs | new step µs | change |\n| --- | --- | --- | --- |")
+    for r in rows:
+        o, n = statistics.median(r["old_us"]), statistics.median(r["new_us"])
+        print(f"| {r[label]} | {o:.1f} | {n:.1f} | {100 * (n / o - 1):+.1f} % |")
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -83,15 +121,10 @@ def main() -> None:
     if not wt.is_available() or not wt.context.ctx().gpu.has_timestamps:
         sys.exit("no WebGPU adapter with timestamp queries")
     cfg = tg.model_config(args)
-    prompt = torch.randint(0, cfg["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(1)).to("webgpu")
     shapes = roles(cfg)
     results: list[dict[str, Any]] = []
     for dname in args.dtypes.split(","):
-        model = tg.build(cfg, tg.DTYPES[dname])
-        torch._dynamo.reset()
-        tg.compile_forward(model)
-        for _ in range(2):  # traced, then recorded
-            tg.timed_generate(model, prompt, 4, cache_implementation="static")
+        model, prompt = compiled_model(cfg, dname)
         for rnd in range(args.rounds):
             fused_linear.set_shapes({})
             base, n = step_us(model, prompt, args.reps)
