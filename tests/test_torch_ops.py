@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from torch_helpers import TOL, assert_close, require_device, to_dev, torch, wt
+from torch_helpers import TOL, assert_close, ref_dtype, require_device, to_dev, torch, wt
 
 pytestmark = pytest.mark.gpu
 F = torch.nn.functional
@@ -156,7 +156,7 @@ def test_softmax(dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("m,k,n", [(1, 37, 29), (3, 40, 21), (8, 64, 72), (70, 33, 130), (1, 896, 23)])
 def test_linear(m: int, k: int, n: int, dtype: torch.dtype) -> None:
     x, w, b = rnd(m, k, dtype=dtype), rnd(n, k, dtype=dtype), rnd(n, dtype=dtype)
-    ref = torch.float64 if dtype == torch.float32 else torch.float32  # (an f32 CPU sum of 896 rounds as much as ours)
+    ref = ref_dtype(dtype)
     want = F.linear(x.to(ref), w.to(ref), b.to(ref)).to(dtype)
     got = F.linear(x.to("webgpu"), w.to("webgpu"), b.to("webgpu"))
     assert_close(got, want, 2e-6 if dtype == torch.float32 else TOL[dtype])

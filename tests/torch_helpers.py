@@ -37,3 +37,10 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
 
 
 TOL = {torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def ref_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a CPU reference of a long sum computes in: float64 for f32 (an f32 CPU sum of
+    ~1000 products rounds about as much as the kernel's: 1.1x a 6e-6 budget on its own in 200
+    draws), f32 for 16-bit types (as the kernels accumulate)."""
+    return torch.float64 if dtype == torch.float32 else torch.float32
