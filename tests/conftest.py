@@ -6,12 +6,13 @@ import os
 
 import pytest
 
+from webgpu_llm import environment
 from webgpu_llm.errors import GpuError, UserError
-from webgpu_llm.runtime.gpu import VALIDATE_ENV, Gpu, open_gpu
+from webgpu_llm.runtime.gpu import Gpu, open_gpu
 
 # Tests keep Dawn's command validation (users' runs skip it): our commands' mistakes show here.
 # test_cli.py checks the unvalidated default in a process of its own.
-os.environ.setdefault(VALIDATE_ENV, "1")
+os.environ.setdefault(environment.VALIDATE, "1")
 
 _GPUS: dict[str, Gpu | None] = {}
 
@@ -24,7 +25,7 @@ def backend_names() -> list[str]:
 def get_gpu(backend: str) -> Gpu:
     if backend not in _GPUS:
         try:
-            _GPUS[backend] = open_gpu(backend)
+            _GPUS[backend] = open_gpu(options=environment.gpu_options(backend=backend))
         except (GpuError, UserError) as e:
             _GPUS[backend] = None
             print(f"backend {backend} unavailable: {e}")

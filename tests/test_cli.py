@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from webgpu_llm.cli.main import main
-from webgpu_llm.runtime.gpu import VALIDATE_ENV
+from webgpu_llm.environment import VALIDATE
 
 pytest.importorskip("transformers")
 from model_files import smollm2_or_skip
@@ -189,7 +189,7 @@ def test_dawn_skips_command_validation_by_default_with_the_same_tokens(capsys, t
                            "--json", "hello")
     assert code == 0
     validated = json.loads(out)["text"]
-    env = {k: v for k, v in os.environ.items() if k != VALIDATE_ENV}
+    env = {k: v for k, v in os.environ.items() if k != VALIDATE}
     check = ("from webgpu_llm.runtime.gpu import open_gpu; from wgpudawn.backends.dawn import extras; "
              "print('skip_validation' in extras.get_toggles(open_gpu('dawn').device))")
     p = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=120)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kernel_harness import read, rel_err, run_kernel
-from webgpu_llm.generation.sampling import SamplingParams, reference_distribution
+from webgpu_llm.engine.sampling import SamplingParams, reference_distribution
 from webgpu_llm.kernels import attention as att
 from webgpu_llm.kernels import sampling
 from webgpu_llm.kernels.common import pack_state

@@ -19,8 +19,8 @@ from reference_models import (
     make_tiny_qwen2,
 )
 from webgpu_llm.api import LLM
+from webgpu_llm.engine import SamplingParams, Session, Settings
 from webgpu_llm.errors import UserError
-from webgpu_llm.generation.sampling import SamplingParams
 from webgpu_llm.runtime.gpu import open_gpu
 
 BUILDERS = {"llama": make_tiny_llama, "qwen2": make_tiny_qwen2, "llama3": make_tiny_llama3}
@@ -40,11 +40,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def _step_logits(eng) -> np.ndarray:
+def _step_logits(eng: Session) -> np.ndarray:
     """The logits of one decode step after the prompt IDS[:9] (the engine's current Programs)."""
-    eng.prefill(IDS[:9], 0, SamplingParams(), 0)
-    eng.step_program(SamplingParams()).run(1)
-    return eng.gpu.read_array(eng.m.logits, np.float32, eng.m.cfg.vocab)
+    return eng.next_logits(IDS[:9])
 
 
 def _load(path, gpu, **kw):
@@ -77,7 +75,7 @@ def test_split_k_prompt_matmuls_match_transformers(gpu, tiny_dirs):
 
     d = tiny_dirs["qwen2", "float32"]
     llm = _load(d, gpu, batch=16)
-    llm.model.rebuild(dataclasses.replace(llm.model.tuning, splits=(("o", 2), ("down", 3))))
+    llm.session.rebuild(dataclasses.replace(llm.session.tuning, splits=(("o", 2), ("down", 3))))
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
 
@@ -87,14 +85,14 @@ def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
     greedy tokens and logits as transformers'."""
     import dataclasses
 
-    from webgpu_llm.models.transformer import ROLES
+    from webgpu_llm.engine.settings import ROLES
 
     d = tiny_dirs["qwen2", "float32"]
     llm = _load(d, gpu)
-    t = llm.model.tuning
-    llm.model.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True,
+    t = llm.session.tuning
+    llm.session.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True,
                                           attn_spread=True, early=2))
-    assert list(llm.engine.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+    assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
 
@@ -104,7 +102,7 @@ def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, ar
     want = hf_greedy(d, IDS[:9], 12)
     for fused in (True, False):
         llm = _load(d, gpu, fused=fused)
-        got = list(llm.engine.stream(IDS[:9], 0, SamplingParams(), 12))
+        got = list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12))
         assert got == want, fused
 
 
@@ -114,9 +112,9 @@ def test_split_bindings_give_the_same_logits(tiny_dirs):
     d = tiny_dirs["qwen2", "float32"]
     small = open_gpu("wgpu", max_binding=200 * 1024)
     llm = _load(d, small)
-    assert len(llm.model.embedding.segments) >= 2
+    assert len(llm.session.programs.weights.embedding.segments) >= 2
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
-    assert list(llm.engine.stream(IDS[:9], 0, SamplingParams(), 6)) == hf_greedy(d, IDS[:9], 6)
+    assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 6)) == hf_greedy(d, IDS[:9], 6)
 
 
 def test_chat_session_reuses_the_cache(wgpu_gpu, tiny_dirs):
@@ -156,23 +154,21 @@ def test_int8_activations_stay_close_to_float(wgpu_gpu):
     prologues) against the float path on the same weights: one decode step's logits."""
     import dataclasses
 
-    from webgpu_llm.generation.engine import Engine
     from webgpu_llm.models.presets import preset_model
-    from webgpu_llm.models.transformer import Transformer
 
     cfg, tensors = preset_model("tiny", "q8_0")
-    model = Transformer(wgpu_gpu, cfg, tensors.get, ctx=64, batch=16)
-    eng = Engine(model)
+    eng = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    model = eng.programs
 
-    model.rebuild(dataclasses.replace(model.tuning, int8=False))  # a GPU's default takes the int8 path
+    eng.rebuild(dataclasses.replace(eng.tuning, int8=False))  # a GPU's default takes the int8 path
     base = _step_logits(eng)
-    model.rebuild(dataclasses.replace(model.tuning, int8=True))
+    eng.rebuild(dataclasses.replace(eng.tuning, int8=True))
     got = _step_logits(eng)
     assert 0 < _rel(got, base) < 3e-2
     # other shapes on the int8 path only (as the GPU default has for O and down): same math
-    model.rebuild(dataclasses.replace(model.tuning, int8=True, mv_int8=(("o", 64, 4, 1), ("down", 128, 32, 1))))
-    down = model._spec(model.layers[0].down, epilogue="add")
-    assert model._mv_shape(down, "down") == ({"wg": 128, "tpr": 32, "ilp": 1}, True)
+    eng.rebuild(dataclasses.replace(eng.tuning, int8=True, mv_int8=(("o", 64, 4, 1), ("down", 128, 32, 1))))
+    down = model.spec(model.weights.layers[0].down, epilogue="add")
+    assert model.matvec_shape(down, "down") == ({"wg": 128, "tpr": 32, "ilp": 1}, True)
     assert _rel(_step_logits(eng), got) < 1e-5
 
 
@@ -186,10 +182,11 @@ def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
 
     d = tiny_dirs["qwen2", "float32"]
     llm = _load(d, wgpu_gpu)
-    m, eng = llm.model, llm.engine
+    eng = llm.session
+    m = eng.programs
 
     base = _step_logits(eng)
-    m.rebuild(dataclasses.replace(m.tuning, persist=1, early=1))
+    eng.rebuild(dataclasses.replace(m.tuning, persist=1, early=1))
     assert m.persist_note == "" and len(m.decode) == 1 + m.cfg.n_layers  # embed, then a dispatch per layer
     assert _rel(_step_logits(eng), base) < 1e-5
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
@@ -202,27 +199,21 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
     cache feeds the next step's logits."""
     import dataclasses
 
-    from webgpu_llm.generation.engine import Engine
     from webgpu_llm.kernels.mma import usable
     from webgpu_llm.models.presets import preset_model
-    from webgpu_llm.models.transformer import Transformer
-    from webgpu_llm.runtime.program import run_programs
 
     cfg, tensors = preset_model("tiny", "q8_0")
-    model = Transformer(wgpu_gpu, cfg, tensors.get, ctx=64, batch=16)
-    eng = Engine(model)
+    eng = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    model = eng.programs
 
     def scored() -> np.ndarray:
         """The scoring path's logits of IDS[:9] (prompt, final norm, one chunk's LM head)."""
-        n = 9
-        eng.write_tokens(0, IDS[:n])
-        wgpu_gpu.write(model.st, SamplingParams().state(0, n, 0, limit=n))
-        run_programs(wgpu_gpu, [(model.embed, n), (model.prefill, n), (model.score_norm, n), (model.score_chunks[0], n)])
-        return wgpu_gpu.read_array(model.logits, np.float32, n * cfg.vocab)
+        assert len(model.score_chunks) == 1
+        return eng.logits(IDS[:9]).reshape(-1)
 
-    model.rebuild(dataclasses.replace(model.tuning, mma="off"))
+    eng.rebuild(dataclasses.replace(model.tuning, mma="off"))
     base, base_scored = _step_logits(eng), scored()
-    model.rebuild(dataclasses.replace(model.tuning, mma="emulate"))
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate"))
     assert any(d.label.startswith("mma_matmul") for d in model.prefill.dispatches)
     # the LM head's int8 units are made once, by the final norm's program, for every chunk
     assert [d.label.startswith("quantize") for d in model.score_norm.dispatches] == [False, True]
@@ -231,8 +222,8 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
     assert 0 < _rel(got, base) < 3e-2
     assert 0 < _rel(got_scored, base_scored) < 3e-2
     if usable(wgpu_gpu):
-        model.rebuild(dataclasses.replace(model.tuning, mma="auto"))
+        eng.rebuild(dataclasses.replace(model.tuning, mma="auto"))
         assert _rel(_step_logits(eng), got) < 1e-5
         assert _rel(scored(), got_scored) < 1e-5
     with pytest.raises(ValueError, match=r"Tuning\.mma"):
-        model.rebuild(dataclasses.replace(model.tuning, mma="yes"))
+        eng.rebuild(dataclasses.replace(model.tuning, mma="yes"))

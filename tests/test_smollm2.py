@@ -13,7 +13,7 @@ import pytest
 
 from model_files import smollm2_or_skip
 from webgpu_llm.api import LLM
-from webgpu_llm.generation.sampling import SamplingParams
+from webgpu_llm.engine import SamplingParams
 
 smollm2_or_skip()
 REF = json.loads((Path(__file__).parent / "fixtures/reference/smollm2_q4_1.json").read_text())
@@ -64,7 +64,7 @@ def test_greedy_32_tokens_equal_transformers(smol, i):
     prompt = REF["prompts"][i]
     want = REF["transformers"]["generation"][i]
     assert min(want["margins"]) > 5e-3
-    got = list(smol.engine.stream(prompt["prompt_ids"], 0, SamplingParams(), 32))
+    got = list(smol.session.stream(prompt["prompt_ids"], 0, SamplingParams(), 32))
     assert got == want["generated_ids"]
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["LLM", "GpuError", "ModelFileError", "SamplingParams", "UserError", "load", "open_gpu"]
+__all__ = ["LLM", "GpuError", "GpuOptions", "ModelFileError", "SamplingParams", "Settings", "UserError", "load",
+           "open_gpu"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,12 +24,12 @@ def __getattr__(name: str) -> Any:
         from . import errors
 
         return getattr(errors, name)
-    if name == "SamplingParams":
-        from .generation.sampling import SamplingParams
+    if name in ("SamplingParams", "Settings"):
+        from . import engine
 
-        return SamplingParams
-    if name == "open_gpu":
-        from .runtime.gpu import open_gpu
+        return getattr(engine, name)
+    if name in ("open_gpu", "GpuOptions"):
+        from .runtime import gpu
 
-        return open_gpu
+        return getattr(gpu, name)
     raise AttributeError(name)

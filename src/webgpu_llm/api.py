@@ -6,6 +6,7 @@
     for piece in llm.generate("Tell me a story", temperature=0.8, seed=1):
         print(piece, end="", flush=True)
     logits = llm.logits(llm.tokenizer.encode("Hello"))   # numpy (tokens, vocab)
+    llm = wl.load("model.gguf", settings=wl.Settings(ctx=8192, gpu=wl.GpuOptions(backend="dawn")))
 """
 
 from __future__ import annotations
@@ -13,19 +14,16 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .engine import GenStats, SamplingParams, Session, Settings
 from .errors import UserError
-from .generation.engine import Engine, GenStats
-from .generation.sampling import SamplingParams
 from .models.source import ModelSource, open_model
-from .models.transformer import Transformer
 from .runtime.gpu import Gpu, open_gpu
-from .runtime.program import run_programs
 
 
 def _progress_bar(total: int, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
@@ -38,47 +36,59 @@ def _progress_bar(total: int, enabled: bool) -> tuple[Callable[[int], None] | No
     return bar.update, bar.close
 
 
+_UNSET: Any = object()
+
+
 @dataclass
 class LLM:
     source: ModelSource
     gpu: Gpu
-    model: Transformer
+    session: Session
     tokenizer: Any
-    engine: Engine = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.engine = Engine(self.model)
+    settings: Settings = field(default_factory=Settings)
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, model: str | Path | None = None, *, backend: str = "wgpu", adapter: str | None = None,
-             ctx: int | None = 4096, batch: int = 512, fused: bool = True, progress: bool = True,
-             gpu: Gpu | None = None) -> LLM:
+    def load(cls, model: str | Path | None = None, *, settings: Settings | None = None, backend: str = _UNSET,
+             adapter: str | None = _UNSET, ctx: int | None = _UNSET, batch: int = _UNSET, fused: bool = _UNSET,
+             progress: bool = True, gpu: Gpu | None = None) -> LLM:
+        """Load a model file or directory. `settings` holds every knob (the defaults where
+        None); `backend`, `adapter`, `ctx`, `batch` and `fused`, where given, override it.
+        `gpu`: an already open device to use."""
+        s = settings or Settings()
+        gpu_over = {k: v for k, v in (("backend", backend), ("adapter", adapter)) if v is not _UNSET}
+        if gpu_over:
+            s = replace(s, gpu=replace(s.gpu, **gpu_over))
+        s = replace(s, **{k: v for k, v in (("ctx", ctx), ("batch", batch), ("fused", fused)) if v is not _UNSET})
         src = open_model(model)
         try:
             tok = src.tokenizer()
-            g = gpu or open_gpu(backend, adapter)
-            n_ctx = min(ctx or src.config.max_ctx, src.config.max_ctx)
+            g = gpu or open_gpu(options=s.gpu)
+            n_ctx = min(s.ctx or src.config.max_ctx, src.config.max_ctx)
             if n_ctx < 2:
-                raise UserError(f"--ctx {ctx}: must be at least 2")
+                raise UserError(f"--ctx {s.ctx}: must be at least 2")
             total = sum(int(getattr(t, "nbytes", 0)) for t in src.tensors.values())
             update, close = _progress_bar(total, progress)
             try:
-                tf = Transformer(g, src.config, src.tensors.get, n_ctx, batch=batch, fused=fused, progress=update)
+                session = Session.build(g, src.config, src.tensors.get, s, n_ctx, progress=update)
             finally:
                 close()
         except BaseException:
             src.close()
             raise
-        return cls(src, g, tf, tok)
+        return cls(src, g, session, tok, s)
 
     @property
     def config(self) -> Any:
         return self.source.config
 
     @property
+    def ctx(self) -> int:
+        return self.session.ctx
+
+    @property
     def stats(self) -> GenStats:
-        return self.engine.stats
+        return self.session.stats
 
     # -- prompts ---------------------------------------------------------------------------
     def prompt_ids(self, prompt: str | Sequence[int] | list[dict[str, str]], raw: bool = False) -> list[int]:
@@ -95,10 +105,10 @@ class LLM:
         return [int(t) for t in prompt]  # type: ignore[union-attr]
 
     def _fit(self, ids: list[int], truncate: bool) -> list[int]:
-        room = self.model.ctx - 1
+        room = self.ctx - 1
         if len(ids) > room:
             if not truncate:
-                raise UserError(f"the prompt has {len(ids)} tokens but the context holds {self.model.ctx}: "
+                raise UserError(f"the prompt has {len(ids)} tokens but the context holds {self.ctx}: "
                                 "use a larger --ctx, a shorter prompt, or --truncate to keep its end")
             ids = ids[-room:]
         return ids
@@ -108,7 +118,7 @@ class LLM:
                      start: int = 0, stop_ids: frozenset[int] | None = None) -> Iterator[int]:
         """New token ids, ending at a stop token (not yielded) or after max_tokens."""
         stops = self.tokenizer.stop_ids if stop_ids is None else stop_ids
-        for tok in self.engine.stream(ids, start, params or SamplingParams(), max_tokens):
+        for tok in self.session.stream(ids, start, params or SamplingParams(), max_tokens):
             if tok in stops:
                 return
             yield tok
@@ -136,43 +146,13 @@ class LLM:
         return ChatSession(self, [{"role": "system", "content": system}] if system else [])
 
     # -- scoring ---------------------------------------------------------------------------
-    def _score_batches(self, ids: list[int], want_logits: bool) -> Iterator[tuple[int, int, Any]]:
-        m, g = self.model, self.gpu
-        if len(ids) > m.ctx:
-            raise UserError(f"{len(ids)} tokens do not fit the context of {m.ctx}")
-        self.engine.write_tokens(0, ids)
-        for b0 in range(0, len(ids), m.batch):
-            n = min(m.batch, len(ids) - b0)
-            g.write(m.st, SamplingParams().state(b0, n, 0, limit=len(ids)))
-            chunks = [c for i, c in enumerate(m.score_chunks) if i * m.score_rows < n]
-            if not want_logits:
-                run_programs(g, [(m.embed, n), (m.prefill, n), (m.score_norm, n)] + [(c, n) for c in chunks])
-                yield b0, n, None
-                continue
-            run_programs(g, [(m.embed, n), (m.prefill, n), (m.score_norm, n)])
-            for i, c in enumerate(chunks):
-                run_programs(g, [(c, n)])
-                rows = min(m.score_rows, n - i * m.score_rows)
-                yield b0 + i * m.score_rows, rows, g.read_array(m.logits, np.float32, rows * self.config.vocab)
-
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), vocab) of a token sequence, from an empty cache."""
-        ids = [int(t) for t in ids]
-        out = np.empty((len(ids), self.config.vocab), np.float32)
-        for t0, rows, block in self._score_batches(ids, True):
-            out[t0:t0 + rows] = block.reshape(rows, -1)
-        return out
+        return self.session.logits([int(t) for t in ids])
 
     def nll(self, ids: Sequence[int]) -> np.ndarray:
         """Negative log-likelihood of ids[1:] given the prefix, from an empty cache (float64)."""
-        ids = [int(t) for t in ids]
-        out = np.zeros(max(0, len(ids) - 1), np.float64)
-        m = self.model
-        for b0, n, _ in self._score_batches(ids, False):
-            got = self.gpu.read_array(m.nll, np.float32, n)
-            k = min(n, len(ids) - 1 - b0)
-            out[b0:b0 + k] = got[:k]
-        return out
+        return self.session.nll([int(t) for t in ids])
 
     def perplexity(self, ids: Sequence[int], ctx: int = 512,
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -181,8 +161,8 @@ class LLM:
         ids = [int(t) for t in ids]
         if ctx < 2:
             raise UserError(f"--ctx {ctx}: perplexity needs at least 2 tokens per chunk")
-        if ctx > self.model.ctx:
-            raise UserError(f"--ctx {ctx} exceeds the model context loaded ({self.model.ctx})")
+        if ctx > self.ctx:
+            raise UserError(f"--ctx {ctx} exceeds the model context loaded ({self.ctx})")
         if len(ids) < 2:
             raise UserError("the text has fewer than 2 tokens: nothing to score")
         chunks, total, count = [], 0.0, 0
@@ -253,9 +233,9 @@ class ChatSession:
         llm = self.llm
         self.messages.append({"role": "user", "content": text})
         ids = llm.prompt_ids(self.messages)
-        if len(ids) >= llm.model.ctx:
+        if len(ids) >= llm.ctx:
             self.messages.pop()
-            raise UserError(f"the conversation has {len(ids)} tokens, the context holds {llm.model.ctx}: "
+            raise UserError(f"the conversation has {len(ids)} tokens, the context holds {llm.ctx}: "
                             "start a new chat (/reset) or use a larger --ctx")
         common = 0
         for a, b in zip(self.cached, ids):

@@ -12,11 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..generation.engine import Engine
-from ..generation.sampling import SamplingParams
+from ..engine import SamplingParams, Session, Settings
 from ..models.config import ModelConfig
 from ..models.presets import weight_bytes_per_token
-from ..models.transformer import Transformer, Tuning
 from ..runtime.gpu import Gpu
 
 
@@ -24,42 +22,38 @@ def _ids(n: int, vocab: int, seed: int) -> list[int]:
     return np.random.default_rng(seed).integers(0, vocab, n).tolist()
 
 
-def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_prompt: int = 16, n_gen: int = 128,
-                 n_pp: int = 512, reps: int = 5, fused: bool = True, per_dispatch: bool = False,
-                 profile: bool = False, persist: int | None = None, mma: str = "auto",
-                 log: Any = None) -> dict[str, Any]:
-    """`persist`: resident workgroups of the persistent decode layers (0: off; None: the
-    device's default). When it is on, the greedy tokens are also decoded with it off and
-    the number of positions where they agree is reported (`persist_agree`). `mma`: the
-    prompt matmuls on the int8 matrix units where the adapter has them ("auto") or not
-    ("off"); `prompt_matmul` says which ran."""
+def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: Settings, *, n_prompt: int = 16,
+                 n_gen: int = 128, n_pp: int = 512, reps: int = 5, per_dispatch: bool = False,
+                 profile: bool = False, log: Any = None) -> dict[str, Any]:
+    """tg/pp of a model built with `settings` (its context and prompt batch are the
+    benchmark's). Where its decode layers are persistent, the greedy tokens are also decoded
+    with them off and the number of positions where they agree is reported (`persist_agree`);
+    `prompt_matmul` says whether the prompt matmuls ran on the int8 matrix units or SIMT."""
     ctx = max(n_prompt + n_gen + 8, n_pp + 8)
     say = log or (lambda *_: None)
-    tuning = Tuning.default(gpu, cfg.hidden, cfg.head_dim)
-    if persist is not None:
-        tuning = replace(tuning, persist=persist)
-    tuning = replace(tuning, mma=mma)
-    say(f"building {cfg.name} on {gpu.name} (fused={fused}, persist={tuning.persist})")
-    model = Transformer(gpu, cfg, tensors.get, ctx=ctx, batch=max(n_pp, 16), fused=fused, tuning=tuning)
-    eng = Engine(model)
+    settings = replace(settings, batch=max(n_pp, 16))
+    tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
+    say(f"building {cfg.name} on {gpu.name} (fused={settings.fused}, persist={tuning.persist})")
+    eng = Session.build(gpu, cfg, tensors.get, settings, ctx)
+    m = eng.programs
     greedy = SamplingParams()
     prompt = _ids(n_prompt, cfg.vocab, 1)
     step = eng.step_program(greedy)
     out: dict[str, Any] = {"model": cfg.name, "backend": gpu.backend, "adapter": gpu.info.get("device", ""),
-                           "fused": fused, "per_dispatch_submit": per_dispatch,
-                           "persist": model.tuning.persist if fused else 0,
+                           "fused": settings.fused, "per_dispatch_submit": per_dispatch,
+                           "persist": eng.tuning.persist if settings.fused else 0,
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
                            "prompt_matmul": "int8 tiles" if any(d.label.startswith("mma_matmul")
-                                                                for d in model.prefill.dispatches) else "SIMT"}
-    if model.persist_note:
-        out["persist_note"] = model.persist_note
-        say("  " + model.persist_note)
+                                                                for d in m.prefill.dispatches) else "SIMT"}
+    if m.persist_note:
+        out["persist_note"] = m.persist_note
+        say("  " + m.persist_note)
     if out["persist"]:
-        out["persist_agree"] = _persist_agreement(eng, prompt, n_gen)
+        out["persist_agree"] = eng.persist_agreement(prompt, n_gen)
         say(f"  greedy tokens equal to the per-dispatch decode's: {out['persist_agree']}/{n_gen}")
-        if not model.tuning.persist:  # the rebuild after the comparison fell back (its check failed)
-            out.update(persist=0, persist_note=model.persist_note, dispatches_per_token=len(eng.step_program(greedy)))
-            say("  " + model.persist_note)
+        if not eng.tuning.persist:  # the rebuild after the comparison fell back (its check failed)
+            out.update(persist=0, persist_note=m.persist_note, dispatches_per_token=len(eng.step_program(greedy)))
+            say("  " + m.persist_note)
     eng.time_decode(prompt, n_gen, greedy, per_dispatch)  # warm-up (clocks ramp up after a model build)
     tg = [n_gen / eng.time_decode(prompt, n_gen, greedy, per_dispatch) for _ in range(reps)]
     out["tg_tok_s"] = statistics.median(tg)
@@ -74,47 +68,10 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], *, n_promp
         out["n_pp"] = n_pp
         say(f"  pp{n_pp}: {out['pp_tok_s']:.1f} tok/s")
     if profile:
-        out["profile"] = profile_step(eng, prompt, cfg, tensors)
+        out["profile"] = eng.profile_step(prompt, weight_bytes_per_token(tensors, cfg.tie_embeddings))
         if n_pp and gpu.has_timestamps:
-            out["profile_prefill"] = profile_prefill(eng, n_pp)
+            out["profile_prefill"] = eng.profile_prefill(n_pp)
     return out
-
-
-def _persist_agreement(eng: Engine, prompt: list[int], n: int) -> int:
-    """Leading greedy tokens that the persistent decode shares with the per-dispatch one."""
-    m = eng.m
-    got = list(eng.stream(prompt, 0, SamplingParams(), n))
-    g = m.tuning.persist
-    m.rebuild(replace(m.tuning, persist=0))  # (the engine's step Programs follow a rebuild)
-    want = list(eng.stream(prompt, 0, SamplingParams(), n))
-    m.rebuild(replace(m.tuning, persist=g))
-    return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-
-
-def profile_prefill(eng: Engine, n: int) -> dict[str, Any]:
-    """Where the layers of an n-token prompt spend their GPU time (embedding, head excluded)."""
-    m = eng.m
-    eng.gpu.write(m.st, SamplingParams().state(0, n, 0))
-    gpu_s = m.prefill.time_gpu(n, reps=5)
-    return {"tokens": n, "gpu_us": gpu_s * 1e6, "layers_tok_s": n / gpu_s, "kernels": m.prefill.profile_by_label(n)}
-
-
-def profile_step(eng: Engine, prompt: list[int], cfg: ModelConfig, tensors: dict[str, Any]) -> dict[str, Any]:
-    """Where a decode step's time goes: CPU encode, GPU total, GPU per kernel, bandwidth."""
-    gpu = eng.gpu
-    step = eng.step_program(SamplingParams())
-    eng.prefill(prompt, 0, SamplingParams(), 0)
-    res: dict[str, Any] = {"dispatches": len(step), "cpu_encode_us": step.time_encode(1) * 1e6}
-    if gpu.has_timestamps:
-        gpu_s = step.time_gpu(1, reps=10)
-        wb = weight_bytes_per_token(tensors, cfg.tie_embeddings)
-        res.update({
-            "gpu_us": gpu_s * 1e6,
-            "weight_bytes": wb,
-            "bandwidth_gb_s": wb / gpu_s / 1e9,
-            "kernels": step.profile_by_label(1),
-        })
-    return res
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

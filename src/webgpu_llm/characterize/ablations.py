@@ -11,6 +11,7 @@ What `args` carries (the argparse namespace of `webgpu-llm characterize`):
   args.adapter: str | None, args.model: str | None, args.preset: str | None
   args.quick: bool, args.reps: int (timed repetitions; use >= 5 decode runs, fewer in --quick)
   args.progress: Callable[[str], None] — prints a progress line on stderr
+  args.settings: Settings (optional) — the engine's settings from the command line's edge
 
 Each result dict (keys marked * are required; `validate_result` checks them):
   *backend: "wgpu" | "dawn"
@@ -32,6 +33,7 @@ Each result dict (keys marked * are required; `validate_result` checks them):
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 REQUIRED = ("backend", "model", "dtype", "fused", "submit", "dispatches_per_token", "tok_s")
@@ -65,24 +67,22 @@ def run_ablations(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Decode-step ablations on the engine: fused vs unfused kernels, one submit per token vs
     one per dispatch, per weight type; tokens/s over `reps` runs, GPU time of a step from
     timestamps, and the share of the step's wall time that is not kernel time."""
-    from ..generation.engine import Engine
-    from ..generation.sampling import SamplingParams
-    from ..models.transformer import Transformer
+    from ..engine import SamplingParams, Session, Settings
     from ..runtime.gpu import open_gpu
     from .stats import summarize
 
     n_gen = QUICK["n_gen"] if args.quick else 64
     reps = QUICK["reps"] if args.quick else max(5, min(args.reps or 5, 10))
+    settings: Settings = getattr(args, "settings", None) or Settings()
     results: list[dict[str, Any]] = []
     for backend in args.backends:
-        gpu = open_gpu(backend, args.adapter)
+        gpu = open_gpu(backend, args.adapter, options=settings.gpu)
         for label, dtype, cfg, tensors in _models(args):
             args.progress(f"ablations: {label} {dtype} on {backend}")
-            tf = Transformer(gpu, cfg, tensors.get, ctx=n_gen + 40, batch=32)
+            eng = Session.build(gpu, cfg, tensors.get, replace(settings, batch=32), ctx=n_gen + 40)
             prompt = list(range(10, 26))
             for fused, submit in VARIANTS:
-                tf.rebuild(fused=fused)
-                eng = Engine(tf)
+                eng.rebuild(fused=fused)
                 per = submit == "per_dispatch"
                 eng.time_decode(prompt, 4, per_dispatch=per)  # warm-up
                 secs = [eng.time_decode(prompt, n_gen, per_dispatch=per) / n_gen for _ in range(reps)]
@@ -95,8 +95,7 @@ def run_ablations(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "gpu_ms_per_token": None, "overhead_share": None,
                 }
                 if gpu.has_timestamps:
-                    eng.prefill(prompt, 0, SamplingParams(), 0)
-                    g = step.time_gpu(1, reps=5) * 1e3
+                    g = eng.step_gpu_seconds(prompt, reps=5) * 1e3
                     r["gpu_ms_per_token"] = round(g, 4)
                     r["overhead_share"] = round(max(0.0, 1 - g / r["ms_per_token"]["median"]), 4)
                 results.append(r)

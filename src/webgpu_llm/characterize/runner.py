@@ -89,7 +89,8 @@ def _run_backend(name: str, args: argparse.Namespace, cfg: Any, progress: Progre
     progress(f"{name}: opening the device")
     notes = prepare_backend(name)
     try:
-        gpu = open_gpu(name, args.adapter)
+        settings = getattr(args, "settings", None)
+        gpu = open_gpu(name, args.adapter, options=settings.gpu if settings else None)
     except (GpuError, UserError) as e:
         if explicit:
             raise

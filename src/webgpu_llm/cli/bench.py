@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .. import environment
 from ..errors import UserError
 from ..models.presets import DTYPES, PRESETS, preset_model
 from ..runtime.gpu import open_gpu
@@ -68,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         args.preset = "qwen2.5-0.5b"
     rows: list[dict[str, Any]] = []
     peers: list[dict[str, Any]] = []
+    base = environment.settings(fused=not args.no_fusion)
     for backend in backends:
-        gpu = open_gpu(backend, args.adapter)
+        gpu = open_gpu(options=environment.gpu_options(backend=backend, adapter=args.adapter))
         for dtype in dtypes if args.preset else ["file"]:
             if args.preset:
                 cfg, tensors = preset_model(args.preset, dtype)
@@ -80,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
                 cfg, tensors = src.config, src.tensors
             for persist in persists:
                 for mma in mmas:
-                    r = bench_engine(gpu, cfg, tensors, n_prompt=args.n_prompt, n_gen=args.n_gen, n_pp=args.n_pp,
-                                     reps=args.reps, fused=not args.no_fusion, per_dispatch=args.submit_per_dispatch,
-                                     profile=args.profile, persist=persist, mma=mma, log=log)
+                    settings = replace(base, mma=mma, persist=base.persist if persist is None else persist)
+                    r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
+                                     n_pp=args.n_pp, reps=args.reps, per_dispatch=args.submit_per_dispatch,
+                                     profile=args.profile, log=log)
                     r["dtype"] = dtype
                     rows.append(r)
     if args.peers:

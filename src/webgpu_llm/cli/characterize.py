@@ -55,9 +55,11 @@ def _positive(s: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `webgpu-llm --help` does not pay for matplotlib and the benchmarks.
+    from .. import environment
     from ..characterize.report import summary_table, write_outputs
     from ..characterize.runner import characterize, sanity_problems
 
+    args.settings = environment.settings()
     doc = characterize(args)
     if args.out is not None:
         written = write_outputs(doc, args.out)

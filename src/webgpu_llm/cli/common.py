@@ -73,8 +73,9 @@ def read_text(value: str | None, path: str | None, what: str) -> str:
 
 
 def load_llm(args: Any, ctx: int | None = None) -> Any:
+    from .. import environment
     from ..api import LLM
 
     quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
-    return LLM.load(args.model, backend=args.backend, adapter=args.adapter,
-                    ctx=ctx if ctx is not None else args.ctx, progress=not quiet)
+    settings = environment.settings(gpu={"backend": args.backend, "adapter": args.adapter})
+    return LLM.load(args.model, settings=settings, ctx=ctx if ctx is not None else args.ctx, progress=not quiet)

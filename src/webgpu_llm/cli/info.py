@@ -5,16 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import environment
 from ..errors import UserError, WebGpuLlmError
 from ..kernels.mma import has_int8_mma
-from ..runtime.gpu import (
-    BACKENDS,
-    MMA_FEATURE,
-    VALIDATE_ENV,
-    dawn_validates,
-    list_adapters,
-    subgroup_matrix_configs,
-)
+from ..runtime.gpu import BACKENDS, MMA_FEATURE, dawn_validates, list_adapters, subgroup_matrix_configs
 from .common import print_json
 
 _SHOWN_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
@@ -43,8 +37,9 @@ def add_parser(sub: Any) -> None:
 
 
 def describe(backend: str) -> dict[str, Any]:
+    options = environment.gpu_options(backend=backend)
     try:
-        adapters = list_adapters(backend)
+        adapters = list_adapters(options)
     except UserError as e:
         return {"backend": backend, "error": str(e), "adapters": []}
     except Exception as e:
@@ -65,7 +60,7 @@ def describe(backend: str) -> dict[str, Any]:
         })
     r: dict[str, Any] = {"backend": backend, "adapters": out}
     if backend == "dawn":  # skipped for speed unless asked for (runtime/gpu.py)
-        r["command_validation"] = dawn_validates()
+        r["command_validation"] = dawn_validates(options)
     return r
 
 
@@ -78,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         for r in report:
             validation = "" if "command_validation" not in r else (
                 "  (command validation on)" if r["command_validation"]
-                else f"  (command validation off; {VALIDATE_ENV}=1 turns it on)")
+                else f"  (command validation off; {environment.VALIDATE}=1 turns it on)")
             print(f"backend {r['backend']}:{validation}")
             if r.get("error"):
                 print(f"  unavailable: {r['error']}")

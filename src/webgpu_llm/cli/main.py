@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
+from .. import environment
 from ..errors import WebGpuLlmError
 
 COMMANDS = ("generate", "chat", "perplexity", "info", "bench", "characterize")
@@ -16,12 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webgpu-llm",
         description="Run LLMs on the GPU through WebGPU (wgpu-native or Dawn).",
-        epilog="Run `webgpu-llm COMMAND --help` for the options of a command.\n\n"
-               "environment:\n"
-               "  WEBGPU_LLM_VALIDATE=1        keep Dawn's command validation (off by default: it\n"
-               "                               costs CPU per dispatch; on to debug a shader or an op)\n"
-               "  WEBGPU_LLM_PERSIST=auto|N    experimental persistent decode layers (see the README)\n"
-               "  WEBGPU_LLM_DEBUG=1           show Python tracebacks on errors",
+        epilog="Run `webgpu-llm COMMAND --help` for the options of a command.\n\nenvironment:\n"
+               + "\n".join(f"  {name}{what}" for name, what in environment.VARIABLES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -33,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    debug = getattr(args, "debug", False) or bool(os.environ.get("WEBGPU_LLM_DEBUG"))
+    debug = getattr(args, "debug", False) or environment.debug()
     try:
         return int(args.run(args) or 0)
     except WebGpuLlmError as e:

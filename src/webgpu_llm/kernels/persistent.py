@@ -20,7 +20,7 @@ no workgroup of the dispatch has read that memory earlier, so a caller gives eve
 region that nothing reads before it is written, within the dispatch. A barrier that cannot
 complete (not all G workgroups resident) gives up after SPIN_CAP polls and raises the sticky
 flag `sync[0]`; the host checks it, and the result against one dispatch per kernel, before it
-uses a persistent kernel (models/transformer.py, `_persistent_check`). That is not enough for
+uses a persistent kernel (engine/session.py, `_persistent_mismatch`). That is not enough for
 a guarantee: `storageBarrier` orders memory within a workgroup only and the atomics are
 relaxed, so a workgroup may see another's arrival before that one's stores. Round 73 saw it
 in about 1 of 100 checks under stress, which is why the engine leaves these kernels off

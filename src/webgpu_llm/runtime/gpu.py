@@ -1,7 +1,8 @@
 """Adapter and device selection, feature detection, buffers and the pipeline cache.
 
 Two backends speak the same Python API: `wgpu` (wgpu-native, the default) and `dawn`
-(the `wgpudawn` package). Everything above this module sees only `Gpu`.
+(the `wgpudawn` package). Everything above this module sees only `Gpu`; what to open is a
+`GpuOptions`, which the front ends fill (environment variables are read in `environment.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hashlib
 import importlib
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,12 +39,28 @@ _WANTED_LIMITS = (
 )
 
 
-def backend_module(name: str) -> Any:
+@dataclass(frozen=True)
+class GpuOptions:
+    """Which device to open and which of its features the kernels may use."""
+
+    backend: str = "wgpu"
+    adapter: str | None = None  # an index from `webgpu-llm info` or part of a name; None: high-performance
+    f16: bool = True  # ask for shader-f16 where the adapter has it
+    subgroups: bool = True  # ask for subgroups (and the subgroup matrices, which need them)
+    subgroup_matrices: bool = True  # ask for Dawn's subgroup matrices (the prompt matmuls' int8 tiles)
+    max_binding: int | None = None  # lower the storage-binding size the kernels assume (tests: split paths)
+    # Dawn validates every command it records, ~4 µs of CPU a dispatch at submit: off for users'
+    # runs, on in the test suite and to debug a shader or an op
+    validate: bool = False
+    verbose: bool = False  # let the native libraries' messages at adapter and device creation through
+
+
+def backend_module(name: str, verbose: bool = False) -> Any:
     """Import the Python package behind a backend name, with a clear error if absent."""
     if name not in BACKENDS:
         raise UserError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     try:
-        with _quiet_native_output():
+        with _quiet_native_output(verbose):
             return importlib.import_module(BACKENDS[name])
     except ImportError as e:
         raise UserError(
@@ -53,12 +70,12 @@ def backend_module(name: str) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_native_output():
+def _quiet_native_output(verbose: bool = False):
     """Dawn prints limit warnings at adapter creation; keep them off the terminal.
 
-    Only adapter and device creation run inside this (set WEBGPU_LLM_VERBOSE=1 to see them).
+    Only adapter and device creation run inside this (`GpuOptions.verbose` lets them through).
     """
-    if os.environ.get("WEBGPU_LLM_VERBOSE"):
+    if verbose:
         yield
         return
     try:
@@ -87,18 +104,17 @@ def _flush_stdout() -> None:
             f.flush()
 
 
-def list_adapters(backend: str) -> list[Any]:
-    mod = backend_module(backend)
-    _prepare_backend(backend)  # the instance's toggles decide what adapters list (unsafe APIs)
+def list_adapters(options: GpuOptions) -> list[Any]:
+    """The adapters `options.backend` lists, as the engine would see them."""
+    mod = backend_module(options.backend, options.verbose)
+    _prepare_backend(options)  # the instance's toggles decide what adapters list (unsafe APIs)
     _flush_stdout()
-    with _quiet_native_output():
+    with _quiet_native_output(options.verbose):
         return list(mod.gpu.enumerate_adapters_sync())
 
 
-# Dawn validates every command it records, ~4 µs a dispatch of CPU at submit (bench/NOTES.md,
-# round 78): a fifth of an eager torch token. The engine's own commands are validated by the
-# test suite, which sets this variable; users may set it to debug.
-VALIDATE_ENV = "WEBGPU_LLM_VALIDATE"
+# Set by the first Dawn device of the process: Dawn's instance toggles cannot change after
+_DAWN_VALIDATES: list[bool] = []
 # Dawn's int8 (and other) matrix tiles on the GPU's matrix units: asked for where listed
 # (WEBGPU_LLM_NO_MMA=1 leaves it off), used by the prompt matmul (kernels/mma.py)
 MMA_FEATURE = "chromium-experimental-subgroup-matrix"
@@ -114,28 +130,32 @@ def subgroup_matrix_configs(adapter: Any) -> list[dict[str, Any]]:
     return list(extras.get_adapter_properties(adapter).get("subgroup_matrix_configs", []))
 
 
-def dawn_validates() -> bool:
-    """Whether Dawn devices opened by this process validate their commands."""
-    return os.environ.get(VALIDATE_ENV, "0") not in ("", "0")
+def dawn_validates(options: GpuOptions) -> bool:
+    """Whether Dawn devices of this process validate their commands (the first device's
+    options decide; before any, what `options` ask for)."""
+    return _DAWN_VALIDATES[0] if _DAWN_VALIDATES else options.validate
 
 
-def _prepare_backend(backend: str) -> None:
+def _prepare_backend(options: GpuOptions) -> None:
     """Dawn quantizes timestamps to 16 µs by default (a browser defence against timing
     attacks); native profiling wants them exact. Dawn also skips command validation unless
-    WEBGPU_LLM_VALIDATE=1. Only settable before Dawn's instance exists."""
-    if backend != "dawn":
+    `options.validate`. Only settable before Dawn's instance exists."""
+    if options.backend != "dawn":
         return
     with contextlib.suppress(Exception):  # the instance may already exist in this process
         from wgpudawn.backends.dawn import extras
 
         # allow_unsafe_apis: Dawn lists its experimental features (the subgroup matrices) only then
-        extras.set_instance_extras(enable_toggles=["allow_unsafe_apis"] + ([] if dawn_validates() else ["skip_validation"]),
-                                   disable_toggles=["timestamp_quantization"])
+        extras.set_instance_extras(
+            enable_toggles=["allow_unsafe_apis"] + ([] if options.validate else ["skip_validation"]),
+            disable_toggles=["timestamp_quantization"])
+        if not _DAWN_VALIDATES:
+            _DAWN_VALIDATES.append(options.validate)
 
 
-def _pick_adapter(mod: Any, backend: str, adapter: str | None) -> Any:
+def _pick_adapter(mod: Any, backend: str, adapter: str | None, verbose: bool = False) -> Any:
     _flush_stdout()
-    with _quiet_native_output():
+    with _quiet_native_output(verbose):
         if adapter is None:
             found = mod.gpu.request_adapter_sync(power_preference="high-performance")
             if found is None:
@@ -170,6 +190,7 @@ class Gpu:
     features: frozenset[str]
     limits: dict[str, int]
     max_binding: int
+    options: GpuOptions = GpuOptions()
     _pipelines: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- capabilities --------------------------------------------------------------------
@@ -319,34 +340,34 @@ def _first_line(e: BaseException) -> str:
     return s[0] if s else type(e).__name__
 
 
-def open_gpu(
-    backend: str = "wgpu", adapter: str | None = None, max_binding: int | None = None
-) -> Gpu:
-    """Open a device on `backend` with every useful feature and the adapter's largest limits.
-
-    `max_binding` lowers the storage-binding size the kernels assume (tests use it to
-    exercise the split path that Mesa's 128 MiB limit needs).
+def open_gpu(backend: str | None = None, adapter: str | None = None, max_binding: int | None = None,
+             options: GpuOptions | None = None) -> Gpu:
+    """Open a device with every useful feature that `options` allow and the adapter's
+    largest limits; `backend`, `adapter` and `max_binding`, where given, override `options`'.
     """
-    mod = backend_module(backend)
-    _prepare_backend(backend)
+    o = options or GpuOptions()
+    o = replace(o, backend=backend or o.backend, adapter=adapter if adapter is not None else o.adapter,
+                max_binding=max_binding or o.max_binding)
+    mod = backend_module(o.backend, o.verbose)
+    _prepare_backend(o)
     try:
-        ad = _pick_adapter(mod, backend, adapter)
+        ad = _pick_adapter(mod, o.backend, o.adapter, o.verbose)
     except (GpuError, UserError):
         raise
     except Exception as e:
-        raise GpuError(f"could not open a WebGPU adapter on backend {backend!r}: "
+        raise GpuError(f"could not open a WebGPU adapter on backend {o.backend!r}: "
                        f"{_first_line(e)}; {NO_ADAPTER_HELP}") from e
     feats = set(ad.features)
     want = {"shader-f16", "timestamp-query", "subgroup", "subgroups", MMA_FEATURE} & feats
-    if os.environ.get("WEBGPU_LLM_NO_F16"):
+    if not o.f16:
         want.discard("shader-f16")
-    if os.environ.get("WEBGPU_LLM_NO_SUBGROUPS"):
+    if not o.subgroups:
         want -= {"subgroup", "subgroups", MMA_FEATURE}
-    if os.environ.get("WEBGPU_LLM_NO_MMA"):
+    if not o.subgroup_matrices:
         want.discard(MMA_FEATURE)
     limits = {k: ad.limits[k] for k in _WANTED_LIMITS if k in ad.limits}
     try:
-        with _quiet_native_output():
+        with _quiet_native_output(o.verbose):
             dev = ad.request_device_sync(required_features=sorted(want), required_limits=limits)
     except Exception as e:
         raise GpuError(f"could not open a WebGPU device on {ad.info.get('device', '?')}: "
@@ -354,21 +375,19 @@ def open_gpu(
     got = dict(dev.limits)
     binding = int(got["max-storage-buffer-binding-size"])
     binding = min(binding, int(got["max-buffer-size"]))
-    env_binding = os.environ.get("WEBGPU_LLM_MAX_BINDING")
-    if env_binding:
-        binding = min(binding, int(env_binding))
-    if max_binding:
-        binding = min(binding, int(max_binding))
+    if o.max_binding:
+        binding = min(binding, int(o.max_binding))
     binding -= binding % 256
-    return Gpu(backend, mod, ad, dev, frozenset(dev.features), got, binding)
+    return Gpu(o.backend, mod, ad, dev, frozenset(dev.features), got, binding, o)
 
 
-_DEFAULT: dict[tuple[str, str | None], Gpu] = {}
+_DEFAULT: dict[GpuOptions, Gpu] = {}
 
 
-def default_gpu(backend: str = "wgpu", adapter: str | None = None) -> Gpu:
-    """A process-wide shared device per (backend, adapter)."""
-    key = (backend, adapter)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = open_gpu(backend, adapter)
-    return _DEFAULT[key]
+def default_gpu(options: GpuOptions | str) -> Gpu:
+    """A process-wide shared device per set of options (or backend name)."""
+    if isinstance(options, str):
+        options = GpuOptions(backend=options)
+    if options not in _DEFAULT:
+        _DEFAULT[options] = open_gpu(options=options)
+    return _DEFAULT[options]

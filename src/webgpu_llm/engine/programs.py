@@ -1,0 +1,397 @@
+"""A decoder's buffers and Programs on the GPU (Llama/Qwen2 layers).
+
+Programs built here (each bound once, replayed with one submit; `Session` runs them):
+  embed    the batch's token embeddings
+  prefill  per layer [RMSNorm, QKV matmul (+bias, RoPE, KV append), causal attention,
+           O matmul + residual, RMSNorm, gate/up matmul + SiLU·mul, down matmul + residual];
+           a function of the token count n (grids scale with n)
+  decode   embedding, then per layer 5 fused dispatches: RMSNorm+QKV mat-vec(+bias, RoPE, KV
+           append), split-K attention, combine+O mat-vec+residual, RMSNorm+gate/up
+           mat-vec+SiLU·mul, down mat-vec+residual; with `Tuning.persist` the same 5 kernels
+           as the stages of one persistent dispatch per layer (kernels/persistent.py); with
+           `fused=False` the same math in 13 plain dispatches
+  head     final RMSNorm + LM head mat-vec on the batch's last token
+  samplers see kernels/sampling.py
+  score    final RMSNorm of every token + LM head matmul + NLL, in chunks of the vocabulary rows
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import GpuError
+from ..kernels import attention as att
+from ..kernels import elementwise as ew
+from ..kernels import mma, sampling
+from ..kernels.common import STATE_WORDS
+from ..kernels.linear import (
+    AttnShape,
+    LinearSpec,
+    QkvShape,
+    grid_2d,
+    int8_ok,
+    matmul_grid,
+    matmul_kernel,
+    matvec_grid,
+    matvec_groups,
+    matvec_kernel,
+    spread_ok,
+)
+from ..kernels.loss import nll_kernel
+from ..kernels.persistent import SYNC_WORDS, Stage, persistent_kernel
+from ..kernels.rows import embed_kernel, rmsnorm_kernel
+from ..models.config import ModelConfig
+from ..runtime.gpu import Gpu
+from ..runtime.program import Program
+from .settings import PERSIST_WG, Tuning
+from .weights import GpuMatrix, LayerWeights, ModelWeights
+
+SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
+SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
+
+
+@dataclass
+class Buffers:
+    """The activations, caches and per-step state of one sequence (batch: prompt tokens per
+    chunk; ctx: positions)."""
+
+    st: Any  # the per-step state (kernels/common.py STATE_FIELDS)
+    tokens: Any  # every position's token id (the sampler appends to it)
+    h: Any  # residual stream, a row per token
+    h2: Any  # a persistent layer's residual after O
+    sync: Any  # the persistent layers' barrier counters
+    xn: Any  # normed rows
+    q: Any
+    att: Any  # attention output
+    act: Any  # SiLU(gate)·up
+    logits: Any
+    ml: Any  # split-K attention partials: running max and sum
+    acc: Any  # split-K attention partials: weighted values
+    part: Any  # sampler scratch
+    cand: Any
+    stats: Any
+    nll: Any
+    kpart: Any  # split-K prompt matmul partials
+    tmp: Any  # the unfused decode's scratch
+    kv: list[Any]  # per layer: K cache then V cache, each (kv_heads, ctx, head_dim) f32
+    score_rows: int
+
+    @classmethod
+    def alloc(cls, g: Gpu, c: ModelConfig, ctx: int, batch: int) -> Buffers:
+        T = batch
+        score_rows = min(SCORE_ROWS, T)
+        most_splits = -(-ctx // 16)  # split-K partials sized for the smallest chunk any tuning may use
+        nwg = sampling.scan_workgroups(c.vocab)
+        return cls(
+            st=g.buffer(STATE_WORDS * 4, "state"),
+            tokens=g.buffer((ctx + 8) * 4, "tokens"),
+            h=g.buffer(T * c.hidden * 4, "residual"),
+            h2=g.buffer(c.hidden * 4, "residual_mid"),
+            sync=g.buffer(SYNC_WORDS * 4, "persistent_sync"),
+            xn=g.buffer(T * max(c.hidden, c.q_dim) * 4, "normed"),
+            q=g.buffer(T * c.q_dim * 4, "q"),
+            att=g.buffer(T * c.q_dim * 4, "attn_out"),
+            act=g.buffer(T * c.intermediate * 4, "ffn_act"),
+            logits=g.buffer(score_rows * c.vocab * 4, "logits"),
+            ml=g.buffer(c.n_heads * most_splits * 8, "attn_ml"),
+            acc=g.buffer(c.n_heads * most_splits * c.head_dim * 4, "attn_acc"),
+            part=g.buffer(nwg * 8, "sample_part"),
+            cand=g.buffer(nwg * sampling.CAND * 8, "sample_cand"),
+            stats=g.buffer(nwg * 8, "sample_stats"),
+            nll=g.buffer(T * 4, "nll"),
+            kpart=g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials"),
+            tmp=g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp"),
+            kv=[g.buffer(2 * c.kv_dim * ctx * 4, f"blk.{i}.kv_cache") for i in range(c.n_layers)],
+            score_rows=score_rows,
+        )
+
+
+class Programs:
+    """A model's weights, buffers and bound Programs; `rebuild` makes the Programs anew with
+    other kernel shapes or fusion (weights and caches stay)."""
+
+    def __init__(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, ctx: int, batch: int,
+                 tuning: Tuning, fused: bool = True) -> None:
+        self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, fused
+        self.tuning = tuning
+        self.batch = max(1, min(batch, ctx))
+        self.buf = Buffers.alloc(gpu, cfg, ctx, self.batch)
+        # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
+        self.mma_usable = mma.usable(gpu)
+        self.xq8: Any = None
+        self.xs8: Any = None
+        self.persist_note = ""  # why the persistent decode layers are not used, where asked for
+        self._build()
+
+    # -- kernels ---------------------------------------------------------------------------
+    def spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
+        return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
+
+    def matvec_shape(self, spec: LinearSpec, role: str, wg: int = 0) -> tuple[dict[str, int], bool]:
+        """The mat-vec's shape for `role` (with `wg` threads a workgroup if given), and whether
+        it takes the int8 path."""
+        def sized(shape: dict[str, int]) -> dict[str, int]:
+            return {**shape, "wg": wg} if wg else shape
+
+        shape = sized(self.tuning.shape(role, int8=True))
+        if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes, self.tuning.int8_direct):
+            return shape, True
+        return sized(self.tuning.shape(role, spread=self.tuning.spread and spread_ok(spec))), False
+
+    def _mv(self, spec: LinearSpec, role: str, wg: int = 0) -> Any:
+        shape, int8 = self.matvec_shape(spec, role, wg)
+        return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
+                             int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
+                             int8_direct=self.tuning.int8_direct, early=self.tuning.early, **shape)
+
+    def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
+        shape, _ = self.matvec_shape(spec, role)
+        return matvec_grid(spec, shape["wg"], shape["tpr"], self.tuning.row_blocks(role))
+
+    def _on_mma(self, spec: LinearSpec) -> bool:
+        mode = self.tuning.mma
+        return mode != "off" and (self.mma_usable or mode == "emulate") and mma.mma_ok(spec)
+
+    def _int8_units(self) -> dict[str, Any]:
+        """The buffers of a matrix-unit matmul's input as int8 units, made on first use."""
+        if self.xq8 is None:
+            c, T = self.cfg, self.batch
+            widest = max(c.hidden, c.q_dim, c.intermediate)
+            self.xq8 = self.gpu.buffer(T * widest, "int8_units")
+            self.xs8 = self.gpu.buffer(T * (widest // 32) * 8, "int8_unit_scales")
+        return {"xq": self.xq8, "xs": self.xs8}
+
+    def _quantize(self, prog: Program, k: int, x: Any) -> None:
+        """x (the batch's rows of k values) as int8 units, for the matmuls on the matrix units."""
+        prog.add(mma.quantize_kernel(k), {"st": self.buf.st, "x": x, **self._int8_units()}, mma.quantize_grid(k))
+
+    def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any],
+                quantized: bool = False) -> None:
+        """A prompt matmul on bindings["x"]; on the matrix units, after x is quantized (unless
+        `quantized`: an earlier dispatch did it)."""
+        if not self._on_mma(spec):
+            prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
+                     matmul_grid(spec, self.tuning.tm(role)))
+            return
+        if not quantized:
+            self._quantize(prog, spec.k, bindings["x"])
+        prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable), {**bindings, **self._int8_units()},
+                 mma.mma_matmul_grid(spec))
+
+    # -- programs --------------------------------------------------------------------------
+    def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:
+        """Build the Programs anew with other kernel shapes or fusion (weights and caches stay)."""
+        (tuning or self.tuning).check()
+        self.tuning = tuning or self.tuning
+        self.fused = self.fused if fused is None else fused
+        self.persist_note = ""
+        self._build()
+
+    def _base(self) -> dict[str, Any]:
+        return {"st": self.buf.st, "tokens": self.buf.tokens}
+
+    def _layer_bindings(self, i: int, L: LayerWeights) -> dict[str, Any]:
+        return {**self._base(), "pv": L.params, "kv": self.buf.kv[i]}
+
+    def _build(self) -> None:
+        g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
+        lay = w.layout
+        self.shared_bytes = g.limits["max-compute-workgroup-storage-size"]
+        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
+        base = self._base()
+
+        # prefill (n tokens)
+        emb = w.embedding
+        embed_spec = LinearSpec(k=c.hidden, segments=emb.segments)
+        self.embed = Program(g, "embed")
+        self.embed.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": b.h}, lambda n: (n, 1, 1))
+        self.prefill = Program(g, "prefill")
+        full = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx)
+        # O and down may split K over workgroups (Tuning.splits): their residual add then
+        # moves into the next row kernel, which sums the partials into h before its RMSNorm
+        so, sd = self.tuning.split("o"), self.tuning.split("down")
+        if max(so, sd) > SPLIT_MAX:
+            raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
+        rows = lambda n: (n, 1, 1)  # noqa: E731
+        # the row kernels before attention (the first layer's has no partials to add) and FFN
+        norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
+        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0)
+        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0)
+        prompt_attn = att.prompt_attention_kernel(full)
+
+        for i, L in enumerate(w.layers):
+            p = self._layer_bindings(i, L)
+            s_qkv = self.spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape,
+                              bias_off=lay.bias, rope_off=lay.rope)
+            s_o = self.spec(L.o, **({"epilogue": "partial", "splits": so} if so > 1 else {"epilogue": "add"}))
+            s_gu = self.spec(L.gate_up, epilogue="silu_mul")
+            s_dn = self.spec(L.down, **({"epilogue": "partial", "splits": sd} if sd > 1 else {"epilogue": "add"}))
+            self.prefill.add(norm_attn if i > 0 else norm_first,  # adds the previous layer's down partials
+                             {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            self._add_mm(self.prefill, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "q": b.q})
+            self.prefill.add(prompt_attn, {**p, "q": b.q, "out": b.att}, att.prompt_attention_grid(full))
+            self._add_mm(self.prefill, s_o, "o", {**p, **L.o.bindings(), "x": b.att,
+                                                 "y": b.kpart if so > 1 else b.h})
+            self.prefill.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            self._add_mm(self.prefill, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.xn, "y": b.act})
+            self._add_mm(self.prefill, s_dn, "down", {**p, **L.down.bindings(), "x": b.act,
+                                                      "y": b.kpart if sd > 1 else b.h})
+        if sd > 1:  # the last layer's down partials
+            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
+                             {**base, "x": b.h, "part": b.kpart}, rows)
+
+        # decode (one token); the persistent layers only where they build (Session checks them)
+        self.decode: Program | None = None
+        if self.fused and self.tuning.persist:
+            try:
+                self.decode = self.decode_program("persistent")
+            except GpuError as e:  # e.g. the persistent stages' workgroup memory over the limit
+                self.no_persist(f"the persistent decode kernel did not build ({str(e).splitlines()[0]})")
+        if self.decode is None:
+            self.decode = self.decode_program("fused" if self.fused else "unfused")
+
+        # head: final norm + LM head on the batch's last token
+        self.head = Program(g, "head")
+        s_head = self.spec(w.lm_head, prologue="rmsnorm", last_row=True)
+        self.head.add(self._mv(s_head, "head"),
+                      {**base, **w.lm_head.bindings(), "x": b.h, "pv": w.output_norm, "y": b.logits},
+                      self._mvg(s_head, "head"))
+
+        # samplers
+        self.samplers: dict[tuple[bool, bool], Program] = {}
+        for filtered in (False, True):
+            for penalty in (False, True):
+                sp = Program(g, "sampler")
+                sb = {**base, "logits": b.logits, "part": b.part, "cand": b.cand, "stats": b.stats}
+                if penalty:
+                    sp.add(sampling.penalty_kernel(c.vocab), sb, (1, 1, 1))
+                sp.add(sampling.scan_kernel(c.vocab, filtered), sb, (sampling.scan_workgroups(c.vocab), 1, 1))
+                sp.add(sampling.pick_kernel(c.vocab, filtered), sb, (1, 1, 1))
+                self.samplers[(filtered, penalty)] = sp
+
+        # scoring: final norm of every token, then LM head + NLL per chunk of score_rows tokens
+        self.score_norm = Program(g, "score_norm")
+        self.score_norm.add(norm_first, {**base, "pv": w.output_norm, "x": b.h, "y": b.xn}, rows)
+        head_on_mma = self._on_mma(self.spec(w.lm_head))
+        if head_on_mma:  # every chunk's LM head reads the same int8 units: made once, here
+            self._quantize(self.score_norm, c.hidden, b.xn)
+        self.score_chunks: list[Program] = []
+        for t0 in range(0, self.batch, b.score_rows):
+            pr = Program(g, f"score_{t0}")
+            s = self.spec(w.lm_head, t0=t0, tmax=b.score_rows)
+            self._add_mm(pr, s, "head", {**base, **w.lm_head.bindings(), "x": b.xn, "y": b.logits},
+                         quantized=head_on_mma)
+            pr.add(nll_kernel(c.vocab, t0), {**base, "logits": b.logits, "nll": b.nll}, (b.score_rows, 1, 1))
+            self.score_chunks.append(pr)
+
+    def no_persist(self, why: str) -> None:
+        """Give up the persistent decode layers (saying why): one dispatch per kernel."""
+        self.tuning = replace(self.tuning, persist=0)
+        self.persist_note = why + ": one dispatch per kernel instead"
+        self.decode = self.decode_program("fused")
+
+    def decode_program(self, kind: str) -> Program:
+        """Embedding, then each layer as `kind` says: "fused" (5 dispatches), "unfused" (13),
+        "persistent" (one), or "stages" (the persistent layer's stages, a dispatch each: what
+        it must compute, bit for bit)."""
+        layer: Callable[..., None] = {"fused": self._decode_layer_fused, "unfused": self._decode_layer_unfused,
+                                      "persistent": self._decode_layer_persistent,
+                                      "stages": self._decode_layer_stages}[kind]
+        g, c, b = self.gpu, self.cfg, self.buf
+        base = self._base()
+        d = Program(g, "decode")
+        emb = self.weights.embedding
+        d.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments)), {**base, **emb.bindings(), "x": b.h},
+              (1, 1, 1))
+        chunk = self.tuning.attn_chunk
+        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, self.tuning.attn_spread)
+        ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
+        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
+        for i, L in enumerate(self.weights.layers):
+            layer(d, L, {**self._layer_bindings(i, L), "ml": b.ml, "acc": b.acc}, qkv_shape, split, ashape)
+        return d
+
+    def _decode_layer_fused(self, d: Program, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape,
+                            split: att.AttentionSpec, ashape: AttnShape) -> None:
+        c, b, lay = self.cfg, self.buf, self.weights.layout
+        s_qkv = self.spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
+                          nw_off=0, bias_off=lay.bias, rope_off=lay.rope)
+        d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
+        d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
+        s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape)
+        d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
+        s_gu = self.spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=lay.ffn)
+        d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": b.h, "y": b.act},
+              self._mvg(s_gu, "gate_up"))
+        s_dn = self.spec(L.down, epilogue="add")
+        d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.h}, self._mvg(s_dn, "down"))
+
+    def _layer_stages(self, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape, split: att.AttentionSpec,
+                      ashape: AttnShape) -> list[Stage]:
+        """The fused layer's 5 kernels at PERSIST_WG threads, as the stages of a persistent kernel.
+
+        Every hand-off goes to memory that no workgroup reads earlier in the dispatch: the
+        residual after O goes to `h2` (not added into `h`, which QKV read), the one after
+        down back to `h` (read again only by the next layer's dispatch)."""
+        c, b, lay, wg = self.cfg, self.buf, self.weights.layout, PERSIST_WG
+
+        def mv(spec: LinearSpec, role: str, bufs: dict[str, Any]) -> Stage:
+            shape, _ = self.matvec_shape(spec, role, wg)
+            n = matvec_groups(spec, wg, shape["tpr"], self.tuning.row_blocks(role))
+            return Stage(self._mv(spec, role, wg), bufs, f"{n}u", grid=grid_2d(n))
+
+        s_qkv = self.spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
+                          nw_off=0, bias_off=lay.bias, rope_off=lay.rope)
+        s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape, residual=True)
+        s_gu = self.spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=lay.ffn)
+        s_dn = self.spec(L.down, epilogue="add", residual=True)
+        ch = split.chunk
+        attention = att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg)
+        return [
+            mv(s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}),
+            Stage(attention, {**p, "q": b.q}, f"{c.n_heads}u * ((st.pos + {ch}u) / {ch}u)", width=c.n_heads,
+                  grid=att.attention_grid(split)),
+            mv(s_o, "o", {**p, **L.o.bindings(), "res": b.h, "y": b.h2}),
+            mv(s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.h2, "y": b.act}),
+            mv(s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "res": b.h2, "y": b.h}),
+        ]
+
+    def _decode_layer_persistent(self, d: Program, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape,
+                                 split: att.AttentionSpec, ashape: AttnShape) -> None:
+        """The layer as one dispatch (kernels/persistent.py)."""
+        kernel, bufs = persistent_kernel("decode_layer", self._layer_stages(L, p, qkv_shape, split, ashape),
+                                         self.tuning.persist, PERSIST_WG, self.gpu.subgroups_wgsl())
+        d.add(kernel, [*bufs, self.buf.sync], (self.tuning.persist, 1, 1))
+
+    def _decode_layer_stages(self, d: Program, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape,
+                             split: att.AttentionSpec, ashape: AttnShape) -> None:
+        for stg in self._layer_stages(L, p, qkv_shape, split, ashape):
+            d.add(stg.kernel, stg.buffers, stg.grid)
+
+    def _decode_layer_unfused(self, d: Program, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape,
+                              split: att.AttentionSpec, ashape: AttnShape) -> None:
+        """The same layer as one kernel per operation (the pattern of eager frameworks)."""
+        c, b, lay = self.cfg, self.buf, self.weights.layout
+        one = (1, 1, 1)
+        tmp = b.tmp
+
+        def linear(m: GpuMatrix, x: Any, y: Any, role: str) -> None:
+            s = self.spec(m)
+            d.add(self._mv(s, role), {**p, **m.bindings(), "x": x, "y": y}, self._mvg(s, role))
+
+        d.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0), {**p, "x": b.h, "y": b.xn}, one)
+        linear(L.qkv, b.xn, tmp, "qkv")
+        rows = c.q_dim + 2 * c.kv_dim
+        d.add(ew.rope_append_kernel(qkv_shape, lay.rope, lay.bias, c.qkv_bias),
+              {**p, "x": tmp, "q": b.q}, ew.grid(rows // 2))
+        d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
+        d.add(ew.combine_kernel(ashape), {**p, "y": b.att}, ew.grid(c.q_dim // 4))
+        linear(L.o, b.att, b.xn, "o")
+        d.add(ew.residual_kernel(c.hidden), {**p, "x": b.xn, "y": b.h}, ew.grid(c.hidden // 2))
+        d.add(rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn), {**p, "x": b.h, "y": b.xn}, one)
+        linear(L.gate_up, b.xn, tmp, "gate_up")
+        d.add(ew.silu_mul_kernel(c.intermediate), {**p, "x": tmp, "y": b.act}, ew.grid(c.intermediate))
+        linear(L.down, b.act, b.xn, "down")
+        d.add(ew.residual_kernel(c.hidden), {**p, "x": b.xn, "y": b.h}, ew.grid(c.hidden // 2))

@@ -1,0 +1,157 @@
+"""What a model load can be told, as one typed object, and the measured kernel shapes.
+
+`Settings` is what the front ends fill (the CLI from its options and `environment.py`, the
+Python API from its arguments) and pass down; `Tuning` holds the kernel shapes the Programs
+are built with. The defaults below were measured on an NVIDIA H200 over both backends and on
+llvmpipe; docs/performance.md says what each choice gained and what was tried instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from ..errors import UserError
+from ..runtime.gpu import GpuOptions
+
+if TYPE_CHECKING:
+    from ..runtime.gpu import Gpu
+
+ROLES = ("qkv", "o", "gate_up", "down", "head")
+MMA_MODES = ("auto", "off", "emulate")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Kernel shapes of a model's Programs (bench/sweep_decode.py measures alternatives).
+
+    `mv` maps a matrix role to (workgroup size, threads per row pair, units in flight per
+    thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
+    workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
+    `int8` quantizes the activations of mat-vecs with quantized weights to int8 for `dot4I8Packed`;
+    `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1); `prefetch`
+    keeps the prompt matmul's next loads in flight during the multiply; `blocks` maps a role
+    to the row blocks each mat-vec workgroup takes (default 1; one prologue serves them all).
+    """
+
+    mv: tuple[tuple[str, int, int, int], ...]
+    attn_chunk: int = 64
+    mm: tuple[tuple[str, int], ...] = ()
+    int8: bool = False
+    splits: tuple[tuple[str, int], ...] = ()
+    prefetch: bool = True
+    blocks: tuple[tuple[str, int], ...] = ()
+    mv_int8: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs on the int8 path
+    spread: bool = False  # float weights: a row group's threads read adjacent words (matvec_kernel)
+    mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
+    attn_spread: bool = False  # decode attention reads its keys by adjacent words (AttentionSpec.spread)
+    int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
+    early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
+    # decode layers as one persistent dispatch each on this many resident workgroups of
+    # PERSIST_WG threads (all must fit on the GPU at once), 0: one dispatch per kernel
+    persist: int = 0
+    # prompt matmuls whose weights have int8 units (formats.MMA_FORMATS) on the GPU's matrix
+    # units (kernels/mma.py): "auto" where the device has int8 subgroup matrices, "off", or
+    # "emulate" (the same kernel with dot4I8Packed tiles, on any device: for tests)
+    mma: str = "auto"
+
+    def tm(self, role: str) -> int:
+        return dict(self.mm).get(role, 4)
+
+    def split(self, role: str) -> int:
+        return dict(self.splits).get(role, 1)
+
+    def row_blocks(self, role: str) -> int:
+        return dict(self.blocks).get(role, 1)
+
+    def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
+        for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
+            if r == role:
+                return {"wg": wg, "tpr": tpr, "ilp": ilp}
+        raise KeyError(role)
+
+    def check(self) -> None:
+        if self.mma not in MMA_MODES:
+            raise ValueError(f"Tuning.mma must be auto, off or emulate, not {self.mma!r}")
+
+
+# A CPU adapter (llvmpipe): one SIMD lane per row pair, so no cross-lane reduction; no
+# prefetch in the prompt matmul (SmolLM2's pp64 went from 9 to 13 tok/s without it).
+CPU_TUNING = Tuning(mv=tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefetch=False)
+
+# A GPU: wide workgroups with row groups sized to the input length (a group wider than a
+# subgroup reduces in one barrier, which O and down want at 64-128 threads a row pair); int8
+# activations for quantized weights (decode 13-17 % faster); float weights and the attention's
+# keys read by adjacent words (a step 10-22 % faster); the prompt's O and down split K 2 and 4
+# ways (7-8 %); gate/up's prompt matmul 8 tokens a thread; the int8 paths take fewer, wider
+# workgroups, since their prologue quantizes x once per workgroup.
+GPU_TUNING = Tuning(
+    mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
+        ("head", 128, 16, 1)),
+    attn_chunk=32, mm=(("gate_up", 8),), int8=True, splits=(("o", 2), ("down", 4)),
+    mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
+    mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True)
+
+# Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
+# the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
+WIDE_FROM = 1536
+WIDE_MV = {"gate_up": ("gate_up", 256, 8, 2)}
+WIDE_MV_INT8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2), ("down", 256, 64, 1), ("head", 256, 8, 1))
+# Heads of 128 dimensions take 64 keys per split-K workgroup (a 1.5B step 2-3 % faster).
+LONG_HEAD_CHUNK = (128, 64)
+# Float mat-vecs that request their first unit's weights before the prologue: 2-6 % faster
+# on Dawn for narrow models, slower on wgpu-native and on wide models.
+EARLY_BACKENDS = ("dawn",)
+
+# Persistent decode layers (kernels/persistent.py): threads a workgroup (512 and 1024 were
+# slower), and resident workgroups by adapter for `persist="auto"` (two a SM fit, three do not;
+# 228 of an H200's or H100's 264 places run 0.5-2 % faster than all of them). Off by default:
+# its hand-offs between workgroups rely on ordering that WGSL does not promise.
+PERSIST_WG = 256
+PERSIST_GROUPS = {"H200": 228, "H100": 228}
+
+
+def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
+    """The measured shapes for this adapter kind and model width (`hidden`) and head size."""
+    if gpu.is_cpu:
+        return CPU_TUNING
+    wide = hidden >= WIDE_FROM
+    t = replace(GPU_TUNING, attn_chunk=LONG_HEAD_CHUNK[1] if head_dim >= LONG_HEAD_CHUNK[0] else GPU_TUNING.attn_chunk,
+                early=int(gpu.backend in EARLY_BACKENDS and not wide))
+    if wide:
+        t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8)
+    return t
+
+
+def persist_groups(persist: int | str, gpu: Gpu) -> int:
+    """Workgroups of the persistent decode layers for a setting (a count, 0 = off, or
+    "auto": PERSIST_GROUPS' figure for this adapter, off if it has none)."""
+    if persist == "auto":
+        device = str(gpu.info.get("device", ""))
+        return next((n for name, n in PERSIST_GROUPS.items() if name in device), 0)
+    if isinstance(persist, str) and not persist.isdigit():
+        raise UserError(f"persistent decode: a number of workgroups (0 = off) or auto, not {persist!r}")
+    return int(persist)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a model load can be told; the front ends fill it and pass it down."""
+
+    gpu: GpuOptions = field(default_factory=GpuOptions)
+    ctx: int | None = 4096  # context tokens (None: the model's maximum; larger values are capped to it)
+    batch: int = 512  # prompt tokens a prefill chunk processes at most
+    fused: bool = True  # decode layers as 5 fused dispatches (False: one kernel per operation)
+    tuning: Tuning | None = None  # kernel shapes; None: default_tuning for the adapter and model
+    persist: int | str | None = None  # persistent decode layers: workgroups, "auto", 0 (off); None: the tuning's
+    mma: str | None = None  # prompt matmuls on the int8 matrix units: auto, off, emulate; None: the tuning's
+
+    def tuning_for(self, gpu: Gpu, hidden: int, head_dim: int) -> Tuning:
+        """The tuning a model of this width and head size is built with on `gpu`."""
+        t = self.tuning or default_tuning(gpu, hidden, head_dim)
+        if self.persist is not None:
+            t = replace(t, persist=persist_groups(self.persist, gpu))
+        if self.mma is not None:
+            t = replace(t, mma=self.mma)
+        t.check()
+        return t

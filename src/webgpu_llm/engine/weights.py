@@ -1,0 +1,232 @@
+"""Moving a model's weights to the GPU in their own format.
+
+A linear layer's weight becomes a `GpuMatrix`: one or more segments, each a buffer in one
+format. Consecutive parts of the same format (Q, K and V; gate and up) are concatenated into
+one segment, so the fused kernels usually bind a single weight buffer; a part that would
+exceed the adapter's storage-binding limit (128 MiB on llvmpipe) is split by rows. A layer's
+vectors (its two norms' weights, the QKV bias, RoPE's inverse frequencies) share one
+parameter buffer, laid out by `ParamLayout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import ModelFileError
+from ..kernels.formats import FORMATS
+from ..kernels.linear import Segment
+from ..models.config import ModelConfig
+from ..runtime.gpu import Gpu
+
+SUPPORTED_TYPES = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K"
+
+
+class Tensor(Protocol):
+    name: str
+    fmt: str | None
+    type_name: str
+    shape: tuple[int, ...]
+
+    def data(self) -> np.ndarray: ...
+
+
+@dataclass
+class GpuMatrix:
+    segments: tuple[Segment, ...]
+    buffers: tuple[Any, ...]
+    k: int
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.segments)
+
+    def bindings(self) -> dict[str, Any]:
+        return {f"w{i}": b for i, b in enumerate(self.buffers)}
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows of one tensor, optionally reordered (RoPE pair permutation)."""
+
+    tensor: Tensor
+    perm: np.ndarray | None = None
+
+
+def check_format(t: Tensor) -> str:
+    if t.fmt is None or t.fmt not in FORMATS:
+        raise ModelFileError(
+            f"tensor {t.name!r} has type {t.type_name}, which is not supported "
+            f"(supported: {SUPPORTED_TYPES}); use a file quantized to one of those")
+    return t.fmt
+
+
+def upload_matrix(gpu: Gpu, parts: Sequence[Part], label: str,
+                  progress: Callable[[int], None] | None = None) -> GpuMatrix:
+    k = parts[0].tensor.shape[-1]
+    for p in parts:
+        if len(p.tensor.shape) != 2 or p.tensor.shape[-1] != k:
+            raise ModelFileError(f"tensor {p.tensor.name!r} has shape {p.tensor.shape}, expected (rows, {k})")
+        fmt = check_format(p.tensor)
+        if (err := FORMATS[fmt].check_k(k, p.tensor.name)):
+            raise ModelFileError(err)
+    segments: list[Segment] = []
+    buffers: list[Any] = []
+    i = 0
+    while i < len(parts):
+        fmt = parts[i].tensor.fmt
+        j = i
+        while j < len(parts) and parts[j].tensor.fmt == fmt:
+            j += 1
+        group = parts[i:j]
+        rows = [_rows(p) for p in group]
+        data = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
+        for r0, r1 in _row_chunks(gpu, FORMATS[fmt], data.shape[0], k):
+            words = FORMATS[fmt].pack(data[r0:r1], k)
+            buffers.append(gpu.upload(words, f"{label}.{len(buffers)}"))
+            segments.append(Segment(fmt, r1 - r0))
+            if progress:
+                progress(words.nbytes)
+        i = j
+    return GpuMatrix(tuple(segments), tuple(buffers), k)
+
+
+def _rows(p: Part) -> np.ndarray:
+    a = p.tensor.data()
+    try:
+        return a if p.perm is None else a[p.perm]
+    except (ValueError, OSError) as e:  # a memory map past the end of a truncated file
+        raise ModelFileError(f"tensor {p.tensor.name!r} could not be read: {e}") from e
+
+
+def _row_chunks(gpu: Gpu, fmt: Any, rows: int, k: int) -> list[tuple[int, int]]:
+    per_row = max(1, fmt.nbytes(1024, k) // 1024)
+    step = max(1, (gpu.max_binding - 4096) // per_row)
+    return [(r, min(rows, r + step)) for r in range(0, rows, step)]
+
+
+def vector(t: Tensor) -> np.ndarray:
+    """A 1-D parameter (norm weight, bias) as float32."""
+    fmt = check_format(t)
+    a = np.asarray(t.data())
+    if fmt == "bf16":
+        a = (a.astype(np.uint32) << 16).view(np.float32)
+    return a.astype(np.float32).reshape(-1)
+
+
+def rope_pair_perm(n_heads: int, head_dim: int) -> np.ndarray:
+    """Row order that puts rotate-half partners (i, i + d/2) of each head side by side."""
+    half = head_dim // 2
+    one = np.empty(head_dim, np.int64)
+    one[0::2] = np.arange(half)
+    one[1::2] = np.arange(half) + half
+    return (np.arange(n_heads)[:, None] * head_dim + one[None, :]).reshape(-1)
+
+
+def _a4(n: int) -> int:
+    return -(-n // 4) * 4
+
+
+def _padded(a: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, np.float32)
+    out[: len(a)] = a
+    return out
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Float offsets in a layer's parameter buffer: [attn_norm | ffn_norm | qkv bias | rope
+    inv_freq], each part padded to 4 floats (kernels read it as vec4s)."""
+
+    ffn: int
+    bias: int
+    rope: int
+    size: int
+
+    @classmethod
+    def of(cls, c: ModelConfig) -> ParamLayout:
+        ffn = _a4(c.hidden)
+        bias = ffn + _a4(c.hidden)
+        rope = bias + (_a4(c.q_dim + 2 * c.kv_dim) if c.qkv_bias else 0)
+        return cls(ffn, bias, rope, rope + _a4(c.head_dim // 2))
+
+
+@dataclass
+class LayerWeights:
+    qkv: GpuMatrix
+    o: GpuMatrix
+    gate_up: GpuMatrix
+    down: GpuMatrix
+    params: Any  # the layer's vectors (ParamLayout)
+
+
+@dataclass
+class ModelWeights:
+    """A decoder's weights on the GPU."""
+
+    embedding: GpuMatrix
+    lm_head: GpuMatrix  # the embedding itself where they are tied
+    output_norm: Any
+    layers: list[LayerWeights]
+    layout: ParamLayout
+
+
+def upload_weights(gpu: Gpu, c: ModelConfig, get: Callable[[str], Tensor | None],
+                   progress: Callable[[int], None] | None = None) -> ModelWeights:
+    """Upload a Llama/Qwen2 decoder's tensors (GGUF names) in their own formats; Q and K rows
+    are reordered so that RoPE's rotate-half partners lie side by side."""
+
+    def need(name: str) -> Tensor:
+        t = get(name)
+        if t is None:
+            raise ModelFileError(f"the model has no tensor {name!r}; the file is incomplete or of another architecture")
+        return t
+
+    lay = ParamLayout.of(c)
+    qperm = rope_pair_perm(c.n_heads, c.head_dim) if c.rope_neox else None
+    kperm = rope_pair_perm(c.n_kv_heads, c.head_dim) if c.rope_neox else None
+    inv_freq = c.inv_freq()
+    embedding = upload_matrix(gpu, [Part(need("token_embd.weight"))], "token_embd", progress)
+    out = None if c.tie_embeddings else get("output.weight")
+    lm_head = embedding if out is None else upload_matrix(gpu, [Part(out)], "output", progress)
+    output_norm = gpu.upload(_padded(vector(need("output_norm.weight")), _a4(c.hidden)), "output_norm")
+    layers: list[LayerWeights] = []
+    for i in range(c.n_layers):
+        b = f"blk.{i}."
+        qkv = upload_matrix(gpu, [Part(need(b + "attn_q.weight"), qperm), Part(need(b + "attn_k.weight"), kperm),
+                                  Part(need(b + "attn_v.weight"))], b + "qkv", progress)
+        pv = np.zeros(lay.size, np.float32)
+        pv[: c.hidden] = vector(need(b + "attn_norm.weight"))
+        pv[lay.ffn: lay.ffn + c.hidden] = vector(need(b + "ffn_norm.weight"))
+        if c.qkv_bias:
+            bq, bk = vector(need(b + "attn_q.bias")), vector(need(b + "attn_k.bias"))
+            if qperm is not None and kperm is not None:
+                bq, bk = bq[qperm], bk[kperm]
+            pv[lay.bias: lay.bias + c.q_dim + 2 * c.kv_dim] = np.concatenate([bq, bk, vector(need(b + "attn_v.bias"))])
+        pv[lay.rope: lay.rope + c.head_dim // 2] = inv_freq
+        layers.append(LayerWeights(
+            qkv=qkv,
+            o=upload_matrix(gpu, [Part(need(b + "attn_output.weight"))], b + "o", progress),
+            gate_up=upload_matrix(gpu, [Part(need(b + "ffn_gate.weight")), Part(need(b + "ffn_up.weight"))],
+                                  b + "gate_up", progress),
+            down=upload_matrix(gpu, [Part(need(b + "ffn_down.weight"))], b + "down", progress),
+            params=gpu.upload(pv, b + "params"),
+        ))
+    w = ModelWeights(embedding, lm_head, output_norm, layers, lay)
+    _check_shapes(c, w)
+    return w
+
+
+def _check_shapes(c: ModelConfig, w: ModelWeights) -> None:
+    L = w.layers[0]
+    want = {"qkv": (c.q_dim + 2 * c.kv_dim, c.hidden), "o": (c.hidden, c.q_dim),
+            "gate_up": (2 * c.intermediate, c.hidden), "down": (c.hidden, c.intermediate)}
+    for name, (rows, k) in want.items():
+        m: GpuMatrix = getattr(L, name)
+        if (m.rows, m.k) != (rows, k):
+            raise ModelFileError(f"layer 0 {name} weights are {m.rows}x{m.k}, the config says {rows}x{k}")
+    if w.embedding.k != c.hidden or w.lm_head.k != c.hidden:
+        raise ModelFileError("embedding width does not match the hidden size")

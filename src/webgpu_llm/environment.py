@@ -1,0 +1,69 @@
+"""The environment variables the front ends read: all of them, here, once.
+
+The CLI, the torch device and the test suite turn the environment into a `Settings` (and
+`GpuOptions`) object that they pass down; nothing below them reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from .errors import UserError
+
+# name: what it does (the CLI's --help shows these)
+VARIABLES = {
+    "WEBGPU_LLM_VALIDATE": "=1 keeps Dawn's command validation (off by default: it costs CPU per dispatch; "
+                           "on to debug a shader or an op)",
+    "WEBGPU_LLM_PERSIST": "=auto|N experimental persistent decode layers on N workgroups (see the README)",
+    "WEBGPU_LLM_DEBUG": "=1 shows Python tracebacks on errors",
+    "WEBGPU_LLM_VERBOSE": "=1 lets the native libraries' messages at device creation through",
+    "WEBGPU_LLM_NO_F16": "=1 leaves shader-f16 off",
+    "WEBGPU_LLM_NO_SUBGROUPS": "=1 leaves subgroups (and subgroup matrices) off",
+    "WEBGPU_LLM_NO_MMA": "=1 leaves the subgroup matrices (the prompts' int8 tiles) off",
+    "WEBGPU_LLM_MAX_BINDING": "=BYTES lowers the storage-binding size the kernels assume",
+    "WEBGPU_LLM_TORCH_BACKEND": "=wgpu|dawn the torch device's backend (default wgpu)",
+}
+VALIDATE = "WEBGPU_LLM_VALIDATE"
+
+
+def _on(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip() not in ("", "0")
+
+
+def gpu_options(env: Mapping[str, str] | None = None, **given: Any) -> Any:
+    """`GpuOptions` from the environment; keyword arguments (not None) take precedence."""
+    from .runtime.gpu import GpuOptions
+
+    env = os.environ if env is None else env
+    binding = env.get("WEBGPU_LLM_MAX_BINDING", "").strip()
+    if binding and not binding.isdigit():
+        raise UserError(f"WEBGPU_LLM_MAX_BINDING must be a number of bytes, not {binding!r}")
+    o = GpuOptions(f16=not _on(env, "WEBGPU_LLM_NO_F16"), subgroups=not _on(env, "WEBGPU_LLM_NO_SUBGROUPS"),
+                   subgroup_matrices=not _on(env, "WEBGPU_LLM_NO_MMA"),
+                   max_binding=int(binding) if binding else None,
+                   validate=_on(env, VALIDATE), verbose=_on(env, "WEBGPU_LLM_VERBOSE"))
+    return replace(o, **{k: v for k, v in given.items() if v is not None})
+
+
+def settings(env: Mapping[str, str] | None = None, gpu: dict[str, Any] | None = None, **given: Any) -> Any:
+    """`Settings` from the environment (its GPU options with `gpu` given); keyword arguments
+    (not None) take precedence."""
+    from .engine.settings import Settings
+
+    env = os.environ if env is None else env
+    persist = env.get("WEBGPU_LLM_PERSIST", "").strip()
+    if persist and persist != "auto" and not persist.isdigit():
+        raise UserError(f"WEBGPU_LLM_PERSIST must be a number of workgroups (0 = off) or auto, not {persist!r}")
+    s = Settings(gpu=gpu_options(env, **(gpu or {})), persist=persist or None)
+    return replace(s, **{k: v for k, v in given.items() if v is not None})
+
+
+def debug(env: Mapping[str, str] | None = None) -> bool:
+    return _on(os.environ if env is None else env, "WEBGPU_LLM_DEBUG")
+
+
+def torch_backend(env: Mapping[str, str] | None = None) -> str:
+    return (os.environ if env is None else env).get("WEBGPU_LLM_TORCH_BACKEND", "wgpu")

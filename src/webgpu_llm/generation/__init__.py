@@ -1,1 +1,0 @@
-"""Generation: sampling settings, the decode loop with its read-back ring, stop conditions."""
