@@ -98,7 +98,8 @@ def torch(o: Options) -> list[Cmd]:
     runs = ["--runs", str(o.reps or 3), "--out", OUT]
     script = ["bench/torch_generate.py", "--backend", "dawn", "--model"]
     return [Cmd("torch", f"{p} dawn", [*script, p, *runs] if p == "qwen2.5-0.5b" else
-                [*script, p, "--modes", "compiled", "--dtypes", "f16,f32", *runs], "torch") for p in o.presets]
+                [*script, p, "--modes", "compiled", "--dtypes", "f16,f32", *runs], "torch")
+            for p in o.presets if p in PRESETS]  # the shapes torch_generate.py knows
 
 
 def torch_cuda(o: Options) -> list[Cmd]:
@@ -116,7 +117,7 @@ def peers(o: Options) -> list[Cmd]:
 
 
 SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
-    "smoke": (smoke, "the tiny preset, 4 tokens on wgpu-native: checks the runner (about a minute on llvmpipe)"),
+    "smoke": (smoke, "the tiny preset, 4 tokens on wgpu-native: checks the runner (up to a minute on llvmpipe)"),
     "batch1": (batch1, "tg128/pp512 of the Qwen2.5 0.5B and 1.5B shapes, f16/q8_0/q4_0, Dawn and wgpu-native"),
     "mma": (mma, "quantized prompts on Dawn with the int8 matrix tiles and without (--mma auto,off)"),
     "torch": (torch, "the torch device's decode tok/s and compiled step GPU time (bench/torch_generate.py)"),
@@ -135,8 +136,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = Parser(prog="bench/suite.py", description=__doc__.split("\n\n")[0],
-                epilog="suites: " + "; ".join(f"{k}: {d}" for k, (_, d) in SUITES.items()))
+    ap = Parser(prog="bench/suite.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="suites:\n" + "\n".join(f"  {k:11s} {d}" for k, (_, d) in SUITES.items()))
     ap.add_argument("suites", nargs="*", metavar="SUITE", help="suites to run, in order (--list shows them)")
     ap.add_argument("--list", action="store_true", help="list the suites and their commands' count, and exit")
     ap.add_argument("--dry-run", action="store_true", help="print the commands in the order they would run, and exit")
@@ -145,10 +146,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=1, metavar="N", help="run each command N times per checkout, "
                     "interleaved A, B, A, B; the table takes the median (default 1)")
     ap.add_argument("--out", default=None, metavar="DIR", help="write each run's JSON and log, summary.json and "
-                    "summary.md here")
-    ap.add_argument("--presets", default=",".join(PRESETS), help="model shapes (default: %(default)s)")
-    ap.add_argument("--backends", default=",".join(BACKENDS), help="engine backends (default: %(default)s)")
-    ap.add_argument("--dtypes", default=",".join(DTYPES), help="engine weight types (default: %(default)s)")
+                    "summary.md here (default: a new temporary folder, named on stderr)")
+    ap.add_argument("--presets", default=",".join(PRESETS),
+                    help="model shapes for batch1, mma, torch (its two) and torch-cuda (default: %(default)s)")
+    ap.add_argument("--backends", default=",".join(BACKENDS),
+                    help="engine backends for batch1 (mma: dawn only) (default: %(default)s)")
+    ap.add_argument("--dtypes", default=",".join(DTYPES),
+                    help="engine weight types for batch1 (mma: the quantized ones) (default: %(default)s)")
     ap.add_argument("--reps", type=int, default=None, metavar="N",
                     help="timed runs per figure inside each command (default: the suite's: 5 engine, 3 torch)")
     ap.add_argument("--python", default=sys.executable, metavar="PATH",
