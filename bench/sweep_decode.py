@@ -1,16 +1,14 @@
-"""Coordinate-descent sweep of the decode kernel shapes on a preset: for each matrix role the
-mat-vec (workgroup size, threads per row pair, units in flight per thread), then the attention chunk, keeping whatever
-lowers the GPU time of a whole decode step (timestamps around one pass).
+"""Coordinate-descent sweep of the engine's decode kernel shapes on a preset, on the GPU time of
+a whole decode step (timestamps around its one pass): for each matrix role the mat-vec's
+(workgroup size, threads per row pair, units in flight per thread), then the attention chunk,
+keeping whatever lowers the step. `--prefill` sweeps the prompt instead (the matmul's tokens
+per thread per role, the K splits of O and down) on a 512-token prompt's GPU time; `--blocks`
+the row blocks each mat-vec workgroup takes; `--ab FIELD` (or `--int8` for `--ab int8`)
+compares a Tuning switch off and on (or two values: `early=1,2`); `--with` turns switches on
+(or sets fields: `persist=264`) in the Tuning every mode starts from. The engine's measured default shapes came from this sweep; rerun it for a new GPU,
+weight format or kernel change (docs/performance.md).
 
     python bench/sweep_decode.py --preset qwen2.5-0.5b --dtype f16 --backend dawn --out sweep.json
-
-With --prefill it sweeps the prompt matmul's tokens per thread per role and the K splits of
-the O and down projections instead, on the GPU time of a 512-token prompt through the layers;
-with --blocks the row blocks each mat-vec workgroup takes; with --ab FIELD it compares a
-Tuning switch off and on (--int8: `--ab int8`, float and int8 activations for quantized
-weights; `--ab spread`: float weights read by adjacent words; with --prefill, the prompt's
-time instead of the decode step's); --with FIELD turns a switch on in the Tuning every mode
-starts from.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
-"""Sweep the mat-vec shape (workgroup size x threads per row pair x units in flight) on the decode shapes of a
-preset, per weight type: GPU time from timestamps around a pass of 20 back-to-back dispatches.
+"""The mat-vec alone, per weight type: every (workgroup size, threads per row pair, units in
+flight) shape on each of a preset's decode matrix shapes, timed as a pass of 20 back-to-back
+dispatches (GPU timestamps); prints each matrix's best shape and every shape's GB/s. Quicker
+than bench/sweep_decode.py, which times the whole step, and useful to see a new kernel's or
+format's shape landscape before sweeping the step; note it builds the plain mat-vec (no spread
+reads, no int8 activations, no early weights), not the variants the engine picks on a GPU.
+--dtype and --backend take comma lists.
 
     python bench/tune_matvec.py --preset qwen2.5-0.5b --dtype f16,q8_0,q4_0 --backend dawn
 """

@@ -1,19 +1,75 @@
-"""The torch device's benchmark tools run end to end on a small model and report what they say
-they measure (bench/NOTES.md quotes their figures)."""
+"""The benchmark tools run end to end and report what they say they measure: the suite runner
+(bench/suite.py) plans its commands without a GPU and runs its smoke suite; the torch device's
+tools run on a small model (docs/performance.md quotes their figures)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("transformers")
-pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+def torch_tool(test: Callable) -> Callable:
+    """A torch-device tool's test: needs transformers and a WebGPU adapter, and takes a while."""
+    needs = pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="needs transformers")
+    return pytest.mark.gpu(pytest.mark.slow(needs(test)))
+
+
+def _suite(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / "suite.py"), *args], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+
+
+def test_suite_lists_its_suites() -> None:
+    p = _suite("--list")
+    assert p.returncode == 0, p.stderr
+    assert {line.split()[0] for line in p.stdout.splitlines()} >= {"smoke", "batch1", "mma", "torch", "peers"}
+
+
+def test_suite_dry_run_interleaves_two_checkouts_per_command() -> None:
+    src = str(ROOT / "src")
+    p = _suite("batch1", "mma", "torch", "--dry-run", "--src", f"{src},{src}", "--repeat", "2")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert [line[:3] for line in lines] == ["[A]", "[B]"] * (len(lines) // 2)
+    assert all(f"PYTHONPATH={src}" in line for line in lines)
+    bench = [line for line in lines if "-m webgpu_llm.cli.main bench" in line]
+    batch1 = [line for line in bench if "--mma" not in line]
+    # each preset on each backend, every command twice for each checkout
+    assert len(batch1) == 2 * 2 * 2 * 2
+    for preset in ("qwen2.5-0.5b", "qwen2.5-1.5b"):
+        for backend in ("dawn", "wgpu"):
+            cell = [line for line in batch1 if f"--preset {preset} " in line and f"--backend {backend} " in line]
+            assert len(cell) == 4 and all("--dtype f16,q8_0,q4_0 " in line and "--reps 5 --json" in line
+                                          for line in cell)
+    mma = [line for line in bench if "--mma auto,off" in line]
+    assert len(mma) == 2 * 4 and all("--backend dawn" in line and "--dtype q8_0,q4_0" in line for line in mma)
+    torch = [line for line in lines if "bench/torch_generate.py --backend dawn" in line]
+    assert len(torch) == 2 * 4 and sum("--model qwen2.5-1.5b --modes compiled" in line for line in torch) == 4
+
+
+def test_suite_refuses_bad_input_in_one_line() -> None:
+    for args in (["nosuch"], ["batch1", "--src", str(ROOT)], ["batch1", "--repeat", "0"], []):
+        p = _suite(*args, "--dry-run")
+        assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_suite_runs_the_smoke_suite(tmp_path: Path) -> None:
+    p = _suite("smoke", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    (cell,) = json.loads((tmp_path / "summary.json").read_text())["cells"]
+    assert (cell["suite"], cell["cell"], cell["figure"]) == ("smoke", "tiny f16 wgpu", "tg4 tok/s")
+    assert cell["values"]["A"][0] > 0 and "| smoke | tiny f16 wgpu | tg4 tok/s |" in p.stdout
 
 
 def _run(script: str, *args: str) -> str:
@@ -24,6 +80,7 @@ def _run(script: str, *args: str) -> str:
     return p.stdout
 
 
+@torch_tool
 def test_torch_host_cost_replays_a_real_run_without_the_gpu(tmp_path: Path) -> None:
     out = tmp_path / "host.json"
     _run("torch_host_cost.py", "--dtypes", "f32", "--tokens", "3", "--repeat", "1", "--json", str(out))
@@ -33,6 +90,7 @@ def test_torch_host_cost_replays_a_real_run_without_the_gpu(tmp_path: Path) -> N
     assert 0 < r["host_ms_per_token"] == r["best_ms"]
 
 
+@torch_tool
 def test_torch_op_cost_times_each_op_on_the_device_and_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "ops.json"
     table = _run("torch_op_cost.py", "--dtype", "f32", "--n", "50", "--json", str(out))
@@ -41,6 +99,7 @@ def test_torch_op_cost_times_each_op_on_the_device_and_the_cpu(tmp_path: Path) -
     assert all(r["webgpu_us"] > 0 and r["cpu_us"] > 0 for r in ops.values())
 
 
+@torch_tool
 def test_torch_generate_times_an_eager_step_on_the_gpu(tmp_path: Path) -> None:
     out = tmp_path / "gen.json"
     _run("torch_generate.py", "--tiny", "--modes", "eager", "--dtypes", "f32", "--new-tokens", "3", "--runs", "1",
@@ -51,6 +110,7 @@ def test_torch_generate_times_an_eager_step_on_the_gpu(tmp_path: Path) -> None:
     assert g["gpu_us"] > 0 and any(k["kernel"] == "matvec" for k in g["kernels"])  # nn.Linear's mat-vec
 
 
+@torch_tool
 def test_torch_generate_pads_the_compiled_step(tmp_path: Path) -> None:
     """--pad-step lengthens the compiled decode step's GPU work (round 84) and takes it off again."""
     out = tmp_path / "pad.json"
@@ -63,6 +123,7 @@ def test_torch_generate_pads_the_compiled_step(tmp_path: Path) -> None:
     assert step["dispatches"] == padded["decode_step_launches"][0]
 
 
+@torch_tool
 def test_torch_step_sweep_remakes_the_step_per_shape(tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
     _run("torch_step_sweep.py", "--tiny", "--dtypes", "f32", "--roles", "o", "--shapes", "256x2,64x1,128x8",
@@ -74,6 +135,7 @@ def test_torch_step_sweep_remakes_the_step_per_shape(tmp_path: Path) -> None:
                                                                        for s in ((64, 1), (128, 8), (256, 2))]
 
 
+@torch_tool
 def test_torch_host_cost_of_a_compiled_token(tmp_path: Path) -> None:
     out = tmp_path / "host.json"
     _run("torch_host_cost.py", "--compiled", "--dtypes", "f16", "--tokens", "3", "--repeat", "1", "--layers", "4",
@@ -84,6 +146,7 @@ def test_torch_host_cost_of_a_compiled_token(tmp_path: Path) -> None:
     assert "generate" in (tmp_path / "prof_f16.txt").read_text()
 
 
+@torch_tool
 def test_torch_greedy_check_agrees_with_the_cpu() -> None:
     out = _run("torch_greedy_check.py", "--dtypes", "f32")
     assert "same as the CPU" in out and "[0, 2]" in out  # both layers' attention merged into O
