@@ -20,11 +20,10 @@ import sys
 import time
 from typing import Any
 
-from webgpu_llm.generation.engine import Engine
-from webgpu_llm.generation.sampling import SamplingParams
+from webgpu_llm.engine import Session, Settings, Tuning, default_tuning
+from webgpu_llm.engine.settings import PERSIST_WG, ROLES
 from webgpu_llm.kernels.formats import INT8_FORMATS, SPREAD_FORMATS
 from webgpu_llm.models.presets import PRESETS, preset_model
-from webgpu_llm.models.transformer import PERSIST_WG, ROLES, Transformer, Tuning
 from webgpu_llm.runtime.gpu import open_gpu
 
 SHAPES = [(wg, tpr, ilp) for wg in (64, 128, 256) for tpr in (8, 16, 32, 64, 128, 256) for ilp in (1, 2) if tpr <= wg]
@@ -55,27 +54,24 @@ class DecodeBench:
 
     def __init__(self, gpu: Any, preset: str, dtype: str, ctx: int = 160, batch: int = 16) -> None:
         cfg, tensors = preset_model(preset, dtype)
-        self.tf = Transformer(gpu, cfg, tensors.get, ctx=ctx, batch=batch)
-        self.eng = Engine(self.tf)
+        self.eng = Session.build(gpu, cfg, tensors.get, Settings(batch=batch), ctx)
         self.prompt = list(range(100, 116))
 
     def use(self, tuning: Tuning) -> None:
-        self.tf.rebuild(tuning)  # (the engine's step Programs follow a rebuild)
+        self.eng.rebuild(tuning)
 
     def step_gpu(self, tuning: Tuning | None = None) -> float:
         """GPU seconds of one decode step with 116 keys in the cache (under `tuning` if given)."""
         if tuning is not None:
             self.use(tuning)
-        self.eng.prefill(self.prompt + [0] * 100, 0, SamplingParams(), 0)
-        return self.eng.step_program(SamplingParams()).time_gpu(1, reps=15)
+        return self.eng.step_gpu_seconds(self.prompt + [0] * 100, reps=15)
 
     def tok_s(self, n: int = 64) -> float:
         return n / self.eng.time_decode(self.prompt, n)
 
     def prefill_gpu(self, n: int = 512) -> float:
         """GPU seconds of an n-token prompt through the layers."""
-        self.tf.gpu.write(self.tf.st, SamplingParams().state(0, n, 0))
-        return self.tf.prefill.time_gpu(n, reps=5)
+        return self.eng.prefill_gpu_seconds(n, reps=5)
 
     def pp_tok_s(self, n: int = 512) -> float:
         ids = list(range(n))
@@ -87,7 +83,7 @@ def start_tuning(gpu: Any, preset: str, switches: tuple[str, ...] = ()) -> Tunin
     """The preset's default Tuning with the --with switches on ("field", or "field=N")."""
     shape = PRESETS[preset]
     values = {f.partition("=")[0]: int(f.partition("=")[2]) if "=" in f else True for f in switches}
-    return dataclasses.replace(Tuning.default(gpu, shape["hidden"], shape["head_dim"]), **values)
+    return dataclasses.replace(default_tuning(gpu, shape["hidden"], shape["head_dim"]), **values)
 
 
 def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -113,7 +109,7 @@ def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> 
         print(f"{gpu.backend} {dtype} {role:8s} -> {cur[role]}  step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
     best = descend(attn, "chunk", CHUNKS, measure, best)
     measure()
-    per = {k["kernel"]: k["us"] for k in b.eng.step_program(SamplingParams()).profile_by_label(1)}
+    per = {k["kernel"]: k["us"] for k in b.eng.step_kernels(b.prompt)}
     tok_s = b.tok_s()
     return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "tuning": {r: cur[r] for r in ROLES},
             "attn_chunk": attn["chunk"], "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0,
@@ -122,15 +118,14 @@ def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> 
 
 def sweep_prefill(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = (), n: int = 512) -> dict[str, Any]:
     cfg, tensors = preset_model(preset, dtype)
-    tf = Transformer(gpu, cfg, tensors.get, ctx=n + 8, batch=n)
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=n), n + 8)
     base = start_tuning(gpu, preset, switches)
     cur = {r: base.tm(r) for r in ("qkv", "o", "gate_up", "down")}
     splits = {r: base.split(r) for r in ("o", "down")}
 
     def measure() -> float:
-        tf.rebuild(dataclasses.replace(base, mm=tuple(cur.items()), splits=tuple(splits.items())))
-        gpu.write(tf.st, SamplingParams().state(0, n, 0))
-        return tf.prefill.time_gpu(n, reps=5)
+        eng.rebuild(dataclasses.replace(base, mm=tuple(cur.items()), splits=tuple(splits.items())))
+        return eng.prefill_gpu_seconds(n, reps=5)
 
     best = measure()
     tried = {"start": best * 1e6}

@@ -359,12 +359,21 @@ class Session:
         return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
 
     # -- profiles --------------------------------------------------------------------------
+    def prefill_gpu_seconds(self, n: int, reps: int = 5) -> float:
+        """GPU seconds of an n-token prompt through the layers (embedding, head excluded)."""
+        self._state(SamplingParams().state(0, n, 0))
+        return self.programs.prefill.time_gpu(n, reps=reps)
+
     def profile_prefill(self, n: int) -> dict[str, Any]:
         """Where the layers of an n-token prompt spend their GPU time (embedding, head excluded)."""
-        m = self.programs
-        self._state(SamplingParams().state(0, n, 0))
-        gpu_s = m.prefill.time_gpu(n, reps=5)
-        return {"tokens": n, "gpu_us": gpu_s * 1e6, "layers_tok_s": n / gpu_s, "kernels": m.prefill.profile_by_label(n)}
+        gpu_s = self.prefill_gpu_seconds(n)
+        return {"tokens": n, "gpu_us": gpu_s * 1e6, "layers_tok_s": n / gpu_s,
+                "kernels": self.programs.prefill.profile_by_label(n)}
+
+    def step_kernels(self, prompt: list[int]) -> list[dict[str, Any]]:
+        """GPU time of a greedy decode step after `prompt`, per kernel label (timestamps)."""
+        self.prefill(prompt, 0, SamplingParams(), 0)
+        return self.step_program(SamplingParams()).profile_by_label(1)
 
     def step_gpu_seconds(self, prompt: list[int], reps: int = 5) -> float:
         """GPU seconds of a greedy decode step after `prompt` (timestamps)."""
