@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.native import _ffi_module
+from ..runtime.native import handle, pass_calls
 from .harness import Bench, no_gc
 from .stats import summarize, timer_overhead_ns
 
@@ -57,13 +57,10 @@ def _timers(b: Bench) -> dict[str, Timer]:
     pc = time.perf_counter_ns
     pool = b.pool
     disp = [(d.pipeline, d.bind_group) for d in pool]
-    raw = [(d.pipeline._internal, d.bind_group._internal) for d in pool]
+    raw = [(handle(d.pipeline), handle(d.bind_group)) for d in pool]
     record = _recorder(b)
-    ffi_mod = _ffi_module(g.backend)
-    lib, null = ffi_mod.lib, ffi_mod.ffi.NULL
-    n_set_pipe, n_set_bg, n_disp = (lib.wgpuComputePassEncoderSetPipeline,
-                                    lib.wgpuComputePassEncoderSetBindGroup,
-                                    lib.wgpuComputePassEncoderDispatchWorkgroups)
+    native = pass_calls(g.backend)
+    n_set_pipe, n_set_bg, n_disp, null = native.set_pipeline, native.set_bind_group, native.dispatch, native.null
     scratch = g.buffer(256, "scratch")
     payload = np.arange(16, dtype=np.uint32).tobytes()
     layout = pool[0].pipeline.get_bind_group_layout(0)
@@ -103,7 +100,7 @@ def _timers(b: Bench) -> dict[str, Timer]:
     def batched_native(m: int) -> dict[str, int]:
         enc = dev.create_command_encoder()
         cp = enc.begin_compute_pass()
-        p = cp._internal
+        p = handle(cp)
         a = c = d = 0
         for i in range(m):
             pipe, bg = raw[i % len(raw)]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.gpu import Gpu
+from ..runtime.native import device_poll
 from ..runtime.program import Program
 from .config import Config
 from .kernels import trivial
@@ -64,14 +65,7 @@ def make_waiter(gpu: Gpu) -> tuple[Callable[[], None], str]:
     wait is the native `wgpuDevicePoll(wait=true)`, which is what that call would do anyway.
     """
     if gpu.backend == "wgpu":
-        from wgpu.backends.wgpu_native import _ffi
-
-        poll, dev, null = _ffi.lib.wgpuDevicePoll, gpu.device._internal, _ffi.ffi.NULL
-
-        def wait() -> None:
-            poll(dev, 1, null)
-
-        return wait, "wgpuDevicePoll(wait=true)"
+        return device_poll(gpu.device), "wgpuDevicePoll(wait=true)"
     return gpu.queue.on_submitted_work_done_sync, "queue.on_submitted_work_done_sync()"
 
 

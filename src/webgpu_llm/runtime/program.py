@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .gpu import Gpu
-from .native import PassEncoder
+from .native import PassEncoder, handle
 
 Grid = tuple[int, int, int] | Callable[[int], tuple[int, int, int]]
 
@@ -86,7 +86,7 @@ class Program:
             for d in self.dispatches:
                 x, y, z = d.size(n)
                 if x and y and z:  # an empty grid (e.g. no rows left) is skipped
-                    items.append((d.pipeline._internal, d.bind_group._internal, x, y, z))
+                    items.append((handle(d.pipeline), handle(d.bind_group), x, y, z))
             if len(self._items) > 64:
                 self._items.clear()
             self._items[n] = items
@@ -143,7 +143,7 @@ class Program:
                 "end_of_pass_write_index": 2 * i + 1,
             })
             x, y, z = d.size(n)
-            self._encoder.encode(cpass, [(d.pipeline._internal, d.bind_group._internal, x, y, z)])
+            self._encoder.encode(cpass, [(handle(d.pipeline), handle(d.bind_group), x, y, z)])
             cpass.end()
         enc.resolve_query_set(qs, 0, count, resolve, 0)
         gpu.submit([enc.finish()])

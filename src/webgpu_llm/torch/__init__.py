@@ -16,6 +16,8 @@ fused_ops.py, fuse_layers.py (eager) and compile/ (FX passes, record and replay)
 
 from __future__ import annotations
 
+import os as _os
+
 import torch as _torch
 
 # torch 2.10 added the hooks a device registers through from Python (torch._C._acc); tested with
@@ -25,8 +27,17 @@ if not hasattr(_torch._C, "_acc"):
     raise ImportError(f"webgpu_llm.torch needs torch {MIN_TORCH} or newer, which can register a device from "
                       f"Python (this is torch {_torch.__version__}): pip install 'torch>={MIN_TORCH}'")
 
+from . import context as _context  # noqa: E402
 from . import device as _device  # noqa: E402
 
+
+def _read_environment() -> None:
+    """The torch front end's environment, read here once at import and passed down: the backend
+    the device opens on unless `set_backend()` picks one (WEBGPU_LLM_TORCH_BACKEND, default wgpu)."""
+    _context.set_default_backend(_os.environ.get(_context.BACKEND_ENV, "wgpu"))
+
+
+_read_environment()
 _device.register()
 
 from . import compile as _compile  # noqa: E402

@@ -1,8 +1,12 @@
-"""The process-wide GPU behind the torch `webgpu` device, opened on first use."""
+"""The process-wide GPU behind the torch `webgpu` device, opened on first use.
+
+It opens on the backend given to `set_backend()`, else on the default backend that the front
+end's edge passes in at import (`webgpu_llm.torch` reads WEBGPU_LLM_TORCH_BACKEND there, once;
+nothing here reads the environment).
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from ..runtime.gpu import Gpu, default_gpu
@@ -20,7 +24,8 @@ class Context:
 
 
 _CTX: Context | None = None
-_backend: str | None = None
+_backend: str | None = None  # set_backend()'s choice
+_default_backend = "wgpu"  # without one: what the front end's edge passed in
 
 
 def set_backend(name: str) -> None:
@@ -31,8 +36,15 @@ def set_backend(name: str) -> None:
     _backend = name
 
 
+def set_default_backend(name: str) -> None:
+    """The backend to open on when `set_backend()` was not called (the front end passes the
+    environment's choice here at import)."""
+    global _default_backend
+    _default_backend = name
+
+
 def backend_name() -> str:
-    return _backend or os.environ.get(BACKEND_ENV, "wgpu")
+    return _backend or _default_backend
 
 
 def ctx() -> Context:

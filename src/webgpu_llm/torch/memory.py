@@ -23,6 +23,8 @@ import heapq
 import itertools
 from typing import Any
 
+from ..runtime.native import handle
+
 _MIN = 256
 
 
@@ -45,7 +47,7 @@ class Block:
 
     def __init__(self, buf: Any, size: int) -> None:
         self.buf = buf
-        self.handle = buf._internal
+        self.handle = handle(buf)  # the native handle, for bind groups and queue writes
         # Caches key on this, not on the native handle: a freed buffer's address can come back.
         self.serial = next(_serials)
         self.size = size

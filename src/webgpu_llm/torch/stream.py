@@ -19,10 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..runtime.native import PassEncoder
+from ..runtime.native import Handle, Item, NativeBindGroup, NativeCalls, PassEncoder, handle
 from ..runtime.program import Program
 from .memory import Block, Pool
-from .native_calls import BindGroup, NativeCalls
 
 # Launches per submit in eager mode: small enough that the GPU starts on a token's first
 # launches while the CPU still queues the rest, large enough that submits stay few (a decode
@@ -43,8 +42,13 @@ READ_STAGING = 1 << 16  # bytes of the reusable read-back buffer
 class GpuKernel:
     name: str
     pipeline: Any
-    layout: Any  # native bind group layout handle
+    layout: Handle  # native bind group layout handle
     n_bindings: int  # storage bindings, without the parameter block
+    # the pipeline's native handle, taken once here for the launches
+    pipeline_handle: Handle = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pipeline_handle", handle(self.pipeline))
 
 
 class FastLaunch:
@@ -61,7 +65,7 @@ class FastLaunch:
         self.gen = -1
         # this launch's bind groups by the blocks they bind (a decode step gets the same blocks
         # back token after token), valid while `bg_gen` is the stream's
-        self.bgs: dict[tuple[Block, ...], BindGroup] = {}
+        self.bgs: dict[tuple[Block, ...], NativeBindGroup] = {}
         self.bg_gen = -1
 
 
@@ -71,32 +75,35 @@ class ParamArena:
     def __init__(self, gpu: Any, align: int) -> None:
         self.gpu = gpu
         self.align = align
-        self.chunks: list[tuple[Any, bytearray, int]] = []  # (buffer, host copy, capacity in bytes)
+        # (buffer, host copy, capacity in bytes, the buffer's native handle)
+        self.chunks: list[tuple[Any, bytearray, int, Handle]] = []
         self.written: list[int] = []  # bytes of each chunk already on the GPU
 
-    def put(self, data: bytes) -> tuple[Any, int, int]:
+    def put(self, data: bytes) -> tuple[Handle, int, int]:
+        """Append a parameter block; its binding entry: (native buffer handle, offset, size)."""
         n = len(data)
         if not self.chunks or -(-len(self.chunks[-1][1]) // self.align) * self.align + n > self.chunks[-1][2]:
             size = max(CHUNK, n)
-            self.chunks.append((self.gpu.buffer(size, "params"), bytearray(), size))
+            buf = self.gpu.buffer(size, "params")
+            self.chunks.append((buf, bytearray(), size, handle(buf)))
             self.written.append(0)
-        buf, host, _ = self.chunks[-1]
+        _, host, _, raw = self.chunks[-1]
         off = -(-len(host) // self.align) * self.align
         host.extend(bytes(off - len(host)))
         host.extend(data)
-        return buf._internal, off, n
+        return raw, off, n
 
     def upload(self, native: NativeCalls) -> None:
-        for i, (buf, host, _) in enumerate(self.chunks):
+        for i, (_, host, _, raw) in enumerate(self.chunks):
             start = self.written[i] - self.written[i] % 4
             if start < len(host):
                 end = -(-len(host) // 4) * 4
                 host.extend(bytes(end - len(host)))
-                native.write(buf._internal, start, memoryview(host)[start:end])
+                native.write(raw, start, memoryview(host)[start:end])
                 self.written[i] = end
 
     def clear(self) -> None:
-        for _, host, _ in self.chunks:
+        for _, host, _, _ in self.chunks:
             host.clear()
         self.chunks = self.chunks[:1]
         self.written = [0] * len(self.chunks)
@@ -107,9 +114,9 @@ class Recording:
     """What a graph's launches left behind: replayable dispatches and what they pin."""
 
     arena: ParamArena
-    dispatches: list[tuple[str, GpuKernel, BindGroup, tuple[int, int, int]]] = field(default_factory=list)
+    dispatches: list[tuple[str, GpuKernel, NativeBindGroup, tuple[int, int, int]]] = field(default_factory=list)
     # per dispatch: the blocks bound and the parameter block's entry (to bind them again)
-    bindings: list[tuple[list[Block], tuple[Any, int, int]]] = field(default_factory=list)
+    bindings: list[tuple[list[Block], tuple[Handle, int, int]]] = field(default_factory=list)
     # False once the graph moved data through the host (a read-back, a queue write, a CPU
     # fallback): replaying only the launches would not reproduce that.
     replayable: bool = True
@@ -130,11 +137,11 @@ class Stream:
         self.align = int(gpu.limits.get("min-storage-buffer-offset-alignment", 256))
         self._encoder = PassEncoder(gpu.backend)
         self.params = ParamArena(gpu, self.align)  # interned parameter blocks
-        self._interned: dict[bytes, tuple[Any, int, int]] = {}
+        self._interned: dict[bytes, tuple[Handle, int, int]] = {}
         self._intern_gen = 0  # bumped whenever the interned parameter blocks start over
-        self._bind_groups: dict[Any, BindGroup] = {}
+        self._bind_groups: dict[Any, NativeBindGroup] = {}
         self._bg_gen = 0  # bumped whenever the bind-group cache starts over
-        self.items: list[tuple[Any, Any, int, int, int]] = []
+        self.items: list[Item] = []
         self.keep: list[Any] = []  # bind groups alive until the submit
         self.batch = 0  # id of the batch being filled; blocks record the last batch using them
         self.recording: Recording | None = None
@@ -158,7 +165,7 @@ class Stream:
             pipe = self.gpu.pipeline(wgsl, name)
             layout = pipe.get_bind_group_layout(0)
             self._layouts.append(layout)  # keep the wrapper (and so its handle) alive
-            k = GpuKernel(name, pipe, layout._internal, n)
+            k = GpuKernel(name, pipe, handle(layout), n)
             self._kernels[key] = k
         return k
 
@@ -180,13 +187,13 @@ class Stream:
         if self.observers:
             for obs in self.observers:
                 obs.on_launch(kernel, blocks, params, grid)
-        self.items.append((kernel.pipeline._internal, bg._internal, *grid))
+        self.items.append((kernel.pipeline_handle, bg.handle, *grid))
         self.keep.append(bg)
         self.launches += 1
         if len(self.items) >= self.max_pending and rec is None:
             self.flush()
 
-    def _param_slot(self, params: bytes) -> tuple[Any, int, int]:
+    def _param_slot(self, params: bytes) -> tuple[Handle, int, int]:
         """The interned parameter block with these bytes, written to the GPU once (may flush
         and start the caches over)."""
         slot = self._interned.get(params)
@@ -202,12 +209,12 @@ class Stream:
         slot = self._interned[params] = self.params.put(params)
         return slot
 
-    def new_bind_group(self, kernel: GpuKernel, blocks: Sequence[Block], slot: tuple[Any, int, int]) -> BindGroup:
+    def new_bind_group(self, kernel: GpuKernel, blocks: Sequence[Block], slot: tuple[Handle, int, int]) -> NativeBindGroup:
         """A bind group of `blocks` (bound whole) and the parameter block `slot`."""
         self.bind_groups_made += 1
         return self.native.bind_group(kernel.layout, [*[(b.handle, 0, b.size) for b in blocks], slot])
 
-    def _cached_bind_group(self, kernel: GpuKernel, blocks: Sequence[Block], slot: tuple[Any, int, int]) -> BindGroup:
+    def _cached_bind_group(self, kernel: GpuKernel, blocks: Sequence[Block], slot: tuple[Handle, int, int]) -> NativeBindGroup:
         """Eager mode's bind group for (kernel, buffers, parameter block), made on first use."""
         key = (kernel.layout, slot, *[b.serial for b in blocks])
         bg = self._bind_groups.get(key)
@@ -248,7 +255,7 @@ class Stream:
                 items, batch = self.items, self.batch  # a start-over flushed
             for b in bl:
                 b.epoch = batch
-            items.append((f.kernel.pipeline._internal, bg._internal, *f.grid))
+            items.append((f.kernel.pipeline_handle, bg.handle, *f.grid))
             self.launches += 1
             if len(items) >= self.max_pending:
                 self.flush()
