@@ -16,8 +16,6 @@ fused_ops.py, fuse_layers.py (eager) and compile/ (FX passes, record and replay)
 
 from __future__ import annotations
 
-import os as _os
-
 import torch as _torch
 
 # torch 2.10 added the hooks a device registers through from Python (torch._C._acc); tested with
@@ -34,7 +32,9 @@ from . import device as _device  # noqa: E402
 def _read_environment() -> None:
     """The torch front end's environment, read here once at import and passed down: the backend
     the device opens on unless `set_backend()` picks one (WEBGPU_LLM_TORCH_BACKEND, default wgpu)."""
-    _context.set_default_backend(_os.environ.get(_context.BACKEND_ENV, "wgpu"))
+    from .. import environment
+
+    _context.set_defaults(environment.torch_backend(), environment.gpu_options())
 
 
 _read_environment()

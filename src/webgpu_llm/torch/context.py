@@ -1,19 +1,17 @@
 """The process-wide GPU behind the torch `webgpu` device, opened on first use.
 
 It opens on the backend given to `set_backend()`, else on the default backend that the front
-end's edge passes in at import (`webgpu_llm.torch` reads WEBGPU_LLM_TORCH_BACKEND there, once;
-nothing here reads the environment).
+end's edge passes in at import, with the device options passed in there too (`webgpu_llm.torch`
+reads them from the environment once, through `environment.py`; nothing here reads it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..runtime.gpu import Gpu, default_gpu
+from ..runtime.gpu import Gpu, GpuOptions, default_gpu
 from .memory import Pool
 from .stream import Stream
-
-BACKEND_ENV = "WEBGPU_LLM_TORCH_BACKEND"
 
 
 @dataclass
@@ -26,6 +24,7 @@ class Context:
 _CTX: Context | None = None
 _backend: str | None = None  # set_backend()'s choice
 _default_backend = "wgpu"  # without one: what the front end's edge passed in
+_options = GpuOptions()  # the device's options (validation, features), from the front end's edge
 
 
 def set_backend(name: str) -> None:
@@ -36,11 +35,12 @@ def set_backend(name: str) -> None:
     _backend = name
 
 
-def set_default_backend(name: str) -> None:
-    """The backend to open on when `set_backend()` was not called (the front end passes the
-    environment's choice here at import)."""
-    global _default_backend
-    _default_backend = name
+def set_defaults(backend: str, options: GpuOptions) -> None:
+    """The backend to open on when `set_backend()` was not called, and the device's options
+    (the front end passes the environment's choices here at import)."""
+    global _default_backend, _options
+    _default_backend = backend
+    _options = options
 
 
 def backend_name() -> str:
@@ -50,7 +50,7 @@ def backend_name() -> str:
 def ctx() -> Context:
     global _CTX
     if _CTX is None:
-        gpu = default_gpu(backend_name())
+        gpu = default_gpu(replace(_options, backend=backend_name()))
         pool = Pool(gpu)
         _CTX = Context(gpu, pool, Stream(gpu, pool))
     return _CTX
