@@ -1,13 +1,19 @@
-"""Row-wise kernels of the prompt path: embedding lookup and RMSNorm, one workgroup per token."""
+"""Row-wise kernels, one workgroup per row: the prompt path's embedding lookup and RMSNorm, and the
+RMSNorm over strided rows of the torch device."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..runtime.program import Kernel
 from .common import Signature, wgsl_reduce
+from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader
 from .formats import UNIT
 from .linear import LinearSpec, _loaders_wgsl
+from .strided import GROUP_ID, MAIN_ARGS, coords, words
 
 WG = 64
+RMS_WG = 256  # threads per row of the strided RMSNorm
 
 
 def embed_kernel(fmt_segments: LinearSpec) -> Kernel:
@@ -69,3 +75,85 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }}
 """
     return sig.kernel("rmsnorm" if norm else "add_partials", body)
+
+
+@dataclass(frozen=True)
+class RmsNormSpec:
+    """RMSNorm over strided rows of any float dtype, as transformers' Llama/Qwen2 modules
+    compute it: y = w * round_x(x * rsqrt(mean(x^2) + eps)) in f32, where round_x rounds to x's
+    dtype (the module casts the normalised row back before the weight multiplies it). With a
+    residual r, h = x + r is formed first, stored (the next residual) and normalised.
+
+    Parameters: rows, length, eps (f32); per tensor Y, X (and R, H) its offset, row strides
+    over the `rank` collapsed leading dimensions, and last-dimension stride; the weight's
+    offset and stride; the leading shape."""
+
+    x: str
+    w: str
+    y: str
+    rank: int
+    residual: bool
+
+
+def _geometry(i: int, rank: int) -> int:
+    """Parameter index of tensor i's (offset, row strides[rank], last-dim stride); i: Y, X, R, H, then
+    the weight's (offset, stride) and the leading shape."""
+    return 3 + i * (rank + 2)
+
+
+def rms_norm_kernel(s: RmsNormSpec) -> Kernel:
+    """grid: grid_rows(rows)."""
+    rank, residual = s.rank, s.residual
+    x, w, y = dtype(s.x), dtype(s.w), dtype(s.y)
+    atomic, store = element_store(y)
+    sig = words(words(words(Signature(), "Y", write=True, atomic=atomic), "X"), "W")
+    loads = loader(x, "X", "f32") + loader(w, "W", "f32")
+    if residual:  # H = X + R is written back: it is the next residual
+        h_atomic, h_store = element_store(x, "H")
+        words(words(sig, "R"), "H", write=True, atomic=h_atomic)
+        store += h_store
+        loads += loader(x, "R", "f32")
+    words(sig, "P")
+
+    def row(i: int) -> str:
+        b = _geometry(i, rank)
+        return " + ".join([f"P[{b}u]"] + [f"c{d} * P[{b + 1 + d}u]" for d in range(rank)])
+
+    def last(i: int) -> str:
+        return f"P[{_geometry(i, rank) + rank + 1}u]"
+
+    wb = _geometry(4, rank)
+    value = "ld_X(xb + j * {xl})" + (" + ld_R(rb + j * {rl})" if residual else "")
+    value = x.round(value.format(xl=last(1), rl=last(2)))
+    bases = f"  let yb = {row(0)};\n  let xb = {row(1)};\n"
+    if residual:
+        bases += f"  let rb = {row(2)};\n  let hb = {row(3)};\n"
+    keep = f"    st_H(hb + j * {last(3)}, {x.convert('v', 'f32')});\n" if residual else ""
+    out = y.convert(f"ld_W(P[{wb}u] + j * P[{wb + 1}u]) * n", "f32")
+    return sig.kernel("rms_norm", WGSL_DTYPE_HELPERS + loads + store + f"""
+var<workgroup> red: array<f32, {RMS_WG}>;
+@compute @workgroup_size({RMS_WG})
+fn main({MAIN_ARGS}) {{
+  let o = {GROUP_ID};
+  if (o >= P[0]) {{ return; }}
+{coords("rem", "o", wb + 2, rank)}
+  let D = P[1];
+{bases}  var ss = 0.0;
+  for (var j = lid; j < D; j += {RMS_WG}u) {{
+    let v = {value};
+{keep}    ss += v * v;
+  }}
+  red[lid] = ss;
+  workgroupBarrier();
+  for (var s = {RMS_WG // 2}u; s > 0u; s = s >> 1u) {{
+    if (lid < s) {{ red[lid] = red[lid] + red[lid + s]; }}
+    workgroupBarrier();
+  }}
+  let r = inverseSqrt(red[0] / f32(D) + bitcast<f32>(P[2]));
+  for (var j = lid; j < D; j += {RMS_WG}u) {{
+    let v = {value};
+    let n = {x.round("v * r")};
+    st_Y(yb + j * {last(0)}, {out});
+  }}
+}}
+""")
