@@ -152,6 +152,11 @@ def element_store(dt: DType, buf: str = "Y") -> tuple[bool, str]:
                          f"  atomicOr(&{buf}[e / {vec}u], {dt.bits('v')} << sh);\n}}\n")
 
 
+def bf16_pair(w: str) -> str:
+    """WGSL: the two bf16 values of the 32-bit word `w` as f32s, low half first (comma-separated)."""
+    return f"bitcast<f32>({w} << 16u), bitcast<f32>({w} & 0xffff0000u)"
+
+
 def vec4_elems(dt: DType) -> int:
     """Elements of a float type in one 16-byte load."""
     return 16 // dt.size
@@ -165,7 +170,7 @@ def vec4_decoder(dt: DType, fn: str = "wdec") -> str:
     elif dt.name == "f16":
         vals = ", ".join(f"unpack2x16float(v.{c}).{h}" for c in "xyzw" for h in "xy")
     elif dt.name == "bf16":
-        vals = ", ".join(f"bitcast<f32>(v.{c} << 16u), bitcast<f32>(v.{c} & 0xffff0000u)" for c in "xyzw")
+        vals = ", ".join(bf16_pair(f"v.{c}") for c in "xyzw")
     else:
         raise TypeError(f"no 16-byte reader for {dt.name}")
     return f"fn {fn}(v: vec4<u32>) -> array<f32, {n}> {{\n  return array<f32, {n}>({vals});\n}}\n"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature
+from .common import Signature, grid_2d
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
 
 
@@ -373,7 +373,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     so that its prologue (x staged, normalised, quantized) serves more rows.
 
     Each loop iteration of a thread issues the loads of `ilp` units of both rows before it
-    uses any (more bytes in flight per thread; within 1 % on the H200, bench/NOTES.md round 8).
+    uses any (more bytes in flight per thread; within 1 % on the H200).
 
     `int8` (quantized segments, INT8_FORMATS; see `int8_ok`): the input is quantized to int8
     per 32-value unit and the dot products run on `dot4I8Packed` (one unit per iteration;
@@ -384,7 +384,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     `tpr` words apart -- instead of each thread reading its unit's 64 (f16) or 128 (f32)
     contiguous bytes, which takes a warp's load 4-8 times the cache lines; x is read at the
     same positions. Same sums, other order. 0.5B f16 decode step 1019 -> 914 µs, 1.5B 2145 ->
-    1672 µs on an H200 (bench/NOTES.md round 39).
+    1672 µs on an H200.
 
     `int8_direct`: with a plain input, the int8 path quantizes x from memory instead of
     staging it in workgroup memory first (room for the widest inputs: the 1.5B's down).
@@ -563,15 +563,6 @@ def matvec_groups(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 
 
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> tuple[int, int, int]:
     return grid_2d(matvec_groups(spec, wg, tpr, blocks))
-
-
-def grid_2d(n: int, limit: int = 65535) -> tuple[int, int, int]:
-    """n workgroups as (x, y, 1) within the per-dimension limit; kernels flatten with
-    `wid.y * num_workgroups.x + wid.x` and skip the few past n."""
-    if n <= limit:
-        return (n, 1, 1)
-    y = -(-n // limit)
-    return (-(-n // y), y, 1)
 
 
 # --- prompt processing ---------------------------------------------------------------------

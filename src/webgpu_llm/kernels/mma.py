@@ -10,8 +10,8 @@ and the matrix units compute the integer products q_w . q_x for a 16 x 16 tile a
 integer tile goes through workgroup memory after every unit and each thread scales its share
 into f32 accumulators.
 
-x is quantized once, by `quantize_kernel` (bench/NOTES.md round 94: quantized by every
-workgroup it cost a third of the matmul). A workgroup takes 64 tokens x 64 weight rows (32 row
+x is quantized once, by `quantize_kernel` (quantized by every workgroup it cost a third of
+the matmul). A workgroup takes 64 tokens x 64 weight rows (32 row
 pairs, the epilogues' unit) with 128 threads, four 32-thread slices of 32 tokens x 32 rows
 (2 x 2 tiles each). Per unit: threads 0-63 copy one token's int8s, threads 64-127 unpack one
 weight row, into workgroup memory; each slice multiplies its tiles and stores them; each
@@ -100,7 +100,7 @@ fn tile_products(s: u32, lane: u32) {
 
 # Staged rows of 12 words (8 hold a unit of int8s): the tile loads' bank conflicts fewer,
 # gate/up -5 %, QKV -6 %; padding the integer tiles' rows was slower (more workgroup memory,
-# fewer workgroups a SM): bench/NOTES.md round 98
+# fewer workgroups a SM)
 XW = 12
 CW = 16  # i32s a row of an integer tile takes in workgroup memory
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature
+from .common import Signature, wgsl_reduce
 from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader
 from .strided import GROUP_ID, MAIN_ARGS, coords, strided_offset, words
 
@@ -35,9 +35,16 @@ def _io(x: str, y: str, kind: str) -> tuple[Signature, str]:
     return sig, WGSL_DTYPE_HELPERS + loader(dtype(x), "X", kind) + store
 
 
-def _out_row(ro: int) -> str:
-    """WGSL: the output row's element offset (P[1] plus the outer coordinates' strides)."""
-    return " + ".join(["P[1]"] + [f"c{d} * P[{2 + ro + d}u]" for d in range(ro)])
+def _row(o: str, ro: int) -> str:
+    """WGSL: row `o` of the `ro` outer dimensions (returning past the last row), its first
+    element in x (`base`) and in y (`oy`). Parameters: rows, y offset, outer shape, y strides,
+    x offset, x strides."""
+    oy = " + ".join(["P[1]"] + [f"c{d} * P[{2 + ro + d}u]" for d in range(ro)])
+    return f"""  let o = {o};
+  if (o >= P[0]) {{ return; }}
+{coords("rem", "o", 2, ro)}
+  let base = {strided_offset(2 + 2 * ro, ro)};
+  let oy = {oy};"""
 
 
 @dataclass(frozen=True)
@@ -86,11 +93,7 @@ var<workgroup> rv: array<{kind}, {WG}>;
 var<workgroup> ri: array<u32, {WG}>;
 @compute @workgroup_size({WG})
 fn main({MAIN_ARGS}) {{
-  let o = {GROUP_ID};
-  if (o >= P[0]) {{ return; }}
-{coords("rem", "o", 2, ro)}
-  let base = {strided_offset(ib, ro)};
-  let oy = {_out_row(ro)};
+{_row(GROUP_ID, ro)}
   var acc = {init};
   var ai = 0u;
   for (var r = lid; r < P[cnt]; r += {WG}u) {{
@@ -131,46 +134,19 @@ def softmax_kernel(s: SoftmaxSpec) -> Kernel:
     ib = 2 + 2 * ro  # input offset + outer strides, then length, input stride, output stride
     ln = ib + 1 + ro
     value = "(v - mx) - log(z)" if s.log else "exp(v - mx) / z"
-    return sig.kernel("softmax", helpers + f"""
-var<workgroup> red: array<f32, {WG}>;
-fn reduce_max(v: f32, lid: u32) -> f32 {{
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = {WG // 2}u; s > 0u; s = s >> 1u) {{
-    if (lid < s) {{ red[lid] = max(red[lid], red[lid + s]); }}
-    workgroupBarrier();
-  }}
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}}
-fn reduce_sum(v: f32, lid: u32) -> f32 {{
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = {WG // 2}u; s > 0u; s = s >> 1u) {{
-    if (lid < s) {{ red[lid] = red[lid] + red[lid + s]; }}
-    workgroupBarrier();
-  }}
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}}
+    return sig.kernel("softmax", helpers + wgsl_reduce("red_max", "max", WG) + wgsl_reduce("red_sum", "sum", WG) + f"""
 @compute @workgroup_size({WG})
 fn main({MAIN_ARGS}) {{
-  let o = {GROUP_ID};
-  if (o >= P[0]) {{ return; }}
-{coords("rem", "o", 2, ro)}
-  let base = {strided_offset(ib, ro)};
-  let oy = {_out_row(ro)};
+{_row(GROUP_ID, ro)}
   let n = P[{ln}u];
   let sx = P[{ln + 1}u];
   let sy = P[{ln + 2}u];
   var m = -inf();
   for (var j = lid; j < n; j += {WG}u) {{ m = max(m, ld_X(base + j * sx)); }}
-  let mx = reduce_max(m, lid);
+  let mx = red_max(m, lid, 1u);
   var s = 0.0;
   for (var j = lid; j < n; j += {WG}u) {{ s += exp(ld_X(base + j * sx) - mx); }}
-  let z = reduce_sum(s, lid);
+  let z = red_sum(s, lid, 1u);
   for (var j = lid; j < n; j += {WG}u) {{
     let v = ld_X(base + j * sx);
     st_Y(oy + j * sy, {dtype(s.y).convert(value, "f32")});
@@ -202,11 +178,7 @@ def cumsum_kernel(s: CumsumSpec) -> Kernel:
     return sig.kernel("cumsum", helpers + f"""
 @compute @workgroup_size({CUMSUM_WG})
 fn main({MAIN_ARGS}) {{
-  let o = gid.x + gid.y * nwg.x * {CUMSUM_WG}u;
-  if (o >= P[0]) {{ return; }}
-{coords("rem", "o", 2, ro)}
-  let base = {strided_offset(ib, ro)};
-  let oy = {_out_row(ro)};
+{_row(f"gid.x + gid.y * nwg.x * {CUMSUM_WG}u", ro)}
   var acc = {"0.0" if s.kind == "f32" else "0i"};
   for (var j = 0u; j < P[{ln}u]; j++) {{
     acc += ld_X(base + j * P[{ln + 1}u]);

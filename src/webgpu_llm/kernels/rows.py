@@ -44,6 +44,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return sig.kernel("embed_" + "+".join(s.fmt for s in spec.segments), body)
 
 
+RMS_WG = 256  # threads per row of the RMSNorms
+
+
+def rms_rows_wgsl(args: str, head: str, n: str, first: str, count: str, eps: str, second: str | None,
+                  wg: int = RMS_WG) -> str:
+    """WGSL of a row-wise RMSNorm, one workgroup of `wg` threads per row (`main(args)`):
+    `head` picks the row (returning past the last); a first pass over its `n` elements runs
+    `first` for element i, which adds the element's square(s) to `ss` (and may write a sum
+    back); the workgroup adds ss up (`wgsl_reduce`) into sc = 1 / sqrt(total / count + eps);
+    a second pass runs `second` for element i (None: no second pass, no reduction use)."""
+    scale = "" if second is None else (
+        f"  let sc = inverseSqrt(red_sum(ss, lid, 1u) / {count} + {eps});\n"
+        f"  for (var i = lid; i < {n}; i += {wg}u) {{ {second} }}")
+    return wgsl_reduce("red_sum", "sum", wg) + f"""
+@compute @workgroup_size({wg})
+fn main({args}) {{
+{head}
+  var ss = 0.0;
+  for (var i = lid; i < {n}; i += {wg}u) {{ {first} }}
+{scale}
+}}
+"""
+
+
 def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm: bool = True) -> Kernel:
     """y[t] = x[t] / rms(x[t]) * w for t < st.n, w at float offset `nw_off` of the parameter
     buffer `pv`; grid = (n,).
@@ -62,18 +86,10 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
     k4 = k // 4
     add = " ".join(f"v += part[(t * {partials}u + {s}u) * {k4}u + i];" for s in range(partials))
     read = f"var v = x[t * {k4}u + i]; {add} x[t * {k4}u + i] = v;" if partials else f"let v = x[t * {k4}u + i];"
-    scale = f"""  let sc = inverseSqrt(red_sum(ss, lid, 1u) / {float(k)} + {eps!r});
-  for (var i = lid; i < {k4}u; i += 256u) {{ y[t * {k4}u + i] = x[t * {k4}u + i] * sc * pv[{nw_off // 4}u + i]; }}""" if norm else ""
-    body = wgsl_reduce("red_sum", "sum", 256) + f"""
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
-  let t = wid.x;
-  if (t >= st.n) {{ return; }}
-  var ss = 0.0;
-  for (var i = lid; i < {k4}u; i += 256u) {{ {read} ss += dot(v, v); }}
-{scale}
-}}
-"""
+    store = f"y[t * {k4}u + i] = x[t * {k4}u + i] * sc * pv[{nw_off // 4}u + i];" if norm else None
+    body = rms_rows_wgsl("@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32",
+                         "  let t = wid.x;\n  if (t >= st.n) { return; }", f"{k4}u", f"{read} ss += dot(v, v);",
+                         f"{float(k)}", f"{eps!r}", store)
     return sig.kernel("rmsnorm" if norm else "add_partials", body)
 
 
@@ -93,6 +109,7 @@ class RmsNormSpec:
     y: str
     rank: int
     residual: bool
+    wg: int = RMS_WG
 
 
 def _geometry(i: int, rank: int) -> int:
@@ -123,37 +140,14 @@ def rms_norm_kernel(s: RmsNormSpec) -> Kernel:
         return f"P[{_geometry(i, rank) + rank + 1}u]"
 
     wb = _geometry(4, rank)
-    value = "ld_X(xb + j * {xl})" + (" + ld_R(rb + j * {rl})" if residual else "")
+    value = "ld_X(xb + i * {xl})" + (" + ld_R(rb + i * {rl})" if residual else "")
     value = x.round(value.format(xl=last(1), rl=last(2)))
-    bases = f"  let yb = {row(0)};\n  let xb = {row(1)};\n"
+    head = f"  let o = {GROUP_ID};\n  if (o >= P[0]) {{ return; }}\n{coords('rem', 'o', wb + 2, rank)}\n  let D = P[1];\n"
+    head += f"  let yb = {row(0)};\n  let xb = {row(1)};"
     if residual:
-        bases += f"  let rb = {row(2)};\n  let hb = {row(3)};\n"
-    keep = f"    st_H(hb + j * {last(3)}, {x.convert('v', 'f32')});\n" if residual else ""
-    out = y.convert(f"ld_W(P[{wb}u] + j * P[{wb + 1}u]) * n", "f32")
-    return sig.kernel("rms_norm", WGSL_DTYPE_HELPERS + loads + store + f"""
-var<workgroup> red: array<f32, {RMS_WG}>;
-@compute @workgroup_size({RMS_WG})
-fn main({MAIN_ARGS}) {{
-  let o = {GROUP_ID};
-  if (o >= P[0]) {{ return; }}
-{coords("rem", "o", wb + 2, rank)}
-  let D = P[1];
-{bases}  var ss = 0.0;
-  for (var j = lid; j < D; j += {RMS_WG}u) {{
-    let v = {value};
-{keep}    ss += v * v;
-  }}
-  red[lid] = ss;
-  workgroupBarrier();
-  for (var s = {RMS_WG // 2}u; s > 0u; s = s >> 1u) {{
-    if (lid < s) {{ red[lid] = red[lid] + red[lid + s]; }}
-    workgroupBarrier();
-  }}
-  let r = inverseSqrt(red[0] / f32(D) + bitcast<f32>(P[2]));
-  for (var j = lid; j < D; j += {RMS_WG}u) {{
-    let v = {value};
-    let n = {x.round("v * r")};
-    st_Y(yb + j * {last(0)}, {out});
-  }}
-}}
-""")
+        head += f"\n  let rb = {row(2)};\n  let hb = {row(3)};"
+    keep = f"st_H(hb + i * {last(3)}, {x.convert('v', 'f32')}); " if residual else ""
+    out = y.convert(f"ld_W(P[{wb}u] + i * P[{wb + 1}u]) * n", "f32")
+    return sig.kernel("rms_norm", WGSL_DTYPE_HELPERS + loads + store + rms_rows_wgsl(
+        MAIN_ARGS, head, "D", f"let v = {value}; {keep}ss += v * v;", "f32(D)", "bitcast<f32>(P[2])",
+        f"let v = {value}; let n = {x.round('v * sc')}; st_Y(yb + i * {last(0)}, {out});", s.wg))

@@ -5,22 +5,18 @@ threads or workgroups laid out within the per-dimension limit."""
 
 from __future__ import annotations
 
-from .common import Signature
+from .common import Signature, grid_2d
 
 WG = 256  # threads per workgroup of the simple kernels
-MAX_GROUPS = 65535  # per grid dimension
 
 
 def grid_1d(threads: int, wg: int = WG) -> tuple[int, int, int]:
-    """Workgroups for `threads` threads; rows of MAX_GROUPS when one dimension is not enough."""
-    groups = max(1, -(-threads // wg))
-    if groups <= MAX_GROUPS:
-        return (groups, 1, 1)
-    return (MAX_GROUPS, -(-groups // MAX_GROUPS), 1)
+    """Workgroups for `threads` threads (at least one), laid out by `grid_2d`."""
+    return grid_2d(max(1, -(-threads // wg)))
 
 
 def grid_rows(rows: int) -> tuple[int, int, int]:
-    """One workgroup per row (rows may exceed MAX_GROUPS)."""
+    """One workgroup per row (rows may exceed the per-dimension limit)."""
     return grid_1d(rows, 1)
 
 
