@@ -32,7 +32,7 @@ from ..runtime.gpu import Gpu
 from ..runtime.program import Kernel
 from .common import Signature
 from .formats import FORMATS, MMA_FORMATS, UNIT, WGSL_HELPERS, unroll
-from .linear import QUANT_UNIT, LinearSpec, _by_segment, _epilogue_wgsl, _rows_wgsl
+from .linear import QUANT_UNIT, LinearSpec, by_segment, epilogue_wgsl, rows_wgsl
 
 TILE = 16  # tile rows and columns (tokens, weight rows) of the i8 16 x 16 x 32 configuration
 BM = 64  # tokens per workgroup
@@ -117,10 +117,10 @@ def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
             raise ValueError(err)
         sig.storage(f"w{i}", "array<vec4<u32>>")
         loaders.append(FORMATS[seg.fmt].wgsl_unit_q(f"q_w{i}", f"w{i}", seg.rows, spec.k))
-    loaders.append(_by_segment(spec, "q_row", ", u: u32", "QUnit", "q_w{i}", "{r}, u"))
+    loaders.append(by_segment(spec, "q_row", ", u: u32", "QUnit", "q_w{i}", "{r}, u"))
     sig.storage("xq", "array<vec4<u32>>")
     sig.storage("xs", "array<vec2<f32>>")
-    body = "\n".join([_rows_wgsl(spec), *loaders, _epilogue_wgsl(spec, sig), _tiles_wgsl(emulate)])
+    body = "\n".join([rows_wgsl(spec), *loaders, epilogue_wgsl(spec, sig), _tiles_wgsl(emulate)])
     nt = "st.n"
     if spec.t0 or spec.tmax:
         nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"

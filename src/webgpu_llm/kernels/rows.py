@@ -9,7 +9,7 @@ from ..runtime.program import Kernel
 from .common import Signature, wgsl_reduce
 from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader
 from .formats import UNIT
-from .linear import LinearSpec, _loaders_wgsl
+from .linear import LinearSpec, loaders_wgsl
 from .strided import GROUP_ID, MAIN_ARGS, coords, words
 
 WG = 64
@@ -24,7 +24,7 @@ def embed_kernel(fmt_segments: LinearSpec) -> Kernel:
     spec = fmt_segments
     sig = Signature().state()
     sig.storage("tokens", "array<u32>")
-    loaders = _loaders_wgsl(spec, sig)
+    loaders = loaders_wgsl(spec, sig)
     sig.storage("x", "array<vec4<f32>>", write=True)
     k4 = spec.k // 4
     body = loaders + f"""
