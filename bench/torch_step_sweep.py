@@ -2,7 +2,7 @@
 
 The step is `torch_generate.py`'s compiled decode step (Qwen2.5-0.5B shape by default, random
 weights, static cache): compiled once per dtype, then, for each shape to try, its recording is made
-again with `fused_linear.set_shapes` given that role's (columns, input length) and the whole
+again with `webgpu_llm.torch.configure(matvec_shapes=...)` given that role's (columns, input length) and the whole
 step is timed on the GPU (timestamps, median of `--reps`). Only GPU time is measured, which
 the host does not move: one process can compare every setting.
 
@@ -31,8 +31,8 @@ import torch
 import torch_generate as tg
 
 import webgpu_llm.torch as wt
+from webgpu_llm.kernels.fused_linear import default_shape
 from webgpu_llm.torch.compile.backend import RUNNERS
-from webgpu_llm.torch.kernels import fused_linear
 from webgpu_llm.torch.ops import plans
 
 # (threads per workgroup, columns per workgroup) to try for every role
@@ -126,20 +126,20 @@ def main() -> None:
     for dname in args.dtypes.split(","):
         model, prompt = compiled_model(cfg, dname)
         for rnd in range(args.rounds):
-            fused_linear.set_shapes({})
+            wt.configure(matvec_shapes={})
             base, n = step_us(model, prompt, args.reps)
             results.append({"dtype": dname, "round": rnd, "role": "default", "step_us": base, "default_us": base})
             print(f"{dname} round {rnd}: default step {base:.1f} µs, {n} dispatches", flush=True)
             for role in args.roles.split(","):
                 key = shapes[role]
                 for wg, cols in candidates:
-                    fused_linear.set_shapes({key: (wg, cols)})
+                    wt.configure(matvec_shapes={key: (wg, cols)})
                     us, _ = step_us(model, prompt, args.reps)
                     results.append({"dtype": dname, "round": rnd, "role": role, "n_k": key, "wg": wg, "cols": cols,
-                                    "default_shape": fused_linear.default_shape(*key, role == "gate_up"), "step_us": us,
+                                    "default_shape": default_shape(*key, role == "gate_up"), "step_us": us,
                                     "default_us": base})
                     print(f"  {role:8s} wg {wg:3d} cols {cols:2d}: {us:8.1f} µs ({us - base:+.1f})", flush=True)
-        fused_linear.set_shapes({})
+        wt.configure(matvec_shapes={})
         again, _ = step_us(model, prompt, args.reps)
         results.append({"dtype": dname, "role": "default again", "step_us": again, "default_us": again})
         print(f"{dname}: default again {again:.1f} µs", flush=True)

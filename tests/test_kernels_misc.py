@@ -9,7 +9,7 @@ from kernel_harness import read, rel_err, run_kernel
 from webgpu_llm.engine.sampling import SamplingParams, reference_distribution
 from webgpu_llm.kernels import attention as att
 from webgpu_llm.kernels import sampling
-from webgpu_llm.kernels.common import pack_state
+from webgpu_llm.kernels.common import grid_2d, pack_state
 from webgpu_llm.kernels.elementwise import combine_kernel
 from webgpu_llm.kernels.elementwise import grid as ew_grid
 from webgpu_llm.kernels.formats import FORMATS
@@ -17,6 +17,7 @@ from webgpu_llm.kernels.linear import AttnShape, LinearSpec, Segment
 from webgpu_llm.kernels.loss import nll_kernel
 from webgpu_llm.kernels.reference import attention, dequantize, random_weight, rms_norm
 from webgpu_llm.kernels.rows import embed_kernel, rmsnorm_kernel
+from webgpu_llm.kernels.strided import grid_1d, grid_rows
 from webgpu_llm.runtime.program import Program
 
 
@@ -218,3 +219,13 @@ def test_sampler_distribution_matches_numpy(wgpu_gpu, params):
     tv = 0.5 * np.abs(emp - exp).sum()
     assert tv < 0.05, (tv, emp[:5], exp[:5])
     assert counts[ref == 0].sum() == 0  # never a filtered-out token
+
+
+def test_grids_stay_within_the_dimension_limit_and_cover_every_workgroup():
+    """One grid layout for the engine's and the strided kernels: x * y workgroups, at least the
+    count asked for, fewer than one row of x more, each dimension within 65535."""
+    for n in (1, 7, 65535, 65536, 131071, 1 << 20, 3 * 65535 + 2):
+        for gx, gy, gz in (grid_2d(n), grid_rows(n), grid_1d(n * 256 - 3)):
+            assert gz == 1 and gx <= 65535 and gy <= 65535
+            assert n <= gx * gy < n + gx
+    assert grid_1d(0) == (1, 1, 1)

@@ -118,22 +118,20 @@ def test_fused_linear_with_subgroup_sums(monkeypatch: pytest.MonkeyPatch, matvec
 @pytest.mark.parametrize("wg, cols", [(64, 1), (128, 8), (64, 4), (256, 2), (256, 32)])  # 128 down to 2 threads a column
 def test_fused_linear_other_shapes(matvec_specs: list, wg: int, cols: int) -> None:
     """The mat-vec under the shapes a sweep tries (bench/torch_step_sweep.py), every fused end."""
-    from webgpu_llm.torch.kernels import fused_linear
-
     k = 1096
-    fused_linear.set_shapes({(n, k): (wg, cols) for n in (20, 44, 12)})
+    wt.configure(matvec_shapes={(n, k): (wg, cols) for n in (20, 44, 12)})
     try:
         for dtype in (torch.float32, torch.float16):
             test_fused_linear(dtype, 1, k)
     finally:
-        fused_linear.set_shapes({})
+        wt.configure(matvec_shapes={})
     assert matvec_specs and all((s.wg, s.cols) == (wg, cols) for s in matvec_specs)
 
 
 def test_direct_matvec_past_the_staging_limit(matvec_specs: list) -> None:
     """An x read beside the weights (no norm, the weights' dtype) takes no workgroup memory: a
     mat-vec with more inputs than can be staged (the 1.5B's down projection) stays a mat-vec."""
-    from webgpu_llm.torch.kernels.fused_linear import MAX_K
+    from webgpu_llm.kernels.fused_linear import MAX_K
 
     k = MAX_K + 8 * 37
     for dtype in FLOATS:

@@ -264,7 +264,7 @@ def test_scaled_dot_product_attention(case: str, dtype: torch.dtype) -> None:
 
 
 def test_attention_splits_keys_only_for_few_rows() -> None:
-    from webgpu_llm.torch.kernels.attention import KC, splits
+    from webgpu_llm.kernels.sdpa import KC, splits
 
     assert splits(14, 144) == (5, KC)  # decode: one chunk per workgroup
     assert splits(14 * 512, 512) == (1, 512)  # a prompt: enough rows already

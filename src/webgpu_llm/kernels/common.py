@@ -1,4 +1,5 @@
-"""Pieces every kernel shares: the binding signature and the per-step state struct.
+"""Pieces every kernel shares: the binding signature, the per-step state struct, grids and
+workgroup-wide reductions.
 
 The state buffer holds the few scalars that change between steps (position, token count,
 sampling settings). Kernels read it; only the sampler writes it (it advances `pos`), so a
@@ -73,6 +74,18 @@ class Signature:
                      for j, d in enumerate(decls)]
         head = state_struct() if "st" in names else ""
         return Kernel(name, head + "\n".join(decls) + "\n" + body, tuple(names))
+
+
+MAX_GROUPS = 65535  # workgroups per grid dimension
+
+
+def grid_2d(n: int, limit: int = MAX_GROUPS) -> tuple[int, int, int]:
+    """n workgroups as (x, y, 1) within the per-dimension limit; kernels flatten with
+    `wid.y * num_workgroups.x + wid.x` and skip the few past n."""
+    if n <= limit:
+        return (n, 1, 1)
+    y = -(-n // limit)
+    return (-(-n // y), y, 1)
 
 
 def wgsl_reduce(name: str, op: str, wg: int, typ: str = "f32", subgroups: bool = False) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..runtime.program import Kernel
 from .common import Signature
-from .linear import AttnShape, LinearSpec, QkvShape, Segment, _combine_wgsl, _epilogue_wgsl, _rows_wgsl
+from .linear import AttnShape, LinearSpec, QkvShape, Segment, combine_wgsl, epilogue_wgsl, rows_wgsl
 
 WG = 256
 
@@ -22,7 +22,7 @@ def _pointwise(name: str, spec: LinearSpec) -> Kernel:
     """For every row pair p: epi(0, p, x[row0(p)], x[row1(p)])."""
     sig = Signature().state()
     sig.storage("x", "array<f32>")
-    body = _rows_wgsl(spec) + _epilogue_wgsl(spec, sig) + f"""
+    body = rows_wgsl(spec) + epilogue_wgsl(spec, sig) + f"""
 @compute @workgroup_size({WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   let p = gid.x;
@@ -63,7 +63,7 @@ def combine_kernel(a: AttnShape) -> Kernel:
     sig.storage("acc", "array<vec4<f32>>")
     sig.storage("y", "array<vec4<f32>>", write=True)
     d4 = a.head_dim // 4
-    body = _combine_wgsl(a) + f"""
+    body = combine_wgsl(a) + f"""
 @compute @workgroup_size({WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   let i = gid.x;

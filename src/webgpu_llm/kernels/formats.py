@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .dtypes import bf16_pair
+
 UNIT = 32  # inputs per unit
 # Float formats: 16-byte words per unit. A mat-vec may take a unit's words from anywhere in the
 # row (`Format.wgsl_unit(spread=True)`).
@@ -199,8 +201,8 @@ fn i8x4(w: u32) -> vec4<f32> {
   return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u));
 }
 fn u8x4(w: u32) -> vec4<f32> { return vec4<f32>((vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u)) & vec4<u32>(255u)); }
-fn bf16x2(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
 """
+WGSL_HELPERS += f"fn bf16x2(w: u32) -> vec2<f32> {{ return vec2<f32>({bf16_pair('w')}); }}\n"
 
 _W = "{B}[({i}) >> 2u][({i}) & 3u]"  # word i of binding B
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature
+from .common import Signature, grid_2d
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
 
 
@@ -92,7 +92,7 @@ class LinearSpec:
         return -(-self.k // UNIT) * UNIT
 
 
-def _pv(sig: Signature) -> None:
+def declare_pv(sig: Signature) -> None:
     """Declare the per-layer parameter buffer once (several parts of a kernel read it)."""
     if "pv" not in sig.names:
         sig.storage("pv", "array<vec4<f32>>")
@@ -101,7 +101,9 @@ def _pv(sig: Signature) -> None:
 PV_HELPER = "fn pvf(i: u32) -> f32 { return pv[i >> 2u][i & 3u]; }\n"
 
 
-def _rows_wgsl(spec: LinearSpec) -> str:
+def rows_wgsl(spec: LinearSpec) -> str:
+    """`row0(p)`, `row1(p)`: the rows of output pair p (adjacent, or p and p + rows/2 for
+    split pairs); N rows, NP pairs."""
     n, half = spec.rows, spec.rows // 2
     if spec.split_pairs:
         r = f"fn row0(p: u32) -> u32 {{ return p; }}\nfn row1(p: u32) -> u32 {{ return {half}u + p; }}\n"
@@ -110,7 +112,7 @@ def _rows_wgsl(spec: LinearSpec) -> str:
     return r + f"const N: u32 = {n}u;\nconst NP: u32 = {spec.pairs}u;\n"
 
 
-def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: bool = False,
+def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: bool = False,
                   early: bool = False) -> str:
     """Per-segment unit functions and one function over the whole virtual matrix that picks
     the segment of row r: `load_row(r, u) -> array<vec4<f32>, 8>` (the unit's weights), or
@@ -130,15 +132,15 @@ def _loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: 
         else:
             out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows, spec.k, spread))
     name = "dot_row" if int8 else "load_row"
-    out.append(_by_segment(spec, name, f", u: u32{args}", ret, head + "_w{i}", "{r}, u" + call))
+    out.append(by_segment(spec, name, f", u: u32{args}", ret, head + "_w{i}", "{r}, u" + call))
     if early:
         wt = f"array<vec4<u32>, {SPREAD_FORMATS[spec.segments[0].fmt]}>"
-        out.append(_by_segment(spec, "raw_row", ", u: u32", wt, "unit_w{i}_raw", "{r}, u"))
-        out.append(_by_segment(spec, "dec_row", f", w: {wt}", "array<vec4<f32>, 8>", "unit_w{i}_dec", "w"))
+        out.append(by_segment(spec, "raw_row", ", u: u32", wt, "unit_w{i}_raw", "{r}, u"))
+        out.append(by_segment(spec, "dec_row", f", w: {wt}", "array<vec4<f32>, 8>", "unit_w{i}_dec", "w"))
     return "\n".join(out)
 
 
-def _by_segment(spec: LinearSpec, name: str, params: str, ret: str, callee: str, args: str) -> str:
+def by_segment(spec: LinearSpec, name: str, params: str, ret: str, callee: str, args: str) -> str:
     """`fn name(r, ...) -> ret`: `callee` of the segment that holds row r of the virtual
     matrix (`{i}`: the segment), with `args` (`{r}`: the row within the segment)."""
     lines, start = [], 0
@@ -196,12 +198,12 @@ SPREAD_POS = """fn upos(u: u32, i: u32) -> u32 {
 }"""
 
 
-def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
+def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     """`fn epi(t, p, v0, v1)`: token t of the batch, row pair p."""
     n = spec.rows
     bias = ""
     if spec.bias:
-        _pv(sig)
+        declare_pv(sig)
         bias = (f"  let b0 = v0 + pvf({spec.bias_off}u + row0(p));\n"
                 f"  let b1 = select(0.0, v1 + pvf({spec.bias_off}u + min(row1(p), N - 1u)), row1(p) < N);\n")
     else:
@@ -230,7 +232,7 @@ def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         assert q is not None
         sig.storage("q", "array<f32>", write=True)
         sig.storage("kv", "array<f32>", write=True)  # K cache then V cache of this layer
-        _pv(sig)
+        declare_pv(sig)
         d, ctx = q.head_dim, q.ctx
         voff = q.kv_rows * ctx
         body = f"""  let r = row0(p);
@@ -264,7 +266,7 @@ def _epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     return helper + f"fn epi(t: u32, p: u32, v0: f32, v1: f32) {{\n{bias}{body}}}\n"
 
 
-def _combine_wgsl(a: AttnShape) -> str:
+def combine_wgsl(a: AttnShape) -> str:
     """`fn combine4(h, d4) -> vec4`: merge the split-K partials of head h (decode, one token)."""
     d4 = a.head_dim // 4
     return f"""
@@ -284,7 +286,7 @@ fn combine4(h: u32, d4: u32) -> vec4<f32> {{
 """
 
 
-def _input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool) -> str:
+def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool) -> str:
     """`fn X(xb, i) -> vec4`: x[4i..4i+4] as the mat-vec consumes it, and `fn prologue(lid)`.
 
       plain    the input row, read where it is used
@@ -318,7 +320,7 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
         return head + read_or_stage(get)
     if spec.prologue == "rmsnorm":
         sig.storage("x", "array<vec4<f32>>")
-        _pv(sig)
+        declare_pv(sig)
         w = f"pv[{spec.nw_off // 4}u + {'min(i, K4 - 1u)' if ragged else 'i'}]"
         raw = f"fn XR(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn NW(i: u32) -> vec4<f32> {{ return {w}; }}\n"
         if not stage:
@@ -354,7 +356,7 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
         get = f"combine4(i / {d4}u, i % {d4}u)"
         if ragged:
             get = f"select(vec4<f32>(0.0), combine4(min(i, K4 - 1u) / {d4}u, min(i, K4 - 1u) % {d4}u), i < K4)"
-        return head + _combine_wgsl(a) + read_or_stage(get)
+        return head + combine_wgsl(a) + read_or_stage(get)
     raise ValueError(f"unknown prologue {spec.prologue!r}")
 
 
@@ -373,7 +375,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     so that its prologue (x staged, normalised, quantized) serves more rows.
 
     Each loop iteration of a thread issues the loads of `ilp` units of both rows before it
-    uses any (more bytes in flight per thread; within 1 % on the H200, bench/NOTES.md round 8).
+    uses any (more bytes in flight per thread; within 1 % on the H200).
 
     `int8` (quantized segments, INT8_FORMATS; see `int8_ok`): the input is quantized to int8
     per 32-value unit and the dot products run on `dot4I8Packed` (one unit per iteration;
@@ -384,7 +386,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     `tpr` words apart -- instead of each thread reading its unit's 64 (f16) or 128 (f32)
     contiguous bytes, which takes a warp's load 4-8 times the cache lines; x is read at the
     same positions. Same sums, other order. 0.5B f16 decode step 1019 -> 914 µs, 1.5B 2145 ->
-    1672 µs on an H200 (bench/NOTES.md round 39).
+    1672 µs on an H200.
 
     `int8_direct`: with a plain input, the int8 path quantizes x from memory instead of
     staging it in workgroup memory first (room for the widest inputs: the 1.5B's down).
@@ -415,10 +417,10 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     xpw = 8 // words if spread else 0
     xi = f"{xpw}u * upos(@u, $i / {xpw}) + $i % {xpw}" if spread else "@u * 8u + $i"
     body = "\n".join([
-        _rows_wgsl(spec),
-        _loaders_wgsl(spec, sig, int8, spread, early > 0),
-        _input_wgsl(spec, sig, wg, stage, use_sg),
-        _epilogue_wgsl(spec, sig),
+        rows_wgsl(spec),
+        loaders_wgsl(spec, sig, int8, spread, early > 0),
+        input_wgsl(spec, sig, wg, stage, use_sg),
+        epilogue_wgsl(spec, sig),
     ])
     if norm and not stage:  # each row group sums x² over the x it reads
         xw = "let xr = select(vec4<f32>(0.0), XR(xb, @x), @ok); xv@j[$i] = xr * NW(@x); ss += dot(xr, xr);"
@@ -565,15 +567,6 @@ def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1)
     return grid_2d(matvec_groups(spec, wg, tpr, blocks))
 
 
-def grid_2d(n: int, limit: int = 65535) -> tuple[int, int, int]:
-    """n workgroups as (x, y, 1) within the per-dimension limit; kernels flatten with
-    `wid.y * num_workgroups.x + wid.x` and skip the few past n."""
-    if n <= limit:
-        return (n, 1, 1)
-    y = -(-n // limit)
-    return (-(-n // y), y, 1)
-
-
 # --- prompt processing ---------------------------------------------------------------------
 BN = 64  # rows per tile; 16x16 threads, each `tm` tokens x 4 rows (2 pairs): 16 tm tokens per tile
 XS = 9  # vec4 stride of an x tile row in workgroup memory (8 used + 1 against bank conflicts)
@@ -599,7 +592,7 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4, prefetch: bool = True) -> Kerne
         if (err := FORMATS[s.fmt].check_k(spec.k)):
             raise ValueError(err)
     sig.storage("x", "array<vec4<f32>>")
-    body = "\n".join([_rows_wgsl(spec), _loaders_wgsl(spec, sig), _epilogue_wgsl(spec, sig)])
+    body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig), epilogue_wgsl(spec, sig)])
     nt = "st.n"
     if spec.t0 or spec.tmax:
         nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"

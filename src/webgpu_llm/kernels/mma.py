@@ -10,8 +10,8 @@ and the matrix units compute the integer products q_w . q_x for a 16 x 16 tile a
 integer tile goes through workgroup memory after every unit and each thread scales its share
 into f32 accumulators.
 
-x is quantized once, by `quantize_kernel` (bench/NOTES.md round 94: quantized by every
-workgroup it cost a third of the matmul). A workgroup takes 64 tokens x 64 weight rows (32 row
+x is quantized once, by `quantize_kernel` (quantized by every workgroup it cost a third of
+the matmul). A workgroup takes 64 tokens x 64 weight rows (32 row
 pairs, the epilogues' unit) with 128 threads, four 32-thread slices of 32 tokens x 32 rows
 (2 x 2 tiles each). Per unit: threads 0-63 copy one token's int8s, threads 64-127 unpack one
 weight row, into workgroup memory; each slice multiplies its tiles and stores them; each
@@ -32,7 +32,7 @@ from ..runtime.gpu import Gpu
 from ..runtime.program import Kernel
 from .common import Signature
 from .formats import FORMATS, MMA_FORMATS, UNIT, WGSL_HELPERS, unroll
-from .linear import QUANT_UNIT, LinearSpec, _by_segment, _epilogue_wgsl, _rows_wgsl
+from .linear import QUANT_UNIT, LinearSpec, by_segment, epilogue_wgsl, rows_wgsl
 
 TILE = 16  # tile rows and columns (tokens, weight rows) of the i8 16 x 16 x 32 configuration
 BM = 64  # tokens per workgroup
@@ -100,7 +100,7 @@ fn tile_products(s: u32, lane: u32) {
 
 # Staged rows of 12 words (8 hold a unit of int8s): the tile loads' bank conflicts fewer,
 # gate/up -5 %, QKV -6 %; padding the integer tiles' rows was slower (more workgroup memory,
-# fewer workgroups a SM): bench/NOTES.md round 98
+# fewer workgroups a SM)
 XW = 12
 CW = 16  # i32s a row of an integer tile takes in workgroup memory
 
@@ -117,10 +117,10 @@ def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
             raise ValueError(err)
         sig.storage(f"w{i}", "array<vec4<u32>>")
         loaders.append(FORMATS[seg.fmt].wgsl_unit_q(f"q_w{i}", f"w{i}", seg.rows, spec.k))
-    loaders.append(_by_segment(spec, "q_row", ", u: u32", "QUnit", "q_w{i}", "{r}, u"))
+    loaders.append(by_segment(spec, "q_row", ", u: u32", "QUnit", "q_w{i}", "{r}, u"))
     sig.storage("xq", "array<vec4<u32>>")
     sig.storage("xs", "array<vec2<f32>>")
-    body = "\n".join([_rows_wgsl(spec), *loaders, _epilogue_wgsl(spec, sig), _tiles_wgsl(emulate)])
+    body = "\n".join([rows_wgsl(spec), *loaders, epilogue_wgsl(spec, sig), _tiles_wgsl(emulate)])
     nt = "st.n"
     if spec.t0 or spec.tmax:
         nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"

@@ -1,8 +1,8 @@
 """Persistent kernels: a chain of kernels run as one dispatch, stages parted by a grid barrier.
 
-A dispatch boundary costs ~1.4 µs of GPU time per stage on the H200 (bench/NOTES.md, rounds
-54-59: a probe's decode step as one dispatch was 20-23 % shorter than one dispatch per stage;
-rounds 60-71: the engine's layers as one dispatch each, 5-24 % more tokens/s on Dawn). Here
+A dispatch boundary costs ~1.4 µs of GPU time per stage on the H200 (a probe's decode step as
+one dispatch was 20-23 % shorter than one dispatch per stage; the engine's layers as one
+dispatch each, 5-24 % more tokens/s on Dawn). Here
 `G` workgroups stay resident and walk the stages in order: in stage s each takes the virtual
 workgroups g, g+G, g+2G, ... of that kernel's grid and calls the kernel's `main` as a function,
 then all G meet at a barrier made of a storage atomic before stage s+1 reads what s wrote.
@@ -15,15 +15,15 @@ forbids binding a buffer twice when one binding is writable). Where stages view 
 reductions) share their memory: the stages run one after another, with a barrier between.
 
 The memory model of WGSL does not promise that a workgroup sees another's plain stores after
-an atomic hand-off. What holds in practice (the probe's rounds 17 and 54): a load is fresh when
+an atomic hand-off. What holds in practice (bench/probe_persistent_decode.py): a load is fresh when
 no workgroup of the dispatch has read that memory earlier, so a caller gives every hand-off a
 region that nothing reads before it is written, within the dispatch. A barrier that cannot
 complete (not all G workgroups resident) gives up after SPIN_CAP polls and raises the sticky
 flag `sync[0]`; the host checks it, and the result against one dispatch per kernel, before it
 uses a persistent kernel (engine/session.py, `_persistent_mismatch`). That is not enough for
 a guarantee: `storageBarrier` orders memory within a workgroup only and the atomics are
-relaxed, so a workgroup may see another's arrival before that one's stores. Round 73 saw it
-in about 1 of 100 checks under stress, which is why the engine leaves these kernels off
+relaxed, so a workgroup may see another's arrival before that one's stores. A stress test saw
+it in about 1 of 100 checks, which is why the engine leaves these kernels off
 unless asked (WEBGPU_LLM_PERSIST).
 """
 
@@ -38,7 +38,7 @@ from .common import state_struct
 
 SPIN_CAP = 1 << 20  # polls of a barrier's counter before it gives up (~0.1-1 s)
 # words of `sync`: the give-up flag (sticky), the departures and the barriers' arrivals (one
-# counter: spreading the arrivals over 2-8 counters was slower, bench/NOTES.md round 66)
+# counter: spreading the arrivals over 2-8 counters was slower)
 GIVE_UP, DEPARTED, ARRIVED = 0, 1, 2
 SYNC_WORDS = 4
 

@@ -1,13 +1,19 @@
-"""Row-wise kernels of the prompt path: embedding lookup and RMSNorm, one workgroup per token."""
+"""Row-wise kernels, one workgroup per row: the prompt path's embedding lookup and RMSNorm, and the
+RMSNorm over strided rows of the torch device."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..runtime.program import Kernel
 from .common import Signature, wgsl_reduce
+from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader
 from .formats import UNIT
-from .linear import LinearSpec, _loaders_wgsl
+from .linear import LinearSpec, loaders_wgsl
+from .strided import GROUP_ID, MAIN_ARGS, coords, words
 
 WG = 64
+RMS_WG = 256  # threads per row of the strided RMSNorm
 
 
 def embed_kernel(fmt_segments: LinearSpec) -> Kernel:
@@ -18,7 +24,7 @@ def embed_kernel(fmt_segments: LinearSpec) -> Kernel:
     spec = fmt_segments
     sig = Signature().state()
     sig.storage("tokens", "array<u32>")
-    loaders = _loaders_wgsl(spec, sig)
+    loaders = loaders_wgsl(spec, sig)
     sig.storage("x", "array<vec4<f32>>", write=True)
     k4 = spec.k // 4
     body = loaders + f"""
@@ -36,6 +42,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }}
 """
     return sig.kernel("embed_" + "+".join(s.fmt for s in spec.segments), body)
+
+
+RMS_WG = 256  # threads per row of the RMSNorms
+
+
+def rms_rows_wgsl(args: str, head: str, n: str, first: str, count: str, eps: str, second: str | None,
+                  wg: int = RMS_WG) -> str:
+    """WGSL of a row-wise RMSNorm, one workgroup of `wg` threads per row (`main(args)`):
+    `head` picks the row (returning past the last); a first pass over its `n` elements runs
+    `first` for element i, which adds the element's square(s) to `ss` (and may write a sum
+    back); the workgroup adds ss up (`wgsl_reduce`) into sc = 1 / sqrt(total / count + eps);
+    a second pass runs `second` for element i (None: no second pass, no reduction use)."""
+    scale = "" if second is None else (
+        f"  let sc = inverseSqrt(red_sum(ss, lid, 1u) / {count} + {eps});\n"
+        f"  for (var i = lid; i < {n}; i += {wg}u) {{ {second} }}")
+    return wgsl_reduce("red_sum", "sum", wg) + f"""
+@compute @workgroup_size({wg})
+fn main({args}) {{
+{head}
+  var ss = 0.0;
+  for (var i = lid; i < {n}; i += {wg}u) {{ {first} }}
+{scale}
+}}
+"""
 
 
 def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm: bool = True) -> Kernel:
@@ -56,16 +86,68 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
     k4 = k // 4
     add = " ".join(f"v += part[(t * {partials}u + {s}u) * {k4}u + i];" for s in range(partials))
     read = f"var v = x[t * {k4}u + i]; {add} x[t * {k4}u + i] = v;" if partials else f"let v = x[t * {k4}u + i];"
-    scale = f"""  let sc = inverseSqrt(red_sum(ss, lid, 1u) / {float(k)} + {eps!r});
-  for (var i = lid; i < {k4}u; i += 256u) {{ y[t * {k4}u + i] = x[t * {k4}u + i] * sc * pv[{nw_off // 4}u + i]; }}""" if norm else ""
-    body = wgsl_reduce("red_sum", "sum", 256) + f"""
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
-  let t = wid.x;
-  if (t >= st.n) {{ return; }}
-  var ss = 0.0;
-  for (var i = lid; i < {k4}u; i += 256u) {{ {read} ss += dot(v, v); }}
-{scale}
-}}
-"""
+    store = f"y[t * {k4}u + i] = x[t * {k4}u + i] * sc * pv[{nw_off // 4}u + i];" if norm else None
+    body = rms_rows_wgsl("@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32",
+                         "  let t = wid.x;\n  if (t >= st.n) { return; }", f"{k4}u", f"{read} ss += dot(v, v);",
+                         f"{float(k)}", f"{eps!r}", store)
     return sig.kernel("rmsnorm" if norm else "add_partials", body)
+
+
+@dataclass(frozen=True)
+class RmsNormSpec:
+    """RMSNorm over strided rows of any float dtype, as transformers' Llama/Qwen2 modules
+    compute it: y = w * round_x(x * rsqrt(mean(x^2) + eps)) in f32, where round_x rounds to x's
+    dtype (the module casts the normalised row back before the weight multiplies it). With a
+    residual r, h = x + r is formed first, stored (the next residual) and normalised.
+
+    Parameters: rows, length, eps (f32); per tensor Y, X (and R, H) its offset, row strides
+    over the `rank` collapsed leading dimensions, and last-dimension stride; the weight's
+    offset and stride; the leading shape."""
+
+    x: str
+    w: str
+    y: str
+    rank: int
+    residual: bool
+    wg: int = RMS_WG
+
+
+def _geometry(i: int, rank: int) -> int:
+    """Parameter index of tensor i's (offset, row strides[rank], last-dim stride); i: Y, X, R, H, then
+    the weight's (offset, stride) and the leading shape."""
+    return 3 + i * (rank + 2)
+
+
+def rms_norm_kernel(s: RmsNormSpec) -> Kernel:
+    """grid: grid_rows(rows)."""
+    rank, residual = s.rank, s.residual
+    x, w, y = dtype(s.x), dtype(s.w), dtype(s.y)
+    atomic, store = element_store(y)
+    sig = words(words(words(Signature(), "Y", write=True, atomic=atomic), "X"), "W")
+    loads = loader(x, "X", "f32") + loader(w, "W", "f32")
+    if residual:  # H = X + R is written back: it is the next residual
+        h_atomic, h_store = element_store(x, "H")
+        words(words(sig, "R"), "H", write=True, atomic=h_atomic)
+        store += h_store
+        loads += loader(x, "R", "f32")
+    words(sig, "P")
+
+    def row(i: int) -> str:
+        b = _geometry(i, rank)
+        return " + ".join([f"P[{b}u]"] + [f"c{d} * P[{b + 1 + d}u]" for d in range(rank)])
+
+    def last(i: int) -> str:
+        return f"P[{_geometry(i, rank) + rank + 1}u]"
+
+    wb = _geometry(4, rank)
+    value = "ld_X(xb + i * {xl})" + (" + ld_R(rb + i * {rl})" if residual else "")
+    value = x.round(value.format(xl=last(1), rl=last(2)))
+    head = f"  let o = {GROUP_ID};\n  if (o >= P[0]) {{ return; }}\n{coords('rem', 'o', wb + 2, rank)}\n  let D = P[1];\n"
+    head += f"  let yb = {row(0)};\n  let xb = {row(1)};"
+    if residual:
+        head += f"\n  let rb = {row(2)};\n  let hb = {row(3)};"
+    keep = f"st_H(hb + i * {last(3)}, {x.convert('v', 'f32')}); " if residual else ""
+    out = y.convert(f"ld_W(P[{wb}u] + i * P[{wb + 1}u]) * n", "f32")
+    return sig.kernel("rms_norm", WGSL_DTYPE_HELPERS + loads + store + rms_rows_wgsl(
+        MAIN_ARGS, head, "D", f"let v = {value}; {keep}ss += v * v;", "f32(D)", "bitcast<f32>(P[2])",
+        f"let v = {value}; let n = {x.round('v * sc')}; st_Y(yb + i * {last(0)}, {out});", s.wg))

@@ -10,8 +10,10 @@
 `import webgpu_llm.torch` registers PrivateUse1 as `webgpu` (pure Python, torch >= 2.10).
 The GPU opens on first use, on wgpu-native, or Dawn with `set_backend("dawn")` or
 WEBGPU_LLM_TORCH_BACKEND=dawn. Layout: tensors.py/memory.py (storage), stream.py (launch
-batching), kernels/ (WGSL generators), ops/ (ATen registrations, launch plans), fallback.py,
-fused_ops.py, fuse_layers.py (eager) and compile/ (FX passes, record and replay).
+batching), launch/ (tensors -> kernel specs of the package's kernels/, parameter blocks and
+launches; settings.py: the device's tuning, changed with `configure`), ops/ (ATen
+registrations, launch plans), fallback.py, fused_ops.py, fuse_layers.py (eager) and compile/
+(FX passes, record and replay).
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ from .context import set_backend  # noqa: E402
 from .device import device_count, empty_cache, is_available, memory_allocated, synchronize  # noqa: E402
 from .fallback import FallbackWarning, fallback_report, reset_fallback_report  # noqa: E402
 from .fuse_layers import fuse_layers, unfuse_layers  # noqa: E402
+from .launch.settings import Settings, configure, settings  # noqa: E402
 
-__all__ = ["FallbackWarning", "device_count", "empty_cache", "fallback_report", "fuse_layers", "graph_report",
-           "is_available", "memory_allocated", "reset_fallback_report", "set_backend", "synchronize", "unfuse_layers"]
+__all__ = ["FallbackWarning", "Settings", "configure", "device_count", "empty_cache", "fallback_report", "fuse_layers",
+           "graph_report", "is_available", "memory_allocated", "reset_fallback_report", "set_backend", "settings",
+           "synchronize", "unfuse_layers"]
 del _ops, _compile

@@ -11,16 +11,16 @@ from typing import Any
 
 import torch
 
-from .kernels.attention import attention as attention_kernel
-from .kernels.attention import can_append
-from .kernels.attention import partials as attention_partials
-from .kernels.fused_linear import Merged, Norm, merged_linear, merged_linear_ok
-from .kernels.fused_linear import gated_linear as gated_linear_kernel
-from .kernels.fused_linear import linear as linear_kernel
-from .kernels.fused_linear import linear_group as linear_group_kernel
-from .kernels.kv_cache import kv_append as kv_append_kernel
-from .kernels.rms_norm import rms_norm as rms_norm_kernel
-from .kernels.rope import rope as rope_kernel
+from .launch.attention import attention as attention_kernel
+from .launch.attention import can_append
+from .launch.attention import partials as attention_partials
+from .launch.elementwise import rope as rope_kernel
+from .launch.fused_linear import Merged, Norm, merged_linear, merged_linear_ok
+from .launch.fused_linear import gated_linear as gated_linear_kernel
+from .launch.fused_linear import linear as linear_kernel
+from .launch.fused_linear import linear_group as linear_group_kernel
+from .launch.kv_cache import kv_append as kv_append_kernel
+from .launch.rms_norm import rms_norm as rms_norm_kernel
 from .ops.plans import planned
 from .tensors import empty
 
@@ -149,7 +149,7 @@ def _attention_linear(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     """attention_append(...) with its heads side by side ([B, Lq, H * Dv]), then linear(., w, bias,
     residual): the attention's output projection. For one query row with split keys, the
     projection merges the splits as it reads its input and writes the new token into the
-    caches (kernels/fused_linear.py, `Merged`): the attention's merge launch is saved."""
+    caches (launch/fused_linear.py, `Merged`): the attention's merge launch is saved."""
     b, h, lq, d = q.shape
     dv = v_cache.shape[-1]
     y = _like([b, lq, w.shape[0]], q.dtype, q.device)

@@ -211,7 +211,7 @@ def fuse_attention(gm: GraphModule) -> int:
 def fuse_append_into_attention(gm: GraphModule) -> int:
     """kv_append(kc, vc, k, v, p, ..., cos, sin) followed by attention(q, kc, vc, ..., cos, sin) of
     one query row and one new token -> attention_append: the attention takes the token's key and
-    value from it and its merge launch writes them into the cache (kernels/attention.py)."""
+    value from it and its merge launch writes them into the cache (kernels/sdpa.py)."""
     count = 0
     for kv in [n for n in gm.graph.nodes if is_op(n, webgpu.kv_append.default)]:
         kc, vc, k, v, idx, start, kcos, ksin = kv.args

@@ -27,7 +27,7 @@ import torch
 
 from ...runtime.program import Program
 from ..context import ctx
-from ..kernels.elementwise import copy_into
+from ..launch.elementwise import copy_into
 from ..memory import Block, Capture
 from ..stream import ParamArena, Recording
 from ..tensors import block, empty

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..kernels.attention import attention
+from ..launch.attention import attention
 from ..tensors import empty
 from .registry import impl
 

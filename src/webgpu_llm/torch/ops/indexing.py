@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
+from ...kernels.pointwise import Pointwise
 from ..fallback import run_on_cpu
-from ..kernels import elementwise as ew
-from ..kernels import indexing as ik
-from ..kernels import reduction as rk
+from ..launch import elementwise as ew
+from ..launch import indexing as ik
+from ..launch import reduction as rk
 from ..tensors import empty
 from .registry import impl, is_device
 
@@ -120,8 +121,8 @@ def _cat_out(tensors: list[torch.Tensor], dim: int = 0, *, out: torch.Tensor) ->
     return out
 
 
-_ARANGE_F = ew.Pointwise("arange", "s0 + s1 * f32(i)", "f32", "f32")
-_ARANGE_I = ew.Pointwise("arange", "s0 + s1 * i32(i)", "i32", "i32")
+_ARANGE_F = Pointwise("arange", "s0 + s1 * f32(i)", "f32", "f32")
+_ARANGE_I = Pointwise("arange", "s0 + s1 * i32(i)", "i32", "i32")
 
 
 def _arange_len(start: Any, end: Any, step: Any) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels import fused_linear
-from ..kernels.matmul import matmul
+from ..launch import fused_linear
+from ..launch.matmul import matmul
 from ..tensors import empty
 from .registry import impl
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..kernels import elementwise as ew
+from ..launch import elementwise as ew
 from ..tensors import META, contiguous_strides, empty, set_geometry, storage_nbytes
 from ..transfer import download, upload_into
 from .registry import impl, register

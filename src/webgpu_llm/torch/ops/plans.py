@@ -21,7 +21,7 @@ import torch
 
 from .. import context
 from ..context import ctx
-from ..kernels.common import binding
+from ..launch.common import binding
 from ..memory import Block, size_class
 from ..stream import FastLaunch
 from ..tensors import ALLOC_OBSERVERS, _create, block
@@ -43,7 +43,7 @@ _TABLES: list[dict[Any, Any]] = []  # every planned op's table (see clear)
 
 def clear() -> None:
     """Forget every op's plans. A plan repeats the kernels its first call chose, so whoever
-    changes that choice (a kernel's tuning, such as `fused_linear.SHAPES`) clears them: the
+    changes that choice (a kernel's tuning: launch/settings.py) clears them: the
     next calls plan again under the new setting."""
     for plans in _TABLES:
         plans.clear()

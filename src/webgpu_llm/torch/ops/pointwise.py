@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from ..kernels import elementwise as ew
+from ...kernels.pointwise import Pointwise
+from ..launch import elementwise as ew
 from ..tensors import block, empty
 from .registry import is_device, register
 from .schema import bind, result_dtype
@@ -74,7 +75,7 @@ def compute(expr: Expr, operands: list[Any], out: torch.Tensor, name: str = "pw"
             names.append(f"s{len(scalars)}")
             scalars.append(float(x) if kind == "f32" else int(x))
     code = template.format(*names, Z="0.0" if kind == "f32" else "0i")
-    ew.run(ew.Pointwise(name, code, kind, "i32" if expr.compare else kind), out, tensors, scalars)
+    ew.run(Pointwise(name, code, kind, "i32" if expr.compare else kind), out, tensors, scalars)
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..kernels import reduction as rk
+from ..launch import reduction as rk
 from ..tensors import empty
 from .registry import impl
 

@@ -1,16 +1,17 @@
-"""Data-dependent addressing as map kernels: index_select / embedding, index_copy, tril."""
+"""Launching the data-dependent map kernels (kernels/indexing.py): index_select / embedding,
+index_copy, tril/triu, isin, cat, advanced indexing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
+from ...kernels.indexing import advanced_index_body, cat_body, index_body, isin_body, triangle_body
 from ..dtypes import dtype_of
 from ..tensors import restride
 from . import mapping
-from .common import pack, strided_offset
-from .elementwise import collapse
+from .common import collapse, pack
 
 
 def _around(shape: Sequence[int], strides: list[list[int]], dim: int) -> tuple[list[int], list[list[int]], int]:
@@ -23,29 +24,6 @@ def _around(shape: Sequence[int], strides: list[list[int]], dim: int) -> tuple[l
     return new_shape, new_strides, len(pre_s)
 
 
-def _index_body(d: int, scatter: bool) -> Callable[[int], str]:
-    """Element body for a gather (read at index[c_d]) or a scatter (write at index[c_d]).
-
-    Extra parameters: source offset, source strides[rank] (0 at d for a gather), the stride
-    that the index multiplies (source's for a gather, output's for a scatter), index offset,
-    index stride, size of the indexed dimension (for negative indices).
-    """
-
-    def body(rank: int) -> str:
-        b = mapping.extra_base(rank)
-        src = strided_offset(b, rank)
-        step, io, ist, size = b + 1 + rank, b + 2 + rank, b + 3 + rank, b + 4 + rank
-        lines = [f"  let j = ld1(P[{io}u] + c{d} * P[{ist}u]);",
-                 f"  let jj = u32(select(j, j + i32(P[{size}u]), j < 0i));"]
-        if scatter:
-            lines.append(f"  return Out(oy + jj * P[{step}u], ld0({src}));")
-        else:
-            lines.append(f"  return Out(oy, ld0({src} + jj * P[{step}u]));")
-        return "\n".join(lines)
-
-    return body
-
-
 def _run_index(name: str, out: torch.Tensor, space: torch.Tensor, out_st: list[int], src: torch.Tensor,
                src_st: list[int], dim: int, index: torch.Tensor, step: int, size: int, scatter: bool) -> None:
     if index.dim() != 1:
@@ -53,8 +31,8 @@ def _run_index(name: str, out: torch.Tensor, space: torch.Tensor, out_st: list[i
     shape, (ost, sst), d = _around(list(space.shape), [out_st, src_st], dim)
     kind = dtype_of(out.dtype).kind
     words = [src.storage_offset(), *sst, step, index.storage_offset(), index.stride(0), size]
-    mapping.launch((name, d), name, out, shape, ost, [src, index], [kind, "i32"], _index_body(d, scatter),
-                   pack(words), scatter=scatter)
+    mapping.launch((name, d), name, out, shape, ost, [src, index], [kind, "i32"],
+                   lambda r: index_body(r, d, scatter), pack(words), scatter=scatter)
 
 
 def index_select(out: torch.Tensor, src: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
@@ -83,17 +61,8 @@ def triangle(out: torch.Tensor, x: torch.Tensor, k: int, upper: bool) -> torch.T
     ost = [*lo, *out.stride()[-2:]]
     xst = [*lx, *x.stride()[-2:]]
     kind = dtype_of(out.dtype).kind
-    zero = "0.0" if kind == "f32" else "0i"
-    cmp = ">=" if upper else "<="
-
-    def body(rank: int) -> str:
-        b = mapping.extra_base(rank)
-        off = strided_offset(b, rank)
-        keep = f"i32(c{rank - 1}) - i32(c{rank - 2}) {cmp} bitcast<i32>(P[{b + 1 + rank}u])"
-        return f"  return Out(oy, select({zero}, ld0({off}), {keep}));"
-
-    mapping.launch(("triangle", upper), "triangle", out, shape, ost, [x], [kind], body,
-                   pack([x.storage_offset(), *xst, k]))
+    mapping.launch(("triangle", upper), "triangle", out, shape, ost, [x], [kind],
+                   lambda r: triangle_body(r, upper, kind), pack([x.storage_offset(), *xst, k]))
     return out
 
 
@@ -101,43 +70,13 @@ def isin(out: torch.Tensor, x: torch.Tensor, test: torch.Tensor, invert: bool) -
     """out = torch.isin(x, test) (test is 1-d; each element scans it)."""
     shape, (ost, xst) = collapse(list(x.shape), [list(out.stride()), list(x.stride())])
     kind = "f32" if torch.promote_types(x.dtype, test.dtype).is_floating_point else "i32"
-    found, other = ("0i", "1i") if invert else ("1i", "0i")
-
-    def body(rank: int) -> str:
-        b = mapping.extra_base(rank)
-        t = b + 1 + rank
-        return (f"  let v = ld0({strided_offset(b, rank)});\n"
-                f"  for (var j = 0u; j < P[{t + 2}u]; j++) {{\n"
-                f"    if (ld1(P[{t}u] + j * P[{t + 1}u]) == v) {{ return Out(oy, {found}); }}\n"
-                f"  }}\n  return Out(oy, {other});")
-
     words = [x.storage_offset(), *xst, test.storage_offset(), test.stride(0), test.numel()]
-    mapping.launch(("isin", invert), "isin", out, shape, ost, [x, test], [kind, kind], body, pack(words))
+    mapping.launch(("isin", invert), "isin", out, shape, ost, [x, test], [kind, kind],
+                   lambda r: isin_body(r, invert), pack(words))
     return out
 
 
 CAT_INPUTS = 4  # inputs per launch
-
-
-def _cat_body(n: int, d: int) -> Callable[[int], str]:
-    """Element body: the input whose range along d holds c_d (range ends follow the geometries)."""
-
-    def body(rank: int) -> str:
-        b = mapping.extra_base(rank)
-        ends = b + n * (rank + 1)
-        lines = []
-        for k in range(n):
-            base = b + k * (rank + 1)
-            lo = f"P[{ends + k - 1}u]" if k else "0u"
-            coord = [f"(c{q} - {lo})" if q == d else f"c{q}" for q in range(rank)]
-            idx = " + ".join([f"P[{base}u]"] + [f"{c} * P[{base + 1 + q}u]" for q, c in enumerate(coord)])
-            if k < n - 1:
-                lines.append(f"  if (c{d} < P[{ends + k}u]) {{ return Out(oy, ld{k}({idx})); }}")
-            else:
-                lines.append(f"  return Out(oy, ld{k}({idx}));")
-        return "\n".join(lines)
-
-    return body
 
 
 def cat(out: torch.Tensor, parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
@@ -158,8 +97,9 @@ def cat(out: torch.Tensor, parts: Sequence[torch.Tensor], dim: int) -> torch.Ten
         for p in group:
             end += p.shape[dim]
             words.append(end)
-        mapping.launch(("cat", len(group), d), "cat", region, cshape, cstrides[0], group, [kind] * len(group),
-                       _cat_body(len(group), d), pack(words))
+        n = len(group)
+        mapping.launch(("cat", n, d), "cat", region, cshape, cstrides[0], group, [kind] * n,
+                       lambda r: cat_body(r, n, d), pack(words))  # noqa: B023  (called within the launch)
         start += size
     return out
 
@@ -181,19 +121,7 @@ def advanced_index(out: torch.Tensor, src: torch.Tensor, first: int, indices: Se
     words += [src.stride(first + k) for k in range(n)] + [src.shape[first + k] for k in range(n)]
     kind = dtype_of(out.dtype).kind
 
-    def body(r: int) -> str:
-        b = mapping.extra_base(r)
-        lines = [f"  var e = {strided_offset(b, r)};"]
-        tail = b + (r + 1) + n * (nb + 1)  # index strides into the source, then sizes
-        for k in range(n):
-            ib = b + (r + 1) + k * (nb + 1)
-            at = " + ".join([f"P[{ib}u]"] + [f"c{first + j} * P[{ib + 1 + j}u]" for j in range(nb)])
-            step, size = tail + k, tail + n + k
-            lines.append(f"  let j{k} = ld{k + 1}({at});")
-            lines.append(f"  e += u32(select(j{k}, j{k} + i32(P[{size}u]), j{k} < 0i)) * P[{step}u];")
-        lines.append("  return Out(oy, ld0(e));")
-        return "\n".join(lines)
-
     mapping.launch(("advanced_index", first, n, nb), "advanced_index", out, shape, list(out.stride()),
-                   [src, *indices], [kind] + ["i32"] * n, body, pack(words))
+                   [src, *indices], [kind] + ["i32"] * n,
+                   lambda r: advanced_index_body(r, first, n, nb), pack(words))
     return out

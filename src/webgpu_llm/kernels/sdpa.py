@@ -6,7 +6,7 @@ memory, and the weighted sum of values has each thread own one output dimension 
 of the chunk's keys. When there are few query rows (decode: one per head) the keys are split
 over several workgroups so that the GPU is busy; each writes its (max, sum, weighted values)
 and a second launch merges them (flash-decoding), or the output projection does as it reads
-its input (`partials`, `staged_merge_wgsl`; fused_linear.Merged). Grouped-query attention
+its input (`staged_merge_wgsl`, kernels/fused_linear.py). Grouped-query attention
 reads the key/value head h * Hk / H; masks (additive or boolean) broadcast through zero
 strides. The query may be rotated (RoPE) as it is loaded, which saves the compiler a launch.
 
@@ -15,22 +15,20 @@ For one new token (decode) with split keys, the two launches can also append tha
 own: the split that holds the new position takes that key and value from the new token rather
 than from the cache, and the merge (or the projection merging) writes them into the cache.
 (Writing from the attention launch itself measured slower: a cache bound writable loses the
-read-only load path, round 33.)
+read-only load path.)
 """
 
 from __future__ import annotations
 
-import struct
+from dataclasses import dataclass
 
-import torch
+from ..runtime.program import Kernel
+from .common import Signature
+from .dtypes import WGSL_DTYPE_HELPERS, DType, dtype, element_store, loader
+from .strided import GROUP_ID, MAIN_ARGS, words
 
-from ..context import ctx
-from ..dtypes import WGSL_DTYPE_HELPERS, DType, dtype_of
-from ..tensors import empty
-from .common import GROUP_ID, MAIN_ARGS, binding, element_store, grid_rows, loader, storage_decl
-
-WG = 128
-TPK = 4  # threads per key for the scores
+WG = 128  # threads per workgroup
+TPK = 4  # threads per key for the scores: short load chains
 KC = WG // TPK  # keys per chunk
 MAX_D = 512
 TARGET_GROUPS = 1024  # split keys until about this many workgroups run (or one chunk each)
@@ -55,11 +53,36 @@ def _dim_lanes(dv: int) -> int:
     return 64 if dv <= 64 else 128
 
 
-def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str | None, d: int, dv: int,
-          split: bool, append: tuple[str, str, str] | None = None, subgroups: str | None = None) -> tuple[str, int]:
-    """The attention kernel for head sizes d, dv; `split` writes per-split partials instead of y;
-    `append` (dtypes of the new key, value and position): the key and value at the new position
-    come from the new token, not from the cache (which the merge launch writes).
+@dataclass(frozen=True)
+class SdpaSpec:
+    """Attention of dtypes q, k, v into y (mask, rope: the mask's and cos/sin's dtypes, or None)
+    for head sizes d, dv. `split` writes per-split partials instead of y; `append` (dtypes of
+    the new key, value and position): the key and value at the new position come from the new
+    token, not from the cache (which the merge launch writes). `subgroups`: the WGSL enable
+    line, or None."""
+
+    q: str
+    k: str
+    v: str
+    y: str
+    mask: str | None
+    rope: str | None
+    d: int
+    dv: int
+    split: bool
+    append: tuple[str, str, str] | None = None
+    subgroups: str | None = None
+    wg: int = WG
+    tpk: int = TPK
+
+    @property
+    def kc(self) -> int:
+        """Keys per chunk."""
+        return self.wg // self.tpk
+
+
+def sdpa_kernel(spec: SdpaSpec) -> Kernel:
+    """The attention kernel; grid: grid_rows(query rows * splits).
 
     The head sizes are constants so that the driver's compiler unrolls the per-thread loops
     and issues their loads together (with runtime bounds each load waited for the last).
@@ -69,29 +92,30 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
     q is staged, so that one round of loads serves the chunk. `subgroups` (the WGSL enable line,
     or None): where a subgroup spans the chunk's keys, their max and sum are one subgroupMax
     and one subgroupAdd instead of every thread walking the chunk's scores."""
+    WG, TPK, KC = spec.wg, spec.tpk, spec.kc  # (the WGSL below names them so)
+    d, dv, split, append, subgroups = spec.d, spec.dv, spec.split, spec.append, spec.subgroups
     dw = _dim_lanes(dv)
-    y = dtype_of(ydt)
+    y = dtype(spec.y)
     atomic, store = element_store(y)
-    decls = [storage_decl(0, "Y", write=True, atomic=atomic and not split), storage_decl(1, "Q"),
-             storage_decl(2, "K"), storage_decl(3, "V")]
+    sig = Signature()
     if split:  # the partials: f32 words
-        decls[0] = "@group(0) @binding(0) var<storage, read_write> Y: array<f32>;"
+        sig.storage("Y", "array<f32>", write=True)
         store = ""
-    loads = loader(dtype_of(qdt), "Q", "f32") + loader(dtype_of(kdt), "K", "f32") + loader(dtype_of(vdt), "V", "f32")
-    nb = 4
+    else:
+        words(sig, "Y", write=True, atomic=atomic)
+    words(words(words(sig, "Q"), "K"), "V")
+    loads = loader(dtype(spec.q), "Q", "f32") + loader(dtype(spec.k), "K", "f32") + loader(dtype(spec.v), "V", "f32")
     mask, mask_load = "", ""
-    if mdt is not None:
-        decls.append(storage_decl(4, "M"))
-        md = dtype_of(mdt)
+    if spec.mask is not None:
+        words(sig, "M")
+        md = dtype(spec.mask)
         loads += loader(md, "M", "f32")
-        nb = 5
         mask_load = "      mval = ld_M(P[28] + b * P[29] + h * P[30] + i * P[31] + min(jn + lid, Lk - 1u) * P[32]);\n"
         mask = "        if (mval == 0.0) { s = NEG; }" if md.name == "b8" else "        s = s + mval;"
     qload = "ld_Q(qb + d * P[12])"
-    if rope_dt is not None:  # q * cos + rotate_half(q) * sin, rotate_half pairs d with d +- D/2
-        decls += [storage_decl(nb, "COS"), storage_decl(nb + 1, "SIN")]
-        loads += loader(dtype_of(rope_dt), "COS", "f32") + loader(dtype_of(rope_dt), "SIN", "f32")
-        nb += 2
+    if spec.rope is not None:  # q * cos + rotate_half(q) * sin, rotate_half pairs d with d +- D/2
+        words(words(sig, "COS"), "SIN")
+        loads += loader(dtype(spec.rope), "COS", "f32") + loader(dtype(spec.rope), "SIN", "f32")
         at = "P[{o}] + b * P[{o1}] + h * P[{o2}] + i * P[{o3}] + d * P[{o4}]"
         cs = at.format(o=_COS, o1=_COS + 1, o2=_COS + 2, o3=_COS + 3, o4=_COS + 4)
         sn = at.format(o=_SIN, o1=_SIN + 1, o2=_SIN + 2, o3=_SIN + 3, o4=_SIN + 4)
@@ -109,9 +133,8 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
 
     new_pos, new_key, not_new, new_value = "", "", "", ""
     if append is not None:
-        decls += [storage_decl(nb + i, name) for i, name in enumerate(("KN", "VN", "IX"))]
-        nb += 3
-        loads += _new_token_wgsl(append, rope_dt is not None)
+        words(words(words(sig, "KN"), "VN"), "IX")
+        loads += _new_token_wgsl(append, spec.rope is not None)
         # the new token's position; the split that holds it requests the token's key (this
         # thread's dimensions of it) and value at once, with its other loads
         new_pos = f"""  let p = u32(ld_IX(P[{_IX}u]));
@@ -132,7 +155,7 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
         not_new = " && j0 + jj != p"
         new_value = """
         if (p >= j0 && p < j0 + cnt && (p - j0) % KG == kg) { a += ps[p - j0] * nv[t]; }"""
-    decls.append(storage_decl(nb, "P"))
+    words(sig, "P")
     kg, dpt = WG // dw, -(-dv // dw)
     vk = KC // kg  # keys of the chunk a thread weighs into each of its value dimensions
     vpre = dpt * vk <= 32  # this thread's values of the chunk fit in registers: requested first
@@ -159,7 +182,7 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
 {v_first}{mask_load}    }}
 """
     chunk_regs = (f"  var kreg: array<f32, {kt}>;\n" + (f"  var vv: array<f32, {dpt * vk}>;\n" if vpre else "")
-                  + ("  var mval = 0.0;\n" if mdt is not None else ""))
+                  + ("  var mval = 0.0;\n" if spec.mask is not None else ""))
     sg = subgroups is not None
     # the chunk's max and sum: with subgroups one subgroupMax and one subgroupAdd where a
     # subgroup spans the chunk's keys (lanes past them add the identities), else every
@@ -221,8 +244,7 @@ def _wgsl(qdt: str, kdt: str, vdt: str, ydt: str, mdt: str | None, rope_dt: str 
     let d = d0 + t * DW;
     if (kg == 0u && d < Dv) {{ st_Y(yb + d * P[27], {y.convert("select(acc[t] / l, 0.0, l == 0.0)", "f32")}); }}
   }}"""
-    head = (subgroups + "\n") if subgroups else ""
-    src = head + "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + loads + store + f"""
+    src = WGSL_DTYPE_HELPERS + loads + store + f"""
 const NEG: f32 = -3.4028234663852886e38;
 const DW: u32 = {dw}u;   // threads per output row in the value sum
 const KG: u32 = {kg}u;   // key groups in the value sum
@@ -322,14 +344,15 @@ fn main({MAIN_ARGS}{", @builtin(subgroup_size) sgs: u32" if sg else ""}) {{
 {out}
 }}
 """
-    return src, nb
+    k = sig.kernel("sdpa", src)
+    return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
 
 
 def _new_token_wgsl(dts: tuple[str, str, str], rope: bool, at: int = 0) -> str:
     """Loaders of the new token, and `new_key(e, b, kh)` (rotated) and `new_value(e, b, kh)`;
     the attention's parameter words start at P[at] (another kernel's block may come first)."""
-    out = (loader(dtype_of(dts[0]), "KN", "f32") + loader(dtype_of(dts[1]), "VN", "f32")
-           + loader(dtype_of(dts[2]), "IX", "i32"))
+    out = (loader(dtype(dts[0]), "KN", "f32") + loader(dtype(dts[1]), "VN", "f32")
+           + loader(dtype(dts[2]), "IX", "i32"))
     kn, vn, cs, sn = _KN + at, _VN + at, _COS + at, _SIN + at
     load = f"ld_KN(base + ({{}}) * P[{kn + 4}u])"
     key = load.format("e")
@@ -366,7 +389,7 @@ def append_wgsl(append: tuple[str, str, str, str, str, str | None], d: int, dv: 
     names = ["K", "V", "KN", "VN", "IX"] + (["COS", "SIN"] if rope_dt is not None else [])
     helpers = _new_token_wgsl(tuple(new), rope_dt is not None, at)  # type: ignore[arg-type]
     if rope_dt is not None:
-        helpers = loader(dtype_of(rope_dt), "COS", "f32") + loader(dtype_of(rope_dt), "SIN", "f32") + helpers
+        helpers = loader(dtype(rope_dt), "COS", "f32") + loader(dtype(rope_dt), "SIN", "f32") + helpers
     helpers = f"const D: u32 = {d}u;\nconst Dv: u32 = {dv}u;\n" + helpers
 
     def p(i: int) -> str:
@@ -377,7 +400,7 @@ def append_wgsl(append: tuple[str, str, str, str, str, str | None], d: int, dv: 
   if (p >= {p(3)}) {{ return; }}
   let kb = {p(13)} + b * {p(14)} + kh * {p(15)};
   let vb = {p(18)} + b * {p(19)} + kh * {p(20)};
-{_write_row(dtype_of(kcd), "K", "D", "new_key", f"kb + p * {p(16)}", wg)}{_write_row(dtype_of(vcd), "V", "Dv", "new_value", f"vb + p * {p(21)}", wg)}}}
+{_write_row(dtype(kcd), "K", "D", "new_key", f"kb + p * {p(16)}", wg)}{_write_row(dtype(vcd), "V", "Dv", "new_value", f"vb + p * {p(21)}", wg)}}}
 """
     return names, helpers, write
 
@@ -441,24 +464,36 @@ def staged_merge_wgsl(heads: int, ns: int, dv: int, wg: int, store: str) -> tupl
     return decl, body
 
 
-def _merge_wgsl(ydt: str, dv: int, append: tuple[str, str, str, str, str, str | None] | None = None,
-                d: int = 0) -> tuple[str, int]:
-    """y = the splits' weighted value sums, rescaled to the common max, over their total weight.
+@dataclass(frozen=True)
+class MergeSpec:
+    """y (dtype `y`) = the splits' weighted value sums (head size dv), rescaled to the common
+    max, over their total weight. `append` (dtypes of the key cache, value cache, new key, new
+    value, position and cos/sin or None): the first query head of each key/value head also
+    writes the new token (key head size d) into the caches."""
 
-    `append` (dtypes of the key cache, value cache, new key, new value, position and cos/sin):
-    the first query head of each key/value head also writes the new token into the caches."""
-    y = dtype_of(ydt)
+    y: str
+    dv: int
+    append: tuple[str, str, str, str, str, str | None] | None = None
+    d: int = 0
+    wg: int = WG
+
+
+def merge_kernel(spec: MergeSpec) -> Kernel:
+    """Reads the attention launch's parameter block; grid: grid_rows(query rows)."""
+    WG = spec.wg  # (the WGSL below names it so)
+    y = dtype(spec.y)
     atomic, store = element_store(y)
-    decls = [storage_decl(0, "Y", write=True, atomic=atomic), "@group(0) @binding(1) var<storage, read> S: array<f32>;"]
-    extra, write = f"const Dv: u32 = {dv}u;\n", ""
-    if append is not None:
-        names, helpers, write_fn = append_wgsl(append, d, dv)
-        decls += [storage_decl(2 + i, n, write=n in ("K", "V")) for i, n in enumerate(names)]
+    sig = words(Signature(), "Y", write=True, atomic=atomic).storage("S", "array<f32>")
+    extra, write = f"const Dv: u32 = {spec.dv}u;\n", ""
+    if spec.append is not None:
+        names, helpers, write_fn = append_wgsl(spec.append, spec.d, spec.dv, wg=WG)
+        for n in names:
+            words(sig, n, write=n in ("K", "V"))
         extra = helpers + write_fn
         write = """
   if (h % (H / P[6]) == 0u && i == 0u) { write_new(b, h * P[6] / H, lid); }  // the new token, into the caches"""
-    decls.append(storage_decl(len(decls), "P"))
-    return "\n".join(decls) + "\n" + WGSL_DTYPE_HELPERS + store + extra + f"""
+    words(sig, "P")
+    return sig.kernel("sdpa_merge", WGSL_DTYPE_HELPERS + store + extra + f"""
 const NEG: f32 = -3.4028234663852886e38;
 {merged_wgsl()}
 @compute @workgroup_size({WG})
@@ -474,103 +509,13 @@ fn main({MAIN_ARGS}) {{
     st_Y(yb + d * P[27], {y.convert("merged(row, d, NS)", "f32")});
   }}
 }}
-""", len(decls) - 1
+""")
 
 
-def splits(rows: int, lk: int) -> tuple[int, int]:
-    """(number of key splits, keys per split) for `rows` query rows over `lk` keys."""
-    chunks = max(1, -(-lk // KC))
-    want = min(chunks, max(1, -(-TARGET_GROUPS // rows)))
+def splits(rows: int, lk: int, kc: int = KC, target_groups: int = TARGET_GROUPS) -> tuple[int, int]:
+    """(number of key splits, keys per split) for `rows` query rows over `lk` keys in chunks of
+    `kc`: keys are split until about `target_groups` workgroups run (or one chunk each)."""
+    chunks = max(1, -(-lk // kc))
+    want = min(chunks, max(1, -(-target_groups // rows)))
     per = -(-chunks // want)  # chunks per split
-    return -(-chunks // per), per * KC
-
-
-def _geom(t: torch.Tensor) -> list[int]:
-    """offset and the 4 strides, with 0 where a dimension of size 1 broadcasts."""
-    return [t.storage_offset(), *[0 if t.shape[d] == 1 else t.stride(d) for d in range(4)]]
-
-
-def can_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
-               index: torch.Tensor) -> bool:
-    """Can `attention(..., append=(k_new, v_new, index))` write the new token itself? One query
-    row and one new token per head, keys split over workgroups (the merge writes the caches),
-    caches whose rows start on a word (16-bit elements are written in pairs) with unit element
-    strides, and a 32-bit or 64-bit position."""
-    if q.shape[2] != 1 or k_new.shape[2] != 1 or v_new.shape[2] != 1 or index.numel() != 1:
-        return False
-    if splits(q.shape[0] * q.shape[1], k.shape[2])[0] < 2:  # the merge launch writes the cache
-        return False
-    for c in (k, v):
-        per = dtype_of(c.dtype).per_word
-        if c.stride(3) != 1 or per > 2 or c.shape[3] % per or any(x % per for x in (c.storage_offset(), *c.stride()[:3])):
-            return False
-    return index.dtype in (torch.int32, torch.int64) and k_new.shape[:2] == k.shape[:2] == v.shape[:2]
-
-
-def attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              causal: bool, scale: float, cos: torch.Tensor | None = None,
-              sin: torch.Tensor | None = None,
-              append: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """y[b,h,i] = softmax(scale * q[b,h,i] . k[b,kh]^T + mask) @ v[b,kh] for 4-d operands, with
-    kh = h * Hk / H; q is first rotated by cos/sin (broadcasting to q's shape) if given.
-
-    `append` = (k_new, v_new, index): first k[:, :, p] = rope(k_new), v[:, :, p] = v_new with
-    p = index (one token; see can_append), k_new rotated by the same cos/sin as q."""
-    if y.numel() == 0:
-        return y
-    split = partials(y, q, k, v, mask, causal, scale, cos, sin, append)
-    if split is not None:
-        part, params = split
-        d, dv = q.shape[3], v.shape[3]
-        merge_binds = [binding(y), binding(part)]
-        app = None
-        if append is not None:
-            app = (k.dtype, v.dtype, *(t.dtype for t in append), cos.dtype if cos is not None else None)
-            merge_binds += [binding(t) for t in (k, v, *append, cos, sin) if t is not None]
-        stream = ctx().stream
-        merge = stream.kernel(("sdpa_merge", y.dtype, dv, app, d), lambda: ("sdpa_merge", *_merge_wgsl(y.dtype, dv, app, d)))
-        stream.launch(merge, merge_binds, params, grid_rows(q.shape[0] * q.shape[1] * q.shape[2]))
-    return y
-
-
-def partials(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-             causal: bool, scale: float, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None,
-             append: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-             ) -> tuple[torch.Tensor, bytes] | None:
-    """The attention launch of `attention`: where the keys are split, it writes each split's
-    partials (for `merged_wgsl`) and returns them with the launch's parameter block (which the
-    merging launch reads too); otherwise it writes y and returns None."""
-    b, h, lq, d = q.shape
-    hk, lk, dv = k.shape[1], k.shape[2], v.shape[3]
-    if d > MAX_D or dv > MAX_D:
-        raise NotImplementedError(f"attention head size {max(d, dv)} over {MAX_D}")
-    rows = b * h * lq
-    ns, span = splits(rows, lk)
-    words = [b, h, lq, lk, d, dv, hk, int(causal), *_geom(q), *_geom(k), *_geom(v), *_geom(y)]
-    words += _geom(mask.expand(b, h, lq, lk)) if mask is not None else [0] * 5
-    rope_dt = cos.dtype if cos is not None else None
-    mdt = mask.dtype if mask is not None else None
-    split = ns > 1
-    new_dts = (append[0].dtype, append[1].dtype, append[2].dtype) if append is not None else None
-    sg = ctx().gpu.subgroups_wgsl()
-    key = ("sdpa", q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split, new_dts, sg)
-    stream = ctx().stream
-    kernel = stream.kernel(key, lambda: ("sdpa", *_wgsl(q.dtype, k.dtype, v.dtype, y.dtype, mdt, rope_dt, d, dv, split,
-                                                        new_dts, sg)))
-    part = empty([rows * ns * (dv + 2)], torch.float32) if split else None
-    binds = [binding(part if part is not None else y), binding(q), binding(k), binding(v)]
-    binds += [binding(mask)] if mask is not None else []
-    rope_words: list[int] = []
-    if cos is not None and sin is not None:
-        binds += [binding(cos), binding(sin)]
-        rope_words = _geom(cos.expand(b, h, lq, d)) + _geom(sin.expand(b, h, lq, d))
-    if append is not None:
-        k_new, v_new, index = append
-        binds += [binding(k_new), binding(v_new), binding(index)]
-        if not split:
-            raise ValueError("attention: appending a token needs split keys (see can_append)")
-        rope_words = (rope_words or [0] * 10) + _geom(k_new) + _geom(v_new) + [index.storage_offset()]
-    params = struct.pack(f"<{len(words)}I", *words) + struct.pack("<f", scale) + struct.pack("<2I", ns, span)
-    params += struct.pack(f"<{len(rope_words)}I", *rope_words)
-    stream.launch(kernel, binds, params, grid_rows(rows * ns))
-    return (part, params) if part is not None else None
+    return -(-chunks // per), per * kc
