@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .context import ctx
-from .kernels.elementwise import copy_into
+from .launch.elementwise import copy_into
 from .tensors import block, empty
 
 
