@@ -324,9 +324,9 @@ class Gpu:
         the wait is the native `wgpuDevicePoll(wait=true)`, which is what it would do anyway.
         """
         if self.backend == "wgpu":
-            from wgpu.backends.wgpu_native import _ffi
+            from .native import device_poll
 
-            _ffi.lib.wgpuDevicePoll(self.device._internal, 1, _ffi.ffi.NULL)
+            device_poll(self.device)()
         else:
             self.queue.on_submitted_work_done_sync()
 
