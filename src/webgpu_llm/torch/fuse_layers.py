@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -98,21 +99,50 @@ _ROTARY_FORWARDS: dict[type, Callable[..., Any] | None] = {}
 def _rotary_forward(cls: type) -> Callable[..., Any] | None:
     """The class's forward calling the fused rotary: the same code over its modeling module's
     globals with `apply_rotary_pos_emb` replaced (None where the forward does not call the
-    standard one directly)."""
+    standard one directly). Decorators around the forward (transformers wraps it in kwarg
+    deprecations and kernel hooks) are rebuilt around the copy: each holds the function it
+    wraps in a closure cell, which the rebuilt wrapper holds the copy's new wrapper in."""
     if cls not in _ROTARY_FORWARDS:
-        fwd = cls.__dict__.get("forward")
-        fn = getattr(fwd, "__globals__", {}).get("apply_rotary_pos_emb")
-        ok = (isinstance(fwd, types.FunctionType) and not hasattr(fwd, "__wrapped__") and fn is not None
+        chain = [cls.__dict__.get("forward")]
+        while isinstance(chain[-1], types.FunctionType) and hasattr(chain[-1], "__wrapped__"):
+            chain.append(chain[-1].__wrapped__)
+        fwd = chain[-1]
+        fn = _plain_function(getattr(fwd, "__globals__", {}).get("apply_rotary_pos_emb"))
+        ok = (isinstance(fwd, types.FunctionType) and fn is not None
               and "apply_rotary_pos_emb" in fwd.__code__.co_names
               and getattr(fn, "__code__", None) is not None
-              and fn.__code__.co_varnames[:5] == ("q", "k", "cos", "sin", "unsqueeze_dim"))
+              and fn.__code__.co_varnames[:5] == ("q", "k", "cos", "sin", "unsqueeze_dim")
+              and all(any(c.cell_contents is inner for c in (w.__closure__ or ()))
+                      for w, inner in pairwise(chain)))
+        new: Callable[..., Any] | None = None
         if ok:
-            scope = dict(fwd.__globals__, apply_rotary_pos_emb=_fused_rotary(fn))
-            new = types.FunctionType(fwd.__code__, scope, fwd.__name__, fwd.__defaults__, fwd.__closure__)
-            new.__kwdefaults__ = fwd.__kwdefaults__
-            new.__qualname__ = fwd.__qualname__
-        _ROTARY_FORWARDS[cls] = new if ok else None
+            new = _copy(fwd, dict(fwd.__globals__, apply_rotary_pos_emb=_fused_rotary(fn)), fwd.__closure__)
+            for w, inner in reversed(list(pairwise(chain))):
+                cells = tuple(types.CellType(new) if c.cell_contents is inner else c for c in w.__closure__)
+                new = _copy(w, w.__globals__, cells)
+                new.__wrapped__ = inner  # type: ignore[attr-defined]
+        _ROTARY_FORWARDS[cls] = new
     return _ROTARY_FORWARDS[cls]
+
+
+def _plain_function(fn: Any) -> Any:
+    """The function itself where the `kernels` package (a transformers dependency) wrapped it
+    in a module that dispatches to hub kernels: the function its forward falls back to."""
+    if fn is None or hasattr(fn, "__code__"):
+        return fn
+    fwd = getattr(type(fn), "forward", None)
+    code = getattr(fwd, "__code__", None)
+    if code is not None and "func" in code.co_freevars and fwd.__closure__:
+        return fwd.__closure__[code.co_freevars.index("func")].cell_contents
+    return fn
+
+
+def _copy(f: types.FunctionType, scope: dict[str, Any], closure: tuple[Any, ...] | None) -> types.FunctionType:
+    new = types.FunctionType(f.__code__, scope, f.__name__, f.__defaults__, closure)
+    new.__kwdefaults__ = f.__kwdefaults__
+    new.__qualname__ = f.__qualname__
+    new.__dict__.update(f.__dict__)
+    return new
 
 
 def _attention_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
