@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -20,12 +22,15 @@ from webgpu_llm.kernels.common import pack_state
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment, matmul_grid, matmul_kernel
 from webgpu_llm.kernels.mma import mma_matmul_grid, mma_matmul_kernel, quantize_grid, quantize_kernel
-from webgpu_llm.kernels.reference import dequantize, int8_rounded, random_weight
+from webgpu_llm.models.presets import random_weight
 from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from reference import dequantize, int8_rounded  # the tests' numpy references of the kernels
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=9728)
     ap.add_argument("--k", type=int, default=896)

@@ -5,7 +5,7 @@ boundaries is the largest decode lever measured: on an H200 this step ran 20-23 
 Dawn. The engine's opt-in persistent layers came from it; the whole step is not built because
 WGSL cannot order one workgroup's stores before another's reads (docs/performance.md). It is
 the tool to rerun when that changes (a device-scope fence, or hand-offs through atomics).
-tests/test_probe_persistent.py checks every variant against numpy on llvmpipe.
+tests/bench/test_probe_persistent.py checks every variant against numpy on llvmpipe.
 
 The step is a Qwen2 decode's dependency chain with real matrix shapes (`--shape`; random
 weights, f16 or `--dtype q8`: int8 with an f32 scale per 32): per layer QKV, attention, O, gate/up, down (SiLU * mul of gate/up as its input),

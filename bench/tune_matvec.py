@@ -19,8 +19,7 @@ import numpy as np
 from webgpu_llm.kernels.common import pack_state
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment, matvec_grid, matvec_kernel
-from webgpu_llm.kernels.reference import random_weight
-from webgpu_llm.models.presets import PRESETS
+from webgpu_llm.models.presets import PRESETS, random_weight
 from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Program
 

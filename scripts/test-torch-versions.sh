@@ -14,5 +14,5 @@ for v in "${@:-2.10.0}"; do
   "$venv/bin/pip" install -q "torch==$v"
   "$venv/bin/python" -c "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(None if v == '$v' else f'got torch {v}, wanted $v')"
   echo "torch $v:"
-  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_torch_*.py
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/torch/
 done

@@ -1,4 +1,4 @@
-"""Sampling settings and a numpy reference of the GPU sampler (used by tests)."""
+"""Sampling settings: what the GPU sampler (kernels/sampling.py) reads from the state buffer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 
 from ..errors import UserError
 from ..kernels.common import pack_state
-from ..kernels.sampling import CAND
 
 
 @dataclass(frozen=True)
@@ -56,40 +55,3 @@ class SamplingParams:
         return pack_state(pos=pos, n=n, seed=seed, temperature=self.temperature, top_k=self.top_k,
                           top_p=self.top_p, min_p=self.min_p, repeat_penalty=self.repeat_penalty,
                           repeat_last_n=self.repeat_last_n, n_gen=n_gen, limit=limit)
-
-
-def reference_distribution(logits: np.ndarray, p: SamplingParams, history: list[int] | None = None) -> np.ndarray:
-    """The probability of each token under the GPU sampler's semantics (llama.cpp's chain:
-    penalty -> top-k -> top-p -> min-p -> temperature), as a float64 vector."""
-    lg = logits.astype(np.float64).copy()
-    if p.penalised and history:
-        for tok in set(history[-p.repeat_last_n:]):
-            lg[tok] = lg[tok] / p.repeat_penalty if lg[tok] > 0 else lg[tok] * p.repeat_penalty
-    out = np.zeros_like(lg)
-    if p.greedy:
-        out[int(np.argmax(lg))] = 1.0
-        return out
-    if not p.filtered:
-        e = np.exp((lg - lg.max()) / p.temperature)
-        return e / e.sum()
-    order = np.argsort(-lg, kind="stable")
-    k = min(p.top_k, CAND) if p.top_k > 0 else CAND
-    top = order[:k]
-    m0 = lg[top[0]]
-    z = np.exp(lg[top] - m0).sum() if p.top_k > 0 else np.exp(lg - m0).sum()
-    keep = k
-    if p.top_p < 1.0:
-        cum = np.cumsum(np.exp(lg[top] - m0) / z)
-        hit = np.nonzero(cum >= p.top_p)[0]
-        if len(hit):
-            keep = int(hit[0]) + 1
-    if p.min_p > 0.0:
-        floor = m0 + np.log(p.min_p)
-        j = 1
-        while j < keep and lg[top[j]] >= floor:
-            j += 1
-        keep = j
-    sel = top[:keep]
-    w = np.exp((lg[sel] - m0) / p.temperature)
-    out[sel] = w / w.sum()
-    return out

@@ -11,7 +11,6 @@ import numpy as np
 
 from ..errors import UserError
 from ..kernels.formats import FORMATS
-from ..kernels.reference import random_weight
 from .config import ModelConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -33,6 +32,39 @@ PRESETS: dict[str, dict[str, Any]] = {
                          tie_embeddings=True, qkv_bias=False),
 }
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
+
+
+
+def random_weight(fmt: str, rows: int, k: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """Random file data of a (rows, k) weight in `fmt`: floats, or the rows' raw block bytes.
+
+    Block scales are kept small and finite so that the products stay well conditioned.
+    """
+    f = FORMATS[fmt]
+    if fmt == "f32":
+        return (rng.standard_normal((rows, k)) * scale).astype(np.float32)
+    if fmt == "f16":
+        return (rng.standard_normal((rows, k)) * scale).astype(np.float16)
+    if fmt == "bf16":
+        w = (rng.standard_normal((rows, k)) * scale).astype(np.float32)
+        return (w.view(np.uint32) >> 16).astype(np.uint16)
+    nb = rows * k // f.block
+    raw = rng.integers(0, 256, size=(nb, f.block_bytes), dtype=np.uint8)
+    half = lambda a: np.asarray(a, np.float16).view(np.uint8).reshape(nb, 2)  # noqa: E731
+    d = rng.uniform(0.5, 1.0, nb) * scale
+    if fmt in ("q8_0",):
+        raw[:, 0:2] = half(d / 127)
+    elif fmt in ("q4_0", "q5_0"):
+        raw[:, 0:2] = half(d / 8)
+    elif fmt in ("q4_1", "q5_1"):
+        raw[:, 0:2] = half(d / 8)
+        raw[:, 2:4] = half(-d)
+    elif fmt in ("q4_k", "q5_k"):
+        raw[:, 0:2] = half(d / 512)
+        raw[:, 2:4] = half(d / 512)
+    elif fmt == "q6_k":
+        raw[:, 208:210] = half(d / 2048)
+    return raw.reshape(rows, -1)
 
 
 @dataclass

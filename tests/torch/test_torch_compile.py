@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from torch_helpers import TOL, assert_close, ref_dtype, require_device, torch, wt
+
 from webgpu_llm.torch.ops import plans
 
 transformers = pytest.importorskip("transformers")

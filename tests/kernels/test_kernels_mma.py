@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kernel_harness import read, rel_err, run_kernel
 from test_kernels_linear import _weight, qkv_case
+
+from reference import int8_rounded, silu
 from webgpu_llm.kernels.formats import MMA_FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment
 from webgpu_llm.kernels.mma import (
@@ -19,7 +20,6 @@ from webgpu_llm.kernels.mma import (
     quantize_kernel,
     usable,
 )
-from webgpu_llm.kernels.reference import int8_rounded, silu
 
 
 def _modes(gpu) -> list[bool]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-
 from torch_helpers import require_device, torch, wt
 
 pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore::webgpu_llm.torch.FallbackWarning")]

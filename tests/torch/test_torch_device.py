@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from torch_helpers import DEV, require_device, torch, wt
 
 pytestmark = pytest.mark.gpu

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from torch_helpers import TOL, assert_close, ref_dtype, require_device, to_dev, torch, wt
 
 pytestmark = pytest.mark.gpu

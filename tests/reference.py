@@ -1,10 +1,12 @@
-"""numpy references for the kernels (used by the tests) and random weights in any format."""
+"""numpy references of the kernels and the GPU sampler, for the tests (and the bench probes that
+check a kernel's output)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .formats import FORMATS
+from webgpu_llm.engine.sampling import SamplingParams
+from webgpu_llm.kernels.sampling import CAND
 
 _GGML_QTYPE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
                "q4_k": "Q4_K", "q5_k": "Q5_K", "q6_k": "Q6_K", "f16": "F16", "bf16": "BF16", "f32": "F32"}
@@ -17,38 +19,6 @@ def int8_rounded(x: np.ndarray) -> np.ndarray:
     d = np.abs(b).max(1, keepdims=True).astype(np.float32) / np.float32(127)
     inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
     return (np.round(b * inv) * d).reshape(x.shape).astype(np.float32)
-
-
-def random_weight(fmt: str, rows: int, k: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """Random file data of a (rows, k) weight in `fmt`: floats, or the rows' raw block bytes.
-
-    Block scales are kept small and finite so that the products stay well conditioned.
-    """
-    f = FORMATS[fmt]
-    if fmt == "f32":
-        return (rng.standard_normal((rows, k)) * scale).astype(np.float32)
-    if fmt == "f16":
-        return (rng.standard_normal((rows, k)) * scale).astype(np.float16)
-    if fmt == "bf16":
-        w = (rng.standard_normal((rows, k)) * scale).astype(np.float32)
-        return (w.view(np.uint32) >> 16).astype(np.uint16)
-    nb = rows * k // f.block
-    raw = rng.integers(0, 256, size=(nb, f.block_bytes), dtype=np.uint8)
-    half = lambda a: np.asarray(a, np.float16).view(np.uint8).reshape(nb, 2)  # noqa: E731
-    d = rng.uniform(0.5, 1.0, nb) * scale
-    if fmt in ("q8_0",):
-        raw[:, 0:2] = half(d / 127)
-    elif fmt in ("q4_0", "q5_0"):
-        raw[:, 0:2] = half(d / 8)
-    elif fmt in ("q4_1", "q5_1"):
-        raw[:, 0:2] = half(d / 8)
-        raw[:, 2:4] = half(-d)
-    elif fmt in ("q4_k", "q5_k"):
-        raw[:, 0:2] = half(d / 512)
-        raw[:, 2:4] = half(d / 512)
-    elif fmt == "q6_k":
-        raw[:, 208:210] = half(d / 2048)
-    return raw.reshape(rows, -1)
 
 
 def dequantize(fmt: str, data: np.ndarray, k: int) -> np.ndarray:
@@ -104,4 +74,41 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int) -> np.ndar
     return out
 
 
-__all__ = ["attention", "dequantize", "int8_rounded", "random_weight", "rms_norm", "rope_pairs", "silu"]
+def reference_distribution(logits: np.ndarray, p: SamplingParams, history: list[int] | None = None) -> np.ndarray:
+    """The probability of each token under the GPU sampler's semantics (llama.cpp's chain:
+    penalty -> top-k -> top-p -> min-p -> temperature), as a float64 vector."""
+    lg = logits.astype(np.float64).copy()
+    if p.penalised and history:
+        for tok in set(history[-p.repeat_last_n:]):
+            lg[tok] = lg[tok] / p.repeat_penalty if lg[tok] > 0 else lg[tok] * p.repeat_penalty
+    out = np.zeros_like(lg)
+    if p.greedy:
+        out[int(np.argmax(lg))] = 1.0
+        return out
+    if not p.filtered:
+        e = np.exp((lg - lg.max()) / p.temperature)
+        return e / e.sum()
+    order = np.argsort(-lg, kind="stable")
+    k = min(p.top_k, CAND) if p.top_k > 0 else CAND
+    top = order[:k]
+    m0 = lg[top[0]]
+    z = np.exp(lg[top] - m0).sum() if p.top_k > 0 else np.exp(lg - m0).sum()
+    keep = k
+    if p.top_p < 1.0:
+        cum = np.cumsum(np.exp(lg[top] - m0) / z)
+        hit = np.nonzero(cum >= p.top_p)[0]
+        if len(hit):
+            keep = int(hit[0]) + 1
+    if p.min_p > 0.0:
+        floor = m0 + np.log(p.min_p)
+        j = 1
+        while j < keep and lg[top[j]] >= floor:
+            j += 1
+        keep = j
+    sel = top[:keep]
+    w = np.exp((lg[sel] - m0) / p.temperature)
+    out[sel] = w / w.sum()
+    return out
+
+
+__all__ = ["attention", "dequantize", "int8_rounded", "reference_distribution", "rms_norm", "rope_pairs", "silu"]

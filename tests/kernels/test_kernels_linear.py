@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kernel_harness import read, rel_err, run_kernel
+
+from reference import dequantize, int8_rounded, rms_norm, rope_pairs, silu
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import (
     AttnShape,
@@ -18,7 +19,7 @@ from webgpu_llm.kernels.linear import (
     matvec_grid,
     matvec_kernel,
 )
-from webgpu_llm.kernels.reference import dequantize, int8_rounded, random_weight, rms_norm, rope_pairs, silu
+from webgpu_llm.models.presets import random_weight
 from webgpu_llm.runtime.program import Kernel
 
 ALL = list(FORMATS)

@@ -17,7 +17,7 @@ import pytest
 
 from webgpu_llm.runtime.gpu import Gpu
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "probe_persistent_decode.py"
+_PATH = Path(__file__).resolve().parents[2] / "bench" / "probe_persistent_decode.py"
 _spec = importlib.util.spec_from_file_location("probe_persistent_decode", _PATH)
 assert _spec and _spec.loader
 probe = importlib.util.module_from_spec(_spec)

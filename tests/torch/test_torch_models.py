@@ -4,7 +4,6 @@ against the same models on the CPU."""
 from __future__ import annotations
 
 import pytest
-
 from torch_helpers import rel_err, require_device, torch, wt
 
 transformers = pytest.importorskip("transformers")

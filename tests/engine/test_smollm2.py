@@ -16,7 +16,7 @@ from webgpu_llm.api import LLM
 from webgpu_llm.engine import SamplingParams
 
 smollm2_or_skip()
-REF = json.loads((Path(__file__).parent / "fixtures/reference/smollm2_q4_1.json").read_text())
+REF = json.loads((Path(__file__).parents[1] / "fixtures/reference/smollm2_q4_1.json").read_text())
 TOKENS = REF["tokens"]
 
 
@@ -26,7 +26,7 @@ def smol(wgpu_gpu):
 
 
 def test_tokenizer_matches_llama_cpp_on_the_text(smol):
-    text = (Path(__file__).parent / "data/eval.txt").read_text()
+    text = (Path(__file__).parents[1] / "data/eval.txt").read_text()
     assert smol.tokenizer.encode(text) == TOKENS
 
 

@@ -22,7 +22,7 @@ from webgpu_llm.errors import ModelFileError, UserError
 from webgpu_llm.tokenizer import StreamDecoder, Tokenizer, load_tokenizer_from_dir, load_tokenizer_from_gguf
 from webgpu_llm.tokenizer.chat_template import ChatTemplate
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def read_gguf_metadata(path: Path) -> dict[str, object]:

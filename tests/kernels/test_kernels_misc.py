@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kernel_harness import read, rel_err, run_kernel
-from webgpu_llm.engine.sampling import SamplingParams, reference_distribution
+
+from reference import attention, dequantize, reference_distribution, rms_norm
+from webgpu_llm.engine.sampling import SamplingParams
 from webgpu_llm.kernels import attention as att
 from webgpu_llm.kernels import sampling
 from webgpu_llm.kernels.common import grid_2d, pack_state
@@ -15,9 +16,9 @@ from webgpu_llm.kernels.elementwise import grid as ew_grid
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import AttnShape, LinearSpec, Segment
 from webgpu_llm.kernels.loss import nll_kernel
-from webgpu_llm.kernels.reference import attention, dequantize, random_weight, rms_norm
 from webgpu_llm.kernels.rows import embed_kernel, rmsnorm_kernel
 from webgpu_llm.kernels.strided import grid_1d, grid_rows
+from webgpu_llm.models.presets import random_weight
 from webgpu_llm.runtime.program import Program
 
 
