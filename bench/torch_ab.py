@@ -1,7 +1,6 @@
 """Same-host A/B of the torch device: two copies of the package, alternated, one summary.
 
-The host's CPU moves transformers-generate figures by ±20 % from run to run (bench/NOTES.md,
-rounds 30-36), so a change is judged by alternating before and after in one call of the GPU
+The host's CPU moves transformers-generate figures by ±20 % from run to run (docs/performance.md), so a change is judged by alternating before and after in one call of the GPU
 machine and by the decode step's GPU time, which the host does not move.
 
     python bench/torch_ab.py --before bench/_before --repeat 2 --out-dir $OUT -- \\

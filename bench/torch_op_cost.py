@@ -1,6 +1,6 @@
 """Host µs per eager ATen call on the torch `webgpu` device, beside the same call on the CPU.
 
-An eager decode token is ~1000 planned launches and ~370 views (bench/NOTES.md, round 103),
+An eager decode token is ~1000 planned launches and ~370 views (docs/performance.md),
 so a µs per call is ~1.4 ms a token. The stream's submits are dropped: what is timed is the
 dispatcher's call into Python and our op path (signature, plan, allocation, queued launch),
 not the GPU. The shapes are a width-64 decode step's; the CPU column is the floor a backend

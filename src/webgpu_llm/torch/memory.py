@@ -10,7 +10,7 @@ freed last: the blocks a decode step gets then depend only on which are free, so
 step the same ops get the same blocks and the stream's cached bind groups hit. Freed last
 first, the tensors that live from one token into the next (the KV caches growing a row a
 token, the ids, the sampled token) rotated every class's blocks through new combinations,
-and a bind group was created for ~1 launch in 4 (bench/NOTES.md, torch round 39).
+and a bind group was created for ~1 launch in 4.
 
 While a graph is being recorded (compiled mode), every block it allocates belongs to that
 recording: its bind groups keep pointing at them, so they must never be handed to anyone

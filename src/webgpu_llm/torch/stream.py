@@ -25,11 +25,11 @@ from .memory import Block, Pool
 
 # Launches per submit in eager mode: small enough that the GPU starts on a token's first
 # launches while the CPU still queues the rest, large enough that submits stay few (a decode
-# token is ~1000 launches; 256 vs 2048: eager decode +10-15 % on an H200, bench/NOTES.md round 25).
+# token is ~1000 launches; 256 vs 2048: eager decode +10-15 % on an H200).
 MAX_PENDING = 256
 # Dispatches of a compiled graph's replay per submit: the GPU starts on the first part while
 # the CPU still encodes and submits the rest (Dawn records the Vulkan commands at submit,
-# ~2 µs a dispatch): compiled decode +15-25 % against one submit, bench/NOTES.md round 30.
+# ~2 µs a dispatch): compiled decode +15-25 % against one submit on an H200.
 REPLAY_CHUNK = 32
 CHUNK = 1 << 16  # bytes per parameter arena chunk
 MAX_INTERNED = 64  # chunks of interned parameter blocks before the caches start over
