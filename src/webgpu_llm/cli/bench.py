@@ -12,7 +12,7 @@ from typing import Any
 from .. import environment
 from ..errors import UserError
 from ..models.presets import DTYPES, PRESETS, preset_model
-from ..runtime.gpu import open_gpu
+from ..runtime.gpu import BACKENDS, open_gpu
 from .common import print_json
 
 
@@ -55,8 +55,16 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    for option, value, least in (("--n-prompt", args.n_prompt, 1), ("--n-gen", args.n_gen, 1),
+                                 ("--n-pp", args.n_pp, 0), ("--reps", args.reps, 1)):
+        if value < least:
+            raise UserError(f"{option} {value}: must be at least {least}")
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    if not backends or any(b not in BACKENDS for b in backends):
+        raise UserError(f"--backend takes {' or '.join(BACKENDS)} or a comma list of them, not {args.backend!r}")
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    if not dtypes or any(d not in DTYPES for d in dtypes):
+        raise UserError(f"--dtype takes {', '.join(DTYPES)} or a comma list of them, not {args.dtype!r}")
     try:
         persists: list[int | None] = [int(g) for g in args.persist.split(",")] if args.persist else [None]
     except ValueError:
@@ -116,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if peers:
         print("| peer | dtype | tg tok/s | pp tok/s |\n| --- | --- | --- | --- |")
         for p in peers:
-            print(f"| {p['peer']} | {p['dtype']} | {p.get('tg_tok_s', float('nan')):.1f} | "
-                  f"{p.get('pp_tok_s', float('nan')):.0f} |")
+            tg = f"{p['tg_tok_s']:.1f}" if "tg_tok_s" in p else "-"
+            pp = f"{p['pp_tok_s']:.0f}" if "pp_tok_s" in p else "-"
+            print(f"| {p['peer']} | {p['dtype']} | {tg} | {pp} |")
     return 0
