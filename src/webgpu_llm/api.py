@@ -22,6 +22,7 @@ import numpy as np
 
 from .engine import GenStats, SamplingParams, Session, Settings
 from .errors import UserError
+from .models.discovery import ModelSearch
 from .models.source import ModelSource, open_model
 from .runtime.gpu import Gpu, open_gpu
 
@@ -51,16 +52,24 @@ class LLM:
     @classmethod
     def load(cls, model: str | Path | None = None, *, settings: Settings | None = None, backend: str = _UNSET,
              adapter: str | None = _UNSET, ctx: int | None = _UNSET, batch: int = _UNSET, fused: bool = _UNSET,
-             progress: bool = True, gpu: Gpu | None = None) -> LLM:
-        """Load a model file or directory. `settings` holds every knob (the defaults where
-        None); `backend`, `adapter`, `ctx`, `batch` and `fused`, where given, override it.
+             progress: bool = True, gpu: Gpu | None = None, search: ModelSearch | None = None) -> LLM:
+        """Load a model file or directory, or a model already on the machine by name: a
+        Hugging Face hub id (`"HuggingFaceTB/SmolLM2-135M-Instruct"`, `"ORG/NAME:Q4_K_M"`)
+        from the local hub cache or an Ollama name (`"smollm2:135m"`) from Ollama's store;
+        `search` says where to look (default: where the environment says, see
+        `environment.model_search`). `settings` holds every knob (the defaults where None);
+        `backend`, `adapter`, `ctx`, `batch` and `fused`, where given, override it.
         `gpu`: an already open device to use."""
         s = settings or Settings()
         gpu_over = {k: v for k, v in (("backend", backend), ("adapter", adapter)) if v is not _UNSET}
         if gpu_over:
             s = replace(s, gpu=replace(s.gpu, **gpu_over))
         s = replace(s, **{k: v for k, v in (("ctx", ctx), ("batch", batch), ("fused", fused)) if v is not _UNSET})
-        src = open_model(model)
+        if search is None and isinstance(model, str):
+            from . import environment
+
+            search = environment.model_search()
+        src = open_model(model, search)
         try:
             tok = src.tokenizer()
             g = gpu or open_gpu(options=s.gpu)
