@@ -113,13 +113,16 @@ class LLM:
             return self.tokenizer.encode(text, add_bos=self.tokenizer.add_bos and not _starts_with_bos(text, self.tokenizer))
         return [int(t) for t in prompt]  # type: ignore[union-attr]
 
-    def _fit(self, ids: list[int], truncate: bool) -> list[int]:
-        room = self.ctx - 1
-        if len(ids) > room:
-            if not truncate:
-                raise UserError(f"the prompt has {len(ids)} tokens but the context holds {self.ctx}: "
-                                "use a larger --ctx, a shorter prompt, or --truncate to keep its end")
-            ids = ids[-room:]
+    def _fit(self, ids: list[int], truncate: bool, max_tokens: int = 1) -> list[int]:
+        """The prompt as it goes in. Too long for the context: an error, or with `truncate`
+        its end, cut so that `max_tokens` still fit after it (len + max_tokens <= ctx) where
+        the context allows, keeping at least one token."""
+        if truncate:
+            keep = max(1, min(self.ctx - 1, self.ctx - max_tokens))
+            return ids[-keep:] if len(ids) > keep else ids
+        if len(ids) > self.ctx - 1:
+            raise UserError(f"the prompt has {len(ids)} tokens but the context holds {self.ctx}: "
+                            "use a larger --ctx, a shorter prompt, or --truncate to keep its end")
         return ids
 
     # -- generation ------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class LLM:
         params.check()
         if max_tokens < 1:
             raise UserError(f"--max-tokens {max_tokens}: must be at least 1")
-        ids = self._fit(self.prompt_ids(prompt, raw), truncate)
+        ids = self._fit(self.prompt_ids(prompt, raw), truncate, max_tokens)
         dec = StreamDecoder(self.tokenizer, ids)
         yield from _stop_strings(
             (dec.push(t) for t in self.generate_ids(ids, max_tokens, params)), list(stop), dec.flush)
