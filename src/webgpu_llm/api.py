@@ -240,9 +240,18 @@ class ChatSession:
     cached: list[int] = field(default_factory=list)  # ids whose K/V are in the cache
 
     def send(self, text: str, max_tokens: int = 512, **kw: Any) -> Iterator[str]:
+        """Stream the answer to `text`. Stopping early (closing the iterator, or Ctrl-C while
+        it runs) keeps the conversation: the part answered so far becomes the assistant's
+        turn; a turn stopped before its first token is dropped. `cached` always lists only
+        tokens whose K/V are in the cache."""
         from .tokenizer import StreamDecoder
 
         llm = self.llm
+        stop = list(kw.pop("stop", ()))
+        params = SamplingParams(**kw)
+        params.check()
+        if max_tokens < 1:
+            raise UserError(f"--max-tokens {max_tokens}: must be at least 1")
         self.messages.append({"role": "user", "content": text})
         ids = llm.prompt_ids(self.messages)
         if len(ids) >= llm.ctx:
@@ -255,22 +264,32 @@ class ChatSession:
                 break
             common += 1
         common = min(common, len(ids) - 1)
-        stop = list(kw.pop("stop", ()))
-        params = SamplingParams(**kw)
         dec = StreamDecoder(llm.tokenizer, ids)
         out_ids: list[int] = []
         reply: list[str] = []
+        finished = False
 
         def pieces() -> Iterator[str]:
             for t in llm.generate_ids(ids[common:], max_tokens, params, start=common):
                 out_ids.append(t)
                 yield dec.push(t)
 
-        for piece in _stop_strings(pieces(), stop, dec.flush):
-            reply.append(piece)
-            yield piece
-        self.cached = ids + out_ids[:-1]
-        self.messages.append({"role": "assistant", "content": "".join(reply)})
+        answer = _stop_strings(pieces(), stop, dec.flush)
+        try:
+            for piece in answer:
+                reply.append(piece)
+                yield piece
+            finished = True
+        finally:
+            answer.close()  # the engine's stream ends here: its queued steps land, then nothing runs
+            if finished or out_ids:
+                # the prompt went through (a token came out of it): its K/V and those of every
+                # token but the last generated are in the cache
+                self.cached = ids + out_ids[:-1]
+                self.messages.append({"role": "assistant", "content": "".join(reply)})
+            else:  # stopped during the prompt: only the part kept from the last turn is sure
+                self.cached = ids[:common]
+                self.messages.pop()
 
     def reset(self) -> None:
         self.messages = [m for m in self.messages if m["role"] == "system"]
