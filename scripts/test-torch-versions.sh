@@ -11,6 +11,18 @@ cd "$(dirname "$0")/.."
 for v in "${@:-2.10.0}"; do
   venv=".venv-torch-$v"
   [ -x "$venv/bin/python" ] || python -m venv --system-site-packages "$venv"
+  # When this runs inside a virtual environment (as .ci/run does), --system-site-packages
+  # reaches the base interpreter's packages, not that environment's: add the calling
+  # environment's site-packages (with its .pth files, for the editable webgpu_llm) after the
+  # new environment's own, so that its torch comes first.
+  python - "$venv" <<'PY'
+import subprocess, sys, sysconfig
+inner = subprocess.run([sys.argv[1] + "/bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+outer = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+with open(f"{inner}/calling-environment.pth", "w") as f:
+    f.writelines(f"import site; site.addsitedir({d!r})\n" for d in sorted(outer))
+PY
   "$venv/bin/pip" install -q "torch==$v"
   "$venv/bin/python" -c "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(None if v == '$v' else f'got torch {v}, wanted $v')"
   echo "torch $v:"

@@ -22,6 +22,7 @@ import numpy as np
 
 from .engine import GenStats, SamplingParams, Session, Settings
 from .errors import UserError
+from .models.discovery import ModelSearch
 from .models.source import ModelSource, open_model
 from .runtime.gpu import Gpu, open_gpu
 
@@ -51,16 +52,24 @@ class LLM:
     @classmethod
     def load(cls, model: str | Path | None = None, *, settings: Settings | None = None, backend: str = _UNSET,
              adapter: str | None = _UNSET, ctx: int | None = _UNSET, batch: int = _UNSET, fused: bool = _UNSET,
-             progress: bool = True, gpu: Gpu | None = None) -> LLM:
-        """Load a model file or directory. `settings` holds every knob (the defaults where
-        None); `backend`, `adapter`, `ctx`, `batch` and `fused`, where given, override it.
+             progress: bool = True, gpu: Gpu | None = None, search: ModelSearch | None = None) -> LLM:
+        """Load a model file or directory, or a model already on the machine by name: a
+        Hugging Face hub id (`"HuggingFaceTB/SmolLM2-135M-Instruct"`, `"ORG/NAME:Q4_K_M"`)
+        from the local hub cache or an Ollama name (`"smollm2:135m"`) from Ollama's store;
+        `search` says where to look (default: where the environment says, see
+        `environment.model_search`). `settings` holds every knob (the defaults where None);
+        `backend`, `adapter`, `ctx`, `batch` and `fused`, where given, override it.
         `gpu`: an already open device to use."""
         s = settings or Settings()
         gpu_over = {k: v for k, v in (("backend", backend), ("adapter", adapter)) if v is not _UNSET}
         if gpu_over:
             s = replace(s, gpu=replace(s.gpu, **gpu_over))
         s = replace(s, **{k: v for k, v in (("ctx", ctx), ("batch", batch), ("fused", fused)) if v is not _UNSET})
-        src = open_model(model)
+        if search is None and isinstance(model, str):
+            from . import environment
+
+            search = environment.model_search()
+        src = open_model(model, search)
         try:
             tok = src.tokenizer()
             g = gpu or open_gpu(options=s.gpu)
@@ -104,13 +113,16 @@ class LLM:
             return self.tokenizer.encode(text, add_bos=self.tokenizer.add_bos and not _starts_with_bos(text, self.tokenizer))
         return [int(t) for t in prompt]  # type: ignore[union-attr]
 
-    def _fit(self, ids: list[int], truncate: bool) -> list[int]:
-        room = self.ctx - 1
-        if len(ids) > room:
-            if not truncate:
-                raise UserError(f"the prompt has {len(ids)} tokens but the context holds {self.ctx}: "
-                                "use a larger --ctx, a shorter prompt, or --truncate to keep its end")
-            ids = ids[-room:]
+    def _fit(self, ids: list[int], truncate: bool, max_tokens: int = 1) -> list[int]:
+        """The prompt as it goes in. Too long for the context: an error, or with `truncate`
+        its end, cut so that `max_tokens` still fit after it (len + max_tokens <= ctx) where
+        the context allows, keeping at least one token."""
+        if truncate:
+            keep = max(1, min(self.ctx - 1, self.ctx - max_tokens))
+            return ids[-keep:] if len(ids) > keep else ids
+        if len(ids) > self.ctx - 1:
+            raise UserError(f"the prompt has {len(ids)} tokens but the context holds {self.ctx}: "
+                            "use a larger --ctx, a shorter prompt, or --truncate to keep its end")
         return ids
 
     # -- generation ------------------------------------------------------------------------
@@ -134,7 +146,7 @@ class LLM:
         params.check()
         if max_tokens < 1:
             raise UserError(f"--max-tokens {max_tokens}: must be at least 1")
-        ids = self._fit(self.prompt_ids(prompt, raw), truncate)
+        ids = self._fit(self.prompt_ids(prompt, raw), truncate, max_tokens)
         dec = StreamDecoder(self.tokenizer, ids)
         yield from _stop_strings(
             (dec.push(t) for t in self.generate_ids(ids, max_tokens, params)), list(stop), dec.flush)
@@ -228,9 +240,18 @@ class ChatSession:
     cached: list[int] = field(default_factory=list)  # ids whose K/V are in the cache
 
     def send(self, text: str, max_tokens: int = 512, **kw: Any) -> Iterator[str]:
+        """Stream the answer to `text`. Stopping early (closing the iterator, or Ctrl-C while
+        it runs) keeps the conversation: the part answered so far becomes the assistant's
+        turn; a turn stopped before its first token is dropped. `cached` always lists only
+        tokens whose K/V are in the cache."""
         from .tokenizer import StreamDecoder
 
         llm = self.llm
+        stop = list(kw.pop("stop", ()))
+        params = SamplingParams(**kw)
+        params.check()
+        if max_tokens < 1:
+            raise UserError(f"--max-tokens {max_tokens}: must be at least 1")
         self.messages.append({"role": "user", "content": text})
         ids = llm.prompt_ids(self.messages)
         if len(ids) >= llm.ctx:
@@ -243,22 +264,32 @@ class ChatSession:
                 break
             common += 1
         common = min(common, len(ids) - 1)
-        stop = list(kw.pop("stop", ()))
-        params = SamplingParams(**kw)
         dec = StreamDecoder(llm.tokenizer, ids)
         out_ids: list[int] = []
         reply: list[str] = []
+        finished = False
 
         def pieces() -> Iterator[str]:
             for t in llm.generate_ids(ids[common:], max_tokens, params, start=common):
                 out_ids.append(t)
                 yield dec.push(t)
 
-        for piece in _stop_strings(pieces(), stop, dec.flush):
-            reply.append(piece)
-            yield piece
-        self.cached = ids + out_ids[:-1]
-        self.messages.append({"role": "assistant", "content": "".join(reply)})
+        answer = _stop_strings(pieces(), stop, dec.flush)
+        try:
+            for piece in answer:
+                reply.append(piece)
+                yield piece
+            finished = True
+        finally:
+            answer.close()  # the engine's stream ends here: its queued steps land, then nothing runs
+            if finished or out_ids:
+                # the prompt went through (a token came out of it): its K/V and those of every
+                # token but the last generated are in the cache
+                self.cached = ids + out_ids[:-1]
+                self.messages.append({"role": "assistant", "content": "".join(reply)})
+            else:  # stopped during the prompt: only the part kept from the last turn is sure
+                self.cached = ids[:common]
+                self.messages.pop()
 
     def reset(self) -> None:
         self.messages = [m for m in self.messages if m["role"] == "system"]

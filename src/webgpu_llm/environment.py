@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -25,6 +26,10 @@ VARIABLES = {
     "WEBGPU_LLM_NO_MMA": "=1 leaves the subgroup matrices (the prompts' int8 tiles) off",
     "WEBGPU_LLM_MAX_BINDING": "=BYTES lowers the storage-binding size the kernels assume",
     "WEBGPU_LLM_TORCH_BACKEND": "=wgpu|dawn the torch device's backend (default wgpu)",
+    "HF_HUB_CACHE": "=DIR where --model ORG/NAME is looked for (else $HF_HOME/hub, else "
+                    "~/.cache/huggingface/hub, as huggingface_hub does; nothing is downloaded)",
+    "OLLAMA_MODELS": "=DIR where --model NAME:TAG is looked for (else ~/.ollama/models and "
+                     "/usr/share/ollama/.ollama/models, as Ollama does)",
 }
 VALIDATE = "WEBGPU_LLM_VALIDATE"
 
@@ -67,3 +72,38 @@ def debug(env: Mapping[str, str] | None = None) -> bool:
 
 def torch_backend(env: Mapping[str, str] | None = None) -> str:
     return (os.environ if env is None else env).get("WEBGPU_LLM_TORCH_BACKEND", "wgpu")
+
+
+def hf_hub_cache(env: Mapping[str, str] | None = None) -> Path:
+    """huggingface_hub's cache directory: $HF_HUB_CACHE (or its older name
+    $HUGGINGFACE_HUB_CACHE), else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+    ~/.cache/huggingface/hub."""
+    env = os.environ if env is None else env
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env.get(name, "").strip():
+            return Path(env[name].strip()).expanduser()
+    if env.get("HF_HOME", "").strip():
+        return Path(env["HF_HOME"].strip()).expanduser() / "hub"
+    cache = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(cache).expanduser() if cache else _home(env) / ".cache") / "huggingface" / "hub"
+
+
+def ollama_models(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """Ollama's model stores: $OLLAMA_MODELS, else the user's ~/.ollama/models and the Linux
+    service's /usr/share/ollama/.ollama/models (the `ollama` user's home)."""
+    env = os.environ if env is None else env
+    if env.get("OLLAMA_MODELS", "").strip():
+        return (Path(env["OLLAMA_MODELS"].strip()).expanduser(),)
+    return (_home(env) / ".ollama" / "models", Path("/usr/share/ollama/.ollama/models"))
+
+
+def model_search(env: Mapping[str, str] | None = None) -> Any:
+    """Where `--model NAME` is looked for (`models.discovery.ModelSearch`)."""
+    from .models.discovery import ModelSearch
+
+    return ModelSearch(hf_hub=hf_hub_cache(env), ollama=ollama_models(env))
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    home = env.get("HOME", "").strip()
+    return Path(home) if home else Path.home()

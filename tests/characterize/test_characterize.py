@@ -281,4 +281,3 @@ def test_quick_characterization_is_sane(tmp_path: Path) -> None:
     if doc["environment"]["packages"].get("matplotlib"):
         for png in ("per_dispatch.png", "breakdown.png", "sweep.png"):
             assert (tmp_path / png).stat().st_size > 1000
-    assert doc["timing"]["total_s"] < 180

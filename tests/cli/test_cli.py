@@ -85,6 +85,26 @@ def test_perplexity_json_matches_transformers(capsys, tiny, tmp_path):
     assert r["ppl"] == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-4)
 
 
+def test_ctx_cap_is_reported_and_0_is_the_models_maximum(capsys, tiny, tmp_path):
+    code, _, err = run_cli(capsys, "generate", "-m", str(tiny), "--raw", "--max-tokens", "2", "--ctx", "100000", "hi")
+    assert code == 0 and "note: --ctx 100000 is capped to the model's 256\n" in err  # max_position_embeddings
+    code, out, err = run_cli(capsys, "generate", "-m", str(tiny), "--raw", "--max-tokens", "2", "--ctx", "100000",
+                             "--json", "hi")
+    assert code == 0 and "note" not in err and json.loads(out)["generated_tokens"] >= 1
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    code, out, err = run_cli(capsys, "perplexity", "-m", str(tiny), "--file", str(text), "--ctx", "0", "--json")
+    assert code == 0 and json.loads(out)["ctx"] == 256 and "note" not in err
+
+
+def test_truncate_keeps_room_for_max_tokens(capsys, tiny):
+    code, out, _ = run_cli(capsys, "generate", "-m", str(tiny), "--raw", "--ctx", "16", "--max-tokens", "5",
+                           "--truncate", "-t", "0", "--json", "word " * 40)
+    assert code == 0
+    r = json.loads(out)
+    assert r["prompt_tokens"] == 11 and 1 <= r["generated_tokens"] <= 5
+
+
 def test_chat_reads_turns_from_stdin(tiny):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.run([sys.executable, "-m", "webgpu_llm.cli.main", "chat", "-m", str(tiny), "--max-tokens", "3",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
 import random
 import struct
-import time
 from pathlib import Path
 
 import gguf
@@ -190,13 +190,6 @@ def test_custom_alignment_and_no_tensors(tmp_path: Path) -> None:
 def test_smollm2() -> None:
     assert SMOLLM2 is not None
     size = SMOLLM2.stat().st_size
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        g = read_gguf(SMOLLM2)
-        times.append(time.perf_counter() - t0)
-        g.close()
-    assert min(times) < 1.0, times
     with read_gguf(SMOLLM2) as g:
         m = g.metadata
         assert g.version == 3 and m["general.architecture"] == "llama"
@@ -210,6 +203,11 @@ def test_smollm2() -> None:
         emb = g.tensors["token_embd.weight"]
         assert (emb.fmt, emb.type_name, emb.shape) == ("q8_0", "Q8_0", (49152, 576))
         assert emb.data().shape == (49152, 612)
+        # reading the header reads no weights: the tensors are views of the file's mapping
+        base = emb.data()
+        while isinstance(base, (np.ndarray, memoryview)):
+            base = base.base if isinstance(base, np.ndarray) else base.obj
+        assert isinstance(base, mmap.mmap)
         up = g.tensors["blk.0.ffn_up.weight"]
         assert (up.fmt, up.shape, up.data().shape) == ("q4_1", (1536, 576), (1536, 18 * 20))
         norm = g.tensors["output_norm.weight"].data()
@@ -366,7 +364,6 @@ def test_bad_alignment(tmp_path: Path) -> None:
 
 def check_read(path: Path, size: int) -> bool:
     """read_gguf either raises ModelFileError, or gives views inside the file. -> read ok"""
-    t0 = time.perf_counter()
     try:
         g = read_gguf(path)
     except ModelFileError as e:
@@ -383,7 +380,6 @@ def check_read(path: Path, size: int) -> bool:
                 if v.size:  # touch both ends: an out-of-file view would fault here
                     flat = v.reshape(-1)
                     _ = flat[0], flat[-1]
-    assert time.perf_counter() - t0 < 5.0
     return ok
 
 

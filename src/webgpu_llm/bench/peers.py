@@ -17,7 +17,7 @@ def torch_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _hf_model(cfg: ModelConfig, dtype: str) -> Any:
+def _hf_model(cfg: ModelConfig, dtype: str, device: str = "cuda") -> Any:
     import torch
     import transformers as tf
 
@@ -28,28 +28,36 @@ def _hf_model(cfg: ModelConfig, dtype: str) -> Any:
     conf = tf.Qwen2Config(**kw) if cfg.arch == "qwen2" else tf.LlamaConfig(head_dim=cfg.head_dim, **kw)
     torch.manual_seed(0)
     td = {"f16": torch.float16, "f32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    with torch.device("cuda"):
+    with torch.device(device):
         model = tf.AutoModelForCausalLM.from_config(conf, torch_dtype=td)
     return model.eval()
 
 
 def bench_torch(cfg: ModelConfig, dtype: str, n_prompt: int = 16, n_gen: int = 128, n_pp: int = 512,
-                reps: int = 3, compiled: bool = True, log: Any = None) -> list[dict[str, Any]]:
+                reps: int = 3, compiled: bool = True, log: Any = None, device: str = "cuda") -> list[dict[str, Any]]:
+    """Decode speed of transformers' generate (tg) and, unless `n_pp` is 0, the speed of one
+    forward pass over an `n_pp`-token prompt (pp). `device` other than cuda is for tests."""
     import torch
 
     say = log or (lambda *_: None)
     if dtype not in ("f16", "f32", "bf16"):
         return []
-    model = _hf_model(cfg, dtype)
-    ids = torch.randint(0, cfg.vocab, (1, n_prompt), device="cuda")
+    cuda = device == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    model = _hf_model(cfg, dtype, device)
+    ids = torch.randint(0, cfg.vocab, (1, n_prompt), device=device)
     rows = []
 
     def tg(m: Any, **kw: Any) -> float:
         def once() -> float:
-            torch.cuda.synchronize()
+            sync()
             t = time.perf_counter()
             m.generate(ids, max_new_tokens=n_gen, min_new_tokens=n_gen, do_sample=False, **kw)
-            torch.cuda.synchronize()
+            sync()
             return time.perf_counter() - t
         once()
         once()
@@ -57,18 +65,23 @@ def bench_torch(cfg: ModelConfig, dtype: str, n_prompt: int = 16, n_gen: int = 1
 
     with torch.inference_mode():
         rate = tg(model)
-        pp_ids = torch.randint(0, cfg.vocab, (1, n_pp), device="cuda")
-        model(pp_ids)
-        torch.cuda.synchronize()
-        pps = []
-        for _ in range(reps):
-            t = time.perf_counter()
+        row: dict[str, Any] = {"peer": "torch-cuda eager" if cuda else f"torch-{device} eager", "dtype": dtype,
+                               "tg_tok_s": rate}
+        if n_pp > 0:  # 0 skips the prompt measurement, as for the engine
+            pp_ids = torch.randint(0, cfg.vocab, (1, n_pp), device=device)
             model(pp_ids)
-            torch.cuda.synchronize()
-            pps.append(n_pp / (time.perf_counter() - t))
-        rows.append({"peer": "torch-cuda eager", "dtype": dtype, "tg_tok_s": rate, "pp_tok_s": statistics.median(pps)})
-        say(f"  torch eager {dtype}: tg {rate:.1f} tok/s, pp {rows[-1]['pp_tok_s']:.0f} tok/s")
-        if compiled and dtype == "f16":  # the reference figure; compiling takes a minute or more
+            sync()
+            pps = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                model(pp_ids)
+                sync()
+                pps.append(n_pp / (time.perf_counter() - t))
+            row["pp_tok_s"] = statistics.median(pps)
+        rows.append(row)
+        say(f"  torch eager {dtype}: tg {rate:.1f} tok/s"
+            + (f", pp {row['pp_tok_s']:.0f} tok/s" if "pp_tok_s" in row else ""))
+        if compiled and cuda and dtype == "f16":  # the reference figure; compiling takes a minute or more
             try:
                 # a static cache makes transformers compile the decoding forward itself
                 # (torch.compile, CUDA graphs, step marking that generate() needs)
@@ -79,5 +92,6 @@ def bench_torch(cfg: ModelConfig, dtype: str, n_prompt: int = 16, n_gen: int = 1
             except Exception as e:  # a peer failing must not end the run
                 rows.append({"peer": "torch-cuda static+compile", "dtype": dtype, "error": str(e)[:300]})
     del model
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
     return rows

@@ -12,7 +12,7 @@ from typing import Any
 from .. import environment
 from ..errors import UserError
 from ..models.presets import DTYPES, PRESETS, preset_model
-from ..runtime.gpu import open_gpu
+from ..runtime.gpu import BACKENDS, open_gpu
 from .common import print_json
 
 
@@ -24,23 +24,25 @@ def add_parser(sub: Any) -> None:
                     "shapes with seeded random weights, or --model for a file.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=sorted(PRESETS), default=None, help="model shape with random weights")
-    src.add_argument("--model", "-m", default=None, metavar="PATH", help="a GGUF file or model directory")
-    p.add_argument("--dtype", default="f16", help=f"weight type for --preset, or a comma list ({', '.join(DTYPES)})")
-    p.add_argument("--backend", default="wgpu", help="wgpu, dawn, or a comma list (e.g. wgpu,dawn)")
+    src.add_argument("--model", "-m", default=None, metavar="PATH|NAME",
+                     help="a GGUF file or model directory, or a name as `generate --model` takes")
+    p.add_argument("--dtype", default="f16", help=f"weight type for --preset, or a comma list ({', '.join(DTYPES)}; default: %(default)s)")
+    p.add_argument("--backend", default="wgpu", help="wgpu, dawn, or a comma list (e.g. wgpu,dawn; default: %(default)s)")
     p.add_argument("--adapter", default=None, metavar="NAME|INDEX", help="adapter (see `webgpu-llm info`)")
-    p.add_argument("--n-prompt", type=int, default=16, help="prompt tokens before decode (default 16)")
-    p.add_argument("--n-gen", type=int, default=128, help="decoded tokens (default 128)")
-    p.add_argument("--n-pp", type=int, default=512, help="prompt length for prefill speed; 0 skips it (default 512)")
-    p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default 5)")
+    p.add_argument("--n-prompt", type=int, default=16, help="prompt tokens before decode (default: %(default)s)")
+    p.add_argument("--n-gen", type=int, default=128, help="decoded tokens (default: %(default)s)")
+    p.add_argument("--n-pp", type=int, default=512, help="prompt length for prefill speed; 0 skips it (default: %(default)s)")
+    p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default: %(default)s)")
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
                    help="submit every dispatch separately (the eager pattern) instead of one per token")
     p.add_argument("--persist", default=None, metavar="G[,G...]",
                    help="decode each layer as one persistent dispatch on G resident workgroups (about two per "
-                        "SM; 0 = one dispatch per kernel, the default; experimental: see the README); a comma list compares")
+                        "SM; 0 = one dispatch per kernel; experimental: see the README); a comma list compares "
+                        "(default: WEBGPU_LLM_PERSIST, else 0)")
     p.add_argument("--mma", default="auto", metavar="MODE[,MODE]",
                    help="prompt matmuls of quantized weights on the GPU's int8 matrix units: auto (where the "
-                        "adapter has them: Dawn's subgroup matrices, the default) or off; a comma list compares")
+                        "adapter has them: Dawn's subgroup matrices) or off; a comma list compares (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON results here")
@@ -55,8 +57,16 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    for option, value, least in (("--n-prompt", args.n_prompt, 1), ("--n-gen", args.n_gen, 1),
+                                 ("--n-pp", args.n_pp, 0), ("--reps", args.reps, 1)):
+        if value < least:
+            raise UserError(f"{option} {value}: must be at least {least}")
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    if not backends or any(b not in BACKENDS for b in backends):
+        raise UserError(f"--backend takes {' or '.join(BACKENDS)} or a comma list of them, not {args.backend!r}")
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    if not dtypes or any(d not in DTYPES for d in dtypes):
+        raise UserError(f"--dtype takes {', '.join(DTYPES)} or a comma list of them, not {args.dtype!r}")
     try:
         persists: list[int | None] = [int(g) for g in args.persist.split(",")] if args.persist else [None]
     except ValueError:
@@ -68,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--mma takes auto, off or a comma list of them, not {args.mma!r}")
     if args.preset is None and args.model is None:
         args.preset = "qwen2.5-0.5b"
+    if args.model is not None:  # a name of a model on this machine becomes its path, checked now
+        from ..models.source import locate_model
+
+        args.model = str(locate_model(args.model, environment.model_search()).path)
     rows: list[dict[str, Any]] = []
     peers: list[dict[str, Any]] = []
     base = environment.settings(fused=not args.no_fusion)
@@ -116,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if peers:
         print("| peer | dtype | tg tok/s | pp tok/s |\n| --- | --- | --- | --- |")
         for p in peers:
-            print(f"| {p['peer']} | {p['dtype']} | {p.get('tg_tok_s', float('nan')):.1f} | "
-                  f"{p.get('pp_tok_s', float('nan')):.0f} |")
+            tg = f"{p['tg_tok_s']:.1f}" if "tg_tok_s" in p else "-"
+            pp = f"{p['pp_tok_s']:.0f}" if "pp_tok_s" in p else "-"
+            print(f"| {p['peer']} | {p['dtype']} | {tg} | {pp} |")
     return 0

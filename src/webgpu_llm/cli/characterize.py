@@ -19,10 +19,10 @@ def add_parser(sub: Any) -> None:
                     "literature measures it (naive, sequential, batched), plus a per-call cost "
                     "breakdown, a kernel-size sweep with GPU timestamps, the CUDA launch cost "
                     "through torch when a CUDA device is present, and end-to-end ablations on a "
-                    "model. Medians with 95 %% confidence intervals; see docs/characterize.md.",
+                    "model. Medians with 95 % confidence intervals; see docs/characterize.md.",
     )
     p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all",
-                   help="which WebGPU implementation(s) to measure (default: all that open)")
+                   help="which WebGPU implementation(s) to measure (default: %(default)s, every one that opens)")
     p.add_argument("--adapter", default=None, metavar="NAME|INDEX",
                    help="adapter to use on each backend: an index from `webgpu-llm info` or part "
                         "of its name (default: the high-performance adapter)")
@@ -37,8 +37,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA reference through torch")
     g = p.add_argument_group("end-to-end ablations (need the model engine)")
     g.add_argument("--no-ablations", action="store_true", help="skip the end-to-end ablations")
-    g.add_argument("--model", "-m", default=None, metavar="PATH",
-                   help="model for the ablations (default: the bundled SmolLM2)")
+    g.add_argument("--model", "-m", default=None, metavar="PATH|NAME",
+                   help="model for the ablations: a path or a name as `generate --model` takes "
+                        "(default: the bundled SmolLM2)")
     g.add_argument("--preset", default=None, metavar="NAME",
                    help="a model shape with random weights for the ablations, as in `bench`")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
@@ -60,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from ..characterize.runner import characterize, sanity_problems
 
     args.settings = environment.settings()
+    if args.model is not None:  # a name of a model on this machine becomes its path
+        from ..models.source import locate_model
+
+        args.model = str(locate_model(args.model, environment.model_search()).path)
     doc = characterize(args)
     if args.out is not None:
         written = write_outputs(doc, args.out)

@@ -7,7 +7,17 @@ import sys
 from typing import Any
 
 from ..errors import UserError
-from .common import add_common, add_model, add_sampling, load_llm, print_json, read_text
+from .common import (
+    add_common,
+    add_model,
+    add_sampling,
+    check_generation,
+    load_llm,
+    locate,
+    print_json,
+    read_text,
+    sampling_kwargs,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -20,7 +30,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--raw", action="store_true", help="no chat template: continue the text as-is")
     p.add_argument("--system", default=None, metavar="TEXT", help="system message for the chat template")
     p.add_argument("--truncate", action="store_true",
-                   help="if the prompt is longer than the context, keep its end instead of failing")
+                   help="if the prompt and --max-tokens do not fit the context, keep the prompt's end that "
+                        "leaves room for --max-tokens (at least one token of it) instead of failing")
     add_model(p)
     add_sampling(p)
     add_common(p)
@@ -28,27 +39,31 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_generation(args)
     text = read_text(args.prompt, args.file, what="prompt")
     if not text:
         raise UserError("the prompt is empty: give PROMPT, --file PATH, or - to read stdin")
+    locate(args)
     llm = load_llm(args)
     prompt: Any = text
     if args.system and not args.raw:
         prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": text}]
-    pieces = llm.generate(prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                          seed=args.seed, stop=args.stop, raw=args.raw, truncate=args.truncate)
+    pieces = llm.generate(prompt, max_tokens=args.max_tokens, stop=args.stop, raw=args.raw, truncate=args.truncate,
+                          **sampling_kwargs(args))
     if args.json:
         out = "".join(pieces)
-        print_json({"text": out, "model": str(llm.source.path), "backend": llm.gpu.backend,
+        print_json({"text": out, "model": str(llm.source.path), "name": llm.config.name, "backend": llm.gpu.backend,
                     "adapter": llm.gpu.info.get("device", ""), **llm.stats.as_dict()})
         return 0
     for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    s = llm.stats
     if not args.quiet:
-        print(f"[{s.prompt_tokens} prompt tokens at {s.prefill_tok_s:.1f} tok/s, "
-              f"{s.generated_tokens} generated at {s.decode_tok_s:.1f} tok/s]", file=sys.stderr)
+        print(speed_line(llm.stats), file=sys.stderr)
     return 0
+
+
+def speed_line(s: Any) -> str:
+    return (f"[{s.prompt_tokens} prompt tokens at {s.prefill_tok_s:.1f} tok/s, "
+            f"{s.generated_tokens} generated at {s.decode_tok_s:.1f} tok/s]")

@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("info", help="list WebGPU adapters, features and limits of each backend",
                        description="List the WebGPU adapters each backend sees, with the features "
                                    "and limits that matter for LLM inference.")
-    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="which backend (default: all)")
+    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="which backend (default: %(default)s)")
     p.add_argument("--all-features", action="store_true", help="list every feature, not only the ML ones")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")

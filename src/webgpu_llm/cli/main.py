@@ -6,10 +6,12 @@ import argparse
 import importlib
 import sys
 
-from .. import environment
+from .. import __version__, environment
 from ..errors import WebGpuLlmError
 
-COMMANDS = ("generate", "chat", "perplexity", "info", "bench", "characterize")
+# command: its module (each has `add_parser(sub)`)
+COMMANDS = {"generate": "generate", "chat": "chat", "perplexity": "perplexity", "list": "list_models",
+            "info": "info", "bench": "bench", "characterize": "characterize"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,9 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
                + "\n".join(f"  {name}{what}" for name, what in environment.VARIABLES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"{__package__}.{name}").add_parser(sub)
+    for module in COMMANDS.values():
+        importlib.import_module(f"{__package__}.{module}").add_parser(sub)
     return parser
 
 

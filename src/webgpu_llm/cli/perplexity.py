@@ -7,14 +7,15 @@ import sys
 from typing import Any
 
 from ..errors import UserError
-from .common import add_common, add_model, load_llm, print_json, read_text
+from .common import add_common, add_model, check_ctx, load_llm, locate, print_json, read_text
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "perplexity", help="score a text: perplexity over non-overlapping chunks",
         description="Tokenize the text (BOS as the model's metadata says), cut it into "
-                    "non-overlapping chunks of --ctx tokens (a short last chunk counts), evaluate each "
+                    "non-overlapping chunks of --ctx tokens (a short last chunk counts; --ctx 0: the "
+                    "model's maximum), evaluate each "
                     "chunk from an empty cache and average the negative log-likelihood over every "
                     "predicted position (2nd to last token of each chunk).")
     p.add_argument("--file", "-f", required=True, metavar="PATH", help="the text file to score (- for stdin)")
@@ -24,12 +25,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_ctx(args)
     text = read_text(None, args.file, what="text")
     if not text:
         raise UserError(f"{args.file}: the text is empty")
-    if args.ctx is None or args.ctx < 2:
-        raise UserError(f"--ctx {args.ctx}: need at least 2 tokens per chunk")
-    llm = load_llm(args, ctx=args.ctx)
+    locate(args)
+    llm = load_llm(args)
+    ctx = llm.ctx  # --ctx, capped to the model's maximum
     ids = llm.tokenizer.encode(text)
     show = not args.json and not args.quiet and sys.stderr.isatty()
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         if show:
             print(f"\rchunk {i}/{n}", end="", file=sys.stderr, flush=True)
 
-    r = llm.perplexity(ids, ctx=args.ctx, progress=progress)
+    r = llm.perplexity(ids, ctx=ctx, progress=progress)
     if show:
         print(file=sys.stderr)
     if args.json:
@@ -45,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
                     "ctx": r["ctx"], "seconds": round(r["seconds"], 3), "model": str(llm.source.path),
                     "backend": llm.gpu.backend})
     else:
-        print(f"perplexity {r['ppl']:.4f} over {r['tokens']} tokens ({len(r['chunks'])} chunks of {args.ctx}, "
+        print(f"perplexity {r['ppl']:.4f} over {r['tokens']} tokens ({len(r['chunks'])} chunks of {ctx}, "
               f"{r['predicted']} predicted) in {r['seconds']:.1f} s")
     return 0

