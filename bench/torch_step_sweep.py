@@ -27,9 +27,9 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
+import torch
 import torch_generate as tg
 
-import torch
 import webgpu_llm.torch as wt
 from webgpu_llm.kernels.fused_linear import default_shape
 from webgpu_llm.torch.compile.backend import RUNNERS
