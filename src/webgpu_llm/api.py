@@ -37,6 +37,24 @@ def _progress_bar(total: int, enabled: bool) -> tuple[Callable[[int], None] | No
     return bar.update, bar.close
 
 
+def _warm_up(session: Session, enabled: bool) -> None:
+    """Compile every kernel now, with a progress bar where that takes a while (the first run
+    on a machine; the driver caches them for the next)."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc="compiling kernels (first run on this machine; cached after)", unit=" kernels",
+               file=sys.stderr, leave=False, delay=1.0, disable=not (enabled and sys.stderr.isatty()))
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        session.warm_up(update)
+    finally:
+        bar.close()
+
+
 _UNSET: Any = object()
 
 
@@ -52,14 +70,16 @@ class LLM:
     @classmethod
     def load(cls, model: str | Path | None = None, *, settings: Settings | None = None, backend: str = _UNSET,
              adapter: str | None = _UNSET, ctx: int | None = _UNSET, batch: int = _UNSET, fused: bool = _UNSET,
-             progress: bool = True, gpu: Gpu | None = None, search: ModelSearch | None = None) -> LLM:
+             progress: bool = True, gpu: Gpu | None = None, search: ModelSearch | None = None,
+             warm_up: bool = True) -> LLM:
         """Load a model file or directory, or a model already on the machine by name: a
         Hugging Face hub id (`"HuggingFaceTB/SmolLM2-135M-Instruct"`, `"ORG/NAME:Q4_K_M"`)
         from the local hub cache or an Ollama name (`"smollm2:135m"`) from Ollama's store;
         `search` says where to look (default: where the environment says, see
         `environment.model_search`). `settings` holds every knob (the defaults where None);
         `backend`, `adapter`, `ctx`, `batch` and `fused`, where given, override it.
-        `gpu`: an already open device to use."""
+        `gpu`: an already open device to use. `warm_up` compiles every kernel at load (where
+        the driver compiles at first use, the first prompt would wait for it instead)."""
         s = settings or Settings()
         gpu_over = {k: v for k, v in (("backend", backend), ("adapter", adapter)) if v is not _UNSET}
         if gpu_over:
@@ -82,6 +102,8 @@ class LLM:
                 session = Session.build(g, src.config, src.tensors.get, s, n_ctx, progress=update)
             finally:
                 close()
+            if warm_up:
+                _warm_up(session, progress)
         except BaseException:
             src.close()
             raise

@@ -114,6 +114,35 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(llm: LLM, monkeypatch: pyt
     assert sys.stdout.getvalue()[:-1] == fresh_answer(llm, history, "go on", 8)
 
 
+def test_ctrl_c_in_the_prompt_stops_at_once(llm: LLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGINT while the engine processes the prompt (before any piece) interrupts it
+    there, not at the first piece: nothing was shown, the turn is dropped, and the next answer
+    is what a fresh session gives."""
+    args = build_parser().parse_args(["chat", "--max-tokens", "40", "--temperature", "0"])
+    s = llm.chat_session()
+    history = [dict(m) for m in s.messages]
+    prefill = llm.session.prefill
+    pieces_reached: list[int] = []
+
+    def interrupted(*a: Any, **kw: Any) -> None:
+        prefill(*a, **kw)
+        os.kill(os.getpid(), signal.SIGINT)
+        pieces_reached.append(1)  # never runs: the interrupt lands before the next line
+        raise AssertionError("the SIGINT did not interrupt the prompt")
+
+    monkeypatch.setattr(llm.session, "prefill", interrupted)
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert chat.answer(s, "hello there", args) is True
+    assert out.getvalue() == "\n" and not pieces_reached
+    assert s.messages == history
+    monkeypatch.setattr(llm.session, "prefill", prefill)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    args.max_tokens = 8
+    assert chat.answer(s, "go on", args) is False
+    assert sys.stdout.getvalue()[:-1] == fresh_answer(llm, history, "go on", 8)
+
+
 def test_ctrl_c_at_the_prompt_exits_0_and_stats(tiny: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     lines = iter(["/stats", "hi", "/stats"])

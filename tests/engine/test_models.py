@@ -227,3 +227,46 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
         assert _rel(scored(), got_scored) < 1e-5
     with pytest.raises(ValueError, match=r"Tuning\.mma"):
         eng.rebuild(dataclasses.replace(model.tuning, mma="yes"))
+
+
+def test_prompt_in_throttled_batches_matches_transformers(wgpu_gpu, tiny_dirs):
+    """A prompt of more batches than are queued at once (MAX_PREFILL_INFLIGHT): the later
+    batches wait for the earlier ones' fences, and the answer is transformers' all the same."""
+    from webgpu_llm.engine.session import MAX_PREFILL_INFLIGHT
+
+    d = tiny_dirs["qwen2", "float32"]
+    llm = _load(d, wgpu_gpu, batch=4)
+    prompt = (IDS * 2)[:4 * MAX_PREFILL_INFLIGHT + 7]  # 4 batches of 4 and a ragged one
+    assert list(llm.session.stream(prompt, 0, SamplingParams(), 6)) == hf_greedy(d, prompt, 6)
+
+
+def test_a_stopped_stream_leaves_the_next_one_right(wgpu_gpu, tiny_dirs):
+    """A stream closed after its first token (as Ctrl-C does) returns without waiting for the
+    steps it queued; the next stream collects their read-backs first and answers as a fresh
+    run does."""
+    d = tiny_dirs["llama", "float32"]
+    llm = _load(d, wgpu_gpu)
+    eng = llm.session
+    want = list(eng.stream(IDS[:9], 0, SamplingParams(), 12))
+    gen = eng.stream(IDS[:5], 0, SamplingParams(), 40)
+    next(gen)
+    next(gen)
+    gen.close()
+    assert eng._orphans  # the steps in flight were not waited for
+    assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == want
+    assert not eng._orphans
+
+
+def test_warm_up_runs_every_kernel_once_and_changes_nothing(wgpu_gpu, tiny_dirs):
+    d = tiny_dirs["qwen2", "float32"]
+    llm = _load(d, wgpu_gpu, warm_up=False)
+    eng = llm.session
+    before = llm.logits(IDS)
+    seen: list[tuple[int, int]] = []
+    eng.warm_up(lambda done, total: seen.append((done, total)))
+    m = eng.programs
+    kernels = {id(x.pipeline) for p in (m.embed, m.prefill, m.head, *m.samplers.values(), m.decode, m.score_norm,
+                                        m.score_chunks[0]) for x in p.dispatches}
+    assert seen[-1] == (len(kernels), len(kernels)) and len(seen) == len(kernels)
+    assert np.array_equal(llm.logits(IDS), before)
+    assert list(eng.stream(IDS[:9], 0, SamplingParams(), 6)) == hf_greedy(d, IDS[:9], 6)

@@ -37,19 +37,21 @@ def add_parser(sub: Any) -> None:
 
 
 class StopOnCtrlC:
-    """While an answer streams: the first Ctrl-C sets `hit` (the caller stops at the next
-    piece, so the engine stops at a clean point); a second one raises KeyboardInterrupt
-    at once (for a long prompt that yields nothing for a while)."""
+    """While an answer streams, Ctrl-C sets `hit`. While the engine works on the next piece
+    (`waiting`: a long prompt, say) it also raises KeyboardInterrupt at once: the engine can stop
+    anywhere, leaving the work it queued to finish on its own. While a piece is being shown,
+    the caller stops after it, so that the conversation keeps exactly what was shown."""
 
     def __init__(self) -> None:
         self.hit = False
+        self.waiting = False  # inside the engine, between two pieces
         self.closing = False  # the answer is being wound down: let it finish its bookkeeping
         self._previous: Any = None
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.hit and not self.closing:
-            raise KeyboardInterrupt
         self.hit = True
+        if self.waiting and not self.closing:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> StopOnCtrlC:
         try:
@@ -68,11 +70,16 @@ def answer(session: Any, line: str, args: argparse.Namespace) -> bool:
     pieces = session.send(line, max_tokens=args.max_tokens, stop=args.stop, **sampling_kwargs(args))
     with StopOnCtrlC() as ctrl_c:
         try:
-            for piece in pieces:
+            while not ctrl_c.hit:
+                ctrl_c.waiting = True
+                try:
+                    piece = next(pieces)
+                except StopIteration:
+                    break
+                finally:
+                    ctrl_c.waiting = False
                 sys.stdout.write(piece)
                 sys.stdout.flush()
-                if ctrl_c.hit:
-                    break
         except KeyboardInterrupt:
             ctrl_c.hit = True
         finally:
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         if line in ("/help", "/?"):
             print(HELP, file=sys.stderr)
             continue
+        turns = len(session.messages)
         try:
             stopped = answer(session, line, args)
         except UserError as e:
@@ -126,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         answered = True
         if stopped and not args.quiet:
-            print("[stopped; the conversation keeps the answer so far]", file=sys.stderr)
+            kept = len(session.messages) > turns
+            print("[stopped; the conversation keeps the answer so far]" if kept
+                  else "[stopped before the answer began; the question is dropped]", file=sys.stderr)
         if args.verbose:
             print(speed_line(llm.stats), file=sys.stderr)
     return 0

@@ -33,6 +33,9 @@ from .weights import Tensor, upload_weights
 MAX_PENDING = 3  # read-backs in flight
 MAX_INTERVAL = 16  # steps per read-back at most
 TARGET_BATCH_S = 0.02
+# prompt chunks queued on the GPU at most: Ctrl-C (a closed stream) leaves at most this much
+# prompt work behind, and two keep the GPU busy while the CPU queues the next
+MAX_PREFILL_INFLIGHT = 2
 
 
 @dataclass
@@ -65,6 +68,9 @@ class Session:
         self.gpu = programs.gpu
         self._steps: dict[tuple[bool, bool], Program] = {}
         self._staging: list[Any] = []
+        # read-backs a stream left in flight when it was stopped (Ctrl-C): it does not wait for
+        # them; the next stream does, before it queues work of its own
+        self._orphans: list[tuple[Any, Any]] = []
         self.stats = GenStats()
         self._check_persistent()
 
@@ -74,7 +80,7 @@ class Session:
         """Upload a model's weights and build its Programs for `ctx` positions."""
         weights = upload_weights(gpu, cfg, get, progress)
         tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
-        return cls(Programs(gpu, cfg, weights, ctx, settings.batch, tuning, settings.fused))
+        return cls(Programs(gpu, cfg, weights, ctx, settings.prompt_batch(gpu), tuning, settings.fused))
 
     @property
     def cfg(self) -> ModelConfig:
@@ -130,19 +136,78 @@ class Session:
     def prefill(self, ids: list[int], start: int, params: SamplingParams, seed: int,
                 after_last: Any = None, sample: bool = True) -> None:
         """Run the prompt through the layers in batches; the last batch ends with the head
-        and the sampler, which writes the first new token at position start + len(ids)."""
+        and the sampler, which writes the first new token at position start + len(ids).
+        At most MAX_PREFILL_INFLIGHT batches are queued at a time, so that a long prompt can
+        be stopped between batches."""
         m = self.programs
         self.write_tokens(start, ids)
         pos = start
-        for i in range(0, len(ids), m.batch):
-            n = min(m.batch, len(ids) - i)
-            last = i + n >= len(ids)
-            self._state(params.state(pos, n, seed))
-            progs = [(m.embed, n), (m.prefill, n)]
-            if last and sample:
-                progs += [(m.head, n), (m.samplers[(params.filtered, params.penalised)], n)]
-            run_programs(self.gpu, progs, after=after_last if last else None)
-            pos += n
+        fences: deque[tuple[Any, Any]] = deque()
+        try:
+            for i in range(0, len(ids), m.batch):
+                n = min(m.batch, len(ids) - i)
+                last = i + n >= len(ids)
+                if len(fences) >= MAX_PREFILL_INFLIGHT:
+                    self._recycle(*fences.popleft())
+                self._state(params.state(pos, n, seed))
+                progs = [(m.embed, n), (m.prefill, n)]
+                if last and sample:
+                    progs += [(m.head, n), (m.samplers[(params.filtered, params.penalised)], n)]
+                fence = None if last or len(ids) <= m.batch * MAX_PREFILL_INFLIGHT else self._staging_buffer()
+                copy = after_last if last else None
+                if fence is not None:
+                    def copy(enc: Any, fence: Any = fence) -> None:  # the batch is done when this copy is
+                        enc.copy_buffer_to_buffer(m.buf.st, 0, fence, 0, 16)
+                run_programs(self.gpu, progs, after=copy)
+                if fence is not None:
+                    fences.append((fence.map_async(self.gpu.mod.MapMode.READ), fence))
+                pos += n
+        finally:
+            self._orphans.extend(fences)
+
+    def _recycle(self, promise: Any, buf: Any) -> None:
+        """Wait for a read-back buffer's mapping and put the buffer back in the pool."""
+        promise.sync_wait()
+        buf.unmap()
+        self._staging.append(buf)
+
+    def _collect_orphans(self) -> None:
+        """Wait for the read-backs a stopped stream left in flight (the GPU runs the work queued
+        before them first anyway)."""
+        while self._orphans:
+            self._recycle(*self._orphans[0])
+            self._orphans.pop(0)
+
+    def warm_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Run every kernel of the Programs once on one token, so that drivers that compile
+        at first use (llvmpipe, some GPU drivers) do it here rather than inside a timed
+        prompt; `progress(done, total)` after each kernel. The buffers it writes are
+        written again before they are read."""
+        m = self.programs
+        self._state(SamplingParams().state(0, 1, 0))
+        self.write_tokens(0, [0])
+        progs = [m.embed, m.prefill, m.head, *m.samplers.values(), m.decode, m.score_norm, *m.score_chunks[:1]]
+        seen: set[int] = set()
+        todo = []
+        for p in progs:
+            assert p is not None
+            for i, d in enumerate(p.dispatches):
+                if id(d.pipeline) not in seen:
+                    seen.add(id(d.pipeline))
+                    todo.append((p, i))
+        for k, (p, i) in enumerate(todo):
+            self.gpu.submit([self._encoded(p, i)])
+            self.gpu.sync()
+            if progress:
+                progress(k + 1, len(todo))
+        self._state(SamplingParams().state(0, 1, 0))
+
+    def _encoded(self, p: Program, i: int) -> Any:
+        enc = self.gpu.device.create_command_encoder()
+        cpass = enc.begin_compute_pass()
+        p.encode(cpass, 1, i, i + 1)
+        cpass.end()
+        return enc.finish()
 
     def next_logits(self, ids: list[int]) -> np.ndarray:
         """The logits of the decode step after prompt `ids` (its greedy token as the step's input)."""
@@ -199,6 +264,7 @@ class Session:
             return
         seed = params.resolved_seed()
         step = self.step_program(params)
+        self._collect_orphans()
         pending: deque[tuple[Any, Any, int, int]] = deque()
         st = self.stats = GenStats(prompt_tokens=len(ids))
         next_read = 0  # index of the first generated token not yet copied out
@@ -227,8 +293,9 @@ class Session:
         try:
             while pending or submitted < max_new:
                 if pending and (len(pending) >= MAX_PENDING or submitted >= max_new):
-                    promise, buf, lo, cnt = pending.popleft()
+                    promise, buf, lo, cnt = pending[0]
                     promise.sync_wait()
+                    pending.popleft()
                     toks = np.frombuffer(buf.read_mapped(0, cnt * 4), np.uint32).tolist()
                     buf.unmap()
                     self._staging.append(buf)
@@ -255,14 +322,10 @@ class Session:
                     run_programs(gpu, [(step, 1)])
                 submitted = upto
         finally:
+            # the read-backs still in flight are not waited for here (a stop must answer at
+            # once, also in a long prompt): the next stream collects them
             st.overshoot = submitted - st.generated_tokens
-            for promise, buf, _lo, _cnt in pending:  # let in-flight read-backs land, then recycle
-                try:
-                    promise.sync_wait()
-                    buf.unmap()
-                    self._staging.append(buf)
-                except Exception:
-                    pass
+            self._orphans.extend((promise, buf) for promise, buf, _lo, _cnt in pending)
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, ids: list[int], want_logits: bool) -> Iterator[tuple[int, int, np.ndarray | None]]:

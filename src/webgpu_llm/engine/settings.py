@@ -103,6 +103,12 @@ LONG_HEAD_CHUNK = (128, 64)
 # on Dawn for narrow models, slower on wgpu-native and on wide models.
 EARLY_BACKENDS = ("dawn",)
 
+# Prompt tokens a prefill batch takes at most: a GPU's prompt rate grows up to 512; llvmpipe's is
+# flat from 64 to 256 (SmolLM2: 32 tok/s on 2 cores), where a 64-token batch takes ~2 s, as long
+# as a stop (Ctrl-C) may have to wait there, since a CPU adapter runs a submit to its end.
+GPU_BATCH = 512
+CPU_BATCH = 64
+
 # Persistent decode layers (kernels/persistent.py): threads a workgroup (512 and 1024 were
 # slower), and resident workgroups by adapter for `persist="auto"` (two a SM fit, three do not;
 # 228 of an H200's or H100's 264 places run 0.5-2 % faster than all of them). Off by default:
@@ -140,11 +146,14 @@ class Settings:
 
     gpu: GpuOptions = field(default_factory=GpuOptions)
     ctx: int | None = 4096  # context tokens (None: the model's maximum; larger values are capped to it)
-    batch: int = 512  # prompt tokens a prefill chunk processes at most
+    batch: int | None = None  # prompt tokens a prefill batch takes at most; None: GPU_BATCH or CPU_BATCH
     fused: bool = True  # decode layers as 5 fused dispatches (False: one kernel per operation)
     tuning: Tuning | None = None  # kernel shapes; None: default_tuning for the adapter and model
     persist: int | str | None = None  # persistent decode layers: workgroups, "auto", 0 (off); None: the tuning's
     mma: str | None = None  # prompt matmuls on the int8 matrix units: auto, off, emulate; None: the tuning's
+
+    def prompt_batch(self, gpu: Gpu) -> int:
+        return self.batch or (CPU_BATCH if gpu.is_cpu else GPU_BATCH)
 
     def tuning_for(self, gpu: Gpu, hidden: int, head_dim: int) -> Tuning:
         """The tuning a model of this width and head size is built with on `gpu`."""
