@@ -1,0 +1,245 @@
+"""Many requests on one model: a thread runs the GPU, requests come and go as `Completion`s.
+
+`Scheduler.submit` queues a request (prompt ids, sampling settings, a token budget, stop ids)
+and returns its `Completion` at once: the caller reads new token ids from it, blocking
+(`for ids in completion`) or from asyncio (`async for ids in completion`), and may `cancel()`
+it at any time. One engine thread owns the GPU and serves the queue; the server and the
+Python API's concurrent calls are its front ends. A request's tokens arrive in small groups
+(the engine reads tokens back a few steps at a time); `finish_reason` says why it ended:
+"stop" (a stop id, not included), "length" (the budget or the context), "cancelled", or
+"error" (`error` holds the message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UserError
+from .sampling import SamplingParams
+from .session import Session
+
+_DONE = object()
+
+
+class QueueFull(Exception):
+    """The scheduler's queue is full (HTTP 429) or it is shutting down (503)."""
+
+
+@dataclass
+class Completion:
+    """One request: its settings, the tokens generated so far, and how it ended."""
+
+    ids: list[int]
+    params: SamplingParams
+    max_tokens: int
+    stop_ids: frozenset[int]
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: str | None = None
+    submitted_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    _queue: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue, repr=False)
+    _listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- the reader's side -----------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop this request: the engine drops it at its next step (its slot frees at once)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """New token ids as they come (blocking), until the request ends."""
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[list[int]]:
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[list[int]]:
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        with self._lock:  # what came before this listener, then everything after it
+            for t in ([self.tokens[:]] if self.tokens else []):
+                q.put_nowait(t)
+            if self.done:
+                q.put_nowait(_DONE)
+            else:
+                self._listeners.append((loop, q))
+        while True:
+            item = await q.get()
+            if item is _DONE:
+                return
+            yield item
+
+    def wait(self) -> list[int]:
+        """Block until the request ends; all its new token ids."""
+        for _ in self:
+            pass
+        return self.tokens
+
+    # -- the engine's side -----------------------------------------------------------------
+    def _push(self, new: list[int]) -> None:
+        if not new:
+            return
+        with self._lock:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.tokens.extend(new)
+            self._queue.put(new)
+            for loop, q in self._listeners:
+                loop.call_soon_threadsafe(q.put_nowait, new)
+
+    def _finish(self, reason: str, error: str | None = None) -> None:
+        with self._lock:
+            if self.finish_reason is not None:
+                return
+            self.finish_reason, self.error = reason, error
+            self.finished_at = time.perf_counter()
+            self._queue.put(_DONE)
+            for loop, q in self._listeners:
+                loop.call_soon_threadsafe(q.put_nowait, _DONE)
+
+
+@dataclass
+class SchedulerStats:
+    requests: int = 0  # submitted so far
+    finished: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+
+
+class Scheduler:
+    """Serves requests on one model from an engine thread. `parallel` sequences share the
+    GPU at a time (this implementation decodes them one after the other: `parallel` bounds
+    the requests admitted; the rest wait in the queue, at most `max_queue`)."""
+
+    def __init__(self, session: Session, parallel: int = 1, max_queue: int = 256) -> None:
+        if parallel < 1:
+            raise UserError(f"--parallel {parallel}: must be at least 1")
+        self.session = session
+        self.parallel = parallel
+        self.max_queue = max_queue
+        self.stats = SchedulerStats()
+        self._waiting: deque[Completion] = deque()
+        self._active: list[Completion] = []
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="webgpu-llm engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def ctx(self) -> int:
+        return self.session.ctx
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def check(self, ids: list[int], params: SamplingParams, max_tokens: int) -> None:
+        """What `submit` refuses, as a UserError (for a 400 before anything is queued)."""
+        params.check()
+        if not ids:
+            raise UserError("the prompt is empty")
+        if max_tokens < 1:
+            raise UserError(f"max_tokens {max_tokens}: must be at least 1")
+        if len(ids) >= self.ctx:
+            raise UserError(f"the prompt has {len(ids)} tokens, the context holds {self.ctx}")
+
+    def submit(self, ids: list[int], params: SamplingParams, max_tokens: int,
+               stop_ids: frozenset[int] = frozenset()) -> Completion:
+        """Queue a request; raises UserError for bad settings and QueueFull when the queue is full."""
+        self.check(ids, params, max_tokens)
+        c = Completion(list(ids), params, max_tokens, frozenset(stop_ids))
+        with self._cv:
+            if self._stopping:
+                raise QueueFull("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are waiting already")
+            self._waiting.append(c)
+            self.stats.requests += 1
+            self._cv.notify()
+        return c
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking requests; with `drain`, finish those admitted and queued first."""
+        with self._cv:
+            self._stopping = True
+            if not drain:
+                for c in [*self._waiting, *self._active]:
+                    c.cancel()
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # -- the engine thread -----------------------------------------------------------------
+    def _next(self) -> Completion | None:
+        with self._cv:
+            while not self._waiting:
+                if self._stopping:
+                    return None
+                self._cv.wait()
+            c = self._waiting.popleft()
+            self._active.append(c)
+            return c
+
+    def _run(self) -> None:
+        while True:
+            c = self._next()
+            if c is None:
+                return
+            try:
+                self._serve(c)
+            except UserError as e:
+                c._finish("error", str(e))
+            except Exception as e:  # the request fails, the engine goes on
+                c._finish("error", f"{type(e).__name__}: {e}")
+            finally:
+                with self._cv:
+                    self._active.remove(c)
+                    self.stats.finished += 1
+
+    def _serve(self, c: Completion) -> None:
+        if c.cancelled:
+            c._finish("cancelled")
+            return
+        self.stats.prompt_tokens += len(c.ids)
+        budget = min(c.max_tokens, self.ctx - len(c.ids))
+        stream = self.session.stream(c.ids, 0, c.params, budget)
+        n = 0
+        try:
+            for tok in stream:
+                if c.cancelled:
+                    c._finish("cancelled")
+                    return
+                if tok in c.stop_ids:
+                    c._finish("stop")
+                    return
+                c._push([tok])
+                n += 1
+                self.stats.generated_tokens += 1
+        finally:
+            stream.close()
+        c._finish("length")
