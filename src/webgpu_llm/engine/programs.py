@@ -25,7 +25,7 @@ from ..errors import GpuError
 from ..kernels import attention as att
 from ..kernels import elementwise as ew
 from ..kernels import mma, sampling
-from ..kernels.common import STATE_WORDS
+from ..kernels.common import STATE_WORDS, Slots
 from ..kernels.linear import (
     AttnShape,
     LinearSpec,
@@ -38,6 +38,8 @@ from ..kernels.linear import (
     matvec_groups,
     matvec_kernel,
     spread_ok,
+    thin_matmul_grid,
+    thin_matmul_kernel,
 )
 from ..kernels.loss import nll_kernel
 from ..kernels.persistent import SYNC_WORDS, Stage, persistent_kernel
@@ -163,22 +165,31 @@ class Programs:
             self.xs8 = self.gpu.buffer(T * (widest // 32) * 8, "int8_unit_scales")
         return {"xq": self.xq8, "xs": self.xs8}
 
-    def _quantize(self, prog: Program, k: int, x: Any) -> None:
+    def _quantize(self, prog: Program, k: int, x: Any, count: Callable[[Any], int] | None = None) -> None:
         """x (the batch's rows of k values) as int8 units, for the matmuls on the matrix units."""
-        prog.add(mma.quantize_kernel(k), {"st": self.buf.st, "x": x, **self._int8_units()}, mma.quantize_grid(k))
+        prog.add(mma.quantize_kernel(k), {"st": self.buf.st, "x": x, **self._int8_units()},
+                 _counted(mma.quantize_grid(k), count))
 
     def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any],
-                quantized: bool = False) -> None:
+                quantized: bool = False, count: Callable[[Any], int] | None = None, thin: int = 0) -> None:
         """A prompt matmul on bindings["x"]; on the matrix units, after x is quantized (unless
-        `quantized`: an earlier dispatch did it)."""
+        `quantized`: an earlier dispatch did it). `count` maps the Program's n to this
+        matmul's rows where n is not the row count itself (a batched step's n). `thin`: a
+        thin matmul of that many tokens a pass instead (a batched decode step's few rows),
+        with the role's mat-vec shape."""
+        if thin:
+            shape = self.tuning.shape(role)
+            prog.add(thin_matmul_kernel(spec, thin, shape["wg"], shape["tpr"], self.gpu.subgroups_wgsl()), bindings,
+                     _counted(thin_matmul_grid(spec, thin, shape["wg"], shape["tpr"]), count))
+            return
         if not self._on_mma(spec):
             prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
-                     matmul_grid(spec, self.tuning.tm(role)))
+                     _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
         if not quantized:
-            self._quantize(prog, spec.k, bindings["x"])
+            self._quantize(prog, spec.k, bindings["x"], count)
         prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable), {**bindings, **self._int8_units()},
-                 mma.mma_matmul_grid(spec))
+                 _counted(mma.mma_matmul_grid(spec), count))
 
     # -- programs --------------------------------------------------------------------------
     def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:
@@ -197,9 +208,7 @@ class Programs:
 
     def _build(self) -> None:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
-        lay = w.layout
         self.shared_bytes = g.limits["max-compute-workgroup-storage-size"]
-        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
         base = self._base()
 
         # prefill (n tokens)
@@ -208,39 +217,9 @@ class Programs:
         self.embed = Program(g, "embed")
         self.embed.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": b.h}, lambda n: (n, 1, 1))
         self.prefill = Program(g, "prefill")
-        full = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx)
-        # O and down may split K over workgroups (Tuning.splits): their residual add then
-        # moves into the next row kernel, which sums the partials into h before its RMSNorm
-        so, sd = self.tuning.split("o"), self.tuning.split("down")
-        if max(so, sd) > SPLIT_MAX:
-            raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
-        rows = lambda n: (n, 1, 1)  # noqa: E731
-        # the row kernels before attention (the first layer's has no partials to add) and FFN
+        self.prompt_layers(self.prefill, base, b.kv)
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
-        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0)
-        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0)
-        prompt_attn = att.prompt_attention_kernel(full)
-
-        for i, L in enumerate(w.layers):
-            p = self._layer_bindings(i, L)
-            s_qkv = self.spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape,
-                              bias_off=lay.bias, rope_off=lay.rope)
-            s_o = self.spec(L.o, **({"epilogue": "partial", "splits": so} if so > 1 else {"epilogue": "add"}))
-            s_gu = self.spec(L.gate_up, epilogue="silu_mul")
-            s_dn = self.spec(L.down, **({"epilogue": "partial", "splits": sd} if sd > 1 else {"epilogue": "add"}))
-            self.prefill.add(norm_attn if i > 0 else norm_first,  # adds the previous layer's down partials
-                             {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
-            self._add_mm(self.prefill, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "q": b.q})
-            self.prefill.add(prompt_attn, {**p, "q": b.q, "out": b.att}, att.prompt_attention_grid(full))
-            self._add_mm(self.prefill, s_o, "o", {**p, **L.o.bindings(), "x": b.att,
-                                                 "y": b.kpart if so > 1 else b.h})
-            self.prefill.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
-            self._add_mm(self.prefill, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.xn, "y": b.act})
-            self._add_mm(self.prefill, s_dn, "down", {**p, **L.down.bindings(), "x": b.act,
-                                                      "y": b.kpart if sd > 1 else b.h})
-        if sd > 1:  # the last layer's down partials
-            self.prefill.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
-                             {**base, "x": b.h, "part": b.kpart}, rows)
+        rows = lambda n: (n, 1, 1)  # noqa: E731
 
         # decode (one token); the persistent layers only where they build (Session checks them)
         self.decode: Program | None = None
@@ -285,6 +264,52 @@ class Programs:
                          quantized=head_on_mma)
             pr.add(nll_kernel(c.vocab, t0), {**base, "logits": b.logits, "nll": b.nll}, (b.score_rows, 1, 1))
             self.score_chunks.append(pr)
+
+    def prompt_layers(self, prog: Program, base: dict[str, Any], kv: list[Any], slots: Slots | None = None,
+                      rows_of: Callable[[Any], int] | None = None, blocks_of: Callable[[Any], int] | None = None,
+                      tables: dict[str, Any] | None = None, thin: int = 0) -> None:
+        """Every layer over the rows of a prompt batch (n tokens of one sequence), or with
+        `slots` over a batched step's rows (`rows_of(n)` of them, of several sequences, the
+        attention's query blocks `blocks_of(n)`; `tables` binds rows and blocks); `thin`:
+        the linear layers as thin matmuls of that many tokens a pass (a few rows)."""
+        c, b, w = self.cfg, self.buf, self.weights
+        lay = w.layout
+        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
+        full = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx)
+        # O and down may split K over workgroups (Tuning.splits): their residual add then
+        # moves into the next row kernel, which sums the partials into h before its RMSNorm
+        so, sd = (1, 1) if thin else (self.tuning.split("o"), self.tuning.split("down"))
+        if max(so, sd) > SPLIT_MAX:
+            raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
+        rows = _counted(lambda n: (n, 1, 1), rows_of)
+        # the row kernels before attention (the first layer's has no partials to add) and FFN
+        norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
+        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0)
+        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0)
+        prompt_attn = att.prompt_attention_kernel(full, slots)
+        attn_grid = (att.prompt_attention_grid(full) if slots is None
+                     else _counted(lambda n: (c.n_heads, n, 1), blocks_of))
+        t = tables or {}
+        for i, L in enumerate(w.layers):
+            p = {**base, "pv": L.params, "kv": kv[i], **t}
+            s_qkv = self.spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape,
+                              bias_off=lay.bias, rope_off=lay.rope, slots=slots)
+            s_o = self.spec(L.o, **({"epilogue": "partial", "splits": so} if so > 1 else {"epilogue": "add"}))
+            s_gu = self.spec(L.gate_up, epilogue="silu_mul")
+            s_dn = self.spec(L.down, **({"epilogue": "partial", "splits": sd} if sd > 1 else {"epilogue": "add"}))
+            prog.add(norm_attn if i > 0 else norm_first,  # adds the previous layer's down partials
+                     {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "q": b.q}, count=rows_of, thin=thin)
+            prog.add(prompt_attn, {**p, "q": b.q, "out": b.att}, attn_grid)
+            self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, "y": b.kpart if so > 1 else b.h},
+                         count=rows_of, thin=thin)
+            prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.xn, "y": b.act}, count=rows_of, thin=thin)
+            self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 else b.h},
+                         count=rows_of, thin=thin)
+        if sd > 1:  # the last layer's down partials
+            prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
+                     {**base, "x": b.h, "part": b.kpart}, rows)
 
     def no_persist(self, why: str) -> None:
         """Give up the persistent decode layers (saying why): one dispatch per kernel."""
@@ -395,3 +420,10 @@ class Programs:
         d.add(ew.silu_mul_kernel(c.intermediate), {**p, "x": tmp, "y": b.act}, ew.grid(c.intermediate))
         linear(L.down, b.act, b.xn, "down")
         d.add(ew.residual_kernel(c.hidden), {**p, "x": b.xn, "y": b.h}, ew.grid(c.hidden // 2))
+
+
+def _counted(grid: Any, count: Callable[[Any], int] | None) -> Any:
+    """`grid` of a Program's n, or of `count(n)` where n is not the row count itself."""
+    if count is None:
+        return grid
+    return lambda n: grid(count(n))

@@ -1,6 +1,6 @@
 """Many requests on one model: a thread runs the GPU, requests come and go as `Completion`s.
 
-`Scheduler.submit` queues a request (prompt ids, sampling settings, a token budget, stop ids)
+`scheduler(session, parallel)` makes one; `Scheduler.submit` queues a request (prompt ids, sampling settings, a token budget, stop ids)
 and returns its `Completion` at once: the caller reads new token ids from it, blocking
 (`for ids in completion`) or from asyncio (`async for ids in completion`), and may `cancel()`
 it at any time. One engine thread owns the GPU and serves the queue; the server and the
@@ -129,14 +129,14 @@ class SchedulerStats:
 
 
 class Scheduler:
-    """Serves requests on one model from an engine thread. `parallel` sequences share the
-    GPU at a time (this implementation decodes them one after the other: `parallel` bounds
-    the requests admitted; the rest wait in the queue, at most `max_queue`)."""
+    """Serves requests on one model from an engine thread: the queue, admission and the
+    request's life; `SerialScheduler` and `batch.BatchScheduler` run the steps. Requests past
+    the `parallel` admitted at a time wait in the queue, at most `max_queue` of them."""
 
-    def __init__(self, session: Session, parallel: int = 1, max_queue: int = 256) -> None:
+    def __init__(self, ctx: int, parallel: int = 1, max_queue: int = 256) -> None:
         if parallel < 1:
             raise UserError(f"--parallel {parallel}: must be at least 1")
-        self.session = session
+        self.ctx = ctx
         self.parallel = parallel
         self.max_queue = max_queue
         self.stats = SchedulerStats()
@@ -146,10 +146,6 @@ class Scheduler:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="webgpu-llm engine", daemon=True)
         self._thread.start()
-
-    @property
-    def ctx(self) -> int:
-        return self.session.ctx
 
     @property
     def queue_depth(self) -> int:
@@ -194,7 +190,18 @@ class Scheduler:
             self._cv.notify()
         self._thread.join(timeout)
 
-    # -- the engine thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class SerialScheduler(Scheduler):
+    """Decodes the admitted requests one after the other on a `Session` (the fastest for a
+    single stream: its fused one-token decode)."""
+
+    def __init__(self, session: Session, max_queue: int = 256) -> None:
+        self.session = session
+        super().__init__(session.ctx, 1, max_queue)
+
     def _next(self) -> Completion | None:
         with self._cv:
             while not self._waiting:
@@ -228,7 +235,6 @@ class Scheduler:
         self.stats.prompt_tokens += len(c.ids)
         budget = min(c.max_tokens, self.ctx - len(c.ids))
         stream = self.session.stream(c.ids, 0, c.params, budget)
-        n = 0
         try:
             for tok in stream:
                 if c.cancelled:
@@ -238,8 +244,18 @@ class Scheduler:
                     c._finish("stop")
                     return
                 c._push([tok])
-                n += 1
                 self.stats.generated_tokens += 1
         finally:
             stream.close()
         c._finish("length")
+
+
+def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_rows: int | None = None) -> Scheduler:
+    """A scheduler for `parallel` sequences at a time on a loaded model: the serial one for 1,
+    continuous batching (on the same weights, `parallel` slots of the session's context)
+    for more."""
+    if parallel <= 1:
+        return SerialScheduler(session, max_queue)
+    from .batch import BatchScheduler, batch_programs
+
+    return BatchScheduler(batch_programs(session.programs, parallel, max_rows=max_rows), max_queue)

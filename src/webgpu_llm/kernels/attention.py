@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature, wgsl_reduce
+from .common import Signature, Slots, wgsl_reduce
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,11 @@ def attention_grid(a: AttentionSpec) -> tuple[int, int, int]:
 BQ, LQ = 16, 8  # query tokens per workgroup, threads per query token
 
 
-def prompt_attention_kernel(a: AttentionSpec) -> Kernel:
+def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Kernel:
     """st.n query tokens at positions st.pos.. (q rows t * n_heads + h); grid = prompt_attention_grid.
+    With `slots` (a batched step) the query blocks come from the table `blocks`: (first row,
+    rows, slot, position of the first row), each block's rows consecutive positions of one
+    sequence; grid = (n_heads, blocks).
 
     Thread (query qi, lane l) scores keys l, l+8, .. of each chunk, then every lane of a query
     reads the chunk's scores and accumulates its share (vec4s l, l+8, ..) of the output.
@@ -154,6 +157,8 @@ def prompt_attention_kernel(a: AttentionSpec) -> Kernel:
     ch = 32 if d4 <= 16 else 16  # keys per chunk: K and V chunks of 8 KiB each
     no = -(-d4 // LQ)  # output vec4s per lane
     sig = Signature().state()
+    if slots:
+        sig.storage("blocks", "array<vec4<u32>>")
     sig.storage("q", "array<vec4<f32>>")
     sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
     sig.storage("out", "array<vec4<f32>>", write=True)
@@ -168,6 +173,15 @@ def prompt_attention_kernel(a: AttentionSpec) -> Kernel:
     o_add = " ".join(f"o{n} += p * vs[j * D4 + min(l + {LQ * n}u, D4 - 1u)];" for n in range(no))
     o_store = "\n".join(f"    if (l + {LQ * n}u < D4) {{ out[(t * {a.n_heads}u + h) * D4 + l + {LQ * n}u] = o{n} / lsum; }}"
                          for n in range(no))
+    kvb = f"(h / {a.n_heads // a.n_kv_heads}u) * {a.ctx}u"
+    if slots:
+        block = "  let blk = blocks[wid.y];\n  let t0 = blk.x;\n"
+        extent = f"  let nq = blk.y;\n  let kvbase = blk.z * {2 * a.n_kv_heads * a.ctx}u + {kvb};"
+        keys = "  let kend = blk.w + nq;  // keys the block needs\n  let last = blk.w + qi;  // the last key this query sees"
+    else:
+        block = "  let t0 = wid.y * BQ;\n"
+        extent = f"  let nq = min(BQ, st.n - t0);\n  let kvbase = {kvb};"
+        keys = "  let kend = st.pos + t0 + nq;  // keys the block needs\n  let last = st.pos + t;  // the last key this query sees"
     nl = "\n"
     body = f"""
 const BQ: u32 = {BQ}u;
@@ -184,18 +198,15 @@ var<workgroup> ps: array<f32, {BQ * ch}>;
 @compute @workgroup_size({BQ * LQ})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
   let h = wid.x;
-  let t0 = wid.y * BQ;
-  let qi = lid / LQ;
+{block}  let qi = lid / LQ;
   let l = lid % LQ;
   let t = t0 + qi;
-  let nq = min(BQ, st.n - t0);
-  let kvbase = (h / {a.n_heads // a.n_kv_heads}u) * {a.ctx}u;
+{extent}
   for (var i = lid; i < BQ * D4; i += {BQ * LQ}u) {{
     let r = i / D4;
     qs[i] = select(vec4<f32>(0.0), q[((t0 + min(r, nq - 1u)) * {a.n_heads}u + h) * D4 + i % D4], r < nq);
   }}
-  let kend = st.pos + t0 + nq;  // keys the block needs
-  let last = st.pos + t;  // the last key this query sees
+{keys}
   var m = -3.0e38;
   var lsum = 0.0;
 {o_decl}

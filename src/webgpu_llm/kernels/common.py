@@ -31,8 +31,12 @@ STATE_FIELDS: tuple[tuple[str, str], ...] = (
 STATE_WORDS = 16
 
 
-def state_struct() -> str:
+def state_struct(padded: bool = False) -> str:
+    """The State struct; `padded` to STATE_WORDS words, as an array of them (a batch's
+    per-slot settings) lies in its buffer."""
     body = "\n".join(f"  {n}: {t}," for n, t in STATE_FIELDS)
+    if padded:
+        body += f"\n  _pad: array<u32, {STATE_WORDS - len(STATE_FIELDS)}>,"
     return f"struct State {{\n{body}\n}}\n"
 
 
@@ -72,11 +76,31 @@ class Signature:
             names, decls = names[:i] + names[i + 1:], decls[:i] + decls[i + 1:]
             decls = [d.replace(f"@binding({j + 1})", f"@binding({j})") if j >= i else d
                      for j, d in enumerate(decls)]
-        head = state_struct() if "st" in names else ""
+        array = any("array<State>" in d for d in decls)
+        head = state_struct(padded=array) if "st" in names or array else ""
         return Kernel(name, head + "\n".join(decls) + "\n" + body, tuple(names))
 
 
 MAX_GROUPS = 65535  # workgroups per grid dimension
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Several sequences in one step (continuous batching): each has a slot of `ctx` positions
+    laid out as one sequence's caches are (a layer's KV buffer holds the slots one after the
+    other: K cache then V cache, each (kv_heads, ctx, head_dim)), and `ctx + 8` words of token
+    history. A step's rows come with a table `rows` of (position, slot) per row; the sampler
+    reads per-slot settings from `slots`, an array of State."""
+
+    count: int
+    ctx: int
+
+    @property
+    def token_stride(self) -> int:
+        return self.ctx + 8
+
+    def wgsl(self) -> str:
+        return f"const SLOT_CTX: u32 = {self.ctx}u;\nconst TOKEN_STRIDE: u32 = {self.token_stride}u;\n"
 
 
 def grid_2d(n: int, limit: int = MAX_GROUPS) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature, grid_2d
+from .common import Signature, Slots, grid_2d
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
 
 
@@ -70,6 +70,9 @@ class LinearSpec:
     # epilogue "add": y = res + W x with res its own binding (a persistent kernel's hand-off,
     # kernels/persistent.py), instead of y += W x
     residual: bool = False
+    # epilogue "qkv" of a batched step: token t's position and KV-cache slot come from the
+    # table `rows` (common.Slots), not from st.pos + t in the one cache
+    slots: Slots | None = None
 
     @property
     def rows(self) -> int:
@@ -235,9 +238,13 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         declare_pv(sig)
         d, ctx = q.head_dim, q.ctx
         voff = q.kv_rows * ctx
+        where, sb = "  let pos = st.pos + t;\n", ""
+        if spec.slots:  # the slot's caches start past those of the slots before it
+            sig.storage("rows", "array<vec2<u32>>")
+            where = f"  let pos = rows[t].x;\n  let sb = rows[t].y * {2 * voff}u;\n"
+            sb = "sb + "
         body = f"""  let r = row0(p);
-  let pos = st.pos + t;
-  if (r < {q.q_rows + q.kv_rows}u) {{
+{where}  if (r < {q.q_rows + q.kv_rows}u) {{
     // Q or K: rotate the adjacent pair (rows are permuted at load so partners are adjacent)
     let ang = f32(pos) * pvf({spec.rope_off}u + (r % {d}u) / 2u);
     let c = cos(ang);
@@ -249,13 +256,13 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
       q[t * {q.q_rows}u + r + 1u] = o1;
     }} else {{
       let kr = r - {q.q_rows}u;
-      let i = ((kr / {d}u) * {ctx}u + pos) * {d}u + kr % {d}u;
+      let i = {sb}((kr / {d}u) * {ctx}u + pos) * {d}u + kr % {d}u;
       kv[i] = o0;
       kv[i + 1u] = o1;
     }}
   }} else {{
     let vr = r - {q.q_rows + q.kv_rows}u;
-    let i = ((vr / {d}u) * {ctx}u + pos) * {d}u + vr % {d}u;
+    let i = {sb}((vr / {d}u) * {ctx}u + pos) * {d}u + vr % {d}u;
     kv[{voff}u + i] = b0;
     kv[{voff}u + i + 1u] = b1;
   }}
@@ -542,6 +549,90 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if use_sg and subgroups:
         k = Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings)
     return k
+
+
+def thin_matmul_kernel(spec: LinearSpec, tokens: int = 8, wg: int = 128, tpr: int = 32,
+                       subgroups: str | None = None) -> Kernel:
+    """A few tokens (st.n, a batched decode step's rows): the mat-vec's row groups (`tpr`
+    threads a row pair, wg/tpr pairs a workgroup), each unit of weights loaded once and
+    multiplied with up to `tokens` rows of x; grid = thin_matmul_grid(...)(n), its z the
+    groups of `tokens` rows. Plain input (x rows of k values), any epilogue but `partial`."""
+    assert spec.prologue == "plain" and spec.epilogue != "partial" and not spec.last_row
+    sig = Signature().state()
+    for s_ in spec.segments:
+        if (err := FORMATS[s_.fmt].check_k(spec.k)):
+            raise ValueError(err)
+    sig.storage("x", "array<vec4<f32>>")
+    body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig), epilogue_wgsl(spec, sig)])
+    use_sg = subgroups is not None and tpr > 1
+    ragged = spec.k % UNIT != 0
+    xget = "x[xb + u * 8u + $i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(u * 8u + $i, K4 - 1u)], u * 8u + $i < K4)"
+    dots0 = " + ".join(f"dot(w0[{i}], xv[{i}])" for i in range(8))
+    dots1 = " + ".join(f"dot(w1[{i}], xv[{i}])" for i in range(8))
+    if tpr == 1:
+        reduce = ""
+    elif use_sg:
+        reduce = "      if (sgs == TPR) { v = subgroupAdd(v); } else {\n" + _TREE + "      }\n"
+    else:
+        reduce = "      {\n" + _TREE + "      }\n"
+    body += unroll(f"""
+const WG: u32 = {wg}u;
+const TPR: u32 = {tpr}u;
+const TB: u32 = {tokens}u;
+const NU: u32 = {spec.kp // UNIT}u;
+const K4: u32 = {spec.k // 4}u;
+var<workgroup> red: array<vec2<f32>, WG>;
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32{", @builtin(subgroup_size) sgs: u32" if use_sg else ""}) {{
+  let g = wid.y * nwg.x + wid.x;
+  let lane = lid % TPR;
+  let t0 = wid.z * TB;
+  let nt = min(st.n - min(st.n, t0), TB);
+  let p = g * (WG / TPR) + lid / TPR;
+  let pc = min(p, NP - 1u);
+  let r0 = row0(pc);
+  let r1c = select(r0, row1(pc), row1(pc) < N);  // an odd last row re-reads row0
+  var a: array<vec2<f32>, TB>;
+  if (p < NP) {{
+    for (var u = lane; u < NU; u += TPR) {{
+      let w0 = load_row(r0, u);
+      let w1 = load_row(r1c, u);
+      for (var t = 0u; t < nt; t++) {{
+        let xb = (t0 + t) * K4;
+        var xv: array<vec4<f32>, 8>;
+%8      xv[$i] = {xget};
+        a[t] += vec2<f32>({dots0}, {dots1});
+      }}
+    }}
+  }}
+  for (var t = 0u; t < TB; t++) {{
+    var v = a[t];
+{reduce}    if (lane == 0u && p < NP && t < nt) {{ epi(t0 + t, p, v.x, v.y); }}
+  }}
+}}
+""")
+    k = sig.kernel(f"thin_matmul_{spec.epilogue}_{'+'.join(s_.fmt for s_ in spec.segments)}", body)
+    if use_sg and subgroups:
+        k = Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings)
+    return k
+
+
+# a row group's sum of v through workgroup memory (log2(TPR) barriers; every thread takes part)
+_TREE = """        red[lid] = v;
+        workgroupBarrier();
+        for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
+          if (lane < s) { red[lid] = red[lid] + red[lid + s]; }
+          workgroupBarrier();
+        }
+        v = red[lid - lane];
+        workgroupBarrier();
+"""
+
+
+def thin_matmul_grid(spec: LinearSpec, tokens: int = 8, wg: int = 128, tpr: int = 32):
+    gx, gy, _ = grid_2d(matvec_groups(spec, wg, tpr))
+    return lambda n: (gx, gy, -(-n // tokens))
 
 
 def spread_ok(spec: LinearSpec) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature, wgsl_reduce
+from .common import Signature, Slots, wgsl_reduce
 from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader
 from .formats import UNIT
 from .linear import LinearSpec, loaders_wgsl
@@ -16,23 +16,27 @@ WG = 64
 RMS_WG = 256  # threads per row of the strided RMSNorm
 
 
-def embed_kernel(fmt_segments: LinearSpec) -> Kernel:
+def embed_kernel(fmt_segments: LinearSpec, slots: Slots | None = None) -> Kernel:
     """x[t, :] = E[tokens[pos + t], :] for t < st.n; E given as (possibly split) segments.
+    With `slots`, row t's token is at its own slot and position (table `rows`).
 
     `fmt_segments.k` is the hidden size; grid = (n,).
     """
     spec = fmt_segments
     sig = Signature().state()
     sig.storage("tokens", "array<u32>")
+    if slots:
+        sig.storage("rows", "array<vec2<u32>>")
     loaders = loaders_wgsl(spec, sig)
     sig.storage("x", "array<vec4<f32>>", write=True)
     k4 = spec.k // 4
+    at = f"rows[t].y * {slots.token_stride}u + rows[t].x" if slots else "st.pos + t"
     body = loaders + f"""
 @compute @workgroup_size({WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
   let t = wid.x;
   if (t >= st.n) {{ return; }}
-  let tok = min(tokens[st.pos + t], {spec.rows - 1}u);
+  let tok = min(tokens[{at}], {spec.rows - 1}u);
   for (var u = lid; u < {spec.kp // UNIT}u; u += {WG}u) {{
     let w = load_row(tok, u);
     for (var i = 0u; i < 8u; i++) {{
@@ -68,15 +72,20 @@ fn main({args}) {{
 """
 
 
-def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm: bool = True) -> Kernel:
+def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm: bool = True,
+                   gather: bool = False) -> Kernel:
     """y[t] = x[t] / rms(x[t]) * w for t < st.n, w at float offset `nw_off` of the parameter
     buffer `pv`; grid = (n,).
 
     With `partials` > 0 the split-K sums of the previous matmul (`part`, rows t * partials ..)
     are first added to x (the residual add that matmul left out), and x is written back.
-    With `norm` False only that addition is done (after the last layer).
+    With `norm` False only that addition is done (after the last layer). With `gather`, row t
+    of y is x's row `samples[t].x` (the rows a batched step samples from).
     """
     sig = Signature().state()
+    if gather:
+        assert norm and not partials
+        sig.storage("samples", "array<vec4<u32>>")
     sig.storage("x", "array<vec4<f32>>", write=partials > 0)
     if partials:
         sig.storage("part", "array<vec4<f32>>")
@@ -85,12 +94,13 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
         sig.storage("y", "array<vec4<f32>>", write=True)
     k4 = k // 4
     add = " ".join(f"v += part[(t * {partials}u + {s}u) * {k4}u + i];" for s in range(partials))
-    read = f"var v = x[t * {k4}u + i]; {add} x[t * {k4}u + i] = v;" if partials else f"let v = x[t * {k4}u + i];"
-    store = f"y[t * {k4}u + i] = x[t * {k4}u + i] * sc * pv[{nw_off // 4}u + i];" if norm else None
+    xr = "samples[t].x" if gather else "t"
+    read = f"var v = x[t * {k4}u + i]; {add} x[t * {k4}u + i] = v;" if partials else f"let v = x[{xr} * {k4}u + i];"
+    store = f"y[t * {k4}u + i] = x[{xr} * {k4}u + i] * sc * pv[{nw_off // 4}u + i];" if norm else None
     body = rms_rows_wgsl("@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32",
                          "  let t = wid.x;\n  if (t >= st.n) { return; }", f"{k4}u", f"{read} ss += dot(v, v);",
                          f"{float(k)}", f"{eps!r}", store)
-    return sig.kernel("rmsnorm" if norm else "add_partials", body)
+    return sig.kernel(("rmsnorm_gather" if gather else "rmsnorm") if norm else "add_partials", body)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ the next step's kernels see the new position without any CPU write.
 from __future__ import annotations
 
 from ..runtime.program import Kernel
-from .common import Signature
+from .common import Signature, Slots
 
 WG = 256
 PER_THREAD = 8
@@ -65,51 +65,71 @@ def scan_workgroups(vocab: int) -> int:
     return n
 
 
-def penalty_kernel(vocab: int) -> Kernel:
-    """Repetition penalty (llama.cpp style) on the last `repeat_last_n` tokens, in place."""
+def penalty_kernel(vocab: int, slots: Slots | None = None) -> Kernel:
+    """Repetition penalty (llama.cpp style) on the last `repeat_last_n` tokens, in place.
+    With `slots`, one workgroup per sampled row (table `samples`: row, slot, position) with
+    its slot's settings and history; grid = (samples,)."""
     sig = Signature().state()
+    if slots:
+        sig.storage("samples", "array<vec4<u32>>")
+        sig.storage("slots", "array<State>")
     sig.storage("tokens", "array<u32>")
     sig.storage("logits", "array<f32>", write=True)
+    if slots:
+        head = (f"  let sm = samples[wid.x];\n  let ss = slots[sm.y];\n  let tb = sm.y * {slots.token_stride}u;\n"
+                f"  let lb = wid.x * {vocab}u;\n  let pen = ss.repeat_penalty;\n"
+                "  let end = sm.z + 1u;  // the slot's tokens[0..end) are its context so far\n")
+        s_, tb, lb, args = "ss", "tb + ", "lb + ", "@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32"
+    else:
+        head = "  let pen = st.repeat_penalty;\n  let end = st.pos + st.n;  // tokens[0..end) are the context so far\n"
+        s_, tb, lb, args = "st", "", "", "@builtin(local_invocation_index) lid: u32"
     body = f"""
 @compute @workgroup_size({WG})
-fn main(@builtin(local_invocation_index) lid: u32) {{
-  let pen = st.repeat_penalty;
-  let end = st.pos + st.n;  // tokens[0..end) are the context so far
-  let cnt = min(min(st.repeat_last_n, end), {WG}u);
+fn main({args}) {{
+{head}  let cnt = min(min({s_}.repeat_last_n, end), {WG}u);
   if (pen == 1.0 || lid >= cnt) {{ return; }}
-  let tok = tokens[end - 1u - lid];
-  for (var j = 0u; j < lid; j++) {{ if (tokens[end - 1u - j] == tok) {{ return; }} }}  // once per token
+  let tok = tokens[{tb}end - 1u - lid];
+  for (var j = 0u; j < lid; j++) {{ if (tokens[{tb}end - 1u - j] == tok) {{ return; }} }}  // once per token
   if (tok < {vocab}u) {{
-    let l = logits[tok];
-    logits[tok] = select(l * pen, l / pen, l > 0.0);
+    let l = logits[{lb}tok];
+    logits[{lb}tok] = select(l * pen, l / pen, l > 0.0);
   }}
 }}
 """
     return sig.kernel("sample_penalty", body)
 
 
-def scan_kernel(vocab: int, filtered: bool) -> Kernel:
-    """Per-workgroup arg-max (fast path) or top-CAND list plus softmax statistics (filtered)."""
+def scan_kernel(vocab: int, filtered: bool, slots: Slots | None = None) -> Kernel:
+    """Per-workgroup arg-max (fast path) or top-CAND list plus softmax statistics (filtered).
+    With `slots`, grid.y is the sampled row (table `samples`), with its slot's settings."""
+    nwg = scan_workgroups(vocab)
     sig = Signature().state()
+    if slots:
+        sig.storage("samples", "array<vec4<u32>>")
+        sig.storage("slots", "array<State>")
+        head = f"  let ss = slots[samples[wid.y].y];\n  let lb = wid.y * {vocab}u;\n  let pb = wid.y * {nwg}u;\n"
+        st, lb, pb = "ss", "lb + ", "pb + "
+    else:
+        head, st, lb, pb = "", "st", "", ""
     sig.storage("logits", "array<f32>")
     if not filtered:
         sig.storage("part", "array<vec2<u32>>", write=True)
         body = RNG + ARGMAX + f"""
 @compute @workgroup_size({WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
-  let temp = st.temperature;
+{head}  let temp = {st}.temperature;
   var bv = -3.4e38;
   var bi = 0xffffffffu;
   for (var e = 0u; e < {PER_THREAD}u; e++) {{
     let i = wid.x * {SLICE}u + e * {WG}u + lid;
     if (i < {vocab}u) {{
-      var v = logits[i];
-      if (temp > 0.0) {{ v = v / temp - log(-log(rand01(st.seed, st.n_gen, i))); }}
+      var v = logits[{lb}i];
+      if (temp > 0.0) {{ v = v / temp - log(-log(rand01({st}.seed, {st}.n_gen, i))); }}
       if (v > bv) {{ bv = v; bi = i; }}
     }}
   }}
   let r = wg_argmax(bv, bi, lid);
-  if (lid == 0u) {{ part[wid.x] = r; }}
+  if (lid == 0u) {{ part[{pb}wid.x] = r; }}
 }}
 """
         return sig.kernel("sample_scan_argmax", body)
@@ -119,7 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 var<workgroup> red: array<vec2<f32>, {WG}>;
 @compute @workgroup_size({WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
-  // this thread's logits, sorted descending (insertion sort of at most {PER_THREAD})
+{head}  // this thread's logits, sorted descending (insertion sort of at most {PER_THREAD})
   var v: array<f32, {PER_THREAD}>;
   var ix: array<u32, {PER_THREAD}>;
   var cnt = 0u;
@@ -127,7 +147,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var e = 0u; e < {PER_THREAD}u; e++) {{
     let i = wid.x * {SLICE}u + e * {WG}u + lid;
     if (i < {vocab}u) {{
-      let x = logits[i];
+      let x = logits[{lb}i];
       mx = max(mx, x);
       var j = cnt;
       while (j > 0u && v[j - 1u] < x) {{ v[j] = v[j - 1u]; ix[j] = ix[j - 1u]; j--; }}
@@ -150,7 +170,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }}
     workgroupBarrier();
   }}
-  if (lid == 0u) {{ stats[wid.x] = red[0]; }}
+  if (lid == 0u) {{ stats[{pb}wid.x] = red[0]; }}
   // {CAND} rounds of "take the best head of the per-thread lists"
   var ptr = 0u;
   for (var r = 0u; r < {CAND}u; r++) {{
@@ -159,19 +179,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (ptr < cnt) {{ hv = v[ptr]; hi = ix[ptr]; }}
     let w = wg_argmax(hv, hi, lid);
     if (w.y == hi && ptr < cnt) {{ ptr++; }}
-    if (lid == 0u) {{ cand[wid.x * {CAND}u + r] = w; }}
+    if (lid == 0u) {{ cand[({pb}wid.x) * {CAND}u + r] = w; }}
   }}
 }}
 """
+    if not slots:  # (the one-sequence kernel indexes cand without parentheses)
+        body = body.replace(f"cand[(wid.x) * {CAND}u + r]", f"cand[wid.x * {CAND}u + r]")
     return sig.kernel("sample_scan_topk", body)
 
 
-def pick_kernel(vocab: int, filtered: bool) -> Kernel:
-    """Merge the scan results, choose the token, append it and advance the position."""
+def pick_kernel(vocab: int, filtered: bool, slots: Slots | None = None) -> Kernel:
+    """Merge the scan results, choose the token, append it and advance the position.
+
+    With `slots`, one workgroup per sampled row (table `samples`: row, slot, position): the
+    token goes to its slot's history after that position and to `sampled`, and the slot's
+    draw counter advances; the filtered variant takes the arg-max of the fast scan for the
+    slots that need no filter (greedy, or temperature alone), so that a batch can mix both."""
     nwg = scan_workgroups(vocab)
-    sig = Signature().state(write=True)
-    sig.storage("tokens", "array<u32>", write=True)
-    finish = """
+    if slots:
+        sig = Signature().state()
+        sig.storage("samples", "array<vec4<u32>>")
+        sig.storage("slots", "array<State>", write=True)
+        sig.storage("tokens", "array<u32>", write=True)
+        sig.storage("sampled", "array<u32>", write=True)
+        head = "  let sm = samples[wid.x];\n  let ss = slots[sm.y];\n"
+        st, pb, args = "ss", f"wid.x * {nwg}u + ", "@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32"
+        finish = f"""
+  if (lid == 0u) {{
+    tokens[sm.y * {slots.token_stride}u + sm.z + 1u] = tok;
+    slots[sm.y].n_gen = ss.n_gen + 1u;
+    sampled[wid.x] = tok;
+  }}"""
+    else:
+        sig = Signature().state(write=True)
+        sig.storage("tokens", "array<u32>", write=True)
+        head, st, pb, args = "", "st", "", "@builtin(local_invocation_index) lid: u32"
+        finish = """
   if (lid == 0u) {
     let at = st.pos + st.n;
     tokens[at] = tok;
@@ -179,27 +222,38 @@ def pick_kernel(vocab: int, filtered: bool) -> Kernel:
     st.n = 1u;
     st.n_gen = st.n_gen + 1u;
   }"""
+    argmax = f"""  var bv = -3.4e38;
+  var bi = 0xffffffffu;
+  if (lid < {nwg}u) {{ bv = bitcast<f32>(part[{pb}lid].x); bi = part[{pb}lid].y; }}
+  let tok = wg_argmax(bv, bi, lid).y;"""
     if not filtered:
         sig.storage("part", "array<vec2<u32>>")
         body = ARGMAX + f"""
 @compute @workgroup_size({WG})
-fn main(@builtin(local_invocation_index) lid: u32) {{
-  var bv = -3.4e38;
-  var bi = 0xffffffffu;
-  if (lid < {nwg}u) {{ bv = bitcast<f32>(part[lid].x); bi = part[lid].y; }}
-  let tok = wg_argmax(bv, bi, lid).y;{finish}
+fn main({args}) {{
+{head}{argmax}{finish}
 }}
 """
         return sig.kernel("sample_pick_argmax", body)
+    if slots:
+        sig.storage("part", "array<vec2<u32>>")
     sig.storage("cand", "array<vec2<u32>>")
     sig.storage("stats", "array<vec2<f32>>")
+    plain = ""
+    if slots:  # this slot samples without filters: the fast scan's arg-max
+        plain = f"""  if (lid == 0u) {{ plain = u32(!({st}.temperature > 0.0 && ({st}.top_k > 0u || {st}.top_p < 1.0 || {st}.min_p > 0.0))); }}
+  if (workgroupUniformLoad(&plain) == 1u) {{
+{argmax.replace(chr(10) + "  ", chr(10) + "    ").replace("  var bv", "    var bv", 1)}{finish.replace(chr(10) + "  ", chr(10) + "    ")}
+    return;
+  }}
+"""
     body = RNG + ARGMAX + f"""
 var<workgroup> top_v: array<f32, {CAND}>;
 var<workgroup> top_i: array<u32, {CAND}>;
 var<workgroup> kk: u32;
-@compute @workgroup_size({WG})
-fn main(@builtin(local_invocation_index) lid: u32) {{
-  if (lid == 0u) {{ kk = select({CAND}u, min(st.top_k, {CAND}u), st.top_k > 0u); }}
+{"var<workgroup> plain: u32;" + chr(10) if slots else ""}@compute @workgroup_size({WG})
+fn main({args}) {{
+{head}{plain}  if (lid == 0u) {{ kk = select({CAND}u, min({st}.top_k, {CAND}u), {st}.top_k > 0u); }}
   let k = workgroupUniformLoad(&kk);
   // merge the sorted per-workgroup candidate lists: k rounds of "best head"
   var ptr = 0u;
@@ -207,7 +261,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {{
     var hv = -3.4e38;
     var hi = 0xffffffffu;
     if (lid < {nwg}u && ptr < {CAND}u) {{
-      let c = cand[lid * {CAND}u + ptr];
+      let c = cand[({pb}lid) * {CAND}u + ptr];
       hv = bitcast<f32>(c.x);
       hi = c.y;
     }}
@@ -221,23 +275,23 @@ fn main(@builtin(local_invocation_index) lid: u32) {{
     // softmax normaliser (temperature 1): the top-k set when top-k is on, else the vocabulary
     let m0 = top_v[0];
     var z = 0.0;
-    if (st.top_k > 0u) {{
+    if ({st}.top_k > 0u) {{
       for (var j = 0u; j < k; j++) {{ z += exp(top_v[j] - m0); }}
     }} else {{
-      for (var w = 0u; w < {nwg}u; w++) {{ z += stats[w].y * exp(stats[w].x - m0); }}
+      for (var w = 0u; w < {nwg}u; w++) {{ z += stats[{pb}w].y * exp(stats[{pb}w].x - m0); }}
     }}
     // top-p: the shortest prefix whose mass reaches p (at least one token)
     var keep = k;
-    if (st.top_p < 1.0) {{
+    if ({st}.top_p < 1.0) {{
       var cum = 0.0;
       for (var j = 0u; j < k; j++) {{
         cum += exp(top_v[j] - m0) / z;
-        if (cum >= st.top_p) {{ keep = j + 1u; break; }}
+        if (cum >= {st}.top_p) {{ keep = j + 1u; break; }}
       }}
     }}
     // min-p: drop tokens below min_p times the most likely one
-    if (st.min_p > 0.0) {{
-      let floor_l = m0 + log(st.min_p);
+    if ({st}.min_p > 0.0) {{
+      let floor_l = m0 + log({st}.min_p);
       var j = 1u;
       while (j < keep && top_v[j] >= floor_l) {{ j++; }}
       keep = j;
@@ -247,10 +301,10 @@ fn main(@builtin(local_invocation_index) lid: u32) {{
     for (var j = 0u; j < k; j++) {{ if (top_i[j] < {vocab}u) {{ nv++; }} }}
     keep = max(min(keep, nv), 1u);
     // temperature, then draw
-    let temp = max(st.temperature, 1e-6);
+    let temp = max({st}.temperature, 1e-6);
     var tot = 0.0;
     for (var j = 0u; j < keep; j++) {{ tot += exp((top_v[j] - m0) / temp); }}
-    let u = rand01(st.seed, st.n_gen, 0xfffffffu) * tot;
+    let u = rand01({st}.seed, {st}.n_gen, 0xfffffffu) * tot;
     var acc = 0.0;
     tok = top_i[keep - 1u];
     for (var j = 0u; j < keep; j++) {{
@@ -260,4 +314,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {{
   }}{finish}
 }}
 """
+    if not slots:  # (the one-sequence kernel indexes cand without parentheses)
+        body = body.replace(f"cand[(lid) * {CAND}u + ptr]", f"cand[lid * {CAND}u + ptr]")
     return sig.kernel("sample_pick_topk", body)

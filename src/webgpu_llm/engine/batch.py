@@ -1,0 +1,343 @@
+"""Continuous batching: several sequences prefill and decode in one step, on shared weights.
+
+Each sequence holds a slot (`kernels.common.Slots`): `ctx` positions of KV cache in every
+layer and its token history, laid out as one sequence's are. A step is one submit of one
+Program over a batch of rows: every decoding sequence's next token, and the next chunk of a
+prompt being prefilled (so running streams keep flowing while a new prompt is processed).
+The CPU writes three small tables per step: the rows (position, slot), the attention's query
+blocks (consecutive rows of one sequence) and the rows to sample from; each weight is read
+once per step for all of them (the prompt matmuls), attention reads each sequence's own
+cache, and each sequence samples with its own settings and seed on the GPU, appending its
+token to its history, where the next step's embedding reads it. The sampled tokens come back
+through mapped buffers a few steps behind, where stops, budgets and cancellations are seen;
+steps already queued for a finished sequence are discarded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..kernels import attention as att
+from ..kernels import sampling
+from ..kernels.common import STATE_WORDS, Slots, pack_state
+from ..kernels.linear import LinearSpec, matmul_grid, matmul_kernel
+from ..kernels.rows import embed_kernel, rmsnorm_kernel
+from ..models.config import ModelConfig
+from ..runtime.gpu import Gpu
+from ..runtime.program import Program, concat, run_programs
+from .programs import SPLIT_MAX, Programs
+from .scheduler import Completion, Scheduler
+from .settings import Tuning
+from .weights import ModelWeights
+
+MAX_PENDING = 3  # steps whose sampled tokens are in flight back to the CPU
+# a step of at most THIN_ROWS rows (a decode step of that many sequences) runs its linear
+# layers as thin matmuls, THIN_TOKENS rows a pass over the weights; more rows, the tiled
+# prompt matmuls (whose 64-token tiles would be mostly empty for a few rows)
+THIN_ROWS = 32
+THIN_TOKENS = 8
+
+
+@dataclass
+class BatchBuffers:
+    st: Any  # n = the step's rows (what the layers' kernels read)
+    st_s: Any  # n = the step's sampled rows (the head's and the sampler's)
+    rows: Any  # per row: (position, slot)
+    blocks: Any  # per attention query block: (first row, rows, slot, position of the first row)
+    samples: Any  # per sampled row: (row, slot, position, 0)
+    slot_states: Any  # per slot: its sampling settings and draw counter (a State)
+    tokens: Any  # per slot: its token history (Slots.token_stride words)
+    h: Any
+    xn: Any
+    q: Any
+    att: Any
+    act: Any
+    kpart: Any
+    xs: Any  # the sampled rows, normed
+    logits: Any  # per sampled row
+    part: Any
+    cand: Any
+    stats: Any
+    sampled: Any  # per sampled row: the token
+    kv: list[Any]  # per layer: the slots' K and V caches one after the other
+
+    @classmethod
+    def alloc(cls, g: Gpu, c: ModelConfig, slots: Slots, rows: int) -> BatchBuffers:
+        S, T = slots.count, rows
+        nwg = sampling.scan_workgroups(c.vocab)
+        return cls(
+            st=g.buffer(STATE_WORDS * 4, "batch_state"), st_s=g.buffer(STATE_WORDS * 4, "batch_sample_state"),
+            rows=g.buffer(T * 8, "batch_rows"), blocks=g.buffer((T + S) * 16, "batch_blocks"),
+            samples=g.buffer(S * 16, "batch_samples"), slot_states=g.buffer(S * STATE_WORDS * 4, "slot_states"),
+            tokens=g.buffer(S * slots.token_stride * 4, "slot_tokens"),
+            h=g.buffer(T * c.hidden * 4, "residual"), xn=g.buffer(T * max(c.hidden, c.q_dim) * 4, "normed"),
+            q=g.buffer(T * c.q_dim * 4, "q"), att=g.buffer(T * c.q_dim * 4, "attn_out"),
+            act=g.buffer(T * c.intermediate * 4, "ffn_act"), kpart=g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials"),
+            xs=g.buffer(S * c.hidden * 4, "sampled_rows"), logits=g.buffer(S * c.vocab * 4, "logits"),
+            part=g.buffer(S * nwg * 8, "sample_part"), cand=g.buffer(S * nwg * sampling.CAND * 8, "sample_cand"),
+            stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
+            kv=[g.buffer(S * 2 * c.kv_dim * slots.ctx * 4, f"blk.{i}.kv_slots") for i in range(c.n_layers)],
+        )
+
+
+class BatchPrograms(Programs):
+    """The step Programs of a batch of sequences in `slots` slots of `ctx` positions, at most
+    `max_rows` rows a step, on the weights of a loaded model. A step Program's n is the tuple
+    (rows, attention blocks, sampled rows)."""
+
+    def __init__(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, slots: int, ctx: int, max_rows: int,
+                 tuning: Tuning) -> None:
+        self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, True
+        self.tuning = tuning
+        self.slots = Slots(slots, ctx)
+        self.batch = max(max_rows, slots)
+        self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch)
+        self.mma_usable = False  # (the matrix units' int8 inputs are sized for one sequence's batches)
+        self.xq8: Any = None
+        self.xs8: Any = None
+        self.persist_note = ""
+        self._build()
+
+    def _build(self) -> None:
+        self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
+        self._steps: dict[tuple[bool, bool, bool, bool], Program] = {}
+
+    def step(self, rows: int, samples: int, filtered: bool, penalty: bool) -> Program:
+        """The step Program for this many rows and sampled rows: thin matmuls where they are
+        few (THIN_ROWS at most), the tiled prompt matmuls otherwise; made on first use."""
+        key = (rows <= THIN_ROWS, samples <= THIN_ROWS, filtered, penalty)
+        prog = self._steps.get(key)
+        if prog is None:
+            prog = self._steps[key] = concat(self.gpu, "batch_step", self._layers(key[0]), self._head(key[1]),
+                                             self._sampler(filtered, penalty))
+        return prog
+
+    def _layers(self, thin: bool) -> Program:
+        g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
+        base = {"st": b.st, "tokens": b.tokens}
+        emb = w.embedding
+        layers = Program(g, "batch_layers")
+        layers.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), self.slots),
+                   {**base, **emb.bindings(), "rows": b.rows, "x": b.h}, lambda n: (n[0], 1, 1))
+        self.prompt_layers(layers, base, b.kv, self.slots, rows_of=lambda n: n[0], blocks_of=lambda n: n[1],
+                           tables={"rows": b.rows, "blocks": b.blocks}, thin=THIN_TOKENS if thin else 0)
+        return layers
+
+    def _head(self, thin: bool) -> Program:
+        g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
+        head = Program(g, "batch_head")
+        head.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0, gather=True),
+                 {"st": b.st_s, "samples": b.samples, "pv": w.output_norm, "x": b.h, "y": b.xs}, lambda n: (n[2], 1, 1))
+        s_head = self.spec(w.lm_head)
+        bind = {"st": b.st_s, **w.lm_head.bindings(), "x": b.xs, "y": b.logits}
+        if thin:
+            self._add_mm(head, s_head, "head", bind, count=lambda n: n[2], thin=THIN_TOKENS)
+        else:
+            tm = self.tuning.tm("head")
+            grid = matmul_grid(s_head, tm)
+            head.add(matmul_kernel(s_head, tm, self.tuning.prefetch), bind, lambda n: grid(n[2]))
+        return head
+
+    def _sampler(self, filtered: bool, penalty: bool) -> Program:
+        g, c, b = self.gpu, self.cfg, self.buf
+        nwg = sampling.scan_workgroups(c.vocab)
+        sb = {"samples": b.samples, "slots": b.slot_states, "tokens": b.tokens, "logits": b.logits, "part": b.part,
+              "cand": b.cand, "stats": b.stats, "sampled": b.sampled}
+        per_sample = lambda n: (n[2], 1, 1)  # noqa: E731
+        scan_grid = lambda n: (nwg, n[2], 1)  # noqa: E731
+        sp = Program(g, "batch_sampler")
+        if penalty:
+            sp.add(sampling.penalty_kernel(c.vocab, self.slots), sb, per_sample)
+        sp.add(sampling.scan_kernel(c.vocab, False, self.slots), sb, scan_grid)
+        if filtered:  # the fast scan serves the slots that need no filter
+            sp.add(sampling.scan_kernel(c.vocab, True, self.slots), sb, scan_grid)
+        sp.add(sampling.pick_kernel(c.vocab, filtered, self.slots), sb, per_sample)
+        return sp
+
+
+@dataclass
+class _Seq:
+    c: Completion
+    slot: int
+    budget: int  # tokens it may sample
+    prefilled: int = 0  # prompt tokens submitted
+    submitted: int = 0  # samples submitted
+    received: int = 0  # samples read back
+    finished: bool = False
+
+    @property
+    def prompt(self) -> int:
+        return len(self.c.ids)
+
+
+@dataclass
+class _Step:
+    """A submitted step: its read-back and the sequences its samples belong to, in order."""
+
+    promise: Any
+    buf: Any
+    seqs: list[_Seq]
+    at: float = field(default_factory=time.perf_counter)
+
+
+class BatchScheduler(Scheduler):
+    """A `Scheduler` whose engine thread decodes up to `parallel` sequences in every step
+    (continuous batching), each new prompt prefilled in chunks of at most `max_rows` rows
+    shared with the running sequences' decode rows."""
+
+    def __init__(self, programs: BatchPrograms, max_queue: int = 256) -> None:
+        self.programs = programs
+        self._free = list(range(programs.slots.count))[::-1]
+        self._seqs: list[_Seq] = []
+        self._inflight: deque[_Step] = deque()
+        self._staging: list[Any] = []
+        super().__init__(programs.ctx, parallel=programs.slots.count, max_queue=max_queue)
+
+    # -- admission -------------------------------------------------------------------------
+    def _admit(self) -> None:
+        m = self.programs
+        with self._cv:
+            while self._waiting and self._free:
+                c = self._waiting.popleft()
+                if c.cancelled:
+                    c._finish("cancelled")
+                    self.stats.finished += 1
+                    continue
+                slot = self._free.pop()
+                self._active.append(c)
+                s = _Seq(c, slot, budget=min(c.max_tokens, m.ctx - len(c.ids)))
+                self._seqs.append(s)
+                self.stats.prompt_tokens += len(c.ids)
+                g = m.gpu
+                g.write(m.buf.tokens, np.asarray(c.ids, np.uint32), slot * m.slots.token_stride * 4)
+                g.write(m.buf.slot_states, c.params.state(0, 0, c.params.resolved_seed()), slot * STATE_WORDS * 4)
+
+    def _release(self, s: _Seq, reason: str, error: str | None = None) -> None:
+        if s.finished:
+            return
+        s.finished = True
+        s.c._finish(reason, error)
+        with self._cv:
+            self._seqs.remove(s)
+            self._active.remove(s.c)
+            self._free.append(s.slot)
+            self.stats.finished += 1
+
+    # -- the engine thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._admit()
+            for s in [s for s in self._seqs if s.c.cancelled]:
+                self._release(s, "cancelled")
+            plan = self._plan()
+            if plan is None:
+                if self._inflight:
+                    self._collect(self._inflight.popleft())
+                    continue
+                with self._cv:
+                    if not self._waiting:
+                        if self._stopping and not self._seqs:
+                            return
+                        self._cv.wait(timeout=0.05)
+                continue
+            try:
+                self._submit(*plan)
+            except Exception as e:  # the step failed: its sequences fail, the engine goes on
+                for s in list(self._seqs):
+                    self._release(s, "error", f"{type(e).__name__}: {e}")
+                self._inflight.clear()
+                continue
+            while len(self._inflight) >= MAX_PENDING:
+                self._collect(self._inflight.popleft())
+
+    def _plan(self) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int]], list[tuple[int, int, int]],
+                             list[_Seq], tuple[bool, bool]] | None:
+        """The next step's rows, query blocks and sampled rows (None: nothing to do now)."""
+        m = self.programs
+        rows: list[tuple[int, int]] = []
+        blocks: list[tuple[int, int, int, int]] = []
+        samples: list[tuple[int, int, int]] = []
+        owners: list[_Seq] = []
+        for s in self._seqs:  # decode rows: the token sampled last goes in at its position
+            if s.prefilled == s.prompt and 0 < s.submitted < s.budget:
+                pos = s.prompt + s.submitted - 1
+                blocks.append((len(rows), 1, s.slot, pos))
+                samples.append((len(rows), s.slot, pos))
+                rows.append((pos, s.slot))
+                owners.append(s)
+        for s in self._seqs:  # prompt rows, in the room the decode rows leave
+            room = m.batch - len(rows)
+            if s.prefilled == s.prompt or room <= 0:
+                continue
+            n = min(room, s.prompt - s.prefilled)
+            for b0 in range(0, n, att.BQ):
+                blocks.append((len(rows) + b0, min(att.BQ, n - b0), s.slot, s.prefilled + b0))
+            rows += [(s.prefilled + i, s.slot) for i in range(n)]
+            s.prefilled += n
+            if s.prefilled == s.prompt:  # the prompt's last row gives the first token
+                samples.append((len(rows) - 1, s.slot, s.prompt - 1))
+                owners.append(s)
+        if not rows:
+            return None
+        key = (any(o.c.params.filtered for o in owners), any(o.c.params.penalised for o in owners))
+        return rows, blocks, samples, owners, key
+
+    def _submit(self, rows: list[tuple[int, int]], blocks: list[tuple[int, int, int, int]],
+                samples: list[tuple[int, int, int]], owners: list[_Seq], key: tuple[bool, bool]) -> None:
+        m, g, b = self.programs, self.programs.gpu, self.programs.buf
+        g.write(b.st, pack_state(n=len(rows)))
+        g.write(b.rows, np.asarray(rows, np.uint32))
+        g.write(b.blocks, np.asarray(blocks, np.uint32))
+        if samples:
+            g.write(b.st_s, pack_state(n=len(samples)))
+            g.write(b.samples, np.asarray([(*x, 0) for x in samples], np.uint32))
+        for s in owners:
+            s.submitted += 1
+        buf = self._staging.pop() if self._staging else g.device.create_buffer(
+            size=m.slots.count * 4, usage=g.usage.MAP_READ | g.usage.COPY_DST)
+        n = len(samples)
+
+        def copy(enc: Any) -> None:
+            if n:
+                enc.copy_buffer_to_buffer(b.sampled, 0, buf, 0, n * 4)
+
+        run_programs(g, [(m.step(len(rows), n, *key), (len(rows), len(blocks), n))], after=copy)
+        self._inflight.append(_Step(buf.map_async(g.mod.MapMode.READ) if n else None, buf, owners))
+
+    def _collect(self, step: _Step) -> None:
+        """Read a step's samples back and hand them to their requests."""
+        if step.promise is None:
+            self._staging.append(step.buf)
+            return
+        step.promise.sync_wait()
+        toks = np.frombuffer(step.buf.read_mapped(0, len(step.seqs) * 4), np.uint32).tolist()
+        step.buf.unmap()
+        self._staging.append(step.buf)
+        for s, tok in zip(step.seqs, toks):
+            if s.finished:
+                continue  # a stop or a cancel came first: the tokens queued after it are discarded
+            s.received += 1
+            if s.c.cancelled:
+                self._release(s, "cancelled")
+            elif tok in s.c.stop_ids:
+                self._release(s, "stop")
+            else:
+                s.c._push([int(tok)])
+                self.stats.generated_tokens += 1
+                if s.received >= s.budget:
+                    self._release(s, "length")
+
+
+def batch_programs(programs: Programs, slots: int, ctx: int | None = None, max_rows: int | None = None) -> BatchPrograms:
+    """Batch Programs on the weights of a loaded model's Programs (shared, not copied)."""
+    t = replace(programs.tuning, mma="off", persist=0)
+    return BatchPrograms(programs.gpu, programs.cfg, programs.weights, slots, ctx or programs.ctx,
+                         max_rows or programs.batch, t)
+
+
+__all__ = ["BatchPrograms", "BatchScheduler", "batch_programs"]
