@@ -408,7 +408,7 @@ def test_tokenizer_dir_errors(tmp_path: Path) -> None:
     ("metadata", "message"),
     [
         ({}, "tokenizer.ggml.model is missing"),
-        ({"tokenizer.ggml.model": "bert"}, "'bert'.*not supported"),
+        ({"tokenizer.ggml.model": "t5"}, r"'t5'.*not supported.*'bert' \(WordPiece\)"),
         ({"tokenizer.ggml.model": "llama"}, "tokenizer.ggml.tokens is missing"),
         ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "a"]}, "duplicate token 'a'"),
         ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": "abc"}, "should be an array"),
