@@ -45,7 +45,9 @@ def load_tokenizer_from_gguf(metadata: dict[str, object]) -> Tokenizer:
             model = byte_level_bpe(vocab.ids, vocab.merges, pre)
             add_bos = pre.add_bos
             space_prefix = _get_bool(metadata, "tokenizer.ggml.add_space_prefix", False)
-        encoder = LlamaCppEncoder(model, _special_splitter(vocab), sentencepiece=spm, space_prefix=space_prefix)
+        encoder = LlamaCppEncoder(
+            model, _special_splitter(vocab), sentencepiece=spm, space_prefix=space_prefix
+        )
         strip_first_space = space_prefix
     add_bos = _get_bool(metadata, "tokenizer.ggml.add_bos_token", add_bos)
     add_eos = _get_bool(metadata, "tokenizer.ggml.add_eos_token", add_eos)

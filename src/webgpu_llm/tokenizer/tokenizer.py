@@ -63,7 +63,8 @@ class Tokenizer:
         # Other templates by name (e.g. "tool_use"), as tokenizer_config.json and GGUF
         # tokenizer.chat_template.<name> keep them; transformers picks "tool_use" when given tools.
         self._named = {
-            name: ChatTemplate(source, special_tokens=texts) for name, source in (named_templates or {}).items()
+            name: ChatTemplate(source, special_tokens=texts)
+            for name, source in (named_templates or {}).items()
         }
 
     def __repr__(self) -> str:
@@ -164,7 +165,7 @@ class Tokenizer:
         the front (as llama.cpp does), so encode(apply_chat_template(messages)) has one BOS.
         """
         template = self._template
-        if extra.get("tools") and "tool_use" in self._named:
+        if extra.get("tools") is not None and "tool_use" in self._named:
             template = self._named["tool_use"]
         if template is None:
             raise UserError("this model has no chat template; give a plain prompt instead of chat messages")
