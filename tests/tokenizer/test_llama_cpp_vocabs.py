@@ -9,6 +9,8 @@ as llama.cpp's test-tokenizer-0 runs them).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import lzma
 from functools import cache
 from pathlib import Path
@@ -99,3 +101,42 @@ def test_bert_frame_and_special_tokens(unpacked: Path) -> None:
     assert tok.decode(tok.encode("Hello, world!")) == "hello , world !"
     # llama.cpp spells control tokens as they are, without the space WordPiece words get
     assert tok.decode(tok.encode("Hello world"), skip_special=False) == "[CLS] hello world[SEP]"
+
+
+# -- BERT's WordPiece on many more texts: tests/fixtures/tokenizer_bert.json, llama.cpp's ids
+# (made by tests/fixtures/make_tokenizer_fixtures.py) for the shared texts, BERT's corner cases
+# (case mappings, combining marks, controls, CJK and symbol splits) and random Unicode text
+
+BERT = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "tokenizer_bert.json").read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("case", BERT["cases"], ids=lambda c: repr(c["text"])[:30])
+def test_bert_matches_llama_cpp(case: dict, unpacked: Path) -> None:
+    tok, text = _tokenizer("bert-bge", unpacked), case["text"]
+    assert tok.encode(text, add_bos=False, parse_special=True) == case["ids_special"]
+    assert tok.encode(text, add_bos=False, parse_special=False) == case["ids_plain"]
+    assert tok.encode(text) == case["ids_default"]  # [CLS] ... [SEP]
+    assert tok.decode(case["ids_default"], skip_special=False) == case["decoded_special"]
+    assert tok.decode(case["ids_default"]) == case["decoded_plain"]
+
+
+def test_bert_vocabulary_facts(unpacked: Path) -> None:
+    tok = _tokenizer("bert-bge", unpacked)
+    assert (tok.vocab_size, tok.bos_id, tok.eos_id, tok.add_bos) == (
+        BERT["vocab_size"],
+        BERT["bos_id"],
+        BERT["eos_id"],
+        BERT["add_bos"],
+    )
+    # llama.cpp since 0.3.16 (the build that made the fixture) also takes "[PAD]" for the FIM
+    # pad token, which ends generation; gguf_vocab follows the newer list.
+    assert tok.stop_ids == frozenset(BERT["eog_ids"]) | {0}
+    assert tok.token_text(0) == "[PAD]"
+    for skip, key in ((False, "pieces_sha256_special"), (True, "pieces_sha256_plain")):
+        digest = hashlib.sha256()
+        for tid in range(tok.vocab_size):
+            piece = tok.piece(tid, skip)
+            digest.update(len(piece).to_bytes(4, "little") + piece)
+        assert digest.hexdigest() == BERT[key]
