@@ -1,8 +1,11 @@
 """Tokenizer, chat template and streaming tests.
 
 GGUF vocabularies are checked against llama.cpp's token ids stored in
-tests/fixtures/tokenizer_*.json (regenerate with tests/fixtures/make_tokenizer_fixtures.py);
-tokenizer.json directories against Hugging Face tokenizers itself.
+tests/fixtures/tokenizer_*.json (regenerate with tests/fixtures/make_tokenizer_fixtures.py):
+SmolLM2's, every supported pre-tokenizer on it, a trained SentencePiece vocabulary and the same
+pieces in Gemma's layout; tokenizer.json directories against Hugging Face tokenizers itself.
+llama.cpp's own test vectors are in test_llama_cpp_vocabs.py, the model families' tokenizer.json
+pipelines in test_tokenizer_json.py and their chat templates in test_chat_templates.py.
 """
 
 from __future__ import annotations

@@ -203,11 +203,14 @@ def _wordpiece_cleanup(text: str) -> str:
 def _post_processor_frame(tok: HfTokenizer) -> tuple[list[int], list[int]]:
     """The ids the post-processor puts before and after a text ([CLS] and [SEP] for BERT,
     <s> for Llama 2): easiest to see by running it."""
-    bare = tok.encode("a", add_special_tokens=False).ids
-    framed = tok.encode("a", add_special_tokens=True).ids
-    for start in range(len(framed) - len(bare) + 1):
-        if framed[start : start + len(bare)] == bare:
-            return framed[:start], framed[start + len(bare) :]
+    for probe in ("a", "hello", "0", "."):  # a text the vocabulary spells with some token
+        bare = tok.encode(probe, add_special_tokens=False).ids
+        if not bare:
+            continue
+        framed = tok.encode(probe, add_special_tokens=True).ids
+        for start in range(len(framed) - len(bare) + 1):
+            if framed[start : start + len(bare)] == bare:
+                return framed[:start], framed[start + len(bare) :]
     return [], []
 
 
