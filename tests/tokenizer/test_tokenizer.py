@@ -1,14 +1,18 @@
 """Tokenizer, chat template and streaming tests.
 
 GGUF vocabularies are checked against llama.cpp's token ids stored in
-tests/fixtures/tokenizer_*.json (regenerate with tests/fixtures/make_tokenizer_fixtures.py);
-tokenizer.json directories against Hugging Face tokenizers itself.
+tests/fixtures/tokenizer_*.json (regenerate with tests/fixtures/make_tokenizer_fixtures.py):
+SmolLM2's, every supported pre-tokenizer on it, a trained SentencePiece vocabulary and the same
+pieces in Gemma's layout; tokenizer.json directories against Hugging Face tokenizers itself.
+llama.cpp's own test vectors are in test_llama_cpp_vocabs.py, the model families' tokenizer.json
+pipelines in test_tokenizer_json.py and their chat templates in test_chat_templates.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from functools import cache
 from pathlib import Path
@@ -136,16 +140,27 @@ def test_unknown_pre_tokenizer_is_named(smollm2_metadata: dict[str, object]) -> 
 # -- SentencePiece ("llama") vocabulary against llama.cpp ------------------------------------------
 
 SPM = _fixture("tokenizer_spm.json")
-SPM_CASES = [(name, case) for name, v in SPM["variants"].items() for case in v["cases"]]
+# Gemma's layout of a SentencePiece vocabulary: <pad>/<eos>/<bos>/<unk> first, control turn
+# markers, user-defined whitespace runs and tags, byte fallback, no space prefix; the
+# "embeddinggemma" variant also appends <eos> (tokenizer.ggml.add_eos_token).
+GEMMA = _fixture("tokenizer_gemma.json")
+SPM_FILES = {"spm": SPM, "gemma": GEMMA}
+SPM_VARIANTS = {
+    f"{file}:{name}": (data, v) for file, data in SPM_FILES.items() for name, v in data["variants"].items()
+}
+SPM_CASES = [(variant, case) for variant, (_, v) in SPM_VARIANTS.items() for case in v["cases"]]
 
 
 @cache
 def spm_tokenizer(variant: str) -> Tokenizer:
+    if ":" not in variant:
+        variant = f"spm:{variant}"
+    data, v = SPM_VARIANTS[variant]
     md = {
-        "tokenizer.ggml.tokens": SPM["tokens"],
-        "tokenizer.ggml.token_type": SPM["token_type"],
-        **SPM["base_metadata"],
-        **SPM["variants"][variant]["metadata"],
+        "tokenizer.ggml.tokens": data["tokens"],
+        "tokenizer.ggml.token_type": data["token_type"],
+        **data["base_metadata"],
+        **v["metadata"],
     }
     return load_tokenizer_from_gguf(md)
 
@@ -161,9 +176,9 @@ def test_spm_encode_decode_match_llama_cpp(variant: str, case: dict) -> None:
     assert tok.decode(case["ids_default"]) == case["decoded_plain"]
 
 
-@pytest.mark.parametrize("variant", sorted(SPM["variants"]))
+@pytest.mark.parametrize("variant", sorted(SPM_VARIANTS))
 def test_spm_vocabulary_facts(variant: str) -> None:
-    tok, info = spm_tokenizer(variant), SPM["variants"][variant]
+    tok, info = spm_tokenizer(variant), SPM_VARIANTS[variant][1]
     assert _pieces_digest(tok, skip_special=False) == info["pieces_sha256_special"]
     assert _pieces_digest(tok, skip_special=True) == info["pieces_sha256_plain"]
     assert tok.vocab_size == info["vocab_size"]
@@ -171,16 +186,63 @@ def test_spm_vocabulary_facts(variant: str) -> None:
     assert tok.stop_ids == frozenset(info["eog_ids"])
 
 
+def test_gemma_chat_prompt_ids_match_llama_cpp() -> None:
+    # Gemma 3's template writes <bos> itself; the tokenizer adds BOS, so the rendered text
+    # drops it and encode() puts exactly one back: llama.cpp's ids for the rendered text.
+    data, variant = SPM_VARIANTS["gemma:gemma3"]
+    template = (FIXTURES / "chat_templates" / "gemma3.jinja").read_text(encoding="utf-8")
+    md = {
+        "tokenizer.ggml.tokens": data["tokens"],
+        "tokenizer.ggml.token_type": data["token_type"],
+        **data["base_metadata"],
+        **variant["metadata"],
+        "tokenizer.chat_template": template,
+    }
+    tok = load_tokenizer_from_gguf(md)
+    messages = [
+        {"role": "system", "content": "You are brief."},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
+    text = tok.apply_chat_template(messages, add_generation_prompt=False)
+    case = next(c for c in variant["cases"] if c["text"] == "<bos>" + text)
+    assert tok.encode(text) == case["ids_special"]
+    assert tok.encode(text).count(tok.bos_id) == 1
+    assert tok.token_text(tok.bos_id) == "<bos>" and tok.token_text(tok.eos_id) == "<eos>"
+    assert tok.end_ids == () and tok.encode("x")[-1] != tok.eos_id  # Gemma 3 adds no EOS
+    embed = spm_tokenizer("gemma:embeddinggemma")
+    assert embed.encode("x")[-1] == embed.eos_id and embed.end_ids == (embed.eos_id,)
+    end_of_turn = tok.encode("<end_of_turn>", add_bos=False)
+    assert len(end_of_turn) == 1 and end_of_turn[0] in tok.stop_ids
+
+
+def _spm_text_back(text: str, user_defined: list[str]) -> str:
+    """What decode(encode(text)) gives on a SentencePiece vocabulary with add_space_prefix, as
+    llama.cpp does it: raw text after a user-defined token (split off even without
+    parse_special) gets the space prefix too, and a literal ▁ is a space."""
+    parts = re.split("(" + "|".join(map(re.escape, sorted(user_defined, key=len, reverse=True))) + ")", text)
+    out, after_special = [], False
+    for part in parts:
+        if part in user_defined:
+            out.append(part)
+            after_special = True
+        elif part:
+            out.append((" " if after_special else "") + part)
+            after_special = False
+    return "".join(out).replace("▁", " ")
+
+
 @pytest.mark.parametrize("case", SPM["variants"]["rank_scores"]["cases"], ids=_case_id)
 def test_spm_roundtrip(case: dict) -> None:
     tok, text = spm_tokenizer("rank_scores"), case["text"]
-    if "<tool>" in text or "</tool>" in text:
-        pytest.skip("user-defined tokens get a space prefix after them, as in llama.cpp")
-    if "▁" in text:
-        pytest.skip("a literal ▁ reads back as a space in SentencePiece vocabularies")
+    user_defined = [t for t, kind in zip(SPM["tokens"], SPM["token_type"]) if kind == 4]
+    assert user_defined == ["<tool>", "</tool>"]
     # skip_special=False: without parse_special, text like "<|im_end|>" can still merge into
     # the control token (llama.cpp does the same), which then has to be shown.
-    assert tok.decode(tok.encode(text, add_bos=False, parse_special=False), skip_special=False) == text
+    back = tok.decode(tok.encode(text, add_bos=False, parse_special=False), skip_special=False)
+    assert back == _spm_text_back(text, user_defined)
+    if not any(t in text for t in [*user_defined, "▁"]):
+        assert back == text
 
 
 # -- streaming ------------------------------------------------------------------------------------
@@ -408,7 +470,7 @@ def test_tokenizer_dir_errors(tmp_path: Path) -> None:
     ("metadata", "message"),
     [
         ({}, "tokenizer.ggml.model is missing"),
-        ({"tokenizer.ggml.model": "bert"}, "'bert'.*not supported"),
+        ({"tokenizer.ggml.model": "t5"}, r"'t5'.*not supported.*'bert' \(WordPiece\)"),
         ({"tokenizer.ggml.model": "llama"}, "tokenizer.ggml.tokens is missing"),
         ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "a"]}, "duplicate token 'a'"),
         ({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": "abc"}, "should be an array"),

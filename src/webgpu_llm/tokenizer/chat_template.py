@@ -51,6 +51,36 @@ class _GenerationTag(jinja2.ext.Extension):
         return caller()
 
 
+class _TemplateDict:
+    """dict() for templates, without attribute access to the type (as transformers gives it)."""
+
+    def __call__(self, *args: object, **kwargs: object) -> dict:
+        return dict(*args, **kwargs)  # type: ignore[call-overload]
+
+    def fromkeys(self, *args: object, **kwargs: object) -> dict:
+        return dict.fromkeys(*args, **kwargs)  # type: ignore[call-overload]
+
+
+class _TemplateNamespace(jinja2.utils.Namespace):
+    """namespace() that refuses underscore names, as transformers' does."""
+
+    def __init__(*args: object, **kwargs: object) -> None:  # Jinja's signature trick: self may be a key
+        self, rest = args[0], args[1:]
+        attrs = dict(*rest, **kwargs)  # type: ignore[call-overload]
+        for name in attrs:
+            _TemplateNamespace._check_name(name)
+        jinja2.utils.Namespace.__init__(self, attrs)  # type: ignore[arg-type]
+
+    def __setitem__(self, name: str, value: object) -> None:
+        _TemplateNamespace._check_name(name)
+        jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    @staticmethod
+    def _check_name(name: object) -> None:
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(f"a chat template cannot store {name!r} on a namespace")
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
@@ -58,25 +88,62 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    env.globals["dict"] = _TemplateDict()
+    env.globals["namespace"] = _TemplateNamespace
     return env
 
 
+# Names a message's reasoning comes under; templates read the first (transformers' aliases).
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def _plain_messages(messages: list[dict]) -> list[dict]:
+    """The messages as transformers hands them to the template: keys whose value is None
+    dropped, and reasoning given under both `reasoning_content` and `thinking`."""
+    out = []
+    for message in messages:
+        message = {key: value for key, value in message.items() if value is not None}
+        reasoning = next((message[key] for key in _REASONING_FIELDS if key in message), None)
+        if reasoning is not None:
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        out.append(message)
+    return out
+
+
 class ChatTemplate:
-    def __init__(self, source: str, bos_token: str = "", eos_token: str = "") -> None:
+    """One Jinja chat template, rendered as transformers' apply_chat_template(tokenize=False):
+    the same environment (sandbox, trim_blocks/lstrip_blocks, tojson, raise_exception,
+    strftime_now, {% generation %}), the special tokens as variables (bos_token, eos_token, ...),
+    tools and documents (None unless given) and any extra keyword as a variable."""
+
+    def __init__(
+        self,
+        source: str,
+        bos_token: str = "",
+        eos_token: str = "",
+        special_tokens: dict[str, str] | None = None,
+    ) -> None:
         self.source = source
-        self.bos_token = bos_token
-        self.eos_token = eos_token
+        self.special_tokens = {"bos_token": bos_token, "eos_token": eos_token, **(special_tokens or {})}
         self._compiled: jinja2.Template | None = None  # compiled on first use
+
+    @property
+    def bos_token(self) -> str:
+        return self.special_tokens.get("bos_token", "")
+
+    @property
+    def eos_token(self) -> str:
+        return self.special_tokens.get("eos_token", "")
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True, **extra: object) -> str:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ModelFileError(
                 "chat messages must be a list of dicts like {'role': 'user', 'content': '...'}"
             )
-        variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, **extra}
+        variables = {**self.special_tokens, "tools": None, "documents": None, **extra}
         try:
             return self._template().render(
-                messages=messages, add_generation_prompt=add_generation_prompt, **variables
+                messages=_plain_messages(messages), add_generation_prompt=add_generation_prompt, **variables
             )
         except TemplateRaised as e:
             raise ModelFileError(f"the chat template refused these messages: {_one_line(e)}") from None

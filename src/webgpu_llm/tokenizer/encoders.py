@@ -5,6 +5,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer as HfTokenizer
 
 from webgpu_llm.tokenizer.special_split import SpecialSplitter
+from webgpu_llm.tokenizer.wordpiece import WordPieceModel
 
 
 class LlamaCppEncoder:
@@ -35,6 +36,24 @@ class LlamaCppEncoder:
                 piece = piece.replace(" ", "▁")
             ids.extend(self._model.encode(piece, add_special_tokens=False).ids)
             after_special = False
+        return ids
+
+
+class WordPieceEncoder:
+    """llama.cpp's llama_tokenize for GGUF BERT vocabularies: special tokens split off, then
+    WordPiece on each raw-text piece."""
+
+    def __init__(self, model: WordPieceModel, splitter: SpecialSplitter) -> None:
+        self._model = model
+        self._splitter = splitter
+
+    def encode(self, text: str, parse_special: bool) -> list[int]:
+        ids: list[int] = []
+        for piece in self._splitter.split(text, parse_special):
+            if isinstance(piece, int):
+                ids.append(piece)
+            else:
+                ids.extend(self._model.encode(piece))
         return ids
 
 

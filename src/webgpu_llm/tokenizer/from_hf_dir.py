@@ -54,9 +54,27 @@ def load_tokenizer_from_dir(path: str | os.PathLike) -> Tokenizer:
         eos_text = tokens[eos_id]
     stop = {eos_id, *generation_eos}
     stop |= {tid for tid, t in added.items() if t.special and t.content in EOG_TEXTS}
+    prefix, suffix = _post_processor_frame(tok)
+    if bos_id is None and len(prefix) == 1:
+        bos_id = prefix[0]  # BERT's [CLS]: what llama.cpp calls BOS there
     add_bos = config.get("add_bos_token")
     if not isinstance(add_bos, bool):
-        add_bos = _post_processor_adds(tok, bos_id)
+        add_bos = bos_id is not None and prefix == [bos_id]
+    add_eos = config.get("add_eos_token")
+    end_ids = (
+        tuple(suffix)
+        if not isinstance(add_eos, bool)
+        else (eos_id,)
+        if add_eos and eos_id is not None
+        else ()
+    )
+    special_texts = {
+        name: text
+        for name in ("unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+        if (text := _token_content(config.get(name, special_map.get(name))))
+    }
+    sep_id = tok.token_to_id(special_texts["sep_token"]) if "sep_token" in special_texts else None
+    template, named = _chat_templates(root, config)
     rules = _DecodeRules.of(tok)
     return Tokenizer(
         encoder=HfEncoder(tok),
@@ -68,9 +86,13 @@ def load_tokenizer_from_dir(path: str | os.PathLike) -> Tokenizer:
         eos_id=eos_id,
         stop_ids=frozenset(i for i in stop if i is not None and 0 <= i < len(tokens)),
         add_bos=add_bos and bos_id is not None,
-        chat_template=_chat_template(root, config),
+        chat_template=template,
         bos_text=bos_text or "",
         eos_text=eos_text or "",
+        end_ids=end_ids,
+        sep_id=sep_id,
+        named_templates=named,
+        special_texts=special_texts,
     )
 
 
@@ -78,13 +100,20 @@ class _DecodeRules:
     """How the tokenizer.json decoder turns one token into bytes, for the decoders LLMs use."""
 
     def __init__(
-        self, byte_level: bool, metaspace: bool, byte_fallback: bool, strip_first_space: bool, known: bool
+        self,
+        byte_level: bool,
+        metaspace: bool,
+        byte_fallback: bool,
+        strip_first_space: bool,
+        known: bool,
+        wordpiece: dict | None = None,
     ):
         self.byte_level = byte_level
         self.metaspace = metaspace
         self.byte_fallback = byte_fallback
         self.strip_first_space = strip_first_space
         self.known = known
+        self.wordpiece = wordpiece  # the WordPiece decoder's settings (prefix, cleanup)
 
     @classmethod
     def of(cls, tok: HfTokenizer) -> _DecodeRules:
@@ -115,8 +144,14 @@ class _DecodeRules:
             )
             for s in steps
         )
-        known = not (kinds - {"ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Strip"})
-        return cls("ByteLevel" in kinds, metaspace, "ByteFallback" in kinds, strip, known)
+        wordpiece = next((s for s in steps if s["type"] == "WordPiece"), None)
+        if wordpiece is not None and len(steps) > 1:
+            wordpiece = None  # WordPiece inside a sequence: leave it to tokenizers
+        strip = strip or wordpiece is not None  # every word but the first gets a space in front
+        known = not (kinds - {"ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Strip"}) or (
+            wordpiece is not None
+        )
+        return cls("ByteLevel" in kinds, metaspace, "ByteFallback" in kinds, strip, known, wordpiece)
 
     def pieces(self, tok: HfTokenizer, tokens: list[str]) -> list[bytes]:
         if not self.known:
@@ -127,6 +162,15 @@ class _DecodeRules:
         return [self._piece(text) for text in tokens]
 
     def _piece(self, text: str) -> bytes:
+        if self.wordpiece is not None:
+            # tokenizers' WordPiece decoder: "##ing" joins the word before it, any other token
+            # is a new word after a space; with cleanup, each token's " ." / " 's" / ... loses
+            # its space (token by token, as tokenizers does it).
+            prefix = self.wordpiece.get("prefix", "##")
+            text = text[len(prefix) :] if prefix and text.startswith(prefix) else " " + text
+            if self.wordpiece.get("cleanup", True):
+                text = _wordpiece_cleanup(text)
+            return text.encode("utf-8")
         if self.byte_level:
             as_bytes = byte_level_to_bytes(text)
             if as_bytes is not None:
@@ -138,28 +182,54 @@ class _DecodeRules:
         return text.encode("utf-8")
 
 
-def _post_processor_adds(tok: HfTokenizer, bos_id: int | None) -> bool:
-    # What the post-processor does is easiest to see by running it.
-    if bos_id is None:
-        return False
-    with_special = tok.encode("a", add_special_tokens=True).ids
-    return (
-        bool(with_special)
-        and with_special[0] == bos_id
-        and tok.encode("a", add_special_tokens=False).ids[:1] != [bos_id]
-    )
+def _wordpiece_cleanup(text: str) -> str:
+    for dirty, clean in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" do not", " don't"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
+        text = text.replace(dirty, clean)
+    return text
 
 
-def _chat_template(root: Path, config: dict) -> str | None:
+def _post_processor_frame(tok: HfTokenizer) -> tuple[list[int], list[int]]:
+    """The ids the post-processor puts before and after a text ([CLS] and [SEP] for BERT,
+    <s> for Llama 2): easiest to see by running it."""
+    for probe in ("a", "hello", "0", "."):  # a text the vocabulary spells with some token
+        bare = tok.encode(probe, add_special_tokens=False).ids
+        if not bare:
+            continue
+        framed = tok.encode(probe, add_special_tokens=True).ids
+        for start in range(len(framed) - len(bare) + 1):
+            if framed[start : start + len(bare)] == bare:
+                return framed[:start], framed[start + len(bare) :]
+    return [], []
+
+
+def _chat_templates(root: Path, config: dict) -> tuple[str | None, dict[str, str]]:
+    """The default chat template and the named others (e.g. "tool_use")."""
     # transformers' order: chat_template.jinja, chat_template.json, then tokenizer_config.json.
     jinja_file = root / "chat_template.jinja"
     if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
+        return jinja_file.read_text(encoding="utf-8"), {}
     template = _read_json(root / "chat_template.json").get("chat_template", config.get("chat_template"))
+    named: dict[str, str] = {}
     if isinstance(template, list):  # named templates: [{"name": "default", "template": "..."}, ...]
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default", next(iter(named.values()), None))
-    return template if isinstance(template, str) and template.strip() else None
+        named = {
+            t["name"]: t["template"]
+            for t in template
+            if isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str)
+        }
+        template = named.pop("default", None)
+    return (template if isinstance(template, str) and template.strip() else None), named
 
 
 def _read_json(file: Path) -> dict:

@@ -8,6 +8,9 @@ import numpy as np
 
 from webgpu_llm.errors import ModelFileError
 
+# tokenizer.ggml.model values we read (llama.cpp also has t5, rwkv, plamo2 and none)
+SUPPORTED_MODELS = ("gpt2", "llama", "bert")
+
 # tokenizer.ggml.token_type values
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
@@ -17,6 +20,9 @@ SPECIAL_ID_KEYS = {
     "eot": ("tokenizer.ggml.eot_token_id",),
     "eom": ("tokenizer.ggml.eom_token_id",),
     "unk": ("tokenizer.ggml.unknown_token_id",),
+    "sep": ("tokenizer.ggml.seperator_token_id",),  # sic: llama.cpp's spelling
+    "pad": ("tokenizer.ggml.padding_token_id",),
+    "mask": ("tokenizer.ggml.mask_token_id",),
     "fim_pre": ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id"),
     "fim_suf": ("tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id"),
     "fim_mid": ("tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id"),
@@ -107,7 +113,7 @@ ALWAYS_RENDERED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
 class GgufVocab:
     """The vocabulary part of GGUF metadata, checked, with llama.cpp's derived attributes."""
 
-    model: str  # "gpt2" or "llama"
+    model: str  # "gpt2", "llama" or "bert"
     pre: str
     tokens: list[str]
     types: list[int]
@@ -126,10 +132,10 @@ class GgufVocab:
 
 def read_gguf_vocab(md: dict[str, object]) -> GgufVocab:
     model = _get_str(md, "tokenizer.ggml.model", required=True)
-    if model not in ("gpt2", "llama"):
+    if model not in SUPPORTED_MODELS:
         raise ModelFileError(
-            f"tokenizer model {model!r} (GGUF key tokenizer.ggml.model) is not supported; "
-            "use a GGUF with a 'gpt2' (byte-level BPE) or 'llama' (SentencePiece) vocabulary"
+            f"tokenizer model {model!r} (GGUF key tokenizer.ggml.model) is not supported; use a GGUF "
+            "with a 'gpt2' (byte-level BPE), 'llama' (SentencePiece) or 'bert' (WordPiece) vocabulary"
         )
     tokens = _get_list(md, "tokenizer.ggml.tokens", str, required=True)
     n = len(tokens)
@@ -164,9 +170,10 @@ def read_gguf_vocab(md: dict[str, object]) -> GgufVocab:
 def _find_special_ids(vocab: GgufVocab, md: dict[str, object]) -> None:
     n = len(vocab.tokens)
     # llama.cpp's defaults when the file does not say (BPE's 11 is a Falcon leftover).
-    defaults: dict[str, int | None] = (
-        {"bos": 1, "eos": 2, "unk": 0} if vocab.model == "llama" else {"bos": 11, "eos": 11}
-    )
+    defaults: dict[str, int | None] = {
+        "llama": {"bos": 1, "eos": 2, "unk": 0},
+        "bert": {"bos": 101, "unk": 100, "sep": 102, "pad": 0, "mask": 103},  # [CLS] is BOS
+    }.get(vocab.model, {"bos": 11, "eos": 11})
     if vocab.pre in ("glm4", "chatglm-bpe"):
         defaults["bos"] = None
     for name, keys in SPECIAL_ID_KEYS.items():

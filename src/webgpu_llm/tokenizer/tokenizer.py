@@ -39,6 +39,10 @@ class Tokenizer:
         chat_template: str | None,
         bos_text: str = "",
         eos_text: str = "",
+        end_ids: tuple[int, ...] = (),
+        sep_id: int | None = None,
+        named_templates: dict[str, str] | None = None,
+        special_texts: dict[str, str] | None = None,
     ) -> None:
         self._encoder = encoder
         self._tokens = tokens
@@ -51,21 +55,36 @@ class Tokenizer:
         self.eos_id = eos_id
         self.stop_ids = stop_ids
         self.add_bos = add_bos
+        self.end_ids = end_ids  # appended by encode() by default: EOS or SEP where the model adds them
+        self.sep_id = sep_id
         self.chat_template = chat_template
-        self._template = ChatTemplate(chat_template, bos_text, eos_text) if chat_template else None
+        texts = {"bos_token": bos_text, "eos_token": eos_text, **(special_texts or {})}
+        self._template = ChatTemplate(chat_template, special_tokens=texts) if chat_template else None
+        # Other templates by name (e.g. "tool_use"), as tokenizer_config.json and GGUF
+        # tokenizer.chat_template.<name> keep them; transformers picks "tool_use" when given tools.
+        self._named = {
+            name: ChatTemplate(source, special_tokens=texts)
+            for name, source in (named_templates or {}).items()
+        }
 
     def __repr__(self) -> str:
+        end = f", end_ids={list(self.end_ids)}" if self.end_ids else ""
         return (
             f"Tokenizer(vocab_size={self.vocab_size}, bos_id={self.bos_id}, eos_id={self.eos_id}, "
-            f"add_bos={self.add_bos}, stop_ids={sorted(self.stop_ids)})"
+            f"add_bos={self.add_bos}{end}, stop_ids={sorted(self.stop_ids)})"
         )
 
     # -- encoding -------------------------------------------------------------------------
 
-    def encode(self, text: str, add_bos: bool | None = None, parse_special: bool = True) -> list[int]:
+    def encode(
+        self, text: str, add_bos: bool | None = None, parse_special: bool = True, add_eos: bool | None = None
+    ) -> list[int]:
         """Token ids for `text`. Special tokens written in the text (e.g. <|im_start|>) become
         their ids when parse_special is set; BOS is prepended when add_bos (default: the
-        model's add_bos) is set."""
+        model's add_bos) is set. add_eos appends the tokens the model ends a text with
+        (`end_ids`: [SEP] for BERT, EOS where the vocabulary asks for it, none for chat
+        models; True on a model without any appends EOS). Left out, add_eos follows an
+        explicit add_bos, as llama.cpp's add_special covers both ends."""
         if not isinstance(text, str):
             raise UserError(f"encode() takes a str, not {type(text).__name__}")
         ids = self._encoder.encode(_valid_unicode(text), parse_special)
@@ -73,6 +92,15 @@ class Tokenizer:
             if self.bos_id is None:
                 raise UserError("this vocabulary has no BOS token; encode with add_bos=False")
             ids.insert(0, self.bos_id)
+        if add_eos is None:
+            add_eos = add_bos is not False and bool(self.end_ids)
+        if add_eos:
+            end = self.end_ids
+            if not end:
+                if self.eos_id is None:
+                    raise UserError("this vocabulary has no EOS token; encode with add_eos=False")
+                end = (self.eos_id,)
+            ids.extend(end)
         return ids
 
     # -- decoding -------------------------------------------------------------------------
@@ -128,16 +156,21 @@ class Tokenizer:
     def apply_chat_template(
         self, messages: list[dict], add_generation_prompt: bool = True, **extra: object
     ) -> str:
-        """Render `messages` with the model's chat template (Hugging Face semantics; `extra`
-        becomes template variables, e.g. tools=[...]).
+        """Render `messages` with the model's chat template as transformers'
+        apply_chat_template(tokenize=False) does; `extra` becomes template variables, e.g.
+        tools=[{...json schema...}], enable_thinking=False, documents=[...]. With tools and a
+        template named "tool_use", that one renders (transformers' choice).
 
         When encode() adds BOS by default, a BOS the template writes itself is removed from
         the front (as llama.cpp does), so encode(apply_chat_template(messages)) has one BOS.
         """
-        if self._template is None:
+        template = self._template
+        if extra.get("tools") is not None and "tool_use" in self._named:
+            template = self._named["tool_use"]
+        if template is None:
             raise UserError("this model has no chat template; give a plain prompt instead of chat messages")
-        text = self._template.render(messages, add_generation_prompt, **extra)
-        bos = self._template.bos_token
+        text = template.render(messages, add_generation_prompt, **extra)
+        bos = template.bos_token
         if self.add_bos and bos and text.startswith(bos):
             text = text[len(bos) :]
         return text
