@@ -122,16 +122,18 @@ class LLM:
         return self.session.stats
 
     # -- prompts ---------------------------------------------------------------------------
-    def prompt_ids(self, prompt: str | Sequence[int] | list[dict[str, str]], raw: bool = False) -> list[int]:
+    def prompt_ids(self, prompt: str | Sequence[int] | list[dict[str, str]], raw: bool = False,
+                   **template_kwargs: Any) -> list[int]:
         """Token ids for a prompt: ids as given, a chat turn (when the model has a chat
-        template and `raw` is false), or the text as-is."""
+        template and `raw` is false), or the text as-is. `template_kwargs` go to the chat
+        template (e.g. `enable_thinking=False`, `tools=[...]`)."""
         if isinstance(prompt, str):
             if not raw and self.tokenizer.has_chat_template:
                 prompt = [{"role": "user", "content": prompt}]
             else:
                 return self.tokenizer.encode(prompt)
         if prompt and isinstance(prompt[0], dict):
-            text = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, **template_kwargs)
             return self.tokenizer.encode(text, add_bos=self.tokenizer.add_bos and not _starts_with_bos(text, self.tokenizer))
         return [int(t) for t in prompt]  # type: ignore[union-attr]
 

@@ -29,7 +29,11 @@ _DONE = object()
 
 
 class QueueFull(Exception):
-    """The scheduler's queue is full (HTTP 429) or it is shutting down (503)."""
+    """The scheduler's queue is full (HTTP 429)."""
+
+
+class ShuttingDown(QueueFull):
+    """The scheduler takes no more requests: it is closing (HTTP 503)."""
 
 
 @dataclass
@@ -172,7 +176,7 @@ class Scheduler:
         c = Completion(list(ids), params, max_tokens, frozenset(stop_ids))
         with self._cv:
             if self._stopping:
-                raise QueueFull("the server is shutting down")
+                raise ShuttingDown("the server is shutting down")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are waiting already")
             self._waiting.append(c)
