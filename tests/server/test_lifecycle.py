@@ -62,7 +62,7 @@ def test_queue_full_gives_429_and_a_leaving_client_frees_its_slot(tiny_model: Pa
 def test_sigterm_drains_a_running_stream_then_exits(tiny_model: Path) -> None:
     s = ServerProcess("--model", str(tiny_model), "--ctx", str(TINY_CTX))
     try:
-        n = 1500
+        n = 800
         with long_stream(s, [20, 21, 22], max_tokens=n) as r:
             events = sse_events(r)
             next(events)

@@ -1,5 +1,6 @@
 """Real answers from the bundled SmolLM2-135M-Instruct through `webgpu-llm serve` (the default
-model, its chat template): a known fact, streamed the same as whole, and a system prompt."""
+model, its chat template): a known fact streamed, and a system prompt with the model ending its
+turn by itself."""
 
 from __future__ import annotations
 
@@ -26,13 +27,12 @@ def client(smollm2: ServerProcess) -> Any:
     return openai.OpenAI(base_url=smollm2.url + "/v1", api_key="none", max_retries=0, timeout=300)
 
 
-def test_a_real_chat_answer_streamed_and_whole(client: Any) -> None:
+def test_a_real_chat_answer_streamed(client: Any) -> None:
     model = client.models.list().data[0].id
     ask = [{"role": "user", "content": "What is the capital of France?"}]
-    whole = client.chat.completions.create(model=model, messages=ask, max_tokens=8, temperature=0)
-    assert "Paris" in whole.choices[0].message.content, whole
     stream = client.chat.completions.create(model=model, messages=ask, max_tokens=8, temperature=0, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in stream) == whole.choices[0].message.content
+    pieces = [c.choices[0].delta.content or "" for c in stream]
+    assert "Paris" in "".join(pieces) and len([p for p in pieces if p]) > 1, pieces
 
 
 def test_a_system_prompt_and_a_stop_at_the_end_of_turn(client: Any) -> None:

@@ -54,6 +54,10 @@ FINGERPRINT = f"webgpu-llm-{__version__}"
 M = TypeVar("M", bound=BaseModel)
 
 
+def _json(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass
 class ServerConfig:
     model_id: str  # the name clients give as "model" (GET /v1/models lists it)
@@ -255,17 +259,17 @@ class Service:
             try:
                 first = chunk(None, None)
                 if first is not None:
-                    yield json.dumps(first)
+                    yield _json(first)
                 try:
                     async for piece in run.pieces():
-                        yield json.dumps(chunk(piece, None))
+                        yield _json(chunk(piece, None))
                 except EngineFailed as e:
                     run.end("error")
-                    yield json.dumps(error_body(500, f"generation failed: {e}", code="engine_error"))
+                    yield _json(error_body(500, f"generation failed: {e}", code="engine_error"))
                     return
-                yield json.dumps(chunk(None, run.finish_reason))
+                yield _json(chunk(None, run.finish_reason))
                 if include_usage:
-                    yield json.dumps(usage_chunk())
+                    yield _json(usage_chunk())
                 yield "[DONE]"
                 run.end()
             finally:
