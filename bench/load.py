@@ -11,7 +11,8 @@ llama.cpp's `llama-server` do), greedy. Per run of K clients it reports:
   sent to the last token received;
 - time to first token: from sending a request to its first text chunk (p50, p99, mean);
 - inter-token latency: the gaps between consecutive text chunks of a stream, pooled over the
-  streams (p50, p99); both servers send one chunk a token;
+  streams (p50, p99); llama-server sends one chunk a token, `webgpu-llm serve` one for each
+  group of tokens its engine hands over (`tokens_per_chunk` says how many on average);
 - per-stream decode tok/s: (tokens - 1) / (last chunk - first chunk), p50.
 
 Tokens are counted from the final usage chunk (`stream_options.include_usage`) where the server
@@ -117,6 +118,7 @@ async def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rn
     return {"clients": k, "requests": len(streams), "completed": len(ok), "failed": len(streams) - len(ok),
             "errors": errors[:5], "generated_tokens": tokens,
             "short_streams": sum(1 for s in ok if s.tokens < args.max_tokens),
+            "tokens_per_chunk": tokens / max(1, sum(len(s.chunks) for s in ok)),
             "wall_s": end - start, "aggregate_tok_s": tokens / (end - start) if end > start else 0.0,
             "ttft_s": summary(ttft), "itl_s": summary(itl), "stream_decode_tok_s": summary(decode)}
 

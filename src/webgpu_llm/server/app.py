@@ -5,7 +5,9 @@
 Every request is parsed into a pydantic model (`protocol.py`), rendered to token ids (the
 chat template for `messages`), checked against the context, and submitted to the scheduler;
 its `Completion` is read with `async for`, detokenized and cut at stop strings
-(`text.TextStream`), and sent whole or as server-sent events (one event a token). A client
+(`text.TextStream`), and sent whole or as server-sent events: one event for each group of
+tokens the engine hands over (today a token at a time), so that the event loop's work per
+token shrinks as the engine batches its read-backs. A client
 that goes away cancels its request at once (the SSE response notices the disconnect and
 closes the generator; a non-streaming request watches for it). Errors are OpenAI's JSON
 (`errors.py`). The server keeps nothing between requests: replicas behind any HTTP load
@@ -95,16 +97,20 @@ class Run:
         self._ended = False
 
     async def pieces(self) -> AsyncIterator[str]:
-        """The text of each new token (empty pieces, a character still unfinished, skipped)."""
+        """The text of the tokens as the engine hands them over (one piece per group it
+        delivers; empty pieces, a character still unfinished, skipped)."""
         async for ids in self.c:
+            piece = ""
             for t in ids:
-                piece = self.text.push(t)
-                if piece:
-                    yield piece
-                if self.text.stopped:  # a stop string: the rest is not wanted
-                    self.c.cancel()
-                    self.finish_reason = "stop"
-                    return
+                piece += self.text.push(t)
+                if self.text.stopped:
+                    break
+            if piece:
+                yield piece
+            if self.text.stopped:  # a stop string: the rest is not wanted
+                self.c.cancel()
+                self.finish_reason = "stop"
+                return
         tail = self.text.finish()
         if tail:
             yield tail
