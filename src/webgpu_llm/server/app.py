@@ -256,7 +256,7 @@ class Service:
             run.end("disconnected" if gone else None)
 
     def stream(self, run: Run, chunk: Any, usage_chunk: Any, include_usage: bool) -> EventSourceResponse:
-        """Server-sent events: `chunk(text, finish_reason)` per token, then the finish, usage and
+        """Server-sent events: `chunk(text, None)` per piece of text, then the finish, usage and
         [DONE]. The generator is closed when the client disconnects: the request is cancelled."""
         m = self.metrics
 
