@@ -116,6 +116,31 @@ def peers(o: Options) -> list[Cmd]:
             Cmd("peers", "llama.cpp Vulkan", [*sh, "vulkan"], "llama-vulkan", per_src=False, shell=True)]
 
 
+LOAD_CLIENTS = "1,32,64"  # DESIGN.md's concurrent streams: 64-token prompts, 128 tokens each (load.py's defaults)
+LSV = "/tmp/lsv"  # where on-device.sh unpacks the prebuilt llama-server (its bin/)
+
+
+def serve(o: Options) -> list[Cmd]:
+    """bench/load.py against `webgpu-llm serve` (per checkout, a server per client count) and
+    llama.cpp's Vulkan llama-server (-np K, once) on the peers' random-weight GGUFs in /tmp/gg."""
+    sh = ["bash", str(PEERS.relative_to(ROOT))]
+    tar = ROOT / ".peers" / "llama-server-vulkan.tar.xz"
+    cmds = [Cmd("serve", "GGUF files", [*sh, "gguf"], "none", per_src=False, shell=True),
+            Cmd("serve", "llama-server", ["bash", "-c", f"mkdir -p {LSV} && tar xJf {tar} -C {LSV}"], "none",
+                per_src=False, shell=True)]
+    load = ["bench/load.py", "--clients", LOAD_CLIENTS, "--out", OUT, "--server-cmd"]
+    for p in o.presets:
+        for d in o.dtypes:
+            gguf = f"/tmp/gg/{p}-{d}.gguf"
+            cmds += [Cmd("serve", f"{p} {d} {b}", [*load, f"{{python}} -m webgpu_llm.cli.main serve -m {gguf} --backend {b} "
+                                                         "--parallel {clients} --ctx {ctx} --port {port} --quiet"], "load")
+                     for b in o.backends]
+            cmds.append(Cmd("serve", f"{p} {d} llama-server", [*load, f"env LD_LIBRARY_PATH={LSV}/bin {LSV}/bin/llama-server "
+                                                                      f"-m {gguf} -ngl 99 -np {{clients}} -c {{ctx_total}} "
+                                                                      "-fa off --port {port}"], "load", per_src=False))
+    return cmds
+
+
 SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
     "smoke": (smoke, "the tiny preset, 4 tokens on wgpu-native: checks the runner (up to a minute on llvmpipe)"),
     "batch1": (batch1, "tg128/pp512 of the Qwen2.5 0.5B and 1.5B shapes, f16/q8_0/q4_0, Dawn and wgpu-native"),
@@ -123,6 +148,8 @@ SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
     "torch": (torch, "the torch device's decode tok/s and compiled step GPU time (bench/torch_generate.py)"),
     "torch-cuda": (torch_cuda, "PyTorch CUDA (transformers generate, eager and compiled) beside the engine, once"),
     "peers": (peers, "llama.cpp CUDA (llama-bench) and Vulkan (llama-server) from .peers/, once"),
+    "serve": (serve, f"concurrent streams ({LOAD_CLIENTS} clients, bench/load.py) of webgpu-llm serve and "
+                     "llama-server -np K on the peers' GGUFs (.peers/), each server started per K"),
 }
 
 
@@ -325,11 +352,24 @@ def _llama_vulkan_cells(text: str) -> dict[str, dict[str, float]]:
     return cells
 
 
+def _load_cells(cmd: Cmd, doc: dict[str, Any]) -> dict[str, dict[str, float]]:
+    cells: dict[str, dict[str, float]] = {}
+    for r in doc["runs"]:
+        m = cells.setdefault(f"{cmd.name} K={r['clients']}", {"aggregate tok/s": r["aggregate_tok_s"]})
+        for name, key in (("TTFT p50 ms", ("ttft_s", "p50")), ("ITL p50 ms", ("itl_s", "p50")),
+                          ("ITL p99 ms", ("itl_s", "p99"))):
+            if r[key[0]][key[1]] is not None:
+                m[name] = r[key[0]][key[1]] * 1000
+    return cells
+
+
 def figures(cmd: Cmd, out: Path, stdout: str) -> dict[str, dict[str, float]]:
     if cmd.kind in ("bench", "torch"):
         text = out.read_text() if out.is_file() else stdout.strip().splitlines()[-1]
         doc = json.loads(text)
         return _engine_cells(doc, cmd.tags) if cmd.kind == "bench" else _torch_cells(doc)
+    if cmd.kind == "load":
+        return _load_cells(cmd, json.loads(out.read_text()))
     if cmd.kind == "llama-cuda":
         return _llama_cuda_cells(stdout)
     if cmd.kind == "llama-vulkan":
@@ -392,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, cmds in suites.items():
                 print(f"{name:11s} {len(cmds)} command{'s' * (len(cmds) != 1):1s}  {SUITES[name][1]}")
             return 0
+        if "serve" in suites and not PEERS.is_file():
+            print(f"serve: skipped: {PEERS.relative_to(ROOT)} not found (the GGUFs and llama-server it uses are the "
+                  "peers')", file=sys.stderr)
+            suites["serve"] = []
         if "peers" in suites and not PEERS.is_file():
             print(f"peers: skipped: {PEERS.relative_to(ROOT)} not found (run ../shared/device/peers/prepare in "
                   "this checkout and carry .peers)", file=sys.stderr)

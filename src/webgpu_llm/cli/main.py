@@ -10,8 +10,8 @@ from .. import __version__, environment
 from ..errors import WebGpuLlmError
 
 # command: its module (each has `add_parser(sub)`)
-COMMANDS = {"generate": "generate", "chat": "chat", "perplexity": "perplexity", "list": "list_models",
-            "info": "info", "bench": "bench", "characterize": "characterize"}
+COMMANDS = {"generate": "generate", "chat": "chat", "serve": "serve", "perplexity": "perplexity",
+            "list": "list_models", "info": "info", "bench": "bench", "characterize": "characterize"}
 
 
 def build_parser() -> argparse.ArgumentParser:

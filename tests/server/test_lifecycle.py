@@ -1,0 +1,118 @@
+"""The server's life under load and at its end: a full queue answers 429 with Retry-After, a
+client that leaves frees its sequence slot for the next request, SIGTERM lets a running stream
+finish before the process exits (code 0); and `serve`'s options are checked before the model
+loads."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from server_helpers import TINY_CTX, ServerProcess, sse_events
+
+from webgpu_llm.api import LLM
+from webgpu_llm.cli.main import main
+
+LONG = TINY_CTX - 100  # tokens of a request that keeps the engine busy for seconds
+
+
+def long_stream(server: ServerProcess, prompt: list[int], max_tokens: int = LONG) -> Any:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "ignore_eos": True, "temperature": 0,
+            "stream_options": {"include_usage": True}}
+    return httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=120)
+
+
+def test_queue_full_gives_429_and_a_leaving_client_frees_its_slot(tiny_model: Path) -> None:
+    s = ServerProcess("--model", str(tiny_model), "--ctx", str(TINY_CTX), "--parallel", "1", "--max-queue", "1")
+    try:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=120)
+        model = client.models.list().data[0].id
+        with long_stream(s, [10, 11, 12]) as a:
+            a_events = sse_events(a)
+            next(a_events)  # A has its slot and is generating
+            chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": LONG, "stream": True,
+                    "temperature": 0}
+            with httpx.stream("POST", s.url + "/v1/chat/completions", json=chat, timeout=120) as b:
+                b_events = sse_events(b)
+                first = next(b_events)  # B is accepted and waits: its opening chunk has no text
+                assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+                m = s.metrics(key=None)
+                assert m["webgpu_llm_queue_depth"] == 1 and m["webgpu_llm_active_sequences"] == 1
+                with pytest.raises(openai.RateLimitError) as e:  # C: no room
+                    client.completions.create(model=model, prompt="hello", max_tokens=2)
+                assert e.value.status_code == 429 and int(e.value.response.headers["retry-after"]) >= 1
+                assert "busy" in e.value.message
+                a.close()  # A leaves: B gets the slot and streams
+                second = next(b_events)
+                assert second["choices"][0]["delta"].get("content") is not None, second
+        r = client.completions.create(model=model, prompt="hello", max_tokens=2)
+        assert r.usage.completion_tokens <= 2
+        m = s.metrics(key=None)
+        assert m['webgpu_llm_refused_requests_total{status="429"}'] == 1
+        assert m['webgpu_llm_responses_total{finish_reason="disconnected"}'] == 2
+    finally:
+        s.stop()
+
+
+def test_sigterm_drains_a_running_stream_then_exits(tiny_model: Path) -> None:
+    s = ServerProcess("--model", str(tiny_model), "--ctx", str(TINY_CTX))
+    try:
+        n = 800
+        with long_stream(s, [20, 21, 22], max_tokens=n) as r:
+            events = sse_events(r)
+            next(events)
+            s.proc.send_signal(signal.SIGTERM)
+            rest = list(events)
+        assert rest[-1] == "[DONE]"
+        usage = rest[-2]["usage"]
+        assert usage["completion_tokens"] == n, usage
+        assert rest[-3]["choices"][0]["finish_reason"] == "length"
+        assert s.proc.wait(60) == 0, s.log()
+        assert "Waiting for connections to close" in s.log()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(s.url + "/health", timeout=5)
+    finally:
+        s.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(LLM, "load", classmethod(refuse))
+
+
+@pytest.mark.usefixtures("no_load")
+@pytest.mark.parametrize(("args", "says"), [
+    (["--port", "70000"], "--port"),
+    (["--parallel", "0"], "--parallel"),
+    (["--max-queue", "-1"], "--max-queue"),
+    (["--ctx", "1"], "--ctx"),
+    (["--api-key", " "], "API key"),
+    (["--api-key", "a", "--api-key-file", "f"], "not both"),
+    (["--api-key-file", "/nonexistent/key"], "cannot be read"),
+    (["--drain-timeout", "-1"], "--drain-timeout"),
+    (["--host", "no-such-host.invalid"], "--host"),
+])
+def test_options_are_checked_before_the_model_loads(capsys: pytest.CaptureFixture[str], tiny_model: Path,
+                                                    args: list[str], says: str) -> None:
+    code = main(["serve", "--model", str(tiny_model), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says in err[0], err
+
+
+@pytest.mark.usefixtures("no_load")
+def test_a_port_in_use_fails_before_the_model_loads(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--model", str(tiny_model), "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "another server" in err, err
