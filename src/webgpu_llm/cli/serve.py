@@ -112,7 +112,7 @@ def model_id(args: argparse.Namespace, llm: Any) -> tuple[str, tuple[str, ...]]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..engine.scheduler import Scheduler
+    from ..engine.scheduler import scheduler as make_scheduler
     from ..server.app import ServerConfig, create_app
 
     check(args)
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         llm = load_llm(args)
         try:
-            scheduler = Scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue)
+            scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue)
             name, aliases = model_id(args, llm)
             app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key))
             service = app.state.service

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API and the chat page, as a Starlette app over a `Scheduler`.
 
-    app = create_app(llm, Scheduler(llm.session, parallel=4), ServerConfig(model_id="smollm2"))
+    app = create_app(llm, scheduler(llm.session, parallel=4), ServerConfig(model_id="smollm2"))
 
 Every request is parsed into a pydantic model (`protocol.py`), rendered to token ids (the
 chat template for `messages`), checked against the context, and submitted to the scheduler;
@@ -40,7 +40,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..engine.sampling import SamplingParams
-from ..engine.scheduler import Completion, QueueFull, Scheduler
+from ..engine.scheduler import Completion, QueueFull, Scheduler, ShuttingDown
 from ..errors import UserError
 from .errors import ApiError, error_body, from_validation
 from .metrics import Metrics
@@ -219,9 +219,9 @@ class Service:
             raise self._unavailable()
         try:
             c = self.scheduler.submit(job.ids, job.params, job.max_tokens, job.stop_ids)
+        except ShuttingDown:
+            raise self._unavailable() from None
         except QueueFull as e:
-            if self.closing:
-                raise self._unavailable() from None
             raise ApiError(429, f"the server is busy ({e}); retry in {self.config.retry_after_s} s",
                            code="queue_full", headers={"Retry-After": str(self.config.retry_after_s)}) from None
         except UserError as e:
