@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from backends import backend_names
 from webgpu_llm import environment
 from webgpu_llm.errors import GpuError, UserError
 from webgpu_llm.runtime.gpu import Gpu, open_gpu
@@ -17,9 +18,6 @@ os.environ.setdefault(environment.VALIDATE, "1")
 _GPUS: dict[str, Gpu | None] = {}
 
 
-def backend_names() -> list[str]:
-    env = os.environ.get("WEBGPU_LLM_TEST_BACKENDS")
-    return env.split(",") if env else ["wgpu", "dawn"]
 
 
 def get_gpu(backend: str) -> Gpu:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,13 @@ from typing import Any
 import numpy as np
 
 from .engine import GenStats, SamplingParams, Session, Settings
+from .engine.scheduler import Scheduler
+from .engine.scheduler import scheduler as make_scheduler
 from .errors import UserError
 from .models.discovery import ModelSearch
 from .models.source import ModelSource, open_model
 from .runtime.gpu import Gpu, open_gpu
+from .text import StopStrings, TextStream
 
 
 def _progress_bar(total: int, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
@@ -65,6 +68,7 @@ class LLM:
     session: Session
     tokenizer: Any
     settings: Settings = field(default_factory=Settings)
+    _scheduler: Scheduler | None = field(default=None, repr=False)
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -166,17 +170,79 @@ class LLM:
         """Stream the answer as text pieces."""
         from .tokenizer import StreamDecoder
 
-        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
-        params.check()
-        if max_tokens < 1:
-            raise UserError(f"--max-tokens {max_tokens}: must be at least 1")
-        ids = self._fit(self.prompt_ids(prompt, raw), truncate, max_tokens)
+        ids, params = self._request(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed,
+                                    raw, truncate)
         dec = StreamDecoder(self.tokenizer, ids)
         yield from _stop_strings(
             (dec.push(t) for t in self.generate_ids(ids, max_tokens, params)), list(stop), dec.flush)
 
     def generate_text(self, prompt: str | Sequence[int] | list[dict[str, str]], **kw: Any) -> str:
         return "".join(self.generate(prompt, **kw))
+
+    # -- many requests at once -------------------------------------------------------------
+    def scheduler(self, parallel: int = 4, max_queue: int = 256) -> Scheduler:
+        """The engine thread that serves concurrent requests, `parallel` sequences decoded
+        together (made on first use; asking for another `parallel` makes a new one)."""
+        if self._scheduler is None or self._scheduler.parallel != parallel:
+            if self._scheduler is not None:
+                self._scheduler.close()
+            self._scheduler = make_scheduler(self.session, parallel, max_queue)
+        return self._scheduler
+
+    def _request(self, prompt: str | Sequence[int] | list[dict[str, str]], max_tokens: int, temperature: float,
+                 top_k: int, top_p: float, min_p: float, repeat_penalty: float, seed: int | None,
+                 raw: bool, truncate: bool) -> tuple[list[int], SamplingParams]:
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
+        params.check()
+        if max_tokens < 1:
+            raise UserError(f"--max-tokens {max_tokens}: must be at least 1")
+        return self._fit(self.prompt_ids(prompt, raw), truncate, max_tokens), params
+
+    def generate_batch(self, prompts: Sequence[str | Sequence[int] | list[dict[str, str]]], *, max_tokens: int = 256,
+                       temperature: float = 0.0, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                       repeat_penalty: float = 1.0, seed: int | None = None, stop: Sequence[str] = (),
+                       raw: bool = False, truncate: bool = False, parallel: int = 4) -> list[str]:
+        """Answer several prompts together (continuous batching, `parallel` at a time), in order.
+        A `seed` gives request i the seed `seed + i`."""
+        reqs = [self._request(p, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty,
+                              None if seed is None else seed + i, raw, truncate) for i, p in enumerate(prompts)]
+        sched = self.scheduler(parallel)
+        runs = [(sched.submit(ids, params, max_tokens, self.tokenizer.stop_ids), TextStream(self.tokenizer, ids, stop))
+                for ids, params in reqs]
+        out = []
+        for c, ts in runs:
+            text = ""
+            for group in c:
+                for t in group:
+                    text += ts.push(t)
+                if ts.stopped:
+                    c.cancel()
+                    break
+            out.append(text + ts.finish())
+        return out
+
+    async def agenerate(self, prompt: str | Sequence[int] | list[dict[str, str]], *, max_tokens: int = 256,
+                        temperature: float = 0.0, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                        repeat_penalty: float = 1.0, seed: int | None = None, stop: Sequence[str] = (),
+                        raw: bool = False, truncate: bool = False, parallel: int = 4) -> AsyncIterator[str]:
+        """Stream an answer's text from asyncio; calls running at once share each step of
+        the engine (`parallel` sequences decoded together)."""
+        ids, params = self._request(prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed,
+                                    raw, truncate)
+        c = self.scheduler(parallel).submit(ids, params, max_tokens, self.tokenizer.stop_ids)
+        ts = TextStream(self.tokenizer, ids, stop)
+        try:
+            async for group in c:
+                piece = "".join(ts.push(t) for t in group)
+                if piece:
+                    yield piece
+                if ts.stopped:
+                    return
+            tail = ts.finish()
+            if tail:
+                yield tail
+        finally:
+            c.cancel()  # a stop string, an error or the caller leaving: free the sequence
 
     def chat_session(self, system: str | None = None) -> ChatSession:
         return ChatSession(self, [{"role": "system", "content": system}] if system else [])
@@ -218,6 +284,8 @@ class LLM:
                 "ctx": ctx, "chunks": chunks, "seconds": time.perf_counter() - t}
 
     def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close(drain=False)
         self.source.close()
 
 
@@ -228,31 +296,19 @@ def _starts_with_bos(text: str, tok: Any) -> bool:
 
 def _stop_strings(pieces: Iterator[str], stops: list[str], flush: Callable[[], str]) -> Iterator[str]:
     """Pass text through until a stop string appears; hold back a tail that could start one."""
-    if not stops:
-        for p in pieces:
-            if p:
-                yield p
-        tail = flush()
-        if tail:
-            yield tail
-        return
-    hold = max(len(s) for s in stops) - 1
-    buf = ""
+    if any(not s for s in stops):
+        raise UserError("an empty stop string would stop at once: give --stop some text")
+    cut = StopStrings(stops)
     for p in pieces:
-        buf += p
-        cut = min((i for i in (buf.find(s) for s in stops) if i >= 0), default=-1)
-        if cut >= 0:
-            if buf[:cut]:
-                yield buf[:cut]
+        out = cut.push(p)
+        if out:
+            yield out
+        if cut.stopped:
             pieces.close()  # type: ignore[attr-defined]
             return
-        if len(buf) > hold:
-            yield buf[: len(buf) - hold]
-            buf = buf[len(buf) - hold:]
-    buf += flush()
-    cut = min((i for i in (buf.find(s) for s in stops) if i >= 0), default=-1)
-    if buf[: cut if cut >= 0 else None]:
-        yield buf[: cut if cut >= 0 else None]
+    tail = cut.push(flush()) + cut.flush()
+    if tail:
+        yield tail
 
 
 @dataclass

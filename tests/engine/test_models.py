@@ -270,3 +270,24 @@ def test_warm_up_runs_every_kernel_once_and_changes_nothing(wgpu_gpu, tiny_dirs)
     assert seen[-1] == (len(kernels), len(kernels)) and len(seen) == len(kernels)
     assert np.array_equal(llm.logits(IDS), before)
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 6)) == hf_greedy(d, IDS[:9], 6)
+
+
+def test_generate_batch_and_async_calls_answer_as_one_at_a_time(wgpu_gpu, tiny_dirs):
+    """The Python API's concurrent paths (continuous batching underneath): each answer is
+    the one `generate_text` gives alone; stop strings cut them the same way."""
+    import asyncio
+
+    llm = _load(tiny_dirs["llama", "float32"], wgpu_gpu, ctx=128)
+    prompts = ["hello there", "the sky is", "one two three four five", "x"]
+    alone = [llm.generate_text(p, max_tokens=7) for p in prompts]
+    assert llm.generate_batch(prompts, max_tokens=7, parallel=3) == alone
+    stop = alone[1][2:4]
+    assert llm.generate_batch(prompts[1:2], max_tokens=7, stop=[stop])[0] == alone[1][:alone[1].find(stop)]
+
+    async def both() -> list[str]:
+        async def one(p: str) -> str:
+            return "".join([piece async for piece in llm.agenerate(p, max_tokens=7, parallel=3)])
+        return await asyncio.gather(*(one(p) for p in prompts))
+
+    assert asyncio.run(both()) == alone
+    llm.close()

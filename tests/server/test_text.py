@@ -1,5 +1,5 @@
-"""Stop strings pushed piece by piece (the server's `StopStrings`) cut exactly where the
-Python API's pulled `_stop_strings` does, for any split of the text; `TextStream` over a real
+"""Stop strings pushed piece by piece (`text.StopStrings`, the server's) cut exactly where the
+Python API's pulled `_stop_strings` (over the same class) does, and where the first stop starts, for any split of the text; `TextStream` over a real
 tokenizer gives the text of the ids."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webgpu_llm.api import _stop_strings
-from webgpu_llm.server.text import StopStrings, TextStream
+from webgpu_llm.text import StopStrings, TextStream
 from webgpu_llm.tokenizer import load_tokenizer_from_dir
 
 ALPHABET = "ab\n é"

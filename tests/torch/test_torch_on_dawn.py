@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import backend_names
+from backends import backend_names
 
 pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]

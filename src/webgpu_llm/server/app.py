@@ -42,10 +42,10 @@ from .. import __version__
 from ..engine.sampling import SamplingParams
 from ..engine.scheduler import Completion, QueueFull, Scheduler, ShuttingDown
 from ..errors import UserError
+from ..text import TextStream
 from .errors import ApiError, error_body, from_validation
 from .metrics import Metrics
 from .protocol import ChatRequest, CompletionRequest, Sampling
-from .text import TextStream
 
 STATIC = Path(__file__).resolve().parent / "static"
 # the chat page runs only its own files: no inline script, nothing from elsewhere

@@ -1,9 +1,10 @@
 """From a request's token ids to the text a client sees: detokenized, with stop strings.
 
-`StopStrings` is `api._stop_strings` turned push-based (text in as it comes, the part that
-is safe to show out), which an asyncio server needs: it cannot pull from a generator that
-would block the event loop. Same rule: hold back the tail that could start a stop string,
-cut at the earliest stop found. `TextStream` feeds it from a tokenizer's `StreamDecoder`.
+`StopStrings` is push-based (text in as it comes, the part that is safe to show out), which
+an asyncio server needs (it cannot pull from a generator that would block the event loop);
+the Python API pulls through it too (`api._stop_strings`). The rule: hold back the tail that
+could start a stop string, cut at the earliest stop found. `TextStream` feeds it from a
+tokenizer's `StreamDecoder`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class TextStream:
     taken, up to and including the one that completed a stop string."""
 
     def __init__(self, tokenizer: Any, prompt_ids: list[int], stops: Sequence[str] = ()) -> None:
-        from ..tokenizer import StreamDecoder
+        from .tokenizer import StreamDecoder
 
         self._dec = StreamDecoder(tokenizer, prompt_ids)
         self._stops = StopStrings(stops)
