@@ -31,7 +31,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                          head_dim=64, vocab=49152, max_ctx=8192, rms_eps=1e-5, rope_theta=1e5,
                          tie_embeddings=True, qkv_bias=False),
 }
-DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
+DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
+          "q2_k", "q3_k", "iq4_nl", "iq4_xs")
 
 
 
@@ -64,6 +65,15 @@ def random_weight(fmt: str, rows: int, k: int, rng: np.random.Generator, scale: 
         raw[:, 2:4] = half(d / 512)
     elif fmt == "q6_k":
         raw[:, 208:210] = half(d / 2048)
+    elif fmt == "q2_k":  # d * (0..15) * (0..3) - dmin * (0..15)
+        raw[:, 80:82] = half(d / 32)
+        raw[:, 82:84] = half(d / 64)
+    elif fmt == "q3_k":  # d * (-32..31) * (-4..3)
+        raw[:, 108:110] = half(d / 128)
+    elif fmt == "iq4_nl":  # d * (-127..113)
+        raw[:, 0:2] = half(d / 128)
+    elif fmt == "iq4_xs":  # d * (-32..31) * (-127..113)
+        raw[:, 0:2] = half(d / 4096)
     return raw.reshape(rows, -1)
 
 
