@@ -126,3 +126,19 @@ def test_logits_equal_the_dequantized_model(wgpu_gpu, model_files):
     # the int8 paths ran: their error is the int8 rounding's, not the float sums' order
     assert 1e-5 < _rel(quant.logits(IDS), want_prompt) < 3e-2
     assert 1e-5 < _rel(quant.next_logits(IDS[:9]), want_step) < 3e-2
+
+
+def test_presets_take_llama_cpp_fallback_types():
+    """Random-weight presets lay out a `dtype` model as llama.cpp's quantizer would: a matrix
+    whose rows are not a multiple of the type's block takes its fallback type, so that every
+    preset loads in every type (Qwen2.5-0.5B is 896 wide: only its down projection is Q3_K)."""
+    from webgpu_llm.models.presets import DTYPES, PRESETS, file_type, preset_model
+
+    assert file_type("q3_k", 896) == "iq4_nl" and file_type("q4_k", 896) == "q5_0"
+    assert file_type("q6_k", 4864) == "q6_k" and file_type("q2_k", 72) == "f16"
+    _, tensors = preset_model("qwen2.5-0.5b", "q3_k")
+    assert tensors["blk.0.ffn_down.weight"].fmt == "q3_k" and tensors["blk.0.attn_q.weight"].fmt == "iq4_nl"
+    for preset in PRESETS:
+        for dtype in DTYPES:
+            for t in preset_model(preset, dtype)[1].values():
+                assert len(t.shape) == 1 or FORMATS[t.fmt].check_k(t.shape[1]) is None, (preset, dtype, t.name)

@@ -33,6 +33,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
           "q2_k", "q3_k", "iq4_nl", "iq4_xs")
+# The type llama.cpp's quantizer writes a matrix in when its rows are not a multiple of the
+# requested type's 256-value super-block (llama-quant.cpp), f16 where that one does not fit
+# either: Qwen2.5-0.5B's 896-wide rows, for instance, are never Q4_K or Q3_K in a file.
+FALLBACK = {"q2_k": "iq4_nl", "q3_k": "iq4_nl", "iq4_xs": "iq4_nl", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+
+
+def file_type(dtype: str, k: int) -> str:
+    """The type a (rows, k) matrix of a `dtype` model file has (see FALLBACK)."""
+    if k % FORMATS[dtype].block == 0:
+        return dtype
+    fallback = FALLBACK.get(dtype, "f16")
+    return fallback if k % FORMATS[fallback].block == 0 else "f16"
 
 
 
@@ -121,7 +133,8 @@ def preset_model(name: str, dtype: str, seed: int = 0) -> tuple[ModelConfig, dic
 
     def mat(tname: str, rows: int, k: int) -> None:
         s = seed * 1000 + next(counter)
-        tensors[tname] = RandomTensor(tname, dtype, (rows, k), lambda: _tiled_weight(dtype, rows, k, s))
+        fmt = file_type(dtype, k)
+        tensors[tname] = RandomTensor(tname, fmt, (rows, k), lambda: _tiled_weight(fmt, rows, k, s))
 
     def vec(tname: str, n: int, value: float | None = None) -> None:
         s = seed * 1000 + next(counter)
