@@ -563,10 +563,7 @@ fn FN_kv(w: u32, s: u32) -> vec4<u32> {
 // 2^23 + value + 128): float arithmetic on the words above would be undone by a compiler that
 // reassociates (x + c) - c to x
 fn FN_f32(w: u32, s: u32) -> vec4<f32> { return bitcast<vec4<f32>>((FN_kv(w, s) & vec4<u32>(255u)) ^ vec4<u32>(0x4b000080u)) - 8388736.0; }
-fn FN_i8(w: u32, s: u32) -> u32 {
-  let b = FN_kv(w, s) & vec4<u32>(255u);
-  return b.x | (b.y << 8u) | (b.z << 16u) | (b.w << 24u);
-}
+fn FN_i8(w: u32, s: u32) -> u32 { return pack4xI8(bitcast<vec4<i32>>(FN_kv(w, s))); }  // (the low bytes)
 """
 for _i, _c in enumerate(reversed(_IQ4_POLY)):
     _IQ4_HELPERS = _IQ4_HELPERS.replace(f"C{_i + 1}", _c)
