@@ -8,7 +8,7 @@ import pytest
 from kernel_harness import read, rel_err, run_kernel
 
 from reference import dequantize, int8_rounded, rms_norm, rope_pairs, silu
-from webgpu_llm.kernels.formats import FORMATS
+from webgpu_llm.kernels.formats import FORMATS, INT8_FORMATS
 from webgpu_llm.kernels.linear import (
     AttnShape,
     LinearSpec,
@@ -35,6 +35,12 @@ def _k(fmt: str) -> int:
     return {256: 512, 32: 96}.get(FORMATS[fmt].block, 72)
 
 
+def _ks(fmt: str) -> tuple[int, ...]:
+    """Row lengths to test a format at: `_k`, and for the block formats one more (a single
+    super-block of 256, or an odd number of 32-blocks)."""
+    return (_k(fmt), *{256: (256,), 32: (224,)}.get(FORMATS[fmt].block, ()))
+
+
 def _check_shapes(gpu, spec, w, wb, x, mv_shapes, tms) -> None:
     """The mat-vec at each (workgroup, threads per row pair, units in flight) on x[0], and the
     matmul at each tokens-per-thread on all of x, against w."""
@@ -51,10 +57,10 @@ def _check_shapes(gpu, spec, w, wb, x, mv_shapes, tms) -> None:
             assert rel_err(read(gpu, yb, (t, rows)), x @ w.T) < 1e-5, (tm, prefetch)
 
 
-@pytest.mark.parametrize("fmt", ALL)
-def test_matvec_and_matmul_every_format(gpu, fmt):
+@pytest.mark.parametrize("fmt,k", [(f, k) for f in ALL for k in _ks(f)])
+def test_matvec_and_matmul_every_format(gpu, fmt, k):
     rng = np.random.default_rng(1)
-    k, rows, t = _k(fmt), 37, 5
+    rows, t = 37, 5
     w, wb = _weight(gpu, fmt, rows, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
@@ -87,16 +93,14 @@ def test_matmul_split_k_partials(gpu):
     assert rel_err(part[:, 2], x[:, 128:] @ w[:, 128:].T) < 1e-5  # units 4..4 of 0..4
 
 
-@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"])
-def test_matvec_int8_every_format(gpu, fmt):
+@pytest.mark.parametrize("fmt,k", [(f, k) for f in INT8_FORMATS for k in (512, 768 if FORMATS[f].block == 256 else 160)])
+def test_matvec_int8_every_format(gpu, fmt, k):
     """Each format with an int8 path (INT8_FORMATS) against numpy on the int8-rounded input:
     offsets (q4_0, q5_0, q6_k), minimums (q4_1, q5_1, q4_k, q5_k) through the activation sum,
-    5th and 6th bits, q6_k's two scales per unit."""
-    from webgpu_llm.kernels.formats import INT8_FORMATS
-
-    assert fmt in INT8_FORMATS
+    5th and 6th bits, two scales per unit (q6_k, q3_k's signed 3-bit values) and two minimums
+    (q2_k), the iq4 table's int8s."""
     rng = np.random.default_rng(8)
-    k, f = 512, 37
+    f = 37
     w, wb = _weight(gpu, fmt, f, k, rng)
     x = rng.standard_normal(k).astype(np.float32)
     spec = LinearSpec(k=k, segments=(Segment(fmt, f),))
@@ -106,6 +110,23 @@ def test_matvec_int8_every_format(gpu, fmt):
     y = read(gpu, yb, f)
     assert rel_err(y, w @ int8_rounded(x)) < 1e-4
     assert rel_err(y, w @ x) < 3e-2
+
+
+def test_iq4_polynomial_is_the_table():
+    """The IQ4 loaders' polynomial rounds to the gguf package's table at every index, with room
+    for float rounding (evaluated in f32, as the kernels do, fused or not)."""
+    from gguf.quants import IQ4_NL
+
+    from webgpu_llm.kernels.formats import _IQ4_POLY, IQ4_VALUES
+
+    assert IQ4_VALUES == tuple(IQ4_NL.kvalues)
+    n = np.arange(16, dtype=np.float32)
+    c = [np.float32(v) for v in _IQ4_POLY]
+    acc32, acc64 = c[0] * n, np.float64(c[0]) * n
+    for ci in c[1:]:
+        acc32, acc64 = (acc32 + ci) * n, (acc64 + np.float64(ci)) * n
+    for p in (acc32.astype(np.float64) - 127, acc64 - 127):
+        assert np.abs(p - np.array(IQ4_VALUES)).max() < 0.45
 
 
 def test_int8_room_for_wide_inputs():

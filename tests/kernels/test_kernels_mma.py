@@ -9,7 +9,7 @@ from kernel_harness import read, rel_err, run_kernel
 from test_kernels_linear import _weight, qkv_case
 
 from reference import int8_rounded, silu
-from webgpu_llm.kernels.formats import MMA_FORMATS
+from webgpu_llm.kernels.formats import FORMATS, MMA_FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment
 from webgpu_llm.kernels.mma import (
     has_int8_mma,
@@ -40,7 +40,7 @@ def test_mma_matmul_every_format(gpu, fmt):
     """Each format's int8s and (d, m) against numpy on the int8-rounded x: 70 tokens and 75
     rows cross the 64 x 64 workgroup tile (a ragged last pair too)."""
     rng = np.random.default_rng(11)
-    k = 512 if fmt.endswith("_k") else 160
+    k = 512 if FORMATS[fmt].block == 256 else 160
     rows, t = 75, 70
     w, wb = _weight(gpu, fmt, rows, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
@@ -97,6 +97,8 @@ def test_mma_eligibility():
     """Formats with one scale a unit and a plain input; the adapter's configuration list."""
     assert mma_ok(LinearSpec(k=64, segments=(Segment("q4_k", 8), Segment("q8_0", 8))))
     assert not mma_ok(LinearSpec(k=256, segments=(Segment("q6_k", 8),)))
+    assert not mma_ok(LinearSpec(k=256, segments=(Segment("q2_k", 8),)))  # two minimums a unit
+    assert mma_ok(LinearSpec(k=256, segments=(Segment("q3_k", 8), Segment("iq4_xs", 8), Segment("iq4_nl", 8))))
     assert not mma_ok(LinearSpec(k=64, segments=(Segment("f16", 8),)))
     assert not mma_ok(LinearSpec(k=64, segments=(Segment("q8_0", 8),), prologue="rmsnorm"))
     cfg = {"component_type": "i8", "result_component_type": "i32", "m": 16, "n": 16, "k": 32,

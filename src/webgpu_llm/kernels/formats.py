@@ -7,9 +7,14 @@ The matrix kernels are written once against that function.
 
 On the GPU the quantized bits are kept as they are, only regrouped so that WGSL, which reads
 aligned 32-bit words, can load them with 16-byte vector loads: the 2-byte block headers of
-Q8_0/Q4_x/Q5_x/Q6_K move to a section of their own after the quants ("structure of arrays").
-Q4_K and Q5_K blocks are already 4-byte aligned and stay as they are. Float rows are padded
-with zeros to a multiple of 32.
+Q8_0/Q4_x/Q5_x/Q6_K/IQ4_NL, Q2_K's (d, dmin) and IQ4_XS's 8-byte header (d, scales_h,
+scales_l) move to a section of their own after the quants ("structure of arrays"). Q4_K and
+Q5_K blocks are already 4-byte aligned and stay as they are; Q3_K's 110-byte blocks are padded
+to 112 (d in the last word, beside the scales). Float rows are padded with zeros to a multiple
+of 32.
+
+IQ4_NL and IQ4_XS store 4-bit indices into a fixed table of 16 int8 values (`IQ4_VALUES`); the
+loaders compute the table with a polynomial instead of looking it up (`_IQ4_HELPERS`).
 """
 
 from __future__ import annotations
@@ -104,8 +109,14 @@ class Format:
                     f"{unroll(_FLOAT_DEC[self.name])}\n  return o;\n}}\n"
                     f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{ return {fn}_dec({fn}_raw(r, u)); }}\n")
         body = unroll(_WGSL[self.name].format(
-            B=buf, NU=k // UNIT, NSB=k // QK_K, **self._offsets(rows, k)))
-        return f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n"
+            B=buf, NU=k // UNIT, NSB=k // QK_K, **self._offsets(rows, k))).replace("FN_", f"{fn}_")
+        return (self._helpers(fn)
+                + f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n")
+
+    def _helpers(self, fn: str) -> str:
+        """WGSL helpers of this format's loader `fn`, named after it (`FN_x` -> `fn_x`): a
+        kernel that reads two segments of one format gets two copies, not one defined twice."""
+        return _FORMAT_HELPERS.get(self.name, "").replace("FN_", f"{fn}_")
 
     def _offsets(self, rows: int, k: int) -> dict[str, int]:
         """Word offsets of the second and third sections of a packed quantized matrix."""
@@ -119,18 +130,19 @@ class Format:
 
         The activation unit is 32 int8 values packed four to a word (x0: values 0..15, x1:
         16..31) with xd = (scale, scale * sum of the values); the dot product runs on
-        `dot4I8Packed`. Only the formats whose units have a single scale (and minimum) have
-        this path (INT8_FORMATS).
+        `dot4I8Packed`. The formats of INT8_FORMATS have this path: those whose weights are
+        integers times a scale per 16 or 32 values (plus a minimum per 16 or 32 values).
         """
-        body = self._i8(_I8_QUANTS[self.name] + _I8_TAIL[self.name], buf, rows, k)
-        return f"fn {fn}(r: u32, u: u32, x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>) -> f32 {{\n{body}\n}}\n"
+        body = self._i8(_I8_QUANTS[self.name] + _I8_TAIL[self.name], buf, rows, k).replace("FN_", f"{fn}_")
+        return self._helpers(fn) + f"fn {fn}(r: u32, u: u32, x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>) -> f32 {{\n{body}\n}}\n"
 
     def wgsl_unit_q(self, fn: str, buf: str, rows: int, k: int) -> str:
         """WGSL for `fn(r, u) -> QUnit`: row r's unit u as 32 packed int8s (lo: values 0..15,
         hi: 16..31) and dm = (d, m), the weights being d * q + m (MMA_FORMATS; the caller
         declares `struct QUnit { lo: vec4<u32>, hi: vec4<u32>, dm: vec2<f32> }`)."""
-        body = self._i8(_I8_QUANTS[self.name] + f"\n  return QUnit(lo, hi, {_I8_DM[self.name]});", buf, rows, k)
-        return f"fn {fn}(r: u32, u: u32) -> QUnit {{\n{body}\n}}\n"
+        ret = _I8_FOLD.get(self.name, "\n  return QUnit(lo, hi, {DM});").replace("{DM}", _I8_DM[self.name])
+        body = self._i8(_I8_QUANTS[self.name] + ret, buf, rows, k).replace("FN_", f"{fn}_")
+        return self._helpers(fn) + f"fn {fn}(r: u32, u: u32) -> QUnit {{\n{body}\n}}\n"
 
     def _i8(self, code: str, buf: str, rows: int, k: int) -> str:
         return code.format(B=buf, NU=k // UNIT, NSB=k // QK_K, **self._offsets(rows, k))
@@ -177,14 +189,35 @@ def _pack_q6_k(b: np.ndarray) -> np.ndarray:
     return np.concatenate([_words(body), _words(d)])
 
 
+def _pack_q2_k(b: np.ndarray) -> np.ndarray:
+    # scales (16 bytes) and quants (64) as they are, five 16-byte words a block; (d, dmin) after
+    body, dm = _split(b, 80)
+    return np.concatenate([_words(body), _words(dm)])
+
+
+def _pack_q3_k(b: np.ndarray) -> np.ndarray:
+    # hmask (32 bytes), quants (64), scales (12), d (2) and two bytes of padding: seven 16-byte
+    # words a block, the scales and d in the last
+    return _words(np.concatenate([b, np.zeros((len(b), 2), np.uint8)], axis=1))
+
+
+def _pack_iq4_xs(b: np.ndarray) -> np.ndarray:
+    # the quants (eight 16-byte words a block, one a unit), then the 8-byte headers: d and
+    # scales_h in one word, scales_l in the next
+    head, qs = _split(b, 8)
+    return np.concatenate([_words(qs), _words(head)])
+
+
 _PACKERS = {
     "q8_0": _pack_q8_0, "q4_0": _pack_q4_0, "q4_1": _pack_q4_1, "q5_0": _pack_q5_0,
     "q5_1": _pack_q5_1, "q4_k": _pack_raw, "q5_k": _pack_raw, "q6_k": _pack_q6_k,
+    "q2_k": _pack_q2_k, "q3_k": _pack_q3_k, "iq4_nl": _pack_q4_0, "iq4_xs": _pack_iq4_xs,
 }
 # bytes per block of each section, in the order the packers write them
 _SECTION_BYTES = {
     "q8_0": (32, 2), "q4_0": (16, 2), "q4_1": (16, 4), "q5_0": (16, 4, 2), "q5_1": (16, 4, 4),
     "q4_k": (144,), "q5_k": (176,), "q6_k": (208, 2),
+    "q2_k": (80, 4), "q3_k": (112,), "iq4_nl": (16, 2), "iq4_xs": (128, 8),
 }
 
 # --- WGSL bodies -------------------------------------------------------------------------
@@ -217,7 +250,10 @@ def _half(off: str) -> str:
 # the 5-bit formats add their high bit as bit 4 of each byte (0..31); a unit's minimum (q4_1,
 # q5_1, q4_k, q5_k) multiplies the activation sum the same way: sum((d q + m) x) = d q.x + m sum(x);
 # q6_k's two scales per unit take the sums of the unit's halves instead
-INT8_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
+# q2_k's two (scale, minimum) pairs a unit take the sum of the unit's first half and its whole
+# sum (xd.y); q3_k's signed 3-bit values are int8s already (bytes 0xfc..0x03), with two scales
+# a unit; iq4_nl/iq4_xs's table values are int8s
+INT8_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q2_k", "q3_k", "iq4_nl", "iq4_xs")
 _NIBBLES = """  let lo = qb & vec4<u32>(0x0f0f0f0fu);
   let hi = (qb >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);"""
 _HI5 = """  let lo = (qb & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 0u), hi5(qh, 4u), hi5(qh, 8u), hi5(qh, 12u));
@@ -256,6 +292,37 @@ _Q6K_SCALES = _K_HEAD + """  let hf = j >> 2u;
   let sc0 = d * f32(bitcast<i32>(scw[sb >> 2u] << (24u - 8u * (sb & 3u))) >> 24u);
   let sc1 = d * f32(bitcast<i32>(scw[(sb + 1u) >> 2u] << (24u - 8u * ((sb + 1u) & 3u))) >> 24u);
 """
+# q2_k (super-blocks of five 16-byte words: scales, then the 2-bit values): the unit's two
+# sub-blocks of 16 values, each d * scale and dmin * min (4 bits each, bytes 2j and 2j + 1)
+_Q2K_SCALES = _K_HEAD + """  let dm = unpack2x16float(""" + _W.format(B="{B}", i="{OFF1}u + s") + """);
+  let scb = {B}[s * 5u][j >> 1u] >> (16u * (j & 1u));
+  let sc0 = i32(scb & 15u);
+  let sc1 = i32((scb >> 8u) & 15u);
+  let mn0 = i32((scb >> 4u) & 15u);
+  let mn1 = i32((scb >> 12u) & 15u);
+  let qw = s * 5u + 1u + 2u * (j >> 2u);
+"""
+# q3_k (super-blocks of seven 16-byte words: hmask, the low 2 bits, then scales and d): the
+# unit's two signed 6-bit scales (16 values each) and the block's d
+_Q3K_SCALES = _K_HEAD + """  let sv = {B}[s * 7u + 6u];
+  let d = unpack2x16float(sv.w).x;
+  let sc0 = FN_scale(sv, 2u * j);
+  let sc1 = FN_scale(sv, 2u * j + 1u);
+  let qw = s * 7u + 2u + 2u * (j >> 2u);
+"""
+# iq4_xs (a unit's 16 bytes of indices are word g; a block's header two words of section 2):
+# d times the unit's signed 6-bit scale (4 low bits in scales_l, 2 high in scales_h)
+_IQ4XS_SCALE = """  let g = r * {NU}u + u;
+  let s = r * {NSB}u + (u >> 3u);
+  let j = u & 7u;
+  let hw = """ + _W.format(B="{B}", i="{OFF1}u + 2u * s") + """;
+  let lw = """ + _W.format(B="{B}", i="{OFF1}u + 2u * s + 1u") + """;
+  let dl = unpack2x16float(hw).x * f32(i32(((lw >> (4u * j)) & 15u) | (((hw >> (16u + 2u * j)) & 3u) << 4u)) - 32);
+"""
+# an iq4 unit's 32 table values as int8s from its 16 bytes of indices (low nibbles: 0..15)
+_IQ4_INT8 = """  let qb = {B}[g];
+  let lo = vec4<u32>(FN_i8(qb.x, 0u), FN_i8(qb.y, 0u), FN_i8(qb.z, 0u), FN_i8(qb.w, 0u));
+  let hi = vec4<u32>(FN_i8(qb.x, 4u), FN_i8(qb.y, 4u), FN_i8(qb.z, 4u), FN_i8(qb.w, 4u));"""
 # Each int8 unit in parts: `_I8_QUANTS`, WGSL that leaves its 32 weights as packed int8s in
 # `lo` (values 0..15) and `hi` (16..31); `_I8_TAIL`, the rest of `Format.wgsl_unit_i8` (the
 # dot product with an activation unit and its scaling); `_I8_DM`, the unit's (d, m) with
@@ -295,6 +362,18 @@ _I8_QUANTS = {
   let shh = vec4<u32>(2u * qq);
   let lo = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u)] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 8u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));
   let hi = (({B}[s * 13u + 4u * hf + 2u * (qq & 1u) + 1u] >> shl) & vec4<u32>(0x0f0f0f0fu)) | ((({B}[s * 13u + 9u + 2u * hf] >> shh) & vec4<u32>(0x03030303u)) << vec4<u32>(4u));""",
+    # 2-bit values (0..3): bits 2 (j % 4) of each byte of the quants of the unit's half
+    "q2_k": _Q2K_SCALES + """  let sh = vec4<u32>(2u * (j & 3u));
+  let lo = ({B}[qw] >> sh) & vec4<u32>(0x03030303u);
+  let hi = ({B}[qw + 1u] >> sh) & vec4<u32>(0x03030303u);""",
+    # low 2 bits as q2_k's, less 4 where bit j of the hmask byte is clear: 0xfc | low bits
+    "q3_k": _Q3K_SCALES + """  let sh = vec4<u32>(2u * (j & 3u));
+  let shh = vec4<u32>(j);
+  let lo = (({B}[qw] >> sh) & vec4<u32>(0x03030303u)) | (((~{B}[s * 7u] >> shh) & vec4<u32>(0x01010101u)) * 0xfcu);
+  let hi = (({B}[qw + 1u] >> sh) & vec4<u32>(0x03030303u)) | (((~{B}[s * 7u + 1u] >> shh) & vec4<u32>(0x01010101u)) * 0xfcu);""",
+    "iq4_nl": """  let g = r * {NU}u + u;
+""" + _IQ4_INT8,
+    "iq4_xs": _IQ4XS_SCALE + _IQ4_INT8,
 }
 _I8_TAIL = {
     "q8_0": _DOT + """  return """ + _half("{OFF1}u") + """ * xd.x * f32(t);""",
@@ -310,6 +389,18 @@ _I8_TAIL = {
   let t0 = """ + _dot4("lo", "x0") + " - 32 * (" + _dot4("ones", "x0") + """);
   let t1 = """ + _dot4("hi", "x1") + " - 32 * (" + _dot4("ones", "x1") + """);
   return xd.x * (sc0 * f32(t0) + sc1 * f32(t1));""",
+    # the minimums: m0 s0 + m1 s1 = m1 (s0 + s1) + (m0 - m1) s0, the whole sum being xd.y
+    "q2_k": """
+  let t0 = """ + _dot4("lo", "x0") + """;
+  let t1 = """ + _dot4("hi", "x1") + """;
+  let s0 = """ + _dot4("vec4<u32>(0x01010101u)", "x0") + """;
+  return dm.x * xd.x * f32(sc0 * t0 + sc1 * t1) - dm.y * (f32(mn1) * xd.y + xd.x * f32((mn0 - mn1) * s0));""",
+    "q3_k": """
+  let t0 = """ + _dot4("lo", "x0") + """;
+  let t1 = """ + _dot4("hi", "x1") + """;
+  return d * xd.x * f32(sc0 * t0 + sc1 * t1);""",
+    "iq4_nl": _DOT + """  return """ + _half("{OFF1}u") + """ * xd.x * f32(t);""",
+    "iq4_xs": _DOT + """  return dl * xd.x * f32(t);""",
 }
 _I8_DM = {
     "q8_0": "vec2<f32>(" + _half("{OFF1}u") + ", 0.0)",
@@ -319,8 +410,26 @@ _I8_DM = {
     "q5_1": "dm",
     "q4_k": "vec2<f32>(dd.x * sm.x, -dd.y * sm.y)",
     "q5_k": "vec2<f32>(dd.x * sm.x, -dd.y * sm.y)",
+    "q3_k": "vec2<f32>(-d, 0.0)",
+    "iq4_nl": "vec2<f32>(" + _half("{OFF1}u") + ", 0.0)",
+    "iq4_xs": "vec2<f32>(dl, 0.0)",
 }
-MMA_FORMATS = tuple(_I8_DM)  # one scale (and minimum) a unit: q6_k has two
+# Formats whose unit is written in `_I8_FOLD` instead of QUnit(lo, hi, dm). q3_k has two scales
+# a unit but no minimum: each value times its sub-block's scale is an int8 (-sc q with sc in
+# -32..31 and q in -4..3 lies in -128..124), with d the unit's scale (-d, as negated)
+_I8_FOLD = {
+    "q3_k": """
+  let lo8 = vec4<u32>(pack4xI8(unpack4xI8(lo.x) * -sc0), pack4xI8(unpack4xI8(lo.y) * -sc0), pack4xI8(unpack4xI8(lo.z) * -sc0), pack4xI8(unpack4xI8(lo.w) * -sc0));
+  let hi8 = vec4<u32>(pack4xI8(unpack4xI8(hi.x) * -sc1), pack4xI8(unpack4xI8(hi.y) * -sc1), pack4xI8(unpack4xI8(hi.z) * -sc1), pack4xI8(unpack4xI8(hi.w) * -sc1));
+  return QUnit(lo8, hi8, {DM});""",
+}
+# One scale (and minimum) a unit, or (q3_k) int8s that take the unit's scales in. Not q6_k
+# (its 6-bit values times their 8-bit scales reach 4096) nor q2_k (two minimums a unit: the
+# matmul has one term m * sum(x) a unit, and the halves' sums of x would change every format's
+# kernel)
+MMA_FORMATS = tuple(_I8_DM)
+# Formats whose (d, m) has m = 0: the matrix-unit matmul leaves out m * sum(x)
+NO_MINIMUM = ("q8_0", "q3_k", "iq4_nl", "iq4_xs")
 
 
 # Bodies of the unit loaders: `_FLOAT_DEC`, a float unit's values from its 16-byte words `w`
@@ -374,6 +483,29 @@ _WGSL = {
   let ha = {B}[s * 11u + 1u];
   let hb = {B}[s * 11u + 2u];
 %4  o[$i] = d * vec4<f32>(((vec4<u32>(qa[$i]) >> sh) & vec4<u32>(15u)) | (((vec4<u32>(ha[$i]) >> shh) & vec4<u32>(1u)) << vec4<u32>(4u))) - m; o[4 + $i] = d * vec4<f32>(((vec4<u32>(qb[$i]) >> sh) & vec4<u32>(15u)) | (((vec4<u32>(hb[$i]) >> shh) & vec4<u32>(1u)) << vec4<u32>(4u))) - m;""",
+    "q2_k": _Q2K_SCALES + """  let d0 = dm.x * f32(sc0);
+  let d1 = dm.x * f32(sc1);
+  let m0 = dm.y * f32(mn0);
+  let m1 = dm.y * f32(mn1);
+  let sh = vec4<u32>(0u, 8u, 16u, 24u) + 2u * (j & 3u);
+  let qa = {B}[qw];
+  let qb = {B}[qw + 1u];
+%4  o[$i] = d0 * vec4<f32>((vec4<u32>(qa[$i]) >> sh) & vec4<u32>(3u)) - m0; o[4 + $i] = d1 * vec4<f32>((vec4<u32>(qb[$i]) >> sh) & vec4<u32>(3u)) - m1;""",
+    "q3_k": _Q3K_SCALES + """  let d0 = d * f32(sc0);
+  let d1 = d * f32(sc1);
+  let sh = vec4<u32>(0u, 8u, 16u, 24u) + 2u * (j & 3u);
+  let shh = vec4<u32>(0u, 8u, 16u, 24u) + j;
+  let qa = {B}[qw];
+  let qb = {B}[qw + 1u];
+  let ha = {B}[s * 7u];
+  let hb = {B}[s * 7u + 1u];
+%4  o[$i] = d0 * (vec4<f32>(((vec4<u32>(qa[$i]) >> sh) & vec4<u32>(3u)) | (((vec4<u32>(ha[$i]) >> shh) & vec4<u32>(1u)) << vec4<u32>(2u))) - 4.0); o[4 + $i] = d1 * (vec4<f32>(((vec4<u32>(qb[$i]) >> sh) & vec4<u32>(3u)) | (((vec4<u32>(hb[$i]) >> shh) & vec4<u32>(1u)) << vec4<u32>(2u))) - 4.0);""",
+    "iq4_nl": """  let g = r * {NU}u + u;
+  let d = """ + _half("{OFF1}u") + """;
+  let qb = {B}[g];
+%4  o[$i] = d * FN_f32(qb[$i], 0u); o[4 + $i] = d * FN_f32(qb[$i], 4u);""",
+    "iq4_xs": _IQ4XS_SCALE + """  let qb = {B}[g];
+%4  o[$i] = dl * FN_f32(qb[$i], 0u); o[4 + $i] = dl * FN_f32(qb[$i], 4u);""",
     "q6_k": _Q6K_SCALES + """  let shl = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (qq >> 1u);
   let shh = vec4<u32>(0u, 8u, 16u, 24u) + 2u * qq;
   let la = {B}[s * 13u + 4u * hf + 2u * (qq & 1u)];
@@ -410,6 +542,42 @@ fn q4k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
 }
 """
 
+# IQ4_NL/IQ4_XS's values (llama.cpp's kvalues_iq4nl), as a polynomial of the 4-bit index n:
+# IQ4_VALUES[n] = round(p(n)), p(n) = (((c4 n + c3) n + c2) n + c1) n - 127, within 0.44 of each
+# value (a minimax fit): four multiply-adds a value and no table (WGSL has no byte permute, and
+# a table in memory would need every kernel that reads a format to fill it first). Both ends
+# go without conversion instructions, which GPUs run at a fraction of their float rate: n as a
+# float is the bits of 2^23 + n less 2^23, and adding 1.5 * 2^23 (in the constant term)
+# leaves round(p(n)) in the low bits of the float's word, so that its low byte is the int8
+# (llvmpipe's compiler was seen to drop a rounding done as (x + c) - c in floats).
+IQ4_VALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+_IQ4_POLY = ("0.0014480185", "0.03627325", "-1.4385637", "24.500599")
+_IQ4_HELPERS = """
+// table values of the four indices in bits s..s+3 of each byte of w, as the words of the floats
+// 1.5 * 2^23 + value (the value's int8 in the low byte)
+fn FN_kv(w: u32, s: u32) -> vec4<u32> {
+  let n = bitcast<vec4<f32>>(((vec4<u32>(w) >> vec4<u32>(s, s + 8u, s + 16u, s + 24u)) & vec4<u32>(15u)) | vec4<u32>(0x4b000000u)) - 8388608.0;
+  return bitcast<vec4<u32>>((((C4 * n + C3) * n + C2) * n + C1) * n + 12582785.0);
+}
+// the values as floats, from their int8s (value + 128 = the int8's byte ^ 0x80, as the float
+// 2^23 + value + 128): float arithmetic on the words above would be undone by a compiler that
+// reassociates (x + c) - c to x
+fn FN_f32(w: u32, s: u32) -> vec4<f32> { return bitcast<vec4<f32>>((FN_kv(w, s) & vec4<u32>(255u)) ^ vec4<u32>(0x4b000080u)) - 8388736.0; }
+fn FN_i8(w: u32, s: u32) -> u32 { return pack4xI8(bitcast<vec4<i32>>(FN_kv(w, s))); }  // (the low bytes)
+"""
+for _i, _c in enumerate(reversed(_IQ4_POLY)):
+    _IQ4_HELPERS = _IQ4_HELPERS.replace(f"C{_i + 1}", _c)
+# q3_k's scale i (0..15) of a super-block whose scales are words x, y, z of v, less 32: low 4
+# bits in byte i % 8 (bits 4 (i / 8)), high 2 bits in byte 8 + i % 4 (bits 2 (i / 4))
+_Q3K_HELPERS = """
+fn FN_scale(v: vec4<u32>, i: u32) -> i32 {
+  let lo = (v[(i >> 2u) & 1u] >> (8u * (i & 3u) + 4u * (i >> 3u))) & 15u;
+  let hi = (v.z >> (8u * (i & 3u) + 2u * (i >> 2u))) & 3u;
+  return i32(lo | (hi << 4u)) - 32;
+}
+"""
+_FORMAT_HELPERS = {"q3_k": _Q3K_HELPERS, "iq4_nl": _IQ4_HELPERS, "iq4_xs": _IQ4_HELPERS}
+
 FORMATS: dict[str, Format] = {
     "f32": Format("f32", 1, 4, False),
     "f16": Format("f16", 1, 2, False),
@@ -422,8 +590,13 @@ FORMATS: dict[str, Format] = {
     "q4_k": Format("q4_k", 256, 144, True),
     "q5_k": Format("q5_k", 256, 176, True),
     "q6_k": Format("q6_k", 256, 210, True),
+    "q2_k": Format("q2_k", 256, 84, True),
+    "q3_k": Format("q3_k", 256, 110, True),
+    "iq4_nl": Format("iq4_nl", 32, 18, True),
+    "iq4_xs": Format("iq4_xs", 256, 136, True),
 }
 
 # GGML type ids (ggml.h) of the formats above
 GGML_TYPES = {0: "f32", 1: "f16", 30: "bf16", 8: "q8_0", 2: "q4_0", 3: "q4_1", 6: "q5_0",
-              7: "q5_1", 12: "q4_k", 13: "q5_k", 14: "q6_k"}
+              7: "q5_1", 12: "q4_k", 13: "q5_k", 14: "q6_k", 10: "q2_k", 11: "q3_k", 20: "iq4_nl",
+              23: "iq4_xs"}

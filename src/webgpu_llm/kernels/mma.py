@@ -31,7 +31,7 @@ from typing import Any
 from ..runtime.gpu import Gpu
 from ..runtime.program import Kernel
 from .common import Signature
-from .formats import FORMATS, MMA_FORMATS, UNIT, WGSL_HELPERS, unroll
+from .formats import FORMATS, MMA_FORMATS, NO_MINIMUM, UNIT, WGSL_HELPERS, unroll
 from .linear import QUANT_UNIT, LinearSpec, by_segment, epilogue_wgsl, rows_wgsl
 
 TILE = 16  # tile rows and columns (tokens, weight rows) of the i8 16 x 16 x 32 configuration
@@ -126,8 +126,9 @@ def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
         nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
     slice_id = "lid / 32u" if emulate else "sgid"
-    # a weight minimum (or offset) adds m * (x's sum); q8_0 has none: one multiply-add less
-    m_term = " + dm.y * xs.y" if any(s.fmt != "q8_0" for s in spec.segments) else ""
+    # a weight minimum (or offset) adds m * (x's sum); q8_0, q3_k and the iq4s have none: one
+    # multiply-add less
+    m_term = " + dm.y * xs.y" if any(s.fmt not in NO_MINIMUM for s in spec.segments) else ""
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;

@@ -31,7 +31,20 @@ PRESETS: dict[str, dict[str, Any]] = {
                          head_dim=64, vocab=49152, max_ctx=8192, rms_eps=1e-5, rope_theta=1e5,
                          tie_embeddings=True, qkv_bias=False),
 }
-DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
+DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
+          "q2_k", "q3_k", "iq4_nl", "iq4_xs")
+# The type llama.cpp's quantizer writes a matrix in when its rows are not a multiple of the
+# requested type's 256-value super-block (llama-quant.cpp), f16 where that one does not fit
+# either: Qwen2.5-0.5B's 896-wide rows, for instance, are never Q4_K or Q3_K in a file.
+FALLBACK = {"q2_k": "iq4_nl", "q3_k": "iq4_nl", "iq4_xs": "iq4_nl", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+
+
+def file_type(dtype: str, k: int) -> str:
+    """The type a (rows, k) matrix of a `dtype` model file has (see FALLBACK)."""
+    if k % FORMATS[dtype].block == 0:
+        return dtype
+    fallback = FALLBACK.get(dtype, "f16")
+    return fallback if k % FORMATS[fallback].block == 0 else "f16"
 
 
 
@@ -64,6 +77,15 @@ def random_weight(fmt: str, rows: int, k: int, rng: np.random.Generator, scale: 
         raw[:, 2:4] = half(d / 512)
     elif fmt == "q6_k":
         raw[:, 208:210] = half(d / 2048)
+    elif fmt == "q2_k":  # d * (0..15) * (0..3) - dmin * (0..15)
+        raw[:, 80:82] = half(d / 32)
+        raw[:, 82:84] = half(d / 64)
+    elif fmt == "q3_k":  # d * (-32..31) * (-4..3)
+        raw[:, 108:110] = half(d / 128)
+    elif fmt == "iq4_nl":  # d * (-127..113)
+        raw[:, 0:2] = half(d / 128)
+    elif fmt == "iq4_xs":  # d * (-32..31) * (-127..113)
+        raw[:, 0:2] = half(d / 4096)
     return raw.reshape(rows, -1)
 
 
@@ -111,7 +133,8 @@ def preset_model(name: str, dtype: str, seed: int = 0) -> tuple[ModelConfig, dic
 
     def mat(tname: str, rows: int, k: int) -> None:
         s = seed * 1000 + next(counter)
-        tensors[tname] = RandomTensor(tname, dtype, (rows, k), lambda: _tiled_weight(dtype, rows, k, s))
+        fmt = file_type(dtype, k)
+        tensors[tname] = RandomTensor(tname, fmt, (rows, k), lambda: _tiled_weight(fmt, rows, k, s))
 
     def vec(tname: str, n: int, value: float | None = None) -> None:
         s = seed * 1000 + next(counter)
