@@ -80,8 +80,10 @@ def reference_distribution(logits: np.ndarray, p: SamplingParams, history: list[
     penalty -> top-k -> top-p -> min-p -> temperature), as a float64 vector."""
     lg = logits.astype(np.float64).copy()
     if p.penalised and history:
-        for tok in set(history[-p.repeat_last_n:]):
+        window = history[-p.repeat_last_n:]
+        for tok in set(window):
             lg[tok] = lg[tok] / p.repeat_penalty if lg[tok] > 0 else lg[tok] * p.repeat_penalty
+            lg[tok] -= p.frequency_penalty * window.count(tok) + p.presence_penalty
     out = np.zeros_like(lg)
     if p.greedy:
         out[int(np.argmax(lg))] = 1.0

@@ -148,12 +148,18 @@ def test_nll_of_next_tokens(gpu):
             assert got[t0 + r] == pytest.approx(lse[r] - logits[r, tgt], rel=1e-5, abs=1e-5)
 
 
+def _history(params: SamplingParams, n: int, vocab: int) -> np.ndarray:
+    """Distinct tokens, or with the additive penalties a few tokens again and again (counts > 1)."""
+    additive = params.frequency_penalty or params.presence_penalty
+    return (np.arange(n) % (7 if additive else vocab)).astype(np.uint32)
+
+
 def _sample_program(gpu, logits, params, n_hist_tokens):
     vocab = logits.shape[0]
     filt = params.filtered
     nwg = sampling.scan_workgroups(vocab)
     bufs = {"logits": gpu.upload(logits), "part": gpu.buffer(nwg * 8), "cand": gpu.buffer(nwg * sampling.CAND * 8),
-            "stats": gpu.buffer(nwg * 8), "tokens": gpu.upload(np.arange(n_hist_tokens + 4, dtype=np.uint32) % vocab),
+            "stats": gpu.buffer(nwg * 8), "tokens": gpu.upload(_history(params, n_hist_tokens + 4, vocab)),
             "st": gpu.buffer(64)}
     prog = Program(gpu)
     if params.penalised:
@@ -180,6 +186,8 @@ def test_greedy_sampler_picks_argmax_and_advances(gpu):
     SamplingParams(temperature=0.7, top_k=20, top_p=0.9, min_p=0.02),
     SamplingParams(temperature=1.3, top_k=0, top_p=0.8, min_p=0.0),
     SamplingParams(temperature=1.0, top_k=8, top_p=1.0, min_p=0.0, repeat_penalty=1.5, repeat_last_n=16),
+    SamplingParams(temperature=1.0, top_k=12, top_p=1.0, min_p=0.0, repeat_penalty=1.2, repeat_last_n=16,
+                   frequency_penalty=0.5, presence_penalty=0.7),
 ])
 def test_sampler_distribution_matches_numpy(wgpu_gpu, params):
     """Many seeded draws on fixed logits: the empirical distribution matches the reference
@@ -212,7 +220,7 @@ def test_sampler_distribution_matches_numpy(wgpu_gpu, params):
             rep.run()
         toks = read(gpu, b["tokens"], hist + draws + 4, np.uint32)[hist:hist + draws].astype(np.int64)
     np.add.at(counts, toks, 1)
-    ref = reference_distribution(logits, params, history=list(np.arange(hist) % vocab))
+    ref = reference_distribution(logits, params, history=_history(params, hist, vocab).tolist())
     top = np.argsort(-ref)[:30]
     rest = np.setdiff1d(np.arange(vocab), top)
     emp = np.r_[counts[top], counts[rest].sum()] / draws

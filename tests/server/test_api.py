@@ -108,6 +108,19 @@ def test_sampling_extensions_are_taken(client: Any) -> None:
     assert r.usage.completion_tokens <= 8
 
 
+def test_frequency_and_presence_penalties_change_a_greedy_answer(client: Any) -> None:
+    """Greedy, so the penalties alone move the answer (a strong presence penalty keeps the
+    tokens already seen out of the last window)."""
+    def answer(**kw: float) -> str:
+        r = client.chat.completions.create(messages=HELLO, max_tokens=24, temperature=0, model="tiny",
+                                           extra_body={"ignore_eos": True}, **kw)
+        return r.choices[0].message.content
+
+    plain = answer()
+    assert answer(frequency_penalty=0.0, presence_penalty=0.0) == plain
+    assert answer(presence_penalty=2.0) != plain
+
+
 def test_api_key(server: ServerProcess) -> None:
     c = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as e:
@@ -151,8 +164,8 @@ BAD: list[tuple[str, Any, int, str, str | None]] = [
     ("chat", {"messages": HELLO, "temperature": -0.5}, 400, "greater than or equal to 0", "temperature"),
     ("chat", {"messages": HELLO, "top_p": 0}, 400, "greater than 0", "top_p"),
     ("chat", {"messages": HELLO, "n": 2}, 400, "n=1", "n"),
-    ("chat", {"messages": HELLO, "frequency_penalty": 0.5}, 400, "repeat_penalty", "frequency_penalty"),
-    ("chat", {"messages": HELLO, "presence_penalty": 1.0}, 400, "repeat_penalty", "presence_penalty"),
+    ("chat", {"messages": HELLO, "frequency_penalty": 2.5}, 400, "frequency_penalty", "frequency_penalty"),
+    ("chat", {"messages": HELLO, "presence_penalty": -3}, 400, "presence_penalty", "presence_penalty"),
     ("chat", {"messages": HELLO, "logprobs": True}, 400, "logprobs is not supported", "logprobs"),
     ("chat", {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
      "not supported", "tools"),

@@ -27,6 +27,8 @@ STATE_FIELDS: tuple[tuple[str, str], ...] = (
     ("repeat_last_n", "u32"),
     ("n_gen", "u32"),  # tokens sampled so far (counter for the random stream)
     ("limit", "u32"),  # scoring: tokens[0..limit) are known, so positions < limit-1 have a target
+    ("frequency_penalty", "f32"),  # subtracted once per occurrence in the last repeat_last_n (0 = off)
+    ("presence_penalty", "f32"),  # subtracted once from every token seen there (0 = off)
 )
 STATE_WORDS = 16
 

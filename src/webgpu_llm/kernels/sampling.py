@@ -66,7 +66,9 @@ def scan_workgroups(vocab: int) -> int:
 
 
 def penalty_kernel(vocab: int, slots: Slots | None = None) -> Kernel:
-    """Repetition penalty (llama.cpp style) on the last `repeat_last_n` tokens, in place.
+    """Repetition penalties (llama.cpp's) on the last `repeat_last_n` tokens, in place: each
+    distinct token's logit is divided (positive) or multiplied (negative) by repeat_penalty,
+    then lowered by frequency_penalty per occurrence and presence_penalty once.
     With `slots`, one workgroup per sampled row (table `samples`: row, slot, position) with
     its slot's settings and history; grid = (samples,)."""
     sig = Signature().state()
@@ -87,12 +89,16 @@ def penalty_kernel(vocab: int, slots: Slots | None = None) -> Kernel:
 @compute @workgroup_size({WG})
 fn main({args}) {{
 {head}  let cnt = min(min({s_}.repeat_last_n, end), {WG}u);
-  if (pen == 1.0 || lid >= cnt) {{ return; }}
+  let fp = {s_}.frequency_penalty;
+  let pp = {s_}.presence_penalty;
+  if ((pen == 1.0 && fp == 0.0 && pp == 0.0) || lid >= cnt) {{ return; }}
   let tok = tokens[{tb}end - 1u - lid];
   for (var j = 0u; j < lid; j++) {{ if (tokens[{tb}end - 1u - j] == tok) {{ return; }} }}  // once per token
+  var seen = 0.0;
+  for (var j = lid; j < cnt; j++) {{ if (tokens[{tb}end - 1u - j] == tok) {{ seen += 1.0; }} }}
   if (tok < {vocab}u) {{
     let l = logits[{lb}tok];
-    logits[{lb}tok] = select(l * pen, l / pen, l > 0.0);
+    logits[{lb}tok] = select(l * pen, l / pen, l > 0.0) - fp * seen - pp;
   }}
 }}
 """

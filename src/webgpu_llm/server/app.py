@@ -206,7 +206,8 @@ class Service:
                            param=budget_param, code="context_length_exceeded")
         params = SamplingParams(temperature=req.temperature, top_k=min(req.top_k, self.vocab), top_p=req.top_p,
                                 min_p=req.min_p, repeat_penalty=req.repeat_penalty,
-                                repeat_last_n=req.repeat_last_n, seed=req.seed)
+                                repeat_last_n=req.repeat_last_n, seed=req.seed,
+                                frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty)
         try:
             self.scheduler.check(ids, params, budget)
         except UserError as e:

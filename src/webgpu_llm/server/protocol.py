@@ -65,10 +65,6 @@ class Sampling(_Strict):
         """(param, message) for a value this server cannot honour yet, else None."""
         if self.n != 1:
             return "n", f"n={self.n}: this server generates one choice per request (n=1); send n requests instead"
-        for name in ("frequency_penalty", "presence_penalty"):
-            if getattr(self, name) != 0.0:
-                return name, (f"{name} is not supported by this server; use repeat_penalty (llama.cpp's: "
-                              "> 1 penalises the tokens of the last repeat_last_n, 1 = off)")
         if self.logit_bias:
             return "logit_bias", "logit_bias is not supported by this server yet"
         return None
