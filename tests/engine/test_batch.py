@@ -11,6 +11,7 @@ import pytest
 from webgpu_llm.engine import SamplingParams, Session, Settings
 from webgpu_llm.engine.batch import THIN_ROWS
 from webgpu_llm.engine.scheduler import Completion, QueueFull, scheduler
+from webgpu_llm.errors import UserError
 from webgpu_llm.models.presets import preset_model
 
 GREEDY = SamplingParams()
@@ -121,3 +122,41 @@ def test_async_readers_and_closing(session):
     assert running.finish_reason == "cancelled"
     with pytest.raises(QueueFull):
         s.submit(prompts[0], GREEDY, 2)
+
+
+def test_logprobs_are_the_models_distribution(session):
+    """Each token's log-probability and its 5 most likely alternatives, for a greedy and a
+    sampled request side by side, against log-softmax of the one-sequence engine's logits."""
+    prompts = _prompts(session.cfg.vocab, [7, 12], seed=5)
+    params = [GREEDY, SamplingParams(0.9, 0, 1.0, 0.0, seed=3)]
+    s = scheduler(session, parallel=2)
+    try:
+        cs = [s.submit(p, q, 5, logprobs=5) for p, q in zip(prompts, params)]
+        for c in cs:
+            c.wait()
+        plain = s.submit(prompts[0], GREEDY, 5)
+        assert plain.wait() == cs[0].tokens and plain.token_logprobs == []
+        with pytest.raises(UserError):
+            s.submit(prompts[0], GREEDY, 5, logprobs=21)
+    finally:
+        s.close()
+    for p, c in zip(prompts, cs):
+        assert len(c.token_logprobs) == len(c.tokens) == 5
+        for i, (tok, (lp, top)) in enumerate(zip(c.tokens, c.token_logprobs)):
+            logits = session.logits(p + c.tokens[:i])[-1].astype(np.float64)
+            ref = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+            assert abs(lp - ref[tok]) < 1e-4
+            # the 5 best values, each id's own value (ties may come in any order)
+            assert np.allclose([v for _, v in top], np.sort(ref)[::-1][:5], atol=1e-4)
+            assert np.allclose([ref[t] for t, _ in top], [v for _, v in top], atol=1e-4)
+            assert len({t for t, _ in top}) == 5
+    assert cs[0].token_logprobs[0][0] == cs[0].token_logprobs[0][1][0][1]  # greedy: the best one
+
+
+def test_the_serial_scheduler_refuses_logprobs(session):
+    s = scheduler(session, parallel=1)
+    try:
+        with pytest.raises(UserError, match="parallel"):
+            s.submit([1, 2, 3], GREEDY, 2, logprobs=1)
+    finally:
+        s.close()

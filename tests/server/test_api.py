@@ -166,7 +166,8 @@ BAD: list[tuple[str, Any, int, str, str | None]] = [
     ("chat", {"messages": HELLO, "n": 2}, 400, "n=1", "n"),
     ("chat", {"messages": HELLO, "frequency_penalty": 2.5}, 400, "frequency_penalty", "frequency_penalty"),
     ("chat", {"messages": HELLO, "presence_penalty": -3}, 400, "presence_penalty", "presence_penalty"),
-    ("chat", {"messages": HELLO, "logprobs": True}, 400, "logprobs is not supported", "logprobs"),
+    ("chat", {"messages": HELLO, "top_logprobs": 2}, 400, "needs logprobs", "top_logprobs"),
+    ("chat", {"messages": HELLO, "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs", "top_logprobs"),
     ("chat", {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
      "not supported", "tools"),
     ("chat", {"messages": HELLO, "stop": ""}, 400, "empty stop", "stop"),
@@ -181,7 +182,7 @@ BAD: list[tuple[str, Any, int, str, str | None]] = [
     ("completions", {"prompt": [1, "a"]}, 400, "token ids", "prompt"),
     ("completions", {"prompt": [5, 99999]}, 400, "outside the vocabulary", "prompt"),
     ("completions", {"prompt": [-1]}, 400, "outside the vocabulary", "prompt"),
-    ("completions", {"prompt": "hi", "logprobs": 2}, 400, "logprobs is not supported", "logprobs"),
+    ("completions", {"prompt": "hi", "logprobs": 21}, 400, "logprobs", "logprobs"),
     ("completions", {"prompt": "hi", "echo": True}, 400, "echo", "echo"),
     ("completions", {"prompt": "hi", "top_k": 1.5}, 400, "valid integer", "top_k"),
     ("completions", {"prompt": "hi", "seed": True}, 400, "valid integer", "seed"),
@@ -294,3 +295,31 @@ def test_a_client_leaving_mid_stream_cancels_its_request(server: ServerProcess) 
     generated = m["webgpu_llm_generated_tokens_total"] - before["webgpu_llm_generated_tokens_total"]
     assert generated < 3000, generated  # it stopped well before its budget
     _ok(server)
+
+
+def test_logprobs_in_chat_and_completions(client: Any) -> None:
+    """Greedy answers with logprobs: an entry per token, the token's own logprob the best of
+    its alternatives, the same entries streamed and whole; the completions API's layout."""
+    r = client.chat.completions.create(messages=HELLO, max_tokens=6, temperature=0, model="tiny",
+                                       logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True})
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens == 6
+    assert "".join(e.token for e in content) == r.choices[0].message.content
+    for e in content:
+        assert e.logprob <= 0 and len(e.top_logprobs) == 3
+        assert abs(e.top_logprobs[0].logprob - e.logprob) < 1e-6
+        assert e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob
+        assert bytes(e.bytes).decode("utf-8", "replace") == e.token
+    streamed = [e for chunk in client.chat.completions.create(
+        messages=HELLO, max_tokens=6, temperature=0, model="tiny", logprobs=True, top_logprobs=3, stream=True,
+        extra_body={"ignore_eos": True}) if chunk.choices and chunk.choices[0].logprobs
+        for e in chunk.choices[0].logprobs.content]
+    assert [(e.token, round(e.logprob, 5)) for e in streamed] == [(e.token, round(e.logprob, 5)) for e in content]
+    plain = client.chat.completions.create(messages=HELLO, max_tokens=6, temperature=0, model="tiny")
+    assert plain.choices[0].logprobs is None
+    c = client.completions.create(prompt="The sky is", max_tokens=4, temperature=0, logprobs=2, model="tiny",
+                                  extra_body={"ignore_eos": True})
+    lp = c.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 4
+    assert "".join(lp.tokens) == c.choices[0].text and lp.text_offset[0] == 0
+    assert all(len(alts) == 2 for alts in lp.top_logprobs)

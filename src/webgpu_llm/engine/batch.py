@@ -36,6 +36,7 @@ from .settings import Tuning
 from .weights import ModelWeights
 
 MAX_PENDING = 3  # steps whose sampled tokens are in flight back to the CPU
+LP_WIDTH = 1 + 2 * sampling.TOP_LOGPROBS  # floats of a sampled row's log-probabilities
 # a step of at most THIN_ROWS rows (a decode step of that many sequences) runs its linear
 # layers as thin matmuls, THIN_TOKENS rows a pass over the weights; more rows, the tiled
 # prompt matmuls (whose 64-token tiles would be mostly empty for a few rows)
@@ -64,6 +65,7 @@ class BatchBuffers:
     cand: Any
     stats: Any
     sampled: Any  # per sampled row: the token
+    lp: Any  # per sampled row: log-probabilities (kernels/sampling.py logprob_kernel)
     kv: list[Any]  # per layer: the slots' K and V caches one after the other
 
     @classmethod
@@ -81,6 +83,7 @@ class BatchBuffers:
             xs=g.buffer(S * c.hidden * 4, "sampled_rows"), logits=g.buffer(S * c.vocab * 4, "logits"),
             part=g.buffer(S * nwg * 8, "sample_part"), cand=g.buffer(S * nwg * sampling.CAND * 8, "sample_cand"),
             stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
+            lp=g.buffer(S * LP_WIDTH * 4, "logprobs"),
             kv=[g.buffer(S * 2 * c.kv_dim * slots.ctx * 4, f"blk.{i}.kv_slots") for i in range(c.n_layers)],
         )
 
@@ -105,16 +108,17 @@ class BatchPrograms(Programs):
 
     def _build(self) -> None:
         self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
-        self._steps: dict[tuple[bool, bool, bool, bool], Program] = {}
+        self._steps: dict[tuple[bool, bool, bool, bool, bool], Program] = {}
 
-    def step(self, rows: int, samples: int, filtered: bool, penalty: bool) -> Program:
+    def step(self, rows: int, samples: int, filtered: bool, penalty: bool, logprobs: bool = False) -> Program:
         """The step Program for this many rows and sampled rows: thin matmuls where they are
-        few (THIN_ROWS at most), the tiled prompt matmuls otherwise; made on first use."""
-        key = (rows <= THIN_ROWS, samples <= THIN_ROWS, filtered, penalty)
+        few (THIN_ROWS at most), the tiled prompt matmuls otherwise; with `logprobs`, the
+        sampled rows' log-probabilities too; made on first use."""
+        key = (rows <= THIN_ROWS, samples <= THIN_ROWS, filtered or logprobs, penalty, logprobs)
         prog = self._steps.get(key)
         if prog is None:
             prog = self._steps[key] = concat(self.gpu, "batch_step", self._layers(key[0]), self._head(key[1]),
-                                             self._sampler(filtered, penalty))
+                                             self._sampler(key[2], penalty, logprobs))
         return prog
 
     def _layers(self, thin: bool) -> Program:
@@ -143,11 +147,11 @@ class BatchPrograms(Programs):
             head.add(matmul_kernel(s_head, tm, self.tuning.prefetch), bind, lambda n: grid(n[2]))
         return head
 
-    def _sampler(self, filtered: bool, penalty: bool) -> Program:
+    def _sampler(self, filtered: bool, penalty: bool, logprobs: bool = False) -> Program:
         g, c, b = self.gpu, self.cfg, self.buf
         nwg = sampling.scan_workgroups(c.vocab)
         sb = {"samples": b.samples, "slots": b.slot_states, "tokens": b.tokens, "logits": b.logits, "part": b.part,
-              "cand": b.cand, "stats": b.stats, "sampled": b.sampled}
+              "cand": b.cand, "stats": b.stats, "sampled": b.sampled, "lp": b.lp}
         per_sample = lambda n: (n[2], 1, 1)  # noqa: E731
         scan_grid = lambda n: (nwg, n[2], 1)  # noqa: E731
         sp = Program(g, "batch_sampler")
@@ -157,6 +161,8 @@ class BatchPrograms(Programs):
         if filtered:  # the fast scan serves the slots that need no filter
             sp.add(sampling.scan_kernel(c.vocab, True, self.slots), sb, scan_grid)
         sp.add(sampling.pick_kernel(c.vocab, filtered, self.slots), sb, per_sample)
+        if logprobs:
+            sp.add(sampling.logprob_kernel(c.vocab), sb, per_sample)
         return sp
 
 
@@ -182,6 +188,7 @@ class _Step:
     promise: Any
     buf: Any
     seqs: list[_Seq]
+    logprobs: bool = False  # the step computed its sampled rows' log-probabilities
     at: float = field(default_factory=time.perf_counter)
 
 
@@ -189,6 +196,8 @@ class BatchScheduler(Scheduler):
     """A `Scheduler` whose engine thread decodes up to `parallel` sequences in every step
     (continuous batching), each new prompt prefilled in chunks of at most `max_rows` rows
     shared with the running sequences' decode rows."""
+
+    supports_logprobs = True
 
     def __init__(self, programs: BatchPrograms, max_queue: int = 256) -> None:
         self.programs = programs
@@ -256,7 +265,7 @@ class BatchScheduler(Scheduler):
                 self._collect(self._inflight.popleft())
 
     def _plan(self) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int]], list[tuple[int, int, int]],
-                             list[_Seq], tuple[bool, bool]] | None:
+                             list[_Seq], tuple[bool, bool, bool]] | None:
         """The next step's rows, query blocks and sampled rows (None: nothing to do now)."""
         m = self.programs
         rows: list[tuple[int, int]] = []
@@ -284,11 +293,12 @@ class BatchScheduler(Scheduler):
                 owners.append(s)
         if not rows:
             return None
-        key = (any(o.c.params.filtered for o in owners), any(o.c.params.penalised for o in owners))
+        key = (any(o.c.params.filtered for o in owners), any(o.c.params.penalised for o in owners),
+               any(o.c.logprobs is not None for o in owners))
         return rows, blocks, samples, owners, key
 
     def _submit(self, rows: list[tuple[int, int]], blocks: list[tuple[int, int, int, int]],
-                samples: list[tuple[int, int, int]], owners: list[_Seq], key: tuple[bool, bool]) -> None:
+                samples: list[tuple[int, int, int]], owners: list[_Seq], key: tuple[bool, bool, bool]) -> None:
         m, g, b = self.programs, self.programs.gpu, self.programs.buf
         g.write(b.st, pack_state(n=len(rows)))
         g.write(b.rows, np.asarray(rows, np.uint32))
@@ -298,16 +308,20 @@ class BatchScheduler(Scheduler):
             g.write(b.samples, np.asarray([(*x, 0) for x in samples], np.uint32))
         for s in owners:
             s.submitted += 1
+        S = m.slots.count
         buf = self._staging.pop() if self._staging else g.device.create_buffer(
-            size=m.slots.count * 4, usage=g.usage.MAP_READ | g.usage.COPY_DST)
+            size=S * 4 * (1 + LP_WIDTH), usage=g.usage.MAP_READ | g.usage.COPY_DST)
         n = len(samples)
+        lps = key[2]
 
         def copy(enc: Any) -> None:
             if n:
                 enc.copy_buffer_to_buffer(b.sampled, 0, buf, 0, n * 4)
+            if n and lps:
+                enc.copy_buffer_to_buffer(b.lp, 0, buf, S * 4, n * LP_WIDTH * 4)
 
         run_programs(g, [(m.step(len(rows), n, *key), (len(rows), len(blocks), n))], after=copy)
-        self._inflight.append(_Step(buf.map_async(g.mod.MapMode.READ) if n else None, buf, owners))
+        self._inflight.append(_Step(buf.map_async(g.mod.MapMode.READ) if n else None, buf, owners, lps))
 
     def _collect(self, step: _Step) -> None:
         """Read a step's samples back and hand them to their requests."""
@@ -315,10 +329,13 @@ class BatchScheduler(Scheduler):
             self._staging.append(step.buf)
             return
         step.promise.sync_wait()
-        toks = np.frombuffer(step.buf.read_mapped(0, len(step.seqs) * 4), np.uint32).tolist()
+        n, S = len(step.seqs), self.programs.slots.count
+        toks = np.frombuffer(step.buf.read_mapped(0, n * 4), np.uint32).tolist()
+        lp = (np.frombuffer(step.buf.read_mapped(S * 4, n * LP_WIDTH * 4), np.float32).reshape(n, LP_WIDTH).copy()
+              if step.logprobs else None)
         step.buf.unmap()
         self._staging.append(step.buf)
-        for s, tok in zip(step.seqs, toks):
+        for j, (s, tok) in enumerate(zip(step.seqs, toks)):
             if s.finished:
                 continue  # a stop or a cancel came first: the tokens queued after it are discarded
             s.received += 1
@@ -327,10 +344,16 @@ class BatchScheduler(Scheduler):
             elif tok in s.c.stop_ids:
                 self._release(s, "stop")
             else:
-                s.c._push([int(tok)])
+                s.c._push([int(tok)], None if s.c.logprobs is None or lp is None else [_logprobs(lp[j], s.c.logprobs)])
                 self.stats.generated_tokens += 1
                 if s.received >= s.budget:
                     self._release(s, "length")
+
+
+def _logprobs(row: np.ndarray, n: int) -> tuple[float, list[tuple[int, float]]]:
+    """A sampled row's log-probabilities as (the token's, [(token, logprob)] of the n most likely)."""
+    ids = row[1::2].view(np.uint32)
+    return float(row[0]), [(int(ids[i]), float(row[2 + 2 * i])) for i in range(n)]
 
 
 def batch_programs(programs: Programs, slots: int, ctx: int | None = None, max_rows: int | None = None) -> BatchPrograms:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..kernels.sampling import TOP_LOGPROBS
 from .sampling import SamplingParams
 from .session import Session
 
@@ -44,7 +45,10 @@ class Completion:
     params: SamplingParams
     max_tokens: int
     stop_ids: frozenset[int]
+    logprobs: int | None = None  # None: none; n: each token's logprob and the n most likely tokens'
     tokens: list[int] = field(default_factory=list)
+    # per token, with `logprobs`: (its logprob, [(token, logprob) of the `logprobs` most likely])
+    token_logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
     finish_reason: str | None = None
     error: str | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
@@ -102,12 +106,14 @@ class Completion:
         return self.tokens
 
     # -- the engine's side -----------------------------------------------------------------
-    def _push(self, new: list[int]) -> None:
+    def _push(self, new: list[int], logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None) -> None:
         if not new:
             return
         with self._lock:
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
+            if logprobs is not None:
+                self.token_logprobs.extend(logprobs)
             self.tokens.extend(new)
             self._queue.put(new)
             for loop, q in self._listeners:
@@ -159,9 +165,16 @@ class Scheduler:
     def active(self) -> int:
         return len(self._active)
 
-    def check(self, ids: list[int], params: SamplingParams, max_tokens: int) -> None:
+    supports_logprobs = False
+
+    def check(self, ids: list[int], params: SamplingParams, max_tokens: int, logprobs: int | None = None) -> None:
         """What `submit` refuses, as a UserError (for a 400 before anything is queued)."""
         params.check()
+        if logprobs is not None:
+            if not self.supports_logprobs:
+                raise UserError("logprobs need the batched engine: serve with --parallel 2 or more")
+            if not 0 <= logprobs <= TOP_LOGPROBS:
+                raise UserError(f"top_logprobs {logprobs}: must be in [0, {TOP_LOGPROBS}]")
         if not ids:
             raise UserError("the prompt is empty")
         if max_tokens < 1:
@@ -170,10 +183,11 @@ class Scheduler:
             raise UserError(f"the prompt has {len(ids)} tokens, the context holds {self.ctx}")
 
     def submit(self, ids: list[int], params: SamplingParams, max_tokens: int,
-               stop_ids: frozenset[int] = frozenset()) -> Completion:
-        """Queue a request; raises UserError for bad settings and QueueFull when the queue is full."""
-        self.check(ids, params, max_tokens)
-        c = Completion(list(ids), params, max_tokens, frozenset(stop_ids))
+               stop_ids: frozenset[int] = frozenset(), logprobs: int | None = None) -> Completion:
+        """Queue a request; raises UserError for bad settings and QueueFull when the queue is full.
+        `logprobs`: None, or the alternatives each token's log-probability comes with."""
+        self.check(ids, params, max_tokens, logprobs)
+        c = Completion(list(ids), params, max_tokens, frozenset(stop_ids), logprobs)
         with self._cv:
             if self._stopping:
                 raise ShuttingDown("the server is shutting down")

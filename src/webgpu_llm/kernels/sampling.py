@@ -323,3 +323,59 @@ fn main({args}) {{
     if not slots:  # (the one-sequence kernel indexes cand without parentheses)
         body = body.replace(f"cand[(lid) * {CAND}u + ptr]", f"cand[lid * {CAND}u + ptr]")
     return sig.kernel("sample_pick_topk", body)
+
+
+TOP_LOGPROBS = 20  # alternatives a token's logprobs may list (OpenAI's limit)
+
+
+def logprob_kernel(vocab: int) -> Kernel:
+    """After the pick (and the filtered scan, whose per-workgroup softmax statistics and
+    sorted candidates it reads): per sampled row (table `samples`, grid = (samples,)), the
+    log-probability of the token drawn and of the TOP_LOGPROBS most likely tokens under the
+    model's distribution (softmax of the logits, after the repetition penalties), into
+    `lp[j * (1 + 2 TOP) ..]`: the token's, then (token id as bits, logprob) pairs."""
+    nwg = scan_workgroups(vocab)
+    top, width = TOP_LOGPROBS, 1 + 2 * TOP_LOGPROBS
+    sig = Signature()
+    sig.storage("logits", "array<f32>")
+    sig.storage("cand", "array<vec2<u32>>")
+    sig.storage("stats", "array<vec2<f32>>")
+    sig.storage("sampled", "array<u32>")
+    sig.storage("lp", "array<f32>", write=True)
+    body = ARGMAX + f"""
+var<workgroup> top_v: array<f32, {top}>;
+var<workgroup> top_i: array<u32, {top}>;
+@compute @workgroup_size({WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let j = wid.x;
+  let pb = j * {nwg}u;
+  var ptr = 0u;
+  for (var r = 0u; r < {top}u; r++) {{
+    var hv = -3.4e38;
+    var hi = 0xffffffffu;
+    if (lid < {nwg}u && ptr < {CAND}u) {{
+      let c = cand[(pb + lid) * {CAND}u + ptr];
+      hv = bitcast<f32>(c.x);
+      hi = c.y;
+    }}
+    let w = wg_argmax(hv, hi, lid);
+    if (lid < {nwg}u && w.y == hi) {{ ptr++; }}
+    if (lid == 0u) {{ top_v[r] = bitcast<f32>(w.x); top_i[r] = w.y; }}
+  }}
+  workgroupBarrier();
+  if (lid == 0u) {{
+    var m = -3.4e38;
+    for (var w = 0u; w < {nwg}u; w++) {{ m = max(m, stats[pb + w].x); }}
+    var z = 0.0;
+    for (var w = 0u; w < {nwg}u; w++) {{ z += stats[pb + w].y * exp(stats[pb + w].x - m); }}
+    let lse = m + log(z);
+    let o = j * {width}u;
+    lp[o] = logits[j * {vocab}u + min(sampled[j], {vocab - 1}u)] - lse;
+    for (var r = 0u; r < {top}u; r++) {{
+      lp[o + 1u + 2u * r] = bitcast<f32>(top_i[r]);
+      lp[o + 2u + 2u * r] = top_v[r] - lse;
+    }}
+  }}
+}}
+"""
+    return sig.kernel("sample_logprobs", body)

@@ -85,6 +85,7 @@ class Job:
     max_tokens: int
     stops: list[str]
     stop_ids: frozenset[int]
+    logprobs: int | None = None  # None: none; n: each token's and its n most likely alternatives'
 
 
 class Run:
@@ -95,6 +96,9 @@ class Run:
         self.text = TextStream(service.tokenizer, job.ids, job.stops)
         self.finish_reason: str | None = None
         self._ended = False
+        # with logprobs: (token, its logprob, alternatives) per token shown; `sent` of them streamed
+        self.logprobs: list[tuple[int, float, list[tuple[int, float]]]] = []
+        self.sent = 0
 
     async def pieces(self) -> AsyncIterator[str]:
         """The text of the tokens as the engine hands them over (one piece per group it
@@ -103,6 +107,9 @@ class Run:
             piece = ""
             for t in ids:
                 piece += self.text.push(t)
+                if self.job.logprobs is not None:
+                    lp, top = self.c.token_logprobs[self.text.tokens - 1]
+                    self.logprobs.append((t, lp, top))
                 if self.text.stopped:
                     break
             if piece:
@@ -117,6 +124,11 @@ class Run:
         if self.c.finish_reason == "error":
             raise EngineFailed(self.c.error or "unknown error")
         self.finish_reason = self.c.finish_reason
+
+    def new_logprobs(self) -> list[tuple[int, float, list[tuple[int, float]]]]:
+        """The token logprobs not streamed yet."""
+        out, self.sent = self.logprobs[self.sent:], len(self.logprobs)
+        return out
 
     @property
     def usage(self) -> dict[str, int]:
@@ -213,13 +225,13 @@ class Service:
         except UserError as e:
             raise ApiError(400, str(e)) from None
         stop_ids = frozenset() if req.ignore_eos else frozenset(self.tokenizer.stop_ids)
-        return Job(ids, params, budget, req.stop, stop_ids)
+        return Job(ids, params, budget, req.stop, stop_ids, req.alternatives)
 
     def submit(self, job: Job) -> Run:
         if self.closing:
             raise self._unavailable()
         try:
-            c = self.scheduler.submit(job.ids, job.params, job.max_tokens, job.stop_ids)
+            c = self.scheduler.submit(job.ids, job.params, job.max_tokens, job.stop_ids, job.logprobs)
         except ShuttingDown:
             raise self._unavailable() from None
         except QueueFull as e:
@@ -301,8 +313,9 @@ class Service:
             def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
                 delta: dict[str, Any] = ({"role": "assistant", "content": ""} if text is None and finish is None
                                          else {"content": text} if text is not None else {})
+                lps = self.chat_logprobs(run.new_logprobs()) if run.job.logprobs is not None and text else None
                 return {**head, "object": "chat.completion.chunk",
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+                        "choices": [{"index": 0, "delta": delta, "logprobs": lps, "finish_reason": finish}], **extra}
 
             def usage() -> dict[str, Any]:
                 return {**head, "object": "chat.completion.chunk", "choices": [], "usage": run.usage}
@@ -310,7 +323,8 @@ class Service:
             return self.stream(run, chunk, usage, req.include_usage)
         text = "".join(await self.answer(request, run))
         return JSONResponse({**head, "object": "chat.completion", "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+            {"index": 0, "message": {"role": "assistant", "content": text},
+             "logprobs": self.chat_logprobs(run.logprobs) if run.job.logprobs is not None else None,
              "finish_reason": run.finish_reason}], "usage": run.usage})
 
     async def completions(self, request: Request) -> Response:
@@ -327,7 +341,8 @@ class Service:
             def chunk(text: str | None, finish: str | None) -> dict[str, Any] | None:
                 if text is None and finish is None:
                     return None  # completions have no opening role chunk
-                return {**head, "choices": [{"index": 0, "text": text or "", "logprobs": None,
+                lps = self.completion_logprobs(run.new_logprobs()) if run.job.logprobs is not None and text else None
+                return {**head, "choices": [{"index": 0, "text": text or "", "logprobs": lps,
                                              "finish_reason": finish}], **extra}
 
             def usage() -> dict[str, Any]:
@@ -335,8 +350,34 @@ class Service:
 
             return self.stream(run, chunk, usage, req.include_usage)
         text = "".join(await self.answer(request, run))
-        return JSONResponse({**head, "choices": [{"index": 0, "text": text, "logprobs": None,
+        lps = self.completion_logprobs(run.logprobs) if run.job.logprobs is not None else None
+        return JSONResponse({**head, "choices": [{"index": 0, "text": text, "logprobs": lps,
                                                   "finish_reason": run.finish_reason}], "usage": run.usage})
+
+    # -- logprobs ----------------------------------------------------------------------------
+    def _token(self, t: int) -> tuple[str, list[int]]:
+        raw = self.tokenizer.piece(t, skip_special=False)
+        return raw.decode("utf-8", errors="replace"), list(raw)
+
+    def chat_logprobs(self, entries: list[tuple[int, float, list[tuple[int, float]]]]) -> dict[str, Any]:
+        """OpenAI's chat `logprobs`: per token its text, bytes, logprob and alternatives."""
+        def one(t: int, lp: float) -> dict[str, Any]:
+            s, b = self._token(t)
+            return {"token": s, "logprob": lp, "bytes": b}
+
+        return {"content": [{**one(t, lp), "top_logprobs": [one(a, alp) for a, alp in top if a < self.vocab]}
+                            for t, lp, top in entries]}
+
+    def completion_logprobs(self, entries: list[tuple[int, float, list[tuple[int, float]]]]) -> dict[str, Any]:
+        """The completions API's `logprobs`: tokens, their logprobs, the alternatives, offsets."""
+        tokens = [self._token(t)[0] for t, _, _ in entries]
+        offsets, at = [], 0
+        for s in tokens:
+            offsets.append(at)
+            at += len(s)
+        return {"tokens": tokens, "token_logprobs": [lp for _, lp, _ in entries],
+                "top_logprobs": [{self._token(a)[0]: alp for a, alp in top if a < self.vocab} for _, _, top in entries],
+                "text_offset": offsets}
 
     def model_card(self) -> dict[str, Any]:
         return {"id": self.config.model_id, "object": "model", "created": self.created,

@@ -107,14 +107,14 @@ class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=_MAX_INT)
     logprobs: bool = False
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list[Any] | None = None
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
-        if self.logprobs or self.top_logprobs:
-            return ("logprobs" if self.logprobs else "top_logprobs"), "logprobs is not supported by this server yet"
+        if self.top_logprobs is not None and not self.logprobs:
+            return "top_logprobs", "top_logprobs needs logprobs: true"
         if self.tools:
             return "tools", "tools (function calling) are not supported by this server yet"
         if self.tool_choice not in (None, "none", "auto"):
@@ -127,11 +127,16 @@ class ChatRequest(Sampling):
     def budget(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    @property
+    def alternatives(self) -> int | None:
+        """Alternatives each token's logprob comes with (None: no logprobs)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 class CompletionRequest(Sampling):
     prompt: str | list[int]
     max_tokens: int | None = Field(default=16, ge=1, le=_MAX_INT)  # the OpenAI default for completions
-    logprobs: int | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
@@ -151,9 +156,11 @@ class CompletionRequest(Sampling):
             raise ValueError("must be a string or a list of token ids")
         return v
 
+    @property
+    def alternatives(self) -> int | None:
+        return self.logprobs
+
     def unsupported(self) -> tuple[str, str] | None:
-        if self.logprobs:
-            return "logprobs", "logprobs is not supported by this server yet"
         if self.echo:
             return "echo", "echo is not supported by this server yet"
         if self.best_of not in (None, 1):
