@@ -94,6 +94,8 @@ def test_a_cancelled_request_frees_its_slot(session):
         c = s.submit(prompts[2], GREEDY, 4)  # waits: both slots are taken
         with pytest.raises(QueueFull):
             s.submit(prompts[2], GREEDY, 4)
+        used, total = s.kv_tokens
+        assert total == 2 * session.ctx and used >= len(prompts[0]) + len(prompts[1])
         a.cancel()
         assert c.wait() == list(session.stream(prompts[2], 0, GREEDY, 4))  # served in a's slot
         assert a.finish_reason == "cancelled" and len(a.tokens) < 80

@@ -239,6 +239,7 @@ def test_metrics(server: ServerProcess, client: Any) -> None:
     assert after["webgpu_llm_prompt_tokens_total"] >= before["webgpu_llm_prompt_tokens_total"] + 3
     assert after['webgpu_llm_responses_total{finish_reason="length"}'] >= 1
     assert after["webgpu_llm_parallel_sequences"] == 4 and after["webgpu_llm_context_tokens"] == TINY_CTX
+    assert after["webgpu_llm_kv_cache_tokens"] == 4 * TINY_CTX and after["webgpu_llm_kv_cache_used_tokens"] == 0
     for name in ("webgpu_llm_queue_depth", "webgpu_llm_active_sequences", "webgpu_llm_generated_tokens_per_second",
                  "webgpu_llm_time_to_first_token_seconds_count", "webgpu_llm_inter_token_latency_seconds_count"):
         assert name in after

@@ -199,6 +199,11 @@ class BatchScheduler(Scheduler):
 
     supports_logprobs = True
 
+    @property
+    def kv_tokens(self) -> tuple[int, int]:
+        used = sum(s.prefilled + max(0, s.submitted - 1) for s in list(self._seqs))
+        return used, self.programs.slots.count * self.ctx
+
     def __init__(self, programs: BatchPrograms, max_queue: int = 256) -> None:
         self.programs = programs
         self._free = list(range(programs.slots.count))[::-1]

@@ -165,6 +165,11 @@ class Scheduler:
     def active(self) -> int:
         return len(self._active)
 
+    @property
+    def kv_tokens(self) -> tuple[int, int]:
+        """KV-cache positions in use by the admitted requests, and the positions there are."""
+        return 0, self.ctx * self.parallel
+
     supports_logprobs = False
 
     def check(self, ids: list[int], params: SamplingParams, max_tokens: int, logprobs: int | None = None) -> None:

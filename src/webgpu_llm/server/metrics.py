@@ -40,6 +40,11 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_active_sequences", "requests being decoded", value=s.active)
         yield GaugeMetricFamily(f"{PREFIX}_parallel_sequences", "sequence slots (--parallel)", value=s.parallel)
         yield GaugeMetricFamily(f"{PREFIX}_context_tokens", "context length of each sequence (--ctx)", value=s.ctx)
+        used, total = s.kv_tokens
+        yield GaugeMetricFamily(f"{PREFIX}_kv_cache_used_tokens", "KV-cache positions the running requests hold",
+                                value=used)
+        yield GaugeMetricFamily(f"{PREFIX}_kv_cache_tokens", "KV-cache positions there are (--parallel x --ctx)",
+                                value=total)
         yield GaugeMetricFamily(f"{PREFIX}_streams_open", "responses being sent", value=self.m.open_streams)
 
 
