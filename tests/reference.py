@@ -10,7 +10,7 @@ from webgpu_llm.kernels.sampling import CAND
 
 _GGML_QTYPE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
                "q4_k": "Q4_K", "q5_k": "Q5_K", "q6_k": "Q6_K", "q2_k": "Q2_K", "q3_k": "Q3_K",
-               "iq4_nl": "IQ4_NL", "iq4_xs": "IQ4_XS", "f16": "F16", "bf16": "BF16", "f32": "F32"}
+               "iq4_nl": "IQ4_NL", "iq4_xs": "IQ4_XS", "mxfp4": "MXFP4", "f16": "F16", "bf16": "BF16", "f32": "F32"}
 
 
 def int8_rounded(x: np.ndarray) -> np.ndarray:

@@ -208,16 +208,24 @@ def _pack_iq4_xs(b: np.ndarray) -> np.ndarray:
     return np.concatenate([_words(qs), _words(head)])
 
 
+def _pack_mxfp4(b: np.ndarray) -> np.ndarray:
+    # the 16 bytes of 4-bit codes (a word a unit), then the 1-byte scales, four to a word
+    e, qs = _split(b, 1)
+    return np.concatenate([_words(qs), _words(e)])
+
+
 _PACKERS = {
     "q8_0": _pack_q8_0, "q4_0": _pack_q4_0, "q4_1": _pack_q4_1, "q5_0": _pack_q5_0,
     "q5_1": _pack_q5_1, "q4_k": _pack_raw, "q5_k": _pack_raw, "q6_k": _pack_q6_k,
     "q2_k": _pack_q2_k, "q3_k": _pack_q3_k, "iq4_nl": _pack_q4_0, "iq4_xs": _pack_iq4_xs,
+    "mxfp4": _pack_mxfp4,
 }
 # bytes per block of each section, in the order the packers write them
 _SECTION_BYTES = {
     "q8_0": (32, 2), "q4_0": (16, 2), "q4_1": (16, 4), "q5_0": (16, 4, 2), "q5_1": (16, 4, 4),
     "q4_k": (144,), "q5_k": (176,), "q6_k": (208, 2),
     "q2_k": (80, 4), "q3_k": (112,), "iq4_nl": (16, 2), "iq4_xs": (128, 8),
+    "mxfp4": (16, 1),
 }
 
 # --- WGSL bodies -------------------------------------------------------------------------
@@ -253,7 +261,8 @@ def _half(off: str) -> str:
 # q2_k's two (scale, minimum) pairs a unit take the sum of the unit's first half and its whole
 # sum (xd.y); q3_k's signed 3-bit values are int8s already (bytes 0xfc..0x03), with two scales
 # a unit; iq4_nl/iq4_xs's table values are int8s
-INT8_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q2_k", "q3_k", "iq4_nl", "iq4_xs")
+INT8_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q2_k", "q3_k", "iq4_nl", "iq4_xs",
+                "mxfp4")
 _NIBBLES = """  let lo = qb & vec4<u32>(0x0f0f0f0fu);
   let hi = (qb >> vec4<u32>(4u)) & vec4<u32>(0x0f0f0f0fu);"""
 _HI5 = """  let lo = (qb & vec4<u32>(0x0f0f0f0fu)) | vec4<u32>(hi5(qh, 0u), hi5(qh, 4u), hi5(qh, 8u), hi5(qh, 12u));
@@ -319,6 +328,12 @@ _IQ4XS_SCALE = """  let g = r * {NU}u + u;
   let lw = """ + _W.format(B="{B}", i="{OFF1}u + 2u * s + 1u") + """;
   let dl = unpack2x16float(hw).x * f32(i32(((lw >> (4u * j)) & 15u) | (((hw >> (16u + 2u * j)) & 3u) << 4u)) - 32);
 """
+# mxfp4 (a unit's 16 bytes of codes are word g, its scale byte g of section 2): the e8m0
+# scale halved, 2^(e - 128), as ggml_e8m0_to_fp32_half builds it (denormal for e < 2)
+_MXFP4_SCALE = """  let g = r * {NU}u + u;
+  let e = (""" + _W.format(B="{B}", i="{OFF1}u + (g >> 2u)") + """ >> (8u * (g & 3u))) & 255u;
+  let d = bitcast<f32>(select((e - 1u) << 23u, 0x00200000u << e, e < 2u));
+"""
 # an iq4 unit's 32 table values as int8s from its 16 bytes of indices (low nibbles: 0..15)
 _IQ4_INT8 = """  let qb = {B}[g];
   let lo = vec4<u32>(FN_i8(qb.x, 0u), FN_i8(qb.y, 0u), FN_i8(qb.z, 0u), FN_i8(qb.w, 0u));
@@ -374,6 +389,9 @@ _I8_QUANTS = {
     "iq4_nl": """  let g = r * {NU}u + u;
 """ + _IQ4_INT8,
     "iq4_xs": _IQ4XS_SCALE + _IQ4_INT8,
+    "mxfp4": _MXFP4_SCALE + """  let qb = {B}[g];
+  let lo = vec4<u32>(pack4xI8(FN_e2m1(qb.x, 0u)), pack4xI8(FN_e2m1(qb.y, 0u)), pack4xI8(FN_e2m1(qb.z, 0u)), pack4xI8(FN_e2m1(qb.w, 0u)));
+  let hi = vec4<u32>(pack4xI8(FN_e2m1(qb.x, 4u)), pack4xI8(FN_e2m1(qb.y, 4u)), pack4xI8(FN_e2m1(qb.z, 4u)), pack4xI8(FN_e2m1(qb.w, 4u)));""",
 }
 _I8_TAIL = {
     "q8_0": _DOT + """  return """ + _half("{OFF1}u") + """ * xd.x * f32(t);""",
@@ -401,6 +419,7 @@ _I8_TAIL = {
   return d * xd.x * f32(sc0 * t0 + sc1 * t1);""",
     "iq4_nl": _DOT + """  return """ + _half("{OFF1}u") + """ * xd.x * f32(t);""",
     "iq4_xs": _DOT + """  return dl * xd.x * f32(t);""",
+    "mxfp4": _DOT + """  return d * xd.x * f32(t);""",
 }
 _I8_DM = {
     "q8_0": "vec2<f32>(" + _half("{OFF1}u") + ", 0.0)",
@@ -413,6 +432,7 @@ _I8_DM = {
     "q3_k": "vec2<f32>(-d, 0.0)",
     "iq4_nl": "vec2<f32>(" + _half("{OFF1}u") + ", 0.0)",
     "iq4_xs": "vec2<f32>(dl, 0.0)",
+    "mxfp4": "vec2<f32>(d, 0.0)",
 }
 # Formats whose unit is written in `_I8_FOLD` instead of QUnit(lo, hi, dm). q3_k has two scales
 # a unit but no minimum: each value times its sub-block's scale is an int8 (-sc q with sc in
@@ -429,7 +449,7 @@ _I8_FOLD = {
 # kernel)
 MMA_FORMATS = tuple(_I8_DM)
 # Formats whose (d, m) has m = 0: the matrix-unit matmul leaves out m * sum(x)
-NO_MINIMUM = ("q8_0", "q3_k", "iq4_nl", "iq4_xs")
+NO_MINIMUM = ("q8_0", "q3_k", "iq4_nl", "iq4_xs", "mxfp4")
 
 
 # Bodies of the unit loaders: `_FLOAT_DEC`, a float unit's values from its 16-byte words `w`
@@ -506,6 +526,8 @@ _WGSL = {
 %4  o[$i] = d * FN_f32(qb[$i], 0u); o[4 + $i] = d * FN_f32(qb[$i], 4u);""",
     "iq4_xs": _IQ4XS_SCALE + """  let qb = {B}[g];
 %4  o[$i] = dl * FN_f32(qb[$i], 0u); o[4 + $i] = dl * FN_f32(qb[$i], 4u);""",
+    "mxfp4": _MXFP4_SCALE + """  let qb = {B}[g];
+%4  o[$i] = d * vec4<f32>(FN_e2m1(qb[$i], 0u)); o[4 + $i] = d * vec4<f32>(FN_e2m1(qb[$i], 4u));""",
     "q6_k": _Q6K_SCALES + """  let shl = vec4<u32>(0u, 8u, 16u, 24u) + 4u * (qq >> 1u);
   let shh = vec4<u32>(0u, 8u, 16u, 24u) + 2u * qq;
   let la = {B}[s * 13u + 4u * hf + 2u * (qq & 1u)];
@@ -576,7 +598,17 @@ fn FN_scale(v: vec4<u32>, i: u32) -> i32 {
   return i32(lo | (hi << 4u)) - 32;
 }
 """
-_FORMAT_HELPERS = {"q3_k": _Q3K_HELPERS, "iq4_nl": _IQ4_HELPERS, "iq4_xs": _IQ4_HELPERS}
+# mxfp4's doubled e2m1 values (0, 1, 2, 3, 4, 6, 8, 12, sign in bit 3) of the four codes in bits
+# s..s+3 of each byte of w: magnitude m < 2 as it is, else (2 + its low bit) << (m / 2 - 1)
+_MXFP4_HELPERS = """
+fn FN_e2m1(w: u32, s: u32) -> vec4<i32> {
+  let n = (vec4<u32>(w) >> vec4<u32>(s, s + 8u, s + 16u, s + 24u)) & vec4<u32>(15u);
+  let m = n & vec4<u32>(7u);
+  let v = vec4<i32>(select((vec4<u32>(2u) + (m & vec4<u32>(1u))) << ((m >> vec4<u32>(1u)) - vec4<u32>(1u)), m, m < vec4<u32>(2u)));
+  return select(v, -v, (n & vec4<u32>(8u)) != vec4<u32>(0u));
+}
+"""
+_FORMAT_HELPERS = {"q3_k": _Q3K_HELPERS, "iq4_nl": _IQ4_HELPERS, "iq4_xs": _IQ4_HELPERS, "mxfp4": _MXFP4_HELPERS}
 
 FORMATS: dict[str, Format] = {
     "f32": Format("f32", 1, 4, False),
@@ -594,9 +626,10 @@ FORMATS: dict[str, Format] = {
     "q3_k": Format("q3_k", 256, 110, True),
     "iq4_nl": Format("iq4_nl", 32, 18, True),
     "iq4_xs": Format("iq4_xs", 256, 136, True),
+    "mxfp4": Format("mxfp4", 32, 17, True),
 }
 
 # GGML type ids (ggml.h) of the formats above
 GGML_TYPES = {0: "f32", 1: "f16", 30: "bf16", 8: "q8_0", 2: "q4_0", 3: "q4_1", 6: "q5_0",
               7: "q5_1", 12: "q4_k", 13: "q5_k", 14: "q6_k", 10: "q2_k", 11: "q3_k", 20: "iq4_nl",
-              23: "iq4_xs"}
+              23: "iq4_xs", 39: "mxfp4"}

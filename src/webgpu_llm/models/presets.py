@@ -32,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                          tie_embeddings=True, qkv_bias=False),
 }
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
-          "q2_k", "q3_k", "iq4_nl", "iq4_xs")
+          "q2_k", "q3_k", "iq4_nl", "iq4_xs", "mxfp4")
 # The type llama.cpp's quantizer writes a matrix in when its rows are not a multiple of the
 # requested type's 256-value super-block (llama-quant.cpp), f16 where that one does not fit
 # either: Qwen2.5-0.5B's 896-wide rows, for instance, are never Q4_K or Q3_K in a file.
@@ -86,6 +86,8 @@ def random_weight(fmt: str, rows: int, k: int, rng: np.random.Generator, scale: 
         raw[:, 0:2] = half(d / 128)
     elif fmt == "iq4_xs":  # d * (-32..31) * (-127..113)
         raw[:, 0:2] = half(d / 4096)
+    elif fmt == "mxfp4":  # 2^(e - 128) * (-12..12): the power of two nearest d / 12
+        raw[:, 0] = np.clip(np.round(np.log2(d / 12)) + 128, 2, 254).astype(np.uint8)
     return raw.reshape(rows, -1)
 
 
