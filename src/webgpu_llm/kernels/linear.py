@@ -46,6 +46,25 @@ class AttnShape:
 
 
 @dataclass(frozen=True)
+class Experts:
+    """A mixture-of-experts layer's matrices: each segment's binding holds `count` experts'
+    matrices one after the other, and the kernel multiplies with the experts the router chose
+    (kernels/moe.py): table `route` holds, per (token, slot), the expert id and its gate
+    weight (f32 bits).
+
+    Mat-vec (one token): grid z is the slot j; x is row j where `x_per_slot` (the down
+    projection: slot j's activation), else row 0; the output goes to row j.
+    Matmul (a prompt): grid z is the expert e; its rows are the (token, slot) pairs routed to
+    it, listed grouped by expert in `groups` (moe.group_kernel); x is row i of the list where
+    `x_per_slot`, else the pair's token; the output goes to row i of the list."""
+
+    count: int
+    used: int
+    x_per_slot: bool = False
+    rows: int = 0  # matmul: most (token, slot) pairs of a prompt chunk (sizes `groups`)
+
+
+@dataclass(frozen=True)
 class LinearSpec:
     k: int
     segments: tuple[Segment, ...]
@@ -73,6 +92,7 @@ class LinearSpec:
     # epilogue "qkv" of a batched step: token t's position and KV-cache slot come from the
     # table `rows` (common.Slots), not from st.pos + t in the one cache
     slots: Slots | None = None
+    experts: Experts | None = None
 
     @property
     def rows(self) -> int:
@@ -127,13 +147,16 @@ def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: b
     else:
         head, ret, args, call = "unit", "array<vec4<f32>, 8>", "", ""
     out = [WGSL_HELPERS]
+    count = spec.experts.count if spec.experts else 1
+    if spec.experts:  # the expert whose rows this thread reads (set by the kernel's main)
+        out.append("var<private> ex: u32;")
     for i, seg in enumerate(spec.segments):
         fmt = FORMATS[seg.fmt]
         sig.storage(f"w{i}", "array<vec4<u32>>")
         if int8:
-            out.append(fmt.wgsl_unit_i8(f"{head}_w{i}", f"w{i}", seg.rows, spec.k))
+            out.append(fmt.wgsl_unit_i8(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k))
         else:
-            out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows, spec.k, spread))
+            out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k, spread))
     name = "dot_row" if int8 else "load_row"
     out.append(by_segment(spec, name, f", u: u32{args}", ret, head + "_w{i}", "{r}, u" + call))
     if early:
@@ -148,7 +171,8 @@ def by_segment(spec: LinearSpec, name: str, params: str, ret: str, callee: str, 
     matrix (`{i}`: the segment), with `args` (`{r}`: the row within the segment)."""
     lines, start = [], 0
     for i, seg in enumerate(spec.segments):
-        call = f"return {callee.format(i=i)}({args.format(r=f'r - {start}u')});"
+        row = f"ex * {seg.rows}u + r - {start}u" if spec.experts else f"r - {start}u"
+        call = f"return {callee.format(i=i)}({args.format(r=row)});"
         # the last one unconditional (r is always < N where these are called)
         lines.append(f"  {call}" if i == len(spec.segments) - 1 else f"  if (r < {start + seg.rows}u) {{ {call} }}")
         start += seg.rows
@@ -306,6 +330,8 @@ def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool)
     k4, kp4 = spec.k // 4, spec.kp // 4
     ragged = spec.k % UNIT != 0
     xb = "(st.n - 1u) * K4" if spec.last_row else "0u"
+    if spec.experts and spec.experts.x_per_slot:
+        xb = "slot * K4"
     head = f"const K4: u32 = {k4}u;\nconst KP4: u32 = {kp4}u;\nfn xbase() -> u32 {{ return {xb}; }}\n"
     get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
 
@@ -429,6 +455,11 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         input_wgsl(spec, sig, wg, stage, use_sg),
         epilogue_wgsl(spec, sig),
     ])
+    slot, choose = "0u", ""
+    if spec.experts:  # slot j = wid.z of the token's chosen experts
+        sig.storage("route", "array<vec2<u32>>")
+        body += "var<private> slot: u32;\n"
+        slot, choose = "slot", "\n  slot = wid.z;\n  ex = route[slot].x;"
     if norm and not stage:  # each row group sums x² over the x it reads
         xw = "let xr = select(vec4<f32>(0.0), XR(xb, @x), @ok); xv@j[$i] = xr * NW(@x); ss += dot(xr, xr);"
         scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
@@ -519,7 +550,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   {sg_val}
   let g = wid.y * nwg.x + wid.x;
-  let lane = lid % TPR;
+  let lane = lid % TPR;{choose}
   let xb = xbase();
 {pre}
   {"early_requested();" if early else ""}
@@ -539,7 +570,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {reduce}
   if (lane == 0u && p < NP) {{
     {scale}
-    epi(0u, p, a.x * sc, a.y * sc);
+    epi({slot}, p, a.x * sc, a.y * sc);
   }}
   }}
 }}
@@ -655,7 +686,8 @@ def matvec_groups(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 
 
 
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> tuple[int, int, int]:
-    return grid_2d(matvec_groups(spec, wg, tpr, blocks))
+    x, y, _ = grid_2d(matvec_groups(spec, wg, tpr, blocks))
+    return (x, y, spec.experts.used if spec.experts else 1)
 
 
 # --- prompt processing ---------------------------------------------------------------------
@@ -687,6 +719,15 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4, prefetch: bool = True) -> Kerne
     nt = "st.n"
     if spec.t0 or spec.tmax:
         nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
+    xrow, first, out = f"{spec.t0}u + m0 + m", "", ""
+    if (ex := spec.experts):  # expert wid.z's rows: entries g0.. of the grouped list
+        assert spec.splits == 1 and not spec.t0 and not spec.tmax
+        sig.storage("groups", "array<u32>")
+        body += f"var<private> g0: u32;\nconst ORDER: u32 = {ex.count + 1}u;\n"
+        nt = "groups[wid.z + 1u] - groups[wid.z]"
+        first = "\n  ex = wid.z;\n  g0 = groups[ex];"
+        xrow = "g0 + m0 + m" if ex.x_per_slot else f"groups[ORDER + min(g0 + m0 + m, {ex.rows - 1}u)] / {ex.used}u"
+        out = "g0 + "
     ragged = spec.k % UNIT != 0
     xload = "x[xi]" if not ragged else "select(vec4<f32>(0.0), x[xi], u * 8u + c < K4)"
     lines = []
@@ -708,7 +749,7 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4, prefetch: bool = True) -> Kerne
     def fetch(u: str) -> str:
         """Global loads of unit `u` into registers: a weight row (threads < BN), x vec4s."""
         xs_ = "\n".join(f"""    {{ let e = lid + {256 * j}u; let m = e / 8u; let c = e % 8u;
-      let xi = ({spec.t0}u + m0 + m) * K4 + {u} * 8u + c;
+      let xi = ({xrow}) * K4 + {u} * 8u + c;
       xr[{j}] = select(vec4<f32>(0.0), {xload.replace("u * 8u", f"{u} * 8u")}, m0 + m < nt); }}""" for j in range(per_thread))
         return f"""    if (lid < {BN}u && p < NP) {{ w = load_row(r, {u}); }}
 {xs_}"""
@@ -724,7 +765,7 @@ var<private> split: u32;
 var<workgroup> ws: array<vec4<f32>, {BN * 8}>;  // [k/4][slot of the row]
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {{
+        @builtin(local_invocation_index) lid: u32) {{{first}
   let nt = {nt};
   let m0 = wid.y * {bm}u;
   let p0 = wid.x * {BN // 2}u;
@@ -740,7 +781,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   var xr: array<vec4<f32>, {per_thread}>;
   // this workgroup's units: all of K, or split wid.z of spec.splits
   split = wid.z;  // for the epilogue; the loop bounds use wid.z (uniform, for the barriers)
-  let u0 = wid.z * {-(-(spec.kp // UNIT) // spec.splits)}u;
+  let u0 = {"0u" if ex else "wid.z"} * {-(-(spec.kp // UNIT) // spec.splits)}u;
   let u1 = min(NU, u0 + {-(-(spec.kp // UNIT) // spec.splits)}u);
 {fetch("u0") if prefetch else ""}
   for (var u = u0; u < u1; u++) {{
@@ -756,12 +797,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }}
   let pa = p0 + tx;
   let pb = p0 + tx + {BN // 4}u;
-%{tm}  {{ let t = m0 + ty * {tm}u + $i; if (t < nt) {{ if (pa < NP) {{ epi(t, pa, acc$i.x, acc$i.y); }} if (pb < NP) {{ epi(t, pb, acc$i.z, acc$i.w); }} }} }}
+%{tm}  {{ let t = m0 + ty * {tm}u + $i; if (t < nt) {{ if (pa < NP) {{ epi({out}t, pa, acc$i.x, acc$i.y); }} if (pb < NP) {{ epi({out}t, pb, acc$i.z, acc$i.w); }} }} }}
 }}
 """)
     return sig.kernel(f"matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}", body)
 
 
 def matmul_grid(spec: LinearSpec, tm: int = 4):
+    """Of the token count n (an expert gets at most one (token, slot) pair a token)."""
     gx = -(-spec.pairs // (BN // 2))
-    return lambda n: (gx, -(-n // (16 * tm)), spec.splits)
+    z = spec.experts.count if spec.experts else spec.splits
+    return lambda n: (gx, -(-n // (16 * tm)), z)

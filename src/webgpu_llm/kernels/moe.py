@@ -1,0 +1,181 @@
+"""Mixture-of-experts routing on the GPU: the router's choice, the grouping of a prompt's
+(token, slot) pairs by expert, and the weighted sum of the chosen experts' outputs.
+
+A layer's FFN becomes: router logits (a linear layer of `count` rows) -> `route_kernel`
+(per token the `used` best experts and their gate weights, in table `route`) -> the experts'
+gate/up and down projections as linear kernels with `linear.Experts` (they read only the
+chosen experts' rows) -> `combine_kernel` (the residual plus the gate-weighted outputs).
+Decode needs no CPU read-back: the mat-vecs take the expert ids from `route` themselves. A
+prompt is grouped first (`group_kernel`), so that each expert's matmul reads its weights once
+for all the tokens routed to it.
+
+Table layouts (u32 words):
+  route   per (token t, slot j), entry t * used + j: (expert id, gate weight as f32 bits)
+  groups  [count + 1 starts][rows entries grouped by expert][rows inverse]: entries
+          start[e]..start[e+1] are the (t * used + j) routed to expert e, and inverse[q] is
+          entry q's row in that list (where the experts' outputs lie)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..runtime.program import Kernel
+from .common import Signature
+
+ROUTE_WG = 64
+GROUP_WG = 256
+COMBINE_WG = 256
+
+
+@dataclass(frozen=True)
+class Router:
+    count: int  # experts
+    used: int  # chosen per token
+    # gate weights: a softmax over the chosen experts' logits (Mixtral, Qwen3-MoE with
+    # norm_topk_prob, gpt-oss), or over all of them (OLMoE, Qwen2-MoE)
+    normalize: bool = True
+
+
+def route_kernel(r: Router) -> Kernel:
+    """Per token (workgroup t; grid (n, 1, 1)): the `used` largest of its `count` logits
+    (ties to the lower id) and their gate weights, into `route`."""
+    assert 1 <= r.used <= r.count
+    sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
+    total = "" if r.normalize else """
+  // the softmax's sum over every expert
+  var part = 0.0;
+  for (var e = lid; e < E; e += WG) { part += exp(x[t * E + e] - top_v[0]); }
+  rv[lid] = part;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) { rv[lid] += rv[lid + s]; }
+    workgroupBarrier();
+  }"""
+    body = f"""
+const E: u32 = {r.count}u;
+const K: u32 = {r.used}u;
+const WG: u32 = {ROUTE_WG}u;
+var<workgroup> taken: array<u32, E>;
+var<workgroup> rv: array<f32, WG>;
+var<workgroup> ri: array<u32, WG>;
+var<workgroup> top_v: array<f32, K>;
+var<workgroup> top_i: array<u32, K>;
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let t = wid.x;
+  for (var e = lid; e < E; e += WG) {{ taken[e] = 0u; }}
+  workgroupBarrier();
+  for (var j = 0u; j < K; j++) {{
+    var bv = -3.4e38;
+    var bi = E;
+    for (var e = lid; e < E; e += WG) {{
+      let v = x[t * E + e];
+      if (taken[e] == 0u && (v > bv || bi == E)) {{ bv = v; bi = e; }}
+    }}
+    rv[lid] = bv;
+    ri[lid] = bi;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {{
+      if (lid < s) {{
+        let ov = rv[lid + s];
+        let oi = ri[lid + s];
+        if (oi < E && (ri[lid] == E || ov > rv[lid] || (ov == rv[lid] && oi < ri[lid]))) {{ rv[lid] = ov; ri[lid] = oi; }}
+      }}
+      workgroupBarrier();
+    }}
+    if (lid == 0u) {{ top_v[j] = rv[0]; top_i[j] = ri[0]; taken[ri[0]] = 1u; }}
+    workgroupBarrier();
+  }}{total}
+  if (lid == 0u) {{
+    var z = 0.0;
+    for (var j = 0u; j < K; j++) {{ z += exp(top_v[j] - top_v[0]); }}
+    {"" if r.normalize else "z = rv[0];"}
+    for (var j = 0u; j < K; j++) {{
+      route[t * K + j] = vec2<u32>(top_i[j], bitcast<u32>(exp(top_v[j] - top_v[0]) / z));
+    }}
+  }}
+}}
+"""
+    return sig.kernel(f"moe_route_{r.count}x{r.used}", body)
+
+
+def groups_words(count: int, rows: int) -> int:
+    """Words of a `groups` table for up to `rows` (token, slot) pairs."""
+    return count + 1 + 2 * rows
+
+
+def group_kernel(count: int, used: int, rows: int) -> Kernel:
+    """The step's st.n * used (token, slot) pairs grouped by expert into `groups` (one
+    workgroup; grid (1, 1, 1)). Within an expert the order is arbitrary: each entry's output
+    lands in its own row, and `combine_kernel` sums a token's slots in slot order."""
+    sig = Signature().state().storage("route", "array<vec2<u32>>").storage("groups", "array<u32>", write=True)
+    body = f"""
+const E: u32 = {count}u;
+const K: u32 = {used}u;
+const WG: u32 = {GROUP_WG}u;
+const ORDER: u32 = {count + 1}u;
+const INV: u32 = {count + 1 + rows}u;
+var<workgroup> cnt: array<atomic<u32>, E>;
+var<workgroup> start: array<u32, E>;
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32) {{
+  let n = min(st.n * K, {rows}u);
+  for (var e = lid; e < E; e += WG) {{ atomicStore(&cnt[e], 0u); }}
+  workgroupBarrier();
+  for (var q = lid; q < n; q += WG) {{ atomicAdd(&cnt[min(route[q].x, E - 1u)], 1u); }}
+  workgroupBarrier();
+  if (lid == 0u) {{
+    var s = 0u;
+    for (var e = 0u; e < E; e++) {{
+      start[e] = s;
+      groups[e] = s;
+      s += atomicLoad(&cnt[e]);
+      atomicStore(&cnt[e], 0u);
+    }}
+    groups[E] = s;
+  }}
+  workgroupBarrier();
+  for (var q = lid; q < n; q += WG) {{
+    let e = min(route[q].x, E - 1u);
+    let i = start[e] + atomicAdd(&cnt[e], 1u);
+    groups[ORDER + i] = q;
+    groups[INV + q] = i;
+  }}
+}}
+"""
+    return sig.kernel(f"moe_group_{count}x{used}", body)
+
+
+def combine_kernel(hidden: int, used: int, count: int = 0, rows: int = 0) -> Kernel:
+    """h[t] += sum over slots j of gate weight(t, j) * y[row of (t, j)]; grid combine_grid.
+    The row is t * used + j (a decode step's mat-vecs write slot j's output to row j), or
+    with `count` the entry's row in a prompt's `groups` list."""
+    sig = Signature().storage("y", "array<f32>").storage("route", "array<vec2<u32>>")
+    row = "q"
+    if count:
+        sig.storage("groups", "array<u32>")
+        row = f"groups[{count + 1 + rows}u + q]"
+    sig.storage("h", "array<f32>", write=True)
+    body = f"""
+const H: u32 = {hidden}u;
+const K: u32 = {used}u;
+@compute @workgroup_size({COMBINE_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let i = wid.x * {COMBINE_WG}u + lid;
+  let t = wid.y;
+  if (i >= H) {{ return; }}
+  var a = 0.0;
+  for (var j = 0u; j < K; j++) {{
+    let q = t * K + j;
+    a += bitcast<f32>(route[q].y) * y[{row} * H + i];
+  }}
+  h[t * H + i] += a;
+}}
+"""
+    return sig.kernel(f"moe_combine_{'grouped' if count else 'slots'}", body)
+
+
+def combine_grid(hidden: int):
+    """Of the token count n."""
+    return lambda n: (-(-hidden // COMBINE_WG), n, 1)

@@ -1,0 +1,190 @@
+"""Mixture-of-experts kernels against numpy: the router's choice, and a whole MoE FFN (router,
+chosen experts' gate/up and down, weighted sum into the residual) in the decode path (mat-vecs
+that read the expert ids from the GPU) and the prompt path (pairs grouped by expert, one
+matmul per expert), for float, quantized and int8 paths, on odd sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_harness import read, rel_err, run_kernel
+
+from reference import dequantize, int8_rounded, rms_norm, silu
+from webgpu_llm.kernels import moe
+from webgpu_llm.kernels.common import pack_state
+from webgpu_llm.kernels.formats import FORMATS
+from webgpu_llm.kernels.linear import (
+    Experts,
+    LinearSpec,
+    Segment,
+    matmul_grid,
+    matmul_kernel,
+    matvec_grid,
+    matvec_kernel,
+)
+from webgpu_llm.models.presets import random_weight
+from webgpu_llm.runtime.program import Program
+
+E, K, HID, INTER = 7, 3, 96, 64  # experts, chosen a token, hidden and expert FFN sizes
+
+
+def ref_route(logits: np.ndarray, used: int, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per token the `used` largest logits' ids (ties to the lower id) and their gate weights."""
+    ids = np.argsort(-logits, axis=1, kind="stable")[:, :used]
+    top = np.take_along_axis(logits, ids, 1).astype(np.float64)
+    e = np.exp(top - top[:, :1])
+    z = e.sum(1, keepdims=True) if normalize else np.exp(logits - top[:, :1]).sum(1, keepdims=True)
+    return ids, e / z
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_route_picks_the_largest_and_weighs_them(gpu, normalize):
+    rng = np.random.default_rng(1)
+    n, count, used = 5, 83, 6  # more experts than the workgroup's threads
+    logits = rng.standard_normal((n, count)).astype(np.float32)
+    logits[2, 10] = logits[2, 40] = 9.0  # a tie: the lower id first
+    rb = gpu.buffer(n * used * 8)
+    run_kernel(gpu, moe.route_kernel(moe.Router(count, used, normalize)), {"x": gpu.upload(logits), "route": rb},
+               (n, 1, 1), n=n)
+    got = read(gpu, rb, (n, used, 2), np.uint32)
+    ids, w = ref_route(logits, used, normalize)
+    assert (got[..., 0] == ids).all()
+    assert rel_err(got[..., 1].copy().view(np.float32), w) < 1e-6
+
+
+class MoeCase:
+    """A MoE FFN of random weights in `fmt`: the router (f32), each expert's gate and up (one
+    (E * INTER, HID) matrix each) and down ((E * HID, INTER)), the FFN's norm weight."""
+
+    def __init__(self, gpu, fmt: str, seed: int, poison: bool = False):
+        rng = np.random.default_rng(seed)
+        self.gpu, self.fmt = gpu, fmt
+        self.router = rng.standard_normal((E, HID)).astype(np.float32)
+        self.nw = rng.uniform(0.5, 1.5, HID).astype(np.float32)
+        raw = {n: random_weight(fmt, E * rows, k, rng, 0.2) for n, rows, k in
+               (("gate", INTER, HID), ("up", INTER, HID), ("down", HID, INTER))}
+        self.w = {n: dequantize(fmt, r, r.shape[1] if fmt in ("f32", "f16") else (HID if n != "down" else INTER))
+                  for n, r in raw.items()}
+        self.buf = {n: gpu.upload(FORMATS[fmt].pack(r, HID if n != "down" else INTER)) for n, r in raw.items()}
+        self.pv = gpu.upload(self.nw)
+        self.rb = gpu.upload(self.router)
+
+    def reference(self, x: np.ndarray, x_seen=lambda v: v) -> tuple[np.ndarray, np.ndarray]:
+        """h + MoE(rmsnorm(h)) per row of x, and the chosen ids."""
+        xn = rms_norm(x, self.nw, 1e-5)
+        ids, gw = ref_route(xn @ self.router.T, K, True)
+        out = x.astype(np.float64).copy()
+        for t in range(x.shape[0]):
+            for j, e in enumerate(ids[t]):
+                sl = slice(e * INTER, (e + 1) * INTER)
+                g, u = self.w["gate"][sl] @ x_seen(xn[t]), self.w["up"][sl] @ x_seen(xn[t])
+                a = silu(g) * u
+                out[t] += gw[t, j] * (self.w["down"][e * HID:(e + 1) * HID] @ x_seen(a))
+        return out.astype(np.float32), ids
+
+    def gate_up_spec(self, **kw) -> LinearSpec:
+        return LinearSpec(k=HID, segments=(Segment(self.fmt, INTER), Segment(self.fmt, INTER)),
+                          epilogue="silu_mul", eps=1e-5, **kw)
+
+    def down_spec(self, **kw) -> LinearSpec:
+        return LinearSpec(k=INTER, segments=(Segment(self.fmt, HID),), eps=1e-5, **kw)
+
+
+class Steps:
+    """Dispatches of one Program, each also bound to a state buffer of n tokens."""
+
+    def __init__(self, gpu, n: int):
+        self.prog, self.st = Program(gpu, "moe"), gpu.upload(pack_state(n=n))
+
+    def add(self, kernel, bufs: dict, grid) -> None:
+        self.prog.add(kernel, {"st": self.st, **bufs}, grid)
+
+
+def _router_logits(gpu, case: MoeCase, prog: Steps, xb, n: int):
+    """The FFN norm and router (as the engine runs them: norm rows, then a plain matmul)."""
+    from webgpu_llm.kernels.rows import rmsnorm_kernel
+
+    xn, logits = gpu.buffer(n * HID * 4), gpu.buffer(n * E * 4)
+    prog.add(rmsnorm_kernel(HID, 1e-5, 0), {"pv": case.pv, "x": xb, "y": xn}, (n, 1, 1))
+    spec = LinearSpec(k=HID, segments=(Segment("f32", E),))
+    prog.add(matmul_kernel(spec), {"w0": case.rb, "x": xn, "y": logits}, matmul_grid(spec)(n))
+    return xn, logits
+
+
+def decode_ffn(gpu, case: MoeCase, x: np.ndarray, int8: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One token through the MoE FFN on the GPU: h + MoE(h), and the route table."""
+    hb = gpu.upload(x)
+    prog = Steps(gpu, 1)
+    _, logits = _router_logits(gpu, case, prog, hb, 1)
+    route, act, y = gpu.buffer(K * 8), gpu.buffer(K * INTER * 4), gpu.buffer(K * HID * 4)
+    prog.add(moe.route_kernel(moe.Router(E, K)), {"x": logits, "route": route}, (1, 1, 1))
+    gu = case.gate_up_spec(prologue="rmsnorm", experts=Experts(E, K))
+    dn = case.down_spec(experts=Experts(E, K, x_per_slot=True))
+    mv = {"wg": 64, "tpr": 4, "shared_bytes": 16384, "int8": int8}
+    prog.add(matvec_kernel(gu, **mv), {"w0": case.buf["gate"], "w1": case.buf["up"], "x": hb, "pv": case.pv,
+                                       "y": act, "route": route}, matvec_grid(gu, 64, 4))
+    prog.add(matvec_kernel(dn, **mv, int8_direct=True), {"w0": case.buf["down"], "x": act, "y": y, "route": route},
+             matvec_grid(dn, 64, 4))
+    prog.add(moe.combine_kernel(HID, K), {"y": y, "route": route, "h": hb}, moe.combine_grid(HID)(1))
+    prog.prog.run(1)
+    return read(gpu, hb, (1, HID)), read(gpu, route, (K, 2), np.uint32)
+
+
+@pytest.mark.parametrize("fmt,int8", [("f32", False), ("q4_0", False), ("mxfp4", True), ("q8_0", True)])
+def test_moe_ffn_decode(gpu, fmt, int8):
+    """One token: the chosen experts' mat-vecs read their ids from the route table."""
+    case = MoeCase(gpu, fmt, seed=2)
+    x = np.random.default_rng(3).standard_normal((1, HID)).astype(np.float32)
+    h, route = decode_ffn(gpu, case, x, int8)
+    ref, ids = case.reference(x, int8_rounded if int8 else (lambda v: v))
+    assert (route[:, 0] == ids[0]).all()
+    assert rel_err(h, ref) < (1e-3 if int8 else 1e-5)
+
+
+def test_moe_decode_reads_only_the_chosen_experts(gpu):
+    """Experts the router did not choose may hold NaNs: nothing of theirs is read."""
+    case = MoeCase(gpu, "f32", seed=6)
+    x = np.random.default_rng(7).standard_normal((1, HID)).astype(np.float32)
+    want, route = decode_ffn(gpu, case, x, False)
+    for name, rows, k in (("gate", INTER, HID), ("up", INTER, HID), ("down", HID, INTER)):
+        w = case.w[name].reshape(E, rows, k).copy()
+        w[[e for e in range(E) if e not in route[:, 0]]] = np.nan
+        gpu.write(case.buf[name], FORMATS["f32"].pack(w.reshape(E * rows, k), k))
+    got, _ = decode_ffn(gpu, case, x, False)
+    assert np.isfinite(got).all() and (got == want).all()
+
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4_0", "mxfp4"])
+def test_moe_ffn_prompt(gpu, fmt):
+    """A prompt: its (token, slot) pairs grouped by expert, each expert's matmul over the tokens
+    routed to it, the outputs summed back per token in slot order."""
+    n = 37
+    case = MoeCase(gpu, fmt, seed=4)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((n, HID)).astype(np.float32)
+    hb = gpu.upload(x)
+    prog = Steps(gpu, n)
+    xn, logits = _router_logits(gpu, case, prog, hb, n)
+    rows = n * K
+    route, groups = gpu.buffer(rows * 8), gpu.buffer(moe.groups_words(E, rows) * 4)
+    act, y = gpu.buffer(rows * INTER * 4), gpu.buffer(rows * HID * 4)
+    prog.add(moe.route_kernel(moe.Router(E, K)), {"x": logits, "route": route}, (n, 1, 1))
+    prog.add(moe.group_kernel(E, K, rows), {"route": route, "groups": groups}, (1, 1, 1))
+    gu = case.gate_up_spec(experts=Experts(E, K, rows=rows))
+    dn = case.down_spec(experts=Experts(E, K, x_per_slot=True, rows=rows))
+    prog.add(matmul_kernel(gu), {"w0": case.buf["gate"], "w1": case.buf["up"], "x": xn, "y": act, "groups": groups},
+             matmul_grid(gu)(n))
+    prog.add(matmul_kernel(dn, 2, prefetch=False), {"w0": case.buf["down"], "x": act, "y": y, "groups": groups},
+             matmul_grid(dn, 2)(n))
+    prog.add(moe.combine_kernel(HID, K, E, rows), {"y": y, "route": route, "groups": groups, "h": hb},
+             moe.combine_grid(HID)(n))
+    prog.prog.run(n)
+    ref, ids = case.reference(x)
+    g = read(gpu, groups, moe.groups_words(E, rows), np.uint32)
+    start, order, inv = g[:E + 1], g[E + 1:E + 1 + rows], g[E + 1 + rows:]
+    assert start[-1] == rows and (np.diff(start) == np.bincount(ids.ravel(), minlength=E)).all()
+    assert (inv[order] == np.arange(rows)).all()
+    for e in range(E):  # each expert's entries are the pairs routed to it
+        assert (ids.ravel()[order[start[e]:start[e + 1]]] == e).all()
+    assert rel_err(read(gpu, hb, (n, HID)), ref) < 1e-5
