@@ -691,6 +691,38 @@ def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1)
 
 
 # --- prompt processing ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenRows:
+    """Which rows a prompt matmul's workgroup multiplies (shared by the tiled and the
+    matrix-unit matmuls): tokens t0.. of the batch (st.n of them, at most tmax), or with
+    `spec.experts` expert wid.z's entries g0.. of the grouped list (linear.Experts).
+    WGSL pieces: `decls` (module scope), `first` (the start of main), `count` (rows in all),
+    `x_row(m)` (x's row of tile-relative row m), `out` (prefix of the epilogue's row)."""
+
+    decls: str
+    first: str
+    count: str
+    x_row_of: str  # with {m}
+    out: str
+
+    def x_row(self, m: str) -> str:
+        return self.x_row_of.format(m=m)
+
+    @classmethod
+    def of(cls, spec: LinearSpec, sig: Signature) -> TokenRows:
+        ex = spec.experts
+        if ex is None:
+            nt = "st.n"
+            if spec.t0 or spec.tmax:
+                nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
+            return cls("", "", nt, f"{spec.t0}u + {{m}}", "")
+        assert spec.splits == 1 and not spec.t0 and not spec.tmax
+        sig.storage("groups", "array<u32>")
+        x_row = "g0 + {m}" if ex.x_per_slot else f"groups[ORDER + min(g0 + {{m}}, {ex.rows - 1}u)] / {ex.used}u"
+        return cls(f"var<private> g0: u32;\nconst ORDER: u32 = {ex.count + 1}u;\n",
+                   "\n  ex = wid.z;\n  g0 = groups[ex];", "groups[wid.z + 1u] - groups[wid.z]", x_row, "g0 + ")
+
+
 BN = 64  # rows per tile; 16x16 threads, each `tm` tokens x 4 rows (2 pairs): 16 tm tokens per tile
 XS = 9  # vec4 stride of an x tile row in workgroup memory (8 used + 1 against bank conflicts)
 
@@ -716,18 +748,9 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4, prefetch: bool = True) -> Kerne
             raise ValueError(err)
     sig.storage("x", "array<vec4<f32>>")
     body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig), epilogue_wgsl(spec, sig)])
-    nt = "st.n"
-    if spec.t0 or spec.tmax:
-        nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
-    xrow, first, out = f"{spec.t0}u + m0 + m", "", ""
-    if (ex := spec.experts):  # expert wid.z's rows: entries g0.. of the grouped list
-        assert spec.splits == 1 and not spec.t0 and not spec.tmax
-        sig.storage("groups", "array<u32>")
-        body += f"var<private> g0: u32;\nconst ORDER: u32 = {ex.count + 1}u;\n"
-        nt = "groups[wid.z + 1u] - groups[wid.z]"
-        first = "\n  ex = wid.z;\n  g0 = groups[ex];"
-        xrow = "g0 + m0 + m" if ex.x_per_slot else f"groups[ORDER + min(g0 + m0 + m, {ex.rows - 1}u)] / {ex.used}u"
-        out = "g0 + "
+    tiles = TokenRows.of(spec, sig)
+    body += tiles.decls
+    ex = spec.experts
     ragged = spec.k % UNIT != 0
     xload = "x[xi]" if not ragged else "select(vec4<f32>(0.0), x[xi], u * 8u + c < K4)"
     lines = []
@@ -749,7 +772,7 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4, prefetch: bool = True) -> Kerne
     def fetch(u: str) -> str:
         """Global loads of unit `u` into registers: a weight row (threads < BN), x vec4s."""
         xs_ = "\n".join(f"""    {{ let e = lid + {256 * j}u; let m = e / 8u; let c = e % 8u;
-      let xi = ({xrow}) * K4 + {u} * 8u + c;
+      let xi = ({tiles.x_row("m0 + m")}) * K4 + {u} * 8u + c;
       xr[{j}] = select(vec4<f32>(0.0), {xload.replace("u * 8u", f"{u} * 8u")}, m0 + m < nt); }}""" for j in range(per_thread))
         return f"""    if (lid < {BN}u && p < NP) {{ w = load_row(r, {u}); }}
 {xs_}"""
@@ -765,8 +788,8 @@ var<private> split: u32;
 var<workgroup> ws: array<vec4<f32>, {BN * 8}>;  // [k/4][slot of the row]
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {{{first}
-  let nt = {nt};
+        @builtin(local_invocation_index) lid: u32) {{{tiles.first}
+  let nt = {tiles.count};
   let m0 = wid.y * {bm}u;
   let p0 = wid.x * {BN // 2}u;
   let tx = lid3.x;
@@ -797,7 +820,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }}
   let pa = p0 + tx;
   let pb = p0 + tx + {BN // 4}u;
-%{tm}  {{ let t = m0 + ty * {tm}u + $i; if (t < nt) {{ if (pa < NP) {{ epi({out}t, pa, acc$i.x, acc$i.y); }} if (pb < NP) {{ epi({out}t, pb, acc$i.z, acc$i.w); }} }} }}
+%{tm}  {{ let t = m0 + ty * {tm}u + $i; if (t < nt) {{ if (pa < NP) {{ epi({tiles.out}t, pa, acc$i.x, acc$i.y); }} if (pb < NP) {{ epi({tiles.out}t, pb, acc$i.z, acc$i.w); }} }} }}
 }}
 """)
     return sig.kernel(f"matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}", body)

@@ -32,7 +32,7 @@ from ..runtime.gpu import Gpu
 from ..runtime.program import Kernel
 from .common import Signature
 from .formats import FORMATS, MMA_FORMATS, NO_MINIMUM, UNIT, WGSL_HELPERS, unroll
-from .linear import QUANT_UNIT, LinearSpec, by_segment, epilogue_wgsl, rows_wgsl
+from .linear import QUANT_UNIT, LinearSpec, TokenRows, by_segment, epilogue_wgsl, rows_wgsl
 
 TILE = 16  # tile rows and columns (tokens, weight rows) of the i8 16 x 16 x 32 configuration
 BM = 64  # tokens per workgroup
@@ -112,18 +112,20 @@ def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
     assert (spec.splits > 1) == (spec.epilogue == "partial")
     sig = Signature().state()
     loaders = [WGSL_HELPERS, "struct QUnit { lo: vec4<u32>, hi: vec4<u32>, dm: vec2<f32> }"]
+    count = spec.experts.count if spec.experts else 1
+    if spec.experts:
+        loaders.append("var<private> ex: u32;")
     for i, seg in enumerate(spec.segments):
         if (err := FORMATS[seg.fmt].check_k(spec.k)):
             raise ValueError(err)
         sig.storage(f"w{i}", "array<vec4<u32>>")
-        loaders.append(FORMATS[seg.fmt].wgsl_unit_q(f"q_w{i}", f"w{i}", seg.rows, spec.k))
+        loaders.append(FORMATS[seg.fmt].wgsl_unit_q(f"q_w{i}", f"w{i}", seg.rows * count, spec.k))
     loaders.append(by_segment(spec, "q_row", ", u: u32", "QUnit", "q_w{i}", "{r}, u"))
     sig.storage("xq", "array<vec4<u32>>")
     sig.storage("xs", "array<vec2<f32>>")
     body = "\n".join([rows_wgsl(spec), *loaders, epilogue_wgsl(spec, sig), _tiles_wgsl(emulate)])
-    nt = "st.n"
-    if spec.t0 or spec.tmax:
-        nt = f"min(st.n - min(st.n, {spec.t0}u), {spec.tmax or 1 << 30}u)"
+    tiles = TokenRows.of(spec, sig)
+    body += tiles.decls
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
     slice_id = "lid / 32u" if emulate else "sgid"
     # a weight minimum (or offset) adds m * (x's sum); q8_0, q3_k and the iq4s have none: one
@@ -144,16 +146,16 @@ var<workgroup> wd: array<vec2<f32>, {2 * BN}>;
 var<workgroup> cs: array<i32, {max(BM * BN, 16 * 16 * CW)}>;  // the slices' integer tiles; at the end, y's f32 bits
 var<private> split: u32;
 @compute @workgroup_size({WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{
-  let nt = {nt};
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
+  let nt = {tiles.count};
   let m0 = wid.y * {BM}u;
   let p0 = wid.x * {BN // 2}u;
   split = wid.z;
-  let u0 = wid.z * {per}u;
+  let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
   let u1 = min(NU, u0 + {per}u);
   // what this thread stages: token m0 + lid's x (lid < 64), or tile row lid - 64's weights
   let xt = m0 + lid;
-  let xrow = ({spec.t0}u + xt) * NU;
+  let xrow = ({tiles.x_row("xt")}) * NU;
   let c = lid - {BM}u;  // tile row 2q + member of pair p0 + q
   let p = p0 + c / 2u;
   let r = min(select(row0(p), row1(p), (c & 1u) == 1u), N - 1u);
@@ -201,7 +203,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 %32  cs[(tb + $i) * {BN}u + col] = bitcast<i32>(acc[$i]);
   workgroupBarrier();
   let q = lid % 32u;
-%16  {{ let tt = lid / 32u + 4u * $i; let t = m0 + tt; if (t < nt && p0 + q < NP) {{ epi(t, p0 + q, bitcast<f32>(cs[tt * {BN}u + 2u * q]), bitcast<f32>(cs[tt * {BN}u + 2u * q + 1u])); }} }}
+%16  {{ let tt = lid / 32u + 4u * $i; let t = m0 + tt; if (t < nt && p0 + q < NP) {{ epi({tiles.out}t, p0 + q, bitcast<f32>(cs[tt * {BN}u + 2u * q]), bitcast<f32>(cs[tt * {BN}u + 2u * q + 1u])); }} }}
 }}
 """)
     name = f"mma_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}{'_emulated' if emulate else ''}"
@@ -215,10 +217,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return Kernel(k.name, head + k.wgsl, k.bindings)
 
 
-def quantize_kernel(k: int) -> Kernel:
-    """x (st.n rows of k values, k a multiple of 32) as int8 units: xq[2 (t NU + u) ..] the
-    unit's int8s four to a word, xs[t NU + u] its (scale, scale * sum of the int8s); one
-    thread a unit. The matmul's input, quantized once instead of by each of its workgroups."""
+def quantize_kernel(k: int, per_token: int = 1) -> Kernel:
+    """x (st.n * per_token rows of k values, k a multiple of 32) as int8 units: xq[2 (t NU +
+    u) ..] the unit's int8s four to a word, xs[t NU + u] its (scale, scale * sum of the
+    int8s); one thread a unit. The matmul's input, quantized once instead of by each of its
+    workgroups (`per_token`: an MoE layer's rows of the chosen experts' activations)."""
     sig = Signature().state()
     sig.storage("x", "array<vec4<f32>>")
     sig.storage("xq", "array<vec4<u32>>", write=True)
@@ -228,7 +231,7 @@ def quantize_kernel(k: int) -> Kernel:
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   let i = gid.x;
-  if (i >= st.n * {nu}u) {{ return; }}
+  if (i >= st.n * {nu * per_token}u) {{ return; }}
   let t = i / {nu}u;
   let u = i % {nu}u;
   var v: array<vec4<f32>, 8>;
@@ -239,13 +242,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   xs[i] = q.d;
 }}
 """)
-    return sig.kernel(f"quantize_units_{k}", body)
+    return sig.kernel(f"quantize_units_{k}" + (f"x{per_token}" if per_token > 1 else ""), body)
 
 
-def quantize_grid(k: int):
-    return lambda n: (-(-n * (k // UNIT) // 64), 1, 1)
+def quantize_grid(k: int, per_token: int = 1):
+    return lambda n: (-(-n * per_token * (k // UNIT) // 64), 1, 1)
 
 
 def mma_matmul_grid(spec: LinearSpec):
+    """Of the token count n (an expert gets at most one (token, slot) pair a token)."""
     gx = -(-spec.pairs // (BN // 2))
-    return lambda n: (gx, -(-n // BM), spec.splits)
+    return lambda n: (gx, -(-n // BM), spec.experts.count if spec.experts else spec.splits)
