@@ -13,10 +13,53 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..runtime.program import Kernel
 from .common import Signature, wgsl_reduce
 
 BQ, LQ = 16, 8  # query rows per workgroup, threads per query row (as the decoder's prompt attention)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Texts of `lengths` tokens packed one after another; the tables the kernels read."""
+
+    lengths: tuple[int, ...]
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    @property
+    def rows(self) -> int:
+        return int(sum(self.lengths))
+
+    @property
+    def blocks(self) -> int:
+        return sum(-(-n // BQ) for n in self.lengths)
+
+    @property
+    def n(self) -> tuple[int, int, int]:
+        """The encoder Program's n: (rows, attention query blocks, texts)."""
+        return self.rows, self.blocks, len(self.lengths)
+
+    def row_table(self) -> np.ndarray:
+        """(position within its text, text) of every row: uint32 (rows, 2)."""
+        text = np.repeat(np.arange(len(self.lengths)), self.lengths)
+        pos = np.arange(self.rows) - np.repeat(self.starts, self.lengths)
+        return np.stack([pos, text], 1).astype(np.uint32)
+
+    def block_table(self) -> np.ndarray:
+        """(first row, rows, first row of its text, rows of its text) of every attention query
+        block (at most BQ rows of one text): uint32 (blocks, 4)."""
+        out = [(s + b, min(BQ, n - b), s, n) for s, n in zip(self.starts.tolist(), self.lengths)
+               for b in range(0, n, BQ)]
+        return np.array(out, np.uint32).reshape(-1, 4)
+
+    def text_table(self) -> np.ndarray:
+        """(first row, rows) of every text: uint32 (texts, 2)."""
+        return np.stack([self.starts, np.array(self.lengths)], 1).astype(np.uint32)
 
 
 @dataclass(frozen=True)
