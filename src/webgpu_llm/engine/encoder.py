@@ -343,8 +343,10 @@ class Encoder:
         self.check(ids)
         t = time.perf_counter()
         out = np.zeros((len(ids), self.cfg.hidden), np.float32)
-        for run in self.runs([len(x) for x in ids]):
+        runs = self.runs([len(x) for x in ids])
+        for run in runs:
             out[run] = self._run([ids[i] for i in run])
+        self.stats.runs += len(runs)
         self.stats.texts += len(ids)
         self.stats.tokens += sum(len(x) for x in ids)
         self.stats.seconds += time.perf_counter() - t
@@ -361,7 +363,6 @@ class Encoder:
         g.write(b.blocks, pk.block_table())
         g.write(b.texts, pk.text_table())
         self.programs.program.run(pk.n)
-        self.stats.runs += 1
         return g.read_array(b.out, np.float32, len(ids) * self.cfg.hidden).reshape(len(ids), self.cfg.hidden)
 
     def warm_up(self) -> None:
