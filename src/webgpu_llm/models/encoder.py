@@ -151,8 +151,36 @@ def encoder_config_from_gguf(md: dict[str, Any], tensors: dict[str, Any], src: s
     return cfg
 
 
+# nomic-bert's published config.json is its remote code's, with GPT-2's names for the same fields
+_NOMIC_REMOTE_KEYS = {"n_embd": "hidden_size", "n_head": "num_attention_heads", "n_layer": "num_hidden_layers",
+                      "n_inner": "intermediate_size", "n_positions": "max_position_embeddings",
+                      "layer_norm_epsilon": "layer_norm_eps", "rotary_emb_base": "rope_theta"}
+
+
+def _nomic_remote_config(c: dict[str, Any], src: str) -> dict[str, Any]:
+    """A remote-code nomic-bert config.json in transformers' names; what the engine cannot run
+    (pre-norm, biases, partial or interleaved or scaled rotary) is an error."""
+    out = dict(c)
+    for old, new in _NOMIC_REMOTE_KEYS.items():
+        if old in c:
+            out.setdefault(new, c[old])
+    act = c.get("activation_function", "swiglu")
+    problems = [f"activation {act!r}"] if act != "swiglu" else []
+    for key, fine in (("prenorm", False), ("qkv_proj_bias", False), ("mlp_fc1_bias", False),
+                      ("mlp_fc2_bias", False), ("rotary_emb_fraction", 1.0), ("rotary_emb_interleaved", False),
+                      ("rotary_scaling_factor", None)):
+        if c.get(key, fine) != fine:
+            problems.append(f"{key} {c[key]!r}")
+    if problems:
+        raise ModelFileError(f"{src}: this nomic-bert variant is not supported ({', '.join(problems)})")
+    out["hidden_act"] = "silu"
+    return out
+
+
 def encoder_config_from_hf(c: dict[str, Any], root: Path, src: str) -> EncoderConfig:
     arch = HF_ENCODERS[str(c["model_type"])]
+    if arch == "nomic-bert" and "n_embd" in c:
+        c = _nomic_remote_config(c, src)
     hidden = int(_need(c, "hidden_size", src))
     n_heads = int(_need(c, "num_attention_heads", src))
     act = str(c.get("hidden_act", "gelu" if arch == "bert" else "silu"))
@@ -264,17 +292,34 @@ _NOMIC_LAYER = {  # transformers' NomicBertModel
     "mlp.down_proj": "ffn_down",
     "post_mlp_layernorm": "layer_output_norm",
 }
-_LAYER_RE = re.compile(r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$")
+# nomic-bert checkpoints as published (and as transformers >= 5 saves NomicBertModel: it renames
+# these to the names above at load and back at save): a fused Wqkv, fc11 the up and fc12 the gate
+_NOMIC_CHECKPOINT = {"emb_ln.weight": "token_embd_norm.weight", "emb_ln.bias": "token_embd_norm.bias"}
+_NOMIC_CHECKPOINT_LAYER = {
+    "attn.Wqkv": "attn_qkv",
+    "attn.out_proj": "attn_output",
+    "norm1": "attn_output_norm",
+    "mlp.fc11": "ffn_up",
+    "mlp.fc12": "ffn_gate",
+    "mlp.fc2": "ffn_down",
+    "norm2": "layer_output_norm",
+}
+_LAYER_RE = re.compile(r"^(?:encoder\.layers?|layers)\.(\d+)\.(.+)\.(weight|bias)$")
 
 
 def encoder_tensor_name(arch: str, name: str) -> str | None:
-    """The GGUF name of a Hugging Face encoder tensor (None: not used)."""
+    """The GGUF name of a Hugging Face encoder tensor (None: not used); `arch` as GGUF or
+    config.json's model_type names it."""
+    arch = HF_ENCODERS.get(arch, arch)
     name = name.removeprefix("bert.").removeprefix("model.")
     if name in _BERT:
         return _BERT[name]
+    if arch == "nomic-bert" and name in _NOMIC_CHECKPOINT:
+        return _NOMIC_CHECKPOINT[name]
     m = _LAYER_RE.match(name)
     if m:
-        part = (_BERT_LAYER if arch == "bert" else _NOMIC_LAYER).get(m.group(2))
+        layer = _BERT_LAYER if arch == "bert" else {**_NOMIC_LAYER, **_NOMIC_CHECKPOINT_LAYER}
+        part = layer.get(m.group(2))
         if part is not None:
             return f"blk.{m.group(1)}.{part}.{m.group(3)}"
     return None
