@@ -6,8 +6,8 @@ excluded, median of the runs; the engine's time covers writing the batch's table
 submits and reading the vectors back, not tokenization (the peer's neither). A model file
 embeds N sentences of 6 to ~45 words (`sentences`); a preset (a real model's shape with seeded
 random weights, for machines the files cannot reach) takes N texts of token ids of 8 to 40
-tokens (`preset_lengths`), and its peer is transformers' model of the same shape, run as
-sentence-transformers runs it (padded batch, attention mask, mean pooling, normalization).
+tokens (`preset_lengths`), and its peer is sentence-transformers over transformers' model of the
+same shape (random weights too), handed the same ids as one padded batch.
 """
 
 from __future__ import annotations
@@ -156,42 +156,59 @@ def bench_sentence_transformers(model_dir: str, texts: list[str], reps: int = 5,
             "texts_s": len(texts) / s, "tokens_s": tokens / s, "threads": torch.get_num_threads()}
 
 
-def bench_transformers_cpu(cfg: EncoderConfig, ids: Sequence[Sequence[int]], reps: int = 5,
-                           log: Any = None) -> dict[str, Any]:
-    """A preset's peer: transformers' model of its shape (random weights) on the CPU in float32,
-    run as sentence-transformers runs it: a padded batch with its attention mask, mean pooling
-    over the mask, L2 normalization."""
+def bench_sentence_transformers_preset(cfg: EncoderConfig, ids: Sequence[Sequence[int]], reps: int = 5,
+                                       log: Any = None) -> dict[str, Any]:
+    """A preset's peer: sentence-transformers on the CPU (float32) over transformers' model of the
+    preset's shape (random weights), mean pooling and normalization, handed the same texts as
+    token ids in one padded batch with its attention mask (tokenization excluded, as for a file)."""
+    import tempfile
+    from pathlib import Path
+
     import torch
     import transformers
 
+    try:
+        from sentence_transformers import SentenceTransformer
+        try:  # sentence-transformers 6 moved the modules (the old path warns)
+            from sentence_transformers.sentence_transformer import modules as models
+        except ImportError:
+            from sentence_transformers import models  # type: ignore[no-redef]
+    except ImportError:
+        raise UserError("--peers sentence-transformers: the package is not installed (pip install "
+                        "sentence-transformers)") from None
     common = dict(vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.n_layers,
                   num_attention_heads=cfg.n_heads, intermediate_size=cfg.intermediate, layer_norm_eps=cfg.norm_eps)
-    if cfg.arch == "bert":
-        model = transformers.BertModel(transformers.BertConfig(max_position_embeddings=cfg.positions, **common),
-                                       add_pooling_layer=False)
+    if cfg.arch == "bert":  # with the pooler, as a real checkpoint has it (sentence-transformers ignores it)
+        model: Any = transformers.BertModel(transformers.BertConfig(max_position_embeddings=cfg.positions, **common))
     else:
         model = transformers.NomicBertModel(transformers.NomicBertConfig(
             max_position_embeddings=cfg.max_tokens, rope_parameters={"rope_type": "default",
                                                                      "rope_theta": cfg.rope_theta}, **common))
-    model.eval()
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        # a vocabulary of the model's size for the Transformer module to load: it is given ids, never text
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(cfg.vocab - 5)]
+        (Path(d) / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        transformers.BertTokenizerFast(vocab_file=str(Path(d) / "vocab.txt")).save_pretrained(d)
+        st = SentenceTransformer(modules=[models.Transformer(d), models.Pooling(cfg.hidden, cfg.pooling),
+                                          *([models.Normalize()] if cfg.normalize else [])], device="cpu")
     n = max(len(x) for x in ids)
     input_ids = torch.zeros((len(ids), n), dtype=torch.long)
     mask = torch.zeros((len(ids), n), dtype=torch.long)
     for i, x in enumerate(ids):
         input_ids[i, : len(x)] = torch.tensor(list(x))
         mask[i, : len(x)] = 1
+    features = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids)}
 
     def run() -> None:
         with torch.inference_mode():
-            h = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-            m = mask.unsqueeze(-1).to(h.dtype)
-            torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+            st.forward(dict(features))
 
     s = _median_rate(run, reps)
     tokens = sum(len(x) for x in ids)
     if log:
-        log(f"  transformers (CPU, {torch.get_num_threads()} threads): {s * 1e3:.1f} ms")
-    return {"peer": "transformers (CPU, as sentence-transformers)", "dtype": "f32", "texts": len(ids), "tokens": tokens,
+        log(f"  sentence-transformers (CPU, {torch.get_num_threads()} threads, random weights): {s * 1e3:.1f} ms")
+    return {"peer": "sentence-transformers (CPU)", "dtype": "f32", "texts": len(ids), "tokens": tokens,
             "ms": s * 1e3, "texts_s": len(ids) / s, "tokens_s": tokens / s, "threads": torch.get_num_threads()}
 
 

@@ -154,7 +154,7 @@ def run_embed(args: argparse.Namespace, backends: list[str], dtypes: list[str], 
     from ..bench.embed_bench import (
         bench_embed,
         bench_sentence_transformers,
-        bench_transformers_cpu,
+        bench_sentence_transformers_preset,
         embed_markdown,
         preset_encoder,
         preset_lengths,
@@ -206,7 +206,7 @@ def run_embed(args: argparse.Namespace, backends: list[str], dtypes: list[str], 
         peers = []
         if peers_wanted:
             if src is None:
-                peers.append(bench_transformers_cpu(models[0][0], models[0][2], args.reps, log))
+                peers.append(bench_sentence_transformers_preset(models[0][0], models[0][2], args.reps, log))
             elif not src.path.is_dir():
                 log("sentence-transformers peer skipped: it needs a model directory, not a GGUF file")
             else:
