@@ -403,6 +403,11 @@ class EmbedQueue:
     def active(self) -> int:
         return self._active
 
+    @property
+    def kv_tokens(self) -> tuple[int, int]:
+        """An encoder keeps no KV cache (the /metrics gauges read 0 of 0)."""
+        return 0, 0
+
     def submit(self, ids: Sequence[Sequence[int]]) -> Future[np.ndarray]:
         """Queue texts (token ids); their vectors come in the future. UserError for a text the
         model cannot take, QueueFull (ShuttingDown) where the queue is full (closing)."""
