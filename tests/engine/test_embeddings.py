@@ -63,6 +63,7 @@ def test_minilm_matches_sentence_transformers(gpu, minilm_reference):
     llm = LLM.load(path, gpu=gpu, progress=False)
     try:
         assert llm.is_embedding and llm.ctx == 256 and llm.config.pooling == "mean" and llm.config.normalize
+        assert llm.config.name == "all-MiniLM-L6-v2"  # the model card's title, not the base model's name
         assert [llm.embed_ids(s) for s in SENTENCES] == [st.tokenizer(s)["input_ids"] for s in SENTENCES]
         got = llm.embed(SENTENCES)
         assert got.shape == (len(SENTENCES), 384) and got.dtype == np.float32

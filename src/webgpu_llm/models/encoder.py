@@ -198,7 +198,7 @@ def encoder_config_from_hf(c: dict[str, Any], root: Path, src: str) -> EncoderCo
     pooling, normalize, max_seq = sentence_transformers_settings(root)
     cfg = EncoderConfig(
         arch=arch,
-        name=str(c.get("_name_or_path") or src),
+        name=_card_title(root) or str(c.get("_name_or_path") or src),
         n_layers=int(_need(c, "num_hidden_layers", src)),
         hidden=hidden,
         intermediate=int(_need(c, "intermediate_size", src)),
@@ -214,6 +214,26 @@ def encoder_config_from_hf(c: dict[str, Any], root: Path, src: str) -> EncoderCo
     )
     cfg.check()
     return cfg
+
+
+def _card_title(root: Path) -> str | None:
+    """A sentence-transformers model's name: its model card's title (the first "# " heading
+    outside the front matter and code), since config.json's _name_or_path names the model it
+    was trained from (all-MiniLM-L6-v2's says nreimers/MiniLM-L6-H384-uncased)."""
+    card = root / "README.md"
+    if not (root / "modules.json").is_file() or not card.is_file():
+        return None
+    lines = card.read_text(encoding="utf-8", errors="replace").splitlines()
+    if lines and lines[0].strip() == "---":  # YAML front matter, whose comments also start with "#"
+        end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), len(lines))
+        lines = lines[end + 1:]
+    fenced = False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("# ") and line[2:].strip():
+            return line[2:].strip()
+    return None
 
 
 def sentence_transformers_settings(root: Path) -> tuple[str, bool, int]:
