@@ -47,8 +47,8 @@ from .settings import Settings, Tuning
 from .weights import GpuMatrix, Part, Tensor, rope_pair_perm, upload_matrix, vector
 
 # Rows (tokens of all the texts) a run takes at most, where Settings.batch does not say: a GPU's
-# matmuls fill up with a few thousand rows; on a CPU adapter a run of 512 takes about a second
-# (all-MiniLM-L6-v2 on llvmpipe), as long as Ctrl-C may have to wait.
+# matmuls fill up with a few thousand rows; on a CPU adapter a run of 512 takes seconds
+# (all-MiniLM-L6-v2 on llvmpipe: ~6 s on 2 busy cores), as long as Ctrl-C may have to wait.
 GPU_ROWS = 4096
 CPU_ROWS = 512
 
