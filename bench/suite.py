@@ -116,6 +116,17 @@ def peers(o: Options) -> list[Cmd]:
             Cmd("peers", "llama.cpp Vulkan", [*sh, "vulkan"], "llama-vulkan", per_src=False, shell=True)]
 
 
+def embed(o: Options) -> list[Cmd]:
+    """A batch of 64 sentences embedded in one call (`bench --embed 64`) on each backend: the
+    installed all-MiniLM-L6-v2 beside sentence-transformers on the CPU (its preset with random
+    weights beside transformers where the package is missing), and nomic-embed-text-v1.5's shape."""
+    cmds = [_bench("embed", f"all-MiniLM-L6-v2 {b}", "--embed", "64", "--backend", b,
+                   *(["--peers", "sentence-transformers"] if i == 0 else []), reps=o.reps or 5)
+            for i, b in enumerate(o.backends)]
+    return cmds + [_bench("embed", f"nomic-embed-text-v1.5 {b}", "--embed", "64", "--preset", "nomic-embed-text-v1.5",
+                          "--dtype", "f16", "--backend", b, reps=o.reps or 5) for b in o.backends]
+
+
 LOAD_CLIENTS = "1,32,64"  # DESIGN.md's concurrent streams: 64-token prompts, 128 tokens each (load.py's defaults)
 LSV = "/tmp/lsv"  # where on-device.sh unpacks the prebuilt llama-server (its bin/)
 
@@ -147,6 +158,8 @@ SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
     "mma": (mma, "quantized prompts on Dawn with the int8 matrix tiles and without (--mma auto,off)"),
     "torch": (torch, "the torch device's decode tok/s and compiled step GPU time (bench/torch_generate.py)"),
     "torch-cuda": (torch_cuda, "PyTorch CUDA (transformers generate, eager and compiled) beside the engine, once"),
+    "embed": (embed, "embeddings/s of 64 sentences in one call (bench --embed 64), sentence-transformers on the "
+                     "CPU beside"),
     "peers": (peers, "llama.cpp CUDA (llama-bench) and Vulkan (llama-server) from .peers/, once"),
     "serve": (serve, f"concurrent streams ({LOAD_CLIENTS} clients, bench/load.py) of webgpu-llm serve and "
                      "llama-server -np K on the peers' GGUFs (.peers/), each server started per K"),
@@ -294,11 +307,15 @@ def _engine_cells(doc: dict[str, Any], tags: list[str]) -> dict[str, dict[str, f
             m[f"tg{r['n_gen']} tok/s"] = r["tg_tok_s"]
         if r.get("pp_tok_s"):
             m[f"pp{r['n_pp']} tok/s"] = r["pp_tok_s"]
+        if r.get("texts_s"):  # bench --embed
+            m[f"embed{r['texts']} texts/s"] = r["texts_s"]
     for r in doc.get("peers", []):
         m = cells.setdefault(f"{r['peer']} {r.get('dtype', '?')}", {})
         for k in ("tg", "pp"):
             if r.get(f"{k}_tok_s"):
                 m[f"{k} tok/s"] = r[f"{k}_tok_s"]
+        if r.get("texts_s"):
+            m[f"embed{r['texts']} texts/s"] = r["texts_s"]
     return cells
 
 

@@ -7,6 +7,7 @@
         print(piece, end="", flush=True)
     logits = llm.logits(llm.tokenizer.encode("Hello"))   # numpy (tokens, vocab)
     llm = wl.load("model.gguf", settings=wl.Settings(ctx=8192, gpu=wl.GpuOptions(backend="dawn")))
+    emb = wl.load("all-MiniLM-L6-v2/").embed(["a text", "another"])  # an embedding model: (2, 384)
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any
 import numpy as np
 
 from .engine import GenStats, SamplingParams, Session, Settings
+from .engine.encoder import EmbedStats, Encoder
 from .engine.scheduler import Scheduler
 from .engine.scheduler import scheduler as make_scheduler
 from .errors import UserError
 from .models.discovery import ModelSearch
+from .models.encoder import EncoderConfig
 from .models.source import ModelSource, open_model
 from .runtime.gpu import Gpu, open_gpu
 from .text import StopStrings, TextStream
@@ -63,12 +66,16 @@ _UNSET: Any = object()
 
 @dataclass
 class LLM:
+    """A loaded model: a text-generation model (`session`: generate, chat, logits, ...) or an
+    embedding model (`encoder`: embed); the other's methods raise a UserError that says so."""
+
     source: ModelSource
     gpu: Gpu
-    session: Session
+    session: Session | None
     tokenizer: Any
     settings: Settings = field(default_factory=Settings)
     _scheduler: Scheduler | None = field(default=None, repr=False)
+    encoder: Encoder | None = None
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -94,36 +101,105 @@ class LLM:
 
             search = environment.model_search()
         src = open_model(model, search)
+        cfg = src.config
         try:
             tok = src.tokenizer()
             g = gpu or open_gpu(options=s.gpu)
-            n_ctx = min(s.ctx or src.config.max_ctx, src.config.max_ctx)
+            most = cfg.max_tokens if isinstance(cfg, EncoderConfig) else cfg.max_ctx
+            n_ctx = min(s.ctx or most, most)
             if n_ctx < 2:
                 raise UserError(f"--ctx {s.ctx}: must be at least 2")
             total = sum(int(getattr(t, "nbytes", 0)) for t in src.tensors.values())
             update, close = _progress_bar(total, progress)
+            session, encoder = None, None
             try:
-                session = Session.build(g, src.config, src.tensors.get, s, n_ctx, progress=update)
+                if isinstance(cfg, EncoderConfig):  # an embedding model: texts per ctx tokens at most
+                    encoder = Encoder.build(g, cfg, src.tensors.get, s, n_ctx, progress=update)
+                else:
+                    session = Session.build(g, cfg, src.tensors.get, s, n_ctx, progress=update)
             finally:
                 close()
-            if warm_up:
+            if warm_up and session is not None:
                 _warm_up(session, progress)
+            elif warm_up and encoder is not None:
+                encoder.warm_up()
         except BaseException:
             src.close()
             raise
-        return cls(src, g, session, tok, s)
+        return cls(src, g, session, tok, s, encoder=encoder)
 
     @property
     def config(self) -> Any:
         return self.source.config
 
     @property
+    def is_embedding(self) -> bool:
+        """An embedding model (embed), not a text-generation one (generate, chat, ...)."""
+        return self.encoder is not None
+
+    @property
     def ctx(self) -> int:
-        return self.session.ctx
+        """Context tokens of a sequence; an embedding model's: tokens a text may have."""
+        if self.encoder is not None:
+            return self.encoder.max_tokens
+        return self._generator("").ctx
 
     @property
     def stats(self) -> GenStats:
-        return self.session.stats
+        return self._generator("generate text").stats
+
+    @property
+    def embed_stats(self) -> EmbedStats:
+        return self._embedder().stats
+
+    def _generator(self, what: str) -> Session:
+        """The session of a text-generation model; a UserError for an embedding model."""
+        if self.session is None:
+            cfg = self.config
+            raise UserError(f"{cfg.name} is an embedding model ({cfg.arch}): it cannot {what}; it turns texts "
+                            "into vectors (LLM.embed, `webgpu-llm embed`, POST /v1/embeddings)")
+        return self.session
+
+    def _embedder(self) -> Encoder:
+        if self.encoder is None:
+            cfg = self.config
+            raise UserError(f"{cfg.name} is a text-generation model ({cfg.arch}), not an embedding model: "
+                            "embeddings need one (architectures bert, nomic-bert)")
+        return self.encoder
+
+    # -- embeddings ------------------------------------------------------------------------
+    def embed(self, texts: Sequence[str], truncate: bool = False) -> np.ndarray:
+        """A vector per text, float32 (len(texts), dim), pooled and normalized as the model
+        says (sentence-transformers' config, or the GGUF metadata), all texts in one batch on
+        the GPU. A text longer than the model takes (`ctx`, with [CLS] and [SEP]) is an error,
+        or with `truncate` cut to its first tokens."""
+        if isinstance(texts, str):
+            raise UserError("embed() takes a list of texts; for one text, embed([text])")
+        enc = self._embedder()
+        return enc.embed([self.embed_ids(t, truncate, i) for i, t in enumerate(texts)])
+
+    def embed_tokens(self, ids: Sequence[Sequence[int]], truncate: bool = False) -> np.ndarray:
+        """`embed` for texts given as token ids (used as given: no [CLS]/[SEP] added)."""
+        enc = self._embedder()
+        out = [[int(x) for x in t] for t in ids]
+        return enc.embed([t[: enc.max_tokens] for t in out] if truncate else out)
+
+    def embed_ids(self, text: str, truncate: bool = False, index: int = 0) -> list[int]:
+        """The token ids `embed` runs for `text` (framed as the model's tokenizer frames it:
+        [CLS] ... [SEP] for BERT); `index` names the text in an error."""
+        if not isinstance(text, str):
+            raise UserError(f"text {index}: a str, not {type(text).__name__}")
+        most = self._embedder().max_tokens
+        tok = self.tokenizer
+        ids = tok.encode(text)
+        if len(ids) <= most:
+            return ids
+        if not truncate:
+            raise UserError(f"text {index} has {len(ids)} tokens, more than the {most} this model takes "
+                            "(--ctx and the model's limit): shorten it, or truncate (--truncate)")
+        head = [tok.bos_id] if tok.add_bos and tok.bos_id is not None else []
+        tail = list(tok.end_ids)
+        return head + tok.encode(text, add_bos=False, add_eos=False)[: most - len(head) - len(tail)] + tail
 
     # -- prompts ---------------------------------------------------------------------------
     def prompt_ids(self, prompt: str | Sequence[int] | list[dict[str, str]], raw: bool = False,
@@ -158,7 +234,7 @@ class LLM:
                      start: int = 0, stop_ids: frozenset[int] | None = None) -> Iterator[int]:
         """New token ids, ending at a stop token (not yielded) or after max_tokens."""
         stops = self.tokenizer.stop_ids if stop_ids is None else stop_ids
-        for tok in self.session.stream(ids, start, params or SamplingParams(), max_tokens):
+        for tok in self._generator("generate text").stream(ids, start, params or SamplingParams(), max_tokens):
             if tok in stops:
                 return
             yield tok
@@ -186,12 +262,13 @@ class LLM:
         if self._scheduler is None or self._scheduler.parallel != parallel:
             if self._scheduler is not None:
                 self._scheduler.close()
-            self._scheduler = make_scheduler(self.session, parallel, max_queue)
+            self._scheduler = make_scheduler(self._generator("generate text"), parallel, max_queue)
         return self._scheduler
 
     def _request(self, prompt: str | Sequence[int] | list[dict[str, str]], max_tokens: int, temperature: float,
                  top_k: int, top_p: float, min_p: float, repeat_penalty: float, seed: int | None,
                  raw: bool, truncate: bool) -> tuple[list[int], SamplingParams]:
+        self._generator("generate text")
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, seed=seed)
         params.check()
         if max_tokens < 1:
@@ -245,21 +322,23 @@ class LLM:
             c.cancel()  # a stop string, an error or the caller leaving: free the sequence
 
     def chat_session(self, system: str | None = None) -> ChatSession:
+        self._generator("chat")
         return ChatSession(self, [{"role": "system", "content": system}] if system else [])
 
     # -- scoring ---------------------------------------------------------------------------
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), vocab) of a token sequence, from an empty cache."""
-        return self.session.logits([int(t) for t in ids])
+        return self._generator("give logits").logits([int(t) for t in ids])
 
     def nll(self, ids: Sequence[int]) -> np.ndarray:
         """Negative log-likelihood of ids[1:] given the prefix, from an empty cache (float64)."""
-        return self.session.nll([int(t) for t in ids])
+        return self._generator("score text").nll([int(t) for t in ids])
 
     def perplexity(self, ids: Sequence[int], ctx: int = 512,
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Non-overlapping chunks of `ctx` tokens, each from an empty cache; the NLL averaged
         over every predicted position (2nd..last token of each chunk)."""
+        self._generator("score text")
         ids = [int(t) for t in ids]
         if ctx < 2:
             raise UserError(f"--ctx {ctx}: perplexity needs at least 2 tokens per chunk")

@@ -28,3 +28,40 @@ def test_bad_counts_are_one_line_errors(capsys, option: str, value: str) -> None
     code = main(["bench", "--preset", "tiny", "--backend", "wgpu", option, value])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and option in err, err
+
+
+@pytest.mark.parametrize(("args", "says"), [(["--embed", "0"], "--embed 0"),
+                                            (["--embed", "4", "--preset", "tiny"], "needs an embedding model"),
+                                            (["--embed", "4", "--peers", "torch"], "sentence-transformers")])
+def test_bad_embed_options_are_one_line_errors(capsys, args: list[str], says: str) -> None:
+    code = main(["bench", "--backend", "wgpu", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and says in err, err
+
+
+def test_embed_bench_smoke(capsys, tmp_path) -> None:
+    """`bench --embed N`: the engine's texts/s beside sentence-transformers on the CPU, the JSON
+    the suite reads; on a preset (random weights on both sides) and, where installed, on
+    all-MiniLM-L6-v2."""
+    import json
+
+    from model_files import minilm_dir, sentence_transformers_or_skip
+
+    sentence_transformers_or_skip()
+
+    out = tmp_path / "embed.json"
+    code = main(["bench", "--embed", "4", "--preset", "all-minilm-l6-v2", "--backend", "wgpu", "--reps", "1",
+                 "--peers", "sentence-transformers", "--json", "--out", str(out)])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    (row,), (peer,) = doc["engine"], doc["peers"]
+    assert row["texts"] == peer["texts"] == 4 and row["tokens"] == peer["tokens"] and row["dtype"] == "f16"
+    assert row["texts_s"] > 0 and peer["texts_s"] > 0 and peer["peer"] == "sentence-transformers (CPU)"
+    model = minilm_dir()
+    if model is None:
+        return  # (the preset covered the code; the real model is optional here)
+    capsys.readouterr()
+    code = main(["bench", "--embed", "4", "-m", str(model), "--backend", "wgpu", "--reps", "1",
+                 "--peers", "sentence-transformers"])
+    table = capsys.readouterr().out
+    assert code == 0 and "| sentence-transformers (CPU) | f32 |" in table and "| 4 |" in table, table

@@ -190,6 +190,11 @@ def test_file_errors(tmp_path: Path) -> None:
 
     raw_safetensors(f, {"q": ("I32", [2], b"\0" * 8)})
     expect_error(f, "tensor 'q' has dtype 'I32', which is not supported", "F32, F16, BF16")
+    # BERT checkpoints' integer position ids are an index buffer, not a weight: left out
+    raw_safetensors(f, {**ok, "embeddings.position_ids": ("I64", [1, 2], b"\0" * 16)})
+    assert sorted(read_safetensors_dir(d).tensors) == ["v", "w"]
+    raw_safetensors(f, {"embeddings.position_ids": ("F8_E4M3", [2], b"\0" * 2)})
+    expect_error(f, "dtype 'F8_E4M3'")
     raw_safetensors(f, {"q": ("F8_E4M3", [2], b"\0" * 2)})
     expect_error(f, "dtype 'F8_E4M3'")
 

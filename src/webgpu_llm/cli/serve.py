@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve", help="serve the model over an OpenAI-compatible HTTP API, with a chat page",
         description="Serve the model over HTTP: POST /v1/chat/completions and /v1/completions (streaming "
-                    "or not), GET /v1/models, /health, /metrics (Prometheus), and a chat page at /. "
+                    "or not), GET /v1/models, /health, /metrics (Prometheus), and a chat page at /; an "
+                    "embedding model (bert, nomic-bert) answers POST /v1/embeddings instead. "
                     "Requests wait in a queue for one of --parallel sequence slots; a full queue answers "
                     "429 with Retry-After. SIGTERM or Ctrl-C finish the running requests, then exit.")
     add_model(p)
@@ -122,7 +123,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         llm = load_llm(args)
         try:
-            scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue)
+            if llm.is_embedding:  # an embedding model: POST /v1/embeddings, batched by its queue
+                from ..engine.encoder import EmbedQueue
+
+                scheduler: Any = EmbedQueue(llm.encoder, max_queue=args.max_queue)
+            else:
+                scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue)
             name, aliases = model_id(args, llm)
             app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key))
             service = app.state.service
@@ -138,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             if not quiet(args):
-                print(f"serving {name} at http://{shown}:{port}/ (chat page at /, API at /v1; "
-                      f"{args.parallel} parallel, context {llm.ctx} tokens each"
-                      f"{', API key required' if key else ''})", file=sys.stderr, flush=True)
+                what = (f"embeddings at /v1/embeddings, texts of up to {llm.ctx} tokens" if llm.is_embedding else
+                        f"chat page at /, API at /v1; {args.parallel} parallel, context {llm.ctx} tokens each")
+                print(f"serving {name} at http://{shown}:{port}/ ({what}{', API key required' if key else ''})",
+                      file=sys.stderr, flush=True)
             # uvicorn handles SIGINT and SIGTERM while it runs, then raises the signal again
             # with the handler it found: one that ignores it makes a drained stop exit 0
             previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -7,7 +7,7 @@ need: RoPE rotates adjacent pairs (Q/K rows are permuted at load so that RoPE pa
 by side) and SiLU·mul pairs row p of `gate` with row p of `up`.
 
 Prologues (how x is read):  plain | rmsnorm (fused RMSNorm) | attn (fused split-K combine)
-Epilogues (what is done with y):  store | add (residual) | silu_mul | qkv (bias, RoPE, KV append)
+Epilogues (what is done with y):  store | add (residual) | silu_mul | gelu | qkv (bias, RoPE, KV append)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..runtime.program import Kernel
 from .common import Signature, Slots, grid_2d
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
+from .wgsl_math import helpers_for
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Experts:
 class LinearSpec:
     k: int
     segments: tuple[Segment, ...]
-    epilogue: str = "store"  # store | add | silu_mul | qkv | partial (matmul with splits)
+    epilogue: str = "store"  # store | add | silu_mul | gelu | qkv | partial (matmul with splits)
     prologue: str = "plain"  # plain | rmsnorm | attn
     bias: bool = False
     eps: float = 1e-6
@@ -254,6 +255,11 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     elif e == "silu_mul":
         sig.storage("y", "array<f32>", write=True)
         body = f"  y[t * {n // 2}u + p] = b0 / (1.0 + exp(-b0)) * b1;\n"
+    elif e == "gelu":  # BERT's exact GELU, x * Phi(x) with erf (not the tanh approximation)
+        sig.storage("y", "array<f32>", write=True)
+        g = "0.5 * {v} * (1.0 + m_erf({v} * 0.70710678118654752))"
+        body = (f"  y[t * {n}u + row0(p)] = {g.format(v='b0')};\n"
+                f"  if (row1(p) < N) {{ y[t * {n}u + row1(p)] = {g.format(v='b1')}; }}\n")
     elif e == "qkv":
         q = spec.qkv
         assert q is not None
@@ -293,7 +299,7 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
 """
     else:
         raise ValueError(f"unknown epilogue {e!r}")
-    helper = PV_HELPER if "pvf(" in bias + body else ""
+    helper = (PV_HELPER if "pvf(" in bias + body else "") + helpers_for(body)
     return helper + f"fn epi(t: u32, p: u32, v0: f32, v1: f32) {{\n{bias}{body}}}\n"
 
 

@@ -1,5 +1,5 @@
-"""Row-wise kernels, one workgroup per row: the prompt path's embedding lookup and RMSNorm, and the
-RMSNorm over strided rows of the torch device."""
+"""Row-wise kernels, one workgroup per row: the prompt path's embedding lookup and RMSNorm, the
+encoders' LayerNorm, and the RMSNorm over strided rows of the torch device."""
 
 from __future__ import annotations
 
@@ -101,6 +101,51 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
                          "  let t = wid.x;\n  if (t >= st.n) { return; }", f"{k4}u", f"{read} ss += dot(v, v);",
                          f"{float(k)}", f"{eps!r}", store)
     return sig.kernel(("rmsnorm_gather" if gather else "rmsnorm") if norm else "add_partials", body)
+
+
+def layernorm_kernel(k: int, eps: float, w_off: int, b_off: int, add: str = "") -> Kernel:
+    """x[t] = (x[t] - mean) / sqrt(var + eps) * w + b, in place, for t < st.n (torch's
+    LayerNorm: the biased variance, taken around the mean in a second pass); w and b at float
+    offsets `w_off`, `b_off` (multiples of 4) of the parameter buffer `pv`; grid = (n,).
+
+    `add`: first add to x[t] a row of the table `a` (k floats a row): "row", row
+    `rows[t].x` (the row's position, the `rows` table of (position, sequence) pairs: an
+    encoder's position embeddings); "first", row 0; "" nothing."""
+    assert add in ("", "row", "first") and w_off % 4 == 0 and b_off % 4 == 0
+    sig = Signature().state()
+    if add == "row":
+        sig.storage("rows", "array<vec2<u32>>")
+    if add:
+        sig.storage("a", "array<vec4<f32>>")
+    sig.storage("x", "array<vec4<f32>>", write=True)
+    sig.storage("pv", "array<vec4<f32>>")
+    k4 = k // 4
+    extra = {"": "", "row": f" + a[rows[t].x * {k4}u + i]", "first": " + a[i]"}[add]
+    wg = RMS_WG
+    body = wgsl_reduce("red_sum", "sum", wg) + f"""
+@compute @workgroup_size({wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let t = wid.x;
+  if (t >= st.n) {{ return; }}
+  var s = 0.0;
+  for (var i = lid; i < {k4}u; i += {wg}u) {{
+    let v = x[t * {k4}u + i]{extra};
+    s += v.x + v.y + v.z + v.w;
+  }}
+  let mean = red_sum(s, lid, 1u) / {float(k)};
+  var ss = 0.0;
+  for (var i = lid; i < {k4}u; i += {wg}u) {{
+    let d = x[t * {k4}u + i]{extra} - mean;
+    ss += dot(d, d);
+  }}
+  let sc = inverseSqrt(red_sum(ss, lid, 1u) / {float(k)} + {eps!r});
+  for (var i = lid; i < {k4}u; i += {wg}u) {{
+    let v = x[t * {k4}u + i]{extra};
+    x[t * {k4}u + i] = (v - mean) * sc * pv[{w_off // 4}u + i] + pv[{b_off // 4}u + i];
+  }}
+}}
+"""
+    return sig.kernel(f"layernorm{'_' + add if add else ''}", body)
 
 
 @dataclass(frozen=True)

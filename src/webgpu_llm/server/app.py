@@ -12,11 +12,17 @@ that goes away cancels its request at once (the SSE response notices the disconn
 closes the generator; a non-streaming request watches for it). Errors are OpenAI's JSON
 (`errors.py`). The server keeps nothing between requests: replicas behind any HTTP load
 balancer scale it out.
+
+An embedding model (bert, nomic-bert) is served through an `engine.encoder.EmbedQueue` instead
+of a `Scheduler`: POST /v1/embeddings tokenizes the texts and queues them, and the engine
+thread embeds the texts of the requests waiting at once as one batch; chat and completions
+answer 400 there, as /v1/embeddings does on a text-generation model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -39,13 +45,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
+from ..engine.encoder import EmbedQueue
 from ..engine.sampling import SamplingParams
 from ..engine.scheduler import Completion, QueueFull, Scheduler, ShuttingDown
 from ..errors import UserError
 from ..text import TextStream
 from .errors import ApiError, error_body, from_validation
 from .metrics import Metrics
-from .protocol import ChatRequest, CompletionRequest, Sampling
+from .protocol import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling
 
 STATIC = Path(__file__).resolve().parent / "static"
 # the chat page runs only its own files: no inline script, nothing from elsewhere
@@ -147,8 +154,9 @@ class Run:
 class Service:
     """What the routes share: the model, the scheduler, the settings, the metrics."""
 
-    def __init__(self, llm: Any, scheduler: Scheduler, config: ServerConfig) -> None:
+    def __init__(self, llm: Any, scheduler: Scheduler | EmbedQueue, config: ServerConfig) -> None:
         self.llm, self.scheduler, self.config = llm, scheduler, config
+        self.embedding = isinstance(scheduler, EmbedQueue)  # an embedding model: /v1/embeddings only
         self.tokenizer = llm.tokenizer
         self.vocab = int(llm.config.vocab)
         self.metrics = Metrics(scheduler)
@@ -183,6 +191,14 @@ class Service:
         except ValidationError as e:
             raise from_validation(e) from None
 
+    def generative(self, route: str) -> Scheduler:
+        """The scheduler of a text-generation model; a 400 on an embedding model."""
+        if isinstance(self.scheduler, EmbedQueue):
+            raise ApiError(400, f"the model {self.config.model_id!r} is an embedding model: it has no {route}; "
+                                "POST /v1/embeddings turns texts into vectors", param="model",
+                           code="model_not_supported")
+        return self.scheduler
+
     def check_model(self, name: str | None) -> None:
         if name is not None and name not in self.names:
             raise ApiError(404, f"the model {name!r} is not served here; this server serves "
@@ -203,7 +219,7 @@ class Service:
             ids = await anyio.to_thread.run_sync(self.llm.prompt_ids, prompt, True)
         except UserError as e:
             raise ApiError(400, str(e), param="messages" if isinstance(prompt, list) else "prompt") from None
-        ctx = self.scheduler.ctx
+        ctx = self.generative("completions").ctx
         if not ids:
             raise ApiError(400, "the prompt is empty", param="prompt")
         if len(ids) >= ctx:
@@ -221,7 +237,7 @@ class Service:
                                 repeat_last_n=req.repeat_last_n, seed=req.seed,
                                 frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty)
         try:
-            self.scheduler.check(ids, params, budget)
+            self.generative("completions").check(ids, params, budget)
         except UserError as e:
             raise ApiError(400, str(e)) from None
         stop_ids = frozenset() if req.ignore_eos else frozenset(self.tokenizer.stop_ids)
@@ -231,7 +247,8 @@ class Service:
         if self.closing:
             raise self._unavailable()
         try:
-            c = self.scheduler.submit(job.ids, job.params, job.max_tokens, job.stop_ids, job.logprobs)
+            c = self.generative("completions").submit(job.ids, job.params, job.max_tokens, job.stop_ids,
+                                                      job.logprobs)
         except ShuttingDown:
             raise self._unavailable() from None
         except QueueFull as e:
@@ -301,6 +318,7 @@ class Service:
     # -- the endpoints -----------------------------------------------------------------------
     async def chat(self, request: Request) -> Response:
         self.authorize(request)
+        self.generative("chat completions")
         req = await self.read(request, ChatRequest)
         budget_param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         job = await self.job(req, [m.as_template() for m in req.messages], req.budget, budget_param)
@@ -329,6 +347,7 @@ class Service:
 
     async def completions(self, request: Request) -> Response:
         self.authorize(request)
+        self.generative("completions")
         req = await self.read(request, CompletionRequest)
         job = await self.job(req, req.prompt, req.budget, "max_tokens")
         run = self.submit(job)
@@ -379,6 +398,64 @@ class Service:
                 "top_logprobs": [{self._token(a)[0]: alp for a, alp in top if a < self.vocab} for _, _, top in entries],
                 "text_offset": offsets}
 
+    # -- embeddings --------------------------------------------------------------------------
+    async def embeddings(self, request: Request) -> Response:
+        """OpenAI's embeddings: a vector per input (float32 values, or their bytes in base64),
+        and the tokens used."""
+        self.authorize(request)
+        queue = self.scheduler
+        if not isinstance(queue, EmbedQueue):
+            raise ApiError(400, f"the model {self.config.model_id!r} is a text-generation model, not an embedding "
+                                "model: /v1/embeddings needs one (bert, nomic-bert); serve one with --model",
+                           param="model", code="model_not_supported")
+        req = await self.read(request, EmbeddingRequest)
+        self.check_model(req.model)
+        dim = int(self.llm.config.hidden)
+        if req.dimensions is not None and req.dimensions != dim:
+            raise ApiError(400, f"dimensions {req.dimensions}: this model's vectors have {dim} values (shortened "
+                                "vectors are not supported)", param="dimensions", code="unsupported_parameter")
+        texts = req.input
+        if isinstance(texts[0], str):
+            encode = self.tokenizer.encode
+            ids = await anyio.to_thread.run_sync(lambda: [encode(t) for t in texts])
+        else:
+            ids = [list(t) for t in texts]
+            for i, t in enumerate(ids):
+                bad = next((x for x in t if not 0 <= x < self.vocab), None)
+                if bad is not None:
+                    raise ApiError(400, f"input {i}: token id {bad} is outside the vocabulary (0..{self.vocab - 1})",
+                                   param="input")
+        for i, t in enumerate(ids):
+            if len(t) > queue.ctx:
+                raise ApiError(400, f"input {i} has {len(t)} tokens, more than the {queue.ctx} this model takes "
+                                    "(--ctx and the model's limit): shorten it", param="input",
+                               code="context_length_exceeded")
+        if self.closing:
+            raise self._unavailable()
+        try:
+            future = queue.submit(ids)
+        except ShuttingDown:
+            raise self._unavailable() from None
+        except QueueFull as e:
+            raise ApiError(429, f"the server is busy ({e}); retry in {self.config.retry_after_s} s",
+                           code="queue_full", headers={"Retry-After": str(self.config.retry_after_s)}) from None
+        except UserError as e:
+            raise ApiError(400, str(e), param="input") from None
+        try:
+            vectors = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as e:
+            raise ApiError(500, f"embedding failed: {e}", code="engine_error") from None
+        as_base64 = req.encoding_format == "base64"
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else v.tolist()}
+                for i, v in enumerate(vectors)]
+        n = sum(len(t) for t in ids)
+        return JSONResponse({"object": "list", "data": data, "model": self.config.model_id,
+                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+
     def model_card(self) -> dict[str, Any]:
         return {"id": self.config.model_id, "object": "model", "created": self.created,
                 "owned_by": self.config.owned_by, "context_length": self.scheduler.ctx,
@@ -416,8 +493,9 @@ class _Static(StaticFiles):
         return response
 
 
-def create_app(llm: Any, scheduler: Scheduler, config: ServerConfig) -> Starlette:
-    """The app; its lifespan's end closes the scheduler after the requests it holds finish."""
+def create_app(llm: Any, scheduler: Scheduler | EmbedQueue, config: ServerConfig) -> Starlette:
+    """The app; its lifespan's end closes the scheduler after the requests it holds finish.
+    An embedding model comes with an `EmbedQueue` in place of the scheduler."""
     service = Service(llm, scheduler, config)
     # sse-starlette would end every open stream as soon as the ASGI server is told to stop;
     # this server drains them instead (uvicorn waits for them, up to its graceful timeout)
@@ -463,6 +541,7 @@ def create_app(llm: Any, scheduler: Scheduler, config: ServerConfig) -> Starlett
         Route("/v1/models/{name:path}", service.model, methods=["GET"]),
         Route("/v1/chat/completions", service.chat, methods=["POST"]),
         Route("/v1/completions", service.completions, methods=["POST"]),
+        Route("/v1/embeddings", service.embeddings, methods=["POST"]),
         Mount("/static", _Static(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,

@@ -172,3 +172,36 @@ class CompletionRequest(Sampling):
     @property
     def budget(self) -> int | None:
         return self.max_tokens
+
+
+MAX_EMBED_INPUTS = 2048  # OpenAI's limit on the texts of one embeddings request
+
+
+class EmbeddingRequest(_Strict):
+    """POST /v1/embeddings: `input` is a text, a list of texts, a list of token ids (one
+    text) or a list of such lists; it is kept as a list of texts or of token id lists."""
+
+    input: list[str] | list[list[int]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input(cls, v: Any) -> list[str] | list[list[int]]:
+        def ids(t: Any) -> bool:
+            return isinstance(t, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in t)
+
+        if isinstance(v, str):
+            v = [v]
+        elif ids(v) and v:
+            v = [v]  # one text's token ids
+        if not isinstance(v, list) or not v or not (all(isinstance(t, str) for t in v) or all(ids(t) for t in v)):
+            raise ValueError("must be a text, a list of texts, a list of token ids or a list of lists of token ids")
+        if len(v) > MAX_EMBED_INPUTS:
+            raise ValueError(f"{len(v)} inputs: at most {MAX_EMBED_INPUTS} a request")
+        empty = next((i for i, t in enumerate(v) if not t), None)
+        if empty is not None:
+            raise ValueError(f"input {empty} is empty")
+        return v

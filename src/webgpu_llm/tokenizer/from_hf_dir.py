@@ -35,6 +35,10 @@ def load_tokenizer_from_dir(path: str | os.PathLike) -> Tokenizer:
         tok = HfTokenizer.from_file(str(file))
     except Exception as e:
         raise ModelFileError(f"cannot read {file}: {' '.join(str(e).split())}") from None
+    # a tokenizer.json may pad or truncate every text to a fixed length (sentence-transformers'
+    # all-MiniLM-L6-v2 pads to 128): ids are a text's own, and lengths are the engine's business
+    tok.no_padding()
+    tok.no_truncation()
     config = _read_json(root / "tokenizer_config.json")
     generation = _read_json(root / "generation_config.json")
     special_map = _read_json(root / "special_tokens_map.json")  # older repositories keep BOS/EOS here
