@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -141,7 +142,8 @@ def test_torch_host_cost_of_a_compiled_token(tmp_path: Path) -> None:
     _run("torch_host_cost.py", "--compiled", "--dtypes", "f16", "--tokens", "3", "--repeat", "1", "--layers", "4",
          "--json", str(out), "--profile", str(tmp_path / "prof"))
     (r,) = json.loads(out.read_text())
-    assert r["compiled"] and r["host_ms_per_token"] > 0
+    # a difference of two timings: on a busy machine even its sign is noise (no test times anything)
+    assert r["compiled"] and math.isfinite(r["host_ms_per_token"]) and len(r["runs_ms"]) == 1
     assert r["launches_per_token"] < 100  # the graph is replayed: only the eager ops around it launch
     assert "generate" in (tmp_path / "prof_f16.txt").read_text()
 
