@@ -6,11 +6,24 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from webgpu_llm.characterize.browser import CHROMIUM_WEBGPU_ARGS, find_chromium
+
+
+@dataclass
+class Exported:
+    """SmolLM2 exported for the tests, with the Python engine on the plan's own Programs."""
+
+    out: Path
+    plan: dict[str, Any]
+    session: Any
+    source: Any
+    tokenizer: Any
 
 
 def chromium_or_skip() -> str:
@@ -23,18 +36,19 @@ def chromium_or_skip() -> str:
 
 
 @contextmanager
-def launched(webgpu: bool = True) -> Iterator[Any]:
-    """A headless Chromium (with WebGPU on SwiftShader unless `webgpu` is false)."""
-    exe = chromium_or_skip()
+def playwright() -> Iterator[Any]:
+    """Playwright, once Chromium is known to be there (one instance at a time per process)."""
+    chromium_or_skip()
     sync_api = pytest.importorskip("playwright.sync_api")
-    args = CHROMIUM_WEBGPU_ARGS if webgpu else [a for a in CHROMIUM_WEBGPU_ARGS if "webgpu" not in a]
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=[*args, *([] if webgpu else ["--disable-gpu"])],
-                              headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+def launch(p: Any, webgpu: bool = True) -> Any:
+    """A headless Chromium (with WebGPU on SwiftShader unless `webgpu` is false)."""
+    args = CHROMIUM_WEBGPU_ARGS if webgpu else [a for a in CHROMIUM_WEBGPU_ARGS if "webgpu" not in a]
+    return p.chromium.launch(executable_path=chromium_or_skip(),
+                             args=[*args, *([] if webgpu else ["--disable-gpu"])], headless=True)
 
 
 def new_page(browser: Any, url: str, errors: list[str] | None = None) -> Any:

@@ -2,7 +2,7 @@
 // chats with it entirely in this browser, through runtime.js. Nothing is sent to a server
 // after the files load. `window.webgpuLlm` is the page's API for scripts and tests.
 
-import { Engine, PageError, decodeTokPerS, fetchPlan } from "./runtime.js";
+import { Engine, PageError, decodeTokPerS, fetchPlan, openDevice } from "./runtime.js";
 import { WebTokenizer } from "./tokenizer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -79,8 +79,16 @@ async function load(url) {
     setStatus(`reading ${base}plan.json`);
     const plan = await fetchPlan(base);
     $("model").textContent = `${plan.model.name} (${(plan.model.weight_bytes / 2 ** 20).toFixed(0)} MiB, ctx ${plan.model.ctx})`;
-    const tokenizer = await WebTokenizer.load(plan.tokenizer, base);
-    const engine = await Engine.create(plan, base, { onProgress: progress, onLost });
+    // the adapter's features and limits are checked before anything large is downloaded
+    const opened = await openDevice(plan);
+    let tokenizer;
+    try {
+      tokenizer = await WebTokenizer.load(plan.tokenizer, base);
+    } catch (e) {
+      opened.device.destroy();
+      throw new PageError(`the tokenizer of this export could not be read: ${e.message}`, "not-export");
+    }
+    const engine = await Engine.create(plan, base, { onProgress: progress, onLost, opened });
     Object.assign(page, { plan, base, engine, tokenizer, state: "ready", cached: [] });
     $("adapter").textContent = engine.adapterName;
     setStatus(`ready in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${plan.kernels.length} kernels, ` +

@@ -160,9 +160,9 @@ export class Engine {
 
   /** Open the device, upload the weights, build the pipelines and bind groups.
    *  onProgress({phase, done, total}); onLost(message) when the device is lost later. */
-  static async create(plan, base, { onProgress = () => {}, onLost = () => {}, device = null } = {}) {
-    const opened = device ? { adapter: null, device } : await openDevice(plan);
-    const engine = new Engine(plan, opened.adapter ?? { info: {} }, opened.device);
+  static async create(plan, base, { onProgress = () => {}, onLost = () => {}, opened = null } = {}) {
+    opened = opened ?? await openDevice(plan);
+    const engine = new Engine(plan, opened.adapter, opened.device);
     engine.device.lost.then((info) => {
       engine.lostInfo = info;
       if (engine.destroyed) return;
