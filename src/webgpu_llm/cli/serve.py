@@ -41,6 +41,9 @@ def add_parser(sub: Any) -> None:
                    help="read the API key from the first line of a file (keeps it out of the process list)")
     p.add_argument("--alias", default=None, metavar="NAME",
                    help="the model's name in the API (default: --model's name, or its file or directory name)")
+    p.add_argument("--web-plan", type=Path, default=None, metavar="DIR",
+                   help="an export of the model (`webgpu-llm export`): the chat page then offers to run it "
+                        "in the browser (/web/); its files are served without the API key")
     p.add_argument("--drain-timeout", type=float, default=60.0, metavar="S",
                    help="on SIGTERM or Ctrl-C, how long running requests may take to finish before they are cut "
                         "(default: %(default)s)")
@@ -76,6 +79,10 @@ def check(args: argparse.Namespace) -> None:
         raise UserError(f"--drain-timeout {args.drain_timeout}: must be at least 0")
     if args.alias is not None and not args.alias.strip():
         raise UserError("--alias: give a non-empty name")
+    if args.web_plan is not None:
+        from ..engine.export import read_plan
+
+        read_plan(args.web_plan / "plan.json")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -130,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue)
             name, aliases = model_id(args, llm)
-            app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key))
+            app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key,
+                                                          web_plan=args.web_plan))
             service = app.state.service
             config = uvicorn.Config(app, log_level="warning" if quiet(args) else "info",
                                     timeout_graceful_shutdown=args.drain_timeout, lifespan="on",

@@ -54,6 +54,8 @@ function progress({ phase, done, total }) {
     ? `weights ${(done / 2 ** 20).toFixed(1)} / ${(total / 2 ** 20).toFixed(1)} MiB`
     : `compiling kernels ${done} / ${total}`;
   $("progress-text").textContent = what;
+  setStatus(phase === "weights" ? "downloading the weights and uploading them to the GPU"
+    : "compiling the kernels (pipelines)");
 }
 
 function onLost(message) {
