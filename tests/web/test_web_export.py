@@ -71,7 +71,9 @@ def test_kernel_needs_reads_workgroup_shape_memory_and_features() -> None:
     wgsl = ("enable f16;\nenable subgroups;\nconst WG: u32 = 128u;\nvar<workgroup> a: array<f32, 64>;\n"
             "var<workgroup> b: array<vec4<f32>, 8>;\n@compute @workgroup_size(WG, 2)\nfn main() {}\n")
     assert kernel_needs(wgsl) == {"workgroup_size": [128, 2, 1], "workgroup_bytes": 64 * 4 + 8 * 16,
-                                  "features": ["shader-f16", "subgroups"]}
+                                  "features": ["shader-f16", "subgroups"], "language_features": []}
+    assert kernel_needs("fn main() { let d = dot4I8Packed(a, b); }")["language_features"] == \
+        ["packed_4x8_integer_dot_product"]
 
 
 def test_read_plan_rejects_what_is_not_an_export(tmp_path: Path, exported: Exported) -> None:

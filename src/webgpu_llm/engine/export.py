@@ -233,7 +233,11 @@ def kernel_needs(wgsl: str) -> dict[str, Any]:
         feats.append("shader-f16")
     if re.search(r"^\s*enable\s+subgroups\s*;", wgsl, re.M):
         feats.append("subgroups")
-    return {"workgroup_size": shape, "workgroup_bytes": shared, "features": feats}
+    lang = ["packed_4x8_integer_dot_product"] if _PACKED.search(wgsl) else []
+    return {"workgroup_size": shape, "workgroup_bytes": shared, "features": feats, "language_features": lang}
+
+
+_PACKED = re.compile(r"\b(dot4[IU]8Packed|pack4x[IU]8(Clamp)?|unpack4x[IU]8)\s*\(")
 
 
 def _sha256(data: bytes | memoryview) -> str:
@@ -303,6 +307,7 @@ def write_plan(source: Any, session: Session, out: Path, name: str = "") -> dict
                      "prefill": "thin" if any(d.label.startswith("thin_") for d in m.prefill.dispatches) else "tiled",
                      "options": {"f16": False, "subgroups": False, "max_binding": g.max_binding}},
         "features": needs["features"],
+        "wgsl_language_features": needs["language_features"],
         "limits": needs["limits"],
         "state": {"buffer": b.buffer(m.buf.st), "words": STATE_WORDS,
                   "fields": [[n, t] for n, t in STATE_FIELDS]},
@@ -358,7 +363,8 @@ def _needs(b: _Builder, g: Any, programs: dict[str, list[dict[str, Any]]]) -> di
         "maxStorageBuffersPerShaderStage": max((len(k["bindings"]) for k in b.kernels), default=1),
         "maxComputeWorkgroupsPerDimension": _max_groups(b, programs),
     }
-    return {"features": feats, "limits": limits}
+    lang = sorted({f for k in b.kernels for f in k["language_features"]})
+    return {"features": feats, "limits": limits, "language_features": lang}
 
 
 def _max_groups(b: _Builder, programs: dict[str, list[dict[str, Any]]]) -> int:

@@ -66,6 +66,10 @@ export async function fetchPlan(base) {
 /** What the adapter lacks of what the plan needs: [] when it can run it. */
 export function missingCapabilities(plan, adapter) {
   const missing = [];
+  const lang = navigator.gpu.wgslLanguageFeatures;
+  for (const f of plan.wgsl_language_features ?? []) {
+    if (lang && !lang.has(f)) missing.push(`WGSL language feature ${f}`);
+  }
   for (const f of plan.features) {
     if (!adapter.features.has(f)) missing.push(`feature ${f}`);
   }
