@@ -316,10 +316,13 @@ def write_plan(source: Any, session: Session, out: Path, name: str = "") -> dict
         "sampling": {"defaults": {"temperature": params.temperature, "top_k": params.top_k,
                                   "top_p": params.top_p, "min_p": params.min_p,
                                   "repeat_penalty": params.repeat_penalty,
-                                  "repeat_last_n": params.repeat_last_n},
+                                  "repeat_last_n": params.repeat_last_n,
+                                  "frequency_penalty": params.frequency_penalty,
+                                  "presence_penalty": params.presence_penalty},
                      "variants": {k: "sampler_" + k for k in SAMPLERS},
                      "filtered_when": "temperature > 0 and (top_k > 0 or top_p < 1 or min_p > 0)",
-                     "penalty_when": "repeat_penalty != 1 and repeat_last_n > 0"},
+                     "penalty_when": "repeat_last_n > 0 and (repeat_penalty != 1 or frequency_penalty != 0 "
+                                     "or presence_penalty != 0)"},
         "steps": {
             "prefill": "for each chunk of at most batch tokens: state(pos, n) written, then embed(n), "
                        "prefill(n); the last chunk adds head(n) and a sampler(n), which writes the "

@@ -297,7 +297,9 @@ export class Engine {
   // -- state -----------------------------------------------------------------------------
   samplerOf(params) {
     const filtered = params.temperature > 0 && (params.top_k > 0 || params.top_p < 1 || params.min_p > 0);
-    const penalty = params.repeat_penalty !== 1 && params.repeat_last_n > 0;
+    // as SamplingParams.penalised: the penalty kernel also applies OpenAI's additive penalties
+    const penalty = params.repeat_last_n > 0 && (params.repeat_penalty !== 1 ||
+      (params.frequency_penalty ?? 0) !== 0 || (params.presence_penalty ?? 0) !== 0);
     return this.plan.sampling.variants[(filtered ? "filtered" : "greedy") + (penalty ? "_penalty" : "")];
   }
 
@@ -305,7 +307,9 @@ export class Engine {
     return { ...this.plan.sampling.defaults, ...p };
   }
 
-  writeState(values) {
+  /** The state buffer's words for `values`, laid out by the plan's fields (kernels/common.py
+   *  pack_state); a field not given is 0. */
+  stateWords(values) {
     const words = new ArrayBuffer(this.plan.state.words * 4);
     const view = new DataView(words);
     this.plan.state.fields.forEach(([name, type], i) => {
@@ -313,7 +317,11 @@ export class Engine {
       if (type === "f32") view.setFloat32(i * 4, v, true);
       else view.setUint32(i * 4, v >>> 0, true);
     });
-    this.device.queue.writeBuffer(this.stBuf, 0, words);
+    return new Uint32Array(words);
+  }
+
+  writeState(values) {
+    this.device.queue.writeBuffer(this.stBuf, 0, this.stateWords(values));
   }
 
   writeTokens(start, ids) {
