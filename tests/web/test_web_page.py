@@ -88,6 +88,34 @@ def test_greedy_32_tokens_equal_the_python_engine(page: Any, exported: Exported)
           f"{stats['prefill_ms'] / 1000:.2f} s")
 
 
+def test_state_and_sampler_follow_the_python_engine(page: Any) -> None:
+    """The page lays out the state struct as SamplingParams.state does (frequency and presence
+    penalties included) and takes the penalty sampler where the engine does."""
+    values = dict(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.1, repeat_last_n=64,
+                  frequency_penalty=0.5, presence_penalty=-0.25)
+    want = SamplingParams(**values).state(pos=5, n=3, seed=77, n_gen=2).tolist()
+    got = page.evaluate("(v) => Array.from(window.webgpuLlm.page.engine.stateWords(v))",
+                        {**values, "pos": 5, "n": 3, "seed": 77, "n_gen": 2})
+    assert got == want
+    for p, variant in (({"frequency_penalty": 0.5}, "sampler_greedy_penalty"),
+                       ({"presence_penalty": 0.5, "repeat_last_n": 0}, "sampler_greedy"),
+                       ({"repeat_penalty": 1.1}, "sampler_greedy_penalty"), ({}, "sampler_greedy")):
+        got_variant = page.evaluate("(p) => { const e = window.webgpuLlm.page.engine; return e.samplerOf(e.params(p)); }",
+                                    {"temperature": 0, **p})
+        assert got_variant == variant, p
+        assert SamplingParams(temperature=0, **p).penalised == variant.endswith("penalty")
+
+
+def test_penalised_greedy_equals_the_python_engine(page: Any, exported: Exported) -> None:
+    """Frequency and presence penalties in the page: the tokens of the engine's penalty kernel."""
+    ids = exported.tokenizer.encode("one, two, one, two, one,")
+    params = {"temperature": 0, "frequency_penalty": 1.5, "presence_penalty": 1.0}
+    want = list(exported.session.stream(ids, 0, SamplingParams(**params), 6))
+    assert want != list(exported.session.stream(ids, 0, SamplingParams(), 6))  # the penalties matter here
+    got = page.evaluate("([ids, p]) => window.webgpuLlm.generateIds(ids, 6, p, {noStop: true})", [ids, params])
+    assert got == want
+
+
 def test_logits_within_tolerance_of_the_python_engine(page: Any, exported: Exported) -> None:
     ids = exported.tokenizer.encode("The three primary colors are")
     want = prefill_logits(exported.session, ids)

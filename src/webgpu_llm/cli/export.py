@@ -9,6 +9,8 @@ from typing import Any
 
 from .common import MODEL_HELP, add_common, print_json, quiet
 
+DEFAULT_CTX = 2048  # the page's KV cache: a browser's GPU memory is shared with everything else
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -29,7 +31,7 @@ def add_parser(sub: Any) -> None:
 
 
 def add_export_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ctx", type=int, default=2048, metavar="N",
+    p.add_argument("--ctx", type=int, default=DEFAULT_CTX, metavar="N",
                    help="context tokens the page's KV cache holds (default: %(default)s; capped to the model's)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="prompt tokens a prefill chunk takes at most (default: 64 for --tuning cpu, 512 for gpu)")

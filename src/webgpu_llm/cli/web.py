@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import MODEL_HELP, add_common
-from .export import add_export_options, export
+from .export import DEFAULT_CTX, add_export_options, export
 
 
 def add_parser(sub: Any) -> None:
@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--plan", type=Path, default=None, metavar="DIR", help="an export's folder (with plan.json)")
     p.add_argument("--model", "-m", default=None, metavar="PATH|NAME", help=MODEL_HELP + " (exported on the fly)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="where an on-the-fly export goes (default: a folder under ~/.cache/webgpu-llm/exports)")
+                   help="where an on-the-fly export goes (default: a folder under ~/.cache/webgpu-llm/exports, or $XDG_CACHE_HOME's)")
     add_export_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; "
                    "browsers give WebGPU only to https pages and to localhost)")
@@ -44,7 +44,26 @@ def cache_dir(args: argparse.Namespace) -> Path:
     st = found.path.stat()
     key = f"{found.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{args.ctx}|{args.batch}|{args.tuning}|{args.prefill}|{args.backend}"
     name = f"{found.path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-    return Path.home() / ".cache" / "webgpu-llm" / "exports" / name
+    return environment.cache_dir() / "exports" / name
+
+
+def exported(args: argparse.Namespace) -> Path:
+    """The export of --model with the options of `add_export_options`: written into --out, or
+    into the cache folder unless an export is already there; its folder."""
+    plan_dir = args.out or cache_dir(args)
+    if (plan_dir / "plan.json").is_file() and args.out is None:
+        print(f"using the export in {plan_dir}", file=sys.stderr)
+    else:
+        print(f"exporting the model for the browser to {plan_dir} ...", file=sys.stderr)
+        export(args, plan_dir)
+    return plan_dir
+
+
+def export_options(args: argparse.Namespace, ctx: int | None = None) -> argparse.Namespace:
+    """Another command's --model and device options with the export's defaults (a context of
+    `ctx` capped to the export's default): what `exported` takes."""
+    return argparse.Namespace(model=args.model, out=None, ctx=min(ctx or DEFAULT_CTX, DEFAULT_CTX), batch=None,
+                              tuning="auto", prefill="auto", backend=args.backend, adapter=args.adapter)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,12 +78,7 @@ def run(args: argparse.Namespace) -> int:
         plan_dir = args.plan
         read_plan(plan_dir / "plan.json")
     else:
-        plan_dir = args.out or cache_dir(args)
-        if (plan_dir / "plan.json").is_file() and args.out is None:
-            print(f"using the export in {plan_dir}", file=sys.stderr)
-        else:
-            print(f"exporting the model to {plan_dir} ...", file=sys.stderr)
-            export(args, plan_dir)
+        plan_dir = exported(args)
     server = WebServer(args.host, args.port, {"model": plan_dir}, verbose=args.verbose)
     print(f"open {server.url}?plan=model/ in a browser with WebGPU (Ctrl-C stops)", file=sys.stderr)
     try:
