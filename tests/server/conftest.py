@@ -26,13 +26,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The tiny model behind an API key, 4 sequence slots, exported for the browser too (--web,
-    into a cache folder of the test's own): shared by most tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
-        s = ServerProcess("--model", str(tiny_model), "--ctx", str(TINY_CTX), "--parallel", "4",
-                          "--api-key", API_KEY, "--alias", "tiny", "--web")
+def server(tiny_model: Path) -> Iterator[ServerProcess]:
+    """The tiny model behind an API key, 4 sequence slots: shared by most tests."""
+    s = ServerProcess("--model", str(tiny_model), "--ctx", str(TINY_CTX), "--parallel", "4",
+                      "--api-key", API_KEY, "--alias", "tiny")
     yield s
     s.stop()
 

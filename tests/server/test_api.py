@@ -30,17 +30,6 @@ def test_models_and_health(server: ServerProcess, client: Any) -> None:
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}  # no key needed
 
 
-def test_web_offers_the_model_exported_for_the_browser(server: ServerProcess, client: Any) -> None:
-    """--web: the model card names the browser page, which /web/ serves with the export made at
-    startup (no key needed: the page downloads them)."""
-    assert client.models.retrieve("tiny").model_extra["web_page"] == "/web/?plan=model/"
-    assert "webgpu-llm" in httpx.get(server.url + "/web/").text
-    plan = httpx.get(server.url + "/web/model/plan.json").json()
-    assert plan["format"] == "webgpu-llm-plan" and plan["model"]["ctx"] == 2048  # the export's default
-    assert plan["sampling"]["defaults"]["frequency_penalty"] == 0.0
-    assert any("exporting the model for the browser" in line for line in server.lines)
-
-
 def test_chat_answer_and_usage(client: Any) -> None:
     r = client.chat.completions.create(messages=HELLO, max_tokens=12, **greedy())
     choice = r.choices[0]

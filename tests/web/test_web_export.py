@@ -112,3 +112,8 @@ def test_export_command(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "webgpu_llm.cli.main", "web", "--plan", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a webgpu-llm export" in bad.stderr
+    # serve --web-plan checks the export before loading anything (tests/server: --web in a browser)
+    for args in (["--web-plan", str(tmp_path / "nope")], ["--web", "--web-plan", str(tmp_path)]):
+        bad = subprocess.run([sys.executable, "-m", "webgpu_llm.cli.main", "serve", "--port", "0", *args],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and ("not a webgpu-llm export" in bad.stderr or "not both" in bad.stderr), bad.stderr

@@ -150,37 +150,6 @@ def test_chat_in_the_page(page: Any) -> None:
     assert new < total - 30
 
 
-def test_server_chat_page_offers_to_run_in_this_browser(browser: Any, exported: Exported) -> None:
-    """`serve --web-plan DIR`: the server's chat page links to the browser runtime, which runs
-    the export in the page."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
-    from playwright.sync_api import expect
-    from server_helpers import ServerProcess
-
-    server = ServerProcess("--ctx", "256", "--parallel", "1", "--web-plan", str(exported.out))
-    try:
-        errors: list[str] = []
-        context = browser.new_context()
-        pg = context.new_page()
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.set_default_timeout(240_000)
-        pg.goto(server.url + "/")
-        expect(pg.locator("#where")).to_be_visible()
-        pg.click("#run-in-browser")
-        expect(pg.locator("#prompt")).to_be_enabled(timeout=180_000)
-        assert pg.url.startswith(server.url + "/web/")
-        pg.fill("#max-tokens", "2")
-        pg.fill("#prompt", "What is the capital of France?")
-        pg.press("#prompt", "Enter")
-        expect(pg.locator(".msg.assistant .body")).to_have_text("The capital", timeout=120_000)
-        context.close()
-        assert errors == []
-    finally:
-        server.stop()
-
-
 # -- bad input: a clear message in the page ------------------------------------------------------
 @pytest.mark.parametrize(("folder", "message"), [
     ("bad/not-json/", "not a webgpu-llm export: it is not JSON"),
