@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,46 +117,3 @@ def test_markdown_renders_and_is_sanitized(page: Any, server: ServerProcess) -> 
     assert "<h1>Title</h1>" in html and "<strong>bold</strong>" in html and "<code>code</code>" in html
     assert '<pre><code class="language-python">' in html
     assert "onerror" not in html and "javascript:" not in html and "<script" not in html
-
-
-def test_run_in_this_browser(browser: Any, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """serve --web: the model is exported for the browser at startup (into the cache folder),
-    the model card names the page, and the chat page offers "run in this browser" beside the
-    server; the link opens the browser runtime, which loads that export and answers in the page."""
-    import httpx
-    from playwright.sync_api import expect
-
-    from webgpu_llm.characterize.browser import CHROMIUM_WEBGPU_ARGS
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    server = ServerProcess("--model", str(tiny_model), "--ctx", "256", "--parallel", "1", "--api-key", API_KEY,
-                           "--web")
-    webgpu = browser.browser_type.launch(executable_path=CHROMIUM, args=CHROMIUM_WEBGPU_ARGS, headless=True)
-    try:
-        assert any("exporting the model for the browser" in line for line in server.lines)
-        card = httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).json()
-        assert card["data"][0]["web_page"] == "/web/?plan=model/"
-        plan = httpx.get(server.url + "/web/model/plan.json").json()  # the page's files need no key
-        assert plan["format"] == "webgpu-llm-plan" and plan["model"]["ctx"] == 256
-        assert list((tmp_path / "webgpu-llm" / "exports").glob("*/plan.json"))
-
-        errors: list[str] = []
-        pg = webgpu.new_context().new_page()
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.set_default_timeout(120_000)
-        pg.goto(server.url + "/")
-        pg.fill("#api-key", API_KEY)
-        pg.locator("#api-key").dispatch_event("change")
-        expect(pg.locator("#where")).to_contain_text("running on the server", timeout=60_000)
-        pg.click("#run-in-browser")
-        expect(pg.locator("#prompt")).to_be_enabled(timeout=120_000)
-        assert pg.url.startswith(server.url + "/web/")
-        pg.fill("#max-tokens", "4")
-        pg.fill("#prompt", "Hello")
-        pg.press("#prompt", "Enter")
-        expect(pg.locator(".msg.assistant")).to_have_attribute("data-finish", re.compile("length|stop"), timeout=120_000)
-        expect(pg.locator(".msg.assistant .note")).to_contain_text("tok/s")
-        assert errors == [] and pg.locator("#error").is_hidden()
-    finally:
-        webgpu.close()
-        server.stop()

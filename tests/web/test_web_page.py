@@ -150,6 +150,45 @@ def test_chat_in_the_page(page: Any) -> None:
     assert new < total - 30
 
 
+def test_serve_web_offers_to_run_in_this_browser(browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve --web: the model is exported for the browser at startup (into the cache folder),
+    the model card names the page, and the chat page offers "run in this browser" beside the
+    server; the link opens the browser runtime, which loads that export and answers in the page."""
+    import sys
+
+    import httpx
+    from playwright.sync_api import expect
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
+    from server_helpers import ServerProcess
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    server = ServerProcess("--ctx", "256", "--parallel", "1", "--web")
+    try:
+        assert any("exporting the model for the browser" in line for line in server.lines)
+        assert list((tmp_path / "webgpu-llm" / "exports").glob("*/plan.json"))
+        assert httpx.get(server.url + "/v1/models").json()["data"][0]["web_page"] == "/web/?plan=model/"
+        assert httpx.get(server.url + "/web/model/plan.json").json()["model"]["ctx"] == 256
+        errors: list[str] = []
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.set_default_timeout(240_000)
+        pg.goto(server.url + "/")
+        expect(pg.locator("#where")).to_contain_text("running on the server", timeout=60_000)
+        pg.click("#run-in-browser")
+        expect(pg.locator("#prompt")).to_be_enabled(timeout=180_000)
+        assert pg.url.startswith(server.url + "/web/")
+        pg.fill("#max-tokens", "2")
+        pg.fill("#prompt", "What is the capital of France?")
+        pg.press("#prompt", "Enter")
+        expect(pg.locator(".msg.assistant .body")).to_have_text("The capital", timeout=120_000)
+        context.close()
+        assert errors == []
+    finally:
+        server.stop()
+
+
 # -- bad input: a clear message in the page ------------------------------------------------------
 @pytest.mark.parametrize(("folder", "message"), [
     ("bad/not-json/", "not a webgpu-llm export: it is not JSON"),
