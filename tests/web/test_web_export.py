@@ -99,6 +99,15 @@ def test_prefill_thin_and_tiled_agree(exported: Exported) -> None:
     assert np.abs(thin - tiled).max() < 1e-3 * np.abs(tiled).max()
 
 
+def test_export_refuses_an_embedding_model(tmp_path: Path) -> None:
+    from reference_encoders import make_tiny_encoder_dir
+    from webgpu_llm.engine.export import build_session
+
+    make_tiny_encoder_dir(tmp_path / "bert", "bert", seed=1)
+    with pytest.raises(UserError, match=r"embedding model .* text-generation models only"):
+        build_session(tmp_path / "bert", ctx=64)
+
+
 def test_export_command(tmp_path: Path) -> None:
     from model_files import smollm2_or_skip
 

@@ -106,13 +106,17 @@ def build_session(model: str | Path | None, settings: Settings | None = None, ct
     session is the Python engine on the plan's kernels (tests compare the page with it).
     `prefill`: "tiled" (the engine's prompt matmuls), "thin" (the layers as thin matmuls of
     THIN_PREFILL tokens a pass over the weights) or "auto" (thin for the CPU tuning)."""
+    from ..models.encoder import EncoderConfig
     from ..models.source import open_model
 
     s = settings or Settings()
     src = open_model(model, search)
     try:
-        gpu = open_gpu(options=web_gpu_options(s.gpu))
         cfg = src.config
+        if isinstance(cfg, EncoderConfig):  # the plan replays a decoder's Programs; an encoder has none
+            raise UserError(f"{cfg.name} is an embedding model ({cfg.arch}): the browser runtime runs "
+                            "text-generation models only")
+        gpu = open_gpu(options=web_gpu_options(s.gpu))
         n_ctx = min(ctx, cfg.max_ctx)
         if n_ctx < 2:
             raise UserError(f"--ctx {ctx}: must be at least 2")
