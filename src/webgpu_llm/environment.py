@@ -28,6 +28,8 @@ VARIABLES = {
     "WEBGPU_LLM_TORCH_BACKEND": "=wgpu|dawn the torch device's backend (default wgpu)",
     "HF_HUB_CACHE": "=DIR where --model ORG/NAME is looked for (else $HF_HOME/hub, else "
                     "~/.cache/huggingface/hub, as huggingface_hub does; nothing is downloaded)",
+    "XDG_CACHE_HOME": "=DIR where exports made on the fly for the browser are kept (DIR/webgpu-llm/exports; "
+                      "else ~/.cache/webgpu-llm/exports)",
     "OLLAMA_MODELS": "=DIR where --model NAME:TAG is looked for (else ~/.ollama/models and "
                      "/usr/share/ollama/.ollama/models, as Ollama does)",
 }
@@ -86,6 +88,14 @@ def hf_hub_cache(env: Mapping[str, str] | None = None) -> Path:
         return Path(env["HF_HOME"].strip()).expanduser() / "hub"
     cache = env.get("XDG_CACHE_HOME", "").strip()
     return (Path(cache).expanduser() if cache else _home(env) / ".cache") / "huggingface" / "hub"
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """webgpu-llm's own cache (on-the-fly exports for the browser): $XDG_CACHE_HOME/webgpu-llm,
+    else ~/.cache/webgpu-llm."""
+    env = os.environ if env is None else env
+    cache = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(cache).expanduser() if cache else _home(env) / ".cache") / "webgpu-llm"
 
 
 def ollama_models(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:

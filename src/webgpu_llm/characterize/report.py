@@ -123,6 +123,54 @@ def crossover_lines(b: str, r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _browsers(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {b: r for b, r in doc.get("browsers", {}).items() if r.get("available")}
+
+
+def browser_methods_table(doc: dict[str, Any], markdown: bool = True) -> str:
+    """The browsers' naive / sequential / batched beside the native backends' (wrapper API)."""
+    legs = {**{_browser_label(b, r): r for b, r in _browsers(doc).items()},
+            **{b: r for b, r in _backends(doc).items()}}
+    headers = ["method", *(f"{name} µs/dispatch" for name in legs)]
+    rows = [[m, *(fmt_stat(r["methods"][m]["per_dispatch_us"]) for r in legs.values())]
+            for m in ("naive", "sequential", "batched")]
+    for label, key in (("naive / sequential", "naive_over_sequential"),
+                       ("sequential / batched", "sequential_over_batched")):
+        rows.append([label, *(_num(r["derived"].get(key), 2, "×") for r in legs.values())])
+    return table(headers, rows, markdown)
+
+
+def _browser_label(b: str, r: dict[str, Any]) -> str:
+    br, a = r.get("browser", {}), r["adapter"]
+    version = str(br.get("version", "")).split(".")[0]
+    return f"{b} {version} ({a.get('architecture') or a.get('device') or '?'})"
+
+
+def browser_section(doc: dict[str, Any]) -> list[str]:
+    """The browser leg: methods beside the native legs, the sweep, the browser and adapter."""
+    out: list[str] = []
+    for b, r in doc.get("browsers", {}).items():
+        if not r.get("available"):
+            out += [f"- {b}: not run ({r.get('error')})", ""]
+    bs = _browsers(doc)
+    if not bs:
+        return out
+    out += ["The same trivial dispatches and reduction, issued by JavaScript in a page through "
+            "`navigator.gpu` (web/characterize.js), timed with `performance.now()` and waited for with "
+            "`queue.onSubmittedWorkDone()`; the native legs' wrapper-API rows beside them.", "",
+            browser_methods_table(doc), ""]
+    for b, r in bs.items():
+        br, a = r.get("browser", {}), r["adapter"]
+        out += [f"### {_browser_label(b, r)}", "",
+                f"- browser: {br.get('version')} (`{br.get('user_agent')}`), flags `{' '.join(br.get('flags', []))}`",
+                f"- adapter: vendor {a.get('vendor') or '?'}, architecture {a.get('architecture') or '?'}, "
+                f"timestamps {'yes' if a.get('timestamps') else 'no'}", "",
+                sweep_table(b, r), "", *crossover_lines(b, r), ""]
+        out += [f"- note: {n}" for n in [*r.get("notes", []), *r["sweep"].get("notes", [])]]
+        out.append("")
+    return out
+
+
 def cuda_section(doc: dict[str, Any]) -> str:
     c = doc.get("cuda", {})
     if not c.get("available"):
@@ -219,6 +267,8 @@ def render_report(doc: dict[str, Any], plots: list[str] | None = None) -> str:
         parts.append("")
     if "sweep.png" in plots:
         parts += ["![time vs kernel size](sweep.png)", ""]
+    if doc.get("browsers"):
+        parts += ["## Browser leg", "", *browser_section(doc)]
     parts += ["## CUDA launch overhead (native reference)", "", cuda_section(doc), "",
               "## End-to-end ablations", "", ablations_section(doc), ""]
     if "ablations.png" in plots:
@@ -244,6 +294,9 @@ def summary_table(doc: dict[str, Any]) -> str:
     out = ["WebGPU dispatch overhead — median [95 % CI]" + (" (quick)" if doc["config"]["quick"] else ""),
            *(f"  {h}" for h in head), "", methods_table(doc, markdown=False), "",
            breakdown_table(doc, markdown=False)]
+    if _browsers(doc):
+        out += ["", "In the browser (JavaScript WebGPU API) beside the native legs:",
+                browser_methods_table(doc, markdown=False)]
     c = doc.get("cuda", {})
     if c.get("available"):
         out += ["", "CUDA through torch, µs per launch: "

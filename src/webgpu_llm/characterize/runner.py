@@ -32,7 +32,8 @@ def characterize(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     cfg = make_config(args.quick, args.reps)
     progress = Progress(not getattr(args, "quiet", False))
-    names = list(BACKENDS) if args.backend == "all" else [args.backend]
+    names = list(BACKENDS) if args.backend == "all" else [] if args.backend == "none" else [args.backend]
+    browsers = list(getattr(args, "browser", None) or [])
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -47,8 +48,18 @@ def characterize(args: argparse.Namespace) -> dict[str, Any]:
                                  f"{MIN_REPS}" + (" (--quick)" if cfg.quick else ""))
     for name in names:
         doc["backends"][name] = _run_backend(name, args, cfg, progress, explicit=args.backend != "all")
-    if not any(r.get("available") for r in doc["backends"].values()):
-        errs = "; ".join(f"{b}: {r.get('error')}" for b, r in doc["backends"].items())
+    if browsers:
+        from .browser import measure_browser
+
+        doc["browsers"] = {}
+        for name in browsers:
+            progress(f"{name}: the browser leg")
+            doc["browsers"][name] = measure_browser(name, cfg, progress, getattr(args, "browser_adapter", None))
+            if not doc["browsers"][name].get("available"):
+                progress(f"{name}: unavailable ({doc['browsers'][name].get('error')})")
+    legs = {**doc["backends"], **doc.get("browsers", {})}
+    if not any(r.get("available") for r in legs.values()):
+        errs = "; ".join(f"{b}: {r.get('error')}" for b, r in legs.items())
         raise GpuError(f"no backend could run the characterization ({errs})")
     if getattr(args, "no_cuda", False):
         doc["cuda"] = {"available": False, "note": "skipped (--no-cuda)"}
@@ -66,6 +77,8 @@ def characterize(args: argparse.Namespace) -> dict[str, Any]:
 def command_line(args: argparse.Namespace) -> str:
     """The options of this run, spelled as a command (what the report says to reproduce it)."""
     parts = ["webgpu-llm", "characterize", "--backend", args.backend]
+    for b in getattr(args, "browser", None) or []:
+        parts += ["--browser", b]
     if args.adapter:
         parts += ["--adapter", shlex.quote(args.adapter)]
     if args.quick:
@@ -140,6 +153,16 @@ def sanity_problems(doc: dict[str, Any]) -> list[str]:
         if not us["batched"] < us["sequential"]:
             problems.append(f"{b}: batched ({us['batched']} µs) is not below sequential ({us['sequential']} µs)")
         if not (r["methods"]["naive"].get("verified") and r["breakdown"].get("verified")):
+            problems.append(f"{b}: dispatch counters do not match the dispatches issued")
+    for b, r in doc.get("browsers", {}).items():
+        if not r.get("available"):
+            continue
+        us = {m: v["per_dispatch_us"]["median"] for m, v in r["methods"].items()}
+        if not us["sequential"] < us["naive"]:
+            problems.append(f"{b}: sequential ({us['sequential']} µs) is not below naive ({us['naive']} µs)")
+        if not us["batched"] < us["sequential"]:
+            problems.append(f"{b}: batched ({us['batched']} µs) is not below sequential ({us['sequential']} µs)")
+        if not all(v.get("verified") for v in r["methods"].values()):
             problems.append(f"{b}: dispatch counters do not match the dispatches issued")
     return problems
 

@@ -21,8 +21,14 @@ def add_parser(sub: Any) -> None:
                     "through torch when a CUDA device is present, and end-to-end ablations on a "
                     "model. Medians with 95 % confidence intervals; see docs/characterize.md.",
     )
-    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all",
-                   help="which WebGPU implementation(s) to measure (default: %(default)s, every one that opens)")
+    p.add_argument("--backend", choices=(*BACKENDS, "all", "none"), default="all",
+                   help="which WebGPU implementation(s) to measure (default: %(default)s, every one that "
+                        "opens; none: only --browser)")
+    p.add_argument("--browser", action="append", choices=("chromium",), default=None, metavar="NAME",
+                   help="also run the methods and the size sweep inside a browser page (chromium: Debian's "
+                        "chromium through Playwright, WebGPU on SwiftShader unless --browser-adapter gpu)")
+    p.add_argument("--browser-adapter", choices=("swiftshader", "gpu"), default="swiftshader",
+                   help="the browser's WebGPU adapter (default: %(default)s; gpu: the machine's GPU)")
     p.add_argument("--adapter", default=None, metavar="NAME|INDEX",
                    help="adapter to use on each backend: an index from `webgpu-llm info` or part "
                         "of its name (default: the high-performance adapter)")

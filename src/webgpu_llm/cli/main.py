@@ -12,7 +12,7 @@ from ..errors import WebGpuLlmError
 # command: its module (each has `add_parser(sub)`)
 COMMANDS = {"generate": "generate", "chat": "chat", "serve": "serve", "perplexity": "perplexity",
             "list": "list_models", "info": "info", "bench": "bench", "characterize": "characterize",
-            "embed": "embed"}
+            "embed": "embed", "export": "export", "web": "web"}
 
 
 def build_parser() -> argparse.ArgumentParser:

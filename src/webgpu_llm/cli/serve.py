@@ -41,6 +41,12 @@ def add_parser(sub: Any) -> None:
                    help="read the API key from the first line of a file (keeps it out of the process list)")
     p.add_argument("--alias", default=None, metavar="NAME",
                    help="the model's name in the API (default: --model's name, or its file or directory name)")
+    p.add_argument("--web", action="store_true",
+                   help="the chat page also offers to run the model in the browser (/web/): the model is "
+                        "exported for it at startup into ~/.cache/webgpu-llm/exports (reused while the model "
+                        "file is unchanged, as `webgpu-llm web -m` does); its files are served without the API key")
+    p.add_argument("--web-plan", type=Path, default=None, metavar="DIR",
+                   help="as --web, with an export made beforehand (`webgpu-llm export --out DIR`)")
     p.add_argument("--drain-timeout", type=float, default=60.0, metavar="S",
                    help="on SIGTERM or Ctrl-C, how long running requests may take to finish before they are cut "
                         "(default: %(default)s)")
@@ -76,6 +82,12 @@ def check(args: argparse.Namespace) -> None:
         raise UserError(f"--drain-timeout {args.drain_timeout}: must be at least 0")
     if args.alias is not None and not args.alias.strip():
         raise UserError("--alias: give a non-empty name")
+    if args.web and args.web_plan is not None:
+        raise UserError("give --web (the model exported here) or --web-plan DIR (an export), not both")
+    if args.web_plan is not None:
+        from ..engine.export import read_plan
+
+        read_plan(args.web_plan / "plan.json")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -121,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
     locate(args)
     sock = bind(args.host, args.port)
     try:
+        web_plan = args.web_plan
+        if args.web:  # before the server's own load, so that the two uploads never hold memory at once
+            from .web import export_options, exported
+
+            web_plan = exported(export_options(args, args.ctx))
         llm = load_llm(args)
         try:
             if llm.is_embedding:  # an embedding model: POST /v1/embeddings, batched by its queue
@@ -130,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue)
             name, aliases = model_id(args, llm)
-            app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key))
+            app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key,
+                                                          web_plan=web_plan))
             service = app.state.service
             config = uvicorn.Config(app, log_level="warning" if quiet(args) else "info",
                                     timeout_graceful_shutdown=args.drain_timeout, lifespan="on",

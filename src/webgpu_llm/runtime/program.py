@@ -36,6 +36,10 @@ class Dispatch:
     pipeline: Any
     bind_group: Any
     grid: Grid
+    # what `Program.add` was given, kept for the plan export (engine/export.py): the kernel and
+    # its buffers in binding order (a buffer, or (buffer, offset, size)); None for `add_bound`
+    kernel: Kernel | None = None
+    buffers: tuple[Any, ...] = ()
 
     def size(self, n: int) -> tuple[int, int, int]:
         g = self.grid(n) if callable(self.grid) else self.grid
@@ -60,7 +64,7 @@ class Program:
             bindings = [bindings[n] for n in kernel.bindings]
         pipe = self.gpu.pipeline(kernel.wgsl, kernel.name)
         bg = self.gpu.bind_group(pipe, list(bindings), label or kernel.name)
-        self.dispatches.append(Dispatch(label or kernel.name, pipe, bg, grid))
+        self.dispatches.append(Dispatch(label or kernel.name, pipe, bg, grid, kernel, tuple(bindings)))
         self._items.clear()
 
     def add_bound(self, label: str, pipeline: Any, bind_group: Any, grid: Grid) -> None:

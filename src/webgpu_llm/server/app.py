@@ -77,6 +77,9 @@ class ServerConfig:
     send_timeout_s: float = 60.0  # a streaming client that reads nothing for this long is dropped
     owned_by: str = "webgpu-llm"
     extra: dict[str, Any] = field(default_factory=dict)  # more facts for GET /v1/models
+    # an export of the model (`webgpu-llm export`): the browser runtime at /web/ runs it in the
+    # page ("run in this browser"); its files are served to anyone who reaches the server
+    web_plan: Path | None = None
 
 
 class EngineFailed(Exception):
@@ -459,7 +462,8 @@ class Service:
     def model_card(self) -> dict[str, Any]:
         return {"id": self.config.model_id, "object": "model", "created": self.created,
                 "owned_by": self.config.owned_by, "context_length": self.scheduler.ctx,
-                "parallel": self.scheduler.parallel, **self.config.extra}
+                "parallel": self.scheduler.parallel, **self.config.extra,
+                **({"web_page": "/web/?plan=model/"} if self.config.web_plan is not None else {})}
 
     async def models(self, request: Request) -> Response:
         self.authorize(request)
@@ -544,6 +548,11 @@ def create_app(llm: Any, scheduler: Scheduler | EmbedQueue, config: ServerConfig
         Route("/v1/embeddings", service.embeddings, methods=["POST"]),
         Mount("/static", _Static(directory=STATIC), name="static"),
     ]
+    if config.web_plan is not None:
+        from ..web import WEB_DIR
+
+        routes += [Mount("/web/model", _Static(directory=config.web_plan), name="web-model"),
+                   Mount("/web", _Static(directory=WEB_DIR, html=True), name="web")]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: internal_error})
     app.state.service = service

@@ -273,6 +273,9 @@ async function loadModel() {
     if (m) {
       chat.model = m.id;
       $("model").textContent = `${m.id} · context ${m.context_length} tokens`;
+      // "run in this browser": where the server was given an export of the model (--web-plan)
+      if (m.web_page) $("run-in-browser").href = m.web_page;
+      $("where").hidden = !m.web_page;
     }
   } catch (e) {
     $("model").textContent = "server unreachable";
