@@ -1,7 +1,7 @@
 """Stand-alone versions of the fused epilogues, for the unfused decode path (fusion ablation).
 
 Each kernel applies one linear-layer epilogue (bias + RoPE + KV append, residual add,
-SiLU·mul) or the attention combine to a vector that a plain mat-vec stored: the same WGSL as
+SiLU·mul, GELU·mul) or the attention combine to a vector that a plain mat-vec stored: the same WGSL as
 the fused path, one dispatch per operation, as an eager framework would run it.
 """
 
@@ -54,6 +54,11 @@ def residual_kernel(n: int) -> Kernel:
 def silu_mul_kernel(n: int) -> Kernel:
     """y[i] = silu(x[i]) * x[n + i]; grid(n)."""
     return _pointwise("silu_mul", LinearSpec(k=4, segments=_vec(2 * n), epilogue="silu_mul"))
+
+
+def gelu_mul_kernel(n: int) -> Kernel:
+    """y[i] = gelu_tanh(x[i]) * x[n + i]; grid(n)."""
+    return _pointwise("gelu_mul", LinearSpec(k=4, segments=_vec(2 * n), epilogue="gelu_mul"))
 
 
 def combine_kernel(a: AttnShape) -> Kernel:
