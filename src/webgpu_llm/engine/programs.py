@@ -1,4 +1,5 @@
-"""A decoder's buffers and Programs on the GPU (Llama/Qwen2 layers).
+"""A decoder's buffers and Programs on the GPU: Llama's layer, with what the model's
+`Architecture` (models/config.py) adds to it.
 
 Programs built here (each bound once, replayed with one submit; `Session` runs them):
   embed    the batch's token embeddings
@@ -13,6 +14,15 @@ Programs built here (each bound once, replayed with one submit; `Session` runs t
   head     final RMSNorm + LM head mat-vec on the batch's last token
   samplers see kernels/sampling.py
   score    final RMSNorm of every token + LM head matmul + NLL, in chunks of the vocabulary rows
+
+What an architecture adds, as options of these kernels: GELU·mul instead of SiLU·mul, a
+sliding window, soft-capped scores and their scale (attention), an embedding scale, soft-capped
+logits (the head's store), per-layer RoPE frequencies (parameter buffer), LongRoPE's scale of
+the rotated dims. As kernels of their own (kernels/norms.py): per-head q/k RMSNorm after a QKV
+projection that stores raw rows (Qwen3, Gemma 3: a decode layer of 6 dispatches), and Gemma's
+norms of the attention's and FFN's outputs before each residual add (after O and down
+projections that store; Gemma 3: 8). The persistent decode layers cover only architectures
+without kernels of their own.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from ..kernels.linear import (
     thin_matmul_kernel,
 )
 from ..kernels.loss import nll_kernel
+from ..kernels.norms import post_norm_kernel, qk_norm_grid, qk_norm_kernel
 from ..kernels.persistent import SYNC_WORDS, Stage, persistent_kernel
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
@@ -79,6 +90,7 @@ class Buffers:
     tmp: Any  # the unfused decode's scratch
     kv: list[Any]  # per layer: K cache then V cache, each (kv_heads, ctx, head_dim) f32
     score_rows: int
+    qkv: Any = None  # a QKV projection's raw rows, for the per-head q/k norms (qk_norm)
 
     @classmethod
     def alloc(cls, g: Gpu, c: ModelConfig, ctx: int, batch: int) -> Buffers:
@@ -107,6 +119,7 @@ class Buffers:
             tmp=g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp"),
             kv=[g.buffer(2 * c.kv_dim * ctx * 4, f"blk.{i}.kv_cache") for i in range(c.n_layers)],
             score_rows=score_rows,
+            qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
         )
 
 
@@ -119,6 +132,7 @@ class Programs:
         self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, fused
         self.tuning = tuning
         self.batch = max(1, min(batch, ctx))
+        weights.fit_rope(gpu, cfg, ctx)
         self.buf = Buffers.alloc(gpu, cfg, ctx, self.batch)
         # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
         self.mma_usable = mma.usable(gpu)
@@ -130,6 +144,43 @@ class Programs:
     # -- kernels ---------------------------------------------------------------------------
     def spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
+
+    # -- the architecture's options of the layer's kernels -----------------------------------
+    def window(self, i: int) -> int:
+        """Layer i's attention window, 0 where it sees every key (a window of the whole
+        context or more never limits anything)."""
+        w = self.cfg.architecture.window(i)
+        return w if 0 < w < self.ctx else 0
+
+    def qkv_shape(self) -> QkvShape:
+        c = self.cfg
+        scale = c.rope_attention_factor()
+        pairs = c.rope_dim // 2 if scale != 1.0 and c.rope_dim != c.head_dim else 0
+        return QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx, scale, pairs)
+
+    def attention_spec(self, i: int, chunk: int = 64, spread: bool = False) -> att.AttentionSpec:
+        c, a = self.cfg, self.cfg.architecture
+        return att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, spread,
+                                 window=self.window(i), softcap=a.attn_softcap, scale=a.attn_scale)
+
+    @property
+    def act(self) -> str:
+        """The gate/up projection's epilogue."""
+        return "gelu_mul" if self.cfg.architecture.act == "gelu_tanh" else "silu_mul"
+
+    def qkv_spec(self, L: LayerWeights, qkv_shape: QkvShape, **kw: Any) -> LinearSpec:
+        """The QKV projection: bias, RoPE and KV append in its epilogue, or (per-head q/k norms)
+        its raw rows stored for `qk_norm_kernel`."""
+        c, lay = self.cfg, self.weights.layout
+        if c.architecture.qk_norm:
+            kw.pop("slots", None)
+            return self.spec(L.qkv, **kw)
+        return self.spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape, bias_off=lay.bias,
+                         rope_off=lay.rope, **kw)
+
+    def qk_norm(self, qkv_shape: QkvShape, slots: Slots | None = None) -> Any:
+        c, lay = self.cfg, self.weights.layout
+        return qk_norm_kernel(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope, slots)
 
     def matvec_shape(self, spec: LinearSpec, role: str, wg: int = 0) -> tuple[dict[str, int], bool]:
         """The mat-vec's shape for `role` (with `wg` threads a workgroup if given), and whether
@@ -215,7 +266,8 @@ class Programs:
         emb = w.embedding
         embed_spec = LinearSpec(k=c.hidden, segments=emb.segments)
         self.embed = Program(g, "embed")
-        self.embed.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": b.h}, lambda n: (n, 1, 1))
+        self.embed.add(embed_kernel(embed_spec, scale=c.architecture.embed_scale), {**base, **emb.bindings(), "x": b.h},
+                       lambda n: (n, 1, 1))
         self.prefill = Program(g, "prefill")
         self.prompt_layers(self.prefill, base, b.kv)
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
@@ -223,7 +275,9 @@ class Programs:
 
         # decode (one token); the persistent layers only where they build (Session checks them)
         self.decode: Program | None = None
-        if self.fused and self.tuning.persist:
+        if self.fused and self.tuning.persist and not c.architecture.plain:
+            self.no_persist(f"the persistent decode layers do not cover {c.arch}'s per-head or output norms")
+        elif self.fused and self.tuning.persist:
             try:
                 self.decode = self.decode_program("persistent")
             except GpuError as e:  # e.g. the persistent stages' workgroup memory over the limit
@@ -233,7 +287,7 @@ class Programs:
 
         # head: final norm + LM head on the batch's last token
         self.head = Program(g, "head")
-        s_head = self.spec(w.lm_head, prologue="rmsnorm", last_row=True)
+        s_head = self.spec(w.lm_head, prologue="rmsnorm", last_row=True, softcap=c.architecture.final_softcap)
         self.head.add(self._mv(s_head, "head"),
                       {**base, **w.lm_head.bindings(), "x": b.h, "pv": w.output_norm, "y": b.logits},
                       self._mvg(s_head, "head"))
@@ -259,7 +313,7 @@ class Programs:
         self.score_chunks: list[Program] = []
         for t0 in range(0, self.batch, b.score_rows):
             pr = Program(g, f"score_{t0}")
-            s = self.spec(w.lm_head, t0=t0, tmax=b.score_rows)
+            s = self.spec(w.lm_head, t0=t0, tmax=b.score_rows, softcap=c.architecture.final_softcap)
             self._add_mm(pr, s, "head", {**base, **w.lm_head.bindings(), "x": b.xn, "y": b.logits},
                          quantized=head_on_mma)
             pr.add(nll_kernel(c.vocab, t0), {**base, "logits": b.logits, "nll": b.nll}, (b.score_rows, 1, 1))
@@ -273,9 +327,9 @@ class Programs:
         attention's query blocks `blocks_of(n)`; `tables` binds rows and blocks); `thin`:
         the linear layers as thin matmuls of that many tokens a pass (a few rows)."""
         c, b, w = self.cfg, self.buf, self.weights
-        lay = w.layout
-        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
-        full = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx)
+        a, lay = c.architecture, w.layout
+        qkv_shape = self.qkv_shape()
+        full = self.attention_spec(0)
         # O and down may split K over workgroups (Tuning.splits): their residual add then
         # moves into the next row kernel, which sums the partials into h before its RMSNorm
         so, sd = (1, 1) if thin else (self.tuning.split("o"), self.tuning.split("down"))
@@ -286,28 +340,44 @@ class Programs:
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
         norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0)
         norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0)
-        prompt_attn = att.prompt_attention_kernel(full, slots)
+        attn_kernels: dict[int, Any] = {}  # by window
         attn_grid = (att.prompt_attention_grid(full) if slots is None
                      else _counted(lambda n: (c.n_heads, n, 1), blocks_of))
+        # Gemma's output norms: O and down store their rows (or split partials) for the
+        # post-norm kernel, which adds them to h (after O, also the pre-FFN norm into xn)
+        post = a.post_norms
+        split = lambda n: {"epilogue": "partial", "splits": n} if n > 1 else ({} if post else {"epilogue": "add"})  # noqa: E731
         t = tables or {}
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
-            s_qkv = self.spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape,
-                              bias_off=lay.bias, rope_off=lay.rope, slots=slots)
-            s_o = self.spec(L.o, **({"epilogue": "partial", "splits": so} if so > 1 else {"epilogue": "add"}))
-            s_gu = self.spec(L.gate_up, epilogue="silu_mul")
-            s_dn = self.spec(L.down, **({"epilogue": "partial", "splits": sd} if sd > 1 else {"epilogue": "add"}))
-            prog.add(norm_attn if i > 0 else norm_first,  # adds the previous layer's down partials
+            s_qkv = self.qkv_spec(L, qkv_shape, slots=slots)
+            s_o = self.spec(L.o, **split(so))
+            s_gu = self.spec(L.gate_up, epilogue=self.act)
+            s_dn = self.spec(L.down, **split(sd))
+            win = self.window(i)
+            if win not in attn_kernels:
+                attn_kernels[win] = att.prompt_attention_kernel(self.attention_spec(i), slots)
+            prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
                      {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
-            self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "q": b.q}, count=rows_of, thin=thin)
-            prog.add(prompt_attn, {**p, "q": b.q, "out": b.att}, attn_grid)
-            self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, "y": b.kpart if so > 1 else b.h},
+            if a.qk_norm:
+                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "y": b.qkv}, count=rows_of, thin=thin)
+                prog.add(self.qk_norm(qkv_shape, slots), {**p, "x": b.qkv, "q": b.q}, _counted(qk_norm_grid(qkv_shape), rows_of))
+            else:
+                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "q": b.q}, count=rows_of, thin=thin)
+            prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
+            self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, "y": b.kpart if so > 1 or post else b.h},
                          count=rows_of, thin=thin)
-            prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            if post:
+                prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn),
+                         {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            else:
+                prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.xn, "y": b.act}, count=rows_of, thin=thin)
-            self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 else b.h},
+            self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
                          count=rows_of, thin=thin)
-        if sd > 1:  # the last layer's down partials
+            if post:
+                prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.ffn_post, sd), {**p, "x": b.h, "part": b.kpart}, rows)
+        if sd > 1 and not post:  # the last layer's down partials
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
 
@@ -328,30 +398,44 @@ class Programs:
         base = self._base()
         d = Program(g, "decode")
         emb = self.weights.embedding
-        d.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments)), {**base, **emb.bindings(), "x": b.h},
-              (1, 1, 1))
+        d.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), scale=c.architecture.embed_scale),
+              {**base, **emb.bindings(), "x": b.h}, (1, 1, 1))
         chunk = self.tuning.attn_chunk
-        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, self.tuning.attn_spread)
-        ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
-        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
+        qkv_shape = self.qkv_shape()
         for i, L in enumerate(self.weights.layers):
+            split = self.attention_spec(i, chunk, self.tuning.attn_spread)
+            ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits, split.window)
             layer(d, L, {**self._layer_bindings(i, L), "ml": b.ml, "acc": b.acc}, qkv_shape, split, ashape)
         return d
 
     def _decode_layer_fused(self, d: Program, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape,
                             split: att.AttentionSpec, ashape: AttnShape) -> None:
         c, b, lay = self.cfg, self.buf, self.weights.layout
-        s_qkv = self.spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
-                          nw_off=0, bias_off=lay.bias, rope_off=lay.rope)
-        d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
+        a, one = c.architecture, (1, 1, 1)
+        s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
+        if a.qk_norm:  # raw rows, then the per-head norms, RoPE and the KV append
+            d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "y": b.qkv}, self._mvg(s_qkv, "qkv"))
+            d.add(self.qk_norm(qkv_shape), {**p, "x": b.qkv, "q": b.q}, qk_norm_grid(qkv_shape)(1))
+        else:
+            d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
         d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
-        s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape)
-        d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
-        s_gu = self.spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=lay.ffn)
+        if a.post_norms:  # O's row, then its norm added to h
+            s_o = self.spec(L.o, prologue="attn", attn=ashape)
+            d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.kpart}, self._mvg(s_o, "o"))
+            d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post), {**p, "x": b.h, "part": b.kpart}, one)
+        else:
+            s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape)
+            d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
+        s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
         d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": b.h, "y": b.act},
               self._mvg(s_gu, "gate_up"))
-        s_dn = self.spec(L.down, epilogue="add")
-        d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.h}, self._mvg(s_dn, "down"))
+        if a.post_norms:
+            s_dn = self.spec(L.down)
+            d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.kpart}, self._mvg(s_dn, "down"))
+            d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.ffn_post), {**p, "x": b.h, "part": b.kpart}, one)
+        else:
+            s_dn = self.spec(L.down, epilogue="add")
+            d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.h}, self._mvg(s_dn, "down"))
 
     def _layer_stages(self, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape, split: att.AttentionSpec,
                       ashape: AttnShape) -> list[Stage]:
@@ -361,16 +445,17 @@ class Programs:
         residual after O goes to `h2` (not added into `h`, which QKV read), the one after
         down back to `h` (read again only by the next layer's dispatch)."""
         c, b, lay, wg = self.cfg, self.buf, self.weights.layout, PERSIST_WG
+        if not c.architecture.plain:
+            raise ValueError(f"the persistent decode layers do not cover {c.arch}'s per-head or output norms")
 
         def mv(spec: LinearSpec, role: str, bufs: dict[str, Any]) -> Stage:
             shape, _ = self.matvec_shape(spec, role, wg)
             n = matvec_groups(spec, wg, shape["tpr"], self.tuning.row_blocks(role))
             return Stage(self._mv(spec, role, wg), bufs, f"{n}u", grid=grid_2d(n))
 
-        s_qkv = self.spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
-                          nw_off=0, bias_off=lay.bias, rope_off=lay.rope)
+        s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
         s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape, residual=True)
-        s_gu = self.spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=lay.ffn)
+        s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
         s_dn = self.spec(L.down, epilogue="add", residual=True)
         ch = split.chunk
         attention = att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg)
@@ -406,20 +491,32 @@ class Programs:
             s = self.spec(m)
             d.add(self._mv(s, role), {**p, **m.bindings(), "x": x, "y": y}, self._mvg(s, role))
 
+        a = c.architecture
+
+        def residual(x: Any, post_off: int) -> None:  # h += x, or Gemma's h += rmsnorm(x) * w
+            if a.post_norms:
+                d.add(post_norm_kernel(c.hidden, c.rms_eps, post_off), {**p, "x": b.h, "part": x}, one)
+            else:
+                d.add(ew.residual_kernel(c.hidden), {**p, "x": x, "y": b.h}, ew.grid(c.hidden // 2))
+
         d.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0), {**p, "x": b.h, "y": b.xn}, one)
         linear(L.qkv, b.xn, tmp, "qkv")
         rows = c.q_dim + 2 * c.kv_dim
-        d.add(ew.rope_append_kernel(qkv_shape, lay.rope, lay.bias, c.qkv_bias),
-              {**p, "x": tmp, "q": b.q}, ew.grid(rows // 2))
+        if a.qk_norm:
+            d.add(self.qk_norm(qkv_shape), {**p, "x": tmp, "q": b.q}, qk_norm_grid(qkv_shape)(1))
+        else:
+            d.add(ew.rope_append_kernel(qkv_shape, lay.rope, lay.bias, c.qkv_bias),
+                  {**p, "x": tmp, "q": b.q}, ew.grid(rows // 2))
         d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
         d.add(ew.combine_kernel(ashape), {**p, "y": b.att}, ew.grid(c.q_dim // 4))
         linear(L.o, b.att, b.xn, "o")
-        d.add(ew.residual_kernel(c.hidden), {**p, "x": b.xn, "y": b.h}, ew.grid(c.hidden // 2))
+        residual(b.xn, lay.attn_post)
         d.add(rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn), {**p, "x": b.h, "y": b.xn}, one)
         linear(L.gate_up, b.xn, tmp, "gate_up")
-        d.add(ew.silu_mul_kernel(c.intermediate), {**p, "x": tmp, "y": b.act}, ew.grid(c.intermediate))
+        act = ew.gelu_mul_kernel if self.act == "gelu_mul" else ew.silu_mul_kernel
+        d.add(act(c.intermediate), {**p, "x": tmp, "y": b.act}, ew.grid(c.intermediate))
         linear(L.down, b.act, b.xn, "down")
-        d.add(ew.residual_kernel(c.hidden), {**p, "x": b.xn, "y": b.h}, ew.grid(c.hidden // 2))
+        residual(b.xn, lay.ffn_post)
 
 
 def _counted(grid: Any, count: Callable[[Any], int] | None) -> Any:

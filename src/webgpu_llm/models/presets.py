@@ -11,7 +11,16 @@ import numpy as np
 
 from ..errors import UserError
 from ..kernels.formats import FORMATS
-from .config import ModelConfig
+from .config import Architecture, ModelConfig
+
+
+def _gemma3(n_layers: int, hidden: int, window: int, head_dim: int) -> Architecture:
+    """Gemma 3's layers as its GGUF files describe them: five local layers (sliding window,
+    RoPE base 10000) to a global one, q/k norms, output norms, GeGLU, scaled embeddings."""
+    return Architecture(qk_norm=True, post_norms=True, act="gelu_tanh", embed_scale=hidden ** 0.5,
+                        attn_scale=head_dim ** -0.5, local_rope_theta=1e4,
+                        windows=tuple(window if (i + 1) % 6 else 0 for i in range(n_layers)))
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a small model for quick runs on software adapters (CI's llvmpipe)
@@ -30,6 +39,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m": dict(arch="llama", n_layers=30, hidden=576, intermediate=1536, n_heads=9, n_kv_heads=3,
                          head_dim=64, vocab=49152, max_ctx=8192, rms_eps=1e-5, rope_theta=1e5,
                          tie_embeddings=True, qkv_bias=False),
+    # per-head q/k norms; q 2048 wide on a 1024-wide residual
+    "qwen3-0.6b": dict(arch="qwen3", n_layers=28, hidden=1024, intermediate=3072, n_heads=16, n_kv_heads=8,
+                       head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
+                       tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True)),
+    "qwen3-1.7b": dict(arch="qwen3", n_layers=28, hidden=2048, intermediate=6144, n_heads=16, n_kv_heads=8,
+                       head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
+                       tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True)),
+    # heads of 256, one KV head, windows of 512 keys in 5 of every 6 layers, a 262k vocabulary
+    "gemma-3-1b": dict(arch="gemma3", n_layers=26, hidden=1152, intermediate=6912, n_heads=4, n_kv_heads=1,
+                       head_dim=256, vocab=262144, max_ctx=32768, rms_eps=1e-6, rope_theta=1e6,
+                       tie_embeddings=True, qkv_bias=False, architecture=_gemma3(26, 1152, 512, 256)),
 }
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
           "q2_k", "q3_k", "iq4_nl", "iq4_xs", "mxfp4")
@@ -152,10 +172,17 @@ def preset_model(name: str, dtype: str, seed: int = 0) -> tuple[ModelConfig, dic
     vec("output_norm.weight", c.hidden, 1.0)
     if not c.tie_embeddings:
         mat("output.weight", c.vocab, c.hidden)
+    a = c.architecture
     for i in range(c.n_layers):
         b = f"blk.{i}."
         vec(b + "attn_norm.weight", c.hidden, 1.0)
         vec(b + "ffn_norm.weight", c.hidden, 1.0)
+        if a.qk_norm:
+            vec(b + "attn_q_norm.weight", c.head_dim, 1.0)
+            vec(b + "attn_k_norm.weight", c.head_dim, 1.0)
+        if a.post_norms:
+            vec(b + "post_attention_norm.weight", c.hidden, 1.0)
+            vec(b + "post_ffw_norm.weight", c.hidden, 1.0)
         mat(b + "attn_q.weight", c.q_dim, c.hidden)
         mat(b + "attn_k.weight", c.kv_dim, c.hidden)
         mat(b + "attn_v.weight", c.kv_dim, c.hidden)

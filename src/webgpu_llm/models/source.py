@@ -44,16 +44,38 @@ _HF_LAYER = {
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
+    # Qwen3, Gemma 3: per-head q/k norms; Phi-3: the fused projections, as llama.cpp names them
+    # (the gate/up pair becomes one ffn_up of 2 * intermediate rows, gate first)
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "self_attn.qkv_proj.weight": "attn_qkv.weight",
+    "mlp.gate_up_proj.weight": "ffn_up.weight",
+}
+# Gemma 2/3: four norms a layer; post_attention_layernorm is the attention's output norm there
+_HF_LAYER_GEMMA = {
+    **_HF_LAYER,
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
 }
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+# the text model inside a multimodal checkpoint (Gemma3ForConditionalGeneration), as transformers
+# 4 and 5 name it
+_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
+             ("language_model.lm_head.", "lm_head."))
 
 
-def hf_to_gguf_name(name: str) -> str | None:
+def hf_to_gguf_name(name: str, arch: str = "llama") -> str | None:
+    for old, new in _PREFIXES:
+        if name.startswith(old):
+            name = new + name[len(old):]
+            break
     if name in _HF_NAMES:
         return _HF_NAMES[name]
+    layer = _HF_LAYER_GEMMA if arch in ("gemma2", "gemma3") else _HF_LAYER
     m = _LAYER_RE.match(name)
-    if m and m.group(2) in _HF_LAYER:
-        return f"blk.{m.group(1)}.{_HF_LAYER[m.group(2)]}"
+    if m and m.group(2) in layer:
+        return f"blk.{m.group(1)}.{layer[m.group(2)]}"
     return None
 
 
@@ -150,17 +172,17 @@ def open_model(path: str | Path | None, search: ModelSearch | None = None) -> Mo
 
         st = read_safetensors_dir(p)
         encoder = is_encoder_hf(st.config)
-        tensors = {}
-        for name, t in st.tensors.items():
-            g = encoder_tensor_name(str(st.config["model_type"]), name) if encoder else hf_to_gguf_name(name)
-            if g is not None:
-                tensors[g] = t
         cfg: ModelConfig | EncoderConfig
         try:
             cfg = encoder_config_from_hf(st.config, p, str(p)) if encoder else config_from_hf(st.config, str(p))
         except ModelFileError:
             st.close()
             raise
+        tensors = {}
+        for name, t in st.tensors.items():  # a decoder's names depend on its family (Gemma's norms)
+            g = encoder_tensor_name(str(st.config["model_type"]), name) if encoder else hf_to_gguf_name(name, cfg.arch)
+            if g is not None:
+                tensors[g] = t
         cfg = replace(cfg, name=display_name({}, cfg.name, found))
         return ModelSource(p, "hf", cfg, tensors, {}, st)
     from .gguf_file import read_gguf
