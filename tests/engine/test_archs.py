@@ -1,7 +1,8 @@
 """The newer decoder families (Qwen3, Gemma 2 and 3, Phi-3, SmolLM3) against transformers on the
 CPU: tiny random models with what sets each apart switched on (tests/reference_models.py), in
-safetensors (f32, f16) and GGUF (f32, f16), through the prompt path, the fused and unfused
-decode and the batched scheduler; what each architecture's layer costs in decode dispatches."""
+safetensors (f32, f16) and GGUF (f32, f16), through the prompt path (logits), the fused and
+unfused decode (a step's logits, greedy tokens) and the batched scheduler; what each
+architecture's layer costs in decode dispatches."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from webgpu_llm.api import LLM
 from webgpu_llm.engine import SamplingParams, Settings
 from webgpu_llm.engine.scheduler import scheduler
 from webgpu_llm.errors import ModelFileError
-from webgpu_llm.models.config import SUPPORTED_ARCHS, config_from_hf
+from webgpu_llm.models.config import SUPPORTED_ARCHS, config_from_gguf, config_from_hf
 from webgpu_llm.models.source import hf_to_gguf_name
 
 ARCHS = list(ARCH_BUILDERS)
@@ -46,6 +47,12 @@ def tiny_dirs(tmp_path_factory):
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _hf_step_logits(d) -> np.ndarray:
+    """transformers' logits of the decode step after prompt IDS[:9] (its greedy token as input)."""
+    first = int(np.argmax(hf_logits(d, IDS[:9])[-1]))
+    return hf_logits(d, [*IDS[:9], first])[-1]
 
 
 def _load(path, gpu, **kw):
@@ -70,16 +77,21 @@ def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, fty
     d = tiny_dirs[arch, "float32"]
     llm = _load(make_tiny_gguf(tmp_path / "m.gguf", d, ftype), wgpu_gpu)
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+    assert _rel(llm.session.next_logits(IDS[:9]), _hf_step_logits(d)) < tol  # a decode step
+    if ftype is None:
+        assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, arch):
-    """12 tokens after a 9-token prompt: the decode attention's window slides over the cache."""
+    """12 tokens after a 9-token prompt: the decode attention's window slides over the cache;
+    a decode step's logits as transformers'."""
     d = tiny_dirs[arch, "float32"]
-    want = hf_greedy(d, IDS[:9], 12)
+    want, step = hf_greedy(d, IDS[:9], 12), _hf_step_logits(d)
     for fused in (True, False):
         llm = _load(d, gpu, fused=fused)
         assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == want, fused
+        assert _rel(llm.session.next_logits(IDS[:9]), step) < 1e-4, fused
         decode = llm.session.programs.decode
         per_layer = DISPATCHES[arch] if fused else None
         if per_layer:
@@ -187,7 +199,11 @@ def test_window_and_rope_per_layer():
     assert p.rope_dim == 12 and (p.inv_freq(0)[6:] == 0).all() and p.inv_freq(0)[:6].all()
 
 
-def test_unsupported_architecture_names_the_supported_ones():
+@pytest.mark.parametrize("read", [lambda: config_from_hf({"model_type": "mamba", "hidden_size": 8}, "m"),
+                                  lambda: config_from_gguf({"general.architecture": "mamba"}, {}, "m.gguf")],
+                         ids=["config.json", "gguf"])
+def test_unsupported_architecture_is_one_line_naming_it(read):
     with pytest.raises(ModelFileError) as e:
-        config_from_hf({"model_type": "mamba", "hidden_size": 8}, "m")
-    assert all(a in str(e.value) for a in SUPPORTED_ARCHS) and len(str(e.value).splitlines()) == 1
+        read()
+    msg = str(e.value)
+    assert "'mamba'" in msg and all(a in msg for a in SUPPORTED_ARCHS) and len(msg.splitlines()) == 1

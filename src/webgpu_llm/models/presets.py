@@ -4,7 +4,7 @@ the values). Weights are generated on the machine that runs them: nothing to dow
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -142,12 +142,22 @@ def _tiled_weight(fmt: str, rows: int, k: int, seed: int) -> np.ndarray:
     return np.tile(block, (reps, 1))[:rows]
 
 
-def preset_model(name: str, dtype: str, seed: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
+                 vocab: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+    """A preset's config and seeded random tensors; `n_layers` and `vocab` (where not 0) cut the
+    model to its first layers and a smaller vocabulary, the layers' shapes kept (quick runs on
+    software adapters)."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     if dtype not in DTYPES:
         raise UserError(f"unknown weight type {dtype!r}: choose one of {', '.join(DTYPES)}")
     p = dict(PRESETS[name])
+    if n_layers:
+        a = p.get("architecture", Architecture())
+        p.update(n_layers=n_layers, architecture=replace(a, windows=a.windows[:n_layers],
+                                                         rope_layers=a.rope_layers[:n_layers]))
+    if vocab:
+        p.update(vocab=vocab)
     cfg = ModelConfig(name=f"{name} ({dtype}, random)", rope_neox=False, **p)
     c = cfg
     tensors: dict[str, RandomTensor] = {}
