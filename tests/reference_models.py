@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -295,6 +296,33 @@ def make_tiny_smollm3(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32"
     return _save(model, Path(tmp_dir), dtype)
 
 
+def make_tiny_qwen3moe(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random Qwen3MoeForCausalLM: Qwen3's attention, every layer a mixture of 7 experts of
+    40, 3 a token, their weights renormalized (norm_topk_prob, as Qwen3-30B-A3B)."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    config = Qwen3MoeConfig(**_common_config(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                             attention_bias=False, use_sliding_window=False, num_experts=7,
+                                             num_experts_per_tok=3, moe_intermediate_size=40, norm_topk_prob=True,
+                                             decoder_sparse_step=1, mlp_only_layers=[]))
+    model = Qwen3MoeForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+def make_tiny_mixtral(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random MixtralForCausalLM: Llama's attention, every FFN a mixture of 5 experts of 100,
+    2 a token."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(**_common_config(num_local_experts=5, num_experts_per_tok=2, tie_word_embeddings=False))
+    model = MixtralForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+MOE_BUILDERS = {"qwen3moe": make_tiny_qwen3moe, "mixtral": make_tiny_mixtral}
+
 ARCH_BUILDERS = {"qwen3": make_tiny_qwen3, "gemma2": make_tiny_gemma2, "gemma3": make_tiny_gemma3,
                  "phi3": make_tiny_phi3, "smollm3": make_tiny_smollm3}
 
@@ -394,7 +422,27 @@ def llama3_rope_freq_factors(head_dim: int, theta: float, scaling: dict[str, Any
 # GGUF architecture of each model_type, and those whose Q/K rows llama.cpp's converter permutes
 # to adjacent RoPE pairs (LlamaModel and its subclasses)
 _GGUF_ARCH = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3_text": "gemma3",
-              "phi3": "phi3", "smollm3": "smollm3"}
+              "phi3": "phi3", "smollm3": "smollm3", "qwen3_moe": "qwen3moe", "mixtral": "llama"}
+_EXPERT_RE = re.compile(r"^model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.(?:experts\.(\d+)\.(\w+)|gate)\.weight$")
+_EXPERT_KIND = {"gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "down_proj": "down", "w2": "down"}
+
+
+def _stack_experts(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-expert tensors stacked as llama.cpp's converter writes them (blk.N.ffn_KIND_exps:
+    (experts, rows, k)); the router as blk.N.ffn_gate_inp; the others under their HF names."""
+    out: dict[str, np.ndarray] = {}
+    experts: dict[str, dict[int, np.ndarray]] = {}
+    for name, t in tensors.items():
+        m = _EXPERT_RE.match(name)
+        if m is None:
+            out[name] = t
+        elif m.group(2) is None:
+            out[f"blk.{m.group(1)}.ffn_gate_inp.weight"] = t
+        else:
+            experts.setdefault(f"blk.{m.group(1)}.ffn_{_EXPERT_KIND[m.group(3)]}_exps.weight", {})[int(m.group(2))] = t
+    for name, parts in experts.items():
+        out[name] = np.stack([parts[e] for e in range(len(parts))])
+    return out
 _PERMUTED = ("llama", "smollm3")
 
 
@@ -497,6 +545,11 @@ def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = Non
     w.add_rope_dimension_count(rope_dim)
     w.add_rope_freq_base(theta)
     _add_family_keys(w, arch, cfg, rope, local, head_dim)
+    if cfg.get("num_experts") or cfg.get("num_local_experts"):
+        w.add_expert_count(int(cfg.get("num_experts") or cfg["num_local_experts"]))
+        w.add_expert_used_count(int(cfg["num_experts_per_tok"]))
+        if cfg.get("moe_intermediate_size"):
+            w.add_expert_feed_forward_length(int(cfg["moe_intermediate_size"]))
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_vocab_size(cfg["vocab_size"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if ftype == "f16" else gguf.LlamaFileType.ALL_F32)
@@ -522,6 +575,7 @@ def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = Non
         w.add_tensor("rope_factors_long.weight", np.asarray(rope["long_factor"], np.float32))
         w.add_tensor("rope_factors_short.weight", np.asarray(rope["short_factor"], np.float32))
 
+    tensors = _stack_experts(tensors)
     for name in sorted(tensors):
         data = tensors[name].astype(np.float32)
         if arch.startswith("gemma") and name.endswith("lm_head.weight"):
@@ -532,9 +586,10 @@ def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = Non
             data = _permute_qk(data, n_kv)
         if arch.startswith("gemma") and name.endswith("norm.weight"):
             data = data + np.float32(1.0)  # Gemma's RMSNorm multiplies by (1 + w): folded in
-        if data.ndim == 2 and ftype == "f16":
+        if data.ndim >= 2 and ftype == "f16" and not name.endswith("ffn_gate_inp.weight"):  # routers stay f32
             data = data.astype(np.float16)
-        w.add_tensor(gguf_tensor_name(name, arch, n_layers), np.ascontiguousarray(data))
+        gname = name if name.startswith("blk.") else gguf_tensor_name(name, arch, n_layers)
+        w.add_tensor(gname, np.ascontiguousarray(data))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -34,10 +34,11 @@ from typing import Any
 from ..errors import GpuError
 from ..kernels import attention as att
 from ..kernels import elementwise as ew
-from ..kernels import mma, sampling
+from ..kernels import mma, moe, sampling
 from ..kernels.common import STATE_WORDS, Slots
 from ..kernels.linear import (
     AttnShape,
+    Experts,
     LinearSpec,
     QkvShape,
     grid_2d,
@@ -55,7 +56,7 @@ from ..kernels.loss import nll_kernel
 from ..kernels.norms import post_norm_kernel, qk_norm_grid, qk_norm_kernel
 from ..kernels.persistent import SYNC_WORDS, Stage, persistent_kernel
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
-from ..models.config import ModelConfig
+from ..models.config import ModelConfig, Moe
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
 from .settings import PERSIST_WG, Tuning
@@ -91,6 +92,7 @@ class Buffers:
     kv: list[Any]  # per layer: K cache then V cache, each (kv_heads, ctx, head_dim) f32
     score_rows: int
     qkv: Any = None  # a QKV projection's raw rows, for the per-head q/k norms (qk_norm)
+    experts: ExpertBuffers | None = None  # a mixture of experts' (kernels/moe.py)
 
     @classmethod
     def alloc(cls, g: Gpu, c: ModelConfig, ctx: int, batch: int) -> Buffers:
@@ -120,7 +122,26 @@ class Buffers:
             kv=[g.buffer(2 * c.kv_dim * ctx * 4, f"blk.{i}.kv_cache") for i in range(c.n_layers)],
             score_rows=score_rows,
             qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
+            experts=ExpertBuffers.alloc(g, c.hidden, c.architecture.moe, T) if c.architecture.moe else None,
         )
+
+
+@dataclass
+class ExpertBuffers:
+    """A mixture-of-experts layer's scratch for `batch` tokens (kernels/moe.py's tables)."""
+
+    logits: Any  # the router's, a row a token
+    route: Any
+    groups: Any
+    act: Any  # the chosen experts' SiLU(gate)·up, a row a (token, slot) pair
+    y: Any  # their outputs, likewise
+
+    @classmethod
+    def alloc(cls, g: Gpu, hidden: int, m: Moe, batch: int) -> ExpertBuffers:
+        pairs = batch * m.used
+        return cls(logits=g.buffer(batch * m.count * 4, "moe_logits"), route=g.buffer(pairs * 8, "moe_route"),
+                   groups=g.buffer(moe.groups_words(m.count, pairs) * 4, "moe_groups"),
+                   act=g.buffer(pairs * m.ffn * 4, "moe_act"), y=g.buffer(pairs * hidden * 4, "moe_out"))
 
 
 class Programs:
@@ -211,15 +232,18 @@ class Programs:
         """The buffers of a matrix-unit matmul's input as int8 units, made on first use."""
         if self.xq8 is None:
             c, T = self.cfg, self.batch
-            widest = max(c.hidden, c.q_dim, c.intermediate)
+            m = c.architecture.moe
+            widest = max(c.hidden, c.q_dim, c.intermediate, m.used * m.ffn if m else 0)
             self.xq8 = self.gpu.buffer(T * widest, "int8_units")
             self.xs8 = self.gpu.buffer(T * (widest // 32) * 8, "int8_unit_scales")
         return {"xq": self.xq8, "xs": self.xs8}
 
-    def _quantize(self, prog: Program, k: int, x: Any, count: Callable[[Any], int] | None = None) -> None:
-        """x (the batch's rows of k values) as int8 units, for the matmuls on the matrix units."""
-        prog.add(mma.quantize_kernel(k), {"st": self.buf.st, "x": x, **self._int8_units()},
-                 _counted(mma.quantize_grid(k), count))
+    def _quantize(self, prog: Program, k: int, x: Any, count: Callable[[Any], int] | None = None,
+                  per_token: int = 1) -> None:
+        """x (the batch's rows of k values, `per_token` rows a token) as int8 units, for the
+        matmuls on the matrix units."""
+        prog.add(mma.quantize_kernel(k, per_token), {"st": self.buf.st, "x": x, **self._int8_units()},
+                 _counted(mma.quantize_grid(k, per_token), count))
 
     def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any],
                 quantized: bool = False, count: Callable[[Any], int] | None = None, thin: int = 0) -> None:
@@ -237,8 +261,9 @@ class Programs:
             prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
-        if not quantized:
-            self._quantize(prog, spec.k, bindings["x"], count)
+        if not quantized:  # an MoE down projection's input: a row a (token, slot) pair
+            per = spec.experts.used if spec.experts and spec.experts.x_per_slot else 1
+            self._quantize(prog, spec.k, bindings["x"], count, per)
         prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable), {**bindings, **self._int8_units()},
                  _counted(mma.mma_matmul_grid(spec), count))
 
@@ -276,7 +301,7 @@ class Programs:
         # decode (one token); the persistent layers only where they build (Session checks them)
         self.decode: Program | None = None
         if self.fused and self.tuning.persist and not c.architecture.plain:
-            self.no_persist(f"the persistent decode layers do not cover {c.arch}'s per-head or output norms")
+            self.no_persist(f"the persistent decode layers do not cover {c.arch}'s per-head or output norms or experts")
         elif self.fused and self.tuning.persist:
             try:
                 self.decode = self.decode_program("persistent")
@@ -333,6 +358,10 @@ class Programs:
         # O and down may split K over workgroups (Tuning.splits): their residual add then
         # moves into the next row kernel, which sums the partials into h before its RMSNorm
         so, sd = (1, 1) if thin else (self.tuning.split("o"), self.tuning.split("down"))
+        if a.moe is not None:  # the experts' sum lands in h itself: no down partials for the next norm
+            if slots is not None:
+                raise ValueError("mixture-of-experts models do not run in batched steps")
+            sd = 1
         if max(so, sd) > SPLIT_MAX:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = _counted(lambda n: (n, 1, 1), rows_of)
@@ -372,6 +401,9 @@ class Programs:
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             else:
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            if (m := a.experts(i)) is not None:
+                self._experts_prompt(prog, L, p, m)
+                continue
             self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.xn, "y": b.act}, count=rows_of, thin=thin)
             self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
                          count=rows_of, thin=thin)
@@ -380,6 +412,45 @@ class Programs:
         if sd > 1 and not post:  # the last layer's down partials
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
+
+    def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
+        """A mixture of experts over the prompt's rows (their normed rows in xn): the router,
+        each token's chosen experts, the (token, slot) pairs grouped by expert, each expert's
+        gate/up and down over the pairs routed to it, and the weighted sums into h."""
+        b, e = self.buf, self.buf.experts
+        assert e is not None and L.router is not None
+        pairs = self.batch * m.used
+        tables = {"route": e.route, "groups": e.groups}
+        self._add_mm(prog, self.spec(L.router), "o", {**p, **L.router.bindings(), "x": b.xn, "y": e.logits})
+        prog.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
+                 lambda n: (n, 1, 1))
+        prog.add(moe.group_kernel(m.count, m.used, pairs), {**p, **tables}, (1, 1, 1))
+        s_gu = self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs))
+        self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": b.xn, "y": e.act})
+        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs))
+        self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y})
+        prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
+                 moe.combine_grid(self.cfg.hidden))
+
+    def _experts_decode(self, d: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
+        """A mixture of experts for one token: the router's mat-vec and choice, then mat-vecs
+        of the chosen experts' rows only (their ids read from the route table on the GPU),
+        and their weighted sum into h."""
+        b, e, lay = self.buf, self.buf.experts, self.weights.layout
+        assert e is not None and L.router is not None
+        s_r = self.spec(L.router, prologue="rmsnorm", nw_off=lay.ffn)
+        d.add(self._mv(s_r, "o"), {**p, **L.router.bindings(), "x": b.h, "y": e.logits}, self._mvg(s_r, "o"))
+        d.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, "route": e.route},
+              (1, 1, 1))
+        s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn,
+                         experts=Experts(m.count, m.used))
+        d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "route": e.route, "x": b.h, "y": e.act},
+              self._mvg(s_gu, "gate_up"))
+        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True))
+        d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "route": e.route, "x": e.act, "y": e.y},
+              self._mvg(s_dn, "down"))
+        d.add(moe.combine_kernel(self.cfg.hidden, m.used), {**p, "route": e.route, "y": e.y, "h": b.h},
+              moe.combine_grid(self.cfg.hidden)(1))
 
     def no_persist(self, why: str) -> None:
         """Give up the persistent decode layers (saying why): one dispatch per kernel."""
@@ -426,6 +497,9 @@ class Programs:
         else:
             s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape)
             d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
+        if L.router is not None and a.moe is not None:
+            self._experts_decode(d, L, p, a.moe)
+            return
         s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
         d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": b.h, "y": b.act},
               self._mvg(s_gu, "gate_up"))
@@ -446,7 +520,7 @@ class Programs:
         down back to `h` (read again only by the next layer's dispatch)."""
         c, b, lay, wg = self.cfg, self.buf, self.weights.layout, PERSIST_WG
         if not c.architecture.plain:
-            raise ValueError(f"the persistent decode layers do not cover {c.arch}'s per-head or output norms")
+            raise ValueError(f"the persistent decode layers do not cover {c.arch}'s per-head or output norms or experts")
 
         def mv(spec: LinearSpec, role: str, bufs: dict[str, Any]) -> Stage:
             shape, _ = self.matvec_shape(spec, role, wg)
@@ -511,6 +585,9 @@ class Programs:
         d.add(ew.combine_kernel(ashape), {**p, "y": b.att}, ew.grid(c.q_dim // 4))
         linear(L.o, b.att, b.xn, "o")
         residual(b.xn, lay.attn_post)
+        if L.router is not None and a.moe is not None:  # its dispatches are one an operation already
+            self._experts_decode(d, L, p, a.moe)
+            return
         d.add(rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn), {**p, "x": b.h, "y": b.xn}, one)
         linear(L.gate_up, b.xn, tmp, "gate_up")
         act = ew.gelu_mul_kernel if self.act == "gelu_mul" else ew.silu_mul_kernel

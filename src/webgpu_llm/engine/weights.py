@@ -23,7 +23,7 @@ from ..kernels.linear import Segment
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu
 
-SUPPORTED_TYPES = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS"
+SUPPORTED_TYPES = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4"
 
 
 class Tensor(Protocol):
@@ -92,6 +92,34 @@ def upload_matrix(gpu: Gpu, parts: Sequence[Part], label: str,
             if progress:
                 progress(words.nbytes)
         i = j
+    return GpuMatrix(tuple(segments), tuple(buffers), k)
+
+
+def upload_experts(gpu: Gpu, tensors: Sequence[Tensor], count: int, label: str,
+                   progress: Callable[[int], None] | None = None) -> GpuMatrix:
+    """Experts' matrices (each tensor every expert's of one kind: (count, rows, k), or count *
+    rows rows) as a matrix whose segments hold one expert's rows each, every expert's in one
+    buffer (kernels/linear.py `Experts` picks the chosen ones' rows)."""
+    k = tensors[0].shape[-1]
+    segments: list[Segment] = []
+    buffers: list[Any] = []
+    for t in tensors:
+        fmt = check_format(t)
+        rows = int(np.prod(t.shape[:-1]))
+        if t.shape[-1] != k or rows % count:
+            raise ModelFileError(f"tensor {t.name!r} has shape {t.shape}, expected {count} experts' rows of {k} values")
+        if (err := FORMATS[fmt].check_k(k, t.name)):
+            raise ModelFileError(err)
+        size = FORMATS[fmt].nbytes(rows, k)
+        if size > gpu.max_binding:
+            raise ModelFileError(f"tensor {t.name!r} takes {size >> 20} MiB, over this adapter's "
+                                 f"{gpu.max_binding >> 20} MiB storage-binding limit (experts are not split)")
+        data = _rows(Part(t))
+        words = FORMATS[fmt].pack(data.reshape(rows, -1), k)
+        buffers.append(gpu.upload(words, f"{label}.{len(buffers)}"))
+        segments.append(Segment(fmt, rows // count))
+        if progress:
+            progress(words.nbytes)
     return GpuMatrix(tuple(segments), tuple(buffers), k)
 
 
@@ -174,9 +202,10 @@ class ParamLayout:
 class LayerWeights:
     qkv: GpuMatrix
     o: GpuMatrix
-    gate_up: GpuMatrix
+    gate_up: GpuMatrix  # in a mixture-of-experts layer: every expert's (upload_experts)
     down: GpuMatrix
     params: Any  # the layer's vectors (ParamLayout)
+    router: GpuMatrix | None = None  # a mixture-of-experts layer's router (one row an expert)
 
 
 @dataclass
@@ -252,11 +281,20 @@ def upload_weights(gpu: Gpu, c: ModelConfig, get: Callable[[str], Tensor | None]
                 bq, bk = bq[qperm], bk[kperm]
             pv[lay.bias: lay.bias + c.q_dim + 2 * c.kv_dim] = np.concatenate([bq, bk, vector(need(b + "attn_v.bias"))])
         pv[lay.rope: lay.rope + c.head_dim // 2] = c.inv_freq(i, ctx)
+        o = upload_matrix(gpu, [Part(need(b + "attn_output.weight"))], b + "o", progress)
+        if (moe := a.experts(i)) is not None:
+            layers.append(LayerWeights(
+                qkv=qkv, o=o, params=gpu.upload(pv, b + "params"),
+                router=upload_matrix(gpu, [Part(need(b + "ffn_gate_inp.weight"))], b + "router", progress),
+                gate_up=upload_experts(gpu, [need(b + "ffn_gate_exps.weight"), need(b + "ffn_up_exps.weight")],
+                                       moe.count, b + "gate_up", progress),
+                down=upload_experts(gpu, [need(b + "ffn_down_exps.weight")], moe.count, b + "down", progress)))
+            continue
         gate = get(b + "ffn_gate.weight")  # none where ffn_up holds gate and up (Phi-3)
         gate_up = [Part(need(b + "ffn_up.weight"))] if gate is None else [Part(gate), Part(need(b + "ffn_up.weight"))]
         layers.append(LayerWeights(
             qkv=qkv,
-            o=upload_matrix(gpu, [Part(need(b + "attn_output.weight"))], b + "o", progress),
+            o=o,
             gate_up=upload_matrix(gpu, gate_up, b + "gate_up", progress),
             down=upload_matrix(gpu, [Part(need(b + "ffn_down.weight"))], b + "down", progress),
             params=gpu.upload(pv, b + "params"),
@@ -267,12 +305,16 @@ def upload_weights(gpu: Gpu, c: ModelConfig, get: Callable[[str], Tensor | None]
 
 
 def _check_shapes(c: ModelConfig, w: ModelWeights) -> None:
-    L = w.layers[0]
-    want = {"qkv": (c.q_dim + 2 * c.kv_dim, c.hidden), "o": (c.hidden, c.q_dim),
-            "gate_up": (2 * c.intermediate, c.hidden), "down": (c.hidden, c.intermediate)}
-    for name, (rows, k) in want.items():
-        m: GpuMatrix = getattr(L, name)
-        if (m.rows, m.k) != (rows, k):
-            raise ModelFileError(f"layer 0 {name} weights are {m.rows}x{m.k}, the config says {rows}x{k}")
+    for i, L in enumerate(w.layers):
+        moe = c.architecture.experts(i)
+        ffn = moe.ffn if moe else c.intermediate  # an expert's rows
+        want = {"qkv": (c.q_dim + 2 * c.kv_dim, c.hidden), "o": (c.hidden, c.q_dim),
+                "gate_up": (2 * ffn, c.hidden), "down": (c.hidden, ffn)}
+        if moe and L.router is not None:
+            want["router"] = (moe.count, c.hidden)
+        for name, (rows, k) in want.items():
+            m: GpuMatrix = getattr(L, name)
+            if (m.rows, m.k) != (rows, k):
+                raise ModelFileError(f"layer {i} {name} weights are {m.rows}x{m.k}, the config says {rows}x{k}")
     if w.embedding.k != c.hidden or w.lm_head.k != c.hidden:
         raise ModelFileError("embedding width does not match the hidden size")

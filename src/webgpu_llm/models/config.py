@@ -16,11 +16,27 @@ import numpy as np
 
 from ..errors import ModelFileError
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3")
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3", "qwen3moe", "mixtral")
 # GGUF architectures whose Q/K rows are stored in Hugging Face's rotate-half order (llama.cpp's
 # NEOX RoPE); the others (llama, smollm3) were permuted to adjacent pairs by the converter
-_NEOX_GGUF = ("qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+_NEOX_GGUF = ("qwen2", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe")
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}
+
+
+@dataclass(frozen=True)
+class Moe:
+    """A mixture-of-experts FFN: `used` of `count` experts a token, each a SwiGLU of `ffn`."""
+
+    count: int
+    used: int
+    ffn: int
+    # gate weights: softmax over the chosen experts' logits (Mixtral, Qwen3-MoE's
+    # norm_topk_prob), else over all of them
+    normalize: bool = True
+    dense: tuple[int, ...] = ()  # layers with a dense FFN instead (Qwen3-MoE's mlp_only_layers)
+
+    def at(self, i: int) -> bool:
+        return i not in self.dense
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,7 @@ class Architecture:
     local_rope_theta: float = 0.0  # RoPE base of the sliding-window layers (Gemma 3); 0: the global one
     rope_layers: tuple[bool, ...] = ()  # per layer: does it rotate q and k (SmolLM3's NoPE layers: no); (): all do
     rope_dim: int = 0  # rotated dims of a head (partial rotary, Phi-4-mini: 96 of 128); 0: all
+    moe: Moe | None = None  # a mixture of experts instead of the FFN (Qwen3-MoE, Mixtral)
 
     def window(self, i: int) -> int:
         return self.windows[i] if self.windows else 0
@@ -46,10 +63,14 @@ class Architecture:
     def rotates(self, i: int) -> bool:
         return self.rope_layers[i] if self.rope_layers else True
 
+    def experts(self, i: int) -> Moe | None:
+        """Layer i's mixture of experts (None: a dense FFN)."""
+        return self.moe if self.moe is not None and self.moe.at(i) else None
+
     @property
     def plain(self) -> bool:
         """Llama's kernels suffice (options of them): no norm that needs a kernel of its own."""
-        return not (self.qk_norm or self.post_norms)
+        return not (self.qk_norm or self.post_norms or self.moe)
 
 
 @dataclass(frozen=True)
@@ -162,6 +183,11 @@ class ModelConfig:
         for what, per_layer in (("windows", a.windows), ("RoPE layers", a.rope_layers)):
             if per_layer and len(per_layer) != self.n_layers:
                 problems.append(f"{len(per_layer)} per-layer {what} for {self.n_layers} layers")
+        if (m := a.moe) is not None:
+            if not 1 <= m.used <= m.count or m.count > 1024:
+                problems.append(f"{m.used} of {m.count} experts a token (at most 1024 experts)")
+            if m.ffn % 4:
+                problems.append(f"expert feed-forward size {m.ffn} (need a multiple of 4)")
         if problems:
             raise ModelFileError("unsupported model shape: " + "; ".join(problems))
 
@@ -261,10 +287,14 @@ def _gguf_architecture(arch: str, g: Any, n_layers: int, hidden: int, n_heads: i
                        rope_dim: int) -> Architecture:
     """The family's description from its GGUF keys, with llama.cpp's defaults for those a
     converter leaves out (llama-model.cpp's hparams of each architecture)."""
+    count = int(g("expert_count", 0))
+    moe = None
+    if count:  # llama.cpp normalizes the chosen experts' weights for both (Mixtral is GGUF "llama")
+        moe = Moe(count, int(g("expert_used_count")), int(g("expert_feed_forward_length", 0)) or int(g("feed_forward_length")))
     if arch in ("llama", "qwen2"):
-        return Architecture()
-    if arch == "qwen3":
-        return Architecture(qk_norm=True)
+        return Architecture(moe=moe)
+    if arch in ("qwen3", "qwen3moe"):
+        return Architecture(qk_norm=True, moe=moe)
     if arch == "smollm3":  # llama.cpp: no RoPE in every 4th layer (no key for it)
         return Architecture(rope_layers=tuple((i + 1) % 4 != 0 for i in range(n_layers)))
     if arch == "phi3":
@@ -292,7 +322,7 @@ def config_from_hf(c: dict[str, Any], src: str) -> ModelConfig:
     arch = str(c.get("model_type", "?"))
     if arch == "gemma3" and isinstance(c.get("text_config"), dict):  # Gemma3ForConditionalGeneration: its text model
         c = {**c["text_config"], "model_type": "gemma3_text", "_name_or_path": c.get("_name_or_path")}
-    arch = {"gemma3_text": "gemma3"}.get(str(c.get("model_type", "?")), str(c.get("model_type", "?")))
+    arch = {"gemma3_text": "gemma3", "qwen3_moe": "qwen3moe"}.get(str(c.get("model_type", "?")), str(c.get("model_type", "?")))
     if arch not in SUPPORTED_ARCHS:
         raise _unsupported("model_type", arch, src)
     n_heads = int(_need(c, "num_attention_heads", src))
@@ -353,9 +383,9 @@ def _layer_types(arch: str, c: dict[str, Any], n_layers: int) -> list[str]:
     if arch == "gemma3":
         period = int(c.get("sliding_window_pattern") or 6)
         return ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n_layers)]
-    if arch == "phi3":
+    if arch in ("phi3", "mixtral"):
         return ["sliding_attention" if c.get("sliding_window") else "full_attention"] * n_layers
-    if arch in ("qwen2", "qwen3"):
+    if arch in ("qwen2", "qwen3", "qwen3moe"):
         first = int(c.get("max_window_layers", n_layers))
         return ["sliding_attention" if c.get("use_sliding_window") and i >= first else "full_attention"
                 for i in range(n_layers)]
@@ -376,6 +406,16 @@ def _hf_architecture(arch: str, c: dict[str, Any], params: dict[str, Any], n_lay
     kw: dict[str, Any] = dict(act=ACTIVATIONS[act], windows=windows if any(windows) else ())
     if arch == "qwen3":
         kw.update(qk_norm=True)
+    elif arch == "qwen3moe":  # a layer is sparse on every decoder_sparse_step-th, unless listed dense
+        step, only = int(c.get("decoder_sparse_step") or 1), set(c.get("mlp_only_layers") or ())
+        dense = tuple(i for i in range(n_layers) if i in only or (i + 1) % step)
+        experts = c.get("num_experts") or _need(c, "num_local_experts", src)  # (transformers 5's name)
+        kw.update(qk_norm=True, moe=Moe(int(experts), int(_need(c, "num_experts_per_tok", src)),
+                                         int(_need(c, "moe_intermediate_size", src)), bool(c.get("norm_topk_prob", False)),
+                                         dense))
+    elif arch == "mixtral":
+        kw.update(moe=Moe(int(_need(c, "num_local_experts", src)), int(_need(c, "num_experts_per_tok", src)),
+                          int(_need(c, "intermediate_size", src))))
     elif arch == "smollm3":
         nope = c.get("no_rope_layers")
         if nope is None:

@@ -59,6 +59,11 @@ _HF_LAYER_GEMMA = {
     "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
 }
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+# mixtures of experts: the router, and each expert's matrices as one stacked tensor a kind
+# (llama.cpp's ffn_*_exps: expert e's rows after those of experts 0..e-1)
+_HF_ROUTER = {"mlp.gate.weight", "block_sparse_moe.gate.weight"}
+_HF_EXPERT_RE = re.compile(r"^(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight$")
+_EXPERT_KIND = {"gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "down_proj": "down", "w2": "down"}
 # the text model inside a multimodal checkpoint (Gemma3ForConditionalGeneration), as transformers
 # 4 and 5 name it
 _PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
@@ -76,7 +81,64 @@ def hf_to_gguf_name(name: str, arch: str = "llama") -> str | None:
     m = _LAYER_RE.match(name)
     if m and m.group(2) in layer:
         return f"blk.{m.group(1)}.{layer[m.group(2)]}"
+    if m and m.group(2) in _HF_ROUTER:
+        return f"blk.{m.group(1)}.ffn_gate_inp.weight"
+    if m and (e := _HF_EXPERT_RE.match(m.group(2))):  # one expert's: stacked by `stack_experts`
+        return f"blk.{m.group(1)}.ffn_{_EXPERT_KIND[e.group(2)]}_exps.{e.group(1)}"
     return None
+
+
+@dataclass
+class StackedExperts:
+    """Experts' matrices of one kind as one tensor of count * rows rows (a GGUF file's
+    ffn_*_exps), from a Hugging Face checkpoint's one tensor per expert."""
+
+    name: str
+    parts: list[Any]
+
+    @property
+    def fmt(self) -> str | None:
+        return self.parts[0].fmt
+
+    @property
+    def type_name(self) -> str:
+        return self.parts[0].type_name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        rows, k = self.parts[0].shape
+        return (len(self.parts) * rows, k)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def data(self) -> Any:
+        import numpy as np
+
+        return np.concatenate([p.data() for p in self.parts], axis=0)
+
+
+def stack_experts(tensors: dict[str, Any]) -> dict[str, Any]:
+    """`tensors` with each layer's per-expert matrices (blk.N.ffn_KIND_exps.E) stacked into
+    one blk.N.ffn_KIND_exps.weight in expert order; one line names a gap or a mismatch."""
+    out: dict[str, Any] = {}
+    groups: dict[str, dict[int, Any]] = {}
+    for name, t in tensors.items():
+        stem, _, e = name.rpartition(".")
+        if stem.endswith("_exps") and e.isdigit():
+            groups.setdefault(stem, {})[int(e)] = t
+        else:
+            out[name] = t
+    for stem, parts in groups.items():
+        if sorted(parts) != list(range(len(parts))):
+            raise ModelFileError(f"{stem}: experts {sorted(parts)} are not 0..{len(parts) - 1}")
+        first = parts[0]
+        for e, t in parts.items():
+            if t.shape != first.shape or t.fmt != first.fmt:
+                raise ModelFileError(f"{stem}: expert {e} is {t.type_name} {t.shape}, expert 0 {first.type_name} {first.shape}")
+        out[stem + ".weight"] = StackedExperts(stem + ".weight", [parts[e] for e in range(len(parts))])
+    return out
 
 
 @dataclass
@@ -183,6 +245,11 @@ def open_model(path: str | Path | None, search: ModelSearch | None = None) -> Mo
             g = encoder_tensor_name(str(st.config["model_type"]), name) if encoder else hf_to_gguf_name(name, cfg.arch)
             if g is not None:
                 tensors[g] = t
+        try:
+            tensors = stack_experts(tensors)
+        except ModelFileError:
+            st.close()
+            raise
         cfg = replace(cfg, name=display_name({}, cfg.name, found))
         return ModelSource(p, "hf", cfg, tensors, {}, st)
     from .gguf_file import read_gguf

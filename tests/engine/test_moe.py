@@ -1,0 +1,66 @@
+"""Mixture-of-experts models (Qwen3-MoE, Mixtral) against transformers on the CPU: tiny random
+models (tests/reference_models.py) in safetensors and GGUF, through the prompt path (the
+(token, slot) pairs grouped by expert) and decode (the chosen experts' rows only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("torch")
+
+from reference_models import MOE_BUILDERS, hf_greedy, hf_logits, make_tiny_gguf
+from webgpu_llm.api import LLM
+from webgpu_llm.engine import SamplingParams
+from webgpu_llm.engine.scheduler import scheduler
+from webgpu_llm.errors import UserError
+
+ARCHS = list(MOE_BUILDERS)
+IDS = [5, 17, 300, 999, 42, 7, 7, 7, 128, 64, 1000, 3, 250, 251, 252, 9, 11, 600, 2, 77, 18, 19, 401]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    return {(arch, dtype): build(tmp_path_factory.mktemp(f"{arch}_{dtype}"), seed=3, dtype=dtype)
+            for arch, build in MOE_BUILDERS.items() for dtype in ("float32", "float16")}
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-4), ("float16", 1e-2)])
+def test_logits_match_transformers(gpu, tiny_dirs, arch, dtype, tol):
+    """23 tokens in prompt batches of 16: every expert's matmul over the pairs routed to it."""
+    d = tiny_dirs[arch, dtype]
+    llm = LLM.load(d, gpu=gpu, batch=16, progress=False)
+    assert llm.session.cfg.architecture.moe is not None
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("ftype,tol", [(None, 1e-4), ("f16", 1e-2)])
+def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, ftype, tol):
+    """As llama.cpp's converter writes them: each kind of expert matrix one 3-D tensor, the
+    router in f32, Mixtral as a GGUF "llama" with expert counts."""
+    d = tiny_dirs[arch, "float32"]
+    llm = LLM.load(make_tiny_gguf(tmp_path / "m.gguf", d, ftype), gpu=wgpu_gpu, progress=False)
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_decode_matches_transformers(gpu, tiny_dirs, arch):
+    """12 tokens after a 9-token prompt, fused and unfused decode."""
+    d = tiny_dirs[arch, "float32"]
+    want = hf_greedy(d, IDS[:9], 12)
+    for fused in (True, False):
+        llm = LLM.load(d, gpu=gpu, fused=fused, progress=False)
+        assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == want, fused
+
+
+def test_batched_steps_refused_in_one_line(wgpu_gpu, tiny_dirs):
+    llm = LLM.load(tiny_dirs["mixtral", "float32"], gpu=wgpu_gpu, progress=False)
+    with pytest.raises(UserError, match="--parallel 1"):
+        scheduler(llm.session, parallel=2)
