@@ -64,3 +64,26 @@ def test_batched_steps_refused_in_one_line(wgpu_gpu, tiny_dirs):
     llm = LLM.load(tiny_dirs["mixtral", "float32"], gpu=wgpu_gpu, progress=False)
     with pytest.raises(UserError, match="--parallel 1"):
         scheduler(llm.session, parallel=2)
+
+
+@pytest.mark.parametrize("dtype", ["q4_0", "mxfp4"])
+def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
+    """The tiny-moe preset's quantized experts: a decode step's logits equal the prompt path's
+    for the same tokens (float activations), then within int8 rounding of them on the int8
+    paths (mat-vecs, and the prompt's expert matmuls on emulated int8 tiles)."""
+    import dataclasses
+
+    from webgpu_llm.engine import Session, Settings
+    from webgpu_llm.models.presets import preset_model
+
+    cfg, tensors = preset_model("tiny-moe", dtype)
+    s = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16), 64)
+    s.rebuild(dataclasses.replace(s.tuning, int8=False, mma="off"))
+    ids = IDS[:9]
+    nxt = int(s.logits(ids)[-1].argmax())
+    want = s.logits([*ids, nxt])[-1]
+    assert _rel(s.next_logits(ids), want) < 1e-4
+    s.rebuild(dataclasses.replace(s.tuning, int8=True, mma="emulate"))
+    assert sum("mma_matmul_" in d.label for d in s.programs.prefill.dispatches) >= 2 * cfg.n_layers
+    assert 1e-6 < _rel(s.logits([*ids, nxt])[-1], want) < 3e-2
+    assert 1e-6 < _rel(s.next_logits(ids), want) < 3e-2

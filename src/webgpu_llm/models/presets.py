@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..kernels.formats import FORMATS
-from .config import Architecture, ModelConfig
+from .config import Architecture, ModelConfig, Moe
 
 
 def _gemma3(n_layers: int, hidden: int, window: int, head_dim: int) -> Architecture:
@@ -50,6 +50,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gemma-3-1b": dict(arch="gemma3", n_layers=26, hidden=1152, intermediate=6912, n_heads=4, n_kv_heads=1,
                        head_dim=256, vocab=262144, max_ctx=32768, rms_eps=1e-6, rope_theta=1e6,
                        tie_embeddings=True, qkv_bias=False, architecture=_gemma3(26, 1152, 512, 256)),
+    # 128 experts of 768, 8 a token: ~3.3B of 30.5B parameters read per token
+    "qwen3-30b-a3b": dict(arch="qwen3moe", n_layers=48, hidden=2048, intermediate=6144, n_heads=32, n_kv_heads=4,
+                          head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
+                          tie_embeddings=False, qkv_bias=False,
+                          architecture=Architecture(qk_norm=True, moe=Moe(128, 8, 768))),
+    # a small mixture for quick runs on software adapters
+    "tiny-moe": dict(arch="qwen3moe", n_layers=2, hidden=256, intermediate=512, n_heads=4, n_kv_heads=2,
+                     head_dim=64, vocab=4096, max_ctx=2048, rms_eps=1e-6, rope_theta=1e6,
+                     tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True, moe=Moe(8, 2, 128))),
 }
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
           "q2_k", "q3_k", "iq4_nl", "iq4_xs", "mxfp4")
@@ -128,7 +137,7 @@ class RandomTensor:
     def nbytes(self) -> int:
         if len(self.shape) == 1:
             return self.shape[0] * 4
-        return FORMATS[self.fmt].nbytes(self.shape[0], self.shape[1])
+        return FORMATS[self.fmt].nbytes(int(np.prod(self.shape[:-1])), self.shape[-1])
 
     def data(self) -> np.ndarray:
         return self.make()
@@ -163,10 +172,13 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
     tensors: dict[str, RandomTensor] = {}
     counter = iter(range(1 << 30))
 
-    def mat(tname: str, rows: int, k: int) -> None:
+    def mat(tname: str, rows: int, k: int, experts: int = 0, fmt: str | None = None) -> None:
+        """A (rows, k) matrix, or with `experts` that many of them as one (experts, rows, k)."""
         s = seed * 1000 + next(counter)
-        fmt = file_type(dtype, k)
-        tensors[tname] = RandomTensor(tname, fmt, (rows, k), lambda: _tiled_weight(fmt, rows, k, s))
+        fmt = fmt or file_type(dtype, k)
+        shape = (experts, rows, k) if experts else (rows, k)
+        n = max(experts, 1) * rows
+        tensors[tname] = RandomTensor(tname, fmt, shape, lambda: _tiled_weight(fmt, n, k, s))
 
     def vec(tname: str, n: int, value: float | None = None) -> None:
         s = seed * 1000 + next(counter)
@@ -201,18 +213,30 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
             vec(b + "attn_k.bias", c.kv_dim)
             vec(b + "attn_v.bias", c.kv_dim)
         mat(b + "attn_output.weight", c.hidden, c.q_dim)
+        if (m := a.experts(i)) is not None:  # the router in f32, as llama.cpp's converter keeps it
+            mat(b + "ffn_gate_inp.weight", m.count, c.hidden, fmt="f32")
+            mat(b + "ffn_gate_exps.weight", m.ffn, c.hidden, m.count)
+            mat(b + "ffn_up_exps.weight", m.ffn, c.hidden, m.count)
+            mat(b + "ffn_down_exps.weight", c.hidden, m.ffn, m.count)
+            continue
         mat(b + "ffn_gate.weight", c.intermediate, c.hidden)
         mat(b + "ffn_up.weight", c.intermediate, c.hidden)
         mat(b + "ffn_down.weight", c.hidden, c.intermediate)
     return cfg, tensors
 
 
-def weight_bytes_per_token(tensors: dict[str, Any], tied: bool) -> int:
+def weight_bytes_per_token(tensors: dict[str, Any], tied: bool, moe: Moe | None = None) -> int:
     """Bytes of weights one decode step reads: every matrix once (the embedding is only one
-    row unless it doubles as the LM head)."""
+    row unless it doubles as the LM head), of a mixture's experts only the chosen ones."""
     total = 0
     for name, t in tensors.items():
         if name == "token_embd.weight" and not tied:
             continue
-        total += int(t.nbytes)
+        share = moe.used / moe.count if moe is not None and "_exps." in name else 1.0
+        total += int(t.nbytes * share)
     return total
+
+
+def weight_bytes(tensors: dict[str, Any]) -> int:
+    """Bytes of all the weights (what loading the model needs of GPU memory, near enough)."""
+    return sum(int(t.nbytes) for t in tensors.values())
