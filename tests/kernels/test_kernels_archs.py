@@ -39,9 +39,10 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
 
 
 def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, window: int = 0,
-                  softcap: float = 0.0, scale: float = 0.0) -> np.ndarray:
+                  softcap: float = 0.0, scale: float = 0.0, sinks: np.ndarray | None = None) -> np.ndarray:
     """Causal GQA attention, each query seeing its last `window` keys (0: all), scores
-    scaled (0: 1/sqrt(d)) then soft-capped as transformers' eager attention does."""
+    scaled (0: 1/sqrt(d)) then soft-capped as transformers' eager attention does; `sinks`:
+    a logit per head that joins the softmax without a value (gpt-oss)."""
     t, hq, d = q.shape
     hkv = k.shape[1]
     out = np.zeros_like(q, dtype=np.float64)
@@ -53,8 +54,11 @@ def attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, window
         if softcap:
             s = np.tanh(s / softcap) * softcap
         s = np.where(mask, -np.inf, s)
+        if sinks is not None:
+            s = np.concatenate([s, np.full((t, 1), sinks[h])], axis=1)
         p = np.exp(s - s.max(-1, keepdims=True))
-        out[:, h, :] = (p / p.sum(-1, keepdims=True)) @ v[:, kh, :]
+        p /= p.sum(-1, keepdims=True)
+        out[:, h, :] = p[:, :k.shape[0]] @ v[:, kh, :]
     return out.astype(np.float32)
 
 
@@ -270,3 +274,41 @@ def test_post_norm_adds_the_normed_output(gpu, partials, nxt):
     assert rel_err(read(gpu, hb, (t, k)), want) < 1e-5
     if nxt:
         assert rel_err(read(gpu, y, (t, k)), rms_norm(want, w_next, eps)) < 1e-5
+
+
+def test_attention_sinks_prompt_and_decode(gpu):
+    """gpt-oss's sinks (a logit per head, read from the parameter buffer, in the softmax's
+    denominator): the prompt kernel with a window, and split-K decode merged by the combine
+    kernel and by the O projection's prologue."""
+    rng = np.random.default_rng(26)
+    hq, hkv, d, ctx, t, pos0, off = 4, 2, 16, 64, 21, 5, 8
+    sinks = rng.standard_normal(hq).astype(np.float32) * 2
+    pv = gpu.upload(np.concatenate([np.zeros(off, np.float32), sinks]))
+    kv = np.zeros((2, hkv, ctx, d), np.float32)
+    kv[:, :, :pos0 + t] = rng.standard_normal((2, hkv, pos0 + t, d))
+    k_, v_ = kv[0].transpose(1, 0, 2)[:pos0 + t], kv[1].transpose(1, 0, 2)[:pos0 + t]
+    q = rng.standard_normal((t, hq, d)).astype(np.float32)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, 16, window=9, sinks=off)
+    out = gpu.buffer(t * hq * d * 4)
+    run_kernel(gpu, att.prompt_attention_kernel(spec), {"q": gpu.upload(q), "kv": gpu.upload(kv), "out": out, "pv": pv},
+               att.prompt_attention_grid(spec)(t), n=t, pos=pos0)
+    assert rel_err(read(gpu, out, (t, hq, d)), attention_ref(q, k_, v_, pos0, 9, sinks=sinks)) < 1e-5
+    # decode: the last query alone, over 26 keys in two splits
+    pos = pos0 + t - 1
+    spec = att.AttentionSpec(hq, hkv, d, ctx, 16, sinks=off)
+    ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
+    st = gpu.upload(pack_state(pos=pos, n=1))
+    bufs = {"st": st, "q": gpu.upload(q[-1:]), "kv": gpu.upload(kv), "ml": ml, "acc": acc, "pv": pv}
+    ashape = AttnShape(hq, d, 16, spec.max_splits, sinks=off)
+    rows = 11
+    w = rng.standard_normal((rows, hq * d)).astype(np.float32)
+    o_spec = LinearSpec(k=hq * d, segments=(Segment("f32", rows),), prologue="attn", attn=ashape)
+    y, yo = gpu.buffer(hq * d * 4), gpu.buffer(rows * 4)
+    prog = Program(gpu)
+    prog.add(att.attention_kernel(spec), bufs, att.attention_grid(spec))
+    prog.add(combine_kernel(ashape), {**bufs, "y": y}, ew_grid(hq * d // 4))
+    prog.add(matvec_kernel(o_spec), {**bufs, "w0": gpu.upload(w), "y": yo}, matvec_grid(o_spec))
+    prog.run()
+    want = attention_ref(q[-1:], k_, v_, pos, sinks=sinks)
+    assert rel_err(read(gpu, y, (1, hq, d)), want) < 1e-5
+    assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5

@@ -35,6 +35,10 @@ class AttentionSpec:
     window: int = 0  # keys a query sees, counting back from its own position (0: all)
     softcap: float = 0.0  # scores -> softcap * tanh(scores / softcap) (0: none)
     scale: float = 0.0  # the scores' factor (0: 1/sqrt(head_dim))
+    # a learned logit per head in the softmax's denominator (gpt-oss's sinks): float offset of
+    # the heads' values in the layer's parameter buffer `pv` (-1: none); the prompt kernel
+    # starts its running softmax there, the decode's split combine adds it
+    sinks: int = -1
 
     @property
     def max_splits(self) -> int:
@@ -183,6 +187,10 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     sig.storage("q", "array<vec4<f32>>")
     sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
     sig.storage("out", "array<vec4<f32>>", write=True)
+    m0, l0 = "-3.0e38", "0.0"
+    if a.sinks >= 0:  # the sink as a key of score `sink` and no value: exp(sink - m) in the sum
+        sig.storage("pv", "array<vec4<f32>>")
+        m0, l0 = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]", "1.0"
     scores = []
     # the keys a query sees: up to its own, and with a window its last `window`
     seen = "c0 + j <= last" if not a.window else f"c0 + j <= last && c0 + j + {a.window}u > last"
@@ -243,8 +251,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {extent}
 {stage_q}
 {keys}
-  var m = -3.0e38;
-  var lsum = 0.0;
+  var m = {m0};
+  var lsum = {l0};
 {o_decl}
   for (var c0 = {kstart}; c0 < kend; c0 += CH) {{
     workgroupBarrier();  // the previous chunk is consumed

@@ -66,6 +66,8 @@ def combine_kernel(a: AttnShape) -> Kernel:
     sig = Signature().state()
     sig.storage("ml", "array<vec2<f32>>")
     sig.storage("acc", "array<vec4<f32>>")
+    if a.sinks >= 0:
+        sig.storage("pv", "array<vec4<f32>>")
     sig.storage("y", "array<vec4<f32>>", write=True)
     d4 = a.head_dim // 4
     body = combine_wgsl(a) + f"""

@@ -8,7 +8,7 @@ by side) and SiLU·mul pairs row p of `gate` with row p of `up`.
 
 Prologues (how x is read):  plain | rmsnorm (fused RMSNorm) | attn (fused split-K combine)
 Epilogues (what is done with y):  store | add (residual) | silu_mul | gelu | gelu_mul (GeGLU,
-tanh-GELU) | qkv (bias, RoPE, KV append)
+tanh-GELU) | swiglu_oai (gpt-oss's clamped SwiGLU) | qkv (bias, RoPE, KV append)
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class AttnShape:
     chunk: int  # keys per split
     max_splits: int
     window: int = 0  # sliding window: the splits before the window's first key hold nothing
+    sinks: int = -1  # per-head sink logits at this float offset of `pv` (AttentionSpec.sinks)
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,16 @@ class Experts:
     rows: int = 0  # matmul: most (token, slot) pairs of a prompt chunk (sizes `groups`)
 
 
+# gated epilogues: row p of the gate and row p of the up projection make output p
+GATED = ("silu_mul", "gelu_mul", "swiglu_oai")
+SWIGLU_ALPHA, SWIGLU_LIMIT = 1.702, 7.0  # gpt-oss's
+
+
 @dataclass(frozen=True)
 class LinearSpec:
     k: int
     segments: tuple[Segment, ...]
-    epilogue: str = "store"  # store | add | silu_mul | gelu | gelu_mul | qkv | partial (matmul with splits)
+    epilogue: str = "store"  # store | add | silu_mul | gelu | gelu_mul | swiglu_oai | qkv | partial (matmul with splits)
     prologue: str = "plain"  # plain | rmsnorm | attn
     bias: bool = False
     eps: float = 1e-6
@@ -108,7 +114,7 @@ class LinearSpec:
 
     @property
     def split_pairs(self) -> bool:
-        return self.epilogue in ("silu_mul", "gelu_mul")
+        return self.epilogue in GATED
 
     @property
     def pairs(self) -> int:
@@ -239,8 +245,9 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     bias = ""
     if spec.bias:
         declare_pv(sig)
-        bias = (f"  let b0 = v0 + pvf({spec.bias_off}u + row0(p));\n"
-                f"  let b1 = select(0.0, v1 + pvf({spec.bias_off}u + min(row1(p), N - 1u)), row1(p) < N);\n")
+        off = f"{spec.bias_off}u + ex * N" if spec.experts else f"{spec.bias_off}u"  # experts: each its own
+        bias = (f"  let b0 = v0 + pvf({off} + row0(p));\n"
+                f"  let b1 = select(0.0, v1 + pvf({off} + min(row1(p), N - 1u)), row1(p) < N);\n")
     else:
         bias = "  let b0 = v0;\n  let b1 = v1;\n"
     e = spec.epilogue
@@ -268,6 +275,10 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         g = "0.5 * {v} * (1.0 + m_erf({v} * 0.70710678118654752))"
         body = (f"  y[t * {n}u + row0(p)] = {g.format(v='b0')};\n"
                 f"  if (row1(p) < N) {{ y[t * {n}u + row1(p)] = {g.format(v='b1')}; }}\n")
+    elif e == "swiglu_oai":  # gpt-oss: clamped gate and up, (up + 1) * gate * sigmoid(alpha * gate)
+        sig.storage("y", "array<f32>", write=True)
+        body = (f"  let g = min(b0, {SWIGLU_LIMIT!r});\n  let u = clamp(b1, {-SWIGLU_LIMIT!r}, {SWIGLU_LIMIT!r});\n"
+                f"  y[t * {n // 2}u + p] = (u + 1.0) * g / (1.0 + exp(-{SWIGLU_ALPHA!r} * g));\n")
     elif e == "gelu_mul":  # tanh-GELU(gate) * up, as transformers' gelu_pytorch_tanh
         sig.storage("y", "array<f32>", write=True)
         body = f"  y[t * {n // 2}u + p] = {gelu_tanh_wgsl('b0')} * b1;\n"
@@ -338,12 +349,13 @@ def combine_wgsl(a: AttnShape) -> str:
     d4 = a.head_dim // 4
     # a sliding window's first split: the one that holds key pos + 1 - window
     s0 = "0u" if not a.window else f"select(0u, (st.pos + 1u - {a.window}u) / {a.chunk}u, st.pos + 1u > {a.window}u)"
+    sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"  # (pvf may not be declared)
     return f"""
 fn combine4(h: u32, d4: u32) -> vec4<f32> {{
   let ns = (st.pos + {a.chunk}u) / {a.chunk}u;  // splits that hold keys 0..pos
-  var mx = -3.0e38;
+  var mx = {sink if a.sinks >= 0 else "-3.0e38"};
   for (var s = {s0}; s < ns; s++) {{ mx = max(mx, ml[h * {a.max_splits}u + s].x); }}
-  var z = 0.0;
+  var z = {f"exp({sink} - mx)" if a.sinks >= 0 else "0.0"};
   var o = vec4<f32>(0.0);
   for (var s = {s0}; s < ns; s++) {{
     let e = exp(ml[h * {a.max_splits}u + s].x - mx);
@@ -423,6 +435,8 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
         assert a is not None
         sig.storage("ml", "array<vec2<f32>>")
         sig.storage("acc", "array<vec4<f32>>")
+        if a.sinks >= 0:
+            declare_pv(sig)
         d4 = a.head_dim // 4
         get = f"combine4(i / {d4}u, i % {d4}u)"
         if ragged:
