@@ -157,6 +157,8 @@ def _randomize(model: Any, seed: int) -> None:
                 value = 1.0 + 0.2 * noise
             elif name.endswith(".bias"):
                 value = 0.5 * noise
+            elif p.ndim == 1:  # gpt-oss's attention sinks
+                value = noise
             elif "embed_tokens" in name or name.startswith("lm_head"):
                 # logits std ~2 (also through a tied head): a clear argmax, no overflow in f16
                 value = noise * (2.0 / math.sqrt(p.shape[1]))
@@ -321,7 +323,26 @@ def make_tiny_mixtral(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32"
     return _save(model, Path(tmp_dir), dtype)
 
 
-MOE_BUILDERS = {"qwen3moe": make_tiny_qwen3moe, "mixtral": make_tiny_mixtral}
+def make_tiny_gpt_oss(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random GptOssForCausalLM: 4 layers alternating sliding-window (first) and global, a sink
+    per head, biases on Q/K/V/O, the router and every expert, 5 experts of 40 (2 a token) with
+    the clamped SwiGLU, YaRN RoPE (factor 8 over an original context of 32; its ramp's edges
+    rounded as llama.cpp rounds them)."""
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    rope = {"rope_type": "yarn", "factor": 8.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": True,
+            "original_max_position_embeddings": 32, "rope_theta": 10000.0}
+    config = GptOssConfig(**_common_config(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                                           num_local_experts=5, num_experts_per_tok=2, intermediate_size=40,
+                                           sliding_window=TINY_WINDOW, rope_parameters=rope, tie_word_embeddings=False,
+                                           layer_types=["sliding_attention", "full_attention"] * 2,
+                                           attn_implementation="eager"))
+    model = GptOssForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+MOE_BUILDERS = {"qwen3moe": make_tiny_qwen3moe, "mixtral": make_tiny_mixtral, "gpt_oss": make_tiny_gpt_oss}
 
 ARCH_BUILDERS = {"qwen3": make_tiny_qwen3, "gemma2": make_tiny_gemma2, "gemma3": make_tiny_gemma3,
                  "phi3": make_tiny_phi3, "smollm3": make_tiny_smollm3}
@@ -422,7 +443,8 @@ def llama3_rope_freq_factors(head_dim: int, theta: float, scaling: dict[str, Any
 # GGUF architecture of each model_type, and those whose Q/K rows llama.cpp's converter permutes
 # to adjacent RoPE pairs (LlamaModel and its subclasses)
 _GGUF_ARCH = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3_text": "gemma3",
-              "phi3": "phi3", "smollm3": "smollm3", "qwen3_moe": "qwen3moe", "mixtral": "llama"}
+              "phi3": "phi3", "smollm3": "smollm3", "qwen3_moe": "qwen3moe", "mixtral": "llama",
+              "gpt_oss": "gpt-oss"}
 _EXPERT_RE = re.compile(r"^model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.(?:experts\.(\d+)\.(\w+)|gate)\.weight$")
 _EXPERT_KIND = {"gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "down_proj": "down", "w2": "down"}
 
@@ -442,6 +464,20 @@ def _stack_experts(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             experts.setdefault(f"blk.{m.group(1)}.ffn_{_EXPERT_KIND[m.group(3)]}_exps.weight", {})[int(m.group(2))] = t
     for name, parts in experts.items():
         out[name] = np.stack([parts[e] for e in range(len(parts))])
+    for name in [n for n in out if ".mlp.experts." in n]:  # gpt-oss: every expert in one x @ W tensor
+        layer, kind = name.split(".")[2], name.rsplit(".", 1)[1]
+        t, b = out.pop(name), f"blk.{layer}."
+        if kind == "gate_up_proj":
+            out[b + "ffn_gate_exps.weight"] = t[:, :, 0::2].transpose(0, 2, 1)
+            out[b + "ffn_up_exps.weight"] = t[:, :, 1::2].transpose(0, 2, 1)
+        elif kind == "gate_up_proj_bias":
+            out[b + "ffn_gate_exps.bias"], out[b + "ffn_up_exps.bias"] = t[:, 0::2], t[:, 1::2]
+        elif kind == "down_proj":
+            out[b + "ffn_down_exps.weight"] = t.transpose(0, 2, 1)
+        else:
+            out[b + "ffn_down_exps.bias"] = t
+    for name in [n for n in out if n.endswith(".mlp.router.weight") or n.endswith(".mlp.router.bias")]:
+        out[f"blk.{name.split('.')[2]}.ffn_gate_inp.{name.rsplit('.', 1)[1]}"] = out.pop(name)
     return out
 _PERMUTED = ("llama", "smollm3")
 
@@ -451,7 +487,7 @@ def gguf_tensor_name(hf_name: str, arch: str, n_layers: int) -> str:
     llama.cpp's converter uses)."""
     import gguf
 
-    name = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers).get_name(
+    name = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper().replace("-", "_")], n_layers).get_name(
         hf_name, try_suffixes=(".weight", ".bias"))
     if name is None:
         raise KeyError(f"no GGUF name for {hf_name} in {arch}")
@@ -548,8 +584,14 @@ def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = Non
     if cfg.get("num_experts") or cfg.get("num_local_experts"):
         w.add_expert_count(int(cfg.get("num_experts") or cfg["num_local_experts"]))
         w.add_expert_used_count(int(cfg["num_experts_per_tok"]))
-        if cfg.get("moe_intermediate_size"):
-            w.add_expert_feed_forward_length(int(cfg["moe_intermediate_size"]))
+        if cfg.get("moe_intermediate_size") or arch == "gpt-oss":
+            w.add_expert_feed_forward_length(int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"]))
+    if arch == "gpt-oss":
+        w.add_sliding_window(cfg["sliding_window"])
+    if rope.get("rope_type") == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(rope["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_vocab_size(cfg["vocab_size"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if ftype == "f16" else gguf.LlamaFileType.ALL_F32)
@@ -586,7 +628,7 @@ def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = Non
             data = _permute_qk(data, n_kv)
         if arch.startswith("gemma") and name.endswith("norm.weight"):
             data = data + np.float32(1.0)  # Gemma's RMSNorm multiplies by (1 + w): folded in
-        if data.ndim >= 2 and ftype == "f16" and not name.endswith("ffn_gate_inp.weight"):  # routers stay f32
+        if data.ndim >= 2 and ftype == "f16" and not name.endswith(("ffn_gate_inp.weight", ".bias")):  # routers stay f32
             data = data.astype(np.float16)
         gname = name if name.startswith("blk.") else gguf_tensor_name(name, arch, n_layers)
         w.add_tensor(gname, np.ascontiguousarray(data))

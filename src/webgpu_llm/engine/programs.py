@@ -182,12 +182,19 @@ class Programs:
     def attention_spec(self, i: int, chunk: int = 64, spread: bool = False) -> att.AttentionSpec:
         c, a = self.cfg, self.cfg.architecture
         return att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, spread,
-                                 window=self.window(i), softcap=a.attn_softcap, scale=a.attn_scale)
+                                 window=self.window(i), softcap=a.attn_softcap, scale=a.attn_scale,
+                                 sinks=self.weights.layout.sinks if a.sinks else -1)
+
+    def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:
+        """The attention's output projection, with its bias where the architecture has one."""
+        if self.cfg.architecture.o_bias:
+            kw.update(bias=True, bias_off=self.weights.layout.o_bias)
+        return self.spec(L.o, **kw)
 
     @property
     def act(self) -> str:
         """The gate/up projection's epilogue."""
-        return "gelu_mul" if self.cfg.architecture.act == "gelu_tanh" else "silu_mul"
+        return {"gelu_tanh": "gelu_mul", "swiglu_oai": "swiglu_oai"}.get(self.cfg.architecture.act, "silu_mul")
 
     def qkv_spec(self, L: LayerWeights, qkv_shape: QkvShape, **kw: Any) -> LinearSpec:
         """The QKV projection: bias, RoPE and KV append in its epilogue, or (per-head q/k norms)
@@ -358,6 +365,8 @@ class Programs:
         # O and down may split K over workgroups (Tuning.splits): their residual add then
         # moves into the next row kernel, which sums the partials into h before its RMSNorm
         so, sd = (1, 1) if thin else (self.tuning.split("o"), self.tuning.split("down"))
+        if a.o_bias:  # each K split would add the bias
+            so = 1
         if a.moe is not None:  # the experts' sum lands in h itself: no down partials for the next norm
             if slots is not None:
                 raise ValueError("mixture-of-experts models do not run in batched steps")
@@ -380,7 +389,7 @@ class Programs:
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
             s_qkv = self.qkv_spec(L, qkv_shape, slots=slots)
-            s_o = self.spec(L.o, **split(so))
+            s_o = self.o_spec(L, **split(so))
             s_gu = self.spec(L.gate_up, epilogue=self.act)
             s_dn = self.spec(L.down, **split(sd))
             win = self.window(i)
@@ -413,6 +422,12 @@ class Programs:
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
 
+    def _bias(self, m: Moe, part: str) -> dict[str, Any]:
+        """A mixture's router or experts' bias (gpt-oss), as linear-spec settings."""
+        if not m.bias:
+            return {}
+        return {"bias": True, "bias_off": getattr(self.weights.layout, f"{part}_bias")}
+
     def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
         """A mixture of experts over the prompt's rows (their normed rows in xn): the router,
         each token's chosen experts, the (token, slot) pairs grouped by expert, each expert's
@@ -421,13 +436,15 @@ class Programs:
         assert e is not None and L.router is not None
         pairs = self.batch * m.used
         tables = {"route": e.route, "groups": e.groups}
-        self._add_mm(prog, self.spec(L.router), "o", {**p, **L.router.bindings(), "x": b.xn, "y": e.logits})
+        self._add_mm(prog, self.spec(L.router, **self._bias(m, "router")), "o",
+                     {**p, **L.router.bindings(), "x": b.xn, "y": e.logits})
         prog.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
                  lambda n: (n, 1, 1))
         prog.add(moe.group_kernel(m.count, m.used, pairs), {**p, **tables}, (1, 1, 1))
-        s_gu = self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs))
+        s_gu = self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs),
+                         **self._bias(m, "gate_up"))
         self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": b.xn, "y": e.act})
-        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs))
+        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs), **self._bias(m, "down"))
         self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y})
         prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
                  moe.combine_grid(self.cfg.hidden))
@@ -438,15 +455,15 @@ class Programs:
         and their weighted sum into h."""
         b, e, lay = self.buf, self.buf.experts, self.weights.layout
         assert e is not None and L.router is not None
-        s_r = self.spec(L.router, prologue="rmsnorm", nw_off=lay.ffn)
+        s_r = self.spec(L.router, prologue="rmsnorm", nw_off=lay.ffn, **self._bias(m, "router"))
         d.add(self._mv(s_r, "o"), {**p, **L.router.bindings(), "x": b.h, "y": e.logits}, self._mvg(s_r, "o"))
         d.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, "route": e.route},
               (1, 1, 1))
         s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn,
-                         experts=Experts(m.count, m.used))
+                         experts=Experts(m.count, m.used), **self._bias(m, "gate_up"))
         d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "route": e.route, "x": b.h, "y": e.act},
               self._mvg(s_gu, "gate_up"))
-        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True))
+        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True), **self._bias(m, "down"))
         d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "route": e.route, "x": e.act, "y": e.y},
               self._mvg(s_dn, "down"))
         d.add(moe.combine_kernel(self.cfg.hidden, m.used), {**p, "route": e.route, "y": e.y, "h": b.h},
@@ -475,7 +492,7 @@ class Programs:
         qkv_shape = self.qkv_shape()
         for i, L in enumerate(self.weights.layers):
             split = self.attention_spec(i, chunk, self.tuning.attn_spread)
-            ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits, split.window)
+            ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits, split.window, split.sinks)
             layer(d, L, {**self._layer_bindings(i, L), "ml": b.ml, "acc": b.acc}, qkv_shape, split, ashape)
         return d
 
@@ -491,11 +508,11 @@ class Programs:
             d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
         d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
         if a.post_norms:  # O's row, then its norm added to h
-            s_o = self.spec(L.o, prologue="attn", attn=ashape)
+            s_o = self.o_spec(L, prologue="attn", attn=ashape)
             d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.kpart}, self._mvg(s_o, "o"))
             d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post), {**p, "x": b.h, "part": b.kpart}, one)
         else:
-            s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape)
+            s_o = self.o_spec(L, epilogue="add", prologue="attn", attn=ashape)
             d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
         if L.router is not None and a.moe is not None:
             self._experts_decode(d, L, p, a.moe)
@@ -528,7 +545,7 @@ class Programs:
             return Stage(self._mv(spec, role, wg), bufs, f"{n}u", grid=grid_2d(n))
 
         s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
-        s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape, residual=True)
+        s_o = self.o_spec(L, epilogue="add", prologue="attn", attn=ashape, residual=True)
         s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
         s_dn = self.spec(L.down, epilogue="add", residual=True)
         ch = split.chunk
@@ -562,7 +579,7 @@ class Programs:
         tmp = b.tmp
 
         def linear(m: GpuMatrix, x: Any, y: Any, role: str) -> None:
-            s = self.spec(m)
+            s = self.o_spec(L) if m is L.o else self.spec(m)
             d.add(self._mv(s, role), {**p, **m.bindings(), "x": x, "y": y}, self._mvg(s, role))
 
         a = c.architecture

@@ -182,6 +182,11 @@ class ParamLayout:
     k_norm: int = 0
     attn_post: int = 0
     ffn_post: int = 0
+    o_bias: int = 0  # gpt-oss: the output projection's bias, the heads' sinks, the router's
+    sinks: int = 0  # bias, each expert's gate|up biases and down biases
+    router_bias: int = 0
+    gate_up_bias: int = 0
+    down_bias: int = 0
 
     @classmethod
     def of(cls, c: ModelConfig) -> ParamLayout:
@@ -195,7 +200,18 @@ class ParamLayout:
             q_norm, k_norm, end = end, end + _a4(c.head_dim), end + 2 * _a4(c.head_dim)
         if a.post_norms:
             attn_post, ffn_post, end = end, end + _a4(c.hidden), end + 2 * _a4(c.hidden)
-        return cls(ffn, bias, rope, end, q_norm, k_norm, attn_post, ffn_post)
+        o_bias = sinks = router_bias = gate_up_bias = down_bias = 0
+        if a.o_bias:
+            o_bias, end = end, end + _a4(c.hidden)
+        if a.sinks:
+            sinks, end = end, end + _a4(c.n_heads)
+        if a.moe is not None and a.moe.bias:
+            m = a.moe
+            router_bias, gate_up_bias = end, end + _a4(m.count)
+            down_bias = gate_up_bias + _a4(m.count * 2 * m.ffn)
+            end = down_bias + _a4(m.count * c.hidden)
+        return cls(ffn, bias, rope, end, q_norm, k_norm, attn_post, ffn_post, o_bias, sinks, router_bias,
+                   gate_up_bias, down_bias)
 
 
 @dataclass
@@ -268,7 +284,20 @@ def upload_weights(gpu: Gpu, c: ModelConfig, get: Callable[[str], Tensor | None]
                                       Part(need(b + "attn_v.weight"))], b + "qkv", progress)
         pv = np.zeros(lay.size, np.float32)
         pv[: c.hidden] = norm(b + "attn_norm.weight")
-        pv[lay.ffn: lay.ffn + c.hidden] = norm(b + "ffn_norm.weight")
+        # (gpt-oss's GGUF names the pre-FFN norm post_attention_norm)
+        ffn_norm = b + ("ffn_norm.weight" if a.post_norms or get(b + "ffn_norm.weight") else "post_attention_norm.weight")
+        pv[lay.ffn: lay.ffn + c.hidden] = norm(ffn_norm)
+        if a.o_bias:
+            pv[lay.o_bias: lay.o_bias + c.hidden] = vector(need(b + "attn_output.bias"))
+        if a.sinks:
+            sinks = get(b + "attn_sinks.weight") or need(b + "attn_sinks")
+            pv[lay.sinks: lay.sinks + c.n_heads] = vector(sinks)
+        if (m := a.experts(i)) is not None and m.bias:  # gate|up per expert, as the epilogue reads them
+            pv[lay.router_bias: lay.router_bias + m.count] = vector(need(b + "ffn_gate_inp.bias"))
+            gb = vector(need(b + "ffn_gate_exps.bias")).reshape(m.count, m.ffn)
+            ub = vector(need(b + "ffn_up_exps.bias")).reshape(m.count, m.ffn)
+            pv[lay.gate_up_bias: lay.gate_up_bias + 2 * m.count * m.ffn] = np.concatenate([gb, ub], axis=1).reshape(-1)
+            pv[lay.down_bias: lay.down_bias + m.count * c.hidden] = vector(need(b + "ffn_down_exps.bias"))
         if a.qk_norm:
             pv[lay.q_norm: lay.q_norm + c.head_dim] = norm(b + "attn_q_norm.weight")[hperm]
             pv[lay.k_norm: lay.k_norm + c.head_dim] = norm(b + "attn_k_norm.weight")[hperm]

@@ -9,18 +9,19 @@ depends on the family's name.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..errors import ModelFileError
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3", "qwen3moe", "mixtral")
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "smollm3", "qwen3moe", "mixtral", "gpt-oss")
 # GGUF architectures whose Q/K rows are stored in Hugging Face's rotate-half order (llama.cpp's
 # NEOX RoPE); the others (llama, smollm3) were permuted to adjacent pairs by the converter
-_NEOX_GGUF = ("qwen2", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe")
-ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}
+_NEOX_GGUF = ("qwen2", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe", "gpt-oss")
+ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh",
+               "swiglu_oai": "swiglu_oai"}  # (the last: gpt-oss's clamped SwiGLU, set by the family)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Moe:
     # norm_topk_prob), else over all of them
     normalize: bool = True
     dense: tuple[int, ...] = ()  # layers with a dense FFN instead (Qwen3-MoE's mlp_only_layers)
+    bias: bool = False  # the router and every expert's projections have biases (gpt-oss)
 
     def at(self, i: int) -> bool:
         return i not in self.dense
@@ -55,7 +57,9 @@ class Architecture:
     local_rope_theta: float = 0.0  # RoPE base of the sliding-window layers (Gemma 3); 0: the global one
     rope_layers: tuple[bool, ...] = ()  # per layer: does it rotate q and k (SmolLM3's NoPE layers: no); (): all do
     rope_dim: int = 0  # rotated dims of a head (partial rotary, Phi-4-mini: 96 of 128); 0: all
-    moe: Moe | None = None  # a mixture of experts instead of the FFN (Qwen3-MoE, Mixtral)
+    moe: Moe | None = None  # a mixture of experts instead of the FFN (Qwen3-MoE, Mixtral, gpt-oss)
+    sinks: bool = False  # a learned logit per head in the attention's softmax (gpt-oss)
+    o_bias: bool = False  # the attention's output projection has a bias (gpt-oss)
 
     def window(self, i: int) -> int:
         return self.windows[i] if self.windows else 0
@@ -142,17 +146,23 @@ class ModelConfig:
             return (inv / np.float32(sc["factor"])).astype(np.float32)
         if kind == "llama3":
             return _llama3_inv_freq(inv, sc)
+        if kind == "yarn":
+            return _yarn_inv_freq(inv, sc, self.rope_dim, self.rope_theta)
         if kind == "longrope":
             long = ctx > int(sc["original_max_position_embeddings"])
             ext = np.asarray(sc["long_factor" if long else "short_factor"], np.float32)
             if ext.shape != inv.shape:
                 raise ModelFileError(f"LongRoPE factors: {ext.shape[0]}, expected {inv.shape[0]} (rotated dims / 2)")
             return (1.0 / (ext * power)).astype(np.float32)
-        raise ModelFileError(f"RoPE scaling {kind!r} is not supported (supported: linear, llama3, longrope)")
+        raise ModelFileError(f"RoPE scaling {kind!r} is not supported (supported: linear, llama3, longrope, yarn)")
 
     def rope_attention_factor(self) -> float:
-        """LongRoPE's scale of the rotated dims of q and k (1 for the other kinds)."""
+        """LongRoPE's and YaRN's scale of the rotated dims of q and k (1 for the other kinds)."""
         sc = self.rope_scaling or {}
+        if _scaling_kind(sc) == "yarn":
+            if sc.get("attention_factor") is not None:
+                return float(sc["attention_factor"])
+            return 0.1 * math.log(float(sc["factor"])) + 1.0 if float(sc["factor"]) > 1 else 1.0
         if _scaling_kind(sc) != "longrope":
             return 1.0
         if sc.get("attention_factor") is not None:
@@ -196,6 +206,27 @@ def _scaling_kind(sc: dict[str, Any] | None) -> str | None:
     sc = sc or {}
     kind = sc.get("rope_type", sc.get("type"))
     return "longrope" if kind == "su" else kind
+
+
+def _yarn_inv_freq(inv: np.ndarray, sc: dict[str, Any], dim: int, theta: float) -> np.ndarray:
+    """YaRN: interpolated (divided by the factor) below the low-frequency edge, extrapolated
+    (as they are) above the high one, a linear ramp between, as transformers computes it
+    (`truncate`: the edges rounded outwards, as llama.cpp always does)."""
+    factor, orig = float(sc["factor"]), float(sc["original_max_position_embeddings"])
+    fast, slow = float(sc.get("beta_fast") or 32), float(sc.get("beta_slow") or 1)
+
+    def corr(rot: float) -> float:
+        return dim * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = corr(fast), corr(slow)
+    if sc.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - low) / (high - low), 0, 1)
+    extra = 1 - ramp  # 1: extrapolated, as the plain frequency
+    return (inv / np.float32(factor) * (1 - extra) + inv * extra).astype(np.float32)
 
 
 def _llama3_inv_freq(inv: np.ndarray, sc: dict[str, Any]) -> np.ndarray:
@@ -249,6 +280,9 @@ def config_from_gguf(md: dict[str, Any], tensors: dict[str, Any], src: str) -> M
     stype = g("rope.scaling.type", "none")
     if stype not in ("none", ""):
         scaling = {"rope_type": stype, "factor": float(g("rope.scaling.factor", 1.0))}
+        if stype == "yarn":  # llama.cpp rounds YaRN's ramp edges outwards (truncate)
+            scaling.update(original_max_position_embeddings=int(g("rope.scaling.original_context_length", max_ctx)),
+                           truncate=True)
     long_f, short_f = tensors.get("rope_factors_long.weight"), tensors.get("rope_factors_short.weight")
     if long_f is not None and short_f is not None:  # LongRoPE (phi3): the converter writes both factor lists
         scaling = {"rope_type": "longrope", "long_factor": np.asarray(long_f.data(), np.float32).tolist(),
@@ -293,6 +327,11 @@ def _gguf_architecture(arch: str, g: Any, n_layers: int, hidden: int, n_heads: i
         moe = Moe(count, int(g("expert_used_count")), int(g("expert_feed_forward_length", 0)) or int(g("feed_forward_length")))
     if arch in ("llama", "qwen2"):
         return Architecture(moe=moe)
+    if arch == "gpt-oss":  # every other layer a sliding window, starting with the first
+        assert moe is not None
+        w = int(g("attention.sliding_window", 128))
+        return Architecture(act="swiglu_oai", sinks=True, o_bias=True, moe=replace(moe, bias=True),
+                            windows=tuple(w if i % 2 == 0 else 0 for i in range(n_layers)))
     if arch in ("qwen3", "qwen3moe"):
         return Architecture(qk_norm=True, moe=moe)
     if arch == "smollm3":  # llama.cpp: no RoPE in every 4th layer (no key for it)
@@ -322,7 +361,7 @@ def config_from_hf(c: dict[str, Any], src: str) -> ModelConfig:
     arch = str(c.get("model_type", "?"))
     if arch == "gemma3" and isinstance(c.get("text_config"), dict):  # Gemma3ForConditionalGeneration: its text model
         c = {**c["text_config"], "model_type": "gemma3_text", "_name_or_path": c.get("_name_or_path")}
-    arch = {"gemma3_text": "gemma3", "qwen3_moe": "qwen3moe"}.get(str(c.get("model_type", "?")), str(c.get("model_type", "?")))
+    arch = {"gemma3_text": "gemma3", "qwen3_moe": "qwen3moe", "gpt_oss": "gpt-oss"}.get(str(c.get("model_type", "?")), str(c.get("model_type", "?")))
     if arch not in SUPPORTED_ARCHS:
         raise _unsupported("model_type", arch, src)
     n_heads = int(_need(c, "num_attention_heads", src))
@@ -413,6 +452,10 @@ def _hf_architecture(arch: str, c: dict[str, Any], params: dict[str, Any], n_lay
         kw.update(qk_norm=True, moe=Moe(int(experts), int(_need(c, "num_experts_per_tok", src)),
                                          int(_need(c, "moe_intermediate_size", src)), bool(c.get("norm_topk_prob", False)),
                                          dense))
+    elif arch == "gpt-oss":
+        kw.update(act="swiglu_oai", sinks=True, o_bias=True,
+                  moe=Moe(int(_need(c, "num_local_experts", src)), int(_need(c, "num_experts_per_tok", src)),
+                          int(_need(c, "intermediate_size", src)), bias=True))
     elif arch == "mixtral":
         kw.update(moe=Moe(int(_need(c, "num_local_experts", src)), int(_need(c, "num_experts_per_tok", src)),
                           int(_need(c, "intermediate_size", src))))

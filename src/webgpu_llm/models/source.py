@@ -50,6 +50,11 @@ _HF_LAYER = {
     "self_attn.k_norm.weight": "attn_k_norm.weight",
     "self_attn.qkv_proj.weight": "attn_qkv.weight",
     "mlp.gate_up_proj.weight": "ffn_up.weight",
+    # gpt-oss
+    "self_attn.sinks": "attn_sinks.weight",
+    "self_attn.o_proj.bias": "attn_output.bias",
+    "mlp.router.weight": "ffn_gate_inp.weight",
+    "mlp.router.bias": "ffn_gate_inp.bias",
 }
 # Gemma 2/3: four norms a layer; post_attention_layernorm is the attention's output norm there
 _HF_LAYER_GEMMA = {
@@ -117,6 +122,66 @@ class StackedExperts:
         import numpy as np
 
         return np.concatenate([p.data() for p in self.parts], axis=0)
+
+
+@dataclass
+class DerivedTensor:
+    """A float tensor computed from another one's values when read (gpt-oss's fused experts
+    split and transposed into llama.cpp's layout)."""
+
+    name: str
+    base: Any
+    shape: tuple[int, ...]
+    make: Any  # base's values -> this tensor's
+
+    @property
+    def fmt(self) -> str | None:
+        return self.base.fmt
+
+    @property
+    def type_name(self) -> str:
+        return self.base.type_name
+
+    @property
+    def nbytes(self) -> int:
+        import numpy as np
+
+        return int(self.base.nbytes * np.prod(self.shape) // np.prod(self.base.shape))
+
+    def data(self) -> Any:
+        import numpy as np
+
+        return np.ascontiguousarray(self.make(self.base.data()))
+
+
+_FUSED_EXPERTS_RE = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)(_bias|_blocks|_scales)?$")
+
+
+def split_fused_experts(hf: dict[str, Any], tensors: dict[str, Any]) -> None:
+    """gpt-oss checkpoints' experts, one tensor of every expert's x @ W matrices with gate and
+    up columns interleaved, as llama.cpp's ffn_{gate,up,down}_exps (and their biases)."""
+    for name, t in hf.items():
+        m = _FUSED_EXPERTS_RE.match(name)
+        if m is None:
+            continue
+        b, kind, suffix = f"blk.{m.group(1)}.", m.group(2), m.group(3) or ""
+        if suffix in ("_blocks", "_scales") or t.fmt not in ("f32", "f16", "bf16"):
+            raise ModelFileError(f"{name}: experts stored as {t.type_name} MXFP4 blocks are not supported in "
+                                 "safetensors; use the model's GGUF file")
+        sh = tuple(t.shape)
+        if kind == "down_proj" and suffix == "_bias":
+            tensors[b + "ffn_down_exps.bias"] = t
+        elif kind == "down_proj":  # (experts, ffn, hidden) -> (experts, hidden, ffn)
+            tensors[b + "ffn_down_exps.weight"] = DerivedTensor(b + "ffn_down_exps.weight", t, (sh[0], sh[2], sh[1]),
+                                                                lambda a: a.transpose(0, 2, 1))
+        elif suffix == "_bias":  # (experts, 2 ffn): gate and up interleaved
+            for j, part in enumerate(("gate", "up")):
+                tensors[b + f"ffn_{part}_exps.bias"] = DerivedTensor(b + f"ffn_{part}_exps.bias", t, (sh[0], sh[1] // 2),
+                                                                     lambda a, j=j: a[:, j::2])
+        else:  # (experts, hidden, 2 ffn) -> gate, up: (experts, ffn, hidden) each
+            for j, part in enumerate(("gate", "up")):
+                tensors[b + f"ffn_{part}_exps.weight"] = DerivedTensor(
+                    b + f"ffn_{part}_exps.weight", t, (sh[0], sh[2] // 2, sh[1]), lambda a, j=j: a[:, :, j::2].transpose(0, 2, 1))
 
 
 def stack_experts(tensors: dict[str, Any]) -> dict[str, Any]:
@@ -247,6 +312,7 @@ def open_model(path: str | Path | None, search: ModelSearch | None = None) -> Mo
                 tensors[g] = t
         try:
             tensors = stack_experts(tensors)
+            split_fused_experts(st.tensors, tensors)
         except ModelFileError:
             st.close()
             raise
