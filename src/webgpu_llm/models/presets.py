@@ -55,6 +55,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                           head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
                           tie_embeddings=False, qkv_bias=False,
                           architecture=Architecture(qk_norm=True, moe=Moe(128, 8, 768))),
+    # 32 experts of 2880, 4 a token, MXFP4 experts beside f16 attention in its files (--dtype mxfp4)
+    "gpt-oss-20b": dict(arch="gpt-oss", n_layers=24, hidden=2880, intermediate=2880, n_heads=64, n_kv_heads=8,
+                        head_dim=64, vocab=201088, max_ctx=131072, rms_eps=1e-5, rope_theta=150000.0,
+                        tie_embeddings=False, qkv_bias=True,
+                        rope_scaling={"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096,
+                                      "truncate": True},
+                        architecture=Architecture(act="swiglu_oai", sinks=True, o_bias=True,
+                                                  moe=Moe(32, 4, 2880, bias=True),
+                                                  windows=tuple(128 if i % 2 == 0 else 0 for i in range(24)))),
     # a small mixture for quick runs on software adapters
     "tiny-moe": dict(arch="qwen3moe", n_layers=2, hidden=256, intermediate=512, n_heads=4, n_kv_heads=2,
                      head_dim=64, vocab=4096, max_ctx=2048, rms_eps=1e-6, rope_theta=1e6,
@@ -175,7 +184,8 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
     def mat(tname: str, rows: int, k: int, experts: int = 0, fmt: str | None = None) -> None:
         """A (rows, k) matrix, or with `experts` that many of them as one (experts, rows, k)."""
         s = seed * 1000 + next(counter)
-        fmt = fmt or file_type(dtype, k)
+        # MXFP4 is an expert format: llama.cpp writes the other matrices of such files in f16
+        fmt = fmt or file_type("f16" if dtype == "mxfp4" and not experts else dtype, k)
         shape = (experts, rows, k) if experts else (rows, k)
         n = max(experts, 1) * rows
         tensors[tname] = RandomTensor(tname, fmt, shape, lambda: _tiled_weight(fmt, n, k, s))
@@ -213,8 +223,17 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
             vec(b + "attn_k.bias", c.kv_dim)
             vec(b + "attn_v.bias", c.kv_dim)
         mat(b + "attn_output.weight", c.hidden, c.q_dim)
+        if a.o_bias:
+            vec(b + "attn_output.bias", c.hidden)
+        if a.sinks:
+            vec(b + "attn_sinks.weight", c.n_heads)
         if (m := a.experts(i)) is not None:  # the router in f32, as llama.cpp's converter keeps it
             mat(b + "ffn_gate_inp.weight", m.count, c.hidden, fmt="f32")
+            if m.bias:
+                vec(b + "ffn_gate_inp.bias", m.count)
+                vec(b + "ffn_gate_exps.bias", m.count * m.ffn)
+                vec(b + "ffn_up_exps.bias", m.count * m.ffn)
+                vec(b + "ffn_down_exps.bias", m.count * c.hidden)
             mat(b + "ffn_gate_exps.weight", m.ffn, c.hidden, m.count)
             mat(b + "ffn_up_exps.weight", m.ffn, c.hidden, m.count)
             mat(b + "ffn_down_exps.weight", c.hidden, m.ffn, m.count)
