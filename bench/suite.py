@@ -152,6 +152,20 @@ def serve(o: Options) -> list[Cmd]:
     return cmds
 
 
+MOE = (("qwen3-30b-a3b", "q4_0"), ("gpt-oss-20b", "mxfp4"))  # the shapes and types the real files have
+
+
+def moe(o: Options) -> list[Cmd]:
+    """The mixture-of-experts shapes: their random weights written once as GGUF files into
+    /tmp/gg (bench/preset_gguf.py), where the peers' `cuda` step times them with llama-bench
+    beside the Qwen2.5 files; the engine on the same files (Dawn)."""
+    cmds = [Cmd("moe", f"{p} {d} GGUF", ["bench/preset_gguf.py", p, d, f"/tmp/gg/{p}-{d}.gguf"], "none", per_src=False)
+            for p, d in MOE]
+    cmds += [_bench("moe", f"{p} {d} dawn", "--model", f"/tmp/gg/{p}-{d}.gguf", "--backend", "dawn", reps=o.reps or 3)
+             for p, d in MOE]
+    return cmds
+
+
 SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
     "smoke": (smoke, "the tiny preset, 4 tokens on wgpu-native: checks the runner (up to a minute on llvmpipe)"),
     "batch1": (batch1, "tg128/pp512 of the Qwen2.5 0.5B and 1.5B shapes, f16/q8_0/q4_0, Dawn and wgpu-native"),
@@ -161,6 +175,8 @@ SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
     "embed": (embed, "embeddings/s of 64 sentences in one call (bench --embed 64), sentence-transformers on the "
                      "CPU beside"),
     "peers": (peers, "llama.cpp CUDA (llama-bench) and Vulkan (llama-server) from .peers/, once"),
+    "moe": (moe, "Qwen3-30B-A3B (q4_0) and gpt-oss-20b (MXFP4) shapes as GGUF files in /tmp/gg, the engine on "
+                 "them (run before `peers`, whose llama-bench then times them too)"),
     "serve": (serve, f"concurrent streams ({LOAD_CLIENTS} clients, bench/load.py) of webgpu-llm serve and "
                      "llama-server -np K on the peers' GGUFs (.peers/), each server started per K"),
 }

@@ -3,11 +3,16 @@
 ``make_tiny_llama`` / ``make_tiny_llama3`` / ``make_tiny_qwen2`` write a complete model directory
 (config.json, model.safetensors, tokenizer.json, tokenizer_config.json with a chat template) with
 seeded random weights in deliberately odd sizes (hidden 72, head_dim 24, GQA 3:1, vocab 1001), so
-that kernels whose sizes are not multiples of a workgroup or block are exercised.
+that kernels whose sizes are not multiples of a workgroup or block are exercised. The newer
+families (``ARCH_BUILDERS``: Qwen3, Gemma 2 and 3, Phi-3, SmolLM3) come the same way, each with
+what sets it apart switched on: sliding windows shorter than the test prompts, local and global
+layers, soft-caps, a query scale other than 1/sqrt(head_dim), LongRoPE with partial rotary,
+NoPE layers.
 ``hf_logits`` runs transformers on the CPU in float32 over such a directory. ``make_tiny_gguf``
 writes the same weights as a GGUF file laid out the way llama.cpp's converter lays them out
-(tensor names, Q/K row permutation for the llama architecture, rope_freqs for llama3 rope), so
-the GGUF loading path can be checked against transformers too.
+(tensor names from the gguf package's own map of each architecture, Q/K row permutation for
+the llama-style ones, rope_freqs for llama3 rope, Gemma's norms with the 1 folded in, Phi-3's
+LongRoPE factor tensors), so the GGUF loading path can be checked against transformers too.
 
 Needs torch and transformers for the builders and ``hf_logits``; ``make_tiny_gguf`` needs only
 numpy and gguf.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -151,6 +157,8 @@ def _randomize(model: Any, seed: int) -> None:
                 value = 1.0 + 0.2 * noise
             elif name.endswith(".bias"):
                 value = 0.5 * noise
+            elif p.ndim == 1:  # gpt-oss's attention sinks
+                value = noise
             elif "embed_tokens" in name or name.startswith("lm_head"):
                 # logits std ~2 (also through a tied head): a clear argmax, no overflow in f16
                 value = noise * (2.0 / math.sqrt(p.shape[1]))
@@ -210,6 +218,134 @@ def make_tiny_qwen2(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") 
     model = Qwen2ForCausalLM(config)
     _randomize(model, seed)
     return _save(model, Path(tmp_dir), dtype)
+
+
+TINY_WINDOW = 5  # sliding window of the tiny models that have one: shorter than every test prompt
+
+
+def make_tiny_qwen3(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random Qwen3ForCausalLM: per-head q/k RMSNorm, 4 query heads of 24 (q 96 wide, hidden
+    72), GQA 2:1, tied embeddings."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(**_common_config(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                          attention_bias=False, use_sliding_window=False))
+    model = Qwen3ForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+def _gemma_config(**overrides: Any) -> dict[str, Any]:
+    cfg = _common_config(hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+                         sliding_window=TINY_WINDOW, query_pre_attn_scalar=32)
+    del cfg["hidden_act"]
+    cfg.update(overrides)
+    return cfg
+
+
+def make_tiny_gemma2(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random Gemma2ForCausalLM: 4 layers alternating sliding-window (even) and global,
+    attention and final logits soft-capped, query scale 32^-1/2 (head_dim 24)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(**_gemma_config(num_hidden_layers=4, attn_logit_softcapping=3.0,
+                                          final_logit_softcapping=4.0, attn_implementation="eager"))
+    model = Gemma2ForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+def make_tiny_gemma3(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random Gemma3ForCausalLM (text): 6 layers, five with a sliding window and RoPE base 100,
+    the sixth global with base 10000 (Gemma 3's pattern), q/k norms, query scale 32^-1/2."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(**_gemma_config(num_hidden_layers=6, rope_theta=10000.0, rope_local_base_freq=100.0))
+    model = Gemma3ForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+PHI3_ORIGINAL_CTX = 32  # LongRoPE's original context: the tests cross it with a longer context
+
+
+def make_tiny_phi3(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random Phi3ForCausalLM as Phi-4-mini is made: fused qkv_proj and gate_up_proj, partial
+    rotary (18 of 24 dims), LongRoPE (short/long factors, original context 32 of 256), and a
+    sliding window on every layer (as Phi-3-mini-4k has), hidden 96, GQA 2:1."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    rng = np.random.default_rng(seed)
+    pairs = 9
+    rope = {"type": "longrope", "short_factor": (1.0 + rng.uniform(0, 1, pairs)).round(3).tolist(),
+            "long_factor": (2.0 + 4 * rng.uniform(0, 1, pairs)).round(3).tolist()}
+    config = Phi3Config(**_common_config(hidden_size=96, num_attention_heads=4, num_key_value_heads=2,
+                                         partial_rotary_factor=0.75, original_max_position_embeddings=PHI3_ORIGINAL_CTX,
+                                         rope_scaling=rope, sliding_window=TINY_WINDOW + 6, tie_word_embeddings=False))
+    model = Phi3ForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+def make_tiny_smollm3(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random SmolLM3ForCausalLM: 4 layers, the fourth without RoPE (no_rope_layer_interval 4,
+    what llama.cpp assumes), tied embeddings."""
+    from transformers import SmolLM3Config, SmolLM3ForCausalLM
+
+    config = SmolLM3Config(**_common_config(num_hidden_layers=4, tie_word_embeddings=True))
+    model = SmolLM3ForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+def make_tiny_qwen3moe(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random Qwen3MoeForCausalLM: Qwen3's attention, every layer a mixture of 7 experts of
+    40, 3 a token, their weights renormalized (norm_topk_prob, as Qwen3-30B-A3B)."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    config = Qwen3MoeConfig(**_common_config(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                             attention_bias=False, use_sliding_window=False, num_experts=7,
+                                             num_experts_per_tok=3, moe_intermediate_size=40, norm_topk_prob=True,
+                                             decoder_sparse_step=1, mlp_only_layers=[]))
+    model = Qwen3MoeForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+def make_tiny_mixtral(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random MixtralForCausalLM: Llama's attention, every FFN a mixture of 5 experts of 100,
+    2 a token."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(**_common_config(num_local_experts=5, num_experts_per_tok=2, tie_word_embeddings=False))
+    model = MixtralForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+def make_tiny_gpt_oss(tmp_dir: str | Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Random GptOssForCausalLM: 4 layers alternating sliding-window (first) and global, a sink
+    per head, biases on Q/K/V/O, the router and every expert, 5 experts of 40 (2 a token) with
+    the clamped SwiGLU, YaRN RoPE (factor 8 over an original context of 32; its ramp's edges
+    rounded as llama.cpp rounds them)."""
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    rope = {"rope_type": "yarn", "factor": 8.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": True,
+            "original_max_position_embeddings": 32, "rope_theta": 10000.0}
+    config = GptOssConfig(**_common_config(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                                           num_local_experts=5, num_experts_per_tok=2, intermediate_size=40,
+                                           sliding_window=TINY_WINDOW, rope_parameters=rope, tie_word_embeddings=False,
+                                           layer_types=["sliding_attention", "full_attention"] * 2,
+                                           attn_implementation="eager"))
+    model = GptOssForCausalLM(config)
+    _randomize(model, seed)
+    return _save(model, Path(tmp_dir), dtype)
+
+
+MOE_BUILDERS = {"qwen3moe": make_tiny_qwen3moe, "mixtral": make_tiny_mixtral, "gpt_oss": make_tiny_gpt_oss}
+
+ARCH_BUILDERS = {"qwen3": make_tiny_qwen3, "gemma2": make_tiny_gemma2, "gemma3": make_tiny_gemma3,
+                 "phi3": make_tiny_phi3, "smollm3": make_tiny_smollm3}
 
 
 @functools.lru_cache(maxsize=8)
@@ -304,36 +440,58 @@ def llama3_rope_freq_factors(head_dim: int, theta: float, scaling: dict[str, Any
     return out.astype(np.float32)
 
 
-_LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
+# GGUF architecture of each model_type, and those whose Q/K rows llama.cpp's converter permutes
+# to adjacent RoPE pairs (LlamaModel and its subclasses)
+_GGUF_ARCH = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3_text": "gemma3",
+              "phi3": "phi3", "smollm3": "smollm3", "qwen3_moe": "qwen3moe", "mixtral": "llama",
+              "gpt_oss": "gpt-oss"}
+_EXPERT_RE = re.compile(r"^model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.(?:experts\.(\d+)\.(\w+)|gate)\.weight$")
+_EXPERT_KIND = {"gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "down_proj": "down", "w2": "down"}
 
 
-def _gguf_name(hf_name: str) -> str:
-    top = {
-        "model.embed_tokens.weight": "token_embd.weight",
-        "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight",
-    }
-    if hf_name in top:
-        return top[hf_name]
-    parts = hf_name.split(".")
-    if parts[:2] == ["model", "layers"]:
-        suffix = ".".join(parts[3:])
-        if suffix in _LAYER_NAMES:
-            return f"blk.{parts[2]}.{_LAYER_NAMES[suffix]}"
-    raise KeyError(f"no GGUF name for {hf_name}")
+def _stack_experts(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-expert tensors stacked as llama.cpp's converter writes them (blk.N.ffn_KIND_exps:
+    (experts, rows, k)); the router as blk.N.ffn_gate_inp; the others under their HF names."""
+    out: dict[str, np.ndarray] = {}
+    experts: dict[str, dict[int, np.ndarray]] = {}
+    for name, t in tensors.items():
+        m = _EXPERT_RE.match(name)
+        if m is None:
+            out[name] = t
+        elif m.group(2) is None:
+            out[f"blk.{m.group(1)}.ffn_gate_inp.weight"] = t
+        else:
+            experts.setdefault(f"blk.{m.group(1)}.ffn_{_EXPERT_KIND[m.group(3)]}_exps.weight", {})[int(m.group(2))] = t
+    for name, parts in experts.items():
+        out[name] = np.stack([parts[e] for e in range(len(parts))])
+    for name in [n for n in out if ".mlp.experts." in n]:  # gpt-oss: every expert in one x @ W tensor
+        layer, kind = name.split(".")[2], name.rsplit(".", 1)[1]
+        t, b = out.pop(name), f"blk.{layer}."
+        if kind == "gate_up_proj":
+            out[b + "ffn_gate_exps.weight"] = t[:, :, 0::2].transpose(0, 2, 1)
+            out[b + "ffn_up_exps.weight"] = t[:, :, 1::2].transpose(0, 2, 1)
+        elif kind == "gate_up_proj_bias":
+            out[b + "ffn_gate_exps.bias"], out[b + "ffn_up_exps.bias"] = t[:, 0::2], t[:, 1::2]
+        elif kind == "down_proj":
+            out[b + "ffn_down_exps.weight"] = t.transpose(0, 2, 1)
+        else:
+            out[b + "ffn_down_exps.bias"] = t
+    for name in [n for n in out if n.endswith(".mlp.router.weight") or n.endswith(".mlp.router.bias")]:
+        out[f"blk.{name.split('.')[2]}.ffn_gate_inp.{name.rsplit('.', 1)[1]}"] = out.pop(name)
+    return out
+_PERMUTED = ("llama", "smollm3")
+
+
+def gguf_tensor_name(hf_name: str, arch: str, n_layers: int) -> str:
+    """The GGUF name of a transformers tensor, from the gguf package's map of `arch` (the one
+    llama.cpp's converter uses)."""
+    import gguf
+
+    name = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper().replace("-", "_")], n_layers).get_name(
+        hf_name, try_suffixes=(".weight", ".bias"))
+    if name is None:
+        raise KeyError(f"no GGUF name for {hf_name} in {arch}")
+    return name
 
 
 def _tokenizer_for_gguf(hf_dir: Path) -> tuple[list[str], list[int], list[str]]:
@@ -355,14 +513,40 @@ def _tokenizer_for_gguf(hf_dir: Path) -> tuple[list[str], list[int], list[str]]:
     return tokens, types, merges
 
 
+def _add_family_keys(w: Any, arch: str, cfg: dict[str, Any], rope: dict[str, Any], local: dict[str, Any],
+                     head_dim: int) -> None:
+    """The metadata llama.cpp's converter writes for the newer families, and two keys it has
+    no need of for real models but these tiny ones do (llama.cpp reads both where present):
+    Gemma's query scale where query_pre_attn_scalar is not head_dim (real Gemmas below 27B have
+    them equal), and Gemma 3's local RoPE base where it is not 10000."""
+    if arch.startswith("gemma"):
+        w.add_sliding_window(cfg["sliding_window"])
+        if cfg.get("final_logit_softcapping"):
+            w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+        if arch == "gemma2" and cfg.get("attn_logit_softcapping"):
+            w.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
+        if cfg.get("query_pre_attn_scalar", head_dim) != head_dim:
+            w.add_attention_scale(float(cfg["query_pre_attn_scalar"]) ** -0.5)
+        theta_local = float(local.get("rope_theta", cfg.get("rope_local_base_freq") or 10000.0))
+        if arch == "gemma3" and theta_local != 10000.0:
+            w.add_rope_freq_base_swa(theta_local)
+    if arch == "phi3":
+        orig = int(rope.get("original_max_position_embeddings") or cfg["original_max_position_embeddings"])
+        w.add_rope_scaling_orig_ctx_len(orig)
+        w.add_sliding_window(cfg.get("sliding_window") or 0)
+        scale = cfg["max_position_embeddings"] / orig
+        if rope.get("long_factor"):
+            w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1.0 else 1.0)
+
+
 def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = None) -> Path:
     """Write the model in ``hf_dir`` (from a make_tiny_* builder) as a GGUF file at ``path``.
 
     ``ftype``: "f32" or "f16" for the 2-D weights (norms, biases and rope factors stay f32, as in
     llama.cpp's converter); default: f16 if the safetensors hold f16, else f32 (bf16 is written as
-    f32, which is exact). Architecture "llama" for Llama models (Q/K rows permuted), "qwen2" for
-    Qwen2 (no permutation: llama.cpp uses NeoX-style rope there). The tokenizer goes in as a
-    "gpt2" BPE with the GPT-2 pre-tokenizer, no BOS added, and the chat template.
+    f32, which is exact). The architecture is the model's (Q/K rows permuted for llama and smollm3;
+    llama.cpp uses NeoX-style rope for the others). The tokenizer goes in as a "gpt2" BPE with
+    the GPT-2 pre-tokenizer, no BOS added, and the chat template.
     """
     import gguf
 
@@ -373,12 +557,16 @@ def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = Non
         ftype = "f16" if any(t.dtype == np.float16 for t in tensors.values()) else "f32"
     if ftype not in ("f32", "f16"):
         raise ValueError(f"ftype {ftype!r}: use f32 or f16")
-    arch = {"llama": "llama", "qwen2": "qwen2"}[cfg["model_type"]]
+    arch = _GGUF_ARCH[cfg["model_type"]]
 
     n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    n_layers = cfg["num_hidden_layers"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    local = rope.get("sliding_attention") or {}
+    rope = rope.get("full_attention", rope)  # Gemma 3: per layer type
     theta = float(cfg.get("rope_theta") or rope.get("rope_theta", 10000.0))  # v4 and v5 configs
+    rope_dim = int(head_dim * float(rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor") or 1.0)))
 
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(hf_dir.name)
@@ -390,8 +578,20 @@ def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = Non
     w.add_head_count_kv(n_kv)
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
-    w.add_rope_dimension_count(head_dim)
+    w.add_rope_dimension_count(rope_dim)
     w.add_rope_freq_base(theta)
+    _add_family_keys(w, arch, cfg, rope, local, head_dim)
+    if cfg.get("num_experts") or cfg.get("num_local_experts"):
+        w.add_expert_count(int(cfg.get("num_experts") or cfg["num_local_experts"]))
+        w.add_expert_used_count(int(cfg["num_experts_per_tok"]))
+        if cfg.get("moe_intermediate_size") or arch == "gpt-oss":
+            w.add_expert_feed_forward_length(int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"]))
+    if arch == "gpt-oss":
+        w.add_sliding_window(cfg["sliding_window"])
+    if rope.get("rope_type") == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(rope["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_vocab_size(cfg["vocab_size"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if ftype == "f16" else gguf.LlamaFileType.ALL_F32)
@@ -413,16 +613,25 @@ def make_tiny_gguf(path: str | Path, hf_dir: str | Path, ftype: str | None = Non
     if rope.get("rope_type") == "llama3":
         # llama.cpp has no llama3 rope type: the converter bakes the scaling into this tensor
         w.add_tensor("rope_freqs.weight", llama3_rope_freq_factors(head_dim, theta, rope))
+    if rope.get("rope_type", rope.get("type")) == "longrope":  # Phi-3: both factor lists as tensors
+        w.add_tensor("rope_factors_long.weight", np.asarray(rope["long_factor"], np.float32))
+        w.add_tensor("rope_factors_short.weight", np.asarray(rope["short_factor"], np.float32))
 
+    tensors = _stack_experts(tensors)
     for name in sorted(tensors):
         data = tensors[name].astype(np.float32)
-        if arch == "llama" and ".self_attn.q_proj." in name:
+        if arch.startswith("gemma") and name.endswith("lm_head.weight"):
+            continue  # the converter drops it: Gemma ties its head to the embedding
+        if arch in _PERMUTED and ".self_attn.q_proj." in name:
             data = _permute_qk(data, n_head)
-        elif arch == "llama" and ".self_attn.k_proj." in name:
+        elif arch in _PERMUTED and ".self_attn.k_proj." in name:
             data = _permute_qk(data, n_kv)
-        if data.ndim == 2 and ftype == "f16":
+        if arch.startswith("gemma") and name.endswith("norm.weight"):
+            data = data + np.float32(1.0)  # Gemma's RMSNorm multiplies by (1 + w): folded in
+        if data.ndim >= 2 and ftype == "f16" and not name.endswith(("ffn_gate_inp.weight", ".bias")):  # routers stay f32
             data = data.astype(np.float16)
-        w.add_tensor(_gguf_name(name), np.ascontiguousarray(data))
+        gname = name if name.startswith("blk.") else gguf_tensor_name(name, arch, n_layers)
+        w.add_tensor(gname, np.ascontiguousarray(data))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

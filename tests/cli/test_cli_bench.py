@@ -65,3 +65,21 @@ def test_embed_bench_smoke(capsys, tmp_path) -> None:
                  "--peers", "sentence-transformers"])
     table = capsys.readouterr().out
     assert code == 0 and "| sentence-transformers (CPU) | f32 |" in table and "| 4 |" in table, table
+
+
+@pytest.mark.parametrize("preset", ["qwen3-0.6b", "gemma-3-1b"])
+def test_new_family_presets_run(wgpu_gpu, preset: str) -> None:
+    """The Qwen3 and Gemma 3 presets' layers (cut to two, with a small vocabulary: the full
+    models would take minutes on a software adapter) through the engine's benchmark, and the
+    torch peer of the same family on the CPU."""
+    from webgpu_llm.bench.engine_bench import bench_engine
+    from webgpu_llm.bench.peers import bench_torch
+    from webgpu_llm.engine import Settings
+    from webgpu_llm.models.presets import preset_model
+
+    cfg, tensors = preset_model(preset, "f16", n_layers=2, vocab=512)
+    assert cfg.n_layers == 2 and len(cfg.architecture.windows) in (0, 2)
+    row = bench_engine(wgpu_gpu, cfg, tensors, Settings(), n_prompt=4, n_gen=4, n_pp=8, reps=1)
+    assert row["tg_tok_s"] > 0 and row["pp_tok_s"] > 0
+    peer = bench_torch(cfg, "f32", n_prompt=4, n_gen=2, n_pp=0, reps=1, device="cpu")
+    assert len(peer) == 1 and peer[0]["tg_tok_s"] > 0

@@ -141,4 +141,4 @@ def test_presets_take_llama_cpp_fallback_types():
     for preset in PRESETS:
         for dtype in DTYPES:
             for t in preset_model(preset, dtype)[1].values():
-                assert len(t.shape) == 1 or FORMATS[t.fmt].check_k(t.shape[1]) is None, (preset, dtype, t.name)
+                assert len(t.shape) == 1 or FORMATS[t.fmt].check_k(t.shape[-1]) is None, (preset, dtype, t.name)

@@ -14,8 +14,12 @@ import numpy as np
 
 from ..engine import SamplingParams, Session, Settings
 from ..models.config import ModelConfig
-from ..models.presets import weight_bytes_per_token
+from ..models.presets import weight_bytes, weight_bytes_per_token
 from ..runtime.gpu import Gpu
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _ids(n: int, vocab: int, seed: int) -> list[int]:
@@ -33,7 +37,8 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     say = log or (lambda *_: None)
     settings = replace(settings, batch=max(n_pp, 16))
     tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
-    say(f"building {cfg.name} on {gpu.name} (fused={settings.fused}, persist={tuning.persist})")
+    say(f"building {cfg.name} on {gpu.name} (fused={settings.fused}, persist={tuning.persist}; "
+        f"{_size(weight_bytes(tensors))} of weights)")
     eng = Session.build(gpu, cfg, tensors.get, settings, ctx)
     m = eng.programs
     greedy = SamplingParams()
@@ -68,7 +73,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
         out["n_pp"] = n_pp
         say(f"  pp{n_pp}: {out['pp_tok_s']:.1f} tok/s")
     if profile:
-        out["profile"] = eng.profile_step(prompt, weight_bytes_per_token(tensors, cfg.tie_embeddings))
+        out["profile"] = eng.profile_step(prompt, weight_bytes_per_token(tensors, cfg.tie_embeddings, cfg.architecture.moe))
         if n_pp and gpu.has_timestamps:
             out["profile_prefill"] = eng.profile_prefill(n_pp)
     return out

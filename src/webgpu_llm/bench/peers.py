@@ -17,6 +17,24 @@ def torch_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _hf_config(tf: Any, cfg: ModelConfig, kw: dict[str, Any]) -> Any:
+    """transformers' config of the preset's family (a peer of another family would time other math)."""
+    if cfg.arch == "qwen2":
+        return tf.Qwen2Config(**kw)
+    if cfg.arch == "qwen3":
+        return tf.Qwen3Config(head_dim=cfg.head_dim, **kw)
+    if cfg.arch == "gemma3":
+        a = cfg.architecture
+        return tf.Gemma3TextConfig(head_dim=cfg.head_dim, query_pre_attn_scalar=round(a.attn_scale ** -2),
+                                   sliding_window=max(a.windows, default=0) or None,
+                                   layer_types=["sliding_attention" if a.window(i) else "full_attention"
+                                                for i in range(cfg.n_layers)],
+                                   rope_local_base_freq=a.local_rope_theta or 10000.0, **kw)
+    if cfg.arch != "llama":
+        raise ValueError(f"no torch peer for {cfg.arch}")
+    return tf.LlamaConfig(head_dim=cfg.head_dim, **kw)
+
+
 def _hf_model(cfg: ModelConfig, dtype: str, device: str = "cuda") -> Any:
     import torch
     import transformers as tf
@@ -25,7 +43,7 @@ def _hf_model(cfg: ModelConfig, dtype: str, device: str = "cuda") -> Any:
               num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
               num_key_value_heads=cfg.n_kv_heads, max_position_embeddings=4096, rms_norm_eps=cfg.rms_eps,
               rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings)
-    conf = tf.Qwen2Config(**kw) if cfg.arch == "qwen2" else tf.LlamaConfig(head_dim=cfg.head_dim, **kw)
+    conf = _hf_config(tf, cfg, kw)
     torch.manual_seed(0)
     td = {"f16": torch.float16, "f32": torch.float32, "bf16": torch.bfloat16}[dtype]
     with torch.device(device):

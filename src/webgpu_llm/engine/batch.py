@@ -67,6 +67,7 @@ class BatchBuffers:
     sampled: Any  # per sampled row: the token
     lp: Any  # per sampled row: log-probabilities (kernels/sampling.py logprob_kernel)
     kv: list[Any]  # per layer: the slots' K and V caches one after the other
+    qkv: Any = None  # a QKV projection's raw rows, for the per-head q/k norms (qk_norm)
 
     @classmethod
     def alloc(cls, g: Gpu, c: ModelConfig, slots: Slots, rows: int) -> BatchBuffers:
@@ -85,6 +86,7 @@ class BatchBuffers:
             stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
             lp=g.buffer(S * LP_WIDTH * 4, "logprobs"),
             kv=[g.buffer(S * 2 * c.kv_dim * slots.ctx * 4, f"blk.{i}.kv_slots") for i in range(c.n_layers)],
+            qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
         )
 
 
@@ -99,6 +101,7 @@ class BatchPrograms(Programs):
         self.tuning = tuning
         self.slots = Slots(slots, ctx)
         self.batch = max(max_rows, slots)
+        weights.fit_rope(gpu, cfg, ctx)
         self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch)
         self.mma_usable = False  # (the matrix units' int8 inputs are sized for one sequence's batches)
         self.xq8: Any = None
@@ -126,7 +129,7 @@ class BatchPrograms(Programs):
         base = {"st": b.st, "tokens": b.tokens}
         emb = w.embedding
         layers = Program(g, "batch_layers")
-        layers.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), self.slots),
+        layers.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), self.slots, c.architecture.embed_scale),
                    {**base, **emb.bindings(), "rows": b.rows, "x": b.h}, lambda n: (n[0], 1, 1))
         self.prompt_layers(layers, base, b.kv, self.slots, rows_of=lambda n: n[0], blocks_of=lambda n: n[1],
                            tables={"rows": b.rows, "blocks": b.blocks}, thin=THIN_TOKENS if thin else 0)
@@ -137,7 +140,7 @@ class BatchPrograms(Programs):
         head = Program(g, "batch_head")
         head.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0, gather=True),
                  {"st": b.st_s, "samples": b.samples, "pv": w.output_norm, "x": b.h, "y": b.xs}, lambda n: (n[2], 1, 1))
-        s_head = self.spec(w.lm_head)
+        s_head = self.spec(w.lm_head, softcap=c.architecture.final_softcap)
         bind = {"st": b.st_s, **w.lm_head.bindings(), "x": b.xs, "y": b.logits}
         if thin:
             self._add_mm(head, s_head, "head", bind, count=lambda n: n[2], thin=THIN_TOKENS)

@@ -1,4 +1,5 @@
-"""A decoder's buffers and Programs on the GPU (Llama/Qwen2 layers).
+"""A decoder's buffers and Programs on the GPU: Llama's layer, with what the model's
+`Architecture` (models/config.py) adds to it.
 
 Programs built here (each bound once, replayed with one submit; `Session` runs them):
   embed    the batch's token embeddings
@@ -13,6 +14,15 @@ Programs built here (each bound once, replayed with one submit; `Session` runs t
   head     final RMSNorm + LM head mat-vec on the batch's last token
   samplers see kernels/sampling.py
   score    final RMSNorm of every token + LM head matmul + NLL, in chunks of the vocabulary rows
+
+What an architecture adds, as options of these kernels: GELU·mul instead of SiLU·mul, a
+sliding window, soft-capped scores and their scale (attention), an embedding scale, soft-capped
+logits (the head's store), per-layer RoPE frequencies (parameter buffer), LongRoPE's scale of
+the rotated dims. As kernels of their own (kernels/norms.py): per-head q/k RMSNorm after a QKV
+projection that stores raw rows (Qwen3, Gemma 3: a decode layer of 6 dispatches), and Gemma's
+norms of the attention's and FFN's outputs before each residual add (after O and down
+projections that store; Gemma 3: 8). The persistent decode layers cover only architectures
+without kernels of their own.
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ from typing import Any
 from ..errors import GpuError
 from ..kernels import attention as att
 from ..kernels import elementwise as ew
-from ..kernels import mma, sampling
+from ..kernels import mma, moe, sampling
 from ..kernels.common import STATE_WORDS, Slots
 from ..kernels.linear import (
     AttnShape,
+    Experts,
     LinearSpec,
     QkvShape,
     grid_2d,
@@ -42,9 +53,10 @@ from ..kernels.linear import (
     thin_matmul_kernel,
 )
 from ..kernels.loss import nll_kernel
+from ..kernels.norms import post_norm_kernel, qk_norm_grid, qk_norm_kernel
 from ..kernels.persistent import SYNC_WORDS, Stage, persistent_kernel
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
-from ..models.config import ModelConfig
+from ..models.config import ModelConfig, Moe
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
 from .settings import PERSIST_WG, Tuning
@@ -79,6 +91,8 @@ class Buffers:
     tmp: Any  # the unfused decode's scratch
     kv: list[Any]  # per layer: K cache then V cache, each (kv_heads, ctx, head_dim) f32
     score_rows: int
+    qkv: Any = None  # a QKV projection's raw rows, for the per-head q/k norms (qk_norm)
+    experts: ExpertBuffers | None = None  # a mixture of experts' (kernels/moe.py)
 
     @classmethod
     def alloc(cls, g: Gpu, c: ModelConfig, ctx: int, batch: int) -> Buffers:
@@ -107,7 +121,27 @@ class Buffers:
             tmp=g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp"),
             kv=[g.buffer(2 * c.kv_dim * ctx * 4, f"blk.{i}.kv_cache") for i in range(c.n_layers)],
             score_rows=score_rows,
+            qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
+            experts=ExpertBuffers.alloc(g, c.hidden, c.architecture.moe, T) if c.architecture.moe else None,
         )
+
+
+@dataclass
+class ExpertBuffers:
+    """A mixture-of-experts layer's scratch for `batch` tokens (kernels/moe.py's tables)."""
+
+    logits: Any  # the router's, a row a token
+    route: Any
+    groups: Any
+    act: Any  # the chosen experts' SiLU(gate)·up, a row a (token, slot) pair
+    y: Any  # their outputs, likewise
+
+    @classmethod
+    def alloc(cls, g: Gpu, hidden: int, m: Moe, batch: int) -> ExpertBuffers:
+        pairs = batch * m.used
+        return cls(logits=g.buffer(batch * m.count * 4, "moe_logits"), route=g.buffer(pairs * 8, "moe_route"),
+                   groups=g.buffer(moe.groups_words(m.count, pairs) * 4, "moe_groups"),
+                   act=g.buffer(pairs * m.ffn * 4, "moe_act"), y=g.buffer(pairs * hidden * 4, "moe_out"))
 
 
 class Programs:
@@ -119,6 +153,7 @@ class Programs:
         self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, fused
         self.tuning = tuning
         self.batch = max(1, min(batch, ctx))
+        weights.fit_rope(gpu, cfg, ctx)
         self.buf = Buffers.alloc(gpu, cfg, ctx, self.batch)
         # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
         self.mma_usable = mma.usable(gpu)
@@ -130,6 +165,50 @@ class Programs:
     # -- kernels ---------------------------------------------------------------------------
     def spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
+
+    # -- the architecture's options of the layer's kernels -----------------------------------
+    def window(self, i: int) -> int:
+        """Layer i's attention window, 0 where it sees every key (a window of the whole
+        context or more never limits anything)."""
+        w = self.cfg.architecture.window(i)
+        return w if 0 < w < self.ctx else 0
+
+    def qkv_shape(self) -> QkvShape:
+        c = self.cfg
+        scale = c.rope_attention_factor()
+        pairs = c.rope_dim // 2 if scale != 1.0 and c.rope_dim != c.head_dim else 0
+        return QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx, scale, pairs)
+
+    def attention_spec(self, i: int, chunk: int = 64, spread: bool = False) -> att.AttentionSpec:
+        c, a = self.cfg, self.cfg.architecture
+        return att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, spread,
+                                 window=self.window(i), softcap=a.attn_softcap, scale=a.attn_scale,
+                                 sinks=self.weights.layout.sinks if a.sinks else -1)
+
+    def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:
+        """The attention's output projection, with its bias where the architecture has one."""
+        if self.cfg.architecture.o_bias:
+            kw.update(bias=True, bias_off=self.weights.layout.o_bias)
+        return self.spec(L.o, **kw)
+
+    @property
+    def act(self) -> str:
+        """The gate/up projection's epilogue."""
+        return {"gelu_tanh": "gelu_mul", "swiglu_oai": "swiglu_oai"}.get(self.cfg.architecture.act, "silu_mul")
+
+    def qkv_spec(self, L: LayerWeights, qkv_shape: QkvShape, **kw: Any) -> LinearSpec:
+        """The QKV projection: bias, RoPE and KV append in its epilogue, or (per-head q/k norms)
+        its raw rows stored for `qk_norm_kernel`."""
+        c, lay = self.cfg, self.weights.layout
+        if c.architecture.qk_norm:
+            kw.pop("slots", None)
+            return self.spec(L.qkv, **kw)
+        return self.spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape, bias_off=lay.bias,
+                         rope_off=lay.rope, **kw)
+
+    def qk_norm(self, qkv_shape: QkvShape, slots: Slots | None = None) -> Any:
+        c, lay = self.cfg, self.weights.layout
+        return qk_norm_kernel(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope, slots)
 
     def matvec_shape(self, spec: LinearSpec, role: str, wg: int = 0) -> tuple[dict[str, int], bool]:
         """The mat-vec's shape for `role` (with `wg` threads a workgroup if given), and whether
@@ -160,15 +239,18 @@ class Programs:
         """The buffers of a matrix-unit matmul's input as int8 units, made on first use."""
         if self.xq8 is None:
             c, T = self.cfg, self.batch
-            widest = max(c.hidden, c.q_dim, c.intermediate)
+            m = c.architecture.moe
+            widest = max(c.hidden, c.q_dim, c.intermediate, m.used * m.ffn if m else 0)
             self.xq8 = self.gpu.buffer(T * widest, "int8_units")
             self.xs8 = self.gpu.buffer(T * (widest // 32) * 8, "int8_unit_scales")
         return {"xq": self.xq8, "xs": self.xs8}
 
-    def _quantize(self, prog: Program, k: int, x: Any, count: Callable[[Any], int] | None = None) -> None:
-        """x (the batch's rows of k values) as int8 units, for the matmuls on the matrix units."""
-        prog.add(mma.quantize_kernel(k), {"st": self.buf.st, "x": x, **self._int8_units()},
-                 _counted(mma.quantize_grid(k), count))
+    def _quantize(self, prog: Program, k: int, x: Any, count: Callable[[Any], int] | None = None,
+                  per_token: int = 1) -> None:
+        """x (the batch's rows of k values, `per_token` rows a token) as int8 units, for the
+        matmuls on the matrix units."""
+        prog.add(mma.quantize_kernel(k, per_token), {"st": self.buf.st, "x": x, **self._int8_units()},
+                 _counted(mma.quantize_grid(k, per_token), count))
 
     def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any],
                 quantized: bool = False, count: Callable[[Any], int] | None = None, thin: int = 0) -> None:
@@ -186,8 +268,9 @@ class Programs:
             prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
-        if not quantized:
-            self._quantize(prog, spec.k, bindings["x"], count)
+        if not quantized:  # an MoE down projection's input: a row a (token, slot) pair
+            per = spec.experts.used if spec.experts and spec.experts.x_per_slot else 1
+            self._quantize(prog, spec.k, bindings["x"], count, per)
         prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable), {**bindings, **self._int8_units()},
                  _counted(mma.mma_matmul_grid(spec), count))
 
@@ -215,7 +298,8 @@ class Programs:
         emb = w.embedding
         embed_spec = LinearSpec(k=c.hidden, segments=emb.segments)
         self.embed = Program(g, "embed")
-        self.embed.add(embed_kernel(embed_spec), {**base, **emb.bindings(), "x": b.h}, lambda n: (n, 1, 1))
+        self.embed.add(embed_kernel(embed_spec, scale=c.architecture.embed_scale), {**base, **emb.bindings(), "x": b.h},
+                       lambda n: (n, 1, 1))
         self.prefill = Program(g, "prefill")
         self.prompt_layers(self.prefill, base, b.kv)
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
@@ -223,7 +307,9 @@ class Programs:
 
         # decode (one token); the persistent layers only where they build (Session checks them)
         self.decode: Program | None = None
-        if self.fused and self.tuning.persist:
+        if self.fused and self.tuning.persist and not c.architecture.plain:
+            self.no_persist(f"the persistent decode layers do not cover {c.arch}'s per-head or output norms or experts")
+        elif self.fused and self.tuning.persist:
             try:
                 self.decode = self.decode_program("persistent")
             except GpuError as e:  # e.g. the persistent stages' workgroup memory over the limit
@@ -233,7 +319,7 @@ class Programs:
 
         # head: final norm + LM head on the batch's last token
         self.head = Program(g, "head")
-        s_head = self.spec(w.lm_head, prologue="rmsnorm", last_row=True)
+        s_head = self.spec(w.lm_head, prologue="rmsnorm", last_row=True, softcap=c.architecture.final_softcap)
         self.head.add(self._mv(s_head, "head"),
                       {**base, **w.lm_head.bindings(), "x": b.h, "pv": w.output_norm, "y": b.logits},
                       self._mvg(s_head, "head"))
@@ -259,7 +345,7 @@ class Programs:
         self.score_chunks: list[Program] = []
         for t0 in range(0, self.batch, b.score_rows):
             pr = Program(g, f"score_{t0}")
-            s = self.spec(w.lm_head, t0=t0, tmax=b.score_rows)
+            s = self.spec(w.lm_head, t0=t0, tmax=b.score_rows, softcap=c.architecture.final_softcap)
             self._add_mm(pr, s, "head", {**base, **w.lm_head.bindings(), "x": b.xn, "y": b.logits},
                          quantized=head_on_mma)
             pr.add(nll_kernel(c.vocab, t0), {**base, "logits": b.logits, "nll": b.nll}, (b.score_rows, 1, 1))
@@ -273,12 +359,18 @@ class Programs:
         attention's query blocks `blocks_of(n)`; `tables` binds rows and blocks); `thin`:
         the linear layers as thin matmuls of that many tokens a pass (a few rows)."""
         c, b, w = self.cfg, self.buf, self.weights
-        lay = w.layout
-        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
-        full = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx)
+        a, lay = c.architecture, w.layout
+        qkv_shape = self.qkv_shape()
+        full = self.attention_spec(0)
         # O and down may split K over workgroups (Tuning.splits): their residual add then
         # moves into the next row kernel, which sums the partials into h before its RMSNorm
         so, sd = (1, 1) if thin else (self.tuning.split("o"), self.tuning.split("down"))
+        if a.o_bias:  # each K split would add the bias
+            so = 1
+        if a.moe is not None:  # the experts' sum lands in h itself: no down partials for the next norm
+            if slots is not None:
+                raise ValueError("mixture-of-experts models do not run in batched steps")
+            sd = 1
         if max(so, sd) > SPLIT_MAX:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = _counted(lambda n: (n, 1, 1), rows_of)
@@ -286,30 +378,96 @@ class Programs:
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
         norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0)
         norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0)
-        prompt_attn = att.prompt_attention_kernel(full, slots)
+        attn_kernels: dict[int, Any] = {}  # by window
         attn_grid = (att.prompt_attention_grid(full) if slots is None
                      else _counted(lambda n: (c.n_heads, n, 1), blocks_of))
+        # Gemma's output norms: O and down store their rows (or split partials) for the
+        # post-norm kernel, which adds them to h (after O, also the pre-FFN norm into xn)
+        post = a.post_norms
+        split = lambda n: {"epilogue": "partial", "splits": n} if n > 1 else ({} if post else {"epilogue": "add"})  # noqa: E731
         t = tables or {}
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
-            s_qkv = self.spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape,
-                              bias_off=lay.bias, rope_off=lay.rope, slots=slots)
-            s_o = self.spec(L.o, **({"epilogue": "partial", "splits": so} if so > 1 else {"epilogue": "add"}))
-            s_gu = self.spec(L.gate_up, epilogue="silu_mul")
-            s_dn = self.spec(L.down, **({"epilogue": "partial", "splits": sd} if sd > 1 else {"epilogue": "add"}))
-            prog.add(norm_attn if i > 0 else norm_first,  # adds the previous layer's down partials
+            s_qkv = self.qkv_spec(L, qkv_shape, slots=slots)
+            s_o = self.o_spec(L, **split(so))
+            s_gu = self.spec(L.gate_up, epilogue=self.act)
+            s_dn = self.spec(L.down, **split(sd))
+            win = self.window(i)
+            if win not in attn_kernels:
+                attn_kernels[win] = att.prompt_attention_kernel(self.attention_spec(i), slots)
+            prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
                      {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
-            self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "q": b.q}, count=rows_of, thin=thin)
-            prog.add(prompt_attn, {**p, "q": b.q, "out": b.att}, attn_grid)
-            self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, "y": b.kpart if so > 1 else b.h},
+            if a.qk_norm:
+                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "y": b.qkv}, count=rows_of, thin=thin)
+                prog.add(self.qk_norm(qkv_shape, slots), {**p, "x": b.qkv, "q": b.q}, _counted(qk_norm_grid(qkv_shape), rows_of))
+            else:
+                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "q": b.q}, count=rows_of, thin=thin)
+            prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
+            self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, "y": b.kpart if so > 1 or post else b.h},
                          count=rows_of, thin=thin)
-            prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            if post:
+                prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn),
+                         {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            else:
+                prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            if (m := a.experts(i)) is not None:
+                self._experts_prompt(prog, L, p, m)
+                continue
             self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.xn, "y": b.act}, count=rows_of, thin=thin)
-            self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 else b.h},
+            self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
                          count=rows_of, thin=thin)
-        if sd > 1:  # the last layer's down partials
+            if post:
+                prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.ffn_post, sd), {**p, "x": b.h, "part": b.kpart}, rows)
+        if sd > 1 and not post:  # the last layer's down partials
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
+
+    def _bias(self, m: Moe, part: str) -> dict[str, Any]:
+        """A mixture's router or experts' bias (gpt-oss), as linear-spec settings."""
+        if not m.bias:
+            return {}
+        return {"bias": True, "bias_off": getattr(self.weights.layout, f"{part}_bias")}
+
+    def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
+        """A mixture of experts over the prompt's rows (their normed rows in xn): the router,
+        each token's chosen experts, the (token, slot) pairs grouped by expert, each expert's
+        gate/up and down over the pairs routed to it, and the weighted sums into h."""
+        b, e = self.buf, self.buf.experts
+        assert e is not None and L.router is not None
+        pairs = self.batch * m.used
+        tables = {"route": e.route, "groups": e.groups}
+        self._add_mm(prog, self.spec(L.router, **self._bias(m, "router")), "o",
+                     {**p, **L.router.bindings(), "x": b.xn, "y": e.logits})
+        prog.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
+                 lambda n: (n, 1, 1))
+        prog.add(moe.group_kernel(m.count, m.used, pairs), {**p, **tables}, (1, 1, 1))
+        s_gu = self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs),
+                         **self._bias(m, "gate_up"))
+        self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": b.xn, "y": e.act})
+        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs), **self._bias(m, "down"))
+        self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y})
+        prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
+                 moe.combine_grid(self.cfg.hidden))
+
+    def _experts_decode(self, d: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
+        """A mixture of experts for one token: the router's mat-vec and choice, then mat-vecs
+        of the chosen experts' rows only (their ids read from the route table on the GPU),
+        and their weighted sum into h."""
+        b, e, lay = self.buf, self.buf.experts, self.weights.layout
+        assert e is not None and L.router is not None
+        s_r = self.spec(L.router, prologue="rmsnorm", nw_off=lay.ffn, **self._bias(m, "router"))
+        d.add(self._mv(s_r, "o"), {**p, **L.router.bindings(), "x": b.h, "y": e.logits}, self._mvg(s_r, "o"))
+        d.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, "route": e.route},
+              (1, 1, 1))
+        s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn,
+                         experts=Experts(m.count, m.used), **self._bias(m, "gate_up"))
+        d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "route": e.route, "x": b.h, "y": e.act},
+              self._mvg(s_gu, "gate_up"))
+        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True), **self._bias(m, "down"))
+        d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "route": e.route, "x": e.act, "y": e.y},
+              self._mvg(s_dn, "down"))
+        d.add(moe.combine_kernel(self.cfg.hidden, m.used), {**p, "route": e.route, "y": e.y, "h": b.h},
+              moe.combine_grid(self.cfg.hidden)(1))
 
     def no_persist(self, why: str) -> None:
         """Give up the persistent decode layers (saying why): one dispatch per kernel."""
@@ -328,30 +486,47 @@ class Programs:
         base = self._base()
         d = Program(g, "decode")
         emb = self.weights.embedding
-        d.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments)), {**base, **emb.bindings(), "x": b.h},
-              (1, 1, 1))
+        d.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), scale=c.architecture.embed_scale),
+              {**base, **emb.bindings(), "x": b.h}, (1, 1, 1))
         chunk = self.tuning.attn_chunk
-        split = att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, self.tuning.attn_spread)
-        ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits)
-        qkv_shape = QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx)
+        qkv_shape = self.qkv_shape()
         for i, L in enumerate(self.weights.layers):
+            split = self.attention_spec(i, chunk, self.tuning.attn_spread)
+            ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits, split.window, split.sinks)
             layer(d, L, {**self._layer_bindings(i, L), "ml": b.ml, "acc": b.acc}, qkv_shape, split, ashape)
         return d
 
     def _decode_layer_fused(self, d: Program, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape,
                             split: att.AttentionSpec, ashape: AttnShape) -> None:
         c, b, lay = self.cfg, self.buf, self.weights.layout
-        s_qkv = self.spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
-                          nw_off=0, bias_off=lay.bias, rope_off=lay.rope)
-        d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
+        a, one = c.architecture, (1, 1, 1)
+        s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
+        if a.qk_norm:  # raw rows, then the per-head norms, RoPE and the KV append
+            d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "y": b.qkv}, self._mvg(s_qkv, "qkv"))
+            d.add(self.qk_norm(qkv_shape), {**p, "x": b.qkv, "q": b.q}, qk_norm_grid(qkv_shape)(1))
+        else:
+            d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
         d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
-        s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape)
-        d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
-        s_gu = self.spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=lay.ffn)
+        if a.post_norms:  # O's row, then its norm added to h
+            s_o = self.o_spec(L, prologue="attn", attn=ashape)
+            d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.kpart}, self._mvg(s_o, "o"))
+            d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post), {**p, "x": b.h, "part": b.kpart}, one)
+        else:
+            s_o = self.o_spec(L, epilogue="add", prologue="attn", attn=ashape)
+            d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
+        if L.router is not None and a.moe is not None:
+            self._experts_decode(d, L, p, a.moe)
+            return
+        s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
         d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": b.h, "y": b.act},
               self._mvg(s_gu, "gate_up"))
-        s_dn = self.spec(L.down, epilogue="add")
-        d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.h}, self._mvg(s_dn, "down"))
+        if a.post_norms:
+            s_dn = self.spec(L.down)
+            d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.kpart}, self._mvg(s_dn, "down"))
+            d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.ffn_post), {**p, "x": b.h, "part": b.kpart}, one)
+        else:
+            s_dn = self.spec(L.down, epilogue="add")
+            d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.h}, self._mvg(s_dn, "down"))
 
     def _layer_stages(self, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape, split: att.AttentionSpec,
                       ashape: AttnShape) -> list[Stage]:
@@ -361,16 +536,17 @@ class Programs:
         residual after O goes to `h2` (not added into `h`, which QKV read), the one after
         down back to `h` (read again only by the next layer's dispatch)."""
         c, b, lay, wg = self.cfg, self.buf, self.weights.layout, PERSIST_WG
+        if not c.architecture.plain:
+            raise ValueError(f"the persistent decode layers do not cover {c.arch}'s per-head or output norms or experts")
 
         def mv(spec: LinearSpec, role: str, bufs: dict[str, Any]) -> Stage:
             shape, _ = self.matvec_shape(spec, role, wg)
             n = matvec_groups(spec, wg, shape["tpr"], self.tuning.row_blocks(role))
             return Stage(self._mv(spec, role, wg), bufs, f"{n}u", grid=grid_2d(n))
 
-        s_qkv = self.spec(L.qkv, epilogue="qkv", prologue="rmsnorm", bias=c.qkv_bias, qkv=qkv_shape,
-                          nw_off=0, bias_off=lay.bias, rope_off=lay.rope)
-        s_o = self.spec(L.o, epilogue="add", prologue="attn", attn=ashape, residual=True)
-        s_gu = self.spec(L.gate_up, epilogue="silu_mul", prologue="rmsnorm", nw_off=lay.ffn)
+        s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
+        s_o = self.o_spec(L, epilogue="add", prologue="attn", attn=ashape, residual=True)
+        s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
         s_dn = self.spec(L.down, epilogue="add", residual=True)
         ch = split.chunk
         attention = att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg)
@@ -403,23 +579,38 @@ class Programs:
         tmp = b.tmp
 
         def linear(m: GpuMatrix, x: Any, y: Any, role: str) -> None:
-            s = self.spec(m)
+            s = self.o_spec(L) if m is L.o else self.spec(m)
             d.add(self._mv(s, role), {**p, **m.bindings(), "x": x, "y": y}, self._mvg(s, role))
+
+        a = c.architecture
+
+        def residual(x: Any, post_off: int) -> None:  # h += x, or Gemma's h += rmsnorm(x) * w
+            if a.post_norms:
+                d.add(post_norm_kernel(c.hidden, c.rms_eps, post_off), {**p, "x": b.h, "part": x}, one)
+            else:
+                d.add(ew.residual_kernel(c.hidden), {**p, "x": x, "y": b.h}, ew.grid(c.hidden // 2))
 
         d.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0), {**p, "x": b.h, "y": b.xn}, one)
         linear(L.qkv, b.xn, tmp, "qkv")
         rows = c.q_dim + 2 * c.kv_dim
-        d.add(ew.rope_append_kernel(qkv_shape, lay.rope, lay.bias, c.qkv_bias),
-              {**p, "x": tmp, "q": b.q}, ew.grid(rows // 2))
+        if a.qk_norm:
+            d.add(self.qk_norm(qkv_shape), {**p, "x": tmp, "q": b.q}, qk_norm_grid(qkv_shape)(1))
+        else:
+            d.add(ew.rope_append_kernel(qkv_shape, lay.rope, lay.bias, c.qkv_bias),
+                  {**p, "x": tmp, "q": b.q}, ew.grid(rows // 2))
         d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
         d.add(ew.combine_kernel(ashape), {**p, "y": b.att}, ew.grid(c.q_dim // 4))
         linear(L.o, b.att, b.xn, "o")
-        d.add(ew.residual_kernel(c.hidden), {**p, "x": b.xn, "y": b.h}, ew.grid(c.hidden // 2))
+        residual(b.xn, lay.attn_post)
+        if L.router is not None and a.moe is not None:  # its dispatches are one an operation already
+            self._experts_decode(d, L, p, a.moe)
+            return
         d.add(rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn), {**p, "x": b.h, "y": b.xn}, one)
         linear(L.gate_up, b.xn, tmp, "gate_up")
-        d.add(ew.silu_mul_kernel(c.intermediate), {**p, "x": tmp, "y": b.act}, ew.grid(c.intermediate))
+        act = ew.gelu_mul_kernel if self.act == "gelu_mul" else ew.silu_mul_kernel
+        d.add(act(c.intermediate), {**p, "x": tmp, "y": b.act}, ew.grid(c.intermediate))
         linear(L.down, b.act, b.xn, "down")
-        d.add(ew.residual_kernel(c.hidden), {**p, "x": b.xn, "y": b.h}, ew.grid(c.hidden // 2))
+        residual(b.xn, lay.ffn_post)
 
 
 def _counted(grid: Any, count: Callable[[Any], int] | None) -> Any:

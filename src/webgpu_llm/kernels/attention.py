@@ -8,6 +8,9 @@ so the merge costs no dispatch of its own.
 Prompts (`prompt_attention_kernel`): one workgroup per (query head, block of 16 query
 tokens) stages each chunk of keys and values in workgroup memory once for the whole block,
 instead of every query token re-reading the cache.
+
+Options of both (AttentionSpec): a sliding window (a query sees its last `window` keys), a
+soft-cap of the scores (cap * tanh(s / cap), Gemma 2) and the scores' scale.
 """
 
 from __future__ import annotations
@@ -29,10 +32,24 @@ class AttentionSpec:
     # each of head_dim/4 keys, partial dot products summed through workgroup memory), not
     # each thread one whole key (a warp's load then spans head_dim * 4 * 32 bytes)
     spread: bool = False
+    window: int = 0  # keys a query sees, counting back from its own position (0: all)
+    softcap: float = 0.0  # scores -> softcap * tanh(scores / softcap) (0: none)
+    scale: float = 0.0  # the scores' factor (0: 1/sqrt(head_dim))
+    # a learned logit per head in the softmax's denominator (gpt-oss's sinks): float offset of
+    # the heads' values in the layer's parameter buffer `pv` (-1: none); the prompt kernel
+    # starts its running softmax there, the decode's split combine adds it
+    sinks: int = -1
 
     @property
     def max_splits(self) -> int:
         return -(-self.ctx // self.chunk)
+
+    def score(self, raw: str) -> str:
+        """WGSL of the score of a raw dot product: scaled, then soft-capped."""
+        scaled = f"{raw} * {(self.scale or 1.0 / self.head_dim ** 0.5)!r}"
+        if not self.softcap:
+            return scaled
+        return f"(tanh(clamp({scaled} / {self.softcap!r}, -15.0, 15.0)) * {self.softcap!r})"
 
 
 def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0) -> Kernel:
@@ -57,6 +74,10 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
   let k0 = s * CH;
   let k1 = min(k0 + CH, st.pos + 1u);
   if (k0 >= k1) { return; }"""
+    if a.window:  # keys before the window: this split starts at the window, or holds none
+        head = head.replace("let k0 = s * CH;\n  let k1 = min(k0 + CH, st.pos + 1u);",
+                            f"let k0 = max(s * CH, select(0u, st.pos + 1u - {a.window}u, st.pos + 1u > {a.window}u));\n"
+                            "  let k1 = min(s * CH + CH, st.pos + 1u);")
     store = f"""    acc[(h * {a.max_splits}u + s) * D4 + d4] = o;
     if (d4 == 0u) {{ ml[h * {a.max_splits}u + s] = vec2<f32>(m, l); }}"""
     sg = subgroups is not None
@@ -65,7 +86,6 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     # Every loop with a load in it is unrolled: the loads of a chunk issue together instead of
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
     score = " + ".join(f"q[qb + {i}u] * kv[kr + {i}u]" for i in range(d4))
-    scale = f"{1.0 / a.head_dim ** 0.5!r}"
     if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
         before = "\n".join(
             f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
@@ -73,12 +93,12 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
             f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
         if wide:
             before = f"    if (lid < CH) {{\n{before.replace(chr(10) + '    workgroupBarrier();', '')}    }}\n    workgroupBarrier();\n"
-        key_score = f"      sc = ({' + '.join(f'sp[lid * (D4 + 1u) + {i}u]' for i in range(d4))}) * {scale};"
+        key_score = f"      sc = {a.score('(' + ' + '.join(f'sp[lid * (D4 + 1u) + {i}u]' for i in range(d4)) + ')')};"
     else:  # this thread's key, whole
         before = ""
         key_score = f"""      let kr = (kvbase + j) * D4;
       let acc4 = {score};
-      sc = (acc4.x + acc4.y + acc4.z + acc4.w) * {scale};"""
+      sc = {a.score("(acc4.x + acc4.y + acc4.z + acc4.w)")};"""
     score_phase = f"""{before}    let j = c0 + lid;
     var sc = -3.0e38;
     if ({mine}j < k1) {{
@@ -152,9 +172,14 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
 
     Thread (query qi, lane l) scores keys l, l+8, .. of each chunk, then every lane of a query
     reads the chunk's scores and accumulates its share (vec4s l, l+8, ..) of the output.
+    Heads wider than 128 (Gemma's 256) take chunks of 8 keys and read q where they use it
+    instead of staging the block's q (which alone would fill 16 KiB of workgroup memory).
     """
     d4 = a.head_dim // 4
     ch = 32 if d4 <= 16 else 16  # keys per chunk: K and V chunks of 8 KiB each
+    wide = d4 > 32
+    if wide:
+        ch = LQ
     no = -(-d4 // LQ)  # output vec4s per lane
     sig = Signature().state()
     if slots:
@@ -162,12 +187,22 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     sig.storage("q", "array<vec4<f32>>")
     sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
     sig.storage("out", "array<vec4<f32>>", write=True)
+    m0, l0 = "-3.0e38", "0.0"
+    if a.sinks >= 0:  # the sink as a key of score `sink` and no value: exp(sink - m) in the sum
+        sig.storage("pv", "array<vec4<f32>>")
+        m0, l0 = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]", "1.0"
     scores = []
+    # the keys a query sees: up to its own, and with a window its last `window`
+    seen = "c0 + j <= last" if not a.window else f"c0 + j <= last && c0 + j + {a.window}u > last"
+    score = "(s4.x + s4.y + s4.z + s4.w) * SCALE"
+    if a.softcap:
+        score = f"(tanh(clamp({score} / {a.softcap!r}, -15.0, 15.0)) * {a.softcap!r})"
+    qget = "q[qrow + {d}u]" if wide else "qs[qi * D4 + {d}u]"
     for r in range(ch // LQ):
-        dots = " + ".join(f"qs[qi * D4 + {d}u] * ks[j * KS + {d}u]" for d in range(d4))
+        dots = " + ".join(f"{qget.format(d=d)} * ks[j * KS + {d}u]" for d in range(d4))
         scores.append(f"""    {{ let j = l + {LQ * r}u;
       let s4 = {dots};
-      ps[qi * CH + j] = select(-3.0e38, (s4.x + s4.y + s4.z + s4.w) * SCALE, c0 + j <= last); }}""")
+      ps[qi * CH + j] = select(-3.0e38, {score}, {seen}); }}""")
     o_decl = "\n".join(f"  var o{n} = vec4<f32>(0.0);" for n in range(no))
     o_scale = " ".join(f"o{n} *= alpha;" for n in range(no))
     o_add = " ".join(f"o{n} += p * vs[j * D4 + min(l + {LQ * n}u, D4 - 1u)];" for n in range(no))
@@ -178,10 +213,22 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
         block = "  let blk = blocks[wid.y];\n  let t0 = blk.x;\n"
         extent = f"  let nq = blk.y;\n  let kvbase = blk.z * {2 * a.n_kv_heads * a.ctx}u + {kvb};"
         keys = "  let kend = blk.w + nq;  // keys the block needs\n  let last = blk.w + qi;  // the last key this query sees"
+        first = "blk.w"
     else:
         block = "  let t0 = wid.y * BQ;\n"
         extent = f"  let nq = min(BQ, st.n - t0);\n  let kvbase = {kvb};"
         keys = "  let kend = st.pos + t0 + nq;  // keys the block needs\n  let last = st.pos + t;  // the last key this query sees"
+        first = "(st.pos + t0)"
+    kstart = "0u"
+    if a.window:  # the first key the block's first query sees
+        keys += f"\n  let kstart = select(0u, {first} + 1u - {a.window}u, {first} + 1u > {a.window}u);"
+        kstart = "kstart"
+    stage_q = f"""  for (var i = lid; i < BQ * D4; i += {BQ * LQ}u) {{
+    let r = i / D4;
+    qs[i] = select(vec4<f32>(0.0), q[((t0 + min(r, nq - 1u)) * {a.n_heads}u + h) * D4 + i % D4], r < nq);
+  }}"""
+    if wide:
+        stage_q = f"  let qrow = ((t0 + min(qi, nq - 1u)) * {a.n_heads}u + h) * D4;"
     nl = "\n"
     body = f"""
 const BQ: u32 = {BQ}u;
@@ -190,8 +237,8 @@ const CH: u32 = {ch}u;
 const D4: u32 = {d4}u;
 const KS: u32 = {d4 + 1}u;  // padded row: the lanes of a query read different keys
 const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
-const SCALE: f32 = {1.0 / a.head_dim ** 0.5!r};
-var<workgroup> qs: array<vec4<f32>, {BQ * d4}>;
+const SCALE: f32 = {(a.scale or 1.0 / a.head_dim ** 0.5)!r};
+{"" if wide else f"var<workgroup> qs: array<vec4<f32>, {BQ * d4}>;"}
 var<workgroup> ks: array<vec4<f32>, {ch * (d4 + 1)}>;
 var<workgroup> vs: array<vec4<f32>, {ch * d4}>;
 var<workgroup> ps: array<f32, {BQ * ch}>;
@@ -202,15 +249,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let l = lid % LQ;
   let t = t0 + qi;
 {extent}
-  for (var i = lid; i < BQ * D4; i += {BQ * LQ}u) {{
-    let r = i / D4;
-    qs[i] = select(vec4<f32>(0.0), q[((t0 + min(r, nq - 1u)) * {a.n_heads}u + h) * D4 + i % D4], r < nq);
-  }}
+{stage_q}
 {keys}
-  var m = -3.0e38;
-  var lsum = 0.0;
+  var m = {m0};
+  var lsum = {l0};
 {o_decl}
-  for (var c0 = 0u; c0 < kend; c0 += CH) {{
+  for (var c0 = {kstart}; c0 < kend; c0 += CH) {{
     workgroupBarrier();  // the previous chunk is consumed
     for (var i = lid; i < CH * D4; i += {BQ * LQ}u) {{
       let j = i / D4;
@@ -227,7 +271,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     lsum *= alpha;
     {o_scale}
     for (var j = 0u; j < CH; j++) {{
-      let p = select(0.0, exp(ps[qi * CH + j] - cm), c0 + j <= last);
+      let p = select(0.0, exp(ps[qi * CH + j] - cm), {seen});
       lsum += p;
       {o_add}
     }}

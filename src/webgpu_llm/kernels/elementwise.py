@@ -1,7 +1,7 @@
 """Stand-alone versions of the fused epilogues, for the unfused decode path (fusion ablation).
 
 Each kernel applies one linear-layer epilogue (bias + RoPE + KV append, residual add,
-SiLU·mul) or the attention combine to a vector that a plain mat-vec stored: the same WGSL as
+SiLU·mul, GELU·mul) or the attention combine to a vector that a plain mat-vec stored: the same WGSL as
 the fused path, one dispatch per operation, as an eager framework would run it.
 """
 
@@ -56,11 +56,18 @@ def silu_mul_kernel(n: int) -> Kernel:
     return _pointwise("silu_mul", LinearSpec(k=4, segments=_vec(2 * n), epilogue="silu_mul"))
 
 
+def gelu_mul_kernel(n: int) -> Kernel:
+    """y[i] = gelu_tanh(x[i]) * x[n + i]; grid(n)."""
+    return _pointwise("gelu_mul", LinearSpec(k=4, segments=_vec(2 * n), epilogue="gelu_mul"))
+
+
 def combine_kernel(a: AttnShape) -> Kernel:
     """Merge split-K attention partials into y (heads * head_dim); grid(q_dim / 4)."""
     sig = Signature().state()
     sig.storage("ml", "array<vec2<f32>>")
     sig.storage("acc", "array<vec4<f32>>")
+    if a.sinks >= 0:
+        sig.storage("pv", "array<vec4<f32>>")
     sig.storage("y", "array<vec4<f32>>", write=True)
     d4 = a.head_dim // 4
     body = combine_wgsl(a) + f"""

@@ -7,7 +7,8 @@ need: RoPE rotates adjacent pairs (Q/K rows are permuted at load so that RoPE pa
 by side) and SiLU·mul pairs row p of `gate` with row p of `up`.
 
 Prologues (how x is read):  plain | rmsnorm (fused RMSNorm) | attn (fused split-K combine)
-Epilogues (what is done with y):  store | add (residual) | silu_mul | gelu | qkv (bias, RoPE, KV append)
+Epilogues (what is done with y):  store | add (residual) | silu_mul | gelu | gelu_mul (GeGLU,
+tanh-GELU) | swiglu_oai (gpt-oss's clamped SwiGLU) | qkv (bias, RoPE, KV append)
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class QkvShape:
     kv_rows: int  # n_kv_heads * head_dim
     head_dim: int
     ctx: int  # KV cache length
+    # LongRoPE: the rotated pairs' outputs times this; `rope_pairs` rotated pairs a head (0: all)
+    rope_scale: float = 1.0
+    rope_pairs: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class AttnShape:
     head_dim: int
     chunk: int  # keys per split
     max_splits: int
+    window: int = 0  # sliding window: the splits before the window's first key hold nothing
+    sinks: int = -1  # per-head sink logits at this float offset of `pv` (AttentionSpec.sinks)
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,16 @@ class Experts:
     rows: int = 0  # matmul: most (token, slot) pairs of a prompt chunk (sizes `groups`)
 
 
+# gated epilogues: row p of the gate and row p of the up projection make output p
+GATED = ("silu_mul", "gelu_mul", "swiglu_oai")
+SWIGLU_ALPHA, SWIGLU_LIMIT = 1.702, 7.0  # gpt-oss's
+
+
 @dataclass(frozen=True)
 class LinearSpec:
     k: int
     segments: tuple[Segment, ...]
-    epilogue: str = "store"  # store | add | silu_mul | gelu | qkv | partial (matmul with splits)
+    epilogue: str = "store"  # store | add | silu_mul | gelu | gelu_mul | swiglu_oai | qkv | partial (matmul with splits)
     prologue: str = "plain"  # plain | rmsnorm | attn
     bias: bool = False
     eps: float = 1e-6
@@ -94,6 +105,8 @@ class LinearSpec:
     # table `rows` (common.Slots), not from st.pos + t in the one cache
     slots: Slots | None = None
     experts: Experts | None = None
+    # epilogue "store": y = cap * tanh(y / cap) (final-logit soft-capping); 0: none
+    softcap: float = 0.0
 
     @property
     def rows(self) -> int:
@@ -101,7 +114,7 @@ class LinearSpec:
 
     @property
     def split_pairs(self) -> bool:
-        return self.epilogue == "silu_mul"
+        return self.epilogue in GATED
 
     @property
     def pairs(self) -> int:
@@ -232,14 +245,16 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     bias = ""
     if spec.bias:
         declare_pv(sig)
-        bias = (f"  let b0 = v0 + pvf({spec.bias_off}u + row0(p));\n"
-                f"  let b1 = select(0.0, v1 + pvf({spec.bias_off}u + min(row1(p), N - 1u)), row1(p) < N);\n")
+        off = f"{spec.bias_off}u + ex * N" if spec.experts else f"{spec.bias_off}u"  # experts: each its own
+        bias = (f"  let b0 = v0 + pvf({off} + row0(p));\n"
+                f"  let b1 = select(0.0, v1 + pvf({off} + min(row1(p), N - 1u)), row1(p) < N);\n")
     else:
         bias = "  let b0 = v0;\n  let b1 = v1;\n"
     e = spec.epilogue
     if e == "store":
         sig.storage("y", "array<f32>", write=True)
-        body = f"  y[t * {n}u + row0(p)] = b0;\n  if (row1(p) < N) {{ y[t * {n}u + row1(p)] = b1; }}\n"
+        o0, o1 = ("b0", "b1") if not spec.softcap else (softcap_wgsl("b0", spec.softcap), softcap_wgsl("b1", spec.softcap))
+        body = f"  y[t * {n}u + row0(p)] = {o0};\n  if (row1(p) < N) {{ y[t * {n}u + row1(p)] = {o1}; }}\n"
     elif e == "add":
         sig.storage("y", "array<f32>", write=True)
         r = "y"
@@ -260,6 +275,13 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         g = "0.5 * {v} * (1.0 + m_erf({v} * 0.70710678118654752))"
         body = (f"  y[t * {n}u + row0(p)] = {g.format(v='b0')};\n"
                 f"  if (row1(p) < N) {{ y[t * {n}u + row1(p)] = {g.format(v='b1')}; }}\n")
+    elif e == "swiglu_oai":  # gpt-oss: clamped gate and up, (up + 1) * gate * sigmoid(alpha * gate)
+        sig.storage("y", "array<f32>", write=True)
+        body = (f"  let g = min(b0, {SWIGLU_LIMIT!r});\n  let u = clamp(b1, {-SWIGLU_LIMIT!r}, {SWIGLU_LIMIT!r});\n"
+                f"  y[t * {n // 2}u + p] = (u + 1.0) * g / (1.0 + exp(-{SWIGLU_ALPHA!r} * g));\n")
+    elif e == "gelu_mul":  # tanh-GELU(gate) * up, as transformers' gelu_pytorch_tanh
+        sig.storage("y", "array<f32>", write=True)
+        body = f"  y[t * {n // 2}u + p] = {gelu_tanh_wgsl('b0')} * b1;\n"
     elif e == "qkv":
         q = spec.qkv
         assert q is not None
@@ -277,8 +299,7 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
 {where}  if (r < {q.q_rows + q.kv_rows}u) {{
     // Q or K: rotate the adjacent pair (rows are permuted at load so partners are adjacent)
     let ang = f32(pos) * pvf({spec.rope_off}u + (r % {d}u) / 2u);
-    let c = cos(ang);
-    let s = sin(ang);
+{rope_cs(q)}
     let o0 = b0 * c - b1 * s;
     let o1 = b0 * s + b1 * c;
     if (r < {q.q_rows}u) {{
@@ -303,17 +324,40 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     return helper + f"fn epi(t: u32, p: u32, v0: f32, v1: f32) {{\n{bias}{body}}}\n"
 
 
+def softcap_wgsl(x: str, cap: float) -> str:
+    """cap * tanh(x / cap) (tanh's argument clamped: some backends' tanh overflows to NaN)."""
+    return f"(tanh(clamp({x} / {cap!r}, -15.0, 15.0)) * {cap!r})"
+
+
+def gelu_tanh_wgsl(x: str) -> str:
+    """GELU's tanh approximation of x (a plain name), its tanh argument clamped likewise."""
+    return f"(0.5 * {x} * (1.0 + tanh(clamp(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x}), -15.0, 15.0))))"
+
+
+def rope_cs(q: QkvShape) -> str:
+    """`c` and `s` of the rotation by `ang` of row r (LongRoPE scales the rotated pairs only)."""
+    if q.rope_scale == 1.0:
+        return "    let c = cos(ang);\n    let s = sin(ang);"
+    a = f"{q.rope_scale!r}"
+    if q.rope_pairs:
+        a = f"select(1.0, {a}, (r % {q.head_dim}u) / 2u < {q.rope_pairs}u)"
+    return f"    let rs = {a};\n    let c = cos(ang) * rs;\n    let s = sin(ang) * rs;"
+
+
 def combine_wgsl(a: AttnShape) -> str:
     """`fn combine4(h, d4) -> vec4`: merge the split-K partials of head h (decode, one token)."""
     d4 = a.head_dim // 4
+    # a sliding window's first split: the one that holds key pos + 1 - window
+    s0 = "0u" if not a.window else f"select(0u, (st.pos + 1u - {a.window}u) / {a.chunk}u, st.pos + 1u > {a.window}u)"
+    sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"  # (pvf may not be declared)
     return f"""
 fn combine4(h: u32, d4: u32) -> vec4<f32> {{
   let ns = (st.pos + {a.chunk}u) / {a.chunk}u;  // splits that hold keys 0..pos
-  var mx = -3.0e38;
-  for (var s = 0u; s < ns; s++) {{ mx = max(mx, ml[h * {a.max_splits}u + s].x); }}
-  var z = 0.0;
+  var mx = {sink if a.sinks >= 0 else "-3.0e38"};
+  for (var s = {s0}; s < ns; s++) {{ mx = max(mx, ml[h * {a.max_splits}u + s].x); }}
+  var z = {f"exp({sink} - mx)" if a.sinks >= 0 else "0.0"};
   var o = vec4<f32>(0.0);
-  for (var s = 0u; s < ns; s++) {{
+  for (var s = {s0}; s < ns; s++) {{
     let e = exp(ml[h * {a.max_splits}u + s].x - mx);
     z += e * ml[h * {a.max_splits}u + s].y;
     o += e * acc[(h * {a.max_splits}u + s) * {d4}u + d4];
@@ -391,6 +435,8 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
         assert a is not None
         sig.storage("ml", "array<vec2<f32>>")
         sig.storage("acc", "array<vec4<f32>>")
+        if a.sinks >= 0:
+            declare_pv(sig)
         d4 = a.head_dim // 4
         get = f"combine4(i / {d4}u, i % {d4}u)"
         if ragged:

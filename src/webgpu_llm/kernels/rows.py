@@ -16,9 +16,10 @@ WG = 64
 RMS_WG = 256  # threads per row of the strided RMSNorm
 
 
-def embed_kernel(fmt_segments: LinearSpec, slots: Slots | None = None) -> Kernel:
+def embed_kernel(fmt_segments: LinearSpec, slots: Slots | None = None, scale: float = 1.0) -> Kernel:
     """x[t, :] = E[tokens[pos + t], :] for t < st.n; E given as (possibly split) segments.
-    With `slots`, row t's token is at its own slot and position (table `rows`).
+    With `slots`, row t's token is at its own slot and position (table `rows`). `scale`
+    multiplies the rows (Gemma's sqrt(hidden)).
 
     `fmt_segments.k` is the hidden size; grid = (n,).
     """
@@ -40,7 +41,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var u = lid; u < {spec.kp // UNIT}u; u += {WG}u) {{
     let w = load_row(tok, u);
     for (var i = 0u; i < 8u; i++) {{
-      if (u * 8u + i < {k4}u) {{ x[t * {k4}u + u * 8u + i] = w[i]; }}
+      if (u * 8u + i < {k4}u) {{ x[t * {k4}u + u * 8u + i] = w[i]{f" * {scale!r}" if scale != 1.0 else ""}; }}
     }}
   }}
 }}

@@ -4,14 +4,23 @@ the values). Weights are generated on the machine that runs them: nothing to dow
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
 from ..kernels.formats import FORMATS
-from .config import ModelConfig
+from .config import Architecture, ModelConfig, Moe
+
+
+def _gemma3(n_layers: int, hidden: int, window: int, head_dim: int) -> Architecture:
+    """Gemma 3's layers as its GGUF files describe them: five local layers (sliding window,
+    RoPE base 10000) to a global one, q/k norms, output norms, GeGLU, scaled embeddings."""
+    return Architecture(qk_norm=True, post_norms=True, act="gelu_tanh", embed_scale=hidden ** 0.5,
+                        attn_scale=head_dim ** -0.5, local_rope_theta=1e4,
+                        windows=tuple(window if (i + 1) % 6 else 0 for i in range(n_layers)))
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a small model for quick runs on software adapters (CI's llvmpipe)
@@ -30,6 +39,35 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m": dict(arch="llama", n_layers=30, hidden=576, intermediate=1536, n_heads=9, n_kv_heads=3,
                          head_dim=64, vocab=49152, max_ctx=8192, rms_eps=1e-5, rope_theta=1e5,
                          tie_embeddings=True, qkv_bias=False),
+    # per-head q/k norms; q 2048 wide on a 1024-wide residual
+    "qwen3-0.6b": dict(arch="qwen3", n_layers=28, hidden=1024, intermediate=3072, n_heads=16, n_kv_heads=8,
+                       head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
+                       tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True)),
+    "qwen3-1.7b": dict(arch="qwen3", n_layers=28, hidden=2048, intermediate=6144, n_heads=16, n_kv_heads=8,
+                       head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
+                       tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True)),
+    # heads of 256, one KV head, windows of 512 keys in 5 of every 6 layers, a 262k vocabulary
+    "gemma-3-1b": dict(arch="gemma3", n_layers=26, hidden=1152, intermediate=6912, n_heads=4, n_kv_heads=1,
+                       head_dim=256, vocab=262144, max_ctx=32768, rms_eps=1e-6, rope_theta=1e6,
+                       tie_embeddings=True, qkv_bias=False, architecture=_gemma3(26, 1152, 512, 256)),
+    # 128 experts of 768, 8 a token: ~3.3B of 30.5B parameters read per token
+    "qwen3-30b-a3b": dict(arch="qwen3moe", n_layers=48, hidden=2048, intermediate=6144, n_heads=32, n_kv_heads=4,
+                          head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
+                          tie_embeddings=False, qkv_bias=False,
+                          architecture=Architecture(qk_norm=True, moe=Moe(128, 8, 768))),
+    # 32 experts of 2880, 4 a token, MXFP4 experts beside f16 attention in its files (--dtype mxfp4)
+    "gpt-oss-20b": dict(arch="gpt-oss", n_layers=24, hidden=2880, intermediate=2880, n_heads=64, n_kv_heads=8,
+                        head_dim=64, vocab=201088, max_ctx=131072, rms_eps=1e-5, rope_theta=150000.0,
+                        tie_embeddings=False, qkv_bias=True,
+                        rope_scaling={"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096,
+                                      "truncate": True},
+                        architecture=Architecture(act="swiglu_oai", sinks=True, o_bias=True,
+                                                  moe=Moe(32, 4, 2880, bias=True),
+                                                  windows=tuple(128 if i % 2 == 0 else 0 for i in range(24)))),
+    # a small mixture for quick runs on software adapters
+    "tiny-moe": dict(arch="qwen3moe", n_layers=2, hidden=256, intermediate=512, n_heads=4, n_kv_heads=2,
+                     head_dim=64, vocab=4096, max_ctx=2048, rms_eps=1e-6, rope_theta=1e6,
+                     tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True, moe=Moe(8, 2, 128))),
 }
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
           "q2_k", "q3_k", "iq4_nl", "iq4_xs", "mxfp4")
@@ -108,7 +146,7 @@ class RandomTensor:
     def nbytes(self) -> int:
         if len(self.shape) == 1:
             return self.shape[0] * 4
-        return FORMATS[self.fmt].nbytes(self.shape[0], self.shape[1])
+        return FORMATS[self.fmt].nbytes(int(np.prod(self.shape[:-1])), self.shape[-1])
 
     def data(self) -> np.ndarray:
         return self.make()
@@ -122,21 +160,35 @@ def _tiled_weight(fmt: str, rows: int, k: int, seed: int) -> np.ndarray:
     return np.tile(block, (reps, 1))[:rows]
 
 
-def preset_model(name: str, dtype: str, seed: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
+                 vocab: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+    """A preset's config and seeded random tensors; `n_layers` and `vocab` (where not 0) cut the
+    model to its first layers and a smaller vocabulary, the layers' shapes kept (quick runs on
+    software adapters)."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     if dtype not in DTYPES:
         raise UserError(f"unknown weight type {dtype!r}: choose one of {', '.join(DTYPES)}")
     p = dict(PRESETS[name])
+    if n_layers:
+        a = p.get("architecture", Architecture())
+        p.update(n_layers=n_layers, architecture=replace(a, windows=a.windows[:n_layers],
+                                                         rope_layers=a.rope_layers[:n_layers]))
+    if vocab:
+        p.update(vocab=vocab)
     cfg = ModelConfig(name=f"{name} ({dtype}, random)", rope_neox=False, **p)
     c = cfg
     tensors: dict[str, RandomTensor] = {}
     counter = iter(range(1 << 30))
 
-    def mat(tname: str, rows: int, k: int) -> None:
+    def mat(tname: str, rows: int, k: int, experts: int = 0, fmt: str | None = None) -> None:
+        """A (rows, k) matrix, or with `experts` that many of them as one (experts, rows, k)."""
         s = seed * 1000 + next(counter)
-        fmt = file_type(dtype, k)
-        tensors[tname] = RandomTensor(tname, fmt, (rows, k), lambda: _tiled_weight(fmt, rows, k, s))
+        # MXFP4 is an expert format: llama.cpp writes the other matrices of such files in f16
+        fmt = fmt or file_type("f16" if dtype == "mxfp4" and not experts else dtype, k)
+        shape = (experts, rows, k) if experts else (rows, k)
+        n = max(experts, 1) * rows
+        tensors[tname] = RandomTensor(tname, fmt, shape, lambda: _tiled_weight(fmt, n, k, s))
 
     def vec(tname: str, n: int, value: float | None = None) -> None:
         s = seed * 1000 + next(counter)
@@ -152,10 +204,17 @@ def preset_model(name: str, dtype: str, seed: int = 0) -> tuple[ModelConfig, dic
     vec("output_norm.weight", c.hidden, 1.0)
     if not c.tie_embeddings:
         mat("output.weight", c.vocab, c.hidden)
+    a = c.architecture
     for i in range(c.n_layers):
         b = f"blk.{i}."
         vec(b + "attn_norm.weight", c.hidden, 1.0)
         vec(b + "ffn_norm.weight", c.hidden, 1.0)
+        if a.qk_norm:
+            vec(b + "attn_q_norm.weight", c.head_dim, 1.0)
+            vec(b + "attn_k_norm.weight", c.head_dim, 1.0)
+        if a.post_norms:
+            vec(b + "post_attention_norm.weight", c.hidden, 1.0)
+            vec(b + "post_ffw_norm.weight", c.hidden, 1.0)
         mat(b + "attn_q.weight", c.q_dim, c.hidden)
         mat(b + "attn_k.weight", c.kv_dim, c.hidden)
         mat(b + "attn_v.weight", c.kv_dim, c.hidden)
@@ -164,18 +223,39 @@ def preset_model(name: str, dtype: str, seed: int = 0) -> tuple[ModelConfig, dic
             vec(b + "attn_k.bias", c.kv_dim)
             vec(b + "attn_v.bias", c.kv_dim)
         mat(b + "attn_output.weight", c.hidden, c.q_dim)
+        if a.o_bias:
+            vec(b + "attn_output.bias", c.hidden)
+        if a.sinks:
+            vec(b + "attn_sinks.weight", c.n_heads)
+        if (m := a.experts(i)) is not None:  # the router in f32, as llama.cpp's converter keeps it
+            mat(b + "ffn_gate_inp.weight", m.count, c.hidden, fmt="f32")
+            if m.bias:
+                vec(b + "ffn_gate_inp.bias", m.count)
+                vec(b + "ffn_gate_exps.bias", m.count * m.ffn)
+                vec(b + "ffn_up_exps.bias", m.count * m.ffn)
+                vec(b + "ffn_down_exps.bias", m.count * c.hidden)
+            mat(b + "ffn_gate_exps.weight", m.ffn, c.hidden, m.count)
+            mat(b + "ffn_up_exps.weight", m.ffn, c.hidden, m.count)
+            mat(b + "ffn_down_exps.weight", c.hidden, m.ffn, m.count)
+            continue
         mat(b + "ffn_gate.weight", c.intermediate, c.hidden)
         mat(b + "ffn_up.weight", c.intermediate, c.hidden)
         mat(b + "ffn_down.weight", c.hidden, c.intermediate)
     return cfg, tensors
 
 
-def weight_bytes_per_token(tensors: dict[str, Any], tied: bool) -> int:
+def weight_bytes_per_token(tensors: dict[str, Any], tied: bool, moe: Moe | None = None) -> int:
     """Bytes of weights one decode step reads: every matrix once (the embedding is only one
-    row unless it doubles as the LM head)."""
+    row unless it doubles as the LM head), of a mixture's experts only the chosen ones."""
     total = 0
     for name, t in tensors.items():
         if name == "token_embd.weight" and not tied:
             continue
-        total += int(t.nbytes)
+        share = moe.used / moe.count if moe is not None and "_exps." in name else 1.0
+        total += int(t.nbytes * share)
     return total
+
+
+def weight_bytes(tensors: dict[str, Any]) -> int:
+    """Bytes of all the weights (what loading the model needs of GPU memory, near enough)."""
+    return sum(int(t.nbytes) for t in tensors.values())

@@ -44,17 +44,166 @@ _HF_LAYER = {
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
+    # Qwen3, Gemma 3: per-head q/k norms; Phi-3: the fused projections, as llama.cpp names them
+    # (the gate/up pair becomes one ffn_up of 2 * intermediate rows, gate first)
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "self_attn.qkv_proj.weight": "attn_qkv.weight",
+    "mlp.gate_up_proj.weight": "ffn_up.weight",
+    # gpt-oss
+    "self_attn.sinks": "attn_sinks.weight",
+    "self_attn.o_proj.bias": "attn_output.bias",
+    "mlp.router.weight": "ffn_gate_inp.weight",
+    "mlp.router.bias": "ffn_gate_inp.bias",
+}
+# Gemma 2/3: four norms a layer; post_attention_layernorm is the attention's output norm there
+_HF_LAYER_GEMMA = {
+    **_HF_LAYER,
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
 }
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+# mixtures of experts: the router, and each expert's matrices as one stacked tensor a kind
+# (llama.cpp's ffn_*_exps: expert e's rows after those of experts 0..e-1)
+_HF_ROUTER = {"mlp.gate.weight", "block_sparse_moe.gate.weight"}
+_HF_EXPERT_RE = re.compile(r"^(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight$")
+_EXPERT_KIND = {"gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "down_proj": "down", "w2": "down"}
+# the text model inside a multimodal checkpoint (Gemma3ForConditionalGeneration), as transformers
+# 4 and 5 name it
+_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
+             ("language_model.lm_head.", "lm_head."))
 
 
-def hf_to_gguf_name(name: str) -> str | None:
+def hf_to_gguf_name(name: str, arch: str = "llama") -> str | None:
+    for old, new in _PREFIXES:
+        if name.startswith(old):
+            name = new + name[len(old):]
+            break
     if name in _HF_NAMES:
         return _HF_NAMES[name]
+    layer = _HF_LAYER_GEMMA if arch in ("gemma2", "gemma3") else _HF_LAYER
     m = _LAYER_RE.match(name)
-    if m and m.group(2) in _HF_LAYER:
-        return f"blk.{m.group(1)}.{_HF_LAYER[m.group(2)]}"
+    if m and m.group(2) in layer:
+        return f"blk.{m.group(1)}.{layer[m.group(2)]}"
+    if m and m.group(2) in _HF_ROUTER:
+        return f"blk.{m.group(1)}.ffn_gate_inp.weight"
+    if m and (e := _HF_EXPERT_RE.match(m.group(2))):  # one expert's: stacked by `stack_experts`
+        return f"blk.{m.group(1)}.ffn_{_EXPERT_KIND[e.group(2)]}_exps.{e.group(1)}"
     return None
+
+
+@dataclass
+class StackedExperts:
+    """Experts' matrices of one kind as one tensor of count * rows rows (a GGUF file's
+    ffn_*_exps), from a Hugging Face checkpoint's one tensor per expert."""
+
+    name: str
+    parts: list[Any]
+
+    @property
+    def fmt(self) -> str | None:
+        return self.parts[0].fmt
+
+    @property
+    def type_name(self) -> str:
+        return self.parts[0].type_name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        rows, k = self.parts[0].shape
+        return (len(self.parts) * rows, k)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def data(self) -> Any:
+        import numpy as np
+
+        return np.concatenate([p.data() for p in self.parts], axis=0)
+
+
+@dataclass
+class DerivedTensor:
+    """A float tensor computed from another one's values when read (gpt-oss's fused experts
+    split and transposed into llama.cpp's layout)."""
+
+    name: str
+    base: Any
+    shape: tuple[int, ...]
+    make: Any  # base's values -> this tensor's
+
+    @property
+    def fmt(self) -> str | None:
+        return self.base.fmt
+
+    @property
+    def type_name(self) -> str:
+        return self.base.type_name
+
+    @property
+    def nbytes(self) -> int:
+        import numpy as np
+
+        return int(self.base.nbytes * np.prod(self.shape) // np.prod(self.base.shape))
+
+    def data(self) -> Any:
+        import numpy as np
+
+        return np.ascontiguousarray(self.make(self.base.data()))
+
+
+_FUSED_EXPERTS_RE = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)(_bias|_blocks|_scales)?$")
+
+
+def split_fused_experts(hf: dict[str, Any], tensors: dict[str, Any]) -> None:
+    """gpt-oss checkpoints' experts, one tensor of every expert's x @ W matrices with gate and
+    up columns interleaved, as llama.cpp's ffn_{gate,up,down}_exps (and their biases)."""
+    for name, t in hf.items():
+        m = _FUSED_EXPERTS_RE.match(name)
+        if m is None:
+            continue
+        b, kind, suffix = f"blk.{m.group(1)}.", m.group(2), m.group(3) or ""
+        if suffix in ("_blocks", "_scales") or t.fmt not in ("f32", "f16", "bf16"):
+            raise ModelFileError(f"{name}: experts stored as {t.type_name} MXFP4 blocks are not supported in "
+                                 "safetensors; use the model's GGUF file")
+        sh = tuple(t.shape)
+        if kind == "down_proj" and suffix == "_bias":
+            tensors[b + "ffn_down_exps.bias"] = t
+        elif kind == "down_proj":  # (experts, ffn, hidden) -> (experts, hidden, ffn)
+            tensors[b + "ffn_down_exps.weight"] = DerivedTensor(b + "ffn_down_exps.weight", t, (sh[0], sh[2], sh[1]),
+                                                                lambda a: a.transpose(0, 2, 1))
+        elif suffix == "_bias":  # (experts, 2 ffn): gate and up interleaved
+            for j, part in enumerate(("gate", "up")):
+                tensors[b + f"ffn_{part}_exps.bias"] = DerivedTensor(b + f"ffn_{part}_exps.bias", t, (sh[0], sh[1] // 2),
+                                                                     lambda a, j=j: a[:, j::2])
+        else:  # (experts, hidden, 2 ffn) -> gate, up: (experts, ffn, hidden) each
+            for j, part in enumerate(("gate", "up")):
+                tensors[b + f"ffn_{part}_exps.weight"] = DerivedTensor(
+                    b + f"ffn_{part}_exps.weight", t, (sh[0], sh[2] // 2, sh[1]), lambda a, j=j: a[:, :, j::2].transpose(0, 2, 1))
+
+
+def stack_experts(tensors: dict[str, Any]) -> dict[str, Any]:
+    """`tensors` with each layer's per-expert matrices (blk.N.ffn_KIND_exps.E) stacked into
+    one blk.N.ffn_KIND_exps.weight in expert order; one line names a gap or a mismatch."""
+    out: dict[str, Any] = {}
+    groups: dict[str, dict[int, Any]] = {}
+    for name, t in tensors.items():
+        stem, _, e = name.rpartition(".")
+        if stem.endswith("_exps") and e.isdigit():
+            groups.setdefault(stem, {})[int(e)] = t
+        else:
+            out[name] = t
+    for stem, parts in groups.items():
+        if sorted(parts) != list(range(len(parts))):
+            raise ModelFileError(f"{stem}: experts {sorted(parts)} are not 0..{len(parts) - 1}")
+        first = parts[0]
+        for e, t in parts.items():
+            if t.shape != first.shape or t.fmt != first.fmt:
+                raise ModelFileError(f"{stem}: expert {e} is {t.type_name} {t.shape}, expert 0 {first.type_name} {first.shape}")
+        out[stem + ".weight"] = StackedExperts(stem + ".weight", [parts[e] for e in range(len(parts))])
+    return out
 
 
 @dataclass
@@ -150,14 +299,20 @@ def open_model(path: str | Path | None, search: ModelSearch | None = None) -> Mo
 
         st = read_safetensors_dir(p)
         encoder = is_encoder_hf(st.config)
-        tensors = {}
-        for name, t in st.tensors.items():
-            g = encoder_tensor_name(str(st.config["model_type"]), name) if encoder else hf_to_gguf_name(name)
-            if g is not None:
-                tensors[g] = t
         cfg: ModelConfig | EncoderConfig
         try:
             cfg = encoder_config_from_hf(st.config, p, str(p)) if encoder else config_from_hf(st.config, str(p))
+        except ModelFileError:
+            st.close()
+            raise
+        tensors = {}
+        for name, t in st.tensors.items():  # a decoder's names depend on its family (Gemma's norms)
+            g = encoder_tensor_name(str(st.config["model_type"]), name) if encoder else hf_to_gguf_name(name, cfg.arch)
+            if g is not None:
+                tensors[g] = t
+        try:
+            tensors = stack_experts(tensors)
+            split_fused_experts(st.tensors, tensors)
         except ModelFileError:
             st.close()
             raise

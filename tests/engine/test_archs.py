@@ -1,0 +1,209 @@
+"""The newer decoder families (Qwen3, Gemma 2 and 3, Phi-3, SmolLM3) against transformers on the
+CPU: tiny random models with what sets each apart switched on (tests/reference_models.py), in
+safetensors (f32, f16) and GGUF (f32, f16), through the prompt path (logits), the fused and
+unfused decode (a step's logits, greedy tokens) and the batched scheduler; what each
+architecture's layer costs in decode dispatches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("torch")
+
+from reference_models import (
+    ARCH_BUILDERS,
+    PHI3_ORIGINAL_CTX,
+    TINY_WINDOW,
+    gguf_tensor_name,
+    hf_greedy,
+    hf_logits,
+    make_tiny_gguf,
+)
+from webgpu_llm.api import LLM
+from webgpu_llm.engine import SamplingParams, Settings
+from webgpu_llm.engine.scheduler import scheduler
+from webgpu_llm.errors import ModelFileError
+from webgpu_llm.models.config import SUPPORTED_ARCHS, config_from_gguf, config_from_hf
+from webgpu_llm.models.source import hf_to_gguf_name
+
+ARCHS = list(ARCH_BUILDERS)
+IDS = [5, 17, 300, 999, 42, 7, 7, 7, 128, 64, 1000, 3, 250, 251, 252, 9, 11, 600, 2, 77, 18, 19, 401]
+# decode dispatches of a layer: Llama's 5, a q/k-norm kernel (Qwen3), Gemma's two output norms
+DISPATCHES = {"qwen3": 6, "gemma2": 7, "gemma3": 8, "phi3": 5, "smollm3": 5}
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    out = {}
+    for arch, build in ARCH_BUILDERS.items():
+        for dtype in ("float32", "float16"):
+            out[arch, dtype] = build(tmp_path_factory.mktemp(f"{arch}_{dtype}"), seed=5, dtype=dtype)
+    return out
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _hf_step_logits(d) -> np.ndarray:
+    """transformers' logits of the decode step after prompt IDS[:9] (its greedy token as input)."""
+    first = int(np.argmax(hf_logits(d, IDS[:9])[-1]))
+    return hf_logits(d, [*IDS[:9], first])[-1]
+
+
+def _load(path, gpu, **kw):
+    return LLM.load(path, gpu=gpu, ctx=kw.pop("ctx", PHI3_ORIGINAL_CTX), progress=False, **kw)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-4), ("float16", 1e-2)])
+def test_logits_match_transformers(gpu, tiny_dirs, arch, dtype, tol):
+    """23 tokens in prompt batches of 16 (the second ragged), past every sliding window."""
+    d = tiny_dirs[arch, dtype]
+    llm = _load(d, gpu, batch=16)
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("ftype,tol", [(None, 1e-4), ("f16", 1e-2)])
+def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, ftype, tol):
+    """The same weights as llama.cpp's converter writes them: its tensor names and metadata,
+    Gemma's norms with the 1 folded in, Phi-3's fused tensors and LongRoPE factor tensors,
+    SmolLM3's Q/K rows permuted (and its NoPE layers implied)."""
+    d = tiny_dirs[arch, "float32"]
+    llm = _load(make_tiny_gguf(tmp_path / "m.gguf", d, ftype), wgpu_gpu)
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+    assert _rel(llm.session.next_logits(IDS[:9]), _hf_step_logits(d)) < tol  # a decode step
+    if ftype is None:
+        assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, arch):
+    """12 tokens after a 9-token prompt: the decode attention's window slides over the cache;
+    a decode step's logits as transformers'."""
+    d = tiny_dirs[arch, "float32"]
+    want, step = hf_greedy(d, IDS[:9], 12), _hf_step_logits(d)
+    for fused in (True, False):
+        llm = _load(d, gpu, fused=fused)
+        assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == want, fused
+        assert _rel(llm.session.next_logits(IDS[:9]), step) < 1e-4, fused
+        decode = llm.session.programs.decode
+        per_layer = DISPATCHES[arch] if fused else None
+        if per_layer:
+            assert len(decode) == 1 + llm.session.cfg.n_layers * per_layer
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "phi3"])
+def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
+    """The decode kernels a GPU's tuning takes (weights and the attention's keys read by
+    adjacent words, first units requested early, row groups of 8 threads, 16 keys a split so
+    that windows start inside splits) with soft-caps, windows and LongRoPE's scale."""
+    from webgpu_llm.engine.settings import ROLES
+
+    d = tiny_dirs[arch, "float32"]
+    llm = _load(d, wgpu_gpu)
+    t = llm.session.tuning
+    llm.session.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True,
+                                            attn_spread=True, early=2, attn_chunk=16))
+    assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+
+
+def test_split_k_prompt_matmuls_feed_the_output_norms(wgpu_gpu, tiny_dirs):
+    """Gemma's O and down projections with K split over workgroups: the output-norm kernel
+    sums the partials first."""
+    d = tiny_dirs["gemma3", "float32"]
+    llm = _load(d, wgpu_gpu, batch=16)
+    llm.session.rebuild(dataclasses.replace(llm.session.tuning, splits=(("o", 2), ("down", 3))))
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+
+
+def test_longrope_takes_the_long_factors_past_the_original_context(wgpu_gpu, tiny_dirs):
+    """LongRoPE's factors follow the context, as llama.cpp chooses them and as transformers
+    does for a sequence of that length: short up to the original context (32), long past it;
+    the same weights serve both (the parameter buffers are rewritten for the context)."""
+    d = tiny_dirs["phi3", "float32"]
+    long_ids = (IDS * 2)[:PHI3_ORIGINAL_CTX + 9]
+    short = _load(d, wgpu_gpu, ctx=PHI3_ORIGINAL_CTX)
+    assert _rel(short.logits(IDS), hf_logits(d, IDS)) < 1e-4
+    long = _load(d, wgpu_gpu, ctx=2 * PHI3_ORIGINAL_CTX)
+    assert _rel(long.logits(long_ids), hf_logits(d, long_ids)) < 1e-4
+    assert _rel(long.logits(IDS), hf_logits(d, IDS)) > 1e-3  # (transformers: short factors for 23 tokens)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "phi3"])
+def test_batched_scheduler_matches_transformers(wgpu_gpu, tiny_dirs, arch):
+    """Three requests on two slots through continuous batching (thin matmuls for decode rows,
+    prompt chunks beside them): each gets transformers' greedy tokens (Phi-3 within its
+    original context, where transformers takes LongRoPE's short factors)."""
+    d = tiny_dirs[arch, "float32"]
+    llm = _load(d, wgpu_gpu, ctx=PHI3_ORIGINAL_CTX if arch == "phi3" else 64)
+    prompts = [IDS[:9], IDS[3:20], IDS[:4]]
+    want = [hf_greedy(d, p, 8) for p in prompts]
+    s = scheduler(llm.session, parallel=2, max_rows=12)
+    try:
+        assert [c.wait() for c in [s.submit(p, SamplingParams(), 8) for p in prompts]] == want
+    finally:
+        s.close()
+
+
+def test_persistent_decode_covers_plain_layers_only(wgpu_gpu, tiny_dirs):
+    """Persistent decode layers asked for: an architecture with kernels of its own falls back
+    to one dispatch per kernel and says why."""
+    llm = _load(tiny_dirs["gemma3", "float32"], wgpu_gpu, settings=Settings(persist=1))
+    m = llm.session.programs
+    assert "do not cover gemma3" in m.persist_note and m.tuning.persist == 0
+    assert len(m.decode) == 1 + m.cfg.n_layers * DISPATCHES["gemma3"]
+
+
+@pytest.mark.slow
+def test_persistent_decode_of_a_plain_new_architecture(wgpu_gpu, tiny_dirs):
+    """SmolLM3 (NoPE layers are RoPE with frequency 0) as persistent layers: transformers' tokens."""
+    d = tiny_dirs["smollm3", "float32"]
+    llm = _load(d, wgpu_gpu, settings=Settings(persist=1))
+    m = llm.session.programs
+    assert m.persist_note == "" and len(m.decode) == 1 + m.cfg.n_layers
+    assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tensor_names_are_llama_cpps(tiny_dirs, arch):
+    """Every tensor of a transformers checkpoint gets the GGUF name the gguf package's map of
+    that architecture gives (what llama.cpp's converter writes)."""
+    from safetensors import safe_open
+
+    d = tiny_dirs[arch, "float32"]
+    cfg = config_from_hf(__import__("json").loads((d / "config.json").read_text()), str(d))
+    with safe_open(str(d / "model.safetensors"), "np") as f:
+        names = list(f.keys())
+    for name in names:
+        assert hf_to_gguf_name(name, cfg.arch) == gguf_tensor_name(name, cfg.arch, cfg.n_layers), name
+
+
+def test_window_and_rope_per_layer():
+    """Gemma 3's pattern: five local layers (window, local RoPE base) then a global one; SmolLM3's
+    NoPE layers rotate nothing; Phi-4-mini's partial rotary leaves the last quarter of a head."""
+    base = {"vocab_size": 11, "hidden_size": 32, "intermediate_size": 16, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 64}
+    g = config_from_hf({**base, "model_type": "gemma3_text", "num_hidden_layers": 7, "sliding_window": TINY_WINDOW,
+                        "rope_theta": 1e6, "rope_local_base_freq": 1e4}, "g")
+    assert [g.architecture.window(i) for i in range(7)] == [TINY_WINDOW] * 5 + [0, TINY_WINDOW]
+    assert g.inv_freq(0)[1] == np.float32(1 / 1e4 ** (2 / 16)) and g.inv_freq(5)[1] == np.float32(1 / 1e6 ** (2 / 16))
+    s = config_from_hf({**base, "model_type": "smollm3", "num_hidden_layers": 8}, "s")
+    assert [bool(s.inv_freq(i).any()) for i in range(8)] == [True, True, True, False] * 2
+    p = config_from_hf({**base, "model_type": "phi3", "num_hidden_layers": 1, "partial_rotary_factor": 0.75}, "p")
+    assert p.rope_dim == 12 and (p.inv_freq(0)[6:] == 0).all() and p.inv_freq(0)[:6].all()
+
+
+@pytest.mark.parametrize("read", [lambda: config_from_hf({"model_type": "mamba", "hidden_size": 8}, "m"),
+                                  lambda: config_from_gguf({"general.architecture": "mamba"}, {}, "m.gguf")],
+                         ids=["config.json", "gguf"])
+def test_unsupported_architecture_is_one_line_naming_it(read):
+    with pytest.raises(ModelFileError) as e:
+        read()
+    msg = str(e.value)
+    assert "'mamba'" in msg and all(a in msg for a in SUPPORTED_ARCHS) and len(msg.splitlines()) == 1

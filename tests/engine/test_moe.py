@@ -1,0 +1,102 @@
+"""Mixture-of-experts models (Qwen3-MoE, Mixtral, gpt-oss) against transformers on the CPU: tiny random
+models (tests/reference_models.py) in safetensors and GGUF, through the prompt path (the
+(token, slot) pairs grouped by expert) and decode (the chosen experts' rows only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("torch")
+
+from reference_models import MOE_BUILDERS, hf_greedy, hf_logits, make_tiny_gguf
+from webgpu_llm.api import LLM
+from webgpu_llm.engine import SamplingParams
+from webgpu_llm.engine.scheduler import scheduler
+from webgpu_llm.errors import UserError
+
+ARCHS = list(MOE_BUILDERS)
+IDS = [5, 17, 300, 999, 42, 7, 7, 7, 128, 64, 1000, 3, 250, 251, 252, 9, 11, 600, 2, 77, 18, 19, 401]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    return {(arch, dtype): build(tmp_path_factory.mktemp(f"{arch}_{dtype}"), seed=3, dtype=dtype)
+            for arch, build in MOE_BUILDERS.items() for dtype in ("float32", "float16")}
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_logits_match_transformers(gpu, tiny_dirs, arch):
+    """23 tokens in prompt batches of 16: every expert's matmul over the pairs routed to it."""
+    d = tiny_dirs[arch, "float32"]
+    llm = LLM.load(d, gpu=gpu, batch=16, progress=False)
+    assert llm.session.cfg.architecture.moe is not None
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_f16_logits_match_transformers(wgpu_gpu, tiny_dirs, arch):
+    """The f16 checkpoint (one backend: the kernels' tests cover both)."""
+    d = tiny_dirs[arch, "float16"]
+    llm = LLM.load(d, gpu=wgpu_gpu, batch=16, progress=False)
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-2
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("ftype,tol", [(None, 1e-4), ("f16", 1e-2)])
+def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, ftype, tol):
+    """As llama.cpp's converter writes them: each kind of expert matrix one 3-D tensor, the
+    router in f32, Mixtral as a GGUF "llama" with expert counts."""
+    d = tiny_dirs[arch, "float32"]
+    llm = LLM.load(make_tiny_gguf(tmp_path / "m.gguf", d, ftype), gpu=wgpu_gpu, progress=False)
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_decode_matches_transformers(gpu, tiny_dirs, arch):
+    """12 tokens after a 9-token prompt (past gpt-oss's windows), fused decode."""
+    d = tiny_dirs[arch, "float32"]
+    llm = LLM.load(d, gpu=gpu, progress=False)
+    assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+
+
+def test_unfused_decode_matches_transformers(wgpu_gpu, tiny_dirs):
+    """One dispatch an operation (the experts' dispatches as they are), on gpt-oss: sinks
+    merged by the combine kernel, O's bias in its own mat-vec."""
+    d = tiny_dirs["gpt_oss", "float32"]
+    llm = LLM.load(d, gpu=wgpu_gpu, fused=False, progress=False)
+    assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+
+
+def test_batched_steps_refused_in_one_line(wgpu_gpu, tiny_dirs):
+    llm = LLM.load(tiny_dirs["mixtral", "float32"], gpu=wgpu_gpu, progress=False)
+    with pytest.raises(UserError, match="--parallel 1"):
+        scheduler(llm.session, parallel=2)
+
+
+@pytest.mark.parametrize("dtype", ["q4_0", "mxfp4"])
+def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
+    """The tiny-moe preset's quantized experts: a decode step's logits equal the prompt path's
+    for the same tokens (float activations), then within int8 rounding of them on the int8
+    paths (mat-vecs, and the prompt's expert matmuls on emulated int8 tiles)."""
+    import dataclasses
+
+    from webgpu_llm.engine import Session, Settings
+    from webgpu_llm.models.presets import preset_model
+
+    cfg, tensors = preset_model("tiny-moe", dtype)
+    s = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16), 64)
+    s.rebuild(dataclasses.replace(s.tuning, int8=False, mma="off"))
+    ids = IDS[:9]
+    nxt = int(s.logits(ids)[-1].argmax())
+    want = s.logits([*ids, nxt])[-1]
+    assert _rel(s.next_logits(ids), want) < 1e-4
+    s.rebuild(dataclasses.replace(s.tuning, int8=True, mma="emulate"))
+    assert sum("mma_matmul_" in d.label for d in s.programs.prefill.dispatches) >= 2 * cfg.n_layers
+    assert 1e-6 < _rel(s.logits([*ids, nxt])[-1], want) < 3e-2
+    assert 1e-6 < _rel(s.next_logits(ids), want) < 3e-2
