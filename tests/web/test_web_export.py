@@ -126,3 +126,27 @@ def test_export_command(tmp_path: Path) -> None:
         bad = subprocess.run([sys.executable, "-m", "webgpu_llm.cli.main", "serve", "--port", "0", *args],
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and ("not a webgpu-llm export" in bad.stderr or "not both" in bad.stderr), bad.stderr
+
+
+def test_every_weight_of_a_mixture_of_experts_is_exported(tmp_path: Path) -> None:
+    """A layer's weights are found by type, not by name: a MoE layer's router and experts go
+    into the weight files like the dense layers' matrices (none would be zeros in the page)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import preset_gguf
+
+    from webgpu_llm.engine.export import build_session, write_plan
+
+    assert preset_gguf.main(["tiny-moe", "q4_0", str(tmp_path / "m.gguf")]) == 0
+    src, session = build_session(tmp_path / "m.gguf", ctx=64)
+    try:
+        plan = write_plan(src, session, tmp_path / "out")
+    finally:
+        src.close()
+    names = {plan["buffers"][t["buffer"]]["name"] for t in plan["weights"]["tensors"]}
+    w = session.programs.weights
+    for L in w.layers:
+        assert L.router is not None
+        for mat in (L.router, L.gate_up, L.down):
+            assert {b.label for b in mat.buffers} <= names

@@ -29,6 +29,7 @@ would need every grid written in a small expression language first.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -47,6 +48,7 @@ from ..runtime.program import Dispatch, Program
 from .sampling import SamplingParams
 from .session import Session
 from .settings import CPU_TUNING, Settings, Tuning, default_tuning
+from .weights import GpuMatrix
 
 PLAN_FORMAT = "webgpu-llm-plan"
 PLAN_VERSION = 1
@@ -271,9 +273,10 @@ def write_plan(source: Any, session: Session, out: Path, name: str = "") -> dict
     # the weights: every buffer the model's weights live in, read back in their GPU layout
     w = m.weights
     weight_bufs = [*w.embedding.buffers, *w.lm_head.buffers, w.output_norm]
-    for L in w.layers:
-        for mat in (L.qkv, L.o, L.gate_up, L.down):
-            weight_bufs.extend(mat.buffers)
+    for L in w.layers:  # every matrix of the layer, whatever its architecture has (a router too)
+        for f in dataclasses.fields(L):
+            if isinstance(mat := getattr(L, f.name), GpuMatrix):
+                weight_bufs.extend(mat.buffers)
         weight_bufs.append(L.params)
     files: list[dict[str, Any]] = []
     tensors: list[dict[str, Any]] = []
