@@ -31,10 +31,12 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_logits_match_transformers(gpu, tiny_dirs, arch):
-    """23 tokens in prompt batches of 16: every expert's matmul over the pairs routed to it."""
+def test_logits_match_transformers(wgpu_gpu, tiny_dirs, arch):
+    """23 tokens in prompt batches of 16: every expert's matmul over the pairs routed to it.
+    (The models on one backend: their kernels' tests run on both, and a model's distinct
+    kernels cost CI a compile each.)"""
     d = tiny_dirs[arch, "float32"]
-    llm = LLM.load(d, gpu=gpu, batch=16, progress=False)
+    llm = LLM.load(d, gpu=wgpu_gpu, batch=16, progress=False)
     assert llm.session.cfg.architecture.moe is not None
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
@@ -59,7 +61,7 @@ def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, fty
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_decode_matches_transformers(gpu, tiny_dirs, arch):
-    """12 tokens after a 9-token prompt (past gpt-oss's windows), fused decode."""
+    """12 tokens after a 9-token prompt (past gpt-oss's windows), fused decode, both backends."""
     d = tiny_dirs[arch, "float32"]
     llm = LLM.load(d, gpu=gpu, progress=False)
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
