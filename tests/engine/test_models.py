@@ -192,6 +192,25 @@ def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
+def test_persistent_decode_layers_with_int8_weights(wgpu_gpu):
+    """Quantized weights on the int8 mat-vecs as persistent stages (the staged int8 x has a name
+    of its own, not the fused QKV kernel's binding `q`): they build, and their step logits are
+    those of one dispatch per kernel."""
+    import dataclasses
+
+    from webgpu_llm.models.presets import preset_model
+
+    cfg, tensors = preset_model("tiny", "q8_0", n_layers=2)
+    eng = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16), 64)
+    m = eng.programs
+    eng.rebuild(dataclasses.replace(m.tuning, int8=True, persist=0))
+    base = _step_logits(eng)
+    eng.rebuild(dataclasses.replace(m.tuning, int8=True, persist=1))
+    assert m.persist_note == "" and len(m.decode) == 1 + cfg.n_layers
+    assert "dot4I8Packed" in m.decode.dispatches[1].kernel.wgsl  # the int8 mat-vecs inside
+    assert _rel(_step_logits(eng), base) < 1e-5
+
+
 @pytest.mark.slow
 def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
     """The prompt matmuls of a q8_0 model through kernels/mma.py (its dot4I8Packed tiles here;

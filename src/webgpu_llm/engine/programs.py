@@ -312,7 +312,7 @@ class Programs:
         elif self.fused and self.tuning.persist:
             try:
                 self.decode = self.decode_program("persistent")
-            except GpuError as e:  # e.g. the persistent stages' workgroup memory over the limit
+            except (GpuError, ValueError) as e:  # e.g. the stages' workgroup memory over the limit
                 self.no_persist(f"the persistent decode kernel did not build ({str(e).splitlines()[0]})")
         if self.decode is None:
             self.decode = self.decode_program("fused" if self.fused else "unfused")

@@ -219,10 +219,10 @@ fn quantize_x(lid: u32, xb: u32) {
   for (var u = lid; u < NU; u += WG) {
     var v: array<vec4<f32>, 8>;
 %8  v[$i] = X(xb, u * 8u + $i);
-    let q = quant_unit(v);
-    xq[2u * u] = vec4<u32>(q.w[0], q.w[1], q.w[2], q.w[3]);
-    xq[2u * u + 1u] = vec4<u32>(q.w[4], q.w[5], q.w[6], q.w[7]);
-    xd[u] = q.d;
+    let qu = quant_unit(v);  // (not `q`: a fused QKV kernel's binding, which a persistent layer renames)
+    xq[2u * u] = vec4<u32>(qu.w[0], qu.w[1], qu.w[2], qu.w[3]);
+    xq[2u * u + 1u] = vec4<u32>(qu.w[4], qu.w[5], qu.w[6], qu.w[7]);
+    xd[u] = qu.d;
   }
   workgroupBarrier();
 }
