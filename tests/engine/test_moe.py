@@ -14,7 +14,6 @@ from reference_models import MOE_BUILDERS, hf_greedy, hf_logits, make_tiny_gguf
 from webgpu_llm.api import LLM
 from webgpu_llm.engine import SamplingParams
 from webgpu_llm.engine.scheduler import scheduler
-from webgpu_llm.errors import UserError
 
 ARCHS = list(MOE_BUILDERS)
 IDS = [5, 17, 300, 999, 42, 7, 7, 7, 128, 64, 1000, 3, 250, 251, 252, 9, 11, 600, 2, 77, 18, 19, 401]
@@ -75,10 +74,20 @@ def test_unfused_decode_matches_transformers(wgpu_gpu, tiny_dirs):
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
-def test_batched_steps_refused_in_one_line(wgpu_gpu, tiny_dirs):
-    llm = LLM.load(tiny_dirs["mixtral", "float32"], gpu=wgpu_gpu, progress=False)
-    with pytest.raises(UserError, match="--parallel 1"):
-        scheduler(llm.session, parallel=2)
+@pytest.mark.parametrize("arch", ["qwen3moe", "gpt_oss"])
+def test_batched_scheduler_matches_transformers(wgpu_gpu, tiny_dirs, arch):
+    """Three requests on two slots through continuous batching: a step's rows (decode rows and
+    prompt chunks of several sequences) are grouped by expert like a prompt's; each request
+    gets transformers' greedy tokens."""
+    d = tiny_dirs[arch, "float32"]
+    llm = LLM.load(d, gpu=wgpu_gpu, ctx=64, progress=False)
+    prompts = [IDS[:9], IDS[3:20], IDS[:4]]
+    want = [hf_greedy(d, p, 8) for p in prompts]
+    s = scheduler(llm.session, parallel=2, max_rows=12)
+    try:
+        assert [c.wait() for c in [s.submit(p, SamplingParams(), 8) for p in prompts]] == want
+    finally:
+        s.close()
 
 
 @pytest.mark.parametrize("dtype", ["q4_0", "mxfp4"])

@@ -30,7 +30,7 @@ from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program, concat, run_programs
-from .programs import SPLIT_MAX, Programs
+from .programs import SPLIT_MAX, ExpertBuffers, Programs
 from .scheduler import Completion, Scheduler
 from .settings import Tuning
 from .weights import ModelWeights
@@ -68,6 +68,7 @@ class BatchBuffers:
     lp: Any  # per sampled row: log-probabilities (kernels/sampling.py logprob_kernel)
     kv: list[Any]  # per layer: the slots' K and V caches one after the other
     qkv: Any = None  # a QKV projection's raw rows, for the per-head q/k norms (qk_norm)
+    experts: ExpertBuffers | None = None  # a mixture of experts' (its rows are the step's rows)
 
     @classmethod
     def alloc(cls, g: Gpu, c: ModelConfig, slots: Slots, rows: int) -> BatchBuffers:
@@ -87,6 +88,7 @@ class BatchBuffers:
             lp=g.buffer(S * LP_WIDTH * 4, "logprobs"),
             kv=[g.buffer(S * 2 * c.kv_dim * slots.ctx * 4, f"blk.{i}.kv_slots") for i in range(c.n_layers)],
             qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
+            experts=ExpertBuffers.alloc(g, c.hidden, c.architecture.moe, T) if c.architecture.moe else None,
         )
 
 

@@ -368,8 +368,6 @@ class Programs:
         if a.o_bias:  # each K split would add the bias
             so = 1
         if a.moe is not None:  # the experts' sum lands in h itself: no down partials for the next norm
-            if slots is not None:
-                raise ValueError("mixture-of-experts models do not run in batched steps")
             sd = 1
         if max(so, sd) > SPLIT_MAX:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
@@ -411,7 +409,7 @@ class Programs:
             else:
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             if (m := a.experts(i)) is not None:
-                self._experts_prompt(prog, L, p, m)
+                self._experts_prompt(prog, L, p, m, rows_of)
                 continue
             self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.xn, "y": b.act}, count=rows_of, thin=thin)
             self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
@@ -428,26 +426,28 @@ class Programs:
             return {}
         return {"bias": True, "bias_off": getattr(self.weights.layout, f"{part}_bias")}
 
-    def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
-        """A mixture of experts over the prompt's rows (their normed rows in xn): the router,
-        each token's chosen experts, the (token, slot) pairs grouped by expert, each expert's
-        gate/up and down over the pairs routed to it, and the weighted sums into h."""
+    def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe,
+                        rows_of: Callable[[Any], int] | None = None) -> None:
+        """A mixture of experts over the prompt's rows (their normed rows in xn; a batched
+        step's rows, `rows_of(n)` of them, alike: each row's FFN is its own): the router, each
+        row's chosen experts, the (row, slot) pairs grouped by expert, each expert's gate/up
+        and down over the pairs routed to it, and the weighted sums into h."""
         b, e = self.buf, self.buf.experts
         assert e is not None and L.router is not None
         pairs = self.batch * m.used
         tables = {"route": e.route, "groups": e.groups}
         self._add_mm(prog, self.spec(L.router, **self._bias(m, "router")), "o",
-                     {**p, **L.router.bindings(), "x": b.xn, "y": e.logits})
+                     {**p, **L.router.bindings(), "x": b.xn, "y": e.logits}, count=rows_of)
         prog.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
-                 lambda n: (n, 1, 1))
+                 _counted(lambda n: (n, 1, 1), rows_of))
         prog.add(moe.group_kernel(m.count, m.used, pairs), {**p, **tables}, (1, 1, 1))
         s_gu = self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs),
                          **self._bias(m, "gate_up"))
-        self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": b.xn, "y": e.act})
+        self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": b.xn, "y": e.act}, count=rows_of)
         s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs), **self._bias(m, "down"))
-        self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y})
+        self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y}, count=rows_of)
         prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
-                 moe.combine_grid(self.cfg.hidden))
+                 _counted(moe.combine_grid(self.cfg.hidden), rows_of))
 
     def _experts_decode(self, d: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
         """A mixture of experts for one token: the router's mat-vec and choice, then mat-vecs

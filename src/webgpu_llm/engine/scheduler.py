@@ -279,9 +279,6 @@ def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_row
     for more."""
     if parallel <= 1:
         return SerialScheduler(session, max_queue)
-    if session.programs.cfg.architecture.moe is not None:
-        raise UserError(f"{session.programs.cfg.arch}: mixture-of-experts models decode one sequence at a time "
-                        "for now; use --parallel 1")
     from .batch import BatchScheduler, batch_programs
 
     return BatchScheduler(batch_programs(session.programs, parallel, max_rows=max_rows), max_queue)
