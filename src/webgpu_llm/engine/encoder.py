@@ -44,7 +44,7 @@ from ..models.encoder import EncoderConfig
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
 from .settings import Settings, Tuning
-from .weights import GpuMatrix, Part, Tensor, rope_pair_perm, upload_matrix, vector
+from .weights import GpuMatrix, Part, Tensor, required, rope_pair_perm, upload_matrix, vector
 
 # Rows (tokens of all the texts) a run takes at most, where Settings.batch does not say: a GPU's
 # matmuls fill up with a few thousand rows; on a CPU adapter a run of 512 takes seconds
@@ -115,11 +115,7 @@ def upload_encoder(gpu: Gpu, c: EncoderConfig, get: Callable[[str], Tensor | Non
     RoPE's rotate-half partners lie side by side (nomic-bert), the token type 0 row folded
     into the position rows (bert)."""
 
-    def need(name: str) -> Tensor:
-        t = get(name)
-        if t is None:
-            raise ModelFileError(f"the model has no tensor {name!r}; the file is incomplete or of another architecture")
-        return t
+    need = required(get)
 
     h = c.hidden
     lay = EncoderLayout.of(c)

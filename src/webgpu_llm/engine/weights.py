@@ -57,6 +57,18 @@ class Part:
     perm: np.ndarray | None = None
 
 
+def required(get: Callable[[str], Tensor | None]) -> Callable[[str], Tensor]:
+    """`get` for tensors a model cannot do without: a missing one is a one-line error."""
+
+    def need(name: str) -> Tensor:
+        t = get(name)
+        if t is None:
+            raise ModelFileError(f"the model has no tensor {name!r}; the file is incomplete or of another architecture")
+        return t
+
+    return need
+
+
 def check_format(t: Tensor) -> str:
     if t.fmt is None or t.fmt not in FORMATS:
         raise ModelFileError(
@@ -251,11 +263,7 @@ def upload_weights(gpu: Gpu, c: ModelConfig, get: Callable[[str], Tensor | None]
     reordered so that RoPE's rotate-half partners lie side by side. RoPE's frequencies are
     those of a context of `ctx` positions (see `ModelWeights.fit_rope`)."""
 
-    def need(name: str) -> Tensor:
-        t = get(name)
-        if t is None:
-            raise ModelFileError(f"the model has no tensor {name!r}; the file is incomplete or of another architecture")
-        return t
+    need = required(get)
 
     a = c.architecture
     lay = ParamLayout.of(c)

@@ -94,12 +94,15 @@ def hf_to_gguf_name(name: str, arch: str = "llama") -> str | None:
 
 
 @dataclass
-class StackedExperts:
-    """Experts' matrices of one kind as one tensor of count * rows rows (a GGUF file's
-    ffn_*_exps), from a Hugging Face checkpoint's one tensor per expert."""
+class DerivedTensor:
+    """A tensor computed from others' values when read: a Hugging Face checkpoint's per-expert
+    matrices stacked, or gpt-oss's fused experts split and transposed, into llama.cpp's layout
+    (ffn_*_exps). Float formats for anything but stacking, which keeps the parts' bytes."""
 
     name: str
     parts: list[Any]
+    shape: tuple[int, ...]
+    make: Any  # the parts' values -> this tensor's
 
     @property
     def fmt(self) -> str | None:
@@ -110,48 +113,15 @@ class StackedExperts:
         return self.parts[0].type_name
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        rows, k = self.parts[0].shape
-        return (len(self.parts) * rows, k)
-
-    @property
     def nbytes(self) -> int:
-        return sum(p.nbytes for p in self.parts)
+        import numpy as np
+
+        return int(sum(p.nbytes for p in self.parts) * np.prod(self.shape) // sum(np.prod(p.shape) for p in self.parts))
 
     def data(self) -> Any:
         import numpy as np
 
-        return np.concatenate([p.data() for p in self.parts], axis=0)
-
-
-@dataclass
-class DerivedTensor:
-    """A float tensor computed from another one's values when read (gpt-oss's fused experts
-    split and transposed into llama.cpp's layout)."""
-
-    name: str
-    base: Any
-    shape: tuple[int, ...]
-    make: Any  # base's values -> this tensor's
-
-    @property
-    def fmt(self) -> str | None:
-        return self.base.fmt
-
-    @property
-    def type_name(self) -> str:
-        return self.base.type_name
-
-    @property
-    def nbytes(self) -> int:
-        import numpy as np
-
-        return int(self.base.nbytes * np.prod(self.shape) // np.prod(self.base.shape))
-
-    def data(self) -> Any:
-        import numpy as np
-
-        return np.ascontiguousarray(self.make(self.base.data()))
+        return np.ascontiguousarray(self.make([p.data() for p in self.parts]))
 
 
 _FUSED_EXPERTS_RE = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)(_bias|_blocks|_scales)?$")
@@ -172,16 +142,23 @@ def split_fused_experts(hf: dict[str, Any], tensors: dict[str, Any]) -> None:
         if kind == "down_proj" and suffix == "_bias":
             tensors[b + "ffn_down_exps.bias"] = t
         elif kind == "down_proj":  # (experts, ffn, hidden) -> (experts, hidden, ffn)
-            tensors[b + "ffn_down_exps.weight"] = DerivedTensor(b + "ffn_down_exps.weight", t, (sh[0], sh[2], sh[1]),
-                                                                lambda a: a.transpose(0, 2, 1))
+            tensors[b + "ffn_down_exps.weight"] = DerivedTensor(b + "ffn_down_exps.weight", [t], (sh[0], sh[2], sh[1]),
+                                                                lambda a: a[0].transpose(0, 2, 1))
         elif suffix == "_bias":  # (experts, 2 ffn): gate and up interleaved
             for j, part in enumerate(("gate", "up")):
-                tensors[b + f"ffn_{part}_exps.bias"] = DerivedTensor(b + f"ffn_{part}_exps.bias", t, (sh[0], sh[1] // 2),
-                                                                     lambda a, j=j: a[:, j::2])
+                tensors[b + f"ffn_{part}_exps.bias"] = DerivedTensor(b + f"ffn_{part}_exps.bias", [t], (sh[0], sh[1] // 2),
+                                                                     lambda a, j=j: a[0][:, j::2])
         else:  # (experts, hidden, 2 ffn) -> gate, up: (experts, ffn, hidden) each
             for j, part in enumerate(("gate", "up")):
                 tensors[b + f"ffn_{part}_exps.weight"] = DerivedTensor(
-                    b + f"ffn_{part}_exps.weight", t, (sh[0], sh[2] // 2, sh[1]), lambda a, j=j: a[:, :, j::2].transpose(0, 2, 1))
+                    b + f"ffn_{part}_exps.weight", [t], (sh[0], sh[2] // 2, sh[1]),
+                    lambda a, j=j: a[0][:, :, j::2].transpose(0, 2, 1))
+
+
+def _concatenate(arrays: list[Any]) -> Any:
+    import numpy as np
+
+    return np.concatenate(arrays, axis=0)
 
 
 def stack_experts(tensors: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +179,9 @@ def stack_experts(tensors: dict[str, Any]) -> dict[str, Any]:
         for e, t in parts.items():
             if t.shape != first.shape or t.fmt != first.fmt:
                 raise ModelFileError(f"{stem}: expert {e} is {t.type_name} {t.shape}, expert 0 {first.type_name} {first.shape}")
-        out[stem + ".weight"] = StackedExperts(stem + ".weight", [parts[e] for e in range(len(parts))])
+        rows, k = first.shape
+        out[stem + ".weight"] = DerivedTensor(stem + ".weight", [parts[e] for e in range(len(parts))],
+                                              (len(parts) * rows, k), _concatenate)
     return out
 
 
