@@ -29,7 +29,9 @@ E, K, HID, INTER = 7, 3, 96, 64  # experts, chosen a token, hidden and expert FF
 
 
 def ref_route(logits: np.ndarray, used: int, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per token the `used` largest logits' ids (ties to the lower id) and their gate weights."""
+    """Per token the `used` largest logits' ids (ties to the lower id, NaN the lowest) and
+    their gate weights."""
+    logits = np.where(np.isnan(logits), -np.inf, logits)
     ids = np.argsort(-logits, axis=1, kind="stable")[:, :used]
     top = np.take_along_axis(logits, ids, 1).astype(np.float64)
     e = np.exp(top - top[:, :1])
@@ -43,6 +45,7 @@ def test_route_picks_the_largest_and_weighs_them(gpu, normalize):
     n, count, used = 5, 83, 6  # more experts than the workgroup's threads
     logits = rng.standard_normal((n, count)).astype(np.float32)
     logits[2, 10] = logits[2, 40] = 9.0  # a tie: the lower id first
+    logits[3, :7] = np.nan  # a broken router row still picks distinct, real experts
     rb = gpu.buffer(n * used * 8)
     run_kernel(gpu, moe.route_kernel(moe.Router(count, used, normalize)), {"x": gpu.upload(logits), "route": rb},
                (n, 1, 1), n=n)

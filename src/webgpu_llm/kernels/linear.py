@@ -771,8 +771,15 @@ class TokenRows:
         assert spec.splits == 1 and not spec.t0 and not spec.tmax
         sig.storage("groups", "array<u32>")
         x_row = "g0 + {m}" if ex.x_per_slot else f"groups[ORDER + min(g0 + {{m}}, {ex.rows - 1}u)] / {ex.used}u"
-        return cls(f"var<private> g0: u32;\nconst ORDER: u32 = {ex.count + 1}u;\n",
-                   "\n  ex = wid.z;\n  g0 = groups[ex];", "groups[wid.z + 1u] - groups[wid.z]", x_row, "g0 + ")
+        # the pair count through workgroup memory, so that it is uniform and tiles past it can return
+        return cls(f"var<private> g0: u32;\nvar<workgroup> g_n: u32;\nconst ORDER: u32 = {ex.count + 1}u;\n",
+                   "\n  ex = wid.z;\n  g0 = groups[ex];\n  if (lid == 0u) { g_n = groups[ex + 1u] - g0; }",
+                   "workgroupUniformLoad(&g_n)", x_row, "g0 + ")
+
+    def skip(self, m0: str) -> str:
+        """Ends a workgroup whose tile starts past the rows: the grid counts every token for
+        each expert, but an expert gets n * used / count pairs on average."""
+        return f"\n  if ({m0} >= nt) {{ return; }}" if self.out else ""
 
 
 BN = 64  # rows per tile; 16x16 threads, each `tm` tokens x 4 rows (2 pairs): 16 tm tokens per tile
@@ -842,7 +849,7 @@ var<workgroup> ws: array<vec4<f32>, {BN * 8}>;  // [k/4][slot of the row]
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {{{tiles.first}
   let nt = {tiles.count};
-  let m0 = wid.y * {bm}u;
+  let m0 = wid.y * {bm}u;{tiles.skip("m0")}
   let p0 = wid.x * {BN // 2}u;
   let tx = lid3.x;
   let ty = lid3.y;

@@ -148,7 +148,7 @@ var<private> split: u32;
 @compute @workgroup_size({WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
   let nt = {tiles.count};
-  let m0 = wid.y * {BM}u;
+  let m0 = wid.y * {BM}u;{tiles.skip("m0")}
   let p0 = wid.x * {BN // 2}u;
   split = wid.z;
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..runtime.program import Kernel
 from .common import Signature
 
-ROUTE_WG = 64
+ROUTE_WG = 128
 GROUP_WG = 256
 COMBINE_WG = 256
 
@@ -39,61 +39,51 @@ class Router:
 
 def route_kernel(r: Router) -> Kernel:
     """Per token (workgroup t; grid (n, 1, 1)): the `used` largest of its `count` logits
-    (ties to the lower id) and their gate weights, into `route`."""
-    assert 1 <= r.used <= r.count
+    (ties to the lower id) and their gate weights, into `route`.
+
+    Every thread ranks its experts against all the others (the count of better ones), so
+    the choice takes two barriers instead of a reduction per chosen expert; a NaN logit
+    ranks as the lowest so that the ranks stay distinct."""
+    assert 1 <= r.used <= min(r.count, ROUTE_WG)
     sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
-    total = "" if r.normalize else """
-  // the softmax's sum over every expert
-  var part = 0.0;
-  for (var e = lid; e < E; e += WG) { part += exp(x[t * E + e] - top_v[0]); }
-  rv[lid] = part;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) { rv[lid] += rv[lid + s]; }
-    workgroupBarrier();
-  }"""
+    # the softmax's denominator: over the chosen experts, or over all of them (the exponents
+    # clamped: a NaN's stand-in, -3.4e38, is past what a GPU's exp approximation takes)
+    z = "var z = 0.0;\n    for (var j = 0u; j < K; j++) { z += gate(top_v[j]); }" if r.normalize else \
+        "var z = 0.0;\n    for (var e = 0u; e < E; e++) { z += gate(v[e]); }"
     body = f"""
 const E: u32 = {r.count}u;
 const K: u32 = {r.used}u;
 const WG: u32 = {ROUTE_WG}u;
-var<workgroup> taken: array<u32, E>;
-var<workgroup> rv: array<f32, WG>;
-var<workgroup> ri: array<u32, WG>;
+var<workgroup> v: array<f32, E>;
 var<workgroup> top_v: array<f32, K>;
 var<workgroup> top_i: array<u32, K>;
+var<workgroup> z_all: f32;
+fn gate(l: f32) -> f32 {{ return exp(max(l - top_v[0], -80.0)); }}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
   let t = wid.x;
-  for (var e = lid; e < E; e += WG) {{ taken[e] = 0u; }}
+  for (var e = lid; e < E; e += WG) {{
+    let l = x[t * E + e];
+    v[e] = select(l, -3.4e38, l != l);
+  }}
   workgroupBarrier();
-  for (var j = 0u; j < K; j++) {{
-    var bv = -3.4e38;
-    var bi = E;
-    for (var e = lid; e < E; e += WG) {{
-      let v = x[t * E + e];
-      if (taken[e] == 0u && (v > bv || bi == E)) {{ bv = v; bi = e; }}
+  for (var e = lid; e < E; e += WG) {{
+    let ve = v[e];
+    var rank = 0u;
+    for (var o = 0u; o < E; o++) {{
+      let vo = v[o];
+      rank += select(0u, 1u, vo > ve || (vo == ve && o < e));
     }}
-    rv[lid] = bv;
-    ri[lid] = bi;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {{
-      if (lid < s) {{
-        let ov = rv[lid + s];
-        let oi = ri[lid + s];
-        if (oi < E && (ri[lid] == E || ov > rv[lid] || (ov == rv[lid] && oi < ri[lid]))) {{ rv[lid] = ov; ri[lid] = oi; }}
-      }}
-      workgroupBarrier();
-    }}
-    if (lid == 0u) {{ top_v[j] = rv[0]; top_i[j] = ri[0]; taken[ri[0]] = 1u; }}
-    workgroupBarrier();
-  }}{total}
+    if (rank < K) {{ top_v[rank] = ve; top_i[rank] = e; }}
+  }}
+  workgroupBarrier();
   if (lid == 0u) {{
-    var z = 0.0;
-    for (var j = 0u; j < K; j++) {{ z += exp(top_v[j] - top_v[0]); }}
-    {"" if r.normalize else "z = rv[0];"}
-    for (var j = 0u; j < K; j++) {{
-      route[t * K + j] = vec2<u32>(top_i[j], bitcast<u32>(exp(top_v[j] - top_v[0]) / z));
-    }}
+    {z}
+    z_all = z;
+  }}
+  workgroupBarrier();
+  if (lid < K) {{
+    route[t * K + lid] = vec2<u32>(top_i[lid], bitcast<u32>(gate(top_v[lid]) / z_all));
   }}
 }}
 """
