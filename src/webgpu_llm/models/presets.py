@@ -208,7 +208,8 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
     for i in range(c.n_layers):
         b = f"blk.{i}."
         vec(b + "attn_norm.weight", c.hidden, 1.0)
-        vec(b + "ffn_norm.weight", c.hidden, 1.0)
+        # llama.cpp's converter names gpt-oss's pre-FFN norm post_attention_norm (llama.cpp requires it)
+        vec(b + ("post_attention_norm.weight" if c.arch == "gpt-oss" else "ffn_norm.weight"), c.hidden, 1.0)
         if a.qk_norm:
             vec(b + "attn_q_norm.weight", c.head_dim, 1.0)
             vec(b + "attn_k_norm.weight", c.head_dim, 1.0)
