@@ -153,17 +153,25 @@ def serve(o: Options) -> list[Cmd]:
 
 
 MOE = (("qwen3-30b-a3b", "q4_0"), ("gpt-oss-20b", "mxfp4"))  # the shapes and types the real files have
+FAMILIES = tuple((p, d) for p in ("qwen3-0.6b", "qwen3-1.7b", "gemma-3-1b") for d in ("f16", "q4_0"))
+
+
+def _preset_files(suite: str, pairs: tuple[tuple[str, str], ...], o: Options) -> list[Cmd]:
+    """Presets' seeded random weights written once as GGUF files into /tmp/gg
+    (bench/preset_gguf.py), where the peers' `cuda` step times them with llama-bench beside the
+    Qwen2.5 files; the engine on the same files (Dawn)."""
+    cmds = [Cmd(suite, f"{p} {d} GGUF", ["bench/preset_gguf.py", p, d, f"/tmp/gg/{p}-{d}.gguf"], "none", per_src=False)
+            for p, d in pairs]
+    return cmds + [_bench(suite, f"{p} {d} dawn", "--model", f"/tmp/gg/{p}-{d}.gguf", "--backend", "dawn",
+                          reps=o.reps or 3) for p, d in pairs]
 
 
 def moe(o: Options) -> list[Cmd]:
-    """The mixture-of-experts shapes: their random weights written once as GGUF files into
-    /tmp/gg (bench/preset_gguf.py), where the peers' `cuda` step times them with llama-bench
-    beside the Qwen2.5 files; the engine on the same files (Dawn)."""
-    cmds = [Cmd("moe", f"{p} {d} GGUF", ["bench/preset_gguf.py", p, d, f"/tmp/gg/{p}-{d}.gguf"], "none", per_src=False)
-            for p, d in MOE]
-    cmds += [_bench("moe", f"{p} {d} dawn", "--model", f"/tmp/gg/{p}-{d}.gguf", "--backend", "dawn", reps=o.reps or 3)
-             for p, d in MOE]
-    return cmds
+    return _preset_files("moe", MOE, o)
+
+
+def families(o: Options) -> list[Cmd]:
+    return _preset_files("families", FAMILIES, o)
 
 
 SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
@@ -175,6 +183,8 @@ SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
     "embed": (embed, "embeddings/s of 64 sentences in one call (bench --embed 64), sentence-transformers on the "
                      "CPU beside"),
     "peers": (peers, "llama.cpp CUDA (llama-bench) and Vulkan (llama-server) from .peers/, once"),
+    "families": (families, "Qwen3 0.6B/1.7B and Gemma 3 1B shapes (f16, q4_0) as GGUF files in /tmp/gg, the "
+                           "engine on them (run before `peers`, whose llama-bench then times them too)"),
     "moe": (moe, "Qwen3-30B-A3B (q4_0) and gpt-oss-20b (MXFP4) shapes as GGUF files in /tmp/gg, the engine on "
                  "them (run before `peers`, whose llama-bench then times them too)"),
     "serve": (serve, f"concurrent streams ({LOAD_CLIENTS} clients, bench/load.py) of webgpu-llm serve and "
