@@ -59,13 +59,30 @@ def _load(path, gpu, **kw):
     return LLM.load(path, gpu=gpu, ctx=kw.pop("ctx", PHI3_ORIGINAL_CTX), progress=False, **kw)
 
 
+# the f16 weights' tolerance, on an f32 KV cache; the f16 cache (the default beside f16 or
+# quantized weights) rounds every key and value as well: test_f16_kv_cache_stays_close
+F32_KV = Settings(kv="f32")
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-4), ("float16", 1e-2)])
 def test_logits_match_transformers(gpu, tiny_dirs, arch, dtype, tol):
     """23 tokens in prompt batches of 16 (the second ragged), past every sliding window."""
     d = tiny_dirs[arch, dtype]
-    llm = _load(d, gpu, batch=16)
+    llm = _load(d, gpu, batch=16, settings=F32_KV)
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_f16_kv_cache_stays_close(wgpu_gpu, tiny_dirs, arch):
+    """f16 weights on the default (f16) cache, prompt and decode step: within 3e-2 of
+    transformers, and the cache takes half the bytes of an f32 one."""
+    d = tiny_dirs[arch, "float16"]
+    llm = _load(d, wgpu_gpu, batch=16)
+    m = llm.session.programs
+    assert m.kv_f16 and m.buf.kv[0].size == 2 * llm.session.cfg.kv_dim * m.ctx * 2
+    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 3e-2
+    assert _rel(llm.session.next_logits(IDS[:9]), _hf_step_logits(d)) < 3e-2
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -75,7 +92,7 @@ def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, fty
     Gemma's norms with the 1 folded in, Phi-3's fused tensors and LongRoPE factor tensors,
     SmolLM3's Q/K rows permuted (and its NoPE layers implied)."""
     d = tiny_dirs[arch, "float32"]
-    llm = _load(make_tiny_gguf(tmp_path / "m.gguf", d, ftype), wgpu_gpu)
+    llm = _load(make_tiny_gguf(tmp_path / "m.gguf", d, ftype), wgpu_gpu, settings=F32_KV)
     assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
     assert _rel(llm.session.next_logits(IDS[:9]), _hf_step_logits(d)) < tol  # a decode step
     if ftype is None:

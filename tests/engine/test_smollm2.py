@@ -37,9 +37,10 @@ def test_top1_agreement_with_transformers_over_256_positions(smol):
     logits = smol.logits(TOKENS[:n])
     agree = float(np.mean(logits.argmax(-1) == np.array(ref["argmax"])))
     assert agree >= 0.99, agree
-    # the logits themselves: top-5 values within a small absolute error
+    # the logits themselves: top-5 values within a small absolute error (2e-3 on an f32 KV
+    # cache; the default f16 one rounds every key and value to 11 bits, as llama.cpp's does)
     got = np.take_along_axis(logits, np.array(ref["topk_ids"]), axis=1)
-    assert np.abs(got - np.array(ref["topk_logits"])).max() < 2e-3
+    assert np.abs(got - np.array(ref["topk_logits"])).max() < 1e-2
 
 
 @pytest.mark.slow

@@ -282,11 +282,12 @@ def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
         assert rel_err(read(gpu, yb, rows), ref) < 1e-5, (tpr, blocks)
 
 
-def qkv_case(gpu, fmt, d, ctx, k, t, pos0, seed, x_seen=lambda x: x):
+def qkv_case(gpu, fmt, d, ctx, k, t, pos0, seed, x_seen=lambda x: x, kv_f16=False):
     """A fused QKV projection (3 query heads, 1 KV head of d dimensions) with bias and RoPE:
     its spec, and `check(run, n, tol)`, which makes the buffers, has `run(buffers)` launch a
     kernel on them, and compares q and the KV cache of the first n tokens with numpy (on x as
-    `x_seen` rounds it; nothing written outside positions pos0..pos0+n)."""
+    `x_seen` rounds it; nothing written outside positions pos0..pos0+n). With `kv_f16` the
+    cache holds f16s: they must equal the reference rounded to f16, give or take the last bit."""
     rng = np.random.default_rng(seed)
     hq, hkv = 3, 1
     qd, kvd = hq * d, hkv * d
@@ -296,8 +297,8 @@ def qkv_case(gpu, fmt, d, ctx, k, t, pos0, seed, x_seen=lambda x: x):
     bias = rng.standard_normal(rows).astype(np.float32)
     inv = (1.0 / 10000 ** (np.arange(0, d, 2) / d)).astype(np.float32)
     pv = np.concatenate([bias, np.zeros(-rows % 4, np.float32), inv])
-    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),), epilogue="qkv", bias=True, qkv=QkvShape(qd, kvd, d, ctx),
-                      bias_off=0, rope_off=rows + (-rows % 4))
+    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),), epilogue="qkv", bias=True,
+                      qkv=QkvShape(qd, kvd, d, ctx, kv_f16=kv_f16), bias_off=0, rope_off=rows + (-rows % 4))
     y = x_seen(x) @ w.T + bias
     pos = np.arange(pos0, pos0 + t)
     q_ref = rope_pairs(y[:, :qd].reshape(t, hq, d), pos, inv).reshape(t, qd)
@@ -305,21 +306,24 @@ def qkv_case(gpu, fmt, d, ctx, k, t, pos0, seed, x_seen=lambda x: x):
     v_ref = y[:, qd + kvd:].reshape(t, hkv, d)
 
     def check(run, n, tol):
-        qb, kvb = gpu.buffer(t * qd * 4), gpu.buffer(2 * kvd * ctx * 4)
+        qb, kvb = gpu.buffer(t * qd * 4), gpu.buffer(2 * kvd * ctx * (2 if kv_f16 else 4))
         run({"w0": wb, "x": gpu.upload(x), "pv": gpu.upload(pv), "q": qb, "kv": kvb})
-        kv = read(gpu, kvb, (2, hkv, ctx, d))
+        kv = read(gpu, kvb, (2, hkv, ctx, d), np.float16 if kv_f16 else np.float32).astype(np.float32)
+        ktol = max(tol, 1e-3) if kv_f16 else tol  # f16 keeps 11 bits
         assert rel_err(read(gpu, qb, (t, qd))[:n], q_ref[:n]) < tol
-        assert rel_err(kv[0][:, pos0:pos0 + n].transpose(1, 0, 2), k_ref[:n]) < tol
-        assert rel_err(kv[1][:, pos0:pos0 + n].transpose(1, 0, 2), v_ref[:n]) < tol
+        assert rel_err(kv[0][:, pos0:pos0 + n].transpose(1, 0, 2), k_ref[:n]) < ktol
+        assert rel_err(kv[1][:, pos0:pos0 + n].transpose(1, 0, 2), v_ref[:n]) < ktol
         assert not kv[:, :, :pos0].any() and not kv[:, :, pos0 + n:].any()
 
     return spec, check
 
 
-def test_qkv_epilogue_bias_rope_and_cache(gpu):
-    """Q/K/V rows with bias; Q and K rotated in adjacent pairs; K/V written at their position."""
+@pytest.mark.parametrize("kv_f16", [False, True])
+def test_qkv_epilogue_bias_rope_and_cache(gpu, kv_f16):
+    """Q/K/V rows with bias; Q and K rotated in adjacent pairs; K/V written at their position
+    (as f32s, or as f16 pairs packed in u32s)."""
     t, pos0 = 3, 5
-    spec, check = qkv_case(gpu, "f32", 12, 16, 64, t, pos0, seed=4)
+    spec, check = qkv_case(gpu, "f32", 12, 16, 64, t, pos0, seed=4, kv_f16=kv_f16)
     for kernel, grid, n in ((matmul_kernel(spec), matmul_grid(spec)(t), t), (matvec_kernel(spec), matvec_grid(spec), 1)):
         check(lambda b, kernel=kernel, grid=grid, n=n: run_kernel(gpu, kernel, b, grid, n=n, pos=pos0), n, 1e-5)
 

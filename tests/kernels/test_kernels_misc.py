@@ -22,40 +22,49 @@ from webgpu_llm.models.presets import random_weight
 from webgpu_llm.runtime.program import Program
 
 
-def _kv(rng, hkv, ctx, d, filled):
+def _kv(rng, hkv, ctx, d, filled, f16=False):
+    """A K|V cache with `filled` positions, its values representable in f16 where `f16`."""
     kv = np.zeros((2, hkv, ctx, d), np.float32)
     kv[:, :, :filled] = rng.standard_normal((2, hkv, filled, d))
-    return kv
+    return kv.astype(np.float16).astype(np.float32) if f16 else kv
 
 
-@pytest.mark.parametrize("d, t, pos0", [(24, 7, 70), (36, 37, 5), (128, 17, 20)])
-def test_prompt_attention_causal_gqa(gpu, d, t, pos0):
+def _cache(kv, f16):
+    """The cache's bytes as the kernels read them: f32s, or f16s (AttentionSpec.kv_f16)."""
+    return kv.astype(np.float16) if f16 else kv
+
+
+@pytest.mark.parametrize("d, t, pos0, f16", [(24, 7, 70, False), (36, 37, 5, False), (128, 17, 20, False),
+                                             (36, 37, 5, True), (128, 17, 20, True)])
+def test_prompt_attention_causal_gqa(gpu, d, t, pos0, f16):
     """Query blocks of 16 tokens; key chunks straddling the end; head dims that are not a
-    multiple of the 8 lanes per query, and a wide one (chunks of 16 keys)."""
+    multiple of the 8 lanes per query, and a wide one (chunks of 16 keys); f32 and f16 caches."""
     rng = np.random.default_rng(10)
     hq, hkv, ctx = 6, 2, 90
-    kv = _kv(rng, hkv, ctx, d, pos0 + t)
+    kv = _kv(rng, hkv, ctx, d, pos0 + t, f16)
     q = rng.standard_normal((t, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, kv_f16=f16)
     out = gpu.buffer(t * hq * d * 4)
-    run_kernel(gpu, att.prompt_attention_kernel(spec), {"q": gpu.upload(q), "kv": gpu.upload(kv), "out": out},
+    run_kernel(gpu, att.prompt_attention_kernel(spec), {"q": gpu.upload(q), "kv": gpu.upload(_cache(kv, f16)), "out": out},
                att.prompt_attention_grid(spec)(t), n=t, pos=pos0)
     k = kv[0].transpose(1, 0, 2)[: pos0 + t]
     v = kv[1].transpose(1, 0, 2)[: pos0 + t]
     assert rel_err(read(gpu, out, (t, hq, d)), attention(q, k, v, pos0)) < 1e-5
 
 
-@pytest.mark.parametrize("sub,spread,d", [(False, False, 16), (True, False, 16), (False, True, 16),
-                                          (True, True, 16), (True, True, 8)])
-def test_decode_split_attention_and_combine(gpu, sub, spread, d):
-    """Split-K decode attention (keys read whole per thread, or by adjacent words) and its merge."""
+@pytest.mark.parametrize("sub,spread,d,f16", [(False, False, 16, False), (True, False, 16, False),
+                                              (False, True, 16, False), (True, True, 16, False),
+                                              (True, True, 8, False), (False, False, 16, True), (True, True, 8, True)])
+def test_decode_split_attention_and_combine(gpu, sub, spread, d, f16):
+    """Split-K decode attention (keys read whole per thread, or by adjacent words) and its
+    merge; f32 and f16 caches."""
     rng = np.random.default_rng(11)
     hq, hkv, ctx, chunk, pos = 4, 2, 100, 16, 52  # 53 keys -> 4 splits, the last partial
-    kv = _kv(rng, hkv, ctx, d, pos + 1)
+    kv = _kv(rng, hkv, ctx, d, pos + 1, f16)
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, spread)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, spread, kv_f16=f16)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
-    bufs = {"q": gpu.upload(q), "kv": gpu.upload(kv), "ml": ml, "acc": acc}
+    bufs = {"q": gpu.upload(q), "kv": gpu.upload(_cache(kv, f16)), "ml": ml, "acc": acc}
     sg = gpu.subgroups_wgsl(on_cpu=True) if sub else None
     st = gpu.upload(pack_state(pos=pos, n=1))
     prog = Program(gpu)

@@ -48,6 +48,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
                            "fused": settings.fused, "per_dispatch_submit": per_dispatch,
                            "persist": eng.tuning.persist if settings.fused else 0,
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
+                           "kv": "f16" if m.kv_f16 else "f32",
                            "prompt_matmul": "int8 tiles" if any(d.label.startswith("mma_matmul")
                                                                 for d in m.prefill.dispatches) else "SIMT"}
     if m.persist_note:

@@ -14,7 +14,7 @@ from ..bench.embed_bench import EMBED_PRESETS
 from ..errors import UserError
 from ..models.presets import DTYPES, PRESETS, preset_model
 from ..runtime.gpu import BACKENDS, open_gpu
-from .common import print_json
+from .common import add_kv, print_json
 
 
 def add_parser(sub: Any) -> None:
@@ -47,6 +47,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--mma", default="auto", metavar="MODE[,MODE]",
                    help="prompt matmuls of quantized weights on the GPU's int8 matrix units: auto (where the "
                         "adapter has them: Dawn's subgroup matrices) or off; a comma list compares (default: %(default)s)")
+    add_kv(p)
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--embed", type=int, default=None, metavar="N",
                    help="time embedding a batch of N texts in one call (64 for the published figure) instead of "
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         args.model = str(locate_model(args.model, environment.model_search()).path)
     rows: list[dict[str, Any]] = []
     peers: list[dict[str, Any]] = []
-    base = environment.settings(fused=not args.no_fusion)
+    base = environment.settings(fused=not args.no_fusion, kv=args.kv)
     for backend in backends:
         gpu = open_gpu(options=environment.gpu_options(backend=backend, adapter=args.adapter))
         for dtype in dtypes if args.preset else ["file"]:

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from ..engine.settings import KV_TYPES
 from ..errors import UserError
 
 MODEL_HELP = ("a .gguf file, a Hugging Face model directory (config.json, *.safetensors, tokenizer.json), "
@@ -41,12 +42,21 @@ class _Ctx(argparse.Action):
         namespace.ctx_given = True
 
 
-def add_model(p: argparse.ArgumentParser, ctx_default: int = 4096, least: int = 2, model_help: str = MODEL_HELP) -> None:
+def add_model(p: argparse.ArgumentParser, ctx_default: int = 4096, least: int = 2, model_help: str = MODEL_HELP,
+              kv: bool = True) -> None:
     p.add_argument("--model", "-m", default=None, metavar="PATH|NAME", help=model_help)
     p.add_argument("--ctx", type=int, default=ctx_default, metavar="N", action=_Ctx,
                    help=f"context length in tokens, at least {least}; 0 = the model's maximum; a larger value "
                         "is capped to the model's maximum (default: %(default)s)")
+    if kv:
+        add_kv(p)
     p.set_defaults(ctx_given=False, ctx_least=least)
+
+
+def add_kv(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kv", default="auto", choices=KV_TYPES,
+                   help="the KV cache's type: f16 takes half the memory and attention reads of f32; "
+                        "auto = f16 unless every weight is f32 (default: %(default)s)")
 
 
 def add_sampling(p: argparse.ArgumentParser, max_tokens: int = 256, temperature: float = 0.0) -> None:
@@ -138,7 +148,8 @@ def load_llm(args: argparse.Namespace) -> Any:
     from .. import environment
     from ..api import LLM
 
-    settings = environment.settings(gpu={"backend": args.backend, "adapter": args.adapter})
+    settings = environment.settings(gpu={"backend": args.backend, "adapter": args.adapter},
+                                    kv=getattr(args, "kv", None))
     llm = LLM.load(args.model, settings=settings, ctx=args.ctx or None, progress=not quiet(args),
                    search=environment.model_search())
     if args.ctx and args.ctx > llm.ctx and args.ctx_given and not quiet(args):

@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--file", "-f", default=None, metavar="PATH", help="read the texts from a file, one a line")
     p.add_argument("--truncate", action="store_true",
                    help="cut a text longer than --ctx tokens to its first tokens instead of failing")
-    add_model(p, ctx_default=0, model_help=EMBED_MODEL_HELP)
+    add_model(p, ctx_default=0, model_help=EMBED_MODEL_HELP, kv=False)
     add_common(p, json_output=False)
     p.set_defaults(run=run)
 

@@ -71,7 +71,7 @@ class BatchBuffers:
     experts: ExpertBuffers | None = None  # a mixture of experts' (its rows are the step's rows)
 
     @classmethod
-    def alloc(cls, g: Gpu, c: ModelConfig, slots: Slots, rows: int) -> BatchBuffers:
+    def alloc(cls, g: Gpu, c: ModelConfig, slots: Slots, rows: int, kv_f16: bool = False) -> BatchBuffers:
         S, T = slots.count, rows
         nwg = sampling.scan_workgroups(c.vocab)
         return cls(
@@ -86,7 +86,8 @@ class BatchBuffers:
             part=g.buffer(S * nwg * 8, "sample_part"), cand=g.buffer(S * nwg * sampling.CAND * 8, "sample_cand"),
             stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
             lp=g.buffer(S * LP_WIDTH * 4, "logprobs"),
-            kv=[g.buffer(S * 2 * c.kv_dim * slots.ctx * 4, f"blk.{i}.kv_slots") for i in range(c.n_layers)],
+            kv=[g.buffer(S * 2 * c.kv_dim * slots.ctx * (2 if kv_f16 else 4), f"blk.{i}.kv_slots")
+                for i in range(c.n_layers)],
             qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
             experts=ExpertBuffers.alloc(g, c.hidden, c.architecture.moe, T) if c.architecture.moe else None,
         )
@@ -98,13 +99,14 @@ class BatchPrograms(Programs):
     (rows, attention blocks, sampled rows)."""
 
     def __init__(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, slots: int, ctx: int, max_rows: int,
-                 tuning: Tuning) -> None:
+                 tuning: Tuning, kv_f16: bool = False) -> None:
         self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, True
         self.tuning = tuning
+        self.kv_f16 = kv_f16
         self.slots = Slots(slots, ctx)
         self.batch = max(max_rows, slots)
         weights.fit_rope(gpu, cfg, ctx)
-        self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch)
+        self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch, kv_f16)
         self.mma_usable = False  # (the matrix units' int8 inputs are sized for one sequence's batches)
         self.xq8: Any = None
         self.xs8: Any = None
@@ -370,7 +372,7 @@ def batch_programs(programs: Programs, slots: int, ctx: int | None = None, max_r
     """Batch Programs on the weights of a loaded model's Programs (shared, not copied)."""
     t = replace(programs.tuning, mma="off", persist=0)
     return BatchPrograms(programs.gpu, programs.cfg, programs.weights, slots, ctx or programs.ctx,
-                         max_rows or programs.batch, t)
+                         max_rows or programs.batch, t, programs.kv_f16)
 
 
 __all__ = ["BatchPrograms", "BatchScheduler", "batch_programs"]

@@ -95,7 +95,7 @@ class Buffers:
     experts: ExpertBuffers | None = None  # a mixture of experts' (kernels/moe.py)
 
     @classmethod
-    def alloc(cls, g: Gpu, c: ModelConfig, ctx: int, batch: int) -> Buffers:
+    def alloc(cls, g: Gpu, c: ModelConfig, ctx: int, batch: int, kv_f16: bool = False) -> Buffers:
         T = batch
         score_rows = min(SCORE_ROWS, T)
         most_splits = -(-ctx // 16)  # split-K partials sized for the smallest chunk any tuning may use
@@ -119,7 +119,7 @@ class Buffers:
             nll=g.buffer(T * 4, "nll"),
             kpart=g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials"),
             tmp=g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp"),
-            kv=[g.buffer(2 * c.kv_dim * ctx * 4, f"blk.{i}.kv_cache") for i in range(c.n_layers)],
+            kv=[g.buffer(2 * c.kv_dim * ctx * (2 if kv_f16 else 4), f"blk.{i}.kv_cache") for i in range(c.n_layers)],
             score_rows=score_rows,
             qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
             experts=ExpertBuffers.alloc(g, c.hidden, c.architecture.moe, T) if c.architecture.moe else None,
@@ -149,12 +149,13 @@ class Programs:
     other kernel shapes or fusion (weights and caches stay)."""
 
     def __init__(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, ctx: int, batch: int,
-                 tuning: Tuning, fused: bool = True) -> None:
+                 tuning: Tuning, fused: bool = True, kv_f16: bool = False) -> None:
         self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, fused
         self.tuning = tuning
+        self.kv_f16 = kv_f16
         self.batch = max(1, min(batch, ctx))
         weights.fit_rope(gpu, cfg, ctx)
-        self.buf = Buffers.alloc(gpu, cfg, ctx, self.batch)
+        self.buf = Buffers.alloc(gpu, cfg, ctx, self.batch, kv_f16)
         # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
         self.mma_usable = mma.usable(gpu)
         self.xq8: Any = None
@@ -177,13 +178,13 @@ class Programs:
         c = self.cfg
         scale = c.rope_attention_factor()
         pairs = c.rope_dim // 2 if scale != 1.0 and c.rope_dim != c.head_dim else 0
-        return QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx, scale, pairs)
+        return QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx, scale, pairs, self.kv_f16)
 
     def attention_spec(self, i: int, chunk: int = 64, spread: bool = False) -> att.AttentionSpec:
         c, a = self.cfg, self.cfg.architecture
         return att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, spread,
                                  window=self.window(i), softcap=a.attn_softcap, scale=a.attn_scale,
-                                 sinks=self.weights.layout.sinks if a.sinks else -1)
+                                 sinks=self.weights.layout.sinks if a.sinks else -1, kv_f16=self.kv_f16)
 
     def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:
         """The attention's output projection, with its bias where the architecture has one."""

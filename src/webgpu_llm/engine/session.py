@@ -80,7 +80,8 @@ class Session:
         """Upload a model's weights and build its Programs for `ctx` positions."""
         weights = upload_weights(gpu, cfg, get, progress)
         tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
-        return cls(Programs(gpu, cfg, weights, ctx, settings.prompt_batch(gpu), tuning, settings.fused))
+        return cls(Programs(gpu, cfg, weights, ctx, settings.prompt_batch(gpu), tuning, settings.fused,
+                            settings.kv_f16(weights.all_f32)))
 
     @property
     def cfg(self) -> ModelConfig:

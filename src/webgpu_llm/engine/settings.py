@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 ROLES = ("qkv", "o", "gate_up", "down", "head")
 MMA_MODES = ("auto", "off", "emulate")
+KV_TYPES = ("auto", "f16", "f32")
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,13 @@ class Settings:
     tuning: Tuning | None = None  # kernel shapes; None: default_tuning for the adapter and model
     persist: int | str | None = None  # persistent decode layers: workgroups, "auto", 0 (off); None: the tuning's
     mma: str | None = None  # prompt matmuls on the int8 matrix units: auto, off, emulate; None: the tuning's
+    kv: str = "auto"  # the KV cache's type: f16, f32, or auto (f16 unless every weight is f32)
+
+    def kv_f16(self, f32_weights: bool) -> bool:
+        """Whether the KV cache holds f16s (half the memory and attention reads of f32s)."""
+        if self.kv not in KV_TYPES:
+            raise UserError(f"unknown KV cache type {self.kv!r}: choose one of {', '.join(KV_TYPES)}")
+        return self.kv == "f16" or (self.kv == "auto" and not f32_weights)
 
     def prompt_batch(self, gpu: Gpu) -> int:
         return self.batch or (CPU_BATCH if gpu.is_cpu else GPU_BATCH)

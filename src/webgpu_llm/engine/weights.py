@@ -247,6 +247,12 @@ class ModelWeights:
     layout: ParamLayout
     rope_ctx: int = 0  # the context the layers' RoPE frequencies were chosen for (LongRoPE's short or long)
 
+    @property
+    def all_f32(self) -> bool:
+        """Every matrix is stored in f32 (a reference model's: the KV cache stays f32 then)."""
+        mats = [self.embedding, self.lm_head, *(m for L in self.layers for m in (L.qkv, L.o, L.gate_up, L.down))]
+        return all(s.fmt == "f32" for m in mats for s in m.segments)
+
     def fit_rope(self, gpu: Gpu, c: ModelConfig, ctx: int) -> None:
         """Rewrite the layers' RoPE frequencies for a context of `ctx` positions where that
         changes them (LongRoPE takes its long factors past the original context)."""

@@ -15,6 +15,7 @@ soft-cap of the scores (cap * tanh(s / cap), Gemma 2) and the scores' scale.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
@@ -39,6 +40,7 @@ class AttentionSpec:
     # the heads' values in the layer's parameter buffer `pv` (-1: none); the prompt kernel
     # starts its running softmax there, the decode's split combine adds it
     sinks: int = -1
+    kv_f16: bool = False  # the caches hold f16 pairs packed in u32s (QkvShape.kv_f16 writes them)
 
     @property
     def max_splits(self) -> int:
@@ -50,6 +52,19 @@ class AttentionSpec:
         if not self.softcap:
             return scaled
         return f"(tanh(clamp({scaled} / {self.softcap!r}, -15.0, 15.0)) * {self.softcap!r})"
+
+
+def _kv_reader(sig: Signature, a: AttentionSpec) -> tuple[Callable[[str], str], str]:
+    """Binds the K|V cache; returns how to read its vec4 `i` as f32s and the WGSL that takes."""
+    if not a.kv_f16:
+        sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
+        return (lambda i: f"kv[{i}]"), ""
+    # the same, two f16s a u32: as the QKV epilogue writes it (one view of the binding, which
+    # the persistent decode layers need)
+    sig.storage("kv", "array<u32>")
+    fn = ("fn KV(i: u32) -> vec4<f32> {\n"
+          "  return vec4<f32>(unpack2x16float(kv[2u * i]), unpack2x16float(kv[2u * i + 1u]));\n}\n")
+    return (lambda i: f"KV({i})"), fn
 
 
 def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0) -> Kernel:
@@ -66,7 +81,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     assert groups >= 1, "head_dim/4 must not exceed the chunk size"
     sig = Signature().state()
     sig.storage("q", "array<vec4<f32>>")
-    sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
+    kv, kv_fn = _kv_reader(sig, a)
     sig.storage("ml", "array<vec2<f32>>", write=True)
     sig.storage("acc", "array<vec4<f32>>", write=True)
     head = """  let s = wid.y;
@@ -85,11 +100,11 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     sg_val = "" if sg else "let sgs = 1u;"
     # Every loop with a load in it is unrolled: the loads of a chunk issue together instead of
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
-    score = " + ".join(f"q[qb + {i}u] * kv[kr + {i}u]" for i in range(d4))
+    score = " + ".join(f"q[qb + {i}u] * {kv(f'kr + {i}u')}" for i in range(d4))
     if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
         before = "\n".join(
             f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
-            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], kv[(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd]), "
+            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], {kv('(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd')}), "
             f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
         if wide:
             before = f"    if (lid < CH) {{\n{before.replace(chr(10) + '    workgroupBarrier();', '')}    }}\n    workgroupBarrier();\n"
@@ -107,9 +122,9 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     per_g = -(-a.chunk // groups)
     vsum = "\n".join(
         f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
-        f"o += pj * kv[VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4]; }}"
+        f"o += pj * {kv('VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4')}; }}"
         for i in range(per_g))
-    body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + f"""
+    body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + kv_fn + f"""
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
 const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
@@ -185,7 +200,7 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     if slots:
         sig.storage("blocks", "array<vec4<u32>>")
     sig.storage("q", "array<vec4<f32>>")
-    sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
+    kv, kv_fn = _kv_reader(sig, a)
     sig.storage("out", "array<vec4<f32>>", write=True)
     m0, l0 = "-3.0e38", "0.0"
     if a.sinks >= 0:  # the sink as a key of score `sink` and no value: exp(sink - m) in the sum
@@ -230,7 +245,7 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     if wide:
         stage_q = f"  let qrow = ((t0 + min(qi, nq - 1u)) * {a.n_heads}u + h) * D4;"
     nl = "\n"
-    body = f"""
+    body = kv_fn + f"""
 const BQ: u32 = {BQ}u;
 const LQ: u32 = {LQ}u;
 const CH: u32 = {ch}u;
@@ -259,8 +274,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = lid; i < CH * D4; i += {BQ * LQ}u) {{
       let j = i / D4;
       let row = (kvbase + min(c0 + j, kend - 1u)) * D4 + i % D4;
-      ks[j * KS + i % D4] = kv[row];
-      vs[i] = kv[VOFF + row];
+      ks[j * KS + i % D4] = {kv('row')};
+      vs[i] = {kv('VOFF + row')};
     }}
     workgroupBarrier();
 {nl.join(scores)}

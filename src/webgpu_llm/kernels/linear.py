@@ -38,6 +38,7 @@ class QkvShape:
     # LongRoPE: the rotated pairs' outputs times this; `rope_pairs` rotated pairs a head (0: all)
     rope_scale: float = 1.0
     rope_pairs: int = 0
+    kv_f16: bool = False  # the cache holds f16 pairs packed in u32s (half the bytes of f32s)
 
 
 @dataclass(frozen=True)
@@ -286,10 +287,17 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         q = spec.qkv
         assert q is not None
         sig.storage("q", "array<f32>", write=True)
-        sig.storage("kv", "array<f32>", write=True)  # K cache then V cache of this layer
+        # K cache then V cache of this layer: f32s, or (kv_f16) f16 pairs packed in u32s
+        sig.storage("kv", "array<u32>" if q.kv_f16 else "array<f32>", write=True)
         declare_pv(sig)
         d, ctx = q.head_dim, q.ctx
         voff = q.kv_rows * ctx
+
+        def kv_pair(i: str, a: str, b: str, ind: str) -> str:
+            """Stores cache values i and i + 1 (i even: pairs are adjacent rows)."""
+            if q.kv_f16:
+                return f"{ind}kv[({i}) / 2u] = pack2x16float(vec2<f32>({a}, {b}));"
+            return f"{ind}kv[{i}] = {a};\n{ind}kv[{i} + 1u] = {b};"
         where, sb = "  let pos = st.pos + t;\n", ""
         if spec.slots:  # the slot's caches start past those of the slots before it
             sig.storage("rows", "array<vec2<u32>>")
@@ -308,14 +316,12 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     }} else {{
       let kr = r - {q.q_rows}u;
       let i = {sb}((kr / {d}u) * {ctx}u + pos) * {d}u + kr % {d}u;
-      kv[i] = o0;
-      kv[i + 1u] = o1;
+{kv_pair("i", "o0", "o1", "      ")}
     }}
   }} else {{
     let vr = r - {q.q_rows + q.kv_rows}u;
     let i = {sb}((vr / {d}u) * {ctx}u + pos) * {d}u + vr % {d}u;
-    kv[{voff}u + i] = b0;
-    kv[{voff}u + i + 1u] = b1;
+{kv_pair(f"{voff}u + i", "b0", "b1", "    ")}
   }}
 """
     else:
