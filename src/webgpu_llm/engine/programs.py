@@ -89,7 +89,7 @@ class Buffers:
     nll: Any
     kpart: Any  # split-K prompt matmul partials
     tmp: Any  # the unfused decode's scratch
-    kv: list[Any]  # per layer: K cache then V cache, each (kv_heads, ctx, head_dim) f32
+    kv: list[Any]  # per layer: K cache then V cache, each (kv_heads, ctx, head_dim), f32 or f16 pairs (kv_f16)
     score_rows: int
     qkv: Any = None  # a QKV projection's raw rows, for the per-head q/k norms (qk_norm)
     experts: ExpertBuffers | None = None  # a mixture of experts' (kernels/moe.py)
