@@ -70,6 +70,15 @@ def test_binary_broadcast(name: str, dtype: torch.dtype) -> None:
     check(BINARY[name], a, b, tol=TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_comparison_with_a_scalar_rounds_it_to_the_tensor_type(dtype: torch.dtype) -> None:
+    """torch compares a half tensor with 0.3 rounded to that type: values that round to the
+    same half as 0.3 are not greater than it (a random tensor hits this now and then)."""
+    a = torch.tensor([0.3, 0.2998, 0.301, 0.31, -1.0]).to(dtype)
+    check(lambda x: x.masked_fill(x > 0.3, -7.0), a, tol=0)
+    check(lambda x: x >= 0.3, a, tol=0)
+
+
 def test_integer_and_bool_ops() -> None:
     a = torch.randint(-20, 20, (4, 9))
     b = torch.randint(1, 7, (9,))

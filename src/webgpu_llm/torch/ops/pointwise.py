@@ -53,6 +53,7 @@ def _scalar(x: Any) -> Any:
 
 def compute(expr: Expr, operands: list[Any], out: torch.Tensor, name: str = "pw") -> torch.Tensor:
     """out = expr(operands); `name` labels the kernel (profiles)."""
+    common = None
     if expr.compare:  # computed in the type the two inputs promote to
         common = torch.result_type(*operands[:2]) if len(operands) > 1 else operands[0].dtype
         floating = common.is_floating_point
@@ -73,6 +74,8 @@ def compute(expr: Expr, operands: list[Any], out: torch.Tensor, name: str = "pw"
             tensors.append(x)
         else:
             names.append(f"s{len(scalars)}")
+            if kind == "f32" and common in (torch.float16, torch.bfloat16):
+                x = torch.tensor(float(x), dtype=common).item()  # torch compares in the common type
             scalars.append(float(x) if kind == "f32" else int(x))
     code = template.format(*names, Z="0.0" if kind == "f32" else "0i")
     ew.run(Pointwise(name, code, kind, "i32" if expr.compare else kind), out, tensors, scalars)
