@@ -389,6 +389,32 @@ def hf_greedy(model_dir: str | Path, prompt_ids: Sequence[int], n: int) -> list[
     return ids[len(prompt_ids) :]
 
 
+def tiny_model_dirs(factory: Any, builders: dict[str, Any], seed: int) -> dict[tuple[str, str], Path]:
+    """Every builder's tiny model in float32 and float16, keyed (arch, dtype), in directories
+    of pytest's `tmp_path_factory`."""
+    return {(arch, dtype): build(factory.mktemp(f"{arch}_{dtype}"), seed=seed, dtype=dtype)
+            for arch, build in builders.items() for dtype in ("float32", "float16")}
+
+
+def max_rel(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest absolute difference relative to the largest magnitude of `b`."""
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def batched_greedy(session: Any, model_dir: Path, prompts: Sequence[Sequence[int]], n: int = 8) -> tuple[list, list]:
+    """(the engine's, transformers') greedy tokens of `prompts` sent together to a scheduler of
+    two slots and 12 rows a step: continuous batching, prompt chunks beside decode rows."""
+    from webgpu_llm.engine import SamplingParams
+    from webgpu_llm.engine.scheduler import scheduler
+
+    want = [hf_greedy(model_dir, p, n) for p in prompts]
+    s = scheduler(session, parallel=2, max_rows=12)
+    try:
+        return [c.wait() for c in [s.submit(list(p), SamplingParams(), n) for p in prompts]], want
+    finally:
+        s.close()
+
+
 # --------------------------------------------------------------------------------------------
 # GGUF
 # --------------------------------------------------------------------------------------------

@@ -18,14 +18,16 @@ from reference_models import (
     ARCH_BUILDERS,
     PHI3_ORIGINAL_CTX,
     TINY_WINDOW,
+    batched_greedy,
     gguf_tensor_name,
     hf_greedy,
     hf_logits,
     make_tiny_gguf,
+    max_rel,
+    tiny_model_dirs,
 )
 from webgpu_llm.api import LLM
 from webgpu_llm.engine import SamplingParams, Settings
-from webgpu_llm.engine.scheduler import scheduler
 from webgpu_llm.errors import ModelFileError
 from webgpu_llm.models.config import SUPPORTED_ARCHS, config_from_gguf, config_from_hf
 from webgpu_llm.models.source import hf_to_gguf_name
@@ -38,15 +40,7 @@ DISPATCHES = {"qwen3": 6, "gemma2": 7, "gemma3": 8, "phi3": 5, "smollm3": 5}
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
-    out = {}
-    for arch, build in ARCH_BUILDERS.items():
-        for dtype in ("float32", "float16"):
-            out[arch, dtype] = build(tmp_path_factory.mktemp(f"{arch}_{dtype}"), seed=5, dtype=dtype)
-    return out
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    return tiny_model_dirs(tmp_path_factory, ARCH_BUILDERS, seed=5)
 
 
 def _hf_step_logits(d) -> np.ndarray:
@@ -70,7 +64,7 @@ def test_logits_match_transformers(gpu, tiny_dirs, arch, dtype, tol):
     """23 tokens in prompt batches of 16 (the second ragged), past every sliding window."""
     d = tiny_dirs[arch, dtype]
     llm = _load(d, gpu, batch=16, settings=F32_KV)
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -81,8 +75,8 @@ def test_f16_kv_cache_stays_close(wgpu_gpu, tiny_dirs, arch):
     llm = _load(d, wgpu_gpu, batch=16)
     m = llm.session.programs
     assert m.kv_f16 and m.buf.kv[0].size == 2 * llm.session.cfg.kv_dim * m.ctx * 2
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 3e-2
-    assert _rel(llm.session.next_logits(IDS[:9]), _hf_step_logits(d)) < 3e-2
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 3e-2
+    assert max_rel(llm.session.next_logits(IDS[:9]), _hf_step_logits(d)) < 3e-2
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -93,8 +87,8 @@ def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, fty
     SmolLM3's Q/K rows permuted (and its NoPE layers implied)."""
     d = tiny_dirs[arch, "float32"]
     llm = _load(make_tiny_gguf(tmp_path / "m.gguf", d, ftype), wgpu_gpu, settings=F32_KV)
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
-    assert _rel(llm.session.next_logits(IDS[:9]), _hf_step_logits(d)) < tol  # a decode step
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+    assert max_rel(llm.session.next_logits(IDS[:9]), _hf_step_logits(d)) < tol  # a decode step
     if ftype is None:
         assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
@@ -108,7 +102,7 @@ def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, ar
     for fused in (True, False):
         llm = _load(d, gpu, fused=fused)
         assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == want, fused
-        assert _rel(llm.session.next_logits(IDS[:9]), step) < 1e-4, fused
+        assert max_rel(llm.session.next_logits(IDS[:9]), step) < 1e-4, fused
         decode = llm.session.programs.decode
         per_layer = DISPATCHES[arch] if fused else None
         if per_layer:
@@ -136,7 +130,7 @@ def test_split_k_prompt_matmuls_feed_the_output_norms(wgpu_gpu, tiny_dirs):
     d = tiny_dirs["gemma3", "float32"]
     llm = _load(d, wgpu_gpu, batch=16)
     llm.session.rebuild(dataclasses.replace(llm.session.tuning, splits=(("o", 2), ("down", 3))))
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
 
 def test_longrope_takes_the_long_factors_past_the_original_context(wgpu_gpu, tiny_dirs):
@@ -146,10 +140,10 @@ def test_longrope_takes_the_long_factors_past_the_original_context(wgpu_gpu, tin
     d = tiny_dirs["phi3", "float32"]
     long_ids = (IDS * 2)[:PHI3_ORIGINAL_CTX + 9]
     short = _load(d, wgpu_gpu, ctx=PHI3_ORIGINAL_CTX)
-    assert _rel(short.logits(IDS), hf_logits(d, IDS)) < 1e-4
+    assert max_rel(short.logits(IDS), hf_logits(d, IDS)) < 1e-4
     long = _load(d, wgpu_gpu, ctx=2 * PHI3_ORIGINAL_CTX)
-    assert _rel(long.logits(long_ids), hf_logits(d, long_ids)) < 1e-4
-    assert _rel(long.logits(IDS), hf_logits(d, IDS)) > 1e-3  # (transformers: short factors for 23 tokens)
+    assert max_rel(long.logits(long_ids), hf_logits(d, long_ids)) < 1e-4
+    assert max_rel(long.logits(IDS), hf_logits(d, IDS)) > 1e-3  # (transformers: short factors for 23 tokens)
 
 
 @pytest.mark.parametrize("arch", ["gemma3", "phi3"])
@@ -159,13 +153,8 @@ def test_batched_scheduler_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     original context, where transformers takes LongRoPE's short factors)."""
     d = tiny_dirs[arch, "float32"]
     llm = _load(d, wgpu_gpu, ctx=PHI3_ORIGINAL_CTX if arch == "phi3" else 64)
-    prompts = [IDS[:9], IDS[3:20], IDS[:4]]
-    want = [hf_greedy(d, p, 8) for p in prompts]
-    s = scheduler(llm.session, parallel=2, max_rows=12)
-    try:
-        assert [c.wait() for c in [s.submit(p, SamplingParams(), 8) for p in prompts]] == want
-    finally:
-        s.close()
+    got, want = batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])
+    assert got == want
 
 
 def test_persistent_decode_covers_plain_layers_only(wgpu_gpu, tiny_dirs):

@@ -17,6 +17,8 @@ from reference_models import (
     make_tiny_llama,
     make_tiny_llama3,
     make_tiny_qwen2,
+    max_rel,
+    tiny_model_dirs,
 )
 from webgpu_llm.api import LLM
 from webgpu_llm.engine import SamplingParams, Session, Settings
@@ -29,15 +31,7 @@ IDS = [5, 17, 300, 999, 42, 7, 7, 7, 128, 64, 1000, 3, 250, 251, 252, 9, 11, 600
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
-    out = {}
-    for arch, build in BUILDERS.items():
-        for dtype in ("float32", "float16"):
-            out[arch, dtype] = build(tmp_path_factory.mktemp(f"{arch}_{dtype}"), seed=3, dtype=dtype)
-    return out
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    return tiny_model_dirs(tmp_path_factory, BUILDERS, seed=3)
 
 
 def _step_logits(eng: Session) -> np.ndarray:
@@ -55,7 +49,7 @@ def test_logits_match_transformers(gpu, tiny_dirs, arch, dtype, tol):
     d = tiny_dirs[arch, dtype]
     llm = _load(d, gpu, batch=16)  # 23 tokens: two prompt batches, the second ragged
     got = llm.logits(IDS)
-    assert _rel(got, hf_logits(d, IDS)) < tol
+    assert max_rel(got, hf_logits(d, IDS)) < tol
 
 
 @pytest.mark.parametrize("arch", list(BUILDERS))
@@ -65,7 +59,7 @@ def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, fty
     d = tiny_dirs[arch, "float32"]
     path = make_tiny_gguf(tmp_path / "m.gguf", d, ftype)
     llm = _load(path, wgpu_gpu)
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
 
 
 def test_split_k_prompt_matmuls_match_transformers(gpu, tiny_dirs):
@@ -76,7 +70,7 @@ def test_split_k_prompt_matmuls_match_transformers(gpu, tiny_dirs):
     d = tiny_dirs["qwen2", "float32"]
     llm = _load(d, gpu, batch=16)
     llm.session.rebuild(dataclasses.replace(llm.session.tuning, splits=(("o", 2), ("down", 3))))
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
 
 def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
@@ -93,7 +87,7 @@ def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
     llm.session.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True,
                                           attn_spread=True, early=2))
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -113,7 +107,7 @@ def test_split_bindings_give_the_same_logits(tiny_dirs):
     small = open_gpu("wgpu", max_binding=200 * 1024)
     llm = _load(d, small)
     assert len(llm.session.programs.weights.embedding.segments) >= 2
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 6)) == hf_greedy(d, IDS[:9], 6)
 
 
@@ -164,12 +158,12 @@ def test_int8_activations_stay_close_to_float(wgpu_gpu):
     base = _step_logits(eng)
     eng.rebuild(dataclasses.replace(eng.tuning, int8=True))
     got = _step_logits(eng)
-    assert 0 < _rel(got, base) < 3e-2
+    assert 0 < max_rel(got, base) < 3e-2
     # other shapes on the int8 path only (as the GPU default has for O and down): same math
     eng.rebuild(dataclasses.replace(eng.tuning, int8=True, mv_int8=(("o", 64, 4, 1), ("down", 128, 32, 1))))
     down = model.spec(model.weights.layers[0].down, epilogue="add")
     assert model.matvec_shape(down, "down") == ({"wg": 128, "tpr": 32, "ilp": 1}, True)
-    assert _rel(_step_logits(eng), got) < 1e-5
+    assert max_rel(_step_logits(eng), got) < 1e-5
 
 
 @pytest.mark.slow
@@ -188,7 +182,7 @@ def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
     base = _step_logits(eng)
     eng.rebuild(dataclasses.replace(m.tuning, persist=1, early=1))
     assert m.persist_note == "" and len(m.decode) == 1 + m.cfg.n_layers  # embed, then a dispatch per layer
-    assert _rel(_step_logits(eng), base) < 1e-5
+    assert max_rel(_step_logits(eng), base) < 1e-5
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
@@ -208,7 +202,7 @@ def test_persistent_decode_layers_with_int8_weights(wgpu_gpu):
     eng.rebuild(dataclasses.replace(m.tuning, int8=True, persist=1))
     assert m.persist_note == "" and len(m.decode) == 1 + cfg.n_layers
     assert "dot4I8Packed" in m.decode.dispatches[1].kernel.wgsl  # the int8 mat-vecs inside
-    assert _rel(_step_logits(eng), base) < 1e-5
+    assert max_rel(_step_logits(eng), base) < 1e-5
 
 
 @pytest.mark.slow
@@ -238,12 +232,12 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
     assert [d.label.startswith("quantize") for d in model.score_norm.dispatches] == [False, True]
     assert not any(d.label.startswith("quantize") for c in model.score_chunks for d in c.dispatches)
     got, got_scored = _step_logits(eng), scored()
-    assert 0 < _rel(got, base) < 3e-2
-    assert 0 < _rel(got_scored, base_scored) < 3e-2
+    assert 0 < max_rel(got, base) < 3e-2
+    assert 0 < max_rel(got_scored, base_scored) < 3e-2
     if usable(wgpu_gpu):
         eng.rebuild(dataclasses.replace(model.tuning, mma="auto"))
-        assert _rel(_step_logits(eng), got) < 1e-5
-        assert _rel(scored(), got_scored) < 1e-5
+        assert max_rel(_step_logits(eng), got) < 1e-5
+        assert max_rel(scored(), got_scored) < 1e-5
     with pytest.raises(ValueError, match=r"Tuning\.mma"):
         eng.rebuild(dataclasses.replace(model.tuning, mma="yes"))
 

@@ -4,16 +4,22 @@ models (tests/reference_models.py) in safetensors and GGUF, through the prompt p
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
-from reference_models import MOE_BUILDERS, hf_greedy, hf_logits, make_tiny_gguf
+from reference_models import (
+    MOE_BUILDERS,
+    batched_greedy,
+    hf_greedy,
+    hf_logits,
+    make_tiny_gguf,
+    max_rel,
+    tiny_model_dirs,
+)
 from webgpu_llm.api import LLM
 from webgpu_llm.engine import SamplingParams
-from webgpu_llm.engine.scheduler import scheduler
 
 ARCHS = list(MOE_BUILDERS)
 IDS = [5, 17, 300, 999, 42, 7, 7, 7, 128, 64, 1000, 3, 250, 251, 252, 9, 11, 600, 2, 77, 18, 19, 401]
@@ -21,12 +27,7 @@ IDS = [5, 17, 300, 999, 42, 7, 7, 7, 128, 64, 1000, 3, 250, 251, 252, 9, 11, 600
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
-    return {(arch, dtype): build(tmp_path_factory.mktemp(f"{arch}_{dtype}"), seed=3, dtype=dtype)
-            for arch, build in MOE_BUILDERS.items() for dtype in ("float32", "float16")}
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    return tiny_model_dirs(tmp_path_factory, MOE_BUILDERS, seed=3)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -37,7 +38,7 @@ def test_logits_match_transformers(wgpu_gpu, tiny_dirs, arch):
     d = tiny_dirs[arch, "float32"]
     llm = LLM.load(d, gpu=wgpu_gpu, batch=16, progress=False)
     assert llm.session.cfg.architecture.moe is not None
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -45,7 +46,7 @@ def test_f16_logits_match_transformers(wgpu_gpu, tiny_dirs, arch):
     """The f16 checkpoint (one backend: the kernels' tests cover both)."""
     d = tiny_dirs[arch, "float16"]
     llm = LLM.load(d, gpu=wgpu_gpu, batch=16, progress=False)
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-2
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-2
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -55,7 +56,7 @@ def test_gguf_logits_match_transformers(wgpu_gpu, tiny_dirs, tmp_path, arch, fty
     router in f32, Mixtral as a GGUF "llama" with expert counts."""
     d = tiny_dirs[arch, "float32"]
     llm = LLM.load(make_tiny_gguf(tmp_path / "m.gguf", d, ftype), gpu=wgpu_gpu, progress=False)
-    assert _rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < tol
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -81,13 +82,8 @@ def test_batched_scheduler_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     gets transformers' greedy tokens."""
     d = tiny_dirs[arch, "float32"]
     llm = LLM.load(d, gpu=wgpu_gpu, ctx=64, progress=False)
-    prompts = [IDS[:9], IDS[3:20], IDS[:4]]
-    want = [hf_greedy(d, p, 8) for p in prompts]
-    s = scheduler(llm.session, parallel=2, max_rows=12)
-    try:
-        assert [c.wait() for c in [s.submit(p, SamplingParams(), 8) for p in prompts]] == want
-    finally:
-        s.close()
+    got, want = batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])
+    assert got == want
 
 
 @pytest.mark.parametrize("dtype", ["q4_0", "mxfp4"])
@@ -106,8 +102,8 @@ def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
     ids = IDS[:9]
     nxt = int(s.logits(ids)[-1].argmax())
     want = s.logits([*ids, nxt])[-1]
-    assert _rel(s.next_logits(ids), want) < 1e-4
+    assert max_rel(s.next_logits(ids), want) < 1e-4
     s.rebuild(dataclasses.replace(s.tuning, int8=True, mma="emulate"))
     assert sum("mma_matmul_" in d.label for d in s.programs.prefill.dispatches) >= 2 * cfg.n_layers
-    assert 1e-6 < _rel(s.logits([*ids, nxt])[-1], want) < 3e-2
-    assert 1e-6 < _rel(s.next_logits(ids), want) < 3e-2
+    assert 1e-6 < max_rel(s.logits([*ids, nxt])[-1], want) < 3e-2
+    assert 1e-6 < max_rel(s.next_logits(ids), want) < 3e-2

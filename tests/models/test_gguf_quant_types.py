@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from reference import dequantize
+from reference_models import max_rel
 from webgpu_llm.engine import Session, Settings
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.models.presets import random_weight
@@ -99,10 +100,6 @@ def _session(path: Path, gpu) -> Session:
     return Session.build(gpu, src.config, src.tensors.get, Settings(batch=16, kv="f32"), 64)
 
 
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 def test_the_file_holds_the_new_types(model_files):
     src = open_model(model_files[0])
     fmts = {t.fmt for t in src.tensors.values()}
@@ -117,16 +114,16 @@ def test_logits_equal_the_dequantized_model(wgpu_gpu, model_files):
     to int8 per 32 values. One backend (the kernel tests run both)."""
     quant, ref = (_session(p, wgpu_gpu) for p in model_files)
     want_prompt, want_step = ref.logits(IDS), ref.next_logits(IDS[:9])
-    assert _rel(quant.logits(IDS), want_prompt) < 1e-4
-    assert _rel(quant.next_logits(IDS[:9]), want_step) < 1e-4
+    assert max_rel(quant.logits(IDS), want_prompt) < 1e-4
+    assert max_rel(quant.next_logits(IDS[:9]), want_step) < 1e-4
     quant.rebuild(dataclasses.replace(quant.tuning, int8=True, mma="emulate"))
     labels = [d.label for d in quant.programs.prefill.dispatches]
     # on int8 tiles: layer 0's QKV, O and down, layer 1's gate/up and down; a matrix with a q2_k
     # segment keeps the float matmul
     assert sum("mma_matmul" in x for x in labels) == 5 and "matmul_silu_mul_q2_k+iq4_nl" in labels
     # the int8 paths ran: their error is the int8 rounding's, not the float sums' order
-    assert 1e-5 < _rel(quant.logits(IDS), want_prompt) < 3e-2
-    assert 1e-5 < _rel(quant.next_logits(IDS[:9]), want_step) < 3e-2
+    assert 1e-5 < max_rel(quant.logits(IDS), want_prompt) < 3e-2
+    assert 1e-5 < max_rel(quant.next_logits(IDS[:9]), want_step) < 3e-2
 
 
 def test_presets_take_llama_cpp_fallback_types():
