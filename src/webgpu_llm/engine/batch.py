@@ -30,7 +30,7 @@ from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program, concat, run_programs
-from .programs import SPLIT_MAX, ExpertBuffers, Programs
+from .programs import SPLIT_MAX, ExpertBuffers, Programs, kv_cache_bytes
 from .scheduler import Completion, Scheduler
 from .settings import Tuning
 from .weights import ModelWeights
@@ -86,8 +86,7 @@ class BatchBuffers:
             part=g.buffer(S * nwg * 8, "sample_part"), cand=g.buffer(S * nwg * sampling.CAND * 8, "sample_cand"),
             stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
             lp=g.buffer(S * LP_WIDTH * 4, "logprobs"),
-            kv=[g.buffer(S * 2 * c.kv_dim * slots.ctx * (2 if kv_f16 else 4), f"blk.{i}.kv_slots")
-                for i in range(c.n_layers)],
+            kv=[g.buffer(S * kv_cache_bytes(c, slots.ctx, kv_f16), f"blk.{i}.kv_slots") for i in range(c.n_layers)],
             qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
             experts=ExpertBuffers.alloc(g, c.hidden, c.architecture.moe, T) if c.architecture.moe else None,
         )

@@ -119,11 +119,16 @@ class Buffers:
             nll=g.buffer(T * 4, "nll"),
             kpart=g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials"),
             tmp=g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp"),
-            kv=[g.buffer(2 * c.kv_dim * ctx * (2 if kv_f16 else 4), f"blk.{i}.kv_cache") for i in range(c.n_layers)],
+            kv=[g.buffer(kv_cache_bytes(c, ctx, kv_f16), f"blk.{i}.kv_cache") for i in range(c.n_layers)],
             score_rows=score_rows,
             qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
             experts=ExpertBuffers.alloc(g, c.hidden, c.architecture.moe, T) if c.architecture.moe else None,
         )
+
+
+def kv_cache_bytes(c: ModelConfig, ctx: int, kv_f16: bool) -> int:
+    """A layer's K and V caches of `ctx` positions, in f16s or f32s."""
+    return 2 * c.kv_dim * ctx * (2 if kv_f16 else 4)
 
 
 @dataclass

@@ -762,6 +762,7 @@ class TokenRows:
     count: str
     x_row_of: str  # with {m}
     out: str
+    ragged: bool = False  # rows per grid z vary (an expert's pairs): tiles past them return
 
     def x_row(self, m: str) -> str:
         return self.x_row_of.format(m=m)
@@ -780,12 +781,12 @@ class TokenRows:
         # the pair count through workgroup memory, so that it is uniform and tiles past it can return
         return cls(f"var<private> g0: u32;\nvar<workgroup> g_n: u32;\nconst ORDER: u32 = {ex.count + 1}u;\n",
                    "\n  ex = wid.z;\n  g0 = groups[ex];\n  if (lid == 0u) { g_n = groups[ex + 1u] - g0; }",
-                   "workgroupUniformLoad(&g_n)", x_row, "g0 + ")
+                   "workgroupUniformLoad(&g_n)", x_row, "g0 + ", ragged=True)
 
     def skip(self, m0: str) -> str:
         """Ends a workgroup whose tile starts past the rows: the grid counts every token for
         each expert, but an expert gets n * used / count pairs on average."""
-        return f"\n  if ({m0} >= nt) {{ return; }}" if self.out else ""
+        return f"\n  if ({m0} >= nt) {{ return; }}" if self.ragged else ""
 
 
 BN = 64  # rows per tile; 16x16 threads, each `tm` tokens x 4 rows (2 pairs): 16 tm tokens per tile

@@ -48,8 +48,8 @@ def route_kernel(r: Router) -> Kernel:
     sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
     # the softmax's denominator: over the chosen experts, or over all of them (the exponents
     # clamped: a NaN's stand-in, -3.4e38, is past what a GPU's exp approximation takes)
-    z = "var z = 0.0;\n    for (var j = 0u; j < K; j++) { z += gate(top_v[j]); }" if r.normalize else \
-        "var z = 0.0;\n    for (var e = 0u; e < E; e++) { z += gate(v[e]); }"
+    i, n, vals = ("j", "K", "top_v") if r.normalize else ("e", "E", "v")
+    z = f"var z = 0.0;\n    for (var {i} = 0u; {i} < {n}; {i}++) {{ z += gate({vals}[{i}]); }}"
     body = f"""
 const E: u32 = {r.count}u;
 const K: u32 = {r.used}u;
