@@ -43,14 +43,17 @@ def test_info_json(capsys):
 
 
 def test_info_matrix_line():
-    """What `info` says of an adapter's matrix tiles (an H200 on Dawn lists these four)."""
+    """What `info` says of an adapter's matrix tiles (an H200 on Dawn lists these four without
+    the f16 toggle, and an f16 one with it)."""
     from webgpu_llm.cli.info import matrix_line
 
     cfg = [{"component_type": t, "result_component_type": r, "m": 16, "n": n, "k": 32, "min_subgroup_size": 32,
             "max_subgroup_size": 32} for t, r in (("u8", "u32"), ("i8", "i32")) for n in (16, 8)]
     assert matrix_line(cfg) == ("matrix tiles: u8->u32 16x16x32, u8->u32 16x8x32, i8->i32 16x16x32, i8->i32 16x8x32; "
-                                "quantized prompts run on them")
-    assert matrix_line(cfg[1:2]).endswith("not used (no i8 16x16x32 tile)")
+                                "quantized prompts run on the i8 16x16x32 tiles")
+    assert matrix_line(cfg[1:2]).endswith("not used (no i8 16x16x32 or f16->f32 16x16x16 tile)")
+    f16 = {**cfg[0], "component_type": "f16", "result_component_type": "f32", "k": 16}
+    assert matrix_line([*cfg, f16]).endswith("on the i8 16x16x32 tiles; f16/bf16 prompts on the f16->f32 16x16x16 tiles")
 
 
 def test_generate_json_and_stream(capsys, tiny):
@@ -119,7 +122,7 @@ def test_bench_json_on_a_file(capsys, tiny):
     assert code == 0
     row = json.loads(out)["engine"][0]
     assert row["tg_tok_s"] > 0 and row["pp_tok_s"] > 0 and row["dispatches_per_token"] > 0
-    assert row["prompt_matmul"] == "SIMT"  # float weights: never the int8 tiles
+    assert row["prompt_matmul"]["qkv"] in ("simt", "f16")  # float weights: never the int8 tiles
 
 
 def test_bench_compares_prompt_matmuls(capsys):
@@ -132,8 +135,9 @@ def test_bench_compares_prompt_matmuls(capsys):
                            "--n-pp", "8", "--reps", "1", "--mma", "auto,off", "--json")
     assert code == 0
     rows = json.loads(out)["engine"]
-    on = "int8 tiles" if usable(open_gpu("dawn")) else "SIMT"
-    assert [r["prompt_matmul"] for r in rows] == [on, "SIMT"]
+    on = "int8" if usable(open_gpu("dawn")) else "simt"
+    assert [set(r["prompt_matmul"].values()) for r in rows] == [{on}, {"simt"}]
+    assert [r["mma"] for r in rows] == ["auto", "off"]
 
 
 def _fails(capsys, code_expected: int, *args: str) -> str:

@@ -242,6 +242,36 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
         eng.rebuild(dataclasses.replace(model.tuning, mma="yes"))
 
 
+@pytest.mark.parametrize("dtype,mode", [("f16", "emulate"), ("bf16", "emulate"), ("q4_0", "emulate-f16")])
+def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
+    """The prompt matmuls of float models on the f16 tiles (kernels/mma.py; emulated here, the
+    matrix units too where the device has them), and of a quantized one dequantized into them
+    (mma="f16"), against the f32 matmul: the prompt's KV cache feeds the next step's logits,
+    and a greedy continuation is the same."""
+    import dataclasses
+
+    from webgpu_llm.engine import SamplingParams
+    from webgpu_llm.models.presets import preset_model
+
+    def greedy() -> list[int]:
+        return list(eng.stream(IDS[:9], 0, SamplingParams(), 6))
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model("tiny", dtype)
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    model = eng.programs
+    eng.rebuild(dataclasses.replace(model.tuning, mma="off"))
+    base, base_tokens = _step_logits(eng), greedy()
+    eng.rebuild(dataclasses.replace(model.tuning, mma=mode))
+    paths = set(model.mm_paths.values())
+    assert paths == {"f16"}, model.mm_paths
+    assert all(d.label.startswith("f16_matmul") for d in model.prefill.dispatches if "matmul" in d.label)
+    got = _step_logits(eng)
+    assert 0 < max_rel(got, base) < 1e-2
+    assert greedy() == base_tokens
+
+
 def test_prompt_in_throttled_batches_matches_transformers(wgpu_gpu, tiny_dirs):
     """A prompt of more batches than are queued at once (MAX_PREFILL_INFLIGHT): the later
     batches wait for the earlier ones' fences, and the answer is transformers' all the same."""

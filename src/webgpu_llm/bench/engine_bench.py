@@ -32,7 +32,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     """tg/pp of a model built with `settings` (its context and prompt batch are the
     benchmark's). Where its decode layers are persistent, the greedy tokens are also decoded
     with them off and the number of positions where they agree is reported (`persist_agree`);
-    `prompt_matmul` says whether the prompt matmuls ran on the int8 matrix units or SIMT."""
+    `prompt_matmul` says where each role's prompt matmul ran: int8 tiles, f16 tiles or simt."""
     ctx = max(n_prompt + n_gen + 8, n_pp + 8)
     say = log or (lambda *_: None)
     settings = replace(settings, batch=max(n_pp, 16))
@@ -49,8 +49,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
                            "persist": eng.tuning.persist if settings.fused else 0,
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
                            "kv": "f16" if m.kv_f16 else "f32",
-                           "prompt_matmul": "int8 tiles" if any(d.label.startswith("mma_matmul")
-                                                                for d in m.prefill.dispatches) else "SIMT"}
+                           "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths)}
     if m.persist_note:
         out["persist_note"] = m.persist_note
         say("  " + m.persist_note)

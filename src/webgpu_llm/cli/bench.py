@@ -16,6 +16,8 @@ from ..models.presets import DTYPES, PRESETS, preset_model
 from ..runtime.gpu import BACKENDS, open_gpu
 from .common import add_kv, print_json
 
+MMA_CHOICES = ("auto", "int8", "f16", "off")
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -45,8 +47,10 @@ def add_parser(sub: Any) -> None:
                         "SM; 0 = one dispatch per kernel; experimental: see the README); a comma list compares "
                         "(default: WEBGPU_LLM_PERSIST, else 0)")
     p.add_argument("--mma", default="auto", metavar="MODE[,MODE]",
-                   help="prompt matmuls of quantized weights on the GPU's int8 matrix units: auto (where the "
-                        "adapter has them: Dawn's subgroup matrices) or off; a comma list compares (default: %(default)s)")
+                   help="prompt matmuls on the GPU's matrix units (Dawn's subgroup matrices): auto (int8 tiles "
+                        "for quantized weights, f16 tiles for f16/bf16, where the adapter has them), int8 or f16 "
+                        "(only those tiles; f16: every format but f32, dequantized), or off; a comma list "
+                        "compares (default: %(default)s)")
     add_kv(p)
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--embed", type=int, default=None, metavar="N",
@@ -84,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if any(g is not None and g < 0 for g in persists):
         raise UserError("--persist counts must be 0 (off) or more")
     mmas = [m.strip() for m in args.mma.split(",") if m.strip()]
-    if not mmas or any(m not in ("auto", "off") for m in mmas):
-        raise UserError(f"--mma takes auto, off or a comma list of them, not {args.mma!r}")
+    if not mmas or any(m not in MMA_CHOICES for m in mmas):
+        raise UserError(f"--mma takes {', '.join(MMA_CHOICES)} or a comma list of them, not {args.mma!r}")
     if args.embed is not None or args.preset in EMBED_PRESETS:
         return run_embed(args, backends, dtypes, log)
     if args.preset is None and args.model is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import environment
 from ..errors import UserError, WebGpuLlmError
-from ..kernels.mma import has_int8_mma
+from ..kernels.mma import has_f16_mma, has_int8_mma
 from ..runtime.gpu import BACKENDS, MMA_FEATURE, dawn_validates, list_adapters, subgroup_matrix_configs
 from .common import print_json
 
@@ -21,7 +21,9 @@ def matrix_line(configs: list[dict[str, Any]]) -> str:
     """One line on an adapter's matrix tiles and whether the prompt matmul uses them."""
     shapes = ", ".join(f"{c['component_type']}->{c['result_component_type']} {c['m']}x{c['n']}x{c['k']}"
                        for c in configs)
-    use = "quantized prompts run on them" if has_int8_mma(configs) else "not used (no i8 16x16x32 tile)"
+    use = [what for ok, what in ((has_int8_mma(configs), "quantized prompts run on the i8 16x16x32 tiles"),
+                                 (has_f16_mma(configs), "f16/bf16 prompts on the f16->f32 16x16x16 tiles")) if ok]
+    use = "; ".join(use) or "not used (no i8 16x16x32 or f16->f32 16x16x16 tile)"
     return f"matrix tiles: {shapes}; {use}"
 
 

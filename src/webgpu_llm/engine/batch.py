@@ -26,6 +26,7 @@ from ..kernels import attention as att
 from ..kernels import sampling
 from ..kernels.common import STATE_WORDS, Slots, pack_state
 from ..kernels.linear import LinearSpec, matmul_grid, matmul_kernel
+from ..kernels.mma import f16_usable
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu
@@ -106,7 +107,10 @@ class BatchPrograms(Programs):
         self.batch = max(max_rows, slots)
         weights.fit_rope(gpu, cfg, ctx)
         self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch, kv_f16)
-        self.mma_usable = False  # (the matrix units' int8 inputs are sized for one sequence's batches)
+        # the int8 tiles' inputs are sized for one sequence's batches; the f16 tiles need none
+        self.mma_usable, self.int8_tiles = False, False
+        self.f16_tiles_usable = f16_usable(gpu)
+        self.mm_paths: dict[str, str] = {}
         self.xq8: Any = None
         self.xs8: Any = None
         self.persist_note = ""
@@ -369,7 +373,7 @@ def _logprobs(row: np.ndarray, n: int) -> tuple[float, list[tuple[int, float]]]:
 
 def batch_programs(programs: Programs, slots: int, ctx: int | None = None, max_rows: int | None = None) -> BatchPrograms:
     """Batch Programs on the weights of a loaded model's Programs (shared, not copied)."""
-    t = replace(programs.tuning, mma="off", persist=0)
+    t = replace(programs.tuning, persist=0)
     return BatchPrograms(programs.gpu, programs.cfg, programs.weights, slots, ctx or programs.ctx,
                          max_rows or programs.batch, t, programs.kv_f16)
 

@@ -163,6 +163,9 @@ class Programs:
         self.buf = Buffers.alloc(gpu, cfg, ctx, self.batch, kv_f16)
         # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
         self.mma_usable = mma.usable(gpu)
+        self.int8_tiles = True  # whether int8 tiles may run at all (a batch's Programs: no)
+        self.f16_tiles_usable = mma.f16_usable(gpu)
+        self.mm_paths: dict[str, str] = {}  # role -> the path its prompt matmul takes (int8, f16, simt)
         self.xq8: Any = None
         self.xs8: Any = None
         self.persist_note = ""  # why the persistent decode layers are not used, where asked for
@@ -237,9 +240,19 @@ class Programs:
         shape, _ = self.matvec_shape(spec, role)
         return matvec_grid(spec, shape["wg"], shape["tpr"], self.tuning.row_blocks(role))
 
-    def _on_mma(self, spec: LinearSpec) -> bool:
-        mode = self.tuning.mma
-        return mode != "off" and (self.mma_usable or mode == "emulate") and mma.mma_ok(spec)
+    def mm_path(self, spec: LinearSpec) -> str:
+        """Where a prompt matmul runs: "int8" (int8 tiles on the matrix units), "f16" (f16
+        tiles) or "simt" (the tiled f32 matmul), by Tuning.mma and what the device has."""
+        emulate = self.tuning.mma.startswith("emulate")
+        mode = self.tuning.mma.removeprefix("emulate").removeprefix("-") or "auto"
+        if mode == "off":
+            return "simt"
+        if mode != "f16" and self.int8_tiles and (self.mma_usable or emulate) and mma.mma_ok(spec):
+            return "int8"
+        f16 = self.f16_tiles_usable or (emulate and self.gpu.has_f16)
+        if mode != "int8" and f16 and mma.f16_ok(spec, every_format=mode == "f16"):
+            return "f16"
+        return "simt"
 
     def _int8_units(self) -> dict[str, Any]:
         """The buffers of a matrix-unit matmul's input as int8 units, made on first use."""
@@ -270,9 +283,16 @@ class Programs:
             prog.add(thin_matmul_kernel(spec, thin, shape["wg"], shape["tpr"], self.gpu.subgroups_wgsl()), bindings,
                      _counted(thin_matmul_grid(spec, thin, shape["wg"], shape["tpr"]), count))
             return
-        if not self._on_mma(spec):
+        path = self.mm_path(spec)
+        self.mm_paths[role] = path
+        if path == "simt":
             prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
+            return
+        if path == "f16":
+            shape = mma.TileShape(*self.tuning.tiles)
+            prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
+                     _counted(mma.f16_matmul_grid(spec, shape), count))
             return
         if not quantized:  # an MoE down projection's input: a row a (token, slot) pair
             per = spec.experts.used if spec.experts and spec.experts.x_per_slot else 1
@@ -345,7 +365,7 @@ class Programs:
         # scoring: final norm of every token, then LM head + NLL per chunk of score_rows tokens
         self.score_norm = Program(g, "score_norm")
         self.score_norm.add(norm_first, {**base, "pv": w.output_norm, "x": b.h, "y": b.xn}, rows)
-        head_on_mma = self._on_mma(self.spec(w.lm_head))
+        head_on_mma = self.mm_path(self.spec(w.lm_head)) == "int8"
         if head_on_mma:  # every chunk's LM head reads the same int8 units: made once, here
             self._quantize(self.score_norm, c.hidden, b.xn)
         self.score_chunks: list[Program] = []

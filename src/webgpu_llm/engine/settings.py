@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..runtime.gpu import Gpu
 
 ROLES = ("qkv", "o", "gate_up", "down", "head")
-MMA_MODES = ("auto", "off", "emulate")
+MMA_MODES = ("auto", "int8", "f16", "off", "emulate", "emulate-f16")
 KV_TYPES = ("auto", "f16", "f32")
 
 
@@ -51,10 +51,13 @@ class Tuning:
     # decode layers as one persistent dispatch each on this many resident workgroups of
     # PERSIST_WG threads (all must fit on the GPU at once), 0: one dispatch per kernel
     persist: int = 0
-    # prompt matmuls whose weights have int8 units (formats.MMA_FORMATS) on the GPU's matrix
-    # units (kernels/mma.py): "auto" where the device has int8 subgroup matrices, "off", or
-    # "emulate" (the same kernel with dot4I8Packed tiles, on any device: for tests)
+    # prompt matmuls on the GPU's matrix units (kernels/mma.py): "auto" takes the int8 tiles for
+    # weights with int8 units (formats.MMA_FORMATS) and the f16 tiles for f16/bf16 weights where
+    # the device has them; "int8" or "f16" only those tiles ("f16": every format but f32,
+    # dequantized while staging); "off"; "emulate" and "emulate-f16": as auto and f16, the
+    # tiles computed without matrix units where the device has none (for tests)
     mma: str = "auto"
+    tiles: tuple[int, int, int, int] = (2, 2, 2, 2)  # the f16 tiles' workgroup (mma.TileShape)
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
@@ -73,7 +76,7 @@ class Tuning:
 
     def check(self) -> None:
         if self.mma not in MMA_MODES:
-            raise ValueError(f"Tuning.mma must be auto, off or emulate, not {self.mma!r}")
+            raise ValueError(f"Tuning.mma must be one of {', '.join(MMA_MODES)}, not {self.mma!r}")
 
 
 # A CPU adapter (llvmpipe): one SIMD lane per row pair, so no cross-lane reduction; no
@@ -151,7 +154,7 @@ class Settings:
     fused: bool = True  # decode layers as 5 fused dispatches (False: one kernel per operation)
     tuning: Tuning | None = None  # kernel shapes; None: default_tuning for the adapter and model
     persist: int | str | None = None  # persistent decode layers: workgroups, "auto", 0 (off); None: the tuning's
-    mma: str | None = None  # prompt matmuls on the int8 matrix units: auto, off, emulate; None: the tuning's
+    mma: str | None = None  # prompt matmuls on the matrix units: Tuning.mma's modes; None: the tuning's
     kv: str = "auto"  # the KV cache's type: f16, f32, or auto (f16 unless every weight is f32)
 
     def kv_f16(self, f32_weights: bool) -> bool:

@@ -1,6 +1,8 @@
-"""The prompt matmul on the GPU's matrix units: int8 subgroup matrices (Dawn's
-`chromium-experimental-subgroup-matrix`, tensor cores on NVIDIA through Vulkan's cooperative
-matrices), for weights of one scale a unit (formats.MMA_FORMATS).
+"""The prompt matmuls on the GPU's matrix units (Dawn's `chromium-experimental-subgroup-matrix`,
+tensor cores on NVIDIA through Vulkan's cooperative matrices): int8 tiles for weights of one
+scale a unit (formats.MMA_FORMATS), f16 tiles for float weights and any other format.
+
+## int8 tiles
 
 Per 32-input unit, x is quantized to int8 with a scale per token and unit (as the int8 mat-vec
 does), and the weights stay the int8s of their format, so a unit of y is
@@ -22,17 +24,28 @@ each epilogue call gets a row pair.
 `emulate=True` computes the tiles with `dot4I8Packed` instead of the matrix units (same
 workgroup memory, same everything else): the kernel's logic is tested on adapters without
 subgroup matrices (llvmpipe), the matrix units on the GPUs that have them.
+
+## f16 tiles
+
+Weights of any format are dequantized (`load_row`) and x converted into f16 tiles in
+workgroup memory, a unit (32 inputs) at a time; the products accumulate in f32 in the
+subgroup matrices themselves over all of K (no per-unit scale), so workgroup memory holds only
+the staged unit. A workgroup of `TileShape.sm x sn` subgroups each owns `tm x tn` 16 x 16
+output tiles; at the end each tile goes through a small scratch in workgroup memory so that
+the epilogue gets row pairs. `emulate=True` keeps the accumulators in registers, computed with
+f32 dot products of the same staged f16s.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..runtime.gpu import Gpu
 from ..runtime.program import Kernel
 from .common import Signature
 from .formats import FORMATS, MMA_FORMATS, NO_MINIMUM, UNIT, WGSL_HELPERS, unroll
-from .linear import QUANT_UNIT, LinearSpec, TokenRows, by_segment, epilogue_wgsl, rows_wgsl
+from .linear import QUANT_UNIT, LinearSpec, TokenRows, by_segment, epilogue_wgsl, loaders_wgsl, rows_wgsl
 
 TILE = 16  # tile rows and columns (tokens, weight rows) of the i8 16 x 16 x 32 configuration
 BM = 64  # tokens per workgroup
@@ -49,6 +62,64 @@ def mma_ok(spec: LinearSpec) -> bool:
 def usable(gpu: Gpu) -> bool:
     """Does this device run these kernels on its matrix units?"""
     return has_int8_mma(gpu.subgroup_matrix_configs)
+
+
+# float weights that go on the f16 tiles by default (f32 keeps its precision on the f32 matmul)
+F16_FORMATS = ("f16", "bf16")
+
+
+def f16_ok(spec: LinearSpec, every_format: bool = False) -> bool:
+    """Can this prompt matmul run on the f16 tiles (float weights, or with `every_format`
+    any format but f32, dequantized while staging)?"""
+    ok = F16_FORMATS if not every_format else tuple(f for f in FORMATS if f != "f32")
+    return (spec.prologue == "plain" and not spec.last_row
+            and all(s.fmt in ok for s in spec.segments))
+
+
+def has_f16_mma(configs: list[dict[str, Any]]) -> bool:
+    """Does the adapter list f16 x f16 -> f32 16 x 16 x 16 tiles on 32-wide subgroups?"""
+    return any(c.get("component_type") == "f16" and c.get("result_component_type") == "f32"
+               and (c.get("m"), c.get("n"), c.get("k")) == (16, 16, 16)
+               and c.get("min_subgroup_size") == c.get("max_subgroup_size") == 32 for c in configs)
+
+
+def f16_usable(gpu: Gpu) -> bool:
+    """Does this device run the f16 tiles on its matrix units, correctly? Dawn offers f16 on
+    NVIDIA's Vulkan driver only behind a toggle (runtime/gpu.py turns it on), as old drivers
+    miscompiled some f16 code, so the tiles are checked against numpy once per device."""
+    if not (gpu.has_f16 and has_f16_mma(gpu.subgroup_matrix_configs)):
+        return False
+    if "f16_tiles" not in gpu.checks:
+        gpu.checks["f16_tiles"] = _f16_tiles_work(gpu)
+    return gpu.checks["f16_tiles"]
+
+
+def _f16_tiles_work(gpu: Gpu) -> bool:
+    """The f16 tiles' matmul on random f16 weights (odd sizes, two workgroups each way)
+    within f16 rounding of numpy's."""
+    import numpy as np
+
+    from ..runtime.program import Program
+    from .common import pack_state
+    from .linear import Segment
+
+    rng = np.random.default_rng(0)
+    t, rows, k = 70, 75, 96
+    w = rng.standard_normal((rows, k)).astype(np.float16)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    spec = LinearSpec(k=k, segments=(Segment("f16", rows),))
+    try:
+        y = gpu.buffer(t * rows * 4, "f16_tiles_check")
+        prog = Program(gpu, "f16_tiles_check")
+        prog.add(f16_matmul_kernel(spec), {"st": gpu.upload(pack_state(n=t)), "x": gpu.upload(x),
+                                           "w0": gpu.upload(FORMATS["f16"].pack(w, k)), "y": y},
+                 f16_matmul_grid(spec)(t))
+        prog.run(t)
+        got = gpu.read_array(y, np.float32, t * rows).reshape(t, rows)
+    except Exception:  # a driver that rejects the shader: the f32 matmul instead
+        return False
+    want = x.astype(np.float16).astype(np.float32) @ w.astype(np.float32).T
+    return bool(np.isfinite(got).all() and np.abs(got - want).max() <= 1e-3 * np.abs(want).max())
 
 
 def has_int8_mma(configs: list[dict[str, Any]]) -> bool:
@@ -253,3 +324,162 @@ def mma_matmul_grid(spec: LinearSpec):
     """Of the token count n (an expert gets at most one (token, slot) pair a token)."""
     gx = -(-spec.pairs // (BN // 2))
     return lambda n: (gx, -(-n // BM), spec.experts.count if spec.experts else spec.splits)
+
+
+@dataclass(frozen=True)
+class TileShape:
+    """An f16-tile matmul's workgroup: sm x sn subgroups of 32, each tm x tn tiles of 16 x 16
+    (tokens x weight rows)."""
+
+    sm: int = 2
+    sn: int = 2
+    tm: int = 2
+    tn: int = 2
+
+    @property
+    def bm(self) -> int:
+        return 16 * self.tm * self.sm
+
+    @property
+    def bn(self) -> int:
+        return 16 * self.tn * self.sn
+
+    @property
+    def wg(self) -> int:
+        return 32 * self.sm * self.sn
+
+    def check(self) -> None:
+        if self.bn > self.wg or self.bm * 8 % self.wg:
+            raise ValueError(f"f16 tile shape {self}: a thread stages one weight row and whole x words")
+
+
+XH = 40  # f16s a staged row takes: a unit's 32 and 8 against bank conflicts (80 bytes, 16-aligned)
+
+
+def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate: bool = False) -> Kernel:
+    """Many tokens (st.n of them) through f16 tiles: grid = f16_matmul_grid(spec, shape)(n).
+    Same bindings and epilogues as linear.matmul_kernel (K split over grid z included)."""
+    assert f16_ok(spec, every_format=True), spec
+    assert (spec.splits > 1) == (spec.epilogue == "partial")
+    shape.check()
+    sm, sn, tm, tn, bm, bn, wg = shape.sm, shape.sn, shape.tm, shape.tn, shape.bm, shape.bn, shape.wg
+    for seg in spec.segments:
+        if (err := FORMATS[seg.fmt].check_k(spec.k)):
+            raise ValueError(err)
+    sig = Signature().state()
+    sig.storage("x", "array<vec4<f32>>")
+    body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig), epilogue_wgsl(spec, sig)])
+    tiles = TokenRows.of(spec, sig)
+    body += tiles.decls
+    per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
+    ragged = spec.k % UNIT != 0
+    pt = bm * 8 // wg  # x words (vec4) each thread stages
+    tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
+    nt_ = tm * tn
+    if emulate:  # runtime loops over tiles and lanes' elements: llvmpipe compiles unrolled copies slowly
+        acc_decl = f"  var acc: array<f32, {nt_ * 8}>;"
+        products = f"""    for (var e = lane; e < {nt_ * 256}u; e += 32u) {{
+      let n = e / 256u;
+      let xa = (ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
+      let wa = (rs + (n % {tn}u) * 16u + e % 16u) * XH;
+      var d = 0.0;
+      for (var k = 0u; k < 32u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
+      acc[e / 32u] += d;
+    }}"""
+        store = "    for (var v = 0u; v < 8u; v++) { cs[s * 256u + lane + 32u * v] = acc[n * 8u + v]; }"
+    else:
+        acc_decl = "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<f32, 16, 16>();" for i, j in tile_ids)
+        lines = []
+        for kk in (0, 16):
+            for i in range(tm):
+                lines.append(f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, (ts + {16 * i}u) * XH + {kk}u, false, XH);")
+            for j in range(tn):
+                lines.append(f"    let b{j}_{kk} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&wh, (rs + {16 * j}u) * XH + {kk}u, true, XH);")
+            for i, j in tile_ids:
+                lines.append(f"    acc{i}{j} = subgroupMatrixMultiplyAccumulate(a{i}_{kk}, b{j}_{kk}, acc{i}{j});")
+        products = "\n".join(lines)
+        store = "\n".join(f"    {'if' if n == 0 else 'else if'} (n == {n}u) {{ subgroupMatrixStore(&cs, s * 256u, acc{i}{j}, false, 16u); }}"
+                          for n, (i, j) in enumerate(tile_ids))
+    # each tile through the scratch of its slice: stored by the slice's subgroup, read by
+    # threads 32 es.. (es = lid / 32), so that each epilogue call gets a row pair
+    outs = f"""  let es = lid / 32u;
+  for (var n = 0u; n < {nt_}u; n++) {{
+{store}
+    workgroupBarrier();
+    for (var v = 0u; v < 4u; v++) {{  // 16 tokens x 8 row pairs of slice es's tile n
+      let e = lane + 32u * v;
+      let t = m0 + (es / {sn}u) * {16 * tm}u + (n / {tn}u) * 16u + e / 8u;
+      let q = p0 + ((es % {sn}u) * {16 * tn}u + (n % {tn}u) * 16u) / 2u + e % 8u;
+      let c = es * 256u + (e / 8u) * 16u + 2u * (e % 8u);
+      if (t < nt && q < NP) {{ epi({tiles.out}t, q, cs[c], cs[c + 1u]); }}
+    }}
+    workgroupBarrier();
+  }}"""
+    xload = "x[xi]" if not ragged else "select(vec4<f32>(0.0), x[xi], uu * 8u + cc < K4)"
+
+    def fetch(u: str) -> str:
+        xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / 8u; let cc = e % 8u; let uu = {u};
+      let xi = ({tiles.x_row("m0 + m")}) * K4 + uu * 8u + cc;
+      xr[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt); }}""" for j in range(pt))
+        return f"    if (lid < {bn}u) {{ w = load_row(r, {u}); }}\n{xs_}"
+
+    sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
+    body = unroll(body + f"""
+const NU: u32 = {spec.kp // UNIT}u;
+const K4: u32 = {spec.k // 4}u;
+const XH: u32 = {XH}u;
+const HMAX = vec4<f32>(65504.0);
+var<workgroup> xh: array<f16, {bm * XH}>;  // [token][unit's inputs]
+var<workgroup> wh: array<f16, {bn * XH}>;  // [tile row][unit's inputs]
+var<workgroup> cs: array<f32, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
+var<private> split: u32;
+@compute @workgroup_size({wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
+  let nt = {tiles.count};
+  let m0 = wid.y * {bm}u;{tiles.skip("m0")}
+  let p0 = wid.x * {bn // 2}u;
+  split = wid.z;
+  let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
+  let u1 = min(NU, u0 + {per}u);
+  // tile row lid = member (lid & 1) of pair p0 + lid / 2 (rows past N repeat the last)
+  let p = p0 + lid / 2u;
+  let r = min(select(row0(p), row1(p), (lid & 1u) == 1u), N - 1u);
+  var w: array<vec4<f32>, 8>;
+  var xr: array<vec4<f32>, {pt}>;
+{fetch("u0")}
+  // the slice (subgroup) whose tiles this thread multiplies: tokens ts.., tile rows rs..
+  let s = {"lid / 32u" if emulate else "sgid"};
+  let lane = lid % 32u;
+  let ts = (s / {sn}u) * {16 * tm}u;
+  let rs = (s % {sn}u) * {16 * tn}u;
+{acc_decl}
+  for (var u = u0; u < u1; u++) {{
+    if (lid < {bn}u) {{
+%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = lid * XH + $i * 4u; wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;
+    }}
+%{pt}    let e = lid + $i * {wg}u; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = (e / 8u) * XH + (e % 8u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;
+    workgroupBarrier();
+    if (u + 1u < u1) {{  // the next unit's loads, in flight while this one is multiplied
+      let un = u + 1u;
+{fetch("un")}
+    }}
+{products}
+    workgroupBarrier();
+  }}
+{outs}
+}}
+""")
+    name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
+            f"{'_emulated' if emulate else ''}")
+    k = sig.kernel(name, body)
+    head = "enable f16;\n"
+    if not emulate:
+        head += ("enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n"
+                 "diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n")
+    return Kernel(k.name, head + k.wgsl, k.bindings)
+
+
+def f16_matmul_grid(spec: LinearSpec, shape: TileShape = TileShape()):
+    """Of the token count n (an expert gets at most one (token, slot) pair a token)."""
+    gx = -(-spec.pairs // (shape.bn // 2))
+    return lambda n: (gx, -(-n // shape.bm), spec.experts.count if spec.experts else spec.splits)

@@ -145,9 +145,12 @@ def _prepare_backend(options: GpuOptions) -> None:
     with contextlib.suppress(Exception):  # the instance may already exist in this process
         from wgpudawn.backends.dawn import extras
 
-        # allow_unsafe_apis: Dawn lists its experimental features (the subgroup matrices) only then
+        # allow_unsafe_apis: Dawn lists its experimental features (the subgroup matrices) only then;
+        # vulkan_enable_f16_on_nvidia: shader-f16 (and the f16 tiles) on NVIDIA, off by default for
+        # old drivers' bugs, so the kernels that use it check themselves (kernels/mma.f16_usable)
         extras.set_instance_extras(
-            enable_toggles=["allow_unsafe_apis"] + ([] if options.validate else ["skip_validation"]),
+            enable_toggles=["allow_unsafe_apis", "vulkan_enable_f16_on_nvidia"]
+            + ([] if options.validate else ["skip_validation"]),
             disable_toggles=["timestamp_quantization"])
         if not _DAWN_VALIDATES:
             _DAWN_VALIDATES.append(options.validate)
@@ -192,6 +195,7 @@ class Gpu:
     max_binding: int
     options: GpuOptions = GpuOptions()
     _pipelines: dict[str, Any] = field(default_factory=dict, repr=False)
+    checks: dict[str, bool] = field(default_factory=dict, repr=False)  # kernels' self-checks on this device
 
     # -- capabilities --------------------------------------------------------------------
     @property

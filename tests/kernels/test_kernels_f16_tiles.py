@@ -1,0 +1,130 @@
+"""The f16-tile prompt matmul (kernels/mma.py) against numpy: its logic everywhere (the tile
+products as f32 dot products of the same staged f16s, `emulate`), the matrix units where the
+adapter has them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_harness import read, rel_err, run_kernel
+from test_kernels_linear import _weight, qkv_case
+
+from reference import silu
+from webgpu_llm.kernels.formats import FORMATS
+from webgpu_llm.kernels.linear import LinearSpec, Segment
+from webgpu_llm.kernels.mma import (
+    TileShape,
+    f16_matmul_grid,
+    f16_matmul_kernel,
+    f16_ok,
+    f16_usable,
+    has_f16_mma,
+)
+
+
+def _modes(gpu) -> list[bool]:
+    """emulate=True everywhere (needs shader-f16); the matrix units too where this device has them."""
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    return [True, False] if f16_usable(gpu) else [True]
+
+
+def h(a: np.ndarray) -> np.ndarray:
+    """As the tiles see it: rounded to f16."""
+    return a.astype(np.float16).astype(np.float32)
+
+
+def _run(gpu, spec, bufs, t, emulate, shape=None, **state):
+    shape = shape or TileShape()
+    run_kernel(gpu, f16_matmul_kernel(spec, shape, emulate), bufs, f16_matmul_grid(spec, shape)(t), n=t, **state)
+
+
+FMTS = ["f16", "bf16", "q4_0", "q6_k", "q2_k", "iq4_xs", "q5_1"]
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_f16_matmul_formats(gpu, fmt):
+    """Float weights as they are, the quantized ones dequantized while staging: 70 tokens and
+    75 rows cross the 64 x 64 workgroup tile (a ragged last pair too); float rows of 72 end
+    within a unit."""
+    rng = np.random.default_rng(21)
+    k = {256: 512, 32: 160}.get(FORMATS[fmt].block, 72)
+    rows, t = 75, 70
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
+    for emulate in _modes(gpu):
+        yb = gpu.buffer(rows * t * 4)
+        _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "y": yb}, t, emulate)
+        y = read(gpu, yb, (t, rows))
+        assert rel_err(y, h(x) @ h(w).T) < 1e-5, emulate
+        assert rel_err(y, x @ w.T) < 3e-3, emulate
+
+
+@pytest.mark.parametrize("shape", [TileShape(1, 1, 1, 1), TileShape(2, 2, 2, 2), TileShape(2, 1, 2, 4),
+                                   TileShape(4, 2, 2, 2)])
+def test_f16_matmul_shapes(gpu, shape):
+    """Workgroups of other subgroup and tile counts: 50 tokens, 101 rows, K of 3 units."""
+    rng = np.random.default_rng(22)
+    k, rows, t = 96, 101, 50
+    w, wb = _weight(gpu, "f16", rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    spec = LinearSpec(k=k, segments=(Segment("f16", rows),))
+    for emulate in _modes(gpu):
+        yb = gpu.buffer(rows * t * 4)
+        _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "y": yb}, t, emulate, shape)
+        assert rel_err(read(gpu, yb, (t, rows)), h(x) @ w.T) < 1e-5, (shape, emulate)
+
+
+def test_f16_matmul_epilogues(gpu):
+    """SiLU·mul over two segments of different formats, the residual add, K split over grid
+    z with partial sums, and a window of the batch's tokens (t0, tmax)."""
+    rng = np.random.default_rng(23)
+    k, f, t = 256, 45, 67
+    wg_, gb = _weight(gpu, "f16", f, k, rng)
+    wu, ub = _weight(gpu, "bf16", f, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xh = h(x)
+    res = rng.standard_normal((t, f)).astype(np.float32)
+    for emulate in _modes(gpu):
+        spec = LinearSpec(k=k, segments=(Segment("f16", f), Segment("bf16", f)), epilogue="silu_mul")
+        yb = gpu.buffer(f * t * 4)
+        _run(gpu, spec, {"w0": gb, "w1": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
+        assert rel_err(read(gpu, yb, (t, f)), silu(xh @ wg_.T) * (xh @ h(wu).T)) < 1e-5
+        spec = LinearSpec(k=k, segments=(Segment("f16", f),), epilogue="add")
+        yb = gpu.upload(res)
+        _run(gpu, spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, emulate)
+        assert rel_err(read(gpu, yb, (t, f)), res + xh @ wg_.T) < 1e-5
+        spec = LinearSpec(k=k, segments=(Segment("f16", f),), epilogue="partial", splits=3)
+        yb = gpu.buffer(t * 3 * f * 4)
+        _run(gpu, spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, emulate)
+        part = read(gpu, yb, (t, 3, f))
+        assert rel_err(part.sum(1), xh @ wg_.T) < 1e-5
+        assert rel_err(part[:, 2], xh[:, 192:] @ wg_[:, 192:].T) < 1e-5  # units 6..7 of 0..7
+        spec = LinearSpec(k=k, segments=(Segment("f16", f),), t0=64, tmax=64)
+        yb = gpu.buffer(t * f * 4)
+        _run(gpu, spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, emulate)
+        y = read(gpu, yb, (t, f))
+        assert rel_err(y[:3], xh[64:] @ wg_.T) < 1e-5 and not y[3:].any()
+
+
+def test_f16_matmul_qkv_epilogue(gpu):
+    """Bias, RoPE on adjacent pairs and the KV-cache write, as the prompt's QKV runs them."""
+    t, pos0 = 69, 5
+    spec, check = qkv_case(gpu, "f16", 32, 80, 128, t, pos0, seed=24, x_seen=h)
+    for emulate in _modes(gpu):
+        check(lambda b, emulate=emulate: _run(gpu, spec, b, t, emulate, pos=pos0), t, 1e-5)
+
+
+def test_f16_eligibility():
+    """Float weights by default, every format but f32 where asked; the adapter's configurations."""
+    assert f16_ok(LinearSpec(k=64, segments=(Segment("f16", 8), Segment("bf16", 8))))
+    assert not f16_ok(LinearSpec(k=64, segments=(Segment("q8_0", 8),)))
+    assert f16_ok(LinearSpec(k=64, segments=(Segment("q8_0", 8),)), every_format=True)
+    assert not f16_ok(LinearSpec(k=64, segments=(Segment("f32", 8),)), every_format=True)
+    assert not f16_ok(LinearSpec(k=64, segments=(Segment("f16", 8),), prologue="rmsnorm"))
+    cfg = {"component_type": "f16", "result_component_type": "f32", "m": 16, "n": 16, "k": 16,
+           "min_subgroup_size": 32, "max_subgroup_size": 32}
+    assert has_f16_mma([cfg]) and not has_f16_mma([{**cfg, "result_component_type": "f16"}]) and not has_f16_mma([])
+    with pytest.raises(ValueError):
+        TileShape(1, 1, 1, 4).check()  # 64 weight rows for 32 threads
