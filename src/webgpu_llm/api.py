@@ -256,13 +256,16 @@ class LLM:
         return "".join(self.generate(prompt, **kw))
 
     # -- many requests at once -------------------------------------------------------------
-    def scheduler(self, parallel: int = 4, max_queue: int = 256) -> Scheduler:
+    def scheduler(self, parallel: int = 4, max_queue: int = 256, kv_tokens: int | None = None) -> Scheduler:
         """The engine thread that serves concurrent requests, `parallel` sequences decoded
-        together (made on first use; asking for another `parallel` makes a new one)."""
-        if self._scheduler is None or self._scheduler.parallel != parallel:
+        together sharing `kv_tokens` KV-cache positions (default: `parallel` x the context);
+        made on first use, and anew when asked for other settings."""
+        if (self._scheduler is None or self._scheduler.parallel != parallel
+                or (kv_tokens is not None and self._scheduler.kv_tokens[1] != -(-kv_tokens // 16) * 16)):
             if self._scheduler is not None:
                 self._scheduler.close()
-            self._scheduler = make_scheduler(self._generator("generate text"), parallel, max_queue)
+            self._scheduler = make_scheduler(self._generator("generate text"), parallel, max_queue,
+                                             kv_tokens=kv_tokens)
         return self._scheduler
 
     def _request(self, prompt: str | Sequence[int] | list[dict[str, str]], max_tokens: int, temperature: float,

@@ -4,6 +4,7 @@ not depend on what else runs beside it."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -40,6 +41,33 @@ def test_batched_greedy_equals_each_request_alone(session):
         assert [c.wait() for c in cs] == alone
         assert all(c.finish_reason == "length" for c in cs)
         assert s.stats.generated_tokens == 50 and s.stats.finished == 5 and s.active == 0
+    finally:
+        s.close()
+
+
+def test_kv_pages_admit_what_fits(session):
+    """A KV cache of 64 positions (4 pages) shared by 3 slots: requests of 2 and 3 pages wait
+    until running ones free theirs, and each still gets what it gets alone; the pages in use
+    are reported, and a request that could never fit is refused at once."""
+    from webgpu_llm.kernels.common import PAGE
+
+    prompts = _prompts(session.cfg.vocab, [20, 9, 33, 14], seed=3)
+    alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
+    s = scheduler(session, parallel=3, max_rows=12, kv_tokens=4 * PAGE)
+    try:
+        assert s.kv_tokens == (0, 64)
+        cs = [s.submit(p, GREEDY, 8) for p in prompts]
+        seen = set()
+        while not all(c.done for c in cs):
+            used, total = s.kv_tokens
+            assert used <= total == 64
+            seen.add(s.active)
+            time.sleep(0.002)
+        assert [c.wait() for c in cs] == alone
+        assert s.kv_tokens == (0, 64) and max(seen) <= 2  # 27 + 16 positions fit, 40 + 27 do not
+        with pytest.raises(UserError, match="KV cache"):
+            s.submit(prompts[2], GREEDY, 40)  # 33 + 39 positions: 5 pages
+        s.submit(prompts[2], GREEDY, 31).wait()  # 33 + 30: the 4 pages
     finally:
         s.close()
 

@@ -11,7 +11,7 @@ from kernel_harness import read, rel_err, run_kernel
 
 from reference import dequantize, rms_norm, rope_pairs
 from webgpu_llm.kernels import attention as att
-from webgpu_llm.kernels.common import Slots, pack_state
+from webgpu_llm.kernels.common import PAGE, Slots, pack_state
 from webgpu_llm.kernels.elementwise import combine_kernel, gelu_mul_kernel, rope_append_kernel
 from webgpu_llm.kernels.elementwise import grid as ew_grid
 from webgpu_llm.kernels.formats import FORMATS
@@ -163,13 +163,18 @@ def test_prompt_attention_window_and_softcap(gpu, d, t, pos0, window, softcap):
     run_kernel(gpu, att.prompt_attention_kernel(spec), {"q": gpu.upload(q), "kv": gpu.upload(kv), "out": out},
                att.prompt_attention_grid(spec)(t), n=t, pos=pos0)
     assert rel_err(read(gpu, out, (t, hq, d)), want) < 1e-5
-    # a batched step: the same sequence in slot 1 of 2, its rows in blocks of at most BQ
-    slots = Slots(2, ctx)
-    kv2 = np.concatenate([np.zeros_like(kv), kv])
+    # a batched step: the same sequence in slot 1 of 2, its cache in pages 6, 1, 4, 3 of 8
+    slots = Slots(2, ctx, pages=8)
+    table = np.zeros((2, slots.max_pages), np.uint32)
+    table[1] = [6, 1, 4, 3]
+    pool = np.zeros((8, 2, hkv, PAGE, d), np.float32)
+    for i, pg in enumerate(table[1]):
+        pool[pg] = kv[:, :, i * PAGE:(i + 1) * PAGE]
     blocks = np.array([(b0, min(att.BQ, t - b0), 1, pos0 + b0) for b0 in range(0, t, att.BQ)], np.uint32)
     out2 = gpu.buffer(t * hq * d * 4)
-    run_kernel(gpu, att.prompt_attention_kernel(spec, slots), {"q": gpu.upload(q), "kv": gpu.upload(kv2), "out": out2,
-                                                               "blocks": gpu.upload(blocks)}, (hq, len(blocks), 1), n=t)
+    run_kernel(gpu, att.prompt_attention_kernel(spec, slots), {"q": gpu.upload(q), "kv": gpu.upload(pool), "out": out2,
+                                                               "blocks": gpu.upload(blocks), "pages": gpu.upload(table)},
+               (hq, len(blocks), 1), n=t)
     assert rel_err(read(gpu, out2, (t, hq, d)), want) < 1e-5
 
 
@@ -242,19 +247,21 @@ def test_qk_norm_rope_append(gpu, hq, hkv, d, t):
     assert rel_err(kv[0][:, pos0:pos0 + t].transpose(1, 0, 2), want_k) < 1e-5
     assert rel_err(kv[1][:, pos0:pos0 + t].transpose(1, 0, 2), want_v) < 1e-6
     assert not kv[:, :, :pos0].any() and not kv[:, :, pos0 + t:].any()
-    # batched: row i at slot i % 2, position 3 + i
-    slots = Slots(2, ctx)
-    table = np.array([(3 + i, i % 2) for i in range(t)], np.uint32)
-    kvs = gpu.buffer(2 * 2 * kvd * ctx * 4)
+    # batched: row i at slot i % 2, position 3 + 7 i; slot 0's pages 2, 0, slot 1's 1, 3
+    slots = Slots(2, ctx, pages=4)
+    table = np.array([(3 + 7 * i, i % 2) for i in range(t)], np.uint32)
+    pages = np.array([[2, 0], [1, 3]], np.uint32)
+    kvs = gpu.buffer(4 * 2 * kvd * PAGE * 4)
     run_kernel(gpu, qk_norm_kernel(shape, eps, q_off, k_off, 0, slots),
-               {**bufs, "kv": kvs, "rows": gpu.upload(table)}, qk_norm_grid(shape)(t), n=t)
-    kv2 = read(gpu, kvs, (2, 2, hkv, ctx, d))
+               {**bufs, "kv": kvs, "rows": gpu.upload(table), "pages": gpu.upload(pages)}, qk_norm_grid(shape)(t), n=t)
+    kv2 = read(gpu, kvs, (4, 2, hkv, PAGE, d))
     want_q2 = rope_pairs(qh, table[:, 0].astype(np.float64), inv)
     want_k2 = rope_pairs(kh, table[:, 0].astype(np.float64), inv)
     assert rel_err(read(gpu, qb, (t, hq, d)), want_q2) < 1e-5
     for i, (p, s) in enumerate(table):
-        assert rel_err(kv2[s, 0][:, p], want_k2[i]) < 1e-5
-        assert rel_err(kv2[s, 1][:, p], want_v[i]) < 1e-6
+        pg = pages[s, p // PAGE]
+        assert rel_err(kv2[pg, 0][:, p % PAGE], want_k2[i]) < 1e-5
+        assert rel_err(kv2[pg, 1][:, p % PAGE], want_v[i]) < 1e-6
 
 
 @pytest.mark.parametrize("partials, nxt", [(1, False), (3, True), (1, True)])

@@ -11,7 +11,7 @@ from kernel_harness import read, rel_err, run_kernel
 from reference import attention, dequantize, rope_pairs, silu
 from webgpu_llm.kernels import sampling
 from webgpu_llm.kernels.attention import AttentionSpec, prompt_attention_kernel
-from webgpu_llm.kernels.common import STATE_WORDS, Slots, pack_state
+from webgpu_llm.kernels.common import PAGE, STATE_WORDS, Slots, pack_state
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, QkvShape, Segment, thin_matmul_grid, thin_matmul_kernel
 from webgpu_llm.models.presets import random_weight
@@ -56,43 +56,48 @@ def test_thin_matmul_store_add_silu(gpu, fmt, k, wg, tpr, tokens):
 
 
 def test_qkv_epilogue_and_attention_of_a_batched_step(gpu):
-    """Three sequences in slots 2, 0 and 1 of a cache of 3 slots: one decodes a token at
-    position 5, one prefills rows at positions 0..8 (blocks of up to 16 rows), one decodes at
-    position 2. The QKV epilogue rotates each row at its own position into its own slot, and
-    the attention of each row reads its own slot's keys up to its position."""
+    """Three sequences in slots 2, 0 and 1, their KV caches in pages of a shared pool, listed
+    out of order in the page table: one decodes a token at position 17 (its second page), one
+    prefills rows at positions 0..20 (blocks of up to 16 rows, across a page boundary), one
+    decodes at position 2. The QKV epilogue rotates each row at its own position into its own
+    page, and the attention of each row reads its own sequence's keys up to its position."""
     rng = np.random.default_rng(5)
-    heads, kv_heads, d, ctx, hidden = 4, 2, 8, 16, 24
-    slots = Slots(3, ctx)
+    heads, kv_heads, d, ctx, hidden = 4, 2, 8, 40, 24
+    table = {0: [5, 2], 1: [7], 2: [0, 3]}  # each slot's pages in position order
+    slots = Slots(3, ctx, pages=8)
+    pt = np.zeros((3, slots.max_pages), np.uint32)
+    for sl, pgs in table.items():
+        pt[sl, :len(pgs)] = pgs
     q_rows, kv_rows = heads * d, kv_heads * d
     w, wb = _weight(gpu, "f32", q_rows + 2 * kv_rows, hidden, rng)
     inv = (1.0 / 10000 ** (np.arange(0, d, 2) / d)).astype(np.float32)
     pv = np.zeros(4 + hidden + d // 2 + 4, np.float32)
     rope_off = 4 * ((hidden + 3) // 4)
     pv[rope_off: rope_off + d // 2] = inv
-    # what is already cached: random keys and values in every slot
-    kv = rng.standard_normal((3, 2, kv_heads, ctx, d)).astype(np.float32)
-    seqs = [(2, [5]), (0, list(range(9))), (1, [2])]  # (slot, positions of its rows)
+    # what is already cached: random keys and values in every page
+    pool = rng.standard_normal((8, 2, kv_heads, PAGE, d)).astype(np.float32)
+    seqs = [(2, [17]), (0, list(range(21))), (1, [2])]  # (slot, positions of its rows)
     rows = [(p, s) for s, ps in seqs for p in ps]
     n = len(rows)
     x = rng.standard_normal((n, hidden)).astype(np.float32)
     spec = LinearSpec(k=hidden, segments=(Segment("f32", w.shape[0]),), epilogue="qkv",
                       qkv=QkvShape(q_rows, kv_rows, d, ctx), rope_off=rope_off, slots=slots)
-    qb, kvb = gpu.buffer(n * q_rows * 4), gpu.upload(kv)
+    qb, kvb, pb = gpu.buffer(n * q_rows * 4), gpu.upload(pool), gpu.upload(pt)
     rb = gpu.upload(np.asarray(rows, np.uint32))
     grid = thin_matmul_grid(spec, 4, 64, 8)(n)
-    run_kernel(gpu, thin_matmul_kernel(spec, 4, 64, 8), {"w0": wb, "x": gpu.upload(x), "q": qb,
-                                                         "kv": kvb, "pv": gpu.upload(pv), "rows": rb}, grid, n=n)
+    run_kernel(gpu, thin_matmul_kernel(spec, 4, 64, 8), {"w0": wb, "x": gpu.upload(x), "q": qb, "kv": kvb,
+                                                         "pv": gpu.upload(pv), "rows": rb, "pages": pb}, grid, n=n)
     y = x @ w.T
     pos = np.array([p for p, _ in rows])
     want_q = rope_pairs(y[:, :q_rows].reshape(n, heads, d), pos, inv).reshape(n, q_rows)
-    want_kv = kv.copy()
+    want = pool.copy()
     k_new = rope_pairs(y[:, q_rows:q_rows + kv_rows].reshape(n, kv_heads, d), pos, inv)
     v_new = y[:, q_rows + kv_rows:].reshape(n, kv_heads, d)
     for i, (p, s) in enumerate(rows):
-        want_kv[s, 0, :, p] = k_new[i]
-        want_kv[s, 1, :, p] = v_new[i]
+        want[table[s][p // PAGE], 0, :, p % PAGE] = k_new[i]
+        want[table[s][p // PAGE], 1, :, p % PAGE] = v_new[i]
     assert rel_err(read(gpu, qb, (n, q_rows)), want_q) < 1e-5
-    assert rel_err(read(gpu, kvb, want_kv.shape), want_kv) < 1e-5
+    assert rel_err(read(gpu, kvb, want.shape), want) < 1e-5
     # attention: blocks (first row, rows, slot, first position); the prefill split in 16s
     blocks, r = [], 0
     for s, ps in seqs:
@@ -104,12 +109,13 @@ def test_qkv_epilogue_and_attention_of_a_batched_step(gpu):
     prog_st = gpu.upload(pack_state(n=n))
     prog = Program(gpu, "attn")
     prog.add(prompt_attention_kernel(a, slots), {"st": prog_st, "blocks": gpu.upload(np.asarray(blocks, np.uint32)),
-                                                 "q": qb, "kv": kvb, "out": ob}, (heads, len(blocks), 1))
+                                                 "q": qb, "kv": kvb, "out": ob, "pages": pb}, (heads, len(blocks), 1))
     prog.run()
     got = read(gpu, ob, (n, heads, d))
     qn = want_q.reshape(n, heads, d)
     for i, (p, s) in enumerate(rows):
-        keys, values = (want_kv[s, j, :, : p + 1].transpose(1, 0, 2) for j in (0, 1))
+        cache = np.concatenate([want[pg] for pg in table[s]], axis=2)  # (2, kv_heads, positions, d)
+        keys, values = (cache[j, :, : p + 1].transpose(1, 0, 2) for j in (0, 1))
         ref = attention(qn[i:i + 1], keys, values, p)
         assert rel_err(got[i], ref.reshape(heads, d)) < 1e-5, i
 

@@ -27,6 +27,23 @@ def long_stream(server: ServerProcess, prompt: list[int], max_tokens: int = LONG
     return httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=120)
 
 
+def test_a_shared_kv_cache_admits_what_fits(tiny_model: Path) -> None:
+    """--kv-tokens 48 for 2 sequences: a request whose prompt and max_tokens need more gets a
+    400 that says so, one that fits is answered, and /metrics counts the shared positions."""
+    s = ServerProcess("--model", str(tiny_model), "--ctx", str(TINY_CTX), "--parallel", "2", "--kv-tokens", "48")
+    try:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=120)
+        model = client.models.list().data[0].id
+        with pytest.raises(openai.BadRequestError, match="KV cache"):
+            client.completions.create(model=model, prompt=[5] * 30, max_tokens=40)
+        r = client.completions.create(model=model, prompt=[5] * 30, max_tokens=10)
+        assert 1 <= r.usage.completion_tokens <= 10
+        m = s.metrics(key=None)
+        assert m["webgpu_llm_kv_cache_tokens"] == 48 and m["webgpu_llm_kv_cache_used_tokens"] == 0
+    finally:
+        s.stop()
+
+
 def test_queue_full_gives_429_and_a_leaving_client_frees_its_slot(tiny_model: Path) -> None:
     s = ServerProcess("--model", str(tiny_model), "--ctx", str(TINY_CTX), "--parallel", "1", "--max-queue", "1")
     try:
@@ -93,6 +110,7 @@ def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--port", "70000"], "--port"),
     (["--parallel", "0"], "--parallel"),
     (["--max-queue", "-1"], "--max-queue"),
+    (["--kv-tokens", "8"], "--kv-tokens"),
     (["--ctx", "1"], "--ctx"),
     (["--api-key", " "], "API key"),
     (["--api-key", "a", "--api-key-file", "f"], "not both"),

@@ -33,6 +33,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to listen on; 0 = any free one (default: %(default)s)")
     p.add_argument("--parallel", "-np", type=int, default=4, metavar="N",
                    help="sequences decoded together, each with --ctx tokens of context (default: %(default)s)")
+    p.add_argument("--kv-tokens", type=int, default=None, metavar="N",
+                   help="KV-cache positions the --parallel sequences share, in pages of 16 (default: "
+                        "--parallel x --ctx); a request waits until its prompt and max_tokens fit, and one "
+                        "that never could gets 400")
     p.add_argument("--max-queue", type=int, default=256, metavar="N",
                    help="requests that may wait for a sequence slot; more get 429 (default: %(default)s)")
     p.add_argument("--api-key", default=None, metavar="KEY",
@@ -78,6 +82,8 @@ def check(args: argparse.Namespace) -> None:
         raise UserError(f"--parallel {args.parallel}: must be at least 1")
     if args.max_queue < 0:
         raise UserError(f"--max-queue {args.max_queue}: must be at least 0")
+    if args.kv_tokens is not None and args.kv_tokens < 16:
+        raise UserError(f"--kv-tokens {args.kv_tokens}: the KV cache needs at least 16 positions")
     if not args.drain_timeout >= 0:
         raise UserError(f"--drain-timeout {args.drain_timeout}: must be at least 0")
     if args.alias is not None and not args.alias.strip():
@@ -145,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
                 scheduler: Any = EmbedQueue(llm.encoder, max_queue=args.max_queue)
             else:
-                scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue)
+                scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue,
+                                           kv_tokens=args.kv_tokens)
             name, aliases = model_id(args, llm)
             app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key,
                                                           web_plan=web_plan))
@@ -163,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
             shown = f"[{host}]" if ":" in host else host
             if not quiet(args):
                 what = (f"embeddings at /v1/embeddings, texts of up to {llm.ctx} tokens" if llm.is_embedding else
-                        f"chat page at /, API at /v1; {args.parallel} parallel, context {llm.ctx} tokens each")
+                        f"chat page at /, API at /v1; {args.parallel} parallel, context {llm.ctx} tokens each"
+                        + (f", {scheduler.kv_tokens[1]} KV-cache positions shared" if args.kv_tokens else ""))
                 print(f"serving {name} at http://{shown}:{port}/ ({what}{', API key required' if key else ''})",
                       file=sys.stderr, flush=True)
             # uvicorn handles SIGINT and SIGTERM while it runs, then raises the signal again

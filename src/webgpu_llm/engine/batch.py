@@ -1,7 +1,9 @@
 """Continuous batching: several sequences prefill and decode in one step, on shared weights.
 
-Each sequence holds a slot (`kernels.common.Slots`): `ctx` positions of KV cache in every
-layer and its token history, laid out as one sequence's are. A step is one submit of one
+Each sequence holds a slot (`kernels.common.Slots`): its token history, and in every layer
+the pages of KV cache its length needs, from a pool shared by all (a request is admitted when
+its prompt and token budget fit in the free pages, so the cache's memory follows what the
+requests ask for, not `parallel` x the context). A step is one submit of one
 Program over a batch of rows: every decoding sequence's next token, and the next chunk of a
 prompt being prefilled (so running streams keep flowing while a new prompt is processed).
 The CPU writes three small tables per step: the rows (position, slot), the attention's query
@@ -22,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from ..kernels import attention as att
 from ..kernels import sampling
-from ..kernels.common import STATE_WORDS, Slots, pack_state
+from ..kernels.common import PAGE, STATE_WORDS, Slots, pack_state
 from ..kernels.linear import LinearSpec, matmul_grid, matmul_kernel
 from ..kernels.mma import f16_usable
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
@@ -32,6 +35,7 @@ from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program, concat, run_programs
 from .programs import SPLIT_MAX, ExpertBuffers, Programs, kv_cache_bytes
+from .sampling import SamplingParams
 from .scheduler import Completion, Scheduler
 from .settings import Tuning
 from .weights import ModelWeights
@@ -67,7 +71,8 @@ class BatchBuffers:
     stats: Any
     sampled: Any  # per sampled row: the token
     lp: Any  # per sampled row: log-probabilities (kernels/sampling.py logprob_kernel)
-    kv: list[Any]  # per layer: the slots' K and V caches one after the other
+    pages: Any  # per slot: its KV pages, in position order (Slots.max_pages entries)
+    kv: list[Any]  # per layer: the pool of KV pages (Slots)
     qkv: Any = None  # a QKV projection's raw rows, for the per-head q/k norms (qk_norm)
     experts: ExpertBuffers | None = None  # a mixture of experts' (its rows are the step's rows)
 
@@ -87,23 +92,27 @@ class BatchBuffers:
             part=g.buffer(S * nwg * 8, "sample_part"), cand=g.buffer(S * nwg * sampling.CAND * 8, "sample_cand"),
             stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
             lp=g.buffer(S * LP_WIDTH * 4, "logprobs"),
-            kv=[g.buffer(S * kv_cache_bytes(c, slots.ctx, kv_f16), f"blk.{i}.kv_slots") for i in range(c.n_layers)],
+            pages=g.buffer(S * slots.max_pages * 4, "kv_page_table"),
+            kv=[g.buffer(kv_cache_bytes(c, slots.pool * PAGE, kv_f16), f"blk.{i}.kv_pages") for i in range(c.n_layers)],
             qkv=g.buffer(T * (c.q_dim + 2 * c.kv_dim) * 4, "qkv_rows") if c.architecture.qk_norm else None,
             experts=ExpertBuffers.alloc(g, c.hidden, c.architecture.moe, T) if c.architecture.moe else None,
         )
 
 
 class BatchPrograms(Programs):
-    """The step Programs of a batch of sequences in `slots` slots of `ctx` positions, at most
-    `max_rows` rows a step, on the weights of a loaded model. A step Program's n is the tuple
-    (rows, attention blocks, sampled rows)."""
+    """The step Programs of a batch of sequences in `slots` slots of up to `ctx` positions
+    sharing `kv_tokens` positions of KV cache (None: enough for every slot's whole context),
+    at most `max_rows` rows a step, on the weights of a loaded model. A step Program's n is the
+    tuple (rows, attention blocks, sampled rows)."""
 
     def __init__(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, slots: int, ctx: int, max_rows: int,
-                 tuning: Tuning, kv_f16: bool = False) -> None:
+                 tuning: Tuning, kv_f16: bool = False, kv_tokens: int | None = None) -> None:
         self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, True
         self.tuning = tuning
         self.kv_f16 = kv_f16
-        self.slots = Slots(slots, ctx)
+        if kv_tokens is not None and kv_tokens < PAGE:
+            raise UserError(f"--kv-tokens {kv_tokens}: the KV cache needs at least {PAGE} positions")
+        self.slots = Slots(slots, ctx, -(-kv_tokens // PAGE) if kv_tokens else 0)
         self.batch = max(max_rows, slots)
         weights.fit_rope(gpu, cfg, ctx)
         self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch, kv_f16)
@@ -139,7 +148,7 @@ class BatchPrograms(Programs):
         layers.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), self.slots, c.architecture.embed_scale),
                    {**base, **emb.bindings(), "rows": b.rows, "x": b.h}, lambda n: (n[0], 1, 1))
         self.prompt_layers(layers, base, b.kv, self.slots, rows_of=lambda n: n[0], blocks_of=lambda n: n[1],
-                           tables={"rows": b.rows, "blocks": b.blocks}, thin=THIN_TOKENS if thin else 0)
+                           tables={"rows": b.rows, "blocks": b.blocks, "pages": b.pages}, thin=THIN_TOKENS if thin else 0)
         return layers
 
     def _head(self, thin: bool) -> Program:
@@ -176,11 +185,18 @@ class BatchPrograms(Programs):
         return sp
 
 
+def pages_for(prompt: int, budget: int) -> int:
+    """KV pages a sequence needs: its prompt's positions and those of the tokens it samples
+    but the last (which no step reads back in)."""
+    return -(-(prompt + budget - 1) // PAGE)
+
+
 @dataclass
 class _Seq:
     c: Completion
     slot: int
     budget: int  # tokens it may sample
+    pages: list[int]  # its KV pages, in position order
     prefilled: int = 0  # prompt tokens submitted
     submitted: int = 0  # samples submitted
     received: int = 0  # samples read back
@@ -211,33 +227,53 @@ class BatchScheduler(Scheduler):
 
     @property
     def kv_tokens(self) -> tuple[int, int]:
-        used = sum(s.prefilled + max(0, s.submitted - 1) for s in list(self._seqs))
-        return used, self.programs.slots.count * self.ctx
+        """KV-cache positions the admitted requests hold (whole pages), and the positions there are."""
+        pool = self.programs.slots.pool
+        return (pool - len(self._free_pages)) * PAGE, pool * PAGE
 
     def __init__(self, programs: BatchPrograms, max_queue: int = 256) -> None:
         self.programs = programs
         self._free = list(range(programs.slots.count))[::-1]
+        self._free_pages = list(range(programs.slots.pool))[::-1]
         self._seqs: list[_Seq] = []
         self._inflight: deque[_Step] = deque()
         self._staging: list[Any] = []
         super().__init__(programs.ctx, parallel=programs.slots.count, max_queue=max_queue)
 
     # -- admission -------------------------------------------------------------------------
+    def check(self, ids: list[int], params: SamplingParams, max_tokens: int, logprobs: int | None = None) -> None:
+        super().check(ids, params, max_tokens, logprobs)
+        need = pages_for(len(ids), min(max_tokens, self.ctx - len(ids)))
+        if need > self.programs.slots.pool:
+            raise UserError(f"the prompt ({len(ids)} tokens) and max_tokens need {need * PAGE} positions of KV "
+                            f"cache; it holds {self.programs.slots.pool * PAGE} (lower max_tokens, or serve with "
+                            "a larger --kv-tokens)")
+
     def _admit(self) -> None:
+        """Requests in order while a slot is free and their KV pages fit (the first that does
+        not waits for running ones to finish, and those behind it with it)."""
         m = self.programs
         with self._cv:
             while self._waiting and self._free:
-                c = self._waiting.popleft()
+                c = self._waiting[0]
                 if c.cancelled:
+                    self._waiting.popleft()
                     c._finish("cancelled")
                     self.stats.finished += 1
                     continue
+                budget = min(c.max_tokens, m.ctx - len(c.ids))
+                need = pages_for(len(c.ids), budget)
+                if need > len(self._free_pages):
+                    return
+                self._waiting.popleft()
                 slot = self._free.pop()
+                pages = [self._free_pages.pop() for _ in range(need)]
                 self._active.append(c)
-                s = _Seq(c, slot, budget=min(c.max_tokens, m.ctx - len(c.ids)))
+                s = _Seq(c, slot, budget, pages)
                 self._seqs.append(s)
                 self.stats.prompt_tokens += len(c.ids)
                 g = m.gpu
+                g.write(m.buf.pages, np.asarray(pages, np.uint32), slot * m.slots.max_pages * 4)
                 g.write(m.buf.tokens, np.asarray(c.ids, np.uint32), slot * m.slots.token_stride * 4)
                 g.write(m.buf.slot_states, c.params.state(0, 0, c.params.resolved_seed()), slot * STATE_WORDS * 4)
 
@@ -250,6 +286,7 @@ class BatchScheduler(Scheduler):
             self._seqs.remove(s)
             self._active.remove(s.c)
             self._free.append(s.slot)
+            self._free_pages += s.pages[::-1]
             self.stats.finished += 1
 
     # -- the engine thread -----------------------------------------------------------------
@@ -371,11 +408,12 @@ def _logprobs(row: np.ndarray, n: int) -> tuple[float, list[tuple[int, float]]]:
     return float(row[0]), [(int(ids[i]), float(row[2 + 2 * i])) for i in range(n)]
 
 
-def batch_programs(programs: Programs, slots: int, ctx: int | None = None, max_rows: int | None = None) -> BatchPrograms:
+def batch_programs(programs: Programs, slots: int, ctx: int | None = None, max_rows: int | None = None,
+                   kv_tokens: int | None = None) -> BatchPrograms:
     """Batch Programs on the weights of a loaded model's Programs (shared, not copied)."""
     t = replace(programs.tuning, persist=0)
     return BatchPrograms(programs.gpu, programs.cfg, programs.weights, slots, ctx or programs.ctx,
-                         max_rows or programs.batch, t, programs.kv_f16)
+                         max_rows or programs.batch, t, programs.kv_f16, kv_tokens)
 
 
 __all__ = ["BatchPrograms", "BatchScheduler", "batch_programs"]

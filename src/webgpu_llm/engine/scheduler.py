@@ -273,12 +273,14 @@ class SerialScheduler(Scheduler):
         c._finish("length")
 
 
-def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_rows: int | None = None) -> Scheduler:
+def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_rows: int | None = None,
+              kv_tokens: int | None = None) -> Scheduler:
     """A scheduler for `parallel` sequences at a time on a loaded model: the serial one for 1,
-    continuous batching (on the same weights, `parallel` slots of the session's context)
-    for more."""
+    continuous batching (on the same weights, `parallel` slots of the session's context
+    sharing `kv_tokens` positions of KV cache, default enough for all of them) for more."""
     if parallel <= 1:
         return SerialScheduler(session, max_queue)
     from .batch import BatchScheduler, batch_programs
 
-    return BatchScheduler(batch_programs(session.programs, parallel, max_rows=max_rows), max_queue)
+    return BatchScheduler(batch_programs(session.programs, parallel, max_rows=max_rows, kv_tokens=kv_tokens),
+                          max_queue)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature, Slots, wgsl_reduce
+from .common import Signature, Slots, kv_rows_wgsl, wgsl_reduce
 
 
 @dataclass(frozen=True)
@@ -223,15 +223,16 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     o_add = " ".join(f"o{n} += p * vs[j * D4 + min(l + {LQ * n}u, D4 - 1u)];" for n in range(no))
     o_store = "\n".join(f"    if (l + {LQ * n}u < D4) {{ out[(t * {a.n_heads}u + h) * D4 + l + {LQ * n}u] = o{n} / lsum; }}"
                          for n in range(no))
-    kvb = f"(h / {a.n_heads // a.n_kv_heads}u) * {a.ctx}u"
+    kv_rows = kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
+    kvh = f"let kvh = h / {a.n_heads // a.n_kv_heads}u;"
     if slots:
         block = "  let blk = blocks[wid.y];\n  let t0 = blk.x;\n"
-        extent = f"  let nq = blk.y;\n  let kvbase = blk.z * {2 * a.n_kv_heads * a.ctx}u + {kvb};"
+        extent = f"  let nq = blk.y;\n  let slot = blk.z;\n  {kvh}"
         keys = "  let kend = blk.w + nq;  // keys the block needs\n  let last = blk.w + qi;  // the last key this query sees"
         first = "blk.w"
     else:
         block = "  let t0 = wid.y * BQ;\n"
-        extent = f"  let nq = min(BQ, st.n - t0);\n  let kvbase = {kvb};"
+        extent = f"  let nq = min(BQ, st.n - t0);\n  let slot = 0u;\n  {kvh}"
         keys = "  let kend = st.pos + t0 + nq;  // keys the block needs\n  let last = st.pos + t;  // the last key this query sees"
         first = "(st.pos + t0)"
     kstart = "0u"
@@ -245,13 +246,12 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     if wide:
         stage_q = f"  let qrow = ((t0 + min(qi, nq - 1u)) * {a.n_heads}u + h) * D4;"
     nl = "\n"
-    body = kv_fn + f"""
+    body = kv_fn + kv_rows + f"""
 const BQ: u32 = {BQ}u;
 const LQ: u32 = {LQ}u;
 const CH: u32 = {ch}u;
 const D4: u32 = {d4}u;
 const KS: u32 = {d4 + 1}u;  // padded row: the lanes of a query read different keys
-const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
 const SCALE: f32 = {(a.scale or 1.0 / a.head_dim ** 0.5)!r};
 {"" if wide else f"var<workgroup> qs: array<vec4<f32>, {BQ * d4}>;"}
 var<workgroup> ks: array<vec4<f32>, {ch * (d4 + 1)}>;
@@ -273,9 +273,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();  // the previous chunk is consumed
     for (var i = lid; i < CH * D4; i += {BQ * LQ}u) {{
       let j = i / D4;
-      let row = (kvbase + min(c0 + j, kend - 1u)) * D4 + i % D4;
-      ks[j * KS + i % D4] = {kv('row')};
-      vs[i] = {kv('VOFF + row')};
+      let kr = kv_row(slot, kvh, min(c0 + j, kend - 1u));
+      ks[j * KS + i % D4] = {kv('kr * D4 + i % D4')};
+      vs[i] = {kv('(kr + V_ROWS) * D4 + i % D4')};
     }}
     workgroupBarrier();
 {nl.join(scores)}

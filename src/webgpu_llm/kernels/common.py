@@ -86,23 +86,55 @@ class Signature:
 MAX_GROUPS = 65535  # workgroups per grid dimension
 
 
+PAGE = 16  # KV-cache positions a page holds (the prompt attention's query block)
+
+
 @dataclass(frozen=True)
 class Slots:
-    """Several sequences in one step (continuous batching): each has a slot of `ctx` positions
-    laid out as one sequence's caches are (a layer's KV buffer holds the slots one after the
-    other: K cache then V cache, each (kv_heads, ctx, head_dim)), and `ctx + 8` words of token
-    history. A step's rows come with a table `rows` of (position, slot) per row; the sampler
-    reads per-slot settings from `slots`, an array of State."""
+    """Several sequences in one step (continuous batching): each has a slot of up to `ctx`
+    positions and `ctx + 8` words of token history. A step's rows come with a table `rows` of
+    (position, slot) per row; the sampler reads per-slot settings from `slots`, an array of
+    State.
+
+    The KV caches are paged: a layer's KV buffer is a pool of `pages` pages of PAGE positions
+    (each page its K rows, kv_heads x PAGE x head_dim, then its V rows), and the table `pages`
+    lists each slot's pages in position order (`max_pages` entries a slot), so that a
+    sequence holds only the pages its length needs (engine/batch.py hands them out)."""
 
     count: int
     ctx: int
+    pages: int = 0  # pages in the pool (0: enough for every slot's whole context)
 
     @property
     def token_stride(self) -> int:
         return self.ctx + 8
 
+    @property
+    def max_pages(self) -> int:
+        return -(-self.ctx // PAGE)
+
+    @property
+    def pool(self) -> int:
+        return self.pages or self.count * self.max_pages
+
     def wgsl(self) -> str:
         return f"const SLOT_CTX: u32 = {self.ctx}u;\nconst TOKEN_STRIDE: u32 = {self.token_stride}u;\n"
+
+
+def kv_rows_wgsl(sig: Signature, kv_heads: int, ctx: int, slots: Slots | None) -> str:
+    """`fn kv_row(slot, kvh, pos) -> u32`: the K cache row (head_dim values) of a position of
+    KV head kvh, in the layer's KV buffer; its V row is V_ROWS rows further. One sequence's
+    cache (slot 0): K then V, each (kv_heads, ctx, head_dim); with `slots`, paged (Slots),
+    binding the page table `pages`."""
+    if slots is None:
+        return (f"const V_ROWS: u32 = {kv_heads * ctx}u;\n"
+                f"fn kv_row(slot: u32, kvh: u32, pos: u32) -> u32 {{ return kvh * {ctx}u + pos; }}\n")
+    if "pages" not in sig.names:
+        sig.storage("pages", "array<u32>")
+    return (f"const V_ROWS: u32 = {kv_heads * PAGE}u;\n"
+            "fn kv_row(slot: u32, kvh: u32, pos: u32) -> u32 {\n"
+            f"  let pg = pages[slot * {slots.max_pages}u + pos / {PAGE}u];\n"
+            f"  return (pg * {2 * kv_heads}u + kvh) * {PAGE}u + pos % {PAGE}u;\n}}\n")
 
 
 def grid_2d(n: int, limit: int = MAX_GROUPS) -> tuple[int, int, int]:

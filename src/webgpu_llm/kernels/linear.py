@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature, Slots, grid_2d
+from .common import Signature, Slots, grid_2d, kv_rows_wgsl
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
 from .wgsl_math import helpers_for
 
@@ -290,19 +290,18 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         # K cache then V cache of this layer: f32s, or (kv_f16) f16 pairs packed in u32s
         sig.storage("kv", "array<u32>" if q.kv_f16 else "array<f32>", write=True)
         declare_pv(sig)
-        d, ctx = q.head_dim, q.ctx
-        voff = q.kv_rows * ctx
+        d = q.head_dim
+        kv_rows = kv_rows_wgsl(sig, q.kv_rows // d, q.ctx, spec.slots)
 
         def kv_pair(i: str, a: str, b: str, ind: str) -> str:
             """Stores cache values i and i + 1 (i even: pairs are adjacent rows)."""
             if q.kv_f16:
                 return f"{ind}kv[({i}) / 2u] = pack2x16float(vec2<f32>({a}, {b}));"
             return f"{ind}kv[{i}] = {a};\n{ind}kv[{i} + 1u] = {b};"
-        where, sb = "  let pos = st.pos + t;\n", ""
-        if spec.slots:  # the slot's caches start past those of the slots before it
+        where = "  let pos = st.pos + t;\n  let slot = 0u;\n"
+        if spec.slots:  # the row's sequence: its position and slot
             sig.storage("rows", "array<vec2<u32>>")
-            where = f"  let pos = rows[t].x;\n  let sb = rows[t].y * {2 * voff}u;\n"
-            sb = "sb + "
+            where = "  let pos = rows[t].x;\n  let slot = rows[t].y;\n"
         body = f"""  let r = row0(p);
 {where}  if (r < {q.q_rows + q.kv_rows}u) {{
     // Q or K: rotate the adjacent pair (rows are permuted at load so partners are adjacent)
@@ -315,18 +314,20 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
       q[t * {q.q_rows}u + r + 1u] = o1;
     }} else {{
       let kr = r - {q.q_rows}u;
-      let i = {sb}((kr / {d}u) * {ctx}u + pos) * {d}u + kr % {d}u;
+      let i = kv_row(slot, kr / {d}u, pos) * {d}u + kr % {d}u;
 {kv_pair("i", "o0", "o1", "      ")}
     }}
   }} else {{
     let vr = r - {q.q_rows + q.kv_rows}u;
-    let i = {sb}((vr / {d}u) * {ctx}u + pos) * {d}u + vr % {d}u;
-{kv_pair(f"{voff}u + i", "b0", "b1", "    ")}
+    let i = (kv_row(slot, vr / {d}u, pos) + V_ROWS) * {d}u + vr % {d}u;
+{kv_pair("i", "b0", "b1", "    ")}
   }}
 """
     else:
         raise ValueError(f"unknown epilogue {e!r}")
     helper = (PV_HELPER if "pvf(" in bias + body else "") + helpers_for(body)
+    if e == "qkv":
+        helper += kv_rows
     return helper + f"fn epi(t: u32, p: u32, v0: f32, v1: f32) {{\n{bias}{body}}}\n"
 
 

@@ -43,7 +43,7 @@ class _EngineCollector(Collector):
         used, total = s.kv_tokens
         yield GaugeMetricFamily(f"{PREFIX}_kv_cache_used_tokens", "KV-cache positions the running requests hold",
                                 value=used)
-        yield GaugeMetricFamily(f"{PREFIX}_kv_cache_tokens", "KV-cache positions there are (--parallel x --ctx)",
+        yield GaugeMetricFamily(f"{PREFIX}_kv_cache_tokens", "KV-cache positions there are (--kv-tokens, or --parallel x --ctx)",
                                 value=total)
         yield GaugeMetricFamily(f"{PREFIX}_streams_open", "responses being sent", value=self.m.open_streams)
 
