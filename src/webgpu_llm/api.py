@@ -26,6 +26,7 @@ from .engine.encoder import EmbedStats, Encoder
 from .engine.scheduler import Scheduler
 from .engine.scheduler import scheduler as make_scheduler
 from .errors import UserError
+from .kernels.common import PAGE
 from .models.discovery import ModelSearch
 from .models.encoder import EncoderConfig
 from .models.source import ModelSource, open_model
@@ -261,7 +262,7 @@ class LLM:
         together sharing `kv_tokens` KV-cache positions (default: `parallel` x the context);
         made on first use, and anew when asked for other settings."""
         if (self._scheduler is None or self._scheduler.parallel != parallel
-                or (kv_tokens is not None and self._scheduler.kv_tokens[1] != -(-kv_tokens // 16) * 16)):
+                or (kv_tokens is not None and self._scheduler.kv_tokens[1] != -(-kv_tokens // PAGE) * PAGE)):
             if self._scheduler is not None:
                 self._scheduler.close()
             self._scheduler = make_scheduler(self._generator("generate text"), parallel, max_queue,
