@@ -272,6 +272,38 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     assert greedy() == base_tokens
 
 
+@pytest.mark.slow
+def test_prompt_attention_on_f16_tiles_stays_close_to_float(wgpu_gpu):
+    """An f16 model's prompt attention on the f16 tiles (emulated here), one sequence and a
+    batched step (paged cache): the next step's logits within f16 rounding of the f32
+    kernel's, and the same greedy tokens beside another request."""
+    gpu = wgpu_gpu
+    import dataclasses
+
+    from webgpu_llm.engine import SamplingParams
+    from webgpu_llm.engine.scheduler import scheduler
+    from webgpu_llm.models.presets import preset_model
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model("tiny", "f16")
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96)
+    model = eng.programs
+    prompts = [IDS[:9], [*IDS, *IDS][:37]]
+
+    eng.rebuild(dataclasses.replace(model.tuning, mma="off"))
+    base, base_tokens = _step_logits(eng), [list(eng.stream(p, 0, SamplingParams(), 5)) for p in prompts]
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate", attn_tiles=True))
+    assert any(d.label.startswith("attention_prompt_tiles") for d in model.prefill.dispatches)
+    assert 0 < max_rel(_step_logits(eng), base) < 1e-2
+    s = scheduler(eng, parallel=2, max_rows=12)
+    try:
+        assert any(d.label.startswith("attention_prompt_tiles") for d in s.programs.step(12, 1, False, False).dispatches)
+        assert [c.wait() for c in [s.submit(p, SamplingParams(), 5) for p in prompts]] == base_tokens
+    finally:
+        s.close()
+
+
 def test_prompt_in_throttled_batches_matches_transformers(wgpu_gpu, tiny_dirs):
     """A prompt of more batches than are queued at once (MAX_PREFILL_INFLIGHT): the later
     batches wait for the earlier ones' fences, and the answer is transformers' all the same."""

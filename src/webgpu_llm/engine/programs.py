@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import GpuError
 from ..kernels import attention as att
+from ..kernels import attention_tiles as at
 from ..kernels import elementwise as ew
 from ..kernels import mma, moe, sampling
 from ..kernels.common import STATE_WORDS, Slots
@@ -254,6 +255,16 @@ class Programs:
             return "f16"
         return "simt"
 
+    def attention_tiles(self, spec: att.AttentionSpec) -> at.AttnTiles | None:
+        """The f16-tile shape of the prompt attention (kernels/attention_tiles.py), or None for
+        the f32 kernel: where Tuning.attn_tiles asks for them, the KV cache is f16 already and
+        the f16 tiles run (or are emulated)."""
+        emulate = self.tuning.mma.startswith("emulate")
+        if not (self.tuning.attn_tiles and self.kv_f16 and at.tiles_ok(spec)
+                and (self.f16_tiles_usable or (emulate and self.gpu.has_f16))):
+            return None
+        return at.attn_tiles(spec, self.gpu.limits["max-compute-workgroup-storage-size"])
+
     def _int8_units(self) -> dict[str, Any]:
         """The buffers of a matrix-unit matmul's input as int8 units, made on first use."""
         if self.xq8 is None:
@@ -403,8 +414,14 @@ class Programs:
         norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0)
         norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0)
         attn_kernels: dict[int, Any] = {}  # by window
-        attn_grid = (att.prompt_attention_grid(full) if slots is None
-                     else _counted(lambda n: (c.n_heads, n, 1), blocks_of))
+        tiles = self.attention_tiles(full)
+        if tiles is None:
+            attn_grid = (att.prompt_attention_grid(full) if slots is None
+                         else _counted(lambda n: (c.n_heads, n, 1), blocks_of))
+        else:
+            x = at.prompt_attention_tiles_grid(full, tiles)(1)[0]
+            attn_grid = (at.prompt_attention_tiles_grid(full, tiles) if slots is None
+                         else _counted(lambda n: (x, n, 1), blocks_of))
         # Gemma's output norms: O and down store their rows (or split partials) for the
         # post-norm kernel, which adds them to h (after O, also the pre-FFN norm into xn)
         post = a.post_norms
@@ -418,7 +435,9 @@ class Programs:
             s_dn = self.spec(L.down, **split(sd))
             win = self.window(i)
             if win not in attn_kernels:
-                attn_kernels[win] = att.prompt_attention_kernel(self.attention_spec(i), slots)
+                attn_kernels[win] = (att.prompt_attention_kernel(self.attention_spec(i), slots) if tiles is None else
+                                     at.prompt_attention_tiles_kernel(self.attention_spec(i), tiles, slots,
+                                                                      emulate=not self.f16_tiles_usable))
             prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
                      {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             if a.qk_norm:

@@ -376,14 +376,14 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     pt = bm * 8 // wg  # x words (vec4) each thread stages
     tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
-    if emulate:  # runtime loops over tiles and lanes' elements: llvmpipe compiles unrolled copies slowly
+    if emulate:  # runtime loops (k from `z`, 0 unknown to the compiler): llvmpipe compiles unrolled copies slowly
         acc_decl = f"  var acc: array<f32, {nt_ * 8}>;"
         products = f"""    for (var e = lane; e < {nt_ * 256}u; e += 32u) {{
       let n = e / 256u;
       let xa = (ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
       let wa = (rs + (n % {tn}u) * 16u + e % 16u) * XH;
       var d = 0.0;
-      for (var k = 0u; k < 32u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
+      for (var k = z; k < 32u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
       acc[e / 32u] += d;
     }}"""
         store = "    for (var v = 0u; v < 8u; v++) { cs[s * 256u + lane + 32u * v] = acc[n * 8u + v]; }"
@@ -450,6 +450,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // the slice (subgroup) whose tiles this thread multiplies: tokens ts.., tile rows rs..
   let s = {"lid / 32u" if emulate else "sgid"};
   let lane = lid % 32u;
+  let z = lid / {wg}u;  // 0
   let ts = (s / {sn}u) * {16 * tm}u;
   let rs = (s % {sn}u) * {16 * tn}u;
 {acc_decl}

@@ -1,0 +1,244 @@
+"""Prompt attention on f16 subgroup matrices (the tensor cores, as kernels/mma.py's f16 tiles).
+
+A workgroup takes 16 query rows (a block: the prompt's next 16, or a batched step's entry of
+`blocks`) of `sg` query heads that share a KV head, one subgroup a head, so each chunk of
+`ck` keys and values is staged once (as f16, in workgroup memory) for all of them. Each chunk
+is two tile products: S = Q K^T (f32), scored and turned into P = exp(S - m) by the row's
+lane, then O += P V in f32 accumulators that stay in the subgroup matrices for the whole
+prompt. That needs each row's final maximum m before the first P, so the keys are walked
+twice: once for the maxima (S only), once for P and O; the extra Q K^T costs less than
+rescaling the accumulators through workgroup memory at every chunk would. The causal mask,
+a sliding window, soft-capping, the scores' scale and per-head sinks apply as in
+kernels/attention.py, whose layout of q, the KV cache (one sequence's, or paged slots) and the
+output this kernel shares.
+
+`emulate=True` computes the tile products with f32 loops over the same staged f16s and keeps
+O in registers (tests on adapters without subgroup matrices).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..runtime.program import Kernel
+from .attention import AttentionSpec, _kv_reader
+from .common import Signature, Slots, kv_rows_wgsl
+
+ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at most 16)
+
+
+@dataclass(frozen=True)
+class AttnTiles:
+    """Subgroups (query heads) a workgroup and keys a chunk."""
+
+    sg: int
+    ck: int
+
+    def shared_bytes(self, head_dim: int) -> int:
+        ds = head_dim + 8
+        return 2 * (self.sg * ROWS * ds + 2 * self.ck * ds) + 6 * self.sg * ROWS * self.ck + 8 * self.sg * ROWS
+
+
+def tiles_ok(a: AttentionSpec) -> bool:
+    """Heads of a multiple of 16 dimensions (the tiles' width)."""
+    return a.head_dim % 16 == 0
+
+
+def attn_tiles(a: AttentionSpec, shared_bytes: int) -> AttnTiles:
+    """The widest shape that fits the workgroup memory: up to 4 heads of a group, 32-key chunks."""
+    group = a.n_heads // a.n_kv_heads
+    for sg, ck in ((4, 32), (2, 32), (4, 16), (2, 16), (1, 32), (1, 16)):
+        t = AttnTiles(min(sg, group), ck)
+        if t.shared_bytes(a.head_dim) <= shared_bytes:
+            return t
+    raise ValueError(f"heads of {a.head_dim} dimensions do not fit {shared_bytes} bytes of workgroup memory")
+
+
+def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slots | None = None,
+                                  emulate: bool = False) -> Kernel:
+    """As attention.prompt_attention_kernel (same bindings); grid = prompt_attention_tiles_grid."""
+    assert tiles_ok(a)
+    d, sg, ck = a.head_dim, shape.sg, shape.ck
+    d4, dt_n, kt_n = d // 4, d // 16, ck // 16
+    group = a.n_heads // a.n_kv_heads
+    parts = -(-group // sg)  # workgroups a KV head's group of query heads takes
+    sig = Signature().state()
+    if slots:
+        sig.storage("blocks", "array<vec4<u32>>")
+    sig.storage("q", "array<vec4<f32>>")
+    kv, kv_fn = _kv_reader(sig, a)
+    sig.storage("out", "array<vec4<f32>>", write=True)
+    kv_rows = kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
+    sink = ""
+    if a.sinks >= 0:
+        sig.storage("pv", "array<vec4<f32>>")
+        sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"
+    if slots:
+        block = "  let blk = blocks[wid.y];\n  let t0 = blk.x;\n  let nq = blk.y;\n  let slot = blk.z;\n  let p0 = blk.w;"
+    else:
+        block = f"  let t0 = wid.y * {ROWS}u;\n  let nq = min({ROWS}u, st.n - t0);\n  let slot = 0u;\n  let p0 = st.pos + t0;"
+    kstart = "0u"
+    if a.window:  # the first key the block's first query sees
+        kstart = f"select(0u, p0 + 1u - {a.window}u, p0 + 1u > {a.window}u)"
+    seen = "key <= qp" + (f" && key + {a.window}u > qp" if a.window else "")
+    score = a.score("ss[sb + r * CK + j]")
+    if emulate:  # loops from `z` (0, unknown to the compiler): llvmpipe would unroll them all, slowly
+        s_tiles = """    for (var e = lane; e < 16u * CK; e += 32u) {
+      let qa = (s * 16u + e / CK) * DS;
+      let ka = (e % CK) * DS;
+      var acc = 0.0;
+      for (var i = z; i < D; i++) { acc += f32(qs[qa + i]) * f32(kvs[ka + i]); }
+      ss[sb + e] = acc;
+    }"""
+        o_decl = f"  var o: array<f32, {dt_n * 8}>;"
+        o_tiles = """    for (var v = z; v < DT * 8u; v++) {
+      let e = lane + 32u * (v % 8u);
+      let col = (v / 8u) * 16u + e % 16u;
+      var acc = 0.0;
+      for (var k = z; k < CK; k++) { acc += f32(ps[sb + (e / 16u) * CK + k]) * f32(kvs[VS + k * DS + col]); }
+      o[v] += acc;
+    }"""
+
+        def o_store(n: int) -> str:
+            return f"    for (var v = 0u; v < 8u; v++) {{ ss[sb + lane + 32u * v] = o[{n * 8}u + v]; }}"
+    else:
+        lines = []
+        for j in range(kt_n):
+            lines.append("    {\n      var acc = subgroup_matrix_result<f32, 16, 16>();")
+            for t in range(dt_n):
+                lines.append(f"      acc = subgroupMatrixMultiplyAccumulate("
+                             f"subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&qs, s * 16u * DS + {16 * t}u, false, DS), "
+                             f"subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&kvs, {16 * j}u * DS + {16 * t}u, true, DS), acc);")
+            lines.append(f"      subgroupMatrixStore(&ss, sb + {16 * j}u, acc, false, CK);\n    }}")
+        s_tiles = "\n".join(lines)
+        o_decl = "\n".join(f"  var o{t} = subgroup_matrix_result<f32, 16, 16>();" for t in range(dt_n))
+        lines = []
+        for k in range(kt_n):
+            lines.append(f"    {{\n      let pk = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&ps, sb + {16 * k}u, false, CK);")
+            for t in range(dt_n):
+                lines.append(f"      o{t} = subgroupMatrixMultiplyAccumulate(pk, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>"
+                             f"(&kvs, VS + {16 * k}u * DS + {16 * t}u, false, DS), o{t});")
+            lines.append("    }")
+        o_tiles = "\n".join(lines)
+
+        def o_store(n: int) -> str:
+            return f"    subgroupMatrixStore(&ss, sb, o{n}, false, 16u);"
+    outs = "\n".join(f"""  {{
+{o_store(n)}
+    workgroupBarrier();
+    for (var v = 0u; v < 8u; v++) {{  // row e / 16, dimension {16 * n} + e % 16
+      let e = lane + 32u * v;
+      let r = e / 16u;
+      if (ok && r < nq) {{
+        let ti = ((t0 + r) * {a.n_heads}u + h) * D + {16 * n}u + e % 16u;
+        outf[ti] = ss[sb + e] / ml[s * 16u + r].y;
+      }}
+    }}
+    workgroupBarrier();
+  }}""" for n in range(dt_n))
+
+    def stage(with_v: bool) -> str:
+        v = f"\n      let w = {kv('(kr + V_ROWS) * D4 + i % D4')};\n      put(VS + j * DS + (i % D4) * 4u, w);" if with_v else ""
+        return f"""    for (var i = lid; i < CK * D4; i += WG) {{
+      let j = i / D4;
+      let kr = kv_row(slot, kvh, min(c0 + j, kend - 1u));
+      put(j * DS + (i % D4) * 4u, {kv('kr * D4 + i % D4')});{v}
+    }}"""
+
+    lane_rows = """    if (lane < 16u) {
+      let r = lane;
+      let qp = p0 + min(r, nq - 1u);"""
+    sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
+    body = kv_fn + kv_rows + f"""
+const D: u32 = {d}u;
+const D4: u32 = {d4}u;
+const DS: u32 = {d + 8}u;  // f16s a staged row takes (8 against bank conflicts)
+const CK: u32 = {ck}u;
+const DT: u32 = {dt_n}u;
+const WG: u32 = {32 * sg}u;
+const VS: u32 = {ck * (d + 8)}u;  // the V rows' start in kvs
+const HMAX = vec4<f32>(65504.0);
+var<workgroup> qs: array<f16, {sg * ROWS * (d + 8)}>;  // [head][row][D]
+var<workgroup> kvs: array<f16, {2 * ck * (d + 8)}>;  // the chunk's keys [key][D], then its values
+var<workgroup> ss: array<f32, {sg * ROWS * ck}>;  // each head's scores [row][key] (at the end, an O tile)
+var<workgroup> ps: array<f16, {sg * ROWS * ck}>;  // each head's exp(score - m) [row][key]
+var<workgroup> ml: array<vec2<f32>, {sg * ROWS}>;  // each head's rows' (max, sum)
+fn put(o: u32, v: vec4<f32>) {{
+  let hv = vec4<f16>(clamp(v, -HMAX, HMAX));
+  kvs[o] = hv.x; kvs[o + 1u] = hv.y; kvs[o + 2u] = hv.z; kvs[o + 3u] = hv.w;
+}}
+@compute @workgroup_size({32 * sg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{
+  let kvh = wid.x / {parts}u;
+{block}
+  let kend = p0 + nq;
+  let kstart = {kstart};
+  // this thread's head: subgroup s of part wid.x % parts of the group (past the group: the
+  // last head, its output not stored)
+  let s = {"lid / 32u" if emulate else "sgid"};
+  let lane = lid % 32u;
+  let z = lid / {32 * sg}u;  // 0
+  let gi = (wid.x % {parts}u) * {sg}u + s;
+  let ok = gi < {group}u;
+  let h = kvh * {group}u + min(gi, {group - 1}u);
+  let sb = s * {ROWS * ck}u;
+  for (var i = lid; i < {sg * ROWS}u * D4; i += WG) {{
+    let hs = i / ({ROWS}u * D4);
+    let r = (i / D4) % {ROWS}u;
+    let hq = kvh * {group}u + min((wid.x % {parts}u) * {sg}u + hs, {group - 1}u);
+    let v = vec4<f16>(clamp(q[((t0 + min(r, nq - 1u)) * {a.n_heads}u + hq) * D4 + i % D4], -HMAX, HMAX));
+    let o = (hs * {ROWS}u + r) * DS + (i % D4) * 4u;
+    qs[o] = v.x; qs[o + 1u] = v.y; qs[o + 2u] = v.z; qs[o + 3u] = v.w;
+  }}
+  var m = {sink or "-3.0e38"};
+  // the rows' maxima
+  for (var c0 = kstart; c0 < kend; c0 += CK) {{
+    workgroupBarrier();
+{stage(False)}
+    workgroupBarrier();
+{s_tiles}
+    workgroupBarrier();
+{lane_rows}
+      for (var j = 0u; j < CK; j++) {{
+        let key = c0 + j;
+        if ({seen}) {{ m = max(m, {score}); }}
+      }}
+    }}
+  }}
+  var l = {f"exp({sink} - m)" if sink else "0.0"};
+{o_decl}
+  for (var c0 = kstart; c0 < kend; c0 += CK) {{
+    workgroupBarrier();
+{stage(True)}
+    workgroupBarrier();
+{s_tiles}
+    workgroupBarrier();
+{lane_rows}
+      for (var j = 0u; j < CK; j++) {{
+        let key = c0 + j;
+        let p = select(0.0, exp({score} - m), {seen});
+        l += p;
+        ps[sb + r * CK + j] = f16(p);
+      }}
+    }}
+    workgroupBarrier();
+{o_tiles}
+  }}
+  if (lane < 16u) {{ ml[s * 16u + lane] = vec2<f32>(m, l); }}
+  workgroupBarrier();
+{outs}
+}}
+"""
+    body = body.replace("outf[ti]", "out[ti / 4u][ti % 4u]")
+    k = sig.kernel(f"attention_prompt_tiles{'_emulated' if emulate else ''}", body)
+    head = "enable f16;\n"
+    if not emulate:
+        head += ("enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n"
+                 "diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n")
+    return Kernel(k.name, head + k.wgsl, k.bindings)
+
+
+def prompt_attention_tiles_grid(a: AttentionSpec, shape: AttnTiles):
+    """Of the token count n (one sequence's prompt); a batched step's grid is (x, blocks)."""
+    x = a.n_kv_heads * -(-(a.n_heads // a.n_kv_heads) // shape.sg)
+    return lambda n: (x, -(-n // ROWS), 1)
