@@ -49,7 +49,8 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
                            "persist": eng.tuning.persist if settings.fused else 0,
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
                            "kv": "f16" if m.kv_f16 else "f32",
-                           "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths)}
+                           "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths),
+                           "prompt_attention": "f16 tiles" if m.attention_tiles(m.attention_spec(0)) else "simt"}
     if m.persist_note:
         out["persist_note"] = m.persist_note
         say("  " + m.persist_note)

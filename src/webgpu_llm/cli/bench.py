@@ -51,6 +51,9 @@ def add_parser(sub: Any) -> None:
                         "for quantized weights, f16 tiles for f16/bf16, where the adapter has them), int8 or f16 "
                         "(only those tiles; f16: every format but f32, dequantized), or off; a comma list "
                         "compares (default: %(default)s)")
+    p.add_argument("--attn-tiles", default="off", metavar="on|off[,..]",
+                   help="prompt attention on the f16 tiles where the KV cache is f16 and the adapter has them "
+                        "(experimental); a comma list compares (default: %(default)s)")
     add_kv(p)
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--embed", type=int, default=None, metavar="N",
@@ -90,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     mmas = [m.strip() for m in args.mma.split(",") if m.strip()]
     if not mmas or any(m not in MMA_CHOICES for m in mmas):
         raise UserError(f"--mma takes {', '.join(MMA_CHOICES)} or a comma list of them, not {args.mma!r}")
+    attn = [a.strip() for a in args.attn_tiles.split(",") if a.strip()]
+    if not attn or any(a not in ("on", "off") for a in attn):
+        raise UserError(f"--attn-tiles takes on, off or a comma list of them, not {args.attn_tiles!r}")
     if args.embed is not None or args.preset in EMBED_PRESETS:
         return run_embed(args, backends, dtypes, log)
     if args.preset is None and args.model is None:
@@ -113,12 +119,14 @@ def run(args: argparse.Namespace) -> int:
                 cfg, tensors = src.config, src.tensors
             for persist in persists:
                 for mma in mmas:
-                    settings = replace(base, mma=mma, persist=base.persist if persist is None else persist)
-                    r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
-                                     n_pp=args.n_pp, reps=args.reps, per_dispatch=args.submit_per_dispatch,
-                                     profile=args.profile, log=log)
-                    r["dtype"] = dtype
-                    rows.append(r)
+                    for at in attn:
+                        settings = replace(base, mma=mma, attn_tiles=at == "on",
+                                           persist=base.persist if persist is None else persist)
+                        r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
+                                         n_pp=args.n_pp, reps=args.reps, per_dispatch=args.submit_per_dispatch,
+                                         profile=args.profile, log=log)
+                        r["dtype"] = dtype
+                        rows.append(r)
     if args.peers:
         for peer in args.peers.split(","):
             if peer.strip() != "torch":

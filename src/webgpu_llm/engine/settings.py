@@ -159,6 +159,7 @@ class Settings:
     persist: int | str | None = None  # persistent decode layers: workgroups, "auto", 0 (off); None: the tuning's
     mma: str | None = None  # prompt matmuls on the matrix units: Tuning.mma's modes; None: the tuning's
     kv: str = "auto"  # the KV cache's type: f16, f32, or auto (f16 unless every weight is f32)
+    attn_tiles: bool | None = None  # prompt attention on the f16 tiles (Tuning.attn_tiles); None: the tuning's
 
     def kv_f16(self, f32_weights: bool) -> bool:
         """Whether the KV cache holds f16s (half the memory and attention reads of f32s)."""
@@ -176,5 +177,7 @@ class Settings:
             t = replace(t, persist=persist_groups(self.persist, gpu))
         if self.mma is not None:
             t = replace(t, mma=self.mma)
+        if self.attn_tiles is not None:
+            t = replace(t, attn_tiles=self.attn_tiles)
         t.check()
         return t
