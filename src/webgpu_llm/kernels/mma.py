@@ -368,7 +368,9 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
             raise ValueError(err)
     sig = Signature().state()
     sig.storage("x", "array<vec4<f32>>")
-    body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig), epilogue_wgsl(spec, sig)])
+    # f16 weights go to the tiles from their raw words (a pair a word: no loader, no clamp)
+    raw = all(seg.fmt == "f16" for seg in spec.segments)
+    body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig, early=raw), epilogue_wgsl(spec, sig)])
     tiles = TokenRows.of(spec, sig)
     body += tiles.decls
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
@@ -421,8 +423,14 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
         xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / 8u; let cc = e % 8u; let uu = {u};
       let xi = ({tiles.x_row("m0 + m")}) * K4 + uu * 8u + cc;
       xr[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt); }}""" for j in range(pt))
-        return f"    if (lid < {bn}u) {{ w = load_row(r, {u}); }}\n{xs_}"
+        return f"    if (lid < {bn}u) {{ w = {'raw_row' if raw else 'load_row'}(r, {u}); }}\n{xs_}"
 
+    if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s
+        # (naga rejects bitcast<vec2<f16>>; an f16 converts to f32 and back exactly)
+        w_store = "%16      let o = lid * XH + $i * 2u; let h = vec2<f16>(unpack2x16float(w[$i / 4u][$i % 4u])); wh[o] = h.x; wh[o + 1u] = h.y;"
+    else:
+        w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = lid * XH + $i * 4u; "
+                   "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
@@ -444,7 +452,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // tile row lid = member (lid & 1) of pair p0 + lid / 2 (rows past N repeat the last)
   let p = p0 + lid / 2u;
   let r = min(select(row0(p), row1(p), (lid & 1u) == 1u), N - 1u);
-  var w: array<vec4<f32>, 8>;
+  var w: {"array<vec4<u32>, 4>" if raw else "array<vec4<f32>, 8>"};
   var xr: array<vec4<f32>, {pt}>;
 {fetch("u0")}
   // the slice (subgroup) whose tiles this thread multiplies: tokens ts.., tile rows rs..
@@ -456,7 +464,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {acc_decl}
   for (var u = u0; u < u1; u++) {{
     if (lid < {bn}u) {{
-%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = lid * XH + $i * 4u; wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;
+{w_store}
     }}
 %{pt}    let e = lid + $i * {wg}u; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = (e / 8u) * XH + (e % 8u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;
     workgroupBarrier();
