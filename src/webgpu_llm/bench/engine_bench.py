@@ -28,12 +28,14 @@ def _ids(n: int, vocab: int, seed: int) -> list[int]:
 
 def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: Settings, *, n_prompt: int = 16,
                  n_gen: int = 128, n_pp: int = 512, reps: int = 5, per_dispatch: bool = False,
-                 profile: bool = False, log: Any = None) -> dict[str, Any]:
+                 profile: bool = False, log: Any = None, ttft: int = 0) -> dict[str, Any]:
     """tg/pp of a model built with `settings` (its context and prompt batch are the
     benchmark's). Where its decode layers are persistent, the greedy tokens are also decoded
     with them off and the number of positions where they agree is reported (`persist_agree`);
-    `prompt_matmul` says where each role's prompt matmul ran: int8 tiles, f16 tiles or simt."""
-    ctx = max(n_prompt + n_gen + 8, n_pp + 8)
+    `prompt_matmul` says where each role's prompt matmul ran: int8 tiles, f16 tiles or simt.
+    `ttft`: also the time to the first token of a prompt of that many tokens (`ttft_ms`),
+    taken in prompt batches of `n_pp` tokens."""
+    ctx = max(n_prompt + n_gen + 8, n_pp + 8, ttft + 8)
     say = log or (lambda *_: None)
     settings = replace(settings, batch=max(n_pp, 16))
     tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
@@ -73,6 +75,12 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
         out["pp_runs"] = pp
         out["n_pp"] = n_pp
         say(f"  pp{n_pp}: {out['pp_tok_s']:.1f} tok/s")
+    if ttft:
+        ids = _ids(ttft, cfg.vocab, 3)
+        eng.time_prefill(ids)
+        out["ttft_ms"] = statistics.median(1e3 * eng.time_prefill(ids) for _ in range(reps))
+        out["n_ttft"] = ttft
+        say(f"  time to first token of {ttft}: {out['ttft_ms']:.1f} ms")
     if profile:
         out["profile"] = eng.profile_step(prompt, weight_bytes_per_token(tensors, cfg.tie_embeddings, cfg.architecture.moe))
         if n_pp and gpu.has_timestamps:
@@ -90,8 +98,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [f"| {r['model']} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
              f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | "
              f"{r.get('persist') or 'no'} | {r['dispatches_per_token']} | "
-             f"{r['tg_tok_s']:.1f} | {r.get('prompt_matmul', '—')} | {pp(r)} |" for r in rows]
+             f"{r['tg_tok_s']:.1f} | {_paths(r)} | {pp(r)} |" for r in rows]
     return head + "\n".join(lines) + "\n"
+
+
+def _paths(r: dict[str, Any]) -> str:
+    """The prompt matmuls' paths in a row: one, or those used joined (e.g. int8+simt)."""
+    paths = r.get("prompt_matmul") or {}
+    return "+".join(sorted(set(paths.values()))) if isinstance(paths, dict) and paths else "—"
 
 
 def _kernel_table(kernels: list[dict[str, Any]], unit: str) -> str:

@@ -38,6 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--n-prompt", type=int, default=16, help="prompt tokens before decode (default: %(default)s)")
     p.add_argument("--n-gen", type=int, default=128, help="decoded tokens (default: %(default)s)")
     p.add_argument("--n-pp", type=int, default=512, help="prompt length for prefill speed; 0 skips it (default: %(default)s)")
+    p.add_argument("--ttft", type=int, default=0, metavar="N",
+                   help="also time the first token of an N-token prompt, in prompt batches of --n-pp tokens "
+                        "(as a server takes it); 0 skips it (default: %(default)s)")
     p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default: %(default)s)")
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     for option, value, least in (("--n-prompt", args.n_prompt, 1), ("--n-gen", args.n_gen, 1),
-                                 ("--n-pp", args.n_pp, 0), ("--reps", args.reps, 1)):
+                                 ("--n-pp", args.n_pp, 0), ("--ttft", args.ttft, 0), ("--reps", args.reps, 1)):
         if value < least:
             raise UserError(f"{option} {value}: must be at least {least}")
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
@@ -123,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
                         settings = replace(base, mma=mma, attn_tiles=at == "on",
                                            persist=base.persist if persist is None else persist)
                         r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
-                                         n_pp=args.n_pp, reps=args.reps, per_dispatch=args.submit_per_dispatch,
+                                         n_pp=args.n_pp, ttft=args.ttft, reps=args.reps,
+                                         per_dispatch=args.submit_per_dispatch,
                                          profile=args.profile, log=log)
                         r["dtype"] = dtype
                         rows.append(r)
