@@ -329,12 +329,15 @@ def mma_matmul_grid(spec: LinearSpec):
 @dataclass(frozen=True)
 class TileShape:
     """An f16-tile matmul's workgroup: sm x sn subgroups of 32, each tm x tn tiles of 16 x 16
-    (tokens x weight rows)."""
+    (tokens x weight rows). `tokens_first`: the grid's workgroups in the order that takes every
+    token block of a block of weight rows one after the other (a weight tile is then read from
+    memory once, while it sits in L2), instead of every weight block of a token block."""
 
     sm: int = 2
     sn: int = 2
     tm: int = 2
     tn: int = 2
+    tokens_first: int = 0
 
     @property
     def bm(self) -> int:
@@ -432,6 +435,10 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
+    bx, by = "wid.x", "wid.y"
+    if shape.tokens_first:
+        sg_param += ", @builtin(num_workgroups) nwg: vec3<u32>"
+        bx, by = "((wid.y * nwg.x + wid.x) / nwg.y)", "((wid.y * nwg.x + wid.x) % nwg.y)"
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
 const K4: u32 = {spec.k // 4}u;
@@ -444,8 +451,8 @@ var<private> split: u32;
 @compute @workgroup_size({wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
   let nt = {tiles.count};
-  let m0 = wid.y * {bm}u;{tiles.skip("m0")}
-  let p0 = wid.x * {bn // 2}u;
+  let m0 = {by} * {bm}u;{tiles.skip("m0")}
+  let p0 = {bx} * {bn // 2}u;
   split = wid.z;
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
   let u1 = min(NU, u0 + {per}u);
@@ -479,6 +486,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }}
 """)
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
+            f"{'_tokens_first' if shape.tokens_first else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     head = "enable f16;\n"
