@@ -124,6 +124,26 @@ def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
+@pytest.mark.parametrize("kv", ["f32", "f16"])
+def test_qk_norm_folded_into_decode_attention(wgpu_gpu, tiny_dirs, arch, kv):
+    """Tuning.fold_qk_norm: the decode attention norms, rotates and appends q and the new key
+    itself (a dispatch less a layer), with keys read whole and by adjacent words, splits of 16
+    keys (the window starting inside one): transformers' greedy tokens, the same step logits."""
+    d = tiny_dirs[arch, "float32" if kv == "f32" else "float16"]
+    llm = _load(d, wgpu_gpu, settings=Settings(kv=kv))
+    s = llm.session
+    base = s.next_logits(IDS[:9])
+    n = len(s.programs.decode)
+    for spread in (False, True):
+        s.rebuild(dataclasses.replace(s.tuning, fold_qk_norm=True, attn_spread=spread, attn_chunk=16))
+        assert len(s.programs.decode) == n - s.cfg.n_layers
+        assert any("qk_norm" in x.label for x in s.programs.decode.dispatches)
+        assert max_rel(s.next_logits(IDS[:9]), base) < (1e-5 if kv == "f32" else 1e-3), spread
+        if kv == "f32":
+            assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+
+
 def test_split_k_prompt_matmuls_feed_the_output_norms(wgpu_gpu, tiny_dirs):
     """Gemma's O and down projections with K split over workgroups: the output-norm kernel
     sums the partials first."""

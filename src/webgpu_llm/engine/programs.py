@@ -548,10 +548,16 @@ class Programs:
         s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
         if a.qk_norm:  # raw rows, then the per-head norms, RoPE and the KV append
             d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "y": b.qkv}, self._mvg(s_qkv, "qkv"))
-            d.add(self.qk_norm(qkv_shape), {**p, "x": b.qkv, "q": b.q}, qk_norm_grid(qkv_shape)(1))
+            if self.tuning.fold_qk_norm:  # ... in the attention kernel itself
+                qkn = att.QkNorm(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope)
+                d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl(), qkn=qkn), {**p, "x": b.qkv},
+                      att.attention_grid(split))
+            else:
+                d.add(self.qk_norm(qkv_shape), {**p, "x": b.qkv, "q": b.q}, qk_norm_grid(qkv_shape)(1))
         else:
             d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
-        d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
+        if not (a.qk_norm and self.tuning.fold_qk_norm):
+            d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
         if a.post_norms:  # O's row, then its norm added to h
             s_o = self.o_spec(L, prologue="attn", attn=ashape)
             d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.kpart}, self._mvg(s_o, "o"))

@@ -61,6 +61,9 @@ class Tuning:
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run: off until measured against the f32 kernel on a GPU
     attn_tiles: bool = False
+    # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
+    # attention kernel (attention.QkNorm), a dispatch less a layer; off until measured
+    fold_qk_norm: bool = False
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .common import Signature, Slots, kv_rows_wgsl, wgsl_reduce
+from .linear import PV_HELPER, QkvShape, declare_pv, rope_cs
 
 
 @dataclass(frozen=True)
@@ -54,24 +55,38 @@ class AttentionSpec:
         return f"(tanh(clamp({scaled} / {self.softcap!r}, -15.0, 15.0)) * {self.softcap!r})"
 
 
-def _kv_reader(sig: Signature, a: AttentionSpec) -> tuple[Callable[[str], str], str]:
+@dataclass(frozen=True)
+class QkNorm:
+    """Decode attention that also does the per-head q/k RMSNorm, RoPE and KV append itself
+    (Qwen3's and Gemma 3's; norms.qk_norm_kernel otherwise), from the QKV projection's raw
+    rows `x`: a dispatch less a layer. Offsets are floats of the layer's parameters `pv`."""
+
+    shape: QkvShape
+    eps: float
+    q_off: int
+    k_off: int
+    rope_off: int
+
+
+def _kv_reader(sig: Signature, a: AttentionSpec, write: bool = False) -> tuple[Callable[[str], str], str]:
     """Binds the K|V cache; returns how to read its vec4 `i` as f32s and the WGSL that takes."""
     if not a.kv_f16:
-        sig.storage("kv", "array<vec4<f32>>")  # K cache, then V cache
+        sig.storage("kv", "array<vec4<f32>>", write)  # K cache, then V cache
         return (lambda i: f"kv[{i}]"), ""
     # the same, two f16s a u32: as the QKV epilogue writes it (one view of the binding, which
     # the persistent decode layers need)
-    sig.storage("kv", "array<u32>")
+    sig.storage("kv", "array<u32>", write)
     fn = ("fn KV(i: u32) -> vec4<f32> {\n"
           "  return vec4<f32>(unpack2x16float(kv[2u * i]), unpack2x16float(kv[2u * i + 1u]));\n}\n")
     return (lambda i: f"KV({i})"), fn
 
 
-def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0) -> Kernel:
+def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0, qkn: QkNorm | None = None) -> Kernel:
     """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu).
 
     `wg` > chunk: a wider workgroup whose threads past the chunk take no key and add the
-    identity to the reductions (a persistent kernel's stages share one workgroup size)."""
+    identity to the reductions (a persistent kernel's stages share one workgroup size).
+    `qkn`: q and the new key and value come as raw rows `x` (QkNorm)."""
     d4 = a.head_dim // 4
     wg = wg or a.chunk
     wide = wg > a.chunk
@@ -80,8 +95,25 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     groups = a.chunk // d4  # threads (g, d4) share the weighted sum over keys
     assert groups >= 1, "head_dim/4 must not exceed the chunk size"
     sig = Signature().state()
-    sig.storage("q", "array<vec4<f32>>")
-    kv, kv_fn = _kv_reader(sig, a)
+    if qkn is None:
+        sig.storage("q", "array<vec4<f32>>")
+        kv, kv_fn = _kv_reader(sig, a)
+        qv = "q[qb + {i}]"
+    else:
+        sig.storage("x", "array<f32>")
+        kv_read, kv_fn = _kv_reader(sig, a, write=True)
+        declare_pv(sig)
+        qv = "qn[{i}]"
+
+        def kv(i: str) -> str:
+            """The cache's vec4 i, or the new key's or value's where i is in position st.pos."""
+            return f"kv_at({i})"
+        kv_fn += f"""fn kv_at(i: u32) -> vec4<f32> {{
+  let row = (i % VOFF) / D4;  // kv head x ctx + position
+  let mine = row % {a.ctx}u == st.pos;
+  return select({kv_read("i")}, select(kn[i % D4], vn[i % D4], i >= VOFF), mine);
+}}
+"""
     sig.storage("ml", "array<vec2<f32>>", write=True)
     sig.storage("acc", "array<vec4<f32>>", write=True)
     head = """  let s = wid.y;
@@ -100,11 +132,11 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     sg_val = "" if sg else "let sgs = 1u;"
     # Every loop with a load in it is unrolled: the loads of a chunk issue together instead of
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
-    score = " + ".join(f"q[qb + {i}u] * {kv(f'kr + {i}u')}" for i in range(d4))
+    score = " + ".join(f"{qv.format(i=f'{i}u')} * {kv(f'kr + {i}u')}" for i in range(d4))
     if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
         before = "\n".join(
             f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
-            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot(q[qb + dd], {kv('(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd')}), "
+            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot({qv.format(i='dd')}, {kv('(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd')}), "
             f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
         if wide:
             before = f"    if (lid < CH) {{\n{before.replace(chr(10) + '    workgroupBarrier();', '')}    }}\n    workgroupBarrier();\n"
@@ -124,7 +156,9 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
         f"o += pj * {kv('VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4')}; }}"
         for i in range(per_g))
+    prologue = "" if qkn is None else _qk_norm_prologue(a, qkn, wg)
     body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + kv_fn + f"""
+{"" if qkn is None else PV_HELPER + f"var<workgroup> qn: array<vec4<f32>, {d4}>;" + chr(10) + f"var<workgroup> kn: array<vec4<f32>, {d4}>;" + chr(10) + f"var<workgroup> vn: array<vec4<f32>, {d4}>;"}
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
 const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
@@ -142,6 +176,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let qb = (t * {a.n_heads}u + h) * D4;
   let g = lid / D4;
   let d4 = lid % D4;
+{prologue}
   var m = -3.0e38;
   var l = 0.0;
   var o = vec4<f32>(0.0);
@@ -168,8 +203,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
 }}
 """
-    k = sig.kernel("attention_split", body)
+    k = sig.kernel("attention_split" + ("_qk_norm" if qkn else ""), body)
     return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
+
+
+def _qk_norm_prologue(a: AttentionSpec, n: QkNorm, wg: int) -> str:
+    """WGSL of the QkNorm prologue: head h's q, and its KV head's new key (both normed with
+    their weights, then rotated) and value, into qn, kn, vn; the group's first head of the
+    split that holds st.pos appends the key and value to the cache."""
+    q, d = n.shape, a.head_dim
+    group = a.n_heads // a.n_kv_heads
+    if a.kv_f16:
+        put = """    kv[2u * (base + i)] = pack2x16float(kn[i].xy); kv[2u * (base + i) + 1u] = pack2x16float(kn[i].zw);
+    kv[2u * (VOFF + base + i)] = pack2x16float(vn[i].xy); kv[2u * (VOFF + base + i) + 1u] = pack2x16float(vn[i].zw);"""
+    else:
+        put = "    kv[base + i] = kn[i];\n    kv[VOFF + base + i] = vn[i];"
+    return f"""  // q of head h and the new key of KV head kvh: RMSNorm over the head, then RoPE on adjacent pairs
+  var ssq = 0.0;
+  var ssk = 0.0;
+  for (var i = lid; i < {d}u; i += {wg}u) {{
+    let vq = x[h * {d}u + i];
+    let vk = x[{q.q_rows}u + kvh * {d}u + i];
+    ssq += vq * vq;
+    ssk += vk * vk;
+    vn[i / 4u][i % 4u] = x[{q.q_rows + q.kv_rows}u + kvh * {d}u + i];
+  }}
+  let scq = inverseSqrt(red_sum(ssq, lid, sgs) / {float(d)!r} + {n.eps!r});
+  let sck = inverseSqrt(red_sum(ssk, lid, sgs) / {float(d)!r} + {n.eps!r});
+  for (var i = lid; i < {d // 2}u; i += {wg}u) {{
+    let r = 2u * i;
+    let ang = f32(st.pos) * pvf({n.rope_off}u + i);
+{rope_cs(q)}
+    let q0 = x[h * {d}u + r] * scq * pvf({n.q_off}u + r);
+    let q1 = x[h * {d}u + r + 1u] * scq * pvf({n.q_off}u + r + 1u);
+    qn[r / 4u][r % 4u] = q0 * c - q1 * s;
+    qn[r / 4u][r % 4u + 1u] = q0 * s + q1 * c;
+    let e0 = x[{q.q_rows}u + kvh * {d}u + r] * sck * pvf({n.k_off}u + r);
+    let e1 = x[{q.q_rows}u + kvh * {d}u + r + 1u] * sck * pvf({n.k_off}u + r + 1u);
+    kn[r / 4u][r % 4u] = e0 * c - e1 * s;
+    kn[r / 4u][r % 4u + 1u] = e0 * s + e1 * c;
+  }}
+  workgroupBarrier();
+  if (h % {group}u == 0u && k1 == st.pos + 1u) {{
+    let base = (kvh * {a.ctx}u + st.pos) * D4;
+    for (var i = lid; i < D4; i += {wg}u) {{
+{put}
+    }}
+  }}"""
 
 
 def attention_grid(a: AttentionSpec) -> tuple[int, int, int]:
