@@ -25,3 +25,20 @@ def read(gpu: Gpu, buf: Any, shape: tuple[int, ...] | int, dtype: Any = np.float
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def f16_rounded(a: np.ndarray) -> np.ndarray:
+    """As the f16 tiles see it: rounded to f16."""
+    return a.astype(np.float16).astype(np.float32)
+
+
+def f16_tile_modes(gpu: Gpu) -> list[bool]:
+    """emulate=True where the adapter has shader-f16 (else the test skips); the matrix units
+    too where it has f16 tiles."""
+    import pytest
+
+    from webgpu_llm.kernels.mma import f16_usable
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    return [True, False] if f16_usable(gpu) else [True]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_harness import read, rel_err, run_kernel
+from kernel_harness import f16_rounded, f16_tile_modes, read, rel_err, run_kernel
 from test_kernels_archs import attention_ref
 
 from webgpu_llm.kernels import attention as att
@@ -18,17 +18,9 @@ from webgpu_llm.kernels.attention_tiles import (
     tiles_ok,
 )
 from webgpu_llm.kernels.common import PAGE, Slots
-from webgpu_llm.kernels.mma import f16_usable
 
-
-def _modes(gpu) -> list[bool]:
-    if not gpu.has_f16:
-        pytest.skip("the f16 tiles need shader-f16")
-    return [True, False] if f16_usable(gpu) else [True]
-
-
-def h(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float16).astype(np.float32)
+_modes = f16_tile_modes
+h = f16_rounded
 
 
 def _cache(kv: np.ndarray, f16: bool) -> np.ndarray:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_harness import read, rel_err, run_kernel
+from kernel_harness import f16_rounded, f16_tile_modes, read, rel_err, run_kernel
 from test_kernels_linear import _weight, qkv_case
+from test_kernels_mma import check_epilogues
 
-from reference import silu
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment
 from webgpu_llm.kernels.mma import (
@@ -17,21 +17,11 @@ from webgpu_llm.kernels.mma import (
     f16_matmul_grid,
     f16_matmul_kernel,
     f16_ok,
-    f16_usable,
     has_f16_mma,
 )
 
-
-def _modes(gpu) -> list[bool]:
-    """emulate=True everywhere (needs shader-f16); the matrix units too where this device has them."""
-    if not gpu.has_f16:
-        pytest.skip("the f16 tiles need shader-f16")
-    return [True, False] if f16_usable(gpu) else [True]
-
-
-def h(a: np.ndarray) -> np.ndarray:
-    """As the tiles see it: rounded to f16."""
-    return a.astype(np.float16).astype(np.float32)
+_modes = f16_tile_modes
+h = f16_rounded
 
 
 def _run(gpu, spec, bufs, t, emulate, shape=None, **state):
@@ -78,35 +68,7 @@ def test_f16_matmul_shapes(gpu, shape):
 
 
 def test_f16_matmul_epilogues(gpu):
-    """SiLU·mul over two segments of different formats, the residual add, K split over grid
-    z with partial sums, and a window of the batch's tokens (t0, tmax)."""
-    rng = np.random.default_rng(23)
-    k, f, t = 256, 45, 67
-    wg_, gb = _weight(gpu, "f16", f, k, rng)
-    wu, ub = _weight(gpu, "bf16", f, k, rng)
-    x = rng.standard_normal((t, k)).astype(np.float32)
-    xh = h(x)
-    res = rng.standard_normal((t, f)).astype(np.float32)
-    for emulate in _modes(gpu):
-        spec = LinearSpec(k=k, segments=(Segment("f16", f), Segment("bf16", f)), epilogue="silu_mul")
-        yb = gpu.buffer(f * t * 4)
-        _run(gpu, spec, {"w0": gb, "w1": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
-        assert rel_err(read(gpu, yb, (t, f)), silu(xh @ wg_.T) * (xh @ h(wu).T)) < 1e-5
-        spec = LinearSpec(k=k, segments=(Segment("f16", f),), epilogue="add")
-        yb = gpu.upload(res)
-        _run(gpu, spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, emulate)
-        assert rel_err(read(gpu, yb, (t, f)), res + xh @ wg_.T) < 1e-5
-        spec = LinearSpec(k=k, segments=(Segment("f16", f),), epilogue="partial", splits=3)
-        yb = gpu.buffer(t * 3 * f * 4)
-        _run(gpu, spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, emulate)
-        part = read(gpu, yb, (t, 3, f))
-        assert rel_err(part.sum(1), xh @ wg_.T) < 1e-5
-        assert rel_err(part[:, 2], xh[:, 192:] @ wg_[:, 192:].T) < 1e-5  # units 6..7 of 0..7
-        spec = LinearSpec(k=k, segments=(Segment("f16", f),), t0=64, tmax=64)
-        yb = gpu.buffer(t * f * 4)
-        _run(gpu, spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, emulate)
-        y = read(gpu, yb, (t, f))
-        assert rel_err(y[:3], xh[64:] @ wg_.T) < 1e-5 and not y[3:].any()
+    check_epilogues(gpu, ("f16", "bf16"), _modes(gpu), lambda spec, b, t, e: _run(gpu, spec, b, t, e), h)
 
 
 def test_f16_matmul_qkv_epilogue(gpu):

@@ -53,36 +53,42 @@ def test_mma_matmul_every_format(gpu, fmt):
         assert rel_err(y, x @ w.T) < 3e-2, emulate
 
 
-def test_mma_matmul_epilogues(gpu):
-    """SiLU·mul over two segments of different formats, the residual add, K split over grid
-    z with partial sums, and a window of the batch's tokens (t0, tmax)."""
+def check_epilogues(gpu, fmts: tuple[str, str], modes, run, x_seen) -> None:
+    """SiLU·mul over two segments of formats `fmts`, the residual add, K split over grid z
+    with partial sums, and a window of the batch's tokens (t0, tmax): `run(spec, buffers, t,
+    mode)` launches a matmul, against numpy on x as `x_seen` rounds it."""
     rng = np.random.default_rng(12)
     k, f, t = 256, 45, 67
-    wg_, gb = _weight(gpu, "q4_0", f, k, rng)
-    wu, ub = _weight(gpu, "q8_0", f, k, rng)
+    wg_, gb = _weight(gpu, fmts[0], f, k, rng)
+    wu, ub = _weight(gpu, fmts[1], f, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
-    xq = int8_rounded(x)
+    xq = x_seen(x)
+    wu_seen = wu.astype(np.float16).astype(np.float32) if fmts[1] == "bf16" else wu  # (bf16 -> f16 tiles)
     res = rng.standard_normal((t, f)).astype(np.float32)
-    for emulate in _modes(gpu):
-        spec = LinearSpec(k=k, segments=(Segment("q4_0", f), Segment("q8_0", f)), epilogue="silu_mul")
+    for mode in modes:
+        spec = LinearSpec(k=k, segments=(Segment(fmts[0], f), Segment(fmts[1], f)), epilogue="silu_mul")
         yb = gpu.buffer(f * t * 4)
-        _run(gpu, spec, {"w0": gb, "w1": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
-        assert rel_err(read(gpu, yb, (t, f)), silu(xq @ wg_.T) * (xq @ wu.T)) < 1e-4
-        spec = LinearSpec(k=k, segments=(Segment("q8_0", f),), epilogue="add")
+        run(spec, {"w0": gb, "w1": ub, "x": gpu.upload(x), "y": yb}, t, mode)
+        assert rel_err(read(gpu, yb, (t, f)), silu(xq @ wg_.T) * (xq @ wu_seen.T)) < 1e-4
+        spec = LinearSpec(k=k, segments=(Segment(fmts[0], f),), epilogue="add")
         yb = gpu.upload(res)
-        _run(gpu, spec, {"w0": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
-        assert rel_err(read(gpu, yb, (t, f)), res + xq @ wu.T) < 1e-4
-        spec = LinearSpec(k=k, segments=(Segment("q8_0", f),), epilogue="partial", splits=3)
+        run(spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, mode)
+        assert rel_err(read(gpu, yb, (t, f)), res + xq @ wg_.T) < 1e-4
+        spec = LinearSpec(k=k, segments=(Segment(fmts[0], f),), epilogue="partial", splits=3)
         yb = gpu.buffer(t * 3 * f * 4)
-        _run(gpu, spec, {"w0": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
+        run(spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, mode)
         part = read(gpu, yb, (t, 3, f))
-        assert rel_err(part.sum(1), xq @ wu.T) < 1e-4
-        assert rel_err(part[:, 2], xq[:, 192:] @ wu[:, 192:].T) < 1e-4  # units 6..7 of 0..7
-        spec = LinearSpec(k=k, segments=(Segment("q8_0", f),), t0=64, tmax=64)
+        assert rel_err(part.sum(1), xq @ wg_.T) < 1e-4
+        assert rel_err(part[:, 2], xq[:, 192:] @ wg_[:, 192:].T) < 1e-4  # units 6..7 of 0..7
+        spec = LinearSpec(k=k, segments=(Segment(fmts[0], f),), t0=64, tmax=64)
         yb = gpu.buffer(t * f * 4)
-        _run(gpu, spec, {"w0": ub, "x": gpu.upload(x), "y": yb}, t, emulate)
+        run(spec, {"w0": gb, "x": gpu.upload(x), "y": yb}, t, mode)
         y = read(gpu, yb, (t, f))
-        assert rel_err(y[:3], xq[64:] @ wu.T) < 1e-4 and not y[3:].any()
+        assert rel_err(y[:3], xq[64:] @ wg_.T) < 1e-4 and not y[3:].any()
+
+
+def test_mma_matmul_epilogues(gpu):
+    check_epilogues(gpu, ("q4_0", "q8_0"), _modes(gpu), lambda spec, b, t, e: _run(gpu, spec, b, t, e), int8_rounded)
 
 
 def test_mma_matmul_qkv_epilogue(gpu):

@@ -259,6 +259,18 @@ def attention_grid(a: AttentionSpec) -> tuple[int, int, int]:
 BQ, LQ = 16, 8  # query tokens per workgroup, threads per query token
 
 
+def prompt_signature(a: AttentionSpec, slots: Slots | None) -> tuple[Signature, Callable[[str], str], str]:
+    """The prompt attention kernels' bindings (the batched step's `blocks`, q, the cache, out)
+    and the cache's reader (`_kv_reader`)."""
+    sig = Signature().state()
+    if slots:
+        sig.storage("blocks", "array<vec4<u32>>")
+    sig.storage("q", "array<vec4<f32>>")
+    kv, kv_fn = _kv_reader(sig, a)
+    sig.storage("out", "array<vec4<f32>>", write=True)
+    return sig, kv, kv_fn
+
+
 def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Kernel:
     """st.n query tokens at positions st.pos.. (q rows t * n_heads + h); grid = prompt_attention_grid.
     With `slots` (a batched step) the query blocks come from the table `blocks`: (first row,
@@ -276,12 +288,7 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     if wide:
         ch = LQ
     no = -(-d4 // LQ)  # output vec4s per lane
-    sig = Signature().state()
-    if slots:
-        sig.storage("blocks", "array<vec4<u32>>")
-    sig.storage("q", "array<vec4<f32>>")
-    kv, kv_fn = _kv_reader(sig, a)
-    sig.storage("out", "array<vec4<f32>>", write=True)
+    sig, kv, kv_fn = prompt_signature(a, slots)
     m0, l0 = "-3.0e38", "0.0"
     if a.sinks >= 0:  # the sink as a key of score `sink` and no value: exp(sink - m) in the sum
         sig.storage("pv", "array<vec4<f32>>")

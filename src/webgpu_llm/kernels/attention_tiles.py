@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .attention import AttentionSpec, _kv_reader
-from .common import Signature, Slots, kv_rows_wgsl
+from .attention import AttentionSpec, prompt_signature
+from .common import Slots, kv_rows_wgsl
 
 ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at most 16)
 
@@ -62,12 +62,7 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
     d4, dt_n, kt_n = d // 4, d // 16, ck // 16
     group = a.n_heads // a.n_kv_heads
     parts = -(-group // sg)  # workgroups a KV head's group of query heads takes
-    sig = Signature().state()
-    if slots:
-        sig.storage("blocks", "array<vec4<u32>>")
-    sig.storage("q", "array<vec4<f32>>")
-    kv, kv_fn = _kv_reader(sig, a)
-    sig.storage("out", "array<vec4<f32>>", write=True)
+    sig, kv, kv_fn = prompt_signature(a, slots)
     kv_rows = kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
     sink = ""
     if a.sinks >= 0:
