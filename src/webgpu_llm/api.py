@@ -259,10 +259,11 @@ class LLM:
     # -- many requests at once -------------------------------------------------------------
     def scheduler(self, parallel: int = 4, max_queue: int = 256, kv_tokens: int | None = None) -> Scheduler:
         """The engine thread that serves concurrent requests, `parallel` sequences decoded
-        together sharing `kv_tokens` KV-cache positions (default: `parallel` x the context);
-        made on first use, and anew when asked for other settings."""
+        together sharing `kv_tokens` KV-cache positions (default: `parallel` x the context; one
+        sequence has its own context's); made on first use, and anew when asked for other settings."""
         if (self._scheduler is None or self._scheduler.parallel != parallel
-                or (kv_tokens is not None and self._scheduler.kv_tokens[1] != -(-kv_tokens // PAGE) * PAGE)):
+                or (kv_tokens is not None and parallel > 1
+                    and self._scheduler.kv_tokens[1] != -(-kv_tokens // PAGE) * PAGE)):
             if self._scheduler is not None:
                 self._scheduler.close()
             self._scheduler = make_scheduler(self._generator("generate text"), parallel, max_queue,
