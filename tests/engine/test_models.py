@@ -365,4 +365,7 @@ def test_generate_batch_and_async_calls_answer_as_one_at_a_time(wgpu_gpu, tiny_d
         return await asyncio.gather(*(one(p) for p in prompts))
 
     assert asyncio.run(both()) == alone
+    # a shared KV cache of 64 positions for 3 sequences: kept while asked for again
+    sched = llm.scheduler(3, kv_tokens=64)
+    assert sched.kv_tokens == (0, 64) and llm.scheduler(3, kv_tokens=64) is sched
     llm.close()
