@@ -67,6 +67,23 @@ def test_greedy_decode_matches_transformers(gpu, tiny_dirs, arch):
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_decode_folds_match_transformers(wgpu_gpu, tiny_dirs, arch):
+    """Tuning.fold_route (each expert gate/up workgroup chooses the experts itself, the first
+    writes the table for down and combine) and, where the model has q/k norms, fold_qk_norm:
+    a dispatch less a layer each, the same step logits, transformers' greedy tokens."""
+    import dataclasses
+
+    d = tiny_dirs[arch, "float32"]
+    s = LLM.load(d, gpu=wgpu_gpu, progress=False).session
+    base, n = s.next_logits(IDS[:9]), len(s.programs.decode)
+    qk = s.cfg.architecture.qk_norm
+    s.rebuild(dataclasses.replace(s.tuning, fold_route=True, fold_qk_norm=qk))
+    assert len(s.programs.decode) == n - s.cfg.n_layers * (2 if qk else 1)
+    assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5
+    assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+
+
 def test_unfused_decode_matches_transformers(wgpu_gpu, tiny_dirs):
     """One dispatch an operation (the experts' dispatches as they are), on gpt-oss: sinks
     merged by the combine kernel, O's bias in its own mat-vec."""

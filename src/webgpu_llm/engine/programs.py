@@ -502,12 +502,14 @@ class Programs:
         assert e is not None and L.router is not None
         s_r = self.spec(L.router, prologue="rmsnorm", nw_off=lay.ffn, **self._bias(m, "router"))
         d.add(self._mv(s_r, "o"), {**p, **L.router.bindings(), "x": b.h, "y": e.logits}, self._mvg(s_r, "o"))
-        d.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, "route": e.route},
-              (1, 1, 1))
+        router = moe.Router(m.count, m.used, m.normalize)
+        if not self.tuning.fold_route:
+            d.add(moe.route_kernel(router), {**p, "x": e.logits, "route": e.route}, (1, 1, 1))
         s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn,
-                         experts=Experts(m.count, m.used), **self._bias(m, "gate_up"))
-        d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "route": e.route, "x": b.h, "y": e.act},
-              self._mvg(s_gu, "gate_up"))
+                         experts=Experts(m.count, m.used, router=router if self.tuning.fold_route else None),
+                         **self._bias(m, "gate_up"))
+        d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "route": e.route, "rl": e.logits, "x": b.h,
+                                          "y": e.act}, self._mvg(s_gu, "gate_up"))
         s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True), **self._bias(m, "down"))
         d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "route": e.route, "x": e.act, "y": e.y},
               self._mvg(s_dn, "down"))

@@ -64,6 +64,9 @@ class Tuning:
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
     # attention kernel (attention.QkNorm), a dispatch less a layer; off until measured
     fold_qk_norm: bool = False
+    # a mixture's decode: each expert gate/up workgroup chooses the experts itself from the
+    # router's logits (moe.route_wgsl), a dispatch less a layer; off until measured
+    fold_route: bool = False
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)

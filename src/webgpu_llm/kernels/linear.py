@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..runtime.program import Kernel
 from .common import Signature, Slots, grid_2d, kv_rows_wgsl
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
+from .moe import Router, route_wgsl
 from .wgsl_math import helpers_for
 
 
@@ -70,6 +71,9 @@ class Experts:
     used: int
     x_per_slot: bool = False
     rows: int = 0  # matmul: most (token, slot) pairs of a prompt chunk (sizes `groups`)
+    # mat-vec: choose the experts here from the router's logits `rl` (moe.route_wgsl) instead
+    # of reading `route`, which the first workgroup writes for the kernels after it
+    router: Router | None = None
 
 
 # gated epilogues: row p of the gate and row p of the up projection make output p
@@ -515,7 +519,18 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         epilogue_wgsl(spec, sig),
     ])
     slot, choose = "0u", ""
-    if spec.experts:  # slot j = wid.z of the token's chosen experts
+    if spec.experts and spec.experts.router:  # the choice made here, the table written for later kernels
+        sig.storage("rl", "array<f32>")
+        sig.storage("route", "array<vec2<u32>>", write=True)
+        decls, code = route_wgsl(spec.experts.router, wg, "rl[e]")
+        body += decls + "var<private> slot: u32;\n"
+        slot, choose = "slot", code + """
+  slot = wid.z;
+  ex = rt_top_i[slot];
+  if (g == 0u && wid.z == 0u && lid < RT_K) {
+    route[lid] = vec2<u32>(rt_top_i[lid], bitcast<u32>(rt_gate(rt_top_v[lid]) / rt_z));
+  }"""
+    elif spec.experts:  # slot j = wid.z of the token's chosen experts
         sig.storage("route", "array<vec2<u32>>")
         body += "var<private> slot: u32;\n"
         slot, choose = "slot", "\n  slot = wid.z;\n  ex = route[slot].x;"

@@ -37,53 +37,64 @@ class Router:
     normalize: bool = True
 
 
-def route_kernel(r: Router) -> Kernel:
-    """Per token (workgroup t; grid (n, 1, 1)): the `used` largest of its `count` logits
-    (ties to the lower id) and their gate weights, into `route`.
+def route_wgsl(r: Router, wg: int, logit: str) -> tuple[str, str]:
+    """The choice of a token's `used` best experts by `wg` threads (`lid`): module-scope WGSL
+    and the code (every thread runs it: it has barriers) that leaves the chosen ids and
+    logits in rt_top_i / rt_top_v (best first) and the gate weights' denominator in rt_z; a
+    gate weight is rt_gate(rt_top_v[j]) / rt_z. `logit` reads expert e's logit.
 
     Every thread ranks its experts against all the others (the count of better ones), so
     the choice takes two barriers instead of a reduction per chosen expert; a NaN logit
     ranks as the lowest so that the ranks stay distinct."""
-    assert 1 <= r.used <= min(r.count, ROUTE_WG)
-    sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
+    assert 1 <= r.used <= min(r.count, wg)
     # the softmax's denominator: over the chosen experts, or over all of them (the exponents
     # clamped: a NaN's stand-in, -3.4e38, is past what a GPU's exp approximation takes)
-    i, n, vals = ("j", "K", "top_v") if r.normalize else ("e", "E", "v")
-    z = f"var z = 0.0;\n    for (var {i} = 0u; {i} < {n}; {i}++) {{ z += gate({vals}[{i}]); }}"
-    body = f"""
-const E: u32 = {r.count}u;
-const K: u32 = {r.used}u;
-const WG: u32 = {ROUTE_WG}u;
-var<workgroup> v: array<f32, E>;
-var<workgroup> top_v: array<f32, K>;
-var<workgroup> top_i: array<u32, K>;
-var<workgroup> z_all: f32;
-fn gate(l: f32) -> f32 {{ return exp(max(l - top_v[0], -80.0)); }}
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
-  let t = wid.x;
-  for (var e = lid; e < E; e += WG) {{
-    let l = x[t * E + e];
-    v[e] = select(l, -3.4e38, l != l);
+    i, n, vals = ("j", "RT_K", "rt_top_v") if r.normalize else ("e", "RT_E", "rt_v")
+    z = f"var z = 0.0;\n    for (var {i} = 0u; {i} < {n}; {i}++) {{ z += rt_gate({vals}[{i}]); }}"
+    decls = f"""
+const RT_E: u32 = {r.count}u;
+const RT_K: u32 = {r.used}u;
+var<workgroup> rt_v: array<f32, RT_E>;
+var<workgroup> rt_top_v: array<f32, RT_K>;
+var<workgroup> rt_top_i: array<u32, RT_K>;
+var<workgroup> rt_z: f32;
+fn rt_gate(l: f32) -> f32 {{ return exp(max(l - rt_top_v[0], -80.0)); }}
+"""
+    code = f"""
+  for (var e = lid; e < RT_E; e += {wg}u) {{
+    let l = {logit};
+    rt_v[e] = select(l, -3.4e38, l != l);
   }}
   workgroupBarrier();
-  for (var e = lid; e < E; e += WG) {{
-    let ve = v[e];
+  for (var e = lid; e < RT_E; e += {wg}u) {{
+    let ve = rt_v[e];
     var rank = 0u;
-    for (var o = 0u; o < E; o++) {{
-      let vo = v[o];
+    for (var o = 0u; o < RT_E; o++) {{
+      let vo = rt_v[o];
       rank += select(0u, 1u, vo > ve || (vo == ve && o < e));
     }}
-    if (rank < K) {{ top_v[rank] = ve; top_i[rank] = e; }}
+    if (rank < RT_K) {{ rt_top_v[rank] = ve; rt_top_i[rank] = e; }}
   }}
   workgroupBarrier();
   if (lid == 0u) {{
     {z}
-    z_all = z;
+    rt_z = z;
   }}
-  workgroupBarrier();
-  if (lid < K) {{
-    route[t * K + lid] = vec2<u32>(top_i[lid], bitcast<u32>(gate(top_v[lid]) / z_all));
+  workgroupBarrier();"""
+    return decls, code
+
+
+def route_kernel(r: Router) -> Kernel:
+    """Per token (workgroup t; grid (n, 1, 1)): the `used` largest of its `count` logits
+    (ties to the lower id) and their gate weights, into `route` (route_wgsl)."""
+    sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
+    decls, code = route_wgsl(r, ROUTE_WG, "x[t * RT_E + e]")
+    body = decls + f"""
+@compute @workgroup_size({ROUTE_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let t = wid.x;{code}
+  if (lid < RT_K) {{
+    route[t * RT_K + lid] = vec2<u32>(rt_top_i[lid], bitcast<u32>(rt_gate(rt_top_v[lid]) / rt_z));
   }}
 }}
 """
