@@ -111,6 +111,7 @@ def no_load(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--parallel", "0"], "--parallel"),
     (["--max-queue", "-1"], "--max-queue"),
     (["--kv-tokens", "8"], "--kv-tokens"),
+    (["--kv-tokens", "64", "--parallel", "1"], "--parallel 2"),
     (["--ctx", "1"], "--ctx"),
     (["--api-key", " "], "API key"),
     (["--api-key", "a", "--api-key-file", "f"], "not both"),

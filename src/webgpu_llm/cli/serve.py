@@ -84,6 +84,8 @@ def check(args: argparse.Namespace) -> None:
         raise UserError(f"--max-queue {args.max_queue}: must be at least 0")
     if args.kv_tokens is not None and args.kv_tokens < 16:
         raise UserError(f"--kv-tokens {args.kv_tokens}: the KV cache needs at least 16 positions")
+    if args.kv_tokens is not None and args.parallel < 2:
+        raise UserError("--kv-tokens sets the cache that --parallel sequences share: give --parallel 2 or more")
     if not args.drain_timeout >= 0:
         raise UserError(f"--drain-timeout {args.drain_timeout}: must be at least 0")
     if args.alias is not None and not args.alias.strip():
