@@ -51,7 +51,7 @@ def test_f16_matmul_formats(gpu, fmt):
         assert rel_err(y, x @ w.T) < 3e-3, emulate
 
 
-@pytest.mark.parametrize("shape", [TileShape(1, 1, 1, 1), TileShape(1, 1, 1, 1, tokens_first=1), TileShape(2, 2, 2, 2),
+@pytest.mark.parametrize("shape", [TileShape(1, 1, 1, 1), TileShape(1, 1, 1, 1, tokens_first=True), TileShape(2, 2, 2, 2),
                                    TileShape(2, 1, 2, 4), TileShape(4, 2, 2, 2)])
 def test_f16_matmul_shapes(gpu, shape):
     """Workgroups of other subgroup and tile counts, and in the tokens-first order: 50 tokens,

@@ -27,12 +27,13 @@ def _modes(gpu) -> list[bool]:
     return [True, False] if usable(gpu) else [True]
 
 
-def _run(gpu, spec, bufs, t, emulate, **state):
+def _run(gpu, spec, bufs, t, emulate, tokens_first=False, **state):
     """bufs["x"] quantized (quantize_kernel), then the matmul on its int8 units."""
     nu = spec.k // 32
     q = {"xq": gpu.buffer(t * nu * 32), "xs": gpu.buffer(t * nu * 8)}
     run_kernel(gpu, quantize_kernel(spec.k), {"x": bufs["x"], **q}, quantize_grid(spec.k)(t), n=t)
-    run_kernel(gpu, mma_matmul_kernel(spec, emulate), {**bufs, **q}, mma_matmul_grid(spec)(t), n=t, **state)
+    run_kernel(gpu, mma_matmul_kernel(spec, emulate, tokens_first), {**bufs, **q}, mma_matmul_grid(spec)(t), n=t,
+               **state)
 
 
 @pytest.mark.parametrize("fmt", MMA_FORMATS)
@@ -46,11 +47,12 @@ def test_mma_matmul_every_format(gpu, fmt):
     x = rng.standard_normal((t, k)).astype(np.float32)
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
     for emulate in _modes(gpu):
-        yb = gpu.buffer(rows * t * 4)
-        _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "y": yb}, t, emulate)
-        y = read(gpu, yb, (t, rows))
-        assert rel_err(y, int8_rounded(x) @ w.T) < 1e-4, emulate
-        assert rel_err(y, x @ w.T) < 3e-2, emulate
+        for tokens_first in (False, True) if fmt == "q8_0" else (False,):  # 2 x 2 workgroups, either order
+            yb = gpu.buffer(rows * t * 4)
+            _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "y": yb}, t, emulate, tokens_first)
+            y = read(gpu, yb, (t, rows))
+            assert rel_err(y, int8_rounded(x) @ w.T) < 1e-4, (emulate, tokens_first)
+            assert rel_err(y, x @ w.T) < 3e-2, (emulate, tokens_first)
 
 
 def check_epilogues(gpu, fmts: tuple[str, str], modes, run, x_seen) -> None:

@@ -301,14 +301,15 @@ class Programs:
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
         if path == "f16":
-            shape = mma.TileShape(*self.tuning.tiles)
+            shape = mma.TileShape(*self.tuning.tiles, tokens_first=self.tuning.tokens_first)
             prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
                      _counted(mma.f16_matmul_grid(spec, shape), count))
             return
         if not quantized:  # an MoE down projection's input: a row a (token, slot) pair
             per = spec.experts.used if spec.experts and spec.experts.x_per_slot else 1
             self._quantize(prog, spec.k, bindings["x"], count, per)
-        prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable), {**bindings, **self._int8_units()},
+        prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable, tokens_first=self.tuning.tokens_first),
+                 {**bindings, **self._int8_units()},
                  _counted(mma.mma_matmul_grid(spec), count))
 
     # -- programs --------------------------------------------------------------------------

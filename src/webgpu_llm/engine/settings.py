@@ -57,7 +57,10 @@ class Tuning:
     # dequantized while staging); "off"; "emulate" and "emulate-f16": as auto and f16, the
     # tiles computed without matrix units where the device has none (for tests)
     mma: str = "auto"
-    tiles: tuple[int, ...] = (2, 2, 2, 2, 0)  # the f16 tiles' workgroup and order (mma.TileShape)
+    tiles: tuple[int, int, int, int] = (2, 2, 2, 2)  # the f16 tiles' workgroup (mma.TileShape)
+    # the tile matmuls' workgroups by weight block, each block's token blocks in turn (L2 reuse
+    # of the weights; mma._block_order), instead of by token block; off until measured
+    tokens_first: bool = False
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run: off until measured against the f32 kernel on a GPU
     attn_tiles: bool = False

@@ -130,6 +130,17 @@ def has_int8_mma(configs: list[dict[str, Any]]) -> bool:
                and c.get("min_subgroup_size") == c.get("max_subgroup_size") == 32 for c in configs)
 
 
+def _block_order(tokens_first: bool) -> tuple[str, str, str]:
+    """WGSL of a workgroup's (weight block, token block) and the builtin that takes: the grid's
+    own order (every weight block of a token block in turn), or with `tokens_first` every
+    token block of a weight block in turn, so that a weight tile is read from memory once,
+    while it sits in L2."""
+    if not tokens_first:
+        return "wid.x", "wid.y", ""
+    lin = "(wid.y * nwg.x + wid.x)"
+    return f"({lin} / nwg.y)", f"({lin} % nwg.y)", ", @builtin(num_workgroups) nwg: vec3<u32>"
+
+
 def _tiles_wgsl(emulate: bool) -> str:
     """`fn tile_products(s, lane)`: slice s's four integer tiles into cs[s]. Slice s = (token
     half s / 2, row half s % 2) of the workgroup's tile; tile (a, b) of a slice: its tokens
@@ -176,9 +187,10 @@ XW = 12
 CW = 16  # i32s a row of an integer tile takes in workgroup memory
 
 
-def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
+def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False, tokens_first: bool = False) -> Kernel:
     """Many tokens (st.n of them) through the int8 matrix units: grid = mma_matmul_grid(spec)(n).
-    Same bindings and epilogues as linear.matmul_kernel (K split over grid z included)."""
+    Same bindings and epilogues as linear.matmul_kernel (K split over grid z included);
+    `tokens_first`: the workgroups' order (_block_order)."""
     assert mma_ok(spec), spec
     assert (spec.splits > 1) == (spec.epilogue == "partial")
     sig = Signature().state()
@@ -203,6 +215,8 @@ def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False) -> Kernel:
     # multiply-add less
     m_term = " + dm.y * xs.y" if any(s.fmt not in NO_MINIMUM for s in spec.segments) else ""
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
+    bx, by, order_param = _block_order(tokens_first)
+    sg_param += order_param
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
 const XW: u32 = {XW}u;
@@ -219,8 +233,8 @@ var<private> split: u32;
 @compute @workgroup_size({WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
   let nt = {tiles.count};
-  let m0 = wid.y * {BM}u;{tiles.skip("m0")}
-  let p0 = wid.x * {BN // 2}u;
+  let m0 = {by} * {BM}u;{tiles.skip("m0")}
+  let p0 = {bx} * {BN // 2}u;
   split = wid.z;
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
   let u1 = min(NU, u0 + {per}u);
@@ -277,7 +291,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 %16  {{ let tt = lid / 32u + 4u * $i; let t = m0 + tt; if (t < nt && p0 + q < NP) {{ epi({tiles.out}t, p0 + q, bitcast<f32>(cs[tt * {BN}u + 2u * q]), bitcast<f32>(cs[tt * {BN}u + 2u * q + 1u])); }} }}
 }}
 """)
-    name = f"mma_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}{'_emulated' if emulate else ''}"
+    name = (f"mma_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}{'_tokens_first' if tokens_first else ''}"
+            f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     if emulate:
         return k
@@ -329,15 +344,13 @@ def mma_matmul_grid(spec: LinearSpec):
 @dataclass(frozen=True)
 class TileShape:
     """An f16-tile matmul's workgroup: sm x sn subgroups of 32, each tm x tn tiles of 16 x 16
-    (tokens x weight rows). `tokens_first`: the grid's workgroups in the order that takes every
-    token block of a block of weight rows one after the other (a weight tile is then read from
-    memory once, while it sits in L2), instead of every weight block of a token block."""
+    (tokens x weight rows); `tokens_first`: the workgroups' order (_block_order)."""
 
     sm: int = 2
     sn: int = 2
     tm: int = 2
     tn: int = 2
-    tokens_first: int = 0
+    tokens_first: bool = False
 
     @property
     def bm(self) -> int:
@@ -435,10 +448,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
-    bx, by = "wid.x", "wid.y"
-    if shape.tokens_first:
-        sg_param += ", @builtin(num_workgroups) nwg: vec3<u32>"
-        bx, by = "((wid.y * nwg.x + wid.x) / nwg.y)", "((wid.y * nwg.x + wid.x) % nwg.y)"
+    bx, by, order_param = _block_order(bool(shape.tokens_first))
+    sg_param += order_param
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
 const K4: u32 = {spec.k // 4}u;
