@@ -72,6 +72,27 @@ def test_kv_pages_admit_what_fits(session):
         s.close()
 
 
+def test_requests_without_max_tokens_take_pages_as_they_go(session):
+    """Two requests without max_tokens on a 4-page pool: each is admitted with the pages of
+    its prompt and first token, takes more as it goes and ends ("length") when none is free
+    (long before the context's end), its tokens those it gets alone up to there; the first
+    to end frees its pages for the other; the pool is free again after."""
+    from webgpu_llm.kernels.common import PAGE
+
+    prompts = _prompts(session.cfg.vocab, [9, 20], seed=4)
+    alone = [list(session.stream(p, 0, GREEDY, 60)) for p in prompts]
+    s = scheduler(session, parallel=2, max_rows=12, kv_tokens=4 * PAGE)
+    try:
+        cs = [s.submit(p, GREEDY, None, stop_ids=frozenset()) for p in prompts]
+        got = [c.wait() for c in cs]
+        assert all(c.finish_reason == "length" for c in cs)
+        assert all(0 < len(g) and g == a[:len(g)] for g, a in zip(got, alone))
+        held = [-(-(len(p) + len(g) - 1) // PAGE) for p, g in zip(prompts, got)]
+        assert max(held) <= 4 < sum(held) and s.kv_tokens == (0, 4 * PAGE)
+    finally:
+        s.close()
+
+
 def test_many_rows_take_the_tiled_matmuls(session):
     """A step of more than THIN_ROWS rows (a long prompt's chunk) runs the tiled matmuls; the
     answers are the same."""

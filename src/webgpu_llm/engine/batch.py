@@ -197,6 +197,7 @@ class _Seq:
     slot: int
     budget: int  # tokens it may sample
     pages: list[int]  # its KV pages, in position order
+    grows: bool = False  # no max_tokens: pages taken as it goes, until none is free
     prefilled: int = 0  # prompt tokens submitted
     submitted: int = 0  # samples submitted
     received: int = 0  # samples read back
@@ -241,9 +242,10 @@ class BatchScheduler(Scheduler):
         super().__init__(programs.ctx, parallel=programs.slots.count, max_queue=max_queue)
 
     # -- admission -------------------------------------------------------------------------
-    def check(self, ids: list[int], params: SamplingParams, max_tokens: int, logprobs: int | None = None) -> None:
+    def check(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
+              logprobs: int | None = None) -> None:
         super().check(ids, params, max_tokens, logprobs)
-        need = pages_for(len(ids), min(max_tokens, self.ctx - len(ids)))
+        need = pages_for(len(ids), 1 if max_tokens is None else min(max_tokens, self.ctx - len(ids)))
         if need > self.programs.slots.pool:
             raise UserError(f"the prompt ({len(ids)} tokens) and max_tokens need {need * PAGE} positions of KV "
                             f"cache; it holds {self.programs.slots.pool * PAGE} (lower max_tokens, or serve with "
@@ -251,7 +253,9 @@ class BatchScheduler(Scheduler):
 
     def _admit(self) -> None:
         """Requests in order while a slot is free and their KV pages fit (the first that does
-        not waits for running ones to finish, and those behind it with it)."""
+        not waits for running ones to finish, and those behind it with it): those of the
+        prompt and max_tokens, or without max_tokens those of the prompt and its first token
+        (it takes more as it goes, and ends, "length", when none is free)."""
         m = self.programs
         with self._cv:
             while self._waiting and self._free:
@@ -261,15 +265,15 @@ class BatchScheduler(Scheduler):
                     c._finish("cancelled")
                     self.stats.finished += 1
                     continue
-                budget = min(c.max_tokens, m.ctx - len(c.ids))
-                need = pages_for(len(c.ids), budget)
+                budget = c.budget(m.ctx)
+                need = pages_for(len(c.ids), min(budget, 2) if c.max_tokens is None else budget)
                 if need > len(self._free_pages):
                     return
                 self._waiting.popleft()
                 slot = self._free.pop()
                 pages = [self._free_pages.pop() for _ in range(need)]
                 self._active.append(c)
-                s = _Seq(c, slot, budget, pages)
+                s = _Seq(c, slot, budget, pages, grows=c.max_tokens is None)
                 self._seqs.append(s)
                 self.stats.prompt_tokens += len(c.ids)
                 g = m.gpu
@@ -324,9 +328,11 @@ class BatchScheduler(Scheduler):
         blocks: list[tuple[int, int, int, int]] = []
         samples: list[tuple[int, int, int]] = []
         owners: list[_Seq] = []
-        for s in self._seqs:  # decode rows: the token sampled last goes in at its position
+        for s in list(self._seqs):  # decode rows: the token sampled last goes in at its position
             if s.prefilled == s.prompt and 0 < s.submitted < s.budget:
                 pos = s.prompt + s.submitted - 1
+                if pos // PAGE >= len(s.pages) and not self._grow(s):
+                    continue
                 blocks.append((len(rows), 1, s.slot, pos))
                 samples.append((len(rows), s.slot, pos))
                 rows.append((pos, s.slot))
@@ -348,6 +354,21 @@ class BatchScheduler(Scheduler):
         key = (any(o.c.params.filtered for o in owners), any(o.c.params.penalised for o in owners),
                any(o.c.logprobs is not None for o in owners))
         return rows, blocks, samples, owners, key
+
+    def _grow(self, s: _Seq) -> bool:
+        """A page more for a sequence without max_tokens; where none is free, its budget ends
+        at the tokens already asked for."""
+        m = self.programs
+        with self._cv:
+            if s.grows and self._free_pages:
+                s.pages.append(self._free_pages.pop())
+                m.gpu.write(m.buf.pages, np.asarray(s.pages[-1:], np.uint32),
+                            (s.slot * m.slots.max_pages + len(s.pages) - 1) * 4)
+                return True
+        s.budget = s.submitted
+        if s.received >= s.budget:
+            self._release(s, "length")
+        return False
 
     def _submit(self, rows: list[tuple[int, int]], blocks: list[tuple[int, int, int, int]],
                 samples: list[tuple[int, int, int]], owners: list[_Seq], key: tuple[bool, bool, bool]) -> None:

@@ -43,7 +43,7 @@ class Completion:
 
     ids: list[int]
     params: SamplingParams
-    max_tokens: int
+    max_tokens: int | None  # None: until the context (or a batch's shared KV cache) is full
     stop_ids: frozenset[int]
     logprobs: int | None = None  # None: none; n: each token's logprob and the n most likely tokens'
     tokens: list[int] = field(default_factory=list)
@@ -60,6 +60,11 @@ class Completion:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- the reader's side -----------------------------------------------------------------
+    def budget(self, ctx: int) -> int:
+        """Tokens it may sample in a context of `ctx` positions."""
+        room = ctx - len(self.ids)
+        return room if self.max_tokens is None else min(self.max_tokens, room)
+
     def cancel(self) -> None:
         """Stop this request: the engine drops it at its next step (its slot frees at once)."""
         self._cancelled.set()
@@ -172,7 +177,8 @@ class Scheduler:
 
     supports_logprobs = False
 
-    def check(self, ids: list[int], params: SamplingParams, max_tokens: int, logprobs: int | None = None) -> None:
+    def check(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
+              logprobs: int | None = None) -> None:
         """What `submit` refuses, as a UserError (for a 400 before anything is queued)."""
         params.check()
         if logprobs is not None:
@@ -182,15 +188,16 @@ class Scheduler:
                 raise UserError(f"top_logprobs {logprobs}: must be in [0, {TOP_LOGPROBS}]")
         if not ids:
             raise UserError("the prompt is empty")
-        if max_tokens < 1:
+        if max_tokens is not None and max_tokens < 1:
             raise UserError(f"max_tokens {max_tokens}: must be at least 1")
         if len(ids) >= self.ctx:
             raise UserError(f"the prompt has {len(ids)} tokens, the context holds {self.ctx}")
 
-    def submit(self, ids: list[int], params: SamplingParams, max_tokens: int,
+    def submit(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
                stop_ids: frozenset[int] = frozenset(), logprobs: int | None = None) -> Completion:
         """Queue a request; raises UserError for bad settings and QueueFull when the queue is full.
-        `logprobs`: None, or the alternatives each token's log-probability comes with."""
+        `max_tokens` None: until the context is full; `logprobs`: None, or the alternatives each
+        token's log-probability comes with."""
         self.check(ids, params, max_tokens, logprobs)
         c = Completion(list(ids), params, max_tokens, frozenset(stop_ids), logprobs)
         with self._cv:
@@ -256,7 +263,7 @@ class SerialScheduler(Scheduler):
             c._finish("cancelled")
             return
         self.stats.prompt_tokens += len(c.ids)
-        budget = min(c.max_tokens, self.ctx - len(c.ids))
+        budget = c.budget(self.ctx)
         stream = self.session.stream(c.ids, 0, c.params, budget)
         try:
             for tok in stream:

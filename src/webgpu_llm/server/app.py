@@ -92,7 +92,7 @@ class Job:
 
     ids: list[int]
     params: SamplingParams
-    max_tokens: int
+    max_tokens: int | None  # None: until the context is full
     stops: list[str]
     stop_ids: frozenset[int]
     logprobs: int | None = None  # None: none; n: each token's and its n most likely alternatives'
@@ -229,9 +229,7 @@ class Service:
             raise ApiError(400, f"the prompt has {len(ids)} tokens but the context holds {ctx} (--ctx), "
                                 "including the answer: shorten the prompt", code="context_length_exceeded")
         room = ctx - len(ids)
-        if budget is None:
-            budget = room
-        elif budget > room:
+        if budget is not None and budget > room:
             raise ApiError(400, f"{budget_param} {budget}: the prompt has {len(ids)} tokens and the context "
                                 f"holds {ctx} (--ctx), so at most {room} new tokens fit",
                            param=budget_param, code="context_length_exceeded")
