@@ -245,7 +245,8 @@ class BatchScheduler(Scheduler):
     def check(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
               logprobs: int | None = None) -> None:
         super().check(ids, params, max_tokens, logprobs)
-        need = pages_for(len(ids), 1 if max_tokens is None else min(max_tokens, self.ctx - len(ids)))
+        room = self.ctx - len(ids)
+        need = pages_for(len(ids), min(2, room) if max_tokens is None else min(max_tokens, room))  # as _admit
         if need > self.programs.slots.pool:
             raise UserError(f"the prompt ({len(ids)} tokens) and max_tokens need {need * PAGE} positions of KV "
                             f"cache; it holds {self.programs.slots.pool * PAGE} (lower max_tokens, or serve with "
