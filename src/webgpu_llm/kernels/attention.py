@@ -156,9 +156,10 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
         f"o += pj * {kv('VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4')}; }}"
         for i in range(per_g))
-    prologue = "" if qkn is None else _qk_norm_prologue(a, qkn, wg)
+    prologue = "" if qkn is None else "\n" + _qk_norm_prologue(a, qkn, wg)
+    if qkn is not None:  # the head's q and the new key and value, normed and rotated
+        kv_fn += PV_HELPER + "".join(f"var<workgroup> {n}: array<vec4<f32>, {d4}>;\n" for n in ("qn", "kn", "vn"))
     body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + kv_fn + f"""
-{"" if qkn is None else PV_HELPER + f"var<workgroup> qn: array<vec4<f32>, {d4}>;" + chr(10) + f"var<workgroup> kn: array<vec4<f32>, {d4}>;" + chr(10) + f"var<workgroup> vn: array<vec4<f32>, {d4}>;"}
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
 const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
@@ -175,8 +176,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kvbase = kvh * {a.ctx}u;
   let qb = (t * {a.n_heads}u + h) * D4;
   let g = lid / D4;
-  let d4 = lid % D4;
-{prologue}
+  let d4 = lid % D4;{prologue}
   var m = -3.0e38;
   var l = 0.0;
   var o = vec4<f32>(0.0);
