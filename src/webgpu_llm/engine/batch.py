@@ -29,7 +29,6 @@ from ..kernels import attention as att
 from ..kernels import sampling
 from ..kernels.common import PAGE, STATE_WORDS, Slots, pack_state
 from ..kernels.linear import LinearSpec, matmul_grid, matmul_kernel
-from ..kernels.mma import f16_usable
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu
@@ -118,7 +117,6 @@ class BatchPrograms(Programs):
         self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch, kv_f16)
         # the int8 tiles' inputs are sized for one sequence's batches; the f16 tiles need none
         self.mma_usable, self.int8_tiles = False, False
-        self.f16_tiles_usable = f16_usable(gpu)
         self.mm_paths: dict[str, str] = {}
         self.xq8: Any = None
         self.xs8: Any = None

@@ -165,7 +165,6 @@ class Programs:
         # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
         self.mma_usable = mma.usable(gpu)
         self.int8_tiles = True  # whether int8 tiles may run at all (a batch's Programs: no)
-        self.f16_tiles_usable = mma.f16_usable(gpu)
         self.mm_paths: dict[str, str] = {}  # role -> the path its prompt matmul takes (int8, f16, simt)
         self.xq8: Any = None
         self.xs8: Any = None
@@ -173,6 +172,12 @@ class Programs:
         self._build()
 
     # -- kernels ---------------------------------------------------------------------------
+    @property
+    def f16_tiles_usable(self) -> bool:
+        """Whether the f16 tiles run on this device's matrix units: asked only where a kernel
+        would take them, since the answer runs a check on the device the first time."""
+        return mma.f16_usable(self.gpu)
+
     def spec(self, m: GpuMatrix, **kw: Any) -> LinearSpec:
         return LinearSpec(k=m.k, segments=m.segments, eps=self.cfg.rms_eps, **kw)
 
@@ -250,8 +255,8 @@ class Programs:
             return "simt"
         if mode != "f16" and self.int8_tiles and (self.mma_usable or emulate) and mma.mma_ok(spec):
             return "int8"
-        f16 = self.f16_tiles_usable or (emulate and self.gpu.has_f16)
-        if mode != "int8" and f16 and mma.f16_ok(spec, every_format=mode == "f16"):
+        if (mode != "int8" and mma.f16_ok(spec, every_format=mode == "f16")
+                and (self.f16_tiles_usable or (emulate and self.gpu.has_f16))):
             return "f16"
         return "simt"
 
