@@ -189,6 +189,14 @@ def pages_for(prompt: int, budget: int) -> int:
     return -(-(prompt + budget - 1) // PAGE)
 
 
+def admission_pages(prompt: int, max_tokens: int | None, ctx: int) -> int:
+    """The pages a request is admitted with: those of its prompt and max_tokens (in the
+    context), or without max_tokens those of its prompt and first token (it takes the rest
+    as it goes)."""
+    room = ctx - prompt
+    return pages_for(prompt, min(2, room) if max_tokens is None else min(max_tokens, room))
+
+
 @dataclass
 class _Seq:
     c: Completion
@@ -243,8 +251,7 @@ class BatchScheduler(Scheduler):
     def check(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
               logprobs: int | None = None) -> None:
         super().check(ids, params, max_tokens, logprobs)
-        room = self.ctx - len(ids)
-        need = pages_for(len(ids), min(2, room) if max_tokens is None else min(max_tokens, room))  # as _admit
+        need = admission_pages(len(ids), max_tokens, self.ctx)
         if need > self.programs.slots.pool:
             raise UserError(f"the prompt ({len(ids)} tokens) and max_tokens need {need * PAGE} positions of KV "
                             f"cache; it holds {self.programs.slots.pool * PAGE} (lower max_tokens, or serve with "
@@ -264,15 +271,14 @@ class BatchScheduler(Scheduler):
                     c._finish("cancelled")
                     self.stats.finished += 1
                     continue
-                budget = c.budget(m.ctx)
-                need = pages_for(len(c.ids), min(budget, 2) if c.max_tokens is None else budget)
+                need = admission_pages(len(c.ids), c.max_tokens, m.ctx)
                 if need > len(self._free_pages):
                     return
                 self._waiting.popleft()
                 slot = self._free.pop()
                 pages = [self._free_pages.pop() for _ in range(need)]
                 self._active.append(c)
-                s = _Seq(c, slot, budget, pages, grows=c.max_tokens is None)
+                s = _Seq(c, slot, c.budget(m.ctx), pages, grows=c.max_tokens is None)
                 self._seqs.append(s)
                 self.stats.prompt_tokens += len(c.ids)
                 g = m.gpu

@@ -249,24 +249,30 @@ class Programs:
     def mm_path(self, spec: LinearSpec) -> str:
         """Where a prompt matmul runs: "int8" (int8 tiles on the matrix units), "f16" (f16
         tiles) or "simt" (the tiled f32 matmul), by Tuning.mma and what the device has."""
-        emulate = self.tuning.mma.startswith("emulate")
         mode = self.tuning.mma.removeprefix("emulate").removeprefix("-") or "auto"
         if mode == "off":
             return "simt"
-        if mode != "f16" and self.int8_tiles and (self.mma_usable or emulate) and mma.mma_ok(spec):
+        if mode != "f16" and self.int8_tiles and (self.mma_usable or self._emulate) and mma.mma_ok(spec):
             return "int8"
-        if (mode != "int8" and mma.f16_ok(spec, every_format=mode == "f16")
-                and (self.f16_tiles_usable or (emulate and self.gpu.has_f16))):
+        if mode != "int8" and mma.f16_ok(spec, every_format=mode == "f16") and self._f16_tiles_run:
             return "f16"
         return "simt"
+
+    @property
+    def _emulate(self) -> bool:
+        """Tuning.mma asks for the tiles emulated where the device has no matrix units."""
+        return self.tuning.mma.startswith("emulate")
+
+    @property
+    def _f16_tiles_run(self) -> bool:
+        """The f16 tiles run here, on the matrix units or emulated (which needs shader-f16)."""
+        return self.f16_tiles_usable or (self._emulate and self.gpu.has_f16)
 
     def attention_tiles(self, spec: att.AttentionSpec) -> at.AttnTiles | None:
         """The f16-tile shape of the prompt attention (kernels/attention_tiles.py), or None for
         the f32 kernel: where Tuning.attn_tiles asks for them, the KV cache is f16 already and
         the f16 tiles run (or are emulated)."""
-        emulate = self.tuning.mma.startswith("emulate")
-        if not (self.tuning.attn_tiles and self.kv_f16 and at.tiles_ok(spec)
-                and (self.f16_tiles_usable or (emulate and self.gpu.has_f16))):
+        if not (self.tuning.attn_tiles and self.kv_f16 and at.tiles_ok(spec) and self._f16_tiles_run):
             return None
         return at.attn_tiles(spec, self.gpu.limits["max-compute-workgroup-storage-size"])
 
@@ -554,17 +560,17 @@ class Programs:
         c, b, lay = self.cfg, self.buf, self.weights.layout
         a, one = c.architecture, (1, 1, 1)
         s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
-        if a.qk_norm:  # raw rows, then the per-head norms, RoPE and the KV append
+        if a.qk_norm:  # raw rows, then the per-head norms, RoPE and the KV append ...
             d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "y": b.qkv}, self._mvg(s_qkv, "qkv"))
-            if self.tuning.fold_qk_norm:  # ... in the attention kernel itself
-                qkn = att.QkNorm(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope)
-                d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl(), qkn=qkn), {**p, "x": b.qkv},
-                      att.attention_grid(split))
-            else:
-                d.add(self.qk_norm(qkv_shape), {**p, "x": b.qkv, "q": b.q}, qk_norm_grid(qkv_shape)(1))
         else:
             d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
-        if not (a.qk_norm and self.tuning.fold_qk_norm):
+        if a.qk_norm and self.tuning.fold_qk_norm:  # ... in the attention kernel itself
+            qkn = att.QkNorm(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope)
+            d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl(), qkn=qkn), {**p, "x": b.qkv},
+                  att.attention_grid(split))
+        else:
+            if a.qk_norm:  # ... in a kernel of their own
+                d.add(self.qk_norm(qkv_shape), {**p, "x": b.qkv, "q": b.q}, qk_norm_grid(qkv_shape)(1))
             d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
         if a.post_norms:  # O's row, then its norm added to h
             s_o = self.o_spec(L, prologue="attn", attn=ashape)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from ..runtime.program import Kernel
 from .attention import AttentionSpec, prompt_signature
 from .common import Slots, kv_rows_wgsl
+from .mma import MATRIX_HEAD
 
 ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at most 16)
 
@@ -140,9 +141,29 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
       put(j * DS + (i % D4) * 4u, {kv('kr * D4 + i % D4')});{v}
     }}"""
 
-    lane_rows = """    if (lane < 16u) {
+    def walk(with_v: bool, per_key: str, after: str = "") -> str:
+        """A pass over the chunks of keys: each staged and scored on the tiles, then `per_key`
+        run by each row's lane for each key of the chunk (`r`, `qp`, `key`), then `after`."""
+        return f"""  for (var c0 = kstart; c0 < kend; c0 += CK) {{
+    workgroupBarrier();
+{stage(with_v)}
+    workgroupBarrier();
+{s_tiles}
+    workgroupBarrier();
+    if (lane < 16u) {{
       let r = lane;
-      let qp = p0 + min(r, nq - 1u);"""
+      let qp = p0 + min(r, nq - 1u);
+      for (var j = 0u; j < CK; j++) {{
+        let key = c0 + j;
+{per_key}
+      }}
+    }}{after}
+  }}"""
+
+    maxima = walk(False, f"        if ({seen}) {{ m = max(m, {score}); }}")
+    products = walk(True, f"""        let p = select(0.0, exp({score} - m), {seen});
+        l += p;
+        ps[sb + r * CK + j] = f16(p);""", "\n    workgroupBarrier();\n" + o_tiles)
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     body = kv_fn + kv_rows + f"""
 const D: u32 = {d}u;
@@ -187,38 +208,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
   var m = {sink or "-3.0e38"};
   // the rows' maxima
-  for (var c0 = kstart; c0 < kend; c0 += CK) {{
-    workgroupBarrier();
-{stage(False)}
-    workgroupBarrier();
-{s_tiles}
-    workgroupBarrier();
-{lane_rows}
-      for (var j = 0u; j < CK; j++) {{
-        let key = c0 + j;
-        if ({seen}) {{ m = max(m, {score}); }}
-      }}
-    }}
-  }}
+{maxima}
   var l = {f"exp({sink} - m)" if sink else "0.0"};
 {o_decl}
-  for (var c0 = kstart; c0 < kend; c0 += CK) {{
-    workgroupBarrier();
-{stage(True)}
-    workgroupBarrier();
-{s_tiles}
-    workgroupBarrier();
-{lane_rows}
-      for (var j = 0u; j < CK; j++) {{
-        let key = c0 + j;
-        let p = select(0.0, exp({score} - m), {seen});
-        l += p;
-        ps[sb + r * CK + j] = f16(p);
-      }}
-    }}
-    workgroupBarrier();
-{o_tiles}
-  }}
+{products}
   if (lane < 16u) {{ ml[s * 16u + lane] = vec2<f32>(m, l); }}
   workgroupBarrier();
 {outs}
@@ -226,11 +219,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 """
     body = body.replace("outf[ti]", "out[ti / 4u][ti % 4u]")
     k = sig.kernel(f"attention_prompt_tiles{'_emulated' if emulate else ''}", body)
-    head = "enable f16;\n"
-    if not emulate:
-        head += ("enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n"
-                 "diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n")
-    return Kernel(k.name, head + k.wgsl, k.bindings)
+    return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
 
 
 def prompt_attention_tiles_grid(a: AttentionSpec, shape: AttnTiles):

@@ -59,6 +59,12 @@ def mma_ok(spec: LinearSpec) -> bool:
             and all(s.fmt in MMA_FORMATS for s in spec.segments))
 
 
+# what a kernel on the matrix units starts with: the slice a subgroup takes is its
+# subgroup_id, which the uniformity analysis does not see as uniform over the subgroup
+MATRIX_HEAD = ("enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n"
+               "diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n")
+
+
 def usable(gpu: Gpu) -> bool:
     """Does this device run these kernels on its matrix units?"""
     return has_int8_mma(gpu.subgroup_matrix_configs)
@@ -294,13 +300,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     name = (f"mma_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}{'_tokens_first' if tokens_first else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
-    if emulate:
-        return k
-    # directives go before every declaration; the slice a subgroup takes is its subgroup_id,
-    # which the uniformity analysis does not see as uniform over the subgroup
-    head = ("enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n"
-            "diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n")
-    return Kernel(k.name, head + k.wgsl, k.bindings)
+    # directives go before every declaration
+    return k if emulate else Kernel(k.name, MATRIX_HEAD + k.wgsl, k.bindings)
 
 
 def quantize_kernel(k: int, per_token: int = 1) -> Kernel:
@@ -335,10 +336,11 @@ def quantize_grid(k: int, per_token: int = 1):
     return lambda n: (-(-n * per_token * (k // UNIT) // 64), 1, 1)
 
 
-def mma_matmul_grid(spec: LinearSpec):
-    """Of the token count n (an expert gets at most one (token, slot) pair a token)."""
-    gx = -(-spec.pairs // (BN // 2))
-    return lambda n: (gx, -(-n // BM), spec.experts.count if spec.experts else spec.splits)
+def mma_matmul_grid(spec: LinearSpec, bm: int = BM, bn: int = BN):
+    """Of the token count n (an expert gets at most one (token, slot) pair a token), for
+    workgroups of bm tokens x bn weight rows."""
+    gx = -(-spec.pairs // (bn // 2))
+    return lambda n: (gx, -(-n // bm), spec.experts.count if spec.experts else spec.splits)
 
 
 @dataclass(frozen=True)
@@ -448,7 +450,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
-    bx, by, order_param = _block_order(bool(shape.tokens_first))
+    bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
@@ -500,14 +502,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             f"{'_tokens_first' if shape.tokens_first else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
-    head = "enable f16;\n"
-    if not emulate:
-        head += ("enable subgroups;\nenable chromium_experimental_subgroup_matrix;\n"
-                 "diagnostic(off, chromium_experimental.subgroup_matrix_uniformity);\n")
-    return Kernel(k.name, head + k.wgsl, k.bindings)
+    return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
 
 
 def f16_matmul_grid(spec: LinearSpec, shape: TileShape = TileShape()):
-    """Of the token count n (an expert gets at most one (token, slot) pair a token)."""
-    gx = -(-spec.pairs // (shape.bn // 2))
-    return lambda n: (gx, -(-n // shape.bm), spec.experts.count if spec.experts else spec.splits)
+    return mma_matmul_grid(spec, shape.bm, shape.bn)
