@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from torch_helpers import TOL, assert_close, ref_dtype, require_device, to_dev, torch, wt
+from torch_helpers import DEV, TOL, assert_close, ref_dtype, require_device, to_dev, torch, wt
 
 pytestmark = pytest.mark.gpu
 F = torch.nn.functional
@@ -15,8 +16,9 @@ FLOATS = [torch.float32, torch.float16, torch.bfloat16]
 
 
 @pytest.fixture(autouse=True)
-def _device() -> None:
+def _device(request: pytest.FixtureRequest) -> None:
     require_device()
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))  # a failure reproduces
     wt.reset_fallback_report()
     yield
     assert wt.fallback_report() == {}, "an op fell back to the CPU"
@@ -134,12 +136,19 @@ def test_foreach_add_and_inplace_casts() -> None:
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_reductions(dtype: torch.dtype) -> None:
+    """A sum of mixed signs can cancel far below its terms, so its error is measured against the
+    same reduction of |x| (the sum's condition), with the reference in float64 for f32."""
     x = rnd(3, 29, 7, dtype=dtype)
     tol = 2e-6 if dtype == torch.float32 else TOL[dtype]
     for fn in (lambda t: t.sum(1), lambda t: t.sum(), lambda t: t.mean(-1, keepdim=True), lambda t: t.mean((0, 2)),
                lambda t: t.amax(1), lambda t: t.max(), lambda t: t.min(0).values, lambda t: t.transpose(0, 2).sum(0),
                lambda t: t.pow(2).mean(-1, keepdim=True)):
-        check(fn, x, tol=tol)
+        got = fn(x.to(DEV))
+        want = fn(x.to(ref_dtype(dtype)))
+        assert got.device.type == DEV and got.dtype == dtype and got.shape == want.shape
+        scale = fn(x.to(ref_dtype(dtype)).abs()).abs().max().item()
+        err = (got.cpu().double() - want.double()).abs().max().item() / scale
+        assert err <= tol, f"relative error {err:.3g} > {tol}"
 
 
 def test_arg_and_logical_reductions() -> None:
