@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 import numpy as np
 
 from webgpu_llm.kernels.common import pack_state
-from webgpu_llm.runtime.gpu import Gpu
+from webgpu_llm.runtime.gpu import Gpu, GpuOptions, open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
 
@@ -42,3 +44,39 @@ def f16_tile_modes(gpu: Gpu) -> list[bool]:
     if not gpu.has_f16:
         pytest.skip("the f16 tiles need shader-f16")
     return [True, False] if f16_usable(gpu) else [True]
+
+
+@functools.cache
+def _null_gpu() -> Gpu:
+    """Dawn's Null device: it runs nothing, but lists every feature (subgroup matrices too), so
+    Tint parses and resolves there the WGSL that only a GPU with matrix units runs."""
+    old = os.environ.get("WGPU_BACKEND_TYPE")
+    os.environ["WGPU_BACKEND_TYPE"] = "Null"  # wgpudawn's way to pick a backend
+    try:
+        return open_gpu(options=GpuOptions(backend="dawn"))
+    finally:
+        if old is None:
+            del os.environ["WGPU_BACKEND_TYPE"]
+        else:
+            os.environ["WGPU_BACKEND_TYPE"] = old
+
+
+_tint_checked: set[str] = set()
+
+
+def tint_check(kernel: Kernel) -> None:
+    """The real-tile twin of an emulated kernel passes Tint (parser, types, uniformity) on
+    Dawn's Null device; llvmpipe has no matrix units, so no test could run it there. Pipeline
+    creation is left out: the Null device has only WebGPU's default limits."""
+    import hashlib
+
+    key = hashlib.sha1(kernel.wgsl.encode()).hexdigest()
+    if key in _tint_checked:
+        return
+    null = _null_gpu()
+    assert "chromium-experimental-subgroup-matrix" in null.features
+    try:
+        null.device.create_shader_module(code=kernel.wgsl, label=kernel.name)
+    except Exception as e:
+        raise AssertionError(f"{kernel.name}: Tint rejects the matrix-unit WGSL: {e}") from None
+    _tint_checked.add(key)

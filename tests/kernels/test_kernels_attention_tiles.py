@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_harness import f16_rounded, f16_tile_modes, read, rel_err, run_kernel
+from kernel_harness import f16_rounded, f16_tile_modes, read, rel_err, run_kernel, tint_check
 from test_kernels_archs import attention_ref
 
 from webgpu_llm.kernels import attention as att
@@ -60,6 +60,8 @@ def test_prompt_attention_tiles(gpu, case):
         pool[pg] = kv[:, :, i * PAGE:(i + 1) * PAGE]
     blocks = np.array([(b0, min(16, t - b0), 1, pos0 + b0) for b0 in range(0, t, 16)], np.uint32)
     grid = prompt_attention_tiles_grid(spec, shape)(t)
+    tint_check(prompt_attention_tiles_kernel(spec, shape))
+    tint_check(prompt_attention_tiles_kernel(spec, shape, slots))
     for emulate in _modes(gpu):
         out = gpu.buffer(t * hq * d * 4)
         run_kernel(gpu, prompt_attention_tiles_kernel(spec, shape, emulate=emulate),

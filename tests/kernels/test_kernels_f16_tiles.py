@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_harness import f16_rounded, f16_tile_modes, read, rel_err, run_kernel
+from kernel_harness import f16_rounded, f16_tile_modes, read, rel_err, run_kernel, tint_check
 from test_kernels_linear import _weight, qkv_case
 from test_kernels_mma import check_epilogues
 
@@ -27,6 +27,8 @@ h = f16_rounded
 def _run(gpu, spec, bufs, t, emulate, shape=None, **state):
     shape = shape or TileShape()
     run_kernel(gpu, f16_matmul_kernel(spec, shape, emulate), bufs, f16_matmul_grid(spec, shape)(t), n=t, **state)
+    if emulate:
+        tint_check(f16_matmul_kernel(spec, shape, False))
 
 
 FMTS = ["f16", "bf16", "q4_0", "q6_k", "q2_k", "iq4_xs", "q5_1"]

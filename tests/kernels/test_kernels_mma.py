@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_harness import read, rel_err, run_kernel
+from kernel_harness import read, rel_err, run_kernel, tint_check
 from test_kernels_linear import _weight, qkv_case
 
 from reference import int8_rounded, silu
@@ -34,6 +34,8 @@ def _run(gpu, spec, bufs, t, emulate, tokens_first=False, **state):
     run_kernel(gpu, quantize_kernel(spec.k), {"x": bufs["x"], **q}, quantize_grid(spec.k)(t), n=t)
     run_kernel(gpu, mma_matmul_kernel(spec, emulate, tokens_first), {**bufs, **q}, mma_matmul_grid(spec)(t), n=t,
                **state)
+    if emulate:
+        tint_check(mma_matmul_kernel(spec, False, tokens_first))
 
 
 @pytest.mark.parametrize("fmt", MMA_FORMATS)
