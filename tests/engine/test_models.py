@@ -272,6 +272,35 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     assert greedy() == base_tokens
 
 
+def test_f16_decode_arithmetic_stays_close_to_float(gpu):
+    """Tuning.f16_decode: an f16 model's decode mat-vecs multiply in f16 (after the device's
+    own check), with one lane a row pair and with GPU-like row groups reading adjacent words
+    and early units: the step's logits within f16 rounding of the f32 arithmetic's, the same
+    greedy tokens."""
+    import dataclasses
+
+    from webgpu_llm.engine import SamplingParams
+    from webgpu_llm.engine.settings import ROLES
+    from webgpu_llm.kernels.linear import half_ok
+    from webgpu_llm.models.presets import preset_model
+
+    if not half_ok(gpu):
+        pytest.skip("f16 arithmetic needs shader-f16 on Dawn")
+    cfg, tensors = preset_model("tiny", "f16")
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    t = eng.programs.tuning
+    for tuning in (t, dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True, early=1)):
+        eng.rebuild(tuning)
+        base, tokens = _step_logits(eng), list(eng.stream(IDS[:9], 0, SamplingParams(), 6))
+        eng.rebuild(dataclasses.replace(tuning, f16_decode=True))
+        assert gpu.checks["f16_matvec"]
+        assert set(eng.programs.mv_paths.values()) == {"f16"}
+        halves = [d.label for d in eng.programs.decode.dispatches if d.label.startswith("matvec")]
+        assert halves and all(label.endswith("_h") for label in halves), halves
+        assert 0 < max_rel(_step_logits(eng), base) < 1e-2
+        assert list(eng.stream(IDS[:9], 0, SamplingParams(), 6)) == tokens
+
+
 @pytest.mark.slow
 def test_prompt_attention_on_f16_tiles_stays_close_to_float(wgpu_gpu):
     """An f16 model's prompt attention on the f16 tiles (emulated here), one sequence and a

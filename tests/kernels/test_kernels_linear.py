@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_harness import read, rel_err, run_kernel
+from kernel_harness import f16_rounded, read, rel_err, run_kernel
 
 from reference import dequantize, int8_rounded, rms_norm, rope_pairs, silu
 from webgpu_llm.kernels.formats import FORMATS, INT8_FORMATS
@@ -14,6 +14,7 @@ from webgpu_llm.kernels.linear import (
     LinearSpec,
     QkvShape,
     Segment,
+    half_ok,
     matmul_grid,
     matmul_kernel,
     matvec_grid,
@@ -346,3 +347,58 @@ def test_attn_prologue_merges_split_partials(gpu):
         run_kernel(gpu, matvec_kernel(spec, shared_bytes=shared), {"w0": wb, "ml": mlb, "acc": accb, "y": yb},
                    matvec_grid(spec), pos=pos)
         assert rel_err(read(gpu, yb, rows), w @ o.reshape(-1)) < 1e-5
+
+
+def test_matvec_f16_arithmetic(gpu):
+    """`half`: f16 weights times x in f16 (8 products summed in f16, then f32), against numpy
+    on the f16-rounded input: plain (staged for it, or not where it does not fit), RMSNorm and
+    split-attention inputs, two segments, several units in flight, row blocks, spread words
+    and early units, the one-lane rows of a CPU adapter and subgroup sums; other formats
+    ignore the switch."""
+    if not half_ok(gpu):
+        pytest.skip("f16 arithmetic needs shader-f16, and bitcasts to f16 that wgpu-native's naga types right")
+    rng = np.random.default_rng(13)
+    k, r0, r1 = 200, 23, 20
+    w0, b0 = _weight(gpu, "f16", r0, k, rng)
+    w1, b1 = _weight(gpu, "f16", r1, k, rng)
+    w = np.concatenate([w0, w1])
+    x = rng.standard_normal(k).astype(np.float32)
+    nw = rng.standard_normal(k).astype(np.float32)
+    xb, pvb, yb = gpu.upload(x), gpu.upload(nw), gpu.buffer((r0 + r1) * 4)
+    sgs = gpu.subgroups_wgsl(on_cpu=True)
+    segs = (Segment("f16", r0), Segment("f16", r1))
+    h = f16_rounded
+    for prologue, shared, tpr, sg, ilp, blocks, spread, early in (
+            ("plain", 32768, 1, None, 1, 1, False, 0), ("plain", 0, 8, sgs, 1, 1, True, 0),
+            ("rmsnorm", 32768, 8, sgs, 1, 2, True, 0), ("rmsnorm", 0, 2, None, 2, 1, False, 0),
+            ("plain", 32768, 16, None, 1, 1, True, 2), ("rmsnorm", 32768, 4, None, 3, 1, True, 0)):
+        spec = LinearSpec(k=k, segments=segs, prologue=prologue, eps=1e-5)
+        xin = rms_norm(x, nw, 1e-5) if prologue == "rmsnorm" else x
+        # the input as the kernel rounds it: x (times the norm weight, the 1/rms after the sum)
+        seen = h(x * nw) * (xin / (x * nw)) if prologue == "rmsnorm" else h(x)
+        kernel = matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp, blocks=blocks,
+                               spread=spread, early=early, half=True)
+        assert "enable f16;" in kernel.wgsl and "vec4<f16>" in kernel.wgsl
+        binds = {"w0": b0, "w1": b1, "x": xb, "y": yb} | ({"pv": pvb} if prologue == "rmsnorm" else {})
+        run_kernel(gpu, kernel, binds, matvec_grid(spec, 64, tpr, blocks))
+        got = read(gpu, yb, r0 + r1)
+        case = (prologue, shared, tpr, ilp, blocks, spread, early)
+        assert rel_err(got, w @ seen) < 3e-3, case  # f16 sums of 8 products
+        assert rel_err(got, w @ xin) < 5e-3, case
+    # split attention partials merged into the input (O's mat-vec)
+    hh, d, chunk, splits, pos = 3, 8, 4, 5, 13
+    used = -(-(pos + 1) // chunk)
+    m = rng.standard_normal((hh, splits)).astype(np.float32)
+    l_ = rng.uniform(0.5, 2, (hh, splits)).astype(np.float32)
+    acc = rng.standard_normal((hh, splits, d)).astype(np.float32)
+    wgt = np.exp(m[:, :used] - m[:, :used].max(1, keepdims=True))
+    o = ((wgt[..., None] * acc[:, :used]).sum(1) / (wgt * l_[:, :used]).sum(1)[:, None]).reshape(-1)
+    wa, wab = _weight(gpu, "f16", 11, hh * d, rng)
+    spec = LinearSpec(k=hh * d, segments=(Segment("f16", 11),), prologue="attn", attn=AttnShape(hh, d, chunk, splits))
+    run_kernel(gpu, matvec_kernel(spec, half=True), {"w0": wab, "ml": gpu.upload(np.stack([m, l_], -1)),
+                                                     "acc": gpu.upload(acc), "y": yb}, matvec_grid(spec), pos=pos)
+    assert rel_err(read(gpu, yb, 11), wa @ o) < 3e-3
+    # the switch is ignored where it does not apply
+    for fmt in ("bf16", "f32", "q8_0"):
+        q = LinearSpec(k=224, segments=(Segment(fmt, 5),))
+        assert "f16;" not in matvec_kernel(q, wg=64, tpr=8, half=True).wgsl

@@ -32,7 +32,8 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     """tg/pp of a model built with `settings` (its context and prompt batch are the
     benchmark's). Where its decode layers are persistent, the greedy tokens are also decoded
     with them off and the number of positions where they agree is reported (`persist_agree`);
-    `prompt_matmul` says where each role's prompt matmul ran: int8 tiles, f16 tiles or simt.
+    `prompt_matmul` says where each role's prompt matmul ran: int8 tiles, f16 tiles or simt;
+    `decode_matvec` each role's decode arithmetic: int8, f16 or f32.
     `ttft`: also the time to the first token of a prompt of that many tokens (`ttft_ms`),
     taken in prompt batches of `n_pp` tokens."""
     ctx = max(n_prompt + n_gen + 8, n_pp + 8, ttft + 8)
@@ -51,7 +52,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
                            "persist": eng.tuning.persist if settings.fused else 0,
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
                            "kv": "f16" if m.kv_f16 else "f32",
-                           "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths),
+                           "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths), "decode_matvec": dict(m.mv_paths),
                            "prompt_attention": "f16 tiles" if m.attention_tiles(m.attention_spec(0)) else "simt"}
     if m.persist_note:
         out["persist_note"] = m.persist_note

@@ -43,6 +43,7 @@ from ..kernels.linear import (
     LinearSpec,
     QkvShape,
     grid_2d,
+    half_usable,
     int8_ok,
     matmul_grid,
     matmul_kernel,
@@ -166,6 +167,7 @@ class Programs:
         self.mma_usable = mma.usable(gpu)
         self.int8_tiles = True  # whether int8 tiles may run at all (a batch's Programs: no)
         self.mm_paths: dict[str, str] = {}  # role -> the path its prompt matmul takes (int8, f16, simt)
+        self.mv_paths: dict[str, str] = {}  # role -> its decode mat-vec's arithmetic (int8, f16, f32)
         self.xq8: Any = None
         self.xs8: Any = None
         self.persist_note = ""  # why the persistent decode layers are not used, where asked for
@@ -238,9 +240,12 @@ class Programs:
 
     def _mv(self, spec: LinearSpec, role: str, wg: int = 0) -> Any:
         shape, int8 = self.matvec_shape(spec, role, wg)
+        half = (self.tuning.f16_decode and not int8 and all(s.fmt == "f16" for s in spec.segments)
+                and half_usable(self.gpu))
+        self.mv_paths[role] = "int8" if int8 else "f16" if half else "f32"
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
                              int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
-                             int8_direct=self.tuning.int8_direct, early=self.tuning.early, **shape)
+                             int8_direct=self.tuning.int8_direct, early=self.tuning.early, half=half, **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         shape, _ = self.matvec_shape(spec, role)

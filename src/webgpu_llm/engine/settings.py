@@ -70,6 +70,9 @@ class Tuning:
     # a mixture's decode: each expert gate/up workgroup chooses the experts itself from the
     # router's logits (moe.route_wgsl), a dispatch less a layer; off until measured
     fold_route: bool = False
+    # decode mat-vecs of f16 weights multiply in f16 (linear.matvec_kernel's `half`) where the
+    # device passes its check (linear.half_usable); off until measured against f32 arithmetic
+    f16_decode: bool = False
 
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)

@@ -9,10 +9,11 @@ decode step needs no CPU write at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ..runtime.program import Kernel
+from ..runtime.program import Kernel, Program
 
 # (name, WGSL type) in buffer order; all 4-byte fields.
 STATE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -49,6 +50,22 @@ def pack_state(**values: float) -> np.ndarray:
             v = values[name]
             words[i] = np.float32(v).view(np.uint32) if typ == "f32" else np.uint32(int(v))
     return words
+
+
+def agrees(gpu: Any, kernel: Kernel, inputs: dict[str, np.ndarray], out: str, want: np.ndarray,
+           grid: Any, n: int = 1, tol: float = 1e-3) -> bool:
+    """A kernel's self-check: run once on `inputs`, is binding `out` finite and within `tol`
+    (relative to its largest value) of `want`? False where the device rejects the kernel."""
+    try:
+        y = gpu.buffer(want.size * 4, f"{kernel.name}_check")
+        prog = Program(gpu, f"{kernel.name}_check")
+        prog.add(kernel, {"st": gpu.upload(pack_state(n=n)), out: y, **{k: gpu.upload(v) for k, v in inputs.items()}},
+                 grid)
+        prog.run(n)
+        got = gpu.read_array(y, np.float32, want.size).reshape(want.shape)
+    except Exception:
+        return False
+    return bool(np.isfinite(got).all() and np.abs(got - want).max() <= tol * np.abs(want).max())
 
 
 @dataclass

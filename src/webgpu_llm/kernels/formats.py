@@ -91,23 +91,27 @@ class Format:
         return sum(-(-nb * s // 16) * 16 for s in _SECTION_BYTES[self.name])
 
     # -- WGSL ----------------------------------------------------------------------------
-    def wgsl_unit(self, fn: str, buf: str, rows: int, k: int, spread: bool = False) -> str:
+    def wgsl_unit(self, fn: str, buf: str, rows: int, k: int, spread: bool = False, half: bool = False) -> str:
         """WGSL for `fn(r, u) -> array<vec4<f32>, 8>` over binding `buf: array<vec4<u32>>`.
 
         `spread` (float formats only, see SPREAD_FORMATS): the unit's 16-byte words are the
         ones `upos(u, i)` names, not adjacent ones (the caller defines `upos`).
 
+        `half` (f16 only): the values as `vec4<f16>`s, as stored (the kernel enables f16).
+
         Float formats read a unit in two steps, also defined: `fn_raw(r, u)` returns its
         words, `fn_dec(words)` their values (a mat-vec may request the words early)."""
+        if half and self.name != "f16":
+            raise ValueError(f"f16 arithmetic takes f16 weights, not {self.name}")
         if not self.quantized:
             words = SPREAD_FORMATS[self.name]
             pos = "upos(u, $i)" if spread else f"u * {words}u + $i"
             raw = unroll(f"  let base = r * {self.units(k) * words}u;\n%{words}  o[$i] = {buf}[base + {pos}];")
-            wt = f"array<vec4<u32>, {words}>"
+            wt, vt = f"array<vec4<u32>, {words}>", f"array<vec4<{'f16' if half else 'f32'}>, 8>"
             return (f"fn {fn}_raw(r: u32, u: u32) -> {wt} {{\n  var o: {wt};\n{raw}\n  return o;\n}}\n"
-                    f"fn {fn}_dec(w: {wt}) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n"
-                    f"{unroll(_FLOAT_DEC[self.name])}\n  return o;\n}}\n"
-                    f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{ return {fn}_dec({fn}_raw(r, u)); }}\n")
+                    f"fn {fn}_dec(w: {wt}) -> {vt} {{\n  var o: {vt};\n"
+                    f"{unroll(_HALF_DEC if half else _FLOAT_DEC[self.name])}\n  return o;\n}}\n"
+                    f"fn {fn}(r: u32, u: u32) -> {vt} {{ return {fn}_dec({fn}_raw(r, u)); }}\n")
         body = unroll(_WGSL[self.name].format(
             B=buf, NU=k // UNIT, NSB=k // QK_K, **self._offsets(rows, k))).replace("FN_", f"{fn}_")
         return (self._helpers(fn)
@@ -463,6 +467,9 @@ _FLOAT_DEC = {
            "o[2 * $i + 1] = vec4<f32>(unpack2x16float(w[$i].z), unpack2x16float(w[$i].w));",
     "bf16": "%4  o[2 * $i] = vec4<f32>(bf16x2(w[$i].x), bf16x2(w[$i].y)); o[2 * $i + 1] = vec4<f32>(bf16x2(w[$i].z), bf16x2(w[$i].w));",
 }
+# f16 words as f16 values, for kernels that multiply in f16 (no conversion instructions)
+_HALF_DEC = "%4  o[2 * $i] = vec4<f16>(bitcast<vec2<f16>>(w[$i].x), bitcast<vec2<f16>>(w[$i].y)); " \
+            "o[2 * $i + 1] = vec4<f16>(bitcast<vec2<f16>>(w[$i].z), bitcast<vec2<f16>>(w[$i].w));"
 
 _WGSL = {
     "q8_0": """  let g = r * {NU}u + u;

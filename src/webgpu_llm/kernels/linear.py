@@ -14,12 +14,16 @@ tanh-GELU) | swiglu_oai (gpt-oss's clamped SwiGLU) | qkv (bias, RoPE, KV append)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..runtime.program import Kernel
 from .common import Signature, Slots, grid_2d, kv_rows_wgsl
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
 from .moe import Router, route_wgsl
 from .wgsl_math import helpers_for
+
+if TYPE_CHECKING:
+    from ..runtime.gpu import Gpu
 
 
 @dataclass(frozen=True)
@@ -155,16 +159,17 @@ def rows_wgsl(spec: LinearSpec) -> str:
 
 
 def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: bool = False,
-                  early: bool = False) -> str:
+                  early: bool = False, half: bool = False) -> str:
     """Per-segment unit functions and one function over the whole virtual matrix that picks
-    the segment of row r: `load_row(r, u) -> array<vec4<f32>, 8>` (the unit's weights), or
-    with `int8`, `dot_row(r, u, x0, x1, xd) -> f32` (the unit times an int8 activation unit).
-    `early` (float weights) adds the two steps of `load_row`: `raw_row(r, u)` (the unit's
-    16-byte words) and `dec_row(r, words)` (their values)."""
+    the segment of row r: `load_row(r, u) -> array<vec4<f32>, 8>` (the unit's weights;
+    `vec4<f16>`s with `half`, f16 weights only), or with `int8`, `dot_row(r, u, x0, x1, xd) -> f32`
+    (the unit times an int8 activation unit). `early` (float weights) adds the two steps of
+    `load_row`: `raw_row(r, u)` (the unit's 16-byte words) and `dec_row(r, words)` (their values)."""
+    vt = f"array<vec4<{'f16' if half else 'f32'}>, 8>"
     if int8:
         head, ret, args, call = "dot", "f32", ", x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>", ", x0, x1, xd"
     else:
-        head, ret, args, call = "unit", "array<vec4<f32>, 8>", "", ""
+        head, ret, args, call = "unit", vt, "", ""
     out = [WGSL_HELPERS]
     count = spec.experts.count if spec.experts else 1
     if spec.experts:  # the expert whose rows this thread reads (set by the kernel's main)
@@ -175,13 +180,13 @@ def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: b
         if int8:
             out.append(fmt.wgsl_unit_i8(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k))
         else:
-            out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k, spread))
+            out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k, spread, half))
     name = "dot_row" if int8 else "load_row"
     out.append(by_segment(spec, name, f", u: u32{args}", ret, head + "_w{i}", "{r}, u" + call))
     if early:
         wt = f"array<vec4<u32>, {SPREAD_FORMATS[spec.segments[0].fmt]}>"
         out.append(by_segment(spec, "raw_row", ", u: u32", wt, "unit_w{i}_raw", "{r}, u"))
-        out.append(by_segment(spec, "dec_row", f", w: {wt}", "array<vec4<f32>, 8>", "unit_w{i}_dec", "w"))
+        out.append(by_segment(spec, "dec_row", f", w: {wt}", vt, "unit_w{i}_dec", "w"))
     return "\n".join(out)
 
 
@@ -378,8 +383,9 @@ fn combine4(h: u32, d4: u32) -> vec4<f32> {{
 """
 
 
-def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool) -> str:
-    """`fn X(xb, i) -> vec4`: x[4i..4i+4] as the mat-vec consumes it, and `fn prologue(lid)`.
+def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool, half: bool = False) -> str:
+    """`fn X(xb, i) -> vec4`: x[4i..4i+4] as the mat-vec consumes it (as f16s with `half`,
+    converted once where staged), and `fn prologue(lid)`.
 
       plain    the input row, read where it is used
       rmsnorm  the input row times the norm weight; the 1/rms factor is a scalar applied to the
@@ -395,18 +401,21 @@ def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool)
         xb = "slot * K4"
     head = f"const K4: u32 = {k4}u;\nconst KP4: u32 = {kp4}u;\nfn xbase() -> u32 {{ return {xb}; }}\n"
     get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
+    xt = "vec4<f16>" if half else "vec4<f32>"
 
     def read_or_stage(value: str) -> str:
         """X(xb, i) = `value`, computed where it is used or once into workgroup memory."""
+        if half:
+            value = f"vec4<f16>({value})"
         if not stage:
-            return f"fn X(xb: u32, i: u32) -> vec4<f32> {{ return {value}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
+            return f"fn X(xb: u32, i: u32) -> {xt} {{ return {value}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
         return f"""
-var<workgroup> xs: array<vec4<f32>, KP4>;
+var<workgroup> xs: array<{xt}, KP4>;
 fn prologue(lid: u32, xb: u32, sgs: u32) {{
   for (var i = lid; i < KP4; i += {wg}u) {{ xs[i] = {value}; }}
   workgroupBarrier();
 }}
-fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
+fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
 """
 
     if spec.prologue == "plain":
@@ -418,7 +427,7 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
         w = f"pv[{spec.nw_off // 4}u + {'min(i, K4 - 1u)' if ragged else 'i'}]"
         raw = f"fn XR(xb: u32, i: u32) -> vec4<f32> {{ return {get}; }}\nfn NW(i: u32) -> vec4<f32> {{ return {w}; }}\n"
         if not stage:
-            return head + raw + "fn X(xb: u32, i: u32) -> vec4<f32> { return XR(xb, i) * NW(i); }\nfn prologue(lid: u32, xb: u32, sgs: u32) {}\n"
+            return head + raw + f"fn X(xb: u32, i: u32) -> {xt} {{ return {xt}(XR(xb, i) * NW(i)); }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
         # the sum of x² of the whole row: per subgroup (or per thread), merged after the barrier
         if sg:
             part = "let t = subgroupAdd(ss); if (lid % sgs == 0u) { ssp[lid / sgs] = t; }"
@@ -427,19 +436,19 @@ fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
             part = "ssp[lid] = ss;"
             total = "for (var j = 0u; j < WG; j++) { tot += ssp[j]; }"
         return head + raw + f"""
-var<workgroup> xs: array<vec4<f32>, KP4>;
+var<workgroup> xs: array<{xt}, KP4>;
 var<workgroup> ssp: array<f32, {wg}>;
 var<private> ss_all: f32;
 fn prologue(lid: u32, xb: u32, sgs: u32) {{
   var ss = 0.0;
-  for (var i = lid; i < KP4; i += {wg}u) {{ let v = XR(xb, i); ss += dot(v, v); xs[i] = v * NW(i); }}
+  for (var i = lid; i < KP4; i += {wg}u) {{ let v = XR(xb, i); ss += dot(v, v); xs[i] = {xt}(v * NW(i)); }}
   {part}
   workgroupBarrier();
   var tot = 0.0;
   {total}
   ss_all = tot;
 }}
-fn X(xb: u32, i: u32) -> vec4<f32> {{ return xs[i]; }}
+fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
 """
     if spec.prologue == "attn":
         a = spec.attn
@@ -464,7 +473,7 @@ EARLY_HOOK = "fn early_requested() {}"
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
                   shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1,
-                  spread: bool = False, int8_direct: bool = False, early: int = 0) -> Kernel:
+                  spread: bool = False, int8_direct: bool = False, early: int = 0, half: bool = False) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     A workgroup takes `blocks` consecutive blocks of wg/tpr row pairs, one after the other,
@@ -491,6 +500,11 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     weight words of its first `early` units (0: none) before the prologue, so that their
     memory latency overlaps the staging of x, and decodes them after it.
 
+    `half` (f16 weights only; ignored otherwise): the products in f16 as the weights are
+    stored, x converted to f16 once where it is staged (a plain input is staged for it), each
+    8 products summed in f16, then in f32: no conversion a weight (the f16 decode was found
+    bound by its instructions, not by memory). Needs the device's shader-f16.
+
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
     one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide. The input is
@@ -503,8 +517,12 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     use_sg = subgroups is not None
     if int8 and not int8_ok(spec, wg, shared_bytes, int8_direct):
         raise ValueError(f"int8 activations need weights of {', '.join(INT8_FORMATS)} and room to stage x")
-    # int8: x is quantized from workgroup memory, or (plain input, `int8_direct`) from memory
-    stage = (spec.prologue != "plain" or (int8 and not int8_direct)) and spec.kp * 4 + wg * 20 <= shared_bytes
+    half = half and not int8 and all(s.fmt == "f16" for s in spec.segments)
+    ft = "f16" if half else "f32"
+    # int8: x is quantized from workgroup memory, or (plain input, `int8_direct`) from memory;
+    # half: x converted to f16 once a workgroup
+    stage = ((spec.prologue != "plain" or (int8 and not int8_direct) or half)
+             and spec.kp * (2 if half else 4) + wg * 20 <= shared_bytes)
     norm = spec.prologue == "rmsnorm"
     early = int(early) if not int8 and spread_ok(spec) and ilp == 1 and blocks == 1 else 0
     spread = spread and not int8 and spread_ok(spec)
@@ -514,8 +532,8 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     xi = f"{xpw}u * upos(@u, $i / {xpw}) + $i % {xpw}" if spread else "@u * 8u + $i"
     body = "\n".join([
         rows_wgsl(spec),
-        loaders_wgsl(spec, sig, int8, spread, early > 0),
-        input_wgsl(spec, sig, wg, stage, use_sg),
+        loaders_wgsl(spec, sig, int8, spread, early > 0, half),
+        input_wgsl(spec, sig, wg, stage, use_sg, half),
         epilogue_wgsl(spec, sig),
     ])
     slot, choose = "0u", ""
@@ -535,16 +553,18 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         body += "var<private> slot: u32;\n"
         slot, choose = "slot", "\n  slot = wid.z;\n  ex = route[slot].x;"
     if norm and not stage:  # each row group sums x² over the x it reads
-        xw = "let xr = select(vec4<f32>(0.0), XR(xb, @x), @ok); xv@j[$i] = xr * NW(@x); ss += dot(xr, xr);"
+        xw = f"let xr = select(vec4<f32>(0.0), XR(xb, @x), @ok); xv@j[$i] = vec4<{ft}>(xr * NW(@x)); ss += dot(xr, xr);"
         scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
     else:
-        xw = "xv@j[$i] = select(vec4<f32>(0.0), X(xb, @x), @ok);"
+        xw = f"xv@j[$i] = select(vec4<{ft}>(0.0), X(xb, @x), @ok);"
         scale = f"let sc = inverseSqrt(ss_all / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
     xw = xw.replace("@x", xi)
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if use_sg else ""
     sg_val = "" if use_sg else "let sgs = 1u;"
 
     def dots(w: str, x: str) -> str:
+        if half:  # f16 sums of 8 products, then f32
+            return " + ".join(f"f32(dot({w}[{i}], {x}[{i}]) + dot({w}[{i + 1}], {x}[{i + 1}]))" for i in range(0, 8, 2))
         return " + ".join(f"dot({w}[{i}], {x}[{i}])" for i in range(8))
 
     # units u + j*TPR, j < ilp; a unit past the row's end re-reads the last one (clamped) and
@@ -556,7 +576,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         uj, ok = ("u", "true") if j == 0 else (f"u{j}", f"ok{j}")
         if j:
             units.append(f"      let ok{j} = u + {j}u * TPR < NU;\n      let u{j} = min(u + {j}u * TPR, NU - 1u);")
-        xs.append(f"      var xv{j}: array<vec4<f32>, 8>;\n%8    " + xw.replace("@j", str(j)).replace("@u", uj).replace("@ok", ok))
+        xs.append(f"      var xv{j}: array<vec4<{ft}>, 8>;\n%8    " + xw.replace("@j", str(j)).replace("@u", uj).replace("@ok", ok))
         uses.append(f"      {{ let w = load_row(r0, {uj}); a.x += {dots('w', f'xv{j}')}; }}\n"
                     f"      {{ let w = load_row(r1c, {uj}); a.y += {dots('w', f'xv{j}')}; }}")
     # with `early` the first units are taken before the loop (below)
@@ -573,7 +593,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
   let eu{e} = min(lane + {e}u * TPR, NU - 1u);
   let ew0_{e} = raw_row(er0, eu{e});
   let ew1_{e} = raw_row(er1, eu{e});"""
-            firsts += ["    {", f"      let eok = lane + {e}u * TPR < NU;\n      var xv0: array<vec4<f32>, 8>;\n%8    "
+            firsts += ["    {", f"      let eok = lane + {e}u * TPR < NU;\n      var xv0: array<vec4<{ft}>, 8>;\n%8    "
                        + xw.replace("@j", "0").replace("@u", f"eu{e}").replace("@ok", "eok"),
                        f"      {{ let w = dec_row(r0, ew0_{e}); a.x += {dots('w', 'xv0')}; }}",
                        f"      {{ let w = dec_row(r1c, ew1_{e}); a.y += {dots('w', 'xv0')}; }}", "    }"]
@@ -649,8 +669,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }}
 }}
 """)
-    name = f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}"
+    name = f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}{'_h' if half else ''}"
     k = sig.kernel(name, body)
+    if half:
+        k = Kernel(k.name, "enable f16;\n" + k.wgsl, k.bindings)
     if use_sg and subgroups:
         k = Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings)
     return k
@@ -752,6 +774,34 @@ def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int, direct: bool = False) 
     staged = 0 if direct and spec.prologue == "plain" else spec.kp * 4
     return (all(s.fmt in INT8_FORMATS for s in spec.segments)
             and staged + spec.kp + spec.kp // 4 + wg * 20 <= shared_bytes)
+
+
+def half_ok(gpu: Gpu) -> bool:
+    """Can `matvec_kernel(half=True)` compile here: shader-f16, on Dawn (wgpu-native 0.32's naga
+    types a bitcast of u32 words to f16 vectors as f32s and rejects the shader)."""
+    return gpu.has_f16 and gpu.backend == "dawn"
+
+
+def half_usable(gpu: Gpu) -> bool:
+    """`half_ok`, and the f16 mat-vec computes right on this device: Dawn offers f16 on NVIDIA
+    only behind a toggle, as old drivers miscompiled f16 code, so it is checked against numpy
+    once per device (as the f16 tiles are, kernels/mma.f16_usable)."""
+    return half_ok(gpu) and gpu.check("f16_matvec", lambda: _half_works(gpu))
+
+
+def _half_works(gpu: Gpu) -> bool:
+    import numpy as np
+
+    from .common import agrees
+
+    rng = np.random.default_rng(0)
+    rows, k = 75, 200
+    w = rng.standard_normal((rows, k)).astype(np.float16)
+    x = rng.standard_normal(k).astype(np.float32)
+    spec = LinearSpec(k=k, segments=(Segment("f16", rows),))
+    want = w.astype(np.float32) @ x.astype(np.float16).astype(np.float32)
+    kernel = matvec_kernel(spec, subgroups=gpu.subgroups_wgsl(), half=True)
+    return agrees(gpu, kernel, {"x": x, "w0": FORMATS["f16"].pack(w, k)}, "y", want, matvec_grid(spec), tol=2e-3)
 
 
 def matvec_groups(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> int:

@@ -95,9 +95,7 @@ def f16_usable(gpu: Gpu) -> bool:
     miscompiled some f16 code, so the tiles are checked against numpy once per device."""
     if not (gpu.has_f16 and has_f16_mma(gpu.subgroup_matrix_configs)):
         return False
-    if "f16_tiles" not in gpu.checks:
-        gpu.checks["f16_tiles"] = _f16_tiles_work(gpu)
-    return gpu.checks["f16_tiles"]
+    return gpu.check("f16_tiles", lambda: _f16_tiles_work(gpu))
 
 
 def _f16_tiles_work(gpu: Gpu) -> bool:
@@ -105,8 +103,7 @@ def _f16_tiles_work(gpu: Gpu) -> bool:
     within f16 rounding of numpy's."""
     import numpy as np
 
-    from ..runtime.program import Program
-    from .common import pack_state
+    from .common import agrees
     from .linear import Segment
 
     rng = np.random.default_rng(0)
@@ -114,18 +111,9 @@ def _f16_tiles_work(gpu: Gpu) -> bool:
     w = rng.standard_normal((rows, k)).astype(np.float16)
     x = rng.standard_normal((t, k)).astype(np.float32)
     spec = LinearSpec(k=k, segments=(Segment("f16", rows),))
-    try:
-        y = gpu.buffer(t * rows * 4, "f16_tiles_check")
-        prog = Program(gpu, "f16_tiles_check")
-        prog.add(f16_matmul_kernel(spec), {"st": gpu.upload(pack_state(n=t)), "x": gpu.upload(x),
-                                           "w0": gpu.upload(FORMATS["f16"].pack(w, k)), "y": y},
-                 f16_matmul_grid(spec)(t))
-        prog.run(t)
-        got = gpu.read_array(y, np.float32, t * rows).reshape(t, rows)
-    except Exception:  # a driver that rejects the shader: the f32 matmul instead
-        return False
     want = x.astype(np.float16).astype(np.float32) @ w.astype(np.float32).T
-    return bool(np.isfinite(got).all() and np.abs(got - want).max() <= 1e-3 * np.abs(want).max())
+    return agrees(gpu, f16_matmul_kernel(spec), {"x": x, "w0": FORMATS["f16"].pack(w, k)}, "y", want,
+                  f16_matmul_grid(spec)(t), n=t)
 
 
 def has_int8_mma(configs: list[dict[str, Any]]) -> bool:

@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -198,6 +199,12 @@ class Gpu:
     checks: dict[str, bool] = field(default_factory=dict, repr=False)  # kernels' self-checks on this device
 
     # -- capabilities --------------------------------------------------------------------
+    def check(self, name: str, run: Callable[[], bool]) -> bool:
+        """A kernel's self-check on this device (`run`: does it compute right?), run once."""
+        if name not in self.checks:
+            self.checks[name] = bool(run())
+        return self.checks[name]
+
     @property
     def has_f16(self) -> bool:
         return "shader-f16" in self.features
