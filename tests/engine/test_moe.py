@@ -70,16 +70,17 @@ def test_greedy_decode_matches_transformers(gpu, tiny_dirs, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_decode_folds_match_transformers(wgpu_gpu, tiny_dirs, arch):
     """Tuning.fold_route (each expert gate/up workgroup chooses the experts itself, the first
-    writes the table for down and combine) and, where the model has q/k norms, fold_qk_norm:
-    a dispatch less a layer each, the same step logits, transformers' greedy tokens."""
+    writes the table for down and combine), fold_combine (down adds its rows' weighted experts,
+    biases included, into h) and, where the model has q/k norms, fold_qk_norm: a dispatch less
+    a layer each, the same step logits, transformers' greedy tokens."""
     import dataclasses
 
     d = tiny_dirs[arch, "float32"]
     s = LLM.load(d, gpu=wgpu_gpu, progress=False).session
     base, n = s.next_logits(IDS[:9]), len(s.programs.decode)
     qk = s.cfg.architecture.qk_norm
-    s.rebuild(dataclasses.replace(s.tuning, fold_route=True, fold_qk_norm=qk))
-    assert len(s.programs.decode) == n - s.cfg.n_layers * (2 if qk else 1)
+    s.rebuild(dataclasses.replace(s.tuning, fold_route=True, fold_combine=True, fold_qk_norm=qk))
+    assert len(s.programs.decode) == n - s.cfg.n_layers * (3 if qk else 2)
     assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5
     assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 

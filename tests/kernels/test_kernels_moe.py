@@ -114,34 +114,38 @@ def _router_logits(gpu, case: MoeCase, prog: Steps, xb, n: int):
     return xn, logits
 
 
-def decode_ffn(gpu, case: MoeCase, x: np.ndarray, int8: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One token through the MoE FFN on the GPU: h + MoE(h), and the route table."""
+def decode_ffn(gpu, case: MoeCase, x: np.ndarray, int8: bool, combine: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One token through the MoE FFN on the GPU: h + MoE(h), and the route table; with
+    `combine` the down mat-vec adds the weighted sum into h itself (Experts.combine)."""
     hb = gpu.upload(x)
     prog = Steps(gpu, 1)
     _, logits = _router_logits(gpu, case, prog, hb, 1)
     route, act, y = gpu.buffer(K * 8), gpu.buffer(K * INTER * 4), gpu.buffer(K * HID * 4)
     prog.add(moe.route_kernel(moe.Router(E, K)), {"x": logits, "route": route}, (1, 1, 1))
     gu = case.gate_up_spec(prologue="rmsnorm", experts=Experts(E, K))
-    dn = case.down_spec(experts=Experts(E, K, x_per_slot=True))
+    dn = case.down_spec(experts=Experts(E, K, x_per_slot=True, combine=combine), epilogue="add" if combine else "store")
     mv = {"wg": 64, "tpr": 4, "shared_bytes": 16384, "int8": int8}
     prog.add(matvec_kernel(gu, **mv), {"w0": case.buf["gate"], "w1": case.buf["up"], "x": hb, "pv": case.pv,
                                        "y": act, "route": route}, matvec_grid(gu, 64, 4))
-    prog.add(matvec_kernel(dn, **mv, int8_direct=True), {"w0": case.buf["down"], "x": act, "y": y, "route": route},
-             matvec_grid(dn, 64, 4))
-    prog.add(moe.combine_kernel(HID, K), {"y": y, "route": route, "h": hb}, moe.combine_grid(HID)(1))
+    prog.add(matvec_kernel(dn, **mv, int8_direct=True), {"w0": case.buf["down"], "x": act, "y": hb if combine else y,
+                                                          "route": route}, matvec_grid(dn, 64, 4))
+    if not combine:
+        prog.add(moe.combine_kernel(HID, K), {"y": y, "route": route, "h": hb}, moe.combine_grid(HID)(1))
     prog.prog.run(1)
     return read(gpu, hb, (1, HID)), read(gpu, route, (K, 2), np.uint32)
 
 
 @pytest.mark.parametrize("fmt,int8", [("f32", False), ("q4_0", False), ("mxfp4", True), ("q8_0", True)])
 def test_moe_ffn_decode(gpu, fmt, int8):
-    """One token: the chosen experts' mat-vecs read their ids from the route table."""
+    """One token: the chosen experts' mat-vecs read their ids from the route table; the
+    weighted sum by its own kernel, or by the down mat-vec (each row's experts in turn)."""
     case = MoeCase(gpu, fmt, seed=2)
     x = np.random.default_rng(3).standard_normal((1, HID)).astype(np.float32)
-    h, route = decode_ffn(gpu, case, x, int8)
     ref, ids = case.reference(x, int8_rounded if int8 else (lambda v: v))
-    assert (route[:, 0] == ids[0]).all()
-    assert rel_err(h, ref) < (1e-3 if int8 else 1e-5)
+    for combine in (False, True):
+        h, route = decode_ffn(gpu, case, x, int8, combine)
+        assert (route[:, 0] == ids[0]).all()
+        assert rel_err(h, ref) < (1e-3 if int8 else 1e-5), combine
 
 
 def test_moe_decode_reads_only_the_chosen_experts(gpu):

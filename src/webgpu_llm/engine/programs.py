@@ -514,7 +514,7 @@ class Programs:
     def _experts_decode(self, d: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
         """A mixture of experts for one token: the router's mat-vec and choice, then mat-vecs
         of the chosen experts' rows only (their ids read from the route table on the GPU),
-        and their weighted sum into h."""
+        and their weighted sum into h (by its own kernel, or with `fold_combine` by down's)."""
         b, e, lay = self.buf, self.buf.experts, self.weights.layout
         assert e is not None and L.router is not None
         s_r = self.spec(L.router, prologue="rmsnorm", nw_off=lay.ffn, **self._bias(m, "router"))
@@ -527,11 +527,14 @@ class Programs:
                          **self._bias(m, "gate_up"))
         d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "route": e.route, "rl": e.logits, "x": b.h,
                                           "y": e.act}, self._mvg(s_gu, "gate_up"))
-        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True), **self._bias(m, "down"))
-        d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "route": e.route, "x": e.act, "y": e.y},
-              self._mvg(s_dn, "down"))
-        d.add(moe.combine_kernel(self.cfg.hidden, m.used), {**p, "route": e.route, "y": e.y, "h": b.h},
-              moe.combine_grid(self.cfg.hidden)(1))
+        combine = self.tuning.fold_combine and self.tuning.row_blocks("down") == 1
+        s_dn = self.spec(L.down, epilogue="add" if combine else "store",
+                         experts=Experts(m.count, m.used, x_per_slot=True, combine=combine), **self._bias(m, "down"))
+        d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "route": e.route, "x": e.act,
+                                       "y": b.h if combine else e.y}, self._mvg(s_dn, "down"))
+        if not combine:
+            d.add(moe.combine_kernel(self.cfg.hidden, m.used), {**p, "route": e.route, "y": e.y, "h": b.h},
+                  moe.combine_grid(self.cfg.hidden)(1))
 
     def no_persist(self, why: str) -> None:
         """Give up the persistent decode layers (saying why): one dispatch per kernel."""

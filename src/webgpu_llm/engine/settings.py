@@ -70,6 +70,9 @@ class Tuning:
     # a mixture's decode: each expert gate/up workgroup chooses the experts itself from the
     # router's logits (moe.route_wgsl), a dispatch less a layer; off until measured
     fold_route: bool = False
+    # a mixture's decode: the down mat-vec adds each row's gate-weighted experts into h itself
+    # (linear.Experts.combine), a dispatch less a layer; off until measured
+    fold_combine: bool = False
     # decode mat-vecs of f16 weights multiply in f16 (linear.matvec_kernel's `half`) where the
     # device passes its check (linear.half_usable); off until measured against f32 arithmetic
     f16_decode: bool = False

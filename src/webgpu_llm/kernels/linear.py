@@ -78,6 +78,10 @@ class Experts:
     # mat-vec: choose the experts here from the router's logits `rl` (moe.route_wgsl) instead
     # of reading `route`, which the first workgroup writes for the kernels after it
     router: Router | None = None
+    # mat-vec (down, x_per_slot, epilogue "add"): each row group takes its row of every chosen
+    # expert in turn and adds their gate-weighted sum (bias included) into y, the hidden
+    # state: no combine kernel and no per-slot outputs; grid z is 1
+    combine: bool = False
 
 
 # gated epilogues: row p of the gate and row p of the up projection make output p
@@ -253,7 +257,7 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     """`fn epi(t, p, v0, v1)`: token t of the batch, row pair p."""
     n = spec.rows
     bias = ""
-    if spec.bias:
+    if spec.bias and not (spec.experts and spec.experts.combine):  # (combined: added per expert)
         declare_pv(sig)
         off = f"{spec.bias_off}u + ex * N" if spec.experts else f"{spec.bias_off}u"  # experts: each its own
         bias = (f"  let b0 = v0 + pvf({off} + row0(p));\n"
@@ -524,7 +528,10 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     stage = ((spec.prologue != "plain" or (int8 and not int8_direct) or half)
              and spec.kp * (2 if half else 4) + wg * 20 <= shared_bytes)
     norm = spec.prologue == "rmsnorm"
-    early = int(early) if not int8 and spread_ok(spec) and ilp == 1 and blocks == 1 else 0
+    combine = bool(spec.experts and spec.experts.combine)
+    if combine and not (spec.experts.x_per_slot and spec.epilogue == "add" and blocks == 1):
+        raise ValueError("the experts' combine is the down mat-vec's (x_per_slot, epilogue add, one row block)")
+    early = int(early) if not int8 and spread_ok(spec) and ilp == 1 and blocks == 1 and not combine else 0
     spread = spread and not int8 and spread_ok(spec)
     words = SPREAD_FORMATS[spec.segments[0].fmt] if spread else 0  # 16-byte words per unit
     # x's vec4 $i of unit @u (8 per unit): 8 / words of them per weight word
@@ -552,6 +559,29 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         sig.storage("route", "array<vec2<u32>>")
         body += "var<private> slot: u32;\n"
         slot, choose = "slot", "\n  slot = wid.z;\n  ex = route[slot].x;"
+    # the row pair's result: to the epilogue, or (combine) weighted into the sum over the slots
+    finish = f"epi({slot}, p, a.x * sc, a.y * sc);"
+    slots_open = slots_close = ""
+    if combine:
+        bias = ""
+        if spec.bias:  # each expert's own
+            declare_pv(sig)
+            body += PV_HELPER
+            off = f"{spec.bias_off}u + ex * N"
+            bias = (f" + vec2<f32>(pvf({off} + row0(p)), "
+                    f"select(0.0, pvf({off} + min(row1(p), N - 1u)), row1(p) < N))")
+        finish = f"cacc += bitcast<f32>(route[slot].y) * (vec2<f32>(a.x * sc, a.y * sc){bias});"
+        choose = ""
+        slots_open = f"""
+  var cacc = vec2<f32>(0.0);
+  for (var j = 0u; j < {spec.experts.used}u; j++) {{
+  workgroupBarrier();  // the previous slot's staged x and sums are read
+  slot = j;
+  ex = route[j].x;"""
+        slots_close = """
+  }
+  let p = g * (WG / TPR) + lid / TPR;
+  if (lane == 0u && p < NP) { epi(0u, p, cacc.x, cacc.y); }"""
     if norm and not stage:  # each row group sums x² over the x it reads
         xw = f"let xr = select(vec4<f32>(0.0), XR(xb, @x), @ok); xv@j[$i] = vec4<{ft}>(xr * NW(@x)); ss += dot(xr, xr);"
         scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
@@ -644,7 +674,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   {sg_val}
   let g = wid.y * nwg.x + wid.x;
-  let lane = lid % TPR;{choose}
+  let lane = lid % TPR;{choose}{slots_open}
   let xb = xbase();
 {pre}
   {"early_requested();" if early else ""}
@@ -664,9 +694,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {reduce}
   if (lane == 0u && p < NP) {{
     {scale}
-    epi({slot}, p, a.x * sc, a.y * sc);
+    {finish}
   }}
-  }}
+  }}{slots_close}
 }}
 """)
     name = f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}{'_h' if half else ''}"
@@ -811,7 +841,7 @@ def matvec_groups(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 
 
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> tuple[int, int, int]:
     x, y, _ = grid_2d(matvec_groups(spec, wg, tpr, blocks))
-    return (x, y, spec.experts.used if spec.experts else 1)
+    return (x, y, spec.experts.used if spec.experts and not spec.experts.combine else 1)
 
 
 # --- prompt processing ---------------------------------------------------------------------
