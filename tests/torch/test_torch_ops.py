@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,9 +15,8 @@ FLOATS = [torch.float32, torch.float16, torch.bfloat16]
 
 
 @pytest.fixture(autouse=True)
-def _device(request: pytest.FixtureRequest) -> None:
+def _device() -> None:
     require_device()
-    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))  # a failure reproduces
     wt.reset_fallback_report()
     yield
     assert wt.fallback_report() == {}, "an op fell back to the CPU"
