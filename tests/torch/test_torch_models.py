@@ -151,3 +151,28 @@ def test_fused_layers_under_torch_compile() -> None:
     assert generate(dev, "webgpu", **kwargs) == want
     assert generate(dev, "webgpu", **kwargs) == want
     assert wt.fallback_report() == {}
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_f16_prompt_on_f16_tiles(monkeypatch: pytest.MonkeyPatch, compiled: bool) -> None:
+    """A 40-token f16 prompt's matmuls on the f16 tiles (emulated here; the matrix units where
+    the device has them and `tiles` is auto): the logits within f16 rounding of the CPU's."""
+    if not wt.context.ctx().gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    torch._dynamo.reset()
+    stream, seen = wt.context.ctx().stream, []
+    kernel = stream.kernel
+    monkeypatch.setattr(stream, "kernel", lambda key, make: (seen.append(key), kernel(key, make))[1])
+    model = tiny("qwen2")
+    ids = torch.tensor([[(7 * i + 3) % 101 for i in range(40)]])
+    wt.configure(tiles="emulate")
+    try:
+        with torch.no_grad():
+            want = model.to(torch.float16)(ids).logits.float()
+            got = on_device(model, torch.float16, compiled)(ids.to("webgpu")).logits
+    finally:
+        wt.configure(tiles="auto")
+    assert any(isinstance(k, tuple) and k[0] == "mm_tiles" for k in seen)
+    assert rel_err(got.float(), want) < 1e-2
+    with pytest.raises(ValueError, match="tiles"):
+        wt.configure(tiles="yes")

@@ -362,6 +362,42 @@ class TileShape:
 XH = 40  # f16s a staged row takes: a unit's 32 and 8 against bank conflicts (80 bytes, 16-aligned)
 
 
+def tile_code(tm: int, tn: int, emulate: bool) -> tuple[str, str, str]:
+    """WGSL of a subgroup's tm x tn tiles of 16 x 16 f32 sums over f16 inputs staged in
+    workgroup memory, for every f16-tile kernel: the accumulators' declarations; the products
+    of one 32-input step (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
+    apart); and the store of tile n (a runtime index) to the scratch `cs` at s * 256, row-major
+    16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix
+    units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
+    unrolled copies slowly)."""
+    tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
+    nt_ = tm * tn
+    if emulate:
+        acc_decl = f"  var acc: array<f32, {nt_ * 8}>;"
+        products = f"""    for (var e = lane; e < {nt_ * 256}u; e += 32u) {{
+      let n = e / 256u;
+      let xa = (ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
+      let wa = (rs + (n % {tn}u) * 16u + e % 16u) * XH;
+      var d = 0.0;
+      for (var k = z; k < 32u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
+      acc[e / 32u] += d;
+    }}"""
+        store = "    for (var v = 0u; v < 8u; v++) { cs[s * 256u + lane + 32u * v] = acc[n * 8u + v]; }"
+        return acc_decl, products, store
+    acc_decl = "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<f32, 16, 16>();" for i, j in tile_ids)
+    lines = []
+    for kk in (0, 16):
+        for i in range(tm):
+            lines.append(f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, (ts + {16 * i}u) * XH + {kk}u, false, XH);")
+        for j in range(tn):
+            lines.append(f"    let b{j}_{kk} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&wh, (rs + {16 * j}u) * XH + {kk}u, true, XH);")
+        for i, j in tile_ids:
+            lines.append(f"    acc{i}{j} = subgroupMatrixMultiplyAccumulate(a{i}_{kk}, b{j}_{kk}, acc{i}{j});")
+    store = "\n".join(f"    {'if' if n == 0 else 'else if'} (n == {n}u) {{ subgroupMatrixStore(&cs, s * 256u, acc{i}{j}, false, 16u); }}"
+                      for n, (i, j) in enumerate(tile_ids))
+    return acc_decl, "\n".join(lines), store
+
+
 def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate: bool = False) -> Kernel:
     """Many tokens (st.n of them) through f16 tiles: grid = f16_matmul_grid(spec, shape)(n).
     Same bindings and epilogues as linear.matmul_kernel (K split over grid z included)."""
@@ -382,32 +418,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
     ragged = spec.k % UNIT != 0
     pt = bm * 8 // wg  # x words (vec4) each thread stages
-    tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
-    if emulate:  # runtime loops (k from `z`, 0 unknown to the compiler): llvmpipe compiles unrolled copies slowly
-        acc_decl = f"  var acc: array<f32, {nt_ * 8}>;"
-        products = f"""    for (var e = lane; e < {nt_ * 256}u; e += 32u) {{
-      let n = e / 256u;
-      let xa = (ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
-      let wa = (rs + (n % {tn}u) * 16u + e % 16u) * XH;
-      var d = 0.0;
-      for (var k = z; k < 32u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
-      acc[e / 32u] += d;
-    }}"""
-        store = "    for (var v = 0u; v < 8u; v++) { cs[s * 256u + lane + 32u * v] = acc[n * 8u + v]; }"
-    else:
-        acc_decl = "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<f32, 16, 16>();" for i, j in tile_ids)
-        lines = []
-        for kk in (0, 16):
-            for i in range(tm):
-                lines.append(f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, (ts + {16 * i}u) * XH + {kk}u, false, XH);")
-            for j in range(tn):
-                lines.append(f"    let b{j}_{kk} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&wh, (rs + {16 * j}u) * XH + {kk}u, true, XH);")
-            for i, j in tile_ids:
-                lines.append(f"    acc{i}{j} = subgroupMatrixMultiplyAccumulate(a{i}_{kk}, b{j}_{kk}, acc{i}{j});")
-        products = "\n".join(lines)
-        store = "\n".join(f"    {'if' if n == 0 else 'else if'} (n == {n}u) {{ subgroupMatrixStore(&cs, s * 256u, acc{i}{j}, false, 16u); }}"
-                          for n, (i, j) in enumerate(tile_ids))
+    acc_decl, products, store = tile_code(tm, tn, emulate)
     # each tile through the scratch of its slice: stored by the slice's subgroup, read by
     # threads 32 es.. (es = lid / 32), so that each epilogue call gets a row pair
     outs = f"""  let es = lid / 32u;

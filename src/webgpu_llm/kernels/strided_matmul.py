@@ -1,8 +1,9 @@
 """Batched matrix products y[b] = alpha * a[b] @ w[b] + beta * c[b] over strided operands.
 
-Two kernels: a mat-vec for a few rows (decode: every weight element is read once, by lanes
+Three kernels: a mat-vec for a few rows (decode: every weight element is read once, by lanes
 that walk k together, 16 bytes at a time when w is k-contiguous, as nn.Linear weights are),
-and a 64x64-tiled matmul for prompts. Both accumulate in f32 and take f32/f16/bf16 inputs.
+a 64x64-tiled matmul for prompts, and the same on the f16 tiles of the GPU's matrix units.
+All accumulate in f32 and take f32/f16/bf16 inputs.
 
 Parameter block (u32 words, f32 for alpha/beta):
 0 M, 1 N, 2 K, 3 batch, 4..7 a (off, sb, sm, sk), 8..11 w (off, sb, sk, sn),
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from ..runtime.program import Kernel
 from .common import Signature
 from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader, vec4_elems, vec4_reader
+from .mma import MATRIX_HEAD, XH, TileShape, tile_code
 from .strided import GROUP_ID, MAIN_ARGS, words
 
 
@@ -178,3 +180,76 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l3:
 }}
 """
     return sig.kernel("matmul", src)
+
+
+def tile_matmul_kernel(s: TiledMatmulSpec, shape: TileShape = TileShape(), emulate: bool = False) -> Kernel:
+    """The tiled matmul on the f16 tiles of the matrix units (kernels/mma.py `tile_code`): a
+    and w rounded to f16 (clamped to its range) as they are staged 32 inputs at a time, sums in
+    f32; a workgroup of shape.sm x shape.sn subgroups takes shape.bm rows of a and shape.bn
+    columns of w. `emulate`: the same products without matrix units (tests on llvmpipe).
+    grid: tile_matmul_grid."""
+    sig, src = _decls(s, False)
+    sm, sn, tm, tn, bm, bn, wg = shape.sm, shape.sn, shape.tm, shape.tn, shape.bm, shape.bn, shape.wg
+    acc_decl, products, store = tile_code(tm, tn, emulate)
+    # staged rows of 32 inputs: a walks k first; w too where it is k-contiguous (nn.Linear's)
+    wload = "let nn = e / 32u; let kk = e % 32u;" if s.w_kmajor else f"let kk = e / {bn}u; let nn = e % {bn}u;"
+    sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
+    src += f"""
+const XH: u32 = {XH}u;
+var<workgroup> xh: array<f16, {bm * XH}>;  // [row of a][k]
+var<workgroup> wh: array<f16, {bn * XH}>;  // [column of w][k]
+var<workgroup> cs: array<f32, {sm * sn * 256}>;  // a tile of each subgroup, for the output
+fn out(b: u32, m: u32, n: u32, acc: f32) {{
+  st_Y(P[16] + b * P[17] + m * P[18] + n * P[19], {dtype(s.y).convert(_epilogue(s.c is not None), "f32")});
+}}
+@compute @workgroup_size({wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{
+  let M = P[0]; let N = P[1]; let K = P[2];
+  let b = wid.z;
+  let m0 = wid.y * {bm}u;
+  let n0 = wid.x * {bn}u;
+  // the subgroup whose tiles this thread multiplies: rows ts.. of the block, columns rs..
+  let s = {"lid / 32u" if emulate else "sgid"};
+  let lane = lid % 32u;
+  let z = lid / {wg}u;  // 0
+  let ts = (s / {sn}u) * {16 * tm}u;
+  let rs = (s % {sn}u) * {16 * tn}u;
+{acc_decl}
+  for (var k0 = 0u; k0 < K; k0 += 32u) {{
+    for (var e = lid; e < {bm * 32}u; e += {wg}u) {{
+      let mm = e / 32u; let kk = e % 32u;
+      var v = 0.0;
+      if (m0 + mm < M && k0 + kk < K) {{ v = ld_A(P[4] + b * P[5] + (m0 + mm) * P[6] + (k0 + kk) * P[7]); }}
+      xh[mm * XH + kk] = f16(clamp(v, -65504.0, 65504.0));
+    }}
+    for (var e = lid; e < {bn * 32}u; e += {wg}u) {{
+      {wload}
+      var v = 0.0;
+      if (n0 + nn < N && k0 + kk < K) {{ v = ld_W(P[8] + b * P[9] + (k0 + kk) * P[10] + (n0 + nn) * P[11]); }}
+      wh[nn * XH + kk] = f16(clamp(v, -65504.0, 65504.0));
+    }}
+    workgroupBarrier();
+{products}
+    workgroupBarrier();
+  }}
+  // each tile through the scratch of its subgroup: 16 x 16 sums, 8 a thread of the subgroup
+  for (var n = 0u; n < {tm * tn}u; n++) {{
+{store}
+    workgroupBarrier();
+    for (var v = 0u; v < 8u; v++) {{
+      let e = lane + 32u * v;
+      let m = m0 + ts + (n / {tn}u) * 16u + e / 16u;
+      let col = n0 + rs + (n % {tn}u) * 16u + e % 16u;
+      if (m < M && col < N) {{ out(b, m, col, cs[s * 256u + e]); }}
+    }}
+    workgroupBarrier();
+  }}
+}}
+"""
+    name = f"matmul_f16_tiles_{sm}x{sn}x{tm}x{tn}{'_emulated' if emulate else ''}"
+    k = sig.kernel(name, src)
+    return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
+
+
+def tile_matmul_grid(m: int, n: int, batch: int, shape: TileShape = TileShape()) -> tuple[int, int, int]:
+    return (-(-n // shape.bn), -(-m // shape.bm), batch)

@@ -7,13 +7,37 @@ import struct
 import torch
 
 from ...kernels.dtypes import vec4_elems
+from ...kernels.mma import TileShape, f16_usable
 from ...kernels.strided import grid_rows
-from ...kernels.strided_matmul import TM, TN, GemvSpec, TiledMatmulSpec, gemv_kernel, tiled_matmul_kernel
+from ...kernels.strided_matmul import (
+    TM,
+    TN,
+    GemvSpec,
+    TiledMatmulSpec,
+    gemv_kernel,
+    tile_matmul_grid,
+    tile_matmul_kernel,
+    tiled_matmul_kernel,
+)
 from ..context import ctx
 from ..dtypes import dtype_of, name_of
 from .common import binding, compiled
+from .settings import settings
 
 GEMV_ROWS = 8  # up to this many rows use the mat-vec kernel
+TILES = TileShape()  # the f16 tiles' workgroup (the engine's default)
+
+
+def _on_tiles(a: torch.Tensor, w: torch.Tensor) -> bool | None:
+    """Whether a prompt matmul of f16 operands runs on the f16 tiles, emulated (True) or on
+    the matrix units (False); None: the f32 tiled matmul."""
+    mode = settings().tiles
+    if mode == "off" or a.dtype != torch.float16 or w.dtype != torch.float16:
+        return None
+    gpu = ctx().gpu
+    if mode == "emulate":
+        return True if gpu.has_f16 else None
+    return False if f16_usable(gpu) else None
 
 
 def matmul(y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, c: torch.Tensor | None = None,
@@ -46,8 +70,13 @@ def matmul(y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, c: torch.Tensor | 
         extra = [groups]
     else:
         tiled = TiledMatmulSpec(*names, w_kmajor=sw[1] == 1)
-        kernel = compiled(("mm", tiled), lambda: tiled_matmul_kernel(tiled))
-        grid = (-(-n // TN), -(-m // TM), batch)
+        emulate = _on_tiles(a, w)
+        if emulate is None:
+            kernel = compiled(("mm", tiled), lambda: tiled_matmul_kernel(tiled))
+            grid = (-(-n // TN), -(-m // TM), batch)
+        else:
+            kernel = compiled(("mm_tiles", tiled, emulate), lambda: tile_matmul_kernel(tiled, TILES, emulate))
+            grid = tile_matmul_grid(m, n, batch, TILES)
         extra = [0]
     if c is not None:
         binds.append(binding(c))

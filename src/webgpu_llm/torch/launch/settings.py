@@ -20,6 +20,13 @@ class Settings:
     # (threads per workgroup, output columns per workgroup) of the fused mat-vecs of these
     # (columns, input length), in place of kernels/fused_linear.default_shape
     matvec_shapes: Shapes = field(default_factory=lambda: MappingProxyType({}))
+    # prompt matmuls of f16 tensors on the f16 tiles (kernels/strided_matmul.tile_matmul_kernel):
+    # "auto" where the device has them and passes their check (kernels/mma.f16_usable), "off",
+    # or "emulate" (the tiles' arithmetic without matrix units, for tests)
+    tiles: str = "auto"
+
+
+TILE_MODES = ("auto", "off", "emulate")
 
 
 _current = Settings()
@@ -36,6 +43,8 @@ def configure(**changes: Any) -> Settings:
     from ..ops import plans  # (the ops import the launchers, which import this module)
 
     global _current
+    if changes.get("tiles", "auto") not in TILE_MODES:
+        raise ValueError(f"tiles must be one of {', '.join(TILE_MODES)}, not {changes['tiles']!r}")
     if "matvec_shapes" in changes:
         changes["matvec_shapes"] = MappingProxyType(dict(changes["matvec_shapes"]))
     _current = replace(_current, **changes)
