@@ -267,6 +267,9 @@ def main() -> None:
     ap.add_argument("--pad-step", default=None,
                     help="compiled: comma-separated numbers of extra LM-head dispatches at the end of the decode "
                          "step to compare (how much added GPU time reaches tok/s)")
+    ap.add_argument("--tiles", default=None,
+                    help="comma-separated f16 prompt matmul paths to compare: auto (the f16 tiles where the device "
+                         "has them), off (the f32 tiled matmul); first_token_s is the prompt's time")
     ap.add_argument("--repeat", type=int, default=1, help="go through the settings this many times (A B A B ...)")
     ap.add_argument("--eager-step-gpu", action="store_true",
                     help="eager and fused rows: also time one eager decode forward's launches (inside generate) "
@@ -288,11 +291,11 @@ def main() -> None:
         config["vocab_size"] = args.vocab
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, config["vocab_size"], (1, args.prompt_tokens), generator=gen).to("webgpu")
-    settings: list[dict[str, int]] = [{}]
+    settings: list[dict[str, Any]] = [{}]
     for name, opt in (("max_pending", args.max_pending), ("replay_chunk", args.replay_chunk),
-                      ("pad", args.pad_step)):
+                      ("pad", args.pad_step), ("tiles", args.tiles)):
         if opt:
-            settings = [{**s, name: int(v)} for s in settings for v in opt.split(",")]
+            settings = [{**s, name: v if name == "tiles" else int(v)} for s in settings for v in opt.split(",")]
     results = []
     for dname in args.dtypes.split(","):
         model = build(config, DTYPES[dname])
@@ -314,7 +317,9 @@ def main() -> None:
             stream = wt.context.ctx().stream
             for setting in settings * args.repeat:
                 for k, v in setting.items():
-                    if k != "pad":
+                    if k == "tiles":
+                        wt.configure(tiles=v)
+                    elif k != "pad":
                         setattr(stream, k, v)
                 t0 = time.perf_counter()
                 r = measure(model, prompt, n, args.runs, pad=setting.get("pad", 0) if mode == "compiled" else 0,
@@ -322,7 +327,7 @@ def main() -> None:
                 if setting.get("pad") and mode == "compiled":
                     r["padded_step_gpu_us"] = decode_step_program().time_gpu(1, reps=20) * 1e6
                     print(f"  padded step GPU {r['padded_step_gpu_us']:.0f} µs", flush=True)
-                r.update(dtype=dname, mode=mode, pad_step=setting.get("pad", 0), max_pending=stream.max_pending, replay_chunk=getattr(stream, "replay_chunk", None),
+                r.update(dtype=dname, mode=mode, pad_step=setting.get("pad", 0), max_pending=stream.max_pending, replay_chunk=getattr(stream, "replay_chunk", None), tiles=wt.settings().tiles,
                          wall_s=time.perf_counter() - t0, fallback_report=wt.fallback_report())
                 if setting:
                     print(f"  {setting}: decode {r['decode_tok_s']:.1f} tok/s (best {r['decode_tok_s_best']:.1f})",
