@@ -105,6 +105,35 @@ def test_many_rows_take_the_tiled_matmuls(session):
         s.close()
 
 
+@pytest.mark.parametrize("dtype", ["f32", "q8_0"])
+def test_one_stream_decodes_on_the_mat_vecs(wgpu_gpu, session, dtype):
+    """A step of one row (one stream decoding) runs the one-sequence decode's mat-vecs (with
+    int8 activations for quantized weights and row groups of 8 lanes here), a step of a few
+    the thin matmuls: a request alone, and one beside another, get what they get alone."""
+    import dataclasses
+
+    from webgpu_llm.engine.settings import ROLES
+
+    if dtype != "f32":
+        cfg, tensors = preset_model("tiny", dtype)
+        t = dataclasses.replace(session.tuning, int8=True, int8_direct=True, mv=tuple((r, 64, 8, 1) for r in ROLES))
+        session = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16, tuning=t), ctx=96)
+    prompts = _prompts(session.cfg.vocab, [7, 12], seed=6)
+    alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
+    s = scheduler(session, parallel=2, max_rows=12)
+    try:
+        one, few = s.programs.step(1, 1, False, False), s.programs.step(2, 2, False, False)
+        assert any(d.label.startswith("matvec") for d in one.dispatches)
+        assert not any(d.label.startswith("thin") for d in one.dispatches)
+        assert any(d.label.startswith("thin") for d in few.dispatches)
+        if dtype != "f32":
+            assert "int8" in s.programs.mv_paths.values()
+        assert s.submit(prompts[0], GREEDY, 8).wait() == alone[0]
+        assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
+    finally:
+        s.close()
+
+
 def test_stops_budgets_and_the_context(session):
     p = _prompts(session.cfg.vocab, [9])[0]
     alone = list(session.stream(p, 0, GREEDY, 8))

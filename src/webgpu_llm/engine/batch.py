@@ -43,9 +43,16 @@ MAX_PENDING = 3  # steps whose sampled tokens are in flight back to the CPU
 LP_WIDTH = 1 + 2 * sampling.TOP_LOGPROBS  # floats of a sampled row's log-probabilities
 # a step of at most THIN_ROWS rows (a decode step of that many sequences) runs its linear
 # layers as thin matmuls, THIN_TOKENS rows a pass over the weights; more rows, the tiled
-# prompt matmuls (whose 64-token tiles would be mostly empty for a few rows)
+# prompt matmuls (whose 64-token tiles would be mostly empty for a few rows); one row (one
+# stream decoding), the one-sequence decode's mat-vecs (int8 activations, tuned shapes)
 THIN_ROWS = 32
 THIN_TOKENS = 8
+
+
+def thin_level(rows: int) -> int:
+    """How a step of `rows` rows runs its linear layers: 1 the mat-vecs, THIN_TOKENS thin
+    matmuls, 0 the prompt matmuls."""
+    return 1 if rows == 1 else THIN_TOKENS if rows <= THIN_ROWS else 0
 
 
 @dataclass
@@ -118,6 +125,7 @@ class BatchPrograms(Programs):
         # the int8 tiles' inputs are sized for one sequence's batches; the f16 tiles need none
         self.mma_usable, self.int8_tiles = False, False
         self.mm_paths: dict[str, str] = {}
+        self.mv_paths: dict[str, str] = {}
         self.xq8: Any = None
         self.xs8: Any = None
         self.persist_note = ""
@@ -125,20 +133,21 @@ class BatchPrograms(Programs):
 
     def _build(self) -> None:
         self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
-        self._steps: dict[tuple[bool, bool, bool, bool, bool], Program] = {}
+        self._steps: dict[tuple[int, int, bool, bool, bool], Program] = {}
 
     def step(self, rows: int, samples: int, filtered: bool, penalty: bool, logprobs: bool = False) -> Program:
-        """The step Program for this many rows and sampled rows: thin matmuls where they are
-        few (THIN_ROWS at most), the tiled prompt matmuls otherwise; with `logprobs`, the
-        sampled rows' log-probabilities too; made on first use."""
-        key = (rows <= THIN_ROWS, samples <= THIN_ROWS, filtered or logprobs, penalty, logprobs)
+        """The step Program for this many rows and sampled rows: mat-vecs for one, thin
+        matmuls where they are few (THIN_ROWS at most), the tiled prompt matmuls otherwise
+        (`thin_level`); with `logprobs`, the sampled rows' log-probabilities too; made on
+        first use."""
+        key = (thin_level(rows), thin_level(samples), filtered or logprobs, penalty, logprobs)
         prog = self._steps.get(key)
         if prog is None:
             prog = self._steps[key] = concat(self.gpu, "batch_step", self._layers(key[0]), self._head(key[1]),
                                              self._sampler(key[2], penalty, logprobs))
         return prog
 
-    def _layers(self, thin: bool) -> Program:
+    def _layers(self, thin: int) -> Program:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
         base = {"st": b.st, "tokens": b.tokens}
         emb = w.embedding
@@ -146,10 +155,10 @@ class BatchPrograms(Programs):
         layers.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), self.slots, c.architecture.embed_scale),
                    {**base, **emb.bindings(), "rows": b.rows, "x": b.h}, lambda n: (n[0], 1, 1))
         self.prompt_layers(layers, base, b.kv, self.slots, rows_of=lambda n: n[0], blocks_of=lambda n: n[1],
-                           tables={"rows": b.rows, "blocks": b.blocks, "pages": b.pages}, thin=THIN_TOKENS if thin else 0)
+                           tables={"rows": b.rows, "blocks": b.blocks, "pages": b.pages}, thin=thin)
         return layers
 
-    def _head(self, thin: bool) -> Program:
+    def _head(self, thin: int) -> Program:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
         head = Program(g, "batch_head")
         head.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0, gather=True),
@@ -157,7 +166,7 @@ class BatchPrograms(Programs):
         s_head = self.spec(w.lm_head, softcap=c.architecture.final_softcap)
         bind = {"st": b.st_s, **w.lm_head.bindings(), "x": b.xs, "y": b.logits}
         if thin:
-            self._add_mm(head, s_head, "head", bind, count=lambda n: n[2], thin=THIN_TOKENS)
+            self._add_mm(head, s_head, "head", bind, count=lambda n: n[2], thin=thin)
         else:
             tm = self.tuning.tm("head")
             grid = matmul_grid(s_head, tm)

@@ -304,7 +304,10 @@ class Programs:
         `quantized`: an earlier dispatch did it). `count` maps the Program's n to this
         matmul's rows where n is not the row count itself (a batched step's n). `thin`: a
         thin matmul of that many tokens a pass instead (a batched decode step's few rows),
-        with the role's mat-vec shape."""
+        with the role's mat-vec shape; 1: the role's mat-vec (a step of one row)."""
+        if thin == 1:
+            prog.add(self._mv(spec, role), bindings, self._mvg(spec, role))
+            return
         if thin:
             shape = self.tuning.shape(role)
             prog.add(thin_matmul_kernel(spec, thin, shape["wg"], shape["tpr"], self.gpu.subgroups_wgsl()), bindings,
