@@ -108,8 +108,9 @@ def test_many_rows_take_the_tiled_matmuls(session):
 @pytest.mark.parametrize("dtype", ["f32", "q8_0"])
 def test_one_stream_decodes_on_the_mat_vecs(wgpu_gpu, session, dtype):
     """A step of one row (one stream decoding) runs the one-sequence decode's mat-vecs (with
-    int8 activations for quantized weights and row groups of 8 lanes here), a step of a few
-    the thin matmuls: a request alone, and one beside another, get what they get alone."""
+    int8 activations for quantized weights and row groups of 8 lanes here, RMSNorms in their
+    prologues), a step of a few the thin matmuls: a request alone, and one beside another, get
+    what they get alone."""
     import dataclasses
 
     from webgpu_llm.engine.settings import ROLES
@@ -126,6 +127,8 @@ def test_one_stream_decodes_on_the_mat_vecs(wgpu_gpu, session, dtype):
         assert any(d.label.startswith("matvec") for d in one.dispatches)
         assert not any(d.label.startswith("thin") for d in one.dispatches)
         assert any(d.label.startswith("thin") for d in few.dispatches)
+        # the RMSNorms in the QKV and gate/up mat-vecs' prologues: two kernels less a layer
+        assert len(one.dispatches) == len(few.dispatches) - 2 * session.cfg.n_layers
         if dtype != "f32":
             assert "int8" in s.programs.mv_paths.values()
         assert s.submit(prompts[0], GREEDY, 8).wait() == alone[0]

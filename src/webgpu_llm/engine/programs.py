@@ -446,37 +446,44 @@ class Programs:
         # post-norm kernel, which adds them to h (after O, also the pre-FFN norm into xn)
         post = a.post_norms
         split = lambda n: {"epilogue": "partial", "splits": n} if n > 1 else ({} if post else {"epilogue": "add"})  # noqa: E731
+        # one row on the mat-vecs: the RMSNorms in the QKV and gate/up mat-vecs' prologues, as
+        # the one-sequence decode has them (Gemma's output norms keep their kernels)
+        fuse = thin == 1 and not post
         t = tables or {}
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
-            s_qkv = self.qkv_spec(L, qkv_shape, slots=slots)
+            dense = a.experts(i) is None
+            s_qkv = self.qkv_spec(L, qkv_shape, slots=slots, **({"prologue": "rmsnorm", "nw_off": 0} if fuse else {}))
             s_o = self.o_spec(L, **split(so))
-            s_gu = self.spec(L.gate_up, epilogue=self.act)
+            s_gu = self.spec(L.gate_up, epilogue=self.act,
+                             **({"prologue": "rmsnorm", "nw_off": lay.ffn} if fuse and dense else {}))
             s_dn = self.spec(L.down, **split(sd))
+            x_qkv, x_gu = (b.h if fuse else b.xn), (b.h if fuse and dense else b.xn)
             win = self.window(i)
             if win not in attn_kernels:
                 attn_kernels[win] = (att.prompt_attention_kernel(self.attention_spec(i), slots) if tiles is None else
                                      at.prompt_attention_tiles_kernel(self.attention_spec(i), tiles, slots,
                                                                       emulate=not self.f16_tiles_usable))
-            prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
-                     {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+            if not fuse:
+                prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
+                         {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             if a.qk_norm:
-                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "y": b.qkv}, count=rows_of, thin=thin)
+                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": x_qkv, "y": b.qkv}, count=rows_of, thin=thin)
                 prog.add(self.qk_norm(qkv_shape, slots), {**p, "x": b.qkv, "q": b.q}, _counted(qk_norm_grid(qkv_shape), rows_of))
             else:
-                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.xn, "q": b.q}, count=rows_of, thin=thin)
+                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": x_qkv, "q": b.q}, count=rows_of, thin=thin)
             prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
             self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, "y": b.kpart if so > 1 or post else b.h},
                          count=rows_of, thin=thin)
             if post:
                 prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn),
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
-            else:
+            elif x_gu is b.xn:
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             if (m := a.experts(i)) is not None:
                 self._experts_prompt(prog, L, p, m, rows_of)
                 continue
-            self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.xn, "y": b.act}, count=rows_of, thin=thin)
+            self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": x_gu, "y": b.act}, count=rows_of, thin=thin)
             self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
                          count=rows_of, thin=thin)
             if post:
