@@ -211,6 +211,22 @@ def test_decode_attention_window_and_softcap(gpu, sub, spread, window, softcap, 
     want = attention_ref(q, k_, v_, pos, window, softcap, scale)
     assert rel_err(read(gpu, y, (1, hq, d)), want) < 1e-5
     assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5
+    # a batched step's one row: the same sequence in slot 1 of 2, its cache in pages out of order
+    slots = Slots(2, ctx, pages=9)
+    table = np.zeros((2, slots.max_pages), np.uint32)
+    table[1, :slots.max_pages] = [6, 1, 4, 8, 3, 0, 2][:slots.max_pages]
+    pool = np.zeros((9, 2, hkv, PAGE, d), np.float32)
+    for i, pg in enumerate(table[1]):
+        chunk_kv = kv[:, :, i * PAGE:(i + 1) * PAGE]
+        pool[pg, :, :, :chunk_kv.shape[2]] = chunk_kv
+    paged = {**bufs, "kv": gpu.upload(pool), "pages": gpu.upload(table), "rows": gpu.upload(np.array([[pos, 1]], np.uint32))}
+    gpu.write(ml, np.full(hq * spec.max_splits * 2, 7.0, np.float32))
+    prog = Program(gpu)
+    prog.add(att.attention_kernel(spec, gpu.subgroups_wgsl(on_cpu=True) if sub else None, slots=slots),
+             {"st": st, **paged}, att.attention_grid(spec))
+    prog.add(matvec_kernel(o_spec), {"st": st, **paged, "w0": gpu.upload(w), "y": yo}, matvec_grid(o_spec))
+    prog.run()
+    assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5
 
 
 def _qk_norm_case(rng, hq, hkv, d, t):

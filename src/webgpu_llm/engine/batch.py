@@ -75,6 +75,8 @@ class BatchBuffers:
     part: Any
     cand: Any
     stats: Any
+    ml: Any  # a one-row step's split-K attention partials (max, sum), per head and split
+    acc: Any  # and their weighted values
     sampled: Any  # per sampled row: the token
     lp: Any  # per sampled row: log-probabilities (kernels/sampling.py logprob_kernel)
     pages: Any  # per slot: its KV pages, in position order (Slots.max_pages entries)
@@ -97,6 +99,8 @@ class BatchBuffers:
             xs=g.buffer(S * c.hidden * 4, "sampled_rows"), logits=g.buffer(S * c.vocab * 4, "logits"),
             part=g.buffer(S * nwg * 8, "sample_part"), cand=g.buffer(S * nwg * sampling.CAND * 8, "sample_cand"),
             stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
+            ml=g.buffer(c.n_heads * -(-slots.ctx // 16) * 8, "attn_ml"),
+            acc=g.buffer(c.n_heads * -(-slots.ctx // 16) * c.head_dim * 4, "attn_acc"),
             lp=g.buffer(S * LP_WIDTH * 4, "logprobs"),
             pages=g.buffer(S * slots.max_pages * 4, "kv_page_table"),
             kv=[g.buffer(kv_cache_bytes(c, slots.pool * PAGE, kv_f16), f"blk.{i}.kv_pages") for i in range(c.n_layers)],
@@ -387,7 +391,8 @@ class BatchScheduler(Scheduler):
     def _submit(self, rows: list[tuple[int, int]], blocks: list[tuple[int, int, int, int]],
                 samples: list[tuple[int, int, int]], owners: list[_Seq], key: tuple[bool, bool, bool]) -> None:
         m, g, b = self.programs, self.programs.gpu, self.programs.buf
-        g.write(b.st, pack_state(n=len(rows)))
+        # (a one-row step's split-K attention and its merge read the row's position there)
+        g.write(b.st, pack_state(n=len(rows), pos=rows[0][0] if len(rows) == 1 else 0))
         g.write(b.rows, np.asarray(rows, np.uint32))
         g.write(b.blocks, np.asarray(blocks, np.uint32))
         if samples:

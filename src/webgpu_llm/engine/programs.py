@@ -449,6 +449,9 @@ class Programs:
         # one row on the mat-vecs: the RMSNorms in the QKV and gate/up mat-vecs' prologues, as
         # the one-sequence decode has them (Gemma's output norms keep their kernels)
         fuse = thin == 1 and not post
+        # one row of a batched step: the decode's split-K attention over its sequence's pages
+        # (many workgroups a head, where the prompt kernel walks every key in one), merged by O
+        split_keys = thin == 1 and slots is not None
         t = tables or {}
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
@@ -460,7 +463,7 @@ class Programs:
             s_dn = self.spec(L.down, **split(sd))
             x_qkv, x_gu = (b.h if fuse else b.xn), (b.h if fuse and dense else b.xn)
             win = self.window(i)
-            if win not in attn_kernels:
+            if win not in attn_kernels and not split_keys:
                 attn_kernels[win] = (att.prompt_attention_kernel(self.attention_spec(i), slots) if tiles is None else
                                      at.prompt_attention_tiles_kernel(self.attention_spec(i), tiles, slots,
                                                                       emulate=not self.f16_tiles_usable))
@@ -472,9 +475,17 @@ class Programs:
                 prog.add(self.qk_norm(qkv_shape, slots), {**p, "x": b.qkv, "q": b.q}, _counted(qk_norm_grid(qkv_shape), rows_of))
             else:
                 self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": x_qkv, "q": b.q}, count=rows_of, thin=thin)
-            prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
-            self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, "y": b.kpart if so > 1 or post else b.h},
-                         count=rows_of, thin=thin)
+            o_out = {"y": b.kpart if so > 1 or post else b.h}
+            if split_keys:
+                sa = self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_spread)
+                ashape = AttnShape(c.n_heads, c.head_dim, sa.chunk, sa.max_splits, sa.window, sa.sinks)
+                prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots),
+                         {**p, "q": b.q, "ml": b.ml, "acc": b.acc}, att.attention_grid(sa))
+                s_o = self.o_spec(L, prologue="attn", attn=ashape, **split(so))
+                self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "ml": b.ml, "acc": b.acc, **o_out}, thin=thin)
+            else:
+                prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
+                self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, **o_out}, count=rows_of, thin=thin)
             if post:
                 prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn),
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)

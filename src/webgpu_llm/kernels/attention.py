@@ -81,12 +81,16 @@ def _kv_reader(sig: Signature, a: AttentionSpec, write: bool = False) -> tuple[C
     return (lambda i: f"KV({i})"), fn
 
 
-def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0, qkn: QkNorm | None = None) -> Kernel:
+def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0, qkn: QkNorm | None = None,
+                     slots: Slots | None = None) -> Kernel:
     """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu).
 
     `wg` > chunk: a wider workgroup whose threads past the chunk take no key and add the
     identity to the reductions (a persistent kernel's stages share one workgroup size).
-    `qkn`: q and the new key and value come as raw rows `x` (QkNorm)."""
+    `qkn`: q and the new key and value come as raw rows `x` (QkNorm).
+    `slots`: a batched step of one row (engine/batch.py): its sequence's cache is paged, the
+    slot read from the table `rows` (its position, as for one sequence, from st.pos)."""
+    assert not (slots and qkn), "the q/k-norm fold is the one-sequence decode's"
     d4 = a.head_dim // 4
     wg = wg or a.chunk
     wide = wg > a.chunk
@@ -114,6 +118,12 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
   return select({kv_read("i")}, select(kn[i % D4], vn[i % D4], i >= VOFF), mine);
 }}
 """
+    # the cache row of the head's key j, and of its value
+    krow, vrow = "(kvbase + {j})", "VOFF + (kvbase + {j}) * D4"
+    if slots:
+        sig.storage("rows", "array<vec2<u32>>")
+        kv_fn += kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
+        krow, vrow = "kv_row(slot, kvh, {j})", "(kv_row(slot, kvh, {j}) + V_ROWS) * D4"
     sig.storage("ml", "array<vec2<f32>>", write=True)
     sig.storage("acc", "array<vec4<f32>>", write=True)
     head = """  let s = wid.y;
@@ -136,14 +146,14 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
         before = "\n".join(
             f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
-            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot({qv.format(i='dd')}, {kv('(kvbase + min(c0 + kk, k1 - 1u)) * D4 + dd')}), "
+            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot({qv.format(i='dd')}, {kv(krow.format(j='min(c0 + kk, k1 - 1u)') + ' * D4 + dd')}), "
             f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
         if wide:
             before = f"    if (lid < CH) {{\n{before.replace(chr(10) + '    workgroupBarrier();', '')}    }}\n    workgroupBarrier();\n"
         key_score = f"      sc = {a.score('(' + ' + '.join(f'sp[lid * (D4 + 1u) + {i}u]' for i in range(d4)) + ')')};"
     else:  # this thread's key, whole
         before = ""
-        key_score = f"""      let kr = (kvbase + j) * D4;
+        key_score = f"""      let kr = {krow.format(j="j")} * D4;
       let acc4 = {score};
       sc = {a.score("(acc4.x + acc4.y + acc4.z + acc4.w)")};"""
     score_phase = f"""{before}    let j = c0 + lid;
@@ -154,7 +164,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     per_g = -(-a.chunk // groups)
     vsum = "\n".join(
         f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
-        f"o += pj * {kv('VOFF + (kvbase + c0 + min(jj, n - 1u)) * D4 + d4')}; }}"
+        f"o += pj * {kv(vrow.format(j='c0 + min(jj, n - 1u)') + ' + d4')}; }}"
         for i in range(per_g))
     prologue = "" if qkn is None else "\n" + _qk_norm_prologue(a, qkn, wg)
     if qkn is not None:  # the head's q and the new key and value, normed and rotated
@@ -173,7 +183,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let h = wid.x;
 {head}
   let kvh = h / {a.n_heads // a.n_kv_heads}u;
-  let kvbase = kvh * {a.ctx}u;
+  let kvbase = kvh * {a.ctx}u;{chr(10) + "  let slot = rows[0].y;" if slots else ""}
   let qb = (t * {a.n_heads}u + h) * D4;
   let g = lid / D4;
   let d4 = lid % D4;{prologue}
