@@ -144,6 +144,24 @@ def test_qk_norm_folded_into_decode_attention(wgpu_gpu, tiny_dirs, arch, kv):
             assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_output_norms_folded_into_the_next_mat_vec(gpu, tiny_dirs, arch, dtype):
+    """Tuning.fold_post_norm: each output norm and residual add in the next mat-vec's prologue
+    (O's in gate/up's, down's in the next layer's QKV; the last layer keeps its kernels), with
+    the q/k-norm fold beside it: two dispatches less a layer, the same step logits,
+    transformers' greedy tokens, both backends."""
+    d = tiny_dirs[arch, dtype]
+    s = _load(d, gpu, settings=F32_KV).session
+    base, n = s.next_logits(IDS[:9]), len(s.programs.decode)
+    qk = s.cfg.architecture.qk_norm
+    s.rebuild(dataclasses.replace(s.tuning, fold_post_norm=True, fold_qk_norm=qk))
+    assert len(s.programs.decode) == n - 2 * (s.cfg.n_layers - 1) - (s.cfg.n_layers if qk else 0)
+    assert max_rel(s.next_logits(IDS[:9]), base) < (1e-5 if dtype == "float32" else 1e-3)
+    if dtype == "float32":
+        assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+
+
 def test_split_k_prompt_matmuls_feed_the_output_norms(wgpu_gpu, tiny_dirs):
     """Gemma's O and down projections with K split over workgroups: the output-norm kernel
     sums the partials first."""

@@ -402,3 +402,40 @@ def test_matvec_f16_arithmetic(gpu):
     for fmt in ("bf16", "f32", "q8_0"):
         q = LinearSpec(k=224, segments=(Segment(fmt, 5),))
         assert "f16;" not in matvec_kernel(q, wg=64, tpr=8, half=True).wgsl
+
+
+def test_matvec_post_norm_prologue(gpu):
+    """Gemma's output norm folded into the next mat-vec (prologue "post"): the stored row
+    `part` normed and weighted by the earlier layer's parameters (`ppv`), added to the residual
+    `x`, the sum written to `hout` once and normed for this mat-vec; ragged k, subgroup and
+    tree sums, f32 and int8 activations, f16 arithmetic where the device has it."""
+    rng = np.random.default_rng(14)
+    k, rows = 200, 45
+    w, wb = _weight(gpu, "f16", rows, k, rng)
+    wq, wqb = _weight(gpu, "q8_0", rows, 224, rng)
+    sgs = gpu.subgroups_wgsl(on_cpu=True)
+
+    def case(fmt, k, w, wb, **kw):
+        part = rng.standard_normal(k).astype(np.float32)
+        h = rng.standard_normal(k).astype(np.float32)
+        post_w = rng.uniform(0.5, 1.5, k).astype(np.float32)
+        nw = rng.uniform(0.5, 1.5, k).astype(np.float32)
+        v = h + rms_norm(part, post_w, 1e-5)
+        pv = np.concatenate([np.zeros(8, np.float32), nw])  # the norm weight at float offset 8
+        ppv = np.concatenate([np.zeros(4, np.float32), post_w])  # the post weight at 4
+        spec = LinearSpec(k=k, segments=(Segment(fmt, w.shape[0]),), prologue="post", eps=1e-5, nw_off=8, post_off=4)
+        hout, yb = gpu.buffer(k * 4), gpu.buffer(w.shape[0] * 4)
+        kernel = matvec_kernel(spec, wg=64, shared_bytes=32768, **kw)
+        run_kernel(gpu, kernel, {"w0": wb, "x": gpu.upload(h), "part": gpu.upload(part), "ppv": gpu.upload(ppv),
+                                 "pv": gpu.upload(pv), "hout": hout, "y": yb}, matvec_grid(spec, 64, kw.get("tpr", 32)))
+        assert rel_err(read(gpu, hout, k), v) < 1e-5
+        return read(gpu, yb, w.shape[0]), w @ rms_norm(v, nw, 1e-5)
+
+    for kw in ({"tpr": 8, "subgroups": sgs}, {"tpr": 2}, {"tpr": 1}):  # 3, 12 and 23 workgroups
+        got, want = case("f16", k, w, wb, **kw)
+        assert rel_err(got, want) < 1e-5, kw
+    got, want = case("q8_0", 224, wq, wqb, tpr=8, int8=True)
+    assert rel_err(got, want) < 2e-2
+    if half_ok(gpu):
+        got, want = case("f16", k, w, wb, tpr=8, half=True)
+        assert rel_err(got, want) < 5e-3

@@ -578,21 +578,34 @@ class Programs:
               {**base, **emb.bindings(), "x": b.h}, (1, 1, 1))
         chunk = self.tuning.attn_chunk
         qkv_shape = self.qkv_shape()
-        for i, L in enumerate(self.weights.layers):
+        layers = self.weights.layers
+        # Gemma's output norms folded into the next mat-vec's prologue (Tuning.fold_post_norm)
+        fold = kind == "fused" and c.architecture.post_norms and self.tuning.fold_post_norm
+        for i, L in enumerate(layers):
             split = self.attention_spec(i, chunk, self.tuning.attn_spread)
             ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits, split.window, split.sinks)
-            layer(d, L, {**self._layer_bindings(i, L), "ml": b.ml, "acc": b.acc}, qkv_shape, split, ashape)
+            extra = {"post_in": layers[i - 1].params if i > 0 else None, "post_ffn": i < len(layers) - 1} if fold else {}
+            layer(d, L, {**self._layer_bindings(i, L), "ml": b.ml, "acc": b.acc}, qkv_shape, split, ashape, **extra)
         return d
 
     def _decode_layer_fused(self, d: Program, L: LayerWeights, p: dict[str, Any], qkv_shape: QkvShape,
-                            split: att.AttentionSpec, ashape: AttnShape) -> None:
+                            split: att.AttentionSpec, ashape: AttnShape, post_in: Any = None,
+                            post_ffn: bool = False) -> None:
+        """`post_in` (output norms folded): the previous layer's parameters, whose down output
+        norm QKV's prologue applies, the residual then in h2, written back to h; `post_ffn`:
+        gate/up's prologue applies O's output norm, h to h2 (the next QKV takes it back)."""
         c, b, lay = self.cfg, self.buf, self.weights.layout
         a, one = c.architecture, (1, 1, 1)
-        s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
-        if a.qk_norm:  # raw rows, then the per-head norms, RoPE and the KV append ...
-            d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "y": b.qkv}, self._mvg(s_qkv, "qkv"))
+        x_qkv: dict[str, Any] = {"x": b.h}
+        if post_in is None:
+            s_qkv = self.qkv_spec(L, qkv_shape, prologue="rmsnorm", nw_off=0)
         else:
-            d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}, self._mvg(s_qkv, "qkv"))
+            s_qkv = self.qkv_spec(L, qkv_shape, prologue="post", nw_off=0, post_off=lay.ffn_post)
+            x_qkv = {"x": b.h2, "part": b.kpart, "ppv": post_in, "hout": b.h}
+        if a.qk_norm:  # raw rows, then the per-head norms, RoPE and the KV append ...
+            d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), **x_qkv, "y": b.qkv}, self._mvg(s_qkv, "qkv"))
+        else:
+            d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), **x_qkv, "q": b.q}, self._mvg(s_qkv, "qkv"))
         if a.qk_norm and self.tuning.fold_qk_norm:  # ... in the attention kernel itself
             qkn = att.QkNorm(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope)
             d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl(), qkn=qkn), {**p, "x": b.qkv},
@@ -604,20 +617,26 @@ class Programs:
         if a.post_norms:  # O's row, then its norm added to h
             s_o = self.o_spec(L, prologue="attn", attn=ashape)
             d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.kpart}, self._mvg(s_o, "o"))
-            d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post), {**p, "x": b.h, "part": b.kpart}, one)
+            if not post_ffn:
+                d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post), {**p, "x": b.h, "part": b.kpart}, one)
         else:
             s_o = self.o_spec(L, epilogue="add", prologue="attn", attn=ashape)
             d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
         if L.router is not None and a.moe is not None:
             self._experts_decode(d, L, p, a.moe)
             return
-        s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
-        d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), "x": b.h, "y": b.act},
-              self._mvg(s_gu, "gate_up"))
+        if post_ffn:
+            s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="post", nw_off=lay.ffn, post_off=lay.attn_post)
+            x_gu = {"x": b.h, "part": b.kpart, "ppv": L.params, "hout": b.h2}
+        else:
+            s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
+            x_gu = {"x": b.h}
+        d.add(self._mv(s_gu, "gate_up"), {**p, **L.gate_up.bindings(), **x_gu, "y": b.act}, self._mvg(s_gu, "gate_up"))
         if a.post_norms:
             s_dn = self.spec(L.down)
             d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.kpart}, self._mvg(s_dn, "down"))
-            d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.ffn_post), {**p, "x": b.h, "part": b.kpart}, one)
+            if not post_ffn:  # (folded: the next layer's QKV applies it)
+                d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.ffn_post), {**p, "x": b.h, "part": b.kpart}, one)
         else:
             s_dn = self.spec(L.down, epilogue="add")
             d.add(self._mv(s_dn, "down"), {**p, **L.down.bindings(), "x": b.act, "y": b.h}, self._mvg(s_dn, "down"))

@@ -73,6 +73,9 @@ class Tuning:
     # a mixture's decode: the down mat-vec adds each row's gate-weighted experts into h itself
     # (linear.Experts.combine), a dispatch less a layer; off until measured
     fold_combine: bool = False
+    # decode of models with output norms (Gemma 2/3): each norm and residual add in the next
+    # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer; off until measured
+    fold_post_norm: bool = False
     # decode mat-vecs of f16 weights multiply in f16 (linear.matvec_kernel's `half`) where the
     # device passes its check (linear.half_usable); off until measured against f32 arithmetic
     f16_decode: bool = False

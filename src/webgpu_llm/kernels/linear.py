@@ -94,7 +94,7 @@ class LinearSpec:
     k: int
     segments: tuple[Segment, ...]
     epilogue: str = "store"  # store | add | silu_mul | gelu | gelu_mul | swiglu_oai | qkv | partial (matmul with splits)
-    prologue: str = "plain"  # plain | rmsnorm | attn
+    prologue: str = "plain"  # plain | rmsnorm | attn | post (mat-vec)
     bias: bool = False
     eps: float = 1e-6
     last_row: bool = False  # read x row st.n-1 instead of row 0 (prompt -> first token)
@@ -120,6 +120,9 @@ class LinearSpec:
     experts: Experts | None = None
     # epilogue "store": y = cap * tanh(y / cap) (final-logit soft-capping); 0: none
     softcap: float = 0.0
+    # prologue "post": the post-norm weight of the stored output row `part`, at this float
+    # offset of the binding `ppv` (the parameters of the layer it belongs to)
+    post_off: int = 0
 
     @property
     def rows(self) -> int:
@@ -397,6 +400,12 @@ def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool,
                sums x² on the way (one barrier); unstaged: each row group sums x² itself.
       attn     the split-K attention partials merged (flash-decoding's reduce), staged once
                per workgroup or merged where used
+      post     Gemma's output norm of the linear layer before, then this one's RMSNorm: the
+               stored row `part` normed and weighted (`ppv` at post_off) and added to the
+               residual `x`, the sum written to `hout` by the first workgroup and staged times
+               the norm weight; its 1/rms factor applied to the dot products as for rmsnorm.
+               Every workgroup computes the sum (a few thousand values), so that no dispatch
+               between the two layers is needed; `x` and `hout` are two buffers.
     """
     k4, kp4 = spec.k // 4, spec.kp // 4
     ragged = spec.k % UNIT != 0
@@ -451,6 +460,46 @@ fn prologue(lid: u32, xb: u32, sgs: u32) {{
   var tot = 0.0;
   {total}
   ss_all = tot;
+}}
+fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
+"""
+    if spec.prologue == "post":
+        if not stage:
+            raise ValueError("the post-norm prologue stages x: a row of this length does not fit")
+        sig.storage("x", "array<vec4<f32>>")
+        sig.storage("part", "array<vec4<f32>>")
+        sig.storage("ppv", "array<vec4<f32>>")
+        sig.storage("hout", "array<vec4<f32>>", write=True)
+        declare_pv(sig)
+        at = "min(i, K4 - 1u)" if ragged else "i"
+        ok = "i < K4" if ragged else "true"
+        total = ("let t = subgroupAdd(v); if (lid % sgs == 0u) { ssp[lid / sgs] = t; }\n  workgroupBarrier();\n"
+                 "  var tot = 0.0;\n  for (var j = 0u; j < WG / sgs; j++) { tot += ssp[j]; }" if sg else
+                 "ssp[lid] = v;\n  workgroupBarrier();\n  var tot = 0.0;\n  for (var j = 0u; j < WG; j++) { tot += ssp[j]; }")
+        return head + f"""
+var<workgroup> xs: array<{xt}, KP4>;
+var<workgroup> ssp: array<f32, {wg}>;
+var<private> ss_all: f32;
+var<private> first_group: bool;
+fn wg_sum(v: f32, lid: u32, sgs: u32) -> f32 {{
+  workgroupBarrier();  // an earlier sum's reads of ssp are done
+  {total}
+  return tot;
+}}
+fn PART(i: u32) -> vec4<f32> {{ return select(vec4<f32>(0.0), part[{at}], {ok}); }}
+fn prologue(lid: u32, xb: u32, sgs: u32) {{
+  var ss = 0.0;
+  for (var i = lid; i < KP4; i += {wg}u) {{ let o = PART(i); ss += dot(o, o); }}
+  let sc = inverseSqrt(wg_sum(ss, lid, sgs) / {float(spec.k)} + {spec.eps!r});
+  var sh = 0.0;
+  for (var i = lid; i < KP4; i += {wg}u) {{
+    let v = select(vec4<f32>(0.0), x[{at}] + PART(i) * sc * ppv[{spec.post_off // 4}u + {at}], {ok});
+    if (first_group && {ok}) {{ hout[i] = v; }}
+    sh += dot(v, v);
+    xs[i] = {xt}(v * pv[{spec.nw_off // 4}u + {at}]);
+  }}
+  ss_all = wg_sum(sh, lid, sgs);
+  workgroupBarrier();
 }}
 fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
 """
@@ -527,7 +576,9 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     # half: x converted to f16 once a workgroup
     stage = ((spec.prologue != "plain" or (int8 and not int8_direct) or half)
              and spec.kp * (2 if half else 4) + wg * 20 <= shared_bytes)
-    norm = spec.prologue == "rmsnorm"
+    norm = spec.prologue in ("rmsnorm", "post")
+    if spec.prologue == "post" and (spec.experts or spec.last_row or blocks > 1):
+        raise ValueError("the post-norm prologue is a one-token dense mat-vec's, in one row block")
     combine = bool(spec.experts and spec.experts.combine)
     if combine and not (spec.experts.x_per_slot and spec.epilogue == "add" and blocks == 1):
         raise ValueError("the experts' combine is the down mat-vec's (x_per_slot, epilogue add, one row block)")
@@ -674,7 +725,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   {sg_val}
   let g = wid.y * nwg.x + wid.x;
-  let lane = lid % TPR;{choose}{slots_open}
+  let lane = lid % TPR;{choose}{slots_open}{chr(10) + "  first_group = g == 0u;" if spec.prologue == "post" else ""}
   let xb = xbase();
 {pre}
   {"early_requested();" if early else ""}
