@@ -219,6 +219,18 @@ def test_matvec_spread_units(gpu, fmt):
             assert rel_err(read(gpu, yb, rows), ref) > 1e-3
 
 
+def _two_segments(gpu, rng, k, *segs):
+    """Two weight segments (fmt, rows) of row length k (uploaded), their rows stacked, a random x
+    and norm weight (uploaded), an output buffer, and the segments for a LinearSpec."""
+    (f0, r0), (f1, r1) = segs
+    w0, b0 = _weight(gpu, f0, r0, k, rng)
+    w1, b1 = _weight(gpu, f1, r1, k, rng)
+    x = rng.standard_normal(k).astype(np.float32)
+    nw = rng.standard_normal(k).astype(np.float32)
+    return (np.concatenate([w0, w1]), b0, b1, x, nw, gpu.upload(x), gpu.upload(nw), gpu.buffer((r0 + r1) * 4),
+            (Segment(f0, r0), Segment(f1, r1)))
+
+
 def test_matvec_early_first_units(gpu):
     """`early`: the first units' weight words requested before the prologue and decoded after
     it. Two segments of float formats (f16 and bf16, 4 words a unit), rows split between them
@@ -226,16 +238,9 @@ def test_matvec_early_first_units(gpu):
     (the loop goes on after the first units), 1 to 3 early units, more than a lane has; plain
     and RMSNorm inputs, staged or not; spread and not. A kernel that decodes the wrong row's
     or the wrong unit's words must fail."""
-    rng = np.random.default_rng(12)
     k, r0, r1 = 200, 23, 22
-    w0, b0 = _weight(gpu, "f16", r0, k, rng)
-    w1, b1 = _weight(gpu, "bf16", r1, k, rng)
-    w = np.concatenate([w0, w1])
-    x = rng.standard_normal(k).astype(np.float32)
-    nw = rng.standard_normal(k).astype(np.float32)
-    xb, pvb, yb = gpu.upload(x), gpu.upload(nw), gpu.buffer((r0 + r1) * 4)
+    w, b0, b1, x, nw, xb, pvb, yb, segs = _two_segments(gpu, np.random.default_rng(12), k, ("f16", r0), ("bf16", r1))
     sgs = gpu.subgroups_wgsl(on_cpu=True)
-    segs = (Segment("f16", r0), Segment("bf16", r1))
     for prologue, shared, tpr, spread, sg, early in (
             ("rmsnorm", 32768, 16, True, None, 1), ("rmsnorm", 0, 2, False, None, 1), ("plain", 0, 8, True, sgs, 1),
             ("rmsnorm", 32768, 2, True, None, 3), ("rmsnorm", 0, 8, True, sgs, 2), ("plain", 0, 2, False, None, 2)):
@@ -359,14 +364,8 @@ def test_matvec_f16_arithmetic(gpu):
         pytest.skip("f16 arithmetic needs shader-f16, and bitcasts to f16 that wgpu-native's naga types right")
     rng = np.random.default_rng(13)
     k, r0, r1 = 200, 23, 20
-    w0, b0 = _weight(gpu, "f16", r0, k, rng)
-    w1, b1 = _weight(gpu, "f16", r1, k, rng)
-    w = np.concatenate([w0, w1])
-    x = rng.standard_normal(k).astype(np.float32)
-    nw = rng.standard_normal(k).astype(np.float32)
-    xb, pvb, yb = gpu.upload(x), gpu.upload(nw), gpu.buffer((r0 + r1) * 4)
+    w, b0, b1, x, nw, xb, pvb, yb, segs = _two_segments(gpu, rng, k, ("f16", r0), ("f16", r1))
     sgs = gpu.subgroups_wgsl(on_cpu=True)
-    segs = (Segment("f16", r0), Segment("f16", r1))
     h = f16_rounded
     for prologue, shared, tpr, sg, ilp, blocks, spread, early in (
             ("plain", 32768, 1, None, 1, 1, False, 0), ("plain", 0, 8, sgs, 1, 1, True, 0),

@@ -362,18 +362,27 @@ class TileShape:
 XH = 40  # f16s a staged row takes: a unit's 32 and 8 against bank conflicts (80 bytes, 16-aligned)
 
 
-def tile_code(tm: int, tn: int, emulate: bool) -> tuple[str, str, str]:
+def tile_code(shape: TileShape, emulate: bool) -> tuple[str, str, str]:
     """WGSL of a subgroup's tm x tn tiles of 16 x 16 f32 sums over f16 inputs staged in
-    workgroup memory, for every f16-tile kernel: the accumulators' declarations; the products
+    workgroup memory, for every f16-tile kernel: the start (which subgroup a thread is in, s,
+    its lane, the first rows of xh and wh its tiles take, ts and rs, and its accumulators); the products
     of one 32-input step (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
     apart); and the store of tile n (a runtime index) to the scratch `cs` at s * 256, row-major
     16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix
     units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
     unrolled copies slowly)."""
+    tm, tn = shape.tm, shape.tn
     tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
+    start = f"""  // the subgroup whose tiles this thread multiplies: rows ts.. of xh, rows rs.. of wh
+  let s = {"lid / 32u" if emulate else "sgid"};
+  let lane = lid % 32u;
+  let z = lid / {shape.wg}u;  // 0
+  let ts = (s / {shape.sn}u) * {16 * tm}u;
+  let rs = (s % {shape.sn}u) * {16 * tn}u;
+"""
     if emulate:
-        acc_decl = f"  var acc: array<f32, {nt_ * 8}>;"
+        acc_decl = start + f"  var acc: array<f32, {nt_ * 8}>;"
         products = f"""    for (var e = lane; e < {nt_ * 256}u; e += 32u) {{
       let n = e / 256u;
       let xa = (ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
@@ -384,7 +393,7 @@ def tile_code(tm: int, tn: int, emulate: bool) -> tuple[str, str, str]:
     }}"""
         store = "    for (var v = 0u; v < 8u; v++) { cs[s * 256u + lane + 32u * v] = acc[n * 8u + v]; }"
         return acc_decl, products, store
-    acc_decl = "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<f32, 16, 16>();" for i, j in tile_ids)
+    acc_decl = start + "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<f32, 16, 16>();" for i, j in tile_ids)
     lines = []
     for kk in (0, 16):
         for i in range(tm):
@@ -419,7 +428,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     ragged = spec.k % UNIT != 0
     pt = bm * 8 // wg  # x words (vec4) each thread stages
     nt_ = tm * tn
-    acc_decl, products, store = tile_code(tm, tn, emulate)
+    acc_decl, products, store = tile_code(shape, emulate)
     # each tile through the scratch of its slice: stored by the slice's subgroup, read by
     # threads 32 es.. (es = lid / 32), so that each epilogue call gets a row pair
     outs = f"""  let es = lid / 32u;
@@ -475,12 +484,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var w: {"array<vec4<u32>, 4>" if raw else "array<vec4<f32>, 8>"};
   var xr: array<vec4<f32>, {pt}>;
 {fetch("u0")}
-  // the slice (subgroup) whose tiles this thread multiplies: tokens ts.., tile rows rs..
-  let s = {"lid / 32u" if emulate else "sgid"};
-  let lane = lid % 32u;
-  let z = lid / {wg}u;  // 0
-  let ts = (s / {sn}u) * {16 * tm}u;
-  let rs = (s % {sn}u) * {16 * tn}u;
 {acc_decl}
   for (var u = u0; u < u1; u++) {{
     if (lid < {bn}u) {{

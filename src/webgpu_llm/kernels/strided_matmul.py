@@ -190,7 +190,7 @@ def tile_matmul_kernel(s: TiledMatmulSpec, shape: TileShape = TileShape(), emula
     grid: tile_matmul_grid."""
     sig, src = _decls(s, False)
     sm, sn, tm, tn, bm, bn, wg = shape.sm, shape.sn, shape.tm, shape.tn, shape.bm, shape.bn, shape.wg
-    acc_decl, products, store = tile_code(tm, tn, emulate)
+    acc_decl, products, store = tile_code(shape, emulate)
     # staged rows of 32 inputs: a walks k first; w too where it is k-contiguous (nn.Linear's)
     wload = "let nn = e / 32u; let kk = e % 32u;" if s.w_kmajor else f"let kk = e / {bn}u; let nn = e % {bn}u;"
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
@@ -208,12 +208,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b = wid.z;
   let m0 = wid.y * {bm}u;
   let n0 = wid.x * {bn}u;
-  // the subgroup whose tiles this thread multiplies: rows ts.. of the block, columns rs..
-  let s = {"lid / 32u" if emulate else "sgid"};
-  let lane = lid % 32u;
-  let z = lid / {wg}u;  // 0
-  let ts = (s / {sn}u) * {16 * tm}u;
-  let rs = (s % {sn}u) * {16 * tn}u;
 {acc_decl}
   for (var k0 = 0u; k0 < K; k0 += 32u) {{
     for (var e = lid; e < {bm * 32}u; e += {wg}u) {{
