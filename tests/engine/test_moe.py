@@ -125,3 +125,8 @@ def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
     assert sum("mma_matmul_" in d.label for d in s.programs.prefill.dispatches) >= 2 * cfg.n_layers
     assert 1e-6 < max_rel(s.logits([*ids, nxt])[-1], want) < 3e-2
     assert 1e-6 < max_rel(s.next_logits(ids), want) < 3e-2
+    if s.gpu.has_f16:  # the experts on f16 tiles of 32 tokens a workgroup (Tuning.expert_tiles)
+        s.rebuild(dataclasses.replace(s.tuning, int8=False, mma="emulate", expert_tiles=(1, 4, 2, 2)))
+        assert sum("f16_matmul_" in d.label and "1x4x2x2" in d.label for d in s.programs.prefill.dispatches) \
+            == 2 * cfg.n_layers
+        assert 1e-6 < max_rel(s.logits([*ids, nxt])[-1], want) < 1e-2

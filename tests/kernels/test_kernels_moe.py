@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_harness import read, rel_err, run_kernel
+from kernel_harness import f16_rounded, read, rel_err, run_kernel, tint_check
 
 from reference import dequantize, int8_rounded, rms_norm, silu
 from webgpu_llm.kernels import mma, moe
@@ -162,12 +162,15 @@ def test_moe_decode_reads_only_the_chosen_experts(gpu):
 
 
 
-@pytest.mark.parametrize("fmt,on_mma", [("f16", False), ("q4_0", False), ("mxfp4", False), ("q4_0", True),
-                                        ("mxfp4", True)])
-def test_moe_ffn_prompt(gpu, fmt, on_mma):
+@pytest.mark.parametrize("fmt,path", [("f16", "simt"), ("q4_0", "simt"), ("mxfp4", "simt"), ("q4_0", "int8"),
+                                      ("mxfp4", "int8"), ("q4_0", "f16"), ("f16", "f16")])
+def test_moe_ffn_prompt(gpu, fmt, path):
     """A prompt: its (token, slot) pairs grouped by expert, each expert's matmul over the tokens
-    routed to it (tiled, or on the int8 matrix units: emulated where the adapter has none),
-    the outputs summed back per token in slot order."""
+    routed to it (tiled; on the int8 tiles; on the f16 tiles, dequantized while staging, in
+    workgroups of 32 tokens: the matrix units emulated where the adapter has none), the outputs
+    summed back per token in slot order."""
+    if path == "f16" and not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
     n = 37
     case = MoeCase(gpu, fmt, seed=4)
     rng = np.random.default_rng(5)
@@ -184,7 +187,13 @@ def test_moe_ffn_prompt(gpu, fmt, on_mma):
     dn = case.down_spec(experts=Experts(E, K, x_per_slot=True, rows=rows))
     gub = {"w0": case.buf["gate"], "w1": case.buf["up"], "x": xn, "y": act, "groups": groups}
     dnb = {"w0": case.buf["down"], "x": act, "y": y, "groups": groups}
-    if on_mma:
+    if path == "f16":
+        emulate, shape = not mma.f16_usable(gpu), mma.TileShape(1, 4, 2, 2)
+        for spec, bufs in ((gu, gub), (dn, dnb)):
+            prog.add(mma.f16_matmul_kernel(spec, shape, emulate), bufs, mma.f16_matmul_grid(spec, shape)(n))
+            if emulate:
+                tint_check(mma.f16_matmul_kernel(spec, shape))
+    elif path == "int8":
         emulate = not mma.usable(gpu)
         units = {"xq": gpu.buffer(rows * HID), "xs": gpu.buffer(rows * HID // 4)}
         prog.add(mma.quantize_kernel(HID), {"x": xn, **units}, mma.quantize_grid(HID)(n))
@@ -197,11 +206,12 @@ def test_moe_ffn_prompt(gpu, fmt, on_mma):
     prog.add(moe.combine_kernel(HID, K, E, rows), {"y": y, "route": route, "groups": groups, "h": hb},
              moe.combine_grid(HID)(n))
     prog.prog.run(n)
-    ref, ids = case.reference(x, int8_rounded if on_mma else (lambda v: v))
+    ref, ids = case.reference(x, {"int8": int8_rounded, "f16": f16_rounded}.get(path, lambda v: v))
     g = read(gpu, groups, moe.groups_words(E, rows), np.uint32)
     start, order, inv = g[:E + 1], g[E + 1:E + 1 + rows], g[E + 1 + rows:]
     assert start[-1] == rows and (np.diff(start) == np.bincount(ids.ravel(), minlength=E)).all()
     assert (inv[order] == np.arange(rows)).all()
     for e in range(E):  # each expert's entries are the pairs routed to it
         assert (ids.ravel()[order[start[e]:start[e + 1]]] == e).all()
-    assert rel_err(read(gpu, hb, (n, HID)), ref) < (1e-4 if on_mma else 1e-5)
+    # (the f16 tiles also round the dequantized weights: q4_0's d * (q - 8) takes more than f16's bits)
+    assert rel_err(read(gpu, hb, (n, HID)), ref) < {"simt": 1e-5, "int8": 1e-4, "f16": 1e-3}[path]

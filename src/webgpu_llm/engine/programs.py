@@ -257,6 +257,9 @@ class Programs:
         mode = self.tuning.mma.removeprefix("emulate").removeprefix("-") or "auto"
         if mode == "off":
             return "simt"
+        if (spec.experts and self.tuning.expert_tiles and mode != "int8" and mma.f16_ok(spec, every_format=True)
+                and self._f16_tiles_run):
+            return "f16"
         if mode != "f16" and self.int8_tiles and (self.mma_usable or self._emulate) and mma.mma_ok(spec):
             return "int8"
         if mode != "int8" and mma.f16_ok(spec, every_format=mode == "f16") and self._f16_tiles_run:
@@ -320,7 +323,8 @@ class Programs:
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
         if path == "f16":
-            shape = mma.TileShape(*self.tuning.tiles, tokens_first=self.tuning.tokens_first)
+            shape = (mma.TileShape(*self.tuning.expert_tiles) if spec.experts and self.tuning.expert_tiles else
+                     mma.TileShape(*self.tuning.tiles, tokens_first=self.tuning.tokens_first))
             prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
                      _counted(mma.f16_matmul_grid(spec, shape), count))
             return

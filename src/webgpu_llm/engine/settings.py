@@ -58,6 +58,11 @@ class Tuning:
     # tiles computed without matrix units where the device has none (for tests)
     mma: str = "auto"
     tiles: tuple[int, int, int, int] = (2, 2, 2, 2)  # the f16 tiles' workgroup (mma.TileShape)
+    # a mixture's prompt expert matmuls on the f16 tiles in workgroups of this shape (every
+    # format dequantized while staging), where the f16 tiles run and mma is not "int8"/"off":
+    # fewer tokens a workgroup for an expert's few rows (Qwen3-30B-A3B: 32 on average in a
+    # 512-token chunk, half of the int8 tiles' 64 then empty); (): as the other matmuls
+    expert_tiles: tuple[int, ...] = ()
     # the tile matmuls' workgroups by weight block, each block's token blocks in turn (L2 reuse
     # of the weights; mma._block_order), instead of by token block; off until measured
     tokens_first: bool = False
