@@ -26,23 +26,40 @@ def _ids(n: int, vocab: int, seed: int) -> list[int]:
     return np.random.default_rng(seed).integers(0, vocab, n).tolist()
 
 
+def bench_settings(settings: Settings, n_prompt: int = 16, n_gen: int = 128, n_pp: int = 512,
+                   ttft: int = 0) -> tuple[Settings, int]:
+    """The settings (prompt batch) and context a benchmark's model is built with."""
+    return replace(settings, batch=max(n_pp, 16)), max(n_prompt + n_gen + 8, n_pp + 8, ttft + 8)
+
+
 def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: Settings, *, n_prompt: int = 16,
                  n_gen: int = 128, n_pp: int = 512, reps: int = 5, per_dispatch: bool = False,
-                 profile: bool = False, log: Any = None, ttft: int = 0) -> dict[str, Any]:
+                 profile: bool = False, log: Any = None, ttft: int = 0,
+                 session: Session | None = None) -> dict[str, Any]:
     """tg/pp of a model built with `settings` (its context and prompt batch are the
     benchmark's). Where its decode layers are persistent, the greedy tokens are also decoded
     with them off and the number of positions where they agree is reported (`persist_agree`);
     `prompt_matmul` says where each role's prompt matmul ran: int8 tiles, f16 tiles or simt;
     `decode_matvec` each role's decode arithmetic: int8, f16 or f32.
     `ttft`: also the time to the first token of a prompt of that many tokens (`ttft_ms`),
-    taken in prompt batches of `n_pp` tokens."""
-    ctx = max(n_prompt + n_gen + 8, n_pp + 8, ttft + 8)
+    taken in prompt batches of `n_pp` tokens. `session`: the model already loaded (with
+    `bench_settings`' context and batch; the variants of one benchmark share its weights),
+    whose Programs are built anew with `settings`' kernels and fusion."""
+    settings, ctx = bench_settings(settings, n_prompt, n_gen, n_pp, ttft)
     say = log or (lambda *_: None)
-    settings = replace(settings, batch=max(n_pp, 16))
     tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
-    say(f"building {cfg.name} on {gpu.name} (fused={settings.fused}, persist={tuning.persist}; "
-        f"{_size(weight_bytes(tensors))} of weights)")
-    eng = Session.build(gpu, cfg, tensors.get, settings, ctx)
+    if session is None:
+        say(f"building {cfg.name} on {gpu.name} (fused={settings.fused}, persist={tuning.persist}; "
+            f"{_size(weight_bytes(tensors))} of weights)")
+        eng = Session.build(gpu, cfg, tensors.get, settings, ctx)
+    else:
+        if (session.ctx, session.batch) != (ctx, settings.prompt_batch(gpu)):
+            raise ValueError(f"the session's context and batch {(session.ctx, session.batch)} are not the "
+                             f"benchmark's {(ctx, settings.prompt_batch(gpu))}")
+        say(f"rebuilding {cfg.name}'s kernels (fused={settings.fused}, persist={tuning.persist}, mma={tuning.mma}, "
+            f"attention tiles={tuning.attn_tiles})")
+        eng = session
+        eng.rebuild(tuning, settings.fused)
     m = eng.programs
     greedy = SamplingParams()
     prompt = _ids(n_prompt, cfg.vocab, 1)
@@ -90,8 +107,8 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | backend | fused | persistent | dispatches/token | tg tok/s | prompt matmul | pp tok/s |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    head = ("| model | backend | fused | persistent | dispatches/token | tg tok/s | prompt matmul | prompt attention "
+            "| pp tok/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 
     def pp(r: dict[str, Any]) -> str:  # "—" where the prompt was not timed (--n-pp 0)
         return f"{r['pp_tok_s']:.0f}" if "pp_tok_s" in r else "—"
@@ -99,7 +116,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [f"| {r['model']} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
              f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | "
              f"{r.get('persist') or 'no'} | {r['dispatches_per_token']} | "
-             f"{r['tg_tok_s']:.1f} | {_paths(r)} | {pp(r)} |" for r in rows]
+             f"{r['tg_tok_s']:.1f} | {_paths(r)} | {r.get('prompt_attention', '—')} | {pp(r)} |" for r in rows]
     return head + "\n".join(lines) + "\n"
 
 

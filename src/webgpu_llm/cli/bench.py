@@ -72,7 +72,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.engine_bench import bench_engine, markdown, prefill_markdown, profile_markdown
+    from ..bench.engine_bench import (
+        bench_engine,
+        bench_settings,
+        markdown,
+        prefill_markdown,
+        profile_markdown,
+    )
+    from ..engine import Session
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -120,15 +127,20 @@ def run(args: argparse.Namespace) -> int:
 
                 src = open_model(args.model)
                 cfg, tensors = src.config, src.tensors
+            session = None  # the variants below share one upload of the weights
             for persist in persists:
                 for mma in mmas:
                     for at in attn:
                         settings = replace(base, mma=mma, attn_tiles=at == "on",
                                            persist=base.persist if persist is None else persist)
+                        if session is None and len(persists) * len(mmas) * len(attn) > 1:
+                            log(f"loading {cfg.name} once for {len(persists) * len(mmas) * len(attn)} variants")
+                            s, ctx = bench_settings(settings, args.n_prompt, args.n_gen, args.n_pp, args.ttft)
+                            session = Session.build(gpu, cfg, tensors.get, s, ctx)
                         r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
                                          n_pp=args.n_pp, ttft=args.ttft, reps=args.reps,
                                          per_dispatch=args.submit_per_dispatch,
-                                         profile=args.profile, log=log)
+                                         profile=args.profile, log=log, session=session)
                         r["dtype"] = dtype
                         rows.append(r)
     if args.peers:
