@@ -231,7 +231,8 @@ class Programs:
         """The mat-vec's shape for `role` (with `wg` threads a workgroup if given), and whether
         it takes the int8 path."""
         def sized(shape: dict[str, int]) -> dict[str, int]:
-            return {**shape, "wg": wg} if wg else shape
+            shape = {**shape, "wg": wg} if wg else shape
+            return {**shape, "tpr": self.tuning.expert_tpr} if spec.experts and self.tuning.expert_tpr else shape
 
         shape = sized(self.tuning.shape(role, int8=True))
         if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes, self.tuning.int8_direct):

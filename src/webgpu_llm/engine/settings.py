@@ -63,6 +63,9 @@ class Tuning:
     # fewer tokens a workgroup for an expert's few rows (Qwen3-30B-A3B: 32 on average in a
     # 512-token chunk, half of the int8 tiles' 64 then empty); (): as the other matmuls
     expert_tiles: tuple[int, ...] = ()
+    # threads a row pair of a mixture's expert mat-vecs (0: their role's): the experts' rows are
+    # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down)
+    expert_tpr: int = 0
     # the tile matmuls' workgroups by weight block, each block's token blocks in turn (L2 reuse
     # of the weights; mma._block_order), instead of by token block; off until measured
     tokens_first: bool = False
