@@ -150,7 +150,8 @@ def test_longrope_scales_only_the_rotated_pairs(gpu):
 def test_prompt_attention_window_and_softcap(gpu, d, t, pos0, window, softcap):
     """Sliding windows shorter than the prompt (inside a block of 16 queries, across blocks and
     key chunks), soft-capped scores with their own scale, and heads of 256 (chunks of 8 keys,
-    q read where it is used): one sequence, and the same rows as a batched step's blocks."""
+    q read where it is used): one sequence, and the same rows as a batched step's blocks of 1,
+    3 and 16 rows."""
     rng = np.random.default_rng(24)
     hq, hkv, ctx, scale = 4, 2, 64, 0.15
     kv = np.zeros((2, hkv, ctx, d), np.float32)
@@ -170,7 +171,14 @@ def test_prompt_attention_window_and_softcap(gpu, d, t, pos0, window, softcap):
     pool = np.zeros((8, 2, hkv, PAGE, d), np.float32)
     for i, pg in enumerate(table[1]):
         pool[pg] = kv[:, :, i * PAGE:(i + 1) * PAGE]
-    blocks = np.array([(b0, min(att.BQ, t - b0), 1, pos0 + b0) for b0 in range(0, t, att.BQ)], np.uint32)
+    # blocks of 1 and 3 rows first (a decode row, a short chunk: the heads of a KV head share a
+    # workgroup), then of 16
+    blocks, b0 = [], 0
+    for n in (1, 3, *[att.BQ] * t):
+        if b0 < t:
+            blocks.append((b0, min(n, t - b0), 1, pos0 + b0))
+            b0 += blocks[-1][1]
+    blocks = np.array(blocks, np.uint32)
     out2 = gpu.buffer(t * hq * d * 4)
     run_kernel(gpu, att.prompt_attention_kernel(spec, slots), {"q": gpu.upload(q), "kv": gpu.upload(pool), "out": out2,
                                                                "blocks": gpu.upload(blocks), "pages": gpu.upload(table)},

@@ -285,7 +285,10 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     """st.n query tokens at positions st.pos.. (q rows t * n_heads + h); grid = prompt_attention_grid.
     With `slots` (a batched step) the query blocks come from the table `blocks`: (first row,
     rows, slot, position of the first row), each block's rows consecutive positions of one
-    sequence; grid = (n_heads, blocks).
+    sequence; grid = (n_heads, blocks). Workgroup x = (KV head, part p) then takes queries
+    16p.. of the block's (head of the KV head's group, row) pairs: a block of 16 rows one head
+    each, as for one sequence; a decode row (a block of one) all the heads that share its KV
+    head in one workgroup, which reads their keys and values once (the other parts return).
 
     Thread (query qi, lane l) scores keys l, l+8, .. of each chunk, then every lane of a query
     reads the chunk's scores and accumulates its share (vec4s l, l+8, ..) of the output.
@@ -310,6 +313,7 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     if a.softcap:
         score = f"(tanh(clamp({score} / {a.softcap!r}, -15.0, 15.0)) * {a.softcap!r})"
     qget = "q[qrow + {d}u]" if wide else "qs[qi * D4 + {d}u]"
+    group = a.n_heads // a.n_kv_heads
     for r in range(ch // LQ):
         dots = " + ".join(f"{qget.format(d=d)} * ks[j * KS + {d}u]" for d in range(d4))
         scores.append(f"""    {{ let j = l + {LQ * r}u;
@@ -320,13 +324,23 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     o_add = " ".join(f"o{n} += p * vs[j * D4 + min(l + {LQ * n}u, D4 - 1u)];" for n in range(no))
     o_store = "\n".join(f"    if (l + {LQ * n}u < D4) {{ out[(t * {a.n_heads}u + h) * D4 + l + {LQ * n}u] = o{n} / lsum; }}"
                          for n in range(no))
+    mine = "qi < nq"
     kv_rows = kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
     kvh = f"let kvh = h / {a.n_heads // a.n_kv_heads}u;"
-    if slots:
+    if slots:  # queries: (head g of KV head kvh's group, row r) pairs
         block = "  let blk = blocks[wid.y];\n  let t0 = blk.x;\n"
-        extent = f"  let nq = blk.y;\n  let slot = blk.z;\n  {kvh}"
-        keys = "  let kend = blk.w + nq;  // keys the block needs\n  let last = blk.w + qi;  // the last key this query sees"
+        extent = f"""  let nq = blk.y;
+  let slot = blk.z;
+  let kvh = wid.x / {group}u;
+  let part = wid.x % {group}u;
+  if (part * BQ >= {group}u * nq) {{ return; }}  // (no queries left for this part)
+  let qq = part * BQ + qi;
+  let h = kvh * {group}u + min(qq / nq, {group - 1}u);
+  let r = qq % nq;
+  let t = t0 + r;"""
+        keys = "  let kend = blk.w + nq;  // keys the block needs\n  let last = blk.w + r;  // the last key this query sees"
         first = "blk.w"
+        mine = f"qq < {group}u * nq"
     else:
         block = "  let t0 = wid.y * BQ;\n"
         extent = f"  let nq = min(BQ, st.n - t0);\n  let slot = 0u;\n  {kvh}"
@@ -342,6 +356,14 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
   }}"""
     if wide:
         stage_q = f"  let qrow = ((t0 + min(qi, nq - 1u)) * {a.n_heads}u + h) * D4;"
+    if slots:  # query i / D4's (head, row), as above
+        stage_q = f"""  for (var i = lid; i < BQ * D4; i += {BQ * LQ}u) {{
+    let qi2 = part * BQ + i / D4;
+    let h2 = kvh * {group}u + min(qi2 / nq, {group - 1}u);
+    qs[i] = select(vec4<f32>(0.0), q[((t0 + qi2 % nq) * {a.n_heads}u + h2) * D4 + i % D4], qi2 < {group}u * nq);
+  }}"""
+        if wide:
+            stage_q = f"  let qrow = (t * {a.n_heads}u + h) * D4;"
     nl = "\n"
     body = kv_fn + kv_rows + f"""
 const BQ: u32 = {BQ}u;
@@ -356,11 +378,9 @@ var<workgroup> vs: array<vec4<f32>, {ch * d4}>;
 var<workgroup> ps: array<f32, {BQ * ch}>;
 @compute @workgroup_size({BQ * LQ})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
-  let h = wid.x;
-{block}  let qi = lid / LQ;
+{"" if slots else "  let h = wid.x;" + nl}{block}  let qi = lid / LQ;
   let l = lid % LQ;
-  let t = t0 + qi;
-{extent}
+{"" if slots else "  let t = t0 + qi;" + nl}{extent}
 {stage_q}
 {keys}
   var m = {m0};
@@ -389,7 +409,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }}
     m = cm;
   }}
-  if (qi < nq) {{
+  if ({mine}) {{
 {o_store}
   }}
 }}
