@@ -42,6 +42,21 @@ def test_info_json(capsys):
     assert all(isinstance(a["subgroup_matrix_configs"], list) for b in report["backends"] for a in b["adapters"])
 
 
+def test_info_check_runs_the_kernels_checks(capsys):
+    """`info --check`: each adapter opened and the kernels' self-checks run. llvmpipe lists no
+    matrix tiles (n/a); Dawn's f16 mat-vec runs and matches numpy; wgpu-native's naga cannot
+    compile it (n/a)."""
+    code, out, _ = run_cli(capsys, "info", "--check", "--json")
+    assert code == 0
+    by = {b["backend"]: b["adapters"] for b in json.loads(out)["backends"]}
+    for a in (a for adapters in by.values() for a in adapters):
+        assert set(a["checks"]) <= {"f16_tiles", "f16_matvec", "error"}, a["checks"]
+    vk = [a for a in by["dawn"] if "shader-f16" in a["features"]]
+    assert vk and all(a["checks"]["f16_matvec"] == "pass" for a in vk)
+    assert all(a["checks"].get("f16_matvec", "n/a") == "n/a" for a in by["wgpu"])
+    assert "checks: f16 tiles" in run_cli(capsys, "info", "--check", "--backend", "dawn")[1]
+
+
 def test_info_matrix_line():
     """What `info` says of an adapter's matrix tiles (an H200 on Dawn lists these four without
     the f16 toggle, and an f16 one with it)."""

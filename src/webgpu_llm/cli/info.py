@@ -33,12 +33,35 @@ def add_parser(sub: Any) -> None:
                                    "and limits that matter for LLM inference.")
     p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="which backend (default: %(default)s)")
     p.add_argument("--all-features", action="store_true", help="list every feature, not only the ML ones")
+    p.add_argument("--check", action="store_true",
+                   help="open each adapter and run the kernels' own checks against numpy (f16 matrix tiles, f16 "
+                        "mat-vec arithmetic): what the engine would use there")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     p.set_defaults(run=run)
 
 
-def describe(backend: str) -> dict[str, Any]:
+def checks(backend: str, index: int) -> dict[str, str]:
+    """The kernels' self-checks on adapter `index`: "pass", "fail", or "n/a" where the adapter
+    lacks what they need (their results are what the engine takes)."""
+    from ..kernels.linear import half_ok, half_usable
+    from ..kernels.mma import f16_usable
+    from ..runtime.gpu import open_gpu
+
+    try:
+        gpu = open_gpu(options=environment.gpu_options(backend=backend, adapter=str(index)))
+    except WebGpuLlmError as e:
+        return {"error": str(e)}
+    tiles = gpu.has_f16 and has_f16_mma(gpu.subgroup_matrix_configs)
+
+    def verdict(applies: bool, ok: Any) -> str:
+        return "n/a" if not applies else "pass" if ok() else "fail"
+
+    return {"f16_tiles": verdict(tiles, lambda: f16_usable(gpu)),
+            "f16_matvec": verdict(half_ok(gpu), lambda: half_usable(gpu))}
+
+
+def describe(backend: str, check: bool = False) -> dict[str, Any]:
     options = environment.gpu_options(backend=backend)
     try:
         adapters = list_adapters(options)
@@ -60,6 +83,8 @@ def describe(backend: str) -> dict[str, Any]:
             "limits": {k: a.limits[k] for k in _SHOWN_LIMITS if k in a.limits},
             "subgroup_matrix_configs": subgroup_matrix_configs(a),
         })
+        if check:
+            out[-1]["checks"] = checks(backend, i)
     r: dict[str, Any] = {"backend": backend, "adapters": out}
     if backend == "dawn":  # skipped for speed unless asked for (runtime/gpu.py)
         r["command_validation"] = dawn_validates(options)
@@ -68,7 +93,7 @@ def describe(backend: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     names = list(BACKENDS) if args.backend == "all" else [args.backend]
-    report = [describe(b) for b in names]
+    report = [describe(b, args.check) for b in names]
     if args.json:
         print_json({"backends": report})
     else:
@@ -87,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"      features: {', '.join(feats) or '-'}")
                 if a["subgroup_matrix_configs"]:
                     print(f"      {matrix_line(a['subgroup_matrix_configs'])}")
+                if "checks" in a:
+                    names = {"f16_tiles": "f16 tiles", "f16_matvec": "f16 mat-vec"}
+                    print("      checks: " + ", ".join(f"{names.get(k, k)} {v}" for k, v in a["checks"].items()))
                 for k, v in a["limits"].items():
                     print(f"      {k}: {v}")
     if not any(r["adapters"] for r in report):
