@@ -275,8 +275,8 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
 def test_f16_decode_arithmetic_stays_close_to_float(gpu):
     """Tuning.f16_decode: an f16 model's decode mat-vecs multiply in f16 (after the device's
     own check), with one lane a row pair and with GPU-like row groups reading adjacent words
-    and early units: the step's logits within f16 rounding of the f32 arithmetic's, the same
-    greedy tokens."""
+    and early units, and as persistent layers' stages: the step's logits within f16 rounding
+    of the f32 arithmetic's, the same greedy tokens."""
     import dataclasses
 
     from webgpu_llm.engine import SamplingParams
@@ -299,6 +299,13 @@ def test_f16_decode_arithmetic_stays_close_to_float(gpu):
         assert halves and all(label.endswith("_h") for label in halves), halves
         assert 0 < max_rel(_step_logits(eng), base) < 1e-2
         assert list(eng.stream(IDS[:9], 0, SamplingParams(), 6)) == tokens
+    # as the stages of persistent decode layers (their kernels' enables gathered at the top)
+    eng.rebuild(dataclasses.replace(t, f16_decode=True, persist=1))
+    assert eng.programs.persist_note == "" and "vec4<f16>" in eng.programs.decode.dispatches[1].kernel.wgsl
+    eng.rebuild(t)
+    base = _step_logits(eng)
+    eng.rebuild(dataclasses.replace(t, f16_decode=True, persist=1))
+    assert 0 < max_rel(_step_logits(eng), base) < 1e-2
 
 
 @pytest.mark.slow

@@ -154,6 +154,8 @@ def persistent_kernel(name: str, stages: list[Stage], groups: int, wg: int,
     body = calls
     sg_param = ", @builtin(subgroup_size) psgs: u32" if uses_sg else ""
     head = (subgroups + "\n" if uses_sg and subgroups else "") + (state_struct() if "st" in {b.name for b in ordered} else "")
+    if any(re.search(r"^enable f16;", stg.kernel.wgsl, re.M) for stg in stages):  # (stages' own enables are cut)
+        head = "enable f16;\n" + head
     nl = "\n"
     wgsl = f"""{head}{nl.join(decls)}
 {_BARRIER}
