@@ -419,7 +419,9 @@ class Programs:
         """Every layer over the rows of a prompt batch (n tokens of one sequence), or with
         `slots` over a batched step's rows (`rows_of(n)` of them, of several sequences, the
         attention's query blocks `blocks_of(n)`; `tables` binds rows and blocks); `thin`:
-        the linear layers as thin matmuls of that many tokens a pass (a few rows)."""
+        the linear layers as thin matmuls of that many tokens a pass (a few rows), or with 1
+        (one row) the one-sequence decode's kernels: mat-vecs with the RMSNorms in their
+        prologues, split-K attention merged by O."""
         c, b, w = self.cfg, self.buf, self.weights
         a, lay = c.architecture, w.layout
         qkv_shape = self.qkv_shape()
