@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from webgpu_llm.engine import SamplingParams, Session, Settings
-from webgpu_llm.engine.batch import THIN_ROWS
 from webgpu_llm.engine.scheduler import Completion, QueueFull, scheduler
 from webgpu_llm.errors import UserError
 from webgpu_llm.models.presets import preset_model
@@ -94,11 +93,12 @@ def test_requests_without_max_tokens_take_pages_as_they_go(session):
 
 
 def test_many_rows_take_the_tiled_matmuls(session):
-    """A step of more than THIN_ROWS rows (a long prompt's chunk) runs the tiled matmuls; the
-    answers are the same."""
-    prompts = _prompts(session.cfg.vocab, [THIN_ROWS + 9, 7], seed=1)
+    """A step of more than Tuning.thin_rows rows (a long prompt's chunk) runs the tiled matmuls;
+    the answers are the same."""
+    thin_rows = session.tuning.thin_rows
+    prompts = _prompts(session.cfg.vocab, [thin_rows + 9, 7], seed=1)
     alone = [list(session.stream(p, 0, GREEDY, 6)) for p in prompts]
-    s = scheduler(session, parallel=2, max_rows=THIN_ROWS + 16)
+    s = scheduler(session, parallel=2, max_rows=thin_rows + 16)
     try:
         assert [s.submit(p, GREEDY, 6).wait() for p in prompts] == alone
     finally:
@@ -132,6 +132,29 @@ def test_one_stream_decodes_on_the_mat_vecs(wgpu_gpu, session, dtype):
         if dtype != "f32":
             assert "int8" in s.programs.mv_paths.values()
         assert s.submit(prompts[0], GREEDY, 8).wait() == alone[0]
+        assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
+    finally:
+        s.close()
+
+
+def test_thin_steps_of_other_shapes(wgpu_gpu):
+    """Tuning.thin_tokens and thin_rows: thin matmuls of 3 rows a pass (a partial last pass),
+    steps of more than 4 rows on the prompt matmuls; three requests still get what they get
+    alone."""
+    import dataclasses
+
+    cfg, tensors = preset_model("tiny", "f32")
+    t = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    session = Session.build(wgpu_gpu, cfg, tensors.get,
+                            Settings(batch=16, tuning=dataclasses.replace(t, thin_tokens=3, thin_rows=4)), ctx=96)
+    prompts = _prompts(cfg.vocab, [5, 9, 13], seed=7)
+    alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
+    s = scheduler(session, parallel=3, max_rows=12)
+    try:
+        layers = lambda rows: [d.label for d in s.programs.step(rows, 1, False, False).dispatches  # noqa: E731
+                               if "_qkv_" in d.label]
+        assert layers(3) and all(x.startswith("thin") for x in layers(3))
+        assert layers(5) and not any(x.startswith("thin") for x in layers(5))
         assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
     finally:
         s.close()

@@ -41,18 +41,14 @@ from .weights import ModelWeights
 
 MAX_PENDING = 3  # steps whose sampled tokens are in flight back to the CPU
 LP_WIDTH = 1 + 2 * sampling.TOP_LOGPROBS  # floats of a sampled row's log-probabilities
-# a step of at most THIN_ROWS rows (a decode step of that many sequences) runs its linear
-# layers as thin matmuls, THIN_TOKENS rows a pass over the weights; more rows, the tiled
-# prompt matmuls (whose 64-token tiles would be mostly empty for a few rows); one row (one
-# stream decoding), the one-sequence decode's mat-vecs (int8 activations, tuned shapes)
-THIN_ROWS = 32
-THIN_TOKENS = 8
 
 
-def thin_level(rows: int) -> int:
-    """How a step of `rows` rows runs its linear layers: 1 the mat-vecs, THIN_TOKENS thin
-    matmuls, 0 the prompt matmuls."""
-    return 1 if rows == 1 else THIN_TOKENS if rows <= THIN_ROWS else 0
+def thin_level(rows: int, tuning: Tuning) -> int:
+    """How a step of `rows` rows runs its linear layers: one row (one stream decoding) on the
+    one-sequence decode's mat-vecs (1); at most `tuning.thin_rows` (a decode step of that many
+    sequences) on thin matmuls of `tuning.thin_tokens` rows a pass over the weights; more, on
+    the prompt matmuls (0), whose 64-token tiles would be mostly empty for a few rows."""
+    return 1 if rows == 1 else tuning.thin_tokens if rows <= tuning.thin_rows else 0
 
 
 @dataclass
@@ -141,10 +137,10 @@ class BatchPrograms(Programs):
 
     def step(self, rows: int, samples: int, filtered: bool, penalty: bool, logprobs: bool = False) -> Program:
         """The step Program for this many rows and sampled rows: mat-vecs for one, thin
-        matmuls where they are few (THIN_ROWS at most), the tiled prompt matmuls otherwise
-        (`thin_level`); with `logprobs`, the sampled rows' log-probabilities too; made on
-        first use."""
-        key = (thin_level(rows), thin_level(samples), filtered or logprobs, penalty, logprobs)
+        matmuls where they are few, the tiled prompt matmuls otherwise (`thin_level`); with
+        `logprobs`, the sampled rows' log-probabilities too; made on first use."""
+        key = (thin_level(rows, self.tuning), thin_level(samples, self.tuning), filtered or logprobs, penalty,
+               logprobs)
         prog = self._steps.get(key)
         if prog is None:
             prog = self._steps[key] = concat(self.gpu, "batch_step", self._layers(key[0]), self._head(key[1]),

@@ -81,6 +81,10 @@ class Tuning:
     # a mixture's decode: the down mat-vec adds each row's gate-weighted experts into h itself
     # (linear.Experts.combine), a dispatch less a layer; off until measured
     fold_combine: bool = False
+    # batched steps (engine/batch.py thin_level): up to `thin_rows` rows on thin matmuls of
+    # `thin_tokens` rows a pass over the weights, more on the prompt matmuls
+    thin_rows: int = 32
+    thin_tokens: int = 8
     # decode of models with output norms (Gemma 2/3): each norm and residual add in the next
     # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer; off until measured
     fold_post_norm: bool = False
