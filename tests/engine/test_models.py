@@ -270,6 +270,11 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     got = _step_logits(eng)
     assert 0 < max_rel(got, base) < 1e-2
     assert greedy() == base_tokens
+    # double-buffered staging: the same sums
+    eng.rebuild(dataclasses.replace(model.tuning, mma=mode, double_staging=True))
+    assert all(d.label.endswith("_double_emulated") or d.label.endswith("_double")
+               for d in model.prefill.dispatches if d.label.startswith("f16_matmul"))
+    assert max_rel(_step_logits(eng), got) < 1e-5
 
 
 def test_f16_decode_arithmetic_stays_close_to_float(gpu):

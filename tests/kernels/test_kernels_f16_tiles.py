@@ -54,10 +54,11 @@ def test_f16_matmul_formats(gpu, fmt):
 
 
 @pytest.mark.parametrize("shape", [TileShape(1, 1, 1, 1), TileShape(1, 1, 1, 1, tokens_first=True), TileShape(2, 2, 2, 2),
-                                   TileShape(2, 1, 2, 4), TileShape(4, 2, 2, 2)])
+                                   TileShape(2, 1, 2, 4), TileShape(4, 2, 2, 2), TileShape(2, 2, 2, 2, double=True),
+                                   TileShape(1, 1, 1, 1, tokens_first=True, double=True)])
 def test_f16_matmul_shapes(gpu, shape):
-    """Workgroups of other subgroup and tile counts, and in the tokens-first order: 50 tokens,
-    101 rows, K of 3 units."""
+    """Workgroups of other subgroup and tile counts, in the tokens-first order, and with
+    double-buffered staging: 50 tokens, 101 rows, K of 3 units."""
     rng = np.random.default_rng(22)
     k, rows, t = 96, 101, 50
     w, wb = _weight(gpu, "f16", rows, k, rng)

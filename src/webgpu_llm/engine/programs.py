@@ -325,7 +325,8 @@ class Programs:
             return
         if path == "f16":
             shape = (mma.TileShape(*self.tuning.expert_tiles) if spec.experts and self.tuning.expert_tiles else
-                     mma.TileShape(*self.tuning.tiles, tokens_first=self.tuning.tokens_first))
+                     mma.TileShape(*self.tuning.tiles, tokens_first=self.tuning.tokens_first,
+                                   double=self.tuning.double_staging))
             prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
                      _counted(mma.f16_matmul_grid(spec, shape), count))
             return

@@ -69,6 +69,9 @@ class Tuning:
     # the tile matmuls' workgroups by weight block, each block's token blocks in turn (L2 reuse
     # of the weights; mma._block_order), instead of by token block; off until measured
     tokens_first: bool = False
+    # the f16 tiles' staging double-buffered (mma.TileShape.double): one barrier a step, not
+    # two, for twice the workgroup memory; off until measured
+    double_staging: bool = False
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run: off until measured against the f32 kernel on a GPU
     attn_tiles: bool = False

@@ -334,13 +334,17 @@ def mma_matmul_grid(spec: LinearSpec, bm: int = BM, bn: int = BN):
 @dataclass(frozen=True)
 class TileShape:
     """An f16-tile matmul's workgroup: sm x sn subgroups of 32, each tm x tn tiles of 16 x 16
-    (tokens x weight rows); `tokens_first`: the workgroups' order (_block_order)."""
+    (tokens x weight rows); `tokens_first`: the workgroups' order (_block_order); `double`:
+    double-buffered staging."""
 
     sm: int = 2
     sn: int = 2
     tm: int = 2
     tn: int = 2
     tokens_first: bool = False
+    # two staging buffers used in turn: a step's inputs are written while the step before is
+    # still being multiplied, one barrier a step instead of two
+    double: bool = False
 
     @property
     def bm(self) -> int:
@@ -362,12 +366,13 @@ class TileShape:
 XH = 40  # f16s a staged row takes: a unit's 32 and 8 against bank conflicts (80 bytes, 16-aligned)
 
 
-def tile_code(shape: TileShape, emulate: bool) -> tuple[str, str, str]:
+def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tuple[str, str, str]:
     """WGSL of a subgroup's tm x tn tiles of 16 x 16 f32 sums over f16 inputs staged in
     workgroup memory, for every f16-tile kernel: the start (which subgroup a thread is in, s,
     its lane, the first rows of xh and wh its tiles take, ts and rs, and its accumulators); the products
     of one 32-input step (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
-    apart); and the store of tile n (a runtime index) to the scratch `cs` at s * 256, row-major
+    apart, from `xo` and `wo`: WGSL prefixes "offset + " of the staging buffer in use); and the
+    store of tile n (a runtime index) to the scratch `cs` at s * 256, row-major
     16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix
     units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
     unrolled copies slowly)."""
@@ -385,8 +390,8 @@ def tile_code(shape: TileShape, emulate: bool) -> tuple[str, str, str]:
         acc_decl = start + f"  var acc: array<f32, {nt_ * 8}>;"
         products = f"""    for (var e = lane; e < {nt_ * 256}u; e += 32u) {{
       let n = e / 256u;
-      let xa = (ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
-      let wa = (rs + (n % {tn}u) * 16u + e % 16u) * XH;
+      let xa = {xo}(ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
+      let wa = {wo}(rs + (n % {tn}u) * 16u + e % 16u) * XH;
       var d = 0.0;
       for (var k = z; k < 32u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
       acc[e / 32u] += d;
@@ -397,9 +402,9 @@ def tile_code(shape: TileShape, emulate: bool) -> tuple[str, str, str]:
     lines = []
     for kk in (0, 16):
         for i in range(tm):
-            lines.append(f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, (ts + {16 * i}u) * XH + {kk}u, false, XH);")
+            lines.append(f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, {xo}(ts + {16 * i}u) * XH + {kk}u, false, XH);")
         for j in range(tn):
-            lines.append(f"    let b{j}_{kk} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&wh, (rs + {16 * j}u) * XH + {kk}u, true, XH);")
+            lines.append(f"    let b{j}_{kk} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&wh, {wo}(rs + {16 * j}u) * XH + {kk}u, true, XH);")
         for i, j in tile_ids:
             lines.append(f"    acc{i}{j} = subgroupMatrixMultiplyAccumulate(a{i}_{kk}, b{j}_{kk}, acc{i}{j});")
     store = "\n".join(f"    {'if' if n == 0 else 'else if'} (n == {n}u) {{ subgroupMatrixStore(&cs, s * 256u, acc{i}{j}, false, 16u); }}"
@@ -428,7 +433,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     ragged = spec.k % UNIT != 0
     pt = bm * 8 // wg  # x words (vec4) each thread stages
     nt_ = tm * tn
-    acc_decl, products, store = tile_code(shape, emulate)
+    db = shape.double
+    acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")))
     # each tile through the scratch of its slice: stored by the slice's subgroup, read by
     # threads 32 es.. (es = lid / 32), so that each epilogue call gets a row pair
     outs = f"""  let es = lid / 32u;
@@ -454,10 +460,14 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
 
     if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s
         # (naga rejects bitcast<vec2<f16>>; an f16 converts to f32 and back exactly)
-        w_store = "%16      let o = lid * XH + $i * 2u; let h = vec2<f16>(unpack2x16float(w[$i / 4u][$i % 4u])); wh[o] = h.x; wh[o + 1u] = h.y;"
+        w_store = "%16      let o = WB0lid * XH + $i * 2u; let h = vec2<f16>(unpack2x16float(w[$i / 4u][$i % 4u])); wh[o] = h.x; wh[o + 1u] = h.y;"
     else:
-        w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = lid * XH + $i * 4u; "
+        w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
+    w_store = w_store.replace("WB0", "wb0 + " if db else "")
+    # the buffers of step u (alternating): a thread writes them once all have multiplied step
+    # u - 2, which the barrier of step u - 1 ensures
+    db_offsets = (f"\n    let xb0 = (u & 1u) * {bm * XH}u;\n    let wb0 = (u & 1u) * {bn * XH}u;" if db else "")
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
@@ -466,8 +476,8 @@ const NU: u32 = {spec.kp // UNIT}u;
 const K4: u32 = {spec.k // 4}u;
 const XH: u32 = {XH}u;
 const HMAX = vec4<f32>(65504.0);
-var<workgroup> xh: array<f16, {bm * XH}>;  // [token][unit's inputs]
-var<workgroup> wh: array<f16, {bn * XH}>;  // [tile row][unit's inputs]
+var<workgroup> xh: array<f16, {bm * XH * (2 if db else 1)}>;  // [token][unit's inputs]{" (x2: the staging in turn)" if db else ""}
+var<workgroup> wh: array<f16, {bn * XH * (2 if db else 1)}>;  // [tile row][unit's inputs]
 var<workgroup> cs: array<f32, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
 var<private> split: u32;
 @compute @workgroup_size({wg})
@@ -485,24 +495,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var xr: array<vec4<f32>, {pt}>;
 {fetch("u0")}
 {acc_decl}
-  for (var u = u0; u < u1; u++) {{
+  for (var u = u0; u < u1; u++) {{{db_offsets}
     if (lid < {bn}u) {{
 {w_store}
     }}
-%{pt}    let e = lid + $i * {wg}u; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = (e / 8u) * XH + (e % 8u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;
+%{pt}    let e = lid + $i * {wg}u; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {"xb0 + " if db else ""}(e / 8u) * XH + (e % 8u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;
     workgroupBarrier();
     if (u + 1u < u1) {{  // the next unit's loads, in flight while this one is multiplied
       let un = u + 1u;
 {fetch("un")}
     }}
 {products}
-    workgroupBarrier();
-  }}
+{"" if db else "    workgroupBarrier();" + chr(10)}  }}
 {outs}
 }}
 """)
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
-            f"{'_tokens_first' if shape.tokens_first else ''}"
+            f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
