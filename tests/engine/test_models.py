@@ -242,6 +242,13 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
         eng.rebuild(dataclasses.replace(model.tuning, mma="yes"))
 
 
+def mma_shared(t) -> int:
+    """Workgroup memory of the f16 tiles' matmul a tuning asks for."""
+    from webgpu_llm.kernels.mma import TileShape
+
+    return TileShape(*t.tiles, double=t.double_staging, ku=t.stage_units).shared_bytes
+
+
 @pytest.mark.parametrize("dtype,mode", [("f16", "emulate"), ("bf16", "emulate"), ("q4_0", "emulate-f16")])
 def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     """The prompt matmuls of float models on the f16 tiles (kernels/mma.py; emulated here, the
@@ -270,11 +277,15 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     got = _step_logits(eng)
     assert 0 < max_rel(got, base) < 1e-2
     assert greedy() == base_tokens
-    # double-buffered staging: the same sums
-    eng.rebuild(dataclasses.replace(model.tuning, mma=mode, double_staging=True))
-    assert all(d.label.endswith("_double_emulated") or d.label.endswith("_double")
-               for d in model.prefill.dispatches if d.label.startswith("f16_matmul"))
-    assert max_rel(_step_logits(eng), got) < 1e-5
+    # double-buffered staging, 2 units a step: the same sums; both together take more workgroup
+    # memory than llvmpipe's 32 KiB, and the matmuls fall back to one buffer and one unit
+    for kw, tag in (({"double_staging": True}, "_double"), ({"stage_units": 2}, "_k2"),
+                    ({"double_staging": True, "stage_units": 2}, "_double_k2")):
+        eng.rebuild(dataclasses.replace(model.tuning, mma=mode, **kw))
+        labels = [d.label.removesuffix("_emulated") for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
+        fits = mma_shared(dataclasses.replace(model.tuning, **kw)) <= gpu.limits["max-compute-workgroup-storage-size"]
+        assert labels and all(x.endswith(tag if fits else "_2x2x2x2") for x in labels), (kw, labels)
+        assert max_rel(_step_logits(eng), got) < 1e-5
 
 
 def test_f16_decode_arithmetic_stays_close_to_float(gpu):

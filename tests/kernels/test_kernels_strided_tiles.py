@@ -26,6 +26,7 @@ CASES = [  # (m, k, n, batch, a dtype, y dtype, w k-contiguous, c term, shape)
     (70, 75, 101, 2, "f16", "f32", True, False, TileShape()),
     (37, 64, 50, 3, "f16", "f16", False, True, TileShape(1, 1, 1, 1)),
     (33, 40, 90, 1, "f32", "f32", True, True, TileShape(2, 1, 2, 4)),
+    (40, 100, 20, 2, "f16", "f32", False, False, TileShape(2, 2, 1, 1, ku=2)),  # 64-input steps, the last partial
 ]
 
 

@@ -72,6 +72,9 @@ class Tuning:
     # the f16 tiles' staging double-buffered (mma.TileShape.double): one barrier a step, not
     # two, for twice the workgroup memory; off until measured
     double_staging: bool = False
+    # units of 32 inputs the f16 tiles stage a step (mma.TileShape.ku): more multiply-adds
+    # between two barriers, more workgroup memory (where it does not fit: 1, one buffer)
+    stage_units: int = 1
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run: off until measured against the f32 kernel on a GPU
     attn_tiles: bool = False

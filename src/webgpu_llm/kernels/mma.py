@@ -345,6 +345,7 @@ class TileShape:
     # two staging buffers used in turn: a step's inputs are written while the step before is
     # still being multiplied, one barrier a step instead of two
     double: bool = False
+    ku: int = 1  # units of 32 inputs staged a step (the multiply-adds between two barriers)
 
     @property
     def bm(self) -> int:
@@ -358,19 +359,27 @@ class TileShape:
     def wg(self) -> int:
         return 32 * self.sm * self.sn
 
+    @property
+    def xh(self) -> int:
+        """f16s a staged row takes: a step's 32 ku inputs and 8 against bank conflicts."""
+        return 32 * self.ku + 8
+
+    @property
+    def shared_bytes(self) -> int:
+        """Workgroup memory the f16 matmul takes: its staged rows (twice, double-buffered) and
+        a tile of each subgroup."""
+        return (self.bm + self.bn) * self.xh * 2 * (2 if self.double else 1) + self.sm * self.sn * 256 * 4
+
     def check(self) -> None:
-        if self.bn > self.wg or self.bm * 8 % self.wg:
+        if self.bn > self.wg or self.bm * 8 * self.ku % self.wg:
             raise ValueError(f"f16 tile shape {self}: a thread stages one weight row and whole x words")
-
-
-XH = 40  # f16s a staged row takes: a unit's 32 and 8 against bank conflicts (80 bytes, 16-aligned)
 
 
 def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tuple[str, str, str]:
     """WGSL of a subgroup's tm x tn tiles of 16 x 16 f32 sums over f16 inputs staged in
     workgroup memory, for every f16-tile kernel: the start (which subgroup a thread is in, s,
     its lane, the first rows of xh and wh its tiles take, ts and rs, and its accumulators); the products
-    of one 32-input step (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
+    of one step of 32 ku inputs (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
     apart, from `xo` and `wo`: WGSL prefixes "offset + " of the staging buffer in use); and the
     store of tile n (a runtime index) to the scratch `cs` at s * 256, row-major
     16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix
@@ -393,14 +402,14 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tu
       let xa = {xo}(ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
       let wa = {wo}(rs + (n % {tn}u) * 16u + e % 16u) * XH;
       var d = 0.0;
-      for (var k = z; k < 32u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
+      for (var k = z; k < {32 * shape.ku}u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
       acc[e / 32u] += d;
     }}"""
         store = "    for (var v = 0u; v < 8u; v++) { cs[s * 256u + lane + 32u * v] = acc[n * 8u + v]; }"
         return acc_decl, products, store
     acc_decl = start + "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<f32, 16, 16>();" for i, j in tile_ids)
     lines = []
-    for kk in (0, 16):
+    for kk in range(0, 32 * shape.ku, 16):
         for i in range(tm):
             lines.append(f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, {xo}(ts + {16 * i}u) * XH + {kk}u, false, XH);")
         for j in range(tn):
@@ -431,7 +440,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     body += tiles.decls
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
     ragged = spec.k % UNIT != 0
-    pt = bm * 8 // wg  # x words (vec4) each thread stages
+    ku, xh = shape.ku, shape.xh
+    pt = bm * 8 * ku // wg  # x words (vec4) each thread stages
     nt_ = tm * tn
     db = shape.double
     acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")))
@@ -453,10 +463,18 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     xload = "x[xi]" if not ragged else "select(vec4<f32>(0.0), x[xi], uu * 8u + cc < K4)"
 
     def fetch(u: str) -> str:
-        xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / 8u; let cc = e % 8u; let uu = {u};
+        if ku == 1:
+            xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / 8u; let cc = e % 8u; let uu = {u};
       let xi = ({tiles.x_row("m0 + m")}) * K4 + uu * 8u + cc;
       xr[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt); }}""" for j in range(pt))
-        return f"    if (lid < {bn}u) {{ w = {'raw_row' if raw else 'load_row'}(r, {u}); }}\n{xs_}"
+            return f"    if (lid < {bn}u) {{ w = {'raw_row' if raw else 'load_row'}(r, {u}); }}\n{xs_}"
+        # several units a step: word cc of a token's step is vec4 cc % 8 of unit u + cc / 8; units
+        # past the split's end stage zeros for x (their weights: the last unit's, times zero)
+        xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / {8 * ku}u; let uu = {u} + (e % {8 * ku}u) / 8u; let cc = e % 8u;
+      let xi = ({tiles.x_row("m0 + m")}) * K4 + min(uu, u1 - 1u) * 8u + cc;
+      xr[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt && uu < u1); }}""" for j in range(pt))
+        ws = " ".join(f"w[{j}] = {'raw_row' if raw else 'load_row'}(r, min({u} + {j}u, u1 - 1u));" for j in range(ku))
+        return f"    if (lid < {bn}u) {{ {ws} }}\n{xs_}"
 
     if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s
         # (naga rejects bitcast<vec2<f16>>; an f16 converts to f32 and back exactly)
@@ -464,20 +482,27 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     else:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
+    if ku > 1:  # each unit's words at its 32 inputs of the row
+        w_store = "\n".join(w_store.replace("w[$i", f"w[{j}][$i").replace("$i * ", f"{32 * j}u + $i * ")
+                             for j in range(ku))
     w_store = w_store.replace("WB0", "wb0 + " if db else "")
     # the buffers of step u (alternating): a thread writes them once all have multiplied step
     # u - 2, which the barrier of step u - 1 ensures
-    db_offsets = (f"\n    let xb0 = (u & 1u) * {bm * XH}u;\n    let wb0 = (u & 1u) * {bn * XH}u;" if db else "")
+    step = "u++" if ku == 1 else f"u += {ku}u"
+    db_offsets = (f"\n    let xb0 = ((u / {ku}u) & 1u) * {bm * xh}u;\n    let wb0 = ((u / {ku}u) & 1u) * {bn * xh}u;" if db else "")
+    if db and ku == 1:
+        db_offsets = f"\n    let xb0 = (u & 1u) * {bm * xh}u;\n    let wb0 = (u & 1u) * {bn * xh}u;"
+    wtype = "array<vec4<u32>, 4>" if raw else "array<vec4<f32>, 8>"
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
 const K4: u32 = {spec.k // 4}u;
-const XH: u32 = {XH}u;
+const XH: u32 = {xh}u;
 const HMAX = vec4<f32>(65504.0);
-var<workgroup> xh: array<f16, {bm * XH * (2 if db else 1)}>;  // [token][unit's inputs]{" (x2: the staging in turn)" if db else ""}
-var<workgroup> wh: array<f16, {bn * XH * (2 if db else 1)}>;  // [tile row][unit's inputs]
+var<workgroup> xh: array<f16, {bm * xh * (2 if db else 1)}>;  // [token][unit's inputs]{" (x2: the staging in turn)" if db else ""}
+var<workgroup> wh: array<f16, {bn * xh * (2 if db else 1)}>;  // [tile row][unit's inputs]
 var<workgroup> cs: array<f32, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
 var<private> split: u32;
 @compute @workgroup_size({wg})
@@ -491,18 +516,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // tile row lid = member (lid & 1) of pair p0 + lid / 2 (rows past N repeat the last)
   let p = p0 + lid / 2u;
   let r = min(select(row0(p), row1(p), (lid & 1u) == 1u), N - 1u);
-  var w: {"array<vec4<u32>, 4>" if raw else "array<vec4<f32>, 8>"};
+  var w: {wtype if ku == 1 else f"array<{wtype}, {ku}>"};
   var xr: array<vec4<f32>, {pt}>;
 {fetch("u0")}
 {acc_decl}
-  for (var u = u0; u < u1; u++) {{{db_offsets}
+  for (var u = u0; u < u1; {step}) {{{db_offsets}
     if (lid < {bn}u) {{
 {w_store}
     }}
-%{pt}    let e = lid + $i * {wg}u; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {"xb0 + " if db else ""}(e / 8u) * XH + (e % 8u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;
+%{pt}    let e = lid + $i * {wg}u; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {"xb0 + " if db else ""}(e / {8 * ku}u) * XH + (e % {8 * ku}u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;
     workgroupBarrier();
-    if (u + 1u < u1) {{  // the next unit's loads, in flight while this one is multiplied
-      let un = u + 1u;
+    if (u + {ku}u < u1) {{  // the next unit's loads, in flight while this one is multiplied
+      let un = u + {ku}u;
 {fetch("un")}
     }}
 {products}
@@ -511,7 +536,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }}
 """)
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
-            f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}"
+            f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)

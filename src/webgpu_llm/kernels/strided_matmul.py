@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..runtime.program import Kernel
 from .common import Signature
 from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader, vec4_elems, vec4_reader
-from .mma import MATRIX_HEAD, XH, TileShape, tile_code
+from .mma import MATRIX_HEAD, TileShape, tile_code
 from .strided import GROUP_ID, MAIN_ARGS, words
 
 
@@ -192,12 +192,13 @@ def tile_matmul_kernel(s: TiledMatmulSpec, shape: TileShape = TileShape(), emula
     sm, sn, tm, tn, bm, bn, wg = shape.sm, shape.sn, shape.tm, shape.tn, shape.bm, shape.bn, shape.wg
     acc_decl, products, store = tile_code(shape, emulate)
     # staged rows of 32 inputs: a walks k first; w too where it is k-contiguous (nn.Linear's)
-    wload = "let nn = e / 32u; let kk = e % 32u;" if s.w_kmajor else f"let kk = e / {bn}u; let nn = e % {bn}u;"
+    kw = 32 * shape.ku  # inputs a step
+    wload = f"let nn = e / {kw}u; let kk = e % {kw}u;" if s.w_kmajor else f"let kk = e / {bn}u; let nn = e % {bn}u;"
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     src += f"""
-const XH: u32 = {XH}u;
-var<workgroup> xh: array<f16, {bm * XH}>;  // [row of a][k]
-var<workgroup> wh: array<f16, {bn * XH}>;  // [column of w][k]
+const XH: u32 = {shape.xh}u;
+var<workgroup> xh: array<f16, {bm * shape.xh}>;  // [row of a][k]
+var<workgroup> wh: array<f16, {bn * shape.xh}>;  // [column of w][k]
 var<workgroup> cs: array<f32, {sm * sn * 256}>;  // a tile of each subgroup, for the output
 fn out(b: u32, m: u32, n: u32, acc: f32) {{
   st_Y(P[16] + b * P[17] + m * P[18] + n * P[19], {dtype(s.y).convert(_epilogue(s.c is not None), "f32")});
@@ -209,14 +210,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m0 = wid.y * {bm}u;
   let n0 = wid.x * {bn}u;
 {acc_decl}
-  for (var k0 = 0u; k0 < K; k0 += 32u) {{
-    for (var e = lid; e < {bm * 32}u; e += {wg}u) {{
-      let mm = e / 32u; let kk = e % 32u;
+  for (var k0 = 0u; k0 < K; k0 += {kw}u) {{
+    for (var e = lid; e < {bm * kw}u; e += {wg}u) {{
+      let mm = e / {kw}u; let kk = e % {kw}u;
       var v = 0.0;
       if (m0 + mm < M && k0 + kk < K) {{ v = ld_A(P[4] + b * P[5] + (m0 + mm) * P[6] + (k0 + kk) * P[7]); }}
       xh[mm * XH + kk] = f16(clamp(v, -65504.0, 65504.0));
     }}
-    for (var e = lid; e < {bn * 32}u; e += {wg}u) {{
+    for (var e = lid; e < {bn * kw}u; e += {wg}u) {{
       {wload}
       var v = 0.0;
       if (n0 + nn < N && k0 + kk < K) {{ v = ld_W(P[8] + b * P[9] + (k0 + kk) * P[10] + (n0 + nn) * P[11]); }}
@@ -240,7 +241,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
 }}
 """
-    name = f"matmul_f16_tiles_{sm}x{sn}x{tm}x{tn}{'_emulated' if emulate else ''}"
+    name = f"matmul_f16_tiles_{sm}x{sn}x{tm}x{tn}{f'_k{shape.ku}' if shape.ku > 1 else ''}{'_emulated' if emulate else ''}"
     k = sig.kernel(name, src)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
 
