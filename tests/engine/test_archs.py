@@ -188,11 +188,14 @@ def test_longrope_takes_the_long_factors_past_the_original_context(wgpu_gpu, tin
 def test_batched_scheduler_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     """Three requests on two slots through continuous batching (thin matmuls for decode rows,
     prompt chunks beside them): each gets transformers' greedy tokens (Phi-3 within its
-    original context, where transformers takes LongRoPE's short factors)."""
+    original context, where transformers takes LongRoPE's short factors); so too with the
+    decode rows of several-row steps on split-K attention of 16-key splits (batch_split_keys)."""
     d = tiny_dirs[arch, "float32"]
     llm = _load(d, wgpu_gpu, ctx=PHI3_ORIGINAL_CTX if arch == "phi3" else 64)
     got, want = batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])
     assert got == want
+    llm.session.rebuild(dataclasses.replace(llm.session.tuning, batch_split_keys=True, attn_chunk=16))
+    assert batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])[0] == want
 
 
 def test_persistent_decode_covers_plain_layers_only(wgpu_gpu, tiny_dirs):

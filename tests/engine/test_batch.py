@@ -160,6 +160,27 @@ def test_thin_steps_of_other_shapes(wgpu_gpu):
         s.close()
 
 
+def test_decode_rows_on_split_keys(wgpu_gpu):
+    """Tuning.batch_split_keys: the one-row blocks of a several-row step (streams decoding, at
+    positions past several 16-key splits) on split-K attention, merged into their rows, the
+    prompt kernel taking the prompt chunks beside them: each request gets what it gets alone."""
+    import dataclasses
+
+    cfg, tensors = preset_model("tiny", "f32")
+    t = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    session = Session.build(wgpu_gpu, cfg, tensors.get, Settings(
+        batch=16, tuning=dataclasses.replace(t, batch_split_keys=True, attn_chunk=16)), ctx=96)
+    prompts = _prompts(cfg.vocab, [40, 3, 27, 51], seed=8)
+    alone = [list(session.stream(p, 0, GREEDY, 10)) for p in prompts]
+    s = scheduler(session, parallel=3, max_rows=12)
+    try:
+        labels = [d.label for d in s.programs.step(3, 3, False, False).dispatches]
+        assert "attn_combine_blocks" in labels and "attention_split" in labels
+        assert [c.wait() for c in [s.submit(p, GREEDY, 10) for p in prompts]] == alone
+    finally:
+        s.close()
+
+
 def test_stops_budgets_and_the_context(session):
     p = _prompts(session.cfg.vocab, [9])[0]
     alone = list(session.stream(p, 0, GREEDY, 8))

@@ -101,11 +101,16 @@ def test_unfused_decode_matches_transformers(wgpu_gpu, tiny_dirs):
 def test_batched_scheduler_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     """Three requests on two slots through continuous batching: a step's rows (decode rows and
     prompt chunks of several sequences) are grouped by expert like a prompt's; each request
-    gets transformers' greedy tokens."""
+    gets transformers' greedy tokens; so too with the decode rows of several-row steps on
+    split-K attention (batch_split_keys: gpt-oss's sinks and windows in the combine)."""
+    import dataclasses
+
     d = tiny_dirs[arch, "float32"]
     llm = LLM.load(d, gpu=wgpu_gpu, ctx=64, progress=False)
     got, want = batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])
     assert got == want
+    llm.session.rebuild(dataclasses.replace(llm.session.tuning, batch_split_keys=True, attn_chunk=16))
+    assert batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])[0] == want
 
 
 @pytest.mark.parametrize("dtype", ["q4_0", "mxfp4"])

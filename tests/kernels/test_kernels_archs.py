@@ -237,6 +237,53 @@ def test_decode_attention_window_and_softcap(gpu, sub, spread, window, softcap, 
     assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5
 
 
+@pytest.mark.parametrize("window,softcap", [(0, 0.0), (20, 1.5)])
+def test_decode_attention_per_block(gpu, window, softcap):
+    """A batched step's one-row query blocks through split-K attention (each its own sequence,
+    position and pages), merged per block into its row by the combine kernel; a block of three
+    rows is left to the prompt kernel (its rows untouched here, and the prompt kernel with
+    skip_single leaves the one-row blocks alone)."""
+    rng = np.random.default_rng(26)
+    hq, hkv, d, ctx, chunk, scale = 4, 2, 16, 100, 16, 0.2
+    slots = Slots(3, ctx, pages=21)
+    kv = rng.standard_normal((3, 2, hkv, ctx, d)).astype(np.float32)  # each slot's cache, contiguous
+    table = np.arange(21, dtype=np.uint32).reshape(3, 7)[:, rng.permutation(7)]  # each slot's pages, out of order
+    pool = np.zeros((21, 2, hkv, PAGE, d), np.float32)
+    for sl in range(3):
+        for i, pg in enumerate(table[sl]):
+            part = kv[sl, :, :, i * PAGE:(i + 1) * PAGE]
+            pool[pg, :, :, :part.shape[2]] = part
+    # rows: slot 0 at 52, slot 1's block of 3 rows at 10.., slot 2 at 30
+    blocks = np.array([(0, 1, 0, 52), (1, 3, 1, 10), (4, 1, 2, 30)], np.uint32)
+    q = rng.standard_normal((5, hq, d)).astype(np.float32)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, window=window, softcap=softcap, scale=scale)
+    ashape = AttnShape(hq, d, chunk, spec.max_splits, window)
+    ml, acc = gpu.buffer(3 * hq * spec.max_splits * 8), gpu.buffer(3 * hq * spec.max_splits * d * 4)
+    y = gpu.upload(np.full((5, hq, d), 7.0, np.float32))
+    bufs = {"q": gpu.upload(q), "kv": gpu.upload(pool), "pages": gpu.upload(table), "blocks": gpu.upload(blocks),
+            "ml": ml, "acc": acc}
+    st = gpu.upload(pack_state(n=5))
+    prog = Program(gpu)
+    prog.add(att.attention_kernel(spec, slots=slots, per_block=True), {"st": st, **bufs}, (hq, spec.max_splits, 3))
+    prog.add(combine_kernel(ashape, per_block=True), {"st": st, **bufs, "y": y}, (-(-hq * d // 4 // 256), 3, 1))
+    prog.run()
+    got = read(gpu, y, (5, hq, d))
+    for row, sl, pos in ((0, 0, 52), (4, 2, 30)):
+        k_, v_ = kv[sl, 0].transpose(1, 0, 2)[:pos + 1], kv[sl, 1].transpose(1, 0, 2)[:pos + 1]
+        want = attention_ref(q[row:row + 1], k_, v_, pos, window, softcap, scale)
+        assert rel_err(got[row:row + 1], want) < 1e-5, row
+    assert (got[1:4] == 7.0).all()
+    # the prompt kernel with skip_single: the 3-row block only
+    out = gpu.upload(np.full((5, hq, d), 7.0, np.float32))
+    run_kernel(gpu, att.prompt_attention_kernel(spec, slots, skip_single=True),
+               {"q": gpu.upload(q), "kv": gpu.upload(pool), "out": out, "blocks": gpu.upload(blocks),
+                "pages": gpu.upload(table)}, (hq, 3, 1), n=5)
+    got2 = read(gpu, out, (5, hq, d))
+    assert (got2[[0, 4]] == 7.0).all()
+    k_, v_ = kv[1, 0].transpose(1, 0, 2)[:13], kv[1, 1].transpose(1, 0, 2)[:13]
+    assert rel_err(got2[1:4], attention_ref(q[1:4], k_, v_, 10, window, softcap, scale)) < 1e-5
+
+
 def _qk_norm_case(rng, hq, hkv, d, t):
     rows = (hq + 2 * hkv) * d
     x = (rng.standard_normal((t, rows)) * 2).astype(np.float32)

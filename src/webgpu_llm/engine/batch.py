@@ -81,8 +81,12 @@ class BatchBuffers:
     experts: ExpertBuffers | None = None  # a mixture of experts' (its rows are the step's rows)
 
     @classmethod
-    def alloc(cls, g: Gpu, c: ModelConfig, slots: Slots, rows: int, kv_f16: bool = False) -> BatchBuffers:
+    def alloc(cls, g: Gpu, c: ModelConfig, slots: Slots, rows: int, kv_f16: bool = False, chunk: int = 16,
+              per_slot: bool = False) -> BatchBuffers:
+        """`chunk`: keys a split-K attention split takes; `per_slot`: its partials for every
+        slot (Tuning.batch_split_keys), else for the one row of a one-row step."""
         S, T = slots.count, rows
+        parts = (S if per_slot else 1) * c.n_heads * -(-slots.ctx // chunk)
         nwg = sampling.scan_workgroups(c.vocab)
         return cls(
             st=g.buffer(STATE_WORDS * 4, "batch_state"), st_s=g.buffer(STATE_WORDS * 4, "batch_sample_state"),
@@ -95,8 +99,8 @@ class BatchBuffers:
             xs=g.buffer(S * c.hidden * 4, "sampled_rows"), logits=g.buffer(S * c.vocab * 4, "logits"),
             part=g.buffer(S * nwg * 8, "sample_part"), cand=g.buffer(S * nwg * sampling.CAND * 8, "sample_cand"),
             stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
-            ml=g.buffer(c.n_heads * -(-slots.ctx // 16) * 8, "attn_ml"),
-            acc=g.buffer(c.n_heads * -(-slots.ctx // 16) * c.head_dim * 4, "attn_acc"),
+            ml=g.buffer(parts * 8, "attn_ml"),
+            acc=g.buffer(parts * c.head_dim * 4, "attn_acc"),
             lp=g.buffer(S * LP_WIDTH * 4, "logprobs"),
             pages=g.buffer(S * slots.max_pages * 4, "kv_page_table"),
             kv=[g.buffer(kv_cache_bytes(c, slots.pool * PAGE, kv_f16), f"blk.{i}.kv_pages") for i in range(c.n_layers)],
@@ -121,7 +125,8 @@ class BatchPrograms(Programs):
         self.slots = Slots(slots, ctx, -(-kv_tokens // PAGE) if kv_tokens else 0)
         self.batch = max(max_rows, slots)
         weights.fit_rope(gpu, cfg, ctx)
-        self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch, kv_f16)
+        self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch, kv_f16, tuning.attn_chunk,
+                                           tuning.batch_split_keys)
         # the int8 tiles' inputs are sized for one sequence's batches; the f16 tiles need none
         self.mma_usable, self.int8_tiles = False, False
         self.mm_paths: dict[str, str] = {}

@@ -462,6 +462,9 @@ class Programs:
         # one row of a batched step: the decode's split-K attention over its sequence's pages
         # (many workgroups a head, where the prompt kernel walks every key in one), merged by O
         split_keys = thin == 1 and slots is not None
+        # (Tuning.batch_split_keys) a step of more rows: its one-row blocks (decoding streams)
+        # so too, merged into their rows by a combine kernel, the prompt kernel taking the rest
+        block_split = slots is not None and thin != 1 and tiles is None and self.tuning.batch_split_keys
         t = tables or {}
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
@@ -474,7 +477,8 @@ class Programs:
             x_qkv, x_gu = (b.h if fuse else b.xn), (b.h if fuse and dense else b.xn)
             win = self.window(i)
             if win not in attn_kernels and not split_keys:
-                attn_kernels[win] = (att.prompt_attention_kernel(self.attention_spec(i), slots) if tiles is None else
+                attn_kernels[win] = (att.prompt_attention_kernel(self.attention_spec(i), slots, block_split)
+                                     if tiles is None else
                                      at.prompt_attention_tiles_kernel(self.attention_spec(i), tiles, slots,
                                                                       emulate=not self.f16_tiles_usable))
             if not fuse:
@@ -494,7 +498,17 @@ class Programs:
                 s_o = self.o_spec(L, prologue="attn", attn=ashape, **split(so))
                 self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "ml": b.ml, "acc": b.acc, **o_out}, thin=thin)
             else:
+                if block_split:
+                    sa = self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_spread)
+                    ashape = AttnShape(c.n_heads, c.head_dim, sa.chunk, sa.max_splits, sa.window, sa.sinks)
+                    parts = {"ml": b.ml, "acc": b.acc}
+                    prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots, per_block=True),
+                             {**p, "q": b.q, **parts}, _counted(lambda n, sa=sa: (c.n_heads, sa.max_splits, n), blocks_of))
                 prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
+                if block_split:
+                    groups = -(-c.n_heads * c.head_dim // 4 // ew.WG)
+                    prog.add(ew.combine_kernel(ashape, per_block=True), {**p, **parts, "y": b.att},
+                             _counted(lambda n, g=groups: (g, n, 1), blocks_of))
                 self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, **o_out}, count=rows_of, thin=thin)
             if post:
                 prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn),

@@ -91,6 +91,10 @@ class Tuning:
     # `thin_tokens` rows a pass over the weights, more on the prompt matmuls
     thin_rows: int = 32
     thin_tokens: int = 8
+    # batched steps of several rows: their one-row query blocks (decoding streams) on the
+    # split-K decode attention over their pages, merged by a combine kernel; the prompt kernel
+    # walks every key of a row in one workgroup, slow at long contexts; off until measured
+    batch_split_keys: bool = False
     # decode of models with output norms (Gemma 2/3): each norm and residual add in the next
     # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer; off until measured
     fold_post_norm: bool = False

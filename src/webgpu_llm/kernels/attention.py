@@ -82,14 +82,17 @@ def _kv_reader(sig: Signature, a: AttentionSpec, write: bool = False) -> tuple[C
 
 
 def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0, qkn: QkNorm | None = None,
-                     slots: Slots | None = None) -> Kernel:
+                     slots: Slots | None = None, per_block: bool = False) -> Kernel:
     """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu).
 
     `wg` > chunk: a wider workgroup whose threads past the chunk take no key and add the
     identity to the reductions (a persistent kernel's stages share one workgroup size).
     `qkn`: q and the new key and value come as raw rows `x` (QkNorm).
     `slots`: a batched step of one row (engine/batch.py): its sequence's cache is paged, the
-    slot read from the table `rows` (its position, as for one sequence, from st.pos)."""
+    slot read from the table `rows` (its position, as for one sequence, from st.pos); with
+    `per_block`, every query block of one row of a batched step's table `blocks` (first row,
+    rows, slot, position; grid z: the blocks, those of more rows return), its partials at its
+    slot's (slots x heads x splits)."""
     assert not (slots and qkn), "the q/k-norm fold is the one-sequence decode's"
     d4 = a.head_dim // 4
     wg = wg or a.chunk
@@ -121,7 +124,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     # the cache row of the head's key j, and of its value
     krow, vrow = "(kvbase + {j})", "VOFF + (kvbase + {j}) * D4"
     if slots:
-        sig.storage("rows", "array<vec2<u32>>")
+        sig.storage("blocks" if per_block else "rows", "array<vec4<u32>>" if per_block else "array<vec2<u32>>")
         kv_fn += kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
         krow, vrow = "kv_row(slot, kvh, {j})", "(kv_row(slot, kvh, {j}) + V_ROWS) * D4"
     sig.storage("ml", "array<vec2<f32>>", write=True)
@@ -135,8 +138,12 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         head = head.replace("let k0 = s * CH;\n  let k1 = min(k0 + CH, st.pos + 1u);",
                             f"let k0 = max(s * CH, select(0u, st.pos + 1u - {a.window}u, st.pos + 1u > {a.window}u));\n"
                             "  let k1 = min(s * CH + CH, st.pos + 1u);")
-    store = f"""    acc[(h * {a.max_splits}u + s) * D4 + d4] = o;
-    if (d4 == 0u) {{ ml[h * {a.max_splits}u + s] = vec2<f32>(m, l); }}"""
+    if per_block:  # the block's position and row; blocks of more rows are the prompt kernel's
+        head = ("  let blk = blocks[wid.z];\n  if (blk.y != 1u) { return; }\n  let slot = blk.z;\n"
+                + head.replace("st.pos", "blk.w").replace("let t = 0u;", "let t = blk.x;"))
+    hrow = f"(slot * {a.n_heads}u + h)" if per_block else "h"  # the partials' row
+    store = f"""    acc[({hrow} * {a.max_splits}u + s) * D4 + d4] = o;
+    if (d4 == 0u) {{ ml[{hrow} * {a.max_splits}u + s] = vec2<f32>(m, l); }}"""
     sg = subgroups is not None
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if sg else ""
     sg_val = "" if sg else "let sgs = 1u;"
@@ -183,7 +190,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let h = wid.x;
 {head}
   let kvh = h / {a.n_heads // a.n_kv_heads}u;
-  let kvbase = kvh * {a.ctx}u;{chr(10) + "  let slot = rows[0].y;" if slots else ""}
+  let kvbase = kvh * {a.ctx}u;{chr(10) + "  let slot = rows[0].y;" if slots and not per_block else ""}
   let qb = (t * {a.n_heads}u + h) * D4;
   let g = lid / D4;
   let d4 = lid % D4;{prologue}
@@ -281,7 +288,7 @@ def prompt_signature(a: AttentionSpec, slots: Slots | None) -> tuple[Signature, 
     return sig, kv, kv_fn
 
 
-def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Kernel:
+def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None, skip_single: bool = False) -> Kernel:
     """st.n query tokens at positions st.pos.. (q rows t * n_heads + h); grid = prompt_attention_grid.
     With `slots` (a batched step) the query blocks come from the table `blocks`: (first row,
     rows, slot, position of the first row), each block's rows consecutive positions of one
@@ -289,6 +296,7 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
     16p.. of the block's (head of the KV head's group, row) pairs: a block of 16 rows one head
     each, as for one sequence; a decode row (a block of one) all the heads that share its KV
     head in one workgroup, which reads their keys and values once (the other parts return).
+    `skip_single`: blocks of one row are left to the split-K kernel (attention_kernel per_block).
 
     Thread (query qi, lane l) scores keys l, l+8, .. of each chunk, then every lane of a query
     reads the chunk's scores and accumulates its share (vec4s l, l+8, ..) of the output.
@@ -333,7 +341,7 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None) -> Ker
   let slot = blk.z;
   let kvh = wid.x / {group}u;
   let part = wid.x % {group}u;
-  if (part * BQ >= {group}u * nq) {{ return; }}  // (no queries left for this part)
+  if (part * BQ >= {group}u * nq{" || nq == 1u" if skip_single else ""}) {{ return; }}  // (no queries left for this part)
   let qq = part * BQ + qi;
   let h = kvh * {group}u + min(qq / nq, {group - 1}u);
   let r = qq % nq;

@@ -61,16 +61,22 @@ def gelu_mul_kernel(n: int) -> Kernel:
     return _pointwise("gelu_mul", LinearSpec(k=4, segments=_vec(2 * n), epilogue="gelu_mul"))
 
 
-def combine_kernel(a: AttnShape) -> Kernel:
-    """Merge split-K attention partials into y (heads * head_dim); grid(q_dim / 4)."""
+def combine_kernel(a: AttnShape, per_block: bool = False) -> Kernel:
+    """Merge split-K attention partials into y (heads * head_dim); grid(q_dim / 4). With
+    `per_block` (a batched step), those of each query block of one row: block z of the table
+    `blocks` (first row, rows, slot, position), its partials at its slot's, into y's row; grid
+    (q_dim / 4 / WG, blocks)."""
     sig = Signature().state()
+    if per_block:
+        sig.storage("blocks", "array<vec4<u32>>")
     sig.storage("ml", "array<vec2<f32>>")
     sig.storage("acc", "array<vec4<f32>>")
     if a.sinks >= 0:
         sig.storage("pv", "array<vec4<f32>>")
     sig.storage("y", "array<vec4<f32>>", write=True)
     d4 = a.head_dim // 4
-    body = combine_wgsl(a) + f"""
+    if not per_block:
+        body = combine_wgsl(a) + f"""
 @compute @workgroup_size({WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   let i = gid.x;
@@ -78,4 +84,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   y[i] = combine4(i / {d4}u, i % {d4}u);
 }}
 """
-    return sig.kernel("attn_combine", body)
+        return sig.kernel("attn_combine", body)
+    body = "var<private> blk: vec4<u32>;\n" + combine_wgsl(a, "blk.w", f"(blk.z * {a.n_heads}u + h)") + f"""
+@compute @workgroup_size({WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+  let i = wid.x * {WG}u + lid;
+  blk = blocks[wid.y];
+  if (i >= {a.n_heads * d4}u || blk.y != 1u) {{ return; }}
+  y[blk.x * {a.n_heads * d4}u + i] = combine4(i / {d4}u, i % {d4}u);
+}}
+"""
+    return sig.kernel("attn_combine_blocks", body)

@@ -367,23 +367,24 @@ def rope_cs(q: QkvShape) -> str:
     return f"    let rs = {a};\n    let c = cos(ang) * rs;\n    let s = sin(ang) * rs;"
 
 
-def combine_wgsl(a: AttnShape) -> str:
-    """`fn combine4(h, d4) -> vec4`: merge the split-K partials of head h (decode, one token)."""
+def combine_wgsl(a: AttnShape, pos: str = "st.pos", row: str = "h") -> str:
+    """`fn combine4(h, d4) -> vec4`: merge the split-K partials of head h (decode, one token at
+    position `pos`, its partials at row `row` of heads x splits: a WGSL expression of h)."""
     d4 = a.head_dim // 4
     # a sliding window's first split: the one that holds key pos + 1 - window
-    s0 = "0u" if not a.window else f"select(0u, (st.pos + 1u - {a.window}u) / {a.chunk}u, st.pos + 1u > {a.window}u)"
+    s0 = "0u" if not a.window else f"select(0u, ({pos} + 1u - {a.window}u) / {a.chunk}u, {pos} + 1u > {a.window}u)"
     sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"  # (pvf may not be declared)
     return f"""
 fn combine4(h: u32, d4: u32) -> vec4<f32> {{
-  let ns = (st.pos + {a.chunk}u) / {a.chunk}u;  // splits that hold keys 0..pos
+  let ns = ({pos} + {a.chunk}u) / {a.chunk}u;  // splits that hold keys 0..pos
   var mx = {sink if a.sinks >= 0 else "-3.0e38"};
-  for (var s = {s0}; s < ns; s++) {{ mx = max(mx, ml[h * {a.max_splits}u + s].x); }}
+  for (var s = {s0}; s < ns; s++) {{ mx = max(mx, ml[{row} * {a.max_splits}u + s].x); }}
   var z = {f"exp({sink} - mx)" if a.sinks >= 0 else "0.0"};
   var o = vec4<f32>(0.0);
   for (var s = {s0}; s < ns; s++) {{
-    let e = exp(ml[h * {a.max_splits}u + s].x - mx);
-    z += e * ml[h * {a.max_splits}u + s].y;
-    o += e * acc[(h * {a.max_splits}u + s) * {d4}u + d4];
+    let e = exp(ml[{row} * {a.max_splits}u + s].x - mx);
+    z += e * ml[{row} * {a.max_splits}u + s].y;
+    o += e * acc[({row} * {a.max_splits}u + s) * {d4}u + d4];
   }}
   return o / z;
 }}
