@@ -135,6 +135,17 @@ def test_one_stream_decodes_on_the_mat_vecs(wgpu_gpu, session, dtype):
         assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
     finally:
         s.close()
+    # the earlier path, for a comparison on a GPU: one row on the thin matmuls, a workgroup a head
+    # (the module's session gets its tuning back)
+    base = session.tuning
+    session.rebuild(dataclasses.replace(base, batch_one_row=False, pack_heads=False))
+    s = scheduler(session, parallel=2, max_rows=12)
+    try:
+        assert any(d.label.startswith("thin") for d in s.programs.step(1, 1, False, False).dispatches)
+        assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
+    finally:
+        s.close()
+        session.rebuild(base)
 
 
 def test_thin_steps_of_other_shapes(wgpu_gpu):

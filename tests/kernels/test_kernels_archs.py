@@ -179,11 +179,12 @@ def test_prompt_attention_window_and_softcap(gpu, d, t, pos0, window, softcap):
             blocks.append((b0, min(n, t - b0), 1, pos0 + b0))
             b0 += blocks[-1][1]
     blocks = np.array(blocks, np.uint32)
-    out2 = gpu.buffer(t * hq * d * 4)
-    run_kernel(gpu, att.prompt_attention_kernel(spec, slots), {"q": gpu.upload(q), "kv": gpu.upload(pool), "out": out2,
-                                                               "blocks": gpu.upload(blocks), "pages": gpu.upload(table)},
-               (hq, len(blocks), 1), n=t)
-    assert rel_err(read(gpu, out2, (t, hq, d)), want) < 1e-5
+    for pack in (True, False):  # the heads of a KV head together (short blocks), or a workgroup a head
+        out2 = gpu.buffer(t * hq * d * 4)
+        run_kernel(gpu, att.prompt_attention_kernel(spec, slots, pack=pack),
+                   {"q": gpu.upload(q), "kv": gpu.upload(pool), "out": out2, "blocks": gpu.upload(blocks),
+                    "pages": gpu.upload(table)}, (hq, len(blocks), 1), n=t)
+        assert rel_err(read(gpu, out2, (t, hq, d)), want) < 1e-5, pack
 
 
 @pytest.mark.parametrize("sub,spread,window,softcap,pos", [(False, False, 20, 0.0, 52), (True, True, 20, 1.5, 52),

@@ -48,7 +48,7 @@ def thin_level(rows: int, tuning: Tuning) -> int:
     one-sequence decode's mat-vecs (1); at most `tuning.thin_rows` (a decode step of that many
     sequences) on thin matmuls of `tuning.thin_tokens` rows a pass over the weights; more, on
     the prompt matmuls (0), whose 64-token tiles would be mostly empty for a few rows."""
-    return 1 if rows == 1 else tuning.thin_tokens if rows <= tuning.thin_rows else 0
+    return 1 if rows == 1 and tuning.batch_one_row else tuning.thin_tokens if rows <= tuning.thin_rows else 0
 
 
 @dataclass

@@ -477,7 +477,8 @@ class Programs:
             x_qkv, x_gu = (b.h if fuse else b.xn), (b.h if fuse and dense else b.xn)
             win = self.window(i)
             if win not in attn_kernels and not split_keys:
-                attn_kernels[win] = (att.prompt_attention_kernel(self.attention_spec(i), slots, block_split)
+                attn_kernels[win] = (att.prompt_attention_kernel(self.attention_spec(i), slots, block_split,
+                                                                 self.tuning.pack_heads)
                                      if tiles is None else
                                      at.prompt_attention_tiles_kernel(self.attention_spec(i), tiles, slots,
                                                                       emulate=not self.f16_tiles_usable))

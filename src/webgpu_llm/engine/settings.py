@@ -91,6 +91,13 @@ class Tuning:
     # `thin_tokens` rows a pass over the weights, more on the prompt matmuls
     thin_rows: int = 32
     thin_tokens: int = 8
+    # a batched step of one row (one stream decoding) on the one-sequence decode's kernels
+    # (mat-vecs, split-K attention), not on the thin matmuls; on by reasoning and llvmpipe,
+    # not yet timed on a GPU (off gives the earlier path, for the comparison)
+    batch_one_row: bool = True
+    # the batched prompt attention packs the heads of a KV head into a workgroup for short
+    # blocks (a decoding stream's one row); as batch_one_row, on before a GPU timed it
+    pack_heads: bool = True
     # batched steps of several rows: their one-row query blocks (decoding streams) on the
     # split-K decode attention over their pages, merged by a combine kernel; the prompt kernel
     # walks every key of a row in one workgroup, slow at long contexts; off until measured

@@ -288,7 +288,8 @@ def prompt_signature(a: AttentionSpec, slots: Slots | None) -> tuple[Signature, 
     return sig, kv, kv_fn
 
 
-def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None, skip_single: bool = False) -> Kernel:
+def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None, skip_single: bool = False,
+                            pack: bool = True) -> Kernel:
     """st.n query tokens at positions st.pos.. (q rows t * n_heads + h); grid = prompt_attention_grid.
     With `slots` (a batched step) the query blocks come from the table `blocks`: (first row,
     rows, slot, position of the first row), each block's rows consecutive positions of one
@@ -297,6 +298,7 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None, skip_s
     each, as for one sequence; a decode row (a block of one) all the heads that share its KV
     head in one workgroup, which reads their keys and values once (the other parts return).
     `skip_single`: blocks of one row are left to the split-K kernel (attention_kernel per_block).
+    `pack` off (Tuning.pack_heads): a workgroup a head for every block, as for one sequence.
 
     Thread (query qi, lane l) scores keys l, l+8, .. of each chunk, then every lane of a query
     reads the chunk's scores and accumulates its share (vec4s l, l+8, ..) of the output.
@@ -335,7 +337,14 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None, skip_s
     mine = "qi < nq"
     kv_rows = kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
     kvh = f"let kvh = h / {a.n_heads // a.n_kv_heads}u;"
-    if slots:  # queries: (head g of KV head kvh's group, row r) pairs
+    packed = slots is not None and pack
+    if slots and not pack:  # a head a workgroup
+        block = "  let blk = blocks[wid.y];\n  let t0 = blk.x;\n"
+        extent = (f"  let nq = blk.y;\n  let slot = blk.z;\n  {kvh}"
+                  + ("\n  if (nq == 1u) { return; }" if skip_single else ""))
+        keys = "  let kend = blk.w + nq;  // keys the block needs\n  let last = blk.w + qi;  // the last key this query sees"
+        first = "blk.w"
+    elif slots:  # queries: (head g of KV head kvh's group, row r) pairs
         block = "  let blk = blocks[wid.y];\n  let t0 = blk.x;\n"
         extent = f"""  let nq = blk.y;
   let slot = blk.z;
@@ -364,7 +373,7 @@ def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None, skip_s
   }}"""
     if wide:
         stage_q = f"  let qrow = ((t0 + min(qi, nq - 1u)) * {a.n_heads}u + h) * D4;"
-    if slots:  # query i / D4's (head, row), as above
+    if packed:  # query i / D4's (head, row), as above
         stage_q = f"""  for (var i = lid; i < BQ * D4; i += {BQ * LQ}u) {{
     let qi2 = part * BQ + i / D4;
     let h2 = kvh * {group}u + min(qi2 / nq, {group - 1}u);
@@ -386,9 +395,9 @@ var<workgroup> vs: array<vec4<f32>, {ch * d4}>;
 var<workgroup> ps: array<f32, {BQ * ch}>;
 @compute @workgroup_size({BQ * LQ})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
-{"" if slots else "  let h = wid.x;" + nl}{block}  let qi = lid / LQ;
+{"" if packed else "  let h = wid.x;" + nl}{block}  let qi = lid / LQ;
   let l = lid % LQ;
-{"" if slots else "  let t = t0 + qi;" + nl}{extent}
+{"" if packed else "  let t = t0 + qi;" + nl}{extent}
 {stage_q}
 {keys}
   var m = {m0};
