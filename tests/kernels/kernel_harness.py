@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from webgpu_llm import environment
 from webgpu_llm.kernels.common import pack_state
-from webgpu_llm.runtime.gpu import Gpu, GpuOptions, open_gpu
+from webgpu_llm.runtime.gpu import Gpu, open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
 
@@ -53,7 +54,8 @@ def _null_gpu() -> Gpu:
     old = os.environ.get("WGPU_BACKEND_TYPE")
     os.environ["WGPU_BACKEND_TYPE"] = "Null"  # wgpudawn's way to pick a backend
     try:
-        return open_gpu(options=GpuOptions(backend="dawn"))
+        # the tests' options (command validation on): the first Dawn device sets the process's
+        return open_gpu(options=environment.gpu_options(backend="dawn"))
     finally:
         if old is None:
             del os.environ["WGPU_BACKEND_TYPE"]
