@@ -45,19 +45,17 @@ def checks(backend: str, index: int) -> dict[str, str]:
     """The kernels' self-checks on adapter `index`: "pass", "fail", or "n/a" where the adapter
     lacks what they need (their results are what the engine takes)."""
     from ..kernels.linear import half_ok, half_usable
-    from ..kernels.mma import f16_usable
+    from ..kernels.mma import f16_tiles_ok, f16_usable
     from ..runtime.gpu import open_gpu
 
     try:
         gpu = open_gpu(options=environment.gpu_options(backend=backend, adapter=str(index)))
     except WebGpuLlmError as e:
         return {"error": str(e)}
-    tiles = gpu.has_f16 and has_f16_mma(gpu.subgroup_matrix_configs)
-
     def verdict(applies: bool, ok: Any) -> str:
         return "n/a" if not applies else "pass" if ok() else "fail"
 
-    return {"f16_tiles": verdict(tiles, lambda: f16_usable(gpu)),
+    return {"f16_tiles": verdict(f16_tiles_ok(gpu), lambda: f16_usable(gpu)),
             "f16_matvec": verdict(half_ok(gpu), lambda: half_usable(gpu))}
 
 

@@ -42,6 +42,7 @@ from ..kernels.linear import (
     Experts,
     LinearSpec,
     QkvShape,
+    f16_weights,
     grid_2d,
     half_usable,
     int8_ok,
@@ -202,6 +203,12 @@ class Programs:
                                  window=self.window(i), softcap=a.attn_softcap, scale=a.attn_scale,
                                  sinks=self.weights.layout.sinks if a.sinks else -1, kv_f16=self.kv_f16)
 
+    def split_attention(self, i: int) -> tuple[att.AttentionSpec, AttnShape]:
+        """Layer i's split-K decode attention (the tuning's chunk and key reads), and the
+        layout of its partials for the kernel that merges them."""
+        c, a = self.cfg, self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_spread)
+        return a, AttnShape(c.n_heads, c.head_dim, a.chunk, a.max_splits, a.window, a.sinks)
+
     def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:
         """The attention's output projection, with its bias where the architecture has one."""
         if self.cfg.architecture.o_bias:
@@ -241,8 +248,7 @@ class Programs:
 
     def _mv(self, spec: LinearSpec, role: str, wg: int = 0) -> Any:
         shape, int8 = self.matvec_shape(spec, role, wg)
-        half = (self.tuning.f16_decode and not int8 and all(s.fmt == "f16" for s in spec.segments)
-                and half_usable(self.gpu))
+        half = self.tuning.f16_decode and not int8 and f16_weights(spec) and half_usable(self.gpu)
         self.mv_paths[role] = "int8" if int8 else "f16" if half else "f32"
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
                              int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
@@ -491,30 +497,29 @@ class Programs:
             else:
                 self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": x_qkv, "q": b.q}, count=rows_of, thin=thin)
             o_out = {"y": b.kpart if so > 1 or post else b.h}
+            parts = {"ml": b.ml, "acc": b.acc}  # split-K attention's partials
             if split_keys:
-                sa = self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_spread)
-                ashape = AttnShape(c.n_heads, c.head_dim, sa.chunk, sa.max_splits, sa.window, sa.sinks)
-                prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots),
-                         {**p, "q": b.q, "ml": b.ml, "acc": b.acc}, att.attention_grid(sa))
+                sa, ashape = self.split_attention(i)
+                prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots), {**p, "q": b.q, **parts},
+                         att.attention_grid(sa))
                 s_o = self.o_spec(L, prologue="attn", attn=ashape, **split(so))
-                self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "ml": b.ml, "acc": b.acc, **o_out}, thin=thin)
-            else:
-                if block_split:
-                    sa = self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_spread)
-                    ashape = AttnShape(c.n_heads, c.head_dim, sa.chunk, sa.max_splits, sa.window, sa.sinks)
-                    parts = {"ml": b.ml, "acc": b.acc}
-                    prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots, per_block=True),
-                             {**p, "q": b.q, **parts}, _counted(lambda n, sa=sa: (c.n_heads, sa.max_splits, n), blocks_of))
+                self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), **parts, **o_out}, thin=thin)
+            elif block_split:
+                sa, ashape = self.split_attention(i)
+                groups = -(-c.n_heads * c.head_dim // 4 // ew.WG)
+                prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots, per_block=True),
+                         {**p, "q": b.q, **parts}, _counted(lambda n, sa=sa: (c.n_heads, sa.max_splits, n), blocks_of))
                 prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
-                if block_split:
-                    groups = -(-c.n_heads * c.head_dim // 4 // ew.WG)
-                    prog.add(ew.combine_kernel(ashape, per_block=True), {**p, **parts, "y": b.att},
-                             _counted(lambda n, g=groups: (g, n, 1), blocks_of))
+                prog.add(ew.combine_kernel(ashape, per_block=True), {**p, **parts, "y": b.att},
+                         _counted(lambda n, g=groups: (g, n, 1), blocks_of))
+            else:
+                prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
+            if not split_keys:
                 self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, **o_out}, count=rows_of, thin=thin)
             if post:
                 prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn),
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
-            elif x_gu is b.xn:
+            elif not (fuse and dense):  # (fused: in gate/up's prologue)
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             if (m := a.experts(i)) is not None:
                 self._experts_prompt(prog, L, p, m, rows_of)
@@ -601,14 +606,12 @@ class Programs:
         emb = self.weights.embedding
         d.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), scale=c.architecture.embed_scale),
               {**base, **emb.bindings(), "x": b.h}, (1, 1, 1))
-        chunk = self.tuning.attn_chunk
         qkv_shape = self.qkv_shape()
         layers = self.weights.layers
         # Gemma's output norms folded into the next mat-vec's prologue (Tuning.fold_post_norm)
         fold = kind == "fused" and c.architecture.post_norms and self.tuning.fold_post_norm
         for i, L in enumerate(layers):
-            split = self.attention_spec(i, chunk, self.tuning.attn_spread)
-            ashape = AttnShape(c.n_heads, c.head_dim, chunk, split.max_splits, split.window, split.sinks)
+            split, ashape = self.split_attention(i)
             extra = {"post_in": layers[i - 1].params if i > 0 else None, "post_ffn": i < len(layers) - 1} if fold else {}
             layer(d, L, {**self._layer_bindings(i, L), "ml": b.ml, "acc": b.acc}, qkv_shape, split, ashape, **extra)
         return d

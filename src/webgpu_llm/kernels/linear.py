@@ -256,15 +256,20 @@ SPREAD_POS = """fn upos(u: u32, i: u32) -> u32 {
 }"""
 
 
+def _bias_pair(off: str) -> tuple[str, str]:
+    """WGSL of row pair p's biases, at float offset `off` of `pv` (the second clamped to the
+    last row: the caller drops it past N)."""
+    return f"pvf({off} + row0(p))", f"pvf({off} + min(row1(p), N - 1u))"
+
+
 def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     """`fn epi(t, p, v0, v1)`: token t of the batch, row pair p."""
     n = spec.rows
     bias = ""
     if spec.bias and not (spec.experts and spec.experts.combine):  # (combined: added per expert)
         declare_pv(sig)
-        off = f"{spec.bias_off}u + ex * N" if spec.experts else f"{spec.bias_off}u"  # experts: each its own
-        bias = (f"  let b0 = v0 + pvf({off} + row0(p));\n"
-                f"  let b1 = select(0.0, v1 + pvf({off} + min(row1(p), N - 1u)), row1(p) < N);\n")
+        b0, b1 = _bias_pair(f"{spec.bias_off}u + ex * N" if spec.experts else f"{spec.bias_off}u")  # experts: each its own
+        bias = f"  let b0 = v0 + {b0};\n  let b1 = select(0.0, v1 + {b1}, row1(p) < N);\n"
     else:
         bias = "  let b0 = v0;\n  let b1 = v1;\n"
     e = spec.epilogue
@@ -391,6 +396,15 @@ fn combine4(h: u32, d4: u32) -> vec4<f32> {{
 """
 
 
+def _ssp_sum(v: str, sg: bool) -> tuple[str, str]:
+    """WGSL of a workgroup-wide sum of each thread's `v` through `ssp`: each subgroup's sum (or
+    each thread's value) stored, then, after a barrier, the loop that adds them into `tot`."""
+    if sg:
+        return (f"let t = subgroupAdd({v}); if (lid % sgs == 0u) {{ ssp[lid / sgs] = t; }}",
+                "for (var j = 0u; j < WG / sgs; j++) { tot += ssp[j]; }")
+    return f"ssp[lid] = {v};", "for (var j = 0u; j < WG; j++) { tot += ssp[j]; }"
+
+
 def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool, half: bool = False) -> str:
     """`fn X(xb, i) -> vec4`: x[4i..4i+4] as the mat-vec consumes it (as f16s with `half`,
     converted once where staged), and `fn prologue(lid)`.
@@ -443,12 +457,7 @@ fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
         if not stage:
             return head + raw + f"fn X(xb: u32, i: u32) -> {xt} {{ return {xt}(XR(xb, i) * NW(i)); }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
         # the sum of x² of the whole row: per subgroup (or per thread), merged after the barrier
-        if sg:
-            part = "let t = subgroupAdd(ss); if (lid % sgs == 0u) { ssp[lid / sgs] = t; }"
-            total = "for (var j = 0u; j < WG / sgs; j++) { tot += ssp[j]; }"
-        else:
-            part = "ssp[lid] = ss;"
-            total = "for (var j = 0u; j < WG; j++) { tot += ssp[j]; }"
+        part, total = _ssp_sum("ss", sg)
         return head + raw + f"""
 var<workgroup> xs: array<{xt}, KP4>;
 var<workgroup> ssp: array<f32, {wg}>;
@@ -474,9 +483,7 @@ fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
         declare_pv(sig)
         at = "min(i, K4 - 1u)" if ragged else "i"
         ok = "i < K4" if ragged else "true"
-        total = ("let t = subgroupAdd(v); if (lid % sgs == 0u) { ssp[lid / sgs] = t; }\n  workgroupBarrier();\n"
-                 "  var tot = 0.0;\n  for (var j = 0u; j < WG / sgs; j++) { tot += ssp[j]; }" if sg else
-                 "ssp[lid] = v;\n  workgroupBarrier();\n  var tot = 0.0;\n  for (var j = 0u; j < WG; j++) { tot += ssp[j]; }")
+        part, total = _ssp_sum("v", sg)
         return head + f"""
 var<workgroup> xs: array<{xt}, KP4>;
 var<workgroup> ssp: array<f32, {wg}>;
@@ -484,6 +491,9 @@ var<private> ss_all: f32;
 var<private> first_group: bool;
 fn wg_sum(v: f32, lid: u32, sgs: u32) -> f32 {{
   workgroupBarrier();  // an earlier sum's reads of ssp are done
+  {part}
+  workgroupBarrier();
+  var tot = 0.0;
   {total}
   return tot;
 }}
@@ -571,7 +581,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     use_sg = subgroups is not None
     if int8 and not int8_ok(spec, wg, shared_bytes, int8_direct):
         raise ValueError(f"int8 activations need weights of {', '.join(INT8_FORMATS)} and room to stage x")
-    half = half and not int8 and all(s.fmt == "f16" for s in spec.segments)
+    half = half and not int8 and f16_weights(spec)
     ft = "f16" if half else "f32"
     # int8: x is quantized from workgroup memory, or (plain input, `int8_direct`) from memory;
     # half: x converted to f16 once a workgroup
@@ -619,9 +629,8 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         if spec.bias:  # each expert's own
             declare_pv(sig)
             body += PV_HELPER
-            off = f"{spec.bias_off}u + ex * N"
-            bias = (f" + vec2<f32>(pvf({off} + row0(p)), "
-                    f"select(0.0, pvf({off} + min(row1(p), N - 1u)), row1(p) < N))")
+            b0, b1 = _bias_pair(f"{spec.bias_off}u + ex * N")
+            bias = f" + vec2<f32>({b0}, select(0.0, {b1}, row1(p) < N))"
         finish = f"cacc += bitcast<f32>(route[slot].y) * (vec2<f32>(a.x * sc, a.y * sc){bias});"
         choose = ""
         slots_open = f"""
@@ -856,6 +865,11 @@ def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int, direct: bool = False) 
     staged = 0 if direct and spec.prologue == "plain" else spec.kp * 4
     return (all(s.fmt in INT8_FORMATS for s in spec.segments)
             and staged + spec.kp + spec.kp // 4 + wg * 20 <= shared_bytes)
+
+
+def f16_weights(spec: LinearSpec) -> bool:
+    """Are all of the matrix's weights f16 (what `matvec_kernel(half=True)` multiplies)?"""
+    return all(s.fmt == "f16" for s in spec.segments)
 
 
 def half_ok(gpu: Gpu) -> bool:

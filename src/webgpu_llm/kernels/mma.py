@@ -89,13 +89,16 @@ def has_f16_mma(configs: list[dict[str, Any]]) -> bool:
                and c.get("min_subgroup_size") == c.get("max_subgroup_size") == 32 for c in configs)
 
 
+def f16_tiles_ok(gpu: Gpu) -> bool:
+    """Does this device offer the f16 tiles (shader-f16 and the f16 x f16 -> f32 configuration)?"""
+    return gpu.has_f16 and has_f16_mma(gpu.subgroup_matrix_configs)
+
+
 def f16_usable(gpu: Gpu) -> bool:
     """Does this device run the f16 tiles on its matrix units, correctly? Dawn offers f16 on
     NVIDIA's Vulkan driver only behind a toggle (runtime/gpu.py turns it on), as old drivers
     miscompiled some f16 code, so the tiles are checked against numpy once per device."""
-    if not (gpu.has_f16 and has_f16_mma(gpu.subgroup_matrix_configs)):
-        return False
-    return gpu.check("f16_tiles", lambda: _f16_tiles_work(gpu))
+    return f16_tiles_ok(gpu) and gpu.check("f16_tiles", lambda: _f16_tiles_work(gpu))
 
 
 def _f16_tiles_work(gpu: Gpu) -> bool:
