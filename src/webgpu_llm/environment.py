@@ -25,6 +25,8 @@ VARIABLES = {
     "WEBGPU_LLM_NO_SUBGROUPS": "=1 leaves subgroups (and subgroup matrices) off",
     "WEBGPU_LLM_NO_MMA": "=1 leaves the subgroup matrices (the prompts' int8 tiles) off",
     "WEBGPU_LLM_MAX_BINDING": "=BYTES lowers the storage-binding size the kernels assume",
+    "WEBGPU_LLM_TUNING": "=field=value;... experimental kernel-shape overrides (engine.settings.Tuning's fields, "
+                         "Python literals), e.g. f16_decode=True;tiles=(2,2,4,4)",
     "WEBGPU_LLM_TORCH_BACKEND": "=wgpu|dawn the torch device's backend (default wgpu)",
     "HF_HUB_CACHE": "=DIR where --model ORG/NAME is looked for (else $HF_HOME/hub, else "
                     "~/.cache/huggingface/hub, as huggingface_hub does; nothing is downloaded)",
@@ -58,13 +60,17 @@ def gpu_options(env: Mapping[str, str] | None = None, **given: Any) -> Any:
 def settings(env: Mapping[str, str] | None = None, gpu: dict[str, Any] | None = None, **given: Any) -> Any:
     """`Settings` from the environment (its GPU options with `gpu` given); keyword arguments
     (not None) take precedence."""
-    from .engine.settings import Settings
+    from .engine.settings import Settings, tuning_overrides
 
     env = os.environ if env is None else env
     persist = env.get("WEBGPU_LLM_PERSIST", "").strip()
     if persist and persist != "auto" and not persist.isdigit():
         raise UserError(f"WEBGPU_LLM_PERSIST must be a number of workgroups (0 = off) or auto, not {persist!r}")
-    s = Settings(gpu=gpu_options(env, **(gpu or {})), persist=persist or None)
+    try:
+        overrides = tuning_overrides(env.get("WEBGPU_LLM_TUNING", ""))
+    except UserError as e:
+        raise UserError(f"WEBGPU_LLM_TUNING: {e}") from None
+    s = Settings(gpu=gpu_options(env, **(gpu or {})), persist=persist or None, overrides=overrides)
     return replace(s, **{k: v for k, v in given.items() if v is not None})
 
 

@@ -240,3 +240,20 @@ def test_dawn_skips_command_validation_by_default_with_the_same_tokens(capsys, t
                        timeout=300)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["text"] == validated
+
+
+def test_bad_tuning_setting_is_one_line(capsys, tiny, monkeypatch):
+    monkeypatch.setenv("WEBGPU_LLM_TUNING", "no_such_field=1")
+    err = _fails(capsys, 2, "generate", "-m", str(tiny), "--raw", "hi")
+    assert "WEBGPU_LLM_TUNING" in err and "no_such_field" in err
+    monkeypatch.setenv("WEBGPU_LLM_TUNING", "f16_decode=yes please")
+    assert "literal" in _fails(capsys, 2, "generate", "-m", str(tiny), "--raw", "hi")
+
+
+def test_tuning_overrides_reach_the_model(wgpu_gpu):
+    from webgpu_llm import environment
+
+    s = environment.settings({"WEBGPU_LLM_TUNING": "thin_rows=17; attn_chunk=48"})
+    t = s.tuning_for(wgpu_gpu, 64, 16)
+    assert (t.thin_rows, t.attn_chunk) == (17, 48)
+    assert environment.settings({}).tuning_for(wgpu_gpu, 64, 16).thin_rows != 17

@@ -8,8 +8,8 @@ llvmpipe; docs/performance.md says what each choice gained and what was tried in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..runtime.gpu import GpuOptions
@@ -183,6 +183,26 @@ def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
     return t
 
 
+def tuning_overrides(text: str) -> tuple[tuple[str, Any], ...]:
+    """Parse "field=value;field=value" (Python literals) into Tuning overrides, checking the names."""
+    import ast
+
+    names = {f.name for f in fields(Tuning)}
+    out = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or name not in names:
+            raise UserError(f"tuning override {part!r}: write field=value with a field of {', '.join(sorted(names))}")
+        try:
+            out.append((name, ast.literal_eval(value.strip())))
+        except (ValueError, SyntaxError):
+            raise UserError(f"tuning override {part!r}: the value must be a Python literal (1, True, (2, 2))") from None
+    return tuple(out)
+
+
 def persist_groups(persist: int | str, gpu: Gpu) -> int:
     """Workgroups of the persistent decode layers for a setting (a count, 0 = off, or
     "auto": PERSIST_GROUPS' figure for this adapter, off if it has none)."""
@@ -207,6 +227,7 @@ class Settings:
     mma: str | None = None  # prompt matmuls on the matrix units: Tuning.mma's modes; None: the tuning's
     kv: str = "auto"  # the KV cache's type: f16, f32, or auto (f16 unless every weight is f32)
     attn_tiles: bool | None = None  # prompt attention on the f16 tiles (Tuning.attn_tiles); None: the tuning's
+    overrides: tuple[tuple[str, Any], ...] = ()  # (Tuning field, value) pairs set last (WEBGPU_LLM_TUNING)
 
     def kv_f16(self, f32_weights: bool) -> bool:
         """Whether the KV cache holds f16s (half the memory and attention reads of f32s)."""
@@ -226,5 +247,7 @@ class Settings:
             t = replace(t, mma=self.mma)
         if self.attn_tiles is not None:
             t = replace(t, attn_tiles=self.attn_tiles)
+        if self.overrides:
+            t = replace(t, **dict(self.overrides))
         t.check()
         return t
