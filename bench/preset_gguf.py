@@ -60,10 +60,10 @@ def _metadata(w, c: ModelConfig) -> None:
     w.add_eos_token_id(2)
 
 
-def write(preset: str, dtype: str, out: Path) -> None:
+def write(preset: str, dtype: str, out: Path, n_layers: int = 0, vocab: int = 0) -> None:
     import gguf
 
-    cfg, tensors = preset_model(preset, dtype)
+    cfg, tensors = preset_model(preset, dtype, n_layers=n_layers, vocab=vocab)
     w = gguf.GGUFWriter(str(out), cfg.arch)
     _metadata(w, cfg)
     for name, t in tensors.items():
@@ -89,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("preset")
     ap.add_argument("dtype")
     ap.add_argument("out", type=Path)
+    ap.add_argument("--layers", type=int, default=0, help="keep the first N layers (a quick file of the shape)")
+    ap.add_argument("--vocab", type=int, default=0, help="a vocabulary of N tokens instead of the preset's")
     args = ap.parse_args(argv)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write(args.preset, args.dtype, args.out)
+        write(args.preset, args.dtype, args.out, args.layers, args.vocab)
     except UserError as e:
         print(f"preset_gguf: {e}", file=sys.stderr)
         return 2
