@@ -60,10 +60,10 @@ def _metadata(w, c: ModelConfig) -> None:
     w.add_eos_token_id(2)
 
 
-def write(preset: str, dtype: str, out: Path, n_layers: int = 0, vocab: int = 0) -> None:
+def write(preset: str, dtype: str, out: Path, n_layers: int = 0, vocab: int = 0, experts: int = 0) -> None:
     import gguf
 
-    cfg, tensors = preset_model(preset, dtype, n_layers=n_layers, vocab=vocab)
+    cfg, tensors = preset_model(preset, dtype, n_layers=n_layers, vocab=vocab, experts=experts)
     w = gguf.GGUFWriter(str(out), cfg.arch)
     _metadata(w, cfg)
     for name, t in tensors.items():
@@ -91,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--layers", type=int, default=0, help="keep the first N layers (a quick file of the shape)")
     ap.add_argument("--vocab", type=int, default=0, help="a vocabulary of N tokens instead of the preset's")
+    ap.add_argument("--experts", type=int, default=0, help="N experts a layer instead of the preset's")
     args = ap.parse_args(argv)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write(args.preset, args.dtype, args.out, args.layers, args.vocab)
+        write(args.preset, args.dtype, args.out, args.layers, args.vocab, args.experts)
     except UserError as e:
         print(f"preset_gguf: {e}", file=sys.stderr)
         return 2

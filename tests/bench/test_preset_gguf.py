@@ -38,3 +38,15 @@ def test_the_file_is_the_preset(wgpu_gpu, tmp_path):
 def test_unknown_preset_is_one_line(capsys, tmp_path):
     assert preset_gguf.main(["nope", "q4_0", str(tmp_path / "x.gguf")]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_a_cut_file_keeps_the_layer_shapes(tmp_path):
+    out = tmp_path / "oss.gguf"
+    assert preset_gguf.main(["gpt-oss-20b", "mxfp4", str(out), "--layers", "1", "--vocab", "300", "--experts", "2"]) == 0
+    src = open_model(out)
+    c = src.config
+    assert (c.n_layers, c.vocab, c.hidden, c.architecture.moe.count, c.architecture.moe.used) == (1, 300, 2880, 2, 2)
+    assert src.tensors["blk.0.ffn_down_exps.weight"].shape == (2, 2880, 2880)
+    assert src.tensors["blk.0.ffn_down_exps.weight"].fmt == "mxfp4"
+    src.close()
+    assert preset_gguf.main(["qwen2.5-0.5b", "q4_0", str(tmp_path / "x.gguf"), "--experts", "2"]) == 2

@@ -160,11 +160,11 @@ def _tiled_weight(fmt: str, rows: int, k: int, seed: int) -> np.ndarray:
     return np.tile(block, (reps, 1))[:rows]
 
 
-def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
-                 vocab: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
-    """A preset's config and seeded random tensors; `n_layers` and `vocab` (where not 0) cut the
-    model to its first layers and a smaller vocabulary, the layers' shapes kept (quick runs on
-    software adapters)."""
+def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab: int = 0,
+                 experts: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+    """A preset's config and seeded random tensors; `n_layers`, `vocab` and `experts` (where not
+    0) cut the model to its first layers, a smaller vocabulary and fewer experts (no more used a
+    token than there are), the layers' shapes kept (quick runs on software adapters)."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     if dtype not in DTYPES:
@@ -176,6 +176,11 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0,
                                                          rope_layers=a.rope_layers[:n_layers]))
     if vocab:
         p.update(vocab=vocab)
+    if experts:
+        a = p.get("architecture", Architecture())
+        if a.moe is None:
+            raise UserError(f"preset {name!r} has no experts to cut")
+        p.update(architecture=replace(a, moe=replace(a.moe, count=experts, used=min(a.moe.used, experts))))
     cfg = ModelConfig(name=f"{name} ({dtype}, random)", rope_neox=False, **p)
     c = cfg
     tensors: dict[str, RandomTensor] = {}
