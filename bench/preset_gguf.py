@@ -60,10 +60,12 @@ def _metadata(w, c: ModelConfig) -> None:
     w.add_eos_token_id(2)
 
 
-def write(preset: str, dtype: str, out: Path, n_layers: int = 0, vocab: int = 0, experts: int = 0) -> None:
+def write(preset: str, dtype: str, out: Path, n_layers: int = 0, vocab: int = 0, experts: int = 0,
+          every_row: bool = False) -> None:
     import gguf
 
-    cfg, tensors = preset_model(preset, dtype, n_layers=n_layers, vocab=vocab, experts=experts)
+    cfg, tensors = preset_model(preset, dtype, n_layers=n_layers, vocab=vocab, experts=experts,
+                                tile=0 if every_row else 64)
     w = gguf.GGUFWriter(str(out), cfg.arch)
     _metadata(w, cfg)
     for name, t in tensors.items():
@@ -92,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=0, help="keep the first N layers (a quick file of the shape)")
     ap.add_argument("--vocab", type=int, default=0, help="a vocabulary of N tokens instead of the preset's")
     ap.add_argument("--experts", type=int, default=0, help="N experts a layer instead of the preset's")
+    ap.add_argument("--every-row", action="store_true",
+                    help="draw every matrix row (slower) instead of repeating a block of 64 rows, so that no two "
+                         "heads, experts or tokens share weights")
     args = ap.parse_args(argv)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write(args.preset, args.dtype, args.out, args.layers, args.vocab, args.experts)
+        write(args.preset, args.dtype, args.out, args.layers, args.vocab, args.experts, args.every_row)
     except UserError as e:
         print(f"preset_gguf: {e}", file=sys.stderr)
         return 2

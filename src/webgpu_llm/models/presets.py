@@ -152,19 +152,22 @@ class RandomTensor:
         return self.make()
 
 
-def _tiled_weight(fmt: str, rows: int, k: int, seed: int) -> np.ndarray:
-    """A (rows, k) weight built by tiling a random block of rows: fast for 100M+ values."""
+def _tiled_weight(fmt: str, rows: int, k: int, seed: int, tile: int = 64) -> np.ndarray:
+    """A (rows, k) weight built by tiling a random block of `tile` rows (0: every row drawn):
+    fast for 100M+ values, but heads, experts and vocabulary rows repeat every `tile` rows."""
     rng = np.random.default_rng(seed)
-    block = random_weight(fmt, min(rows, 64), k, rng, scale=0.02)
+    block = random_weight(fmt, min(rows, tile or rows), k, rng, scale=0.02)
     reps = -(-rows // block.shape[0])
     return np.tile(block, (reps, 1))[:rows]
 
 
 def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab: int = 0,
-                 experts: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+                 experts: int = 0, tile: int = 64) -> tuple[ModelConfig, dict[str, RandomTensor]]:
     """A preset's config and seeded random tensors; `n_layers`, `vocab` and `experts` (where not
     0) cut the model to its first layers, a smaller vocabulary and fewer experts (no more used a
-    token than there are), the layers' shapes kept (quick runs on software adapters)."""
+    token than there are), the layers' shapes kept (quick runs on software adapters). Matrices
+    repeat a random block of `tile` rows (fast to build); `tile=0` draws every row, so that no
+    two heads, experts or tokens share weights (for comparisons with other engines)."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     if dtype not in DTYPES:
@@ -193,7 +196,7 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab:
         fmt = fmt or file_type("f16" if dtype == "mxfp4" and not experts else dtype, k)
         shape = (experts, rows, k) if experts else (rows, k)
         n = max(experts, 1) * rows
-        tensors[tname] = RandomTensor(tname, fmt, shape, lambda: _tiled_weight(fmt, n, k, s))
+        tensors[tname] = RandomTensor(tname, fmt, shape, lambda: _tiled_weight(fmt, n, k, s, tile))
 
     def vec(tname: str, n: int, value: float | None = None) -> None:
         s = seed * 1000 + next(counter)

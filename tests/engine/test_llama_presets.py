@@ -1,0 +1,48 @@
+"""Newer families against llama.cpp: bench presets cut to a few layers (Gemma 3, Qwen3,
+Qwen3-MoE, gpt-oss with MXFP4 experts), written as GGUF by bench/preset_gguf.py and run by
+llama.cpp on the CPU once (tests/fixtures/make_llama_presets.py keeps its logits). The engine
+reads the same file: its logits within a small part of their scale of llama.cpp's (which rounds
+the activations to 8 bits for quantized weights, as the engine's decode does), and the same
+greedy token wherever llama.cpp's margin is not within that rounding."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+
+import make_llama_presets as mk
+
+from webgpu_llm.api import LLM
+
+REF = json.loads((Path(__file__).parents[1] / "fixtures/reference/llama_presets.json").read_text())
+# relative to the logits' largest magnitude; measured 2026-12-05 on llvmpipe: 1.7e-3, 9.3e-3
+# (q8_0: llama.cpp rounds the prompt's activations to 8 bits, the engine's prompt does not),
+# 1.7e-3, 3.4e-3
+TOL = {"gemma3": 5e-3, "qwen3": 2e-2, "qwen3moe": 5e-3, "gpt-oss": 1e-2}
+CASES = {c[0]: c for c in mk.CASES}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("llama-presets")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_logits_match_llama_cpp(wgpu_gpu, files, name):
+    ref = REF["cases"][name]
+    path = mk.case_file(files, CASES[name])
+    assert mk.sha256(path) == ref["sha256"], "the preset's file changed: rerun tests/fixtures/make_llama_presets.py"
+    llm = LLM.load(path, gpu=wgpu_gpu, ctx=256, progress=False)
+    got = np.asarray(llm.logits(REF["ids"]), np.float32)
+    want = np.asarray(ref["logits"], np.float32)
+    diff = float(np.abs(got[REF["rows"]] - want).max())
+    assert diff / float(np.abs(want).max()) < TOL[name], diff
+    sure = np.asarray(ref["margin"]) > 2 * diff  # choices the rounding seen cannot flip
+    assert sure.mean() > 0.3
+    assert np.array_equal(got.argmax(1)[sure], np.asarray(ref["argmax"])[sure])
