@@ -3,7 +3,8 @@ Qwen3-MoE, gpt-oss with MXFP4 experts), written as GGUF by bench/preset_gguf.py 
 llama.cpp on the CPU once (tests/fixtures/make_llama_presets.py keeps its logits). The engine
 reads the same file: its logits within a small part of their scale of llama.cpp's (which rounds
 the activations to 8 bits for quantized weights, as the engine's decode does), and the same
-greedy token wherever llama.cpp's margin is not within that rounding."""
+greedy token wherever llama.cpp's margin is not within that rounding; and a decode step after
+the prompt (the decode kernels) as llama.cpp's."""
 
 from __future__ import annotations
 
@@ -46,3 +47,7 @@ def test_logits_match_llama_cpp(wgpu_gpu, files, name):
     sure = np.asarray(ref["margin"]) > 2 * diff  # choices the rounding seen cannot flip
     assert sure.any()
     assert np.array_equal(got.argmax(1)[sure], np.asarray(ref["argmax"])[sure])
+    # the decode kernels: one step after the prompt (past gpt-oss's window), its input given
+    step = llm.session.next_logits(REF["ids"], REF["step_token"])
+    want = np.asarray(ref["step"], np.float32)
+    assert float(np.abs(step - want).max()) / float(np.abs(want).max()) < TOL

@@ -210,9 +210,12 @@ class Session:
         cpass.end()
         return enc.finish()
 
-    def next_logits(self, ids: list[int]) -> np.ndarray:
-        """The logits of the decode step after prompt `ids` (its greedy token as the step's input)."""
+    def next_logits(self, ids: list[int], token: int | None = None) -> np.ndarray:
+        """The logits of the decode step after prompt `ids`, with `token` as the step's input
+        (default: the prompt's greedy token)."""
         self.prefill(ids, 0, SamplingParams(), 0)
+        if token is not None:  # over the sampler's choice, which the queue wrote before it
+            self.write_tokens(len(ids), [token])
         self.step_program(SamplingParams()).run(1)
         return self.gpu.read_array(self.programs.buf.logits, np.float32, self.cfg.vocab)
 
