@@ -41,6 +41,7 @@ def test_logits_match_llama_cpp(wgpu_gpu, files, name):
     path = mk.case_file(files, CASES[name])
     assert mk.sha256(path) == ref["sha256"], "the preset's file changed: rerun tests/fixtures/make_llama_presets.py"
     llm = LLM.load(path, gpu=wgpu_gpu, ctx=256, progress=False)
+    path.unlink()  # up to 218 MB each; the weights are on the GPU now
     got = np.asarray(llm.logits(REF["ids"]), np.float32)
     want = np.asarray(ref["logits"], np.float32)
     diff = float(np.abs(got[REF["rows"]] - want).max())
