@@ -132,11 +132,13 @@ def test_chat_reads_turns_from_stdin(tiny):
     assert len(p.stdout.splitlines()) == 2
 
 
-def test_bench_json_on_a_file(capsys, tiny):
+def test_bench_json_on_a_file(capsys, tiny, monkeypatch):
+    monkeypatch.setenv("WEBGPU_LLM_TUNING", "attn_chunk=48")
     code, out, _ = run_cli(capsys, "bench", "-m", str(tiny), "--n-gen", "4", "--n-pp", "8", "--ttft", "20", "--reps", "1",
                            "--json")
     assert code == 0
     row = json.loads(out)["engine"][0]
+    assert row["tuning_overrides"] == {"attn_chunk": "48"}
     assert row["tg_tok_s"] > 0 and row["pp_tok_s"] > 0 and row["dispatches_per_token"] > 0
     assert row["n_ttft"] == 20 and row["ttft_ms"] > 0 and row["prompt_attention"] == "simt"
     assert row["prompt_matmul"]["qkv"] in ("simt", "f16")  # float weights: never the int8 tiles
