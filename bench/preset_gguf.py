@@ -61,11 +61,11 @@ def _metadata(w, c: ModelConfig) -> None:
 
 
 def write(preset: str, dtype: str, out: Path, n_layers: int = 0, vocab: int = 0, experts: int = 0,
-          every_row: bool = False) -> None:
+          every_row: bool = False, qk_gain: float = 1.0) -> None:
     import gguf
 
     cfg, tensors = preset_model(preset, dtype, n_layers=n_layers, vocab=vocab, experts=experts,
-                                tile=0 if every_row else 64)
+                                tile=0 if every_row else 64, qk_gain=qk_gain)
     w = gguf.GGUFWriter(str(out), cfg.arch)
     _metadata(w, cfg)
     for name, t in tensors.items():

@@ -46,6 +46,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "qwen3-1.7b": dict(arch="qwen3", n_layers=28, hidden=2048, intermediate=6144, n_heads=16, n_kv_heads=8,
                        head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
                        tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True)),
+    # no RoPE in every 4th layer (NoPE), as llama.cpp reads a smollm3 file
+    "smollm3-3b": dict(arch="smollm3", n_layers=36, hidden=2048, intermediate=11008, n_heads=16, n_kv_heads=4,
+                       head_dim=128, vocab=128256, max_ctx=65536, rms_eps=1e-6, rope_theta=5e6,
+                       tie_embeddings=True, qkv_bias=False,
+                       architecture=Architecture(rope_layers=tuple((i + 1) % 4 != 0 for i in range(36)))),
     # heads of 256, one KV head, windows of 512 keys in 5 of every 6 layers, a 262k vocabulary
     "gemma-3-1b": dict(arch="gemma3", n_layers=26, hidden=1152, intermediate=6912, n_heads=4, n_kv_heads=1,
                        head_dim=256, vocab=262144, max_ctx=32768, rms_eps=1e-6, rope_theta=1e6,
@@ -152,22 +157,24 @@ class RandomTensor:
         return self.make()
 
 
-def _tiled_weight(fmt: str, rows: int, k: int, seed: int, tile: int = 64) -> np.ndarray:
+def _tiled_weight(fmt: str, rows: int, k: int, seed: int, tile: int = 64, scale: float = 0.02) -> np.ndarray:
     """A (rows, k) weight built by tiling a random block of `tile` rows (0: every row drawn):
     fast for 100M+ values, but heads, experts and vocabulary rows repeat every `tile` rows."""
     rng = np.random.default_rng(seed)
-    block = random_weight(fmt, min(rows, tile or rows), k, rng, scale=0.02)
+    block = random_weight(fmt, min(rows, tile or rows), k, rng, scale=scale)
     reps = -(-rows // block.shape[0])
     return np.tile(block, (reps, 1))[:rows]
 
 
 def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab: int = 0,
-                 experts: int = 0, tile: int = 64) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+                 experts: int = 0, tile: int = 64, qk_gain: float = 1.0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
     """A preset's config and seeded random tensors; `n_layers`, `vocab` and `experts` (where not
     0) cut the model to its first layers, a smaller vocabulary and fewer experts (no more used a
     token than there are), the layers' shapes kept (quick runs on software adapters). Matrices
     repeat a random block of `tile` rows (fast to build); `tile=0` draws every row, so that no
-    two heads, experts or tokens share weights (for comparisons with other engines)."""
+    two heads, experts or tokens share weights (for comparisons with other engines). `qk_gain`
+    scales the query and key weights: at the default scale a random model's attention is nearly
+    uniform, so positions (RoPE, windows) barely change its logits; a gain of 4 makes it sharp."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     if dtype not in DTYPES:
@@ -196,7 +203,8 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab:
         fmt = fmt or file_type("f16" if dtype == "mxfp4" and not experts else dtype, k)
         shape = (experts, rows, k) if experts else (rows, k)
         n = max(experts, 1) * rows
-        tensors[tname] = RandomTensor(tname, fmt, shape, lambda: _tiled_weight(fmt, n, k, s, tile))
+        gain = qk_gain if tname.endswith(("attn_q.weight", "attn_k.weight")) else 1.0
+        tensors[tname] = RandomTensor(tname, fmt, shape, lambda: _tiled_weight(fmt, n, k, s, tile, 0.02 * gain))
 
     def vec(tname: str, n: int, value: float | None = None) -> None:
         s = seed * 1000 + next(counter)
