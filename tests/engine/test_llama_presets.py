@@ -24,9 +24,10 @@ from webgpu_llm.api import LLM
 REF = json.loads((Path(__file__).parents[1] / "fixtures/reference/llama_presets.json").read_text())
 # relative to the logits' largest magnitude: llama.cpp rounds the activations to 8 bits for
 # quantized weights (the prompt's too, where the engine's prompt does not); measured 2026-12-05 on
-# llvmpipe: 1.5e-4 (Llama 3 q4_k) to 1.2e-2 (Qwen3 q6_k) over the prompt, up to 1.8e-2 (q6_k) in
-# the decode step; a wrong block layout or head order is off by O(1)
-TOL = 3e-2
+# llvmpipe, with the sharp attention of the files: 1.5e-4 (Llama 3 q4_k) to 1.5e-2 (gpt-oss,
+# Qwen3 q6_k) over the prompt, up to 2.4e-2 (q6_k) in the decode step; a wrong block layout,
+# head order or window is off by O(1) (gpt-oss with its windows ignored: 0.66)
+TOL = 5e-2
 CASES = {c[0]: c for c in mk.CASES}
 
 
