@@ -492,9 +492,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     # the buffers of step u (alternating): a thread writes them once all have multiplied step
     # u - 2, which the barrier of step u - 1 ensures
     step = "u++" if ku == 1 else f"u += {ku}u"
-    db_offsets = (f"\n    let xb0 = ((u / {ku}u) & 1u) * {bm * xh}u;\n    let wb0 = ((u / {ku}u) & 1u) * {bn * xh}u;" if db else "")
-    if db and ku == 1:
-        db_offsets = f"\n    let xb0 = (u & 1u) * {bm * xh}u;\n    let wb0 = (u & 1u) * {bn * xh}u;"
+    parity = "(u & 1u)" if ku == 1 else f"((u / {ku}u) & 1u)"  # which buffer step u stages into
+    db_offsets = f"\n    let xb0 = {parity} * {bm * xh}u;\n    let wb0 = {parity} * {bn * xh}u;" if db else ""
     wtype = "array<vec4<u32>, 4>" if raw else "array<vec4<f32>, 8>"
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
