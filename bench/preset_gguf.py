@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,12 +61,11 @@ def _metadata(w, c: ModelConfig) -> None:
     w.add_eos_token_id(2)
 
 
-def write(preset: str, dtype: str, out: Path, n_layers: int = 0, vocab: int = 0, experts: int = 0,
-          every_row: bool = False, qk_gain: float = 1.0) -> None:
+def write(preset: str, dtype: str, out: Path, **cut: Any) -> None:
+    """`cut`: preset_model's keywords (fewer layers, tokens or experts, every row drawn, ...)."""
     import gguf
 
-    cfg, tensors = preset_model(preset, dtype, n_layers=n_layers, vocab=vocab, experts=experts,
-                                tile=0 if every_row else 64, qk_gain=qk_gain)
+    cfg, tensors = preset_model(preset, dtype, **cut)
     w = gguf.GGUFWriter(str(out), cfg.arch)
     _metadata(w, cfg)
     for name, t in tensors.items():
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write(args.preset, args.dtype, args.out, args.layers, args.vocab, args.experts, args.every_row)
+        write(args.preset, args.dtype, args.out, n_layers=args.layers, vocab=args.vocab, experts=args.experts,
+              **({"tile": 0} if args.every_row else {}))
     except UserError as e:
         print(f"preset_gguf: {e}", file=sys.stderr)
         return 2

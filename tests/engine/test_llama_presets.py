@@ -1,5 +1,6 @@
-"""Newer families against llama.cpp: bench presets cut to a few layers (Gemma 3, Qwen3,
-Qwen3-MoE, gpt-oss with MXFP4 experts), written as GGUF by bench/preset_gguf.py and run by
+"""Newer families and weight types against llama.cpp: bench presets cut to a few layers (Gemma
+3, Qwen3, Qwen3-MoE, gpt-oss with MXFP4 experts, SmolLM3, Llama 3; the K- and I-quants on
+Qwen3), written as GGUF by bench/preset_gguf.py and run by
 llama.cpp on the CPU once (tests/fixtures/make_llama_presets.py keeps its logits). The engine
 reads the same file: its logits within a small part of their scale of llama.cpp's (which rounds
 the activations to 8 bits for quantized weights, as the engine's decode does), and the same
