@@ -48,10 +48,17 @@ def _metadata(w, c: ModelConfig) -> None:
         w.add_expert_feed_forward_length(a.moe.ffn)
     if any(a.windows):
         w.add_sliding_window(max(a.windows))
+    if a.attn_softcap:
+        w.add_attn_logit_softcapping(a.attn_softcap)
+    if a.final_softcap:
+        w.add_final_logit_softcapping(a.final_softcap)
     sc = c.rope_scaling or {}
     if sc.get("rope_type") == "yarn":
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(float(sc["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(sc["original_max_position_embeddings"]))
+    if c.long_rope:  # the factors are tensors; the converter writes these two keys beside them
+        w.add_rope_scaling_attn_factors(c.rope_attention_factor())
         w.add_rope_scaling_orig_ctx_len(int(sc["original_max_position_embeddings"]))
     w.add_tokenizer_model("llama")
     w.add_token_list([f"<t{i}>".encode() for i in range(c.vocab)])
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=0, help="keep the first N layers (a quick file of the shape)")
     ap.add_argument("--vocab", type=int, default=0, help="a vocabulary of N tokens instead of the preset's")
     ap.add_argument("--experts", type=int, default=0, help="N experts a layer instead of the preset's")
+    ap.add_argument("--window", type=int, default=0, help="sliding windows of at most N keys")
     ap.add_argument("--every-row", action="store_true",
                     help="draw every matrix row (slower) instead of repeating a block of 64 rows, so that no two "
                          "heads, experts or tokens share weights")
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write(args.preset, args.dtype, args.out, n_layers=args.layers, vocab=args.vocab, experts=args.experts,
-              **({"tile": 0} if args.every_row else {}))
+              window=args.window, **({"tile": 0} if args.every_row else {}))
     except UserError as e:
         print(f"preset_gguf: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,23 @@ def _gemma3(n_layers: int, hidden: int, window: int, head_dim: int) -> Architect
                         windows=tuple(window if (i + 1) % 6 else 0 for i in range(n_layers)))
 
 
+def _gemma2(n_layers: int, hidden: int, window: int, head_dim: int) -> Architecture:
+    """Gemma 2's layers: sliding-window and global layers alternating (the first local), output
+    norms, GeGLU, scaled embeddings, and the attention scores and logits soft-capped."""
+    return Architecture(post_norms=True, act="gelu_tanh", embed_scale=hidden ** 0.5, attn_scale=head_dim ** -0.5,
+                        attn_softcap=50.0, final_softcap=30.0,
+                        windows=tuple(window if i % 2 == 0 else 0 for i in range(n_layers)))
+
+
+def _longrope(rope_dim: int, orig: int, seed: int = 0) -> dict[str, Any]:
+    """LongRoPE scaling with seeded factors of the range real files have (short near 1, long up
+    to ~40), one per rotated pair; the attention factor follows from the context lengths."""
+    rng = np.random.default_rng(10_000 + seed)
+    return {"rope_type": "longrope", "original_max_position_embeddings": orig,
+            "short_factor": np.round(rng.uniform(1.0, 2.0, rope_dim // 2), 4).tolist(),
+            "long_factor": np.round(rng.uniform(1.0, 40.0, rope_dim // 2), 4).tolist()}
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # a small model for quick runs on software adapters (CI's llvmpipe)
     "tiny": dict(arch="llama", n_layers=4, hidden=256, intermediate=512, n_heads=4, n_kv_heads=2,
@@ -55,6 +72,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gemma-3-1b": dict(arch="gemma3", n_layers=26, hidden=1152, intermediate=6912, n_heads=4, n_kv_heads=1,
                        head_dim=256, vocab=262144, max_ctx=32768, rms_eps=1e-6, rope_theta=1e6,
                        tie_embeddings=True, qkv_bias=False, architecture=_gemma3(26, 1152, 512, 256)),
+    # heads of 256, windows of 4096 keys in every other layer, soft-capped scores and logits
+    "gemma-2-2b": dict(arch="gemma2", n_layers=26, hidden=2304, intermediate=9216, n_heads=8, n_kv_heads=4,
+                       head_dim=256, vocab=256000, max_ctx=8192, rms_eps=1e-6, rope_theta=1e4,
+                       tie_embeddings=True, qkv_bias=False, architecture=_gemma2(26, 2304, 4096, 256)),
+    # fused QKV and gate/up matrices, 96 of 128 dims rotated, LongRoPE (Phi-4-mini)
+    "phi-4-mini": dict(arch="phi3", n_layers=32, hidden=3072, intermediate=8192, n_heads=24, n_kv_heads=8,
+                       head_dim=128, vocab=200064, max_ctx=131072, rms_eps=1e-5, rope_theta=1e4,
+                       tie_embeddings=True, qkv_bias=False, rope_scaling=_longrope(96, 4096),
+                       architecture=Architecture(rope_dim=96)),
     # 128 experts of 768, 8 a token: ~3.3B of 30.5B parameters read per token
     "qwen3-30b-a3b": dict(arch="qwen3moe", n_layers=48, hidden=2048, intermediate=6144, n_heads=32, n_kv_heads=4,
                           head_dim=128, vocab=151936, max_ctx=40960, rms_eps=1e-6, rope_theta=1e6,
@@ -73,6 +99,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-moe": dict(arch="qwen3moe", n_layers=2, hidden=256, intermediate=512, n_heads=4, n_kv_heads=2,
                      head_dim=64, vocab=4096, max_ctx=2048, rms_eps=1e-6, rope_theta=1e6,
                      tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True, moe=Moe(8, 2, 128))),
+    # 8 experts of 14336, 2 a token: ~13B of 47B parameters read per token (GGUF "llama" with experts)
+    "mixtral-8x7b": dict(arch="llama", n_layers=32, hidden=4096, intermediate=14336, n_heads=32, n_kv_heads=8,
+                         head_dim=128, vocab=32000, max_ctx=32768, rms_eps=1e-5, rope_theta=1e6,
+                         tie_embeddings=False, qkv_bias=False, architecture=Architecture(moe=Moe(8, 2, 14336))),
 }
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
           "q2_k", "q3_k", "iq4_nl", "iq4_xs", "mxfp4")
@@ -167,10 +197,12 @@ def _tiled_weight(fmt: str, rows: int, k: int, seed: int, tile: int = 64, scale:
 
 
 def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab: int = 0,
-                 experts: int = 0, tile: int = 64, qk_gain: float = 1.0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
+                 experts: int = 0, tile: int = 64, qk_gain: float = 1.0,
+                 window: int = 0) -> tuple[ModelConfig, dict[str, RandomTensor]]:
     """A preset's config and seeded random tensors; `n_layers`, `vocab` and `experts` (where not
     0) cut the model to its first layers, a smaller vocabulary and fewer experts (no more used a
-    token than there are), the layers' shapes kept (quick runs on software adapters). Matrices
+    token than there are), the layers' shapes kept (quick runs on software adapters); `window`
+    shortens the sliding windows to that many keys (so that a short prompt runs past them). Matrices
     repeat a random block of `tile` rows (fast to build); `tile=0` draws every row, so that no
     two heads, experts or tokens share weights (for comparisons with other engines). `qk_gain`
     scales the query and key weights: at the default scale a random model's attention is nearly
@@ -186,6 +218,9 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab:
                                                          rope_layers=a.rope_layers[:n_layers]))
     if vocab:
         p.update(vocab=vocab)
+    if window:
+        a = p.get("architecture", Architecture())
+        p.update(architecture=replace(a, windows=tuple(min(w, window) if w else 0 for w in a.windows)))
     if experts:
         a = p.get("architecture", Architecture())
         if a.moe is None:
@@ -198,13 +233,23 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab:
 
     def mat(tname: str, rows: int, k: int, experts: int = 0, fmt: str | None = None) -> None:
         """A (rows, k) matrix, or with `experts` that many of them as one (experts, rows, k)."""
-        s = seed * 1000 + next(counter)
+        gain = qk_gain if tname.endswith(("attn_q.weight", "attn_k.weight")) else 1.0
+        fused(tname, ((rows, gain),), k, experts, fmt)
+
+    def fused(tname: str, parts: tuple[tuple[int, float], ...], k: int, experts: int = 0,
+              fmt: str | None = None) -> None:
+        """One matrix of stacked parts (rows, gain), each drawn apart (Phi-3's QKV, gate/up)."""
+        seeds = [seed * 1000 + next(counter) for _ in parts]
         # MXFP4 is an expert format: llama.cpp writes the other matrices of such files in f16
         fmt = fmt or file_type("f16" if dtype == "mxfp4" and not experts else dtype, k)
+        rows = sum(r for r, _ in parts)
         shape = (experts, rows, k) if experts else (rows, k)
-        n = max(experts, 1) * rows
-        gain = qk_gain if tname.endswith(("attn_q.weight", "attn_k.weight")) else 1.0
-        tensors[tname] = RandomTensor(tname, fmt, shape, lambda: _tiled_weight(fmt, n, k, s, tile, 0.02 * gain))
+        n = max(experts, 1)
+
+        def make() -> np.ndarray:
+            return np.concatenate([_tiled_weight(fmt, n * r, k, s, tile, 0.02 * g) for (r, g), s in zip(parts, seeds)])
+
+        tensors[tname] = RandomTensor(tname, fmt, shape, make)
 
     def vec(tname: str, n: int, value: float | None = None) -> None:
         s = seed * 1000 + next(counter)
@@ -218,6 +263,11 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab:
 
     mat("token_embd.weight", c.vocab, c.hidden)
     vec("output_norm.weight", c.hidden, 1.0)
+    if c.long_rope:  # as llama.cpp's converter writes LongRoPE's factors: two global vectors
+        for kind in ("long", "short"):
+            f = np.asarray(c.rope_scaling[f"{kind}_factor"], np.float32)  # type: ignore[index]
+            tensors[f"rope_factors_{kind}.weight"] = RandomTensor(f"rope_factors_{kind}.weight", "f32", f.shape,
+                                                                  lambda f=f: f)
     if not c.tie_embeddings:
         mat("output.weight", c.vocab, c.hidden)
     a = c.architecture
@@ -232,9 +282,12 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab:
         if a.post_norms:
             vec(b + "post_attention_norm.weight", c.hidden, 1.0)
             vec(b + "post_ffw_norm.weight", c.hidden, 1.0)
-        mat(b + "attn_q.weight", c.q_dim, c.hidden)
-        mat(b + "attn_k.weight", c.kv_dim, c.hidden)
-        mat(b + "attn_v.weight", c.kv_dim, c.hidden)
+        if c.arch == "phi3":  # llama.cpp's phi3 reads q, k and v as one matrix, gate and up as another
+            fused(b + "attn_qkv.weight", ((c.q_dim, qk_gain), (c.kv_dim, qk_gain), (c.kv_dim, 1.0)), c.hidden)
+        else:
+            mat(b + "attn_q.weight", c.q_dim, c.hidden)
+            mat(b + "attn_k.weight", c.kv_dim, c.hidden)
+            mat(b + "attn_v.weight", c.kv_dim, c.hidden)
         if c.qkv_bias:
             vec(b + "attn_q.bias", c.q_dim)
             vec(b + "attn_k.bias", c.kv_dim)
@@ -255,8 +308,11 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab:
             mat(b + "ffn_up_exps.weight", m.ffn, c.hidden, m.count)
             mat(b + "ffn_down_exps.weight", c.hidden, m.ffn, m.count)
             continue
-        mat(b + "ffn_gate.weight", c.intermediate, c.hidden)
-        mat(b + "ffn_up.weight", c.intermediate, c.hidden)
+        if c.arch == "phi3":
+            fused(b + "ffn_up.weight", ((c.intermediate, 1.0), (c.intermediate, 1.0)), c.hidden)
+        else:
+            mat(b + "ffn_gate.weight", c.intermediate, c.hidden)
+            mat(b + "ffn_up.weight", c.intermediate, c.hidden)
         mat(b + "ffn_down.weight", c.hidden, c.intermediate)
     return cfg, tensors
 
