@@ -242,13 +242,6 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
         eng.rebuild(dataclasses.replace(model.tuning, mma="yes"))
 
 
-def mma_shared(t) -> int:
-    """Workgroup memory of the f16 tiles' matmul a tuning asks for."""
-    from webgpu_llm.kernels.mma import TileShape
-
-    return TileShape(*t.tiles, double=t.double_staging, ku=t.stage_units).shared_bytes
-
-
 @pytest.mark.parametrize("dtype,mode", [("f16", "emulate"), ("bf16", "emulate"), ("q4_0", "emulate-f16")])
 def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     """The prompt matmuls of float models on the f16 tiles (kernels/mma.py; emulated here, the
@@ -283,7 +276,7 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
                     ({"double_staging": True, "stage_units": 2}, "_double_k2")):
         eng.rebuild(dataclasses.replace(model.tuning, mma=mode, **kw))
         labels = [d.label.removesuffix("_emulated") for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
-        fits = mma_shared(dataclasses.replace(model.tuning, **kw)) <= gpu.limits["max-compute-workgroup-storage-size"]
+        fits = dataclasses.replace(model.tuning, **kw).tile_shape().shared_bytes <= gpu.limits["max-compute-workgroup-storage-size"]
         assert labels and all(x.endswith(tag if fits else "_2x2x2x2") for x in labels), (kw, labels)
         assert max_rel(_step_logits(eng), got) < 1e-5
 

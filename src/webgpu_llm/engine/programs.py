@@ -330,9 +330,7 @@ class Programs:
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
         if path == "f16":
-            shape = (mma.TileShape(*self.tuning.expert_tiles) if spec.experts and self.tuning.expert_tiles else
-                     mma.TileShape(*self.tuning.tiles, tokens_first=self.tuning.tokens_first,
-                                   double=self.tuning.double_staging, ku=self.tuning.stage_units))
+            shape = self.tuning.tile_shape(experts=spec.experts is not None)
             if shape.shared_bytes > self.gpu.limits["max-compute-workgroup-storage-size"]:  # one unit, one buffer
                 shape = replace(shape, double=False, ku=1)
             prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,

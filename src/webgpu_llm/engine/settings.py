@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from ..kernels.mma import TileShape
 from ..runtime.gpu import GpuOptions
 
 if TYPE_CHECKING:
@@ -117,6 +118,12 @@ class Tuning:
 
     def row_blocks(self, role: str) -> int:
         return dict(self.blocks).get(role, 1)
+
+    def tile_shape(self, experts: bool = False) -> TileShape:
+        """The f16 tiles' workgroup of the prompt matmuls (of the experts' where they have their own)."""
+        if experts and self.expert_tiles:
+            return TileShape(*self.expert_tiles)
+        return TileShape(*self.tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
