@@ -281,6 +281,45 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
         assert max_rel(_step_logits(eng), got) < 1e-5
 
 
+def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
+    """Tuning.quant_f16 (wide models' default): "auto" takes the f16 tiles for quantized weights
+    where they run, before the int8 tiles, the same kernels as mma="f16" asks for; without it
+    the int8 tiles."""
+    import dataclasses
+
+    from webgpu_llm.models.presets import preset_model
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model("tiny", "q4_0")
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    model = eng.programs
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate", quant_f16=False))
+    assert set(model.mm_paths.values()) == {"int8"}, model.mm_paths
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate-f16"))
+    want = _step_logits(eng)
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate", quant_f16=True))
+    assert set(model.mm_paths.values()) == {"f16"}, model.mm_paths
+    assert max_rel(_step_logits(eng), want) < 1e-6
+    eng.rebuild(dataclasses.replace(model.tuning, mma="int8", quant_f16=True))  # asked for: int8 still
+    assert set(model.mm_paths.values()) <= {"int8", "simt"}, model.mm_paths
+
+
+def test_default_tuning_by_model_shape():
+    """The measured defaults of GPUs: wide models (1536 and wider) take the 2x2x4x4 f16 tiles
+    and put quantized prompts on them; heads of 128 take the prompt attention on the tiles."""
+    from types import SimpleNamespace
+
+    from webgpu_llm.engine.settings import WIDE_TILES, default_tuning
+
+    gpu = SimpleNamespace(is_cpu=False, backend="dawn")
+    wide, narrow = default_tuning(gpu, 1536, 128), default_tuning(gpu, 896, 64)
+    assert wide.tiles == WIDE_TILES and wide.quant_f16 and wide.attn_tiles
+    assert narrow.tiles == (2, 2, 2, 2) and not narrow.quant_f16 and not narrow.attn_tiles
+    cpu = default_tuning(SimpleNamespace(is_cpu=True, backend="dawn"), 1536, 128)
+    assert not cpu.quant_f16 and not cpu.attn_tiles
+
+
 def test_f16_decode_arithmetic_stays_close_to_float(gpu):
     """Tuning.f16_decode: an f16 model's decode mat-vecs multiply in f16 (after the device's
     own check), with one lane a row pair and with GPU-like row groups reading adjacent words

@@ -267,6 +267,9 @@ class Programs:
         if (spec.experts and self.tuning.expert_tiles and mode != "int8" and mma.f16_ok(spec, every_format=True)
                 and self._f16_tiles_run):
             return "f16"
+        if (mode == "auto" and self.tuning.quant_f16 and not spec.experts and mma.f16_ok(spec, every_format=True)
+                and self._f16_tiles_run):
+            return "f16"
         if mode != "f16" and self.int8_tiles and (self.mma_usable or self._emulate) and mma.mma_ok(spec):
             return "int8"
         if mode != "int8" and mma.f16_ok(spec, every_format=mode == "f16") and self._f16_tiles_run:

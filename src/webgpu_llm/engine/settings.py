@@ -53,11 +53,14 @@ class Tuning:
     # PERSIST_WG threads (all must fit on the GPU at once), 0: one dispatch per kernel
     persist: int = 0
     # prompt matmuls on the GPU's matrix units (kernels/mma.py): "auto" takes the int8 tiles for
-    # weights with int8 units (formats.MMA_FORMATS) and the f16 tiles for f16/bf16 weights where
-    # the device has them; "int8" or "f16" only those tiles ("f16": every format but f32,
+    # weights with int8 units (formats.MMA_FORMATS; with quant_f16 the f16 tiles first) and the
+    # f16 tiles for f16/bf16 weights where the device has them; "int8" or "f16" only those tiles ("f16": every format but f32,
     # dequantized while staging); "off"; "emulate" and "emulate-f16": as auto and f16, the
     # tiles computed without matrix units where the device has none (for tests)
     mma: str = "auto"
+    # "auto" for quantized dense weights: dequantized into the f16 tiles where those run, before
+    # the int8 tiles (the 1.5B q4_0/q8_0's pp512 23-26 % faster on an H100; default for wide models)
+    quant_f16: bool = False
     tiles: tuple[int, int, int, int] = (2, 2, 2, 2)  # the f16 tiles' workgroup (mma.TileShape)
     # a mixture's prompt expert matmuls on the f16 tiles in workgroups of this shape (every
     # format dequantized while staging), where the f16 tiles run and mma is not "int8"/"off":
@@ -77,7 +80,7 @@ class Tuning:
     # between two barriers, more workgroup memory (where it does not fit: 1, one buffer)
     stage_units: int = 1
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
-    # and the f16 tiles run: off until measured against the f32 kernel on a GPU
+    # and the f16 tiles run (default for heads of 128 and more: LONG_HEAD_TILES)
     attn_tiles: bool = False
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
     # attention kernel (attention.QkNorm), a dispatch less a layer; off until measured
@@ -158,8 +161,14 @@ GPU_TUNING = Tuning(
 WIDE_FROM = 1536
 WIDE_MV = {"gate_up": ("gate_up", 256, 8, 2)}
 WIDE_MV_INT8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2), ("down", 256, 64, 1), ("head", 256, 8, 1))
+# ... and their f16 tiles 2x2x4x4 (pp512 of the 1.5B f16 +10 % on an H200, +7 % on an H100;
+# the 0.5B f16 5 % slower), and quantized weights dequantized into them (Tuning.quant_f16).
+WIDE_TILES = (2, 2, 4, 4)
 # Heads of 128 dimensions take 64 keys per split-K workgroup (a 1.5B step 2-3 % faster).
 LONG_HEAD_CHUNK = (128, 64)
+# ... and the prompt attention on the f16 tiles (the 1.5B f16's first token of a 2048-token
+# prompt 12 % sooner on an H200 and an H100, pp512 +1-2 %; heads of 64: pp512 4 % slower).
+LONG_HEAD_TILES = 128
 # Float mat-vecs that request their first unit's weights before the prologue: 2-6 % faster
 # on Dawn for narrow models, slower on wgpu-native and on wide models.
 EARLY_BACKENDS = ("dawn",)
@@ -184,9 +193,10 @@ def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
         return CPU_TUNING
     wide = hidden >= WIDE_FROM
     t = replace(GPU_TUNING, attn_chunk=LONG_HEAD_CHUNK[1] if head_dim >= LONG_HEAD_CHUNK[0] else GPU_TUNING.attn_chunk,
-                early=int(gpu.backend in EARLY_BACKENDS and not wide))
+                early=int(gpu.backend in EARLY_BACKENDS and not wide), attn_tiles=head_dim >= LONG_HEAD_TILES)
     if wide:
-        t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8)
+        t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8, tiles=WIDE_TILES,
+                    quant_f16=True)
     return t
 
 
