@@ -184,6 +184,7 @@ def test_bad_input_gives_one_line_and_exit_2(capsys, tiny, tmp_path):
     _fails(capsys, 2, "generate", "-m", str(notok), "hi")  # no tokenizer
     assert "--persist" in _fails(capsys, 2, "bench", "-m", str(tiny), "--persist", "many")
     assert "--mma" in _fails(capsys, 2, "bench", "-m", str(tiny), "--mma", "on")
+    assert "--attn-tiles takes auto" in _fails(capsys, 2, "bench", "-m", str(tiny), "--attn-tiles", "yes")
 
 
 def test_bad_persist_setting_is_one_line(capsys, tiny, monkeypatch):

@@ -54,9 +54,9 @@ def add_parser(sub: Any) -> None:
                         "for quantized weights, f16 tiles for f16/bf16, where the adapter has them), int8 or f16 "
                         "(only those tiles; f16: every format but f32, dequantized), or off; a comma list "
                         "compares (default: %(default)s)")
-    p.add_argument("--attn-tiles", default="off", metavar="on|off[,..]",
+    p.add_argument("--attn-tiles", default="auto", metavar="auto|on|off[,..]",
                    help="prompt attention on the f16 tiles where the KV cache is f16 and the adapter has them "
-                        "(experimental); a comma list compares (default: %(default)s)")
+                        "(auto: for heads of 128 and more); a comma list compares (default: %(default)s)")
     add_kv(p)
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
     p.add_argument("--embed", type=int, default=None, metavar="N",
@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if not mmas or any(m not in MMA_CHOICES for m in mmas):
         raise UserError(f"--mma takes {', '.join(MMA_CHOICES)} or a comma list of them, not {args.mma!r}")
     attn = [a.strip() for a in args.attn_tiles.split(",") if a.strip()]
-    if not attn or any(a not in ("on", "off") for a in attn):
-        raise UserError(f"--attn-tiles takes on, off or a comma list of them, not {args.attn_tiles!r}")
+    if not attn or any(a not in ("auto", "on", "off") for a in attn):
+        raise UserError(f"--attn-tiles takes auto, on, off or a comma list of them, not {args.attn_tiles!r}")
     if args.embed is not None or args.preset in EMBED_PRESETS:
         return run_embed(args, backends, dtypes, log)
     if args.preset is None and args.model is None:
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             for persist in persists:
                 for mma in mmas:
                     for at in attn:
-                        settings = replace(base, mma=mma, attn_tiles=at == "on",
+                        settings = replace(base, mma=mma, attn_tiles=None if at == "auto" else at == "on",
                                            persist=base.persist if persist is None else persist)
                         if session is None and len(persists) * len(mmas) * len(attn) > 1:
                             log(f"loading {cfg.name} once for {len(persists) * len(mmas) * len(attn)} variants")

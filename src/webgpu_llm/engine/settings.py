@@ -71,10 +71,10 @@ class Tuning:
     # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down)
     expert_tpr: int = 0
     # the tile matmuls' workgroups by weight block, each block's token blocks in turn (L2 reuse
-    # of the weights; mma._block_order), instead of by token block; off until measured
+    # of the weights; mma._block_order), instead of by token block (no faster on the H200)
     tokens_first: bool = False
     # the f16 tiles' staging double-buffered (mma.TileShape.double): one barrier a step, not
-    # two, for twice the workgroup memory; off until measured
+    # two, for twice the workgroup memory (slower on the H200: fewer workgroups a multiprocessor)
     double_staging: bool = False
     # units of 32 inputs the f16 tiles stage a step (mma.TileShape.ku): more multiply-adds
     # between two barriers, more workgroup memory (where it does not fit: 1, one buffer)
@@ -110,7 +110,7 @@ class Tuning:
     # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer; off until measured
     fold_post_norm: bool = False
     # decode mat-vecs of f16 weights multiply in f16 (linear.matvec_kernel's `half`) where the
-    # device passes its check (linear.half_usable); off until measured against f32 arithmetic
+    # device passes its check (linear.half_usable); off: 2-10 % slower than f32 arithmetic (H100)
     f16_decode: bool = False
 
     def tm(self, role: str) -> int:
