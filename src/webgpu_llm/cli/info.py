@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from .. import environment
+from ..engine.settings import WIDE_FROM
 from ..errors import UserError, WebGpuLlmError
 from ..kernels.mma import has_f16_mma, has_int8_mma
 from ..runtime.gpu import BACKENDS, MMA_FEATURE, dawn_validates, list_adapters, subgroup_matrix_configs
@@ -22,7 +23,8 @@ def matrix_line(configs: list[dict[str, Any]]) -> str:
     shapes = ", ".join(f"{c['component_type']}->{c['result_component_type']} {c['m']}x{c['n']}x{c['k']}"
                        for c in configs)
     use = [what for ok, what in ((has_int8_mma(configs), "quantized prompts run on the i8 16x16x32 tiles"),
-                                 (has_f16_mma(configs), "f16/bf16 prompts on the f16->f32 16x16x16 tiles")) if ok]
+                                 (has_f16_mma(configs), "f16/bf16 prompts on the f16->f32 16x16x16 tiles (and the quantized "
+                                                         f"ones of models {WIDE_FROM} wide and wider)")) if ok]
     use = "; ".join(use) or "not used (no i8 16x16x32 or f16->f32 16x16x16 tile)"
     return f"matrix tiles: {shapes}; {use}"
 
