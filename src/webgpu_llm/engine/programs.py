@@ -264,11 +264,10 @@ class Programs:
         mode = self.tuning.mma.removeprefix("emulate").removeprefix("-") or "auto"
         if mode == "off":
             return "simt"
-        if (spec.experts and self.tuning.expert_tiles and mode != "int8" and mma.f16_ok(spec, every_format=True)
-                and self._f16_tiles_run):
-            return "f16"
-        if (mode == "auto" and self.tuning.quant_f16 and not spec.experts and mma.f16_ok(spec, every_format=True)
-                and self._f16_tiles_run):
+        # every format on the f16 tiles before the int8 ones: experts with tiles of their own, dense
+        # quantized weights with quant_f16 ("f16" takes that path below anyway)
+        f16_first = self.tuning.expert_tiles if spec.experts else self.tuning.quant_f16
+        if mode == "auto" and f16_first and mma.f16_ok(spec, every_format=True) and self._f16_tiles_run:
             return "f16"
         if mode != "f16" and self.int8_tiles and (self.mma_usable or self._emulate) and mma.mma_ok(spec):
             return "int8"

@@ -54,9 +54,10 @@ class Tuning:
     persist: int = 0
     # prompt matmuls on the GPU's matrix units (kernels/mma.py): "auto" takes the int8 tiles for
     # weights with int8 units (formats.MMA_FORMATS; with quant_f16 the f16 tiles first) and the
-    # f16 tiles for f16/bf16 weights where the device has them; "int8" or "f16" only those tiles ("f16": every format but f32,
-    # dequantized while staging); "off"; "emulate" and "emulate-f16": as auto and f16, the
-    # tiles computed without matrix units where the device has none (for tests)
+    # f16 tiles for f16/bf16 weights where the device has them; "int8" or "f16" only those tiles
+    # ("f16": every format but f32, dequantized while staging); "off"; "emulate" and
+    # "emulate-f16": as auto and f16, the tiles computed without matrix units where the device
+    # has none (for tests)
     mma: str = "auto"
     # "auto" for quantized dense weights: dequantized into the f16 tiles where those run, before
     # the int8 tiles (the 1.5B q4_0/q8_0's pp512 23-26 % faster on an H100; default for wide models)

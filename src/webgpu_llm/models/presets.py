@@ -14,20 +14,23 @@ from ..kernels.formats import FORMATS
 from .config import Architecture, ModelConfig, Moe
 
 
+def _gemma(hidden: int, head_dim: int, **kw: Any) -> Architecture:
+    """What Gemma 2 and 3 share: output norms, GeGLU, scaled embeddings, 1/sqrt(head_dim) scores."""
+    return Architecture(post_norms=True, act="gelu_tanh", embed_scale=hidden ** 0.5, attn_scale=head_dim ** -0.5, **kw)
+
+
 def _gemma3(n_layers: int, hidden: int, window: int, head_dim: int) -> Architecture:
     """Gemma 3's layers as its GGUF files describe them: five local layers (sliding window,
-    RoPE base 10000) to a global one, q/k norms, output norms, GeGLU, scaled embeddings."""
-    return Architecture(qk_norm=True, post_norms=True, act="gelu_tanh", embed_scale=hidden ** 0.5,
-                        attn_scale=head_dim ** -0.5, local_rope_theta=1e4,
-                        windows=tuple(window if (i + 1) % 6 else 0 for i in range(n_layers)))
+    RoPE base 10000) to a global one, q/k norms."""
+    return _gemma(hidden, head_dim, qk_norm=True, local_rope_theta=1e4,
+                  windows=tuple(window if (i + 1) % 6 else 0 for i in range(n_layers)))
 
 
 def _gemma2(n_layers: int, hidden: int, window: int, head_dim: int) -> Architecture:
-    """Gemma 2's layers: sliding-window and global layers alternating (the first local), output
-    norms, GeGLU, scaled embeddings, and the attention scores and logits soft-capped."""
-    return Architecture(post_norms=True, act="gelu_tanh", embed_scale=hidden ** 0.5, attn_scale=head_dim ** -0.5,
-                        attn_softcap=50.0, final_softcap=30.0,
-                        windows=tuple(window if i % 2 == 0 else 0 for i in range(n_layers)))
+    """Gemma 2's layers: sliding-window and global layers alternating (the first local), the
+    attention scores and logits soft-capped."""
+    return _gemma(hidden, head_dim, attn_softcap=50.0, final_softcap=30.0,
+                  windows=tuple(window if i % 2 == 0 else 0 for i in range(n_layers)))
 
 
 def _longrope(rope_dim: int, orig: int, seed: int = 0) -> dict[str, Any]:
@@ -246,8 +249,9 @@ def preset_model(name: str, dtype: str, seed: int = 0, n_layers: int = 0, vocab:
         shape = (experts, rows, k) if experts else (rows, k)
         n = max(experts, 1)
 
-        def make() -> np.ndarray:
-            return np.concatenate([_tiled_weight(fmt, n * r, k, s, tile, 0.02 * g) for (r, g), s in zip(parts, seeds)])
+        def make() -> np.ndarray:  # each expert's rows are its parts' rows in turn
+            blocks = [_tiled_weight(fmt, n * r, k, s, tile, 0.02 * g).reshape(n, r, -1) for (r, g), s in zip(parts, seeds)]
+            return np.concatenate(blocks, axis=1).reshape(n * rows, -1)
 
         tensors[tname] = RandomTensor(tname, fmt, shape, make)
 
