@@ -298,3 +298,48 @@ def test_the_serial_scheduler_refuses_logprobs(session):
             s.submit([1, 2, 3], GREEDY, 2, logprobs=1)
     finally:
         s.close()
+
+
+def test_a_reader_behind_takes_what_queued_up_as_one_group():
+    """Groups handed over while an async reader was busy reach it as one (one server event,
+    not one a group); what came before the reader started comes first, then the end."""
+    c = Completion([1, 2], GREEDY, 8, frozenset())
+
+    async def read() -> tuple[list[int], list[list[int]]]:
+        it = c.__aiter__()
+        c._push([5])
+        first = await it.__anext__()  # the reader starts: what came before it
+        for g in ([6], [7, 8], [9]):
+            c._push(g)
+        c._finish("length")
+        await asyncio.sleep(0)  # the hand-overs land in the reader's queue
+        return first, [g async for g in it]
+
+    assert asyncio.run(read()) == ([5], [[6, 7, 8, 9]])
+    assert c.tokens == [5, 6, 7, 8, 9] and c.finish_reason == "length"
+
+
+def test_one_stream_server_hands_over_read_back_groups_and_cuts_at_a_stop(session):
+    """The serial scheduler (`--parallel 1`) pushes a read-back's tokens together; a stop id
+    inside a group ends the request there, the tokens before it delivered."""
+    prompt = _prompts(session.cfg.vocab, [6], seed=9)[0]
+    seeded = SamplingParams(temperature=1.5, top_k=0, top_p=1.0, min_p=0.0, seed=7)  # varied tokens, reproducible
+    want = list(session.stream(prompt, 0, seeded, 24))
+    groups = list(session.stream_groups(prompt, 0, seeded, 24))
+    assert [t for g in groups for t in g] == want and all(groups)
+    cut = next(i for i in range(2, len(want)) if want[i] not in want[:i])
+    s = scheduler(session, parallel=1)
+    try:
+        c = s.submit(prompt, seeded, 24, stop_ids=frozenset({want[cut]}))
+        assert c.wait() == want[:cut] and c.finish_reason == "stop"
+        assert s.stats.generated_tokens == cut
+    finally:
+        s.close()
+
+
+def test_a_stream_left_mid_group_counts_the_tokens_taken(session):
+    prompt = _prompts(session.cfg.vocab, [5], seed=10)[0]
+    gen = session.stream(prompt, 0, GREEDY, 30)
+    taken = [next(gen) for _ in range(3)]
+    gen.close()
+    assert len(taken) == 3 and session.stats.generated_tokens == 3

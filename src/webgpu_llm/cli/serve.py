@@ -159,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key,
                                                           web_plan=web_plan))
             service = app.state.service
+            if llm.session is not None and llm.session.tuning.gil_switch_s > 0:
+                sys.setswitchinterval(llm.session.tuning.gil_switch_s)
             config = uvicorn.Config(app, log_level="warning" if quiet(args) else "info",
                                     timeout_graceful_shutdown=args.drain_timeout, lifespan="on",
                                     access_log=not quiet(args), server_header=False)

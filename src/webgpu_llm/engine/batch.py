@@ -39,7 +39,6 @@ from .scheduler import Completion, Scheduler
 from .settings import Tuning
 from .weights import ModelWeights
 
-MAX_PENDING = 3  # steps whose sampled tokens are in flight back to the CPU
 LP_WIDTH = 1 + 2 * sampling.TOP_LOGPROBS  # floats of a sampled row's log-probabilities
 
 
@@ -336,7 +335,7 @@ class BatchScheduler(Scheduler):
                     self._release(s, "error", f"{type(e).__name__}: {e}")
                 self._inflight.clear()
                 continue
-            while len(self._inflight) >= MAX_PENDING:
+            while len(self._inflight) >= self.programs.tuning.batch_inflight:
                 self._collect(self._inflight.popleft())
 
     def _plan(self) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int]], list[tuple[int, int, int]],

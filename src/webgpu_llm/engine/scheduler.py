@@ -102,6 +102,12 @@ class Completion:
             item = await q.get()
             if item is _DONE:
                 return
+            while not q.empty():  # a reader that fell behind takes what has queued up as one group
+                more = q.get_nowait()
+                if more is _DONE:
+                    yield item
+                    return
+                item = item + more
             yield item
 
     def wait(self) -> list[int]:
@@ -264,17 +270,18 @@ class SerialScheduler(Scheduler):
             return
         self.stats.prompt_tokens += len(c.ids)
         budget = c.budget(self.ctx)
-        stream = self.session.stream(c.ids, 0, c.params, budget)
+        stream = self.session.stream_groups(c.ids, 0, c.params, budget)
         try:
-            for tok in stream:
+            for group in stream:  # handed over a read-back at a time: one wake-up of a reader a group
                 if c.cancelled:
                     c._finish("cancelled")
                     return
-                if tok in c.stop_ids:
+                stop = next((i for i, tok in enumerate(group) if tok in c.stop_ids), None)
+                c._push(group[:stop])
+                self.stats.generated_tokens += len(group) if stop is None else stop
+                if stop is not None:
                     c._finish("stop")
                     return
-                c._push([tok])
-                self.stats.generated_tokens += 1
         finally:
             stream.close()
         c._finish("length")

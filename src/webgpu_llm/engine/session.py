@@ -255,6 +255,24 @@ class Session:
         Stop early by closing the iterator (break out of the loop): steps already queued on
         the GPU finish and their tokens are discarded.
         """
+        groups = self.stream_groups(ids, start, params, max_new)
+        taken, before = 0, self.stats
+        try:
+            for group in groups:
+                for tok in group:
+                    taken += 1
+                    yield tok
+        finally:
+            groups.close()
+            st = self.stats
+            if st is not before and st.generated_tokens > taken:  # a group's tail was not taken
+                st.overshoot += st.generated_tokens - taken
+                st.generated_tokens = taken
+
+    def stream_groups(self, ids: list[int], start: int, params: SamplingParams, max_new: int) -> Iterator[list[int]]:
+        """As `stream`, the new token ids in the groups the GPU hands them back in (one
+        read-back each, up to MAX_INTERVAL tokens): a consumer with work per hand-over (a
+        server's event per stream) does it once a group, not once a token."""
         m, gpu = self.programs, self.gpu
         params.check()
         if not ids:
@@ -311,10 +329,9 @@ class Session:
                         rate = (lo + cnt - last_done_n) / (now - last_done_t)
                         interval = int(min(MAX_INTERVAL, max(1, rate * TARGET_BATCH_S)))
                     last_done_t, last_done_n = now, lo + cnt
-                    for tok in toks:
-                        st.generated_tokens += 1
-                        st.decode_s = now - t_first
-                        yield int(tok)
+                    st.generated_tokens += len(toks)
+                    st.decode_s = now - t_first
+                    yield toks
                     continue
                 # encode and submit the next step; copy a batch of tokens out every `interval`
                 upto = submitted + 1

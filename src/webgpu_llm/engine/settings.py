@@ -66,10 +66,12 @@ class Tuning:
     # a mixture's prompt expert matmuls on the f16 tiles in workgroups of this shape (every
     # format dequantized while staging), where the f16 tiles run and mma is not "int8"/"off":
     # fewer tokens a workgroup for an expert's few rows (Qwen3-30B-A3B: 32 on average in a
-    # 512-token chunk, half of the int8 tiles' 64 then empty); (): as the other matmuls
+    # 512-token chunk, half of the int8 tiles' 64 then empty); (): as the other matmuls;
+    # GPU_TUNING takes (1, 4, 2, 2): 32 tokens a workgroup
     expert_tiles: tuple[int, ...] = ()
     # threads a row pair of a mixture's expert mat-vecs (0: their role's): the experts' rows are
-    # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down)
+    # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down);
+    # GPU_TUNING takes 16
     expert_tpr: int = 0
     # the tile matmuls' workgroups by weight block, each block's token blocks in turn (L2 reuse
     # of the weights; mma._block_order), instead of by token block (no faster on the H200)
@@ -110,6 +112,12 @@ class Tuning:
     # decode of models with output norms (Gemma 2/3): each norm and residual add in the next
     # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer; off until measured
     fold_post_norm: bool = False
+    # batched steps in flight before the engine thread waits for the oldest's tokens: more
+    # keeps the GPU fed through the server's pauses, and runs further past a stop
+    batch_inflight: int = 3
+    # a server's GIL hand-over interval in seconds (sys.setswitchinterval; 0: Python's 5 ms):
+    # the engine thread waits at most this long for the event loop between two steps
+    gil_switch_s: float = 0.0
     # decode mat-vecs of f16 weights multiply in f16 (linear.matvec_kernel's `half`) where the
     # device passes its check (linear.half_usable); off: 2-10 % slower than f32 arithmetic (H100)
     f16_decode: bool = False
@@ -150,12 +158,18 @@ CPU_TUNING = Tuning(mv=tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefe
 # keys read by adjacent words (a step 10-22 % faster); the prompt's O and down split K 2 and 4
 # ways (7-8 %); gate/up's prompt matmul 8 tokens a thread; the int8 paths take fewer, wider
 # workgroups, since their prologue quantizes x once per workgroup.
+# Mixtures: expert mat-vecs in row groups of 16 lanes (Qwen3-30B-A3B decode 11 % faster on an
+# H100; gpt-oss-20b unchanged) and expert prompt matmuls on f16 tiles of 32 tokens (pp512 +45 %
+# and +28 %: an expert's ~32 rows of a 512-token chunk left half of the int8 tiles' 64 empty).
+EXPERT_TPR = 16
+EXPERT_TILES = (1, 4, 2, 2)
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
     attn_chunk=32, mm=(("gate_up", 8),), int8=True, splits=(("o", 2), ("down", 4)),
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
-    mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True)
+    mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True, expert_tpr=EXPERT_TPR,
+    expert_tiles=EXPERT_TILES)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
