@@ -23,7 +23,7 @@ def test_torch_peer_skips_the_prompt_when_n_pp_is_0() -> None:
 
 
 @pytest.mark.parametrize(("option", "value"), [("--n-pp", "-1"), ("--n-gen", "0"), ("--n-prompt", "0"),
-                                               ("--reps", "0")])
+                                               ("--reps", "0"), ("--streams", "0"), ("--streams", "4,x")])
 def test_bad_counts_are_one_line_errors(capsys, option: str, value: str) -> None:
     code = main(["bench", "--preset", "tiny", "--backend", "wgpu", option, value])
     err = capsys.readouterr().err
@@ -83,3 +83,18 @@ def test_new_family_presets_run(wgpu_gpu, preset: str) -> None:
     assert row["tg_tok_s"] > 0 and row["pp_tok_s"] > 0
     peer = bench_torch(cfg, "f32", n_prompt=4, n_gen=2, n_pp=0, reps=1, device="cpu")
     assert len(peer) == 1 and peer[0]["tg_tok_s"] > 0
+
+
+def test_streams_through_the_scheduler(capsys, tmp_path) -> None:
+    """`--streams 1,3`: each count's requests run together through the server's scheduler (the
+    serial one for 1, continuous batching for 3) and every request's tokens are counted."""
+    import json
+
+    out = tmp_path / "b.json"
+    code = main(["bench", "--preset", "tiny", "--dtype", "f32", "--backend", "wgpu", "--n-pp", "0", "--n-gen", "6",
+                 "--reps", "1", "--streams", "1,3", "--out", str(out)])
+    table = capsys.readouterr().out
+    rows = json.loads(out.read_text())["engine"]
+    assert code == 0 and [x["streams"] for x in rows[0]["streams"]] == [1, 3]
+    assert all(x["tok_s"] > 0 and len(x["runs"]) == 1 for x in rows[0]["streams"])
+    assert "| tiny (f32, random) | 3 |" in table, table

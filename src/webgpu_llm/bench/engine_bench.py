@@ -7,6 +7,7 @@ warm-up excluded, median of the runs; prefill = a 512-token prompt.
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -34,7 +35,7 @@ def bench_settings(settings: Settings, n_prompt: int = 16, n_gen: int = 128, n_p
 
 def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: Settings, *, n_prompt: int = 16,
                  n_gen: int = 128, n_pp: int = 512, reps: int = 5, per_dispatch: bool = False,
-                 profile: bool = False, log: Any = None, ttft: int = 0,
+                 profile: bool = False, log: Any = None, ttft: int = 0, streams: tuple[int, ...] = (),
                  session: Session | None = None) -> dict[str, Any]:
     """tg/pp of a model built with `settings` (its context and prompt batch are the
     benchmark's). Where its decode layers are persistent, the greedy tokens are also decoded
@@ -42,7 +43,10 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     `prompt_matmul` says where each role's prompt matmul ran: int8 tiles, f16 tiles or simt;
     `decode_matvec` each role's decode arithmetic: int8, f16 or f32.
     `ttft`: also the time to the first token of a prompt of that many tokens (`ttft_ms`),
-    taken in prompt batches of `n_pp` tokens. `session`: the model already loaded (with
+    taken in prompt batches of `n_pp` tokens. `streams`: also K requests at once through the
+    server's scheduler in this process (`n_prompt` prompt tokens, `n_gen` tokens each; `stream_tok_s`:
+    the generated tokens / the wall time from the first submit to the last token), for each K,
+    i.e. what `serve --parallel K` can give without HTTP. `session`: the model already loaded (with
     `bench_settings`' context and batch; the variants of one benchmark share its weights),
     whose Programs are built anew with `settings`' kernels and fusion."""
     settings, ctx = bench_settings(settings, n_prompt, n_gen, n_pp, ttft)
@@ -101,11 +105,36 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
         out["ttft_ms"] = statistics.median(1e3 * eng.time_prefill(ids) for _ in range(reps))
         out["n_ttft"] = ttft
         say(f"  time to first token of {ttft}: {out['ttft_ms']:.1f} ms")
+    if streams:
+        out["streams"] = [_bench_streams(eng, k, n_prompt, n_gen, reps, say) for k in streams]
     if profile:
         out["profile"] = eng.profile_step(prompt, weight_bytes_per_token(tensors, cfg.tie_embeddings, cfg.architecture.moe))
         if n_pp and gpu.has_timestamps:
             out["profile_prefill"] = eng.profile_prefill(n_pp)
     return out
+
+
+def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, say: Any) -> dict[str, Any]:
+    """Aggregate tok/s of `k` concurrent greedy requests on the scheduler `serve --parallel k` uses."""
+    from ..engine.scheduler import scheduler
+
+    greedy = SamplingParams()
+    prompts = [_ids(n_prompt, eng.cfg.vocab, 10 + i) for i in range(k)]
+    sched = scheduler(eng, parallel=k)
+    try:
+        def run(n: int) -> float:
+            t = time.perf_counter()
+            done = [sched.submit(p, greedy, n) for p in prompts]
+            got = sum(len(c.wait()) for c in done)
+            return got / (time.perf_counter() - t)
+
+        run(min(n_gen, 8))  # warm-up: the batched Programs' first steps
+        runs = [run(n_gen) for _ in range(reps)]
+    finally:
+        sched.close()
+    r = {"streams": k, "tok_s": statistics.median(runs), "runs": runs}
+    say(f"  {k} streams through the scheduler: {r['tok_s']:.1f} tok/s together")
+    return r
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -119,7 +148,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
              f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | "
              f"{r.get('persist') or 'no'} | {r['dispatches_per_token']} | "
              f"{r['tg_tok_s']:.1f} | {_paths(r)} | {r.get('prompt_attention', '—')} | {pp(r)} |" for r in rows]
-    return head + "\n".join(lines) + "\n"
+    table = head + "\n".join(lines) + "\n"
+    many = [(r, x) for r in rows for x in r.get("streams", [])]
+    if many:  # --streams: the scheduler's aggregate beside the one-sequence decode
+        table += ("\n| model | streams | tok/s together | tg tok/s |\n| --- | --- | --- | --- |\n"
+                  + "".join(f"| {r['model']} | {x['streams']} | {x['tok_s']:.1f} | {r['tg_tok_s']:.1f} |\n"
+                            for r, x in many))
+    return table
 
 
 def _paths(r: dict[str, Any]) -> str:

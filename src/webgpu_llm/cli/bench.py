@@ -41,6 +41,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ttft", type=int, default=0, metavar="N",
                    help="also time the first token of an N-token prompt, in prompt batches of --n-pp tokens "
                         "(as a server takes it); 0 skips it (default: %(default)s)")
+    p.add_argument("--streams", default=None, metavar="K[,K...]",
+                   help="also K greedy requests at once (--n-prompt tokens, --n-gen each) through the scheduler "
+                        "`serve --parallel K` uses, in this process: their tokens/s together, for each K")
     p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default: %(default)s)")
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
@@ -100,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--persist takes workgroup counts such as 132 or 0,132, not {args.persist!r}") from None
     if any(g is not None and g < 0 for g in persists):
         raise UserError("--persist counts must be 0 (off) or more")
+    try:
+        streams = tuple(int(k) for k in args.streams.split(",")) if args.streams else ()
+    except ValueError:
+        raise UserError(f"--streams takes request counts such as 1,32,64, not {args.streams!r}") from None
+    if any(k < 1 for k in streams):
+        raise UserError(f"--streams {args.streams}: each count must be at least 1")
     mmas = [m.strip() for m in args.mma.split(",") if m.strip()]
     if not mmas or any(m not in MMA_CHOICES for m in mmas):
         raise UserError(f"--mma takes {', '.join(MMA_CHOICES)} or a comma list of them, not {args.mma!r}")
@@ -138,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                             s, ctx = bench_settings(settings, args.n_prompt, args.n_gen, args.n_pp, args.ttft)
                             session = Session.build(gpu, cfg, tensors.get, s, ctx)
                         r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
-                                         n_pp=args.n_pp, ttft=args.ttft, reps=args.reps,
+                                         n_pp=args.n_pp, ttft=args.ttft, reps=args.reps, streams=streams,
                                          per_dispatch=args.submit_per_dispatch,
                                          profile=args.profile, log=log, session=session)
                         r["dtype"] = dtype
