@@ -143,6 +143,9 @@ def serve(o: Options) -> list[Cmd]:
     for p in o.presets:
         for d in o.dtypes:
             gguf = f"/tmp/gg/{p}-{d}.gguf"
+            # the same requests through the scheduler in one process, without HTTP (the engine's share)
+            cmds += [_bench("serve", f"{p} {d} {b} in-process", "--model", gguf, "--backend", b, "--n-prompt", "64",
+                            "--n-pp", "0", "--streams", LOAD_CLIENTS, reps=o.reps or 3) for b in o.backends]
             cmds += [Cmd("serve", f"{p} {d} {b}", [*load, f"{{python}} -m webgpu_llm.cli.main serve -m {gguf} --backend {b} "
                                                          "--parallel {clients} --ctx {ctx} --port {port} --quiet"], "load")
                      for b in o.backends]
@@ -335,6 +338,8 @@ def _engine_cells(doc: dict[str, Any], tags: list[str]) -> dict[str, dict[str, f
             m[f"pp{r['n_pp']} tok/s"] = r["pp_tok_s"]
         if r.get("texts_s"):  # bench --embed
             m[f"embed{r['texts']} texts/s"] = r["texts_s"]
+        for x in r.get("streams", []):  # bench --streams: the scheduler in-process
+            m[f"{x['streams']} streams tok/s"] = x["tok_s"]
     for r in doc.get("peers", []):
         m = cells.setdefault(f"{r['peer']} {r.get('dtype', '?')}", {})
         for k in ("tg", "pp"):
