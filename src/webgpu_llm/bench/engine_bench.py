@@ -44,9 +44,10 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     `decode_matvec` each role's decode arithmetic: int8, f16 or f32.
     `ttft`: also the time to the first token of a prompt of that many tokens (`ttft_ms`),
     taken in prompt batches of `n_pp` tokens. `streams`: also K requests at once through the
-    server's scheduler in this process (`n_prompt` prompt tokens, `n_gen` tokens each; `stream_tok_s`:
-    the generated tokens / the wall time from the first submit to the last token), for each K,
-    i.e. what `serve --parallel K` can give without HTTP. `session`: the model already loaded (with
+    server's scheduler in this process (`n_prompt` prompt tokens, `n_gen` tokens each), for each K:
+    `streams` in the result lists each K's `tok_s`, the generated tokens / the wall time from the
+    first submit to the last token, i.e. what `serve --parallel K` can give without HTTP.
+    `session`: the model already loaded (with
     `bench_settings`' context and batch; the variants of one benchmark share its weights),
     whose Programs are built anew with `settings`' kernels and fusion."""
     settings, ctx = bench_settings(settings, n_prompt, n_gen, n_pp, ttft)
