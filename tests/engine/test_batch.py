@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 
 from webgpu_llm.engine import SamplingParams, Session, Settings
-from webgpu_llm.engine.scheduler import Completion, QueueFull, scheduler
+from webgpu_llm.engine.scheduler import Completion, Outbox, QueueFull, scheduler
 from webgpu_llm.errors import UserError
 from webgpu_llm.models.presets import preset_model
 
@@ -343,3 +344,31 @@ def test_a_stream_left_mid_group_counts_the_tokens_taken(session):
     taken = [next(gen) for _ in range(3)]
     gen.close()
     assert len(taken) == 3 and session.stats.generated_tokens == 3
+
+
+def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
+    """The batched engine's outbox: two requests' tokens and one's end reach their async readers
+    only when the step's outbox is sent, in the order they were handed over."""
+    a, b = Completion([1], GREEDY, 8, frozenset()), Completion([2], GREEDY, 8, frozenset())
+
+    async def read() -> tuple[list[Any], list[list[int]], list[list[int]]]:
+        ia, ib = a.__aiter__(), b.__aiter__()
+        a._push([3])
+        b._push([4])
+        first = [await ia.__anext__(), await ib.__anext__()]  # both readers are listening now
+        out = Outbox()
+        a._push([5], outbox=out)
+        b._push([6], outbox=out)
+        a._push([7], outbox=out)
+        a._finish("length", outbox=out)
+        await asyncio.sleep(0)
+        assert a.tokens == [3, 5, 7]  # recorded at once, handed to the loop only when sent
+        waiting = asyncio.ensure_future(ib.__anext__())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        out.send()
+        return first, [g async for g in ia], [await waiting]
+
+    first, rest_a, rest_b = asyncio.run(read())
+    assert first == [[3], [4]] and rest_a == [[5, 7]] and rest_b == [[6]]
+    assert a.finish_reason == "length" and b.finish_reason is None

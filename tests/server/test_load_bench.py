@@ -53,9 +53,10 @@ def test_a_server_started_per_run(tiny_model: Path, tmp_path: Path) -> None:
     assert cells["tiny f32 wgpu K=2"]["aggregate tok/s"] == run["aggregate_tok_s"]
     assert {"TTFT p50 ms", "ITL p50 ms", "ITL p99 ms"} <= set(cells["tiny f32 wgpu K=2"])
     plan = suite.serve(suite.Options(["qwen2.5-0.5b"], ["dawn"], ["q4_0"], None))
-    assert [c.name for c in plan] == ["GGUF files", "llama-server", "qwen2.5-0.5b q4_0 dawn",
-                                      "qwen2.5-0.5b q4_0 llama-server"]
-    assert "--parallel {clients}" in plan[2].argv[-1] and "-np {clients}" in plan[3].argv[-1]
+    assert [c.name for c in plan] == ["GGUF files", "llama-server", "qwen2.5-0.5b q4_0 dawn in-process",
+                                      "qwen2.5-0.5b q4_0 dawn", "qwen2.5-0.5b q4_0 llama-server"]
+    assert "--streams" in plan[2].argv and "1,32,64" in plan[2].argv  # the same requests without HTTP
+    assert "--parallel {clients}" in plan[3].argv[-1] and "-np {clients}" in plan[4].argv[-1]
 
 
 def _import(name: str) -> Any:

@@ -35,7 +35,7 @@ from ..runtime.gpu import Gpu
 from ..runtime.program import Program, concat, run_programs
 from .programs import SPLIT_MAX, ExpertBuffers, Programs, kv_cache_bytes
 from .sampling import SamplingParams
-from .scheduler import Completion, Scheduler
+from .scheduler import Completion, Outbox, Scheduler
 from .settings import Tuning
 from .weights import ModelWeights
 
@@ -299,11 +299,11 @@ class BatchScheduler(Scheduler):
                 g.write(m.buf.tokens, np.asarray(c.ids, np.uint32), slot * m.slots.token_stride * 4)
                 g.write(m.buf.slot_states, c.params.state(0, 0, c.params.resolved_seed()), slot * STATE_WORDS * 4)
 
-    def _release(self, s: _Seq, reason: str, error: str | None = None) -> None:
+    def _release(self, s: _Seq, reason: str, error: str | None = None, outbox: Outbox | None = None) -> None:
         if s.finished:
             return
         s.finished = True
-        s.c._finish(reason, error)
+        s.c._finish(reason, error, outbox)
         with self._cv:
             self._seqs.remove(s)
             self._active.remove(s.c)
@@ -427,19 +427,22 @@ class BatchScheduler(Scheduler):
               if step.logprobs else None)
         step.buf.unmap()
         self._staging.append(step.buf)
+        out = Outbox()  # the step's tokens and ends reach each event loop in one wake-up
         for j, (s, tok) in enumerate(zip(step.seqs, toks)):
             if s.finished:
                 continue  # a stop or a cancel came first: the tokens queued after it are discarded
             s.received += 1
             if s.c.cancelled:
-                self._release(s, "cancelled")
+                self._release(s, "cancelled", outbox=out)
             elif tok in s.c.stop_ids:
-                self._release(s, "stop")
+                self._release(s, "stop", outbox=out)
             else:
-                s.c._push([int(tok)], None if s.c.logprobs is None or lp is None else [_logprobs(lp[j], s.c.logprobs)])
+                s.c._push([int(tok)], None if s.c.logprobs is None or lp is None else [_logprobs(lp[j], s.c.logprobs)],
+                          out)
                 self.stats.generated_tokens += 1
                 if s.received >= s.budget:
-                    self._release(s, "length")
+                    self._release(s, "length", outbox=out)
+        out.send()
 
 
 def _logprobs(row: np.ndarray, n: int) -> tuple[float, list[tuple[int, float]]]:
