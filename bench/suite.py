@@ -340,6 +340,8 @@ def _engine_cells(doc: dict[str, Any], tags: list[str]) -> dict[str, dict[str, f
             m[f"embed{r['texts']} texts/s"] = r["texts_s"]
         for x in r.get("streams", []):  # bench --streams: the scheduler in-process
             m[f"{x['streams']} streams tok/s"] = x["tok_s"]
+            if x.get("step_gpu_ms"):
+                m[f"{x['streams']} streams step GPU ms"] = x["step_gpu_ms"]
     for r in doc.get("peers", []):
         m = cells.setdefault(f"{r['peer']} {r.get('dtype', '?')}", {})
         for k in ("tg", "pp"):

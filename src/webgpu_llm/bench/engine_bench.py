@@ -46,7 +46,9 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     taken in prompt batches of `n_pp` tokens. `streams`: also K requests at once through the
     server's scheduler in this process (`n_prompt` prompt tokens, `n_gen` tokens each), for each K:
     `streams` in the result lists each K's `tok_s`, the generated tokens / the wall time from the
-    first submit to the last token, i.e. what `serve --parallel K` can give without HTTP.
+    first submit to the last token, i.e. what `serve --parallel K` can give without HTTP, and
+    where the GPU has timestamps `step_gpu_ms`, the GPU time of one step of K decode rows (and
+    `gpu_tok_s`, the rate the GPU alone would allow).
     `session`: the model already loaded (with
     `bench_settings`' context and batch; the variants of one benchmark share its weights),
     whose Programs are built anew with `settings`' kernels and fusion."""
@@ -117,6 +119,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
 
 def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, say: Any) -> dict[str, Any]:
     """Aggregate tok/s of `k` concurrent greedy requests on the scheduler `serve --parallel k` uses."""
+    from ..engine.batch import BatchScheduler
     from ..engine.scheduler import scheduler
 
     greedy = SamplingParams()
@@ -133,8 +136,15 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
         runs = [run(n_gen) for _ in range(reps)]
     finally:
         sched.close()
-    r = {"streams": k, "tok_s": statistics.median(runs), "runs": runs}
-    say(f"  {k} streams through the scheduler: {r['tok_s']:.1f} tok/s together")
+    r: dict[str, Any] = {"streams": k, "tok_s": statistics.median(runs), "runs": runs}
+    if eng.gpu.has_timestamps:  # the GPU's share: the last step (k decode rows) replayed alone
+        if isinstance(sched, BatchScheduler):
+            r["step_gpu_ms"] = 1e3 * sched.programs.step(k, k, False, False).time_gpu((k, k, k), reps=max(reps, 3))
+        else:
+            r["step_gpu_ms"] = 1e3 * eng.step_program(greedy).time_gpu(1, reps=max(reps, 3))
+        r["gpu_tok_s"] = k / r["step_gpu_ms"] * 1e3
+    say(f"  {k} streams through the scheduler: {r['tok_s']:.1f} tok/s together"
+        + (f" (a step's GPU time {r['step_gpu_ms']:.2f} ms: {r['gpu_tok_s']:.0f} tok/s)" if "step_gpu_ms" in r else ""))
     return r
 
 
@@ -152,9 +162,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     table = head + "\n".join(lines) + "\n"
     many = [(r, x) for r in rows for x in r.get("streams", [])]
     if many:  # --streams: the scheduler's aggregate beside the one-sequence decode
-        table += ("\n| model | streams | tok/s together | tg tok/s |\n| --- | --- | --- | --- |\n"
-                  + "".join(f"| {r['model']} | {x['streams']} | {x['tok_s']:.1f} | {r['tg_tok_s']:.1f} |\n"
-                            for r, x in many))
+        table += ("\n| model | streams | tok/s together | a step's GPU ms | tok/s the GPU allows | tg tok/s |\n"
+                  "| --- | --- | --- | --- | --- | --- |\n"
+                  + "".join(f"| {r['model']} | {x['streams']} | {x['tok_s']:.1f} | {x.get('step_gpu_ms', 0):.2f} | "
+                            f"{x.get('gpu_tok_s', 0):.0f} | {r['tg_tok_s']:.1f} |\n" for r, x in many))
     return table
 
 
