@@ -141,7 +141,7 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
         if isinstance(sched, BatchScheduler):
             r["step_gpu_ms"] = 1e3 * sched.programs.step(k, k, False, False).time_gpu((k, k, k), reps=max(reps, 3))
         else:
-            r["step_gpu_ms"] = 1e3 * eng.step_program(greedy).time_gpu(1, reps=max(reps, 3))
+            r["step_gpu_ms"] = 1e3 * eng.step_gpu_seconds(prompts[0], reps=max(reps, 3))
         r["gpu_tok_s"] = k / r["step_gpu_ms"] * 1e3
     say(f"  {k} streams through the scheduler: {r['tok_s']:.1f} tok/s together"
         + (f" (a step's GPU time {r['step_gpu_ms']:.2f} ms: {r['gpu_tok_s']:.0f} tok/s)" if "step_gpu_ms" in r else ""))
@@ -164,8 +164,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     if many:  # --streams: the scheduler's aggregate beside the one-sequence decode
         table += ("\n| model | streams | tok/s together | a step's GPU ms | tok/s the GPU allows | tg tok/s |\n"
                   "| --- | --- | --- | --- | --- | --- |\n"
-                  + "".join(f"| {r['model']} | {x['streams']} | {x['tok_s']:.1f} | {x.get('step_gpu_ms', 0):.2f} | "
-                            f"{x.get('gpu_tok_s', 0):.0f} | {r['tg_tok_s']:.1f} |\n" for r, x in many))
+                  + "".join(f"| {r['model']} | {x['streams']} | {x['tok_s']:.1f} | "
+                            + (f"{x['step_gpu_ms']:.2f} | {x['gpu_tok_s']:.0f}" if "step_gpu_ms" in x else "— | —")
+                            + f" | {r['tg_tok_s']:.1f} |\n" for r, x in many))
     return table
 
 
