@@ -372,3 +372,31 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
     first, rest_a, rest_b = asyncio.run(read())
     assert first == [[3], [4]] and rest_a == [[5, 7]] and rest_b == [[6]]
     assert a.finish_reason == "length" and b.finish_reason is None
+
+
+@pytest.mark.parametrize("dtype", ["f16", "q4_0"])
+def test_batched_rows_on_f16_tiles(gpu, dtype):
+    """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
+    f16 tiles in workgroups of 16 tokens (quantized weights dequantized into them; emulated
+    here), a step of one row still the mat-vecs; three requests get what they get alone."""
+    import dataclasses
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model("tiny", dtype)
+    t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
+        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=4)), ctx=96)
+    prompts = _prompts(cfg.vocab, [5, 9, 13], seed=9)
+    alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
+    s = scheduler(session, parallel=3, max_rows=12)
+    try:
+        def matmuls(rows: int) -> list[str]:
+            return [d.label for d in s.programs.step(rows, rows, False, False).dispatches if "matmul" in d.label]
+
+        assert matmuls(3) and all(x.startswith("f16_matmul") for x in matmuls(3)), matmuls(3)
+        assert matmuls(9) and all(x.startswith("f16_matmul") for x in matmuls(9)), matmuls(9)
+        assert not matmuls(1)
+        assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
+    finally:
+        s.close()

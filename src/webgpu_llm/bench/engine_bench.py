@@ -109,7 +109,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
         out["n_ttft"] = ttft
         say(f"  time to first token of {ttft}: {out['ttft_ms']:.1f} ms")
     if streams:
-        out["streams"] = [_bench_streams(eng, k, n_prompt, n_gen, reps, say) for k in streams]
+        out["streams"] = [_bench_streams(eng, k, n_prompt, n_gen, reps, say, profile) for k in streams]
     if profile:
         out["profile"] = eng.profile_step(prompt, weight_bytes_per_token(tensors, cfg.tie_embeddings, cfg.architecture.moe))
         if n_pp and gpu.has_timestamps:
@@ -117,34 +117,54 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     return out
 
 
-def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, say: Any) -> dict[str, Any]:
-    """Aggregate tok/s of `k` concurrent greedy requests on the scheduler `serve --parallel k` uses."""
+def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, say: Any,
+                  profile: bool = False) -> dict[str, Any]:
+    """Aggregate tok/s of `k` concurrent greedy requests on the scheduler `serve --parallel k`
+    uses (with the server's prompt batch); for the batched engine also its steps per run, rows
+    a step and the engine thread's host milliseconds a step (its time not blocked on the GPU);
+    with `profile`, the per-kernel GPU time of one step of `k` decode rows."""
     from ..engine.batch import BatchScheduler
     from ..engine.scheduler import scheduler
 
     greedy = SamplingParams()
     prompts = [_ids(n_prompt, eng.cfg.vocab, 10 + i) for i in range(k)]
-    sched = scheduler(eng, parallel=k)
+    sched = scheduler(eng, parallel=k, max_rows=Settings().prompt_batch(eng.gpu))
+    st = sched.stats
+    host: list[tuple[int, int, float, float]] = []  # per run: steps, rows, wall s, s blocked on the GPU
     try:
         def run(n: int) -> float:
+            s0, r0, w0 = st.steps, st.step_rows, st.wait_s
             t = time.perf_counter()
             done = [sched.submit(p, greedy, n) for p in prompts]
             got = sum(len(c.wait()) for c in done)
-            return got / (time.perf_counter() - t)
+            dt = time.perf_counter() - t
+            host.append((st.steps - s0, st.step_rows - r0, dt, st.wait_s - w0))
+            return got / dt
 
         run(min(n_gen, 8))  # warm-up: the batched Programs' first steps
+        host.clear()
         runs = [run(n_gen) for _ in range(reps)]
     finally:
         sched.close()
     r: dict[str, Any] = {"streams": k, "tok_s": statistics.median(runs), "runs": runs}
+    if isinstance(sched, BatchScheduler):
+        steps, rows, wall, wait = (sum(x) for x in zip(*host))
+        r.update(steps_per_run=steps / len(host), rows_per_step=rows / steps, wall_ms_per_step=1e3 * wall / steps,
+                 host_ms_per_step=1e3 * (wall - wait) / steps)
     if eng.gpu.has_timestamps:  # the GPU's share: the last step (k decode rows) replayed alone
         if isinstance(sched, BatchScheduler):
-            r["step_gpu_ms"] = 1e3 * sched.programs.step(k, k, False, False).time_gpu((k, k, k), reps=max(reps, 3))
+            step = sched.programs.step(k, k, False, False)
+            r["step_gpu_ms"] = 1e3 * step.time_gpu((k, k, k), reps=max(reps, 3))
+            if profile:
+                r["step_profile"] = step.profile_by_label((k, k, k))
         else:
             r["step_gpu_ms"] = 1e3 * eng.step_gpu_seconds(prompts[0], reps=max(reps, 3))
         r["gpu_tok_s"] = k / r["step_gpu_ms"] * 1e3
     say(f"  {k} streams through the scheduler: {r['tok_s']:.1f} tok/s together"
-        + (f" (a step's GPU time {r['step_gpu_ms']:.2f} ms: {r['gpu_tok_s']:.0f} tok/s)" if "step_gpu_ms" in r else ""))
+        + (f" (a step's GPU time {r['step_gpu_ms']:.2f} ms: {r['gpu_tok_s']:.0f} tok/s)" if "step_gpu_ms" in r else "")
+        + (f"; {r['steps_per_run']:.0f} steps a run, {r['rows_per_step']:.1f} rows and "
+           f"{r['wall_ms_per_step']:.2f} ms a step, {r['host_ms_per_step']:.2f} ms of it host work"
+           if "steps_per_run" in r else ""))
     return r
 
 
@@ -162,9 +182,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     table = head + "\n".join(lines) + "\n"
     many = [(r, x) for r in rows for x in r.get("streams", [])]
     if many:  # --streams: the scheduler's aggregate beside the one-sequence decode
-        table += ("\n| model | streams | tok/s together | a step's GPU ms | tok/s the GPU allows | tg tok/s |\n"
-                  "| --- | --- | --- | --- | --- | --- |\n"
-                  + "".join(f"| {r['model']} | {x['streams']} | {x['tok_s']:.1f} | "
+        def host(x: dict[str, Any]) -> str:
+            return (f"{x['rows_per_step']:.1f} | {x['wall_ms_per_step']:.2f} | {x['host_ms_per_step']:.2f}"
+                    if "steps_per_run" in x else "— | — | —")
+
+        table += ("\n| model | streams | tok/s together | rows a step | ms a step | host ms a step | a step's GPU ms "
+                  "| tok/s the GPU allows | tg tok/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+                  + "".join(f"| {r['model']} | {x['streams']} | {x['tok_s']:.1f} | {host(x)} | "
                             + (f"{x['step_gpu_ms']:.2f} | {x['gpu_tok_s']:.0f}" if "step_gpu_ms" in x else "— | —")
                             + f" | {r['tg_tok_s']:.1f} |\n" for r, x in many))
     return table
@@ -188,6 +212,12 @@ def profile_markdown(p: dict[str, Any]) -> str:
         s += (f", GPU {p['gpu_us']:.0f} µs/token, weights {p['weight_bytes'] / 1e6:.0f} MB/token → "
               f"{p['bandwidth_gb_s']:.0f} GB/s\n\n" + _kernel_table(p["kernels"], "GPU µs/token"))
     return s
+
+
+def streams_profile_markdown(x: dict[str, Any]) -> str:
+    """The per-kernel GPU time of one batched step of `x['streams']` decode rows."""
+    return (f"{x['streams']} decode rows, GPU {x['step_gpu_ms'] * 1e3:.0f} µs a step\n\n"
+            + _kernel_table(x["step_profile"], "GPU µs/step"))
 
 
 def prefill_markdown(p: dict[str, Any]) -> str:

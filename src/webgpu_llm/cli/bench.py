@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         markdown,
         prefill_markdown,
         profile_markdown,
+        streams_profile_markdown,
     )
     from ..engine import Session
 
@@ -176,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"profile {r['model']} on {r['backend']}: " + profile_markdown(r["profile"]))
         if "profile_prefill" in r:
             print(f"prompt profile {r['model']} on {r['backend']}: " + prefill_markdown(r["profile_prefill"]))
+        for x in r.get("streams", []):
+            if "step_profile" in x:
+                print(f"batched step profile {r['model']} on {r['backend']}: " + streams_profile_markdown(x))
     if peers:
         print("| peer | dtype | tg tok/s | pp tok/s |\n| --- | --- | --- | --- |")
         for p in peers:

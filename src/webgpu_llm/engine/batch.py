@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..kernels import attention as att
 from ..kernels import sampling
 from ..kernels.common import PAGE, STATE_WORDS, Slots, pack_state
-from ..kernels.linear import LinearSpec, matmul_grid, matmul_kernel
+from ..kernels.linear import LinearSpec
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu
@@ -169,13 +169,13 @@ class BatchPrograms(Programs):
                  {"st": b.st_s, "samples": b.samples, "pv": w.output_norm, "x": b.h, "y": b.xs}, lambda n: (n[2], 1, 1))
         s_head = self.spec(w.lm_head, softcap=c.architecture.final_softcap)
         bind = {"st": b.st_s, **w.lm_head.bindings(), "x": b.xs, "y": b.logits}
-        if thin:
-            self._add_mm(head, s_head, "head", bind, count=lambda n: n[2], thin=thin)
-        else:
-            tm = self.tuning.tm("head")
-            grid = matmul_grid(s_head, tm)
-            head.add(matmul_kernel(s_head, tm, self.tuning.prefetch), bind, lambda n: grid(n[2]))
+        self._add_mm(head, s_head, "head", bind, count=lambda n: n[2], thin=thin)
         return head
+
+    def mm_path(self, spec: LinearSpec) -> str:
+        """As the one sequence's, but the int8 tiles are not offered (their inputs are sized
+        for one sequence's batches) and Tuning.batch_tiles puts every format on the f16 tiles."""
+        return "f16" if self._batch_tiles(spec) else super().mm_path(spec)
 
     def _sampler(self, filtered: bool, penalty: bool, logprobs: bool = False) -> Program:
         g, c, b = self.gpu, self.cfg, self.buf
@@ -400,6 +400,8 @@ class BatchScheduler(Scheduler):
             g.write(b.samples, np.asarray([(*x, 0) for x in samples], np.uint32))
         for s in owners:
             s.submitted += 1
+        self.stats.steps += 1
+        self.stats.step_rows += len(rows)
         S = m.slots.count
         buf = self._staging.pop() if self._staging else g.device.create_buffer(
             size=S * 4 * (1 + LP_WIDTH), usage=g.usage.MAP_READ | g.usage.COPY_DST)
@@ -420,7 +422,9 @@ class BatchScheduler(Scheduler):
         if step.promise is None:
             self._staging.append(step.buf)
             return
+        t = time.perf_counter()
         step.promise.sync_wait()
+        self.stats.wait_s += time.perf_counter() - t
         n, S = len(step.seqs), self.programs.slots.count
         toks = np.frombuffer(step.buf.read_mapped(0, n * 4), np.uint32).tolist()
         lp = (np.frombuffer(step.buf.read_mapped(S * 4, n * LP_WIDTH * 4), np.float32).reshape(n, LP_WIDTH).copy()

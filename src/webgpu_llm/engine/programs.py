@@ -275,6 +275,12 @@ class Programs:
             return "f16"
         return "simt"
 
+    def _batch_tiles(self, spec: LinearSpec) -> bool:
+        """Do a batched step's matmuls of this spec run on the f16 tiles (Tuning.batch_tiles)?"""
+        mode = self.tuning.mma.removeprefix("emulate").removeprefix("-") or "auto"
+        return (bool(self.tuning.batch_tiles) and mode in ("auto", "f16") and spec.experts is None
+                and mma.f16_ok(spec, every_format=True) and self._f16_tiles_run)
+
     @property
     def _emulate(self) -> bool:
         """Tuning.mma asks for the tiles emulated where the device has no matrix units."""
@@ -320,6 +326,10 @@ class Programs:
         if thin == 1:
             prog.add(self._mv(spec, role), bindings, self._mvg(spec, role))
             return
+        if thin and self._batch_tiles(spec):
+            self.mm_paths[role] = "f16"
+            self._add_f16(prog, spec, bindings, count, mma.TileShape(*self.tuning.batch_tiles))
+            return
         if thin:
             shape = self.tuning.shape(role)
             prog.add(thin_matmul_kernel(spec, thin, shape["wg"], shape["tpr"], self.gpu.subgroups_wgsl()), bindings,
@@ -332,11 +342,7 @@ class Programs:
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
         if path == "f16":
-            shape = self.tuning.tile_shape(experts=spec.experts is not None)
-            if shape.shared_bytes > self.gpu.limits["max-compute-workgroup-storage-size"]:  # one unit, one buffer
-                shape = replace(shape, double=False, ku=1)
-            prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
-                     _counted(mma.f16_matmul_grid(spec, shape), count))
+            self._add_f16(prog, spec, bindings, count, self.tuning.tile_shape(experts=spec.experts is not None))
             return
         if not quantized:  # an MoE down projection's input: a row a (token, slot) pair
             per = spec.experts.used if spec.experts and spec.experts.x_per_slot else 1
@@ -344,6 +350,13 @@ class Programs:
         prog.add(mma.mma_matmul_kernel(spec, emulate=not self.mma_usable, tokens_first=self.tuning.tokens_first),
                  {**bindings, **self._int8_units()},
                  _counted(mma.mma_matmul_grid(spec), count))
+
+    def _add_f16(self, prog: Program, spec: LinearSpec, bindings: dict[str, Any], count: Callable[[Any], int] | None,
+                 shape: mma.TileShape) -> None:
+        if shape.shared_bytes > self.gpu.limits["max-compute-workgroup-storage-size"]:  # one unit, one buffer
+            shape = replace(shape, double=False, ku=1)
+        prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
+                 _counted(mma.f16_matmul_grid(spec, shape), count))
 
     # -- programs --------------------------------------------------------------------------
     def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:

@@ -180,6 +180,11 @@ class SchedulerStats:
     finished: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    # the batched engine's steps: how many, their rows together, and the engine thread's
+    # seconds blocked on their read-backs (the rest of its time is host work)
+    steps: int = 0
+    step_rows: int = 0
+    wait_s: float = 0.0
 
 
 class Scheduler:

@@ -98,6 +98,11 @@ class Tuning:
     # `thin_tokens` rows a pass over the weights, more on the prompt matmuls
     thin_rows: int = 32
     thin_tokens: int = 8
+    # ... and on the f16 tiles in workgroups of this shape (mma.TileShape; every format but f32
+    # dequantized while staging) where those run and mma is not "int8"/"off", the steps past
+    # thin_rows too: the thin matmuls' f32 arithmetic made a step of 32 rows 4x one row's GPU
+    # time; (): the thin and prompt matmuls as above
+    batch_tiles: tuple[int, ...] = ()
     # a batched step of one row (one stream decoding) on the one-sequence decode's kernels
     # (mat-vecs, split-K attention), not on the thin matmuls; on by reasoning and llvmpipe,
     # not yet timed on a GPU (off gives the earlier path, for the comparison)
