@@ -31,7 +31,7 @@ from ..kernels.common import PAGE, STATE_WORDS, Slots, pack_state
 from ..kernels.linear import LinearSpec
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
-from ..runtime.gpu import Gpu
+from ..runtime.gpu import Gpu, ReadBack
 from ..runtime.program import Program, concat, run_programs
 from .programs import SPLIT_MAX, ExpertBuffers, Programs, kv_cache_bytes
 from .sampling import SamplingParams
@@ -231,7 +231,7 @@ class _Seq:
 class _Step:
     """A submitted step: its read-back and the sequences its samples belong to, in order."""
 
-    promise: Any
+    read: ReadBack | None  # None: the step sampled nothing
     buf: Any
     seqs: list[_Seq]
     logprobs: bool = False  # the step computed its sampled rows' log-probabilities
@@ -414,16 +414,16 @@ class BatchScheduler(Scheduler):
             if n and lps:
                 enc.copy_buffer_to_buffer(b.lp, 0, buf, S * 4, n * LP_WIDTH * 4)
 
-        run_programs(g, [(m.step(len(rows), n, *key), (len(rows), len(blocks), n))], after=copy)
-        self._inflight.append(_Step(buf.map_async(g.mod.MapMode.READ) if n else None, buf, owners, lps))
+        index = run_programs(g, [(m.step(len(rows), n, *key), (len(rows), len(blocks), n))], after=copy)
+        self._inflight.append(_Step(ReadBack(g, buf, index) if n else None, buf, owners, lps))
 
     def _collect(self, step: _Step) -> None:
         """Read a step's samples back and hand them to their requests."""
-        if step.promise is None:
+        if step.read is None:
             self._staging.append(step.buf)
             return
         t = time.perf_counter()
-        step.promise.sync_wait()
+        step.read.wait()
         self.stats.wait_s += time.perf_counter() - t
         n, S = len(step.seqs), self.programs.slots.count
         toks = np.frombuffer(step.buf.read_mapped(0, n * 4), np.uint32).tolist()

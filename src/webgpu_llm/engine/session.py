@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..kernels.common import STATE_FIELDS, STATE_WORDS
 from ..kernels.persistent import GIVE_UP
 from ..models.config import ModelConfig
-from ..runtime.gpu import Gpu
+from ..runtime.gpu import Gpu, ReadBack
 from ..runtime.program import Program, concat, run_programs
 from .programs import Programs
 from .sampling import SamplingParams
@@ -70,7 +70,7 @@ class Session:
         self._staging: list[Any] = []
         # read-backs a stream left in flight when it was stopped (Ctrl-C): it does not wait for
         # them; the next stream does, before it queues work of its own
-        self._orphans: list[tuple[Any, Any]] = []
+        self._orphans: list[ReadBack] = []
         self.stats = GenStats()
         self._check_persistent()
 
@@ -135,21 +135,22 @@ class Session:
 
     # -- prompt ----------------------------------------------------------------------------
     def prefill(self, ids: list[int], start: int, params: SamplingParams, seed: int,
-                after_last: Any = None, sample: bool = True) -> None:
+                after_last: Any = None, sample: bool = True) -> int | None:
         """Run the prompt through the layers in batches; the last batch ends with the head
         and the sampler, which writes the first new token at position start + len(ids).
         At most MAX_PREFILL_INFLIGHT batches are queued at a time, so that a long prompt can
-        be stopped between batches."""
+        be stopped between batches. The last batch's submission (`Gpu.submit`'s index)."""
         m = self.programs
         self.write_tokens(start, ids)
         pos = start
-        fences: deque[tuple[Any, Any]] = deque()
+        index = None
+        fences: deque[ReadBack] = deque()
         try:
             for i in range(0, len(ids), m.batch):
                 n = min(m.batch, len(ids) - i)
                 last = i + n >= len(ids)
                 if len(fences) >= MAX_PREFILL_INFLIGHT:
-                    self._recycle(*fences.popleft())
+                    self._recycle(fences.popleft())
                 self._state(params.state(pos, n, seed))
                 progs = [(m.embed, n), (m.prefill, n)]
                 if last and sample:
@@ -159,24 +160,24 @@ class Session:
                 if fence is not None:
                     def copy(enc: Any, fence: Any = fence) -> None:  # the batch is done when this copy is
                         enc.copy_buffer_to_buffer(m.buf.st, 0, fence, 0, 16)
-                run_programs(self.gpu, progs, after=copy)
+                index = run_programs(self.gpu, progs, after=copy)
                 if fence is not None:
-                    fences.append((fence.map_async(self.gpu.mod.MapMode.READ), fence))
+                    fences.append(ReadBack(self.gpu, fence, index))
                 pos += n
         finally:
             self._orphans.extend(fences)
+        return index
 
-    def _recycle(self, promise: Any, buf: Any) -> None:
+    def _recycle(self, rb: ReadBack) -> None:
         """Wait for a read-back buffer's mapping and put the buffer back in the pool."""
-        promise.sync_wait()
-        buf.unmap()
-        self._staging.append(buf)
+        rb.wait().unmap()
+        self._staging.append(rb.buf)
 
     def _collect_orphans(self) -> None:
         """Wait for the read-backs a stopped stream left in flight (the GPU runs the work queued
         before them first anyway)."""
         while self._orphans:
-            self._recycle(*self._orphans[0])
+            self._recycle(self._orphans[0])
             self._orphans.pop(0)
 
     def warm_up(self, progress: Callable[[int, int], None] | None = None) -> None:
@@ -287,7 +288,7 @@ class Session:
         seed = params.resolved_seed()
         step = self.step_program(params)
         self._collect_orphans()
-        pending: deque[tuple[Any, Any, int, int]] = deque()
+        pending: deque[tuple[ReadBack, int, int]] = deque()
         st = self.stats = GenStats(prompt_tokens=len(ids))
         next_read = 0  # index of the first generated token not yet copied out
         submitted = 0
@@ -308,15 +309,14 @@ class Session:
 
         t0 = time.perf_counter()
         after, buf, lo, cnt = copier(1)
-        self.prefill(ids, start, params, seed, after_last=after)
-        pending.append((buf.map_async(gpu.mod.MapMode.READ), buf, lo, cnt))
+        pending.append((ReadBack(gpu, buf, self.prefill(ids, start, params, seed, after_last=after)), lo, cnt))
         submitted = 1
         t_first = None
         try:
             while pending or submitted < max_new:
                 if pending and (len(pending) >= MAX_PENDING or submitted >= max_new):
-                    promise, buf, lo, cnt = pending[0]
-                    promise.sync_wait()
+                    rb, lo, cnt = pending[0]
+                    buf = rb.wait()
                     pending.popleft()
                     toks = np.frombuffer(buf.read_mapped(0, cnt * 4), np.uint32).tolist()
                     buf.unmap()
@@ -337,8 +337,7 @@ class Session:
                 upto = submitted + 1
                 if upto - next_read >= interval or upto == max_new:
                     after, buf, lo, cnt = copier(upto)
-                    run_programs(gpu, [(step, 1)], after=after)
-                    pending.append((buf.map_async(gpu.mod.MapMode.READ), buf, lo, cnt))
+                    pending.append((ReadBack(gpu, buf, run_programs(gpu, [(step, 1)], after=after)), lo, cnt))
                 else:
                     run_programs(gpu, [(step, 1)])
                 submitted = upto
@@ -346,7 +345,7 @@ class Session:
             # the read-backs still in flight are not waited for here (a stop must answer at
             # once, also in a long prompt): the next stream collects them
             st.overshoot = submitted - st.generated_tokens
-            self._orphans.extend((promise, buf) for promise, buf, _lo, _cnt in pending)
+            self._orphans.extend(rb for rb, _lo, _cnt in pending)
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, ids: list[int], want_logits: bool) -> Iterator[tuple[int, int, np.ndarray | None]]:

@@ -197,6 +197,7 @@ class Gpu:
     options: GpuOptions = GpuOptions()
     _pipelines: dict[str, Any] = field(default_factory=dict, repr=False)
     checks: dict[str, bool] = field(default_factory=dict, repr=False)  # kernels' self-checks on this device
+    _indexed: Any = field(default=None, repr=False)  # wgpu-native's (submit, wait) by submission index
 
     # -- capabilities --------------------------------------------------------------------
     def check(self, name: str, run: Callable[[], bool]) -> bool:
@@ -325,8 +326,23 @@ class Gpu:
             layout=pipeline.get_bind_group_layout(0), entries=entries, label=label
         )
 
-    def submit(self, command_buffers: list[Any]) -> None:
+    def submit(self, command_buffers: list[Any]) -> int | None:
+        """Submit in order; on wgpu-native the submission's index (what `ReadBack` waits for)."""
+        if self._indexed is None and self.backend == "wgpu":
+            from .native import indexed_submit
+
+            self._indexed = indexed_submit(self.device, self.queue)
+        if self._indexed is not None:
+            return self._indexed[0](command_buffers)
         self.queue.submit(command_buffers)
+        return None
+
+    def wait_submission(self, index: int | None) -> None:
+        """Block until a submission (`submit`'s index) is done; everything where it is None."""
+        if index is None or self._indexed is None:
+            self.sync()
+        else:
+            self._indexed[1](index)
 
     def sync(self) -> None:
         """Wait until the GPU has finished all submitted work.
@@ -340,6 +356,27 @@ class Gpu:
             device_poll(self.device)()
         else:
             self.queue.on_submitted_work_done_sync()
+
+
+class ReadBack:
+    """A MAP_READ buffer that the submission `index` (`Gpu.submit`'s) copies into, to read
+    while later work runs. On Dawn the map starts at once and `wait` blocks in Dawn until it is
+    mapped. On wgpu-native it starts in `wait`, once that submission is done: a pending map
+    there wakes wgpu-py's poll thread, whose blocking poll waits for all the submitted work
+    while holding the lock every submit takes, so that a map started at once stalls the next
+    submits until the GPU is idle (the batched server's steps ran one at a time)."""
+
+    def __init__(self, gpu: Gpu, buf: Any, index: int | None) -> None:
+        self.gpu, self.buf, self.index = gpu, buf, index
+        self._promise = None if gpu.backend == "wgpu" else buf.map_async(gpu.mod.MapMode.READ)
+
+    def wait(self) -> Any:
+        """Block until the buffer is mapped; the buffer."""
+        if self._promise is None:
+            self.gpu.wait_submission(self.index)
+            self._promise = self.buf.map_async("READ_NOSYNC")  # the data is there: no extra submit
+        self._promise.sync_wait()
+        return self.buf
 
 
 def _align(n: int, a: int) -> int:

@@ -18,6 +18,7 @@ with `handle()` when an object is made, and bind the native functions once (`Pas
     NativeCalls          bind group creation and queue writes on raw handles
     NativeBindGroup      a bind group made by NativeCalls, released when the last reference goes
     device_poll(device)  wgpu-native: a function that blocks until the device's work is done
+    indexed_submit(...)  wgpu-native: submit and get the submission's index; poll until one is done
 """
 
 from __future__ import annotations
@@ -172,3 +173,23 @@ def device_poll(device: Any) -> Callable[[], None]:
         poll(dev, 1, null)
 
     return wait
+
+
+def indexed_submit(device: Any, queue: Any) -> tuple[Callable[[list[Any]], int], Callable[[int], None]]:
+    """wgpu-native only: (submit, wait) on a `wgpu` device and its queue: `submit(command
+    buffers)` returns the submission's index (`wgpuQueueSubmitForIndex`), `wait(index)` blocks
+    until that submission is done (`wgpuDevicePoll(wait=true, &index)`), not all the work
+    submitted after it."""
+    mod = _ffi_module("wgpu")
+    ffi, lib = mod.ffi, mod.lib
+    q, dev = queue._internal, device._internal
+    submit_for_index, poll = lib.wgpuQueueSubmitForIndex, lib.wgpuDevicePoll
+
+    def submit(command_buffers: list[Any]) -> int:
+        arr = ffi.new("WGPUCommandBuffer[]", [cb._internal for cb in command_buffers])
+        return int(submit_for_index(q, len(command_buffers), arr))
+
+    def wait(index: int) -> None:
+        poll(dev, 1, ffi.new("WGPUSubmissionIndex *", index))
+
+    return submit, wait

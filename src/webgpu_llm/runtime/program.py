@@ -200,8 +200,9 @@ class Program:
 
 
 def run_programs(gpu: Gpu, programs: Sequence[tuple[Program, int]],
-                 after: Callable[[Any], None] | None = None) -> None:
-    """Several Programs (each with its token count) in one encoder, one pass, one submit."""
+                 after: Callable[[Any], None] | None = None) -> int | None:
+    """Several Programs (each with its token count) in one encoder, one pass, one submit;
+    `Gpu.submit`'s index (for a `ReadBack` of what `after` copied)."""
     enc = gpu.device.create_command_encoder()
     cpass = enc.begin_compute_pass()
     for prog, n in programs:
@@ -209,7 +210,7 @@ def run_programs(gpu: Gpu, programs: Sequence[tuple[Program, int]],
     cpass.end()
     if after:
         after(enc)
-    gpu.submit([enc.finish()])
+    return gpu.submit([enc.finish()])
 
 
 def concat(gpu: Gpu, label: str, *programs: Program) -> Program:
