@@ -101,3 +101,25 @@ def test_streams_through_the_scheduler(capsys, tmp_path) -> None:
     # llvmpipe has timestamps: the GPU time of one step of 1 and of 3 decode rows
     one, three = (x["step_gpu_ms"] for x in rows[0]["streams"])
     assert 0 < one and 0 < three and rows[0]["streams"][1]["gpu_tok_s"] == pytest.approx(3e3 / three)
+    # the batched engine's host split: every step of a run is counted, each of 1 to 3 decode
+    # rows or a 16-token prompt chunk (the prompts' rows beside them)
+    many = rows[0]["streams"][1]
+    assert many["steps_per_run"] >= 6 and 1 <= many["rows_per_step"] <= 3 * 16
+    assert 0 < many["host_ms_per_step"] <= many["wall_ms_per_step"]
+    assert "steps_per_run" not in rows[0]["streams"][0]  # the serial scheduler has no steps to count
+
+
+def test_streams_profile_replays_the_batched_step(capsys, tmp_path) -> None:
+    """`--streams 3 --profile`: the per-kernel GPU time of one step of 3 decode rows, and the
+    step replayed back to back alone, with its table writes, and with read-backs."""
+    import json
+
+    out = tmp_path / "b.json"
+    code = main(["bench", "--preset", "tiny", "--dtype", "f32", "--backend", "dawn", "--n-pp", "0", "--n-gen", "4",
+                 "--reps", "1", "--streams", "3", "--profile", "--out", str(out)])
+    text = capsys.readouterr().out
+    x = json.loads(out.read_text())["engine"][0]["streams"][0]
+    assert code == 0 and "batched step profile" in text
+    assert {k["kernel"] for k in x["step_profile"]} >= {"sample_pick_argmax"}
+    assert sum(k["count"] for k in x["step_profile"]) > 10
+    assert set(x["step_ladder_ms"]) == {"replay", "writes", "read_backs"} and all(v > 0 for v in x["step_ladder_ms"].values())

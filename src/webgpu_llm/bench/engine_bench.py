@@ -151,6 +151,8 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
         steps, rows, wall, wait = (sum(x) for x in zip(*host))
         r.update(steps_per_run=steps / len(host), rows_per_step=rows / steps, wall_ms_per_step=1e3 * wall / steps,
                  host_ms_per_step=1e3 * (wall - wait) / steps)
+        if profile:
+            r["step_ladder_ms"] = step_ladder(sched, k)
     if eng.gpu.has_timestamps:  # the GPU's share: the last step (k decode rows) replayed alone
         if isinstance(sched, BatchScheduler):
             step = sched.programs.step(k, k, False, False)
@@ -164,8 +166,53 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
         + (f" (a step's GPU time {r['step_gpu_ms']:.2f} ms: {r['gpu_tok_s']:.0f} tok/s)" if "step_gpu_ms" in r else "")
         + (f"; {r['steps_per_run']:.0f} steps a run, {r['rows_per_step']:.1f} rows and "
            f"{r['wall_ms_per_step']:.2f} ms a step, {r['host_ms_per_step']:.2f} ms of it host work"
-           if "steps_per_run" in r else ""))
+           if "steps_per_run" in r else "")
+        + ("; replayed: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in r["step_ladder_ms"].items())
+           if "step_ladder_ms" in r else ""))
     return r
+
+
+def step_ladder(sched: Any, k: int, reps: int = 60) -> dict[str, float]:
+    """Wall milliseconds a step of `k` decode rows (the last one the scheduler ran, its tables
+    as they were) replayed `reps` times back to back: alone (`replay`, the GPU's rate for
+    consecutive steps), with the scheduler's five table writes before each (`writes`), and with
+    those and a read-back of its samples each, `Tuning.batch_inflight` in flight (`read_backs`,
+    the scheduler's GPU-side work without its Python). Beside `wall_ms_per_step`, the rungs
+    say where a step's time goes."""
+    from ..engine.batch import LP_WIDTH
+    from ..runtime.gpu import ReadBack
+    from ..runtime.program import run_programs
+
+    m, g = sched.programs, sched.programs.gpu
+    b, n = m.buf, (k, k, k)
+    step = m.step(k, k, False, False)
+    tables = [(buf, bytes(g.read(buf))) for buf in (b.st, b.rows, b.blocks, b.st_s, b.samples)]
+    S = m.slots.count
+    staging = [g.device.create_buffer(size=S * 4 * (1 + LP_WIDTH), usage=g.usage.MAP_READ | g.usage.COPY_DST)
+               for _ in range(m.tuning.batch_inflight + 1)]
+    out: dict[str, float] = {}
+    for rung in ("replay", "writes", "read_backs"):
+        g.sync()
+        pending: list[ReadBack] = []
+        t = time.perf_counter()
+        for i in range(reps):
+            if rung != "replay":
+                for buf, data in tables:
+                    g.write(buf, data)
+            if rung == "read_backs":
+                if len(pending) >= m.tuning.batch_inflight:
+                    pending.pop(0).wait().unmap()
+                dst = staging[i % len(staging)]
+                index = run_programs(g, [(step, n)], after=lambda enc, dst=dst: enc.copy_buffer_to_buffer(
+                    b.sampled, 0, dst, 0, k * 4))
+                pending.append(ReadBack(g, dst, index))
+            else:
+                run_programs(g, [(step, n)])
+        for rb in pending:
+            rb.wait().unmap()
+        g.sync()
+        out[rung] = 1e3 * (time.perf_counter() - t) / reps
+    return out
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
