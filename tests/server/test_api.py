@@ -245,6 +245,10 @@ def test_metrics(server: ServerProcess, client: Any) -> None:
         assert name in after
     refused = 'webgpu_llm_refused_requests_total{status="400"}'
     assert after[refused] == before.get(refused, 0) + 1
+    # the batched engine's steps: a 3-token prompt and 6 tokens take at least 6 steps of 1+ rows
+    steps = after["webgpu_llm_engine_steps_total"] - before["webgpu_llm_engine_steps_total"]
+    rows = after["webgpu_llm_engine_step_rows_total"] - before["webgpu_llm_engine_step_rows_total"]
+    assert steps >= 6 and rows >= 3 + 5 and after["webgpu_llm_engine_wait_seconds_total"] >= 0
 
 
 def test_64_concurrent_streams_each_equal_to_the_request_alone(server: ServerProcess, client: Any) -> None:

@@ -46,6 +46,13 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_kv_cache_tokens", "KV-cache positions there are (--kv-tokens, or --parallel x --ctx)",
                                 value=total)
         yield GaugeMetricFamily(f"{PREFIX}_streams_open", "responses being sent", value=self.m.open_streams)
+        # the batched engine's steps (0 with --parallel 1): rows / steps is the batch a step
+        # ran, and the wait the share of the engine thread's time the GPU had it blocked
+        yield CounterMetricFamily(f"{PREFIX}_engine_steps", "batched steps the engine submitted", value=st.steps)
+        yield CounterMetricFamily(f"{PREFIX}_engine_step_rows", "rows (decode tokens and prompt tokens) of those steps",
+                                  value=st.step_rows)
+        yield CounterMetricFamily(f"{PREFIX}_engine_wait_seconds", "engine thread time blocked on the GPU's read-backs",
+                                  value=st.wait_s)
 
 
 class Metrics:
