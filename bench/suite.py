@@ -143,9 +143,10 @@ def serve(o: Options) -> list[Cmd]:
     for p in o.presets:
         for d in o.dtypes:
             gguf = f"/tmp/gg/{p}-{d}.gguf"
-            # the same requests through the scheduler in one process, without HTTP (the engine's share)
+            # the same requests through the scheduler in one process, without HTTP (the engine's share;
+            # with the batched step's kernels and its back-to-back replays in the JSON)
             cmds += [_bench("serve", f"{p} {d} {b} in-process", "--model", gguf, "--backend", b, "--n-prompt", "64",
-                            "--n-pp", "0", "--streams", LOAD_CLIENTS, reps=o.reps or 3) for b in o.backends]
+                            "--n-pp", "0", "--streams", LOAD_CLIENTS, "--profile", reps=o.reps or 3) for b in o.backends]
             cmds += [Cmd("serve", f"{p} {d} {b}", [*load, f"{{python}} -m webgpu_llm.cli.main serve -m {gguf} --backend {b} "
                                                          "--parallel {clients} --ctx {ctx} --port {port} --quiet"], "load")
                      for b in o.backends]
@@ -342,6 +343,9 @@ def _engine_cells(doc: dict[str, Any], tags: list[str]) -> dict[str, dict[str, f
             m[f"{x['streams']} streams tok/s"] = x["tok_s"]
             if x.get("step_gpu_ms"):
                 m[f"{x['streams']} streams step GPU ms"] = x["step_gpu_ms"]
+            if x.get("wall_ms_per_step"):  # the batched engine: a step's wall and host time
+                m[f"{x['streams']} streams step ms"] = x["wall_ms_per_step"]
+                m[f"{x['streams']} streams step host ms"] = x["host_ms_per_step"]
     for r in doc.get("peers", []):
         m = cells.setdefault(f"{r['peer']} {r.get('dtype', '?')}", {})
         for k in ("tg", "pp"):

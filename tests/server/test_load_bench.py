@@ -56,6 +56,11 @@ def test_a_server_started_per_run(tiny_model: Path, tmp_path: Path) -> None:
     assert [c.name for c in plan] == ["GGUF files", "llama-server", "qwen2.5-0.5b q4_0 dawn in-process",
                                       "qwen2.5-0.5b q4_0 dawn", "qwen2.5-0.5b q4_0 llama-server"]
     assert "--streams" in plan[2].argv and "1,32,64" in plan[2].argv  # the same requests without HTTP
+    assert "--profile" in plan[2].argv  # and the batched step's kernels and replays
+    cells = suite._engine_cells({"engine": [{"model": "q", "dtype": "file", "backend": "dawn", "streams": [
+        {"streams": 32, "tok_s": 2000.0, "step_gpu_ms": 3.0, "wall_ms_per_step": 12.0, "host_ms_per_step": 1.5}]}]}, [])
+    assert cells["q file dawn"] == {"32 streams tok/s": 2000.0, "32 streams step GPU ms": 3.0,
+                                    "32 streams step ms": 12.0, "32 streams step host ms": 1.5}
     assert "--parallel {clients}" in plan[3].argv[-1] and "-np {clients}" in plan[4].argv[-1]
 
 

@@ -43,7 +43,8 @@ def add_parser(sub: Any) -> None:
                         "(as a server takes it); 0 skips it (default: %(default)s)")
     p.add_argument("--streams", default=None, metavar="K[,K...]",
                    help="also K greedy requests at once (--n-prompt tokens, --n-gen each) through the scheduler "
-                        "`serve --parallel K` uses, in this process: their tokens/s together, for each K")
+                        "`serve --parallel K` uses, in this process: their tokens/s together, for each K (and for "
+                        "K > 1 a step's rows, wall and host milliseconds)")
     p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default: %(default)s)")
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
@@ -61,7 +62,9 @@ def add_parser(sub: Any) -> None:
                    help="prompt attention on the f16 tiles where the KV cache is f16 and the adapter has them "
                         "(auto: for heads of 128 and more); a comma list compares (default: %(default)s)")
     add_kv(p)
-    p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers")
+    p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers; with --streams, also "
+                        "of a batched step of K decode rows, and that step replayed back to back alone, with its "
+                        "table writes and with read-backs")
     p.add_argument("--embed", type=int, default=None, metavar="N",
                    help="time embedding a batch of N texts in one call (64 for the published figure) instead of "
                         "decode and prompt, on an embedding model: --model, an embedding --preset, or by default "
