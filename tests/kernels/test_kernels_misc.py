@@ -120,6 +120,35 @@ def test_profile_by_label_sums_dispatches_of_a_kernel(gpu):
     assert all(r["us"] >= 0 for r in rows) and rows == sorted(rows, key=lambda r: -r["us"])
 
 
+def test_read_backs_of_submissions_still_in_flight(gpu):
+    """`ReadBack`: each of several submits (a kernel, then a copy of its output into a MAP_READ
+    buffer) is read back in order while later ones are queued behind it, each with what its own
+    submission wrote (on wgpu-native the map starts once that submission is done)."""
+    from webgpu_llm.runtime.gpu import ReadBack
+    from webgpu_llm.runtime.program import run_programs
+
+    k, t = 68, 2
+    st = gpu.upload(pack_state(n=t))
+    x = gpu.buffer(t * k * 4)
+    y = gpu.buffer(t * k * 4)
+    prog = Program(gpu)
+    prog.add(rmsnorm_kernel(k, 1e-5, 4), {"st": st, "x": x, "pv": gpu.upload(np.ones(k + 4, np.float32)), "y": y},
+             (t, 1, 1))
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((t, k)).astype(np.float32) for _ in range(5)]
+    pending = []
+    for xi in xs:
+        gpu.write(x, xi)
+        dst = gpu.device.create_buffer(size=t * k * 4, usage=gpu.usage.MAP_READ | gpu.usage.COPY_DST)
+        index = run_programs(gpu, [(prog, t)], after=lambda enc, dst=dst: enc.copy_buffer_to_buffer(y, 0, dst, 0, t * k * 4))
+        assert (index is None) == (gpu.backend != "wgpu")  # wgpu-native numbers its submissions
+        pending.append(ReadBack(gpu, dst, index))
+    for xi, rb in zip(xs, pending):
+        got = np.frombuffer(rb.wait().read_mapped(0, t * k * 4), np.float32).reshape(t, k)
+        rb.buf.unmap()
+        assert rel_err(got, rms_norm(xi, np.ones(k, np.float32), 1e-5)) < 1e-5
+
+
 def test_rmsnorm_adds_split_partials_first(gpu):
     """The residual add a split-K matmul leaves to the next row kernel: x += sum of partials,
     written back, then normalized (or, with norm=False, only added)."""
