@@ -213,6 +213,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dry-run", action="store_true", help="print the commands in the order they would run, and exit")
     ap.add_argument("--src", default=str(ROOT / "src"), metavar="DIR[,DIR...]",
                     help="checkouts' src folders to compare, A first (default: this checkout's src)")
+    ap.add_argument("--tuning", action="append", default=None, metavar="FIELD=VALUE[;...]",
+                    help="also run each command under these Tuning overrides (WEBGPU_LLM_TUNING), a variant beside "
+                         "each checkout; '' for the defaults; repeat it for more, e.g. --tuning '' --tuning "
+                         "'batch_tiles=(1,4,1,2)' (default: the inherited environment's)")
     ap.add_argument("--repeat", type=int, default=1, metavar="N", help="run each command N times per checkout, "
                     "interleaved A, B, A, B; the table takes the median (default 1)")
     ap.add_argument("--out", default=None, metavar="DIR", help="write each run's JSON and log, summary.json and "
@@ -252,13 +256,51 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     srcs = [s.strip() for s in args.src.split(",") if s.strip()]
     if not srcs or len(srcs) > 26:
         raise Fail("--src takes 1 to 26 folders")
-    args.srcs = []
+    paths = []
     for s in srcs:
         p = Path(s).resolve()
         if not (p / "webgpu_llm" / "__init__.py").is_file():
             raise Fail(f"--src {s}: no webgpu_llm package in it (give a checkout's src folder)")
-        args.srcs.append(p)
+        paths.append(p)
+    tunings: list[str | None] = [t.strip() for t in args.tuning] if args.tuning else [None]
+    for t in tunings:
+        if t and (err := bad_tuning(ROOT / "src", t)):
+            raise Fail(f"--tuning {t!r}: {err}")
+    # the variants, A, B, ...: each checkout under each tuning
+    args.variants = [Variant(p, t) for p in paths for t in tunings]
+    if len(args.variants) > 26:
+        raise Fail(f"{len(args.variants)} checkouts x tunings: at most 26")
     return args
+
+
+@dataclass
+class Variant:
+    """What a command runs against: a checkout's src folder, and its Tuning overrides (None:
+    the environment's WEBGPU_LLM_TUNING as inherited)."""
+
+    src: Path
+    tuning: str | None = None
+
+    def describe(self) -> str:
+        return str(self.src) + (f" [{self.tuning or 'defaults'}]" if self.tuning is not None else "")
+
+
+def bad_tuning(src: Path, text: str) -> str | None:
+    """Why this checkout's engine refuses a Tuning override string (None: it takes it, or it
+    cannot be imported here)."""
+    sys.path.insert(0, str(src))
+    try:
+        from webgpu_llm.engine.settings import tuning_overrides
+        from webgpu_llm.errors import UserError
+    except ImportError:
+        return None
+    finally:
+        sys.path.remove(str(src))
+    try:
+        tuning_overrides(text)
+    except UserError as e:
+        return str(e)
+    return None
 
 
 def known(src: Path) -> tuple[list[str], list[str]]:
@@ -290,9 +332,11 @@ def revision(src: Path) -> str:
     return (rev or "?") + ("-dirty" if dirty else "")
 
 
-def env_for(src: Path) -> dict[str, str]:
+def env_for(v: Variant) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(src), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    env["PYTHONPATH"] = os.pathsep.join([str(v.src), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    if v.tuning is not None:
+        env["WEBGPU_LLM_TUNING"] = v.tuning
     return env
 
 
@@ -448,7 +492,7 @@ def run_one(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, 
 
 def check_import(python: str, src: Path) -> None:
     """The checkout's package must be the one a command imports (not an installed copy)."""
-    p = subprocess.run([python, "-c", "import webgpu_llm; print(webgpu_llm.__file__)"], env=env_for(src),
+    p = subprocess.run([python, "-c", "import webgpu_llm; print(webgpu_llm.__file__)"], env=env_for(Variant(src)),
                        capture_output=True, text=True, timeout=120)
     got = p.stdout.strip()
     if p.returncode or not Path(got).resolve().is_relative_to(src):
@@ -494,15 +538,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"peers: skipped: {PEERS.relative_to(ROOT)} not found (run ../shared/device/peers/prepare in "
                   "this checkout and carry .peers)", file=sys.stderr)
             suites["peers"] = []
-        labels = [label(i) for i in range(len(args.srcs))]
-        steps = plan([c for cmds in suites.values() for c in cmds], len(args.srcs), args.repeat)
+        variants = args.variants
+        labels = [label(i) for i in range(len(variants))]
+        steps = plan([c for cmds in suites.values() for c in cmds], len(variants), args.repeat)
         if args.dry_run:
             for k, (cmd, i, r) in enumerate(steps, 1):
-                src, who = args.srcs[i], labels[i] if cmd.per_src else "-"
-                pre = "" if cmd.shell else f"PYTHONPATH={shlex.quote(str(src))}${{PYTHONPATH:+:$PYTHONPATH}} "
-                print(f"[{who}] {pre}{shlex.join(command(cmd, src, args.python, f'OUT/{stem(k, cmd, who, r)}.json'))}")
+                v, who = variants[i], labels[i] if cmd.per_src else "-"
+                pre = "" if cmd.shell else f"PYTHONPATH={shlex.quote(str(v.src))}${{PYTHONPATH:+:$PYTHONPATH}} "
+                if v.tuning is not None and not cmd.shell:
+                    pre = f"WEBGPU_LLM_TUNING={shlex.quote(v.tuning)} " + pre
+                print(f"[{who}] {pre}{shlex.join(command(cmd, v.src, args.python, f'OUT/{stem(k, cmd, who, r)}.json'))}")
             return 0
-        for src in args.srcs:
+        for src in dict.fromkeys(v.src for v in variants):
             check_import(args.python, src)
     except Fail as e:
         print(f"bench/suite.py: error: {e}", file=sys.stderr)
@@ -510,9 +557,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="suite-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    srcs = [{"label": lab, "src": str(s), "revision": revision(s)} for lab, s in zip(labels, args.srcs)]
-    for s in srcs:
-        print(f"{s['label']} = {s['src']} ({s['revision']})", file=sys.stderr)
+    srcs = [{"label": lab, "src": str(v.src), "tuning": v.tuning, "revision": revision(v.src)}
+            for lab, v in zip(labels, variants)]
+    said = [f"{lab} = {v.describe()} ({s['revision']})" for lab, v, s in zip(labels, variants, srcs)]
+    for line in said:
+        print(line, file=sys.stderr)
     cells: dict[tuple[str, str, str], dict[int, list[float]]] = {}
     once: dict[tuple[str, str, str], float] = {}
     runs, failed = [], []
@@ -520,9 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         who = labels[i] if cmd.per_src else "-"
         name = stem(k, cmd, who, r)
         out = out_dir / f"{name}.json"
-        argv = command(cmd, args.srcs[i], args.python, str(out))
+        argv = command(cmd, variants[i].src, args.python, str(out))
         t0 = time.perf_counter()
-        rc, stdout, stderr = run_one(argv, env_for(args.srcs[i]), args.timeout)
+        rc, stdout, stderr = run_one(argv, env_for(variants[i]), args.timeout)
         secs = time.perf_counter() - t0
         (out_dir / f"{name}.log").write_text(f"$ {shlex.join(argv)}\n{stdout}\n--- stderr\n{stderr}")
         got: dict[str, dict[str, float]] = {}
@@ -556,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runs' JSON and logs in {out_dir}", file=sys.stderr)
     for f in failed:
         print(f"failed: {f}", file=sys.stderr)
-    print("\n".join(f"{s['label']} = {s['src']} ({s['revision']})" for s in srcs))
+    print("\n".join(said))
     print(table)
     return 1 if failed else 0
 

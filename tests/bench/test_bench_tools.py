@@ -57,8 +57,20 @@ def test_suite_dry_run_interleaves_two_checkouts_per_command() -> None:
     assert len(torch) == 2 * 4 and sum("--model qwen2.5-1.5b --modes compiled" in line for line in torch) == 4
 
 
+def test_suite_dry_run_runs_each_command_under_each_tuning() -> None:
+    """--tuning: variants of one checkout under Tuning overrides, each command under each in
+    turn (WEBGPU_LLM_TUNING; '' the defaults)."""
+    p = _suite("smoke", "moe", "--dry-run", "--tuning", "", "--tuning", "batch_tiles=(1,4,1,2);thin_rows=64")
+    assert p.returncode == 0, p.stderr
+    engine = [line for line in p.stdout.splitlines() if "webgpu_llm.cli.main" in line]
+    assert [line[:3] for line in engine] == ["[A]", "[B]"] * 3
+    assert all("WEBGPU_LLM_TUNING='' " in line for line in engine[::2])
+    assert all("WEBGPU_LLM_TUNING='batch_tiles=(1,4,1,2);thin_rows=64' " in line for line in engine[1::2])
+
+
 def test_suite_refuses_bad_input_in_one_line() -> None:
-    for args in (["nosuch"], ["batch1", "--src", str(ROOT)], ["batch1", "--repeat", "0"], []):
+    for args in (["nosuch"], ["batch1", "--src", str(ROOT)], ["batch1", "--repeat", "0"], [],
+                 ["smoke", "--tuning", "nosuch=1"], ["smoke", "--tuning", "thin_rows=x"]):
         p = _suite(*args, "--dry-run")
         assert p.returncode == 2 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
 
