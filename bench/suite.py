@@ -5,7 +5,8 @@ Each suite is a list of commands (`webgpu-llm bench`, `bench/torch_generate.py`,
 scripts) run as subprocesses; each writes its full JSON, which the runner reads. With several
 checkouts (`--src A/src,B/src`) every command runs once per checkout, interleaved per command
 (A, B, A, B, ... with --repeat) so that the machine's drift falls on both alike, and the table
-gives each figure per checkout and its ratio to the first. The protocol is docs/performance.md's.
+gives each figure per checkout and its ratio to the first; `--tuning` adds variants of each
+checkout under Tuning overrides the same way. The protocol is docs/performance.md's.
 
     python bench/suite.py --list
     python bench/suite.py batch1 --dry-run
