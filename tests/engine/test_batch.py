@@ -374,11 +374,12 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
     assert a.finish_reason == "length" and b.finish_reason is None
 
 
-@pytest.mark.parametrize("dtype", ["f16", "q4_0"])
-def test_batched_rows_on_f16_tiles(gpu, dtype):
+@pytest.mark.parametrize(("dtype", "tiles"), [("f16", (1, 4, 1, 2)), ("q4_0", (1, 4, 1, 2)), ("q4_0", (1, 1, 1, 1))])
+def test_batched_rows_on_f16_tiles(gpu, dtype, tiles):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
-    f16 tiles in workgroups of 16 tokens (quantized weights dequantized into them; emulated
-    here), a step of one row still the mat-vecs; three requests get what they get alone."""
+    f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (quantized weights
+    dequantized into them; emulated here), a step of one row still the mat-vecs; three requests
+    get what they get alone."""
     import dataclasses
 
     if not gpu.has_f16:
@@ -386,7 +387,7 @@ def test_batched_rows_on_f16_tiles(gpu, dtype):
     cfg, tensors = preset_model("tiny", dtype)
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
     session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
-        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=4)), ctx=96)
+        t, mma="emulate", batch_tiles=tiles, thin_rows=4)), ctx=96)
     prompts = _prompts(cfg.vocab, [5, 9, 13], seed=9)
     alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
     s = scheduler(session, parallel=3, max_rows=12)
