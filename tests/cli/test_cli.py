@@ -252,6 +252,11 @@ def test_bad_tuning_setting_is_one_line(capsys, tiny, monkeypatch):
     assert "WEBGPU_LLM_TUNING" in err and "no_such_field" in err
     monkeypatch.setenv("WEBGPU_LLM_TUNING", "f16_decode=yes please")
     assert "literal" in _fails(capsys, 2, "generate", "-m", str(tiny), "--raw", "hi")
+    # a known field with a value the engine refuses: one line too, not an internal error
+    for value, says in (("mma='x'", "Tuning.mma"), ("stream_group=0", "Tuning.stream_group")):
+        monkeypatch.setenv("WEBGPU_LLM_TUNING", value)
+        err = _fails(capsys, 2, "generate", "-m", str(tiny), "--raw", "hi")
+        assert says in err and "WEBGPU_LLM_TUNING" in err, err
 
 
 def test_tuning_overrides_reach_the_model(wgpu_gpu):

@@ -338,6 +338,22 @@ def test_one_stream_server_hands_over_read_back_groups_and_cuts_at_a_stop(sessio
         s.close()
 
 
+def test_a_streams_read_back_groups_follow_the_tuning(session):
+    """Tuning.stream_group and stream_readbacks: groups of at most 2 tokens, one read-back in
+    flight; the same tokens as the defaults' groups (the module's session gets its tuning back)."""
+    import dataclasses
+
+    prompt = _prompts(session.cfg.vocab, [5], seed=11)[0]
+    want = list(session.stream(prompt, 0, GREEDY, 20))
+    base = session.tuning
+    session.rebuild(dataclasses.replace(base, stream_group=2, stream_readbacks=1))
+    try:
+        groups = list(session.stream_groups(prompt, 0, GREEDY, 20))
+    finally:
+        session.rebuild(base)
+    assert [t for g in groups for t in g] == want and max(map(len, groups)) <= 2 and len(groups) >= 10
+
+
 def test_a_stream_left_mid_group_counts_the_tokens_taken(session):
     prompt = _prompts(session.cfg.vocab, [5], seed=10)[0]
     gen = session.stream(prompt, 0, GREEDY, 30)

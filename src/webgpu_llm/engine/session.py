@@ -30,9 +30,7 @@ from .sampling import SamplingParams
 from .settings import Settings, Tuning
 from .weights import Tensor, upload_weights
 
-MAX_PENDING = 3  # read-backs in flight
-MAX_INTERVAL = 16  # steps per read-back at most
-TARGET_BATCH_S = 0.02
+TARGET_BATCH_S = 0.02  # a stream's read-back takes about this long's tokens (Tuning.stream_group at most)
 # prompt chunks queued on the GPU at most: Ctrl-C (a closed stream) leaves at most this much
 # prompt work behind, and two keep the GPU busy while the CPU queues the next
 MAX_PREFILL_INFLIGHT = 2
@@ -128,10 +126,14 @@ class Session:
         return step
 
     def _staging_buffer(self) -> Any:
-        if self._staging:
-            return self._staging.pop()
+        """A MAP_READ buffer for a read-back of up to Tuning.stream_group tokens."""
+        size = 16 * max(4, self.programs.tuning.stream_group)
+        while self._staging:
+            buf = self._staging.pop()
+            if buf.size >= size:
+                return buf
         u = self.gpu.usage
-        return self.gpu.device.create_buffer(size=MAX_INTERVAL * 4 * 4, usage=u.MAP_READ | u.COPY_DST)
+        return self.gpu.device.create_buffer(size=size, usage=u.MAP_READ | u.COPY_DST)
 
     # -- prompt ----------------------------------------------------------------------------
     def prefill(self, ids: list[int], start: int, params: SamplingParams, seed: int,
@@ -272,7 +274,7 @@ class Session:
 
     def stream_groups(self, ids: list[int], start: int, params: SamplingParams, max_new: int) -> Iterator[list[int]]:
         """As `stream`, the new token ids in the groups the GPU hands them back in (one
-        read-back each, up to MAX_INTERVAL tokens): a consumer with work per hand-over (a
+        read-back each, up to Tuning.stream_group tokens): a consumer with work per hand-over (a
         server's event per stream) does it once a group, not once a token."""
         m, gpu = self.programs, self.gpu
         params.check()
@@ -314,7 +316,7 @@ class Session:
         t_first = None
         try:
             while pending or submitted < max_new:
-                if pending and (len(pending) >= MAX_PENDING or submitted >= max_new):
+                if pending and (len(pending) >= m.tuning.stream_readbacks or submitted >= max_new):
                     rb, lo, cnt = pending[0]
                     buf = rb.wait()
                     pending.popleft()
@@ -327,7 +329,7 @@ class Session:
                         st.prefill_s = now - t0
                     elif now > last_done_t:
                         rate = (lo + cnt - last_done_n) / (now - last_done_t)
-                        interval = int(min(MAX_INTERVAL, max(1, rate * TARGET_BATCH_S)))
+                        interval = int(min(m.tuning.stream_group, max(1, rate * TARGET_BATCH_S)))
                     last_done_t, last_done_n = now, lo + cnt
                     st.generated_tokens += len(toks)
                     st.decode_s = now - t_first

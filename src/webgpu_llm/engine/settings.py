@@ -120,6 +120,10 @@ class Tuning:
     # batched steps in flight before the engine thread waits for the oldest's tokens: more
     # keeps the GPU fed through the server's pauses, and runs further past a stop
     batch_inflight: int = 3
+    # one stream's decode (Session.stream): read-backs in flight before it waits for the oldest,
+    # and the tokens one read-back takes at most (a group is ~20 ms of tokens, up to this many)
+    stream_readbacks: int = 3
+    stream_group: int = 16
     # a server's GIL hand-over interval in seconds (sys.setswitchinterval; 0: Python's 5 ms):
     # the engine thread waits at most this long for the event loop between two steps
     gil_switch_s: float = 0.0
@@ -151,6 +155,9 @@ class Tuning:
     def check(self) -> None:
         if self.mma not in MMA_MODES:
             raise ValueError(f"Tuning.mma must be one of {', '.join(MMA_MODES)}, not {self.mma!r}")
+        for name in ("batch_inflight", "stream_readbacks", "stream_group"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
 
 
 # A CPU adapter (llvmpipe): one SIMD lane per row pair, so no cross-lane reduction; no
@@ -286,5 +293,8 @@ class Settings:
             t = replace(t, attn_tiles=self.attn_tiles)
         if self.overrides:
             t = replace(t, **dict(self.overrides))
-        t.check()
+        try:
+            t.check()
+        except ValueError as e:  # a value the user gave (WEBGPU_LLM_TUNING): one line, exit 2
+            raise UserError(f"{e} (set by WEBGPU_LLM_TUNING or the Settings given)") from None
         return t
