@@ -135,9 +135,13 @@ LSV = "/tmp/lsv"  # where on-device.sh unpacks the prebuilt llama-server (its bi
 def serve(o: Options) -> list[Cmd]:
     """bench/load.py against `webgpu-llm serve` (per checkout, a server per client count) and
     llama.cpp's Vulkan llama-server (-np K, once) on the peers' random-weight GGUFs in /tmp/gg."""
-    sh = ["bash", str(PEERS.relative_to(ROOT))]
     tar = ROOT / ".peers" / "llama-server-vulkan.tar.xz"
-    cmds = [Cmd("serve", "GGUF files", [*sh, "gguf"], "none", per_src=False, shell=True),
+    gen = ROOT / ".peers" / "gen_gguf.py"
+    # only the files these shapes and types need (the peers' `gguf` step writes all six)
+    files = " && ".join(f"{{ [ -f /tmp/gg/{p}-{d}.gguf ] || python3 {gen} {p} {d} /tmp/gg/{p}-{d}.gguf; }}"
+                        for p in o.presets for d in o.dtypes)
+    cmds = [Cmd("serve", "GGUF files", ["bash", "-c", f"mkdir -p /tmp/gg && {files}"], "none", per_src=False,
+                shell=True),
             Cmd("serve", "llama-server", ["bash", "-c", f"mkdir -p {LSV} && tar xJf {tar} -C {LSV}"], "none",
                 per_src=False, shell=True)]
     load = ["bench/load.py", "--clients", LOAD_CLIENTS, "--out", OUT, "--server-cmd"]
