@@ -174,7 +174,8 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
 
 def step_ladder(sched: Any, k: int, reps: int = 60) -> dict[str, float]:
     """Wall milliseconds a step of `k` decode rows (the last one the scheduler ran, its tables
-    as they were) replayed `reps` times back to back: alone (`replay`, the GPU's rate for
+    as they were) replayed `reps` times back to back: all in one submit (`one_submit`, a pass
+    each: what several steps a submit could reach), a submit each (`replay`, the GPU's rate for
     consecutive steps), with the scheduler's five table writes before each (`writes`), and with
     those and a read-back of its samples each, `Tuning.batch_inflight` in flight (`read_backs`,
     the scheduler's GPU-side work without its Python). Beside `wall_ms_per_step`, the rungs
@@ -191,6 +192,16 @@ def step_ladder(sched: Any, k: int, reps: int = 60) -> dict[str, float]:
     staging = [g.device.create_buffer(size=S * 4 * (1 + LP_WIDTH), usage=g.usage.MAP_READ | g.usage.COPY_DST)
                for _ in range(m.tuning.batch_inflight + 1)]
     out: dict[str, float] = {}
+    g.sync()
+    t = time.perf_counter()
+    enc = g.device.create_command_encoder()
+    for _ in range(reps):
+        cpass = enc.begin_compute_pass()
+        step.encode(cpass, n)
+        cpass.end()
+    g.submit([enc.finish()])
+    g.sync()
+    out["one_submit"] = 1e3 * (time.perf_counter() - t) / reps
     for rung in ("replay", "writes", "read_backs"):
         g.sync()
         pending: list[ReadBack] = []

@@ -63,8 +63,8 @@ def add_parser(sub: Any) -> None:
                         "(auto: for heads of 128 and more); a comma list compares (default: %(default)s)")
     add_kv(p)
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers; with --streams, also "
-                        "of a batched step of K decode rows, and that step replayed back to back alone, with its "
-                        "table writes and with read-backs")
+                        "of a batched step of K decode rows, and that step replayed back to back: in one submit, a "
+                        "submit each, with its table writes and with read-backs")
     p.add_argument("--embed", type=int, default=None, metavar="N",
                    help="time embedding a batch of N texts in one call (64 for the published figure) instead of "
                         "decode and prompt, on an embedding model: --model, an embedding --preset, or by default "
