@@ -417,3 +417,43 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles):
         assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("parallel", [2, 3])
+def test_several_decode_steps_a_submit(gpu, parallel):
+    """Tuning.batch_steps: while only running streams decode, 4 steps go in one submit (a kernel
+    moves the tables one position on between them; a one-row step's split-K position too): every
+    request gets what it gets alone, greedy and seeded, a stop id inside a submit's steps ends
+    its request there, and budgets that are not a multiple of 4 end where they should."""
+    import dataclasses
+
+    cfg, tensors = preset_model("tiny", "f32")
+    t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    session = Session.build(gpu, cfg, tensors.get,
+                            Settings(batch=16, tuning=dataclasses.replace(t, batch_steps=4)), ctx=96)
+    prompts = _prompts(cfg.vocab, [5, 9, 13][:parallel], seed=12)
+    seeded = SamplingParams(temperature=1.3, top_k=0, top_p=1.0, min_p=0.0, seed=5)
+    alone = [list(session.stream(p, 0, GREEDY, 11)) for p in prompts]
+    alone_seeded = [list(session.stream(p, 0, seeded, 10)) for p in prompts]
+    s = scheduler(session, parallel=parallel, max_rows=16)
+    subs: list[int] = []
+    submit = s._submit
+
+    def spy(*a: Any, sub: int = 1) -> None:
+        subs.append(sub)
+        submit(*a, sub=sub)
+
+    s._submit = spy  # type: ignore[method-assign]
+    try:
+        assert [c.wait() for c in [s.submit(p, GREEDY, 11) for p in prompts]] == alone
+        assert max(subs) == 4
+        assert [c.wait() for c in [s.submit(p, seeded, 10) for p in prompts]] == alone_seeded
+        # one request alone: one-row steps, four a submit
+        subs.clear()
+        assert s.submit(prompts[0], GREEDY, 11).wait() == alone[0] and max(subs) == 4
+        want = alone_seeded[1]
+        cut = next(i for i in range(2, len(want)) if want[i] not in want[:i])
+        c = s.submit(prompts[1], seeded, 10, stop_ids=frozenset({want[cut]}))
+        assert c.wait() == want[:cut] and c.finish_reason == "stop"
+    finally:
+        s.close()

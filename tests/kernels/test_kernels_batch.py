@@ -161,3 +161,28 @@ def test_batched_sampler_takes_each_slots_settings(gpu, temperature, top_k):
         want = int(read(gpu, one["tokens"], 2, np.uint32)[1])
         assert int(got[j]) == want and int(hist[s, pos + 1]) == want
         assert counts[s] == 4
+
+
+@pytest.mark.parametrize("n", [1, 7, 70])
+def test_advance_moves_a_decode_steps_tables_one_position_on(gpu, n):
+    """sampling.advance_kernel: the first st.n rows, their blocks and samples one position on
+    (row x, block w, sample z), the rest of each table and the other fields untouched, and a
+    one-row step's st.pos with them."""
+    rng = np.random.default_rng(n)
+    cap = n + 5
+    rows = rng.integers(0, 1000, (cap, 2)).astype(np.uint32)
+    blocks = rng.integers(0, 1000, (cap, 4)).astype(np.uint32)
+    samples = rng.integers(0, 1000, (cap, 4)).astype(np.uint32)
+    st = gpu.upload(pack_state(n=n, pos=41))
+    bufs = {"rows": gpu.upload(rows), "blocks": gpu.upload(blocks), "samples": gpu.upload(samples)}
+    prog = Program(gpu, "advance")
+    prog.add(sampling.advance_kernel(), {"st": st, **bufs}, (-(-n // sampling.ADVANCE_WG), 1, 1))
+    prog.run(n)
+    want_rows, want_blocks, want_samples = rows.copy(), blocks.copy(), samples.copy()
+    want_rows[:n, 0] += 1
+    want_blocks[:n, 3] += 1
+    want_samples[:n, 2] += 1
+    assert (read(gpu, bufs["rows"], (cap, 2), np.uint32) == want_rows).all()
+    assert (read(gpu, bufs["blocks"], (cap, 4), np.uint32) == want_blocks).all()
+    assert (read(gpu, bufs["samples"], (cap, 4), np.uint32) == want_samples).all()
+    assert int(read(gpu, st, STATE_WORDS, np.uint32)[0]) == (42 if n == 1 else 41)

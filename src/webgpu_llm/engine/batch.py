@@ -138,6 +138,10 @@ class BatchPrograms(Programs):
     def _build(self) -> None:
         self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
         self._steps: dict[tuple[int, int, bool, bool, bool], Program] = {}
+        b = self.buf
+        self.advance = Program(self.gpu, "batch_advance")  # the tables one position on (Tuning.batch_steps)
+        self.advance.add(sampling.advance_kernel(), {"st": b.st, "rows": b.rows, "blocks": b.blocks, "samples": b.samples},
+                         lambda n: (-(-n[0] // sampling.ADVANCE_WG), 1, 1))
 
     def step(self, rows: int, samples: int, filtered: bool, penalty: bool, logprobs: bool = False) -> Program:
         """The step Program for this many rows and sampled rows: mat-vecs for one, thin
@@ -235,6 +239,7 @@ class _Step:
     buf: Any
     seqs: list[_Seq]
     logprobs: bool = False  # the step computed its sampled rows' log-probabilities
+    sub: int = 1  # decode steps in the submit (Tuning.batch_steps), their samples one after another
     at: float = field(default_factory=time.perf_counter)
 
 
@@ -329,7 +334,7 @@ class BatchScheduler(Scheduler):
                         self._cv.wait(timeout=0.05)
                 continue
             try:
-                self._submit(*plan)
+                self._submit(*plan, sub=self._substeps(*plan))
             except Exception as e:  # the step failed: its sequences fail, the engine goes on
                 for s in list(self._seqs):
                     self._release(s, "error", f"{type(e).__name__}: {e}")
@@ -373,6 +378,24 @@ class BatchScheduler(Scheduler):
                any(o.c.logprobs is not None for o in owners))
         return rows, blocks, samples, owners, key
 
+    def _substeps(self, rows: list[tuple[int, int]], blocks: list[Any], samples: list[Any], owners: list[_Seq],
+                  key: tuple[bool, bool, bool]) -> int:
+        """Decode steps this plan may run in one submit (Tuning.batch_steps): only running
+        streams' decode rows (each its own block and sample), no log-probabilities, nobody
+        waiting for a free slot, and every stream's budget and KV pages covering them."""
+        n = self.programs.tuning.batch_steps
+        if n <= 1 or key[2] or not (len(rows) == len(blocks) == len(samples) == len(owners)):
+            return 1
+        with self._cv:
+            if self._waiting and self._free:
+                return 1
+        for s in owners:
+            if s.submitted == 0 or s.prefilled != s.prompt:  # a prompt's last row: its first token
+                return 1
+            pos = s.prompt + s.submitted - 1
+            n = min(n, s.budget - s.submitted, len(s.pages) * PAGE - pos)
+        return max(1, n)
+
     def _grow(self, s: _Seq) -> bool:
         """A page more for a sequence without max_tokens; where none is free, its budget ends
         at the tokens already asked for."""
@@ -389,7 +412,10 @@ class BatchScheduler(Scheduler):
         return False
 
     def _submit(self, rows: list[tuple[int, int]], blocks: list[tuple[int, int, int, int]],
-                samples: list[tuple[int, int, int]], owners: list[_Seq], key: tuple[bool, bool, bool]) -> None:
+                samples: list[tuple[int, int, int]], owners: list[_Seq], key: tuple[bool, bool, bool],
+                sub: int = 1) -> None:
+        """Write the step's tables and submit it (`sub` decode steps of it, the tables moved one
+        position on between them), its samples copied out for `_collect`."""
         m, g, b = self.programs, self.programs.gpu, self.programs.buf
         # (a one-row step's split-K attention and its merge read the row's position there)
         g.write(b.st, pack_state(n=len(rows), pos=rows[0][0] if len(rows) == 1 else 0))
@@ -399,12 +425,12 @@ class BatchScheduler(Scheduler):
             g.write(b.st_s, pack_state(n=len(samples)))
             g.write(b.samples, np.asarray([(*x, 0) for x in samples], np.uint32))
         for s in owners:
-            s.submitted += 1
-        self.stats.steps += 1
-        self.stats.step_rows += len(rows)
+            s.submitted += sub
+        self.stats.steps += sub
+        self.stats.step_rows += len(rows) * sub
         S = m.slots.count
         buf = self._staging.pop() if self._staging else g.device.create_buffer(
-            size=S * 4 * (1 + LP_WIDTH), usage=g.usage.MAP_READ | g.usage.COPY_DST)
+            size=S * 4 * max(1 + LP_WIDTH, m.tuning.batch_steps), usage=g.usage.MAP_READ | g.usage.COPY_DST)
         n = len(samples)
         lps = key[2]
 
@@ -414,8 +440,20 @@ class BatchScheduler(Scheduler):
             if n and lps:
                 enc.copy_buffer_to_buffer(b.lp, 0, buf, S * 4, n * LP_WIDTH * 4)
 
-        index = run_programs(g, [(m.step(len(rows), n, *key), (len(rows), len(blocks), n))], after=copy)
-        self._inflight.append(_Step(ReadBack(g, buf, index) if n else None, buf, owners, lps))
+        step, size = m.step(len(rows), n, *key), (len(rows), len(blocks), n)
+        if sub == 1:
+            index = run_programs(g, [(step, size)], after=copy)
+        else:  # a pass a step, its samples copied after it
+            enc = g.device.create_command_encoder()
+            for j in range(sub):
+                cpass = enc.begin_compute_pass()
+                step.encode(cpass, size)
+                if j < sub - 1:
+                    m.advance.encode(cpass, size)
+                cpass.end()
+                enc.copy_buffer_to_buffer(b.sampled, 0, buf, j * n * 4, n * 4)
+            index = g.submit([enc.finish()])
+        self._inflight.append(_Step(ReadBack(g, buf, index) if n else None, buf, owners, lps, sub))
 
     def _collect(self, step: _Step) -> None:
         """Read a step's samples back and hand them to their requests."""
@@ -426,26 +464,34 @@ class BatchScheduler(Scheduler):
         step.read.wait()
         self.stats.wait_s += time.perf_counter() - t
         n, S = len(step.seqs), self.programs.slots.count
-        toks = np.frombuffer(step.buf.read_mapped(0, n * 4), np.uint32).tolist()
+        toks = np.frombuffer(step.buf.read_mapped(0, n * 4 * step.sub), np.uint32).tolist()
         lp = (np.frombuffer(step.buf.read_mapped(S * 4, n * LP_WIDTH * 4), np.float32).reshape(n, LP_WIDTH).copy()
               if step.logprobs else None)
         step.buf.unmap()
         self._staging.append(step.buf)
         out = Outbox()  # the step's tokens and ends reach each event loop in one wake-up
-        for j, (s, tok) in enumerate(zip(step.seqs, toks)):
+        for i, s in enumerate(step.seqs):
             if s.finished:
                 continue  # a stop or a cancel came first: the tokens queued after it are discarded
-            s.received += 1
-            if s.c.cancelled:
-                self._release(s, "cancelled", outbox=out)
-            elif tok in s.c.stop_ids:
-                self._release(s, "stop", outbox=out)
-            else:
-                s.c._push([int(tok)], None if s.c.logprobs is None or lp is None else [_logprobs(lp[j], s.c.logprobs)],
-                          out)
-                self.stats.generated_tokens += 1
-                if s.received >= s.budget:
-                    self._release(s, "length", outbox=out)
+            new: list[int] = []
+            end = None
+            for j in range(step.sub):  # its token of each decode step in the submit, in order
+                tok = toks[j * n + i]
+                s.received += 1
+                if s.c.cancelled:
+                    end = "cancelled"
+                elif tok in s.c.stop_ids:
+                    end = "stop"
+                else:
+                    new.append(int(tok))
+                    end = "length" if s.received >= s.budget else None
+                if end:
+                    break
+            if new:
+                s.c._push(new, None if s.c.logprobs is None or lp is None else [_logprobs(lp[i], s.c.logprobs)], out)
+                self.stats.generated_tokens += len(new)
+            if end:
+                self._release(s, end, outbox=out)
         out.send()
 
 

@@ -120,6 +120,10 @@ class Tuning:
     # batched steps in flight before the engine thread waits for the oldest's tokens: more
     # keeps the GPU fed through the server's pauses, and runs further past a stop
     batch_inflight: int = 3
+    # decode steps of the batched engine encoded in one submit while only running streams decode
+    # (a kernel moves the step's tables one position on between them; one plan, one write of
+    # the tables and one read-back for all): the host's work a token divided; 1: off until timed
+    batch_steps: int = 1
     # one stream's decode (Session.stream): read-backs in flight before it waits for the oldest,
     # and the tokens one read-back takes at most (a group is ~20 ms of tokens, up to this many)
     stream_readbacks: int = 3
@@ -155,7 +159,7 @@ class Tuning:
     def check(self) -> None:
         if self.mma not in MMA_MODES:
             raise ValueError(f"Tuning.mma must be one of {', '.join(MMA_MODES)}, not {self.mma!r}")
-        for name in ("batch_inflight", "stream_readbacks", "stream_group"):
+        for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
 

@@ -379,3 +379,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }}
 """
     return sig.kernel("sample_logprobs", body)
+
+
+ADVANCE_WG = 64
+
+
+def advance_kernel() -> Kernel:
+    """A batched decode step's tables one position on, for the next step in the same submit:
+    each of the st.n rows (one a decoding sequence, its own query block and sampled row, in the
+    same order) moves to the position after it (row x, block w, sample z), and a one-row step's
+    st.pos with it (its split-K attention reads it). grid = (ceil(n / ADVANCE_WG), 1, 1)."""
+    sig = Signature().state(write=True)
+    sig.storage("rows", "array<vec2<u32>>", write=True)
+    sig.storage("blocks", "array<vec4<u32>>", write=True)
+    sig.storage("samples", "array<vec4<u32>>", write=True)
+    body = f"""
+@compute @workgroup_size({ADVANCE_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
+  let i = gid.x;
+  let n = st.n;
+  if (i >= n) {{ return; }}
+  rows[i].x = rows[i].x + 1u;
+  blocks[i].w = blocks[i].w + 1u;
+  samples[i].z = samples[i].z + 1u;
+  if (i == 0u && n == 1u) {{ st.pos = st.pos + 1u; }}
+}}
+"""
+    return sig.kernel("advance_rows", body)
