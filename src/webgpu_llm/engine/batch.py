@@ -32,7 +32,7 @@ from ..kernels.linear import LinearSpec
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu, ReadBack
-from ..runtime.program import Program, concat, run_programs
+from ..runtime.program import Program, concat
 from .programs import SPLIT_MAX, ExpertBuffers, Programs, kv_cache_bytes
 from .sampling import SamplingParams
 from .scheduler import Completion, Outbox, Scheduler
@@ -434,25 +434,19 @@ class BatchScheduler(Scheduler):
         n = len(samples)
         lps = key[2]
 
-        def copy(enc: Any) -> None:
-            if n:
-                enc.copy_buffer_to_buffer(b.sampled, 0, buf, 0, n * 4)
-            if n and lps:
-                enc.copy_buffer_to_buffer(b.lp, 0, buf, S * 4, n * LP_WIDTH * 4)
-
         step, size = m.step(len(rows), n, *key), (len(rows), len(blocks), n)
-        if sub == 1:
-            index = run_programs(g, [(step, size)], after=copy)
-        else:  # a pass a step, its samples copied after it
-            enc = g.device.create_command_encoder()
-            for j in range(sub):
-                cpass = enc.begin_compute_pass()
-                step.encode(cpass, size)
-                if j < sub - 1:
-                    m.advance.encode(cpass, size)
-                cpass.end()
+        enc = g.device.create_command_encoder()
+        for j in range(sub):  # a pass a decode step, its samples copied out after it
+            cpass = enc.begin_compute_pass()
+            step.encode(cpass, size)
+            if j < sub - 1:
+                m.advance.encode(cpass, size)
+            cpass.end()
+            if n:
                 enc.copy_buffer_to_buffer(b.sampled, 0, buf, j * n * 4, n * 4)
-            index = g.submit([enc.finish()])
+        if n and lps:
+            enc.copy_buffer_to_buffer(b.lp, 0, buf, S * 4, n * LP_WIDTH * 4)
+        index = g.submit([enc.finish()])
         self._inflight.append(_Step(ReadBack(g, buf, index) if n else None, buf, owners, lps, sub))
 
     def _collect(self, step: _Step) -> None:
