@@ -390,12 +390,13 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
     assert a.finish_reason == "length" and b.finish_reason is None
 
 
-@pytest.mark.parametrize(("dtype", "tiles"), [("f16", (1, 4, 1, 2)), ("q4_0", (1, 4, 1, 2)), ("q4_0", (1, 1, 1, 1))])
-def test_batched_rows_on_f16_tiles(gpu, dtype, tiles):
+@pytest.mark.parametrize(("dtype", "tiles", "splits"), [
+    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 3))), ("q4_0", (1, 4, 1, 2), ()), ("q4_0", (1, 1, 1, 1), (("down", 2),))])
+def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
     f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (quantized weights
-    dequantized into them; emulated here), a step of one row still the mat-vecs; three requests
-    get what they get alone."""
+    dequantized into them; emulated here), O and down with their K split as Tuning.splits
+    says, a step of one row still the mat-vecs; three requests get what they get alone."""
     import dataclasses
 
     if not gpu.has_f16:
@@ -403,7 +404,7 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles):
     cfg, tensors = preset_model("tiny", dtype)
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
     session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
-        t, mma="emulate", batch_tiles=tiles, thin_rows=4)), ctx=96)
+        t, mma="emulate", batch_tiles=tiles, thin_rows=4, splits=splits)), ctx=96)
     prompts = _prompts(cfg.vocab, [5, 9, 13], seed=9)
     alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
     s = scheduler(session, parallel=3, max_rows=12)
@@ -413,6 +414,7 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles):
 
         assert matmuls(3) and all(x.startswith("f16_matmul") for x in matmuls(3)), matmuls(3)
         assert matmuls(9) and all(x.startswith("f16_matmul") for x in matmuls(9)), matmuls(9)
+        assert sum("partial" in x for x in matmuls(3)) == len(splits) * cfg.n_layers, matmuls(3)
         assert not matmuls(1)
         assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
     finally:

@@ -14,9 +14,12 @@ from typing import Any
 import numpy as np
 
 from ..engine import SamplingParams, Session, Settings
+from ..kernels.common import STATE_FIELDS
 from ..models.config import ModelConfig
 from ..models.presets import weight_bytes, weight_bytes_per_token
 from ..runtime.gpu import Gpu
+
+_N_WORD = [name for name, _ in STATE_FIELDS].index("n")  # a State's row count
 
 
 def _size(n: int) -> str:
@@ -144,6 +147,13 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
         run(min(n_gen, 8))  # warm-up: the batched Programs' first steps
         host.clear()
         runs = [run(n_gen) for _ in range(reps)]
+        if isinstance(sched, BatchScheduler) and (profile or eng.gpu.has_timestamps):
+            # The replays below take the tables of the scheduler's last step, which must have had
+            # all k rows (a thin matmul's work follows the rows in the tables): prompts short
+            # enough to be admitted in one step decode in lockstep and end together.
+            short = [p[:max(1, sched.programs.batch // k)] for p in prompts]
+            for c in [sched.submit(p, greedy, n_gen) for p in short]:
+                c.wait()
     finally:
         sched.close()
     r: dict[str, Any] = {"streams": k, "tok_s": statistics.median(runs), "runs": runs}
@@ -188,6 +198,8 @@ def step_ladder(sched: Any, k: int, reps: int = 60) -> dict[str, float]:
     b, n = m.buf, (k, k, k)
     step = m.step(k, k, False, False)
     tables = [(buf, bytes(g.read(buf))) for buf in (b.st, b.rows, b.blocks, b.st_s, b.samples)]
+    if (rows := int(np.frombuffer(tables[0][1], np.uint32)[_N_WORD])) != k:
+        raise RuntimeError(f"the scheduler's last step had {rows} rows, not {k}: its replay would time other work")
     S = m.slots.count
     staging = [g.device.create_buffer(size=S * 4 * (1 + LP_WIDTH), usage=g.usage.MAP_READ | g.usage.COPY_DST)
                for _ in range(m.tuning.batch_inflight + 1)]

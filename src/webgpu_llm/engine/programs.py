@@ -449,8 +449,15 @@ class Programs:
         qkv_shape = self.qkv_shape()
         full = self.attention_spec(0)
         # O and down may split K over workgroups (Tuning.splits): their residual add then
-        # moves into the next row kernel, which sums the partials into h before its RMSNorm
-        so, sd = (1, 1) if thin else (self.tuning.split("o"), self.tuning.split("down"))
+        # moves into the next row kernel, which sums the partials into h before its RMSNorm;
+        # a batched step's few rows split too where they run on the f16 tiles (Tuning.batch_tiles),
+        # whose 128-row workgroups leave a narrow model's O and down a dozen workgroups
+        def splits(role: str) -> int:
+            tiled = all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
+                        if role == "o" or a.experts(i) is None)
+            return self.tuning.split(role) if not thin or (thin > 1 and tiled) else 1
+
+        so, sd = splits("o"), splits("down")
         if a.o_bias:  # each K split would add the bias
             so = 1
         if a.moe is not None:  # the experts' sum lands in h itself: no down partials for the next norm
