@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         profile_markdown,
         streams_profile_markdown,
     )
-    from ..engine import Session
+    from ..engine import Session, Settings
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
                                            persist=base.persist if persist is None else persist)
                         if session is None and len(persists) * len(mmas) * len(attn) > 1:
                             log(f"loading {cfg.name} once for {len(persists) * len(mmas) * len(attn)} variants")
-                            s, ctx = bench_settings(settings, args.n_prompt, args.n_gen, args.n_pp, args.ttft)
+                            s, ctx = bench_settings(settings, args.n_prompt, args.n_gen, args.n_pp, args.ttft,
+                                                    Settings().prompt_batch(gpu) if streams else 0)
                             session = Session.build(gpu, cfg, tensors.get, s, ctx)
                         r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
                                          n_pp=args.n_pp, ttft=args.ttft, reps=args.reps, streams=streams,

@@ -99,9 +99,9 @@ class Tuning:
     thin_rows: int = 32
     thin_tokens: int = 8
     # ... and on the f16 tiles in workgroups of this shape (mma.TileShape; every format but f32
-    # dequantized while staging) where those run and mma is not "int8"/"off", the steps past
-    # thin_rows too: the thin matmuls' f32 arithmetic made a step of 32 rows 4x one row's GPU
-    # time; (): the thin and prompt matmuls as above
+    # dequantized while staging; O and down split K as `splits` says) where those run and mma
+    # is not "int8"/"off", the steps past thin_rows too; (): the thin and prompt matmuls as
+    # above (GPU_TUNING: BATCH_TILES)
     batch_tiles: tuple[int, ...] = ()
     # a batched step of one row (one stream decoding) on the one-sequence decode's kernels
     # (mat-vecs, split-K attention), not on the thin matmuls; on by reasoning and llvmpipe,
@@ -112,7 +112,8 @@ class Tuning:
     pack_heads: bool = True
     # batched steps of several rows: their one-row query blocks (decoding streams) on the
     # split-K decode attention over their pages, merged by a combine kernel; the prompt kernel
-    # walks every key of a row in one workgroup, slow at long contexts; off until measured
+    # walks every key of a row in one workgroup, slow at long contexts (on in GPU_TUNING; where
+    # the prompt attention runs on the f16 tiles it stays there)
     batch_split_keys: bool = False
     # decode of models with output norms (Gemma 2/3): each norm and residual add in the next
     # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer; off until measured
@@ -179,13 +180,19 @@ CPU_TUNING = Tuning(mv=tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefe
 # and +28 %: an expert's ~32 rows of a 512-token chunk left half of the int8 tiles' 64 empty).
 EXPERT_TPR = 16
 EXPERT_TILES = (1, 4, 2, 2)
+# Batched steps (the server's streams): up to 64 rows on the f16 tiles in workgroups of 16 tokens
+# x 128 weight rows, O and down split as above, and the decoding rows' attention split-K over
+# their pages. On an H200, 32 / 64 streams of the 0.5B q4_0: 2587 / 6491 -> 7953 / 13136 tok/s
+# in one process (bench --streams); the 1.5B f16: 885 / 3023 -> 3196 / 4257. Without the splits
+# the tiles gave 4794 / 8586 (0.5B), and (1, 2, 1, 2) 6936 / 12390 (0.5B), 3303 / 4491 (1.5B).
+BATCH_TILES = (1, 4, 1, 2)
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
     attn_chunk=32, mm=(("gate_up", 8),), int8=True, splits=(("o", 2), ("down", 4)),
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
     mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True, expert_tpr=EXPERT_TPR,
-    expert_tiles=EXPERT_TILES)
+    expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, thin_rows=64, batch_split_keys=True)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
