@@ -459,3 +459,28 @@ def test_several_decode_steps_a_submit(gpu, parallel):
         assert c.wait() == want[:cut] and c.finish_reason == "stop"
     finally:
         s.close()
+
+
+def test_short_prompts_prefill_on_the_batch_tiles(gpu):
+    """Programs.prefill_for: a prompt batch of up to Tuning.thin_rows tokens runs its matmuls on
+    the batched steps' f16 tiles (emulated here), a longer one on the prompt tiles; the logits
+    of a short prompt are those of the prompt tiles' and greedy tokens are unchanged."""
+    import dataclasses
+
+    from webgpu_llm.engine.export import prefill_logits
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model("tiny", "f16")
+    t = Session.build(gpu, cfg, tensors.get, Settings(batch=32), ctx=96).tuning
+    plain = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(t, mma="emulate")), ctx=96)
+    tiled = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(
+        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16)), ctx=96)
+    m = tiled.programs
+    assert m.prefill_for(17) is m.prefill and plain.programs.prefill_for(9) is plain.programs.prefill
+    short = [d.label for d in m.prefill_for(9).dispatches if "matmul" in d.label]
+    assert short and all(x.startswith("f16_matmul") and "1x4x1x2" in x for x in short), short
+    ids = _prompts(cfg.vocab, [9], seed=4)[0]
+    want, got = prefill_logits(plain, ids), prefill_logits(tiled, ids)
+    assert np.abs(got - want).max() < 1e-2 * np.abs(want).max()
+    assert list(tiled.stream(ids, 0, GREEDY, 8)) == list(plain.stream(ids, 0, GREEDY, 8))

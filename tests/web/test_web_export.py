@@ -87,11 +87,11 @@ def test_read_plan_rejects_what_is_not_an_export(tmp_path: Path, exported: Expor
 
 def test_prefill_thin_and_tiled_agree(exported: Exported) -> None:
     """The plan's thin prefill gives the logits of the engine's tiled one (f32, other order)."""
-    from webgpu_llm.engine.export import prefill_logits, prefill_program
+    from webgpu_llm.engine.export import prefill_logits
 
     s, ids = exported.session, exported.tokenizer.encode("The three primary colors are")
     thin = prefill_logits(s, ids)
-    plan_prefill, s.programs.prefill = s.programs.prefill, prefill_program(s)  # the engine's tiled layers
+    plan_prefill, s.programs.prefill = s.programs.prefill, s.programs.prompt_program()  # the engine's tiled layers
     try:
         tiled = prefill_logits(s, ids)
     finally:

@@ -140,16 +140,7 @@ def thin_prefill(session: Session, tokens: int = 0) -> None:
     thread mapping, each weight unit loaded once for `tokens` rows). On software adapters the
     tiled prompt matmul's workgroup barriers dominate: SwiftShader in Chromium runs SmolLM2's
     8-token prompt 12x faster this way (2.6 s instead of 33 s), llvmpipe a 37-token one 3x."""
-    session.programs.prefill = prefill_program(session, tokens or THIN_PREFILL)
-
-
-def prefill_program(session: Session, thin: int = 0) -> Program:
-    """The session's prompt layers as a prefill Program: thin matmuls of `thin` tokens a pass,
-    or with 0 the engine's tiled ones (what `Programs` builds), on the session's buffers."""
-    m = session.programs
-    prog = Program(session.gpu, "prefill")
-    m.prompt_layers(prog, m._base(), m.buf.kv, thin=thin)
-    return prog
+    session.programs.prefill = session.programs.prompt_program(tokens or THIN_PREFILL)
 
 
 # -- the plan ----------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class Session:
                 if len(fences) >= MAX_PREFILL_INFLIGHT:
                     self._recycle(fences.popleft())
                 self._state(params.state(pos, n, seed))
-                progs = [(m.embed, n), (m.prefill, n)]
+                progs = [(m.embed, n), (m.prefill_for(n), n)]
                 if last and sample:
                     progs += [(m.head, n), (m.samplers[(params.filtered, params.penalised)], n)]
                 fence = None if last or len(ids) <= m.batch * MAX_PREFILL_INFLIGHT else self._staging_buffer()
