@@ -37,6 +37,16 @@ def test_against_a_running_server(server: ServerProcess) -> None:
         assert 0 <= r["itl_s"]["p50"] <= r["itl_s"]["p99"]
 
 
+def test_clients_spread_over_processes(server: ServerProcess) -> None:
+    """--procs 2: the clients' streams are decoded by two processes started together, and their
+    streams are counted as one run's."""
+    doc = load("--url", server.url, "--api-key", API_KEY, "--clients", "3", "--procs", "2", "--prompt-tokens", "8",
+               "--max-tokens", "6", "--warmup", "0")
+    r = doc["runs"][0]
+    assert r["client_processes"] == 2 and r["requests"] == r["completed"] == 3 and r["failed"] == 0
+    assert r["generated_tokens"] == 18 and r["aggregate_tok_s"] > 0 and r["ttft_s"]["p50"] > 0
+
+
 def test_a_server_started_per_run(tiny_model: Path, tmp_path: Path) -> None:
     cmd = (f"{sys.executable} -m webgpu_llm.cli.main serve -m {tiny_model} --parallel {{clients}} --ctx {{ctx}} "
            "--port {port} --quiet")
