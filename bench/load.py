@@ -229,9 +229,13 @@ class Started:
 
 def model_of(url: str, key: str | None) -> str:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    r = httpx.get(url + "/v1/models", headers=headers, timeout=30)
-    r.raise_for_status()
-    return str(r.json()["data"][0]["id"])
+    try:
+        r = httpx.get(url + "/v1/models", headers=headers, timeout=30)
+        r.raise_for_status()
+        return str(r.json()["data"][0]["id"])
+    except (httpx.HTTPError, ValueError, KeyError, IndexError) as e:
+        raise SystemExit(f"load.py: no model list at {url}/v1/models ({type(e).__name__}: {e}); is the server "
+                         "up, and is --url its base URL?") from None
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
