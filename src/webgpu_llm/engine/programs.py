@@ -377,14 +377,10 @@ class Programs:
 
     def prefill_for(self, n: int) -> Program:
         """The prefill Program for a batch of n tokens: up to Tuning.thin_rows, where the
-        batched steps' f16 tiles run, those (made on first use): the prompt tiles' 64-128 token
-        workgroups leave a short prompt's mostly empty (the 1.5B f16's first token of a
-        64-token prompt 16.9 -> 10.6 ms on an H200 with these tiles); else `prefill`."""
-        if n > self.tuning.thin_rows or not self._batch_tiles(self.spec(self.weights.layers[0].down)):
-            return self.prefill
-        if self._prefill_few is None:
-            self._prefill_few = self.prompt_program(self.tuning.thin_tokens)
-        return self._prefill_few
+        batched steps' f16 tiles run, those: the prompt tiles' 64-128 token workgroups leave a
+        short prompt's mostly empty (the 1.5B f16's first token of a 64-token prompt 16.4 ->
+        11.3 ms on an H100); else `prefill`."""
+        return self._prefill_few if self._prefill_few is not None and n <= self.tuning.thin_rows else self.prefill
 
     def _base(self) -> dict[str, Any]:
         return {"st": self.buf.st, "tokens": self.buf.tokens}
@@ -404,7 +400,9 @@ class Programs:
         self.embed.add(embed_kernel(embed_spec, scale=c.architecture.embed_scale), {**base, **emb.bindings(), "x": b.h},
                        lambda n: (n, 1, 1))
         self.prefill = self.prompt_program()
-        self._prefill_few: Program | None = None
+        # built with the rest, so that a first short prompt does not wait for its shaders
+        self._prefill_few = (self.prompt_program(self.tuning.thin_tokens)
+                             if self._batch_tiles(self.spec(w.layers[0].down)) else None)
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
         rows = lambda n: (n, 1, 1)  # noqa: E731
 
