@@ -391,12 +391,14 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
 
 
 @pytest.mark.parametrize(("dtype", "tiles", "splits"), [
-    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 3))), ("q4_0", (1, 4, 1, 2), ()), ("q4_0", (1, 1, 1, 1), (("down", 2),))])
+    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 3), ("qkv", 2), ("gate_up", 3))), ("q4_0", (1, 4, 1, 2), ()),
+    ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)))])
 def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
     f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (quantized weights
-    dequantized into them; emulated here), O and down with their K split as Tuning.splits
-    says, a step of one row still the mat-vecs; three requests get what they get alone."""
+    dequantized into them; emulated here), O, down, QKV and gate/up with their K split as
+    Tuning.splits says (QKV's and gate/up's epilogues then on the sums: split_finish), a step of
+    one row still the mat-vecs; three requests get what they get alone."""
     import dataclasses
 
     if not gpu.has_f16:
@@ -415,6 +417,8 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits):
         assert matmuls(3) and all(x.startswith("f16_matmul") for x in matmuls(3)), matmuls(3)
         assert matmuls(9) and all(x.startswith("f16_matmul") for x in matmuls(9)), matmuls(9)
         assert sum("partial" in x for x in matmuls(3)) == len(splits) * cfg.n_layers, matmuls(3)
+        finish = [d.label for d in s.programs.step(3, 3, False, False).dispatches if d.label.startswith("split_finish")]
+        assert len(finish) == sum(r in ("qkv", "gate_up") for r, _ in splits) * cfg.n_layers, finish
         assert not matmuls(1)
         assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
     finally:
@@ -475,11 +479,12 @@ def test_short_prompts_prefill_on_the_batch_tiles(gpu):
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=32), ctx=96).tuning
     plain = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(t, mma="emulate")), ctx=96)
     tiled = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(
-        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16)), ctx=96)
+        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16, splits=(("qkv", 3), ("gate_up", 2)))), ctx=96)
     m = tiled.programs
     assert m.prefill_for(17) is m.prefill and plain.programs.prefill_for(9) is plain.programs.prefill
     short = [d.label for d in m.prefill_for(9).dispatches if "matmul" in d.label]
     assert short and all(x.startswith("f16_matmul") and "1x4x1x2" in x for x in short), short
+    assert sum(d.label.startswith("split_finish") for d in m.prefill_for(9).dispatches) == 2 * cfg.n_layers
     ids = _prompts(cfg.vocab, [9], seed=4)[0]
     want, got = prefill_logits(plain, ids), prefill_logits(tiled, ids)
     assert np.abs(got - want).max() < 1e-2 * np.abs(want).max()

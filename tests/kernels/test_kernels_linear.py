@@ -19,6 +19,8 @@ from webgpu_llm.kernels.linear import (
     matmul_kernel,
     matvec_grid,
     matvec_kernel,
+    split_finish_grid,
+    split_finish_kernel,
 )
 from webgpu_llm.models.presets import random_weight
 from webgpu_llm.runtime.program import Kernel
@@ -332,6 +334,42 @@ def test_qkv_epilogue_bias_rope_and_cache(gpu, kv_f16):
     spec, check = qkv_case(gpu, "f32", 12, 16, 64, t, pos0, seed=4, kv_f16=kv_f16)
     for kernel, grid, n in ((matmul_kernel(spec), matmul_grid(spec)(t), t), (matvec_kernel(spec), matvec_grid(spec), 1)):
         check(lambda b, kernel=kernel, grid=grid, n=n: run_kernel(gpu, kernel, b, grid, n=n, pos=pos0), n, 1e-5)
+
+
+def test_split_finish_applies_the_qkv_epilogue_to_summed_partials(gpu):
+    """A QKV matmul split 3 ways over K (partials, no bias), then split_finish: the sums with
+    bias, RoPE and the KV append, as the unsplit matmul's epilogue gives them."""
+    from dataclasses import replace
+
+    t, pos0, splits = 5, 3, 3
+    spec, check = qkv_case(gpu, "q8_0", 12, 16, 160, t, pos0, seed=6)
+    part_spec = replace(spec, epilogue="partial", splits=splits, bias=False)
+
+    def run(b):
+        part = gpu.buffer(t * splits * spec.rows * 4)
+        run_kernel(gpu, matmul_kernel(part_spec), {**b, "y": part}, matmul_grid(part_spec)(t), n=t, pos=pos0)
+        run_kernel(gpu, split_finish_kernel(spec, splits), {**b, "part": part}, split_finish_grid(spec)(t), n=t,
+                   pos=pos0)
+
+    check(run, t, 1e-5)
+
+
+@pytest.mark.parametrize("epilogue", ["silu_mul", "store"])
+def test_split_finish_sums_partials_under_any_epilogue(gpu, epilogue):
+    """split_finish over random partials (odd rows, 4 splits, a token past st.n left alone):
+    SiLU(gate sum) * up sum for the gated epilogue, the plain sums for store."""
+    rng = np.random.default_rng(11)
+    t, n, rows, splits = 7, 6, 2 * 37 if epilogue == "silu_mul" else 37, 4
+    spec = LinearSpec(k=32, segments=(Segment("f32", rows),), epilogue=epilogue)
+    part = rng.standard_normal((t, splits, rows)).astype(np.float32)
+    out = rows // 2 if epilogue == "silu_mul" else rows
+    yb = gpu.upload(np.full((t, out), 7.0, np.float32))
+    run_kernel(gpu, split_finish_kernel(spec, splits), {"part": gpu.upload(part), "y": yb},
+               split_finish_grid(spec)(t), n=n)
+    sums = part.sum(1)
+    want = silu(sums[:, :out]) * sums[:, out:] if epilogue == "silu_mul" else sums
+    got = read(gpu, yb, (t, out))
+    assert rel_err(got[:n], want[:n]) < 1e-5 and (got[n:] == 7.0).all()
 
 
 def test_attn_prologue_merges_split_partials(gpu):

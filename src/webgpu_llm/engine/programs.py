@@ -51,6 +51,8 @@ from ..kernels.linear import (
     matvec_grid,
     matvec_groups,
     matvec_kernel,
+    split_finish_grid,
+    split_finish_kernel,
     spread_ok,
     thin_matmul_grid,
     thin_matmul_kernel,
@@ -367,6 +369,15 @@ class Programs:
         self.persist_note = ""
         self._build()
 
+    def _split_sums(self, rows: int) -> Any:
+        """The partial sums of a batched step's split QKV or gate/up: `rows` values a split of
+        each of up to thin_rows tokens (one buffer for every layer and Program)."""
+        size = min(self.batch, self.tuning.thin_rows) * SPLIT_MAX * rows * 4
+        buf = getattr(self, "_sums", None)
+        if buf is None or buf.size < size:
+            buf = self._sums = self.gpu.buffer(size, "split_k_sums")
+        return buf
+
     def prompt_program(self, thin: int = 0) -> Program:
         """The prompt layers as a prefill Program: the tiled matmuls, or with `thin` as a
         batched step of that many rows takes them (thin matmuls of `thin` tokens a pass, or
@@ -471,10 +482,29 @@ class Programs:
         # whose 128-row workgroups leave a narrow model's O and down a dozen workgroups
         def splits(role: str) -> int:
             tiled = all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
-                        if role == "o" or a.experts(i) is None)
+                        if role in ("o", "qkv") or a.experts(i) is None)
             return self.tuning.split(role) if not thin or (thin > 1 and tiled) else 1
 
         so, sd = splits("o"), splits("down")
+        # QKV and gate/up split only there, their epilogues then applied to the sums by a kernel
+        # of their own (split_finish), the partials in a buffer for up to thin_rows rows
+        sq, sg = (splits("qkv"), splits("gate_up")) if thin > 1 else (1, 1)
+        if a.qk_norm or a.moe is not None:  # (not done: the raw rows for the per-head norms, the experts)
+            sq, sg = 1, 1
+        if max(sq, sg) > SPLIT_MAX:
+            raise ValueError(f"at most {SPLIT_MAX} K splits per matmul")
+        if max(sq, sg) > 1:
+            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)))
+
+        def mm(spec: LinearSpec, role: str, s: int, ins: dict[str, Any], outs: dict[str, Any], bind: dict[str, Any]) -> None:
+            """A matmul of `role` with `s` K splits: partial sums, then its epilogue on them."""
+            if s == 1:
+                self._add_mm(prog, spec, role, {**bind, **ins, **outs}, count=rows_of, thin=thin)
+                return
+            self._add_mm(prog, replace(spec, epilogue="partial", splits=s, bias=False), role, {**bind, **ins, "y": sums},
+                         count=rows_of, thin=thin)
+            prog.add(split_finish_kernel(spec, s), {**bind, **outs, "part": sums},
+                     _counted(split_finish_grid(spec), rows_of))
         if a.o_bias:  # each K split would add the bias
             so = 1
         if a.moe is not None:  # the experts' sum lands in h itself: no down partials for the next norm
@@ -532,7 +562,7 @@ class Programs:
                 self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": x_qkv, "y": b.qkv}, count=rows_of, thin=thin)
                 prog.add(self.qk_norm(qkv_shape, slots), {**p, "x": b.qkv, "q": b.q}, _counted(qk_norm_grid(qkv_shape), rows_of))
             else:
-                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": x_qkv, "q": b.q}, count=rows_of, thin=thin)
+                mm(s_qkv, "qkv", sq, {**L.qkv.bindings(), "x": x_qkv}, {"q": b.q}, p)
             o_out = {"y": b.kpart if so > 1 or post else b.h}
             parts = {"ml": b.ml, "acc": b.acc}  # split-K attention's partials
             if split_keys:
@@ -561,7 +591,7 @@ class Programs:
             if (m := a.experts(i)) is not None:
                 self._experts_prompt(prog, L, p, m, rows_of)
                 continue
-            self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": x_gu, "y": b.act}, count=rows_of, thin=thin)
+            mm(s_gu, "gate_up", sg, {**L.gate_up.bindings(), "x": x_gu}, {"y": b.act}, p)
             self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
                          count=rows_of, thin=thin)
             if post:

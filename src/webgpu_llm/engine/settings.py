@@ -31,7 +31,9 @@ class Tuning:
     thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
     workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
     `int8` quantizes the activations of mat-vecs with quantized weights to int8 for `dot4I8Packed`;
-    `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1); `prefetch`
+    `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1), and
+    "qkv"/"gate_up" to theirs in the batched steps' f16 tiles (`batch_tiles`; not for per-head
+    q/k norms or experts), at most SPLIT_MAX (4); `prefetch`
     keeps the prompt matmul's next loads in flight during the multiply; `blocks` maps a role
     to the row blocks each mat-vec workgroup takes (default 1; one prologue serves them all).
     """

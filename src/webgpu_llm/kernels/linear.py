@@ -848,6 +848,41 @@ _TREE = """        red[lid] = v;
 """
 
 
+SPLIT_FINISH_WG = 64
+
+
+def split_finish_kernel(spec: LinearSpec, splits: int) -> Kernel:
+    """`spec`'s epilogue (bias, RoPE and the KV append, SiLU·mul, ...) over the sums of a
+    split-K matmul's partials: `part` holds each token's `splits` rows of N sums (row
+    t * splits + s, as the `partial` epilogue writes them). A thread a row pair of a token;
+    grid = split_finish_grid(spec)(n). Lets a matmul whose epilogue needs whole sums split K."""
+    assert spec.epilogue != "partial" and splits > 1
+    sig = Signature().state()
+    sig.storage("part", "array<f32>")
+    body = rows_wgsl(spec) + epilogue_wgsl(spec, sig) + f"""
+@compute @workgroup_size({SPLIT_FINISH_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
+  let p = gid.x;
+  let t = gid.y;
+  if (p >= NP || t >= st.n) {{ return; }}
+  let b = t * {splits}u * N;
+  let r1 = min(row1(p), N - 1u);
+  var v0 = 0.0;
+  var v1 = 0.0;
+  for (var s = 0u; s < {splits}u; s++) {{
+    v0 += part[b + s * N + row0(p)];
+    v1 += part[b + s * N + r1];
+  }}
+  epi(t, p, v0, v1);
+}}
+"""
+    return sig.kernel(f"split_finish_{spec.epilogue}", body)
+
+
+def split_finish_grid(spec: LinearSpec):
+    return lambda n: (-(-spec.pairs // SPLIT_FINISH_WG), n, 1)
+
+
 def thin_matmul_grid(spec: LinearSpec, tokens: int = 8, wg: int = 128, tpr: int = 32):
     gx, gy, _ = grid_2d(matvec_groups(spec, wg, tpr))
     return lambda n: (gx, gy, -(-n // tokens))
