@@ -64,10 +64,9 @@ from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig, Moe
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
-from .settings import PERSIST_WG, Tuning
+from .settings import PERSIST_WG, SPLIT_MAX, Tuning
 from .weights import GpuMatrix, LayerWeights, ModelWeights
 
-SPLIT_MAX = 4  # most K splits of a prompt matmul (sizes the partial-sum buffer)
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 
 

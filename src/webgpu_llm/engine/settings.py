@@ -23,6 +23,9 @@ MMA_MODES = ("auto", "int8", "f16", "off", "emulate", "emulate-f16")
 KV_TYPES = ("auto", "f16", "f32")
 
 
+SPLIT_MAX = 4  # most K splits of a matmul (sizes the partial-sum buffers)
+
+
 @dataclass(frozen=True)
 class Tuning:
     """Kernel shapes of a model's Programs (bench/sweep_decode.py measures alternatives).
@@ -165,6 +168,10 @@ class Tuning:
         for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
+        for role, n in self.splits:
+            if role not in ("o", "down", "qkv", "gate_up") or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:
+                raise ValueError(f"Tuning.splits: ({role!r}, {n!r}) must name o, down, qkv or gate_up and split "
+                                 f"1 to {SPLIT_MAX} ways")
 
 
 # A CPU adapter (llvmpipe): one SIMD lane per row pair, so no cross-lane reduction; no
