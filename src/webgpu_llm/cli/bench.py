@@ -43,8 +43,8 @@ def add_parser(sub: Any) -> None:
                         "(as a server takes it); 0 skips it (default: %(default)s)")
     p.add_argument("--streams", default=None, metavar="K[,K...]",
                    help="also K greedy requests at once (--n-prompt tokens, --n-gen each) through the scheduler "
-                        "`serve --parallel K` uses, in this process: their tokens/s together, for each K (and for "
-                        "K > 1 a step's rows, wall and host milliseconds)")
+                        "`serve --parallel K` uses, in this process, with the server's prompt batch: their "
+                        "tokens/s together, for each K (and for K > 1 a step's rows, wall and host milliseconds)")
     p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default: %(default)s)")
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
