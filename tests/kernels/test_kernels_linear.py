@@ -14,13 +14,13 @@ from webgpu_llm.kernels.linear import (
     LinearSpec,
     QkvShape,
     Segment,
+    epilogue_grid,
+    epilogue_kernel,
     half_ok,
     matmul_grid,
     matmul_kernel,
     matvec_grid,
     matvec_kernel,
-    split_finish_grid,
-    split_finish_kernel,
 )
 from webgpu_llm.models.presets import random_weight
 from webgpu_llm.runtime.program import Kernel
@@ -348,7 +348,7 @@ def test_split_finish_applies_the_qkv_epilogue_to_summed_partials(gpu):
     def run(b):
         part = gpu.buffer(t * splits * spec.rows * 4)
         run_kernel(gpu, matmul_kernel(part_spec), {**b, "y": part}, matmul_grid(part_spec)(t), n=t, pos=pos0)
-        run_kernel(gpu, split_finish_kernel(spec, splits), {**b, "part": part}, split_finish_grid(spec)(t), n=t,
+        run_kernel(gpu, epilogue_kernel(spec, splits, "part"), {**b, "part": part}, epilogue_grid(spec)(t), n=t,
                    pos=pos0)
 
     check(run, t, 1e-5)
@@ -364,8 +364,8 @@ def test_split_finish_sums_partials_under_any_epilogue(gpu, epilogue):
     part = rng.standard_normal((t, splits, rows)).astype(np.float32)
     out = rows // 2 if epilogue == "silu_mul" else rows
     yb = gpu.upload(np.full((t, out), 7.0, np.float32))
-    run_kernel(gpu, split_finish_kernel(spec, splits), {"part": gpu.upload(part), "y": yb},
-               split_finish_grid(spec)(t), n=n)
+    run_kernel(gpu, epilogue_kernel(spec, splits, "part"), {"part": gpu.upload(part), "y": yb},
+               epilogue_grid(spec)(t), n=n)
     sums = part.sum(1)
     want = silu(sums[:, :out]) * sums[:, out:] if epilogue == "silu_mul" else sums
     got = read(gpu, yb, (t, out))

@@ -42,6 +42,8 @@ from ..kernels.linear import (
     Experts,
     LinearSpec,
     QkvShape,
+    epilogue_grid,
+    epilogue_kernel,
     f16_weights,
     grid_2d,
     half_usable,
@@ -51,8 +53,6 @@ from ..kernels.linear import (
     matvec_grid,
     matvec_groups,
     matvec_kernel,
-    split_finish_grid,
-    split_finish_kernel,
     spread_ok,
     thin_matmul_grid,
     thin_matmul_kernel,
@@ -502,8 +502,8 @@ class Programs:
                 return
             self._add_mm(prog, replace(spec, epilogue="partial", splits=s, bias=False), role, {**bind, **ins, "y": sums},
                          count=rows_of, thin=thin)
-            prog.add(split_finish_kernel(spec, s), {**bind, **outs, "part": sums},
-                     _counted(split_finish_grid(spec), rows_of))
+            prog.add(epilogue_kernel(spec, s, "part"), {**bind, **outs, "part": sums},
+                     _counted(epilogue_grid(spec), rows_of))
         if a.o_bias:  # each K split would add the bias
             so = 1
         if a.moe is not None:  # the experts' sum lands in h itself: no down partials for the next norm

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..runtime.program import Kernel
 from .common import Signature
-from .linear import AttnShape, LinearSpec, QkvShape, Segment, combine_wgsl, epilogue_wgsl, rows_wgsl
+from .linear import AttnShape, LinearSpec, QkvShape, Segment, combine_wgsl, epilogue_kernel
 
 WG = 256
 
@@ -20,18 +20,7 @@ def grid(n: int) -> tuple[int, int, int]:
 
 def _pointwise(name: str, spec: LinearSpec) -> Kernel:
     """For every row pair p: epi(0, p, x[row0(p)], x[row1(p)])."""
-    sig = Signature().state()
-    sig.storage("x", "array<f32>")
-    body = rows_wgsl(spec) + epilogue_wgsl(spec, sig) + f"""
-@compute @workgroup_size({WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
-  let p = gid.x;
-  if (p >= NP) {{ return; }}
-  let v1 = select(0.0, x[min(row1(p), N - 1u)], row1(p) < N);
-  epi(0u, p, x[row0(p)], v1);
-}}
-"""
-    return sig.kernel(name, body)
+    return epilogue_kernel(spec, wg=WG, name=name)
 
 
 def _vec(rows: int) -> tuple[Segment, ...]:

@@ -848,19 +848,18 @@ _TREE = """        red[lid] = v;
 """
 
 
-SPLIT_FINISH_WG = 64
-
-
-def split_finish_kernel(spec: LinearSpec, splits: int) -> Kernel:
-    """`spec`'s epilogue (bias, RoPE and the KV append, SiLU·mul, ...) over the sums of a
-    split-K matmul's partials: `part` holds each token's `splits` rows of N sums (row
-    t * splits + s, as the `partial` epilogue writes them). A thread a row pair of a token;
-    grid = split_finish_grid(spec)(n). Lets a matmul whose epilogue needs whole sums split K."""
-    assert spec.epilogue != "partial" and splits > 1
+def epilogue_kernel(spec: LinearSpec, splits: int = 1, src: str = "x", wg: int = 64, name: str = "") -> Kernel:
+    """`spec`'s epilogue (bias, RoPE and the KV append, SiLU·mul, a residual add, ...) on values
+    already summed: each token's row of N values in `src`, or with `splits` > 1 the sums of its
+    `splits` rows there (row t * splits + s, as a split-K matmul's `partial` epilogue writes
+    them), so that a matmul whose epilogue needs whole sums can split K; the unfused decode's
+    stand-alone epilogues too (elementwise.py). A thread a row pair of a token of the first
+    st.n; grid = epilogue_grid(spec, wg)(n)."""
+    assert spec.epilogue != "partial"
     sig = Signature().state()
-    sig.storage("part", "array<f32>")
+    sig.storage(src, "array<f32>")
     body = rows_wgsl(spec) + epilogue_wgsl(spec, sig) + f"""
-@compute @workgroup_size({SPLIT_FINISH_WG})
+@compute @workgroup_size({wg})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   let p = gid.x;
   let t = gid.y;
@@ -870,17 +869,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   var v0 = 0.0;
   var v1 = 0.0;
   for (var s = 0u; s < {splits}u; s++) {{
-    v0 += part[b + s * N + row0(p)];
-    v1 += part[b + s * N + r1];
+    v0 += {src}[b + s * N + row0(p)];
+    v1 += {src}[b + s * N + r1];
   }}
-  epi(t, p, v0, v1);
+  epi(t, p, v0, select(0.0, v1, row1(p) < N));
 }}
 """
-    return sig.kernel(f"split_finish_{spec.epilogue}", body)
+    return sig.kernel(name or (f"split_finish_{spec.epilogue}" if splits > 1 else spec.epilogue), body)
 
 
-def split_finish_grid(spec: LinearSpec):
-    return lambda n: (-(-spec.pairs // SPLIT_FINISH_WG), n, 1)
+def epilogue_grid(spec: LinearSpec, wg: int = 64):
+    return lambda n: (-(-spec.pairs // wg), n, 1)
 
 
 def thin_matmul_grid(spec: LinearSpec, tokens: int = 8, wg: int = 128, tpr: int = 32):
