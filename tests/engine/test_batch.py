@@ -193,6 +193,30 @@ def test_decode_rows_on_split_keys(wgpu_gpu):
         s.close()
 
 
+def test_decode_rows_on_split_keys_beside_attention_tiles(gpu):
+    """Tuning.batch_split_keys with the prompt attention on the f16 tiles (emulated here): the
+    tiles kernel leaves one-row blocks to split-K attention, as the f32 kernel does; each
+    request gets what it gets alone."""
+    import dataclasses
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model("tiny", "f16")
+    t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
+        t, mma="emulate", attn_tiles=True, batch_split_keys=True, attn_chunk=16)), ctx=96)
+    prompts = _prompts(cfg.vocab, [40, 3, 27, 51], seed=8)
+    alone = [list(session.stream(p, 0, GREEDY, 10)) for p in prompts]
+    s = scheduler(session, parallel=3, max_rows=12)
+    try:
+        labels = [d.label for d in s.programs.step(3, 3, False, False).dispatches]
+        assert {"attn_combine_blocks", "attention_split"} <= set(labels), labels
+        assert any(x.startswith("attention_prompt_tiles") for x in labels), labels
+        assert [c.wait() for c in [s.submit(p, GREEDY, 10) for p in prompts]] == alone
+    finally:
+        s.close()
+
+
 def test_stops_budgets_and_the_context(session):
     p = _prompts(session.cfg.vocab, [9])[0]
     alone = list(session.stream(p, 0, GREEDY, 8))

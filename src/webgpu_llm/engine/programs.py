@@ -536,7 +536,7 @@ class Programs:
         split_keys = thin == 1 and slots is not None
         # (Tuning.batch_split_keys) a step of more rows: its one-row blocks (decoding streams)
         # so too, merged into their rows by a combine kernel, the prompt kernel taking the rest
-        block_split = slots is not None and thin != 1 and tiles is None and self.tuning.batch_split_keys
+        block_split = slots is not None and thin != 1 and self.tuning.batch_split_keys
         t = tables or {}
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
@@ -553,7 +553,8 @@ class Programs:
                                                                  self.tuning.pack_heads)
                                      if tiles is None else
                                      at.prompt_attention_tiles_kernel(self.attention_spec(i), tiles, slots,
-                                                                      emulate=not self.f16_tiles_usable))
+                                                                      emulate=not self.f16_tiles_usable,
+                                                                      skip_single=block_split))
             if not fuse:
                 prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)

@@ -117,8 +117,8 @@ class Tuning:
     pack_heads: bool = True
     # batched steps of several rows: their one-row query blocks (decoding streams) on the
     # split-K decode attention over their pages, merged by a combine kernel; the prompt kernel
-    # walks every key of a row in one workgroup, slow at long contexts (on in GPU_TUNING; where
-    # the prompt attention runs on the f16 tiles it stays there)
+    # walks every key of a row in one workgroup, slow at long contexts (on in GPU_TUNING; the
+    # f16-tile prompt attention leaves them to it too)
     batch_split_keys: bool = False
     # decode of models with output norms (Gemma 2/3): each norm and residual add in the next
     # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer; off until measured

@@ -56,8 +56,9 @@ def attn_tiles(a: AttentionSpec, shared_bytes: int) -> AttnTiles:
 
 
 def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slots | None = None,
-                                  emulate: bool = False) -> Kernel:
-    """As attention.prompt_attention_kernel (same bindings); grid = prompt_attention_tiles_grid."""
+                                  emulate: bool = False, skip_single: bool = False) -> Kernel:
+    """As attention.prompt_attention_kernel (same bindings, `skip_single` too: blocks of one
+    row left to the split-K kernel); grid = prompt_attention_tiles_grid."""
     assert tiles_ok(a)
     d, sg, ck = a.head_dim, shape.sg, shape.ck
     d4, dt_n, kt_n = d // 4, d // 16, ck // 16
@@ -71,6 +72,8 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
         sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"
     if slots:
         block = "  let blk = blocks[wid.y];\n  let t0 = blk.x;\n  let nq = blk.y;\n  let slot = blk.z;\n  let p0 = blk.w;"
+        if skip_single:
+            block += "\n  if (nq == 1u) { return; }"
     else:
         block = f"  let t0 = wid.y * {ROWS}u;\n  let nq = min({ROWS}u, st.n - t0);\n  let slot = 0u;\n  let p0 = st.pos + t0;"
     kstart = "0u"
