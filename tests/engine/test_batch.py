@@ -188,6 +188,9 @@ def test_decode_rows_on_split_keys(wgpu_gpu):
     try:
         labels = [d.label for d in s.programs.step(3, 3, False, False).dispatches]
         assert "attn_combine_blocks" in labels and "attention_split" in labels
+        # a step of decoding rows alone leaves the prompt kernel out
+        decoding = [d.label for d in s.programs.step(3, 3, False, False, decode_only=True).dispatches]
+        assert "attention_prompt" in labels and "attention_prompt" not in decoding and "attention_split" in decoding
         assert [c.wait() for c in [s.submit(p, GREEDY, 10) for p in prompts]] == alone
     finally:
         s.close()
@@ -212,6 +215,8 @@ def test_decode_rows_on_split_keys_beside_attention_tiles(gpu):
         labels = [d.label for d in s.programs.step(3, 3, False, False).dispatches]
         assert {"attn_combine_blocks", "attention_split"} <= set(labels), labels
         assert any(x.startswith("attention_prompt_tiles") for x in labels), labels
+        decoding = [d.label for d in s.programs.step(3, 3, False, False, decode_only=True).dispatches]
+        assert not any(x.startswith("attention_prompt") for x in decoding) and "attention_split" in decoding
         assert [c.wait() for c in [s.submit(p, GREEDY, 10) for p in prompts]] == alone
     finally:
         s.close()

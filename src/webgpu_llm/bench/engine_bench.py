@@ -167,7 +167,7 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
             r["step_ladder_ms"] = step_ladder(sched, k)
     if eng.gpu.has_timestamps:  # the GPU's share: the last step (k decode rows) replayed alone
         if isinstance(sched, BatchScheduler):
-            step = sched.programs.step(k, k, False, False)
+            step = sched.programs.step(k, k, False, False, decode_only=True)
             r["step_gpu_ms"] = 1e3 * step.time_gpu((k, k, k), reps=max(reps, 3))
             if profile:
                 r["step_profile"] = step.profile_by_label((k, k, k))
@@ -198,7 +198,7 @@ def step_ladder(sched: Any, k: int, reps: int = 60) -> dict[str, float]:
 
     m, g = sched.programs, sched.programs.gpu
     b, n = m.buf, (k, k, k)
-    step = m.step(k, k, False, False)
+    step = m.step(k, k, False, False, decode_only=True)
     tables = [(buf, bytes(g.read(buf))) for buf in (b.st, b.rows, b.blocks, b.st_s, b.samples)]
     if (rows := int(np.frombuffer(tables[0][1], np.uint32)[_N_WORD])) != k:
         raise RuntimeError(f"the scheduler's last step had {rows} rows, not {k}: its replay would time other work")

@@ -143,19 +143,23 @@ class BatchPrograms(Programs):
         self.advance.add(sampling.advance_kernel(), {"st": b.st, "rows": b.rows, "blocks": b.blocks, "samples": b.samples},
                          lambda n: (-(-n[0] // sampling.ADVANCE_WG), 1, 1))
 
-    def step(self, rows: int, samples: int, filtered: bool, penalty: bool, logprobs: bool = False) -> Program:
+    def step(self, rows: int, samples: int, filtered: bool, penalty: bool, logprobs: bool = False,
+             decode_only: bool = False) -> Program:
         """The step Program for this many rows and sampled rows: mat-vecs for one, thin
         matmuls where they are few, the tiled prompt matmuls otherwise (`thin_level`); with
-        `logprobs`, the sampled rows' log-probabilities too; made on first use."""
-        key = (thin_level(rows, self.tuning), thin_level(samples, self.tuning), filtered or logprobs, penalty,
-               logprobs)
+        `logprobs`, the sampled rows' log-probabilities too; `decode_only` (every block one
+        row: no prompt rows), without the prompt attention where split-K attention takes
+        those rows (Tuning.batch_split_keys); made on first use."""
+        thin = thin_level(rows, self.tuning)
+        key = (thin, thin_level(samples, self.tuning), filtered or logprobs, penalty, logprobs,
+               decode_only and thin != 1 and self.tuning.batch_split_keys)
         prog = self._steps.get(key)
         if prog is None:
-            prog = self._steps[key] = concat(self.gpu, "batch_step", self._layers(key[0]), self._head(key[1]),
+            prog = self._steps[key] = concat(self.gpu, "batch_step", self._layers(thin, key[5]), self._head(key[1]),
                                              self._sampler(key[2], penalty, logprobs))
         return prog
 
-    def _layers(self, thin: int) -> Program:
+    def _layers(self, thin: int, decode_only: bool = False) -> Program:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
         base = {"st": b.st, "tokens": b.tokens}
         emb = w.embedding
@@ -163,7 +167,8 @@ class BatchPrograms(Programs):
         layers.add(embed_kernel(LinearSpec(k=c.hidden, segments=emb.segments), self.slots, c.architecture.embed_scale),
                    {**base, **emb.bindings(), "rows": b.rows, "x": b.h}, lambda n: (n[0], 1, 1))
         self.prompt_layers(layers, base, b.kv, self.slots, rows_of=lambda n: n[0], blocks_of=lambda n: n[1],
-                           tables={"rows": b.rows, "blocks": b.blocks, "pages": b.pages}, thin=thin)
+                           tables={"rows": b.rows, "blocks": b.blocks, "pages": b.pages}, thin=thin,
+                           decode_only=decode_only)
         return layers
 
     def _head(self, thin: int) -> Program:
@@ -434,7 +439,8 @@ class BatchScheduler(Scheduler):
         n = len(samples)
         lps = key[2]
 
-        step, size = m.step(len(rows), n, *key), (len(rows), len(blocks), n)
+        step = m.step(len(rows), n, *key, decode_only=all(bk[1] == 1 for bk in blocks))
+        size = (len(rows), len(blocks), n)
         enc = g.device.create_command_encoder()
         for j in range(sub):  # a pass a decode step, its samples copied out after it
             cpass = enc.begin_compute_pass()

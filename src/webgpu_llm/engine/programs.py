@@ -464,13 +464,14 @@ class Programs:
 
     def prompt_layers(self, prog: Program, base: dict[str, Any], kv: list[Any], slots: Slots | None = None,
                       rows_of: Callable[[Any], int] | None = None, blocks_of: Callable[[Any], int] | None = None,
-                      tables: dict[str, Any] | None = None, thin: int = 0) -> None:
+                      tables: dict[str, Any] | None = None, thin: int = 0, decode_only: bool = False) -> None:
         """Every layer over the rows of a prompt batch (n tokens of one sequence), or with
         `slots` over a batched step's rows (`rows_of(n)` of them, of several sequences, the
         attention's query blocks `blocks_of(n)`; `tables` binds rows and blocks); `thin`:
         the linear layers as thin matmuls of that many tokens a pass (a few rows), or with 1
         (one row) the one-sequence decode's kernels: mat-vecs with the RMSNorms in their
-        prologues, split-K attention merged by O."""
+        prologues, split-K attention merged by O; `decode_only`: a batched step's blocks are
+        all one row, so that with Tuning.batch_split_keys the prompt attention is left out."""
         c, b, w = self.cfg, self.buf, self.weights
         a, lay = c.architecture, w.layout
         qkv_shape = self.qkv_shape()
@@ -576,7 +577,8 @@ class Programs:
                 groups = -(-c.n_heads * c.head_dim // 4 // ew.WG)
                 prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots, per_block=True),
                          {**p, "q": b.q, **parts}, _counted(lambda n, sa=sa: (c.n_heads, sa.max_splits, n), blocks_of))
-                prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
+                if not decode_only:  # (a step of decoding rows alone has no block for it)
+                    prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
                 prog.add(ew.combine_kernel(ashape, per_block=True), {**p, **parts, "y": b.att},
                          _counted(lambda n, g=groups: (g, n, 1), blocks_of))
             else:
