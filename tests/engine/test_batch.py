@@ -419,15 +419,16 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
     assert a.finish_reason == "length" and b.finish_reason is None
 
 
-@pytest.mark.parametrize(("dtype", "tiles", "splits"), [
-    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 3), ("qkv", 2), ("gate_up", 3))), ("q4_0", (1, 4, 1, 2), ()),
-    ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)))])
-def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits):
+@pytest.mark.parametrize(("dtype", "tiles", "splits", "head"), [
+    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 3), ("qkv", 2), ("gate_up", 3)), ()),
+    ("q4_0", (1, 4, 1, 2), (), (2, 2, 2, 2)), ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)), ())])
+def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
     f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (quantized weights
     dequantized into them; emulated here), O, down, QKV and gate/up with their K split as
-    Tuning.splits says (QKV's and gate/up's epilogues then on the sums: split_finish), a step of
-    one row still the mat-vecs; three requests get what they get alone."""
+    Tuning.splits says (QKV's and gate/up's epilogues then on the sums: split_finish), the LM
+    head on its own shape where Tuning.batch_head_tiles gives one, a step of one row still the
+    mat-vecs; three requests get what they get alone."""
     import dataclasses
 
     if not gpu.has_f16:
@@ -435,7 +436,7 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits):
     cfg, tensors = preset_model("tiny", dtype)
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
     session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
-        t, mma="emulate", batch_tiles=tiles, thin_rows=4, splits=splits)), ctx=96)
+        t, mma="emulate", batch_tiles=tiles, thin_rows=4, splits=splits, batch_head_tiles=head)), ctx=96)
     prompts = _prompts(cfg.vocab, [5, 9, 13], seed=9)
     alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
     s = scheduler(session, parallel=3, max_rows=12)
@@ -446,6 +447,8 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits):
         assert matmuls(3) and all(x.startswith("f16_matmul") for x in matmuls(3)), matmuls(3)
         assert matmuls(9) and all(x.startswith("f16_matmul") for x in matmuls(9)), matmuls(9)
         assert sum("partial" in x for x in matmuls(3)) == len(splits) * cfg.n_layers, matmuls(3)
+        shape = "x".join(map(str, head or tiles))
+        assert matmuls(3)[-1].startswith("f16_matmul_store") and f"_{shape}" in matmuls(3)[-1], matmuls(3)  # the head
         finish = [d.label for d in s.programs.step(3, 3, False, False).dispatches if d.label.startswith("split_finish")]
         assert len(finish) == sum(r in ("qkv", "gate_up") for r, _ in splits) * cfg.n_layers, finish
         assert not matmuls(1)

@@ -329,7 +329,8 @@ class Programs:
             return
         if thin and self._batch_tiles(spec):
             self.mm_paths[role] = "f16"
-            self._add_f16(prog, spec, bindings, count, mma.TileShape(*self.tuning.batch_tiles))
+            tiles = self.tuning.batch_head_tiles if role == "head" and self.tuning.batch_head_tiles else self.tuning.batch_tiles
+            self._add_f16(prog, spec, bindings, count, mma.TileShape(*tiles))
             return
         if thin:
             shape = self.tuning.shape(role)

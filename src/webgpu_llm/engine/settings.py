@@ -108,6 +108,10 @@ class Tuning:
     # is not "int8"/"off", the steps past thin_rows too; (): the thin and prompt matmuls as
     # above (GPU_TUNING: BATCH_TILES)
     batch_tiles: tuple[int, ...] = ()
+    # ... and the LM head's shape there ((): batch_tiles'): its vocabulary of rows fills the GPU
+    # with any shape, and 16 tokens a workgroup read its weights again for each 16 rows (the
+    # 1.5B f16's head 0.47 ms at 32 rows, 0.91 at 64: weight traffic); off until timed
+    batch_head_tiles: tuple[int, ...] = ()
     # a batched step of one row (one stream decoding) on the one-sequence decode's kernels
     # (mat-vecs, split-K attention), not on the thin matmuls; on by reasoning and llvmpipe,
     # not yet timed on a GPU (off gives the earlier path, for the comparison)
