@@ -390,6 +390,8 @@ def _engine_cells(doc: dict[str, Any], tags: list[str]) -> dict[str, dict[str, f
             m[f"embed{r['texts']} texts/s"] = r["texts_s"]
         for x in r.get("streams", []):  # bench --streams: the scheduler in-process
             m[f"{x['streams']} streams tok/s"] = x["tok_s"]
+            if x.get("ttft_ms_p50"):
+                m[f"{x['streams']} streams TTFT p50 ms"] = x["ttft_ms_p50"]
             if x.get("step_gpu_ms"):
                 m[f"{x['streams']} streams step GPU ms"] = x["step_gpu_ms"]
             if x.get("wall_ms_per_step"):  # the batched engine: a step's wall and host time

@@ -97,6 +97,7 @@ def test_streams_through_the_scheduler(capsys, tmp_path) -> None:
     rows = json.loads(out.read_text())["engine"]
     assert code == 0 and [x["streams"] for x in rows[0]["streams"]] == [1, 3]
     assert all(x["tok_s"] > 0 and len(x["runs"]) == 1 for x in rows[0]["streams"])
+    assert all(0 < x["ttft_ms_p50"] <= x["ttft_ms_max"] for x in rows[0]["streams"])
     assert "| tiny (f32, random) | 3 |" in table, table
     # llvmpipe has timestamps: the GPU time of one step of 1 and of 3 decode rows
     one, three = (x["step_gpu_ms"] for x in rows[0]["streams"])

@@ -125,7 +125,8 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
 def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, say: Any,
                   profile: bool = False) -> dict[str, Any]:
     """Aggregate tok/s of `k` concurrent greedy requests on the scheduler `serve --parallel k`
-    uses (with the server's prompt batch); for the batched engine also its steps per run, rows
+    uses (with the server's prompt batch), and their times to the first token (submitted at
+    once: the last waits for every prompt before it); for the batched engine also its steps per run, rows
     a step and the engine thread's host milliseconds a step (its time not blocked on the GPU);
     with `profile`, the per-kernel GPU time of one step of `k` decode rows."""
     from ..engine.batch import BatchScheduler
@@ -136,6 +137,7 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
     sched = scheduler(eng, parallel=k, max_rows=Settings().prompt_batch(eng.gpu))
     st = sched.stats
     host: list[tuple[int, int, float, float]] = []  # per run: steps, rows, wall s, s blocked on the GPU
+    ttft: list[float] = []  # per request: submitted to first token, s
     try:
         def run(n: int) -> float:
             s0, r0, w0 = st.steps, st.step_rows, st.wait_s
@@ -144,10 +146,12 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
             got = sum(len(c.wait()) for c in done)
             dt = time.perf_counter() - t
             host.append((st.steps - s0, st.step_rows - r0, dt, st.wait_s - w0))
+            ttft.extend(c.first_token_at - c.submitted_at for c in done if c.first_token_at is not None)
             return got / dt
 
         run(min(n_gen, 8))  # warm-up: the batched Programs' first steps
         host.clear()
+        ttft.clear()
         runs = [run(n_gen) for _ in range(reps)]
         if isinstance(sched, BatchScheduler) and (profile or eng.gpu.has_timestamps):
             # The replays below take the tables of the scheduler's last step, which must have had
@@ -158,7 +162,8 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
                 c.wait()
     finally:
         sched.close()
-    r: dict[str, Any] = {"streams": k, "tok_s": statistics.median(runs), "runs": runs}
+    r: dict[str, Any] = {"streams": k, "tok_s": statistics.median(runs), "runs": runs,
+                         "ttft_ms_p50": 1e3 * statistics.median(ttft), "ttft_ms_max": 1e3 * max(ttft)}
     if isinstance(sched, BatchScheduler):
         steps, rows, wall, wait = (sum(x) for x in zip(*host))
         r.update(steps_per_run=steps / len(host), rows_per_step=rows / steps, wall_ms_per_step=1e3 * wall / steps,
@@ -174,7 +179,8 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
         else:
             r["step_gpu_ms"] = 1e3 * eng.step_gpu_seconds(prompts[0], reps=max(reps, 3))
         r["gpu_tok_s"] = k / r["step_gpu_ms"] * 1e3
-    say(f"  {k} streams through the scheduler: {r['tok_s']:.1f} tok/s together"
+    say(f"  {k} streams through the scheduler: {r['tok_s']:.1f} tok/s together, first token after "
+        f"{r['ttft_ms_p50']:.1f} ms (p50; last {r['ttft_ms_max']:.1f} ms)"
         + (f" (a step's GPU time {r['step_gpu_ms']:.2f} ms: {r['gpu_tok_s']:.0f} tok/s)" if "step_gpu_ms" in r else "")
         + (f"; {r['steps_per_run']:.0f} steps a run, {r['rows_per_step']:.1f} rows and "
            f"{r['wall_ms_per_step']:.2f} ms a step, {r['host_ms_per_step']:.2f} ms of it host work"
