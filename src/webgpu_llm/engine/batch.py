@@ -132,12 +132,13 @@ class BatchPrograms(Programs):
         self.mv_paths: dict[str, str] = {}
         self.xq8: Any = None
         self.xs8: Any = None
+        self._sums: Any = None
         self.persist_note = ""
         self._build()
 
     def _build(self) -> None:
         self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
-        self._steps: dict[tuple[int, int, bool, bool, bool], Program] = {}
+        self._steps: dict[tuple[int, int, bool, bool, bool, bool], Program] = {}
         b = self.buf
         self.advance = Program(self.gpu, "batch_advance")  # the tables one position on (Tuning.batch_steps)
         self.advance.add(sampling.advance_kernel(), {"st": b.st, "rows": b.rows, "blocks": b.blocks, "samples": b.samples},

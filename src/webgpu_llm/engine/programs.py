@@ -171,6 +171,7 @@ class Programs:
         self.mm_paths: dict[str, str] = {}  # role -> the path its prompt matmul takes (int8, f16, simt)
         self.mv_paths: dict[str, str] = {}  # role -> its decode mat-vec's arithmetic (int8, f16, f32)
         self.xq8: Any = None
+        self._sums: Any = None  # split QKV's and gate/up's partial sums (_split_sums)
         self.xs8: Any = None
         self.persist_note = ""  # why the persistent decode layers are not used, where asked for
         self._build()
@@ -373,10 +374,9 @@ class Programs:
         """The partial sums of a batched step's split QKV or gate/up: `rows` values a split of
         each of up to thin_rows tokens (one buffer for every layer and Program)."""
         size = min(self.batch, self.tuning.thin_rows) * SPLIT_MAX * rows * 4
-        buf = getattr(self, "_sums", None)
-        if buf is None or buf.size < size:
-            buf = self._sums = self.gpu.buffer(size, "split_k_sums")
-        return buf
+        if self._sums is None or self._sums.size < size:
+            self._sums = self.gpu.buffer(size, "split_k_sums")
+        return self._sums
 
     def prompt_program(self, thin: int = 0) -> Program:
         """The prompt layers as a prefill Program: the tiled matmuls, or with `thin` as a
@@ -488,12 +488,10 @@ class Programs:
 
         so, sd = splits("o"), splits("down")
         # QKV and gate/up split only there, their epilogues then applied to the sums by a kernel
-        # of their own (split_finish), the partials in a buffer for up to thin_rows rows
+        # of their own (linear.epilogue_kernel), the partials in a buffer for up to thin_rows rows
         sq, sg = (splits("qkv"), splits("gate_up")) if thin > 1 else (1, 1)
         if a.qk_norm or a.moe is not None:  # (not done: the raw rows for the per-head norms, the experts)
             sq, sg = 1, 1
-        if max(sq, sg) > SPLIT_MAX:
-            raise ValueError(f"at most {SPLIT_MAX} K splits per matmul")
         if max(sq, sg) > 1:
             sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)))
 
