@@ -521,3 +521,8 @@ def test_short_prompts_prefill_on_the_batch_tiles(gpu):
     want, got = prefill_logits(plain, ids), prefill_logits(tiled, ids)
     assert np.abs(got - want).max() < 1e-2 * np.abs(want).max()
     assert list(tiled.stream(ids, 0, GREEDY, 8)) == list(plain.stream(ids, 0, GREEDY, 8))
+    # what `info` and `bench` report is the long prompts' path: quantized weights keep the int8 tiles
+    cfg, tensors = preset_model("tiny", "q4_0")
+    q = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(
+        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16)), ctx=96).programs
+    assert q.prefill_for(9) is not q.prefill and set(q.mm_paths.values()) == {"int8"}, q.mm_paths

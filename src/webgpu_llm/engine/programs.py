@@ -410,10 +410,11 @@ class Programs:
         self.embed = Program(g, "embed")
         self.embed.add(embed_kernel(embed_spec, scale=c.architecture.embed_scale), {**base, **emb.bindings(), "x": b.h},
                        lambda n: (n, 1, 1))
-        self.prefill = self.prompt_program()
-        # built with the rest, so that a first short prompt does not wait for its shaders
+        # built with the rest, so that a first short prompt does not wait for its shaders (and
+        # before `prefill`, whose matmuls' paths are the ones mm_paths reports)
         self._prefill_few = (self.prompt_program(self.tuning.thin_tokens)
                              if self._batch_tiles(self.spec(w.layers[0].down)) else None)
+        self.prefill = self.prompt_program()
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
         rows = lambda n: (n, 1, 1)  # noqa: E731
 
