@@ -62,6 +62,12 @@ def test_prompt_attention_tiles(gpu, case):
     grid = prompt_attention_tiles_grid(spec, shape)(t)
     tint_check(prompt_attention_tiles_kernel(spec, shape))
     tint_check(prompt_attention_tiles_kernel(spec, shape, slots))
+    tint_check(prompt_attention_tiles_kernel(spec, shape, slots, skip_single=True))
+    # skip_single: the last row as a block of its own (and any other one-row block) is left to the
+    # split-K kernel, untouched here
+    last = blocks[-1].copy()
+    split = np.array([*blocks[:-1], (last[0], last[1] - 1, 1, last[3]), (t - 1, 1, 1, pos0 + t - 1)], np.uint32)
+    split = split[split[:, 1] > 0]
     for emulate in _modes(gpu):
         out = gpu.buffer(t * hq * d * 4)
         run_kernel(gpu, prompt_attention_tiles_kernel(spec, shape, emulate=emulate),
@@ -72,6 +78,14 @@ def test_prompt_attention_tiles(gpu, case):
                    {"q": gpu.upload(q), "kv": gpu.upload(_cache(pool, kv_f16)), "out": out2, "blocks": gpu.upload(blocks),
                     "pages": gpu.upload(table), **extra}, (grid[0], len(blocks), 1), n=t)
         assert rel_err(read(gpu, out2, (t, hq, d)), want) < 2e-3, emulate
+        out3 = gpu.buffer(t * hq * d * 4)
+        run_kernel(gpu, prompt_attention_tiles_kernel(spec, shape, slots, emulate, skip_single=True),
+                   {"q": gpu.upload(q), "kv": gpu.upload(_cache(pool, kv_f16)), "out": out3, "blocks": gpu.upload(split),
+                    "pages": gpu.upload(table), **extra}, (grid[0], len(split), 1), n=t)
+        got = read(gpu, out3, (t, hq, d))
+        single = np.zeros(t, bool)
+        single[[b[0] for b in split if b[1] == 1]] = True
+        assert rel_err(got[~single], want[~single]) < 2e-3 and not got[single].any(), emulate
 
 
 def test_attention_tile_shapes():
