@@ -328,8 +328,7 @@ class Programs:
         if thin == 1:
             prog.add(self._mv(spec, role), bindings, self._mvg(spec, role))
             return
-        if thin and self._batch_tiles(spec):
-            self.mm_paths[role] = "f16"
+        if thin and self._batch_tiles(spec):  # (mm_paths: the prompt matmuls' paths, not these)
             tiles = self.tuning.batch_head_tiles if role == "head" and self.tuning.batch_head_tiles else self.tuning.batch_tiles
             self._add_f16(prog, spec, bindings, count, mma.TileShape(*tiles))
             return
@@ -410,11 +409,10 @@ class Programs:
         self.embed = Program(g, "embed")
         self.embed.add(embed_kernel(embed_spec, scale=c.architecture.embed_scale), {**base, **emb.bindings(), "x": b.h},
                        lambda n: (n, 1, 1))
-        # built with the rest, so that a first short prompt does not wait for its shaders (and
-        # before `prefill`, whose matmuls' paths are the ones mm_paths reports)
+        self.prefill = self.prompt_program()
+        # built with the rest, so that a first short prompt does not wait for its shaders
         self._prefill_few = (self.prompt_program(self.tuning.thin_tokens)
                              if self._batch_tiles(self.spec(w.layers[0].down)) else None)
-        self.prefill = self.prompt_program()
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
         rows = lambda n: (n, 1, 1)  # noqa: E731
 
