@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..engine import SamplingParams, Session, Settings
-from ..kernels.common import STATE_FIELDS
+from ..kernels.common import STATE_INDEX
 from ..models.config import ModelConfig
 from ..models.presets import weight_bytes, weight_bytes_per_token
 from ..runtime.gpu import Gpu
-
-_N_WORD = [name for name, _ in STATE_FIELDS].index("n")  # a State's row count
 
 
 def _size(n: int) -> str:
@@ -206,7 +204,7 @@ def step_ladder(sched: Any, k: int, reps: int = 60) -> dict[str, float]:
     b, n = m.buf, (k, k, k)
     step = m.step(k, k, False, False, decode_only=True)
     tables = [(buf, bytes(g.read(buf))) for buf in (b.st, b.rows, b.blocks, b.st_s, b.samples)]
-    if (rows := int(np.frombuffer(tables[0][1], np.uint32)[_N_WORD])) != k:
+    if (rows := int(np.frombuffer(tables[0][1], np.uint32)[STATE_INDEX["n"]])) != k:
         raise RuntimeError(f"the scheduler's last step had {rows} rows, not {k}: its replay would time other work")
     S = m.slots.count
     staging = [g.device.create_buffer(size=S * 4 * (1 + LP_WIDTH), usage=g.usage.MAP_READ | g.usage.COPY_DST)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..kernels.common import STATE_FIELDS, STATE_WORDS
+from ..kernels.common import STATE_INDEX, STATE_WORDS
 from ..kernels.persistent import GIVE_UP
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu, ReadBack
@@ -417,7 +417,7 @@ class Session:
         # state is put back after
         saved = g.read_array(m.buf.st, np.uint32, STATE_WORDS)
         one = saved.copy()
-        one[[f for f, _ in STATE_FIELDS].index("n")] = 1
+        one[STATE_INDEX["n"]] = 1
         self._state(one)
         try:
             assert m.decode is not None

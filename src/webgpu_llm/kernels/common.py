@@ -32,6 +32,7 @@ STATE_FIELDS: tuple[tuple[str, str], ...] = (
     ("presence_penalty", "f32"),  # subtracted once from every token seen there (0 = off)
 )
 STATE_WORDS = 16
+STATE_INDEX = {name: i for i, (name, _) in enumerate(STATE_FIELDS)}  # a field's word in the buffer
 
 
 def state_struct(padded: bool = False) -> str:
