@@ -481,9 +481,11 @@ class Programs:
         # a batched step's few rows split too where they run on the f16 tiles (Tuning.batch_tiles),
         # whose 128-row workgroups leave a narrow model's O and down a dozen workgroups
         def splits(role: str) -> int:
-            tiled = all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
-                        if role in ("o", "qkv") or a.experts(i) is None)
-            return self.tuning.split(role) if not thin or (thin > 1 and tiled) else 1
+            if not thin:
+                return self.tuning.split(role)
+            tiled = thin > 1 and all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
+                                     if role in ("o", "qkv") or a.experts(i) is None)
+            return self.tuning.split(role) if tiled else 1
 
         so, sd = splits("o"), splits("down")
         # QKV and gate/up split only there, their epilogues then applied to the sums by a kernel
