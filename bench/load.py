@@ -96,13 +96,17 @@ async def one(client: openai.AsyncOpenAI, model: str, prompt: list[int], args: a
 
 
 async def _streams(url: str, model: str, prompts: list[list[list[int]]], args: argparse.Namespace,
-                   warmup: list[list[int]] | None = None) -> list[Stream]:
-    """Each client's rounds (its prompts, one after the other), the clients at once."""
+                   warmup: list[list[int]] | None = None, ready: Any = None) -> list[Stream]:
+    """Each client's rounds (its prompts, one after the other), the clients at once, after the
+    warm-up requests (the openai client's first request in a process loads its modules: ~0.2 s
+    that would count in the first streams' time to first token) and `ready()`."""
     limits = httpx.Limits(max_connections=len(prompts) + 8, max_keepalive_connections=len(prompts) + 8)
     async with openai.AsyncOpenAI(base_url=url + "/v1", api_key=args.api_key or "none", max_retries=0,
                                   timeout=args.timeout, http_client=openai.DefaultAsyncHttpxClient(limits=limits)) as c:
         for p in warmup or []:
             await c.completions.create(model=model, prompt=p, max_tokens=8, temperature=0.0)
+        if ready is not None:
+            ready()
 
         async def client_loop(rounds: list[list[int]]) -> list[Stream]:
             return [await one(c, model, p, args) for p in rounds]
@@ -112,18 +116,19 @@ async def _streams(url: str, model: str, prompts: list[list[list[int]]], args: a
 
 
 def _worker(url: str, model: str, prompts: list[list[list[int]]], args: argparse.Namespace, barrier: Any,
-            out: Any, i: int) -> None:
-    """One process's share of the clients, started with the others' (a barrier), its streams
-    (or its error) put on `out`."""
+            out: Any, i: int, warmup: list[list[int]]) -> None:
+    """One process's share of the clients, warmed up, then started with the others' (a
+    barrier), its streams (or its error) put on `out`."""
     try:
-        barrier.wait(timeout=args.start_timeout)
-        out.put((i, [dataclasses.astuple(s) for s in asyncio.run(_streams(url, model, prompts, args))], None))
+        streams = asyncio.run(_streams(url, model, prompts, args, warmup[:1],
+                                       ready=lambda: barrier.wait(timeout=args.start_timeout)))
+        out.put((i, [dataclasses.astuple(s) for s in streams], None))
     except BaseException as e:  # reported by the parent, which does not wait forever
         out.put((i, [], f"{type(e).__name__}: {e}"[:300]))
 
 
 def _in_processes(url: str, model: str, prompts: list[list[list[int]]], args: argparse.Namespace,
-                  procs: int) -> list[Stream]:
+                  procs: int, warmup: list[list[int]]) -> list[Stream]:
     """The clients spread over `procs` processes: one Python process decoding every stream's
     server-sent events tops out near 10k events/s (the openai client's parsing), below what a
     fast server sends to 64 streams. perf_counter is the system's monotonic clock, shared by the
@@ -131,7 +136,7 @@ def _in_processes(url: str, model: str, prompts: list[list[list[int]]], args: ar
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(procs), ctx.Queue()
     shares = [prompts[i::procs] for i in range(procs)]
-    workers = [ctx.Process(target=_worker, args=(url, model, share, args, barrier, out, i), daemon=True)
+    workers = [ctx.Process(target=_worker, args=(url, model, share, args, barrier, out, i, warmup), daemon=True)
                for i, share in enumerate(shares)]
     for w in workers:
         w.start()
@@ -166,7 +171,7 @@ def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rng: ran
         streams = asyncio.run(_streams(url, model, prompts, args, warmup))
     else:
         asyncio.run(_streams(url, model, [], args, warmup))
-        streams = _in_processes(url, model, prompts, args, procs)
+        streams = _in_processes(url, model, prompts, args, procs, warmup)
     ok = [s for s in streams if s.error is None and s.chunks]
     start = min((s.sent for s in streams), default=0.0)
     end = max((s.chunks[-1] for s in ok), default=start)

@@ -420,13 +420,13 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
 
 
 @pytest.mark.parametrize(("dtype", "tiles", "splits", "head"), [
-    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 3), ("qkv", 2), ("gate_up", 3)), ()),
+    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 8), ("qkv", 2), ("gate_up", 3)), ()),
     ("q4_0", (1, 4, 1, 2), (), (2, 2, 2, 2)), ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)), ())])
 def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
     f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (quantized weights
     dequantized into them; emulated here), O, down, QKV and gate/up with their K split as
-    Tuning.splits says (QKV's and gate/up's epilogues then on the sums: split_finish), the LM
+    Tuning.batch_splits says (down SPLIT_MAX ways, two units of K each here; QKV's and gate/up's epilogues then on the sums: split_finish), the LM
     head on its own shape where Tuning.batch_head_tiles gives one, a step of one row still the
     mat-vecs; three requests get what they get alone."""
     import dataclasses
@@ -436,7 +436,7 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head):
     cfg, tensors = preset_model("tiny", dtype)
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
     session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
-        t, mma="emulate", batch_tiles=tiles, thin_rows=4, splits=splits, batch_head_tiles=head)), ctx=96)
+        t, mma="emulate", batch_tiles=tiles, thin_rows=4, batch_splits=splits, batch_head_tiles=head)), ctx=96)
     prompts = _prompts(cfg.vocab, [5, 9, 13], seed=9)
     alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
     s = scheduler(session, parallel=3, max_rows=12)
@@ -453,6 +453,24 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head):
         assert len(finish) == sum(r in ("qkv", "gate_up") for r, _ in splits) * cfg.n_layers, finish
         assert not matmuls(1)
         assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
+    finally:
+        s.close()
+
+
+def test_warm_up_builds_the_steps_a_server_takes(session):
+    """scheduler(warm_up=True) builds the step Programs first (their pipelines compile there,
+    not in a first request's time to first token): requests alone, several at once with
+    prompts past thin_rows and a filtering sampler, then decoding together, need no other."""
+    s = scheduler(session, parallel=3, max_rows=12, warm_up=True)
+    try:
+        built = set(s.programs._steps)
+        assert len(built) > 1
+        prompts = _prompts(session.cfg.vocab, [5, 41, 3, 17, 29], seed=2)
+        s.submit(prompts[0], GREEDY, 6).wait()
+        top_k = SamplingParams(temperature=0.7, top_k=5, seed=1)
+        cs = [s.submit(p, top_k if i % 2 else GREEDY, 12) for i, p in enumerate(prompts)]
+        assert all(len(c.wait()) == 12 for c in cs)
+        assert set(s.programs._steps) == built, set(s.programs._steps) - built
     finally:
         s.close()
 
@@ -511,7 +529,7 @@ def test_short_prompts_prefill_on_the_batch_tiles(gpu):
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=32), ctx=96).tuning
     plain = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(t, mma="emulate")), ctx=96)
     tiled = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(
-        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16, splits=(("qkv", 3), ("gate_up", 2)))), ctx=96)
+        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16, batch_splits=(("qkv", 3), ("gate_up", 2)))), ctx=96)
     m = tiled.programs
     assert m.prefill_for(17) is m.prefill and plain.programs.prefill_for(9) is plain.programs.prefill
     short = [d.label for d in m.prefill_for(9).dispatches if "matmul" in d.label]

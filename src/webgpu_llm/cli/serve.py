@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 scheduler: Any = EmbedQueue(llm.encoder, max_queue=args.max_queue)
             else:
                 scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue,
-                                           kv_tokens=args.kv_tokens)
+                                           kv_tokens=args.kv_tokens, warm_up=True)
             name, aliases = model_id(args, llm)
             app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key,
                                                           web_plan=web_plan))

@@ -478,14 +478,15 @@ class Programs:
         full = self.attention_spec(0)
         # O and down may split K over workgroups (Tuning.splits): their residual add then
         # moves into the next row kernel, which sums the partials into h before its RMSNorm;
-        # a batched step's few rows split too where they run on the f16 tiles (Tuning.batch_tiles),
+        # a batched step's few rows split too where they run on the f16 tiles (Tuning.batch_tiles,
+        # batch_splits),
         # whose 128-row workgroups leave a narrow model's O and down a dozen workgroups
         def splits(role: str) -> int:
             if not thin:
                 return self.tuning.split(role)
             tiled = thin > 1 and all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
                                      if role in ("o", "qkv") or a.experts(i) is None)
-            return self.tuning.split(role) if tiled else 1
+            return self.tuning.split(role, batched=True) if tiled else 1
 
         so, sd = splits("o"), splits("down")
         # QKV and gate/up split only there, their epilogues then applied to the sums by a kernel

@@ -326,13 +326,16 @@ class SerialScheduler(Scheduler):
 
 
 def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_rows: int | None = None,
-              kv_tokens: int | None = None) -> Scheduler:
+              kv_tokens: int | None = None, warm_up: bool = False) -> Scheduler:
     """A scheduler for `parallel` sequences at a time on a loaded model: the serial one for 1,
     continuous batching (on the same weights, `parallel` slots of the session's context
-    sharing `kv_tokens` positions of KV cache, default enough for all of them) for more."""
+    sharing `kv_tokens` positions of KV cache, default enough for all of them) for more;
+    `warm_up`: its step Programs built first (BatchPrograms.warm_up)."""
     if parallel <= 1:
         return SerialScheduler(session, max_queue)
     from .batch import BatchScheduler, batch_programs
 
-    return BatchScheduler(batch_programs(session.programs, parallel, max_rows=max_rows, kv_tokens=kv_tokens),
-                          max_queue)
+    programs = batch_programs(session.programs, parallel, max_rows=max_rows, kv_tokens=kv_tokens)
+    if warm_up:
+        programs.warm_up()
+    return BatchScheduler(programs, max_queue)

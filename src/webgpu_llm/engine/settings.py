@@ -23,7 +23,7 @@ MMA_MODES = ("auto", "int8", "f16", "off", "emulate", "emulate-f16")
 KV_TYPES = ("auto", "f16", "f32")
 
 
-SPLIT_MAX = 4  # most K splits of a matmul (sizes the partial-sum buffers)
+SPLIT_MAX = 8  # most K splits of a matmul (sizes the partial-sum buffers)
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ class Tuning:
     workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
     `int8` quantizes the activations of mat-vecs with quantized weights to int8 for `dot4I8Packed`;
     `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1), and
-    "qkv"/"gate_up" to theirs in the batched steps' f16 tiles (`batch_tiles`; not for per-head
-    q/k norms or experts), at most SPLIT_MAX (4); `prefetch`
+    `batch_splits` "o"/"down"/"qkv"/"gate_up" to theirs in the batched steps' f16 tiles
+    (`batch_tiles`; QKV not with per-head q/k norms, gate/up not for experts), at most
+    SPLIT_MAX (8); `prefetch`
     keeps the prompt matmul's next loads in flight during the multiply; `blocks` maps a role
     to the row blocks each mat-vec workgroup takes (default 1; one prologue serves them all).
     """
@@ -112,6 +113,9 @@ class Tuning:
     # with any shape, and 16 tokens a workgroup read its weights again for each 16 rows (the
     # 1.5B f16's head 0.47 ms at 32 rows, 0.91 at 64: weight traffic); off until timed
     batch_head_tiles: tuple[int, ...] = ()
+    # ... and their K splits by role (o, down, qkv, gate_up): a few rows leave a narrow model's
+    # matmuls a dozen 128-row workgroups, each walking all of K (GPU_TUNING: BATCH_SPLITS)
+    batch_splits: tuple[tuple[str, int], ...] = ()
     # a batched step of one row (one stream decoding) on the one-sequence decode's kernels
     # (mat-vecs, split-K attention), not on the thin matmuls; on by reasoning and llvmpipe,
     # not yet timed on a GPU (off gives the earlier path, for the comparison)
@@ -148,8 +152,9 @@ class Tuning:
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
 
-    def split(self, role: str) -> int:
-        return dict(self.splits).get(role, 1)
+    def split(self, role: str, batched: bool = False) -> int:
+        """K splits of a role's prompt matmul, or with `batched` of its batched-step f16 tiles."""
+        return dict(self.batch_splits if batched else self.splits).get(role, 1)
 
     def row_blocks(self, role: str) -> int:
         return dict(self.blocks).get(role, 1)
@@ -172,10 +177,11 @@ class Tuning:
         for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
-        for role, n in self.splits:
-            if role not in ("o", "down", "qkv", "gate_up") or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:
-                raise ValueError(f"Tuning.splits: ({role!r}, {n!r}) must name o, down, qkv or gate_up and split "
-                                 f"1 to {SPLIT_MAX} ways")
+        for name, roles in (("splits", ("o", "down")), ("batch_splits", ("o", "down", "qkv", "gate_up"))):
+            for role, n in getattr(self, name):
+                if role not in roles or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:
+                    raise ValueError(f"Tuning.{name}: ({role!r}, {n!r}) must name {', '.join(roles)} and split "
+                                     f"1 to {SPLIT_MAX} ways")
 
 
 # A CPU adapter (llvmpipe): one SIMD lane per row pair, so no cross-lane reduction; no
@@ -194,18 +200,27 @@ CPU_TUNING = Tuning(mv=tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefe
 EXPERT_TPR = 16
 EXPERT_TILES = (1, 4, 2, 2)
 # Batched steps (the server's streams): up to 64 rows on the f16 tiles in workgroups of 16 tokens
-# x 128 weight rows, O and down split as above, and the decoding rows' attention split-K over
-# their pages. On an H200, 32 / 64 streams of the 0.5B q4_0: 2587 / 6491 -> 7953 / 13136 tok/s
-# in one process (bench --streams); the 1.5B f16: 885 / 3023 -> 3196 / 4257. Without the splits
-# the tiles gave 4794 / 8586 (0.5B), and (1, 2, 1, 2) 6936 / 12390 (0.5B), 3303 / 4491 (1.5B).
+# x 128 weight rows, and the decoding rows' attention split-K over their pages. On an H200, 32 /
+# 64 streams of the 0.5B q4_0: 2587 / 6491 -> 7953 / 13136 tok/s in one process (bench
+# --streams, O and down split 2 and 4); the 1.5B f16: 885 / 3023 -> 3196 / 4257. Without the
+# splits the tiles gave 4794 / 8586 (0.5B), and (1, 2, 1, 2) 6936 / 12390 (0.5B), 3303 / 4491.
+# Each workgroup's walk over K is a chain of latency-bound steps, so splitting K more pays:
+# O, down and QKV 8 ways, gate/up 4 took an H100's 16 / 32 / 64-row step from 3.39 / 3.60 / 4.08
+# to 2.12 / 2.57 / 3.81 ms (0.5B q4_0) and 6.80 / 7.59 / 10.18 to 4.30 / 5.31 / 8.32 ms (1.5B
+# f16). O 4, down 8, QKV 4, gate/up 4: 2.32 / 2.77 / 3.99 and 4.60 / 5.60 / 8.23; all 8 ways:
+# 2.21 / 2.65 / 3.91 and 4.26 / 5.55 / 8.75; O 2, down 4, QKV 4, gate/up 2: 2.92 / 3.18 / 3.95
+# and 5.64 / 7.05 / 9.16. 64-row workgroups (1, 2, 1, 2), 32-row ones (1, 1, 1, 2) or 64 inputs
+# a step (ku 2), each with the splits: 3-40 % slower.
 BATCH_TILES = (1, 4, 1, 2)
+BATCH_SPLITS = (("o", 8), ("down", 8), ("qkv", 8), ("gate_up", 4))
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
     attn_chunk=32, mm=(("gate_up", 8),), int8=True, splits=(("o", 2), ("down", 4)),
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
     mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True, expert_tpr=EXPERT_TPR,
-    expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, thin_rows=64, batch_split_keys=True)
+    expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, thin_rows=64,
+    batch_split_keys=True)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).

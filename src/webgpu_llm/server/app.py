@@ -218,8 +218,9 @@ class Service:
             if out:
                 raise ApiError(400, f"prompt: token id {out[0]} is outside the vocabulary (0..{self.vocab - 1})",
                                param="prompt")
-        try:  # a long prompt takes a while to tokenize: not on the event loop
-            ids = await anyio.to_thread.run_sync(self.llm.prompt_ids, prompt, True)
+        try:  # a long prompt takes a while to tokenize: not on the event loop (token ids: no work)
+            ids = (list(prompt) if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)
+                   else await anyio.to_thread.run_sync(self.llm.prompt_ids, prompt, True))
         except UserError as e:
             raise ApiError(400, str(e), param="messages" if isinstance(prompt, list) else "prompt") from None
         ctx = self.generative("completions").ctx
