@@ -13,7 +13,9 @@ llama.cpp's `llama-server` do), greedy. Per run of K clients it reports:
 - inter-token latency: the gaps between consecutive text chunks of a stream, pooled over the
   streams (p50, p99); llama-server sends one chunk a token, `webgpu-llm serve` one for each
   group of tokens its engine hands over (`tokens_per_chunk` says how many on average);
-- per-stream decode tok/s: (tokens - 1) / (last chunk - first chunk), p50.
+- per-stream decode tok/s: (tokens - 1) / (last chunk - first chunk), p50;
+- the server's own mean time to first token, where it reports one (`webgpu-llm serve`'s
+  /metrics: from a request's submission to its engine's first token), beside the clients'.
 
 Tokens are counted from the final usage chunk (`stream_options.include_usage`) where the server
 sends one, else as text chunks. JSON goes to stdout (and --out FILE); a table to stderr.
@@ -43,6 +45,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,17 +127,18 @@ def _worker(url: str, model: str, prompts: list[list[list[int]]], args: argparse
                                        ready=lambda: barrier.wait(timeout=args.start_timeout)))
         out.put((i, [dataclasses.astuple(s) for s in streams], None))
     except BaseException as e:  # reported by the parent, which does not wait forever
+        barrier.abort()  # nor do the other workers wait for this one at the start
         out.put((i, [], f"{type(e).__name__}: {e}"[:300]))
 
 
 def _in_processes(url: str, model: str, prompts: list[list[list[int]]], args: argparse.Namespace,
-                  procs: int, warmup: list[list[int]]) -> list[Stream]:
+                  procs: int, warmup: list[list[int]], started: Any) -> list[Stream]:
     """The clients spread over `procs` processes: one Python process decoding every stream's
     server-sent events tops out near 10k events/s (the openai client's parsing), below what a
     fast server sends to 64 streams. perf_counter is the system's monotonic clock, shared by the
     processes, so their times mix."""
     ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(procs), ctx.Queue()
+    barrier, out = ctx.Barrier(procs + 1), ctx.Queue()  # the workers, warmed up, and this process
     shares = [prompts[i::procs] for i in range(procs)]
     workers = [ctx.Process(target=_worker, args=(url, model, share, args, barrier, out, i, warmup), daemon=True)
                for i, share in enumerate(shares)]
@@ -142,6 +146,11 @@ def _in_processes(url: str, model: str, prompts: list[list[list[int]]], args: ar
         w.start()
     got: dict[int, list[Stream]] = {}
     try:
+        try:
+            barrier.wait(timeout=args.start_timeout)
+        except threading.BrokenBarrierError:
+            pass  # a worker failed before its start: its error comes through `out`
+        started()
         while len(got) < procs:
             try:
                 i, streams, error = out.get(timeout=args.timeout + args.start_timeout)
@@ -158,6 +167,21 @@ def _in_processes(url: str, model: str, prompts: list[list[list[int]]], args: ar
     return [s for i in range(procs) for s in got[i]]
 
 
+def server_ttft(url: str, api_key: str | None) -> tuple[float, float] | None:
+    """The sum and count of the server's own time-to-first-token histogram (`webgpu-llm
+    serve`'s /metrics: submission to the engine's first token), None where it has none."""
+    try:
+        r = httpx.get(url + "/metrics", timeout=10, headers={"Authorization": f"Bearer {api_key}"} if api_key else None)
+    except httpx.HTTPError:
+        return None
+    found = {}
+    for line in r.text.splitlines() if r.status_code == 200 else []:
+        name, _, value = line.partition(" ")
+        if name in ("webgpu_llm_time_to_first_token_seconds_sum", "webgpu_llm_time_to_first_token_seconds_count"):
+            found[name.rsplit("_", 1)[1]] = float(value)
+    return (found["sum"], found["count"]) if len(found) == 2 else None
+
+
 def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
     lo, hi = args.token_range
 
@@ -167,11 +191,18 @@ def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rng: ran
     warmup = [prompt() for _ in range(args.warmup)]
     prompts = [[prompt() for _ in range(args.rounds)] for _ in range(k)]
     procs = min(k, args.procs or -(-k // CLIENTS_A_PROCESS))
+    # the server's histogram before the measured requests, after every warm-up (none of them
+    # finishes, so none is observed, within the moment after the start)
+    before: list[tuple[float, float] | None] = []
+    mark = lambda: before.append(server_ttft(url, args.api_key))  # noqa: E731
     if procs <= 1:
-        streams = asyncio.run(_streams(url, model, prompts, args, warmup))
+        streams = asyncio.run(_streams(url, model, prompts, args, warmup, ready=mark))
     else:
         asyncio.run(_streams(url, model, [], args, warmup))
-        streams = _in_processes(url, model, prompts, args, procs, warmup)
+        streams = _in_processes(url, model, prompts, args, procs, warmup, mark)
+    after = server_ttft(url, args.api_key)
+    b0 = before[0] if before else None
+    server_mean = (after[0] - b0[0]) / (after[1] - b0[1]) if after and b0 and after[1] > b0[1] else None
     ok = [s for s in streams if s.error is None and s.chunks]
     start = min((s.sent for s in streams), default=0.0)
     end = max((s.chunks[-1] for s in ok), default=start)
@@ -185,7 +216,10 @@ def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rng: ran
             "short_streams": sum(1 for s in ok if s.tokens < args.max_tokens),
             "tokens_per_chunk": tokens / max(1, sum(len(s.chunks) for s in ok)),
             "wall_s": end - start, "aggregate_tok_s": tokens / (end - start) if end > start else 0.0,
-            "ttft_s": summary(ttft), "itl_s": summary(itl), "stream_decode_tok_s": summary(decode)}
+            "ttft_s": summary(ttft), "itl_s": summary(itl), "stream_decode_tok_s": summary(decode),
+            # the server's own mean time to first token (submission to its engine's first token,
+            # without HTTP and the clients), where it reports one
+            "server_ttft_mean_s": server_mean}
 
 
 # -- a server started per run -------------------------------------------------------------------
@@ -298,12 +332,12 @@ def table(doc: dict[str, Any]) -> str:
         return "-" if v is None else f"{v * 1000:.1f}"
 
     rows = [f"{'K':>4} {'ok':>5} {'tokens':>7} {'agg tok/s':>10} {'TTFT p50/p99 ms':>17} {'ITL p50/p99 ms':>16} "
-            f"{'stream tok/s':>12}"]
+            f"{'stream tok/s':>12} {'server TTFT ms':>14}"]
     for r in doc["runs"]:
         rows.append(f"{r['clients']:>4} {r['completed']:>2}/{r['requests']:<2} {r['generated_tokens']:>7} "
                     f"{r['aggregate_tok_s']:>10.1f} {ms(r['ttft_s']['p50']):>8}/{ms(r['ttft_s']['p99']):<8} "
                     f"{ms(r['itl_s']['p50']):>7}/{ms(r['itl_s']['p99']):<8} "
-                    f"{r['stream_decode_tok_s']['p50'] or 0:>12.1f}")
+                    f"{r['stream_decode_tok_s']['p50'] or 0:>12.1f} {ms(r.get('server_ttft_mean_s')):>14}")
         rows += [f"     error: {e}" for e in r["errors"]]
     return "\n".join(rows)
 

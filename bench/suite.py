@@ -465,6 +465,8 @@ def _load_cells(cmd: Cmd, doc: dict[str, Any]) -> dict[str, dict[str, float]]:
                           ("ITL p99 ms", ("itl_s", "p99"))):
             if r[key[0]][key[1]] is not None:
                 m[name] = r[key[0]][key[1]] * 1000
+        if r.get("server_ttft_mean_s") is not None:  # the server's own (webgpu-llm serve's /metrics)
+            m["server TTFT mean ms"] = r["server_ttft_mean_s"] * 1000
     return cells
 
 

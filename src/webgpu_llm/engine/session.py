@@ -190,7 +190,8 @@ class Session:
         m = self.programs
         self._state(SamplingParams().state(0, 1, 0))
         self.write_tokens(0, [0])
-        progs = [m.embed, m.prefill, m.head, *m.samplers.values(), m.decode, m.score_norm, *m.score_chunks[:1]]
+        progs = [m.embed, m.prefill, m.prefill_for(1), m.head, *m.samplers.values(), m.decode, m.score_norm,
+                 *m.score_chunks[:1]]
         seen: set[int] = set()
         todo = []
         for p in progs:
