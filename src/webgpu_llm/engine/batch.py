@@ -34,7 +34,7 @@ from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu, ReadBack
 from ..runtime.program import Program, concat
-from .programs import SPLIT_MAX, ExpertBuffers, Programs, kv_cache_bytes
+from .programs import ExpertBuffers, Programs, kv_cache_bytes
 from .sampling import SamplingParams
 from .scheduler import Completion, Outbox, Scheduler
 from .settings import Tuning
@@ -95,7 +95,7 @@ class BatchBuffers:
             tokens=g.buffer(S * slots.token_stride * 4, "slot_tokens"),
             h=g.buffer(T * c.hidden * 4, "residual"), xn=g.buffer(T * max(c.hidden, c.q_dim) * 4, "normed"),
             q=g.buffer(T * c.q_dim * 4, "q"), att=g.buffer(T * c.q_dim * 4, "attn_out"),
-            act=g.buffer(T * c.intermediate * 4, "ffn_act"), kpart=g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials"),
+            act=g.buffer(T * c.intermediate * 4, "ffn_act"), kpart=g.buffer(T * c.hidden * 4, "split_k_partials"),
             xs=g.buffer(S * c.hidden * 4, "sampled_rows"), logits=g.buffer(S * c.vocab * 4, "logits"),
             part=g.buffer(S * nwg * 8, "sample_part"), cand=g.buffer(S * nwg * sampling.CAND * 8, "sample_cand"),
             stats=g.buffer(S * nwg * 8, "sample_stats"), sampled=g.buffer(S * 4, "sampled"),
@@ -139,6 +139,7 @@ class BatchPrograms(Programs):
 
     def _build(self) -> None:
         self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
+        self.fit_partials()
         self._steps: dict[tuple[int, int, bool, bool, bool, bool], Program] = {}
         b = self.buf
         self.advance = Program(self.gpu, "batch_advance")  # the tables one position on (Tuning.batch_steps)

@@ -121,7 +121,7 @@ class Buffers:
             cand=g.buffer(nwg * sampling.CAND * 8, "sample_cand"),
             stats=g.buffer(nwg * 8, "sample_stats"),
             nll=g.buffer(T * 4, "nll"),
-            kpart=g.buffer(T * SPLIT_MAX * c.hidden * 4, "split_k_partials"),
+            kpart=g.buffer(T * c.hidden * 4, "split_k_partials"),  # grown by Programs.fit_partials
             tmp=g.buffer(max(c.q_dim + 2 * c.kv_dim, 2 * c.intermediate) * 4, "unfused_tmp"),
             kv=[g.buffer(kv_cache_bytes(c, ctx, kv_f16), f"blk.{i}.kv_cache") for i in range(c.n_layers)],
             score_rows=score_rows,
@@ -369,10 +369,10 @@ class Programs:
         self.persist_note = ""
         self._build()
 
-    def _split_sums(self, rows: int) -> Any:
-        """The partial sums of a batched step's split QKV or gate/up: `rows` values a split of
-        each of up to thin_rows tokens (one buffer for every layer and Program)."""
-        size = min(self.batch, self.tuning.thin_rows) * SPLIT_MAX * rows * 4
+    def _split_sums(self, rows: int, splits: int) -> Any:
+        """The partial sums of a batched step's split QKV or gate/up: `rows` values of each of
+        `splits` splits of each of up to thin_rows tokens (one buffer for every layer and Program)."""
+        size = min(self.batch, self.tuning.thin_rows) * splits * rows * 4
         if self._sums is None or self._sums.size < size:
             self._sums = self.gpu.buffer(size, "split_k_sums")
         return self._sums
@@ -398,9 +398,22 @@ class Programs:
     def _layer_bindings(self, i: int, L: LayerWeights) -> dict[str, Any]:
         return {**self._base(), "pv": L.params, "kv": self.buf.kv[i]}
 
+    def fit_partials(self) -> None:
+        """Size the split-K partials of O and down (`buf.kpart`) for the tuning: a row each of
+        the prompt batch's rows, times their splits, and of a batched step's up to thin_rows
+        rows, times theirs (Tuning.batch_splits); grown, never shrunk, so a rebuild with other
+        splits keeps working."""
+        t, rows = self.tuning, self.batch
+        most = max(rows * max(t.split("o"), t.split("down")),
+                   min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)))
+        size = most * self.cfg.hidden * 4
+        if self.buf.kpart.size < size:
+            self.buf.kpart = self.gpu.buffer(size, "split_k_partials")
+
     def _build(self) -> None:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
         self.shared_bytes = g.limits["max-compute-workgroup-storage-size"]
+        self.fit_partials()
         base = self._base()
 
         # prefill (n tokens)
@@ -495,7 +508,7 @@ class Programs:
         if a.qk_norm or a.moe is not None:  # (not done: the raw rows for the per-head norms, the experts)
             sq, sg = 1, 1
         if max(sq, sg) > 1:
-            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)))
+            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)), max(sq, sg))
 
         def mm(spec: LinearSpec, role: str, s: int, ins: dict[str, Any], outs: dict[str, Any], bind: dict[str, Any]) -> None:
             """A matmul of `role` with `s` K splits: partial sums, then its epilogue on them."""

@@ -23,7 +23,7 @@ MMA_MODES = ("auto", "int8", "f16", "off", "emulate", "emulate-f16")
 KV_TYPES = ("auto", "f16", "f32")
 
 
-SPLIT_MAX = 8  # most K splits of a matmul (sizes the partial-sum buffers)
+SPLIT_MAX = 16  # most K splits of a matmul (the partial-sum buffers follow the tuning's)
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Tuning:
     `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1), and
     `batch_splits` "o"/"down"/"qkv"/"gate_up" to theirs in the batched steps' f16 tiles
     (`batch_tiles`; QKV not with per-head q/k norms, gate/up not for experts), at most
-    SPLIT_MAX (8); `prefetch`
+    SPLIT_MAX (16); `prefetch`
     keeps the prompt matmul's next loads in flight during the multiply; `blocks` maps a role
     to the row blocks each mat-vec workgroup takes (default 1; one prologue serves them all).
     """
