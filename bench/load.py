@@ -14,8 +14,9 @@ llama.cpp's `llama-server` do), greedy. Per run of K clients it reports:
   streams (p50, p99); llama-server sends one chunk a token, `webgpu-llm serve` one for each
   group of tokens its engine hands over (`tokens_per_chunk` says how many on average);
 - per-stream decode tok/s: (tokens - 1) / (last chunk - first chunk), p50;
-- the server's own mean time to first token, where it reports one (`webgpu-llm serve`'s
-  /metrics: from a request's submission to its engine's first token), beside the clients'.
+- the server's own mean time to first token and request duration, where it reports them
+  (`webgpu-llm serve`'s /metrics: from a request's submission to its engine's first and last
+  token), beside the clients' (what HTTP and the clients add).
 
 Tokens are counted from the final usage chunk (`stream_options.include_usage`) where the server
 sends one, else as text chunks. JSON goes to stdout (and --out FILE); a table to stderr.
@@ -167,19 +168,23 @@ def _in_processes(url: str, model: str, prompts: list[list[list[int]]], args: ar
     return [s for i in range(procs) for s in got[i]]
 
 
-def server_ttft(url: str, api_key: str | None) -> tuple[float, float] | None:
-    """The sum and count of the server's own time-to-first-token histogram (`webgpu-llm
-    serve`'s /metrics: submission to the engine's first token), None where it has none."""
+SERVER_HISTOGRAMS = {"ttft": "webgpu_llm_time_to_first_token_seconds", "duration": "webgpu_llm_request_duration_seconds"}
+
+
+def server_histograms(url: str, api_key: str | None) -> dict[str, tuple[float, float]] | None:
+    """The sum and count of the server's own time-to-first-token and request-duration histograms
+    (`webgpu-llm serve`'s /metrics: from a request's submission to its engine's first and last
+    token), None where it has none."""
     try:
         r = httpx.get(url + "/metrics", timeout=10, headers={"Authorization": f"Bearer {api_key}"} if api_key else None)
     except httpx.HTTPError:
         return None
-    found = {}
-    for line in r.text.splitlines() if r.status_code == 200 else []:
-        name, _, value = line.partition(" ")
-        if name in ("webgpu_llm_time_to_first_token_seconds_sum", "webgpu_llm_time_to_first_token_seconds_count"):
-            found[name.rsplit("_", 1)[1]] = float(value)
-    return (found["sum"], found["count"]) if len(found) == 2 else None
+    lines = dict(line.split(" ", 1) for line in r.text.splitlines() if r.status_code == 200 and " " in line
+                 and not line.startswith("#"))
+    try:
+        return {k: (float(lines[f"{name}_sum"]), float(lines[f"{name}_count"])) for k, name in SERVER_HISTOGRAMS.items()}
+    except (KeyError, ValueError):
+        return None
 
 
 def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
@@ -191,18 +196,19 @@ def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rng: ran
     warmup = [prompt() for _ in range(args.warmup)]
     prompts = [[prompt() for _ in range(args.rounds)] for _ in range(k)]
     procs = min(k, args.procs or -(-k // CLIENTS_A_PROCESS))
-    # the server's histogram before the measured requests, after every warm-up (none of them
+    # the server's histograms before the measured requests, after every warm-up (none of them
     # finishes, so none is observed, within the moment after the start)
-    before: list[tuple[float, float] | None] = []
-    mark = lambda: before.append(server_ttft(url, args.api_key))  # noqa: E731
+    before: list[dict[str, tuple[float, float]] | None] = []
+    mark = lambda: before.append(server_histograms(url, args.api_key))  # noqa: E731
     if procs <= 1:
         streams = asyncio.run(_streams(url, model, prompts, args, warmup, ready=mark))
     else:
         asyncio.run(_streams(url, model, [], args, warmup))
         streams = _in_processes(url, model, prompts, args, procs, warmup, mark)
-    after = server_ttft(url, args.api_key)
+    after = server_histograms(url, args.api_key)
     b0 = before[0] if before else None
-    server_mean = (after[0] - b0[0]) / (after[1] - b0[1]) if after and b0 and after[1] > b0[1] else None
+    server = {k: (after[k][0] - b0[k][0]) / (after[k][1] - b0[k][1]) if after and b0 and after[k][1] > b0[k][1] else None
+              for k in SERVER_HISTOGRAMS}
     ok = [s for s in streams if s.error is None and s.chunks]
     start = min((s.sent for s in streams), default=0.0)
     end = max((s.chunks[-1] for s in ok), default=start)
@@ -217,9 +223,9 @@ def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rng: ran
             "tokens_per_chunk": tokens / max(1, sum(len(s.chunks) for s in ok)),
             "wall_s": end - start, "aggregate_tok_s": tokens / (end - start) if end > start else 0.0,
             "ttft_s": summary(ttft), "itl_s": summary(itl), "stream_decode_tok_s": summary(decode),
-            # the server's own mean time to first token (submission to its engine's first token,
-            # without HTTP and the clients), where it reports one
-            "server_ttft_mean_s": server_mean}
+            # the server's own means (submission to its engine's first and last token, without
+            # HTTP and the clients), where it reports them
+            "server_ttft_mean_s": server["ttft"], "server_duration_mean_s": server["duration"]}
 
 
 # -- a server started per run -------------------------------------------------------------------

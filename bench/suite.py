@@ -467,6 +467,8 @@ def _load_cells(cmd: Cmd, doc: dict[str, Any]) -> dict[str, dict[str, float]]:
                 m[name] = r[key[0]][key[1]] * 1000
         if r.get("server_ttft_mean_s") is not None:  # the server's own (webgpu-llm serve's /metrics)
             m["server TTFT mean ms"] = r["server_ttft_mean_s"] * 1000
+        if r.get("server_duration_mean_s") is not None:
+            m["server request mean ms"] = r["server_duration_mean_s"] * 1000
     return cells
 
 

@@ -37,6 +37,7 @@ def test_against_a_running_server(server: ServerProcess) -> None:
         assert 0 <= r["itl_s"]["p50"] <= r["itl_s"]["p99"]
         # the server's own figure (its /metrics) counts the measured requests alone, each inside its client's
         assert 0 < r["server_ttft_mean_s"] <= r["ttft_s"]["max"], r
+        assert r["server_ttft_mean_s"] < r["server_duration_mean_s"] <= r["wall_s"], r
 
 
 def test_clients_spread_over_processes(server: ServerProcess) -> None:
