@@ -88,6 +88,9 @@ class Tuning:
     # units of 32 inputs the f16 tiles stage a step (mma.TileShape.ku): more multiply-adds
     # between two barriers, more workgroup memory (where it does not fit: 1, one buffer)
     stage_units: int = 1
+    # the f16 tiles' next loads without a branch around them (mma.TileShape.straight; the
+    # batched steps' shape takes it as batch_tiles' eighth field); off until timed
+    straight_staging: bool = False
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run (default for heads of 128 and more: LONG_HEAD_TILES)
     attn_tiles: bool = False
@@ -163,7 +166,8 @@ class Tuning:
         """The f16 tiles' workgroup of the prompt matmuls (of the experts' where they have their own)."""
         if experts and self.expert_tiles:
             return TileShape(*self.expert_tiles)
-        return TileShape(*self.tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units)
+        return TileShape(*self.tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
+                         straight=self.straight_staging)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):

@@ -349,6 +349,11 @@ class TileShape:
     # still being multiplied, one barrier a step instead of two
     double: bool = False
     ku: int = 1  # units of 32 inputs staged a step (the multiply-adds between two barriers)
+    # the next step's loads without a branch around them (the last step reloads its own unit):
+    # the loop's body one block, in which the compiler may place the step's multiplies while
+    # those loads are in flight, where the branch made it finish them (and dequantizing the
+    # weights, which waits on them) first
+    straight: bool = False
 
     @property
     def bm(self) -> int:
@@ -465,19 +470,22 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
   }}"""
     xload = "x[xi]" if not ragged else "select(vec4<f32>(0.0), x[xi], uu * 8u + cc < K4)"
 
+    # a thread stages one weight row: those past the tile's rows only where there are such threads
+    wif = "" if shape.straight and bn == wg else f"if (lid < {bn}u) "
+
     def fetch(u: str) -> str:
         if ku == 1:
             xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / 8u; let cc = e % 8u; let uu = {u};
       let xi = ({tiles.x_row("m0 + m")}) * K4 + uu * 8u + cc;
       xr[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt); }}""" for j in range(pt))
-            return f"    if (lid < {bn}u) {{ w = {'raw_row' if raw else 'load_row'}(r, {u}); }}\n{xs_}"
+            return f"    {wif}{{ w = {'raw_row' if raw else 'load_row'}(r, {u}); }}\n{xs_}"
         # several units a step: word cc of a token's step is vec4 cc % 8 of unit u + cc / 8; units
         # past the split's end stage zeros for x (their weights: the last unit's, times zero)
         xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / {8 * ku}u; let uu = {u} + (e % {8 * ku}u) / 8u; let cc = e % 8u;
       let xi = ({tiles.x_row("m0 + m")}) * K4 + min(uu, u1 - 1u) * 8u + cc;
       xr[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt && uu < u1); }}""" for j in range(pt))
         ws = " ".join(f"w[{j}] = {'raw_row' if raw else 'load_row'}(r, min({u} + {j}u, u1 - 1u));" for j in range(ku))
-        return f"    if (lid < {bn}u) {{ {ws} }}\n{xs_}"
+        return f"    {wif}{{ {ws} }}\n{xs_}"
 
     if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s
         # (naga rejects bitcast<vec2<f16>>; an f16 converts to f32 and back exactly)
@@ -495,6 +503,16 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     parity = "(u & 1u)" if ku == 1 else f"((u / {ku}u) & 1u)"  # which buffer step u stages into
     db_offsets = f"\n    let xb0 = {parity} * {bm * xh}u;\n    let wb0 = {parity} * {bn * xh}u;" if db else ""
     wtype = "array<vec4<u32>, 4>" if raw else "array<vec4<f32>, 8>"
+    if shape.straight:
+        next_loads = f"""    {{  // the next unit's loads, in flight while this one is multiplied (the last step: its own)
+      let un = min(u + {ku}u, u1 - 1u);
+{fetch("un")}
+    }}"""
+    else:
+        next_loads = f"""    if (u + {ku}u < u1) {{  // the next unit's loads, in flight while this one is multiplied
+      let un = u + {ku}u;
+{fetch("un")}
+    }}"""
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
@@ -523,15 +541,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {fetch("u0")}
 {acc_decl}
   for (var u = u0; u < u1; {step}) {{{db_offsets}
-    if (lid < {bn}u) {{
+    {wif}{{
 {w_store}
     }}
 %{pt}    let e = lid + $i * {wg}u; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {"xb0 + " if db else ""}(e / {8 * ku}u) * XH + (e % {8 * ku}u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;
     workgroupBarrier();
-    if (u + {ku}u < u1) {{  // the next unit's loads, in flight while this one is multiplied
-      let un = u + {ku}u;
-{fetch("un")}
-    }}
+{next_loads}
 {products}
 {"" if db else "    workgroupBarrier();" + chr(10)}  }}
 {outs}
@@ -539,7 +554,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 """)
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
-            f"{'_emulated' if emulate else ''}")
+            f"{'_straight' if shape.straight else ''}{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
 
