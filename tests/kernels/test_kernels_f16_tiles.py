@@ -46,8 +46,8 @@ def test_f16_matmul_formats(gpu, fmt):
     x = rng.standard_normal((t, k)).astype(np.float32)
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
     # (two formats also through the loaders of a double-buffered workgroup of 2 units a step)
-    shapes = [None, *([TileShape(2, 2, 1, 1, double=True, ku=2), TileShape(1, 4, 1, 2, straight=True)]
-                      if fmt in ("q4_0", "bf16") else [])]
+    shapes = [None, *([TileShape(2, 2, 1, 1, double=True, ku=2), TileShape(1, 4, 1, 2, straight=True),
+                       TileShape(1, 4, 1, 2, depth=2)] if fmt in ("q4_0", "bf16") else [])]
     for emulate in _modes(gpu):
         for shape in shapes:
             yb = gpu.buffer(rows * t * 4)
@@ -61,12 +61,14 @@ def test_f16_matmul_formats(gpu, fmt):
                                    TileShape(2, 1, 2, 4), TileShape(4, 2, 2, 2), TileShape(2, 2, 2, 2, double=True),
                                    TileShape(1, 1, 1, 1, tokens_first=True, double=True), TileShape(2, 2, 2, 2, ku=2),
                                    TileShape(1, 1, 1, 1, double=True, ku=4), TileShape(1, 4, 1, 2, straight=True),
-                                   TileShape(2, 2, 2, 2, ku=2, straight=True), TileShape(1, 2, 1, 1, straight=True)])
+                                   TileShape(2, 2, 2, 2, ku=2, straight=True), TileShape(1, 2, 1, 1, straight=True),
+                                   TileShape(1, 4, 1, 2, depth=2), TileShape(2, 2, 2, 2, ku=2, depth=2),
+                                   TileShape(1, 1, 1, 1, double=True, depth=2), TileShape(1, 2, 1, 1, depth=2)])
 def test_f16_matmul_shapes(gpu, shape):
     """Workgroups of other subgroup and tile counts, in the tokens-first order, with
-    double-buffered staging, 2 or 4 units a step (K of 3 units: the last step partial), and
-    the next loads without a branch (the last step reloading its own unit; threads past the
-    tile's rows too): 50 tokens, 101 rows."""
+    double-buffered staging, 2 or 4 units a step (K of 3 units: the last step partial), the
+    next loads without a branch (the last step reloading its own unit; threads past the
+    tile's rows too), and loads two steps ahead: 50 tokens, 101 rows."""
     rng = np.random.default_rng(22)
     k, rows, t = 96, 101, 50
     w, wb = _weight(gpu, "f16", rows, k, rng)

@@ -91,6 +91,9 @@ class Tuning:
     # the f16 tiles' next loads without a branch around them (mma.TileShape.straight; the
     # batched steps' shape takes it as batch_tiles' eighth field); off until timed
     straight_staging: bool = False
+    # ... and the steps whose loads are in flight at once (mma.TileShape.depth: 1 or 2;
+    # batch_tiles' ninth field); 1 until timed
+    stage_depth: int = 1
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run (default for heads of 128 and more: LONG_HEAD_TILES)
     attn_tiles: bool = False
@@ -167,7 +170,7 @@ class Tuning:
         if experts and self.expert_tiles:
             return TileShape(*self.expert_tiles)
         return TileShape(*self.tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
-                         straight=self.straight_staging)
+                         straight=self.straight_staging, depth=self.stage_depth)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
@@ -181,6 +184,14 @@ class Tuning:
         for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
+        for name in ("tiles", "batch_tiles", "batch_head_tiles"):
+            fields = getattr(self, name)
+            if not fields:
+                continue  # (): another shape's
+            try:
+                (self.tile_shape() if name == "tiles" else TileShape(*fields)).check()
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"Tuning.{name}: {e}") from None
         for name, roles in (("splits", ("o", "down")), ("batch_splits", ("o", "down", "qkv", "gate_up"))):
             for role, n in getattr(self, name):
                 if role not in roles or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:

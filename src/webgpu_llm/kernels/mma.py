@@ -354,6 +354,10 @@ class TileShape:
     # those loads are in flight, where the branch made it finish them (and dequantizing the
     # weights, which waits on them) first
     straight: bool = False
+    # steps whose loads are in flight at once: 2 requests a unit's words two steps before its
+    # staging (a second set of registers; straight). Float weights then wait a whole step more;
+    # quantized ones are dequantized as they arrive (load_row), so it helps them less
+    depth: int = 1
 
     @property
     def bm(self) -> int:
@@ -381,6 +385,8 @@ class TileShape:
     def check(self) -> None:
         if self.bn > self.wg or self.bm * 8 * self.ku % self.wg:
             raise ValueError(f"f16 tile shape {self}: a thread stages one weight row and whole x words")
+        if self.depth not in (1, 2):
+            raise ValueError(f"f16 tile shape {self}: depth is 1 or 2")
 
 
 def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tuple[str, str, str]:
@@ -471,20 +477,22 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     xload = "x[xi]" if not ragged else "select(vec4<f32>(0.0), x[xi], uu * 8u + cc < K4)"
 
     # a thread stages one weight row: those past the tile's rows only where there are such threads
-    wif = "" if shape.straight and bn == wg else f"if (lid < {bn}u) "
+    straight = shape.straight or shape.depth > 1
+    wif = "" if straight and bn == wg else f"if (lid < {bn}u) "
 
-    def fetch(u: str) -> str:
+    def fetch(u: str, wv: str = "w", xv: str = "xr") -> str:
+        """The loads of the step starting at unit `u` into registers `wv` (weights) and `xv` (x)."""
         if ku == 1:
             xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / 8u; let cc = e % 8u; let uu = {u};
       let xi = ({tiles.x_row("m0 + m")}) * K4 + uu * 8u + cc;
-      xr[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt); }}""" for j in range(pt))
-            return f"    {wif}{{ w = {'raw_row' if raw else 'load_row'}(r, {u}); }}\n{xs_}"
+      {xv}[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt); }}""" for j in range(pt))
+            return f"    {wif}{{ {wv} = {'raw_row' if raw else 'load_row'}(r, {u}); }}\n{xs_}"
         # several units a step: word cc of a token's step is vec4 cc % 8 of unit u + cc / 8; units
         # past the split's end stage zeros for x (their weights: the last unit's, times zero)
         xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / {8 * ku}u; let uu = {u} + (e % {8 * ku}u) / 8u; let cc = e % 8u;
       let xi = ({tiles.x_row("m0 + m")}) * K4 + min(uu, u1 - 1u) * 8u + cc;
-      xr[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt && uu < u1); }}""" for j in range(pt))
-        ws = " ".join(f"w[{j}] = {'raw_row' if raw else 'load_row'}(r, min({u} + {j}u, u1 - 1u));" for j in range(ku))
+      {xv}[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt && uu < u1); }}""" for j in range(pt))
+        ws = " ".join(f"{wv}[{j}] = {'raw_row' if raw else 'load_row'}(r, min({u} + {j}u, u1 - 1u));" for j in range(ku))
         return f"    {wif}{{ {ws} }}\n{xs_}"
 
     if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s
@@ -503,7 +511,21 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     parity = "(u & 1u)" if ku == 1 else f"((u / {ku}u) & 1u)"  # which buffer step u stages into
     db_offsets = f"\n    let xb0 = {parity} * {bm * xh}u;\n    let wb0 = {parity} * {bn * xh}u;" if db else ""
     wtype = "array<vec4<u32>, 4>" if raw else "array<vec4<f32>, 8>"
-    if shape.straight:
+    wdecl = wtype if ku == 1 else f"array<{wtype}, {ku}>"
+    ahead = ""  # depth 2: the registers of the step after the next, and their first loads
+    if shape.depth > 1:
+        ahead = f"""  var w1: {wdecl};
+  var xr1: array<vec4<f32>, {pt}>;
+  {{ let un = min(u0 + {ku}u, u1 - 1u);
+{fetch("un", "w1", "xr1")}
+  }}"""
+        next_loads = f"""    w = w1;
+    xr = xr1;
+    {{  // the loads of the step after the next, in flight for two steps (past the end: the last unit's)
+      let un = min(u + {2 * ku}u, u1 - 1u);
+{fetch("un", "w1", "xr1")}
+    }}"""
+    elif straight:
         next_loads = f"""    {{  // the next unit's loads, in flight while this one is multiplied (the last step: its own)
       let un = min(u + {ku}u, u1 - 1u);
 {fetch("un")}
@@ -536,9 +558,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // tile row lid = member (lid & 1) of pair p0 + lid / 2 (rows past N repeat the last)
   let p = p0 + lid / 2u;
   let r = min(select(row0(p), row1(p), (lid & 1u) == 1u), N - 1u);
-  var w: {wtype if ku == 1 else f"array<{wtype}, {ku}>"};
+  var w: {wdecl};
   var xr: array<vec4<f32>, {pt}>;
 {fetch("u0")}
+{ahead}
 {acc_decl}
   for (var u = u0; u < u1; {step}) {{{db_offsets}
     {wif}{{
@@ -554,7 +577,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 """)
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
-            f"{'_straight' if shape.straight else ''}{'_emulated' if emulate else ''}")
+            f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}"
+            f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
 
