@@ -423,7 +423,8 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
     ("f16", (1, 4, 1, 2), (("o", 2), ("down", 16), ("qkv", 2), ("gate_up", 3)), ()),
     ("q4_0", (1, 4, 1, 2), (), (2, 2, 2, 2)), ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)), ()),
     ("q4_0", (1, 4, 1, 2, False, False, 1, True), (("down", 4), ("qkv", 8)), ()),
-    ("f16", (1, 4, 1, 2, False, False, 1, False, 2), (("down", 8), ("gate_up", 2)), ())])
+    ("f16", (1, 4, 1, 2, False, False, 1, False, 2), (("down", 8), ("gate_up", 2)), ()),
+    ("q4_0", (1, 4, 1, 2, False, False, 1, False, 2), (("o", 2), ("qkv", 4)), ())])
 def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
     f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (their next loads without a

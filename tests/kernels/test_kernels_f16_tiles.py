@@ -31,14 +31,15 @@ def _run(gpu, spec, bufs, t, emulate, shape=None, **state):
         tint_check(f16_matmul_kernel(spec, shape, False))
 
 
-FMTS = ["f16", "bf16", "q4_0", "q6_k", "q2_k", "iq4_xs", "q5_1"]
+FMTS = ["f16", "bf16", "q4_0", "q8_0", "q6_k", "q2_k", "iq4_xs", "q5_1"]
 
 
 @pytest.mark.parametrize("fmt", FMTS)
 def test_f16_matmul_formats(gpu, fmt):
     """Float weights as they are, the quantized ones dequantized while staging: 70 tokens and
     75 rows cross the 64 x 64 workgroup tile (a ragged last pair too); float rows of 72 end
-    within a unit."""
+    within a unit. Loads two steps ahead (depth 2): q4_0, q8_0 and bf16 keep a unit's words
+    until it is staged (split loads), the others its values."""
     rng = np.random.default_rng(21)
     k = {256: 512, 32: 160}.get(FORMATS[fmt].block, 72)
     rows, t = 75, 70
@@ -47,7 +48,8 @@ def test_f16_matmul_formats(gpu, fmt):
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
     # (two formats also through the loaders of a double-buffered workgroup of 2 units a step)
     shapes = [None, *([TileShape(2, 2, 1, 1, double=True, ku=2), TileShape(1, 4, 1, 2, straight=True),
-                       TileShape(1, 4, 1, 2, depth=2)] if fmt in ("q4_0", "bf16") else [])]
+                       TileShape(1, 4, 1, 2, depth=2), TileShape(2, 2, 1, 1, ku=2, depth=2)]
+                      if fmt in ("q4_0", "q8_0", "bf16") else [TileShape(1, 4, 1, 2, depth=2)])]
     for emulate in _modes(gpu):
         for shape in shapes:
             yb = gpu.buffer(rows * t * 4)
@@ -90,6 +92,17 @@ def test_f16_matmul_qkv_epilogue(gpu):
     spec, check = qkv_case(gpu, "f16", 32, 80, 128, t, pos0, seed=24, x_seen=h)
     for emulate in _modes(gpu):
         check(lambda b, emulate=emulate: _run(gpu, spec, b, t, emulate, pos=pos0), t, 1e-5)
+
+
+def test_loads_two_steps_ahead_keep_words_for_the_split_formats():
+    """TileShape.depth 2: q4_0 and q8_0 units (of one or several segments) travel as their
+    words and are dequantized when staged (dec_row); formats without split loads load values."""
+    for fmt, split in (("q4_0", True), ("q8_0", True), ("bf16", True), ("q6_k", False)):
+        k = 256 if fmt == "q6_k" else 96
+        spec = LinearSpec(k=k, segments=(Segment(fmt, 40), Segment(fmt, 24)))
+        wgsl = f16_matmul_kernel(spec, TileShape(1, 4, 1, 2, depth=2)).wgsl
+        assert ("dec_row(r, w" in wgsl and "w1 = raw_row(r" in wgsl) == split, fmt
+        assert ("w1 = load_row(r" in wgsl) != split, fmt
 
 
 def test_f16_eligibility():

@@ -117,6 +117,25 @@ class Format:
         return (self._helpers(fn)
                 + f"fn {fn}(r: u32, u: u32) -> array<vec4<f32>, 8> {{\n  var o: array<vec4<f32>, 8>;\n{body}\n  return o;\n}}\n")
 
+    def split_words(self) -> int:
+        """The 16-byte words `wgsl_unit_split`'s raw function returns (0: no split loads)."""
+        return SPREAD_FORMATS.get(self.name, 0) if not self.quantized else _SPLIT.get(self.name, (0,))[0]
+
+    def wgsl_unit_split(self, fn: str, buf: str, rows: int, k: int) -> str:
+        """WGSL for `fn_raw(r, u) -> array<vec4<u32>, W>` (the unit's words, W = split_words())
+        and `fn_dec(w) -> array<vec4<f32>, 8>` (their values): a unit's loads apart from its
+        arithmetic (float formats: as `wgsl_unit` defines them, which a loader has anyway)."""
+        words = self.split_words()
+        if not words:
+            raise ValueError(f"{self.name} has no split loads")
+        if not self.quantized:
+            return self.wgsl_unit(fn, buf, rows, k)
+        wt, vt = f"array<vec4<u32>, {words}>", "array<vec4<f32>, 8>"
+        _, raw, dec = _SPLIT[self.name]
+        raw = unroll(raw.format(B=buf, NU=k // UNIT, **self._offsets(rows, k)))
+        return (f"fn {fn}_raw(r: u32, u: u32) -> {wt} {{\n  var o: {wt};\n{raw}\n  return o;\n}}\n"
+                f"fn {fn}_dec(w: {wt}) -> {vt} {{\n  var o: {vt};\n{unroll(dec)}\n  return o;\n}}\n")
+
     def _helpers(self, fn: str) -> str:
         """WGSL helpers of this format's loader `fn`, named after it (`FN_x` -> `fn_x`): a
         kernel that reads two segments of one format gets two copies, not one defined twice."""
@@ -470,6 +489,25 @@ _FLOAT_DEC = {
 # f16 words as f16 values, for kernels that multiply in f16 (no conversion instructions)
 _HALF_DEC = "%4  o[2 * $i] = vec4<f16>(bitcast<vec2<f16>>(w[$i].x), bitcast<vec2<f16>>(w[$i].y)); " \
             "o[2 * $i + 1] = vec4<f16>(bitcast<vec2<f16>>(w[$i].z), bitcast<vec2<f16>>(w[$i].w));"
+
+# A unit's loads apart from its arithmetic, for the formats that have them: `fn_raw(r, u)`
+# returns its words (the last vec4 holds the scale's word and the block index g, whose parity
+# picks the scale's half of it), `fn_dec(words)` its values; a tile matmul requests a unit's
+# words steps before it dequantizes them (kernels/mma.py TileShape.depth). (words, raw, dec)
+_SPLIT = {
+    "q4_0": (2, """  let g = r * {NU}u + u;
+  o[0] = {B}[g];
+  o[1] = vec4<u32>(""" + _W.format(B="{B}", i="{OFF1}u + (g >> 1u)") + """, g, 0u, 0u);""",
+             """  let d = unpack2x16float(w[1].x)[w[1].y & 1u];
+%4  o[$i] = d * (nib_lo(w[0][$i]) - 8.0); o[4 + $i] = d * (nib_hi(w[0][$i]) - 8.0);"""),
+    "q8_0": (3, """  let g = r * {NU}u + u;
+  o[0] = {B}[2u * g];
+  o[1] = {B}[2u * g + 1u];
+  o[2] = vec4<u32>(""" + _W.format(B="{B}", i="{OFF1}u + (g >> 1u)") + """, g, 0u, 0u);""",
+             """  let d = unpack2x16float(w[2].x)[w[2].y & 1u];
+%4  o[$i] = d * i8x4(w[0][$i]); o[4 + $i] = d * i8x4(w[1][$i]);"""),
+}
+
 
 _WGSL = {
     "q8_0": """  let g = r * {NU}u + u;

@@ -170,8 +170,9 @@ def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: b
     """Per-segment unit functions and one function over the whole virtual matrix that picks
     the segment of row r: `load_row(r, u) -> array<vec4<f32>, 8>` (the unit's weights;
     `vec4<f16>`s with `half`, f16 weights only), or with `int8`, `dot_row(r, u, x0, x1, xd) -> f32`
-    (the unit times an int8 activation unit). `early` (float weights) adds the two steps of
-    `load_row`: `raw_row(r, u)` (the unit's 16-byte words) and `dec_row(r, words)` (their values)."""
+    (the unit times an int8 activation unit). `early` (float weights, or quantized ones of one
+    format with split loads: Format.split_words) adds the two steps of `load_row`:
+    `raw_row(r, u)` (the unit's 16-byte words) and `dec_row(r, words)` (their values)."""
     vt = f"array<vec4<{'f16' if half else 'f32'}>, 8>"
     if int8:
         head, ret, args, call = "dot", "f32", ", x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>", ", x0, x1, xd"
@@ -190,8 +191,13 @@ def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: b
             out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k, spread, half))
     name = "dot_row" if int8 else "load_row"
     out.append(by_segment(spec, name, f", u: u32{args}", ret, head + "_w{i}", "{r}, u" + call))
-    if early:
-        wt = f"array<vec4<u32>, {SPREAD_FORMATS[spec.segments[0].fmt]}>"
+    if early:  # (float formats define their raw and dec functions with their unit's)
+        words = {FORMATS[s.fmt].split_words() for s in spec.segments}
+        assert len(words) == 1 and 0 not in words, spec.segments
+        wt = f"array<vec4<u32>, {words.pop()}>"
+        for i, seg in enumerate(spec.segments):
+            if FORMATS[seg.fmt].quantized:
+                out.append(FORMATS[seg.fmt].wgsl_unit_split(f"unit_w{i}", f"w{i}", seg.rows * count, spec.k))
         out.append(by_segment(spec, "raw_row", ", u: u32", wt, "unit_w{i}_raw", "{r}, u"))
         out.append(by_segment(spec, "dec_row", f", w: {wt}", vt, "unit_w{i}_dec", "w"))
     return "\n".join(out)

@@ -449,7 +449,12 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     sig.storage("x", "array<vec4<f32>>")
     # f16 weights go to the tiles from their raw words (a pair a word: no loader, no clamp)
     raw = all(seg.fmt == "f16" for seg in spec.segments)
-    body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig, early=raw), epilogue_wgsl(spec, sig)])
+    # loads two steps ahead: the other formats with split loads keep a unit's words, not its
+    # values, until they are staged (Format.split_words; one format for all segments)
+    words = {FORMATS[seg.fmt].split_words() for seg in spec.segments}
+    split = shape.depth > 1 and not raw and len(words) == 1 and 0 not in words
+    body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig, early=raw or split), epilogue_wgsl(spec, sig)])
+    loader = "raw_row" if raw or split else "load_row"
     tiles = TokenRows.of(spec, sig)
     body += tiles.decls
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
@@ -486,13 +491,13 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
             xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / 8u; let cc = e % 8u; let uu = {u};
       let xi = ({tiles.x_row("m0 + m")}) * K4 + uu * 8u + cc;
       {xv}[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt); }}""" for j in range(pt))
-            return f"    {wif}{{ {wv} = {'raw_row' if raw else 'load_row'}(r, {u}); }}\n{xs_}"
+            return f"    {wif}{{ {wv} = {loader}(r, {u}); }}\n{xs_}"
         # several units a step: word cc of a token's step is vec4 cc % 8 of unit u + cc / 8; units
         # past the split's end stage zeros for x (their weights: the last unit's, times zero)
         xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / {8 * ku}u; let uu = {u} + (e % {8 * ku}u) / 8u; let cc = e % 8u;
       let xi = ({tiles.x_row("m0 + m")}) * K4 + min(uu, u1 - 1u) * 8u + cc;
       {xv}[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt && uu < u1); }}""" for j in range(pt))
-        ws = " ".join(f"{wv}[{j}] = {'raw_row' if raw else 'load_row'}(r, min({u} + {j}u, u1 - 1u));" for j in range(ku))
+        ws = " ".join(f"{wv}[{j}] = {loader}(r, min({u} + {j}u, u1 - 1u));" for j in range(ku))
         return f"    {wif}{{ {ws} }}\n{xs_}"
 
     if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s
@@ -501,7 +506,11 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     else:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
-    if ku > 1:  # each unit's words at its 32 inputs of the row
+    if split:  # each unit's words dequantized as it is staged
+        w_store = "\n".join(f"      let wv{j} = dec_row(r, {'w' if ku == 1 else f'w[{j}]'});\n"
+                             + w_store.replace("w[$i", f"wv{j}[$i").replace("$i * ", f"{32 * j}u + $i * ")
+                             for j in range(ku))
+    elif ku > 1:  # each unit's words at its 32 inputs of the row
         w_store = "\n".join(w_store.replace("w[$i", f"w[{j}][$i").replace("$i * ", f"{32 * j}u + $i * ")
                              for j in range(ku))
     w_store = w_store.replace("WB0", "wb0 + " if db else "")
@@ -510,7 +519,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     step = "u++" if ku == 1 else f"u += {ku}u"
     parity = "(u & 1u)" if ku == 1 else f"((u / {ku}u) & 1u)"  # which buffer step u stages into
     db_offsets = f"\n    let xb0 = {parity} * {bm * xh}u;\n    let wb0 = {parity} * {bn * xh}u;" if db else ""
-    wtype = "array<vec4<u32>, 4>" if raw else "array<vec4<f32>, 8>"
+    wtype = "array<vec4<u32>, 4>" if raw else f"array<vec4<u32>, {min(words)}>" if split else "array<vec4<f32>, 8>"
     wdecl = wtype if ku == 1 else f"array<{wtype}, {ku}>"
     ahead = ""  # depth 2: the registers of the step after the next, and their first loads
     if shape.depth > 1:
