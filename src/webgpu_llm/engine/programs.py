@@ -491,9 +491,8 @@ class Programs:
         full = self.attention_spec(0)
         # O and down may split K over workgroups (Tuning.splits): their residual add then
         # moves into the next row kernel, which sums the partials into h before its RMSNorm;
-        # a batched step's few rows split too where they run on the f16 tiles (Tuning.batch_tiles,
-        # batch_splits),
-        # whose 128-row workgroups leave a narrow model's O and down a dozen workgroups
+        # a batched step's few rows split too where they run on the f16 tiles (Tuning.batch_tiles),
+        # as Tuning.batch_splits says: 128-row workgroups leave a narrow model's matmuls a dozen
         def splits(role: str) -> int:
             if not thin:
                 return self.tuning.split(role)

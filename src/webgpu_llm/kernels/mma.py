@@ -355,8 +355,9 @@ class TileShape:
     # weights, which waits on them) first
     straight: bool = False
     # steps whose loads are in flight at once: 2 requests a unit's words two steps before its
-    # staging (a second set of registers; straight). Float weights then wait a whole step more;
-    # quantized ones are dequantized as they arrive (load_row), so it helps them less
+    # staging (a second set of registers; straight). f16 weights and the formats with split
+    # loads (Format.split_words) travel as words until staged; the others are dequantized as
+    # they arrive (load_row), so their loads still hold up the step that requests them
     depth: int = 1
 
     @property
