@@ -207,8 +207,8 @@ def run_clients(url: str, model: str, k: int, args: argparse.Namespace, rng: ran
         streams = _in_processes(url, model, prompts, args, procs, warmup, mark)
     after = server_histograms(url, args.api_key)
     b0 = before[0] if before else None
-    server = {k: (after[k][0] - b0[k][0]) / (after[k][1] - b0[k][1]) if after and b0 and after[k][1] > b0[k][1] else None
-              for k in SERVER_HISTOGRAMS}
+    server = {h: (after[h][0] - b0[h][0]) / (after[h][1] - b0[h][1]) if after and b0 and after[h][1] > b0[h][1] else None
+              for h in SERVER_HISTOGRAMS}
     ok = [s for s in streams if s.error is None and s.chunks]
     start = min((s.sent for s in streams), default=0.0)
     end = max((s.chunks[-1] for s in ok), default=start)

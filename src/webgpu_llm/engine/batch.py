@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -162,19 +161,16 @@ class BatchPrograms(Programs):
                                              self._sampler(key[2], penalty, logprobs))
         return prog
 
-    def warm_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+    def warm_up(self) -> None:
         """Build the step Programs the steps of a server take (one stream decoding, several,
         prompts among them, past thin_rows, each with and without a filtering sampler), so that
-        their pipelines compile now rather than in the first requests' time to first token;
-        `progress(done, total)` after each."""
+        their pipelines compile now rather than in the first requests' time to first token."""
         t = self.tuning
         sizes = sorted({1, min(2, self.batch), min(t.thin_rows, self.batch), min(t.thin_rows + 1, self.batch)})
         todo = {(r, s, filtered, s == r and r > 1) for r in sizes for s in sizes if s <= r for filtered in (False, True)}
         todo |= {(r, s, f, False) for r, s, f, d in todo if d}  # a step of prompt rows sampling each of its rows
-        for k, (r, s, filtered, decode_only) in enumerate(sorted(todo)):
+        for r, s, filtered, decode_only in sorted(todo):
             self.step(r, s, filtered, False, decode_only=decode_only)
-            if progress:
-                progress(k + 1, len(todo))
 
     def _layers(self, thin: int, decode_only: bool = False) -> Program:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights

@@ -123,13 +123,11 @@ class Format:
 
     def wgsl_unit_split(self, fn: str, buf: str, rows: int, k: int) -> str:
         """WGSL for `fn_raw(r, u) -> array<vec4<u32>, W>` (the unit's words, W = split_words())
-        and `fn_dec(w) -> array<vec4<f32>, 8>` (their values): a unit's loads apart from its
-        arithmetic (float formats: as `wgsl_unit` defines them, which a loader has anyway)."""
+        and `fn_dec(w) -> array<vec4<f32>, 8>` (their values): a quantized unit's loads apart
+        from its arithmetic (float formats define theirs in `wgsl_unit`)."""
         words = self.split_words()
-        if not words:
-            raise ValueError(f"{self.name} has no split loads")
-        if not self.quantized:
-            return self.wgsl_unit(fn, buf, rows, k)
+        if not self.quantized or not words:
+            raise ValueError(f"{self.name} has no split loads of its own")
         wt, vt = f"array<vec4<u32>, {words}>", "array<vec4<f32>, 8>"
         _, raw, dec = _SPLIT[self.name]
         raw = unroll(raw.format(B=buf, NU=k // UNIT, **self._offsets(rows, k)))

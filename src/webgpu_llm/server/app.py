@@ -213,14 +213,14 @@ class Service:
         if bad:
             raise ApiError(400, bad[1], param=bad[0], code="unsupported_parameter")
         self.check_model(req.model)
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        token_ids = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], int)  # (list[int]: validated)
+        if token_ids:
             out = [t for t in prompt if not 0 <= t < self.vocab]
             if out:
                 raise ApiError(400, f"prompt: token id {out[0]} is outside the vocabulary (0..{self.vocab - 1})",
                                param="prompt")
         try:  # a long prompt takes a while to tokenize: not on the event loop (token ids: no work)
-            ids = (list(prompt) if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)
-                   else await anyio.to_thread.run_sync(self.llm.prompt_ids, prompt, True))
+            ids = list(prompt) if token_ids else await anyio.to_thread.run_sync(self.llm.prompt_ids, prompt, True)
         except UserError as e:
             raise ApiError(400, str(e), param="messages" if isinstance(prompt, list) else "prompt") from None
         ctx = self.generative("completions").ctx
