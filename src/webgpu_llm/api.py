@@ -71,7 +71,7 @@ class LLM:
     embedding model (`encoder`: embed); the other's methods raise a UserError that says so."""
 
     source: ModelSource
-    gpu: Gpu
+    gpu: Gpu | None  # None: opened without one (tokenizer_only)
     session: Session | None
     tokenizer: Any
     settings: Settings = field(default_factory=Settings)
@@ -129,6 +129,22 @@ class LLM:
             raise
         return cls(src, g, session, tok, s, encoder=encoder)
 
+    @classmethod
+    def tokenizer_only(cls, model: str | Path | None = None, *, search: ModelSearch | None = None) -> LLM:
+        """A model's configuration and tokenizer (its chat template too) without a GPU: for a
+        front end whose model runs elsewhere (`webgpu-llm serve`'s engine process). Its
+        prompt_ids and tokenizer work; generating or embedding is an error."""
+        if search is None and isinstance(model, str):
+            from . import environment
+
+            search = environment.model_search()
+        src = open_model(model, search)
+        try:
+            return cls(src, None, None, src.tokenizer())
+        except BaseException:
+            src.close()
+            raise
+
     @property
     def config(self) -> Any:
         return self.source.config
@@ -157,6 +173,9 @@ class LLM:
         """The session of a text-generation model; a UserError for an embedding model."""
         if self.session is None:
             cfg = self.config
+            if self.gpu is None:
+                raise UserError(f"{cfg.name} was opened without a GPU (LLM.tokenizer_only): load it with "
+                                f"LLM.load to {what}")
             raise UserError(f"{cfg.name} is an embedding model ({cfg.arch}): it cannot {what}; it turns texts "
                             "into vectors (LLM.embed, `webgpu-llm embed`, POST /v1/embeddings)")
         return self.session

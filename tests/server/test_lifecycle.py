@@ -5,6 +5,7 @@ loads."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 from pathlib import Path
@@ -135,3 +136,62 @@ def test_a_port_in_use_fails_before_the_model_loads(capsys: pytest.CaptureFixtur
         code = main(["serve", "--model", str(tiny_model), "--port", str(port)])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "another server" in err, err
+
+
+def _engine_pid(server: ServerProcess) -> int:
+    """The engine's process: the server's child started by multiprocessing's spawn."""
+    pid = server.proc.pid
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            return int(child)
+    raise AssertionError(f"no engine process under the server {pid}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the engine process through /proc")
+def test_an_engine_process_that_dies_fails_its_requests_and_health(tiny_model: Path) -> None:
+    """The engine's process killed under a running stream: the stream ends with an error
+    event, new requests get 503 saying why, /health turns 503; the server itself answers."""
+    s = ServerProcess("--model", str(tiny_model), "--ctx", str(TINY_CTX), "--parallel", "2")
+    try:
+        with long_stream(s, [30, 31, 32]) as r:
+            events = sse_events(r)
+            next(events)
+            os.kill(_engine_pid(s), signal.SIGKILL)
+            rest = list(events)
+        errors = [e["error"]["message"] for e in rest if isinstance(e, dict) and "error" in e]
+        assert errors and "engine process ended" in errors[0], rest[-3:]
+        h = httpx.get(s.url + "/health", timeout=30)
+        assert h.status_code == 503 and h.json()["status"] == "engine failed", h.text
+        r2 = httpx.post(s.url + "/v1/completions", json={"prompt": [1, 2, 3], "max_tokens": 2}, timeout=30)
+        assert r2.status_code == 503 and r2.json()["error"]["code"] == "engine_failed", r2.text
+        assert "engine process ended" in r2.json()["error"]["message"]
+    finally:
+        s.stop(signal.SIGKILL)
+
+
+def test_the_engine_in_a_process_answers_as_on_a_thread(tiny_model: Path) -> None:
+    """--engine process (the default) and --engine thread: the same greedy answers, and the
+    same usage, to a completion and a chat."""
+    answers = []
+    for engine in ("process", "thread"):
+        s = ServerProcess("--model", str(tiny_model), "--ctx", "256", "--parallel", "2", "--engine", engine)
+        try:
+            client = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=120)
+            model = client.models.list().data[0].id
+            c = client.completions.create(model=model, prompt=[7, 8, 9, 10], max_tokens=12, temperature=0)
+            ch = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=8, temperature=0)
+            answers.append((c.choices[0].text, c.usage.completion_tokens, ch.choices[0].message.content,
+                            ch.usage.prompt_tokens))
+        finally:
+            s.stop()
+    assert answers[0] == answers[1]
+
+
+def test_an_engine_that_cannot_load_fails_in_one_line(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:
+    """A failure in the engine process's load (no such adapter) is the server's: one line,
+    exit code 2, no traceback."""
+    code = main(["serve", "--model", str(tiny_model), "--port", "0", "--adapter", "no-such-gpu-adapter"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no-such-gpu-adapter" in err[0], err

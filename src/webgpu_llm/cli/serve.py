@@ -51,6 +51,10 @@ def add_parser(sub: Any) -> None:
                         "file is unchanged, as `webgpu-llm web -m` does); its files are served without the API key")
     p.add_argument("--web-plan", type=Path, default=None, metavar="DIR",
                    help="as --web, with an export made beforehand (`webgpu-llm export --out DIR`)")
+    p.add_argument("--engine", choices=("process", "thread"), default="process",
+                   help="where the model runs: in a process of its own, so that the HTTP work and the GPU "
+                        "steps never wait for each other's Python (process), or on a thread of the server's "
+                        "process (thread); embedding models always run on a thread (default: %(default)s)")
     p.add_argument("--drain-timeout", type=float, default=60.0, metavar="S",
                    help="on SIGTERM or Ctrl-C, how long running requests may take to finish before they are cut "
                         "(default: %(default)s)")
@@ -120,6 +124,38 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model and its scheduler: a text model's engine in a child process (--engine process:
+    here only its tokenizer), or loaded here with the scheduler on a thread."""
+    from .. import environment
+    from ..api import LLM
+    from ..engine.scheduler import scheduler as make_scheduler
+    from ..models.encoder import EncoderConfig
+
+    if args.engine == "process":
+        from ..server.engine_process import EngineProcess
+
+        front = LLM.tokenizer_only(args.model, search=environment.model_search())
+        if not isinstance(front.config, EncoderConfig):
+            try:
+                return front, EngineProcess.start(args, max_queue=args.max_queue)
+            except BaseException:
+                front.close()
+                raise
+        front.close()
+    llm = load_llm(args)
+    try:
+        if llm.is_embedding:  # an embedding model: POST /v1/embeddings, batched by its queue
+            from ..engine.encoder import EmbedQueue
+
+            return llm, EmbedQueue(llm.encoder, max_queue=args.max_queue)
+        return llm, make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue,
+                                   kv_tokens=args.kv_tokens, warm_up=True)
+    except BaseException:
+        llm.close()
+        raise
+
+
 def model_id(args: argparse.Namespace, llm: Any) -> tuple[str, tuple[str, ...]]:
     """The model's name in the API, and the other names that a request may give for it."""
     path = Path(llm.source.path)
@@ -133,7 +169,6 @@ def model_id(args: argparse.Namespace, llm: Any) -> tuple[str, tuple[str, ...]]:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..engine.scheduler import scheduler as make_scheduler
     from ..server.app import ServerConfig, create_app
 
     check(args)
@@ -146,20 +181,13 @@ def run(args: argparse.Namespace) -> int:
             from .web import export_options, exported
 
             web_plan = exported(export_options(args, args.ctx))
-        llm = load_llm(args)
+        llm, scheduler = _engine(args)
         try:
-            if llm.is_embedding:  # an embedding model: POST /v1/embeddings, batched by its queue
-                from ..engine.encoder import EmbedQueue
-
-                scheduler: Any = EmbedQueue(llm.encoder, max_queue=args.max_queue)
-            else:
-                scheduler = make_scheduler(llm.session, parallel=args.parallel, max_queue=args.max_queue,
-                                           kv_tokens=args.kv_tokens, warm_up=True)
             name, aliases = model_id(args, llm)
             app = create_app(llm, scheduler, ServerConfig(model_id=name, aliases=aliases, api_key=key,
                                                           web_plan=web_plan))
             service = app.state.service
-            if llm.session is not None and llm.session.tuning.gil_switch_s > 0:
+            if llm.session is not None and llm.session.tuning.gil_switch_s > 0:  # (the engine on a thread)
                 sys.setswitchinterval(llm.session.tuning.gil_switch_s)
             config = uvicorn.Config(app, log_level="warning" if quiet(args) else "info",
                                     timeout_graceful_shutdown=args.drain_timeout, lifespan="on",
@@ -174,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             shown = f"[{host}]" if ":" in host else host
             if not quiet(args):
                 what = (f"embeddings at /v1/embeddings, texts of up to {llm.ctx} tokens" if llm.is_embedding else
-                        f"chat page at /, API at /v1; {args.parallel} parallel, context {llm.ctx} tokens each"
+                        f"chat page at /, API at /v1; {args.parallel} parallel, context {scheduler.ctx} tokens each"
                         + (f", {scheduler.kv_tokens[1]} KV-cache positions shared" if args.kv_tokens else ""))
                 print(f"serving {name} at http://{shown}:{port}/ ({what}{', API key required' if key else ''})",
                       file=sys.stderr, flush=True)

@@ -232,6 +232,14 @@ def admission_pages(prompt: int, max_tokens: int | None, ctx: int) -> int:
     return pages_for(prompt, min(2, room) if max_tokens is None else min(max_tokens, room))
 
 
+def check_pages(prompt: int, max_tokens: int | None, ctx: int, pool: int) -> None:
+    """A UserError where a request could never be admitted to a KV cache of `pool` pages."""
+    need = admission_pages(prompt, max_tokens, ctx)
+    if need > pool:
+        raise UserError(f"the prompt ({prompt} tokens) and max_tokens need {need * PAGE} positions of KV "
+                        f"cache; it holds {pool * PAGE} (lower max_tokens, or serve with a larger --kv-tokens)")
+
+
 @dataclass
 class _Seq:
     c: Completion
@@ -287,11 +295,7 @@ class BatchScheduler(Scheduler):
     def check(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
               logprobs: int | None = None) -> None:
         super().check(ids, params, max_tokens, logprobs)
-        need = admission_pages(len(ids), max_tokens, self.ctx)
-        if need > self.programs.slots.pool:
-            raise UserError(f"the prompt ({len(ids)} tokens) and max_tokens need {need * PAGE} positions of KV "
-                            f"cache; it holds {self.programs.slots.pool * PAGE} (lower max_tokens, or serve with "
-                            "a larger --kv-tokens)")
+        check_pages(len(ids), max_tokens, self.ctx, self.programs.slots.pool)
 
     def _admit(self) -> None:
         """Requests in order while a slot is free and their KV pages fit (the first that does

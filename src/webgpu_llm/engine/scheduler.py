@@ -16,17 +16,18 @@ import asyncio
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import UserError
 from ..kernels.sampling import TOP_LOGPROBS
 from .sampling import SamplingParams
 from .session import Session
 
-_DONE = object()
+DONE = object()  # the item that ends a Completion's stream of token groups
 
 
 class QueueFull(Exception):
@@ -56,7 +57,7 @@ class Completion:
     finished_at: float | None = None
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     _queue: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue, repr=False)
-    _listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]] = field(default_factory=list, repr=False)
+    _listeners: list[tuple[Sink, Any]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- the reader's side -----------------------------------------------------------------
@@ -81,7 +82,7 @@ class Completion:
         """New token ids as they come (blocking), until the request ends."""
         while True:
             item = self._queue.get()
-            if item is _DONE:
+            if item is DONE:
                 return
             yield item
 
@@ -89,26 +90,29 @@ class Completion:
         return self._aiter()
 
     async def _aiter(self) -> AsyncIterator[list[int]]:
-        loop = asyncio.get_running_loop()
         q: asyncio.Queue[Any] = asyncio.Queue()
-        with self._lock:  # what came before this listener, then everything after it
-            for t in ([self.tokens[:]] if self.tokens else []):
-                q.put_nowait(t)
-            if self.done:
-                q.put_nowait(_DONE)
-            else:
-                self._listeners.append((loop, q))
+        self.listen(loop_sink(asyncio.get_running_loop()), q)
         while True:
             item = await q.get()
-            if item is _DONE:
+            if item is DONE:
                 return
             while not q.empty():  # a reader that fell behind takes what has queued up as one group
                 more = q.get_nowait()
-                if more is _DONE:
+                if more is DONE:
                     yield item
                     return
                 item = item + more
             yield item
+
+    def listen(self, sink: Sink, key: Any) -> None:
+        """Have `sink` told (key, new token ids) for every group of tokens and (key, DONE) at the
+        end: first of what came before, then as they come (on the engine's thread)."""
+        with self._lock:
+            before = ([(key, self.tokens[:])] if self.tokens else []) + ([(key, DONE)] if self.done else [])
+            if before:
+                sink.deliver(before)
+            if not self.done:
+                self._listeners.append((sink, key))
 
     def wait(self) -> list[int]:
         """Block until the request ends; all its new token ids."""
@@ -138,40 +142,68 @@ class Completion:
                 return
             self.finish_reason, self.error = reason, error
             self.finished_at = time.perf_counter()
-            self._queue.put(_DONE)
-            self._tell(_DONE, outbox)
+            self._queue.put(DONE)
+            self._tell(DONE, outbox)
 
     def _tell(self, item: Any, outbox: Outbox | None) -> None:
-        for loop, q in self._listeners:
+        for sink, key in self._listeners:
             if outbox is None:
-                loop.call_soon_threadsafe(q.put_nowait, item)
+                sink.deliver([(key, item)])
             else:
-                outbox.add(loop, q, item)
+                outbox.add(sink, key, item)
 
 
-class Outbox:
-    """What one engine step hands to async readers, kept per event loop and sent with one
-    `call_soon_threadsafe` each (a wake-up of the loop, a write to its self-pipe, costs ~20 µs of
-    the engine thread: per request and step it was most of a 32-stream step's host work)."""
+class Sink(Protocol):
+    """Where a Completion's readers are told of new tokens (`Completion.listen`)."""
 
-    def __init__(self) -> None:
-        self._items: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], Any]]] = {}
+    def deliver(self, pairs: list[tuple[Any, Any]]) -> None:
+        """(a listener's key, new token ids or DONE), in order; called on the engine's thread."""
 
-    def add(self, loop: asyncio.AbstractEventLoop, q: asyncio.Queue[Any], item: Any) -> None:
-        self._items.setdefault(loop, []).append((q, item))
 
-    def send(self) -> None:
-        items, self._items = self._items, {}
-        for loop, pairs in items.items():
-            try:
-                loop.call_soon_threadsafe(_put_all, pairs)
-            except RuntimeError:  # the loop has closed: nobody is left to read
-                pass
+class _LoopSink:
+    """The asyncio readers of one event loop: each key is a reader's queue, and one delivery is
+    one `call_soon_threadsafe` (a wake-up of the loop, a write to its self-pipe, ~20 µs of the
+    engine thread: per request and step it was most of a 32-stream step's host work)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def deliver(self, pairs: list[tuple[Any, Any]]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_put_all, pairs)
+        except RuntimeError:  # the loop has closed: nobody is left to read
+            pass
+
+
+_loop_sinks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSink] = weakref.WeakKeyDictionary()
+
+
+def loop_sink(loop: asyncio.AbstractEventLoop) -> _LoopSink:
+    """The one sink of an event loop (so that an Outbox wakes each loop once a step)."""
+    sink = _loop_sinks.get(loop)
+    if sink is None:
+        sink = _loop_sinks[loop] = _LoopSink(loop)
+    return sink
 
 
 def _put_all(pairs: list[tuple[asyncio.Queue[Any], Any]]) -> None:
     for q, item in pairs:
         q.put_nowait(item)
+
+
+class Outbox:
+    """What one engine step hands to its readers, kept per sink and delivered at once."""
+
+    def __init__(self) -> None:
+        self._items: dict[Sink, list[tuple[Any, Any]]] = {}
+
+    def add(self, sink: Sink, key: Any, item: Any) -> None:
+        self._items.setdefault(sink, []).append((key, item))
+
+    def send(self) -> None:
+        items, self._items = self._items, {}
+        for sink, pairs in items.items():
+            sink.deliver(pairs)
 
 
 @dataclass
@@ -220,6 +252,7 @@ class Scheduler:
         return 0, self.ctx * self.parallel
 
     supports_logprobs = False
+    failed: str | None = None  # why the engine cannot go on (a server's engine process that ended)
 
     def check(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
               logprobs: int | None = None) -> None:

@@ -92,7 +92,7 @@ class Tuning:
     # batched steps' shape takes it as batch_tiles' eighth field); off until timed
     straight_staging: bool = False
     # ... and the steps whose loads are in flight at once (mma.TileShape.depth: 1 or 2;
-    # batch_tiles' ninth field); 1 until timed
+    # batch_tiles' ninth field; GPU_TUNING takes 2)
     stage_depth: int = 1
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run (default for heads of 128 and more: LONG_HEAD_TILES)
@@ -227,6 +227,10 @@ EXPERT_TILES = (1, 4, 2, 2)
 # and 5.64 / 7.05 / 9.16. 64-row workgroups (1, 2, 1, 2), 32-row ones (1, 1, 1, 2) or 64 inputs
 # a step (ku 2), each with the splits: 3-40 % slower.
 BATCH_TILES = (1, 4, 1, 2)
+# The prompt tiles keep two steps' loads in flight: pp512 on an H100 (two calls, each against
+# depth 1 in the same call) 0.5B f16 +6 %, q8_0 and q4_0 +2 %; 1.5B f16 +3 %, q8_0 +10 %,
+# q4_0 +10-11 %. The batched steps' tiles stay at 1 (their 16-64 rows: 1-3 % slower at 2).
+PROMPT_STAGE_DEPTH = 2
 BATCH_SPLITS = (("o", 8), ("down", 8), ("qkv", 8), ("gate_up", 4))
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
@@ -235,7 +239,7 @@ GPU_TUNING = Tuning(
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
     mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True, expert_tpr=EXPERT_TPR,
     expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, thin_rows=64,
-    batch_split_keys=True)
+    batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).

@@ -252,6 +252,10 @@ class Service:
             c = self.generative("completions").submit(job.ids, job.params, job.max_tokens, job.stop_ids,
                                                       job.logprobs)
         except ShuttingDown:
+            failed = getattr(self.scheduler, "failed", None)
+            if failed:
+                raise ApiError(503, f"{failed}: the server cannot generate; retry on another replica",
+                               code="engine_failed") from None
             raise self._unavailable() from None
         except QueueFull as e:
             raise ApiError(429, f"the server is busy ({e}); retry in {self.config.retry_after_s} s",
@@ -437,6 +441,10 @@ class Service:
         try:
             future = queue.submit(ids)
         except ShuttingDown:
+            failed = getattr(self.scheduler, "failed", None)
+            if failed:
+                raise ApiError(503, f"{failed}: the server cannot generate; retry on another replica",
+                               code="engine_failed") from None
             raise self._unavailable() from None
         except QueueFull as e:
             raise ApiError(429, f"the server is busy ({e}); retry in {self.config.retry_after_s} s",
@@ -479,6 +487,9 @@ class Service:
     async def health(self, request: Request) -> Response:
         if self.closing:
             return JSONResponse({"status": "shutting down"}, status_code=503)
+        failed = getattr(self.scheduler, "failed", None)
+        if failed:
+            return JSONResponse({"status": "engine failed", "error": failed}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def metrics_text(self, request: Request) -> Response:
