@@ -124,6 +124,8 @@ class LLM:
                 _warm_up(session, progress)
             elif warm_up and encoder is not None:
                 encoder.warm_up()
+            if warm_up:
+                tok.warm_up()
         except BaseException:
             src.close()
             raise

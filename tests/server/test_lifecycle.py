@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +172,11 @@ def test_an_engine_process_that_dies_fails_its_requests_and_health(tiny_model: P
 
 
 def test_the_engine_in_a_process_answers_as_on_a_thread(tiny_model: Path) -> None:
-    """--engine process (the default) and --engine thread: the same greedy answers, and the
-    same usage, to a completion and a chat."""
+    """--engine process (the default; batched and serial) and --engine thread: the same greedy
+    answers and usage to a completion and a chat, and /metrics' counters settle to the same."""
     answers = []
-    for engine in ("process", "thread"):
-        s = ServerProcess("--model", str(tiny_model), "--ctx", "256", "--parallel", "2", "--engine", engine)
+    for engine, parallel in (("process", "2"), ("thread", "2"), ("process", "1")):
+        s = ServerProcess("--model", str(tiny_model), "--ctx", "256", "--parallel", parallel, "--engine", engine)
         try:
             client = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=120)
             model = client.models.list().data[0].id
@@ -184,9 +185,19 @@ def test_the_engine_in_a_process_answers_as_on_a_thread(tiny_model: Path) -> Non
                                                 max_tokens=8, temperature=0)
             answers.append((c.choices[0].text, c.usage.completion_tokens, ch.choices[0].message.content,
                             ch.usage.prompt_tokens))
+            generated = c.usage.completion_tokens + ch.usage.completion_tokens
+            deadline = time.monotonic() + 10
+            while True:  # the engine's counters reach the server a moment after the answers
+                m = s.metrics(key=None)
+                settled = (m["webgpu_llm_active_sequences"], m["webgpu_llm_generated_tokens_total"],
+                           m["webgpu_llm_requests_total"]) == (0, generated, 2)
+                if settled or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert settled, (engine, parallel, m)
         finally:
             s.stop()
-    assert answers[0] == answers[1]
+    assert answers[0] == answers[1] == answers[2], answers
 
 
 def test_an_engine_that_cannot_load_fails_in_one_line(capsys: pytest.CaptureFixture[str], tiny_model: Path) -> None:

@@ -112,6 +112,20 @@ def test_smollm2_loads_fast(smollm2_metadata: dict[str, object]) -> None:
     assert time.process_time() - start < 1.0
 
 
+def test_warm_up_builds_what_the_first_answer_would(smollm2_metadata: dict[str, object]) -> None:
+    """A server's warm-up: the decode table is built once, by warm_up and not by the first
+    decode, and the chat template is compiled; decoding and rendering are unchanged."""
+    tok = load_tokenizer_from_gguf(smollm2_metadata)
+    ids = tok.encode("Hello, world! ünïcödé")
+    builds: list[int] = []
+    build = tok._build_pieces
+    tok._build_pieces = lambda: builds.append(1) or build()
+    tok.warm_up()
+    assert builds == [1] and tok._template is not None and tok._template._compiled is not None
+    assert tok.decode(ids) == "Hello, world! ünïcödé" and builds == [1]
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
+
+
 # -- every supported pre-tokenizer, on the SmolLM2 vocabulary ------------------------------------
 
 PRETYPES = _fixture("tokenizer_pretypes.json")

@@ -138,6 +138,7 @@ def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
         front = LLM.tokenizer_only(args.model, search=environment.model_search())
         if not isinstance(front.config, EncoderConfig):
             try:
+                front.tokenizer.warm_up()
                 return front, EngineProcess.start(args, max_queue=args.max_queue)
             except BaseException:
                 front.close()

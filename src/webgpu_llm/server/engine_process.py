@@ -75,6 +75,7 @@ class _PipeSink:
         self.conn, self.scheduler = conn, scheduler
         self.lock = threading.Lock()  # the engine thread and the command loop both send
         self._lp_sent: dict[int, int] = {}
+        self.last: Snapshot | None = None  # the counters last sent
 
     def deliver(self, pairs: list[tuple[Any, Any]]) -> None:
         records = []
@@ -89,7 +90,16 @@ class _PipeSink:
                     lps = c.token_logprobs[at:at + len(item)]
                     self._lp_sent[rid] = at + len(item)
                 records.append((rid, item, lps, None, None))
-        self.send(("out", records, _snapshot(self.scheduler)))
+        self.last = _snapshot(self.scheduler)
+        self.send(("out", records, self.last))
+
+    def counters(self) -> None:
+        """The counters alone where they changed since the last message (a request's end is
+        told before its scheduler counts it)."""
+        snap = _snapshot(self.scheduler)
+        if snap != self.last:
+            self.last = snap
+            self.send(("out", [], snap))
 
     def send(self, msg: Any) -> None:
         with self.lock:
@@ -131,6 +141,7 @@ def engine_main(args: argparse.Namespace, commands: Connection, out: Connection)
     try:
         while closer is None or closer.is_alive():
             if not commands.poll(0.05):
+                sink.counters()
                 continue
             msg = commands.recv()
             if msg[0] == "submit":

@@ -155,6 +155,13 @@ class ChatTemplate:
                 "check the message roles and contents"
             ) from None
 
+    def compile(self) -> None:
+        """Compile the template now (it compiles on first use); a broken one is left to fail there."""
+        try:
+            self._template()
+        except ModelFileError:
+            pass
+
     def _template(self) -> jinja2.Template:
         if self._compiled is None:
             try:

@@ -143,6 +143,16 @@ class Tokenizer:
         """Whether decode(skip_special=True) leaves token `id` out."""
         return id in self._hidden
 
+    def warm_up(self) -> None:
+        """Build now what the first decode and the first chat would build: the pieces table
+        (~50 ms for a 150k vocabulary, in a server's first answer otherwise) and the chat
+        templates' compiled Jinja (a template that does not compile fails where it is used)."""
+        if self._pieces is None:
+            self._load_pieces()
+        for t in (self._template, *self._named.values()):
+            if t is not None:
+                t.compile()
+
     def _load_pieces(self) -> list[bytes]:
         self._pieces = self._build_pieces()
         return self._pieces
