@@ -67,6 +67,28 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def _event(text: str) -> bytes:
+    """A server-sent event of one line of data, as sse-starlette frames it (sep "\n"); JSON
+    has no line breaks, so the bytes are the same and the event skips its encoder."""
+    return f"data: {text}\n\n".encode()
+
+
+_MARK = "\x00text\x00"  # a text no token decodes to: where a chunk's text goes
+
+
+def text_events(chunk: Any) -> Any:
+    """The event of `chunk(text, None)` for any text, made by splicing the text's JSON into
+    the chunk's JSON around a placeholder (a text chunk differs from the next only there):
+    one string's JSON an event instead of the whole chunk's. None where the placeholder
+    does not appear once (then each chunk is rendered whole)."""
+    whole = _json(chunk(_MARK, None))
+    mark = _json(_MARK)[1:-1]
+    if whole.count(mark) != 1:
+        return None
+    head, tail = whole.split(mark)
+    return lambda text: _event(head + _json(text)[1:-1] + tail)
+
+
 @dataclass
 class ServerConfig:
     model_id: str  # the name clients give as "model" (GET /v1/models lists it)
@@ -296,7 +318,10 @@ class Service:
         [DONE]. The generator is closed when the client disconnects: the request is cancelled."""
         m = self.metrics
 
-        async def events() -> AsyncIterator[str]:
+        # (with logprobs each chunk carries its own: rendered whole)
+        fast = text_events(chunk) if run.job.logprobs is None else None
+
+        async def events() -> AsyncIterator[str | bytes]:
             m.open_streams += 1
             try:
                 first = chunk(None, None)
@@ -304,7 +329,7 @@ class Service:
                     yield _json(first)
                 try:
                     async for piece in run.pieces():
-                        yield _json(chunk(piece, None))
+                        yield fast(piece) if fast is not None else _json(chunk(piece, None))
                 except EngineFailed as e:
                     run.end("error")
                     yield _json(error_body(500, f"generation failed: {e}", code="engine_error"))
