@@ -419,19 +419,21 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
     assert a.finish_reason == "length" and b.finish_reason is None
 
 
-@pytest.mark.parametrize(("dtype", "tiles", "splits", "head"), [
-    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 16), ("qkv", 2), ("gate_up", 3)), ()),
-    ("q4_0", (1, 4, 1, 2), (), (2, 2, 2, 2)), ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)), ()),
-    ("q4_0", (1, 4, 1, 2, False, False, 1, True), (("down", 4), ("qkv", 8)), ()),
-    ("f16", (1, 4, 1, 2, False, False, 1, False, 2), (("down", 8), ("gate_up", 2)), ()),
-    ("q4_0", (1, 4, 1, 2, False, False, 1, False, 2), (("o", 2), ("qkv", 4)), ())])
-def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head):
+@pytest.mark.parametrize(("dtype", "tiles", "splits", "head", "few"), [
+    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 16), ("qkv", 2), ("gate_up", 3)), (), ()),
+    ("q4_0", (1, 4, 1, 2), (), (2, 2, 2, 2), ()), ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)), (), ()),
+    ("q4_0", (1, 4, 1, 2, False, False, 1, True), (("down", 4), ("qkv", 8)), (), ()),
+    ("f16", (1, 4, 1, 2, False, False, 1, False, 2), (("down", 8), ("gate_up", 2)), (), ()),
+    ("q4_0", (1, 4, 1, 2, False, False, 1, False, 2), (("o", 2), ("qkv", 4)), (), ()),
+    ("q4_0", (1, 4, 1, 2), (("down", 2),), (), (("o", 2), ("down", 16), ("gate_up", 2)))])
+def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
     f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (their next loads without a
     branch, or two steps ahead, too: TileShape.straight, depth; quantized weights
     dequantized into them; emulated here), O, down, QKV and gate/up with their K split as
     Tuning.batch_splits says (down SPLIT_MAX ways, a unit of K each here; QKV's and gate/up's epilogues then on the sums: split_finish), the LM
-    head on its own shape where Tuning.batch_head_tiles gives one, a step of one row still the
+    head on its own shape where Tuning.batch_head_tiles gives one, a step of up to few_rows
+    (2) rows with Tuning.batch_splits_few's splits where given, a step of one row still the
     mat-vecs; three requests get what they get alone."""
     import dataclasses
 
@@ -440,7 +442,8 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head):
     cfg, tensors = preset_model("tiny", dtype)
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
     session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
-        t, mma="emulate", batch_tiles=tiles, thin_rows=4, batch_splits=splits, batch_head_tiles=head)), ctx=96)
+        t, mma="emulate", batch_tiles=tiles, thin_rows=4, batch_splits=splits, batch_head_tiles=head,
+        batch_splits_few=few, few_rows=2)), ctx=96)
     prompts = _prompts(cfg.vocab, [5, 9, 13], seed=9)
     alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
     s = scheduler(session, parallel=3, max_rows=12)
@@ -451,6 +454,7 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head):
         assert matmuls(3) and all(x.startswith("f16_matmul") for x in matmuls(3)), matmuls(3)
         assert matmuls(9) and all(x.startswith("f16_matmul") for x in matmuls(9)), matmuls(9)
         assert sum("partial" in x for x in matmuls(3)) == len(splits) * cfg.n_layers, matmuls(3)
+        assert sum("partial" in x for x in matmuls(2)) == len(few or splits) * cfg.n_layers, matmuls(2)
         shape = "x".join(map(str, (head or tiles)[:4]))
         assert matmuls(3)[-1].startswith("f16_matmul_store") and f"_{shape}" in matmuls(3)[-1], matmuls(3)  # the head
         finish = [d.label for d in s.programs.step(3, 3, False, False).dispatches if d.label.startswith("split_finish")]

@@ -139,7 +139,7 @@ class BatchPrograms(Programs):
     def _build(self) -> None:
         self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
         self.fit_partials()
-        self._steps: dict[tuple[int, int, bool, bool, bool, bool], Program] = {}
+        self._steps: dict[tuple[int, int, bool, bool, bool, bool, bool], Program] = {}
         b = self.buf
         self.advance = Program(self.gpu, "batch_advance")  # the tables one position on (Tuning.batch_steps)
         self.advance.add(sampling.advance_kernel(), {"st": b.st, "rows": b.rows, "blocks": b.blocks, "samples": b.samples},
@@ -152,13 +152,15 @@ class BatchPrograms(Programs):
         `logprobs`, the sampled rows' log-probabilities too; `decode_only` (every block one
         row: no prompt rows), without the prompt attention where split-K attention takes
         those rows (Tuning.batch_split_keys); made on first use."""
-        thin = thin_level(rows, self.tuning)
-        key = (thin, thin_level(samples, self.tuning), filtered or logprobs, penalty, logprobs,
-               decode_only and thin != 1 and self.tuning.batch_split_keys)
+        t = self.tuning
+        thin = thin_level(rows, t)
+        key = (thin, thin_level(samples, t), filtered or logprobs, penalty, logprobs,
+               decode_only and thin != 1 and t.batch_split_keys, thin > 1 and bool(t.batch_splits_few)
+               and rows <= t.few_rows)
         prog = self._steps.get(key)
         if prog is None:
-            prog = self._steps[key] = concat(self.gpu, "batch_step", self._layers(thin, key[5]), self._head(key[1]),
-                                             self._sampler(key[2], penalty, logprobs))
+            prog = self._steps[key] = concat(self.gpu, "batch_step", self._layers(thin, key[5], key[6]),
+                                             self._head(key[1]), self._sampler(key[2], penalty, logprobs))
         return prog
 
     def warm_up(self) -> None:
@@ -166,13 +168,14 @@ class BatchPrograms(Programs):
         prompts among them, past thin_rows, each with and without a filtering sampler), so that
         their pipelines compile now rather than in the first requests' time to first token."""
         t = self.tuning
-        sizes = sorted({1, min(2, self.batch), min(t.thin_rows, self.batch), min(t.thin_rows + 1, self.batch)})
+        sizes = sorted({1, min(2, self.batch), min(t.few_rows, self.batch), min(t.few_rows + 1, self.batch),
+                        min(t.thin_rows, self.batch), min(t.thin_rows + 1, self.batch)})
         todo = {(r, s, filtered, s == r and r > 1) for r in sizes for s in sizes if s <= r for filtered in (False, True)}
         todo |= {(r, s, f, False) for r, s, f, d in todo if d}  # a step of prompt rows sampling each of its rows
         for r, s, filtered, decode_only in sorted(todo):
             self.step(r, s, filtered, False, decode_only=decode_only)
 
-    def _layers(self, thin: int, decode_only: bool = False) -> Program:
+    def _layers(self, thin: int, decode_only: bool = False, few: bool = False) -> Program:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
         base = {"st": b.st, "tokens": b.tokens}
         emb = w.embedding
@@ -181,7 +184,7 @@ class BatchPrograms(Programs):
                    {**base, **emb.bindings(), "rows": b.rows, "x": b.h}, lambda n: (n[0], 1, 1))
         self.prompt_layers(layers, base, b.kv, self.slots, rows_of=lambda n: n[0], blocks_of=lambda n: n[1],
                            tables={"rows": b.rows, "blocks": b.blocks, "pages": b.pages}, thin=thin,
-                           decode_only=decode_only)
+                           decode_only=decode_only, few=few)
         return layers
 
     def _head(self, thin: int) -> Program:

@@ -406,7 +406,8 @@ class Programs:
         splits keeps working."""
         t, rows = self.tuning, self.batch
         most = max(rows * max(t.split("o"), t.split("down")),
-                   min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)))
+                   min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)),
+                   min(rows, t.few_rows) * max(t.split("o", True, True), t.split("down", True, True)))
         size = most * self.cfg.hidden * 4
         if self.buf.kpart.size < size:
             self.buf.kpart = self.gpu.buffer(size, "split_k_partials")
@@ -478,14 +479,16 @@ class Programs:
 
     def prompt_layers(self, prog: Program, base: dict[str, Any], kv: list[Any], slots: Slots | None = None,
                       rows_of: Callable[[Any], int] | None = None, blocks_of: Callable[[Any], int] | None = None,
-                      tables: dict[str, Any] | None = None, thin: int = 0, decode_only: bool = False) -> None:
+                      tables: dict[str, Any] | None = None, thin: int = 0, decode_only: bool = False,
+                      few: bool = False) -> None:
         """Every layer over the rows of a prompt batch (n tokens of one sequence), or with
         `slots` over a batched step's rows (`rows_of(n)` of them, of several sequences, the
         attention's query blocks `blocks_of(n)`; `tables` binds rows and blocks); `thin`:
         the linear layers as thin matmuls of that many tokens a pass (a few rows), or with 1
         (one row) the one-sequence decode's kernels: mat-vecs with the RMSNorms in their
         prologues, split-K attention merged by O; `decode_only`: a batched step's blocks are
-        all one row, so that with Tuning.batch_split_keys the prompt attention is left out."""
+        all one row, so that with Tuning.batch_split_keys the prompt attention is left out;
+        `few`: a batched step of at most Tuning.few_rows rows (its splits: batch_splits_few)."""
         c, b, w = self.cfg, self.buf, self.weights
         a, lay = c.architecture, w.layout
         qkv_shape = self.qkv_shape()
@@ -499,7 +502,7 @@ class Programs:
                 return self.tuning.split(role)
             tiled = thin > 1 and all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
                                      if role in ("o", "qkv") or a.experts(i) is None)
-            return self.tuning.split(role, batched=True) if tiled else 1
+            return self.tuning.split(role, batched=True, few=few) if tiled else 1
 
         so, sd = splits("o"), splits("down")
         # QKV and gate/up split only there, their epilogues then applied to the sums by a kernel

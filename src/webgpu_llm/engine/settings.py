@@ -125,6 +125,9 @@ class Tuning:
     # ... and their K splits by role (o, down, qkv, gate_up): a few rows leave a narrow model's
     # matmuls a dozen 128-row workgroups, each walking all of K (GPU_TUNING: BATCH_SPLITS)
     batch_splits: tuple[tuple[str, int], ...] = ()
+    # ... and those of steps of at most `few_rows` rows, where more splits pay ((): batch_splits)
+    batch_splits_few: tuple[tuple[str, int], ...] = ()
+    few_rows: int = 32
     # a batched step of one row (one stream decoding) on the one-sequence decode's kernels
     # (mat-vecs, split-K attention), not on the thin matmuls; on by reasoning and llvmpipe,
     # not yet timed on a GPU (off gives the earlier path, for the comparison)
@@ -161,9 +164,12 @@ class Tuning:
     def tm(self, role: str) -> int:
         return dict(self.mm).get(role, 4)
 
-    def split(self, role: str, batched: bool = False) -> int:
-        """K splits of a role's prompt matmul, or with `batched` of its batched-step f16 tiles."""
-        return dict(self.batch_splits if batched else self.splits).get(role, 1)
+    def split(self, role: str, batched: bool = False, few: bool = False) -> int:
+        """K splits of a role's prompt matmul, or with `batched` of its batched-step f16 tiles
+        (with `few`, a step of at most few_rows rows)."""
+        table = (self.batch_splits_few or self.batch_splits) if batched and few else \
+            self.batch_splits if batched else self.splits
+        return dict(table).get(role, 1)
 
     def row_blocks(self, role: str) -> int:
         return dict(self.blocks).get(role, 1)
@@ -195,7 +201,8 @@ class Tuning:
                 (self.tile_shape() if name == "tiles" else TileShape(*fields)).check()
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.{name}: {e}") from None
-        for name, roles in (("splits", ("o", "down")), ("batch_splits", ("o", "down", "qkv", "gate_up"))):
+        for name, roles in (("splits", ("o", "down")), ("batch_splits", ("o", "down", "qkv", "gate_up")),
+                            ("batch_splits_few", ("o", "down", "qkv", "gate_up"))):
             for role, n in getattr(self, name):
                 if role not in roles or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:
                     raise ValueError(f"Tuning.{name}: ({role!r}, {n!r}) must name {', '.join(roles)} and split "
@@ -235,13 +242,17 @@ BATCH_TILES = (1, 4, 1, 2)
 # q4_0 +10-11 %. The batched steps' tiles stay at 1 (their 16-64 rows: 1-3 % slower at 2).
 PROMPT_STAGE_DEPTH = 2
 BATCH_SPLITS = (("o", 8), ("down", 8), ("qkv", 8), ("gate_up", 4))
+# Steps of up to 32 rows split down 16 ways (its 4864-9728 inputs are the longest walk): H100,
+# one call, step GPU ms at 16 / 32 / 64 rows, 0.5B q4_0 2.17 / 2.57 / 3.75 -> 1.96 / 2.54 /
+# 4.12, 1.5B f16 4.28 / 5.36 / 8.28 -> 3.98 / 5.04 / 8.44: so 16 ways below 33 rows only.
+BATCH_SPLITS_FEW = (("o", 8), ("down", 16), ("qkv", 8), ("gate_up", 4))
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
     attn_chunk=32, mm=(("gate_up", 8),), int8=True, splits=(("o", 2), ("down", 4)),
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
     mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True, expert_tpr=EXPERT_TPR,
-    expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, thin_rows=64,
+    expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
