@@ -67,13 +67,30 @@ def _snapshot(s: Scheduler) -> Snapshot:
                     st.wait_s, s.queue_depth, s.active, s.kv_tokens)
 
 
+class _Outlet:
+    """One end of a pipe that several threads send on; a send to a process that has gone is
+    dropped (the reading side sees the end and ends what waits on it)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def send(self, msg: Any) -> None:
+        with self.lock:
+            try:
+                self.conn.send(msg)
+            except (OSError, EOFError, ValueError):
+                pass
+
+
 # -- the engine's side (the child process) -----------------------------------------------------
-class _PipeSink:
-    """Every request's tokens and ends, a step's in one message (the keys are (rid, Completion))."""
+class _PipeSink(_Outlet):
+    """Every request's tokens and ends, a step's in one message (the keys are (rid, Completion));
+    the engine thread and the command loop both send."""
 
     def __init__(self, conn: Connection, scheduler: Scheduler) -> None:
-        self.conn, self.scheduler = conn, scheduler
-        self.lock = threading.Lock()  # the engine thread and the command loop both send
+        super().__init__(conn)
+        self.scheduler = scheduler
         self._lp_sent: dict[int, int] = {}
         self.last: Snapshot | None = None  # the counters last sent
 
@@ -100,13 +117,6 @@ class _PipeSink:
         if snap != self.last:
             self.last = snap
             self.send(("out", [], snap))
-
-    def send(self, msg: Any) -> None:
-        with self.lock:
-            try:
-                self.conn.send(msg)
-            except (OSError, EOFError):  # the server is gone: the command loop sees it too
-                pass
 
 
 def engine_main(args: argparse.Namespace, commands: Connection, out: Connection) -> None:
@@ -179,7 +189,7 @@ class _RemoteCompletion(Completion):
 
     def cancel(self) -> None:
         if not self.cancelled and not self.done and self.engine is not None:
-            self.engine._send(("cancel", self.rid))
+            self.engine._commands.send(("cancel", self.rid))
         super().cancel()
 
 
@@ -189,9 +199,8 @@ class EngineProcess(Scheduler):
 
     def __init__(self, proc: Any, commands: Connection, out: Connection, info: EngineInfo,
                  max_queue: int = 256) -> None:
-        self.proc, self._commands, self._out, self.info = proc, commands, out, info
+        self.proc, self._commands, self._out, self.info = proc, _Outlet(commands), out, info
         self.supports_logprobs = info.supports_logprobs
-        self._send_lock = threading.Lock()
         self._requests: dict[int, _RemoteCompletion] = {}
         self._next_rid = 0
         self._snap = Snapshot(0, 0, 0, 0, 0, 0, 0.0, 0, 0,
@@ -256,25 +265,18 @@ class EngineProcess(Scheduler):
             rid, self._next_rid = self._next_rid, self._next_rid + 1
             c = _RemoteCompletion(list(ids), params, max_tokens, frozenset(stop_ids), logprobs, rid=rid, engine=self)
             self._requests[rid] = c
-        self._send(("submit", rid, list(ids), params, max_tokens, frozenset(stop_ids), logprobs))
+        self._commands.send(("submit", rid, list(ids), params, max_tokens, frozenset(stop_ids), logprobs))
         return c
 
     def close(self, drain: bool = True, timeout: float | None = None) -> None:
         with self._cv:
             self._stopping = True
-        self._send(("close", drain))
+        self._commands.send(("close", drain))
         self._thread.join(timeout)
         self.proc.join(5.0)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(5.0)
-
-    def _send(self, msg: Any) -> None:
-        with self._send_lock:
-            try:
-                self._commands.send(msg)
-            except (OSError, ValueError):  # the child is gone: the reader thread ends the requests
-                pass
 
     # -- this process's reader thread ------------------------------------------------------
     def _run(self) -> None:
@@ -286,10 +288,10 @@ class EngineProcess(Scheduler):
             if msg[0] == "out":
                 self._deliver(msg[1], msg[2])
                 continue
+            failed = (f"the engine process ended unexpectedly (exit code {_exit_code(self.proc)})"
+                      if msg[0] == "gone" else None)
             with self._cv:  # ("closed",) or the child's end: no more tokens will come
-                self._stopping = True
-                if msg[0] == "gone":
-                    self.failed = f"the engine process ended unexpectedly (exit code {_exit_code(self.proc)})"
+                self._stopping, self.failed = True, failed
                 left, self._requests = list(self._requests.values()), {}
             for c in left:
                 c._finish("error", self.failed or "the server shut down before the request finished")
