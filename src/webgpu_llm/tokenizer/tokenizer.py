@@ -145,8 +145,9 @@ class Tokenizer:
 
     def warm_up(self) -> None:
         """Build now what the first decode and the first chat would build: the pieces table
-        (~50 ms for a 150k vocabulary, in a server's first answer otherwise) and the chat
-        templates' compiled Jinja (a template that does not compile fails where it is used)."""
+        (17 ms for SmolLM2's 49k tokens on a 2-core machine, more for larger vocabularies: in
+        a server's first answer otherwise) and the chat templates' compiled Jinja (a template
+        that does not compile fails where it is used)."""
         if self._pieces is None:
             self._load_pieces()
         for t in (self._template, *self._named.values()):
