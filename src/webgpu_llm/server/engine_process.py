@@ -259,7 +259,9 @@ class EngineProcess(Scheduler):
         with self._cv:
             if self._stopping:
                 raise ShuttingDown(self.failed or "the server is shutting down")
-            waiting = len(self._requests) - self.parallel  # those past the slots wait in the child's queue
+            # those past the slots wait in the child's queue, and more where KV pages hold them
+            # back (its count as of its last step)
+            waiting = max(len(self._requests) - self.parallel, self._snap.queue_depth)
             if waiting >= self.max_queue:
                 raise QueueFull(f"{waiting} requests are waiting already")
             rid, self._next_rid = self._next_rid, self._next_rid + 1
