@@ -18,6 +18,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer as HfTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
@@ -299,6 +301,25 @@ def test_stream_equals_decode(smollm2: Tokenizer, case: dict) -> None:
         prompt_chars = b"".join(smollm2.piece(i) for i in prompt).decode("utf-8", "ignore")
         expected = all_bytes[len(prompt_chars.encode()) :].decode("utf-8", "replace")
         assert "".join(_stream(smollm2, generated, prompt)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text("a é龍🙂👍🏽\n", max_size=8), extra=st.lists(st.integers(0, 400), max_size=3),
+       cut=st.integers(0, 30), spm=st.booleans())
+def test_stream_after_a_prompt_equals_the_whole_prompts_state(smollm2: Tokenizer, text: str, extra: list[int],
+                                                               cut: int, spm: bool) -> None:
+    """The decoder takes over a prompt's state from its last bytes: the text of the rest
+    equals that of a decoder fed every piece of the prompt, at any cut (characters split
+    over byte-level BPE tokens or SentencePiece byte tokens, its leading-space rule, control
+    and other tokens between)."""
+    tok = spm_tokenizer("rank_scores") if spm else smollm2
+    ids = tok.encode(text, add_bos=False) + [i % tok.vocab_size for i in extra]
+    prompt, generated = ids[:cut], ids[cut:]
+    whole = StreamDecoder(tok)
+    for t in prompt:
+        whole.push(t)
+    expected = [whole.push(t) for t in generated] + [whole.flush()]
+    assert _stream(tok, generated, prompt) == expected
 
 
 def test_stream_finishes_a_character_the_prompt_started(smollm2: Tokenizer) -> None:

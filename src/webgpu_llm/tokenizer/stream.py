@@ -25,9 +25,28 @@ class StreamDecoder:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._at_start = True
         if prompt_ids:
-            # Run the prompt through the same state so that a character the prompt left
-            # unfinished, and the start-of-text rule, carry over; its text is not ours to emit.
-            self._utf8.decode(b"".join(self._bytes_of(tid) for tid in prompt_ids))
+            self._carry(prompt_ids)
+
+    def _carry(self, prompt_ids: list[int]) -> None:
+        """Take over the state the prompt leaves (its text is not ours to emit): a character
+        it left unfinished, and the start-of-text rule. A character takes at most 4 bytes
+        and UTF-8 finds its own boundaries, so the prompt's last 4 bytes (and its first
+        piece with text, which the rule strips) say as much as all of it: a server builds a
+        decoder per request on its event loop, where a long prompt's every piece cost time."""
+        piece = self._tok.piece
+        first = next((i for i, t in enumerate(prompt_ids) if piece(t, self._skip_special)), None)
+        if first is None:  # no text yet (e.g. BOS alone): the rule still holds for ours
+            return
+        tail: list[bytes] = []
+        held, i = 0, len(prompt_ids)
+        while i > first and held < 4:
+            i -= 1
+            tail.append(piece(prompt_ids[i], self._skip_special))
+            held += len(tail[-1])
+        if i == first:
+            tail[-1] = self._tok.strip_leading_space(tail[-1])
+        self._utf8.decode(b"".join(reversed(tail)))
+        self._at_start = False
 
     def push(self, id: int) -> str:
         """The new text token `id` completes ('' while a character is still unfinished)."""
