@@ -2,11 +2,11 @@
 
 In one process the engine thread's Python (a step's tables, its encoding, the read-backs)
 and the event loop's (HTTP, JSON, one server-sent event per stream and token) take turns on
-the interpreter lock: at 32 streams both want more than the GPU's step time, so steps wait for
-the event loop and the aggregate falls to half of what the engine gives alone. Here the
+the interpreter lock, and a failing driver takes the HTTP server down with it. Here the
 engine (the model on the GPU and its scheduler) runs in a child process and the server
 process keeps the HTTP work: `EngineProcess` is the server's Scheduler, and hands each request
-to the child and its tokens back to the request's readers, one message a step each way.
+to the child and its tokens back to the request's readers, one message a step each way. On an
+H100 (Qwen2.5-0.5B q4_0 shape) that measured even at 32 streams and up to 10 % faster at 64.
 
 Messages, pickled over two one-way pipes:
 - to the engine: ("submit", rid, ids, params, max_tokens, stop_ids, logprobs), ("cancel", rid),
