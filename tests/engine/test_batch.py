@@ -466,15 +466,21 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few):
 
 
 def test_warm_up_builds_the_steps_a_server_takes(session):
-    """scheduler(warm_up=True) builds the step Programs first (their pipelines compile there,
-    not in a first request's time to first token): requests alone, several at once with
-    prompts past thin_rows and a filtering sampler, then decoding together, need no other."""
+    """scheduler(warm_up=True) builds the step Programs first and runs each of their kernels
+    once (their pipelines compile there, not in a first request's time to first token):
+    requests alone, several at once with prompts past thin_rows and a filtering sampler, then
+    decoding together, need no other."""
+    prompts = _prompts(session.cfg.vocab, [5, 41, 3, 17, 29], seed=2)
+    alone = list(session.stream(prompts[0], 0, GREEDY, 6))
     s = scheduler(session, parallel=3, max_rows=12, warm_up=True)
     try:
         built = set(s.programs._steps)
         assert len(built) > 1
-        prompts = _prompts(session.cfg.vocab, [5, 41, 3, 17, 29], seed=2)
-        s.submit(prompts[0], GREEDY, 6).wait()
+        # every kernel ran once (on slot 0, position 0), and the first request, in slot 0, is
+        # what it is alone
+        pipes = {id(d.pipeline) for p in s.programs._steps.values() for d in p.dispatches}
+        assert pipes <= session.gpu.ran, len(pipes - session.gpu.ran)
+        assert s.submit(prompts[0], GREEDY, 6).wait() == alone
         top_k = SamplingParams(temperature=0.7, top_k=5, seed=1)
         cs = [s.submit(p, top_k if i % 2 else GREEDY, 12) for i, p in enumerate(prompts)]
         assert all(len(c.wait()) == 12 for c in cs)

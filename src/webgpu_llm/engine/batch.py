@@ -32,7 +32,7 @@ from ..kernels.linear import LinearSpec
 from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu, ReadBack
-from ..runtime.program import Program, concat
+from ..runtime.program import Program, concat, run_each_once
 from .programs import ExpertBuffers, Programs, kv_cache_bytes
 from .sampling import SamplingParams
 from .scheduler import Completion, Outbox, Scheduler
@@ -165,8 +165,11 @@ class BatchPrograms(Programs):
 
     def warm_up(self) -> None:
         """Build the step Programs the steps of a server take (one stream decoding, several,
-        prompts among them, past thin_rows, each with and without a filtering sampler), so that
-        their pipelines compile now rather than in the first requests' time to first token."""
+        prompts among them, past few_rows and thin_rows, each with and without a filtering
+        sampler), and run each of their kernels once on one row (slot 0, position 0, which a
+        request writes again before it reads), so that their pipelines compile now, also on
+        drivers that compile at first use, rather than in the first requests' time to first
+        token."""
         t = self.tuning
         sizes = sorted({1, min(2, self.batch), min(t.few_rows, self.batch), min(t.few_rows + 1, self.batch),
                         min(t.thin_rows, self.batch), min(t.thin_rows + 1, self.batch)})
@@ -174,6 +177,13 @@ class BatchPrograms(Programs):
         todo |= {(r, s, f, False) for r, s, f, d in todo if d}  # a step of prompt rows sampling each of its rows
         for r, s, filtered, decode_only in sorted(todo):
             self.step(r, s, filtered, False, decode_only=decode_only)
+        g, b = self.gpu, self.buf
+        g.write(b.st, pack_state(n=1, pos=0))
+        g.write(b.st_s, pack_state(n=1))
+        g.write(b.rows, np.zeros(2, np.uint32))
+        g.write(b.blocks, np.asarray([0, 1, 0, 0], np.uint32))
+        g.write(b.samples, np.zeros(4, np.uint32))
+        run_each_once(g, [*self._steps.values(), self.advance], (1, 1, 1))
 
     def _layers(self, thin: int, decode_only: bool = False, few: bool = False) -> Program:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights

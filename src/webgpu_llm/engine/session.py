@@ -24,7 +24,7 @@ from ..kernels.common import STATE_INDEX, STATE_WORDS
 from ..kernels.persistent import GIVE_UP
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu, ReadBack
-from ..runtime.program import Program, concat, run_programs
+from ..runtime.program import Program, concat, run_each_once, run_programs
 from .programs import Programs
 from .sampling import SamplingParams
 from .settings import Settings, Tuning
@@ -192,27 +192,9 @@ class Session:
         self.write_tokens(0, [0])
         progs = [m.embed, m.prefill, m.prefill_for(1), m.head, *m.samplers.values(), m.decode, m.score_norm,
                  *m.score_chunks[:1]]
-        seen: set[int] = set()
-        todo = []
-        for p in progs:
-            assert p is not None
-            for i, d in enumerate(p.dispatches):
-                if id(d.pipeline) not in seen:
-                    seen.add(id(d.pipeline))
-                    todo.append((p, i))
-        for k, (p, i) in enumerate(todo):
-            self.gpu.submit([self._encoded(p, i)])
-            self.gpu.sync()
-            if progress:
-                progress(k + 1, len(todo))
+        assert all(p is not None for p in progs)
+        run_each_once(self.gpu, progs, 1, progress)
         self._state(SamplingParams().state(0, 1, 0))
-
-    def _encoded(self, p: Program, i: int) -> Any:
-        enc = self.gpu.device.create_command_encoder()
-        cpass = enc.begin_compute_pass()
-        p.encode(cpass, 1, i, i + 1)
-        cpass.end()
-        return enc.finish()
 
     def next_logits(self, ids: list[int], token: int | None = None) -> np.ndarray:
         """The logits of the decode step after prompt `ids`, with `token` as the step's input

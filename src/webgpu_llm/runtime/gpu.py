@@ -198,6 +198,7 @@ class Gpu:
     _pipelines: dict[str, Any] = field(default_factory=dict, repr=False)
     checks: dict[str, bool] = field(default_factory=dict, repr=False)  # kernels' self-checks on this device
     _indexed: Any = field(default=None, repr=False)  # wgpu-native's (submit, wait) by submission index
+    ran: set[int] = field(default_factory=set, repr=False)  # pipelines run once (program.run_each_once)
 
     # -- capabilities --------------------------------------------------------------------
     def check(self, name: str, run: Callable[[], bool]) -> bool:

@@ -219,3 +219,28 @@ def concat(gpu: Gpu, label: str, *programs: Program) -> Program:
     for p in programs:
         out.extend(p)
     return out
+
+
+def run_each_once(gpu: Gpu, programs: Sequence[Program], n: Any = 1,
+                  progress: Callable[[int, int], None] | None = None) -> None:
+    """Run each pipeline of `programs` not yet run on this device once, in a dispatch of its
+    own at size `n` (a submit and a wait each), so that drivers that compile at first use
+    (llvmpipe, some GPU drivers) do it now rather than inside a first prompt or request;
+    `progress(done, total)` after each. What the dispatches write must be written again
+    before it is read (the callers' tables say one row at position 0)."""
+    todo = []
+    for p in programs:
+        for d in p.dispatches:
+            size = d.size(n)
+            if id(d.pipeline) not in gpu.ran and all(size):
+                gpu.ran.add(id(d.pipeline))
+                todo.append((p, (handle(d.pipeline), handle(d.bind_group), *size)))
+    for k, (p, item) in enumerate(todo):
+        enc = gpu.device.create_command_encoder()
+        cpass = enc.begin_compute_pass()
+        p._encoder.encode(cpass, [item])
+        cpass.end()
+        gpu.submit([enc.finish()])
+        gpu.sync()
+        if progress:
+            progress(k + 1, len(todo))
