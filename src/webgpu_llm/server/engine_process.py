@@ -235,7 +235,9 @@ class EngineProcess(Scheduler):
     # -- what the server reads -------------------------------------------------------------
     @property
     def queue_depth(self) -> int:
-        return self._snap.queue_depth
+        """Requests waiting: those past the slots at once, and the child's own count (which
+        also holds the ones KV pages keep back) as of its last step."""
+        return max(len(self._requests) - self.parallel, self._snap.queue_depth)
 
     @property
     def active(self) -> int:
@@ -259,9 +261,7 @@ class EngineProcess(Scheduler):
         with self._cv:
             if self._stopping:
                 raise ShuttingDown(self.failed or "the server is shutting down")
-            # those past the slots wait in the child's queue, and more where KV pages hold them
-            # back (its count as of its last step)
-            waiting = max(len(self._requests) - self.parallel, self._snap.queue_depth)
+            waiting = self.queue_depth
             if waiting >= self.max_queue:
                 raise QueueFull(f"{waiting} requests are waiting already")
             rid, self._next_rid = self._next_rid, self._next_rid + 1
