@@ -27,7 +27,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +76,7 @@ def _event(text: str) -> bytes:
 _MARK = "\x00text\x00"  # a text no token decodes to: where a chunk's text goes
 
 
-def text_events(chunk: Any) -> Any:
+def text_events(chunk: Any) -> Callable[[str], bytes] | None:
     """The event of `chunk(text, None)` for any text, made by splicing the text's JSON into
     the chunk's JSON around a placeholder (a text chunk differs from the next only there):
     one string's JSON an event instead of the whole chunk's. None where the placeholder
@@ -274,11 +274,7 @@ class Service:
             c = self.generative("completions").submit(job.ids, job.params, job.max_tokens, job.stop_ids,
                                                       job.logprobs)
         except ShuttingDown:
-            failed = getattr(self.scheduler, "failed", None)
-            if failed:
-                raise ApiError(503, f"{failed}: the server cannot generate; retry on another replica",
-                               code="engine_failed") from None
-            raise self._unavailable() from None
+            raise self._stopped() from None
         except QueueFull as e:
             raise ApiError(429, f"the server is busy ({e}); retry in {self.config.retry_after_s} s",
                            code="queue_full", headers={"Retry-After": str(self.config.retry_after_s)}) from None
@@ -289,6 +285,14 @@ class Service:
     def _unavailable(self) -> ApiError:
         return ApiError(503, "the server is shutting down; retry on another replica or later",
                         code="shutting_down", headers={"Retry-After": str(self.config.retry_after_s)})
+
+    def _stopped(self) -> ApiError:
+        """The 503 for a scheduler that takes no more requests: its engine failed, or it closes."""
+        failed = getattr(self.scheduler, "failed", None)
+        if failed:
+            return ApiError(503, f"{failed}: the server cannot generate; retry on another replica",
+                            code="engine_failed")
+        return self._unavailable()
 
     # -- answering ---------------------------------------------------------------------------
     async def answer(self, request: Request, run: Run) -> list[str]:
@@ -466,11 +470,7 @@ class Service:
         try:
             future = queue.submit(ids)
         except ShuttingDown:
-            failed = getattr(self.scheduler, "failed", None)
-            if failed:
-                raise ApiError(503, f"{failed}: the server cannot generate; retry on another replica",
-                               code="engine_failed") from None
-            raise self._unavailable() from None
+            raise self._stopped() from None
         except QueueFull as e:
             raise ApiError(429, f"the server is busy ({e}); retry in {self.config.retry_after_s} s",
                            code="queue_full", headers={"Retry-After": str(self.config.retry_after_s)}) from None
