@@ -23,12 +23,12 @@ import multiprocessing as mp
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ..engine.sampling import SamplingParams
-from ..engine.scheduler import DONE, Completion, Outbox, QueueFull, Scheduler, ShuttingDown
+from ..engine.scheduler import DONE, Completion, Outbox, QueueFull, Scheduler, SchedulerStats, ShuttingDown
 from ..errors import GpuError, UserError
 from ..kernels.common import PAGE
 
@@ -49,22 +49,14 @@ class EngineInfo:
 class Snapshot:
     """The engine's counters after a step (what /metrics shows)."""
 
-    requests: int
-    finished: int
-    generated_tokens: int
-    prompt_tokens: int
-    steps: int
-    step_rows: int
-    wait_s: float
+    stats: SchedulerStats  # a copy
     queue_depth: int
     active: int
     kv_tokens: tuple[int, int]
 
 
 def _snapshot(s: Scheduler) -> Snapshot:
-    st = s.stats
-    return Snapshot(st.requests, st.finished, st.generated_tokens, st.prompt_tokens, st.steps, st.step_rows,
-                    st.wait_s, s.queue_depth, s.active, s.kv_tokens)
+    return Snapshot(replace(s.stats), s.queue_depth, s.active, s.kv_tokens)
 
 
 class _Outlet:
@@ -203,7 +195,7 @@ class EngineProcess(Scheduler):
         self.supports_logprobs = info.supports_logprobs
         self._requests: dict[int, _RemoteCompletion] = {}
         self._next_rid = 0
-        self._snap = Snapshot(0, 0, 0, 0, 0, 0, 0.0, 0, 0,
+        self._snap = Snapshot(SchedulerStats(), 0, 0,
                               (0, info.pool * PAGE if info.pool is not None else info.ctx * info.parallel))
         super().__init__(info.ctx, info.parallel, max_queue)
 
@@ -311,11 +303,7 @@ class EngineProcess(Scheduler):
                 c._finish(finish, error, out)
                 with self._cv:
                     del self._requests[rid]
-        st = self.stats
-        (st.requests, st.finished, st.generated_tokens, st.prompt_tokens, st.steps, st.step_rows,
-         st.wait_s) = snap.requests, snap.finished, snap.generated_tokens, snap.prompt_tokens, snap.steps, \
-            snap.step_rows, snap.wait_s
-        self._snap = snap
+        self.stats, self._snap = snap.stats, snap
         out.send()
 
 
