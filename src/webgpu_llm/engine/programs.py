@@ -401,9 +401,9 @@ class Programs:
 
     def fit_partials(self) -> None:
         """Size the split-K partials of O and down (`buf.kpart`) for the tuning: a row each of
-        the prompt batch's rows, times their splits, and of a batched step's up to thin_rows
-        rows, times theirs (Tuning.batch_splits); grown, never shrunk, so a rebuild with other
-        splits keeps working."""
+        the prompt batch's rows, times their splits, of a batched step's up to thin_rows rows,
+        times theirs (Tuning.batch_splits), and of one of up to few_rows rows, times its own
+        (batch_splits_few); grown, never shrunk, so a rebuild with other splits keeps working."""
         t, rows = self.tuning, self.batch
         most = max(rows * max(t.split("o"), t.split("down")),
                    min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)),

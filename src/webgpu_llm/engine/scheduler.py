@@ -363,7 +363,7 @@ def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_row
     """A scheduler for `parallel` sequences at a time on a loaded model: the serial one for 1,
     continuous batching (on the same weights, `parallel` slots of the session's context
     sharing `kv_tokens` positions of KV cache, default enough for all of them) for more;
-    `warm_up`: its step Programs built first (BatchPrograms.warm_up)."""
+    `warm_up`: its step Programs built and their kernels run once first (BatchPrograms.warm_up)."""
     if parallel <= 1:
         return SerialScheduler(session, max_queue)
     from .batch import BatchScheduler, batch_programs

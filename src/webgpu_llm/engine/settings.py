@@ -167,8 +167,7 @@ class Tuning:
     def split(self, role: str, batched: bool = False, few: bool = False) -> int:
         """K splits of a role's prompt matmul, or with `batched` of its batched-step f16 tiles
         (with `few`, a step of at most few_rows rows)."""
-        table = (self.batch_splits_few or self.batch_splits) if batched and few else \
-            self.batch_splits if batched else self.splits
+        table = ((few and self.batch_splits_few) or self.batch_splits) if batched else self.splits
         return dict(table).get(role, 1)
 
     def row_blocks(self, role: str) -> int:
