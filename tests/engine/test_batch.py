@@ -419,14 +419,16 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
     assert a.finish_reason == "length" and b.finish_reason is None
 
 
-@pytest.mark.parametrize(("dtype", "tiles", "splits", "head", "few"), [
-    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 16), ("qkv", 2), ("gate_up", 3)), (), ()),
-    ("q4_0", (1, 4, 1, 2), (), (2, 2, 2, 2), ()), ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)), (), ()),
-    ("q4_0", (1, 4, 1, 2, False, False, 1, True), (("down", 4), ("qkv", 8)), (), ()),
-    ("f16", (1, 4, 1, 2, False, False, 1, False, 2), (("down", 8), ("gate_up", 2)), (), ()),
-    ("q4_0", (1, 4, 1, 2, False, False, 1, False, 2), (("o", 2), ("qkv", 4)), (), ()),
-    ("q4_0", (1, 4, 1, 2), (("down", 2),), (), (("o", 2), ("down", 16), ("gate_up", 2)))])
-def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few):
+@pytest.mark.parametrize(("dtype", "tiles", "splits", "head", "few", "preset"), [
+    ("f16", (1, 4, 1, 2), (("o", 2), ("down", 16), ("qkv", 2), ("gate_up", 3)), (), (), "tiny"),
+    ("q4_0", (1, 4, 1, 2), (), (2, 2, 2, 2), (), "tiny"),
+    ("q4_0", (1, 1, 1, 1), (("down", 2), ("gate_up", 4)), (), (), "tiny"),
+    ("q4_0", (1, 4, 1, 2, False, False, 1, True), (("down", 4), ("qkv", 8)), (), (), "tiny"),
+    ("f16", (1, 4, 1, 2, False, False, 1, False, 2), (("down", 8), ("gate_up", 2)), (), (), "tiny"),
+    ("q4_0", (1, 4, 1, 2, False, False, 1, False, 2), (("o", 2), ("qkv", 4)), (), (), "tiny"),
+    ("q4_0", (1, 4, 1, 2), (("down", 2),), (), (("o", 2), ("down", 16), ("gate_up", 2)), "tiny"),
+    ("q4_0", (1, 4, 1, 2), (("qkv", 4), ("gate_up", 2)), (), (), "tiny-qwen3")])
+def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few, preset):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
     f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (their next loads without a
     branch, or two steps ahead, too: TileShape.straight, depth; quantized weights
@@ -434,12 +436,13 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few):
     Tuning.batch_splits says (down SPLIT_MAX ways, a unit of K each here; QKV's and gate/up's epilogues then on the sums: split_finish), the LM
     head on its own shape where Tuning.batch_head_tiles gives one, a step of up to few_rows
     (2) rows with Tuning.batch_splits_few's splits where given, a step of one row still the
-    mat-vecs; three requests get what they get alone."""
+    mat-vecs; three requests get what they get alone. With per-head q/k norms (tiny-qwen3), the
+    norm kernel sums QKV's partials (split_finish_qk_norm_rope)."""
     import dataclasses
 
     if not gpu.has_f16:
         pytest.skip("the f16 tiles need shader-f16")
-    cfg, tensors = preset_model("tiny", dtype)
+    cfg, tensors = preset_model(preset, dtype)
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
     session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
         t, mma="emulate", batch_tiles=tiles, thin_rows=4, batch_splits=splits, batch_head_tiles=head,
@@ -459,6 +462,7 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few):
         assert matmuls(3)[-1].startswith("f16_matmul_store") and f"_{shape}" in matmuls(3)[-1], matmuls(3)  # the head
         finish = [d.label for d in s.programs.step(3, 3, False, False).dispatches if d.label.startswith("split_finish")]
         assert len(finish) == sum(r in ("qkv", "gate_up") for r, _ in splits) * cfg.n_layers, finish
+        assert sum("qk_norm" in x for x in finish) == (cfg.n_layers if cfg.architecture.qk_norm else 0), finish
         assert not matmuls(1)
         assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
     finally:

@@ -319,6 +319,16 @@ def test_qk_norm_rope_append(gpu, hq, hkv, d, t):
     assert rel_err(kv[0][:, pos0:pos0 + t].transpose(1, 0, 2), want_k) < 1e-5
     assert rel_err(kv[1][:, pos0:pos0 + t].transpose(1, 0, 2), want_v) < 1e-6
     assert not kv[:, :, :pos0].any() and not kv[:, :, pos0 + t:].any()
+    # the rows as 3 parts of a split-K matmul's sums, rows t * 3 ..
+    parts = (rng.standard_normal((t, 3, x.shape[1])) * 2).astype(np.float32)
+    parts[:, 2] = x - parts[:, 0] - parts[:, 1]
+    qb3, kvb3 = gpu.buffer(t * qd * 4), gpu.buffer(2 * kvd * ctx * 4)
+    run_kernel(gpu, qk_norm_kernel(shape, eps, q_off, k_off, 0, partials=3),
+               {**bufs, "x": gpu.upload(parts), "q": qb3, "kv": kvb3}, qk_norm_grid(shape)(t), n=t, pos=pos0)
+    kv3 = read(gpu, kvb3, (2, hkv, ctx, d))
+    assert rel_err(read(gpu, qb3, (t, hq, d)), want_q) < 1e-4
+    assert rel_err(kv3[0][:, pos0:pos0 + t].transpose(1, 0, 2), want_k) < 1e-4
+    assert rel_err(kv3[1][:, pos0:pos0 + t].transpose(1, 0, 2), want_v) < 1e-5
     # batched: row i at slot i % 2, position 3 + 7 i; slot 0's pages 2, 0, slot 1's 1, 3
     slots = Slots(2, ctx, pages=4)
     table = np.array([(3 + 7 * i, i % 2) for i in range(t)], np.uint32)

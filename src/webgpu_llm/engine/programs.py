@@ -232,9 +232,9 @@ class Programs:
         return self.spec(L.qkv, epilogue="qkv", bias=c.qkv_bias, qkv=qkv_shape, bias_off=lay.bias,
                          rope_off=lay.rope, **kw)
 
-    def qk_norm(self, qkv_shape: QkvShape, slots: Slots | None = None) -> Any:
+    def qk_norm(self, qkv_shape: QkvShape, slots: Slots | None = None, partials: int = 1) -> Any:
         c, lay = self.cfg, self.weights.layout
-        return qk_norm_kernel(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope, slots)
+        return qk_norm_kernel(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope, slots, partials)
 
     def matvec_shape(self, spec: LinearSpec, role: str, wg: int = 0) -> tuple[dict[str, int], bool]:
         """The mat-vec's shape for `role` (with `wg` threads a workgroup if given), and whether
@@ -507,8 +507,9 @@ class Programs:
         so, sd = splits("o"), splits("down")
         # QKV and gate/up split only there, their epilogues then applied to the sums by a kernel
         # of their own (linear.epilogue_kernel), the partials in a buffer for up to thin_rows rows
+        # (per-head q/k norms: the norm kernel sums QKV's partials itself)
         sq, sg = (splits("qkv"), splits("gate_up")) if thin > 1 else (1, 1)
-        if a.qk_norm or a.moe is not None:  # (not done: the raw rows for the per-head norms, the experts)
+        if a.moe is not None:  # (not done: the experts)
             sq, sg = 1, 1
         if max(sq, sg) > 1:
             sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)), max(sq, sg))
@@ -577,8 +578,11 @@ class Programs:
                 prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             if a.qk_norm:
-                self._add_mm(prog, s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": x_qkv, "y": b.qkv}, count=rows_of, thin=thin)
-                prog.add(self.qk_norm(qkv_shape, slots), {**p, "x": b.qkv, "q": b.q}, _counted(qk_norm_grid(qkv_shape), rows_of))
+                raw = b.qkv if sq == 1 else sums
+                self._add_mm(prog, s_qkv if sq == 1 else replace(s_qkv, epilogue="partial", splits=sq), "qkv",
+                             {**p, **L.qkv.bindings(), "x": x_qkv, "y": raw}, count=rows_of, thin=thin)
+                prog.add(self.qk_norm(qkv_shape, slots, sq), {**p, "x": raw, "q": b.q},
+                         _counted(qk_norm_grid(qkv_shape), rows_of))
             else:
                 mm(s_qkv, "qkv", sq, {**L.qkv.bindings(), "x": x_qkv}, {"q": b.q}, p)
             o_out = {"y": b.kpart if so > 1 or post else b.h}

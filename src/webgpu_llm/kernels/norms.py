@@ -20,37 +20,40 @@ POST_WG = 256  # threads per row
 
 
 def qk_norm_kernel(q: QkvShape, eps: float, q_off: int, k_off: int, rope_off: int,
-                   slots: Slots | None = None) -> Kernel:
+                   slots: Slots | None = None, partials: int = 1) -> Kernel:
     """Row t of `x` holds a token's raw Q|K|V rows (q_rows + 2 kv_rows values, Q and K rows in
-    RoPE's pair order): each q and k head is scaled by 1/rms over its head_dim values and by
-    its norm weight (head_dim floats of `pv` at `q_off` / `k_off`, in the same order), then
-    rotated and stored as the `qkv` epilogue does (with `slots`, at each row's slot and
-    position); V heads go to the cache as they are. grid = qk_norm_grid(q)(n)."""
+    RoPE's pair order), or with `partials` > 1 rows t * partials .. hold the parts that sum to
+    them (a split-K matmul's `partial` epilogue): each q and k head is scaled by 1/rms over
+    its head_dim values and by its norm weight (head_dim floats of `pv` at `q_off` / `k_off`,
+    in the same order), then rotated and stored as the `qkv` epilogue does (with `slots`, at
+    each row's slot and position); V heads go to the cache as they are. grid = qk_norm_grid(q)(n)."""
     spec = LinearSpec(k=4, segments=(Segment("f32", q.q_rows + 2 * q.kv_rows),), epilogue="qkv", qkv=q,
                       rope_off=rope_off, slots=slots)
     sig = Signature().state()
     sig.storage("x", "array<f32>")
     d = q.head_dim
     qh, kh = q.q_rows // d, q.kv_rows // d
+    whole = " + ".join(f"x[(t * {partials}u + {s}u) * N + j]" for s in range(partials))
     body = rows_wgsl(spec) + epilogue_wgsl(spec, sig) + wgsl_reduce("red_sum", "sum", QK_WG) + f"""
 const D: u32 = {d}u;
+fn X(t: u32, j: u32) -> f32 {{ return {whole}; }}
 @compute @workgroup_size({QK_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
   let t = wid.y;
   if (t >= st.n) {{ return; }}
   let hd = wid.x;  // Q heads, then K heads, then V heads
   let normed = hd < {qh + kh}u;
-  let xb = t * N + hd * D;
+  let xb = hd * D;
   var sc = 1.0;
   if (normed) {{
     var ss = 0.0;
-    for (var i = lid; i < D; i += {QK_WG}u) {{ let v = x[xb + i]; ss += v * v; }}
+    for (var i = lid; i < D; i += {QK_WG}u) {{ let v = X(t, xb + i); ss += v * v; }}
     sc = inverseSqrt(red_sum(ss, lid, 1u) / {float(d)!r} + {eps!r});
   }}
   let wo = select({k_off}u, {q_off}u, hd < {qh}u);
   for (var i = lid; i < D / 2u; i += {QK_WG}u) {{
-    var v0 = x[xb + 2u * i];
-    var v1 = x[xb + 2u * i + 1u];
+    var v0 = X(t, xb + 2u * i);
+    var v1 = X(t, xb + 2u * i + 1u);
     if (normed) {{
       v0 = v0 * sc * pvf(wo + 2u * i);
       v1 = v1 * sc * pvf(wo + 2u * i + 1u);
@@ -59,7 +62,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
 }}
 """
-    return sig.kernel("qk_norm_rope", body)
+    return sig.kernel("qk_norm_rope" if partials == 1 else "split_finish_qk_norm_rope", body)
 
 
 def qk_norm_grid(q: QkvShape):
