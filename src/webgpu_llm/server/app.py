@@ -536,6 +536,11 @@ def create_app(llm: Any, scheduler: Scheduler | EmbedQueue, config: ServerConfig
     """The app; its lifespan's end closes the scheduler after the requests it holds finish.
     An embedding model comes with an `EmbedQueue` in place of the scheduler."""
     service = Service(llm, scheduler, config)
+    # anyio imports its parts at first use: the first streaming answer imported its streams and
+    # sockets (~12 ms on a 2-core machine, 19.5 -> 5.6 ms to that answer's first event), in the
+    # event loop, holding the lock the engine's relay needs
+    for name in dir(anyio):
+        getattr(anyio, name)
     # sse-starlette would end every open stream as soon as the ASGI server is told to stop;
     # this server drains them instead (uvicorn waits for them, up to its graceful timeout)
     AppStatus.disable_automatic_graceful_drain()
