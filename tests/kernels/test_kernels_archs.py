@@ -187,21 +187,19 @@ def test_prompt_attention_window_and_softcap(gpu, d, t, pos0, window, softcap):
         assert rel_err(read(gpu, out2, (t, hq, d)), want) < 1e-5, pack
 
 
-@pytest.mark.parametrize("sub,spread,window,softcap,pos,heads", [
-    (False, False, 20, 0.0, 52, 1), (True, True, 20, 1.5, 52, 1), (False, True, 16, 0.0, 47, 1),
-    (True, False, 40, 2.0, 30, 1), (False, False, 0, 1.0, 52, 1), (True, True, 20, 1.5, 52, 2),
-    (False, False, 40, 2.0, 30, 2)])
-def test_decode_attention_window_and_softcap(gpu, sub, spread, window, softcap, pos, heads):
+@pytest.mark.parametrize("sub,spread,window,softcap,pos", [(False, False, 20, 0.0, 52), (True, True, 20, 1.5, 52),
+                                                           (False, True, 16, 0.0, 47), (True, False, 40, 2.0, 30),
+                                                           (False, False, 0, 1.0, 52)])
+def test_decode_attention_window_and_softcap(gpu, sub, spread, window, softcap, pos):
     """Split-K decode attention with a sliding window (splits before it hold nothing, the
     first one starts inside it; a window longer than the keys so far) and soft-capped scores;
-    merged by the combine kernel and by the O projection's prologue; the heads of a KV head
-    one a workgroup, or together (`heads`)."""
+    merged by the combine kernel and by the O projection's prologue."""
     rng = np.random.default_rng(25)
     hq, hkv, d, ctx, chunk, scale = 4, 2, 16, 100, 16, 0.2
     kv = np.zeros((2, hkv, ctx, d), np.float32)
     kv[:, :, :pos + 1] = rng.standard_normal((2, hkv, pos + 1, d))
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, spread, window=window, softcap=softcap, scale=scale, heads=heads)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, spread, window=window, softcap=softcap, scale=scale)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     # stale partials from an earlier step: a split the window leaves out must not be read
     gpu.write(ml, np.full(hq * spec.max_splits * 2, 7.0, np.float32))
@@ -240,17 +238,14 @@ def test_decode_attention_window_and_softcap(gpu, sub, spread, window, softcap, 
     assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5
 
 
-@pytest.mark.parametrize("window,softcap,hq,hkv,heads,spread", [
-    (0, 0.0, 4, 2, 1, False), (20, 1.5, 4, 2, 1, False), (20, 1.5, 4, 2, 2, True), (0, 0.0, 6, 1, 6, True),
-    (0, 1.5, 6, 2, 3, False)])
-def test_decode_attention_per_block(gpu, window, softcap, hq, hkv, heads, spread):
+@pytest.mark.parametrize("window,softcap", [(0, 0.0), (20, 1.5)])
+def test_decode_attention_per_block(gpu, window, softcap):
     """A batched step's one-row query blocks through split-K attention (each its own sequence,
     position and pages), merged per block into its row by the combine kernel; a block of three
     rows is left to the prompt kernel (its rows untouched here, and the prompt kernel with
-    skip_single leaves the one-row blocks alone). `heads` of a KV head a workgroup: 6 keep
-    their maxima and sums in a vec4 and a vec2."""
+    skip_single leaves the one-row blocks alone)."""
     rng = np.random.default_rng(26)
-    d, ctx, chunk, scale = 16, 100, 16, 0.2
+    hq, hkv, d, ctx, chunk, scale = 4, 2, 16, 100, 16, 0.2
     slots = Slots(3, ctx, pages=21)
     kv = rng.standard_normal((3, 2, hkv, ctx, d)).astype(np.float32)  # each slot's cache, contiguous
     table = np.arange(21, dtype=np.uint32).reshape(3, 7)[:, rng.permutation(7)]  # each slot's pages, out of order
@@ -262,7 +257,7 @@ def test_decode_attention_per_block(gpu, window, softcap, hq, hkv, heads, spread
     # rows: slot 0 at 52, slot 1's block of 3 rows at 10.., slot 2 at 30
     blocks = np.array([(0, 1, 0, 52), (1, 3, 1, 10), (4, 1, 2, 30)], np.uint32)
     q = rng.standard_normal((5, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, spread, window=window, softcap=softcap, scale=scale, heads=heads)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, window=window, softcap=softcap, scale=scale)
     ashape = AttnShape(hq, d, chunk, spec.max_splits, window)
     ml, acc = gpu.buffer(3 * hq * spec.max_splits * 8), gpu.buffer(3 * hq * spec.max_splits * d * 4)
     y = gpu.upload(np.full((5, hq, d), 7.0, np.float32))
@@ -270,8 +265,7 @@ def test_decode_attention_per_block(gpu, window, softcap, hq, hkv, heads, spread
             "ml": ml, "acc": acc}
     st = gpu.upload(pack_state(n=5))
     prog = Program(gpu)
-    prog.add(att.attention_kernel(spec, slots=slots, per_block=True), {"st": st, **bufs},
-             (hq // heads, spec.max_splits, 3))
+    prog.add(att.attention_kernel(spec, slots=slots, per_block=True), {"st": st, **bufs}, (hq, spec.max_splits, 3))
     prog.add(combine_kernel(ashape, per_block=True), {"st": st, **bufs, "y": y}, (-(-hq * d // 4 // 256), 3, 1))
     prog.run()
     got = read(gpu, y, (5, hq, d))

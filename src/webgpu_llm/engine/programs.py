@@ -209,8 +209,6 @@ class Programs:
         """Layer i's split-K decode attention (the tuning's chunk and key reads), and the
         layout of its partials for the kernel that merges them."""
         c, a = self.cfg, self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_spread)
-        if self.tuning.attn_heads > 1:
-            a = att.pack_heads(a, self.tuning.attn_heads, self.shared_bytes)
         return a, AttnShape(c.n_heads, c.head_dim, a.chunk, a.max_splits, a.window, a.sinks)
 
     def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:
@@ -599,7 +597,7 @@ class Programs:
                 sa, ashape = self.split_attention(i)
                 groups = -(-c.n_heads * c.head_dim // 4 // ew.WG)
                 prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots, per_block=True),
-                         {**p, "q": b.q, **parts}, _counted(lambda n, sa=sa: (c.n_heads // sa.heads, sa.max_splits, n), blocks_of))
+                         {**p, "q": b.q, **parts}, _counted(lambda n, sa=sa: (c.n_heads, sa.max_splits, n), blocks_of))
                 if not decode_only:  # (a step of decoding rows alone has no block for it)
                     prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
                 prog.add(ew.combine_kernel(ashape, per_block=True), {**p, **parts, "y": b.att},
@@ -728,9 +726,8 @@ class Programs:
             d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), **x_qkv, "q": b.q}, self._mvg(s_qkv, "qkv"))
         if a.qk_norm and self.tuning.fold_qk_norm:  # ... in the attention kernel itself
             qkn = att.QkNorm(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope)
-            one_head = replace(split, heads=1)
-            d.add(att.attention_kernel(one_head, self.gpu.subgroups_wgsl(), qkn=qkn), {**p, "x": b.qkv},
-                  att.attention_grid(one_head))
+            d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl(), qkn=qkn), {**p, "x": b.qkv},
+                  att.attention_grid(split))
         else:
             if a.qk_norm:  # ... in a kernel of their own
                 d.add(self.qk_norm(qkv_shape), {**p, "x": b.qkv, "q": b.q}, qk_norm_grid(qkv_shape)(1))
@@ -782,7 +779,7 @@ class Programs:
         s_o = self.o_spec(L, epilogue="add", prologue="attn", attn=ashape, residual=True)
         s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
         s_dn = self.spec(L.down, epilogue="add", residual=True)
-        ch, split = split.chunk, replace(split, heads=1)
+        ch = split.chunk
         attention = att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg)
         return [
             mv(s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}),

@@ -53,9 +53,6 @@ class Tuning:
     spread: bool = False  # float weights: a row group's threads read adjacent words (matvec_kernel)
     mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
     attn_spread: bool = False  # decode attention reads its keys by adjacent words (AttentionSpec.spread)
-    # split-K decode attention: at most this many query heads of a KV head a workgroup, each key
-    # and value read once for them all (AttentionSpec.heads; not the persistent or q/k-norm-fold ones)
-    attn_heads: int = 1
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
     early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
     # decode layers as one persistent dispatch each on this many resident workgroups of
@@ -192,7 +189,7 @@ class Tuning:
     def check(self) -> None:
         if self.mma not in MMA_MODES:
             raise ValueError(f"Tuning.mma must be one of {', '.join(MMA_MODES)}, not {self.mma!r}")
-        for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group", "attn_heads"):
+        for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
         for name in ("tiles", "batch_tiles", "batch_head_tiles"):

@@ -16,7 +16,7 @@ soft-cap of the scores (cap * tanh(s / cap), Gemma 2) and the scores' scale.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .common import Signature, Slots, kv_rows_wgsl, wgsl_reduce
@@ -42,20 +42,10 @@ class AttentionSpec:
     # starts its running softmax there, the decode's split combine adds it
     sinks: int = -1
     kv_f16: bool = False  # the caches hold f16 pairs packed in u32s (QkvShape.kv_f16 writes them)
-    # decode: query heads of one KV head a workgroup takes (a divisor of the group): each key
-    # and value is read once for all of them, and the grid has that many times fewer workgroups
-    heads: int = 1
 
     @property
     def max_splits(self) -> int:
         return -(-self.ctx // self.chunk)
-
-    @property
-    def shared_bytes(self) -> int:
-        """Workgroup memory of the decode kernel (wg = chunk)."""
-        d4, r, ch = self.head_dim // 4, self.heads, self.chunk
-        # scores' parts (spread), p, the heads' weighted values, the reductions' vectors
-        return 4 * (r * ch * (d4 + 1) * self.spread + r * ch + 4 * r * ch + 2 * 4 * -(-r // 4) * ch)
 
     def score(self, raw: str) -> str:
         """WGSL of the score of a raw dot product: scaled, then soft-capped."""
@@ -102,16 +92,12 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     slot read from the table `rows` (its position, as for one sequence, from st.pos); with
     `per_block`, every query block of one row of a batched step's table `blocks` (first row,
     rows, slot, position; grid z: the blocks, those of more rows return), its partials at its
-    slot's (slots x heads x splits).
-    `a.heads` > 1: the workgroup takes that many query heads of one KV head, each thread its
-    key's scores for all of them; their running maxima and sums travel as vectors of up to 4."""
+    slot's (slots x heads x splits)."""
     assert not (slots and qkn), "the q/k-norm fold is the one-sequence decode's"
     d4 = a.head_dim // 4
     wg = wg or a.chunk
     wide = wg > a.chunk
     assert wg >= a.chunk
-    R = a.heads
-    assert R == 1 or not (wide or qkn), "several heads a workgroup: the plain decode and batched kernels only"
     mine = "lid < CH && " if wide else ""  # (a thread with a key of the chunk, wide workgroups)
     groups = a.chunk // d4  # threads (g, d4) share the weighted sum over keys
     assert groups >= 1, "head_dim/4 must not exceed the chunk size"
@@ -119,7 +105,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     if qkn is None:
         sig.storage("q", "array<vec4<f32>>")
         kv, kv_fn = _kv_reader(sig, a)
-        qv = "q[qb{r} + {i}]"
+        qv = "q[qb + {i}]"
     else:
         sig.storage("x", "array<f32>")
         kv_read, kv_fn = _kv_reader(sig, a, write=True)
@@ -135,19 +121,6 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
   return select({kv_read("i")}, select(kn[i % D4], vn[i % D4], i >= VOFF), mine);
 }}
 """
-    # the heads' running (max, sum) in vectors of up to 4 heads (a scalar for one)
-    vecs = [list(range(v, min(v + 4, R))) for v in range(0, R, 4)]
-    vt = ["f32" if len(hs) == 1 else f"vec{len(hs)}<f32>" for hs in vecs]
-
-    def comp(r: int) -> str:
-        return "" if vt[r // 4] == "f32" else "." + "xyzw"[r % 4]
-
-    def per_head(name: str, r: int) -> str:  # head r's value of the vector `name`{v}
-        return f"{name}{r // 4}{comp(r)}"
-
-    def vec(t: str, parts: list[str]) -> str:
-        return parts[0] if t == "f32" else f"{t}({', '.join(parts)})"
-
     # the cache row of the head's key j, and of its value
     krow, vrow = "(kvbase + {j})", "VOFF + (kvbase + {j}) * D4"
     if slots:
@@ -168,93 +141,86 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     if per_block:  # the block's position and row; blocks of more rows are the prompt kernel's
         head = ("  let blk = blocks[wid.z];\n  if (blk.y != 1u) { return; }\n  let slot = blk.z;\n"
                 + head.replace("st.pos", "blk.w").replace("let t = 0u;", "let t = blk.x;"))
+    hrow = f"(slot * {a.n_heads}u + h)" if per_block else "h"  # the partials' row
+    store = f"""    acc[({hrow} * {a.max_splits}u + s) * D4 + d4] = o;
+    if (d4 == 0u) {{ ml[{hrow} * {a.max_splits}u + s] = vec2<f32>(m, l); }}"""
     sg = subgroups is not None
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if sg else ""
     sg_val = "" if sg else "let sgs = 1u;"
     # Every loop with a load in it is unrolled: the loads of a chunk issue together instead of
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
+    score = " + ".join(f"{qv.format(i=f'{i}u')} * {kv(f'kr + {i}u')}" for i in range(d4))
     if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
         before = "\n".join(
             f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
-            f"let kw = {kv(krow.format(j='min(c0 + kk, k1 - 1u)') + ' * D4 + dd')}; let ok = c0 + kk < k1; "
-            + " ".join(f"sp[{r}u * SP + kk * (D4 + 1u) + dd] = select(0.0, dot({qv.format(r=r, i='dd')}, kw), ok);"
-                       for r in range(R)) + " }" for i in range(d4)) + "\n    workgroupBarrier();\n"
+            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot({qv.format(i='dd')}, {kv(krow.format(j='min(c0 + kk, k1 - 1u)') + ' * D4 + dd')}), "
+            f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
         if wide:
             before = f"    if (lid < CH) {{\n{before.replace(chr(10) + '    workgroupBarrier();', '')}    }}\n    workgroupBarrier();\n"
-        raw = [f"({' + '.join(f'sp[{r}u * SP + lid * (D4 + 1u) + {i}u]' for i in range(d4))})" for r in range(R)]
-        key_score = ""
+        key_score = f"      sc = {a.score('(' + ' + '.join(f'sp[lid * (D4 + 1u) + {i}u]' for i in range(d4)) + ')')};"
     else:  # this thread's key, whole
         before = ""
-        key_score = f"      let kr = {krow.format(j='j')} * D4;\n" + "".join(
-            f"      let kw{i} = {kv(f'kr + {i}u')};\n" for i in range(d4))
-        raw = []
-        for r in range(R):
-            dots = " + ".join(qv.format(r=r, i=f"{i}u") + f" * kw{i}" for i in range(d4))
-            key_score += f"      let acc{r} = {dots};\n"
-            raw.append(f"(acc{r}.x + acc{r}.y + acc{r}.z + acc{r}.w)")
-    key_score += "".join(f"      sc{v} = {vec(t, [a.score(raw[r]) for r in hs])};\n" for v, (hs, t) in enumerate(zip(vecs, vt)))
+        key_score = f"""      let kr = {krow.format(j="j")} * D4;
+      let acc4 = {score};
+      sc = {a.score("(acc4.x + acc4.y + acc4.z + acc4.w)")};"""
     score_phase = f"""{before}    let j = c0 + lid;
-{"".join(f"    var sc{v} = {t}(-3.0e38);{chr(10)}" for v, t in enumerate(vt))}    if ({mine}j < k1) {{
-{key_score}    }}"""
-    # every head's p in ps before the sums' barriers, which order them before the values' reads
-    softmax = "".join(f"""    let mn{v} = max(m{v}, red_max{v}(sc{v}, lid, sgs));
-    let p{v} = select({t}(0.0), exp(sc{v} - mn{v}), {mine}j < k1);
-""" for v, t in enumerate(vt))
-    ps_store = " ".join(f"ps[{r}u * CH + lid] = {per_head('p', r)};" for r in range(R))
-    softmax += "    " + ("if (lid < CH) { " + ps_store + " }" if wide else ps_store) + "\n"
-    softmax += "".join(f"""    let alpha{v} = exp(m{v} - mn{v});
-    l{v} = l{v} * alpha{v} + red_sum{v}(p{v}, lid, sgs);
-    m{v} = mn{v};
-""" for v in range(len(vt)))
-    softmax += "".join(f"    o{r} = o{r} * {per_head('alpha', r)};\n" for r in range(R))
+    var sc = -3.0e38;
+    if ({mine}j < k1) {{
+{key_score}
+    }}"""
     per_g = -(-a.chunk // groups)
     vsum = "\n".join(
-        f"      {{ let jj = g + {groups}u * {i}u; let pi = min(jj, CH - 1u); let vw = {kv(vrow.format(j='c0 + min(jj, n - 1u)') + ' + d4')}; "
-        + " ".join(f"o{r} += select(0.0, ps[{r}u * CH + pi], jj < n) * vw;" for r in range(R)) + " }"
+        f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
+        f"o += pj * {kv(vrow.format(j='c0 + min(jj, n - 1u)') + ' + d4')}; }}"
         for i in range(per_g))
     prologue = "" if qkn is None else "\n" + _qk_norm_prologue(a, qkn, wg)
     if qkn is not None:  # the head's q and the new key and value, normed and rotated
         kv_fn += PV_HELPER + "".join(f"var<workgroup> {n}: array<vec4<f32>, {d4}>;\n" for n in ("qn", "kn", "vn"))
-    reduce = "".join(wgsl_reduce(f"red_max{v}", "max", wg, t, subgroups=sg) + wgsl_reduce(f"red_sum{v}", "sum", wg, t, subgroups=sg)
-                     for v, t in enumerate(vt))
-    hrow = f"(slot * {a.n_heads}u + h0 + {{r}}u)" if per_block else "(h0 + {r}u)"  # the partials' row
-    store = "".join(f"""    for (var gg = 1u; gg < G; gg++) {{ o{r} += part[{r}u * {wg}u + gg * D4 + d4]; }}
-    acc[({hrow.format(r=r)} * {a.max_splits}u + s) * D4 + d4] = o{r};
-    if (d4 == 0u) {{ ml[{hrow.format(r=r)} * {a.max_splits}u + s] = vec2<f32>({per_head('m', r)}, {per_head('l', r)}); }}
-""" for r in range(R))
-    body = reduce + kv_fn + f"""
+    body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + kv_fn + f"""
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
-const SP: u32 = {a.chunk * (d4 + 1)}u;
 const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
 const G: u32 = {groups}u;
-var<workgroup> ps: array<f32, {R * a.chunk}>;
-var<workgroup> part: array<vec4<f32>, {R * wg}>;
-{f"var<workgroup> sp: array<f32, {R * a.chunk * (d4 + 1)}>;" if a.spread else ""}
+var<workgroup> ps: array<f32, CH>;
+var<workgroup> part: array<vec4<f32>, {wg}>;
+{f"var<workgroup> sp: array<f32, {a.chunk * (d4 + 1)}>;" if a.spread else ""}
 @compute @workgroup_size({wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   {sg_val}
-  let h0 = wid.x * {R}u;
-  let h = h0;
+  let h = wid.x;
 {head}
-  let kvh = h0 / {a.n_heads // a.n_kv_heads}u;
+  let kvh = h / {a.n_heads // a.n_kv_heads}u;
   let kvbase = kvh * {a.ctx}u;{chr(10) + "  let slot = rows[0].y;" if slots and not per_block else ""}
-{"".join(f"  let qb{r} = (t * {a.n_heads}u + h0 + {r}u) * D4;{chr(10)}" for r in range(R))}  let g = lid / D4;
+  let qb = (t * {a.n_heads}u + h) * D4;
+  let g = lid / D4;
   let d4 = lid % D4;{prologue}
-{"".join(f"  var m{v} = {t}(-3.0e38);{chr(10)}  var l{v} = {t}(0.0);{chr(10)}" for v, t in enumerate(vt))}{"".join(f"  var o{r} = vec4<f32>(0.0);{chr(10)}" for r in range(R))}  for (var c0 = k0; c0 < k1; c0 += CH) {{
+  var m = -3.0e38;
+  var l = 0.0;
+  var o = vec4<f32>(0.0);
+  for (var c0 = k0; c0 < k1; c0 += CH) {{
 {score_phase}
-{softmax}    if (g < G) {{
+    let mn = max(m, red_max(sc, lid, sgs));
+    let p = select(0.0, exp(sc - mn), {mine}j < k1);
+    {"if (lid < CH) { ps[lid] = p; }" if wide else "ps[lid] = p;"}
+    let alpha = exp(m - mn);
+    l = l * alpha + red_sum(p, lid, sgs);
+    m = mn;
+    o = o * alpha;
+    if (g < G) {{
       let n = min(CH, k1 - c0);
 {vsum}
     }}
     workgroupBarrier();
   }}
-{"".join(f"  part[{r}u * {wg}u + lid] = o{r};{chr(10)}" for r in range(R))}  workgroupBarrier();
+  part[lid] = o;
+  workgroupBarrier();
   if (g == 0u) {{
-{store}  }}
+    for (var gg = 1u; gg < G; gg++) {{ o += part[gg * D4 + d4]; }}
+{store}
+  }}
 }}
 """
-    k = sig.kernel("attention_split" + ("_qk_norm" if qkn else "") + (f"_{R}heads" if R > 1 else ""), body)
+    k = sig.kernel("attention_split" + ("_qk_norm" if qkn else ""), body)
     return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
 
 
@@ -304,16 +270,7 @@ def _qk_norm_prologue(a: AttentionSpec, n: QkNorm, wg: int) -> str:
 
 
 def attention_grid(a: AttentionSpec) -> tuple[int, int, int]:
-    return (a.n_heads // a.heads, a.max_splits, 1)
-
-
-def pack_heads(a: AttentionSpec, most: int, shared_bytes: int) -> AttentionSpec:
-    """`a` with the most query heads a decode workgroup can take, up to `most`: a divisor of
-    the KV group whose workgroup memory fits in `shared_bytes`."""
-    group = a.n_heads // a.n_kv_heads
-    fits = [r for r in range(1, min(most, group) + 1)
-            if group % r == 0 and replace(a, heads=r).shared_bytes <= shared_bytes]
-    return replace(a, heads=max(fits, default=1))
+    return (a.n_heads, a.max_splits, 1)
 
 
 BQ, LQ = 16, 8  # query tokens per workgroup, threads per query token
