@@ -107,13 +107,17 @@ async def one(client: openai.AsyncOpenAI, model: str, prompt: list[int], args: a
 async def _streams(url: str, model: str, prompts: list[list[list[int]]], args: argparse.Namespace,
                    warmup: list[list[int]] | None = None, ready: Any = None) -> list[Stream]:
     """Each client's rounds (its prompts, one after the other), the clients at once, after the
-    warm-up requests (the openai client's first request in a process loads its modules: ~0.2 s
-    that would count in the first streams' time to first token) and `ready()`."""
+    warm-up requests and `ready()`. A warm-up is a measured request's shape: the openai client's
+    first request in a process loads its modules (~0.2 s that would count in the first streams'
+    time to first token), and a server's first streams after a pause ran slower (an H100 after
+    its load: the first stream's 128 tokens at 503 tok/s, the next at 1266; a short warm-up left
+    the first measured request's first token at 48 ms where the next ones took 5)."""
     limits = httpx.Limits(max_connections=len(prompts) + 8, max_keepalive_connections=len(prompts) + 8)
     async with openai.AsyncOpenAI(base_url=url + "/v1", api_key=args.api_key or "none", max_retries=0,
                                   timeout=args.timeout, http_client=openai.DefaultAsyncHttpxClient(limits=limits)) as c:
         for p in warmup or []:
-            await c.completions.create(model=model, prompt=p, max_tokens=8, temperature=0.0)
+            if (w := await one(c, model, p, args)).error:
+                raise RuntimeError(f"the warm-up request failed: {w.error}")
         if ready is not None:
             ready()
 
@@ -309,7 +313,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          "clients, at most one a core: a process sends its clients' requests one after another, "
                          "and the openai client's parsing of every stream's events caps a process near 10k tok/s)")
     ap.add_argument("--warmup", type=int, default=1, metavar="N",
-                    help="short requests sent before each run, not measured (default: %(default)s)")
+                    help="requests of the measured shape sent before each run (and one by each client "
+                         "process), not measured (default: %(default)s)")
     ap.add_argument("--model", default=None, help="the model name to send (default: the first of GET /v1/models)")
     ap.add_argument("--api-key", default=None, metavar="KEY", help="sent as 'Authorization: Bearer KEY' (default: none)")
     ap.add_argument("--token-range", default="100:1000", metavar="LO:HI",
