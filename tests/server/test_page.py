@@ -9,10 +9,11 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from server_helpers import API_KEY, ServerProcess
+from server_helpers import API_KEY, TINY_CTX, ServerProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -30,6 +31,26 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The shared tiny model with its special tokens' rows of the LM head zeroed: a greedy answer
+    then never ends on its own (of a random model's ~1000 logits, the largest is always above
+    0), so the answer to stop still streams however late Playwright gets to the button (the
+    model's own answer ends after ~425 tokens, under a second on llvmpipe)."""
+    from safetensors.numpy import load_file, save_file
+
+    out = tmp_path_factory.mktemp("tiny-endless")
+    for f in tiny_model.iterdir():
+        shutil.copy(f, out / f.name)
+    tensors = load_file(out / "model.safetensors")
+    tensors["lm_head.weight"][:3] = 0.0  # <|endoftext|>, <|im_start|>, <|im_end|>
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    s = ServerProcess("--model", str(out), "--ctx", str(TINY_CTX), "--parallel", "4", "--api-key", API_KEY,
+                      "--alias", "tiny")
+    yield s
+    s.stop()
 
 
 @pytest.fixture(params=[False])
