@@ -23,13 +23,11 @@ def _weight(gpu, fmt, rows, k, rng):
     return dequantize(fmt, raw, k), gpu.upload(FORMATS[fmt].pack(raw, k))
 
 
-@pytest.mark.parametrize("fmt,k,wg,tpr,tokens,unrolled", [
-    ("f32", 72, 64, 1, 4, False), ("f32", 72, 128, 32, 3, True), ("f16", 96, 64, 16, 8, False),
-    ("f16", 96, 64, 16, 8, True), ("q8_0", 96, 64, 1, 4, True), ("q4_k", 256, 128, 32, 3, False)])
-def test_thin_matmul_store_add_silu(gpu, fmt, k, wg, tpr, tokens, unrolled):
+@pytest.mark.parametrize("fmt,k,wg,tpr,tokens", [("f32", 72, 64, 1, 4), ("f32", 72, 128, 32, 3), ("f16", 96, 64, 16, 8),
+                                                 ("q8_0", 96, 64, 1, 4), ("q4_k", 256, 128, 32, 3)])
+def test_thin_matmul_store_add_silu(gpu, fmt, k, wg, tpr, tokens):
     """Up to `tokens` rows a pass and several passes (grid z) of 11 rows; 37 output rows (an
-    odd last pair); the store, residual-add and SiLU·mul epilogues; the tokens' loops run or
-    written out (`unrolled`)."""
+    odd last pair); the store, residual-add and SiLU·mul epilogues."""
     rng = np.random.default_rng(3)
     n, rows = 11, 37
     w, wb = _weight(gpu, fmt, rows, k, rng)
@@ -38,19 +36,19 @@ def test_thin_matmul_store_add_silu(gpu, fmt, k, wg, tpr, tokens, unrolled):
     spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
     yb = gpu.buffer(n * rows * 4)
     sg = gpu.subgroups_wgsl(on_cpu=True)
-    run_kernel(gpu, thin_matmul_kernel(spec, tokens, wg, tpr, sg, unrolled), {"w0": wb, "x": xb, "y": yb},
+    run_kernel(gpu, thin_matmul_kernel(spec, tokens, wg, tpr, sg), {"w0": wb, "x": xb, "y": yb},
                thin_matmul_grid(spec, tokens, wg, tpr)(n), n=n)
     assert rel_err(read(gpu, yb, (n, rows)), x @ w.T) < 1e-5
     res = rng.standard_normal((n, rows)).astype(np.float32)
     yb = gpu.upload(res)
     add = LinearSpec(k=k, segments=(Segment(fmt, rows),), epilogue="add")
-    run_kernel(gpu, thin_matmul_kernel(add, tokens, wg, tpr, sg, unrolled), {"w0": wb, "x": xb, "y": yb},
+    run_kernel(gpu, thin_matmul_kernel(add, tokens, wg, tpr, sg), {"w0": wb, "x": xb, "y": yb},
                thin_matmul_grid(add, tokens, wg, tpr)(n), n=n)
     assert rel_err(read(gpu, yb, (n, rows)), res + x @ w.T) < 1e-5
     gu = LinearSpec(k=k, segments=(Segment(fmt, rows - 1),), epilogue="silu_mul")
     w2, wb2 = _weight(gpu, fmt, rows - 1, k, rng)
     yb = gpu.buffer(n * (rows - 1) // 2 * 4)
-    run_kernel(gpu, thin_matmul_kernel(gu, tokens, wg, tpr, sg, unrolled), {"w0": wb2, "x": xb, "y": yb},
+    run_kernel(gpu, thin_matmul_kernel(gu, tokens, wg, tpr, sg), {"w0": wb2, "x": xb, "y": yb},
                thin_matmul_grid(gu, tokens, wg, tpr)(n), n=n)
     h = (rows - 1) // 2
     ref = silu(x @ w2[:h].T) * (x @ w2[h:].T)

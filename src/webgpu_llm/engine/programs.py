@@ -334,8 +334,7 @@ class Programs:
             return
         if thin:
             shape = self.tuning.shape(role)
-            prog.add(thin_matmul_kernel(spec, thin, shape["wg"], shape["tpr"], self.gpu.subgroups_wgsl(),
-                                        self.tuning.thin_unrolled), bindings,
+            prog.add(thin_matmul_kernel(spec, thin, shape["wg"], shape["tpr"], self.gpu.subgroups_wgsl()), bindings,
                      _counted(thin_matmul_grid(spec, thin, shape["wg"], shape["tpr"]), count))
             return
         path = self.mm_path(spec)

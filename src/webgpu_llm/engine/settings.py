@@ -110,9 +110,6 @@ class Tuning:
     # `thin_tokens` rows a pass over the weights, more on the prompt matmuls
     thin_rows: int = 32
     thin_tokens: int = 8
-    # ... their tokens' loops written out (linear.thin_matmul_kernel `unrolled`): off until
-    # timed on a GPU (llvmpipe ran them 1.1-2.2x slower)
-    thin_unrolled: bool = False
     # ... and on the f16 tiles in workgroups of this shape (mma.TileShape; every format but f32
     # dequantized while staging; O and down split K as `splits` says) where those run and mma
     # is not "int8"/"off", the steps past thin_rows too; (): the thin and prompt matmuls as

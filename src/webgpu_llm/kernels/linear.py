@@ -776,7 +776,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 
 def thin_matmul_kernel(spec: LinearSpec, tokens: int = 8, wg: int = 128, tpr: int = 32,
-                       subgroups: str | None = None, unrolled: bool = False) -> Kernel:
+                       subgroups: str | None = None) -> Kernel:
     """A few tokens (st.n, a batched decode step's rows): the mat-vec's row groups (`tpr`
     threads a row pair, wg/tpr pairs a workgroup), each unit of weights loaded once and
     multiplied with up to `tokens` rows of x; grid = thin_matmul_grid(...)(n), its z the
@@ -799,20 +799,6 @@ def thin_matmul_kernel(spec: LinearSpec, tokens: int = 8, wg: int = 128, tpr: in
         reduce = "      if (sgs == TPR) { v = subgroupAdd(v); } else {\n" + _TREE + "      }\n"
     else:
         reduce = "      {\n" + _TREE + "      }\n"
-    # `unrolled`: the tokens' loops written out, so that `a` is indexed by constants only (a
-    # GPU may keep it in registers, where a run-time index puts it in local memory; llvmpipe
-    # ran the unrolled kernel 1.1-2.2x slower)
-    ts = [(f"{t}u", str(t)) for t in range(tokens)] if unrolled else [("t", "t")]  # (the u32, the index)
-    per_token = "\n".join(f"""      {f"if ({t} < nt)" if unrolled else "for (var t = 0u; t < nt; t++)"} {{
-        let xb = (t0 + {t}) * K4;
-        var xv: array<vec4<f32>, 8>;
-%8      xv[$i] = {xget};
-        a[{i}] += vec2<f32>({dots0}, {dots1});
-      }}""" for t, i in ts)
-    per_sum = "\n".join(f"""  {"" if unrolled else "for (var t = 0u; t < TB; t++) "}{{
-    var v = a[{i}];
-{reduce}    if (lane == 0u && p < NP && {t} < nt) {{ epi(t0 + {t}, p, v.x, v.y); }}
-  }}""" for t, i in ts)
     body += unroll(f"""
 const WG: u32 = {wg}u;
 const TPR: u32 = {tpr}u;
@@ -836,14 +822,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var u = lane; u < NU; u += TPR) {{
       let w0 = load_row(r0, u);
       let w1 = load_row(r1c, u);
-{per_token}
+      for (var t = 0u; t < nt; t++) {{
+        let xb = (t0 + t) * K4;
+        var xv: array<vec4<f32>, 8>;
+%8      xv[$i] = {xget};
+        a[t] += vec2<f32>({dots0}, {dots1});
+      }}
     }}
   }}
-{per_sum}
+  for (var t = 0u; t < TB; t++) {{
+    var v = a[t];
+{reduce}    if (lane == 0u && p < NP && t < nt) {{ epi(t0 + t, p, v.x, v.y); }}
+  }}
 }}
 """)
-    k = sig.kernel(f"thin_matmul_{spec.epilogue}_{'+'.join(s_.fmt for s_ in spec.segments)}"
-                   + ("_unrolled" if unrolled else ""), body)
+    k = sig.kernel(f"thin_matmul_{spec.epilogue}_{'+'.join(s_.fmt for s_ in spec.segments)}", body)
     if use_sg and subgroups:
         k = Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings)
     return k
