@@ -112,7 +112,8 @@ def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, ar
 @pytest.mark.parametrize("arch", ["gemma2", "phi3"])
 def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
     """The decode kernels a GPU's tuning takes (weights and the attention's keys read by
-    adjacent words, first units requested early, row groups of 8 threads, 16 keys a split so
+    adjacent words, first units requested early, row groups of 8 threads, 16 keys a split (four
+    threads a key) so
     that windows start inside splits) with soft-caps, windows and LongRoPE's scale."""
     from webgpu_llm.engine.settings import ROLES
 
@@ -120,7 +121,7 @@ def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
     llm = _load(d, wgpu_gpu)
     t = llm.session.tuning
     llm.session.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True,
-                                            attn_spread=True, early=2, attn_chunk=16))
+                                            attn_wg=64, early=2, attn_chunk=16))
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
@@ -128,18 +129,18 @@ def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
 @pytest.mark.parametrize("kv", ["f32", "f16"])
 def test_qk_norm_folded_into_decode_attention(wgpu_gpu, tiny_dirs, arch, kv):
     """Tuning.fold_qk_norm: the decode attention norms, rotates and appends q and the new key
-    itself (a dispatch less a layer), with keys read whole and by adjacent words, splits of 16
+    itself (a dispatch less a layer), with keys read whole and by four threads each, splits of 16
     keys (the window starting inside one): transformers' greedy tokens, the same step logits."""
     d = tiny_dirs[arch, "float32" if kv == "f32" else "float16"]
     llm = _load(d, wgpu_gpu, settings=Settings(kv=kv))
     s = llm.session
     base = s.next_logits(IDS[:9])
     n = len(s.programs.decode)
-    for spread in (False, True):
-        s.rebuild(dataclasses.replace(s.tuning, fold_qk_norm=True, attn_spread=spread, attn_chunk=16))
+    for wg in (0, 64):
+        s.rebuild(dataclasses.replace(s.tuning, fold_qk_norm=True, attn_wg=wg, attn_chunk=16))
         assert len(s.programs.decode) == n - s.cfg.n_layers
         assert any("qk_norm" in x.label for x in s.programs.decode.dispatches)
-        assert max_rel(s.next_logits(IDS[:9]), base) < (1e-5 if kv == "f32" else 1e-3), spread
+        assert max_rel(s.next_logits(IDS[:9]), base) < (1e-5 if kv == "f32" else 1e-3), wg
         if kv == "f32":
             assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 

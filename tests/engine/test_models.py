@@ -85,7 +85,7 @@ def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
     llm = _load(d, gpu)
     t = llm.session.tuning
     llm.session.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True,
-                                          attn_spread=True, early=2))
+                                          attn_wg=64, early=2))
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
     assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 

@@ -187,10 +187,10 @@ def test_prompt_attention_window_and_softcap(gpu, d, t, pos0, window, softcap):
         assert rel_err(read(gpu, out2, (t, hq, d)), want) < 1e-5, pack
 
 
-@pytest.mark.parametrize("sub,spread,window,softcap,pos", [(False, False, 20, 0.0, 52), (True, True, 20, 1.5, 52),
-                                                           (False, True, 16, 0.0, 47), (True, False, 40, 2.0, 30),
-                                                           (False, False, 0, 1.0, 52)])
-def test_decode_attention_window_and_softcap(gpu, sub, spread, window, softcap, pos):
+@pytest.mark.parametrize("sub,wg,window,softcap,pos", [(False, 0, 20, 0.0, 52), (True, 64, 20, 1.5, 52),
+                                                       (False, 32, 16, 0.0, 47), (True, 0, 40, 2.0, 30),
+                                                       (False, 0, 0, 1.0, 52)])
+def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos):
     """Split-K decode attention with a sliding window (splits before it hold nothing, the
     first one starts inside it; a window longer than the keys so far) and soft-capped scores;
     merged by the combine kernel and by the O projection's prologue."""
@@ -199,7 +199,7 @@ def test_decode_attention_window_and_softcap(gpu, sub, spread, window, softcap, 
     kv = np.zeros((2, hkv, ctx, d), np.float32)
     kv[:, :, :pos + 1] = rng.standard_normal((2, hkv, pos + 1, d))
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, spread, window=window, softcap=softcap, scale=scale)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, window=window, softcap=softcap, scale=scale)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     # stale partials from an earlier step: a split the window leaves out must not be read
     gpu.write(ml, np.full(hq * spec.max_splits * 2, 7.0, np.float32))

@@ -52,17 +52,19 @@ def test_prompt_attention_causal_gqa(gpu, d, t, pos0, f16):
     assert rel_err(read(gpu, out, (t, hq, d)), attention(q, k, v, pos0)) < 1e-5
 
 
-@pytest.mark.parametrize("sub,spread,d,f16", [(False, False, 16, False), (True, False, 16, False),
-                                              (False, True, 16, False), (True, True, 16, False),
-                                              (True, True, 8, False), (False, False, 16, True), (True, True, 8, True)])
-def test_decode_split_attention_and_combine(gpu, sub, spread, d, f16):
-    """Split-K decode attention (keys read whole per thread, or by adjacent words) and its
-    merge; f32 and f16 caches."""
+@pytest.mark.parametrize("sub,wg,d,f16", [(False, 0, 16, False), (True, 0, 16, False), (False, 64, 16, False),
+                                          (True, 64, 16, False), (True, 128, 8, False), (False, 64, 20, False),
+                                          (True, 32, 20, True), (False, 0, 16, True), (True, 64, 8, True),
+                                          (False, 0, 144, False), (True, 32, 144, True)])
+def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16):
+    """Split-K decode attention and its merge: keys read whole by a thread each, or by 2-8
+    threads each (the last thread's words fewer where they do not divide the head); heads
+    longer than the chunk's keys (the workgroup sized to the head); f32 and f16 caches."""
     rng = np.random.default_rng(11)
     hq, hkv, ctx, chunk, pos = 4, 2, 100, 16, 52  # 53 keys -> 4 splits, the last partial
     kv = _kv(rng, hkv, ctx, d, pos + 1, f16)
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, spread, kv_f16=f16)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, kv_f16=f16)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(_cache(kv, f16)), "ml": ml, "acc": acc}
     sg = gpu.subgroups_wgsl(on_cpu=True) if sub else None

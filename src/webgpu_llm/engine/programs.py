@@ -199,16 +199,16 @@ class Programs:
         pairs = c.rope_dim // 2 if scale != 1.0 and c.rope_dim != c.head_dim else 0
         return QkvShape(c.q_dim, c.kv_dim, c.head_dim, self.ctx, scale, pairs, self.kv_f16)
 
-    def attention_spec(self, i: int, chunk: int = 64, spread: bool = False) -> att.AttentionSpec:
+    def attention_spec(self, i: int, chunk: int = 64, wg: int = 0) -> att.AttentionSpec:
         c, a = self.cfg, self.cfg.architecture
-        return att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, spread,
+        return att.AttentionSpec(c.n_heads, c.n_kv_heads, c.head_dim, self.ctx, chunk, wg,
                                  window=self.window(i), softcap=a.attn_softcap, scale=a.attn_scale,
                                  sinks=self.weights.layout.sinks if a.sinks else -1, kv_f16=self.kv_f16)
 
     def split_attention(self, i: int) -> tuple[att.AttentionSpec, AttnShape]:
         """Layer i's split-K decode attention (the tuning's chunk and key reads), and the
         layout of its partials for the kernel that merges them."""
-        c, a = self.cfg, self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_spread)
+        c, a = self.cfg, self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_wg)
         return a, AttnShape(c.n_heads, c.head_dim, a.chunk, a.max_splits, a.window, a.sinks)
 
     def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:

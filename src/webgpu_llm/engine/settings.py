@@ -32,7 +32,7 @@ class Tuning:
 
     `mv` maps a matrix role to (workgroup size, threads per row pair, units in flight per
     thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
-    workgroup; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
+    workgroup, `attn_wg` its threads; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
     `int8` quantizes the activations of mat-vecs with quantized weights to int8 for `dot4I8Packed`;
     `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1), and
     `batch_splits` "o"/"down"/"qkv"/"gate_up" to theirs in the batched steps' f16 tiles
@@ -52,7 +52,7 @@ class Tuning:
     mv_int8: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs on the int8 path
     spread: bool = False  # float weights: a row group's threads read adjacent words (matvec_kernel)
     mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
-    attn_spread: bool = False  # decode attention reads its keys by adjacent words (AttentionSpec.spread)
+    attn_wg: int = 0  # threads a decode attention workgroup (AttentionSpec.wg; 0: attn_chunk)
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
     early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
     # decode layers as one persistent dispatch each on this many resident workgroups of
@@ -242,12 +242,17 @@ BATCH_SPLITS = (("o", 8), ("down", 8), ("qkv", 8), ("gate_up", 4))
 # one call, step GPU ms at 16 / 32 / 64 rows, 0.5B q4_0 2.17 / 2.57 / 3.75 -> 1.96 / 2.54 /
 # 4.12, 1.5B f16 4.28 / 5.36 / 8.28 -> 3.98 / 5.04 / 8.44: so 16 ways below 33 rows only.
 BATCH_SPLITS_FEW = (("o", 8), ("down", 16), ("qkv", 8), ("gate_up", 4))
+# The split-K decode attention in workgroups of 128 threads: a key's dot product shared by
+# 128/chunk threads and the values' weighted sum by 128/(head_dim/4) groups of keys, where a
+# thread took a key (or a word of each key) and a value column over all the chunk's keys.
+# H100, tg64 against that kernel (one call): 0.5B q4_0 1260 -> 1301; 64 threads were slower.
+ATTN_WG = 128
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
     attn_chunk=32, mm=(("gate_up", 8),), int8=True, splits=(("o", 2), ("down", 4)),
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
-    mv_spread=(("down", 256, 256, 1),), attn_spread=True, int8_direct=True, expert_tpr=EXPERT_TPR,
+    mv_spread=(("down", 256, 256, 1),), attn_wg=ATTN_WG, int8_direct=True, expert_tpr=EXPERT_TPR,
     expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH)
 
@@ -259,8 +264,15 @@ WIDE_MV_INT8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2), ("down", 256, 64, 1), ("
 # ... and their f16 tiles 2x2x4x4 (pp512 of the 1.5B f16 +10 % on an H200, +7 % on an H100;
 # the 0.5B f16 5 % slower), and quantized weights dequantized into them (Tuning.quant_f16).
 WIDE_TILES = (2, 2, 4, 4)
-# Heads of 128 dimensions take 64 keys per split-K workgroup (a 1.5B step 2-3 % faster).
+# Heads of 128 dimensions take 64 keys per split-K workgroup (a 1.5B step 2-3 % faster) in 256
+# threads; heads of 256 (Gemma 3's four) 32 keys, so that a short context still fills a few
+# dozen workgroups. H100, tg64 against the kernel before ATTN_WG (one call): Gemma-3-1B f16
+# 508 -> 568, q4_0 598 -> 688, Qwen3-1.7B f16 472 -> 484; Qwen2.5-1.5B f16 and Qwen3-0.6B q4_0
+# within 1 %, also with 1000 keys in the cache (where 32 keys a split were 10-20 % slower for
+# heads of 128: more partials for the O projection to merge).
 LONG_HEAD_CHUNK = (128, 64)
+LONG_HEAD_WG = 256
+WIDE_HEAD_CHUNK = (256, 32)
 # ... and the prompt attention on the f16 tiles (the 1.5B f16's first token of a 2048-token
 # prompt 12 % sooner on an H200 and an H100, pp512 +1-2 %; heads of 64: pp512 4 % slower).
 LONG_HEAD_TILES = 128
@@ -287,7 +299,12 @@ def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
     if gpu.is_cpu:
         return CPU_TUNING
     wide = hidden >= WIDE_FROM
-    t = replace(GPU_TUNING, attn_chunk=LONG_HEAD_CHUNK[1] if head_dim >= LONG_HEAD_CHUNK[0] else GPU_TUNING.attn_chunk,
+    chunk, attn_wg = GPU_TUNING.attn_chunk, GPU_TUNING.attn_wg
+    if head_dim >= LONG_HEAD_CHUNK[0]:
+        chunk, attn_wg = LONG_HEAD_CHUNK[1], LONG_HEAD_WG
+    if head_dim >= WIDE_HEAD_CHUNK[0]:
+        chunk = WIDE_HEAD_CHUNK[1]
+    t = replace(GPU_TUNING, attn_chunk=chunk, attn_wg=attn_wg,
                 early=int(gpu.backend in EARLY_BACKENDS and not wide), attn_tiles=head_dim >= LONG_HEAD_TILES)
     if wide:
         t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8, tiles=WIDE_TILES,

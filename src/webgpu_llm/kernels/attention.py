@@ -29,11 +29,13 @@ class AttentionSpec:
     n_kv_heads: int
     head_dim: int
     ctx: int
-    chunk: int = 64  # decode: keys per split, also the workgroup size
-    # decode: the chunk's keys are read by adjacent 16-byte words (each thread one word of
-    # each of head_dim/4 keys, partial dot products summed through workgroup memory), not
-    # each thread one whole key (a warp's load then spans head_dim * 4 * 32 bytes)
-    spread: bool = False
+    chunk: int = 64  # decode: keys per split
+    # decode: threads a workgroup (0: the chunk; raised to a power of two >= head_dim/4). Past
+    # the chunk, a key's dot product is shared by wg/chunk adjacent threads (each a few 16-byte
+    # words of it, so a warp's loads cover whole cache lines) and the weighted sum of the values
+    # by wg/(head_dim/4) groups of keys: fewer loads one after another in each thread, which is
+    # what a split's latency is made of
+    wg: int = 0
     window: int = 0  # keys a query sees, counting back from its own position (0: all)
     softcap: float = 0.0  # scores -> softcap * tanh(scores / softcap) (0: none)
     scale: float = 0.0  # the scores' factor (0: 1/sqrt(head_dim))
@@ -42,6 +44,12 @@ class AttentionSpec:
     # starts its running softmax there, the decode's split combine adds it
     sinks: int = -1
     kv_f16: bool = False  # the caches hold f16 pairs packed in u32s (QkvShape.kv_f16 writes them)
+
+    @property
+    def threads(self) -> int:
+        """The decode workgroup's threads."""
+        need = max(self.wg or self.chunk, self.chunk, self.head_dim // 4)
+        return 1 << (need - 1).bit_length()
 
     @property
     def max_splits(self) -> int:
@@ -95,12 +103,12 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     slot's (slots x heads x splits)."""
     assert not (slots and qkn), "the q/k-norm fold is the one-sequence decode's"
     d4 = a.head_dim // 4
-    wg = wg or a.chunk
+    wg = wg or a.threads
+    assert wg >= a.threads and wg & (wg - 1) == 0, "the workgroup holds a chunk's keys and a head's words"
     wide = wg > a.chunk
-    assert wg >= a.chunk
     mine = "lid < CH && " if wide else ""  # (a thread with a key of the chunk, wide workgroups)
-    groups = a.chunk // d4  # threads (g, d4) share the weighted sum over keys
-    assert groups >= 1, "head_dim/4 must not exceed the chunk size"
+    per_key = wg // a.chunk  # threads sharing a key's dot product
+    groups = wg // d4  # threads (g, d4) share the weighted sum over keys
     sig = Signature().state()
     if qkn is None:
         sig.storage("q", "array<vec4<f32>>")
@@ -149,24 +157,40 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     sg_val = "" if sg else "let sgs = 1u;"
     # Every loop with a load in it is unrolled: the loads of a chunk issue together instead of
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
-    score = " + ".join(f"{qv.format(i=f'{i}u')} * {kv(f'kr + {i}u')}" for i in range(d4))
-    if a.spread:  # word f of the chunk's keys: key f / D4, component f % D4 (wg = chunk threads)
-        before = "\n".join(
-            f"    {{ let f = {i}u * CH + lid; let kk = f / D4; let dd = f % D4; "
-            f"sp[kk * (D4 + 1u) + dd] = select(0.0, dot({qv.format(i='dd')}, {kv(krow.format(j='min(c0 + kk, k1 - 1u)') + ' * D4 + dd')}), "
-            f"c0 + kk < k1); }}" for i in range(d4)) + "\n    workgroupBarrier();\n"
-        if wide:
-            before = f"    if (lid < CH) {{\n{before.replace(chr(10) + '    workgroupBarrier();', '')}    }}\n    workgroupBarrier();\n"
-        key_score = f"      sc = {a.score('(' + ' + '.join(f'sp[lid * (D4 + 1u) + {i}u]' for i in range(d4)) + ')')};"
-    else:  # this thread's key, whole
-        before = ""
-        key_score = f"""      let kr = {krow.format(j="j")} * D4;
-      let acc4 = {score};
-      sc = {a.score("(acc4.x + acc4.y + acc4.z + acc4.w)")};"""
-    score_phase = f"""{before}    let j = c0 + lid;
+    words = -(-d4 // per_key)  # of a key, each of its threads
+
+    def word(i: int) -> str:  # this thread's i-th word of key j's dot product
+        w = f"r + {i * per_key}u"
+        term = f"dot({qv.format(i=w)}, {kv('kr + ' + w)})"
+        if (i + 1) * per_key <= d4:
+            return term
+        return (f"select(0.0, dot({qv.format(i=f'min({w}, D4 - 1u)')}, {kv(f'kr + min({w}, D4 - 1u)')}), "
+                f"{w} < D4)")
+    dot_sum = " + ".join(word(i) for i in range(words))
+    if per_key == 1:  # this thread's key, whole
+        score_phase = f"""    let j = c0 + lid;
     var sc = -3.0e38;
     if ({mine}j < k1) {{
-{key_score}
+      let r = 0u;
+      let kr = {krow.format(j="j")} * D4;
+      sc = {a.score("(" + dot_sum + ")")};
+    }}"""
+    else:  # PK adjacent threads a key, their partial dot products summed through workgroup memory
+        score_phase = f"""    {{
+      let jk = c0 + lid / PK;
+      let r = lid % PK;
+      var dp = 0.0;
+      if (lid < CH * PK && jk < k1) {{
+        let kr = {krow.format(j="jk")} * D4;
+        dp = {dot_sum};
+      }}
+      sp[lid] = dp;
+    }}
+    workgroupBarrier();
+    let j = c0 + lid;
+    var sc = -3.0e38;
+    if ({mine}j < k1) {{
+      sc = {a.score("(" + " + ".join(f"sp[lid * PK + {i}u]" for i in range(per_key)) + ")")};
     }}"""
     per_g = -(-a.chunk // groups)
     vsum = "\n".join(
@@ -181,9 +205,10 @@ const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
 const VOFF: u32 = {a.n_kv_heads * a.ctx * d4}u;
 const G: u32 = {groups}u;
+const PK: u32 = {per_key}u;
 var<workgroup> ps: array<f32, CH>;
 var<workgroup> part: array<vec4<f32>, {wg}>;
-{f"var<workgroup> sp: array<f32, {a.chunk * (d4 + 1)}>;" if a.spread else ""}
+{f"var<workgroup> sp: array<f32, {wg}>;" if per_key > 1 else ""}
 @compute @workgroup_size({wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   {sg_val}
