@@ -98,7 +98,7 @@ class Tuning:
     # and the f16 tiles run (default for heads of 128 and more: LONG_HEAD_TILES)
     attn_tiles: bool = False
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
-    # attention kernel (attention.QkNorm), a dispatch less a layer; off until measured
+    # attention kernel (attention.QkNorm), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
     fold_qk_norm: bool = False
     # a mixture's decode: each expert gate/up workgroup chooses the experts itself from the
     # router's logits (moe.route_wgsl), a dispatch less a layer; off until measured
@@ -138,7 +138,7 @@ class Tuning:
     # f16-tile prompt attention leaves them to it too)
     batch_split_keys: bool = False
     # decode of models with output norms (Gemma 2/3): each norm and residual add in the next
-    # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer; off until measured
+    # mat-vec's prologue (linear.input_wgsl "post"), two dispatches less a layer (GPU_TUNING: FOLD_NORMS)
     fold_post_norm: bool = False
     # batched steps in flight before the engine thread waits for the oldest's tokens: more
     # keeps the GPU fed through the server's pauses, and runs further past a stop
@@ -247,6 +247,11 @@ BATCH_SPLITS_FEW = (("o", 8), ("down", 16), ("qkv", 8), ("gate_up", 4))
 # thread took a key (or a word of each key) and a value column over all the chunk's keys.
 # H100, tg64 against that kernel (one call): 0.5B q4_0 1260 -> 1301; 64 threads were slower.
 ATTN_WG = 128
+# Decode folds the per-head q/k norms into the attention and Gemma's output norms into the next
+# mat-vec (Tuning.fold_qk_norm, fold_post_norm). H100, tg64 in one process against neither, with
+# the wider attention workgroups: Gemma-3-1B q4_0 680 -> 817, f16 562 -> 650; Qwen3-1.7B f16 485
+# -> 498; Qwen3-0.6B q4_0 946 -> 1025. (With the 64-thread attention, Gemma ran them slower.)
+FOLD_NORMS = True
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
@@ -254,7 +259,7 @@ GPU_TUNING = Tuning(
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
     mv_spread=(("down", 256, 256, 1),), attn_wg=ATTN_WG, int8_direct=True, expert_tpr=EXPERT_TPR,
     expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
-    batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH)
+    batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
