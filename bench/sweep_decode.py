@@ -102,7 +102,8 @@ def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> 
         return b.step_gpu(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), mv_int8=(), mv_spread=(),
                                               attn_chunk=attn["chunk"]))
 
-    best = measure()
+    best = start_us = measure()
+    print(f"{gpu.backend} {dtype} start    step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
     t0 = time.time()
     for role in ROLES:
         best = descend(cur, role, SHAPES if role == "head" else shapes, measure, best)
@@ -112,7 +113,7 @@ def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> 
     per = {k["kernel"]: k["us"] for k in b.eng.step_kernels(b.prompt)}
     tok_s = b.tok_s()
     return {"backend": gpu.backend, "dtype": dtype, "preset": preset, "tuning": {r: cur[r] for r in ROLES},
-            "attn_chunk": attn["chunk"], "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0,
+            "attn_chunk": attn["chunk"], "start_step_gpu_us": start_us * 1e6, "step_gpu_us": best * 1e6, "tg64_tok_s": tok_s, "sweep_s": time.time() - t0,
             "profile_us": per}
 
 

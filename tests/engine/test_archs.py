@@ -111,17 +111,17 @@ def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, ar
 
 @pytest.mark.parametrize("arch", ["gemma2", "phi3"])
 def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
-    """The decode kernels a GPU's tuning takes (weights and the attention's keys read by
-    adjacent words, first units requested early, row groups of 8 threads, 16 keys a split (four
-    threads a key) so
-    that windows start inside splits) with soft-caps, windows and LongRoPE's scale."""
+    """The decode kernels a GPU's tuning takes (weights read by adjacent words, first units
+    requested early, row groups of 8 threads, 16 keys a split so that windows start inside
+    splits, four threads a key, the partials merged four splits a pass) with soft-caps, windows
+    and LongRoPE's scale."""
     from webgpu_llm.engine.settings import ROLES
 
     d = tiny_dirs[arch, "float32"]
     llm = _load(d, wgpu_gpu)
     t = llm.session.tuning
     llm.session.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True,
-                                            attn_wg=64, early=2, attn_chunk=16))
+                                            attn_wg=64, early=2, attn_chunk=16, combine_unroll=4))
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 

@@ -205,7 +205,7 @@ def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos)
     gpu.write(ml, np.full(hq * spec.max_splits * 2, 7.0, np.float32))
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(kv), "ml": ml, "acc": acc}
     st = gpu.upload(pack_state(pos=pos, n=1))
-    ashape = AttnShape(hq, d, chunk, spec.max_splits, window)
+    ashape = AttnShape(hq, d, chunk, spec.max_splits, window, unroll=3 if sub else 1)  # (the merge's passes)
     rows = 13
     w = rng.standard_normal((rows, hq * d)).astype(np.float32)
     o_spec = LinearSpec(k=hq * d, segments=(Segment("f32", rows),), prologue="attn", attn=ashape)
@@ -388,7 +388,7 @@ def test_attention_sinks_prompt_and_decode(gpu):
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     st = gpu.upload(pack_state(pos=pos, n=1))
     bufs = {"st": st, "q": gpu.upload(q[-1:]), "kv": gpu.upload(kv), "ml": ml, "acc": acc, "pv": pv}
-    ashape = AttnShape(hq, d, 16, spec.max_splits, sinks=off)
+    ashape = AttnShape(hq, d, 16, spec.max_splits, sinks=off, unroll=4)
     rows = 11
     w = rng.standard_normal((rows, hq * d)).astype(np.float32)
     o_spec = LinearSpec(k=hq * d, segments=(Segment("f32", rows),), prologue="attn", attn=ashape)

@@ -372,7 +372,8 @@ def test_split_finish_sums_partials_under_any_epilogue(gpu, epilogue):
     assert rel_err(got[:n], want[:n]) < 1e-5 and (got[n:] == 7.0).all()
 
 
-def test_attn_prologue_merges_split_partials(gpu):
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_attn_prologue_merges_split_partials(gpu, unroll):
     rng = np.random.default_rng(5)
     h, d, chunk, splits, pos = 3, 8, 4, 5, 13  # 14 keys -> 4 splits used
     used = -(-(pos + 1) // chunk)
@@ -384,7 +385,7 @@ def test_attn_prologue_merges_split_partials(gpu):
     rows, k = 11, h * d
     w, wb = _weight(gpu, "f32", rows, k, rng)
     spec = LinearSpec(k=k, segments=(Segment("f32", rows),), prologue="attn",
-                      attn=AttnShape(h, d, chunk, splits))
+                      attn=AttnShape(h, d, chunk, splits, unroll=unroll))
     mlb, accb, yb = gpu.upload(np.stack([m, l_], -1)), gpu.upload(acc), gpu.buffer(rows * 4)
     for shared in (32768, 0):
         run_kernel(gpu, matvec_kernel(spec, shared_bytes=shared), {"w0": wb, "ml": mlb, "acc": accb, "y": yb},

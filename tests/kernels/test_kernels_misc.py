@@ -52,16 +52,20 @@ def test_prompt_attention_causal_gqa(gpu, d, t, pos0, f16):
     assert rel_err(read(gpu, out, (t, hq, d)), attention(q, k, v, pos0)) < 1e-5
 
 
-@pytest.mark.parametrize("sub,wg,d,f16", [(False, 0, 16, False), (True, 0, 16, False), (False, 64, 16, False),
-                                          (True, 64, 16, False), (True, 128, 8, False), (False, 64, 20, False),
-                                          (True, 32, 20, True), (False, 0, 16, True), (True, 64, 8, True),
-                                          (False, 0, 144, False), (True, 32, 144, True)])
-def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16):
+@pytest.mark.parametrize("sub,wg,d,f16,chunk", [(False, 0, 16, False, 16), (True, 0, 16, False, 16),
+                                                (False, 64, 16, False, 16), (True, 64, 16, False, 16),
+                                                (True, 128, 8, False, 16), (False, 64, 20, False, 16),
+                                                (True, 32, 20, True, 16), (False, 0, 16, True, 16),
+                                                (True, 64, 8, True, 16), (False, 0, 144, False, 16),
+                                                (True, 32, 144, True, 16), (False, 0, 16, False, 4),
+                                                (True, 16, 8, True, 8)])
+def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16, chunk):
     """Split-K decode attention and its merge: keys read whole by a thread each, or by 2-8
     threads each (the last thread's words fewer where they do not divide the head); heads
-    longer than the chunk's keys (the workgroup sized to the head); f32 and f16 caches."""
+    longer than the chunk's keys (the workgroup sized to the head); f32 and f16 caches; 4, 7
+    and 14 splits (the merge loads four a pass, the last pass partial)."""
     rng = np.random.default_rng(11)
-    hq, hkv, ctx, chunk, pos = 4, 2, 100, 16, 52  # 53 keys -> 4 splits, the last partial
+    hq, hkv, ctx, pos = 4, 2, 100, 52  # 53 keys -> 53 / chunk splits, the last partial
     kv = _kv(rng, hkv, ctx, d, pos + 1, f16)
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
     spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, kv_f16=f16)
@@ -72,7 +76,7 @@ def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16):
     prog = Program(gpu)
     prog.add(att.attention_kernel(spec, sg), {"st": st, **bufs}, att.attention_grid(spec))
     y = gpu.buffer(hq * d * 4)
-    prog.add(combine_kernel(AttnShape(hq, d, chunk, spec.max_splits)), {"st": st, **bufs, "y": y},
+    prog.add(combine_kernel(AttnShape(hq, d, chunk, spec.max_splits, unroll=1 + 3 * (chunk < 16))), {"st": st, **bufs, "y": y},
              ew_grid(hq * d // 4))
     prog.run()
     k = kv[0].transpose(1, 0, 2)[: pos + 1]

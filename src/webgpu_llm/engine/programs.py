@@ -209,7 +209,8 @@ class Programs:
         """Layer i's split-K decode attention (the tuning's chunk and key reads), and the
         layout of its partials for the kernel that merges them."""
         c, a = self.cfg, self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_wg)
-        return a, AttnShape(c.n_heads, c.head_dim, a.chunk, a.max_splits, a.window, a.sinks)
+        return a, AttnShape(c.n_heads, c.head_dim, a.chunk, a.max_splits, a.window, a.sinks,
+                          self.tuning.combine_unroll)
 
     def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:
         """The attention's output projection, with its bias where the architecture has one."""

@@ -53,6 +53,10 @@ class Tuning:
     spread: bool = False  # float weights: a row group's threads read adjacent words (matvec_kernel)
     mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
     attn_wg: int = 0  # threads a decode attention workgroup (AttentionSpec.wg; 0: attn_chunk)
+    # splits' partials the merge of the split-K attention loads in one pass (AttnShape.unroll):
+    # a long context's 16-60 splits a head were ~0.4-0.5 µs each a layer one after another
+    # (H100: 16 keys a split instead of 32 cost the 0.5B 226 µs a step at 1000 keys); untimed
+    combine_unroll: int = 1
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
     early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
     # decode layers as one persistent dispatch each on this many resident workgroups of

@@ -56,6 +56,7 @@ class AttnShape:
     max_splits: int
     window: int = 0  # sliding window: the splits before the window's first key hold nothing
     sinks: int = -1  # per-head sink logits at this float offset of `pv` (AttentionSpec.sinks)
+    unroll: int = 1  # splits whose partials one pass of the merge loads at once (combine_wgsl)
 
 
 @dataclass(frozen=True)
@@ -380,22 +381,41 @@ def rope_cs(q: QkvShape) -> str:
 
 def combine_wgsl(a: AttnShape, pos: str = "st.pos", row: str = "h") -> str:
     """`fn combine4(h, d4) -> vec4`: merge the split-K partials of head h (decode, one token at
-    position `pos`, its partials at row `row` of heads x splits: a WGSL expression of h)."""
+    position `pos`, its partials at row `row` of heads x splits: a WGSL expression of h).
+
+    Both loops take `a.unroll` splits a pass, their loads written out before their sums, so
+    that a long context's dozens of splits can cost a few memory round trips, not one each."""
     d4 = a.head_dim // 4
+    u = a.unroll
     # a sliding window's first split: the one that holds key pos + 1 - window
     s0 = "0u" if not a.window else f"select(0u, ({pos} + 1u - {a.window}u) / {a.chunk}u, {pos} + 1u > {a.window}u)"
     sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"  # (pvf may not be declared)
+    base = f"{row} * {a.max_splits}u"
+    # split s + j, clamped to the last (a repeated split adds nothing to the maximum, and its
+    # weight is zeroed in the sums)
+    idx = "\n".join(f"    let s{j} = {base} + min(s + {j}u, ns - 1u);" for j in range(u))
+    maxes = " ".join(f"let m{j} = ml[s{j}].x;" for j in range(u))
+    mx_all = "m0"
+    for j in range(1, u):
+        mx_all = f"max({mx_all}, m{j})"
+    loads = " ".join(f"let p{j} = ml[s{j}]; let a{j} = acc[s{j} * {d4}u + d4];" for j in range(u))
+    sums = "\n".join(f"    {{ let e = select(0.0, exp(p{j}.x - mx), s + {j}u < ns); z += e * p{j}.y; o += e * a{j}; }}"
+                     for j in range(u))
     return f"""
 fn combine4(h: u32, d4: u32) -> vec4<f32> {{
   let ns = ({pos} + {a.chunk}u) / {a.chunk}u;  // splits that hold keys 0..pos
   var mx = {sink if a.sinks >= 0 else "-3.0e38"};
-  for (var s = {s0}; s < ns; s++) {{ mx = max(mx, ml[{row} * {a.max_splits}u + s].x); }}
+  for (var s = {s0}; s < ns; s += {u}u) {{
+{idx}
+    {maxes}
+    mx = max(mx, {mx_all});
+  }}
   var z = {f"exp({sink} - mx)" if a.sinks >= 0 else "0.0"};
   var o = vec4<f32>(0.0);
-  for (var s = {s0}; s < ns; s++) {{
-    let e = exp(ml[{row} * {a.max_splits}u + s].x - mx);
-    z += e * ml[{row} * {a.max_splits}u + s].y;
-    o += e * acc[({row} * {a.max_splits}u + s) * {d4}u + d4];
+  for (var s = {s0}; s < ns; s += {u}u) {{
+{idx}
+    {loads}
+{sums}
   }}
   return o / z;
 }}
