@@ -313,6 +313,25 @@ def prompt_signature(a: AttentionSpec, slots: Slots | None) -> tuple[Signature, 
     return sig, kv, kv_fn
 
 
+def online_softmax_wgsl(seen: str, o_scale: str, o_add: str) -> str:
+    """WGSL of a query block's online-softmax step over a chunk of CH keys whose scores are in
+    `ps` (query qi's row): the running maximum `m` and sum `lsum` rescaled to the chunk's,
+    the weighted values rescaled (`o_scale`) and added (`o_add`, with `p` the key's weight;
+    `seen`: whether key j counts)."""
+    return f"""    workgroupBarrier();
+    var cm = m;
+    for (var j = 0u; j < CH; j++) {{ cm = max(cm, ps[qi * CH + j]); }}
+    let alpha = exp(m - cm);
+    lsum *= alpha;
+    {o_scale}
+    for (var j = 0u; j < CH; j++) {{
+      let p = select(0.0, exp(ps[qi * CH + j] - cm), {seen});
+      lsum += p;
+      {o_add}
+    }}
+    m = cm;"""
+
+
 def prompt_attention_kernel(a: AttentionSpec, slots: Slots | None = None, skip_single: bool = False,
                             pack: bool = True) -> Kernel:
     """st.n query tokens at positions st.pos.. (q rows t * n_heads + h); grid = prompt_attention_grid.
@@ -438,18 +457,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }}
     workgroupBarrier();
 {nl.join(scores)}
-    workgroupBarrier();
-    var cm = m;
-    for (var j = 0u; j < CH; j++) {{ cm = max(cm, ps[qi * CH + j]); }}
-    let alpha = exp(m - cm);
-    lsum *= alpha;
-    {o_scale}
-    for (var j = 0u; j < CH; j++) {{
-      let p = select(0.0, exp(ps[qi * CH + j] - cm), {seen});
-      lsum += p;
-      {o_add}
-    }}
-    m = cm;
+{online_softmax_wgsl(seen, o_scale, o_add)}
   }}
   if ({mine}) {{
 {o_store}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..runtime.program import Kernel
+from .attention import online_softmax_wgsl
 from .common import Signature, wgsl_reduce
 
 BQ, LQ = 16, 8  # query rows per workgroup, threads per query row (as the decoder's prompt attention)
@@ -165,18 +166,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }}
     workgroupBarrier();
 {nl.join(scores)}
-    workgroupBarrier();
-    var cm = m;
-    for (var j = 0u; j < CH; j++) {{ cm = max(cm, ps[qi * CH + j]); }}
-    let alpha = exp(m - cm);
-    lsum *= alpha;
-    {o_scale}
-    for (var j = 0u; j < CH; j++) {{
-      let p = select(0.0, exp(ps[qi * CH + j] - cm), c0 + j < slen);
-      lsum += p;
-      {o_add}
-    }}
-    m = cm;
+{online_softmax_wgsl("c0 + j < slen", o_scale, o_add)}
   }}
   if (qi < nq) {{
 {o_store}

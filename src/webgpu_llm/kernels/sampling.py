@@ -262,20 +262,7 @@ fn main({args}) {{
 {head}{plain}  if (lid == 0u) {{ kk = select({CAND}u, min({st}.top_k, {CAND}u), {st}.top_k > 0u); }}
   let k = workgroupUniformLoad(&kk);
   // merge the sorted per-workgroup candidate lists: k rounds of "best head"
-  var ptr = 0u;
-  for (var r = 0u; r < k; r++) {{
-    var hv = -3.4e38;
-    var hi = 0xffffffffu;
-    if (lid < {nwg}u && ptr < {CAND}u) {{
-      let c = cand[({pb}lid) * {CAND}u + ptr];
-      hv = bitcast<f32>(c.x);
-      hi = c.y;
-    }}
-    let w = wg_argmax(hv, hi, lid);
-    if (lid < {nwg}u && w.y == hi) {{ ptr++; }}
-    if (lid == 0u) {{ top_v[r] = bitcast<f32>(w.x); top_i[r] = w.y; }}
-  }}
-  workgroupBarrier();
+{merge_candidates(nwg, pb, "k")}
   var tok = 0u;
   if (lid == 0u) {{
     // softmax normaliser (temperature 1): the top-k set when top-k is on, else the vocabulary
@@ -328,6 +315,26 @@ fn main({args}) {{
 TOP_LOGPROBS = 20  # alternatives a token's logprobs may list (OpenAI's limit)
 
 
+def merge_candidates(nwg: int, pb: str, rounds: str) -> str:
+    """WGSL: `rounds` rounds of taking the best head of the `nwg` scan workgroups' sorted
+    candidate lists (`cand`, this row's from workgroup `pb`; pb a prefix such as "pb + " or
+    ""), into top_v / top_i, then a barrier."""
+    return f"""  var ptr = 0u;
+  for (var r = 0u; r < {rounds}; r++) {{
+    var hv = -3.4e38;
+    var hi = 0xffffffffu;
+    if (lid < {nwg}u && ptr < {CAND}u) {{
+      let c = cand[({pb}lid) * {CAND}u + ptr];
+      hv = bitcast<f32>(c.x);
+      hi = c.y;
+    }}
+    let w = wg_argmax(hv, hi, lid);
+    if (lid < {nwg}u && w.y == hi) {{ ptr++; }}
+    if (lid == 0u) {{ top_v[r] = bitcast<f32>(w.x); top_i[r] = w.y; }}
+  }}
+  workgroupBarrier();"""
+
+
 def logprob_kernel(vocab: int) -> Kernel:
     """After the pick (and the filtered scan, whose per-workgroup softmax statistics and
     sorted candidates it reads): per sampled row (table `samples`, grid = (samples,)), the
@@ -349,20 +356,7 @@ var<workgroup> top_i: array<u32, {top}>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
   let j = wid.x;
   let pb = j * {nwg}u;
-  var ptr = 0u;
-  for (var r = 0u; r < {top}u; r++) {{
-    var hv = -3.4e38;
-    var hi = 0xffffffffu;
-    if (lid < {nwg}u && ptr < {CAND}u) {{
-      let c = cand[(pb + lid) * {CAND}u + ptr];
-      hv = bitcast<f32>(c.x);
-      hi = c.y;
-    }}
-    let w = wg_argmax(hv, hi, lid);
-    if (lid < {nwg}u && w.y == hi) {{ ptr++; }}
-    if (lid == 0u) {{ top_v[r] = bitcast<f32>(w.x); top_i[r] = w.y; }}
-  }}
-  workgroupBarrier();
+{merge_candidates(nwg, "pb + ", f"{top}u")}
   if (lid == 0u) {{
     var m = -3.4e38;
     for (var w = 0u; w < {nwg}u; w++) {{ m = max(m, stats[pb + w].x); }}
