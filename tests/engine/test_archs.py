@@ -109,6 +109,32 @@ def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, ar
             assert len(decode) == 1 + llm.session.cfg.n_layers * per_layer
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
+    """A GPU's whole default tuning (default_tuning of a GPU adapter, its prompt tiles emulated):
+    the decode attention in workgroups wider than its chunk, the q/k and output norms folded
+    (fewer dispatches a layer than DISPATCHES), transformers' greedy tokens and step logits."""
+    from types import SimpleNamespace
+
+    from webgpu_llm.engine.settings import default_tuning
+
+    d = tiny_dirs[arch, "float32"]
+    want, step = hf_greedy(d, IDS[:9], 12), _hf_step_logits(d)
+    llm = _load(d, wgpu_gpu)
+    c = llm.session.cfg
+    t = default_tuning(SimpleNamespace(is_cpu=False, backend=wgpu_gpu.backend), c.hidden, c.head_dim)
+    assert t.fold_qk_norm and t.fold_post_norm and t.attn_wg >= 128
+    llm.session.rebuild(dataclasses.replace(t, mma="emulate"))
+    assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == want
+    assert max_rel(llm.session.next_logits(IDS[:9]), step) < 1e-4
+    unfolded = 1 + c.n_layers * DISPATCHES[arch]
+    a = c.architecture
+    if a.qk_norm or a.post_norms:  # a q/k-norm kernel less a layer; most output-norm kernels folded
+        assert len(llm.session.programs.decode) <= unfolded - c.n_layers
+    else:
+        assert len(llm.session.programs.decode) == unfolded
+
+
 @pytest.mark.parametrize("arch", ["gemma2", "phi3"])
 def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
     """The decode kernels a GPU's tuning takes (weights read by adjacent words, first units
