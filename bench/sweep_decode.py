@@ -102,6 +102,7 @@ def sweep(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = ()) -> 
         return b.step_gpu(dataclasses.replace(start, mv=tuple((r, *cur[r]) for r in ROLES), mv_int8=(), mv_spread=(),
                                               attn_chunk=attn["chunk"]))
 
+    measure()  # (the first step after a build runs slow: pipelines, clocks)
     best = start_us = measure()
     print(f"{gpu.backend} {dtype} start    step {best * 1e6:.0f} us", file=sys.stderr, flush=True)
     t0 = time.time()
@@ -151,6 +152,7 @@ def sweep_blocks(gpu: Any, preset: str, dtype: str, switches: tuple[str, ...] = 
     def measure() -> float:
         return b.step_gpu(dataclasses.replace(base, blocks=tuple(cur.items())))
 
+    measure()  # (the first step after a build runs slow)
     start = best = measure()
     tried = {"start": best * 1e6}
     for role in ROLES:
