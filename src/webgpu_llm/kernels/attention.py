@@ -1,9 +1,10 @@
 """Causal grouped-query attention over the KV cache, with an online softmax.
 
 Decode (`attention_kernel`, one query token): the keys are split over workgroups
-(flash-decoding); each workgroup walks its `chunk` keys and writes a partial (max, sum,
-weighted values) that the output projection's prologue merges (linear.py, `attn` prologue),
-so the merge costs no dispatch of its own.
+(flash-decoding); each workgroup takes its `chunk` keys, a key's dot product shared by
+adjacent threads and the weighted sum of the values by groups of keys (AttentionSpec.wg), and
+writes a partial (max, sum, weighted values) that the output projection's prologue merges
+(linear.py, `attn` prologue), so the merge costs no dispatch of its own.
 
 Prompts (`prompt_attention_kernel`): one workgroup per (query head, block of 16 query
 tokens) stages each chunk of keys and values in workgroup memory once for the whole block,
@@ -93,8 +94,9 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
                      slots: Slots | None = None, per_block: bool = False) -> Kernel:
     """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu).
 
-    `wg` > chunk: a wider workgroup whose threads past the chunk take no key and add the
-    identity to the reductions (a persistent kernel's stages share one workgroup size).
+    `wg`: the workgroup's threads where they must be a given number (a persistent kernel's
+    stages share one workgroup size; at least a.threads), else a.threads. With more threads
+    than keys, wg / chunk threads share each key's dot product.
     `qkn`: q and the new key and value come as raw rows `x` (QkNorm).
     `slots`: a batched step of one row (engine/batch.py): its sequence's cache is paged, the
     slot read from the table `rows` (its position, as for one sequence, from st.pos); with
