@@ -52,7 +52,7 @@ class Tuning:
     mv_int8: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs on the int8 path
     spread: bool = False  # float weights: a row group's threads read adjacent words (matvec_kernel)
     mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
-    attn_wg: int = 0  # threads a decode attention workgroup (AttentionSpec.wg; 0: attn_chunk)
+    attn_wg: int = 0  # threads a decode attention workgroup (AttentionSpec.wg; 0: as few as the chunk and head need)
     # splits' partials the merge of the split-K attention loads in one pass (AttnShape.unroll):
     # a long context's 16-60 splits a head were ~0.4-0.5 µs each a layer one after another
     # (H100: 16 keys a split instead of 32 cost the 0.5B 226 µs a step at 1000 keys); untimed

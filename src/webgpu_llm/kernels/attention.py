@@ -49,7 +49,7 @@ class AttentionSpec:
     @property
     def threads(self) -> int:
         """The decode workgroup's threads."""
-        need = max(self.wg or self.chunk, self.chunk, self.head_dim // 4)
+        need = max(self.wg, self.chunk, self.head_dim // 4)
         return 1 << (need - 1).bit_length()
 
     @property
