@@ -359,6 +359,10 @@ class TileShape:
     # loads (Format.split_words) travel as words until staged; the others are dequantized as
     # they arrive (load_row), so their loads still hold up the step that requests them
     depth: int = 1
+    # the subgroups load their fragments straight from memory (f16_direct_kernel): x as an f16
+    # copy made once by f16_rows_kernel, f16 weights as stored; no staging, no barriers in the
+    # loop. Only where direct_ok (f16 weights in whole 16-row fragments); the others stage
+    direct: bool = False
 
     @property
     def bm(self) -> int:
@@ -595,3 +599,173 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 def f16_matmul_grid(spec: LinearSpec, shape: TileShape = TileShape()):
     return mma_matmul_grid(spec, shape.bm, shape.bn)
+
+
+def direct_ok(spec: LinearSpec, shape: TileShape) -> bool:
+    """Can this prompt matmul load its fragments straight from memory (TileShape.direct)? Dense
+    rows of x, f16 weights whose segments are whole 16-row fragments, and for gated pairs
+    (a pair's two rows in two fragments) an even number of tiles a subgroup across rows."""
+    return (shape.direct and spec.prologue == "plain" and not spec.last_row and spec.experts is None
+            and all(s.fmt == "f16" and s.rows % 16 == 0 for s in spec.segments)
+            and (not spec.split_pairs or shape.tn % 2 == 0))
+
+
+def f16_rows_kernel(k: int) -> Kernel:
+    """x (st.n rows of k f32s) as f16 rows of kp values (zeros past k; beyond the f16 range
+    clamped): the input of f16_direct_kernel, made once instead of by each of its workgroups;
+    one thread a word of 8 values. Grid: f16_rows_grid(k)(n)."""
+    sig = Signature().state()
+    sig.storage("x", "array<vec4<f32>>")
+    sig.storage("xh", "array<vec4<u32>>", write=True)
+    words = -(-k // UNIT) * UNIT // 8
+    body = f"""
+const K4: u32 = {k // 4}u;
+const HMAX = vec4<f32>(65504.0);
+fn half4(t: u32, c: u32) -> vec2<u32> {{
+  if (c >= K4) {{ return vec2<u32>(0u); }}
+  let v = clamp(x[t * K4 + c], -HMAX, HMAX);
+  return vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
+}}
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
+  let i = gid.x;
+  if (i >= st.n * {words}u) {{ return; }}
+  let t = i / {words}u;
+  let c = 2u * (i % {words}u);  // x's vec4s c and c + 1 of row t
+  xh[i] = vec4<u32>(half4(t, c), half4(t, c + 1u));
+}}
+"""
+    return sig.kernel(f"f16_rows_{k}", body)
+
+
+def f16_rows_grid(k: int):
+    return lambda n: (-(-n * (-(-k // UNIT) * UNIT // 8) // 64), 1, 1)
+
+
+def f16_direct_kernel(spec: LinearSpec, shape: TileShape = TileShape(direct=True), emulate: bool = False) -> Kernel:
+    """Many tokens (st.n of them) through f16 tiles whose fragments each subgroup loads from
+    memory itself: x from its f16 copy `xh` (f16_rows_kernel; rows kp apart, the buffer
+    holding a token block past the last row), the weights as stored. The tiles' columns are the
+    rows of the virtual matrix in blocks of 16: for adjacent pairs 2 p0.. in order (as the
+    staged kernel's), for gated pairs a block of first rows then a block of their second rows.
+    Same epilogues and grid as f16_matmul_kernel (K split over grid z included)."""
+    assert direct_ok(spec, shape), (spec, shape)
+    assert (spec.splits > 1) == (spec.epilogue == "partial")
+    sm, sn, tm, tn, bm, bn, wg = shape.sm, shape.sn, shape.tm, shape.tn, shape.bm, shape.bn, shape.wg
+    gated = spec.split_pairs
+    kp = spec.kp
+    sig = Signature().state()
+    sig.storage("xh", "array<f16>")
+    starts, start = [], 0
+    for i, seg in enumerate(spec.segments):
+        sig.storage(f"w{i}", "array<f16>")
+        starts.append(start)
+        start += seg.rows
+    body = "\n".join([rows_wgsl(spec), epilogue_wgsl(spec, sig)])
+    tiles = TokenRows.of(spec, sig)
+    body += tiles.decls
+    last = len(spec.segments) - 1
+    # a fragment's 16 rows from the segment that holds row r (rows past N: the last fragment's,
+    # whose products no epilogue stores)
+    def by_seg(ret: str, load: str) -> str:
+        lines = ["  let rr = min(r, N - 16u);" if not emulate else "  let rr = min(r, N - 1u);"]
+        for i, s0 in enumerate(starts):
+            call = "return " + load.format(w=f"w{i}", r=f"(rr - {s0}u)") + ";"
+            lines.append(f"  {call}" if i == last else f"  if (rr < {s0 + spec.segments[i].rows}u) {{ {call} }}")
+        return f"(r: u32, k: u32) -> {ret} {{\n" + "\n".join(lines) + "\n}\n"
+    if emulate:
+        body += "fn wval" + by_seg("f32", "f32({w}[{r} * KP + k])")
+    else:
+        body += "fn wfrag" + by_seg("subgroup_matrix_right<f16, 16, 16>",
+                                    "subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&{w}, {r} * KP + k, true, KP)")
+    # the virtual row of the tile column block starting at column c (a multiple of 16)
+    vrow = (f"select(0u, {spec.rows // 2}u, ((c / 16u) & 1u) == 1u) + p0 + (c / 32u) * 16u" if gated
+            else "2u * p0 + c")
+    per = -(-(spec.kp // UNIT) // spec.splits)
+    nt_ = tm * tn
+    tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
+    if emulate:
+        decl = f"  var acc: array<f32, {nt_ * 8}>;"
+        loop = f"""  for (var e = lane; e < {nt_ * 256}u; e += 32u) {{
+    let n = e / 256u;
+    let xa = ({tiles.x_row(f"m0 + ts + (n / {tn}u) * 16u + (e % 256u) / 16u")}) * KP;
+    let wr = vcol(rs + (n % {tn}u) * 16u, p0) + e % 16u;
+    var d = 0.0;
+    for (var k = k0; k < k1; k++) {{ d += f32(xh[xa + k]) * wval(wr, k); }}
+    acc[e / 32u] = d;
+  }}"""
+        def put(n: int, off: str) -> str:
+            return f"for (var v = 0u; v < 8u; v++) {{ cs[{off} + lane + 32u * v] = acc[{n * 8}u + v]; }}"
+    else:
+        decl = "\n".join([*(f"  let xa{i} = ({tiles.x_row(f'm0 + ts + {16 * i}u')}) * KP;" for i in range(tm)),
+                          *(f"  let wr{j} = vcol(rs + {16 * j}u, p0);" for j in range(tn)),
+                          *(f"  var acc{i}{j} = subgroup_matrix_result<f32, 16, 16>();" for i, j in tile_ids)])
+        steps = []
+        for kk in (0, 16):
+            steps += [f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, xa{i} + k + {kk}u, false, KP);"
+                      for i in range(tm)]
+            steps += [f"    let b{j}_{kk} = wfrag(wr{j}, k + {kk}u);" for j in range(tn)]
+            steps += [f"    acc{i}{j} = subgroupMatrixMultiplyAccumulate(a{i}_{kk}, b{j}_{kk}, acc{i}{j});" for i, j in tile_ids]
+        loop = "  for (var k = k0; k < k1; k += 32u) {\n" + "\n".join(steps) + "\n  }"
+        def put(n: int, off: str) -> str:
+            i, j = tile_ids[n]
+            return f"subgroupMatrixStore(&cs, {off}, acc{i}{j}, false, 16u);"
+    # each tile (gated: each pair of tiles across rows) through its subgroup's scratch, read by
+    # threads 32 es.. (es = lid / 32) so that each epilogue call gets a row pair
+    span = 512 if gated else 256
+    stores = "\n".join(
+        f"    {'if' if n == 0 else 'else if'} (n == {n}u) {{ {put(n, f's * {span}u')}"
+        + (f" {put(n + 1, f's * {span}u + 256u')}" if gated else "") + " }"
+        for n in range(0, nt_, 2 if gated else 1))
+    if gated:
+        pairs = f"""    for (var v = 0u; v < 8u; v++) {{  // 16 tokens x 16 pairs: first rows in tile n, second in n + 1
+      let e = lane + 32u * v;
+      let t = m0 + (es / {sn}u) * {16 * tm}u + (n / {tn}u) * 16u + e / 16u;
+      let q = p0 + ((es % {sn}u) * {16 * tn}u + (n % {tn}u) * 16u) / 2u + e % 16u;
+      let c = es * 512u + e;
+      if (t < nt && q < NP) {{ epi({tiles.out}t, q, cs[c], cs[c + 256u]); }}
+    }}"""
+    else:
+        pairs = f"""    for (var v = 0u; v < 4u; v++) {{  // 16 tokens x 8 row pairs of slice es's tile n
+      let e = lane + 32u * v;
+      let t = m0 + (es / {sn}u) * {16 * tm}u + (n / {tn}u) * 16u + e / 8u;
+      let q = p0 + ((es % {sn}u) * {16 * tn}u + (n % {tn}u) * 16u) / 2u + e % 8u;
+      let c = es * 256u + (e / 8u) * 16u + 2u * (e % 8u);
+      if (t < nt && q < NP) {{ epi({tiles.out}t, q, cs[c], cs[c + 1u]); }}
+    }}"""
+    sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
+    bx, by, order_param = _block_order(shape.tokens_first)
+    sg_param += order_param
+    body += f"""
+const NU: u32 = {spec.kp // UNIT}u;
+const KP: u32 = {kp}u;
+var<workgroup> cs: array<f32, {sm * sn * span}>;  // each subgroup's tile{"s" if gated else ""}, for the epilogue
+var<private> split: u32;
+fn vcol(c: u32, p0: u32) -> u32 {{ return {vrow}; }}
+@compute @workgroup_size({wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
+  let nt = {tiles.count};
+  let m0 = {by} * {bm}u;
+  let p0 = {bx} * {bn // 2}u;  // (a let: the analysis sees a private variable as non-uniform)
+  split = wid.z;
+  let k0 = wid.z * {per * UNIT}u;
+  let k1 = min(NU, wid.z * {per}u + {per}u) * {UNIT}u;
+  let s = {"lid / 32u" if emulate else "sgid"};
+  let lane = lid % 32u;
+  let ts = (s / {sn}u) * {16 * tm}u;
+  let rs = (s % {sn}u) * {16 * tn}u;
+{decl}
+{loop}
+  let es = lid / 32u;
+  for (var n = 0u; n < {nt_}u; n += {2 if gated else 1}u) {{
+{stores}
+    workgroupBarrier();
+{pairs}
+    workgroupBarrier();
+  }}
+}}
+"""
+    name = (f"f16_direct_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
+            f"{'_tokens_first' if shape.tokens_first else ''}{'_emulated' if emulate else ''}")
+    k = sig.kernel(name, body)
+    return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
