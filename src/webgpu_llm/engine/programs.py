@@ -171,7 +171,6 @@ class Programs:
         self.mm_paths: dict[str, str] = {}  # role -> the path its prompt matmul takes (int8, f16, simt)
         self.mv_paths: dict[str, str] = {}  # role -> its decode mat-vec's arithmetic (int8, f16, f32)
         self.xq8: Any = None
-        self.xh16: Any = None
         self._sums: Any = None  # split QKV's and gate/up's partial sums (_split_sums)
         self.xs8: Any = None
         self.persist_note = ""  # why the persistent decode layers are not used, where asked for
@@ -355,26 +354,8 @@ class Programs:
                  {**bindings, **self._int8_units()},
                  _counted(mma.mma_matmul_grid(spec), count))
 
-    def _f16_rows(self) -> Any:
-        """The buffer of a direct f16-tile matmul's input as f16 rows (mma.f16_rows_kernel),
-        made on first use: the batch's rows and 256 past them, which the last token block's
-        fragments read (their products are not stored)."""
-        if self.xh16 is None:
-            c = self.cfg
-            m = c.architecture.moe
-            widest = max(c.hidden, c.q_dim, c.intermediate, m.used * m.ffn if m else 0)
-            self.xh16 = self.gpu.buffer((self.batch + 256) * (-(-widest // 32) * 32) * 2, "f16_rows")
-        return self.xh16
-
     def _add_f16(self, prog: Program, spec: LinearSpec, bindings: dict[str, Any], count: Callable[[Any], int] | None,
                  shape: mma.TileShape) -> None:
-        if mma.direct_ok(spec, shape):  # x's f16 copy, then the fragments straight from memory
-            xh = self._f16_rows()
-            prog.add(mma.f16_rows_kernel(spec.k), {"st": self.buf.st, "x": bindings["x"], "xh": xh},
-                     _counted(mma.f16_rows_grid(spec.k), count))
-            prog.add(mma.f16_direct_kernel(spec, shape, emulate=not self.f16_tiles_usable), {**bindings, "xh": xh},
-                     _counted(mma.f16_matmul_grid(spec, shape), count))
-            return
         if shape.shared_bytes > self.gpu.limits["max-compute-workgroup-storage-size"]:  # one unit, one buffer
             shape = replace(shape, double=False, ku=1)
         prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,

@@ -98,10 +98,6 @@ class Tuning:
     # ... and the steps whose loads are in flight at once (mma.TileShape.depth: 1 or 2;
     # batch_tiles' ninth field; GPU_TUNING takes 2)
     stage_depth: int = 1
-    # the f16 tiles' subgroups load their fragments straight from memory where the weights are
-    # f16 in whole 16-row fragments (mma.TileShape.direct: x's f16 copy made once a matmul, no
-    # staging; batch_tiles' tenth field); off until timed
-    direct_tiles: bool = False
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run (default for heads of 128 and more: LONG_HEAD_TILES)
     attn_tiles: bool = False
@@ -183,7 +179,7 @@ class Tuning:
         if experts and self.expert_tiles:
             return TileShape(*self.expert_tiles)
         return TileShape(*self.tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
-                         straight=self.straight_staging, depth=self.stage_depth, direct=self.direct_tiles)
+                         straight=self.straight_staging, depth=self.stage_depth)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
