@@ -306,7 +306,7 @@ def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
 
 
 def test_default_tuning_by_model_shape():
-    """The measured defaults of GPUs: wide models (1536 and wider) take the 2x2x4x4 f16 tiles
+    """The measured defaults of GPUs: models 1152 wide and wider take the 2x2x4x4 f16 tiles
     and put quantized prompts on them; heads of 128 take the prompt attention on the tiles and
     their split-K decode attention 64 keys a split in 256 threads, heads of 256 32 keys; the
     decode folds its norms. A CPU adapter keeps one thread a key and no folds."""
@@ -320,8 +320,12 @@ def test_default_tuning_by_model_shape():
     assert narrow.tiles == (2, 2, 2, 2) and not narrow.quant_f16 and not narrow.attn_tiles
     assert (narrow.attn_chunk, narrow.attn_wg, wide.attn_chunk, wide.attn_wg) == (32, 128, 64, 256)
     assert (gemma.attn_chunk, gemma.attn_wg) == (32, 256) and gemma.fold_qk_norm and gemma.fold_post_norm
+    # Gemma 3's 1152 take the wide prompt tiles but keep the narrow mat-vecs; the merge unrolled on GPUs
+    assert gemma.tiles == WIDE_TILES and gemma.quant_f16 and gemma.mv == narrow.mv != wide.mv
+    assert narrow.combine_unroll == 4
     cpu = default_tuning(SimpleNamespace(is_cpu=True, backend="dawn"), 1536, 128)
     assert not cpu.quant_f16 and not cpu.attn_tiles and not cpu.fold_qk_norm and cpu.attn_wg == 0
+    assert cpu.combine_unroll == 1
 
 
 def test_f16_decode_arithmetic_stays_close_to_float(gpu):

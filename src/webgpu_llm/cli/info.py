@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .. import environment
-from ..engine.settings import GPU_TUNING, WIDE_FROM
+from ..engine.settings import GPU_TUNING, WIDE_TILES_FROM
 from ..errors import UserError, WebGpuLlmError
 from ..kernels.mma import has_f16_mma, has_int8_mma
 from ..runtime.gpu import BACKENDS, MMA_FEATURE, dawn_validates, list_adapters, subgroup_matrix_configs
@@ -24,7 +24,7 @@ def matrix_line(configs: list[dict[str, Any]]) -> str:
                        for c in configs)
     use = [what for ok, what in ((has_int8_mma(configs), "quantized prompts run on the i8 16x16x32 tiles"),
                                  (has_f16_mma(configs), "f16/bf16 prompts on the f16->f32 16x16x16 tiles (and the quantized "
-                                                         f"ones of models {WIDE_FROM} wide and wider, prompts of up to "
+                                                         f"ones of models {WIDE_TILES_FROM} wide and wider, prompts of up to "
                                                          f"{GPU_TUNING.thin_rows} tokens and the server's batched "
                                                          "steps of every format)")) if ok]
     use = "; ".join(use) or "not used (no i8 16x16x32 or f16->f32 16x16x16 tile)"

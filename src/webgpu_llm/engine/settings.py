@@ -55,7 +55,7 @@ class Tuning:
     attn_wg: int = 0  # threads a decode attention workgroup (AttentionSpec.wg; 0: as few as the chunk and head need)
     # splits' partials the merge of the split-K attention loads in one pass (AttnShape.unroll):
     # a long context's 16-60 splits a head were ~0.4-0.5 µs each a layer one after another
-    # (H100: 16 keys a split instead of 32 cost the 0.5B 226 µs a step at 1000 keys); untimed
+    # (GPU_TUNING: COMBINE_UNROLL)
     combine_unroll: int = 1
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
     early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
@@ -256,6 +256,10 @@ ATTN_WG = 128
 # the wider attention workgroups: Gemma-3-1B q4_0 680 -> 817, f16 562 -> 650; Qwen3-1.7B f16 485
 # -> 498; Qwen3-0.6B q4_0 946 -> 1025. (With the 64-thread attention, Gemma ran them slower.)
 FOLD_NORMS = True
+# The split-K merge (O's prologue, the batched combine) loads 4 splits' partials a pass. H100,
+# one call, step GPU µs at 116 / 1000 keys: Qwen2.5-0.5B q4_0 743 / 970 -> 743 / 831, Qwen3-0.6B
+# q4_0 990 / 1245 -> 966 / 1087 (tg64 unchanged).
+COMBINE_UNROLL = 4
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
@@ -263,15 +267,20 @@ GPU_TUNING = Tuning(
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
     mv_spread=(("down", 256, 256, 1),), attn_wg=ATTN_WG, int8_direct=True, expert_tpr=EXPERT_TPR,
     expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
-    batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS)
+    batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS,
+    combine_unroll=COMBINE_UNROLL)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
 WIDE_FROM = 1536
 WIDE_MV = {"gate_up": ("gate_up", 256, 8, 2)}
 WIDE_MV_INT8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2), ("down", 256, 64, 1), ("head", 256, 8, 1))
-# ... and their f16 tiles 2x2x4x4 (pp512 of the 1.5B f16 +10 % on an H200, +7 % on an H100;
-# the 0.5B f16 5 % slower), and quantized weights dequantized into them (Tuning.quant_f16).
+# Models 1152 wide and wider take the f16 tiles 2x2x4x4 for prompts (pp512 of the 1.5B f16 +10 %
+# on an H200, +7 % on an H100; the 0.5B f16 5 % slower), and quantized weights dequantized into
+# them (Tuning.quant_f16). H100, one call, pp512 of Gemma-3-1B (1152 wide): q4_0 15.4k / 15.6k
+# on the int8 tiles -> 18.4k / 18.3k on the 2x2x2x2 f16 tiles -> 19.4k on 2x2x4x4; f16 19.1k
+# -> 19.6k. (Qwen3-0.6B, 1024 wide, q4_0: 22.4k -> 23.1k on 2x2x2x2, inside the noise.)
+WIDE_TILES_FROM = 1152
 WIDE_TILES = (2, 2, 4, 4)
 # Heads of 128 dimensions take 64 keys per split-K workgroup (a 1.5B step 2-3 % faster) in 256
 # threads; heads of 256 (Gemma 3's four) 32 keys, so that a short context still fills a few
@@ -316,8 +325,9 @@ def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
     t = replace(GPU_TUNING, attn_chunk=chunk, attn_wg=attn_wg,
                 early=int(gpu.backend in EARLY_BACKENDS and not wide), attn_tiles=head_dim >= LONG_HEAD_TILES)
     if wide:
-        t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8, tiles=WIDE_TILES,
-                    quant_f16=True)
+        t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8)
+    if hidden >= WIDE_TILES_FROM:
+        t = replace(t, tiles=WIDE_TILES, quant_f16=True)
     return t
 
 
