@@ -69,7 +69,7 @@ def test_info_matrix_line():
     assert matrix_line(cfg[1:2]).endswith("not used (no i8 16x16x32 or f16->f32 16x16x16 tile)")
     f16 = {**cfg[0], "component_type": "f16", "result_component_type": "f32", "k": 16}
     assert matrix_line([*cfg, f16]).endswith("on the i8 16x16x32 tiles; f16/bf16 prompts on the f16->f32 16x16x16 "
-                                             "tiles (and the quantized ones of models 1152 wide and wider, prompts "
+                                             "tiles (and the quantized ones of models 1024 wide and wider, prompts "
                                              "of up to 64 tokens and the server's batched steps of every format)")
 
 

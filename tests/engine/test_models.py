@@ -306,7 +306,7 @@ def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
 
 
 def test_default_tuning_by_model_shape():
-    """The measured defaults of GPUs: models 1152 wide and wider take the 2x2x4x4 f16 tiles
+    """The measured defaults of GPUs: models 1024 wide and wider take the 2x2x4x4 f16 tiles
     and put quantized prompts on them; heads of 128 take the prompt attention on the tiles and
     their split-K decode attention 64 keys a split in 256 threads, heads of 256 32 keys; the
     decode folds its norms. A CPU adapter keeps one thread a key and no folds."""
@@ -321,6 +321,7 @@ def test_default_tuning_by_model_shape():
     assert (narrow.attn_chunk, narrow.attn_wg, wide.attn_chunk, wide.attn_wg) == (32, 128, 64, 256)
     assert (gemma.attn_chunk, gemma.attn_wg) == (32, 256) and gemma.fold_qk_norm and gemma.fold_post_norm
     # Gemma 3's 1152 take the wide prompt tiles but keep the narrow mat-vecs; the merge unrolled on GPUs
+    assert default_tuning(gpu, 1024, 128).tiles == WIDE_TILES and not default_tuning(gpu, 896, 64).quant_f16
     assert gemma.tiles == WIDE_TILES and gemma.quant_f16 and gemma.mv == narrow.mv != wide.mv
     assert narrow.combine_unroll == 4
     cpu = default_tuning(SimpleNamespace(is_cpu=True, backend="dawn"), 1536, 128)

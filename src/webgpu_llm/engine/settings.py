@@ -258,7 +258,8 @@ ATTN_WG = 128
 FOLD_NORMS = True
 # The split-K merge (O's prologue, the batched combine) loads 4 splits' partials a pass. H100,
 # one call, step GPU µs at 116 / 1000 keys: Qwen2.5-0.5B q4_0 743 / 970 -> 743 / 831, Qwen3-0.6B
-# q4_0 990 / 1245 -> 966 / 1087 (tg64 unchanged).
+# q4_0 990 / 1245 -> 966 / 1087 (tg64 unchanged); next call, the 0.5B q4_0's tg128 after a
+# 1000-token prompt 977 -> 1148 tok/s.
 COMBINE_UNROLL = 4
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
@@ -275,12 +276,12 @@ GPU_TUNING = Tuning(
 WIDE_FROM = 1536
 WIDE_MV = {"gate_up": ("gate_up", 256, 8, 2)}
 WIDE_MV_INT8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2), ("down", 256, 64, 1), ("head", 256, 8, 1))
-# Models 1152 wide and wider take the f16 tiles 2x2x4x4 for prompts (pp512 of the 1.5B f16 +10 %
-# on an H200, +7 % on an H100; the 0.5B f16 5 % slower), and quantized weights dequantized into
-# them (Tuning.quant_f16). H100, one call, pp512 of Gemma-3-1B (1152 wide): q4_0 15.4k / 15.6k
-# on the int8 tiles -> 18.4k / 18.3k on the 2x2x2x2 f16 tiles -> 19.4k on 2x2x4x4; f16 19.1k
-# -> 19.6k. (Qwen3-0.6B, 1024 wide, q4_0: 22.4k -> 23.1k on 2x2x2x2, inside the noise.)
-WIDE_TILES_FROM = 1152
+# Models 1024 wide and wider take the f16 tiles 2x2x4x4 for prompts (pp512 of the 1.5B f16 +10 %
+# on an H200, +7 % on an H100; the 0.5B f16, 896 wide, 5 % slower), and quantized weights
+# dequantized into them (Tuning.quant_f16). H100, pp512 against the int8 tiles and 2x2x2x2, two
+# calls: Gemma-3-1B (1152 wide) q4_0 15.4k / 15.6k -> 19.4k, then 15.2k -> 19.7k, f16 19.1k ->
+# 19.6k; Qwen3-0.6B (1024) q4_0 21.5k -> 23.7k (its f16 on 2x2x4x4 not yet timed).
+WIDE_TILES_FROM = 1024
 WIDE_TILES = (2, 2, 4, 4)
 # Heads of 128 dimensions take 64 keys per split-K workgroup (a 1.5B step 2-3 % faster) in 256
 # threads; heads of 256 (Gemma 3's four) 32 keys, so that a short context still fills a few
