@@ -13,6 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def first_stop(text: str, stops: Sequence[str]) -> int:
+    """Where `text` is cut by the first of `stops` to be complete as it is read (-1: none): the
+    one that ends first, and of those ending there the one that starts first. So a piece that
+    completes two overlapping stops cuts where streaming it a character at a time would."""
+    found = [(i + len(s), i) for s in stops if (i := text.find(s)) >= 0]
+    return min(found)[1] if found else -1
+
+
 class StopStrings:
     """Pass text through until one of `stops` appears; hold back a tail that could start one."""
 
@@ -31,7 +39,7 @@ class StopStrings:
         if not self.stops:
             return text
         self._buf += text
-        cut = min((i for i in (self._buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        cut = first_stop(self._buf, self.stops)
         if cut >= 0:
             out, self._buf, self.stopped = self._buf[:cut], "", True
             return out

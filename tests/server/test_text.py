@@ -1,5 +1,6 @@
 """Stop strings pushed piece by piece (`text.StopStrings`, the server's) cut exactly where the
-Python API's pulled `_stop_strings` (over the same class) does, and where the first stop starts, for any split of the text; `TextStream` over a real
+Python API's pulled `_stop_strings` (over the same class) does, and where the first stop to
+complete starts, for any split of the text; `TextStream` over a real
 tokenizer gives the text of the ids."""
 
 from __future__ import annotations
@@ -32,9 +33,19 @@ def test_pushed_equals_pulled(pieces: list[str], stops: list[str], tail: str) ->
     out, stopped = pushed(pieces, stops, tail)
     assert out == pulled
     whole = "".join(pieces) + tail
-    cut = min((i for i in (whole.find(s) for s in stops) if i >= 0), default=-1)
+    # the stop that completes first as the text is read (of those, the one starting first)
+    ends = [(i + len(s), i) for s in stops if (i := whole.find(s)) >= 0]
+    cut = min(ends)[1] if ends else -1
     assert out == (whole[:cut] if cut >= 0 else whole)
     assert stopped == (cut >= 0)
+
+
+def test_overlapping_stops_cut_where_the_first_completes() -> None:
+    """A later stop string that completes first wins, however the text is split: "b" ends
+    before "\nb\n" does, though the longer one starts earlier."""
+    for pieces in (["\nb", "\n"], ["\nb\n"], ["\n", "b", "\n"]):
+        assert pushed(pieces, ["b", "\nb\n"], "") == ("\n", True), pieces
+    assert pushed(["xab"], ["ab", "b"], "") == ("x", True)  # ending together: the earlier start
 
 
 def test_nothing_after_a_stop() -> None:
