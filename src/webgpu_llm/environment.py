@@ -27,6 +27,8 @@ VARIABLES = {
     "WEBGPU_LLM_MAX_BINDING": "=BYTES lowers the storage-binding size the kernels assume",
     "WEBGPU_LLM_TUNING": "=field=value;... experimental kernel-shape overrides (engine.settings.Tuning's fields, "
                          "Python literals), e.g. f16_decode=True;tiles=(2,2,4,4)",
+    "WEBGPU_LLM_DAWN_TOGGLES": "=name,-name,... more Dawn toggles on (-: off), e.g. disable_workgroup_init "
+                               "(`info --backend dawn --json` lists the device's)",
     "WEBGPU_LLM_TORCH_BACKEND": "=wgpu|dawn the torch device's backend (default wgpu)",
     "HF_HUB_CACHE": "=DIR where --model ORG/NAME is looked for (else $HF_HOME/hub, else "
                     "~/.cache/huggingface/hub, as huggingface_hub does; nothing is downloaded)",
@@ -44,16 +46,22 @@ def _on(env: Mapping[str, str], name: str) -> bool:
 
 def gpu_options(env: Mapping[str, str] | None = None, **given: Any) -> Any:
     """`GpuOptions` from the environment; keyword arguments (not None) take precedence."""
-    from .runtime.gpu import GpuOptions
+    from .runtime.gpu import GpuOptions, check_dawn_toggles
 
     env = os.environ if env is None else env
     binding = env.get("WEBGPU_LLM_MAX_BINDING", "").strip()
     if binding and not binding.isdigit():
         raise UserError(f"WEBGPU_LLM_MAX_BINDING must be a number of bytes, not {binding!r}")
+    toggles = tuple(t.strip() for t in env.get("WEBGPU_LLM_DAWN_TOGGLES", "").split(",") if t.strip())
+    try:
+        check_dawn_toggles(toggles)
+    except UserError as e:
+        raise UserError(f"WEBGPU_LLM_DAWN_TOGGLES: {e}") from None
     o = GpuOptions(f16=not _on(env, "WEBGPU_LLM_NO_F16"), subgroups=not _on(env, "WEBGPU_LLM_NO_SUBGROUPS"),
                    subgroup_matrices=not _on(env, "WEBGPU_LLM_NO_MMA"),
                    max_binding=int(binding) if binding else None,
-                   validate=_on(env, VALIDATE), verbose=_on(env, "WEBGPU_LLM_VERBOSE"))
+                   validate=_on(env, VALIDATE), verbose=_on(env, "WEBGPU_LLM_VERBOSE"),
+                   dawn_toggles=toggles)
     return replace(o, **{k: v for k, v in given.items() if v is not None})
 
 

@@ -269,3 +269,16 @@ def test_tuning_overrides_reach_the_model(wgpu_gpu):
     t = s.tuning_for(wgpu_gpu, 64, 16)
     assert (t.thin_rows, t.attn_chunk) == (17, 48)
     assert environment.settings({}).tuning_for(wgpu_gpu, 64, 16).thin_rows != 17
+
+
+def test_dawn_toggles_from_the_environment(capsys, monkeypatch):
+    """WEBGPU_LLM_DAWN_TOGGLES: an unknown name is one line and exit 2; a known one reaches the
+    options ("-name" turning it off)."""
+    from webgpu_llm import environment
+
+    o = environment.gpu_options({"WEBGPU_LLM_DAWN_TOGGLES": " disable_workgroup_init, -use_vulkan_memory_model "})
+    assert o.dawn_toggles == ("disable_workgroup_init", "-use_vulkan_memory_model")
+    assert environment.gpu_options({}).dawn_toggles == ()
+    monkeypatch.setenv("WEBGPU_LLM_DAWN_TOGGLES", "no_such_toggle")
+    err = _fails(capsys, 2, "info", "--backend", "dawn")
+    assert "no_such_toggle" in err and "WEBGPU_LLM_DAWN_TOGGLES" in err

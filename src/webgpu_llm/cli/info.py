@@ -95,6 +95,7 @@ def describe(backend: str, check: bool = False) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     names = list(BACKENDS) if args.backend == "all" else [args.backend]
+    environment.gpu_options()  # the environment's own errors (a bad variable) first, as such
     report = [describe(b, args.check) for b in names]
     if args.json:
         print_json({"backends": report})

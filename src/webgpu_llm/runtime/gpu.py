@@ -54,6 +54,9 @@ class GpuOptions:
     # runs, on in the test suite and to debug a shader or an op
     validate: bool = False
     verbose: bool = False  # let the native libraries' messages at adapter and device creation through
+    # more Dawn toggles ("name" on, "-name" off; `webgpu-llm info --backend dawn` lists the device's),
+    # to try a compiler or robustness switch without code
+    dawn_toggles: tuple[str, ...] = ()
 
 
 def backend_module(name: str, verbose: bool = False) -> Any:
@@ -131,6 +134,20 @@ def subgroup_matrix_configs(adapter: Any) -> list[dict[str, Any]]:
     return list(extras.get_adapter_properties(adapter).get("subgroup_matrix_configs", []))
 
 
+def check_dawn_toggles(names: tuple[str, ...]) -> None:
+    """A clear error for a Dawn toggle name that Dawn does not have ("-name": to turn off)."""
+    if not names:
+        return
+    try:
+        from wgpudawn.backends.dawn import extras
+    except ImportError as e:
+        raise UserError(f"Dawn toggles need the Python package 'wgpudawn' ({e})") from e
+    known = extras.all_toggles()
+    for t in names:
+        if t.lstrip("-") not in known:
+            raise UserError(f"Dawn has no toggle {t.lstrip('-')!r}: wgpudawn's extras.all_toggles() lists them")
+
+
 def dawn_validates(options: GpuOptions) -> bool:
     """Whether Dawn devices of this process validate their commands (the first device's
     options decide; before any, what `options` ask for)."""
@@ -149,10 +166,12 @@ def _prepare_backend(options: GpuOptions) -> None:
         # allow_unsafe_apis: Dawn lists its experimental features (the subgroup matrices) only then;
         # vulkan_enable_f16_on_nvidia: shader-f16 (and the f16 tiles) on NVIDIA, off by default for
         # old drivers' bugs, so the kernels that use it check themselves (kernels/mma.f16_usable)
+        on = [t for t in options.dawn_toggles if not t.startswith("-")]
+        off = [t[1:] for t in options.dawn_toggles if t.startswith("-")]
         extras.set_instance_extras(
-            enable_toggles=["allow_unsafe_apis", "vulkan_enable_f16_on_nvidia"]
+            enable_toggles=["allow_unsafe_apis", "vulkan_enable_f16_on_nvidia", *on]
             + ([] if options.validate else ["skip_validation"]),
-            disable_toggles=["timestamp_quantization"])
+            disable_toggles=["timestamp_quantization", *off])
         if not _DAWN_VALIDATES:
             _DAWN_VALIDATES.append(options.validate)
 
@@ -245,6 +264,16 @@ class Gpu:
     @property
     def info(self) -> dict[str, Any]:
         return dict(self.adapter.info)
+
+    @property
+    def toggles(self) -> list[str]:
+        """The Dawn toggles this device runs with (asked for, and Dawn's own for the driver);
+        none listed on wgpu-native."""
+        if self.backend != "dawn":
+            return []
+        from wgpudawn.backends.dawn import extras
+
+        return sorted(extras.get_toggles(self.device))
 
     @property
     def name(self) -> str:
