@@ -282,3 +282,21 @@ def test_dawn_toggles_from_the_environment(capsys, monkeypatch):
     monkeypatch.setenv("WEBGPU_LLM_DAWN_TOGGLES", "no_such_toggle")
     err = _fails(capsys, 2, "info", "--backend", "dawn")
     assert "no_such_toggle" in err and "WEBGPU_LLM_DAWN_TOGGLES" in err
+
+
+def test_dawn_bounds_checks_can_be_turned_off():
+    """WEBGPU_LLM_ROBUST=0 opens Dawn devices without WebGPU's bounds checks; by default they stay."""
+    from dataclasses import replace
+
+    from webgpu_llm import environment
+    from webgpu_llm.errors import WebGpuLlmError
+    from webgpu_llm.runtime.gpu import open_gpu
+
+    assert not environment.gpu_options({"WEBGPU_LLM_ROBUST": "0"}).robust
+    o = environment.gpu_options({}, backend="dawn")
+    assert o.robust
+    try:
+        robust, fast = open_gpu(options=o), open_gpu(options=replace(o, robust=False))
+    except WebGpuLlmError as e:
+        pytest.skip(f"no Dawn adapter: {e}")
+    assert "disable_robustness" in fast.toggles and "disable_robustness" not in robust.toggles

@@ -81,8 +81,10 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
                            "kv": "f16" if m.kv_f16 else "f32",
                            "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths), "decode_matvec": dict(m.mv_paths),
                            "prompt_attention": "f16 tiles" if m.attention_tiles(m.attention_spec(0)) else "simt"}
-    if gpu.options.dawn_toggles:  # WEBGPU_LLM_DAWN_TOGGLES: and of these
-        out["dawn_toggles"] = gpu.toggles
+    if gpu.backend == "dawn":  # WEBGPU_LLM_ROBUST, WEBGPU_LLM_DAWN_TOGGLES: and of these
+        out["bounds_checks"] = gpu.options.robust
+        if gpu.options.dawn_toggles:
+            out["dawn_toggles"] = gpu.toggles
     if settings.overrides:  # WEBGPU_LLM_TUNING: the figures are of these switches
         out["tuning_overrides"] = {k: repr(v) for k, v in settings.overrides}
     if m.persist_note:

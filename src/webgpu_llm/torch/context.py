@@ -50,7 +50,8 @@ def backend_name() -> str:
 def ctx() -> Context:
     global _CTX
     if _CTX is None:
-        gpu = default_gpu(replace(_options, backend=backend_name()))
+        # bounds checks kept: a torch op indexes with values from users' tensors (GpuOptions.robust)
+        gpu = default_gpu(replace(_options, backend=backend_name(), robust=True))
         pool = Pool(gpu)
         _CTX = Context(gpu, pool, Stream(gpu, pool))
     return _CTX
