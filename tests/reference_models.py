@@ -354,7 +354,10 @@ def _load_hf(model_dir: str, mtime: float) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir, **dtype_kwarg(torch.float32)).eval()
+    # eager attention: the attention config is not saved, and some transformers versions load
+    # Gemma 2 on SDPA, which leaves out its soft-capped scores (rows after the first then differ)
+    return AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager",
+                                                **dtype_kwarg(torch.float32)).eval()
 
 
 def dtype_kwarg(dtype: Any) -> dict[str, Any]:

@@ -129,7 +129,8 @@ def test_one_stream_decodes_on_the_mat_vecs(wgpu_gpu, session, dtype):
         assert not any(d.label.startswith("thin") for d in one.dispatches)
         assert any(d.label.startswith("thin") for d in few.dispatches)
         # the RMSNorms in the QKV and gate/up mat-vecs' prologues: two kernels less a layer
-        assert len(one.dispatches) == len(few.dispatches) - 2 * session.cfg.n_layers
+        norms = lambda p: sum(d.label.startswith("rmsnorm") for d in p.dispatches)  # noqa: E731
+        assert norms(one) == norms(few) - 2 * session.cfg.n_layers
         if dtype != "f32":
             assert "int8" in s.programs.mv_paths.values()
         assert s.submit(prompts[0], GREEDY, 8).wait() == alone[0]
@@ -545,7 +546,8 @@ def test_short_prompts_prefill_on_the_batch_tiles(gpu):
         pytest.skip("the f16 tiles need shader-f16")
     cfg, tensors = preset_model("tiny", "f16")
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=32), ctx=96).tuning
-    plain = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(t, mma="emulate")), ctx=96)
+    plain = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(t, mma="emulate", batch_tiles=())),
+                          ctx=96)
     tiled = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(
         t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16, batch_splits=(("qkv", 3), ("gate_up", 2)))), ctx=96)
     m = tiled.programs

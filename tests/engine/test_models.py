@@ -277,6 +277,8 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
         eng.rebuild(dataclasses.replace(model.tuning, mma=mode, **kw))
         labels = [d.label.removesuffix("_emulated") for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
         fits = dataclasses.replace(model.tuning, **kw).tile_shape().shared_bytes <= gpu.limits["max-compute-workgroup-storage-size"]
+        # (a GPU's tuning tags its loads after these: _straight, _d2)
+        labels = [x.removesuffix("_d2").removesuffix("_straight") for x in labels]
         assert labels and all(x.endswith(tag if fits else "_2x2x2x2") for x in labels), (kw, labels)
         assert max_rel(_step_logits(eng), got) < 1e-5
 
