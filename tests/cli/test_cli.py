@@ -284,8 +284,9 @@ def test_dawn_toggles_from_the_environment(capsys, monkeypatch):
     assert "no_such_toggle" in err and "WEBGPU_LLM_DAWN_TOGGLES" in err
 
 
-def test_dawn_bounds_checks_can_be_turned_off():
-    """WEBGPU_LLM_ROBUST=0 opens Dawn devices without WebGPU's bounds checks; by default they stay."""
+def test_dawn_bounds_checks_can_be_turned_off(capsys, monkeypatch):
+    """WEBGPU_LLM_ROBUST=0 opens Dawn devices without WebGPU's bounds checks (and `info` says so);
+    by default they stay."""
     from dataclasses import replace
 
     from webgpu_llm import environment
@@ -300,3 +301,7 @@ def test_dawn_bounds_checks_can_be_turned_off():
     except WebGpuLlmError as e:
         pytest.skip(f"no Dawn adapter: {e}")
     assert "disable_robustness" in fast.toggles and "disable_robustness" not in robust.toggles
+    for value, on in (("0", False), ("", True)):
+        monkeypatch.setenv("WEBGPU_LLM_ROBUST", value)
+        code, out, _ = run_cli(capsys, "info", "--backend", "dawn", "--json")
+        assert code == 0 and json.loads(out)["backends"][0]["bounds_checks"] is on

@@ -90,6 +90,7 @@ def describe(backend: str, check: bool = False) -> dict[str, Any]:
     r: dict[str, Any] = {"backend": backend, "adapters": out}
     if backend == "dawn":  # skipped for speed unless asked for (runtime/gpu.py)
         r["command_validation"] = dawn_validates(options)
+        r["bounds_checks"] = options.robust
     return r
 
 
@@ -102,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         for r in report:
             validation = "" if "command_validation" not in r else (
-                "  (command validation on)" if r["command_validation"]
-                else f"  (command validation off; {environment.VALIDATE}=1 turns it on)")
+                "  (command validation on" if r["command_validation"]
+                else f"  (command validation off; {environment.VALIDATE}=1 turns it on") + (
+                "; bounds checks on, WEBGPU_LLM_ROBUST=0 turns them off)" if r["bounds_checks"] else "; bounds checks off)")
             print(f"backend {r['backend']}:{validation}")
             if r.get("error"):
                 print(f"  unavailable: {r['error']}")
