@@ -21,6 +21,17 @@ os.environ.setdefault(environment.VALIDATE, "1")
 _GPUS: dict[str, Gpu | None] = {}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--as-gpu", action="store_true",
+                     help="treat a CPU adapter (llvmpipe) as a GPU: the GPU's kernels and default tuning "
+                          "(subgroup kernels, folds, batched tiles) run where CI has no GPU")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--as-gpu"):
+        Gpu.is_cpu = property(lambda self: False)  # type: ignore[method-assign,assignment]
+
+
 @pytest.fixture(autouse=True)
 def _seeded(request: pytest.FixtureRequest) -> None:
     """numpy's and torch's global generators seeded per test: a test that draws from them
