@@ -404,6 +404,17 @@ def max_rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def unfold_decode(session: Any, **keep: bool) -> None:
+    """`session` rebuilt without the decode folds a GPU's tuning has on (`keep`: those to keep),
+    for the tests whose dispatch counts start from one kernel per norm."""
+    from dataclasses import replace
+
+    t = session.tuning
+    off = {k: False for k in ("fold_qk_norm", "fold_post_norm") if getattr(t, k) and not keep.get(k)}
+    if off:
+        session.rebuild(replace(t, **off))
+
+
 def batched_greedy(session: Any, model_dir: Path, prompts: Sequence[Sequence[int]], n: int = 8) -> tuple[list, list]:
     """(the engine's, transformers') greedy tokens of `prompts` sent together to a scheduler of
     two slots and 12 rows a step: continuous batching, prompt chunks beside decode rows."""

@@ -25,6 +25,7 @@ from reference_models import (
     make_tiny_gguf,
     max_rel,
     tiny_model_dirs,
+    unfold_decode,
 )
 from webgpu_llm.api import LLM
 from webgpu_llm.engine import SamplingParams, Settings
@@ -56,15 +57,6 @@ def _load(path, gpu, **kw):
 # the f16 weights' tolerance, on an f32 KV cache; the f16 cache (the default beside f16 or
 # quantized weights) rounds every key and value as well: test_f16_kv_cache_stays_close
 F32_KV = Settings(kv="f32")
-
-
-def _unfold(s, **keep) -> None:
-    """`s` (a Session) rebuilt without the decode folds a GPU's tuning has on (`keep`: those to
-    keep), where the dispatch counts below start from one kernel per norm."""
-    t = s.tuning
-    off = {k: False for k in ("fold_qk_norm", "fold_post_norm") if getattr(t, k) and not keep.get(k)}
-    if off:
-        s.rebuild(dataclasses.replace(t, **off))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -113,7 +105,7 @@ def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, ar
         assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == want, fused
         assert max_rel(llm.session.next_logits(IDS[:9]), step) < 1e-4, fused
         if fused:
-            _unfold(llm.session)
+            unfold_decode(llm.session)
             assert len(llm.session.programs.decode) == 1 + llm.session.cfg.n_layers * DISPATCHES[arch]
 
 
@@ -168,7 +160,7 @@ def test_qk_norm_folded_into_decode_attention(wgpu_gpu, tiny_dirs, arch, kv):
     d = tiny_dirs[arch, "float32" if kv == "f32" else "float16"]
     llm = _load(d, wgpu_gpu, settings=Settings(kv=kv))
     s = llm.session
-    _unfold(s, fold_post_norm=True)
+    unfold_decode(s, fold_post_norm=True)
     base = s.next_logits(IDS[:9])
     n = len(s.programs.decode)
     for wg in (0, 64):
@@ -189,7 +181,7 @@ def test_output_norms_folded_into_the_next_mat_vec(gpu, tiny_dirs, arch, dtype):
     transformers' greedy tokens, both backends."""
     d = tiny_dirs[arch, dtype]
     s = _load(d, gpu, settings=F32_KV).session
-    _unfold(s)
+    unfold_decode(s)
     base, n = s.next_logits(IDS[:9]), len(s.programs.decode)
     qk = s.cfg.architecture.qk_norm
     s.rebuild(dataclasses.replace(s.tuning, fold_post_norm=True, fold_qk_norm=qk))
@@ -241,7 +233,7 @@ def test_persistent_decode_covers_plain_layers_only(wgpu_gpu, tiny_dirs):
     llm = _load(tiny_dirs["gemma3", "float32"], wgpu_gpu, settings=Settings(persist=1))
     m = llm.session.programs
     assert "do not cover gemma3" in m.persist_note and m.tuning.persist == 0
-    _unfold(llm.session)
+    unfold_decode(llm.session)
     m = llm.session.programs
     assert len(m.decode) == 1 + m.cfg.n_layers * DISPATCHES["gemma3"]
 

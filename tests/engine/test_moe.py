@@ -17,6 +17,7 @@ from reference_models import (
     make_tiny_gguf,
     max_rel,
     tiny_model_dirs,
+    unfold_decode,
 )
 from webgpu_llm.api import LLM
 from webgpu_llm.engine import SamplingParams
@@ -78,8 +79,7 @@ def test_decode_folds_match_transformers(wgpu_gpu, tiny_dirs, arch):
 
     d = tiny_dirs[arch, "float32"]
     s = LLM.load(d, gpu=wgpu_gpu, progress=False).session
-    if s.tuning.fold_qk_norm:  # (a GPU's tuning: the counts start from a q/k-norm kernel a layer)
-        s.rebuild(dataclasses.replace(s.tuning, fold_qk_norm=False))
+    unfold_decode(s)  # (a GPU's tuning: the counts start from a q/k-norm kernel a layer)
     base, n = s.next_logits(IDS[:9]), len(s.programs.decode)
     qk = s.cfg.architecture.qk_norm
     s.rebuild(dataclasses.replace(s.tuning, fold_route=True, fold_combine=True, fold_qk_norm=qk))
