@@ -62,8 +62,8 @@ def gpu_options(env: Mapping[str, str] | None = None, **given: Any) -> Any:
     o = GpuOptions(f16=not _on(env, "WEBGPU_LLM_NO_F16"), subgroups=not _on(env, "WEBGPU_LLM_NO_SUBGROUPS"),
                    subgroup_matrices=not _on(env, "WEBGPU_LLM_NO_MMA"),
                    max_binding=int(binding) if binding else None,
-                   validate=_on(env, VALIDATE), verbose=_on(env, "WEBGPU_LLM_VERBOSE"), robust=env.get("WEBGPU_LLM_ROBUST", "").strip() != "0",
-                   dawn_toggles=toggles)
+                   validate=_on(env, VALIDATE), verbose=_on(env, "WEBGPU_LLM_VERBOSE"),
+                   robust=env.get("WEBGPU_LLM_ROBUST", "").strip() != "0", dawn_toggles=toggles)
     return replace(o, **{k: v for k, v in given.items() if v is not None})
 
 

@@ -102,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
         print_json({"backends": report})
     else:
         for r in report:
-            validation = "" if "command_validation" not in r else (
-                "  (command validation on" if r["command_validation"]
-                else f"  (command validation off; {environment.VALIDATE}=1 turns it on") + (
-                "; bounds checks on, WEBGPU_LLM_ROBUST=0 turns them off)" if r["bounds_checks"] else "; bounds checks off)")
-            print(f"backend {r['backend']}:{validation}")
+            notes = [] if "command_validation" not in r else [
+                "command validation on" if r["command_validation"]
+                else f"command validation off; {environment.VALIDATE}=1 turns it on",
+                "bounds checks on, WEBGPU_LLM_ROBUST=0 turns them off" if r["bounds_checks"] else "bounds checks off"]
+            print(f"backend {r['backend']}:" + (f"  ({'; '.join(notes)})" if notes else ""))
             if r.get("error"):
                 print(f"  unavailable: {r['error']}")
             if not r["adapters"] and not r.get("error"):

@@ -63,7 +63,8 @@ fn rt_gate(l: f32) -> f32 {{ return exp(max(l - rt_top_v[0], -80.0)); }}
     code = f"""
   for (var e = lid; e < RT_E; e += {wg}u) {{
     let l = {logit};
-    // a NaN told by its bits: compilers may assume finite floats and fold `l != l` away (the NaN row of the router's test failed on an H100 so)
+    // a NaN told by its bits: compilers may assume finite floats and fold `l != l` away
+    // (the NaN row of the router's test failed on an H100 so)
     rt_v[e] = select(l, -3.4e38, (bitcast<u32>(l) & 0x7fffffffu) > 0x7f800000u);
   }}
   workgroupBarrier();
