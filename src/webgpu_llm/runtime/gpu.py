@@ -55,7 +55,7 @@ class GpuOptions:
     validate: bool = False
     verbose: bool = False  # let the native libraries' messages at adapter and device creation through
     # WebGPU's bounds checks on every array index (Dawn's robustness). Off, prompts and batched
-    # steps ran 14-18 % faster on an H100 (docs/performance.md); kept on by default until the GPU
+    # steps ran 11-18 % faster on an H100 (docs/performance.md); kept on by default until the GPU
     # test suite is shown to pass without them; the torch device always keeps them (its ops
     # index with values from users' tensors). wgpu-native keeps its own either way.
     robust: bool = True
