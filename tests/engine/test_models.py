@@ -284,7 +284,7 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
 
 
 def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
-    """Tuning.quant_f16 (wide models' default): "auto" takes the f16 tiles for quantized weights
+    """Tuning.quant_f16 (a GPU's default): "auto" takes the f16 tiles for quantized weights
     where they run, before the int8 tiles, the same kernels as mma="f16" asks for; without it
     the int8 tiles."""
     import dataclasses
@@ -319,7 +319,7 @@ def test_default_tuning_by_model_shape():
     gpu = SimpleNamespace(is_cpu=False, backend="dawn")
     wide, narrow, gemma = default_tuning(gpu, 1536, 128), default_tuning(gpu, 896, 64), default_tuning(gpu, 1152, 256)
     assert wide.tiles == WIDE_TILES and wide.quant_f16 and wide.attn_tiles
-    assert narrow.tiles == (2, 2, 2, 2) and not narrow.quant_f16 and not narrow.attn_tiles
+    assert narrow.tiles == (2, 2, 2, 2) and narrow.quant_f16 and not narrow.attn_tiles
     assert (narrow.attn_chunk, narrow.attn_wg, wide.attn_chunk, wide.attn_wg) == (32, 128, 64, 256)
     assert (gemma.attn_chunk, gemma.attn_wg) == (32, 256) and gemma.fold_qk_norm and gemma.fold_post_norm
     # the wide prompt tiles from 1024 wide; Gemma 3's 1152 take them but keep the narrow mat-vecs

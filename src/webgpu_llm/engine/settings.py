@@ -70,7 +70,8 @@ class Tuning:
     # has none (for tests)
     mma: str = "auto"
     # "auto" for quantized dense weights: dequantized into the f16 tiles where those run, before
-    # the int8 tiles (the 1.5B q4_0/q8_0's pp512 23-26 % faster on an H100; default for wide models)
+    # the int8 tiles (pp512 on an H100: the 1.5B q4_0/q8_0 23-26 % faster, the 0.5B's 5-10 %; on
+    # for GPUs, GPU_TUNING)
     quant_f16: bool = False
     tiles: tuple[int, int, int, int] = (2, 2, 2, 2)  # the f16 tiles' workgroup (mma.TileShape)
     # a mixture's prompt expert matmuls on the f16 tiles in workgroups of this shape (every
@@ -269,7 +270,7 @@ GPU_TUNING = Tuning(
     mv_spread=(("down", 256, 256, 1),), attn_wg=ATTN_WG, int8_direct=True, expert_tpr=EXPERT_TPR,
     expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS,
-    combine_unroll=COMBINE_UNROLL)
+    combine_unroll=COMBINE_UNROLL, quant_f16=True)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
@@ -277,10 +278,12 @@ WIDE_FROM = 1536
 WIDE_MV = {"gate_up": ("gate_up", 256, 8, 2)}
 WIDE_MV_INT8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2), ("down", 256, 64, 1), ("head", 256, 8, 1))
 # Models 1024 wide and wider take the f16 tiles 2x2x4x4 for prompts (pp512 of the 1.5B f16 +10 %
-# on an H200, +7 % on an H100; the 0.5B f16, 896 wide, 5 % slower), and quantized weights
-# dequantized into them (Tuning.quant_f16). H100, pp512 against the int8 tiles and 2x2x2x2, two
-# calls: Gemma-3-1B (1152 wide) q4_0 15.4k / 15.6k -> 19.4k, then 15.2k -> 19.7k, f16 19.1k ->
-# 19.6k; Qwen3-0.6B (1024) q4_0 21.5k -> 23.7k (its f16 on 2x2x4x4 not yet timed).
+# on an H200, +7 % on an H100; the 0.5B f16, 896 wide, 5 % slower), quantized weights
+# dequantized into them. H100, pp512 against the int8 tiles and 2x2x2x2, two calls: Gemma-3-1B
+# (1152 wide) q4_0 15.4k / 15.6k -> 19.4k, then 15.2k -> 19.7k, f16 19.1k -> 19.6k; Qwen3-0.6B
+# (1024) q4_0 21.5k -> 23.7k, f16 24.6k on 2x2x2x2 and 24.5k on 2x2x4x4. Narrower models'
+# quantized weights on the f16 tiles 2x2x2x2 (Tuning.quant_f16): the 0.5B's pp512 on an H100,
+# one call, q8_0 34.7k -> 38.0k, q4_0 37.0k -> 38.9k (another call: 35.6k -> 38.0k).
 WIDE_TILES_FROM = 1024
 WIDE_TILES = (2, 2, 4, 4)
 # Heads of 128 dimensions take 64 keys per split-K workgroup (a 1.5B step 2-3 % faster) in 256
@@ -328,7 +331,7 @@ def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
     if wide:
         t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8)
     if hidden >= WIDE_TILES_FROM:
-        t = replace(t, tiles=WIDE_TILES, quant_f16=True)
+        t = replace(t, tiles=WIDE_TILES)
     return t
 
 
