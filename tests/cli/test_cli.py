@@ -284,24 +284,29 @@ def test_dawn_toggles_from_the_environment(capsys, monkeypatch):
     assert "no_such_toggle" in err and "WEBGPU_LLM_DAWN_TOGGLES" in err
 
 
-def test_dawn_bounds_checks_can_be_turned_off(capsys, monkeypatch):
-    """WEBGPU_LLM_ROBUST=0 opens Dawn devices without WebGPU's bounds checks (and `info` says so);
-    by default they stay."""
+def test_dawn_bounds_checks_follow_the_adapter_and_the_environment(capsys, monkeypatch):
+    """Dawn devices keep WebGPU's bounds checks on a CPU adapter and drop them on a GPU;
+    WEBGPU_LLM_ROBUST=1/0 says either way (and `info` tells which); another value is a user error."""
     from dataclasses import replace
 
     from webgpu_llm import environment
-    from webgpu_llm.errors import WebGpuLlmError
+    from webgpu_llm.errors import UserError, WebGpuLlmError
     from webgpu_llm.runtime.gpu import open_gpu
 
-    assert not environment.gpu_options({"WEBGPU_LLM_ROBUST": "0"}).robust
+    assert environment.gpu_options({"WEBGPU_LLM_ROBUST": "0"}).robust is False
+    assert environment.gpu_options({"WEBGPU_LLM_ROBUST": "1"}).robust is True
+    with pytest.raises(UserError, match="WEBGPU_LLM_ROBUST"):
+        environment.gpu_options({"WEBGPU_LLM_ROBUST": "yes"})
     o = environment.gpu_options({}, backend="dawn")
-    assert o.robust
+    assert o.robust is None
     try:
-        robust, fast = open_gpu(options=o), open_gpu(options=replace(o, robust=False))
+        auto, on, off = (open_gpu(options=replace(o, robust=r)) for r in (None, True, False))
     except WebGpuLlmError as e:
         pytest.skip(f"no Dawn adapter: {e}")
-    assert "disable_robustness" in fast.toggles and "disable_robustness" not in robust.toggles
-    for value, on in (("0", False), ("", True)):
+    assert auto.options.robust is auto.is_cpu and on.options.robust and off.options.robust is False
+    assert "disable_robustness" in off.toggles and "disable_robustness" not in on.toggles
+    assert ("disable_robustness" in auto.toggles) is not auto.is_cpu
+    for value, want in (("0", False), ("1", True), ("", auto.is_cpu)):
         monkeypatch.setenv("WEBGPU_LLM_ROBUST", value)
         code, out, _ = run_cli(capsys, "info", "--backend", "dawn", "--json")
-        assert code == 0 and json.loads(out)["backends"][0]["bounds_checks"] is on
+        assert code == 0 and json.loads(out)["backends"][0]["adapters"][0]["bounds_checks"] is want

@@ -331,6 +331,25 @@ def test_the_serial_scheduler_refuses_logprobs(session):
         s.close()
 
 
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_token_ids_outside_the_vocabulary_are_refused(session, parallel):
+    """Every way in refuses an id outside the vocabulary before a kernel indexes the embedding
+    table with it (unchecked where WebGPU's bounds checks are off)."""
+    vocab = session.cfg.vocab
+    for bad in ([1, vocab], [-1, 2]):
+        with pytest.raises(UserError, match=f"token id {bad[0] if bad[0] < 0 else vocab} is outside the vocabulary"):
+            list(session.stream(bad, 0, GREEDY, 2))
+        with pytest.raises(UserError, match="outside the vocabulary"):
+            session.logits(bad)
+    s = scheduler(session, parallel=parallel)
+    try:
+        with pytest.raises(UserError, match=f"token id {vocab} is outside the vocabulary"):
+            s.submit([3, vocab], GREEDY, 2)
+        assert len(s.submit([3, 4], GREEDY, 2).wait()) == 2  # and it serves on
+    finally:
+        s.close()
+
+
 def test_a_reader_behind_takes_what_queued_up_as_one_group():
     """Groups handed over while an async reader was busy reach it as one (one server event,
     not one a group); what came before the reader started comes first, then the end."""

@@ -9,7 +9,14 @@ from .. import environment
 from ..engine.settings import GPU_TUNING, WIDE_TILES_FROM
 from ..errors import UserError, WebGpuLlmError
 from ..kernels.mma import has_f16_mma, has_int8_mma
-from ..runtime.gpu import BACKENDS, MMA_FEATURE, dawn_validates, list_adapters, subgroup_matrix_configs
+from ..runtime.gpu import (
+    BACKENDS,
+    MMA_FEATURE,
+    bounds_checked,
+    dawn_validates,
+    list_adapters,
+    subgroup_matrix_configs,
+)
 from .common import print_json
 
 _SHOWN_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size",
@@ -85,12 +92,13 @@ def describe(backend: str, check: bool = False) -> dict[str, Any]:
             "limits": {k: a.limits[k] for k in _SHOWN_LIMITS if k in a.limits},
             "subgroup_matrix_configs": subgroup_matrix_configs(a),
         })
+        if backend == "dawn":
+            out[-1]["bounds_checks"] = bounds_checked(options, a)
         if check:
             out[-1]["checks"] = checks(backend, i)
     r: dict[str, Any] = {"backend": backend, "adapters": out}
     if backend == "dawn":  # skipped for speed unless asked for (runtime/gpu.py)
         r["command_validation"] = dawn_validates(options)
-        r["bounds_checks"] = options.robust
     return r
 
 
@@ -104,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
         for r in report:
             notes = [] if "command_validation" not in r else [
                 "command validation on" if r["command_validation"]
-                else f"command validation off; {environment.VALIDATE}=1 turns it on",
-                "bounds checks on, WEBGPU_LLM_ROBUST=0 turns them off" if r["bounds_checks"] else "bounds checks off"]
+                else f"command validation off; {environment.VALIDATE}=1 turns it on"]
             print(f"backend {r['backend']}:" + (f"  ({'; '.join(notes)})" if notes else ""))
             if r.get("error"):
                 print(f"  unavailable: {r['error']}")
@@ -115,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
                 feats = a["features"] if args.all_features else [f for f in a["features"] if f in _ML_FEATURES]
                 print(f"  [{a['index']}] {a['device']} ({a['adapter_type']}, {a['backend_type']}) {a['description']}")
                 print(f"      features: {', '.join(feats) or '-'}")
+                if "bounds_checks" in a:
+                    print("      bounds checks: " + ("on (WEBGPU_LLM_ROBUST=0 turns them off)" if a["bounds_checks"]
+                                                     else "off (WEBGPU_LLM_ROBUST=1 turns them on)"))
                 if a["subgroup_matrix_configs"]:
                     print(f"      {matrix_line(a['subgroup_matrix_configs'])}")
                 if "checks" in a:

@@ -302,7 +302,8 @@ class BatchScheduler(Scheduler):
         self._seqs: list[_Seq] = []
         self._inflight: deque[_Step] = deque()
         self._staging: list[Any] = []
-        super().__init__(programs.ctx, parallel=programs.slots.count, max_queue=max_queue)
+        super().__init__(programs.ctx, parallel=programs.slots.count, max_queue=max_queue,
+                         vocab=programs.cfg.vocab)
 
     # -- admission -------------------------------------------------------------------------
     def check(self, ids: list[int], params: SamplingParams, max_tokens: int | None,

@@ -43,6 +43,7 @@ from ..kernels.rows import embed_kernel, layernorm_kernel
 from ..models.encoder import EncoderConfig
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
+from .session import check_token_ids
 from .settings import Settings, Tuning
 from .weights import GpuMatrix, Part, Tensor, required, rope_pair_perm, upload_matrix, vector
 
@@ -321,9 +322,7 @@ class Encoder:
             if len(t) > self.max_tokens:
                 raise UserError(f"text {i} has {len(t)} tokens, more than the {self.max_tokens} this model takes "
                                 "(truncate it)")
-            bad = next((x for x in t if not 0 <= int(x) < vocab), None)
-            if bad is not None:
-                raise UserError(f"text {i}: token id {bad} is outside the vocabulary (0..{vocab - 1})")
+            check_token_ids(t, vocab, f"text {i}")
 
     def runs(self, lengths: Sequence[int]) -> list[list[int]]:
         """The texts (indices, in order) of each run: as many as fit its rows and texts."""

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from ..errors import UserError
 from ..kernels.sampling import TOP_LOGPROBS
 from .sampling import SamplingParams
-from .session import Session
+from .session import Session, check_token_ids
 
 DONE = object()  # the item that ends a Completion's stream of token groups
 
@@ -224,10 +224,10 @@ class Scheduler:
     request's life; `SerialScheduler` and `batch.BatchScheduler` run the steps. Requests past
     the `parallel` admitted at a time wait in the queue, at most `max_queue` of them."""
 
-    def __init__(self, ctx: int, parallel: int = 1, max_queue: int = 256) -> None:
+    def __init__(self, ctx: int, parallel: int = 1, max_queue: int = 256, vocab: int | None = None) -> None:
         if parallel < 1:
             raise UserError(f"--parallel {parallel}: must be at least 1")
-        self.ctx = ctx
+        self.ctx, self.vocab = ctx, vocab
         self.parallel = parallel
         self.max_queue = max_queue
         self.stats = SchedulerStats()
@@ -269,6 +269,8 @@ class Scheduler:
             raise UserError(f"max_tokens {max_tokens}: must be at least 1")
         if len(ids) >= self.ctx:
             raise UserError(f"the prompt has {len(ids)} tokens, the context holds {self.ctx}")
+        if self.vocab is not None:
+            check_token_ids(ids, self.vocab)
 
     def submit(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
                stop_ids: frozenset[int] = frozenset(), logprobs: int | None = None) -> Completion:
@@ -307,7 +309,7 @@ class SerialScheduler(Scheduler):
 
     def __init__(self, session: Session, max_queue: int = 256) -> None:
         self.session = session
-        super().__init__(session.ctx, 1, max_queue)
+        super().__init__(session.ctx, 1, max_queue, vocab=session.cfg.vocab)
 
     def _next(self) -> Completion | None:
         with self._cv:

@@ -36,6 +36,15 @@ TARGET_BATCH_S = 0.02  # a stream's read-back takes about this long's tokens (Tu
 MAX_PREFILL_INFLIGHT = 2
 
 
+def check_token_ids(ids: Any, vocab: int, what: str = "the prompt") -> None:
+    """UserError naming the first id outside the vocabulary: the kernels index the embedding
+    table with them, unchecked where WebGPU's bounds checks are off (GpuOptions.robust)."""
+    a = np.asarray(ids, np.int64).ravel()
+    bad = a[(a < 0) | (a >= vocab)]
+    if bad.size:
+        raise UserError(f"{what}: token id {int(bad[0])} is outside the vocabulary (0..{vocab - 1})")
+
+
 @dataclass
 class GenStats:
     prompt_tokens: int = 0
@@ -110,6 +119,7 @@ class Session:
     def write_tokens(self, start: int, ids: list[int]) -> None:
         if start + len(ids) > self.programs.ctx:
             raise UserError(f"{start + len(ids)} tokens do not fit the context of {self.programs.ctx}")
+        check_token_ids(ids, self.cfg.vocab)
         self.gpu.write(self.programs.buf.tokens, np.asarray(ids, np.uint32), start * 4)
 
     def _sync_state(self) -> None:

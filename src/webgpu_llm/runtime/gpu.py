@@ -54,11 +54,12 @@ class GpuOptions:
     # runs, on in the test suite and to debug a shader or an op
     validate: bool = False
     verbose: bool = False  # let the native libraries' messages at adapter and device creation through
-    # WebGPU's bounds checks on every array index (Dawn's robustness). Off, prompts and batched
-    # steps ran 11-18 % faster on an H100 (docs/performance.md); kept on by default until the GPU
-    # test suite is shown to pass without them; the torch device always keeps them (its ops
-    # index with values from users' tensors). wgpu-native keeps its own either way.
-    robust: bool = True
+    # WebGPU's bounds checks on every array index (Dawn's robustness). None: off on a GPU, where
+    # prompts and batched steps run 11-18 % faster without them on an H100 and the GPU test suite
+    # passes the same (docs/performance.md); on for a CPU adapter, where a stray read would take
+    # the process down and no gain was measured. The torch device always keeps them (its ops
+    # index with values from users' tensors); wgpu-native keeps its own either way.
+    robust: bool | None = None
     # more Dawn toggles ("name" on, "-name" off; `webgpu-llm info --backend dawn` lists the device's),
     # to try a compiler or robustness switch without code
     dawn_toggles: tuple[str, ...] = ()
@@ -260,7 +261,7 @@ class Gpu:
     @property
     def is_cpu(self) -> bool:
         """A software adapter (llvmpipe): kernels pick shapes that suit SIMD lanes, not warps."""
-        return str(self.adapter.info.get("adapter_type", "")).upper() == "CPU"
+        return is_cpu_adapter(self.adapter)
 
     @property
     def queue(self) -> Any:
@@ -423,6 +424,15 @@ def _first_line(e: BaseException) -> str:
     return s[0] if s else type(e).__name__
 
 
+def bounds_checked(options: GpuOptions, adapter: Any) -> bool:
+    """Whether a device of `adapter` keeps WebGPU's bounds checks (GpuOptions.robust)."""
+    return options.robust if options.robust is not None else is_cpu_adapter(adapter)
+
+
+def is_cpu_adapter(adapter: Any) -> bool:
+    return str(adapter.info.get("adapter_type", "")).upper() == "CPU"
+
+
 def open_gpu(backend: str | None = None, adapter: str | None = None, max_binding: int | None = None,
              options: GpuOptions | None = None) -> Gpu:
     """Open a device with every useful feature that `options` allow and the adapter's
@@ -451,7 +461,7 @@ def open_gpu(backend: str | None = None, adapter: str | None = None, max_binding
     limits = {k: ad.limits[k] for k in _WANTED_LIMITS if k in ad.limits}
     try:
         with _quiet_native_output(o.verbose):
-            if o.backend == "dawn" and not o.robust:
+            if o.backend == "dawn" and not bounds_checked(o, ad):
                 from wgpudawn.backends.dawn import extras
 
                 dev = extras.request_device_sync(ad, required_features=sorted(want), required_limits=limits,
@@ -467,6 +477,7 @@ def open_gpu(backend: str | None = None, adapter: str | None = None, max_binding
     if o.max_binding:
         binding = min(binding, int(o.max_binding))
     binding -= binding % 256
+    o = replace(o, robust=bounds_checked(o, ad) if o.backend == "dawn" else True)
     return Gpu(o.backend, mod, ad, dev, frozenset(dev.features), got, binding, o)
 
 
