@@ -32,6 +32,8 @@ CASES = [  # (hq, hkv, d, t, pos0, window, softcap, sinks, kv_f16, shape)
     (6, 2, 64, 21, 40, 9, 0.0, False, True, AttnTiles(2, 16)),  # a group past 2 subgroups; a window
     (3, 1, 16, 18, 0, 0, 2.0, True, False, AttnTiles(2, 16)),  # 3 heads on 2 subgroups: one idle; sinks
     (2, 2, 48, 33, 3, 20, 0.0, False, False, AttnTiles(1, 32)),
+    # a chunk's 64 vec4s over 128 threads: half the threads stage nothing
+    (4, 1, 16, 29, 7, 0, 0.0, False, True, AttnTiles(4, 16)),
 ]
 
 

@@ -136,21 +136,38 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
     workgroupBarrier();
   }}""" for n in range(dt_n))
 
+    ni = -(-ck * d4 // (32 * sg))  # vec4s of a chunk's keys (and values) each thread stages
+    guard = ck * d4 % (32 * sg) != 0
+
+    def fetch(with_v: bool, c0: str) -> str:
+        """Load this thread's part of the chunk at key c0 into registers (past the keys: the last)."""
+        lines = []
+        for n in range(ni):
+            v = f" vreg[{n}] = {kv('(kr + V_ROWS) * D4 + i % D4')};" if with_v else ""
+            load = f"let kr = kv_row(slot, kvh, min({c0} + i / D4, kend - 1u)); kreg[{n}] = {kv('kr * D4 + i % D4')};{v}"
+            lines.append(f"    {{ let i = lid + {n}u * WG; " + (f"if (i < CK * D4) {{ {load} }}" if guard else load) + " }")
+        return "\n".join(lines)
+
     def stage(with_v: bool) -> str:
-        v = f"\n      let w = {kv('(kr + V_ROWS) * D4 + i % D4')};\n      put(VS + j * DS + (i % D4) * 4u, w);" if with_v else ""
-        return f"""    for (var i = lid; i < CK * D4; i += WG) {{
-      let j = i / D4;
-      let kr = kv_row(slot, kvh, min(c0 + j, kend - 1u));
-      put(j * DS + (i % D4) * 4u, {kv('kr * D4 + i % D4')});{v}
-    }}"""
+        """The registers' chunk into workgroup memory."""
+        lines = []
+        for n in range(ni):
+            v = f" put(VS + (i / D4) * DS + (i % D4) * 4u, vreg[{n}]);" if with_v else ""
+            put = f"put((i / D4) * DS + (i % D4) * 4u, kreg[{n}]);{v}"
+            lines.append(f"    {{ let i = lid + {n}u * WG; " + (f"if (i < CK * D4) {{ {put} }}" if guard else put) + " }")
+        return "\n".join(lines)
 
     def walk(with_v: bool, per_key: str, after: str = "") -> str:
         """A pass over the chunks of keys: each staged and scored on the tiles, then `per_key`
-        run by each row's lane for each key of the chunk (`r`, `qp`, `key`), then `after`."""
-        return f"""  for (var c0 = kstart; c0 < kend; c0 += CK) {{
+        run by each row's lane for each key of the chunk (`r`, `qp`, `key`), then `after`.
+        The next chunk's loads are in flight while a chunk is multiplied and scored: a chunk
+        waited for its own loads before."""
+        return f"""{fetch(with_v, "kstart")}
+  for (var c0 = kstart; c0 < kend; c0 += CK) {{
     workgroupBarrier();
 {stage(with_v)}
     workgroupBarrier();
+{fetch(with_v, "c0 + CK")}
 {s_tiles}
     workgroupBarrier();
     if (lane < 16u) {{
@@ -209,6 +226,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let o = (hs * {ROWS}u + r) * DS + (i % D4) * 4u;
     qs[o] = v.x; qs[o + 1u] = v.y; qs[o + 2u] = v.z; qs[o + 3u] = v.w;
   }}
+  var kreg: array<vec4<f32>, {ni}>;
+  var vreg: array<vec4<f32>, {ni}>;
   var m = {sink or "-3.0e38"};
   // the rows' maxima
 {maxima}
