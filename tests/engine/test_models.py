@@ -308,9 +308,9 @@ def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
 
 
 def test_default_tuning_by_model_shape():
-    """The measured defaults of GPUs: models 1024 wide and wider take the 2x2x4x4 f16 tiles
-    and put quantized prompts on them; heads of 128 take the prompt attention on the tiles and
-    their split-K decode attention 64 keys a split in 256 threads, heads of 256 32 keys; the
+    """The measured defaults of GPUs: models 1024 wide and wider take the 2x2x4x4 f16 tiles,
+    narrower ones 2x2x2x2, and quantized prompts go on them; heads of 64 and more take the
+    prompt attention on the tiles; heads of 128 their split-K decode attention 64 keys a split in 256 threads, heads of 256 32 keys; the
     decode folds its norms. A CPU adapter keeps one thread a key and no folds."""
     from types import SimpleNamespace
 
@@ -319,7 +319,8 @@ def test_default_tuning_by_model_shape():
     gpu = SimpleNamespace(is_cpu=False, backend="dawn")
     wide, narrow, gemma = default_tuning(gpu, 1536, 128), default_tuning(gpu, 896, 64), default_tuning(gpu, 1152, 256)
     assert wide.tiles == WIDE_TILES and wide.quant_f16 and wide.attn_tiles
-    assert narrow.tiles == (2, 2, 2, 2) and narrow.quant_f16 and not narrow.attn_tiles
+    assert narrow.tiles == (2, 2, 2, 2) and narrow.quant_f16 and narrow.attn_tiles
+    assert not default_tuning(gpu, 896, 32).attn_tiles
     assert (narrow.attn_chunk, narrow.attn_wg, wide.attn_chunk, wide.attn_wg) == (32, 128, 64, 256)
     assert (gemma.attn_chunk, gemma.attn_wg) == (32, 256) and gemma.fold_qk_norm and gemma.fold_post_norm
     # the wide prompt tiles from 1024 wide; Gemma 3's 1152 take them but keep the narrow mat-vecs

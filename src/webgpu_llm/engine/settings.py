@@ -100,7 +100,7 @@ class Tuning:
     # batch_tiles' ninth field; GPU_TUNING takes 2)
     stage_depth: int = 1
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
-    # and the f16 tiles run (default for heads of 128 and more: LONG_HEAD_TILES)
+    # and the f16 tiles run (default for heads of 64 and more: LONG_HEAD_TILES)
     attn_tiles: bool = False
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
     # attention kernel (attention.QkNorm), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
@@ -295,9 +295,11 @@ WIDE_TILES = (2, 2, 4, 4)
 LONG_HEAD_CHUNK = (128, 64)
 LONG_HEAD_WG = 256
 WIDE_HEAD_CHUNK = (256, 32)
-# ... and the prompt attention on the f16 tiles (the 1.5B f16's first token of a 2048-token
-# prompt 12 % sooner on an H200 and an H100, pp512 +1-2 %; heads of 64: pp512 4 % slower).
-LONG_HEAD_TILES = 128
+# Heads of 64 dimensions and more take the prompt attention on the f16 tiles. H100, one call,
+# against the f32 kernel: the 0.5B (heads of 64) f16 pp512 50.1k / 50.4k -> 55.4k / 55.5k, its
+# first token of a 2048-token prompt 54.6 / 53.9 -> 39.5 / 39.3 ms; q4_0 46.2k -> 49.7k,
+# 57.2 -> 42.5 ms. (Before two lanes took each row's keys, heads of 64 were 4 % slower.)
+LONG_HEAD_TILES = 64
 # Float mat-vecs that request their first unit's weights before the prologue: 2-6 % faster
 # on Dawn for narrow models, slower on wgpu-native and on wide models.
 EARLY_BACKENDS = ("dawn",)

@@ -4,7 +4,7 @@ A workgroup takes 16 query rows (a block: the prompt's next 16, or a batched ste
 `blocks`) of `sg` query heads that share a KV head, one subgroup a head, so each chunk of
 `ck` keys and values is staged once (as f16, in workgroup memory) for all of them. Each chunk
 is two tile products: S = Q K^T (f32), scored and turned into P = exp(S - m) by the row's
-lane, then O += P V in f32 accumulators that stay in the subgroup matrices for the whole
+two lanes, then O += P V in f32 accumulators that stay in the subgroup matrices for the whole
 prompt. That needs each row's final maximum m before the first P, so the keys are walked
 twice: once for the maxima (S only), once for P and O; the extra Q K^T costs less than
 rescaling the accumulators through workgroup memory at every chunk would. The causal mask,
@@ -37,7 +37,7 @@ class AttnTiles:
 
     def shared_bytes(self, head_dim: int) -> int:
         ds = head_dim + 8
-        return 2 * (self.sg * ROWS * ds + 2 * self.ck * ds) + 6 * self.sg * ROWS * self.ck + 8 * self.sg * ROWS
+        return 2 * (self.sg * ROWS * ds + 2 * self.ck * ds) + 6 * self.sg * ROWS * self.ck + 8 * self.sg * ROWS + 128 * self.sg
 
 
 def tiles_ok(a: AttentionSpec) -> bool:
@@ -159,9 +159,10 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
 
     def walk(with_v: bool, per_key: str, after: str = "") -> str:
         """A pass over the chunks of keys: each staged and scored on the tiles, then `per_key`
-        run by each row's lane for each key of the chunk (`r`, `qp`, `key`), then `after`.
-        The next chunk's loads are in flight while a chunk is multiplied and scored: a chunk
-        waited for its own loads before."""
+        run for each key of the chunk (`r`, `qp`, `j`, `key`), then `after`. Two lanes a row
+        take half the keys each, in an order skewed by the row so that the 32 lanes read 32
+        banks of the scores (one lane a row, in key order, read one bank 16 times). The next
+        chunk's loads are in flight while a chunk is multiplied and scored."""
         return f"""{fetch(with_v, "kstart")}
   for (var c0 = kstart; c0 < kend; c0 += CK) {{
     workgroupBarrier();
@@ -170,10 +171,11 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
 {fetch(with_v, "c0 + CK")}
 {s_tiles}
     workgroupBarrier();
-    if (lane < 16u) {{
-      let r = lane;
+    {{
+      let r = lane % 16u;
       let qp = p0 + min(r, nq - 1u);
-      for (var j = 0u; j < CK; j++) {{
+      for (var jj = 0u; jj < CK / 2u; jj++) {{
+        let j = (jj + r + (lane / 16u) * (CK / 2u)) % CK;
         let key = c0 + j;
 {per_key}
       }}
@@ -199,6 +201,7 @@ var<workgroup> kvs: array<f16, {2 * ck * (d + 8)}>;  // the chunk's keys [key][D
 var<workgroup> ss: array<f32, {sg * ROWS * ck}>;  // each head's scores [row][key] (at the end, an O tile)
 var<workgroup> ps: array<f16, {sg * ROWS * ck}>;  // each head's exp(score - m) [row][key]
 var<workgroup> ml: array<vec2<f32>, {sg * ROWS}>;  // each head's rows' (max, sum)
+var<workgroup> pairs: array<f32, {sg * 32}>;  // each lane's maximum or sum of its half of the keys
 fn put(o: u32, v: vec4<f32>) {{
   let hv = vec4<f16>(clamp(v, -HMAX, HMAX));
   kvs[o] = hv.x; kvs[o + 1u] = hv.y; kvs[o + 2u] = hv.z; kvs[o + 3u] = hv.w;
@@ -231,10 +234,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var m = {sink or "-3.0e38"};
   // the rows' maxima
 {maxima}
-  var l = {f"exp({sink} - m)" if sink else "0.0"};
+  // each row's two lanes: the maximum of both halves, then the sum of both
+  pairs[s * 32u + lane] = m;
+  workgroupBarrier();
+  m = max(m, pairs[s * 32u + (lane ^ 16u)]);
+  var l = {f"select(0.0, exp({sink} - m), lane < 16u)" if sink else "0.0"};
 {o_decl}
 {products}
-  if (lane < 16u) {{ ml[s * 16u + lane] = vec2<f32>(m, l); }}
+  pairs[s * 32u + lane] = l;
+  workgroupBarrier();
+  if (lane < 16u) {{ ml[s * 16u + lane] = vec2<f32>(m, l + pairs[s * 32u + lane + 16u]); }}
   workgroupBarrier();
 {outs}
 }}
