@@ -134,6 +134,18 @@ def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
     assert max_rel(s.next_logits(ids), want) < 1e-4
     s.rebuild(dataclasses.replace(s.tuning, int8=True, mma="emulate", expert_tiles=()))
     assert sum("mma_matmul_" in d.label for d in s.programs.prefill.dispatches) >= 2 * cfg.n_layers
+    # on an adapter with int8 tiles of its own, experts keep off them (wrong on an H100's); dense
+    # weights take them (the path is decided here; nothing is built)
+    from webgpu_llm.kernels.linear import Experts, LinearSpec, Segment
+    m = s.programs
+    if not m.mma_usable:
+        dense = LinearSpec(k=64, segments=(Segment("q8_0", 32),))
+        experts = dataclasses.replace(dense, experts=Experts(4, 2, rows=8))
+        m.mma_usable = True
+        try:
+            assert m.mm_path(dense) == "int8" and m.mm_path(experts) == "simt"
+        finally:
+            m.mma_usable = False
     assert 1e-6 < max_rel(s.logits([*ids, nxt])[-1], want) < 3e-2
     assert 1e-6 < max_rel(s.next_logits(ids), want) < 3e-2
     if s.gpu.has_f16:  # the experts on f16 tiles of 32 tokens a workgroup (Tuning.expert_tiles)

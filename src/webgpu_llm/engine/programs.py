@@ -272,7 +272,11 @@ class Programs:
         f16_first = self.tuning.expert_tiles if spec.experts else self.tuning.quant_f16
         if mode == "auto" and f16_first and mma.f16_ok(spec, every_format=True) and self._f16_tiles_run:
             return "f16"
-        if mode != "f16" and self.int8_tiles and (self.mma_usable or self._emulate) and mma.mma_ok(spec):
+        # experts stay off the real int8 tiles: their kernel is right emulated but not on an H100's
+        # tiles (tests/kernels/test_kernels_moe.py::test_moe_ffn_prompt, docs/performance.md)
+        emulated_or_dense = not (spec.experts and self.mma_usable)
+        if (mode != "f16" and self.int8_tiles and (self.mma_usable or self._emulate) and emulated_or_dense
+                and mma.mma_ok(spec)):
             return "int8"
         if mode != "int8" and mma.f16_ok(spec, every_format=mode == "f16") and self._f16_tiles_run:
             return "f16"
