@@ -18,6 +18,7 @@ O in registers (tests on adapters without subgroup matrices).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
@@ -139,23 +140,24 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
     ni = -(-ck * d4 // (32 * sg))  # vec4s of a chunk's keys (and values) each thread stages
     guard = ck * d4 % (32 * sg) != 0
 
-    def fetch(with_v: bool, c0: str) -> str:
-        """Load this thread's part of the chunk at key c0 into registers (past the keys: the last)."""
+    def each_vec4(code: Callable[[int], str]) -> str:
+        """`code(n)` for each of this thread's vec4s of a chunk (vec4 i of the chunk's keys)."""
         lines = []
         for n in range(ni):
-            v = f" vreg[{n}] = {kv('(kr + V_ROWS) * D4 + i % D4')};" if with_v else ""
-            load = f"let kr = kv_row(slot, kvh, min({c0} + i / D4, kend - 1u)); kreg[{n}] = {kv('kr * D4 + i % D4')};{v}"
-            lines.append(f"    {{ let i = lid + {n}u * WG; " + (f"if (i < CK * D4) {{ {load} }}" if guard else load) + " }")
+            c = code(n)
+            lines.append(f"    {{ let i = lid + {n}u * WG; " + (f"if (i < CK * D4) {{ {c} }}" if guard else c) + " }")
         return "\n".join(lines)
+
+    def fetch(with_v: bool, c0: str) -> str:
+        """Load this thread's part of the chunk at key c0 into registers (past the keys: the last)."""
+        return each_vec4(lambda n: f"let kr = kv_row(slot, kvh, min({c0} + i / D4, kend - 1u)); "
+                         f"kreg[{n}] = {kv('kr * D4 + i % D4')};"
+                         + (f" vreg[{n}] = {kv('(kr + V_ROWS) * D4 + i % D4')};" if with_v else ""))
 
     def stage(with_v: bool) -> str:
         """The registers' chunk into workgroup memory."""
-        lines = []
-        for n in range(ni):
-            v = f" put(VS + (i / D4) * DS + (i % D4) * 4u, vreg[{n}]);" if with_v else ""
-            put = f"put((i / D4) * DS + (i % D4) * 4u, kreg[{n}]);{v}"
-            lines.append(f"    {{ let i = lid + {n}u * WG; " + (f"if (i < CK * D4) {{ {put} }}" if guard else put) + " }")
-        return "\n".join(lines)
+        return each_vec4(lambda n: f"put((i / D4) * DS + (i % D4) * 4u, kreg[{n}]);"
+                         + (f" put(VS + (i / D4) * DS + (i % D4) * 4u, vreg[{n}]);" if with_v else ""))
 
     def walk(with_v: bool, per_key: str, after: str = "") -> str:
         """A pass over the chunks of keys: each staged and scored on the tiles, then `per_key`
