@@ -371,9 +371,10 @@ def test_f16_decode_arithmetic_stays_close_to_float(gpu):
 
 @pytest.mark.slow
 def test_prompt_attention_on_f16_tiles_stays_close_to_float(wgpu_gpu):
-    """An f16 model's prompt attention on the f16 tiles (emulated here), one sequence and a
-    batched step (paged cache): the next step's logits within f16 rounding of the f32
-    kernel's, and the same greedy tokens beside another request."""
+    """An f16 model's prompt attention on the f16 tiles (emulated here), one sequence (also
+    with each block's keys split over workgroups) and a batched step (paged cache): the next
+    step's logits within f16 rounding of the f32 kernel's, and the same greedy tokens beside
+    another request."""
     gpu = wgpu_gpu
     import dataclasses
 
@@ -393,6 +394,15 @@ def test_prompt_attention_on_f16_tiles_stays_close_to_float(wgpu_gpu):
     eng.rebuild(dataclasses.replace(model.tuning, mma="emulate", attn_tiles=True))
     assert any(d.label.startswith("attention_prompt_tiles") for d in model.prefill.dispatches)
     assert 0 < max_rel(_step_logits(eng), base) < 1e-2
+    tiled = eng.logits(prompts[1])
+    # the keys of each block in three parts (the last block's 37 keys: two of them), merged by
+    # the combine kernel: the same logits but for P's f16 rounding against each part's maximum
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate", attn_tiles=True, attn_splits=3))
+    labels = [d.label for d in model.prefill.dispatches]
+    assert labels.count("attention_prompt_tiles_combine") == cfg.n_layers
+    assert max_rel(eng.logits(prompts[1]), tiled) < 2e-3
+    assert [list(eng.stream(p, 0, SamplingParams(), 5)) for p in prompts] == base_tokens
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate", attn_tiles=True))
     s = scheduler(eng, parallel=2, max_rows=12)
     try:
         assert any(d.label.startswith("attention_prompt_tiles") for d in s.programs.step(12, 1, False, False).dispatches)

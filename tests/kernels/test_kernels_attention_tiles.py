@@ -1,8 +1,11 @@
 """Prompt attention on f16 tiles (kernels/attention_tiles.py) against numpy: emulated tile
 products everywhere, the matrix units where the adapter has them; one sequence's cache and a
-batched step's paged one, f32 and f16 caches, windows, soft-caps and sinks."""
+batched step's paged one, f32 and f16 caches, windows, soft-caps and sinks; one sequence's
+keys split over workgroups and merged."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ from webgpu_llm.kernels import attention as att
 from webgpu_llm.kernels.attention_tiles import (
     AttnTiles,
     attn_tiles,
+    prompt_attention_combine_grid,
+    prompt_attention_combine_kernel,
     prompt_attention_tiles_grid,
     prompt_attention_tiles_kernel,
     tiles_ok,
@@ -65,6 +70,8 @@ def test_prompt_attention_tiles(gpu, case):
     tint_check(prompt_attention_tiles_kernel(spec, shape))
     tint_check(prompt_attention_tiles_kernel(spec, shape, slots))
     tint_check(prompt_attention_tiles_kernel(spec, shape, slots, skip_single=True))
+    three = replace(shape, splits=3)  # a block's keys in three parts, merged by the combine kernel
+    tint_check(prompt_attention_tiles_kernel(spec, three))
     # skip_single: the last row as a block of its own (and any other one-row block) is left to the
     # split-K kernel, untouched here
     last = blocks[-1].copy()
@@ -75,6 +82,13 @@ def test_prompt_attention_tiles(gpu, case):
         run_kernel(gpu, prompt_attention_tiles_kernel(spec, shape, emulate=emulate),
                    {"q": gpu.upload(q), "kv": cache, "out": out, **extra}, grid, n=t, pos=pos0)
         assert rel_err(read(gpu, out, (t, hq, d)), want) < 2e-3, emulate
+        pacc, pml, out4 = gpu.buffer(t * hq * 3 * d * 4), gpu.buffer(t * hq * 3 * 8), gpu.buffer(t * hq * d * 4)
+        run_kernel(gpu, prompt_attention_tiles_kernel(spec, three, emulate=emulate),
+                   {"q": gpu.upload(q), "kv": cache, "pacc": pacc, "pml": pml, **extra},
+                   prompt_attention_tiles_grid(spec, three)(t), n=t, pos=pos0)
+        run_kernel(gpu, prompt_attention_combine_kernel(spec, three), {"pacc": pacc, "pml": pml, "out": out4},
+                   prompt_attention_combine_grid(spec)(t), n=t, pos=pos0)
+        assert rel_err(read(gpu, out4, (t, hq, d)), want) < 2e-3, emulate
         out2 = gpu.buffer(t * hq * d * 4)
         run_kernel(gpu, prompt_attention_tiles_kernel(spec, shape, slots, emulate),
                    {"q": gpu.upload(q), "kv": gpu.upload(_cache(pool, kv_f16)), "out": out2, "blocks": gpu.upload(blocks),

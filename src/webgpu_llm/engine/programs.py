@@ -172,6 +172,7 @@ class Programs:
         self.mv_paths: dict[str, str] = {}  # role -> its decode mat-vec's arithmetic (int8, f16, f32)
         self.xq8: Any = None
         self._sums: Any = None  # split QKV's and gate/up's partial sums (_split_sums)
+        self._tparts: dict[str, Any] | None = None  # the prompt attention's key splits' (_attn_parts)
         self.xs8: Any = None
         self.persist_note = ""  # why the persistent decode layers are not used, where asked for
         self._build()
@@ -382,6 +383,16 @@ class Programs:
             self._sums = self.gpu.buffer(size, "split_k_sums")
         return self._sums
 
+    def _attn_parts(self, splits: int) -> dict[str, Any]:
+        """The prompt attention's key splits' partials (AttnTiles.splits): O and (max, sum) of
+        each split of each (row, head) of a prompt batch, one pair of buffers for every layer."""
+        c = self.cfg
+        size = self.batch * c.n_heads * splits * c.head_dim * 4
+        if self._tparts is None or self._tparts["pacc"].size < size:
+            self._tparts = {"pacc": self.gpu.buffer(size, "attn_split_acc"),
+                            "pml": self.gpu.buffer(self.batch * c.n_heads * splits * 8, "attn_split_ml")}
+        return self._tparts
+
     def prompt_program(self, thin: int = 0) -> Program:
         """The prompt layers as a prefill Program: the tiled matmuls, or with `thin` as a
         batched step of that many rows takes them (thin matmuls of `thin` tokens a pass, or
@@ -548,6 +559,8 @@ class Programs:
             attn_grid = (att.prompt_attention_grid(full) if slots is None
                          else _counted(lambda n: (c.n_heads, n, 1), blocks_of))
         else:
+            if slots is None and self.tuning.attn_splits > 1:
+                tiles = replace(tiles, splits=self.tuning.attn_splits)
             x = at.prompt_attention_tiles_grid(full, tiles)(1)[0]
             attn_grid = (at.prompt_attention_tiles_grid(full, tiles) if slots is None
                          else _counted(lambda n: (x, n, 1), blocks_of))
@@ -610,6 +623,11 @@ class Programs:
                     prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
                 prog.add(ew.combine_kernel(ashape, per_block=True), {**p, **parts, "y": b.att},
                          _counted(lambda n, g=groups: (g, n, 1), blocks_of))
+            elif tiles is not None and tiles.splits > 1:  # partials of the keys' parts, then merged
+                tparts = self._attn_parts(tiles.splits)
+                prog.add(attn_kernels[win], {**p, "q": b.q, **tparts}, attn_grid)
+                prog.add(at.prompt_attention_combine_kernel(self.attention_spec(i), tiles), {**p, **tparts, "out": b.att},
+                         at.prompt_attention_combine_grid(full))
             else:
                 prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
             if not split_keys:

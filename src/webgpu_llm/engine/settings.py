@@ -102,6 +102,10 @@ class Tuning:
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run (default for heads of 64 and more: LONG_HEAD_TILES)
     attn_tiles: bool = False
+    # ... one sequence's prompt blocks' keys in this many parts, each a workgroup's, merged by a
+    # combine kernel (attention_tiles.AttnTiles.splits): more warps for the GPU where a prompt
+    # has few heads x blocks; off (1) until timed
+    attn_splits: int = 1
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
     # attention kernel (attention.QkNorm), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
     fold_qk_norm: bool = False

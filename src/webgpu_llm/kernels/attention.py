@@ -303,15 +303,16 @@ def attention_grid(a: AttentionSpec) -> tuple[int, int, int]:
 BQ, LQ = 16, 8  # query tokens per workgroup, threads per query token
 
 
-def prompt_signature(a: AttentionSpec, slots: Slots | None) -> tuple[Signature, Callable[[str], str], str]:
-    """The prompt attention kernels' bindings (the batched step's `blocks`, q, the cache, out)
-    and the cache's reader (`_kv_reader`)."""
+def prompt_signature(a: AttentionSpec, slots: Slots | None, out: bool = True) -> tuple[Signature, Callable[[str], str], str]:
+    """The prompt attention kernels' bindings (the batched step's `blocks`, q, the cache, and
+    with `out` the output) and the cache's reader (`_kv_reader`)."""
     sig = Signature().state()
     if slots:
         sig.storage("blocks", "array<vec4<u32>>")
     sig.storage("q", "array<vec4<f32>>")
     kv, kv_fn = _kv_reader(sig, a)
-    sig.storage("out", "array<vec4<f32>>", write=True)
+    if out:
+        sig.storage("out", "array<vec4<f32>>", write=True)
     return sig, kv, kv_fn
 
 

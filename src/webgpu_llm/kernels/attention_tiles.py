@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .attention import AttentionSpec, prompt_signature
-from .common import Slots, kv_rows_wgsl
+from .common import Signature, Slots, kv_rows_wgsl
 from .mma import MATRIX_HEAD
 
 ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at most 16)
@@ -31,10 +31,13 @@ ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at m
 
 @dataclass(frozen=True)
 class AttnTiles:
-    """Subgroups (query heads) a workgroup and keys a chunk."""
+    """Subgroups (query heads) a workgroup and keys a chunk; `splits`: a block's keys in this
+    many parts, each a workgroup's, merged by prompt_attention_combine_kernel (one sequence's
+    prompt: a 512-token prompt of 12 heads is otherwise ~3 warps an SM of an H100)."""
 
     sg: int
     ck: int
+    splits: int = 1
 
     def shared_bytes(self, head_dim: int) -> int:
         ds = head_dim + 8
@@ -59,13 +62,17 @@ def attn_tiles(a: AttentionSpec, shared_bytes: int) -> AttnTiles:
 def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slots | None = None,
                                   emulate: bool = False, skip_single: bool = False) -> Kernel:
     """As attention.prompt_attention_kernel (same bindings, `skip_single` too: blocks of one
-    row left to the split-K kernel); grid = prompt_attention_tiles_grid."""
+    row left to the split-K kernel); grid = prompt_attention_tiles_grid. With shape.splits > 1
+    (one sequence only) each workgroup takes its part of the block's keys (split_keys) and
+    writes its rows' unnormalized O to `pacc` and (max, sum) to `pml`, split z of (row, head)
+    at (row * heads + head) * splits + z, for the combine kernel to merge into `out`."""
     assert tiles_ok(a)
+    assert shape.splits == 1 or slots is None, "key splits are one sequence's prompt's"
     d, sg, ck = a.head_dim, shape.sg, shape.ck
     d4, dt_n, kt_n = d // 4, d // 16, ck // 16
     group = a.n_heads // a.n_kv_heads
     parts = -(-group // sg)  # workgroups a KV head's group of query heads takes
-    sig, kv, kv_fn = prompt_signature(a, slots)
+    sig, kv, kv_fn = prompt_signature(a, slots, out=shape.splits == 1)
     kv_rows = kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
     sink = ""
     if a.sinks >= 0:
@@ -77,9 +84,16 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
             block += "\n  if (nq == 1u) { return; }"
     else:
         block = f"  let t0 = wid.y * {ROWS}u;\n  let nq = min({ROWS}u, st.n - t0);\n  let slot = 0u;\n  let p0 = st.pos + t0;"
+    splits = shape.splits
     kstart = "0u"
     if a.window:  # the first key the block's first query sees
         kstart = f"select(0u, p0 + 1u - {a.window}u, p0 + 1u > {a.window}u)"
+    keys = f"  let kend = p0 + nq;\n  let kstart = {kstart};"
+    if splits > 1:
+        sig.storage("pacc", "array<vec4<f32>>", write=True)
+        sig.storage("pml", "array<vec2<f32>>", write=True)
+        keys = ("  let ks = split_keys(p0, nq, wid.z);\n  let kstart = ks.x;\n  let kend = ks.y;\n"
+                "  if (kstart >= kend) { return; }")
     seen = "key <= qp" + (f" && key + {a.window}u > qp" if a.window else "")
     score = a.score("ss[sb + r * CK + j]")
     if emulate:  # loops from `z` (0, unknown to the compiler): llvmpipe would unroll them all, slowly
@@ -123,6 +137,14 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
 
         def o_store(n: int) -> str:
             return f"    subgroupMatrixStore(&ss, sb, o{n}, false, 16u);"
+    def store_o(n: int) -> str:
+        """Element e of O's tile n, normalized into `out`, or (key splits) unnormalized into pacc."""
+        if splits == 1:
+            return (f"        let ti = ((t0 + r) * {a.n_heads}u + h) * D + {16 * n}u + e % 16u;\n"
+                    "        outf[ti] = ss[sb + e] / ml[s * 16u + r].y;")
+        return (f"        let ti = (((t0 + r) * {a.n_heads}u + h) * {splits}u + wid.z) * D + {16 * n}u + e % 16u;\n"
+                "        pacc[ti / 4u][ti % 4u] = ss[sb + e];")
+
     outs = "\n".join(f"""  {{
 {o_store(n)}
     workgroupBarrier();
@@ -130,8 +152,7 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
       let e = lane + 32u * v;
       let r = e / 16u;
       if (ok && r < nq) {{
-        let ti = ((t0 + r) * {a.n_heads}u + h) * D + {16 * n}u + e % 16u;
-        outf[ti] = ss[sb + e] / ml[s * 16u + r].y;
+{store_o(n)}
       }}
     }}
     workgroupBarrier();
@@ -188,8 +209,12 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
     products = walk(True, f"""        let p = select(0.0, exp({score} - m), {seen});
         l += p;
         ps[sb + r * CK + j] = f16(p);""", "\n    workgroupBarrier();\n" + o_tiles)
+    ml_store = ""
+    if splits > 1:
+        ml_store = f"""
+  if (ok && lane < nq) {{ pml[((t0 + lane) * {a.n_heads}u + h) * {splits}u + wid.z] = ml[s * 16u + lane]; }}"""
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
-    body = kv_fn + kv_rows + f"""
+    body = kv_fn + kv_rows + (split_keys_wgsl(a, ck, splits) if splits > 1 else "") + f"""
 const D: u32 = {d}u;
 const D4: u32 = {d4}u;
 const DS: u32 = {d + 8}u;  // f16s a staged row takes (8 against bank conflicts)
@@ -212,8 +237,7 @@ fn put(o: u32, v: vec4<f32>) {{
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{
   let kvh = wid.x / {parts}u;
 {block}
-  let kend = p0 + nq;
-  let kstart = {kstart};
+{keys}
   // this thread's head: subgroup s of part wid.x % parts of the group (past the group: the
   // last head, its output not stored)
   let s = {"lid / 32u" if emulate else "sgid"};
@@ -240,13 +264,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   pairs[s * 32u + lane] = m;
   workgroupBarrier();
   m = max(m, pairs[s * 32u + (lane ^ 16u)]);
-  var l = {f"select(0.0, exp({sink} - m), lane < 16u)" if sink else "0.0"};
+  var l = {f"select(0.0, exp({sink} - m), lane < 16u{' && wid.z == 0u' if splits > 1 else ''})" if sink else "0.0"};
 {o_decl}
 {products}
   pairs[s * 32u + lane] = l;
   workgroupBarrier();
   if (lane < 16u) {{ ml[s * 16u + lane] = vec2<f32>(m, l + pairs[s * 32u + lane + 16u]); }}
-  workgroupBarrier();
+  workgroupBarrier();{ml_store}
 {outs}
 }}
 """
@@ -258,4 +282,63 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 def prompt_attention_tiles_grid(a: AttentionSpec, shape: AttnTiles):
     """Of the token count n (one sequence's prompt); a batched step's grid is (x, blocks)."""
     x = a.n_kv_heads * -(-(a.n_heads // a.n_kv_heads) // shape.sg)
-    return lambda n: (x, -(-n // ROWS), 1)
+    return lambda n: (x, -(-n // ROWS), shape.splits)
+
+
+def split_keys_wgsl(a: AttentionSpec, ck: int, splits: int) -> str:
+    """`fn split_keys(p0, nq, z) -> vec2<u32>`: the keys [x, y) of part z of the block of nq
+    queries from position p0 (parts of whole chunks; those past the block's keys are empty)."""
+    kstart = f"select(0u, p0 + 1u - {a.window}u, p0 + 1u > {a.window}u)" if a.window else "0u"
+    return f"""fn split_keys(p0: u32, nq: u32, z: u32) -> vec2<u32> {{
+  let kend = p0 + nq;
+  let kstart = {kstart};
+  let per = ((kend - kstart + {splits - 1}u) / {splits}u + {ck - 1}u) / {ck}u * {ck}u;
+  let k0 = kstart + z * per;
+  return vec2<u32>(k0, min(kend, k0 + per));
+}}
+"""
+
+
+def prompt_attention_combine_kernel(a: AttentionSpec, shape: AttnTiles) -> Kernel:
+    """The key splits' partials of the tiles kernel (shape.splits > 1) merged into `out`: each
+    (row, head)'s O rescaled to the largest of its splits' maxima; grid =
+    prompt_attention_combine_grid."""
+    assert shape.splits > 1
+    d4, heads, splits = a.head_dim // 4, a.n_heads, shape.splits
+    sig = Signature().state()
+    sig.storage("pacc", "array<vec4<f32>>")
+    sig.storage("pml", "array<vec2<f32>>")
+    sig.storage("out", "array<vec4<f32>>", write=True)
+    body = split_keys_wgsl(a, shape.ck, splits) + f"""
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
+  let i = gid.x;  // (row t x heads + head) x {d4} + vec4 d4 of the head's output
+  if (i >= st.n * {heads * d4}u) {{ return; }}
+  let th = i / {d4}u;
+  let t0 = th / {heads}u / {ROWS}u * {ROWS}u;  // the row's block
+  let p0 = st.pos + t0;
+  let nq = min({ROWS}u, st.n - t0);
+  var m = -3.0e38;
+  for (var z = 0u; z < {splits}u; z++) {{
+    let ks = split_keys(p0, nq, z);
+    if (ks.x < ks.y) {{ m = max(m, pml[th * {splits}u + z].x); }}
+  }}
+  var l = 0.0;
+  var o = vec4<f32>(0.0);
+  for (var z = 0u; z < {splits}u; z++) {{
+    let ks = split_keys(p0, nq, z);
+    if (ks.x < ks.y) {{
+      let ml = pml[th * {splits}u + z];
+      let w = exp(ml.x - m);
+      l += ml.y * w;
+      o += pacc[(th * {splits}u + z) * {d4}u + i % {d4}u] * w;
+    }}
+  }}
+  out[i] = o / l;
+}}
+"""
+    return sig.kernel("attention_prompt_tiles_combine", body)
+
+
+def prompt_attention_combine_grid(a: AttentionSpec):
+    return lambda n: (-(-n * a.n_heads * a.head_dim // 4 // 64), 1, 1)
