@@ -65,7 +65,8 @@ def test_f16_matmul_formats(gpu, fmt):
                                    TileShape(1, 1, 1, 1, double=True, ku=4), TileShape(1, 4, 1, 2, straight=True),
                                    TileShape(2, 2, 2, 2, ku=2, straight=True), TileShape(1, 2, 1, 1, straight=True),
                                    TileShape(1, 4, 1, 2, depth=2), TileShape(2, 2, 2, 2, ku=2, depth=2),
-                                   TileShape(1, 1, 1, 1, double=True, depth=2), TileShape(1, 2, 1, 1, depth=2)])
+                                   TileShape(1, 1, 1, 1, double=True, depth=2), TileShape(1, 2, 1, 1, depth=2),
+                                   TileShape(4, 2, 2, 4, depth=2), TileShape(2, 4, 4, 2, depth=2)])
 def test_f16_matmul_shapes(gpu, shape):
     """Workgroups of other subgroup and tile counts, in the tokens-first order, with
     double-buffered staging, 2 or 4 units a step (K of 3 units: the last step partial), the
