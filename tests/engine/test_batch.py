@@ -336,8 +336,8 @@ def test_token_ids_outside_the_vocabulary_are_refused(session, parallel):
     """Every way in refuses an id outside the vocabulary before a kernel indexes the embedding
     table with it (unchecked where WebGPU's bounds checks are off)."""
     vocab = session.cfg.vocab
-    for bad in ([1, vocab], [-1, 2]):
-        with pytest.raises(UserError, match=f"token id {bad[0] if bad[0] < 0 else vocab} is outside the vocabulary"):
+    for bad in ([1, vocab], [-1, 2], [2, 10**30]):
+        with pytest.raises(UserError, match=f"token id {bad[0] if bad[0] < 0 else bad[1]} is outside the vocabulary"):
             list(session.stream(bad, 0, GREEDY, 2))
         with pytest.raises(UserError, match="outside the vocabulary"):
             session.logits(bad)

@@ -39,10 +39,13 @@ MAX_PREFILL_INFLIGHT = 2
 def check_token_ids(ids: Any, vocab: int, what: str = "the prompt") -> None:
     """UserError naming the first id outside the vocabulary: the kernels index the embedding
     table with them, unchecked where WebGPU's bounds checks are off (GpuOptions.robust)."""
-    a = np.asarray(ids, np.int64).ravel()
-    bad = a[(a < 0) | (a >= vocab)]
-    if bad.size:
-        raise UserError(f"{what}: token id {int(bad[0])} is outside the vocabulary (0..{vocab - 1})")
+    try:
+        a = np.asarray(ids, np.int64).ravel()
+        bad = [int(x) for x in a[(a < 0) | (a >= vocab)][:1]]
+    except OverflowError:  # past 64 bits
+        bad = [next(int(x) for x in ids if not 0 <= int(x) < vocab)]
+    if bad:
+        raise UserError(f"{what}: token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
 
 
 @dataclass
