@@ -144,6 +144,12 @@ def test_bench_json_on_a_file(capsys, tiny, monkeypatch):
     assert row["tg_tok_s"] > 0 and row["pp_tok_s"] > 0 and row["dispatches_per_token"] > 0
     assert row["n_ttft"] == 20 and row["ttft_ms"] > 0 and row["prompt_attention"] == "simt"
     assert row["prompt_matmul"]["qkv"] in ("simt", "f16")  # float weights: never the int8 tiles
+    # the prompt attention on the (emulated) f16 tiles, its keys in three parts a block
+    monkeypatch.setenv("WEBGPU_LLM_TUNING", "mma='emulate';attn_tiles=True;attn_splits=3")
+    code, out, _ = run_cli(capsys, "bench", "--preset", "tiny", "--dtype", "f16", "--n-gen", "2", "--n-pp", "40",
+                           "--reps", "1", "--json")
+    row = json.loads(out)["engine"][0]
+    assert code == 0 and row["pp_tok_s"] > 0 and row["prompt_attention"] == "f16 tiles, keys in 3 parts"
 
 
 def test_bench_compares_prompt_matmuls(capsys):

@@ -80,7 +80,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
                            "kv": "f16" if m.kv_f16 else "f32",
                            "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths), "decode_matvec": dict(m.mv_paths),
-                           "prompt_attention": "f16 tiles" if m.attention_tiles(m.attention_spec(0)) else "simt"}
+                           "prompt_attention": _attention_path(m)}
     if gpu.backend == "dawn":  # WEBGPU_LLM_ROBUST, WEBGPU_LLM_DAWN_TOGGLES: and of these
         out["bounds_checks"] = gpu.options.robust
         if gpu.options.dawn_toggles:
@@ -298,6 +298,13 @@ def streams_profile_markdown(x: dict[str, Any]) -> str:
     """The per-kernel GPU time of one batched step of `x['streams']` decode rows."""
     return (f"{x['streams']} decode rows, GPU {x['step_gpu_ms'] * 1e3:.0f} µs a step\n\n"
             + _kernel_table(x["step_profile"], "GPU µs/step"))
+
+
+def _attention_path(m: Any) -> str:
+    """The prompt attention's kernel: the f16 tiles (with its key splits, Tuning.attn_splits) or SIMT."""
+    if not m.attention_tiles(m.attention_spec(0)):
+        return "simt"
+    return "f16 tiles" + (f", keys in {m.tuning.attn_splits} parts" if m.tuning.attn_splits > 1 else "")
 
 
 def prefill_markdown(p: dict[str, Any]) -> str:
