@@ -39,6 +39,8 @@ CASES = [  # (hq, hkv, d, t, pos0, window, softcap, sinks, kv_f16, shape)
     (2, 2, 48, 33, 3, 20, 0.0, False, False, AttnTiles(1, 32)),
     # a chunk's 64 vec4s over 128 threads: half the threads stage nothing
     (4, 1, 16, 29, 7, 0, 0.0, False, True, AttnTiles(4, 16)),
+    # three subgroups (SmolLM2's groups of 3 heads of 64): 96 threads, a chunk's 512 vec4s uneven
+    (6, 2, 64, 35, 3, 0, 0.0, False, True, AttnTiles(3, 32)),
 ]
 
 
