@@ -24,6 +24,7 @@ KV_TYPES = ("auto", "f16", "f32")
 
 
 SPLIT_MAX = 16  # most K splits of a matmul (the partial-sum buffers follow the tuning's)
+ATTN_SPLITS_MAX = 32  # most parts of a prompt attention block's keys (Tuning.attn_splits)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class Tuning:
     # ... one sequence's prompt blocks' keys in this many parts, each a workgroup's, merged by a
     # combine kernel (attention_tiles.AttnTiles.splits): more warps for the GPU where a prompt
     # has few heads x blocks; off (1) until timed
-    attn_splits: int = 1
+    attn_splits: int = 1  # (1 to ATTN_SPLITS_MAX)
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
     # attention kernel (attention.QkNorm), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
     fold_qk_norm: bool = False
@@ -195,9 +196,11 @@ class Tuning:
     def check(self) -> None:
         if self.mma not in MMA_MODES:
             raise ValueError(f"Tuning.mma must be one of {', '.join(MMA_MODES)}, not {self.mma!r}")
-        for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group"):
+        for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group", "attn_splits"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
+        if self.attn_splits > ATTN_SPLITS_MAX:
+            raise ValueError(f"Tuning.attn_splits: at most {ATTN_SPLITS_MAX}, not {self.attn_splits}")
         for name in ("tiles", "batch_tiles", "batch_head_tiles"):
             fields = getattr(self, name)
             if not fields:
