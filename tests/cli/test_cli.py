@@ -68,9 +68,11 @@ def test_info_matrix_line():
                                 "quantized prompts run on the i8 16x16x32 tiles")
     assert matrix_line(cfg[1:2]).endswith("not used (no i8 16x16x32 or f16->f32 16x16x16 tile)")
     f16 = {**cfg[0], "component_type": "f16", "result_component_type": "f32", "k": 16}
-    assert matrix_line([*cfg, f16]).endswith("on the i8 16x16x32 tiles; f16/bf16 prompts on the f16->f32 16x16x16 "
-                                             "tiles (and the quantized ones of models 1024 wide and wider, prompts "
-                                             "of up to 64 tokens and the server's batched steps of every format)")
+    assert matrix_line([*cfg, f16]).endswith("i8->i32 16x8x32, f16->f32 16x16x16; prompts of every format but f32 "
+                                             "run on the f16->f32 16x16x16 tiles (quantized weights dequantized while "
+                                             "staging; also the server's batched steps of up to 64 rows, and the prompt "
+                                             "attention for heads of 64 dimensions and more); the i8 16x16x32 tiles "
+                                             "where the f16 ones fail their check")
 
 
 def test_generate_json_and_stream(capsys, tiny):

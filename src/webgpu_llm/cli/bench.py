@@ -54,13 +54,14 @@ def add_parser(sub: Any) -> None:
                         "SM; 0 = one dispatch per kernel; experimental: see the README); a comma list compares "
                         "(default: WEBGPU_LLM_PERSIST, else 0)")
     p.add_argument("--mma", default="auto", metavar="MODE[,MODE]",
-                   help="prompt matmuls on the GPU's matrix units (Dawn's subgroup matrices): auto (int8 tiles "
-                        "for quantized weights, f16 tiles for f16/bf16, where the adapter has them), int8 or f16 "
+                   help="prompt matmuls on the GPU's matrix units (Dawn's subgroup matrices): auto (f16 tiles "
+                        "for every format but f32 where the adapter has them, else int8 tiles for quantized "
+                        "weights), int8 or f16 "
                         "(only those tiles; f16: every format but f32, dequantized), or off; a comma list "
                         "compares (default: %(default)s)")
     p.add_argument("--attn-tiles", default="auto", metavar="auto|on|off[,..]",
                    help="prompt attention on the f16 tiles where the KV cache is f16 and the adapter has them "
-                        "(auto: for heads of 128 and more); a comma list compares (default: %(default)s)")
+                        "(auto: on a GPU, for heads of 64 and more); a comma list compares (default: %(default)s)")
     add_kv(p)
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers; with --streams, also "
                         "of a batched step of K decode rows, and that step replayed back to back: in one submit, a "

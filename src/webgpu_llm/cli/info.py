@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .. import environment
-from ..engine.settings import GPU_TUNING, WIDE_TILES_FROM
+from ..engine.settings import GPU_TUNING, LONG_HEAD_TILES
 from ..errors import UserError, WebGpuLlmError
 from ..kernels.mma import has_f16_mma, has_int8_mma
 from ..runtime.gpu import (
@@ -29,11 +29,13 @@ def matrix_line(configs: list[dict[str, Any]]) -> str:
     """One line on an adapter's matrix tiles and whether the prompt matmul uses them."""
     shapes = ", ".join(f"{c['component_type']}->{c['result_component_type']} {c['m']}x{c['n']}x{c['k']}"
                        for c in configs)
-    use = [what for ok, what in ((has_int8_mma(configs), "quantized prompts run on the i8 16x16x32 tiles"),
-                                 (has_f16_mma(configs), "f16/bf16 prompts on the f16->f32 16x16x16 tiles (and the quantized "
-                                                         f"ones of models {WIDE_TILES_FROM} wide and wider, prompts of up to "
-                                                         f"{GPU_TUNING.thin_rows} tokens and the server's batched "
-                                                         "steps of every format)")) if ok]
+    f16, i8 = has_f16_mma(configs), has_int8_mma(configs)
+    use = [what for ok, what in (
+        (i8 and not f16, "quantized prompts run on the i8 16x16x32 tiles"),
+        (f16, "prompts of every format but f32 run on the f16->f32 16x16x16 tiles (quantized weights dequantized "
+              f"while staging; also the server's batched steps of up to {GPU_TUNING.thin_rows} rows, and the prompt "
+              f"attention for heads of {LONG_HEAD_TILES} dimensions and more)"),
+        (i8 and f16, "the i8 16x16x32 tiles where the f16 ones fail their check")) if ok]
     use = "; ".join(use) or "not used (no i8 16x16x32 or f16->f32 16x16x16 tile)"
     return f"matrix tiles: {shapes}; {use}"
 
