@@ -41,6 +41,8 @@ CASES = [  # (hq, hkv, d, t, pos0, window, softcap, sinks, kv_f16, shape)
     (4, 1, 16, 29, 7, 0, 0.0, False, True, AttnTiles(4, 16)),
     # three subgroups (SmolLM2's groups of 3 heads of 64): 96 threads, a chunk's 512 vec4s uneven
     (6, 2, 64, 35, 3, 0, 0.0, False, True, AttnTiles(3, 32)),
+    # gpt-oss's layers: heads of 64 with sinks and a sliding window together
+    (8, 2, 64, 41, 10, 16, 0.0, True, True, AttnTiles(4, 32)),
 ]
 
 
