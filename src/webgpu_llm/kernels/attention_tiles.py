@@ -27,6 +27,10 @@ from .common import Signature, Slots, kv_rows_wgsl
 from .mma import MATRIX_HEAD
 
 ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at most 16)
+# A chunk's keys and values are loaded into registers a chunk ahead where a thread holds at most
+# this many vec4s of each: the 0.5B's and 1.5B's shapes (4 and 8) ran faster so; wider ones (heads
+# of 256, groups of 1-2 heads: 16-32) keep the loads in the staging loop until timed.
+PREFETCH_VEC4 = 8
 
 
 @dataclass(frozen=True)
@@ -169,14 +173,25 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
             lines.append(f"    {{ let i = lid + {n}u * WG; " + (f"if (i < CK * D4) {{ {c} }}" if guard else c) + " }")
         return "\n".join(lines)
 
+    prefetch = ni <= PREFETCH_VEC4
+
     def fetch(with_v: bool, c0: str) -> str:
         """Load this thread's part of the chunk at key c0 into registers (past the keys: the last)."""
+        if not prefetch:
+            return ""
         return each_vec4(lambda n: f"let kr = kv_row(slot, kvh, min({c0} + i / D4, kend - 1u)); "
                          f"kreg[{n}] = {kv('kr * D4 + i % D4')};"
                          + (f" vreg[{n}] = {kv('(kr + V_ROWS) * D4 + i % D4')};" if with_v else ""))
 
     def stage(with_v: bool) -> str:
-        """The registers' chunk into workgroup memory."""
+        """The registers' chunk into workgroup memory (without the prefetch: loaded here)."""
+        if not prefetch:
+            v = f"\n      put(VS + j * DS + (i % D4) * 4u, {kv('(kr + V_ROWS) * D4 + i % D4')});" if with_v else ""
+            return f"""    for (var i = lid; i < CK * D4; i += WG) {{
+      let j = i / D4;
+      let kr = kv_row(slot, kvh, min(c0 + j, kend - 1u));
+      put(j * DS + (i % D4) * 4u, {kv('kr * D4 + i % D4')});{v}
+    }}"""
         return each_vec4(lambda n: f"put((i / D4) * DS + (i % D4) * 4u, kreg[{n}]);"
                          + (f" put(VS + (i / D4) * DS + (i % D4) * 4u, vreg[{n}]);" if with_v else ""))
 
@@ -185,7 +200,7 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
         run for each key of the chunk (`r`, `qp`, `j`, `key`), then `after`. Two lanes a row
         take half the keys each, in an order skewed by the row so that the 32 lanes read 32
         banks of the scores (one lane a row, in key order, read one bank 16 times). The next
-        chunk's loads are in flight while a chunk is multiplied and scored."""
+        chunk's loads are in flight while a chunk is multiplied and scored (PREFETCH_VEC4)."""
         return f"""{fetch(with_v, "kstart")}
   for (var c0 = kstart; c0 < kend; c0 += CK) {{
     workgroupBarrier();
@@ -255,9 +270,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let o = (hs * {ROWS}u + r) * DS + (i % D4) * 4u;
     qs[o] = v.x; qs[o + 1u] = v.y; qs[o + 2u] = v.z; qs[o + 3u] = v.w;
   }}
-  var kreg: array<vec4<f32>, {ni}>;
-  var vreg: array<vec4<f32>, {ni}>;
-  var m = {sink or "-3.0e38"};
+{f"  var kreg: array<vec4<f32>, {ni}>;{chr(10)}  var vreg: array<vec4<f32>, {ni}>;{chr(10)}" if prefetch else ""}  var m = {sink or "-3.0e38"};
   // the rows' maxima
 {maxima}
   // each row's two lanes: the maximum of both halves, then the sum of both
