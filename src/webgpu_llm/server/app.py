@@ -48,6 +48,7 @@ from .. import __version__
 from ..engine.encoder import EmbedQueue
 from ..engine.sampling import SamplingParams
 from ..engine.scheduler import Completion, QueueFull, Scheduler, ShuttingDown
+from ..engine.session import check_token_ids
 from ..errors import UserError
 from ..text import TextStream
 from .errors import ApiError, error_body, from_validation
@@ -65,6 +66,14 @@ M = TypeVar("M", bound=BaseModel)
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_ids(ids: Any, vocab: int, what: str, param: str) -> None:
+    """A 400 naming the first token id outside the vocabulary (engine.session.check_token_ids)."""
+    try:
+        check_token_ids(ids, vocab, what)
+    except UserError as e:
+        raise ApiError(400, str(e), param=param) from None
 
 
 def _event(text: str) -> bytes:
@@ -237,10 +246,7 @@ class Service:
         self.check_model(req.model)
         token_ids = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], int)  # (list[int]: validated)
         if token_ids:
-            out = [t for t in prompt if not 0 <= t < self.vocab]
-            if out:
-                raise ApiError(400, f"prompt: token id {out[0]} is outside the vocabulary (0..{self.vocab - 1})",
-                               param="prompt")
+            _check_ids(prompt, self.vocab, "prompt", "prompt")
         try:  # a long prompt takes a while to tokenize: not on the event loop (token ids: no work)
             ids = list(prompt) if token_ids else await anyio.to_thread.run_sync(self.llm.prompt_ids, prompt, True)
         except UserError as e:
@@ -456,10 +462,7 @@ class Service:
         else:
             ids = [list(t) for t in texts]
             for i, t in enumerate(ids):
-                bad = next((x for x in t if not 0 <= x < self.vocab), None)
-                if bad is not None:
-                    raise ApiError(400, f"input {i}: token id {bad} is outside the vocabulary (0..{self.vocab - 1})",
-                                   param="input")
+                _check_ids(t, self.vocab, f"input {i}", "input")
         for i, t in enumerate(ids):
             if len(t) > queue.ctx:
                 raise ApiError(400, f"input {i} has {len(t)} tokens, more than the {queue.ctx} this model takes "
