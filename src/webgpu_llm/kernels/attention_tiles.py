@@ -89,10 +89,7 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
     else:
         block = f"  let t0 = wid.y * {ROWS}u;\n  let nq = min({ROWS}u, st.n - t0);\n  let slot = 0u;\n  let p0 = st.pos + t0;"
     splits = shape.splits
-    kstart = "0u"
-    if a.window:  # the first key the block's first query sees
-        kstart = f"select(0u, p0 + 1u - {a.window}u, p0 + 1u > {a.window}u)"
-    keys = f"  let kend = p0 + nq;\n  let kstart = {kstart};"
+    keys = f"  let kend = p0 + nq;\n  let kstart = {_first_key(a)};"
     if splits > 1:
         sig.storage("pacc", "array<vec4<f32>>", write=True)
         sig.storage("pml", "array<vec2<f32>>", write=True)
@@ -298,13 +295,17 @@ def prompt_attention_tiles_grid(a: AttentionSpec, shape: AttnTiles):
     return lambda n: (x, -(-n // ROWS), shape.splits)
 
 
+def _first_key(a: AttentionSpec) -> str:
+    """WGSL of the first key a block's first query (position p0) sees: 0, or its window's start."""
+    return f"select(0u, p0 + 1u - {a.window}u, p0 + 1u > {a.window}u)" if a.window else "0u"
+
+
 def split_keys_wgsl(a: AttentionSpec, ck: int, splits: int) -> str:
     """`fn split_keys(p0, nq, z) -> vec2<u32>`: the keys [x, y) of part z of the block of nq
     queries from position p0 (parts of whole chunks; those past the block's keys are empty)."""
-    kstart = f"select(0u, p0 + 1u - {a.window}u, p0 + 1u > {a.window}u)" if a.window else "0u"
     return f"""fn split_keys(p0: u32, nq: u32, z: u32) -> vec2<u32> {{
   let kend = p0 + nq;
-  let kstart = {kstart};
+  let kstart = {_first_key(a)};
   let per = ((kend - kstart + {splits - 1}u) / {splits}u + {ck - 1}u) / {ck}u * {ck}u;
   let k0 = kstart + z * per;
   return vec2<u32>(k0, min(kend, k0 + per));
