@@ -459,9 +459,10 @@ def open_gpu(backend: str | None = None, adapter: str | None = None, max_binding
     if not o.subgroup_matrices:
         want.discard(MMA_FEATURE)
     limits = {k: ad.limits[k] for k in _WANTED_LIMITS if k in ad.limits}
+    o = replace(o, robust=bounds_checked(o, ad) if o.backend == "dawn" else True)  # wgpu-native: its own
     try:
         with _quiet_native_output(o.verbose):
-            if o.backend == "dawn" and not bounds_checked(o, ad):
+            if not o.robust:
                 from wgpudawn.backends.dawn import extras
 
                 dev = extras.request_device_sync(ad, required_features=sorted(want), required_limits=limits,
@@ -477,7 +478,6 @@ def open_gpu(backend: str | None = None, adapter: str | None = None, max_binding
     if o.max_binding:
         binding = min(binding, int(o.max_binding))
     binding -= binding % 256
-    o = replace(o, robust=bounds_checked(o, ad) if o.backend == "dawn" else True)
     return Gpu(o.backend, mod, ad, dev, frozenset(dev.features), got, binding, o)
 
 
