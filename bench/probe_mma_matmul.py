@@ -1,43 +1,120 @@
-"""Where the prompt matmul on int8 matrix tiles spends its time: the MMA kernel (kernels/mma.py)
-on one prompt shape, first checked against numpy (on the int8-rounded and on the float x), then
-timed beside the SIMT tiled matmul and beside copies of itself with parts cut out of its WGSL
-(the per-unit scaling, the tile products, both), optionally with K split (`--splits`) or extra
-Dawn toggles (`--toggles`). It told which parts sit on the kernel's critical path (gate/up
-217 µs against the SIMT's 369 on an H200) and is the starting point for the f16-tile prompts.
-Needs Dawn on a GPU with subgroup matrices (an H200); writes JSON with --out.
+"""Where a prompt matmul on the matrix tiles spends its time: one prompt shape through the tile
+kernel of kernels/mma.py, each variant first checked against numpy, then timed beside the SIMT
+tiled matmul and beside copies of itself with parts cut out of its WGSL.
 
-    python bench/probe_mma_matmul.py --rows 9728 --k 896 --tokens 512 --fmt q8_0 --epilogue silu_mul
+- `--path int8`: the int8 tiles (x quantized first) and their cuts (the per-unit scaling, the
+  tile products, both; extra workgroup memory for less occupancy), optionally with K split
+  (`--splits`). It told which parts sit on that kernel's critical path (gate/up 217 µs against
+  the SIMT's 369 on an H200).
+- `--path f16` (the default prompt path on GPUs with f16 tiles): the f16 tiles in each workgroup
+  shape of `--shapes`, then the first shape's cuts: without the tile products (loads and
+  staging alone), without the global loads (staging of constants, products), without
+  staging and products (the loop's loads and barriers alone). The 1.5B's gate/up runs near
+  79 TFLOP/s of the ~500 the tiles allow; the cuts say which part holds it.
+
+Needs Dawn on a GPU with subgroup matrices; optional Dawn toggles with `--toggles`; JSON with --out.
+
+    python bench/probe_mma_matmul.py --rows 9728 --k 896 --tokens 512 --fmt q8_0 --epilogue silu_mul --path int8
+    python bench/probe_mma_matmul.py --rows 17920 --k 1536 --tokens 512 --fmt f16 --epilogue silu_mul \\
+        --shapes "2,2,4,4,2;4,2,2,4,2;2,4,4,2,2;2,2,2,2,2;2,2,4,4,1"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from webgpu_llm.kernels.common import pack_state
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment, matmul_grid, matmul_kernel
-from webgpu_llm.kernels.mma import mma_matmul_grid, mma_matmul_kernel, quantize_grid, quantize_kernel
+from webgpu_llm.kernels.mma import (
+    TileShape,
+    f16_matmul_grid,
+    f16_matmul_kernel,
+    mma_matmul_grid,
+    mma_matmul_kernel,
+    quantize_grid,
+    quantize_kernel,
+)
 from webgpu_llm.models.presets import random_weight
 from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
 
+def parse_shape(text: str) -> TileShape:
+    """"sm,sn,tm,tn[,depth[,ku]]" as a TileShape (the f16 tiles' straight loads where depth is 2)."""
+    f = [int(v) for v in text.split(",")]
+    if not 4 <= len(f) <= 6:
+        raise SystemExit(f"--shapes: {text!r} is not sm,sn,tm,tn[,depth[,ku]]")
+    shape = TileShape(*f[:4], depth=f[4] if len(f) > 4 else 1, ku=f[5] if len(f) > 5 else 1)
+    try:
+        shape.check()
+    except ValueError as e:
+        raise SystemExit(f"--shapes: {e}") from None
+    return shape
+
+
+def cut(src: str, name: str, pattern: str, repl: str) -> str:
+    """`src` with every match of `pattern` replaced; a cut that matches nothing is an error (the
+    kernel's WGSL changed under the probe)."""
+    out, n = re.subn(pattern, repl, src, flags=re.M)
+    if n == 0:
+        raise ValueError(f"cut {name!r}: no match for {pattern!r}")
+    return out
+
+
+def f16_cuts(wgsl: str, raw: bool) -> dict[str, str]:
+    """The f16 tile kernel without parts of its work. Removing a part also lets the compiler drop
+    what only fed it (without the products, the fragment loads; without the staging stores,
+    the global loads). `raw`: f16 weights (loaded as words by raw_row), whose loads can be
+    replaced by values of the step."""
+    products = r"^\s*acc\w+ = subgroupMatrixMultiplyAccumulate\(.*$"
+    no_staging = cut(wgsl, "staging stores", r"^.*[xw]h\[o\] = .*$", "")
+    out = {"no tile products (loads, staging)": cut(wgsl, "products", products, "")}
+    if raw:  # the loads' values made of the step's indices (still stored, so still computed)
+        consts = cut(wgsl, "x loads", r"x\[xi\]", "vec4<f32>(f32(xi & 7u))")
+        out["no global loads (staging, products)"] = cut(
+            consts, "w loads", r"raw_row\(r, (\w+)\)",
+            r"array<vec4<u32>, 4>(vec4<u32>(\1), vec4<u32>(r), vec4<u32>(\1 + r), vec4<u32>(r))")
+    out["no staging stores (products)"] = no_staging
+    out["no staging nor products (loop, barriers)"] = cut(no_staging, "products", products, "")
+    return out
+
+
+def int8_cuts(wgsl: str) -> dict[str, str]:
+    """The int8 tile kernel without its scaling, its products, both, and with extra workgroup
+    memory it touches but does not need (less occupancy)."""
+    drop_scaling = lambda s: "\n".join(ln for ln in s.split("\n") if "acc[" not in ln or "bitcast" in ln)  # noqa: E731
+    no_products = wgsl.replace("    tile_products(sgid, lane);", "")
+    out = {"no scaling": drop_scaling(wgsl), "no tile products": no_products, "neither": drop_scaling(no_products)}
+    for kb in (8, 20):
+        pad = f"var<workgroup> pad: array<i32, {kb * 256}>;\n"
+        out[f"+{kb} KB workgroup memory"] = (wgsl.replace("var<private> split: u32;", pad + "var<private> split: u32;")
+                                             .replace("  split = wid.z;", "  pad[lid] = i32(lid);\n  workgroupBarrier();\n"
+                                                      "  split = select(wid.z, 99u, pad[(lid + 7u) % 128u] < 0);"))
+    return out
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from reference import dequantize, int8_rounded  # the tests' numpy references of the kernels
+    from reference import dequantize, int8_rounded  # the tests' numpy references
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=9728)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=9728, help="weight rows (gate/up: both halves)")
     ap.add_argument("--k", type=int, default=896)
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--fmt", default="q8_0")
     ap.add_argument("--epilogue", default="silu_mul")
-    ap.add_argument("--splits", default="1", help="comma list of K splits to time (> 1: epilogue partial)")
+    ap.add_argument("--path", default="f16", choices=["f16", "int8"], help="which tiles (default: f16)")
+    ap.add_argument("--shapes", default="2,2,4,4,2;2,2,2,2,2",
+                    help="f16 path: workgroup shapes sm,sn,tm,tn[,depth[,ku]], ';'-separated; the first one's WGSL is cut")
+    ap.add_argument("--splits", default="1", help="int8 path: comma list of K splits to time (> 1: epilogue partial)")
     ap.add_argument("--toggles", default="", help="comma list of Dawn toggles to enable as well")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -46,6 +123,7 @@ def main() -> None:
 
         extras.set_instance_extras(enable_toggles=["allow_unsafe_apis", "skip_validation", *a.toggles.split(",")],
                                    disable_toggles=["timestamp_quantization"])
+    shapes = [parse_shape(s) for s in a.shapes.split(";")] if a.path == "f16" else []
     gpu = open_gpu("dawn")
     rng = np.random.default_rng(0)
     raw = random_weight(a.fmt, a.rows, a.k, rng)
@@ -57,57 +135,64 @@ def main() -> None:
     nu = a.k // 32
     xq, xs = gpu.buffer(a.tokens * nu * 32), gpu.buffer(a.tokens * nu * 8)
     st = gpu.upload(pack_state(n=a.tokens))
+    bufs = {"st": st, "w0": wb, "x": x, "xq": xq, "xs": xs, "y": y}
     spec = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),), epilogue=a.epilogue)
+    plain = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),))
     flop = 2.0 * a.tokens * a.rows * a.k
-    mma = mma_matmul_kernel(spec)
-    cuts = {
-        "mma": mma.wgsl,
-        "mma, no scaling": "\n".join(ln for ln in mma.wgsl.split("\n") if "acc[" not in ln or "bitcast" in ln),
-        "mma, no tile products": mma.wgsl.replace("    tile_products(sgid, lane);", ""),
-        "mma, neither": "\n".join(ln for ln in mma.wgsl.replace("    tile_products(sgid, lane);", "").split("\n")
-                                   if "acc[" not in ln or "bitcast" in ln),
-    }
-    # less occupancy: workgroup memory the kernel touches but does not need
-    for kb in (8, 20):
-        pad = f"var<workgroup> pad: array<i32, {kb * 256}>;\n"
-        cuts[f"mma, +{kb} KB workgroup memory"] = (mma.wgsl.replace("var<private> split: u32;", pad + "var<private> split: u32;")
-                                                   .replace("  split = wid.z;", "  pad[lid] = i32(lid);\n  workgroupBarrier();\n"
-                                                            "  split = select(wid.z, 99u, pad[(lid + 7u) % 128u] < 0);"))
-    rows = []
+    w = dequantize(a.fmt, raw, a.k).astype(np.float64)
+    rows: list[dict[str, Any]] = []
 
     def time(name: str, kernel: Kernel, grid: tuple[int, int, int]) -> None:
         prog = Program(gpu)
         for _ in range(10):
-            prog.add(kernel, {"st": st, "w0": wb, "x": x, "xq": xq, "xs": xs, "y": y}, grid)
+            prog.add(kernel, {n: b for n, b in bufs.items() if n in kernel.bindings}, grid)
         s = prog.time_gpu(1, reps=5) / 10
         rows.append({"kernel": name, "us": s * 1e6, "tflops": flop / s / 1e12})
-        print(f"{name:28s} {s * 1e6:9.1f} us {flop / s / 1e12:7.2f} TFLOP/s", flush=True)
+        print(f"{name:48s} {s * 1e6:9.1f} us {flop / s / 1e12:7.2f} TFLOP/s", flush=True)
 
-    time("quantize x", quantize_kernel(a.k), quantize_grid(a.k)(a.tokens))
-    # correctness at this size: the matrix units' y against numpy on the int8-rounded x
-    plain = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),))
-    prog = Program(gpu)
-    prog.add(mma_matmul_kernel(plain), {"st": st, "w0": wb, "xq": xq, "xs": xs, "y": y}, mma_matmul_grid(plain)(a.tokens))
-    prog.run(1)
-    got = gpu.read_array(y, np.float32, a.tokens * a.rows).reshape(a.tokens, a.rows)
-    xr = int8_rounded(xh)
-    w = dequantize(a.fmt, raw, a.k).astype(np.float64)
-    for name, ref in (("int8-rounded x", xr @ w.T), ("float x", xh @ w.T)):
-        err = float(np.abs(got - ref).max() / np.abs(ref).max())
-        rows.append({"kernel": f"check against numpy, {name}", "rel_err": err})
-        print(f"mma y against numpy ({name}): max rel err {err:.2e}", flush=True)
+    def check(name: str, kernel: Kernel, grid: tuple[int, int, int], refs: dict[str, np.ndarray]) -> None:
+        """The kernel's y (no epilogue) against numpy at this size."""
+        prog = Program(gpu)
+        prog.add(kernel, {n: b for n, b in bufs.items() if n in kernel.bindings}, grid)
+        prog.run(1)
+        got = gpu.read_array(y, np.float32, a.tokens * a.rows).reshape(a.tokens, a.rows)
+        for what, ref in refs.items():
+            err = float(np.abs(got - ref).max() / np.abs(ref).max())
+            rows.append({"kernel": f"{name}: check against numpy, {what}", "rel_err": err})
+            print(f"{name} against numpy ({what}): max rel err {err:.2e}", flush=True)
+
+    def time_cuts(base: str, wgsl: str, bindings: Any, cuts: dict[str, str], grid: tuple[int, int, int]) -> None:
+        for name, src in cuts.items():
+            try:
+                time(f"{base}, {name}", Kernel(name, src, bindings), grid)
+            except Exception as e:  # a probe: report and go on
+                print(f"{base}, {name:40s} FAILED {' '.join(str(e).split())[:300]}")
+
     for tm in (4, 8):
         time(f"simt tm={tm}", matmul_kernel(spec, tm), matmul_grid(spec, tm)(a.tokens))
-    for sp in splits:
-        if sp > 1:
-            ss = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),), epilogue="partial", splits=sp)
-            time(f"mma, {sp} K splits", mma_matmul_kernel(ss), mma_matmul_grid(ss)(a.tokens))
-            time(f"simt tm=4, {sp} K splits", matmul_kernel(ss, 4), matmul_grid(ss, 4)(a.tokens))
-    for name, src in cuts.items():
-        try:
-            time(name, Kernel(name, src, mma.bindings), mma_matmul_grid(spec)(a.tokens))
-        except Exception as e:  # a probe: report and go on
-            print(f"{name:28s} FAILED {' '.join(str(e).split())[:300]}")
+    if a.path == "int8":
+        time("quantize x", quantize_kernel(a.k), quantize_grid(a.k)(a.tokens))  # (also x's units for the check)
+        check("int8 tiles", mma_matmul_kernel(plain), mma_matmul_grid(plain)(a.tokens),
+              {"int8-rounded x": int8_rounded(xh) @ w.T, "float x": xh @ w.T})
+        mma = mma_matmul_kernel(spec)
+        time("int8 tiles", mma, mma_matmul_grid(spec)(a.tokens))
+        for sp in splits:
+            if sp > 1:
+                ss = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),), epilogue="partial", splits=sp)
+                time(f"int8 tiles, {sp} K splits", mma_matmul_kernel(ss), mma_matmul_grid(ss)(a.tokens))
+                time(f"simt tm=4, {sp} K splits", matmul_kernel(ss, 4), matmul_grid(ss, 4)(a.tokens))
+        time_cuts("int8 tiles", mma.wgsl, mma.bindings, int8_cuts(mma.wgsl), mma_matmul_grid(spec)(a.tokens))
+    else:
+        f16 = lambda v: v.astype(np.float16).astype(np.float64)  # noqa: E731  (as the tiles see them)
+        ref = {"f16-rounded x and weights": f16(xh) @ f16(w).T}
+        for shape in shapes:
+            name = f"f16 tiles {shape.sm}x{shape.sn}x{shape.tm}x{shape.tn} depth {shape.depth} ku {shape.ku}"
+            check(name, f16_matmul_kernel(plain, shape), f16_matmul_grid(plain, shape)(a.tokens), ref)
+            time(name, f16_matmul_kernel(spec, shape), f16_matmul_grid(spec, shape)(a.tokens))
+        k0 = f16_matmul_kernel(spec, shapes[0])
+        cuts = f16_cuts(k0.wgsl, raw=a.fmt == "f16")
+        time_cuts(f"f16 tiles {shapes[0].sm}x{shapes[0].sn}x{shapes[0].tm}x{shapes[0].tn}", k0.wgsl, k0.bindings, cuts,
+                  f16_matmul_grid(spec, shapes[0])(a.tokens))
     if a.out:
         with open(a.out, "w") as fh:
             json.dump({"args": vars(a), "rows": rows}, fh, indent=1)

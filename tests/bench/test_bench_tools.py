@@ -166,3 +166,29 @@ def test_torch_host_cost_of_a_compiled_token(tmp_path: Path) -> None:
 def test_torch_greedy_check_agrees_with_the_cpu() -> None:
     out = _run("torch_greedy_check.py", "--dtypes", "f32")
     assert "same as the CPU" in out and "[0, 2]" in out  # both layers' attention merged into O
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4_0"])
+def test_probe_mma_matmul_cuts_match_the_tile_kernels(fmt: str) -> None:
+    """The probe's cut copies of the tile kernels (bench/probe_mma_matmul.py) still find what
+    they cut in today's WGSL, and Tint takes each (on Dawn's Null device: no GPU here)."""
+    sys.path.insert(0, str(ROOT / "tests" / "kernels"))
+    from kernel_harness import tint_check
+
+    from webgpu_llm.kernels.linear import LinearSpec, Segment
+    from webgpu_llm.kernels.mma import f16_matmul_kernel, mma_matmul_kernel
+    from webgpu_llm.runtime.program import Kernel
+
+    spec_ = importlib.util.spec_from_file_location("probe_mma_matmul", BENCH / "probe_mma_matmul.py")
+    probe = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(probe)
+    spec = LinearSpec(k=224, segments=(Segment(fmt, 72),), epilogue="silu_mul")
+    kernel = f16_matmul_kernel(spec, probe.parse_shape("2,2,4,4,2"))
+    cuts = probe.f16_cuts(kernel.wgsl, raw=fmt == "f16")
+    assert len(cuts) == (4 if fmt == "f16" else 3)
+    if fmt == "q4_0":
+        int8 = mma_matmul_kernel(LinearSpec(k=224, segments=(Segment(fmt, 72),), epilogue="silu_mul"))
+        cuts.update({f"int8 {n}": src for n, src in probe.int8_cuts(int8.wgsl).items()})
+    for name, src in cuts.items():
+        assert src != kernel.wgsl
+        tint_check(Kernel(name.replace(" ", "_").replace(",", ""), src, kernel.bindings))
