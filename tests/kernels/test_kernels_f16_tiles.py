@@ -83,6 +83,29 @@ def test_f16_matmul_shapes(gpu, shape):
         assert rel_err(read(gpu, yb, (t, rows)), h(x) @ w.T) < 1e-5, (shape, emulate)
 
 
+@pytest.mark.parametrize("fmt,shape", [("f16", TileShape(2, 2, 4, 4, depth=2)), ("f16", TileShape(1, 4, 1, 2)),
+                                       ("q4_0", TileShape(2, 2, 2, 2, depth=2)), ("f16", TileShape(2, 2, 2, 2, ku=2)),
+                                       ("bf16", TileShape(1, 1, 1, 1, double=True, depth=2))])
+def test_f16_matmul_reads_f16_rows_of_x(gpu, fmt, shape):
+    """x as rows of f16s (LinearSpec.x_f16): the same products as from the f32 rows rounded to
+    f16, K of 3 units and 8 inputs (ragged), in workgroups whose threads stage whole, partial
+    (16 tokens: fewer words than threads) or several units' words, split K, and with an epilogue."""
+    rng = np.random.default_rng(23)
+    k, rows, t = 104 if fmt != "q4_0" else 128, 77, 45
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xb = gpu.upload(x.astype(np.float16))
+    for spec in (LinearSpec(k=k, segments=(Segment(fmt, rows),), x_f16=True),
+                 LinearSpec(k=k, segments=(Segment(fmt, rows),), x_f16=True, epilogue="partial", splits=2)):
+        for emulate in _modes(gpu):
+            yb = gpu.buffer(rows * t * 4 * spec.splits)
+            _run(gpu, spec, {"w0": wb, "x": xb, "y": yb}, t, emulate, shape)
+            y = read(gpu, yb, (t, spec.splits, rows)).sum(1)
+            assert rel_err(y, h(x) @ h(w).T) < 1e-5, (emulate, spec.splits)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        f16_matmul_kernel(LinearSpec(k=100, segments=(Segment("f16", 8),), x_f16=True))
+
+
 def test_f16_matmul_epilogues(gpu):
     check_epilogues(gpu, ("f16", "bf16"), _modes(gpu), lambda spec, b, t, e: _run(gpu, spec, b, t, e), h)
 

@@ -124,6 +124,9 @@ class LinearSpec:
     # prologue "post": the post-norm weight of the stored output row `part`, at this float
     # offset of the binding `ppv` (the parameters of the layer it belongs to)
     post_off: int = 0
+    # f16-tile matmul only (mma.f16_matmul_kernel): x rows hold k f16s (k a multiple of 8), as
+    # the kernel before wrote them for the tiles: half the bytes staged and held in registers
+    x_f16: bool = False
 
     @property
     def rows(self) -> int:

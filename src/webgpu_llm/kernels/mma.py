@@ -447,7 +447,12 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
         if (err := FORMATS[seg.fmt].check_k(spec.k)):
             raise ValueError(err)
     sig = Signature().state()
-    sig.storage("x", "array<vec4<f32>>")
+    xf16 = spec.x_f16
+    if xf16 and spec.k % 8:
+        raise ValueError(f"f16 x rows need a multiple of 8 inputs, not {spec.k}")
+    # x as vec4 words of f32 (4 inputs) or of f16 pairs (8 inputs): XW words a unit of 32
+    sig.storage("x", "array<vec4<u32>>" if xf16 else "array<vec4<f32>>")
+    xw = 4 if xf16 else 8
     # f16 weights go to the tiles from their raw words (a pair a word: no loader, no clamp)
     raw = all(seg.fmt == "f16" for seg in spec.segments)
     # loads two steps ahead: the other formats with split loads keep a unit's words, not its
@@ -461,7 +466,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
     ragged = spec.k % UNIT != 0
     ku, xh = shape.ku, shape.xh
-    pt = bm * 8 * ku // wg  # x words (vec4) each thread stages
+    xwords = bm * xw * ku  # x words (vec4) a step stages
+    pt = -(-xwords // wg)  # ... each thread (the last word again where they do not divide)
     nt_ = tm * tn
     db = shape.double
     acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")))
@@ -480,7 +486,13 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     }}
     workgroupBarrier();
   }}"""
-    xload = "x[xi]" if not ragged else "select(vec4<f32>(0.0), x[xi], uu * 8u + cc < K4)"
+    zero = "vec4<u32>(0u)" if xf16 else "vec4<f32>(0.0)"
+    kw = "K8" if xf16 else "K4"  # x's row stride in words
+    xload = "x[xi]" if not ragged else f"select({zero}, x[xi], uu * {xw}u + cc < {kw})"
+
+    def word(off: str) -> str:
+        """The x word a thread stages at `off` (WGSL) past its first."""
+        return f"lid + {off}" if pt * wg == xwords else f"min(lid + {off}, {xwords - 1}u)"
 
     # a thread stages one weight row: those past the tile's rows only where there are such threads
     straight = shape.straight or shape.depth > 1
@@ -489,15 +501,15 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     def fetch(u: str, wv: str = "w", xv: str = "xr") -> str:
         """The loads of the step starting at unit `u` into registers `wv` (weights) and `xv` (x)."""
         if ku == 1:
-            xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / 8u; let cc = e % 8u; let uu = {u};
-      let xi = ({tiles.x_row("m0 + m")}) * K4 + uu * 8u + cc;
-      {xv}[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt); }}""" for j in range(pt))
+            xs_ = "\n".join(f"""    {{ let e = {word(f"{wg * j}u")}; let m = e / {xw}u; let cc = e % {xw}u; let uu = {u};
+      let xi = ({tiles.x_row("m0 + m")}) * {kw} + uu * {xw}u + cc;
+      {xv}[{j}] = select({zero}, {xload}, m0 + m < nt); }}""" for j in range(pt))
             return f"    {wif}{{ {wv} = {loader}(r, {u}); }}\n{xs_}"
-        # several units a step: word cc of a token's step is vec4 cc % 8 of unit u + cc / 8; units
-        # past the split's end stage zeros for x (their weights: the last unit's, times zero)
-        xs_ = "\n".join(f"""    {{ let e = lid + {wg * j}u; let m = e / {8 * ku}u; let uu = {u} + (e % {8 * ku}u) / 8u; let cc = e % 8u;
-      let xi = ({tiles.x_row("m0 + m")}) * K4 + min(uu, u1 - 1u) * 8u + cc;
-      {xv}[{j}] = select(vec4<f32>(0.0), {xload}, m0 + m < nt && uu < u1); }}""" for j in range(pt))
+        # several units a step: word cc of a token's step is word cc % XW of unit u + cc / XW;
+        # units past the split's end stage zeros for x (their weights: the last unit's, times zero)
+        xs_ = "\n".join(f"""    {{ let e = {word(f"{wg * j}u")}; let m = e / {xw * ku}u; let uu = {u} + (e % {xw * ku}u) / {xw}u; let cc = e % {xw}u;
+      let xi = ({tiles.x_row("m0 + m")}) * {kw} + min(uu, u1 - 1u) * {xw}u + cc;
+      {xv}[{j}] = select({zero}, {xload}, m0 + m < nt && uu < u1); }}""" for j in range(pt))
         ws = " ".join(f"{wv}[{j}] = {loader}(r, min({u} + {j}u, u1 - 1u));" for j in range(ku))
         return f"    {wif}{{ {ws} }}\n{xs_}"
 
@@ -522,10 +534,11 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     db_offsets = f"\n    let xb0 = {parity} * {bm * xh}u;\n    let wb0 = {parity} * {bn * xh}u;" if db else ""
     wtype = "array<vec4<u32>, 4>" if raw else f"array<vec4<u32>, {min(words)}>" if split else "array<vec4<f32>, 8>"
     wdecl = wtype if ku == 1 else f"array<{wtype}, {ku}>"
+    xtype = f"array<vec4<{'u32' if xf16 else 'f32'}>, {pt}>"
     ahead = ""  # depth 2: the registers of the step after the next, and their first loads
     if shape.depth > 1:
         ahead = f"""  var w1: {wdecl};
-  var xr1: array<vec4<f32>, {pt}>;
+  var xr1: {xtype};
   {{ let un = min(u0 + {ku}u, u1 - 1u);
 {fetch("un", "w1", "xr1")}
   }}"""
@@ -545,12 +558,21 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
       let un = u + {ku}u;
 {fetch("un")}
     }}"""
+    xb = "xb0 + " if db else ""
+    e_ = word(f"$i * {wg}u")
+    if xf16:  # each word's 8 f16s as they are (an f16 converts to f32 and back exactly)
+        x_store = (f"%{pt}    let e = {e_}; let v = xr[$i]; let o = {xb}(e / {4 * ku}u) * XH + (e % {4 * ku}u) * 8u; "
+                   + " ".join(f"let h{c} = vec2<f16>(unpack2x16float(v.{c})); xh[o + {2 * i}u] = h{c}.x; xh[o + {2 * i + 1}u] = h{c}.y;"
+                              for i, c in enumerate("xyzw")))
+    else:
+        x_store = (f"%{pt}    let e = {e_}; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {xb}(e / {8 * ku}u) * XH + "
+                   f"(e % {8 * ku}u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;")
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
-const K4: u32 = {spec.k // 4}u;
+const K4: u32 = {spec.k // 4}u;{f"{chr(10)}const K8: u32 = {spec.k // 8}u;" if xf16 else ""}
 const XH: u32 = {xh}u;
 const HMAX = vec4<f32>(65504.0);
 var<workgroup> xh: array<f16, {bm * xh * (2 if db else 1)}>;  // [token][unit's inputs]{" (x2: the staging in turn)" if db else ""}
@@ -569,7 +591,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let p = p0 + lid / 2u;
   let r = min(select(row0(p), row1(p), (lid & 1u) == 1u), N - 1u);
   var w: {wdecl};
-  var xr: array<vec4<f32>, {pt}>;
+  var xr: {xtype};
 {fetch("u0")}
 {ahead}
 {acc_decl}
@@ -577,7 +599,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     {wif}{{
 {w_store}
     }}
-%{pt}    let e = lid + $i * {wg}u; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {"xb0 + " if db else ""}(e / {8 * ku}u) * XH + (e % {8 * ku}u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;
+{x_store}
     workgroupBarrier();
 {next_loads}
 {products}
@@ -587,7 +609,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 """)
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
-            f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}"
+            f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{'_xh' if xf16 else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
