@@ -9,8 +9,9 @@ tiled matmul and beside copies of itself with parts cut out of its WGSL.
 - `--path f16` (the default prompt path on GPUs with f16 tiles): the f16 tiles in each workgroup
   shape of `--shapes`, then the first shape's cuts: without the tile products (loads and
   staging alone), without the global loads (staging of constants, products), without
-  staging and products (the loop's loads and barriers alone). The 1.5B's gate/up runs near
-  79 TFLOP/s of the ~500 the tiles allow; the cuts say which part holds it.
+  staging and products (the loop's loads and barriers alone); each shape also with x as rows
+  of f16s (`LinearSpec.x_f16`: half the bytes staged and held in registers). The 1.5B's
+  gate/up runs near 79 TFLOP/s of the ~500 the tiles allow; the cuts say which part holds it.
 
 Needs Dawn on a GPU with subgroup matrices; optional Dawn toggles with `--toggles`; JSON with --out.
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,8 @@ def main() -> None:
     ap.add_argument("--shapes", default="2,2,4,4,2;2,2,2,2,2",
                     help="f16 path: workgroup shapes sm,sn,tm,tn[,depth[,ku]], ';'-separated; the first one's WGSL is cut")
     ap.add_argument("--splits", default="1", help="int8 path: comma list of K splits to time (> 1: epilogue partial)")
+    ap.add_argument("--emulate", action="store_true",
+                    help="f16 path: the tile products without matrix units (to check the probe on a CPU adapter; no cuts)")
     ap.add_argument("--toggles", default="", help="comma list of Dawn toggles to enable as well")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -130,6 +134,7 @@ def main() -> None:
     wb = gpu.upload(FORMATS[a.fmt].pack(raw, a.k))
     xh = rng.standard_normal((a.tokens, a.k)).astype(np.float32)
     x = gpu.upload(xh)
+    x16 = gpu.upload(xh.astype(np.float16))
     splits = [int(v) for v in a.splits.split(",")]
     y = gpu.buffer(a.tokens * a.rows * 4 * max(splits))
     nu = a.k // 32
@@ -142,18 +147,22 @@ def main() -> None:
     w = dequantize(a.fmt, raw, a.k).astype(np.float64)
     rows: list[dict[str, Any]] = []
 
-    def time(name: str, kernel: Kernel, grid: tuple[int, int, int]) -> None:
+    def bind(kernel: Kernel, f16_x: bool) -> dict[str, Any]:
+        return {n: b for n, b in {**bufs, **({"x": x16} if f16_x else {})}.items() if n in kernel.bindings}
+
+    def time(name: str, kernel: Kernel, grid: tuple[int, int, int], f16_x: bool = False) -> None:
         prog = Program(gpu)
         for _ in range(10):
-            prog.add(kernel, {n: b for n, b in bufs.items() if n in kernel.bindings}, grid)
+            prog.add(kernel, bind(kernel, f16_x), grid)
         s = prog.time_gpu(1, reps=5) / 10
         rows.append({"kernel": name, "us": s * 1e6, "tflops": flop / s / 1e12})
         print(f"{name:48s} {s * 1e6:9.1f} us {flop / s / 1e12:7.2f} TFLOP/s", flush=True)
 
-    def check(name: str, kernel: Kernel, grid: tuple[int, int, int], refs: dict[str, np.ndarray]) -> None:
+    def check(name: str, kernel: Kernel, grid: tuple[int, int, int], refs: dict[str, np.ndarray],
+              f16_x: bool = False) -> None:
         """The kernel's y (no epilogue) against numpy at this size."""
         prog = Program(gpu)
-        prog.add(kernel, {n: b for n, b in bufs.items() if n in kernel.bindings}, grid)
+        prog.add(kernel, bind(kernel, f16_x), grid)
         prog.run(1)
         got = gpu.read_array(y, np.float32, a.tokens * a.rows).reshape(a.tokens, a.rows)
         for what, ref in refs.items():
@@ -186,13 +195,22 @@ def main() -> None:
         f16 = lambda v: v.astype(np.float16).astype(np.float64)  # noqa: E731  (as the tiles see them)
         ref = {"f16-rounded x and weights": f16(xh) @ f16(w).T}
         for shape in shapes:
-            name = f"f16 tiles {shape.sm}x{shape.sn}x{shape.tm}x{shape.tn} depth {shape.depth} ku {shape.ku}"
-            check(name, f16_matmul_kernel(plain, shape), f16_matmul_grid(plain, shape)(a.tokens), ref)
-            time(name, f16_matmul_kernel(spec, shape), f16_matmul_grid(spec, shape)(a.tokens))
+            for f16_x in (False, True):
+                name = (f"f16 tiles {shape.sm}x{shape.sn}x{shape.tm}x{shape.tn} depth {shape.depth} ku {shape.ku}"
+                        f"{', x f16' if f16_x else ''}")
+                p, s = replace(plain, x_f16=f16_x), replace(spec, x_f16=f16_x)
+                check(name, f16_matmul_kernel(p, shape, a.emulate), f16_matmul_grid(p, shape)(a.tokens), ref, f16_x)
+                time(name, f16_matmul_kernel(s, shape, a.emulate), f16_matmul_grid(s, shape)(a.tokens), f16_x)
+        if a.emulate:
+            return write(a, rows)
         k0 = f16_matmul_kernel(spec, shapes[0])
         cuts = f16_cuts(k0.wgsl, raw=a.fmt == "f16")
         time_cuts(f"f16 tiles {shapes[0].sm}x{shapes[0].sn}x{shapes[0].tm}x{shapes[0].tn}", k0.wgsl, k0.bindings, cuts,
                   f16_matmul_grid(spec, shapes[0])(a.tokens))
+    write(a, rows)
+
+
+def write(a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     if a.out:
         with open(a.out, "w") as fh:
             json.dump({"args": vars(a), "rows": rows}, fh, indent=1)
