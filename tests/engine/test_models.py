@@ -283,6 +283,31 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
         assert max_rel(_step_logits(eng), got) < 1e-5
 
 
+@pytest.mark.parametrize("preset,dtype", [("tiny", "f16"), ("tiny-qwen3", "q4_0")])
+def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
+    """Tuning.x_f16: the prompt's norms write xn as f16s for QKV and gate/up, gate/up writes its
+    outputs as f16s for down (the rounding the tiles' staging did to the f32 rows): the same
+    logits; the reading matmuls' kernels say so; off where one reader is not on the f16 tiles."""
+    import dataclasses
+
+    from webgpu_llm.models.presets import preset_model
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model(preset, dtype)
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    model = eng.programs
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate-f16"))
+    want = _step_logits(eng)
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate-f16", x_f16=True))
+    labels = [d.label for d in model.prefill.dispatches]
+    assert sum(x.startswith("rmsnorm_f16") for x in labels) == 2 * cfg.n_layers
+    assert sum(x.startswith("f16_matmul") and "_xh" in x for x in labels) == 3 * cfg.n_layers  # QKV, gate/up, down
+    assert max_rel(_step_logits(eng), want) < 1e-5
+    eng.rebuild(dataclasses.replace(model.tuning, mma="off", x_f16=True))  # no tiles: no f16 rows
+    assert not any("rmsnorm_f16" in d.label for d in model.prefill.dispatches)
+
+
 def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
     """Tuning.quant_f16 (a GPU's default): "auto" takes the f16 tiles for quantized weights
     where they run, before the int8 tiles, the same kernels as mma="f16" asks for; without it

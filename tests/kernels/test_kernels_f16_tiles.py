@@ -4,6 +4,8 @@ adapter has them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from kernel_harness import f16_rounded, f16_tile_modes, read, rel_err, run_kernel, tint_check
@@ -104,6 +106,27 @@ def test_f16_matmul_reads_f16_rows_of_x(gpu, fmt, shape):
             assert rel_err(y, h(x) @ h(w).T) < 1e-5, (emulate, spec.splits)
     with pytest.raises(ValueError, match="multiple of 8"):
         f16_matmul_kernel(LinearSpec(k=100, segments=(Segment("f16", 8),), x_f16=True))
+
+
+@pytest.mark.parametrize("epilogue", ["silu_mul", "gelu_mul", "swiglu_oai"])
+def test_f16_matmul_gated_outputs_as_f16(gpu, epilogue):
+    """y_f16: a gated epilogue's outputs stored as f16s, the f32 outputs rounded (and clamped
+    past f16's range); other epilogues refuse it."""
+    rng = np.random.default_rng(25)
+    k, f, t = 96, 37, 21
+    _, wb = _weight(gpu, "f16", 2 * f, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    x[:, 0] = 3000.0  # gate times up past f16's range (not gpt-oss's, whose gate and up are clamped)
+    spec = LinearSpec(k=k, segments=(Segment("f16", f), Segment("f16", f)), epilogue=epilogue)
+    for emulate in _modes(gpu):
+        y32, y16 = gpu.buffer(f * t * 4), gpu.buffer(f * t * 2)
+        _run(gpu, spec, {"w0": wb, "w1": wb, "x": gpu.upload(x), "y": y32}, t, emulate)
+        _run(gpu, replace(spec, y_f16=True), {"w0": wb, "w1": wb, "x": gpu.upload(x), "y": y16}, t, emulate)
+        want = np.clip(read(gpu, y32, (t, f)), -65504, 65504).astype(np.float16)
+        assert (np.abs(want) == 65504).any() == (epilogue != "swiglu_oai")
+        assert (read(gpu, y16, (t, f), np.float16) == want).all(), emulate
+    with pytest.raises(ValueError, match="gated"):
+        f16_matmul_kernel(LinearSpec(k=k, segments=(Segment("f16", f),), y_f16=True))
 
 
 def test_f16_matmul_epilogues(gpu):

@@ -109,6 +109,23 @@ def test_rmsnorm_rows(gpu):
     assert rel_err(read(gpu, y, (t, k)), rms_norm(x, w, 1e-5)) < 1e-5
 
 
+def test_rmsnorm_rows_as_f16(gpu):
+    """y_f16: the normed rows as f16s (for the f16 tiles), values past f16's range clamped."""
+    rng = np.random.default_rng(14)
+    k, t = 88, 3
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    w = rng.standard_normal(k).astype(np.float32)
+    w[5] = 1e6  # past f16's range after the norm
+    y = gpu.buffer(t * k * 2)
+    run_kernel(gpu, rmsnorm_kernel(k, 1e-5, 4, y_f16=True),
+               {"x": gpu.upload(x), "pv": gpu.upload(np.r_[np.zeros(4), w].astype(np.float32)), "y": y}, (t, 1, 1), n=t)
+    want = np.clip(rms_norm(x, w, 1e-5), -65504, 65504).astype(np.float16).astype(np.float32)
+    got = read(gpu, y, (t, k), np.float16).astype(np.float32)
+    assert (np.abs(got[:, 5]) == 65504).all() and (got[:, 5] == want[:, 5]).all()
+    rest = np.arange(k) != 5
+    assert rel_err(got[:, rest], want[:, rest]) < 1e-3
+
+
 def test_profile_by_label_sums_dispatches_of_a_kernel(gpu):
     if not gpu.has_timestamps:
         pytest.skip("no timestamp queries on this adapter")

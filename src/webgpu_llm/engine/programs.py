@@ -549,10 +549,12 @@ class Programs:
         if max(so, sd) > SPLIT_MAX:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = _counted(lambda n: (n, 1, 1), rows_of)
+        post = a.post_norms
+        half_xn, half_act = self._half_rows(thin, slots)
         # the row kernels before attention (the first layer's has no partials to add) and FFN
-        norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0)
-        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0)
-        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0)
+        norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0, y_f16=half_xn)
+        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0, y_f16=half_xn)
+        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0, y_f16=half_xn)
         attn_kernels: dict[int, Any] = {}  # by window
         tiles = self.attention_tiles(full)
         if tiles is None:
@@ -566,7 +568,6 @@ class Programs:
                          else _counted(lambda n: (x, n, 1), blocks_of))
         # Gemma's output norms: O and down store their rows (or split partials) for the
         # post-norm kernel, which adds them to h (after O, also the pre-FFN norm into xn)
-        post = a.post_norms
         split = lambda n: {"epilogue": "partial", "splits": n} if n > 1 else ({} if post else {"epilogue": "add"})  # noqa: E731
         # one row on the mat-vecs: the RMSNorms in the QKV and gate/up mat-vecs' prologues, as
         # the one-sequence decode has them (Gemma's output norms keep their kernels)
@@ -581,11 +582,12 @@ class Programs:
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
             dense = a.experts(i) is None
-            s_qkv = self.qkv_spec(L, qkv_shape, slots=slots, **({"prologue": "rmsnorm", "nw_off": 0} if fuse else {}))
+            s_qkv = self.qkv_spec(L, qkv_shape, slots=slots, x_f16=half_xn,
+                                  **({"prologue": "rmsnorm", "nw_off": 0} if fuse else {}))
             s_o = self.o_spec(L, **split(so))
-            s_gu = self.spec(L.gate_up, epilogue=self.act,
+            s_gu = self.spec(L.gate_up, epilogue=self.act, x_f16=half_xn, y_f16=half_act,
                              **({"prologue": "rmsnorm", "nw_off": lay.ffn} if fuse and dense else {}))
-            s_dn = self.spec(L.down, **split(sd))
+            s_dn = self.spec(L.down, x_f16=half_act, **split(sd))
             x_qkv, x_gu = (b.h if fuse else b.xn), (b.h if fuse and dense else b.xn)
             win = self.window(i)
             if win not in attn_kernels and not split_keys:
@@ -648,6 +650,18 @@ class Programs:
         if sd > 1 and not post:  # the last layer's down partials
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
+
+    def _half_rows(self, thin: int, slots: Any) -> tuple[bool, bool]:
+        """Tuning.x_f16 for a prompt's layers: (the norms write xn as f16s for QKV and gate/up,
+        gate/up writes its outputs as f16s for down), each where every reader of those rows
+        takes the f16 tiles (not for a batched step's rows, a mixture or Gemma's output norms)."""
+        w, a = self.weights, self.cfg.architecture
+        if not self.tuning.x_f16 or thin or slots is not None or a.post_norms or a.moe is not None:
+            return False, False
+        tiled = lambda spec: spec.k % 8 == 0 and self.mm_path(spec) == "f16"  # noqa: E731
+        gate_up = all(tiled(self.spec(L.gate_up, epilogue=self.act)) for L in w.layers)
+        half_xn = gate_up and all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers)
+        return half_xn, gate_up and all(tiled(self.spec(L.down)) for L in w.layers)
 
     def _bias(self, m: Moe, part: str) -> dict[str, Any]:
         """A mixture's router or experts' bias (gpt-oss), as linear-spec settings."""

@@ -127,6 +127,9 @@ class LinearSpec:
     # f16-tile matmul only (mma.f16_matmul_kernel): x rows hold k f16s (k a multiple of 8), as
     # the kernel before wrote them for the tiles: half the bytes staged and held in registers
     x_f16: bool = False
+    # ... and a gated epilogue's outputs stored as f16s (clamped to f16's range), for the next
+    # f16-tile matmul to read them (x_f16)
+    y_f16: bool = False
 
     @property
     def rows(self) -> int:
@@ -283,6 +286,14 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     else:
         bias = "  let b0 = v0;\n  let b1 = v1;\n"
     e = spec.epilogue
+    if spec.y_f16 and e not in GATED:
+        raise ValueError(f"f16 outputs are for the gated epilogues, not {e!r}")
+    # a gated epilogue's outputs: f32s, or f16s (clamped to their range) for an f16-tile reader
+    gated_y = "array<f16>" if spec.y_f16 else "array<f32>"
+
+    def gated_out(v: str) -> str:
+        return f"f16(clamp({v}, -65504.0, 65504.0))" if spec.y_f16 else v
+
     if e == "store":
         sig.storage("y", "array<f32>", write=True)
         o0, o1 = ("b0", "b1") if not spec.softcap else (softcap_wgsl("b0", spec.softcap), softcap_wgsl("b1", spec.softcap))
@@ -300,20 +311,20 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
         body = (f"  let i0 = (t * {spec.splits}u + split) * {n}u + row0(p);\n  y[i0] = b0;\n"
                 f"  if (row1(p) < N) {{ y[i0 - row0(p) + row1(p)] = b1; }}\n")
     elif e == "silu_mul":
-        sig.storage("y", "array<f32>", write=True)
-        body = f"  y[t * {n // 2}u + p] = b0 / (1.0 + exp(-b0)) * b1;\n"
+        sig.storage("y", gated_y, write=True)
+        body = f"  y[t * {n // 2}u + p] = {gated_out('b0 / (1.0 + exp(-b0)) * b1')};\n"
     elif e == "gelu":  # BERT's exact GELU, x * Phi(x) with erf (not the tanh approximation)
         sig.storage("y", "array<f32>", write=True)
         g = "0.5 * {v} * (1.0 + m_erf({v} * 0.70710678118654752))"
         body = (f"  y[t * {n}u + row0(p)] = {g.format(v='b0')};\n"
                 f"  if (row1(p) < N) {{ y[t * {n}u + row1(p)] = {g.format(v='b1')}; }}\n")
     elif e == "swiglu_oai":  # gpt-oss: clamped gate and up, (up + 1) * gate * sigmoid(alpha * gate)
-        sig.storage("y", "array<f32>", write=True)
+        sig.storage("y", gated_y, write=True)
         body = (f"  let g = min(b0, {SWIGLU_LIMIT!r});\n  let u = clamp(b1, {-SWIGLU_LIMIT!r}, {SWIGLU_LIMIT!r});\n"
-                f"  y[t * {n // 2}u + p] = (u + 1.0) * g / (1.0 + exp(-{SWIGLU_ALPHA!r} * g));\n")
+                f"  y[t * {n // 2}u + p] = {gated_out(f'(u + 1.0) * g / (1.0 + exp(-{SWIGLU_ALPHA!r} * g))')};\n")
     elif e == "gelu_mul":  # tanh-GELU(gate) * up, as transformers' gelu_pytorch_tanh
-        sig.storage("y", "array<f32>", write=True)
-        body = f"  y[t * {n // 2}u + p] = {gelu_tanh_wgsl('b0')} * b1;\n"
+        sig.storage("y", gated_y, write=True)
+        body = f"  y[t * {n // 2}u + p] = {gated_out(gelu_tanh_wgsl('b0') + ' * b1')};\n"
     elif e == "qkv":
         q = spec.qkv
         assert q is not None

@@ -74,15 +74,18 @@ fn main({args}) {{
 
 
 def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm: bool = True,
-                   gather: bool = False) -> Kernel:
+                   gather: bool = False, y_f16: bool = False) -> Kernel:
     """y[t] = x[t] / rms(x[t]) * w for t < st.n, w at float offset `nw_off` of the parameter
     buffer `pv`; grid = (n,).
 
     With `partials` > 0 the split-K sums of the previous matmul (`part`, rows t * partials ..)
     are first added to x (the residual add that matmul left out), and x is written back.
     With `norm` False only that addition is done (after the last layer). With `gather`, row t
-    of y is x's row `samples[t].x` (the rows a batched step samples from).
+    of y is x's row `samples[t].x` (the rows a batched step samples from). `y_f16`: y's rows
+    as f16s (k a multiple of 8; values past f16's range clamped to it), for f16-tile matmuls
+    that read them (LinearSpec.x_f16).
     """
+    assert not (y_f16 and (k % 8 or not norm))
     sig = Signature().state()
     if gather:
         assert norm and not partials
@@ -92,16 +95,20 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
         sig.storage("part", "array<vec4<f32>>")
     if norm:
         sig.storage("pv", "array<vec4<f32>>")
-        sig.storage("y", "array<vec4<f32>>", write=True)
+        sig.storage("y", "array<vec2<u32>>" if y_f16 else "array<vec4<f32>>", write=True)
     k4 = k // 4
     add = " ".join(f"v += part[(t * {partials}u + {s}u) * {k4}u + i];" for s in range(partials))
     xr = "samples[t].x" if gather else "t"
     read = f"var v = x[t * {k4}u + i]; {add} x[t * {k4}u + i] = v;" if partials else f"let v = x[{xr} * {k4}u + i];"
-    store = f"y[t * {k4}u + i] = x[{xr} * {k4}u + i] * sc * pv[{nw_off // 4}u + i];" if norm else None
+    value = f"x[{xr} * {k4}u + i] * sc * pv[{nw_off // 4}u + i]"
+    store = f"y[t * {k4}u + i] = {value};" if norm else None
+    if y_f16:  # four f16s in two words (pack2x16float takes values in f16's range)
+        store = (f"let v16 = clamp({value}, vec4<f32>(-65504.0), vec4<f32>(65504.0)); "
+                 f"y[t * {k4}u + i] = vec2<u32>(pack2x16float(v16.xy), pack2x16float(v16.zw));")
     body = rms_rows_wgsl("@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32",
                          "  let t = wid.x;\n  if (t >= st.n) { return; }", f"{k4}u", f"{read} ss += dot(v, v);",
                          f"{float(k)}", f"{eps!r}", store)
-    return sig.kernel(("rmsnorm_gather" if gather else "rmsnorm") if norm else "add_partials", body)
+    return sig.kernel((("rmsnorm_gather" if gather else "rmsnorm") + ("_f16" if y_f16 else "")) if norm else "add_partials", body)
 
 
 def layernorm_kernel(k: int, eps: float, w_off: int, b_off: int, add: str = "") -> Kernel:
