@@ -303,6 +303,8 @@ def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
     labels = [d.label for d in model.prefill.dispatches]
     assert sum(x.startswith("rmsnorm_f16") for x in labels) == 2 * cfg.n_layers
     assert sum(x.startswith("f16_matmul") and "_xh" in x for x in labels) == 3 * cfg.n_layers  # QKV, gate/up, down
+    want_paths = {"qkv": "f16, x f16", "o": "f16", "gate_up": "f16, x f16", "down": "f16, x f16"}
+    assert {r: model.mm_paths[r] for r in want_paths} == want_paths
     assert max_rel(_step_logits(eng), want) < 1e-5
     eng.rebuild(dataclasses.replace(model.tuning, mma="off", x_f16=True))  # no tiles: no f16 rows
     assert not any("rmsnorm_f16" in d.label for d in model.prefill.dispatches)

@@ -168,7 +168,8 @@ class Programs:
         # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
         self.mma_usable = mma.usable(gpu)
         self.int8_tiles = True  # whether int8 tiles may run at all (a batch's Programs: no)
-        self.mm_paths: dict[str, str] = {}  # role -> the path its prompt matmul takes (int8, f16, simt)
+        # role -> the path its prompt matmul takes (int8, f16, simt; "f16, x f16": reading f16 rows)
+        self.mm_paths: dict[str, str] = {}
         self.mv_paths: dict[str, str] = {}  # role -> its decode mat-vec's arithmetic (int8, f16, f32)
         self.xq8: Any = None
         self._sums: Any = None  # split QKV's and gate/up's partial sums (_split_sums)
@@ -344,7 +345,7 @@ class Programs:
                      _counted(thin_matmul_grid(spec, thin, shape["wg"], shape["tpr"]), count))
             return
         path = self.mm_path(spec)
-        self.mm_paths[role] = path
+        self.mm_paths[role] = path + (", x f16" if spec.x_f16 else "")
         if path == "simt":
             prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
