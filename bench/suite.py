@@ -56,7 +56,7 @@ class Cmd:
     suite: str
     name: str
     argv: list[str]
-    kind: str  # how its figures are read: bench, torch, llama-cuda, llama-vulkan or none
+    kind: str  # how its figures are read: bench, torch, llama-cuda, llama-vulkan, load, probe or none
     per_src: bool = True  # run once per checkout (else once, with the first checkout)
     shell: bool = False
     tags: list[str] = field(default_factory=list)  # labels the engine rows take in turn (--mma a,b)
@@ -161,6 +161,29 @@ def serve(o: Options) -> list[Cmd]:
     return cmds
 
 
+def prompt(o: Options) -> list[Cmd]:
+    """The prompt path on Dawn (where the tiles run): pp512 and the first token of a 2048-token
+    prompt, a short decode beside; meant to run under several --tuning variants."""
+    dtypes = ",".join(o.dtypes if o.dtypes != list(DTYPES) else ["f16", "q4_0"])
+    return [_bench("prompt", f"{p} dawn", "--preset", p, "--dtype", dtypes, "--backend", "dawn", "--n-gen", "32",
+                   "--ttft", "2048", reps=o.reps or 3) for p in o.presets]
+
+
+# the Qwen2.5 shapes' prompt matmuls: (name, weight rows, inputs, epilogue)
+MATMULS = {"qwen2.5-0.5b": (("gate_up", 9728, 896, "silu_mul"), ("down", 896, 4864, "store"), ("qkv", 1152, 896, "store")),
+           "qwen2.5-1.5b": (("gate_up", 17920, 1536, "silu_mul"), ("down", 1536, 8960, "store"), ("qkv", 2048, 1536, "store"))}
+TILE_SHAPES = "2,2,4,4,2;2,2,4,4,1;4,2,2,4,2;2,4,4,2,2;2,2,2,2,2"  # sm,sn,tm,tn,depth (mma.TileShape)
+
+
+def tiles(o: Options) -> list[Cmd]:
+    """bench/probe_mma_matmul.py on each prompt matmul of the shapes (f16 weights, 512 tokens):
+    the f16 tiles' workgroup shapes, each with f32 and f16 rows of x, and the first shape's cuts
+    (the probe sets its kernels itself: --tuning variants only repeat it)."""
+    return [Cmd("tiles", f"{p} {name}", ["bench/probe_mma_matmul.py", "--rows", str(rows), "--k", str(k), "--tokens", "512",
+                                         "--fmt", "f16", "--epilogue", epi, "--shapes", TILE_SHAPES, "--out", OUT], "probe")
+            for p in o.presets if p in MATMULS for name, rows, k, epi in MATMULS[p]]
+
+
 MOE = (("qwen3-30b-a3b", "q4_0"), ("gpt-oss-20b", "mxfp4"))  # the shapes and types the real files have
 FAMILIES = tuple((p, d) for p in ("qwen3-0.6b", "qwen3-1.7b", "gemma-3-1b") for d in ("f16", "q4_0"))
 
@@ -192,6 +215,9 @@ SUITES: dict[str, tuple[Callable[[Options], list[Cmd]], str]] = {
     "embed": (embed, "embeddings/s of 64 sentences in one call (bench --embed 64), sentence-transformers on the "
                      "CPU beside"),
     "peers": (peers, "llama.cpp CUDA (llama-bench) and Vulkan (llama-server) from .peers/, once"),
+    "prompt": (prompt, "pp512 and the first token of 2048 tokens on Dawn (f16, q4_0 unless --dtypes), for --tuning variants"),
+    "tiles": (tiles, "the f16 tile matmul alone on each Qwen2.5 prompt matmul (bench/probe_mma_matmul.py): workgroup "
+                     "shapes, f16 x, cuts"),
     "families": (families, "Qwen3 0.6B/1.7B and Gemma 3 1B shapes (f16, q4_0) as GGUF files in /tmp/gg, the "
                            "engine on them (run before `peers`, whose llama-bench then times them too)"),
     "moe": (moe, "Qwen3-30B-A3B (q4_0) and gpt-oss-20b (MXFP4) shapes as GGUF files in /tmp/gg, the engine on "
@@ -386,6 +412,8 @@ def _engine_cells(doc: dict[str, Any], tags: list[str]) -> dict[str, dict[str, f
             m[f"tg{r['n_gen']} tok/s"] = r["tg_tok_s"]
         if r.get("pp_tok_s"):
             m[f"pp{r['n_pp']} tok/s"] = r["pp_tok_s"]
+        if r.get("ttft_ms"):
+            m[f"first token of {r['n_ttft']} ms"] = r["ttft_ms"]
         if r.get("texts_s"):  # bench --embed
             m[f"embed{r['texts']} texts/s"] = r["texts_s"]
         for x in r.get("streams", []):  # bench --streams: the scheduler in-process
@@ -479,6 +507,10 @@ def figures(cmd: Cmd, out: Path, stdout: str) -> dict[str, dict[str, float]]:
         return _engine_cells(doc, cmd.tags) if cmd.kind == "bench" else _torch_cells(doc)
     if cmd.kind == "load":
         return _load_cells(cmd, json.loads(out.read_text()))
+    if cmd.kind == "probe":  # a kernel a cell: its µs and TFLOP/s (the numpy checks' errors too)
+        rows = json.loads(out.read_text())["rows"]
+        return {f"{cmd.name}: {r['kernel']}": ({"µs": r["us"], "TFLOP/s": r["tflops"]} if "us" in r else
+                                                {"max rel err": r["rel_err"]}) for r in rows}
     if cmd.kind == "llama-cuda":
         return _llama_cuda_cells(stdout)
     if cmd.kind == "llama-vulkan":

@@ -68,6 +68,18 @@ def test_suite_dry_run_runs_each_command_under_each_tuning() -> None:
     assert all("WEBGPU_LLM_TUNING='batch_tiles=(1,4,1,2);thin_rows=64' " in line for line in engine[1::2])
 
 
+def test_suite_plans_the_prompt_experiments() -> None:
+    """`prompt`: pp512 and the first token of 2048 on Dawn per shape; `tiles`: the tile probe on
+    each of a shape's three prompt matmuls."""
+    p = _suite("prompt", "tiles", "--presets", "qwen2.5-1.5b", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert len(lines) == 4
+    assert "--preset qwen2.5-1.5b --dtype f16,q4_0 --backend dawn" in lines[0] and "--ttft 2048" in lines[0]
+    probes = [line for line in lines if "probe_mma_matmul.py" in line]
+    assert [line.split("--rows ")[1].split()[0] for line in probes] == ["17920", "1536", "2048"]
+
+
 def test_suite_refuses_bad_input_in_one_line() -> None:
     for args in (["nosuch"], ["batch1", "--src", str(ROOT)], ["batch1", "--repeat", "0"], [],
                  ["smoke", "--tuning", "nosuch=1"], ["smoke", "--tuning", "thin_rows=x"]):
