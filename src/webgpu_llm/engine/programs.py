@@ -306,7 +306,8 @@ class Programs:
         the f16 tiles run (or are emulated)."""
         if not (self.tuning.attn_tiles and self.kv_f16 and at.tiles_ok(spec) and self._f16_tiles_run):
             return None
-        return at.attn_tiles(spec, self.gpu.limits["max-compute-workgroup-storage-size"])
+        tiles = at.attn_tiles(spec, self.gpu.limits["max-compute-workgroup-storage-size"])
+        return replace(tiles, prefetch=self.tuning.attn_prefetch)
 
     def _int8_units(self) -> dict[str, Any]:
         """The buffers of a matrix-unit matmul's input as int8 units, made on first use."""

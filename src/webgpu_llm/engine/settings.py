@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from ..kernels.attention_tiles import PREFETCH_VEC4
 from ..kernels.mma import TileShape
 from ..runtime.gpu import GpuOptions
 
@@ -111,6 +112,9 @@ class Tuning:
     # combine kernel (attention_tiles.AttnTiles.splits): more warps for the GPU where a prompt
     # has few heads x blocks; off (1) until timed
     attn_splits: int = 1  # (1 to ATTN_SPLITS_MAX)
+    # ... a chunk's keys and values loaded a chunk ahead where a thread holds at most this many
+    # vec4s of each (attention_tiles.AttnTiles.prefetch; 0: never)
+    attn_prefetch: int = PREFETCH_VEC4
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
     # attention kernel (attention.QkNorm), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
     fold_qk_norm: bool = False
@@ -203,6 +207,8 @@ class Tuning:
         for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group", "attn_splits"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
+        if not isinstance(self.attn_prefetch, int) or self.attn_prefetch < 0:
+            raise ValueError(f"Tuning.attn_prefetch must be a whole number of at least 0, not {self.attn_prefetch!r}")
         if self.attn_splits > ATTN_SPLITS_MAX:
             raise ValueError(f"Tuning.attn_splits: at most {ATTN_SPLITS_MAX}, not {self.attn_splits}")
         for name in ("tiles", "batch_tiles", "batch_head_tiles"):

@@ -28,8 +28,9 @@ from .mma import MATRIX_HEAD
 
 ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at most 16)
 # A chunk's keys and values are loaded into registers a chunk ahead where a thread holds at most
-# this many vec4s of each: the 0.5B's and 1.5B's shapes (4 and 8) ran faster so; wider ones (heads
-# of 256, groups of 1-2 heads: 16-32) keep the loads in the staging loop until timed.
+# this many vec4s of each (AttnTiles.prefetch): the 0.5B's and 1.5B's shapes (4 and 8) ran faster
+# so; wider ones (heads of 256, groups of 1-2 heads: 16-32) keep the loads in the staging loop
+# until timed (Tuning.attn_prefetch).
 PREFETCH_VEC4 = 8
 
 
@@ -42,6 +43,9 @@ class AttnTiles:
     sg: int
     ck: int
     splits: int = 1
+    # a chunk's keys and values loaded a chunk ahead into registers where a thread holds at
+    # most this many vec4s of each (0: never)
+    prefetch: int = PREFETCH_VEC4
 
     def shared_bytes(self, head_dim: int) -> int:
         ds = head_dim + 8
@@ -170,7 +174,7 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
             lines.append(f"    {{ let i = lid + {n}u * WG; " + (f"if (i < CK * D4) {{ {c} }}" if guard else c) + " }")
         return "\n".join(lines)
 
-    prefetch = ni <= PREFETCH_VEC4
+    prefetch = ni <= shape.prefetch
 
     def fetch(with_v: bool, c0: str) -> str:
         """Load this thread's part of the chunk at key c0 into registers (past the keys: the last)."""
@@ -197,7 +201,7 @@ def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slo
         run for each key of the chunk (`r`, `qp`, `j`, `key`), then `after`. Two lanes a row
         take half the keys each, in an order skewed by the row so that the 32 lanes read 32
         banks of the scores (one lane a row, in key order, read one bank 16 times). The next
-        chunk's loads are in flight while a chunk is multiplied and scored (PREFETCH_VEC4)."""
+        chunk's loads are in flight while a chunk is multiplied and scored (AttnTiles.prefetch)."""
         return f"""{fetch(with_v, "kstart")}
   for (var c0 = kstart; c0 < kend; c0 += CK) {{
     workgroupBarrier();
