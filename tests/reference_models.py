@@ -419,7 +419,7 @@ def batched_greedy(session: Any, model_dir: Path, prompts: Sequence[Sequence[int
     """(the engine's, transformers') greedy tokens of `prompts` sent together to a scheduler of
     two slots and 12 rows a step: continuous batching, prompt chunks beside decode rows."""
     from webgpu_llm.engine import SamplingParams
-    from webgpu_llm.engine.scheduler import scheduler
+    from webgpu_llm.engine.batch import scheduler
 
     want = [hf_greedy(model_dir, p, n) for p in prompts]
     s = scheduler(session, parallel=2, max_rows=12)

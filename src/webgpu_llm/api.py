@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from .engine import GenStats, SamplingParams, Session, Settings
+from .engine.batch import scheduler as make_scheduler
 from .engine.encoder import EmbedStats, Encoder
 from .engine.scheduler import Scheduler
-from .engine.scheduler import scheduler as make_scheduler
 from .errors import UserError
 from .kernels.common import PAGE
 from .models.discovery import ModelSearch

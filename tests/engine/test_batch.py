@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from webgpu_llm.engine import SamplingParams, Session, Settings
-from webgpu_llm.engine.scheduler import Completion, Outbox, QueueFull, scheduler
+from webgpu_llm.engine.batch import scheduler
+from webgpu_llm.engine.scheduler import Completion, Outbox, QueueFull
 from webgpu_llm.errors import UserError
 from webgpu_llm.models.presets import preset_model
 

@@ -406,7 +406,7 @@ def test_prompt_attention_on_f16_tiles_stays_close_to_float(wgpu_gpu):
     import dataclasses
 
     from webgpu_llm.engine import SamplingParams
-    from webgpu_llm.engine.scheduler import scheduler
+    from webgpu_llm.engine.batch import scheduler
     from webgpu_llm.models.presets import preset_model
 
     if not gpu.has_f16:

@@ -131,8 +131,7 @@ def _bench_streams(eng: Session, k: int, n_prompt: int, n_gen: int, reps: int, s
     once: the last waits for every prompt before it); for the batched engine also its steps per run, rows
     a step and the engine thread's host milliseconds a step (its time not blocked on the GPU);
     with `profile`, the per-kernel GPU time of one step of `k` decode rows."""
-    from ..engine.batch import BatchScheduler
-    from ..engine.scheduler import scheduler
+    from ..engine.batch import BatchScheduler, scheduler
 
     greedy = SamplingParams()
     prompts = [_ids(n_prompt, eng.cfg.vocab, 10 + i) for i in range(k)]

@@ -129,7 +129,7 @@ def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
     here only its tokenizer), or loaded here with the scheduler on a thread."""
     from .. import environment
     from ..api import LLM
-    from ..engine.scheduler import scheduler as make_scheduler
+    from ..engine.batch import scheduler as make_scheduler
     from ..models.encoder import EncoderConfig
 
     if args.engine == "process":

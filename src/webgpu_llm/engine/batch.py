@@ -12,7 +12,8 @@ once per step for all of them (the prompt matmuls), attention reads each sequenc
 cache, and each sequence samples with its own settings and seed on the GPU, appending its
 token to its history, where the next step's embedding reads it. The sampled tokens come back
 through mapped buffers a few steps behind, where stops, budgets and cancellations are seen;
-steps already queued for a finished sequence are discarded.
+steps already queued for a finished sequence are discarded. `scheduler()` makes this
+scheduler for several sequences, the serial one for one.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from ..runtime.gpu import Gpu, ReadBack
 from ..runtime.program import Program, concat, run_each_once
 from .programs import ExpertBuffers, Programs, kv_cache_bytes
 from .sampling import SamplingParams
-from .scheduler import Completion, Outbox, Scheduler
+from .scheduler import Completion, Outbox, Scheduler, SerialScheduler
+from .session import Session
 from .settings import Tuning
 from .weights import ModelWeights
 
@@ -540,4 +542,18 @@ def batch_programs(programs: Programs, slots: int, ctx: int | None = None, max_r
                          max_rows or programs.batch, t, programs.kv_f16, kv_tokens)
 
 
-__all__ = ["BatchPrograms", "BatchScheduler", "batch_programs"]
+def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_rows: int | None = None,
+              kv_tokens: int | None = None, warm_up: bool = False) -> Scheduler:
+    """A scheduler for `parallel` sequences at a time on a loaded model: the serial one for 1,
+    continuous batching (on the same weights, `parallel` slots of the session's context
+    sharing `kv_tokens` positions of KV cache, default enough for all of them) for more;
+    `warm_up`: its step Programs built and their kernels run once first (BatchPrograms.warm_up)."""
+    if parallel <= 1:
+        return SerialScheduler(session, max_queue)
+    programs = batch_programs(session.programs, parallel, max_rows=max_rows, kv_tokens=kv_tokens)
+    if warm_up:
+        programs.warm_up()
+    return BatchScheduler(programs, max_queue)
+
+
+__all__ = ["BatchPrograms", "BatchScheduler", "batch_programs", "scheduler"]

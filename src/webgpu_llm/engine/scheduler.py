@@ -1,6 +1,6 @@
 """Many requests on one model: a thread runs the GPU, requests come and go as `Completion`s.
 
-`scheduler(session, parallel)` makes one; `Scheduler.submit` queues a request (prompt ids, sampling settings, a token budget, stop ids)
+`batch.scheduler(session, parallel)` makes one; `Scheduler.submit` queues a request (prompt ids, sampling settings, a token budget, stop ids)
 and returns its `Completion` at once: the caller reads new token ids from it, blocking
 (`for ids in completion`) or from asyncio (`async for ids in completion`), and may `cancel()`
 it at any time. One engine thread owns the GPU and serves the queue; the server and the
@@ -358,19 +358,3 @@ class SerialScheduler(Scheduler):
         finally:
             stream.close()
         c._finish("length")
-
-
-def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_rows: int | None = None,
-              kv_tokens: int | None = None, warm_up: bool = False) -> Scheduler:
-    """A scheduler for `parallel` sequences at a time on a loaded model: the serial one for 1,
-    continuous batching (on the same weights, `parallel` slots of the session's context
-    sharing `kv_tokens` positions of KV cache, default enough for all of them) for more;
-    `warm_up`: its step Programs built and their kernels run once first (BatchPrograms.warm_up)."""
-    if parallel <= 1:
-        return SerialScheduler(session, max_queue)
-    from .batch import BatchScheduler, batch_programs
-
-    programs = batch_programs(session.programs, parallel, max_rows=max_rows, kv_tokens=kv_tokens)
-    if warm_up:
-        programs.warm_up()
-    return BatchScheduler(programs, max_queue)

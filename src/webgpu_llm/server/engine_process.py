@@ -118,7 +118,7 @@ def engine_main(args: argparse.Namespace, commands: Connection, out: Connection)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from ..cli.common import load_llm
-    from ..engine.scheduler import scheduler as make_scheduler
+    from ..engine.batch import scheduler as make_scheduler
 
     try:
         llm = load_llm(args)
