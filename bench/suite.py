@@ -176,12 +176,15 @@ TILE_SHAPES = "2,2,4,4,2;2,2,4,4,1;4,2,2,4,2;2,4,4,2,2;4,4,2,2,2;2,2,4,4,1,2;2,2
 
 
 def tiles(o: Options) -> list[Cmd]:
-    """bench/probe_mma_matmul.py on each prompt matmul of the shapes (f16 weights, 512 tokens):
-    the f16 tiles' workgroup shapes, each with f32 and f16 rows of x, and the first shape's cuts
-    (the probe sets its kernels itself: --tuning variants only repeat it)."""
-    return [Cmd("tiles", f"{p} {name}", ["bench/probe_mma_matmul.py", "--rows", str(rows), "--k", str(k), "--tokens", "512",
-                                         "--fmt", "f16", "--epilogue", epi, "--shapes", TILE_SHAPES, "--out", OUT], "probe")
-            for p in o.presets if p in MATMULS for name, rows, k, epi in MATMULS[p]]
+    """bench/probe_mma_matmul.py on each prompt matmul of the shapes (f16 weights, gate/up in q4_0
+    too, dequantized while staged; 512 tokens): the f16 tiles' workgroup shapes, each with f32
+    and f16 rows of x, and the first shape's cuts (the probe sets its kernels itself: --tuning
+    variants only repeat it)."""
+    return [Cmd("tiles", f"{p} {name} {fmt}", ["bench/probe_mma_matmul.py", "--rows", str(rows), "--k", str(k), "--tokens",
+                                               "512", "--fmt", fmt, "--epilogue", epi, "--shapes", TILE_SHAPES, "--out", OUT],
+                "probe")
+            for p in o.presets if p in MATMULS for name, rows, k, epi in MATMULS[p]
+            for fmt in (("f16", "q4_0") if name == "gate_up" else ("f16",))]
 
 
 MOE = (("qwen3-30b-a3b", "q4_0"), ("gpt-oss-20b", "mxfp4"))  # the shapes and types the real files have

@@ -74,10 +74,11 @@ def test_suite_plans_the_prompt_experiments() -> None:
     p = _suite("prompt", "tiles", "--presets", "qwen2.5-1.5b", "--dry-run")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert "--preset qwen2.5-1.5b --dtype f16,q4_0 --backend dawn" in lines[0] and "--ttft 2048" in lines[0]
     probes = [line for line in lines if "probe_mma_matmul.py" in line]
-    assert [line.split("--rows ")[1].split()[0] for line in probes] == ["17920", "1536", "2048"]
+    assert [(line.split("--rows ")[1].split()[0], line.split("--fmt ")[1].split()[0]) for line in probes] == [
+        ("17920", "f16"), ("17920", "q4_0"), ("1536", "f16"), ("2048", "f16")]
 
 
 def test_suite_refuses_bad_input_in_one_line() -> None:
