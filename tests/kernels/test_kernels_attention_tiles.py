@@ -75,6 +75,7 @@ def test_prompt_attention_tiles(gpu, case):
     blocks = np.array([(b0, min(16, t - b0), 1, pos0 + b0) for b0 in range(0, t, 16)], np.uint32)
     grid = prompt_attention_tiles_grid(spec, shape)(t)
     tint_check(prompt_attention_tiles_kernel(spec, shape))
+    tint_check(prompt_attention_tiles_kernel(spec, shape, out_f16=True))
     tint_check(prompt_attention_tiles_kernel(spec, shape, slots))
     tint_check(prompt_attention_tiles_kernel(spec, shape, slots, skip_single=True))
     three = replace(shape, splits=3)  # a block's keys in three parts, merged by the combine kernel
@@ -89,6 +90,10 @@ def test_prompt_attention_tiles(gpu, case):
         run_kernel(gpu, prompt_attention_tiles_kernel(spec, shape, emulate=emulate),
                    {"q": gpu.upload(q), "kv": cache, "out": out, **extra}, grid, n=t, pos=pos0)
         assert rel_err(read(gpu, out, (t, hq, d)), want) < 2e-3, emulate
+        out16 = gpu.buffer(t * hq * d * 2)  # the same rows as f16s (for an f16-tile O projection)
+        run_kernel(gpu, prompt_attention_tiles_kernel(spec, shape, emulate=emulate, out_f16=True),
+                   {"q": gpu.upload(q), "kv": cache, "out": out16, **extra}, grid, n=t, pos=pos0)
+        assert (read(gpu, out16, (t, hq, d), np.float16) == read(gpu, out, (t, hq, d)).astype(np.float16)).all()
         pacc, pml, out4 = gpu.buffer(t * hq * 3 * d * 4), gpu.buffer(t * hq * 3 * 8), gpu.buffer(t * hq * d * 4)
         run_kernel(gpu, prompt_attention_tiles_kernel(spec, three, emulate=emulate),
                    {"q": gpu.upload(q), "kv": cache, "pacc": pacc, "pml": pml, **extra},

@@ -552,7 +552,7 @@ class Programs:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = _counted(lambda n: (n, 1, 1), rows_of)
         post = a.post_norms
-        half_xn, half_act = self._half_rows(thin, slots)
+        half_xn, half_act, half_att = self._half_rows(thin, slots)
         # the row kernels before attention (the first layer's has no partials to add) and FFN
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0, y_f16=half_xn)
         norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0, y_f16=half_xn)
@@ -568,6 +568,7 @@ class Programs:
             x = at.prompt_attention_tiles_grid(full, tiles)(1)[0]
             attn_grid = (at.prompt_attention_tiles_grid(full, tiles) if slots is None
                          else _counted(lambda n: (x, n, 1), blocks_of))
+        half_att = half_att and tiles is not None and tiles.splits == 1  # (the tiles kernel writes them)
         # Gemma's output norms: O and down store their rows (or split partials) for the
         # post-norm kernel, which adds them to h (after O, also the pre-FFN norm into xn)
         split = lambda n: {"epilogue": "partial", "splits": n} if n > 1 else ({} if post else {"epilogue": "add"})  # noqa: E731
@@ -586,7 +587,7 @@ class Programs:
             dense = a.experts(i) is None
             s_qkv = self.qkv_spec(L, qkv_shape, slots=slots, x_f16=half_xn,
                                   **({"prologue": "rmsnorm", "nw_off": 0} if fuse else {}))
-            s_o = self.o_spec(L, **split(so))
+            s_o = self.o_spec(L, x_f16=half_att, **split(so))
             s_gu = self.spec(L.gate_up, epilogue=self.act, x_f16=half_xn, y_f16=half_act,
                              **({"prologue": "rmsnorm", "nw_off": lay.ffn} if fuse and dense else {}))
             s_dn = self.spec(L.down, x_f16=half_act, **split(sd))
@@ -598,7 +599,7 @@ class Programs:
                                      if tiles is None else
                                      at.prompt_attention_tiles_kernel(self.attention_spec(i), tiles, slots,
                                                                       emulate=not self.f16_tiles_usable,
-                                                                      skip_single=block_split))
+                                                                      skip_single=block_split, out_f16=half_att))
             if not fuse:
                 prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
@@ -653,17 +654,19 @@ class Programs:
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
 
-    def _half_rows(self, thin: int, slots: Any) -> tuple[bool, bool]:
+    def _half_rows(self, thin: int, slots: Any) -> tuple[bool, bool, bool]:
         """Tuning.x_f16 for a prompt's layers: (the norms write xn as f16s for QKV and gate/up,
-        gate/up writes its outputs as f16s for down), each where every reader of those rows
-        takes the f16 tiles (not for a batched step's rows, a mixture or Gemma's output norms)."""
+        gate/up writes its outputs as f16s for down, the attention (on its f16 tiles, keys in
+        one part) its rows for O), each where every reader of those rows takes the f16 tiles
+        (not for a batched step's rows, a mixture or Gemma's output norms)."""
         w, a = self.weights, self.cfg.architecture
         if not self.tuning.x_f16 or thin or slots is not None or a.post_norms or a.moe is not None:
-            return False, False
+            return False, False, False
         tiled = lambda spec: spec.k % 8 == 0 and self.mm_path(spec) == "f16"  # noqa: E731
         gate_up = all(tiled(self.spec(L.gate_up, epilogue=self.act)) for L in w.layers)
         half_xn = gate_up and all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers)
-        return half_xn, gate_up and all(tiled(self.spec(L.down)) for L in w.layers)
+        return (half_xn, gate_up and all(tiled(self.spec(L.down)) for L in w.layers),
+                all(tiled(self.o_spec(L)) for L in w.layers))
 
     def _bias(self, m: Moe, part: str) -> dict[str, Any]:
         """A mixture's router or experts' bias (gpt-oss), as linear-spec settings."""

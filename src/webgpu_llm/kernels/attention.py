@@ -303,16 +303,17 @@ def attention_grid(a: AttentionSpec) -> tuple[int, int, int]:
 BQ, LQ = 16, 8  # query tokens per workgroup, threads per query token
 
 
-def prompt_signature(a: AttentionSpec, slots: Slots | None, out: bool = True) -> tuple[Signature, Callable[[str], str], str]:
+def prompt_signature(a: AttentionSpec, slots: Slots | None, out: bool = True,
+                     out_f16: bool = False) -> tuple[Signature, Callable[[str], str], str]:
     """The prompt attention kernels' bindings (the batched step's `blocks`, q, the cache, and
-    with `out` the output) and the cache's reader (`_kv_reader`)."""
+    with `out` the output: vec4s of f32, or with `out_f16` f16s) and the cache's reader (`_kv_reader`)."""
     sig = Signature().state()
     if slots:
         sig.storage("blocks", "array<vec4<u32>>")
     sig.storage("q", "array<vec4<f32>>")
     kv, kv_fn = _kv_reader(sig, a)
     if out:
-        sig.storage("out", "array<vec4<f32>>", write=True)
+        sig.storage("out", "array<f16>" if out_f16 else "array<vec4<f32>>", write=True)
     return sig, kv, kv_fn
 
 

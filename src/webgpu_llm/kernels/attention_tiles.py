@@ -18,6 +18,7 @@ O in registers (tests on adapters without subgroup matrices).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,19 +69,21 @@ def attn_tiles(a: AttentionSpec, shared_bytes: int) -> AttnTiles:
 
 
 def prompt_attention_tiles_kernel(a: AttentionSpec, shape: AttnTiles, slots: Slots | None = None,
-                                  emulate: bool = False, skip_single: bool = False) -> Kernel:
+                                  emulate: bool = False, skip_single: bool = False, out_f16: bool = False) -> Kernel:
     """As attention.prompt_attention_kernel (same bindings, `skip_single` too: blocks of one
     row left to the split-K kernel); grid = prompt_attention_tiles_grid. With shape.splits > 1
     (one sequence only) each workgroup takes its part of the block's keys (split_keys) and
     writes its rows' unnormalized O to `pacc` and (max, sum) to `pml`, split z of (row, head)
-    at (row * heads + head) * splits + z, for the combine kernel to merge into `out`."""
+    at (row * heads + head) * splits + z, for the combine kernel to merge into `out`.
+    `out_f16`: `out` as f16s (clamped to their range), for an f16-tile matmul reading them."""
     assert tiles_ok(a)
     assert shape.splits == 1 or slots is None, "key splits are one sequence's prompt's"
+    assert shape.splits == 1 or not out_f16
     d, sg, ck = a.head_dim, shape.sg, shape.ck
     d4, dt_n, kt_n = d // 4, d // 16, ck // 16
     group = a.n_heads // a.n_kv_heads
     parts = -(-group // sg)  # workgroups a KV head's group of query heads takes
-    sig, kv, kv_fn = prompt_signature(a, slots, out=shape.splits == 1)
+    sig, kv, kv_fn = prompt_signature(a, slots, out=shape.splits == 1, out_f16=out_f16)
     kv_rows = kv_rows_wgsl(sig, a.n_kv_heads, a.ctx, slots)
     sink = ""
     if a.sinks >= 0:
@@ -288,8 +291,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {outs}
 }}
 """
+    if out_f16:
+        body = re.sub(r"outf\[ti\] = (.*);", r"out[ti] = f16(clamp(\1, -65504.0, 65504.0));", body)
     body = body.replace("outf[ti]", "out[ti / 4u][ti % 4u]")
-    k = sig.kernel(f"attention_prompt_tiles{'_emulated' if emulate else ''}", body)
+    k = sig.kernel(f"attention_prompt_tiles{'_f16out' if out_f16 else ''}{'_emulated' if emulate else ''}", body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
 
 
