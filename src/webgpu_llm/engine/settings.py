@@ -101,9 +101,10 @@ class Tuning:
     # ... and the steps whose loads are in flight at once (mma.TileShape.depth: 1 or 2;
     # batch_tiles' ninth field; GPU_TUNING takes 2)
     stage_depth: int = 1
-    # a prompt's norms write their rows as f16s for QKV and gate/up, and gate/up its outputs for
-    # down, where those matmuls take the f16 tiles (LinearSpec.x_f16): each of a matmul's row
-    # blocks stages x from half the bytes, without converting it; off until timed
+    # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
+    # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
+    # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
+    # converting it; off until timed
     x_f16: bool = False
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run (default for heads of 64 and more: LONG_HEAD_TILES)
