@@ -205,11 +205,10 @@ class Tuning:
     def check(self) -> None:
         if self.mma not in MMA_MODES:
             raise ValueError(f"Tuning.mma must be one of {', '.join(MMA_MODES)}, not {self.mma!r}")
-        for name in ("batch_inflight", "batch_steps", "stream_readbacks", "stream_group", "attn_splits"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"Tuning.{name} must be a whole number of at least 1, not {getattr(self, name)!r}")
-        if not isinstance(self.attn_prefetch, int) or self.attn_prefetch < 0:
-            raise ValueError(f"Tuning.attn_prefetch must be a whole number of at least 0, not {self.attn_prefetch!r}")
+        for name, least in (("batch_inflight", 1), ("batch_steps", 1), ("stream_readbacks", 1), ("stream_group", 1),
+                            ("attn_splits", 1), ("attn_prefetch", 0)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < least:
+                raise ValueError(f"Tuning.{name} must be a whole number of at least {least}, not {getattr(self, name)!r}")
         if self.attn_splits > ATTN_SPLITS_MAX:
             raise ValueError(f"Tuning.attn_splits: at most {ATTN_SPLITS_MAX}, not {self.attn_splits}")
         for name in ("tiles", "batch_tiles", "batch_head_tiles"):

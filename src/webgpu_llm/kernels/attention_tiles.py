@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .attention import AttentionSpec, prompt_signature
-from .common import Signature, Slots, kv_rows_wgsl
+from .common import Signature, Slots, f16_clamped, kv_rows_wgsl
 from .mma import MATRIX_HEAD
 
 ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at most 16)
@@ -292,7 +292,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }}
 """
     if out_f16:
-        body = re.sub(r"outf\[ti\] = (.*);", r"out[ti] = f16(clamp(\1, -65504.0, 65504.0));", body)
+        body = re.sub(r"outf\[ti\] = (.*);", lambda m: f"out[ti] = f16({f16_clamped(m[1])});", body)
     body = body.replace("outf[ti]", "out[ti / 4u][ti % 4u]")
     k = sig.kernel(f"attention_prompt_tiles{'_f16out' if out_f16 else ''}{'_emulated' if emulate else ''}", body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)

@@ -155,6 +155,17 @@ def kv_rows_wgsl(sig: Signature, kv_heads: int, ctx: int, slots: Slots | None) -
             f"  return (pg * {2 * kv_heads}u + kvh) * {PAGE}u + pos % {PAGE}u;\n}}\n")
 
 
+F16_MAX = 65504.0  # the largest finite f16
+
+
+def f16_clamped(v: str, vec: str = "") -> str:
+    """WGSL: the f32 expression `v` (of type `vec`, e.g. "vec4<f32>"; "": a scalar) clamped to
+    f16's finite range, as an f16 store or pack2x16float must get it (past it the conversion
+    is undefined)."""
+    lo, hi = (f"{vec}(-{F16_MAX!r})", f"{vec}({F16_MAX!r})") if vec else (f"-{F16_MAX!r}", f"{F16_MAX!r}")
+    return f"clamp({v}, {lo}, {hi})"
+
+
 def grid_2d(n: int, limit: int = MAX_GROUPS) -> tuple[int, int, int]:
     """n workgroups as (x, y, 1) within the per-dimension limit; kernels flatten with
     `wid.y * num_workgroups.x + wid.x` and skip the few past n."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..runtime.program import Kernel
-from .common import Signature, Slots, grid_2d, kv_rows_wgsl
+from .common import Signature, Slots, f16_clamped, grid_2d, kv_rows_wgsl
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
 from .moe import Router, route_wgsl
 from .wgsl_math import helpers_for
@@ -292,7 +292,7 @@ def epilogue_wgsl(spec: LinearSpec, sig: Signature) -> str:
     gated_y = "array<f16>" if spec.y_f16 else "array<f32>"
 
     def gated_out(v: str) -> str:
-        return f"f16(clamp({v}, -65504.0, 65504.0))" if spec.y_f16 else v
+        return f"f16({f16_clamped(v)})" if spec.y_f16 else v
 
     if e == "store":
         sig.storage("y", "array<f32>", write=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature
+from .common import Signature, f16_clamped
 from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader, vec4_elems, vec4_reader
 from .mma import MATRIX_HEAD, TileShape, tile_code
 from .strided import GROUP_ID, MAIN_ARGS, words
@@ -215,13 +215,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let mm = e / {kw}u; let kk = e % {kw}u;
       var v = 0.0;
       if (m0 + mm < M && k0 + kk < K) {{ v = ld_A(P[4] + b * P[5] + (m0 + mm) * P[6] + (k0 + kk) * P[7]); }}
-      xh[mm * XH + kk] = f16(clamp(v, -65504.0, 65504.0));
+      xh[mm * XH + kk] = f16({f16_clamped('v')});
     }}
     for (var e = lid; e < {bn * kw}u; e += {wg}u) {{
       {wload}
       var v = 0.0;
       if (n0 + nn < N && k0 + kk < K) {{ v = ld_W(P[8] + b * P[9] + (k0 + kk) * P[10] + (n0 + nn) * P[11]); }}
-      wh[nn * XH + kk] = f16(clamp(v, -65504.0, 65504.0));
+      wh[nn * XH + kk] = f16({f16_clamped('v')});
     }}
     workgroupBarrier();
 {products}
