@@ -170,7 +170,7 @@ def main() -> None:
             rows.append({"kernel": f"{name}: check against numpy, {what}", "rel_err": err})
             print(f"{name} against numpy ({what}): max rel err {err:.2e}", flush=True)
 
-    def time_cuts(base: str, wgsl: str, bindings: Any, cuts: dict[str, str], grid: tuple[int, int, int]) -> None:
+    def time_cuts(base: str, bindings: Any, cuts: dict[str, str], grid: tuple[int, int, int]) -> None:
         for name, src in cuts.items():
             try:
                 time(f"{base}, {name}", Kernel(name, src, bindings), grid)
@@ -190,7 +190,7 @@ def main() -> None:
                 ss = LinearSpec(k=a.k, segments=(Segment(a.fmt, a.rows),), epilogue="partial", splits=sp)
                 time(f"int8 tiles, {sp} K splits", mma_matmul_kernel(ss), mma_matmul_grid(ss)(a.tokens))
                 time(f"simt tm=4, {sp} K splits", matmul_kernel(ss, 4), matmul_grid(ss, 4)(a.tokens))
-        time_cuts("int8 tiles", mma.wgsl, mma.bindings, int8_cuts(mma.wgsl), mma_matmul_grid(spec)(a.tokens))
+        time_cuts("int8 tiles", mma.bindings, int8_cuts(mma.wgsl), mma_matmul_grid(spec)(a.tokens))
     else:
         f16 = lambda v: v.astype(np.float16).astype(np.float64)  # noqa: E731  (as the tiles see them)
         ref = {"f16-rounded x and weights": f16(xh) @ f16(w).T}
@@ -208,7 +208,7 @@ def main() -> None:
             return write(a, rows)
         k0 = f16_matmul_kernel(spec, shapes[0])
         cuts = f16_cuts(k0.wgsl, raw=a.fmt == "f16")
-        time_cuts(f"f16 tiles {shapes[0].sm}x{shapes[0].sn}x{shapes[0].tm}x{shapes[0].tn}", k0.wgsl, k0.bindings, cuts,
+        time_cuts(f"f16 tiles {shapes[0].sm}x{shapes[0].sn}x{shapes[0].tm}x{shapes[0].tn}", k0.bindings, cuts,
                   f16_matmul_grid(spec, shapes[0])(a.tokens))
     write(a, rows)
 
