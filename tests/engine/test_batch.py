@@ -582,5 +582,5 @@ def test_short_prompts_prefill_on_the_batch_tiles(gpu):
     # what `info` and `bench` report is the long prompts' path: quantized weights keep the int8 tiles
     cfg, tensors = preset_model("tiny", "q4_0")
     q = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(
-        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16)), ctx=96).programs
+        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16, quant_f16=False)), ctx=96).programs
     assert q.prefill_for(9) is not q.prefill and set(q.mm_paths.values()) == {"int8"}, q.mm_paths

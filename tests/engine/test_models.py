@@ -226,7 +226,7 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
 
     eng.rebuild(dataclasses.replace(model.tuning, mma="off"))
     base, base_scored = _step_logits(eng), scored()
-    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate"))
+    eng.rebuild(dataclasses.replace(model.tuning, mma="emulate", quant_f16=False))  # (a GPU's tuning: f16 tiles first)
     assert any(d.label.startswith("mma_matmul") for d in model.prefill.dispatches)
     # the LM head's int8 units are made once, by the final norm's program, for every chunk
     assert [d.label.startswith("quantize") for d in model.score_norm.dispatches] == [False, True]
@@ -240,6 +240,11 @@ def test_prompt_matmuls_on_int8_tiles_stay_close_to_float(wgpu_gpu):
         assert max_rel(scored(), got_scored) < 1e-5
     with pytest.raises(ValueError, match=r"Tuning\.mma"):
         eng.rebuild(dataclasses.replace(model.tuning, mma="yes"))
+
+
+def tile_paths(model) -> set[str]:
+    """The prompt matmuls' paths, without what rows of x they read ("f16, x f16" is "f16")."""
+    return {p.split(",")[0] for p in model.mm_paths.values()}
 
 
 @pytest.mark.parametrize("dtype,mode", [("f16", "emulate"), ("bf16", "emulate"), ("q4_0", "emulate-f16")])
@@ -264,8 +269,7 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     eng.rebuild(dataclasses.replace(model.tuning, mma="off"))
     base, base_tokens = _step_logits(eng), greedy()
     eng.rebuild(dataclasses.replace(model.tuning, mma=mode))
-    paths = set(model.mm_paths.values())
-    assert paths == {"f16"}, model.mm_paths
+    assert tile_paths(model) == {"f16"}, model.mm_paths
     assert all(d.label.startswith("f16_matmul") for d in model.prefill.dispatches if "matmul" in d.label)
     got = _step_logits(eng)
     assert 0 < max_rel(got, base) < 1e-2
@@ -274,9 +278,10 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     # memory than llvmpipe's 32 KiB, and the matmuls fall back to one buffer and one unit
     for kw, tag in (({"double_staging": True}, "_double"), ({"stage_units": 2}, "_k2"),
                     ({"double_staging": True, "stage_units": 2}, "_double_k2")):
-        eng.rebuild(dataclasses.replace(model.tuning, mma=mode, **kw))
+        t = dataclasses.replace(model.tuning, mma=mode, float_tiles=(), x_f16=False, **kw)  # (a GPU's: other shapes)
+        eng.rebuild(t)
         labels = [d.label.removesuffix("_emulated") for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
-        fits = dataclasses.replace(model.tuning, **kw).tile_shape().shared_bytes <= gpu.limits["max-compute-workgroup-storage-size"]
+        fits = t.tile_shape().shared_bytes <= gpu.limits["max-compute-workgroup-storage-size"]
         # (a GPU's tuning tags its loads after these: _straight, _d2)
         labels = [x.removesuffix("_d2").removesuffix("_straight") for x in labels]
         assert labels and all(x.endswith(tag if fits else "_2x2x2x2") for x in labels), (kw, labels)
@@ -299,7 +304,7 @@ def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
     eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
     model = eng.programs
     tiles = {"mma": "emulate-f16", "attn_tiles": preset == "tiny"}  # (the prompt attention on its tiles, or not)
-    eng.rebuild(dataclasses.replace(model.tuning, **tiles))
+    eng.rebuild(dataclasses.replace(model.tuning, **tiles, x_f16=False))  # (a GPU's default: on)
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(model.tuning, **tiles, x_f16=True))
     labels = [d.label for d in model.prefill.dispatches]
@@ -314,6 +319,29 @@ def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
     assert max_rel(_step_logits(eng), want) < 1e-5
     eng.rebuild(dataclasses.replace(model.tuning, mma="off", x_f16=True))  # no tiles: no f16 rows
     assert not any("rmsnorm_f16" in d.label for d in model.prefill.dispatches)
+
+
+@pytest.mark.parametrize("dtype,shape", [("f16", "4x2x2x4"), ("q4_0", "2x2x2x2")])
+def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
+    """Tuning.float_tiles: the prompt matmuls of float weights take that workgroup shape of the
+    f16 tiles, quantized ones (dequantized into them while staging) Tuning.tiles; the logits
+    of the float model equal those on Tuning.tiles."""
+    import dataclasses
+
+    from webgpu_llm.models.presets import preset_model
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model("tiny", dtype)
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    model = eng.programs
+    base = dataclasses.replace(model.tuning, mma="emulate-f16", tiles=(2, 2, 2, 2), float_tiles=())
+    eng.rebuild(base)
+    want = _step_logits(eng)
+    eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4)))
+    labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
+    assert labels and all(f"_{shape}" in x for x in labels), labels
+    assert max_rel(_step_logits(eng), want) < 1e-5
 
 
 def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
@@ -334,7 +362,7 @@ def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
     eng.rebuild(dataclasses.replace(model.tuning, mma="emulate-f16"))
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(model.tuning, mma="emulate", quant_f16=True))
-    assert set(model.mm_paths.values()) == {"f16"}, model.mm_paths
+    assert tile_paths(model) == {"f16"}, model.mm_paths
     assert max_rel(_step_logits(eng), want) < 1e-6
     eng.rebuild(dataclasses.replace(model.tuning, mma="int8", quant_f16=True))  # asked for: int8 still
     assert set(model.mm_paths.values()) <= {"int8", "simt"}, model.mm_paths
@@ -347,12 +375,14 @@ def test_default_tuning_by_model_shape():
     decode folds its norms. A CPU adapter keeps one thread a key and no folds."""
     from types import SimpleNamespace
 
-    from webgpu_llm.engine.settings import WIDE_TILES, default_tuning
+    from webgpu_llm.engine.settings import FLOAT_TILES, WIDE_TILES, default_tuning
 
     gpu = SimpleNamespace(is_cpu=False, backend="dawn")
     wide, narrow, gemma = default_tuning(gpu, 1536, 128), default_tuning(gpu, 896, 64), default_tuning(gpu, 1152, 256)
     assert wide.tiles == WIDE_TILES and wide.quant_f16 and wide.attn_tiles
     assert narrow.tiles == (2, 2, 2, 2) and narrow.quant_f16 and narrow.attn_tiles
+    # float weights take their own tiles at every width, and the prompt rows go as f16s
+    assert wide.float_tiles == narrow.float_tiles == FLOAT_TILES and wide.x_f16 and narrow.x_f16
     assert not default_tuning(gpu, 896, 32).attn_tiles
     assert (narrow.attn_chunk, narrow.attn_wg, wide.attn_chunk, wide.attn_wg) == (32, 128, 64, 256)
     assert (gemma.attn_chunk, gemma.attn_wg) == (32, 256) and gemma.fold_qk_norm and gemma.fold_post_norm

@@ -132,7 +132,7 @@ def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
     nxt = int(s.logits(ids)[-1].argmax())
     want = s.logits([*ids, nxt])[-1]
     assert max_rel(s.next_logits(ids), want) < 1e-4
-    s.rebuild(dataclasses.replace(s.tuning, int8=True, mma="emulate", expert_tiles=()))
+    s.rebuild(dataclasses.replace(s.tuning, int8=True, mma="emulate", expert_tiles=(), quant_f16=False))
     assert sum("mma_matmul_" in d.label for d in s.programs.prefill.dispatches) >= 2 * cfg.n_layers
     # on an adapter with int8 tiles of its own, experts keep off them (wrong on an H100's); dense
     # weights take them (the path is decided here; nothing is built)

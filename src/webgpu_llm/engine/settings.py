@@ -76,6 +76,8 @@ class Tuning:
     # for GPUs, GPU_TUNING)
     quant_f16: bool = False
     tiles: tuple[int, int, int, int] = (2, 2, 2, 2)  # the f16 tiles' workgroup (mma.TileShape)
+    # ... for float weights (f16, bf16); (): `tiles` (GPU_TUNING: FLOAT_TILES)
+    float_tiles: tuple[int, ...] = ()
     # a mixture's prompt expert matmuls on the f16 tiles in workgroups of this shape (every
     # format dequantized while staging), where the f16 tiles run and mma is not "int8"/"off":
     # fewer tokens a workgroup for an expert's few rows (Qwen3-30B-A3B: 32 on average in a
@@ -104,7 +106,7 @@ class Tuning:
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
     # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
-    # converting it; off until timed
+    # converting it (GPU_TUNING: on)
     x_f16: bool = False
     # prompt attention on the f16 tiles (kernels/attention_tiles.py) where the KV cache is f16
     # and the f16 tiles run (default for heads of 64 and more: LONG_HEAD_TILES)
@@ -189,11 +191,13 @@ class Tuning:
     def row_blocks(self, role: str) -> int:
         return dict(self.blocks).get(role, 1)
 
-    def tile_shape(self, experts: bool = False) -> TileShape:
-        """The f16 tiles' workgroup of the prompt matmuls (of the experts' where they have their own)."""
+    def tile_shape(self, experts: bool = False, float_weights: bool = False) -> TileShape:
+        """The f16 tiles' workgroup of the prompt matmuls (of the experts' and the float
+        weights' where they have their own)."""
         if experts and self.expert_tiles:
             return TileShape(*self.expert_tiles)
-        return TileShape(*self.tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
+        tiles = self.float_tiles if float_weights and self.float_tiles else self.tiles
+        return TileShape(*tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
@@ -211,12 +215,12 @@ class Tuning:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least {least}, not {getattr(self, name)!r}")
         if self.attn_splits > ATTN_SPLITS_MAX:
             raise ValueError(f"Tuning.attn_splits: at most {ATTN_SPLITS_MAX}, not {self.attn_splits}")
-        for name in ("tiles", "batch_tiles", "batch_head_tiles"):
+        for name in ("tiles", "float_tiles", "batch_tiles", "batch_head_tiles"):
             fields = getattr(self, name)
             if not fields:
                 continue  # (): another shape's
             try:
-                (self.tile_shape() if name == "tiles" else TileShape(*fields)).check()
+                (self.tile_shape(float_weights=name == "float_tiles") if "batch" not in name else TileShape(*fields)).check()
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.{name}: {e}") from None
         for name, roles in (("splits", ("o", "down")), ("batch_splits", ("o", "down", "qkv", "gate_up")),
@@ -230,6 +234,13 @@ class Tuning:
 # A CPU adapter (llvmpipe): one SIMD lane per row pair, so no cross-lane reduction; no
 # prefetch in the prompt matmul (SmolLM2's pp64 went from 9 to 13 tok/s without it).
 CPU_TUNING = Tuning(mv=tuple((r, 64, 1, 1) for r in ROLES), attn_chunk=64, prefetch=False)
+
+# Float weights take 128 x 128 output tiles over 8 subgroups (4x2x2x4) at every width: H200, one
+# call, pp512 with f16 rows of x (Tuning.x_f16) against today's tiles: 0.5B f16 57.4k -> 62.6k
+# (2x2x2x2 before), Qwen3-1.7B 24.2k -> 25.6k, Gemma-3-1B 24.6k -> 27.3k, Qwen3-0.6B 36.0k ->
+# 36.4k, the 1.5B 27.0k -> 26.8k (2x2x4x4 before, the same output tile). Quantized weights were
+# mixed (Qwen3-0.6B q4_0 +8 %, Gemma +5 %, the 1.5B and Qwen3-1.7B -5 %) and keep theirs.
+FLOAT_TILES = (4, 2, 2, 4)
 
 # A GPU: wide workgroups with row groups sized to the input length (a group wider than a
 # subgroup reduces in one barrier, which O and down want at 64-128 threads a row pair); int8
@@ -287,7 +298,7 @@ GPU_TUNING = Tuning(
     mv_spread=(("down", 256, 256, 1),), attn_wg=ATTN_WG, int8_direct=True, expert_tpr=EXPERT_TPR,
     expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS,
-    combine_unroll=COMBINE_UNROLL, quant_f16=True)
+    combine_unroll=COMBINE_UNROLL, quant_f16=True, float_tiles=FLOAT_TILES, x_f16=True)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
