@@ -325,7 +325,7 @@ def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
 def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     """Tuning.float_tiles: the prompt matmuls of float weights take that workgroup shape of the
     f16 tiles, quantized ones (dequantized into them while staging) Tuning.tiles; the logits
-    of the float model equal those on Tuning.tiles."""
+    of the float model equal those on Tuning.tiles, also with its rows staged by two threads."""
     import dataclasses
 
     from webgpu_llm.models.presets import preset_model
@@ -341,6 +341,12 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4)))
     labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
     assert labels and all(f"_{shape}" in x for x in labels), labels
+    assert max_rel(_step_logits(eng), want) < 1e-5
+    # Tuning.spread_staging: f16 weight rows staged by two threads each (4x2x2x4 and 2x2x2x2
+    # have twice the threads of their weight rows); quantized rows keep one thread
+    eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4), spread_staging=True))
+    labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
+    assert all(("_w2" in x) == (dtype == "f16") for x in labels), labels
     assert max_rel(_step_logits(eng), want) < 1e-5
 
 

@@ -68,17 +68,23 @@ def test_f16_matmul_formats(gpu, fmt):
                                    TileShape(2, 2, 2, 2, ku=2, straight=True), TileShape(1, 2, 1, 1, straight=True),
                                    TileShape(1, 4, 1, 2, depth=2), TileShape(2, 2, 2, 2, ku=2, depth=2),
                                    TileShape(1, 1, 1, 1, double=True, depth=2), TileShape(1, 2, 1, 1, depth=2),
-                                   TileShape(4, 2, 2, 4, depth=2), TileShape(2, 4, 4, 2, depth=2)])
+                                   TileShape(4, 2, 2, 4, depth=2), TileShape(2, 4, 4, 2, depth=2),
+                                   TileShape(4, 2, 2, 4, depth=2, spread=True), TileShape(2, 2, 2, 2, spread=True),
+                                   TileShape(2, 1, 2, 1, spread=True), TileShape(2, 2, 1, 1, ku=2, double=True, spread=True),
+                                   TileShape(2, 2, 2, 2, ku=2, depth=2, spread=True)])
 def test_f16_matmul_shapes(gpu, shape):
     """Workgroups of other subgroup and tile counts, in the tokens-first order, with
     double-buffered staging, 2 or 4 units a step (K of 3 units: the last step partial), the
     next loads without a branch (the last step reloading its own unit; threads past the
-    tile's rows too), and loads two steps ahead: 50 tokens, 101 rows."""
+    tile's rows too), loads two steps ahead, and each weight row staged by 2 or 4 threads
+    (`spread`): 50 tokens, 101 rows."""
     rng = np.random.default_rng(22)
     k, rows, t = 96, 101, 50
     w, wb = _weight(gpu, "f16", rows, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
     spec = LinearSpec(k=k, segments=(Segment("f16", rows),))
+    parts = shape.wg // shape.bn
+    assert (f"_w{parts}" in f16_matmul_kernel(spec, shape).name) == shape.spread
     for emulate in _modes(gpu):
         yb = gpu.buffer(rows * t * 4)
         _run(gpu, spec, {"w0": wb, "x": gpu.upload(x), "y": yb}, t, emulate, shape)
@@ -87,7 +93,8 @@ def test_f16_matmul_shapes(gpu, shape):
 
 @pytest.mark.parametrize("fmt,shape", [("f16", TileShape(2, 2, 4, 4, depth=2)), ("f16", TileShape(1, 4, 1, 2)),
                                        ("q4_0", TileShape(2, 2, 2, 2, depth=2)), ("f16", TileShape(2, 2, 2, 2, ku=2)),
-                                       ("bf16", TileShape(1, 1, 1, 1, double=True, depth=2))])
+                                       ("bf16", TileShape(1, 1, 1, 1, double=True, depth=2)),
+                                       ("f16", TileShape(4, 2, 2, 4, depth=2, spread=True))])
 def test_f16_matmul_reads_f16_rows_of_x(gpu, fmt, shape):
     """x as rows of f16s (LinearSpec.x_f16): the same products as from the f32 rows rounded to
     f16, K of 3 units and 8 inputs (ragged), in workgroups whose threads stage whole, partial

@@ -103,6 +103,9 @@ class Tuning:
     # ... and the steps whose loads are in flight at once (mma.TileShape.depth: 1 or 2;
     # batch_tiles' ninth field; GPU_TUNING takes 2)
     stage_depth: int = 1
+    # ... and f16 weight rows staged by several threads each where the workgroup has more
+    # threads than weight rows (mma.TileShape.spread; 4x2x2x4 and 2x2x2x2: two a row); untimed
+    spread_staging: bool = False
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
     # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
@@ -198,7 +201,7 @@ class Tuning:
             return TileShape(*self.expert_tiles)
         tiles = self.float_tiles if float_weights and self.float_tiles else self.tiles
         return TileShape(*tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
-                         straight=self.straight_staging, depth=self.stage_depth)
+                         straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):

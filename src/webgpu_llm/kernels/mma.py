@@ -359,6 +359,9 @@ class TileShape:
     # loads (Format.split_words) travel as words until staged; the others are dequantized as
     # they arrive (load_row), so their loads still hold up the step that requests them
     depth: int = 1
+    # f16 weights: each weight row staged by wg / bn threads, each a part of the unit's words,
+    # where one thread a row leaves the others (wg - bn of them) staging x alone
+    spread: bool = False
 
     @property
     def bm(self) -> int:
@@ -461,6 +464,11 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     split = shape.depth > 1 and not raw and len(words) == 1 and 0 not in words
     body = "\n".join([rows_wgsl(spec), loaders_wgsl(spec, sig, early=raw or split), epilogue_wgsl(spec, sig)])
     loader = "raw_row" if raw or split else "load_row"
+    # threads a weight row (TileShape.spread): f16 weights, a unit's 4 words in whole parts
+    parts = wg // bn if shape.spread and raw and wg % bn == 0 and wg // bn in (2, 4) else 1
+    if parts > 1:
+        body += _raw_parts_wgsl(spec, 4 // parts)
+        loader = "raw_part"
     tiles = TokenRows.of(spec, sig)
     body += tiles.decls
     per = -(-(spec.kp // UNIT) // spec.splits)  # units per K split
@@ -496,7 +504,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
 
     # a thread stages one weight row: those past the tile's rows only where there are such threads
     straight = shape.straight or shape.depth > 1
-    wif = "" if straight and bn == wg else f"if (lid < {bn}u) "
+    wif = "" if (straight and bn == wg) or parts > 1 else f"if (lid < {bn}u) "
+    wpart = ", wpart" if parts > 1 else ""  # (the part of its row's unit a thread stages)
 
     def fetch(u: str, wv: str = "w", xv: str = "xr") -> str:
         """The loads of the step starting at unit `u` into registers `wv` (weights) and `xv` (x)."""
@@ -504,18 +513,20 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
             xs_ = "\n".join(f"""    {{ let e = {word(f"{wg * j}u")}; let m = e / {xw}u; let cc = e % {xw}u; let uu = {u};
       let xi = ({tiles.x_row("m0 + m")}) * {kw} + uu * {xw}u + cc;
       {xv}[{j}] = select({zero}, {xload}, m0 + m < nt); }}""" for j in range(pt))
-            return f"    {wif}{{ {wv} = {loader}(r, {u}); }}\n{xs_}"
+            return f"    {wif}{{ {wv} = {loader}(r, {u}{wpart}); }}\n{xs_}"
         # several units a step: word cc of a token's step is word cc % XW of unit u + cc / XW;
         # units past the split's end stage zeros for x (their weights: the last unit's, times zero)
         xs_ = "\n".join(f"""    {{ let e = {word(f"{wg * j}u")}; let m = e / {xw * ku}u; let uu = {u} + (e % {xw * ku}u) / {xw}u; let cc = e % {xw}u;
       let xi = ({tiles.x_row("m0 + m")}) * {kw} + min(uu, u1 - 1u) * {xw}u + cc;
       {xv}[{j}] = select({zero}, {xload}, m0 + m < nt && uu < u1); }}""" for j in range(pt))
-        ws = " ".join(f"{wv}[{j}] = {loader}(r, min({u} + {j}u, u1 - 1u));" for j in range(ku))
+        ws = " ".join(f"{wv}[{j}] = {loader}(r, min({u} + {j}u, u1 - 1u){wpart});" for j in range(ku))
         return f"    {wif}{{ {ws} }}\n{xs_}"
 
-    if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s
+    if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s (of its 4 / parts vec4s: a part)
         # (naga rejects bitcast<vec2<f16>>; an f16 converts to f32 and back exactly)
-        w_store = "%16      let o = WB0lid * XH + $i * 2u; let h = vec2<f16>(unpack2x16float(w[$i / 4u][$i % 4u])); wh[o] = h.x; wh[o + 1u] = h.y;"
+        row = "lid * XH" if parts == 1 else f"wrow * XH + wpart * {32 // parts}u"
+        w_store = (f"%{16 // parts}      let o = WB0{row} + $i * 2u; let h = vec2<f16>(unpack2x16float(w[$i / 4u][$i % 4u])); "
+                   "wh[o] = h.x; wh[o + 1u] = h.y;")
     else:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
@@ -532,7 +543,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     step = "u++" if ku == 1 else f"u += {ku}u"
     parity = "(u & 1u)" if ku == 1 else f"((u / {ku}u) & 1u)"  # which buffer step u stages into
     db_offsets = f"\n    let xb0 = {parity} * {bm * xh}u;\n    let wb0 = {parity} * {bn * xh}u;" if db else ""
-    wtype = "array<vec4<u32>, 4>" if raw else f"array<vec4<u32>, {min(words)}>" if split else "array<vec4<f32>, 8>"
+    wtype = f"array<vec4<u32>, {4 // parts}>" if raw else f"array<vec4<u32>, {min(words)}>" if split else "array<vec4<f32>, 8>"
     wdecl = wtype if ku == 1 else f"array<{wtype}, {ku}>"
     xtype = f"array<vec4<{'u32' if xf16 else 'f32'}>, {pt}>"
     ahead = ""  # depth 2: the registers of the step after the next, and their first loads
@@ -570,6 +581,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
+    row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
 const K4: u32 = {spec.k // 4}u;{f"{chr(10)}const K8: u32 = {spec.k // 8}u;" if xf16 else ""}
@@ -587,9 +599,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   split = wid.z;
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
   let u1 = min(NU, u0 + {per}u);
-  // tile row lid = member (lid & 1) of pair p0 + lid / 2 (rows past N repeat the last)
-  let p = p0 + lid / 2u;
-  let r = min(select(row0(p), row1(p), (lid & 1u) == 1u), N - 1u);
+  // the weight row a thread stages{" (a part of)" if parts > 1 else ""}: member (row & 1) of pair p0 + row / 2 (rows past N repeat the last){row_decl}
+  let p = p0 + {"wrow" if parts > 1 else "lid"} / 2u;
+  let r = min(select(row0(p), row1(p), ({"wrow" if parts > 1 else "lid"} & 1u) == 1u), N - 1u);
   var w: {wdecl};
   var xr: {xtype};
 {fetch("u0")}
@@ -609,10 +621,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 """)
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
-            f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{'_xh' if xf16 else ''}"
+            f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{f'_w{parts}' if parts > 1 else ''}"
+            f"{'_xh' if xf16 else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
+
+
+def _raw_parts_wgsl(spec: LinearSpec, n: int) -> str:
+    """`fn raw_part(r, u, part) -> array<vec4<u32>, n>`: words part * n.. of row r's unit u of
+    f16 weights (a unit is 4 words of 8 f16s), for rows staged by several threads."""
+    out = []
+    for i in range(len(spec.segments)):
+        loads = "".join(f"  o[{j}] = w{i}[base + {j}u];\n" for j in range(n))
+        out.append(f"fn unit_w{i}_part(r: u32, u: u32, part: u32) -> array<vec4<u32>, {n}> {{\n"
+                   f"  var o: array<vec4<u32>, {n}>;\n  let base = r * {FORMATS['f16'].units(spec.k) * 4}u + u * 4u + part * {n}u;\n"
+                   f"{loads}  return o;\n}}\n")
+    out.append(by_segment(spec, "raw_part", ", u: u32, part: u32", f"array<vec4<u32>, {n}>", "unit_w{i}_part", "{r}, u, part"))
+    return "\n".join(out)
 
 
 def f16_matmul_grid(spec: LinearSpec, shape: TileShape = TileShape()):
