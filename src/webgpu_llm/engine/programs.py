@@ -639,7 +639,7 @@ class Programs:
             if not split_keys:
                 self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, **o_out}, count=rows_of, thin=thin)
             if post:
-                prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn),
+                prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn, y_f16=half_xn),
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             elif not (fuse and dense):  # (fused: in gate/up's prologue)
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
@@ -659,9 +659,10 @@ class Programs:
         """Tuning.x_f16 for a prompt's layers: (the norms write xn as f16s for QKV and gate/up,
         gate/up writes its outputs as f16s for down, the attention (on its f16 tiles, keys in
         one part) its rows for O), each where every reader of those rows takes the f16 tiles
-        (not for a batched step's rows, a mixture or Gemma's output norms)."""
+        (not for a batched step's rows or a mixture; with Gemma's output norms, the one after O
+        writes the FFN's xn)."""
         w, a = self.weights, self.cfg.architecture
-        if not self.tuning.x_f16 or thin or slots is not None or a.post_norms or a.moe is not None:
+        if not self.tuning.x_f16 or thin or slots is not None or a.moe is not None:
             return False, False, False
         tiled = lambda spec: spec.k % 8 == 0 and self.mm_path(spec) == "f16"  # noqa: E731
         gate_up = all(tiled(self.spec(L.gate_up, epilogue=self.act)) for L in w.layers)

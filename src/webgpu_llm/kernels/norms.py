@@ -12,7 +12,7 @@ at a time, spread over workgroups) never sees.
 from __future__ import annotations
 
 from ..runtime.program import Kernel
-from .common import Signature, Slots, wgsl_reduce
+from .common import Signature, Slots, f16_clamped, wgsl_reduce
 from .linear import LinearSpec, QkvShape, Segment, epilogue_wgsl, rows_wgsl
 
 QK_WG = 64  # threads per head (heads of up to 256 dims: 4 values a thread)
@@ -70,17 +70,20 @@ def qk_norm_grid(q: QkvShape):
     return lambda n: (heads, n, 1)
 
 
-def post_norm_kernel(k: int, eps: float, post_off: int, partials: int = 1, next_off: int | None = None) -> Kernel:
+def post_norm_kernel(k: int, eps: float, post_off: int, partials: int = 1, next_off: int | None = None,
+                     y_f16: bool = False) -> Kernel:
     """Row t: o = the sum of `partials` rows of `part` (rows t * partials ..: a split-K
     matmul's sums, or with 1 the output row itself); x[t] += o / rms(o) * w (w at float offset
     `post_off` of `pv`); with `next_off`, also y[t] = x[t] / rms(x[t]) * w' (w' at `next_off`),
-    the norm before the next linear layer. grid = (n,)."""
+    the norm before the next linear layer, with `y_f16` as f16s (clamped to their range; k a
+    multiple of 8) for an f16-tile matmul that reads them (LinearSpec.x_f16). grid = (n,)."""
+    assert not y_f16 or (next_off is not None and k % 8 == 0)
     sig = Signature().state()
     sig.storage("x", "array<vec4<f32>>", write=True)
     sig.storage("part", "array<vec4<f32>>")
     sig.storage("pv", "array<vec4<f32>>")
     if next_off is not None:
-        sig.storage("y", "array<vec4<f32>>", write=True)
+        sig.storage("y", "array<vec2<u32>>" if y_f16 else "array<vec4<f32>>", write=True)
     k4 = k // 4
     o = " + ".join(f"part[(t * {partials}u + {s}u) * {k4}u + i]" for s in range(partials))
     body = wgsl_reduce("red_sum", "sum", POST_WG) + f"""
@@ -100,8 +103,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
 """
     if next_off is not None:
+        value = f"x[t * {k4}u + i] * sn * pv[{next_off // 4}u + i]"
+        store = f"y[t * {k4}u + i] = {value};"
+        if y_f16:  # four f16s in two words
+            store = (f"let v16 = {f16_clamped(value, 'vec4<f32>')}; "
+                     f"y[t * {k4}u + i] = vec2<u32>(pack2x16float(v16.xy), pack2x16float(v16.zw));")
         body += f"""  let sn = inverseSqrt(red_sum(sh, lid, 1u) / {float(k)!r} + {eps!r});
-  for (var i = lid; i < {k4}u; i += {POST_WG}u) {{ y[t * {k4}u + i] = x[t * {k4}u + i] * sn * pv[{next_off // 4}u + i]; }}
+  for (var i = lid; i < {k4}u; i += {POST_WG}u) {{ {store} }}
 """
     body += "}\n"
-    return sig.kernel("post_norm" if next_off is None else "post_norm_next", body)
+    return sig.kernel("post_norm" if next_off is None else "post_norm_next" + ("_f16" if y_f16 else ""), body)

@@ -99,10 +99,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                                                   moe=Moe(32, 4, 2880, bias=True),
                                                   windows=tuple(128 if i % 2 == 0 else 0 for i in range(24)))),
     # small models of the other layouts for quick runs on software adapters: per-head q/k norms,
-    # a mixture
+    # a mixture, Gemma 3's output norms and windows
     "tiny-qwen3": dict(arch="qwen3", n_layers=2, hidden=256, intermediate=512, n_heads=4, n_kv_heads=2,
                        head_dim=64, vocab=4096, max_ctx=2048, rms_eps=1e-6, rope_theta=1e6,
                        tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True)),
+    "tiny-gemma3": dict(arch="gemma3", n_layers=2, hidden=256, intermediate=512, n_heads=4, n_kv_heads=1,
+                        head_dim=64, vocab=4096, max_ctx=2048, rms_eps=1e-6, rope_theta=1e6,
+                        tie_embeddings=True, qkv_bias=False, architecture=_gemma3(2, 256, 8, 64)),
     "tiny-moe": dict(arch="qwen3moe", n_layers=2, hidden=256, intermediate=512, n_heads=4, n_kv_heads=2,
                      head_dim=64, vocab=4096, max_ctx=2048, rms_eps=1e-6, rope_theta=1e6,
                      tie_embeddings=True, qkv_bias=False, architecture=Architecture(qk_norm=True, moe=Moe(8, 2, 128))),
