@@ -349,6 +349,13 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
     assert all(("_w2" in x) == (dtype == "f16") for x in labels), labels
     assert max_rel(_step_logits(eng), want) < 1e-5
+    # Tuning.role_tiles: one role's matmuls in a shape of their own, before both
+    eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4), role_tiles=(("qkv", (1, 4, 1, 2)),)))
+    assert model.prefill.dispatches and sum("_1x4x1x2" in d.label for d in model.prefill.dispatches) == cfg.n_layers
+    assert max_rel(_step_logits(eng), want) < 1e-5
+    for bad in ((("head", (2, 2, 2, 2)),), (("qkv", (2, 2)),), (("qkv", (1, 1, 8, 8)),)):
+        with pytest.raises(ValueError, match="role_tiles"):
+            dataclasses.replace(base, role_tiles=bad).check()
 
 
 def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):

@@ -353,7 +353,7 @@ class Programs:
             return
         if path == "f16":
             floats = all(seg.fmt in mma.F16_FORMATS for seg in spec.segments)
-            self._add_f16(prog, spec, bindings, count, self.tuning.tile_shape(spec.experts is not None, floats))
+            self._add_f16(prog, spec, bindings, count, self.tuning.tile_shape(spec.experts is not None, floats, role))
             return
         if not quantized:  # an MoE down projection's input: a row a (token, slot) pair
             per = spec.experts.used if spec.experts and spec.experts.x_per_slot else 1

@@ -78,6 +78,9 @@ class Tuning:
     tiles: tuple[int, int, int, int] = (2, 2, 2, 2)  # the f16 tiles' workgroup (mma.TileShape)
     # ... for float weights (f16, bf16); (): `tiles` (GPU_TUNING: FLOAT_TILES)
     float_tiles: tuple[int, ...] = ()
+    # ... by matrix role ("qkv", "o", "gate_up", "down": (sm, sn, tm, tn)), before both: a 1.5B
+    # QKV of 2048 rows in 128 x 128 tiles is 64 workgroups for 512 tokens, half an H200's SMs
+    role_tiles: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
     # a mixture's prompt expert matmuls on the f16 tiles in workgroups of this shape (every
     # format dequantized while staging), where the f16 tiles run and mma is not "int8"/"off":
     # fewer tokens a workgroup for an expert's few rows (Qwen3-30B-A3B: 32 on average in a
@@ -194,12 +197,12 @@ class Tuning:
     def row_blocks(self, role: str) -> int:
         return dict(self.blocks).get(role, 1)
 
-    def tile_shape(self, experts: bool = False, float_weights: bool = False) -> TileShape:
-        """The f16 tiles' workgroup of the prompt matmuls (of the experts' and the float
-        weights' where they have their own)."""
+    def tile_shape(self, experts: bool = False, float_weights: bool = False, role: str = "") -> TileShape:
+        """The f16 tiles' workgroup of the prompt matmuls (of the experts', a role's and the
+        float weights' where they have their own)."""
         if experts and self.expert_tiles:
             return TileShape(*self.expert_tiles)
-        tiles = self.float_tiles if float_weights and self.float_tiles else self.tiles
+        tiles = dict(self.role_tiles).get(role) or (self.float_tiles if float_weights and self.float_tiles else self.tiles)
         return TileShape(*tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging)
 
@@ -226,6 +229,14 @@ class Tuning:
                 (self.tile_shape(float_weights=name == "float_tiles") if "batch" not in name else TileShape(*fields)).check()
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.{name}: {e}") from None
+        for entry in self.role_tiles:
+            try:
+                role, fields = entry
+                if role not in ("qkv", "o", "gate_up", "down") or len(fields) != 4:
+                    raise ValueError("a role (qkv, o, gate_up or down) and (sm, sn, tm, tn)")
+                self.tile_shape(role=role).check()
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"Tuning.role_tiles: {entry!r}: {e}") from None
         for name, roles in (("splits", ("o", "down")), ("batch_splits", ("o", "down", "qkv", "gate_up")),
                             ("batch_splits_few", ("o", "down", "qkv", "gate_up"))):
             for role, n in getattr(self, name):
