@@ -288,13 +288,14 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
         assert max_rel(_step_logits(eng), got) < 1e-5
 
 
-@pytest.mark.parametrize("preset,dtype", [("tiny", "f16"), ("tiny-qwen3", "q4_0"), ("tiny-gemma3", "q4_0")])
+@pytest.mark.parametrize("preset,dtype", [("tiny", "f16"), ("tiny-qwen3", "q4_0"), ("tiny-gemma3", "q4_0"),
+                                          ("tiny-moe", "q4_0")])
 def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
     """Tuning.x_f16: the prompt's norms write xn as f16s for QKV and gate/up, gate/up writes its
     outputs as f16s for down, the attention on its tiles its rows for O (the rounding the tiles'
     staging did to the f32 rows): the same logits; the reading matmuls' kernels say so; off
     where one reader is not on the f16 tiles. Gemma 3: the output norm after O writes the FFN's
-    xn."""
+    xn; a mixture: the FFN's xn stays f32 (its router reads it), the experts' rows too."""
     import dataclasses
 
     from webgpu_llm.models.presets import preset_model
@@ -309,13 +310,15 @@ def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(model.tuning, **tiles, x_f16=True))
     labels = [d.label for d in model.prefill.dispatches]
-    assert sum(x.startswith(("rmsnorm_f16", "post_norm_next_f16")) for x in labels) == 2 * cfg.n_layers
-    # QKV, gate/up, down; O too where the attention runs on its tiles
+    moe = preset == "tiny-moe"
+    assert sum(x.startswith(("rmsnorm_f16", "post_norm_next_f16")) for x in labels) == (1 if moe else 2) * cfg.n_layers
+    # QKV, gate/up, down (a mixture: QKV); O too where the attention runs on its tiles
     o = model.attention_tiles(model.attention_spec(0)) is not None
     assert o == (preset == "tiny")
     assert sum(x.startswith("attention_prompt_tiles_f16out") for x in labels) == (cfg.n_layers if o else 0)
-    assert sum(x.startswith("f16_matmul") and "_xh" in x for x in labels) == (4 if o else 3) * cfg.n_layers
-    want_paths = {"qkv": "f16, x f16", "o": "f16, x f16" if o else "f16", "gate_up": "f16, x f16", "down": "f16, x f16"}
+    assert sum(x.startswith("f16_matmul") and "_xh" in x for x in labels) == ((1 if moe else 3) + o) * cfg.n_layers
+    ffn = "f16" if moe else "f16, x f16"
+    want_paths = {"qkv": "f16, x f16", "o": "f16, x f16" if o else "f16", "gate_up": ffn, "down": ffn}
     assert {r: model.mm_paths[r] for r in want_paths} == want_paths
     assert max_rel(_step_logits(eng), want) < 1e-5
     eng.rebuild(dataclasses.replace(model.tuning, mma="off", x_f16=True))  # no tiles: no f16 rows

@@ -553,11 +553,11 @@ class Programs:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = _counted(lambda n: (n, 1, 1), rows_of)
         post = a.post_norms
-        half_xn, half_act, half_att = self._half_rows(thin, slots)
+        half_qkv, half_ffn, half_act, half_att = self._half_rows(thin, slots)
         # the row kernels before attention (the first layer's has no partials to add) and FFN
-        norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0, y_f16=half_xn)
-        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0, y_f16=half_xn)
-        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0, y_f16=half_xn)
+        norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0, y_f16=half_qkv)
+        norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0, y_f16=half_qkv)
+        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0, y_f16=half_ffn)
         attn_kernels: dict[int, Any] = {}  # by window
         tiles = self.attention_tiles(full)
         if tiles is None:
@@ -586,10 +586,10 @@ class Programs:
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
             dense = a.experts(i) is None
-            s_qkv = self.qkv_spec(L, qkv_shape, slots=slots, x_f16=half_xn,
+            s_qkv = self.qkv_spec(L, qkv_shape, slots=slots, x_f16=half_qkv,
                                   **({"prologue": "rmsnorm", "nw_off": 0} if fuse else {}))
             s_o = self.o_spec(L, x_f16=half_att, **split(so))
-            s_gu = self.spec(L.gate_up, epilogue=self.act, x_f16=half_xn, y_f16=half_act,
+            s_gu = self.spec(L.gate_up, epilogue=self.act, x_f16=half_ffn, y_f16=half_act,
                              **({"prologue": "rmsnorm", "nw_off": lay.ffn} if fuse and dense else {}))
             s_dn = self.spec(L.down, x_f16=half_act, **split(sd))
             x_qkv, x_gu = (b.h if fuse else b.xn), (b.h if fuse and dense else b.xn)
@@ -639,7 +639,7 @@ class Programs:
             if not split_keys:
                 self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), "x": b.att, **o_out}, count=rows_of, thin=thin)
             if post:
-                prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn, y_f16=half_xn),
+                prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn, y_f16=half_ffn),
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             elif not (fuse and dense):  # (fused: in gate/up's prologue)
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
@@ -655,19 +655,20 @@ class Programs:
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
 
-    def _half_rows(self, thin: int, slots: Any) -> tuple[bool, bool, bool]:
-        """Tuning.x_f16 for a prompt's layers: (the norms write xn as f16s for QKV and gate/up,
-        gate/up writes its outputs as f16s for down, the attention (on its f16 tiles, keys in
-        one part) its rows for O), each where every reader of those rows takes the f16 tiles
-        (not for a batched step's rows or a mixture; with Gemma's output norms, the one after O
-        writes the FFN's xn)."""
+    def _half_rows(self, thin: int, slots: Any) -> tuple[bool, bool, bool, bool]:
+        """Tuning.x_f16 for a prompt's layers: (the norm before attention writes xn as f16s for
+        QKV, the one before the FFN for gate/up, gate/up writes its outputs as f16s for down,
+        the attention (on its f16 tiles, keys in one part) its rows for O), each where every
+        reader of those rows takes the f16 tiles: not for a batched step's rows; in a mixture
+        not the FFN's (its router reads xn as f32); with Gemma's output norms, the one after O
+        writes the FFN's xn."""
         w, a = self.weights, self.cfg.architecture
-        if not self.tuning.x_f16 or thin or slots is not None or a.moe is not None:
-            return False, False, False
+        if not self.tuning.x_f16 or thin or slots is not None:
+            return False, False, False, False
         tiled = lambda spec: spec.k % 8 == 0 and self.mm_path(spec) == "f16"  # noqa: E731
-        gate_up = all(tiled(self.spec(L.gate_up, epilogue=self.act)) for L in w.layers)
-        half_xn = gate_up and all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers)
-        return (half_xn, gate_up and all(tiled(self.spec(L.down)) for L in w.layers),
+        qkv = all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers)
+        gate_up = a.moe is None and all(tiled(self.spec(L.gate_up, epilogue=self.act)) for L in w.layers)
+        return (qkv, gate_up, gate_up and all(tiled(self.spec(L.down)) for L in w.layers),
                 all(tiled(self.o_spec(L)) for L in w.layers))
 
     def _bias(self, m: Moe, part: str) -> dict[str, Any]:
@@ -686,7 +687,7 @@ class Programs:
         assert e is not None and L.router is not None
         pairs = self.batch * m.used
         tables = {"route": e.route, "groups": e.groups}
-        self._add_mm(prog, self.spec(L.router, **self._bias(m, "router")), "o",
+        self._add_mm(prog, self.spec(L.router, **self._bias(m, "router")), "router",
                      {**p, **L.router.bindings(), "x": b.xn, "y": e.logits}, count=rows_of)
         prog.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
                  _counted(lambda n: (n, 1, 1), rows_of))
