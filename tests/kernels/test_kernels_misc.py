@@ -139,6 +139,7 @@ def test_profile_by_label_sums_dispatches_of_a_kernel(gpu):
     rows = prog.profile_by_label(t)
     assert sorted(r["kernel"] for r in rows) == ["a", "b"]
     assert {r["kernel"]: r["count"] for r in rows} == {"a": 2, "b": 1}
+    assert {r["kernel"]: r["workgroups"] for r in rows} == {"a": t, "b": t}
     # Dawn may quantize timestamps (coarser than this tiny kernel), so a dispatch can read 0.
     assert all(r["us"] >= 0 for r in rows) and rows == sorted(rows, key=lambda r: -r["us"])
 

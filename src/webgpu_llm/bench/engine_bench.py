@@ -281,8 +281,9 @@ def _paths(r: dict[str, Any]) -> str:
 
 def _kernel_table(kernels: list[dict[str, Any]], unit: str) -> str:
     tot = sum(k["us"] for k in kernels) or 1.0
-    rows = [f"| {k['kernel']} | {k['count']} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n" for k in kernels]
-    return f"| kernel | count | {unit} | share |\n| --- | --- | --- | --- |\n" + "".join(rows)
+    rows = [f"| {k['kernel']} | {k['count']} | {k.get('workgroups', '')} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n"
+            for k in kernels]
+    return f"| kernel | count | workgroups | {unit} | share |\n| --- | --- | --- | --- | --- |\n" + "".join(rows)
 
 
 def profile_markdown(p: dict[str, Any]) -> str:

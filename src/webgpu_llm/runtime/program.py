@@ -156,13 +156,19 @@ class Program:
         return [(d.label, (ts[2 * i + 1] - ts[2 * i]) * 1e-9) for i, d in enumerate(disp)]
 
     def profile_by_label(self, n: int = 1) -> list[dict[str, Any]]:
-        """`profile` summed per dispatch label: {"kernel", "us", "count"}, longest first."""
+        """`profile` summed per dispatch label: {"kernel", "us", "count", "workgroups"} (the
+        most workgroups one of its dispatches has: against the GPU's multiprocessors, how full
+        its waves are), longest first."""
         per: dict[str, list[float]] = {}
+        groups = {d.label: 0 for d in self.dispatches}
+        for d in self.dispatches:
+            x, y, z = d.size(n)
+            groups[d.label] = max(groups[d.label], x * y * z)
         for label, sec in self.profile(n):
             acc = per.setdefault(label, [0.0, 0])
             acc[0] += sec
             acc[1] += 1
-        return sorted(({"kernel": k, "us": v[0] * 1e6, "count": int(v[1])} for k, v in per.items()),
+        return sorted(({"kernel": k, "us": v[0] * 1e6, "count": int(v[1]), "workgroups": groups[k]} for k, v in per.items()),
                       key=lambda r: -r["us"])
 
     def time_gpu(self, n: int = 1, reps: int = 10) -> float:
