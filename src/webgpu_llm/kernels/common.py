@@ -166,6 +166,13 @@ def f16_clamped(v: str, vec: str = "") -> str:
     return f"clamp({v}, {lo}, {hi})"
 
 
+def f16x4_store(dst: str, value: str) -> str:
+    """WGSL: the vec4<f32> expression `value` stored at `dst` (an element of an
+    array<vec2<u32>>) as four f16s, two to a word, clamped to f16's range first."""
+    return (f"let v16 = {f16_clamped(value, 'vec4<f32>')}; "
+            f"{dst} = vec2<u32>(pack2x16float(v16.xy), pack2x16float(v16.zw));")
+
+
 def grid_2d(n: int, limit: int = MAX_GROUPS) -> tuple[int, int, int]:
     """n workgroups as (x, y, 1) within the per-dimension limit; kernels flatten with
     `wid.y * num_workgroups.x + wid.x` and skip the few past n."""

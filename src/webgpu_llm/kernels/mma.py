@@ -582,6 +582,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
     row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
+    wrow = "wrow" if parts > 1 else "lid"  # (the tile row of the weights a thread stages)
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
 const K4: u32 = {spec.k // 4}u;{f"{chr(10)}const K8: u32 = {spec.k // 8}u;" if xf16 else ""}
@@ -600,8 +601,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
   let u1 = min(NU, u0 + {per}u);
   // the weight row a thread stages{" (a part of)" if parts > 1 else ""}: member (row & 1) of pair p0 + row / 2 (rows past N repeat the last){row_decl}
-  let p = p0 + {"wrow" if parts > 1 else "lid"} / 2u;
-  let r = min(select(row0(p), row1(p), ({"wrow" if parts > 1 else "lid"} & 1u) == 1u), N - 1u);
+  let p = p0 + {wrow} / 2u;
+  let r = min(select(row0(p), row1(p), ({wrow} & 1u) == 1u), N - 1u);
   var w: {wdecl};
   var xr: {xtype};
 {fetch("u0")}

@@ -12,7 +12,7 @@ at a time, spread over workgroups) never sees.
 from __future__ import annotations
 
 from ..runtime.program import Kernel
-from .common import Signature, Slots, f16_clamped, wgsl_reduce
+from .common import Signature, Slots, f16x4_store, wgsl_reduce
 from .linear import LinearSpec, QkvShape, Segment, epilogue_wgsl, rows_wgsl
 
 QK_WG = 64  # threads per head (heads of up to 256 dims: 4 values a thread)
@@ -106,8 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         value = f"x[t * {k4}u + i] * sn * pv[{next_off // 4}u + i]"
         store = f"y[t * {k4}u + i] = {value};"
         if y_f16:  # four f16s in two words
-            store = (f"let v16 = {f16_clamped(value, 'vec4<f32>')}; "
-                     f"y[t * {k4}u + i] = vec2<u32>(pack2x16float(v16.xy), pack2x16float(v16.zw));")
+            store = f16x4_store(f"y[t * {k4}u + i]", value)
         body += f"""  let sn = inverseSqrt(red_sum(sh, lid, 1u) / {float(k)!r} + {eps!r});
   for (var i = lid; i < {k4}u; i += {POST_WG}u) {{ {store} }}
 """

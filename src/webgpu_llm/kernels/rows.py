@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..runtime.program import Kernel
-from .common import Signature, Slots, f16_clamped, wgsl_reduce
+from .common import Signature, Slots, f16x4_store, wgsl_reduce
 from .dtypes import WGSL_DTYPE_HELPERS, dtype, element_store, loader
 from .formats import UNIT
 from .linear import LinearSpec, loaders_wgsl
@@ -103,8 +103,7 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
     value = f"x[{xr} * {k4}u + i] * sc * pv[{nw_off // 4}u + i]"
     store = f"y[t * {k4}u + i] = {value};" if norm else None
     if y_f16:  # four f16s in two words (pack2x16float takes values in f16's range)
-        store = (f"let v16 = {f16_clamped(value, 'vec4<f32>')}; "
-                 f"y[t * {k4}u + i] = vec2<u32>(pack2x16float(v16.xy), pack2x16float(v16.zw));")
+        store = f16x4_store(f"y[t * {k4}u + i]", value)
     body = rms_rows_wgsl("@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32",
                          "  let t = wid.x;\n  if (t >= st.n) { return; }", f"{k4}u", f"{read} ss += dot(v, v);",
                          f"{float(k)}", f"{eps!r}", store)
