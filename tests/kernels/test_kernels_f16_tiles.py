@@ -19,6 +19,7 @@ from webgpu_llm.kernels.mma import (
     f16_matmul_grid,
     f16_matmul_kernel,
     f16_ok,
+    has_f16_acc,
     has_f16_mma,
 )
 
@@ -113,6 +114,28 @@ def test_f16_matmul_reads_f16_rows_of_x(gpu, fmt, shape):
             assert rel_err(y, h(x) @ h(w).T) < 1e-5, (emulate, spec.splits)
     with pytest.raises(ValueError, match="multiple of 8"):
         f16_matmul_kernel(LinearSpec(k=100, segments=(Segment("f16", 8),), x_f16=True))
+
+
+@pytest.mark.parametrize("shape", [TileShape(2, 2, 2, 2, acc16=True), TileShape(4, 2, 2, 4, depth=2, acc16=True)])
+def test_f16_matmul_with_f16_sums(gpu, shape):
+    """TileShape.acc16: the sums as f16s (rounded at every step), from f16 rows of x, with
+    split K and an epilogue: within f16 rounding of the f32 sums over K of 5 units, and not
+    the f32 sums themselves (the kernel named for it)."""
+    rng = np.random.default_rng(26)
+    k, rows, t = 160, 77, 45
+    w, wb = _weight(gpu, "f16", rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xb = gpu.upload(x.astype(np.float16))
+    assert f16_matmul_kernel(LinearSpec(k=k, segments=(Segment("f16", rows),)), shape).name.endswith("_a16")
+    for spec in (LinearSpec(k=k, segments=(Segment("f16", rows),), x_f16=True),
+                 LinearSpec(k=k, segments=(Segment("f16", rows),), x_f16=True, epilogue="partial", splits=2)):
+        for emulate in _modes(gpu):
+            if not emulate and not has_f16_acc(gpu.subgroup_matrix_configs):
+                continue
+            yb = gpu.buffer(rows * t * 4 * spec.splits)
+            _run(gpu, spec, {"w0": wb, "x": xb, "y": yb}, t, emulate, shape)
+            y = read(gpu, yb, (t, spec.splits, rows)).sum(1)
+            assert 1e-5 < rel_err(y, h(x) @ h(w).T) < 3e-3, (emulate, spec.splits)
 
 
 @pytest.mark.parametrize("epilogue", ["silu_mul", "gelu_mul", "swiglu_oai"])

@@ -109,6 +109,11 @@ class Tuning:
     # ... and f16 weight rows staged by several threads each where the workgroup has more
     # threads than weight rows (mma.TileShape.spread; 4x2x2x4 and 2x2x2x2: two a row); untimed
     spread_staging: bool = False
+    # the prompt matmuls of these roles ("qkv", "o", "gate_up", "down") with f16 sums on the
+    # f16 tiles (mma.TileShape.acc16; where the device lists f16 -> f16 tiles): half the
+    # accumulators' registers, for sums rounded to f16 (its range: a role whose outputs can pass
+    # 65504, as some models' down projections, must keep f32); untimed
+    acc_f16: tuple[str, ...] = ()
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
     # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
@@ -204,7 +209,8 @@ class Tuning:
             return TileShape(*self.expert_tiles)
         tiles = dict(self.role_tiles).get(role) or (self.float_tiles if float_weights and self.float_tiles else self.tiles)
         return TileShape(*tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
-                         straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging)
+                         straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging,
+                         acc16=role in self.acc_f16)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
@@ -229,6 +235,8 @@ class Tuning:
                 (self.tile_shape(float_weights=name == "float_tiles") if "batch" not in name else TileShape(*fields)).check()
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.{name}: {e}") from None
+        if not isinstance(self.acc_f16, tuple) or any(r not in ("qkv", "o", "gate_up", "down") for r in self.acc_f16):
+            raise ValueError(f"Tuning.acc_f16: a tuple of roles (qkv, o, gate_up, down), not {self.acc_f16!r}")
         for entry in self.role_tiles:
             try:
                 role, fields = entry

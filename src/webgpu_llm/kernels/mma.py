@@ -119,6 +119,13 @@ def _f16_tiles_work(gpu: Gpu) -> bool:
                   f16_matmul_grid(spec)(t), n=t)
 
 
+def has_f16_acc(configs: list[dict[str, Any]]) -> bool:
+    """Does the adapter list f16 x f16 -> f16 16 x 16 x 16 tiles on 32-wide subgroups (TileShape.acc16)?"""
+    return any(c.get("component_type") == "f16" and c.get("result_component_type") == "f16"
+               and (c.get("m"), c.get("n"), c.get("k")) == (16, 16, 16)
+               and c.get("min_subgroup_size") == c.get("max_subgroup_size") == 32 for c in configs)
+
+
 def has_int8_mma(configs: list[dict[str, Any]]) -> bool:
     """Does the adapter list the configuration these kernels use (i8 x i8 -> i32, 16 x 16 x
     32, 32-wide subgroups)?"""
@@ -362,6 +369,10 @@ class TileShape:
     # f16 weights: each weight row staged by wg / bn threads, each a part of the unit's words,
     # where one thread a row leaves the others (wg - bn of them) staging x alone
     spread: bool = False
+    # the sums kept as f16s (the f16 -> f16 tiles, as cuBLAS's f16 compute type): half the
+    # registers a subgroup's accumulators take, so more workgroups fit a multiprocessor, for
+    # sums rounded to f16 at every step (and limited to its range)
+    acc16: bool = False
 
     @property
     def bm(self) -> int:
@@ -384,7 +395,7 @@ class TileShape:
     def shared_bytes(self) -> int:
         """Workgroup memory the f16 matmul takes: its staged rows (twice, double-buffered) and
         a tile of each subgroup."""
-        return (self.bm + self.bn) * self.xh * 2 * (2 if self.double else 1) + self.sm * self.sn * 256 * 4
+        return (self.bm + self.bn) * self.xh * 2 * (2 if self.double else 1) + self.sm * self.sn * 256 * (2 if self.acc16 else 4)
 
     def check(self) -> None:
         if self.bn > self.wg or self.bm * 8 * self.ku % self.wg:
@@ -404,6 +415,7 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tu
     units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
     unrolled copies slowly)."""
     tm, tn = shape.tm, shape.tn
+    acc = "f16" if shape.acc16 else "f32"  # (also the scratch's type: tile_scratch)
     tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
     start = f"""  // the subgroup whose tiles this thread multiplies: rows ts.. of xh, rows rs.. of wh
@@ -421,11 +433,11 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tu
       let wa = {wo}(rs + (n % {tn}u) * 16u + e % 16u) * XH;
       var d = 0.0;
       for (var k = z; k < {32 * shape.ku}u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
-      acc[e / 32u] += d;
+      acc[e / 32u] {"= f32(f16(acc[e / 32u] + d))" if shape.acc16 else "+= d"};
     }}"""
-        store = "    for (var v = 0u; v < 8u; v++) { cs[s * 256u + lane + 32u * v] = acc[n * 8u + v]; }"
+        store = f"    for (var v = 0u; v < 8u; v++) {{ cs[s * 256u + lane + 32u * v] = {acc}(acc[n * 8u + v]); }}"
         return acc_decl, products, store
-    acc_decl = start + "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<f32, 16, 16>();" for i, j in tile_ids)
+    acc_decl = start + "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<{acc}, 16, 16>();" for i, j in tile_ids)
     lines = []
     for kk in range(0, 32 * shape.ku, 16):
         for i in range(tm):
@@ -490,7 +502,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
       let t = m0 + (es / {sn}u) * {16 * tm}u + (n / {tn}u) * 16u + e / 8u;
       let q = p0 + ((es % {sn}u) * {16 * tn}u + (n % {tn}u) * 16u) / 2u + e % 8u;
       let c = es * 256u + (e / 8u) * 16u + 2u * (e % 8u);
-      if (t < nt && q < NP) {{ epi({tiles.out}t, q, cs[c], cs[c + 1u]); }}
+      if (t < nt && q < NP) {{ epi({tiles.out}t, q, f32(cs[c]), f32(cs[c + 1u])); }}
     }}
     workgroupBarrier();
   }}"""
@@ -590,7 +602,7 @@ const XH: u32 = {xh}u;
 const HMAX = vec4<f32>(65504.0);
 var<workgroup> xh: array<f16, {bm * xh * (2 if db else 1)}>;  // [token][unit's inputs]{" (x2: the staging in turn)" if db else ""}
 var<workgroup> wh: array<f16, {bn * xh * (2 if db else 1)}>;  // [tile row][unit's inputs]
-var<workgroup> cs: array<f32, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
+var<workgroup> cs: array<{"f16" if shape.acc16 else "f32"}, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
 var<private> split: u32;
 @compute @workgroup_size({wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
@@ -623,7 +635,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
             f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{f'_w{parts}' if parts > 1 else ''}"
-            f"{'_xh' if xf16 else ''}"
+            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)

@@ -188,6 +188,7 @@ def tile_matmul_kernel(s: TiledMatmulSpec, shape: TileShape = TileShape(), emula
     f32; a workgroup of shape.sm x shape.sn subgroups takes shape.bm rows of a and shape.bn
     columns of w. `emulate`: the same products without matrix units (tests on llvmpipe).
     grid: tile_matmul_grid."""
+    assert not shape.acc16, "f32 sums only"
     sig, src = _decls(s, False)
     sm, sn, tm, tn, bm, bn, wg = shape.sm, shape.sn, shape.tm, shape.tn, shape.bm, shape.bn, shape.wg
     acc_decl, products, store = tile_code(shape, emulate)
