@@ -359,6 +359,12 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     for bad in ((("head", (2, 2, 2, 2)),), (("qkv", (2, 2)),), (("qkv", (1, 1, 8, 8)),)):
         with pytest.raises(ValueError, match="role_tiles"):
             dataclasses.replace(base, role_tiles=bad).check()
+    # Tuning.acc_f16: those roles' sums as f16s, close to the f32 sums' logits, not equal
+    eng.rebuild(dataclasses.replace(base, acc_f16=("gate_up", "down")))
+    assert sum(d.label.endswith("_a16_emulated") for d in model.prefill.dispatches) == 2 * cfg.n_layers
+    assert 0 < max_rel(_step_logits(eng), want) < 1e-2
+    with pytest.raises(ValueError, match="acc_f16"):
+        dataclasses.replace(base, acc_f16=("head",)).check()
 
 
 def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
