@@ -72,7 +72,8 @@ def test_f16_matmul_formats(gpu, fmt):
                                    TileShape(4, 2, 2, 4, depth=2), TileShape(2, 4, 4, 2, depth=2),
                                    TileShape(4, 2, 2, 4, depth=2, spread=True), TileShape(2, 2, 2, 2, spread=True),
                                    TileShape(2, 1, 2, 1, spread=True), TileShape(2, 2, 1, 1, ku=2, double=True, spread=True),
-                                   TileShape(2, 2, 2, 2, ku=2, depth=2, spread=True)])
+                                   TileShape(2, 2, 2, 2, ku=2, depth=2, spread=True),
+                                   TileShape(4, 2, 2, 4, depth=2, spread=True, bitcast=True)])
 def test_f16_matmul_shapes(gpu, shape):
     """Workgroups of other subgroup and tile counts, in the tokens-first order, with
     double-buffered staging, 2 or 4 units a step (K of 3 units: the last step partial), the
@@ -95,7 +96,8 @@ def test_f16_matmul_shapes(gpu, shape):
 @pytest.mark.parametrize("fmt,shape", [("f16", TileShape(2, 2, 4, 4, depth=2)), ("f16", TileShape(1, 4, 1, 2)),
                                        ("q4_0", TileShape(2, 2, 2, 2, depth=2)), ("f16", TileShape(2, 2, 2, 2, ku=2)),
                                        ("bf16", TileShape(1, 1, 1, 1, double=True, depth=2)),
-                                       ("f16", TileShape(4, 2, 2, 4, depth=2, spread=True))])
+                                       ("f16", TileShape(4, 2, 2, 4, depth=2, spread=True)),
+                                       ("f16", TileShape(2, 2, 2, 2, depth=2, bitcast=True))])
 def test_f16_matmul_reads_f16_rows_of_x(gpu, fmt, shape):
     """x as rows of f16s (LinearSpec.x_f16): the same products as from the f32 rows rounded to
     f16, K of 3 units and 8 inputs (ragged), in workgroups whose threads stage whole, partial

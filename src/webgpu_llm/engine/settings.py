@@ -114,6 +114,9 @@ class Tuning:
     # accumulators' registers, for sums rounded to f16 (its range: a role whose outputs can pass
     # 65504, as some models' down projections, must keep f32); untimed
     acc_f16: tuple[str, ...] = ()
+    # the f16 tiles stage f16 words through bitcast<vec2<f16>> (mma.TileShape.bitcast), not
+    # unpack2x16float's f32s converted back; untimed
+    stage_bitcast: bool = False
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
     # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
@@ -210,7 +213,7 @@ class Tuning:
         tiles = dict(self.role_tiles).get(role) or (self.float_tiles if float_weights and self.float_tiles else self.tiles)
         return TileShape(*tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging,
-                         acc16=role in self.acc_f16)
+                         acc16=role in self.acc_f16, bitcast=self.stage_bitcast)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):

@@ -373,6 +373,9 @@ class TileShape:
     # registers a subgroup's accumulators take, so more workgroups fit a multiprocessor, for
     # sums rounded to f16 at every step (and limited to its range)
     acc16: bool = False
+    # f16 words staged through bitcast<vec2<f16>> (Tint's; naga rejects it, so the emulated
+    # kernels keep unpack2x16float): no conversion to f32 and back per value
+    bitcast: bool = False
 
     @property
     def bm(self) -> int:
@@ -534,10 +537,11 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
         ws = " ".join(f"{wv}[{j}] = {loader}(r, min({u} + {j}u, u1 - 1u){wpart});" for j in range(ku))
         return f"    {wif}{{ {ws} }}\n{xs_}"
 
+    # an f16 pair from its word (an f16 converts to f32 and back exactly)
+    pair = "bitcast<vec2<f16>>({})" if shape.bitcast and not emulate else "vec2<f16>(unpack2x16float({}))"
     if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s (of its 4 / parts vec4s: a part)
-        # (naga rejects bitcast<vec2<f16>>; an f16 converts to f32 and back exactly)
         row = "lid * XH" if parts == 1 else f"wrow * XH + wpart * {32 // parts}u"
-        w_store = (f"%{16 // parts}      let o = WB0{row} + $i * 2u; let h = vec2<f16>(unpack2x16float(w[$i / 4u][$i % 4u])); "
+        w_store = (f"%{16 // parts}      let o = WB0{row} + $i * 2u; let h = {pair.format('w[$i / 4u][$i % 4u]')}; "
                    "wh[o] = h.x; wh[o + 1u] = h.y;")
     else:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
@@ -583,9 +587,9 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     }}"""
     xb = "xb0 + " if db else ""
     e_ = word(f"$i * {wg}u")
-    if xf16:  # each word's 8 f16s as they are (an f16 converts to f32 and back exactly)
+    if xf16:  # each word's 8 f16s as they are
         x_store = (f"%{pt}    let e = {e_}; let v = xr[$i]; let o = {xb}(e / {4 * ku}u) * XH + (e % {4 * ku}u) * 8u; "
-                   + " ".join(f"let h{c} = vec2<f16>(unpack2x16float(v.{c})); xh[o + {2 * i}u] = h{c}.x; xh[o + {2 * i + 1}u] = h{c}.y;"
+                   + " ".join(f"let h{c} = {pair.format('v.' + c)}; xh[o + {2 * i}u] = h{c}.x; xh[o + {2 * i + 1}u] = h{c}.y;"
                               for i, c in enumerate("xyzw")))
     else:
         x_store = (f"%{pt}    let e = {e_}; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {xb}(e / {8 * ku}u) * XH + "
@@ -635,7 +639,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
             f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{f'_w{parts}' if parts > 1 else ''}"
-            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}"
+            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
