@@ -555,7 +555,7 @@ class Programs:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = _counted(lambda n: (n, 1, 1), rows_of)
         post = a.post_norms
-        half_qkv, half_ffn, half_act, half_att = self._half_rows(thin, slots)
+        half_qkv, half_ffn, half_act, half_att, half_experts = self._half_rows(thin, slots)
         # the row kernels before attention (the first layer's has no partials to add) and FFN
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0, y_f16=half_qkv)
         norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0, y_f16=half_qkv)
@@ -646,7 +646,7 @@ class Programs:
             elif not (fuse and dense):  # (fused: in gate/up's prologue)
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             if (m := a.experts(i)) is not None:
-                self._experts_prompt(prog, L, p, m, rows_of)
+                self._experts_prompt(prog, L, p, m, rows_of, half_experts)
                 continue
             mm(s_gu, "gate_up", sg, {**L.gate_up.bindings(), "x": x_gu}, {"y": b.act}, p)
             self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
@@ -657,21 +657,32 @@ class Programs:
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
 
-    def _half_rows(self, thin: int, slots: Any) -> tuple[bool, bool, bool, bool]:
+    def _half_rows(self, thin: int, slots: Any) -> tuple[bool, bool, bool, bool, bool]:
         """Tuning.x_f16 for a prompt's layers: (the norm before attention writes xn as f16s for
         QKV, the one before the FFN for gate/up, gate/up writes its outputs as f16s for down,
-        the attention (on its f16 tiles, keys in one part) its rows for O), each where every
-        reader of those rows takes the f16 tiles: not for a batched step's rows; in a mixture
-        not the FFN's (its router reads xn as f32); with Gemma's output norms, the one after O
-        writes the FFN's xn."""
+        the attention (on its f16 tiles, keys in one part) its rows for O, a mixture's expert
+        gate/up its outputs for the expert down), each where every reader of those rows takes
+        the f16 tiles: not for a batched step's rows; in a mixture not the FFN's xn (its router
+        reads xn as f32); with Gemma's output norms, the one after O writes the FFN's xn."""
         w, a = self.weights, self.cfg.architecture
         if not self.tuning.x_f16 or thin or slots is not None:
-            return False, False, False, False
+            return False, False, False, False, False
         tiled = lambda spec: spec.k % 8 == 0 and self.mm_path(spec) == "f16"  # noqa: E731
         qkv = all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers)
         gate_up = a.moe is None and all(tiled(self.spec(L.gate_up, epilogue=self.act)) for L in w.layers)
+        experts = [(L, m) for i, L in enumerate(w.layers) if (m := a.experts(i)) is not None]
         return (qkv, gate_up, gate_up and all(tiled(self.spec(L.down)) for L in w.layers),
-                all(tiled(self.o_spec(L)) for L in w.layers))
+                all(tiled(self.o_spec(L)) for L in w.layers),
+                bool(experts) and all(tiled(s) for L, m in experts for s in self._expert_specs(L, m)))
+
+    def _expert_specs(self, L: LayerWeights, m: Moe, half: bool = False) -> tuple[LinearSpec, LinearSpec]:
+        """A mixture's prompt expert gate/up and down over the batch's (row, slot) pairs; `half`:
+        gate/up's outputs as f16s, down reading them so (Tuning.x_f16)."""
+        pairs = self.batch * m.used
+        return (self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs), y_f16=half,
+                          **self._bias(m, "gate_up")),
+                self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs), x_f16=half,
+                          **self._bias(m, "down")))
 
     def _bias(self, m: Moe, part: str) -> dict[str, Any]:
         """A mixture's router or experts' bias (gpt-oss), as linear-spec settings."""
@@ -680,7 +691,7 @@ class Programs:
         return {"bias": True, "bias_off": getattr(self.weights.layout, f"{part}_bias")}
 
     def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe,
-                        rows_of: Callable[[Any], int] | None = None) -> None:
+                        rows_of: Callable[[Any], int] | None = None, half: bool = False) -> None:
         """A mixture of experts over the prompt's rows (their normed rows in xn; a batched
         step's rows, `rows_of(n)` of them, alike: each row's FFN is its own): the router, each
         row's chosen experts, the (row, slot) pairs grouped by expert, each expert's gate/up
@@ -694,10 +705,8 @@ class Programs:
         prog.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
                  _counted(lambda n: (n, 1, 1), rows_of))
         prog.add(moe.group_kernel(m.count, m.used, pairs), {**p, **tables}, (1, 1, 1))
-        s_gu = self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs),
-                         **self._bias(m, "gate_up"))
+        s_gu, s_dn = self._expert_specs(L, m, half)
         self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": b.xn, "y": e.act}, count=rows_of)
-        s_dn = self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs), **self._bias(m, "down"))
         self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y}, count=rows_of)
         prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
                  _counted(moe.combine_grid(self.cfg.hidden), rows_of))
