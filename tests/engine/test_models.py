@@ -295,8 +295,8 @@ def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
     outputs as f16s for down, the attention on its tiles its rows for O (the rounding the tiles'
     staging did to the f32 rows): the same logits; the reading matmuls' kernels say so; off
     where one reader is not on the f16 tiles. Gemma 3: the output norm after O writes the FFN's
-    xn; a mixture: the FFN's xn stays f32 (its router reads it), the expert gate/up writes its
-    outputs as f16s for the expert down."""
+    xn; a mixture: the norm before the FFN writes xn as f32s (its router reads them) and as f16s
+    for the experts' gate/up, which writes its outputs as f16s for the expert down."""
     import dataclasses
 
     from webgpu_llm.models.presets import preset_model
@@ -313,13 +313,13 @@ def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
     labels = [d.label for d in model.prefill.dispatches]
     moe = preset == "tiny-moe"
     assert sum(x.startswith(("rmsnorm_f16", "post_norm_next_f16")) for x in labels) == (1 if moe else 2) * cfg.n_layers
-    # QKV, gate/up, down (a mixture: QKV and the experts' down); O too where the attention runs on its tiles
+    assert sum(x.startswith("rmsnorm_and_f16") for x in labels) == (cfg.n_layers if moe else 0)
+    # QKV, gate/up, down (of a mixture's experts); O too where the attention runs on its tiles
     o = model.attention_tiles(model.attention_spec(0)) is not None
     assert o == (preset == "tiny")
     assert sum(x.startswith("attention_prompt_tiles_f16out") for x in labels) == (cfg.n_layers if o else 0)
-    assert sum(x.startswith("f16_matmul") and "_xh" in x for x in labels) == ((2 if moe else 3) + o) * cfg.n_layers
-    want_paths = {"qkv": "f16, x f16", "o": "f16, x f16" if o else "f16", "gate_up": "f16" if moe else "f16, x f16",
-                  "down": "f16, x f16"}
+    assert sum(x.startswith("f16_matmul") and "_xh" in x for x in labels) == (3 + o) * cfg.n_layers
+    want_paths = {"qkv": "f16, x f16", "o": "f16, x f16" if o else "f16", "gate_up": "f16, x f16", "down": "f16, x f16"}
     assert {r: model.mm_paths[r] for r in want_paths} == want_paths
     assert max_rel(_step_logits(eng), want) < 1e-5
     eng.rebuild(dataclasses.replace(model.tuning, mma="off", x_f16=True))  # no tiles: no f16 rows

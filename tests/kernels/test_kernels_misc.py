@@ -126,6 +126,26 @@ def test_rmsnorm_rows_as_f16(gpu):
     assert rel_err(got[:, rest], want[:, rest]) < 1e-3
 
 
+def test_rmsnorm_rows_as_f32_and_f16(gpu):
+    """also_f16: the normed rows as f32s in y (a mixture's router) and as f16s in y16 (its
+    experts' f16 tiles), the f16s the f32s rounded and clamped."""
+    rng = np.random.default_rng(15)
+    k, t = 104, 5
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    w = rng.standard_normal(k).astype(np.float32)
+    w[7] = 1e6
+    y, y16 = gpu.buffer(t * k * 4), gpu.buffer(t * k * 2)
+    run_kernel(gpu, rmsnorm_kernel(k, 1e-5, 4, also_f16=True),
+               {"x": gpu.upload(x), "pv": gpu.upload(np.r_[np.zeros(4), w].astype(np.float32)), "y": y, "y16": y16},
+               (t, 1, 1), n=t)
+    got = read(gpu, y, (t, k))
+    assert rel_err(got, rms_norm(x, w, 1e-5)) < 1e-5
+    got16 = read(gpu, y16, (t, k), np.float16).astype(np.float32)
+    assert (np.abs(got16[:, 7]) == 65504).all()
+    rest = np.arange(k) != 7
+    assert rel_err(got16[:, rest], got[:, rest]) < 1e-3  # (pack2x16float's rounding is the device's)
+
+
 def test_profile_by_label_sums_dispatches_of_a_kernel(gpu):
     if not gpu.has_timestamps:
         pytest.skip("no timestamp queries on this adapter")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import GpuError
 from ..kernels import attention as att
@@ -144,13 +144,31 @@ class ExpertBuffers:
     groups: Any
     act: Any  # the chosen experts' SiLU(gate)·up, a row a (token, slot) pair
     y: Any  # their outputs, likewise
+    xn16: Any  # the normed rows as f16s for the experts' gate/up (Tuning.x_f16; the router reads xn)
 
     @classmethod
     def alloc(cls, g: Gpu, hidden: int, m: Moe, batch: int) -> ExpertBuffers:
         pairs = batch * m.used
         return cls(logits=g.buffer(batch * m.count * 4, "moe_logits"), route=g.buffer(pairs * 8, "moe_route"),
                    groups=g.buffer(moe.groups_words(m.count, pairs) * 4, "moe_groups"),
-                   act=g.buffer(pairs * m.ffn * 4, "moe_act"), y=g.buffer(pairs * hidden * 4, "moe_out"))
+                   act=g.buffer(pairs * m.ffn * 4, "moe_act"), y=g.buffer(pairs * hidden * 4, "moe_out"),
+                   xn16=g.buffer(batch * hidden * 2, "moe_normed_f16"))
+
+
+class HalfRows(NamedTuple):
+    """Which prompt rows are written as f16s for the f16-tile matmuls that read them
+    (Tuning.x_f16): xn before attention for QKV, xn before the FFN for gate/up, gate/up's
+    outputs for down, the attention's (on its tiles, keys in one part) for O; a mixture's xn
+    before the FFN as f32s and also as f16s for the experts' gate/up (its router reads the
+    f32s), the expert gate/up's outputs for the expert down. With Gemma's output norms the
+    one after O writes the FFN's xn."""
+
+    qkv: bool = False
+    ffn: bool = False
+    act: bool = False
+    att: bool = False
+    expert_in: bool = False
+    expert_act: bool = False
 
 
 class Programs:
@@ -555,11 +573,13 @@ class Programs:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         rows = _counted(lambda n: (n, 1, 1), rows_of)
         post = a.post_norms
-        half_qkv, half_ffn, half_act, half_att, half_experts = self._half_rows(thin, slots)
+        half = self._half_rows(thin, slots)
+        half_qkv, half_ffn, half_act, half_att = half.qkv, half.ffn, half.act, half.att
         # the row kernels before attention (the first layer's has no partials to add) and FFN
         norm_first = rmsnorm_kernel(c.hidden, c.rms_eps, 0, y_f16=half_qkv)
         norm_attn = rmsnorm_kernel(c.hidden, c.rms_eps, 0, partials=sd if sd > 1 else 0, y_f16=half_qkv)
-        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0, y_f16=half_ffn)
+        norm_ffn = rmsnorm_kernel(c.hidden, c.rms_eps, lay.ffn, partials=so if so > 1 else 0, y_f16=half_ffn,
+                                  also_f16=half.expert_in)
         attn_kernels: dict[int, Any] = {}  # by window
         tiles = self.attention_tiles(full)
         if tiles is None:
@@ -644,9 +664,10 @@ class Programs:
                 prog.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post, so, next_off=lay.ffn, y_f16=half_ffn),
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             elif not (fuse and dense):  # (fused: in gate/up's prologue)
-                prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
+                y16 = {"y16": b.experts.xn16} if half.expert_in and b.experts else {}
+                prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn, **y16}, rows)
             if (m := a.experts(i)) is not None:
-                self._experts_prompt(prog, L, p, m, rows_of, half_experts)
+                self._experts_prompt(prog, L, p, m, rows_of, half)
                 continue
             mm(s_gu, "gate_up", sg, {**L.gate_up.bindings(), "x": x_gu}, {"y": b.act}, p)
             self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
@@ -657,31 +678,28 @@ class Programs:
             prog.add(rmsnorm_kernel(c.hidden, c.rms_eps, partials=sd, norm=False),
                      {**base, "x": b.h, "part": b.kpart}, rows)
 
-    def _half_rows(self, thin: int, slots: Any) -> tuple[bool, bool, bool, bool, bool]:
-        """Tuning.x_f16 for a prompt's layers: (the norm before attention writes xn as f16s for
-        QKV, the one before the FFN for gate/up, gate/up writes its outputs as f16s for down,
-        the attention (on its f16 tiles, keys in one part) its rows for O, a mixture's expert
-        gate/up its outputs for the expert down), each where every reader of those rows takes
-        the f16 tiles: not for a batched step's rows; in a mixture not the FFN's xn (its router
-        reads xn as f32); with Gemma's output norms, the one after O writes the FFN's xn."""
+    def _half_rows(self, thin: int, slots: Any) -> HalfRows:
+        """Tuning.x_f16 for a prompt's layers (HalfRows), each where every reader of those rows
+        takes the f16 tiles: not for a batched step's rows."""
         w, a = self.weights, self.cfg.architecture
         if not self.tuning.x_f16 or thin or slots is not None:
-            return False, False, False, False, False
+            return HalfRows()
         tiled = lambda spec: spec.k % 8 == 0 and self.mm_path(spec) == "f16"  # noqa: E731
-        qkv = all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers)
         gate_up = a.moe is None and all(tiled(self.spec(L.gate_up, epilogue=self.act)) for L in w.layers)
-        experts = [(L, m) for i, L in enumerate(w.layers) if (m := a.experts(i)) is not None]
-        return (qkv, gate_up, gate_up and all(tiled(self.spec(L.down)) for L in w.layers),
-                all(tiled(self.o_spec(L)) for L in w.layers),
-                bool(experts) and all(tiled(s) for L, m in experts for s in self._expert_specs(L, m)))
+        experts = [self._expert_specs(L, m) for i, L in enumerate(w.layers) if (m := a.experts(i)) is not None]
+        return HalfRows(qkv=all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers), ffn=gate_up,
+                        act=gate_up and all(tiled(self.spec(L.down)) for L in w.layers),
+                        att=all(tiled(self.o_spec(L)) for L in w.layers),
+                        expert_in=bool(experts) and all(tiled(gu) for gu, _ in experts),
+                        expert_act=bool(experts) and all(tiled(gu) and tiled(dn) for gu, dn in experts))
 
-    def _expert_specs(self, L: LayerWeights, m: Moe, half: bool = False) -> tuple[LinearSpec, LinearSpec]:
-        """A mixture's prompt expert gate/up and down over the batch's (row, slot) pairs; `half`:
-        gate/up's outputs as f16s, down reading them so (Tuning.x_f16)."""
-        pairs = self.batch * m.used
-        return (self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs), y_f16=half,
-                          **self._bias(m, "gate_up")),
-                self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs), x_f16=half,
+    def _expert_specs(self, L: LayerWeights, m: Moe, half: HalfRows | None = None) -> tuple[LinearSpec, LinearSpec]:
+        """A mixture's prompt expert gate/up and down over the batch's (row, slot) pairs, with
+        `half`'s f16 rows (gate/up reading xn's, writing its outputs so for down)."""
+        pairs, half = self.batch * m.used, half or HalfRows()
+        return (self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs),
+                          x_f16=half.expert_in, y_f16=half.expert_act, **self._bias(m, "gate_up")),
+                self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs), x_f16=half.expert_act,
                           **self._bias(m, "down")))
 
     def _bias(self, m: Moe, part: str) -> dict[str, Any]:
@@ -691,7 +709,7 @@ class Programs:
         return {"bias": True, "bias_off": getattr(self.weights.layout, f"{part}_bias")}
 
     def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe,
-                        rows_of: Callable[[Any], int] | None = None, half: bool = False) -> None:
+                        rows_of: Callable[[Any], int] | None = None, half: HalfRows | None = None) -> None:
         """A mixture of experts over the prompt's rows (their normed rows in xn; a batched
         step's rows, `rows_of(n)` of them, alike: each row's FFN is its own): the router, each
         row's chosen experts, the (row, slot) pairs grouped by expert, each expert's gate/up
@@ -706,7 +724,8 @@ class Programs:
                  _counted(lambda n: (n, 1, 1), rows_of))
         prog.add(moe.group_kernel(m.count, m.used, pairs), {**p, **tables}, (1, 1, 1))
         s_gu, s_dn = self._expert_specs(L, m, half)
-        self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": b.xn, "y": e.act}, count=rows_of)
+        x = e.xn16 if s_gu.x_f16 else b.xn
+        self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": x, "y": e.act}, count=rows_of)
         self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y}, count=rows_of)
         prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
                  _counted(moe.combine_grid(self.cfg.hidden), rows_of))

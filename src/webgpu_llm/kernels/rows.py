@@ -74,7 +74,7 @@ fn main({args}) {{
 
 
 def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm: bool = True,
-                   gather: bool = False, y_f16: bool = False) -> Kernel:
+                   gather: bool = False, y_f16: bool = False, also_f16: bool = False) -> Kernel:
     """y[t] = x[t] / rms(x[t]) * w for t < st.n, w at float offset `nw_off` of the parameter
     buffer `pv`; grid = (n,).
 
@@ -83,9 +83,10 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
     With `norm` False only that addition is done (after the last layer). With `gather`, row t
     of y is x's row `samples[t].x` (the rows a batched step samples from). `y_f16`: y's rows
     as f16s (k a multiple of 8; values past f16's range clamped to it), for f16-tile matmuls
-    that read them (LinearSpec.x_f16).
+    that read them (LinearSpec.x_f16). `also_f16`: y's rows as f32s and also as f16s in `y16`
+    (a mixture's router reads the f32s, its experts the f16s).
     """
-    assert not (y_f16 and (k % 8 or not norm))
+    assert not ((y_f16 or also_f16) and (k % 8 or not norm)) and not (y_f16 and also_f16)
     sig = Signature().state()
     if gather:
         assert norm and not partials
@@ -96,6 +97,8 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
     if norm:
         sig.storage("pv", "array<vec4<f32>>")
         sig.storage("y", "array<vec2<u32>>" if y_f16 else "array<vec4<f32>>", write=True)
+        if also_f16:
+            sig.storage("y16", "array<vec2<u32>>", write=True)
     k4 = k // 4
     add = " ".join(f"v += part[(t * {partials}u + {s}u) * {k4}u + i];" for s in range(partials))
     xr = "samples[t].x" if gather else "t"
@@ -104,10 +107,13 @@ def rmsnorm_kernel(k: int, eps: float, nw_off: int = 0, partials: int = 0, norm:
     store = f"y[t * {k4}u + i] = {value};" if norm else None
     if y_f16:  # four f16s in two words (pack2x16float takes values in f16's range)
         store = f16x4_store(f"y[t * {k4}u + i]", value)
+    if also_f16:
+        store = f"let yv = {value}; y[t * {k4}u + i] = yv; " + f16x4_store(f"y16[t * {k4}u + i]", "yv")
     body = rms_rows_wgsl("@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32",
                          "  let t = wid.x;\n  if (t >= st.n) { return; }", f"{k4}u", f"{read} ss += dot(v, v);",
                          f"{float(k)}", f"{eps!r}", store)
-    return sig.kernel((("rmsnorm_gather" if gather else "rmsnorm") + ("_f16" if y_f16 else "")) if norm else "add_partials", body)
+    name = ("rmsnorm_gather" if gather else "rmsnorm") + ("_f16" if y_f16 else "_and_f16" if also_f16 else "")
+    return sig.kernel(name if norm else "add_partials", body)
 
 
 def layernorm_kernel(k: int, eps: float, w_off: int, b_off: int, add: str = "") -> Kernel:
