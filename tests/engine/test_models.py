@@ -351,6 +351,12 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
     assert labels and all(f"_{shape}" in x for x in labels), labels
     assert max_rel(_step_logits(eng), want) < 1e-5
+    # Tuning.float_double: the float weights' tiles double-buffered, the quantized ones' not
+    # (2x2x2x2: 4x2x2x4's 48 KiB double-buffered are past llvmpipe's 32, and would run single)
+    eng.rebuild(dataclasses.replace(base, float_tiles=(2, 2, 2, 2), float_double=True))
+    labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
+    assert all(("_double" in x) == (dtype == "f16") for x in labels), labels
+    assert max_rel(_step_logits(eng), want) < 1e-5
     # Tuning.spread_staging: f16 weight rows staged by two threads each (4x2x2x4 and 2x2x2x2
     # have twice the threads of their weight rows); quantized rows keep one thread
     eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4), spread_staging=True))

@@ -73,7 +73,8 @@ def test_f16_matmul_formats(gpu, fmt):
                                    TileShape(4, 2, 2, 4, depth=2, spread=True), TileShape(2, 2, 2, 2, spread=True),
                                    TileShape(2, 1, 2, 1, spread=True), TileShape(2, 2, 1, 1, ku=2, double=True, spread=True),
                                    TileShape(2, 2, 2, 2, ku=2, depth=2, spread=True),
-                                   TileShape(4, 2, 2, 4, depth=2, spread=True, bitcast=True)])
+                                   TileShape(4, 2, 2, 4, depth=2, spread=True, bitcast=True),
+                                   TileShape(2, 2, 2, 2, depth=2, straight=True, double=True)])
 def test_f16_matmul_shapes(gpu, shape):
     """Workgroups of other subgroup and tile counts, in the tokens-first order, with
     double-buffered staging, 2 or 4 units a step (K of 3 units: the last step partial), the

@@ -97,6 +97,9 @@ class Tuning:
     # the f16 tiles' staging double-buffered (mma.TileShape.double): one barrier a step, not
     # two, for twice the workgroup memory (slower on the H200: fewer workgroups a multiprocessor)
     double_staging: bool = False
+    # ... for float weights' tiles only (GPU_TUNING: on): H100, pp512 of the 1.5B f16 +4 % (twice),
+    # the 0.5B f16 +5.5 %, where the quantized ones' tiles ran 12 % (1.5B q4_0) and more slower
+    float_double: bool = False
     # units of 32 inputs the f16 tiles stage a step (mma.TileShape.ku): more multiply-adds
     # between two barriers, more workgroup memory (where it does not fit: 1, one buffer)
     stage_units: int = 1
@@ -211,7 +214,8 @@ class Tuning:
         if experts and self.expert_tiles:
             return TileShape(*self.expert_tiles)
         tiles = dict(self.role_tiles).get(role) or (self.float_tiles if float_weights and self.float_tiles else self.tiles)
-        return TileShape(*tiles, tokens_first=self.tokens_first, double=self.double_staging, ku=self.stage_units,
+        double = self.double_staging or (float_weights and self.float_double)
+        return TileShape(*tiles, tokens_first=self.tokens_first, double=double, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging,
                          acc16=role in self.acc_f16, bitcast=self.stage_bitcast)
 
@@ -323,7 +327,7 @@ GPU_TUNING = Tuning(
     mv_spread=(("down", 256, 256, 1),), attn_wg=ATTN_WG, int8_direct=True, expert_tpr=EXPERT_TPR,
     expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS,
-    combine_unroll=COMBINE_UNROLL, quant_f16=True, float_tiles=FLOAT_TILES, x_f16=True)
+    combine_unroll=COMBINE_UNROLL, quant_f16=True, float_tiles=FLOAT_TILES, float_double=True, x_f16=True)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
