@@ -345,12 +345,15 @@ class Programs:
                  _counted(mma.quantize_grid(k, per_token), count))
 
     def _add_mm(self, prog: Program, spec: LinearSpec, role: str, bindings: dict[str, Any],
-                quantized: bool = False, count: Callable[[Any], int] | None = None, thin: int = 0) -> None:
+                quantized: bool = False, count: Callable[[Any], int] | None = None, thin: int = 0,
+                record: bool = True) -> None:
         """A prompt matmul on bindings["x"]; on the matrix units, after x is quantized (unless
         `quantized`: an earlier dispatch did it). `count` maps the Program's n to this
         matmul's rows where n is not the row count itself (a batched step's n). `thin`: a
         thin matmul of that many tokens a pass instead (a batched decode step's few rows),
-        with the role's mat-vec shape; 1: the role's mat-vec (a step of one row)."""
+        with the role's mat-vec shape; 1: the role's mat-vec (a step of one row). `record`: its
+        path is the prompt's in mm_paths (not for a mixture's experts in a short prompt's or a
+        batched step's layers, which take this path too)."""
         if thin == 1:
             prog.add(self._mv(spec, role), bindings, self._mvg(spec, role))
             return
@@ -364,7 +367,8 @@ class Programs:
                      _counted(thin_matmul_grid(spec, thin, shape["wg"], shape["tpr"]), count))
             return
         path = self.mm_path(spec)
-        self.mm_paths[role] = path + (", x f16" if spec.x_f16 else "")
+        if record:
+            self.mm_paths[role] = path + (", x f16" if spec.x_f16 else "")
         if path == "simt":
             prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
@@ -667,7 +671,7 @@ class Programs:
                 y16 = {"y16": b.experts.xn16} if half.expert_in and b.experts else {}
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn, **y16}, rows)
             if (m := a.experts(i)) is not None:
-                self._experts_prompt(prog, L, p, m, rows_of, half)
+                self._experts_prompt(prog, L, p, m, rows_of, half, record=not thin and slots is None)
                 continue
             mm(s_gu, "gate_up", sg, {**L.gate_up.bindings(), "x": x_gu}, {"y": b.act}, p)
             self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
@@ -709,7 +713,8 @@ class Programs:
         return {"bias": True, "bias_off": getattr(self.weights.layout, f"{part}_bias")}
 
     def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe,
-                        rows_of: Callable[[Any], int] | None = None, half: HalfRows | None = None) -> None:
+                        rows_of: Callable[[Any], int] | None = None, half: HalfRows | None = None,
+                        record: bool = True) -> None:
         """A mixture of experts over the prompt's rows (their normed rows in xn; a batched
         step's rows, `rows_of(n)` of them, alike: each row's FFN is its own): the router, each
         row's chosen experts, the (row, slot) pairs grouped by expert, each expert's gate/up
@@ -719,14 +724,16 @@ class Programs:
         pairs = self.batch * m.used
         tables = {"route": e.route, "groups": e.groups}
         self._add_mm(prog, self.spec(L.router, **self._bias(m, "router")), "router",
-                     {**p, **L.router.bindings(), "x": b.xn, "y": e.logits}, count=rows_of)
+                     {**p, **L.router.bindings(), "x": b.xn, "y": e.logits}, count=rows_of, record=record)
         prog.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
                  _counted(lambda n: (n, 1, 1), rows_of))
         prog.add(moe.group_kernel(m.count, m.used, pairs), {**p, **tables}, (1, 1, 1))
         s_gu, s_dn = self._expert_specs(L, m, half)
         x = e.xn16 if s_gu.x_f16 else b.xn
-        self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": x, "y": e.act}, count=rows_of)
-        self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y}, count=rows_of)
+        self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": x, "y": e.act}, count=rows_of,
+                     record=record)
+        self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), **tables, "x": e.act, "y": e.y}, count=rows_of,
+                     record=record)
         prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
                  _counted(moe.combine_grid(self.cfg.hidden), rows_of))
 
