@@ -344,7 +344,8 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     cfg, tensors = preset_model("tiny", dtype)
     eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
     model = eng.programs
-    base = dataclasses.replace(model.tuning, mma="emulate-f16", tiles=(2, 2, 2, 2), float_tiles=())
+    # (thin_rows=0: the test prompt on the prompt tiles, not the short prompts' batch tiles a GPU takes)
+    base = dataclasses.replace(model.tuning, mma="emulate-f16", tiles=(2, 2, 2, 2), float_tiles=(), thin_rows=0)
     eng.rebuild(base)
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4)))
