@@ -115,10 +115,10 @@ class Tuning:
     # the prompt matmuls of these roles ("qkv", "o", "gate_up", "down") with f16 sums on the
     # f16 tiles (mma.TileShape.acc16; where the device lists f16 -> f16 tiles): half the
     # accumulators' registers, for sums rounded to f16 (its range: a role whose outputs can pass
-    # 65504, as some models' down projections, must keep f32); untimed
+    # 65504, as some models' down projections, must keep f32). H100, 1.5B f16 pp512 +1 %: off
     acc_f16: tuple[str, ...] = ()
     # the f16 tiles stage f16 words through bitcast<vec2<f16>> (mma.TileShape.bitcast), not
-    # unpack2x16float's f32s converted back; untimed
+    # unpack2x16float's f32s converted back (H100, 1.5B f16 pp512 +1 %: off)
     stage_bitcast: bool = False
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
