@@ -19,7 +19,6 @@ from webgpu_llm.kernels.mma import (
     f16_matmul_grid,
     f16_matmul_kernel,
     f16_ok,
-    has_f16_acc,
     has_f16_mma,
 )
 
@@ -133,7 +132,7 @@ def test_f16_matmul_with_f16_sums(gpu, shape):
     for spec in (LinearSpec(k=k, segments=(Segment("f16", rows),), x_f16=True),
                  LinearSpec(k=k, segments=(Segment("f16", rows),), x_f16=True, epilogue="partial", splits=2)):
         for emulate in _modes(gpu):
-            if not emulate and not has_f16_acc(gpu.subgroup_matrix_configs):
+            if not emulate and not has_f16_mma(gpu.subgroup_matrix_configs, sums="f16"):
                 continue
             yb = gpu.buffer(rows * t * 4 * spec.splits)
             _run(gpu, spec, {"w0": wb, "x": xb, "y": yb}, t, emulate, shape)

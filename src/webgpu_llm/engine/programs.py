@@ -388,7 +388,7 @@ class Programs:
                  shape: mma.TileShape) -> None:
         if shape.shared_bytes > self.gpu.limits["max-compute-workgroup-storage-size"]:  # one unit, one buffer
             shape = replace(shape, double=False, ku=1)
-        if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_acc(self.gpu.subgroup_matrix_configs):
+        if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_mma(self.gpu.subgroup_matrix_configs, sums="f16"):
             shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
         prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
                  _counted(mma.f16_matmul_grid(spec, shape), count))

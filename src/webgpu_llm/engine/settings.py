@@ -242,12 +242,13 @@ class Tuning:
                 (self.tile_shape(float_weights=name == "float_tiles") if "batch" not in name else TileShape(*fields)).check()
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.{name}: {e}") from None
-        if not isinstance(self.acc_f16, tuple) or any(r not in ("qkv", "o", "gate_up", "down") for r in self.acc_f16):
+        tiled = tuple(r for r in ROLES if r != "head")  # a layer's prompt matmuls
+        if not isinstance(self.acc_f16, tuple) or any(r not in tiled for r in self.acc_f16):
             raise ValueError(f"Tuning.acc_f16: a tuple of roles (qkv, o, gate_up, down), not {self.acc_f16!r}")
         for entry in self.role_tiles:
             try:
                 role, fields = entry
-                if role not in ("qkv", "o", "gate_up", "down") or len(fields) != 4:
+                if role not in tiled or len(fields) != 4:
                     raise ValueError("a role (qkv, o, gate_up or down) and (sm, sn, tm, tn)")
                 self.tile_shape(role=role).check()
             except (TypeError, ValueError) as e:

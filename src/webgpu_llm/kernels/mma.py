@@ -82,9 +82,10 @@ def f16_ok(spec: LinearSpec, every_format: bool = False) -> bool:
             and all(s.fmt in ok for s in spec.segments))
 
 
-def has_f16_mma(configs: list[dict[str, Any]]) -> bool:
-    """Does the adapter list f16 x f16 -> f32 16 x 16 x 16 tiles on 32-wide subgroups?"""
-    return any(c.get("component_type") == "f16" and c.get("result_component_type") == "f32"
+def has_f16_mma(configs: list[dict[str, Any]], sums: str = "f32") -> bool:
+    """Does the adapter list f16 x f16 -> `sums` 16 x 16 x 16 tiles on 32-wide subgroups (f16
+    sums: TileShape.acc16)?"""
+    return any(c.get("component_type") == "f16" and c.get("result_component_type") == sums
                and (c.get("m"), c.get("n"), c.get("k")) == (16, 16, 16)
                and c.get("min_subgroup_size") == c.get("max_subgroup_size") == 32 for c in configs)
 
@@ -117,13 +118,6 @@ def _f16_tiles_work(gpu: Gpu) -> bool:
     want = x.astype(np.float16).astype(np.float32) @ w.astype(np.float32).T
     return agrees(gpu, f16_matmul_kernel(spec), {"x": x, "w0": FORMATS["f16"].pack(w, k)}, "y", want,
                   f16_matmul_grid(spec)(t), n=t)
-
-
-def has_f16_acc(configs: list[dict[str, Any]]) -> bool:
-    """Does the adapter list f16 x f16 -> f16 16 x 16 x 16 tiles on 32-wide subgroups (TileShape.acc16)?"""
-    return any(c.get("component_type") == "f16" and c.get("result_component_type") == "f16"
-               and (c.get("m"), c.get("n"), c.get("k")) == (16, 16, 16)
-               and c.get("min_subgroup_size") == c.get("max_subgroup_size") == 32 for c in configs)
 
 
 def has_int8_mma(configs: list[dict[str, Any]]) -> bool:
@@ -382,6 +376,11 @@ class TileShape:
         return 16 * self.tm * self.sm
 
     @property
+    def sums(self) -> str:
+        """The WGSL type of the subgroups' sums (and of the scratch their tiles go through)."""
+        return "f16" if self.acc16 else "f32"
+
+    @property
     def bn(self) -> int:
         return 16 * self.tn * self.sn
 
@@ -418,7 +417,6 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tu
     units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
     unrolled copies slowly)."""
     tm, tn = shape.tm, shape.tn
-    acc = "f16" if shape.acc16 else "f32"  # (also the scratch's type: tile_scratch)
     tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
     start = f"""  // the subgroup whose tiles this thread multiplies: rows ts.. of xh, rows rs.. of wh
@@ -438,9 +436,9 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tu
       for (var k = z; k < {32 * shape.ku}u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
       acc[e / 32u] {"= f32(f16(acc[e / 32u] + d))" if shape.acc16 else "+= d"};
     }}"""
-        store = f"    for (var v = 0u; v < 8u; v++) {{ cs[s * 256u + lane + 32u * v] = {acc}(acc[n * 8u + v]); }}"
+        store = f"    for (var v = 0u; v < 8u; v++) {{ cs[s * 256u + lane + 32u * v] = {shape.sums}(acc[n * 8u + v]); }}"
         return acc_decl, products, store
-    acc_decl = start + "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<{acc}, 16, 16>();" for i, j in tile_ids)
+    acc_decl = start + "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<{shape.sums}, 16, 16>();" for i, j in tile_ids)
     lines = []
     for kk in range(0, 32 * shape.ku, 16):
         for i in range(tm):
@@ -606,7 +604,7 @@ const XH: u32 = {xh}u;
 const HMAX = vec4<f32>(65504.0);
 var<workgroup> xh: array<f16, {bm * xh * (2 if db else 1)}>;  // [token][unit's inputs]{" (x2: the staging in turn)" if db else ""}
 var<workgroup> wh: array<f16, {bn * xh * (2 if db else 1)}>;  // [tile row][unit's inputs]
-var<workgroup> cs: array<{"f16" if shape.acc16 else "f32"}, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
+var<workgroup> cs: array<{shape.sums}, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
 var<private> split: u32;
 @compute @workgroup_size({wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
