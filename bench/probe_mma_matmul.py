@@ -51,11 +51,16 @@ from webgpu_llm.runtime.program import Kernel, Program
 
 
 def parse_shape(text: str) -> TileShape:
-    """"sm,sn,tm,tn[,depth[,ku]]" as a TileShape (the f16 tiles' straight loads where depth is 2)."""
-    f = [int(v) for v in text.split(",")]
-    if not 4 <= len(f) <= 6:
-        raise SystemExit(f"--shapes: {text!r} is not sm,sn,tm,tn[,depth[,ku]]")
-    shape = TileShape(*f[:4], depth=f[4] if len(f) > 4 else 1, ku=f[5] if len(f) > 5 else 1)
+    """"sm,sn,tm,tn[,depth[,ku]][,flag...]" as a TileShape (the f16 tiles' straight loads where
+    depth is 2); a flag names a boolean field to switch on (double, spread, acc16, bitcast)."""
+    parts = [v.strip() for v in text.split(",")]
+    nums = [int(v) for v in parts if v.isdigit()]
+    flags = [v for v in parts if not v.isdigit()]
+    known = ("double", "spread", "acc16", "bitcast", "straight", "tokens_first")
+    if not 4 <= len(nums) <= 6 or any(f not in known for f in flags):
+        raise SystemExit(f"--shapes: {text!r} is not sm,sn,tm,tn[,depth[,ku]][,flag...] with flags of {', '.join(known)}")
+    shape = TileShape(*nums[:4], depth=nums[4] if len(nums) > 4 else 1, ku=nums[5] if len(nums) > 5 else 1,
+                      **{f: True for f in flags})
     try:
         shape.check()
     except ValueError as e:
@@ -72,16 +77,16 @@ def cut(src: str, name: str, pattern: str, repl: str) -> str:
     return out
 
 
-def f16_cuts(wgsl: str, raw: bool) -> dict[str, str]:
+def f16_cuts(wgsl: str, raw: bool, x_f16: bool) -> dict[str, str]:
     """The f16 tile kernel without parts of its work. Removing a part also lets the compiler drop
     what only fed it (without the products, the fragment loads; without the staging stores,
     the global loads). `raw`: f16 weights (loaded as words by raw_row), whose loads can be
-    replaced by values of the step."""
+    replaced by values of the step; `x_f16`: x as words of f16 pairs."""
     products = r"^\s*acc\w+ = subgroupMatrixMultiplyAccumulate\(.*$"
     no_staging = cut(wgsl, "staging stores", r"^.*[xw]h\[o\] = .*$", "")
     out = {"no tile products (loads, staging)": cut(wgsl, "products", products, "")}
     if raw:  # the loads' values made of the step's indices (still stored, so still computed)
-        consts = cut(wgsl, "x loads", r"x\[xi\]", "vec4<f32>(f32(xi & 7u))")
+        consts = cut(wgsl, "x loads", r"x\[xi\]", "vec4<u32>(xi & 7u)" if x_f16 else "vec4<f32>(f32(xi & 7u))")
         out["no global loads (staging, products)"] = cut(
             consts, "w loads", r"raw_row\(r, (\w+)\)",
             r"array<vec4<u32>, 4>(vec4<u32>(\1), vec4<u32>(r), vec4<u32>(\1 + r), vec4<u32>(r))")
@@ -116,7 +121,8 @@ def main() -> None:
     ap.add_argument("--epilogue", default="silu_mul")
     ap.add_argument("--path", default="f16", choices=["f16", "int8"], help="which tiles (default: f16)")
     ap.add_argument("--shapes", default="2,2,4,4,2;2,2,2,2,2",
-                    help="f16 path: workgroup shapes sm,sn,tm,tn[,depth[,ku]], ';'-separated; the first one's WGSL is cut")
+                    help="f16 path: workgroup shapes sm,sn,tm,tn[,depth[,ku]][,flag...] (flags: double, spread, acc16, "
+                         "bitcast), ';'-separated; the first one's WGSL is cut")
     ap.add_argument("--splits", default="1", help="int8 path: comma list of K splits to time (> 1: epilogue partial)")
     ap.add_argument("--emulate", action="store_true",
                     help="f16 path: the tile products without matrix units (to check the probe on a CPU adapter; no cuts)")
@@ -178,10 +184,10 @@ def main() -> None:
             rows.append({"kernel": f"{name}: check against numpy, {what}", "rel_err": err})
             print(f"{name} against numpy ({what}): max rel err {err:.2e}", flush=True)
 
-    def time_cuts(base: str, bindings: Any, cuts: dict[str, str], grid: tuple[int, int, int]) -> None:
+    def time_cuts(base: str, bindings: Any, cuts: dict[str, str], grid: tuple[int, int, int], f16_x: bool = False) -> None:
         for name, src in cuts.items():
             try:
-                time(f"{base}, {name}", Kernel(name, src, bindings), grid)
+                time(f"{base}, {name}", Kernel(name, src, bindings), grid, f16_x)
             except Exception as e:  # a probe: report and go on
                 print(f"{base}, {name:40s} FAILED {' '.join(str(e).split())[:300]}")
 
@@ -204,7 +210,8 @@ def main() -> None:
         ref = {"f16-rounded x and weights": f16(xh) @ f16(w).T}
         for shape in shapes:
             for f16_x in (False, True):
-                name = (f"f16 tiles {shape.sm}x{shape.sn}x{shape.tm}x{shape.tn} depth {shape.depth} ku {shape.ku}"
+                flags = "".join(f" {f}" for f in ("double", "spread", "acc16", "bitcast") if getattr(shape, f))
+                name = (f"f16 tiles {shape.sm}x{shape.sn}x{shape.tm}x{shape.tn} depth {shape.depth} ku {shape.ku}{flags}"
                         f"{', x f16' if f16_x else ''}")
                 p, s = replace(plain, x_f16=f16_x), replace(spec, x_f16=f16_x)
                 try:
@@ -214,10 +221,11 @@ def main() -> None:
                     print(f"{name:48s} FAILED {' '.join(str(e).split())[:300]}", flush=True)
         if a.emulate:
             return write(a, rows)
-        k0 = f16_matmul_kernel(spec, shapes[0])
-        cuts = f16_cuts(k0.wgsl, raw=a.fmt == "f16")
-        time_cuts(f"f16 tiles {shapes[0].sm}x{shapes[0].sn}x{shapes[0].tm}x{shapes[0].tn}", k0.bindings, cuts,
-                  f16_matmul_grid(spec, shapes[0])(a.tokens))
+        xs = replace(spec, x_f16=True)  # (the engine's default on GPUs with f16 tiles)
+        k0 = f16_matmul_kernel(xs, shapes[0])
+        cuts = f16_cuts(k0.wgsl, raw=a.fmt == "f16", x_f16=True)
+        time_cuts(f"f16 tiles {shapes[0].sm}x{shapes[0].sn}x{shapes[0].tm}x{shapes[0].tn}, x f16", k0.bindings, cuts,
+                  f16_matmul_grid(xs, shapes[0])(a.tokens), True)
     write(a, rows)
 
 
