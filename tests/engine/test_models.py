@@ -371,6 +371,12 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     for bad in ((("head", (2, 2, 2, 2)),), (("qkv", (2, 2)),), (("qkv", (1, 1, 8, 8)),)):
         with pytest.raises(ValueError, match="role_tiles"):
             dataclasses.replace(base, role_tiles=bad).check()
+    # Tuning.stage_frags: f16 weights and f16 rows of x staged a fragment at a time by the
+    # subgroups (QKV, gate/up as gated pairs, down; O reads f32 rows here), the same logits
+    eng.rebuild(dataclasses.replace(base, float_tiles=(2, 2, 2, 2), x_f16=True, stage_frags=True))
+    frags = sorted({d.label.split("_f16")[0] for d in model.prefill.dispatches if "_frag" in d.label})
+    assert frags == (["f16_matmul_add", "f16_matmul_qkv", "f16_matmul_silu_mul"] if dtype == "f16" else []), frags
+    assert max_rel(_step_logits(eng), want) < 1e-5
     # Tuning.acc_f16: those roles' sums as f16s, close to the f32 sums' logits, not equal
     eng.rebuild(dataclasses.replace(base, acc_f16=("gate_up", "down")))
     assert sum(d.label.endswith("_a16_emulated") for d in model.prefill.dispatches) == 2 * cfg.n_layers

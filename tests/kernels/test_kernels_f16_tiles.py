@@ -196,3 +196,44 @@ def test_f16_eligibility():
     assert has_f16_mma([cfg]) and not has_f16_mma([{**cfg, "result_component_type": "f16"}]) and not has_f16_mma([])
     with pytest.raises(ValueError):
         TileShape(1, 1, 1, 4).check()  # 64 weight rows for 32 threads
+
+
+@pytest.mark.parametrize("shape", [TileShape(2, 2, 2, 2, frags=True), TileShape(1, 1, 1, 1, frags=True),
+                                   TileShape(2, 2, 2, 2, frags=True, double=True, depth=2),
+                                   TileShape(4, 2, 2, 4, frags=True, depth=2),
+                                   TileShape(2, 1, 2, 2, frags=True, depth=2)])
+def test_f16_matmul_stages_fragments(gpu, shape):
+    """TileShape.frags: fragments staged by the subgroups, against numpy on f16 rows of x:
+    two segments of whole fragments (48 and 32 rows), 45 tokens (a token block the tokens end
+    inside), K of 3 units whole and split in 2 (partial sums), SiLU·mul over gated pairs (a
+    pair's rows in tiles 2i and 2i + 1), and a window of the batch's tokens (t0, tmax). Where
+    the layout does not allow fragments (80 rows of a gated pair: 40 a half), the threads
+    stage as without them."""
+    rng = np.random.default_rng(27)
+    k, t = 96, 45
+    w, _ = _weight(gpu, "f16", 80, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xb = gpu.upload(x.astype(np.float16))
+    bufs = {"w0": gpu.upload(FORMATS["f16"].pack(w[:48], k)), "w1": gpu.upload(FORMATS["f16"].pack(w[48:], k)), "x": xb}
+    segs = (Segment("f16", 48), Segment("f16", 32))
+    want = h(x) @ h(w).T
+    for emulate in _modes(gpu):
+        for spec in (LinearSpec(k=k, segments=segs, x_f16=True),
+                     LinearSpec(k=k, segments=segs, x_f16=True, epilogue="partial", splits=2)):
+            assert "_frag" in f16_matmul_kernel(spec, shape).name
+            yb = gpu.buffer(80 * t * 4 * spec.splits)
+            _run(gpu, spec, {**bufs, "y": yb}, t, emulate, shape)
+            assert rel_err(read(gpu, yb, (t, spec.splits, 80)).sum(1), want) < 1e-5, (emulate, spec.splits)
+        gated = LinearSpec(k=k, segments=(Segment("f16", 32), Segment("f16", 32)), x_f16=True, epilogue="silu_mul")
+        assert ("_frag" in f16_matmul_kernel(gated, shape).name) == (shape.tn % 2 == 0)
+        yb = gpu.buffer(32 * t * 4)
+        _run(gpu, gated, {"w0": bufs["w0"], "w1": gpu.upload(FORMATS["f16"].pack(w[48:], k)), "x": xb, "y": yb}, t, emulate, shape)
+        g, u = want[:, :32], want[:, 48:]
+        assert rel_err(read(gpu, yb, (t, 32)), g / (1 + np.exp(-g)) * u) < 1e-4, emulate
+        window = LinearSpec(k=k, segments=segs, x_f16=True, t0=32, tmax=16)
+        yb = gpu.buffer(80 * t * 4)
+        _run(gpu, window, {**bufs, "y": yb}, t, emulate, shape)
+        y = read(gpu, yb, (t, 80))
+        assert rel_err(y[:13], want[32:]) < 1e-5 and not y[13:].any(), emulate
+    odd = LinearSpec(k=k, segments=(Segment("f16", 40), Segment("f16", 40)), x_f16=True, epilogue="silu_mul")
+    assert "_frag" not in f16_matmul_kernel(odd, shape).name

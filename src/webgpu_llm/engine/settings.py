@@ -120,6 +120,10 @@ class Tuning:
     # the f16 tiles stage f16 words through bitcast<vec2<f16>> (mma.TileShape.bitcast), not
     # unpack2x16float's f32s converted back (H100, 1.5B f16 pp512 +1 %: off)
     stage_bitcast: bool = False
+    # f16 weights and f16 rows of x staged a 16 x 16 fragment at a time by the subgroups'
+    # matrix loads and stores, not by each thread's scalar f16 stores (mma.TileShape.frags;
+    # where the layout allows: mma.frags_ok); untimed
+    stage_frags: bool = False
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
     # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
@@ -217,7 +221,7 @@ class Tuning:
         double = self.double_staging or (float_weights and self.float_double)
         return TileShape(*tiles, tokens_first=self.tokens_first, double=double, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging,
-                         acc16=role in self.acc_f16, bitcast=self.stage_bitcast)
+                         acc16=role in self.acc_f16, bitcast=self.stage_bitcast, frags=self.stage_frags)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):

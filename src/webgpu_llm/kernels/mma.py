@@ -38,7 +38,7 @@ f32 dot products of the same staged f16s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..runtime.gpu import Gpu
@@ -370,6 +370,11 @@ class TileShape:
     # f16 words staged through bitcast<vec2<f16>> (Tint's; naga rejects it, so the emulated
     # kernels keep unpack2x16float): no conversion to f32 and back per value
     bitcast: bool = False
+    # f16 weights and f16 rows of x staged a 16 x 16 fragment at a time: each subgroup loads
+    # its share of a step's fragments from memory (subgroupMatrixLoad) and stores them to
+    # workgroup memory (subgroupMatrixStore), the driver's copies in place of a thread's scalar
+    # f16 stores (frags_ok says where; elsewhere the threads stage as without it)
+    frags: bool = False
 
     @property
     def bm(self) -> int:
@@ -406,19 +411,21 @@ class TileShape:
             raise ValueError(f"f16 tile shape {self}: depth is 1 or 2")
 
 
-def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tuple[str, str, str]:
+def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: str = "n",
+              at: str = "s * 256u") -> tuple[str, str, str]:
     """WGSL of a subgroup's tm x tn tiles of 16 x 16 f32 sums over f16 inputs staged in
     workgroup memory, for every f16-tile kernel: the start (which subgroup a thread is in, s,
     its lane, the first rows of xh and wh its tiles take, ts and rs, and its accumulators); the products
     of one step of 32 ku inputs (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
     apart, from `xo` and `wo`: WGSL prefixes "offset + " of the staging buffer in use); and the
-    store of tile n (a runtime index) to the scratch `cs` at s * 256, row-major
+    store of tile `n` (a runtime index) to the scratch `cs` at `at` (default s * 256), row-major
     16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix
     units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
     unrolled copies slowly)."""
     tm, tn = shape.tm, shape.tn
     tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
+    nv = n if n.isidentifier() else f"({n})"
     start = f"""  // the subgroup whose tiles this thread multiplies: rows ts.. of xh, rows rs.. of wh
   let s = {"lid / 32u" if emulate else "sgid"};
   let lane = lid % 32u;
@@ -436,7 +443,7 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tu
       for (var k = z; k < {32 * shape.ku}u; k++) {{ d += f32(xh[xa + k]) * f32(wh[wa + k]); }}
       acc[e / 32u] {"= f32(f16(acc[e / 32u] + d))" if shape.acc16 else "+= d"};
     }}"""
-        store = f"    for (var v = 0u; v < 8u; v++) {{ cs[s * 256u + lane + 32u * v] = {shape.sums}(acc[n * 8u + v]); }}"
+        store = f"    for (var v = 0u; v < 8u; v++) {{ cs[{at} + lane + 32u * v] = {shape.sums}(acc[{nv} * 8u + v]); }}"
         return acc_decl, products, store
     acc_decl = start + "\n".join(f"  var acc{i}{j} = subgroup_matrix_result<{shape.sums}, 16, 16>();" for i, j in tile_ids)
     lines = []
@@ -447,9 +454,29 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "") -> tu
             lines.append(f"    let b{j}_{kk} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&wh, {wo}(rs + {16 * j}u) * XH + {kk}u, true, XH);")
         for i, j in tile_ids:
             lines.append(f"    acc{i}{j} = subgroupMatrixMultiplyAccumulate(a{i}_{kk}, b{j}_{kk}, acc{i}{j});")
-    store = "\n".join(f"    {'if' if n == 0 else 'else if'} (n == {n}u) {{ subgroupMatrixStore(&cs, s * 256u, acc{i}{j}, false, 16u); }}"
-                      for n, (i, j) in enumerate(tile_ids))
+    store = "\n".join(f"    {'if' if k == 0 else 'else if'} ({nv} == {k}u) {{ subgroupMatrixStore(&cs, {at}, acc{i}{j}, false, 16u); }}"
+                      for k, (i, j) in enumerate(tile_ids))
     return acc_decl, "\n".join(lines), store
+
+
+def _pair_outs(shape: TileShape, store: str, out: str) -> str:
+    """The end of a tile matmul with adjacent pairs: each tile through the scratch of its
+    slice, stored by the slice's subgroup (`store`, tile_code's), read by threads 32 es..
+    (es = lid / 32) so that each epilogue call gets a row pair (`out`: TokenRows.out)."""
+    sn, tm, tn = shape.sn, shape.tm, shape.tn
+    return f"""  let es = lid / 32u;
+  for (var n = 0u; n < {tm * tn}u; n++) {{
+{store}
+    workgroupBarrier();
+    for (var v = 0u; v < 4u; v++) {{  // 16 tokens x 8 row pairs of slice es's tile n
+      let e = lane + 32u * v;
+      let t = m0 + (es / {sn}u) * {16 * tm}u + (n / {tn}u) * 16u + e / 8u;
+      let q = p0 + ((es % {sn}u) * {16 * tn}u + (n % {tn}u) * 16u) / 2u + e % 8u;
+      let c = es * 256u + (e / 8u) * 16u + 2u * (e % 8u);
+      if (t < nt && q < NP) {{ epi({out}t, q, f32(cs[c]), f32(cs[c + 1u])); }}
+    }}
+    workgroupBarrier();
+  }}"""
 
 
 def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate: bool = False) -> Kernel:
@@ -458,6 +485,10 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     assert f16_ok(spec, every_format=True), spec
     assert (spec.splits > 1) == (spec.epilogue == "partial")
     shape.check()
+    if shape.frags:
+        if frags_ok(spec, shape):
+            return _frag_matmul_kernel(spec, shape, emulate)
+        shape = replace(shape, frags=False)
     sm, sn, tm, tn, bm, bn, wg = shape.sm, shape.sn, shape.tm, shape.tn, shape.bm, shape.bn, shape.wg
     for seg in spec.segments:
         if (err := FORMATS[seg.fmt].check_k(spec.k)):
@@ -489,24 +520,9 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     ku, xh = shape.ku, shape.xh
     xwords = bm * xw * ku  # x words (vec4) a step stages
     pt = -(-xwords // wg)  # ... each thread (the last word again where they do not divide)
-    nt_ = tm * tn
     db = shape.double
     acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")))
-    # each tile through the scratch of its slice: stored by the slice's subgroup, read by
-    # threads 32 es.. (es = lid / 32), so that each epilogue call gets a row pair
-    outs = f"""  let es = lid / 32u;
-  for (var n = 0u; n < {nt_}u; n++) {{
-{store}
-    workgroupBarrier();
-    for (var v = 0u; v < 4u; v++) {{  // 16 tokens x 8 row pairs of slice es's tile n
-      let e = lane + 32u * v;
-      let t = m0 + (es / {sn}u) * {16 * tm}u + (n / {tn}u) * 16u + e / 8u;
-      let q = p0 + ((es % {sn}u) * {16 * tn}u + (n % {tn}u) * 16u) / 2u + e % 8u;
-      let c = es * 256u + (e / 8u) * 16u + 2u * (e % 8u);
-      if (t < nt && q < NP) {{ epi({tiles.out}t, q, f32(cs[c]), f32(cs[c + 1u])); }}
-    }}
-    workgroupBarrier();
-  }}"""
+    outs = _pair_outs(shape, store, tiles.out)
     zero = "vec4<u32>(0u)" if xf16 else "vec4<f32>(0.0)"
     kw = "K8" if xf16 else "K4"  # x's row stride in words
     xload = "x[xi]" if not ragged else f"select({zero}, x[xi], uu * {xw}u + cc < {kw})"
@@ -641,6 +657,200 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
+
+
+def frags_ok(spec: LinearSpec, shape: TileShape) -> bool:
+    """Can this matmul stage whole fragments (TileShape.frags)? f16 weights whose segments (and
+    a gated pair's halves) are whole 16-row fragments, f16 rows of x of whole units, dense rows
+    (no expert lists), and for gated pairs (a pair's rows in two fragments) an even number of
+    tiles a subgroup across rows; a workgroup of one unit a step whose fragments its subgroups
+    share evenly."""
+    even = shape.ku == 1 and (shape.bm // 8) % (shape.sm * shape.sn) == 0 and (shape.bn // 8) % (shape.sm * shape.sn) == 0
+    return (shape.frags and even and f16_ok(spec) and spec.x_f16 and spec.k % UNIT == 0 and spec.experts is None
+            and all(s.fmt == "f16" and s.rows % 16 == 0 for s in spec.segments)
+            and (not spec.split_pairs or (shape.tn % 2 == 0 and spec.rows // 2 % 16 == 0)))
+
+
+def _frag_matmul_kernel(spec: LinearSpec, shape: TileShape, emulate: bool) -> Kernel:
+    """f16_matmul_kernel with fragment staging (TileShape.frags; frags_ok(spec, shape)).
+
+    A step's fragments (16 rows x 16 inputs: bn / 8 of weights, bm / 8 of x) are shared among
+    the subgroups, each loading its own `depth` steps ahead into registers and storing them to
+    the staging buffers at the step's start. A tile row block of the weights is 16 rows of one
+    segment: for adjacent pairs rows 2 p0.. in order (as the thread-staged kernel's), for gated
+    pairs a block of first rows, then a block of their second rows, so that a subgroup's tiles
+    2i and 2i + 1 hold a pair's two rows. A block of x rows that the tokens end inside is staged
+    by its lanes, with zeros past the last token; a block past them is not staged (its tokens'
+    products are not stored). `emulate`: the fragments as eight values a lane (lane + 32 v of
+    the fragment's row-major 256) in registers, and the products as tile_code's."""
+    sm, sn, tn, bm, bn, wg = shape.sm, shape.sn, shape.tn, shape.bm, shape.bn, shape.wg
+    subgroups = sm * sn
+    gated = spec.split_pairs
+    k = spec.k
+    sig = Signature().state()
+    sig.storage("x", "array<f16>")
+    starts, start = [], 0
+    for i, seg in enumerate(spec.segments):
+        sig.storage(f"w{i}", "array<f16>")
+        starts.append(start)
+        start += seg.rows
+    body = "\n".join([rows_wgsl(spec), epilogue_wgsl(spec, sig)])
+    tiles = TokenRows.of(spec, sig)
+    body += tiles.decls
+    db = shape.double
+    xh = shape.xh
+    nfw, nfx = bn // 8 // subgroups, bm // 8 // subgroups  # fragments a subgroup stages a step
+    # the segment that holds virtual rows v.. (a fragment's start: v + 15 in the same segment)
+    last = len(spec.segments) - 1
+
+    def by_seg(call: str) -> str:
+        lines = []
+        for i, s0 in enumerate(starts):
+            c = call.format(w=f"w{i}", r=f"(v - {s0}u)")
+            head = "" if i == 0 else "else "
+            lines.append(f"  {head}{{ {c} }}" if i == last else f"  {head}if (v < {s0 + spec.segments[i].rows}u) {{ {c} }}")
+        return "\n".join(lines)
+
+    if emulate:
+        ftype_w = ftype_x = "array<f16, 8>"
+        body += f"""
+fn wfrag(v: u32, k: u32, lane: u32) -> array<f16, 8> {{
+  var o: array<f16, 8>;
+  for (var i = 0u; i < 8u; i++) {{
+    let e = lane + 32u * i;
+{by_seg("o[i] = {w}[({r} + e / 16u) * K + k + e % 16u];").replace(chr(10) + "  ", chr(10) + "    ")}
+  }}
+  return o;
+}}
+fn xfrag(t: u32, k: u32, lane: u32) -> array<f16, 8> {{
+  var o: array<f16, 8>;
+  for (var i = 0u; i < 8u; i++) {{ let e = lane + 32u * i; o[i] = x[(t + e / 16u) * K + k + e % 16u]; }}
+  return o;
+}}
+"""
+
+        def put(buf: str, off: str, frag: str, _col: bool) -> str:
+            return f"for (var i = 0u; i < 8u; i++) {{ let e = lane + 32u * i; {buf}[{off} + (e / 16u) * XH + e % 16u] = {frag}[i]; }}"
+        wload, xload = "wfrag({v}, {k}, lane)", "xfrag({t}, {k}, lane)"
+    else:
+        ftype_w, ftype_x = "subgroup_matrix_right<f16, 16, 16>", "subgroup_matrix_left<f16, 16, 16>"
+        body += f"""
+fn wfrag(v: u32, k: u32) -> subgroup_matrix_right<f16, 16, 16> {{
+{by_seg("return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&{w}, {r} * K + k, true, K);")}
+}}
+fn xfrag(t: u32, k: u32) -> subgroup_matrix_left<f16, 16, 16> {{
+  return subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&x, t * K + k, false, K);
+}}
+"""
+
+        def put(buf: str, off: str, frag: str, col: bool) -> str:
+            return f"subgroupMatrixStore(&{buf}, {off}, {frag}, {'true' if col else 'false'}, XH);"
+        wload, xload = "wfrag({v}, {k})", "xfrag({t}, {k})"
+    # fragment j of this subgroup: tile row block (weights) or token block (x) f / 2, inputs 16 (f % 2)..
+    # of the step; the weights' block as its first virtual row (past N: the last fragment's)
+    if gated:
+        vrow = f"select(0u, {spec.rows // 2}u, (rb & 1u) == 1u) + p0 + (rb / 2u) * 16u"
+    else:
+        vrow = "2u * p0 + rb * 16u"
+    decls = []
+    for j in range(nfw):
+        decls.append(f"  let rb{j} = (s * {nfw}u + {j}u) / 2u;"
+                     f" let kw{j} = ((s * {nfw}u + {j}u) % 2u) * 16u;"
+                     f" let vw{j} = min(vrow(rb{j}, p0), N - 16u);")
+    for j in range(nfx):
+        decls.append(f"  let tb{j} = (s * {nfx}u + {j}u) / 2u; let kx{j} = ((s * {nfx}u + {j}u) % 2u) * 16u;"
+                     f" let tx{j} = m0 + tb{j} * 16u;"
+                     f" let full{j} = tx{j} + 16u <= nt;  // (a block the tokens end inside: its lanes stage it)")
+
+    def loads(u: str, suffix: str) -> str:
+        out = [f"    fw{j}{suffix} = {wload.format(v=f'vw{j}', k=f'{u} * 32u + kw{j}')};" for j in range(nfw)]
+        out += [f"    if (full{j}) {{ fx{j}{suffix} = {xload.format(t=tiles.x_row('tx' + str(j)), k=f'{u} * 32u + kx{j}')}; }}"
+                for j in range(nfx)]
+        return "\n".join(out)
+    xb = "xb0 + " if db else ""
+    wb = "wb0 + " if db else ""
+    stores = [f"    {put('wh', f'{wb}rb{j} * 16u * XH + kw{j}', f'fw{j}', True)}" for j in range(nfw)]
+    for j in range(nfx):
+        stores.append(f"""    if (full{j}) {{ {put('xh', f'{xb}tb{j} * 16u * XH + kx{j}', f'fx{j}', False)} }}
+    else if (tx{j} < nt) {{
+      for (var i = lane; i < 256u; i += 32u) {{
+        let t = tx{j} + i / 16u;
+        xh[{xb}(tb{j} * 16u + i / 16u) * XH + kx{j} + i % 16u] = select(f16(0.0), x[({tiles.x_row('t')}) * K + u * 32u + kx{j} + i % 16u], t < nt);
+      }}
+    }}""")
+    regs = [f"  var fw{j}: {ftype_w};" for j in range(nfw)] + [f"  var fx{j}: {ftype_x};" for j in range(nfx)]
+    if shape.depth > 1:
+        regs += [f"  var fw{j}_1: {ftype_w};" for j in range(nfw)] + [f"  var fx{j}_1: {ftype_x};" for j in range(nfx)]
+        first = f"{loads('u0', '')}\n  {{ let un = min(u0 + 1u, u1 - 1u);\n{loads('un', '_1')}\n  }}"
+        nxt = "\n".join([*(f"    fw{j} = fw{j}_1;" for j in range(nfw)), *(f"    fx{j} = fx{j}_1;" for j in range(nfx)),
+                         f"    {{ let un = min(u + 2u, u1 - 1u);  // in flight for two steps (past the end: the last unit's)\n"
+                         f"{loads('un', '_1')}\n    }}"])
+    else:
+        first = loads("u0", "")
+        nxt = f"    {{ let un = min(u + 1u, u1 - 1u);  // in flight while this step is multiplied\n{loads('un', '')}\n    }}"
+    acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")))
+    nt_ = shape.tm * tn
+    if gated:  # tiles n and n + 1 of each subgroup: a block of pairs' first rows, then their second
+        store1 = tile_code(shape, emulate, n="n + 1u")[2]
+        outs = f"""  let es = lid / 32u;
+  for (var n = 0u; n < {nt_}u; n += 2u) {{
+{store}
+    workgroupBarrier();
+    var g: array<f32, 8>;  // 16 tokens x 16 pairs of slice es's tiles n (first rows) and n + 1
+    for (var v = 0u; v < 8u; v++) {{ g[v] = f32(cs[es * 256u + lane + 32u * v]); }}
+    workgroupBarrier();
+{store1}
+    workgroupBarrier();
+    for (var v = 0u; v < 8u; v++) {{
+      let e = lane + 32u * v;
+      let t = m0 + (es / {sn}u) * {16 * shape.tm}u + (n / {tn}u) * 16u + e / 16u;
+      let q = p0 + ((es % {sn}u) * {16 * tn}u + (n % {tn}u) * 16u) / 2u + e % 16u;
+      if (t < nt && q < NP) {{ epi({tiles.out}t, q, g[v], f32(cs[es * 256u + e])); }}
+    }}
+    workgroupBarrier();
+  }}"""
+    else:
+        outs = _pair_outs(shape, store, tiles.out)
+    per = -(-(spec.kp // UNIT) // spec.splits)
+    sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
+    bx, by, order_param = _block_order(shape.tokens_first)
+    sg_param += order_param
+    db_offsets = f"\n    let xb0 = (u & 1u) * {bm * xh}u;\n    let wb0 = (u & 1u) * {bn * xh}u;" if db else ""
+    body += f"""
+const K: u32 = {k}u;
+const NU: u32 = {spec.kp // UNIT}u;
+const XH: u32 = {xh}u;
+var<workgroup> xh: array<f16, {bm * xh * (2 if db else 1)}>;  // [token][unit's inputs]
+var<workgroup> wh: array<f16, {bn * xh * (2 if db else 1)}>;  // [tile row][unit's inputs]
+var<workgroup> cs: array<{shape.sums}, {subgroups * 256}>;  // a tile of each slice, for the epilogue
+var<private> split: u32;
+fn vrow(rb: u32, p0: u32) -> u32 {{ return {vrow}; }}
+@compute @workgroup_size({wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
+  let nt = {tiles.count};
+  let m0 = {by} * {bm}u;
+  let p0 = {bx} * {bn // 2}u;
+  split = wid.z;
+  let u0 = wid.z * {per}u;
+  let u1 = min(NU, u0 + {per}u);
+{acc_decl}
+{chr(10).join(decls)}
+{chr(10).join(regs)}
+{first}
+  for (var u = u0; u < u1; u++) {{{db_offsets}
+{chr(10).join(stores)}
+    workgroupBarrier();
+{nxt}
+{products}
+{"" if db else "    workgroupBarrier();" + chr(10)}  }}
+{outs}
+}}
+"""
+    name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{shape.tm}x{tn}"
+            f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}_frag{f'_d{shape.depth}' if shape.depth > 1 else ''}"
+            f"_xh{'_a16' if shape.acc16 else ''}{'_emulated' if emulate else ''}")
+    kern = sig.kernel(name, body)
+    return Kernel(kern.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + kern.wgsl, kern.bindings)
 
 
 def _raw_parts_wgsl(spec: LinearSpec, n: int) -> str:
