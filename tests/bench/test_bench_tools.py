@@ -195,9 +195,9 @@ def test_probe_mma_matmul_cuts_match_the_tile_kernels(fmt: str) -> None:
     spec_ = importlib.util.spec_from_file_location("probe_mma_matmul", BENCH / "probe_mma_matmul.py")
     probe = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(probe)
-    spec = LinearSpec(k=224, segments=(Segment(fmt, 72),), epilogue="silu_mul")
-    kernel = f16_matmul_kernel(spec, probe.parse_shape("2,2,4,4,2"))
-    cuts = probe.f16_cuts(kernel.wgsl, raw=fmt == "f16")
+    spec = LinearSpec(k=224, segments=(Segment(fmt, 72),), epilogue="silu_mul", x_f16=True)  # (as the probe cuts it)
+    kernel = f16_matmul_kernel(spec, probe.parse_shape("2,2,4,4,2,double"))
+    cuts = probe.f16_cuts(kernel.wgsl, raw=fmt == "f16", x_f16=True)
     assert len(cuts) == (4 if fmt == "f16" else 3)
     if fmt == "q4_0":
         int8 = mma_matmul_kernel(LinearSpec(k=224, segments=(Segment(fmt, 72),), epilogue="silu_mul"))
