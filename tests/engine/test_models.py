@@ -377,6 +377,10 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     frags = sorted({d.label.split("_f16")[0] for d in model.prefill.dispatches if "_frag" in d.label})
     assert frags == (["f16_matmul_add", "f16_matmul_qkv", "f16_matmul_silu_mul"] if dtype == "f16" else []), frags
     assert max_rel(_step_logits(eng), want) < 1e-5
+    # Tuning.stage_rotate: each thread's staging stores in its lane's order, the same logits
+    eng.rebuild(dataclasses.replace(base, float_tiles=(2, 2, 2, 2), stage_rotate=True))
+    assert all(d.label.endswith("_rot_emulated") for d in model.prefill.dispatches if d.label.startswith("f16_matmul"))
+    assert max_rel(_step_logits(eng), want) < 1e-5
     # Tuning.acc_f16: those roles' sums as f16s, close to the f32 sums' logits, not equal
     eng.rebuild(dataclasses.replace(base, acc_f16=("gate_up", "down")))
     assert sum(d.label.endswith("_a16_emulated") for d in model.prefill.dispatches) == 2 * cfg.n_layers

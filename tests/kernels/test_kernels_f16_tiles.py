@@ -51,7 +51,8 @@ def test_f16_matmul_formats(gpu, fmt):
     # (two formats also through the loaders of a double-buffered workgroup of 2 units a step)
     shapes = [None, *([TileShape(2, 2, 1, 1, double=True, ku=2), TileShape(1, 4, 1, 2, straight=True),
                        TileShape(1, 4, 1, 2, depth=2), TileShape(2, 2, 1, 1, ku=2, depth=2)]
-                      if fmt in ("q4_0", "q8_0", "bf16") else [TileShape(1, 4, 1, 2, depth=2)])]
+                      if fmt in ("q4_0", "q8_0", "bf16") else [TileShape(1, 4, 1, 2, depth=2)]),
+              TileShape(2, 2, 2, 2, depth=2, rotate=True)]
     for emulate in _modes(gpu):
         for shape in shapes:
             yb = gpu.buffer(rows * t * 4)
@@ -73,13 +74,16 @@ def test_f16_matmul_formats(gpu, fmt):
                                    TileShape(2, 1, 2, 1, spread=True), TileShape(2, 2, 1, 1, ku=2, double=True, spread=True),
                                    TileShape(2, 2, 2, 2, ku=2, depth=2, spread=True),
                                    TileShape(4, 2, 2, 4, depth=2, spread=True, bitcast=True),
-                                   TileShape(2, 2, 2, 2, depth=2, straight=True, double=True)])
+                                   TileShape(2, 2, 2, 2, depth=2, straight=True, double=True),
+                                   TileShape(4, 2, 2, 4, depth=2, rotate=True), TileShape(2, 2, 2, 2, ku=2, rotate=True),
+                                   TileShape(2, 2, 2, 2, double=True, depth=2, rotate=True)])
 def test_f16_matmul_shapes(gpu, shape):
     """Workgroups of other subgroup and tile counts, in the tokens-first order, with
     double-buffered staging, 2 or 4 units a step (K of 3 units: the last step partial), the
     next loads without a branch (the last step reloading its own unit; threads past the
     tile's rows too), loads two steps ahead, and each weight row staged by 2 or 4 threads
-    (`spread`): 50 tokens, 101 rows."""
+    (`spread`), and each thread's staging stores in its lane's order (`rotate`): 50 tokens,
+    101 rows."""
     rng = np.random.default_rng(22)
     k, rows, t = 96, 101, 50
     w, wb = _weight(gpu, "f16", rows, k, rng)
@@ -97,7 +101,10 @@ def test_f16_matmul_shapes(gpu, shape):
                                        ("q4_0", TileShape(2, 2, 2, 2, depth=2)), ("f16", TileShape(2, 2, 2, 2, ku=2)),
                                        ("bf16", TileShape(1, 1, 1, 1, double=True, depth=2)),
                                        ("f16", TileShape(4, 2, 2, 4, depth=2, spread=True)),
-                                       ("f16", TileShape(2, 2, 2, 2, depth=2, bitcast=True))])
+                                       ("f16", TileShape(2, 2, 2, 2, depth=2, bitcast=True)),
+                                       ("f16", TileShape(4, 2, 2, 4, depth=2, rotate=True)),
+                                       ("q4_0", TileShape(2, 2, 2, 2, depth=2, rotate=True)),
+                                       ("bf16", TileShape(2, 2, 1, 1, ku=2, rotate=True))])
 def test_f16_matmul_reads_f16_rows_of_x(gpu, fmt, shape):
     """x as rows of f16s (LinearSpec.x_f16): the same products as from the f32 rows rounded to
     f16, K of 3 units and 8 inputs (ragged), in workgroups whose threads stage whole, partial

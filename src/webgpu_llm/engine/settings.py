@@ -124,6 +124,10 @@ class Tuning:
     # matrix loads and stores, not by each thread's scalar f16 stores (mma.TileShape.frags;
     # where the layout allows: mma.frags_ok); untimed
     stage_frags: bool = False
+    # the f16 tiles' staging stores of each thread in an order of its own, so that a warp's
+    # lanes store to different banks (mma.TileShape.rotate: four lanes a bank before, none for
+    # f16 weights and f16 rows of x, two for other formats' weights); untimed
+    stage_rotate: bool = False
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
     # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
@@ -221,7 +225,8 @@ class Tuning:
         double = self.double_staging or (float_weights and self.float_double)
         return TileShape(*tiles, tokens_first=self.tokens_first, double=double, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging,
-                         acc16=role in self.acc_f16, bitcast=self.stage_bitcast, frags=self.stage_frags)
+                         acc16=role in self.acc_f16, bitcast=self.stage_bitcast, frags=self.stage_frags,
+                         rotate=self.stage_rotate)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):

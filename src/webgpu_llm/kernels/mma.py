@@ -375,6 +375,11 @@ class TileShape:
     # workgroup memory (subgroupMatrixStore), the driver's copies in place of a thread's scalar
     # f16 stores (frags_ok says where; elsewhere the threads stage as without it)
     frags: bool = False
+    # the staging stores of a thread in an order of its own (by its lane), so that the lanes of
+    # a warp store to different banks of workgroup memory, where the rows they stage at once
+    # (20 words apart) put four lanes on each bank: f16 weights and f16 rows of x of one unit a
+    # step none, other formats' weights two
+    rotate: bool = False
 
     @property
     def bm(self) -> int:
@@ -553,10 +558,20 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
 
     # an f16 pair from its word (an f16 converts to f32 and back exactly)
     pair = "bitcast<vec2<f16>>({})" if shape.bitcast and not emulate else "vec2<f16>(unpack2x16float({}))"
-    if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s (of its 4 / parts vec4s: a part)
+    # TileShape.rotate: the rows a warp's lanes stage at once are 20 words apart, so lanes l,
+    # l + 8, l + 16 and l + 24 store to one bank; each lane takes its words in its own order
+    rotate = shape.rotate and ku == 1
+    if raw and rotate and parts == 1:  # word (c + lid / 8) % 4 of each vec4 at store c: no two lanes a bank
+        w_store = (f"%16      let c = (($i % 4u) + wrot) & 3u; let o = WB0lid * XH + ($i / 4u) * 8u + c * 2u; "
+                   f"let h = {pair.format('w[$i / 4u][c]')}; wh[o] = h.x; wh[o + 1u] = h.y;")
+    elif raw:  # 4 words of 2 f16s each of the unit's 4 vec4s (of its 4 / parts vec4s: a part)
         row = "lid * XH" if parts == 1 else f"wrow * XH + wpart * {32 // parts}u"
         w_store = (f"%{16 // parts}      let o = WB0{row} + $i * 2u; let h = {pair.format('w[$i / 4u][$i % 4u]')}; "
                    "wh[o] = h.x; wh[o + 1u] = h.y;")
+    elif shape.rotate:  # a value group's two words in either order (by lid / 8): two lanes a bank, not four
+        w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
+                   "let ha = select(h.xy, h.zw, wsw); let hb = select(h.zw, h.xy, wsw); let oa = o + select(0u, 2u, wsw); "
+                   "let ob = o + select(2u, 0u, wsw); wh[oa] = ha.x; wh[oa + 1u] = ha.y; wh[ob] = hb.x; wh[ob + 1u] = hb.y;")
     else:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
@@ -601,7 +616,11 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     }}"""
     xb = "xb0 + " if db else ""
     e_ = word(f"$i * {wg}u")
-    if xf16:  # each word's 8 f16s as they are
+    if xf16 and rotate:  # each word's 8 f16s, word c of a vec4 at store (c + e / 4) % 4: no two lanes a bank
+        x_store = (f"%{pt}    let e = {e_}; let v = xr[$i]; let o = {xb}(e / 4u) * XH + (e % 4u) * 8u; let xr0 = (e / 4u) & 3u; "
+                   + " ".join(f"let c{i} = ({i}u + xr0) & 3u; let h{i} = {pair.format(f'v[c{i}]')}; "
+                              f"xh[o + 2u * c{i}] = h{i}.x; xh[o + 2u * c{i} + 1u] = h{i}.y;" for i in range(4)))
+    elif xf16:  # each word's 8 f16s as they are
         x_store = (f"%{pt}    let e = {e_}; let v = xr[$i]; let o = {xb}(e / {4 * ku}u) * XH + (e % {4 * ku}u) * 8u; "
                    + " ".join(f"let h{c} = {pair.format('v.' + c)}; xh[o + {2 * i}u] = h{c}.x; xh[o + {2 * i + 1}u] = h{c}.y;"
                               for i, c in enumerate("xyzw")))
@@ -612,6 +631,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
     row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
+    if shape.rotate:  # (the order of a thread's staging stores)
+        row_decl += "\n  let wrot = (lid / 8u) & 3u;\n  let wsw = ((lid / 8u) & 1u) == 1u;"
     wrow = "wrow" if parts > 1 else "lid"  # (the tile row of the weights a thread stages)
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
@@ -653,7 +674,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
             f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{f'_w{parts}' if parts > 1 else ''}"
-            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}"
+            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}{'_rot' if shape.rotate else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
