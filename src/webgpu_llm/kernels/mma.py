@@ -464,6 +464,18 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: st
     return acc_decl, "\n".join(lines), store
 
 
+def _step_loop(step: str, offsets: str, stores: str, next_loads: str, products: str, double: bool) -> str:
+    """The K loop of a staged tile matmul (WGSL): a step's staging stores, a barrier, the next
+    step's loads, the tile products, and where the staging is single-buffered a second barrier
+    before the next step's stores."""
+    return f"""  for (var u = u0; u < u1; {step}) {{{offsets}
+{stores}
+    workgroupBarrier();
+{next_loads}
+{products}
+{"" if double else "    workgroupBarrier();" + chr(10)}  }}"""
+
+
 def _pair_outs(shape: TileShape, store: str, out: str) -> str:
     """The end of a tile matmul with adjacent pairs: each tile through the scratch of its
     slice, stored by the slice's subgroup (`store`, tile_code's), read by threads 32 es..
@@ -659,15 +671,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {fetch("u0")}
 {ahead}
 {acc_decl}
-  for (var u = u0; u < u1; {step}) {{{db_offsets}
-    {wif}{{
-{w_store}
-    }}
-{x_store}
-    workgroupBarrier();
-{next_loads}
-{products}
-{"" if db else "    workgroupBarrier();" + chr(10)}  }}
+{_step_loop(step, db_offsets, f"    {wif}{{{chr(10)}{w_store}{chr(10)}    }}{chr(10)}{x_store}", next_loads, products, db)}
 {outs}
 }}
 """)
@@ -858,12 +862,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {chr(10).join(decls)}
 {chr(10).join(regs)}
 {first}
-  for (var u = u0; u < u1; u++) {{{db_offsets}
-{chr(10).join(stores)}
-    workgroupBarrier();
-{nxt}
-{products}
-{"" if db else "    workgroupBarrier();" + chr(10)}  }}
+{_step_loop("u++", db_offsets, chr(10).join(stores), nxt, products, db)}
 {outs}
 }}
 """
