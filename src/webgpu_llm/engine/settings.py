@@ -126,7 +126,7 @@ class Tuning:
     stage_frags: bool = False
     # the f16 tiles' staging stores of each thread in an order of its own, so that a warp's
     # lanes store to different banks (mma.TileShape.rotate: four lanes a bank before, none for
-    # f16 weights and f16 rows of x, two for other formats' weights), the batched steps' tiles
+    # f16 weights and f16 rows of x, two for other formats' weights and f32 rows), the batched steps' tiles
     # too; untimed
     stage_rotate: bool = False
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for

@@ -636,6 +636,11 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
         x_store = (f"%{pt}    let e = {e_}; let v = xr[$i]; let o = {xb}(e / {4 * ku}u) * XH + (e % {4 * ku}u) * 8u; "
                    + " ".join(f"let h{c} = {pair.format('v.' + c)}; xh[o + {2 * i}u] = h{c}.x; xh[o + {2 * i + 1}u] = h{c}.y;"
                               for i, c in enumerate("xyzw")))
+    elif rotate:  # f32 rows: a value group's two words in either order (by row): two lanes a bank, not three
+        x_store = (f"%{pt}    let e = {e_}; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {xb}(e / 8u) * XH + (e % 8u) * 4u; "
+                   "let sw = ((e / 8u) & 1u) == 1u; let ha = select(h.xy, h.zw, sw); let hb = select(h.zw, h.xy, sw); "
+                   "let oa = o + select(0u, 2u, sw); let ob = o + select(2u, 0u, sw); "
+                   "xh[oa] = ha.x; xh[oa + 1u] = ha.y; xh[ob] = hb.x; xh[ob + 1u] = hb.y;")
     else:
         x_store = (f"%{pt}    let e = {e_}; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {xb}(e / {8 * ku}u) * XH + "
                    f"(e % {8 * ku}u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;")
