@@ -244,3 +244,32 @@ def test_f16_matmul_stages_fragments(gpu, shape):
         assert rel_err(y[:13], want[32:]) < 1e-5 and not y[13:].any(), emulate
     odd = LinearSpec(k=k, segments=(Segment("f16", 40), Segment("f16", 40)), x_f16=True, epilogue="silu_mul")
     assert "_frag" not in f16_matmul_kernel(odd, shape).name
+
+
+@pytest.mark.parametrize("fmt,shape", [("f16", TileShape(2, 2, 2, 2, vstore=True)),
+                                       ("f16", TileShape(2, 2, 2, 2, double=True, depth=2, vstore=True)),
+                                       ("f16", TileShape(4, 2, 2, 4, depth=2, spread=True, vstore=True)),
+                                       ("f16", TileShape(2, 2, 1, 1, ku=2, vstore=True)),
+                                       ("q4_0", TileShape(2, 2, 2, 2, depth=2, vstore=True)),
+                                       ("q6_k", TileShape(2, 2, 1, 1, ku=2, vstore=True))])
+def test_f16_matmul_stores_whole_words(gpu, fmt, shape):
+    """TileShape.vstore: the staging stores as 16- and 8-byte words into workgroup buffers that
+    the tile loads see as f16s (Tint's buffer views: Dawn only), from f32 and f16 rows of x,
+    whole and split K, f16 weights as their words (whole rows and parts) and the other
+    formats' values packed: the same products as the f16 staging's."""
+    if gpu.backend != "dawn":
+        pytest.skip("workgroup buffer views are Tint's (Dawn)")
+    rng = np.random.default_rng(28)
+    k = {256: 512}.get(FORMATS[fmt].block, 96)
+    rows, t = 75, 50
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    for xf in (False, True):
+        for spec in (LinearSpec(k=k, segments=(Segment(fmt, rows),), x_f16=xf),
+                     LinearSpec(k=k, segments=(Segment(fmt, rows),), x_f16=xf, epilogue="partial", splits=2)):
+            assert f16_matmul_kernel(spec, shape).name.endswith("_vs")
+            for emulate in _modes(gpu):
+                yb = gpu.buffer(rows * t * 4 * spec.splits)
+                _run(gpu, spec, {"w0": wb, "x": gpu.upload(x.astype(np.float16) if xf else x), "y": yb}, t, emulate, shape)
+                y = read(gpu, yb, (t, spec.splits, rows)).sum(1)
+                assert rel_err(y, h(x) @ h(w).T) < 1e-5, (xf, spec.splits, emulate)

@@ -129,6 +129,10 @@ class Tuning:
     # f16 weights and f16 rows of x, two for other formats' weights and f32 rows), the batched steps' tiles
     # too; untimed
     stage_rotate: bool = False
+    # the f16 tiles' staging stores as whole words (a thread's 8 f16s in one 16-byte store)
+    # into workgroup buffers the fragment loads see as f16s (mma.TileShape.vstore; Dawn only),
+    # the batched steps' tiles too; untimed
+    stage_vstore: bool = False
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
     # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
@@ -227,7 +231,7 @@ class Tuning:
         return TileShape(*tiles, tokens_first=self.tokens_first, double=double, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging,
                          acc16=role in self.acc_f16, bitcast=self.stage_bitcast, frags=self.stage_frags,
-                         rotate=self.stage_rotate)
+                         rotate=self.stage_rotate, vstore=self.stage_vstore)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):

@@ -380,6 +380,10 @@ class TileShape:
     # (20 words apart) put four lanes on each bank: f16 weights and f16 rows of x of one unit a
     # step none, other formats' weights two
     rotate: bool = False
+    # the staging stores as whole words (a thread's 8 f16s in one 16-byte store; 4 in one 8-byte
+    # store where they are converted from f32s) into a workgroup `buffer` seen as words there and
+    # as f16s by the fragment loads (Tint's buffer views; Dawn only: naga has no such type)
+    vstore: bool = False
 
     @property
     def bm(self) -> int:
@@ -417,20 +421,27 @@ class TileShape:
 
 
 def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: str = "n",
-              at: str = "s * 256u") -> tuple[str, str, str]:
+              at: str = "s * 256u", views: bool = False) -> tuple[str, str, str]:
     """WGSL of a subgroup's tm x tn tiles of 16 x 16 f32 sums over f16 inputs staged in
     workgroup memory, for every f16-tile kernel: the start (which subgroup a thread is in, s,
     its lane, the first rows of xh and wh its tiles take, ts and rs, and its accumulators); the products
     of one step of 32 ku inputs (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
     apart, from `xo` and `wo`: WGSL prefixes "offset + " of the staging buffer in use); and the
     store of tile `n` (a runtime index) to the scratch `cs` at `at` (default s * 256), row-major
-    16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix
+    16 x 16. `views`: xh and wh are pointers (buffer views: TileShape.vstore), not arrays. `emulate`: the products as f32 dot products of the same f16s, without matrix
     units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
     unrolled copies slowly)."""
     tm, tn = shape.tm, shape.tn
     tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
     nv = n if n.isidentifier() else f"({n})"
+    # a buffer view's runtime-sized array takes the loads whose majorness is a template argument
+    if views:
+        lload, lmaj = "subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(", ""
+        rload, rmaj = "subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(", ""
+    else:
+        lload, lmaj = "subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&", ", false"
+        rload, rmaj = "subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&", ", true"
     start = f"""  // the subgroup whose tiles this thread multiplies: rows ts.. of xh, rows rs.. of wh
   let s = {"lid / 32u" if emulate else "sgid"};
   let lane = lid % 32u;
@@ -454,9 +465,9 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: st
     lines = []
     for kk in range(0, 32 * shape.ku, 16):
         for i in range(tm):
-            lines.append(f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, {xo}(ts + {16 * i}u) * XH + {kk}u, false, XH);")
+            lines.append(f"    let a{i}_{kk} = {lload}xh, {xo}(ts + {16 * i}u) * XH + {kk}u{lmaj}, XH);")
         for j in range(tn):
-            lines.append(f"    let b{j}_{kk} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&wh, {wo}(rs + {16 * j}u) * XH + {kk}u, true, XH);")
+            lines.append(f"    let b{j}_{kk} = {rload}wh, {wo}(rs + {16 * j}u) * XH + {kk}u{rmaj}, XH);")
         for i, j in tile_ids:
             lines.append(f"    acc{i}{j} = subgroupMatrixMultiplyAccumulate(a{i}_{kk}, b{j}_{kk}, acc{i}{j});")
     store = "\n".join(f"    {'if' if k == 0 else 'else if'} ({nv} == {k}u) {{ subgroupMatrixStore(&cs, {at}, acc{i}{j}, false, 16u); }}"
@@ -538,7 +549,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     xwords = bm * xw * ku  # x words (vec4) a step stages
     pt = -(-xwords // wg)  # ... each thread (the last word again where they do not divide)
     db = shape.double
-    acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")))
+    vs = shape.vstore
+    acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")), views=vs)
     outs = _pair_outs(shape, store, tiles.out)
     zero = "vec4<u32>(0u)" if xf16 else "vec4<f32>(0.0)"
     kw = "K8" if xf16 else "K4"  # x's row stride in words
@@ -572,8 +584,14 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     pair = "bitcast<vec2<f16>>({})" if shape.bitcast and not emulate else "vec2<f16>(unpack2x16float({}))"
     # TileShape.rotate: the rows a warp's lanes stage at once are 20 words apart, so lanes l,
     # l + 8, l + 16 and l + 24 store to one bank; each lane takes its words in its own order
-    rotate = shape.rotate and ku == 1
-    if raw and rotate and parts == 1:  # word (c + lid / 8) % 4 of each vec4 at store c: no two lanes a bank
+    rotate = shape.rotate and ku == 1 and not vs
+    if vs and raw:  # the unit's words (of its part) as they are, a 16-byte store each
+        row = "lid * XH" if parts == 1 else f"wrow * XH + wpart * {32 // parts}u"
+        w_store = f"%{4 // parts}      wv[(WB0{row} + $i * 8u) / 8u] = w[$i];"
+    elif vs:  # 4 values as f16s, an 8-byte store
+        w_store = ("%8      let h = clamp(w[$i], -HMAX, HMAX); "
+                   "wv[(WB0lid * XH + $i * 4u) / 4u] = vec2<u32>(pack2x16float(h.xy), pack2x16float(h.zw));")
+    elif raw and rotate and parts == 1:  # word (c + lid / 8) % 4 of each vec4 at store c: no two lanes a bank
         w_store = (f"%16      let c = (($i % 4u) + wrot) & 3u; let o = WB0lid * XH + ($i / 4u) * 8u + c * 2u; "
                    f"let h = {pair.format('w[$i / 4u][c]')}; wh[o] = h.x; wh[o + 1u] = h.y;")
     elif raw:  # 4 words of 2 f16s each of the unit's 4 vec4s (of its 4 / parts vec4s: a part)
@@ -628,7 +646,12 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     }}"""
     xb = "xb0 + " if db else ""
     e_ = word(f"$i * {wg}u")
-    if xf16 and rotate:  # each word's 8 f16s, word c of a vec4 at store (c + e / 4) % 4: no two lanes a bank
+    if vs and xf16:  # a word of 8 f16s, one 16-byte store
+        x_store = f"%{pt}    let e = {e_}; xv[({xb}(e / {4 * ku}u) * XH + (e % {4 * ku}u) * 8u) / 8u] = xr[$i];"
+    elif vs:  # 4 values as f16s, an 8-byte store
+        x_store = (f"%{pt}    let e = {e_}; let h = clamp(xr[$i], -HMAX, HMAX); "
+                   f"xv[({xb}(e / {8 * ku}u) * XH + (e % {8 * ku}u) * 4u) / 4u] = vec2<u32>(pack2x16float(h.xy), pack2x16float(h.zw));")
+    elif xf16 and rotate:  # each word's 8 f16s, word c of a vec4 at store (c + e / 4) % 4: no two lanes a bank
         x_store = (f"%{pt}    let e = {e_}; let v = xr[$i]; let o = {xb}(e / 4u) * XH + (e % 4u) * 8u; let xr0 = (e / 4u) & 3u; "
                    + " ".join(f"let c{i} = ({i}u + xr0) & 3u; let h{i} = {pair.format(f'v[c{i}]')}; "
                               f"xh[o + 2u * c{i}] = h{i}.x; xh[o + 2u * c{i} + 1u] = h{i}.y;" for i in range(4)))
@@ -647,6 +670,17 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
+    nx, nw = bm * xh * (2 if db else 1), bn * xh * (2 if db else 1)  # f16s staged
+    if vs:  # one workgroup buffer each, seen as f16s by the fragment loads and as words by the stores
+        staging_decl = (f"var<workgroup> xbuf: buffer<{2 * nx}>;  // [token][unit's inputs]{' (x2: the staging in turn)' if db else ''}\n"
+                        f"var<workgroup> wbuf: buffer<{2 * nw}>;  // [tile row][unit's inputs]")
+        xvt, wvt = ("vec4<u32>" if xf16 else "vec2<u32>"), ("vec4<u32>" if raw else "vec2<u32>")
+        views = (f"\n  let xh = bufferView<array<f16>>(&xbuf, 0);\n  let xv = bufferView<array<{xvt}>>(&xbuf, 0);"
+                 f"\n  let wh = bufferView<array<f16>>(&wbuf, 0);\n  let wv = bufferView<array<{wvt}>>(&wbuf, 0);")
+    else:
+        staging_decl = (f"var<workgroup> xh: array<f16, {nx}>;  // [token][unit's inputs]{' (x2: the staging in turn)' if db else ''}\n"
+                        f"var<workgroup> wh: array<f16, {nw}>;  // [tile row][unit's inputs]")
+        views = ""
     row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
     if shape.rotate:  # (the order of a thread's staging stores)
         row_decl += "\n  let wrot = (lid / 8u) & 3u;\n  let wsw = ((lid / 8u) & 1u) == 1u;"
@@ -656,12 +690,11 @@ const NU: u32 = {spec.kp // UNIT}u;
 const K4: u32 = {spec.k // 4}u;{f"{chr(10)}const K8: u32 = {spec.k // 8}u;" if xf16 else ""}
 const XH: u32 = {xh}u;
 const HMAX = vec4<f32>(65504.0);
-var<workgroup> xh: array<f16, {bm * xh * (2 if db else 1)}>;  // [token][unit's inputs]{" (x2: the staging in turn)" if db else ""}
-var<workgroup> wh: array<f16, {bn * xh * (2 if db else 1)}>;  // [tile row][unit's inputs]
+{staging_decl}
 var<workgroup> cs: array<{shape.sums}, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
 var<private> split: u32;
 @compute @workgroup_size({wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}{views}
   let nt = {tiles.count};
   let m0 = {by} * {bm}u;{tiles.skip("m0")}
   let p0 = {bx} * {bn // 2}u;
@@ -683,7 +716,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
             f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{f'_w{parts}' if parts > 1 else ''}"
-            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}{'_rot' if shape.rotate else ''}"
+            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}{'_rot' if shape.rotate and not vs else ''}{'_vs' if vs else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
