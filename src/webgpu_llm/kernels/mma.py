@@ -752,63 +752,38 @@ def _frag_matmul_kernel(spec: LinearSpec, shape: TileShape, emulate: bool) -> Ke
     k = spec.k
     sig = Signature().state()
     sig.storage("x", "array<f16>")
-    starts, start = [], 0
-    for i, seg in enumerate(spec.segments):
+    for i in range(len(spec.segments)):
         sig.storage(f"w{i}", "array<f16>")
-        starts.append(start)
-        start += seg.rows
     body = "\n".join([rows_wgsl(spec), epilogue_wgsl(spec, sig)])
     tiles = TokenRows.of(spec, sig)
     body += tiles.decls
     db = shape.double
     xh = shape.xh
     nfw, nfx = bn // 8 // subgroups, bm // 8 // subgroups  # fragments a subgroup stages a step
-    # the segment that holds virtual rows v.. (a fragment's start: v + 15 in the same segment)
-    last = len(spec.segments) - 1
-
-    def by_seg(call: str) -> str:
-        lines = []
-        for i, s0 in enumerate(starts):
-            c = call.format(w=f"w{i}", r=f"(v - {s0}u)")
-            head = "" if i == 0 else "else "
-            lines.append(f"  {head}{{ {c} }}" if i == last else f"  {head}if (v < {s0 + spec.segments[i].rows}u) {{ {c} }}")
-        return "\n".join(lines)
-
+    # wfrag(v, k): the fragment of virtual rows v.. (v + 15 in the same segment), inputs k..
     if emulate:
         ftype_w = ftype_x = "array<f16, 8>"
-        body += f"""
-fn wfrag(v: u32, k: u32, lane: u32) -> array<f16, 8> {{
-  var o: array<f16, 8>;
-  for (var i = 0u; i < 8u; i++) {{
-    let e = lane + 32u * i;
-{by_seg("o[i] = {w}[({r} + e / 16u) * K + k + e % 16u];").replace(chr(10) + "  ", chr(10) + "    ")}
-  }}
-  return o;
-}}
-fn xfrag(t: u32, k: u32, lane: u32) -> array<f16, 8> {{
-  var o: array<f16, 8>;
-  for (var i = 0u; i < 8u; i++) {{ let e = lane + 32u * i; o[i] = x[(t + e / 16u) * K + k + e % 16u]; }}
-  return o;
-}}
-"""
+        lane_arg, lane_param = ", lane", ", lane: u32"
+        frag = ("  var o: array<f16, 8>;\n"
+                "  for (var i = 0u; i < 8u; i++) { let e = lane + 32u * i; o[i] = BUF[(r + e / 16u) * K + k + e % 16u]; }\n"
+                "  return o;")
+        w_body, x_body = frag.replace("BUF", "WSEG"), frag.replace("BUF", "x")
 
         def put(buf: str, off: str, frag: str, _col: bool) -> str:
             return f"for (var i = 0u; i < 8u; i++) {{ let e = lane + 32u * i; {buf}[{off} + (e / 16u) * XH + e % 16u] = {frag}[i]; }}"
-        wload, xload = "wfrag({v}, {k}, lane)", "xfrag({t}, {k}, lane)"
     else:
         ftype_w, ftype_x = "subgroup_matrix_right<f16, 16, 16>", "subgroup_matrix_left<f16, 16, 16>"
-        body += f"""
-fn wfrag(v: u32, k: u32) -> subgroup_matrix_right<f16, 16, 16> {{
-{by_seg("return subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&{w}, {r} * K + k, true, K);")}
-}}
-fn xfrag(t: u32, k: u32) -> subgroup_matrix_left<f16, 16, 16> {{
-  return subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&x, t * K + k, false, K);
-}}
-"""
+        lane_arg = lane_param = ""
+        w_body = f"  return subgroupMatrixLoad<{ftype_w}>(&WSEG, r * K + k, true, K);"
+        x_body = f"  return subgroupMatrixLoad<{ftype_x}>(&x, r * K + k, false, K);"
 
         def put(buf: str, off: str, frag: str, col: bool) -> str:
             return f"subgroupMatrixStore(&{buf}, {off}, {frag}, {'true' if col else 'false'}, XH);"
-        wload, xload = "wfrag({v}, {k})", "xfrag({t}, {k})"
+    for i in range(len(spec.segments)):
+        body += f"\nfn wfrag_w{i}(r: u32, k: u32{lane_param}) -> {ftype_w} {{\n{w_body.replace('WSEG', f'w{i}')}\n}}\n"
+    body += by_segment(spec, "wfrag", f", k: u32{lane_param}", ftype_w, "wfrag_w{i}", "{r}, k" + lane_arg)
+    body += f"fn xfrag(r: u32, k: u32{lane_param}) -> {ftype_x} {{\n{x_body}\n}}\n"
+    wload, xload = f"wfrag({{v}}, {{k}}{lane_arg})", f"xfrag({{t}}, {{k}}{lane_arg})"
     # fragment j of this subgroup: tile row block (weights) or token block (x) f / 2, inputs 16 (f % 2)..
     # of the step; the weights' block as its first virtual row (past N: the last fragment's)
     if gated:
