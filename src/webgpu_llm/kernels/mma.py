@@ -475,6 +475,12 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: st
     return acc_decl, "\n".join(lines), store
 
 
+def _staging_arrays(nx: int, nw: int, double: bool) -> str:
+    """WGSL of a tile matmul's staging buffers: `nx` f16s of x rows, `nw` of weight rows."""
+    return (f"var<workgroup> xh: array<f16, {nx}>;  // [token][unit's inputs]{' (x2: the staging in turn)' if double else ''}\n"
+            f"var<workgroup> wh: array<f16, {nw}>;  // [tile row][unit's inputs]")
+
+
 def _step_loop(step: str, offsets: str, stores: str, next_loads: str, products: str, double: bool) -> str:
     """The K loop of a staged tile matmul (WGSL): a step's staging stores, a barrier, the next
     step's loads, the tile products, and where the staging is single-buffered a second barrier
@@ -678,11 +684,9 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
         views = (f"\n  let xh = bufferView<array<f16>>(&xbuf, 0);\n  let xv = bufferView<array<{xvt}>>(&xbuf, 0);"
                  f"\n  let wh = bufferView<array<f16>>(&wbuf, 0);\n  let wv = bufferView<array<{wvt}>>(&wbuf, 0);")
     else:
-        staging_decl = (f"var<workgroup> xh: array<f16, {nx}>;  // [token][unit's inputs]{' (x2: the staging in turn)' if db else ''}\n"
-                        f"var<workgroup> wh: array<f16, {nw}>;  // [tile row][unit's inputs]")
-        views = ""
+        staging_decl, views = _staging_arrays(nx, nw, db), ""
     row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
-    if shape.rotate:  # (the order of a thread's staging stores)
+    if shape.rotate and not vs:  # (the order of a thread's staging stores)
         row_decl += "\n  let wrot = (lid / 8u) & 3u;\n  let wsw = ((lid / 8u) & 1u) == 1u;"
     wrow = "wrow" if parts > 1 else "lid"  # (the tile row of the weights a thread stages)
     body = unroll(body + f"""
@@ -858,8 +862,7 @@ def _frag_matmul_kernel(spec: LinearSpec, shape: TileShape, emulate: bool) -> Ke
 const K: u32 = {k}u;
 const NU: u32 = {spec.kp // UNIT}u;
 const XH: u32 = {xh}u;
-var<workgroup> xh: array<f16, {bm * xh * (2 if db else 1)}>;  // [token][unit's inputs]
-var<workgroup> wh: array<f16, {bn * xh * (2 if db else 1)}>;  // [tile row][unit's inputs]
+{_staging_arrays(bm * xh * (2 if db else 1), bn * xh * (2 if db else 1), db)}
 var<workgroup> cs: array<{shape.sums}, {subgroups * 256}>;  // a tile of each slice, for the epilogue
 var<private> split: u32;
 fn vrow(rb: u32, p0: u32) -> u32 {{ return {vrow}; }}
