@@ -358,9 +358,7 @@ class Programs:
             prog.add(self._mv(spec, role), bindings, self._mvg(spec, role))
             return
         if thin and self._batch_tiles(spec):  # (mm_paths: the prompt matmuls' paths, not these)
-            tiles = self.tuning.batch_head_tiles if role == "head" and self.tuning.batch_head_tiles else self.tuning.batch_tiles
-            self._add_f16(prog, spec, bindings, count, mma.TileShape(*tiles, rotate=self.tuning.stage_rotate,
-                                                                        vstore=self.tuning.stage_vstore))
+            self._add_f16(prog, spec, bindings, count, self.tuning.batch_tile_shape(role))
             return
         if thin:
             shape = self.tuning.shape(role)

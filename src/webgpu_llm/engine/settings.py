@@ -233,6 +233,12 @@ class Tuning:
                          acc16=role in self.acc_f16, bitcast=self.stage_bitcast, frags=self.stage_frags,
                          rotate=self.stage_rotate, vstore=self.stage_vstore)
 
+    def batch_tile_shape(self, role: str) -> TileShape:
+        """The f16 tiles' workgroup of a batched step's matmuls (the LM head's where it has its
+        own), with the staging switches that apply to every tile matmul."""
+        tiles = self.batch_head_tiles if role == "head" and self.batch_head_tiles else self.batch_tiles
+        return TileShape(*tiles, rotate=self.stage_rotate, vstore=self.stage_vstore)
+
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
             if r == role:
