@@ -27,7 +27,7 @@ import json
 import re
 import sys
 import time as time_mod
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +49,18 @@ from webgpu_llm.models.presets import random_weight
 from webgpu_llm.runtime.gpu import open_gpu
 from webgpu_llm.runtime.program import Kernel, Program
 
+# TileShape's switches, each a flag of --shapes
+FLAGS = tuple(f.name for f in fields(TileShape) if f.type in (bool, "bool"))
+
 
 def parse_shape(text: str) -> TileShape:
     """"sm,sn,tm,tn[,depth[,ku]][,flag...]" as a TileShape (the f16 tiles' straight loads where
-    depth is 2); a flag names a boolean field to switch on (double, spread, acc16, bitcast, frags, rotate, vstore)."""
+    depth is 2); a flag names a boolean field to switch on (FLAGS)."""
     parts = [v.strip() for v in text.split(",")]
     nums = [int(v) for v in parts if v.isdigit()]
     flags = [v for v in parts if not v.isdigit()]
-    known = ("double", "spread", "acc16", "bitcast", "straight", "tokens_first", "frags", "rotate", "vstore")
-    if not 4 <= len(nums) <= 6 or any(f not in known for f in flags):
-        raise SystemExit(f"--shapes: {text!r} is not sm,sn,tm,tn[,depth[,ku]][,flag...] with flags of {', '.join(known)}")
+    if not 4 <= len(nums) <= 6 or any(f not in FLAGS for f in flags):
+        raise SystemExit(f"--shapes: {text!r} is not sm,sn,tm,tn[,depth[,ku]][,flag...] with flags of {', '.join(FLAGS)}")
     shape = TileShape(*nums[:4], depth=nums[4] if len(nums) > 4 else 1, ku=nums[5] if len(nums) > 5 else 1,
                       **{f: True for f in flags})
     try:
@@ -121,8 +123,8 @@ def main() -> None:
     ap.add_argument("--epilogue", default="silu_mul")
     ap.add_argument("--path", default="f16", choices=["f16", "int8"], help="which tiles (default: f16)")
     ap.add_argument("--shapes", default="2,2,4,4,2;2,2,2,2,2",
-                    help="f16 path: workgroup shapes sm,sn,tm,tn[,depth[,ku]][,flag...] (flags: double, spread, acc16, "
-                         "bitcast, frags, rotate, vstore), ';'-separated; the first one's WGSL is cut")
+                    help=f"f16 path: workgroup shapes sm,sn,tm,tn[,depth[,ku]][,flag...] (flags: {', '.join(FLAGS)}), "
+                         "';'-separated; the first one's WGSL is cut")
     ap.add_argument("--splits", default="1", help="int8 path: comma list of K splits to time (> 1: epilogue partial)")
     ap.add_argument("--cuts", default="",
                     help="f16 path: which cuts of the first shape to time, comma-separated substrings of their names "
@@ -213,7 +215,7 @@ def main() -> None:
         ref = {"f16-rounded x and weights": f16(xh) @ f16(w).T}
         for shape in shapes:
             for f16_x in (False, True):
-                flags = "".join(f" {f}" for f in ("double", "spread", "acc16", "bitcast", "frags", "rotate", "vstore") if getattr(shape, f))
+                flags = "".join(f" {f}" for f in FLAGS if f != "straight" and getattr(shape, f))  # (depth 2 implies straight)
                 name = (f"f16 tiles {shape.sm}x{shape.sn}x{shape.tm}x{shape.tn} depth {shape.depth} ku {shape.ku}{flags}"
                         f"{', x f16' if f16_x else ''}")
                 p, s = replace(plain, x_f16=f16_x), replace(spec, x_f16=f16_x)
