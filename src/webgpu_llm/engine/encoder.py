@@ -26,9 +26,7 @@ A call with more tokens than a run takes is cut into several runs.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from ..kernels.rows import embed_kernel, layernorm_kernel
 from ..models.encoder import EncoderConfig
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
+from .scheduler import WorkQueue
 from .session import check_token_ids
 from .settings import Settings, Tuning
 from .weights import GpuMatrix, Part, Tensor, required, rope_pair_perm, upload_matrix, vector
@@ -369,30 +368,19 @@ class Encoder:
         self._run([[0, 0]])
 
 
-class EmbedQueue:
+class EmbedQueue(WorkQueue[tuple[list[list[int]], Future[np.ndarray]]]):
     """Embedding requests of many callers (the server's) served by one engine thread: the
     texts of the requests waiting when the thread takes work (as many as fill a run) go
     through the GPU as one batch, and each request's future gets its own vectors. It has a
     Scheduler's face for the server (stats, queue_depth, active, parallel, ctx, close)."""
 
     def __init__(self, encoder: Encoder, max_queue: int = 256) -> None:
-        from .scheduler import SchedulerStats
-
+        super().__init__(max_queue)
         self.encoder = encoder
         self.ctx = encoder.max_tokens
         self.parallel = 1
-        self.max_queue = max_queue
-        self.stats = SchedulerStats()
-        self._waiting: deque[tuple[list[list[int]], Future[np.ndarray]]] = deque()
         self._active = 0
-        self._cv = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="webgpu-llm embeddings", daemon=True)
-        self._thread.start()
-
-    @property
-    def queue_depth(self) -> int:
-        return len(self._waiting)
+        self._start("webgpu-llm embeddings")
 
     @property
     def active(self) -> int:
@@ -406,38 +394,21 @@ class EmbedQueue:
     def submit(self, ids: Sequence[Sequence[int]]) -> Future[np.ndarray]:
         """Queue texts (token ids); their vectors come in the future. UserError for a text the
         model cannot take, QueueFull (ShuttingDown) where the queue is full (closing)."""
-        from .scheduler import QueueFull, ShuttingDown
-
         texts = [list(map(int, t)) for t in ids]
         self.encoder.check(texts)
         fut: Future[np.ndarray] = Future()
-        with self._cv:
-            if self._stopping:
-                raise ShuttingDown("the server is shutting down")
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self._waiting)} requests are waiting already")
-            self._waiting.append((texts, fut))
-            self.stats.requests += 1
-            self._cv.notify()
+        self._enqueue((texts, fut))
         return fut
 
-    def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Stop taking requests; with `drain`, embed those queued first, else cancel them."""
-        with self._cv:
-            self._stopping = True
-            if not drain:
-                for _, fut in self._waiting:
-                    fut.cancel()
-            self._cv.notify()
-        self._thread.join(timeout)
+    def _cancel_all(self) -> None:
+        for _, fut in self._waiting:
+            fut.cancel()
 
     def _take(self) -> list[tuple[list[list[int]], Future[np.ndarray]]] | None:
         """The next batch: the first waiting request, and those after it while a run holds them."""
         with self._cv:
-            while not self._waiting:
-                if self._stopping:
-                    return None
-                self._cv.wait()
+            if not self._wait_for_work():
+                return None
             batch, rows = [], 0
             while self._waiting:
                 n = sum(len(t) for t in self._waiting[0][0])

@@ -20,13 +20,14 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..errors import UserError
 from ..kernels.sampling import TOP_LOGPROBS
 from .sampling import SamplingParams
 from .session import Session, check_token_ids
 
+T = TypeVar("T")
 DONE = object()  # the item that ends a Completion's stream of token groups
 
 
@@ -219,7 +220,67 @@ class SchedulerStats:
     wait_s: float = 0.0
 
 
-class Scheduler:
+class WorkQueue(Generic[T]):
+    """Requests of many callers served by one engine thread: the queue (at most `max_queue`
+    waiting), its lock, the counts and the close. Subclasses set what their thread reads, then
+    call `_start`; their `_run` takes the work."""
+
+    failed: str | None = None  # why the engine cannot go on (a server's engine process that ended)
+
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self.stats = SchedulerStats()
+        self._waiting: deque[T] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+
+    def _start(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    def _refuse_if_closed_or_full(self, waiting: int) -> None:
+        """(Under the lock) ShuttingDown while closing, QueueFull with `waiting` at the limit."""
+        if self._stopping:
+            raise ShuttingDown(self.failed or "the server is shutting down")
+        if waiting >= self.max_queue:
+            raise QueueFull(f"{waiting} requests are waiting already")
+
+    def _enqueue(self, item: T) -> None:
+        with self._cv:
+            self._refuse_if_closed_or_full(len(self._waiting))
+            self._waiting.append(item)
+            self.stats.requests += 1
+            self._cv.notify()
+
+    def _wait_for_work(self) -> bool:
+        """(Under the lock) Block until a request waits (True) or the queue closes empty (False)."""
+        while not self._waiting:
+            if self._stopping:
+                return False
+            self._cv.wait()
+        return True
+
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking requests; with `drain`, finish those taken and queued first, else cancel them."""
+        with self._cv:
+            self._stopping = True
+            if not drain:
+                self._cancel_all()
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    def _cancel_all(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Scheduler(WorkQueue[Completion]):
     """Serves requests on one model from an engine thread: the queue, admission and the
     request's life; `SerialScheduler` and `batch.BatchScheduler` run the steps. Requests past
     the `parallel` admitted at a time wait in the queue, at most `max_queue` of them."""
@@ -227,20 +288,11 @@ class Scheduler:
     def __init__(self, ctx: int, parallel: int = 1, max_queue: int = 256, vocab: int | None = None) -> None:
         if parallel < 1:
             raise UserError(f"--parallel {parallel}: must be at least 1")
+        super().__init__(max_queue)
         self.ctx, self.vocab = ctx, vocab
         self.parallel = parallel
-        self.max_queue = max_queue
-        self.stats = SchedulerStats()
-        self._waiting: deque[Completion] = deque()
         self._active: list[Completion] = []
-        self._cv = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="webgpu-llm engine", daemon=True)
-        self._thread.start()
-
-    @property
-    def queue_depth(self) -> int:
-        return len(self._waiting)
+        self._start("webgpu-llm engine")
 
     @property
     def active(self) -> int:
@@ -252,7 +304,6 @@ class Scheduler:
         return 0, self.ctx * self.parallel
 
     supports_logprobs = False
-    failed: str | None = None  # why the engine cannot go on (a server's engine process that ended)
 
     def check(self, ids: list[int], params: SamplingParams, max_tokens: int | None,
               logprobs: int | None = None) -> None:
@@ -279,28 +330,12 @@ class Scheduler:
         token's log-probability comes with."""
         self.check(ids, params, max_tokens, logprobs)
         c = Completion(list(ids), params, max_tokens, frozenset(stop_ids), logprobs)
-        with self._cv:
-            if self._stopping:
-                raise ShuttingDown("the server is shutting down")
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self._waiting)} requests are waiting already")
-            self._waiting.append(c)
-            self.stats.requests += 1
-            self._cv.notify()
+        self._enqueue(c)
         return c
 
-    def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Stop taking requests; with `drain`, finish those admitted and queued first."""
-        with self._cv:
-            self._stopping = True
-            if not drain:
-                for c in [*self._waiting, *self._active]:
-                    c.cancel()
-            self._cv.notify()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        raise NotImplementedError
+    def _cancel_all(self) -> None:
+        for c in [*self._waiting, *self._active]:
+            c.cancel()
 
 
 class SerialScheduler(Scheduler):
@@ -313,10 +348,8 @@ class SerialScheduler(Scheduler):
 
     def _next(self) -> Completion | None:
         with self._cv:
-            while not self._waiting:
-                if self._stopping:
-                    return None
-                self._cv.wait()
+            if not self._wait_for_work():
+                return None
             c = self._waiting.popleft()
             self._active.append(c)
             return c

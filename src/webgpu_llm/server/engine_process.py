@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..engine.sampling import SamplingParams
-from ..engine.scheduler import DONE, Completion, Outbox, QueueFull, Scheduler, SchedulerStats, ShuttingDown
+from ..engine.scheduler import DONE, Completion, Outbox, QueueFull, Scheduler, SchedulerStats
 from ..errors import GpuError, UserError
 from ..kernels.common import PAGE
 
@@ -251,11 +251,7 @@ class EngineProcess(Scheduler):
                stop_ids: frozenset[int] = frozenset(), logprobs: int | None = None) -> Completion:
         self.check(ids, params, max_tokens, logprobs)
         with self._cv:
-            if self._stopping:
-                raise ShuttingDown(self.failed or "the server is shutting down")
-            waiting = self.queue_depth
-            if waiting >= self.max_queue:
-                raise QueueFull(f"{waiting} requests are waiting already")
+            self._refuse_if_closed_or_full(self.queue_depth)
             rid, self._next_rid = self._next_rid, self._next_rid + 1
             c = _RemoteCompletion(list(ids), params, max_tokens, frozenset(stop_ids), logprobs, rid=rid, engine=self)
             self._requests[rid] = c
