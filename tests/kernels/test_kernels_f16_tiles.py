@@ -51,8 +51,7 @@ def test_f16_matmul_formats(gpu, fmt):
     # (two formats also through the loaders of a double-buffered workgroup of 2 units a step)
     shapes = [None, *([TileShape(2, 2, 1, 1, double=True, ku=2), TileShape(1, 4, 1, 2, straight=True),
                        TileShape(1, 4, 1, 2, depth=2), TileShape(2, 2, 1, 1, ku=2, depth=2)]
-                      if fmt in ("q4_0", "q8_0", "bf16") else [TileShape(1, 4, 1, 2, depth=2)]),
-              TileShape(2, 2, 2, 2, depth=2, rotate=True)]
+                      if fmt in ("q4_0", "q8_0", "bf16") else [TileShape(1, 4, 1, 2, depth=2)])]
     for emulate in _modes(gpu):
         for shape in shapes:
             yb = gpu.buffer(rows * t * 4)
@@ -74,16 +73,13 @@ def test_f16_matmul_formats(gpu, fmt):
                                    TileShape(2, 1, 2, 1, spread=True), TileShape(2, 2, 1, 1, ku=2, double=True, spread=True),
                                    TileShape(2, 2, 2, 2, ku=2, depth=2, spread=True),
                                    TileShape(4, 2, 2, 4, depth=2, spread=True, bitcast=True),
-                                   TileShape(2, 2, 2, 2, depth=2, straight=True, double=True),
-                                   TileShape(4, 2, 2, 4, depth=2, rotate=True), TileShape(2, 2, 2, 2, ku=2, rotate=True),
-                                   TileShape(2, 2, 2, 2, double=True, depth=2, rotate=True)])
+                                   TileShape(2, 2, 2, 2, depth=2, straight=True, double=True)])
 def test_f16_matmul_shapes(gpu, shape):
     """Workgroups of other subgroup and tile counts, in the tokens-first order, with
     double-buffered staging, 2 or 4 units a step (K of 3 units: the last step partial), the
     next loads without a branch (the last step reloading its own unit; threads past the
     tile's rows too), loads two steps ahead, and each weight row staged by 2 or 4 threads
-    (`spread`), and each thread's staging stores in its lane's order (`rotate`): 50 tokens,
-    101 rows."""
+    (`spread`): 50 tokens, 101 rows."""
     rng = np.random.default_rng(22)
     k, rows, t = 96, 101, 50
     w, wb = _weight(gpu, "f16", rows, k, rng)
@@ -101,10 +97,7 @@ def test_f16_matmul_shapes(gpu, shape):
                                        ("q4_0", TileShape(2, 2, 2, 2, depth=2)), ("f16", TileShape(2, 2, 2, 2, ku=2)),
                                        ("bf16", TileShape(1, 1, 1, 1, double=True, depth=2)),
                                        ("f16", TileShape(4, 2, 2, 4, depth=2, spread=True)),
-                                       ("f16", TileShape(2, 2, 2, 2, depth=2, bitcast=True)),
-                                       ("f16", TileShape(4, 2, 2, 4, depth=2, rotate=True)),
-                                       ("q4_0", TileShape(2, 2, 2, 2, depth=2, rotate=True)),
-                                       ("bf16", TileShape(2, 2, 1, 1, ku=2, rotate=True))])
+                                       ("f16", TileShape(2, 2, 2, 2, depth=2, bitcast=True))])
 def test_f16_matmul_reads_f16_rows_of_x(gpu, fmt, shape):
     """x as rows of f16s (LinearSpec.x_f16): the same products as from the f32 rows rounded to
     f16, K of 3 units and 8 inputs (ragged), in workgroups whose threads stage whole, partial
@@ -203,73 +196,3 @@ def test_f16_eligibility():
     assert has_f16_mma([cfg]) and not has_f16_mma([{**cfg, "result_component_type": "f16"}]) and not has_f16_mma([])
     with pytest.raises(ValueError):
         TileShape(1, 1, 1, 4).check()  # 64 weight rows for 32 threads
-
-
-@pytest.mark.parametrize("shape", [TileShape(2, 2, 2, 2, frags=True), TileShape(1, 1, 1, 1, frags=True),
-                                   TileShape(2, 2, 2, 2, frags=True, double=True, depth=2),
-                                   TileShape(4, 2, 2, 4, frags=True, depth=2),
-                                   TileShape(2, 1, 2, 2, frags=True, depth=2)])
-def test_f16_matmul_stages_fragments(gpu, shape):
-    """TileShape.frags: fragments staged by the subgroups, against numpy on f16 rows of x:
-    two segments of whole fragments (48 and 32 rows), 45 tokens (a token block the tokens end
-    inside), K of 3 units whole and split in 2 (partial sums), SiLU·mul over gated pairs (a
-    pair's rows in tiles 2i and 2i + 1), and a window of the batch's tokens (t0, tmax). Where
-    the layout does not allow fragments (80 rows of a gated pair: 40 a half), the threads
-    stage as without them."""
-    rng = np.random.default_rng(27)
-    k, t = 96, 45
-    w, _ = _weight(gpu, "f16", 80, k, rng)
-    x = rng.standard_normal((t, k)).astype(np.float32)
-    xb = gpu.upload(x.astype(np.float16))
-    bufs = {"w0": gpu.upload(FORMATS["f16"].pack(w[:48], k)), "w1": gpu.upload(FORMATS["f16"].pack(w[48:], k)), "x": xb}
-    segs = (Segment("f16", 48), Segment("f16", 32))
-    want = h(x) @ h(w).T
-    for emulate in _modes(gpu):
-        for spec in (LinearSpec(k=k, segments=segs, x_f16=True),
-                     LinearSpec(k=k, segments=segs, x_f16=True, epilogue="partial", splits=2)):
-            assert "_frag" in f16_matmul_kernel(spec, shape).name
-            yb = gpu.buffer(80 * t * 4 * spec.splits)
-            _run(gpu, spec, {**bufs, "y": yb}, t, emulate, shape)
-            assert rel_err(read(gpu, yb, (t, spec.splits, 80)).sum(1), want) < 1e-5, (emulate, spec.splits)
-        gated = LinearSpec(k=k, segments=(Segment("f16", 32), Segment("f16", 32)), x_f16=True, epilogue="silu_mul")
-        assert ("_frag" in f16_matmul_kernel(gated, shape).name) == (shape.tn % 2 == 0)
-        yb = gpu.buffer(32 * t * 4)
-        _run(gpu, gated, {"w0": bufs["w0"], "w1": gpu.upload(FORMATS["f16"].pack(w[48:], k)), "x": xb, "y": yb}, t, emulate, shape)
-        g, u = want[:, :32], want[:, 48:]
-        assert rel_err(read(gpu, yb, (t, 32)), g / (1 + np.exp(-g)) * u) < 1e-4, emulate
-        window = LinearSpec(k=k, segments=segs, x_f16=True, t0=32, tmax=16)
-        yb = gpu.buffer(80 * t * 4)
-        _run(gpu, window, {**bufs, "y": yb}, t, emulate, shape)
-        y = read(gpu, yb, (t, 80))
-        assert rel_err(y[:13], want[32:]) < 1e-5 and not y[13:].any(), emulate
-    odd = LinearSpec(k=k, segments=(Segment("f16", 40), Segment("f16", 40)), x_f16=True, epilogue="silu_mul")
-    assert "_frag" not in f16_matmul_kernel(odd, shape).name
-
-
-@pytest.mark.parametrize("fmt,shape", [("f16", TileShape(2, 2, 2, 2, vstore=True)),
-                                       ("f16", TileShape(2, 2, 2, 2, double=True, depth=2, vstore=True)),
-                                       ("f16", TileShape(4, 2, 2, 4, depth=2, spread=True, vstore=True)),
-                                       ("f16", TileShape(2, 2, 1, 1, ku=2, vstore=True)),
-                                       ("q4_0", TileShape(2, 2, 2, 2, depth=2, vstore=True)),
-                                       ("q6_k", TileShape(2, 2, 1, 1, ku=2, vstore=True))])
-def test_f16_matmul_stores_whole_words(gpu, fmt, shape):
-    """TileShape.vstore: the staging stores as 16- and 8-byte words into workgroup buffers that
-    the tile loads see as f16s (Tint's buffer views: Dawn only), from f32 and f16 rows of x,
-    whole and split K, f16 weights as their words (whole rows and parts) and the other
-    formats' values packed: the same products as the f16 staging's."""
-    if gpu.backend != "dawn":
-        pytest.skip("workgroup buffer views are Tint's (Dawn)")
-    rng = np.random.default_rng(28)
-    k = {256: 512}.get(FORMATS[fmt].block, 96)
-    rows, t = 75, 50
-    w, wb = _weight(gpu, fmt, rows, k, rng)
-    x = rng.standard_normal((t, k)).astype(np.float32)
-    for xf in (False, True):
-        for spec in (LinearSpec(k=k, segments=(Segment(fmt, rows),), x_f16=xf),
-                     LinearSpec(k=k, segments=(Segment(fmt, rows),), x_f16=xf, epilogue="partial", splits=2)):
-            assert f16_matmul_kernel(spec, shape).name.endswith("_vs")
-            for emulate in _modes(gpu):
-                yb = gpu.buffer(rows * t * 4 * spec.splits)
-                _run(gpu, spec, {"w0": wb, "x": gpu.upload(x.astype(np.float16) if xf else x), "y": yb}, t, emulate, shape)
-                y = read(gpu, yb, (t, spec.splits, rows)).sum(1)
-                assert rel_err(y, h(x) @ h(w).T) < 1e-5, (xf, spec.splits, emulate)

@@ -389,8 +389,6 @@ class Programs:
             shape = replace(shape, double=False, ku=1)
         if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_mma(self.gpu.subgroup_matrix_configs, sums="f16"):
             shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
-        if shape.vstore and self.gpu.backend != "dawn":
-            shape = replace(shape, vstore=False)  # (workgroup buffer views: Tint's, not naga's)
         prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
                  _counted(mma.f16_matmul_grid(spec, shape), count))
 

@@ -120,19 +120,6 @@ class Tuning:
     # the f16 tiles stage f16 words through bitcast<vec2<f16>> (mma.TileShape.bitcast), not
     # unpack2x16float's f32s converted back (H100, 1.5B f16 pp512 +1 %: off)
     stage_bitcast: bool = False
-    # f16 weights and f16 rows of x staged a 16 x 16 fragment at a time by the subgroups'
-    # matrix loads and stores, not by each thread's scalar f16 stores (mma.TileShape.frags;
-    # where the layout allows: mma.frags_ok); untimed
-    stage_frags: bool = False
-    # the f16 tiles' staging stores of each thread in an order of its own, so that a warp's
-    # lanes store to different banks (mma.TileShape.rotate: four lanes a bank before, none for
-    # f16 weights and f16 rows of x, two for other formats' weights and f32 rows), the batched steps' tiles
-    # too; untimed
-    stage_rotate: bool = False
-    # the f16 tiles' staging stores as whole words (a thread's 8 f16s in one 16-byte store)
-    # into workgroup buffers the fragment loads see as f16s (mma.TileShape.vstore; Dawn only),
-    # the batched steps' tiles too; untimed
-    stage_vstore: bool = False
     # a prompt's norms write their rows as f16s for QKV and gate/up, gate/up its outputs for
     # down and the attention on its tiles its rows for O, where those matmuls take the f16 tiles
     # (LinearSpec.x_f16): each of a matmul's row blocks stages x from half the bytes, without
@@ -230,14 +217,13 @@ class Tuning:
         double = self.double_staging or (float_weights and self.float_double)
         return TileShape(*tiles, tokens_first=self.tokens_first, double=double, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging,
-                         acc16=role in self.acc_f16, bitcast=self.stage_bitcast, frags=self.stage_frags,
-                         rotate=self.stage_rotate, vstore=self.stage_vstore)
+                         acc16=role in self.acc_f16, bitcast=self.stage_bitcast)
 
     def batch_tile_shape(self, role: str) -> TileShape:
         """The f16 tiles' workgroup of a batched step's matmuls (the LM head's where it has its
-        own), with the staging switches that apply to every tile matmul."""
+        own)."""
         tiles = self.batch_head_tiles if role == "head" and self.batch_head_tiles else self.batch_tiles
-        return TileShape(*tiles, rotate=self.stage_rotate, vstore=self.stage_vstore)
+        return TileShape(*tiles)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):

@@ -38,7 +38,7 @@ f32 dot products of the same staged f16s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..runtime.gpu import Gpu
@@ -370,20 +370,6 @@ class TileShape:
     # f16 words staged through bitcast<vec2<f16>> (Tint's; naga rejects it, so the emulated
     # kernels keep unpack2x16float): no conversion to f32 and back per value
     bitcast: bool = False
-    # f16 weights and f16 rows of x staged a 16 x 16 fragment at a time: each subgroup loads
-    # its share of a step's fragments from memory (subgroupMatrixLoad) and stores them to
-    # workgroup memory (subgroupMatrixStore), the driver's copies in place of a thread's scalar
-    # f16 stores (frags_ok says where; elsewhere the threads stage as without it)
-    frags: bool = False
-    # the staging stores of a thread in an order of its own (by its lane), so that the lanes of
-    # a warp store to different banks of workgroup memory, where the rows they stage at once
-    # (20 words apart) put four lanes on each bank: f16 weights and f16 rows of x of one unit a
-    # step none, other formats' weights two
-    rotate: bool = False
-    # the staging stores as whole words (a thread's 8 f16s in one 16-byte store; 4 in one 8-byte
-    # store where they are converted from f32s) into a workgroup `buffer` seen as words there and
-    # as f16s by the fragment loads (Tint's buffer views; Dawn only: naga has no such type)
-    vstore: bool = False
 
     @property
     def bm(self) -> int:
@@ -421,27 +407,21 @@ class TileShape:
 
 
 def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: str = "n",
-              at: str = "s * 256u", views: bool = False) -> tuple[str, str, str]:
+              at: str = "s * 256u") -> tuple[str, str, str]:
     """WGSL of a subgroup's tm x tn tiles of 16 x 16 f32 sums over f16 inputs staged in
     workgroup memory, for every f16-tile kernel: the start (which subgroup a thread is in, s,
     its lane, the first rows of xh and wh its tiles take, ts and rs, and its accumulators); the products
     of one step of 32 ku inputs (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
     apart, from `xo` and `wo`: WGSL prefixes "offset + " of the staging buffer in use); and the
     store of tile `n` (a runtime index) to the scratch `cs` at `at` (default s * 256), row-major
-    16 x 16. `views`: xh and wh are pointers (buffer views: TileShape.vstore), not arrays. `emulate`: the products as f32 dot products of the same f16s, without matrix
-    units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
+    16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
     unrolled copies slowly)."""
     tm, tn = shape.tm, shape.tn
     tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
     nv = n if n.isidentifier() else f"({n})"
-    # a buffer view's runtime-sized array takes the loads whose majorness is a template argument
-    if views:
-        lload, lmaj = "subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(", ""
-        rload, rmaj = "subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(", ""
-    else:
-        lload, lmaj = "subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&", ", false"
-        rload, rmaj = "subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&", ", true"
+    lload, lmaj = "subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&", ", false"
+    rload, rmaj = "subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&", ", true"
     start = f"""  // the subgroup whose tiles this thread multiplies: rows ts.. of xh, rows rs.. of wh
   let s = {"lid / 32u" if emulate else "sgid"};
   let lane = lid % 32u;
@@ -519,10 +499,6 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     assert f16_ok(spec, every_format=True), spec
     assert (spec.splits > 1) == (spec.epilogue == "partial")
     shape.check()
-    if shape.frags:
-        if frags_ok(spec, shape):
-            return _frag_matmul_kernel(spec, shape, emulate)
-        shape = replace(shape, frags=False)
     sm, sn, tm, tn, bm, bn, wg = shape.sm, shape.sn, shape.tm, shape.tn, shape.bm, shape.bn, shape.wg
     for seg in spec.segments:
         if (err := FORMATS[seg.fmt].check_k(spec.k)):
@@ -555,8 +531,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     xwords = bm * xw * ku  # x words (vec4) a step stages
     pt = -(-xwords // wg)  # ... each thread (the last word again where they do not divide)
     db = shape.double
-    vs = shape.vstore
-    acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")), views=vs)
+    acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")))
     outs = _pair_outs(shape, store, tiles.out)
     zero = "vec4<u32>(0u)" if xf16 else "vec4<f32>(0.0)"
     kw = "K8" if xf16 else "K4"  # x's row stride in words
@@ -588,26 +563,10 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
 
     # an f16 pair from its word (an f16 converts to f32 and back exactly)
     pair = "bitcast<vec2<f16>>({})" if shape.bitcast and not emulate else "vec2<f16>(unpack2x16float({}))"
-    # TileShape.rotate: the rows a warp's lanes stage at once are 20 words apart, so lanes l,
-    # l + 8, l + 16 and l + 24 store to one bank; each lane takes its words in its own order
-    rotate = shape.rotate and ku == 1 and not vs
-    if vs and raw:  # the unit's words (of its part) as they are, a 16-byte store each
-        row = "lid * XH" if parts == 1 else f"wrow * XH + wpart * {32 // parts}u"
-        w_store = f"%{4 // parts}      wv[(WB0{row} + $i * 8u) / 8u] = w[$i];"
-    elif vs:  # 4 values as f16s, an 8-byte store
-        w_store = ("%8      let h = clamp(w[$i], -HMAX, HMAX); "
-                   "wv[(WB0lid * XH + $i * 4u) / 4u] = vec2<u32>(pack2x16float(h.xy), pack2x16float(h.zw));")
-    elif raw and rotate and parts == 1:  # word (c + lid / 8) % 4 of each vec4 at store c: no two lanes a bank
-        w_store = (f"%16      let c = (($i % 4u) + wrot) & 3u; let o = WB0lid * XH + ($i / 4u) * 8u + c * 2u; "
-                   f"let h = {pair.format('w[$i / 4u][c]')}; wh[o] = h.x; wh[o + 1u] = h.y;")
-    elif raw:  # 4 words of 2 f16s each of the unit's 4 vec4s (of its 4 / parts vec4s: a part)
+    if raw:  # 4 words of 2 f16s each of the unit's 4 vec4s (of its 4 / parts vec4s: a part)
         row = "lid * XH" if parts == 1 else f"wrow * XH + wpart * {32 // parts}u"
         w_store = (f"%{16 // parts}      let o = WB0{row} + $i * 2u; let h = {pair.format('w[$i / 4u][$i % 4u]')}; "
                    "wh[o] = h.x; wh[o + 1u] = h.y;")
-    elif shape.rotate:  # a value group's two words in either order (by lid / 8): two lanes a bank, not four
-        w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
-                   "let ha = select(h.xy, h.zw, wsw); let hb = select(h.zw, h.xy, wsw); let oa = o + select(0u, 2u, wsw); "
-                   "let ob = o + select(2u, 0u, wsw); wh[oa] = ha.x; wh[oa + 1u] = ha.y; wh[ob] = hb.x; wh[ob + 1u] = hb.y;")
     else:
         w_store = ("%8      let h = vec4<f16>(clamp(w[$i], -HMAX, HMAX)); let o = WB0lid * XH + $i * 4u; "
                    "wh[o] = h.x; wh[o + 1u] = h.y; wh[o + 2u] = h.z; wh[o + 3u] = h.w;")
@@ -652,24 +611,10 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     }}"""
     xb = "xb0 + " if db else ""
     e_ = word(f"$i * {wg}u")
-    if vs and xf16:  # a word of 8 f16s, one 16-byte store
-        x_store = f"%{pt}    let e = {e_}; xv[({xb}(e / {4 * ku}u) * XH + (e % {4 * ku}u) * 8u) / 8u] = xr[$i];"
-    elif vs:  # 4 values as f16s, an 8-byte store
-        x_store = (f"%{pt}    let e = {e_}; let h = clamp(xr[$i], -HMAX, HMAX); "
-                   f"xv[({xb}(e / {8 * ku}u) * XH + (e % {8 * ku}u) * 4u) / 4u] = vec2<u32>(pack2x16float(h.xy), pack2x16float(h.zw));")
-    elif xf16 and rotate:  # each word's 8 f16s, word c of a vec4 at store (c + e / 4) % 4: no two lanes a bank
-        x_store = (f"%{pt}    let e = {e_}; let v = xr[$i]; let o = {xb}(e / 4u) * XH + (e % 4u) * 8u; let xr0 = (e / 4u) & 3u; "
-                   + " ".join(f"let c{i} = ({i}u + xr0) & 3u; let h{i} = {pair.format(f'v[c{i}]')}; "
-                              f"xh[o + 2u * c{i}] = h{i}.x; xh[o + 2u * c{i} + 1u] = h{i}.y;" for i in range(4)))
-    elif xf16:  # each word's 8 f16s as they are
+    if xf16:  # each word's 8 f16s as they are
         x_store = (f"%{pt}    let e = {e_}; let v = xr[$i]; let o = {xb}(e / {4 * ku}u) * XH + (e % {4 * ku}u) * 8u; "
                    + " ".join(f"let h{c} = {pair.format('v.' + c)}; xh[o + {2 * i}u] = h{c}.x; xh[o + {2 * i + 1}u] = h{c}.y;"
                               for i, c in enumerate("xyzw")))
-    elif rotate:  # f32 rows: a value group's two words in either order (by row): two lanes a bank, not three
-        x_store = (f"%{pt}    let e = {e_}; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {xb}(e / 8u) * XH + (e % 8u) * 4u; "
-                   "let sw = ((e / 8u) & 1u) == 1u; let ha = select(h.xy, h.zw, sw); let hb = select(h.zw, h.xy, sw); "
-                   "let oa = o + select(0u, 2u, sw); let ob = o + select(2u, 0u, sw); "
-                   "xh[oa] = ha.x; xh[oa + 1u] = ha.y; xh[ob] = hb.x; xh[ob + 1u] = hb.y;")
     else:
         x_store = (f"%{pt}    let e = {e_}; let h = vec4<f16>(clamp(xr[$i], -HMAX, HMAX)); let o = {xb}(e / {8 * ku}u) * XH + "
                    f"(e % {8 * ku}u) * 4u; xh[o] = h.x; xh[o + 1u] = h.y; xh[o + 2u] = h.z; xh[o + 3u] = h.w;")
@@ -677,17 +622,8 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
     nx, nw = bm * xh * (2 if db else 1), bn * xh * (2 if db else 1)  # f16s staged
-    if vs:  # one workgroup buffer each, seen as f16s by the fragment loads and as words by the stores
-        staging_decl = (f"var<workgroup> xbuf: buffer<{2 * nx}>;  // [token][unit's inputs]{' (x2: the staging in turn)' if db else ''}\n"
-                        f"var<workgroup> wbuf: buffer<{2 * nw}>;  // [tile row][unit's inputs]")
-        xvt, wvt = ("vec4<u32>" if xf16 else "vec2<u32>"), ("vec4<u32>" if raw else "vec2<u32>")
-        views = (f"\n  let xh = bufferView<array<f16>>(&xbuf, 0);\n  let xv = bufferView<array<{xvt}>>(&xbuf, 0);"
-                 f"\n  let wh = bufferView<array<f16>>(&wbuf, 0);\n  let wv = bufferView<array<{wvt}>>(&wbuf, 0);")
-    else:
-        staging_decl, views = _staging_arrays(nx, nw, db), ""
+    staging_decl = _staging_arrays(nx, nw, db)
     row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
-    if shape.rotate and not vs:  # (the order of a thread's staging stores)
-        row_decl += "\n  let wrot = (lid / 8u) & 3u;\n  let wsw = ((lid / 8u) & 1u) == 1u;"
     wrow = "wrow" if parts > 1 else "lid"  # (the tile row of the weights a thread stages)
     body = unroll(body + f"""
 const NU: u32 = {spec.kp // UNIT}u;
@@ -698,7 +634,7 @@ const HMAX = vec4<f32>(65504.0);
 var<workgroup> cs: array<{shape.sums}, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
 var<private> split: u32;
 @compute @workgroup_size({wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}{views}
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
   let nt = {tiles.count};
   let m0 = {by} * {bm}u;{tiles.skip("m0")}
   let p0 = {bx} * {bn // 2}u;
@@ -720,173 +656,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
             f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{f'_w{parts}' if parts > 1 else ''}"
-            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}{'_rot' if shape.rotate and not vs else ''}{'_vs' if vs else ''}"
+            f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}"
             f"{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
-
-
-def frags_ok(spec: LinearSpec, shape: TileShape) -> bool:
-    """Can this matmul stage whole fragments (TileShape.frags)? f16 weights whose segments (and
-    a gated pair's halves) are whole 16-row fragments, f16 rows of x of whole units, dense rows
-    (no expert lists), and for gated pairs (a pair's rows in two fragments) an even number of
-    tiles a subgroup across rows; a workgroup of one unit a step whose fragments its subgroups
-    share evenly."""
-    even = shape.ku == 1 and (shape.bm // 8) % (shape.sm * shape.sn) == 0 and (shape.bn // 8) % (shape.sm * shape.sn) == 0
-    return (shape.frags and even and f16_ok(spec) and spec.x_f16 and spec.k % UNIT == 0 and spec.experts is None
-            and all(s.fmt == "f16" and s.rows % 16 == 0 for s in spec.segments)
-            and (not spec.split_pairs or (shape.tn % 2 == 0 and spec.rows // 2 % 16 == 0)))
-
-
-def _frag_matmul_kernel(spec: LinearSpec, shape: TileShape, emulate: bool) -> Kernel:
-    """f16_matmul_kernel with fragment staging (TileShape.frags; frags_ok(spec, shape)).
-
-    A step's fragments (16 rows x 16 inputs: bn / 8 of weights, bm / 8 of x) are shared among
-    the subgroups, each loading its own `depth` steps ahead into registers and storing them to
-    the staging buffers at the step's start. A tile row block of the weights is 16 rows of one
-    segment: for adjacent pairs rows 2 p0.. in order (as the thread-staged kernel's), for gated
-    pairs a block of first rows, then a block of their second rows, so that a subgroup's tiles
-    2i and 2i + 1 hold a pair's two rows. A block of x rows that the tokens end inside is staged
-    by its lanes, with zeros past the last token; a block past them is not staged (its tokens'
-    products are not stored). `emulate`: the fragments as eight values a lane (lane + 32 v of
-    the fragment's row-major 256) in registers, and the products as tile_code's."""
-    sm, sn, tn, bm, bn, wg = shape.sm, shape.sn, shape.tn, shape.bm, shape.bn, shape.wg
-    subgroups = sm * sn
-    gated = spec.split_pairs
-    k = spec.k
-    sig = Signature().state()
-    sig.storage("x", "array<f16>")
-    for i in range(len(spec.segments)):
-        sig.storage(f"w{i}", "array<f16>")
-    body = "\n".join([rows_wgsl(spec), epilogue_wgsl(spec, sig)])
-    tiles = TokenRows.of(spec, sig)
-    body += tiles.decls
-    db = shape.double
-    xh = shape.xh
-    nfw, nfx = bn // 8 // subgroups, bm // 8 // subgroups  # fragments a subgroup stages a step
-    # wfrag(v, k): the fragment of virtual rows v.. (v + 15 in the same segment), inputs k..
-    if emulate:
-        ftype_w = ftype_x = "array<f16, 8>"
-        lane_arg, lane_param = ", lane", ", lane: u32"
-        frag = ("  var o: array<f16, 8>;\n"
-                "  for (var i = 0u; i < 8u; i++) { let e = lane + 32u * i; o[i] = BUF[(r + e / 16u) * K + k + e % 16u]; }\n"
-                "  return o;")
-        w_body, x_body = frag.replace("BUF", "WSEG"), frag.replace("BUF", "x")
-
-        def put(buf: str, off: str, frag: str, _col: bool) -> str:
-            return f"for (var i = 0u; i < 8u; i++) {{ let e = lane + 32u * i; {buf}[{off} + (e / 16u) * XH + e % 16u] = {frag}[i]; }}"
-    else:
-        ftype_w, ftype_x = "subgroup_matrix_right<f16, 16, 16>", "subgroup_matrix_left<f16, 16, 16>"
-        lane_arg = lane_param = ""
-        w_body = f"  return subgroupMatrixLoad<{ftype_w}>(&WSEG, r * K + k, true, K);"
-        x_body = f"  return subgroupMatrixLoad<{ftype_x}>(&x, r * K + k, false, K);"
-
-        def put(buf: str, off: str, frag: str, col: bool) -> str:
-            return f"subgroupMatrixStore(&{buf}, {off}, {frag}, {'true' if col else 'false'}, XH);"
-    for i in range(len(spec.segments)):
-        body += f"\nfn wfrag_w{i}(r: u32, k: u32{lane_param}) -> {ftype_w} {{\n{w_body.replace('WSEG', f'w{i}')}\n}}\n"
-    body += by_segment(spec, "wfrag", f", k: u32{lane_param}", ftype_w, "wfrag_w{i}", "{r}, k" + lane_arg)
-    body += f"fn xfrag(r: u32, k: u32{lane_param}) -> {ftype_x} {{\n{x_body}\n}}\n"
-    wload, xload = f"wfrag({{v}}, {{k}}{lane_arg})", f"xfrag({{t}}, {{k}}{lane_arg})"
-    # fragment j of this subgroup: tile row block (weights) or token block (x) f / 2, inputs 16 (f % 2)..
-    # of the step; the weights' block as its first virtual row (past N: the last fragment's)
-    if gated:
-        vrow = f"select(0u, {spec.rows // 2}u, (rb & 1u) == 1u) + p0 + (rb / 2u) * 16u"
-    else:
-        vrow = "2u * p0 + rb * 16u"
-    decls = []
-    for j in range(nfw):
-        decls.append(f"  let rb{j} = (s * {nfw}u + {j}u) / 2u;"
-                     f" let kw{j} = ((s * {nfw}u + {j}u) % 2u) * 16u;"
-                     f" let vw{j} = min(vrow(rb{j}, p0), N - 16u);")
-    for j in range(nfx):
-        decls.append(f"  let tb{j} = (s * {nfx}u + {j}u) / 2u; let kx{j} = ((s * {nfx}u + {j}u) % 2u) * 16u;"
-                     f" let tx{j} = m0 + tb{j} * 16u;"
-                     f" let full{j} = tx{j} + 16u <= nt;  // (a block the tokens end inside: its lanes stage it)")
-
-    def loads(u: str, suffix: str) -> str:
-        out = [f"    fw{j}{suffix} = {wload.format(v=f'vw{j}', k=f'{u} * 32u + kw{j}')};" for j in range(nfw)]
-        out += [f"    if (full{j}) {{ fx{j}{suffix} = {xload.format(t=tiles.x_row('tx' + str(j)), k=f'{u} * 32u + kx{j}')}; }}"
-                for j in range(nfx)]
-        return "\n".join(out)
-    xb = "xb0 + " if db else ""
-    wb = "wb0 + " if db else ""
-    stores = [f"    {put('wh', f'{wb}rb{j} * 16u * XH + kw{j}', f'fw{j}', True)}" for j in range(nfw)]
-    for j in range(nfx):
-        stores.append(f"""    if (full{j}) {{ {put('xh', f'{xb}tb{j} * 16u * XH + kx{j}', f'fx{j}', False)} }}
-    else if (tx{j} < nt) {{
-      for (var i = lane; i < 256u; i += 32u) {{
-        let t = tx{j} + i / 16u;
-        xh[{xb}(tb{j} * 16u + i / 16u) * XH + kx{j} + i % 16u] = select(f16(0.0), x[({tiles.x_row('t')}) * K + u * 32u + kx{j} + i % 16u], t < nt);
-      }}
-    }}""")
-    regs = [f"  var fw{j}: {ftype_w};" for j in range(nfw)] + [f"  var fx{j}: {ftype_x};" for j in range(nfx)]
-    if shape.depth > 1:
-        regs += [f"  var fw{j}_1: {ftype_w};" for j in range(nfw)] + [f"  var fx{j}_1: {ftype_x};" for j in range(nfx)]
-        first = f"{loads('u0', '')}\n  {{ let un = min(u0 + 1u, u1 - 1u);\n{loads('un', '_1')}\n  }}"
-        nxt = "\n".join([*(f"    fw{j} = fw{j}_1;" for j in range(nfw)), *(f"    fx{j} = fx{j}_1;" for j in range(nfx)),
-                         f"    {{ let un = min(u + 2u, u1 - 1u);  // in flight for two steps (past the end: the last unit's)\n"
-                         f"{loads('un', '_1')}\n    }}"])
-    else:
-        first = loads("u0", "")
-        nxt = f"    {{ let un = min(u + 1u, u1 - 1u);  // in flight while this step is multiplied\n{loads('un', '')}\n    }}"
-    acc_decl, products, store = tile_code(shape, emulate, *(("xb0 + ", "wb0 + ") if db else ("", "")))
-    nt_ = shape.tm * tn
-    if gated:  # tiles n and n + 1 of each subgroup: a block of pairs' first rows, then their second
-        store1 = tile_code(shape, emulate, n="n + 1u")[2]
-        outs = f"""  let es = lid / 32u;
-  for (var n = 0u; n < {nt_}u; n += 2u) {{
-{store}
-    workgroupBarrier();
-    var g: array<f32, 8>;  // 16 tokens x 16 pairs of slice es's tiles n (first rows) and n + 1
-    for (var v = 0u; v < 8u; v++) {{ g[v] = f32(cs[es * 256u + lane + 32u * v]); }}
-    workgroupBarrier();
-{store1}
-    workgroupBarrier();
-    for (var v = 0u; v < 8u; v++) {{
-      let e = lane + 32u * v;
-      let t = m0 + (es / {sn}u) * {16 * shape.tm}u + (n / {tn}u) * 16u + e / 16u;
-      let q = p0 + ((es % {sn}u) * {16 * tn}u + (n % {tn}u) * 16u) / 2u + e % 16u;
-      if (t < nt && q < NP) {{ epi({tiles.out}t, q, g[v], f32(cs[es * 256u + e])); }}
-    }}
-    workgroupBarrier();
-  }}"""
-    else:
-        outs = _pair_outs(shape, store, tiles.out)
-    per = -(-(spec.kp // UNIT) // spec.splits)
-    sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
-    bx, by, order_param = _block_order(shape.tokens_first)
-    sg_param += order_param
-    db_offsets = f"\n    let xb0 = (u & 1u) * {bm * xh}u;\n    let wb0 = (u & 1u) * {bn * xh}u;" if db else ""
-    body += f"""
-const K: u32 = {k}u;
-const NU: u32 = {spec.kp // UNIT}u;
-const XH: u32 = {xh}u;
-{_staging_arrays(bm * xh * (2 if db else 1), bn * xh * (2 if db else 1), db)}
-var<workgroup> cs: array<{shape.sums}, {subgroups * 256}>;  // a tile of each slice, for the epilogue
-var<private> split: u32;
-fn vrow(rb: u32, p0: u32) -> u32 {{ return {vrow}; }}
-@compute @workgroup_size({wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
-  let nt = {tiles.count};
-  let m0 = {by} * {bm}u;
-  let p0 = {bx} * {bn // 2}u;
-  split = wid.z;
-  let u0 = wid.z * {per}u;
-  let u1 = min(NU, u0 + {per}u);
-{acc_decl}
-{chr(10).join(decls)}
-{chr(10).join(regs)}
-{first}
-{_step_loop("u++", db_offsets, chr(10).join(stores), nxt, products, db)}
-{outs}
-}}
-"""
-    name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{shape.tm}x{tn}"
-            f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}_frag{f'_d{shape.depth}' if shape.depth > 1 else ''}"
-            f"_xh{'_a16' if shape.acc16 else ''}{'_emulated' if emulate else ''}")
-    kern = sig.kernel(name, body)
-    return Kernel(kern.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + kern.wgsl, kern.bindings)
 
 
 def _raw_parts_wgsl(spec: LinearSpec, n: int) -> str:
