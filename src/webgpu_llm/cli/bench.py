@@ -13,7 +13,7 @@ from .. import environment
 from ..bench.embed_bench import EMBED_PRESETS
 from ..errors import UserError
 from ..models.presets import DTYPES, PRESETS, preset_model
-from ..runtime.gpu import BACKENDS, open_gpu
+from ..runtime.gpu import BACKENDS, DEFAULT_BACKEND, open_gpu
 from .common import add_kv, print_json
 
 MMA_CHOICES = ("auto", "int8", "f16", "off")
@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     src.add_argument("--model", "-m", default=None, metavar="PATH|NAME",
                      help="a GGUF file or model directory, or a name as `generate --model` takes")
     p.add_argument("--dtype", default="f16", help=f"weight type for --preset, or a comma list ({', '.join(DTYPES)}; default: %(default)s)")
-    p.add_argument("--backend", default="wgpu", help="wgpu, dawn, or a comma list (e.g. wgpu,dawn; default: %(default)s)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, help="wgpu, dawn, or a comma list (e.g. wgpu,dawn; default: %(default)s)")
     p.add_argument("--adapter", default=None, metavar="NAME|INDEX", help="adapter (see `webgpu-llm info`)")
     p.add_argument("--n-prompt", type=int, default=16, help="prompt tokens before decode (default: %(default)s)")
     p.add_argument("--n-gen", type=int, default=128, help="decoded tokens (default: %(default)s)")

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..engine.settings import KV_TYPES
 from ..errors import UserError
+from ..runtime.gpu import DEFAULT_BACKEND
 
 MODEL_HELP = ("a .gguf file, a Hugging Face model directory (config.json, *.safetensors, tokenizer.json), "
               "or the name of a model already on this machine: a Hugging Face hub id from the local "
@@ -22,7 +23,7 @@ MODEL_HELP = ("a .gguf file, a Hugging Face model directory (config.json, *.safe
 
 
 def add_common(p: argparse.ArgumentParser, json_output: bool = True) -> None:
-    p.add_argument("--backend", choices=("wgpu", "dawn"), default="wgpu",
+    p.add_argument("--backend", choices=("wgpu", "dawn"), default=DEFAULT_BACKEND,
                    help="WebGPU implementation: wgpu (wgpu-native) or dawn (default: %(default)s)")
     p.add_argument("--adapter", default=None, metavar="NAME|INDEX",
                    help="adapter to use: an index from `webgpu-llm info` or part of its name "
