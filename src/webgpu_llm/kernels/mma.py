@@ -414,14 +414,13 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: st
     of one step of 32 ku inputs (left: rows ts.. of `xh`, right: rows rs.. of `wh`, each row XH f16s
     apart, from `xo` and `wo`: WGSL prefixes "offset + " of the staging buffer in use); and the
     store of tile `n` (a runtime index) to the scratch `cs` at `at` (default s * 256), row-major
-    16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
+    16 x 16. `emulate`: the products as f32 dot products of the same f16s, without matrix
+    units (runtime loops from `z`, a zero the compiler cannot see, as llvmpipe compiles
     unrolled copies slowly)."""
     tm, tn = shape.tm, shape.tn
     tile_ids = [(i, j) for i in range(tm) for j in range(tn)]
     nt_ = tm * tn
     nv = n if n.isidentifier() else f"({n})"
-    lload, lmaj = "subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&", ", false"
-    rload, rmaj = "subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&", ", true"
     start = f"""  // the subgroup whose tiles this thread multiplies: rows ts.. of xh, rows rs.. of wh
   let s = {"lid / 32u" if emulate else "sgid"};
   let lane = lid % 32u;
@@ -445,32 +444,14 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: st
     lines = []
     for kk in range(0, 32 * shape.ku, 16):
         for i in range(tm):
-            lines.append(f"    let a{i}_{kk} = {lload}xh, {xo}(ts + {16 * i}u) * XH + {kk}u{lmaj}, XH);")
+            lines.append(f"    let a{i}_{kk} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&xh, {xo}(ts + {16 * i}u) * XH + {kk}u, false, XH);")
         for j in range(tn):
-            lines.append(f"    let b{j}_{kk} = {rload}wh, {wo}(rs + {16 * j}u) * XH + {kk}u{rmaj}, XH);")
+            lines.append(f"    let b{j}_{kk} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&wh, {wo}(rs + {16 * j}u) * XH + {kk}u, true, XH);")
         for i, j in tile_ids:
             lines.append(f"    acc{i}{j} = subgroupMatrixMultiplyAccumulate(a{i}_{kk}, b{j}_{kk}, acc{i}{j});")
     store = "\n".join(f"    {'if' if k == 0 else 'else if'} ({nv} == {k}u) {{ subgroupMatrixStore(&cs, {at}, acc{i}{j}, false, 16u); }}"
                       for k, (i, j) in enumerate(tile_ids))
     return acc_decl, "\n".join(lines), store
-
-
-def _staging_arrays(nx: int, nw: int, double: bool) -> str:
-    """WGSL of a tile matmul's staging buffers: `nx` f16s of x rows, `nw` of weight rows."""
-    return (f"var<workgroup> xh: array<f16, {nx}>;  // [token][unit's inputs]{' (x2: the staging in turn)' if double else ''}\n"
-            f"var<workgroup> wh: array<f16, {nw}>;  // [tile row][unit's inputs]")
-
-
-def _step_loop(step: str, offsets: str, stores: str, next_loads: str, products: str, double: bool) -> str:
-    """The K loop of a staged tile matmul (WGSL): a step's staging stores, a barrier, the next
-    step's loads, the tile products, and where the staging is single-buffered a second barrier
-    before the next step's stores."""
-    return f"""  for (var u = u0; u < u1; {step}) {{{offsets}
-{stores}
-    workgroupBarrier();
-{next_loads}
-{products}
-{"" if double else "    workgroupBarrier();" + chr(10)}  }}"""
 
 
 def _pair_outs(shape: TileShape, store: str, out: str) -> str:
@@ -621,8 +602,6 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
-    nx, nw = bm * xh * (2 if db else 1), bn * xh * (2 if db else 1)  # f16s staged
-    staging_decl = _staging_arrays(nx, nw, db)
     row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
     wrow = "wrow" if parts > 1 else "lid"  # (the tile row of the weights a thread stages)
     body = unroll(body + f"""
@@ -630,7 +609,8 @@ const NU: u32 = {spec.kp // UNIT}u;
 const K4: u32 = {spec.k // 4}u;{f"{chr(10)}const K8: u32 = {spec.k // 8}u;" if xf16 else ""}
 const XH: u32 = {xh}u;
 const HMAX = vec4<f32>(65504.0);
-{staging_decl}
+var<workgroup> xh: array<f16, {bm * xh * (2 if db else 1)}>;  // [token][unit's inputs]{" (x2: the staging in turn)" if db else ""}
+var<workgroup> wh: array<f16, {bn * xh * (2 if db else 1)}>;  // [tile row][unit's inputs]
 var<workgroup> cs: array<{shape.sums}, {sm * sn * 256}>;  // a tile of each slice, for the epilogue
 var<private> split: u32;
 @compute @workgroup_size({wg})
@@ -649,7 +629,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {fetch("u0")}
 {ahead}
 {acc_decl}
-{_step_loop(step, db_offsets, f"    {wif}{{{chr(10)}{w_store}{chr(10)}    }}{chr(10)}{x_store}", next_loads, products, db)}
+  for (var u = u0; u < u1; {step}) {{{db_offsets}
+    {wif}{{
+{w_store}
+    }}
+{x_store}
+    workgroupBarrier();
+{next_loads}
+{products}
+{"" if db else "    workgroupBarrier();" + chr(10)}  }}
 {outs}
 }}
 """)
