@@ -278,7 +278,7 @@ def test_prompt_matmuls_on_f16_tiles_stay_close_to_float(gpu, dtype, mode):
     # memory than llvmpipe's 32 KiB, and the matmuls fall back to one buffer and one unit
     for kw, tag in (({"double_staging": True}, "_double"), ({"stage_units": 2}, "_k2"),
                     ({"double_staging": True, "stage_units": 2}, "_double_k2")):
-        t = dataclasses.replace(model.tuning, mma=mode, float_tiles=(), x_f16=False, **kw)  # (a GPU's: other shapes)
+        t = dataclasses.replace(model.tuning, mma=mode, float_tiles=(), role_tiles=(), x_f16=False, **kw)  # (a GPU's: other shapes)
         eng.rebuild(t)
         labels = [d.label.removesuffix("_emulated") for d in model.prefill.dispatches if d.label.startswith("f16_matmul")]
         fits = t.tile_shape().shared_bytes <= gpu.limits["max-compute-workgroup-storage-size"]
@@ -345,7 +345,8 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
     model = eng.programs
     # (thin_rows=0: the test prompt on the prompt tiles, not the short prompts' batch tiles a GPU takes)
-    base = dataclasses.replace(model.tuning, mma="emulate-f16", tiles=(2, 2, 2, 2), float_tiles=(), thin_rows=0)
+    base = dataclasses.replace(model.tuning, mma="emulate-f16", tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=(),
+                               thin_rows=0)
     eng.rebuild(base)
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4)))
@@ -368,13 +369,26 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4), role_tiles=(("qkv", (1, 4, 1, 2)),)))
     assert model.prefill.dispatches and sum("_1x4x1x2" in d.label for d in model.prefill.dispatches) == cfg.n_layers
     assert max_rel(_step_logits(eng), want) < 1e-5
+    # a role's shape past the device's workgroup memory (gate/up's 4x2x4x4 takes 38 KiB, past
+    # llvmpipe's 32) runs with fewer token tiles a subgroup
+    eng.rebuild(dataclasses.replace(base, role_tiles=(("gate_up", (4, 2, 4, 4)),)))
+    from webgpu_llm.kernels.mma import TileShape
+
+    fits = TileShape(4, 2, 4, 4).shared_bytes <= gpu.limits["max-compute-workgroup-storage-size"]
+    labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul_silu_mul")]
+    assert len(labels) == cfg.n_layers and all(("_4x2x4x4" if fits else "_4x2x2x4") in x for x in labels), labels
+    assert max_rel(_step_logits(eng), want) < 1e-5
     for bad in ((("head", (2, 2, 2, 2)),), (("qkv", (2, 2)),), (("qkv", (1, 1, 8, 8)),)):
         with pytest.raises(ValueError, match="role_tiles"):
             dataclasses.replace(base, role_tiles=bad).check()
     # Tuning.acc_f16: those roles' sums as f16s, close to the f32 sums' logits, not equal
     eng.rebuild(dataclasses.replace(base, acc_f16=("gate_up", "down")))
-    assert sum(d.label.endswith("_a16_emulated") for d in model.prefill.dispatches) == 2 * cfg.n_layers
-    assert 0 < max_rel(_step_logits(eng), want) < 1e-2
+    # (emulated tiles: "_a16_emulated"; a GPU's real ones "_a16", where it lists f16 sums)
+    from webgpu_llm.kernels.mma import has_f16_mma
+
+    sums16 = not model.f16_tiles_usable or has_f16_mma(gpu.subgroup_matrix_configs, sums="f16")
+    assert sum("_a16" in d.label for d in model.prefill.dispatches) == (2 * cfg.n_layers if sums16 else 0)
+    assert (0 < max_rel(_step_logits(eng), want) < 1e-2) if sums16 else max_rel(_step_logits(eng), want) < 1e-5
     with pytest.raises(ValueError, match="acc_f16"):
         dataclasses.replace(base, acc_f16=("head",)).check()
 
@@ -410,7 +424,7 @@ def test_default_tuning_by_model_shape():
     decode folds its norms. A CPU adapter keeps one thread a key and no folds."""
     from types import SimpleNamespace
 
-    from webgpu_llm.engine.settings import FLOAT_TILES, WIDE_TILES, default_tuning
+    from webgpu_llm.engine.settings import FLOAT_TILES, ROLE_TILES, WIDE_TILES, default_tuning
 
     gpu = SimpleNamespace(is_cpu=False, backend="dawn")
     wide, narrow, gemma = default_tuning(gpu, 1536, 128), default_tuning(gpu, 896, 64), default_tuning(gpu, 1152, 256)
@@ -418,6 +432,8 @@ def test_default_tuning_by_model_shape():
     assert narrow.tiles == (2, 2, 2, 2) and narrow.quant_f16 and narrow.attn_tiles
     # float weights take their own tiles at every width, and the prompt rows go as f16s
     assert wide.float_tiles == narrow.float_tiles == FLOAT_TILES and wide.x_f16 and narrow.x_f16
+    # ... and gate/up its own, larger ones
+    assert wide.role_tiles == narrow.role_tiles == ROLE_TILES and dict(ROLE_TILES)["gate_up"] == (4, 2, 4, 4)
     assert not default_tuning(gpu, 896, 32).attn_tiles
     assert (narrow.attn_chunk, narrow.attn_wg, wide.attn_chunk, wide.attn_wg) == (32, 128, 64, 256)
     assert (gemma.attn_chunk, gemma.attn_wg) == (32, 256) and gemma.fold_qk_norm and gemma.fold_post_norm
@@ -427,7 +443,7 @@ def test_default_tuning_by_model_shape():
     # the split-K merge unrolled on GPUs
     assert narrow.combine_unroll == 4
     cpu = default_tuning(SimpleNamespace(is_cpu=True, backend="dawn"), 1536, 128)
-    assert not cpu.quant_f16 and not cpu.attn_tiles and not cpu.fold_qk_norm and cpu.attn_wg == 0
+    assert not cpu.quant_f16 and not cpu.attn_tiles and not cpu.fold_qk_norm and cpu.attn_wg == 0 and not cpu.role_tiles
     assert cpu.combine_unroll == 1
 
 

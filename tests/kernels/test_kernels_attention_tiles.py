@@ -43,8 +43,9 @@ CASES = [  # (hq, hkv, d, t, pos0, window, softcap, sinks, kv_f16, shape)
     (6, 2, 64, 35, 3, 0, 0.0, False, True, AttnTiles(3, 32)),
     # gpt-oss's layers: heads of 64 with sinks and a sliding window together
     (8, 2, 64, 41, 10, 16, 0.0, True, True, AttnTiles(4, 32)),
-    # the loads a chunk ahead where a thread holds 12 vec4s (past the default), and none at all
-    (2, 2, 48, 33, 3, 20, 0.0, False, True, AttnTiles(1, 32, prefetch=16)),
+    # the loads in the staging loop where a thread holds 12 vec4s, past `prefetch` (the case above
+    # with the default loads them a chunk ahead), and none ahead at all
+    (2, 2, 48, 33, 3, 20, 0.0, False, True, AttnTiles(1, 32, prefetch=8)),
     (4, 2, 32, 37, 5, 0, 0.0, False, True, AttnTiles(2, 32, prefetch=0)),
 ]
 

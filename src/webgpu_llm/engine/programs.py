@@ -385,8 +385,11 @@ class Programs:
 
     def _add_f16(self, prog: Program, spec: LinearSpec, bindings: dict[str, Any], count: Callable[[Any], int] | None,
                  shape: mma.TileShape) -> None:
-        if shape.shared_bytes > self.gpu.limits["max-compute-workgroup-storage-size"]:  # one unit, one buffer
+        limit = self.gpu.limits["max-compute-workgroup-storage-size"]
+        if shape.shared_bytes > limit:  # one unit, one buffer
             shape = replace(shape, double=False, ku=1)
+        while shape.shared_bytes > limit and shape.tm > 1:  # then fewer token tiles a subgroup
+            shape = replace(shape, tm=shape.tm // 2)
         if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_mma(self.gpu.subgroup_matrix_configs, sums="f16"):
             shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
         prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,

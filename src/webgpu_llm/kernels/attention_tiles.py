@@ -29,10 +29,11 @@ from .mma import MATRIX_HEAD
 
 ROWS = 16  # query rows a workgroup takes (the batched step's blocks are of at most 16)
 # A chunk's keys and values are loaded into registers a chunk ahead where a thread holds at most
-# this many vec4s of each (AttnTiles.prefetch): the 0.5B's and 1.5B's shapes (4 and 8) ran faster
-# so; wider ones (heads of 256, groups of 1-2 heads: 16-32) keep the loads in the staging loop
-# until timed (Tuning.attn_prefetch).
-PREFETCH_VEC4 = 8
+# this many vec4s of each (AttnTiles.prefetch): every shape timed ran faster so. H100, one call,
+# pp512 against 8 (where Qwen3's and Gemma 3's 16-32 staged in the loop): Qwen3-0.6B f16 / q4_0
+# +11 / +12 %, Qwen3-1.7B +8 / +9 %, Gemma-3-1B +16 / +12 %, Qwen3-1.7B f16's first token of
+# 2048 116.6 -> 84.7 ms; 16 instead of 32 was 0-2 % slower (Gemma q4_0 2 % faster).
+PREFETCH_VEC4 = 32
 
 
 @dataclass(frozen=True)
