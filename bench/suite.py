@@ -24,7 +24,6 @@ the table to stdout, last. Exit status: 0, 1 if a command failed, 2 for bad argu
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shlex
@@ -109,11 +108,25 @@ def torch_cuda(o: Options) -> list[Cmd]:
                 "bench", per_src=False) for p in o.presets]
 
 
+# llama.cpp CUDA's llama-bench from on-device.sh's build, once it has finished, as JSON: its
+# figures are each test's median over 10 runs (llama-bench's own mean of 3, with one slow run
+# among them, spread pp512 by 15-55 %); ARGS: the models and tests
+LLAMA_BENCH = ("for i in $(seq 1 120); do [ -f /tmp/build.done ] && break; sleep 5; done; "
+               "[ \"$(cat /tmp/build.done 2>/dev/null)\" = 0 ] || { echo 'llama.cpp CUDA build failed or unfinished'; exit 1; }; "
+               "/tmp/lcb/bin/llama-bench ARGS -r 10 -ngl 99 -o json")
+
+
 def peers(o: Options) -> list[Cmd]:
     sh = ["bash", str(PEERS.relative_to(ROOT))]
+
+    def bench(name: str, args: str) -> Cmd:
+        return Cmd("peers", name, ["bash", "-c", LLAMA_BENCH.replace("ARGS", args)], "llama-cuda", per_src=False, shell=True)
+
     return [Cmd("peers", "llama.cpp CUDA build", [*sh, "build"], "none", per_src=False, shell=True),
             Cmd("peers", "GGUF files", [*sh, "gguf"], "none", per_src=False, shell=True),
-            Cmd("peers", "llama.cpp CUDA", [*sh, "cuda"], "llama-cuda", per_src=False, shell=True),
+            bench("llama.cpp CUDA", "$(for f in /tmp/gg/*.gguf; do echo -m $f; done) -p 512 -n 128"),
+            # the first token of a 2048-token prompt (issue 25), beside `prompt`'s --ttft 2048
+            bench("llama.cpp CUDA pp2048", "-m /tmp/gg/qwen2.5-1.5b-f16.gguf -p 2048 -n 0"),
             Cmd("peers", "llama.cpp Vulkan", [*sh, "vulkan"], "llama-vulkan", per_src=False, shell=True)]
 
 
@@ -457,23 +470,16 @@ def _gguf_name(path: str) -> str:
 
 
 def _llama_cuda_cells(text: str) -> dict[str, dict[str, float]]:
-    """llama-bench's markdown: a row per model and test, in the order of its -m files."""
-    rows, cols = [], None
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.strip().strip("|").split("|")]
-        if "t/s" in parts and "test" in parts:
-            cols = (parts.index("model"), parts.index("size"), parts.index("test"), parts.index("t/s"))
-        elif cols and len(parts) > max(cols) and not set(parts[0]) <= set("-: "):
-            try:
-                rows.append((parts[cols[0]] + " " + parts[cols[1]], parts[cols[2]], float(parts[cols[3]].split()[0])))
-            except ValueError:
-                continue
-    files = sorted(glob.glob("/tmp/gg/*.gguf"))  # on-device.sh's files, in its glob's order
-    per = len({t for _, t, _ in rows}) or 1
+    """llama-bench's JSON (-o json): each model's tests at their median over the runs; a prompt
+    test also as the time to its first token."""
     cells: dict[str, dict[str, float]] = {}
-    for i, (model, test, value) in enumerate(rows):
-        name = _gguf_name(files[i // per]) if len(files) * per == len(rows) else model
-        cells.setdefault(f"llama.cpp CUDA {name}", {})[f"{test} tok/s"] = value
+    for r in json.loads(text[text.index("["):]):
+        test = f"tg{r['n_gen']}" if r["n_gen"] else f"pp{r['n_prompt']}"
+        rate = statistics.median(r["samples_ts"])
+        m = cells.setdefault(f"llama.cpp CUDA {_gguf_name(r['model_filename'])}", {})
+        m[f"{test} tok/s"] = rate
+        if not r["n_gen"] and r["n_prompt"] != 512:
+            m[f"first token of {r['n_prompt']} ms"] = r["n_prompt"] / rate * 1000
     return cells
 
 

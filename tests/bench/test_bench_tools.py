@@ -81,6 +81,30 @@ def test_suite_plans_the_prompt_experiments() -> None:
         ("17920", "f16"), ("17920", "q4_0"), ("1536", "f16"), ("2048", "f16")]
 
 
+def test_suite_reads_llama_bench_json_as_medians() -> None:
+    """The peers' llama-bench figures: each test's median over its runs (one slow run does not
+    move it), a longer prompt also as its first token's time; log lines before the JSON skipped."""
+    spec = importlib.util.spec_from_file_location("suite", BENCH / "suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    sys.modules["suite"] = suite  # (its dataclasses look their module up)
+    spec.loader.exec_module(suite)
+    runs = [{"model_filename": "/tmp/gg/qwen2.5-1.5b-f16.gguf", "n_prompt": 512, "n_gen": 0,
+             "avg_ts": 41000.0, "samples_ts": [12000.0, 48000.0, 49000.0, 47000.0, 50000.0]},
+            {"model_filename": "/tmp/gg/qwen2.5-1.5b-f16.gguf", "n_prompt": 0, "n_gen": 128, "samples_ts": [370.0, 371.0]},
+            {"model_filename": "/tmp/gg/qwen2.5-1.5b-f16.gguf", "n_prompt": 2048, "n_gen": 0, "samples_ts": [40960.0]}]
+    cells = suite._llama_cuda_cells("ggml_cuda_init: found 1 CUDA devices\n" + json.dumps(runs))
+    assert cells == {"llama.cpp CUDA qwen2.5-1.5b f16": {"pp512 tok/s": 48000.0, "tg128 tok/s": 370.5,
+                                                        "pp2048 tok/s": 40960.0, "first token of 2048 ms": 50.0}}
+
+
+def test_suite_peers_time_llama_cpp_cuda_ten_times() -> None:
+    p = _suite("peers", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    cuda = [line for line in p.stdout.splitlines() if "llama-bench" in line]
+    assert len(cuda) == 2 and all("-r 10" in line and "-o json" in line for line in cuda)
+    assert "-p 512 -n 128" in cuda[0] and "-p 2048 -n 0" in cuda[1]
+
+
 def test_suite_refuses_bad_input_in_one_line() -> None:
     for args in (["nosuch"], ["batch1", "--src", str(ROOT)], ["batch1", "--repeat", "0"], [],
                  ["smoke", "--tuning", "nosuch=1"], ["smoke", "--tuning", "thin_rows=x"]):
