@@ -205,6 +205,19 @@ def test_torch_greedy_check_agrees_with_the_cpu() -> None:
     assert "same as the CPU" in out and "[0, 2]" in out  # both layers' attention merged into O
 
 
+@pytest.mark.gpu
+def test_probe_dispatch_overlap_times_each_arrangement(tmp_path: Path) -> None:
+    """bench/probe_dispatch_overlap.py: a row per shape with the four arrangements' times and the
+    ratios it reports (on llvmpipe the ratios say nothing; that they are computed, do)."""
+    out = tmp_path / "overlap.json"
+    _run("probe_dispatch_overlap.py", "--groups", "2", "--iters", "0,50", "--n", "4", "--reps", "2", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["groups"], r["iters"]) for r in rows] == [(2, 0), (2, 50)]
+    for r in rows:
+        assert all(r[f"{k}_us"] > 0 for k in ("chain", "interleaved", "independent", "one"))
+        assert math.isclose(r["interleaved_over_chain"], r["interleaved_us"] / r["chain_us"])
+
+
 @pytest.mark.parametrize("fmt", ["f16", "q4_0"])
 def test_probe_mma_matmul_cuts_match_the_tile_kernels(fmt: str) -> None:
     """The probe's cut copies of the tile kernels (bench/probe_mma_matmul.py) still find what
