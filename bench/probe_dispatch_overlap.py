@@ -1,8 +1,10 @@
 """Do consecutive dispatches of one compute pass run at once when neither touches what the other
 writes? A batched decode step is a chain of ~240 dependent dispatches that each leave most of
-the GPU idle (~5-7 µs a dispatch on an H100, "Many streams" in docs/performance.md); if the
-backend only orders dispatches with a hazard between them, two independent halves of a batch
-interleaved (A1 B1 A2 B2 ...) would share each wait.
+the GPU idle (~5-7 µs a dispatch on an H100, "Many streams" in docs/performance.md). Dawn's
+Vulkan backend emits a pipeline barrier only before a dispatch that uses a buffer an earlier one
+wrote (or writes one an earlier one used), so a chain against independent dispatches says how
+much of a dispatch's time is that barrier's drain. Each such barrier waits for all earlier
+compute work, so two chains interleaved are expected to overlap only in their first pair.
 
 Times, in one pass each (GPU timestamps; wall clock where the adapter has none), dispatches of a
 small kernel (`--groups` workgroups of 64 threads, each a chain of `--iters` multiply-adds):
