@@ -185,7 +185,7 @@ def prompt(o: Options) -> list[Cmd]:
 # the Qwen2.5 shapes' prompt matmuls: (name, weight rows, inputs, epilogue)
 MATMULS = {"qwen2.5-0.5b": (("gate_up", 9728, 896, "silu_mul"), ("down", 896, 4864, "store"), ("qkv", 1152, 896, "store")),
            "qwen2.5-1.5b": (("gate_up", 17920, 1536, "silu_mul"), ("down", 1536, 8960, "store"), ("qkv", 2048, 1536, "store"))}
-TILE_SHAPES = "2,2,4,4,2;2,2,4,4,1;4,2,2,4,2;2,4,4,2,2;4,4,2,2,2;2,2,4,4,1,2;2,2,2,2,2"  # sm,sn,tm,tn[,depth[,ku]] (mma.TileShape)
+TILE_SHAPES = "2,2,4,4,2;2,2,4,4,1;4,2,2,4,2;4,2,2,4,2,double;4,2,4,4,2;2,4,4,2,2;4,4,2,2,2;2,2,2,2,2"  # sm,sn,tm,tn[,depth[,ku]] (mma.TileShape)
 
 
 def tiles(o: Options) -> list[Cmd]:
