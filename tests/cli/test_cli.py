@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,10 @@ def test_bench_json_on_a_file(capsys, tiny, monkeypatch):
                            "--reps", "1", "--json")
     row = json.loads(out)["engine"][0]
     assert code == 0 and row["pp_tok_s"] > 0 and row["prompt_attention"] == "f16 tiles, keys in 3 parts"
+    # every prompt matmul on the f16 tiles says their workgroup shape
+    tiled = {r for r, p in row["prompt_matmul"].items() if p.startswith("f16")}
+    assert tiled and set(row["prompt_tiles"]) == tiled, row
+    assert all(re.fullmatch(r"\d+x\d+x\d+x\d+( .+)?", t) for t in row["prompt_tiles"].values()), row
 
 
 def test_bench_compares_prompt_matmuls(capsys):

@@ -377,6 +377,9 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     fits = TileShape(4, 2, 4, 4).shared_bytes <= gpu.limits["max-compute-workgroup-storage-size"]
     labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul_silu_mul")]
     assert len(labels) == cfg.n_layers and all(("_4x2x4x4" if fits else "_4x2x2x4") in x for x in labels), labels
+    # ... and says so (bench's JSON: prompt_tiles)
+    assert model.mm_tiles["gate_up"].split()[0] == ("4x2x4x4" if fits else "4x2x2x4")
+    assert model.mm_tiles["qkv"].split()[0] == "2x2x2x2"
     assert max_rel(_step_logits(eng), want) < 1e-5
     for bad in ((("head", (2, 2, 2, 2)),), (("qkv", (2, 2)),), (("qkv", (1, 1, 8, 8)),)):
         with pytest.raises(ValueError, match="role_tiles"):

@@ -131,6 +131,7 @@ class BatchPrograms(Programs):
         # the int8 tiles' inputs are sized for one sequence's batches; the f16 tiles need none
         self.mma_usable, self.int8_tiles = False, False
         self.mm_paths: dict[str, str] = {}
+        self.mm_tiles: dict[str, str] = {}
         self.mv_paths: dict[str, str] = {}
         self.xq8: Any = None
         self.xs8: Any = None

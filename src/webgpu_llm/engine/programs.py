@@ -188,6 +188,9 @@ class Programs:
         self.int8_tiles = True  # whether int8 tiles may run at all (a batch's Programs: no)
         # role -> the path its prompt matmul takes (int8, f16, simt; "f16, x f16": reading f16 rows)
         self.mm_paths: dict[str, str] = {}
+        # role -> the f16 tiles' workgroup its prompt matmul took (mma.TileShape.label), after any
+        # fallback to the device's workgroup memory
+        self.mm_tiles: dict[str, str] = {}
         self.mv_paths: dict[str, str] = {}  # role -> its decode mat-vec's arithmetic (int8, f16, f32)
         self.xq8: Any = None
         self._sums: Any = None  # split QKV's and gate/up's partial sums (_split_sums)
@@ -368,13 +371,15 @@ class Programs:
         path = self.mm_path(spec)
         if record:
             self.mm_paths[role] = path + (", x f16" if spec.x_f16 else "")
+            self.mm_tiles.pop(role, None)  # (set again below where the f16 tiles take it)
         if path == "simt":
             prog.add(matmul_kernel(spec, self.tuning.tm(role), self.tuning.prefetch), bindings,
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
         if path == "f16":
             floats = all(seg.fmt in mma.F16_FORMATS for seg in spec.segments)
-            self._add_f16(prog, spec, bindings, count, self.tuning.tile_shape(spec.experts is not None, floats, role))
+            self._add_f16(prog, spec, bindings, count, self.tuning.tile_shape(spec.experts is not None, floats, role),
+                          role if record else "")
             return
         if not quantized:  # an MoE down projection's input: a row a (token, slot) pair
             per = spec.experts.used if spec.experts and spec.experts.x_per_slot else 1
@@ -384,7 +389,9 @@ class Programs:
                  _counted(mma.mma_matmul_grid(spec), count))
 
     def _add_f16(self, prog: Program, spec: LinearSpec, bindings: dict[str, Any], count: Callable[[Any], int] | None,
-                 shape: mma.TileShape) -> None:
+                 shape: mma.TileShape, role: str = "") -> None:
+        """An f16-tile matmul in `shape`, or the nearest that fits the device (recorded in
+        mm_tiles under `role` where given)."""
         limit = self.gpu.limits["max-compute-workgroup-storage-size"]
         if shape.shared_bytes > limit:  # one unit, one buffer
             shape = replace(shape, double=False, ku=1)
@@ -392,6 +399,8 @@ class Programs:
             shape = replace(shape, tm=shape.tm // 2)
         if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_mma(self.gpu.subgroup_matrix_configs, sums="f16"):
             shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
+        if role:
+            self.mm_tiles[role] = shape.label
         prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
                  _counted(mma.f16_matmul_grid(spec, shape), count))
 

@@ -372,6 +372,18 @@ class TileShape:
     bitcast: bool = False
 
     @property
+    def label(self) -> str:
+        """sm x sn x tm x tn and what else sets the kernel apart, e.g. "4x2x2x4 double" (bench's
+        JSON: which tiles a prompt matmul ran on)."""
+        extras = [name for name, on in (("double", self.double), ("f16 sums", self.acc16), ("tokens first", self.tokens_first),
+                                        ("spread", self.spread), ("bitcast", self.bitcast)) if on]
+        if self.ku > 1:
+            extras.append(f"{self.ku} units")
+        if self.depth > 1:
+            extras.append(f"depth {self.depth}")
+        return " ".join([f"{self.sm}x{self.sn}x{self.tm}x{self.tn}", *extras])
+
+    @property
     def bm(self) -> int:
         return 16 * self.tm * self.sm
 
