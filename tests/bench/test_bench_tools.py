@@ -242,3 +242,21 @@ def test_probe_mma_matmul_cuts_match_the_tile_kernels(fmt: str) -> None:
     for name, src in cuts.items():
         assert src != kernel.wgsl
         tint_check(Kernel(name.replace(" ", "_").replace(",", ""), src, kernel.bindings))
+
+
+def test_probe_fragment_loads_kernels_pass_tint() -> None:
+    """bench/probe_fragment_loads.py's kernels (real subgroup matrices: no run without a GPU)
+    pass Tint on Dawn's Null device, each fragment loaded in the loop or once before it."""
+    sys.path.insert(0, str(ROOT / "tests" / "kernels"))
+    from kernel_harness import tint_check
+
+    spec_ = importlib.util.spec_from_file_location("probe_fragment_loads", BENCH / "probe_fragment_loads.py")
+    probe = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(probe)
+    for tm, tn, col_major, loads in ((2, 2, True, True), (2, 4, False, True), (4, 4, True, False)):
+        k = probe.kernel(tm, tn, 40, col_major, loads, 8)
+        assert k.wgsl.count("subgroupMatrixMultiplyAccumulate") == tm * tn
+        # the loads inside the loop, or all before it
+        loop = k.wgsl[k.wgsl.index("for (var r"):]
+        assert loop.count("subgroupMatrixLoad") == (tm + tn if loads else 0)
+        tint_check(k)
