@@ -71,6 +71,36 @@ def test_split_k_prompt_matmuls_match_transformers(gpu, tiny_dirs):
     llm = _load(d, gpu, batch=16)
     llm.session.rebuild(dataclasses.replace(llm.session.tuning, splits=(("o", 2), ("down", 3))))
     assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+    # QKV (bias, RoPE, the KV append) and gate/up (SiLU·mul) too: their epilogues on the sums
+    llm.session.rebuild(dataclasses.replace(llm.session.tuning, splits=(("qkv", 2), ("gate_up", 3), ("down", 2))))
+    labels = [d.label for d in llm.session.programs.prefill.dispatches]
+    assert sum(x.startswith("split_finish_") for x in labels) == 2 * llm.session.cfg.n_layers, labels
+    assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-qwen3"])
+def test_split_qkv_and_gate_up_on_f16_tiles_with_f16_rows(gpu, preset):
+    """A GPU's prompt path (f16 tiles, emulated here; f16 rows of x, gate/up writing f16s for
+    down) with QKV and gate/up split over K: the partial sums stay f32 and their epilogue
+    kernels write what the unsplit matmuls did (Qwen3's per-head norms sum QKV's partials)."""
+    import dataclasses
+
+    from webgpu_llm.models.presets import preset_model
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model(preset, "f16")
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=())
+    eng.rebuild(base)
+    assert "_xh" in next(d.label for d in eng.programs.prefill.dispatches if d.label.startswith("f16_matmul"))
+    want = _step_logits(eng)
+    eng.rebuild(dataclasses.replace(base, splits=(("qkv", 2), ("gate_up", 3))))
+    labels = [d.label for d in eng.programs.prefill.dispatches]
+    assert sum("f16_matmul_partial" in x for x in labels) == 2 * cfg.n_layers, labels
+    # (gate/up's outputs are rounded to f16s: a sum taken in another order may round to the
+    # f16 beside, 2^-11 of it)
+    assert max_rel(_step_logits(eng), want) < 1e-3
 
 
 def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):

@@ -413,10 +413,11 @@ class Programs:
         self.persist_note = ""
         self._build()
 
-    def _split_sums(self, rows: int, splits: int) -> Any:
-        """The partial sums of a batched step's split QKV or gate/up: `rows` values of each of
-        `splits` splits of each of up to thin_rows tokens (one buffer for every layer and Program)."""
-        size = min(self.batch, self.tuning.thin_rows) * splits * rows * 4
+    def _split_sums(self, rows: int, splits: int, tokens: int) -> Any:
+        """The partial sums of a split QKV or gate/up: `rows` values of each of `splits` splits
+        of each of `tokens` tokens (one buffer for every layer and Program, as large as the
+        largest asks)."""
+        size = tokens * splits * rows * 4
         if self._sums is None or self._sums.size < size:
             self._sums = self.gpu.buffer(size, "split_k_sums")
         return self._sums
@@ -562,22 +563,23 @@ class Programs:
             return self.tuning.split(role, batched=True, few=few) if tiled else 1
 
         so, sd = splits("o"), splits("down")
-        # QKV and gate/up split only there, their epilogues then applied to the sums by a kernel
-        # of their own (linear.epilogue_kernel), the partials in a buffer for up to thin_rows rows
-        # (per-head q/k norms: the norm kernel sums QKV's partials itself)
-        sq, sg = (splits("qkv"), splits("gate_up")) if thin > 1 else (1, 1)
+        # QKV and gate/up split K in a prompt and in a batched step of several rows, their
+        # epilogues then applied to the sums by a kernel of their own (linear.epilogue_kernel),
+        # the partials in one buffer (per-head q/k norms: the norm kernel sums QKV's partials itself)
+        sq, sg = (splits("qkv"), splits("gate_up")) if thin != 1 else (1, 1)
         if a.moe is not None:  # (not done: the experts)
             sq, sg = 1, 1
         if max(sq, sg) > 1:
-            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)), max(sq, sg))
+            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)), max(sq, sg),
+                                    min(self.batch, self.tuning.thin_rows) if thin else self.batch)
 
         def mm(spec: LinearSpec, role: str, s: int, ins: dict[str, Any], outs: dict[str, Any], bind: dict[str, Any]) -> None:
             """A matmul of `role` with `s` K splits: partial sums, then its epilogue on them."""
             if s == 1:
                 self._add_mm(prog, spec, role, {**bind, **ins, **outs}, count=rows_of, thin=thin)
                 return
-            self._add_mm(prog, replace(spec, epilogue="partial", splits=s, bias=False), role, {**bind, **ins, "y": sums},
-                         count=rows_of, thin=thin)
+            self._add_mm(prog, replace(spec, epilogue="partial", splits=s, bias=False, y_f16=False), role,
+                         {**bind, **ins, "y": sums}, count=rows_of, thin=thin)
             prog.add(epilogue_kernel(spec, s, "part"), {**bind, **outs, "part": sums},
                      _counted(epilogue_grid(spec), rows_of))
         if a.o_bias:  # each K split would add the bias

@@ -36,10 +36,10 @@ class Tuning:
     thread) of its mat-vec; `attn_chunk` is the number of keys per split-K decode attention
     workgroup, `attn_wg` its threads; `mm` maps a role to the tokens per thread of its prompt matmul (default 4);
     `int8` quantizes the activations of mat-vecs with quantized weights to int8 for `dot4I8Packed`;
-    `splits` maps "o"/"down" to the K splits of their prompt matmul (default 1), and
-    `batch_splits` "o"/"down"/"qkv"/"gate_up" to theirs in the batched steps' f16 tiles
-    (`batch_tiles`; QKV not with per-head q/k norms, gate/up not for experts), at most
-    SPLIT_MAX (16); `prefetch`
+    `splits` maps "o"/"down"/"qkv"/"gate_up" to the K splits of their prompt matmul (default 1;
+    QKV's and gate/up's epilogues then run on the sums in a kernel of their own), and
+    `batch_splits` to theirs in the batched steps' f16 tiles (`batch_tiles`); not a mixture's
+    QKV, gate/up or experts; at most SPLIT_MAX (16); `prefetch`
     keeps the prompt matmul's next loads in flight during the multiply; `blocks` maps a role
     to the row blocks each mat-vec workgroup takes (default 1; one prologue serves them all).
     """
@@ -259,7 +259,7 @@ class Tuning:
                 self.tile_shape(role=role).check()
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.role_tiles: {entry!r}: {e}") from None
-        for name, roles in (("splits", ("o", "down")), ("batch_splits", ("o", "down", "qkv", "gate_up")),
+        for name, roles in (("splits", ("o", "down", "qkv", "gate_up")), ("batch_splits", ("o", "down", "qkv", "gate_up")),
                             ("batch_splits_few", ("o", "down", "qkv", "gate_up"))):
             for role, n in getattr(self, name):
                 if role not in roles or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:

@@ -915,7 +915,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
   epi(t, p, v0, select(0.0, v1, row1(p) < N));
 }}
 """
-    return sig.kernel(name or (f"split_finish_{spec.epilogue}" if splits > 1 else spec.epilogue), body)
+    k = sig.kernel(name or (f"split_finish_{spec.epilogue}" if splits > 1 else spec.epilogue), body)
+    if spec.y_f16:  # (a gated epilogue's f16 outputs)
+        k = Kernel(k.name, "enable f16;\n" + k.wgsl, k.bindings)
+    return k
 
 
 def epilogue_grid(spec: LinearSpec, wg: int = 64):
