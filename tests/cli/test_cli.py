@@ -268,7 +268,7 @@ def test_bad_tuning_setting_is_one_line(capsys, tiny, monkeypatch):
     assert "literal" in _fails(capsys, 2, "generate", "-m", str(tiny), "--raw", "hi")
     # a known field with a value the engine refuses: one line too, not an internal error
     for value, says in (("mma='x'", "Tuning.mma"), ("stream_group=0", "Tuning.stream_group"),
-                        ("splits=(('qkv',2),)", "Tuning.splits"), ("batch_splits=(('down',17),)", "Tuning.batch_splits"),
+                        ("splits=(('head',2),)", "Tuning.splits"), ("batch_splits=(('down',17),)", "Tuning.batch_splits"),
                         ("stage_depth=3", "depth is 1 or 2"), ("batch_tiles=(1,4,1,2,False,False,1,True,3)", "Tuning.batch_tiles"),
                         ("attn_splits=0", "Tuning.attn_splits"), ("attn_splits=33", "Tuning.attn_splits")):
         monkeypatch.setenv("WEBGPU_LLM_TUNING", value)
