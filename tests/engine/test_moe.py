@@ -152,4 +152,10 @@ def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
         s.rebuild(dataclasses.replace(s.tuning, int8=False, mma="emulate", expert_tiles=(1, 4, 2, 2)))
         assert sum("f16_matmul_" in d.label and "1x4x2x2" in d.label for d in s.programs.prefill.dispatches) \
             == 2 * cfg.n_layers
-        assert 1e-6 < max_rel(s.logits([*ids, nxt])[-1], want) < 1e-2
+        got = s.logits([*ids, nxt])[-1]
+        assert 1e-6 < max_rel(got, want) < 1e-2
+        # ... on the looping grid (Tuning.expert_loop): the same rows
+        s.rebuild(dataclasses.replace(s.tuning, expert_loop=True))
+        assert sum(d.label.startswith("f16_matmul_") and "_loop" in d.label for d in s.programs.prefill.dispatches) \
+            == 2 * cfg.n_layers
+        assert max_rel(s.logits([*ids, nxt])[-1], got) < 1e-6

@@ -218,3 +218,44 @@ def test_moe_ffn_prompt(gpu, fmt, path, request):
         assert (ids.ravel()[order[start[e]:start[e + 1]]] == e).all()
     # (the f16 tiles also round the dequantized weights: q4_0's d * (q - 8) takes more than f16's bits)
     assert rel_err(read(gpu, hb, (n, HID)), ref) < {"simt": 1e-5, "int8": 1e-4, "f16": 1e-3}[path]
+
+
+@pytest.mark.parametrize("tokens_first", [False, True])
+def test_expert_tiles_loop_over_an_experts_further_blocks(gpu, tokens_first):
+    """Experts.loop: the f16 expert matmul's grid covers the token blocks an expert gets on
+    average and one more, each workgroup taking its expert's further blocks in turn. Expert 0
+    chosen by every token (150 pairs, past 4 blocks of 32) gets the same rows as on the grid of
+    every token's block."""
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    n, rows = 150, 150 * K
+    rng = np.random.default_rng(7)
+    ids = np.stack([np.concatenate([[0], rng.choice(np.arange(1, E), K - 1, replace=False)]) for _ in range(n)])
+    route = np.zeros((rows, 2), np.uint32)
+    route[:, 0] = ids.ravel()
+    route[:, 1] = np.full(rows, 1.0 / K, np.float32).view(np.uint32)
+    case = MoeCase(gpu, "q4_0", seed=4)
+    x = gpu.upload(rng.standard_normal((n, HID)).astype(np.float32))
+    groups = gpu.buffer(moe.groups_words(E, rows) * 4)
+    shape = mma.TileShape(1, 4, 2, 2, tokens_first=tokens_first)
+    emulate = not mma.f16_usable(gpu)
+    out = {}
+    for loop in (False, True):
+        prog = Steps(gpu, n)
+        prog.add(moe.group_kernel(E, K, rows), {"route": gpu.upload(route), "groups": groups}, (1, 1, 1))
+        spec = case.gate_up_spec(experts=Experts(E, K, rows=rows, loop=loop))
+        grid = mma.f16_matmul_grid(spec, shape)(n)
+        if loop:  # (fewer token blocks than expert 0's 150 pairs take)
+            assert grid[1] * shape.bm < n and grid[1] < mma.f16_matmul_grid(case.gate_up_spec(
+                experts=Experts(E, K, rows=rows)), shape)(n)[1]
+        act = gpu.buffer(rows * INTER * 4)
+        kernel = mma.f16_matmul_kernel(spec, shape, emulate)
+        assert ("_loop" in kernel.name) == loop
+        prog.add(kernel, {"w0": case.buf["gate"], "w1": case.buf["up"], "x": x, "y": act, "groups": groups}, grid)
+        prog.prog.run(n)
+        # (each pair's row: the order within an expert is the group kernel's atomics')
+        inv = read(gpu, groups, moe.groups_words(E, rows), np.uint32)[E + 1 + rows:]
+        out[loop] = read(gpu, act, (rows, INTER))[inv]
+        if emulate:
+            tint_check(mma.f16_matmul_kernel(spec, shape))
+    assert np.abs(out[False]).max() > 0 and np.array_equal(out[True], out[False])

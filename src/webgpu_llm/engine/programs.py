@@ -713,11 +713,11 @@ class Programs:
     def _expert_specs(self, L: LayerWeights, m: Moe, half: HalfRows | None = None) -> tuple[LinearSpec, LinearSpec]:
         """A mixture's prompt expert gate/up and down over the batch's (row, slot) pairs, with
         `half`'s f16 rows (gate/up reading xn's, writing its outputs so for down)."""
-        pairs, half = self.batch * m.used, half or HalfRows()
-        return (self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs),
+        pairs, half, loop = self.batch * m.used, half or HalfRows(), self.tuning.expert_loop
+        return (self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs, loop=loop),
                           x_f16=half.expert_in, y_f16=half.expert_act, **self._bias(m, "gate_up")),
-                self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs), x_f16=half.expert_act,
-                          **self._bias(m, "down")))
+                self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs, loop=loop),
+                          x_f16=half.expert_act, **self._bias(m, "down")))
 
     def _bias(self, m: Moe, part: str) -> dict[str, Any]:
         """A mixture's router or experts' bias (gpt-oss), as linear-spec settings."""

@@ -87,6 +87,10 @@ class Tuning:
     # 512-token chunk, half of the int8 tiles' 64 then empty); (): as the other matmuls;
     # GPU_TUNING takes (1, 4, 2, 2): 32 tokens a workgroup
     expert_tiles: tuple[int, ...] = ()
+    # ... on a grid of the token blocks an expert gets on average and one more, each workgroup
+    # looping over its expert's further blocks (linear.Experts.loop), not of every token's block
+    # for each expert (most of them empty); off until timed
+    expert_loop: bool = False
     # threads a row pair of a mixture's expert mat-vecs (0: their role's): the experts' rows are
     # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down);
     # GPU_TUNING takes 16

@@ -83,6 +83,10 @@ class Experts:
     # expert in turn and adds their gate-weighted sum (bias included) into y, the hidden
     # state: no combine kernel and no per-slot outputs; grid z is 1
     combine: bool = False
+    # matmul on the f16 tiles: a grid of only the token blocks an expert gets on average and one
+    # more, each workgroup taking its expert's further blocks in turn (mma.f16_matmul_grid),
+    # where a grid of every token's block for each expert left most of its workgroups empty
+    loop: bool = False
 
 
 # gated epilogues: row p of the gate and row p of the up projection make output p

@@ -441,7 +441,9 @@ def tile_code(shape: TileShape, emulate: bool, xo: str = "", wo: str = "", n: st
   let rs = (s % {shape.sn}u) * {16 * tn}u;
 """
     if emulate:
-        acc_decl = start + f"  var acc: array<f32, {nt_ * 8}>;"
+        # (initialized explicitly: Tint and naga zero a declaration without one only once, not
+        # each time a loop runs it, as Experts.loop's does)
+        acc_decl = start + f"  var acc = array<f32, {nt_ * 8}>();"
         products = f"""    for (var e = lane; e < {nt_ * 256}u; e += 32u) {{
       let n = e / 256u;
       let xa = {xo}(ts + (n / {tn}u) * 16u + (e % 256u) / 16u) * XH;
@@ -614,6 +616,12 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     sg_param = "" if emulate else ", @builtin(subgroup_id) sgid: u32"
     bx, by, order_param = _block_order(shape.tokens_first)
     sg_param += order_param
+    # an expert's token blocks past the grid's (Experts.loop): the workgroup takes them in turn
+    loop = bool(spec.experts and spec.experts.loop)
+    if loop and not order_param:
+        sg_param += ", @builtin(num_workgroups) nwg: vec3<u32>"
+    first_block = (f"for (var m0 = {by} * {bm}u; m0 < nt; m0 += nwg.y * {bm}u) {{" if loop
+                   else f"let m0 = {by} * {bm}u;{tiles.skip('m0')}")
     row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
     wrow = "wrow" if parts > 1 else "lid"  # (the tile row of the weights a thread stages)
     body = unroll(body + f"""
@@ -628,7 +636,7 @@ var<private> split: u32;
 @compute @workgroup_size({wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
   let nt = {tiles.count};
-  let m0 = {by} * {bm}u;{tiles.skip("m0")}
+  {first_block}
   let p0 = {bx} * {bn // 2}u;
   split = wid.z;
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
@@ -650,14 +658,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 {next_loads}
 {products}
 {"" if db else "    workgroupBarrier();" + chr(10)}  }}
-{outs}
+{outs}{chr(10) + "  }" if loop else ""}
 }}
 """)
     name = (f"f16_matmul_{spec.epilogue}_{'+'.join(s.fmt for s in spec.segments)}_{sm}x{sn}x{tm}x{tn}"
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
             f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{f'_w{parts}' if parts > 1 else ''}"
             f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}"
-            f"{'_emulated' if emulate else ''}")
+            f"{'_loop' if loop else ''}{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
 
@@ -676,4 +684,14 @@ def _raw_parts_wgsl(spec: LinearSpec, n: int) -> str:
 
 
 def f16_matmul_grid(spec: LinearSpec, shape: TileShape = TileShape()):
-    return mma_matmul_grid(spec, shape.bm, shape.bn)
+    grid = mma_matmul_grid(spec, shape.bm, shape.bn)
+    ex = spec.experts
+    if not (ex and ex.loop):
+        return grid
+
+    def looped(n: int) -> tuple[int, int, int]:
+        """The token blocks an expert gets on average, and one more (Experts.loop)."""
+        x, y, z = grid(n)
+        pairs = -(-n * ex.used // ex.count)
+        return x, min(y, -(-pairs // shape.bm) + 1), z
+    return looped
