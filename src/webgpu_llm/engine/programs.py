@@ -378,8 +378,9 @@ class Programs:
             return
         if path == "f16":
             floats = all(seg.fmt in mma.F16_FORMATS for seg in spec.segments)
-            self._add_f16(prog, spec, bindings, count, self.tuning.tile_shape(spec.experts is not None, floats, role),
-                          role if record else "")
+            shape = self._add_f16(prog, spec, bindings, count, self.tuning.tile_shape(spec.experts is not None, floats, role))
+            if record:
+                self.mm_tiles[role] = shape.label
             return
         if not quantized:  # an MoE down projection's input: a row a (token, slot) pair
             per = spec.experts.used if spec.experts and spec.experts.x_per_slot else 1
@@ -389,9 +390,8 @@ class Programs:
                  _counted(mma.mma_matmul_grid(spec), count))
 
     def _add_f16(self, prog: Program, spec: LinearSpec, bindings: dict[str, Any], count: Callable[[Any], int] | None,
-                 shape: mma.TileShape, role: str = "") -> None:
-        """An f16-tile matmul in `shape`, or the nearest that fits the device (recorded in
-        mm_tiles under `role` where given)."""
+                 shape: mma.TileShape) -> mma.TileShape:
+        """An f16-tile matmul in `shape`, or the nearest that fits the device: the shape it took."""
         limit = self.gpu.limits["max-compute-workgroup-storage-size"]
         if shape.shared_bytes > limit:  # one unit, one buffer
             shape = replace(shape, double=False, ku=1)
@@ -399,10 +399,9 @@ class Programs:
             shape = replace(shape, tm=shape.tm // 2)
         if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_mma(self.gpu.subgroup_matrix_configs, sums="f16"):
             shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
-        if role:
-            self.mm_tiles[role] = shape.label
         prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
                  _counted(mma.f16_matmul_grid(spec, shape), count))
+        return shape
 
     # -- programs --------------------------------------------------------------------------
     def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:

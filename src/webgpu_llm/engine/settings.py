@@ -263,11 +263,10 @@ class Tuning:
                 self.tile_shape(role=role).check()
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.role_tiles: {entry!r}: {e}") from None
-        for name, roles in (("splits", ("o", "down", "qkv", "gate_up")), ("batch_splits", ("o", "down", "qkv", "gate_up")),
-                            ("batch_splits_few", ("o", "down", "qkv", "gate_up"))):
+        for name in ("splits", "batch_splits", "batch_splits_few"):
             for role, n in getattr(self, name):
-                if role not in roles or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:
-                    raise ValueError(f"Tuning.{name}: ({role!r}, {n!r}) must name {', '.join(roles)} and split "
+                if role not in tiled or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:
+                    raise ValueError(f"Tuning.{name}: ({role!r}, {n!r}) must name {', '.join(tiled)} and split "
                                      f"1 to {SPLIT_MAX} ways")
 
 

@@ -618,7 +618,7 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     sg_param += order_param
     # an expert's token blocks past the grid's (Experts.loop): the workgroup takes them in turn
     loop = bool(spec.experts and spec.experts.loop)
-    if loop and not order_param:
+    if loop and "nwg" not in sg_param:  # (tokens_first's order reads it already)
         sg_param += ", @builtin(num_workgroups) nwg: vec3<u32>"
     first_block = (f"for (var m0 = {by} * {bm}u; m0 < nt; m0 += nwg.y * {bm}u) {{" if loop
                    else f"let m0 = {by} * {bm}u;{tiles.skip('m0')}")
