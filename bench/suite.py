@@ -582,14 +582,13 @@ def main(argv: list[str] | None = None) -> int:
             for name, cmds in suites.items():
                 print(f"{name:11s} {len(cmds)} command{'s' * (len(cmds) != 1):1s}  {SUITES[name][1]}")
             return 0
-        if "serve" in suites and not PEERS.is_file():
-            print(f"serve: skipped: {PEERS.relative_to(ROOT)} not found (the GGUFs and llama-server it uses are the "
-                  "peers')", file=sys.stderr)
-            suites["serve"] = []
-        if "peers" in suites and not PEERS.is_file():
-            print(f"peers: skipped: {PEERS.relative_to(ROOT)} not found (run ../shared/device/peers/prepare in "
-                  "this checkout and carry .peers)", file=sys.stderr)
-            suites["peers"] = []
+        # without the peers' files these suites cannot run; a dry run still lists what they would do
+        for name in ("serve", "peers"):
+            if name in suites and not PEERS.is_file():
+                print(f"{name}: {'would be ' * args.dry_run}skipped: {PEERS.relative_to(ROOT)} not found (run "
+                      "../shared/device/peers/prepare in this checkout and carry .peers)", file=sys.stderr)
+                if not args.dry_run:
+                    suites[name] = []
         variants = args.variants
         labels = [label(i) for i in range(len(variants))]
         steps = plan([c for cmds in suites.values() for c in cmds], len(variants), args.repeat)
