@@ -59,6 +59,7 @@ class Cmd:
     per_src: bool = True  # run once per checkout (else once, with the first checkout)
     shell: bool = False
     tags: list[str] = field(default_factory=list)  # labels the engine rows take in turn (--mma a,b)
+    early: bool = False  # starts background work (a build) and returns: run before everything else
 
 
 @dataclass
@@ -122,7 +123,7 @@ def peers(o: Options) -> list[Cmd]:
     def bench(name: str, args: str) -> Cmd:
         return Cmd("peers", name, ["bash", "-c", LLAMA_BENCH.replace("ARGS", args)], "llama-cuda", per_src=False, shell=True)
 
-    return [Cmd("peers", "llama.cpp CUDA build", [*sh, "build"], "none", per_src=False, shell=True),
+    return [Cmd("peers", "llama.cpp CUDA build", [*sh, "build"], "none", per_src=False, shell=True, early=True),
             Cmd("peers", "GGUF files", [*sh, "gguf"], "none", per_src=False, shell=True),
             bench("llama.cpp CUDA", "$(for f in /tmp/gg/*.gguf; do echo -m $f; done) -p 512 -n 128"),
             # the first token of a 2048-token prompt (issue 25), beside `prompt`'s --ttft 2048
@@ -403,9 +404,10 @@ def stem(k: int, cmd: Cmd, who: str, r: int) -> str:
 
 
 def plan(cmds: list[Cmd], nsrc: int, repeat: int) -> list[tuple[Cmd, int, int]]:
-    """(command, checkout index, round), interleaved per command: A B A B ... for each."""
+    """(command, checkout index, round), interleaved per command: A B A B ... for each; the
+    commands that only start background work first, so that it runs beside the others."""
     steps = []
-    for c in cmds:
+    for c in sorted(cmds, key=lambda c: not c.early):
         if c.per_src:
             steps += [(c, i, r) for r in range(repeat) for i in range(nsrc)]
         else:

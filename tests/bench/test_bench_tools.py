@@ -98,8 +98,11 @@ def test_suite_reads_llama_bench_json_as_medians() -> None:
 
 
 def test_suite_peers_time_llama_cpp_cuda_ten_times() -> None:
-    p = _suite("peers", "--dry-run")
+    """(Listed without .peers too, as CI's checkout; the CUDA build starts before the engine's
+    runs, so that it compiles beside them.)"""
+    p = _suite("batch1", "peers", "--dry-run")
     assert p.returncode == 0, p.stderr
+    assert "on-device.sh build" in p.stdout.splitlines()[0]
     cuda = [line for line in p.stdout.splitlines() if "llama-bench" in line]
     assert len(cuda) == 2 and all("-r 10" in line and "-o json" in line for line in cuda)
     assert "-p 512 -n 128" in cuda[0] and "-p 2048 -n 0" in cuda[1]
