@@ -103,6 +103,33 @@ def test_split_qkv_and_gate_up_on_f16_tiles_with_f16_rows(gpu, preset):
     assert max_rel(_step_logits(eng), want) < 1e-3
 
 
+def test_splits_that_fill_the_waves_on_f16_tiles(gpu):
+    """Tuning.sms: each prompt matmul on the f16 tiles splits K as engine/waves.py's model says
+    for that many multiprocessors (the tiny model's few workgroups on 64 of them: O and down,
+    whose walks are long beside QKV's and gate/up's epilogue dispatch), with the logits of the
+    unsplit prompt; on the f32 matmul, Tuning.splits as given."""
+    import dataclasses
+
+    from webgpu_llm.models.presets import preset_model
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model("tiny", "f16")
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=())
+    eng.rebuild(base)
+    assert eng.programs.mm_splits == {"qkv": 1, "o": 1, "gate_up": 1, "down": 1}
+    want = _step_logits(eng)
+    eng.rebuild(dataclasses.replace(base, sms=64))
+    split = eng.programs.mm_splits
+    assert split["o"] > 1 and split["down"] > 1, split
+    labels = [d.label for d in eng.programs.prefill.dispatches]
+    assert sum("f16_matmul_partial" in x for x in labels) == sum(n > 1 for n in split.values()) * cfg.n_layers
+    assert max_rel(_step_logits(eng), want) < 1e-3
+    eng.rebuild(dataclasses.replace(base, sms=64, mma="off", splits=(("down", 2),)))
+    assert eng.programs.mm_splits == {"qkv": 1, "o": 1, "gate_up": 1, "down": 2}
+
+
 def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
     """The float decode path a GPU's tuning takes (weights read by adjacent words, keys read
     the same way, first units requested before the prologue) with row groups of 8 threads:

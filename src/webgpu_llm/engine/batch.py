@@ -132,6 +132,7 @@ class BatchPrograms(Programs):
         self.mma_usable, self.int8_tiles = False, False
         self.mm_paths: dict[str, str] = {}
         self.mm_tiles: dict[str, str] = {}
+        self.mm_splits: dict[str, int] = {}
         self.mv_paths: dict[str, str] = {}
         self.xq8: Any = None
         self.xs8: Any = None
@@ -141,6 +142,7 @@ class BatchPrograms(Programs):
 
     def _build(self) -> None:
         self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
+        self.prompt_splits = self._prompt_splits()
         self.fit_partials()
         self._steps: dict[tuple[int, int, bool, bool, bool, bool, bool], Program] = {}
         b = self.buf

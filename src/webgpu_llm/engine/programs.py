@@ -65,6 +65,7 @@ from ..models.config import ModelConfig, Moe
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
 from .settings import PERSIST_WG, SPLIT_MAX, Tuning
+from .waves import fill_splits
 from .weights import GpuMatrix, LayerWeights, ModelWeights
 
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
@@ -191,6 +192,7 @@ class Programs:
         # role -> the f16 tiles' workgroup its prompt matmul took (mma.TileShape.label), after any
         # fallback to the device's workgroup memory
         self.mm_tiles: dict[str, str] = {}
+        self.mm_splits: dict[str, int] = {}
         self.mv_paths: dict[str, str] = {}  # role -> its decode mat-vec's arithmetic (int8, f16, f32)
         self.xq8: Any = None
         self._sums: Any = None  # split QKV's and gate/up's partial sums (_split_sums)
@@ -392,6 +394,13 @@ class Programs:
     def _add_f16(self, prog: Program, spec: LinearSpec, bindings: dict[str, Any], count: Callable[[Any], int] | None,
                  shape: mma.TileShape) -> mma.TileShape:
         """An f16-tile matmul in `shape`, or the nearest that fits the device: the shape it took."""
+        shape = self._fit_tiles(shape)
+        prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
+                 _counted(mma.f16_matmul_grid(spec, shape), count))
+        return shape
+
+    def _fit_tiles(self, shape: mma.TileShape) -> mma.TileShape:
+        """`shape`, or the nearest f16-tile workgroup that fits the device."""
         limit = self.gpu.limits["max-compute-workgroup-storage-size"]
         if shape.shared_bytes > limit:  # one unit, one buffer
             shape = replace(shape, double=False, ku=1)
@@ -399,9 +408,25 @@ class Programs:
             shape = replace(shape, tm=shape.tm // 2)
         if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_mma(self.gpu.subgroup_matrix_configs, sums="f16"):
             shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
-        prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
-                 _counted(mma.f16_matmul_grid(spec, shape), count))
         return shape
+
+    def _prompt_splits(self) -> dict[str, int]:
+        """K splits of each role's prompt matmul: Tuning.splits, or where Tuning.sms is set and
+        the role takes the f16 tiles, the count that fills the GPU's waves best (engine/waves.py;
+        a mixture's QKV, gate/up and down stay whole, as prompt_layers has them)."""
+        t, L = self.tuning, self.weights.layers[0]
+        splits = {role: t.split(role) for role in ("qkv", "o", "gate_up", "down")}
+        for role in splits:
+            if not t.sms or (role != "o" and self.cfg.architecture.moe is not None):
+                continue
+            spec = self.spec(getattr(L, role))
+            if self.mm_path(spec) != "f16":
+                continue
+            floats = all(seg.fmt in mma.F16_FORMATS for seg in spec.segments)
+            shape = self._fit_tiles(t.tile_shape(False, floats, role))
+            splits[role] = fill_splits(spec.rows, spec.kp, self.batch, shape, t.sms, SPLIT_MAX,
+                                       epilogue_dispatch=role in ("qkv", "gate_up"))
+        return splits
 
     # -- programs --------------------------------------------------------------------------
     def rebuild(self, tuning: Tuning | None = None, fused: bool | None = None) -> None:
@@ -458,7 +483,7 @@ class Programs:
         times theirs (Tuning.batch_splits), and of one of up to few_rows rows, times its own
         (batch_splits_few); grown, never shrunk, so a rebuild with other splits keeps working."""
         t, rows = self.tuning, self.batch
-        most = max(rows * max(t.split("o"), t.split("down")),
+        most = max(rows * max(self.prompt_splits["o"], self.prompt_splits["down"]),
                    min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)),
                    min(rows, t.few_rows) * max(t.split("o", True, True), t.split("down", True, True)))
         size = most * self.cfg.hidden * 4
@@ -468,6 +493,7 @@ class Programs:
     def _build(self) -> None:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
         self.shared_bytes = g.limits["max-compute-workgroup-storage-size"]
+        self.prompt_splits = self._prompt_splits()
         self.fit_partials()
         base = self._base()
 
@@ -556,7 +582,7 @@ class Programs:
         # as Tuning.batch_splits says: 128-row workgroups leave a narrow model's matmuls a dozen
         def splits(role: str) -> int:
             if not thin:
-                return self.tuning.split(role)
+                return self.prompt_splits[role]
             tiled = thin > 1 and all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
                                      if role in ("o", "qkv") or a.experts(i) is None)
             return self.tuning.split(role, batched=True, few=few) if tiled else 1
@@ -587,6 +613,8 @@ class Programs:
             sd = 1
         if max(so, sd) > SPLIT_MAX:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
+        if not thin and slots is None:  # (bench's JSON: how the prompt's matmuls split K)
+            self.mm_splits = {"qkv": sq, "o": so, "gate_up": sg, "down": sd}
         rows = _counted(lambda n: (n, 1, 1), rows_of)
         post = a.post_norms
         half = self._half_rows(thin, slots)

@@ -139,6 +139,10 @@ class Tuning:
     # ... a chunk's keys and values loaded a chunk ahead where a thread holds at most this many
     # vec4s of each (attention_tiles.AttnTiles.prefetch; 0: never)
     attn_prefetch: int = PREFETCH_VEC4
+    # the GPU's multiprocessors: where > 0, each prompt matmul on the f16 tiles splits K as
+    # many ways as engine/waves.py's model of the waves its workgroups make says (QKV and
+    # gate/up too), in place of `splits`; 0: `splits` as given. Off until timed
+    sms: int = 0
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
     # attention kernel (attention.QkNorm), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
     fold_qk_norm: bool = False
@@ -239,7 +243,7 @@ class Tuning:
         if self.mma not in MMA_MODES:
             raise ValueError(f"Tuning.mma must be one of {', '.join(MMA_MODES)}, not {self.mma!r}")
         for name, least in (("batch_inflight", 1), ("batch_steps", 1), ("stream_readbacks", 1), ("stream_group", 1),
-                            ("attn_splits", 1), ("attn_prefetch", 0)):
+                            ("attn_splits", 1), ("attn_prefetch", 0), ("sms", 0)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < least:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least {least}, not {getattr(self, name)!r}")
         if self.attn_splits > ATTN_SPLITS_MAX:
