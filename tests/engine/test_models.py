@@ -130,6 +130,33 @@ def test_splits_that_fill_the_waves_on_f16_tiles(gpu):
     assert eng.programs.mm_splits == {"qkv": 1, "o": 1, "gate_up": 1, "down": 2}
 
 
+def test_split_tails_of_qkv_and_gate_up_on_f16_tiles(gpu, monkeypatch):
+    """Tuning.sms where a matmul's last wave would be mostly idle: its whole waves' pairs in one
+    dispatch, the rest split over K in another, then their epilogue (bias, RoPE and the KV
+    append; SiLU·mul into f16s) on the tail's sums; the tiny model's short walks make such
+    tails pay only with the epilogue's dispatch free, so the model is told it is."""
+    import dataclasses
+
+    from webgpu_llm.engine import waves
+    from webgpu_llm.models.presets import preset_model
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    monkeypatch.setattr(waves, "DISPATCH_US", 0.0)
+    cfg, tensors = preset_model("tiny", "f16")
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=(),
+                               tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=())
+    eng.rebuild(base)
+    want = _step_logits(eng)
+    for sms, role in ((5, "gate_up"), (6, "qkv")):  # (the tiles' 8 and 4 row blocks: a tail of 3 and 2)
+        eng.rebuild(dataclasses.replace(base, sms=sms))
+        assert eng.programs.mm_splits.get(f"{role} tail", 1) > 1, eng.programs.mm_splits
+        labels = [d.label for d in eng.programs.prefill.dispatches]
+        assert sum(x.startswith("split_finish_") for x in labels) == cfg.n_layers, labels
+        assert max_rel(_step_logits(eng), want) < 1e-3, role
+
+
 def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
     """The float decode path a GPU's tuning takes (weights read by adjacent words, keys read
     the same way, first units requested before the prologue) with row groups of 8 threads:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from webgpu_llm.engine.waves import fill_splits, split_cost
+from webgpu_llm.engine.waves import Split, fill_splits, plan_split, split_cost, tail_split
 from webgpu_llm.kernels.mma import TileShape
 
 FLOAT = TileShape(4, 2, 2, 4, double=True)  # 128 x 128 (the float prompts' default)
@@ -35,3 +35,21 @@ def test_splits_stay_within_the_inputs_and_the_most_allowed():
     assert fill_splits(128, 64, 16, FLOAT, 1000, 16) <= 2
     assert fill_splits(128, 8192, 16, FLOAT, 1000, 4) <= 4
     assert fill_splits(128, 8192, 16, FLOAT, 1000, 1) == 1
+
+
+def test_a_last_wave_mostly_idle_splits_as_a_tail():
+    """The 1.5B gate/up's 280 workgroups: its first 264 (132 row blocks of 64 pairs, two whole
+    waves) whole, the last 16 split 8 ways (128 workgroups, one wave), cheaper than whole."""
+    us, pair0, ways = tail_split(8960, 1536, 512, WIDE, 132, 16)
+    assert (pair0, ways) == (132 * 64, 8)
+    assert us < split_cost(17920, 1536, 512, WIDE, 132, 1, True)
+    assert plan_split(17920, 8960, 1536, 512, WIDE, 132, 16, epilogue_dispatch=True) == Split(1, 8448, 8)
+
+
+def test_no_tail_without_whole_waves_or_room_to_split_it():
+    """Less than a wave (the 1.5B QKV: 64 workgroups) has no whole waves to keep; Gemma 3's
+    gate/up (216 workgroups) leaves 84 for a last wave, too many to split in one; a matmul
+    whose epilogue has no kernel of its own (O, down) never splits a tail."""
+    assert tail_split(1024, 1536, 512, FLOAT, 132, 16) is None
+    assert tail_split(6912, 1152, 512, WIDE, 132, 16) is None
+    assert plan_split(17920, 8960, 1536, 512, WIDE, 132, 16, epilogue_dispatch=False).tail_ways == 1

@@ -12,8 +12,9 @@ from kernel_harness import f16_rounded, f16_tile_modes, read, rel_err, run_kerne
 from test_kernels_linear import _weight, qkv_case
 from test_kernels_mma import check_epilogues
 
+from reference import silu
 from webgpu_llm.kernels.formats import FORMATS
-from webgpu_llm.kernels.linear import LinearSpec, Segment
+from webgpu_llm.kernels.linear import LinearSpec, Segment, epilogue_grid, epilogue_kernel
 from webgpu_llm.kernels.mma import (
     TileShape,
     f16_matmul_grid,
@@ -159,6 +160,39 @@ def test_f16_matmul_gated_outputs_as_f16(gpu, epilogue):
         assert (read(gpu, y16, (t, f), np.float16) == want).all(), emulate
     with pytest.raises(ValueError, match="gated"):
         f16_matmul_kernel(LinearSpec(k=k, segments=(Segment("f16", f),), y_f16=True))
+
+
+@pytest.mark.parametrize(("epilogue", "f"), [("silu_mul", 75), ("store", 77)])
+def test_f16_matmul_in_a_whole_part_and_a_split_tail(gpu, epilogue, f):
+    """The output pairs before pair0 in one dispatch (npairs of them, its epilogue applied),
+    the rest split over K in another (gated pairs kept: a gated pair's rows p and f + p), and
+    the epilogue on the tail's sums alone: the whole matmul's outputs, the first part's not
+    touched by the tail's epilogue. Odd sizes: a ragged last pair for store, K of 5 units
+    split 3 ways."""
+    rng = np.random.default_rng(27)
+    k, t, shape = 160, 45, TileShape()  # 32 pairs a workgroup
+    gated = epilogue == "silu_mul"
+    segs = (Segment("f16", f), Segment("f16", f)) if gated else (Segment("f16", f),)
+    rows = f * len(segs)
+    parts = [_weight(gpu, "f16", f, k, rng) for _ in segs]  # gate and up: a buffer each
+    w = np.concatenate([p[0] for p in parts])
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    spec = LinearSpec(k=k, segments=segs, epilogue=epilogue)
+    sums = h(x) @ h(w).T
+    want = silu(sums[:, :f]) * sums[:, f:] if gated else sums
+    p0 = 64 if gated else 32  # whole workgroups' pairs: the first 64 outputs
+    main = replace(spec, npairs=p0)
+    tail = replace(spec, epilogue="partial", splits=3, gated_pairs=gated, pair0=p0)
+    binds = {f"w{i}": p[1] for i, p in enumerate(parts)}
+    for emulate in _modes(gpu):
+        yb, part = gpu.upload(np.full((t, f), 7.0, np.float32)), gpu.buffer(t * 3 * rows * 4)
+        _run(gpu, main, {**binds, "x": gpu.upload(x), "y": yb}, t, emulate, shape)
+        got = read(gpu, yb, (t, f))
+        assert rel_err(got[:, :64], want[:, :64]) < 1e-5 and (got[:, 64:] == 7.0).all()
+        _run(gpu, tail, {**binds, "x": gpu.upload(x), "y": part}, t, emulate, shape)
+        fin = replace(spec, pair0=p0)
+        run_kernel(gpu, epilogue_kernel(fin, 3, "part"), {"part": part, "y": yb}, epilogue_grid(fin)(t), n=t)
+        assert rel_err(read(gpu, yb, (t, f)), want) < 1e-5, emulate
 
 
 def test_f16_matmul_epilogues(gpu):

@@ -65,7 +65,7 @@ from ..models.config import ModelConfig, Moe
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
 from .settings import PERSIST_WG, SPLIT_MAX, Tuning
-from .waves import fill_splits
+from .waves import Split, plan_split
 from .weights import GpuMatrix, LayerWeights, ModelWeights
 
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
@@ -410,22 +410,26 @@ class Programs:
             shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
         return shape
 
-    def _prompt_splits(self) -> dict[str, int]:
+    def _prompt_splits(self) -> dict[str, Split]:
         """K splits of each role's prompt matmul: Tuning.splits, or where Tuning.sms is set and
-        the role takes the f16 tiles, the count that fills the GPU's waves best (engine/waves.py;
-        a mixture's QKV, gate/up and down stay whole, as prompt_layers has them)."""
-        t, L = self.tuning, self.weights.layers[0]
-        splits = {role: t.split(role) for role in ("qkv", "o", "gate_up", "down")}
-        for role in splits:
-            if not t.sms or (role != "o" and self.cfg.architecture.moe is not None):
-                continue
-            spec = self.spec(getattr(L, role))
-            if self.mm_path(spec) != "f16":
+        the role takes the f16 tiles, the split that fills the GPU's waves best (engine/waves.py:
+        QKV and gate/up may split only their last wave's row blocks; a mixture's QKV, gate/up
+        and down stay whole, as prompt_layers has them, and so does the tail of a QKV whose
+        partials a per-head norm sums)."""
+        t, a, L = self.tuning, self.cfg.architecture, self.weights.layers[0]
+        splits = {role: Split(t.split(role)) for role in ("qkv", "o", "gate_up", "down")}
+        if not t.sms:
+            return splits
+        specs = {"qkv": self.qkv_spec(L, self.qkv_shape()), "o": self.o_spec(L),
+                 "gate_up": self.spec(L.gate_up, epilogue=self.act), "down": self.spec(L.down)}
+        for role, spec in specs.items():
+            if (role != "o" and a.moe is not None) or self.mm_path(spec) != "f16":
                 continue
             floats = all(seg.fmt in mma.F16_FORMATS for seg in spec.segments)
             shape = self._fit_tiles(t.tile_shape(False, floats, role))
-            splits[role] = fill_splits(spec.rows, spec.kp, self.batch, shape, t.sms, SPLIT_MAX,
-                                       epilogue_dispatch=role in ("qkv", "gate_up"))
+            tails = role == "gate_up" or (role == "qkv" and not a.qk_norm)
+            splits[role] = plan_split(spec.rows, spec.pairs, spec.kp, self.batch, shape, t.sms, SPLIT_MAX,
+                                      epilogue_dispatch=tails)
         return splits
 
     # -- programs --------------------------------------------------------------------------
@@ -483,7 +487,7 @@ class Programs:
         times theirs (Tuning.batch_splits), and of one of up to few_rows rows, times its own
         (batch_splits_few); grown, never shrunk, so a rebuild with other splits keeps working."""
         t, rows = self.tuning, self.batch
-        most = max(rows * max(self.prompt_splits["o"], self.prompt_splits["down"]),
+        most = max(rows * max(self.prompt_splits["o"].ways, self.prompt_splits["down"].ways),
                    min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)),
                    min(rows, t.few_rows) * max(t.split("o", True, True), t.split("down", True, True)))
         size = most * self.cfg.hidden * 4
@@ -582,7 +586,7 @@ class Programs:
         # as Tuning.batch_splits says: 128-row workgroups leave a narrow model's matmuls a dozen
         def splits(role: str) -> int:
             if not thin:
-                return self.prompt_splits[role]
+                return self.prompt_splits[role].ways
             tiled = thin > 1 and all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
                                      if role in ("o", "qkv") or a.experts(i) is None)
             return self.tuning.split(role, batched=True, few=few) if tiled else 1
@@ -594,12 +598,25 @@ class Programs:
         sq, sg = (splits("qkv"), splits("gate_up")) if thin != 1 else (1, 1)
         if a.moe is not None:  # (not done: the experts)
             sq, sg = 1, 1
-        if max(sq, sg) > 1:
-            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)), max(sq, sg),
+        # (Tuning.sms) QKV's or gate/up's last wave of row blocks in a dispatch of its own, split
+        tails = {r: self.prompt_splits[r] for r in ("qkv", "gate_up") if not thin and self.prompt_splits[r].tail_ways > 1}
+        if max(sq, sg, *(tl.tail_ways for tl in tails.values())) > 1:
+            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)),
+                                    max(sq, sg, *(tl.tail_ways for tl in tails.values())),
                                     min(self.batch, self.tuning.thin_rows) if thin else self.batch)
 
         def mm(spec: LinearSpec, role: str, s: int, ins: dict[str, Any], outs: dict[str, Any], bind: dict[str, Any]) -> None:
-            """A matmul of `role` with `s` K splits: partial sums, then its epilogue on them."""
+            """A matmul of `role` with `s` K splits: partial sums, then its epilogue on them; or
+            with a tail (`tails`), its first pairs whole and the rest split, their epilogue after."""
+            if (tail := tails.get(role)) is not None:
+                self._add_mm(prog, replace(spec, npairs=tail.pair0), role, {**bind, **ins, **outs}, count=rows_of)
+                self._add_mm(prog, replace(spec, epilogue="partial", splits=tail.tail_ways, bias=False, y_f16=False,
+                                           gated_pairs=spec.split_pairs, pair0=tail.pair0),
+                             role, {**bind, **ins, "y": sums}, count=rows_of, record=False)
+                rest = replace(spec, pair0=tail.pair0)
+                prog.add(epilogue_kernel(rest, tail.tail_ways, "part"), {**bind, **outs, "part": sums},
+                         _counted(epilogue_grid(rest), rows_of))
+                return
             if s == 1:
                 self._add_mm(prog, spec, role, {**bind, **ins, **outs}, count=rows_of, thin=thin)
                 return
@@ -614,7 +631,8 @@ class Programs:
         if max(so, sd) > SPLIT_MAX:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
         if not thin and slots is None:  # (bench's JSON: how the prompt's matmuls split K)
-            self.mm_splits = {"qkv": sq, "o": so, "gate_up": sg, "down": sd}
+            self.mm_splits = {"qkv": sq, "o": so, "gate_up": sg, "down": sd,
+                              **{f"{r} tail": tl.tail_ways for r, tl in tails.items()}}
         rows = _counted(lambda n: (n, 1, 1), rows_of)
         post = a.post_norms
         half = self._half_rows(thin, slots)

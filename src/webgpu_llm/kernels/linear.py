@@ -134,6 +134,14 @@ class LinearSpec:
     # ... and a gated epilogue's outputs stored as f16s (clamped to f16's range), for the next
     # f16-tile matmul to read them (x_f16)
     y_f16: bool = False
+    # f16-tile matmul and epilogue_kernel only: the output pairs pair0 .. pair0 + npairs this
+    # dispatch writes (npairs 0: to the last), where a matmul's last row blocks run in a
+    # dispatch of their own (engine/waves.py's tail, split over K)
+    pair0: int = 0
+    npairs: int = 0
+    # epilogue "partial" of a gated matmul: pair p's rows p and rows / 2 + p, as the gated
+    # epilogue that sums them pairs them, so that a range of its pairs is a range of these
+    gated_pairs: bool = False
 
     @property
     def rows(self) -> int:
@@ -141,7 +149,15 @@ class LinearSpec:
 
     @property
     def split_pairs(self) -> bool:
-        return self.epilogue in GATED
+        return self.epilogue in GATED or self.gated_pairs
+
+    @property
+    def part_pairs(self) -> int:
+        """The output pairs this dispatch writes (LinearSpec.pair0, npairs)."""
+        n = self.npairs or self.pairs - self.pair0
+        if n < 1 or self.pair0 + n > self.pairs:
+            raise ValueError(f"pairs {self.pair0} + {n} of a matrix of {self.pairs} pairs")
+        return n
 
     @property
     def pairs(self) -> int:
@@ -905,9 +921,9 @@ def epilogue_kernel(spec: LinearSpec, splits: int = 1, src: str = "x", wg: int =
     body = rows_wgsl(spec) + epilogue_wgsl(spec, sig) + f"""
 @compute @workgroup_size({wg})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
-  let p = gid.x;
+  let p = {spec.pair0}u + gid.x;
   let t = gid.y;
-  if (p >= NP || t >= st.n) {{ return; }}
+  if (gid.x >= {spec.part_pairs}u || t >= st.n) {{ return; }}
   let b = t * {splits}u * N;
   let r1 = min(row1(p), N - 1u);
   var v0 = 0.0;
@@ -926,7 +942,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
 
 
 def epilogue_grid(spec: LinearSpec, wg: int = 64):
-    return lambda n: (-(-spec.pairs // wg), n, 1)
+    return lambda n: (-(-spec.part_pairs // wg), n, 1)
 
 
 def thin_matmul_grid(spec: LinearSpec, tokens: int = 8, wg: int = 128, tpr: int = 32):
@@ -1048,6 +1064,7 @@ def matmul_kernel(spec: LinearSpec, tm: int = 4, prefetch: bool = True) -> Kerne
     epilogue "partial").
     """
     assert (spec.splits > 1) == (spec.epilogue == "partial")
+    assert not (spec.pair0 or spec.npairs), "a part of the output pairs: the tile matmuls only"
     assert tm in (2, 4, 8)
     bm = 16 * tm
     assert spec.prologue == "plain" and not spec.last_row

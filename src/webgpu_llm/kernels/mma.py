@@ -232,7 +232,7 @@ var<private> split: u32;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
   let nt = {tiles.count};
   let m0 = {by} * {BM}u;{tiles.skip("m0")}
-  let p0 = {bx} * {BN // 2}u;
+  let p0 = {spec.pair0}u + {bx} * {BN // 2}u;
   split = wid.z;
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
   let u1 = min(NU, u0 + {per}u);
@@ -331,7 +331,7 @@ def quantize_grid(k: int, per_token: int = 1):
 def mma_matmul_grid(spec: LinearSpec, bm: int = BM, bn: int = BN):
     """Of the token count n (an expert gets at most one (token, slot) pair a token), for
     workgroups of bm tokens x bn weight rows."""
-    gx = -(-spec.pairs // (bn // 2))
+    gx = -(-spec.part_pairs // (bn // 2))
     return lambda n: (gx, -(-n // bm), spec.experts.count if spec.experts else spec.splits)
 
 
@@ -637,7 +637,7 @@ var<private> split: u32;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
   let nt = {tiles.count};
   {first_block}
-  let p0 = {bx} * {bn // 2}u;
+  let p0 = {spec.pair0}u + {bx} * {bn // 2}u;
   split = wid.z;
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
   let u1 = min(NU, u0 + {per}u);
