@@ -600,9 +600,8 @@ class Programs:
             sq, sg = 1, 1
         # (Tuning.sms) QKV's or gate/up's last wave of row blocks in a dispatch of its own, split
         tails = {r: self.prompt_splits[r] for r in ("qkv", "gate_up") if not thin and self.prompt_splits[r].tail_ways > 1}
-        if max(sq, sg, *(tl.tail_ways for tl in tails.values())) > 1:
-            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)),
-                                    max(sq, sg, *(tl.tail_ways for tl in tails.values())),
+        if (most := max(sq, sg, *(tl.tail_ways for tl in tails.values()))) > 1:
+            sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)), most,
                                     min(self.batch, self.tuning.thin_rows) if thin else self.batch)
 
         def mm(spec: LinearSpec, role: str, s: int, ins: dict[str, Any], outs: dict[str, Any], bind: dict[str, Any]) -> None:
