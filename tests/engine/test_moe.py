@@ -159,3 +159,11 @@ def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
         assert sum(d.label.startswith("f16_matmul_") and "_loop" in d.label for d in s.programs.prefill.dispatches) \
             == 2 * cfg.n_layers
         assert max_rel(s.logits([*ids, nxt])[-1], got) < 1e-6
+        # ... on the grid of the group kernel's tile list (Tuning.expert_list): the same rows; a
+        # batched step's few rows keep their own kernels
+        s.rebuild(dataclasses.replace(s.tuning, expert_loop=False, expert_list=True))
+        labels = [d.label for d in s.programs.prefill.dispatches]
+        assert sum(x.startswith("f16_matmul_") and "_list" in x for x in labels) == 2 * cfg.n_layers, labels
+        assert sum(x.startswith("moe_group_") and "_tiles32" in x for x in labels) == cfg.n_layers, labels
+        assert max_rel(s.logits([*ids, nxt])[-1], got) < 1e-6
+        assert max_rel(s.next_logits(ids), want) < 3e-2

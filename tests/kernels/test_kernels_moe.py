@@ -259,3 +259,60 @@ def test_expert_tiles_loop_over_an_experts_further_blocks(gpu, tokens_first):
         if emulate:
             tint_check(mma.f16_matmul_kernel(spec, shape))
     assert np.abs(out[False]).max() > 0 and np.array_equal(out[True], out[False])
+
+
+@pytest.mark.parametrize("path", ["f16", "int8", "simt"])
+def test_expert_matmuls_over_the_tile_list(gpu, path):
+    """Experts.tiles: the group kernel lists each expert's blocks of bm pairs, (expert << 16 |
+    block), the entries after them all ones, and the expert matmul's workgroup y takes entry y:
+    the rows of the grid of every token's block for each expert, on the f16 tiles, the int8
+    tiles (emulated where the adapter has none) and the tiled f32 matmul. Expert 0 chosen by
+    every token (150 pairs: 5 blocks of 32, 3 of 64), the others by a few; a 2-token step's
+    list too."""
+    if path == "f16" and not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    if path == "int8" and mma.usable(gpu):
+        pytest.skip("the engine keeps experts off real int8 tiles (test_moe_ffn_prompt's xfail)")
+    n, rows = 150, 150 * K
+    rng = np.random.default_rng(8)
+    ids = np.stack([np.concatenate([[0], rng.choice(np.arange(1, E), K - 1, replace=False)]) for _ in range(n)])
+    route = np.zeros((rows, 2), np.uint32)
+    route[:, 0] = ids.ravel()
+    route[:, 1] = np.full(rows, 1.0 / K, np.float32).view(np.uint32)
+    case = MoeCase(gpu, "q4_0", seed=4)
+    x = gpu.upload(rng.standard_normal((n, HID)).astype(np.float32))
+    shape = mma.TileShape(1, 4, 2, 2)
+    bm = {"f16": shape.bm, "int8": mma.BM, "simt": 32}[path]
+    words = moe.groups_words(E, rows, tiles=bm)
+    out = {}
+    for bm_list in (0, bm):
+        groups = gpu.buffer(words * 4)
+        prog = Steps(gpu, n)
+        prog.add(moe.group_kernel(E, K, rows, bm_list), {"route": gpu.upload(route), "groups": groups}, (1, 1, 1))
+        spec = case.gate_up_spec(experts=Experts(E, K, rows=rows, tiles=bm_list))
+        bufs = {"w0": case.buf["gate"], "w1": case.buf["up"], "x": x, "y": (act := gpu.buffer(rows * INTER * 4)),
+                "groups": groups}
+        if path == "f16":
+            kernel, grid = mma.f16_matmul_kernel(spec, shape, not mma.f16_usable(gpu)), mma.f16_matmul_grid(spec, shape)(n)
+            assert ("_list" in kernel.name) == bool(bm_list)
+        elif path == "int8":
+            units = {"xq": gpu.buffer(rows * HID), "xs": gpu.buffer(rows * HID // 4)}
+            prog.add(mma.quantize_kernel(HID), {"x": x, **units}, mma.quantize_grid(HID)(n))
+            kernel, grid, bufs = mma.mma_matmul_kernel(spec, not mma.usable(gpu)), mma.mma_matmul_grid(spec)(n), {**bufs, **units}
+        else:
+            kernel, grid = matmul_kernel(spec, 2), matmul_grid(spec, 2)(n)
+        if bm_list:  # (a row block, then the list: at most one partial block an expert)
+            assert grid[1:] == (-(-rows // bm) + E, 1)
+        prog.add(kernel, bufs, grid)
+        prog.prog.run(n)
+        g = read(gpu, groups, words, np.uint32)
+        inv = g[E + 1 + rows:E + 1 + 2 * rows]  # (each pair's row: the order within an expert is the atomics')
+        out[bm_list] = read(gpu, act, (rows, INTER))[inv]
+        if bm_list:
+            counts = np.bincount(ids.ravel(), minlength=E)
+            want = [(e << 16) | b for e in range(E) for b in range(-(-counts[e] // bm))]
+            listed = g[moe.tile_list_at(E, rows):]
+            assert list(listed[:len(want)]) == want and (listed[len(want):] == 0xFFFFFFFF).all()
+    assert np.abs(out[0]).max() > 0 and np.array_equal(out[bm], out[0])
+    # a step of 2 tokens: a list as long as 2 tokens' pairs can make
+    assert Experts(E, K, rows=rows, tiles=bm).grid_yz(2, bm) == (1 + min(E, 2 * K), 1)

@@ -151,7 +151,8 @@ class ExpertBuffers:
     def alloc(cls, g: Gpu, hidden: int, m: Moe, batch: int) -> ExpertBuffers:
         pairs = batch * m.used
         return cls(logits=g.buffer(batch * m.count * 4, "moe_logits"), route=g.buffer(pairs * 8, "moe_route"),
-                   groups=g.buffer(moe.groups_words(m.count, pairs) * 4, "moe_groups"),
+                   # (room for a tile list of the smallest token blocks: Tuning.expert_list)
+                   groups=g.buffer(moe.groups_words(m.count, pairs, tiles=16) * 4, "moe_groups"),
                    act=g.buffer(pairs * m.ffn * 4, "moe_act"), y=g.buffer(pairs * hidden * 4, "moe_out"),
                    xn16=g.buffer(batch * hidden * 2, "moe_normed_f16"))
 
@@ -728,7 +729,7 @@ class Programs:
                 y16 = {"y16": b.experts.xn16} if half.expert_in and b.experts else {}
                 prog.add(norm_ffn, {**p, "x": b.h, "part": b.kpart, "y": b.xn, **y16}, rows)
             if (m := a.experts(i)) is not None:
-                self._experts_prompt(prog, L, p, m, rows_of, half, record=not thin and slots is None)
+                self._experts_prompt(prog, L, p, m, rows_of, half, record=not thin and slots is None, listed=not thin)
                 continue
             mm(s_gu, "gate_up", sg, {**L.gate_up.bindings(), "x": x_gu}, {"y": b.act}, p)
             self._add_mm(prog, s_dn, "down", {**p, **L.down.bindings(), "x": b.act, "y": b.kpart if sd > 1 or post else b.h},
@@ -754,14 +755,27 @@ class Programs:
                         expert_in=bool(experts) and all(tiled(gu) for gu, _ in experts),
                         expert_act=bool(experts) and all(tiled(gu) and tiled(dn) for gu, dn in experts))
 
-    def _expert_specs(self, L: LayerWeights, m: Moe, half: HalfRows | None = None) -> tuple[LinearSpec, LinearSpec]:
+    def _expert_specs(self, L: LayerWeights, m: Moe, half: HalfRows | None = None,
+                      listed: bool = False) -> tuple[LinearSpec, LinearSpec]:
         """A mixture's prompt expert gate/up and down over the batch's (row, slot) pairs, with
-        `half`'s f16 rows (gate/up reading xn's, writing its outputs so for down)."""
+        `half`'s f16 rows (gate/up reading xn's, writing its outputs so for down); `listed`:
+        where Tuning.expert_list asks and both take the f16 tiles, their grid the tile list of
+        each expert's blocks (Experts.tiles) that the group kernel writes."""
         pairs, half, loop = self.batch * m.used, half or HalfRows(), self.tuning.expert_loop
-        return (self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs, loop=loop),
-                          x_f16=half.expert_in, y_f16=half.expert_act, **self._bias(m, "gate_up")),
-                self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs, loop=loop),
-                          x_f16=half.expert_act, **self._bias(m, "down")))
+        specs = (self.spec(L.gate_up, epilogue=self.act, experts=Experts(m.count, m.used, rows=pairs, loop=loop),
+                           x_f16=half.expert_in, y_f16=half.expert_act, **self._bias(m, "gate_up")),
+                 self.spec(L.down, experts=Experts(m.count, m.used, x_per_slot=True, rows=pairs, loop=loop),
+                           x_f16=half.expert_act, **self._bias(m, "down")))
+        if not (listed and self.tuning.expert_list and all(self.mm_path(s) == "f16" for s in specs)):
+            return specs
+        # (the token blocks _add_mm's tiles will take: one list serves both where they agree)
+        bms = {self._fit_tiles(self.tuning.tile_shape(True, all(g.fmt in mma.F16_FORMATS for g in s.segments), role)).bm
+               for s, role in zip(specs, ("gate_up", "down"))}
+        if len(bms) > 1:
+            return specs
+        bm = bms.pop()
+        gu, dn = (replace(s, experts=replace(s.experts, loop=False, tiles=bm)) for s in specs if s.experts)
+        return gu, dn
 
     def _bias(self, m: Moe, part: str) -> dict[str, Any]:
         """A mixture's router or experts' bias (gpt-oss), as linear-spec settings."""
@@ -771,7 +785,7 @@ class Programs:
 
     def _experts_prompt(self, prog: Program, L: LayerWeights, p: dict[str, Any], m: Moe,
                         rows_of: Callable[[Any], int] | None = None, half: HalfRows | None = None,
-                        record: bool = True) -> None:
+                        record: bool = True, listed: bool = True) -> None:
         """A mixture of experts over the prompt's rows (their normed rows in xn; a batched
         step's rows, `rows_of(n)` of them, alike: each row's FFN is its own): the router, each
         row's chosen experts, the (row, slot) pairs grouped by expert, each expert's gate/up
@@ -784,8 +798,9 @@ class Programs:
                      {**p, **L.router.bindings(), "x": b.xn, "y": e.logits}, count=rows_of, record=record)
         prog.add(moe.route_kernel(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
                  _counted(lambda n: (n, 1, 1), rows_of))
-        prog.add(moe.group_kernel(m.count, m.used, pairs), {**p, **tables}, (1, 1, 1))
-        s_gu, s_dn = self._expert_specs(L, m, half)
+        s_gu, s_dn = self._expert_specs(L, m, half, listed)
+        assert s_gu.experts is not None
+        prog.add(moe.group_kernel(m.count, m.used, pairs, s_gu.experts.tiles), {**p, **tables}, (1, 1, 1))
         x = e.xn16 if s_gu.x_f16 else b.xn
         self._add_mm(prog, s_gu, "gate_up", {**p, **L.gate_up.bindings(), **tables, "x": x, "y": e.act}, count=rows_of,
                      record=record)

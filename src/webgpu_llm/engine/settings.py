@@ -91,6 +91,9 @@ class Tuning:
     # looping over its expert's further blocks (linear.Experts.loop), not of every token's block
     # for each expert (most of them empty); off until timed
     expert_loop: bool = False
+    # ... or a grid of the (expert, token block) tiles there are, listed by the group kernel
+    # (linear.Experts.tiles): none empty and none looping; off until timed
+    expert_list: bool = False
     # threads a row pair of a mixture's expert mat-vecs (0: their role's): the experts' rows are
     # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down);
     # GPU_TUNING takes 16

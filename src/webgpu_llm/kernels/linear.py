@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..runtime.program import Kernel
 from .common import Signature, Slots, f16_clamped, grid_2d, kv_rows_wgsl
 from .formats import FORMATS, INT8_FORMATS, SPREAD_FORMATS, UNIT, WGSL_HELPERS, unroll
-from .moe import Router, route_wgsl
+from .moe import Router, route_wgsl, tile_list_at, tile_list_len
 from .wgsl_math import helpers_for
 
 if TYPE_CHECKING:
@@ -87,6 +87,19 @@ class Experts:
     # more, each workgroup taking its expert's further blocks in turn (mma.f16_matmul_grid),
     # where a grid of every token's block for each expert left most of its workgroups empty
     loop: bool = False
+    # matmul: workgroup y takes entry y of the list of (expert, block of this many pairs) that
+    # moe.group_kernel writes after the groups (moe.tile_list_len entries, those past the
+    # step's tiles marked empty): a grid of the tiles there are, none empty, none looping;
+    # grid z is 1 (0: grid z is the expert, y its blocks)
+    tiles: int = 0
+
+    def grid_yz(self, n: int, bm: int) -> tuple[int, int]:
+        """Grid y and z of a matmul of n tokens in blocks of bm: the expert's blocks and the
+        experts, or the tile list's entries (`tiles`) for these n tokens."""
+        if self.tiles:
+            assert self.tiles == bm, (self.tiles, bm)
+            return tile_list_len(n * self.used, self.count, bm), 1
+        return -(-n // bm), self.count
 
 
 # gated epilogues: row p of the gate and row p of the up projection make output p
@@ -1022,6 +1035,7 @@ class TokenRows:
     x_row_of: str  # with {m}
     out: str
     ragged: bool = False  # rows per grid z vary (an expert's pairs): tiles past them return
+    block: str = ""  # the workgroup's token block where not grid y's (a tile list's entry)
 
     def x_row(self, m: str) -> str:
         return self.x_row_of.format(m=m)
@@ -1037,15 +1051,25 @@ class TokenRows:
         assert spec.splits == 1 and not spec.t0 and not spec.tmax
         sig.storage("groups", "array<u32>")
         x_row = "g0 + {m}" if ex.x_per_slot else f"groups[ORDER + min(g0 + {{m}}, {ex.rows - 1}u)] / {ex.used}u"
+        decls = f"var<private> g0: u32;\nconst ORDER: u32 = {ex.count + 1}u;\n"
+        if ex.tiles:  # the tile list's entry y: (expert << 16 | block), or all ones past the step's tiles
+            first = (f"\n  if (lid == 0u) {{ let tile = groups[{tile_list_at(ex.count, ex.rows)}u + wid.y]; let e = min(tile >> 16u, "
+                     f"{ex.count - 1}u); g_w = vec2<u32>(tile, groups[e + 1u] - groups[e]); }}\n"
+                     "  let gw = workgroupUniformLoad(&g_w);\n  if (gw.x == 0xffffffffu) { return; }\n"
+                     "  ex = gw.x >> 16u;\n  g0 = groups[ex];")
+            return cls(decls + "var<workgroup> g_w: vec2<u32>;\n", first, "gw.y", x_row, "g0 + ",
+                       block="(gw.x & 0xffffu)")
         # the pair count through workgroup memory, so that it is uniform and tiles past it can return
-        return cls(f"var<private> g0: u32;\nvar<workgroup> g_n: u32;\nconst ORDER: u32 = {ex.count + 1}u;\n",
+        return cls(decls + "var<workgroup> g_n: u32;\n",
                    "\n  ex = wid.z;\n  g0 = groups[ex];\n  if (lid == 0u) { g_n = groups[ex + 1u] - g0; }",
                    "workgroupUniformLoad(&g_n)", x_row, "g0 + ", ragged=True)
 
-    def skip(self, m0: str) -> str:
-        """Ends a workgroup whose tile starts past the rows: the grid counts every token for
-        each expert, but an expert gets n * used / count pairs on average."""
-        return f"\n  if ({m0} >= nt) {{ return; }}" if self.ragged else ""
+    def start(self, by: str, bm: int) -> str:
+        """`let m0` (the workgroup's first row: grid y's block `by`, or its tile list entry's),
+        and the end of a workgroup whose block starts past the rows: the grid counts every
+        token for each expert, but an expert gets n * used / count pairs on average."""
+        skip = "\n  if (m0 >= nt) { return; }" if self.ragged else ""
+        return f"let m0 = {self.block or by} * {bm}u;{skip}"
 
 
 BN = 64  # rows per tile; 16x16 threads, each `tm` tokens x 4 rows (2 pairs): 16 tm tokens per tile
@@ -1116,7 +1140,7 @@ var<workgroup> ws: array<vec4<f32>, {BN * 8}>;  // [k/4][slot of the row]
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {{{tiles.first}
   let nt = {tiles.count};
-  let m0 = wid.y * {bm}u;{tiles.skip("m0")}
+  {tiles.start("wid.y", bm)}
   let p0 = wid.x * {BN // 2}u;
   let tx = lid3.x;
   let ty = lid3.y;
@@ -1155,5 +1179,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 def matmul_grid(spec: LinearSpec, tm: int = 4):
     """Of the token count n (an expert gets at most one (token, slot) pair a token)."""
     gx = -(-spec.pairs // (BN // 2))
-    z = spec.experts.count if spec.experts else spec.splits
-    return lambda n: (gx, -(-n // (16 * tm)), z)
+    if spec.experts:
+        return lambda n: (gx, *spec.experts.grid_yz(n, 16 * tm))
+    return lambda n: (gx, -(-n // (16 * tm)), spec.splits)

@@ -191,6 +191,7 @@ def mma_matmul_kernel(spec: LinearSpec, emulate: bool = False, tokens_first: boo
     `tokens_first`: the workgroups' order (_block_order)."""
     assert mma_ok(spec), spec
     assert (spec.splits > 1) == (spec.epilogue == "partial")
+    assert not (tokens_first and spec.experts and spec.experts.tiles), "a tile list's entry is grid y's"
     sig = Signature().state()
     loaders = [WGSL_HELPERS, "struct QUnit { lo: vec4<u32>, hi: vec4<u32>, dm: vec2<f32> }"]
     count = spec.experts.count if spec.experts else 1
@@ -231,7 +232,7 @@ var<private> split: u32;
 @compute @workgroup_size({WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_param}) {{{tiles.first}
   let nt = {tiles.count};
-  let m0 = {by} * {BM}u;{tiles.skip("m0")}
+  {tiles.start(by, BM)}
   let p0 = {spec.pair0}u + {bx} * {BN // 2}u;
   split = wid.z;
   let u0 = {"0u" if spec.experts else "wid.z"} * {per}u;
@@ -332,7 +333,9 @@ def mma_matmul_grid(spec: LinearSpec, bm: int = BM, bn: int = BN):
     """Of the token count n (an expert gets at most one (token, slot) pair a token), for
     workgroups of bm tokens x bn weight rows."""
     gx = -(-spec.part_pairs // (bn // 2))
-    return lambda n: (gx, -(-n // bm), spec.experts.count if spec.experts else spec.splits)
+    if spec.experts:
+        return lambda n: (gx, *spec.experts.grid_yz(n, bm))
+    return lambda n: (gx, -(-n // bm), spec.splits)
 
 
 @dataclass(frozen=True)
@@ -618,10 +621,12 @@ def f16_matmul_kernel(spec: LinearSpec, shape: TileShape = TileShape(), emulate:
     sg_param += order_param
     # an expert's token blocks past the grid's (Experts.loop): the workgroup takes them in turn
     loop = bool(spec.experts and spec.experts.loop)
+    listed = bool(spec.experts and spec.experts.tiles)  # (its entry is grid y's: the plain order)
+    assert not (listed and (loop or shape.tokens_first)), "a tile list's grid loops over nothing, in its own order"
     if loop and "nwg" not in sg_param:  # (tokens_first's order reads it already)
         sg_param += ", @builtin(num_workgroups) nwg: vec3<u32>"
     first_block = (f"for (var m0 = {by} * {bm}u; m0 < nt; m0 += nwg.y * {bm}u) {{" if loop
-                   else f"let m0 = {by} * {bm}u;{tiles.skip('m0')}")
+                   else tiles.start(by, bm))
     row_decl = f"\n  let wrow = lid % {bn}u;\n  let wpart = lid / {bn}u;" if parts > 1 else ""
     wrow = "wrow" if parts > 1 else "lid"  # (the tile row of the weights a thread stages)
     body = unroll(body + f"""
@@ -665,7 +670,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             f"{'_tokens_first' if shape.tokens_first else ''}{'_double' if db else ''}{f'_k{ku}' if ku > 1 else ''}"
             f"{'_straight' if straight else ''}{f'_d{shape.depth}' if shape.depth > 1 else ''}{f'_w{parts}' if parts > 1 else ''}"
             f"{'_xh' if xf16 else ''}{'_a16' if shape.acc16 else ''}{'_bc' if shape.bitcast and not emulate else ''}"
-            f"{'_loop' if loop else ''}{'_emulated' if emulate else ''}")
+            f"{'_loop' if loop else ''}{'_list' if listed else ''}{'_emulated' if emulate else ''}")
     k = sig.kernel(name, body)
     return Kernel(k.name, "enable f16;\n" + ("" if emulate else MATRIX_HEAD) + k.wgsl, k.bindings)
 

@@ -103,22 +103,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return sig.kernel(f"moe_route_{r.count}x{r.used}", body)
 
 
-def groups_words(count: int, rows: int) -> int:
-    """Words of a `groups` table for up to `rows` (token, slot) pairs."""
+def tile_list_len(pairs: int, count: int, bm: int) -> int:
+    """Entries of the (expert, block) tile list of `pairs` (token, slot) pairs grouped over
+    `count` experts in blocks of bm: each expert's pairs make at most one partial block."""
+    return -(-pairs // bm) + min(count, pairs)
+
+
+def tile_list_at(count: int, rows: int) -> int:
+    """Where in `groups` the tile list starts: after the experts' starts, the pairs in expert
+    order and each pair's place in it."""
     return count + 1 + 2 * rows
 
 
-def group_kernel(count: int, used: int, rows: int) -> Kernel:
+def groups_words(count: int, rows: int, tiles: int = 0) -> int:
+    """Words of a `groups` table for up to `rows` (token, slot) pairs (and with `tiles` its
+    tile list of blocks of that many pairs)."""
+    return tile_list_at(count, rows) + (tile_list_len(rows, count, tiles) if tiles else 0)
+
+
+def group_kernel(count: int, used: int, rows: int, tiles: int = 0) -> Kernel:
     """The step's st.n * used (token, slot) pairs grouped by expert into `groups` (one
     workgroup; grid (1, 1, 1)). Within an expert the order is arbitrary: each entry's output
-    lands in its own row, and `combine_kernel` sums a token's slots in slot order."""
+    lands in its own row, and `combine_kernel` sums a token's slots in slot order. With
+    `tiles`, also the list of each expert's blocks of that many pairs, (expert << 16 | block),
+    the entries after the last all ones (linear.Experts.tiles)."""
     sig = Signature().state().storage("route", "array<vec2<u32>>").storage("groups", "array<u32>", write=True)
+    listing = ""
+    if tiles:
+        listing = f"""
+      for (var b = 0u; b * {tiles}u < c; b++) {{ groups[TILES + k] = (e << 16u) | b; k++; }}"""
     body = f"""
 const E: u32 = {count}u;
 const K: u32 = {used}u;
 const WG: u32 = {GROUP_WG}u;
 const ORDER: u32 = {count + 1}u;
 const INV: u32 = {count + 1 + rows}u;
+const TILES: u32 = {tile_list_at(count, rows)}u;
 var<workgroup> cnt: array<atomic<u32>, E>;
 var<workgroup> start: array<u32, E>;
 @compute @workgroup_size(WG)
@@ -130,13 +150,15 @@ fn main(@builtin(local_invocation_index) lid: u32) {{
   workgroupBarrier();
   if (lid == 0u) {{
     var s = 0u;
+    var k = 0u;
     for (var e = 0u; e < E; e++) {{
       start[e] = s;
       groups[e] = s;
-      s += atomicLoad(&cnt[e]);
+      let c = atomicLoad(&cnt[e]);{listing}
+      s += c;
       atomicStore(&cnt[e], 0u);
     }}
-    groups[E] = s;
+    groups[E] = s;{f"{chr(10)}    for (; k < {tile_list_len(rows, count, tiles)}u; k++) {{ groups[TILES + k] = 0xffffffffu; }}" if tiles else ""}
   }}
   workgroupBarrier();
   for (var q = lid; q < n; q += WG) {{
@@ -147,7 +169,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {{
   }}
 }}
 """
-    return sig.kernel(f"moe_group_{count}x{used}", body)
+    return sig.kernel(f"moe_group_{count}x{used}" + (f"_tiles{tiles}" if tiles else ""), body)
 
 
 def combine_kernel(hidden: int, used: int, count: int = 0, rows: int = 0) -> Kernel:
