@@ -491,6 +491,35 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few, preset)
         s.close()
 
 
+def test_batched_prompt_rows_on_split_tails(gpu, monkeypatch):
+    """A batched step of more than thin_rows rows takes the prompt matmuls, and with Tuning.sms
+    their K splits and split tails (the tiny model's short walks pay for a tail only with its
+    epilogue dispatch free, so the model is told it is): QKV's epilogue on its tail's sums
+    writes the paged KV cache of each row's sequence; three requests get what they get alone."""
+    import dataclasses
+
+    from webgpu_llm.engine import waves
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    monkeypatch.setattr(waves, "DISPATCH_US", 0.0)
+    cfg, tensors = preset_model("tiny", "f16")
+    t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(
+        t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=4, tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=(),
+        sms=6)), ctx=96)
+    prompts = _prompts(cfg.vocab, [5, 9, 13], seed=9)
+    alone = [list(session.stream(p, 0, GREEDY, 8)) for p in prompts]
+    s = scheduler(session, parallel=3, max_rows=12)
+    try:
+        assert s.programs.prompt_splits["qkv"].tail_ways > 1, s.programs.prompt_splits
+        labels = [d.label for d in s.programs.step(9, 9, False, False).dispatches]
+        assert sum(x.startswith("split_finish_qkv") for x in labels) == cfg.n_layers, labels
+        assert [c.wait() for c in [s.submit(p, GREEDY, 8) for p in prompts]] == alone
+    finally:
+        s.close()
+
+
 def test_warm_up_builds_the_steps_a_server_takes(session):
     """scheduler(warm_up=True) builds the step Programs first and runs each of their kernels
     once (their pipelines compile there, not in a first request's time to first token):
