@@ -130,6 +130,7 @@ def group_kernel(count: int, used: int, rows: int, tiles: int = 0) -> Kernel:
     sig = Signature().state().storage("route", "array<vec2<u32>>").storage("groups", "array<u32>", write=True)
     listing = ""
     if tiles:
+        assert count < 1 << 16 and rows < tiles << 16, "an entry holds 16 bits of expert and of block"
         listing = f"""
       for (var b = 0u; b * {tiles}u < c; b++) {{ groups[TILES + k] = (e << 16u) | b; k++; }}"""
     body = f"""
