@@ -130,11 +130,17 @@ def test_splits_that_fill_the_waves_on_f16_tiles(gpu):
     assert eng.programs.mm_splits == {"qkv": 1, "o": 1, "gate_up": 1, "down": 2}
 
 
-def test_split_tails_of_qkv_and_gate_up_on_f16_tiles(gpu, monkeypatch):
+@pytest.mark.parametrize(("preset", "sms", "want"), [
+    ("tiny", 5, {"gate_up tail": 5}), ("tiny", 6, {"qkv tail": 3}),
+    ("tiny-gemma3", 12, {"qkv": 2, "o": 3, "down": 3, "gate_up tail": 3}),
+    ("tiny-qwen3", 12, {"o": 3, "down": 3, "gate_up tail": 3})])
+def test_split_tails_of_qkv_and_gate_up_on_f16_tiles(gpu, monkeypatch, preset, sms, want):
     """Tuning.sms where a matmul's last wave would be mostly idle: its whole waves' pairs in one
     dispatch, the rest split over K in another, then their epilogue (bias, RoPE and the KV
-    append; SiLU·mul into f16s) on the tail's sums; the tiny model's short walks make such
-    tails pay only with the epilogue's dispatch free, so the model is told it is."""
+    append; SiLU·mul or GeGLU into f16s) on the tail's sums, beside whole splits (Gemma 3's
+    output norms adding O's and down's partials; Qwen3's QKV never a tail: its norm kernel
+    sums the partials); the prompt's logits as unsplit. The tiny models' short walks make
+    such tails pay only with the epilogue's dispatch free, so the model is told it is."""
     import dataclasses
 
     from webgpu_llm.engine import waves
@@ -143,18 +149,20 @@ def test_split_tails_of_qkv_and_gate_up_on_f16_tiles(gpu, monkeypatch):
     if not gpu.has_f16:
         pytest.skip("the f16 tiles need shader-f16")
     monkeypatch.setattr(waves, "DISPATCH_US", 0.0)
-    cfg, tensors = preset_model("tiny", "f16")
+    cfg, tensors = preset_model(preset, "f16")
     eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
     base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=(),
                                tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=())
     eng.rebuild(base)
-    want = _step_logits(eng)
-    for sms, role in ((5, "gate_up"), (6, "qkv")):  # (the tiles' 8 and 4 row blocks: a tail of 3 and 2)
-        eng.rebuild(dataclasses.replace(base, sms=sms))
-        assert eng.programs.mm_splits.get(f"{role} tail", 1) > 1, eng.programs.mm_splits
-        labels = [d.label for d in eng.programs.prefill.dispatches]
-        assert sum(x.startswith("split_finish_") for x in labels) == cfg.n_layers, labels
-        assert max_rel(_step_logits(eng), want) < 1e-3, role
+    unsplit = eng.logits(IDS[:13])
+    eng.rebuild(dataclasses.replace(base, sms=sms))
+    got = eng.programs.mm_splits
+    assert {k: got.get(k, 1) for k in want} == want, got
+    labels = [d.label for d in eng.programs.prefill.dispatches]
+    # (a tail's epilogue, and QKV's split: its epilogue's or its per-head norms' kernel sums it)
+    finishes = sum(k.endswith("tail") or (k == "qkv" and got[k] > 1) for k in got)
+    assert sum(x.startswith("split_finish_") for x in labels) == finishes * cfg.n_layers, labels
+    assert max_rel(eng.logits(IDS[:13]), unsplit) < 1e-3
 
 
 def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
