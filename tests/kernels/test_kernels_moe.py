@@ -220,6 +220,18 @@ def test_moe_ffn_prompt(gpu, fmt, path, request):
     assert rel_err(read(gpu, hb, (n, HID)), ref) < {"simt": 1e-5, "int8": 1e-4, "f16": 1e-3}[path]
 
 
+def _expert_zero_for_all(gpu, n: int, seed: int):
+    """n tokens that all choose expert 0 and K - 1 others at random, equally weighted: their
+    experts' ids, the route table (uploaded), the q4_0 experts and the tokens' rows."""
+    rng = np.random.default_rng(seed)
+    ids = np.stack([np.concatenate([[0], rng.choice(np.arange(1, E), K - 1, replace=False)]) for _ in range(n)])
+    route = np.zeros((n * K, 2), np.uint32)
+    route[:, 0] = ids.ravel()
+    route[:, 1] = np.full(n * K, 1.0 / K, np.float32).view(np.uint32)
+    x = gpu.upload(rng.standard_normal((n, HID)).astype(np.float32))
+    return ids, gpu.upload(route), MoeCase(gpu, "q4_0", seed=4), x
+
+
 @pytest.mark.parametrize("tokens_first", [False, True])
 def test_expert_tiles_loop_over_an_experts_further_blocks(gpu, tokens_first):
     """Experts.loop: the f16 expert matmul's grid covers the token blocks an expert gets on
@@ -229,20 +241,14 @@ def test_expert_tiles_loop_over_an_experts_further_blocks(gpu, tokens_first):
     if not gpu.has_f16:
         pytest.skip("the f16 tiles need shader-f16")
     n, rows = 150, 150 * K
-    rng = np.random.default_rng(7)
-    ids = np.stack([np.concatenate([[0], rng.choice(np.arange(1, E), K - 1, replace=False)]) for _ in range(n)])
-    route = np.zeros((rows, 2), np.uint32)
-    route[:, 0] = ids.ravel()
-    route[:, 1] = np.full(rows, 1.0 / K, np.float32).view(np.uint32)
-    case = MoeCase(gpu, "q4_0", seed=4)
-    x = gpu.upload(rng.standard_normal((n, HID)).astype(np.float32))
+    _, route, case, x = _expert_zero_for_all(gpu, n, seed=7)
     groups = gpu.buffer(moe.groups_words(E, rows) * 4)
     shape = mma.TileShape(1, 4, 2, 2, tokens_first=tokens_first)
     emulate = not mma.f16_usable(gpu)
     out = {}
     for loop in (False, True):
         prog = Steps(gpu, n)
-        prog.add(moe.group_kernel(E, K, rows), {"route": gpu.upload(route), "groups": groups}, (1, 1, 1))
+        prog.add(moe.group_kernel(E, K, rows), {"route": route, "groups": groups}, (1, 1, 1))
         spec = case.gate_up_spec(experts=Experts(E, K, rows=rows, loop=loop))
         grid = mma.f16_matmul_grid(spec, shape)(n)
         if loop:  # (fewer token blocks than expert 0's 150 pairs take)
@@ -274,13 +280,7 @@ def test_expert_matmuls_over_the_tile_list(gpu, path):
     if path == "int8" and mma.usable(gpu):
         pytest.skip("the engine keeps experts off real int8 tiles (test_moe_ffn_prompt's xfail)")
     n, rows = 150, 150 * K
-    rng = np.random.default_rng(8)
-    ids = np.stack([np.concatenate([[0], rng.choice(np.arange(1, E), K - 1, replace=False)]) for _ in range(n)])
-    route = np.zeros((rows, 2), np.uint32)
-    route[:, 0] = ids.ravel()
-    route[:, 1] = np.full(rows, 1.0 / K, np.float32).view(np.uint32)
-    case = MoeCase(gpu, "q4_0", seed=4)
-    x = gpu.upload(rng.standard_normal((n, HID)).astype(np.float32))
+    ids, route, case, x = _expert_zero_for_all(gpu, n, seed=8)
     shape = mma.TileShape(1, 4, 2, 2)
     bm = {"f16": shape.bm, "int8": mma.BM, "simt": 32}[path]
     words = moe.groups_words(E, rows, tiles=bm)
@@ -288,7 +288,7 @@ def test_expert_matmuls_over_the_tile_list(gpu, path):
     for bm_list in (0, bm):
         groups = gpu.buffer(words * 4)
         prog = Steps(gpu, n)
-        prog.add(moe.group_kernel(E, K, rows, bm_list), {"route": gpu.upload(route), "groups": groups}, (1, 1, 1))
+        prog.add(moe.group_kernel(E, K, rows, bm_list), {"route": route, "groups": groups}, (1, 1, 1))
         spec = case.gate_up_spec(experts=Experts(E, K, rows=rows, tiles=bm_list))
         bufs = {"w0": case.buf["gate"], "w1": case.buf["up"], "x": x, "y": (act := gpu.buffer(rows * INTER * 4)),
                 "groups": groups}
