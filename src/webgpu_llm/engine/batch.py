@@ -142,7 +142,6 @@ class BatchPrograms(Programs):
 
     def _build(self) -> None:
         self.shared_bytes = self.gpu.limits["max-compute-workgroup-storage-size"]
-        self.prompt_splits = self._prompt_splits()
         self.fit_partials()
         self._steps: dict[tuple[int, int, bool, bool, bool, bool, bool], Program] = {}
         b = self.buf

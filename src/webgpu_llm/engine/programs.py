@@ -364,7 +364,7 @@ class Programs:
             prog.add(self._mv(spec, role), bindings, self._mvg(spec, role))
             return
         if thin and self._batch_tiles(spec):  # (mm_paths: the prompt matmuls' paths, not these)
-            self._add_f16(prog, spec, bindings, count, self.tuning.batch_tile_shape(role))
+            self._add_f16(prog, spec, bindings, count, self._fit_tiles(self.tuning.batch_tile_shape(role)))
             return
         if thin:
             shape = self.tuning.shape(role)
@@ -380,8 +380,8 @@ class Programs:
                      _counted(matmul_grid(spec, self.tuning.tm(role)), count))
             return
         if path == "f16":
-            floats = all(seg.fmt in mma.F16_FORMATS for seg in spec.segments)
-            shape = self._add_f16(prog, spec, bindings, count, self.tuning.tile_shape(spec.experts is not None, floats, role))
+            shape = self._prompt_tiles(spec, role)
+            self._add_f16(prog, spec, bindings, count, shape)
             if record:
                 self.mm_tiles[role] = shape.label
             return
@@ -393,12 +393,16 @@ class Programs:
                  _counted(mma.mma_matmul_grid(spec), count))
 
     def _add_f16(self, prog: Program, spec: LinearSpec, bindings: dict[str, Any], count: Callable[[Any], int] | None,
-                 shape: mma.TileShape) -> mma.TileShape:
-        """An f16-tile matmul in `shape`, or the nearest that fits the device: the shape it took."""
-        shape = self._fit_tiles(shape)
+                 shape: mma.TileShape) -> None:
+        """An f16-tile matmul in `shape` (one that fits the device: _fit_tiles)."""
         prog.add(mma.f16_matmul_kernel(spec, shape, emulate=not self.f16_tiles_usable), bindings,
                  _counted(mma.f16_matmul_grid(spec, shape), count))
-        return shape
+
+    def _prompt_tiles(self, spec: LinearSpec, role: str) -> mma.TileShape:
+        """The f16 tiles' workgroup a prompt matmul of `role` takes: the tuning's (the experts',
+        the role's or the float weights' where they have their own), fitted to the device."""
+        floats = all(seg.fmt in mma.F16_FORMATS for seg in spec.segments)
+        return self._fit_tiles(self.tuning.tile_shape(spec.experts is not None, floats, role))
 
     def _fit_tiles(self, shape: mma.TileShape) -> mma.TileShape:
         """`shape`, or the nearest f16-tile workgroup that fits the device."""
@@ -426,8 +430,7 @@ class Programs:
         for role, spec in specs.items():
             if (role != "o" and a.moe is not None) or self.mm_path(spec) != "f16":
                 continue
-            floats = all(seg.fmt in mma.F16_FORMATS for seg in spec.segments)
-            shape = self._fit_tiles(t.tile_shape(False, floats, role))
+            shape = self._prompt_tiles(spec, role)
             tails = role == "gate_up" or (role == "qkv" and not a.qk_norm)
             splits[role] = plan_split(spec.rows, spec.pairs, spec.kp, self.batch, shape, t.sms, SPLIT_MAX,
                                       epilogue_dispatch=tails)
@@ -483,10 +486,12 @@ class Programs:
         return {**self._base(), "pv": L.params, "kv": self.buf.kv[i]}
 
     def fit_partials(self) -> None:
-        """Size the split-K partials of O and down (`buf.kpart`) for the tuning: a row each of
-        the prompt batch's rows, times their splits, of a batched step's up to thin_rows rows,
-        times theirs (Tuning.batch_splits), and of one of up to few_rows rows, times its own
+        """Plan the prompt matmuls' K splits for the tuning (`prompt_splits`) and size the
+        split-K partials of O and down (`buf.kpart`) for them: a row each of the prompt batch's
+        rows, times their splits, of a batched step's up to thin_rows rows, times theirs
+        (Tuning.batch_splits), and of one of up to few_rows rows, times its own
         (batch_splits_few); grown, never shrunk, so a rebuild with other splits keeps working."""
+        self.prompt_splits = self._prompt_splits()
         t, rows = self.tuning, self.batch
         most = max(rows * max(self.prompt_splits["o"].ways, self.prompt_splits["down"].ways),
                    min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)),
@@ -498,7 +503,6 @@ class Programs:
     def _build(self) -> None:
         g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
         self.shared_bytes = g.limits["max-compute-workgroup-storage-size"]
-        self.prompt_splits = self._prompt_splits()
         self.fit_partials()
         base = self._base()
 
@@ -769,8 +773,7 @@ class Programs:
         if not (listed and self.tuning.expert_list and all(self.mm_path(s) == "f16" for s in specs)):
             return specs
         # (the token blocks _add_mm's tiles will take: one list serves both where they agree)
-        bms = {self._fit_tiles(self.tuning.tile_shape(True, all(g.fmt in mma.F16_FORMATS for g in s.segments), role)).bm
-               for s, role in zip(specs, ("gate_up", "down"))}
+        bms = {self._prompt_tiles(s, role).bm for s, role in zip(specs, ("gate_up", "down"))}
         if len(bms) > 1:
             return specs
         bm = bms.pop()

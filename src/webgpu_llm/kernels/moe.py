@@ -150,8 +150,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {{
   for (var q = lid; q < n; q += WG) {{ atomicAdd(&cnt[min(route[q].x, E - 1u)], 1u); }}
   workgroupBarrier();
   if (lid == 0u) {{
-    var s = 0u;
-    var k = 0u;
+    var s = 0u;{f"{chr(10)}    var k = 0u;" if tiles else ""}
     for (var e = 0u; e < E; e++) {{
       start[e] = s;
       groups[e] = s;
