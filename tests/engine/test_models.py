@@ -78,11 +78,10 @@ def test_split_k_prompt_matmuls_match_transformers(gpu, tiny_dirs):
     assert max_rel(llm.logits(IDS), hf_logits(d, IDS)) < 1e-4
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-qwen3"])
-def test_split_qkv_and_gate_up_on_f16_tiles_with_f16_rows(gpu, preset):
-    """A GPU's prompt path (f16 tiles, emulated here; f16 rows of x, gate/up writing f16s for
-    down) with QKV and gate/up split over K: the partial sums stay f32 and their epilogue
-    kernels write what the unsplit matmuls did (Qwen3's per-head norms sum QKV's partials)."""
+def _on_emulated_f16_tiles(gpu, preset: str, **tuning):
+    """A preset's f16 model built with a GPU's prompt path, emulated (the f16 tiles, f16 rows
+    of x, no thin matmuls, no K splits; `tuning` besides): its config, its Session rebuilt so,
+    and that tuning."""
     import dataclasses
 
     from webgpu_llm.models.presets import preset_model
@@ -91,8 +90,19 @@ def test_split_qkv_and_gate_up_on_f16_tiles_with_f16_rows(gpu, preset):
         pytest.skip("the f16 tiles need shader-f16")
     cfg, tensors = preset_model(preset, "f16")
     eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
-    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=())
+    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=(), **tuning)
     eng.rebuild(base)
+    return cfg, eng, base
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-qwen3"])
+def test_split_qkv_and_gate_up_on_f16_tiles_with_f16_rows(gpu, preset):
+    """A GPU's prompt path (f16 tiles, emulated here; f16 rows of x, gate/up writing f16s for
+    down) with QKV and gate/up split over K: the partial sums stay f32 and their epilogue
+    kernels write what the unsplit matmuls did (Qwen3's per-head norms sum QKV's partials)."""
+    import dataclasses
+
+    cfg, eng, base = _on_emulated_f16_tiles(gpu, preset)
     assert "_xh" in next(d.label for d in eng.programs.prefill.dispatches if d.label.startswith("f16_matmul"))
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(base, splits=(("qkv", 2), ("gate_up", 3))))
@@ -110,14 +120,7 @@ def test_splits_that_fill_the_waves_on_f16_tiles(gpu):
     unsplit prompt; on the f32 matmul, Tuning.splits as given."""
     import dataclasses
 
-    from webgpu_llm.models.presets import preset_model
-
-    if not gpu.has_f16:
-        pytest.skip("the f16 tiles need shader-f16")
-    cfg, tensors = preset_model("tiny", "f16")
-    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
-    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=())
-    eng.rebuild(base)
+    cfg, eng, base = _on_emulated_f16_tiles(gpu, "tiny")
     assert eng.programs.mm_splits == {"qkv": 1, "o": 1, "gate_up": 1, "down": 1}
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(base, sms=64))
@@ -144,16 +147,9 @@ def test_split_tails_of_qkv_and_gate_up_on_f16_tiles(gpu, monkeypatch, preset, s
     import dataclasses
 
     from webgpu_llm.engine import waves
-    from webgpu_llm.models.presets import preset_model
 
-    if not gpu.has_f16:
-        pytest.skip("the f16 tiles need shader-f16")
     monkeypatch.setattr(waves, "DISPATCH_US", 0.0)
-    cfg, tensors = preset_model(preset, "f16")
-    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
-    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=(),
-                               tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=())
-    eng.rebuild(base)
+    cfg, eng, base = _on_emulated_f16_tiles(gpu, preset, tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=())
     unsplit = eng.logits(IDS[:13])
     eng.rebuild(dataclasses.replace(base, sms=sms))
     got = eng.programs.mm_splits
