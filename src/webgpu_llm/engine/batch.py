@@ -118,26 +118,15 @@ class BatchPrograms(Programs):
 
     def __init__(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, slots: int, ctx: int, max_rows: int,
                  tuning: Tuning, kv_f16: bool = False, kv_tokens: int | None = None) -> None:
-        self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, True
-        self.tuning = tuning
-        self.kv_f16 = kv_f16
         if kv_tokens is not None and kv_tokens < PAGE:
             raise UserError(f"--kv-tokens {kv_tokens}: the KV cache needs at least {PAGE} positions")
+        self._bookkeeping(gpu, cfg, weights, ctx, tuning, True, kv_f16)
         self.slots = Slots(slots, ctx, -(-kv_tokens // PAGE) if kv_tokens else 0)
         self.batch = max(max_rows, slots)
-        weights.fit_rope(gpu, cfg, ctx)
         self.buf: Any = BatchBuffers.alloc(gpu, cfg, self.slots, self.batch, kv_f16, tuning.attn_chunk,
                                            tuning.batch_split_keys)
         # the int8 tiles' inputs are sized for one sequence's batches; the f16 tiles need none
         self.mma_usable, self.int8_tiles = False, False
-        self.mm_paths: dict[str, str] = {}
-        self.mm_tiles: dict[str, str] = {}
-        self.mm_splits: dict[str, int] = {}
-        self.mv_paths: dict[str, str] = {}
-        self.xq8: Any = None
-        self.xs8: Any = None
-        self._sums: Any = None
-        self.persist_note = ""
         self._build()
 
     def _build(self) -> None:

@@ -179,15 +179,22 @@ class Programs:
 
     def __init__(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, ctx: int, batch: int,
                  tuning: Tuning, fused: bool = True, kv_f16: bool = False) -> None:
-        self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, fused
-        self.tuning = tuning
-        self.kv_f16 = kv_f16
+        self._bookkeeping(gpu, cfg, weights, ctx, tuning, fused, kv_f16)
         self.batch = max(1, min(batch, ctx))
-        weights.fit_rope(gpu, cfg, ctx)
         self.buf = Buffers.alloc(gpu, cfg, ctx, self.batch, kv_f16)
         # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
         self.mma_usable = mma.usable(gpu)
         self.int8_tiles = True  # whether int8 tiles may run at all (a batch's Programs: no)
+        self._build()
+
+    def _bookkeeping(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, ctx: int, tuning: Tuning,
+                     fused: bool, kv_f16: bool) -> None:
+        """What every Programs keeps beside its buffers: the model, the settings, and which
+        path and shape each role's kernels took (filled in by `_build`)."""
+        self.gpu, self.cfg, self.weights, self.ctx, self.fused = gpu, cfg, weights, ctx, fused
+        self.tuning = tuning
+        self.kv_f16 = kv_f16
+        weights.fit_rope(gpu, cfg, ctx)
         # role -> the path its prompt matmul takes (int8, f16, simt; "f16, x f16": reading f16 rows)
         self.mm_paths: dict[str, str] = {}
         # role -> the f16 tiles' workgroup its prompt matmul took (mma.TileShape.label), after any
@@ -196,11 +203,10 @@ class Programs:
         self.mm_splits: dict[str, int] = {}
         self.mv_paths: dict[str, str] = {}  # role -> its decode mat-vec's arithmetic (int8, f16, f32)
         self.xq8: Any = None
+        self.xs8: Any = None
         self._sums: Any = None  # split QKV's and gate/up's partial sums (_split_sums)
         self._tparts: dict[str, Any] | None = None  # the prompt attention's key splits' (_attn_parts)
-        self.xs8: Any = None
         self.persist_note = ""  # why the persistent decode layers are not used, where asked for
-        self._build()
 
     # -- kernels ---------------------------------------------------------------------------
     @property
