@@ -113,7 +113,7 @@ def test_greedy_decode_matches_transformers_fused_and_unfused(gpu, tiny_dirs, ar
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
-    """A GPU's whole default tuning (default_tuning of a GPU adapter, its prompt tiles emulated):
+    """A GPU's whole default tuning (default_tuning of an H200, its prompt tiles emulated):
     the decode attention in workgroups wider than its chunk, the q/k and output norms folded
     (fewer dispatches a layer than DISPATCHES), transformers' greedy tokens and step logits."""
     from types import SimpleNamespace
@@ -124,7 +124,8 @@ def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     want, step = hf_greedy(d, IDS[:9], 12), _hf_step_logits(d)
     llm = _load(d, wgpu_gpu)
     c = llm.session.cfg
-    t = default_tuning(SimpleNamespace(is_cpu=False, backend=wgpu_gpu.backend), c.hidden, c.head_dim)
+    t = default_tuning(SimpleNamespace(is_cpu=False, backend=wgpu_gpu.backend, info={"device": "NVIDIA H200"}),
+                       c.hidden, c.head_dim)
     assert t.fold_qk_norm and t.fold_post_norm and t.attn_wg >= 128
     llm.session.rebuild(dataclasses.replace(t, mma="emulate"))
     assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == want

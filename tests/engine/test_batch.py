@@ -494,7 +494,7 @@ def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few, preset)
 def test_batched_prompt_rows_on_split_tails(gpu, monkeypatch):
     """A batched step of more than thin_rows rows takes the prompt matmuls, and with Tuning.sms
     their K splits and split tails (the tiny model's short walks pay for a tail only with its
-    epilogue dispatch free, so the model is told it is): QKV's epilogue on its tail's sums
+    epilogue dispatch free, so the model is told it is, and prices their small tiles): QKV's epilogue on its tail's sums
     writes the paged KV cache of each row's sequence; three requests get what they get alone."""
     import dataclasses
 
@@ -503,6 +503,7 @@ def test_batched_prompt_rows_on_split_tails(gpu, monkeypatch):
     if not gpu.has_f16:
         pytest.skip("the f16 tiles need shader-f16")
     monkeypatch.setattr(waves, "DISPATCH_US", 0.0)
+    monkeypatch.setattr(waves, "WAVE_AREA", 0)
     cfg, tensors = preset_model("tiny", "f16")
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
     session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(

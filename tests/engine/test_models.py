@@ -113,14 +113,18 @@ def test_split_qkv_and_gate_up_on_f16_tiles_with_f16_rows(gpu, preset):
     assert max_rel(_step_logits(eng), want) < 1e-3
 
 
-def test_splits_that_fill_the_waves_on_f16_tiles(gpu):
+def test_splits_that_fill_the_waves_on_f16_tiles(gpu, monkeypatch):
     """Tuning.sms: each prompt matmul on the f16 tiles splits K as engine/waves.py's model says
     for that many multiprocessors (the tiny model's few workgroups on 64 of them: O and down,
     whose walks are long beside QKV's and gate/up's epilogue dispatch), with the logits of the
-    unsplit prompt; on the f32 matmul, Tuning.splits as given."""
+    unsplit prompt; on the f32 matmul, and on tiles the model does not price (by_waves),
+    Tuning.splits as given."""
     import dataclasses
 
+    from webgpu_llm.engine import waves
+
     cfg, eng, base = _on_emulated_f16_tiles(gpu, "tiny")
+    monkeypatch.setattr(waves, "WAVE_AREA", 0)  # (the tiny model's tiles priced as large ones)
     assert eng.programs.mm_splits == {"qkv": 1, "o": 1, "gate_up": 1, "down": 1}
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(base, sms=64))
@@ -130,6 +134,10 @@ def test_splits_that_fill_the_waves_on_f16_tiles(gpu):
     assert sum("f16_matmul_partial" in x for x in labels) == sum(n > 1 for n in split.values()) * cfg.n_layers
     assert max_rel(_step_logits(eng), want) < 1e-3
     eng.rebuild(dataclasses.replace(base, sms=64, mma="off", splits=(("down", 2),)))
+    assert eng.programs.mm_splits == {"qkv": 1, "o": 1, "gate_up": 1, "down": 2}
+    monkeypatch.setattr(waves, "WAVE_AREA", 128 * 128)
+    eng.rebuild(dataclasses.replace(base, sms=64, tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=(),
+                                    splits=(("down", 2),)))
     assert eng.programs.mm_splits == {"qkv": 1, "o": 1, "gate_up": 1, "down": 2}
 
 
@@ -143,12 +151,14 @@ def test_split_tails_of_qkv_and_gate_up_on_f16_tiles(gpu, monkeypatch, preset, s
     append; SiLU·mul or GeGLU into f16s) on the tail's sums, beside whole splits (Gemma 3's
     output norms adding O's and down's partials; Qwen3's QKV never a tail: its norm kernel
     sums the partials); the prompt's logits as unsplit. The tiny models' short walks make
-    such tails pay only with the epilogue's dispatch free, so the model is told it is."""
+    such tails pay only with the epilogue's dispatch free, so the model is told it is (and
+    prices their 64 x 64 tiles as it does larger ones)."""
     import dataclasses
 
     from webgpu_llm.engine import waves
 
     monkeypatch.setattr(waves, "DISPATCH_US", 0.0)
+    monkeypatch.setattr(waves, "WAVE_AREA", 0)
     cfg, eng, base = _on_emulated_f16_tiles(gpu, preset, tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=())
     unsplit = eng.logits(IDS[:13])
     eng.rebuild(dataclasses.replace(base, sms=sms))
@@ -509,7 +519,7 @@ def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
 
 
 def test_default_tuning_by_model_shape():
-    """The measured defaults of GPUs: models 1024 wide and wider take the 2x2x4x4 f16 tiles,
+    """The measured defaults of GPUs (an H100 here): models 1024 wide and wider take the 2x2x4x4 f16 tiles,
     narrower ones 2x2x2x2, and quantized prompts go on them; heads of 64 and more take the
     prompt attention on the tiles; heads of 128 their split-K decode attention 64 keys a split in 256 threads, heads of 256 32 keys; the
     decode folds its norms. A CPU adapter keeps one thread a key and no folds."""
@@ -517,7 +527,7 @@ def test_default_tuning_by_model_shape():
 
     from webgpu_llm.engine.settings import FLOAT_TILES, ROLE_TILES, WIDE_TILES, default_tuning
 
-    gpu = SimpleNamespace(is_cpu=False, backend="dawn")
+    gpu = SimpleNamespace(is_cpu=False, backend="dawn", info={"device": "NVIDIA H100 80GB HBM3"})
     wide, narrow, gemma = default_tuning(gpu, 1536, 128), default_tuning(gpu, 896, 64), default_tuning(gpu, 1152, 256)
     assert wide.tiles == WIDE_TILES and wide.quant_f16 and wide.attn_tiles
     assert narrow.tiles == (2, 2, 2, 2) and narrow.quant_f16 and narrow.attn_tiles
@@ -533,7 +543,11 @@ def test_default_tuning_by_model_shape():
     assert gemma.tiles == WIDE_TILES and gemma.quant_f16 and gemma.mv == narrow.mv != wide.mv
     # the split-K merge unrolled on GPUs
     assert narrow.combine_unroll == 4
-    cpu = default_tuning(SimpleNamespace(is_cpu=True, backend="dawn"), 1536, 128)
+    # the prompt matmuls split by the waves of the adapters whose multiprocessors are known
+    assert wide.sms == 132 and wide.expert_list
+    for name in ("NVIDIA H100 PCIe", "NVIDIA GeForce RTX 4090"):
+        assert default_tuning(SimpleNamespace(is_cpu=False, backend="dawn", info={"device": name}), 1536, 128).sms == 0
+    cpu = default_tuning(SimpleNamespace(is_cpu=True, backend="dawn", info={}), 1536, 128)
     assert not cpu.quant_f16 and not cpu.attn_tiles and not cpu.fold_qk_norm and cpu.attn_wg == 0 and not cpu.role_tiles
     assert cpu.combine_unroll == 1
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from webgpu_llm.engine.waves import Split, fill_splits, plan_split, split_cost, tail_split
+from webgpu_llm.engine.waves import Split, by_waves, fill_splits, plan_split, split_cost, tail_split
 from webgpu_llm.kernels.mma import TileShape
 
 FLOAT = TileShape(4, 2, 2, 4, double=True)  # 128 x 128 (the float prompts' default)
@@ -53,3 +53,10 @@ def test_no_tail_without_whole_waves_or_room_to_split_it():
     assert tail_split(1024, 1536, 512, FLOAT, 132, 16) is None
     assert tail_split(6912, 1152, 512, WIDE, 132, 16) is None
     assert plan_split(17920, 8960, 1536, 512, WIDE, 132, 16, epilogue_dispatch=False).tail_ways == 1
+
+
+def test_only_tiles_of_128_by_128_outputs_and_more_go_by_waves():
+    """64 x 64 tiles ran several a multiprocessor (the sweep's time followed their count), so
+    the model prices only the float tiles, gate/up's and the wide quantized 2x2x4x4."""
+    assert by_waves(FLOAT) and by_waves(WIDE) and by_waves(TileShape(2, 2, 4, 4))
+    assert not by_waves(TileShape(2, 2, 2, 2)) and not by_waves(TileShape(1, 4, 2, 2))

@@ -65,7 +65,7 @@ from ..models.config import ModelConfig, Moe
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
 from .settings import PERSIST_WG, SPLIT_MAX, Tuning
-from .waves import Split, plan_split
+from .waves import Split, by_waves, plan_split
 from .weights import GpuMatrix, LayerWeights, ModelWeights
 
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
@@ -423,10 +423,10 @@ class Programs:
 
     def _prompt_splits(self) -> dict[str, Split]:
         """K splits of each role's prompt matmul: Tuning.splits, or where Tuning.sms is set and
-        the role takes the f16 tiles, the split that fills the GPU's waves best (engine/waves.py:
-        QKV and gate/up may split only their last wave's row blocks; a mixture's QKV, gate/up
-        and down stay whole, as prompt_layers has them, and so does the tail of a QKV whose
-        partials a per-head norm sums)."""
+        the role takes f16 tiles that go by waves (waves.by_waves), the split that fills the
+        GPU's waves best (engine/waves.py: QKV and gate/up may split only their last wave's
+        row blocks; a mixture's QKV, gate/up and down stay whole, as prompt_layers has them,
+        and so does the tail of a QKV whose partials a per-head norm sums)."""
         t, a, L = self.tuning, self.cfg.architecture, self.weights.layers[0]
         splits = {role: Split(t.split(role)) for role in ("qkv", "o", "gate_up", "down")}
         if not t.sms:
@@ -436,7 +436,8 @@ class Programs:
         for role, spec in specs.items():
             if (role != "o" and a.moe is not None) or self.mm_path(spec) != "f16":
                 continue
-            shape = self._prompt_tiles(spec, role)
+            if not by_waves(shape := self._prompt_tiles(spec, role)):
+                continue
             tails = role == "gate_up" or (role == "qkv" and not a.qk_norm)
             splits[role] = plan_split(spec.rows, spec.pairs, spec.kp, self.batch, shape, t.sms, SPLIT_MAX,
                                       epilogue_dispatch=tails)

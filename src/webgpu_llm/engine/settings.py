@@ -92,7 +92,7 @@ class Tuning:
     # for each expert (most of them empty); off until timed
     expert_loop: bool = False
     # ... or a grid of the (expert, token block) tiles there are, listed by the group kernel
-    # (linear.Experts.tiles): none empty and none looping; off until timed
+    # (linear.Experts.tiles): none empty and none looping (GPU_TUNING: EXPERT_LIST)
     expert_list: bool = False
     # threads a row pair of a mixture's expert mat-vecs (0: their role's): the experts' rows are
     # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down);
@@ -144,7 +144,7 @@ class Tuning:
     attn_prefetch: int = PREFETCH_VEC4
     # the GPU's multiprocessors: where > 0, each prompt matmul on the f16 tiles splits K as
     # many ways as engine/waves.py's model of the waves its workgroups make says (QKV and
-    # gate/up too), in place of `splits`; 0: `splits` as given. Off until timed
+    # gate/up too), in place of `splits`; 0: `splits` as given (default_tuning: ADAPTER_SMS)
     sms: int = 0
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
     # attention kernel (attention.QkNorm), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
@@ -306,6 +306,11 @@ ROLE_TILES = (("gate_up", (4, 2, 4, 4)),)
 # and +28 %: an expert's ~32 rows of a 512-token chunk left half of the int8 tiles' 64 empty).
 EXPERT_TPR = 16
 EXPERT_TILES = (1, 4, 2, 2)
+# The expert prompt matmuls' grid is the group kernel's list of (expert, token block) tiles.
+# H100, pp512 against the grid of every token block for each expert, one call: Qwen3-30B-A3B
+# q4_0 7712 -> 8006 (+3.8 %), gpt-oss-20b MXFP4 4709 -> 4805 (+2.0 %); tiles of 256 rows on the
+# list were slower: (1, 8, 2, 2) 8052 -> 7594, (2, 4, 1, 4) -> 7522.
+EXPERT_LIST = True
 # Batched steps (the server's streams): up to 64 rows on the f16 tiles in workgroups of 16 tokens
 # x 128 weight rows, and the decoding rows' attention split-K over their pages. On an H200, 32 /
 # 64 streams of the 0.5B q4_0: 2587 / 6491 -> 7953 / 13136 tok/s in one process (bench
@@ -349,7 +354,7 @@ GPU_TUNING = Tuning(
     attn_chunk=32, mm=(("gate_up", 8),), int8=True, splits=(("o", 2), ("down", 4)),
     mv_int8=(("o", 256, 32, 1), ("down", 256, 64, 1), ("head", 256, 8, 1)), spread=True,
     mv_spread=(("down", 256, 256, 1),), attn_wg=ATTN_WG, int8_direct=True, expert_tpr=EXPERT_TPR,
-    expert_tiles=EXPERT_TILES, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
+    expert_tiles=EXPERT_TILES, expert_list=EXPERT_LIST, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS,
     combine_unroll=COMBINE_UNROLL, quant_f16=True, float_tiles=FLOAT_TILES, float_double=True, x_f16=True,
     role_tiles=ROLE_TILES)
@@ -397,7 +402,20 @@ CPU_BATCH = 64
 # 228 of an H200's or H100's 264 places run 0.5-2 % faster than all of them). Off by default:
 # its hand-offs between workgroups rely on ordering that WGSL does not promise.
 PERSIST_WG = 256
-PERSIST_GROUPS = {"H200": 228, "H100": 228}
+PERSIST_GROUPS = (("H200", 228), ("H100", 228))
+# The GPU's multiprocessors for Tuning.sms (engine/waves.py), by adapter name, the first that
+# the name contains (WebGPU does not report them; 0: Tuning.splits as given). H100 SXM, pp512
+# against Tuning.splits, one call: Qwen2.5-1.5B f16 30.1k -> 33.8k, q8_0 29.2k -> 30.5k, q4_0
+# 28.1k -> 31.8k, 0.5B f16 61.3k -> 69.6k, Qwen3-0.6B / 1.7B and Gemma-3-1B +2-9 % but the 1.7B
+# q4_0 -2 %, the mixtures unchanged; tg128 unchanged. The PCIe H100 (114 of them) is left
+# out: the model's constants are the SXM's, untried there.
+ADAPTER_SMS = (("H100 PCIe", 0), ("H100", 132), ("H200", 132))
+
+
+def by_adapter(table: tuple[tuple[str, int], ...], gpu: Gpu) -> int:
+    """The figure of the first name in `table` that the adapter's name contains, else 0."""
+    device = str(gpu.info.get("device", ""))
+    return next((n for name, n in table if name in device), 0)
 
 
 def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
@@ -410,7 +428,7 @@ def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
         chunk, attn_wg = LONG_HEAD_CHUNK[1], LONG_HEAD_WG
     if head_dim >= WIDE_HEAD_CHUNK[0]:
         chunk = WIDE_HEAD_CHUNK[1]
-    t = replace(GPU_TUNING, attn_chunk=chunk, attn_wg=attn_wg,
+    t = replace(GPU_TUNING, attn_chunk=chunk, attn_wg=attn_wg, sms=by_adapter(ADAPTER_SMS, gpu),
                 early=int(gpu.backend in EARLY_BACKENDS and not wide), attn_tiles=head_dim >= LONG_HEAD_TILES)
     if wide:
         t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8)
@@ -443,8 +461,7 @@ def persist_groups(persist: int | str, gpu: Gpu) -> int:
     """Workgroups of the persistent decode layers for a setting (a count, 0 = off, or
     "auto": PERSIST_GROUPS' figure for this adapter, off if it has none)."""
     if persist == "auto":
-        device = str(gpu.info.get("device", ""))
-        return next((n for name, n in PERSIST_GROUPS.items() if name in device), 0)
+        return by_adapter(PERSIST_GROUPS, gpu)
     if isinstance(persist, str) and not persist.isdigit():
         raise UserError(f"persistent decode: a number of workgroups (0 = off) or auto, not {persist!r}")
     return int(persist)

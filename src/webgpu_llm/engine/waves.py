@@ -13,7 +13,8 @@ over K, as many ways as one wave holds (`tail_split`, where its epilogue has a k
 to run on the sums: QKV and gate/up).
 
 The cost model below is that trade in microseconds, its constants from the H100's
-measurements; `Tuning.sms` (the multiprocessors) turns it on in place of `Tuning.splits`.
+measurements; `Tuning.sms` (the multiprocessors) turns it on in place of `Tuning.splits`, for
+tiles of 128 x 128 outputs and larger (`by_waves`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,19 @@ STEP_US, STEP_US_PER_AREA = 0.4, 0.6 / (128 * 128)
 WAVE_US = 2.5  # a wave's own cost beside its steps (the K sweep's intercept: loads in, sums out)
 DISPATCH_US = 5.0  # a dependent dispatch in a chain (the epilogue kernel on a split's sums)
 BYTES_PER_US = 2.5e6  # partial sums written and read back (~2.5 TB/s)
+# Tiles of fewer outputs do not run a wave at a time: 64 x 64 tiles took 41 / 78 / 156 µs at
+# 68 / 132 / 264 workgroups of the same sweep, time following the workgroups, and the model's
+# splits of the 0.5B's quantized prompts on them (2x2x2x2) ran its pp512 10 % slower (H100).
+WAVE_AREA = 128 * 128
 
 
 def _up(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def by_waves(shape: TileShape) -> bool:
+    """Whether the model prices this workgroup's matmuls: output tiles of WAVE_AREA or more."""
+    return shape.bm * shape.bn >= WAVE_AREA
 
 
 def _walk_us(units: int, shape: TileShape) -> float:
