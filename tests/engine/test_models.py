@@ -171,6 +171,40 @@ def test_split_tails_of_qkv_and_gate_up_on_f16_tiles(gpu, monkeypatch, preset, s
     assert max_rel(eng.logits(IDS[:13]), unsplit) < 1e-3
 
 
+def test_short_batches_take_splits_planned_for_them(gpu, monkeypatch):
+    """A prompt batch longer than SHORT_PREFILL plans its K splits for its length, and a batch
+    of up to SHORT_PREFILL tokens (a short prompt, a long one's last) takes a Program planned
+    for that many (here gate/up's tail and down split for 32 tokens, QKV's tail for 16); the
+    next token's logits and the scored ones as the unsplit prompt's, one batch or two."""
+    import dataclasses
+
+    from webgpu_llm.engine import programs, waves
+
+    monkeypatch.setattr(waves, "DISPATCH_US", 0.0)
+    monkeypatch.setattr(waves, "WAVE_AREA", 0)
+    monkeypatch.setattr(programs, "SHORT_PREFILL", 16)
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    from webgpu_llm.models.presets import preset_model
+
+    cfg, tensors = preset_model("tiny", "f16")
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=32), ctx=64)
+    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=(),
+                               tiles=(1, 2, 1, 2), float_tiles=(), role_tiles=())
+    eng.rebuild(base)
+    prompts = [IDS[:13], IDS, (IDS * 2)[:45]]
+    want = [eng.next_logits(p) for p in prompts]
+    scored = eng.logits(prompts[2])
+    eng.rebuild(dataclasses.replace(base, sms=6))
+    m = eng.programs
+    assert (m.prompt_splits["gate_up"].tail_ways, m.prompt_splits["down"].ways) == (3, 2), m.prompt_splits
+    assert m.short_splits is not None and m.short_splits["qkv"].tail_ways == 3, m.short_splits
+    assert m.prefill_for(13) is m.tiled_for(16) is not m.prefill and m.prefill_for(17) is m.prefill
+    for p, w in zip(prompts, want):
+        assert max_rel(eng.next_logits(p), w) < 1e-3
+    assert max_rel(eng.logits(prompts[2]), scored) < 1e-3
+
+
 def test_gpu_decode_switches_match_transformers(gpu, tiny_dirs):
     """The float decode path a GPU's tuning takes (weights read by adjacent words, keys read
     the same way, first units requested before the prologue) with row groups of 8 threads:
@@ -550,6 +584,22 @@ def test_default_tuning_by_model_shape():
     cpu = default_tuning(SimpleNamespace(is_cpu=True, backend="dawn", info={}), 1536, 128)
     assert not cpu.quant_f16 and not cpu.attn_tiles and not cpu.fold_qk_norm and cpu.attn_wg == 0 and not cpu.role_tiles
     assert cpu.combine_unroll == 1
+
+
+def test_prompt_batch_fits_the_context_and_one_binding():
+    """GPU_BATCH's 2048 tokens where the context and the widest activation buffer (the tiny
+    model's 512 FFN values a token) allow; fewer, a multiple of 64, where one binding holds
+    fewer tokens' rows."""
+    from webgpu_llm.engine.programs import fit_batch, token_floats
+    from webgpu_llm.models.presets import preset_model
+
+    cfg, _ = preset_model("tiny", "f32")
+    assert token_floats(cfg) == max(cfg.intermediate, cfg.q_dim + 2 * cfg.kv_dim)
+    row = 4 * token_floats(cfg)
+    assert fit_batch(2048, 4096, 2048 * row, cfg) == 2048
+    assert fit_batch(2048, 1000, 2048 * row, cfg) == 1000
+    assert fit_batch(2048, 4096, 700 * row, cfg) == 640
+    assert fit_batch(128, 4096, 20 * row, cfg) == 64 and fit_batch(32, 4096, 20 * row, cfg) == 32  # (never below 64)
 
 
 def test_f16_decode_arithmetic_stays_close_to_float(gpu):

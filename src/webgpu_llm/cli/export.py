@@ -34,7 +34,7 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=int, default=DEFAULT_CTX, metavar="N",
                    help="context tokens the page's KV cache holds (default: %(default)s; capped to the model's)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
-                   help="prompt tokens a prefill chunk takes at most (default: 64 for --tuning cpu, 512 for gpu)")
+                   help="prompt tokens a prefill chunk takes at most (default: 64 for --tuning cpu, 2048 for gpu, fewer where one binding holds fewer tokens)")
     p.add_argument("--tuning", choices=("auto", "cpu", "gpu"), default="auto",
                    help="kernel shapes: for a software adapter (cpu: SwiftShader, llvmpipe), a GPU, or "
                         "those of the adapter this machine exports on (default: %(default)s)")

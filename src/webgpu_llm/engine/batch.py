@@ -38,7 +38,7 @@ from .programs import ExpertBuffers, Programs, kv_cache_bytes
 from .sampling import SamplingParams
 from .scheduler import Completion, Outbox, Scheduler, SerialScheduler
 from .session import Session
-from .settings import Tuning
+from .settings import STEP_ROWS, Tuning
 from .weights import ModelWeights
 
 LP_WIDTH = 1 + 2 * sampling.TOP_LOGPROBS  # floats of a sampled row's log-probabilities
@@ -527,10 +527,11 @@ def _logprobs(row: np.ndarray, n: int) -> tuple[float, list[tuple[int, float]]]:
 
 def batch_programs(programs: Programs, slots: int, ctx: int | None = None, max_rows: int | None = None,
                    kv_tokens: int | None = None) -> BatchPrograms:
-    """Batch Programs on the weights of a loaded model's Programs (shared, not copied)."""
+    """Batch Programs on the weights of a loaded model's Programs (shared, not copied), steps
+    of up to `max_rows` rows (default: its prompt batch, up to STEP_ROWS)."""
     t = replace(programs.tuning, persist=0)
     return BatchPrograms(programs.gpu, programs.cfg, programs.weights, slots, ctx or programs.ctx,
-                         max_rows or programs.batch, t, programs.kv_f16, kv_tokens)
+                         max_rows or min(programs.batch, STEP_ROWS), t, programs.kv_f16, kv_tokens)
 
 
 def scheduler(session: Session, parallel: int = 1, max_queue: int = 256, max_rows: int | None = None,

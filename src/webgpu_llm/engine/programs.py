@@ -64,7 +64,7 @@ from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig, Moe
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
-from .settings import PERSIST_WG, SPLIT_MAX, Tuning
+from .settings import PERSIST_WG, SHORT_PREFILL, SPLIT_MAX, Tuning
 from .waves import Split, by_waves, plan_split
 from .weights import GpuMatrix, LayerWeights, ModelWeights
 
@@ -131,6 +131,20 @@ class Buffers:
         )
 
 
+def token_floats(c: ModelConfig) -> int:
+    """The f32s a prompt token takes in the widest of its activation buffers (FFN, QKV rows, a
+    mixture's (token, slot) outputs)."""
+    m = c.architecture.moe
+    return max(c.intermediate, c.q_dim + 2 * c.kv_dim, c.hidden, m.used * max(c.hidden, m.ffn) if m else 0)
+
+
+def fit_batch(batch: int, ctx: int, binding: int, c: ModelConfig) -> int:
+    """The prompt batch for `batch` asked: at most the context, and as many tokens as the widest
+    activation buffer can bind (a multiple of 64 where it is fewer)."""
+    room = binding // (4 * token_floats(c))
+    return max(1, min(batch, ctx, room if room >= batch else max(64, room - room % 64)))
+
+
 def kv_cache_bytes(c: ModelConfig, ctx: int, kv_f16: bool) -> int:
     """A layer's K and V caches of `ctx` positions, in f16s or f32s."""
     return 2 * c.kv_dim * ctx * (2 if kv_f16 else 4)
@@ -180,7 +194,7 @@ class Programs:
     def __init__(self, gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, ctx: int, batch: int,
                  tuning: Tuning, fused: bool = True, kv_f16: bool = False) -> None:
         self._bookkeeping(gpu, cfg, weights, ctx, tuning, fused, kv_f16)
-        self.batch = max(1, min(batch, ctx))
+        self.batch = fit_batch(batch, ctx, gpu.max_binding, cfg)
         self.buf = Buffers.alloc(gpu, cfg, ctx, self.batch, kv_f16)
         # a prompt matmul's input as int8 units, for the matrix units (kernels/mma.py), made on first use
         self.mma_usable = mma.usable(gpu)
@@ -421,10 +435,10 @@ class Programs:
             shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
         return shape
 
-    def _prompt_splits(self) -> dict[str, Split]:
+    def _prompt_splits(self, tokens: int) -> dict[str, Split]:
         """K splits of each role's prompt matmul: Tuning.splits, or where Tuning.sms is set and
         the role takes f16 tiles that go by waves (waves.by_waves), the split that fills the
-        GPU's waves best (engine/waves.py: QKV and gate/up may split only their last wave's
+        GPU's waves best at `tokens` tokens (engine/waves.py: QKV and gate/up may split only their last wave's
         row blocks; a mixture's QKV, gate/up and down stay whole, as prompt_layers has them,
         and so does the tail of a QKV whose partials a per-head norm sums)."""
         t, a, L = self.tuning, self.cfg.architecture, self.weights.layers[0]
@@ -439,8 +453,11 @@ class Programs:
             if not by_waves(shape := self._prompt_tiles(spec, role)):
                 continue
             tails = role == "gate_up" or (role == "qkv" and not a.qk_norm)
-            splits[role] = plan_split(spec.rows, spec.pairs, spec.kp, self.batch, shape, t.sms, SPLIT_MAX,
-                                      epilogue_dispatch=tails)
+            plan = plan_split(spec.rows, spec.pairs, spec.kp, tokens, shape, t.sms, SPLIT_MAX, epilogue_dispatch=tails)
+            # (only where its partial sums fit one binding: QKV's and gate/up's share a buffer)
+            rows = max(specs["qkv"].rows, specs["gate_up"].rows) if role in ("qkv", "gate_up") else spec.rows
+            if tokens * max(plan.ways, plan.tail_ways) * rows * 4 <= self.gpu.max_binding:
+                splits[role] = plan
         return splits
 
     # -- programs --------------------------------------------------------------------------
@@ -471,20 +488,31 @@ class Programs:
                             "pml": self.gpu.buffer(self.batch * c.n_heads * splits * 8, "attn_split_ml")}
         return self._tparts
 
-    def prompt_program(self, thin: int = 0) -> Program:
-        """The prompt layers as a prefill Program: the tiled matmuls, or with `thin` as a
-        batched step of that many rows takes them (thin matmuls of `thin` tokens a pass, or
-        the f16 tiles of Tuning.batch_tiles)."""
+    def prompt_program(self, thin: int = 0, tokens: int = 0) -> Program:
+        """The prompt layers as a prefill Program: the tiled matmuls (their K splits planned
+        for batches of `tokens` tokens, 0: the whole batch), or with `thin` as a batched step
+        of that many rows takes them (thin matmuls of `thin` tokens a pass, or the f16 tiles
+        of Tuning.batch_tiles)."""
         prog = Program(self.gpu, "prefill")
-        self.prompt_layers(prog, self._base(), self.buf.kv, thin=thin)
+        self.prompt_layers(prog, self._base(), self.buf.kv, thin=thin, tokens=tokens)
         return prog
 
     def prefill_for(self, n: int) -> Program:
         """The prefill Program for a batch of n tokens: up to Tuning.thin_rows, where the
         batched steps' f16 tiles run, those: the prompt tiles' 64-128 token workgroups leave a
         short prompt's mostly empty (the 1.5B f16's first token of a 64-token prompt 16.4 ->
-        11.3 ms on an H100); else `prefill`."""
-        return self._prefill_few if self._prefill_few is not None and n <= self.tuning.thin_rows else self.prefill
+        11.3 ms on an H100); else `tiled_for(n)`."""
+        return self._prefill_few if self._prefill_few is not None and n <= self.tuning.thin_rows else self.tiled_for(n)
+
+    def tiled_for(self, n: int) -> Program:
+        """The tiled prefill Program for n tokens: the one whose K splits were planned for
+        batches of SHORT_PREFILL tokens where n is no more and it has one, else `prefill`."""
+        return self._prefill_short if self._prefill_short is not None and n <= SHORT_PREFILL else self.prefill
+
+    @property
+    def prefills(self) -> list[Program]:
+        """Every prefill Program a prompt may take (to build their pipelines ahead)."""
+        return [p for p in (self.prefill, self._prefill_short, self._prefill_few) if p is not None]
 
     def _base(self) -> dict[str, Any]:
         return {"st": self.buf.st, "tokens": self.buf.tokens}
@@ -493,14 +521,20 @@ class Programs:
         return {**self._base(), "pv": L.params, "kv": self.buf.kv[i]}
 
     def fit_partials(self) -> None:
-        """Plan the prompt matmuls' K splits for the tuning (`prompt_splits`) and size the
-        split-K partials of O and down (`buf.kpart`) for them: a row each of the prompt batch's
-        rows, times their splits, of a batched step's up to thin_rows rows, times theirs
-        (Tuning.batch_splits), and of one of up to few_rows rows, times its own
-        (batch_splits_few); grown, never shrunk, so a rebuild with other splits keeps working."""
-        self.prompt_splits = self._prompt_splits()
+        """Plan the prompt matmuls' K splits for the tuning, for the whole batch
+        (`prompt_splits`) and, in a batch longer than SHORT_PREFILL, for batches of that many
+        tokens where that plan differs (`short_splits`: a plan for 2048 tokens splits less
+        than one for 512); and size the split-K partials of O and down (`buf.kpart`) for them:
+        a row each of a planned batch's rows, times their splits, of a batched step's up to
+        thin_rows rows, times theirs (Tuning.batch_splits), and of one of up to few_rows rows,
+        times its own (batch_splits_few); grown, never shrunk, so a rebuild with other splits
+        keeps working."""
         t, rows = self.tuning, self.batch
-        most = max(rows * max(self.prompt_splits["o"].ways, self.prompt_splits["down"].ways),
+        self.prompt_splits = self._prompt_splits(rows)
+        short = self._prompt_splits(SHORT_PREFILL) if rows > SHORT_PREFILL else self.prompt_splits
+        self.short_splits = short if short != self.prompt_splits else None
+        plans = {rows: self.prompt_splits, SHORT_PREFILL: short}
+        most = max(*(n * max(p["o"].ways, p["down"].ways) for n, p in plans.items()),
                    min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)),
                    min(rows, t.few_rows) * max(t.split("o", True, True), t.split("down", True, True)))
         size = most * self.cfg.hidden * 4
@@ -520,6 +554,7 @@ class Programs:
         self.embed.add(embed_kernel(embed_spec, scale=c.architecture.embed_scale), {**base, **emb.bindings(), "x": b.h},
                        lambda n: (n, 1, 1))
         self.prefill = self.prompt_program()
+        self._prefill_short = self.prompt_program(tokens=SHORT_PREFILL) if self.short_splits else None
         # built with the rest, so that a first short prompt does not wait for its shaders; on a
         # CPU adapter its thin matmuls' work follows the rows, where the prompt matmul's tiles
         # cost a whole batch (SmolLM2 on llvmpipe: 2.2 s for a 3-token prompt; not where tests
@@ -579,7 +614,7 @@ class Programs:
     def prompt_layers(self, prog: Program, base: dict[str, Any], kv: list[Any], slots: Slots | None = None,
                       rows_of: Callable[[Any], int] | None = None, blocks_of: Callable[[Any], int] | None = None,
                       tables: dict[str, Any] | None = None, thin: int = 0, decode_only: bool = False,
-                      few: bool = False) -> None:
+                      few: bool = False, tokens: int = 0) -> None:
         """Every layer over the rows of a prompt batch (n tokens of one sequence), or with
         `slots` over a batched step's rows (`rows_of(n)` of them, of several sequences, the
         attention's query blocks `blocks_of(n)`; `tables` binds rows and blocks); `thin`:
@@ -587,8 +622,12 @@ class Programs:
         (one row) the one-sequence decode's kernels: mat-vecs with the RMSNorms in their
         prologues, split-K attention merged by O; `decode_only`: a batched step's blocks are
         all one row, so that with Tuning.batch_split_keys the prompt attention is left out;
-        `few`: a batched step of at most Tuning.few_rows rows (its splits: batch_splits_few)."""
+        `few`: a batched step of at most Tuning.few_rows rows (its splits: batch_splits_few);
+        `tokens`: the prompt's K splits as planned for batches of that many tokens
+        (`short_splits` for SHORT_PREFILL; 0: the whole batch's, `prompt_splits`)."""
         c, b, w = self.cfg, self.buf, self.weights
+        short = 0 < tokens < self.batch and self.short_splits is not None
+        plan, tokens = (self.short_splits, tokens) if short else (self.prompt_splits, self.batch)
         a, lay = c.architecture, w.layout
         qkv_shape = self.qkv_shape()
         full = self.attention_spec(0)
@@ -598,7 +637,7 @@ class Programs:
         # as Tuning.batch_splits says: 128-row workgroups leave a narrow model's matmuls a dozen
         def splits(role: str) -> int:
             if not thin:
-                return self.prompt_splits[role].ways
+                return plan[role].ways
             tiled = thin > 1 and all(self._batch_tiles(self.spec(getattr(L, role))) for i, L in enumerate(w.layers)
                                      if role in ("o", "qkv") or a.experts(i) is None)
             return self.tuning.split(role, batched=True, few=few) if tiled else 1
@@ -611,10 +650,10 @@ class Programs:
         if a.moe is not None:  # (not done: the experts)
             sq, sg = 1, 1
         # (Tuning.sms) QKV's or gate/up's last wave of row blocks in a dispatch of its own, split
-        tails = {r: self.prompt_splits[r] for r in ("qkv", "gate_up") if not thin and self.prompt_splits[r].tail_ways > 1}
+        tails = {r: plan[r] for r in ("qkv", "gate_up") if not thin and plan[r].tail_ways > 1}
         if (most := max(sq, sg, *(tl.tail_ways for tl in tails.values()))) > 1:
             sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)), most,
-                                    min(self.batch, self.tuning.thin_rows) if thin else self.batch)
+                                    min(self.batch, self.tuning.thin_rows) if thin else tokens)
 
         def mm(spec: LinearSpec, role: str, s: int, ins: dict[str, Any], outs: dict[str, Any], bind: dict[str, Any]) -> None:
             """A matmul of `role` with `s` K splits: partial sums, then its epilogue on them; or
@@ -641,7 +680,7 @@ class Programs:
             sd = 1
         if max(so, sd) > SPLIT_MAX:
             raise ValueError(f"at most {SPLIT_MAX} K splits per prompt matmul")
-        if not thin and slots is None:  # (bench's JSON: how the prompt's matmuls split K)
+        if not thin and slots is None and not short:  # (bench's JSON: how the prompt's matmuls split K)
             self.mm_splits = {"qkv": sq, "o": so, "gate_up": sg, "down": sd,
                               **{f"{r} tail": tl.tail_ways for r, tl in tails.items()}}
         rows = _counted(lambda n: (n, 1, 1), rows_of)

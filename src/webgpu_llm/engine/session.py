@@ -203,7 +203,7 @@ class Session:
         m = self.programs
         self._state(SamplingParams().state(0, 1, 0))
         self.write_tokens(0, [0])
-        progs = [m.embed, m.prefill, m.prefill_for(1), m.head, *m.samplers.values(), m.decode, m.score_norm,
+        progs = [m.embed, *m.prefills, m.head, *m.samplers.values(), m.decode, m.score_norm,
                  *m.score_chunks[:1]]
         assert all(p is not None for p in progs)
         run_each_once(self.gpu, progs, 1, progress)
@@ -360,10 +360,10 @@ class Session:
             self._state(SamplingParams().state(b0, n, 0, limit=len(ids)))
             chunks = [c for i, c in enumerate(m.score_chunks) if i * rows_per_chunk < n]
             if not want_logits:
-                run_programs(g, [(m.embed, n), (m.prefill, n), (m.score_norm, n)] + [(c, n) for c in chunks])
+                run_programs(g, [(m.embed, n), (m.tiled_for(n), n), (m.score_norm, n)] + [(c, n) for c in chunks])
                 yield b0, n, None
                 continue
-            run_programs(g, [(m.embed, n), (m.prefill, n), (m.score_norm, n)])
+            run_programs(g, [(m.embed, n), (m.tiled_for(n), n), (m.score_norm, n)])
             for i, c in enumerate(chunks):
                 run_programs(g, [(c, n)])
                 rows = min(rows_per_chunk, n - i * rows_per_chunk)
@@ -443,13 +443,13 @@ class Session:
     def prefill_gpu_seconds(self, n: int, reps: int = 5) -> float:
         """GPU seconds of an n-token prompt through the layers (embedding, head excluded)."""
         self._state(SamplingParams().state(0, n, 0))
-        return self.programs.prefill.time_gpu(n, reps=reps)
+        return self.programs.tiled_for(n).time_gpu(n, reps=reps)
 
     def profile_prefill(self, n: int) -> dict[str, Any]:
         """Where the layers of an n-token prompt spend their GPU time (embedding, head excluded)."""
         gpu_s = self.prefill_gpu_seconds(n)
         return {"tokens": n, "gpu_us": gpu_s * 1e6, "layers_tok_s": n / gpu_s,
-                "kernels": self.programs.prefill.profile_by_label(n)}
+                "kernels": self.programs.tiled_for(n).profile_by_label(n)}
 
     def step_kernels(self, prompt: list[int]) -> list[dict[str, Any]]:
         """GPU time of a greedy decode step after `prompt`, per kernel label (timestamps)."""

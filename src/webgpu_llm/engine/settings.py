@@ -391,11 +391,21 @@ LONG_HEAD_TILES = 64
 # on Dawn for narrow models, slower on wgpu-native and on wide models.
 EARLY_BACKENDS = ("dawn",)
 
-# Prompt tokens a prefill batch takes at most: a GPU's prompt rate grows up to 512; llvmpipe's is
-# flat from 64 to 256 (SmolLM2: 32 tok/s on 2 cores), where a 64-token batch takes ~2 s, as long
-# as a stop (Ctrl-C) may have to wait there, since a CPU adapter runs a submit to its end.
-GPU_BATCH = 512
+# Prompt tokens a prefill batch takes at most. A GPU's: fewer, longer batches fill more of its
+# waves and pay fewer dispatches; H100, the 1.5B f16's first token of a 2048-token prompt in
+# batches of 512 / 1024 / 2048 tokens, one call: 66.6 / 57.9 / 53.5 ms (llama.cpp CUDA 49.0).
+# A prompt's last batch of up to SHORT_PREFILL tokens takes K splits planned for that many
+# (Programs.short_splits: a plan for 2048 tokens splits less; pp512 as with batches of 512).
+# llvmpipe's rate is flat from 64 to 256 (SmolLM2: 32 tok/s on 2 cores), where a 64-token batch
+# takes ~2 s, as long as a stop (Ctrl-C) may have to wait there, since a CPU adapter runs a
+# submit to its end.
+GPU_BATCH = 2048
+SHORT_PREFILL = 512
 CPU_BATCH = 64
+# A batched step's rows at most (the server's steps): a step of a new prompt's rows holds up
+# every decoding stream for its length, so its prompt chunks stay at most 512 tokens (longer
+# steps are untimed there).
+STEP_ROWS = 512
 
 # Persistent decode layers (kernels/persistent.py): threads a workgroup (512 and 1024 were
 # slower), and resident workgroups by adapter for `persist="auto"` (two a SM fit, three do not;
@@ -490,6 +500,10 @@ class Settings:
 
     def prompt_batch(self, gpu: Gpu) -> int:
         return self.batch or (CPU_BATCH if gpu.is_cpu else GPU_BATCH)
+
+    def step_rows(self, gpu: Gpu) -> int:
+        """A batched step's rows at most: the prompt batch, up to STEP_ROWS."""
+        return min(self.prompt_batch(gpu), STEP_ROWS)
 
     def tuning_for(self, gpu: Gpu, hidden: int, head_dim: int) -> Tuning:
         """The tuning a model of this width and head size is built with on `gpu`."""
