@@ -146,6 +146,7 @@ def test_bench_json_on_a_file(capsys, tiny, monkeypatch):
     assert row["tuning_overrides"] == {"attn_chunk": "48"}
     assert row["tg_tok_s"] > 0 and row["pp_tok_s"] > 0 and row["dispatches_per_token"] > 0
     assert row["n_ttft"] == 20 and row["ttft_ms"] > 0 and row["prompt_attention"] == "simt"
+    assert row["prompt_batch"] == 16 and row["multiprocessors"] == 0  # (--n-pp, at least 16; llvmpipe: no waves model)
     assert row["prompt_matmul"]["qkv"] in ("simt", "f16")  # float weights: never the int8 tiles
     # the prompt attention on the (emulated) f16 tiles, its keys in three parts a block
     monkeypatch.setenv("WEBGPU_LLM_TUNING", "mma='emulate';attn_tiles=True;attn_splits=3")

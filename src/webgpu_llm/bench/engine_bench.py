@@ -45,7 +45,8 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     with them off and the number of positions where they agree is reported (`persist_agree`);
     `prompt_matmul` says where each role's prompt matmul ran: int8 tiles, f16 tiles or simt,
     `prompt_tiles` the f16 tiles' workgroup shape of those on them (e.g. "4x2x4x4 depth 2"),
-    `prompt_splits` the ways each splits K (Tuning.splits, or Tuning.sms's model of waves);
+    `prompt_splits` the ways each splits K (Tuning.splits, or with `multiprocessors` > 0,
+    Tuning.sms, the model of waves for that many), `prompt_batch` the prompt tokens a batch;
     `decode_matvec` each role's decode arithmetic: int8, f16 or f32.
     `ttft`: also the time to the first token of a prompt of that many tokens (`ttft_ms`),
     taken in prompt batches of `n_pp` tokens. `streams`: also K requests at once through the
@@ -82,7 +83,8 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
                            "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
                            "kv": "f16" if m.kv_f16 else "f32",
                            "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths), "prompt_tiles": dict(m.mm_tiles),
-                           "prompt_splits": dict(m.mm_splits), "decode_matvec": dict(m.mv_paths),
+                           "prompt_splits": dict(m.mm_splits), "prompt_batch": m.batch,
+                           "multiprocessors": eng.tuning.sms, "decode_matvec": dict(m.mv_paths),
                            "prompt_attention": _attention_path(m)}
     if gpu.backend == "dawn":  # WEBGPU_LLM_ROBUST, WEBGPU_LLM_DAWN_TOGGLES: and of these
         out["bounds_checks"] = gpu.options.robust
