@@ -438,9 +438,10 @@ class Programs:
     def _prompt_splits(self, tokens: int) -> dict[str, Split]:
         """K splits of each role's prompt matmul: Tuning.splits, or where Tuning.sms is set and
         the role takes f16 tiles that go by waves (waves.by_waves), the split that fills the
-        GPU's waves best at `tokens` tokens (engine/waves.py: QKV and gate/up may split only their last wave's
-        row blocks; a mixture's QKV, gate/up and down stay whole, as prompt_layers has them,
-        and so does the tail of a QKV whose partials a per-head norm sums)."""
+        GPU's waves best at `tokens` tokens (engine/waves.py: QKV and gate/up may split only
+        their last wave's row blocks; a mixture's QKV, gate/up and down stay whole, as
+        prompt_layers has them, and so does the tail of a QKV whose partials a per-head norm
+        sums)."""
         t, a, L = self.tuning, self.cfg.architecture, self.weights.layers[0]
         splits = {role: Split(t.split(role)) for role in ("qkv", "o", "gate_up", "down")}
         if not t.sms:
@@ -533,7 +534,7 @@ class Programs:
         self.prompt_splits = self._prompt_splits(rows)
         short = self._prompt_splits(SHORT_PREFILL) if rows > SHORT_PREFILL else self.prompt_splits
         self.short_splits = short if short != self.prompt_splits else None
-        plans = {rows: self.prompt_splits, SHORT_PREFILL: short}
+        plans = {rows: self.prompt_splits, **({SHORT_PREFILL: short} if self.short_splits else {})}
         most = max(*(n * max(p["o"].ways, p["down"].ways) for n, p in plans.items()),
                    min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)),
                    min(rows, t.few_rows) * max(t.split("o", True, True), t.split("down", True, True)))
