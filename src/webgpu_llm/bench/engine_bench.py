@@ -31,8 +31,8 @@ def _ids(n: int, vocab: int, seed: int) -> list[int]:
 def bench_settings(settings: Settings, n_prompt: int = 16, n_gen: int = 128, n_pp: int = 512,
                    ttft: int = 0, stream_batch: int = 0) -> tuple[Settings, int]:
     """The settings (prompt batch) and context a benchmark's model is built with; with
-    `--streams`, at least the rows of the server's steps (`stream_batch`), which its
-    scheduler takes."""
+    `--streams`, at least the server's prompt batch (`stream_batch`), with which its one
+    stream prefills its prompt."""
     return replace(settings, batch=max(n_pp, 16, stream_batch)), max(n_prompt + n_gen + 8, n_pp + 8, ttft + 8)
 
 
@@ -58,7 +58,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     `session`: the model already loaded (with
     `bench_settings`' context and batch; the variants of one benchmark share its weights),
     whose Programs are built anew with `settings`' kernels and fusion."""
-    settings, ctx = bench_settings(settings, n_prompt, n_gen, n_pp, ttft, Settings().step_rows(gpu) if streams else 0)
+    settings, ctx = bench_settings(settings, n_prompt, n_gen, n_pp, ttft, Settings().prompt_batch(gpu) if streams else 0)
     say = log or (lambda *_: None)
     tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
     if session is None:

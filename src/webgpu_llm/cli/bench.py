@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                         if session is None and len(persists) * len(mmas) * len(attn) > 1:
                             log(f"loading {cfg.name} once for {len(persists) * len(mmas) * len(attn)} variants")
                             s, ctx = bench_settings(settings, args.n_prompt, args.n_gen, args.n_pp, args.ttft,
-                                                    Settings().step_rows(gpu) if streams else 0)
+                                                    Settings().prompt_batch(gpu) if streams else 0)
                             session = Session.build(gpu, cfg, tensors.get, s, ctx)
                         r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
                                          n_pp=args.n_pp, ttft=args.ttft, reps=args.reps, streams=streams,

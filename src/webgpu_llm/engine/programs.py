@@ -489,13 +489,13 @@ class Programs:
                             "pml": self.gpu.buffer(self.batch * c.n_heads * splits * 8, "attn_split_ml")}
         return self._tparts
 
-    def prompt_program(self, thin: int = 0, tokens: int = 0) -> Program:
-        """The prompt layers as a prefill Program: the tiled matmuls (their K splits planned
-        for batches of `tokens` tokens, 0: the whole batch), or with `thin` as a batched step
-        of that many rows takes them (thin matmuls of `thin` tokens a pass, or the f16 tiles
-        of Tuning.batch_tiles)."""
+    def prompt_program(self, thin: int = 0, short: bool = False) -> Program:
+        """The prompt layers as a prefill Program: the tiled matmuls (with `short`, their K
+        splits as planned for batches of SHORT_PREFILL tokens), or with `thin` as a batched
+        step of that many rows takes them (thin matmuls of `thin` tokens a pass, or the f16
+        tiles of Tuning.batch_tiles)."""
         prog = Program(self.gpu, "prefill")
-        self.prompt_layers(prog, self._base(), self.buf.kv, thin=thin, tokens=tokens)
+        self.prompt_layers(prog, self._base(), self.buf.kv, thin=thin, short=short)
         return prog
 
     def prefill_for(self, n: int) -> Program:
@@ -532,10 +532,12 @@ class Programs:
         keeps working."""
         t, rows = self.tuning, self.batch
         self.prompt_splits = self._prompt_splits(rows)
-        short = self._prompt_splits(SHORT_PREFILL) if rows > SHORT_PREFILL else self.prompt_splits
-        self.short_splits = short if short != self.prompt_splits else None
-        plans = {rows: self.prompt_splits, **({SHORT_PREFILL: short} if self.short_splits else {})}
-        most = max(*(n * max(p["o"].ways, p["down"].ways) for n, p in plans.items()),
+        self.short_splits: dict[str, Split] | None = None
+        plans = [(rows, self.prompt_splits)]
+        if rows > SHORT_PREFILL and (short := self._prompt_splits(SHORT_PREFILL)) != self.prompt_splits:
+            self.short_splits = short
+            plans.append((SHORT_PREFILL, short))
+        most = max(*(n * max(p["o"].ways, p["down"].ways) for n, p in plans),
                    min(rows, t.thin_rows) * max(t.split("o", batched=True), t.split("down", batched=True)),
                    min(rows, t.few_rows) * max(t.split("o", True, True), t.split("down", True, True)))
         size = most * self.cfg.hidden * 4
@@ -555,7 +557,7 @@ class Programs:
         self.embed.add(embed_kernel(embed_spec, scale=c.architecture.embed_scale), {**base, **emb.bindings(), "x": b.h},
                        lambda n: (n, 1, 1))
         self.prefill = self.prompt_program()
-        self._prefill_short = self.prompt_program(tokens=SHORT_PREFILL) if self.short_splits else None
+        self._prefill_short = self.prompt_program(short=True) if self.short_splits else None
         # built with the rest, so that a first short prompt does not wait for its shaders; on a
         # CPU adapter its thin matmuls' work follows the rows, where the prompt matmul's tiles
         # cost a whole batch (SmolLM2 on llvmpipe: 2.2 s for a 3-token prompt; not where tests
@@ -615,7 +617,7 @@ class Programs:
     def prompt_layers(self, prog: Program, base: dict[str, Any], kv: list[Any], slots: Slots | None = None,
                       rows_of: Callable[[Any], int] | None = None, blocks_of: Callable[[Any], int] | None = None,
                       tables: dict[str, Any] | None = None, thin: int = 0, decode_only: bool = False,
-                      few: bool = False, tokens: int = 0) -> None:
+                      few: bool = False, short: bool = False) -> None:
         """Every layer over the rows of a prompt batch (n tokens of one sequence), or with
         `slots` over a batched step's rows (`rows_of(n)` of them, of several sequences, the
         attention's query blocks `blocks_of(n)`; `tables` binds rows and blocks); `thin`:
@@ -624,11 +626,13 @@ class Programs:
         prologues, split-K attention merged by O; `decode_only`: a batched step's blocks are
         all one row, so that with Tuning.batch_split_keys the prompt attention is left out;
         `few`: a batched step of at most Tuning.few_rows rows (its splits: batch_splits_few);
-        `tokens`: the prompt's K splits as planned for batches of that many tokens
-        (`short_splits` for SHORT_PREFILL; 0: the whole batch's, `prompt_splits`)."""
+        `short`: the prompt's K splits as planned for batches of SHORT_PREFILL tokens
+        (`short_splits`, which must exist), else the whole batch's (`prompt_splits`)."""
         c, b, w = self.cfg, self.buf, self.weights
-        short = 0 < tokens < self.batch and self.short_splits is not None
-        plan, tokens = (self.short_splits, tokens) if short else (self.prompt_splits, self.batch)
+        plan, tokens = self.prompt_splits, self.batch
+        if short:
+            assert self.short_splits is not None, "no plan of its own for short batches"
+            plan, tokens = self.short_splits, SHORT_PREFILL
         a, lay = c.architecture, w.layout
         qkv_shape = self.qkv_shape()
         full = self.attention_spec(0)
