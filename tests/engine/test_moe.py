@@ -74,7 +74,7 @@ def test_decode_folds_match_transformers(wgpu_gpu, tiny_dirs, arch):
     writes the table for down and combine), fold_combine (down adds its rows' weighted experts,
     biases included, into h) and, where the model has q/k norms, fold_qk_norm: a dispatch less
     a layer each, the same step logits, transformers' greedy tokens; then the expert mat-vecs
-    in row groups of 4 lanes (expert_tpr)."""
+    in row groups of 4 lanes (expert_tpr) with 3 units in flight (expert_ilp)."""
     import dataclasses
 
     d = tiny_dirs[arch, "float32"]
@@ -85,8 +85,8 @@ def test_decode_folds_match_transformers(wgpu_gpu, tiny_dirs, arch):
     s.rebuild(dataclasses.replace(s.tuning, fold_route=True, fold_combine=True, fold_qk_norm=qk))
     assert len(s.programs.decode) == n - s.cfg.n_layers * (3 if qk else 2)
     assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5
-    # the expert mat-vecs in row groups of their own width (Tuning.expert_tpr)
-    s.rebuild(dataclasses.replace(s.tuning, expert_tpr=4))
+    # the expert mat-vecs in row groups of their own width (Tuning.expert_tpr), 3 units in flight
+    s.rebuild(dataclasses.replace(s.tuning, expert_tpr=4, expert_ilp=3))
     assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5
     assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 

@@ -162,14 +162,16 @@ def test_matvec_int8_activations(gpu, prologue):
         binds, n, xin = {"w0": bq4, "pv": gpu.upload(nw)}, 2, x[1] * nw
         rms = 1.0 / np.sqrt(np.mean(x[1] ** 2) + 1e-5)
         ref = lambda v: (wq4 @ v) * rms  # noqa: E731
-    # one quantized input serving several row blocks; a plain x quantized straight from memory
-    for blocks, direct in ((1, False), (3, False), (1, True), (3, True)):
+    # one quantized input serving several row blocks; a plain x quantized straight from memory;
+    # 2 and 3 units' loads at once (5 units: a thread's last ones past the row's end)
+    for blocks, direct, ilp in ((1, False, 1), (3, False, 1), (1, True, 1), (3, True, 1), (1, True, 2), (3, False, 3)):
         yb = gpu.buffer(f * 4)
-        kernel = matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, blocks=blocks, int8_direct=direct)
+        kernel = matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, blocks=blocks, int8_direct=direct,
+                               ilp=ilp)
         assert ("xs[i] = " in kernel.wgsl) == (prologue != "plain" or not direct)  # staged or not
         run_kernel(gpu, kernel, {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4, blocks), n=n)
         y = read(gpu, yb, f)
-        assert rel_err(y, ref(int8_rounded(xin))) < 1e-4, (blocks, direct)
+        assert rel_err(y, ref(int8_rounded(xin))) < 1e-4, (blocks, direct, ilp)
         assert rel_err(y, ref(xin)) < 3e-2
 
 
@@ -275,19 +277,24 @@ def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
     # subgroup reduction where the backend has it (on llvmpipe the subgroup is 8 lanes wide)
     # staged in workgroup memory or not, with subgroup reductions where the backend has them
     # and several row blocks per workgroup (the last one ragged); with subgroups, row groups of
-    # one subgroup (tpr 8 on llvmpipe's 8 lanes) and of several (tpr 32, 64)
+    # one subgroup (tpr 8 on llvmpipe's 8 lanes) and of several (tpr 32, 64), and several a
+    # subgroup summed by shuffles (tpr 2, 4 on llvmpipe's; 2 to 16 on a GPU's 32 lanes)
     sgs = gpu.subgroups_wgsl(on_cpu=True)
-    for tpr, sg, shared, ilp, blocks in ((8, sgs, 32768, 1, 1), (8, sgs, 0, 1, 1), (32, None, 32768, 1, 1),
-                                         (1, None, 0, 1, 1), (2, None, 0, 1, 1), (1, None, 0, 2, 1),
-                                         (1, None, 32768, 3, 1), (8, sgs, 32768, 1, 3), (32, None, 32768, 1, 2),
-                                         (2, None, 0, 2, 4), (32, sgs, 32768, 1, 1), (64, sgs, 0, 1, 2)):
+    for tpr, sg, shared, ilp, blocks, shuffle in (
+            (8, sgs, 32768, 1, 1, False), (8, sgs, 0, 1, 1, False), (32, None, 32768, 1, 1, False),
+            (1, None, 0, 1, 1, False), (2, None, 0, 1, 1, False), (1, None, 0, 2, 1, False),
+            (1, None, 32768, 3, 1, False), (8, sgs, 32768, 1, 3, False), (32, None, 32768, 1, 2, False),
+            (2, None, 0, 2, 4, False), (32, sgs, 32768, 1, 1, False), (64, sgs, 0, 1, 2, False),
+            (4, sgs, 32768, 1, 1, True), (2, sgs, 0, 1, 3, True), (16, sgs, 32768, 2, 1, True)):
         gpu.write(yb, y0)
         spec = LinearSpec(k=k, segments=(Segment("f16", rows),), prologue="rmsnorm", epilogue="add",
                           eps=1e-5, nw_off=8, last_row=True)
-        kernel = matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp, blocks=blocks)
+        kernel = matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp, blocks=blocks,
+                               shuffle=shuffle)
+        assert ("subgroupShuffleXor" in kernel.wgsl) == (shuffle and sg is not None)
         run_kernel(gpu, kernel, {"w0": wb, "x": xb, "pv": pvb, "y": yb}, matvec_grid(spec, 64, tpr, blocks), n=t)
         ref = y0 + w @ rms_norm(x[t - 1], nw, 1e-5)
-        assert rel_err(read(gpu, yb, rows), ref) < 1e-5, (tpr, blocks)
+        assert rel_err(read(gpu, yb, rows), ref) < 1e-5, (tpr, blocks, shuffle)
 
 
 def qkv_case(gpu, fmt, d, ctx, k, t, pos0, seed, x_seen=lambda x: x, kv_f16=False):

@@ -288,11 +288,14 @@ class Programs:
         it takes the int8 path."""
         def sized(shape: dict[str, int]) -> dict[str, int]:
             shape = {**shape, "wg": wg} if wg else shape
+            if spec.experts and self.tuning.expert_ilp:
+                shape = {**shape, "ilp": self.tuning.expert_ilp}
             return {**shape, "tpr": self.tuning.expert_tpr} if spec.experts and self.tuning.expert_tpr else shape
 
         shape = sized(self.tuning.shape(role, int8=True))
         if self.tuning.int8 and int8_ok(spec, shape["wg"], self.shared_bytes, self.tuning.int8_direct):
-            return shape, True
+            ilp = shape["ilp"] if self.tuning.int8_ilp or (spec.experts and self.tuning.expert_ilp) else 1
+            return {**shape, "ilp": ilp}, True
         return sized(self.tuning.shape(role, spread=self.tuning.spread and spread_ok(spec))), False
 
     def _mv(self, spec: LinearSpec, role: str, wg: int = 0) -> Any:
@@ -301,7 +304,8 @@ class Programs:
         self.mv_paths[role] = "int8" if int8 else "f16" if half else "f32"
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
                              int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
-                             int8_direct=self.tuning.int8_direct, early=self.tuning.early, half=half, **shape)
+                             int8_direct=self.tuning.int8_direct, early=self.tuning.early, half=half,
+                             shuffle=self.tuning.mv_shuffle, **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         shape, _ = self.matvec_shape(spec, role)

@@ -94,6 +94,15 @@ class Tuning:
     # ... or a grid of the (expert, token block) tiles there are, listed by the group kernel
     # (linear.Experts.tiles): none empty and none looping (GPU_TUNING: EXPERT_LIST)
     expert_list: bool = False
+    # the int8 mat-vecs issue the loads of their shape's `ilp` units at once (else one unit at
+    # a time: the shapes' ilp was measured on the float path); off until timed
+    int8_ilp: bool = False
+    # mat-vecs whose row groups are narrower than a subgroup sum them by subgroup shuffles, not
+    # through workgroup memory (Qwen3-30B-A3B's experts: 16 lanes); off until timed
+    mv_shuffle: bool = False
+    # units in flight of a mixture's expert mat-vecs (0: their role's shape's): Qwen3-30B-A3B's
+    # expert gate/up walks 64 units in row groups of 16 lanes, four loads one after another
+    expert_ilp: int = 0
     # threads a row pair of a mixture's expert mat-vecs (0: their role's): the experts' rows are
     # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down);
     # GPU_TUNING takes 16

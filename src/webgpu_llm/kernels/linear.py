@@ -79,9 +79,10 @@ class Experts:
     # mat-vec: choose the experts here from the router's logits `rl` (moe.route_wgsl) instead
     # of reading `route`, which the first workgroup writes for the kernels after it
     router: Router | None = None
-    # mat-vec (down, x_per_slot, epilogue "add"): each row group takes its row of every chosen
-    # expert in turn and adds their gate-weighted sum (bias included) into y, the hidden
-    # state: no combine kernel and no per-slot outputs; grid z is 1
+    # mat-vec (down, x_per_slot, epilogue "add"): a workgroup's row groups take its row pairs
+    # of every chosen expert side by side (group i: slot i % used, pair i / used), and their
+    # gate-weighted sums (bias included) are added into y, the hidden state, through workgroup
+    # memory: no combine kernel and no per-slot outputs; grid z is 1
     combine: bool = False
     # matmul on the f16 tiles: a grid of only the token blocks an expert gets on average and one
     # more, each workgroup taking its expert's further blocks in turn (mma.f16_matmul_grid),
@@ -275,13 +276,14 @@ fn quant_unit(v: array<vec4<f32>, 8>) -> QX {
 
 QUANTIZE_X = QUANT_UNIT + """
 // int8 activations: each 32-value unit of x (staged, or read from memory) as int8s (four to a word) and its
-// (scale, scale * sum of the int8s)
-var<workgroup> xq: array<vec4<u32>, 2u * NU>;
-var<workgroup> xd: array<vec2<f32>, NU>;
+// (scale, scale * sum of the int8s); XS rows of x one after the other (the combined experts' slots), else row xb
+var<workgroup> xq: array<vec4<u32>, 2u * NU * XS>;
+var<workgroup> xd: array<vec2<f32>, NU * XS>;
 fn quantize_x(lid: u32, xb: u32) {
-  for (var u = lid; u < NU; u += WG) {
+  for (var u = lid; u < NU * XS; u += WG) {
     var v: array<vec4<f32>, 8>;
-%8  v[$i] = X(xb, u * 8u + $i);
+    let rb = select(xb, u / NU * K4, XS > 1u);
+%8  v[$i] = X(rb, u % NU * 8u + $i);
     let qu = quant_unit(v);  // (not `q`: a fused QKV kernel's binding, which a persistent layer renames)
     xq[2u * u] = vec4<u32>(qu.w[0], qu.w[1], qu.w[2], qu.w[3]);
     xq[2u * u + 1u] = vec4<u32>(qu.w[4], qu.w[5], qu.w[6], qu.w[7]);
@@ -610,7 +612,8 @@ EARLY_HOOK = "fn early_requested() {}"
 
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
                   shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1,
-                  spread: bool = False, int8_direct: bool = False, early: int = 0, half: bool = False) -> Kernel:
+                  spread: bool = False, int8_direct: bool = False, early: int = 0, half: bool = False,
+                  shuffle: bool = False) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     A workgroup takes `blocks` consecutive blocks of wg/tpr row pairs, one after the other,
@@ -620,8 +623,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     uses any (more bytes in flight per thread; within 1 % on the H200).
 
     `int8` (quantized segments, INT8_FORMATS; see `int8_ok`): the input is quantized to int8
-    per 32-value unit and the dot products run on `dot4I8Packed` (one unit per iteration;
-    `ilp` does not apply).
+    per 32-value unit and the dot products run on `dot4I8Packed` (`ilp` units an iteration).
 
     `spread` (float weights, SPREAD_FORMATS; ignored otherwise): a row group's threads read
     adjacent 16-byte words -- in each block of `tpr` units, the words of a thread's unit sit
@@ -644,8 +646,10 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
 
     `subgroups` is None (reduce through workgroup memory) or the WGSL directive that enables
     subgroup operations on this backend ("" where none is needed): a row group's sum is then
-    one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide. The input is
-    staged in workgroup memory when it fits in `shared_bytes`.
+    one subgroupAdd when the hardware subgroup is exactly `tpr` lanes wide, and with `shuffle`
+    log2(tpr) subgroupShuffleXor where a subgroup holds several row groups (else a tree
+    through workgroup memory). The input is staged in workgroup memory when it fits in
+    `shared_bytes`.
     """
     sig = Signature().state()
     for s in spec.segments:
@@ -658,14 +662,17 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     ft = "f16" if half else "f32"
     # int8: x is quantized from workgroup memory, or (plain input, `int8_direct`) from memory;
     # half: x converted to f16 once a workgroup
-    stage = ((spec.prologue != "plain" or (int8 and not int8_direct) or half)
+    combine = bool(spec.experts and spec.experts.combine)
+    if combine and not (spec.experts.x_per_slot and spec.epilogue == "add" and blocks == 1
+                        and spec.prologue == "plain" and wg // tpr >= spec.experts.used):
+        raise ValueError("the experts' combine is the down mat-vec's (x_per_slot, plain input, epilogue add, "
+                         "one row block, a row group for each chosen expert)")
+    # (combined: each row group reads its own slot's x, from memory)
+    stage = ((spec.prologue != "plain" or (int8 and not int8_direct) or half) and not combine
              and spec.kp * (2 if half else 4) + wg * 20 <= shared_bytes)
     norm = spec.prologue in ("rmsnorm", "post")
     if spec.prologue == "post" and (spec.experts or spec.last_row or blocks > 1):
         raise ValueError("the post-norm prologue is a one-token dense mat-vec's, in one row block")
-    combine = bool(spec.experts and spec.experts.combine)
-    if combine and not (spec.experts.x_per_slot and spec.epilogue == "add" and blocks == 1):
-        raise ValueError("the experts' combine is the down mat-vec's (x_per_slot, epilogue add, one row block)")
     early = int(early) if not int8 and spread_ok(spec) and ilp == 1 and blocks == 1 and not combine else 0
     spread = spread and not int8 and spread_ok(spec)
     words = SPREAD_FORMATS[spec.segments[0].fmt] if spread else 0  # 16-byte words per unit
@@ -696,7 +703,8 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         slot, choose = "slot", "\n  slot = wid.z;\n  ex = route[slot].x;"
     # the row pair's result: to the epilogue, or (combine) weighted into the sum over the slots
     finish = f"epi({slot}, p, a.x * sc, a.y * sc);"
-    slots_open = slots_close = ""
+    pair = f"(g * {blocks}u + blk) * (WG / TPR) + lid / TPR"
+    combined = ""
     if combine:
         bias = ""
         if spec.bias:  # each expert's own
@@ -704,18 +712,20 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
             body += PV_HELPER
             b0, b1 = _bias_pair(f"{spec.bias_off}u + ex * N")
             bias = f" + vec2<f32>({b0}, select(0.0, {b1}, row1(p) < N))"
-        finish = f"cacc += bitcast<f32>(route[slot].y) * (vec2<f32>(a.x * sc, a.y * sc){bias});"
-        choose = ""
-        slots_open = f"""
-  var cacc = vec2<f32>(0.0);
-  for (var j = 0u; j < {spec.experts.used}u; j++) {{
-  workgroupBarrier();  // the previous slot's staged x and sums are read
-  slot = j;
-  ex = route[j].x;"""
-        slots_close = """
-  }
-  let p = g * (WG / TPR) + lid / TPR;
-  if (lane == 0u && p < NP) { epi(0u, p, cacc.x, cacc.y); }"""
+        finish = f"cred[lid / TPR] = bitcast<f32>(route[slot].y) * (vec2<f32>(a.x * sc, a.y * sc){bias});"
+        used = spec.experts.used
+        body += f"const USED: u32 = {used}u;\nconst PPW: u32 = WG / TPR / USED;\nvar<workgroup> cred: array<vec2<f32>, WG / TPR>;\n"
+        choose = "\n  slot = (lid / TPR) % USED;\n  ex = route[slot].x;"
+        # (row groups past the last whole set of slots take no pair)
+        pair = "select(NP, g * PPW + lid / TPR / USED, lid / TPR < PPW * USED)"
+        combined = """
+  workgroupBarrier();  // every slot's weighted sums are in cred
+  let pw = g * PPW + lid;
+  if (lid < PPW && pw < NP) {
+    var s = vec2<f32>(0.0);
+    for (var j = 0u; j < USED; j++) { s += cred[lid * USED + j]; }
+    epi(0u, pw, s.x, s.y);
+  }"""
     if norm and not stage:  # each row group sums x² over the x it reads
         xw = f"let xr = select(vec4<f32>(0.0), XR(xb, @x), @ok); xv@j[$i] = vec4<{ft}>(xr * NW(@x)); ss += dot(xr, xr);"
         scale = f"let sc = inverseSqrt(a.z / {float(spec.k)} + {spec.eps!r});"
@@ -762,21 +772,31 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
                        f"      {{ let w = dec_row(r0, ew0_{e}); a.x += {dots('w', 'xv0')}; }}",
                        f"      {{ let w = dec_row(r1c, ew1_{e}); a.y += {dots('w', 'xv0')}; }}", "    }"]
         loop = "\n".join([*firsts, loop])
-    if int8:
-        loop = """    for (var u = lane; u < NU; u += TPR) {
-      let x0 = xq[2u * u];
-      let x1 = xq[2u * u + 1u];
-      let d = xd[u];
-      a.x += dot_row(r0, u, x0, x1, d);
-      a.y += dot_row(r1c, u, x0, x1, d);
-    }"""
+    if int8:  # (xo: the first unit of this row group's x; units u + j*TPR, j < ilp, as above, a
+        # unit past the row's end re-reading the last one with a zero scale)
+        units = []
+        for j in range(ilp):
+            uj = "u" if j == 0 else f"u{j}"
+            if j:
+                units.append(f"      let u{j} = min(u + {j}u * TPR, NU - 1u);")
+            d = f"xd[xo + {uj}]" if j == 0 else f"select(vec2<f32>(0.0), xd[xo + {uj}], u + {j}u * TPR < NU)"
+            units.append(f"      let x0_{j} = xq[2u * (xo + {uj})];\n      let x1_{j} = xq[2u * (xo + {uj}) + 1u];\n"
+                         f"      let d{j} = {d};")
+        a0 = " + ".join(f"dot_row(r0, {'u' if j == 0 else f'u{j}'}, x0_{j}, x1_{j}, d{j})" for j in range(ilp))
+        a1 = " + ".join(f"dot_row(r1c, {'u' if j == 0 else f'u{j}'}, x0_{j}, x1_{j}, d{j})" for j in range(ilp))
+        loop = "\n".join([f"    let xo = {'slot * NU' if combine else '0u'};",
+                          f"    for (var u = lane; u < NU; u += TPR * {ilp}u) {{", *units,
+                          f"      a.x += {a0};", f"      a.y += {a1};", "    }"])
     # a row group's sum: one subgroupAdd when the group is one hardware subgroup; when it spans
     # several, one subgroupAdd each and the group's subgroup sums added through workgroup
-    # memory (one barrier); otherwise a tree through workgroup memory (log2(tpr) barriers)
+    # memory (one barrier); several groups a subgroup (`shuffle`): log2(tpr) shuffles within
+    # it; otherwise a tree through workgroup memory (log2(tpr) barriers)
     sg_reduce = "{"
     if use_sg and tpr > 1:
         again = "\n      workgroupBarrier();  // the next row block writes red again" if blocks > 1 else ""
-        sg_reduce = f"""if (sgs == TPR) {{ a = subgroupAdd(a); }} else if (TPR > sgs && TPR % sgs == 0u) {{
+        few = ("} else if (TPR < sgs && sgs % TPR == 0u) {\n"
+               "      for (var s = TPR / 2u; s > 0u; s = s >> 1u) { a += subgroupShuffleXor(a, s); }\n    ") if shuffle else ""
+        sg_reduce = f"""if (sgs == TPR) {{ a = subgroupAdd(a); {few}}} else if (TPR > sgs && TPR % sgs == 0u) {{
       let t = subgroupAdd(a);
       if (lid % sgs == 0u) {{ red[lid / sgs] = t; }}
       workgroupBarrier();
@@ -801,21 +821,21 @@ const TPR: u32 = {tpr}u;
 const NU: u32 = {spec.kp // UNIT}u;
 {SPREAD_POS.replace("WPU", f"{words}u") if spread else ""}
 var<workgroup> red: array<vec4<f32>, WG>;
-{QUANTIZE_X if int8 else ""}
+{QUANTIZE_X.replace("XS", f"{spec.experts.used if combine else 1}u") if int8 else ""}
 {EARLY_HOOK if early else ""}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{sg_arg}) {{
   {sg_val}
   let g = wid.y * nwg.x + wid.x;
-  let lane = lid % TPR;{choose}{slots_open}{chr(10) + "  first_group = g == 0u;" if spec.prologue == "post" else ""}
+  let lane = lid % TPR;{choose}{chr(10) + "  first_group = g == 0u;" if spec.prologue == "post" else ""}
   let xb = xbase();
 {pre}
   {"early_requested();" if early else ""}
   prologue(lid, xb, sgs);
   {"quantize_x(lid, xb);" if int8 else ""}
   for (var blk = 0u; blk < {blocks}u; blk++) {{
-  let p = (g * {blocks}u + blk) * (WG / TPR) + lid / TPR;
+  let p = {pair};
   let pc = min(p, NP - 1u);
   let r0 = row0(pc);
   let r1c = select(r0, row1(pc), row1(pc) < N);  // an odd last row re-reads row0
@@ -830,7 +850,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     {scale}
     {finish}
   }}
-  }}{slots_close}
+  }}{combined}
 }}
 """)
     name = f"matvec_{spec.epilogue}_{spec.prologue}_{'+'.join(s.fmt for s in spec.segments)}{'_h' if half else ''}"
@@ -972,9 +992,11 @@ def spread_ok(spec: LinearSpec) -> bool:
 def int8_ok(spec: LinearSpec, wg: int, shared_bytes: int, direct: bool = False) -> bool:
     """Can this mat-vec take int8 activations (formats, and room for the int8 copy of x, beside
     x itself unless a plain input is quantized straight from memory: `direct`)?"""
-    staged = 0 if direct and spec.prologue == "plain" else spec.kp * 4
+    combine = spec.experts is not None and spec.experts.combine  # (every slot's x quantized, from memory)
+    staged = 0 if (direct or combine) and spec.prologue == "plain" else spec.kp * 4
+    rows = spec.experts.used if combine else 1
     return (all(s.fmt in INT8_FORMATS for s in spec.segments)
-            and staged + spec.kp + spec.kp // 4 + wg * 20 <= shared_bytes)
+            and staged + rows * (spec.kp + spec.kp // 4) + wg * 20 <= shared_bytes)
 
 
 def f16_weights(spec: LinearSpec) -> bool:
@@ -1011,8 +1033,10 @@ def _half_works(gpu: Gpu) -> bool:
 
 
 def matvec_groups(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> int:
-    """Workgroups of a mat-vec: each takes `blocks` blocks of wg/tpr row pairs."""
-    return -(-spec.pairs // (wg // tpr * blocks))
+    """Workgroups of a mat-vec: each takes `blocks` blocks of wg/tpr row pairs (combined
+    experts: wg/tpr/used pairs of every chosen expert)."""
+    per = wg // tpr // spec.experts.used if spec.experts and spec.experts.combine else wg // tpr * blocks
+    return -(-spec.pairs // per)
 
 
 def matvec_grid(spec: LinearSpec, wg: int = 128, tpr: int = 32, blocks: int = 1) -> tuple[int, int, int]:
