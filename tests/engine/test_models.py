@@ -526,6 +526,19 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     assert (0 < max_rel(_step_logits(eng), want) < 1e-2) if sums16 else max_rel(_step_logits(eng), want) < 1e-5
     with pytest.raises(ValueError, match="acc_f16"):
         dataclasses.replace(base, acc_f16=("head",)).check()
+    # Tuning.float_role_tiles and float_acc_f16: float weights' own role shapes and f16 sums
+    # (a wide model's gate/up), before role_tiles; quantized weights keep theirs
+    eng.rebuild(dataclasses.replace(base, role_tiles=(("gate_up", (1, 4, 1, 2)),),
+                                    float_role_tiles=(("gate_up", (2, 2, 1, 2)),), float_acc_f16=("gate_up",)))
+    labels = [d.label for d in model.prefill.dispatches if d.label.startswith("f16_matmul_silu_mul")]
+    floats = dtype == "f16"
+    assert len(labels) == cfg.n_layers and all(("_2x2x1x2" if floats else "_1x4x1x2") in x for x in labels), labels
+    assert all(("_a16" in x) == (floats and sums16) for x in labels), labels
+    assert max_rel(_step_logits(eng), want) < (1e-2 if floats and sums16 else 1e-5)
+    with pytest.raises(ValueError, match="float_acc_f16"):
+        dataclasses.replace(base, float_acc_f16=("head",)).check()
+    with pytest.raises(ValueError, match="float_role_tiles"):
+        dataclasses.replace(base, float_role_tiles=(("qkv", (2, 2)),)).check()
 
 
 def test_quant_f16_puts_quantized_prompts_on_f16_tiles_first(gpu):
@@ -569,6 +582,13 @@ def test_default_tuning_by_model_shape():
     assert wide.float_tiles == narrow.float_tiles == FLOAT_TILES and wide.x_f16 and narrow.x_f16
     # ... and gate/up its own, larger ones
     assert wide.role_tiles == narrow.role_tiles == ROLE_TILES and dict(ROLE_TILES)["gate_up"] == (4, 2, 4, 4)
+    # ... and a wide model's float weights 4x2x4x8 with f16 sums
+    assert dict(wide.float_role_tiles)["gate_up"] == (4, 2, 4, 8) and wide.float_acc_f16 == ("gate_up",)
+    assert not narrow.float_role_tiles and not gemma.float_role_tiles and not narrow.float_acc_f16
+    assert wide.tile_shape(float_weights=True, role="gate_up").acc16
+    assert not wide.tile_shape(float_weights=False, role="gate_up").acc16
+    # row groups narrower than a subgroup sum by shuffles on GPUs
+    assert wide.mv_shuffle and narrow.mv_shuffle
     assert not default_tuning(gpu, 896, 32).attn_tiles
     assert (narrow.attn_chunk, narrow.attn_wg, wide.attn_chunk, wide.attn_wg) == (32, 128, 64, 256)
     assert (gemma.attn_chunk, gemma.attn_wg) == (32, 256) and gemma.fold_qk_norm and gemma.fold_post_norm

@@ -436,7 +436,9 @@ class Programs:
         while shape.shared_bytes > limit and shape.tm > 1:  # then fewer token tiles a subgroup
             shape = replace(shape, tm=shape.tm // 2)
         if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_mma(self.gpu.subgroup_matrix_configs, sums="f16"):
-            shape = replace(shape, acc16=False)  # (f16 sums: only where the device lists such tiles)
+            # f16 sums only where the device lists such tiles; a subgroup's f32 sums at most 4 x 4
+            # fragments (the registers that f16 sums halve)
+            shape = replace(shape, acc16=False, tm=min(shape.tm, 4), tn=min(shape.tn, 4))
         return shape
 
     def _prompt_splits(self, tokens: int) -> dict[str, Split]:

@@ -81,6 +81,8 @@ class Tuning:
     # ... by matrix role ("qkv", "o", "gate_up", "down": (sm, sn, tm, tn)), before both: a 1.5B
     # QKV of 2048 rows in 128 x 128 tiles is 64 workgroups for 512 tokens, half an H200's SMs
     role_tiles: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
+    # ... by role for float weights only, before `role_tiles` (default_tuning: WIDE_FLOAT_ROLE_TILES)
+    float_role_tiles: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
     # a mixture's prompt expert matmuls on the f16 tiles in workgroups of this shape (every
     # format dequantized while staging), where the f16 tiles run and mma is not "int8"/"off":
     # fewer tokens a workgroup for an expert's few rows (Qwen3-30B-A3B: 32 on average in a
@@ -98,7 +100,7 @@ class Tuning:
     # a time: the shapes' ilp was measured on the float path); off until timed
     int8_ilp: bool = False
     # mat-vecs whose row groups are narrower than a subgroup sum them by subgroup shuffles, not
-    # through workgroup memory (Qwen3-30B-A3B's experts: 16 lanes); off until timed
+    # through workgroup memory (GPU_TUNING: MV_SHUFFLE)
     mv_shuffle: bool = False
     # units in flight of a mixture's expert mat-vecs (0: their role's shape's): Qwen3-30B-A3B's
     # expert gate/up walks 64 units in row groups of 16 lanes, four loads one after another
@@ -133,6 +135,8 @@ class Tuning:
     # accumulators' registers, for sums rounded to f16 (its range: a role whose outputs can pass
     # 65504, as some models' down projections, must keep f32). H100, 1.5B f16 pp512 +1 %: off
     acc_f16: tuple[str, ...] = ()
+    # ... and these roles' for float weights only (default_tuning: WIDE_FLOAT_ACC_F16)
+    float_acc_f16: tuple[str, ...] = ()
     # the f16 tiles stage f16 words through bitcast<vec2<f16>> (mma.TileShape.bitcast), not
     # unpack2x16float's f32s converted back (H100, 1.5B f16 pp512 +1 %: off)
     stage_bitcast: bool = False
@@ -233,11 +237,13 @@ class Tuning:
         float weights' where they have their own)."""
         if experts and self.expert_tiles:
             return TileShape(*self.expert_tiles)
-        tiles = dict(self.role_tiles).get(role) or (self.float_tiles if float_weights and self.float_tiles else self.tiles)
+        tiles = ((dict(self.float_role_tiles).get(role) if float_weights else None) or dict(self.role_tiles).get(role)
+                 or (self.float_tiles if float_weights and self.float_tiles else self.tiles))
         double = self.double_staging or (float_weights and self.float_double)
+        acc16 = role in self.acc_f16 or (float_weights and role in self.float_acc_f16)
         return TileShape(*tiles, tokens_first=self.tokens_first, double=double, ku=self.stage_units,
                          straight=self.straight_staging, depth=self.stage_depth, spread=self.spread_staging,
-                         acc16=role in self.acc_f16, bitcast=self.stage_bitcast)
+                         acc16=acc16, bitcast=self.stage_bitcast)
 
     def batch_tile_shape(self, role: str) -> TileShape:
         """The f16 tiles' workgroup of a batched step's matmuls (the LM head's where it has its
@@ -269,16 +275,19 @@ class Tuning:
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.{name}: {e}") from None
         tiled = tuple(r for r in ROLES if r != "head")  # a layer's prompt matmuls
-        if not isinstance(self.acc_f16, tuple) or any(r not in tiled for r in self.acc_f16):
-            raise ValueError(f"Tuning.acc_f16: a tuple of roles (qkv, o, gate_up, down), not {self.acc_f16!r}")
-        for entry in self.role_tiles:
-            try:
-                role, fields = entry
-                if role not in tiled or len(fields) != 4:
-                    raise ValueError("a role (qkv, o, gate_up or down) and (sm, sn, tm, tn)")
-                self.tile_shape(role=role).check()
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"Tuning.role_tiles: {entry!r}: {e}") from None
+        for name in ("acc_f16", "float_acc_f16"):
+            roles = getattr(self, name)
+            if not isinstance(roles, tuple) or any(r not in tiled for r in roles):
+                raise ValueError(f"Tuning.{name}: a tuple of roles (qkv, o, gate_up, down), not {roles!r}")
+        for name in ("role_tiles", "float_role_tiles"):
+            for entry in getattr(self, name):
+                try:
+                    role, fields = entry
+                    if role not in tiled or len(fields) != 4:
+                        raise ValueError("a role (qkv, o, gate_up or down) and (sm, sn, tm, tn)")
+                    self.tile_shape(float_weights=name == "float_role_tiles", role=role).check()
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"Tuning.{name}: {entry!r}: {e}") from None
         for name in ("splits", "batch_splits", "batch_splits_few"):
             for role, n in getattr(self, name):
                 if role not in tiled or not isinstance(n, int) or not 1 <= n <= SPLIT_MAX:
@@ -357,6 +366,12 @@ FOLD_NORMS = True
 # q4_0 990 / 1245 -> 966 / 1087 (tg64 unchanged); next call, the 0.5B q4_0's tg128 after a
 # 1000-token prompt 977 -> 1148 tok/s.
 COMBINE_UNROLL = 4
+# Row groups narrower than a subgroup (16 lanes: the experts, narrow models' gate/up) sum by
+# log2(16) subgroup shuffles, not a tree of barriers through workgroup memory. H100, tg128
+# against the tree in one call: Qwen3-30B-A3B q4_0 327.1 / 327.6 -> 329.5 / 329.5, 0.5B q4_0
+# 1337 -> 1362, Gemma-3-1B q4_0 878 -> 889, f16 690 -> 696, Qwen3-0.6B q4_0 1068 / 1075 / 1071
+# -> 1061 / 1078 / 1078, Qwen3-1.7B f16 547 / 548 -> 550 / 549, the 1.5B q4_0 and q8_0 within 0.2 %.
+MV_SHUFFLE = True
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
@@ -366,13 +381,22 @@ GPU_TUNING = Tuning(
     expert_tiles=EXPERT_TILES, expert_list=EXPERT_LIST, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS,
     combine_unroll=COMBINE_UNROLL, quant_f16=True, float_tiles=FLOAT_TILES, float_double=True, x_f16=True,
-    role_tiles=ROLE_TILES)
+    role_tiles=ROLE_TILES, mv_shuffle=MV_SHUFFLE)
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
 WIDE_FROM = 1536
 WIDE_MV = {"gate_up": ("gate_up", 256, 8, 2)}
 WIDE_MV_INT8 = (("qkv", 256, 64, 1), ("o", 256, 64, 2), ("down", 256, 64, 1), ("head", 256, 8, 1))
+# ... and their float weights' gate/up on 256 x 256 tiles (each subgroup 64 x 128) with f16
+# sums, as llama.cpp CUDA's cuBLAS sums f16 weights (its registers only hold f16 sums; 45 KB of
+# workgroup memory). H100, two alternations each against the defaults in one call: the 1.5B
+# f16's pp512 32.8k / 32.0k -> 33.4k / 34.0k, pp2048 37.9k / 38.0k -> 40.1k / 40.3k (first token
+# of 2048 53.7 / 54.5 -> 51.6 / 50.9 ms), Qwen3-1.7B f16 pp512 30.1k / 28.4k -> 30.2k / 30.6k.
+# Narrower models are left out: Gemma-3-1B f16 (1152 wide) 39.6k -> 31.6k, while the 0.5B f16
+# gained (69.2k -> 73.0k, one run).
+WIDE_FLOAT_ROLE_TILES = (("gate_up", (4, 2, 4, 8)),)
+WIDE_FLOAT_ACC_F16 = ("gate_up",)
 # Models 1024 wide and wider take the f16 tiles 2x2x4x4 for prompts (pp512 of the 1.5B f16 +10 %
 # on an H200, +7 % on an H100; the 0.5B f16, 896 wide, 5 % slower), quantized weights
 # dequantized into them. H100, pp512 against the int8 tiles and 2x2x2x2, two calls: Gemma-3-1B
@@ -450,7 +474,8 @@ def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
     t = replace(GPU_TUNING, attn_chunk=chunk, attn_wg=attn_wg, sms=by_adapter(ADAPTER_SMS, gpu),
                 early=int(gpu.backend in EARLY_BACKENDS and not wide), attn_tiles=head_dim >= LONG_HEAD_TILES)
     if wide:
-        t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8)
+        t = replace(t, mv=tuple(WIDE_MV.get(r[0], r) for r in t.mv), mv_int8=WIDE_MV_INT8,
+                    float_role_tiles=WIDE_FLOAT_ROLE_TILES, float_acc_f16=WIDE_FLOAT_ACC_F16)
     if hidden >= WIDE_TILES_FROM:
         t = replace(t, tiles=WIDE_TILES)
     return t
