@@ -39,16 +39,24 @@ def ref_route(logits: np.ndarray, used: int, normalize: bool) -> tuple[np.ndarra
     return ids, e / z
 
 
+@pytest.mark.parametrize("subgroups", [False, True])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_route_picks_the_largest_and_weighs_them(gpu, normalize):
+def test_route_picks_the_largest_and_weighs_them(gpu, normalize, subgroups):
+    """Ranked in workgroup memory, or by rounds of subgroup operations (Tuning.route_subgroups)."""
+    sg = gpu.subgroups_wgsl(on_cpu=True)
+    if subgroups and sg is None:
+        pytest.skip("no subgroup operations on this adapter")
     rng = np.random.default_rng(1)
-    n, count, used = 5, 83, 6  # more experts than the workgroup's threads
+    n, count, used = 6, 83, 6  # more experts than the workgroup's threads
     logits = rng.standard_normal((n, count)).astype(np.float32)
     logits[2, 10] = logits[2, 40] = 9.0  # a tie: the lower id first
     logits[3, :7] = np.nan  # a broken router row still picks distinct, real experts
+    logits[4, 5:] = np.nan  # ... and NaNs only past the first five: then the lowest of them
+    logits[5, :] = 1.5  # all tied
     rb = gpu.buffer(n * used * 8)
-    run_kernel(gpu, moe.route_kernel(moe.Router(count, used, normalize)), {"x": gpu.upload(logits), "route": rb},
-               (n, 1, 1), n=n)
+    kernel = moe.route_kernel(moe.Router(count, used, normalize), subgroups=sg if subgroups else None)
+    assert ("subgroupMax" in kernel.wgsl) == subgroups
+    run_kernel(gpu, kernel, {"x": gpu.upload(logits), "route": rb}, (n, 1, 1), n=n)
     got = read(gpu, rb, (n, used, 2), np.uint32)
     ids, w = ref_route(logits, used, normalize)
     assert (got[..., 0] == ids).all()

@@ -166,8 +166,12 @@ class Tuning:
     # router's logits (moe.route_wgsl), a dispatch less a layer; off until measured
     fold_route: bool = False
     # a mixture's decode: the down mat-vec adds each row's gate-weighted experts into h itself
-    # (linear.Experts.combine), a dispatch less a layer; off until measured
+    # (linear.Experts.combine: a row group for each chosen expert), a dispatch less a layer;
+    # H100, Qwen3-30B-A3B tg128 327.1 / 327.6 -> 326.1 / 326.3: off
     fold_combine: bool = False
+    # a mixture's choice of experts by subgroup operations (moe.route_subgroup_wgsl), not by
+    # ranking each expert against all the others in workgroup memory; off until timed
+    route_subgroups: bool = False
     # batched steps (engine/batch.py thin_level): up to `thin_rows` rows on thin matmuls of
     # `thin_tokens` rows a pass over the weights, more on the prompt matmuls
     thin_rows: int = 32

@@ -86,21 +86,66 @@ fn rt_gate(l: f32) -> f32 {{ return exp(max(l - rt_top_v[0], -80.0)); }}
     return decls, code
 
 
-def route_kernel(r: Router) -> Kernel:
+def route_subgroup_wgsl(r: Router, wg: int) -> tuple[str, str]:
+    """As `route_wgsl` (its logits already in rt_v), by subgroup operations: each subgroup
+    makes the whole choice itself, `used` rounds of a subgroupMax over its lanes' best
+    untaken experts (a lane's are every sgs-th, read from workgroup memory) and a
+    subgroupMin of the ids that hold it, so that ties go to the lower id; no barrier until
+    the choice is written. Needs `sl` (subgroup_invocation_id) and `sgs` (subgroup_size)."""
+    words = -(-r.count // 32)
+    decls = f"const RT_W: u32 = {words}u;\n"
+    z = ("var z = 0.0;\n  for (var j = 0u; j < RT_K; j++) { z += exp(max(tv[j] - tv[0], -80.0)); }" if r.normalize else
+         "var zl = 0.0;\n  for (var e = sl; e < RT_E; e += sgs) { zl += exp(max(rt_v[e] - tv[0], -80.0)); }\n"
+         "  let z = subgroupAdd(zl);")
+    code = f"""
+  var taken: array<u32, RT_W>;
+  var tv: array<f32, RT_K>;
+  var ti: array<u32, RT_K>;
+  for (var j = 0u; j < RT_K; j++) {{
+    var best = bitcast<f32>(0xff7fffffu);  // (the lowest f32, below a NaN's stand-in: that one is still chosen)
+    var bi = RT_E;
+    for (var e = sl; e < RT_E; e += sgs) {{
+      let v = rt_v[e];
+      if ((taken[e / 32u] & (1u << (e % 32u))) == 0u && v > best) {{ best = v; bi = e; }}
+    }}
+    let m = subgroupMax(best);
+    let w = subgroupMin(select(RT_E, bi, best == m));
+    tv[j] = m;
+    ti[j] = w;
+    taken[w / 32u] |= 1u << (w % 32u);
+  }}
+  {z}
+  if (lid < RT_K) {{ rt_top_v[lid] = tv[lid]; rt_top_i[lid] = ti[lid]; }}
+  if (lid == 0u) {{ rt_z = z; }}
+  workgroupBarrier();"""
+    assert wg >= r.used
+    return decls, code
+
+
+def route_kernel(r: Router, subgroups: str | None = None) -> Kernel:
     """Per token (workgroup t; grid (n, 1, 1)): the `used` largest of its `count` logits
-    (ties to the lower id) and their gate weights, into `route` (route_wgsl)."""
+    (ties to the lower id) and their gate weights, into `route` (route_wgsl); with
+    `subgroups` (the backend's directive, as for the mat-vecs) chosen by subgroup operations
+    (route_subgroup_wgsl)."""
     sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
     decls, code = route_wgsl(r, ROUTE_WG, "x[t * RT_E + e]")
+    args = ""
+    if subgroups is not None:
+        load = code[:code.index("workgroupBarrier();") + len("workgroupBarrier();")]  # (the logits into rt_v)
+        more, choose = route_subgroup_wgsl(r, ROUTE_WG)
+        decls, code = decls + more, load + choose
+        args = ", @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) sgs: u32"
     body = decls + f"""
 @compute @workgroup_size({ROUTE_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{args}) {{
   let t = wid.x;{code}
   if (lid < RT_K) {{
     route[t * RT_K + lid] = vec2<u32>(rt_top_i[lid], bitcast<u32>(rt_gate(rt_top_v[lid]) / rt_z));
   }}
 }}
 """
-    return sig.kernel(f"moe_route_{r.count}x{r.used}", body)
+    k = sig.kernel(f"moe_route_{r.count}x{r.used}{'_sg' if subgroups is not None else ''}", body)
+    return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
 
 
 def tile_list_len(pairs: int, count: int, bm: int) -> int:
