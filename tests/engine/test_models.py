@@ -296,6 +296,12 @@ def test_int8_activations_stay_close_to_float(wgpu_gpu):
     down = model.spec(model.weights.layers[0].down, epilogue="add")
     assert model.matvec_shape(down, "down") == ({"wg": 128, "tpr": 32, "ilp": 1}, True)
     assert max_rel(_step_logits(eng), got) < 1e-5
+    # the first unit's words requested before x is quantized (int8_early), the shapes' units in
+    # flight (int8_ilp: here 2): same math
+    eng.rebuild(dataclasses.replace(eng.tuning, int8=True, int8_early=1, int8_ilp=True,
+                                    mv_int8=(("o", 64, 4, 2), ("down", 128, 32, 1))))
+    assert any("dotw_row(" in d.kernel.wgsl for d in model.decode.dispatches)
+    assert max_rel(_step_logits(eng), got) < 1e-5
 
 
 @pytest.mark.slow
@@ -334,6 +340,10 @@ def test_persistent_decode_layers_with_int8_weights(wgpu_gpu):
     eng.rebuild(dataclasses.replace(m.tuning, int8=True, persist=1))
     assert m.persist_note == "" and len(m.decode) == 1 + cfg.n_layers
     assert "dot4I8Packed" in m.decode.dispatches[1].kernel.wgsl  # the int8 mat-vecs inside
+    assert max_rel(_step_logits(eng), base) < 1e-5
+    # ... with their first words requested before their stage's wait (int8_early)
+    eng.rebuild(dataclasses.replace(m.tuning, int8=True, persist=1, int8_early=1))
+    assert m.persist_note == "" and "dotw_row(" in m.decode.dispatches[1].kernel.wgsl
     assert max_rel(_step_logits(eng), base) < 1e-5
 
 

@@ -142,10 +142,12 @@ def test_int8_room_for_wide_inputs():
     assert not int8_ok(normed, 256, 49152, direct=True)  # a normalised x is staged regardless
 
 
-@pytest.mark.parametrize("prologue", ["plain", "rmsnorm"])
+@pytest.mark.parametrize("prologue", ["plain", "rmsnorm", "plain_q8"])
 def test_matvec_int8_activations(gpu, prologue):
-    """dot4I8Packed path: q4_0 gate and q8_0 up segments (SiLU·mul) or a q4_0 matrix with a
-    fused RMSNorm, against numpy on the int8-rounded input (and loosely on the exact one)."""
+    """dot4I8Packed path: q4_0 gate and q8_0 up segments (SiLU·mul), a q4_0 matrix with a
+    fused RMSNorm or a plain q8_0 one, against numpy on the int8-rounded input (and loosely on
+    the exact one); the one-format matrices also with their first units' words requested
+    before x is quantized (`early`; two formats of other word counts ignore it)."""
     rng = np.random.default_rng(6)
     k, f = 160, 45
     wq4, bq4 = _weight(gpu, "q4_0", f, k, rng)
@@ -156,6 +158,10 @@ def test_matvec_int8_activations(gpu, prologue):
         spec = LinearSpec(k=k, segments=(Segment("q4_0", f), Segment("q8_0", f)), epilogue="silu_mul")
         binds, n, xin = {"w0": bq4, "w1": bq8}, 1, x[0]
         ref = lambda v: silu(wq4 @ v) * (wq8 @ v)  # noqa: E731
+    elif prologue == "plain_q8":
+        spec = LinearSpec(k=k, segments=(Segment("q8_0", f),))
+        binds, n, xin = {"w0": bq8}, 1, x[0]
+        ref = lambda v: wq8 @ v  # noqa: E731
     else:
         nw = rng.standard_normal(k).astype(np.float32)
         spec = LinearSpec(k=k, segments=(Segment("q4_0", f),), prologue="rmsnorm", eps=1e-5, last_row=True)
@@ -164,14 +170,16 @@ def test_matvec_int8_activations(gpu, prologue):
         ref = lambda v: (wq4 @ v) * rms  # noqa: E731
     # one quantized input serving several row blocks; a plain x quantized straight from memory;
     # 2 and 3 units' loads at once (5 units: a thread's last ones past the row's end)
-    for blocks, direct, ilp in ((1, False, 1), (3, False, 1), (1, True, 1), (3, True, 1), (1, True, 2), (3, False, 3)):
+    for blocks, direct, ilp, early in ((1, False, 1, 0), (3, False, 1, 0), (1, True, 1, 0), (3, True, 1, 0),
+                                       (1, True, 2, 0), (3, False, 3, 0), (1, False, 1, 1), (1, True, 1, 2)):
         yb = gpu.buffer(f * 4)
         kernel = matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, blocks=blocks, int8_direct=direct,
-                               ilp=ilp)
-        assert ("xs[i] = " in kernel.wgsl) == (prologue != "plain" or not direct)  # staged or not
+                               ilp=ilp, early=early)
+        assert ("dotw_row(" in kernel.wgsl) == (early > 0 and prologue != "plain"), early
+        assert ("xs[i] = " in kernel.wgsl) == (prologue == "rmsnorm" or not direct)  # staged or not
         run_kernel(gpu, kernel, {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4, blocks), n=n)
         y = read(gpu, yb, f)
-        assert rel_err(y, ref(int8_rounded(xin))) < 1e-4, (blocks, direct, ilp)
+        assert rel_err(y, ref(int8_rounded(xin))) < 1e-4, (blocks, direct, ilp, early)
         assert rel_err(y, ref(xin)) < 3e-2
 
 

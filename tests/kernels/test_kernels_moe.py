@@ -123,10 +123,10 @@ def _router_logits(gpu, case: MoeCase, prog: Steps, xb, n: int):
 
 
 def decode_ffn(gpu, case: MoeCase, x: np.ndarray, int8: bool, combine: bool = False,
-               ilp: int = 1) -> tuple[np.ndarray, np.ndarray]:
+               ilp: int = 1, early: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One token through the MoE FFN on the GPU: h + MoE(h), and the route table; with
     `combine` the down mat-vec adds the weighted sum into h itself (Experts.combine); `ilp`
-    units' loads at once."""
+    units' loads at once; `early` units' words requested before the prologue."""
     hb = gpu.upload(x)
     prog = Steps(gpu, 1)
     _, logits = _router_logits(gpu, case, prog, hb, 1)
@@ -134,7 +134,7 @@ def decode_ffn(gpu, case: MoeCase, x: np.ndarray, int8: bool, combine: bool = Fa
     prog.add(moe.route_kernel(moe.Router(E, K)), {"x": logits, "route": route}, (1, 1, 1))
     gu = case.gate_up_spec(prologue="rmsnorm", experts=Experts(E, K))
     dn = case.down_spec(experts=Experts(E, K, x_per_slot=True, combine=combine), epilogue="add" if combine else "store")
-    mv = {"wg": 64, "tpr": 4, "shared_bytes": 16384, "int8": int8, "ilp": ilp}
+    mv = {"wg": 64, "tpr": 4, "shared_bytes": 16384, "int8": int8, "ilp": ilp, "early": early}
     prog.add(matvec_kernel(gu, **mv), {"w0": case.buf["gate"], "w1": case.buf["up"], "x": hb, "pv": case.pv,
                                        "y": act, "route": route}, matvec_grid(gu, 64, 4))
     prog.add(matvec_kernel(dn, **mv, int8_direct=True), {"w0": case.buf["down"], "x": act, "y": hb if combine else y,
@@ -149,14 +149,15 @@ def decode_ffn(gpu, case: MoeCase, x: np.ndarray, int8: bool, combine: bool = Fa
 def test_moe_ffn_decode(gpu, fmt, int8):
     """One token: the chosen experts' mat-vecs read their ids from the route table; the
     weighted sum by its own kernel, or by the down mat-vec (a row group for each row pair of
-    each chosen expert, summed through workgroup memory); one and three units in flight."""
+    each chosen expert, summed through workgroup memory); one and three units in flight; the
+    first unit's words requested early."""
     case = MoeCase(gpu, fmt, seed=2)
     x = np.random.default_rng(3).standard_normal((1, HID)).astype(np.float32)
     ref, ids = case.reference(x, int8_rounded if int8 else (lambda v: v))
-    for combine, ilp in ((False, 1), (True, 1), (True, 3)):
-        h, route = decode_ffn(gpu, case, x, int8, combine, ilp)
+    for combine, ilp, early in ((False, 1, 0), (True, 1, 0), (True, 3, 0), (False, 1, 1)):
+        h, route = decode_ffn(gpu, case, x, int8, combine, ilp, early)
         assert (route[:, 0] == ids[0]).all()
-        assert rel_err(h, ref) < (1e-3 if int8 else 1e-5), (combine, ilp)
+        assert rel_err(h, ref) < (1e-3 if int8 else 1e-5), (combine, ilp, early)
 
 
 def test_moe_decode_reads_only_the_chosen_experts(gpu):

@@ -304,7 +304,8 @@ class Programs:
         self.mv_paths[role] = "int8" if int8 else "f16" if half else "f32"
         return matvec_kernel(spec, subgroups=self.gpu.subgroups_wgsl(), shared_bytes=self.shared_bytes,
                              int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
-                             int8_direct=self.tuning.int8_direct, early=self.tuning.early, half=half,
+                             int8_direct=self.tuning.int8_direct,
+                             early=self.tuning.int8_early if int8 else self.tuning.early, half=half,
                              shuffle=self.tuning.mv_shuffle, **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:

@@ -96,6 +96,8 @@ class Tuning:
     # ... or a grid of the (expert, token block) tiles there are, listed by the group kernel
     # (linear.Experts.tiles): none empty and none looping (GPU_TUNING: EXPERT_LIST)
     expert_list: bool = False
+    # ... and on the int8 path (q4_0, q8_0: linear.early_ok), before x is quantized; off until timed
+    int8_early: int = 0
     # the int8 mat-vecs issue the loads of their shape's `ilp` units at once (else one unit at
     # a time: the shapes' ilp was measured on the float path); off until timed
     int8_ilp: bool = False

@@ -134,6 +134,22 @@ class Format:
         return (f"fn {fn}_raw(r: u32, u: u32) -> {wt} {{\n  var o: {wt};\n{raw}\n  return o;\n}}\n"
                 f"fn {fn}_dec(w: {wt}) -> {vt} {{\n  var o: {vt};\n{unroll(dec)}\n  return o;\n}}\n")
 
+    def has_i8_split(self) -> bool:
+        """Does `wgsl_unit_i8_split` take this format?"""
+        return self.name in _SPLIT_I8
+
+    def wgsl_unit_i8_split(self, fn: str, buf: str, rows: int, k: int) -> str:
+        """WGSL for `fn_raw(r, u)` (a unit's words, as `wgsl_unit_split`'s) and
+        `fn_dotw(w, x0, x1, xd) -> f32` (those words times an int8 activation unit, as
+        `wgsl_unit_i8`'s function computes from memory)."""
+        if not self.has_i8_split():
+            raise ValueError(f"{self.name} has no split int8 loads")
+        wt = f"array<vec4<u32>, {self.split_words()}>"
+        raw = self.wgsl_unit_split(fn, buf, rows, k)
+        raw = raw[:raw.index(f"fn {fn}_dec")]
+        return (raw + f"fn {fn}_dotw(w: {wt}, x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>) -> f32 {{\n"
+                f"{_SPLIT_I8[self.name]}\n}}\n")
+
     def _helpers(self, fn: str) -> str:
         """WGSL helpers of this format's loader `fn`, named after it (`FN_x` -> `fn_x`): a
         kernel that reads two segments of one format gets two copies, not one defined twice."""
@@ -504,6 +520,14 @@ _SPLIT = {
   o[2] = vec4<u32>(""" + _W.format(B="{B}", i="{OFF1}u + (g >> 1u)") + """, g, 0u, 0u);""",
              """  let d = unpack2x16float(w[2].x)[w[2].y & 1u];
 %4  o[$i] = d * i8x4(w[0][$i]); o[4 + $i] = d * i8x4(w[1][$i]);"""),
+}
+
+# The int8 dot product of a unit from its `_SPLIT` words `w` (Format.wgsl_unit_i8_split): an
+# int8 mat-vec may request a unit's words before it has quantized x
+_SPLIT_I8 = {
+    "q4_0": "  let qb = w[0];\n" + _NIBBLES + _DOT
+            + "  return unpack2x16float(w[1].x)[w[1].y & 1u] * (xd.x * f32(t) - 8.0 * xd.y);",
+    "q8_0": "  let lo = w[0];\n  let hi = w[1];" + _DOT + "  return unpack2x16float(w[2].x)[w[2].y & 1u] * xd.x * f32(t);",
 }
 
 

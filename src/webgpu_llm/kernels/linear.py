@@ -213,7 +213,8 @@ def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: b
     `vec4<f16>`s with `half`, f16 weights only), or with `int8`, `dot_row(r, u, x0, x1, xd) -> f32`
     (the unit times an int8 activation unit). `early` (float weights, or quantized ones of one
     format with split loads: Format.split_words) adds the two steps of `load_row`:
-    `raw_row(r, u)` (the unit's 16-byte words) and `dec_row(r, words)` (their values)."""
+    `raw_row(r, u)` (the unit's 16-byte words) and `dec_row(r, words)` (their values); with
+    `int8` (Format.has_i8_split) those of `dot_row`: `raw_row` and `dotw_row(r, words, x0, x1, xd)`."""
     vt = f"array<vec4<{'f16' if half else 'f32'}>, 8>"
     if int8:
         head, ret, args, call = "dot", "f32", ", x0: vec4<u32>, x1: vec4<u32>, xd: vec2<f32>", ", x0, x1, xd"
@@ -232,7 +233,15 @@ def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: b
             out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k, spread, half))
     name = "dot_row" if int8 else "load_row"
     out.append(by_segment(spec, name, f", u: u32{args}", ret, head + "_w{i}", "{r}, u" + call))
-    if early:  # (float formats define their raw and dec functions with their unit's)
+    if early and int8:
+        words = {FORMATS[s.fmt].split_words() for s in spec.segments}
+        assert len(words) == 1 and all(FORMATS[s.fmt].has_i8_split() for s in spec.segments), spec.segments
+        wt = f"array<vec4<u32>, {words.pop()}>"
+        for i, seg in enumerate(spec.segments):
+            out.append(FORMATS[seg.fmt].wgsl_unit_i8_split(f"dot_w{i}", f"w{i}", seg.rows * count, spec.k))
+        out.append(by_segment(spec, "raw_row", ", u: u32", wt, "dot_w{i}_raw", "{r}, u"))
+        out.append(by_segment(spec, "dotw_row", f", w: {wt}{args}", "f32", "dot_w{i}_dotw", "w" + call))
+    elif early:  # (float formats define their raw and dec functions with their unit's)
         words = {FORMATS[s.fmt].split_words() for s in spec.segments}
         assert len(words) == 1 and 0 not in words, spec.segments
         wt = f"array<vec4<u32>, {words.pop()}>"
@@ -635,9 +644,10 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     `int8_direct`: with a plain input, the int8 path quantizes x from memory instead of
     staging it in workgroup memory first (room for the widest inputs: the 1.5B's down).
 
-    `early` (float weights, one unit in flight, one row block): each thread requests the
-    weight words of its first `early` units (0: none) before the prologue, so that their
-    memory latency overlaps the staging of x, and decodes them after it.
+    `early` (one unit in flight, one row block; float weights, or on the int8 path q4_0 and
+    q8_0: `early_ok`): each thread requests the weight words of its first `early` units (0:
+    none) before the prologue, so that their memory latency overlaps the staging (and the
+    int8 quantization) of x, and decodes them after it.
 
     `half` (f16 weights only; ignored otherwise): the products in f16 as the weights are
     stored, x converted to f16 once where it is staged (a plain input is staged for it), each
@@ -673,7 +683,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     norm = spec.prologue in ("rmsnorm", "post")
     if spec.prologue == "post" and (spec.experts or spec.last_row or blocks > 1):
         raise ValueError("the post-norm prologue is a one-token dense mat-vec's, in one row block")
-    early = int(early) if not int8 and spread_ok(spec) and ilp == 1 and blocks == 1 and not combine else 0
+    early = int(early) if early_ok(spec, int8) and ilp == 1 and blocks == 1 and not combine else 0
     spread = spread and not int8 and spread_ok(spec)
     words = SPREAD_FORMATS[spec.segments[0].fmt] if spread else 0  # 16-byte words per unit
     # x's vec4 $i of unit @u (8 per unit): 8 / words of them per weight word
@@ -756,17 +766,23 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     # with `early` the first units are taken before the loop (below)
     loop = "\n".join([f"    for (var u = lane{f' + {early}u * TPR' if early else ''}; u < NU; u += TPR * {ilp}u) {{",
                       *units, *xs, *uses, "    }"])
-    pre = ""
+    pre, firsts = "", []
     if early:  # the first units (their words requested before the prologue: ew0_e, ew1_e), then the rest
         pre = """  let ep = min(g * (WG / TPR) + lid / TPR, NP - 1u);
   let er0 = row0(ep);
   let er1 = select(er0, row1(ep), row1(ep) < N);"""
-        firsts = []
         for e in range(early):
             pre += f"""
   let eu{e} = min(lane + {e}u * TPR, NU - 1u);
   let ew0_{e} = raw_row(er0, eu{e});
   let ew1_{e} = raw_row(er1, eu{e});"""
+            if int8:  # (xo: below)
+                firsts += ["    {", f"      let eok = lane + {e}u * TPR < NU;",
+                           f"      let x0 = xq[2u * (xo + eu{e})];\n      let x1 = xq[2u * (xo + eu{e}) + 1u];",
+                           f"      let d = select(vec2<f32>(0.0), xd[xo + eu{e}], eok);",
+                           f"      a.x += dotw_row(r0, ew0_{e}, x0, x1, d);",
+                           f"      a.y += dotw_row(r1c, ew1_{e}, x0, x1, d);", "    }"]
+                continue
             firsts += ["    {", f"      let eok = lane + {e}u * TPR < NU;\n      var xv0: array<vec4<{ft}>, 8>;\n%8    "
                        + xw.replace("@j", "0").replace("@u", f"eu{e}").replace("@ok", "eok"),
                        f"      {{ let w = dec_row(r0, ew0_{e}); a.x += {dots('w', 'xv0')}; }}",
@@ -784,9 +800,9 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
                          f"      let d{j} = {d};")
         a0 = " + ".join(f"dot_row(r0, {'u' if j == 0 else f'u{j}'}, x0_{j}, x1_{j}, d{j})" for j in range(ilp))
         a1 = " + ".join(f"dot_row(r1c, {'u' if j == 0 else f'u{j}'}, x0_{j}, x1_{j}, d{j})" for j in range(ilp))
-        loop = "\n".join([f"    let xo = {'slot * NU' if combine else '0u'};",
-                          f"    for (var u = lane; u < NU; u += TPR * {ilp}u) {{", *units,
-                          f"      a.x += {a0};", f"      a.y += {a1};", "    }"])
+        loop = "\n".join([f"    let xo = {'slot * NU' if combine else '0u'};", *firsts,
+                          f"    for (var u = lane{f' + {early}u * TPR' if early else ''}; u < NU; u += TPR * {ilp}u) {{",
+                          *units, f"      a.x += {a0};", f"      a.y += {a1};", "    }"])
     # a row group's sum: one subgroupAdd when the group is one hardware subgroup; when it spans
     # several, one subgroupAdd each and the group's subgroup sums added through workgroup
     # memory (one barrier); several groups a subgroup (`shuffle`): log2(tpr) shuffles within
@@ -981,6 +997,16 @@ def epilogue_grid(spec: LinearSpec, wg: int = 64):
 def thin_matmul_grid(spec: LinearSpec, tokens: int = 8, wg: int = 128, tpr: int = 32):
     gx, gy, _ = grid_2d(matvec_groups(spec, wg, tpr))
     return lambda n: (gx, gy, -(-n // tokens))
+
+
+def early_ok(spec: LinearSpec, int8: bool = False) -> bool:
+    """Can this mat-vec request its first units' words before its prologue (matvec_kernel's
+    `early`): float weights that spread, or on the int8 path formats with split int8 loads
+    of one word count?"""
+    if int8:
+        return (all(FORMATS[s.fmt].has_i8_split() for s in spec.segments)
+                and len({FORMATS[s.fmt].split_words() for s in spec.segments}) == 1)
+    return spread_ok(spec)
 
 
 def spread_ok(spec: LinearSpec) -> bool:
