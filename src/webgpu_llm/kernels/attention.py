@@ -202,6 +202,8 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     prologue = "" if qkn is None else "\n" + _qk_norm_prologue(a, qkn, wg)
     if qkn is not None:  # the head's q and the new key and value, normed and rotated
         kv_fn += PV_HELPER + "".join(f"var<workgroup> {n}: array<vec4<f32>, {d4}>;\n" for n in ("qn", "kn", "vn"))
+    if qkn is not None:  # (its two sums of squares at once)
+        kv_fn += wgsl_reduce("red_sum2", "sum", wg, typ="vec2<f32>", subgroups=sg)
     body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + kv_fn + f"""
 const CH: u32 = {a.chunk}u;
 const D4: u32 = {d4}u;
@@ -262,31 +264,48 @@ def _qk_norm_prologue(a: AttentionSpec, n: QkNorm, wg: int) -> str:
     kv[2u * (VOFF + base + i)] = pack2x16float(vn[i].xy); kv[2u * (VOFF + base + i) + 1u] = pack2x16float(vn[i].zw);"""
     else:
         put = "    kv[base + i] = kn[i];\n    kv[VOFF + base + i] = vn[i];"
+    # each thread's pairs (2i, 2i+1) of q and of the new key, i = lid + j * wg: loaded with their
+    # norm weights and rotation angle at once, kept in registers over the two sums' reduction
+    pairs = -(-(d // 2) // wg)
+    load, rotate = [], []
+    for j in range(pairs):
+        i = f"(lid + {j * wg}u)"
+        load.append(f"""  var qp{j} = vec2<f32>(0.0);
+  var kp{j} = vec2<f32>(0.0);
+  var qw{j} = vec2<f32>(0.0);
+  var kw{j} = vec2<f32>(0.0);
+  var cs{j} = vec2<f32>(1.0, 0.0);
+  if ({i} < {d // 2}u) {{
+    let r = 2u * {i};
+    qp{j} = vec2<f32>(x[h * {d}u + r], x[h * {d}u + r + 1u]);
+    kp{j} = vec2<f32>(x[{q.q_rows}u + kvh * {d}u + r], x[{q.q_rows}u + kvh * {d}u + r + 1u]);
+    qw{j} = vec2<f32>(pvf({n.q_off}u + r), pvf({n.q_off}u + r + 1u));
+    kw{j} = vec2<f32>(pvf({n.k_off}u + r), pvf({n.k_off}u + r + 1u));
+    let ang = f32(st.pos) * pvf({n.rope_off}u + {i});
+{rope_cs(q)}
+    cs{j} = vec2<f32>(c, s);
+  }}
+  ss += vec2<f32>(dot(qp{j}, qp{j}), dot(kp{j}, kp{j}));""")
+        rotate.append(f"""  if ({i} < {d // 2}u) {{
+    let r = 2u * {i};
+    let qv = qp{j} * scq * qw{j};
+    let kv2 = kp{j} * sck * kw{j};
+    qn[r / 4u][r % 4u] = qv.x * cs{j}.x - qv.y * cs{j}.y;
+    qn[r / 4u][r % 4u + 1u] = qv.x * cs{j}.y + qv.y * cs{j}.x;
+    kn[r / 4u][r % 4u] = kv2.x * cs{j}.x - kv2.y * cs{j}.y;
+    kn[r / 4u][r % 4u + 1u] = kv2.x * cs{j}.y + kv2.y * cs{j}.x;
+  }}""")
+    nl = "\n"
     return f"""  // q of head h and the new key of KV head kvh: RMSNorm over the head, then RoPE on adjacent pairs
-  var ssq = 0.0;
-  var ssk = 0.0;
+  var ss = vec2<f32>(0.0);
+{nl.join(load)}
   for (var i = lid; i < {d}u; i += {wg}u) {{
-    let vq = x[h * {d}u + i];
-    let vk = x[{q.q_rows}u + kvh * {d}u + i];
-    ssq += vq * vq;
-    ssk += vk * vk;
     vn[i / 4u][i % 4u] = x[{q.q_rows + q.kv_rows}u + kvh * {d}u + i];
   }}
-  let scq = inverseSqrt(red_sum(ssq, lid, sgs) / {float(d)!r} + {n.eps!r});
-  let sck = inverseSqrt(red_sum(ssk, lid, sgs) / {float(d)!r} + {n.eps!r});
-  for (var i = lid; i < {d // 2}u; i += {wg}u) {{
-    let r = 2u * i;
-    let ang = f32(st.pos) * pvf({n.rope_off}u + i);
-{rope_cs(q)}
-    let q0 = x[h * {d}u + r] * scq * pvf({n.q_off}u + r);
-    let q1 = x[h * {d}u + r + 1u] * scq * pvf({n.q_off}u + r + 1u);
-    qn[r / 4u][r % 4u] = q0 * c - q1 * s;
-    qn[r / 4u][r % 4u + 1u] = q0 * s + q1 * c;
-    let e0 = x[{q.q_rows}u + kvh * {d}u + r] * sck * pvf({n.k_off}u + r);
-    let e1 = x[{q.q_rows}u + kvh * {d}u + r + 1u] * sck * pvf({n.k_off}u + r + 1u);
-    kn[r / 4u][r % 4u] = e0 * c - e1 * s;
-    kn[r / 4u][r % 4u + 1u] = e0 * s + e1 * c;
-  }}
+  let sq = red_sum2(ss, lid, sgs);  // (q's, the key's)
+  let scq = inverseSqrt(sq.x / {float(d)!r} + {n.eps!r});
+  let sck = inverseSqrt(sq.y / {float(d)!r} + {n.eps!r});
+{nl.join(rotate)}
   workgroupBarrier();
   if (h % {group}u == 0u && k1 == st.pos + 1u) {{
     let base = (kvh * {a.ctx}u + st.pos) * D4;
