@@ -54,7 +54,7 @@ def test_route_picks_the_largest_and_weighs_them(gpu, normalize, subgroups):
     logits[4, 5:] = np.nan  # ... and NaNs only past the first five: then the lowest of them
     logits[5, :] = 1.5  # all tied
     rb = gpu.buffer(n * used * 8)
-    kernel = moe.route_kernel(moe.Router(count, used, normalize), subgroups=sg if subgroups else None)
+    kernel = moe.route_kernel(moe.Router(count, used, normalize, subgroups=subgroups), subgroups=sg)
     assert ("subgroupMax" in kernel.wgsl) == subgroups
     run_kernel(gpu, kernel, {"x": gpu.upload(logits), "route": rb}, (n, 1, 1), n=n)
     got = read(gpu, rb, (n, used, 2), np.uint32)
@@ -123,20 +123,24 @@ def _router_logits(gpu, case: MoeCase, prog: Steps, xb, n: int):
 
 
 def decode_ffn(gpu, case: MoeCase, x: np.ndarray, int8: bool, combine: bool = False,
-               ilp: int = 1, early: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               ilp: int = 1, early: int = 0, router: moe.Router | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One token through the MoE FFN on the GPU: h + MoE(h), and the route table; with
     `combine` the down mat-vec adds the weighted sum into h itself (Experts.combine); `ilp`
-    units' loads at once; `early` units' words requested before the prologue."""
+    units' loads at once; `early` units' words requested before the prologue; with `router`
+    the gate/up mat-vec chooses the experts itself (Experts.router) instead of the route kernel."""
     hb = gpu.upload(x)
     prog = Steps(gpu, 1)
     _, logits = _router_logits(gpu, case, prog, hb, 1)
     route, act, y = gpu.buffer(K * 8), gpu.buffer(K * INTER * 4), gpu.buffer(K * HID * 4)
-    prog.add(moe.route_kernel(moe.Router(E, K)), {"x": logits, "route": route}, (1, 1, 1))
-    gu = case.gate_up_spec(prologue="rmsnorm", experts=Experts(E, K))
+    if router is None:
+        prog.add(moe.route_kernel(moe.Router(E, K)), {"x": logits, "route": route}, (1, 1, 1))
+    gu = case.gate_up_spec(prologue="rmsnorm", experts=Experts(E, K, router=router))
     dn = case.down_spec(experts=Experts(E, K, x_per_slot=True, combine=combine), epilogue="add" if combine else "store")
-    mv = {"wg": 64, "tpr": 4, "shared_bytes": 16384, "int8": int8, "ilp": ilp, "early": early}
+    mv = {"wg": 64, "tpr": 4, "shared_bytes": 16384, "int8": int8, "ilp": ilp, "early": early,
+          "subgroups": gpu.subgroups_wgsl(on_cpu=True)}
     prog.add(matvec_kernel(gu, **mv), {"w0": case.buf["gate"], "w1": case.buf["up"], "x": hb, "pv": case.pv,
-                                       "y": act, "route": route}, matvec_grid(gu, 64, 4))
+                                       "y": act, "route": route, **({"rl": logits} if router else {})},
+             matvec_grid(gu, 64, 4))
     prog.add(matvec_kernel(dn, **mv, int8_direct=True), {"w0": case.buf["down"], "x": act, "y": hb if combine else y,
                                                           "route": route}, matvec_grid(dn, 64, 4))
     if not combine:
@@ -150,14 +154,16 @@ def test_moe_ffn_decode(gpu, fmt, int8):
     """One token: the chosen experts' mat-vecs read their ids from the route table; the
     weighted sum by its own kernel, or by the down mat-vec (a row group for each row pair of
     each chosen expert, summed through workgroup memory); one and three units in flight; the
-    first unit's words requested early."""
+    first unit's words requested early; the choice made in the gate/up mat-vec, by ranks and
+    by subgroup operations (where the adapter has them)."""
     case = MoeCase(gpu, fmt, seed=2)
     x = np.random.default_rng(3).standard_normal((1, HID)).astype(np.float32)
     ref, ids = case.reference(x, int8_rounded if int8 else (lambda v: v))
-    for combine, ilp, early in ((False, 1, 0), (True, 1, 0), (True, 3, 0), (False, 1, 1)):
-        h, route = decode_ffn(gpu, case, x, int8, combine, ilp, early)
+    for combine, ilp, early, router in ((False, 1, 0, None), (True, 1, 0, None), (True, 3, 0, None), (False, 1, 1, None),
+                                        (False, 1, 0, moe.Router(E, K)), (True, 1, 0, moe.Router(E, K, subgroups=True))):
+        h, route = decode_ffn(gpu, case, x, int8, combine, ilp, early, router)
         assert (route[:, 0] == ids[0]).all()
-        assert rel_err(h, ref) < (1e-3 if int8 else 1e-5), (combine, ilp, early)
+        assert rel_err(h, ref) < (1e-3 if int8 else 1e-5), (combine, ilp, early, router)
 
 
 def test_moe_decode_reads_only_the_chosen_experts(gpu):

@@ -857,7 +857,7 @@ class Programs:
         tables = {"route": e.route, "groups": e.groups}
         self._add_mm(prog, self.spec(L.router, **self._bias(m, "router")), "router",
                      {**p, **L.router.bindings(), "x": b.xn, "y": e.logits}, count=rows_of, record=record)
-        prog.add(self._route(moe.Router(m.count, m.used, m.normalize)), {**p, "x": e.logits, **tables},
+        prog.add(self._route(self._router(m)), {**p, "x": e.logits, **tables},
                  _counted(lambda n: (n, 1, 1), rows_of))
         s_gu, s_dn = self._expert_specs(L, m, half, listed)
         assert s_gu.experts is not None
@@ -870,9 +870,12 @@ class Programs:
         prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
                  _counted(moe.combine_grid(self.cfg.hidden), rows_of))
 
+    def _router(self, m: Moe) -> moe.Router:
+        """A mixture's choice of experts (by subgroup operations where Tuning.route_subgroups asks)."""
+        return moe.Router(m.count, m.used, m.normalize, subgroups=self.tuning.route_subgroups)
+
     def _route(self, router: moe.Router) -> Any:
-        """The choice of experts' kernel (by subgroup operations where Tuning.route_subgroups asks)."""
-        return moe.route_kernel(router, self.gpu.subgroups_wgsl() if self.tuning.route_subgroups else None)
+        return moe.route_kernel(router, self.gpu.subgroups_wgsl())
 
     def _experts_decode(self, d: Program, L: LayerWeights, p: dict[str, Any], m: Moe) -> None:
         """A mixture of experts for one token: the router's mat-vec and choice, then mat-vecs
@@ -882,7 +885,7 @@ class Programs:
         assert e is not None and L.router is not None
         s_r = self.spec(L.router, prologue="rmsnorm", nw_off=lay.ffn, **self._bias(m, "router"))
         d.add(self._mv(s_r, "o"), {**p, **L.router.bindings(), "x": b.h, "y": e.logits}, self._mvg(s_r, "o"))
-        router = moe.Router(m.count, m.used, m.normalize)
+        router = self._router(m)
         if not self.tuning.fold_route:
             d.add(self._route(router), {**p, "x": e.logits, "route": e.route}, (1, 1, 1))
         s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn,

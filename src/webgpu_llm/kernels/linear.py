@@ -699,7 +699,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     if spec.experts and spec.experts.router:  # the choice made here, the table written for later kernels
         sig.storage("rl", "array<f32>")
         sig.storage("route", "array<vec2<u32>>", write=True)
-        decls, code = route_wgsl(spec.experts.router, wg, "rl[e]")
+        decls, code = route_wgsl(spec.experts.router, wg, "rl[e]", spec.experts.router.subgroups and use_sg)
         body += decls + "var<private> slot: u32;\n"
         slot, choose = "slot", code + """
   slot = wid.z;
@@ -744,6 +744,8 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         scale = f"let sc = inverseSqrt(ss_all / {float(spec.k)} + {spec.eps!r});" if norm else "let sc = 1.0;"
     xw = xw.replace("@x", xi)
     sg_arg = ", @builtin(subgroup_size) sgs: u32" if use_sg else ""
+    if spec.experts and spec.experts.router and spec.experts.router.subgroups and use_sg:
+        sg_arg += ", @builtin(subgroup_invocation_id) sl: u32"
     sg_val = "" if use_sg else "let sgs = 1u;"
 
     def dots(w: str, x: str) -> str:

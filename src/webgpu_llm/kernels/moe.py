@@ -35,9 +35,11 @@ class Router:
     # gate weights: a softmax over the chosen experts' logits (Mixtral, Qwen3-MoE with
     # norm_topk_prob, gpt-oss), or over all of them (OLMoE, Qwen2-MoE)
     normalize: bool = True
+    # the choice by subgroup operations where the kernel has them (route_subgroup_wgsl)
+    subgroups: bool = False
 
 
-def route_wgsl(r: Router, wg: int, logit: str) -> tuple[str, str]:
+def route_wgsl(r: Router, wg: int, logit: str, subgroups: bool = False) -> tuple[str, str]:
     """The choice of a token's `used` best experts by `wg` threads (`lid`): module-scope WGSL
     and the code (every thread runs it: it has barriers) that leaves the chosen ids and
     logits in rt_top_i / rt_top_v (best first) and the gate weights' denominator in rt_z; a
@@ -45,7 +47,8 @@ def route_wgsl(r: Router, wg: int, logit: str) -> tuple[str, str]:
 
     Every thread ranks its experts against all the others (the count of better ones), so
     the choice takes two barriers instead of a reduction per chosen expert; a NaN logit
-    ranks as the lowest so that the ranks stay distinct."""
+    ranks as the lowest so that the ranks stay distinct. With `subgroups` (the kernel has
+    `sl` and `sgs`, and subgroup operations enabled) the choice is route_subgroup_wgsl's."""
     assert 1 <= r.used <= min(r.count, wg)
     # the softmax's denominator: over the chosen experts, or over all of them (the exponents
     # clamped: a NaN's stand-in, -3.4e38, is past what a GPU's exp approximation takes)
@@ -67,7 +70,11 @@ fn rt_gate(l: f32) -> f32 {{ return exp(max(l - rt_top_v[0], -80.0)); }}
     // (the NaN row of the router's test failed on an H100 so)
     rt_v[e] = select(l, -3.4e38, (bitcast<u32>(l) & 0x7fffffffu) > 0x7f800000u);
   }}
-  workgroupBarrier();
+  workgroupBarrier();"""
+    if subgroups:
+        more, choose = route_subgroup_wgsl(r, wg)
+        return decls + more, code + choose
+    code += f"""
   for (var e = lid; e < RT_E; e += {wg}u) {{
     let ve = rt_v[e];
     var rank = 0u;
@@ -124,17 +131,14 @@ def route_subgroup_wgsl(r: Router, wg: int) -> tuple[str, str]:
 
 def route_kernel(r: Router, subgroups: str | None = None) -> Kernel:
     """Per token (workgroup t; grid (n, 1, 1)): the `used` largest of its `count` logits
-    (ties to the lower id) and their gate weights, into `route` (route_wgsl); with
-    `subgroups` (the backend's directive, as for the mat-vecs) chosen by subgroup operations
-    (route_subgroup_wgsl)."""
+    (ties to the lower id) and their gate weights, into `route` (route_wgsl); where
+    `r.subgroups` asks and `subgroups` is the backend's directive (as for the mat-vecs), chosen
+    by subgroup operations (route_subgroup_wgsl)."""
     sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
-    decls, code = route_wgsl(r, ROUTE_WG, "x[t * RT_E + e]")
-    args = ""
-    if subgroups is not None:
-        load = code[:code.index("workgroupBarrier();") + len("workgroupBarrier();")]  # (the logits into rt_v)
-        more, choose = route_subgroup_wgsl(r, ROUTE_WG)
-        decls, code = decls + more, load + choose
-        args = ", @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) sgs: u32"
+    sg = r.subgroups and subgroups is not None
+    decls, code = route_wgsl(r, ROUTE_WG, "x[t * RT_E + e]", sg)
+    args = ", @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) sgs: u32" if sg else ""
+    subgroups = subgroups if sg else None
     body = decls + f"""
 @compute @workgroup_size({ROUTE_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{args}) {{
