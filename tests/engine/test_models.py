@@ -324,6 +324,25 @@ def test_persistent_decode_layers_match_transformers(wgpu_gpu, tiny_dirs):
     assert list(eng.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
+def test_int8_early_with_folded_prologues(gpu):
+    """Tuning.int8_early where the int8 mat-vecs' prologues are Gemma 3's folded output norms
+    (two reductions before x is quantized) and the attention folds the q/k norms: the step
+    logits of the same int8 path without it, both backends."""
+    import dataclasses
+
+    from webgpu_llm.models.presets import preset_model
+
+    cfg, tensors = preset_model("tiny-gemma3", "q8_0")
+    eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
+    t = dataclasses.replace(eng.tuning, int8=True, int8_direct=True, fold_post_norm=True, fold_qk_norm=True,
+                            attn_wg=64)
+    eng.rebuild(t)
+    base = _step_logits(eng)
+    eng.rebuild(dataclasses.replace(t, int8_early=1))
+    assert any("dotw_row(" in d.kernel.wgsl and "_post_" in d.kernel.name for d in eng.programs.decode.dispatches)
+    assert max_rel(_step_logits(eng), base) < 1e-5
+
+
 def test_persistent_decode_layers_with_int8_weights(wgpu_gpu):
     """Quantized weights on the int8 mat-vecs as persistent stages (the staged int8 x has a name
     of its own, not the fused QKV kernel's binding `q`): they build, and their step logits are
