@@ -564,6 +564,14 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     assert len(labels) == cfg.n_layers and all(("_2x2x1x2" if floats else "_1x4x1x2") in x for x in labels), labels
     assert all(("_a16" in x) == (floats and sums16) for x in labels), labels
     assert max_rel(_step_logits(eng), want) < (1e-2 if floats and sums16 else 1e-5)
+    # the wide models' 4x2x4x8 past the device's workgroup memory (45 KiB, past llvmpipe's 32):
+    # 4x2x4x4, then fewer token tiles
+    wide = dataclasses.replace(base, float_role_tiles=(("gate_up", (4, 2, 4, 8)),), float_acc_f16=("gate_up",))
+    eng.rebuild(wide)
+    fits = wide.tile_shape(float_weights=True, role="gate_up").shared_bytes <= gpu.limits["max-compute-workgroup-storage-size"]
+    if floats:
+        assert model.mm_tiles["gate_up"].split()[0] == ("4x2x4x8" if fits else "4x2x2x4")
+        assert max_rel(_step_logits(eng), want) < (1e-2 if sums16 else 1e-5)
     with pytest.raises(ValueError, match="float_acc_f16"):
         dataclasses.replace(base, float_acc_f16=("head",)).check()
     with pytest.raises(ValueError, match="float_role_tiles"):

@@ -434,6 +434,8 @@ class Programs:
         limit = self.gpu.limits["max-compute-workgroup-storage-size"]
         if shape.shared_bytes > limit:  # one unit, one buffer
             shape = replace(shape, double=False, ku=1)
+        if shape.shared_bytes > limit and shape.tn > 4:  # then at most 4 x 4 fragments a subgroup (4x2x4x8 -> 4x2x4x4)
+            shape = replace(shape, tn=4)
         while shape.shared_bytes > limit and shape.tm > 1:  # then fewer token tiles a subgroup
             shape = replace(shape, tm=shape.tm // 2)
         if shape.acc16 and self.f16_tiles_usable and not mma.has_f16_mma(self.gpu.subgroup_matrix_configs, sums="f16"):
