@@ -115,6 +115,26 @@ def test_batched_scheduler_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     assert batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])[0] == want
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_router_split_over_k_in_prompts(wgpu_gpu, tiny_dirs, arch):
+    """Tuning.router_splits: the prompt router's matmul K split 3 ways (its partial sums
+    added by the route kernel) gives the prompt's logits and the batched scheduler's tokens;
+    a router with a bias (gpt-oss) stays whole."""
+    import dataclasses
+
+    d = tiny_dirs[arch, "float32"]
+    s = LLM.load(d, gpu=wgpu_gpu, ctx=64, progress=False).session
+    want = s.logits(IDS[:9])
+    s.rebuild(dataclasses.replace(s.tuning, router_splits=3))
+    split = [x for x in s.programs.prefill.dispatches if x.label.startswith("matmul_partial_f32")]
+    assert len(split) == (0 if s.cfg.architecture.moe.bias else s.cfg.n_layers), [x.label for x in split]
+    assert max_rel(s.logits(IDS[:9]), want) < 1e-5
+    got, hf = batched_greedy(s, d, [IDS[:9], IDS[3:20]])
+    assert got == hf
+    with pytest.raises(ValueError, match="router_splits"):
+        dataclasses.replace(s.tuning, router_splits=9).check()
+
+
 @pytest.mark.parametrize("dtype", ["q4_0", "mxfp4"])
 def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
     """The tiny-moe preset's quantized experts: a decode step's logits equal the prompt path's

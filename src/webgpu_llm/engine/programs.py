@@ -64,7 +64,7 @@ from ..kernels.rows import embed_kernel, rmsnorm_kernel
 from ..models.config import ModelConfig, Moe
 from ..runtime.gpu import Gpu
 from ..runtime.program import Program
-from .settings import PERSIST_WG, SHORT_PREFILL, SPLIT_MAX, Tuning
+from .settings import PERSIST_WG, ROUTER_SPLITS_MAX, SHORT_PREFILL, SPLIT_MAX, Tuning
 from .waves import Split, by_waves, plan_split
 from .weights import GpuMatrix, LayerWeights, ModelWeights
 
@@ -164,7 +164,9 @@ class ExpertBuffers:
     @classmethod
     def alloc(cls, g: Gpu, hidden: int, m: Moe, batch: int) -> ExpertBuffers:
         pairs = batch * m.used
-        return cls(logits=g.buffer(batch * m.count * 4, "moe_logits"), route=g.buffer(pairs * 8, "moe_route"),
+        # (logits: room for a split router's partial sums, Tuning.router_splits)
+        return cls(logits=g.buffer(batch * m.count * ROUTER_SPLITS_MAX * 4, "moe_logits"),
+                   route=g.buffer(pairs * 8, "moe_route"),
                    # (room for a tile list of the smallest token blocks: Tuning.expert_list)
                    groups=g.buffer(moe.groups_words(m.count, pairs, tiles=16) * 4, "moe_groups"),
                    act=g.buffer(pairs * m.ffn * 4, "moe_act"), y=g.buffer(pairs * hidden * 4, "moe_out"),
@@ -857,9 +859,13 @@ class Programs:
         assert e is not None and L.router is not None
         pairs = self.batch * m.used
         tables = {"route": e.route, "groups": e.groups}
-        self._add_mm(prog, self.spec(L.router, **self._bias(m, "router")), "router",
-                     {**p, **L.router.bindings(), "x": b.xn, "y": e.logits}, count=rows_of, record=record)
-        prog.add(self._route(self._router(m)), {**p, "x": e.logits, **tables},
+        s_r = self.spec(L.router, **self._bias(m, "router"))
+        splits = self.tuning.router_splits if not m.bias else 1  # (a bias is added once: not to partial sums)
+        if splits > 1:
+            s_r = replace(s_r, epilogue="partial", splits=splits)
+        self._add_mm(prog, s_r, "router", {**p, **L.router.bindings(), "x": b.xn, "y": e.logits}, count=rows_of,
+                     record=record)
+        prog.add(self._route(self._router(m, splits)), {**p, "x": e.logits, **tables},
                  _counted(lambda n: (n, 1, 1), rows_of))
         s_gu, s_dn = self._expert_specs(L, m, half, listed)
         assert s_gu.experts is not None
@@ -872,9 +878,10 @@ class Programs:
         prog.add(moe.combine_kernel(self.cfg.hidden, m.used, m.count, pairs), {**p, **tables, "y": e.y, "h": b.h},
                  _counted(moe.combine_grid(self.cfg.hidden), rows_of))
 
-    def _router(self, m: Moe) -> moe.Router:
-        """A mixture's choice of experts (by subgroup operations where Tuning.route_subgroups asks)."""
-        return moe.Router(m.count, m.used, m.normalize, subgroups=self.tuning.route_subgroups)
+    def _router(self, m: Moe, splits: int = 1) -> moe.Router:
+        """A mixture's choice of experts (by subgroup operations where Tuning.route_subgroups
+        asks), from `splits` rows of partial logits a token."""
+        return moe.Router(m.count, m.used, m.normalize, subgroups=self.tuning.route_subgroups, splits=splits)
 
     def _route(self, router: moe.Router) -> Any:
         return moe.route_kernel(router, self.gpu.subgroups_wgsl())

@@ -25,6 +25,7 @@ KV_TYPES = ("auto", "f16", "f32")
 
 
 SPLIT_MAX = 16  # most K splits of a matmul (the partial-sum buffers follow the tuning's)
+ROUTER_SPLITS_MAX = 8  # most K splits of a mixture's prompt router (its logits buffer holds them)
 ATTN_SPLITS_MAX = 32  # most parts of a prompt attention block's keys (Tuning.attn_splits)
 
 
@@ -174,6 +175,10 @@ class Tuning:
     # a mixture's choice of experts by subgroup operations (moe.route_subgroup_wgsl), not by
     # ranking each expert against all the others in workgroup memory; off until timed
     route_subgroups: bool = False
+    # a mixture's prompt router matmul (f32 weights of a few rows: Qwen3-30B-A3B's 128 make 16
+    # workgroups at 512 tokens, each walking K = 2048) split K this many ways, the route kernel
+    # summing the parts (1 to ROUTER_SPLITS_MAX; not where the router has a bias); off until timed
+    router_splits: int = 1
     # batched steps (engine/batch.py thin_level): up to `thin_rows` rows on thin matmuls of
     # `thin_tokens` rows a pass over the weights, more on the prompt matmuls
     thin_rows: int = 32
@@ -270,6 +275,8 @@ class Tuning:
                             ("attn_splits", 1), ("attn_prefetch", 0), ("sms", 0)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < least:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least {least}, not {getattr(self, name)!r}")
+        if not isinstance(self.router_splits, int) or not 1 <= self.router_splits <= ROUTER_SPLITS_MAX:
+            raise ValueError(f"Tuning.router_splits: 1 to {ROUTER_SPLITS_MAX}, not {self.router_splits!r}")
         if self.attn_splits > ATTN_SPLITS_MAX:
             raise ValueError(f"Tuning.attn_splits: at most {ATTN_SPLITS_MAX}, not {self.attn_splits}")
         for name in ("tiles", "float_tiles", "batch_tiles", "batch_head_tiles"):

@@ -37,6 +37,9 @@ class Router:
     normalize: bool = True
     # the choice by subgroup operations where the kernel has them (route_subgroup_wgsl)
     subgroups: bool = False
+    # route_kernel: a token's logits are the sums of this many rows of partial sums (a router
+    # matmul split K: row t * splits + s)
+    splits: int = 1
 
 
 def route_wgsl(r: Router, wg: int, logit: str, subgroups: bool = False) -> tuple[str, str]:
@@ -136,7 +139,8 @@ def route_kernel(r: Router, subgroups: str | None = None) -> Kernel:
     by subgroup operations (route_subgroup_wgsl)."""
     sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
     sg = r.subgroups and subgroups is not None
-    decls, code = route_wgsl(r, ROUTE_WG, "x[t * RT_E + e]", sg)
+    logit = " + ".join(f"x[(t * {r.splits}u + {s}u) * RT_E + e]" for s in range(r.splits))
+    decls, code = route_wgsl(r, ROUTE_WG, f"({logit})" if r.splits > 1 else "x[t * RT_E + e]", sg)
     args = ", @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) sgs: u32" if sg else ""
     subgroups = subgroups if sg else None
     body = decls + f"""
