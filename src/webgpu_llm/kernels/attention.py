@@ -200,9 +200,8 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         f"o += pj * {kv(vrow.format(j='c0 + min(jj, n - 1u)') + ' + d4')}; }}"
         for i in range(per_g))
     prologue = "" if qkn is None else "\n" + _qk_norm_prologue(a, qkn, wg)
-    if qkn is not None:  # the head's q and the new key and value, normed and rotated
+    if qkn is not None:  # the head's q and the new key and value, normed and rotated (their two sums of squares at once)
         kv_fn += PV_HELPER + "".join(f"var<workgroup> {n}: array<vec4<f32>, {d4}>;\n" for n in ("qn", "kn", "vn"))
-    if qkn is not None:  # (its two sums of squares at once)
         kv_fn += wgsl_reduce("red_sum2", "sum", wg, typ="vec2<f32>", subgroups=sg)
     body = wgsl_reduce("red_max", "max", wg, subgroups=sg) + wgsl_reduce("red_sum", "sum", wg, subgroups=sg) + kv_fn + f"""
 const CH: u32 = {a.chunk}u;

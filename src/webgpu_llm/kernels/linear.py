@@ -233,23 +233,22 @@ def loaders_wgsl(spec: LinearSpec, sig: Signature, int8: bool = False, spread: b
             out.append(fmt.wgsl_unit(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k, spread, half))
     name = "dot_row" if int8 else "load_row"
     out.append(by_segment(spec, name, f", u: u32{args}", ret, head + "_w{i}", "{r}, u" + call))
-    if early and int8:
-        words = {FORMATS[s.fmt].split_words() for s in spec.segments}
-        assert len(words) == 1 and all(FORMATS[s.fmt].has_i8_split() for s in spec.segments), spec.segments
-        wt = f"array<vec4<u32>, {words.pop()}>"
-        for i, seg in enumerate(spec.segments):
-            out.append(FORMATS[seg.fmt].wgsl_unit_i8_split(f"dot_w{i}", f"w{i}", seg.rows * count, spec.k))
-        out.append(by_segment(spec, "raw_row", ", u: u32", wt, "dot_w{i}_raw", "{r}, u"))
-        out.append(by_segment(spec, "dotw_row", f", w: {wt}{args}", "f32", "dot_w{i}_dotw", "w" + call))
-    elif early:  # (float formats define their raw and dec functions with their unit's)
+    if early:
         words = {FORMATS[s.fmt].split_words() for s in spec.segments}
         assert len(words) == 1 and 0 not in words, spec.segments
+        assert not int8 or all(FORMATS[s.fmt].has_i8_split() for s in spec.segments), spec.segments
         wt = f"array<vec4<u32>, {words.pop()}>"
         for i, seg in enumerate(spec.segments):
-            if FORMATS[seg.fmt].quantized:
-                out.append(FORMATS[seg.fmt].wgsl_unit_split(f"unit_w{i}", f"w{i}", seg.rows * count, spec.k))
-        out.append(by_segment(spec, "raw_row", ", u: u32", wt, "unit_w{i}_raw", "{r}, u"))
-        out.append(by_segment(spec, "dec_row", f", w: {wt}", vt, "unit_w{i}_dec", "w"))
+            fmt = FORMATS[seg.fmt]
+            if int8:
+                out.append(fmt.wgsl_unit_i8_split(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k))
+            elif fmt.quantized:  # (float formats define their raw and dec functions with their unit's)
+                out.append(fmt.wgsl_unit_split(f"{head}_w{i}", f"w{i}", seg.rows * count, spec.k))
+        out.append(by_segment(spec, "raw_row", ", u: u32", wt, head + "_w{i}_raw", "{r}, u"))
+        if int8:
+            out.append(by_segment(spec, "dotw_row", f", w: {wt}{args}", "f32", head + "_w{i}_dotw", "w" + call))
+        else:
+            out.append(by_segment(spec, "dec_row", f", w: {wt}", vt, head + "_w{i}_dec", "w"))
     return "\n".join(out)
 
 
@@ -768,6 +767,13 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     # with `early` the first units are taken before the loop (below)
     loop = "\n".join([f"    for (var u = lane{f' + {early}u * TPR' if early else ''}; u < NU; u += TPR * {ilp}u) {{",
                       *units, *xs, *uses, "    }"])
+    def int8_unit(j: str, u: str, ok: str = "") -> str:
+        """The int8 path's x unit `u` (of this row group's x, from unit xo) as x0{j}, x1{j}, d{j};
+        where `ok` is false, a zero scale (a clamped unit past the row's end)."""
+        d = f"select(vec2<f32>(0.0), xd[xo + {u}], {ok})" if ok else f"xd[xo + {u}]"
+        return (f"      let x0{j} = xq[2u * (xo + {u})];\n      let x1{j} = xq[2u * (xo + {u}) + 1u];\n"
+                f"      let d{j} = {d};")
+
     pre, firsts = "", []
     if early:  # the first units (their words requested before the prologue: ew0_e, ew1_e), then the rest
         pre = """  let ep = min(g * (WG / TPR) + lid / TPR, NP - 1u);
@@ -779,9 +785,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
   let ew0_{e} = raw_row(er0, eu{e});
   let ew1_{e} = raw_row(er1, eu{e});"""
             if int8:  # (xo: below)
-                firsts += ["    {", f"      let eok = lane + {e}u * TPR < NU;",
-                           f"      let x0 = xq[2u * (xo + eu{e})];\n      let x1 = xq[2u * (xo + eu{e}) + 1u];",
-                           f"      let d = select(vec2<f32>(0.0), xd[xo + eu{e}], eok);",
+                firsts += ["    {", int8_unit("", f"eu{e}", f"lane + {e}u * TPR < NU"),
                            f"      a.x += dotw_row(r0, ew0_{e}, x0, x1, d);",
                            f"      a.y += dotw_row(r1c, ew1_{e}, x0, x1, d);", "    }"]
                 continue
@@ -794,14 +798,11 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
         # unit past the row's end re-reading the last one with a zero scale)
         units = []
         for j in range(ilp):
-            uj = "u" if j == 0 else f"u{j}"
             if j:
                 units.append(f"      let u{j} = min(u + {j}u * TPR, NU - 1u);")
-            d = f"xd[xo + {uj}]" if j == 0 else f"select(vec2<f32>(0.0), xd[xo + {uj}], u + {j}u * TPR < NU)"
-            units.append(f"      let x0_{j} = xq[2u * (xo + {uj})];\n      let x1_{j} = xq[2u * (xo + {uj}) + 1u];\n"
-                         f"      let d{j} = {d};")
-        a0 = " + ".join(f"dot_row(r0, {'u' if j == 0 else f'u{j}'}, x0_{j}, x1_{j}, d{j})" for j in range(ilp))
-        a1 = " + ".join(f"dot_row(r1c, {'u' if j == 0 else f'u{j}'}, x0_{j}, x1_{j}, d{j})" for j in range(ilp))
+            units.append(int8_unit(f"_{j}", f"u{j}", f"u + {j}u * TPR < NU") if j else int8_unit("_0", "u"))
+        a0 = " + ".join(f"dot_row(r0, {'u' if j == 0 else f'u{j}'}, x0_{j}, x1_{j}, d_{j})" for j in range(ilp))
+        a1 = " + ".join(f"dot_row(r1c, {'u' if j == 0 else f'u{j}'}, x0_{j}, x1_{j}, d_{j})" for j in range(ilp))
         loop = "\n".join([f"    let xo = {'slot * NU' if combine else '0u'};", *firsts,
                           f"    for (var u = lane{f' + {early}u * TPR' if early else ''}; u < NU; u += TPR * {ilp}u) {{",
                           *units, f"      a.x += {a0};", f"      a.y += {a1};", "    }"])

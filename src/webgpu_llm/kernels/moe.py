@@ -140,9 +140,8 @@ def route_kernel(r: Router, subgroups: str | None = None) -> Kernel:
     sig = Signature().storage("x", "array<f32>").storage("route", "array<vec2<u32>>", write=True)
     sg = r.subgroups and subgroups is not None
     logit = " + ".join(f"x[(t * {r.splits}u + {s}u) * RT_E + e]" for s in range(r.splits))
-    decls, code = route_wgsl(r, ROUTE_WG, f"({logit})" if r.splits > 1 else "x[t * RT_E + e]", sg)
+    decls, code = route_wgsl(r, ROUTE_WG, f"({logit})", sg)
     args = ", @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) sgs: u32" if sg else ""
-    subgroups = subgroups if sg else None
     body = decls + f"""
 @compute @workgroup_size({ROUTE_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32{args}) {{
@@ -152,8 +151,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
 }}
 """
-    k = sig.kernel(f"moe_route_{r.count}x{r.used}{'_sg' if subgroups is not None else ''}", body)
-    return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
+    k = sig.kernel(f"moe_route_{r.count}x{r.used}{'_sg' if sg else ''}", body)
+    return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if sg and subgroups else k
 
 
 def tile_list_len(pairs: int, count: int, bm: int) -> int:
