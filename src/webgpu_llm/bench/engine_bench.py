@@ -60,7 +60,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     whose Programs are built anew with `settings`' kernels and fusion."""
     settings, ctx = bench_settings(settings, n_prompt, n_gen, n_pp, ttft, Settings().prompt_batch(gpu) if streams else 0)
     say = log or (lambda *_: None)
-    tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
+    tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim, cfg.architecture.moe is not None)
     if session is None:
         say(f"building {cfg.name} on {gpu.name} (fused={settings.fused}, persist={tuning.persist}; "
             f"{_size(weight_bytes(tensors))} of weights)")

@@ -79,15 +79,15 @@ def web_gpu_options(base: GpuOptions | None = None) -> GpuOptions:
                    max_binding=min(b.max_binding or WEB_MAX_BINDING, WEB_MAX_BINDING))
 
 
-def export_tuning(kind: str, session_gpu: Any, hidden: int, head_dim: int) -> Tuning:
+def export_tuning(kind: str, session_gpu: Any, hidden: int, head_dim: int, experts: bool = False) -> Tuning:
     """The kernel shapes of a plan: "cpu" (a software adapter such as SwiftShader), "gpu", or
     "auto" (those of the exporting adapter's kind); persistent layers and matrix units off."""
     if kind == "cpu":
         t = CPU_TUNING
     elif kind == "gpu":
-        t = default_tuning(_NotCpu(session_gpu), hidden, head_dim)
+        t = default_tuning(_NotCpu(session_gpu), hidden, head_dim, experts)
     elif kind == "auto":
-        t = default_tuning(session_gpu, hidden, head_dim)
+        t = default_tuning(session_gpu, hidden, head_dim, experts)
     else:
         raise UserError(f"--tuning {kind!r}: choose auto, cpu or gpu")
     # Dawn-only early loads are a measured native choice; a browser's compiler differs
@@ -122,7 +122,7 @@ def build_session(model: str | Path | None, settings: Settings | None = None, ct
         n_ctx = min(ctx, cfg.max_ctx)
         if n_ctx < 2:
             raise UserError(f"--ctx {ctx}: must be at least 2")
-        t = export_tuning(tuning, gpu, cfg.hidden, cfg.head_dim)
+        t = export_tuning(tuning, gpu, cfg.hidden, cfg.head_dim, cfg.architecture.moe is not None)
         s = replace(s, tuning=t, persist=0, mma="off", fused=True, batch=batch)
         session = Session.build(gpu, cfg, src.tensors.get, s, n_ctx, progress)
         if prefill not in ("auto", "thin", "tiled"):

@@ -89,7 +89,7 @@ class Session:
               ctx: int, progress: Callable[[int], None] | None = None) -> Session:
         """Upload a model's weights and build its Programs for `ctx` positions."""
         weights = upload_weights(gpu, cfg, get, progress)
-        tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim)
+        tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim, cfg.architecture.moe is not None)
         return cls(Programs(gpu, cfg, weights, ctx, settings.prompt_batch(gpu), tuning, settings.fused,
                             settings.kv_f16(weights.all_f32)))
 

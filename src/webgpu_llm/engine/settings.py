@@ -100,7 +100,8 @@ class Tuning:
     # ... and on the int8 path (q4_0, q8_0: linear.early_ok), before x is quantized; off until timed
     int8_early: int = 0
     # the int8 mat-vecs issue the loads of their shape's `ilp` units at once (else one unit at
-    # a time: the shapes' ilp was measured on the float path); off until timed
+    # a time: the shapes' ilp was measured on the float path); on for mixtures (MOE_TUNING),
+    # mixed (+-2 %) on dense models
     int8_ilp: bool = False
     # mat-vecs whose row groups are narrower than a subgroup sum them by subgroup shuffles, not
     # through workgroup memory (GPU_TUNING: MV_SHUFFLE)
@@ -173,11 +174,11 @@ class Tuning:
     # H100, Qwen3-30B-A3B tg128 327.1 / 327.6 -> 326.1 / 326.3: off
     fold_combine: bool = False
     # a mixture's choice of experts by subgroup operations (moe.route_subgroup_wgsl), not by
-    # ranking each expert against all the others in workgroup memory; off until timed
+    # ranking each expert against all the others in workgroup memory (GPU_TUNING: on)
     route_subgroups: bool = False
     # a mixture's prompt router matmul (f32 weights of a few rows: Qwen3-30B-A3B's 128 make 16
     # workgroups at 512 tokens, each walking K = 2048) split K this many ways, the route kernel
-    # summing the parts (1 to ROUTER_SPLITS_MAX; not where the router has a bias); off until timed
+    # summing the parts (1 to ROUTER_SPLITS_MAX; not where the router has a bias; GPU_TUNING: 8)
     router_splits: int = 1
     # batched steps (engine/batch.py thin_level): up to `thin_rows` rows on thin matmuls of
     # `thin_tokens` rows a pass over the weights, more on the prompt matmuls
@@ -385,6 +386,10 @@ COMBINE_UNROLL = 4
 # 1337 -> 1362, Gemma-3-1B q4_0 878 -> 889, f16 690 -> 696, Qwen3-0.6B q4_0 1068 / 1075 / 1071
 # -> 1061 / 1078 / 1078, Qwen3-1.7B f16 547 / 548 -> 550 / 549, the 1.5B q4_0 and q8_0 within 0.2 %.
 MV_SHUFFLE = True
+# A mixture's prompt router (Qwen3-30B-A3B: 128 f32 rows, 16 workgroups walking K = 2048) split
+# K 8 ways. H100, pp512 against 7937 / 7734 in one call: 8380 / 8432 (the choice of experts by
+# subgroup operations beside it: 7768 / 7743, its decode +3.7 %: GPU_TUNING takes both).
+ROUTER_SPLITS = 8
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
@@ -394,7 +399,14 @@ GPU_TUNING = Tuning(
     expert_tiles=EXPERT_TILES, expert_list=EXPERT_LIST, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS,
     combine_unroll=COMBINE_UNROLL, quant_f16=True, float_tiles=FLOAT_TILES, float_double=True, x_f16=True,
-    role_tiles=ROLE_TILES, mv_shuffle=MV_SHUFFLE)
+    role_tiles=ROLE_TILES, mv_shuffle=MV_SHUFFLE, route_subgroups=True, router_splits=ROUTER_SPLITS)
+
+# A mixture's decode: O's split-K merge serves two row blocks (one merge of 32 heads' partials,
+# not two), the int8 mat-vecs issue their units' loads at once. H100, Qwen3-30B-A3B q4_0 tg128,
+# two alternations in one call against 335.1 / 335.3: O's blocks 341.4 / 342.0, int8_ilp
+# 337.6 / 339.2; with route_subgroups (347.3 / 347.9 alone) and router_splits 355.1 / 355.1,
+# and all four 356.1 (llama.cpp CUDA 239.0 in the same call).
+MOE_TUNING = {"blocks": (("o", 2),), "int8_ilp": True}
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
@@ -474,8 +486,9 @@ def by_adapter(table: tuple[tuple[str, int], ...], gpu: Gpu) -> int:
     return next((n for name, n in table if name in device), 0)
 
 
-def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
-    """The measured shapes for this adapter kind and model width (`hidden`) and head size."""
+def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0, experts: bool = False) -> Tuning:
+    """The measured shapes for this adapter kind and model width (`hidden`), head size and
+    whether it is a mixture of `experts`."""
     if gpu.is_cpu:
         return CPU_TUNING
     wide = hidden >= WIDE_FROM
@@ -491,6 +504,8 @@ def default_tuning(gpu: Gpu, hidden: int = 0, head_dim: int = 0) -> Tuning:
                     float_role_tiles=WIDE_FLOAT_ROLE_TILES, float_acc_f16=WIDE_FLOAT_ACC_F16)
     if hidden >= WIDE_TILES_FROM:
         t = replace(t, tiles=WIDE_TILES)
+    if experts:
+        t = replace(t, **MOE_TUNING)
     return t
 
 
@@ -552,9 +567,10 @@ class Settings:
         """A batched step's rows at most: the prompt batch, up to STEP_ROWS."""
         return min(self.prompt_batch(gpu), STEP_ROWS)
 
-    def tuning_for(self, gpu: Gpu, hidden: int, head_dim: int) -> Tuning:
-        """The tuning a model of this width and head size is built with on `gpu`."""
-        t = self.tuning or default_tuning(gpu, hidden, head_dim)
+    def tuning_for(self, gpu: Gpu, hidden: int, head_dim: int, experts: bool = False) -> Tuning:
+        """The tuning a model of this width and head size (a mixture of `experts` or not) is
+        built with on `gpu`."""
+        t = self.tuning or default_tuning(gpu, hidden, head_dim, experts)
         if self.persist is not None:
             t = replace(t, persist=persist_groups(self.persist, gpu))
         if self.mma is not None:
