@@ -88,6 +88,16 @@ def test_decode_folds_match_transformers(wgpu_gpu, tiny_dirs, arch):
     # the expert mat-vecs in row groups of their own width (Tuning.expert_tpr), 3 units in flight
     s.rebuild(dataclasses.replace(s.tuning, expert_tpr=4, expert_ilp=3))
     assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5
+    # ... and the router's mat-vec in a shape of its own (Tuning.router_mv): one workgroup a row
+    # pair, not O's shape and blocks
+    t = dataclasses.replace(s.tuning, router_mv=(16, 16, 2), blocks=(("o", 2),))
+    s.rebuild(t)
+    routers = [x for x in s.programs.decode.dispatches if any(".router" in getattr(b, "label", "") for b in x.buffers)]
+    assert len(routers) == s.cfg.n_layers
+    assert routers[0].size(1)[0] * routers[0].size(1)[1] == (s.cfg.architecture.moe.count + 1) // 2
+    assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5
+    with pytest.raises(ValueError, match="router_mv"):
+        dataclasses.replace(t, router_mv=(32, 16)).check()
     assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 

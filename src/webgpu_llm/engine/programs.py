@@ -893,7 +893,7 @@ class Programs:
         b, e, lay = self.buf, self.buf.experts, self.weights.layout
         assert e is not None and L.router is not None
         s_r = self.spec(L.router, prologue="rmsnorm", nw_off=lay.ffn, **self._bias(m, "router"))
-        d.add(self._mv(s_r, "o"), {**p, **L.router.bindings(), "x": b.h, "y": e.logits}, self._mvg(s_r, "o"))
+        d.add(self._mv(s_r, "router"), {**p, **L.router.bindings(), "x": b.h, "y": e.logits}, self._mvg(s_r, "router"))
         router = self._router(m)
         if not self.tuning.fold_route:
             d.add(self._route(router), {**p, "x": e.logits, "route": e.route}, (1, 1, 1))

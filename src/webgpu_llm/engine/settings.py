@@ -113,6 +113,10 @@ class Tuning:
     # short (Qwen3-30B-A3B's down: 768 inputs, 24 units, for the 64-128 lanes tuned for dense down);
     # GPU_TUNING takes 16
     expert_tpr: int = 0
+    # a mixture's decode router mat-vec (f32 weights of a few rows with the FFN norm) as (wg,
+    # tpr, ilp), in one row block; (): O's shape and blocks (Qwen3-30B-A3B's 128 rows make 16
+    # workgroups there, each walking 64 KB of weights: ~4 µs a layer for 1 MB); untimed
+    router_mv: tuple[int, ...] = ()
     # the tile matmuls' workgroups by weight block, each block's token blocks in turn (L2 reuse
     # of the weights; mma._block_order), instead of by token block (no faster on the H200)
     tokens_first: bool = False
@@ -242,6 +246,8 @@ class Tuning:
         return dict(table).get(role, 1)
 
     def row_blocks(self, role: str) -> int:
+        if role == "router" and not self.router_mv:
+            role = "o"
         return dict(self.blocks).get(role, 1)
 
     def tile_shape(self, experts: bool = False, float_weights: bool = False, role: str = "") -> TileShape:
@@ -264,6 +270,11 @@ class Tuning:
         return TileShape(*tiles)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
+        if role == "router":  # (f32 weights: never int8 or spread)
+            if self.router_mv:
+                wg, tpr, ilp = self.router_mv
+                return {"wg": wg, "tpr": tpr, "ilp": ilp}
+            role = "o"
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
             if r == role:
                 return {"wg": wg, "tpr": tpr, "ilp": ilp}
@@ -276,6 +287,8 @@ class Tuning:
                             ("attn_splits", 1), ("attn_prefetch", 0), ("sms", 0)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < least:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least {least}, not {getattr(self, name)!r}")
+        if self.router_mv and (len(self.router_mv) != 3 or not all(isinstance(v, int) and v > 0 for v in self.router_mv)):
+            raise ValueError(f"Tuning.router_mv: (threads a workgroup, threads a row pair, units in flight), not {self.router_mv!r}")
         if not isinstance(self.router_splits, int) or not 1 <= self.router_splits <= ROUTER_SPLITS_MAX:
             raise ValueError(f"Tuning.router_splits: 1 to {ROUTER_SPLITS_MAX}, not {self.router_splits!r}")
         if self.attn_splits > ATTN_SPLITS_MAX:
