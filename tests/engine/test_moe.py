@@ -240,4 +240,12 @@ def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
         assert sum(x.startswith("f16_matmul_") and "_list" in x for x in labels) == 2 * cfg.n_layers, labels
         assert sum(x.startswith("moe_group_") and "_tiles32" in x for x in labels) == cfg.n_layers, labels
         assert max_rel(s.logits([*ids, nxt])[-1], got) < 1e-6
+        # ... with two steps' loads in flight (Tuning.expert_depth): the same rows
+        s.rebuild(dataclasses.replace(s.tuning, expert_depth=2))
+        labels = [d.label for d in s.programs.prefill.dispatches]
+        assert sum(x.startswith("f16_matmul_") and "_straight_d2" in x and "_list" in x for x in labels) \
+            == 2 * cfg.n_layers, labels
+        assert max_rel(s.logits([*ids, nxt])[-1], got) < 1e-6
+        with pytest.raises(ValueError, match="expert_tiles"):
+            dataclasses.replace(s.tuning, expert_depth=3).check()
         assert max_rel(s.next_logits(ids), want) < 3e-2
