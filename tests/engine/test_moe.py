@@ -123,6 +123,26 @@ def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     assert max_rel(s.logits(IDS[:9]), hf_logits(d, IDS[:9])) < 1e-4
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_expert_tiles_staging_on_odd_sizes(wgpu_gpu, tiny_dirs, arch):
+    """The experts' f16 tiles (emulated) with two steps' loads in flight and two units a step
+    (Tuning.expert_depth, expert_units) on the f16 models' odd sizes (K not a multiple of 32 or
+    of 64): the logits of one unit a step and, within f16, transformers'."""
+    import dataclasses
+
+    d = tiny_dirs[arch, "float16"]
+    s = LLM.load(d, gpu=wgpu_gpu, batch=16, progress=False).session
+    s.rebuild(dataclasses.replace(s.tuning, mma="emulate", expert_tiles=(1, 4, 2, 2), expert_list=True))
+    if not any("_list" in x.label for x in s.programs.prefill.dispatches):
+        pytest.skip("this adapter has no f16 tiles to emulate")
+    want = s.logits(IDS)
+    s.rebuild(dataclasses.replace(s.tuning, expert_depth=2, expert_units=2))
+    assert sum("_k2_straight_d2" in x.label for x in s.programs.prefill.dispatches) == 2 * s.cfg.n_layers
+    got = s.logits(IDS)
+    assert max_rel(got, want) < 1e-3  # (the sums in another order, the f16 rows after them rounded anew)
+    assert max_rel(got, hf_logits(d, IDS)) < 1e-2
+
+
 def test_gpu_default_tuning_of_quantized_experts(wgpu_gpu):
     """The same tuning on the tiny-moe preset's q4_0 weights (the int8 mat-vecs' units loaded
     at once, int8_ilp): a decode step's logits as with those switches off."""
@@ -245,6 +265,10 @@ def test_quantized_experts_prompt_and_decode_agree(wgpu_gpu, dtype):
         labels = [d.label for d in s.programs.prefill.dispatches]
         assert sum(x.startswith("f16_matmul_") and "_straight_d2" in x and "_list" in x for x in labels) \
             == 2 * cfg.n_layers, labels
+        assert max_rel(s.logits([*ids, nxt])[-1], got) < 1e-6
+        # ... and two units of 32 inputs a step (Tuning.expert_units)
+        s.rebuild(dataclasses.replace(s.tuning, expert_units=2))
+        assert sum("_k2_straight_d2" in d.label for d in s.programs.prefill.dispatches) == 2 * cfg.n_layers
         assert max_rel(s.logits([*ids, nxt])[-1], got) < 1e-6
         with pytest.raises(ValueError, match="expert_tiles"):
             dataclasses.replace(s.tuning, expert_depth=3).check()

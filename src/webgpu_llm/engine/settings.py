@@ -93,6 +93,9 @@ class Tuning:
     # ... with this many steps' loads in flight (mma.TileShape.depth; 2 is straight): the dense
     # tiles' stage_depth 2 (pp512 of the quantized 1.5B +10 %) was never given to them; untimed
     expert_depth: int = 1
+    # ... and this many units of 32 inputs staged a step (mma.TileShape.ku): half the steps, each
+    # a load round trip and two barriers, for an expert's few tokens; untimed
+    expert_units: int = 1
     # ... on a grid of the token blocks an expert gets on average and one more, each workgroup
     # looping over its expert's further blocks (linear.Experts.loop), not of every token's block
     # for each expert (most of them empty); off until timed
@@ -257,7 +260,7 @@ class Tuning:
         """The f16 tiles' workgroup of the prompt matmuls (of the experts', a role's and the
         float weights' where they have their own)."""
         if experts and self.expert_tiles:
-            return TileShape(*self.expert_tiles, depth=self.expert_depth)
+            return TileShape(*self.expert_tiles, depth=self.expert_depth, ku=self.expert_units)
         tiles = ((dict(self.float_role_tiles).get(role) if float_weights else None) or dict(self.role_tiles).get(role)
                  or (self.float_tiles if float_weights and self.float_tiles else self.tiles))
         double = self.double_staging or (float_weights and self.float_double)
