@@ -334,3 +334,34 @@ def test_expert_matmuls_over_the_tile_list(gpu, path):
     assert np.abs(out[0]).max() > 0 and np.array_equal(out[bm], out[0])
     # a step of 2 tokens: a list as long as 2 tokens' pairs can make
     assert Experts(E, K, rows=rows, tiles=bm).grid_yz(2, bm) == (1 + min(E, 2 * K), 1)
+
+
+@pytest.mark.parametrize("count,tiles", [(300, 32), (300, 0), (7, 5)])
+def test_group_kernel_against_numpy(gpu, count, tiles):
+    """The group kernel's table on random choices: each expert's start (a scan over the
+    threads, several experts a thread where there are more experts than threads), the pairs in
+    expert order and each pair's place, and the (expert << 16 | block) tile list with all ones
+    after it; more rows allotted than the step's tokens have."""
+    rng = np.random.default_rng(count + tiles)
+    used, n, rows = 3, 61, 64 * 3
+    ids = np.stack([rng.choice(count, used, replace=False) for _ in range(n)]).astype(np.uint32)
+    if count > 100:
+        ids[:, 0] = 257  # (one expert past the first thread's with many pairs: several blocks)
+    route = np.zeros((n * used, 2), np.uint32)
+    route[:, 0] = ids.ravel()
+    words = moe.groups_words(count, rows, tiles)
+    groups = gpu.buffer(words * 4)
+    prog = Steps(gpu, n)
+    prog.add(moe.group_kernel(count, used, rows, tiles), {"route": gpu.upload(route), "groups": groups}, (1, 1, 1))
+    prog.prog.run(n)
+    g = read(gpu, groups, words, np.uint32)
+    counts = np.bincount(ids.ravel(), minlength=count)
+    start, order, inv = g[:count + 1], g[count + 1:count + 1 + n * used], g[count + 1 + rows:count + 1 + rows + n * used]
+    assert (start == np.concatenate([[0], np.cumsum(counts)])).all()
+    assert (order[inv] == np.arange(n * used)).all()
+    assert (ids.ravel()[order] == np.repeat(np.arange(count), counts)).all()
+    if tiles:
+        listed = g[moe.tile_list_at(count, rows):]
+        want = [(e << 16) | b for e in range(count) for b in range(-(-counts[e] // tiles))]
+        assert len(want) > count // 3 and (listed[:len(want)] == want).all()
+        assert (listed[len(want):] == 0xFFFFFFFF).all() and len(listed) == moe.tile_list_len(rows, count, tiles)

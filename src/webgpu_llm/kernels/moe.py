@@ -178,22 +178,29 @@ def group_kernel(count: int, used: int, rows: int, tiles: int = 0) -> Kernel:
     workgroup; grid (1, 1, 1)). Within an expert the order is arbitrary: each entry's output
     lands in its own row, and `combine_kernel` sums a token's slots in slot order. With
     `tiles`, also the list of each expert's blocks of that many pairs, (expert << 16 | block),
-    the entries after the last all ones (linear.Experts.tiles)."""
+    the entries after the last all ones (linear.Experts.tiles). The experts' starts (and their
+    blocks' places in the list) are a scan over the threads, each taking PER experts in turn."""
     sig = Signature().state().storage("route", "array<vec2<u32>>").storage("groups", "array<u32>", write=True)
-    listing = ""
+    per = -(-count // GROUP_WG)
     if tiles:
         assert count < 1 << 16 and rows < tiles << 16, "an entry holds 16 bits of expert and of block"
-        listing = f"""
-      for (var b = 0u; b * {tiles}u < c; b++) {{ groups[TILES + k] = (e << 16u) | b; k++; }}"""
+    blocks = f"(c + {tiles - 1}u) / {tiles}u" if tiles else "0u"
+    listing = """
+      for (var b = 0u; b < cb.y; b++) { groups[TILES + s.y + b] = (e << 16u) | b; }""" if tiles else ""
+    fill = f"""
+  for (var k = scan[WG - 1u].y + lid; k < {tile_list_len(rows, count, tiles)}u; k += WG) {{ groups[TILES + k] = 0xffffffffu; }}""" \
+        if tiles else ""
     body = f"""
 const E: u32 = {count}u;
 const K: u32 = {used}u;
 const WG: u32 = {GROUP_WG}u;
+const PER: u32 = {per}u;
 const ORDER: u32 = {count + 1}u;
 const INV: u32 = {count + 1 + rows}u;
 const TILES: u32 = {tile_list_at(count, rows)}u;
 var<workgroup> cnt: array<atomic<u32>, E>;
 var<workgroup> start: array<u32, E>;
+var<workgroup> scan: array<vec2<u32>, WG>;  // (pairs, blocks) of threads 0..lid's experts
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {{
   let n = min(st.n * K, {rows}u);
@@ -201,17 +208,32 @@ fn main(@builtin(local_invocation_index) lid: u32) {{
   workgroupBarrier();
   for (var q = lid; q < n; q += WG) {{ atomicAdd(&cnt[min(route[q].x, E - 1u)], 1u); }}
   workgroupBarrier();
-  if (lid == 0u) {{
-    var s = 0u;{f"{chr(10)}    var k = 0u;" if tiles else ""}
-    for (var e = 0u; e < E; e++) {{
-      start[e] = s;
-      groups[e] = s;
-      let c = atomicLoad(&cnt[e]);{listing}
-      s += c;
+  var own = vec2<u32>(0u);  // this thread's experts lid * PER..: their pairs and blocks
+  for (var j = 0u; j < PER; j++) {{
+    let e = lid * PER + j;
+    if (e < E) {{ let c = atomicLoad(&cnt[e]); own += vec2<u32>(c, {blocks}); }}
+  }}
+  scan[lid] = own;
+  workgroupBarrier();
+  for (var off = 1u; off < WG; off <<= 1u) {{  // inclusive scan (Hillis-Steele)
+    let v = select(vec2<u32>(0u), scan[max(lid, off) - off], lid >= off);
+    workgroupBarrier();
+    scan[lid] += v;
+    workgroupBarrier();
+  }}
+  var s = scan[lid] - own;
+  for (var j = 0u; j < PER; j++) {{
+    let e = lid * PER + j;
+    if (e < E) {{
+      let c = atomicLoad(&cnt[e]);
+      let cb = vec2<u32>(c, {blocks});
+      start[e] = s.x;
+      groups[e] = s.x;{listing}
+      s += cb;
       atomicStore(&cnt[e], 0u);
     }}
-    groups[E] = s;{f"{chr(10)}    for (; k < {tile_list_len(rows, count, tiles)}u; k++) {{ groups[TILES + k] = 0xffffffffu; }}" if tiles else ""}
   }}
+  if (lid == 0u) {{ groups[E] = scan[WG - 1u].x; }}{fill}
   workgroupBarrier();
   for (var q = lid; q < n; q += WG) {{
     let e = min(route[q].x, E - 1u);
