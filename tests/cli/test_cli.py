@@ -175,6 +175,19 @@ def test_bench_compares_prompt_matmuls(capsys):
     assert [r["mma"] for r in rows] == ["auto", "off"]
 
 
+def test_bench_compares_tunings_in_one_process(capsys):
+    """`--tuning '' --tuning 'fold_route=True'`: a row each, the weights loaded once, the second
+    with a dispatch less a layer (each expert gate/up workgroup choosing the experts); a field
+    that is not a Tuning's is a one-line error."""
+    code, out, err = run_cli(capsys, "bench", "--preset", "tiny-moe", "--dtype", "q8_0", "--backend", "wgpu", "--n-gen",
+                             "4", "--n-pp", "8", "--reps", "1", "--tuning", "", "--tuning", "fold_route=True", "--json")
+    assert code == 0 and "once for 2 variants" in err
+    rows = json.loads(out)["engine"]
+    assert [r["tuning"] for r in rows] == ["", "fold_route=True"]
+    assert rows[0]["dispatches_per_token"] - rows[1]["dispatches_per_token"] == 2  # (tiny-moe: 2 layers)
+    assert "fold_rout" in _fails(capsys, 2, "bench", "--preset", "tiny", "--tuning", "fold_rout=True")
+
+
 def _fails(capsys, code_expected: int, *args: str) -> str:
     code, _, err = run_cli(capsys, *args)
     assert code == code_expected, err

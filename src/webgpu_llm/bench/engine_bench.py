@@ -259,7 +259,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     def pp(r: dict[str, Any]) -> str:  # "—" where the prompt was not timed (--n-pp 0)
         return f"{r['pp_tok_s']:.0f}" if "pp_tok_s" in r else "—"
 
-    lines = [f"| {r['model']} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
+    tuned = any("tuning" in r for r in rows)  # (bench --tuning: a column of the variants' switches)
+    if tuned:
+        head = head.replace("| model |", "| model | tuning |", 1).replace("| --- |", "| --- | --- |", 1)
+    lines = [f"| {r['model']}{' | ' + (r.get('tuning') or '(defaults)') if tuned else ''} | {r['backend']} | {'yes' if r['fused'] else 'no'}"
              f"{' (submit/dispatch)' if r.get('per_dispatch_submit') else ''} | "
              f"{r.get('persist') or 'no'} | {r['dispatches_per_token']} | "
              f"{r['tg_tok_s']:.1f} | {_paths(r)} | {r.get('prompt_attention', '—')} | {pp(r)} |" for r in rows]

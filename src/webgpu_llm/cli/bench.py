@@ -62,6 +62,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--attn-tiles", default="auto", metavar="auto|on|off[,..]",
                    help="prompt attention on the f16 tiles where the KV cache is f16 and the adapter has them "
                         "(auto: on a GPU, for heads of 64 and more); a comma list compares (default: %(default)s)")
+    p.add_argument("--tuning", action="append", default=None, metavar="FIELD=VALUE[;...]",
+                   help="kernel switches as WEBGPU_LLM_TUNING takes them (e.g. \"route_subgroups=False;blocks=()\"), "
+                        "set after it; repeat the option to compare variants in one process, the weights loaded once "
+                        "('' for the defaults; repeat a pair to alternate them)")
     add_kv(p)
     p.add_argument("--profile", action="store_true", help="per-kernel GPU time of a decode step and of the prompt's layers; with --streams, also "
                         "of a batched step of K decode rows, and that step replayed back to back: in one submit, a "
@@ -120,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
     attn = [a.strip() for a in args.attn_tiles.split(",") if a.strip()]
     if not attn or any(a not in ("auto", "on", "off") for a in attn):
         raise UserError(f"--attn-tiles takes auto, on, off or a comma list of them, not {args.attn_tiles!r}")
+    from ..engine.settings import tuning_overrides
+
+    texts = args.tuning if args.tuning is not None else [None]
+    try:
+        tunings = [(t, tuning_overrides(t or "")) for t in texts]
+    except UserError as e:
+        raise UserError(f"--tuning: {e}") from None
     if args.embed is not None or args.preset in EMBED_PRESETS:
         return run_embed(args, backends, dtypes, log)
     if args.preset is None and args.model is None:
@@ -142,22 +153,24 @@ def run(args: argparse.Namespace) -> int:
                 src = open_model(args.model)
                 cfg, tensors = src.config, src.tensors
             session = None  # the variants below share one upload of the weights
-            for persist in persists:
-                for mma in mmas:
-                    for at in attn:
-                        settings = replace(base, mma=mma, attn_tiles=None if at == "auto" else at == "on",
-                                           persist=base.persist if persist is None else persist)
-                        if session is None and len(persists) * len(mmas) * len(attn) > 1:
-                            log(f"loading {cfg.name} once for {len(persists) * len(mmas) * len(attn)} variants")
-                            s, ctx = bench_settings(settings, args.n_prompt, args.n_gen, args.n_pp, args.ttft,
-                                                    Settings().prompt_batch(gpu) if streams else 0)
-                            session = Session.build(gpu, cfg, tensors.get, s, ctx)
-                        r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
-                                         n_pp=args.n_pp, ttft=args.ttft, reps=args.reps, streams=streams,
-                                         per_dispatch=args.submit_per_dispatch,
-                                         profile=args.profile, log=log, session=session)
-                        r["dtype"] = dtype
-                        rows.append(r)
+            variants = [(p_, m_, a_, t_) for p_ in persists for m_ in mmas for a_ in attn for t_ in tunings]
+            for persist, mma, at, (text, overrides) in variants:
+                settings = replace(base, mma=mma, attn_tiles=None if at == "auto" else at == "on",
+                                   persist=base.persist if persist is None else persist,
+                                   overrides=base.overrides + overrides)
+                if session is None and len(variants) > 1:
+                    log(f"loading {cfg.name} once for {len(variants)} variants")
+                    s, ctx = bench_settings(settings, args.n_prompt, args.n_gen, args.n_pp, args.ttft,
+                                            Settings().prompt_batch(gpu) if streams else 0)
+                    session = Session.build(gpu, cfg, tensors.get, s, ctx)
+                r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
+                                 n_pp=args.n_pp, ttft=args.ttft, reps=args.reps, streams=streams,
+                                 per_dispatch=args.submit_per_dispatch,
+                                 profile=args.profile, log=log, session=session)
+                r["dtype"] = dtype
+                if text is not None:
+                    r["tuning"] = text
+                rows.append(r)
     if args.peers:
         for peer in args.peers.split(","):
             if peer.strip() != "torch":
