@@ -105,7 +105,8 @@ def test_decode_folds_match_transformers(wgpu_gpu, tiny_dirs, arch):
 def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     """A GPU's whole default tuning for a mixture (default_tuning of an H200 with experts: the
     choice of experts by subgroup operations, the prompt router split over K, O's merge serving
-    two row blocks, its prompt tiles emulated): transformers' greedy tokens and step logits."""
+    two row blocks, its prompt tiles emulated): transformers' greedy tokens and step logits, alone
+    and in batched steps."""
     import dataclasses
     from types import SimpleNamespace
 
@@ -121,6 +122,8 @@ def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     s.rebuild(dataclasses.replace(t, mma="emulate"))
     assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
     assert max_rel(s.logits(IDS[:9]), hf_logits(d, IDS[:9])) < 1e-4
+    got, want = batched_greedy(s, d, [IDS[:9], IDS[3:20]])  # (a batched step's router and choice too)
+    assert got == want
 
 
 @pytest.mark.parametrize("arch", ARCHS)
