@@ -125,3 +125,16 @@ def test_streams_profile_replays_the_batched_step(capsys, tmp_path) -> None:
     assert {k["kernel"] for k in x["step_profile"]} >= {"sample_pick_argmax"}
     assert sum(k["count"] for k in x["step_profile"]) > 10
     assert set(x["step_ladder_ms"]) == {"one_submit", "replay", "writes", "read_backs"} and all(v > 0 for v in x["step_ladder_ms"].values())
+
+
+def test_kernel_table_estimates_each_kernels_share_of_one_pass() -> None:
+    """The profiles' tables: each dispatch timed in a pass of its own costs more than in one pass
+    of all; where the whole pass's time is known, each kernel's share of it is estimated by
+    spreading the difference over the dispatches (none where the parts add up to less)."""
+    from webgpu_llm.bench.engine_bench import _kernel_table
+
+    kernels = [{"kernel": "mv", "count": 48, "workgroups": 256, "us": 960.0}, {"kernel": "head", "count": 2, "us": 40.0}]
+    table = _kernel_table(kernels, "GPU µs/token", 500.0)  # 500 µs more over 50 dispatches: 10 each
+    assert "less 10.0 µs a dispatch" in table and "| 480.0 |" in table and "| 20.0 |" in table
+    assert table.splitlines()[1].count("---") == 6
+    assert "in one pass" not in _kernel_table(kernels, "GPU µs/token", 2000.0)

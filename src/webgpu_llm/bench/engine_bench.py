@@ -287,25 +287,31 @@ def _paths(r: dict[str, Any]) -> str:
     return "+".join(sorted(set(paths.values()))) if isinstance(paths, dict) and paths else "—"
 
 
-def _kernel_table(kernels: list[dict[str, Any]], unit: str) -> str:
+def _kernel_table(kernels: list[dict[str, Any]], unit: str, whole_us: float = 0.0) -> str:
+    """Per-kernel times (each dispatch timed in a pass of its own); with `whole_us`, the time of
+    all of them in one pass, also each kernel's estimated share of it: its time less the
+    passes' cost a dispatch (what the per-pass times add up to beyond the whole, spread evenly)."""
     tot = sum(k["us"] for k in kernels) or 1.0
-    rows = [f"| {k['kernel']} | {k['count']} | {k.get('workgroups', '')} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |\n"
-            for k in kernels]
-    return f"| kernel | count | workgroups | {unit} | share |\n| --- | --- | --- | --- | --- |\n" + "".join(rows)
+    n = sum(k["count"] for k in kernels) or 1
+    extra = (tot - whole_us) / n if whole_us and tot > whole_us else 0.0
+    cols = f"| kernel | count | workgroups | {unit} | share |" + (f" ~in one pass (less {extra:.1f} µs a dispatch) |" if extra else "")
+    rows = [f"| {k['kernel']} | {k['count']} | {k.get('workgroups', '')} | {k['us']:.1f} | {100 * k['us'] / tot:.1f} % |"
+            + (f" {max(k['us'] - extra * k['count'], 0.0):.1f} |" if extra else "") + "\n" for k in kernels]
+    return cols + "\n|" + " --- |" * (cols.count("|") - 1) + "\n" + "".join(rows)
 
 
 def profile_markdown(p: dict[str, Any]) -> str:
     s = f"dispatches/token {p['dispatches']}, CPU encode {p['cpu_encode_us']:.0f} µs/token"
     if "gpu_us" in p:
         s += (f", GPU {p['gpu_us']:.0f} µs/token, weights {p['weight_bytes'] / 1e6:.0f} MB/token → "
-              f"{p['bandwidth_gb_s']:.0f} GB/s\n\n" + _kernel_table(p["kernels"], "GPU µs/token"))
+              f"{p['bandwidth_gb_s']:.0f} GB/s\n\n" + _kernel_table(p["kernels"], "GPU µs/token", p["gpu_us"]))
     return s
 
 
 def streams_profile_markdown(x: dict[str, Any]) -> str:
     """The per-kernel GPU time of one batched step of `x['streams']` decode rows."""
     return (f"{x['streams']} decode rows, GPU {x['step_gpu_ms'] * 1e3:.0f} µs a step\n\n"
-            + _kernel_table(x["step_profile"], "GPU µs/step"))
+            + _kernel_table(x["step_profile"], "GPU µs/step", x["step_gpu_ms"] * 1e3))
 
 
 def _attention_path(m: Any) -> str:
@@ -317,4 +323,4 @@ def _attention_path(m: Any) -> str:
 
 def prefill_markdown(p: dict[str, Any]) -> str:
     return (f"{p['tokens']} tokens, GPU {p['gpu_us']:.0f} µs through the layers ({p['layers_tok_s']:.0f} tok/s)\n\n"
-            + _kernel_table(p["kernels"], "GPU µs"))
+            + _kernel_table(p["kernels"], "GPU µs", p["gpu_us"]))
