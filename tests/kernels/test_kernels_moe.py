@@ -365,3 +365,19 @@ def test_group_kernel_against_numpy(gpu, count, tiles):
         want = [(e << 16) | b for e in range(count) for b in range(-(-counts[e] // tiles))]
         assert len(want) > count // 3 and (listed[:len(want)] == want).all()
         assert (listed[len(want):] == 0xFFFFFFFF).all() and len(listed) == moe.tile_list_len(rows, count, tiles)
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "mxfp4", "f16"])
+def test_expert_tiles_staging_passes_tint(fmt):
+    """The experts' real f16-tile kernels with two steps' loads in flight and two units a step
+    (Tuning.expert_depth, expert_units), on the tile list: Tint takes them (the engine's tests run
+    them emulated on llvmpipe)."""
+    case_specs = (LinearSpec(k=HID, segments=(Segment(fmt, INTER), Segment(fmt, INTER)), epilogue="silu_mul",
+                             x_f16=True, experts=Experts(E, K, rows=64, tiles=32)),
+                  LinearSpec(k=INTER, segments=(Segment(fmt, HID),), x_f16=True,
+                             experts=Experts(E, K, x_per_slot=True, rows=64, tiles=32)))
+    for spec in case_specs:
+        for shape in (mma.TileShape(1, 4, 2, 2, depth=2), mma.TileShape(1, 4, 2, 2, depth=2, ku=2)):
+            kernel = mma.f16_matmul_kernel(spec, shape)
+            assert "_straight_d2" in kernel.name and "_list" in kernel.name
+            tint_check(kernel)
