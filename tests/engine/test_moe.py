@@ -130,7 +130,8 @@ def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
 def test_expert_tiles_staging_on_odd_sizes(wgpu_gpu, tiny_dirs, arch):
     """The experts' f16 tiles (emulated) with two steps' loads in flight and two units a step
     (Tuning.expert_depth, expert_units) on the f16 models' odd sizes (K not a multiple of 32 or
-    of 64): the logits of one unit a step and, within f16, transformers'."""
+    of 64): the logits of one unit a step and, within f16, transformers'; so too with the experts'
+    gate/up summed in f16s."""
     import dataclasses
 
     d = tiny_dirs[arch, "float16"]
@@ -143,7 +144,13 @@ def test_expert_tiles_staging_on_odd_sizes(wgpu_gpu, tiny_dirs, arch):
     assert sum("_k2_straight_d2" in x.label for x in s.programs.prefill.dispatches) == 2 * s.cfg.n_layers
     got = s.logits(IDS)
     assert max_rel(got, want) < 1e-3  # (the sums in another order, the f16 rows after them rounded anew)
-    assert max_rel(got, hf_logits(d, IDS)) < 1e-2
+    hf = hf_logits(d, IDS)
+    assert max_rel(got, hf) < 1e-2
+    # ... and the experts' gate/up with f16 sums (Tuning.acc_f16 names its role)
+    s.rebuild(dataclasses.replace(s.tuning, acc_f16=("gate_up",)))
+    labels = [x.label for x in s.programs.prefill.dispatches if "_list" in x.label]
+    assert sum("_a16" in x for x in labels) == s.cfg.n_layers, labels
+    assert max_rel(s.logits(IDS), hf) < 1e-2
 
 
 def test_gpu_default_tuning_of_quantized_experts(wgpu_gpu):

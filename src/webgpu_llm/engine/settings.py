@@ -147,7 +147,8 @@ class Tuning:
     # the prompt matmuls of these roles ("qkv", "o", "gate_up", "down") with f16 sums on the
     # f16 tiles (mma.TileShape.acc16; where the device lists f16 -> f16 tiles): half the
     # accumulators' registers, for sums rounded to f16 (its range: a role whose outputs can pass
-    # 65504, as some models' down projections, must keep f32). H100, 1.5B f16 pp512 +1 %: off
+    # 65504, as some models' down projections, must keep f32); a mixture's expert matmuls too.
+    # H100, 1.5B f16 pp512 +1 %: off
     acc_f16: tuple[str, ...] = ()
     # ... and these roles' for float weights only (default_tuning: WIDE_FLOAT_ACC_F16)
     float_acc_f16: tuple[str, ...] = ()
@@ -260,7 +261,7 @@ class Tuning:
         """The f16 tiles' workgroup of the prompt matmuls (of the experts', a role's and the
         float weights' where they have their own)."""
         if experts and self.expert_tiles:
-            return TileShape(*self.expert_tiles, depth=self.expert_depth, ku=self.expert_units)
+            return TileShape(*self.expert_tiles, depth=self.expert_depth, ku=self.expert_units, acc16=role in self.acc_f16)
         tiles = ((dict(self.float_role_tiles).get(role) if float_weights else None) or dict(self.role_tiles).get(role)
                  or (self.float_tiles if float_weights and self.float_tiles else self.tiles))
         double = self.double_staging or (float_weights and self.float_double)
