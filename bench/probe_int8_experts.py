@@ -31,7 +31,15 @@ from webgpu_llm.kernels import moe  # noqa: E402
 from webgpu_llm.kernels.common import pack_state  # noqa: E402
 from webgpu_llm.kernels.formats import FORMATS  # noqa: E402
 from webgpu_llm.kernels.linear import Experts, LinearSpec, Segment  # noqa: E402
-from webgpu_llm.kernels.mma import BM, BN, mma_matmul_grid, mma_matmul_kernel, quantize_grid, quantize_kernel, usable  # noqa: E402
+from webgpu_llm.kernels.mma import (  # noqa: E402
+    BM,
+    BN,
+    mma_matmul_grid,
+    mma_matmul_kernel,
+    quantize_grid,
+    quantize_kernel,
+    usable,
+)
 from webgpu_llm.models.presets import random_weight  # noqa: E402
 from webgpu_llm.runtime.gpu import open_gpu  # noqa: E402
 from webgpu_llm.runtime.program import Program  # noqa: E402
