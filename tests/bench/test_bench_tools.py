@@ -263,3 +263,26 @@ def test_probe_fragment_loads_kernels_pass_tint() -> None:
         loop = k.wgsl[k.wgsl.index("for (var r"):]
         assert loop.count("subgroupMatrixLoad") == (tm + tn if loads else 0)
         tint_check(k)
+
+
+def test_probe_int8_experts_checks_itself_emulated() -> None:
+    """bench/probe_int8_experts.py with both sides emulated (no int8 tiles here): the expert
+    kernel's rows equal the dense int8 kernel's on each expert's rows alone, so that on a GPU
+    only the real tiles can differ; with every output counted wrong, its diagnosis names the
+    tiles' token places and rows; on an adapter without int8 tiles and no --emulate, exit 1."""
+    run = [sys.executable, str(BENCH / "probe_int8_experts.py"), "--emulate", "--experts", "5", "--used", "2", "--tokens",
+           "70", "--k", "64", "--rows", "40"]
+    r = subprocess.run(run, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["emulated vs dense"] < 1e-6 and res["real vs emulated"] == 0 and res["wrong share"] == 0
+    r = subprocess.run([*run, "--tol", "-1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    res = json.loads(r.stdout)
+    assert res["wrong share"] == 1 and len(res["wrong by weight row in block (row mod BN)"]) == 40
+    assert set(res["wrong by token tile"]) >= {"0"}
+    from webgpu_llm.kernels.mma import usable
+    from webgpu_llm.runtime.gpu import open_gpu
+
+    if not usable(open_gpu("dawn")):
+        r = subprocess.run(run[:2], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and "int8" in r.stderr
