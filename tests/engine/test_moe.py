@@ -101,6 +101,13 @@ def test_decode_folds_match_transformers(wgpu_gpu, tiny_dirs, arch):
     assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
 
 
+def _h200(gpu):
+    """A stand-in for an H200 on `gpu`'s backend: what default_tuning reads of an adapter."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(is_cpu=False, backend=gpu.backend, info={"device": "NVIDIA H200"})
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     """A GPU's whole default tuning for a mixture (default_tuning of an H200 with experts: the
@@ -108,14 +115,13 @@ def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     two row blocks, its prompt tiles emulated): transformers' greedy tokens and step logits, alone
     and in batched steps."""
     import dataclasses
-    from types import SimpleNamespace
 
     from webgpu_llm.engine.settings import default_tuning
 
     d = tiny_dirs[arch, "float32"]
     s = LLM.load(d, gpu=wgpu_gpu, progress=False).session
     c = s.cfg
-    h200 = SimpleNamespace(is_cpu=False, backend=wgpu_gpu.backend, info={"device": "NVIDIA H200"})
+    h200 = _h200(wgpu_gpu)
     t = default_tuning(h200, c.hidden, c.head_dim, experts=True)
     assert t.route_subgroups and t.router_splits > 1 and t.row_blocks("o") == 2 and t.int8_ilp
     assert default_tuning(h200, c.hidden, c.head_dim).row_blocks("o") == 1  # (dense models keep one)
@@ -157,7 +163,6 @@ def test_gpu_default_tuning_of_quantized_experts(wgpu_gpu):
     """The same tuning on the tiny-moe preset's q4_0 weights (the int8 mat-vecs' units loaded
     at once, int8_ilp): a decode step's logits as with those switches off."""
     import dataclasses
-    from types import SimpleNamespace
 
     from webgpu_llm.engine import Session, Settings
     from webgpu_llm.engine.settings import default_tuning
@@ -165,8 +170,7 @@ def test_gpu_default_tuning_of_quantized_experts(wgpu_gpu):
 
     cfg, tensors = preset_model("tiny-moe", "q4_0")
     s = Session.build(wgpu_gpu, cfg, tensors.get, Settings(batch=16), 64)
-    h200 = SimpleNamespace(is_cpu=False, backend=wgpu_gpu.backend, info={"device": "NVIDIA H200"})
-    t = dataclasses.replace(default_tuning(h200, cfg.hidden, cfg.head_dim, experts=True), mma="emulate")
+    t = dataclasses.replace(default_tuning(_h200(wgpu_gpu), cfg.hidden, cfg.head_dim, experts=True), mma="emulate")
     s.rebuild(dataclasses.replace(t, route_subgroups=False, router_splits=1, blocks=(), int8_ilp=False))
     want = s.next_logits(IDS[:9])
     s.rebuild(t)

@@ -252,10 +252,13 @@ class Tuning:
         table = ((few and self.batch_splits_few) or self.batch_splits) if batched else self.splits
         return dict(table).get(role, 1)
 
+    def _mv_role(self, role: str) -> str:
+        """The role whose mat-vec shape and blocks `role` takes: a mixture's router takes O's
+        unless it has a shape of its own (router_mv)."""
+        return "o" if role == "router" and not self.router_mv else role
+
     def row_blocks(self, role: str) -> int:
-        if role == "router" and not self.router_mv:
-            role = "o"
-        return dict(self.blocks).get(role, 1)
+        return dict(self.blocks).get(self._mv_role(role), 1)
 
     def tile_shape(self, experts: bool = False, float_weights: bool = False, role: str = "") -> TileShape:
         """The f16 tiles' workgroup of the prompt matmuls (of the experts', a role's and the
@@ -277,11 +280,10 @@ class Tuning:
         return TileShape(*tiles)
 
     def shape(self, role: str, int8: bool = False, spread: bool = False) -> dict[str, int]:
-        if role == "router":  # (f32 weights: never int8 or spread)
-            if self.router_mv:
-                wg, tpr, ilp = self.router_mv
-                return {"wg": wg, "tpr": tpr, "ilp": ilp}
-            role = "o"
+        role = self._mv_role(role)
+        if role == "router":  # (its own shape; f32 weights: never int8 or spread)
+            wg, tpr, ilp = self.router_mv
+            return {"wg": wg, "tpr": tpr, "ilp": ilp}
         for r, wg, tpr, ilp in (*(self.mv_int8 if int8 else ()), *(self.mv_spread if spread else ()), *self.mv):
             if r == role:
                 return {"wg": wg, "tpr": tpr, "ilp": ilp}
