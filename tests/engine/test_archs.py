@@ -142,16 +142,20 @@ def test_gpu_default_tuning_matches_transformers(wgpu_gpu, tiny_dirs, arch):
 def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
     """The decode kernels a GPU's tuning takes (weights read by adjacent words, first units
     requested early, row groups of 8 threads, 16 keys a split so that windows start inside
-    splits, four threads a key, the partials merged four splits a pass) with soft-caps, windows
-    and LongRoPE's scale."""
+    splits, four threads a key, the partials merged four splits a pass; then one split a head
+    of several chunks) with soft-caps, windows and LongRoPE's scale."""
     from webgpu_llm.engine.settings import ROLES
 
     d = tiny_dirs[arch, "float32"]
     llm = _load(d, wgpu_gpu)
     t = llm.session.tuning
-    llm.session.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True,
-                                            attn_wg=64, early=2, attn_chunk=16, combine_unroll=4))
-    assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)
+    want = hf_greedy(d, IDS[:9], 12)
+    for chunk, cap in ((16, 0), (16, 1)):  # (one split a head, of two chunks past 16 keys)
+        llm.session.rebuild(dataclasses.replace(t, mv=tuple((r, 64, 8, 1) for r in ROLES), spread=True, attn_wg=64,
+                                                early=2, attn_chunk=chunk, combine_unroll=4, decode_splits=cap))
+        assert list(llm.session.stream(IDS[:9], 0, SamplingParams(), 12)) == want, cap
+    with pytest.raises(ValueError, match="overflow the partials"):  # 8 splits of 4 keys for 2 of 16
+        llm.session.rebuild(dataclasses.replace(t, attn_chunk=4))
 
 
 @pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
@@ -159,15 +163,16 @@ def test_gpu_decode_switches_match_transformers(wgpu_gpu, tiny_dirs, arch):
 def test_qk_norm_folded_into_decode_attention(wgpu_gpu, tiny_dirs, arch, kv):
     """Tuning.fold_qk_norm: the decode attention norms, rotates and appends q and the new key
     itself (a dispatch less a layer), with keys read whole and by four threads each, splits of 16
-    keys (the window starting inside one): transformers' greedy tokens, the same step logits."""
+    keys (the window starting inside one), and two splits of several chunks (the new key
+    appended by the last): transformers' greedy tokens, the same step logits."""
     d = tiny_dirs[arch, "float32" if kv == "f32" else "float16"]
     llm = _load(d, wgpu_gpu, settings=Settings(kv=kv))
     s = llm.session
     unfold_decode(s, fold_post_norm=True)
     base = s.next_logits(IDS[:9])
     n = len(s.programs.decode)
-    for wg in (0, 64):
-        s.rebuild(dataclasses.replace(s.tuning, fold_qk_norm=True, attn_wg=wg, attn_chunk=16))
+    for wg, chunk, cap in ((0, 16, 0), (64, 16, 0), (64, 4, 2)):  # (2 splits of several 4-key chunks)
+        s.rebuild(dataclasses.replace(s.tuning, fold_qk_norm=True, attn_wg=wg, attn_chunk=chunk, decode_splits=cap))
         assert len(s.programs.decode) == n - s.cfg.n_layers
         assert any("qk_norm" in x.label for x in s.programs.decode.dispatches)
         assert max_rel(s.next_logits(IDS[:9]), base) < (1e-5 if kv == "f32" else 1e-3), wg
@@ -221,12 +226,17 @@ def test_batched_scheduler_matches_transformers(wgpu_gpu, tiny_dirs, arch):
     """Three requests on two slots through continuous batching (thin matmuls for decode rows,
     prompt chunks beside them): each gets transformers' greedy tokens (Phi-3 within its
     original context, where transformers takes LongRoPE's short factors); so too with the
-    decode rows of several-row steps on split-K attention of 16-key splits (batch_split_keys)."""
+    decode rows of several-row steps on split-K attention of 16-key splits (batch_split_keys),
+    and on two splits a head of several chunks (decode_splits, batch_decode_splits)."""
     d = tiny_dirs[arch, "float32"]
     llm = _load(d, wgpu_gpu, ctx=PHI3_ORIGINAL_CTX if arch == "phi3" else 64)
     got, want = batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])
     assert got == want
     llm.session.rebuild(dataclasses.replace(llm.session.tuning, batch_split_keys=True, attn_chunk=16))
+    assert batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])[0] == want
+    # ... in two splits a head at most, of several 4-key chunks (a one-row step's and a larger one's)
+    llm.session.rebuild(dataclasses.replace(llm.session.tuning, batch_split_keys=True, attn_chunk=4, decode_splits=2,
+                                            batch_decode_splits=2))
     assert batched_greedy(llm.session, d, [IDS[:9], IDS[3:20], IDS[:4]])[0] == want
 
 

@@ -16,7 +16,6 @@ from webgpu_llm.kernels.elementwise import combine_kernel, gelu_mul_kernel, rope
 from webgpu_llm.kernels.elementwise import grid as ew_grid
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import (
-    AttnShape,
     LinearSpec,
     QkvShape,
     Segment,
@@ -187,25 +186,27 @@ def test_prompt_attention_window_and_softcap(gpu, d, t, pos0, window, softcap):
         assert rel_err(read(gpu, out2, (t, hq, d)), want) < 1e-5, pack
 
 
-@pytest.mark.parametrize("sub,wg,window,softcap,pos", [(False, 0, 20, 0.0, 52), (True, 64, 20, 1.5, 52),
-                                                       (False, 32, 16, 0.0, 47), (True, 0, 40, 2.0, 30),
-                                                       (False, 0, 0, 1.0, 52)])
-def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos):
+@pytest.mark.parametrize("sub,wg,window,softcap,pos,cap", [(False, 0, 20, 0.0, 52, 0), (True, 64, 20, 1.5, 52, 0),
+                                                           (False, 32, 16, 0.0, 47, 0), (True, 0, 40, 2.0, 30, 0),
+                                                           (False, 0, 0, 1.0, 52, 0), (False, 0, 20, 0.0, 52, 2),
+                                                           (True, 64, 20, 1.5, 95, 2), (False, 32, 0, 1.0, 95, 3)])
+def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos, cap):
     """Split-K decode attention with a sliding window (splits before it hold nothing, the
     first one starts inside it; a window longer than the keys so far) and soft-capped scores;
-    merged by the combine kernel and by the O projection's prologue."""
+    merged by the combine kernel and by the O projection's prologue; with the splits capped,
+    each of several chunks (the window starting inside the second of two of 48 keys)."""
     rng = np.random.default_rng(25)
     hq, hkv, d, ctx, chunk, scale = 4, 2, 16, 100, 16, 0.2
     kv = np.zeros((2, hkv, ctx, d), np.float32)
     kv[:, :, :pos + 1] = rng.standard_normal((2, hkv, pos + 1, d))
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, window=window, softcap=softcap, scale=scale)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, window=window, softcap=softcap, scale=scale, cap=cap)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     # stale partials from an earlier step: a split the window leaves out must not be read
     gpu.write(ml, np.full(hq * spec.max_splits * 2, 7.0, np.float32))
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(kv), "ml": ml, "acc": acc}
     st = gpu.upload(pack_state(pos=pos, n=1))
-    ashape = AttnShape(hq, d, chunk, spec.max_splits, window, unroll=3 if sub else 1)  # (the merge's passes)
+    ashape = spec.shape(unroll=3 if sub else 1)  # (the merge's passes)
     rows = 13
     w = rng.standard_normal((rows, hq * d)).astype(np.float32)
     o_spec = LinearSpec(k=hq * d, segments=(Segment("f32", rows),), prologue="attn", attn=ashape)
@@ -238,12 +239,13 @@ def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos)
     assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5
 
 
-@pytest.mark.parametrize("window,softcap", [(0, 0.0), (20, 1.5)])
-def test_decode_attention_per_block(gpu, window, softcap):
+@pytest.mark.parametrize("window,softcap,cap", [(0, 0.0, 0), (20, 1.5, 0), (20, 1.5, 2), (0, 0.0, 3)])
+def test_decode_attention_per_block(gpu, window, softcap, cap):
     """A batched step's one-row query blocks through split-K attention (each its own sequence,
     position and pages), merged per block into its row by the combine kernel; a block of three
     rows is left to the prompt kernel (its rows untouched here, and the prompt kernel with
-    skip_single leaves the one-row blocks alone)."""
+    skip_single leaves the one-row blocks alone); with the splits capped, each block's splits
+    spanning chunks as its own position asks."""
     rng = np.random.default_rng(26)
     hq, hkv, d, ctx, chunk, scale = 4, 2, 16, 100, 16, 0.2
     slots = Slots(3, ctx, pages=21)
@@ -257,8 +259,8 @@ def test_decode_attention_per_block(gpu, window, softcap):
     # rows: slot 0 at 52, slot 1's block of 3 rows at 10.., slot 2 at 30
     blocks = np.array([(0, 1, 0, 52), (1, 3, 1, 10), (4, 1, 2, 30)], np.uint32)
     q = rng.standard_normal((5, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, window=window, softcap=softcap, scale=scale)
-    ashape = AttnShape(hq, d, chunk, spec.max_splits, window)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, window=window, softcap=softcap, scale=scale, cap=cap)
+    ashape = spec.shape()
     ml, acc = gpu.buffer(3 * hq * spec.max_splits * 8), gpu.buffer(3 * hq * spec.max_splits * d * 4)
     y = gpu.upload(np.full((5, hq, d), 7.0, np.float32))
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(pool), "pages": gpu.upload(table), "blocks": gpu.upload(blocks),
@@ -365,10 +367,11 @@ def test_post_norm_adds_the_normed_output(gpu, partials, nxt):
         assert rel_err(read(gpu, y, (t, k)), rms_norm(want, w_next, eps)) < 1e-5
 
 
-def test_attention_sinks_prompt_and_decode(gpu):
+@pytest.mark.parametrize("cap", [0, 1])
+def test_attention_sinks_prompt_and_decode(gpu, cap):
     """gpt-oss's sinks (a logit per head, read from the parameter buffer, in the softmax's
     denominator): the prompt kernel with a window, and split-K decode merged by the combine
-    kernel and by the O projection's prologue."""
+    kernel and by the O projection's prologue (`cap` 1: one split for all the keys)."""
     rng = np.random.default_rng(26)
     hq, hkv, d, ctx, t, pos0, off = 4, 2, 16, 64, 21, 5, 8
     sinks = rng.standard_normal(hq).astype(np.float32) * 2
@@ -384,11 +387,11 @@ def test_attention_sinks_prompt_and_decode(gpu):
     assert rel_err(read(gpu, out, (t, hq, d)), attention_ref(q, k_, v_, pos0, 9, sinks=sinks)) < 1e-5
     # decode: the last query alone, over 26 keys in two splits
     pos = pos0 + t - 1
-    spec = att.AttentionSpec(hq, hkv, d, ctx, 16, sinks=off)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, 16, sinks=off, cap=cap)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     st = gpu.upload(pack_state(pos=pos, n=1))
     bufs = {"st": st, "q": gpu.upload(q[-1:]), "kv": gpu.upload(kv), "ml": ml, "acc": acc, "pv": pv}
-    ashape = AttnShape(hq, d, 16, spec.max_splits, sinks=off, unroll=4)
+    ashape = spec.shape(unroll=4)
     rows = 11
     w = rng.standard_normal((rows, hq * d)).astype(np.float32)
     o_spec = LinearSpec(k=hq * d, segments=(Segment("f32", rows),), prologue="attn", attn=ashape)

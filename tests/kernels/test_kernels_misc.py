@@ -14,7 +14,7 @@ from webgpu_llm.kernels.common import grid_2d, pack_state
 from webgpu_llm.kernels.elementwise import combine_kernel
 from webgpu_llm.kernels.elementwise import grid as ew_grid
 from webgpu_llm.kernels.formats import FORMATS
-from webgpu_llm.kernels.linear import AttnShape, LinearSpec, Segment
+from webgpu_llm.kernels.linear import LinearSpec, Segment
 from webgpu_llm.kernels.loss import nll_kernel
 from webgpu_llm.kernels.rows import embed_kernel, rmsnorm_kernel
 from webgpu_llm.kernels.strided import grid_1d, grid_rows
@@ -52,23 +52,28 @@ def test_prompt_attention_causal_gqa(gpu, d, t, pos0, f16):
     assert rel_err(read(gpu, out, (t, hq, d)), attention(q, k, v, pos0)) < 1e-5
 
 
-@pytest.mark.parametrize("sub,wg,d,f16,chunk", [(False, 0, 16, False, 16), (True, 0, 16, False, 16),
-                                                (False, 64, 16, False, 16), (True, 64, 16, False, 16),
-                                                (True, 128, 8, False, 16), (False, 64, 20, False, 16),
-                                                (True, 32, 20, True, 16), (False, 0, 16, True, 16),
-                                                (True, 64, 8, True, 16), (False, 0, 144, False, 16),
-                                                (True, 32, 144, True, 16), (False, 0, 16, False, 4),
-                                                (True, 16, 8, True, 8)])
-def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16, chunk):
+@pytest.mark.parametrize("sub,wg,d,f16,chunk,cap", [(False, 0, 16, False, 16, 0), (True, 0, 16, False, 16, 0),
+                                                    (False, 64, 16, False, 16, 0), (True, 64, 16, False, 16, 0),
+                                                    (True, 128, 8, False, 16, 0), (False, 64, 20, False, 16, 0),
+                                                    (True, 32, 20, True, 16, 0), (False, 0, 16, True, 16, 0),
+                                                    (True, 64, 8, True, 16, 0), (False, 0, 144, False, 16, 0),
+                                                    (True, 32, 144, True, 16, 0), (False, 0, 16, False, 4, 0),
+                                                    (True, 16, 8, True, 8, 0), (False, 0, 16, False, 4, 3),
+                                                    (True, 64, 16, True, 16, 2), (True, 16, 8, False, 8, 4),
+                                                    (False, 64, 20, False, 4, 1)])
+def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16, chunk, cap):
     """Split-K decode attention and its merge: keys read whole by a thread each, or by 2-8
     threads each (the last thread's words fewer where they do not divide the head); heads
     longer than the chunk's keys (the workgroup sized to the head); f32 and f16 caches; 4, 7
-    and 14 splits (the merge loads four a pass, the last pass partial)."""
+    and 14 splits (the merge loads four a pass, the last pass partial); with the splits capped
+    (AttentionSpec.cap), each taking several chunks: 3 splits of 5 chunks of 4 keys (the last
+    short), 2 of 2, 4 of 2 (the last one chunk), all of them in one."""
     rng = np.random.default_rng(11)
     hq, hkv, ctx, pos = 4, 2, 100, 52  # 53 keys -> 53 / chunk splits, the last partial
     kv = _kv(rng, hkv, ctx, d, pos + 1, f16)
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, kv_f16=f16)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, kv_f16=f16, cap=cap)
+    assert spec.max_splits == (cap or -(-ctx // chunk)) and spec.capped == bool(cap)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(_cache(kv, f16)), "ml": ml, "acc": acc}
     sg = gpu.subgroups_wgsl(on_cpu=True) if sub else None
@@ -76,7 +81,7 @@ def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16, chunk):
     prog = Program(gpu)
     prog.add(att.attention_kernel(spec, sg), {"st": st, **bufs}, att.attention_grid(spec))
     y = gpu.buffer(hq * d * 4)
-    prog.add(combine_kernel(AttnShape(hq, d, chunk, spec.max_splits, unroll=1 + 3 * (chunk < 16))), {"st": st, **bufs, "y": y},
+    prog.add(combine_kernel(spec.shape(unroll=1 + 3 * (chunk < 16))), {"st": st, **bufs, "y": y},
              ew_grid(hq * d // 4))
     prog.run()
     k = kv[0].transpose(1, 0, 2)[: pos + 1]

@@ -69,6 +69,9 @@ from .waves import Split, by_waves, plan_split
 from .weights import GpuMatrix, LayerWeights, ModelWeights
 
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
+# the fewest keys a split-K decode split takes (Tuning.attn_chunk), uncapped: its partials'
+# buffers hold ctx / MIN_CHUNK splits a head
+MIN_CHUNK = 16
 
 
 @dataclass
@@ -103,7 +106,7 @@ class Buffers:
     def alloc(cls, g: Gpu, c: ModelConfig, ctx: int, batch: int, kv_f16: bool = False) -> Buffers:
         T = batch
         score_rows = min(SCORE_ROWS, T)
-        most_splits = -(-ctx // 16)  # split-K partials sized for the smallest chunk any tuning may use
+        most_splits = -(-ctx // MIN_CHUNK)  # split-K partials sized for the most splits any tuning may take
         nwg = sampling.scan_workgroups(c.vocab)
         return cls(
             st=g.buffer(STATE_WORDS * 4, "state"),
@@ -253,12 +256,16 @@ class Programs:
                                  window=self.window(i), softcap=a.attn_softcap, scale=a.attn_scale,
                                  sinks=self.weights.layout.sinks if a.sinks else -1, kv_f16=self.kv_f16)
 
-    def split_attention(self, i: int) -> tuple[att.AttentionSpec, AttnShape]:
-        """Layer i's split-K decode attention (the tuning's chunk and key reads), and the
-        layout of its partials for the kernel that merges them."""
-        c, a = self.cfg, self.attention_spec(i, self.tuning.attn_chunk, self.tuning.attn_wg)
-        return a, AttnShape(c.n_heads, c.head_dim, a.chunk, a.max_splits, a.window, a.sinks,
-                          self.tuning.combine_unroll)
+    def split_attention(self, i: int, batched: bool = False) -> tuple[att.AttentionSpec, AttnShape]:
+        """Layer i's split-K decode attention (the tuning's chunk, key reads and most splits a
+        head: `batched`, a batched step's, whose rows multiply its workgroups), and the layout
+        of its partials for the kernel that merges them."""
+        t = self.tuning
+        a = replace(self.attention_spec(i, t.attn_chunk, t.attn_wg), cap=t.batch_decode_splits if batched else t.decode_splits)
+        if a.max_splits > -(-self.ctx // MIN_CHUNK):  # (Buffers.alloc)
+            raise ValueError(f"Tuning.attn_chunk {t.attn_chunk}: {a.max_splits} splits a head overflow the partials' "
+                             f"buffers; take at least {MIN_CHUNK} keys a split, or cap the splits (decode_splits)")
+        return a, a.shape(t.combine_unroll)
 
     def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:
         """The attention's output projection, with its bias where the architecture has one."""
@@ -771,7 +778,7 @@ class Programs:
                 s_o = self.o_spec(L, prologue="attn", attn=ashape, **split(so))
                 self._add_mm(prog, s_o, "o", {**p, **L.o.bindings(), **parts, **o_out}, thin=thin)
             elif block_split:
-                sa, ashape = self.split_attention(i)
+                sa, ashape = self.split_attention(i, batched=True)
                 groups = -(-c.n_heads * c.head_dim // 4 // ew.WG)
                 prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots, per_block=True),
                          {**p, "q": b.q, **parts}, _counted(lambda n, sa=sa: (c.n_heads, sa.max_splits, n), blocks_of))
@@ -1013,11 +1020,11 @@ class Programs:
         s_o = self.o_spec(L, epilogue="add", prologue="attn", attn=ashape, residual=True)
         s_gu = self.spec(L.gate_up, epilogue=self.act, prologue="rmsnorm", nw_off=lay.ffn)
         s_dn = self.spec(L.down, epilogue="add", residual=True)
-        ch = split.chunk
+        span = split.span("st.pos")
         attention = att.attention_kernel(split, self.gpu.subgroups_wgsl(), wg)
         return [
             mv(s_qkv, "qkv", {**p, **L.qkv.bindings(), "x": b.h, "q": b.q}),
-            Stage(attention, {**p, "q": b.q}, f"{c.n_heads}u * ((st.pos + {ch}u) / {ch}u)", width=c.n_heads,
+            Stage(attention, {**p, "q": b.q}, f"{c.n_heads}u * ((st.pos + {span}) / {span})", width=c.n_heads,
                   grid=att.attention_grid(split)),
             mv(s_o, "o", {**p, **L.o.bindings(), "res": b.h, "y": b.h2}),
             mv(s_gu, "gate_up", {**p, **L.gate_up.bindings(), "x": b.h2, "y": b.act}),

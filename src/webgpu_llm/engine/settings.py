@@ -60,6 +60,12 @@ class Tuning:
     # a long context's 16-60 splits a head were ~0.4-0.5 µs each a layer one after another
     # (GPU_TUNING: COMBINE_UNROLL)
     combine_unroll: int = 1
+    # split-K decode attention workgroups a head at most, one sequence's step and a batched
+    # step's (0: one a chunk of the context, ctx / attn_chunk): past that many chunks of keys a
+    # split takes several, so that a long context's grid (mostly empty workgroups early in a
+    # sequence) and the merge of its partials stay this size (GPU_TUNING: DECODE_SPLITS)
+    decode_splits: int = 0
+    batch_decode_splits: int = 0
     int8_direct: bool = False  # int8 mat-vecs with a plain input quantize x from memory (no staging)
     early: int = 0  # float mat-vecs request their first `early` units' weights before the prologue
     # decode layers as one persistent dispatch each on this many resident workgroups of
@@ -293,7 +299,8 @@ class Tuning:
         if self.mma not in MMA_MODES:
             raise ValueError(f"Tuning.mma must be one of {', '.join(MMA_MODES)}, not {self.mma!r}")
         for name, least in (("batch_inflight", 1), ("batch_steps", 1), ("stream_readbacks", 1), ("stream_group", 1),
-                            ("attn_splits", 1), ("attn_prefetch", 0), ("sms", 0)):
+                            ("attn_splits", 1), ("attn_prefetch", 0), ("sms", 0), ("decode_splits", 0),
+                            ("batch_decode_splits", 0)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < least:
                 raise ValueError(f"Tuning.{name} must be a whole number of at least {least}, not {getattr(self, name)!r}")
         if self.router_mv and (len(self.router_mv) != 3 or not all(isinstance(v, int) and v > 0 for v in self.router_mv)):
@@ -413,6 +420,15 @@ MV_SHUFFLE = True
 # K 8 ways. H100, pp512 against 7937 / 7734 in one call: 8380 / 8432 (the choice of experts by
 # subgroup operations beside it: 7768 / 7743, its decode +3.7 %: GPU_TUNING takes both).
 ROUTER_SPLITS = 8
+# Split-K decode attention's workgroups a head at most: a grid of ctx / attn_chunk splits (the
+# default --ctx 4096: 128 a head at 32 keys a split, 32768: 1024) launched every step, all but
+# the first few returning at once early in a sequence, and a long context's merge walking all
+# of its partials. The caps leave every context timed so far as it was (one sequence up to
+# 2048 keys at 32 a split, a batched step's rows up to 512), where each split takes one chunk;
+# a batched step's rows are its workgroups' other dimension, so it takes fewer. Untimed past
+# those contexts (bench --ctx).
+DECODE_SPLITS = 64
+BATCH_DECODE_SPLITS = 16
 GPU_TUNING = Tuning(
     mv=(("qkv", 256, 32, 1), ("o", 256, 64, 1), ("gate_up", 128, 16, 1), ("down", 128, 128, 1),
         ("head", 128, 16, 1)),
@@ -422,7 +438,8 @@ GPU_TUNING = Tuning(
     expert_tiles=EXPERT_TILES, expert_list=EXPERT_LIST, batch_tiles=BATCH_TILES, batch_splits=BATCH_SPLITS, batch_splits_few=BATCH_SPLITS_FEW, thin_rows=64,
     batch_split_keys=True, stage_depth=PROMPT_STAGE_DEPTH, fold_qk_norm=FOLD_NORMS, fold_post_norm=FOLD_NORMS,
     combine_unroll=COMBINE_UNROLL, quant_f16=True, float_tiles=FLOAT_TILES, float_double=True, x_f16=True,
-    role_tiles=ROLE_TILES, mv_shuffle=MV_SHUFFLE, route_subgroups=True, router_splits=ROUTER_SPLITS)
+    role_tiles=ROLE_TILES, mv_shuffle=MV_SHUFFLE, route_subgroups=True, router_splits=ROUTER_SPLITS,
+    decode_splits=DECODE_SPLITS, batch_decode_splits=BATCH_DECODE_SPLITS)
 
 # A mixture's decode: O's split-K merge serves two row blocks (one merge of 32 heads' partials,
 # not two), the int8 mat-vecs issue their units' loads at once. H100, Qwen3-30B-A3B q4_0 tg128,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .common import Signature, Slots, kv_rows_wgsl, wgsl_reduce
-from .linear import PV_HELPER, QkvShape, declare_pv, rope_cs
+from .linear import PV_HELPER, AttnShape, QkvShape, declare_pv, rope_cs, split_span_wgsl
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class AttentionSpec:
     # starts its running softmax there, the decode's split combine adds it
     sinks: int = -1
     kv_f16: bool = False  # the caches hold f16 pairs packed in u32s (QkvShape.kv_f16 writes them)
+    # decode: splits a head at most (0: one a chunk of the context): past cap chunks of keys,
+    # each split takes several (linear.split_span_wgsl), so that a long context launches cap
+    # workgroups a head, not ctx / chunk mostly empty ones, and its merge reads cap partials
+    cap: int = 0
 
     @property
     def threads(self) -> int:
@@ -54,7 +58,26 @@ class AttentionSpec:
 
     @property
     def max_splits(self) -> int:
+        return min(self.chunks, self.cap) if self.cap else self.chunks
+
+    @property
+    def chunks(self) -> int:
+        """The context's chunks of keys."""
         return -(-self.ctx // self.chunk)
+
+    @property
+    def capped(self) -> bool:
+        """Whether a split may span several chunks (the cap is under the context's chunks)."""
+        return 0 < self.cap < self.chunks
+
+    def span(self, pos: str) -> str:
+        """WGSL of the keys a split takes at position `pos`."""
+        return split_span_wgsl(self.chunk, self.max_splits if self.capped else 0, pos)
+
+    def shape(self, unroll: int = 1) -> AttnShape:
+        """The layout of the partials, for the kernels that merge them."""
+        return AttnShape(self.n_heads, self.head_dim, self.chunk, self.max_splits, self.window, self.sinks,
+                         unroll, self.capped)
 
     def score(self, raw: str) -> str:
         """WGSL of the score of a raw dot product: scaled, then soft-capped."""
@@ -139,15 +162,16 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         krow, vrow = "kv_row(slot, kvh, {j})", "(kv_row(slot, kvh, {j}) + V_ROWS) * D4"
     sig.storage("ml", "array<vec2<f32>>", write=True)
     sig.storage("acc", "array<vec4<f32>>", write=True)
-    head = """  let s = wid.y;
+    head = f"""  let s = wid.y;
   let t = 0u;
-  let k0 = s * CH;
-  let k1 = min(k0 + CH, st.pos + 1u);
-  if (k0 >= k1) { return; }"""
+  let span = {a.span("st.pos")};
+  let k0 = s * span;
+  let k1 = min(k0 + span, st.pos + 1u);
+  if (k0 >= k1) {{ return; }}"""
     if a.window:  # keys before the window: this split starts at the window, or holds none
-        head = head.replace("let k0 = s * CH;\n  let k1 = min(k0 + CH, st.pos + 1u);",
-                            f"let k0 = max(s * CH, select(0u, st.pos + 1u - {a.window}u, st.pos + 1u > {a.window}u));\n"
-                            "  let k1 = min(s * CH + CH, st.pos + 1u);")
+        head = head.replace("let k0 = s * span;\n  let k1 = min(k0 + span, st.pos + 1u);",
+                            f"let k0 = max(s * span, select(0u, st.pos + 1u - {a.window}u, st.pos + 1u > {a.window}u));\n"
+                            "  let k1 = min(s * span + span, st.pos + 1u);")
     if per_block:  # the block's position and row; blocks of more rows are the prompt kernel's
         head = ("  let blk = blocks[wid.z];\n  if (blk.y != 1u) { return; }\n  let slot = blk.z;\n"
                 + head.replace("st.pos", "blk.w").replace("let t = 0u;", "let t = blk.x;"))

@@ -57,6 +57,22 @@ class AttnShape:
     window: int = 0  # sliding window: the splits before the window's first key hold nothing
     sinks: int = -1  # per-head sink logits at this float offset of `pv` (AttentionSpec.sinks)
     unroll: int = 1  # splits whose partials one pass of the merge loads at once (combine_wgsl)
+    # max_splits caps the splits (AttentionSpec.cap): each split then spans several chunks
+    # once the keys outnumber max_splits chunks (split_span_wgsl)
+    capped: bool = False
+
+    def span(self, pos: str) -> str:
+        """WGSL of the keys a split spans at position `pos` (split_span_wgsl)."""
+        return split_span_wgsl(self.chunk, self.max_splits if self.capped else 0, pos)
+
+
+def split_span_wgsl(chunk: int, cap: int, pos: str) -> str:
+    """WGSL of the keys each split-K decode split takes at position `pos`: `chunk`, or with
+    `cap` splits at most, the fewest whole chunks that cover keys 0..pos in `cap` splits, so
+    that a long context's grid and its merge stay `cap` splits (0: no cap)."""
+    if not cap:
+        return f"{chunk}u"
+    return f"((({pos} + {chunk}u) / {chunk}u + {cap - 1}u) / {cap}u * {chunk}u)"
 
 
 @dataclass(frozen=True)
@@ -445,7 +461,7 @@ def combine_wgsl(a: AttnShape, pos: str = "st.pos", row: str = "h") -> str:
     d4 = a.head_dim // 4
     u = a.unroll
     # a sliding window's first split: the one that holds key pos + 1 - window
-    s0 = "0u" if not a.window else f"select(0u, ({pos} + 1u - {a.window}u) / {a.chunk}u, {pos} + 1u > {a.window}u)"
+    s0 = "0u" if not a.window else f"select(0u, ({pos} + 1u - {a.window}u) / span, {pos} + 1u > {a.window}u)"
     sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"  # (pvf may not be declared)
     base = f"{row} * {a.max_splits}u"
     # split s + j, clamped to the last (a repeated split adds nothing to the maximum, and its
@@ -460,7 +476,8 @@ def combine_wgsl(a: AttnShape, pos: str = "st.pos", row: str = "h") -> str:
                      for j in range(u))
     return f"""
 fn combine4(h: u32, d4: u32) -> vec4<f32> {{
-  let ns = ({pos} + {a.chunk}u) / {a.chunk}u;  // splits that hold keys 0..pos
+  let span = {a.span(pos)};  // keys a split
+  let ns = ({pos} + span) / span;  // splits that hold keys 0..pos
   var mx = {sink if a.sinks >= 0 else "-3.0e38"};
   for (var s = {s0}; s < ns; s += {u}u) {{
 {idx}
