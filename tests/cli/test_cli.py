@@ -188,6 +188,19 @@ def test_bench_compares_tunings_in_one_process(capsys):
     assert "fold_rout" in _fails(capsys, 2, "bench", "--preset", "tiny", "--tuning", "fold_rout=True")
 
 
+def test_bench_context_as_generate_builds_it(capsys):
+    """`--ctx`: the model built with that context (its decode attention's grid for it, the
+    JSON saying so), the same tokens timed; one too short for the runs is a one-line error."""
+    code, out, _ = run_cli(capsys, "bench", "--preset", "tiny", "--n-gen", "4", "--n-pp", "0", "--reps", "1",
+                           "--ctx", "4096", "--json")
+    row = json.loads(out)["engine"][0]
+    assert code == 0 and row["ctx"] == 4096 and row["tg_tok_s"] > 0
+    code, out, _ = run_cli(capsys, "bench", "--preset", "tiny", "--n-gen", "4", "--n-pp", "0", "--reps", "1", "--json")
+    assert code == 0 and json.loads(out)["engine"][0]["ctx"] == 16 + 4 + 8
+    assert "need 28 tokens" in _fails(capsys, 2, "bench", "--preset", "tiny", "--n-gen", "4", "--n-pp", "0",
+                                      "--ctx", "20")
+
+
 def _fails(capsys, code_expected: int, *args: str) -> str:
     code, _, err = run_cli(capsys, *args)
     assert code == code_expected, err

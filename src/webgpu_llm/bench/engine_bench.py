@@ -29,17 +29,23 @@ def _ids(n: int, vocab: int, seed: int) -> list[int]:
 
 
 def bench_settings(settings: Settings, n_prompt: int = 16, n_gen: int = 128, n_pp: int = 512,
-                   ttft: int = 0, stream_batch: int = 0) -> tuple[Settings, int]:
-    """The settings (prompt batch) and context a benchmark's model is built with; with
-    `--streams`, at least the server's prompt batch (`stream_batch`), with which its one
-    stream prefills its prompt."""
-    return replace(settings, batch=max(n_pp, 16, stream_batch)), max(n_prompt + n_gen + 8, n_pp + 8, ttft + 8)
+                   ttft: int = 0, stream_batch: int = 0, ctx: int = 0) -> tuple[Settings, int]:
+    """The settings (prompt batch) and context a benchmark's model is built with: what its runs
+    need (as llama-bench sizes it), or `ctx` where that is more; with `--streams`, at least the
+    server's prompt batch (`stream_batch`), with which its one stream prefills its prompt."""
+    return (replace(settings, batch=max(n_pp, 16, stream_batch)),
+            max(bench_ctx(n_prompt, n_gen, n_pp, ttft), ctx))
+
+
+def bench_ctx(n_prompt: int = 16, n_gen: int = 128, n_pp: int = 512, ttft: int = 0) -> int:
+    """The context a benchmark's runs need."""
+    return max(n_prompt + n_gen + 8, n_pp + 8, ttft + 8)
 
 
 def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: Settings, *, n_prompt: int = 16,
                  n_gen: int = 128, n_pp: int = 512, reps: int = 5, per_dispatch: bool = False,
                  profile: bool = False, log: Any = None, ttft: int = 0, streams: tuple[int, ...] = (),
-                 session: Session | None = None) -> dict[str, Any]:
+                 session: Session | None = None, ctx: int = 0) -> dict[str, Any]:
     """tg/pp of a model built with `settings` (its context and prompt batch are the
     benchmark's). Where its decode layers are persistent, the greedy tokens are also decoded
     with them off and the number of positions where they agree is reported (`persist_agree`);
@@ -58,11 +64,12 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     `session`: the model already loaded (with
     `bench_settings`' context and batch; the variants of one benchmark share its weights),
     whose Programs are built anew with `settings`' kernels and fusion."""
-    settings, ctx = bench_settings(settings, n_prompt, n_gen, n_pp, ttft, Settings().prompt_batch(gpu) if streams else 0)
+    settings, ctx = bench_settings(settings, n_prompt, n_gen, n_pp, ttft, Settings().prompt_batch(gpu) if streams else 0,
+                                   ctx)
     say = log or (lambda *_: None)
     tuning = settings.tuning_for(gpu, cfg.hidden, cfg.head_dim, cfg.architecture.moe is not None)
     if session is None:
-        say(f"building {cfg.name} on {gpu.name} (fused={settings.fused}, persist={tuning.persist}; "
+        say(f"building {cfg.name} on {gpu.name} (context {ctx}, fused={settings.fused}, persist={tuning.persist}; "
             f"{_size(weight_bytes(tensors))} of weights)")
         eng = Session.build(gpu, cfg, tensors.get, settings, ctx)
     else:
@@ -80,7 +87,7 @@ def bench_engine(gpu: Gpu, cfg: ModelConfig, tensors: dict[str, Any], settings: 
     out: dict[str, Any] = {"model": cfg.name, "backend": gpu.backend, "adapter": gpu.info.get("device", ""),
                            "fused": settings.fused, "per_dispatch_submit": per_dispatch,
                            "persist": eng.tuning.persist if settings.fused else 0,
-                           "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen,
+                           "dispatches_per_token": len(step), "n_prompt": n_prompt, "n_gen": n_gen, "ctx": eng.ctx,
                            "kv": "f16" if m.kv_f16 else "f32",
                            "mma": eng.tuning.mma, "prompt_matmul": dict(m.mm_paths), "prompt_tiles": dict(m.mm_tiles),
                            "prompt_splits": dict(m.mm_splits), "prompt_batch": m.batch,

@@ -45,6 +45,10 @@ def add_parser(sub: Any) -> None:
                    help="also K greedy requests at once (--n-prompt tokens, --n-gen each) through the scheduler "
                         "`serve --parallel K` uses, in this process, with the server's prompt batch: their "
                         "tokens/s together, for each K (and for K > 1 a step's rows, wall and host milliseconds)")
+    p.add_argument("--ctx", type=int, default=0, metavar="N",
+                   help="the model's context in tokens (0: what the runs need, as llama-bench sizes it); a "
+                        "larger one times the decode attention's grid for it, as `generate` and `serve` build "
+                        "it (their default: 4096) (default: %(default)s)")
     p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default: %(default)s)")
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
@@ -84,6 +88,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.engine_bench import (
+        bench_ctx,
         bench_engine,
         bench_settings,
         markdown,
@@ -100,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
                                  ("--n-pp", args.n_pp, 0), ("--ttft", args.ttft, 0), ("--reps", args.reps, 1)):
         if value < least:
             raise UserError(f"{option} {value}: must be at least {least}")
+    if args.ctx and args.ctx < (need := bench_ctx(args.n_prompt, args.n_gen, args.n_pp, args.ttft)):
+        raise UserError(f"--ctx {args.ctx}: the runs need {need} tokens (--n-prompt + --n-gen, --n-pp, --ttft, "
+                        "and 8 more); give at least that, or 0")
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     if not backends or any(b not in BACKENDS for b in backends):
         raise UserError(f"--backend takes {' or '.join(BACKENDS)} or a comma list of them, not {args.backend!r}")
@@ -161,12 +169,12 @@ def run(args: argparse.Namespace) -> int:
                 if session is None and len(variants) > 1:
                     log(f"loading {cfg.name} once for {len(variants)} variants")
                     s, ctx = bench_settings(settings, args.n_prompt, args.n_gen, args.n_pp, args.ttft,
-                                            Settings().prompt_batch(gpu) if streams else 0)
+                                            Settings().prompt_batch(gpu) if streams else 0, args.ctx)
                     session = Session.build(gpu, cfg, tensors.get, s, ctx)
                 r = bench_engine(gpu, cfg, tensors, settings, n_prompt=args.n_prompt, n_gen=args.n_gen,
                                  n_pp=args.n_pp, ttft=args.ttft, reps=args.reps, streams=streams,
                                  per_dispatch=args.submit_per_dispatch,
-                                 profile=args.profile, log=log, session=session)
+                                 profile=args.profile, log=log, session=session, ctx=args.ctx)
                 r["dtype"] = dtype
                 if text is not None:
                     r["tuning"] = text
