@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ctx", type=int, default=0, metavar="N",
                    help="the model's context in tokens (0: what the runs need, as llama-bench sizes it); a "
                         "larger one times the decode attention's grid for it, as `generate` and `serve` build "
-                        "it (their default: 4096) (default: %(default)s)")
+                        "it (4096 unless their --ctx says otherwise) (default: %(default)s)")
     p.add_argument("--reps", type=int, default=5, help="timed runs per figure (default: %(default)s)")
     p.add_argument("--no-fusion", action="store_true", help="decode with one kernel per operation")
     p.add_argument("--submit-per-dispatch", action="store_true",
