@@ -74,6 +74,11 @@ SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are ne
 MIN_CHUNK = 16
 
 
+def partial_splits(ctx: int) -> int:
+    """The split-K decode attention's splits a head that its partials' buffers hold."""
+    return -(-ctx // MIN_CHUNK)
+
+
 @dataclass
 class Buffers:
     """The activations, caches and per-step state of one sequence (batch: prompt tokens per
@@ -106,7 +111,7 @@ class Buffers:
     def alloc(cls, g: Gpu, c: ModelConfig, ctx: int, batch: int, kv_f16: bool = False) -> Buffers:
         T = batch
         score_rows = min(SCORE_ROWS, T)
-        most_splits = -(-ctx // MIN_CHUNK)  # split-K partials sized for the most splits any tuning may take
+        most_splits = partial_splits(ctx)
         nwg = sampling.scan_workgroups(c.vocab)
         return cls(
             st=g.buffer(STATE_WORDS * 4, "state"),
@@ -262,7 +267,7 @@ class Programs:
         of its partials for the kernel that merges them."""
         t = self.tuning
         a = replace(self.attention_spec(i, t.attn_chunk, t.attn_wg), cap=t.batch_decode_splits if batched else t.decode_splits)
-        if a.max_splits > -(-self.ctx // MIN_CHUNK):  # (Buffers.alloc)
+        if a.max_splits > partial_splits(self.ctx):
             raise ValueError(f"Tuning.attn_chunk {t.attn_chunk}: {a.max_splits} splits a head overflow the partials' "
                              f"buffers; take at least {MIN_CHUNK} keys a split, or cap the splits (decode_splits)")
         return a, a.shape(t.combine_unroll)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..runtime.program import Kernel
 from .common import Signature, Slots, kv_rows_wgsl, wgsl_reduce
-from .linear import PV_HELPER, AttnShape, QkvShape, declare_pv, rope_cs, split_span_wgsl
+from .linear import PV_HELPER, AttnShape, QkvShape, declare_pv, rope_cs
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class AttentionSpec:
 
     def span(self, pos: str) -> str:
         """WGSL of the keys a split takes at position `pos`."""
-        return split_span_wgsl(self.chunk, self.max_splits if self.capped else 0, pos)
+        return self.shape().span(pos)
 
     def shape(self, unroll: int = 1) -> AttnShape:
         """The layout of the partials, for the kernels that merge them."""
