@@ -80,8 +80,8 @@ def test_split_k_prompt_matmuls_match_transformers(gpu, tiny_dirs):
 
 def _on_emulated_f16_tiles(gpu, preset: str, **tuning):
     """A preset's f16 model built with a GPU's prompt path, emulated (the f16 tiles, f16 rows
-    of x, no thin matmuls, no K splits; `tuning` besides): its config, its Session rebuilt so,
-    and that tuning."""
+    of x, no thin matmuls, no K splits, not even the waves model's; `tuning` besides): its
+    config, its Session rebuilt so, and that tuning."""
     import dataclasses
 
     from webgpu_llm.models.presets import preset_model
@@ -90,7 +90,8 @@ def _on_emulated_f16_tiles(gpu, preset: str, **tuning):
         pytest.skip("the f16 tiles need shader-f16")
     cfg, tensors = preset_model(preset, "f16")
     eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
-    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=(), **tuning)
+    base = dataclasses.replace(eng.programs.tuning, mma="emulate-f16", x_f16=True, thin_rows=0, splits=(), sms=0,
+                               **tuning)
     eng.rebuild(base)
     return cfg, eng, base
 
@@ -505,9 +506,10 @@ def test_float_weights_take_their_own_tiles(gpu, dtype, shape):
     cfg, tensors = preset_model("tiny", dtype)
     eng = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=64)
     model = eng.programs
-    # (thin_rows=0: the test prompt on the prompt tiles, not the short prompts' batch tiles a GPU takes)
+    # (thin_rows=0: the test prompt on the prompt tiles, not the short prompts' batch tiles a GPU
+    # takes; sms=0: no K splits by the waves model, whose splits would follow each shape)
     base = dataclasses.replace(model.tuning, mma="emulate-f16", tiles=(2, 2, 2, 2), float_tiles=(), role_tiles=(),
-                               thin_rows=0)
+                               thin_rows=0, sms=0)
     eng.rebuild(base)
     want = _step_logits(eng)
     eng.rebuild(dataclasses.replace(base, float_tiles=(4, 2, 2, 4)))

@@ -492,3 +492,21 @@ def test_matvec_post_norm_prologue(gpu):
     if half_ok(gpu):
         got, want = case("f16", k, w, wb, tpr=8, half=True)
         assert rel_err(got, want) < 5e-3
+
+
+def test_matvec_rmsnorm_in_a_workgroup_narrower_than_a_subgroup(gpu):
+    """A mat-vec whose workgroup is narrower than the hardware subgroup (a mixture's router in
+    a shape of its own, Tuning.router_mv): its RMSNorm prologue's sum of x² takes that one
+    subgroup's sum, where dividing the threads by the subgroup size counted none (an H100's
+    32-lane subgroups under 16-thread workgroups: the router's logits times inf)."""
+    sgs = gpu.subgroups_wgsl(on_cpu=True)
+    if sgs is None:
+        pytest.skip("no subgroup operations on this adapter")
+    k, rows = 96, 7
+    w, b0, b1, x, nw, xb, pvb, yb, segs = _two_segments(gpu, np.random.default_rng(5), k, ("f32", 4), ("f32", rows - 4))
+    ref = w @ rms_norm(x, nw, 1e-5)
+    for shared in (32768, 0):
+        spec = LinearSpec(k=k, segments=segs, prologue="rmsnorm", eps=1e-5)
+        kernel = matvec_kernel(spec, wg=2, tpr=2, subgroups=sgs, shared_bytes=shared)
+        run_kernel(gpu, kernel, {"w0": b0, "w1": b1, "x": xb, "y": yb, "pv": pvb}, matvec_grid(spec, 2, 2))
+        assert rel_err(read(gpu, yb, rows), ref) < 1e-5, shared

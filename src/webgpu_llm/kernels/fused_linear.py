@@ -150,7 +150,7 @@ def _stage(s: MatvecSpec) -> tuple[str, str]:
   if (lid % sgs == 0u) {{ red[lid / sgs] = sss; }}
   workgroupBarrier();
   var tot = 0.0;
-  for (var t = 0u; t < {WG}u / sgs; t++) {{ tot += red[t]; }}"""
+  for (var t = 0u; t < ({WG}u + sgs - 1u) / sgs; t++) {{ tot += red[t]; }}"""
         else:
             total = f"""  red[lid] = ss;
   workgroupBarrier();

@@ -501,7 +501,8 @@ def _ssp_sum(v: str, sg: bool) -> tuple[str, str]:
     each thread's value) stored, then, after a barrier, the loop that adds them into `tot`."""
     if sg:
         return (f"let t = subgroupAdd({v}); if (lid % sgs == 0u) {{ ssp[lid / sgs] = t; }}",
-                "for (var j = 0u; j < WG / sgs; j++) { tot += ssp[j]; }")
+                # (rounded up: a workgroup narrower than the hardware subgroup is one subgroup)
+                "for (var j = 0u; j < (WG + sgs - 1u) / sgs; j++) { tot += ssp[j]; }")
     return f"ssp[lid] = {v};", "for (var j = 0u; j < WG; j++) { tot += ssp[j]; }"
 
 
