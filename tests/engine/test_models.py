@@ -484,7 +484,7 @@ def test_prompt_rows_of_f16_for_the_tiles(gpu, preset, dtype):
     want_paths = {"qkv": "f16, x f16", "o": "f16, x f16" if o else "f16", "gate_up": "f16, x f16", "down": "f16, x f16"}
     assert {r: model.mm_paths[r] for r in want_paths} == want_paths
     assert max_rel(_step_logits(eng), want) < 1e-5
-    if moe:  # the experts' own tiles of 32 tokens (a GPU's default: EXPERT_TILES)
+    if moe:  # the experts' own tiles of 32 tokens (a GPU's default, EXPERT_TILES, takes 64)
         eng.rebuild(dataclasses.replace(model.tuning, **tiles, x_f16=True, expert_tiles=(1, 4, 2, 2)))
         assert sum("_1x4x2x2" in d.label and "_xh" in d.label for d in model.prefill.dispatches) == 2 * cfg.n_layers
         assert max_rel(_step_logits(eng), want) < 1e-5

@@ -92,9 +92,9 @@ class Tuning:
     float_role_tiles: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
     # a mixture's prompt expert matmuls on the f16 tiles in workgroups of this shape (every
     # format dequantized while staging), where the f16 tiles run and mma is not "int8"/"off":
-    # fewer tokens a workgroup for an expert's few rows (Qwen3-30B-A3B: 32 on average in a
-    # 512-token chunk, half of the int8 tiles' 64 then empty); (): as the other matmuls;
-    # GPU_TUNING takes (1, 4, 2, 2): 32 tokens a workgroup
+    # the experts' own workgroup shape (Qwen3-30B-A3B: 32 rows an expert on average in a
+    # 512-token chunk); (): as the other matmuls; GPU_TUNING takes (2, 4, 2, 2): 64 tokens a
+    # workgroup (EXPERT_TILES)
     expert_tiles: tuple[int, ...] = ()
     # ... with this many steps' loads in flight (mma.TileShape.depth; 2 is straight): the dense
     # tiles' stage_depth 2 (pp512 of the quantized 1.5B +10 %) was never given to them; untimed
@@ -127,7 +127,7 @@ class Tuning:
     expert_tpr: int = 0
     # a mixture's decode router mat-vec (f32 weights of a few rows with the FFN norm) as (wg,
     # tpr, ilp), in one row block; (): O's shape and blocks (Qwen3-30B-A3B's 128 rows make 16
-    # workgroups there, each walking 64 KB of weights: ~4 µs a layer for 1 MB); untimed
+    # workgroups there, each walking 64 KB of weights: ~4 µs a layer for 1 MB); MOE_TUNING's
     router_mv: tuple[int, ...] = ()
     # the tile matmuls' workgroups by weight block, each block's token blocks in turn (L2 reuse
     # of the weights; mma._block_order), instead of by token block (no faster on the H200)
@@ -364,10 +364,13 @@ ROLE_TILES = (("gate_up", (4, 2, 4, 4)),)
 # ways (7-8 %); gate/up's prompt matmul 8 tokens a thread; the int8 paths take fewer, wider
 # workgroups, since their prologue quantizes x once per workgroup.
 # Mixtures: expert mat-vecs in row groups of 16 lanes (Qwen3-30B-A3B decode 11 % faster on an
-# H100; gpt-oss-20b unchanged) and expert prompt matmuls on f16 tiles of 32 tokens (pp512 +45 %
-# and +28 %: an expert's ~32 rows of a 512-token chunk left half of the int8 tiles' 64 empty).
+# H100; gpt-oss-20b unchanged) and expert prompt matmuls on f16 tiles (pp512 +45 % and +28 %
+# against the int8 tiles' 64 tokens, on 32-token tiles when every expert's token blocks were
+# launched). On the tile list (EXPERT_LIST, no empty workgroups), 64 tokens a workgroup: H100,
+# Qwen3-30B-A3B q4_0 pp512 8393 / 8330 -> 11066 / 10975 (two alternations in one call; llama.cpp
+# CUDA 11396 in it), decode unchanged.
 EXPERT_TPR = 16
-EXPERT_TILES = (1, 4, 2, 2)
+EXPERT_TILES = (2, 4, 2, 2)
 # The expert prompt matmuls' grid is the group kernel's list of (expert, token block) tiles.
 # H100, pp512 against the grid of every token block for each expert, one call: Qwen3-30B-A3B
 # q4_0 7712 -> 8006 (+3.8 %), gpt-oss-20b MXFP4 4709 -> 4805 (+2.0 %); tiles of 256 rows on the
@@ -445,8 +448,10 @@ GPU_TUNING = Tuning(
 # not two), the int8 mat-vecs issue their units' loads at once. H100, Qwen3-30B-A3B q4_0 tg128,
 # two alternations in one call against 335.1 / 335.3: O's blocks 341.4 / 342.0, int8_ilp
 # 337.6 / 339.2; with route_subgroups (347.3 / 347.9 alone) and router_splits 355.1 / 355.1,
-# and all four 356.1 (llama.cpp CUDA 239.0 in the same call).
-MOE_TUNING = {"blocks": (("o", 2),), "int8_ilp": True}
+# and all four 356.1 (llama.cpp CUDA 239.0 in the same call). The router's mat-vec in a shape
+# of its own, a row a workgroup of 64 threads (Tuning.router_mv), not O's 8 rows in two blocks:
+# 359.4 / 360.8 -> 365.7 / 365.4 (one call, two alternations); 4 rows a workgroup 361.9 / 361.7.
+MOE_TUNING = {"blocks": (("o", 2),), "int8_ilp": True, "router_mv": (64, 64, 1)}
 
 # Models 1536 wide and wider: gate/up takes 8 threads a row pair with 2 units in flight, and
 # the int8 QKV and O 64 threads (the 1.5B's step 12-15 % faster for q8_0/q4_0, 2 % for f16).
