@@ -449,10 +449,12 @@ def test_a_steps_hand_over_reaches_each_loop_at_once_and_in_order():
     ("f16", (1, 4, 1, 2, False, False, 1, False, 2), (("down", 8), ("gate_up", 2)), (), (), "tiny"),
     ("q4_0", (1, 4, 1, 2, False, False, 1, False, 2), (("o", 2), ("qkv", 4)), (), (), "tiny"),
     ("q4_0", (1, 4, 1, 2), (("down", 2),), (), (("o", 2), ("down", 16), ("gate_up", 2)), "tiny"),
-    ("q4_0", (1, 4, 1, 2), (("qkv", 4), ("gate_up", 2)), (), (), "tiny-qwen3")])
+    ("q4_0", (1, 4, 1, 2), (("qkv", 4), ("gate_up", 2)), (), (), "tiny-qwen3"),
+    ("q4_0", (1, 4, 2, 2), (("o", 2), ("down", 4)), (), (), "tiny"),  # 32 tokens a workgroup
+    ("f16", (2, 4, 1, 2), (("qkv", 2),), (), (), "tiny")])
 def test_batched_rows_on_f16_tiles(gpu, dtype, tiles, splits, head, few, preset):
     """Tuning.batch_tiles: a step of several rows runs its matmuls (the LM head's too) on the
-    f16 tiles in workgroups of 16 tokens and 128 or 16 weight rows (their next loads without a
+    f16 tiles in workgroups of 16 or 32 tokens and 128 or 16 weight rows (their next loads without a
     branch, or two steps ahead, too: TileShape.straight, depth; quantized weights
     dequantized into them; emulated here), O, down, QKV and gate/up with their K split as
     Tuning.batch_splits says (down SPLIT_MAX ways, a unit of K each here; QKV's and gate/up's epilogues then on the sums: split_finish), the LM
