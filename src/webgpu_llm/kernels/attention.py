@@ -140,20 +140,14 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         kv, kv_fn = _kv_reader(sig, a)
         qv = "q[qb + {i}]"
     else:
+        # the new key and value (position st.pos) come from the prologue's kn and vn, not the
+        # cache, which the group's first head appends them to in this same dispatch: chosen a
+        # key at a time (a branch of one lane) and a value from a register (a select), so that
+        # the loops' other loads need no test of their own position
         sig.storage("x", "array<f32>")
-        kv_read, kv_fn = _kv_reader(sig, a, write=True)
+        kv, kv_fn = _kv_reader(sig, a, write=True)
         declare_pv(sig)
         qv = "qn[{i}]"
-
-        def kv(i: str) -> str:
-            """The cache's vec4 i, or the new key's or value's where i is in position st.pos."""
-            return f"kv_at({i})"
-        kv_fn += f"""fn kv_at(i: u32) -> vec4<f32> {{
-  let row = (i % VOFF) / D4;  // kv head x ctx + position
-  let mine = row % {a.ctx}u == st.pos;
-  return select({kv_read("i")}, select(kn[i % D4], vn[i % D4], i >= VOFF), mine);
-}}
-"""
     # the cache row of the head's key j, and of its value
     krow, vrow = "(kvbase + {j})", "VOFF + (kvbase + {j}) * D4"
     if slots:
@@ -185,21 +179,28 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
     words = -(-d4 // per_key)  # of a key, each of its threads
 
-    def word(i: int) -> str:  # this thread's i-th word of key j's dot product
+    def word(i: int, key: Callable[[str], str]) -> str:  # this thread's i-th word of a key's dot product
         w = f"r + {i * per_key}u"
-        term = f"dot({qv.format(i=w)}, {kv('kr + ' + w)})"
         if (i + 1) * per_key <= d4:
-            return term
-        return (f"select(0.0, dot({qv.format(i=f'min({w}, D4 - 1u)')}, {kv(f'kr + min({w}, D4 - 1u)')}), "
-                f"{w} < D4)")
-    dot_sum = " + ".join(word(i) for i in range(words))
+            return f"dot({qv.format(i=w)}, {key(w)})"
+        wc = f"min({w}, D4 - 1u)"
+        return f"select(0.0, dot({qv.format(i=wc)}, {key(wc)}), {w} < D4)"
+    dot_sum = " + ".join(word(i, lambda w: kv(f"kr + {w}")) for i in range(words))
+    new_sum = " + ".join(word(i, lambda w: f"kn[{w}]") for i in range(words))
+
+    def key_dot(j: str, target: str, wrap: Callable[[str], str]) -> str:
+        """WGSL that sets `target` to `wrap` of key j's dot product: from the cache, or with the
+        fold from kn where key j is the one at st.pos."""
+        cached = f"let kr = {krow.format(j=j)} * D4;\n        {target} = {wrap(dot_sum)};"
+        if qkn is None:
+            return cached
+        return f"if ({j} == st.pos) {{\n        {target} = {wrap(new_sum)};\n      }} else {{\n        {cached}\n      }}"
     if per_key == 1:  # this thread's key, whole
         score_phase = f"""    let j = c0 + lid;
     var sc = -3.0e38;
     if ({mine}j < k1) {{
       let r = 0u;
-      let kr = {krow.format(j="j")} * D4;
-      sc = {a.score("(" + dot_sum + ")")};
+      {key_dot("j", "sc", lambda d: a.score(f"({d})"))}
     }}"""
     else:  # PK adjacent threads a key, their partial dot products summed through workgroup memory
         score_phase = f"""    {{
@@ -207,8 +208,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
       let r = lid % PK;
       var dp = 0.0;
       if (lid < CH * PK && jk < k1) {{
-        let kr = {krow.format(j="jk")} * D4;
-        dp = {dot_sum};
+        {key_dot("jk", "dp", lambda d: d)}
       }}
       sp[lid] = dp;
     }}
@@ -219,9 +219,13 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
       sc = {a.score("(" + " + ".join(f"sp[lid * PK + {i}u]" for i in range(per_key)) + ")")};
     }}"""
     per_g = -(-a.chunk // groups)
+
+    def value(jj: str) -> str:  # the value's word of key c0 + jj (with the fold, st.pos's from vmine)
+        cached = kv(vrow.format(j=f"c0 + min({jj}, n - 1u)") + " + d4")
+        return cached if qkn is None else f"select({cached}, vmine, c0 + {jj} == st.pos)"
     vsum = "\n".join(
         f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
-        f"o += pj * {kv(vrow.format(j='c0 + min(jj, n - 1u)') + ' + d4')}; }}"
+        f"o += pj * {value('jj')}; }}"
         for i in range(per_g))
     prologue = "" if qkn is None else "\n" + _qk_norm_prologue(a, qkn, wg)
     if qkn is not None:  # the head's q and the new key and value, normed and rotated (their two sums of squares at once)
@@ -245,7 +249,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kvbase = kvh * {a.ctx}u;{chr(10) + "  let slot = rows[0].y;" if slots and not per_block else ""}
   let qb = (t * {a.n_heads}u + h) * D4;
   let g = lid / D4;
-  let d4 = lid % D4;{prologue}
+  let d4 = lid % D4;{prologue}{chr(10) + "  let vmine = vn[d4];  // the new value's word of this thread" if qkn else ""}
   var m = -3.0e38;
   var l = 0.0;
   var o = vec4<f32>(0.0);
