@@ -16,6 +16,7 @@ pytest.importorskip("torch")
 
 from reference_models import (
     ARCH_BUILDERS,
+    MOE_BUILDERS,
     PHI3_ORIGINAL_CTX,
     TINY_WINDOW,
     batched_greedy,
@@ -298,3 +299,25 @@ def test_unsupported_architecture_is_one_line_naming_it(read):
         read()
     msg = str(e.value)
     assert "'mamba'" in msg and all(a in msg for a in SUPPORTED_ARCHS) and len(msg.splitlines()) == 1
+
+
+@pytest.mark.parametrize("arch", ["phi3", "gemma3", "gpt_oss"])
+def test_attention_merged_apart_from_o(wgpu_gpu, tiny_dirs, tmp_path_factory, arch):
+    """Tuning.merge_apart: the decode's split-K partials merged once by the combine kernel into
+    a row that O reads (a dispatch more a layer), not in O's prologue: the same step logits in
+    one split a head and in two of several chunks, transformers' greedy tokens; with Gemma's
+    output norms and gpt-oss's sinks."""
+    d = (MOE_BUILDERS[arch](tmp_path_factory.mktemp(arch), seed=3, dtype="float32") if arch in MOE_BUILDERS
+         else tiny_dirs[arch, "float32"])
+    s = _load(d, wgpu_gpu).session
+    t = s.tuning
+    want = hf_greedy(d, IDS[:9], 12)
+    for chunk, cap in ((0, 0), (4, 2)):
+        base_t = dataclasses.replace(t, attn_chunk=chunk or t.attn_chunk, decode_splits=cap)
+        s.rebuild(base_t)
+        base, n = s.next_logits(IDS[:9]), len(s.programs.decode)
+        s.rebuild(dataclasses.replace(base_t, merge_apart=True))
+        assert len(s.programs.decode) == n + s.cfg.n_layers
+        assert sum("attn_combine" in x.label for x in s.programs.decode.dispatches) == s.cfg.n_layers
+        assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5, chunk
+        assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == want, chunk

@@ -978,14 +978,21 @@ class Programs:
             if a.qk_norm:  # ... in a kernel of their own
                 d.add(self.qk_norm(qkv_shape), {**p, "x": b.qkv, "q": b.q}, qk_norm_grid(qkv_shape)(1))
             d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl()), {**p, "q": b.q}, att.attention_grid(split))
+        # O's input: the attention's partials merged in its prologue, or (Tuning.merge_apart) once
+        # by the combine kernel into att
+        merged: dict[str, Any] = {"prologue": "attn", "attn": ashape}
+        if self.tuning.merge_apart:
+            d.add(ew.combine_kernel(ashape), {**p, "y": b.att}, ew.grid(c.q_dim // 4))
+            merged = {}
+        x_o = {"x": b.att} if self.tuning.merge_apart else {}
         if a.post_norms:  # O's row, then its norm added to h
-            s_o = self.o_spec(L, prologue="attn", attn=ashape)
-            d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.kpart}, self._mvg(s_o, "o"))
+            s_o = self.o_spec(L, **merged)
+            d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), **x_o, "y": b.kpart}, self._mvg(s_o, "o"))
             if not post_ffn:
                 d.add(post_norm_kernel(c.hidden, c.rms_eps, lay.attn_post), {**p, "x": b.h, "part": b.kpart}, one)
         else:
-            s_o = self.o_spec(L, epilogue="add", prologue="attn", attn=ashape)
-            d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), "y": b.h}, self._mvg(s_o, "o"))
+            s_o = self.o_spec(L, epilogue="add", **merged)
+            d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), **x_o, "y": b.h}, self._mvg(s_o, "o"))
         if L.router is not None and a.moe is not None:
             self._experts_decode(d, L, p, a.moe)
             return
