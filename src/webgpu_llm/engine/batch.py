@@ -354,7 +354,7 @@ class BatchScheduler(Scheduler):
             plan = self._plan()
             if plan is None:
                 if self._inflight:
-                    self._collect(self._inflight.popleft())
+                    self._collect_or_fail()
                     continue
                 with self._cv:
                     if not self._waiting:
@@ -365,12 +365,24 @@ class BatchScheduler(Scheduler):
             try:
                 self._submit(*plan, sub=self._substeps(*plan))
             except Exception as e:  # the step failed: its sequences fail, the engine goes on
-                for s in list(self._seqs):
-                    self._release(s, "error", f"{type(e).__name__}: {e}")
-                self._inflight.clear()
+                self._fail_all(e)
                 continue
             while len(self._inflight) >= self.programs.tuning.batch_inflight:
-                self._collect(self._inflight.popleft())
+                self._collect_or_fail()
+
+    def _fail_all(self, e: Exception) -> None:
+        """Every running sequence ends with `e` as its error, the steps in flight dropped."""
+        for s in list(self._seqs):
+            self._release(s, "error", f"{type(e).__name__}: {e}")
+        self._inflight.clear()
+
+    def _collect_or_fail(self) -> None:
+        """The oldest step in flight collected; where that fails, every running sequence ends
+        with the error (the engine thread goes on: nothing waits forever on a dead one)."""
+        try:
+            self._collect(self._inflight.popleft())
+        except Exception as e:
+            self._fail_all(e)
 
     def _plan(self) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int]], list[tuple[int, int, int]],
                              list[_Seq], tuple[bool, bool, bool]] | None:
@@ -488,9 +500,12 @@ class BatchScheduler(Scheduler):
         step.read.wait()
         self.stats.wait_s += time.perf_counter() - t
         n, S = len(step.seqs), self.programs.slots.count
-        toks = np.frombuffer(step.buf.read_mapped(0, n * 4 * step.sub), np.uint32).tolist()
-        lp = (np.frombuffer(step.buf.read_mapped(S * 4, n * LP_WIDTH * 4), np.float32).reshape(n, LP_WIDTH).copy()
-              if step.logprobs else None)
+        # one read from the start: Dawn maps ranges at offsets of 8 bytes, and the log-probs
+        # start at S words (an odd slot count's are not)
+        end = max(n * 4 * step.sub, (S + n * LP_WIDTH) * 4 if step.logprobs else 0)
+        raw = np.frombuffer(step.buf.read_mapped(0, end), np.uint8)
+        toks = raw[:n * 4 * step.sub].view(np.uint32).tolist()
+        lp = raw[S * 4:(S + n * LP_WIDTH) * 4].view(np.float32).reshape(n, LP_WIDTH).copy() if step.logprobs else None
         step.buf.unmap()
         self._staging.append(step.buf)
         out = Outbox()  # the step's tokens and ends reach each event loop in one wake-up
