@@ -324,6 +324,48 @@ def test_logprobs_are_the_models_distribution(session):
     assert cs[0].token_logprobs[0][0] == cs[0].token_logprobs[0][1][0][1]  # greedy: the best one
 
 
+def test_logprobs_of_an_odd_slot_count(gpu):
+    """Three slots: the log-probabilities start 12 bytes into the read-back, where Dawn maps
+    only from offsets of 8 (the engine thread once died there, its requests never ending)."""
+    cfg, tensors = preset_model("tiny", "f32")
+    session = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96)
+    s = scheduler(session, parallel=3)
+    try:
+        cs = [s.submit(p, GREEDY, 3, logprobs=2) for p in _prompts(cfg.vocab, [4, 6, 5], seed=2)]
+        for c in cs:
+            assert len(c.wait()) == 3 and c.finish_reason == "length"
+            assert [lp for lp, _ in c.token_logprobs] == [top[0][1] for _, top in c.token_logprobs]
+    finally:
+        s.close()
+
+
+def test_a_failed_read_back_ends_its_requests(session, monkeypatch):
+    """A step whose read-back fails ends every running request with the error, and the engine
+    serves the next ones: nothing waits forever on a dead engine thread."""
+    from webgpu_llm.engine.batch import BatchScheduler
+
+    real = BatchScheduler._collect
+    broken = {"on": True}
+
+    def collect(self, step):
+        if broken["on"] and step.read is not None:
+            broken["on"] = False
+            raise RuntimeError("device lost")
+        return real(self, step)
+    monkeypatch.setattr(BatchScheduler, "_collect", collect)
+    s = scheduler(session, parallel=2)
+    try:
+        prompts = _prompts(session.cfg.vocab, [5, 7], seed=1)
+        cs = [s.submit(p, GREEDY, 4) for p in prompts]
+        for c in cs:
+            c.wait()
+        assert {c.finish_reason for c in cs} == {"error"} and "device lost" in cs[0].error
+        again = s.submit(prompts[0], GREEDY, 4)
+        assert len(again.wait()) == 4 and again.finish_reason == "length"
+    finally:
+        s.close()
+
+
 def test_the_serial_scheduler_refuses_logprobs(session):
     s = scheduler(session, parallel=1)
     try:
@@ -617,3 +659,45 @@ def test_short_prompts_prefill_on_the_batch_tiles(gpu):
     q = Session.build(gpu, cfg, tensors.get, Settings(batch=32, tuning=dataclasses.replace(
         t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=16, quant_f16=False)), ctx=96).programs
     assert q.prefill_for(9) is not q.prefill and set(q.mm_paths.values()) == {"int8"}, q.mm_paths
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-qwen3", "qwen2.5-0.5b"])
+def test_batched_decode_rows_fold_qkv_into_attention(gpu, preset):
+    """Tuning.batch_fold_qkv: a batched step of decoding rows alone, QKV split over K, takes
+    each row's QKV partial sums in its split-K attention (their bias, the q/k norms where the
+    model has them, RoPE and the append to the row's pages there), a dispatch less a layer;
+    steps with prompt rows keep the split_finish kernel. Three requests get the tokens and
+    log-probabilities they get without the fold, in one split a head and in two of several
+    4-key chunks (the 0.5B's shape, cut to two layers: QKV's bias)."""
+    import dataclasses
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model(preset, "q4_0", **({"n_layers": 2, "vocab": 4096} if preset.startswith("qwen") else {}))
+    t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    prompts = _prompts(cfg.vocab, [5, 9, 13], seed=4)
+    base = dataclasses.replace(t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=4, batch_split_keys=True,
+                               batch_splits=(("qkv", 3), ("down", 2)), batch_splits_few=())
+    for chunk, cap in ((16, 0), (4, 2)):
+        got = []
+        for fold in (False, True):
+            tuning = dataclasses.replace(base, attn_chunk=chunk, decode_splits=cap, batch_decode_splits=cap,
+                                         batch_fold_qkv=fold)
+            session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=tuning), ctx=96)
+            s = scheduler(session, parallel=3, max_rows=12)
+            try:
+                folded, mixed = ([d.label for d in s.programs.step(3, 3, False, False, decode_only=only).dispatches]
+                                 for only in (True, False))
+                assert sum("attention_split_qkv_fold" in x for x in folded) == (cfg.n_layers if fold else 0), folded
+                assert any(x.startswith("split_finish_qk") for x in folded) != fold, folded
+                assert sum(x.startswith("split_finish_qk") for x in mixed) == cfg.n_layers, mixed
+                cs = [s.submit(p, GREEDY, 8, logprobs=3) for p in prompts]
+                got.append([(c.wait(), c.token_logprobs) for c in cs])
+            finally:
+                s.close()
+        (plain, folded_run) = got
+        for (tok_a, lp_a), (tok_b, lp_b) in zip(plain, folded_run):
+            assert tok_a == tok_b, (chunk, cap)
+            a = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
+            b = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
+            assert np.abs(a - b).max() < 1e-4, (chunk, cap, np.abs(a - b).max())

@@ -744,6 +744,8 @@ class Programs:
         # (Tuning.batch_split_keys) a step of more rows: its one-row blocks (decoding streams)
         # so too, merged into their rows by a combine kernel, the prompt kernel taking the rest
         block_split = slots is not None and thin != 1 and self.tuning.batch_split_keys
+        # (Tuning.batch_fold_qkv) ... and with every row decoding, QKV's split sums taken by it
+        fold_qkv = block_split and decode_only and sq > 1 and self.tuning.batch_fold_qkv
         t = tables or {}
         for i, L in enumerate(w.layers):
             p = {**base, "pv": L.params, "kv": kv[i], **t}
@@ -766,7 +768,10 @@ class Programs:
             if not fuse:
                 prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
-            if a.qk_norm:
+            if fold_qkv:  # the partial sums alone: the attention kernel finishes them
+                self._add_mm(prog, replace(s_qkv, epilogue="partial", splits=sq, bias=False, y_f16=False), "qkv",
+                             {**p, **L.qkv.bindings(), "x": x_qkv, "y": sums}, count=rows_of, thin=thin)
+            elif a.qk_norm:
                 raw = b.qkv if sq == 1 else sums
                 self._add_mm(prog, s_qkv if sq == 1 else replace(s_qkv, epilogue="partial", splits=sq), "qkv",
                              {**p, **L.qkv.bindings(), "x": x_qkv, "y": raw}, count=rows_of, thin=thin)
@@ -785,8 +790,12 @@ class Programs:
             elif block_split:
                 sa, ashape = self.split_attention(i, batched=True)
                 groups = -(-c.n_heads * c.head_dim // 4 // ew.WG)
-                prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots, per_block=True),
-                         {**p, "q": b.q, **parts}, _counted(lambda n, sa=sa: (c.n_heads, sa.max_splits, n), blocks_of))
+                fold = None if not fold_qkv else att.QkvFold(
+                    qkv_shape, lay.rope, splits=sq, bias_off=lay.bias if c.qkv_bias else -1,
+                    **({"eps": c.rms_eps, "q_off": lay.q_norm, "k_off": lay.k_norm} if a.qk_norm else {}))
+                prog.add(att.attention_kernel(sa, self.gpu.subgroups_wgsl(), slots=slots, per_block=True, qkn=fold),
+                         {**p, "q": b.q, **parts, **({"x": sums} if fold_qkv else {})},
+                         _counted(lambda n, sa=sa: (c.n_heads, sa.max_splits, n), blocks_of))
                 if not decode_only:  # (a step of decoding rows alone has no block for it)
                     prog.add(attn_kernels[win], {**p, "q": b.q, "out": b.att}, attn_grid)
                 prog.add(ew.combine_kernel(ashape, per_block=True), {**p, **parts, "y": b.att},
@@ -971,7 +980,7 @@ class Programs:
         else:
             d.add(self._mv(s_qkv, "qkv"), {**p, **L.qkv.bindings(), **x_qkv, "q": b.q}, self._mvg(s_qkv, "qkv"))
         if a.qk_norm and self.tuning.fold_qk_norm:  # ... in the attention kernel itself
-            qkn = att.QkNorm(qkv_shape, c.rms_eps, lay.q_norm, lay.k_norm, lay.rope)
+            qkn = att.QkvFold(qkv_shape, lay.rope, eps=c.rms_eps, q_off=lay.q_norm, k_off=lay.k_norm)
             d.add(att.attention_kernel(split, self.gpu.subgroups_wgsl(), qkn=qkn), {**p, "x": b.qkv},
                   att.attention_grid(split))
         else:

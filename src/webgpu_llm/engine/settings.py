@@ -181,13 +181,17 @@ class Tuning:
     # gate/up too), in place of `splits`; 0: `splits` as given (default_tuning: ADAPTER_SMS)
     sms: int = 0
     # decode of per-head q/k-norm models (Qwen3, Gemma 3): the norms, RoPE and KV append in the
-    # attention kernel (attention.QkNorm), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
+    # attention kernel (attention.QkvFold), a dispatch less a layer (GPU_TUNING: FOLD_NORMS)
     fold_qk_norm: bool = False
     # the fused decode's split-K attention merged by a kernel of its own into one row that O
     # reads, not in each O workgroup's prologue: a dispatch more a layer for a merge done once,
     # where every O workgroup merged every head's partials before its first weight (Qwen3-30B-A3B:
     # 32 heads of 128, O ~12.6 µs a layer for 4.7 MB of weights); off until timed
     merge_apart: bool = False
+    # a batched step of decoding rows alone with QKV split over K: the split-K attention sums
+    # each row's QKV partials itself, with the bias, the q/k norms, RoPE and the KV append
+    # (attention.QkvFold), where a split_finish kernel did (a dispatch less a layer); off until timed
+    batch_fold_qkv: bool = False
     # a mixture's decode: each expert gate/up workgroup chooses the experts itself from the
     # router's logits (moe.route_wgsl), a dispatch less a layer; off until measured
     fold_route: bool = False

@@ -88,16 +88,22 @@ class AttentionSpec:
 
 
 @dataclass(frozen=True)
-class QkNorm:
-    """Decode attention that also does the per-head q/k RMSNorm, RoPE and KV append itself
-    (Qwen3's and Gemma 3's; norms.qk_norm_kernel otherwise), from the QKV projection's raw
-    rows `x`: a dispatch less a layer. Offsets are floats of the layer's parameters `pv`."""
+class QkvFold:
+    """Decode attention that also does what follows the QKV projection itself, from its raw
+    rows `x`: a dispatch less a layer. The one-sequence decode of per-head q/k-norm models
+    (Qwen3's, Gemma 3's; norms.qk_norm_kernel otherwise): the norms (`q_off` >= 0), RoPE and
+    the KV append. A batched step's decoding rows (`splits` > 0: x holds the K splits' partial
+    sums of each row, row t * splits + s, as split_finish reads them): their sum, the bias
+    (`bias_off` >= 0), the norms where the model has them, RoPE and the append to the row's
+    pages. Offsets are floats of the layer's parameters `pv`."""
 
     shape: QkvShape
-    eps: float
-    q_off: int
-    k_off: int
     rope_off: int
+    eps: float = 0.0
+    q_off: int = -1
+    k_off: int = -1
+    bias_off: int = -1
+    splits: int = 0
 
 
 def _kv_reader(sig: Signature, a: AttentionSpec, write: bool = False) -> tuple[Callable[[str], str], str]:
@@ -113,20 +119,20 @@ def _kv_reader(sig: Signature, a: AttentionSpec, write: bool = False) -> tuple[C
     return (lambda i: f"KV({i})"), fn
 
 
-def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0, qkn: QkNorm | None = None,
+def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0, qkn: QkvFold | None = None,
                      slots: Slots | None = None, per_block: bool = False) -> Kernel:
     """`subgroups`: None, or the WGSL directive enabling subgroup operations (see Gpu).
 
     `wg`: the workgroup's threads where they must be a given number (a persistent kernel's
     stages share one workgroup size; at least a.threads), else a.threads. With more threads
     than keys, wg / chunk threads share each key's dot product.
-    `qkn`: q and the new key and value come as raw rows `x` (QkNorm).
+    `qkn`: q and the new key and value come as raw rows `x` (QkvFold).
     `slots`: a batched step of one row (engine/batch.py): its sequence's cache is paged, the
     slot read from the table `rows` (its position, as for one sequence, from st.pos); with
     `per_block`, every query block of one row of a batched step's table `blocks` (first row,
     rows, slot, position; grid z: the blocks, those of more rows return), its partials at its
     slot's (slots x heads x splits)."""
-    assert not (slots and qkn), "the q/k-norm fold is the one-sequence decode's"
+    assert not qkn or (bool(qkn.splits) == per_block), "a batched step's fold is per block, of split sums"
     d4 = a.head_dim // 4
     wg = wg or a.threads
     assert wg >= a.threads and wg & (wg - 1) == 0, "the workgroup holds a chunk's keys and a head's words"
@@ -140,7 +146,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         kv, kv_fn = _kv_reader(sig, a)
         qv = "q[qb + {i}]"
     else:
-        # the new key and value (position st.pos) come from the prologue's kn and vn, not the
+        # the new key and value (the row's position) come from the prologue's kn and vn, not the
         # cache, which the group's first head appends them to in this same dispatch: chosen a
         # key at a time (a branch of one lane) and a value from a register (a select), so that
         # the loops' other loads need no test of their own position
@@ -170,6 +176,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         head = ("  let blk = blocks[wid.z];\n  if (blk.y != 1u) { return; }\n  let slot = blk.z;\n"
                 + head.replace("st.pos", "blk.w").replace("let t = 0u;", "let t = blk.x;"))
     hrow = f"(slot * {a.n_heads}u + h)" if per_block else "h"  # the partials' row
+    cur = "blk.w" if per_block else "st.pos"  # the row's position
     store = f"""    acc[({hrow} * {a.max_splits}u + s) * D4 + d4] = o;
     if (d4 == 0u) {{ ml[{hrow} * {a.max_splits}u + s] = vec2<f32>(m, l); }}"""
     sg = subgroups is not None
@@ -194,7 +201,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         cached = f"let kr = {krow.format(j=j)} * D4;\n        {target} = {wrap(dot_sum)};"
         if qkn is None:
             return cached
-        return f"if ({j} == st.pos) {{\n        {target} = {wrap(new_sum)};\n      }} else {{\n        {cached}\n      }}"
+        return f"if ({j} == {cur}) {{\n        {target} = {wrap(new_sum)};\n      }} else {{\n        {cached}\n      }}"
     if per_key == 1:  # this thread's key, whole
         score_phase = f"""    let j = c0 + lid;
     var sc = -3.0e38;
@@ -222,12 +229,12 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
 
     def value(jj: str) -> str:  # the value's word of key c0 + jj (with the fold, st.pos's from vmine)
         cached = kv(vrow.format(j=f"c0 + min({jj}, n - 1u)") + " + d4")
-        return cached if qkn is None else f"select({cached}, vmine, c0 + {jj} == st.pos)"
+        return cached if qkn is None else f"select({cached}, vmine, c0 + {jj} == {cur})"
     vsum = "\n".join(
         f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
         f"o += pj * {value('jj')}; }}"
         for i in range(per_g))
-    prologue = "" if qkn is None else "\n" + _qk_norm_prologue(a, qkn, wg)
+    prologue = "" if qkn is None else "\n" + _fold_prologue(a, qkn, wg, cur, paged=slots is not None)
     if qkn is not None:  # the head's q and the new key and value, normed and rotated (their two sums of squares at once)
         kv_fn += PV_HELPER + "".join(f"var<workgroup> {n}: array<vec4<f32>, {d4}>;\n" for n in ("qn", "kn", "vn"))
         kv_fn += wgsl_reduce("red_sum2", "sum", wg, typ="vec2<f32>", subgroups=sg)
@@ -276,43 +283,55 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }}
 }}
 """
-    k = sig.kernel("attention_split" + ("_qk_norm" if qkn else ""), body)
+    fold = "" if qkn is None else "_qkv_fold" if qkn.splits else "_qk_norm"
+    k = sig.kernel("attention_split" + fold, body)
     return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
 
 
-def _qk_norm_prologue(a: AttentionSpec, n: QkNorm, wg: int) -> str:
-    """WGSL of the QkNorm prologue: head h's q, and its KV head's new key (both normed with
-    their weights, then rotated) and value, into qn, kn, vn; the group's first head of the
-    split that holds st.pos appends the key and value to the cache."""
+def _fold_prologue(a: AttentionSpec, n: QkvFold, wg: int, pos: str, paged: bool) -> str:
+    """WGSL of the QkvFold prologue: head h's q, and its KV head's new key (both normed with
+    their weights where the model has q/k norms, then rotated) and value, into qn, kn, vn; the
+    group's first head of the split that holds position `pos` appends the key and value to the
+    cache (one sequence's, or with `paged` the row's pages)."""
     q, d = n.shape, a.head_dim
     group = a.n_heads // a.n_kv_heads
+    cols = q.q_rows + 2 * q.kv_rows
+
+    def col(c: str) -> str:
+        """QKV's output column c of this row: its raw value, or its splits' sum; and its bias."""
+        v = (f"x[{c}]" if not n.splits else
+             "(" + " + ".join(f"x[(t * {n.splits}u + {j}u) * {cols}u + {c}]" for j in range(n.splits)) + ")")
+        return v if n.bias_off < 0 else f"({v} + pvf({n.bias_off}u + {c}))"
+    normed = n.q_off >= 0
     if a.kv_f16:
-        put = """    kv[2u * (base + i)] = pack2x16float(kn[i].xy); kv[2u * (base + i) + 1u] = pack2x16float(kn[i].zw);
-    kv[2u * (VOFF + base + i)] = pack2x16float(vn[i].xy); kv[2u * (VOFF + base + i) + 1u] = pack2x16float(vn[i].zw);"""
+        put = """    kv[2u * (kb + i)] = pack2x16float(kn[i].xy); kv[2u * (kb + i) + 1u] = pack2x16float(kn[i].zw);
+    kv[2u * (vb + i)] = pack2x16float(vn[i].xy); kv[2u * (vb + i) + 1u] = pack2x16float(vn[i].zw);"""
     else:
-        put = "    kv[base + i] = kn[i];\n    kv[VOFF + base + i] = vn[i];"
+        put = "    kv[kb + i] = kn[i];\n    kv[vb + i] = vn[i];"
+    bases = (f"    let kb = kv_row(slot, kvh, {pos}) * D4;\n    let vb = (kv_row(slot, kvh, {pos}) + V_ROWS) * D4;" if paged
+             else f"    let kb = (kvh * {a.ctx}u + {pos}) * D4;\n    let vb = VOFF + kb;")
     # each thread's pairs (2i, 2i+1) of q and of the new key, i = lid + j * wg: loaded with their
     # norm weights and rotation angle at once, kept in registers over the two sums' reduction
     pairs = -(-(d // 2) // wg)
     load, rotate = [], []
     for j in range(pairs):
         i = f"(lid + {j * wg}u)"
+        weights = (f"""
+    qw{j} = vec2<f32>(pvf({n.q_off}u + r), pvf({n.q_off}u + r + 1u));
+    kw{j} = vec2<f32>(pvf({n.k_off}u + r), pvf({n.k_off}u + r + 1u));""" if normed else "")
         load.append(f"""  var qp{j} = vec2<f32>(0.0);
   var kp{j} = vec2<f32>(0.0);
-  var qw{j} = vec2<f32>(0.0);
-  var kw{j} = vec2<f32>(0.0);
+  var qw{j} = vec2<f32>(1.0);
+  var kw{j} = vec2<f32>(1.0);
   var cs{j} = vec2<f32>(1.0, 0.0);
   if ({i} < {d // 2}u) {{
     let r = 2u * {i};
-    qp{j} = vec2<f32>(x[h * {d}u + r], x[h * {d}u + r + 1u]);
-    kp{j} = vec2<f32>(x[{q.q_rows}u + kvh * {d}u + r], x[{q.q_rows}u + kvh * {d}u + r + 1u]);
-    qw{j} = vec2<f32>(pvf({n.q_off}u + r), pvf({n.q_off}u + r + 1u));
-    kw{j} = vec2<f32>(pvf({n.k_off}u + r), pvf({n.k_off}u + r + 1u));
-    let ang = f32(st.pos) * pvf({n.rope_off}u + {i});
+    qp{j} = vec2<f32>({col(f"h * {d}u + r")}, {col(f"h * {d}u + r + 1u")});
+    kp{j} = vec2<f32>({col(f"{q.q_rows}u + kvh * {d}u + r")}, {col(f"{q.q_rows}u + kvh * {d}u + r + 1u")});{weights}
+    let ang = f32({pos}) * pvf({n.rope_off}u + {i});
 {rope_cs(q)}
     cs{j} = vec2<f32>(c, s);
-  }}
-  ss += vec2<f32>(dot(qp{j}, qp{j}), dot(kp{j}, kp{j}));""")
+  }}""" + (f"\n  ss += vec2<f32>(dot(qp{j}, qp{j}), dot(kp{j}, kp{j}));" if normed else ""))
         rotate.append(f"""  if ({i} < {d // 2}u) {{
     let r = 2u * {i};
     let qv = qp{j} * scq * qw{j};
@@ -323,19 +342,19 @@ def _qk_norm_prologue(a: AttentionSpec, n: QkNorm, wg: int) -> str:
     kn[r / 4u][r % 4u + 1u] = kv2.x * cs{j}.y + kv2.y * cs{j}.x;
   }}""")
     nl = "\n"
-    return f"""  // q of head h and the new key of KV head kvh: RMSNorm over the head, then RoPE on adjacent pairs
-  var ss = vec2<f32>(0.0);
-{nl.join(load)}
-  for (var i = lid; i < {d}u; i += {wg}u) {{
-    vn[i / 4u][i % 4u] = x[{q.q_rows + q.kv_rows}u + kvh * {d}u + i];
-  }}
-  let sq = red_sum2(ss, lid, sgs);  // (q's, the key's)
+    scale = (f"""  let sq = red_sum2(ss, lid, sgs);  // (q's, the key's)
   let scq = inverseSqrt(sq.x / {float(d)!r} + {n.eps!r});
-  let sck = inverseSqrt(sq.y / {float(d)!r} + {n.eps!r});
+  let sck = inverseSqrt(sq.y / {float(d)!r} + {n.eps!r});""" if normed else "  let scq = 1.0;\n  let sck = 1.0;")
+    return f"""  // q of head h and the new key of KV head kvh{": RMSNorm over the head, then" if normed else ":"} RoPE on adjacent pairs
+{"  var ss = vec2<f32>(0.0);" + nl if normed else ""}{nl.join(load)}
+  for (var i = lid; i < {d}u; i += {wg}u) {{
+    vn[i / 4u][i % 4u] = {col(f"{q.q_rows + q.kv_rows}u + kvh * {d}u + i")};
+  }}
+{scale}
 {nl.join(rotate)}
   workgroupBarrier();
-  if (h % {group}u == 0u && k1 == st.pos + 1u) {{
-    let base = (kvh * {a.ctx}u + st.pos) * D4;
+  if (h % {group}u == 0u && k1 == {pos} + 1u) {{
+{bases}
     for (var i = lid; i < D4; i += {wg}u) {{
 {put}
     }}
