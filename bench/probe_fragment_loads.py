@@ -101,6 +101,11 @@ def main() -> None:
     for tm, tn in tiles:
         out = gpu.buffer(a.groups * SUBGROUPS * 256 * tm * tn * 4)
         for stride in strides:
+            need = 2 * SUBGROUPS * 16 * max(tm, tn) * stride * 2  # (both staged arrays' f16s)
+            if need > (room := gpu.limits["max-compute-workgroup-storage-size"]):
+                print(f"{tm}x{tn} stride {stride}: skipped, its staging takes {need} bytes of workgroup memory "
+                      f"and {gpu.name} allows {room}", flush=True)
+                continue
             for col_major in (True, False):
                 times = {}
                 for loads in (False, True):
