@@ -683,10 +683,12 @@ class Programs:
             sums = self._split_sums(max(self.spec(m).rows for L in w.layers for m in (L.qkv, L.gate_up)), most,
                                     min(self.batch, self.tuning.thin_rows) if thin else tokens)
 
-        def mm(spec: LinearSpec, role: str, s: int, ins: dict[str, Any], outs: dict[str, Any], bind: dict[str, Any]) -> None:
-            """A matmul of `role` with `s` K splits: partial sums, then its epilogue on them; or
-            with a tail (`tails`), its first pairs whole and the rest split, their epilogue after."""
-            if (tail := tails.get(role)) is not None:
+        def mm(spec: LinearSpec, role: str, s: int, ins: dict[str, Any], outs: dict[str, Any], bind: dict[str, Any],
+               finish: bool = True) -> None:
+            """A matmul of `role` with `s` K splits: partial sums, then (unless not `finish`: a
+            later kernel takes all of them) its epilogue on them; or with a tail (`tails`), its
+            first pairs whole and the rest split, their epilogue after."""
+            if finish and (tail := tails.get(role)) is not None:
                 self._add_mm(prog, replace(spec, npairs=tail.pair0), role, {**bind, **ins, **outs}, count=rows_of)
                 self._add_mm(prog, replace(spec, epilogue="partial", splits=tail.tail_ways, bias=False, y_f16=False,
                                            gated_pairs=spec.split_pairs, pair0=tail.pair0),
@@ -700,8 +702,9 @@ class Programs:
                 return
             self._add_mm(prog, replace(spec, epilogue="partial", splits=s, bias=False, y_f16=False), role,
                          {**bind, **ins, "y": sums}, count=rows_of, thin=thin)
-            prog.add(epilogue_kernel(spec, s, "part"), {**bind, **outs, "part": sums},
-                     _counted(epilogue_grid(spec), rows_of))
+            if finish:
+                prog.add(epilogue_kernel(spec, s, "part"), {**bind, **outs, "part": sums},
+                         _counted(epilogue_grid(spec), rows_of))
         if a.o_bias:  # each K split would add the bias
             so = 1
         if a.moe is not None:  # the experts' sum lands in h itself: no down partials for the next norm
@@ -769,8 +772,7 @@ class Programs:
                 prog.add(norm_attn if i > 0 and not post else norm_first,  # adds the previous layer's down partials
                          {**p, "x": b.h, "part": b.kpart, "y": b.xn}, rows)
             if fold_qkv:  # the partial sums alone: the attention kernel finishes them
-                self._add_mm(prog, replace(s_qkv, epilogue="partial", splits=sq, bias=False, y_f16=False), "qkv",
-                             {**p, **L.qkv.bindings(), "x": x_qkv, "y": sums}, count=rows_of, thin=thin)
+                mm(s_qkv, "qkv", sq, {**L.qkv.bindings(), "x": x_qkv}, {}, p, finish=False)
             elif a.qk_norm:
                 raw = b.qkv if sq == 1 else sums
                 self._add_mm(prog, s_qkv if sq == 1 else replace(s_qkv, epilogue="partial", splits=sq), "qkv",
@@ -990,10 +992,10 @@ class Programs:
         # O's input: the attention's partials merged in its prologue, or (Tuning.merge_apart) once
         # by the combine kernel into att
         merged: dict[str, Any] = {"prologue": "attn", "attn": ashape}
+        x_o: dict[str, Any] = {}
         if self.tuning.merge_apart:
             d.add(ew.combine_kernel(ashape), {**p, "y": b.att}, ew.grid(c.q_dim // 4))
-            merged = {}
-        x_o = {"x": b.att} if self.tuning.merge_apart else {}
+            merged, x_o = {}, {"x": b.att}
         if a.post_norms:  # O's row, then its norm added to h
             s_o = self.o_spec(L, **merged)
             d.add(self._mv(s_o, "o"), {**p, **L.o.bindings(), **x_o, "y": b.kpart}, self._mvg(s_o, "o"))

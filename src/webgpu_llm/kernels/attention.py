@@ -132,7 +132,8 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     `per_block`, every query block of one row of a batched step's table `blocks` (first row,
     rows, slot, position; grid z: the blocks, those of more rows return), its partials at its
     slot's (slots x heads x splits)."""
-    assert not qkn or (bool(qkn.splits) == per_block), "a batched step's fold is per block, of split sums"
+    assert qkn is None or bool(qkn.splits) == per_block == (slots is not None), \
+        "the fold is one sequence's (raw rows) or a batched step's blocks' (split sums)"
     d4 = a.head_dim // 4
     wg = wg or a.threads
     assert wg >= a.threads and wg & (wg - 1) == 0, "the workgroup holds a chunk's keys and a head's words"
@@ -197,7 +198,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
 
     def key_dot(j: str, target: str, wrap: Callable[[str], str]) -> str:
         """WGSL that sets `target` to `wrap` of key j's dot product: from the cache, or with the
-        fold from kn where key j is the one at st.pos."""
+        fold from kn where key j is the row's new one (position `cur`)."""
         cached = f"let kr = {krow.format(j=j)} * D4;\n        {target} = {wrap(dot_sum)};"
         if qkn is None:
             return cached
@@ -227,7 +228,7 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     }}"""
     per_g = -(-a.chunk // groups)
 
-    def value(jj: str) -> str:  # the value's word of key c0 + jj (with the fold, st.pos's from vmine)
+    def value(jj: str) -> str:  # the value's word of key c0 + jj (with the fold, the new one's from vmine)
         cached = kv(vrow.format(j=f"c0 + min({jj}, n - 1u)") + " + d4")
         return cached if qkn is None else f"select({cached}, vmine, c0 + {jj} == {cur})"
     vsum = "\n".join(
