@@ -701,3 +701,38 @@ def test_batched_decode_rows_fold_qkv_into_attention(gpu, preset):
             a = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
             b = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
             assert np.abs(a - b).max() < 1e-4, (chunk, cap, np.abs(a - b).max())
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-qwen3"])
+def test_batched_rows_on_direct_f16_tiles(gpu, preset):
+    """Tuning.batch_direct: a batched step's matmuls of f16 weights (the LM head's too) load
+    their weight fragments from the weight buffers (direct_tiles; emulated here), K split as
+    Tuning.batch_splits says; three requests get the tokens and log-probabilities of the staged tiles."""
+    import dataclasses
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model(preset, "f16")
+    t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    prompts = _prompts(cfg.vocab, [5, 9, 13], seed=11)
+    base = dataclasses.replace(t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=4,
+                               batch_splits=(("o", 2), ("qkv", 2), ("down", 3)), batch_splits_few=())
+    got = []
+    for direct in ((), (2, 2, 2, 1, 64, 4)):
+        session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(base, batch_direct=direct)),
+                                ctx=96)
+        s = scheduler(session, parallel=3, max_rows=12)
+        try:
+            labels = [d.label for d in s.programs.step(3, 3, False, False).dispatches if "matmul" in d.label or "direct" in d.label]
+            assert labels and all(x.startswith("f16_direct" if direct else "f16_matmul") for x in labels), labels
+            if direct:
+                assert sum("partial" in x for x in labels) == 3 * cfg.n_layers, labels
+            cs = [s.submit(p, GREEDY, 8, logprobs=3) for p in prompts]
+            got.append([(c.wait(), c.token_logprobs) for c in cs])
+        finally:
+            s.close()
+    for (tok_a, lp_a), (tok_b, lp_b) in zip(*got):
+        assert tok_a == tok_b
+        a = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
+        b = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
+        assert np.abs(a - b).max() < 1e-3, np.abs(a - b).max()

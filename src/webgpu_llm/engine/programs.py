@@ -37,6 +37,12 @@ from ..kernels import attention_tiles as at
 from ..kernels import elementwise as ew
 from ..kernels import mma, moe, sampling
 from ..kernels.common import STATE_WORDS, Slots
+from ..kernels.direct_tiles import (
+    DirectShape,
+    direct_matmul_grid,
+    direct_matmul_kernel,
+    direct_ok,
+)
 from ..kernels.linear import (
     AttnShape,
     Experts,
@@ -353,6 +359,17 @@ class Programs:
         return (bool(self.tuning.batch_tiles) and mode in ("auto", "f16") and spec.experts is None
                 and mma.f16_ok(spec, every_format=True) and self._f16_tiles_run)
 
+    def _batch_direct(self, spec: LinearSpec) -> DirectShape | None:
+        """The direct f16 tiles' workgroup for a batched step's matmul of f16 weights
+        (Tuning.batch_direct), its x chunk cut to the device's workgroup memory; None where the
+        tuning or the matmul leaves it to the staged tiles."""
+        if not self.tuning.batch_direct:
+            return None
+        shape = DirectShape(*self.tuning.batch_direct)
+        if direct_ok(spec, shape):
+            return None
+        return shape.fit(spec, self.gpu.limits["max-compute-workgroup-storage-size"])
+
     @property
     def _emulate(self) -> bool:
         """Tuning.mma asks for the tiles emulated where the device has no matrix units."""
@@ -403,6 +420,10 @@ class Programs:
             prog.add(self._mv(spec, role), bindings, self._mvg(spec, role))
             return
         if thin and self._batch_tiles(spec):  # (mm_paths: the prompt matmuls' paths, not these)
+            if (direct := self._batch_direct(spec)) is not None:
+                prog.add(direct_matmul_kernel(spec, direct, emulate=not self.f16_tiles_usable), bindings,
+                         _counted(direct_matmul_grid(spec, direct), count))
+                return
             self._add_f16(prog, spec, bindings, count, self._fit_tiles(self.tuning.batch_tile_shape(role)))
             return
         if thin:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..kernels.attention_tiles import PREFETCH_VEC4
+from ..kernels.direct_tiles import DirectShape
 from ..kernels.mma import TileShape
 from ..runtime.gpu import GpuOptions
 
@@ -219,6 +220,12 @@ class Tuning:
     # with any shape, and 16 tokens a workgroup read its weights again for each 16 rows (the
     # 1.5B f16's head 0.47 ms at 32 rows, 0.91 at 64: weight traffic); off until timed
     batch_head_tiles: tuple[int, ...] = ()
+    # ... and f16 weights there on the direct f16 tiles in workgroups of this shape
+    # (direct_tiles.DirectShape: tm, tn, sn, sk, kc, ahead): each weight fragment loaded from
+    # the weight buffer itself, several steps ahead with no barrier between, where the staged
+    # tiles walk K a round trip and two barriers every 32 inputs; (): the staged tiles. Off
+    # until timed
+    batch_direct: tuple[int, ...] = ()
     # ... and their K splits by role (o, down, qkv, gate_up): a few rows leave a narrow model's
     # matmuls a dozen 128-row workgroups, each walking all of K (GPU_TUNING: BATCH_SPLITS)
     batch_splits: tuple[tuple[str, int], ...] = ()
@@ -327,6 +334,11 @@ class Tuning:
                  self.tile_shape(experts=name == "expert_tiles", float_weights=name == "float_tiles")).check()
             except (TypeError, ValueError) as e:
                 raise ValueError(f"Tuning.{name}: {e}") from None
+        if self.batch_direct:
+            try:
+                DirectShape(*self.batch_direct).check()
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"Tuning.batch_direct: {e}") from None
         tiled = tuple(r for r in ROLES if r != "head")  # a layer's prompt matmuls
         for name in ("acc_f16", "float_acc_f16"):
             roles = getattr(self, name)
