@@ -109,3 +109,21 @@ def test_direct_shape_fits_workgroup_memory():
     assert fit is not None and fit.shared_bytes(2432) <= 32768 < replace(fit, kc=2 * fit.kc).shared_bytes(2432)
     assert fit.kc % 32 == 0 and big.fit(spec, 1 << 20) == big
     assert DirectShape(8, 4, 4, 4).fit(spec, 32768) is None
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q6_k", "bf16", "iq4_xs"])
+def test_f16_copy_of_weights(gpu, fmt):
+    """A quantized (or bf16) matrix's rows as f16 weights in FORMATS["f16"]'s layout: the
+    dequantized values rounded to f16, whole and from a middle row on (a copy cut in parts)."""
+    from webgpu_llm.kernels.direct_tiles import f16_copy_grid, f16_copy_kernel
+    from webgpu_llm.kernels.formats import FORMATS
+
+    rng = np.random.default_rng(44)
+    rows, k = 37, 256 if FORMATS[fmt].block == 256 else 96
+    w, wb = _weight(gpu, fmt, rows, k, rng)
+    for first, count in ((0, rows), (16, 13)):
+        yb = gpu.buffer(FORMATS["f16"].nbytes(count, k))
+        run_kernel(gpu, f16_copy_kernel(fmt, rows, k, first, count), {"w0": wb, "y": yb}, f16_copy_grid(count, k))
+        got = read(gpu, yb, (count, FORMATS["f16"].padded_k(k)), np.float16)[:, :k]
+        want = w[first:first + count].astype(np.float16)  # (WGSL may round to either neighbour)
+        assert (np.abs(got.astype(np.float32) - want) <= np.spacing(np.abs(want))).all(), first

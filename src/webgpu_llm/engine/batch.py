@@ -191,7 +191,7 @@ class BatchPrograms(Programs):
         return layers
 
     def _head(self, thin: int) -> Program:
-        g, c, b, w = self.gpu, self.cfg, self.buf, self.weights
+        g, c, b, w = self.gpu, self.cfg, self.buf, self.step_weights(thin)
         head = Program(g, "batch_head")
         head.add(rmsnorm_kernel(c.hidden, c.rms_eps, 0, gather=True),
                  {"st": b.st_s, "samples": b.samples, "pv": w.output_norm, "x": b.h, "y": b.xs}, lambda n: (n[2], 1, 1))

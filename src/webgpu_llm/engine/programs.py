@@ -72,7 +72,7 @@ from ..runtime.gpu import Gpu
 from ..runtime.program import Program
 from .settings import PERSIST_WG, ROUTER_SPLITS_MAX, SHORT_PREFILL, SPLIT_MAX, Tuning
 from .waves import Split, by_waves, plan_split
-from .weights import GpuMatrix, LayerWeights, ModelWeights
+from .weights import GpuMatrix, LayerWeights, ModelWeights, f16_copy
 
 SCORE_ROWS = 64  # tokens per LM-head matmul when every position's logits are needed
 # the fewest keys a split-K decode split takes (Tuning.attn_chunk), uncapped: its partials'
@@ -235,6 +235,7 @@ class Programs:
         self.xq8: Any = None
         self.xs8: Any = None
         self._sums: Any = None  # split QKV's and gate/up's partial sums (_split_sums)
+        self._f16_weights: ModelWeights | None = None  # f16 copies for the batched steps (step_weights)
         self._tparts: dict[str, Any] | None = None  # the prompt attention's key splits' (_attn_parts)
         self.persist_note = ""  # why the persistent decode layers are not used, where asked for
 
@@ -358,6 +359,23 @@ class Programs:
         mode = self.tuning.mma.removeprefix("emulate").removeprefix("-") or "auto"
         return (bool(self.tuning.batch_tiles) and mode in ("auto", "f16") and spec.experts is None
                 and mma.f16_ok(spec, every_format=True) and self._f16_tiles_run)
+
+    def step_weights(self, thin: int) -> ModelWeights:
+        """The weights a step's matmuls read: the model's, or for a batched step of several
+        rows with Tuning.batch_f16_weights (and the direct tiles) f16 copies of its quantized
+        dense matrices and LM head, made on first use."""
+        t = self.tuning
+        if thin <= 1 or not (t.batch_f16_weights and t.batch_direct and self._f16_tiles_run):
+            return self.weights
+        if self._f16_weights is None:
+            w, a = self.weights, self.cfg.architecture
+            layers = [replace(L, qkv=f16_copy(self.gpu, L.qkv, f"L{i}.qkv"), o=f16_copy(self.gpu, L.o, f"L{i}.o"),
+                              **({} if a.experts(i) is not None else
+                                 {"gate_up": f16_copy(self.gpu, L.gate_up, f"L{i}.gate_up"),
+                                  "down": f16_copy(self.gpu, L.down, f"L{i}.down")}))
+                      for i, L in enumerate(w.layers)]
+            self._f16_weights = replace(w, layers=layers, lm_head=f16_copy(self.gpu, w.lm_head, "lm_head"))
+        return self._f16_weights
 
     def _batch_direct(self, spec: LinearSpec) -> DirectShape | None:
         """The direct f16 tiles' workgroup for a batched step's matmul of f16 weights
@@ -672,7 +690,7 @@ class Programs:
         `few`: a batched step of at most Tuning.few_rows rows (its splits: batch_splits_few);
         `short`: the prompt's K splits as planned for batches of SHORT_PREFILL tokens
         (`short_splits`, which must exist), else the whole batch's (`prompt_splits`)."""
-        c, b, w = self.cfg, self.buf, self.weights
+        c, b, w = self.cfg, self.buf, self.step_weights(thin)
         plan, tokens = self.prompt_splits, self.batch
         if short:
             assert self.short_splits is not None, "no plan of its own for short batches"

@@ -226,6 +226,11 @@ class Tuning:
     # tiles walk K a round trip and two barriers every 32 inputs; (): the staged tiles. Off
     # until timed
     batch_direct: tuple[int, ...] = ()
+    # ... and with them, a quantized model's dense matrices (and LM head) copied as f16 weights
+    # for those steps (on the GPU, once; ~3.6x a q4_0 model's bytes more), so that its batched
+    # steps take the direct tiles too: more bytes a step, without the staged tiles' round trips.
+    # Off until timed
+    batch_f16_weights: bool = False
     # ... and their K splits by role (o, down, qkv, gate_up): a few rows leave a narrow model's
     # matmuls a dozen 128-row workgroups, each walking all of K (GPU_TUNING: BATCH_SPLITS)
     batch_splits: tuple[tuple[str, int], ...] = ()

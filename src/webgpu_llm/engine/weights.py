@@ -18,10 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import ModelFileError
+from ..kernels.direct_tiles import f16_copy_grid, f16_copy_kernel
 from ..kernels.formats import FORMATS
 from ..kernels.linear import Segment
 from ..models.config import ModelConfig
 from ..runtime.gpu import Gpu
+from ..runtime.program import Program
 
 SUPPORTED_TYPES = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4"
 
@@ -133,6 +135,31 @@ def upload_experts(gpu: Gpu, tensors: Sequence[Tensor], count: int, label: str,
         if progress:
             progress(words.nbytes)
     return GpuMatrix(tuple(segments), tuple(buffers), k)
+
+
+def f16_copy(gpu: Gpu, m: GpuMatrix, label: str) -> GpuMatrix:
+    """`m` with its quantized and bf16 segments as f16 copies, made on the GPU (the direct
+    tiles read f16 weights alone); f16 and f32 segments are shared, not copied. A copy is cut
+    into buffers within the storage-binding limit, in whole fragments of 16 rows."""
+    f16 = FORMATS["f16"]
+    segments: list[Segment] = []
+    buffers: list[Any] = []
+    prog = Program(gpu, f"{label}_f16_copy")
+    for seg, buf in zip(m.segments, m.buffers):
+        if seg.fmt in ("f16", "f32"):
+            segments.append(seg)
+            buffers.append(buf)
+            continue
+        step = max(16, (gpu.max_binding - 4096) // max(1, f16.nbytes(1024, m.k) // 1024) // 16 * 16)
+        for r0 in range(0, seg.rows, step):
+            n = min(step, seg.rows - r0)
+            out = gpu.buffer(f16.nbytes(n, m.k), f"{label}.f16.{len(buffers)}")
+            prog.add(f16_copy_kernel(seg.fmt, seg.rows, m.k, r0, n), {"w0": buf, "y": out}, f16_copy_grid(n, m.k))
+            segments.append(Segment("f16", n))
+            buffers.append(out)
+    if prog.dispatches:
+        prog.run()
+    return GpuMatrix(tuple(segments), tuple(buffers), m.k)
 
 
 def _rows(p: Part) -> np.ndarray:

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..runtime.program import Kernel
-from .common import Signature
+from .common import MAX_GROUPS, Signature
 from .formats import FORMATS, UNIT
-from .linear import LinearSpec, TokenRows, epilogue_wgsl, rows_wgsl
+from .linear import LinearSpec, Segment, TokenRows, epilogue_wgsl, loaders_wgsl, rows_wgsl
 from .mma import MATRIX_HEAD, _block_order
 
 FRAG = 16  # a fragment's rows, columns and inputs
@@ -273,3 +273,36 @@ def direct_matmul_grid(spec: LinearSpec, shape: DirectShape = DirectShape()):
     """Of the token count n: (row blocks, token blocks, K splits)."""
     gx = -(-spec.part_pairs // (shape.bn // 2))
     return lambda n: (gx, -(-n // shape.bm), spec.splits)
+
+
+def f16_copy_kernel(fmt: str, rows: int, k: int, first: int = 0, count: int = 0) -> Kernel:
+    """Rows first.. (`count` of them; 0: to the last) of weights `w0` of `fmt` (`rows` rows of
+    k values) as f16 weights `y` (FORMATS["f16"]'s layout, clamped to f16's range): a
+    quantized matrix's copy for the direct tiles. One thread a unit of 32 values; grid =
+    f16_copy_grid(count, k)."""
+    count = count or rows - first
+    spec = LinearSpec(k=k, segments=(Segment(fmt, rows),))
+    sig = Signature()
+    body = loaders_wgsl(spec, sig)
+    sig.storage("y", "array<vec4<u32>>", write=True)
+    nu = FORMATS["f16"].units(k)
+    body += f"""
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
+  let i = gid.y * nwg.x * 64u + gid.x;
+  if (i >= {count * nu}u) {{ return; }}
+  let u = i % {nu}u;
+  let v = load_row({first}u + i / {nu}u, u);
+  for (var j = 0u; j < 4u; j++) {{
+    let a = clamp(v[2u * j], vec4<f32>(-65504.0), vec4<f32>(65504.0));
+    let b = clamp(v[2u * j + 1u], vec4<f32>(-65504.0), vec4<f32>(65504.0));
+    y[i * 4u + j] = vec4<u32>(pack2x16float(a.xy), pack2x16float(a.zw), pack2x16float(b.xy), pack2x16float(b.zw));
+  }}
+}}
+"""
+    return sig.kernel(f"f16_copy_{fmt}", body)
+
+
+def f16_copy_grid(rows: int, k: int) -> tuple[int, int, int]:
+    groups = -(-rows * FORMATS["f16"].units(k) // 64)
+    return min(groups, MAX_GROUPS), -(-groups // MAX_GROUPS), 1
