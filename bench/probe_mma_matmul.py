@@ -12,12 +12,17 @@ tiled matmul and beside copies of itself with parts cut out of its WGSL.
   staging and products (the loop's loads and barriers alone); each shape also with x as rows
   of f16s (`LinearSpec.x_f16`: half the bytes staged and held in registers). The 1.5B's
   gate/up runs near 79 TFLOP/s of the ~500 the tiles allow; the cuts say which part holds it.
+  With `--direct`, f16 weights also on the direct tiles (kernels/direct_tiles.py: weight
+  fragments loaded from the weight buffer) in each of those shapes; `--splits` splits K for
+  both (a batched step's few rows: `--tokens 32 --splits 1,8`).
 
 Needs Dawn on a GPU with subgroup matrices; optional Dawn toggles with `--toggles`; JSON with --out.
 
     python bench/probe_mma_matmul.py --rows 9728 --k 896 --tokens 512 --fmt q8_0 --epilogue silu_mul --path int8
     python bench/probe_mma_matmul.py --rows 17920 --k 1536 --tokens 512 --fmt f16 --epilogue silu_mul \\
         --shapes "2,2,4,4,2;4,2,2,4,2;2,4,4,2,2;2,2,2,2,2;2,2,4,4,1"
+    python bench/probe_mma_matmul.py --rows 17920 --k 1536 --tokens 32 --fmt f16 --epilogue silu_mul --splits 1,4 \\
+        --shapes "1,4,1,2" --direct "2,2,4,1,256,4;2,2,4,1,256,8;2,2,2,2,256,4" --cuts none
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from webgpu_llm.kernels.common import pack_state
+from webgpu_llm.kernels.direct_tiles import DirectShape, direct_matmul_grid, direct_matmul_kernel
 from webgpu_llm.kernels.formats import FORMATS
 from webgpu_llm.kernels.linear import LinearSpec, Segment, matmul_grid, matmul_kernel
 from webgpu_llm.kernels.mma import (
@@ -125,7 +131,9 @@ def main() -> None:
     ap.add_argument("--shapes", default="2,2,4,4,2;2,2,2,2,2",
                     help=f"f16 path: workgroup shapes sm,sn,tm,tn[,depth[,ku]][,flag...] (flags: {', '.join(FLAGS)}), "
                          "';'-separated; the first one's WGSL is cut")
-    ap.add_argument("--splits", default="1", help="int8 path: comma list of K splits to time (> 1: epilogue partial)")
+    ap.add_argument("--splits", default="1", help="comma list of K splits to time (> 1: epilogue partial)")
+    ap.add_argument("--direct", default="",
+                    help="f16 path, f16 weights: direct tile shapes tm,tn,sn,sk[,kc[,ahead]], ';'-separated, timed too")
     ap.add_argument("--cuts", default="",
                     help="f16 path: which cuts of the first shape to time, comma-separated substrings of their names "
                          "(default: all; 'none': none); one a process keeps a cut that crashes the driver from ending the rest")
@@ -213,6 +221,9 @@ def main() -> None:
     else:
         f16 = lambda v: v.astype(np.float16).astype(np.float64)  # noqa: E731  (as the tiles see them)
         ref = {"f16-rounded x and weights": f16(xh) @ f16(w).T}
+        def split(sp: LinearSpec, n: int) -> LinearSpec:
+            return sp if n == 1 else replace(sp, epilogue="partial", splits=n)
+
         for shape in shapes:
             for f16_x in (False, True):
                 flags = "".join(f" {f}" for f in FLAGS if f != "straight" and getattr(shape, f))  # (depth 2 implies straight)
@@ -221,9 +232,23 @@ def main() -> None:
                 p, s = replace(plain, x_f16=f16_x), replace(spec, x_f16=f16_x)
                 try:
                     check(name, f16_matmul_kernel(p, shape, a.emulate), f16_matmul_grid(p, shape)(a.tokens), ref, f16_x)
-                    time(name, f16_matmul_kernel(s, shape, a.emulate), f16_matmul_grid(s, shape)(a.tokens), f16_x)
+                    for n in splits:
+                        ks = split(s, n)
+                        time(name + (f", {n} K splits" if n > 1 else ""), f16_matmul_kernel(ks, shape, a.emulate),
+                             f16_matmul_grid(ks, shape)(a.tokens), f16_x)
                 except Exception as e:  # (a shape past the device's limits): report and go on
                     print(f"{name:48s} FAILED {' '.join(str(e).split())[:300]}", flush=True)
+        for text in filter(None, a.direct.split(";")):
+            shape = DirectShape(*(int(v) for v in text.split(",")))
+            name = f"direct tiles {text}"
+            try:
+                check(name, direct_matmul_kernel(plain, shape, a.emulate), direct_matmul_grid(plain, shape)(a.tokens), ref)
+                for n in splits:
+                    ks = split(spec, n)
+                    time(name + (f", {n} K splits" if n > 1 else ""), direct_matmul_kernel(ks, shape, a.emulate),
+                         direct_matmul_grid(ks, shape)(a.tokens))
+            except Exception as e:  # (not f16 weights, or past the device's limits): report and go on
+                print(f"{name:48s} FAILED {' '.join(str(e).split())[:300]}", flush=True)
         if a.emulate:
             return write(a, rows)
         xs = replace(spec, x_f16=True)  # (the engine's default on GPUs with f16 tiles)
