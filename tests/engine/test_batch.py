@@ -740,3 +740,39 @@ def test_batched_rows_on_direct_f16_tiles(gpu, preset, dtype):
         a = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
         b = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
         assert np.abs(a - b).max() < 1e-3, np.abs(a - b).max()
+
+
+@pytest.mark.parametrize(("preset", "dtype", "direct"), [("tiny", "q4_0", ()), ("tiny-qwen3", "f16", (2, 2, 2, 1, 64, 4))])
+def test_batched_rows_read_f16_rows(gpu, preset, dtype, direct):
+    """Tuning.batch_x_f16: a batched step of several rows has its norms write xn as f16s for
+    QKV and gate/up, and gate/up (its split sums' finish) its outputs for down, on the staged
+    and the direct tiles; a step of one row keeps f32 rows. Three requests get the tokens and
+    log-probabilities of the f32 rows (the tiles round x to f16 either way)."""
+    import dataclasses
+
+    if not gpu.has_f16:
+        pytest.skip("the f16 tiles need shader-f16")
+    cfg, tensors = preset_model(preset, dtype)
+    t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
+    prompts = _prompts(cfg.vocab, [5, 9, 13], seed=12)
+    base = dataclasses.replace(t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=4, batch_direct=direct,
+                               batch_splits=(("o", 2), ("gate_up", 2), ("down", 3)), batch_splits_few=())
+    got = []
+    for half in (False, True):
+        session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(base, batch_x_f16=half)),
+                                ctx=96)
+        s = scheduler(session, parallel=3, max_rows=12)
+        try:
+            many, one = ([d for d in s.programs.step(n, n, False, False).dispatches] for n in (3, 1))
+            mm = [d.label for d in many if d.label.startswith(("f16_matmul", "f16_direct"))]
+            assert sum(x.endswith("_xh") or "_xh_" in x for x in mm) == (3 * cfg.n_layers if half else 0), mm
+            assert not any("_xh" in d.label for d in one)
+            cs = [s.submit(p, GREEDY, 8, logprobs=3) for p in prompts]
+            got.append([(c.wait(), c.token_logprobs) for c in cs])
+        finally:
+            s.close()
+    for (tok_a, lp_a), (tok_b, lp_b) in zip(*got):
+        assert tok_a == tok_b
+        a = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
+        b = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
+        assert np.abs(a - b).max() < 1e-4, np.abs(a - b).max()

@@ -870,12 +870,21 @@ class Programs:
 
     def _half_rows(self, thin: int, slots: Any) -> HalfRows:
         """Tuning.x_f16 for a prompt's layers (HalfRows), each where every reader of those rows
-        takes the f16 tiles: not for a batched step's rows."""
+        takes the f16 tiles; Tuning.batch_x_f16 likewise for a batched step of several rows
+        (xn for QKV and gate/up, gate/up's outputs for down: its attention's rows and a
+        mixture's stay f32)."""
         w, a = self.weights, self.cfg.architecture
-        if not self.tuning.x_f16 or thin or slots is not None:
+        batched = slots is not None and thin != 1
+        if not (self.tuning.batch_x_f16 if batched else self.tuning.x_f16 and not thin and slots is None):
             return HalfRows()
-        tiled = lambda spec: spec.k % 8 == 0 and self.mm_path(spec) == "f16"  # noqa: E731
+        if batched and thin:  # (the thin matmuls off the tiles read f32 rows alone)
+            tiled = lambda spec: spec.k % 8 == 0 and self._batch_tiles(spec)  # noqa: E731
+        else:
+            tiled = lambda spec: spec.k % 8 == 0 and self.mm_path(spec) == "f16"  # noqa: E731
         gate_up = a.moe is None and all(tiled(self.spec(L.gate_up, epilogue=self.act)) for L in w.layers)
+        if batched:
+            return HalfRows(qkv=all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers), ffn=gate_up,
+                            act=gate_up and all(tiled(self.spec(L.down)) for L in w.layers))
         experts = [self._expert_specs(L, m) for i, L in enumerate(w.layers) if (m := a.experts(i)) is not None]
         return HalfRows(qkv=all(tiled(self.qkv_spec(L, self.qkv_shape())) for L in w.layers), ffn=gate_up,
                         act=gate_up and all(tiled(self.spec(L.down)) for L in w.layers),

@@ -231,6 +231,10 @@ class Tuning:
     # steps take the direct tiles too: more bytes a step, without the staged tiles' round trips.
     # Off until timed
     batch_f16_weights: bool = False
+    # ... and a batched step's norms write xn as f16s for QKV and gate/up, gate/up its outputs
+    # as f16s for down, where those take the tiles (as x_f16 does for prompts, +20-28 % there:
+    # half the bytes staged, no conversion while staging). Off until timed
+    batch_x_f16: bool = False
     # ... and their K splits by role (o, down, qkv, gate_up): a few rows leave a narrow model's
     # matmuls a dozen 128-row workgroups, each walking all of K (GPU_TUNING: BATCH_SPLITS)
     batch_splits: tuple[tuple[str, int], ...] = ()
