@@ -108,7 +108,8 @@ def direct_ok(spec: LinearSpec, shape: DirectShape | None = None) -> str:
 
 def _x_stage(spec: LinearSpec, shape: DirectShape, kc: int, tiles: TokenRows) -> tuple[str, str]:
     """WGSL of chunk c's x: its loads into registers `xr` (zeros past the token rows and the
-    split's inputs) and their stores to xh as f16s."""
+    split's inputs; a row past the batch's reads its last, never past x's rows) and their
+    stores to xh as f16s."""
     xw = 8 if spec.x_f16 else 4  # inputs a word
     words = shape.bm * kc // xw
     pt = -(-words // shape.wg)
@@ -118,7 +119,8 @@ def _x_stage(spec: LinearSpec, shape: DirectShape, kc: int, tiles: TokenRows) ->
     for j in range(pt):
         e = f"lid + {j * shape.wg}u" if pt * shape.wg == words else f"min(lid + {j * shape.wg}u, {words - 1}u)"
         loads.append(f"""    {{ let e = {e}; let m = e / {kc // xw}u; let kx = c + (e % {kc // xw}u) * {xw}u;
-      xr[{j}] = select({zero}, x[({tiles.x_row("m0 + m")}) * {kw}u + min(kx, {spec.k - xw}u) / {xw}u], m0 + m < nt && kx < k1); }}""")
+      xr[{j}] = select({zero}, x[({tiles.x_row("min(m0 + m, max(nt, 1u) - 1u)")}) * {kw}u + min(kx, {spec.k - xw}u) / {xw}u],
+                       m0 + m < nt && kx < k1); }}""")
         if spec.x_f16:
             put = " ".join(f"let h{i} = vec2<f16>(unpack2x16float(v.{c})); xh[o + {2 * i}u] = h{i}.x; xh[o + {2 * i + 1}u] = h{i}.y;"
                            for i, c in enumerate("xyzw"))
