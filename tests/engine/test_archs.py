@@ -165,17 +165,21 @@ def test_qk_norm_folded_into_decode_attention(wgpu_gpu, tiny_dirs, arch, kv):
     """Tuning.fold_qk_norm: the decode attention norms, rotates and appends q and the new key
     itself (a dispatch less a layer), with keys read whole and by four threads each, splits of 16
     keys (the window starting inside one), and two splits of several chunks (the new key
-    appended by the last): transformers' greedy tokens, the same step logits."""
+    appended by the last), those two also with the first chunk's keys and values preloaded
+    (AttentionSpec.preload): transformers' greedy tokens, the same step logits."""
     d = tiny_dirs[arch, "float32" if kv == "f32" else "float16"]
     llm = _load(d, wgpu_gpu, settings=Settings(kv=kv))
     s = llm.session
     unfold_decode(s, fold_post_norm=True)
     base = s.next_logits(IDS[:9])
     n = len(s.programs.decode)
-    for wg, chunk, cap in ((0, 16, 0), (64, 16, 0), (64, 4, 2)):  # (2 splits of several 4-key chunks)
-        s.rebuild(dataclasses.replace(s.tuning, fold_qk_norm=True, attn_wg=wg, attn_chunk=chunk, decode_splits=cap))
+    for wg, chunk, cap, pre in ((0, 16, 0, False), (64, 16, 0, False), (64, 4, 2, False), (64, 16, 0, True),
+                                (64, 4, 2, True)):  # (2 splits of several 4-key chunks)
+        s.rebuild(dataclasses.replace(s.tuning, fold_qk_norm=True, attn_wg=wg, attn_chunk=chunk, decode_splits=cap,
+                                      attn_preload=pre))
         assert len(s.programs.decode) == n - s.cfg.n_layers
         assert any("qk_norm" in x.label for x in s.programs.decode.dispatches)
+        assert any("qk_norm_preload" in x.label for x in s.programs.decode.dispatches) == pre
         assert max_rel(s.next_logits(IDS[:9]), base) < (1e-5 if kv == "f32" else 1e-3), wg
         if kv == "f32":
             assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == hf_greedy(d, IDS[:9], 12)

@@ -668,7 +668,8 @@ def test_batched_decode_rows_fold_qkv_into_attention(gpu, preset):
     model has them, RoPE and the append to the row's pages there), a dispatch less a layer;
     steps with prompt rows keep the split_finish kernel. Three requests get the tokens and
     log-probabilities they get without the fold, in one split a head and in two of several
-    4-key chunks (the 0.5B's shape, cut to two layers: QKV's bias)."""
+    4-key chunks (the 0.5B's shape, cut to two layers: QKV's bias), the latter with the first
+    chunk's keys and values preloaded (AttentionSpec.preload)."""
     import dataclasses
 
     if not gpu.has_f16:
@@ -682,13 +683,14 @@ def test_batched_decode_rows_fold_qkv_into_attention(gpu, preset):
         got = []
         for fold in (False, True):
             tuning = dataclasses.replace(base, attn_chunk=chunk, decode_splits=cap, batch_decode_splits=cap,
-                                         batch_fold_qkv=fold)
+                                         batch_fold_qkv=fold, attn_preload=fold and chunk == 4)
             session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=tuning), ctx=96)
             s = scheduler(session, parallel=3, max_rows=12)
             try:
                 folded, mixed = ([d.label for d in s.programs.step(3, 3, False, False, decode_only=only).dispatches]
                                  for only in (True, False))
                 assert sum("attention_split_qkv_fold" in x for x in folded) == (cfg.n_layers if fold else 0), folded
+                assert any("preload" in x for x in folded) == (fold and chunk == 4), folded
                 assert any(x.startswith("split_finish_qk") for x in folded) != fold, folded
                 assert sum(x.startswith("split_finish_qk") for x in mixed) == cfg.n_layers, mixed
                 cs = [s.submit(p, GREEDY, 8, logprobs=3) for p in prompts]

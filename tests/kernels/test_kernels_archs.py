@@ -239,8 +239,9 @@ def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos,
     assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5
 
 
-@pytest.mark.parametrize("window,softcap,cap", [(0, 0.0, 0), (20, 1.5, 0), (20, 1.5, 2), (0, 0.0, 3)])
-def test_decode_attention_per_block(gpu, window, softcap, cap):
+@pytest.mark.parametrize("window,softcap,cap,preload", [(0, 0.0, 0, False), (20, 1.5, 0, False), (20, 1.5, 2, False),
+                                                        (0, 0.0, 3, False), (20, 1.5, 2, True), (0, 0.0, 0, True)])
+def test_decode_attention_per_block(gpu, window, softcap, cap, preload):
     """A batched step's one-row query blocks through split-K attention (each its own sequence,
     position and pages), merged per block into its row by the combine kernel; a block of three
     rows is left to the prompt kernel (its rows untouched here, and the prompt kernel with
@@ -259,7 +260,7 @@ def test_decode_attention_per_block(gpu, window, softcap, cap):
     # rows: slot 0 at 52, slot 1's block of 3 rows at 10.., slot 2 at 30
     blocks = np.array([(0, 1, 0, 52), (1, 3, 1, 10), (4, 1, 2, 30)], np.uint32)
     q = rng.standard_normal((5, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, window=window, softcap=softcap, scale=scale, cap=cap)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, window=window, softcap=softcap, scale=scale, cap=cap, preload=preload)
     ashape = spec.shape()
     ml, acc = gpu.buffer(3 * hq * spec.max_splits * 8), gpu.buffer(3 * hq * spec.max_splits * d * 4)
     y = gpu.upload(np.full((5, hq, d), 7.0, np.float32))

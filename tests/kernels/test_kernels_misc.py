@@ -61,18 +61,20 @@ def test_prompt_attention_causal_gqa(gpu, d, t, pos0, f16):
                                                     (True, 16, 8, True, 8, 0), (False, 0, 16, False, 4, 3),
                                                     (True, 64, 16, True, 16, 2), (True, 16, 8, False, 8, 4),
                                                     (False, 64, 20, False, 4, 1)])
-def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16, chunk, cap):
+@pytest.mark.parametrize("preload", [False, True])
+def test_decode_split_attention_and_combine(gpu, sub, wg, d, f16, chunk, cap, preload):
     """Split-K decode attention and its merge: keys read whole by a thread each, or by 2-8
     threads each (the last thread's words fewer where they do not divide the head); heads
     longer than the chunk's keys (the workgroup sized to the head); f32 and f16 caches; 4, 7
     and 14 splits (the merge loads four a pass, the last pass partial); with the splits capped
     (AttentionSpec.cap), each taking several chunks: 3 splits of 5 chunks of 4 keys (the last
-    short), 2 of 2, 4 of 2 (the last one chunk), all of them in one."""
+    short), 2 of 2, 4 of 2 (the last one chunk), all of them in one. With `preload`, each
+    split's first chunk of keys and values loaded before the scores, the rest as they come."""
     rng = np.random.default_rng(11)
     hq, hkv, ctx, pos = 4, 2, 100, 52  # 53 keys -> 53 / chunk splits, the last partial
     kv = _kv(rng, hkv, ctx, d, pos + 1, f16)
     q = rng.standard_normal((1, hq, d)).astype(np.float32)
-    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, kv_f16=f16, cap=cap)
+    spec = att.AttentionSpec(hq, hkv, d, ctx, chunk, wg, kv_f16=f16, cap=cap, preload=preload)
     assert spec.max_splits == (cap or -(-ctx // chunk)) and spec.capped == bool(cap)
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(_cache(kv, f16)), "ml": ml, "acc": acc}

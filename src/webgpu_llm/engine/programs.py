@@ -273,7 +273,8 @@ class Programs:
         head: `batched`, a batched step's, whose rows multiply its workgroups), and the layout
         of its partials for the kernel that merges them."""
         t = self.tuning
-        a = replace(self.attention_spec(i, t.attn_chunk, t.attn_wg), cap=t.batch_decode_splits if batched else t.decode_splits)
+        a = replace(self.attention_spec(i, t.attn_chunk, t.attn_wg), cap=t.batch_decode_splits if batched else t.decode_splits,
+                    preload=t.attn_preload)
         if a.max_splits > partial_splits(self.ctx):
             raise ValueError(f"Tuning.attn_chunk {t.attn_chunk}: {a.max_splits} splits a head overflow the partials' "
                              f"buffers; take at least {MIN_CHUNK} keys a split, or cap the splits (decode_splits)")

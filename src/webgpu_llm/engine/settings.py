@@ -57,6 +57,11 @@ class Tuning:
     spread: bool = False  # float weights: a row group's threads read adjacent words (matvec_kernel)
     mv_spread: tuple[tuple[str, int, int, int], ...] = ()  # `mv` entries for mat-vecs that spread
     attn_wg: int = 0  # threads a decode attention workgroup (AttentionSpec.wg; 0: as few as the chunk and head need)
+    # the split-K decode attention requests its first chunk's keys and values before its q/k-norm
+    # prologue and its scores (AttentionSpec.preload): one round trip of loads for a split of
+    # one chunk, where the prologue's, the keys' and the values' came one after another. Off
+    # until timed
+    attn_preload: bool = False
     # splits' partials the merge of the split-K attention loads in one pass (AttnShape.unroll):
     # a long context's 16-60 splits a head were ~0.4-0.5 µs each a layer one after another
     # (GPU_TUNING: COMBINE_UNROLL)

@@ -49,6 +49,11 @@ class AttentionSpec:
     # each split takes several (linear.split_span_wgsl), so that a long context launches cap
     # workgroups a head, not ctx / chunk mostly empty ones, and its merge reads cap partials
     cap: int = 0
+    # decode: the first chunk's keys and values requested at the start, before the q/k-norm
+    # prologue (qkn) and before the scores: a split of one chunk (every split up to the cap)
+    # then waits for one round trip of loads, not for the prologue's, the keys' and the values'
+    # one after another
+    preload: bool = False
 
     @property
     def threads(self) -> int:
@@ -194,29 +199,33 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
         wc = f"min({w}, D4 - 1u)"
         return f"select(0.0, dot({qv.format(i=wc)}, {key(wc)}), {w} < D4)"
     dot_sum = " + ".join(word(i, lambda w: kv(f"kr + {w}")) for i in range(words))
+    pre_sum = " + ".join(word(i, lambda w, i=i: f"kpre{i}") for i in range(words))  # (AttentionSpec.preload's)
     new_sum = " + ".join(word(i, lambda w: f"kn[{w}]") for i in range(words))
 
-    def key_dot(j: str, target: str, wrap: Callable[[str], str]) -> str:
-        """WGSL that sets `target` to `wrap` of key j's dot product: from the cache, or with the
-        fold from kn where key j is the row's new one (position `cur`)."""
-        cached = f"let kr = {krow.format(j=j)} * D4;\n        {target} = {wrap(dot_sum)};"
+    def key_dot(j: str, target: str, wrap: Callable[[str], str], pre: bool = False) -> str:
+        """WGSL that sets `target` to `wrap` of key j's dot product: from the cache (`pre`: from
+        the words preloaded into kpre0..), or with the fold from kn where key j is the row's new
+        one (position `cur`)."""
+        cached = (f"{target} = {wrap(pre_sum)};" if pre else
+                  f"let kr = {krow.format(j=j)} * D4;\n        {target} = {wrap(dot_sum)};")
         if qkn is None:
             return cached
         return f"if ({j} == {cur}) {{\n        {target} = {wrap(new_sum)};\n      }} else {{\n        {cached}\n      }}"
-    if per_key == 1:  # this thread's key, whole
-        score_phase = f"""    let j = c0 + lid;
+    def score_phase(pre: bool) -> str:
+        if per_key == 1:  # this thread's key, whole
+            return f"""    let j = c0 + lid;
     var sc = -3.0e38;
     if ({mine}j < k1) {{
       let r = 0u;
-      {key_dot("j", "sc", lambda d: a.score(f"({d})"))}
+      {key_dot("j", "sc", lambda d: a.score(f"({d})"), pre)}
     }}"""
-    else:  # PK adjacent threads a key, their partial dot products summed through workgroup memory
-        score_phase = f"""    {{
+        # PK adjacent threads a key, their partial dot products summed through workgroup memory
+        return f"""    {{
       let jk = c0 + lid / PK;
       let r = lid % PK;
       var dp = 0.0;
       if (lid < CH * PK && jk < k1) {{
-        {key_dot("jk", "dp", lambda d: d)}
+        {key_dot("jk", "dp", lambda d: d, pre)}
       }}
       sp[lid] = dp;
     }}
@@ -228,13 +237,64 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     }}"""
     per_g = -(-a.chunk // groups)
 
-    def value(jj: str) -> str:  # the value's word of key c0 + jj (with the fold, the new one's from vmine)
-        cached = kv(vrow.format(j=f"c0 + min({jj}, n - 1u)") + " + d4")
+    def value(jj: str, pre: str = "") -> str:
+        """The value's word of key c0 + jj (`pre`: the register it was preloaded into; with the
+        fold, the new key's from vmine)."""
+        cached = pre or kv(vrow.format(j=f"c0 + min({jj}, n - 1u)") + " + d4")
         return cached if qkn is None else f"select({cached}, vmine, c0 + {jj} == {cur})"
-    vsum = "\n".join(
-        f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
-        f"o += pj * {value('jj')}; }}"
-        for i in range(per_g))
+
+    def vsum(pre: bool) -> str:
+        return "\n".join(
+            f"      {{ let jj = g + {groups}u * {i}u; let pj = select(0.0, ps[min(jj, CH - 1u)], jj < n); "
+            f"o += pj * {value('jj', f'vpre{i}' if pre else '')}; }}"
+            for i in range(per_g))
+
+    def chunk(pre: bool) -> str:
+        """One chunk of keys c0..: scores, the running softmax, the weighted values."""
+        return f"""{score_phase(pre)}
+    let mn = max(m, red_max(sc, lid, sgs));
+    let p = select(0.0, exp(sc - mn), {mine}j < k1);
+    {"if (lid < CH) { ps[lid] = p; }" if wide else "ps[lid] = p;"}
+    let alpha = exp(m - mn);
+    l = l * alpha + red_sum(p, lid, sgs);
+    m = mn;
+    o = o * alpha;
+    if (g < G) {{
+      let n = min(CH, k1 - c0);
+{vsum(pre)}
+    }}
+    workgroupBarrier();"""
+
+    preload = ""
+    if a.preload:  # the first chunk's words of this thread's key and values, before anything waits
+        jk, cond, r0 = ("k0 + lid", f"{mine}k0 + lid < k1", "0u") if per_key == 1 else \
+            ("k0 + lid / PK", "lid < CH * PK && k0 + lid / PK < k1", "lid % PK")
+        if qkn is not None:  # (the new key comes from the prologue, not the cache it appends it to)
+            cond += f" && {jk} != {cur}"
+        idx = [f"r + {i * per_key}u" if (i + 1) * per_key <= d4 else f"min(r + {i * per_key}u, D4 - 1u)"
+               for i in range(words)]
+        preload = ("\n  // the first chunk's keys and values, requested before the prologue and the scores\n"
+                   + "".join(f"  var kpre{i} = vec4<f32>(0.0);\n" for i in range(words))
+                   + "".join(f"  var vpre{i} = vec4<f32>(0.0);\n" for i in range(per_g))
+                   + f"  {{\n    let r = {r0};\n    let jk = {jk};\n    if ({cond}) {{\n"
+                   + f"      let kr = {krow.format(j='jk')} * D4;\n"
+                   + "".join(f"      kpre{i} = {kv(f'kr + {w}')};\n" for i, w in enumerate(idx))
+                   + "    }\n  }\n  if (g < G) {\n    let c0 = k0;\n    let n = min(CH, k1 - k0);\n"
+                   + "".join(f"    vpre{i} = {kv(vrow.format(j=f'c0 + min(g + {groups * i}u, n - 1u)') + ' + d4')};\n"
+                             for i in range(per_g))
+                   + "  }")
+    if a.preload:
+        chunks = f"""  {{  // the first chunk, from the preloaded words
+    let c0 = k0;
+{chunk(True)}
+  }}
+  for (var c0 = k0 + CH; c0 < k1; c0 += CH) {{
+{chunk(False)}
+  }}"""
+    else:
+        chunks = f"""  for (var c0 = k0; c0 < k1; c0 += CH) {{
+{chunk(False)}
+  }}"""
     prologue = "" if qkn is None else "\n" + _fold_prologue(a, qkn, wg, cur, paged=slots is not None)
     if qkn is not None:  # the head's q and the new key and value, normed and rotated (their two sums of squares at once)
         kv_fn += PV_HELPER + "".join(f"var<workgroup> {n}: array<vec4<f32>, {d4}>;\n" for n in ("qn", "kn", "vn"))
@@ -257,25 +317,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kvbase = kvh * {a.ctx}u;{chr(10) + "  let slot = rows[0].y;" if slots and not per_block else ""}
   let qb = (t * {a.n_heads}u + h) * D4;
   let g = lid / D4;
-  let d4 = lid % D4;{prologue}{chr(10) + "  let vmine = vn[d4];  // the new value's word of this thread" if qkn else ""}
+  let d4 = lid % D4;{preload}{prologue}{chr(10) + "  let vmine = vn[d4];  // the new value's word of this thread" if qkn else ""}
   var m = -3.0e38;
   var l = 0.0;
   var o = vec4<f32>(0.0);
-  for (var c0 = k0; c0 < k1; c0 += CH) {{
-{score_phase}
-    let mn = max(m, red_max(sc, lid, sgs));
-    let p = select(0.0, exp(sc - mn), {mine}j < k1);
-    {"if (lid < CH) { ps[lid] = p; }" if wide else "ps[lid] = p;"}
-    let alpha = exp(m - mn);
-    l = l * alpha + red_sum(p, lid, sgs);
-    m = mn;
-    o = o * alpha;
-    if (g < G) {{
-      let n = min(CH, k1 - c0);
-{vsum}
-    }}
-    workgroupBarrier();
-  }}
+{chunks}
   part[lid] = o;
   workgroupBarrier();
   if (g == 0u) {{
@@ -285,7 +331,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }}
 """
     fold = "" if qkn is None else "_qkv_fold" if qkn.splits else "_qk_norm"
-    k = sig.kernel("attention_split" + fold, body)
+    k = sig.kernel("attention_split" + fold + ("_preload" if a.preload else ""), body)
     return Kernel(k.name, subgroups + "\n" + k.wgsl, k.bindings) if subgroups else k
 
 
