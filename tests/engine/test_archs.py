@@ -310,7 +310,7 @@ def test_attention_merged_apart_from_o(wgpu_gpu, tiny_dirs, tmp_path_factory, ar
     """Tuning.merge_apart: the decode's split-K partials merged once by the combine kernel into
     a row that O reads (a dispatch more a layer), not in O's prologue: the same step logits in
     one split a head and in two of several chunks, transformers' greedy tokens; with Gemma's
-    output norms and gpt-oss's sinks."""
+    output norms and gpt-oss's sinks. Likewise O's merge in one pass (Tuning.merge_at_once)."""
     d = (MOE_BUILDERS[arch](tmp_path_factory.mktemp(arch), seed=3, dtype="float32") if arch in MOE_BUILDERS
          else tiny_dirs[arch, "float32"])
     s = _load(d, wgpu_gpu).session
@@ -323,5 +323,8 @@ def test_attention_merged_apart_from_o(wgpu_gpu, tiny_dirs, tmp_path_factory, ar
         s.rebuild(dataclasses.replace(base_t, merge_apart=True))
         assert len(s.programs.decode) == n + s.cfg.n_layers
         assert sum("attn_combine" in x.label for x in s.programs.decode.dispatches) == s.cfg.n_layers
+        assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5, chunk
+        assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == want, chunk
+        s.rebuild(dataclasses.replace(base_t, merge_at_once=True))
         assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5, chunk
         assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == want, chunk

@@ -190,7 +190,8 @@ def test_prompt_attention_window_and_softcap(gpu, d, t, pos0, window, softcap):
                                                            (False, 32, 16, 0.0, 47, 0), (True, 0, 40, 2.0, 30, 0),
                                                            (False, 0, 0, 1.0, 52, 0), (False, 0, 20, 0.0, 52, 2),
                                                            (True, 64, 20, 1.5, 95, 2), (False, 32, 0, 1.0, 95, 3)])
-def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos, cap):
+@pytest.mark.parametrize("at_once", [False, True])
+def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos, cap, at_once):
     """Split-K decode attention with a sliding window (splits before it hold nothing, the
     first one starts inside it; a window longer than the keys so far) and soft-capped scores;
     merged by the combine kernel and by the O projection's prologue; with the splits capped,
@@ -206,7 +207,7 @@ def test_decode_attention_window_and_softcap(gpu, sub, wg, window, softcap, pos,
     gpu.write(ml, np.full(hq * spec.max_splits * 2, 7.0, np.float32))
     bufs = {"q": gpu.upload(q), "kv": gpu.upload(kv), "ml": ml, "acc": acc}
     st = gpu.upload(pack_state(pos=pos, n=1))
-    ashape = spec.shape(unroll=3 if sub else 1)  # (the merge's passes)
+    ashape = spec.shape(unroll=3 if sub else 1, at_once=at_once)  # (the merge's passes; O's in one)
     rows = 13
     w = rng.standard_normal((rows, hq * d)).astype(np.float32)
     o_spec = LinearSpec(k=hq * d, segments=(Segment("f32", rows),), prologue="attn", attn=ashape)
@@ -392,16 +393,17 @@ def test_attention_sinks_prompt_and_decode(gpu, cap):
     ml, acc = gpu.buffer(hq * spec.max_splits * 8), gpu.buffer(hq * spec.max_splits * d * 4)
     st = gpu.upload(pack_state(pos=pos, n=1))
     bufs = {"st": st, "q": gpu.upload(q[-1:]), "kv": gpu.upload(kv), "ml": ml, "acc": acc, "pv": pv}
-    ashape = spec.shape(unroll=4)
+    want = attention_ref(q[-1:], k_, v_, pos, sinks=sinks)
     rows = 11
     w = rng.standard_normal((rows, hq * d)).astype(np.float32)
-    o_spec = LinearSpec(k=hq * d, segments=(Segment("f32", rows),), prologue="attn", attn=ashape)
-    y, yo = gpu.buffer(hq * d * 4), gpu.buffer(rows * 4)
-    prog = Program(gpu)
-    prog.add(att.attention_kernel(spec), bufs, att.attention_grid(spec))
-    prog.add(combine_kernel(ashape), {**bufs, "y": y}, ew_grid(hq * d // 4))
-    prog.add(matvec_kernel(o_spec), {**bufs, "w0": gpu.upload(w), "y": yo}, matvec_grid(o_spec))
-    prog.run()
-    want = attention_ref(q[-1:], k_, v_, pos, sinks=sinks)
-    assert rel_err(read(gpu, y, (1, hq, d)), want) < 1e-5
-    assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5
+    for at_once in (False, True):  # (O's merge in one pass: the sinks start each word's running max)
+        ashape = spec.shape(unroll=4, at_once=at_once)
+        o_spec = LinearSpec(k=hq * d, segments=(Segment("f32", rows),), prologue="attn", attn=ashape)
+        y, yo = gpu.buffer(hq * d * 4), gpu.buffer(rows * 4)
+        prog = Program(gpu)
+        prog.add(att.attention_kernel(spec), bufs, att.attention_grid(spec))
+        prog.add(combine_kernel(ashape), {**bufs, "y": y}, ew_grid(hq * d // 4))
+        prog.add(matvec_kernel(o_spec, wg=32, tpr=8), {**bufs, "w0": gpu.upload(w), "y": yo}, matvec_grid(o_spec, 32, 8))
+        prog.run()
+        assert rel_err(read(gpu, y, (1, hq, d)), want) < 1e-5
+        assert rel_err(read(gpu, yo, rows), w @ want.reshape(-1)) < 1e-5, at_once

@@ -388,9 +388,15 @@ def test_split_finish_sums_partials_under_any_epilogue(gpu, epilogue):
 
 
 @pytest.mark.parametrize("unroll", [1, 3])
-def test_attn_prologue_merges_split_partials(gpu, unroll):
+@pytest.mark.parametrize(("h", "d", "wg", "at_once"), [(3, 8, 128, False), (3, 8, 128, True), (3, 44, 32, True),
+                                                      (5, 64, 64, True)])
+def test_attn_prologue_merges_split_partials(gpu, unroll, h, d, wg, at_once):
+    """O's prologue merges the split-K partials of 14 keys (4 splits used of 5): staged or
+    where used; with AttnShape.at_once in one pass for all of a thread's words (one word a
+    thread; two, the second past a ragged row's end (132 inputs of 160); five a thread), the
+    passes `unroll` splits each."""
     rng = np.random.default_rng(5)
-    h, d, chunk, splits, pos = 3, 8, 4, 5, 13  # 14 keys -> 4 splits used
+    chunk, splits, pos = 4, 5, 13  # 14 keys -> 4 splits used
     used = -(-(pos + 1) // chunk)
     m = rng.standard_normal((h, splits)).astype(np.float32)
     l_ = rng.uniform(0.5, 2, (h, splits)).astype(np.float32)
@@ -400,12 +406,13 @@ def test_attn_prologue_merges_split_partials(gpu, unroll):
     rows, k = 11, h * d
     w, wb = _weight(gpu, "f32", rows, k, rng)
     spec = LinearSpec(k=k, segments=(Segment("f32", rows),), prologue="attn",
-                      attn=AttnShape(h, d, chunk, splits, unroll=unroll))
+                      attn=AttnShape(h, d, chunk, splits, unroll=unroll, at_once=at_once))
     mlb, accb, yb = gpu.upload(np.stack([m, l_], -1)), gpu.upload(acc), gpu.buffer(rows * 4)
     for shared in (32768, 0):
-        run_kernel(gpu, matvec_kernel(spec, shared_bytes=shared), {"w0": wb, "ml": mlb, "acc": accb, "y": yb},
-                   matvec_grid(spec), pos=pos)
-        assert rel_err(read(gpu, yb, rows), w @ o.reshape(-1)) < 1e-5
+        kernel = matvec_kernel(spec, wg=wg, tpr=min(32, wg), shared_bytes=shared)
+        assert ("mx0" in kernel.wgsl) == (at_once and shared > 0)
+        run_kernel(gpu, kernel, {"w0": wb, "ml": mlb, "acc": accb, "y": yb}, matvec_grid(spec, wg, min(32, wg)), pos=pos)
+        assert rel_err(read(gpu, yb, rows), w @ o.reshape(-1)) < 1e-5, shared
 
 
 def test_matvec_f16_arithmetic(gpu):

@@ -278,7 +278,7 @@ class Programs:
         if a.max_splits > partial_splits(self.ctx):
             raise ValueError(f"Tuning.attn_chunk {t.attn_chunk}: {a.max_splits} splits a head overflow the partials' "
                              f"buffers; take at least {MIN_CHUNK} keys a split, or cap the splits (decode_splits)")
-        return a, a.shape(t.combine_unroll)
+        return a, a.shape(t.combine_unroll, t.merge_at_once)
 
     def o_spec(self, L: LayerWeights, **kw: Any) -> LinearSpec:
         """The attention's output projection, with its bias where the architecture has one."""

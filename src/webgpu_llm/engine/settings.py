@@ -62,6 +62,11 @@ class Tuning:
     # one chunk, where the prologue's, the keys' and the values' came one after another. Off
     # until timed
     attn_preload: bool = False
+    # O's merge of the split-K attention partials (its staged `attn` prologue) in one pass
+    # over the splits for all of a thread's words at once (AttnShape.at_once): their loads in
+    # one round trip a pass, where each word took two passes one word after another (the
+    # 30B's O: 4 words a thread, 8 round trips before its first weight). Off until timed
+    merge_at_once: bool = False
     # splits' partials the merge of the split-K attention loads in one pass (AttnShape.unroll):
     # a long context's 16-60 splits a head were ~0.4-0.5 µs each a layer one after another
     # (GPU_TUNING: COMBINE_UNROLL)

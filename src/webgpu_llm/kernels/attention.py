@@ -79,10 +79,10 @@ class AttentionSpec:
         """WGSL of the keys a split takes at position `pos`."""
         return self.shape().span(pos)
 
-    def shape(self, unroll: int = 1) -> AttnShape:
-        """The layout of the partials, for the kernels that merge them."""
+    def shape(self, unroll: int = 1, at_once: bool = False) -> AttnShape:
+        """The layout of the partials, for the kernels that merge them (`at_once`: AttnShape's)."""
         return AttnShape(self.n_heads, self.head_dim, self.chunk, self.max_splits, self.window, self.sinks,
-                         unroll, self.capped)
+                         unroll, self.capped, at_once)
 
     def score(self, raw: str) -> str:
         """WGSL of the score of a raw dot product: scaled, then soft-capped."""

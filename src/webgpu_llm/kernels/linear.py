@@ -60,6 +60,10 @@ class AttnShape:
     # max_splits caps the splits (AttentionSpec.cap): each split then spans several chunks
     # once the keys outnumber max_splits chunks (split_span_wgsl)
     capped: bool = False
+    # the mat-vec's staged merge (`attn` prologue) in one pass over the splits for all of a
+    # thread's words at once (a running max): their partials' loads requested together, where
+    # each word's merge took two passes (the maxima, then the sums) one word after another
+    at_once: bool = False
 
     def span(self, pos: str) -> str:
         """WGSL of the keys a split spans at position `pos` (split_span_wgsl)."""
@@ -496,6 +500,48 @@ fn combine4(h: u32, d4: u32) -> vec4<f32> {{
 """
 
 
+def staged_combine_wgsl(a: AttnShape, wg: int, kp4: int, k4: int, xt: str) -> str:
+    """`fn prologue` of the `attn` input with AttnShape.at_once: each thread merges its words
+    lid + j wg of the partials in one pass over the splits (a running max per word, the same
+    sums as combine4's up to rounding), `a.unroll` splits a pass, every word's and split's
+    loads of a pass written out before their sums; into xs, then one barrier."""
+    d4, u = a.head_dim // 4, a.unroll
+    words = -(-kp4 // wg)
+    s0 = "0u" if not a.window else f"select(0u, (st.pos + 1u - {a.window}u) / span, st.pos + 1u > {a.window}u)"
+    lines = []
+    for j in range(words):
+        sink = f"pv[({a.sinks}u + h{j}) >> 2u][({a.sinks}u + h{j}) & 3u]"
+        lines.append(f"  let i{j} = min(lid + {j * wg}u, {k4 - 1}u);\n  let h{j} = i{j} / {d4}u;\n  let c{j} = i{j} % {d4}u;\n"
+                     f"  var mx{j} = {sink if a.sinks >= 0 else '-3.0e38'};\n"
+                     f"  var z{j} = {'1.0' if a.sinks >= 0 else '0.0'};\n  var o{j} = vec4<f32>(0.0);")
+    loads, sums = [], []
+    for j in range(words):
+        for q in range(u):
+            loads.append(f"    let s{j}_{q} = h{j} * {a.max_splits}u + min(s + {q}u, ns - 1u); "
+                         f"let p{j}_{q} = ml[s{j}_{q}]; let a{j}_{q} = acc[s{j}_{q} * {d4}u + c{j}];")
+            sums.append(f"    {{ let ok = s + {q}u < ns; let mn = select(mx{j}, max(mx{j}, p{j}_{q}.x), ok); "
+                        f"let c = exp(mx{j} - mn); let e = select(0.0, exp(p{j}_{q}.x - mn), ok);\n"
+                        f"      z{j} = z{j} * c + e * p{j}_{q}.y; o{j} = o{j} * c + e * a{j}_{q}; mx{j} = mn; }}")
+    stores = "\n".join(f"  if (lid + {j * wg}u < KP4) {{ xs[lid + {j * wg}u] = {xt}(select(vec4<f32>(0.0), o{j} / z{j}, "
+                       f"lid + {j * wg}u < K4)); }}" for j in range(words))
+    nl = "\n"
+    return f"""
+var<workgroup> xs: array<{xt}, KP4>;
+fn prologue(lid: u32, xb: u32, sgs: u32) {{
+  let span = {a.span("st.pos")};  // keys a split
+  let ns = (st.pos + span) / span;  // splits that hold keys 0..pos
+{nl.join(lines)}
+  for (var s = {s0}; s < ns; s += {u}u) {{
+{nl.join(loads)}
+{nl.join(sums)}
+  }}
+{stores}
+  workgroupBarrier();
+}}
+fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
+"""
+
+
 def _ssp_sum(v: str, sg: bool) -> tuple[str, str]:
     """WGSL of a workgroup-wide sum of each thread's `v` through `ssp`: each subgroup's sum (or
     each thread's value) stored, then, after a barrier, the loop that adds them into `tot`."""
@@ -623,6 +669,8 @@ fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
         if a.sinks >= 0:
             declare_pv(sig)
         d4 = a.head_dim // 4
+        if a.at_once and stage:
+            return head + staged_combine_wgsl(a, wg, kp4, k4, xt)
         get = f"combine4(i / {d4}u, i % {d4}u)"
         if ragged:
             get = f"select(vec4<f32>(0.0), combine4(min(i, K4 - 1u) / {d4}u, min(i, K4 - 1u) % {d4}u), i < K4)"
