@@ -60,9 +60,9 @@ class AttnShape:
     # max_splits caps the splits (AttentionSpec.cap): each split then spans several chunks
     # once the keys outnumber max_splits chunks (split_span_wgsl)
     capped: bool = False
-    # the mat-vec's staged merge (`attn` prologue) in one pass over the splits for all of a
-    # thread's words at once (a running max): their partials' loads requested together, where
-    # each word's merge took two passes (the maxima, then the sums) one word after another
+    # the merge in one pass over the splits (a running max), one round trip of loads a pass
+    # where it took two (the maxima, then the sums); the mat-vec's staged merge (`attn`
+    # prologue) so for all of a thread's words at once, where it took them one after another
     at_once: bool = False
 
     def span(self, pos: str) -> str:
@@ -476,6 +476,25 @@ def combine_wgsl(a: AttnShape, pos: str = "st.pos", row: str = "h") -> str:
     for j in range(1, u):
         mx_all = f"max({mx_all}, m{j})"
     loads = " ".join(f"let p{j} = ml[s{j}]; let a{j} = acc[s{j} * {d4}u + d4];" for j in range(u))
+    if a.at_once:  # one pass, a running max (as staged_combine_wgsl): a round trip a pass, not two
+        online = "\n".join(f"    {{ let ok = s + {j}u < ns; let mn = select(mx, max(mx, p{j}.x), ok); let c = exp(mx - mn); "
+                           f"let e = select(0.0, exp(p{j}.x - mn), ok);\n      z = z * c + e * p{j}.y; o = o * c + e * a{j}; mx = mn; }}"
+                           for j in range(u))
+        return f"""
+fn combine4(h: u32, d4: u32) -> vec4<f32> {{
+  let span = {a.span(pos)};  // keys a split
+  let ns = ({pos} + span) / span;  // splits that hold keys 0..pos
+  var mx = {sink if a.sinks >= 0 else "-3.0e38"};
+  var z = {"1.0" if a.sinks >= 0 else "0.0"};
+  var o = vec4<f32>(0.0);
+  for (var s = {s0}; s < ns; s += {u}u) {{
+{idx}
+    {loads}
+{online}
+  }}
+  return o / z;
+}}
+"""
     sums = "\n".join(f"    {{ let e = select(0.0, exp(p{j}.x - mx), s + {j}u < ns); z += e * p{j}.y; o += e * a{j}; }}"
                      for j in range(u))
     return f"""
