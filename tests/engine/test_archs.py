@@ -328,3 +328,23 @@ def test_attention_merged_apart_from_o(wgpu_gpu, tiny_dirs, tmp_path_factory, ar
         s.rebuild(dataclasses.replace(base_t, merge_at_once=True))
         assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5, chunk
         assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == want, chunk
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3", "gpt_oss"])
+def test_decode_loads_at_once(wgpu_gpu, tiny_dirs, tmp_path_factory, arch):
+    """Tuning.stage_at_once, merge_at_once and attn_preload together (each thread's loads of a
+    staged input, of O's merge and of the attention's first chunk requested before their uses):
+    the same step logits, in one split a head and in two of several chunks, and transformers'
+    greedy tokens; with the q/k-norm fold, Gemma's output norms and windows, gpt-oss's sinks."""
+    d = (MOE_BUILDERS[arch](tmp_path_factory.mktemp(arch), seed=4, dtype="float32") if arch in MOE_BUILDERS
+         else tiny_dirs[arch, "float32"])
+    s = _load(d, wgpu_gpu).session
+    want = hf_greedy(d, IDS[:9], 12)
+    for chunk, cap in ((0, 0), (4, 2)):
+        base_t = dataclasses.replace(s.tuning, attn_chunk=chunk or s.tuning.attn_chunk, decode_splits=cap)
+        s.rebuild(base_t)
+        base = s.next_logits(IDS[:9])
+        s.rebuild(dataclasses.replace(base_t, stage_at_once=True, merge_at_once=True, attn_preload=True))
+        assert any("preload" in x.label for x in s.programs.decode.dispatches)
+        assert max_rel(s.next_logits(IDS[:9]), base) < 1e-5, chunk
+        assert list(s.stream(IDS[:9], 0, SamplingParams(), 12)) == want, chunk

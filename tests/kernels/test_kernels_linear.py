@@ -169,17 +169,22 @@ def test_matvec_int8_activations(gpu, prologue):
         rms = 1.0 / np.sqrt(np.mean(x[1] ** 2) + 1e-5)
         ref = lambda v: (wq4 @ v) * rms  # noqa: E731
     # one quantized input serving several row blocks; a plain x quantized straight from memory;
-    # 2 and 3 units' loads at once (5 units: a thread's last ones past the row's end)
-    for blocks, direct, ilp, early in ((1, False, 1, 0), (3, False, 1, 0), (1, True, 1, 0), (3, True, 1, 0),
-                                       (1, True, 2, 0), (3, False, 3, 0), (1, False, 1, 1), (1, True, 1, 2)):
+    # 2 and 3 units' loads at once (5 units: a thread's last ones past the row's end); x staged
+    # with all of a thread's words' loads at once (16 threads: 3 words each, the last past the row)
+    for blocks, direct, ilp, early, wg, at_once in (
+            (1, False, 1, 0, 64, False), (3, False, 1, 0, 64, False), (1, True, 1, 0, 64, False),
+            (3, True, 1, 0, 64, False), (1, True, 2, 0, 64, False), (3, False, 3, 0, 64, False),
+            (1, False, 1, 1, 64, False), (1, True, 1, 2, 64, False), (1, False, 1, 0, 16, True),
+            (3, False, 1, 0, 16, True), (1, False, 1, 0, 64, True)):
         yb = gpu.buffer(f * 4)
-        kernel = matvec_kernel(spec, wg=64, tpr=4, shared_bytes=16384, int8=True, blocks=blocks, int8_direct=direct,
-                               ilp=ilp, early=early)
+        kernel = matvec_kernel(spec, wg=wg, tpr=4, shared_bytes=16384, int8=True, blocks=blocks, int8_direct=direct,
+                               ilp=ilp, early=early, at_once=at_once)
         assert ("dotw_row(" in kernel.wgsl) == (early > 0 and prologue != "plain"), early
         assert ("xs[i] = " in kernel.wgsl) == (prologue == "rmsnorm" or not direct)  # staged or not
-        run_kernel(gpu, kernel, {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, 64, 4, blocks), n=n)
+        assert ("let v2 = " in kernel.wgsl) == (at_once and wg == 16)
+        run_kernel(gpu, kernel, {**binds, "x": gpu.upload(x), "y": yb}, matvec_grid(spec, wg, 4, blocks), n=n)
         y = read(gpu, yb, f)
-        assert rel_err(y, ref(int8_rounded(xin))) < 1e-4, (blocks, direct, ilp, early)
+        assert rel_err(y, ref(int8_rounded(xin))) < 1e-4, (blocks, direct, ilp, early, wg, at_once)
         assert rel_err(y, ref(xin)) < 3e-2
 
 
@@ -293,14 +298,19 @@ def test_rmsnorm_prologue_residual_epilogue_last_row(gpu):
             (1, None, 0, 1, 1, False), (2, None, 0, 1, 1, False), (1, None, 0, 2, 1, False),
             (1, None, 32768, 3, 1, False), (8, sgs, 32768, 1, 3, False), (32, None, 32768, 1, 2, False),
             (2, None, 0, 2, 4, False), (32, sgs, 32768, 1, 1, False), (64, sgs, 0, 1, 2, False),
-            (4, sgs, 32768, 1, 1, True), (2, sgs, 0, 1, 3, True), (16, sgs, 32768, 2, 1, True)):
+            (4, sgs, 32768, 1, 1, True), (2, sgs, 0, 1, 3, True), (16, sgs, 32768, 2, 1, True),
+            (8, sgs, 32768, 1, 1, "at once"), (4, None, 32768, 1, 2, "at once")):
         gpu.write(yb, y0)
         spec = LinearSpec(k=k, segments=(Segment("f16", rows),), prologue="rmsnorm", epilogue="add",
                           eps=1e-5, nw_off=8, last_row=True)
-        kernel = matvec_kernel(spec, wg=64, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp, blocks=blocks,
-                               shuffle=shuffle)
-        assert ("subgroupShuffleXor" in kernel.wgsl) == (shuffle and sg is not None)
-        run_kernel(gpu, kernel, {"w0": wb, "x": xb, "pv": pvb, "y": yb}, matvec_grid(spec, 64, tpr, blocks), n=t)
+        # ("at once": 16 threads, each staging 2 words of x's 18 (a ragged row of 72), their loads first)
+        at_once = shuffle == "at once"
+        wg = 16 if at_once else 64
+        kernel = matvec_kernel(spec, wg=wg, tpr=tpr, subgroups=sg, shared_bytes=shared, ilp=ilp, blocks=blocks,
+                               shuffle=shuffle is True, at_once=at_once)
+        assert ("subgroupShuffleXor" in kernel.wgsl) == (shuffle is True and sg is not None)
+        assert ("let v1 = " in kernel.wgsl) == at_once
+        run_kernel(gpu, kernel, {"w0": wb, "x": xb, "pv": pvb, "y": yb}, matvec_grid(spec, wg, tpr, blocks), n=t)
         ref = y0 + w @ rms_norm(x[t - 1], nw, 1e-5)
         assert rel_err(read(gpu, yb, rows), ref) < 1e-5, (tpr, blocks, shuffle)
 

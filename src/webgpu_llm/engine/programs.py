@@ -328,7 +328,7 @@ class Programs:
                              int8=int8, blocks=self.tuning.row_blocks(role), spread=self.tuning.spread,
                              int8_direct=self.tuning.int8_direct,
                              early=self.tuning.int8_early if int8 else self.tuning.early, half=half,
-                             shuffle=self.tuning.mv_shuffle, **shape)
+                             shuffle=self.tuning.mv_shuffle, at_once=self.tuning.stage_at_once, **shape)
 
     def _mvg(self, spec: LinearSpec, role: str) -> tuple[int, int, int]:
         shape, _ = self.matvec_shape(spec, role)

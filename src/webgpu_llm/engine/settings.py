@@ -67,6 +67,10 @@ class Tuning:
     # one round trip a pass, where each word took two passes one word after another (the
     # 30B's O: 4 words a thread, 8 round trips before its first weight). Off until timed
     merge_at_once: bool = False
+    # ... and the mat-vecs' staged plain and RMSNorm inputs likewise: a thread's words of x (2
+    # for a hidden size of 2048 in 256 threads) requested together, where a loop took them a
+    # round trip each before the norm's reduction (linear.input_wgsl at_once). Off until timed
+    stage_at_once: bool = False
     # splits' partials the merge of the split-K attention loads in one pass (AttnShape.unroll):
     # a long context's 16-60 splits a head were ~0.4-0.5 µs each a layer one after another
     # (GPU_TUNING: COMBINE_UNROLL)

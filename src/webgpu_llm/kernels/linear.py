@@ -571,7 +571,8 @@ def _ssp_sum(v: str, sg: bool) -> tuple[str, str]:
     return f"ssp[lid] = {v};", "for (var j = 0u; j < WG; j++) { tot += ssp[j]; }"
 
 
-def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool, half: bool = False) -> str:
+def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool, half: bool = False,
+               at_once: bool = False) -> str:
     """`fn X(xb, i) -> vec4`: x[4i..4i+4] as the mat-vec consumes it (as f16s with `half`,
     converted once where staged), and `fn prologue(lid)`.
 
@@ -587,6 +588,9 @@ def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool,
                the norm weight; its 1/rms factor applied to the dot products as for rmsnorm.
                Every workgroup computes the sum (a few thousand values), so that no dispatch
                between the two layers is needed; `x` and `hout` are two buffers.
+
+    `at_once`: a staged plain or rmsnorm input's loads of all of a thread's words (KP4 / wg of
+    them) written out before any use, not one word a loop iteration (a round trip each).
     """
     k4, kp4 = spec.k // 4, spec.kp // 4
     ragged = spec.k % UNIT != 0
@@ -597,6 +601,18 @@ def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool,
     get = "x[xb + i]" if not ragged else "select(vec4<f32>(0.0), x[xb + min(i, K4 - 1u)], i < K4)"
     xt = "vec4<f16>" if half else "vec4<f32>"
 
+    words = -(-kp4 // wg)  # a thread's words of x, staged
+
+    def each_word(load: str, use: str) -> str:
+        """WGSL staging a thread's words i = lid, lid + wg, ..: `load` (a function of xb and
+        the word) for each, then `use` (of i and v) where i is a word of the row; written out
+        (`at_once`: every load, of a word clamped to the row, before any use) or as a loop."""
+        if not at_once:
+            return f"  for (var i = lid; i < KP4; i += {wg}u) {{ let v = {load}(xb, i); {use} }}"
+        loads = "\n".join(f"  let v{j} = {load}(xb, min(lid + {j * wg}u, KP4 - 1u));" for j in range(words))
+        uses = "\n".join(f"  if (lid + {j * wg}u < KP4) {{ let i = lid + {j * wg}u; let v = v{j}; {use} }}" for j in range(words))
+        return loads + "\n" + uses
+
     def read_or_stage(value: str) -> str:
         """X(xb, i) = `value`, computed where it is used or once into workgroup memory."""
         if half:
@@ -605,8 +621,9 @@ def input_wgsl(spec: LinearSpec, sig: Signature, wg: int, stage: bool, sg: bool,
             return f"fn X(xb: u32, i: u32) -> {xt} {{ return {value}; }}\nfn prologue(lid: u32, xb: u32, sgs: u32) {{}}\n"
         return f"""
 var<workgroup> xs: array<{xt}, KP4>;
+fn XV(xb: u32, i: u32) -> {xt} {{ return {value}; }}
 fn prologue(lid: u32, xb: u32, sgs: u32) {{
-  for (var i = lid; i < KP4; i += {wg}u) {{ xs[i] = {value}; }}
+{each_word("XV", "xs[i] = v;")}
   workgroupBarrier();
 }}
 fn X(xb: u32, i: u32) -> {xt} {{ return xs[i]; }}
@@ -630,7 +647,7 @@ var<workgroup> ssp: array<f32, {wg}>;
 var<private> ss_all: f32;
 fn prologue(lid: u32, xb: u32, sgs: u32) {{
   var ss = 0.0;
-  for (var i = lid; i < KP4; i += {wg}u) {{ let v = XR(xb, i); ss += dot(v, v); xs[i] = {xt}(v * NW(i)); }}
+{each_word("XR", f"ss += dot(v, v); xs[i] = {xt}(v * NW(i));")}
   {part}
   workgroupBarrier();
   var tot = 0.0;
@@ -706,7 +723,7 @@ EARLY_HOOK = "fn early_requested() {}"
 def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str | None = None,
                   shared_bytes: int = 16384, ilp: int = 1, int8: bool = False, blocks: int = 1,
                   spread: bool = False, int8_direct: bool = False, early: int = 0, half: bool = False,
-                  shuffle: bool = False) -> Kernel:
+                  shuffle: bool = False, at_once: bool = False) -> Kernel:
     """One token: each group of `tpr` threads computes one row pair; grid = matvec_grid(...).
 
     A workgroup takes `blocks` consecutive blocks of wg/tpr row pairs, one after the other,
@@ -776,7 +793,7 @@ def matvec_kernel(spec: LinearSpec, wg: int = 128, tpr: int = 32, subgroups: str
     body = "\n".join([
         rows_wgsl(spec),
         loaders_wgsl(spec, sig, int8, spread, early > 0, half),
-        input_wgsl(spec, sig, wg, stage, use_sg, half),
+        input_wgsl(spec, sig, wg, stage, use_sg, half, at_once),
         epilogue_wgsl(spec, sig),
     ])
     slot, choose = "0u", ""
