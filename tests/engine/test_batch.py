@@ -661,6 +661,16 @@ def test_short_prompts_prefill_on_the_batch_tiles(gpu):
     assert q.prefill_for(9) is not q.prefill and set(q.mm_paths.values()) == {"int8"}, q.mm_paths
 
 
+def _same_runs(a: list, b: list, tol: float) -> None:
+    """Two runs of the same requests ((tokens, log-probs) each) took the same tokens, their
+    log-probabilities (the sampled token's and the top ones') within `tol`."""
+    for (tok_a, lp_a), (tok_b, lp_b) in zip(a, b):
+        assert tok_a == tok_b
+        x = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
+        y = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
+        assert np.abs(x - y).max() < tol, np.abs(x - y).max()
+
+
 @pytest.mark.parametrize("preset", ["tiny", "tiny-qwen3", "qwen2.5-0.5b"])
 def test_batched_decode_rows_fold_qkv_into_attention(gpu, preset):
     """Tuning.batch_fold_qkv: a batched step of decoding rows alone, QKV split over K, takes
@@ -697,12 +707,7 @@ def test_batched_decode_rows_fold_qkv_into_attention(gpu, preset):
                 got.append([(c.wait(), c.token_logprobs) for c in cs])
             finally:
                 s.close()
-        (plain, folded_run) = got
-        for (tok_a, lp_a), (tok_b, lp_b) in zip(plain, folded_run):
-            assert tok_a == tok_b, (chunk, cap)
-            a = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
-            b = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
-            assert np.abs(a - b).max() < 1e-4, (chunk, cap, np.abs(a - b).max())
+        _same_runs(*got, 1e-4)
 
 
 @pytest.mark.parametrize(("preset", "dtype"), [("tiny", "f16"), ("tiny-qwen3", "f16"), ("tiny", "q4_0")])
@@ -737,11 +742,7 @@ def test_batched_rows_on_direct_f16_tiles(gpu, preset, dtype):
             got.append([(c.wait(), c.token_logprobs) for c in cs])
         finally:
             s.close()
-    for (tok_a, lp_a), (tok_b, lp_b) in zip(*got):
-        assert tok_a == tok_b
-        a = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
-        b = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
-        assert np.abs(a - b).max() < 1e-3, np.abs(a - b).max()
+    _same_runs(*got, 1e-3)
 
 
 @pytest.mark.parametrize(("preset", "dtype", "direct"), [("tiny", "q4_0", ()), ("tiny-qwen3", "f16", (2, 2, 2, 1, 64, 4))])
@@ -773,8 +774,4 @@ def test_batched_rows_read_f16_rows(gpu, preset, dtype, direct):
             got.append([(c.wait(), c.token_logprobs) for c in cs])
         finally:
             s.close()
-    for (tok_a, lp_a), (tok_b, lp_b) in zip(*got):
-        assert tok_a == tok_b
-        a = np.array([[lp, *(v for _, v in top)] for lp, top in lp_a])
-        b = np.array([[lp, *(v for _, v in top)] for lp, top in lp_b])
-        assert np.abs(a - b).max() < 1e-4, np.abs(a - b).max()
+    _same_runs(*got, 1e-4)

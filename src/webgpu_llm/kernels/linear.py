@@ -456,52 +456,61 @@ def rope_cs(q: QkvShape) -> str:
     return f"    let rs = {a};\n    let c = cos(ang) * rs;\n    let s = sin(ang) * rs;"
 
 
+def _merge_start(a: AttnShape, tag: str, sink: str) -> str:
+    """WGSL declaring a running merge's state (max, total weight, weighted values) `mx{tag}`,
+    `z{tag}`, `o{tag}`: empty, or holding the head's sink logit `sink` (AttnShape.sinks)."""
+    mx, z = (sink, "1.0") if a.sinks >= 0 else ("-3.0e38", "0.0")
+    return f"  var mx{tag} = {mx};\n  var z{tag} = {z};\n  var o{tag} = vec4<f32>(0.0);"
+
+
+def _merge_one(tag: str, p: str, acc: str, ok: str) -> str:
+    """WGSL adding split partial (max, sum) `p` and weighted values `acc` to running merge
+    `tag` where `ok` (the split holds keys): rescaled to the new max."""
+    return (f"    {{ let ok = {ok}; let mn = select(mx{tag}, max(mx{tag}, {p}.x), ok); let c = exp(mx{tag} - mn); "
+            f"let e = select(0.0, exp({p}.x - mn), ok);\n      z{tag} = z{tag} * c + e * {p}.y; "
+            f"o{tag} = o{tag} * c + e * {acc}; mx{tag} = mn; }}")
+
+
+def _splits_wgsl(a: AttnShape, pos: str) -> tuple[str, str]:
+    """WGSL of the keys a split spans and the splits that hold keys 0..pos, and the first split
+    a merge reads (a sliding window's first holds key pos + 1 - window)."""
+    head = f"  let span = {a.span(pos)};  // keys a split\n  let ns = ({pos} + span) / span;  // splits that hold keys 0..pos"
+    s0 = "0u" if not a.window else f"select(0u, ({pos} + 1u - {a.window}u) / span, {pos} + 1u > {a.window}u)"
+    return head, s0
+
+
 def combine_wgsl(a: AttnShape, pos: str = "st.pos", row: str = "h") -> str:
     """`fn combine4(h, d4) -> vec4`: merge the split-K partials of head h (decode, one token at
     position `pos`, its partials at row `row` of heads x splits: a WGSL expression of h).
 
     Both loops take `a.unroll` splits a pass, their loads written out before their sums, so
-    that a long context's dozens of splits can cost a few memory round trips, not one each."""
+    that a long context's dozens of splits can cost a few memory round trips, not one each;
+    with `a.at_once` one loop, a running max (a round trip a pass, not two)."""
     d4 = a.head_dim // 4
     u = a.unroll
-    # a sliding window's first split: the one that holds key pos + 1 - window
-    s0 = "0u" if not a.window else f"select(0u, ({pos} + 1u - {a.window}u) / span, {pos} + 1u > {a.window}u)"
+    head, s0 = _splits_wgsl(a, pos)
     sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"  # (pvf may not be declared)
     base = f"{row} * {a.max_splits}u"
     # split s + j, clamped to the last (a repeated split adds nothing to the maximum, and its
     # weight is zeroed in the sums)
     idx = "\n".join(f"    let s{j} = {base} + min(s + {j}u, ns - 1u);" for j in range(u))
-    maxes = " ".join(f"let m{j} = ml[s{j}].x;" for j in range(u))
-    mx_all = "m0"
-    for j in range(1, u):
-        mx_all = f"max({mx_all}, m{j})"
     loads = " ".join(f"let p{j} = ml[s{j}]; let a{j} = acc[s{j} * {d4}u + d4];" for j in range(u))
-    if a.at_once:  # one pass, a running max (as staged_combine_wgsl): a round trip a pass, not two
-        online = "\n".join(f"    {{ let ok = s + {j}u < ns; let mn = select(mx, max(mx, p{j}.x), ok); let c = exp(mx - mn); "
-                           f"let e = select(0.0, exp(p{j}.x - mn), ok);\n      z = z * c + e * p{j}.y; o = o * c + e * a{j}; mx = mn; }}"
-                           for j in range(u))
-        return f"""
-fn combine4(h: u32, d4: u32) -> vec4<f32> {{
-  let span = {a.span(pos)};  // keys a split
-  let ns = ({pos} + span) / span;  // splits that hold keys 0..pos
-  var mx = {sink if a.sinks >= 0 else "-3.0e38"};
-  var z = {"1.0" if a.sinks >= 0 else "0.0"};
-  var o = vec4<f32>(0.0);
+    if a.at_once:
+        online = "\n".join(_merge_one("", f"p{j}", f"a{j}", f"s + {j}u < ns") for j in range(u))
+        passes = f"""{_merge_start(a, "", sink)}
   for (var s = {s0}; s < ns; s += {u}u) {{
 {idx}
     {loads}
 {online}
-  }}
-  return o / z;
-}}
-"""
-    sums = "\n".join(f"    {{ let e = select(0.0, exp(p{j}.x - mx), s + {j}u < ns); z += e * p{j}.y; o += e * a{j}; }}"
-                     for j in range(u))
-    return f"""
-fn combine4(h: u32, d4: u32) -> vec4<f32> {{
-  let span = {a.span(pos)};  // keys a split
-  let ns = ({pos} + span) / span;  // splits that hold keys 0..pos
-  var mx = {sink if a.sinks >= 0 else "-3.0e38"};
+  }}"""
+    else:
+        maxes = " ".join(f"let m{j} = ml[s{j}].x;" for j in range(u))
+        mx_all = "m0"
+        for j in range(1, u):
+            mx_all = f"max({mx_all}, m{j})"
+        sums = "\n".join(f"    {{ let e = select(0.0, exp(p{j}.x - mx), s + {j}u < ns); z += e * p{j}.y; o += e * a{j}; }}"
+                         for j in range(u))
+        passes = f"""  var mx = {sink if a.sinks >= 0 else "-3.0e38"};
   for (var s = {s0}; s < ns; s += {u}u) {{
 {idx}
     {maxes}
@@ -513,7 +522,11 @@ fn combine4(h: u32, d4: u32) -> vec4<f32> {{
 {idx}
     {loads}
 {sums}
-  }}
+  }}"""
+    return f"""
+fn combine4(h: u32, d4: u32) -> vec4<f32> {{
+{head}
+{passes}
   return o / z;
 }}
 """
@@ -521,34 +534,28 @@ fn combine4(h: u32, d4: u32) -> vec4<f32> {{
 
 def staged_combine_wgsl(a: AttnShape, wg: int, kp4: int, k4: int, xt: str) -> str:
     """`fn prologue` of the `attn` input with AttnShape.at_once: each thread merges its words
-    lid + j wg of the partials in one pass over the splits (a running max per word, the same
-    sums as combine4's up to rounding), `a.unroll` splits a pass, every word's and split's
-    loads of a pass written out before their sums; into xs, then one barrier."""
+    lid + j wg of the partials in one pass over the splits (a running max per word, as
+    combine4's at_once), `a.unroll` splits a pass, every word's and split's loads of a pass
+    written out before their sums; into xs, then one barrier."""
     d4, u = a.head_dim // 4, a.unroll
     words = -(-kp4 // wg)
-    s0 = "0u" if not a.window else f"select(0u, (st.pos + 1u - {a.window}u) / span, st.pos + 1u > {a.window}u)"
-    lines = []
+    head, s0 = _splits_wgsl(a, "st.pos")
+    lines, loads, sums = [], [], []
     for j in range(words):
         sink = f"pv[({a.sinks}u + h{j}) >> 2u][({a.sinks}u + h{j}) & 3u]"
         lines.append(f"  let i{j} = min(lid + {j * wg}u, {k4 - 1}u);\n  let h{j} = i{j} / {d4}u;\n  let c{j} = i{j} % {d4}u;\n"
-                     f"  var mx{j} = {sink if a.sinks >= 0 else '-3.0e38'};\n"
-                     f"  var z{j} = {'1.0' if a.sinks >= 0 else '0.0'};\n  var o{j} = vec4<f32>(0.0);")
-    loads, sums = [], []
-    for j in range(words):
+                     + _merge_start(a, str(j), sink))
         for q in range(u):
             loads.append(f"    let s{j}_{q} = h{j} * {a.max_splits}u + min(s + {q}u, ns - 1u); "
                          f"let p{j}_{q} = ml[s{j}_{q}]; let a{j}_{q} = acc[s{j}_{q} * {d4}u + c{j}];")
-            sums.append(f"    {{ let ok = s + {q}u < ns; let mn = select(mx{j}, max(mx{j}, p{j}_{q}.x), ok); "
-                        f"let c = exp(mx{j} - mn); let e = select(0.0, exp(p{j}_{q}.x - mn), ok);\n"
-                        f"      z{j} = z{j} * c + e * p{j}_{q}.y; o{j} = o{j} * c + e * a{j}_{q}; mx{j} = mn; }}")
+            sums.append(_merge_one(str(j), f"p{j}_{q}", f"a{j}_{q}", f"s + {q}u < ns"))
     stores = "\n".join(f"  if (lid + {j * wg}u < KP4) {{ xs[lid + {j * wg}u] = {xt}(select(vec4<f32>(0.0), o{j} / z{j}, "
                        f"lid + {j * wg}u < K4)); }}" for j in range(words))
     nl = "\n"
     return f"""
 var<workgroup> xs: array<{xt}, KP4>;
 fn prologue(lid: u32, xb: u32, sgs: u32) {{
-  let span = {a.span("st.pos")};  // keys a split
-  let ns = (st.pos + span) / span;  // splits that hold keys 0..pos
+{head}
 {nl.join(lines)}
   for (var s = {s0}; s < ns; s += {u}u) {{
 {nl.join(loads)}
