@@ -710,13 +710,17 @@ def test_batched_decode_rows_fold_qkv_into_attention(gpu, preset):
         _same_runs(*got, 1e-4)
 
 
-@pytest.mark.parametrize(("preset", "dtype"), [("tiny", "f16"), ("tiny-qwen3", "f16"), ("tiny", "q4_0")])
-def test_batched_rows_on_direct_f16_tiles(gpu, preset, dtype):
+@pytest.mark.parametrize(("preset", "dtype", "splits"), [
+    ("tiny", "f16", (("o", 2), ("down", 3))), ("tiny-qwen3", "f16", (("o", 2), ("qkv", 2), ("down", 3))),
+    ("tiny", "q4_0", (("o", 2), ("qkv", 2), ("down", 3)))])
+def test_batched_rows_on_direct_f16_tiles(gpu, preset, dtype, splits):
     """Tuning.batch_direct: a batched step's matmuls of f16 weights (the LM head's too) load
     their weight fragments from the weight buffers (direct_tiles; emulated here), K split as
-    Tuning.batch_splits says; a quantized model's with Tuning.batch_f16_weights, from f16
-    copies of its matrices (made once). Three requests get the tokens and log-probabilities of
-    the staged tiles; a step of one row keeps the mat-vecs on the model's own weights."""
+    Tuning.batch_splits says (QKV whole: its epilogue's RoPE and paged KV append in the direct
+    kernel; gate/up whole: its SiLU·mul); a quantized model's with Tuning.batch_f16_weights,
+    from f16 copies of its matrices (made once). Three requests get the tokens and
+    log-probabilities of the staged tiles; a step of one row keeps the mat-vecs on the model's
+    own weights."""
     import dataclasses
 
     if not gpu.has_f16:
@@ -725,7 +729,7 @@ def test_batched_rows_on_direct_f16_tiles(gpu, preset, dtype):
     t = Session.build(gpu, cfg, tensors.get, Settings(batch=16), ctx=96).tuning
     prompts = _prompts(cfg.vocab, [5, 9, 13], seed=11)
     base = dataclasses.replace(t, mma="emulate", batch_tiles=(1, 4, 1, 2), thin_rows=4, batch_f16_weights=dtype != "f16",
-                               batch_splits=(("o", 2), ("qkv", 2), ("down", 3)), batch_splits_few=())
+                               batch_splits=splits, batch_splits_few=())
     got = []
     for direct in ((), (2, 2, 2, 1, 64, 4)):
         session = Session.build(gpu, cfg, tensors.get, Settings(batch=16, tuning=dataclasses.replace(base, batch_direct=direct)),
@@ -735,7 +739,8 @@ def test_batched_rows_on_direct_f16_tiles(gpu, preset, dtype):
             labels = [d.label for d in s.programs.step(3, 3, False, False).dispatches if "matmul" in d.label or "direct" in d.label]
             assert labels and all(x.startswith("f16_direct" if direct else "f16_matmul") for x in labels), labels
             if direct:
-                assert sum("partial" in x for x in labels) == 3 * cfg.n_layers, labels
+                assert sum("partial" in x for x in labels) == len(splits) * cfg.n_layers, labels
+                assert any("f16_direct_qkv" in x for x in labels) == ("qkv" not in dict(splits)), labels
                 one = [d.label for d in s.programs.step(1, 1, False, False).dispatches]
                 assert not any("direct" in x or "f16_copy" in x for x in one), one
             cs = [s.submit(p, GREEDY, 8, logprobs=3) for p in prompts]
