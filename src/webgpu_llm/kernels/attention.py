@@ -265,8 +265,13 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     }}
     workgroupBarrier();"""
 
+    # a loop over the chunks; with the preload, the first chunk apart, from the words of this
+    # thread's key and values requested at the start, before anything waits
     preload = ""
-    if a.preload:  # the first chunk's words of this thread's key and values, before anything waits
+    chunks = f"""  for (var c0 = k0; c0 < k1; c0 += CH) {{
+{chunk(False)}
+  }}"""
+    if a.preload:
         jk, cond, r0 = ("k0 + lid", f"{mine}k0 + lid < k1", "0u") if per_key == 1 else \
             ("k0 + lid / PK", "lid < CH * PK && k0 + lid / PK < k1", "lid % PK")
         if qkn is not None:  # (the new key comes from the prologue, not the cache it appends it to)
@@ -283,18 +288,11 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
                    + "".join(f"    vpre{i} = {kv(vrow.format(j=f'c0 + min(g + {groups * i}u, n - 1u)') + ' + d4')};\n"
                              for i in range(per_g))
                    + "  }")
-    if a.preload:
         chunks = f"""  {{  // the first chunk, from the preloaded words
     let c0 = k0;
 {chunk(True)}
   }}
-  for (var c0 = k0 + CH; c0 < k1; c0 += CH) {{
-{chunk(False)}
-  }}"""
-    else:
-        chunks = f"""  for (var c0 = k0; c0 < k1; c0 += CH) {{
-{chunk(False)}
-  }}"""
+""" + chunks.replace("var c0 = k0;", "var c0 = k0 + CH;", 1)
     prologue = "" if qkn is None else "\n" + _fold_prologue(a, qkn, wg, cur, paged=slots is not None)
     if qkn is not None:  # the head's q and the new key and value, normed and rotated (their two sums of squares at once)
         kv_fn += PV_HELPER + "".join(f"var<workgroup> {n}: array<vec4<f32>, {d4}>;\n" for n in ("qn", "kn", "vn"))
