@@ -65,7 +65,8 @@ class Tuning:
     # O's merge of the split-K attention partials (its staged `attn` prologue) in one pass
     # over the splits for all of a thread's words at once (AttnShape.at_once): their loads in
     # one round trip a pass, where each word took two passes one word after another (the
-    # 30B's O: 4 words a thread, 8 round trips before its first weight). Off until timed
+    # 30B's O: 4 words a thread, 8 round trips before its first weight); the combine kernel's
+    # merge (merge_apart's, a batched step's) in one pass too. Off until timed
     merge_at_once: bool = False
     # ... and the mat-vecs' staged plain and RMSNorm inputs likewise: a thread's words of x (2
     # for a hidden size of 2048 in 256 threads) requested together, where a loop took them a

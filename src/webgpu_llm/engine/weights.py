@@ -150,9 +150,8 @@ def f16_copy(gpu: Gpu, m: GpuMatrix, label: str) -> GpuMatrix:
             segments.append(seg)
             buffers.append(buf)
             continue
-        step = max(16, (gpu.max_binding - 4096) // max(1, f16.nbytes(1024, m.k) // 1024) // 16 * 16)
-        for r0 in range(0, seg.rows, step):
-            n = min(step, seg.rows - r0)
+        for r0, r1 in _row_chunks(gpu, f16, seg.rows, m.k, whole=16):
+            n = r1 - r0
             out = gpu.buffer(f16.nbytes(n, m.k), f"{label}.f16.{len(buffers)}")
             prog.add(f16_copy_kernel(seg.fmt, seg.rows, m.k, r0, n), {"w0": buf, "y": out}, f16_copy_grid(n, m.k))
             segments.append(Segment("f16", n))
@@ -170,9 +169,11 @@ def _rows(p: Part) -> np.ndarray:
         raise ModelFileError(f"tensor {p.tensor.name!r} could not be read: {e}") from e
 
 
-def _row_chunks(gpu: Gpu, fmt: Any, rows: int, k: int) -> list[tuple[int, int]]:
+def _row_chunks(gpu: Gpu, fmt: Any, rows: int, k: int, whole: int = 1) -> list[tuple[int, int]]:
+    """Ranges of rows whose bytes in `fmt` fit the storage-binding limit, each (but the last)
+    a multiple of `whole` rows."""
     per_row = max(1, fmt.nbytes(1024, k) // 1024)
-    step = max(1, (gpu.max_binding - 4096) // per_row)
+    step = max(whole, (gpu.max_binding - 4096) // per_row // whole * whole)
     return [(r, min(rows, r + step)) for r in range(0, rows, step)]
 
 

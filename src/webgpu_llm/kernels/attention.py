@@ -192,12 +192,14 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     # one latency after another (decode attention is latency-bound, not bandwidth-bound).
     words = -(-d4 // per_key)  # of a key, each of its threads
 
-    def word(i: int, key: Callable[[str], str]) -> str:  # this thread's i-th word of a key's dot product
+    def word_at(i: int) -> str:  # this thread's i-th word of a key (clamped where the words do not divide the head)
         w = f"r + {i * per_key}u"
-        if (i + 1) * per_key <= d4:
-            return f"dot({qv.format(i=w)}, {key(w)})"
-        wc = f"min({w}, D4 - 1u)"
-        return f"select(0.0, dot({qv.format(i=wc)}, {key(wc)}), {w} < D4)"
+        return w if (i + 1) * per_key <= d4 else f"min({w}, D4 - 1u)"
+
+    def word(i: int, key: Callable[[str], str]) -> str:  # ... and its term of the key's dot product
+        w = word_at(i)
+        d = f"dot({qv.format(i=w)}, {key(w)})"
+        return d if (i + 1) * per_key <= d4 else f"select(0.0, {d}, r + {i * per_key}u < D4)"
     dot_sum = " + ".join(word(i, lambda w: kv(f"kr + {w}")) for i in range(words))
     pre_sum = " + ".join(word(i, lambda w, i=i: f"kpre{i}") for i in range(words))  # (AttentionSpec.preload's)
     new_sum = " + ".join(word(i, lambda w: f"kn[{w}]") for i in range(words))
@@ -237,10 +239,13 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     }}"""
     per_g = -(-a.chunk // groups)
 
+    def value_at(jj: str) -> str:  # this thread's word of the cached value of key c0 + jj (clamped to the chunk's)
+        return kv(vrow.format(j=f"c0 + min({jj}, n - 1u)") + " + d4")
+
     def value(jj: str, pre: str = "") -> str:
         """The value's word of key c0 + jj (`pre`: the register it was preloaded into; with the
         fold, the new key's from vmine)."""
-        cached = pre or kv(vrow.format(j=f"c0 + min({jj}, n - 1u)") + " + d4")
+        cached = pre or value_at(jj)
         return cached if qkn is None else f"select({cached}, vmine, c0 + {jj} == {cur})"
 
     def vsum(pre: bool) -> str:
@@ -265,34 +270,33 @@ def attention_kernel(a: AttentionSpec, subgroups: str | None = None, wg: int = 0
     }}
     workgroupBarrier();"""
 
-    # a loop over the chunks; with the preload, the first chunk apart, from the words of this
-    # thread's key and values requested at the start, before anything waits
-    preload = ""
-    chunks = f"""  for (var c0 = k0; c0 < k1; c0 += CH) {{
+    def loop(first: str) -> str:  # the chunks from key `first` on
+        return f"""  for (var c0 = {first}; c0 < k1; c0 += CH) {{
 {chunk(False)}
   }}"""
+
+    # a loop over the chunks; with the preload, the first chunk apart, from the words of this
+    # thread's key and values requested at the start, before anything waits
+    preload, chunks = "", loop("k0")
     if a.preload:
         jk, cond, r0 = ("k0 + lid", f"{mine}k0 + lid < k1", "0u") if per_key == 1 else \
             ("k0 + lid / PK", "lid < CH * PK && k0 + lid / PK < k1", "lid % PK")
         if qkn is not None:  # (the new key comes from the prologue, not the cache it appends it to)
             cond += f" && {jk} != {cur}"
-        idx = [f"r + {i * per_key}u" if (i + 1) * per_key <= d4 else f"min(r + {i * per_key}u, D4 - 1u)"
-               for i in range(words)]
         preload = ("\n  // the first chunk's keys and values, requested before the prologue and the scores\n"
                    + "".join(f"  var kpre{i} = vec4<f32>(0.0);\n" for i in range(words))
                    + "".join(f"  var vpre{i} = vec4<f32>(0.0);\n" for i in range(per_g))
                    + f"  {{\n    let r = {r0};\n    let jk = {jk};\n    if ({cond}) {{\n"
                    + f"      let kr = {krow.format(j='jk')} * D4;\n"
-                   + "".join(f"      kpre{i} = {kv(f'kr + {w}')};\n" for i, w in enumerate(idx))
+                   + "".join(f"      kpre{i} = {kv(f'kr + {word_at(i)}')};\n" for i in range(words))
                    + "    }\n  }\n  if (g < G) {\n    let c0 = k0;\n    let n = min(CH, k1 - k0);\n"
-                   + "".join(f"    vpre{i} = {kv(vrow.format(j=f'c0 + min(g + {groups * i}u, n - 1u)') + ' + d4')};\n"
-                             for i in range(per_g))
+                   + "".join(f"    vpre{i} = {value_at(f'g + {groups * i}u')};\n" for i in range(per_g))
                    + "  }")
         chunks = f"""  {{  // the first chunk, from the preloaded words
     let c0 = k0;
 {chunk(True)}
   }}
-""" + chunks.replace("var c0 = k0;", "var c0 = k0 + CH;", 1)
+{loop("k0 + CH")}"""
     prologue = "" if qkn is None else "\n" + _fold_prologue(a, qkn, wg, cur, paged=slots is not None)
     if qkn is not None:  # the head's q and the new key and value, normed and rotated (their two sums of squares at once)
         kv_fn += PV_HELPER + "".join(f"var<workgroup> {n}: array<vec4<f32>, {d4}>;\n" for n in ("qn", "kn", "vn"))

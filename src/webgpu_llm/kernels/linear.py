@@ -456,6 +456,11 @@ def rope_cs(q: QkvShape) -> str:
     return f"    let rs = {a};\n    let c = cos(ang) * rs;\n    let s = sin(ang) * rs;"
 
 
+def _sink(a: AttnShape, h: str) -> str:
+    """WGSL of head h's sink logit (AttnShape.sinks) in `pv` (pvf may not be declared)."""
+    return f"pv[({a.sinks}u + {h}) >> 2u][({a.sinks}u + {h}) & 3u]"
+
+
 def _merge_start(a: AttnShape, tag: str, sink: str) -> str:
     """WGSL declaring a running merge's state (max, total weight, weighted values) `mx{tag}`,
     `z{tag}`, `o{tag}`: empty, or holding the head's sink logit `sink` (AttnShape.sinks)."""
@@ -489,7 +494,7 @@ def combine_wgsl(a: AttnShape, pos: str = "st.pos", row: str = "h") -> str:
     d4 = a.head_dim // 4
     u = a.unroll
     head, s0 = _splits_wgsl(a, pos)
-    sink = f"pv[({a.sinks}u + h) >> 2u][({a.sinks}u + h) & 3u]"  # (pvf may not be declared)
+    sink = _sink(a, "h")
     base = f"{row} * {a.max_splits}u"
     # split s + j, clamped to the last (a repeated split adds nothing to the maximum, and its
     # weight is zeroed in the sums)
@@ -542,7 +547,7 @@ def staged_combine_wgsl(a: AttnShape, wg: int, kp4: int, k4: int, xt: str) -> st
     head, s0 = _splits_wgsl(a, "st.pos")
     lines, loads, sums = [], [], []
     for j in range(words):
-        sink = f"pv[({a.sinks}u + h{j}) >> 2u][({a.sinks}u + h{j}) & 3u]"
+        sink = _sink(a, f"h{j}")
         lines.append(f"  let i{j} = min(lid + {j * wg}u, {k4 - 1}u);\n  let h{j} = i{j} / {d4}u;\n  let c{j} = i{j} % {d4}u;\n"
                      + _merge_start(a, str(j), sink))
         for q in range(u):
